@@ -1,0 +1,1 @@
+"""The chat core: users, rooms, accounts and history, with no knowledge of any wire format."""

@@ -1,0 +1,126 @@
+"""Errors the core raises; each protocol maps them to its own numeric, stanza error or text."""
+
+from __future__ import annotations
+
+
+class ChatError(Exception):
+    """Base of every refusal the core makes.  ``str(err)`` is a human-readable reason."""
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(reason or self.__class__.__doc__ or self.__class__.__name__)
+
+    @property
+    def reason(self) -> str:
+        return str(self)
+
+
+class BadName(ChatError):
+    """The name is not a valid nick or room name."""
+
+    def __init__(self, name: str, reason: str = "") -> None:
+        self.name = name
+        super().__init__(reason or f"{name!r} is not a valid name")
+
+
+class NickInUse(ChatError):
+    """The nick is in use by someone else."""
+
+    def __init__(self, nick: str) -> None:
+        self.nick = nick
+        super().__init__(f"{nick} is already in use")
+
+
+class NoSuchNick(ChatError):
+    """No user has that nick."""
+
+    def __init__(self, nick: str) -> None:
+        self.nick = nick
+        super().__init__(f"no such nick: {nick}")
+
+
+class NoSuchRoom(ChatError):
+    """The room does not exist."""
+
+    def __init__(self, room: str) -> None:
+        self.room = room
+        super().__init__(f"no such room: {room}")
+
+
+class NotOnRoom(ChatError):
+    """The acting user (or the target) is not in the room."""
+
+    def __init__(self, room: str, nick: str | None = None) -> None:
+        self.room = room
+        self.nick = nick
+        who = f"{nick} is" if nick else "you are"
+        super().__init__(f"{who} not in {room}")
+
+
+class AlreadyOnRoom(ChatError):
+    """The target is already in the room."""
+
+    def __init__(self, room: str, nick: str) -> None:
+        self.room = room
+        self.nick = nick
+        super().__init__(f"{nick} is already in {room}")
+
+
+class NotPermitted(ChatError):
+    """The acting user lacks the status this needs (usually room operator)."""
+
+    def __init__(self, reason: str = "", room: str | None = None) -> None:
+        self.room = room
+        super().__init__(reason or "you are not permitted to do that")
+
+
+class CannotSend(ChatError):
+    """The message may not be sent to that room (moderated, no outside messages, banned)."""
+
+    def __init__(self, room: str, reason: str) -> None:
+        self.room = room
+        super().__init__(reason)
+
+
+class JoinRefused(ChatError):
+    """The room refused the join; ``why`` says which rule refused it."""
+
+    BANNED = "banned"
+    INVITE_ONLY = "invite_only"
+    BAD_KEY = "bad_key"
+    FULL = "full"
+    REGISTERED_ONLY = "registered_only"
+    TOO_MANY_ROOMS = "too_many_rooms"
+
+    def __init__(self, room: str, why: str, reason: str) -> None:
+        self.room = room
+        self.why = why
+        super().__init__(reason)
+
+
+class UnknownMode(ChatError):
+    """The mode is not one the core knows."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        super().__init__(f"unknown mode: {mode}")
+
+
+class AccountError(ChatError):
+    """An account operation failed (see ``code``)."""
+
+    EXISTS = "exists"
+    NO_ACCOUNT = "no_account"
+    BAD_PASSWORD = "bad_password"
+    THROTTLED = "throttled"
+    NOT_LOGGED_IN = "not_logged_in"
+    ALREADY_LOGGED_IN = "already_logged_in"
+    WEAK_PASSWORD = "weak_password"
+    CLOSED = "closed"
+
+    def __init__(self, code: str, reason: str) -> None:
+        self.code = code
+        super().__init__(reason)
+
+
+class LimitExceeded(ChatError):
+    """A rate or resource limit was hit (flood, too many connections)."""

@@ -1,0 +1,176 @@
+"""Immutable event records that the core emits to connections through ``IChatClient.deliver``.
+
+An event carries data only; each protocol renders it.  ``rendered`` is a per-event cache
+that protocols fill with bytes keyed by their own variant (for IRC, the set of capabilities
+that change the line), so a message fanned out to many members is rendered once per variant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+MessageKind = Literal["privmsg", "notice", "action"]
+
+
+@dataclass(frozen=True, slots=True)
+class Who:
+    """A snapshot of a user as others see it at the moment of an event.
+
+    ``host`` is always a cloak, never the client's address.
+    """
+
+    nick: str
+    ident: str
+    host: str
+    account: str | None = None
+    realname: str = ""
+    bot: bool = False
+    away: str | None = None
+
+    @property
+    def mask(self) -> str:
+        return f"{self.nick}!{self.ident}@{self.host}"
+
+
+@dataclass(frozen=True, slots=True)
+class ModeItem:
+    """One mode change: ``adding`` or removing ``mode`` (a core mode name), with its argument."""
+
+    adding: bool
+    mode: str
+    arg: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    ts: float
+    rendered: dict[Any, bytes] = field(default_factory=dict, compare=False, repr=False, hash=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Message(Event):
+    """A message to a room (``room`` set) or to a user (``target`` set)."""
+
+    id: str
+    source: Who
+    text: str
+    kind: MessageKind = "privmsg"
+    room: str | None = None
+    target: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()
+    # Minimum member status ('op' or 'voice') that receives it, for IRC STATUSMSG (@#room).
+    status: str | None = None
+    # The connection it came from (an IChatClient), so that protocols can tell echo from relay.
+    origin: Any = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Join(Event):
+    room: str
+    who: Who
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Part(Event):
+    room: str
+    who: Who
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Quit(Event):
+    who: Who
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NickChange(Event):
+    who: Who
+    new_nick: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Topic(Event):
+    room: str
+    who: Who
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Kick(Event):
+    room: str
+    who: Who
+    target: Who
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModeChange(Event):
+    """Room mode changes (flags, key, limit, bans, invites, member status) by ``who``."""
+
+    room: str
+    who: Who
+    changes: tuple[ModeItem, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UserModeChange(Event):
+    """A user's own modes changed (delivered to that user's connections only)."""
+
+    who: Who
+    changes: tuple[ModeItem, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Away(Event):
+    """``message`` None means back."""
+
+    who: Who
+    message: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Invite(Event):
+    room: str
+    who: Who
+    target: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RealnameChange(Event):
+    who: Who
+    realname: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostChange(Event):
+    who: Who
+    ident: str
+    host: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccountChange(Event):
+    """``account`` None means logged out."""
+
+    who: Who
+    account: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerNotice(Event):
+    """A notice from the server to one user (nick enforcement, shutdown warnings, …)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Wallops(Event):
+    """An operator broadcast to users who asked for them."""
+
+    who: Who
+    text: str
+
+
+ROOM_EVENTS = (Message, Join, Part, Topic, Kick, ModeChange, Invite)

@@ -1,0 +1,96 @@
+"""The seams of the server (zope.interface): where the core meets protocols and storage."""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+
+class IChatClient(Interface):
+    """One connection of a user, as the core sees it.  Implemented by each protocol."""
+
+    protocol = Attribute("Short protocol name: 'irc', 'xmpp' or 'line'.")
+    address = Attribute("The peer's address (shown to operators only, never to other users).")
+    secure = Attribute("True when the connection is encrypted (TLS) or on loopback.")
+
+    def deliver(event):
+        """Render ``event`` (a chatserver.core.events record) in this protocol and send it.
+
+        Called on the reactor thread; must not block and must not raise.
+        """
+
+    def disconnect(reason):
+        """The server ends this connection: tell the peer ``reason`` in its protocol, then close."""
+
+
+class IClock(Interface):
+    """Time as the core sees it: the reactor in production, ``twisted.internet.task.Clock`` in tests."""
+
+    def seconds():
+        """Current time in seconds since the epoch (float)."""
+
+    def callLater(delay, f, *args, **kw):
+        """Call ``f`` after ``delay`` seconds; returns an object with ``cancel()`` and ``active()``."""
+
+
+class IAccountStore(Interface):
+    """Accounts (registered nicks).  Every method returns a Deferred."""
+
+    def get_account(name):
+        """Fire with the AccountRecord for ``name`` (any case) or None."""
+
+    def create_account(record):
+        """Store a new AccountRecord; errback with AccountError(EXISTS) if the name is taken."""
+
+    def update_credentials(name, credentials):
+        """Replace the credentials of ``name``; fire True, or False if there is no such account."""
+
+    def delete_account(name):
+        """Delete the account; fire True if it existed."""
+
+    def list_accounts():
+        """Fire with every AccountRecord, sorted by name."""
+
+
+class IRoomStore(Interface):
+    """Registered rooms.  Every method returns a Deferred."""
+
+    def load_rooms():
+        """Fire with a list of every RoomRecord."""
+
+    def save_room(record):
+        """Insert or replace a RoomRecord."""
+
+    def delete_room(name):
+        """Forget a registered room; fire True if it existed."""
+
+
+class IHistoryStore(Interface):
+    """Message history.  ``target`` is a room key.  Every method returns a Deferred.
+
+    Queries fire with lists of chatserver.core.events.Message in ascending (ts, id) order;
+    ``limit`` bounds the count, taking the messages nearest the anchor.
+    """
+
+    def append(messages):
+        """Persist a batch (sequence) of Message records in one transaction."""
+
+    def latest(target, limit):
+        """The newest ``limit`` messages."""
+
+    def before(target, ts, limit):
+        """Messages strictly older than ``ts`` (the newest of them)."""
+
+    def after(target, ts, limit):
+        """Messages strictly newer than ``ts`` (the oldest of them)."""
+
+    def between(target, start, end, limit):
+        """Messages with start < ts < end (the oldest of them)."""
+
+    def find(msgid):
+        """Fire with the Message with that id, or None."""
+
+    def targets(start, end, limit):
+        """Fire with [(target, latest ts)] for targets with messages in start < ts < end."""
+
+    def close():
+        """Finish pending work and release the database."""

@@ -1,0 +1,74 @@
+"""Nick and room grammar and casefolding: one rule for every protocol.
+
+Nicks use the IRC nick alphabet and ``ascii`` casemapping (advertised to IRC clients
+in ISUPPORT); rooms are ``[a-z0-9._-]`` and case-insensitive.  Every protocol turns its
+own spelling (``#room``, ``room@conference.example``, ``room``) into the bare room name
+before calling the core.
+"""
+
+from __future__ import annotations
+
+import re
+
+from chatserver.core.errors import BadName
+
+NICK_MAX = 30
+ROOM_MAX = 50
+
+_NICK_RE = re.compile(r"[A-Za-z\[\]\\`_^{|}][A-Za-z0-9\[\]\\`_^{|}-]{0,%d}\Z" % (NICK_MAX - 1))
+_ROOM_RE = re.compile(r"[a-z0-9._-]{1,%d}\Z" % ROOM_MAX)
+_ASCII_FOLD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def casefold(name: str) -> str:
+    """Fold a nick or room name with the ``ascii`` casemapping (only A-Z change)."""
+    return name.translate(_ASCII_FOLD)
+
+
+def is_valid_nick(nick: str) -> bool:
+    return bool(_NICK_RE.match(nick))
+
+
+def check_nick(nick: str) -> str:
+    """Return ``nick`` unchanged if it is a valid nick, else raise :class:`BadName`."""
+    if not is_valid_nick(nick):
+        raise BadName(
+            nick,
+            f"nicks are 1-{NICK_MAX} characters of letters, digits and []\\`_^{{|}}-,"
+            " not starting with a digit or '-'",
+        )
+    return nick
+
+
+def room_key(name: str) -> str:
+    """Return the canonical (folded) room name, or raise :class:`BadName`."""
+    folded = casefold(name)
+    if not _ROOM_RE.match(folded):
+        raise BadName(name, f"room names are 1-{ROOM_MAX} characters of a-z, 0-9, '.', '_' and '-'")
+    return folded
+
+
+def is_valid_room(name: str) -> bool:
+    return bool(_ROOM_RE.match(casefold(name)))
+
+
+def glob_match(pattern: str, text: str) -> bool:
+    """Case-insensitive IRC-style glob: ``*`` any run, ``?`` one character."""
+    regex = _glob_cache.get(pattern)
+    if regex is None:
+        parts = []
+        for ch in casefold(pattern):
+            if ch == "*":
+                parts.append(".*")
+            elif ch == "?":
+                parts.append(".")
+            else:
+                parts.append(re.escape(ch))
+        regex = re.compile("".join(parts) + r"\Z", re.DOTALL)
+        if len(_glob_cache) > 4096:
+            _glob_cache.clear()
+        _glob_cache[pattern] = regex
+    return bool(regex.match(casefold(text)))
+
+
+_glob_cache: dict[str, re.Pattern[str]] = {}

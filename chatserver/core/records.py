@@ -1,0 +1,59 @@
+"""Plain records that cross the storage seam (what is persisted), distinct from live state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """SCRAM salted keys for one mechanism (``SCRAM-SHA-256`` or ``SCRAM-SHA-1``).
+
+    Enough to verify a SCRAM exchange or a plain password; the password itself is never kept.
+    """
+
+    mechanism: str
+    salt: bytes
+    stored_key: bytes
+    server_key: bytes
+    iterations: int
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRecord:
+    name: str  # as registered (display form); the key is casefold(name)
+    credentials: tuple[Credential, ...]
+    created_at: float
+    email: str | None = None
+
+    def credential(self, mechanism: str) -> Credential | None:
+        for cred in self.credentials:
+            if cred.mechanism == mechanism:
+                return cred
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class BanRecord:
+    mask: str
+    set_by: str
+    set_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RoomRecord:
+    """A registered room: what survives a restart."""
+
+    name: str  # the room key (already canonical)
+    owner: str  # account name
+    created_at: float
+    topic: str = ""
+    topic_by: str = ""
+    topic_at: float = 0.0
+    # (mode name, argument or None) for flags, key and limit.
+    modes: tuple[tuple[str, str | None], ...] = ()
+    ops: tuple[str, ...] = ()  # account names
+    voices: tuple[str, ...] = ()
+    bans: tuple[BanRecord, ...] = ()
+    invites: tuple[str, ...] = ()  # invite-exception masks
+    extra: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,198 @@
+"""Rooms: members and their status, topic, modes, bans and invites, recent history.
+
+Modes are core data with names, not letters; each protocol maps them to its own form
+(IRC letters, XEP-0045 room configuration, line-chat words).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from chatserver.core.events import Message, Who
+from chatserver.core.names import casefold, glob_match
+from chatserver.core.records import BanRecord, RoomRecord
+from chatserver.core.users import User
+
+# Mode names the core knows, by kind.
+FLAG_MODES = frozenset(
+    {"moderated", "invite_only", "topic_lock", "no_external", "secret", "registered_only"}
+)
+PARAM_MODES = frozenset({"key", "limit"})
+LIST_MODES = frozenset({"ban", "invite"})
+STATUS_MODES = frozenset({"op", "voice"})
+ALL_MODES = FLAG_MODES | PARAM_MODES | LIST_MODES | STATUS_MODES
+# Modes a new room starts with: only members may speak, only operators set the topic.
+DEFAULT_MODES = frozenset({"no_external", "topic_lock"})
+ACCOUNT_MASK_PREFIX = "$a:"
+
+
+def normalize_mask(mask: str) -> str:
+    """Complete a ban or invite mask: ``nick`` -> ``nick!*@*``; ``$a:name`` stays as it is."""
+    if mask.startswith(ACCOUNT_MASK_PREFIX):
+        return ACCOUNT_MASK_PREFIX + casefold(mask[len(ACCOUNT_MASK_PREFIX) :])
+    if "!" not in mask and "@" not in mask:
+        return f"{mask}!*@*"
+    if "!" not in mask:
+        return f"*!{mask}"
+    if "@" not in mask:
+        return f"{mask}@*"
+    return mask
+
+
+def mask_matches(mask: str, who: Who) -> bool:
+    if mask.startswith(ACCOUNT_MASK_PREFIX):
+        pattern = mask[len(ACCOUNT_MASK_PREFIX) :]
+        return who.account is not None and glob_match(pattern, who.account)
+    return glob_match(mask, who.mask)
+
+
+class Member:
+    """A user's status in one room."""
+
+    __slots__ = ("op", "voice")
+
+    def __init__(self, op: bool = False, voice: bool = False) -> None:
+        self.op = op
+        self.voice = voice
+
+    def has(self, status: str | None) -> bool:
+        """Whether this member ranks at least ``status`` ('op', 'voice' or None)."""
+        if status is None:
+            return True
+        if status == "voice":
+            return self.op or self.voice
+        return self.op
+
+    def statuses(self) -> tuple[str, ...]:
+        return (("op",) if self.op else ()) + (("voice",) if self.voice else ())
+
+
+class Room:
+    __slots__ = (
+        "_clients",
+        "bans",
+        "created_at",
+        "flags",
+        "history",
+        "invited",
+        "invites",
+        "key",
+        "limit",
+        "members",
+        "name",
+        "owner",
+        "reg_ops",
+        "reg_voices",
+        "registered",
+        "topic",
+        "topic_at",
+        "topic_by",
+    )
+
+    def __init__(self, name: str, now: float, history_size: int) -> None:
+        self.name = name  # canonical room key
+        self.created_at = now
+        self.members: dict[User, Member] = {}
+        self.topic = ""
+        self.topic_by = ""
+        self.topic_at = 0.0
+        self.flags: set[str] = set(DEFAULT_MODES)
+        self.key: str | None = None
+        self.limit: int | None = None
+        self.bans: list[BanRecord] = []
+        self.invites: list[str] = []  # invite-exception masks (may join past invite_only)
+        self.invited: set[str] = set()  # folded nicks invited since (one-shot)
+        self.registered = False
+        self.owner: str | None = None
+        # For registered rooms: accounts that get op or voice whenever they join.
+        self.reg_ops: set[str] = set()
+        self.reg_voices: set[str] = set()
+        self.history: deque[Message] = deque(maxlen=max(history_size, 0))
+        self._clients: tuple[Any, ...] | None = None
+
+    # -- membership ------------------------------------------------------------------------
+
+    def clients(self) -> tuple[Any, ...]:
+        """Every connection of every member: the fan-out list, cached until membership changes."""
+        clients = self._clients
+        if clients is None:
+            clients = self._clients = tuple(
+                conn.client for user in self.members for conn in user.connections
+            )
+        return clients
+
+    def members_changed(self) -> None:
+        self._clients = None
+
+    def member(self, user: User) -> Member | None:
+        return self.members.get(user)
+
+    def find_member(self, nick: str) -> User | None:
+        key = casefold(nick)
+        for user in self.members:
+            if user.key == key:
+                return user
+        return None
+
+    def ops(self) -> list[User]:
+        return [u for u, m in self.members.items() if m.op]
+
+    # -- rules -----------------------------------------------------------------------------
+
+    def is_banned(self, who: Who) -> bool:
+        return any(mask_matches(ban.mask, who) for ban in self.bans)
+
+    def is_invite_excepted(self, who: Who) -> bool:
+        return any(mask_matches(mask, who) for mask in self.invites)
+
+    def mode_state(self) -> list[tuple[str, str | None]]:
+        """Flags and parameter modes currently set, as (name, argument) in a stable order."""
+        state: list[tuple[str, str | None]] = [(f, None) for f in sorted(self.flags)]
+        if self.key is not None:
+            state.append(("key", self.key))
+        if self.limit is not None:
+            state.append(("limit", str(self.limit)))
+        return state
+
+    # -- persistence -----------------------------------------------------------------------
+
+    def to_record(self) -> RoomRecord:
+        return RoomRecord(
+            name=self.name,
+            owner=self.owner or "",
+            created_at=self.created_at,
+            topic=self.topic,
+            topic_by=self.topic_by,
+            topic_at=self.topic_at,
+            modes=tuple(self.mode_state()),
+            ops=tuple(sorted(self.reg_ops)),
+            voices=tuple(sorted(self.reg_voices)),
+            bans=tuple(self.bans),
+            invites=tuple(self.invites),
+        )
+
+    @classmethod
+    def from_record(cls, record: RoomRecord, history_size: int) -> Room:
+        room = cls(record.name, record.created_at, history_size)
+        room.registered = True
+        room.owner = record.owner or None
+        room.topic = record.topic
+        room.topic_by = record.topic_by
+        room.topic_at = record.topic_at
+        room.flags = set()
+        for mode, arg in record.modes:
+            if mode in FLAG_MODES:
+                room.flags.add(mode)
+            elif mode == "key":
+                room.key = arg
+            elif mode == "limit" and arg is not None and arg.isdigit():
+                room.limit = int(arg)
+        room.reg_ops = {casefold(a) for a in record.ops}
+        room.reg_voices = {casefold(a) for a in record.voices}
+        room.bans = list(record.bans)
+        room.invites = list(record.invites)
+        return room
+
+    def __repr__(self) -> str:
+        return f"<Room {self.name} ({len(self.members)})>"

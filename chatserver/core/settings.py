@@ -1,0 +1,35 @@
+"""Settings the core needs, built by chatserver.config from the TOML file (defaults live there)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class CoreSettings:
+    server_name: str = "chatserver.local"
+    # Messages kept in memory per room (and replayed from the store after a restart).
+    history_in_memory: int = 100
+    # Seconds between history batch writes; 0 writes every message at once.
+    history_flush_interval: float = 1.0
+    # Seconds a session on a registered nick has to identify before it is renamed.
+    nick_enforce_timeout: float = 60.0
+    guest_prefix: str = "Guest"
+    # "open": anyone may register a nick; "closed": only `chatserver account create`.
+    registration: str = "open"
+    min_password_length: int = 6
+    max_rooms_per_user: int = 100
+    max_connections_per_address: int = 20
+    # Failed logins: a bucket of `burst` tries refilled at one per `login_failure_period` seconds,
+    # kept per account and per address.
+    login_failure_burst: int = 5
+    login_failure_period: float = 30.0
+    scram_iterations: int = 4096
+    topic_max: int = 390
+    kick_reason_max: int = 255
+    away_max: int = 200
+    realname_max: int = 100
+    # Secret for the host cloaks that stand in for client addresses; empty = random per start.
+    cloak_secret: str = ""
+    # Replay this many history lines to a client that joins a room (protocols may ask for fewer).
+    join_history_lines: int = 10

@@ -1,0 +1,153 @@
+"""Users, their connections, and the nick table.
+
+A user is one nick with one identity (guest or account) and one set of rooms; it has one
+or more connections.  Rooms hold users, not connections: an event for a user reaches every
+one of its connections.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from chatserver.core.events import Who
+from chatserver.core.names import casefold
+
+if TYPE_CHECKING:
+    from chatserver.core.rooms import Room
+
+
+class Connection:
+    """One attached IChatClient, and who it speaks for (``user`` is None before a nick)."""
+
+    __slots__ = (
+        "account",
+        "address",
+        "client",
+        "connected_at",
+        "id",
+        "last_active",
+        "protocol",
+        "user",
+    )
+
+    def __init__(self, client: Any, conn_id: int, now: float) -> None:
+        self.client = client
+        self.id = conn_id
+        self.protocol: str = getattr(client, "protocol", "?")
+        self.address: str = getattr(client, "address", "")
+        self.connected_at = now
+        self.last_active = now
+        self.user: User | None = None
+        # An account proven before a nick was claimed (SASL during IRC registration, XMPP SASL).
+        self.account: str | None = None
+
+    @property
+    def secure(self) -> bool:
+        return bool(getattr(self.client, "secure", False))
+
+    def __repr__(self) -> str:
+        nick = self.user.nick if self.user else None
+        return f"<Connection {self.id} {self.protocol} {nick}>"
+
+
+class User:
+    """A nick, its identity, its rooms, its away state and its connections."""
+
+    __slots__ = (
+        "__weakref__",
+        "_who",
+        "account",
+        "away",
+        "connections",
+        "created_at",
+        "enforce_timer",
+        "host",
+        "ident",
+        "key",
+        "last_active",
+        "modes",
+        "nick",
+        "realname",
+        "rooms",
+    )
+
+    def __init__(self, nick: str, ident: str, host: str, realname: str, now: float) -> None:
+        self.nick = nick
+        self.key = casefold(nick)
+        self.ident = ident
+        self.host = host
+        self.realname = realname
+        self.account: str | None = None
+        self.away: str | None = None
+        self.connections: list[Connection] = []
+        self.rooms: dict[str, Room] = {}
+        # User modes by core name: 'invisible', 'wallops', 'bot', 'oper'.
+        self.modes: set[str] = set()
+        self.created_at = now
+        self.last_active = now
+        self.enforce_timer: Any = None
+        self._who: Who | None = None
+
+    def who(self) -> Who:
+        """The snapshot others see; cached until something in it changes."""
+        who = self._who
+        if who is None:
+            who = self._who = Who(
+                nick=self.nick,
+                ident=self.ident,
+                host=self.host,
+                account=self.account,
+                realname=self.realname,
+                bot="bot" in self.modes,
+                away=self.away,
+            )
+        return who
+
+    def changed(self) -> None:
+        """Forget the cached snapshot (and the rooms' cached client lists)."""
+        self._who = None
+
+    def clients(self) -> Iterator[Any]:
+        for conn in self.connections:
+            yield conn.client
+
+    @property
+    def secure(self) -> bool:
+        return all(c.secure for c in self.connections)
+
+    def __repr__(self) -> str:
+        return f"<User {self.nick}>"
+
+
+class NickTable:
+    """Online users by folded nick."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[str, User] = {}
+
+    def get(self, nick: str) -> User | None:
+        return self._by_key.get(casefold(nick))
+
+    def add(self, user: User) -> None:
+        self._by_key[user.key] = user
+
+    def remove(self, user: User) -> None:
+        if self._by_key.get(user.key) is user:
+            del self._by_key[user.key]
+
+    def rename(self, user: User, new_nick: str) -> None:
+        self.remove(user)
+        user.nick = new_nick
+        user.key = casefold(new_nick)
+        user.changed()
+        self.add(user)
+
+    def __contains__(self, nick: str) -> bool:
+        return casefold(nick) in self._by_key
+
+    def __iter__(self) -> Iterator[User]:
+        return iter(list(self._by_key.values()))
+
+    def __len__(self) -> int:
+        return len(self._by_key)
