@@ -1,0 +1,207 @@
+"""Run the real ``chatserver run`` in a subprocess on free loopback ports, for integration tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+PROTOCOL_PORT_KEYS = {
+    "line": ("port",),
+    "irc": ("port", "tls_port"),
+    "xmpp": ("port", "tls_port"),
+}
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> None:
+    lines = []
+    for section, values in sections.items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{k} = {_toml_value(v)}" for k, v in values.items())
+        lines.append("")
+    path.write_text("\n".join(lines))
+
+
+class ServerProcess:
+    """The real server.  ``ports['line']``, ``ports['irc']``, ``ports['irc_tls']`` … are loopback ports.
+
+    ``protocols`` chooses which listeners are enabled; ``overrides`` adds config keys by
+    section (e.g. ``{"chat": {"nick_enforce_timeout": 2}}``).
+    """
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        *,
+        protocols: Iterable[str] = ("line",),
+        overrides: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
+        self.dir = Path(tmp_path)
+        self.data_dir = self.dir / "data"
+        self.config_path = self.dir / "chatserver.toml"
+        self.log_path = self.dir / "server.log"
+        self.protocols = tuple(protocols)
+        self.ports: dict[str, int] = {}
+        sections: dict[str, dict[str, Any]] = {
+            "server": {"listen": ["127.0.0.1"], "name": "test.chatserver"},
+        }
+        for proto, keys in PROTOCOL_PORT_KEYS.items():
+            section: dict[str, Any] = {"enabled": proto in self.protocols}
+            if proto in self.protocols:
+                for key in keys:
+                    port = free_port()
+                    section[key] = port
+                    name = proto if key == "port" else f"{proto}_tls"
+                    self.ports[name] = port
+            sections[proto] = section
+        for section_name, values in (overrides or {}).items():
+            sections.setdefault(section_name, {}).update(values)
+        write_config(self.config_path, sections)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> ServerProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "chatserver",
+                "run",
+                "--config",
+                str(self.config_path),
+                "--data-dir",
+                str(self.data_dir),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        for port in self.ports.values():
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        self.kill()
+                        raise RuntimeError(
+                            f"server did not listen on {port}:\n{self.log()}"
+                        ) from None
+                    time.sleep(0.05)
+        return self
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM and wait; returns the exit status."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def restart(self) -> ServerProcess:
+        self.stop()
+        return self.start()
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+
+
+class LineClient:
+    """A blocking socket client that reads lines with a timeout (for line chat and raw IRC)."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 5.0) -> None:
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.timeout = timeout
+        self.buffer = b""
+        self.seen: list[str] = []
+
+    def send(self, line: str | bytes) -> None:
+        data = line if isinstance(line, bytes) else line.encode()
+        if not data.endswith(b"\n"):
+            data += b"\r\n"
+        self.sock.sendall(data)
+
+    def read_line(self, timeout: float | None = None) -> str:
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while b"\n" not in self.buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no line; seen so far: {self.seen[-20:]}")
+            self.sock.settimeout(remaining)
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError(f"closed; seen so far: {self.seen[-20:]}")
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        text = line.rstrip(b"\r").decode("utf-8", "replace")
+        self.seen.append(text)
+        return text
+
+    def expect(self, predicate: Any, timeout: float | None = None) -> str:
+        """Read lines until one contains ``predicate`` (a str) or satisfies it (a callable)."""
+        test = predicate if callable(predicate) else (lambda line: predicate in line)
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while True:
+            line = self.read_line(max(deadline - time.monotonic(), 0.001))
+            if test(line):
+                return line
+
+    def read_until_closed(self, timeout: float | None = None) -> list[str]:
+        lines = []
+        try:
+            while True:
+                lines.append(self.read_line(timeout))
+        except ConnectionError:
+            return lines
+
+    def close(self) -> None:
+        self.sock.close()
