@@ -873,6 +873,22 @@ class ChatService:
         self.notice_user(user, f"You did not identify for {user.nick}; your nick is now {guest}.")
         self._rename_user(user, guest)
 
+    def release_nick(self, nick: str, account: str) -> bool:
+        """Free ``nick`` for the owner of ``account`` (GHOST/REGAIN, an XMPP login on the nick).
+
+        A holder not logged in to that account is renamed to a guest nick; returns whether the
+        nick is now free for the account.
+        """
+        holder = self.users.get(nick)
+        if holder is None:
+            return True
+        if holder.account is not None and casefold(holder.account) == casefold(account):
+            return False
+        guest = self._guest_nick()
+        self.notice_user(holder, f"{holder.nick} was claimed by its owner; your nick is now {guest}.")
+        self._rename_user(holder, guest)
+        return True
+
     def _guest_nick(self) -> str:
         while True:
             nick = f"{self.settings.guest_prefix}{random.randint(10000, 99999)}"
