@@ -173,4 +173,17 @@ class Wallops(Event):
     text: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Presence(Event):
+    """A nick came online (``online``) or went offline; for ``ChatService.observers`` only.
+
+    A nick change is the old nick going offline and the new one coming online.  Clients never
+    get this event: it serves notify lists (IRC MONITOR) that follow nicks nobody shares a
+    room with.
+    """
+
+    who: Who
+    online: bool
+
+
 ROOM_EVENTS = (Message, Join, Part, Topic, Kick, ModeChange, Invite)

@@ -971,7 +971,7 @@ class ChatService:
     @inlineCallbacks
     def history_around(self, room: str, ts: float, limit: int):
         """About ``limit`` messages centred on ``ts`` (the message at ``ts`` included)."""
-        half = max(limit // 2, 1)
+        half = max(limit - limit // 2, 1)
         older = yield self._history("before", room, ts + 1e-6, half)
         newer = yield self._history("after", room, ts + 1e-6, max(limit - len(older), 0))
         return (older + newer)[:limit]

@@ -1,0 +1,355 @@
+"""Assemble the server: store -> accounts -> chat service -> one listener per protocol.
+
+This is the one place that knows every part.  :data:`PROTOCOLS` lists the protocols: each entry
+turns the config and the running chat service into listeners.  Adding a protocol is one
+function and one entry; the section of the same name in the config file says whether it is
+enabled and where it listens.
+
+Each protocol sets ``TCP_NODELAY`` on its connections in ``connectionMade`` (a message must
+leave in the reactor turn that produced it); listeners here only bind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from protocols.line.factory import LineFactory
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService
+from twisted.internet import defer
+from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint, TCP6ServerEndpoint
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
+from twisted.internet.ssl import CertificateOptions
+from twisted.internet.threads import deferToThread
+from twisted.logger import (
+    FilteringLogObserver,
+    ILogObserver,
+    Logger,
+    LogLevel,
+    LogLevelFilterPredicate,
+    jsonFileLogObserver,
+    textFileLogObserver,
+)
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from chatserver.config import BindPoint, Config, bind_points, format_address
+from chatserver.core.accounts import AccountManager
+from chatserver.core.service import ChatService
+from chatserver.storage.sqlite import SqliteStore
+from chatserver.tls import TlsError, ensure_self_signed, load_options, self_signed_names
+
+log = Logger()
+
+# Pending connections the kernel queues per listener: many clients reconnect at once after a
+# restart, and Twisted's default of 50 would refuse some of them.
+LISTEN_BACKLOG = 1024
+# After users are told the server is going, how long their notices get to reach them.
+SHUTDOWN_GRACE = 3.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Listener:
+    """One socket to listen on and the factory that serves it."""
+
+    protocol: str
+    point: BindPoint
+    factory: IProtocolFactory
+
+
+@dataclasses.dataclass(slots=True)
+class ProtocolContext:
+    """What a protocol's entry in :data:`PROTOCOLS` gets to build its factories from."""
+
+    config: Config
+    service: ChatService
+    # The server's TLS options (made on first use), for protocols that upgrade in-band (STARTTLS).
+    tls_options: Callable[[], CertificateOptions]
+
+
+ProtocolBuilder = Callable[[ProtocolContext], Sequence[Listener]]
+
+
+def listeners_for(
+    protocol: str,
+    section: Any,
+    factory: IProtocolFactory,
+    tls_factory: IProtocolFactory | None = None,
+) -> list[Listener]:
+    """A listener per bind point of ``section``; TLS points use ``tls_factory`` when given."""
+    return [
+        Listener(protocol, point, tls_factory if point.tls and tls_factory is not None else factory)
+        for point in bind_points(section)
+    ]
+
+
+def build_line_listeners(ctx: ProtocolContext) -> list[Listener]:
+    return listeners_for("line", ctx.config.line, LineFactory(ctx.service, ctx.config.line))
+
+
+# Protocol name (also its config section) -> the function that makes its listeners.
+PROTOCOLS: dict[str, ProtocolBuilder] = {
+    "line": build_line_listeners,
+}
+
+
+def open_store(config: Config, reactor: Any) -> Any:
+    """The store named by ``[storage] backend`` (not yet opened)."""
+    if config.storage.backend == "sqlite":
+        return SqliteStore(config.storage.path, reactor=reactor)
+    raise ValueError(f"unknown storage backend {config.storage.backend!r}")
+
+
+def endpoint_for(
+    reactor: Any, point: BindPoint, tls_options: Callable[[], CertificateOptions]
+) -> IStreamServerEndpoint:
+    if point.tls:
+        # listenSSL picks IPv6 by itself when the interface is an IPv6 address.
+        return SSL4ServerEndpoint(
+            reactor, point.port, tls_options(), backlog=LISTEN_BACKLOG, interface=point.host
+        )
+    endpoint = TCP6ServerEndpoint if ":" in point.host else TCP4ServerEndpoint
+    return endpoint(reactor, point.port, backlog=LISTEN_BACKLOG, interface=point.host)
+
+
+@implementer(IStreamServerEndpoint)
+class _ObservedEndpoint:
+    """Wraps an endpoint so the application learns whether it listens, and on what.
+
+    A failure is handed to ``result`` only: the service then holds no port and stops cleanly,
+    and the application reports the failure once, in its own words.
+    """
+
+    def __init__(self, endpoint: IStreamServerEndpoint) -> None:
+        self._endpoint = endpoint
+        self.result: defer.Deferred[IListeningPort] = defer.Deferred()
+
+    def listen(self, factory: IProtocolFactory) -> defer.Deferred[IListeningPort | None]:
+        def listening(port: IListeningPort) -> IListeningPort:
+            self.result.callback(port)
+            return port
+
+        def failed(failure: Failure) -> None:
+            self.result.errback(failure)
+
+        return self._endpoint.listen(factory).addCallbacks(listening, failed)
+
+
+class StartupError(Exception):
+    """The server cannot start; the message says why (already logged)."""
+
+
+class ChatServer(MultiService):
+    """The whole server as one service: started, it opens the store, starts the chat service
+    and then listens; stopped, it stops listening, tells every user, flushes history and
+    closes the store.
+
+    ``exit_status`` is 1 when the start failed (the reactor is then stopped), else 0.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        reactor: Any = None,
+        protocols: dict[str, ProtocolBuilder] | None = None,
+    ) -> None:
+        super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        self.config = config
+        self.reactor = reactor
+        self.protocols = PROTOCOLS if protocols is None else protocols
+        self.exit_status = 0
+        self.store: Any = None
+        self.accounts: AccountManager | None = None
+        self.chat: ChatService | None = None
+        self.ports: list[tuple[Listener, IListeningPort]] = []
+        self._tls: CertificateOptions | None = None
+        self._starting: defer.Deferred[None] | None = None
+        self._ready_waiters: list[defer.Deferred[None]] = []
+        self._ready = False
+
+    # -- start ------------------------------------------------------------------------------
+
+    def startService(self) -> None:
+        # Children (the listeners) are added only once the store and the core are up, so no
+        # client can connect to a half-started server.
+        super().startService()
+        self._starting = defer.ensureDeferred(self._start())
+
+    def when_ready(self) -> defer.Deferred[None]:
+        """Fires once every listener listens; errbacks with StartupError if the start failed."""
+        if self._ready:
+            return defer.succeed(None)
+        if self.exit_status:
+            return defer.fail(StartupError("the server did not start"))
+        d: defer.Deferred[None] = defer.Deferred()
+        self._ready_waiters.append(d)
+        return d
+
+    async def _start(self) -> None:
+        try:
+            await self._bring_up()
+        except Exception as err:
+            self.exit_status = 1
+            if isinstance(err, StartupError | TlsError | OSError):
+                log.critical("cannot start: {error}", error=str(err))
+            else:
+                log.failure("cannot start", Failure(err))
+            waiters, self._ready_waiters = self._ready_waiters, []
+            for d in waiters:
+                d.errback(StartupError(str(err)))
+            self.reactor.callWhenRunning(self._stop_reactor)
+            return
+        self._ready = True
+        waiters, self._ready_waiters = self._ready_waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    async def _bring_up(self) -> None:
+        config = self.config
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = open_store(config, self.reactor)
+        await self.store.open()
+        self.accounts = AccountManager(
+            self.store, config.chat, clock=self.reactor, run_in_thread=deferToThread
+        )
+        self.chat = ChatService(
+            config.chat,
+            clock=self.reactor,
+            accounts=self.accounts,
+            room_store=self.store,
+            history_store=self.store,
+        )
+        await self.chat.start()
+
+        ctx = ProtocolContext(config=config, service=self.chat, tls_options=self.tls_options)
+        listeners: list[Listener] = []
+        for name, build in self.protocols.items():
+            section = getattr(config, name, None)
+            if section is not None and not section.enabled:
+                continue
+            listeners.extend(build(ctx))
+        for listener in listeners:
+            await self._listen(listener)
+        log.info(
+            "ready server={server} listeners={count}",
+            server=config.server.name,
+            count=len(listeners),
+        )
+
+    async def _listen(self, listener: Listener) -> None:
+        point = listener.point
+        endpoint = _ObservedEndpoint(endpoint_for(self.reactor, point, self.tls_options))
+        StreamServerEndpointService(endpoint, listener.factory).setServiceParent(self)
+        try:
+            port = await endpoint.result
+        except Exception as err:
+            raise StartupError(
+                f"cannot listen protocol={listener.protocol} address={point}: {err}"
+            ) from err
+        self.ports.append((listener, port))
+        host = port.getHost()
+        address = format_address(host.host, host.port)
+        if point.tls:
+            log.info(
+                "listening protocol={protocol} address={address} tls=yes",
+                protocol=listener.protocol,
+                address=address,
+            )
+        else:
+            log.info(
+                "listening protocol={protocol} address={address}",
+                protocol=listener.protocol,
+                address=address,
+            )
+
+    def tls_options(self) -> CertificateOptions:
+        """The server's TLS options; the first call loads (or makes) the certificate."""
+        if self._tls is None:
+            tls = self.config.tls
+            if tls.certificate:
+                self._tls = load_options(Path(tls.certificate), Path(tls.key))
+            else:
+                cert, key, made = ensure_self_signed(
+                    self.config.data_dir, self_signed_names(self.config)
+                )
+                if made:
+                    log.warn(
+                        "made a self-signed TLS certificate {path}; clients must be told to "
+                        "accept it, or set [tls] certificate and key",
+                        path=str(cert),
+                    )
+                self._tls = load_options(cert, key)
+        return self._tls
+
+    def _stop_reactor(self) -> None:
+        if self.reactor.running:
+            self.reactor.stop()
+
+    # -- stop -------------------------------------------------------------------------------
+
+    def stopService(self) -> defer.Deferred[None]:
+        return defer.ensureDeferred(self._stop())
+
+    async def _stop(self) -> None:
+        if self._starting is not None:
+            # A stop during the start (SIGTERM while the store migrates) waits for it to end,
+            # so what was opened is closed.
+            await self._starting
+        # Listeners first: no one connects while the others are being told.
+        await super().stopService()
+        if self.chat is not None:
+            try:
+                await self.chat.shutdown()
+                await self._let_connections_close()
+            except Exception:
+                log.failure("shutting down the chat service")
+        if self.store is not None:
+            try:
+                await self.store.close()
+            except Exception:
+                log.failure("closing the store")
+        log.info("stopped")
+
+    async def _let_connections_close(self) -> None:
+        # The reactor drops open connections without flushing them once shutdown proceeds:
+        # wait (briefly) for each goodbye to be written and its connection closed.
+        assert self.chat is not None
+        deadline = self.reactor.seconds() + SHUTDOWN_GRACE
+        while self.chat.connection_count() and self.reactor.seconds() < deadline:
+            d: defer.Deferred[None] = defer.Deferred()
+            self.reactor.callLater(0.02, d.callback, None)
+            await d
+
+
+def build_service(config: Config, *, reactor: Any = None) -> ChatServer:
+    """The service tree for ``config``; start it (or hang it off an Application) to run."""
+    return ChatServer(config, reactor=reactor)
+
+
+# -- logging -----------------------------------------------------------------------------------
+
+LOG_FORMATS = ("text", "json")
+
+
+def log_observer(fmt: str, level: str, stream: IO[str]) -> ILogObserver:
+    """An observer writing to ``stream``: timestamped text, or one JSON object per line.
+
+    Nothing logged by the server carries a password or a message body, so neither format
+    needs scrubbing.
+    """
+    if fmt == "json":
+        observer = jsonFileLogObserver(stream, recordSeparator="")
+    elif fmt == "text":
+        observer = textFileLogObserver(stream)
+    else:
+        raise ValueError(f"unknown log format {fmt!r}")
+    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
+    return FilteringLogObserver(observer, [predicate])

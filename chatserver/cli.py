@@ -1,0 +1,267 @@
+"""The ``chatserver`` command: run the server, check a config, make a certificate, manage accounts.
+
+Exit status: 0 done, 1 the operation failed, 2 bad usage or a bad configuration.
+Account commands open the same SQLite file as a running server (it is in WAL mode, so both
+can use it at once); passwords are read from stdin or prompted for, never taken as arguments,
+since arguments are visible to every user of the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import getpass
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from chatserver.config import Config, ConfigError, load_config
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+CONFIG_ENV = "CHATSERVER_CONFIG"
+
+
+class CliError(Exception):
+    """A failure to report on stderr; ``status`` is the exit status."""
+
+    def __init__(self, message: str, status: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chatserver",
+        description="A chat server where IRC, XMPP and line (telnet) clients share rooms.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        metavar="FILE",
+        default=os.environ.get(CONFIG_ENV) or None,
+        help=f"TOML configuration file (default: ${CONFIG_ENV}, else built-in defaults)",
+    )
+    common.add_argument(
+        "--data-dir", metavar="DIR", help="directory for the database and certificates"
+    )
+
+    run = commands.add_parser("run", parents=[common], help="run the server")
+    run.add_argument("--log-format", choices=("text", "json"), help="overrides [server] log_format")
+    run.set_defaults(handler=_cmd_run)
+
+    check = commands.add_parser("check-config", help="check a configuration file")
+    check.add_argument("file", metavar="FILE")
+    check.set_defaults(handler=_cmd_check_config)
+
+    cert = commands.add_parser(
+        "gen-cert", parents=[common], help="make the self-signed TLS certificate in the data dir"
+    )
+    cert.add_argument("--force", action="store_true", help="replace an existing one")
+    cert.set_defaults(handler=_cmd_gen_cert)
+
+    account = commands.add_parser("account", help="manage accounts (registered nicks)")
+    actions = account.add_subparsers(dest="action", required=True, metavar="ACTION")
+    password_help = "read the password from stdin (the default when stdin is not a terminal)"
+    create = actions.add_parser("create", parents=[common], help="create an account")
+    create.add_argument("name", metavar="NAME")
+    create.add_argument("--password-stdin", action="store_true", help=password_help)
+    passwd = actions.add_parser("passwd", parents=[common], help="set an account's password")
+    passwd.add_argument("name", metavar="NAME")
+    passwd.add_argument("--password-stdin", action="store_true", help=password_help)
+    delete = actions.add_parser("delete", parents=[common], help="delete an account")
+    delete.add_argument("name", metavar="NAME")
+    actions.add_parser("list", parents=[common], help="list accounts")
+    account.set_defaults(handler=_cmd_account)
+
+    hashpw = commands.add_parser(
+        "hash-password", help="hash an operator password for the [[operators]] config list"
+    )
+    hashpw.add_argument("--password-stdin", action="store_true", help=password_help)
+    hashpw.set_defaults(handler=_cmd_hash_password)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except CliError as err:
+        print(f"chatserver: {err}", file=sys.stderr)
+        return err.status
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_FAILED
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.config, data_dir_override=args.data_dir)
+
+
+# -- run ---------------------------------------------------------------------------------------
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    config = _config(args)
+    from twisted.internet import reactor
+    from twisted.logger import globalLogBeginner
+
+    from chatserver.app import build_service, log_observer
+
+    fmt = args.log_format or config.server.log_format
+    globalLogBeginner.beginLoggingTo(
+        [log_observer(fmt, config.server.log_level, sys.stderr)], redirectStandardIO=False
+    )
+    server = build_service(config, reactor=reactor)
+    reactor.callWhenRunning(server.startService)
+    # The reactor waits for the Deferred of a "before" trigger: users are told and history is
+    # written before the reactor drops the connections.
+    reactor.addSystemEventTrigger("before", "shutdown", server.stopService)
+    # run() installs the SIGINT and SIGTERM handlers that stop the reactor.
+    reactor.run()  # type: ignore[attr-defined]
+    return server.exit_status
+
+
+# -- check-config ------------------------------------------------------------------------------
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    if config.tls.certificate:
+        from pathlib import Path
+
+        from chatserver.tls import TlsError, load_options
+
+        try:
+            load_options(Path(config.tls.certificate), Path(config.tls.key))
+        except TlsError as err:
+            raise CliError(f"{args.file}: [tls]: {err}", EXIT_USAGE) from None
+    print("ok")
+    return EXIT_OK
+
+
+# -- gen-cert ----------------------------------------------------------------------------------
+
+
+def _cmd_gen_cert(args: argparse.Namespace) -> int:
+    from chatserver.tls import ensure_self_signed, self_signed_names
+
+    config = _config(args)
+    try:
+        cert, key, made = ensure_self_signed(
+            config.data_dir, self_signed_names(config), force=args.force
+        )
+    except OSError as err:
+        raise CliError(f"cannot write the certificate: {err}") from None
+    print(f"{'made' if made else 'kept the existing'} {cert} and {key}")
+    if config.tls.certificate:
+        print(
+            f"note: {config.source} sets [tls] certificate, so the server uses that instead",
+            file=sys.stderr,
+        )
+    return EXIT_OK
+
+
+# -- hash-password -----------------------------------------------------------------------------
+
+
+def _cmd_hash_password(args: argparse.Namespace) -> int:
+    from chatserver.passwords import hash_password
+
+    print(hash_password(_read_password(args)))
+    return EXIT_OK
+
+
+# -- account -----------------------------------------------------------------------------------
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin or not sys.stdin.isatty():
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Password again: ") != password:
+            raise CliError("the passwords do not match")
+    if not password:
+        raise CliError("no password given")
+    return password
+
+
+def _cmd_account(args: argparse.Namespace) -> int:
+    config = _config(args)
+    password = _read_password(args) if args.action in ("create", "passwd") else ""
+
+    async def job(reactor: Any) -> int:
+        return await _account_job(reactor, config, args.action, getattr(args, "name", ""), password)
+
+    return _run_reactor_once(job)
+
+
+async def _account_job(reactor: Any, config: Config, action: str, name: str, password: str) -> int:
+    from twisted.internet.threads import deferToThread
+
+    from chatserver.app import open_store
+    from chatserver.core.accounts import AccountManager
+    from chatserver.core.errors import ChatError
+
+    store = open_store(config, reactor)
+    try:
+        await store.open()
+        accounts = AccountManager(store, config.chat, clock=reactor, run_in_thread=deferToThread)
+        if action == "create":
+            record = await accounts.create(name, password)
+            print(f"created account {record.name}")
+        elif action == "passwd":
+            await accounts.set_password(name, password)
+            print(f"changed the password of {name}")
+        elif action == "delete":
+            if not await accounts.delete(name):
+                raise CliError(f"no such account: {name}")
+            print(f"deleted account {name}")
+        elif action == "list":
+            for record in await accounts.list():
+                created = datetime.datetime.fromtimestamp(record.created_at, datetime.UTC)
+                print(f"{record.name}\t{created.strftime('%Y-%m-%dT%H:%M:%SZ')}")
+    except ChatError as err:
+        raise CliError(str(err)) from None
+    finally:
+        await store.close()
+    return EXIT_OK
+
+
+def _run_reactor_once(job: Callable[[Any], Awaitable[int]]) -> int:
+    """Run ``job(reactor)`` to completion on the reactor and return its exit status."""
+    from twisted.internet import defer, reactor
+    from twisted.logger import globalLogBeginner
+
+    from chatserver.app import log_observer
+
+    # Only problems: the store's and the reactor's informational lines are noise here.
+    globalLogBeginner.beginLoggingTo(
+        [log_observer("text", "warn", sys.stderr)], redirectStandardIO=False
+    )
+    outcome: list[Any] = []
+
+    def go() -> None:
+        d = defer.ensureDeferred(job(reactor))
+        d.addBoth(outcome.append)
+        d.addBoth(lambda _: reactor.stop())  # type: ignore[attr-defined]
+
+    reactor.callWhenRunning(go)  # type: ignore[attr-defined]
+    reactor.run()  # type: ignore[attr-defined]
+    if not outcome:
+        raise CliError("interrupted")
+    result = outcome[0]
+    if isinstance(result, int):
+        return result
+    error = result.value
+    if isinstance(error, CliError):
+        raise error
+    raise CliError(f"{type(error).__name__}: {error}")

@@ -1,0 +1,620 @@
+"""The configuration file: one TOML file, one frozen dataclass per section.
+
+Every key has its default in exactly one place: the field defaults below, or for ``[chat]`` the
+field defaults of :class:`chatserver.core.settings.CoreSettings`.  The file is checked whole:
+an unknown section or key, a wrong type or a bad value is reported with the file, the section,
+the key and the reason, and every problem found is reported at once, so an operator fixes the
+file in one pass instead of one restart per mistake.
+
+Relative paths (``data_dir``, ``[storage] path``, ``[tls]`` files) are taken from the working
+directory of the process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import ipaddress
+import json
+import math
+import os
+import re
+import tomllib
+import typing
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from chatserver.core.names import is_valid_nick
+from chatserver.core.settings import CoreSettings
+
+DEFAULTS_SOURCE = "<defaults>"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used.  ``problems`` holds one line per problem."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(self.problems))
+
+
+# -- checks ------------------------------------------------------------------------------------
+
+
+class _Invalid(Exception):
+    """A value failed its check: ``expected`` says what was wanted."""
+
+    def __init__(self, expected: str, value: object, suffix: str = "") -> None:
+        super().__init__(expected)
+        self.expected = expected
+        self.value = value
+        # Narrows the key when one element of a list is wrong, e.g. "[2]".
+        self.suffix = suffix
+
+
+Check = Callable[[object], Any]
+
+
+def _show(value: object) -> str:
+    """``value`` as it would be written in TOML, shortened for an error message."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        text = json.dumps(value if len(value) <= 60 else value[:57] + "...", ensure_ascii=False)
+        return text
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        shown = "[" + ", ".join(_show(v) for v in value[:5]) + (", ...]" if len(value) > 5 else "]")
+        return shown
+    if isinstance(value, dict):
+        return "a table"
+    return str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class _Int:
+    low: int
+    high: int | None = None
+
+    @property
+    def expected(self) -> str:
+        if self.high is None:
+            return f"expected an integer of at least {self.low}"
+        return f"expected an integer from {self.low} to {self.high}"
+
+    def __call__(self, value: object) -> int:
+        # bool is an int in Python but `true` is not a number in the file.
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _Invalid(self.expected, value)
+        if value < self.low or (self.high is not None and value > self.high):
+            raise _Invalid(self.expected, value)
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class _Number:
+    low: float
+    high: float | None = None
+    # True when ``low`` itself is refused (a rate or a period of 0 means nothing sensible).
+    above: bool = False
+
+    @property
+    def expected(self) -> str:
+        low = f"{self.low:g}"
+        if self.high is not None:
+            return f"expected a number from {low} to {self.high:g}"
+        return (
+            f"expected a number greater than {low}"
+            if self.above
+            else f"expected a number of at least {low}"
+        )
+
+    def __call__(self, value: object) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _Invalid(self.expected, value)
+        number = float(value)
+        if not math.isfinite(number):
+            raise _Invalid(self.expected, value)
+        if number < self.low or (self.above and number == self.low):
+            raise _Invalid(self.expected, value)
+        if self.high is not None and number > self.high:
+            raise _Invalid(self.expected, value)
+        return number
+
+
+@dataclass(frozen=True, slots=True)
+class _Bool:
+    def __call__(self, value: object) -> bool:
+        if not isinstance(value, bool):
+            raise _Invalid("expected true or false", value)
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class _Text:
+    choices: tuple[str, ...] = ()
+    pattern: str | None = None
+    # What a matching value looks like, for the message when ``pattern`` refuses one.
+    what: str = "a string"
+    test: Callable[[str], bool] | None = None
+
+    def __call__(self, value: object) -> str:
+        if self.choices:
+            if value not in self.choices:
+                options = ", ".join(json.dumps(c) for c in self.choices)
+                raise _Invalid(f"expected one of {options}", value)
+            return typing.cast(str, value)
+        if not isinstance(value, str):
+            raise _Invalid(f"expected {self.what}", value)
+        if self.pattern is not None and not re.fullmatch(self.pattern, value):
+            raise _Invalid(f"expected {self.what}", value)
+        if self.test is not None and not self.test(value):
+            raise _Invalid(f"expected {self.what}", value)
+        return value
+
+
+# A DNS name such as a server name or XMPP domain: letters, digits, '-' and '.', no spaces.
+_HOSTNAME = r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    """One entry of a ``listen`` list: an IP address to bind and, optionally, its own port."""
+
+    host: str
+    port: int | None = None
+
+    @property
+    def ipv6(self) -> bool:
+        return ":" in self.host
+
+    def __str__(self) -> str:
+        if self.port is None:
+            return self.host
+        return format_address(self.host, self.port)
+
+
+def format_address(host: str, port: int) -> str:
+    """``host:port``, with IPv6 hosts in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+LISTEN_FORMS = 'an address like "0.0.0.0", "127.0.0.1:2323", "::" or "[::1]:2323"'
+
+
+def parse_listen(text: str) -> ListenAddress:
+    """Parse ``addr``, ``addr:port``, ``[v6addr]`` or ``[v6addr]:port`` (addresses are IP literals).
+
+    Raises ValueError when ``text`` is none of those.
+    """
+    host: str
+    port_text: str | None = None
+    if text.startswith("["):
+        match = re.fullmatch(r"\[([^\]]+)\](?::([0-9]+))?", text)
+        if match is None:
+            raise ValueError(text)
+        host, port_text = match.group(1), match.group(2)
+        if ":" not in host:
+            raise ValueError(text)
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    else:
+        # No colon: an IPv4 address; several: a bare IPv6 address, which cannot carry a port.
+        host = text
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(text) from None
+    port = None
+    if port_text is not None:
+        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            raise ValueError(text)
+        port = int(port_text)
+    return ListenAddress(str(address), port)
+
+
+@dataclass(frozen=True, slots=True)
+class _Listen:
+    # Protocol sections may leave ``listen`` empty to use ``[server] listen``.
+    allow_empty: bool
+
+    def __call__(self, value: object) -> tuple[ListenAddress, ...]:
+        expected = f"expected a list, each entry {LISTEN_FORMS}"
+        if not isinstance(value, list) or (not value and not self.allow_empty):
+            raise _Invalid(expected, value)
+        parsed = []
+        for index, item in enumerate(value):
+            try:
+                if not isinstance(item, str):
+                    raise ValueError(item)
+                parsed.append(parse_listen(item))
+            except ValueError:
+                raise _Invalid(
+                    f"expected {LISTEN_FORMS}", item, f"[{index}]"
+                ) from None
+        return tuple(parsed)
+
+
+def _key(default: Any, check: Check) -> Any:
+    """A section field: its default and the check its value from the file must pass."""
+    return field(default=default, metadata={"check": check})
+
+
+_PORT = _Int(1, 65535)
+# 0 turns the listener off.
+_OPTIONAL_PORT = _Int(0, 65535)
+_PATH = _Text(what="a path")
+_LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
+
+
+# -- sections ----------------------------------------------------------------------------------
+
+_CORE_DEFAULTS = {f.name: f.default for f in dataclasses.fields(CoreSettings)}
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    # The core's server_name: the one default lives in CoreSettings.
+    name: str = _key(
+        _CORE_DEFAULTS["server_name"],
+        _Text(pattern=_HOSTNAME, what="a host name such as chat.example.org"),
+    )
+    # IRC's NETWORK token, which may not contain spaces.
+    network: str = _key(
+        "chatserver",
+        _Text(pattern=r"[A-Za-z0-9._-]{1,64}", what="a name of letters, digits, '.', '_' and '-'"),
+    )
+    description: str = _key("IRC, XMPP and line chat in the same rooms", _Text())
+    data_dir: str = _key("var", _Text(pattern=r".+", what="a directory path"))
+    listen: tuple[ListenAddress, ...] = _key(
+        (ListenAddress("0.0.0.0"),), _Listen(allow_empty=False)
+    )
+    log_format: str = _key("text", _Text(choices=("text", "json")))
+    log_level: str = _key("info", _Text(choices=_LOG_LEVELS))
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    backend: str = _key("sqlite", _Text(choices=("sqlite",)))
+    # Empty: chatserver.db in data_dir.
+    path: str = _key("", _PATH)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    # Both empty: a self-signed pair (tls.crt, tls.key) is made in data_dir on first start.
+    certificate: str = _key("", _PATH)
+    key: str = _key("", _PATH)
+
+
+@dataclass(frozen=True, slots=True)
+class LineConfig:
+    enabled: bool = _key(True, _Bool())
+    port: int = _key(2323, _PORT)
+    # Empty in the file: [server] listen.
+    listen: tuple[ListenAddress, ...] = _key((), _Listen(allow_empty=True))
+    max_line_bytes: int = _key(4096, _Int(64, 1 << 20))
+    # Token bucket: `flood_burst` lines at once, refilled at `flood_rate` lines per second.
+    flood_burst: int = _key(20, _Int(1))
+    flood_rate: float = _key(5.0, _Number(0, above=True))
+    # Lines past an empty bucket are dropped with a warning; one warning more closes the connection.
+    flood_max_warnings: int = _key(3, _Int(0))
+    # Seconds of silence before a probe line, then seconds more before the connection is closed.
+    idle_timeout: float = _key(300.0, _Number(1))
+    ping_timeout: float = _key(60.0, _Number(1))
+    motd: str = _key("", _Text())
+
+
+@dataclass(frozen=True, slots=True)
+class IrcConfig:
+    enabled: bool = _key(True, _Bool())
+    port: int = _key(6667, _PORT)
+    tls_port: int = _key(6697, _OPTIONAL_PORT)
+    listen: tuple[ListenAddress, ...] = _key((), _Listen(allow_empty=True))
+    # Without tags; 512 is the RFC 1459 limit that every client expects.
+    max_line_bytes: int = _key(512, _Int(512, 65536))
+
+
+@dataclass(frozen=True, slots=True)
+class XmppConfig:
+    enabled: bool = _key(True, _Bool())
+    port: int = _key(5222, _PORT)
+    # Direct TLS (XEP-0368); 0 turns it off and leaves STARTTLS on `port`.
+    tls_port: int = _key(5223, _OPTIONAL_PORT)
+    listen: tuple[ListenAddress, ...] = _key((), _Listen(allow_empty=True))
+    domain: str = _key(
+        "localhost", _Text(pattern=_HOSTNAME, what="a domain name such as example.org")
+    )
+    # Empty: conference.<domain>.
+    muc_service: str = _key(
+        "", _Text(pattern=f"(?:{_HOSTNAME})?", what="a domain name such as conference.example.org")
+    )
+    require_tls: bool = _key(True, _Bool())
+
+
+# [chat] keys are CoreSettings fields; server_name comes from [server] name instead.
+_CHAT_FROM_SERVER = {"server_name"}
+_CHAT_CHECKS: dict[str, Check] = {
+    "history_in_memory": _Int(0, 100_000),
+    "history_flush_interval": _Number(0, 3600),
+    "nick_enforce_timeout": _Number(0),
+    "guest_prefix": _Text(test=is_valid_nick, what="the start of a nick, such as Guest"),
+    "registration": _Text(choices=("open", "closed")),
+    "min_password_length": _Int(1, 1024),
+    "max_rooms_per_user": _Int(1),
+    "max_connections_per_address": _Int(1),
+    "login_failure_burst": _Int(1),
+    "login_failure_period": _Number(0, above=True),
+    # RFC 7677 asks for at least 4096 rounds.
+    "scram_iterations": _Int(4096, 10_000_000),
+    "topic_max": _Int(1, 4096),
+    "kick_reason_max": _Int(1, 4096),
+    "away_max": _Int(1, 4096),
+    "realname_max": _Int(1, 4096),
+    "cloak_secret": _Text(),
+    "join_history_lines": _Int(0, 10_000),
+}
+_CHECK_BY_TYPE: dict[Any, Check] = {
+    int: _Int(0),
+    float: _Number(0),
+    str: _Text(),
+    bool: _Bool(),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    server: ServerConfig
+    chat: CoreSettings
+    storage: StorageConfig
+    tls: TlsConfig
+    line: LineConfig
+    irc: IrcConfig
+    xmpp: XmppConfig
+    # Where the values came from (a path or "<defaults>"); not part of what the config *is*.
+    source: str = field(default=DEFAULTS_SOURCE, compare=False)
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.server.data_dir)
+
+    def data_path(self, name: str) -> Path:
+        """A file in the data directory."""
+        return Path(self.server.data_dir) / name
+
+
+# Section name -> the class of the section (the names are also Config's attributes).
+SECTIONS: dict[str, type] = {
+    "server": ServerConfig,
+    "chat": CoreSettings,
+    "storage": StorageConfig,
+    "tls": TlsConfig,
+    "line": LineConfig,
+    "irc": IrcConfig,
+    "xmpp": XmppConfig,
+}
+# The sections that describe a listening protocol (enabled, port, listen...).
+PROTOCOL_SECTIONS = ("line", "irc", "xmpp")
+
+
+def _schema(section: str) -> dict[str, tuple[Any, Check]]:
+    """key -> (default, check) for one section."""
+    cls = SECTIONS[section]
+    if cls is CoreSettings:
+        hints = typing.get_type_hints(CoreSettings)
+        return {
+            f.name: (f.default, _chat_check(f.name, hints[f.name]))
+            for f in dataclasses.fields(CoreSettings)
+            if f.name not in _CHAT_FROM_SERVER
+        }
+    return {f.name: (f.default, f.metadata["check"]) for f in dataclasses.fields(cls)}
+
+
+def _chat_check(name: str, kind: Any) -> Check:
+    check = _CHAT_CHECKS.get(name) or _CHECK_BY_TYPE.get(kind)
+    if check is None:
+        raise TypeError(
+            f"CoreSettings.{name} ({kind}) needs a check in chatserver.config._CHAT_CHECKS"
+        )
+    return check
+
+
+def config_keys() -> dict[str, dict[str, Any]]:
+    """Every section and key with its default, as the file spells them."""
+    return {section: {k: d for k, (d, _check) in _schema(section).items()} for section in SECTIONS}
+
+
+# -- where a listener binds --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BindPoint:
+    """One socket a protocol listens on."""
+
+    host: str
+    port: int
+    tls: bool
+    # The key that put it there ("port", "tls_port" or "listen"), for messages.
+    key: str
+
+    def __str__(self) -> str:
+        return format_address(self.host, self.port)
+
+
+def bind_points(section: Any) -> tuple[BindPoint, ...]:
+    """The sockets a protocol section asks for: each listen address on ``port`` (or its own
+    port, when the entry names one), and each listen host on ``tls_port`` when that is set."""
+    points: dict[tuple[str, int], BindPoint] = {}
+    for entry in section.listen:
+        key = "listen" if entry.port is not None else "port"
+        port = entry.port if entry.port is not None else section.port
+        points.setdefault((entry.host, port), BindPoint(entry.host, port, False, key))
+    tls_port = getattr(section, "tls_port", 0)
+    if tls_port:
+        for entry in section.listen:
+            points.setdefault(
+                (entry.host, tls_port), BindPoint(entry.host, tls_port, True, "tls_port")
+            )
+    return tuple(points.values())
+
+
+def _overlaps(a: BindPoint, b: BindPoint) -> bool:
+    if a.port != b.port:
+        return False
+    ia, ib = ipaddress.ip_address(a.host), ipaddress.ip_address(b.host)
+    if ia == ib:
+        return True
+    if ia.version == ib.version:
+        return ia.is_unspecified or ib.is_unspecified
+    # Linux binds "::" dual-stack by default, so it also takes every IPv4 address on that port.
+    return (ia.version == 6 and ia.is_unspecified) or (ib.version == 6 and ib.is_unspecified)
+
+
+# -- loading -----------------------------------------------------------------------------------
+
+
+class _Problems:
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.lines: list[str] = []
+
+    def add(self, section: str | None, key: str | None, reason: str) -> None:
+        where = [self.source]
+        if section is not None:
+            where.append(f"[{section}]" + (f" {key}" if key else ""))
+        elif key is not None:
+            where.append(key)
+        self.lines.append(": ".join(where) + ": " + reason)
+
+
+def _suggest(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+def _load_section(section: str, table: Mapping[str, Any], problems: _Problems) -> dict[str, Any]:
+    """The checked values of one section; a bad value keeps its default so the rest is checked."""
+    schema = _schema(section)
+    values = {key: default for key, (default, _check) in schema.items()}
+    for key, raw in table.items():
+        if key not in schema:
+            problems.add(section, key, "unknown key" + _suggest(key, schema))
+            continue
+        check = schema[key][1]
+        try:
+            values[key] = check(raw)
+        except _Invalid as bad:
+            problems.add(section, key + bad.suffix, f"{bad.expected}, got {_show(bad.value)}")
+    return values
+
+
+def _read(path: str, problems: _Problems) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fp:
+            return tomllib.load(fp)
+    except OSError as err:
+        problems.add(None, None, f"cannot read the file: {err.strerror or err}")
+    except UnicodeDecodeError:
+        problems.add(None, None, "the file is not UTF-8 text")
+    except tomllib.TOMLDecodeError as err:
+        problems.add(None, None, f"not valid TOML: {err}")
+    return {}
+
+
+def load_config(
+    path: str | os.PathLike[str] | None, *, data_dir_override: str | None = None
+) -> Config:
+    """Read and check the configuration file (``None``: every default).
+
+    ``data_dir_override`` (the ``--data-dir`` option) replaces ``[server] data_dir``.
+    Raises :class:`ConfigError` naming the file, section, key and reason of every problem.
+    """
+    source = DEFAULTS_SOURCE if path is None else os.fspath(path)
+    problems = _Problems(source)
+    data = {} if path is None else _read(source, problems)
+
+    raw: dict[str, dict[str, Any]] = {}
+    for section, table in data.items():
+        if section not in SECTIONS:
+            if isinstance(table, dict):
+                problems.add(section, None, "unknown section" + _suggest(section, SECTIONS))
+            else:
+                problems.add(None, section, "keys belong in a section such as [server]")
+            continue
+        if not isinstance(table, dict):
+            problems.add(section, None, f"expected a table, got {_show(table)}")
+            continue
+    for section in SECTIONS:
+        table = data.get(section, {})
+        raw[section] = _load_section(section, table if isinstance(table, dict) else {}, problems)
+
+    server = raw["server"]
+    if data_dir_override is not None:
+        if not data_dir_override:
+            problems.lines.append("--data-dir: expected a directory path, got an empty string")
+        else:
+            server["data_dir"] = data_dir_override
+    data_dir = Path(server["data_dir"])
+
+    storage = raw["storage"]
+    if not storage["path"]:
+        storage["path"] = str(data_dir / "chatserver.db")
+
+    for section in PROTOCOL_SECTIONS:
+        if not raw[section]["listen"]:
+            raw[section]["listen"] = server["listen"]
+
+    xmpp = raw["xmpp"]
+    if not xmpp["muc_service"]:
+        xmpp["muc_service"] = f"conference.{xmpp['domain']}"
+    elif xmpp["muc_service"].lower() == xmpp["domain"].lower():
+        problems.add(
+            "xmpp",
+            "muc_service",
+            "must differ from domain (rooms and users are both addressed by it)",
+        )
+
+    tls = raw["tls"]
+    if bool(tls["certificate"]) != bool(tls["key"]):
+        missing, given = ("key", "certificate") if tls["certificate"] else ("certificate", "key")
+        problems.add("tls", missing, f"must be set when {given} is set (or leave both empty)")
+    else:
+        for key in ("certificate", "key"):
+            if tls[key] and not os.path.isfile(tls[key]):
+                problems.add("tls", key, f"no such file: {_show(tls[key])}")
+
+    config = Config(
+        server=ServerConfig(**server),
+        chat=CoreSettings(server_name=server["name"], **raw["chat"]),
+        storage=StorageConfig(**storage),
+        tls=TlsConfig(**tls),
+        line=LineConfig(**raw["line"]),
+        irc=IrcConfig(**raw["irc"]),
+        xmpp=XmppConfig(**xmpp),
+        source=source,
+    )
+    _check_bind_conflicts(config, problems)
+    if problems.lines:
+        raise ConfigError(problems.lines)
+    return config
+
+
+def _check_bind_conflicts(config: Config, problems: _Problems) -> None:
+    seen: list[tuple[str, BindPoint]] = []
+    for section in PROTOCOL_SECTIONS:
+        proto = getattr(config, section)
+        if not proto.enabled:
+            continue
+        for point in bind_points(proto):
+            for other_section, other in seen:
+                if _overlaps(point, other):
+                    problems.add(
+                        section,
+                        point.key,
+                        f"{point} is also used by [{other_section}] {other.key} ({other})",
+                    )
+                    break
+            seen.append((section, point))

@@ -1,0 +1,5 @@
+"""Storage backends behind IAccountStore, IRoomStore and IHistoryStore."""
+
+from chatserver.storage.sqlite import SchemaTooNew, SqliteStore, StoreClosed
+
+__all__ = ["SchemaTooNew", "SqliteStore", "StoreClosed"]

@@ -1,0 +1,89 @@
+"""The SQLite schema, as an ordered list of migration steps.
+
+Step N (counting from 1) takes a database at ``PRAGMA user_version`` N-1 to N.  The store applies
+the missing steps at ``open()``, each in its own transaction together with the version bump, so a
+crash part-way leaves a database at a known version.  To change the schema, append one step to
+``MIGRATIONS``; never edit or reorder a step that has shipped, since existing databases have
+already run it.
+
+The version lives in ``PRAGMA user_version`` (the database header) rather than a table: it costs
+nothing to read, cannot disagree with itself, and is written by the same transaction as the step.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+
+# A step is either plain DDL statements or, for data migrations, a function run on a cursor.
+# Statements run one by one through ``execute``: ``executescript`` would COMMIT first and break
+# the one-transaction-per-step promise.
+Step = Sequence[str] | Callable[[sqlite3.Cursor], None]
+
+_V1_INITIAL: tuple[str, ...] = (
+    """
+    CREATE TABLE accounts (
+        key        TEXT PRIMARY KEY,  -- casefold(name): the lookup key in every protocol
+        name       TEXT NOT NULL,     -- as registered, for display
+        created_at REAL NOT NULL,
+        email      TEXT
+    )
+    """,
+    """
+    CREATE TABLE credentials (
+        account    TEXT NOT NULL REFERENCES accounts (key) ON DELETE CASCADE,
+        mechanism  TEXT NOT NULL,
+        -- position in AccountRecord.credentials, so that records round-trip exactly
+        seq        INTEGER NOT NULL,
+        salt       BLOB NOT NULL,
+        stored_key BLOB NOT NULL,
+        server_key BLOB NOT NULL,
+        iterations INTEGER NOT NULL,
+        PRIMARY KEY (account, mechanism)
+    )
+    """,
+    # Lists live in JSON columns, not child tables: a room is always loaded and saved whole, the
+    # order of each list is kept for free, and nothing queries rooms by member.
+    """
+    CREATE TABLE rooms (
+        name       TEXT PRIMARY KEY,  -- the room key (already folded)
+        owner      TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        topic      TEXT NOT NULL DEFAULT '',
+        topic_by   TEXT NOT NULL DEFAULT '',
+        topic_at   REAL NOT NULL DEFAULT 0,
+        modes      TEXT NOT NULL DEFAULT '[]',  -- [[mode, arg or null], ...]
+        ops        TEXT NOT NULL DEFAULT '[]',  -- [account, ...]
+        voices     TEXT NOT NULL DEFAULT '[]',  -- [account, ...]
+        bans       TEXT NOT NULL DEFAULT '[]',  -- [[mask, set_by, set_at], ...]
+        invites    TEXT NOT NULL DEFAULT '[]',  -- [mask, ...]
+        extra      TEXT NOT NULL DEFAULT '{}'   -- {key: value}
+    )
+    """,
+    # seq is an INTEGER PRIMARY KEY so that it survives VACUUM (a bare rowid may be renumbered);
+    # it gives pruning and export a stable insertion order.
+    """
+    CREATE TABLE history (
+        seq      INTEGER PRIMARY KEY,
+        id       TEXT NOT NULL UNIQUE,
+        target   TEXT NOT NULL,
+        ts       REAL NOT NULL,
+        nick     TEXT NOT NULL,
+        ident    TEXT NOT NULL,
+        host     TEXT NOT NULL,
+        account  TEXT,
+        realname TEXT NOT NULL,
+        kind     TEXT NOT NULL,
+        text     TEXT NOT NULL,
+        tags     TEXT NOT NULL DEFAULT '[]'  -- [[key, value], ...]
+    )
+    """,
+    # Every history query is "one target, a ts range, ordered by (ts, id)": this index answers
+    # all of them, including the descending scans of latest/before.
+    "CREATE INDEX history_target_ts_id ON history (target, ts, id)",
+)
+
+MIGRATIONS: tuple[Step, ...] = (_V1_INITIAL,)
+"""Index i holds the step to version i + 1.  Append here; the tuple's length is the version."""
+
+SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,592 @@
+"""The embedded storage backend: accounts, registered rooms and history in one SQLite file.
+
+Every query runs in the thread of an ``adbapi.ConnectionPool`` with exactly one connection, so the
+reactor thread never touches the database and this process never contends with itself.  Other
+processes may open the same file at the same time (``chatserver account create`` while the server
+runs): WAL lets readers and one writer proceed together, the busy timeout makes a second writer
+wait instead of failing, and every write transaction starts with ``BEGIN IMMEDIATE`` so that it
+takes the write lock before it reads.  (A deferred transaction that reads and then writes cannot
+be rescued by the busy timeout when another process committed in between: SQLite fails it with
+SQLITE_BUSY at once.)
+
+The connection runs in autocommit mode (``isolation_level = None``) and this module issues
+BEGIN / COMMIT itself, because the sqlite3 module's implicit transactions start only at the first
+write, which is too late for the reasoning above, and ``executescript`` would commit half-way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
+
+from twisted.enterprise import adbapi
+from twisted.internet import defer, threads
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from chatserver.core.errors import AccountError
+from chatserver.core.events import Message, Who
+from chatserver.core.interfaces import IAccountStore, IHistoryStore, IRoomStore
+from chatserver.core.names import casefold
+from chatserver.core.records import AccountRecord, BanRecord, Credential, RoomRecord
+from chatserver.storage.migrations import MIGRATIONS, Step
+
+__all__ = ["SchemaTooNew", "SqliteStore", "StoreClosed"]
+
+_T = TypeVar("_T")
+
+# Milliseconds a statement waits for another process's lock before failing with "database is
+# locked".  Writes here are short, so 5 s means something is wrong, not merely busy.
+BUSY_TIMEOUT_MS = 5000
+
+log = Logger()
+
+
+class StoreClosed(RuntimeError):
+    """The store was used after ``close()``."""
+
+
+class SchemaTooNew(RuntimeError):
+    """The database was written by a newer chatserver; refuse rather than misread it."""
+
+
+def _configure_connection(conn: sqlite3.Connection) -> None:
+    """``cp_openfun``: set up each new connection before it is used."""
+    conn.isolation_level = None  # we issue BEGIN/COMMIT ourselves, see the module docstring
+    # First, so that the journal_mode switch below also waits for a busy lock.
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
+    (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+    if mode.lower() != "wal":
+        # Some filesystems (network mounts) cannot hold the shared-memory index WAL needs.
+        # The store still works, but readers and the writer block each other.
+        log.warn("SQLite could not enable WAL (journal_mode is {mode}); continuing", mode=mode)
+    # With WAL, NORMAL never corrupts the database; a power loss (not a process crash) may
+    # drop the last transactions before a checkpoint.  Losing the last seconds of history on
+    # power loss is within our durability promise; an fsync on every history batch is not
+    # worth its cost, so FULL is not used.
+    conn.execute("PRAGMA synchronous = NORMAL")
+    # Off by default in SQLite and per connection: without it ON DELETE CASCADE does nothing.
+    conn.execute("PRAGMA foreign_keys = ON")
+
+
+@contextlib.contextmanager
+def _transaction(cur: sqlite3.Cursor, *, write: bool) -> Iterator[None]:
+    """One explicit transaction on ``cur``: committed on success, rolled back on any error.
+
+    Reads take a transaction too so that multi-statement reads see one snapshot.
+    """
+    cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+    try:
+        yield
+        cur.execute("COMMIT")
+    except BaseException:
+        if cur.connection.in_transaction:
+            # A failing ROLLBACK must not hide the error that caused it.
+            with contextlib.suppress(sqlite3.Error):
+                cur.execute("ROLLBACK")
+        raise
+
+
+def _migrate(cur: sqlite3.Cursor, migrations: Sequence[Step]) -> tuple[int, int]:
+    """Apply the missing steps, one transaction each; return (version before, version after).
+
+    Each step re-reads the version under the write lock, so two processes opening a fresh file
+    at once apply every step exactly once between them.
+    """
+    first: int | None = None
+    while True:
+        with _transaction(cur, write=True):
+            cur.execute("PRAGMA user_version")
+            (version,) = cur.fetchone()
+            if first is None:
+                first = version
+            if version > len(migrations):
+                raise SchemaTooNew(
+                    f"database schema version {version} is newer than this chatserver's"
+                    f" ({len(migrations)}); upgrade chatserver or restore a backup"
+                )
+            if version == len(migrations):
+                return first, version
+            step = migrations[version]
+            if callable(step):
+                step(cur)
+            else:
+                for statement in step:
+                    cur.execute(statement)
+            # PRAGMA takes no bound parameters; the value is an int we computed.
+            cur.execute(f"PRAGMA user_version = {version + 1:d}")
+
+
+# -- row conversion (runs in the pool thread) ------------------------------------------------
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _utf8(text: str) -> str:
+    """``text``, with lone surrogates (which SQLite cannot store) replaced by ``?``.
+
+    A protocol that decodes bad input with ``surrogateescape`` would otherwise make one message
+    fail the whole history batch it is in, losing everyone else's messages with it.
+    """
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
+_MESSAGE_COLUMNS = "id, target, ts, nick, ident, host, account, realname, kind, text, tags"
+
+
+def _message_row(msg: Message) -> tuple[Any, ...]:
+    target = msg.room if msg.room is not None else msg.target
+    if target is None:
+        raise ValueError(f"message {msg.id!r} has neither room nor target")
+    who = msg.source
+    return (
+        _utf8(msg.id),
+        _utf8(target),
+        msg.ts,
+        _utf8(who.nick),
+        _utf8(who.ident),
+        _utf8(who.host),
+        None if who.account is None else _utf8(who.account),
+        _utf8(who.realname),
+        msg.kind,
+        _utf8(msg.text),
+        _utf8(_dumps([[key, value] for key, value in msg.tags])),
+    )
+
+
+def _message(row: Sequence[Any]) -> Message:
+    msgid, target, ts, nick, ident, host, account, realname, kind, text, tags = row
+    return Message(
+        ts=ts,
+        id=msgid,
+        source=Who(nick, ident, host, account, realname),
+        text=text,
+        kind=kind,
+        room=target,
+        tags=tuple((key, value) for key, value in json.loads(tags)),
+    )
+
+
+def _room_row(room: RoomRecord) -> tuple[Any, ...]:
+    return (
+        room.name,
+        room.owner,
+        room.created_at,
+        room.topic,
+        room.topic_by,
+        room.topic_at,
+        _dumps([[mode, arg] for mode, arg in room.modes]),
+        _dumps(list(room.ops)),
+        _dumps(list(room.voices)),
+        _dumps([[ban.mask, ban.set_by, ban.set_at] for ban in room.bans]),
+        _dumps(list(room.invites)),
+        _dumps(dict(room.extra)),
+    )
+
+
+def _room(row: Sequence[Any]) -> RoomRecord:
+    name, owner, created_at, topic, topic_by, topic_at, modes, ops, voices, bans, invites, extra = (
+        row
+    )
+    return RoomRecord(
+        name=name,
+        owner=owner,
+        created_at=created_at,
+        topic=topic,
+        topic_by=topic_by,
+        topic_at=topic_at,
+        modes=tuple((mode, arg) for mode, arg in json.loads(modes)),
+        ops=tuple(json.loads(ops)),
+        voices=tuple(json.loads(voices)),
+        bans=tuple(BanRecord(mask, set_by, set_at) for mask, set_by, set_at in json.loads(bans)),
+        invites=tuple(json.loads(invites)),
+        extra=json.loads(extra),
+    )
+
+
+def _credential_rows(key: str, credentials: Iterable[Credential]) -> list[tuple[Any, ...]]:
+    return [
+        (
+            key,
+            cred.mechanism,
+            seq,
+            bytes(cred.salt),
+            bytes(cred.stored_key),
+            bytes(cred.server_key),
+            cred.iterations,
+        )
+        for seq, cred in enumerate(credentials)
+    ]
+
+
+def _check_limit(limit: int) -> None:
+    # SQLite reads a negative LIMIT as "no limit": a caller's bug would become a full scan.
+    if limit < 0:
+        raise ValueError(f"limit must not be negative, got {limit}")
+
+
+# -- interactions (each runs in the pool thread, inside one transaction) ---------------------
+
+
+def _get_account(cur: sqlite3.Cursor, key: str) -> AccountRecord | None:
+    cur.execute("SELECT name, created_at, email FROM accounts WHERE key = ?", (key,))
+    row = cur.fetchone()
+    if row is None:
+        return None
+    name, created_at, email = row
+    cur.execute(
+        "SELECT mechanism, salt, stored_key, server_key, iterations FROM credentials"
+        " WHERE account = ? ORDER BY seq",
+        (key,),
+    )
+    creds = tuple(Credential(*cred) for cred in cur.fetchall())
+    return AccountRecord(name=name, credentials=creds, created_at=created_at, email=email)
+
+
+def _create_account(cur: sqlite3.Cursor, record: AccountRecord) -> None:
+    key = casefold(record.name)
+    # Checked under the write lock taken by BEGIN IMMEDIATE, so no other process can slip in.
+    cur.execute("SELECT name FROM accounts WHERE key = ?", (key,))
+    row = cur.fetchone()
+    if row is not None:
+        raise AccountError(AccountError.EXISTS, f"the account {row[0]} already exists")
+    cur.execute(
+        "INSERT INTO accounts (key, name, created_at, email) VALUES (?, ?, ?, ?)",
+        (key, record.name, record.created_at, record.email),
+    )
+    cur.executemany(
+        "INSERT INTO credentials (account, mechanism, seq, salt, stored_key, server_key,"
+        " iterations) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        _credential_rows(key, record.credentials),
+    )
+
+
+def _update_credentials(cur: sqlite3.Cursor, key: str, credentials: Sequence[Credential]) -> bool:
+    cur.execute("SELECT 1 FROM accounts WHERE key = ?", (key,))
+    if cur.fetchone() is None:
+        return False
+    cur.execute("DELETE FROM credentials WHERE account = ?", (key,))
+    cur.executemany(
+        "INSERT INTO credentials (account, mechanism, seq, salt, stored_key, server_key,"
+        " iterations) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        _credential_rows(key, credentials),
+    )
+    return True
+
+
+def _delete_account(cur: sqlite3.Cursor, key: str) -> bool:
+    cur.execute("DELETE FROM accounts WHERE key = ?", (key,))
+    return cur.rowcount > 0
+
+
+def _list_accounts(cur: sqlite3.Cursor) -> list[AccountRecord]:
+    creds: dict[str, list[Credential]] = {}
+    cur.execute(
+        "SELECT account, mechanism, salt, stored_key, server_key, iterations FROM credentials"
+        " ORDER BY account, seq"
+    )
+    for key, *fields in cur.fetchall():
+        creds.setdefault(key, []).append(Credential(*fields))
+    # The key is the casefolded name, and SQLite's BINARY order on UTF-8 is code point order,
+    # which is how Python sorts str: ORDER BY key is "sorted by casefolded name".
+    cur.execute("SELECT key, name, created_at, email FROM accounts ORDER BY key")
+    return [
+        AccountRecord(
+            name=name, credentials=tuple(creds.get(key, ())), created_at=created_at, email=email
+        )
+        for key, name, created_at, email in cur.fetchall()
+    ]
+
+
+def _load_rooms(cur: sqlite3.Cursor) -> list[RoomRecord]:
+    cur.execute(
+        "SELECT name, owner, created_at, topic, topic_by, topic_at, modes, ops, voices, bans,"
+        " invites, extra FROM rooms ORDER BY name"
+    )
+    return [_room(row) for row in cur.fetchall()]
+
+
+def _save_room(cur: sqlite3.Cursor, room: RoomRecord) -> None:
+    # An upsert rather than INSERT OR REPLACE: REPLACE deletes the old row first, which would
+    # fire ON DELETE CASCADE on any table a later migration hangs off rooms.
+    cur.execute(
+        "INSERT INTO rooms (name, owner, created_at, topic, topic_by, topic_at, modes, ops,"
+        " voices, bans, invites, extra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (name) DO UPDATE SET owner = excluded.owner,"
+        " created_at = excluded.created_at, topic = excluded.topic,"
+        " topic_by = excluded.topic_by, topic_at = excluded.topic_at, modes = excluded.modes,"
+        " ops = excluded.ops, voices = excluded.voices, bans = excluded.bans,"
+        " invites = excluded.invites, extra = excluded.extra",
+        _room_row(room),
+    )
+
+
+def _delete_room(cur: sqlite3.Cursor, name: str) -> bool:
+    cur.execute("DELETE FROM rooms WHERE name = ?", (name,))
+    return cur.rowcount > 0
+
+
+def _append(cur: sqlite3.Cursor, messages: Sequence[Message]) -> int:
+    cur.executemany(
+        f"INSERT OR IGNORE INTO history ({_MESSAGE_COLUMNS})"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [_message_row(msg) for msg in messages],
+    )
+    return cur.rowcount
+
+
+def _query_messages(
+    cur: sqlite3.Cursor, where: str, params: tuple[Any, ...], limit: int, newest: bool
+) -> list[Message]:
+    """Messages of one target matching ``where``: the ``limit`` newest if ``newest``, else the
+    ``limit`` oldest; either way returned in ascending (ts, id) order."""
+    _check_limit(limit)
+    order = "DESC" if newest else "ASC"
+    cur.execute(
+        f"SELECT {_MESSAGE_COLUMNS} FROM history WHERE target = ?{where}"
+        f" ORDER BY ts {order}, id {order} LIMIT ?",
+        (*params, limit),
+    )
+    rows = cur.fetchall()
+    if newest:
+        rows.reverse()
+    return [_message(row) for row in rows]
+
+
+def _find(cur: sqlite3.Cursor, msgid: str) -> Message | None:
+    cur.execute(f"SELECT {_MESSAGE_COLUMNS} FROM history WHERE id = ?", (msgid,))
+    row = cur.fetchone()
+    return None if row is None else _message(row)
+
+
+def _targets(cur: sqlite3.Cursor, start: float, end: float, limit: int) -> list[tuple[str, float]]:
+    _check_limit(limit)
+    cur.execute(
+        "SELECT target, MAX(ts) AS latest FROM history WHERE ts > ? AND ts < ?"
+        " GROUP BY target ORDER BY latest, target LIMIT ?",
+        (start, end, limit),
+    )
+    return [(target, latest) for target, latest in cur.fetchall()]
+
+
+def _integrity_check(cur: sqlite3.Cursor) -> str:
+    cur.execute("PRAGMA integrity_check")
+    return "\n".join(str(row[0]) for row in cur.fetchall())
+
+
+def _backup(cur: sqlite3.Cursor, dest_path: str) -> None:
+    parent = os.path.dirname(os.path.abspath(dest_path))
+    os.makedirs(parent, exist_ok=True)
+    # Copy to a temporary name and rename, so that dest_path is never a half-written database
+    # (an interrupted backup must not replace the previous good one).
+    tmp_path = dest_path + ".partial"
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(tmp_path)
+    dest = sqlite3.connect(tmp_path, isolation_level=None)
+    try:
+        # pages=-1 copies everything in one step under one read snapshot: a consistent copy.
+        cur.connection.backup(dest, pages=-1)
+        # The copy inherits WAL mode from the header; make it one self-contained file.
+        dest.execute("PRAGMA journal_mode = DELETE")
+    except BaseException:
+        dest.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp_path)
+        raise
+    dest.close()
+    os.replace(tmp_path, dest_path)
+
+
+@implementer(IAccountStore, IRoomStore, IHistoryStore)
+class SqliteStore:
+    """Accounts, rooms and history in one SQLite file.  Call ``open()`` before anything else.
+
+    Every method returns a Deferred that fires on the reactor thread; the SQL runs in the
+    pool's single thread, in call order.
+    """
+
+    def __init__(
+        self, path: str, *, reactor: Any = None, migrations: Sequence[Step] = MIGRATIONS
+    ) -> None:
+        """``migrations`` is for tests of the migration machinery; production uses the default."""
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        self.path = path
+        self._reactor = reactor
+        self._migrations = tuple(migrations)
+        self._closed = False
+        if path != ":memory:" and not path.startswith("file:"):
+            parent = os.path.dirname(os.path.abspath(path))
+            os.makedirs(parent, exist_ok=True)
+        # One connection: SQLite has one writer anyway, and a single thread keeps every
+        # operation of this process in call order.
+        self._pool = adbapi.ConnectionPool(
+            "sqlite3",
+            path,
+            check_same_thread=False,
+            cp_min=1,
+            cp_max=1,
+            cp_openfun=_configure_connection,
+            cp_reactor=reactor,
+        )
+
+    def _run(
+        self, func: Callable[..., _T], *args: Any, write: bool, transaction: bool = True
+    ) -> Deferred[_T]:
+        if self._closed:
+            # The pool's thread pool silently drops work once stopped: fail loudly instead
+            # of returning a Deferred that never fires.
+            return defer.fail(StoreClosed(f"the store {self.path} is closed"))
+
+        def interaction(cur: sqlite3.Cursor) -> _T:
+            if not transaction:
+                return func(cur, *args)
+            with _transaction(cur, write=write):
+                return func(cur, *args)
+
+        return self._pool.runInteraction(interaction)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def open(self) -> Deferred[None]:
+        """Bring the schema up to date.  Safe on a new file, an old one, or a current one."""
+
+        def done(versions: tuple[int, int]) -> None:
+            before, after = versions
+            if before != after:
+                log.info(
+                    "SQLite store {path}: schema migrated from version {before} to {after}",
+                    path=self.path,
+                    before=before,
+                    after=after,
+                )
+
+        d = self._run(_migrate, self._migrations, write=True, transaction=False)
+        d.addCallback(done)
+        return d
+
+    def close(self) -> Deferred[None]:
+        """Let queued work finish, close the connection, stop the pool thread."""
+        if self._closed:
+            return defer.succeed(None)
+        self._closed = True
+        pool = self._pool
+
+        def disconnect() -> None:
+            # Runs after everything queued before it (one thread, FIFO).  Closing here, not on
+            # the reactor thread, keeps the final WAL checkpoint off the reactor.
+            conn = pool.connections.get(pool.threadID())
+            if conn is not None:
+                pool.disconnect(conn)
+
+        def stop(result: object) -> object:
+            # The pool thread is idle by now, so joining it does not block the reactor.
+            pool.close()
+            return result
+
+        d: Deferred[None] = threads.deferToThreadPool(self._reactor, pool.threadpool, disconnect)
+        d.addBoth(stop)
+        return d
+
+    def schema_version(self) -> Deferred[int]:
+        def read(cur: sqlite3.Cursor) -> int:
+            cur.execute("PRAGMA user_version")
+            return int(cur.fetchone()[0])
+
+        return self._run(read, write=False)
+
+    def integrity_check(self) -> Deferred[str]:
+        """Fire with SQLite's verdict: ``"ok"``, or the problems found, one per line."""
+        return self._run(_integrity_check, write=False, transaction=False)
+
+    def backup(self, dest_path: str | os.PathLike[str]) -> Deferred[None]:
+        """Write a consistent copy of the live database to ``dest_path`` (replacing it).
+
+        The pool thread is busy for the whole copy, so other queries wait for it.
+        """
+        dest_path = os.fspath(dest_path)
+        if os.path.realpath(dest_path) == os.path.realpath(self.path):
+            # Renaming the copy over the live file under an open connection corrupts it.
+            return defer.fail(ValueError(f"cannot back up {self.path} onto itself"))
+        return self._run(_backup, dest_path, write=False, transaction=False)
+
+    # -- IAccountStore ----------------------------------------------------------------------
+
+    def get_account(self, name: str) -> Deferred[AccountRecord | None]:
+        return self._run(_get_account, casefold(name), write=False)
+
+    def create_account(self, record: AccountRecord) -> Deferred[None]:
+        return self._run(_create_account, record, write=True)
+
+    def update_credentials(self, name: str, credentials: Sequence[Credential]) -> Deferred[bool]:
+        return self._run(_update_credentials, casefold(name), tuple(credentials), write=True)
+
+    def delete_account(self, name: str) -> Deferred[bool]:
+        return self._run(_delete_account, casefold(name), write=True)
+
+    def list_accounts(self) -> Deferred[list[AccountRecord]]:
+        return self._run(_list_accounts, write=False)
+
+    # -- IRoomStore -------------------------------------------------------------------------
+
+    def load_rooms(self) -> Deferred[list[RoomRecord]]:
+        return self._run(_load_rooms, write=False)
+
+    def save_room(self, record: RoomRecord) -> Deferred[None]:
+        return self._run(_save_room, record, write=True)
+
+    def delete_room(self, name: str) -> Deferred[bool]:
+        return self._run(_delete_room, name, write=True)
+
+    # -- IHistoryStore ----------------------------------------------------------------------
+
+    def append(self, messages: Iterable[Message]) -> Deferred[int]:
+        """Store a batch in one transaction; fire with how many were new (duplicate ids are
+        ignored)."""
+        # Snapshot now: the caller may reuse its batch buffer as soon as we return.
+        batch = tuple(messages)
+        if not batch:
+            return defer.succeed(0)
+        return self._run(_append, batch, write=True)
+
+    def latest(self, target: str, limit: int) -> Deferred[list[Message]]:
+        return self._run(_query_messages, "", (target,), limit, True, write=False)
+
+    def before(self, target: str, ts: float, limit: int) -> Deferred[list[Message]]:
+        return self._run(_query_messages, " AND ts < ?", (target, ts), limit, True, write=False)
+
+    def after(self, target: str, ts: float, limit: int) -> Deferred[list[Message]]:
+        return self._run(_query_messages, " AND ts > ?", (target, ts), limit, False, write=False)
+
+    def between(self, target: str, start: float, end: float, limit: int) -> Deferred[list[Message]]:
+        return self._run(
+            _query_messages,
+            " AND ts > ? AND ts < ?",
+            (target, start, end),
+            limit,
+            False,
+            write=False,
+        )
+
+    def find(self, msgid: str) -> Deferred[Message | None]:
+        return self._run(_find, msgid, write=False)
+
+    def targets(self, start: float, end: float, limit: int) -> Deferred[list[tuple[str, float]]]:
+        """Targets with messages in start < ts < end, with their latest ts there, ascending by
+        that ts (ties by target); ``limit`` keeps the first of them, as ``between`` does."""
+        return self._run(_targets, start, end, limit, write=False)

@@ -1,0 +1,33 @@
+"""A recording IChatClient for core tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from zope.interface import implementer
+
+from chatserver.core.interfaces import IChatClient
+
+
+@implementer(IChatClient)
+class FakeClient:
+    def __init__(
+        self, protocol: str = "line", address: str = "192.0.2.1", secure: bool = True
+    ) -> None:
+        self.protocol = protocol
+        self.address = address
+        self.secure = secure
+        self.events: list[Any] = []
+        self.disconnected: str | None = None
+
+    def deliver(self, event: Any) -> None:
+        self.events.append(event)
+
+    def disconnect(self, reason: str) -> None:
+        self.disconnected = reason
+
+    def of(self, kind: type) -> list[Any]:
+        return [e for e in self.events if isinstance(e, kind)]
+
+    def clear(self) -> None:
+        self.events.clear()

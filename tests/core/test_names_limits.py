@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from chatserver.core.errors import BadName
+from chatserver.core.limits import AddressCounter, KeyedBuckets, TokenBucket
+from chatserver.core.names import casefold, check_nick, glob_match, is_valid_nick, room_key
+
+
+@pytest.mark.parametrize("nick", ["alice", "A", "x" * 30, "[away]", "a-b", "n1ck", "^_^", "{x}|y`"])
+def test_valid_nicks(nick: str) -> None:
+    assert check_nick(nick) == nick
+
+
+@pytest.mark.parametrize(
+    "nick", ["", "1abc", "-abc", "x" * 31, "a b", "a!b", "a@b", "#room", "é", "a,b", "a:b"]
+)
+def test_invalid_nicks(nick: str) -> None:
+    with pytest.raises(BadName):
+        check_nick(nick)
+
+
+def test_ascii_casemapping_folds_only_a_to_z() -> None:
+    assert casefold("ALICE[]") == "alice[]"
+    assert casefold("Ä{") == "Ä{"
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"), [("Dev", "dev"), ("a.b_c-1", "a.b_c-1"), ("x" * 50, "x" * 50)]
+)
+def test_room_keys(raw: str, key: str) -> None:
+    assert room_key(raw) == key
+
+
+@pytest.mark.parametrize("raw", ["", "#dev", "a b", "x" * 51, "ü", "a/b"])
+def test_bad_room_names(raw: str) -> None:
+    with pytest.raises(BadName):
+        room_key(raw)
+
+
+@given(st.text(max_size=40))
+def test_nick_check_never_raises_anything_else(text: str) -> None:
+    try:
+        check_nick(text)
+    except BadName:
+        assert not is_valid_nick(text)
+    else:
+        assert is_valid_nick(text)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "text", "match"),
+    [
+        ("*!*@*", "a!b@c", True),
+        ("bob!*@*", "BOB!x@y", True),
+        ("bob!*@*", "bobby!x@y", False),
+        ("b?b!*@*", "bab!x@y", True),
+        ("*.cloak", "line-abc.cloak", True),
+        ("a.b", "axb", False),
+    ],
+)
+def test_glob(pattern: str, text: str, match: bool) -> None:
+    assert glob_match(pattern, text) is match
+
+
+def test_token_bucket_refills_over_time() -> None:
+    bucket = TokenBucket(capacity=3, rate=1.0, now=0.0)
+    assert [bucket.take(0.0) for _ in range(4)] == [True, True, True, False]
+    assert bucket.wait_time(0.0) == pytest.approx(1.0)
+    assert bucket.take(1.0)
+    assert not bucket.take(1.0)
+    bucket.force(1.0, 2)
+    assert bucket.level(1.0) == pytest.approx(-2)
+    assert bucket.level(10.0) == pytest.approx(3)
+
+
+def test_keyed_buckets_are_independent_and_pruned() -> None:
+    buckets = KeyedBuckets(capacity=1, rate=0.5)
+    assert buckets.take("a", 0.0)
+    assert not buckets.allowed("a", 0.0)
+    assert buckets.allowed("b", 0.0)
+    buckets.prune(10.0)
+    assert len(buckets) == 0
+
+
+def test_address_counter() -> None:
+    counter = AddressCounter(2)
+    assert counter.acquire("x") and counter.acquire("x")
+    assert not counter.acquire("x")
+    counter.release("x")
+    assert counter.acquire("x")
+    assert counter.count("y") == 0

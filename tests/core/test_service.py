@@ -1,0 +1,548 @@
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet.defer import Deferred
+
+from chatserver.core.errors import (
+    AccountError,
+    AlreadyOnRoom,
+    CannotSend,
+    ChatError,
+    JoinRefused,
+    LimitExceeded,
+    NickInUse,
+    NoSuchNick,
+    NoSuchRoom,
+    NotOnRoom,
+    NotPermitted,
+    UnknownMode,
+)
+from chatserver.core.events import (
+    AccountChange,
+    Away,
+    Invite,
+    Join,
+    Kick,
+    Message,
+    ModeChange,
+    ModeItem,
+    NickChange,
+    Quit,
+    ServerNotice,
+    Topic,
+)
+from chatserver.core.service import ChatService
+from chatserver.core.settings import CoreSettings
+from tests.core.fakes import FakeClient
+from tests.support.memstore import MemoryStore, make_service
+
+
+def result(d: Deferred) -> Any:
+    """The result of an already-fired Deferred (raises its failure)."""
+    out: list[Any] = []
+    d.addBoth(out.append)
+    assert out, "Deferred has not fired"
+    if hasattr(out[0], "raiseException"):
+        out[0].raiseException()
+    return out[0]
+
+
+@pytest.fixture
+def service() -> ChatService:
+    return make_service()
+
+
+def user(service: ChatService, nick: str, **kw: Any) -> tuple[FakeClient, Any]:
+    client = FakeClient(**kw)
+    conn = service.connect(client)
+    service.claim_nick(conn, nick)
+    return client, conn
+
+
+def test_nicks_are_one_namespace_case_insensitively(service: ChatService) -> None:
+    user(service, "Alice")
+    _, conn = user(service, "bob", protocol="irc")
+    with pytest.raises(NickInUse):
+        service.rename(conn, "ALICE")
+    with pytest.raises(NickInUse):
+        service.claim_nick(service.connect(FakeClient(protocol="xmpp")), "alice")
+
+
+def test_join_creates_room_with_creator_as_operator(service: ChatService) -> None:
+    a, ca = user(service, "alice")
+    b, cb = user(service, "bob")
+    room = service.join(ca, "Dev")
+    service.join(cb, "dev")
+    assert room.name == "dev"
+    assert room.members[ca.user].op and not room.members[cb.user].op
+    assert [e.who.nick for e in a.of(Join)] == ["alice", "bob"]
+    assert [e.who.nick for e in b.of(Join)] == ["bob"]
+
+
+def test_room_message_reaches_every_member_once_with_id_and_time(service: ChatService) -> None:
+    clients = []
+    for nick in ("a1", "a2", "a3"):
+        c, conn = user(service, nick)
+        service.join(conn, "r")
+        clients.append((c, conn))
+    msg = service.say(clients[0][1], room="r", text="hello")
+    for c, _ in clients:
+        got = c.of(Message)
+        assert got == [msg]
+    assert msg.id and msg.ts == service.clock.seconds()
+    assert msg.origin is clients[0][0]
+    assert msg.source.nick == "a1"
+
+
+def test_outside_messages_moderation_and_bans(service: ChatService) -> None:
+    _, op = user(service, "op")
+    _, member = user(service, "member")
+    _, outsider = user(service, "outsider")
+    service.join(op, "r")
+    service.join(member, "r")
+    with pytest.raises(CannotSend):
+        service.say(outsider, room="r", text="x")
+    service.set_mode(op, "r", [ModeItem(False, "no_external")])
+    service.say(outsider, room="r", text="allowed now")
+    service.set_mode(op, "r", [ModeItem(True, "moderated")])
+    with pytest.raises(CannotSend):
+        service.say(member, room="r", text="x")
+    service.set_mode(op, "r", [ModeItem(True, "voice", "member")])
+    service.say(member, room="r", text="voiced")
+    service.set_mode(op, "r", [ModeItem(False, "moderated"), ModeItem(True, "ban", "outsider")])
+    with pytest.raises(CannotSend):
+        service.say(outsider, room="r", text="banned")
+    with pytest.raises(JoinRefused) as err:
+        service.join(outsider, "r")
+    assert err.value.why == JoinRefused.BANNED
+
+
+def test_join_rules_invite_key_limit_registered(service: ChatService) -> None:
+    _, op = user(service, "op")
+    _, guest = user(service, "guest")
+    service.join(op, "r")
+    service.set_mode(op, "r", [ModeItem(True, "invite_only")])
+    with pytest.raises(JoinRefused) as err:
+        service.join(guest, "r")
+    assert err.value.why == JoinRefused.INVITE_ONLY
+    service.invite(op, "guest", "r")
+    service.join(guest, "r")
+    service.part(guest, "r")
+    with pytest.raises(JoinRefused):
+        service.join(guest, "r")  # an invitation is used once
+    service.set_mode(op, "r", [ModeItem(False, "invite_only"), ModeItem(True, "key", "sesame")])
+    with pytest.raises(JoinRefused) as err:
+        service.join(guest, "r", "wrong")
+    assert err.value.why == JoinRefused.BAD_KEY
+    service.join(guest, "r", "sesame")
+    service.part(guest, "r")
+    service.set_mode(op, "r", [ModeItem(False, "key"), ModeItem(True, "limit", "1")])
+    with pytest.raises(JoinRefused) as err:
+        service.join(guest, "r")
+    assert err.value.why == JoinRefused.FULL
+    service.set_mode(op, "r", [ModeItem(False, "limit"), ModeItem(True, "registered_only")])
+    with pytest.raises(JoinRefused) as err:
+        service.join(guest, "r")
+    assert err.value.why == JoinRefused.REGISTERED_ONLY
+
+
+def test_invite_exception_mask_passes_invite_only(service: ChatService) -> None:
+    _, op = user(service, "op")
+    _, friend = user(service, "friend")
+    service.join(op, "r")
+    service.set_mode(op, "r", [ModeItem(True, "invite_only"), ModeItem(True, "invite", "friend")])
+    service.join(friend, "r")
+    assert friend.user in service.get_room("r").members
+
+
+def test_modes_need_operator_and_report_bad_items(service: ChatService) -> None:
+    a, op = user(service, "op")
+    _, pleb = user(service, "pleb")
+    service.join(op, "r")
+    service.join(pleb, "r")
+    with pytest.raises(NotPermitted):
+        service.set_mode(pleb, "r", [ModeItem(True, "moderated")])
+    applied, errors = service.set_mode(
+        op, "r", [ModeItem(True, "secret"), ModeItem(True, "op", "nobody"), ModeItem(True, "zzz")]
+    )
+    assert applied == (ModeItem(True, "secret"),)
+    assert [type(e) for e in errors] == [NoSuchNick, UnknownMode]
+    changes = a.of(ModeChange)
+    assert len(changes) == 1 and changes[0].changes == applied
+    # Setting what is already set changes nothing and emits nothing.
+    assert service.set_mode(op, "r", [ModeItem(True, "secret")]) == ((), [])
+    assert len(a.of(ModeChange)) == 1
+
+
+def test_topic_lock_and_topic_event(service: ChatService) -> None:
+    a, op = user(service, "op")
+    _, pleb = user(service, "pleb")
+    service.join(op, "r")
+    service.join(pleb, "r")
+    with pytest.raises(NotPermitted):
+        service.set_topic(pleb, "r", "mine")
+    service.set_topic(op, "r", "welcome")
+    room = service.get_room("r")
+    assert (room.topic, room.topic_by.split("!")[0]) == ("welcome", "op")
+    assert a.of(Topic)[0].text == "welcome"
+    service.set_mode(op, "r", [ModeItem(False, "topic_lock")])
+    service.set_topic(pleb, "r", "mine")
+    assert room.topic == "mine"
+
+
+def test_kick_removes_member_and_tells_everyone(service: ChatService) -> None:
+    a, op = user(service, "op")
+    b, pleb = user(service, "pleb")
+    service.join(op, "r")
+    service.join(pleb, "r")
+    with pytest.raises(NotPermitted):
+        service.kick(pleb, "r", "op", "no")
+    _, _outsider = user(service, "outsider")
+    with pytest.raises(NotOnRoom):
+        service.kick(op, "r", "outsider", "x")
+    with pytest.raises(NoSuchNick):
+        service.kick(op, "r", "nobody", "x")
+    service.kick(op, "r", "PLEB", "bye")
+    kick = b.of(Kick)[0]
+    assert (kick.target.nick, kick.reason, kick.who.nick) == ("pleb", "bye", "op")
+    assert a.of(Kick) == [kick]
+    assert pleb.user not in service.get_room("r").members
+    assert "r" not in pleb.user.rooms
+
+
+def test_private_messages_reach_target_and_senders_connections(service: ChatService) -> None:
+    a, ca = user(service, "alice")
+    b, _ = user(service, "bob")
+    msg = service.say(ca, nick="BOB", text="psst", kind="notice")
+    assert b.of(Message) == [msg] and a.of(Message) == [msg]
+    assert msg.target == "bob" and msg.kind == "notice"
+    with pytest.raises(NoSuchNick):
+        service.say(ca, nick="carol", text="x")
+    with pytest.raises(ChatError):
+        service.say(ca, nick="bob", text="")
+
+
+def test_status_message_reaches_only_operators(service: ChatService) -> None:
+    a, op = user(service, "op")
+    b, pleb = user(service, "pleb")
+    service.join(op, "r")
+    service.join(pleb, "r")
+    service.say(pleb, room="r", text="to ops", status="op")
+    assert [m.text for m in a.of(Message)] == ["to ops"]
+    assert [m.text for m in b.of(Message)] == ["to ops"]  # the sender's own echo
+    assert not service.get_room("r").history  # status messages are not room history
+
+
+def test_nick_change_and_quit_reach_room_mates_once(service: ChatService) -> None:
+    a, ca = user(service, "alice")
+    b, cb = user(service, "bob")
+    c, _ = user(service, "carol")
+    for room in ("r1", "r2"):
+        service.join(ca, room)
+        service.join(cb, room)
+    service.rename(ca, "alicia")
+    assert len(b.of(NickChange)) == 1 and len(a.of(NickChange)) == 1 and not c.of(NickChange)
+    assert b.of(NickChange)[0].new_nick == "alicia"
+    assert service.whowas("alice")[0][0].nick == "alice"
+    service.quit(ca, "gone")
+    assert [(q.who.nick, q.reason) for q in b.of(Quit)] == [("alicia", "gone")]
+    assert service.find_user("alicia") is None
+    assert all(ca.user is None or ca.user not in r.members for r in service.rooms.values())
+
+
+def test_empty_unregistered_room_disappears(service: ChatService) -> None:
+    _, ca = user(service, "alice")
+    service.join(ca, "tmp")
+    service.part(ca, "tmp", "bye")
+    assert service.get_room("tmp") is None
+    with pytest.raises(NoSuchRoom):
+        service.part(ca, "tmp")
+
+
+def test_away_is_seen_by_room_mates(service: ChatService) -> None:
+    _a, ca = user(service, "alice")
+    b, cb = user(service, "bob")
+    service.join(ca, "r")
+    service.join(cb, "r")
+    service.set_away(ca, "lunch")
+    assert b.of(Away)[0].message == "lunch" and ca.user.who().away == "lunch"
+    service.set_away(ca, None)
+    assert b.of(Away)[1].message is None
+
+
+def test_invite_requires_membership_and_not_already_there(service: ChatService) -> None:
+    _a, ca = user(service, "alice")
+    b, cb = user(service, "bob")
+    service.join(ca, "r")
+    with pytest.raises(NotOnRoom):
+        service.invite(cb, "alice", "r")
+    service.invite(ca, "bob", "r")
+    assert b.of(Invite)[0].target == "bob"
+    service.join(cb, "r")
+    with pytest.raises(AlreadyOnRoom):
+        service.invite(ca, "bob", "r")
+
+
+def test_per_address_connection_limit() -> None:
+    service = make_service(CoreSettings(max_connections_per_address=2))
+    conns = [service.connect(FakeClient(address="198.51.100.7")) for _ in range(2)]
+    with pytest.raises(LimitExceeded):
+        service.connect(FakeClient(address="198.51.100.7"))
+    service.quit(conns[0])
+    service.connect(FakeClient(address="198.51.100.7"))
+
+
+# -- accounts and multiclient --------------------------------------------------------------
+
+
+def test_register_identify_and_wrong_password(service: ChatService) -> None:
+    a, ca = user(service, "alice")
+    record = result(service.register(ca, "correct horse"))
+    assert record.name == "alice" and ca.user.account == "alice"
+    assert {c.mechanism for c in record.credentials} == {"SCRAM-SHA-256", "SCRAM-SHA-1"}
+    assert a.of(AccountChange)[0].account == "alice"
+    stored = service.accounts.store.accounts["alice"]
+    assert b"correct horse" not in repr(stored).encode()
+    _, cx = user(service, "other")
+    with pytest.raises(AccountError) as err:
+        result(service.identify(cx, "wrong!", account="alice"))
+    assert err.value.code == AccountError.BAD_PASSWORD
+
+
+def test_failed_logins_are_throttled_per_account() -> None:
+    service = make_service(CoreSettings(login_failure_burst=3, login_failure_period=10))
+    _, ca = user(service, "alice")
+    result(service.register(ca, "secret-pass"))
+    _, cx = user(service, "mallory")
+    codes = []
+    for _ in range(5):
+        try:
+            result(service.identify(cx, "nope", account="alice"))
+        except AccountError as err:
+            codes.append(err.code)
+    assert codes == ["bad_password"] * 3 + ["throttled"] * 2
+    # Even the right password is refused while throttled, then allowed after the refill.
+    with pytest.raises(AccountError):
+        result(service.identify(cx, "secret-pass", account="alice"))
+    service.clock.advance(11)
+    assert result(service.identify(cx, "secret-pass", account="alice")) is not None
+
+
+def test_registration_can_be_closed() -> None:
+    service = make_service(CoreSettings(registration="closed"))
+    _, ca = user(service, "alice")
+    with pytest.raises(AccountError) as err:
+        result(service.register(ca, "secret-pass"))
+    assert err.value.code == AccountError.CLOSED
+
+
+def test_multiclient_one_member_many_connections(service: ChatService) -> None:
+    a, ca = user(service, "alice")
+    result(service.register(ca, "secret-pass"))
+    service.join(ca, "r")
+    b, cb = user(service, "bob")
+    service.join(cb, "r")
+    # A second connection (say XMPP) proves the account before claiming a nick.
+    x = FakeClient(protocol="xmpp")
+    cx = service.connect(x)
+    service.login(cx, "alice")
+    joined = service.claim_nick(cx, "whatever")
+    assert joined is ca.user and len(joined.connections) == 2
+    room = service.get_room("r")
+    assert len(room.members) == 2
+    msg = service.say(cb, room="r", text="hi")
+    assert a.of(Message)[-1] is msg and x.of(Message)[-1] is msg
+    own = service.say(cx, room="r", text="from phone")
+    assert a.of(Message)[-1] is own and own.origin is x  # echoed to the sibling
+    dm = service.say(cb, nick="alice", text="dm")
+    assert a.of(Message)[-1] is dm and x.of(Message)[-1] is dm
+    service.quit(cx, "phone off")
+    assert not b.of(Quit) and ca.user in room.members
+    service.quit(ca, "laptop off")
+    assert b.of(Quit)[0].who.nick == "alice"
+
+
+def test_identify_moves_a_guest_connection_to_the_online_account(service: ChatService) -> None:
+    _a, ca = user(service, "alice")
+    result(service.register(ca, "secret-pass"))
+    service.join(ca, "r")
+    g, cg = user(service, "guest1")
+    service.join(cg, "lobby")
+    result(service.identify(cg, "secret-pass", account="alice"))
+    assert cg.user is ca.user
+    assert [type(e).__name__ for e in g.events[-3:]] == ["Part", "NickChange", "Join"]
+    assert service.find_user("guest1") is None
+
+
+def test_nick_enforcement_renames_after_timeout() -> None:
+    service = make_service(CoreSettings(nick_enforce_timeout=30))
+    _, ca = user(service, "alice")
+    result(service.register(ca, "secret-pass"))
+    service.quit(ca)
+    t, ct = user(service, "alice")
+    assert "registered" in t.of(ServerNotice)[0].text
+    service.clock.advance(29)
+    assert ct.user.nick == "alice"
+    service.clock.advance(2)
+    assert ct.user.nick.startswith("Guest")
+    assert t.of(NickChange)[0].new_nick == ct.user.nick
+
+
+def test_identifying_in_time_stops_enforcement() -> None:
+    service = make_service(CoreSettings(nick_enforce_timeout=30))
+    _, ca = user(service, "alice")
+    result(service.register(ca, "secret-pass"))
+    service.quit(ca)
+    _, ct = user(service, "alice")
+    result(service.identify(ct, "secret-pass"))
+    service.clock.advance(60)
+    assert ct.user.nick == "alice" and ct.user.account == "alice"
+
+
+def test_change_password_and_drop(service: ChatService) -> None:
+    _, ca = user(service, "alice")
+    result(service.register(ca, "first-pass"))
+    with pytest.raises(AccountError):
+        result(service.change_password(ca, "wrong-pass", "second-pass"))
+    result(service.change_password(ca, "first-pass", "second-pass"))
+    _, cx = user(service, "x")
+    assert result(service.identify(cx, "second-pass", account="alice")) is not None
+    result(service.drop(ca, "second-pass"))
+    assert ca.user.account is None and "alice" not in service.accounts.store.accounts
+
+
+def test_release_nick_renames_a_guest_holder(service: ChatService) -> None:
+    _, ca = user(service, "alice")
+    result(service.register(ca, "secret-pass"))
+    service.quit(ca)
+    _g, cg = user(service, "alice")
+    assert service.release_nick("alice", "alice")
+    assert cg.user.nick != "alice" and service.find_user("alice") is None
+
+
+# -- persistence ---------------------------------------------------------------------------
+
+
+def test_registered_room_survives_a_restart() -> None:
+    store = MemoryStore()
+    service = make_service(store=store)
+    _, ca = user(service, "alice")
+    result(service.register(ca, "secret-pass"))
+    service.join(ca, "team")
+    service.set_topic(ca, "team", "plans")
+    result(service.register_room(ca, "team"))
+    service.set_mode(ca, "team", [ModeItem(True, "moderated"), ModeItem(True, "ban", "troll")])
+    service.say(ca, room="team", text="remember me")
+    result(service.shutdown())
+
+    again = make_service(store=store)
+    room = again.get_room("team")
+    assert room is not None and room.registered and room.topic == "plans"
+    assert "moderated" in room.flags and room.bans[0].mask == "troll!*@*"
+    assert [m.text for m in room.history] == ["remember me"]
+    _, c2 = user(again, "alice")
+    result(again.identify(c2, "secret-pass"))
+    again.join(c2, "team")
+    assert room.members[c2.user].op  # operator status by account
+
+
+def test_history_is_written_in_batches_and_queried() -> None:
+    store = MemoryStore()
+    service = make_service(CoreSettings(history_flush_interval=1.0), store=store)
+    _, ca = user(service, "alice")
+    service.join(ca, "r")
+    sent = []
+    for i in range(5):
+        sent.append(service.say(ca, room="r", text=f"m{i}"))
+        service.clock.advance(0.1)
+    assert store.messages == []  # not yet: one batch per interval
+    service.clock.advance(1)
+    assert [m.text for m in store.messages] == [f"m{i}" for i in range(5)]
+    assert [m.text for m in result(service.history_latest("r", 2))] == ["m3", "m4"]
+    assert [m.text for m in result(service.history_before("r", sent[2].ts, 10))] == ["m0", "m1"]
+    assert [m.text for m in result(service.history_after("r", sent[2].ts, 1))] == ["m3"]
+    assert [m.text for m in result(service.history_around("r", sent[2].ts, 3))] == [
+        "m1",
+        "m2",
+        "m3",
+    ]
+    assert result(service.history_find(sent[1].id)).text == "m1"
+    assert [m.text for m in service.recent("r", 2)] == ["m3", "m4"]
+
+
+def test_shutdown_tells_every_connection_and_flushes() -> None:
+    store = MemoryStore()
+    service = make_service(CoreSettings(history_flush_interval=60), store=store)
+    a, ca = user(service, "alice")
+    pre = FakeClient()
+    service.connect(pre)
+    service.join(ca, "r")
+    service.say(ca, room="r", text="last words")
+    result(service.shutdown("maintenance"))
+    assert a.disconnected == "maintenance" and pre.disconnected == "maintenance"
+    assert [m.text for m in store.messages] == ["last words"]
+
+
+def test_a_failing_client_does_not_stop_fan_out(service: ChatService) -> None:
+    class Broken(FakeClient):
+        def deliver(self, event: Any) -> None:
+            raise RuntimeError("boom")
+
+    _, ca = user(service, "alice")
+    broken = Broken()
+    cb = service.connect(broken)
+    service.claim_nick(cb, "broken")
+    c, cc = user(service, "carol")
+    for conn in (ca, cb, cc):
+        service.join(conn, "r")
+    service.say(ca, room="r", text="still arrives")
+    assert c.of(Message)[0].text == "still arrives"
+
+
+# -- layering ------------------------------------------------------------------------------
+
+FORBIDDEN_IMPORTS = (
+    "socket",
+    "ssl",
+    "asyncio",
+    "select",
+    "selectors",
+    "sqlite3",
+    "http",
+    "urllib",
+    "twisted.internet.reactor",
+    "twisted.internet.protocol",
+    "twisted.internet.tcp",
+    "twisted.internet.ssl",
+    "twisted.internet.endpoints",
+    "twisted.internet.threads",
+    "twisted.enterprise",
+    "twisted.web",
+    "protocols",
+    "chatserver.storage",
+    "chatserver.app",
+    "chatserver.config",
+    "lxml",
+)
+
+
+def test_core_imports_no_networking_storage_or_protocol_code() -> None:
+    core = Path(__file__).resolve().parents[2] / "chatserver" / "core"
+    offenders = []
+    for path in sorted(core.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            for name in names:
+                if any(name == f or name.startswith(f + ".") for f in FORBIDDEN_IMPORTS):
+                    offenders.append(f"{path.name}: {name}")
+    assert offenders == []
+    assert len(list(core.glob("*.py"))) >= 8

@@ -1,0 +1,265 @@
+"""IHistoryStore on SQLite: batches, duplicates, round trips, and every query's order and limit.
+
+The property tests drive the real store from a worker thread (trial keeps the reactor running
+on the main thread), comparing each query with a plain sorted-list model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from twisted.internet import reactor, threads
+from twisted.internet.defer import Deferred
+
+from chatserver.core.events import Message, Who
+from chatserver.storage.sqlite import SqliteStore
+from tests.storage.helpers import StoreTestCase, ids, message
+
+_T = TypeVar("_T")
+
+
+def blocking(fn: Callable[..., Deferred[_T]], *args: Any) -> _T:
+    """From a worker thread: call ``fn`` on the reactor thread and wait for its Deferred."""
+    return threads.blockingCallFromThread(reactor, fn, *args)
+
+
+class HistoryTests(StoreTestCase):
+    async def test_append_stores_a_batch_and_counts_new_messages(self) -> None:
+        store = await self.open_store()
+        batch = [message(f"m{i}", float(i)) for i in range(100)]
+        self.assertEqual(await store.append(batch), 100)
+        self.assertEqual(await store.latest("lobby", 1000), batch)
+        self.assertEqual(await store.append([]), 0)
+
+    async def test_append_ignores_duplicate_ids_and_keeps_the_first(self) -> None:
+        store = await self.open_store()
+        first = message("dup", 1.0, text="first")
+        self.assertEqual(await store.append([first, message("m2", 2.0)]), 2)
+        again = [message("dup", 3.0, text="second"), message("m3", 3.0), message("m3", 4.0)]
+        self.assertEqual(await store.append(again), 1)
+        self.assertEqual(await store.find("dup"), first)
+        self.assertEqual(ids(await store.latest("lobby", 10)), ["dup", "m2", "m3"])
+
+    async def test_append_snapshots_the_batch(self) -> None:
+        store = await self.open_store()
+        buffer = [message("m1", 1.0), message("m2", 2.0)]
+        d = store.append(buffer)
+        buffer.clear()  # a caller reusing its buffer must not change what is stored
+        self.assertEqual(await d, 2)
+        self.assertEqual(ids(await store.latest("lobby", 10)), ["m1", "m2"])
+
+    async def test_a_bad_record_fails_its_whole_batch(self) -> None:
+        store = await self.open_store()
+        nowhere = Message(ts=2.0, id="m2", source=Who("a", "b", "c"), text="lost")
+        with self.assertRaises(ValueError):
+            await store.append([message("m1", 1.0), nowhere])
+        self.assertEqual(await store.latest("lobby", 10), [])
+
+    async def test_every_field_round_trips(self) -> None:
+        store = await self.open_store()
+        msgs = [
+            message(
+                "m1",
+                1_700_000_000.123456,
+                text="ünïcode \x00 nul, \x01ACTION\x01, emoji 🎉",
+                tags=(("+draft/reply", "m0"), ("+typing", ""), ("a;b", "c d\\e")),
+            ),
+            message("m2", 1_700_000_001.5, kind="notice", account=None, nick="guest1"),
+            message("m3", 1_700_000_002.0, kind="action", text=""),
+        ]
+        await store.append(msgs)
+        loaded = await store.latest("lobby", 10)
+        self.assertEqual(loaded, msgs)
+        self.assertEqual(loaded[0].tags, msgs[0].tags)
+        self.assertIsInstance(loaded[0].tags, tuple)
+        self.assertTrue(all(m.origin is None for m in loaded))
+        self.assertEqual(await store.find("m1"), msgs[0])
+
+    async def test_a_private_message_is_stored_under_its_target(self) -> None:
+        store = await self.open_store()
+        private = message("p1", 1.0, room=None, target="bob")
+        await store.append([private])
+        (loaded,) = await store.latest("bob", 10)
+        # Loaded messages always name their target as ``room`` (see IHistoryStore).
+        self.assertEqual(loaded.room, "bob")
+        self.assertEqual(loaded.text, private.text)
+
+    async def test_unstorable_text_is_replaced_not_fatal(self) -> None:
+        # A lone surrogate (what surrogateescape makes of invalid UTF-8) cannot be stored as
+        # SQLite text; it must not cost the rest of the batch.
+        store = await self.open_store()
+        bad = message("bad", 1.0, text="broken \udcff byte", tags=(("k", "\udc80"),))
+        good = message("good", 2.0)
+        self.assertEqual(await store.append([bad, good]), 2)
+        loaded_bad, loaded_good = await store.latest("lobby", 10)
+        self.assertEqual(loaded_bad.text, "broken ? byte")
+        self.assertEqual(loaded_bad.tags, (("k", "?"),))
+        self.assertEqual(loaded_good, good)
+
+    async def test_queries_take_the_messages_nearest_the_anchor(self) -> None:
+        store = await self.open_store()
+        msgs = [message(f"m{i:02d}", float(i)) for i in range(1, 11)]  # ts 1..10
+        await store.append([*msgs, message("other", 5.0, room="elsewhere")])
+        self.assertEqual(ids(await store.latest("lobby", 3)), ["m08", "m09", "m10"])
+        self.assertEqual(ids(await store.before("lobby", 5.0, 2)), ["m03", "m04"])
+        self.assertEqual(ids(await store.after("lobby", 5.0, 2)), ["m06", "m07"])
+        self.assertEqual(ids(await store.between("lobby", 2.0, 9.0, 3)), ["m03", "m04", "m05"])
+        self.assertEqual(ids(await store.between("lobby", 2.0, 5.0, 10)), ["m03", "m04"])
+        self.assertEqual(ids(await store.between("lobby", 9.0, 2.0, 10)), [])
+        self.assertEqual(len(await store.latest("lobby", 100)), 10)
+        self.assertEqual(ids(await store.latest("elsewhere", 100)), ["other"])
+        self.assertEqual(await store.latest("nowhere", 100), [])
+
+    async def test_equal_timestamps_order_by_id(self) -> None:
+        store = await self.open_store()
+        await store.append([message(i, 1.0) for i in ("c", "a", "b")] + [message("z", 0.5)])
+        self.assertEqual(ids(await store.latest("lobby", 2)), ["b", "c"])
+        self.assertEqual(ids(await store.after("lobby", 0.5, 2)), ["a", "b"])
+        self.assertEqual(ids(await store.before("lobby", 1.0, 5)), ["z"])  # strictly older
+
+    async def test_limit_zero_and_negative(self) -> None:
+        store = await self.open_store()
+        await store.append([message("m1", 1.0)])
+        self.assertEqual(await store.latest("lobby", 0), [])
+        self.assertEqual(await store.targets(0.0, 2.0, 0), [])
+        with self.assertRaises(ValueError):
+            await store.latest("lobby", -1)
+        with self.assertRaises(ValueError):
+            await store.targets(0.0, 2.0, -1)
+
+    async def test_find(self) -> None:
+        store = await self.open_store()
+        m = message("needle", 3.0, room="hay")
+        await store.append([message("m1", 1.0), m])
+        self.assertEqual(await store.find("needle"), m)
+        self.assertIsNone(await store.find("missing"))
+
+    async def test_targets(self) -> None:
+        store = await self.open_store()
+        await store.append(
+            [
+                message("a1", 1.0, room="a"),
+                message("a2", 7.0, room="a"),
+                message("b1", 3.0, room="b"),
+                message("c1", 5.0, room="c"),
+                message("c2", 9.0, room="c"),
+                message("d1", 3.0, room="d"),
+            ]
+        )
+        self.assertEqual(
+            await store.targets(0.0, 10.0, 10), [("b", 3.0), ("d", 3.0), ("a", 7.0), ("c", 9.0)]
+        )
+        # The window bounds both which messages count and the latest ts reported.
+        self.assertEqual(await store.targets(1.0, 7.0, 10), [("b", 3.0), ("d", 3.0), ("c", 5.0)])
+        self.assertEqual(await store.targets(0.0, 10.0, 2), [("b", 3.0), ("d", 3.0)])
+        self.assertEqual(await store.targets(20.0, 30.0, 10), [])
+
+    async def test_queries_match_a_sorted_list_model(self) -> None:
+        store = await self.open_store()
+        await threads.deferToThread(check_queries_against_model, store)
+
+    async def test_arbitrary_messages_round_trip(self) -> None:
+        store = await self.open_store()
+        await threads.deferToThread(check_round_trip, store)
+
+
+# -- property tests (run in a worker thread) -----------------------------------------------
+
+ROOMS = ("r0", "r1", "r2")
+# Few distinct timestamps, so that ties (ordered by id) and anchors equal to a ts are common.
+timestamps = st.integers(0, 24).map(lambda i: i / 2)
+entries = st.lists(
+    st.tuples(st.sampled_from(ROOMS), timestamps, st.text("abcXYZ09-", min_size=1, max_size=3)),
+    max_size=40,
+    unique_by=lambda entry: entry[2],
+)
+limits = st.integers(0, 8)
+PROPERTY_SETTINGS = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
+
+def check_queries_against_model(store: SqliteStore) -> None:
+    examples = iter(range(1_000_000))
+
+    @PROPERTY_SETTINGS
+    @given(
+        entries=entries,
+        room=st.sampled_from(ROOMS),
+        anchor=timestamps,
+        start=timestamps,
+        end=timestamps,
+        limit=limits,
+    )
+    def check(
+        entries: list[tuple[str, float, str]],
+        room: str,
+        anchor: float,
+        start: float,
+        end: float,
+        limit: int,
+    ) -> None:
+        # All examples share one database; a prefix on ids and targets, and a time offset,
+        # keep each example's messages apart from every earlier one's.
+        n = next(examples)
+        offset = n * 100.0
+        pre = f"{n}:"
+        msgs = [message(pre + msgid, offset + ts, pre + r) for r, ts, msgid in entries]
+        half = len(msgs) // 2
+        blocking(store.append, msgs[half:])
+        blocking(store.append, msgs)  # the second half again: duplicates are ignored
+        target, anchor, start, end = pre + room, offset + anchor, offset + start, offset + end
+
+        def model(keep: Callable[[Message], bool]) -> list[Message]:
+            return sorted(
+                (m for m in msgs if m.room == target and keep(m)), key=lambda m: (m.ts, m.id)
+            )
+
+        def newest(ms: list[Message]) -> list[Message]:
+            return ms[max(0, len(ms) - limit) :]
+
+        assert blocking(store.latest, target, limit) == newest(model(lambda m: True))
+        assert blocking(store.before, target, anchor, limit) == newest(
+            model(lambda m: m.ts < anchor)
+        )
+        assert (
+            blocking(store.after, target, anchor, limit) == model(lambda m: m.ts > anchor)[:limit]
+        )
+        assert (
+            blocking(store.between, target, start, end, limit)
+            == model(lambda m: start < m.ts < end)[:limit]
+        )
+
+        latest: dict[str, float] = {}
+        for m in msgs:
+            if start < m.ts < end:
+                assert m.room is not None
+                latest[m.room] = max(m.ts, latest.get(m.room, m.ts))
+        expected = sorted(latest.items(), key=lambda item: (item[1], item[0]))[:limit]
+        assert blocking(store.targets, start, end, limit) == expected
+
+    check()
+
+
+def check_round_trip(store: SqliteStore) -> None:
+    examples = iter(range(1_000_000))
+    optional_text = st.none() | st.text(max_size=20)
+
+    @PROPERTY_SETTINGS
+    @given(
+        ts=st.floats(allow_nan=False, allow_infinity=False),
+        who=st.builds(Who, st.text(max_size=30), st.text(max_size=10), st.text(), optional_text),
+        text=st.text(),
+        kind=st.sampled_from(["privmsg", "notice", "action"]),
+        tags=st.lists(st.tuples(st.text(), st.text()), max_size=4).map(tuple),
+    )
+    def check(ts: float, who: Who, text: str, kind: Any, tags: tuple[tuple[str, str], ...]) -> None:
+        msgid = f"rt{next(examples)}"
+        msg = Message(ts=ts, id=msgid, source=who, text=text, kind=kind, room="rt", tags=tags)
+        assert blocking(store.append, [msg]) == 1
+        assert blocking(store.find, msgid) == msg
+
+    check()

@@ -1,0 +1,125 @@
+"""An in-memory implementation of the storage interfaces, for core and protocol tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.task import Clock
+from zope.interface import implementer
+
+from chatserver.core.accounts import AccountManager
+from chatserver.core.errors import AccountError
+from chatserver.core.events import Message
+from chatserver.core.interfaces import IAccountStore, IHistoryStore, IRoomStore
+from chatserver.core.names import casefold
+from chatserver.core.records import AccountRecord, RoomRecord
+from chatserver.core.service import ChatService
+from chatserver.core.settings import CoreSettings
+
+
+@implementer(IAccountStore, IRoomStore, IHistoryStore)
+class MemoryStore:
+    def __init__(self) -> None:
+        self.accounts: dict[str, AccountRecord] = {}
+        self.rooms: dict[str, RoomRecord] = {}
+        self.messages: list[Message] = []
+
+    # accounts
+    def get_account(self, name: str) -> Deferred:
+        return succeed(self.accounts.get(casefold(name)))
+
+    def create_account(self, record: AccountRecord) -> Deferred:
+        key = casefold(record.name)
+        if key in self.accounts:
+            return maybeDeferred(_raise, AccountError(AccountError.EXISTS, "exists"))
+        self.accounts[key] = record
+        return succeed(None)
+
+    def update_credentials(self, name: str, credentials: Any) -> Deferred:
+        key = casefold(name)
+        if key not in self.accounts:
+            return succeed(False)
+        old = self.accounts[key]
+        self.accounts[key] = AccountRecord(old.name, tuple(credentials), old.created_at, old.email)
+        return succeed(True)
+
+    def delete_account(self, name: str) -> Deferred:
+        return succeed(self.accounts.pop(casefold(name), None) is not None)
+
+    def list_accounts(self) -> Deferred:
+        return succeed(sorted(self.accounts.values(), key=lambda r: casefold(r.name)))
+
+    # rooms
+    def load_rooms(self) -> Deferred:
+        return succeed(list(self.rooms.values()))
+
+    def save_room(self, record: RoomRecord) -> Deferred:
+        self.rooms[record.name] = record
+        return succeed(None)
+
+    def delete_room(self, name: str) -> Deferred:
+        return succeed(self.rooms.pop(name, None) is not None)
+
+    # history
+    def _of(self, target: str) -> list[Message]:
+        return sorted((m for m in self.messages if m.room == target), key=lambda m: (m.ts, m.id))
+
+    def append(self, messages: Any) -> Deferred:
+        known = {m.id for m in self.messages}
+        self.messages.extend(m for m in messages if m.id not in known)
+        return succeed(None)
+
+    def latest(self, target: str, limit: int) -> Deferred:
+        return succeed(self._of(target)[-limit:] if limit > 0 else [])
+
+    def before(self, target: str, ts: float, limit: int) -> Deferred:
+        found = [m for m in self._of(target) if m.ts < ts]
+        return succeed(found[-limit:] if limit > 0 else [])
+
+    def after(self, target: str, ts: float, limit: int) -> Deferred:
+        return succeed([m for m in self._of(target) if m.ts > ts][:limit])
+
+    def between(self, target: str, start: float, end: float, limit: int) -> Deferred:
+        return succeed([m for m in self._of(target) if start < m.ts < end][:limit])
+
+    def find(self, msgid: str) -> Deferred:
+        return succeed(next((m for m in self.messages if m.id == msgid), None))
+
+    def targets(self, start: float, end: float, limit: int) -> Deferred:
+        latest: dict[str, float] = {}
+        for m in self.messages:
+            if m.room and start < m.ts < end:
+                latest[m.room] = max(latest.get(m.room, 0.0), m.ts)
+        return succeed(sorted(latest.items(), key=lambda kv: kv[1])[:limit])
+
+    def close(self) -> Deferred:
+        return succeed(None)
+
+
+def _raise(err: Exception) -> None:
+    raise err
+
+
+def run_now(f: Any, *args: Any, **kwargs: Any) -> Deferred:
+    """A ``run_in_thread`` that runs at once: tests stay deterministic."""
+    return maybeDeferred(f, *args, **kwargs)
+
+
+def make_service(
+    settings: CoreSettings | None = None,
+    *,
+    store: MemoryStore | None = None,
+    clock: Clock | None = None,
+) -> ChatService:
+    """A started ChatService on a MemoryStore and a fake clock (``service.clock``)."""
+    settings = settings or CoreSettings(scram_iterations=4096)
+    store = store or MemoryStore()
+    clock = clock or Clock()
+    clock.advance(1_700_000_000)
+    accounts = AccountManager(store, settings, clock=clock, run_in_thread=run_now)
+    service = ChatService(
+        settings, clock=clock, accounts=accounts, room_store=store, history_store=store
+    )
+    service.start()
+    return service
