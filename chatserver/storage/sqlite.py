@@ -430,7 +430,7 @@ class SqliteStore:
         self._reactor = reactor
         self._migrations = tuple(migrations)
         self._closed = False
-        if path != ":memory:" and not path.startswith("file:"):
+        if path != ":memory:":
             parent = os.path.dirname(os.path.abspath(path))
             os.makedirs(parent, exist_ok=True)
         # One connection: SQLite has one writer anyway, and a single thread keeps every
