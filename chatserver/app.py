@@ -12,11 +12,13 @@ leave in the reactor turn that produced it); listeners here only bind.
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import json
+import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from protocols.line.factory import LineFactory
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet import defer
@@ -25,22 +27,26 @@ from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStrea
 from twisted.internet.ssl import CertificateOptions
 from twisted.internet.threads import deferToThread
 from twisted.logger import (
+    FileLogObserver,
     FilteringLogObserver,
     ILogObserver,
     Logger,
     LogLevel,
     LogLevelFilterPredicate,
-    jsonFileLogObserver,
+    formatEvent,
     textFileLogObserver,
 )
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from chatserver.config import BindPoint, Config, bind_points, format_address
+from chatserver.config import PROTOCOL_SECTIONS, BindPoint, Config, bind_points, format_address
 from chatserver.core.accounts import AccountManager
 from chatserver.core.service import ChatService
-from chatserver.storage.sqlite import SqliteStore
+from chatserver.storage.sqlite import SchemaTooNew, SqliteStore
 from chatserver.tls import TlsError, ensure_self_signed, load_options, self_signed_names
+from protocols.irc.factory import IrcFactory
+from protocols.line.factory import LineFactory
+from protocols.xmpp.factory import XmppFactory
 
 log = Logger()
 
@@ -66,6 +72,7 @@ class ProtocolContext:
 
     config: Config
     service: ChatService
+    reactor: Any
     # The server's TLS options (made on first use), for protocols that upgrade in-band (STARTTLS).
     tls_options: Callable[[], CertificateOptions]
 
@@ -90,9 +97,27 @@ def build_line_listeners(ctx: ProtocolContext) -> list[Listener]:
     return listeners_for("line", ctx.config.line, LineFactory(ctx.service, ctx.config.line))
 
 
+def build_irc_listeners(ctx: ProtocolContext) -> list[Listener]:
+    # One factory for the plain and the TLS port: connections tell TLS from their transport.
+    config = ctx.config
+    factory = IrcFactory(ctx.service, config.irc, config.server, operators=config.operators)
+    return listeners_for("irc", ctx.config.irc, factory)
+
+
+def build_xmpp_listeners(ctx: ProtocolContext) -> list[Listener]:
+    # One factory for the STARTTLS port and the direct-TLS port, so that every session of the
+    # server is in one table; connections tell TLS from their transport.
+    factory = XmppFactory(
+        ctx.service, ctx.config.xmpp, tls_options=ctx.tls_options, clock=ctx.reactor
+    )
+    return listeners_for("xmpp", ctx.config.xmpp, factory)
+
+
 # Protocol name (also its config section) -> the function that makes its listeners.
 PROTOCOLS: dict[str, ProtocolBuilder] = {
     "line": build_line_listeners,
+    "irc": build_irc_listeners,
+    "xmpp": build_xmpp_listeners,
 }
 
 
@@ -140,6 +165,10 @@ class _ObservedEndpoint:
 
 class StartupError(Exception):
     """The server cannot start; the message says why (already logged)."""
+
+
+# Failures an operator fixes from the message alone, so they are logged without a traceback.
+_EXPECTED_START_ERRORS = (StartupError, TlsError, OSError, SchemaTooNew, sqlite3.Error)
 
 
 class ChatServer(MultiService):
@@ -198,7 +227,7 @@ class ChatServer(MultiService):
             await self._bring_up()
         except Exception as err:
             self.exit_status = 1
-            if isinstance(err, StartupError | TlsError | OSError):
+            if isinstance(err, _EXPECTED_START_ERRORS):
                 log.critical("cannot start: {error}", error=str(err))
             else:
                 log.failure("cannot start", Failure(err))
@@ -214,7 +243,8 @@ class ChatServer(MultiService):
 
     async def _bring_up(self) -> None:
         config = self.config
-        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        # Accounts (salted keys) and the TLS key live here: only this user may look in.
+        self.config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.store = open_store(config, self.reactor)
         await self.store.open()
         self.accounts = AccountManager(
@@ -229,13 +259,20 @@ class ChatServer(MultiService):
         )
         await self.chat.start()
 
-        ctx = ProtocolContext(config=config, service=self.chat, tls_options=self.tls_options)
+        ctx = ProtocolContext(
+            config=config, service=self.chat, reactor=self.reactor, tls_options=self.tls_options
+        )
         listeners: list[Listener] = []
         for name, build in self.protocols.items():
             section = getattr(config, name, None)
             if section is not None and not section.enabled:
                 continue
             listeners.extend(build(ctx))
+        for name in PROTOCOL_SECTIONS:
+            if getattr(config, name).enabled and name not in self.protocols:
+                log.warn(
+                    "[{section}] is enabled but this server has no such protocol", section=name
+                )
         for listener in listeners:
             await self._listen(listener)
         log.info(
@@ -336,8 +373,6 @@ def build_service(config: Config, *, reactor: Any = None) -> ChatServer:
 
 # -- logging -----------------------------------------------------------------------------------
 
-LOG_FORMATS = ("text", "json")
-
 
 def log_observer(fmt: str, level: str, stream: IO[str]) -> ILogObserver:
     """An observer writing to ``stream``: timestamped text, or one JSON object per line.
@@ -346,10 +381,40 @@ def log_observer(fmt: str, level: str, stream: IO[str]) -> ILogObserver:
     needs scrubbing.
     """
     if fmt == "json":
-        observer = jsonFileLogObserver(stream, recordSeparator="")
+        observer: ILogObserver = FileLogObserver(stream, _json_line)
     elif fmt == "text":
         observer = textFileLogObserver(stream)
     else:
         raise ValueError(f"unknown log format {fmt!r}")
     predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
     return FilteringLogObserver(observer, [predicate])
+
+
+# Keys of old-style (twisted.python.log) events that the JSON line already says another way.
+_LEGACY_KEYS = frozenset({"message", "time", "system", "isError", "format", "why", "failure"})
+
+
+def _json_line(event: dict[str, Any]) -> str:
+    """One event as a flat JSON object: time, level, namespace, message, then its own fields.
+
+    Flat and small rather than Twisted's own JSON (which nests type markers) because log
+    shippers index top-level keys.
+    """
+    level = event.get("log_level")
+    record: dict[str, Any] = {
+        "time": datetime.datetime.fromtimestamp(event.get("log_time", 0.0), datetime.UTC).isoformat(
+            timespec="milliseconds"
+        ),
+        "level": level.name if level is not None else "info",
+        "namespace": event.get("log_namespace", "-"),
+        "message": formatEvent(event),
+    }
+    for key, value in event.items():
+        if key.startswith("log_") or key in _LEGACY_KEYS or key in record:
+            continue
+        if value is None or isinstance(value, str | int | float | bool):
+            record[key] = value
+    failure = event.get("log_failure")
+    if failure is not None:
+        record["traceback"] = failure.getTraceback()
+    return json.dumps(record, ensure_ascii=False) + "\n"

@@ -4,6 +4,9 @@ Exit status: 0 done, 1 the operation failed, 2 bad usage or a bad configuration.
 Account commands open the same SQLite file as a running server (it is in WAL mode, so both
 can use it at once); passwords are read from stdin or prompted for, never taken as arguments,
 since arguments are visible to every user of the machine.
+
+Each command imports the parts of the server it uses, inside the command: ``check-config``
+then stays quick, and works on a machine where only the configuration matters.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import argparse
 import datetime
 import getpass
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -120,13 +124,46 @@ def _cmd_run(args: argparse.Namespace) -> int:
         [log_observer(fmt, config.server.log_level, sys.stderr)], redirectStandardIO=False
     )
     server = build_service(config, reactor=reactor)
-    reactor.callWhenRunning(server.startService)
+    reactor.callWhenRunning(_handle_stop_signals, reactor)  # type: ignore[attr-defined]
+    reactor.callWhenRunning(server.startService)  # type: ignore[attr-defined]
     # The reactor waits for the Deferred of a "before" trigger: users are told and history is
     # written before the reactor drops the connections.
-    reactor.addSystemEventTrigger("before", "shutdown", server.stopService)
-    # run() installs the SIGINT and SIGTERM handlers that stop the reactor.
+    reactor.addSystemEventTrigger("before", "shutdown", server.stopService)  # type: ignore[attr-defined]
     reactor.run()  # type: ignore[attr-defined]
     return server.exit_status
+
+
+def _handle_stop_signals(reactor: Any) -> None:
+    """SIGTERM and SIGINT stop the reactor once; a repeat is noted, not an error.
+
+    Replaces the reactor's own handlers, which would log a traceback for the second signal
+    (systemd and impatient operators both send more than one).
+    """
+    from twisted.internet.error import ReactorNotRunning
+    from twisted.logger import Logger
+
+    log = Logger(namespace="chatserver.cli")
+    stopping = False
+
+    def stop(name: str) -> None:
+        nonlocal stopping
+        if stopping:
+            log.info("received {signal}; already shutting down", signal=name)
+            return
+        stopping = True
+        log.info("received {signal}, shutting down", signal=name)
+        try:
+            reactor.stop()
+        except ReactorNotRunning:
+            # A failed start stops the reactor by itself.
+            pass
+
+    def received(signum: int, _frame: object) -> None:
+        # Only hand over to the reactor: logging here could re-enter a write in progress.
+        reactor.callFromThread(stop, signal.Signals(signum).name)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, received)
 
 
 # -- check-config ------------------------------------------------------------------------------
@@ -211,6 +248,11 @@ async def _account_job(reactor: Any, config: Config, action: str, name: str, pas
     from chatserver.core.accounts import AccountManager
     from chatserver.core.errors import ChatError
 
+    try:
+        # The same private directory the server makes, should this command run first.
+        config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as err:
+        raise CliError(f"cannot make the data directory: {err}") from None
     store = open_store(config, reactor)
     try:
         await store.open()

@@ -28,6 +28,7 @@ from typing import Any
 
 from chatserver.core.names import is_valid_nick
 from chatserver.core.settings import CoreSettings
+from chatserver.passwords import is_valid_hash
 
 DEFAULTS_SOURCE = "<defaults>"
 
@@ -232,10 +233,28 @@ class _Listen:
                     raise ValueError(item)
                 parsed.append(parse_listen(item))
             except ValueError:
-                raise _Invalid(
-                    f"expected {LISTEN_FORMS}", item, f"[{index}]"
-                ) from None
+                raise _Invalid(f"expected {LISTEN_FORMS}", item, f"[{index}]") from None
         return tuple(parsed)
+
+
+@dataclass(frozen=True, slots=True)
+class _Networks:
+    """A list of IP addresses or CIDR networks, such as ["127.0.0.1", "10.0.0.0/8"]."""
+
+    def __call__(self, value: object) -> tuple[str, ...]:
+        expected = 'expected a list of addresses or networks like "10.0.0.0/8"'
+        if not isinstance(value, list):
+            raise _Invalid(expected, value)
+        for index, item in enumerate(value):
+            try:
+                if not isinstance(item, str):
+                    raise ValueError(item)
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise _Invalid(
+                    'expected an address or network like "10.0.0.0/8"', item, f"[{index}]"
+                ) from None
+        return tuple(value)
 
 
 def _key(default: Any, check: Check) -> Any:
@@ -316,6 +335,24 @@ class IrcConfig:
     listen: tuple[ListenAddress, ...] = _key((), _Listen(allow_empty=True))
     # Without tags; 512 is the RFC 1459 limit that every client expects.
     max_line_bytes: int = _key(512, _Int(512, 65536))
+    # A text file shown as the message of the day; empty: no MOTD (numeric 422).
+    motd_file: str = _key("", _PATH)
+    # Seconds a new connection has to finish NICK/USER (and CAP END).
+    registration_timeout: float = _key(60.0, _Number(1))
+    # Seconds of silence before the server sends PING, then seconds more before it gives up.
+    ping_interval: float = _key(120.0, _Number(1))
+    ping_timeout: float = _key(60.0, _Number(1))
+    # Flood control, a penalty budget per connection: `flood_burst` tokens refilled at
+    # `flood_rate` per second; each command costs its penalty (most cost 1).  Commands past
+    # the budget wait; more than `flood_max_queue` waiting lines close the connection
+    # ("Excess Flood").  `flood_burst = 0` turns flood control off.
+    flood_burst: int = _key(10, _Int(0, 10_000))
+    flood_rate: float = _key(2.0, _Number(0, above=True))
+    flood_max_queue: int = _key(64, _Int(1, 100_000))
+    # Addresses or networks (CIDR) exempt from flood control: trusted bots and bridges.
+    flood_exempt: tuple[str, ...] = _key((), _Networks())
+    # Output a client may leave unread (bytes past the socket buffer) before it is closed.
+    sendq_bytes: int = _key(1 << 20, _Int(64 * 1024, 1 << 30))
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,6 +370,16 @@ class XmppConfig:
         "", _Text(pattern=f"(?:{_HOSTNAME})?", what="a domain name such as conference.example.org")
     )
     require_tls: bool = _key(True, _Bool())
+    # Loopback clients (a local bridge, tests) may skip TLS unless this is true.
+    require_tls_on_loopback: bool = _key(False, _Bool())
+    # In-band registration (XEP-0077): "" follows [chat] registration; "open" or "closed".
+    registration: str = _key("", _Text(choices=("", "open", "closed")))
+    # One top-level element (stanza) may be this big; deeper nesting than max_depth is refused.
+    max_stanza_bytes: int = _key(262144, _Int(4096, 16 << 20))
+    max_depth: int = _key(32, _Int(4, 256))
+    # Seconds of silence before the server pings a client, then seconds more before it gives up.
+    idle_timeout: float = _key(300.0, _Number(1))
+    ping_timeout: float = _key(60.0, _Number(1))
 
 
 # [chat] keys are CoreSettings fields; server_name comes from [server] name instead.
@@ -345,7 +392,8 @@ _CHAT_CHECKS: dict[str, Check] = {
     "registration": _Text(choices=("open", "closed")),
     "min_password_length": _Int(1, 1024),
     "max_rooms_per_user": _Int(1),
-    "max_connections_per_address": _Int(1),
+    # 0: no limit.
+    "max_connections_per_address": _Int(0),
     "login_failure_burst": _Int(1),
     "login_failure_period": _Number(0, above=True),
     # RFC 7677 asks for at least 4096 rounds.
@@ -366,6 +414,52 @@ _CHECK_BY_TYPE: dict[Any, Check] = {
 
 
 @dataclass(frozen=True, slots=True)
+class OperatorConfig:
+    """One ``[[operators]]`` entry: ``OPER <name> <password>`` makes a server operator."""
+
+    name: str
+    # A hash made by `chatserver hash-password` (chatserver.passwords), never the password.
+    password: str
+
+
+# The top-level array of tables that lists operators (not a section: there may be several).
+OPERATORS_KEY = "operators"
+
+
+def _load_operators(value: object, problems: _Problems) -> tuple[OperatorConfig, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        problems.add(None, OPERATORS_KEY, "expected [[operators]] tables with name and password")
+        return ()
+    operators: list[OperatorConfig] = []
+    seen: set[str] = set()
+    for index, table in enumerate(value):
+        where = f"{OPERATORS_KEY}[{index}]"
+        for key in table:
+            if key not in ("name", "password"):
+                problems.add(
+                    None, f"{where} {key}", "unknown key" + _suggest(key, ("name", "password"))
+                )
+        name, password = table.get("name"), table.get("password")
+        if not isinstance(name, str) or not name or " " in name:
+            problems.add(
+                None, f"{where} name", f"expected a name without spaces, got {_show(name)}"
+            )
+            continue
+        if name in seen:
+            problems.add(None, f"{where} name", f"{_show(name)} is listed twice")
+        if not isinstance(password, str) or not is_valid_hash(password):
+            problems.add(
+                None,
+                f"{where} password",
+                "expected a hash made by `chatserver hash-password` (scrypt$...)",
+            )
+            continue
+        seen.add(name)
+        operators.append(OperatorConfig(name, password))
+    return tuple(operators)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig
     chat: CoreSettings
@@ -374,6 +468,7 @@ class Config:
     line: LineConfig
     irc: IrcConfig
     xmpp: XmppConfig
+    operators: tuple[OperatorConfig, ...] = ()
     # Where the values came from (a path or "<defaults>"); not part of what the config *is*.
     source: str = field(default=DEFAULTS_SOURCE, compare=False)
 
@@ -490,6 +585,10 @@ class _Problems:
         self.lines.append(": ".join(where) + ": " + reason)
 
 
+# Keys people will look for in the wrong place.
+_MOVED = {("chat", "server_name"): " (the server name is [server] name)"}
+
+
 def _suggest(name: str, known: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, list(known), n=1)
     return f' (did you mean "{close[0]}"?)' if close else ""
@@ -501,7 +600,8 @@ def _load_section(section: str, table: Mapping[str, Any], problems: _Problems) -
     values = {key: default for key, (default, _check) in schema.items()}
     for key, raw in table.items():
         if key not in schema:
-            problems.add(section, key, "unknown key" + _suggest(key, schema))
+            hint = _MOVED.get((section, key)) or _suggest(key, schema)
+            problems.add(section, key, "unknown key" + hint)
             continue
         check = schema[key][1]
         try:
@@ -538,6 +638,8 @@ def load_config(
 
     raw: dict[str, dict[str, Any]] = {}
     for section, table in data.items():
+        if section == OPERATORS_KEY:
+            continue
         if section not in SECTIONS:
             if isinstance(table, dict):
                 problems.add(section, None, "unknown section" + _suggest(section, SECTIONS))
@@ -547,7 +649,10 @@ def load_config(
         if not isinstance(table, dict):
             problems.add(section, None, f"expected a table, got {_show(table)}")
             continue
-    for section in SECTIONS:
+    # In the file's order, so the problems read top to bottom.
+    for section in sorted(
+        SECTIONS, key=lambda name: list(data).index(name) if name in data else len(data)
+    ):
         table = data.get(section, {})
         raw[section] = _load_section(section, table if isinstance(table, dict) else {}, problems)
 
@@ -594,6 +699,7 @@ def load_config(
         line=LineConfig(**raw["line"]),
         irc=IrcConfig(**raw["irc"]),
         xmpp=XmppConfig(**xmpp),
+        operators=_load_operators(data.get(OPERATORS_KEY, []), problems),
         source=source,
     )
     _check_bind_conflicts(config, problems)

@@ -119,7 +119,7 @@ def ensure_self_signed(
     cert_path, key_path = directory / CERT_FILE, directory / KEY_FILE
     if not force and cert_path.is_file() and key_path.is_file():
         return cert_path, key_path, False
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     cert_pem, key_pem = make_self_signed(names)
     # The key first: a certificate without its key is useless, the other way round is remade.
     _write_atomically(key_path, key_pem, 0o600)

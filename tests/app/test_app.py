@@ -1,0 +1,286 @@
+"""The service tree in-process, on a memory reactor: order of start and stop, listeners."""
+
+from __future__ import annotations
+
+import io
+import json
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet import defer
+from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint, TCP6ServerEndpoint
+from twisted.internet.error import CannotListenError
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import Logger, LogLevel, LogPublisher
+from zope.interface import implementer
+
+import chatserver.app as app
+from chatserver.config import PROTOCOL_SECTIONS, BindPoint, load_config
+from chatserver.core.interfaces import IChatClient
+from tests.app.helpers import line_only_config, write_toml
+
+
+class FakeStore:
+    """Just enough of a store for the service to start and stop; records the calls."""
+
+    def __init__(self, calls: list[str]) -> None:
+        self.calls = calls
+
+    def open(self) -> defer.Deferred[None]:
+        self.calls.append("store.open")
+        return defer.succeed(None)
+
+    def close(self) -> defer.Deferred[None]:
+        self.calls.append("store.close")
+        return defer.succeed(None)
+
+    def load_rooms(self) -> defer.Deferred[list[Any]]:
+        return defer.succeed([])
+
+    def latest(self, target: str, limit: int) -> defer.Deferred[list[Any]]:
+        return defer.succeed([])
+
+    def append(self, messages: Any) -> defer.Deferred[None]:
+        self.calls.append("store.append")
+        return defer.succeed(None)
+
+
+@implementer(IChatClient)
+class FakeClient:
+    protocol = "line"
+    address = "127.0.0.1"
+    secure = True
+
+    def __init__(self, calls: list[str]) -> None:
+        self.calls = calls
+        self.service: Any = None
+        self.conn: Any = None
+
+    def deliver(self, event: object) -> None:
+        pass
+
+    def disconnect(self, reason: str) -> None:
+        self.calls.append(f"told: {reason}")
+        self.service.quit(self.conn)
+
+
+class BusyReactor(MemoryReactorClock):
+    def __init__(self, busy_port: int) -> None:
+        super().__init__()
+        self.busy_port = busy_port
+
+    def listenTCP(self, port: int, factory: Any, backlog: int = 50, interface: str = "") -> Any:
+        if port == self.busy_port:
+            raise CannotListenError(interface, port, OSError(98, "Address already in use"))
+        return super().listenTCP(port, factory, backlog, interface)
+
+
+def echo_factory() -> Factory:
+    return Factory.forProtocol(Protocol)
+
+
+def make_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reactor: Any, calls: list[str], **sections: Any
+) -> app.ChatServer:
+    monkeypatch.setattr(app, "open_store", lambda config, reactor: FakeStore(calls))
+    config = load_config(
+        str(line_only_config(tmp_path / "c.toml", 4000, **sections)),
+        data_dir_override=str(tmp_path / "data"),
+    )
+
+    def build_line(ctx: app.ProtocolContext) -> list[app.Listener]:
+        assert ctx.reactor is reactor and ctx.config is config
+        calls.append("build line")
+        return app.listeners_for("line", ctx.config.line, echo_factory())
+
+    return app.ChatServer(config, reactor=reactor, protocols={"line": build_line})
+
+
+def test_the_table_names_protocol_sections() -> None:
+    assert "line" in app.PROTOCOLS
+    assert set(app.PROTOCOLS) <= set(PROTOCOL_SECTIONS)
+    assert all(callable(build) for build in app.PROTOCOLS.values())
+
+
+def test_start_opens_the_store_before_listening(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    reactor = MemoryReactorClock()
+    server = make_server(
+        tmp_path, monkeypatch, reactor, calls, line={"listen": ["127.0.0.1", "::1"]}
+    )
+    server.startService()
+    ready: list[object] = []
+    server.when_ready().addCallback(ready.append)
+    assert ready == [None]
+    assert calls == ["store.open", "build line"]
+    assert [(port, backlog, interface) for port, _f, backlog, interface in reactor.tcpServers] == [
+        (4000, app.LISTEN_BACKLOG, "127.0.0.1"),
+        (4000, app.LISTEN_BACKLOG, "::1"),
+    ]
+    assert server.chat is not None and server.accounts is not None
+    assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700
+    assert server.exit_status == 0
+
+
+def test_stop_tells_users_then_closes_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    reactor = MemoryReactorClock()
+    server = make_server(tmp_path, monkeypatch, reactor, calls)
+    server.startService()
+    assert server.chat is not None
+    client = FakeClient(calls)
+    client.service = server.chat
+    client.conn = server.chat.connect(client)
+    stopped: list[object] = []
+    server.stopService().addCallback(stopped.append)
+    assert stopped == [None]
+    assert calls[calls.index("build line") + 1 :] == ["told: Server shutting down", "store.close"]
+    assert not server.running
+    assert all(not child.running for child in server)
+
+
+def test_stop_waits_a_little_for_goodbyes_to_be_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    reactor = MemoryReactorClock()
+    server = make_server(tmp_path, monkeypatch, reactor, calls)
+    server.startService()
+    assert server.chat is not None
+    client = FakeClient(calls)
+    client.service = server.chat
+    client.disconnect = lambda reason: calls.append(f"told: {reason}")  # type: ignore[method-assign]
+    client.conn = server.chat.connect(client)
+    stopped: list[object] = []
+    server.stopService().addCallback(stopped.append)
+    assert stopped == [] and "store.close" not in calls
+    reactor.advance(0.5)
+    server.chat.quit(client.conn)
+    reactor.advance(0.05)
+    assert stopped == [None] and calls[-1] == "store.close"
+
+
+def test_stop_gives_up_on_connections_that_never_close(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    reactor = MemoryReactorClock()
+    server = make_server(tmp_path, monkeypatch, reactor, calls)
+    server.startService()
+    assert server.chat is not None
+    client = FakeClient(calls)
+    client.disconnect = lambda reason: None  # type: ignore[method-assign]
+    server.chat.connect(client)
+    stopped: list[object] = []
+    server.stopService().addCallback(stopped.append)
+    reactor.pump([0.1] * int(app.SHUTDOWN_GRACE * 10 + 2))
+    assert stopped == [None] and calls[-1] == "store.close"
+
+
+def test_a_port_in_use_fails_the_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    reactor = BusyReactor(4000)
+    server = make_server(tmp_path, monkeypatch, reactor, calls)
+    reactor.running = True
+    server.startService()
+    failures: list[Any] = []
+    server.when_ready().addErrback(failures.append)
+    assert server.exit_status == 1
+    assert failures and failures[0].check(app.StartupError)
+    assert reactor.hasStopped
+    stopped: list[object] = []
+    server.stopService().addCallback(stopped.append)
+    assert stopped == [None] and calls[-1] == "store.close"
+
+
+def test_disabled_protocols_are_not_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    reactor = MemoryReactorClock()
+    server = make_server(tmp_path, monkeypatch, reactor, calls, line={"enabled": False})
+    server.startService()
+    assert "build line" not in calls
+    assert reactor.tcpServers == []
+
+
+def test_listeners_for_uses_the_tls_factory_on_tls_points(tmp_path: Path) -> None:
+    config = load_config(
+        str(write_toml(tmp_path / "c.toml", {"server": {"listen": ["127.0.0.1"]}}))
+    )
+    plain, tls = echo_factory(), echo_factory()
+    listeners = app.listeners_for("irc", config.irc, plain, tls)
+    assert [(li.protocol, li.point.port, li.point.tls, li.factory) for li in listeners] == [
+        ("irc", 6667, False, plain),
+        ("irc", 6697, True, tls),
+    ]
+    assert [li.factory for li in app.listeners_for("irc", config.irc, plain)] == [plain, plain]
+
+
+def test_endpoints_by_address_family_and_tls() -> None:
+    options: list[str] = []
+
+    def tls_options() -> Any:
+        options.append("asked")
+        return object()
+
+    reactor = MemoryReactorClock()
+    v4 = app.endpoint_for(reactor, BindPoint("127.0.0.1", 1, False, "port"), tls_options)
+    v6 = app.endpoint_for(reactor, BindPoint("::1", 2, False, "port"), tls_options)
+    assert isinstance(v4, TCP4ServerEndpoint) and isinstance(v6, TCP6ServerEndpoint)
+    assert options == []
+    tls = app.endpoint_for(reactor, BindPoint("::", 3, True, "tls_port"), tls_options)
+    assert isinstance(tls, SSL4ServerEndpoint)
+    assert options == ["asked"]
+    tls.listen(echo_factory())
+    assert [
+        (port, backlog, interface) for port, _f, _c, backlog, interface in reactor.sslServers
+    ] == [(3, app.LISTEN_BACKLOG, "::")]
+
+
+# -- logging -----------------------------------------------------------------------------------
+
+
+def emit(observer: Any, level: LogLevel, fmt: str, **fields: Any) -> None:
+    publisher = LogPublisher(observer)
+    Logger(namespace="test.ns", observer=publisher).emit(level, fmt, **fields)
+
+
+def test_json_log_lines() -> None:
+    stream = io.StringIO()
+    observer = app.log_observer("json", "info", stream)
+    emit(
+        observer,
+        LogLevel.info,
+        "listening protocol={protocol} address={address}",
+        protocol="line",
+        address="127.0.0.1:1",
+    )
+    emit(observer, LogLevel.debug, "too detailed")
+    emit(observer, LogLevel.error, "with an object {thing!r}", thing=object())
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2
+    first = json.loads(lines[0])
+    assert first["message"] == "listening protocol=line address=127.0.0.1:1"
+    assert (first["level"], first["namespace"], first["protocol"]) == ("info", "test.ns", "line")
+    assert first["time"].endswith("+00:00")
+    second = json.loads(lines[1])
+    assert second["level"] == "error" and "thing" not in second
+    assert second["message"].startswith("with an object <object object")
+
+
+def test_text_log_lines_have_timestamps_and_levels_filter() -> None:
+    stream = io.StringIO()
+    observer = app.log_observer("text", "warn", stream)
+    emit(observer, LogLevel.info, "hidden")
+    emit(observer, LogLevel.warn, "shown {n}", n=1)
+    (line,) = stream.getvalue().splitlines()
+    assert line.endswith("[test.ns#warn] shown 1")
+    assert line[:4].isdigit() and "T" in line.split()[0]
+    with pytest.raises(ValueError):
+        app.log_observer("xml", "info", stream)
