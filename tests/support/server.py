@@ -61,6 +61,7 @@ class ServerProcess:
         overrides: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self.dir = Path(tmp_path)
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.data_dir = self.dir / "data"
         self.config_path = self.dir / "chatserver.toml"
         self.log_path = self.dir / "server.log"

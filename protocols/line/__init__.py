@@ -1,0 +1,1 @@
+"""Line chat: telnet, netcat and scripts, in text lines or JSON Lines (see README.md)."""

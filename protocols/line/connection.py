@@ -1,0 +1,502 @@
+"""One line-chat connection: framing, limits, the nick prompt, and delivery of core events."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.interfaces import IPushProducer, ISSLTransport
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from chatserver.core.errors import LimitExceeded
+from chatserver.core.events import Event, Join, Kick, Message, NickChange, Part
+from chatserver.core.interfaces import IChatClient
+from chatserver.core.limits import TokenBucket
+from chatserver.core.names import casefold
+from chatserver.core.rooms import Room
+from chatserver.core.users import Connection, User
+from protocols.line import commands
+from protocols.line.framing import DO, DONT, IAC, TOO_LONG, WILL, WONT, LineFramer, Negotiation
+from protocols.line.render import (
+    ERROR,
+    EVENT,
+    INFO,
+    JSON_KEY,
+    TEXT_KEY,
+    dump,
+    history_text,
+    message_json,
+    render_json,
+    render_text,
+    text_is_personal,
+)
+
+if TYPE_CHECKING:
+    from protocols.line.factory import LineFactory
+
+# Unsent output allowed to pile up while the peer does not read (after the transport has
+# asked us to pause); past it the connection is dropped rather than grow memory.
+MAX_BACKLOG = 1 << 20
+
+PROMPT = f"{INFO}Choose a nick:"
+PROBE = f"{EVENT}ping: are you there? (any line answers)"
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host == "localhost"
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+@implementer(IChatClient, IPushProducer)
+class LineConnection(Protocol):
+    """A telnet, netcat or script client: text lines, or JSON Lines after ``/format json``."""
+
+    log = Logger()
+    protocol = "line"
+
+    def __init__(self, factory: LineFactory) -> None:
+        self.factory = factory
+        self.service = factory.service
+        self.config = factory.config
+        self.clock = factory.clock
+        self.address = ""
+        self.secure = False
+        self.conn: Connection | None = None
+        # This connection's nick, kept here because the core may show us a nick change while
+        # we are between users (when a login moves us to the account's user).
+        self.nick: str | None = None
+        self.mode = "text"
+        self._current: str | None = None
+        self._framer = LineFramer(self.config.max_line_bytes)
+        self._bucket: TokenBucket | None = None
+        self._warnings = 0
+        self._flooding = False
+        self._received = 0
+        self._last_rx = 0.0
+        self._idle_call: Any = None
+        self._probe_mark: int | None = None
+        self._closing = False
+        self._quit_reason: str | None = None
+        self._by_server = False
+        self._negotiated: set[tuple[int, int]] = set()
+        self._paused = False
+        self._backlog = 0
+
+    # -- the transport ---------------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        # Any: twisted types ITransport's methods in a way mypy cannot call.
+        transport: Any = self.transport
+        assert transport is not None
+        peer = transport.getPeer()
+        self.address = str(getattr(peer, "host", peer))
+        self.secure = ISSLTransport.providedBy(transport) or is_loopback(self.address)
+        set_no_delay = getattr(transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            # A chat line should leave in the reactor turn that produced it.
+            set_no_delay(True)
+        transport.registerProducer(self, True)
+        now = self.clock.seconds()
+        self._bucket = TokenBucket(self.config.flood_burst, self.config.flood_rate, now)
+        self._last_rx = now
+        try:
+            self.conn = self.service.connect(self)
+        except LimitExceeded as err:
+            self.log.info(
+                "line connection from {address} refused: {reason}",
+                address=self.address,
+                reason=err.reason,
+            )
+            self.send_error("limit_exceeded", err.reason)
+            self._close(err.reason)
+            return
+        self.log.info("line connection from {address}", address=self.address)
+        self._arm_idle(self.config.idle_timeout)
+        self._greet()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return
+        self._received += 1
+        self._last_rx = self.clock.seconds()
+        for item in self._framer.feed(data):
+            if self._closing:
+                return
+            if isinstance(item, bytes):
+                if self._admit():
+                    commands.handle_line(self, item.decode("utf-8", "replace"))
+            elif item is TOO_LONG:
+                if self._admit():
+                    self.send_error(
+                        "too_long",
+                        f"line too long (the limit is {self.config.max_line_bytes} bytes);"
+                        " it was dropped",
+                    )
+            elif isinstance(item, Negotiation):
+                self._refuse_option(item)
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self._closing = True
+        self._cancel_idle()
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            self.service.quit(conn, self._quit_reason or "Connection closed")
+            self.log.info(
+                "line connection from {address} closed ({why})",
+                address=self.address,
+                # A user's quit message is theirs, not the log's.
+                why=f"server: {self._quit_reason}"
+                if self._by_server
+                else "quit"
+                if self._quit_reason
+                else "by the client",
+            )
+
+    # IPushProducer: the transport tells us when the peer stops reading.
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+        self._backlog = 0
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._backlog = 0
+
+    def stopProducing(self) -> None:
+        self._paused = False
+
+    def _write(self, data: bytes) -> None:
+        transport: Any = self.transport
+        if self._closing or transport is None:
+            return
+        if self._paused:
+            self._backlog += len(data)
+            if self._backlog > MAX_BACKLOG:
+                self.log.info(
+                    "line connection from {address}: output backlog full", address=self.address
+                )
+                self._closing = True
+                self._quit_reason = "Output backlog full"
+                self._by_server = True
+                self._cancel_idle()
+                transport.abortConnection()
+                return
+        transport.write(data)
+
+    def _refuse_option(self, item: Negotiation) -> None:
+        # We support no telnet option: refuse each one asked for, once (RFC 854 forbids
+        # answering a refusal, so this cannot loop).
+        key = (item.command, item.option)
+        if item.command not in (DO, WILL) or key in self._negotiated:
+            return
+        self._negotiated.add(key)
+        answer = WONT if item.command == DO else DONT
+        self._write(bytes((IAC, answer, item.option)))
+
+    # -- limits ----------------------------------------------------------------------------
+
+    def _admit(self) -> bool:
+        """Take a token for one line; past an empty bucket warn, and in the end disconnect."""
+        now = self.clock.seconds()
+        bucket = self._bucket
+        assert bucket is not None
+        if self._warnings and bucket.full(now):
+            self._warnings = 0
+        if bucket.take(now):
+            self._flooding = False
+            return True
+        if self._flooding:
+            # Already warned for this burst: drop quietly.
+            return False
+        self._flooding = True
+        limit = self.config.flood_max_warnings
+        if self._warnings >= limit:
+            self.disconnect("Excess flood")
+            return False
+        self._warnings += 1
+        self.send_error(
+            "flood",
+            f"you are sending too fast: lines are dropped until you slow down"
+            f" (warning {self._warnings} of {limit}; the next one closes the connection)",
+        )
+        return False
+
+    def _arm_idle(self, delay: float) -> None:
+        self._idle_call = self.clock.callLater(max(delay, 0.0), self._idle_check)
+
+    def _cancel_idle(self) -> None:
+        call, self._idle_call = self._idle_call, None
+        if call is not None and call.active():
+            call.cancel()
+
+    def _idle_check(self) -> None:
+        # One timer, re-armed from the time of the last input, instead of a reschedule for
+        # every line received.
+        self._idle_call = None
+        if self._closing:
+            return
+        if self._probe_mark is not None:
+            if self._received == self._probe_mark:
+                self.disconnect(f"Ping timeout: no answer in {self.config.ping_timeout:g} seconds")
+                return
+            self._probe_mark = None
+        silent = self.clock.seconds() - self._last_rx
+        if silent < self.config.idle_timeout:
+            self._arm_idle(self.config.idle_timeout - silent)
+            return
+        self._probe_mark = self._received
+        if self.mode == "json":
+            self._write(dump({"type": "ping"}))
+        else:
+            self._write(f"{PROBE}\r\n".encode())
+        self._arm_idle(self.config.ping_timeout)
+
+    # -- IChatClient -----------------------------------------------------------------------
+
+    def deliver(self, event: Event) -> None:
+        if self._closing:
+            return
+        kind = type(event)
+        try:
+            if kind is Message:
+                assert isinstance(event, Message)
+                # What this connection sent itself is not echoed: its user typed it.
+                if event.origin is self and (
+                    event.room is not None or not self._is_me(event.target or "")
+                ):
+                    return
+            elif kind is NickChange:
+                assert isinstance(event, NickChange)
+                if self._is_me(event.who.nick):
+                    self.nick = event.new_nick
+            data = self._render(event)
+            if data:
+                self._write(data)
+            after = _AFTER.get(kind)
+            if after is not None:
+                after(self, event)
+        except Exception:
+            self.log.failure("line: delivering {event}", event=kind.__name__)
+
+    def disconnect(self, reason: str) -> None:
+        if self._closing:
+            return
+        if self.mode == "json":
+            self._write(dump({"type": "disconnect", "reason": reason}))
+        else:
+            self._write(f"{EVENT}Server closing connection: {reason}\r\n".encode())
+        self._close(reason)
+
+    def _close(self, reason: str, *, by_server: bool = True) -> None:
+        self._closing = True
+        self._quit_reason = reason
+        self._by_server = by_server
+        self._cancel_idle()
+        transport: Any = self.transport
+        if transport is not None:
+            transport.loseConnection()
+
+    def quit(self, reason: str) -> None:
+        """The user asked to leave."""
+        if not self._closing:
+            self._close(reason, by_server=False)
+
+    def _render(self, event: Event) -> bytes | None:
+        if self.mode == "json":
+            data = event.rendered.get(JSON_KEY)
+            if data is None:
+                obj = render_json(event)
+                if obj is None:
+                    return None
+                data = event.rendered[JSON_KEY] = dump(obj)
+            return data
+        if text_is_personal(event, self.nick):
+            text = render_text(event, self.nick)
+            return f"{text}\r\n".encode() if text else None
+        data = event.rendered.get(TEXT_KEY)
+        if data is None:
+            text = render_text(event, None)
+            data = event.rendered[TEXT_KEY] = f"{text}\r\n".encode() if text else b""
+        return data
+
+    def _is_me(self, nick: str) -> bool:
+        return self.nick is not None and casefold(nick) == casefold(self.nick)
+
+    # -- after an event about us -----------------------------------------------------------
+
+    def _after_join(self, event: Join) -> None:
+        if not self._is_me(event.who.nick):
+            return
+        room = self.service.get_room(event.room)
+        if room is None:
+            return
+        self.show_room(room)
+        if self.current_room is None:
+            self._current = room.name
+
+    def _after_leave(self, room: str) -> None:
+        # The core tells the room before it removes us: the room is still in user.rooms.
+        if self._current != room:
+            return
+        user = self.user
+        others = [name for name in user.rooms if name != room] if user is not None else []
+        self._current = others[-1] if others else None
+        if self._current is not None and self.mode == "text":
+            self.write_line(f"{INFO}now talking in #{self._current}")
+
+    def _after_part(self, event: Part) -> None:
+        if self._is_me(event.who.nick):
+            self._after_leave(event.room)
+
+    def _after_kick(self, event: Kick) -> None:
+        if self._is_me(event.target.nick):
+            self._after_leave(event.room)
+
+    # -- state for commands ----------------------------------------------------------------
+
+    @property
+    def session(self) -> Connection:
+        """The core's record of this connection (commands run only while it is open)."""
+        if self.conn is None:
+            raise commands.CommandError("closed", "the connection is closed")
+        return self.conn
+
+    @property
+    def user(self) -> User | None:
+        return self.conn.user if self.conn is not None else None
+
+    @property
+    def current_room(self) -> str | None:
+        """The room plain lines go to: the last joined, or a remaining one after a part."""
+        user = self.user
+        if user is None:
+            return None
+        if self._current is not None and self._current in user.rooms:
+            return self._current
+        self._current = next(reversed(user.rooms), None) if user.rooms else None
+        return self._current
+
+    @current_room.setter
+    def current_room(self, room: str | None) -> None:
+        self._current = room
+
+    # -- output ----------------------------------------------------------------------------
+
+    def write_line(self, line: str) -> None:
+        self._write(f"{line}\r\n".encode())
+
+    def write_obj(self, obj: dict[str, Any]) -> None:
+        self._write(dump(obj))
+
+    def send_reply(
+        self, cmd: str, lines: list[str], fields: dict[str, Any], tag: Any = None
+    ) -> None:
+        if self.mode == "json":
+            obj: dict[str, Any] = {"type": "ok", "cmd": cmd, **fields}
+            if tag is not None:
+                obj["tag"] = tag
+            self.write_obj(obj)
+        elif lines:
+            self._write("".join(f"{line}\r\n" for line in lines).encode())
+
+    def send_error(
+        self,
+        code: str,
+        message: str,
+        *,
+        cmd: str | None = None,
+        usage: str | None = None,
+        tag: Any = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        if self.mode == "json":
+            obj: dict[str, Any] = {"type": "error"}
+            if cmd is not None:
+                obj["cmd"] = cmd
+            obj.update(error=code, message=message)
+            if usage is not None:
+                obj["usage"] = usage
+            if extra:
+                obj.update(extra)
+            if tag is not None:
+                obj["tag"] = tag
+            self.write_obj(obj)
+        else:
+            text = f"{ERROR}error: {message}\r\n"
+            if usage is not None:
+                text += f"{ERROR}usage: {usage}\r\n"
+            self._write(text.encode())
+        if self.user is None and not self._closing and self.conn is not None:
+            self.prompt()
+
+    # -- the session -----------------------------------------------------------------------
+
+    def _greet(self) -> None:
+        name = self.service.settings.server_name
+        lines = [f"{INFO}Welcome to {name} (line chat)."]
+        lines.extend(f"{INFO}{line}" for line in self.config.motd.splitlines())
+        lines.append(
+            f"{INFO}Commands start with /: /help lists them; /format json switches to JSON Lines."
+        )
+        self._write("".join(f"{line}\r\n" for line in lines).encode())
+        self.prompt()
+
+    def prompt(self) -> None:
+        if self.mode == "json":
+            self.write_obj({"type": "prompt", "prompt": "nick"})
+        else:
+            self.write_line(PROMPT)
+
+    def welcome(self, user: User) -> None:
+        """A nick was claimed: greet, and show the rooms of a user we joined (multiclient)."""
+        self.nick = user.nick
+        self.log.info(
+            "line connection from {address} is {nick}", address=self.address, nick=user.nick
+        )
+        if self.mode == "text":
+            self.write_line(
+                f"{INFO}You are {user.nick}. /join <room> to talk, /rooms lists the rooms,"
+                " /help the commands."
+            )
+            if user.account is not None:
+                self.write_line(f"{INFO}you are logged in as {user.account}")
+        for room in list(user.rooms.values()):
+            self.show_room(room, joined=False)
+        if user.rooms:
+            self._current = next(reversed(user.rooms))
+            if self.mode == "text":
+                self.write_line(f"{INFO}now talking in #{self._current}")
+
+    def show_room(self, room: Room, *, joined: bool = True) -> None:
+        """What a member sees on joining: topic, members, and the latest messages."""
+        count = min(10, self.service.settings.join_history_lines)
+        recent = self.service.recent(room.name, count)
+        if self.mode == "json":
+            self.write_obj({"type": "room", **commands.room_json(room, show_key=True)})
+            for msg in recent:
+                self.write_obj({**message_json(msg), "history": True})
+            return
+        lines = [] if joined else [f"{INFO}you are in #{room.name}"]
+        lines.append(commands.topic_text(room))
+        lines.append(commands.members_text(room))
+        now = self.clock.seconds()
+        lines.extend(history_text(msg, now) for msg in recent)
+        self._write("".join(f"{line}\r\n" for line in lines).encode())
+
+    def __repr__(self) -> str:
+        return f"<LineConnection {self.address} {self.nick}>"
+
+
+_AFTER: dict[type[Event], Any] = {
+    Join: LineConnection._after_join,
+    Part: LineConnection._after_part,
+    Kick: LineConnection._after_kick,
+}

@@ -1,0 +1,45 @@
+"""The line-chat listener: a ServerFactory that makes one LineConnection per client."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from twisted.internet.protocol import ServerFactory
+
+from chatserver.core.service import ChatService
+from protocols.line.connection import LineConnection
+
+
+class LineSettings(Protocol):
+    """What the line protocol reads from its config section (``[line]``)."""
+
+    @property
+    def max_line_bytes(self) -> int: ...
+    @property
+    def flood_burst(self) -> int: ...
+    @property
+    def flood_rate(self) -> float: ...
+    @property
+    def flood_max_warnings(self) -> int: ...
+    @property
+    def idle_timeout(self) -> float: ...
+    @property
+    def ping_timeout(self) -> float: ...
+    @property
+    def motd(self) -> str: ...
+
+
+class LineFactory(ServerFactory):
+    """Serves line chat over ``service``.  ``clock`` defaults to the service's clock."""
+
+    protocol = LineConnection  # type: ignore[assignment]
+    # The application logs its listeners; "Starting factory" lines would only repeat that.
+    noisy = False
+
+    def __init__(self, service: ChatService, config: LineSettings, *, clock: Any = None) -> None:
+        self.service = service
+        self.config = config
+        self.clock = clock if clock is not None else service.clock
+
+    def buildProtocol(self, addr: Any) -> LineConnection:
+        return LineConnection(self)
