@@ -1,0 +1,141 @@
+"""Entering, leaving and renaming by presence (XEP-0045 §7.2, §7.6, §7.14).
+
+The core has one nick per user: the session's nick is the occupant nick, and a join asking
+for another gets the session's nick with status 210.  A user is in a room with every one of
+its connections, so a connection that joins a room its user is already in (from IRC, or from
+another resource) just gets the room's state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from chatserver.core.errors import BadName, JoinRefused
+from chatserver.core.names import casefold, room_key
+from chatserver.core.rooms import Room
+from protocols.xmpp.muc import ns
+from protocols.xmpp.muc.build import Element, find, send_spliced, send_to
+from protocols.xmpp.muc.chat import subject_message
+from protocols.xmpp.muc.history import HistoryRequest, select
+from protocols.xmpp.muc.names import forget
+from protocols.xmpp.muc.occupants import affiliation, parse_address
+from protocols.xmpp.muc.presence import occupant_presence, occupant_tail, presence_of
+from protocols.xmpp.router import StanzaError, handler
+from protocols.xmpp.stanzas import child_text
+
+# JoinRefused.why -> (error type, condition), as XEP-0045 §7.2 names them.
+JOIN_ERRORS = {
+    JoinRefused.BAD_KEY: ("auth", "not-authorized"),
+    JoinRefused.INVITE_ONLY: ("auth", "registration-required"),
+    JoinRefused.REGISTERED_ONLY: ("auth", "registration-required"),
+    JoinRefused.BANNED: ("auth", "forbidden"),
+    JoinRefused.FULL: ("wait", "service-unavailable"),
+    JoinRefused.TOO_MANY_ROOMS: ("wait", "resource-constraint"),
+}
+
+
+@dataclass(slots=True)
+class JoinRequest:
+    """What a joining connection asked for, kept while the core delivers its Join."""
+
+    nick: str
+    history: HistoryRequest = field(default_factory=HistoryRequest)
+    created: bool = False
+    done: bool = False
+
+
+# By (connection, room key): the join a connection is making right now.
+_joining: dict[tuple[int, str], JoinRequest] = {}
+
+
+@handler("presence", None, None, service="muc")
+def on_presence(conn: Any, pres: Element) -> None:
+    address = parse_address(pres.get("to"))
+    kind = pres.get("type")
+    if address is None or kind not in (None, "unavailable"):
+        # Presence to the service itself, errors, probes and subscriptions mean nothing here.
+        return
+    if conn.user is None:
+        raise StanzaError("not-authorized")
+    try:
+        key = room_key(address.room)
+    except BadName:
+        raise StanzaError("jid-malformed", "not a valid room name") from None
+    if kind == "unavailable":
+        leave(conn, key, pres)
+        return
+    if not address.nick:
+        raise StanzaError("jid-malformed", "say which nick to join as")
+    room = conn.service.get_room(key)
+    muc = find(pres, ns.MUC, "x")
+    if room is not None and conn.user in room.members and muc is None:
+        if casefold(address.nick) != conn.user.key:
+            # A nick change (§7.6): refusals such as NickInUse become the router's errors.
+            conn.service.rename(conn.core, address.nick)
+        # Otherwise a presence update: the away state follows the broadcast presence.
+        return
+    join(conn, key, address.nick, muc)
+
+
+def join(conn: Any, key: str, nick: str, muc: Element | None) -> None:
+    password = child_text(muc, "password", ns.MUC) if muc is not None else None
+    history = HistoryRequest.parse(find(muc, ns.MUC, "history") if muc is not None else None)
+    request = JoinRequest(nick, history, created=conn.service.get_room(key) is None)
+    _joining[(id(conn), key)] = request
+    try:
+        room = conn.service.join(conn.core, key, password)
+    except JoinRefused as err:
+        error_type, condition = JOIN_ERRORS.get(err.why, ("cancel", "not-allowed"))
+        raise StanzaError(condition, err.reason, error_type) from None
+    finally:
+        _joining.pop((id(conn), key), None)
+    if request.created:
+        forget(key)
+    if not request.done:
+        # The user was in the room already, so the core had no Join to deliver.
+        send_room_state(conn, room, request)
+
+
+def joined(conn: Any, room: Room) -> None:
+    """The core says this connection's user joined ``room``: send it the room's state."""
+    request = _joining.get((id(conn), room.name))
+    if request is None:
+        # Joined by another connection of the same user: the room appears here too.
+        request = JoinRequest(conn.user.nick)
+    request.done = True
+    send_room_state(conn, room, request)
+
+
+def send_room_state(conn: Any, room: Room, request: JoinRequest) -> None:
+    """Occupants, then the joiner's own presence, then history, then the subject."""
+    me = conn.user
+    for user, member in list(room.members.items()):
+        if user is not me:
+            send_spliced(conn, "presence", occupant_tail(conn, room, user, member))
+    codes = [ns.SELF, ns.NON_ANONYMOUS, ns.LOGGED]
+    if request.created:
+        # Rooms are created unlocked (as Prosody does); an instant-room form is still accepted.
+        codes.append(ns.CREATED)
+    if request.nick != me.nick:
+        codes.append(ns.NICK_ASSIGNED)
+    send_to(conn, presence_of(conn, room, me.who(), room.members.get(me), codes=codes))
+    default = conn.service.settings.join_history_lines
+    for _msg, rest in select(conn, room.name, request.history, default):
+        send_spliced(conn, "message", rest)
+    send_to(conn, subject_message(conn, room.name, room.topic))
+
+
+def leave(conn: Any, key: str, pres: Element) -> None:
+    reason = child_text(pres, "status") or ""
+    room = conn.service.get_room(key)
+    if room is not None and conn.user in room.members:
+        conn.service.part(conn.core, key, reason)
+        return
+    # Not in the room (any more): confirm anyway, so that the client is not left waiting.
+    who = conn.user.who()
+    affiliation_ = affiliation(room, who, None) if room is not None else "none"
+    el = occupant_presence(
+        conn, key, who, role_="none", affiliation_=affiliation_, unavailable=True, codes=[ns.SELF]
+    )
+    send_to(conn, el)

@@ -1,0 +1,100 @@
+"""Occupant presences: what every occupant sees of another (and of itself, with status 110).
+
+The room is non-anonymous: every user's JID (``nick@domain``) is public anyway, so each item
+carries it and the room advertises ``muc_nonanonymous``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from chatserver.core.events import Who
+from chatserver.core.rooms import Member, Room
+from chatserver.core.users import User
+from protocols.xmpp.muc import ns
+from protocols.xmpp.muc.build import Element, tail
+from protocols.xmpp.muc.occupants import affiliation, role
+from protocols.xmpp.stanzas import element, sub
+
+# What a joiner is shown of each occupant, by (room, nick), with the state it was made from: a
+# busy room's joiners all get the same presences, so each is serialized again only when the
+# occupant's status, the room's moderation or its registration changes.
+_shown: dict[tuple[str, str], tuple[tuple[Any, ...], bytes]] = {}
+SHOWN_MAX = 100_000
+
+
+def occupant_tail(conn: Any, room: Room, user: User, member: Member) -> bytes:
+    """An occupant's presence, for splicing, as every other occupant sees it."""
+    who = user.who()
+    state = (room, who, member.op, member.voice, "moderated" in room.flags, room.owner)
+    key = (room.name, user.key)
+    hit = _shown.get(key)
+    if hit is not None and hit[0] == state:
+        return hit[1]
+    if len(_shown) >= SHOWN_MAX:
+        _shown.clear()
+    data = tail(presence_of(conn, room, who, member))
+    _shown[key] = (state, data)
+    return data
+
+
+def presence_of(
+    conn: Any,
+    room: Room,
+    who: Who,
+    member: Member | None,
+    *,
+    unavailable: bool = False,
+    outcast: bool = False,
+    **details: Any,
+) -> Element:
+    """The presence of ``who`` in ``room`` (``member`` None once they have left)."""
+    return occupant_presence(
+        conn,
+        room.name,
+        who,
+        role_="none" if unavailable else role(room, member),
+        affiliation_="outcast" if outcast else affiliation(room, who, member),
+        unavailable=unavailable,
+        **details,
+    )
+
+
+def occupant_presence(
+    conn: Any,
+    room_name: str,
+    who: Who,
+    *,
+    role_: str,
+    affiliation_: str,
+    unavailable: bool = False,
+    codes: Iterable[str] = (),
+    new_nick: str | None = None,
+    actor: str | None = None,
+    reason: str | None = None,
+    status: str | None = None,
+) -> Element:
+    pres = element(
+        "presence",
+        {
+            "from": conn.occupant_jid(room_name, who.nick),
+            "type": "unavailable" if unavailable else None,
+        },
+    )
+    if not unavailable and who.away is not None:
+        sub(pres, "show", text="away")
+        if who.away:
+            sub(pres, "status", text=who.away)
+    elif status:
+        sub(pres, "status", text=status)
+    x = sub(pres, "x", ns=ns.MUC_USER)
+    attrs = {"affiliation": affiliation_, "role": role_, "jid": conn.jid_of(who), "nick": new_nick}
+    item = sub(x, "item", attrs)
+    if actor is not None:
+        sub(item, "actor", {"nick": actor})
+    if reason:
+        sub(item, "reason", text=reason)
+    for code in codes:
+        sub(x, "status", {"code": code})
+    return pres
