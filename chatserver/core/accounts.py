@@ -69,6 +69,17 @@ class AccountManager:
         period = max(settings.login_failure_period, 0.001)
         self._failures_by_account = KeyedBuckets(settings.login_failure_burst, 1.0 / period)
         self._failures_by_address = KeyedBuckets(settings.login_failure_burst * 4, 4.0 / period)
+        # Every failed password or operator check, for the metrics endpoint.
+        self.failures = 0
+
+    def apply_settings(self, settings: CoreSettings) -> None:
+        """New settings (a config reload); new throttling buckets use the new limits."""
+        self.settings = settings
+        period = max(settings.login_failure_period, 0.001)
+        self._failures_by_account.capacity = settings.login_failure_burst
+        self._failures_by_account.rate = 1.0 / period
+        self._failures_by_address.capacity = settings.login_failure_burst * 4
+        self._failures_by_address.rate = 4.0 / period
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -123,6 +134,7 @@ class AccountManager:
         return address is not None and not self._failures_by_address.allowed(address, now)
 
     def record_failure(self, name: str | None, address: str | None) -> None:
+        self.failures += 1
         now = self.clock.seconds()
         if name is not None:
             self._failures_by_account.take(casefold(name), now)

@@ -124,3 +124,16 @@ class AccountError(ChatError):
 
 class LimitExceeded(ChatError):
     """A rate or resource limit was hit (flood, too many connections)."""
+
+
+class Banned(LimitExceeded):
+    """A server-wide ban (K-line) matches the connection, its nick or its account.
+
+    A LimitExceeded, so that a protocol which refuses a connection over a limit refuses a
+    banned one the same way; the core has already told the connection and closed it when
+    this is raised from ``claim_nick`` or ``login``.
+    """
+
+    def __init__(self, reason: str, mask: str = "") -> None:
+        self.mask = mask
+        super().__init__(reason)

@@ -57,3 +57,22 @@ class RoomRecord:
     bans: tuple[BanRecord, ...] = ()
     invites: tuple[str, ...] = ()  # invite-exception masks
     extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RosterItem:
+    """One contact in an account's XMPP roster (RFC 6121), as stored.
+
+    ``subscription`` is ``none``, ``to``, ``from`` or ``both``; ``ask`` is ``subscribe`` while
+    our request to the contact is pending.  ``pending_in`` marks the contact's request to us
+    awaiting an answer; ``in_roster`` is False for a contact known only by such a request
+    (not shown in the roster until the user adds or approves it).
+    """
+
+    jid: str  # bare JID, casefolded
+    name: str | None = None
+    groups: tuple[str, ...] = ()
+    subscription: str = "none"
+    ask: str | None = None
+    pending_in: bool = False
+    in_roster: bool = True

@@ -71,6 +71,7 @@ class Member:
 class Room:
     __slots__ = (
         "_clients",
+        "_fanout",
         "bans",
         "created_at",
         "flags",
@@ -110,6 +111,7 @@ class Room:
         self.reg_voices: set[str] = set()
         self.history: deque[Message] = deque(maxlen=max(history_size, 0))
         self._clients: tuple[Any, ...] | None = None
+        self._fanout: tuple[tuple[str, int], ...] | None = None
 
     # -- membership ------------------------------------------------------------------------
 
@@ -122,8 +124,20 @@ class Room:
             )
         return clients
 
+    def fanout(self) -> tuple[tuple[str, int], ...]:
+        """How many of :meth:`clients` each protocol has, as (protocol, count); cached with them."""
+        fanout = self._fanout
+        if fanout is None:
+            counts: dict[str, int] = {}
+            for client in self.clients():
+                protocol = getattr(client, "protocol", "?")
+                counts[protocol] = counts.get(protocol, 0) + 1
+            fanout = self._fanout = tuple(counts.items())
+        return fanout
+
     def members_changed(self) -> None:
         self._clients = None
+        self._fanout = None
 
     def member(self, user: User) -> Member | None:
         return self.members.get(user)

@@ -14,16 +14,18 @@ import itertools
 import os
 import random
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList, fail, inlineCallbacks, succeed
 from twisted.logger import Logger
 
 from chatserver.core.accounts import AccountManager
+from chatserver.core.bans import ServerBan, ban_matches, normalize_ban_mask
 from chatserver.core.errors import (
     AccountError,
     AlreadyOnRoom,
+    Banned,
     CannotSend,
     ChatError,
     JoinRefused,
@@ -48,6 +50,7 @@ from chatserver.core.events import (
     ModeItem,
     NickChange,
     Part,
+    Presence,
     Quit,
     RealnameChange,
     ServerNotice,
@@ -84,6 +87,7 @@ class ChatService:
         accounts: AccountManager,
         room_store: Any,
         history_store: Any,
+        ban_store: Any = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -99,6 +103,19 @@ class ChatService:
         self.started_at = clock.seconds()
         self.max_users_seen = 0
         self.stats: dict[str, int] = {"messages": 0, "deliveries": 0}
+        # Counters by protocol, read by the metrics endpoint when it is scraped.  Deliveries
+        # of room messages are added per room fan-out (Room.fanout), not per recipient.
+        self.messages_by_protocol: dict[str, int] = {}
+        self.deliveries_by_protocol: dict[str, int] = {}
+        self.logins_by_protocol: dict[str, int] = {}
+        # (protocol, "flood" or "slow_reader") -> connections closed for it, told apart by
+        # the quit reason each protocol gives (see DROP_REASONS).
+        self.drops: dict[tuple[str, str], int] = {}
+        # Server-wide bans: from the config file (replaced on reload) and set by operators
+        # at run time (kept in ``ban_store`` when it has the methods, else in memory).
+        self.ban_store = ban_store
+        self.config_bans: tuple[ServerBan, ...] = ()
+        self.runtime_bans: dict[str, ServerBan] = {}
         self._conn_ids = itertools.count(1)
         self._msg_ids = itertools.count(1)
         self._id_prefix = os.urandom(5).hex()
@@ -109,12 +126,18 @@ class ChatService:
         self._flush_call: Any = None
         self._flushing: Deferred | None = None
         self._stopping = False
+        # Called with every Presence event (a nick online or offline), for notify lists such
+        # as IRC MONITOR; an observer must not raise or block.
+        self.observers: list[Callable[[Event], None]] = []
 
     # -- lifecycle -------------------------------------------------------------------------
 
     @inlineCallbacks
     def start(self):
-        """Load registered rooms (with their recent history) from the store."""
+        """Load registered rooms (with their recent history) and server bans from the store."""
+        if hasattr(self.ban_store, "load_server_bans"):
+            for ban in (yield self.ban_store.load_server_bans()):
+                self.runtime_bans[ban.mask] = ban
         records = yield self.room_store.load_rooms()
         for record in records:
             room = Room.from_record(record, self.settings.history_in_memory)
@@ -160,6 +183,9 @@ class ChatService:
     def connect(self, client: Any) -> Connection:
         """Attach a new connection (no nick yet); raises LimitExceeded past the per-address cap."""
         conn = Connection(client, next(self._conn_ids), self.clock.seconds())
+        ban = self.server_ban_for(conn.address)
+        if ban is not None:
+            raise Banned(_banned_text(ban), ban.mask)
         limit = self.settings.max_connections_per_address
         count = self._per_address.get(conn.address, 0)
         if limit > 0 and count >= limit and not _is_loopback(conn.address):
@@ -184,6 +210,7 @@ class ChatService:
         if conn.user is not None:
             self.rename(conn, nick)
             return conn.user
+        self._refuse_if_banned(conn, nick=nick, ident=(ident or nick)[:16], account=conn.account)
         if conn.account is not None:
             existing = self.by_account.get(casefold(conn.account))
             if existing is not None:
@@ -207,6 +234,7 @@ class ChatService:
         if conn.account is not None:
             user.account = conn.account
             self.by_account[casefold(conn.account)] = user
+        self._observe(Presence(ts=now, who=user.who(), online=True))
         self._check_enforcement(user)
         return user
 
@@ -242,13 +270,20 @@ class ChatService:
         audience = self._audience(user)
         self.whowas_log.append((old, self.clock.seconds()))
         self.users.rename(user, new_nick)
-        self._send(audience, NickChange(ts=self.clock.seconds(), who=old, new_nick=new_nick))
+        now = self.clock.seconds()
+        self._send(audience, NickChange(ts=now, who=old, new_nick=new_nick))
+        self._observe(Presence(ts=now, who=old, online=False))
+        self._observe(Presence(ts=now, who=user.who(), online=True))
         self._check_enforcement(user)
 
     def quit(self, conn: Connection, reason: str = "") -> None:
         """A connection has closed (or asked to quit).  Safe to call more than once."""
         if self.connections.pop(conn.id, None) is None:
             return
+        drop = DROP_REASONS.get(reason.lower())
+        if drop is not None:
+            key = (conn.protocol, drop)
+            self.drops[key] = self.drops.get(key, 0) + 1
         count = self._per_address.get(conn.address, 1) - 1
         if count > 0:
             self._per_address[conn.address] = count
@@ -261,7 +296,9 @@ class ChatService:
     def _user_gone(self, user: User, reason: str) -> None:
         who = user.who()
         now = self.clock.seconds()
-        self._send(self._audience(user), Quit(ts=now, who=who, reason=reason))
+        if not self._stopping:
+            # At shutdown everyone is told once; a QUIT per user to everyone left would be N².
+            self._send(self._audience(user), Quit(ts=now, who=who, reason=reason))
         for room in list(user.rooms.values()):
             self._remove_member(room, user)
         self.users.remove(user)
@@ -271,6 +308,7 @@ class ChatService:
             user.enforce_timer.cancel()
         user.enforce_timer = None
         self.whowas_log.append((who, now))
+        self._observe(Presence(ts=now, who=who, online=False))
 
     def kill(self, conn: Connection, nick: str, reason: str) -> None:
         """An operator disconnects every connection of ``nick``."""
@@ -482,6 +520,44 @@ class ChatService:
             (reg.add if adding else reg.discard)(casefold(target.account))
         return ModeItem(adding, mode, target.nick)
 
+    def set_mode_registered(
+        self, conn: Connection, name: str, changes: Sequence[ModeItem], *, by: Who
+    ) -> tuple[tuple[ModeItem, ...], list[ChatError]]:
+        """Room mode changes through the room service (ChanServ), shown as made by ``by``.
+
+        Allowed to the owner and the registered operators (by account) of a registered room,
+        whether or not they are in the room or opped there.
+        """
+        user = self._user(conn)
+        room = self._room(name)
+        if not room.registered:
+            raise ChatError(f"{room.name} is not registered")
+        account = casefold(user.account) if user.account is not None else None
+        if account is None or (
+            account != casefold(room.owner or "") and account not in room.reg_ops
+        ):
+            raise NotPermitted(
+                "only the room's owner and registered operators may do that", room=room.name
+            )
+        applied: list[ModeItem] = []
+        errors: list[ChatError] = []
+        now = self.clock.seconds()
+        for item in changes:
+            try:
+                done = self._apply_mode(room, user, item, now)
+            except ChatError as err:
+                errors.append(err)
+                continue
+            if done is not None:
+                applied.append(done)
+        if applied:
+            self._send(
+                room.clients(),
+                ModeChange(ts=now, room=room.name, who=by, changes=tuple(applied)),
+            )
+            self._persist(room)
+        return tuple(applied), errors
+
     def invite(self, conn: Connection, nick: str, name: str) -> User:
         user = self._user(conn)
         room = self._room(name)
@@ -567,6 +643,8 @@ class ChatService:
         if kind != "notice":
             user.last_active = now
         conn.last_active = now
+        protocol = conn.protocol
+        self.messages_by_protocol[protocol] = self.messages_by_protocol.get(protocol, 0) + 1
         who = user.who()
         if room is not None:
             r = self._room(room)
@@ -594,7 +672,13 @@ class ChatService:
                 clients = r.clients()
             if member is None:
                 clients = _unique(clients, user.clients())
-            self._send(clients, msg)
+                self._send(clients, msg)
+            elif status is None:
+                # The hot path: the room's cached fan-out counts feed the per-protocol
+                # delivery counters without a lookup per recipient.
+                self._send(clients, msg, r.fanout())
+            else:
+                self._send(clients, msg)
             if status is None:
                 self._record(r, msg)
             return msg
@@ -748,10 +832,18 @@ class ChatService:
             address=conn.address,
             protocol=conn.protocol,
         )
-        if conn.user is None:
+        user = conn.user
+        self._refuse_if_banned(
+            conn,
+            nick=user.nick if user is not None else None,
+            ident=user.ident if user is not None else None,
+            account=account,
+        )
+        protocol = conn.protocol
+        self.logins_by_protocol[protocol] = self.logins_by_protocol.get(protocol, 0) + 1
+        if user is None:
             conn.account = account
             return None
-        user = conn.user
         key = casefold(account)
         if user.account is not None and casefold(user.account) == key:
             return user
@@ -885,7 +977,9 @@ class ChatService:
         if holder.account is not None and casefold(holder.account) == casefold(account):
             return False
         guest = self._guest_nick()
-        self.notice_user(holder, f"{holder.nick} was claimed by its owner; your nick is now {guest}.")
+        self.notice_user(
+            holder, f"{holder.nick} was claimed by its owner; your nick is now {guest}."
+        )
         self._rename_user(holder, guest)
         return True
 
@@ -916,9 +1010,11 @@ class ChatService:
             self._flush_call = None
         batch, self._pending_history = self._pending_history, []
         if not batch:
-            return self._flushing if self._flushing is not None else succeed(None)
-        previous = self._flushing or succeed(None)
-        d = Deferred()
+            return self._when_flushed()
+        previous = self._when_flushed()
+        d: Deferred = Deferred()
+        # Set before the write starts: a store that answers at once runs done() right away.
+        self._flushing = d
 
         def write(_: Any) -> Deferred:
             return self.history_store.append(batch)
@@ -937,8 +1033,25 @@ class ChatService:
             d.callback(None)
 
         previous.addCallback(write).addCallbacks(done, failed)
-        self._flushing = d
-        return d
+        return self._when_flushed()
+
+    def _when_flushed(self) -> Deferred:
+        """A new Deferred that fires (with None) when the write in progress is done.
+
+        Every caller gets its own: callbacks that callers add to one shared Deferred would
+        run inside each other's chains and see each other's results.
+        """
+        current = self._flushing
+        if current is None:
+            return succeed(None)
+        waiter: Deferred = Deferred()
+
+        def fire(result: Any) -> Any:
+            waiter.callback(None)
+            return result
+
+        current.addBoth(fire)
+        return waiter
 
     def recent(self, name: str, count: int) -> list[Message]:
         """The last ``count`` messages of a room from memory (for replay on join)."""
@@ -987,6 +1100,128 @@ class ChatService:
         d.addCallback(lambda _: self.history_store.targets(start, end, limit + len(self.rooms)))
         d.addCallback(lambda rows: [(t, ts) for t, ts in rows if t in mine][:limit])
         return d
+
+    # -- server bans and live settings -----------------------------------------------------
+
+    @property
+    def server_bans(self) -> list[ServerBan]:
+        """Every server ban in force: the config's, then those set by operators."""
+        return [*self.config_bans, *self.runtime_bans.values()]
+
+    def server_ban_for(
+        self,
+        address: str,
+        *,
+        cloak: str = "",
+        nick: str | None = None,
+        ident: str | None = None,
+        account: str | None = None,
+    ) -> ServerBan | None:
+        for ban in self.server_bans:
+            if ban_matches(
+                ban, address=address, cloak=cloak, nick=nick, ident=ident, account=account
+            ):
+                return ban
+        return None
+
+    def _refuse_if_banned(
+        self, conn: Connection, *, nick: str | None, ident: str | None, account: str | None
+    ) -> None:
+        if not self.config_bans and not self.runtime_bans:
+            return
+        ban = self.server_ban_for(
+            conn.address,
+            cloak=self.cloak(conn.address, conn.protocol),
+            nick=nick,
+            ident=ident,
+            account=account,
+        )
+        if ban is None:
+            return
+        text = _banned_text(ban)
+        self.log.info(
+            "banned {address} ({protocol}) by {mask}",
+            address=conn.address,
+            protocol=conn.protocol,
+            mask=ban.mask,
+        )
+        try:
+            conn.client.disconnect(text)
+        except Exception:
+            self.log.failure("disconnecting {conn}", conn=conn)
+        raise Banned(text, ban.mask)
+
+    def set_config_bans(self, bans: Iterable[ServerBan]) -> list[str]:
+        """Replace the config file's bans (at start and on reload); returns the nicks of the
+        users disconnected because a ban now matches them."""
+        self.config_bans = tuple(bans)
+        return self._enforce_bans()
+
+    def add_server_ban(
+        self, conn: Connection, mask: str, reason: str
+    ) -> tuple[ServerBan, list[str]]:
+        """An operator bans ``mask`` from the server (stored when the store can); users it
+        matches are disconnected.  Returns the ban and their nicks."""
+        actor = self._user(conn)
+        if "oper" not in actor.modes:
+            raise NotPermitted("only server operators may do that")
+        ban = ServerBan(normalize_ban_mask(mask), reason.strip(), actor.nick, self.clock.seconds())
+        self.runtime_bans[ban.mask] = ban
+        if hasattr(self.ban_store, "save_server_ban"):
+            d = self.ban_store.save_server_ban(ban)
+            d.addErrback(lambda f: self.log.failure("saving the ban {mask}", f, mask=ban.mask))
+        self.log.info(
+            "{oper} banned {mask}: {reason}", oper=actor.nick, mask=ban.mask, reason=ban.reason
+        )
+        return ban, self._enforce_bans()
+
+    def remove_server_ban(self, conn: Connection, mask: str) -> ServerBan:
+        """An operator lifts a ban set at run time (config bans are lifted in the config)."""
+        actor = self._user(conn)
+        if "oper" not in actor.modes:
+            raise NotPermitted("only server operators may do that")
+        key = normalize_ban_mask(mask)
+        ban = self.runtime_bans.pop(key, None)
+        if ban is None:
+            if any(b.mask == key for b in self.config_bans):
+                raise ChatError(f"{key} is set in the configuration file: remove it there")
+            raise ChatError(f"no server ban on {key}")
+        if hasattr(self.ban_store, "delete_server_ban"):
+            d = self.ban_store.delete_server_ban(key)
+            d.addErrback(lambda f: self.log.failure("deleting the ban {mask}", f, mask=key))
+        self.log.info("{oper} lifted the ban on {mask}", oper=actor.nick, mask=key)
+        return ban
+
+    def _enforce_bans(self) -> list[str]:
+        gone: list[str] = []
+        for conn in list(self.connections.values()):
+            user = conn.user
+            if user is not None and "oper" in user.modes:
+                # An operator is never locked out by a mistyped mask; they can lift it.
+                continue
+            ban = self.server_ban_for(
+                conn.address,
+                cloak=user.host if user is not None else "",
+                nick=user.nick if user is not None else None,
+                ident=user.ident if user is not None else None,
+                account=user.account if user is not None else conn.account,
+            )
+            if ban is None:
+                continue
+            if user is not None and user.nick not in gone:
+                gone.append(user.nick)
+            try:
+                conn.client.disconnect(_banned_text(ban))
+            except Exception:
+                self.log.failure("disconnecting {conn}", conn=conn)
+            self.quit(conn, _banned_text(ban))
+        return gone
+
+    def apply_settings(self, settings: CoreSettings) -> None:
+        """Use new settings from here on (a config reload).  The caller keeps the settings in
+        RESTART_ONLY_SETTINGS unchanged: they shaped state that exists already."""
+        self.settings = settings
+        self.accounts.apply_settings(settings)
 
     # -- lookups for protocols -------------------------------------------------------------
 
@@ -1040,18 +1275,48 @@ class ChatService:
                     clients.append(client)
         return clients
 
-    def _send(self, clients: Iterable[Any], event: Event) -> None:
-        count = 0
-        for client in clients:
-            count += 1
+    def _observe(self, event: Event) -> None:
+        for observer in list(self.observers):
             try:
-                client.deliver(event)
+                observer(event)
             except Exception:
-                # One broken connection must not stop the others from getting the event.
-                self.log.failure(
-                    "delivering {event} to {client}", event=type(event).__name__, client=client
-                )
+                self.log.failure("observer {observer} failed", observer=observer)
+
+    def _send(
+        self,
+        clients: Iterable[Any],
+        event: Event,
+        fanout: Sequence[tuple[str, int]] | None = None,
+    ) -> None:
+        """Deliver ``event`` to each client.  ``fanout``, when given, is how many of
+        ``clients`` each protocol has (a room's cached counts); otherwise they are counted here."""
+        count = 0
+        by_protocol = self.deliveries_by_protocol
+        if fanout is None:
+            for client in clients:
+                count += 1
+                protocol = getattr(client, "protocol", "?")
+                by_protocol[protocol] = by_protocol.get(protocol, 0) + 1
+                try:
+                    client.deliver(event)
+                except Exception:
+                    # One broken connection must not stop the others from getting the event.
+                    self._delivery_failed(event, client)
+        else:
+            for client in clients:
+                count += 1
+                try:
+                    client.deliver(event)
+                except Exception:
+                    self._delivery_failed(event, client)
+            for protocol, n in fanout:
+                by_protocol[protocol] = by_protocol.get(protocol, 0) + n
         self.stats["deliveries"] += count
+
+    def _delivery_failed(self, event: Event, client: Any) -> None:
+        self.log.failure(
+            "delivering {event} to {client}", event=type(event).__name__, client=client
+        )
 
 
 def _unique(first: Iterable[Any], second: Iterable[Any]) -> list[Any]:
@@ -1059,6 +1324,19 @@ def _unique(first: Iterable[Any], second: Iterable[Any]) -> list[Any]:
     seen = {id(c) for c in out}
     out.extend(c for c in second if id(c) not in seen)
     return out
+
+
+# Quit reasons (lowercased) that protocols give when they close a connection for flooding or
+# for not reading its output, counted in ChatService.drops.
+DROP_REASONS: dict[str, str] = {
+    "excess flood": "flood",
+    "sendq exceeded": "slow_reader",
+    "output backlog full": "slow_reader",
+}
+
+
+def _banned_text(ban: ServerBan) -> str:
+    return "You are banned from this server" + (f": {ban.reason}" if ban.reason else "")
 
 
 def _is_loopback(address: str) -> bool:

@@ -33,3 +33,8 @@ class CoreSettings:
     cloak_secret: str = ""
     # Replay this many history lines to a client that joins a room (protocols may ask for fewer).
     join_history_lines: int = 10
+
+
+# Settings that shaped state built at start (cloaks, per-room history buffers, the server's
+# name in every event): a config reload keeps their old values until a restart.
+RESTART_ONLY_SETTINGS = frozenset({"server_name", "cloak_secret", "history_in_memory"})

@@ -1,0 +1,678 @@
+"""One IRC client connection: framing, flood control, timers, the per-command reply buffer,
+and the IChatClient the core delivers events to.
+
+Input is cut into lines (LF, with an optional CR before it), each line parsed once and queued.
+Lines leave the queue while the connection's penalty budget (a token bucket) allows; the
+excess waits, and a client that keeps the queue past its bound is closed with
+``Excess Flood``.  Each command's replies go to a buffer that is flushed when the command
+(or the Deferred it returned) is done, so that labeled-response and batch can wrap them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+from collections import deque
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.interfaces import IPushProducer, ISSLTransport
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from chatserver.core.errors import (
+    AccountError,
+    AlreadyOnRoom,
+    BadName,
+    CannotSend,
+    ChatError,
+    JoinRefused,
+    LimitExceeded,
+    NickInUse,
+    NoSuchNick,
+    NoSuchRoom,
+    NotOnRoom,
+    NotPermitted,
+    UnknownMode,
+)
+from chatserver.core.events import Event, Message, Who
+from chatserver.core.interfaces import IChatClient
+from chatserver.core.limits import TokenBucket
+from protocols.irc import caps
+from protocols.irc import numerics as n
+from protocols.irc.channels import channel_name, is_channel
+from protocols.irc.commands import dispatch
+from protocols.irc.message import IrcMessage, ParseError, escape_tag_value, parse, serialize
+from protocols.irc.modes import letter_of
+from protocols.irc.render import history_lines, render
+from protocols.irc.services_registry import SERVICES
+
+if TYPE_CHECKING:
+    from chatserver.core.users import Connection, User
+    from protocols.irc.factory import IrcFactory
+
+log = Logger()
+
+# Penalty of each command, in tokens (default 1): what the command costs the server.
+COMMAND_COSTS: dict[str, float] = {
+    "PONG": 0.0,
+    "PING": 0.5,
+    "CAP": 0.0,
+    "AUTHENTICATE": 0.0,
+    "QUIT": 0.0,
+    "JOIN": 2.0,
+    "NICK": 2.0,
+    "NAMES": 2.0,
+    "WHO": 2.0,
+    "WHOIS": 1.5,
+    "LIST": 3.0,
+    "TOPIC": 1.5,
+    "INVITE": 2.0,
+    "TAGMSG": 0.5,
+    "CHATHISTORY": 2.0,
+}
+
+
+@implementer(IChatClient, IPushProducer)
+class IrcConnection(Protocol):
+    """The twisted Protocol of one IRC client and the IChatClient the core talks to.
+
+    Handlers use: ``service``, ``core``, ``user``, ``nick``, ``caps``, ``registered``,
+    ``config``, ``server``, ``server_name``, ``is_oper``, ``secure``, ``address`` and the
+    reply methods below.
+    """
+
+    protocol = "irc"
+
+    def __init__(self, factory: IrcFactory) -> None:
+        self.factory = factory
+        self.service = factory.service
+        self.config = factory.config
+        self.server = factory.server
+        self.server_name: str = factory.server.name
+        self.clock = self.service.clock
+        self.core: Connection | None = None
+        self.address = ""
+        self.tls = False
+        self.caps: set[str] = set()
+        self.cap_bits = 0
+        self.cap_version = 0
+        self.cap_negotiating = False
+        self.registered = False
+        # Registration state.
+        self.pending_nick: str | None = None
+        self.ident: str | None = None
+        self.realname = ""
+        self.password: str | None = None
+        self.sasl: Any = None
+        self.services = SERVICES
+        self.closing = False
+        self.quit_reason: str | None = None
+        # Numerics 900/901 written for this connection (lets SASL avoid saying it twice).
+        self.account_numerics_sent = 0
+        # Framing and flood control.
+        self._inbuf = b""
+        self._discarding = False
+        self._pending: deque[IrcMessage | ParseError] = deque()
+        self._busy = False
+        self._drain_call: Any = None
+        self.bucket: TokenBucket | None = None
+        # Output.
+        self._out: list[bytes] | None = None
+        self._label: str | None = None
+        self.in_command = False
+        self._held: list[bytes] | None = None
+        self._paused = False
+        self._paused_bytes = 0
+        self._batch_ids = itertools.count(1)
+        # Timers.
+        self._last_seen = 0.0
+        # A PING went out and nothing has come in since.
+        self._awaiting_pong = False
+        self._ping_call: Any = None
+        self._reg_call: Any = None
+        self._lost = False
+
+    # -- identity ---------------------------------------------------------------------------
+
+    @property
+    def user(self) -> User | None:
+        """The core user (None before registration)."""
+        return self.core.user if self.core is not None else None
+
+    @property
+    def nick(self) -> str:
+        """The client's nick for numerics: ``*`` before registration."""
+        user = self.user
+        if user is not None and self.registered:
+            return user.nick
+        return "*"
+
+    @property
+    def is_oper(self) -> bool:
+        user = self.user
+        return user is not None and "oper" in user.modes
+
+    @property
+    def secure(self) -> bool:
+        """TLS, or loopback (where there is nothing to eavesdrop on)."""
+        return self.tls or _is_loopback(self.address)
+
+    def source_of(self, who: Who) -> str:
+        """``nick!ident@host`` of a user snapshot."""
+        return who.mask
+
+    @property
+    def mask(self) -> str:
+        user = self.user
+        return user.who().mask if user is not None else f"{self.nick}!*@*"
+
+    def __repr__(self) -> str:
+        return f"<IrcConnection {self.nick} {self.address}>"
+
+    # -- connection lifecycle ---------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        transport = self.transport
+        assert transport is not None
+        try:
+            transport.setTcpNoDelay(True)  # type: ignore[attr-defined]
+        except (AttributeError, OSError):
+            pass
+        peer = transport.getPeer()
+        self.address = str(getattr(peer, "host", "") or "")
+        self.tls = ISSLTransport.providedBy(transport)
+        transport.registerProducer(self, True)  # type: ignore[attr-defined]
+        now = self.clock.seconds()
+        self._last_seen = now
+        config = self.config
+        if config.flood_burst > 0 and not self.factory.flood_exempt(self.address):
+            self.bucket = TokenBucket(config.flood_burst, config.flood_rate, now)
+        self.factory.connection_opened(self)
+        try:
+            self.core = self.service.connect(self)
+        except LimitExceeded as err:
+            log.info(
+                "irc connection from {address} refused: {reason}",
+                address=self.address,
+                reason=str(err),
+            )
+            self.disconnect(str(err))
+            return
+        log.info(
+            "irc connection {id} from {address}{tls}",
+            id=self.core.id,
+            address=self.address,
+            tls=" (TLS)" if self.tls else "",
+        )
+        self._reg_call = self.clock.callLater(
+            config.registration_timeout, self._registration_timeout
+        )
+        self._ping_call = self.clock.callLater(config.ping_interval, self._check_idle)
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        self.closing = True
+        for call in (self._reg_call, self._ping_call, self._drain_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._pending.clear()
+        self.factory.connection_closed(self)
+        if self.sasl is not None:
+            self.sasl = None
+        if self.core is not None:
+            quit_reason = self.quit_reason or "Connection closed"
+            self.service.quit(self.core, quit_reason)
+            log.info("irc connection {id} closed ({reason})", id=self.core.id, reason=quit_reason)
+
+    def disconnect(self, reason: str) -> None:
+        """Tell the client ``ERROR :Closing Link: … (reason)`` and close (IChatClient)."""
+        self._close(reason, f"Closing Link: {self._link_name()} ({reason})")
+
+    def quit(self, reason: str) -> None:
+        """The client asked to leave (QUIT)."""
+        self._close(reason, f"Closing Link: {self._link_name()} ({reason})")
+
+    def _link_name(self) -> str:
+        user = self.user
+        host = user.host if user is not None else self.address
+        return f"{self.nick}[{host}]"
+
+    def _close(self, reason: str, error_text: str, *, abort: bool = False) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        self.quit_reason = reason
+        if self._out is not None:
+            self._flush_command()
+        self._write(serialize(IrcMessage("ERROR", (error_text,)), force_trailing=True))
+        if self.core is not None:
+            # Others see the reason now, not whenever the socket finishes closing.
+            self.service.quit(self.core, reason)
+        transport = self.transport
+        if transport is not None:
+            if abort:
+                transport.abortConnection()  # type: ignore[attr-defined]
+            else:
+                transport.loseConnection()
+
+    def _registration_timeout(self) -> None:
+        self._reg_call = None
+        if not self.registered:
+            self.disconnect("Registration timed out")
+
+    def registration_done(self) -> None:
+        """Called once the welcome burst is sent."""
+        if self._reg_call is not None and self._reg_call.active():
+            self._reg_call.cancel()
+        self._reg_call = None
+
+    def _check_idle(self) -> None:
+        """Probe an idle client with PING; close it when nothing comes back in time."""
+        self._ping_call = None
+        if self.closing:
+            return
+        now = self.clock.seconds()
+        config = self.config
+        if self._awaiting_pong:
+            self.disconnect(f"Ping timeout: {int(now - self._last_seen)} seconds")
+            return
+        idle = now - self._last_seen
+        if idle >= config.ping_interval:
+            self._awaiting_pong = True
+            self._write(f"PING :{self.server_name}\r\n".encode())
+            delay = config.ping_timeout
+        else:
+            delay = config.ping_interval - idle
+        self._ping_call = self.clock.callLater(delay, self._check_idle)
+
+    # -- input ------------------------------------------------------------------------------
+
+    @property
+    def _max_line(self) -> int:
+        # The most a line can hold: tags (with '@' and space) and the body (without CRLF).
+        return 8191 + self.config.max_line_bytes
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.closing:
+            return
+        self._last_seen = self.clock.seconds()
+        self._awaiting_pong = False
+        buffer = self._inbuf + data if self._inbuf else data
+        lines = buffer.split(b"\n")
+        self._inbuf = lines.pop()
+        max_body = self.config.max_line_bytes - 2
+        for raw in lines:
+            if self._discarding:
+                # The end of a line already too long to keep: it was dropped as it came.
+                self._discarding = False
+                self._pending.append(ParseError("too_long", "line is too long"))
+                continue
+            if raw.endswith(b"\r"):
+                raw = raw[:-1]
+            try:
+                self._pending.append(parse(raw, max_body=max_body))
+            except ParseError as err:
+                if err.code not in ("empty", "no_command"):
+                    self._pending.append(err)
+        if len(self._inbuf) > self._max_line:
+            # Never hold more than one line's worth: drop the rest of it as it arrives.
+            self._inbuf = b""
+            self._discarding = True
+        if len(self._pending) > self.config.flood_max_queue:
+            self._excess_flood()
+            return
+        self._process()
+
+    def _excess_flood(self) -> None:
+        log.info("irc connection from {address} closed: excess flood", address=self.address)
+        self._pending.clear()
+        self._close(
+            "Excess Flood", "Closing Link: " + self._link_name() + " (Excess Flood)", abort=False
+        )
+
+    def _process(self) -> None:
+        """Run queued lines while the budget allows and no command is waiting on a Deferred."""
+        while self._pending and not self._busy and not self.closing:
+            bucket = self.bucket
+            now = self.clock.seconds()
+            if bucket is not None and bucket.level(now) < 1.0:
+                # Out of budget: wait until one token is back (the excess is delayed).
+                if self._drain_call is None:
+                    delay = bucket.wait_time(now, 1.0)
+                    self._drain_call = self.clock.callLater(delay, self._drain)
+                return
+            item = self._pending.popleft()
+            if bucket is not None:
+                cost = 1.0 if isinstance(item, ParseError) else COMMAND_COSTS.get(item.command, 1.0)
+                bucket.force(now, cost)
+            if isinstance(item, ParseError):
+                self._bad_line(item)
+            else:
+                self._run(item)
+
+    def _drain(self) -> None:
+        self._drain_call = None
+        self._process()
+
+    def _bad_line(self, err: ParseError) -> None:
+        self._begin(None)
+        command = err.command or "*"
+        if err.code in ("too_long", "tags_too_long"):
+            self.reply(n.ERR_INPUTTOOLONG, "Input line was too long")
+        elif err.code == "invalid_utf8":
+            self.fail(
+                command,
+                "INVALID_UTF8",
+                description="Message rejected, your IRC software MUST use UTF-8 encoding on this network",
+            )
+        else:
+            self.reply(n.ERR_UNKNOWNERROR, command, "Malformed line: " + str(err))
+        self._flush_command()
+
+    def _run(self, msg: IrcMessage) -> None:
+        self._begin(msg)
+        self.in_command = True
+        try:
+            d = dispatch(self, msg)
+        finally:
+            self.in_command = False
+        if d is not None and not d.called:
+            self._busy = True
+            d.addBoth(self._deferred_done)
+            return
+        self._flush_command()
+
+    def _deferred_done(self, result: Any) -> None:
+        self._busy = False
+        self._flush_command()
+        if not self.closing:
+            self._process()
+        return None
+
+    # -- output -----------------------------------------------------------------------------
+
+    def _begin(self, msg: IrcMessage | None) -> None:
+        self._out = []
+        label = msg.tags.get("label") if msg is not None else None
+        self._label = label if label and self.cap_bits & caps.LABELED_RESPONSE else None
+
+    def _flush_command(self) -> None:
+        out, self._out = self._out, None
+        label, self._label = self._label, None
+        if out is None:
+            return
+        if label is None:
+            if out:
+                self._write(b"".join(out))
+            return
+        self._write(self._labeled(out, label))
+
+    def _labeled(self, out: list[bytes], label: str) -> bytes:
+        """Wrap a command's reply for labeled-response: ACK, one labeled line, or a batch."""
+        lines = [ln for ln in b"".join(out).split(b"\r\n") if ln]
+        tag = ("label=" + escape_tag_value(label)).encode()
+        me = self.server_name.encode()
+        if not lines:
+            return b"@" + tag + b" :" + me + b" ACK\r\n"
+        if len(lines) == 1:
+            return add_tag(lines[0], tag) + b"\r\n"
+        if not self.cap_bits & caps.BATCH:
+            return add_tag(lines[0], tag) + b"\r\n" + b"".join(ln + b"\r\n" for ln in lines[1:])
+        batch_id = self.new_batch_id()
+        ref = ("batch=" + batch_id).encode()
+        parts = [
+            b"@" + tag + b" :" + me + b" BATCH +" + batch_id.encode() + b" labeled-response\r\n"
+        ]
+        for ln in lines:
+            parts.append((ln if has_batch_tag(ln) else add_tag(ln, ref)) + b"\r\n")
+        parts.append(b":" + me + b" BATCH -" + batch_id.encode() + b"\r\n")
+        return b"".join(parts)
+
+    def _write(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is None or self._lost or not data:
+            return
+        if self._paused:
+            self._paused_bytes += len(data)
+            if self._paused_bytes > self.config.sendq_bytes:
+                # A reader this slow would make the server hold its output without bound.
+                self._paused = False
+                log.info(
+                    "irc connection from {address} closed: SendQ exceeded", address=self.address
+                )
+                self.closing = True
+                self.quit_reason = "SendQ exceeded"
+                if self.core is not None:
+                    self.service.quit(self.core, "SendQ exceeded")
+                transport.abortConnection()  # type: ignore[attr-defined]
+                return
+        transport.write(data)
+
+    def _queue(self, data: bytes) -> None:
+        if self._out is not None:
+            self._out.append(data)
+        else:
+            self._write(data)
+
+    def emit(self, data: bytes) -> None:
+        """Send rendered event bytes: into the reply when this connection's own command
+        caused the event (so a label covers it), else straight out."""
+        if self._held is not None:
+            self._held.append(data)
+        elif self.in_command and self._out is not None:
+            self._out.append(data)
+        else:
+            self._write(data)
+
+    def hold_events(self) -> None:
+        """Keep delivered events back until :meth:`release_events` (used around registration,
+        so that notices the core sends on claiming a nick follow the welcome burst)."""
+        if self._held is None:
+            self._held = []
+
+    def release_events(self) -> None:
+        held, self._held = self._held, None
+        for data in held or ():
+            self.emit(data)
+
+    def send_message(self, msg: IrcMessage) -> None:
+        """Queue ``msg`` in the current reply (or send it now when no command is running)."""
+        self._queue(serialize(msg))
+
+    def send(
+        self,
+        command: str,
+        *params: str,
+        source: str | None = None,
+        tags: dict[str, str] | None = None,
+        force_trailing: bool = False,
+    ) -> None:
+        """Queue a line; ``source`` None means the server."""
+        msg = IrcMessage(command, params, source or self.server_name, tags or {})
+        self._queue(serialize(msg, force_trailing=force_trailing))
+
+    def reply(self, numeric: str, *params: str) -> None:
+        """Queue ``:server NUMERIC <nick> params…``."""
+        # COMPAT: naive bot parsers take a numeric's last parameter after " :" (e.g. the names
+        # of 353), so it is always written as a trailing one.
+        msg = IrcMessage(numeric, (self.nick, *params), self.server_name)
+        self._queue(serialize(msg, force_trailing=bool(params)))
+
+    def _standard_reply(
+        self, kind: str, command: str, code: str, context: Sequence[str], description: str
+    ) -> None:
+        if kind != "FAIL" and "standard-replies" not in self.caps:
+            # Without the capability WARN and NOTE would be unknown lines: say it as a notice.
+            self.send("NOTICE", self.nick, f"{command} {code}: {description}")
+            return
+        self._queue(
+            serialize(
+                IrcMessage(kind, (command, code, *context, description), self.server_name),
+                force_trailing=True,
+            )
+        )
+
+    def fail(self, command: str, code: str, *context: str, description: str) -> None:
+        """IRCv3 standard reply ``FAIL <command> <code> [context…] :<description>``."""
+        self._standard_reply("FAIL", command, code, context, description)
+
+    def warn(self, command: str, code: str, *context: str, description: str) -> None:
+        """``WARN …`` (a NOTICE for clients without standard-replies)."""
+        self._standard_reply("WARN", command, code, context, description)
+
+    def note(self, command: str, code: str, *context: str, description: str) -> None:
+        """``NOTE …`` (a NOTICE for clients without standard-replies)."""
+        self._standard_reply("NOTE", command, code, context, description)
+
+    def new_batch_id(self) -> str:
+        """A batch reference unique on this connection."""
+        return f"{self.core.id if self.core else 0:x}b{next(self._batch_ids):x}"
+
+    def start_batch(self, kind: str, *params: str) -> str | None:
+        """Queue ``BATCH +id kind params``; None (and nothing sent) without the batch cap."""
+        if not self.cap_bits & caps.BATCH:
+            return None
+        batch_id = self.new_batch_id()
+        self.send("BATCH", "+" + batch_id, kind, *params)
+        return batch_id
+
+    def end_batch(self, batch_id: str | None) -> None:
+        if batch_id is not None:
+            self.send("BATCH", "-" + batch_id)
+
+    def queue_history(self, messages: Sequence[Message], batch_id: str | None) -> None:
+        """Queue stored messages as this client would have received them live."""
+        for msg in messages:
+            self._queue(history_lines(self, msg, batch_id))
+
+    def set_caps(self, enabled: set[str]) -> None:
+        """Replace the enabled capabilities (and the rendering bits derived from them)."""
+        self.caps = enabled
+        self.cap_bits = caps.bits_of(enabled)
+
+    # -- errors -----------------------------------------------------------------------------
+
+    def reply_error(self, err: ChatError, command: str, target: str = "") -> None:
+        """Answer a core refusal with the numeric IRC gives it."""
+        if isinstance(err, NickInUse):
+            self.reply(n.ERR_NICKNAMEINUSE, target or err.nick, "Nickname is already in use")
+        elif isinstance(err, BadName):
+            name = target or err.name
+            if is_channel(name) or command in (
+                "JOIN",
+                "PART",
+                "TOPIC",
+                "NAMES",
+                "LIST",
+                "INVITE",
+                "KICK",
+            ):
+                self.reply(n.ERR_NOSUCHCHANNEL, name, "No such channel")
+            else:
+                self.reply(n.ERR_ERRONEUSNICKNAME, name, "Erroneous nickname")
+        elif isinstance(err, NoSuchNick):
+            self.reply(n.ERR_NOSUCHNICK, target or err.nick, "No such nick/channel")
+        elif isinstance(err, NoSuchRoom):
+            self.reply(n.ERR_NOSUCHCHANNEL, target or channel_name(err.room), "No such channel")
+        elif isinstance(err, NotOnRoom):
+            room = channel_name(err.room)
+            if err.nick:
+                self.reply(n.ERR_USERNOTINCHANNEL, err.nick, room, "They aren't on that channel")
+            else:
+                self.reply(n.ERR_NOTONCHANNEL, room, "You're not on that channel")
+        elif isinstance(err, AlreadyOnRoom):
+            self.reply(
+                n.ERR_USERONCHANNEL, err.nick, channel_name(err.room), "is already on channel"
+            )
+        elif isinstance(err, NotPermitted):
+            if err.room is not None:
+                self.reply(
+                    n.ERR_CHANOPRIVSNEEDED, channel_name(err.room), "You're not channel operator"
+                )
+            else:
+                self.reply(n.ERR_NOPRIVILEGES, "Permission Denied- You're not an IRC operator")
+        elif isinstance(err, CannotSend):
+            self.reply(
+                n.ERR_CANNOTSENDTOCHAN,
+                channel_name(err.room),
+                f"Cannot send to channel ({err.reason})",
+            )
+        elif isinstance(err, JoinRefused):
+            self._join_refused(err)
+        elif isinstance(err, UnknownMode):
+            self.reply(n.ERR_UNKNOWNMODE, letter_of(err.mode), "is unknown mode char to me")
+        elif isinstance(err, AccountError):
+            self.fail(command, err.code.upper(), description=err.reason)
+        else:
+            self.reply(n.ERR_UNKNOWNERROR, command, err.reason)
+
+    def _join_refused(self, err: JoinRefused) -> None:
+        room = channel_name(err.room)
+        numeric, text = {
+            JoinRefused.BANNED: (n.ERR_BANNEDFROMCHAN, "Cannot join channel (+b)"),
+            JoinRefused.INVITE_ONLY: (n.ERR_INVITEONLYCHAN, "Cannot join channel (+i)"),
+            JoinRefused.BAD_KEY: (n.ERR_BADCHANNELKEY, "Cannot join channel (+k)"),
+            JoinRefused.FULL: (n.ERR_CHANNELISFULL, "Cannot join channel (+l)"),
+            JoinRefused.REGISTERED_ONLY: (
+                n.ERR_NEEDREGGEDNICK,
+                "Cannot join channel (+R) - you need to be logged into your account",
+            ),
+            JoinRefused.TOO_MANY_ROOMS: (
+                n.ERR_TOOMANYCHANNELS,
+                "You have joined too many channels",
+            ),
+        }.get(err.why, (n.ERR_UNKNOWNERROR, err.reason))
+        self.reply(numeric, room, text)
+
+    # -- IChatClient ------------------------------------------------------------------------
+
+    def deliver(self, event: Event) -> None:
+        """Render ``event`` for this client and send it (never raises)."""
+        if self.closing:
+            return
+        try:
+            data = render(self, event)
+        except Exception:
+            log.failure("rendering {event} for IRC", event=type(event).__name__)
+            return
+        if data:
+            self.emit(data)
+
+    # -- IPushProducer: the transport tells us when the client reads too slowly ---------------
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+        self._paused_bytes = 0
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._paused_bytes = 0
+
+    def stopProducing(self) -> None:
+        self._paused = False
+
+
+def add_tag(line: bytes, tag: bytes) -> bytes:
+    """``line`` (without CRLF) with one more tag in front."""
+    if line.startswith(b"@"):
+        return b"@" + tag + b";" + line[1:]
+    return b"@" + tag + b" " + line
+
+
+def has_batch_tag(line: bytes) -> bool:
+    if not line.startswith(b"@"):
+        return False
+    tags = line[1 : line.find(b" ")]
+    return any(t.startswith(b"batch=") for t in tags.split(b";"))
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False

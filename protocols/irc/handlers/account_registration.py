@@ -1,0 +1,111 @@
+"""REGISTER and VERIFY (IRCv3 draft/account-registration) on the shared accounts.
+
+An account is a registered nick, so the account name must be the client's current nick
+(``*`` stands for it), and registration needs a nick, that is, a completed connection:
+the capability advertises neither ``custom-account-name`` nor ``before-connect``.
+Accounts never wait for verification, so VERIFY has nothing to complete.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred
+
+from chatserver.core.errors import AccountError, BadName, ChatError
+from chatserver.core.names import casefold
+from protocols.irc.caps import Capability, add_capability
+from protocols.irc.commands import command
+
+add_capability(Capability("draft/account-registration", None, requires_command="REGISTER"))
+
+# Passwords can be typed into NickServ messages too, which must fit in one IRC line.
+MAX_PASSWORD_BYTES = 300
+
+_CODES = {
+    AccountError.EXISTS: "ACCOUNT_EXISTS",
+    AccountError.WEAK_PASSWORD: "WEAK_PASSWORD",
+    AccountError.ALREADY_LOGGED_IN: "ALREADY_AUTHENTICATED",
+    AccountError.CLOSED: "TEMPORARILY_UNAVAILABLE",
+}
+
+
+def _looks_like_email(text: str) -> bool:
+    local, at, domain = text.rpartition("@")
+    return bool(at and local and "." in domain and " " not in text and len(text) <= 254)
+
+
+@command("REGISTER", min_params=3, pre_registration=True)
+def register(conn: Any, msg: Any) -> Deferred[Any] | None:
+    account, email, password = msg.params[0], msg.params[1], msg.params[2]
+    if not conn.registered or conn.user is None:
+        conn.fail(
+            "REGISTER",
+            "COMPLETE_CONNECTION_REQUIRED",
+            description="Finish connecting (NICK, USER, CAP END) before registering",
+        )
+        return None
+    nick = conn.user.nick
+    name = nick if account == "*" else account
+    if casefold(name) != casefold(nick):
+        conn.fail(
+            "REGISTER",
+            "ACCOUNT_NAME_MUST_BE_NICK",
+            account,
+            description="The account name must be your current nick",
+        )
+        return None
+    if conn.user.account is not None:
+        conn.fail(
+            "REGISTER",
+            "ALREADY_AUTHENTICATED",
+            conn.user.account,
+            description="You are already logged in",
+        )
+        return None
+    if email != "*" and not _looks_like_email(email):
+        conn.fail("REGISTER", "INVALID_EMAIL", name, description="That is not an email address")
+        return None
+    if len(password.encode()) > MAX_PASSWORD_BYTES:
+        conn.fail(
+            "REGISTER",
+            "UNACCEPTABLE_PASSWORD",
+            name,
+            description=f"Passwords may be at most {MAX_PASSWORD_BYTES} bytes",
+        )
+        return None
+    d = conn.service.register(conn.core, password, None if email == "*" else email)
+
+    def done(record: Any) -> None:
+        conn.send("REGISTER", "SUCCESS", record.name, "Account created")
+
+    def failed(failure: Any) -> None:
+        err = failure.value
+        if failure.check(AccountError):
+            code = _CODES.get(err.code, "TEMPORARILY_UNAVAILABLE")
+            conn.fail("REGISTER", code, name, description=err.reason)
+        elif failure.check(BadName):
+            conn.fail("REGISTER", "BAD_ACCOUNT_NAME", name, description=err.reason)
+        elif failure.check(ChatError):
+            conn.fail("REGISTER", "TEMPORARILY_UNAVAILABLE", name, description=err.reason)
+        else:
+            return failure  # type: ignore[no-any-return]
+        return None
+
+    return d.addCallbacks(done, failed)
+
+
+@command("VERIFY", min_params=2, pre_registration=True)
+def verify(conn: Any, msg: Any) -> None:
+    account = msg.params[0]
+    if conn.user is not None and conn.user.account is not None:
+        conn.fail(
+            "VERIFY", "ALREADY_AUTHENTICATED", account, description="You are already logged in"
+        )
+        return
+    conn.fail(
+        "VERIFY",
+        "INVALID_CODE",
+        account,
+        description="No registration is waiting for verification: accounts are ready at once",
+    )

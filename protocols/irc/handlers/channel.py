@@ -1,0 +1,380 @@
+"""Channel commands: JOIN, PART, TOPIC, NAMES, LIST, KICK, INVITE and MODE (channel modes;
+MODE on a nick goes to :mod:`protocols.irc.handlers.usermode`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from chatserver.core.errors import ChatError, NoSuchNick
+from chatserver.core.events import ModeItem
+from chatserver.core.names import glob_match
+from chatserver.core.rooms import Room
+from protocols.irc import caps
+from protocols.irc import numerics as n
+from protocols.irc.channels import (
+    can_see_room,
+    channel_name,
+    is_channel,
+    room_of,
+    send_names,
+    send_topic,
+)
+from protocols.irc.commands import command
+from protocols.irc.handlers.usermode import user_mode
+from protocols.irc.modes import CHANNEL_LETTERS, CHANNEL_MODES, format_changes
+
+if TYPE_CHECKING:
+    from protocols.irc.connection import IrcConnection
+    from protocols.irc.message import IrcMessage
+
+MODES_PER_COMMAND = 4
+MAX_LIST_ENTRIES = 100
+KEY_MAX = 23
+
+
+def _room_or_error(conn: IrcConnection, name: str) -> Room | None:
+    key = room_of(name)
+    room = conn.service.get_room(key) if key is not None else None
+    if room is None:
+        conn.reply(n.ERR_NOSUCHCHANNEL, name, "No such channel")
+    return room
+
+
+# -- JOIN / PART -------------------------------------------------------------------------------
+
+
+@command("JOIN", min_params=1)
+def join(conn: IrcConnection, msg: IrcMessage) -> None:
+    assert conn.core is not None and conn.user is not None
+    if msg.params[0] == "0":
+        for room in list(conn.user.rooms.values()):
+            conn.service.part(conn.core, room.name, "Left all channels")
+        return
+    names = msg.params[0].split(",")
+    keys = msg.params[1].split(",") if len(msg.params) > 1 else []
+    for index, name in enumerate(names):
+        if not name:
+            continue
+        key = keys[index] if index < len(keys) and keys[index] else None
+        room_key = room_of(name)
+        if room_key is None:
+            conn.reply(n.ERR_NOSUCHCHANNEL, name, "No such channel")
+            continue
+        existing = conn.service.get_room(room_key)
+        if existing is not None and conn.user in existing.members:
+            continue
+        try:
+            room = conn.service.join(conn.core, room_key, key)
+        except ChatError as err:
+            conn.reply_error(err, "JOIN", name)
+            continue
+        send_topic(conn, room, quiet_if_none=True)
+        send_names(conn, room)
+        _replay_recent(conn, room)
+
+
+def _replay_recent(conn: IrcConnection, room: Room) -> None:
+    """Recent messages for clients that can tell them from new ones (server-time and batch)
+    and that do not fetch history themselves (draft/chathistory)."""
+    wanted = caps.SERVER_TIME | caps.BATCH
+    if conn.cap_bits & wanted != wanted or "draft/chathistory" in conn.caps:
+        return
+    count = conn.service.settings.join_history_lines
+    messages = conn.service.recent(room.name, count) if count > 0 else []
+    if not messages:
+        return
+    batch_id = conn.start_batch("chathistory", channel_name(room.name))
+    conn.queue_history(messages, batch_id)
+    conn.end_batch(batch_id)
+
+
+@command("PART", min_params=1)
+def part(conn: IrcConnection, msg: IrcMessage) -> None:
+    assert conn.core is not None
+    reason = msg.params[1] if len(msg.params) > 1 else ""
+    for name in msg.params[0].split(","):
+        if not name:
+            continue
+        key = room_of(name)
+        if key is None:
+            conn.reply(n.ERR_NOSUCHCHANNEL, name, "No such channel")
+            continue
+        try:
+            conn.service.part(conn.core, key, reason)
+        except ChatError as err:
+            conn.reply_error(err, "PART", name)
+
+
+# -- TOPIC / NAMES / LIST ----------------------------------------------------------------------
+
+
+@command("TOPIC", min_params=1)
+def topic(conn: IrcConnection, msg: IrcMessage) -> None:
+    assert conn.core is not None
+    name = msg.params[0]
+    room = _room_or_error(conn, name)
+    if room is None:
+        return
+    if len(msg.params) < 2:
+        if not can_see_room(conn, room):
+            conn.reply(n.ERR_NOTONCHANNEL, name, "You're not on that channel")
+            return
+        send_topic(conn, room)
+        return
+    try:
+        conn.service.set_topic(conn.core, room.name, msg.params[1])
+    except ChatError as err:
+        conn.reply_error(err, "TOPIC", name)
+
+
+@command("NAMES")
+def names(conn: IrcConnection, msg: IrcMessage) -> None:
+    if not msg.params or not msg.params[0]:
+        conn.reply(n.RPL_ENDOFNAMES, "*", "End of /NAMES list")
+        return
+    for name in msg.params[0].split(","):
+        if not name:
+            continue
+        key = room_of(name)
+        room = conn.service.get_room(key) if key is not None else None
+        if room is None or not can_see_room(conn, room):
+            conn.reply(n.RPL_ENDOFNAMES, name, "End of /NAMES list")
+            continue
+        send_names(conn, room)
+
+
+def _list_filter(conn: IrcConnection, spec: str) -> list[tuple[str, str]]:
+    """ELIST conditions of a LIST parameter: (kind, value) pairs."""
+    conditions = []
+    for token in spec.split(","):
+        if not token:
+            continue
+        if token[0] in "<>" and token[1:].isdigit():
+            conditions.append(("U" + token[0], token[1:]))
+        elif len(token) > 2 and token[0] in "CTct" and token[1] in "<>" and token[2:].isdigit():
+            conditions.append((token[0].upper() + token[1], token[2:]))
+        elif token.startswith("!"):
+            conditions.append(("N", token[1:]))
+        else:
+            conditions.append(("M", token))
+    return conditions
+
+
+def _list_matches(room: Room, conditions: list[tuple[str, str]], now: float) -> bool:
+    masks = [v for k, v in conditions if k == "M"]
+    name = channel_name(room.name)
+    if masks and not any(glob_match(mask, name) for mask in masks):
+        return False
+    for kind, value in conditions:
+        if kind == "N" and glob_match(value, name):
+            return False
+        if kind in ("U>", "U<"):
+            count = len(room.members)
+            limit = int(value)
+            if (kind == "U>" and not count > limit) or (kind == "U<" and not count < limit):
+                return False
+        if kind[0] in "CT" and kind[1] in "<>":
+            stamp = room.created_at if kind[0] == "C" else room.topic_at
+            if kind[0] == "T" and not room.topic:
+                return False
+            minutes = (now - stamp) / 60.0
+            # C<n: created less than n minutes ago; C>n: more than n minutes ago (ELIST).
+            if (kind[1] == "<" and not minutes < int(value)) or (
+                kind[1] == ">" and not minutes > int(value)
+            ):
+                return False
+    return True
+
+
+@command("LIST")
+def list_(conn: IrcConnection, msg: IrcMessage) -> None:
+    conditions = _list_filter(conn, msg.params[0]) if msg.params else []
+    now = conn.service.clock.seconds()
+    conn.reply(n.RPL_LISTSTART, "Channel", "Users  Name")
+    for room in sorted(conn.service.rooms.values(), key=lambda r: r.name):
+        if not can_see_room(conn, room) or not room.members:
+            continue
+        if conditions and not _list_matches(room, conditions, now):
+            continue
+        flags = format_changes(
+            ModeItem(True, f) for f, _arg in room.mode_state() if f not in ("key",)
+        )
+        modes = f"[{flags[0]}] " if flags else ""
+        conn.reply(n.RPL_LIST, channel_name(room.name), str(len(room.members)), modes + room.topic)
+    conn.reply(n.RPL_LISTEND, "End of /LIST")
+
+
+# -- KICK / INVITE -----------------------------------------------------------------------------
+
+
+@command("KICK", min_params=2)
+def kick(conn: IrcConnection, msg: IrcMessage) -> None:
+    assert conn.core is not None
+    rooms = [r for r in msg.params[0].split(",") if r]
+    nicks = [u for u in msg.params[1].split(",") if u]
+    reason = msg.params[2] if len(msg.params) > 2 else ""
+    if len(rooms) == 1:
+        pairs = [(rooms[0], nick) for nick in nicks]
+    else:
+        pairs = list(zip(rooms, nicks, strict=False))
+    for name, nick in pairs[:4]:
+        key = room_of(name)
+        if key is None:
+            conn.reply(n.ERR_NOSUCHCHANNEL, name, "No such channel")
+            continue
+        try:
+            conn.service.kick(conn.core, key, nick, reason)
+        except ChatError as err:
+            conn.reply_error(err, "KICK", name if _is_room_error(err) else nick)
+
+
+def _is_room_error(err: ChatError) -> bool:
+    return not isinstance(err, NoSuchNick)
+
+
+@command("INVITE")
+def invite(conn: IrcConnection, msg: IrcMessage) -> None:
+    assert conn.core is not None
+    if not msg.params:
+        conn.reply(n.RPL_ENDOFINVITELIST, "End of /INVITE list")
+        return
+    if len(msg.params) < 2:
+        conn.reply(n.ERR_NEEDMOREPARAMS, "INVITE", "Not enough parameters")
+        return
+    nick, name = msg.params[0], msg.params[1]
+    key = room_of(name)
+    if key is None:
+        conn.reply(n.ERR_NOSUCHCHANNEL, name, "No such channel")
+        return
+    try:
+        target = conn.service.invite(conn.core, nick, key)
+    except ChatError as err:
+        conn.reply_error(err, "INVITE", nick if isinstance(err, NoSuchNick) else "")
+        return
+    conn.reply(n.RPL_INVITING, target.nick, channel_name(key))
+    if target.away:
+        conn.reply(n.RPL_AWAY, target.nick, target.away)
+
+
+# -- MODE --------------------------------------------------------------------------------------
+
+
+@command("MODE", min_params=1)
+def mode(conn: IrcConnection, msg: IrcMessage) -> None:
+    target = msg.params[0]
+    if not is_channel(target):
+        user_mode(conn, msg)
+        return
+    room = _room_or_error(conn, target)
+    if room is None:
+        return
+    if len(msg.params) == 1:
+        _send_modes(conn, room)
+        return
+    _change_modes(conn, room, msg.params[1], list(msg.params[2:]))
+
+
+def _send_modes(conn: IrcConnection, room: Room) -> None:
+    name = channel_name(room.name)
+    member = conn.user is not None and conn.user in room.members
+    letters = "+"
+    args: list[str] = []
+    for mode_name, arg in room.mode_state():
+        letters += CHANNEL_LETTERS[mode_name]
+        if arg is not None:
+            # The key is shown to members only.
+            args.append(arg if mode_name != "key" or member or conn.is_oper else "*")
+    conn.reply(n.RPL_CHANNELMODEIS, name, letters, *args)
+    conn.reply(n.RPL_CREATIONTIME, name, str(int(room.created_at)))
+
+
+def _send_list(conn: IrcConnection, room: Room, mode_name: str) -> None:
+    name = channel_name(room.name)
+    if mode_name == "ban":
+        for ban in room.bans:
+            conn.reply(
+                n.RPL_BANLIST, name, ban.mask, ban.set_by or conn.server_name, str(int(ban.set_at))
+            )
+        conn.reply(n.RPL_ENDOFBANLIST, name, "End of channel ban list")
+    else:
+        for mask in room.invites:
+            conn.reply(n.RPL_INVEXLIST, name, mask)
+        conn.reply(n.RPL_ENDOFINVEXLIST, name, "End of Channel Invite Exception List")
+
+
+def _change_modes(conn: IrcConnection, room: Room, modestring: str, args: list[str]) -> None:
+    assert conn.core is not None
+    name = channel_name(room.name)
+    items: list[ModeItem] = []
+    lists_shown: set[str] = set()
+    adding = True
+    with_param = 0
+    for letter in modestring:
+        if letter in "+-":
+            adding = letter == "+"
+            continue
+        mode_name = CHANNEL_MODES.get(letter)
+        if mode_name is None:
+            conn.reply(n.ERR_UNKNOWNMODE, letter, "is unknown mode char to me")
+            continue
+        if mode_name in ("ban", "invite"):
+            if not args:
+                if mode_name not in lists_shown:
+                    lists_shown.add(mode_name)
+                    _send_list(conn, room, mode_name)
+                continue
+            arg = args.pop(0)
+            current = room.bans if mode_name == "ban" else room.invites
+            if adding and len(current) >= MAX_LIST_ENTRIES:
+                conn.reply(n.ERR_BANLISTFULL, name, letter, "Channel list is full")
+                continue
+            items.append(ModeItem(adding, mode_name, arg))
+        elif mode_name in ("op", "voice") or (mode_name == "key" and adding):
+            if not args:
+                conn.reply(
+                    n.ERR_INVALIDMODEPARAM,
+                    name,
+                    letter,
+                    "*",
+                    "You must specify a parameter for this mode",
+                )
+                continue
+            arg = args.pop(0)
+            if mode_name == "key" and (len(arg) > KEY_MAX or "," in arg):
+                conn.reply(n.ERR_INVALIDMODEPARAM, name, letter, arg, "Invalid key")
+                continue
+            items.append(ModeItem(adding, mode_name, arg))
+        elif mode_name == "key":
+            if args:
+                args.pop(0)  # '-k key': the key is not needed to remove it
+            items.append(ModeItem(False, "key"))
+        elif mode_name == "limit" and adding:
+            if not args:
+                conn.reply(
+                    n.ERR_INVALIDMODEPARAM,
+                    name,
+                    letter,
+                    "*",
+                    "You must specify a parameter for this mode",
+                )
+                continue
+            arg = args.pop(0)
+            if not arg.isdigit() or int(arg) <= 0:
+                conn.reply(n.ERR_INVALIDMODEPARAM, name, letter, arg, "Invalid limit")
+                continue
+            items.append(ModeItem(True, "limit", str(int(arg))))
+        else:
+            items.append(ModeItem(adding, mode_name))
+        if items and items[-1].arg is not None:
+            with_param += 1
+            if with_param > MODES_PER_COMMAND:
+                items.pop()
+    if not items:
+        return
+    try:
+        _applied, errors = conn.service.set_mode(conn.core, room.name, items)
+    except ChatError as err:
+        conn.reply_error(err, "MODE", name)
+        return
+    for err in errors:
+        conn.reply_error(err, "MODE", err.nick if isinstance(err, NoSuchNick) else "")

@@ -1,0 +1,273 @@
+"""CHATHISTORY (IRCv3 draft/chathistory): room history from the core, replied in a batch.
+
+``CHATHISTORY LATEST|BEFORE|AFTER|AROUND <target> <selector> <limit>``,
+``CHATHISTORY BETWEEN <target> <selector> <selector> <limit>`` and
+``CHATHISTORY TARGETS <timestamp> <timestamp> <limit>``.  A selector is
+``timestamp=YYYY-MM-DDThh:mm:ss.sssZ`` or ``msgid=ID`` (and ``*`` for LATEST).
+
+The core stores room messages only, so a nick target answers an empty batch.  History is
+served to members of the room; anything else is ``INVALID_TARGET``, the same for a room
+that does not exist, so that the reply does not tell secret rooms apart.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+
+from chatserver.core.errors import ChatError
+from chatserver.core.names import is_valid_nick
+from protocols.irc.channels import channel_name, is_channel, room_of
+from protocols.irc.commands import command
+from protocols.irc.handlers.registration import EXTRA_ISUPPORT
+
+# The most messages one command returns (ISUPPORT CHATHISTORY); larger limits are cut to it.
+CHATHISTORY_MAX = 100
+EXTRA_ISUPPORT["CHATHISTORY"] = str(CHATHISTORY_MAX)
+SUBCOMMANDS = ("LATEST", "BEFORE", "AFTER", "AROUND", "BETWEEN", "TARGETS")
+log = Logger()
+# Parameters after the subcommand that each one needs.
+_ARITY = {"LATEST": 3, "BEFORE": 3, "AFTER": 3, "AROUND": 3, "BETWEEN": 4, "TARGETS": 3}
+
+
+class QueryError(Exception):
+    """A CHATHISTORY command that cannot be answered: ``FAIL CHATHISTORY <code> <context…>``."""
+
+    def __init__(self, code: str, context: tuple[str, ...], description: str) -> None:
+        super().__init__(description)
+        self.code = code
+        self.context = context
+        self.description = description
+
+
+@dataclass(frozen=True, slots=True)
+class Selector:
+    """``kind`` is 'timestamp' (``ts`` set), 'msgid' (``msgid`` set) or '*' (LATEST only)."""
+
+    kind: str
+    ts: float | None = None
+    msgid: str | None = None
+
+
+STAR = Selector("*")
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    subcommand: str
+    # The target as the client wrote it ("" for TARGETS).
+    target: str
+    selectors: tuple[Selector, ...]
+    limit: int
+
+
+def parse_timestamp(text: str) -> float:
+    """Seconds since the epoch from ``YYYY-MM-DDThh:mm:ss[.fff]Z`` (an offset is accepted
+    too; no zone at all means UTC); raises ValueError."""
+    if not text or len(text) > 40 or not text[:4].isdigit() or "T" not in text:
+        raise ValueError(text)
+    when = datetime.datetime.fromisoformat(text)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return when.timestamp()
+
+
+def format_timestamp(ts: float) -> str:
+    """The server-time form: ``YYYY-MM-DDThh:mm:ss.sssZ`` in UTC."""
+    when = datetime.datetime.fromtimestamp(ts, datetime.UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+
+
+def parse_selector(text: str, *, allow_star: bool = False, allow_msgid: bool = True) -> Selector:
+    """One selector; raises ValueError."""
+    if text == "*" and allow_star:
+        return STAR
+    kind, sep, value = text.partition("=")
+    if not sep or not value:
+        raise ValueError(text)
+    if kind == "timestamp":
+        return Selector("timestamp", ts=parse_timestamp(value))
+    if kind == "msgid" and allow_msgid:
+        return Selector("msgid", msgid=value)
+    raise ValueError(text)
+
+
+def parse_limit(text: str, maximum: int = CHATHISTORY_MAX) -> int:
+    """The limit, cut to ``maximum`` (0 asks for the maximum); raises ValueError."""
+    if not text.isascii() or not text.isdigit() or len(text) > 9:
+        raise ValueError(text)
+    value = int(text)
+    return maximum if value == 0 or value > maximum else value
+
+
+def parse_query(params: tuple[str, ...], maximum: int = CHATHISTORY_MAX) -> Query:
+    """The query in a CHATHISTORY command's parameters; raises :class:`QueryError`."""
+    if not params:
+        raise QueryError("NEED_MORE_PARAMS", ("*",), "Missing parameters")
+    sub = params[0].upper()
+    if sub not in _ARITY:
+        raise QueryError("UNKNOWN_COMMAND", (params[0],), "Unknown subcommand")
+    args = params[1:]
+    if len(args) < _ARITY[sub]:
+        raise QueryError("NEED_MORE_PARAMS", (sub,), "Missing parameters")
+    try:
+        limit = parse_limit(args[_ARITY[sub] - 1], maximum)
+    except ValueError:
+        raise QueryError("INVALID_PARAMS", (sub, args[_ARITY[sub] - 1]), "Invalid limit") from None
+    if sub == "TARGETS":
+        raw = args[:2]
+        target = ""
+    else:
+        target = args[0]
+        raw = args[1 : _ARITY[sub] - 1]
+    selectors = []
+    for text in raw:
+        try:
+            selectors.append(
+                parse_selector(text, allow_star=sub == "LATEST", allow_msgid=sub != "TARGETS")
+            )
+        except ValueError:
+            raise QueryError("INVALID_PARAMS", (sub, text), "Invalid message reference") from None
+    return Query(sub, target, tuple(selectors), limit)
+
+
+# -- answering ---------------------------------------------------------------------------------
+
+
+def _room_of(conn: Any, query: Query) -> str | None:
+    """The room key of a ``#room`` target the user may read, None for a nick target;
+    raises QueryError for anything else."""
+    target = query.target
+    refused = QueryError(
+        "INVALID_TARGET", (query.subcommand, target), "Messages could not be retrieved"
+    )
+    if is_channel(target):
+        key = room_of(target)
+        room = conn.service.rooms.get(key) if key is not None else None
+        user = conn.user
+        if room is None or user is None or user not in room.members:
+            raise refused
+        return room.name
+    if target == "*" or is_valid_nick(target):
+        return None
+    raise refused
+
+
+def _resolve(conn: Any, room: str, query: Query, selector: Selector) -> Deferred:
+    """Fire with the selector's timestamp (None for '*'), or fail with QueryError."""
+    if selector.kind != "msgid":
+        return succeed(selector.ts)
+
+    def found(message: Any) -> float:
+        if message is None or message.room != room:
+            raise QueryError(
+                "INVALID_PARAMS",
+                (query.subcommand, f"msgid={selector.msgid}"),
+                "Unknown message id",
+            )
+        return float(message.ts)
+
+    return conn.service.history_find(selector.msgid).addCallback(found)
+
+
+def fetch_room(conn: Any, room: str, query: Query) -> Deferred:
+    """Fire with the query's messages of ``room`` in ascending time order."""
+    service = conn.service
+    sub, limit = query.subcommand, query.limit
+    if sub == "BETWEEN":
+        d = _resolve(conn, room, query, query.selectors[0])
+
+        def second(first: float) -> Deferred:
+            return _resolve(conn, room, query, query.selectors[1]).addCallback(
+                lambda end: (first, end)
+            )
+
+        def between(bounds: tuple[float, float]) -> Deferred:
+            start, end = bounds
+            if start <= end:
+                return service.history_between(room, start, end, limit)
+            # Backwards in time: the newest messages before ``start`` that are after ``end``.
+            return service.history_before(room, start, limit).addCallback(
+                lambda messages: [m for m in messages if m.ts > end]
+            )
+
+        return d.addCallback(second).addCallback(between)
+
+    def run(ts: float | None) -> Deferred:
+        if sub == "LATEST":
+            d = service.history_latest(room, limit)
+            if ts is not None:
+                # The newest ``limit`` after ts are among the newest ``limit`` overall.
+                d.addCallback(lambda messages: [m for m in messages if m.ts > ts])
+            return d
+        assert ts is not None
+        if sub == "BEFORE":
+            return service.history_before(room, ts, limit)
+        if sub == "AFTER":
+            return service.history_after(room, ts, limit)
+        return service.history_around(room, ts, limit)
+
+    return _resolve(conn, room, query, query.selectors[0]).addCallback(run)
+
+
+def _fail(conn: Any, err: QueryError) -> None:
+    conn.fail("CHATHISTORY", err.code, *err.context, description=err.description)
+
+
+@command("CHATHISTORY")
+def chathistory(conn: Any, msg: Any) -> Deferred | None:
+    try:
+        query = parse_query(tuple(msg.params))
+        if query.subcommand == "TARGETS":
+            return _targets(conn, query)
+        room = _room_of(conn, query)
+    except QueryError as err:
+        _fail(conn, err)
+        return None
+    if room is None:
+        _reply_messages(conn, query.target, [])
+        return None
+    d = fetch_room(conn, room, query)
+    d.addCallback(lambda messages: _reply_messages(conn, query.target, messages))
+    d.addErrback(_failed, conn, query)
+    return d
+
+
+def _reply_messages(conn: Any, target: str, messages: list[Any]) -> None:
+    batch = conn.start_batch("chathistory", target)
+    conn.queue_history(messages, batch)
+    if batch is not None:
+        conn.end_batch(batch)
+
+
+def _failed(failure: Any, conn: Any, query: Query) -> None:
+    if failure.check(QueryError):
+        _fail(conn, failure.value)
+        return
+    if not failure.check(ChatError):
+        log.failure("CHATHISTORY {sub}", failure, sub=query.subcommand)
+    context = (query.subcommand, query.target) if query.target else (query.subcommand,)
+    _fail(conn, QueryError("MESSAGE_ERROR", context, "Messages could not be retrieved"))
+
+
+def _targets(conn: Any, query: Query) -> Deferred:
+    a, b = (s.ts for s in query.selectors)
+    assert a is not None and b is not None
+    start, end = min(a, b), max(a, b)
+    d = conn.service.history_targets(conn.core, start, end, query.limit)
+
+    def reply(rows: list[tuple[str, float]]) -> None:
+        batch = conn.start_batch("draft/chathistory-targets")
+        tags = {"batch": batch} if batch is not None else None
+        for room, ts in rows:
+            conn.send("CHATHISTORY", "TARGETS", channel_name(room), format_timestamp(ts), tags=tags)
+        if batch is not None:
+            conn.end_batch(batch)
+
+    d.addCallback(reply)
+    d.addErrback(_failed, conn, query)
+    return d

@@ -1,0 +1,235 @@
+"""PRIVMSG, NOTICE and TAGMSG; AWAY and SETNAME.
+
+A ``\\x01ACTION …\\x01`` CTCP becomes the core's ``action`` kind (and is written back as
+one); other CTCP passes through as text.  PRIVMSG to a pseudo-user (NickServ…) goes to its
+handler in :data:`protocols.irc.services_registry.SERVICES` instead of the core.  Errors for
+NOTICE are never answered (RFC 1459: no automatic reply to a notice).
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred, DeferredList
+
+from chatserver.core.errors import CannotSend, ChatError
+from chatserver.core.events import MessageKind
+from chatserver.core.names import casefold
+from protocols.irc import caps
+from protocols.irc import numerics as n
+from protocols.irc.channels import channel_name, is_channel, room_of
+from protocols.irc.commands import command
+from protocols.irc.connection import IrcConnection
+from protocols.irc.handlers.registration import MAX_TARGETS
+from protocols.irc.message import format_tags
+from protocols.irc.render import server_time
+
+if TYPE_CHECKING:
+    from protocols.irc.message import IrcMessage
+
+ACTION_START = "\x01ACTION"
+STATUS_PREFIXES = {"@": "op", "+": "voice"}
+# Client-only tags a client may send, in bytes (message-tags specification).
+MAX_CLIENT_TAG_BYTES = 4094
+
+
+def client_tags(conn: IrcConnection, msg: IrcMessage) -> dict[str, str]:
+    """The ``+tags`` of a client message, when the client negotiated message-tags."""
+    if not conn.cap_bits & caps.MESSAGE_TAGS or not msg.tags:
+        return {}
+    tags = {k: v for k, v in msg.tags.items() if k.startswith("+")}
+    if tags and len(format_tags(tags).encode()) > MAX_CLIENT_TAG_BYTES:
+        return {}
+    return tags
+
+
+def split_status(target: str) -> tuple[str | None, str]:
+    """``@#room`` -> ("op", "#room"); the lowest of several prefixes counts (``@+#r``: voice)."""
+    status = None
+    while len(target) > 1 and target[0] in STATUS_PREFIXES and is_channel(target.lstrip("@+")):
+        found = STATUS_PREFIXES[target[0]]
+        if status is None or found == "voice":
+            status = found
+        target = target[1:]
+    return status, target
+
+
+def decode_ctcp_action(text: str) -> tuple[MessageKind, str] | None:
+    """("action", body) for ``\\x01ACTION body\\x01``; None for anything else."""
+    if not text.startswith(ACTION_START):
+        return None
+    rest = text[len(ACTION_START) :]
+    if rest and rest[0] != " " and rest != "\x01":
+        return None
+    body = rest[1:] if rest.startswith(" ") else ""
+    if body.endswith("\x01"):
+        body = body[:-1]
+    return "action", body
+
+
+def _say(conn: IrcConnection, msg: IrcMessage, notice: bool) -> Deferred[Any] | None:
+    assert conn.core is not None
+    name = msg.command
+    if not msg.params or not msg.params[0]:
+        if not notice:
+            conn.reply(n.ERR_NORECIPIENT, f"No recipient given ({name})")
+        return None
+    if len(msg.params) < 2 or not msg.params[1]:
+        if not notice:
+            conn.reply(n.ERR_NOTEXTTOSEND, "No text to send")
+        return None
+    targets = [t for t in msg.params[0].split(",") if t]
+    if len(targets) > MAX_TARGETS:
+        if not notice:
+            conn.reply(
+                n.ERR_TOOMANYTARGETS, msg.params[0], f"Too many targets (at most {MAX_TARGETS})"
+            )
+        return None
+    text = msg.params[1]
+    kind: MessageKind = "notice" if notice else "privmsg"
+    if not notice:
+        action = decode_ctcp_action(text)
+        if action is not None:
+            kind, text = action
+            if not text:
+                return None
+    tags = tuple(client_tags(conn, msg).items())
+    pending: list[Deferred[Any]] = []
+    for raw_target in targets:
+        status, target = split_status(raw_target)
+        try:
+            if is_channel(target):
+                room = room_of(target)
+                if room is None:
+                    if not notice:
+                        conn.reply(n.ERR_NOSUCHCHANNEL, target, "No such channel")
+                    continue
+                conn.service.say(
+                    conn.core, text=text, room=room, kind=kind, tags=tags, status=status
+                )
+                continue
+            handler = conn.services.get(casefold(target))
+            if handler is not None:
+                if notice:
+                    continue  # services never answer notices
+                d = handler(conn, text)
+                if isinstance(d, Deferred):
+                    pending.append(d)
+                continue
+            conn.service.say(conn.core, text=text, nick=target, kind=kind, tags=tags)
+            if not notice:
+                recipient = conn.service.find_user(target)
+                if recipient is not None and recipient.away and recipient is not conn.user:
+                    conn.reply(n.RPL_AWAY, recipient.nick, recipient.away)
+        except ChatError as err:
+            if not notice:
+                conn.reply_error(err, name, target)
+    if pending:
+        return DeferredList(pending, consumeErrors=True).addCallback(lambda _: None)
+    return None
+
+
+@command("PRIVMSG")
+def privmsg(conn: IrcConnection, msg: IrcMessage) -> Deferred[Any] | None:
+    return _say(conn, msg, notice=False)
+
+
+@command("NOTICE")
+def notice(conn: IrcConnection, msg: IrcMessage) -> Deferred[Any] | None:
+    return _say(conn, msg, notice=True)
+
+
+# -- TAGMSG ------------------------------------------------------------------------------------
+
+
+@command("TAGMSG", min_params=1)
+def tagmsg(conn: IrcConnection, msg: IrcMessage) -> None:
+    """Relay client-only tags (typing notices, reactions) to those who have message-tags.
+
+    TAGMSG carries no text, so it does not go through the core's messages (nor history):
+    it is delivered here to the IRC connections of the target's members.
+    """
+    assert conn.core is not None and conn.user is not None
+    tags = client_tags(conn, msg)
+    if not tags:
+        return
+    user = conn.user
+    for raw_target in msg.params[0].split(",")[:MAX_TARGETS]:
+        status, target = split_status(raw_target)
+        if is_channel(target):
+            key = room_of(target)
+            room = conn.service.get_room(key) if key is not None else None
+            if room is None:
+                conn.reply(n.ERR_NOSUCHCHANNEL, target, "No such channel")
+                continue
+            member = room.members.get(user)
+            if member is None:
+                conn.reply_error(CannotSend(room.name, "you are not in the room"), "TAGMSG")
+                continue
+            voiced = member.has("voice")
+            if "moderated" in room.flags and not voiced:
+                conn.reply_error(CannotSend(room.name, "the room is moderated"), "TAGMSG")
+                continue
+            if not voiced and room.is_banned(user.who()):
+                conn.reply_error(CannotSend(room.name, "you are banned from this room"), "TAGMSG")
+                continue
+            shown = (("@" if status == "op" else "+") if status else "") + channel_name(room.name)
+            clients = [c for u, m in room.members.items() if m.has(status) for c in u.clients()]
+        else:
+            other = conn.service.find_user(target)
+            if other is None:
+                conn.reply(n.ERR_NOSUCHNICK, target, "No such nick/channel")
+                continue
+            shown = other.nick
+            clients = list(other.clients())
+            if other is not user:
+                clients.extend(user.clients())
+        who = user.who()
+        msgid = secrets.token_hex(8)
+        now = conn.service.clock.seconds()
+        variants: dict[int, bytes] = {}
+        for client in clients:
+            if not isinstance(client, IrcConnection) or not client.cap_bits & caps.MESSAGE_TAGS:
+                continue
+            if client is conn and not conn.cap_bits & caps.ECHO_MESSAGE:
+                continue
+            bits = client.cap_bits & (caps.SERVER_TIME | caps.ACCOUNT_TAG)
+            data = variants.get(bits)
+            if data is None:
+                line_tags = dict(tags)
+                line_tags["msgid"] = msgid
+                if bits & caps.SERVER_TIME:
+                    line_tags["time"] = server_time(now)
+                if bits & caps.ACCOUNT_TAG and who.account:
+                    line_tags["account"] = who.account
+                if who.bot:
+                    line_tags["bot"] = ""
+                data = f"@{format_tags(line_tags)} :{who.mask} TAGMSG {shown}\r\n".encode()
+                variants[bits] = data
+            client.emit(data)
+
+
+# -- AWAY / SETNAME ----------------------------------------------------------------------------
+
+
+@command("AWAY")
+def away(conn: IrcConnection, msg: IrcMessage) -> None:
+    assert conn.core is not None
+    text = msg.params[0] if msg.params else ""
+    conn.service.set_away(conn.core, text or None)
+    if text:
+        conn.reply(n.RPL_NOWAWAY, "You have been marked as being away")
+    else:
+        conn.reply(n.RPL_UNAWAY, "You are no longer marked as being away")
+
+
+@command("SETNAME", min_params=1)
+def setname(conn: IrcConnection, msg: IrcMessage) -> None:
+    assert conn.core is not None
+    realname = msg.params[0]
+    if not realname or len(realname) > conn.service.settings.realname_max:
+        conn.fail("SETNAME", "INVALID_REALNAME", description="Realname is not valid")
+        return
+    # The change comes back to this client as a SETNAME line (with the setname capability).
+    conn.service.set_realname(conn.core, realname)

@@ -1,0 +1,370 @@
+"""Connection registration: PASS, NICK, USER, CAP, AUTHENTICATE, QUIT, PING, PONG; the
+welcome burst (001-005, LUSERS, MOTD); LUSERS and MOTD on request.
+
+Registration completes when the client has given NICK and USER and is not negotiating
+capabilities (CAP LS/REQ hold it until CAP END).
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from chatserver.core.errors import BadName, NickInUse
+from chatserver.core.names import NICK_MAX, ROOM_MAX, is_valid_nick
+from protocols.irc import caps, sasl
+from protocols.irc import numerics as n
+from protocols.irc.channels import channel_name, send_names, send_topic
+from protocols.irc.commands import COMMANDS, command
+from protocols.irc.modes import CHANMODES_TOKEN, CHANNEL_LETTERS, USER_LETTERS, user_mode_string
+from protocols.irc.services_registry import is_service_nick
+
+if TYPE_CHECKING:
+    from protocols.irc.connection import IrcConnection
+    from protocols.irc.message import IrcMessage
+
+log = Logger()
+
+MAX_TARGETS = 4
+MODES_PER_LINE = 4
+USERLEN = 16
+_IDENT_RE = re.compile(r"[^A-Za-z0-9._-]")
+# 005 tokens per line (the Modern docs suggest at most 13, and ending with the text).
+ISUPPORT_PER_LINE = 13
+
+# Extra ISUPPORT tokens from other modules: name -> value (or a function of the connection
+# giving it; None leaves the token out).
+EXTRA_ISUPPORT: dict[str, str | Callable[[IrcConnection], str | None]] = {}
+
+
+# -- registration ------------------------------------------------------------------------------
+
+
+@command("PASS", min_params=1, pre_registration=True)
+def pass_(conn: IrcConnection, msg: IrcMessage) -> None:
+    if conn.registered:
+        conn.reply(n.ERR_ALREADYREGISTERED, "You may not reregister")
+        return
+    # No server password is configured; the value is kept only so it never reaches logs.
+    conn.password = msg.params[0]
+
+
+@command("NICK", pre_registration=True)
+def nick(conn: IrcConnection, msg: IrcMessage) -> None:
+    if not msg.params or not msg.params[0]:
+        conn.reply(n.ERR_NONICKNAMEGIVEN, "No nickname given")
+        return
+    wanted = msg.params[0]
+    if is_service_nick(wanted):
+        conn.reply(n.ERR_ERRONEUSNICKNAME, wanted, "Nickname is reserved for services")
+        return
+    if not is_valid_nick(wanted):
+        conn.reply(n.ERR_ERRONEUSNICKNAME, wanted, "Erroneous nickname")
+        return
+    if conn.registered:
+        assert conn.core is not None
+        try:
+            conn.service.rename(conn.core, wanted)
+        except NickInUse:
+            conn.reply(n.ERR_NICKNAMEINUSE, wanted, "Nickname is already in use")
+        except BadName:
+            conn.reply(n.ERR_ERRONEUSNICKNAME, wanted, "Erroneous nickname")
+        return
+    holder = conn.service.find_user(wanted)
+    # A connection logged in by SASL joins its account's user whatever nick it asks for.
+    if holder is not None and (conn.core is None or conn.core.account is None):
+        conn.reply(n.ERR_NICKNAMEINUSE, wanted, "Nickname is already in use")
+        return
+    conn.pending_nick = wanted
+    try_register(conn)
+
+
+@command("USER", min_params=4, pre_registration=True)
+def user(conn: IrcConnection, msg: IrcMessage) -> None:
+    if conn.registered:
+        conn.reply(n.ERR_ALREADYREGISTERED, "You may not reregister")
+        return
+    ident = _IDENT_RE.sub("", msg.params[0])[:USERLEN]
+    if not msg.params[0]:
+        conn.reply(n.ERR_NEEDMOREPARAMS, "USER", "Not enough parameters")
+        return
+    conn.ident = ident or "user"
+    conn.realname = msg.params[3]
+    try_register(conn)
+
+
+def try_register(conn: IrcConnection) -> None:
+    """Finish registration if everything it needs is there."""
+    if conn.registered or conn.closing or conn.core is None:
+        return
+    if conn.cap_negotiating or conn.pending_nick is None or conn.ident is None:
+        return
+    if conn.sasl is not None:
+        sasl.abort(conn)
+    wanted = conn.pending_nick
+    # Notices the core sends on claiming a nick (nick enforcement) follow the welcome burst.
+    conn.hold_events()
+    try:
+        try:
+            user = conn.service.claim_nick(
+                conn.core, wanted, ident=conn.ident, realname=conn.realname
+            )
+        except NickInUse:
+            conn.pending_nick = None
+            conn.reply(n.ERR_NICKNAMEINUSE, wanted, "Nickname is already in use")
+            return
+        except BadName:
+            conn.pending_nick = None
+            conn.reply(n.ERR_ERRONEUSNICKNAME, wanted, "Erroneous nickname")
+            return
+        conn.registered = True
+        conn.registration_done()
+        log.info("irc connection {id} registered as {nick}", id=conn.core.id, nick=user.nick)
+        welcome(conn)
+        # Attached to a user already online (same account elsewhere): show its rooms.
+        for room in list(user.rooms.values()):
+            conn.send("JOIN", channel_name(room.name), source=user.who().mask)
+            send_topic(conn, room, quiet_if_none=True)
+            send_names(conn, room)
+    finally:
+        conn.release_events()
+
+
+def welcome(conn: IrcConnection) -> None:
+    user = conn.user
+    assert user is not None
+    server = conn.server
+    me = conn.server_name
+    created = datetime.datetime.fromtimestamp(conn.factory.created_at, datetime.UTC)
+    conn.reply(n.RPL_WELCOME, f"Welcome to the {server.network} IRC Network {user.who().mask}")
+    conn.reply(n.RPL_YOURHOST, f"Your host is {me}, running version {conn.factory.version}")
+    conn.reply(n.RPL_CREATED, f"This server was created {created:%Y-%m-%d %H:%M:%S} UTC")
+    user_modes = "".join(sorted(USER_LETTERS.values(), key=str.lower))
+    chan_modes = "".join(sorted(CHANNEL_LETTERS.values(), key=str.lower))
+    conn.reply(n.RPL_MYINFO, me, conn.factory.version, user_modes, chan_modes, "Ibklov")
+    send_isupport(conn)
+    send_lusers(conn)
+    send_motd(conn)
+    if user.modes:
+        conn.reply(n.RPL_UMODEIS, user_mode_string(user.modes))
+
+
+def isupport_tokens(conn: IrcConnection) -> list[str]:
+    """The 005 tokens, reflecting the commands that exist now."""
+    settings = conn.service.settings
+    targmax = f"JOIN:,KICK:4,LIST:,NAMES:,NOTICE:{MAX_TARGETS},PART:,PRIVMSG:{MAX_TARGETS},TAGMSG:{MAX_TARGETS},WHOIS:1"
+    tokens: dict[str, str | None] = {
+        "AWAYLEN": str(settings.away_max),
+        "BOT": "B",
+        "CASEMAPPING": "ascii",
+        "CHANLIMIT": f"#:{settings.max_rooms_per_user}",
+        "CHANMODES": CHANMODES_TOKEN,
+        "CHANNELLEN": str(ROOM_MAX + 1),
+        "CHANTYPES": "#",
+        "ELIST": "CMNTU",
+        "HOSTLEN": "64",
+        "INVEX": "I",
+        "KICKLEN": str(settings.kick_reason_max),
+        "MAXLIST": "bI:100",
+        "MAXTARGETS": str(MAX_TARGETS),
+        "MODES": str(MODES_PER_LINE),
+        "NETWORK": conn.server.network,
+        "NICKLEN": str(NICK_MAX),
+        "PREFIX": "(ov)@+",
+        "SAFELIST": "",
+        "STATUSMSG": "@+",
+        "TARGMAX": targmax,
+        "TOPICLEN": str(settings.topic_max),
+        "USERLEN": str(USERLEN),
+        "UTF8ONLY": "",
+    }
+    if "CHATHISTORY" in COMMANDS:
+        tokens["CHATHISTORY"] = "100"
+        tokens["MSGREFTYPES"] = "msgid,timestamp"
+    if "MONITOR" in COMMANDS:
+        tokens["MONITOR"] = "100"
+    if "WHO" in COMMANDS:
+        tokens["WHOX"] = ""
+    for name, value in EXTRA_ISUPPORT.items():
+        tokens[name] = value(conn) if callable(value) else value
+    return [f"{k}={v}" if v else k for k, v in sorted(tokens.items()) if v is not None]
+
+
+def send_isupport(conn: IrcConnection) -> None:
+    tokens = isupport_tokens(conn)
+    for start in range(0, len(tokens), ISUPPORT_PER_LINE):
+        chunk = tokens[start : start + ISUPPORT_PER_LINE]
+        conn.reply(n.RPL_ISUPPORT, *chunk, "are supported by this server")
+
+
+def send_lusers(conn: IrcConnection) -> None:
+    service = conn.service
+    users = list(service.users)
+    invisible = sum(1 for u in users if "invisible" in u.modes)
+    opers = sum(1 for u in users if "oper" in u.modes)
+    total = len(users)
+    peak = max(service.max_users_seen, total)
+    conn.reply(
+        n.RPL_LUSERCLIENT,
+        f"There are {total - invisible} users and {invisible} invisible on 1 servers",
+    )
+    conn.reply(n.RPL_LUSEROP, str(opers), "operator(s) online")
+    conn.reply(n.RPL_LUSERUNKNOWN, str(conn.factory.unregistered_count()), "unknown connection(s)")
+    conn.reply(n.RPL_LUSERCHANNELS, str(len(service.rooms)), "channels formed")
+    conn.reply(n.RPL_LUSERME, f"I have {total} clients and 0 servers")
+    conn.reply(n.RPL_LOCALUSERS, str(total), str(peak), f"Current local users {total}, max {peak}")
+    conn.reply(
+        n.RPL_GLOBALUSERS, str(total), str(peak), f"Current global users {total}, max {peak}"
+    )
+
+
+def send_motd(conn: IrcConnection) -> None:
+    lines = conn.factory.motd_lines
+    if lines is None:
+        conn.reply(n.ERR_NOMOTD, "MOTD File is missing")
+        return
+    conn.reply(n.RPL_MOTDSTART, f"- {conn.server_name} Message of the day - ")
+    for text in lines:
+        conn.reply(n.RPL_MOTD, f"- {text}")
+    conn.reply(n.RPL_ENDOFMOTD, "End of /MOTD command.")
+
+
+@command("LUSERS")
+def lusers(conn: IrcConnection, msg: IrcMessage) -> None:
+    send_lusers(conn)
+
+
+@command("MOTD")
+def motd(conn: IrcConnection, msg: IrcMessage) -> None:
+    send_motd(conn)
+
+
+# -- capabilities ------------------------------------------------------------------------------
+
+
+@command("CAP", min_params=1, pre_registration=True)
+def cap(conn: IrcConnection, msg: IrcMessage) -> None:
+    sub = msg.params[0].upper()
+    handler = _CAP_SUBCOMMANDS.get(sub)
+    if handler is None:
+        conn.reply(n.ERR_INVALIDCAPCMD, msg.params[0], "Invalid CAP command")
+        return
+    handler(conn, msg)
+
+
+def _cap_target(conn: IrcConnection) -> str:
+    return conn.nick
+
+
+def _cap_ls(conn: IrcConnection, msg: IrcMessage) -> None:
+    if not conn.registered:
+        conn.cap_negotiating = True
+    version = msg.params[1] if len(msg.params) > 1 else ""
+    if version.isdigit():
+        conn.cap_version = max(conn.cap_version, int(version))
+    if conn.cap_version >= 302 and "cap-notify" not in conn.caps:
+        # CAP LS 302 turns cap-notify on implicitly.
+        conn.set_caps(conn.caps | {"cap-notify"})
+    tokens = caps.ls_tokens(conn, conn.cap_version)
+    _send_cap_list(conn, "LS", tokens)
+
+
+def _send_cap_list(conn: IrcConnection, sub: str, tokens: list[str]) -> None:
+    target = _cap_target(conn)
+    head = len(f":{conn.server_name} CAP {target} {sub} * :") + 2
+    budget = 510 - head
+    lines: list[list[str]] = [[]]
+    used = 0
+    for token in tokens:
+        size = len(token.encode()) + (1 if lines[-1] else 0)
+        if lines[-1] and used + size > budget:
+            lines.append([])
+            used = 0
+            size = len(token.encode())
+        lines[-1].append(token)
+        used += size
+    # Only 3.2 clients understand the continuation marker; others get everything on one line.
+    if conn.cap_version < 302 and len(lines) > 1:
+        lines = [[t for chunk in lines for t in chunk]]
+    for index, chunk in enumerate(lines):
+        more = index < len(lines) - 1
+        params = [target, sub] + (["*"] if more else []) + [" ".join(chunk)]
+        # COMPAT: some clients (older HexChat, naive bots) expect the list after " :".
+        conn.send("CAP", *params, force_trailing=True)
+
+
+def _cap_list(conn: IrcConnection, msg: IrcMessage) -> None:
+    _send_cap_list(conn, "LIST", sorted(conn.caps))
+
+
+def _cap_req(conn: IrcConnection, msg: IrcMessage) -> None:
+    if not conn.registered:
+        conn.cap_negotiating = True
+    text = msg.params[1] if len(msg.params) > 1 else ""
+    wanted = text.split()
+    enabled = set(conn.caps)
+    ok = bool(wanted)
+    for token in wanted:
+        name = token[1:] if token.startswith("-") else token
+        if not caps.is_offered(name):
+            ok = False
+            break
+        if token.startswith("-"):
+            enabled.discard(name)
+        else:
+            enabled.add(name)
+    target = _cap_target(conn)
+    if not ok:
+        conn.send("CAP", target, "NAK", text, force_trailing=True)
+        return
+    conn.set_caps(enabled)
+    conn.send("CAP", target, "ACK", text, force_trailing=True)
+
+
+def _cap_end(conn: IrcConnection, msg: IrcMessage) -> None:
+    if conn.registered:
+        return
+    conn.cap_negotiating = False
+    try_register(conn)
+
+
+_CAP_SUBCOMMANDS: dict[str, Callable[[IrcConnection, IrcMessage], None]] = {
+    "LS": _cap_ls,
+    "LIST": _cap_list,
+    "REQ": _cap_req,
+    "END": _cap_end,
+}
+
+
+# -- SASL --------------------------------------------------------------------------------------
+
+
+@command("AUTHENTICATE", min_params=1, pre_registration=True)
+def authenticate(conn: IrcConnection, msg: IrcMessage) -> Deferred[None] | None:
+    return sasl.authenticate(conn, msg.params[0])
+
+
+# -- keeping alive and leaving -----------------------------------------------------------------
+
+
+@command("PING", min_params=1, pre_registration=True)
+def ping(conn: IrcConnection, msg: IrcMessage) -> None:
+    conn.send("PONG", conn.server_name, msg.params[0])
+
+
+@command("PONG", pre_registration=True)
+def pong(conn: IrcConnection, msg: IrcMessage) -> None:
+    # Any input proves the client alive (the connection noted the time); nothing to answer.
+    return None
+
+
+@command("QUIT", pre_registration=True)
+def quit_(conn: IrcConnection, msg: IrcMessage) -> None:
+    text = msg.params[0] if msg.params else ""
+    reason = f"Quit: {text}" if text else "Quit"
+    conn.quit(reason)

@@ -1,0 +1,319 @@
+"""NickServ and ChanServ: pseudo-users that answer PRIVMSG (and the NS / CS commands).
+
+They hold no state of their own: every command is a call to the chat service, so an account
+registered here is the same account that SASL, XMPP and line chat log in to, and nick
+enforcement is the core's.  Replies are NOTICEs from the pseudo-user.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.logger import Logger
+
+from chatserver.core.errors import ChatError
+from chatserver.core.events import ModeItem, Who
+from chatserver.core.names import casefold, is_valid_room
+from protocols.irc.commands import command
+from protocols.irc.services_registry import service
+
+log = Logger()
+
+
+@dataclass(frozen=True, slots=True)
+class PseudoUser:
+    nick: str
+    realname: str
+
+    @property
+    def ident(self) -> str:
+        return self.nick
+
+    def host(self, conn: Any) -> str:
+        return str(conn.server_name)
+
+    def who(self, conn: Any) -> Who:
+        return Who(nick=self.nick, ident=self.ident, host=self.host(conn), realname=self.realname)
+
+    def source(self, conn: Any) -> str:
+        return f"{self.nick}!{self.ident}@{self.host(conn)}"
+
+
+NICKSERV = PseudoUser("NickServ", "Nickname services")
+CHANSERV = PseudoUser("ChanServ", "Channel services")
+PSEUDO_USERS: dict[str, PseudoUser] = {casefold(p.nick): p for p in (NICKSERV, CHANSERV)}
+
+Reply = Callable[[str], None]
+# handler(conn, args, reply) -> None | Deferred; raising ChatError (or failing with it)
+# becomes a reply with the reason.
+SubHandler = Callable[[Any, list[str], Reply], "Deferred[Any] | None"]
+
+
+class Usage(Exception):
+    """Wrong arguments: the reply is the command's syntax."""
+
+
+def _notice_from(pseudo: PseudoUser) -> Callable[[Any], Reply]:
+    def bind(conn: Any) -> Reply:
+        def reply(text: str) -> None:
+            conn.send("NOTICE", conn.nick, text, source=pseudo.source(conn))
+
+        return reply
+
+    return bind
+
+
+def _run(
+    conn: Any,
+    pseudo: PseudoUser,
+    table: dict[str, tuple[SubHandler, str]],
+    text: str,
+) -> Deferred[Any] | None:
+    """Run the subcommand in ``text``; errors become NOTICEs from ``pseudo``."""
+    reply = _notice_from(pseudo)(conn)
+    words = text.split()
+    if not words or words[0].upper() == "HELP":
+        reply(f"{pseudo.nick} commands:")
+        for name in sorted(table):
+            reply(f"  {name} {table[name][1]}".rstrip())
+        return None
+    name = words[0].upper()
+    entry = table.get(name)
+    if entry is None:
+        reply(f'Unknown command {words[0]}. Try "/msg {pseudo.nick} HELP".')
+        return None
+    handler, syntax = entry
+
+    def failed(failure: Any) -> None:
+        if failure.check(Usage):
+            reply(f"Syntax: {name} {syntax}")
+        elif failure.check(ChatError):
+            reply(f"{name} failed: {failure.value}")
+        else:
+            log.failure("{service} {command}", failure, service=pseudo.nick, command=name)
+            reply(f"{name} failed: internal error")
+
+    d = maybeDeferred(handler, conn, words[1:], reply)
+    d.addErrback(failed)
+    # A fired Deferred has done its replies: nothing to keep the reply buffer open for.
+    return d if not d.called else None
+
+
+def _need(args: list[str], low: int, high: int | None = None) -> None:
+    if len(args) < low or (high is not None and len(args) > high):
+        raise Usage()
+
+
+def _date(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _account_of(conn: Any) -> str | None:
+    user = conn.core.user
+    return user.account if user is not None else None
+
+
+# -- NickServ ----------------------------------------------------------------------------------
+
+
+def ns_register(conn: Any, args: list[str], reply: Reply) -> Deferred[Any]:
+    _need(args, 1, 2)
+    email = args[1] if len(args) > 1 else None
+    d = conn.service.register(conn.core, args[0], email)
+    d.addCallback(lambda record: reply(f"Account {record.name} registered; you are now logged in."))
+    return d
+
+
+def ns_identify(conn: Any, args: list[str], reply: Reply) -> Deferred[Any]:
+    _need(args, 1, 2)
+    account, password = (args[0], args[1]) if len(args) == 2 else (None, args[0])
+    d = conn.service.identify(conn.core, password, account)
+    d.addCallback(lambda _: reply(f"You are now logged in as {_account_of(conn)}."))
+    return d
+
+
+def ns_logout(conn: Any, args: list[str], reply: Reply) -> None:
+    _need(args, 0, 0)
+    account = _account_of(conn)
+    conn.service.logout(conn.core)
+    reply(f"You are now logged out of {account}.")
+
+
+def ns_drop(conn: Any, args: list[str], reply: Reply) -> Deferred[Any]:
+    _need(args, 1, 1)
+    account = _account_of(conn)
+    d = conn.service.drop(conn.core, args[0])
+    d.addCallback(lambda _: reply(f"Account {account} has been dropped."))
+    return d
+
+
+def ns_info(conn: Any, args: list[str], reply: Reply) -> Deferred[Any]:
+    _need(args, 0, 1)
+    name = args[0] if args else (_account_of(conn) or conn.nick)
+
+    def show(record: Any) -> None:
+        if record is None:
+            reply(f"{name} is not registered.")
+            return
+        reply(f"Information on {record.name}:")
+        reply(f"Registered: {_date(record.created_at)}")
+        holder = conn.service.find_user(record.name)
+        online = [
+            u.nick
+            for u in ([holder] if holder is not None else [])
+            if u.account is not None and casefold(u.account) == casefold(record.name)
+        ]
+        reply("Logged in now as: " + online[0] if online else "Not logged in now.")
+        if record.email and casefold(_account_of(conn) or "") == casefold(record.name):
+            reply(f"Email: {record.email}")
+
+    return conn.service.accounts.get(name).addCallback(show)
+
+
+def ns_set(conn: Any, args: list[str], reply: Reply) -> Deferred[Any]:
+    if not args or args[0].upper() != "PASSWORD" or len(args) != 3:
+        raise Usage()
+    d = conn.service.change_password(conn.core, args[1], args[2])
+    d.addCallback(lambda _: reply("Your password has been changed."))
+    return d
+
+
+def _claim(conn: Any, args: list[str], reply: Reply, regain: bool) -> Deferred[Any]:
+    _need(args, 1, 2)
+    nick = args[0]
+    if casefold(nick) == casefold(conn.nick):
+        raise ChatError("that is your own nick")
+    if len(args) == 2 and casefold(_account_of(conn) or "") != casefold(nick):
+        d = conn.service.identify(conn.core, args[1], nick)
+    else:
+        d = maybeDeferred(lambda: None)
+
+    def release(_: Any) -> None:
+        account = _account_of(conn)
+        if account is None or casefold(account) != casefold(nick):
+            raise ChatError(f"log in to the account {nick} first (or give its password)")
+        if not conn.service.release_nick(nick, account):
+            raise ChatError(f"{nick} is already yours")
+        if regain:
+            conn.service.rename(conn.core, nick)
+            reply(f"You have regained {nick}.")
+        else:
+            reply(f"{nick} has been released.")
+
+    return d.addCallback(release)
+
+
+def ns_ghost(conn: Any, args: list[str], reply: Reply) -> Deferred[Any]:
+    return _claim(conn, args, reply, regain=False)
+
+
+def ns_regain(conn: Any, args: list[str], reply: Reply) -> Deferred[Any]:
+    return _claim(conn, args, reply, regain=True)
+
+
+NICKSERV_COMMANDS: dict[str, tuple[SubHandler, str]] = {
+    "REGISTER": (ns_register, "<password> [email]"),
+    "IDENTIFY": (ns_identify, "[account] <password>"),
+    "LOGOUT": (ns_logout, ""),
+    "DROP": (ns_drop, "<password>"),
+    "INFO": (ns_info, "[account]"),
+    "SET": (ns_set, "PASSWORD <current password> <new password>"),
+    "GHOST": (ns_ghost, "<nick> [password]"),
+    "REGAIN": (ns_regain, "<nick> [password]"),
+}
+
+
+@service("NickServ")
+def nickserv(conn: Any, text: str) -> Deferred[Any] | None:
+    return _run(conn, NICKSERV, NICKSERV_COMMANDS, text)
+
+
+# -- ChanServ ----------------------------------------------------------------------------------
+
+
+def _room_arg(text: str) -> str:
+    name = text[1:] if text.startswith("#") else text
+    if not is_valid_room(name):
+        raise ChatError(f"{text} is not a valid room name")
+    return name
+
+
+def cs_register(conn: Any, args: list[str], reply: Reply) -> Deferred[Any]:
+    _need(args, 1, 1)
+    room = _room_arg(args[0])
+    d = conn.service.register_room(conn.core, room)
+    d.addCallback(lambda _: reply(f"#{casefold(room)} is now registered to {_account_of(conn)}."))
+    return d
+
+
+def cs_drop(conn: Any, args: list[str], reply: Reply) -> Deferred[Any]:
+    _need(args, 1, 1)
+    room = _room_arg(args[0])
+    d = conn.service.drop_room(conn.core, room)
+    d.addCallback(lambda _: reply(f"#{casefold(room)} is no longer registered."))
+    return d
+
+
+def cs_info(conn: Any, args: list[str], reply: Reply) -> None:
+    _need(args, 1, 1)
+    room = conn.service.get_room(_room_arg(args[0]))
+    if room is None or not room.registered:
+        reply(f"{args[0]} is not registered.")
+        return
+    reply(f"Information on #{room.name}:")
+    reply(f"Owner: {room.owner}")
+    reply(f"Registered: {_date(room.created_at)}")
+
+
+def _modes(mode: str, adding: bool, default_self: bool) -> SubHandler:
+    def handler(conn: Any, args: list[str], reply: Reply) -> None:
+        _need(args, 1 if default_self else 2, 2)
+        room = _room_arg(args[0])
+        arg = args[1] if len(args) > 1 else conn.nick
+        applied, errors = conn.service.set_mode_registered(
+            conn.core, room, [ModeItem(adding, mode, arg)], by=CHANSERV.who(conn)
+        )
+        if errors:
+            raise errors[0]
+        if not applied:
+            reply(f"Nothing to change on #{casefold(room)}.")
+
+    return handler
+
+
+CHANSERV_COMMANDS: dict[str, tuple[SubHandler, str]] = {
+    "REGISTER": (cs_register, "<#room>"),
+    "DROP": (cs_drop, "<#room>"),
+    "INFO": (cs_info, "<#room>"),
+    "OP": (_modes("op", True, True), "<#room> [nick]"),
+    "DEOP": (_modes("op", False, True), "<#room> [nick]"),
+    "VOICE": (_modes("voice", True, True), "<#room> [nick]"),
+    "DEVOICE": (_modes("voice", False, True), "<#room> [nick]"),
+    "BAN": (_modes("ban", True, False), "<#room> <nick or mask>"),
+    "UNBAN": (_modes("ban", False, False), "<#room> <nick or mask>"),
+}
+
+
+@service("ChanServ")
+def chanserv(conn: Any, text: str) -> Deferred[Any] | None:
+    return _run(conn, CHANSERV, CHANSERV_COMMANDS, text)
+
+
+# -- /NS and /CS -------------------------------------------------------------------------------
+
+
+def _alias(handler: Callable[[Any, str], Deferred[Any] | None]) -> Any:
+    def run(conn: Any, msg: Any) -> Deferred[Any] | None:
+        return handler(conn, " ".join(msg.params))
+
+    return run
+
+
+command("NS")(_alias(nickserv))
+command("NICKSERV")(_alias(nickserv))
+command("CS")(_alias(chanserv))
+command("CHANSERV")(_alias(chanserv))

@@ -1,0 +1,200 @@
+"""IRC messages: parsing client lines and serializing server lines, with IRCv3 message tags.
+
+A line is ``[@tags SP] [:source SP] COMMAND *(SP param) [SP :trailing]``.  Limits follow the
+IRCv3 message-tags specification: the part after the tags is at most 512 bytes with its CRLF
+(510 without), the tags at most 8191 bytes with the leading ``@`` and the trailing space.
+:func:`parse` raises :class:`ParseError` and nothing else, whatever the bytes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+# Without CRLF: the RFC 1459 512 bytes less the line ending.
+MAX_BODY_BYTES = 510
+# With the leading '@' and the trailing space (message-tags specification).
+MAX_TAGS_BYTES = 8191
+
+_ESCAPES = {";": "\\:", " ": "\\s", "\\": "\\\\", "\r": "\\r", "\n": "\\n"}
+_ESCAPE_RE = re.compile(r"[; \\\r\n]")
+_UNESCAPES = {":": ";", "s": " ", "\\": "\\", "r": "\r", "n": "\n"}
+_UNESCAPE_RE = re.compile(r"\\(.?)", re.DOTALL)
+# client-only prefix '+', optional vendor 'host.name/', then the key name.
+_TAG_KEY_RE = re.compile(r"\+?(?:[A-Za-z0-9.-]+/)?[A-Za-z0-9-]+\Z")
+
+
+class ParseError(ValueError):
+    """A line that is not a message; ``code`` says why and ``command`` names it when known.
+
+    Codes: ``empty``, ``too_long`` (the part after the tags), ``tags_too_long``,
+    ``invalid_utf8``, ``bad_char`` (NUL, CR or LF inside the line), ``no_command``.
+    Tags with invalid keys are skipped rather than refused.
+    """
+
+    def __init__(self, code: str, message: str = "", command: str | None = None) -> None:
+        super().__init__(message or code)
+        self.code = code
+        self.command = command
+
+
+@dataclass(frozen=True, slots=True)
+class IrcMessage:
+    """One IRC message.  ``command`` is upper case; ``tags`` maps keys to unescaped values
+    (a tag sent without a value has the value ``""``)."""
+
+    command: str
+    params: tuple[str, ...] = ()
+    source: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    def param(self, index: int, default: str = "") -> str:
+        """The parameter at ``index``, or ``default`` when there are fewer."""
+        return self.params[index] if index < len(self.params) else default
+
+
+def escape_tag_value(value: str) -> str:
+    """Escape a tag value for the wire (``;`` ``\\s`` ``\\\\`` ``\\r`` ``\\n``)."""
+    if not _ESCAPE_RE.search(value):
+        return value
+    return _ESCAPE_RE.sub(lambda m: _ESCAPES[m.group()], value)
+
+
+def unescape_tag_value(raw: str) -> str:
+    """Undo :func:`escape_tag_value`; an unknown escape stands for the character itself and a
+    lone trailing backslash is dropped, as the specification says."""
+    if "\\" not in raw:
+        return raw
+    return _UNESCAPE_RE.sub(lambda m: _UNESCAPES.get(m.group(1), m.group(1)), raw)
+
+
+def is_valid_tag_key(key: str) -> bool:
+    return bool(_TAG_KEY_RE.match(key))
+
+
+def parse_tags(raw: str) -> dict[str, str]:
+    """The tags of ``raw`` (without the ``@``); invalid keys are skipped, the last duplicate wins."""
+    tags: dict[str, str] = {}
+    for item in raw.split(";"):
+        if not item:
+            continue
+        key, _, value = item.partition("=")
+        if not is_valid_tag_key(key):
+            continue
+        tags[key] = unescape_tag_value(value)
+    return tags
+
+
+def format_tags(tags: Mapping[str, str]) -> str:
+    """``key=value;key2`` (no ``@``), escaping values; an empty value is written as the key alone."""
+    return ";".join(f"{k}={escape_tag_value(v)}" if v else k for k, v in tags.items())
+
+
+def _guess_command(body: bytes) -> str | None:
+    """The command of a line that failed to decode, for the FAIL reply (best effort)."""
+    words = body.split(b" ")
+    for word in words:
+        if not word or word.startswith(b":"):
+            continue
+        text = word.decode("ascii", "replace").upper()
+        return text if text.isalnum() else None
+    return None
+
+
+def parse(
+    line: bytes, *, max_body: int = MAX_BODY_BYTES, max_tags: int = MAX_TAGS_BYTES
+) -> IrcMessage:
+    """Parse one line (without its line ending) into an :class:`IrcMessage`.
+
+    Raises :class:`ParseError` for anything that is not a well-formed message.
+    """
+    if not isinstance(line, bytes | bytearray):
+        raise ParseError("empty", "not bytes")
+    line = bytes(line)
+    tag_text = ""
+    body = line
+    if line.startswith(b"@"):
+        space = line.find(b" ")
+        if space < 0:
+            raw_tags, body = line[1:], b""
+        else:
+            raw_tags, body = line[1:space], line[space + 1 :]
+        # '@' + tags + ' '
+        if len(raw_tags) + 2 > max_tags:
+            raise ParseError("tags_too_long", "tags are too long", _guess_command(body))
+        body = body.lstrip(b" ")
+        if b"\x00" in raw_tags or b"\r" in raw_tags or b"\n" in raw_tags:
+            raise ParseError("bad_char", "NUL, CR or LF in the line", _guess_command(body))
+        try:
+            tag_text = raw_tags.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ParseError("invalid_utf8", "tags are not UTF-8", _guess_command(body)) from None
+    else:
+        body = body.lstrip(b" ")
+    if len(body) > max_body:
+        raise ParseError("too_long", "line is too long", _guess_command(body))
+    if b"\x00" in body or b"\r" in body or b"\n" in body:
+        raise ParseError("bad_char", "NUL, CR or LF in the line", _guess_command(body))
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ParseError("invalid_utf8", "line is not UTF-8", _guess_command(body)) from None
+    tags = parse_tags(tag_text) if tag_text else {}
+
+    source: str | None = None
+    if text.startswith(":"):
+        source, _, text = text[1:].partition(" ")
+        text = text.lstrip(" ")
+        if not source:
+            source = None
+    if not text.strip(" "):
+        raise ParseError("empty" if source is None and not tags else "no_command", "no command")
+
+    trailing: str | None = None
+    colon = text.find(" :")
+    if colon >= 0:
+        trailing = text[colon + 2 :]
+        text = text[:colon]
+    words = [w for w in text.split(" ") if w]
+    if not words:
+        raise ParseError("no_command", "no command")
+    command = words[0].upper()
+    params = words[1:]
+    if trailing is not None:
+        params.append(trailing)
+    return IrcMessage(command, tuple(params), source, tags)
+
+
+def _check_middle(param: str) -> None:
+    if not param or " " in param or param.startswith(":"):
+        raise ValueError(f"parameter {param!r} can only be the last one")
+
+
+def serialize(msg: IrcMessage, *, force_trailing: bool = False) -> bytes:
+    """The wire form of ``msg`` with CRLF; the last parameter becomes a trailing one when it
+    must (empty, with a space, starting with ``:``) or when ``force_trailing`` asks for it.
+
+    Raises ValueError if a parameter other than the last cannot be written, or any part holds
+    CR, LF or NUL (which would split the line).
+    """
+    parts: list[str] = []
+    if msg.tags:
+        parts.append("@" + format_tags(msg.tags))
+    if msg.source:
+        parts.append(":" + msg.source)
+    parts.append(msg.command)
+    params = msg.params
+    if params:
+        for param in params[:-1]:
+            _check_middle(param)
+            parts.append(param)
+        last = params[-1]
+        if force_trailing or not last or " " in last or last.startswith(":"):
+            parts.append(":" + last)
+        else:
+            parts.append(last)
+    text = " ".join(parts)
+    if "\r" in text or "\n" in text or "\x00" in text:
+        raise ValueError("CR, LF or NUL in a message")
+    return text.encode("utf-8") + b"\r\n"

@@ -1,0 +1,421 @@
+"""Core events as IRC lines: one renderer per event type.
+
+The hot path is a room message fanned out to many members.  A renderer writes an event once
+per *variant* — the subset of the recipient's capabilities that changes the bytes (tags,
+extended-join …) — and caches the bytes on the event under ``("irc", bits)``; every other
+recipient with the same variant gets the same bytes object.  Only rare, per-recipient events
+(server notices, numerics for the user's own account) are written per connection.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from chatserver.core.events import (
+    AccountChange,
+    Away,
+    Event,
+    HostChange,
+    Invite,
+    Join,
+    Kick,
+    Message,
+    ModeChange,
+    NickChange,
+    Part,
+    Quit,
+    RealnameChange,
+    ServerNotice,
+    Topic,
+    UserModeChange,
+    Wallops,
+    Who,
+)
+from chatserver.core.names import casefold
+from protocols.irc import caps
+from protocols.irc import numerics as n
+from protocols.irc.channels import channel_name, send_names, send_topic
+from protocols.irc.message import format_tags
+from protocols.irc.modes import format_changes
+
+if TYPE_CHECKING:
+    from protocols.irc.connection import IrcConnection
+
+Renderer = Callable[["IrcConnection", Any], "bytes | None"]
+RENDERERS: dict[type, Renderer] = {}
+
+# The bits that change each kind of line.
+TAG_BITS = caps.SERVER_TIME | caps.ACCOUNT_TAG
+MESSAGE_BITS = caps.MESSAGE_TAGS | caps.SERVER_TIME | caps.ACCOUNT_TAG
+JOIN_BITS = TAG_BITS | caps.EXTENDED_JOIN
+
+LINE_BYTES = 512
+ACTION_PREFIX = "\x01ACTION "
+_UNSAFE = str.maketrans({"\r": " ", "\n": " ", "\x00": " "})
+
+
+def renders(event_type: type) -> Callable[[Renderer], Renderer]:
+    def register(func: Renderer) -> Renderer:
+        RENDERERS[event_type] = func
+        return func
+
+    return register
+
+
+def render(conn: IrcConnection, event: Event) -> bytes | None:
+    """The bytes ``conn`` should get for ``event`` (None: nothing for this connection)."""
+    renderer = RENDERERS.get(type(event))
+    if renderer is None:
+        return None
+    return renderer(conn, event)
+
+
+# -- building blocks ---------------------------------------------------------------------------
+
+
+def server_time(ts: float) -> str:
+    """IRCv3 server-time: ``YYYY-MM-DDThh:mm:ss.sssZ`` in UTC."""
+    dt = datetime.datetime.fromtimestamp(ts, datetime.UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def clean(text: str) -> str:
+    """Text from other protocols may hold line breaks or NUL; on one IRC line they become spaces."""
+    if "\r" in text or "\n" in text or "\x00" in text:
+        return text.translate(_UNSAFE)
+    return text
+
+
+def line(
+    tags: dict[str, str] | None,
+    source: str,
+    command: str,
+    middles: tuple[str, ...] = (),
+    trailing: str | None = None,
+) -> bytes:
+    """One wire line; ``middles`` must be safe words (names), ``trailing`` any text."""
+    parts = []
+    if tags:
+        parts.append("@" + format_tags(tags))
+    parts.append(":" + source)
+    parts.append(command)
+    parts.extend(middles)
+    if trailing is not None:
+        parts.append(":" + clean(trailing))
+    return (" ".join(parts) + "\r\n").encode("utf-8")
+
+
+def event_tags(ts: float, who: Who | None, bits: int) -> dict[str, str] | None:
+    """``time`` and ``account`` tags as the variant asks."""
+    tags: dict[str, str] = {}
+    if bits & caps.SERVER_TIME:
+        tags["time"] = server_time(ts)
+    if bits & caps.ACCOUNT_TAG and who is not None and who.account:
+        tags["account"] = who.account
+    return tags or None
+
+
+def cached(event: Event, bits: int, build: Callable[[Any, int], bytes]) -> bytes:
+    """The bytes of ``event`` for variant ``bits``, built on first use."""
+    key = ("irc", bits)
+    data = event.rendered.get(key)
+    if data is None:
+        data = event.rendered[key] = build(event, bits)
+    return data
+
+
+def is_self(conn: IrcConnection, nick: str) -> bool:
+    user = conn.user
+    return user is not None and casefold(nick) == user.key
+
+
+def split_utf8(text: str, budget: int) -> list[str]:
+    """Pieces of ``text`` of at most ``budget`` UTF-8 bytes, cut at character boundaries
+    (at a space near the end of the window when there is one); joined they are ``text``."""
+    data = text.encode("utf-8")
+    if len(data) <= budget:
+        return [text]
+    budget = max(budget, 4)
+    pieces = []
+    while len(data) > budget:
+        cut = budget
+        # Never inside a character: back up over continuation bytes (10xxxxxx).
+        while cut > 0 and (data[cut] & 0xC0) == 0x80:
+            cut -= 1
+        space = data.rfind(b" ", (budget * 7) // 10, cut)
+        if space > 0:
+            cut = space + 1
+        pieces.append(data[:cut].decode("utf-8"))
+        data = data[cut:]
+    if data:
+        pieces.append(data.decode("utf-8"))
+    return pieces
+
+
+# -- messages ----------------------------------------------------------------------------------
+
+
+def message_target(msg: Message) -> str:
+    if msg.room is not None:
+        prefix = "@" if msg.status == "op" else "+" if msg.status == "voice" else ""
+        return prefix + channel_name(msg.room)
+    return msg.target or "*"
+
+
+def message_tags(msg: Message, bits: int) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    if bits & caps.SERVER_TIME:
+        tags["time"] = server_time(msg.ts)
+    if bits & caps.MESSAGE_TAGS:
+        tags["msgid"] = msg.id
+        if msg.source.bot:
+            tags["bot"] = ""
+        for key, value in msg.tags:
+            # Only client-only tags travel; anything else a client claimed is dropped.
+            if key.startswith("+"):
+                tags[key] = value
+    if bits & caps.ACCOUNT_TAG and msg.source.account:
+        tags["account"] = msg.source.account
+    return tags
+
+
+def message_lines(msg: Message, tags: dict[str, str]) -> list[bytes]:
+    """The lines of one message: one per line of text, each split to fit 512 bytes.
+
+    Only the first line carries ``msgid`` (a msgid names one line to clients).
+    """
+    command = "NOTICE" if msg.kind == "notice" else "PRIVMSG"
+    source = msg.source.mask
+    target = message_target(msg)
+    head = f":{source} {command} {target} :"
+    budget = LINE_BYTES - 2 - len(head.encode("utf-8"))
+    action = msg.kind == "action"
+    if action:
+        budget -= len(ACTION_PREFIX) + 1
+    out: list[bytes] = []
+    tag_text = "@" + format_tags(tags) + " " if tags else ""
+    rest_tags = {k: v for k, v in tags.items() if k != "msgid"}
+    rest_text = "@" + format_tags(rest_tags) + " " if rest_tags else ""
+    text = msg.text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
+    for text_line in text.split("\n"):
+        if not text_line:
+            continue
+        for piece in split_utf8(text_line, budget):
+            body = f"{ACTION_PREFIX}{piece}\x01" if action else piece
+            prefix = tag_text if not out else rest_text
+            out.append(f"{prefix}{head}{body}\r\n".encode())
+    return out
+
+
+def build_message(msg: Message, bits: int) -> bytes:
+    return b"".join(message_lines(msg, message_tags(msg, bits)))
+
+
+@renders(Message)
+def render_message(conn: IrcConnection, msg: Message) -> bytes | None:
+    if msg.origin is conn and not conn.cap_bits & caps.ECHO_MESSAGE:
+        # The sender sees its own message only with echo-message, unless it wrote to itself.
+        if msg.target is None or not is_self(conn, msg.target):
+            return None
+    bits = conn.cap_bits & MESSAGE_BITS
+    key = ("irc", bits)
+    data = msg.rendered.get(key)
+    if data is None:
+        data = msg.rendered[key] = build_message(msg, bits)
+    return data
+
+
+def history_lines(conn: IrcConnection, msg: Message, batch_id: str | None) -> bytes:
+    """A stored message as ``conn`` would have seen it live, inside batch ``batch_id``."""
+    tags = message_tags(msg, conn.cap_bits & MESSAGE_BITS)
+    if batch_id is not None:
+        tags["batch"] = batch_id
+    return b"".join(message_lines(msg, tags))
+
+
+# -- membership and room state -----------------------------------------------------------------
+
+
+def _build_join(event: Join, bits: int) -> bytes:
+    tags = event_tags(event.ts, event.who, bits)
+    name = channel_name(event.room)
+    if bits & caps.EXTENDED_JOIN:
+        account = event.who.account or "*"
+        return line(tags, event.who.mask, "JOIN", (name, account), event.who.realname)
+    return line(tags, event.who.mask, "JOIN", (name,))
+
+
+@renders(Join)
+def render_join(conn: IrcConnection, event: Join) -> bytes | None:
+    data = cached(event, conn.cap_bits & JOIN_BITS, _build_join)
+    if is_self(conn, event.who.nick) and not conn.in_command:
+        # The user joined from another connection (or this one logged in to a user that
+        # is already in rooms): this client needs the room's topic and names as well.
+        room = conn.service.get_room(event.room)
+        conn.emit(data)
+        if room is not None:
+            send_topic(conn, room, quiet_if_none=True)
+            send_names(conn, room)
+        return None
+    return data
+
+
+@renders(Part)
+def render_part(conn: IrcConnection, event: Part) -> bytes | None:
+    def build(ev: Part, bits: int) -> bytes:
+        trailing = ev.reason or None
+        return line(
+            event_tags(ev.ts, ev.who, bits), ev.who.mask, "PART", (channel_name(ev.room),), trailing
+        )
+
+    return cached(event, conn.cap_bits & TAG_BITS, build)
+
+
+@renders(Quit)
+def render_quit(conn: IrcConnection, event: Quit) -> bytes | None:
+    def build(ev: Quit, bits: int) -> bytes:
+        return line(event_tags(ev.ts, ev.who, bits), ev.who.mask, "QUIT", (), ev.reason)
+
+    return cached(event, conn.cap_bits & TAG_BITS, build)
+
+
+@renders(NickChange)
+def render_nick(conn: IrcConnection, event: NickChange) -> bytes | None:
+    def build(ev: NickChange, bits: int) -> bytes:
+        return line(event_tags(ev.ts, ev.who, bits), ev.who.mask, "NICK", (ev.new_nick,))
+
+    return cached(event, conn.cap_bits & TAG_BITS, build)
+
+
+@renders(Topic)
+def render_topic(conn: IrcConnection, event: Topic) -> bytes | None:
+    def build(ev: Topic, bits: int) -> bytes:
+        tags = event_tags(ev.ts, ev.who, bits)
+        return line(tags, ev.who.mask, "TOPIC", (channel_name(ev.room),), ev.text)
+
+    return cached(event, conn.cap_bits & TAG_BITS, build)
+
+
+@renders(Kick)
+def render_kick(conn: IrcConnection, event: Kick) -> bytes | None:
+    def build(ev: Kick, bits: int) -> bytes:
+        tags = event_tags(ev.ts, ev.who, bits)
+        middles = (channel_name(ev.room), ev.target.nick)
+        return line(tags, ev.who.mask, "KICK", middles, ev.reason or ev.who.nick)
+
+    return cached(event, conn.cap_bits & TAG_BITS, build)
+
+
+@renders(ModeChange)
+def render_mode(conn: IrcConnection, event: ModeChange) -> bytes | None:
+    def build(ev: ModeChange, bits: int) -> bytes:
+        params = format_changes(ev.changes)
+        if not params:
+            return b""
+        tags = event_tags(ev.ts, ev.who, bits)
+        return line(tags, ev.who.mask, "MODE", (channel_name(ev.room), *params))
+
+    return cached(event, conn.cap_bits & TAG_BITS, build) or None
+
+
+@renders(UserModeChange)
+def render_user_mode(conn: IrcConnection, event: UserModeChange) -> bytes | None:
+    params = format_changes(event.changes)
+    if not params:
+        return None
+    return line(None, event.who.mask, "MODE", (event.who.nick,), params[0])
+
+
+@renders(Invite)
+def render_invite(conn: IrcConnection, event: Invite) -> bytes | None:
+    if not is_self(conn, event.target):
+        # Others in the room hear of it with invite-notify; the inviter has its 341.
+        if not conn.cap_bits & caps.INVITE_NOTIFY or is_self(conn, event.who.nick):
+            return None
+
+    def build(ev: Invite, bits: int) -> bytes:
+        tags = event_tags(ev.ts, ev.who, bits)
+        return line(tags, ev.who.mask, "INVITE", (ev.target, channel_name(ev.room)))
+
+    return cached(event, conn.cap_bits & TAG_BITS, build)
+
+
+# -- the user's state --------------------------------------------------------------------------
+
+
+@renders(Away)
+def render_away(conn: IrcConnection, event: Away) -> bytes | None:
+    if not conn.cap_bits & caps.AWAY_NOTIFY or is_self(conn, event.who.nick):
+        return None
+
+    def build(ev: Away, bits: int) -> bytes:
+        return line(event_tags(ev.ts, ev.who, bits), ev.who.mask, "AWAY", (), ev.message)
+
+    return cached(event, conn.cap_bits & TAG_BITS, build)
+
+
+@renders(RealnameChange)
+def render_setname(conn: IrcConnection, event: RealnameChange) -> bytes | None:
+    if not conn.cap_bits & caps.SETNAME:
+        return None
+
+    def build(ev: RealnameChange, bits: int) -> bytes:
+        return line(event_tags(ev.ts, ev.who, bits), ev.who.mask, "SETNAME", (), ev.realname)
+
+    return cached(event, conn.cap_bits & TAG_BITS, build)
+
+
+@renders(HostChange)
+def render_chghost(conn: IrcConnection, event: HostChange) -> bytes | None:
+    if not conn.cap_bits & caps.CHGHOST:
+        return None
+
+    def build(ev: HostChange, bits: int) -> bytes:
+        tags = event_tags(ev.ts, ev.who, bits)
+        return line(tags, ev.who.mask, "CHGHOST", (ev.ident, ev.host))
+
+    return cached(event, conn.cap_bits & TAG_BITS, build)
+
+
+@renders(AccountChange)
+def render_account(conn: IrcConnection, event: AccountChange) -> bytes | None:
+    out = b""
+    if is_self(conn, event.who.nick):
+        # The user's own connections learn of it as SASL would have told them.
+        conn.account_numerics_sent += 1
+        me = conn.server_name
+        nick = event.who.nick
+        if event.account is not None:
+            out += line(
+                None,
+                me,
+                n.RPL_LOGGEDIN,
+                (nick, event.who.mask, event.account),
+                f"You are now logged in as {event.account}",
+            )
+        else:
+            out += line(None, me, n.RPL_LOGGEDOUT, (nick, event.who.mask), "You are now logged out")
+    if conn.cap_bits & caps.ACCOUNT_NOTIFY:
+
+        def build(ev: AccountChange, bits: int) -> bytes:
+            tags = event_tags(ev.ts, ev.who, bits)
+            return line(tags, ev.who.mask, "ACCOUNT", (ev.account or "*",))
+
+        out += cached(event, conn.cap_bits & TAG_BITS, build)
+    return out or None
+
+
+@renders(ServerNotice)
+def render_server_notice(conn: IrcConnection, event: ServerNotice) -> bytes | None:
+    tags = event_tags(event.ts, None, conn.cap_bits & caps.SERVER_TIME)
+    return line(tags, conn.server_name, "NOTICE", (conn.nick,), event.text)
+
+
+@renders(Wallops)
+def render_wallops(conn: IrcConnection, event: Wallops) -> bytes | None:
+    def build(ev: Wallops, bits: int) -> bytes:
+        return line(event_tags(ev.ts, ev.who, bits), ev.who.mask, "WALLOPS", (), ev.text)
+
+    return cached(event, conn.cap_bits & TAG_BITS, build)

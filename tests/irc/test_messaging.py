@@ -1,0 +1,359 @@
+"""PRIVMSG, NOTICE, TAGMSG, AWAY, SETNAME, user MODE, and how other events look on IRC."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from chatserver.core.events import HostChange, Message, ServerNotice, Wallops
+from protocols.irc import render
+from protocols.irc.services_registry import SERVICES
+from tests.core.fakes import FakeClient
+from tests.irc.conftest import IrcWorld, commands, find, one
+
+
+def pair(irc: IrcWorld, a_caps: tuple[str, ...] = (), b_caps: tuple[str, ...] = ()) -> tuple:
+    a = irc.client("alice", caps=a_caps)
+    b = irc.client("bob", caps=b_caps)
+    a.send("JOIN #r")
+    b.send("JOIN #r")
+    a.take()
+    b.take()
+    return a, b
+
+
+def line_user(irc: IrcWorld, nick: str = "lina", room: str | None = "r") -> tuple[Any, FakeClient]:
+    """A user of another protocol (the core's fake client) in ``room``."""
+    client = FakeClient(protocol="line", address="203.0.113.9")
+    conn = irc.service.connect(client)
+    irc.service.claim_nick(conn, nick)
+    if room:
+        irc.service.join(conn, room)
+    return conn, client
+
+
+# -- PRIVMSG / NOTICE --------------------------------------------------------------------------
+
+
+def test_channel_and_private_messages(irc: IrcWorld) -> None:
+    a, b = pair(irc)
+    assert a.ask("PRIVMSG #r :hello all") == []  # no echo without echo-message
+    msg = one(b.take(), "PRIVMSG")
+    assert msg.source.startswith("alice!alice@") and msg.params == ("#r", "hello all")
+    a.send("PRIVMSG bob :psst")
+    assert one(b.take(), "PRIVMSG").params == ("bob", "psst")
+    a.send("NOTICE #r :note")
+    assert one(b.take(), "NOTICE").params == ("#r", "note")
+    # Several targets.
+    c = irc.client("carol")
+    a.send("PRIVMSG bob,carol :both")
+    assert one(b.take(), "PRIVMSG").params == ("bob", "both")
+    assert one(c.take(), "PRIVMSG").params == ("carol", "both")
+
+
+def test_privmsg_errors(irc: IrcWorld) -> None:
+    a, _b = pair(irc)
+    assert one(a.ask("PRIVMSG"), "411")
+    assert one(a.ask("PRIVMSG #r"), "412")
+    assert one(a.ask("PRIVMSG #r :"), "412")
+    assert one(a.ask("PRIVMSG nobody :x"), "401").params[1] == "nobody"
+    assert one(a.ask("PRIVMSG #none :x"), "403").params[1] == "#none"
+    assert one(a.ask("PRIVMSG a,b,c,d,e :x"), "407")
+    outsider = irc.client("olga")
+    assert one(outsider.ask("PRIVMSG #r :x"), "404").params[1] == "#r"
+    # NOTICE never gets an error back.
+    assert a.ask("NOTICE nobody :x") == []
+    assert outsider.ask("NOTICE #r :x") == []
+
+
+def test_moderated_and_banned(irc: IrcWorld) -> None:
+    a, b = pair(irc)
+    a.send("MODE #r +m")
+    assert one(b.ask("PRIVMSG #r :hi"), "404")
+    a.send("MODE #r +v bob")
+    assert b.ask("PRIVMSG #r :hi") == []
+    a.send("MODE #r -m-v+b bob bob!*@*")
+    assert one(b.ask("PRIVMSG #r :hi"), "404")
+
+
+def test_self_message_without_echo(irc: IrcWorld) -> None:
+    a = irc.client("alice")
+    out = a.ask("PRIVMSG alice :note to self")
+    assert one(out, "PRIVMSG").params == ("alice", "note to self")
+
+
+def test_echo_message_with_tags_and_label(irc: IrcWorld) -> None:
+    caps = ("echo-message", "message-tags", "server-time", "labeled-response", "batch")
+    a, b = pair(irc, a_caps=caps, b_caps=("message-tags",))
+    out = a.ask("@label=L1;+draft/reply=x;foo=bar PRIVMSG #r :hi")
+    echo = one(out, "PRIVMSG")
+    assert echo.tags["label"] == "L1"
+    assert echo.tags["+draft/reply"] == "x"
+    assert "foo" not in echo.tags  # not a client-only tag: never relayed
+    assert "time" in echo.tags and "msgid" in echo.tags
+    got = one(b.take(), "PRIVMSG")
+    assert got.tags["msgid"] == echo.tags["msgid"]
+    assert got.tags["+draft/reply"] == "x"
+    assert "time" not in got.tags and "label" not in got.tags
+
+
+def test_statusmsg(irc: IrcWorld) -> None:
+    a, b = pair(irc)
+    c = irc.client("carol")
+    c.send("JOIN #r")
+    a.send("MODE #r +v carol")
+    b.take()
+    c.take()
+    b.send("PRIVMSG @#r :ops only")
+    assert one(a.take(), "PRIVMSG").params == ("@#r", "ops only")
+    assert c.take() == []
+    b.send("PRIVMSG +#r :voiced and up")
+    assert one(c.take(), "PRIVMSG").params == ("+#r", "voiced and up")
+    assert one(a.take(), "PRIVMSG").params == ("+#r", "voiced and up")
+
+
+def test_ctcp_action_is_the_core_action(irc: IrcWorld) -> None:
+    a, b = pair(irc)
+    _lconn, lina = line_user(irc)
+    a.send("PRIVMSG #r :\x01ACTION waves\x01")
+    event = lina.of(Message)[-1]
+    assert event.kind == "action" and event.text == "waves"
+    assert one(b.take(), "PRIVMSG").params == ("#r", "\x01ACTION waves\x01")
+    # Other CTCP passes through as text.
+    a.send("PRIVMSG #r :\x01VERSION\x01")
+    assert lina.of(Message)[-1].text == "\x01VERSION\x01"
+    assert lina.of(Message)[-1].kind == "privmsg"
+
+
+def test_other_protocols_users_are_ordinary_irc_users(irc: IrcWorld) -> None:
+    a, _b = pair(irc)
+    lconn, _lina = line_user(irc)
+    join = one(a.take(), "JOIN")
+    assert join.source.startswith("lina!lina@") and join.source.endswith(".cloak")
+    assert "203.0.113.9" not in join.source
+    irc.service.say(lconn, text="hello from line", room="r")
+    irc.service.say(lconn, text="does a dance", room="r", kind="action")
+    irc.service.say(lconn, text="two\nlines", nick="alice")
+    out = a.take()
+    assert [m.params for m in find(out, "PRIVMSG")] == [
+        ("#r", "hello from line"),
+        ("#r", "\x01ACTION does a dance\x01"),
+        ("alice", "two"),
+        ("alice", "lines"),
+    ]
+    irc.service.part(lconn, "r", "bye")
+    assert one(a.take(), "PART").params == ("#r", "bye")
+
+
+def test_long_messages_split_at_utf8_boundaries(irc: IrcWorld) -> None:
+    a, _b = pair(irc, a_caps=("message-tags",))
+    lconn, _lina = line_user(irc)
+    a.take()
+    text = "é" * 300 + "€" * 300 + "end"
+    irc.service.say(lconn, text=text, room="r")
+    raw = a.raw().split(b"\r\n")[:-1]
+    assert len(raw) > 2
+    pieces = []
+    for index, line in enumerate(raw):
+        body = line.split(b" ", 1)[1] if line.startswith(b"@") else line
+        assert len(body) + 2 <= 512
+        piece = body.split(b" :", 1)[1]
+        pieces.append(piece.decode("utf-8"))  # every piece decodes alone
+        assert (b"msgid=" in line) == (index == 0)
+    assert "".join(pieces) == text
+
+
+def test_long_action_keeps_ctcp_on_every_line(irc: IrcWorld) -> None:
+    a, _b = pair(irc)
+    lconn, _lina = line_user(irc)
+    a.take()
+    irc.service.say(lconn, text="word " * 200, room="r", kind="action")
+    msgs = find(a.take(), "PRIVMSG")
+    assert len(msgs) > 1
+    assert all(m.params[1].startswith("\x01ACTION ") and m.params[1].endswith("\x01") for m in msgs)
+
+
+def test_away(irc: IrcWorld) -> None:
+    a, b = pair(irc, b_caps=("away-notify",))
+    out = a.ask("AWAY :gone to lunch")
+    assert one(out, "306")
+    assert "AWAY" not in commands(out)
+    away = one(b.take(), "AWAY")
+    assert away.source.startswith("alice!") and away.params == ("gone to lunch",)
+    out = b.ask("PRIVMSG alice :you there?")
+    assert one(out, "301").params[1:] == ("alice", "gone to lunch")
+    assert b.ask("NOTICE alice :x") == []
+    assert one(a.ask("AWAY"), "305")
+    assert one(b.take(), "AWAY").params == ()
+
+
+def test_setname(irc: IrcWorld) -> None:
+    a, b = pair(irc, a_caps=("setname",), b_caps=("setname",))
+    c = irc.client("carol")
+    c.send("JOIN #r")
+    c.take()
+    out = a.ask("SETNAME :New Name")
+    assert one(out, "SETNAME").params == ("New Name",)
+    assert one(b.take(), "SETNAME").params == ("New Name",)
+    assert c.take() == []
+    assert a.user.realname == "New Name"
+    fail = one(a.ask("SETNAME :" + "x" * 200), "FAIL")
+    assert fail.params[:2] == ("SETNAME", "INVALID_REALNAME")
+
+
+def test_tagmsg(irc: IrcWorld) -> None:
+    a, b = pair(irc, a_caps=("message-tags",), b_caps=("message-tags", "server-time"))
+    c = irc.client("carol")
+    c.send("JOIN #r")
+    c.take()
+    b.take()
+    assert a.ask("@+typing=active TAGMSG #r") == []
+    got = one(b.take(), "TAGMSG")
+    assert got.params == ("#r",) and got.tags["+typing"] == "active"
+    assert "msgid" in got.tags and "time" in got.tags
+    assert c.take() == []  # no message-tags: nothing
+    a.send("@+typing=paused TAGMSG bob")
+    assert one(b.take(), "TAGMSG").params == ("bob",)
+    assert one(a.ask("@+x=1 TAGMSG nobody"), "401")
+    assert a.ask("TAGMSG #r") == []  # nothing to relay
+
+
+def test_services_receive_privmsg(irc: IrcWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = []
+
+    def handler(conn: Any, text: str) -> None:
+        seen.append(text)
+        conn.send("NOTICE", conn.nick, "ok", source="TestServ!services@services")
+
+    monkeypatch.setitem(SERVICES, "testserv", handler)
+    a = irc.client("alice")
+    out = a.ask("PRIVMSG TestServ :help me")
+    assert seen == ["help me"]
+    assert one(out, "NOTICE").source.startswith("TestServ!")
+    assert a.ask("NOTICE TestServ :ignored") == []
+    assert seen == ["help me"]
+
+
+# -- user modes --------------------------------------------------------------------------------
+
+
+def test_user_modes(irc: IrcWorld) -> None:
+    a = irc.client("alice")
+    irc.client("bob")
+    assert one(a.ask("MODE alice"), "221").params[1] == "+"
+    out = a.ask("MODE alice +iwB")
+    mode = one(out, "MODE")
+    assert mode.params == ("alice", "+iwB")
+    assert one(a.ask("MODE alice"), "221").params[1] == "+iwB"
+    assert a.ask("MODE alice +o") == []  # only OPER grants +o
+    assert one(a.ask("MODE alice +z"), "501")
+    assert one(a.ask("MODE bob +i"), "502")
+    assert one(a.ask("MODE nobody"), "401")
+    a.user.modes.add("oper")
+    assert one(a.ask("MODE alice -o"), "MODE").params == ("alice", "-o")
+
+
+def test_bot_tag_and_account_tag(irc: IrcWorld) -> None:
+    a, b = pair(irc, b_caps=("message-tags", "account-tag"))
+    a.send("MODE alice +B")
+    a.user.account = "alice"
+    a.user.changed()
+    a.send("PRIVMSG #r :beep")
+    got = one(b.take(), "PRIVMSG")
+    assert got.tags["bot"] == ""
+    assert got.tags["account"] == "alice"
+
+
+def test_extended_join_and_account_notify(irc: IrcWorld) -> None:
+    a = irc.client("alice", caps=("extended-join", "account-notify"))
+    a.send("JOIN #r")
+    a.take()
+    b = irc.client("bob", realname="Bob B")
+    b.send("JOIN #r")
+    join = one(a.take(), "JOIN")
+    assert join.params == ("#r", "*", "Bob B")
+    irc.service.login(b.conn.core, "bobacct")
+    account = one(a.take(), "ACCOUNT")
+    assert account.params == ("bobacct",) and account.source.startswith("bob!")
+    numeric = one(b.take(), "900")
+    assert numeric.params[2] == "bobacct"
+    irc.service.logout(b.conn.core)
+    assert one(a.take(), "ACCOUNT").params == ("*",)
+    assert one(b.take(), "901")
+
+
+def test_server_notice_wallops_chghost(irc: IrcWorld) -> None:
+    a = irc.client("alice", caps=("chghost",))
+    a.send("JOIN #r")
+    a.take()
+    a.conn.deliver(ServerNotice(ts=1.0, text="maintenance soon"))
+    notice = one(a.take(), "NOTICE")
+    assert notice.source == "irc.test" and notice.params == ("alice", "maintenance soon")
+    who = a.user.who()
+    a.conn.deliver(Wallops(ts=1.0, who=who, text="hello opers"))
+    assert one(a.take(), "WALLOPS").params == ("hello opers",)
+    a.conn.deliver(HostChange(ts=1.0, who=who, ident="new", host="new.host"))
+    assert one(a.take(), "CHGHOST").params == ("new", "new.host")
+
+
+def test_multiclient_sees_own_messages_and_joins(irc: IrcWorld) -> None:
+    irc.store.accounts.clear()
+    d = irc.service.accounts.create("alice", "secret-pw")
+    assert d.called
+    first = irc.client("alice")
+    irc.service.login(first.conn.core, "alice")
+    first.send("JOIN #r")
+    second = irc.connect()
+    irc.service.login(second.conn.core, "alice")
+    second.send("NICK other", "USER a 0 * :A")
+    out = second.take()
+    assert one(out, "001").params[0] == "alice"
+    assert one(out, "JOIN").params[0] == "#r"
+    assert one(out, "353")
+    first.take()
+    first.send("PRIVMSG #r :from first")
+    assert one(second.take(), "PRIVMSG").params == ("#r", "from first")
+    first.send("JOIN #s")
+    out = second.take()
+    assert one(out, "JOIN").params == ("#s",)
+    assert one(out, "366")
+
+
+# -- rendering once per variant ----------------------------------------------------------------
+
+
+def test_room_message_rendered_once_per_variant(
+    irc: IrcWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sender = irc.client("sender")
+    sender.send("JOIN #big")
+    plain = [irc.client(f"p{i}") for i in range(5)]
+    tagged = [irc.client(f"t{i}", caps=("message-tags", "server-time")) for i in range(5)]
+    for c in plain + tagged:
+        c.send("JOIN #big")
+    for c in plain + tagged:
+        c.take()
+    calls = []
+    original = render.build_message
+
+    def counting(msg: Message, bits: int) -> bytes:
+        calls.append(bits)
+        return original(msg, bits)
+
+    monkeypatch.setattr(render, "build_message", counting)
+    sender.send("PRIVMSG #big :fan out")
+    assert len(calls) == 2  # one per variant, not one per recipient
+    plain_bytes = {c.raw() for c in plain}
+    tagged_bytes = {c.raw() for c in tagged}
+    assert len(plain_bytes) == 1 and len(tagged_bytes) == 1
+
+
+def test_tagmsg_refused_when_banned_or_outside(irc: IrcWorld) -> None:
+    a, b = pair(irc, a_caps=("message-tags",), b_caps=("message-tags",))
+    a.send("MODE #r +b bob!*@*")
+    a.take()
+    assert one(b.ask("@+typing=active TAGMSG #r"), "404")
+    outsider = irc.client("olga", caps=("message-tags",))
+    assert one(outsider.ask("@+typing=active TAGMSG #r"), "404")
+    assert a.take() == []

@@ -1,0 +1,380 @@
+"""Registration: PASS/NICK/USER, CAP negotiation, the welcome burst, LUSERS, MOTD, PING, QUIT,
+and the dispatcher's own numerics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from chatserver.config import IrcConfig
+from protocols.irc import caps as capmod
+from protocols.irc.commands import COMMANDS, CommandSpec
+from protocols.irc.handlers.registration import EXTRA_ISUPPORT, isupport_tokens
+from protocols.irc.services_registry import SERVICES
+from tests.irc.conftest import IrcWorld, commands, find, last_param, one
+
+WELCOME = ["001", "002", "003", "004", "005"]
+
+
+def test_plain_registration_sends_the_welcome_burst(irc: IrcWorld) -> None:
+    c = irc.connect()
+    c.send("NICK alice")
+    assert c.take() == []
+    c.send("USER al 0 * :Alice Liddell")
+    out = c.take()
+    names = commands(out)
+    assert names[:4] == ["001", "002", "003", "004"]
+    assert "005" in names
+    for numeric in ("251", "252", "253", "254", "255", "265", "266", "422"):
+        assert numeric in names
+    welcome = one(out, "001")
+    assert welcome.source == "irc.test"
+    assert welcome.params[0] == "alice"
+    assert "TestNet" in last_param(welcome)
+    assert "alice!al@" in last_param(welcome)
+    myinfo = one(out, "004")
+    assert myinfo.params[1] == "irc.test"
+    assert "B" in myinfo.params[3] and "i" in myinfo.params[3]
+    assert c.user.realname == "Alice Liddell"
+    assert c.user.ident == "al"
+    assert c.conn.registered
+
+
+def test_isupport_tokens(irc: IrcWorld) -> None:
+    c = irc.connect()
+    c.send("NICK alice", "USER al 0 * :A")
+    tokens = [p for m in find(c.take(), "005") for p in m.params[1:-1]]
+    values = dict(t.split("=", 1) if "=" in t else (t, "") for t in tokens)
+    assert values["CASEMAPPING"] == "ascii"
+    assert values["CHANTYPES"] == "#"
+    assert values["PREFIX"] == "(ov)@+"
+    assert values["CHANMODES"] == "Ib,k,l,imnstR"
+    assert values["STATUSMSG"] == "@+"
+    assert values["NETWORK"] == "TestNet"
+    assert values["BOT"] == "B"
+    for key in (
+        "NICKLEN",
+        "CHANNELLEN",
+        "TOPICLEN",
+        "KICKLEN",
+        "AWAYLEN",
+        "MAXTARGETS",
+        "MODES",
+        "TARGMAX",
+        "UTF8ONLY",
+        "ELIST",
+    ):
+        assert key in values
+    # Lines stay within the limits clients expect.
+    assert all(len(m.params) <= 15 for m in find(c.take(), "005"))
+
+
+def test_isupport_reflects_the_command_table(
+    irc: IrcWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = irc.client("alice")
+    monkeypatch.delitem(COMMANDS, "CHATHISTORY", raising=False)
+    monkeypatch.delitem(COMMANDS, "MONITOR", raising=False)
+    monkeypatch.delitem(EXTRA_ISUPPORT, "CHATHISTORY", raising=False)
+    monkeypatch.delitem(EXTRA_ISUPPORT, "MONITOR", raising=False)
+    tokens = isupport_tokens(c.conn)
+    assert not any(t.startswith(("CHATHISTORY", "MONITOR")) for t in tokens)
+    ls = c.ask("CAP LS 302")
+    assert "draft/chathistory" not in last_param(one(ls, "CAP"))
+
+
+def test_motd_from_file(make_irc, tmp_path: Path) -> None:
+    motd = tmp_path / "motd.txt"
+    motd.write_text("Hello\n" + "x" * 450 + "\n")
+    world = make_irc(config=IrcConfig(flood_burst=0, motd_file=str(motd)))
+    c = world.connect()
+    c.send("NICK alice", "USER a 0 * :A")
+    out = c.take()
+    assert "422" not in commands(out)
+    lines = [last_param(m) for m in find(out, "372")]
+    assert lines[0] == "- Hello"
+    assert len(lines) == 3  # the long line is cut in two
+    assert commands(out)[-1] == "376" or "376" in commands(out)
+    again = c.ask("MOTD")
+    assert commands(again)[0] == "375" and commands(again)[-1] == "376"
+
+
+def test_lusers_counts(irc: IrcWorld) -> None:
+    a = irc.client("alice")
+    irc.client("bob")
+    irc.connect()  # unregistered
+    a.send("MODE alice +i", "JOIN #r")
+    out = a.ask("LUSERS")
+    assert "1 users and 1 invisible" in last_param(one(out, "251"))
+    assert one(out, "253").params[1] == "1"
+    assert one(out, "254").params[1] == "1"
+    assert one(out, "265").params[1:3] == ("2", "2")
+
+
+# -- CAP ---------------------------------------------------------------------------------------
+
+
+def test_cap_negotiation_holds_registration_until_end(irc: IrcWorld) -> None:
+    c = irc.connect()
+    c.send("CAP LS 302")
+    ls = one(c.take(), "CAP")
+    assert ls.params[:2] == ("*", "LS")
+    offered = last_param(ls).split()
+    assert "sasl=PLAIN,SCRAM-SHA-256" in offered
+    for cap in (
+        "multi-prefix",
+        "message-tags",
+        "server-time",
+        "echo-message",
+        "batch",
+        "labeled-response",
+        "cap-notify",
+    ):
+        assert cap in offered
+    c.send("NICK alice", "USER a 0 * :A")
+    assert c.take() == []
+    c.send("CAP REQ :multi-prefix server-time")
+    ack = one(c.take(), "CAP")
+    assert ack.params[1:] == ("ACK", "multi-prefix server-time")
+    c.send("CAP REQ :multi-prefix bogus-cap")
+    nak = one(c.take(), "CAP")
+    assert nak.params[1:] == ("NAK", "multi-prefix bogus-cap")
+    c.send("CAP END")
+    assert "001" in commands(c.take())
+    assert c.conn.caps == {"multi-prefix", "server-time", "cap-notify"}
+    listed = c.ask("CAP LIST")
+    assert one(listed, "CAP").params[:2] == ("alice", "LIST")
+    assert set(last_param(one(listed, "CAP")).split()) == {
+        "multi-prefix",
+        "server-time",
+        "cap-notify",
+    }
+
+
+def test_cap_req_can_remove_and_is_all_or_nothing(irc: IrcWorld) -> None:
+    c = irc.client("alice", caps=("server-time", "echo-message"))
+    out = c.ask("CAP REQ :-echo-message")
+    assert one(out, "CAP").params[1] == "ACK"
+    assert "echo-message" not in c.conn.caps
+    c.ask("CAP REQ :echo-message nope")
+    assert "echo-message" not in c.conn.caps
+
+
+def test_cap_ls_without_version_has_no_values(irc: IrcWorld) -> None:
+    c = irc.connect()
+    out = c.ask("CAP LS")
+    tokens = last_param(one(out, "CAP")).split()
+    assert "sasl" in tokens
+    assert not any("=" in t for t in tokens)
+
+
+def test_cap_ls_302_continues_long_lists(irc: IrcWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    for i in range(60):
+        monkeypatch.setitem(
+            capmod.CAPABILITIES,
+            f"vendor.example/cap{i:02d}",
+            capmod.Capability(f"vendor.example/cap{i:02d}"),
+        )
+    c = irc.connect()
+    raw = c.lines()
+    c.send("CAP LS 302")
+    raw = c.lines()
+    assert len(raw) >= 2
+    assert all(len(line.encode()) <= 510 for line in raw)
+    out = [line.split(" ") for line in raw]
+    assert all(parts[4] == "*" for parts in out[:-1])
+    assert out[-1][4] != "*"
+
+
+def test_cap_unknown_subcommand(irc: IrcWorld) -> None:
+    c = irc.connect()
+    out = c.ask("CAP FROB")
+    assert one(out, "410").params[1] == "FROB"
+
+
+def test_cap_after_registration_does_not_hold(irc: IrcWorld) -> None:
+    c = irc.client("alice")
+    c.ask("CAP LS 302")
+    out = c.ask("CAP REQ :away-notify")
+    assert one(out, "CAP").params[:2] == ("alice", "ACK")
+    assert "away-notify" in c.conn.caps
+
+
+# -- NICK / USER / PASS ------------------------------------------------------------------------
+
+
+def test_nick_errors(irc: IrcWorld) -> None:
+    irc.client("alice")
+    c = irc.connect()
+    assert commands(c.ask("NICK")) == ["431"]
+    out = c.ask("NICK 9lives")
+    assert one(out, "432").params[1] == "9lives"
+    out = c.ask("NICK Alice")
+    assert one(out, "433").params[:2] == ("*", "Alice")
+    c.send("NICK carol", "USER c 0 * :C")
+    assert "001" in commands(c.take())
+
+
+def test_service_nicks_are_reserved(irc: IrcWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(SERVICES, "reservedserv", lambda conn, text: None)
+    c = irc.connect()
+    assert one(c.ask("NICK ReservedServ"), "432")
+    c.send("NICK alice", "USER a 0 * :A")
+    c.take()
+    assert one(c.ask("NICK ReservedServ"), "432")
+
+
+def test_nick_change_after_registration(irc: IrcWorld) -> None:
+    a = irc.client("alice")
+    b = irc.client("bob")
+    a.send("JOIN #r")
+    b.send("JOIN #r")
+    a.take()
+    b.take()
+    out = a.ask("NICK alicia")
+    nick = one(out, "NICK")
+    assert nick.source.startswith("alice!") and nick.params == ("alicia",)
+    assert one(b.take(), "NICK").params == ("alicia",)
+    assert a.conn.nick == "alicia"
+    assert one(a.ask("NICK bob"), "433").params[1] == "bob"
+    assert one(a.ask("NICK -bad"), "432")
+    # Changing only the case is allowed.
+    assert one(a.ask("NICK Alicia"), "NICK").params == ("Alicia",)
+
+
+def test_nick_taken_between_nick_and_user(irc: IrcWorld) -> None:
+    c = irc.connect()
+    c.send("NICK alice")
+    irc.client("alice")
+    c.send("USER a 0 * :A")
+    out = c.take()
+    assert one(out, "433")
+    assert not c.conn.registered
+    c.send("NICK alice2")
+    assert "001" in commands(c.take())
+
+
+def test_user_and_pass_rules(irc: IrcWorld) -> None:
+    c = irc.connect()
+    assert one(c.ask("USER a 0 *"), "461").params[1] == "USER"
+    c.send("PASS secret", "NICK alice", "USER a 0 * :A")
+    c.take()
+    assert one(c.ask("USER a 0 * :A"), "462")
+    assert one(c.ask("PASS x"), "462")
+
+
+def test_ident_is_sanitized(irc: IrcWorld) -> None:
+    c = irc.connect()
+    c.send("NICK alice", "USER ~a@b!c 0 * :A")
+    assert c.user.ident == "abc"
+
+
+# -- dispatcher rules --------------------------------------------------------------------------
+
+
+def test_dispatcher_numerics(irc: IrcWorld) -> None:
+    c = irc.connect()
+    assert one(c.ask("JOIN #a"), "451")
+    assert one(c.ask("FROBNICATE x"), "421").params[1] == "FROBNICATE"
+    c.send("NICK alice", "USER a 0 * :A")
+    c.take()
+    assert one(c.ask("FROBNICATE x"), "421")
+    assert one(c.ask("JOIN"), "461").params[1] == "JOIN"
+
+
+def test_oper_only_and_handler_bugs(irc: IrcWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    def secret(conn, msg):  # type: ignore[no-untyped-def]
+        calls.append(msg)
+
+    def buggy(conn, msg):  # type: ignore[no-untyped-def]
+        return {}["missing"]
+
+    monkeypatch.setitem(COMMANDS, "SECRETCMD", CommandSpec("SECRETCMD", secret, oper_only=True))
+    monkeypatch.setitem(COMMANDS, "BUGGYCMD", CommandSpec("BUGGYCMD", buggy))
+    c = irc.client("alice")
+    assert one(c.ask("SECRETCMD"), "481")
+    assert calls == []
+    c.user.modes.add("oper")
+    assert c.ask("SECRETCMD") == []
+    assert len(calls) == 1
+    # A KeyError inside a handler is a bug report, not "unknown command".
+    out = c.ask("BUGGYCMD")
+    assert commands(out) == ["400"]
+    assert not c.closed
+
+
+# -- PING / PONG / QUIT ------------------------------------------------------------------------
+
+
+def test_ping_echoes_token(irc: IrcWorld) -> None:
+    c = irc.connect()
+    pong = one(c.ask("PING :abc def"), "PONG")
+    assert pong.params == ("irc.test", "abc def")
+    c.send("NICK alice", "USER a 0 * :A")
+    c.take()
+    assert one(c.ask("PING x"), "PONG").params == ("irc.test", "x")
+    assert one(c.ask("PING"), "461")
+    assert c.ask("PONG :whatever") == []
+
+
+def test_quit_before_registration(irc: IrcWorld) -> None:
+    c = irc.connect()
+    out = c.ask("QUIT :bye")
+    error = one(out, "ERROR")
+    assert "Quit: bye" in last_param(error)
+    assert c.closed
+
+
+def test_quit_after_registration_tells_others(irc: IrcWorld) -> None:
+    a = irc.client("alice")
+    b = irc.client("bob")
+    a.send("JOIN #r")
+    b.send("JOIN #r")
+    b.take()
+    out = a.ask("QUIT :gone fishing")
+    assert last_param(one(out, "ERROR")).startswith("Closing Link: alice[")
+    assert a.closed
+    quit_msg = one(b.take(), "QUIT")
+    assert quit_msg.source.startswith("alice!")
+    assert last_param(quit_msg) == "Quit: gone fishing"
+    assert irc.service.find_user("alice") is None
+
+
+def test_registration_timeout(make_irc) -> None:
+    world = make_irc(config=IrcConfig(flood_burst=0, registration_timeout=30))
+    c = world.connect()
+    c.send("NICK alice")
+    world.clock.advance(29)
+    assert not c.closed
+    world.clock.advance(2)
+    assert c.closed
+    assert "Registration timed out" in last_param(one(c.take(), "ERROR"))
+    done = world.connect()
+    done.send("NICK bob", "USER b 0 * :B")
+    world.clock.advance(60)
+    assert not done.closed
+
+
+def test_connection_limit_per_address(make_irc) -> None:
+    from chatserver.core.settings import CoreSettings
+
+    world = make_irc(settings=CoreSettings(server_name="irc.test", max_connections_per_address=1))
+    world.connect(address="198.51.100.7")
+    second = world.connect(address="198.51.100.7")
+    assert second.closed
+    assert "too many connections" in last_param(one(second.take(), "ERROR"))
+
+
+def test_registered_nick_notice_follows_the_welcome(irc: IrcWorld) -> None:
+    irc.service.accounts.create("alice", "password1")
+    c = irc.connect()
+    c.send("NICK alice", "USER a 0 * :A")
+    out = c.take()
+    names = commands(out)
+    assert names[0] == "001"
+    notice = one(out, "NOTICE")
+    assert "registered nick" in last_param(notice)
+    assert names.index("NOTICE") > names.index("422")
