@@ -147,7 +147,7 @@ def _room_of(conn: Any, query: Query) -> str | None:
     )
     if is_channel(target):
         key = room_of(target)
-        room = conn.service.rooms.get(key) if key is not None else None
+        room = conn.service.get_room(key) if key is not None else None
         user = conn.user
         if room is None or user is None or user not in room.members:
             raise refused

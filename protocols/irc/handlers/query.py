@@ -124,7 +124,7 @@ def _who_rows(conn: Any, mask: str, opers_only: bool) -> Iterator[tuple[Any, Any
     see_all = _is_oper(viewer)
     if mask.startswith("#"):
         key = room_of(mask)
-        room = conn.service.rooms.get(key) if key is not None else None
+        room = conn.service.get_room(key) if key is not None else None
         if room is None or not can_see_room(conn, room):
             return
         is_member = viewer in room.members
