@@ -103,7 +103,9 @@ def change_role(conn: Any, room: Room, nick: str, new_role: str, reason: str) ->
         return
     wanted = {
         "visitor": (False, False),
-        "participant": (False, True),
+        # Only a moderated room tells participants from visitors by voice; elsewhere making
+        # a moderator a participant takes operator status and nothing more.
+        "participant": (False, True if "moderated" in room.flags else None),
         "moderator": (True, None),
     }.get(new_role)
     if wanted is None:

@@ -7,7 +7,7 @@ from typing import Any
 from chatserver.core.events import Message
 from protocols.xmpp.muc import ns
 from protocols.xmpp.muc.build import Element
-from protocols.xmpp.stanzas import element, sub
+from protocols.xmpp.stanzas import element, plain_text, sub
 
 # The stanza id (and XEP-0359 origin-id) a client gave the message it is sending, by the
 # sending connection, while the core delivers it: the reflection carries the client's id back.
@@ -19,9 +19,13 @@ def room_jid(conn: Any, room: str) -> str:
 
 
 def body_text(msg: Message) -> str:
+    """The body of a room message: actions as ``/me`` (XEP-0245), and IRC formatting codes
+    taken out with their colour numbers (XML cannot carry the codes, and leaving the numbers
+    would show ``04red``), as in private messages."""
+    text = plain_text(msg.text)
     if msg.kind == "action":
-        return f"/me {msg.text}"
-    return msg.text
+        return f"/me {text}"
+    return text
 
 
 def groupchat_message(

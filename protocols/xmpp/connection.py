@@ -1,0 +1,517 @@
+"""One client-to-server XMPP stream: negotiation (STARTTLS, SASL, bind), then stanzas.
+
+The connection owns the stream's state and its framing; what a stanza means is decided by the
+handlers in the :mod:`protocols.xmpp.router` table, and how a core event looks in XMPP by
+:mod:`protocols.xmpp.render`.  Handlers use the attributes and methods documented on
+:class:`XmppConnection` and nothing else of it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from xml.sax.saxutils import escape, quoteattr
+
+from lxml import etree
+from twisted.internet.interfaces import IPushProducer, ISSLTransport
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from chatserver.core.errors import LimitExceeded
+from chatserver.core.interfaces import IChatClient
+from protocols.xmpp import bind, presence, register, render, router, sasl, stanzas
+from protocols.xmpp.jid import parse_jid, try_parse, user_jid
+from protocols.xmpp.stanzas import NS_CLIENT, NS_SASL, NS_STREAM_ERRORS, NS_STREAMS, NS_TLS
+from protocols.xmpp.stream import StreamClosed, StreamError, StreamOpened, StreamParser
+
+if TYPE_CHECKING:
+    from chatserver.core.events import Who
+    from chatserver.core.service import ChatService
+    from chatserver.core.users import Connection, User
+    from protocols.xmpp.factory import XmppFactory
+
+log = Logger()
+
+_ping_ids = itertools.count(1)
+
+# Output allowed to pile up while the peer does not read (after the transport has asked us to
+# pause); past it the connection is dropped rather than grow memory or stall others.
+MAX_BACKLOG = 1 << 20
+
+# Stream states, in the order a stream goes through them.
+OPENING = "opening"  # waiting for the client's stream header
+NEGOTIATING = "negotiating"  # before authentication (STARTTLS, SASL, in-band registration)
+AUTHENTICATED = "authenticated"  # SASL done, waiting for resource binding
+BOUND = "bound"  # a full JID: stanzas flow
+CLOSED = "closed"
+
+
+def _is_loopback(address: str) -> bool:
+    return address.startswith(("127.", "::ffff:127.")) or address in ("::1", "localhost")
+
+
+@implementer(IChatClient, IPushProducer)
+class XmppConnection(Protocol):
+    """An XMPP client connection, as handlers see it.
+
+    Attributes for handlers:
+
+    * ``service`` (ChatService), ``core`` (the core Connection), ``user`` (core User or None),
+      ``config`` (XmppConfig), ``factory`` (XmppFactory: sessions, roster store);
+    * ``domain`` and ``muc_domain``; ``account`` (str or None, once authenticated);
+    * ``jid`` (the bound full JID, e.g. ``alice@localhost/phone``), ``bare_jid``, ``resource``;
+    * ``secure`` (TLS, or loopback), ``tls`` (TLS only);
+    * ``available`` (initial presence sent), ``presence_show``, ``presence_status``, and
+      ``presence`` (the last available presence element, for probes);
+    * ``extra``: a dict where a module may keep per-connection state under its own key;
+    * ``on_close``: callables run with the connection when it closes (before the core quit).
+
+    Methods: :meth:`send`, :meth:`send_error`, :meth:`iq_result`, :meth:`jid_of`,
+    :meth:`occupant_jid`, :meth:`stream_error`.
+    """
+
+    protocol = "xmpp"
+
+    def __init__(self, factory: XmppFactory) -> None:
+        self.factory = factory
+        self.service: ChatService = factory.service
+        self.config = factory.config
+        self.domain: str = factory.config.domain.lower()
+        self.muc_domain: str = factory.config.muc_service.lower()
+        self.clock = factory.clock
+        self.core: Connection | None = None
+        self.address = ""
+        self.tls = False
+        self.loopback = False
+        self.state = OPENING
+        self.stream_id = ""
+        self.header_sent = False
+        self.account: str | None = None
+        self.resource: str | None = None
+        self.jid: str | None = None
+        self.bare_jid: str | None = None
+        self.available = False
+        self.presence_show: str | None = None
+        self.presence_status: str | None = None
+        self.presence: etree._Element | None = None
+        self.session_started = False
+        self.extra: dict[str, Any] = {}
+        self.on_close: list[Callable[[XmppConnection], None]] = []
+        self.sasl: sasl.SaslExchange | None = None
+        self.parser = StreamParser(
+            max_stanza_bytes=factory.config.max_stanza_bytes,
+            max_depth=factory.config.max_depth,
+        )
+        self._idle_call: Any = None
+        self._ping_call: Any = None
+        self._quit_done = False
+        self._paused = False
+        self._backlog = 0
+
+    # -- what handlers use --------------------------------------------------------------------
+
+    @property
+    def user(self) -> User | None:
+        return self.core.user if self.core is not None else None
+
+    @property
+    def secure(self) -> bool:
+        return self.tls or self.loopback
+
+    def send(self, data: etree._Element | bytes) -> None:
+        """Write one element (serialized here) or ready bytes to the client."""
+        if self.state == CLOSED or self.transport is None:
+            return
+        if not isinstance(data, bytes):
+            data = stanzas.to_bytes(data)
+        if self._paused:
+            self._backlog += len(data)
+            if self._backlog > MAX_BACKLOG:
+                log.info("xmpp output backlog full for {who}", who=self.jid or self.address)
+                self.state = CLOSED
+                self._cancel_timers()
+                self.transport.abortConnection()
+                return
+        self.transport.write(data)
+
+    def send_error(
+        self,
+        stanza: etree._Element,
+        error_type: str,
+        condition: str,
+        text: str | None = None,
+    ) -> None:
+        """Answer ``stanza`` with a stanza error: same id, from/to swapped.
+
+        Errors are never answered with errors (RFC 6120 §8.1), so an error stanza is dropped.
+        """
+        if stanza.get("type") == "error":
+            return
+        self.send(stanzas.error_reply(stanza, error_type, condition, text))
+
+    def iq_result(self, stanza: etree._Element, payload: etree._Element | None = None) -> None:
+        """Answer an IQ get or set with a result, carrying ``payload`` if given."""
+        reply = stanzas.iq("result", stanza.get("id") or "", to=stanza.get("from"))
+        if stanza.get("to"):
+            reply.set("from", stanza.get("to"))
+        if payload is not None:
+            reply.append(payload)
+        self.send(reply)
+
+    def jid_of(self, who: Who) -> str:
+        """The bare JID that stands for a core user (``nick@domain``)."""
+        return user_jid(who.nick, self.domain)
+
+    def occupant_jid(self, room: str, nick: str) -> str:
+        """``room@muc_domain/nick``."""
+        return f"{room}@{self.muc_domain}/{nick}"
+
+    def stream_error(self, condition: str, text: str | None = None) -> None:
+        """End the stream with an RFC 6120 §4.9 error (a header first if none was sent)."""
+        if self.state == CLOSED:
+            return
+        if not self.header_sent:
+            self._send_header(None)
+        body = f"<stream:error><{condition} xmlns='{NS_STREAM_ERRORS}'/>"
+        if text:
+            safe = escape(stanzas.xml_safe(text))
+            body += f"<text xmlns='{NS_STREAM_ERRORS}' xml:lang='en'>{safe}</text>"
+        body += "</stream:error></stream:stream>"
+        log.info(
+            "xmpp stream error {condition} to {who} ({address})",
+            condition=condition,
+            who=self.jid or self.account or "-",
+            address=self.address,
+        )
+        self.transport.write(body.encode("utf-8"))
+        self._close()
+
+    # -- IChatClient ----------------------------------------------------------------------------
+
+    def deliver(self, event: Any) -> None:
+        if self.state != BOUND:
+            return
+        render.deliver(self, event)
+
+    def disconnect(self, reason: str) -> None:
+        lowered = reason.lower()
+        if "shut" in lowered or "restart" in lowered:
+            self.stream_error("system-shutdown", reason)
+        else:
+            self.stream_error("policy-violation", reason)
+
+    # -- IPushProducer: the transport tells us when the peer stops reading ---------------------
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+        self._backlog = 0
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._backlog = 0
+
+    def stopProducing(self) -> None:
+        self._paused = False
+
+    # -- Twisted --------------------------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        transport = self.transport
+        transport.registerProducer(self, True)
+        try:
+            transport.setTcpNoDelay(True)
+        except (AttributeError, OSError):
+            # COMPAT: TLS wrappers and test transports may not expose the socket option.
+            _set_nodelay(transport)
+        peer = transport.getPeer()
+        self.address = getattr(peer, "host", "") or ""
+        self.loopback = _is_loopback(self.address)
+        self.tls = ISSLTransport.providedBy(transport)
+        self.stream_id = os.urandom(8).hex()
+        log.info("xmpp open {address}{tls}", address=self.address, tls=" (tls)" if self.tls else "")
+        try:
+            self.core = self.service.connect(self)
+        except LimitExceeded as err:
+            self.stream_error("policy-violation", str(err))
+            return
+        self._touch()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.state == CLOSED:
+            return
+        self._touch()
+        try:
+            for event in self.parser.feed(data):
+                if self.state == CLOSED:
+                    return
+                if isinstance(event, StreamOpened):
+                    self._stream_opened(event)
+                elif isinstance(event, StreamClosed):
+                    self._stream_closed()
+                else:
+                    self._element(event.element)
+        except StreamError as err:
+            self.stream_error(err.condition, err.text)
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.state = CLOSED
+        self._cancel_timers()
+        for callback in self.on_close:
+            try:
+                callback(self)
+            except Exception:
+                log.failure("closing {jid}", jid=self.jid)
+        if self.jid is not None:
+            if self.available:
+                presence.went_offline(self)
+            self.factory.remove_session(self)
+        if self.core is not None and not self._quit_done:
+            self._quit_done = True
+            self.service.quit(self.core, "Disconnected")
+        log.info(
+            "xmpp close {who} ({address})",
+            who=self.jid or self.account or "-",
+            address=self.address,
+        )
+
+    # -- stream negotiation ---------------------------------------------------------------------
+
+    def _send_header(self, to: str | None) -> None:
+        to_attr = f" to={quoteattr(to)}" if to else ""
+        self.transport.write(
+            (
+                "<?xml version='1.0'?>"
+                f"<stream:stream xmlns='{NS_CLIENT}' xmlns:stream='{NS_STREAMS}'"
+                f" id='{self.stream_id}' from={quoteattr(self.domain)}{to_attr}"
+                " version='1.0' xml:lang='en'>"
+            ).encode()
+        )
+        self.header_sent = True
+
+    def _stream_opened(self, event: StreamOpened) -> None:
+        attrib = event.attrib
+        client = try_parse(attrib.get("from"))
+        # Every stream (the first and each restart) gets its own header and id.
+        self.stream_id = os.urandom(8).hex()
+        self._send_header(str(client) if client is not None else None)
+        qname = etree.QName(event.tag)
+        if qname.localname != "stream" or qname.namespace != NS_STREAMS:
+            self.stream_error("invalid-namespace", "the stream element is stream:stream")
+            return
+        if event.nsmap.get(None) != NS_CLIENT:
+            self.stream_error("invalid-namespace", "this is a client-to-server port")
+            return
+        to = attrib.get("to")
+        if to is not None and to.lower().rstrip(".") != self.domain:
+            self.stream_error("host-unknown", f"this server serves {self.domain}")
+            return
+        version = attrib.get("version", "")
+        if not version.startswith("1."):
+            self.stream_error("unsupported-version", "XMPP 1.0 streams only")
+            return
+        if self.state == OPENING:
+            self.state = NEGOTIATING
+        self.send(self._features())
+
+    def _stream_closed(self) -> None:
+        if self.state != CLOSED:
+            self.transport.write(b"</stream:stream>")
+            self._close()
+
+    def tls_required(self) -> bool:
+        """Whether this stream must be encrypted before authentication."""
+        if self.tls or not self.config.require_tls:
+            return False
+        return not self.loopback or self.config.require_tls_on_loopback
+
+    def tls_offered(self) -> bool:
+        return not self.tls and self.factory.tls_options is not None
+
+    def registration_open(self) -> bool:
+        return self.factory.registration_open()
+
+    def _features(self) -> bytes:
+        parts: list[etree._Element] = []
+        if self.state == NEGOTIATING:
+            if self.tls_offered():
+                tls = stanzas.element("starttls", ns=NS_TLS)
+                if self.tls_required():
+                    stanzas.sub(tls, "required")
+                parts.append(tls)
+            if not self.tls_required():
+                mechs = stanzas.element("mechanisms", ns=NS_SASL)
+                for name in sasl.mechanisms(self):
+                    stanzas.sub(mechs, "mechanism", text=name)
+                parts.append(mechs)
+                if self.registration_open():
+                    parts.append(stanzas.element("register", ns=stanzas.NS_REGISTER_FEATURE))
+        elif self.state == AUTHENTICATED:
+            parts.append(stanzas.element("bind", ns=stanzas.NS_BIND))
+            session = stanzas.element("session", ns=stanzas.NS_SESSION)
+            stanzas.sub(session, "optional")
+            parts.append(session)
+        body = b"".join(stanzas.to_bytes(p) for p in parts)
+        return b"<stream:features>" + body + b"</stream:features>"
+
+    def restart_stream(self) -> None:
+        """After STARTTLS or SASL success: a fresh parser; the client sends a new header."""
+        self.parser.reset()
+
+    def start_tls(self) -> None:
+        options = self.factory.tls_options
+        if self.tls or options is None or self.state != NEGOTIATING:
+            self.transport.write(f"<failure xmlns='{NS_TLS}'/></stream:stream>".encode())
+            self._close()
+            return
+        self.transport.write(f"<proceed xmlns='{NS_TLS}'/>".encode())
+        self.transport.startTLS(options())
+        self.tls = True
+        self.restart_stream()
+
+    def authenticated(self, account: str) -> None:
+        """SASL succeeded for ``account`` (the success element is already sent)."""
+        self.account = account
+        self.state = AUTHENTICATED
+        self.sasl = None
+        assert self.core is not None
+        self.service.login(self.core, account)
+        self.restart_stream()
+
+    def bound(self, resource: str) -> None:
+        """Resource binding succeeded (the core user is attached)."""
+        assert self.account is not None
+        self.resource = resource
+        self.bare_jid = user_jid(self.account, self.domain)
+        self.jid = f"{self.bare_jid}/{resource}"
+        self.state = BOUND
+        self.factory.add_session(self)
+
+    # -- elements -------------------------------------------------------------------------------
+
+    def _element(self, el: etree._Element) -> None:
+        tag = el.tag
+        if not isinstance(tag, str):
+            return
+        qname = etree.QName(tag)
+        ns = qname.namespace
+        if ns is None and qname.localname in stanzas.STANZA_KINDS:
+            self._stanza(el)
+        elif ns == NS_TLS and qname.localname == "starttls":
+            self.start_tls()
+        elif ns == NS_SASL:
+            if self.state != NEGOTIATING:
+                self.stream_error("unsupported-stanza-type", "already authenticated")
+            else:
+                sasl.handle(self, el)
+        elif ns == NS_STREAMS and qname.localname == "error":
+            log.info("xmpp stream error from {address}", address=self.address)
+            self._stream_closed()
+        else:
+            self.stream_error("unsupported-stanza-type", None)
+
+    def _stanza(self, stanza: etree._Element) -> None:
+        if self.state == NEGOTIATING:
+            if self._preauth_register(stanza):
+                return
+            self.stream_error("not-authorized", "authenticate first")
+            return
+        if self.state == AUTHENTICATED:
+            bind.before_bind(self, stanza)
+            return
+        if self.state != BOUND:
+            return
+        if not self._stamp_from(stanza):
+            return
+        router.dispatch(self, stanza)
+
+    def _preauth_register(self, stanza: etree._Element) -> bool:
+        if stanzas.kind_of(stanza) != "iq" or self.tls_required():
+            return False
+        query = stanzas.payload(stanza)
+        if query is None or etree.QName(query).namespace != stanzas.NS_REGISTER:
+            return False
+        router.call(self, register.handle_preauth, stanza)
+        return True
+
+    def _stamp_from(self, stanza: etree._Element) -> bool:
+        given = stanza.get("from")
+        if given is not None and given != self.jid:
+            jid = try_parse(given)
+            if (
+                jid is None
+                or jid.bare != self.bare_jid
+                or jid.resource not in (None, self.resource)
+            ):
+                self.stream_error("invalid-from", None)
+                return False
+        assert self.jid is not None
+        stanza.set("from", self.jid)
+        to = stanza.get("to")
+        if to is not None:
+            # A normalized address (case of the localpart and domain), so handlers compare
+            # plain strings.
+            try:
+                stanza.set("to", str(parse_jid(to)))
+            except ValueError:
+                self.send_error(stanza, "modify", "jid-malformed")
+                return False
+        return True
+
+    # -- keep-alive -----------------------------------------------------------------------------
+
+    def _touch(self) -> None:
+        if self._ping_call is not None and self._ping_call.active():
+            self._ping_call.cancel()
+        self._ping_call = None
+        if self._idle_call is not None and self._idle_call.active():
+            self._idle_call.reset(self.config.idle_timeout)
+        else:
+            self._idle_call = self.clock.callLater(self.config.idle_timeout, self._idle)
+
+    def _idle(self) -> None:
+        """Silent for a while: ask with an XEP-0199 ping (to any client that is bound)."""
+        self._idle_call = None
+        if self.state == CLOSED:
+            return
+        if self.state == BOUND:
+            ping = stanzas.iq("get", f"ping-{next(_ping_ids)}", to=self.jid, from_=self.domain)
+            stanzas.sub(ping, "ping", ns=stanzas.NS_PING)
+            self.send(ping)
+        else:
+            # A stream that never got as far as binding needs no patience; whitespace tells
+            # whether the peer's TCP still answers.
+            self.transport.write(b" ")
+        self._ping_call = self.clock.callLater(self.config.ping_timeout, self._ping_timeout)
+
+    def _ping_timeout(self) -> None:
+        self._ping_call = None
+        self.stream_error("connection-timeout", "no answer to a ping")
+
+    def _cancel_timers(self) -> None:
+        for call in (self._idle_call, self._ping_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._idle_call = self._ping_call = None
+
+    def _close(self) -> None:
+        if self.state == CLOSED:
+            return
+        self.state = CLOSED
+        self._cancel_timers()
+        self.transport.loseConnection()
+        # The socket closes once the goodbye is written; connectionLost then does the rest.
+
+
+def _set_nodelay(transport: Any) -> None:
+    handle = getattr(transport, "getHandle", None)
+    sock = handle() if handle is not None else None
+    if isinstance(sock, socket.socket):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass

@@ -1,0 +1,93 @@
+"""Service discovery (XEP-0030) of the server and of its users' bare JIDs.
+
+The room service and its rooms answer for themselves (the ``muc`` handlers); the server only
+lists the room service among its items.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from lxml import etree
+
+from protocols.xmpp import router, stanzas
+from protocols.xmpp.jid import try_parse
+from protocols.xmpp.router import StanzaError, handler
+from protocols.xmpp.stanzas import (
+    NS_DISCO_INFO,
+    NS_DISCO_ITEMS,
+    NS_PING,
+    NS_REGISTER,
+    NS_ROSTER,
+    NS_VERSION,
+)
+
+if TYPE_CHECKING:
+    from protocols.xmpp.connection import XmppConnection
+
+SERVER_NAME = "chatserver"
+SERVER_FEATURES = (NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_VERSION, NS_ROSTER)
+ACCOUNT_FEATURES = (NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING)
+
+
+def _query(ns: str, node: str | None) -> etree._Element:
+    return stanzas.element("query", {"node": node}, ns=ns)
+
+
+def _features(query: etree._Element, names: tuple[str, ...] | list[str]) -> None:
+    for name in sorted(set(names)):
+        stanzas.sub(query, "feature", {"var": name})
+
+
+@handler("iq", "get", NS_DISCO_INFO)
+def info(conn: XmppConnection, stanza: etree._Element) -> None:
+    node = _node(stanza)
+    to = try_parse(stanza.get("to"))
+    query = _query(NS_DISCO_INFO, node)
+    if to is None or to.local is None:
+        stanzas.sub(query, "identity", {"category": "server", "type": "im", "name": SERVER_NAME})
+        features = list(SERVER_FEATURES)
+        if conn.registration_open():
+            features.append(NS_REGISTER)
+        _features(query, features)
+    else:
+        if not _known_user(conn, to.bare):
+            raise StanzaError("service-unavailable")
+        stanzas.sub(query, "identity", {"category": "account", "type": "registered"})
+        _features(query, ACCOUNT_FEATURES)
+    conn.iq_result(stanza, query)
+
+
+@handler("iq", "get", NS_DISCO_ITEMS)
+def items(conn: XmppConnection, stanza: etree._Element) -> None:
+    node = _node(stanza)
+    to = try_parse(stanza.get("to"))
+    query = _query(NS_DISCO_ITEMS, node)
+    if to is None or to.local is None:
+        if router.registered("muc"):
+            stanzas.sub(query, "item", {"jid": conn.muc_domain, "name": "Chat rooms"})
+    elif not _known_user(conn, to.bare):
+        raise StanzaError("service-unavailable")
+    conn.iq_result(stanza, query)
+
+
+def _node(stanza: etree._Element) -> str | None:
+    query = stanzas.payload(stanza)
+    node = query.get("node") if query is not None else None
+    if node:
+        raise StanzaError("item-not-found", "no such node")
+    return None
+
+
+def _known_user(conn: XmppConnection, bare: str) -> bool:
+    """Ourselves, or a user online now (the server answers for a bare JID on its behalf)."""
+    return bare == conn.bare_jid or conn.service.find_user(bare.partition("@")[0]) is not None
+
+
+@handler("iq", "set", NS_DISCO_INFO)
+@handler("iq", "set", NS_DISCO_ITEMS)
+@handler("iq", "set", NS_VERSION)
+@handler("iq", "set", NS_PING)
+def read_only(conn: XmppConnection, stanza: etree._Element) -> None:
+    """Namespaces this server knows but that have nothing to set (RFC 6120 §8.3.3.3)."""
+    raise StanzaError("feature-not-implemented")

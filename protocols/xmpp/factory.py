@@ -1,0 +1,151 @@
+"""The XMPP listener: builds connections and keeps the table of bound sessions.
+
+One factory serves both the STARTTLS port and the direct-TLS port (a connection tells which
+from its transport), so every session of the server is in one table: resources of an account,
+presence broadcast and IQ forwarding all look here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+
+from chatserver.core.events import Presence as CorePresence
+from chatserver.core.names import casefold
+from chatserver.core.service import ChatService
+from protocols.xmpp.connection import XmppConnection
+from protocols.xmpp.register import new_account_limiter
+from protocols.xmpp.roster import Rosters
+from protocols.xmpp.roster_store import MemoryRosterStore
+
+log = Logger()
+
+# Modules whose import registers handlers in the router table.
+HANDLER_MODULES = (
+    "bind",
+    "roster",
+    "presence",
+    "im",
+    "disco",
+    "ping",
+    "version",
+    "register",
+)
+
+_loaded = False
+
+
+def load_handlers() -> None:
+    """Import every handler module of the package, and the ``muc`` package when present."""
+    global _loaded
+    if _loaded:
+        return
+    for name in HANDLER_MODULES:
+        importlib.import_module(f"protocols.xmpp.{name}")
+    try:
+        muc = importlib.import_module("protocols.xmpp.muc")
+    except ModuleNotFoundError as err:
+        if err.name not in ("protocols.xmpp.muc",):
+            raise
+    else:
+        for info in pkgutil.walk_packages(muc.__path__, "protocols.xmpp.muc."):
+            importlib.import_module(info.name)
+    _loaded = True
+
+
+class XmppFactory(Factory):
+    """``tls_options`` is a callable giving the server's CertificateOptions (for STARTTLS), or
+    None to offer no STARTTLS.  ``clock`` defaults to the reactor; ``roster_store`` to the
+    chat service's account store when it keeps rosters, else memory."""
+
+    protocol = XmppConnection
+    # One log line per start of each listener is noise next to the app's own "listening".
+    noisy = False
+
+    def __init__(
+        self,
+        service: ChatService,
+        config: Any,
+        *,
+        tls_options: Callable[[], Any] | None = None,
+        clock: Any = None,
+        roster_store: Any = None,
+    ) -> None:
+        load_handlers()
+        if clock is None:
+            from twisted.internet import reactor
+
+            clock = reactor
+        self.service = service
+        self.config = config
+        self.domain: str = config.domain.lower()
+        self.tls_options = tls_options
+        self.clock = clock
+        if roster_store is None:
+            store = getattr(service.accounts, "store", None)
+            if store is not None and hasattr(store, "get_roster"):
+                roster_store = store
+            else:
+                log.warn("the account store keeps no rosters: XMPP rosters live in memory")
+                roster_store = MemoryRosterStore()
+        self.roster_store = roster_store
+        self.rosters = Rosters(roster_store)
+        self.new_accounts = new_account_limiter()
+        # casefolded bare JID -> resource -> connection, in binding order.
+        self.sessions: dict[str, dict[str, XmppConnection]] = {}
+        observers = getattr(service, "observers", None)
+        if observers is not None:
+            observers.append(self._observe)
+
+    def _observe(self, event: Any) -> None:
+        """Nicks going online and offline, for roster contacts on other protocols."""
+        if isinstance(event, CorePresence):
+            from protocols.xmpp import presence
+
+            presence.core_presence(self, event.who, event.online)
+
+    def buildProtocol(self, addr: Any) -> XmppConnection:
+        conn = XmppConnection(self)
+        conn.factory = self
+        return conn
+
+    def registration_open(self) -> bool:
+        mode = self.config.registration or self.service.settings.registration
+        return mode == "open"
+
+    # -- sessions -----------------------------------------------------------------------------
+
+    def add_session(self, conn: XmppConnection) -> None:
+        assert conn.bare_jid is not None and conn.resource is not None
+        self.sessions.setdefault(casefold(conn.bare_jid), {})[conn.resource] = conn
+
+    def remove_session(self, conn: XmppConnection) -> None:
+        if conn.bare_jid is None or conn.resource is None:
+            return
+        key = casefold(conn.bare_jid)
+        resources = self.sessions.get(key)
+        if resources is not None and resources.get(conn.resource) is conn:
+            del resources[conn.resource]
+            if not resources:
+                del self.sessions[key]
+                if conn.account is not None:
+                    self.rosters.forget(conn.account)
+
+    def session(self, bare_jid: str, resource: str) -> XmppConnection | None:
+        """The connection bound to ``bare_jid/resource``, or None."""
+        return self.sessions.get(casefold(bare_jid), {}).get(resource)
+
+    def resources(self, bare_jid: str) -> list[XmppConnection]:
+        """Every bound connection of an account, oldest first."""
+        return list(self.sessions.get(casefold(bare_jid), {}).values())
+
+    def available(self, bare_jid: str) -> Iterator[XmppConnection]:
+        """The bound connections of an account that have sent initial presence."""
+        for conn in self.resources(bare_jid):
+            if conn.available:
+                yield conn

@@ -1,0 +1,91 @@
+"""One-to-one messages (RFC 6121 §5): ``nick@domain`` is any user, on any protocol.
+
+A message with a body goes through the core (``service.say``), so an IRC or line-chat user
+gets it as a private message and every connection of the target user sees it; the XMPP
+renderer turns the core's Message back into ``type='chat'``.  A message without a body (chat
+states, receipts) means something only to XMPP clients, so it is passed to the target's XMPP
+resources as it is.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import TYPE_CHECKING
+
+from lxml import etree
+
+from chatserver.core.errors import NoSuchNick
+from protocols.xmpp import stanzas
+from protocols.xmpp.jid import JID, try_parse
+from protocols.xmpp.router import StanzaError, handler
+
+if TYPE_CHECKING:
+    from protocols.xmpp.connection import XmppConnection
+
+# A body becomes one core message per line: IRC and line chat carry one line per message.
+MAX_LINES = 30
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def _target(conn: XmppConnection, stanza: etree._Element) -> JID | None:
+    """The local user a message is for, or None for the server itself."""
+    jid = try_parse(stanza.get("to"))
+    if jid is None or jid.local is None:
+        return None
+    if jid.domain != conn.domain:
+        raise StanzaError("remote-server-not-found", "this server does not federate")
+    return jid
+
+
+def _lines(body: str) -> list[str]:
+    lines = [line for line in _LINE_BREAK.split(body) if line.strip()]
+    if len(lines) > MAX_LINES:
+        raise StanzaError("policy-violation", f"at most {MAX_LINES} lines per message")
+    return lines
+
+
+@handler("message", "chat", None)
+@handler("message", "normal", None)
+def chat(conn: XmppConnection, stanza: etree._Element) -> None:
+    target = _target(conn, stanza)
+    if target is None:
+        return
+    body = stanzas.child_text(stanza, "body")
+    if body is None or not body.strip():
+        _pass_on(conn, stanza, target)
+        return
+    assert conn.core is not None
+    for line in _lines(body):
+        kind = "privmsg"
+        if line.startswith("/me "):
+            kind, line = "action", line[4:]
+        try:
+            conn.service.say(conn.core, nick=target.local, text=line, kind=kind)
+        except NoSuchNick:
+            # RFC 6121 §8.5.2.2.1: no offline storage here, so the user is unavailable.
+            raise StanzaError("service-unavailable", f"{target.local} is not connected") from None
+
+
+def _pass_on(conn: XmppConnection, stanza: etree._Element, target: JID) -> None:
+    if target.resource is not None:
+        session = conn.factory.session(target.bare, target.resource)
+        sessions = [session] if session is not None else list(conn.factory.available(target.bare))
+    else:
+        sessions = list(conn.factory.available(target.bare))
+    for session in sessions:
+        session.send(copy.deepcopy(stanza))
+
+
+@handler("message", "error", None)
+def message_error(conn: XmppConnection, stanza: etree._Element) -> None:
+    """An error about a message (a client refusing a chat state): pass it to XMPP users."""
+    target = try_parse(stanza.get("to"))
+    if target is not None and target.local is not None and target.domain == conn.domain:
+        _pass_on(conn, stanza, target)
+
+
+@handler("message", "headline", None)
+@handler("message", "groupchat", None)
+def ignored(conn: XmppConnection, stanza: etree._Element) -> None:
+    """Headlines from clients, and groupchat outside the room service, go nowhere."""

@@ -1,0 +1,153 @@
+"""In-band registration (XEP-0077): new accounts, password changes and account removal.
+
+Registration is open or closed by ``[xmpp] registration``, which by default follows the
+core's ``[chat] registration``.  Before authentication only the registration form and the
+registration itself are allowed (rate-limited per address); after it, the same namespace
+changes the password or removes the account.  Accounts are the core's: a nick registered
+here is an account on IRC and line chat too.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from lxml import etree
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from chatserver.core.errors import AccountError, BadName, ChatError
+from chatserver.core.limits import KeyedBuckets
+from chatserver.core.names import casefold
+from protocols.xmpp import stanzas
+from protocols.xmpp.router import StanzaError, chat_error_condition, handler
+from protocols.xmpp.stanzas import NS_REGISTER
+
+if TYPE_CHECKING:
+    from protocols.xmpp.connection import XmppConnection
+
+log = Logger()
+
+INSTRUCTIONS = (
+    "Choose a username and password. The username is also your nick on IRC and line chat."
+)
+
+
+def new_account_limiter() -> KeyedBuckets:
+    """New accounts per address (not on loopback): a burst of 3, then one every 10 minutes."""
+    return KeyedBuckets(3, 1 / 600)
+
+
+def _query() -> etree._Element:
+    return stanzas.element("query", ns=NS_REGISTER)
+
+
+def _fields(stanza: etree._Element) -> tuple[etree._Element, str | None, str | None]:
+    query = stanzas.payload(stanza)
+    if query is None:
+        raise StanzaError("bad-request")
+    username = stanzas.child_text(query, "username", NS_REGISTER)
+    password = stanzas.child_text(query, "password", NS_REGISTER)
+    return query, username, password
+
+
+def _account_error(failure: Any) -> None:
+    failure.trap(ChatError)
+    err = failure.value
+    condition = chat_error_condition(err)
+    if isinstance(err, BadName):
+        condition = "not-acceptable"
+    raise StanzaError(condition, err.reason)
+
+
+def handle_preauth(conn: XmppConnection, stanza: etree._Element) -> Deferred[Any] | None:
+    """A registration IQ before authentication: the form, or a new account."""
+    if not conn.registration_open():
+        raise StanzaError("service-unavailable", "registration is closed on this server")
+    type_ = stanza.get("type")
+    if type_ == "get":
+        query = _query()
+        stanzas.sub(query, "instructions", text=INSTRUCTIONS)
+        stanzas.sub(query, "username")
+        stanzas.sub(query, "password")
+        conn.iq_result(stanza, query)
+        return None
+    if type_ != "set":
+        return None
+    query, username, password = _fields(stanza)
+    if stanzas.find(query, "remove", NS_REGISTER) is not None:
+        raise StanzaError("not-allowed", "log in to remove an account")
+    if not username or not password:
+        raise StanzaError("not-acceptable", "a username and a password are needed")
+    now = conn.clock.seconds()
+    if not conn.loopback and not conn.factory.new_accounts.take(conn.address, now):
+        raise StanzaError("resource-constraint", "too many new accounts; try again later")
+    d = conn.service.accounts.create(username, password)
+
+    def created(record: Any) -> None:
+        log.info(
+            "xmpp registered {account} from {address}", account=record.name, address=conn.address
+        )
+        conn.iq_result(stanza)
+
+    return d.addCallbacks(created, _account_error)
+
+
+@handler("iq", "get", NS_REGISTER)
+def registered(conn: XmppConnection, stanza: etree._Element) -> None:
+    _to_server(stanza)
+    query = _query()
+    stanzas.sub(query, "registered")
+    stanzas.sub(query, "username", text=conn.account)
+    stanzas.sub(query, "password")
+    conn.iq_result(stanza, query)
+
+
+@handler("iq", "set", NS_REGISTER)
+def change(conn: XmppConnection, stanza: etree._Element) -> Deferred[Any]:
+    _to_server(stanza)
+    query, username, password = _fields(stanza)
+    account = conn.account
+    assert account is not None
+    if stanzas.find(query, "remove", NS_REGISTER) is not None:
+        return _remove(conn, stanza, account)
+    if not password:
+        raise StanzaError("bad-request", "a new password is needed")
+    if username is not None and casefold(username) != casefold(account):
+        raise StanzaError("bad-request", "you can only change your own password")
+    d = conn.service.accounts.set_password(account, password)
+
+    def changed(_: Any) -> None:
+        log.info("xmpp password changed for {account}", account=account)
+        conn.iq_result(stanza)
+
+    return d.addCallbacks(changed, _account_error)
+
+
+def _remove(conn: XmppConnection, stanza: etree._Element, account: str) -> Deferred[Any]:
+    d = conn.service.accounts.delete(account)
+
+    def removed(existed: bool) -> None:
+        if not existed:
+            raise StanzaError("item-not-found")
+        log.info("xmpp removed account {account}", account=account)
+        conn.iq_result(stanza)
+        store = conn.factory.roster_store
+        if hasattr(store, "delete_account"):
+            store.delete_account(account)
+        conn.factory.rosters.forget(account)
+        if conn.core is not None and conn.user is not None and conn.user.account is not None:
+            try:
+                conn.service.logout(conn.core)
+            except AccountError:
+                pass
+        # XEP-0077 §3.2: the account is gone, so are its sessions.
+        for session in conn.factory.resources(conn.bare_jid or ""):
+            session.stream_error("not-authorized", "the account was removed")
+
+    return d.addCallbacks(removed, _account_error)
+
+
+def _to_server(stanza: etree._Element) -> None:
+    to = stanza.get("to")
+    if to is not None and "@" in to:
+        raise StanzaError("service-unavailable")

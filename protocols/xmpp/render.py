@@ -1,0 +1,129 @@
+"""Core events in XMPP form: the table behind ``XmppConnection.deliver``.
+
+* Private messages become ``type='chat'`` messages from ``nick@domain`` (notices too; actions
+  as ``/me text``, XEP-0245).  They are rendered once per event with the recipient's ``to``
+  spliced in as bytes.
+* Room events (a Message to a room, Join, Part, Kick, Topic, ModeChange, Invite) and the user
+  events that show in rooms (NickChange, Quit, Away, AccountChange) go to the multi-user chat
+  renderer ``protocols.xmpp.muc.render.render_room_event(conn, event)`` when that package is
+  installed; it writes what it needs with ``conn.send``.
+* NickChange, Quit and Away also change the presence of roster contacts who are not on
+  XMPP (:func:`protocols.xmpp.presence.contact_event`).
+* A ServerNotice is a chat message from the domain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from twisted.logger import Logger
+
+from chatserver.core.events import (
+    AccountChange,
+    Away,
+    Invite,
+    Join,
+    Kick,
+    Message,
+    ModeChange,
+    NickChange,
+    Part,
+    Quit,
+    ServerNotice,
+    Topic,
+)
+from chatserver.core.names import casefold
+from protocols.xmpp import presence, stanzas
+from protocols.xmpp.jid import user_jid
+
+if TYPE_CHECKING:
+    from protocols.xmpp.connection import XmppConnection
+
+log = Logger()
+
+ROOM_EVENTS = (Join, Part, Kick, Topic, ModeChange, Invite)
+SHARED_EVENTS = (NickChange, Quit, Away, AccountChange)
+
+_MISSING = object()
+_room_renderer: Any = _MISSING
+
+
+def room_renderer() -> Callable[[XmppConnection, Any], None] | None:
+    """``render_room_event`` of the muc package, or None when it is not installed."""
+    global _room_renderer
+    if _room_renderer is _MISSING:
+        try:
+            from protocols.xmpp.muc.render import render_room_event
+        except ImportError as err:
+            if err.name not in ("protocols.xmpp.muc", "protocols.xmpp.muc.render"):
+                raise
+            _room_renderer = None
+        else:
+            _room_renderer = render_room_event
+    return _room_renderer
+
+
+def deliver(conn: XmppConnection, event: Any) -> None:
+    renderer = _TABLE.get(type(event))
+    if renderer is not None:
+        renderer(conn, event)
+
+
+def _message(conn: XmppConnection, event: Message) -> None:
+    if event.room is not None:
+        _room(conn, event)
+    else:
+        _private(conn, event)
+
+
+def _room(conn: XmppConnection, event: Any) -> None:
+    render = room_renderer()
+    if render is not None:
+        render(conn, event)
+
+
+def _shared(conn: XmppConnection, event: Any) -> None:
+    _room(conn, event)
+    if not isinstance(event, AccountChange):
+        presence.contact_event(conn, event)
+
+
+def chat_text(event: Message) -> str:
+    """The body of a private message: actions as ``/me`` (XEP-0245), IRC formatting off."""
+    text = stanzas.plain_text(event.text)
+    return f"/me {text}" if event.kind == "action" else text
+
+
+def _private(conn: XmppConnection, event: Message) -> None:
+    user = conn.user
+    if user is None or event.origin is conn:
+        return
+    if casefold(event.source.nick) == user.key and casefold(event.target or "") != user.key:
+        # Sent by this user from another of its connections: XMPP shows no copy of sent
+        # messages without carbons, which this server does not offer.
+        return
+    key = ("xmpp", "chat", conn.domain)
+    data = event.rendered.get(key)
+    if data is None:
+        msg = stanzas.element(
+            "message",
+            {"from": user_jid(event.source.nick, conn.domain), "type": "chat", "id": event.id},
+        )
+        stanzas.sub(msg, "body", text=chat_text(event))
+        data = event.rendered[key] = stanzas.to_bytes(msg)
+    conn.send(stanzas.splice_to(data, conn.jid or ""))
+
+
+def _server_notice(conn: XmppConnection, event: ServerNotice) -> None:
+    msg = stanzas.element("message", {"from": conn.domain, "to": conn.jid, "type": "chat"})
+    stanzas.sub(msg, "body", text=stanzas.plain_text(event.text))
+    conn.send(msg)
+
+
+_TABLE: dict[type, Callable[[XmppConnection, Any], None]] = {
+    Message: _message,
+    ServerNotice: _server_notice,
+    **{cls: _room for cls in ROOM_EVENTS},
+    **{cls: _shared for cls in SHARED_EVENTS},
+}

@@ -1,0 +1,259 @@
+"""The XML stream layer: incremental parsing with RFC 6120 §11 restrictions and size limits.
+
+:class:`StreamParser` turns bytes, cut at any boundary, into stream events: the opening
+``<stream:stream>`` tag, each complete top-level element (a stanza, or a stream-level element
+such as ``<starttls/>``), and the closing tag.  Everything a handler later sees has passed
+here, so the limits live here and nowhere else:
+
+* no DOCTYPE, comment, processing instruction or entity reference (``restricted-xml``);
+* malformed XML, invalid UTF-8 (``not-well-formed``);
+* a top-level element over ``max_stanza_bytes`` or nested deeper than ``max_depth``
+  (``policy-violation``).
+
+libxml2 runs as a push parser with a Python target, so the DOCTYPE is refused at its first
+byte, before any entity declaration is read: entity expansion attacks (billion laughs,
+quadratic blow-up, external entities) never get a chance to expand anything.
+Stanzas are detached from the stream root as soon as they are complete, so a long stream
+holds only the stanza in progress.  Each stream restart (after STARTTLS and SASL) gets a
+fresh parser: :meth:`StreamParser.reset`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from lxml import etree
+
+from protocols.xmpp.stanzas import NS_CLIENT
+
+# Input is fed to libxml2 in slices of at most this size, and the size limit is checked
+# between slices, so a stanza can overrun its limit by at most one slice before it is caught.
+SLICE_BYTES = 4096
+DEFAULT_MAX_STANZA_BYTES = 256 * 1024
+DEFAULT_MAX_DEPTH = 32
+
+# What, in the bytes that broke the parser, shows the client tried a restricted construct
+# rather than plain malformed XML: a markup declaration other than CDATA, or a PI.
+# (The XML declaration that may open a stream is not one.)
+_RESTRICTED_MARKUP = re.compile(rb"<(?:\?(?!xml[\s?])|!(?!\[CDATA\[))")
+# Bytes that no XML 1.0 document may contain (in UTF-8 they only ever stand for these
+# control characters).  libxml2's push parser waits for more input on some of them (NUL)
+# instead of failing, so they are refused before it sees them.
+_NEVER_XML = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+# How much recent input is kept to tell a restricted construct from plain bad XML.
+RECENT_BYTES = 256
+# libxml2 error codes that mean "an entity reference", by name.
+_ENTITY_ERRORS = frozenset(
+    getattr(etree.ErrorTypes, name) for name in dir(etree.ErrorTypes) if "ENTITY" in name
+)
+
+
+class StreamError(Exception):
+    """The stream must end with this RFC 6120 §4.9.3 ``condition``."""
+
+    def __init__(self, condition: str, text: str | None = None) -> None:
+        super().__init__(f"{condition}: {text}" if text else condition)
+        self.condition = condition
+        self.text = text
+
+
+@dataclass(frozen=True, slots=True)
+class StreamOpened:
+    """The client's ``<stream:stream ...>`` tag: its qualified tag, attributes and namespaces."""
+
+    tag: str
+    attrib: dict[str, str]
+    nsmap: dict[str | None, str]
+
+
+@dataclass(frozen=True, slots=True)
+class TopElement:
+    """One complete child of the stream element (a stanza or a stream-level element)."""
+
+    element: etree._Element
+
+
+@dataclass(frozen=True, slots=True)
+class StreamClosed:
+    """The client's ``</stream:stream>``."""
+
+
+StreamEvent = StreamOpened | TopElement | StreamClosed
+
+
+class _Restricted(Exception):
+    pass
+
+
+class _TooDeep(Exception):
+    pass
+
+
+class _Target:
+    """The parser target: builds stanzas with a TreeBuilder and refuses restricted XML."""
+
+    def __init__(self, max_depth: int) -> None:
+        self.builder = etree.TreeBuilder()
+        self.max_depth = max_depth
+        self.depth = 0
+        self.events: list[StreamEvent] = []
+        # Set when libxml2 reports something at stream level (a stanza ended, the stream
+        # opened, whitespace between stanzas): the size count starts again from there.
+        self.quiet = False
+
+    def start(self, tag: str, attrib: Any, nsmap: Any = None) -> Any:
+        self.depth += 1
+        # libxml2 names the default namespace '' where lxml wants None.
+        namespaces = {(k or None): v for k, v in (nsmap or {}).items()}
+        if self.depth == 1:
+            self.quiet = True
+            self.events.append(StreamOpened(tag, dict(attrib), namespaces))
+        elif self.depth - 1 > self.max_depth:
+            raise _TooDeep()
+        return self.builder.start(tag, attrib, namespaces)
+
+    def end(self, tag: str) -> Any:
+        self.depth -= 1
+        el = self.builder.end(tag)
+        if self.depth == 1:
+            self.quiet = True
+            parent = el.getparent()
+            if parent is not None:
+                parent.remove(el)
+            _strip_client_namespace(el)
+            self.events.append(TopElement(el))
+        elif self.depth == 0:
+            self.events.append(StreamClosed())
+        return el
+
+    def data(self, text: str) -> None:
+        if self.depth <= 1:
+            # Whitespace between stanzas (keep-alives) is dropped, not kept as the root's text.
+            self.quiet = True
+            return
+        self.builder.data(text)
+
+    def comment(self, text: str) -> None:
+        raise _Restricted("comments are not allowed")
+
+    def pi(self, target: str, data: str | None = None) -> None:
+        raise _Restricted("processing instructions are not allowed")
+
+    def doctype(self, *args: Any) -> None:
+        raise _Restricted("a DOCTYPE is not allowed")
+
+    def close(self) -> None:
+        return None
+
+
+def _strip_client_namespace(el: etree._Element) -> None:
+    """Take stanzas out of ``jabber:client`` (see :mod:`protocols.xmpp.stanzas`)."""
+    prefix = "{" + NS_CLIENT + "}"
+    for node in el.iter():
+        tag = node.tag
+        if isinstance(tag, str) and tag.startswith(prefix):
+            node.tag = tag[len(prefix) :]
+    etree.cleanup_namespaces(el)
+
+
+class StreamParser:
+    """Bytes in, :data:`StreamEvent` out; raises :class:`StreamError` on bad input."""
+
+    def __init__(
+        self,
+        *,
+        max_stanza_bytes: int = DEFAULT_MAX_STANZA_BYTES,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+    ) -> None:
+        self.max_stanza_bytes = max_stanza_bytes
+        self.max_depth = max_depth
+        self.failed: StreamError | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new stream (after STARTTLS or SASL): a fresh parser, nothing carried over."""
+        self._target = _Target(self.max_depth)
+        self._parser = etree.XMLParser(
+            target=self._target,
+            encoding="utf-8",
+            resolve_entities=False,
+            no_network=True,
+            load_dtd=False,
+            huge_tree=False,
+            remove_comments=False,
+            remove_pis=False,
+        )
+        self._pending = 0
+        self._recent = b""
+        self._generation = getattr(self, "_generation", 0) + 1
+        self.failed = None
+
+    @property
+    def depth(self) -> int:
+        """Open elements: 0 before the stream header, 1 between stanzas."""
+        return self._target.depth
+
+    def feed(self, data: bytes) -> Iterator[StreamEvent]:
+        """Parse ``data`` and yield the events it completes, in order.
+
+        Raises :class:`StreamError` once the input is refused (events before the error are
+        yielded first).  If the consumer calls :meth:`reset` while iterating, the rest of
+        ``data`` is dropped: a client may not pipeline past a stream restart (this is what
+        keeps plaintext injected after ``<starttls/>`` out of the encrypted stream).
+        """
+        if self.failed is not None:
+            raise self.failed
+        generation = self._generation
+        bad = _NEVER_XML.search(data)
+        if bad is not None:
+            data = data[: bad.start()]
+        view = memoryview(data)
+        for offset in range(0, len(view), SLICE_BYTES):
+            chunk = bytes(view[offset : offset + SLICE_BYTES])
+            target = self._target
+            target.quiet = False
+            error: StreamError | None = None
+            try:
+                self._parser.feed(chunk)
+            except _Restricted as err:
+                error = StreamError("restricted-xml", str(err))
+            except _TooDeep:
+                error = StreamError("policy-violation", "elements are nested too deeply")
+            except etree.XMLSyntaxError as err:
+                error = self._classify(err, chunk)
+            except Exception as err:  # lxml may raise others (ValueError) for odd input
+                error = StreamError("not-well-formed", type(err).__name__)
+            events, target.events = target.events, []
+            for event in events:
+                yield event
+                if self._generation != generation:
+                    return
+            if error is not None:
+                self.failed = error
+                raise error
+            if target.quiet and target.depth <= 1:
+                self._pending = 0
+            else:
+                self._pending += len(chunk)
+                if self._pending > self.max_stanza_bytes:
+                    self.failed = StreamError(
+                        "policy-violation",
+                        f"stanzas are limited to {self.max_stanza_bytes} bytes",
+                    )
+                    raise self.failed
+            self._recent = (self._recent + chunk)[-RECENT_BYTES:]
+        if bad is not None:
+            self.failed = StreamError("not-well-formed", "control characters are not XML")
+            raise self.failed
+
+    def _classify(self, err: etree.XMLSyntaxError, chunk: bytes) -> StreamError:
+        if getattr(err, "code", None) in _ENTITY_ERRORS:
+            return StreamError("restricted-xml", "entity references are not allowed")
+        if getattr(err, "code", None) == etree.ErrorTypes.ERR_RESERVED_XML_NAME:
+            return StreamError("restricted-xml", "an XML declaration is only allowed first")
+        if _RESTRICTED_MARKUP.search(self._recent + chunk):
+            return StreamError("restricted-xml", "markup declarations are not allowed")
+        return StreamError("not-well-formed", None)
