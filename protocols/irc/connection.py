@@ -646,8 +646,11 @@ class IrcConnection(Protocol):
     # -- IPushProducer: the transport tells us when the client reads too slowly ---------------
 
     def pauseProducing(self) -> None:
-        self._paused = True
-        self._paused_bytes = 0
+        # Twisted calls this again on every write while its buffer is full: only the first
+        # call starts the count, or the SendQ would never add up to the limit.
+        if not self._paused:
+            self._paused = True
+            self._paused_bytes = 0
 
     def resumeProducing(self) -> None:
         self._paused = False

@@ -95,15 +95,23 @@ def line(
     middles: tuple[str, ...] = (),
     trailing: str | None = None,
 ) -> bytes:
-    """One wire line; ``middles`` must be safe words (names), ``trailing`` any text."""
-    parts = []
-    if tags:
-        parts.append("@" + format_tags(tags))
-    parts.append(":" + source)
-    parts.append(command)
-    parts.extend(middles)
+    """One wire line; ``middles`` must be safe words (names), ``trailing`` any text.
+
+    The line (without its tags) fits in 512 bytes: a trailing text from another protocol
+    (a part or quit reason from line chat or XMPP has no IRC-sized limit) is cut to fit, at
+    a character boundary.
+    """
+    parts = [":" + source, command, *middles]
     if trailing is not None:
-        parts.append(":" + clean(trailing))
+        text = clean(trailing)
+        budget = LINE_BYTES - 2 - len(" ".join(parts).encode("utf-8")) - 2
+        data = text.encode("utf-8")
+        if len(data) > budget:
+            # Dropping the bytes of a character cut in two leaves whole characters only.
+            text = data[: max(budget, 0)].decode("utf-8", "ignore")
+        parts.append(":" + text)
+    if tags:
+        parts.insert(0, "@" + format_tags(tags))
     return (" ".join(parts) + "\r\n").encode("utf-8")
 
 
@@ -347,7 +355,28 @@ def render_invite(conn: IrcConnection, event: Invite) -> bytes | None:
 
 @renders(Away)
 def render_away(conn: IrcConnection, event: Away) -> bytes | None:
-    if not conn.cap_bits & caps.AWAY_NOTIFY or is_self(conn, event.who.nick):
+    if is_self(conn, event.who.nick):
+        if conn.in_command:
+            # This connection sent the AWAY: its handler answers with the numeric.
+            return None
+        # Set from another connection of the same user (line chat, an XMPP presence): the
+        # numeric this client would have got, so that it shows the user's state.
+        if event.message is None:
+            return line(
+                None,
+                conn.server_name,
+                n.RPL_UNAWAY,
+                (conn.nick,),
+                "You are no longer marked as being away",
+            )
+        return line(
+            None,
+            conn.server_name,
+            n.RPL_NOWAWAY,
+            (conn.nick,),
+            "You have been marked as being away",
+        )
+    if not conn.cap_bits & caps.AWAY_NOTIFY:
         return None
 
     def build(ev: Away, bits: int) -> bytes:

@@ -66,6 +66,8 @@ class XmppConnection(Protocol):
     * ``domain`` and ``muc_domain``; ``account`` (str or None, once authenticated);
     * ``jid`` (the bound full JID, e.g. ``alice@localhost/phone``), ``bare_jid``, ``resource``;
     * ``secure`` (TLS, or loopback), ``tls`` (TLS only);
+    * ``quit_reason``: what the other protocols are told when the stream ends (set by a final
+      unavailable presence; None: the stream just went away);
     * ``available`` (initial presence sent), ``presence_show``, ``presence_status``, and
       ``presence`` (the last available presence element, for probes);
     * ``extra``: a dict where a module may keep per-connection state under its own key;
@@ -99,6 +101,7 @@ class XmppConnection(Protocol):
         self.presence_show: str | None = None
         self.presence_status: str | None = None
         self.presence: etree._Element | None = None
+        self.quit_reason: str | None = None
         self.session_started = False
         self.extra: dict[str, Any] = {}
         self.on_close: list[Callable[[XmppConnection], None]] = []
@@ -272,7 +275,7 @@ class XmppConnection(Protocol):
             self.factory.remove_session(self)
         if self.core is not None and not self._quit_done:
             self._quit_done = True
-            self.service.quit(self.core, "Disconnected")
+            self.service.quit(self.core, self.quit_reason or "Disconnected")
         log.info(
             "xmpp close {who} ({address})",
             who=self.jid or self.account or "-",

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from lxml import etree
 
 from protocols.xmpp import router, stanzas
+from protocols.xmpp.carbons import NS_CARBONS
 from protocols.xmpp.jid import try_parse
 from protocols.xmpp.router import StanzaError, handler
 from protocols.xmpp.stanzas import (
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from protocols.xmpp.connection import XmppConnection
 
 SERVER_NAME = "chatserver"
-SERVER_FEATURES = (NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_VERSION, NS_ROSTER)
+SERVER_FEATURES = (NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_VERSION, NS_ROSTER, NS_CARBONS)
 ACCOUNT_FEATURES = (NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING)
 
 

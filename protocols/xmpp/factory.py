@@ -15,6 +15,7 @@ from typing import Any
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
+from chatserver.core.events import Away as CoreAway
 from chatserver.core.events import Presence as CorePresence
 from chatserver.core.names import casefold
 from chatserver.core.service import ChatService
@@ -28,6 +29,7 @@ log = Logger()
 # Modules whose import registers handlers in the router table.
 HANDLER_MODULES = (
     "bind",
+    "carbons",
     "roster",
     "presence",
     "im",
@@ -103,11 +105,15 @@ class XmppFactory(Factory):
             observers.append(self._observe)
 
     def _observe(self, event: Any) -> None:
-        """Nicks going online and offline, for roster contacts on other protocols."""
+        """Nicks going online, offline and away, for roster contacts on other protocols."""
         if isinstance(event, CorePresence):
             from protocols.xmpp import presence
 
             presence.core_presence(self, event.who, event.online)
+        elif isinstance(event, CoreAway):
+            from protocols.xmpp import presence
+
+            presence.contact_away(self, event.who)
 
     def buildProtocol(self, addr: Any) -> XmppConnection:
         conn = XmppConnection(self)

@@ -1,8 +1,9 @@
 """One-to-one messages (RFC 6121 §5): ``nick@domain`` is any user, on any protocol.
 
-A message with a body goes through the core (``service.say``), so an IRC or line-chat user
-gets it as a private message and every connection of the target user sees it; the XMPP
-renderer turns the core's Message back into ``type='chat'``.  A message without a body (chat
+A message with a body goes through the core (``service.say``) as one message, so an IRC or
+line-chat user gets it as a private message (one line per line of the body: their renderers
+split it) and every connection of the target user sees it; the XMPP renderer turns the core's
+Message back into one ``type='chat'`` message.  A message without a body (chat
 states, receipts) means something only to XMPP clients, so it is passed to the target's XMPP
 resources as it is.
 """
@@ -23,7 +24,8 @@ from protocols.xmpp.router import StanzaError, handler
 if TYPE_CHECKING:
     from protocols.xmpp.connection import XmppConnection
 
-# A body becomes one core message per line: IRC and line chat carry one line per message.
+# IRC and line chat show each line of a body as a line of its own: more than this many would
+# flood them.
 MAX_LINES = 30
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
@@ -38,11 +40,10 @@ def _target(conn: XmppConnection, stanza: etree._Element) -> JID | None:
     return jid
 
 
-def _lines(body: str) -> list[str]:
+def _check_lines(body: str) -> None:
     lines = [line for line in _LINE_BREAK.split(body) if line.strip()]
     if len(lines) > MAX_LINES:
         raise StanzaError("policy-violation", f"at most {MAX_LINES} lines per message")
-    return lines
 
 
 @handler("message", "chat", None)
@@ -56,15 +57,16 @@ def chat(conn: XmppConnection, stanza: etree._Element) -> None:
         _pass_on(conn, stanza, target)
         return
     assert conn.core is not None
-    for line in _lines(body):
-        kind = "privmsg"
-        if line.startswith("/me "):
-            kind, line = "action", line[4:]
-        try:
-            conn.service.say(conn.core, nick=target.local, text=line, kind=kind)
-        except NoSuchNick:
-            # RFC 6121 §8.5.2.2.1: no offline storage here, so the user is unavailable.
-            raise StanzaError("service-unavailable", f"{target.local} is not connected") from None
+    _check_lines(body)
+    kind = "privmsg"
+    text = body
+    if text.startswith("/me "):
+        kind, text = "action", text[4:]
+    try:
+        conn.service.say(conn.core, nick=target.local, text=text, kind=kind)
+    except NoSuchNick:
+        # RFC 6121 §8.5.2.2.1: no offline storage here, so the user is unavailable.
+        raise StanzaError("service-unavailable", f"{target.local} is not connected") from None
 
 
 def _pass_on(conn: XmppConnection, stanza: etree._Element, target: JID) -> None:

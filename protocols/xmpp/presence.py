@@ -24,8 +24,6 @@ from lxml import etree
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
-from chatserver.core.events import Away, Event
-from chatserver.core.names import casefold
 from chatserver.core.records import RosterItem
 from protocols.xmpp import roster, stanzas
 from protocols.xmpp.jid import try_parse, user_jid
@@ -131,8 +129,14 @@ def broadcast(conn: XmppConnection, stanza: etree._Element) -> Deferred[Any]:
         conn.presence_status = status[:STATUS_MAX] if status else None
         conn.presence = el
         conn.available = True
+        conn.quit_reason = None
         _sync_away(conn)
     else:
+        # A client going offline says why in its last presence (as IRC's QUIT does): that is
+        # the quit reason if the stream ends now.  Marked as the user's words, as IRC and
+        # line chat mark theirs.
+        status = stanzas.child_text(el, "status")
+        conn.quit_reason = f"Quit: {status[:STATUS_MAX]}" if status else "Quit"
         conn.available = False
         conn.presence = None
         conn.presence_show = conn.presence_status = None
@@ -409,25 +413,16 @@ _SUBSCRIPTION_FLOWS = {
 # -- contacts on other protocols ------------------------------------------------------------
 
 
-def contact_event(conn: XmppConnection, event: Event) -> None:
-    """An Away of a user this connection shares a room with: if it is a roster contact on
-    another protocol, its presence changes."""
-    if not isinstance(event, Away) or not conn.available or conn.account is None:
+def contact_away(factory: XmppFactory, who: Any) -> None:
+    """A user went away or came back (a core observer): subscribers on XMPP see it when the
+    user is not itself on XMPP (XMPP sessions announce their own presence), whether or not
+    they share a room with it."""
+    user = factory.service.find_user(who.nick)
+    if user is None or _on_xmpp(user):
         return
-    who = event.who
-    user = conn.user
-    if user is not None and casefold(who.nick) == user.key:
-        return
-    contact = user_jid(who.nick, conn.domain)
-    items = conn.factory.rosters.cache.get(casefold(conn.account), {})
-    item = items.get(contact)
-    if item is None or item.subscription not in ("to", "both"):
-        return
-    online = conn.service.find_user(who.nick)
-    if online is None or _on_xmpp(online):
-        return
-    for p in _contact_presences(conn.factory, contact, offline=False):
-        _send_all([conn], p)
+    contact = user_jid(who.nick, factory.domain)
+    presences = _contact_presences(factory, contact, offline=False)
+    _to_contact_subscribers(factory, contact, presences)
 
 
 def core_presence(factory: XmppFactory, who: Any, online: bool) -> None:
@@ -441,6 +436,13 @@ def core_presence(factory: XmppFactory, who: Any, online: bool) -> None:
         presences = _contact_presences(factory, contact, offline=False)
     else:
         presences = [_presence(contact, "unavailable")]
+    _to_contact_subscribers(factory, contact, presences)
+
+
+def _to_contact_subscribers(
+    factory: XmppFactory, contact: str, presences: list[etree._Element]
+) -> None:
+    """Send ``presences`` of ``contact`` to the online accounts subscribed to it."""
     for key, items in list(factory.rosters.cache.items()):
         item = items.get(contact)
         if item is None or item.subscription not in ("to", "both"):

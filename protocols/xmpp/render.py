@@ -7,8 +7,11 @@
   events that show in rooms (NickChange, Quit, Away, AccountChange) go to the multi-user chat
   renderer ``protocols.xmpp.muc.render.render_room_event(conn, event)`` when that package is
   installed; it writes what it needs with ``conn.send``.
-* NickChange, Quit and Away also change the presence of roster contacts who are not on
-  XMPP (:func:`protocols.xmpp.presence.contact_event`).
+* Roster contacts who are not on XMPP come online, go offline and go away through the core's
+  observers, whether or not they share a room with the subscriber (the factory's
+  ``_observe``; :mod:`protocols.xmpp.presence`).
+* A private message the user sent from another connection is copied, as a carbon, to the
+  resources that enabled carbons (:mod:`protocols.xmpp.carbons`).
 * A ServerNotice is a chat message from the domain.
 """
 
@@ -34,7 +37,7 @@ from chatserver.core.events import (
     Topic,
 )
 from chatserver.core.names import casefold
-from protocols.xmpp import presence, stanzas
+from protocols.xmpp import stanzas
 from protocols.xmpp.jid import user_jid
 
 if TYPE_CHECKING:
@@ -83,12 +86,6 @@ def _room(conn: XmppConnection, event: Any) -> None:
         render(conn, event)
 
 
-def _shared(conn: XmppConnection, event: Any) -> None:
-    _room(conn, event)
-    if not isinstance(event, AccountChange):
-        presence.contact_event(conn, event)
-
-
 def chat_text(event: Message) -> str:
     """The body of a private message: actions as ``/me`` (XEP-0245), IRC formatting off."""
     text = stanzas.plain_text(event.text)
@@ -100,8 +97,12 @@ def _private(conn: XmppConnection, event: Message) -> None:
     if user is None or event.origin is conn:
         return
     if casefold(event.source.nick) == user.key and casefold(event.target or "") != user.key:
-        # Sent by this user from another of its connections: XMPP shows no copy of sent
-        # messages without carbons, which this server does not offer.
+        # Sent by this user from another of its connections: a copy only for resources that
+        # asked for carbons (XEP-0280); other clients would take it for a message to them.
+        from protocols.xmpp import carbons
+
+        if carbons.enabled(conn):
+            conn.send(carbons.sent_copy(conn, event, chat_text(event)))
         return
     key = ("xmpp", "chat", conn.domain)
     data = event.rendered.get(key)
@@ -125,5 +126,5 @@ _TABLE: dict[type, Callable[[XmppConnection, Any], None]] = {
     Message: _message,
     ServerNotice: _server_notice,
     **{cls: _room for cls in ROOM_EVENTS},
-    **{cls: _shared for cls in SHARED_EVENTS},
+    **{cls: _room for cls in SHARED_EVENTS},
 }

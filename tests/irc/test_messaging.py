@@ -357,3 +357,38 @@ def test_tagmsg_refused_when_banned_or_outside(irc: IrcWorld) -> None:
     outsider = irc.client("olga", caps=("message-tags",))
     assert one(outsider.ask("@+typing=active TAGMSG #r"), "404")
     assert a.take() == []
+
+
+def test_away_set_from_another_connection_is_shown_as_the_numeric(irc: IrcWorld) -> None:
+    irc.store.accounts.clear()
+    assert irc.service.accounts.create("alice", "secret-pw").called
+    first = irc.client("alice")
+    irc.service.login(first.conn.core, "alice")
+    other = irc.connect()
+    irc.service.login(other.conn.core, "alice")
+    other.send("NICK other", "USER a 0 * :A")
+    other.take()
+    first.take()
+    # The connection that sent AWAY gets its numeric once; its sibling gets the same numeric,
+    # as if it had asked itself.
+    assert commands(first.ask("AWAY :lunch")) == ["306"]
+    assert one(other.take(), "306").params[0] == "alice"
+    first.send("AWAY")
+    assert commands(first.take()) == ["305"]
+    assert one(other.take(), "305").params[0] == "alice"
+
+
+def test_long_reasons_from_other_protocols_are_cut_to_fit_a_line(irc: IrcWorld) -> None:
+    a = irc.client("alice")
+    fake = FakeClient(protocol="line")
+    conn = irc.service.connect(fake)
+    irc.service.claim_nick(conn, "bob")
+    a.send("JOIN #r")
+    irc.service.join(conn, "r")
+    a.take()
+    reason = "é" * 300 + "😀" * 100  # 1000 bytes: no IRC client could have sent it
+    irc.service.part(conn, "r", reason)
+    (raw,) = [ln for ln in a.lines() if " PART " in ln]
+    assert len(raw.encode()) + 2 <= 512
+    shown = raw.split(" :", 1)[1]
+    assert reason.startswith(shown) and len(shown) > 200

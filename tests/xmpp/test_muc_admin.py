@@ -185,3 +185,31 @@ def test_members_of_a_members_only_room_may_join(room, service) -> None:
     assert service.get_room("dev").invites == []
     (error,) = dave.join("dev")[-1:]
     assert error_condition(error) == "registration-required"
+
+
+def test_participant_in_an_unmoderated_room_only_takes_operator_status(room, service) -> None:
+    alice, carol, irc, _bob = room
+    admin_set(alice, "<item nick='carol' role='moderator'/>")
+    irc.clear()
+    admin_set(alice, "<item nick='carol' role='participant'/>")
+    member = service.get_room("dev").members[carol.user]
+    assert not member.op and not member.voice
+    changes = [c for e in irc.of(ModeChange) for c in e.changes]
+    assert changes == [ModeItem(False, "op", "carol")]
+
+
+def test_outcast_of_someone_offline_bans_the_nick_and_the_account(room, service) -> None:
+    alice, _carol, _irc, _bob = room
+    admin_set(alice, "<item jid='zed@localhost' affiliation='outcast'/>")
+    masks = {b.mask for b in service.get_room("dev").bans}
+    assert masks == {"zed!*@*", "$a:zed"}
+    # Both are the one outcast JID in the list, and both go with affiliation none.
+    alice.feed(
+        f"<iq type='get' id='l1' to='{ROOM}'><query xmlns='{ADMIN}'>"
+        "<item affiliation='outcast'/></query></iq>"
+    )
+    (iq,) = alice.take()
+    items = iq.findall(f"{{{ADMIN}}}query/{{{ADMIN}}}item")
+    assert [i.get("jid") for i in items] == ["zed@localhost"]
+    admin_set(alice, "<item jid='zed@localhost' affiliation='none'/>")
+    assert service.get_room("dev").bans == []

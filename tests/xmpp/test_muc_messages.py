@@ -157,3 +157,12 @@ def test_mediated_invitations_both_ways(room, service) -> None:
     assert msg.find(f"{{{NS_USER}}}x/{{{NS_USER}}}invite").get("from") == "bob@localhost"
     # The room's occupants are not told of it.
     assert alice.take() == []
+
+
+def test_irc_formatting_is_taken_out_of_room_messages(room, service) -> None:
+    alice, _carol, _irc, bob = room
+    service.say(bob, text="\x02bold\x02 \x0304,01red\x03 plain", room="dev")
+    service.say(bob, text="\x1ditalic\x1d waves", room="dev", kind="action")
+    bodies = [el.findtext("body") for el in alice.take()]
+    # As in private messages: no codes (XML cannot carry them) and no stray colour numbers.
+    assert bodies == ["bold red plain", "/me italic waves"]

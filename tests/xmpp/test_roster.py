@@ -247,7 +247,11 @@ def test_contacts_on_other_protocols_come_and_go(client, account, other_user, se
     alice.received()
     dave = other_user("dave", protocol="irc")
     assert presences(alice.received()) == [("dave@localhost", None)]
-    service.set_away(dave.core, "lunch")  # no shared room: not seen (IRC would not see it either)
+    # A subscription follows the contact whether or not they share a room.
+    service.set_away(dave.core, "lunch")
+    [away] = alice.received()
+    assert away.get("from") == "dave@localhost" and away.findtext("show") == "away"
+    assert away.findtext("status") == "lunch"
     service.quit(dave.core, "bye")
     assert presences(alice.received()) == [("dave@localhost", "unavailable")]
     # Initial presence of a later session probes the contact.

@@ -134,7 +134,12 @@ def _masks_of(conn: Any, nick: str) -> set[str]:
 def change_affiliation(conn: Any, room: Room, nick: str, new: str, reason: str) -> None:
     present = room.find_member(nick) is not None
     if new == "outcast":
-        _set_modes(conn, room, [ModeItem(True, "ban", user_mask(conn, nick))])
+        bans = [ModeItem(True, "ban", user_mask(conn, nick))]
+        if conn.service.find_user(nick) is None:
+            # Nobody is on that JID now: it names the account of that name (if it is one)
+            # as well as the nick, and an outcast must stay out under both.
+            bans.append(ModeItem(True, "ban", f"{ACCOUNT_MASK_PREFIX}{nick}"))
+        _set_modes(conn, room, bans)
         if present:
             conn.service.kick(conn.core, room.name, nick, reason)
         return
