@@ -4,7 +4,7 @@ An :class:`Ev` says what happened, whatever protocol caused it.  :func:`wants` t
 into what a given viewer must receive: a list of :class:`Want`, each a test over one item of
 that viewer's protocol (an IRC line, a line-chat JSON record or text line, an XMPP stanza).
 :func:`check` then asserts that each want is met exactly once, in order, within what the
-viewer received.  ``MAPPING.md`` beside this file is the same table in prose; keep the two
+viewer received.  The README's "How each protocol sees the others" is the same table in prose; keep the two
 together.
 """
 

@@ -5,7 +5,7 @@ of each protocol (IRC with away-notify and invite-notify, line chat in JSON and 
 XMPP), and for events that act on someone, one target per protocol (IRC without capabilities,
 line chat in text mode, XMPP), so every test covers the three receiver columns of its row:
 sender and receiver make nine cells per event kind.  What each viewer must see comes from the
-mapping table in :mod:`tests.matrix.forms` (and ``MAPPING.md``).
+mapping table in :mod:`tests.matrix.forms` (and the README).
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def cells(*kinds: str, without: tuple[tuple[str, str], ...] = ()) -> list[tuple[
 
 @pytest.mark.parametrize(
     ("kind", "sender"),
-    # XMPP has no notices (see MAPPING.md): a notice can be received there, not sent.
+    # XMPP has no notices (see the README): a notice can be received there, not sent.
     cells("message", "action", "notice", without=(("notice", "xmpp"),)),
 )
 def test_room_messages(world: World, scene: Cast, kind: str, sender: str) -> None:

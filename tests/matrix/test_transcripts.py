@@ -1,6 +1,6 @@
 """Literal transcripts: what one user types, and the exact text each other user receives.
 
-These are the examples of ``MAPPING.md``, checked as written.  A transcript is lines of
+These are the examples of the README's "How each protocol sees the others", checked as written.  A transcript is lines of
 
 * ``who> input``: ``who`` sends ``input`` raw in its protocol (an IRC line, a line-chat line
   or JSON command, an XMPP stanza);
