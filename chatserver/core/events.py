@@ -66,6 +66,18 @@ class Message(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MessageBatch:
+    """Room messages from one connection's read, delivered to each other member at once.
+
+    ``rendered`` caches the joined bytes per protocol variant, as ``Event.rendered`` does for
+    one event, so each member of a variant gets the same bytes object in one write.
+    """
+
+    messages: tuple[Message, ...]
+    rendered: dict[Any, bytes] = field(default_factory=dict, compare=False, repr=False, hash=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Join(Event):
     room: str
     who: Who

@@ -14,7 +14,8 @@ import itertools
 import os
 import random
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList, fail, inlineCallbacks, succeed
@@ -45,6 +46,7 @@ from chatserver.core.events import (
     Join,
     Kick,
     Message,
+    MessageBatch,
     MessageKind,
     ModeChange,
     ModeItem,
@@ -59,6 +61,7 @@ from chatserver.core.events import (
     Wallops,
     Who,
 )
+from chatserver.core.limits import AddressSet, KeyedBuckets
 from chatserver.core.names import casefold, check_nick, is_valid_room, room_key
 from chatserver.core.records import BanRecord
 from chatserver.core.rooms import (
@@ -122,12 +125,22 @@ class ChatService:
         secret = settings.cloak_secret.encode() or os.urandom(16)
         self._cloak_key = hashlib.sha256(b"cloak:" + secret).digest()
         self._per_address: dict[str, int] = {}
+        self._limit_exempt = AddressSet(settings.address_limit_exempt)
+        # New accounts per address (line and IRC registration, XMPP in-band registration).
+        self._registrations = KeyedBuckets(
+            settings.registration_burst, 1.0 / settings.registration_period
+        )
         self._pending_history: list[Message] = []
         self._flush_call: Any = None
         self._flushing: Deferred | None = None
         self._stopping = False
-        # Called with every Presence event (a nick online or offline), for notify lists such
-        # as IRC MONITOR; an observer must not raise or block.
+        # Room messages said while a connection's input is being handled (see batch()): their
+        # delivery to the other members waits for the end of that input, one write per member.
+        self._batch_depth = 0
+        self._batched: dict[Room, list[Message]] = {}
+        # Called with every Presence event (a nick online or offline) and every Away event,
+        # for notify lists such as IRC MONITOR and XMPP rosters; an observer must ignore the
+        # event types it does not know, and must not raise or block.
         self.observers: list[Callable[[Event], None]] = []
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -188,7 +201,7 @@ class ChatService:
             raise Banned(_banned_text(ban), ban.mask)
         limit = self.settings.max_connections_per_address
         count = self._per_address.get(conn.address, 0)
-        if limit > 0 and count >= limit and not _is_loopback(conn.address):
+        if limit > 0 and count >= limit and conn.address not in self._limit_exempt:
             raise LimitExceeded(f"too many connections from your address (limit {limit})")
         self._per_address[conn.address] = count + 1
         self.connections[conn.id] = conn
@@ -433,6 +446,12 @@ class ChatService:
             raise NotOnRoom(room.name)
         if (member is None or not member.op) and "oper" not in user.modes:
             raise NotPermitted("only room operators may change modes", room=room.name)
+        return self._apply_modes(room, user, changes, user.who())
+
+    def _apply_modes(
+        self, room: Room, user: User, changes: Sequence[ModeItem], shown_as: Who
+    ) -> tuple[tuple[ModeItem, ...], list[ChatError]]:
+        """Apply each change it can, announce them as one ModeChange by ``shown_as``."""
         applied: list[ModeItem] = []
         errors: list[ChatError] = []
         now = self.clock.seconds()
@@ -445,10 +464,8 @@ class ChatService:
             if done is not None:
                 applied.append(done)
         if applied:
-            self._send(
-                room.clients(),
-                ModeChange(ts=now, room=room.name, who=user.who(), changes=tuple(applied)),
-            )
+            event = ModeChange(ts=now, room=room.name, who=shown_as, changes=tuple(applied))
+            self._send(room.clients(), event)
             self._persist(room)
         return tuple(applied), errors
 
@@ -539,24 +556,7 @@ class ChatService:
             raise NotPermitted(
                 "only the room's owner and registered operators may do that", room=room.name
             )
-        applied: list[ModeItem] = []
-        errors: list[ChatError] = []
-        now = self.clock.seconds()
-        for item in changes:
-            try:
-                done = self._apply_mode(room, user, item, now)
-            except ChatError as err:
-                errors.append(err)
-                continue
-            if done is not None:
-                applied.append(done)
-        if applied:
-            self._send(
-                room.clients(),
-                ModeChange(ts=now, room=room.name, who=by, changes=tuple(applied)),
-            )
-            self._persist(room)
-        return tuple(applied), errors
+        return self._apply_modes(room, user, changes, by)
 
     def invite(self, conn: Connection, nick: str, name: str) -> User:
         user = self._user(conn)
@@ -674,9 +674,12 @@ class ChatService:
                 clients = _unique(clients, user.clients())
                 self._send(clients, msg)
             elif status is None:
-                # The hot path: the room's cached fan-out counts feed the per-protocol
-                # delivery counters without a lookup per recipient.
-                self._send(clients, msg, r.fanout())
+                if self._batch_depth:
+                    self._batch_message(r, msg)
+                else:
+                    # The hot path: the room's cached fan-out counts feed the per-protocol
+                    # delivery counters without a lookup per recipient.
+                    self._send(clients, msg, r.fanout())
             else:
                 self._send(clients, msg)
             if status is None:
@@ -721,9 +724,10 @@ class ChatService:
             message = message[: self.settings.away_max] or None
         user.away = message
         user.changed()
-        self._send(
-            self._audience(user), Away(ts=self.clock.seconds(), who=user.who(), message=message)
-        )
+        event = Away(ts=self.clock.seconds(), who=user.who(), message=message)
+        self._send(self._audience(user), event)
+        # Contact lists (XMPP rosters) follow away states of users they share no room with.
+        self._observe(event)
 
     def set_realname(self, conn: Connection, realname: str) -> None:
         user = self._user(conn)
@@ -786,6 +790,13 @@ class ChatService:
                 )
             if self.settings.registration != "open":
                 raise AccountError(AccountError.CLOSED, "registration is closed on this server")
+            # A cheap refusal first, so that a password too short does not use up a try.
+            self.accounts.check_password_rules(password)
+            if not self.take_registration(conn.address):
+                raise AccountError(
+                    AccountError.THROTTLED,
+                    "too many new accounts from your address; try again later",
+                )
         except ChatError as err:
             return fail(err)
         d = self.accounts.create(user.nick, password, email)
@@ -998,7 +1009,11 @@ class ChatService:
         if self._flush_call is None and not self._stopping:
             interval = self.settings.history_flush_interval
             if interval <= 0:
-                self.flush_history()
+                # Written at once, or, while a write is in progress, together with everything
+                # said meanwhile as soon as it ends (group commit): one transaction per message
+                # would fall behind a busy server.
+                if self._flushing is None:
+                    self.flush_history()
             else:
                 self._flush_call = self.clock.callLater(interval, self.flush_history)
 
@@ -1023,6 +1038,14 @@ class ChatService:
             if self._flushing is d:
                 self._flushing = None
             d.callback(None)
+            if (
+                self._pending_history
+                and self._flushing is None
+                and self._flush_call is None
+                and self.settings.history_flush_interval <= 0
+                and not self._stopping
+            ):
+                self.flush_history()
 
         def failed(f: Any) -> None:
             self.log.failure("writing {n} history messages", f, n=len(batch))
@@ -1217,11 +1240,20 @@ class ChatService:
             self.quit(conn, _banned_text(ban))
         return gone
 
+    def take_registration(self, address: str) -> bool:
+        """Whether ``address`` may create one more account now; counts it if so."""
+        if address in self._limit_exempt:
+            return True
+        return self._registrations.take(address, self.clock.seconds())
+
     def apply_settings(self, settings: CoreSettings) -> None:
         """Use new settings from here on (a config reload).  The caller keeps the settings in
         RESTART_ONLY_SETTINGS unchanged: they shaped state that exists already."""
         self.settings = settings
         self.accounts.apply_settings(settings)
+        self._limit_exempt = AddressSet(settings.address_limit_exempt)
+        self._registrations.capacity = settings.registration_burst
+        self._registrations.rate = 1.0 / settings.registration_period
 
     # -- lookups for protocols -------------------------------------------------------------
 
@@ -1240,6 +1272,10 @@ class ChatService:
 
     def connection_count(self) -> int:
         return len(self.connections)
+
+    def history_pending(self) -> int:
+        """Messages said but not yet handed to the history store."""
+        return len(self._pending_history)
 
     # -- internals -------------------------------------------------------------------------
 
@@ -1282,6 +1318,76 @@ class ChatService:
             except Exception:
                 self.log.failure("observer {observer} failed", observer=observer)
 
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Handle one read of a connection's input inside this.
+
+        Room messages said meanwhile reach their sender at once (so an IRC label or echo
+        stays with its command), and every other member once at the end, as one
+        :class:`MessageBatch` per room: a client that pipelines K messages costs each member
+        one write, not K.  Any other event flushes the batch first, so order is kept.
+        """
+        self._batch_depth += 1
+        try:
+            yield
+        finally:
+            self._batch_depth -= 1
+            if not self._batch_depth and self._batched:
+                self._flush_batches()
+
+    def _batch_message(self, room: Room, msg: Message) -> None:
+        pending = self._batched.get(room)
+        if pending is None:
+            pending = self._batched[room] = []
+        pending.append(msg)
+        origin = msg.origin
+        self.stats["deliveries"] += 1
+        protocol = getattr(origin, "protocol", "?")
+        self.deliveries_by_protocol[protocol] = self.deliveries_by_protocol.get(protocol, 0) + 1
+        try:
+            origin.deliver(msg)
+        except Exception:
+            self._delivery_failed(msg, origin)
+
+    def _flush_batches(self) -> None:
+        batched, self._batched = self._batched, {}
+        by_protocol = self.deliveries_by_protocol
+        for room, messages in batched.items():
+            batch = MessageBatch(messages=tuple(messages))
+            origins = {id(m.origin) for m in messages}
+            sent = 0
+            for client in room.clients():
+                if id(client) in origins:
+                    # It has had its own; anything else in the batch it gets one by one.
+                    for msg in messages:
+                        if msg.origin is not client:
+                            self._deliver_one(client, msg)
+                            sent += 1
+                    continue
+                sent += len(messages)
+                deliver_batch = getattr(client, "deliver_batch", None)
+                try:
+                    if deliver_batch is not None:
+                        deliver_batch(batch)
+                    else:
+                        for msg in messages:
+                            client.deliver(msg)
+                except Exception:
+                    self._delivery_failed(messages[0], client)
+            self.stats["deliveries"] += sent
+            for protocol, n in room.fanout():
+                by_protocol[protocol] = by_protocol.get(protocol, 0) + n * len(messages)
+            for msg in messages:
+                # Each sender's own copy was counted when it was delivered.
+                protocol = getattr(msg.origin, "protocol", "?")
+                by_protocol[protocol] -= 1
+
+    def _deliver_one(self, client: Any, event: Event) -> None:
+        try:
+            client.deliver(event)
+        except Exception:
+            self._delivery_failed(event, client)
+
     def _send(
         self,
         clients: Iterable[Any],
@@ -1290,6 +1396,9 @@ class ChatService:
     ) -> None:
         """Deliver ``event`` to each client.  ``fanout``, when given, is how many of
         ``clients`` each protocol has (a room's cached counts); otherwise they are counted here."""
+        if self._batched:
+            # Anything else said or done keeps its place after the batched messages.
+            self._flush_batches()
         count = 0
         by_protocol = self.deliveries_by_protocol
         if fanout is None:
@@ -1337,7 +1446,3 @@ DROP_REASONS: dict[str, str] = {
 
 def _banned_text(ban: ServerBan) -> str:
     return "You are banned from this server" + (f": {ban.reason}" if ban.reason else "")
-
-
-def _is_loopback(address: str) -> bool:
-    return address.startswith("127.") or address in ("::1", "localhost")

@@ -37,16 +37,23 @@ from chatserver.core.errors import (
     NotPermitted,
     UnknownMode,
 )
-from chatserver.core.events import Event, Message, Who
+from chatserver.core.events import Event, Message, MessageBatch, Who
 from chatserver.core.interfaces import IChatClient
 from chatserver.core.limits import TokenBucket
 from protocols.irc import caps
 from protocols.irc import numerics as n
 from protocols.irc.channels import channel_name, is_channel
 from protocols.irc.commands import dispatch
-from protocols.irc.message import IrcMessage, ParseError, escape_tag_value, parse, serialize
+from protocols.irc.message import (
+    IrcMessage,
+    ParseError,
+    escape_tag_value,
+    parse,
+    serialize,
+    serialize_fitted,
+)
 from protocols.irc.modes import letter_of
-from protocols.irc.render import history_lines, render
+from protocols.irc.render import history_lines, render, render_batch
 from protocols.irc.services_registry import SERVICES
 
 if TYPE_CHECKING:
@@ -326,7 +333,8 @@ class IrcConnection(Protocol):
         if len(self._pending) > self.config.flood_max_queue:
             self._excess_flood()
             return
-        self._process()
+        with self.service.batch():
+            self._process()
 
     def _excess_flood(self) -> None:
         log.info("irc connection from {address} closed: excess flood", address=self.address)
@@ -501,7 +509,8 @@ class IrcConnection(Protocol):
         # COMPAT: naive bot parsers take a numeric's last parameter after " :" (e.g. the names
         # of 353), so it is always written as a trailing one.
         msg = IrcMessage(numeric, (self.nick, *params), self.server_name)
-        self._queue(serialize(msg, force_trailing=bool(params)))
+        # Fitted: parameters echoed from the client could make the reply pass 512 bytes.
+        self._queue(serialize_fitted(msg, force_trailing=bool(params)))
 
     def _standard_reply(
         self, kind: str, command: str, code: str, context: Sequence[str], description: str
@@ -511,7 +520,7 @@ class IrcConnection(Protocol):
             self.send("NOTICE", self.nick, f"{command} {code}: {description}")
             return
         self._queue(
-            serialize(
+            serialize_fitted(
                 IrcMessage(kind, (command, code, *context, description), self.server_name),
                 force_trailing=True,
             )
@@ -642,6 +651,22 @@ class IrcConnection(Protocol):
             return
         if data:
             self.emit(data)
+
+    def deliver_batch(self, batch: MessageBatch) -> None:
+        """Room messages another connection said in one read: one write for all of them."""
+        if self.closing:
+            return
+        if self._held is not None or (self.in_command and self._out is not None):
+            for msg in batch.messages:
+                self.deliver(msg)
+            return
+        try:
+            data = render_batch(self, batch)
+        except Exception:
+            log.failure("rendering a batch of {n} messages for IRC", n=len(batch.messages))
+            return
+        if data:
+            self._write(data)
 
     # -- IPushProducer: the transport tells us when the client reads too slowly ---------------
 

@@ -22,6 +22,7 @@ from chatserver.core.events import (
     Join,
     Kick,
     Message,
+    MessageBatch,
     ModeChange,
     NickChange,
     Part,
@@ -232,6 +233,18 @@ def render_message(conn: IrcConnection, msg: Message) -> bytes | None:
     data = msg.rendered.get(key)
     if data is None:
         data = msg.rendered[key] = build_message(msg, bits)
+    return data
+
+
+def render_batch(conn: IrcConnection, batch: MessageBatch) -> bytes:
+    """The joined lines of a batch of room messages from another connection, built once per
+    variant and shared by every member of that variant."""
+    key = ("irc", conn.cap_bits & MESSAGE_BITS)
+    data = batch.rendered.get(key)
+    if data is None:
+        data = batch.rendered[key] = b"".join(
+            render_message(conn, msg) or b"" for msg in batch.messages
+        )
     return data
 
 

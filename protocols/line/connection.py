@@ -35,7 +35,7 @@ from protocols.line.render import (
 )
 
 if TYPE_CHECKING:
-    from protocols.line.factory import LineFactory
+    from protocols.line.factory import LineFactory, LineSettings
 
 # Unsent output allowed to pile up while the peer does not read (after the transport has
 # asked us to pause); past it the connection is dropped rather than grow memory.
@@ -65,10 +65,11 @@ class LineConnection(Protocol):
     def __init__(self, factory: LineFactory) -> None:
         self.factory = factory
         self.service = factory.service
-        self.config = factory.config
         self.clock = factory.clock
         self.address = ""
+        # Encrypted, or from this machine: what the core calls secure.
         self.secure = False
+        self.tls = False
         self.conn: Connection | None = None
         # This connection's nick, kept here because the core may show us a nick change while
         # we are between users (when a login moves us to the account's user).
@@ -90,6 +91,11 @@ class LineConnection(Protocol):
         self._paused = False
         self._backlog = 0
 
+    @property
+    def config(self) -> LineSettings:
+        # Read through the factory each time: a configuration reload replaces it there.
+        return self.factory.config
+
     # -- the transport ---------------------------------------------------------------------
 
     def connectionMade(self) -> None:
@@ -98,7 +104,8 @@ class LineConnection(Protocol):
         assert transport is not None
         peer = transport.getPeer()
         self.address = str(getattr(peer, "host", peer))
-        self.secure = ISSLTransport.providedBy(transport) or is_loopback(self.address)
+        self.tls = ISSLTransport.providedBy(transport)
+        self.secure = self.tls or is_loopback(self.address)
         set_no_delay = getattr(transport, "setTcpNoDelay", None)
         if set_no_delay is not None:
             # A chat line should leave in the reactor turn that produced it.
@@ -107,6 +114,12 @@ class LineConnection(Protocol):
         now = self.clock.seconds()
         self._bucket = TokenBucket(self.config.flood_burst, self.config.flood_rate, now)
         self._last_rx = now
+        if self.config.require_tls and not self.secure:
+            reason = self.tls_advice("plaintext connections from other machines are not accepted")
+            self.log.info("line connection from {address} refused: plaintext", address=self.address)
+            self.send_error("tls_required", reason)
+            self._close("TLS required")
+            return
         try:
             self.conn = self.service.connect(self)
         except LimitExceeded as err:
@@ -115,7 +128,8 @@ class LineConnection(Protocol):
                 address=self.address,
                 reason=err.reason,
             )
-            self.send_error("limit_exceeded", err.reason)
+            code, message, _extra = commands.describe(err)
+            self.send_error(code, message)
             self._close(err.reason)
             return
         self.log.info("line connection from {address}", address=self.address)
@@ -123,13 +137,22 @@ class LineConnection(Protocol):
         self._greet()
 
     def dataReceived(self, data: bytes) -> None:
+        # Room messages from one read reach the other members together (one write each).
+        with self.service.batch():
+            self._data_received(data)
+
+    def _data_received(self, data: bytes) -> None:
         if self._closing:
             return
-        self._received += 1
-        self._last_rx = self.clock.seconds()
+        now = self.clock.seconds()
         for item in self._framer.feed(data):
             if self._closing:
                 return
+            if isinstance(item, bytes) or item is TOO_LONG:
+                # Only a whole line is activity: bytes trickled in without an end of line
+                # (slowloris) must not keep a connection open past the idle timeout.
+                self._received += 1
+                self._last_rx = now
             if isinstance(item, bytes):
                 if self._admit():
                     commands.handle_line(self, item.decode("utf-8", "replace"))
@@ -163,8 +186,11 @@ class LineConnection(Protocol):
     # IPushProducer: the transport tells us when the peer stops reading.
 
     def pauseProducing(self) -> None:
-        self._paused = True
-        self._backlog = 0
+        # Twisted calls this again on every write while its buffer is full: only the first
+        # call starts the count, or the backlog would never add up to the limit.
+        if not self._paused:
+            self._paused = True
+            self._backlog = 0
 
     def resumeProducing(self) -> None:
         self._paused = False
@@ -208,6 +234,12 @@ class LineConnection(Protocol):
         now = self.clock.seconds()
         bucket = self._bucket
         assert bucket is not None
+        config = self.config
+        if bucket.rate != config.flood_rate or bucket.capacity != config.flood_burst:
+            # The limits were reloaded: this connection's budget follows them from now on.
+            bucket.rate = float(config.flood_rate)
+            bucket.capacity = float(config.flood_burst)
+            bucket.tokens = min(bucket.tokens, bucket.capacity)
         if self._warnings and bucket.full(now):
             self._warnings = 0
         if bucket.take(now):
@@ -448,6 +480,17 @@ class LineConnection(Protocol):
         )
         self._write("".join(f"{line}\r\n" for line in lines).encode())
         self.prompt()
+
+    def may_send_passwords(self) -> bool:
+        """Whether a password may be sent here: over TLS, from loopback, or when allowed."""
+        return self.secure or self.config.plaintext_passwords
+
+    def tls_advice(self, refusal: str) -> str:
+        """``refusal``, and where to connect instead."""
+        port = getattr(self.config, "tls_port", 0)
+        if port:
+            return f"{refusal}: connect with TLS to port {port}"
+        return f"{refusal}, and this server has no TLS port"
 
     def prompt(self) -> None:
         if self.mode == "json":

@@ -11,12 +11,13 @@ from __future__ import annotations
 import itertools
 import os
 import socket
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape, quoteattr
 
 from lxml import etree
-from twisted.internet.interfaces import IPushProducer, ISSLTransport
+from twisted.internet.interfaces import IHandshakeListener, IPushProducer, ISSLTransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -24,6 +25,7 @@ from zope.interface import implementer
 
 from chatserver.core.errors import LimitExceeded
 from chatserver.core.interfaces import IChatClient
+from chatserver.core.limits import TokenBucket
 from protocols.xmpp import bind, presence, register, render, router, sasl, stanzas
 from protocols.xmpp.jid import parse_jid, try_parse, user_jid
 from protocols.xmpp.stanzas import NS_CLIENT, NS_SASL, NS_STREAM_ERRORS, NS_STREAMS, NS_TLS
@@ -55,7 +57,7 @@ def _is_loopback(address: str) -> bool:
     return address.startswith(("127.", "::ffff:127.")) or address in ("::1", "localhost")
 
 
-@implementer(IChatClient, IPushProducer)
+@implementer(IChatClient, IPushProducer, IHandshakeListener)
 class XmppConnection(Protocol):
     """An XMPP client connection, as handlers see it.
 
@@ -109,12 +111,20 @@ class XmppConnection(Protocol):
         self.parser = StreamParser(
             max_stanza_bytes=factory.config.max_stanza_bytes,
             max_depth=factory.config.max_depth,
+            max_elements=factory.config.max_stanza_elements,
         )
         self._idle_call: Any = None
         self._ping_call: Any = None
         self._quit_done = False
         self._paused = False
         self._backlog = 0
+        self._negotiation_call: Any = None
+        # TLS has started (direct TLS, or <proceed/> sent) and its handshake has not finished.
+        self._tls_pending = False
+        # Flood control once bound: stanzas past the budget wait here for their turn.
+        self._bucket: TokenBucket | None = None
+        self._waiting: deque[etree._Element] = deque()
+        self._drain_call: Any = None
 
     # -- what handlers use --------------------------------------------------------------------
 
@@ -136,6 +146,7 @@ class XmppConnection(Protocol):
             self._backlog += len(data)
             if self._backlog > MAX_BACKLOG:
                 log.info("xmpp output backlog full for {who}", who=self.jid or self.address)
+                self.quit_reason = "Output backlog full"
                 self.state = CLOSED
                 self._cancel_timers()
                 self.transport.abortConnection()
@@ -211,8 +222,16 @@ class XmppConnection(Protocol):
     # -- IPushProducer: the transport tells us when the peer stops reading ---------------------
 
     def pauseProducing(self) -> None:
-        self._paused = True
-        self._backlog = 0
+        # Twisted calls this again on every write while its buffer is full: only the first
+        # call starts the count, or the backlog would never add up to the limit.
+        if not self._paused:
+            self._paused = True
+            self._backlog = 0
+
+    # -- IHandshakeListener -------------------------------------------------------------------
+
+    def handshakeCompleted(self) -> None:
+        self._tls_pending = False
 
     def resumeProducing(self) -> None:
         self._paused = False
@@ -235,6 +254,7 @@ class XmppConnection(Protocol):
         self.address = getattr(peer, "host", "") or ""
         self.loopback = _is_loopback(self.address)
         self.tls = ISSLTransport.providedBy(transport)
+        self._tls_pending = self.tls
         self.stream_id = os.urandom(8).hex()
         log.info("xmpp open {address}{tls}", address=self.address, tls=" (tls)" if self.tls else "")
         try:
@@ -243,8 +263,18 @@ class XmppConnection(Protocol):
             self.stream_error("policy-violation", str(err))
             return
         self._touch()
+        # Silence is not the only way to hold a connection: a byte now and then (slowloris)
+        # keeps the idle timer happy, so logging in has a deadline of its own.
+        self._negotiation_call = self.clock.callLater(
+            self.config.negotiation_timeout, self._negotiation_timeout
+        )
 
     def dataReceived(self, data: bytes) -> None:
+        # Room messages from one read reach the other members together (one write each).
+        with self.service.batch():
+            self._data_received(data)
+
+    def _data_received(self, data: bytes) -> None:
         if self.state == CLOSED:
             return
         self._touch()
@@ -372,6 +402,7 @@ class XmppConnection(Protocol):
             self._close()
             return
         self.transport.write(f"<proceed xmlns='{NS_TLS}'/>".encode())
+        self._tls_pending = True
         self.transport.startTLS(options())
         self.tls = True
         self.restart_stream()
@@ -393,6 +424,11 @@ class XmppConnection(Protocol):
         self.jid = f"{self.bare_jid}/{resource}"
         self.state = BOUND
         self.factory.add_session(self)
+        if self._negotiation_call is not None and self._negotiation_call.active():
+            self._negotiation_call.cancel()
+        self._negotiation_call = None
+        config = self.config
+        self._bucket = TokenBucket(config.flood_burst, config.flood_rate, self.clock.seconds())
 
     # -- elements -------------------------------------------------------------------------------
 
@@ -430,7 +466,36 @@ class XmppConnection(Protocol):
             return
         if not self._stamp_from(stanza):
             return
-        router.dispatch(self, stanza)
+        self._admit(stanza)
+
+    def _admit(self, stanza: etree._Element) -> None:
+        """Dispatch while the flood budget allows; past it the stanza waits its turn (in
+        order), and a client that keeps too many waiting is a flood."""
+        bucket = self._bucket
+        now = self.clock.seconds()
+        if bucket is None or (not self._waiting and bucket.take(now)):
+            router.dispatch(self, stanza)
+            return
+        self._waiting.append(stanza)
+        if len(self._waiting) > self.config.flood_max_queue:
+            self._waiting.clear()
+            log.info("xmpp flood from {who}", who=self.jid or self.address)
+            self.quit_reason = "Excess flood"
+            self.stream_error("policy-violation", "too many stanzas at once")
+            return
+        if self._drain_call is None:
+            self._drain_call = self.clock.callLater(bucket.wait_time(now), self._drain)
+
+    def _drain(self) -> None:
+        self._drain_call = None
+        bucket = self._bucket
+        assert bucket is not None
+        while self._waiting and self.state == BOUND:
+            now = self.clock.seconds()
+            if not bucket.take(now):
+                self._drain_call = self.clock.callLater(bucket.wait_time(now), self._drain)
+                return
+            router.dispatch(self, self._waiting.popleft())
 
     def _preauth_register(self, stanza: etree._Element) -> bool:
         if stanzas.kind_of(stanza) != "iq" or self.tls_required():
@@ -495,17 +560,28 @@ class XmppConnection(Protocol):
         self._ping_call = None
         self.stream_error("connection-timeout", "no answer to a ping")
 
+    def _negotiation_timeout(self) -> None:
+        self._negotiation_call = None
+        if self.state != BOUND:
+            timeout = self.config.negotiation_timeout
+            self.stream_error("connection-timeout", f"not logged in within {timeout:g} seconds")
+
     def _cancel_timers(self) -> None:
-        for call in (self._idle_call, self._ping_call):
+        for call in (self._idle_call, self._ping_call, self._negotiation_call, self._drain_call):
             if call is not None and call.active():
                 call.cancel()
-        self._idle_call = self._ping_call = None
+        self._idle_call = self._ping_call = self._negotiation_call = self._drain_call = None
+        self._waiting.clear()
 
     def _close(self) -> None:
         if self.state == CLOSED:
             return
         self.state = CLOSED
         self._cancel_timers()
+        if self._tls_pending:
+            # A polite close would wait for a TLS handshake that the peer never finishes.
+            self.transport.abortConnection()
+            return
         self.transport.loseConnection()
         # The socket closes once the goodbye is written; connectionLost then does the rest.
 

@@ -263,6 +263,21 @@ def test_empty_unregistered_room_disappears(service: ChatService) -> None:
         service.part(ca, "tmp")
 
 
+def test_observers_hear_of_away_changes_of_users_in_no_shared_room(
+    service: ChatService,
+) -> None:
+    seen: list[Any] = []
+    service.observers.append(seen.append)
+    _a, ca = user(service, "alice")
+    seen.clear()
+    service.set_away(ca, "lunch")
+    service.set_away(ca, None)
+    assert [(type(e), e.who.nick, e.message) for e in seen] == [
+        (Away, "alice", "lunch"),
+        (Away, "alice", None),
+    ]
+
+
 def test_away_is_seen_by_room_mates(service: ChatService) -> None:
     _a, ca = user(service, "alice")
     b, cb = user(service, "bob")
@@ -546,3 +561,61 @@ def test_core_imports_no_networking_storage_or_protocol_code() -> None:
                     offenders.append(f"{path.name}: {name}")
     assert offenders == []
     assert len(list(core.glob("*.py"))) >= 8
+
+
+# -- batched fan-out -----------------------------------------------------------------------
+
+
+class BatchClient(FakeClient):
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.batches: list[Any] = []
+
+    def deliver_batch(self, batch: Any) -> None:
+        self.batches.append(batch)
+        self.events.extend(batch.messages)
+
+
+def test_messages_said_in_one_read_reach_other_members_as_one_batch(service: ChatService) -> None:
+    sender, cs = user(service, "sender")
+    batcher = BatchClient()
+    cb = service.connect(batcher)
+    service.claim_nick(cb, "batcher")
+    plain, cp = user(service, "plain")
+    for conn in (cs, cb, cp):
+        service.join(conn, "r")
+    with service.batch():
+        first = service.say(cs, room="r", text="one")
+        assert sender.of(Message) == [first]  # the sender's own copy is not held back
+        assert not batcher.of(Message) and not plain.of(Message)
+        second = service.say(cs, room="r", text="two")
+    assert [b.messages for b in batcher.batches] == [(first, second)]
+    assert plain.of(Message) == [first, second]  # a client without deliver_batch: one by one
+    assert sender.of(Message) == [first, second]
+    assert [m.text for m in service.get_room("r").history] == ["one", "two"]
+
+
+def test_any_other_event_flushes_the_batch_first(service: ChatService) -> None:
+    _, cs = user(service, "sender")
+    watcher, cw = user(service, "watcher")
+    service.join(cs, "r")
+    service.join(cw, "r")
+    watcher.clear()
+    with service.batch():
+        service.say(cs, room="r", text="bye all")
+        service.part(cs, "r", "leaving")
+    assert [type(e).__name__ for e in watcher.events] == ["Message", "Part"]
+
+
+def test_batches_from_two_senders_keep_each_senders_copy_single(service: ChatService) -> None:
+    a, ca = user(service, "a")
+    b, cb = user(service, "b")
+    service.join(ca, "r")
+    service.join(cb, "r")
+    with service.batch():
+        service.say(ca, room="r", text="from a")
+        with service.batch():  # nested: flushed by the outermost only
+            service.say(cb, room="r", text="from b")
+        assert len(b.of(Message)) == 1
+    assert [m.text for m in a.of(Message)] == ["from a", "from b"]
+    assert [m.text for m in b.of(Message)] == ["from b", "from a"]

@@ -10,7 +10,7 @@ from chatserver.core.events import HostChange, Message, ServerNotice, Wallops
 from protocols.irc import render
 from protocols.irc.services_registry import SERVICES
 from tests.core.fakes import FakeClient
-from tests.irc.conftest import IrcWorld, commands, find, one
+from tests.irc.conftest import IrcWorld, commands, find, last_param, one
 
 
 def pair(irc: IrcWorld, a_caps: tuple[str, ...] = (), b_caps: tuple[str, ...] = ()) -> tuple:
@@ -347,6 +347,30 @@ def test_room_message_rendered_once_per_variant(
     plain_bytes = {c.raw() for c in plain}
     tagged_bytes = {c.raw() for c in tagged}
     assert len(plain_bytes) == 1 and len(tagged_bytes) == 1
+
+
+def test_pipelined_messages_reach_each_member_in_one_write(irc: IrcWorld) -> None:
+    sender = irc.client("sender", caps=("echo-message", "labeled-response", "batch"))
+    sender.send("JOIN #pipe")
+    members = [irc.client(f"m{i}") for i in range(3)]
+    for c in members:
+        c.send("JOIN #pipe")
+    for c in [sender, *members]:
+        c.take()
+    writes = []
+    for c in members:
+        transport = c.conn.transport
+        original = transport.write
+        transport.write = lambda data, original=original: (writes.append(data), original(data))
+    # Three messages in one read: each member gets them in one write, in order.
+    sender.feed(b"PRIVMSG #pipe :one\r\nPRIVMSG #pipe :two\r\n@label=x PRIVMSG #pipe :three\r\n")
+    assert len(writes) == 3
+    assert len({id(w) for w in writes}) == 1  # the same bytes object, built once
+    for c in members:
+        assert [last_param(m) for m in c.take()] == ["one", "two", "three"]
+    echoed = sender.take()
+    assert [last_param(m) for m in echoed] == ["one", "two", "three"]
+    assert echoed[2].tags.get("label") == "x"  # the echo stays with its labelled command
 
 
 def test_tagmsg_refused_when_banned_or_outside(irc: IrcWorld) -> None:
