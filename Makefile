@@ -1,6 +1,11 @@
 # The two commands the README promises:
 #   make run    install into .venv and run the server with its data in ./var
 #   make test   install with the test extras and run the whole suite, then ruff
+# and the benchmark (bench/README.md):
+#   make bench  every scenario against chatserver and the reference servers found; the table
+#               is printed and written to bench/build/results.md
+#   make soak   mixed load against a real server for SOAK_MINUTES (default 30): are its memory
+#               and file descriptors flat?  Not part of `make test`.
 # Installs are redone only when pyproject.toml changes (stamp files in .venv).
 
 PYTHON ?= python3
@@ -9,7 +14,9 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.stamp-run
 TEST_STAMP := $(VENV)/.stamp-test
 
-.PHONY: run test lint format clean
+SOAK_MINUTES ?= 30
+
+.PHONY: run test lint format clean bench soak
 
 run: $(RUN_STAMP)
 	$(BIN)/chatserver run --data-dir var
@@ -18,6 +25,9 @@ test: $(TEST_STAMP)
 	$(BIN)/python -m pytest
 	$(BIN)/ruff check .
 
+soak: $(TEST_STAMP)
+	$(BIN)/python tools/soak.py --minutes $(SOAK_MINUTES)
+
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -25,6 +35,22 @@ lint: $(TEST_STAMP)
 format: $(TEST_STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# The load generator (C, epoll); bench/build/ is not committed.
+LOADGEN := bench/build/loadgen
+BENCH_STAMP := $(VENV)/.stamp-bench
+
+bench: $(TEST_STAMP) $(BENCH_STAMP) $(LOADGEN)
+	$(BIN)/python bench/run.py --profile --output bench/build/results.md --json bench/build/results.json
+
+$(LOADGEN): bench/loadgen.c
+	mkdir -p bench/build
+	gcc -O2 -Wall -Wextra -o $@ bench/loadgen.c
+
+# py-spy samples chatserver during the IRC fan-out (--profile).
+$(BENCH_STAMP): | $(BIN)/python
+	$(BIN)/python -m pip install py-spy
+	touch $@
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

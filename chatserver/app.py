@@ -42,8 +42,15 @@ from zope.interface import implementer
 from chatserver.config import PROTOCOL_SECTIONS, BindPoint, Config, bind_points, format_address
 from chatserver.core.accounts import AccountManager
 from chatserver.core.service import ChatService
+from chatserver.pidfile import AlreadyRunning, PidFile
 from chatserver.storage.sqlite import SchemaTooNew, SqliteStore
-from chatserver.tls import TlsError, ensure_self_signed, load_options, self_signed_names
+from chatserver.tls import (
+    ReloadableTls,
+    TlsError,
+    ensure_self_signed,
+    load_options,
+    self_signed_names,
+)
 from protocols.irc.factory import IrcFactory
 from protocols.line.factory import LineFactory
 from protocols.xmpp.factory import XmppFactory
@@ -94,7 +101,9 @@ def listeners_for(
 
 
 def build_line_listeners(ctx: ProtocolContext) -> list[Listener]:
-    return listeners_for("line", ctx.config.line, LineFactory(ctx.service, ctx.config.line))
+    # One factory for the plain and the TLS port; connections tell TLS from their transport.
+    factory = LineFactory(ctx.service, ctx.config.line, operators=ctx.config.operators)
+    return listeners_for("line", ctx.config.line, factory)
 
 
 def build_irc_listeners(ctx: ProtocolContext) -> list[Listener]:
@@ -168,7 +177,14 @@ class StartupError(Exception):
 
 
 # Failures an operator fixes from the message alone, so they are logged without a traceback.
-_EXPECTED_START_ERRORS = (StartupError, TlsError, OSError, SchemaTooNew, sqlite3.Error)
+_EXPECTED_START_ERRORS = (
+    StartupError,
+    TlsError,
+    OSError,
+    SchemaTooNew,
+    sqlite3.Error,
+    AlreadyRunning,
+)
 
 
 class ChatServer(MultiService):
@@ -199,7 +215,17 @@ class ChatServer(MultiService):
         self.accounts: AccountManager | None = None
         self.chat: ChatService | None = None
         self.ports: list[tuple[Listener, IListeningPort]] = []
-        self._tls: CertificateOptions | None = None
+        # Listeners read the TLS options through this, so a reload (SIGHUP) can replace them.
+        self.tls = ReloadableTls(
+            self._load_tls,
+            handshake_timeout=lambda: self.config.tls.handshake_timeout,
+            clock=reactor,
+        )
+        # Held while the server runs: a second server (or `chatserver restore`) on the same
+        # data directory sees it and refuses.
+        self.pidfile = PidFile(config.data_dir)
+        self.metrics: Any = None
+        self.http_port: IListeningPort | None = None
         self._starting: defer.Deferred[None] | None = None
         self._ready_waiters: list[defer.Deferred[None]] = []
         self._ready = False
@@ -211,6 +237,30 @@ class ChatServer(MultiService):
         # client can connect to a half-started server.
         super().startService()
         self._starting = defer.ensureDeferred(self._start())
+
+    @property
+    def ready(self) -> bool:
+        """Whether the start finished and every listener listens."""
+        return self._ready
+
+    def enabled_protocols(self) -> list[str]:
+        return [name for name in self.protocols if getattr(self.config, name).enabled]
+
+    def factories(self) -> list[tuple[str, IProtocolFactory]]:
+        """Each protocol factory in use, once, with its protocol's name."""
+        seen: set[int] = set()
+        found: list[tuple[str, IProtocolFactory]] = []
+        for listener, _port in self.ports:
+            if id(listener.factory) not in seen:
+                seen.add(id(listener.factory))
+                found.append((listener.protocol, listener.factory))
+        return found
+
+    def reload(self) -> Any:
+        """Read the configuration file again and apply what can change live (SIGHUP)."""
+        from chatserver.reload import reload
+
+        return reload(self)
 
     def when_ready(self) -> defer.Deferred[None]:
         """Fires once every listener listens; errbacks with StartupError if the start failed."""
@@ -245,7 +295,14 @@ class ChatServer(MultiService):
         config = self.config
         # Accounts (salted keys) and the TLS key live here: only this user may look in.
         self.config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.pidfile.acquire()
+        if config.metrics.enabled:
+            from chatserver.metrics import Metrics
+
+            self.metrics = Metrics(self)
         self.store = open_store(config, self.reactor)
+        if self.metrics is not None:
+            self.store.observe = self.metrics.observe_storage
         await self.store.open()
         self.accounts = AccountManager(
             self.store, config.chat, clock=self.reactor, run_in_thread=deferToThread
@@ -256,7 +313,9 @@ class ChatServer(MultiService):
             accounts=self.accounts,
             room_store=self.store,
             history_store=self.store,
+            ban_store=self.store,
         )
+        self.chat.set_config_bans(config.bans)
         await self.chat.start()
 
         ctx = ProtocolContext(
@@ -275,6 +334,8 @@ class ChatServer(MultiService):
                 )
         for listener in listeners:
             await self._listen(listener)
+        if self.metrics is not None:
+            await self._listen_http()
         log.info(
             "ready server={server} listeners={count}",
             server=config.server.name,
@@ -283,7 +344,7 @@ class ChatServer(MultiService):
 
     async def _listen(self, listener: Listener) -> None:
         point = listener.point
-        endpoint = _ObservedEndpoint(endpoint_for(self.reactor, point, self.tls_options))
+        endpoint = _ObservedEndpoint(endpoint_for(self.reactor, point, self._listener_tls))
         StreamServerEndpointService(endpoint, listener.factory).setServiceParent(self)
         try:
             port = await endpoint.result
@@ -307,24 +368,50 @@ class ChatServer(MultiService):
                 address=address,
             )
 
+    async def _listen_http(self) -> None:
+        from chatserver.metrics import make_site
+
+        settings = self.config.metrics
+        endpoint = endpoint_for(
+            self.reactor,
+            BindPoint(settings.listen, settings.port, False, "port"),
+            self._listener_tls,
+        )
+        try:
+            self.http_port = await endpoint.listen(make_site(self, self.metrics))
+        except Exception as err:
+            raise StartupError(
+                f"cannot listen for metrics address={format_address(settings.listen, settings.port)}:"
+                f" {err}"
+            ) from err
+        self.metrics.lag.start()
+        host = self.http_port.getHost()
+        log.info(
+            "listening protocol=http address={address} paths=/metrics,/health",
+            address=format_address(host.host, host.port),
+        )
+
     def tls_options(self) -> CertificateOptions:
-        """The server's TLS options; the first call loads (or makes) the certificate."""
-        if self._tls is None:
-            tls = self.config.tls
-            if tls.certificate:
-                self._tls = load_options(Path(tls.certificate), Path(tls.key))
-            else:
-                cert, key, made = ensure_self_signed(
-                    self.config.data_dir, self_signed_names(self.config)
-                )
-                if made:
-                    log.warn(
-                        "made a self-signed TLS certificate {path}; clients must be told to "
-                        "accept it, or set [tls] certificate and key",
-                        path=str(cert),
-                    )
-                self._tls = load_options(cert, key)
-        return self._tls
+        """The server's current TLS options; the first call loads (or makes) the certificate."""
+        return self.tls.options()
+
+    def _listener_tls(self) -> Any:
+        # Loaded now, so a bad certificate stops the start rather than the first client.
+        self.tls.options()
+        return self.tls
+
+    def _load_tls(self) -> CertificateOptions:
+        tls = self.config.tls
+        if tls.certificate:
+            return load_options(Path(tls.certificate), Path(tls.key))
+        cert, key, made = ensure_self_signed(self.config.data_dir, self_signed_names(self.config))
+        if made:
+            log.warn(
+                "made a self-signed TLS certificate {path}; clients must be told to "
+                "accept it, or set [tls] certificate and key",
+                path=str(cert),
+            )
+        return load_options(cert, key)
 
     def _stop_reactor(self) -> None:
         if self.reactor.running:
@@ -342,6 +429,11 @@ class ChatServer(MultiService):
             await self._starting
         # Listeners first: no one connects while the others are being told.
         await super().stopService()
+        if self.metrics is not None:
+            self.metrics.lag.stop()
+        if self.http_port is not None:
+            await self.http_port.stopListening()
+            self.http_port = None
         if self.chat is not None:
             try:
                 await self.chat.shutdown()
@@ -353,6 +445,7 @@ class ChatServer(MultiService):
                 await self.store.close()
             except Exception:
                 log.failure("closing the store")
+        self.pidfile.release()
         log.info("stopped")
 
     async def _let_connections_close(self) -> None:

@@ -83,6 +83,32 @@ def _parser() -> argparse.ArgumentParser:
     actions.add_parser("list", parents=[common], help="list accounts")
     account.set_defaults(handler=_cmd_account)
 
+    backup = commands.add_parser(
+        "backup",
+        parents=[common],
+        help="copy the database to FILE (safe while the server runs)",
+    )
+    backup.add_argument("file", metavar="FILE")
+    backup.set_defaults(handler=_cmd_backup)
+
+    restore = commands.add_parser(
+        "restore",
+        parents=[common],
+        help="replace the database with a backup (the server must be stopped)",
+    )
+    restore.add_argument("file", metavar="FILE")
+    restore.set_defaults(handler=_cmd_restore)
+
+    health = commands.add_parser(
+        "health",
+        parents=[common],
+        help="check that the server on this machine answers (exit 0) or not (exit 1)",
+    )
+    health.add_argument(
+        "--timeout", type=float, default=3.0, metavar="SECONDS", help="give up after (default 3)"
+    )
+    health.set_defaults(handler=_cmd_health)
+
     hashpw = commands.add_parser(
         "hash-password", help="hash an operator password for the [[operators]] config list"
     )
@@ -123,8 +149,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     globalLogBeginner.beginLoggingTo(
         [log_observer(fmt, config.server.log_level, sys.stderr)], redirectStandardIO=False
     )
+    from chatserver.reload import install_sighup
+
     server = build_service(config, reactor=reactor)
     reactor.callWhenRunning(_handle_stop_signals, reactor)  # type: ignore[attr-defined]
+    reactor.callWhenRunning(install_sighup, reactor, server)  # type: ignore[attr-defined]
     reactor.callWhenRunning(server.startService)  # type: ignore[attr-defined]
     # The reactor waits for the Deferred of a "before" trigger: users are told and history is
     # written before the reactor drops the connections.
@@ -204,6 +233,188 @@ def _cmd_gen_cert(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return EXIT_OK
+
+
+# -- backup and restore ------------------------------------------------------------------------
+
+
+def _cmd_backup(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    config = _config(args)
+    source = Path(config.storage.path)
+    if not source.is_file():
+        raise CliError(f"no database at {source}")
+    dest = Path(args.file)
+
+    async def job(reactor: Any) -> int:
+        from chatserver.app import open_store
+
+        store = open_store(config, reactor)
+        try:
+            await store.open()
+            # One read transaction copies every page: the copy is consistent even while the
+            # server writes, which it may go on doing meanwhile (WAL).
+            await store.backup(dest)
+        except ValueError as err:
+            raise CliError(str(err)) from None
+        finally:
+            await store.close()
+        return EXIT_OK
+
+    _run_reactor_once(job)
+    verdict = _check_database(dest)
+    if verdict != "ok":
+        raise CliError(f"the copy {dest} fails SQLite's integrity check: {verdict}")
+    print(f"backed up {source} to {dest} ({dest.stat().st_size} bytes, integrity ok)")
+    return EXIT_OK
+
+
+def _check_database(path: Any) -> str:
+    """SQLite's integrity verdict on ``path`` ("ok" or the problems), opened read-only."""
+    import sqlite3
+    from pathlib import Path
+
+    uri = Path(path).resolve().as_uri() + "?mode=ro"
+    try:
+        db = sqlite3.connect(uri, uri=True)
+    except sqlite3.Error as err:
+        return str(err)
+    try:
+        rows = db.execute("PRAGMA integrity_check").fetchall()
+        return "\n".join(str(row[0]) for row in rows)
+    except sqlite3.Error as err:
+        return str(err)
+    finally:
+        db.close()
+
+
+def _schema_version(path: Any) -> int:
+    import sqlite3
+    from pathlib import Path
+
+    db = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True)
+    try:
+        return int(db.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        db.close()
+
+
+def _cmd_restore(args: argparse.Namespace) -> int:
+    import shutil
+    from pathlib import Path
+
+    from chatserver.pidfile import AlreadyRunning, PidFile, running_pid
+    from chatserver.storage.migrations import SCHEMA_VERSION
+
+    config = _config(args)
+    backup = Path(args.file)
+    target = Path(config.storage.path)
+    pid = running_pid(config.data_dir)
+    if pid is not None:
+        raise CliError(
+            f"a chatserver ({f'pid {pid}' if pid else 'pid unknown'}) is running on"
+            f" {config.data_dir}: stop it first, then restore"
+        )
+    if not backup.is_file():
+        raise CliError(f"no such file: {backup}")
+    verdict = _check_database(backup)
+    if verdict != "ok":
+        raise CliError(f"{backup} is not a usable database: {verdict}")
+    version = _schema_version(backup)
+    if version > SCHEMA_VERSION:
+        raise CliError(
+            f"{backup} has schema version {version}, newer than this chatserver's"
+            f" ({SCHEMA_VERSION}): restore it with the chatserver that made it"
+        )
+    try:
+        config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        lock = PidFile(config.data_dir)
+        # Held until the copy is in place: a server started meanwhile refuses to start.
+        lock.acquire()
+    except AlreadyRunning as err:
+        raise CliError(f"{err}: stop it first, then restore") from None
+    except OSError as err:
+        raise CliError(f"cannot lock {config.data_dir}: {err}") from None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+        aside = target.with_name(f"{target.name}.before-restore-{stamp}")
+        kept: Path | None = None
+        # The old database and its WAL move together: a WAL left beside the restored file
+        # would be replayed into it.
+        for suffix in ("", "-wal", "-shm"):
+            old = Path(f"{target}{suffix}")
+            if old.exists():
+                os.replace(old, f"{aside}{suffix}")
+                kept = aside
+        tmp = target.with_name(f".{target.name}.restore-{os.getpid()}")
+        shutil.copyfile(backup, tmp)
+        with open(tmp, "rb") as fp:
+            os.fsync(fp.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, target)
+    except OSError as err:
+        raise CliError(f"cannot restore: {err}") from None
+    finally:
+        lock.release()
+    print(f"restored {backup} to {target}")
+    if kept is not None:
+        print(f"the previous database is kept as {kept}")
+    return EXIT_OK
+
+
+# -- health ------------------------------------------------------------------------------------
+
+
+def _local_host(host: str) -> str:
+    """Where to reach a server that listens on ``host`` from this machine."""
+    import ipaddress
+
+    address = ipaddress.ip_address(host)
+    if address.is_unspecified:
+        return "::1" if address.version == 6 else "127.0.0.1"
+    return host
+
+
+def _cmd_health(args: argparse.Namespace) -> int:
+    """The container's health check: GET /health when [metrics] is on, else a TCP connect to
+    the first listener (which proves less: the process listens, not that its store answers)."""
+    import socket
+    import urllib.error
+    import urllib.request
+
+    from chatserver.config import PROTOCOL_SECTIONS, bind_points, format_address
+
+    config = _config(args)
+    if config.metrics.enabled:
+        address = format_address(_local_host(config.metrics.listen), config.metrics.port)
+        url = f"http://{address}/health"
+        try:
+            with urllib.request.urlopen(url, timeout=args.timeout) as response:
+                body = response.read().decode("utf-8", "replace").strip()
+        except urllib.error.HTTPError as err:
+            reason = err.read().decode("utf-8", "replace").strip()
+            raise CliError(f"unhealthy ({err.code}): {reason}") from None
+        except (OSError, ValueError) as err:
+            raise CliError(f"no answer from {url}: {err}") from None
+        print(body)
+        return EXIT_OK
+    for name in PROTOCOL_SECTIONS:
+        section = getattr(config, name)
+        if not section.enabled:
+            continue
+        for point in bind_points(section):
+            host = _local_host(point.host)
+            try:
+                socket.create_connection((host, point.port), timeout=args.timeout).close()
+            except OSError as err:
+                raise CliError(
+                    f"cannot connect to {name} at {format_address(host, point.port)}: {err}"
+                ) from None
+            print(f"{name} listens at {format_address(host, point.port)}")
+            return EXIT_OK
+    raise CliError("no protocol is enabled: nothing to check")
 
 
 # -- hash-password -----------------------------------------------------------------------------

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chatserver.core.bans import ServerBan, normalize_ban_mask
+from chatserver.core.errors import BadName
 from chatserver.core.names import is_valid_nick
 from chatserver.core.settings import CoreSettings
 from chatserver.passwords import is_valid_hash
@@ -307,12 +309,16 @@ class TlsConfig:
     # Both empty: a self-signed pair (tls.crt, tls.key) is made in data_dir on first start.
     certificate: str = _key("", _PATH)
     key: str = _key("", _PATH)
+    # Seconds a client has to finish the TLS handshake on a TLS port before it is dropped.
+    handshake_timeout: float = _key(30.0, _Number(1, 3600))
 
 
 @dataclass(frozen=True, slots=True)
 class LineConfig:
     enabled: bool = _key(True, _Bool())
     port: int = _key(2323, _PORT)
+    # TLS on its own port (2324 is the usual choice); 0 turns it off.
+    tls_port: int = _key(0, _OPTIONAL_PORT)
     # Empty in the file: [server] listen.
     listen: tuple[ListenAddress, ...] = _key((), _Listen(allow_empty=True))
     max_line_bytes: int = _key(4096, _Int(64, 1 << 20))
@@ -325,6 +331,11 @@ class LineConfig:
     idle_timeout: float = _key(300.0, _Number(1))
     ping_timeout: float = _key(60.0, _Number(1))
     motd: str = _key("", _Text())
+    # Refuse plaintext connections from other machines (loopback may always connect).
+    require_tls: bool = _key(False, _Bool())
+    # Accept passwords (/identify, /register, /oper...) on a plaintext connection from another
+    # machine; off by default, since anyone on the path could read them.
+    plaintext_passwords: bool = _key(False, _Bool())
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,9 +388,39 @@ class XmppConfig:
     # One top-level element (stanza) may be this big; deeper nesting than max_depth is refused.
     max_stanza_bytes: int = _key(262144, _Int(4096, 16 << 20))
     max_depth: int = _key(32, _Int(4, 256))
+    # Elements in one stanza: each costs the parser a few Python calls.
+    max_stanza_elements: int = _key(4096, _Int(16, 1 << 20))
     # Seconds of silence before the server pings a client, then seconds more before it gives up.
     idle_timeout: float = _key(300.0, _Number(1))
     ping_timeout: float = _key(60.0, _Number(1))
+    # Seconds a client has from connecting to a bound resource (STARTTLS, SASL, bind).
+    negotiation_timeout: float = _key(60.0, _Number(1))
+    # Flood control for a logged-in client: `flood_burst` stanzas at once, then `flood_rate`
+    # per second; stanzas past the budget wait their turn, and more than `flood_max_queue`
+    # waiting end the stream with policy-violation.
+    flood_burst: int = _key(50, _Int(1, 100_000))
+    flood_rate: float = _key(10.0, _Number(0, above=True))
+    flood_max_queue: int = _key(200, _Int(1, 100_000))
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    # Prometheus metrics at /metrics and a health check at /health, over HTTP.
+    enabled: bool = _key(False, _Bool())
+    # One IP address; the endpoint has no authentication, so loopback unless a firewall or a
+    # private network guards it.
+    listen: str = _key("127.0.0.1", _Text(test=_is_ip, what='an IP address such as "127.0.0.1"'))
+    port: int = _key(9464, _PORT)
+    # Seconds between event-loop lag samples.
+    lag_interval: float = _key(0.5, _Number(0.01, 60))
 
 
 # [chat] keys are CoreSettings fields; server_name comes from [server] name instead.
@@ -394,6 +435,9 @@ _CHAT_CHECKS: dict[str, Check] = {
     "max_rooms_per_user": _Int(1),
     # 0: no limit.
     "max_connections_per_address": _Int(0),
+    "address_limit_exempt": _Networks(),
+    "registration_burst": _Int(1),
+    "registration_period": _Number(0, above=True),
     "login_failure_burst": _Int(1),
     "login_failure_period": _Number(0, above=True),
     # RFC 7677 asks for at least 4096 rounds.
@@ -459,6 +503,44 @@ def _load_operators(value: object, problems: _Problems) -> tuple[OperatorConfig,
     return tuple(operators)
 
 
+# The top-level array of tables that lists server-wide bans: `mask` or `account`, and `reason`.
+BANS_KEY = "bans"
+
+
+def _load_bans(value: object, problems: _Problems) -> tuple[ServerBan, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        problems.add(None, BANS_KEY, "expected [[bans]] tables with mask or account, and reason")
+        return ()
+    bans: dict[str, ServerBan] = {}
+    for index, table in enumerate(value):
+        where = f"{BANS_KEY}[{index}]"
+        for key in table:
+            if key not in ("mask", "account", "reason"):
+                problems.add(
+                    None,
+                    f"{where} {key}",
+                    "unknown key" + _suggest(key, ("mask", "account", "reason")),
+                )
+        mask, account, reason = table.get("mask"), table.get("account"), table.get("reason", "")
+        if (mask is None) == (account is None):
+            problems.add(None, where, "expected either mask or account (one of them)")
+            continue
+        key, raw = ("mask", mask) if mask is not None else ("account", account)
+        if not isinstance(raw, str):
+            problems.add(None, f"{where} {key}", f"expected a string, got {_show(raw)}")
+            continue
+        if not isinstance(reason, str):
+            problems.add(None, f"{where} reason", f"expected a string, got {_show(reason)}")
+            continue
+        try:
+            normalized = normalize_ban_mask(raw if key == "mask" else "$a:" + raw)
+        except BadName as err:
+            problems.add(None, f"{where} {key}", f"{err.reason}, got {_show(raw)}")
+            continue
+        bans[normalized] = ServerBan(normalized, reason, "config")
+    return tuple(bans.values())
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig
@@ -468,7 +550,9 @@ class Config:
     line: LineConfig
     irc: IrcConfig
     xmpp: XmppConfig
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     operators: tuple[OperatorConfig, ...] = ()
+    bans: tuple[ServerBan, ...] = ()
     # Where the values came from (a path or "<defaults>"); not part of what the config *is*.
     source: str = field(default=DEFAULTS_SOURCE, compare=False)
 
@@ -490,6 +574,7 @@ SECTIONS: dict[str, type] = {
     "line": LineConfig,
     "irc": IrcConfig,
     "xmpp": XmppConfig,
+    "metrics": MetricsConfig,
 }
 # The sections that describe a listening protocol (enabled, port, listen...).
 PROTOCOL_SECTIONS = ("line", "irc", "xmpp")
@@ -638,7 +723,7 @@ def load_config(
 
     raw: dict[str, dict[str, Any]] = {}
     for section, table in data.items():
-        if section == OPERATORS_KEY:
+        if section in (OPERATORS_KEY, BANS_KEY):
             continue
         if section not in SECTIONS:
             if isinstance(table, dict):
@@ -699,7 +784,9 @@ def load_config(
         line=LineConfig(**raw["line"]),
         irc=IrcConfig(**raw["irc"]),
         xmpp=XmppConfig(**xmpp),
+        metrics=MetricsConfig(**raw["metrics"]),
         operators=_load_operators(data.get(OPERATORS_KEY, []), problems),
+        bans=_load_bans(data.get(BANS_KEY, []), problems),
         source=source,
     )
     _check_bind_conflicts(config, problems)
@@ -724,3 +811,13 @@ def _check_bind_conflicts(config: Config, problems: _Problems) -> None:
                     )
                     break
             seen.append((section, point))
+    if config.metrics.enabled:
+        metrics = BindPoint(config.metrics.listen, config.metrics.port, False, "port")
+        for other_section, other in seen:
+            if _overlaps(metrics, other):
+                problems.add(
+                    "metrics",
+                    "port",
+                    f"{metrics} is also used by [{other_section}] {other.key} ({other})",
+                )
+                break

@@ -10,7 +10,7 @@ import datetime
 import ipaddress
 import os
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL, crypto
+from twisted.internet.interfaces import IOpenSSLContextFactory, IOpenSSLServerConnectionCreator
 from twisted.internet.ssl import CertificateOptions, TLSVersion
+from zope.interface import implementer
 
 from chatserver.config import Config
 
@@ -186,3 +188,68 @@ def server_tls_options(config: Config) -> CertificateOptions:
         return load_options(Path(config.tls.certificate), Path(config.tls.key))
     cert_path, key_path, _made = ensure_self_signed(config.data_dir, self_signed_names(config))
     return load_options(cert_path, key_path)
+
+
+@implementer(IOpenSSLServerConnectionCreator, IOpenSSLContextFactory)
+class ReloadableTls:
+    """The server's TLS options as TLS listeners see them: replaceable while they listen.
+
+    A listener asks for a context once per new connection, so after :meth:`reload` new
+    connections get the new certificate while open ones keep theirs (a TLS session cannot
+    change its certificate; nothing is dropped).  ``load`` makes the options (see
+    :func:`server_tls_options`); it runs on first use and on each reload.
+    """
+
+    def __init__(
+        self,
+        load: Callable[[], CertificateOptions],
+        *,
+        handshake_timeout: Callable[[], float] | None = None,
+        clock: Any = None,
+    ) -> None:
+        self._load = load
+        self._options: CertificateOptions | None = None
+        # Read at each connection, so that a reload applies to the next one.
+        self._handshake_timeout = handshake_timeout
+        self._clock = clock
+
+    @property
+    def loaded(self) -> bool:
+        return self._options is not None
+
+    def options(self) -> CertificateOptions:
+        """The current options (loaded on the first call; raises TlsError)."""
+        if self._options is None:
+            self._options = self._load()
+        return self._options
+
+    def reload(self) -> CertificateOptions:
+        """Load the files again; on TlsError the current options stay in use."""
+        self._options = self._load()
+        return self._options
+
+    # IOpenSSLContextFactory, for code that asks for a context.
+    def getContext(self) -> SSL.Context:
+        return self.options().getContext()
+
+    # IOpenSSLServerConnectionCreator: what a TLS listener calls for each new connection.
+    def serverConnectionForTLS(self, tlsProtocol: object) -> SSL.Connection:
+        connection = SSL.Connection(self.getContext(), None)
+        if self._handshake_timeout is not None:
+            # A client that stalls in the handshake never reaches the protocol's own timeouts
+            # in a way that closes it: closing politely waits for a handshake that never ends.
+            clock = self._clock
+            if clock is None:
+                from twisted.internet import reactor as clock
+            clock.callLater(self._handshake_timeout(), _expire, tlsProtocol, connection)
+        return connection
+
+
+def _expire(tls_protocol: Any, connection: SSL.Connection) -> None:
+    """Abort a TLS connection whose handshake has not finished (the peer's Finished message,
+    the last of the handshake, is still missing)."""
+    transport = getattr(tls_protocol, "transport", None)
+    if transport is None or not getattr(transport, "connected", False):
+        return
+    if connection.get_peer_finished() is None:
+        tls_protocol.abortConnection()

@@ -1,20 +1,25 @@
 """Run chatserver under twistd:  CHATSERVER_CONFIG=chatserver.toml twistd -ny deploy/chatserver.tac
 
 CHATSERVER_CONFIG names the TOML file (unset: built-in defaults); CHATSERVER_DATA_DIR, when set,
-replaces [server] data_dir.  twistd handles logging, daemonizing and signals; `chatserver run`
-is the simpler way and the one the systemd unit and the container use.
+replaces [server] data_dir.  twistd handles logging, daemonizing and stop signals; SIGHUP
+reloads the configuration as under `chatserver run`, which is the simpler way and the one the
+systemd unit and the container use.
 """
 
 import os
 
 from twisted.application import service
+from twisted.internet import reactor
 
 from chatserver.app import build_service
 from chatserver.config import load_config
+from chatserver.reload import install_sighup
 
 config = load_config(
     os.environ.get("CHATSERVER_CONFIG") or None,
     data_dir_override=os.environ.get("CHATSERVER_DATA_DIR") or None,
 )
 application = service.Application("chatserver")
-build_service(config).setServiceParent(application)
+server = build_service(config)
+server.setServiceParent(application)
+reactor.callWhenRunning(install_sighup, reactor, server)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+import ipaddress
+from collections.abc import Hashable, Iterable
 
 
 class TokenBucket:
@@ -106,3 +107,24 @@ class AddressCounter:
 
     def count(self, address: str) -> int:
         return self._counts.get(address, 0)
+
+
+class AddressSet:
+    """IP addresses and networks, given as strings such as "10.0.0.0/8" or "::1".
+
+    An IPv4-mapped IPv6 address (``::ffff:127.0.0.1``) is looked up as its IPv4 address.
+    """
+
+    def __init__(self, entries: Iterable[str]) -> None:
+        self._networks = tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
+
+    def __contains__(self, address: object) -> bool:
+        if not self._networks or not isinstance(address, str):
+            return False
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip.version == net.version and ip in net for net in self._networks)

@@ -20,6 +20,13 @@ class CoreSettings:
     min_password_length: int = 6
     max_rooms_per_user: int = 100
     max_connections_per_address: int = 20
+    # Addresses or networks spared the per-address limits (connections at once, new accounts):
+    # a web gateway or a bouncer that speaks for many users from one address.
+    address_limit_exempt: tuple[str, ...] = ("127.0.0.0/8", "::1")
+    # New accounts from one address: a burst of `registration_burst`, then one more per
+    # `registration_period` seconds (registration floods).
+    registration_burst: int = 3
+    registration_period: float = 600.0
     # Failed logins: a bucket of `burst` tries refilled at one per `login_failure_period` seconds,
     # kept per account and per address.
     login_failure_burst: int = 5

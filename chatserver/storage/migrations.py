@@ -83,7 +83,36 @@ _V1_INITIAL: tuple[str, ...] = (
     "CREATE INDEX history_target_ts_id ON history (target, ts, id)",
 )
 
-MIGRATIONS: tuple[Step, ...] = (_V1_INITIAL,)
+# XMPP rosters (RFC 6121): a contact per row; deleting the account deletes its roster.
+_V2_ROSTER: tuple[str, ...] = (
+    """
+    CREATE TABLE roster_items (
+        account      TEXT NOT NULL REFERENCES accounts (key) ON DELETE CASCADE,
+        jid          TEXT NOT NULL,     -- the contact's bare JID, casefolded
+        name         TEXT,
+        groups       TEXT NOT NULL DEFAULT '[]',  -- [group, ...]
+        subscription TEXT NOT NULL DEFAULT 'none',  -- none, to, from, both
+        ask          TEXT,              -- 'subscribe' while our request is pending
+        pending_in   INTEGER NOT NULL DEFAULT 0,  -- their request awaits our answer
+        in_roster    INTEGER NOT NULL DEFAULT 1,  -- 0: known only by a pending request
+        PRIMARY KEY (account, jid)
+    )
+    """,
+)
+
+# Server-wide bans set by operators at run time (config-file bans are not stored).
+_V3_SERVER_BANS: tuple[str, ...] = (
+    """
+    CREATE TABLE server_bans (
+        mask   TEXT PRIMARY KEY,  -- normalized: nick!ident@host glob, or $a:account
+        reason TEXT NOT NULL DEFAULT '',
+        set_by TEXT NOT NULL DEFAULT '',
+        set_at REAL NOT NULL DEFAULT 0
+    )
+    """,
+)
+
+MIGRATIONS: tuple[Step, ...] = (_V1_INITIAL, _V2_ROSTER, _V3_SERVER_BANS)
 """Index i holds the step to version i + 1.  Append here; the tuple's length is the version."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -29,11 +30,12 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from chatserver.core.bans import ServerBan
 from chatserver.core.errors import AccountError
 from chatserver.core.events import Message, Who
-from chatserver.core.interfaces import IAccountStore, IHistoryStore, IRoomStore
+from chatserver.core.interfaces import IAccountStore, IHistoryStore, IRoomStore, IRosterStore
 from chatserver.core.names import casefold
-from chatserver.core.records import AccountRecord, BanRecord, Credential, RoomRecord
+from chatserver.core.records import AccountRecord, BanRecord, Credential, RoomRecord, RosterItem
 from chatserver.storage.migrations import MIGRATIONS, Step
 
 __all__ = ["SchemaTooNew", "SqliteStore", "StoreClosed"]
@@ -382,6 +384,65 @@ def _targets(cur: sqlite3.Cursor, start: float, end: float, limit: int) -> list[
     return [(target, latest) for target, latest in cur.fetchall()]
 
 
+def _get_roster(cur: sqlite3.Cursor, account: str) -> list[RosterItem]:
+    cur.execute(
+        "SELECT jid, name, groups, subscription, ask, pending_in, in_roster FROM roster_items"
+        " WHERE account = ? ORDER BY jid",
+        (account,),
+    )
+    return [
+        RosterItem(
+            jid=jid,
+            name=name,
+            groups=tuple(json.loads(groups)),
+            subscription=subscription,
+            ask=ask,
+            pending_in=bool(pending_in),
+            in_roster=bool(in_roster),
+        )
+        for jid, name, groups, subscription, ask, pending_in, in_roster in cur.fetchall()
+    ]
+
+
+def _set_roster_item(cur: sqlite3.Cursor, account: str, item: RosterItem) -> None:
+    cur.execute(
+        "INSERT OR REPLACE INTO roster_items (account, jid, name, groups, subscription, ask,"
+        " pending_in, in_roster) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            account,
+            item.jid,
+            item.name,
+            _dumps(list(item.groups)),
+            item.subscription,
+            item.ask,
+            int(item.pending_in),
+            int(item.in_roster),
+        ),
+    )
+
+
+def _remove_roster_item(cur: sqlite3.Cursor, account: str, jid: str) -> bool:
+    cur.execute("DELETE FROM roster_items WHERE account = ? AND jid = ?", (account, jid))
+    return cur.rowcount > 0
+
+
+def _load_server_bans(cur: sqlite3.Cursor) -> list[ServerBan]:
+    cur.execute("SELECT mask, reason, set_by, set_at FROM server_bans ORDER BY set_at, mask")
+    return [ServerBan(*row) for row in cur.fetchall()]
+
+
+def _save_server_ban(cur: sqlite3.Cursor, ban: ServerBan) -> None:
+    cur.execute(
+        "INSERT OR REPLACE INTO server_bans (mask, reason, set_by, set_at) VALUES (?, ?, ?, ?)",
+        (ban.mask, ban.reason, ban.set_by, ban.set_at),
+    )
+
+
+def _delete_server_ban(cur: sqlite3.Cursor, mask: str) -> bool:
+    cur.execute("DELETE FROM server_bans WHERE mask = ?", (mask,))
+    return cur.rowcount > 0
+
+
 def _integrity_check(cur: sqlite3.Cursor) -> str:
     cur.execute("PRAGMA integrity_check")
     return "\n".join(str(row[0]) for row in cur.fetchall())
@@ -410,7 +471,7 @@ def _backup(cur: sqlite3.Cursor, dest_path: str) -> None:
     os.replace(tmp_path, dest_path)
 
 
-@implementer(IAccountStore, IRoomStore, IHistoryStore)
+@implementer(IAccountStore, IRoomStore, IHistoryStore, IRosterStore)
 class SqliteStore:
     """Accounts, rooms and history in one SQLite file.  Call ``open()`` before anything else.
 
@@ -430,6 +491,9 @@ class SqliteStore:
         self._reactor = reactor
         self._migrations = tuple(migrations)
         self._closed = False
+        # Called as observe(operation, seconds) when each operation finishes, the time
+        # including its wait in the queue: the metrics endpoint's storage latency.
+        self.observe: Callable[[str, float], None] | None = None
         if path != ":memory:":
             parent = os.path.dirname(os.path.abspath(path))
             os.makedirs(parent, exist_ok=True)
@@ -459,7 +523,18 @@ class SqliteStore:
             with _transaction(cur, write=write):
                 return func(cur, *args)
 
-        return self._pool.runInteraction(interaction)
+        d: Deferred[_T] = self._pool.runInteraction(interaction)
+        observe = self.observe
+        if observe is not None:
+            operation = func.__name__.lstrip("_")
+            started = time.monotonic()
+
+            def timed(result: Any) -> Any:
+                observe(operation, time.monotonic() - started)
+                return result
+
+            d.addBoth(timed)
+        return d
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -590,3 +665,26 @@ class SqliteStore:
         """Targets with messages in start < ts < end, with their latest ts there, ascending by
         that ts (ties by target); ``limit`` keeps the first of them, as ``between`` does."""
         return self._run(_targets, start, end, limit, write=False)
+
+    # -- server bans (K-lines set by operators) -----------------------------------------------
+
+    def load_server_bans(self) -> Deferred[list[ServerBan]]:
+        return self._run(_load_server_bans, write=False)
+
+    def save_server_ban(self, ban: ServerBan) -> Deferred[None]:
+        return self._run(_save_server_ban, ban, write=True)
+
+    def delete_server_ban(self, mask: str) -> Deferred[bool]:
+        return self._run(_delete_server_ban, mask, write=True)
+
+    # -- IRosterStore -----------------------------------------------------------------------
+
+    def get_roster(self, account: str) -> Deferred[list[RosterItem]]:
+        return self._run(_get_roster, casefold(account), write=False)
+
+    def set_item(self, account: str, item: RosterItem) -> Deferred[None]:
+        """Insert or replace one item (the account must exist: rows go with it)."""
+        return self._run(_set_roster_item, casefold(account), item, write=True)
+
+    def remove_item(self, account: str, jid: str) -> Deferred[bool]:
+        return self._run(_remove_roster_item, casefold(account), jid, write=True)

@@ -9,6 +9,7 @@ error raised (or errbacked) is turned into an error reply by the dispatcher.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable
@@ -19,10 +20,12 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from chatserver.core.bans import ServerBan
 from chatserver.core.errors import (
     AccountError,
     AlreadyOnRoom,
     BadName,
+    Banned,
     CannotSend,
     ChatError,
     JoinRefused,
@@ -38,6 +41,7 @@ from chatserver.core.events import Message, ModeItem
 from chatserver.core.names import casefold, is_valid_room, room_key
 from chatserver.core.rooms import Member, Room
 from chatserver.core.users import User
+from chatserver.passwords import hash_password, verify_password
 from protocols.line.modes import ModeSyntaxError, format_changes, parse_changes
 from protocols.line.render import INFO, clean, clock_time, history_text, message_json
 
@@ -127,6 +131,8 @@ def describe(err: Exception) -> tuple[str, str, dict[str, Any]]:
         return "unknown_mode", f"unknown mode: {err.mode} (/help mode lists them)", {}
     if isinstance(err, AccountError):
         return err.code, err.reason + _ACCOUNT_HINTS.get(err.code, ""), {}
+    if isinstance(err, Banned):
+        return "banned", err.reason, {}
     if isinstance(err, LimitExceeded):
         return "limit_exceeded", err.reason, {}
     if isinstance(err, ChatError):
@@ -165,6 +171,8 @@ class Command:
     before_nick: bool = False
     parse: TextParser | None = None
     hidden: bool = False
+    # Carries a password: refused on a plaintext connection from another machine.
+    password: bool = False
 
     @property
     def min_args(self) -> int:
@@ -189,10 +197,11 @@ def command(
     parse: TextParser | None = None,
     aliases: tuple[str, ...] = (),
     hidden: bool = False,
+    password: bool = False,
 ) -> Callable[[Handler], Handler]:
     def register(handler: Handler) -> Handler:
         COMMANDS[name] = Command(
-            name, handler, usage, help, params, json, before_nick, parse, hidden
+            name, handler, usage, help, params, json, before_nick, parse, hidden, password
         )
         for alias in aliases:
             ALIASES[alias] = name
@@ -325,6 +334,14 @@ def handle_json(c: LineConnection, text: str) -> None:
 def run(c: LineConnection, cmd: Command, args: Args, tag: Any) -> None:
     if c.user is None and not cmd.before_nick:
         c.send_error("no_nick", "choose a nick first", cmd=cmd.name, tag=tag)
+        return
+    if cmd.password and not c.may_send_passwords():
+        c.send_error(
+            "tls_required",
+            c.tls_advice("passwords are not accepted over plaintext from another machine"),
+            cmd=cmd.name,
+            tag=tag,
+        )
         return
     for param in cmd.params:
         if param.required and not args.get(param.name):
@@ -539,6 +556,7 @@ def _parse_identify(c: LineConnection, text: str) -> Args:
     before_nick=True,
     parse=_parse_identify,
     aliases=("login",),
+    password=True,
 )
 def do_identify(c: LineConnection, a: Args) -> Deferred:
     account = a.get("nick") or a.get("account")
@@ -555,7 +573,14 @@ def do_identify(c: LineConnection, a: Args) -> Deferred:
             return Reply()
         if c.user is None:
             # Logged in before choosing a nick: the account's nick is the nick.
-            user = c.service.claim_nick(c.session, c.session.account or account or "")
+            nick = c.session.account or account or ""
+            try:
+                user = c.service.claim_nick(c.session, nick)
+            except NickInUse:
+                # Someone not logged in to the account holds its nick: the owner takes it
+                # back (they are renamed to a guest nick), as an XMPP login does.
+                c.service.release_nick(nick, nick)
+                user = c.service.claim_nick(c.session, nick)
             c.welcome(user)
             return Reply(fields={"nick": user.nick, "account": user.account})
         user = c.user
@@ -582,6 +607,7 @@ def do_identify(c: LineConnection, a: Args) -> Deferred:
     Param("password", required=True),
     Param("email"),
     json='{"cmd": "register", "password": "secret"}',
+    password=True,
 )
 def do_register(c: LineConnection, a: Args) -> Deferred:
     d = c.service.register(c.session, a["password"], a.get("email"))
@@ -597,6 +623,7 @@ def do_register(c: LineConnection, a: Args) -> Deferred:
     Param("old", required=True),
     Param("new", required=True),
     json='{"cmd": "password", "old": "secret", "new": "better secret"}',
+    password=True,
 )
 def do_password(c: LineConnection, a: Args) -> Deferred:
     d = c.service.change_password(c.session, a["old"], a["new"])
@@ -620,6 +647,7 @@ def do_logout(c: LineConnection, a: Args) -> Reply:
     "Delete the account you are logged in to. Its nick becomes free for anyone.",
     Param("password", required=True),
     json='{"cmd": "drop", "password": "secret"}',
+    password=True,
 )
 def do_drop(c: LineConnection, a: Args) -> Deferred:
     account = c.user.account if c.user else None
@@ -781,6 +809,17 @@ def do_whois(c: LineConnection, a: Args) -> Reply:
     if who.away:
         lines.append(f"{INFO}{who.nick} is away: {clean(who.away)}")
     lines.append(f"{INFO}{who.nick} has been idle {_duration(idle)}")
+    # Addresses are for operators only: everyone else sees the cloak in the mask.
+    viewer = c.user
+    addresses = []
+    if viewer is not None and "oper" in viewer.modes:
+        addresses = [
+            {"protocol": conn.protocol, "address": conn.address} for conn in user.connections
+        ]
+        shown = ", ".join(f"{item['address']} ({item['protocol']})" for item in addresses)
+        lines.append(f"{INFO}{who.nick} is connected from {shown}")
+    if "oper" in user.modes:
+        lines.append(f"{INFO}{who.nick} is a server operator")
     lines.append(f"{INFO}end of whois {who.nick}")
     fields = {
         "nick": who.nick,
@@ -792,6 +831,9 @@ def do_whois(c: LineConnection, a: Args) -> Reply:
         "idle": idle,
         "bot": who.bot,
     }
+    fields["oper"] = "oper" in user.modes
+    if addresses:
+        fields["addresses"] = addresses
     return Reply(lines, fields)
 
 
@@ -1090,6 +1132,124 @@ def do_mode(c: LineConnection, a: Args) -> Reply:
     return Reply([f"{INFO}modes of {_room(room.name)}: {shown}"], fields)
 
 
+# -- server operators ----------------------------------------------------------------------
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    # Checked when the operator name is unknown, so that a wrong name costs as long as a
+    # wrong password and does not tell which names exist.  Made on first use, not at import.
+    return hash_password("not an operator password")
+
+
+def _check_oper_password(password: str, stored: str | None) -> bool:
+    """Slow (scrypt): run in a thread.  ``stored`` None: an unknown name, which never matches."""
+    ok = verify_password(password, stored if stored is not None else _dummy_hash())
+    return ok and stored is not None
+
+
+@command(
+    "oper",
+    "<name> <password>",
+    "Become a server operator (operators are listed, with hashed passwords, in the server's"
+    " configuration). Operators see users' addresses in /whois and manage server bans.",
+    Param("name", required=True),
+    Param("password", required=True),
+    json='{"cmd": "oper", "name": "admin", "password": "secret"}',
+    password=True,
+)
+def do_oper(c: LineConnection, a: Args) -> Deferred:
+    accounts = c.service.accounts
+    if accounts.throttled(None, c.address):
+        raise AccountError(
+            AccountError.THROTTLED, "too many failed attempts; wait a while before trying again"
+        )
+    entry = next((op for op in c.factory.operators if op.name == a["name"]), None)
+    stored = entry.password if entry is not None else None
+    d: Deferred = accounts.run_in_thread(_check_oper_password, a["password"], stored)
+
+    def checked(ok: bool) -> Reply:
+        if entry is None or not ok:
+            accounts.record_failure(None, c.address)
+            log.info(
+                "line: failed /oper as {name} from {address}", name=a["name"], address=c.address
+            )
+            raise NotPermitted("wrong operator name or password")
+        if c.conn is None or c.user is None:
+            return Reply()
+        c.service.grant_oper(c.session)
+        log.info("line: {nick} is now an operator (as {name})", nick=c.user.nick, name=entry.name)
+        return Reply([f"{INFO}you are now a server operator"], {"oper": True})
+
+    return d.addCallback(checked)
+
+
+def _require_oper(c: LineConnection) -> None:
+    if c.user is None or "oper" not in c.user.modes:
+        raise NotPermitted("only server operators may do that (/oper first)")
+
+
+def _ban_json(ban: ServerBan) -> dict[str, Any]:
+    return {
+        "mask": ban.mask,
+        "reason": ban.reason,
+        "set_by": ban.set_by,
+        "set_at": ban.set_at or None,
+        "config": ban.from_config,
+    }
+
+
+@command(
+    "kline",
+    "<mask> [reason]",
+    "Ban from the whole server, on every protocol (operators only): nick!ident@host with *"
+    " and ? (the host is the real address, or a network such as 203.0.113.0/24), a bare"
+    " address, or $a:account. Matching users are disconnected. Kept across restarts.",
+    Param("mask", required=True),
+    Param("reason", REST),
+    json='{"cmd": "kline", "mask": "*!*@203.0.113.7", "reason": "spam"}',
+)
+def do_kline(c: LineConnection, a: Args) -> Reply:
+    _require_oper(c)
+    ban, gone = c.service.add_server_ban(c.session, a["mask"], a.get("reason", ""))
+    lines = [f"{INFO}server ban on {ban.mask}" + (f": {clean(ban.reason)}" if ban.reason else "")]
+    if gone:
+        lines.append(f"{INFO}disconnected: {' '.join(gone)}")
+    return Reply(lines, {**_ban_json(ban), "disconnected": gone})
+
+
+@command(
+    "unkline",
+    "<mask>",
+    "Lift a server ban set with /kline (operators only; bans from the configuration file"
+    " are lifted there).",
+    Param("mask", required=True),
+    json='{"cmd": "unkline", "mask": "*!*@203.0.113.7"}',
+)
+def do_unkline(c: LineConnection, a: Args) -> Reply:
+    _require_oper(c)
+    ban = c.service.remove_server_ban(c.session, a["mask"])
+    return Reply([f"{INFO}lifted the server ban on {ban.mask}"], _ban_json(ban))
+
+
+@command(
+    "klines",
+    "",
+    "List the server bans (operators only).",
+    json='{"cmd": "klines"}',
+)
+def do_klines(c: LineConnection, a: Args) -> Reply:
+    _require_oper(c)
+    bans = c.service.server_bans
+    lines = [f"{INFO}server bans ({len(bans)}):"]
+    now = c.clock.seconds()
+    for ban in bans:
+        origin = "config" if ban.from_config else f"by {ban.set_by}, {clock_time(ban.set_at, now)}"
+        reason = f": {clean(ban.reason)}" if ban.reason else ""
+        lines.append(f"{INFO}  {ban.mask} ({origin}){reason}")
+    return Reply(lines, {"bans": [_ban_json(ban) for ban in bans]})
+
+
 # -- the connection ------------------------------------------------------------------------
 
 
@@ -1164,5 +1324,8 @@ def do_ping(c: LineConnection, a: Args) -> Reply:
     aliases=("exit", "bye"),
 )
 def do_quit(c: LineConnection, a: Args) -> Reply:
-    reason = a.get("reason") or "Quit"
+    text = a.get("reason")
+    # Marked as the user's own words, as IRC marks them, so that no one can quit with what
+    # looks like the server's reason ("Excess flood", "Ping timeout", a kill).
+    reason = f"Quit: {text}" if text else "Quit"
     return Reply([f"{INFO}bye"], {"reason": reason}, then=lambda: c.quit(reason))

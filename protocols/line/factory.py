@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from twisted.internet.protocol import ServerFactory
@@ -27,19 +28,38 @@ class LineSettings(Protocol):
     def ping_timeout(self) -> float: ...
     @property
     def motd(self) -> str: ...
+    @property
+    def tls_port(self) -> int: ...
+    @property
+    def require_tls(self) -> bool: ...
+    @property
+    def plaintext_passwords(self) -> bool: ...
 
 
 class LineFactory(ServerFactory):
-    """Serves line chat over ``service``.  ``clock`` defaults to the service's clock."""
+    """Serves line chat over ``service``.  ``clock`` defaults to the service's clock.
+
+    ``config`` and ``operators`` (``[[operators]]`` entries: name, password hash, for /oper)
+    may be replaced while the factory serves (a configuration reload); connections read them
+    from here.
+    """
 
     protocol = LineConnection  # type: ignore[assignment]
     # The application logs its listeners; "Starting factory" lines would only repeat that.
     noisy = False
 
-    def __init__(self, service: ChatService, config: LineSettings, *, clock: Any = None) -> None:
+    def __init__(
+        self,
+        service: ChatService,
+        config: LineSettings,
+        *,
+        clock: Any = None,
+        operators: Sequence[Any] = (),
+    ) -> None:
         self.service = service
         self.config = config
         self.clock = clock if clock is not None else service.clock
+        self.operators = tuple(operators)
 
     def buildProtocol(self, addr: Any) -> LineConnection:
         return LineConnection(self)

@@ -79,7 +79,7 @@ def test_several_users_in_several_rooms(make_server: Callable[..., ServerProcess
     assert alice.expect("members of #ops") == "*** members of #ops (2): @alice carol"
 
     bob.send("/quit see you")
-    assert alice.expect("-!- bob") == "-!- bob quit (see you)"
+    assert alice.expect("-!- bob") == "-!- bob quit (Quit: see you)"
     for client in (alice, carol):
         client.close()
 
@@ -178,7 +178,7 @@ def test_json_mode(make_server: Callable[..., ServerProcess]) -> None:
     bot.send("plain text still works")
     human.expect("[#dev] <robot> plain text still works")
     bot.send(json.dumps({"cmd": "quit", "reason": "done"}))
-    human.expect("-!- robot quit (done)")
+    human.expect("-!- robot quit (Quit: done)")
     human.close()
 
 

@@ -447,7 +447,7 @@ def test_quit_with_reason(world: World) -> None:
     bob.send("/quit off to bed")
     assert bob.lines() == ["*** bye"]
     assert not bob.connected
-    assert alice.lines() == ["-!- bob quit (off to bed)"]
+    assert alice.lines() == ["-!- bob quit (Quit: off to bed)"]
     assert world.service.find_user("bob") is None
 
 
@@ -742,6 +742,23 @@ def test_identify_before_a_nick_takes_the_account_nick(world: World) -> None:
     assert other.lines()[0].startswith("!!! error: before you have a nick, say which")
 
 
+def test_identify_before_a_nick_takes_the_nick_back_from_a_guest(world: World) -> None:
+    alice = world.user("alice")
+    alice.send("/register " + PASSWORD)
+    alice.send("/quit")
+    intruder = world.user("alice")
+    owner = world.connect()
+    owner.take()
+    owner.send("/identify alice " + PASSWORD)
+    assert owner.lines()[0].startswith("*** You are alice.")
+    assert world.find("alice").account == "alice"
+    lines = intruder.lines()
+    assert lines[0] == "-!- Server: alice was claimed by its owner; your nick is now " + (
+        lines[1].rpartition(" ")[2] + "."
+    )
+    assert lines[1].startswith("*** you are now known as Guest")
+
+
 def test_multiclient_via_identify(world: World) -> None:
     alice = world.user("alice", "dev", "ops")
     alice.send("/register " + PASSWORD)
@@ -1015,7 +1032,7 @@ def test_json_info_commands(world: World) -> None:
     bot.send('{"cmd": "ping"}')
     assert bot.objs() == [{"type": "ok", "cmd": "ping"}]
     bot.send('{"cmd": "quit", "reason": "done"}')
-    assert bot.objs() == [{"type": "ok", "cmd": "quit", "reason": "done"}]
+    assert bot.objs() == [{"type": "ok", "cmd": "quit", "reason": "Quit: done"}]
     assert not bot.connected
 
 
