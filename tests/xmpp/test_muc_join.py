@@ -329,3 +329,21 @@ def test_history_carries_delay_and_stanza_id(service: ChatService) -> None:
     sid = past.find("{urn:xmpp:sid:0}stanza-id")
     assert sid is not None and sid.get("id") == msg.id and sid.get("by") == f"dev@{MUC}"
     assert past.get("to") == carol.jid
+
+
+def test_presence_cache_forgets_occupants_that_are_gone(service: ChatService) -> None:
+    import gc
+
+    from protocols.xmpp.muc import presence
+
+    alice = Occupant(service, "alice")
+    alice.join("dev")
+    for i in range(20):
+        conn_pair = other(service, f"guest{i}")
+        service.join(conn_pair[1], "dev")
+        Occupant(service, f"late{i}").join("dev")  # each join renders every occupant
+        service.quit(conn_pair[1], "bye")
+    gc.collect()
+    online = {u.key for u in presence._shown}
+    assert not any(key.startswith("guest") for key in online)
+    assert len(presence._shown) <= len(service.users)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from chatserver.core.events import Who
 from chatserver.core.rooms import Member, Room
@@ -17,25 +18,29 @@ from protocols.xmpp.muc.build import Element, tail
 from protocols.xmpp.muc.occupants import affiliation, role
 from protocols.xmpp.stanzas import element, sub
 
-# What a joiner is shown of each occupant, by (room, nick), with the state it was made from: a
-# busy room's joiners all get the same presences, so each is serialized again only when the
-# occupant's status, the room's moderation or its registration changes.
-_shown: dict[tuple[str, str], tuple[tuple[Any, ...], bytes]] = {}
-SHOWN_MAX = 100_000
+# What a joiner is shown of each occupant, per user and room, with the state it was made from:
+# a busy room's joiners all get the same presences, so each is serialized again only when the
+# occupant's status, the room's moderation or its registration changes.  Keyed weakly by the
+# user, so the entries go when the user does.
+_shown: WeakKeyDictionary[User, dict[str, tuple[tuple[Any, ...], bytes]]] = WeakKeyDictionary()
 
 
 def occupant_tail(conn: Any, room: Room, user: User, member: Member) -> bytes:
     """An occupant's presence, for splicing, as every other occupant sees it."""
     who = user.who()
     state = (room, who, member.op, member.voice, "moderated" in room.flags, room.owner)
-    key = (room.name, user.key)
-    hit = _shown.get(key)
+    per_room = _shown.get(user)
+    if per_room is None:
+        per_room = _shown[user] = {}
+    hit = per_room.get(room.name)
     if hit is not None and hit[0] == state:
         return hit[1]
-    if len(_shown) >= SHOWN_MAX:
-        _shown.clear()
+    if len(per_room) > len(user.rooms) + 8:
+        # Rooms the user has left since: keep only those it is in.
+        for name in [n for n in per_room if n not in user.rooms]:
+            del per_room[name]
     data = tail(presence_of(conn, room, who, member))
-    _shown[key] = (state, data)
+    per_room[room.name] = (state, data)
     return data
 
 
