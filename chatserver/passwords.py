@@ -12,6 +12,10 @@ import binascii
 import hashlib
 import hmac
 import os
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred, DeferredSemaphore
 
 SCHEME = "scrypt"
 # scrypt cost: n=2**14, r=8 takes ~16 MiB and a few tens of milliseconds, the usual
@@ -110,3 +114,18 @@ def verify_password(password: str, stored: str) -> bool:
         return False
     candidate = _scrypt(password, salt, n, r, p, len(digest))
     return hmac.compare_digest(candidate, digest)
+
+
+# One scrypt check at a time: each takes ~16 MiB, so concurrent OPER attempts (one per
+# thread of the pool) would take the server's memory up by hundreds of MiB at once.
+_CHECKS = DeferredSemaphore(1)
+
+
+def verify_password_in_thread(
+    run_in_thread: Callable[..., Deferred[Any]],
+    check: Callable[..., bool],
+    *args: Any,
+) -> Deferred[Any]:
+    """Run ``check(*args)`` (a password check built on :func:`verify_password`) with
+    ``run_in_thread``, one such check at a time; fires with its result."""
+    return _CHECKS.run(run_in_thread, check, *args)

@@ -502,7 +502,8 @@ class IrcConnection(Protocol):
     ) -> None:
         """Queue a line; ``source`` None means the server."""
         msg = IrcMessage(command, params, source or self.server_name, tags or {})
-        self._queue(serialize(msg, force_trailing=force_trailing))
+        # Fitted: what handlers send may echo the client (CAP NAK repeats the request).
+        self._queue(serialize_fitted(msg, force_trailing=force_trailing))
 
     def reply(self, numeric: str, *params: str) -> None:
         """Queue ``:server NUMERIC <nick> params…``."""

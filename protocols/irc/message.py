@@ -198,3 +198,49 @@ def serialize(msg: IrcMessage, *, force_trailing: bool = False) -> bytes:
     if "\r" in text or "\n" in text or "\x00" in text:
         raise ValueError("CR, LF or NUL in a message")
     return text.encode("utf-8") + b"\r\n"
+
+
+def _is_middle(param: str) -> bool:
+    return bool(param) and " " not in param and not param.startswith(":")
+
+
+def _as_middle(param: str) -> str:
+    if _is_middle(param):
+        return param
+    word = param.lstrip(":").strip(" ").split(" ", 1)[0].lstrip(":")
+    return word or "*"
+
+
+def serialize_fitted(
+    msg: IrcMessage, *, force_trailing: bool = False, limit: int = MAX_BODY_BYTES + 2
+) -> bytes:
+    """:func:`serialize`, shortening parameters when the line (tags aside) would pass
+    ``limit`` bytes with its CRLF.
+
+    Server replies echo what the client sent (a command name, a channel, a nick, up to a
+    whole 510-byte input line), which can push a reply past 512 bytes; clients cut such
+    lines anywhere.  The longest parameter after the first (the client's own nick) is cut,
+    on a character boundary, until the line fits.  An echoed middle parameter that cannot
+    be one (empty, with a space, starting with ':') is replaced by its first word.
+    """
+    params = list(msg.params)
+    if any(not _is_middle(param) for param in params[:-1]):
+        # An echoed parameter that came as a trailing one (empty, with spaces, starting
+        # with ':') cannot be a middle one: its first word stands for it.
+        params = [_as_middle(param) for param in params[:-1]] + params[-1:]
+        msg = IrcMessage(msg.command, tuple(params), msg.source, msg.tags)
+    data = serialize(msg, force_trailing=force_trailing)
+    tags_len = len(data) - len(data.partition(b" ")[2]) if msg.tags else 0
+    while len(data) - tags_len > limit and len(params) > 1:
+        index = max(range(1, len(params)), key=lambda i: len(params[i].encode("utf-8")))
+        raw = params[index].encode("utf-8")
+        excess = len(data) - tags_len - limit
+        if len(raw) <= 1:
+            break
+        cut = raw[: max(len(raw) - excess, 1)].decode("utf-8", "ignore")
+        params[index] = cut or params[index][:1]
+        data = serialize(
+            IrcMessage(msg.command, tuple(params), msg.source, msg.tags),
+            force_trailing=force_trailing,
+        )
+    return data

@@ -41,7 +41,7 @@ from chatserver.core.events import Message, ModeItem
 from chatserver.core.names import casefold, is_valid_room, room_key
 from chatserver.core.rooms import Member, Room
 from chatserver.core.users import User
-from chatserver.passwords import hash_password, verify_password
+from chatserver.passwords import hash_password, verify_password, verify_password_in_thread
 from protocols.line.modes import ModeSyntaxError, format_changes, parse_changes
 from protocols.line.render import INFO, clean, clock_time, history_text, message_json
 
@@ -1166,7 +1166,9 @@ def do_oper(c: LineConnection, a: Args) -> Deferred:
         )
     entry = next((op for op in c.factory.operators if op.name == a["name"]), None)
     stored = entry.password if entry is not None else None
-    d: Deferred = accounts.run_in_thread(_check_oper_password, a["password"], stored)
+    d: Deferred = verify_password_in_thread(
+        accounts.run_in_thread, _check_oper_password, a["password"], stored
+    )
 
     def checked(ok: bool) -> Reply:
         if entry is None or not ok:

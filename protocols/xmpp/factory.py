@@ -20,7 +20,6 @@ from chatserver.core.events import Presence as CorePresence
 from chatserver.core.names import casefold
 from chatserver.core.service import ChatService
 from protocols.xmpp.connection import XmppConnection
-from protocols.xmpp.register import new_account_limiter
 from protocols.xmpp.roster import Rosters
 from protocols.xmpp.roster_store import MemoryRosterStore
 
@@ -97,7 +96,6 @@ class XmppFactory(Factory):
                 roster_store = MemoryRosterStore()
         self.roster_store = roster_store
         self.rosters = Rosters(roster_store)
-        self.new_accounts = new_account_limiter()
         # casefolded bare JID -> resource -> connection, in binding order.
         self.sessions: dict[str, dict[str, XmppConnection]] = {}
         observers = getattr(service, "observers", None)

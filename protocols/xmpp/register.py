@@ -16,7 +16,6 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from chatserver.core.errors import AccountError, BadName, ChatError
-from chatserver.core.limits import KeyedBuckets
 from chatserver.core.names import casefold
 from protocols.xmpp import stanzas
 from protocols.xmpp.router import StanzaError, chat_error_condition, handler
@@ -30,11 +29,6 @@ log = Logger()
 INSTRUCTIONS = (
     "Choose a username and password. The username is also your nick on IRC and line chat."
 )
-
-
-def new_account_limiter() -> KeyedBuckets:
-    """New accounts per address (not on loopback): a burst of 3, then one every 10 minutes."""
-    return KeyedBuckets(3, 1 / 600)
 
 
 def _query() -> etree._Element:
@@ -78,8 +72,8 @@ def handle_preauth(conn: XmppConnection, stanza: etree._Element) -> Deferred[Any
         raise StanzaError("not-allowed", "log in to remove an account")
     if not username or not password:
         raise StanzaError("not-acceptable", "a username and a password are needed")
-    now = conn.clock.seconds()
-    if not conn.loopback and not conn.factory.new_accounts.take(conn.address, now):
+    # The core's throttle, shared with line and IRC registration ([chat] registration_burst).
+    if not conn.service.take_registration(conn.address):
         raise StanzaError("resource-constraint", "too many new accounts; try again later")
     d = conn.service.accounts.create(username, password)
 

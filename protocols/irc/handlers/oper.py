@@ -12,7 +12,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from chatserver.core.names import casefold
-from chatserver.passwords import hash_password, verify_password
+from chatserver.passwords import hash_password, verify_password, verify_password_in_thread
 from protocols.irc import numerics as n
 from protocols.irc.commands import command
 from protocols.irc.handlers.services import PSEUDO_USERS
@@ -35,7 +35,9 @@ def oper(conn: Any, msg: Any) -> Deferred[Any] | None:
         return None
     entry = next((op for op in operators_of(conn) if op.name == name), None)
     stored = entry.password if entry is not None else _DUMMY_HASH
-    d: Deferred[Any] = accounts.run_in_thread(verify_password, password, stored)
+    d: Deferred[Any] = verify_password_in_thread(
+        accounts.run_in_thread, verify_password, password, stored
+    )
 
     def checked(ok: bool) -> None:
         if entry is None:
