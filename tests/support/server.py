@@ -122,6 +122,28 @@ class ServerProcess:
                     time.sleep(0.05)
         return self
 
+    def create_account(self, name: str, password: str) -> None:
+        """Create an account the operator's way, with the CLI, while the server runs."""
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "chatserver",
+                "account",
+                "create",
+                name,
+                "--password-stdin",
+                "--config",
+                str(self.config_path),
+                "--data-dir",
+                str(self.data_dir),
+            ],
+            input=f"{password}\n".encode(),
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+
     def log(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")

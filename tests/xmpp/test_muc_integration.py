@@ -10,8 +10,6 @@ import asyncio
 import json
 import queue
 import ssl
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,25 +30,7 @@ WAIT = 5.0
 
 
 def create_account(server: ServerProcess, name: str) -> None:
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "chatserver",
-            "account",
-            "create",
-            "--config",
-            str(server.config_path),
-            "--data-dir",
-            str(server.data_dir),
-            "--password-stdin",
-            name,
-        ],
-        input=f"{PASSWORD}\n".encode(),
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
+    server.create_account(name, PASSWORD)
 
 
 class XmppUser:

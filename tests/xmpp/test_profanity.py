@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -63,25 +62,7 @@ class Terminal:
 
 
 def create_account(server: ServerProcess, name: str) -> None:
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "chatserver",
-            "account",
-            "create",
-            "--config",
-            str(server.config_path),
-            "--data-dir",
-            str(server.data_dir),
-            "--password-stdin",
-            name,
-        ],
-        input=f"{PASSWORD}\n".encode(),
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
+    server.create_account(name, PASSWORD)
 
 
 @pytest.fixture
