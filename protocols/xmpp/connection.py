@@ -53,6 +53,14 @@ BOUND = "bound"  # a full JID: stanzas flow
 CLOSED = "closed"
 
 
+def unsent_bytes(transport: Any) -> int | None:
+    """Bytes a TCP (or TLS-over-TCP) transport has buffered and not yet sent; None if unknown."""
+    try:
+        return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+    except (AttributeError, TypeError):
+        return None
+
+
 def _is_loopback(address: str) -> bool:
     return address.startswith(("127.", "::ffff:127.")) or address in ("::1", "localhost")
 
@@ -144,7 +152,10 @@ class XmppConnection(Protocol):
             data = stanzas.to_bytes(data)
         if self._paused:
             self._backlog += len(data)
-            if self._backlog > MAX_BACKLOG:
+            # What the socket really still holds, where the transport tells: a client that
+            # reads as fast as it can keeps that small even while the transport stays paused.
+            unsent = unsent_bytes(self.transport)
+            if (self._backlog if unsent is None else unsent + len(data)) > MAX_BACKLOG:
                 log.info("xmpp output backlog full for {who}", who=self.jid or self.address)
                 self.quit_reason = "Output backlog full"
                 self.state = CLOSED
