@@ -428,3 +428,21 @@ __all__ = [
     "stop_env",
     "wait_until",
 ]
+
+
+def read_until(client: LineUser, done: Callable[[bytes], bool], what: str) -> bytes:
+    """Everything the server sends ``client`` until ``done(data)`` or it closes (10 s at most)."""
+    data = b""
+    deadline = time.monotonic() + 10.0
+    while not done(data):
+        client.sock.settimeout(max(deadline - time.monotonic(), 0.001))
+        try:
+            chunk = client.sock.recv(65536)
+        except TimeoutError:
+            raise AssertionError(f"{what}; got {data[-500:]!r}") from None
+        except ConnectionResetError:
+            chunk = b""
+        if not chunk:
+            break
+        data += chunk
+    return data

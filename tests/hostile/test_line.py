@@ -35,6 +35,7 @@ from tests.hostile.harness import (
     Watcher,
     count,
     flood_until_quit,
+    read_until,
     start_env,
     stop_env,
     wait_until,
@@ -172,19 +173,7 @@ def run_case(port: int, payload: bytes, *, with_nick: bool) -> None:
             client.expect("*** now talking in #fuzzroom")
         client.buffer = b""
         client.send(payload + PROBE)
-        data = b""
-        deadline = time.monotonic() + 10.0
-        while not pong_seen(data):
-            client.sock.settimeout(max(deadline - time.monotonic(), 0.001))
-            try:
-                chunk = client.sock.recv(65536)
-            except TimeoutError:
-                raise AssertionError(f"no pong after {payload!r}; got {data[-500:]!r}") from None
-            except ConnectionResetError:
-                chunk = b""
-            if not chunk:
-                break
-            data += chunk
+        data = read_until(client, pong_seen, f"no pong after {payload!r}")
         check_output(data)
     except Closed:
         pass
