@@ -364,6 +364,10 @@ class IrcConfig:
     flood_exempt: tuple[str, ...] = _key((), _Networks())
     # Output a client may leave unread (bytes past the socket buffer) before it is closed.
     sendq_bytes: int = _key(1 << 20, _Int(64 * 1024, 1 << 30))
+    # Accept passwords (SASL PLAIN, NickServ IDENTIFY/REGISTER, REGISTER, OPER) on a plaintext
+    # connection from another machine; off by default, since anyone on the path could read
+    # them.  SASL SCRAM-SHA-256 never sends the password and is always offered.
+    plaintext_passwords: bool = _key(False, _Bool())
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,8 +387,11 @@ class XmppConfig:
     require_tls: bool = _key(True, _Bool())
     # Loopback clients (a local bridge, tests) may skip TLS unless this is true.
     require_tls_on_loopback: bool = _key(False, _Bool())
-    # In-band registration (XEP-0077): "" follows [chat] registration; "open" or "closed".
-    registration: str = _key("", _Text(choices=("", "open", "closed")))
+    # In-band registration (XEP-0077): "" follows [chat] registration; "open", "closed" or
+    # "invite".
+    registration: str = _key("", _Text(choices=("", "open", "closed", "invite")))
+    # Contacts one account may keep in its roster.
+    max_roster_items: int = _key(1000, _Int(1, 100_000))
     # One top-level element (stanza) may be this big; deeper nesting than max_depth is refused.
     max_stanza_bytes: int = _key(262144, _Int(4096, 16 << 20))
     max_depth: int = _key(32, _Int(4, 256))
@@ -430,7 +437,7 @@ _CHAT_CHECKS: dict[str, Check] = {
     "history_flush_interval": _Number(0, 3600),
     "nick_enforce_timeout": _Number(0),
     "guest_prefix": _Text(test=is_valid_nick, what="the start of a nick, such as Guest"),
-    "registration": _Text(choices=("open", "closed")),
+    "registration": _Text(choices=("open", "closed", "invite")),
     "min_password_length": _Int(1, 1024),
     "max_rooms_per_user": _Int(1),
     # 0: no limit.

@@ -15,7 +15,8 @@ class CoreSettings:
     # Seconds a session on a registered nick has to identify before it is renamed.
     nick_enforce_timeout: float = 60.0
     guest_prefix: str = "Guest"
-    # "open": anyone may register a nick; "closed": only `chatserver account create`.
+    # "open": anyone may register a nick; "closed": only `chatserver account create`;
+    # "invite": only a name an operator has invited (`chatserver account invite NAME`).
     registration: str = "open"
     min_password_length: int = 6
     max_rooms_per_user: int = 100

@@ -333,7 +333,7 @@ BAD_VALUES = [
     ),
     (
         '[chat]\nregistration = "maybe"',
-        '[chat] registration: expected one of "open", "closed", got "maybe"',
+        '[chat] registration: expected one of "open", "closed", "invite", got "maybe"',
     ),
     (
         '[chat]\nguest_prefix = "9x"',
