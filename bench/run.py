@@ -718,7 +718,8 @@ def run_workload(
 ) -> RunResult:
     """Start a fresh server, run the workload against it, stop it.
 
-    With ``profile``, py-spy samples a Python server while the messages flow.
+    With ``profile``, py-spy samples a Python server while the messages flow (while the
+    clients connect and register, for a workload without messages).
     """
     result = RunResult(server_cls.name)
     server = server_cls(workdir)
@@ -728,6 +729,8 @@ def run_workload(
         server.start()
         time.sleep(0.2)
         result.rss_before_kib = rss_kib(server.pid)
+        if profile is not None and not work.senders_per_room:
+            profiler = start_profiler(server.pid, profile)
         config = workdir / "loadgen.cfg"
         config.write_text(loadgen_config(work, server))
         errors = open(workdir / "loadgen.err", "wb")
@@ -751,7 +754,7 @@ def run_workload(
                 + tail(workdir / "loadgen.err", 4)
             )
         result.rss_after_kib = rss_kib(server.pid)
-        if profile is not None:
+        if profile is not None and profiler is None:
             profiler = start_profiler(server.pid, profile)
         cpu_server, cpu_gen, t0 = (
             cpu_seconds(server.pid),
@@ -1075,6 +1078,9 @@ class Bench:
                 res = self.run(f"rooms {protocol}", server, work)
                 self.record(row, server, res, lambda r: r.done["deliveries_per_s"])
             self.add(row)
+            if self.profile and protocol == "irc":
+                longer = dataclasses.replace(work, per_sender=work.per_sender * PROFILE_LENGTH)
+                self.run("profile irc many rooms", "chatserver", longer, profile=True)
 
     # (d) capacity
     def capacity(self) -> None:
@@ -1103,6 +1109,8 @@ class Bench:
                     )
                 self.add(rate)
                 self.add(memory)
+                if self.profile and protocol == "irc" and n == max(ns):
+                    self.run(f"profile irc registration {n}", "chatserver", work, profile=True)
 
     # (e) a mixed room
     def mixed(self) -> None:
@@ -1298,7 +1306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help=f"py-spy chatserver during the IRC fan-out at N={PROFILE_N} (pip install py-spy)",
+        help=f"py-spy chatserver (IRC): fan-out at N={PROFILE_N}, many rooms, registration",
     )
     parser.add_argument("--build-only", action="store_true", help="compile the generator only")
     args = parser.parse_args(argv)

@@ -81,6 +81,24 @@ def _parser() -> argparse.ArgumentParser:
     delete = actions.add_parser("delete", parents=[common], help="delete an account")
     delete.add_argument("name", metavar="NAME")
     actions.add_parser("list", parents=[common], help="list accounts")
+    invite = actions.add_parser(
+        "invite",
+        parents=[common],
+        help="let NAME be registered once, by whoever asks first (registration by invitation)",
+    )
+    invite.add_argument("name", metavar="NAME")
+    invite.add_argument(
+        "--days",
+        type=float,
+        default=7.0,
+        metavar="N",
+        help="the invitation expires after N days (default 7)",
+    )
+    uninvite = actions.add_parser(
+        "uninvite", parents=[common], help="withdraw the invitation to register NAME"
+    )
+    uninvite.add_argument("name", metavar="NAME")
+    actions.add_parser("invites", parents=[common], help="list the unexpired invitations")
     account.set_defaults(handler=_cmd_account)
 
     backup = commands.add_parser(
@@ -447,12 +465,25 @@ def _cmd_account(args: argparse.Namespace) -> int:
     password = _read_password(args) if args.action in ("create", "passwd") else ""
 
     async def job(reactor: Any) -> int:
-        return await _account_job(reactor, config, args.action, getattr(args, "name", ""), password)
+        return await _account_job(
+            reactor,
+            config,
+            args.action,
+            getattr(args, "name", ""),
+            password,
+            days=getattr(args, "days", 0.0),
+        )
 
     return _run_reactor_once(job)
 
 
-async def _account_job(reactor: Any, config: Config, action: str, name: str, password: str) -> int:
+def _utc_stamp(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def _account_job(
+    reactor: Any, config: Config, action: str, name: str, password: str, *, days: float = 0.0
+) -> int:
     from twisted.internet.threads import deferToThread
 
     from chatserver.app import open_store
@@ -480,8 +511,24 @@ async def _account_job(reactor: Any, config: Config, action: str, name: str, pas
             print(f"deleted account {name}")
         elif action == "list":
             for record in await accounts.list():
-                created = datetime.datetime.fromtimestamp(record.created_at, datetime.UTC)
-                print(f"{record.name}\t{created.strftime('%Y-%m-%dT%H:%M:%SZ')}")
+                print(f"{record.name}\t{_utc_stamp(record.created_at)}")
+        elif action == "invite":
+            invite = await accounts.invite(name, days)
+            print(f"invited {invite.name} to register once, until {_utc_stamp(invite.expires_at)}")
+            modes = {config.chat.registration, config.xmpp.registration or config.chat.registration}
+            if "invite" not in modes:
+                print(
+                    f"note: registration is {config.chat.registration!r}, not 'invite', so the"
+                    " invitation counts only once [chat] registration is 'invite'",
+                    file=sys.stderr,
+                )
+        elif action == "uninvite":
+            if not await accounts.uninvite(name):
+                raise CliError(f"no invitation for {name}")
+            print(f"withdrew the invitation of {name}")
+        elif action == "invites":
+            for invite in await accounts.invites():
+                print(f"{invite.name}\t{_utc_stamp(invite.expires_at)}\t{invite.invited_by or '-'}")
     except ChatError as err:
         raise CliError(str(err)) from None
     finally:

@@ -87,12 +87,12 @@ class ChatCollector:
             ["protocol"],
             by_protocol(chat.logins_by_protocol),
         )
-        failures = CounterMetricFamily(
+        yield _counter(
             "chatserver_login_failures",
-            "Failed password, SASL and operator checks (all protocols).",
-            value=chat.accounts.failures,
+            "Failed password, SASL and operator checks, by protocol.",
+            ["protocol"],
+            by_protocol(chat.accounts.failures_by_protocol),
         )
-        yield failures
         drops = CounterMetricFamily(
             "chatserver_disconnects",
             "Connections closed by the server for flooding or for not reading their output.",

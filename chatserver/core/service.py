@@ -21,7 +21,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, DeferredList, fail, inlineCallbacks, succeed
 from twisted.logger import Logger
 
-from chatserver.core.accounts import AccountManager
+from chatserver.core.accounts import INVITE_DAYS, AccountManager
 from chatserver.core.bans import ServerBan, ban_matches, normalize_ban_mask
 from chatserver.core.errors import (
     AccountError,
@@ -746,8 +746,7 @@ class ChatService:
                 if item.mode not in USER_MODES_SELF | {"oper"}:
                     raise UnknownMode(item.mode)
                 continue
-            if (item.mode in user.modes) != item.adding:
-                (user.modes.add if item.adding else user.modes.discard)(item.mode)
+            if self.users.set_mode(user, item.mode, item.adding):
                 applied.append(ModeItem(item.adding, item.mode))
         if applied:
             user.changed()
@@ -760,8 +759,7 @@ class ChatService:
     def grant_oper(self, conn: Connection) -> None:
         """Make the user a server operator (the protocol has checked the operator credentials)."""
         user = self._user(conn)
-        if "oper" not in user.modes:
-            user.modes.add("oper")
+        if self.users.set_mode(user, "oper", True):
             user.changed()
             event = UserModeChange(
                 ts=self.clock.seconds(), who=user.who(), changes=(ModeItem(True, "oper"),)
@@ -788,18 +786,15 @@ class ChatService:
                 raise AccountError(
                     AccountError.ALREADY_LOGGED_IN, f"you are already logged in as {user.account}"
                 )
-            if self.settings.registration != "open":
-                raise AccountError(AccountError.CLOSED, "registration is closed on this server")
-            # A cheap refusal first, so that a password too short does not use up a try.
-            self.accounts.check_password_rules(password)
-            if not self.take_registration(conn.address):
-                raise AccountError(
-                    AccountError.THROTTLED,
-                    "too many new accounts from your address; try again later",
-                )
         except ChatError as err:
             return fail(err)
-        d = self.accounts.create(user.nick, password, email)
+        d = self.accounts.register(
+            user.nick,
+            password,
+            email,
+            mode=self.settings.registration,
+            admit=lambda: self.take_registration(conn.address),
+        )
 
         def created(record: Any) -> Any:
             if conn.user is not None:
@@ -813,10 +808,44 @@ class ChatService:
         name = account or (conn.user.nick if conn.user is not None else None)
         if name is None:
             return fail(AccountError(AccountError.NO_ACCOUNT, "say which account to identify to"))
-        d = self.accounts.verify_password(name, password, conn.address)
+        d = self.accounts.verify_password(name, password, conn.address, conn.protocol)
         d.addCallback(lambda record: self.login(conn, record.name))
         d.addErrback(self._log_login_failure, conn, name)
         return d
+
+    def invite_registration(
+        self, conn: Connection, name: str, days: float = INVITE_DAYS
+    ) -> Deferred:
+        """A server operator lets ``name`` be registered once, by whoever asks first, within
+        ``days`` (see AccountManager.invite); fires with the expiry time."""
+        try:
+            user = self._require_server_oper(conn)
+        except ChatError as err:
+            return fail(err)
+        d = self.accounts.invite(name, days, invited_by=user.nick)
+        return d.addCallback(lambda invite: invite.expires_at)
+
+    def uninvite_registration(self, conn: Connection, name: str) -> Deferred:
+        """A server operator withdraws the invitation of ``name``; fires True if there was one."""
+        try:
+            self._require_server_oper(conn)
+        except ChatError as err:
+            return fail(err)
+        return self.accounts.uninvite(name)
+
+    def registration_invites(self, conn: Connection) -> Deferred:
+        """Fire with the unexpired RegistrationInvites, by name (server operators only)."""
+        try:
+            self._require_server_oper(conn)
+        except ChatError as err:
+            return fail(err)
+        return self.accounts.invites()
+
+    def _require_server_oper(self, conn: Connection) -> User:
+        user = self._user(conn)
+        if "oper" not in user.modes:
+            raise NotPermitted("only server operators may do that")
+        return user
 
     def _log_login_failure(self, failure: Any, conn: Connection, name: str) -> Any:
         failure.trap(AccountError)
@@ -921,7 +950,7 @@ class ChatService:
         if user.account is None:
             raise AccountError(AccountError.NOT_LOGGED_IN, "log in to change your password")
         self.accounts.check_password_rules(new_password)
-        yield self.accounts.verify_password(user.account, old_password, conn.address)
+        yield self.accounts.verify_password(user.account, old_password, conn.address, conn.protocol)
         yield self.accounts.set_password(user.account, new_password)
 
     @inlineCallbacks
@@ -931,7 +960,7 @@ class ChatService:
         if user.account is None:
             raise AccountError(AccountError.NOT_LOGGED_IN, "log in to drop your account")
         account = user.account
-        yield self.accounts.verify_password(account, password, conn.address)
+        yield self.accounts.verify_password(account, password, conn.address, conn.protocol)
         yield self.accounts.delete(account)
         holder = self.by_account.get(casefold(account))
         if holder is not None:

@@ -7,7 +7,7 @@ one of its connections.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from chatserver.core.events import Who
@@ -121,20 +121,46 @@ class User:
 
 
 class NickTable:
-    """Online users by folded nick."""
+    """Online users by folded nick, with how many of them have each user mode.
+
+    The counts are kept up to date (rather than counted when asked) because every IRC
+    registration reports them (LUSERS): counting would cost a scan of every user per new
+    connection.
+    """
 
     def __init__(self) -> None:
         self._by_key: dict[str, User] = {}
+        self._mode_counts: dict[str, int] = {}
 
     def get(self, nick: str) -> User | None:
         return self._by_key.get(casefold(nick))
 
     def add(self, user: User) -> None:
         self._by_key[user.key] = user
+        self._count(user.modes, 1)
 
     def remove(self, user: User) -> None:
         if self._by_key.get(user.key) is user:
             del self._by_key[user.key]
+            self._count(user.modes, -1)
+
+    def set_mode(self, user: User, mode: str, on: bool) -> bool:
+        """Give or take one of ``user``'s modes; whether it changed."""
+        if (mode in user.modes) == on:
+            return False
+        (user.modes.add if on else user.modes.discard)(mode)
+        if self._by_key.get(user.key) is user:
+            self._count((mode,), 1 if on else -1)
+        return True
+
+    def mode_count(self, mode: str) -> int:
+        """How many online users have ``mode``."""
+        return self._mode_counts.get(mode, 0)
+
+    def _count(self, modes: Iterable[str], delta: int) -> None:
+        counts = self._mode_counts
+        for mode in modes:
+            counts[mode] = counts.get(mode, 0) + delta
 
     def rename(self, user: User, new_nick: str) -> None:
         self.remove(user)

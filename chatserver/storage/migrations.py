@@ -112,7 +112,27 @@ _V3_SERVER_BANS: tuple[str, ...] = (
     """,
 )
 
-MIGRATIONS: tuple[Step, ...] = (_V1_INITIAL, _V2_ROSTER, _V3_SERVER_BANS)
+# Account names an operator has invited while registration is by invitation.  No foreign key
+# to accounts: an invitation names an account that does not exist yet, and registering it
+# deletes the row in the transaction that inserts the account.
+_V4_REGISTRATION_INVITES: tuple[str, ...] = (
+    """
+    CREATE TABLE registration_invites (
+        key        TEXT PRIMARY KEY,  -- casefold(name), as accounts.key
+        name       TEXT NOT NULL,     -- as invited, for display
+        invited_by TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    )
+    """,
+)
+
+MIGRATIONS: tuple[Step, ...] = (
+    _V1_INITIAL,
+    _V2_ROSTER,
+    _V3_SERVER_BANS,
+    _V4_REGISTRATION_INVITES,
+)
 """Index i holds the step to version i + 1.  Append here; the tuple's length is the version."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -17,6 +17,7 @@ write, which is too late for the reasoning above, and ``executescript`` would co
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sqlite3
@@ -30,6 +31,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from chatserver.core.accounts import RegistrationInvite, not_invited
 from chatserver.core.bans import ServerBan
 from chatserver.core.errors import AccountError
 from chatserver.core.events import Message, Who
@@ -165,7 +167,7 @@ def _message_row(msg: Message) -> tuple[Any, ...]:
         _utf8(who.realname),
         msg.kind,
         _utf8(msg.text),
-        _utf8(_dumps([[key, value] for key, value in msg.tags])),
+        _utf8(_dumps([[key, value] for key, value in msg.tags])) if msg.tags else "[]",
     )
 
 
@@ -313,6 +315,64 @@ def _list_accounts(cur: sqlite3.Cursor) -> list[AccountRecord]:
     ]
 
 
+def _create_invited_account(cur: sqlite3.Cursor, record: AccountRecord, now: float) -> None:
+    # Under the write lock: of two registrations racing for one invitation (two processes,
+    # or two protocols) exactly one deletes the row; and should the insert fail, the rollback
+    # puts the invitation back.
+    cur.execute(
+        "DELETE FROM registration_invites WHERE key = ? AND expires_at > ?",
+        (casefold(record.name), now),
+    )
+    if cur.rowcount == 0:
+        raise not_invited()
+    _create_account(cur, record)
+
+
+_INVITE_COLUMNS = "name, invited_by, created_at, expires_at"
+
+
+def _save_invite(cur: sqlite3.Cursor, invite: RegistrationInvite) -> None:
+    _purge_invites(cur, invite.created_at)
+    cur.execute(
+        f"INSERT INTO registration_invites (key, {_INVITE_COLUMNS}) VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT (key) DO UPDATE SET name = excluded.name,"
+        " invited_by = excluded.invited_by, created_at = excluded.created_at,"
+        " expires_at = excluded.expires_at",
+        (
+            casefold(invite.name),
+            invite.name,
+            invite.invited_by,
+            invite.created_at,
+            invite.expires_at,
+        ),
+    )
+
+
+def _get_invite(cur: sqlite3.Cursor, key: str, now: float) -> RegistrationInvite | None:
+    cur.execute(
+        f"SELECT {_INVITE_COLUMNS} FROM registration_invites WHERE key = ? AND expires_at > ?",
+        (key, now),
+    )
+    row = cur.fetchone()
+    return None if row is None else RegistrationInvite(*row)
+
+
+def _delete_invite(cur: sqlite3.Cursor, key: str) -> bool:
+    cur.execute("DELETE FROM registration_invites WHERE key = ?", (key,))
+    return cur.rowcount > 0
+
+
+def _purge_invites(cur: sqlite3.Cursor, now: float) -> int:
+    cur.execute("DELETE FROM registration_invites WHERE expires_at <= ?", (now,))
+    return cur.rowcount
+
+
+def _list_invites(cur: sqlite3.Cursor, now: float) -> list[RegistrationInvite]:
+    _purge_invites(cur, now)
+    cur.execute(f"SELECT {_INVITE_COLUMNS} FROM registration_invites ORDER BY key")
+    return [RegistrationInvite(*row) for row in cur.fetchall()]
+
+
 def _load_rooms(cur: sqlite3.Cursor) -> list[RoomRecord]:
     cur.execute(
         "SELECT name, owner, created_at, topic, topic_by, topic_at, modes, ops, voices, bans,"
@@ -341,13 +401,27 @@ def _delete_room(cur: sqlite3.Cursor, name: str) -> bool:
     return cur.rowcount > 0
 
 
-def _append(cur: sqlite3.Cursor, messages: Sequence[Message]) -> int:
-    cur.executemany(
-        f"INSERT OR IGNORE INTO history ({_MESSAGE_COLUMNS})"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [_message_row(msg) for msg in messages],
+# Rows per INSERT statement when appending history: one statement of many rows costs SQLite
+# (and the GIL hand-over around each step) far less than one step per row.
+_APPEND_CHUNK = 128
+_ROW_PLACEHOLDERS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
+
+@functools.lru_cache(maxsize=_APPEND_CHUNK)
+def _append_sql(rows: int) -> str:
+    return f"INSERT OR IGNORE INTO history ({_MESSAGE_COLUMNS}) VALUES " + ", ".join(
+        [_ROW_PLACEHOLDERS] * rows
     )
-    return cur.rowcount
+
+
+def _append(cur: sqlite3.Cursor, messages: Sequence[Message]) -> int:
+    stored = 0
+    for start in range(0, len(messages), _APPEND_CHUNK):
+        chunk = messages[start : start + _APPEND_CHUNK]
+        values = [value for msg in chunk for value in _message_row(msg)]
+        cur.execute(_append_sql(len(chunk)), values)
+        stored += cur.rowcount
+    return stored
 
 
 def _query_messages(
@@ -616,6 +690,34 @@ class SqliteStore:
 
     def list_accounts(self) -> Deferred[list[AccountRecord]]:
         return self._run(_list_accounts, write=False)
+
+    # -- registration invitations -----------------------------------------------------------
+
+    def create_invited_account(self, record: AccountRecord, now: float) -> Deferred[None]:
+        """Use up the unexpired invitation of ``record.name`` and store the account, in one
+        transaction; errback AccountError(CLOSED) if there is no such invitation, EXISTS if
+        the name is taken (the invitation then stays)."""
+        return self._run(_create_invited_account, record, now, write=True)
+
+    def save_invite(self, invite: RegistrationInvite) -> Deferred[None]:
+        """Insert or replace the invitation of ``invite.name`` (dropping expired ones)."""
+        return self._run(_save_invite, invite, write=True)
+
+    def get_invite(self, name: str, now: float) -> Deferred[RegistrationInvite | None]:
+        """The invitation of ``name`` (any case) if it has not expired at ``now``."""
+        return self._run(_get_invite, casefold(name), now, write=False)
+
+    def delete_invite(self, name: str) -> Deferred[bool]:
+        return self._run(_delete_invite, casefold(name), write=True)
+
+    def purge_invites(self, now: float) -> Deferred[int]:
+        """Delete the invitations expired at ``now``; fire with how many there were."""
+        return self._run(_purge_invites, now, write=True)
+
+    def list_invites(self, now: float) -> Deferred[list[RegistrationInvite]]:
+        """The invitations unexpired at ``now``, sorted by folded name (expired ones are
+        deleted by the same transaction)."""
+        return self._run(_list_invites, now, write=True)
 
     # -- IRoomStore -------------------------------------------------------------------------
 

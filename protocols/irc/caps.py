@@ -16,11 +16,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from protocols.irc.commands import COMMANDS
+from protocols.irc.security import may_send_passwords
 
 if TYPE_CHECKING:
     from protocols.irc.connection import IrcConnection
 
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256")
+# Mechanisms that send the password itself: offered only where passwords may travel.
+PASSWORD_MECHANISMS = frozenset({"PLAIN"})
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,13 @@ class Capability:
 CAPABILITIES: dict[str, Capability] = {}
 
 
+def sasl_mechanisms(conn: IrcConnection) -> tuple[str, ...]:
+    """The SASL mechanisms ``conn`` may use (PLAIN only where passwords may be sent)."""
+    if may_send_passwords(conn):
+        return SASL_MECHANISMS
+    return tuple(m for m in SASL_MECHANISMS if m not in PASSWORD_MECHANISMS)
+
+
 def add_capability(cap: Capability) -> Capability:
     """Add (or replace) a capability; modules that provide one call this at import."""
     CAPABILITIES[cap.name] = cap
@@ -62,7 +72,7 @@ for _cap in (
     Capability("labeled-response"),
     Capability("message-tags"),
     Capability("multi-prefix"),
-    Capability("sasl", ",".join(SASL_MECHANISMS)),
+    Capability("sasl", lambda conn: ",".join(sasl_mechanisms(conn))),
     Capability("server-time"),
     Capability("setname"),
     Capability("standard-replies"),

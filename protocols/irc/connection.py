@@ -40,6 +40,7 @@ from chatserver.core.errors import (
 from chatserver.core.events import Event, Message, MessageBatch, Who
 from chatserver.core.interfaces import IChatClient
 from chatserver.core.limits import TokenBucket
+from protocols import output
 from protocols.irc import caps
 from protocols.irc import numerics as n
 from protocols.irc.channels import channel_name, is_channel
@@ -233,8 +234,15 @@ class IrcConnection(Protocol):
             self.sasl = None
         if self.core is not None:
             quit_reason = self.quit_reason or "Connection closed"
+            user = self.core.user
+            nick = user.nick if user is not None and self.registered else "*"
             self.service.quit(self.core, quit_reason)
-            log.info("irc connection {id} closed ({reason})", id=self.core.id, reason=quit_reason)
+            log.info(
+                "irc connection {id} ({nick}) closed ({reason})",
+                id=self.core.id,
+                nick=nick,
+                reason=quit_reason,
+            )
 
     def disconnect(self, reason: str) -> None:
         """Tell the client ``ERROR :Closing Link: … (reason)`` and close (IChatClient)."""
@@ -265,7 +273,7 @@ class IrcConnection(Protocol):
             if abort:
                 transport.abortConnection()  # type: ignore[attr-defined]
             else:
-                transport.loseConnection()
+                output.close_gently(transport, self.clock)
 
     def _registration_timeout(self) -> None:
         self._reg_call = None
@@ -447,19 +455,22 @@ class IrcConnection(Protocol):
             return
         if self._paused:
             self._paused_bytes += len(data)
-            if self._paused_bytes > self.config.sendq_bytes:
-                # A reader this slow would make the server hold its output without bound.
-                self._paused = False
-                log.info(
-                    "irc connection from {address} closed: SendQ exceeded", address=self.address
-                )
-                self.closing = True
-                self.quit_reason = "SendQ exceeded"
-                if self.core is not None:
-                    self.service.quit(self.core, "SendQ exceeded")
-                transport.abortConnection()  # type: ignore[attr-defined]
-                return
-        transport.write(data)
+        if output.over_limit(
+            transport,
+            len(data),
+            self.config.sendq_bytes,
+            self._paused_bytes if self._paused else None,
+        ):
+            # A reader this slow would make the server hold its output without bound.
+            self._paused = False
+            log.info("irc connection from {address} closed: SendQ exceeded", address=self.address)
+            self.closing = True
+            self.quit_reason = "SendQ exceeded"
+            if self.core is not None:
+                self.service.quit(self.core, "SendQ exceeded")
+            transport.abortConnection()  # type: ignore[attr-defined]
+            return
+        output.write(transport, data)
 
     def _queue(self, data: bytes) -> None:
         if self._out is not None:

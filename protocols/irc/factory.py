@@ -42,6 +42,8 @@ class IrcFactory(Factory):
         self.version = VERSION
         self.created_at = service.clock.seconds()
         self.connections: set[IrcConnection] = set()
+        # Kept as a set of its own: LUSERS reports its size on every registration.
+        self._unregistered: set[IrcConnection] = set()
         self._exempt = [ipaddress.ip_network(net, strict=False) for net in config.flood_exempt]
         self.motd_lines = load_motd(config.motd_file)
 
@@ -60,12 +62,17 @@ class IrcFactory(Factory):
 
     def connection_opened(self, conn: IrcConnection) -> None:
         self.connections.add(conn)
+        self._unregistered.add(conn)
+
+    def connection_registered(self, conn: IrcConnection) -> None:
+        self._unregistered.discard(conn)
 
     def connection_closed(self, conn: IrcConnection) -> None:
         self.connections.discard(conn)
+        self._unregistered.discard(conn)
 
     def unregistered_count(self) -> int:
-        return sum(1 for c in self.connections if not c.registered)
+        return len(self._unregistered)
 
 
 def load_motd(path: str) -> list[str] | None:

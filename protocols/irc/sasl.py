@@ -3,7 +3,9 @@
 Payloads travel base64-encoded in chunks of 400 bytes; a chunk of exactly 400 means more
 follows, and ``+`` stands for an empty chunk.  Password checks and failed-login throttling are
 the core's (``identify``, ``accounts.scram_credential`` / ``record_failure``); this module only
-speaks the exchange and logs the connection in with ``service.login``.
+speaks the exchange and logs the connection in with ``service.login``.  PLAIN sends the
+password itself, so it is offered (CAP LS, 908) and accepted only where passwords may be sent
+(:mod:`protocols.irc.security`).
 """
 
 from __future__ import annotations
@@ -15,14 +17,17 @@ from typing import TYPE_CHECKING, Any
 
 from scramp import ScramException, ScramMechanism
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from chatserver.core.errors import AccountError
+from chatserver.core.errors import AccountError, Banned
 from protocols.irc import numerics as n
-from protocols.irc.caps import SASL_MECHANISMS
+from protocols.irc.caps import PASSWORD_MECHANISMS, sasl_mechanisms
 
 if TYPE_CHECKING:
     from protocols.irc.connection import IrcConnection
+
+log = Logger()
 
 CHUNK = 400
 # The largest payload accepted once reassembled (a SCRAM or PLAIN message is far smaller).
@@ -93,12 +98,26 @@ def _start(conn: IrcConnection, mechanism: str) -> None:
         conn.reply(n.ERR_SASLALREADY, "You have already authenticated using SASL")
         return None
     mechanism = mechanism.upper()
+    allowed = sasl_mechanisms(conn)
+    if mechanism in PASSWORD_MECHANISMS and mechanism not in allowed:
+        # Refused before the client sends the password, not after.
+        conn.reply(n.RPL_SASLMECHS, ",".join(allowed), "are available SASL mechanisms")
+        port = conn.factory.config.tls_port
+        instead = (
+            f"connect with TLS (port {port}) or use SCRAM-SHA-256" if port else "use SCRAM-SHA-256"
+        )
+        conn.reply(
+            n.ERR_SASLFAIL,
+            f"SASL authentication failed: {mechanism} is not accepted over plaintext from"
+            f" another machine; {instead}",
+        )
+        return None
     if mechanism == "PLAIN":
         conn.sasl = SaslSession(mechanism, _plain)
     elif mechanism == "SCRAM-SHA-256":
         conn.sasl = SaslSession(mechanism, _scram_first)
     else:
-        conn.reply(n.RPL_SASLMECHS, ",".join(SASL_MECHANISMS), "are available SASL mechanisms")
+        conn.reply(n.RPL_SASLMECHS, ",".join(allowed), "are available SASL mechanisms")
         conn.reply(n.ERR_SASLFAIL, "SASL authentication failed")
         return None
     conn.send("AUTHENTICATE", "+")
@@ -124,12 +143,26 @@ def _succeeded(conn: IrcConnection, account: str) -> None:
     conn.sasl = None
     assert conn.core is not None
     before = conn.account_numerics_sent
-    conn.service.login(conn.core, account)
+    try:
+        conn.service.login(conn.core, account)
+    except Banned as err:
+        refused_by_ban(conn, err)
+        return
     if conn.account_numerics_sent == before:
         # No AccountChange reached this connection (before registration, or a move to the
         # account's user already online): say it here.
         conn.reply(n.RPL_LOGGEDIN, conn.mask, account, f"You are now logged in as {account}")
     conn.reply(n.RPL_SASLSUCCESS, "SASL authentication successful")
+
+
+def refused_by_ban(conn: IrcConnection, err: Banned) -> None:
+    """A login the core refused for a server ban: it has told the client and closed the
+    connection already, so there is nothing to answer, only to note."""
+    log.info(
+        "irc connection {id}: login refused by the server ban {mask}",
+        id=conn.core.id if conn.core is not None else 0,
+        mask=err.mask,
+    )
 
 
 # -- PLAIN (RFC 4616) --------------------------------------------------------------------------
@@ -146,7 +179,7 @@ def _plain(conn: IrcConnection, session: SaslSession, data: bytes) -> Deferred[N
     if not authcid or (authzid and authzid.lower() != authcid.lower()):
         return _failed(conn, "authorization identity differs")
     assert conn.core is not None
-    d = conn.service.accounts.verify_password(authcid, password, conn.address)
+    d = conn.service.accounts.verify_password(authcid, password, conn.address, conn.protocol)
 
     def ok(record: Any) -> None:
         if conn.closing:
@@ -191,7 +224,7 @@ def _scram_first(conn: IrcConnection, session: SaslSession, data: bytes) -> Defe
     name = _scram_user(client_first)
     if not name:
         return _failed(conn, "malformed client-first")
-    d = conn.service.accounts.scram_credential(name, "SCRAM-SHA-256", conn.address)
+    d = conn.service.accounts.scram_credential(name, "SCRAM-SHA-256", conn.address, conn.protocol)
 
     def found(result: Any) -> None:
         if conn.closing or conn.sasl is not session:
@@ -225,7 +258,7 @@ def _scram_final(conn: IrcConnection, session: SaslSession, data: bytes) -> None
         session.scram.set_client_final(data.decode("utf-8"))
         server_final = session.scram.get_server_final()
     except (ScramException, UnicodeDecodeError):
-        conn.service.accounts.record_failure(session.account, conn.address)
+        conn.service.accounts.record_failure(session.account, conn.address, conn.protocol)
         return _failed(conn, "bad proof")
     session.step = _scram_done
     send_payload(conn, server_final.encode("utf-8"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from chatserver.core.accounts import INVITE_DAYS, RegistrationInvite
 from chatserver.core.bans import ServerBan
 from chatserver.core.errors import (
     AccountError,
@@ -603,7 +605,8 @@ def do_identify(c: LineConnection, a: Args) -> Deferred:
 @command(
     "register",
     "<password> [email]",
-    "Register your current nick as an account (and log in to it).",
+    "Register your current nick as an account (and log in to it). When registration on the"
+    " server is by invitation, only a nick that an operator has invited can be registered.",
     Param("password", required=True),
     Param("email"),
     json='{"cmd": "register", "password": "secret"}',
@@ -1172,7 +1175,7 @@ def do_oper(c: LineConnection, a: Args) -> Deferred:
 
     def checked(ok: bool) -> Reply:
         if entry is None or not ok:
-            accounts.record_failure(None, c.address)
+            accounts.record_failure(None, c.address, c.protocol)
             log.info(
                 "line: failed /oper as {name} from {address}", name=a["name"], address=c.address
             )
@@ -1250,6 +1253,102 @@ def do_klines(c: LineConnection, a: Args) -> Reply:
         reason = f": {clean(ban.reason)}" if ban.reason else ""
         lines.append(f"{INFO}  {ban.mask} ({origin}){reason}")
     return Reply(lines, {"bans": [_ban_json(ban) for ban in bans]})
+
+
+def _utc(ts: float) -> str:
+    # Always with the date: an expiry is days ahead, where clock_time would show a bare time.
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
+
+
+def _invite_json(invite: RegistrationInvite) -> dict[str, Any]:
+    return {
+        "name": invite.name,
+        "invited_by": invite.invited_by or None,
+        "created_at": invite.created_at,
+        "expires_at": invite.expires_at,
+    }
+
+
+_MODE_NOTES = {
+    "open": "registration is open on this server: anyone may register any free nick anyway",
+    "closed": 'registration is closed on this server: the invitation counts once it is "invite"',
+}
+
+
+@command(
+    "invite-account",
+    "<name> [days]",
+    "Let <name> be registered once, by whoever asks first, with the registration of any"
+    f" protocol, within [days] ({INVITE_DAYS:g} by default), while registration is by"
+    " invitation (server operators only). Inviting a name again renews its invitation.",
+    Param("name", required=True),
+    Param("days"),
+    json='{"cmd": "invite-account", "name": "bob", "days": 7}',
+)
+def do_invite_account(c: LineConnection, a: Args) -> Deferred:
+    _require_oper(c)
+    name = a["name"]
+    days = INVITE_DAYS
+    if "days" in a:
+        try:
+            days = float(a["days"])
+        except ValueError:
+            raise CommandError(
+                "bad_argument", "days must be a number, such as 7 or 0.5", usage=True
+            ) from None
+    mode = c.service.settings.registration
+
+    def invited(expires_at: float) -> Reply:
+        lines = [f"{INFO}{name} may be registered once, until {_utc(expires_at)}"]
+        if mode in _MODE_NOTES:
+            lines.append(f"{INFO}note: {_MODE_NOTES[mode]}")
+        return Reply(lines, {"name": name, "expires_at": expires_at, "registration": mode})
+
+    return c.service.invite_registration(c.session, name, days).addCallback(invited)
+
+
+@command(
+    "uninvite-account",
+    "<name>",
+    "Withdraw the invitation to register <name> (server operators only).",
+    Param("name", required=True),
+    json='{"cmd": "uninvite-account", "name": "bob"}',
+)
+def do_uninvite_account(c: LineConnection, a: Args) -> Deferred:
+    _require_oper(c)
+    name = a["name"]
+
+    def withdrawn(existed: bool) -> Reply:
+        if not existed:
+            raise ChatError(f"{name} has no invitation to register")
+        return Reply([f"{INFO}withdrew the invitation to register {name}"], {"name": name})
+
+    return c.service.uninvite_registration(c.session, name).addCallback(withdrawn)
+
+
+@command(
+    "account-invites",
+    "",
+    "List the names invited to be registered, with their expiry (server operators only).",
+    json='{"cmd": "account-invites"}',
+)
+def do_account_invites(c: LineConnection, a: Args) -> Deferred:
+    _require_oper(c)
+
+    def listed(invites: list[RegistrationInvite]) -> Reply:
+        lines = [f"{INFO}registration invitations ({len(invites)}):"]
+        for invite in invites:
+            by = f"by {invite.invited_by}" if invite.invited_by else "from the command line"
+            lines.append(f"{INFO}  {invite.name} until {_utc(invite.expires_at)} ({by})")
+        return Reply(
+            lines,
+            {
+                "invites": [_invite_json(invite) for invite in invites],
+                "registration": c.service.settings.registration,
+            },
+        )
+
+    return c.service.registration_invites(c.session).addCallback(listed)
 
 
 # -- the connection ------------------------------------------------------------------------

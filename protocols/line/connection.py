@@ -18,6 +18,7 @@ from chatserver.core.limits import TokenBucket
 from chatserver.core.names import casefold
 from chatserver.core.rooms import Room
 from chatserver.core.users import Connection, User
+from protocols import output
 from protocols.line import commands
 from protocols.line.framing import DO, DONT, IAC, TOO_LONG, WILL, WONT, LineFramer, Negotiation
 from protocols.line.render import (
@@ -172,16 +173,19 @@ class LineConnection(Protocol):
         conn, self.conn = self.conn, None
         if conn is not None:
             self.service.quit(conn, self._quit_reason or "Connection closed")
-            self.log.info(
-                "line connection from {address} closed ({why})",
-                address=self.address,
-                # A user's quit message is theirs, not the log's.
-                why=f"server: {self._quit_reason}"
-                if self._by_server
-                else "quit"
-                if self._quit_reason
-                else "by the client",
-            )
+            self._log_closed()
+
+    def _log_closed(self) -> None:
+        self.log.info(
+            "line connection from {address} closed ({why})",
+            address=self.address,
+            # A user's quit message is theirs, not the log's.
+            why=f"server: {self._quit_reason}"
+            if self._by_server
+            else "quit"
+            if self._quit_reason
+            else "by the client",
+        )
 
     # IPushProducer: the transport tells us when the peer stops reading.
 
@@ -205,17 +209,19 @@ class LineConnection(Protocol):
             return
         if self._paused:
             self._backlog += len(data)
-            if self._backlog > MAX_BACKLOG:
-                self.log.info(
-                    "line connection from {address}: output backlog full", address=self.address
-                )
-                self._closing = True
-                self._quit_reason = "Output backlog full"
-                self._by_server = True
-                self._cancel_idle()
-                transport.abortConnection()
-                return
-        transport.write(data)
+        if output.over_limit(
+            transport, len(data), MAX_BACKLOG, self._backlog if self._paused else None
+        ):
+            self.log.info(
+                "line connection from {address}: output backlog full", address=self.address
+            )
+            self._closing = True
+            self._quit_reason = "Output backlog full"
+            self._by_server = True
+            self._cancel_idle()
+            transport.abortConnection()
+            return
+        output.write(transport, data)
 
     def _refuse_option(self, item: Negotiation) -> None:
         # We support no telnet option: refuse each one asked for, once (RFC 854 forbids
@@ -333,8 +339,13 @@ class LineConnection(Protocol):
         self._by_server = by_server
         self._cancel_idle()
         transport: Any = self.transport
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            # Others see the user leave now, not when the client gets round to closing.
+            self.service.quit(conn, reason)
+            self._log_closed()
         if transport is not None:
-            transport.loseConnection()
+            output.close_gently(transport, self.clock)
 
     def quit(self, reason: str) -> None:
         """The user asked to leave."""

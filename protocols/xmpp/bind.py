@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from lxml import etree
 from twisted.logger import Logger
 
-from chatserver.core.errors import ChatError, NickInUse
+from chatserver.core.errors import Banned, ChatError, NickInUse
 from protocols.xmpp import stanzas
 from protocols.xmpp.jid import user_jid
 from protocols.xmpp.router import handler
@@ -67,6 +67,11 @@ def _bind(conn: XmppConnection, stanza: etree._Element, query: etree._Element) -
         resource = f"{wanted or 'res'}-{os.urandom(3).hex()}"
     try:
         user = _claim(conn)
+    except Banned as err:
+        # A ban on the nick (or one set since login): the core has logged it and closed the
+        # stream; a stanza error would never reach the client.
+        conn.stream_error("policy-violation", err.reason)
+        return
     except ChatError as err:
         conn.send_error(stanza, "cancel", "not-allowed", err.reason)
         return

@@ -23,9 +23,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from chatserver.core.errors import LimitExceeded
+from chatserver.core.errors import Banned, LimitExceeded
 from chatserver.core.interfaces import IChatClient
 from chatserver.core.limits import TokenBucket
+from protocols import output
 from protocols.xmpp import bind, presence, register, render, router, sasl, stanzas
 from protocols.xmpp.jid import parse_jid, try_parse, user_jid
 from protocols.xmpp.stanzas import NS_CLIENT, NS_SASL, NS_STREAM_ERRORS, NS_STREAMS, NS_TLS
@@ -51,14 +52,6 @@ NEGOTIATING = "negotiating"  # before authentication (STARTTLS, SASL, in-band re
 AUTHENTICATED = "authenticated"  # SASL done, waiting for resource binding
 BOUND = "bound"  # a full JID: stanzas flow
 CLOSED = "closed"
-
-
-def unsent_bytes(transport: Any) -> int | None:
-    """Bytes a TCP (or TLS-over-TCP) transport has buffered and not yet sent; None if unknown."""
-    try:
-        return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
-    except (AttributeError, TypeError):
-        return None
 
 
 def _is_loopback(address: str) -> bool:
@@ -152,17 +145,16 @@ class XmppConnection(Protocol):
             data = stanzas.to_bytes(data)
         if self._paused:
             self._backlog += len(data)
-            # What the socket really still holds, where the transport tells: a client that
-            # reads as fast as it can keeps that small even while the transport stays paused.
-            unsent = unsent_bytes(self.transport)
-            if (self._backlog if unsent is None else unsent + len(data)) > MAX_BACKLOG:
-                log.info("xmpp output backlog full for {who}", who=self.jid or self.address)
-                self.quit_reason = "Output backlog full"
-                self.state = CLOSED
-                self._cancel_timers()
-                self.transport.abortConnection()
-                return
-        self.transport.write(data)
+        if output.over_limit(
+            self.transport, len(data), MAX_BACKLOG, self._backlog if self._paused else None
+        ):
+            log.info("xmpp output backlog full for {who}", who=self.jid or self.address)
+            self.quit_reason = "Output backlog full"
+            self.state = CLOSED
+            self._cancel_timers()
+            self.transport.abortConnection()
+            return
+        output.write(self.transport, data)
 
     def send_error(
         self,
@@ -224,7 +216,9 @@ class XmppConnection(Protocol):
         render.deliver(self, event)
 
     def disconnect(self, reason: str) -> None:
-        lowered = reason.lower()
+        # After a colon come someone's own words (a ban's or a kill's reason): "shut up" there
+        # is no shutdown.
+        lowered = reason.partition(":")[0].lower()
         if "shut" in lowered or "restart" in lowered:
             self.stream_error("system-shutdown", reason)
         else:
@@ -270,6 +264,11 @@ class XmppConnection(Protocol):
         log.info("xmpp open {address}{tls}", address=self.address, tls=" (tls)" if self.tls else "")
         try:
             self.core = self.service.connect(self)
+        except Banned as err:
+            # The core logs the bans it meets at login; one met this early is logged here.
+            log.info("banned {address} (xmpp) by {mask}", address=self.address, mask=err.mask)
+            self.stream_error("policy-violation", err.reason)
+            return
         except LimitExceeded as err:
             self.stream_error("policy-violation", str(err))
             return
@@ -305,6 +304,18 @@ class XmppConnection(Protocol):
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.state = CLOSED
         self._cancel_timers()
+        self._leave()
+        log.info(
+            "xmpp close {who} ({address})",
+            who=self.jid or self.account or "-",
+            address=self.address,
+        )
+
+    def _leave(self) -> None:
+        """The session is over for everyone else: its presence, its rooms, its user."""
+        if self._quit_done:
+            return
+        self._quit_done = True
         for callback in self.on_close:
             try:
                 callback(self)
@@ -314,14 +325,8 @@ class XmppConnection(Protocol):
             if self.available:
                 presence.went_offline(self)
             self.factory.remove_session(self)
-        if self.core is not None and not self._quit_done:
-            self._quit_done = True
+        if self.core is not None:
             self.service.quit(self.core, self.quit_reason or "Disconnected")
-        log.info(
-            "xmpp close {who} ({address})",
-            who=self.jid or self.account or "-",
-            address=self.address,
-        )
 
     # -- stream negotiation ---------------------------------------------------------------------
 
@@ -418,14 +423,23 @@ class XmppConnection(Protocol):
         self.tls = True
         self.restart_stream()
 
-    def authenticated(self, account: str) -> None:
-        """SASL succeeded for ``account`` (the success element is already sent)."""
+    def authenticated(self, account: str) -> bool:
+        """SASL proved ``account``: log the connection in to it (before the success element
+        is sent).  False when a server ban refuses the account: the stream is closed then,
+        with ``<policy-violation/>`` and the ban's reason."""
+        assert self.core is not None
+        try:
+            self.service.login(self.core, account)
+        except Banned as err:
+            # The core has logged the ban and told this connection (disconnect); this only
+            # makes sure the stream ends even if it had not.
+            self.stream_error("policy-violation", err.reason)
+            return False
         self.account = account
         self.state = AUTHENTICATED
         self.sasl = None
-        assert self.core is not None
-        self.service.login(self.core, account)
         self.restart_stream()
+        return True
 
     def bound(self, resource: str) -> None:
         """Resource binding succeeded (the core user is attached)."""
@@ -593,8 +607,9 @@ class XmppConnection(Protocol):
             # A polite close would wait for a TLS handshake that the peer never finishes.
             self.transport.abortConnection()
             return
-        self.transport.loseConnection()
-        # The socket closes once the goodbye is written; connectionLost then does the rest.
+        # Others see the session end now, not when the client gets round to closing.
+        self._leave()
+        output.close_gently(self.transport, self.clock)
 
 
 def _set_nodelay(transport: Any) -> None:

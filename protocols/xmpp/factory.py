@@ -120,7 +120,7 @@ class XmppFactory(Factory):
 
     def registration_open(self) -> bool:
         mode = self.config.registration or self.service.settings.registration
-        return mode == "open"
+        return mode in ("open", "invite")
 
     # -- sessions -----------------------------------------------------------------------------
 

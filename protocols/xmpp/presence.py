@@ -232,7 +232,9 @@ def _update(
 ) -> Deferred[RosterItem | None]:
     """Change one item of a roster (creating it hidden when missing) and push it if shown.
 
-    ``changes`` may hold callables, applied to the old value.
+    ``changes`` may hold callables, applied to the old value.  Creating an item in a full
+    roster fails with the roster's stanza error (callers check first, so that a refused
+    request changes nothing).
     """
 
     def apply(items: dict[str, RosterItem]) -> RosterItem:
@@ -244,6 +246,7 @@ def _update(
                 if contact in items:
                     factory.rosters.remove(account, contact)
             else:
+                roster.refuse_if_full(factory, items, contact, "the")
                 factory.rosters.put(account, new)
             roster.push(factory, account, new)
         return new
@@ -276,21 +279,32 @@ def _subscribe(conn: XmppConnection, contact: str) -> Deferred[Any]:
             # Already subscribed: answer for the contact (RFC 6121 §3.1.3).
             _send_all([conn], _presence(contact, "subscribed"))
             return None
-        d = _update(factory, me, contact, ask="subscribe", in_roster=True)
-        d.addCallback(lambda _: _account_of(conn, contact))
-        d.addCallback(theirs)
-        return d
+        roster.refuse_if_full(factory, items, contact, "your")
+        return _account_of(conn, contact).addCallback(theirs)
+
+    def ask() -> Deferred[Any]:
+        # Both rosters are checked before this first change, so that a refused request
+        # leaves them as they were (_update checks again: the sender's roster may have
+        # filled while the contact's was read).
+        return _update(factory, me, contact, ask="subscribe", in_roster=True)
 
     def theirs(account: str | None) -> Deferred[Any] | None:
         if account is None:
-            return _approved(conn, me, my_bare, contact, None)
+            return ask().addCallback(lambda _: _approved(conn, me, my_bare, contact, None))
 
         def check(items: dict[str, RosterItem]) -> Deferred[Any] | None:
             item = items.get(my_bare)
             if item is not None and item.subscription in ("from", "both"):
-                return _approved(conn, me, my_bare, contact, account)
-            _notify(factory, contact, _presence(my_bare, "subscribe"))
-            return _update(factory, account, my_bare, pending_in=True)
+                d = ask()
+                return d.addCallback(lambda _: _approved(conn, me, my_bare, contact, account))
+            roster.refuse_if_full(factory, items, my_bare, "the contact's")
+            d = ask()
+
+            def waiting(_: Any) -> Deferred[Any]:
+                _notify(factory, contact, _presence(my_bare, "subscribe"))
+                return _update(factory, account, my_bare, pending_in=True)
+
+            return d.addCallback(waiting)
 
         return factory.rosters.get(account).addCallback(check)
 

@@ -1,10 +1,12 @@
 """In-band registration (XEP-0077): new accounts, password changes and account removal.
 
-Registration is open or closed by ``[xmpp] registration``, which by default follows the
-core's ``[chat] registration``.  Before authentication only the registration form and the
-registration itself are allowed (rate-limited per address); after it, the same namespace
-changes the password or removes the account.  Accounts are the core's: a nick registered
-here is an account on IRC and line chat too.
+Registration is open, closed or by invitation by ``[xmpp] registration``, which by default
+follows the core's ``[chat] registration``.  By invitation, only a username that an operator
+has invited can be registered (the core uses up the invitation with the registration, whatever
+the protocol).  Before authentication only the registration form and the registration itself
+are allowed (rate-limited per address); after it, the same namespace changes the password or
+removes the account.  Accounts are the core's: a nick registered here is an account on IRC
+and line chat too.
 """
 
 from __future__ import annotations
@@ -29,6 +31,15 @@ log = Logger()
 INSTRUCTIONS = (
     "Choose a username and password. The username is also your nick on IRC and line chat."
 )
+INVITE_INSTRUCTIONS = (
+    "Registration on this server is by invitation: only a username that an operator has"
+    " invited can be registered. " + INSTRUCTIONS
+)
+
+
+def registration_mode(conn: XmppConnection) -> str:
+    """``[xmpp] registration`` ("open", "closed" or "invite"), else ``[chat] registration``."""
+    return conn.factory.config.registration or conn.service.settings.registration
 
 
 def _query() -> etree._Element:
@@ -57,10 +68,12 @@ def handle_preauth(conn: XmppConnection, stanza: etree._Element) -> Deferred[Any
     """A registration IQ before authentication: the form, or a new account."""
     if not conn.registration_open():
         raise StanzaError("service-unavailable", "registration is closed on this server")
+    mode = registration_mode(conn)
     type_ = stanza.get("type")
     if type_ == "get":
         query = _query()
-        stanzas.sub(query, "instructions", text=INSTRUCTIONS)
+        instructions = INVITE_INSTRUCTIONS if mode == "invite" else INSTRUCTIONS
+        stanzas.sub(query, "instructions", text=instructions)
         stanzas.sub(query, "username")
         stanzas.sub(query, "password")
         conn.iq_result(stanza, query)
@@ -72,10 +85,14 @@ def handle_preauth(conn: XmppConnection, stanza: etree._Element) -> Deferred[Any
         raise StanzaError("not-allowed", "log in to remove an account")
     if not username or not password:
         raise StanzaError("not-acceptable", "a username and a password are needed")
-    # The core's throttle, shared with line and IRC registration ([chat] registration_burst).
-    if not conn.service.take_registration(conn.address):
-        raise StanzaError("resource-constraint", "too many new accounts; try again later")
-    d = conn.service.accounts.create(username, password)
+    # The core's throttle, shared with line and IRC registration ([chat] registration_burst),
+    # is asked by the core once the cheap refusals have passed.
+    d = conn.service.accounts.register(
+        username,
+        password,
+        mode=mode,
+        admit=lambda: conn.service.take_registration(conn.address),
+    )
 
     def created(record: Any) -> None:
         log.info(

@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 log = Logger()
 
-MAX_ITEMS = 1000
 NAME_MAX = 200
 GROUPS_MAX = 20
 _push_ids = itertools.count(1)
@@ -86,6 +85,28 @@ class Rosters:
     def forget(self, account: str) -> None:
         """Drop a roster from memory (its account has no session left, or was deleted)."""
         self.cache.pop(casefold(account), None)
+
+
+# A full roster is <not-allowed/> (type "cancel"), not <resource-constraint/> (type "wait"):
+# RFC 6120 §8.3.3 gives resource-constraint to a server short of resources for now, which a
+# retry may get past, and not-allowed to what the server's policy forbids.  A configured cap on
+# contacts is policy and does not lift by waiting; a client told to wait would only try again.
+FULL_CONDITION = "not-allowed"
+
+
+def refuse_if_full(
+    factory: XmppFactory, roster: dict[str, RosterItem], jid: str, whose: str
+) -> None:
+    """Raise a stanza error when storing ``jid`` would take ``roster`` past ``[xmpp]
+    max_roster_items``; an item already there may always change.
+
+    Hidden items (requests waiting for an answer) count: they are stored all the same, and
+    a flood of requests must not grow a roster without bound.  ``whose`` names the roster in
+    the error text ("your", "the contact's").
+    """
+    limit = factory.config.max_roster_items
+    if jid not in roster and len(roster) >= limit:
+        raise StanzaError(FULL_CONDITION, f"{whose} roster is full (limit {limit})")
 
 
 def item_element(item: RosterItem, *, removed: bool = False) -> etree._Element:
@@ -185,9 +206,8 @@ def roster_set(conn: XmppConnection, stanza: etree._Element) -> Deferred[None]:
         raise StanzaError("not-acceptable", "too many groups")
 
     def update(roster: dict[str, RosterItem]) -> None:
+        refuse_if_full(factory, roster, contact, "your")
         old = roster.get(contact)
-        if old is None and len(roster) >= MAX_ITEMS:
-            raise StanzaError("resource-constraint", "the roster is full")
         base = old or RosterItem(jid=contact)
         item = dataclasses.replace(base, name=name, groups=tuple(groups), in_roster=True)
         factory.rosters.put(account, item)

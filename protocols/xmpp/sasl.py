@@ -112,8 +112,10 @@ def _fail(conn: XmppConnection, failure: SaslFailure, account: str | None) -> No
 def _succeed(conn: XmppConnection, account: str, additional: bytes | None) -> None:
     if conn.state != "negotiating":
         return
-    _send(conn, "success", additional)
-    conn.authenticated(account)
+    # Logged in first: a banned account gets a stream error, never a success it could take
+    # for a way in.
+    if conn.authenticated(account):
+        _send(conn, "success", additional)
 
 
 def _auth(conn: XmppConnection, el: etree._Element) -> None:
@@ -177,7 +179,7 @@ def _plain(conn: XmppConnection, exchange: SaslExchange, data: bytes) -> None:
         _fail(conn, SaslFailure("invalid-authzid"), authcid)
         return
     exchange.waiting = True
-    d = conn.service.accounts.verify_password(authcid, password, conn.address)
+    d = conn.service.accounts.verify_password(authcid, password, conn.address, conn.protocol)
     d.addCallbacks(
         lambda record: _succeed(conn, record.name, None),
         lambda f: _account_failure(conn, f, authcid),
@@ -223,7 +225,9 @@ def _scram_first(conn: XmppConnection, exchange: SaslExchange, data: bytes) -> N
         return
     exchange.account = name
     exchange.waiting = True
-    d = conn.service.accounts.scram_credential(name, exchange.mechanism, conn.address)
+    d = conn.service.accounts.scram_credential(
+        name, exchange.mechanism, conn.address, conn.protocol
+    )
 
     def found(result: Any) -> None:
         exchange.waiting = False
@@ -256,7 +260,7 @@ def _scram_final(conn: XmppConnection, exchange: SaslExchange, data: bytes) -> N
         server.set_client_final(data.decode("utf-8"))
         final = server.get_server_final()
     except (ScramException, UnicodeDecodeError):
-        conn.service.accounts.record_failure(name, conn.address)
+        conn.service.accounts.record_failure(name, conn.address, conn.protocol)
         _fail(conn, SaslFailure("not-authorized"), name)
         return
     _succeed(conn, name, final.encode("utf-8"))

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime
 import stat
 import subprocess
 import sys
@@ -195,6 +196,59 @@ def test_account_create_refusals(tmp_path: Path, name: str, stdin: str, message:
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert account(data, "list").stdout == ""
+
+
+def stamp_in_days(text: str) -> float:
+    """Days from now to a ``YYYY-MM-DDTHH:MM:SSZ`` stamp."""
+    when = datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+    return (when - datetime.datetime.now(datetime.UTC)).total_seconds() / 86400
+
+
+def test_account_invite_list_and_uninvite(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    config = write_toml(tmp_path / "c.toml", {"chat": {"registration": "invite"}})
+    invited = account(data, "invite", "Bob", "--config", str(config))
+    assert invited.returncode == 0, invited.stderr
+    assert invited.stderr == ""
+    prefix = "invited Bob to register once, until "
+    assert invited.stdout.startswith(prefix)
+    assert 6.99 < stamp_in_days(invited.stdout[len(prefix) :].strip()) <= 7
+    assert account(data, "invite", "carol", "--days", "0.5").returncode == 0
+
+    listed = account(data, "invites")
+    assert listed.returncode == 0, listed.stderr
+    rows = [line.split("\t") for line in listed.stdout.splitlines()]
+    assert [(row[0], row[2]) for row in rows] == [("Bob", "-"), ("carol", "-")]
+    assert 0.49 < stamp_in_days(rows[1][1]) <= 0.5
+
+    withdrawn = account(data, "uninvite", "BOB")
+    assert (withdrawn.returncode, withdrawn.stdout) == (0, "withdrew the invitation of BOB\n")
+    again = account(data, "uninvite", "bob")
+    assert again.returncode == 1
+    assert "no invitation for bob" in again.stderr
+    assert [line.split("\t")[0] for line in account(data, "invites").stdout.splitlines()] == [
+        "carol"
+    ]
+
+
+def test_account_invite_refusals_and_the_mode_note(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    assert account(data, "create", "dave", stdin="long-enough\n").returncode == 0
+    for args, message in (
+        (("dave",), "dave is already registered"),
+        (("9dave",), "not starting with a digit"),
+        (("erin", "--days", "0"), "an invitation lasts more than 0 and at most 3650 days"),
+        (("erin", "--days", "soon"), "invalid float value"),
+    ):
+        result = account(data, "invite", *args)
+        assert result.returncode in (1, 2), args
+        assert message in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+    assert account(data, "invites").stdout == ""
+    # Registration is open by default: the invitation is kept, and the operator is told.
+    noted = account(data, "invite", "erin")
+    assert noted.returncode == 0
+    assert "note: registration is 'open', not 'invite'" in noted.stderr
 
 
 def test_password_is_never_an_argument(tmp_path: Path) -> None:

@@ -247,6 +247,18 @@ def test_logins_failures_and_drops_are_counted() -> None:
     failed = service.identify(other, "wrong", "alice")
     failed.addErrback(lambda f: f.trap(AccountError))
     assert service.accounts.failures == 1
+    assert service.accounts.failures_by_protocol == {"line": 1}
+    # SASL and operator checks are counted by the protocols, with theirs.
+    service.accounts.record_failure("alice", "192.0.2.9", "irc")
+    service.accounts.record_failure(None, "192.0.2.9", "xmpp")
+    service.accounts.record_failure(None, "192.0.2.9")
+    assert service.accounts.failures_by_protocol == {
+        "line": 1,
+        "irc": 1,
+        "xmpp": 1,
+        "unknown": 1,
+    }
+    assert service.accounts.failures == 4
     _f, flooder = user(service, "flooder", protocol="irc")
     service.quit(flooder, "Excess Flood")
     _s, slow = user(service, "slow", protocol="line")

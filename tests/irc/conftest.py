@@ -2,7 +2,9 @@
 
 Fixtures
 --------
-``irc``      an :class:`IrcWorld` with flood control off (``flood_burst=0``).  Its parts:
+``irc``      an :class:`IrcWorld` with flood control off (``flood_burst=0``) and passwords
+             accepted over plaintext (``plaintext_passwords=True``: clients come from
+             192.0.2.N without TLS; test_plaintext_passwords.py tests the refusal).  Its parts:
              ``irc.service`` (a started ChatService on ``tests.support.memstore.MemoryStore``;
              password hashing runs synchronously), ``irc.store``, ``irc.clock``
              (``twisted.internet.task.Clock``: ``irc.clock.advance(s)``), ``irc.factory``.
@@ -14,6 +16,7 @@ Fixtures
 An :class:`IrcWorld` makes clients:
 
 ``irc.connect(address="192.0.2.N")``   a connected, unregistered :class:`Client`
+                                       (``tls=True``: over a transport that is TLS)
 ``irc.client("alice", caps=("echo-message",))``   connected and registered; output so far dropped
 
 A :class:`Client`:
@@ -38,8 +41,10 @@ from typing import Any
 
 import pytest
 from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from chatserver.config import IrcConfig, ServerConfig
 from chatserver.core.settings import CoreSettings
@@ -52,13 +57,23 @@ SERVER_NAME = "irc.test"
 NETWORK = "TestNet"
 
 
-class Client:
-    """One IRC client over a StringTransport."""
+@implementer(ISSLTransport)
+class TlsStringTransport(StringTransport):
+    """A StringTransport that is TLS as far as the connection can tell: Twisted's TLS
+    transports provide ISSLTransport, which is what ``IrcConnection.tls`` looks at."""
 
-    def __init__(self, world: IrcWorld, address: str) -> None:
+    def getPeerCertificate(self) -> None:
+        return None
+
+
+class Client:
+    """One IRC client over a StringTransport (``tls=True``: a TlsStringTransport)."""
+
+    def __init__(self, world: IrcWorld, address: str, *, tls: bool = False) -> None:
         self.world = world
         self.conn: IrcConnection = world.factory.buildProtocol(None)
-        self.transport = StringTransport(peerAddress=IPv4Address("TCP", address, 40000))
+        transport = TlsStringTransport if tls else StringTransport
+        self.transport = transport(peerAddress=IPv4Address("TCP", address, 40000))
         self.conn.makeConnection(self.transport)
         self._check_closed()
 
@@ -142,7 +157,7 @@ class IrcWorld:
         )
         self.service = make_service(self.settings, store=self.store)
         self.clock = self.service.clock
-        self.config = config or IrcConfig(flood_burst=0)
+        self.config = config or IrcConfig(flood_burst=0, plaintext_passwords=True)
         self.server = server or ServerConfig(
             name=SERVER_NAME, network=NETWORK, description="A test server"
         )
@@ -150,14 +165,14 @@ class IrcWorld:
         self._addresses = 0
         self.clients: list[Client] = []
 
-    def connect(self, address: str | None = None) -> Client:
+    def connect(self, address: str | None = None, *, tls: bool = False) -> Client:
         self._addresses += 1
-        client = Client(self, address or f"192.0.2.{self._addresses}")
+        client = Client(self, address or f"192.0.2.{self._addresses}", tls=tls)
         self.clients.append(client)
         return client
 
     def client(self, nick: str, **kwargs: Any) -> Client:
-        client = self.connect(kwargs.pop("address", None))
+        client = self.connect(kwargs.pop("address", None), tls=kwargs.pop("tls", False))
         client.register(nick, **kwargs)
         return client
 

@@ -112,6 +112,25 @@ def test_lusers_counts(irc: IrcWorld) -> None:
     assert one(out, "265").params[1:3] == ("2", "2")
 
 
+def test_lusers_counts_follow_quits_renames_and_registration(irc: IrcWorld) -> None:
+    a = irc.client("alice")
+    b = irc.client("bob")
+    pending = irc.connect()
+    b.send("MODE bob +i", "NICK robert")
+    out = a.ask("LUSERS")
+    assert "1 users and 1 invisible" in last_param(one(out, "251"))
+    assert one(out, "253").params[1] == "1"
+    b.send("MODE robert -i")
+    a.send("MODE alice +i")
+    pending.send("NICK carol", "USER c 0 * :Carol")
+    out = a.ask("LUSERS")
+    assert "2 users and 1 invisible" in last_param(one(out, "251"))
+    assert one(out, "253").params[1] == "0"
+    a.send("QUIT :bye")
+    out = b.ask("LUSERS")
+    assert "2 users and 0 invisible" in last_param(one(out, "251"))
+
+
 # -- CAP ---------------------------------------------------------------------------------------
 
 

@@ -17,13 +17,10 @@ produced for that observer: "exactly once" is a count, never a wait for a timeou
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import itertools
 import json
 import queue
-import ssl
-import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
@@ -33,10 +30,9 @@ from typing import Any
 import irc.client
 
 from tests.support.server import LineClient
+from tests.support.xmpp_client import DOMAIN, WAIT, SlixmppClient
 
-DOMAIN = "localhost"
 MUC = f"conference.{DOMAIN}"
-WAIT = 5.0
 
 NS_CLIENT = "jabber:client"
 NS_MUC = "http://jabber.org/protocol/muc"
@@ -584,7 +580,7 @@ def room_jid(room: str) -> str:
     return f"{room}@{MUC}"
 
 
-class XmppPeer(Peer):
+class XmppPeer(SlixmppClient, Peer):
     """slixmpp on an asyncio loop in its own thread; every stanza it receives is queued.
 
     ``register=True`` creates the account first by in-band registration (XEP-0077), as a
@@ -603,30 +599,15 @@ class XmppPeer(Peer):
         register: bool = False,
         presence: bool = True,
     ) -> None:
-        import slixmpp
-
         self.nick = account
         self.label = f"{account}@xmpp"
-        self.jid = f"{account}@{DOMAIN}"
-        self.full_jid = f"{self.jid}/{resource}"
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
         self.inbox: queue.Queue[ET.Element] = queue.Queue()
         self.pending: list[ET.Element] = []
+        plugins = ["xep_0030", "xep_0045", "xep_0199", "xep_0203", "xep_0359", "xep_0004"]
+        if register:
+            plugins += ["xep_0066", "xep_0077"]
 
-        async def start() -> Any:
-            xmpp = slixmpp.ClientXMPP(self.full_jid, password)
-            xmpp.loop = self.loop
-            plugins = ["xep_0030", "xep_0045", "xep_0199", "xep_0203", "xep_0359", "xep_0004"]
-            if register:
-                plugins += ["xep_0066", "xep_0077"]
-            for plugin in plugins:
-                xmpp.register_plugin(plugin)
-            xmpp.enable_direct_tls = False
-            # The server's certificate is self-signed on first start.
-            xmpp.ssl_context.check_hostname = False
-            xmpp.ssl_context.verify_mode = ssl.CERT_NONE
+        def setup(xmpp: Any) -> None:
             original = xmpp.incoming_filter
 
             def capture(xml: ET.Element) -> ET.Element:
@@ -644,20 +625,11 @@ class XmppPeer(Peer):
                     await iq.send()
 
                 xmpp.add_event_handler("register", create)
-            done: asyncio.Future[bool] = self.loop.create_future()
 
-            def finish(ok: bool) -> None:
-                if not done.done():
-                    done.set_result(ok)
-
-            xmpp.add_event_handler("session_start", lambda _: finish(True))
-            xmpp.add_event_handler("failed_all_auth", lambda _: finish(False))
-            xmpp.connect("127.0.0.1", port)
-            ok = await asyncio.wait_for(done, WAIT)
-            return xmpp, ok
-
-        self.xmpp, ok = self.call(start())
-        if not ok:
+        super().__init__(
+            port, f"{account}@{DOMAIN}/{resource}", password, plugins=plugins, setup=setup
+        )
+        if not self.logged_in:
             self.close()
             raise LoginFailed(self.jid)
         if presence:
@@ -667,32 +639,9 @@ class XmppPeer(Peer):
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def call(self, coro: Any, timeout: float = WAIT) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def do(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run a plain slixmpp call on its loop's thread."""
-
-        async def run() -> Any:
-            return func(*args, **kwargs)
-
-        return self.call(run())
-
-    def wait(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run a slixmpp call that returns an awaitable, and wait for its result."""
-
-        async def run() -> Any:
-            return await func(*args, **kwargs)
-
-        return self.call(run())
-
     def raw(self, xml: str) -> None:
         # Through slixmpp's send queue, like every stanza it sends, so that order is kept.
         self.do(self.xmpp.send, xml)
-
-    @property
-    def muc(self) -> Any:
-        return self.xmpp.plugin["xep_0045"]
 
     def _get(self, timeout: float) -> ET.Element:
         try:
@@ -812,27 +761,6 @@ class XmppPeer(Peer):
 
     def invite(self, nick: str, room: str) -> None:
         self.do(self.muc.invite, room_jid(room), f"{nick}@{DOMAIN}")
-
-    def close(self) -> None:
-        if not self.loop.is_running():
-            return
-
-        async def stop() -> None:
-            try:
-                await asyncio.wait_for(self.xmpp.disconnect(wait=1), 2)
-            except Exception:
-                pass
-            me = asyncio.current_task()
-            tasks = [t for t in asyncio.all_tasks() if t is not me]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-        try:
-            self.call(stop(), timeout=4)
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(3)
 
 
 def _esc(text: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 import types
 import urllib.error
@@ -15,6 +16,7 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from chatserver import health
+from tests.hostile.clients import XmppClient, local
 from tests.ops.helpers import PASSWORD, OpsServer, chat, cli, free_port, join, sync
 from tests.support.server import LineClient
 
@@ -85,7 +87,7 @@ def test_metrics_count_what_happens(tmp_path: Path) -> None:
     # Bob got the three messages (and joins); alice's own lines count as deliveries to her.
     assert found[("chatserver_deliveries_total", line)] >= 6
     assert found[("chatserver_logins_total", line)] == 1
-    assert found[("chatserver_login_failures_total", ())] == 1
+    assert found[("chatserver_login_failures_total", line)] == 1
     assert found[("chatserver_disconnects_total", (*line, ("reason", "flood")))] == 1
     assert found[("chatserver_disconnects_total", (*line, ("reason", "slow_reader")))] == 0
     assert found[("chatserver_storage_seconds_count", (("operation", "create_account"),))] == 1
@@ -102,6 +104,54 @@ def test_metrics_count_what_happens(tmp_path: Path) -> None:
     server.stop()
     down = cli("health", "--config", str(server.config_path))
     assert down.returncode == 1 and "no answer from" in down.stderr
+
+
+def test_login_failures_are_counted_by_protocol(tmp_path: Path) -> None:
+    port = free_port()
+    server = OpsServer(
+        tmp_path,
+        protocols=("line", "irc", "xmpp"),
+        overrides={"metrics": {"enabled": True, "port": port}},
+    ).start()
+    server.create_account("alice", PASSWORD)
+
+    def failures() -> dict[str, float]:
+        found = samples(get(f"http://127.0.0.1:{port}/metrics")[2])
+        return {
+            dict(labels)["protocol"]: value
+            for (name, labels), value in found.items()
+            if name == "chatserver_login_failures_total"
+        }
+
+    assert failures() == {"line": 0, "irc": 0, "xmpp": 0}
+
+    line_user = chat(server.ports["line"], "bob")
+    line_user.send(f"/identify alice wrong-{PASSWORD}")
+    line_user.expect("!!! error: invalid password")
+
+    irc = LineClient(server.ports["irc"])
+    token = base64.b64encode(f"\0alice\0wrong-{PASSWORD}".encode()).decode()
+    irc.send("CAP REQ :sasl")
+    irc.send("AUTHENTICATE PLAIN")
+    irc.expect("AUTHENTICATE +")
+    irc.send(f"AUTHENTICATE {token}")
+    irc.expect(" 904 ")
+    # A wrong operator name is a failed check too (no [[operators]] here at all).
+    irc.send("CAP END")
+    irc.send("NICK carol")
+    irc.send("USER carol 0 * :carol")
+    irc.expect(" 001 carol ")
+    irc.send(f"OPER admin {PASSWORD}")
+    irc.expect(" 491 ")
+
+    xmpp = XmppClient(server.ports["xmpp"])
+    assert local(xmpp.auth_plain("alice", f"wrong-{PASSWORD}")) == "failure"
+    xmpp.close()
+
+    assert failures() == {"line": 1, "irc": 2, "xmpp": 1}
+    for client in (line_user, irc):
+        client.close()
+    server.stop()
 
 
 def test_health_command_without_metrics_connects_to_a_listener(tmp_path: Path) -> None:

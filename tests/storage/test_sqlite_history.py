@@ -34,6 +34,14 @@ class HistoryTests(StoreTestCase):
         self.assertEqual(await store.latest("lobby", 1000), batch)
         self.assertEqual(await store.append([]), 0)
 
+    async def test_append_of_many_statements_keeps_order_and_counts_duplicates(self) -> None:
+        # More rows than one INSERT statement takes, with duplicates in several of them.
+        store = await self.open_store()
+        batch = [message(f"m{i}", float(i)) for i in range(300)]
+        self.assertEqual(await store.append(batch[:130]), 130)
+        self.assertEqual(await store.append(batch), 170)
+        self.assertEqual(await store.latest("lobby", 1000), batch)
+
     async def test_append_ignores_duplicate_ids_and_keeps_the_first(self) -> None:
         store = await self.open_store()
         first = message("dup", 1.0, text="first")

@@ -8,7 +8,7 @@ from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.task import Clock
 from zope.interface import implementer
 
-from chatserver.core.accounts import AccountManager
+from chatserver.core.accounts import AccountManager, RegistrationInvite, not_invited
 from chatserver.core.errors import AccountError
 from chatserver.core.events import Message
 from chatserver.core.interfaces import IAccountStore, IHistoryStore, IRoomStore
@@ -24,6 +24,7 @@ class MemoryStore:
         self.accounts: dict[str, AccountRecord] = {}
         self.rooms: dict[str, RoomRecord] = {}
         self.messages: list[Message] = []
+        self.invites: dict[str, RegistrationInvite] = {}
 
     # accounts
     def get_account(self, name: str) -> Deferred:
@@ -49,6 +50,43 @@ class MemoryStore:
 
     def list_accounts(self) -> Deferred:
         return succeed(sorted(self.accounts.values(), key=lambda r: casefold(r.name)))
+
+    # registration invitations, as SqliteStore keeps them
+    def create_invited_account(self, record: AccountRecord, now: float) -> Deferred:
+        key = casefold(record.name)
+        invite = self.invites.get(key)
+        if invite is None or invite.expires_at <= now:
+            return maybeDeferred(_raise, not_invited())
+        if key in self.accounts:
+            return maybeDeferred(_raise, AccountError(AccountError.EXISTS, "exists"))
+        del self.invites[key]
+        self.accounts[key] = record
+        return succeed(None)
+
+    def save_invite(self, invite: RegistrationInvite) -> Deferred:
+        self._purge(invite.created_at)
+        self.invites[casefold(invite.name)] = invite
+        return succeed(None)
+
+    def get_invite(self, name: str, now: float) -> Deferred:
+        invite = self.invites.get(casefold(name))
+        return succeed(invite if invite is not None and invite.expires_at > now else None)
+
+    def delete_invite(self, name: str) -> Deferred:
+        return succeed(self.invites.pop(casefold(name), None) is not None)
+
+    def purge_invites(self, now: float) -> Deferred:
+        return succeed(self._purge(now))
+
+    def list_invites(self, now: float) -> Deferred:
+        self._purge(now)
+        return succeed([self.invites[key] for key in sorted(self.invites)])
+
+    def _purge(self, now: float) -> int:
+        expired = [key for key, invite in self.invites.items() if invite.expires_at <= now]
+        for key in expired:
+            del self.invites[key]
+        return len(expired)
 
     # rooms
     def load_rooms(self) -> Deferred:

@@ -6,11 +6,7 @@ slixmpp runs on an asyncio loop in a thread of its own; each call below waits fo
 
 from __future__ import annotations
 
-import asyncio
 import json
-import queue
-import ssl
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -19,65 +15,32 @@ from typing import Any
 import pytest
 
 from tests.support.server import LineClient, ServerProcess
+from tests.support.xmpp_client import DOMAIN, WAIT, SlixmppClient
 
 pytestmark = pytest.mark.timeout(60)
 
-DOMAIN = "localhost"
 MUC = f"conference.{DOMAIN}"
 ROOM = f"dev@{MUC}"
 PASSWORD = "correct horse"
-WAIT = 5.0
 
 
 def create_account(server: ServerProcess, name: str) -> None:
     server.create_account(name, PASSWORD)
 
 
-class XmppUser:
-    """A slixmpp client logged in and ready; what it receives is queued on ``stanzas``."""
+class XmppUser(SlixmppClient):
+    """A slixmpp client logged in and available; the room events it receives are queued."""
 
     def __init__(self, port: int, name: str) -> None:
-        import slixmpp
-
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.stanzas: queue.Queue[Any] = queue.Queue()
-        self.jid = f"{name}@{DOMAIN}"
-
-        async def start() -> Any:
-            xmpp = slixmpp.ClientXMPP(f"{self.jid}/test", PASSWORD)
-            xmpp.loop = self.loop
-            for plugin in ("xep_0030", "xep_0045", "xep_0199", "xep_0203", "xep_0359"):
-                xmpp.register_plugin(plugin)
-            xmpp.enable_direct_tls = False
-            # The server's certificate is self-signed on first start.
-            xmpp.ssl_context.check_hostname = False
-            xmpp.ssl_context.verify_mode = ssl.CERT_NONE
-            for event in ("groupchat_message", "groupchat_subject", "groupchat_presence"):
-                xmpp.add_event_handler(event, lambda st, e=event: self.stanzas.put((e, st)))
-            started = asyncio.ensure_future(xmpp.wait_until("session_start", WAIT))
-            xmpp.connect("127.0.0.1", port)
-            await started
-            xmpp.send_presence()
-            return xmpp
-
-        self.xmpp = self.call(start())
-
-    def call(self, coro: Any, timeout: float = WAIT) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def do(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run a plain slixmpp call on its loop's thread."""
-
-        async def run() -> Any:
-            return func(*args, **kwargs)
-
-        return self.call(run())
-
-    @property
-    def muc(self) -> Any:
-        return self.xmpp.plugin["xep_0045"]
+        super().__init__(
+            port,
+            f"{name}@{DOMAIN}/test",
+            PASSWORD,
+            plugins=("xep_0030", "xep_0045", "xep_0199", "xep_0203", "xep_0359"),
+            events=("groupchat_message", "groupchat_subject", "groupchat_presence"),
+        )
+        assert self.logged_in, f"{self.jid} could not log in"
+        self.do(self.xmpp.send_presence)
 
     def join(self, room: str, nick: str, **history: Any) -> tuple[Any, Any, list, list]:
         from slixmpp import JID
@@ -86,35 +49,6 @@ class XmppUser:
 
     def say(self, text: str) -> None:
         self.do(self.xmpp.send_message, mto=ROOM, mbody=text, mtype="groupchat")
-
-    def expect(self, kind: str, test: Callable[[Any], bool]) -> Any:
-        deadline = time.monotonic() + WAIT
-        while True:
-            try:
-                event, stanza = self.stanzas.get(timeout=max(deadline - time.monotonic(), 0.01))
-            except queue.Empty:
-                raise AssertionError(f"no {kind} stanza matched") from None
-            if event == kind and test(stanza):
-                return stanza
-
-    def close(self) -> None:
-        async def stop() -> None:
-            try:
-                await asyncio.wait_for(self.xmpp.disconnect(wait=1), 2)
-            except Exception:
-                pass
-            me = asyncio.current_task()
-            tasks = [t for t in asyncio.all_tasks() if t is not me]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-        try:
-            self.call(stop(), timeout=4)
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(3)
-            self.loop.close()
 
 
 class LineUser:
@@ -199,7 +133,7 @@ def test_a_room_shared_by_xmpp_line_and_irc(world: dict[str, Any]) -> None:
 
     # XMPP -> line and IRC.
     alice.say("hello from xmpp")
-    echo = alice.expect("groupchat_message", lambda m: m["body"] == "hello from xmpp")
+    echo = alice.expect_event("groupchat_message", lambda m: m["body"] == "hello from xmpp")
     assert echo["from"] == f"{ROOM}/alice"
     line.expect(type="message", room="dev", text="hello from xmpp", **{"from": "alice"})
     irc.expect("PRIVMSG #dev :hello from xmpp")
@@ -210,31 +144,31 @@ def test_a_room_shared_by_xmpp_line_and_irc(world: dict[str, Any]) -> None:
 
     # IRC and line -> XMPP.
     irc.send("PRIVMSG #dev :hello from irc")
-    got = alice.expect("groupchat_message", lambda m: m["body"] == "hello from irc")
+    got = alice.expect_event("groupchat_message", lambda m: m["body"] == "hello from irc")
     assert got["from"] == f"{ROOM}/ircbob"
     irc.send("PRIVMSG #dev :\x01ACTION waves\x01")
-    alice.expect("groupchat_message", lambda m: m["body"] == "/me waves")
+    alice.expect_event("groupchat_message", lambda m: m["body"] == "/me waves")
     line.cmd(cmd="say", room="dev", text="hello from line")
-    got = alice.expect("groupchat_message", lambda m: m["body"] == "hello from line")
+    got = alice.expect_event("groupchat_message", lambda m: m["body"] == "hello from line")
     assert got["from"] == f"{ROOM}/lina"
 
     # Topic, kick and part from the others, seen in XMPP form.
     line.cmd(cmd="topic", room="dev", text="Release Friday")
-    got = alice.expect("groupchat_subject", lambda m: m["subject"] == "Release Friday")
+    got = alice.expect_event("groupchat_subject", lambda m: m["subject"] == "Release Friday")
     assert got["from"] == f"{ROOM}/lina"
     line.cmd(cmd="kick", room="dev", nick="ircbob", reason="testing")
-    kicked = alice.expect(
+    kicked = alice.expect_event(
         "groupchat_presence",
         lambda p: p["from"].resource == "ircbob" and p["type"] == "unavailable",
     )
     assert "307" in presence_codes(kicked)
     irc.send("JOIN #dev")
-    alice.expect(
+    alice.expect_event(
         "groupchat_presence",
         lambda p: p["from"].resource == "ircbob" and p["type"] != "unavailable",
     )
     irc.send("PART #dev :see you")
-    gone = alice.expect(
+    gone = alice.expect_event(
         "groupchat_presence",
         lambda p: p["from"].resource == "ircbob" and p["type"] == "unavailable",
     )
@@ -252,14 +186,14 @@ def test_an_xmpp_moderator_kicks_and_bans_others(world: dict[str, Any]) -> None:
     assert {"110", "201"} <= presence_codes(me)
     line = world["line"] = LineUser(server.ports["line"], "lina")
     line.cmd(cmd="join", room="dev")
-    alice.expect("groupchat_presence", lambda p: p["from"].resource == "lina")
+    alice.expect_event("groupchat_presence", lambda p: p["from"].resource == "lina")
     alice.do(alice.muc.set_subject, ROOM, "House rules")
     line.expect(type="topic", room="dev", text="House rules", **{"from": "alice"})
     alice.call(alice.muc.set_role(ROOM, "lina", "none", reason="behave"))
     line.expect(type="kick", room="dev", target="lina", reason="behave")
     irc = world["irc"] = IrcUser(server.ports["irc"], "ircbob")
     irc.send("JOIN #dev")
-    alice.expect("groupchat_presence", lambda p: p["from"].resource == "ircbob")
+    alice.expect_event("groupchat_presence", lambda p: p["from"].resource == "ircbob")
     alice.call(alice.muc.set_affiliation(ROOM, "outcast", jid="ircbob@localhost"))
     irc.expect("KICK #dev ircbob")
     irc.send("JOIN #dev")

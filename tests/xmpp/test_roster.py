@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from lxml import etree
@@ -312,6 +313,104 @@ def test_directed_presence(client, account) -> None:
     alice.send("<presence to='bob@localhost/r'><status>psst</status></presence>")
     [p] = bob.received()
     assert p.get("from") == "alice@localhost/r" and p.findtext("status") == "psst"
+
+
+def limit_rosters(factory: Any, limit: int) -> None:
+    # As a reload does: the factory's section is replaced, and every stream sees it at once.
+    factory.config = dataclasses.replace(factory.config, max_roster_items=limit)
+
+
+def error_condition(el: etree._Element) -> tuple[str | None, str]:
+    error = el.find("error")
+    assert el.get("type") == "error" and error is not None, etree.tostring(el)
+    return error.get("type"), etree.QName(error[0]).localname
+
+
+def stored(factory: Any, account: str) -> list[str]:
+    return sorted(factory.roster_store.rosters.get(account, {}))
+
+
+def test_roster_set_past_the_limit_is_refused(client, account, factory) -> None:
+    account("alice")
+    limit_rosters(factory, 2)
+    c = login(client, "alice")
+    for jid in ("a@localhost", "b@localhost"):
+        assert (
+            c.iq("set", f"<query xmlns='{NS_ROSTER}'><item jid='{jid}'/></query>").get("type")
+            == "result"
+        )
+    c.received()
+    reply = c.iq("set", f"<query xmlns='{NS_ROSTER}'><item jid='c@localhost'/></query>")
+    assert error_condition(reply) == ("cancel", "not-allowed")
+    assert reply.findtext("error/{urn:ietf:params:xml:ns:xmpp-stanzas}text") == (
+        "your roster is full (limit 2)"
+    )
+    assert pushes(c.received()) == []
+    assert list(items(c)) == ["a@localhost", "b@localhost"]
+    assert stored(factory, "alice") == ["a@localhost", "b@localhost"]
+    # At the limit an item already there still changes, and a removal makes room.
+    reply = c.iq("set", f"<query xmlns='{NS_ROSTER}'><item jid='a@localhost' name='A'/></query>")
+    assert reply.get("type") == "result"
+    assert items(c)["a@localhost"]["name"] == "A"
+    c.iq(
+        "set", f"<query xmlns='{NS_ROSTER}'><item jid='b@localhost' subscription='remove'/></query>"
+    )
+    reply = c.iq("set", f"<query xmlns='{NS_ROSTER}'><item jid='c@localhost'/></query>")
+    assert reply.get("type") == "result"
+    assert stored(factory, "alice") == ["a@localhost", "c@localhost"]
+
+
+def test_a_subscription_request_from_a_full_roster_is_refused(client, account, factory) -> None:
+    account("alice")
+    account("bob")
+    limit_rosters(factory, 1)
+    alice = login(client, "alice")
+    bob = login(client, "bob")
+    alice.iq("set", f"<query xmlns='{NS_ROSTER}'><item jid='x@localhost'/></query>")
+    alice.received()
+    alice.send("<presence to='bob@localhost' type='subscribe' id='s1'/>")
+    [error] = alice.received()
+    assert error.tag == "presence" and error.get("from") == "bob@localhost"
+    assert error.get("id") == "s1"
+    assert error_condition(error) == ("cancel", "not-allowed")
+    # Nothing was stored on either side, and bob was not asked.
+    assert bob.received() == []
+    assert stored(factory, "alice") == ["x@localhost"]
+    assert stored(factory, "bob") == []
+    # A contact already in the full roster may be asked.
+    alice.iq(
+        "set", f"<query xmlns='{NS_ROSTER}'><item jid='x@localhost' subscription='remove'/></query>"
+    )
+    alice.iq("set", f"<query xmlns='{NS_ROSTER}'><item jid='bob@localhost'/></query>")
+    alice.received()
+    alice.send("<presence to='bob@localhost' type='subscribe'/>")
+    assert pushes(alice.received()) == [("bob@localhost", "none", "subscribe")]
+    assert presences(bob.received()) == [("alice@localhost", "subscribe")]
+
+
+def test_a_request_to_a_full_roster_is_refused(client, account, factory) -> None:
+    account("alice")
+    account("bob")
+    account("carol")
+    limit_rosters(factory, 1)
+    alice = login(client, "alice")
+    carol = login(client, "carol")
+    # Carol's request waits in bob's roster, hidden: it counts all the same.
+    carol.send("<presence to='bob@localhost' type='subscribe'/>")
+    carol.received()
+    assert stored(factory, "bob") == ["carol@localhost"]
+    alice.send("<presence to='bob@localhost' type='subscribe'/>")
+    [error] = alice.received()
+    assert error_condition(error) == ("cancel", "not-allowed")
+    assert error.findtext("error/{urn:ietf:params:xml:ns:xmpp-stanzas}text") == (
+        "the contact's roster is full (limit 1)"
+    )
+    assert stored(factory, "alice") == []
+    assert stored(factory, "bob") == ["carol@localhost"]
+    # Bob answers the request that waited: an update, so the full roster takes it.
+    bob = client().login("bob", "secret1", resource="r")
+    bob.send("<presence to='carol@localhost' type='subscribed'/>")
+    assert items(bob)["carol@localhost"]["subscription"] == "from"
 
 
 class SqliteRosterTests(unittest.TestCase):

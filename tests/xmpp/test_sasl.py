@@ -8,6 +8,7 @@ import pytest
 from lxml import etree
 from scramp import ScramClient
 
+from chatserver.core.bans import ServerBan
 from tests.xmpp.conftest import XmppTestClient
 
 NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
@@ -190,3 +191,30 @@ def test_sasl_after_authentication_is_unsupported(opened) -> None:
         f"<auth xmlns='{NS_SASL}' mechanism='PLAIN'>{b64(chr(0) + 'alice' + chr(0) + 'secret1')}</auth>"
     )
     assert c.stream_error == "unsupported-stanza-type"
+
+
+PLAIN = ("", "alice", "secret1")
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256"])
+def test_a_banned_account_gets_a_stream_error_and_no_success(
+    opened, service, mechanism: str
+) -> None:
+    service.set_config_bans([ServerBan("$a:alice", "abuse", "config")])
+    c = opened()
+    if mechanism == "PLAIN":
+        c.send(f"<auth xmlns='{NS_SASL}' mechanism='PLAIN'>{b64(chr(0).join(PLAIN))}</auth>")
+    else:
+        client = ScramClient([mechanism], "alice", "secret1")
+        challenge = auth(c, mechanism, b64(client.get_client_first()))
+        client.set_server_first(base64.b64decode(challenge.text).decode())
+        c.send(f"<response xmlns='{NS_SASL}'>{b64(client.get_client_final())}</response>")
+    assert c.received() == []  # no <success/>: the stream error is all there is
+    assert c.stream_error == "policy-violation"
+    assert c.stream_error_text == "You are banned from this server: abuse"
+    assert c.closed
+    assert c.conn.account is None and c.conn.core.account is None
+    assert service.find_user("alice") is None
+    # With the ban lifted, the account logs in again.
+    service.set_config_bans([])
+    assert auth(opened(), "PLAIN", b64("\x00alice\x00secret1")).tag == f"{{{NS_SASL}}}success"

@@ -6,11 +6,7 @@ slixmpp runs on an asyncio loop in a thread of its own; each call below waits fo
 
 from __future__ import annotations
 
-import asyncio
-import queue
 import socket
-import ssl
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,12 +14,11 @@ from typing import Any
 import pytest
 
 from tests.support.server import LineClient, ServerProcess
+from tests.support.xmpp_client import DOMAIN, WAIT, SlixmppClient
 
 pytestmark = pytest.mark.timeout(30)
 
-DOMAIN = "localhost"
 PASSWORD = "correct horse"
-WAIT = 5.0
 
 
 def create_accounts(server: ServerProcess, *names: str) -> None:
@@ -31,94 +26,23 @@ def create_accounts(server: ServerProcess, *names: str) -> None:
         server.create_account(name, PASSWORD)
 
 
-class Client:
-    """A slixmpp client, logged in; chat messages and presences it receives are queued."""
+class Client(SlixmppClient):
+    """A slixmpp client, logged in with SCRAM-SHA-256, its roster fetched and its presence
+    sent; chat messages, their errors and presences it receives are queued."""
 
     def __init__(self, port: int, name: str, *, direct_tls: bool = False) -> None:
-        import slixmpp
-
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
-        self.jid = f"{name}@{DOMAIN}"
-
-        async def start() -> Any:
-            xmpp = slixmpp.ClientXMPP(f"{self.jid}/test", PASSWORD, sasl_mech="SCRAM-SHA-256")
-            xmpp.loop = self.loop
-            xmpp.register_plugin("xep_0030")
-            xmpp.register_plugin("xep_0199")
-            xmpp.enable_direct_tls = direct_tls
-            xmpp.enable_starttls = not direct_tls
-            # The server's certificate is self-signed on first start.
-            xmpp.ssl_context.check_hostname = False
-            xmpp.ssl_context.verify_mode = ssl.CERT_NONE
-            xmpp.add_event_handler("message", lambda m: self.events.put(("message", m)))
-            xmpp.add_event_handler("message_error", lambda m: self.events.put(("error", m)))
-            xmpp.add_event_handler("presence", lambda p: self.events.put(("presence", p)))
-            started = asyncio.ensure_future(xmpp.wait_until("session_start", WAIT))
-            xmpp.connect("127.0.0.1", port)
-            await started
-            await xmpp.get_roster()
-            xmpp.send_presence()
-            return xmpp
-
-        self.xmpp = self.call(start())
-
-    def call(self, coro: Any, timeout: float = WAIT) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def do(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run a plain slixmpp call on its loop's thread."""
-
-        async def run() -> Any:
-            return func(*args, **kwargs)
-
-        return self.call(run())
-
-    def wait(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run a slixmpp call that returns a future on the loop's thread, and wait for it."""
-
-        async def run() -> Any:
-            return await func(*args, **kwargs)
-
-        return self.call(run())
-
-    def expect(self, kind: str, test: Callable[[Any], bool]) -> Any:
-        deadline = time.monotonic() + WAIT
-        while True:
-            try:
-                got, stanza = self.events.get(timeout=max(deadline - time.monotonic(), 0.01))
-            except queue.Empty:
-                raise AssertionError(f"no {kind} matched") from None
-            if got == kind and test(stanza):
-                return stanza
-
-    def wait_for(self, test: Callable[[], bool]) -> None:
-        deadline = time.monotonic() + WAIT
-        while not self.do(test):
-            assert time.monotonic() < deadline, "condition not reached"
-            time.sleep(0.05)
-
-    def close(self) -> None:
-        if not self.loop.is_running():
-            return
-
-        async def disconnect() -> None:
-            self.xmpp.disconnect()
-            await asyncio.sleep(0.1)
-            # COMPAT: slixmpp cancels its output task in XMLStream.__del__, which fails once
-            # the garbage collector has closed the loop first; cancel it while the loop runs.
-            task = self.xmpp._run_out_filters
-            if task is not None:
-                task.cancel()
-                self.xmpp._run_out_filters = None
-
-        try:
-            self.call(disconnect(), timeout=3)
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(3)
+        super().__init__(
+            port,
+            f"{name}@{DOMAIN}/test",
+            PASSWORD,
+            plugins=("xep_0030", "xep_0199"),
+            events=("message", "message_error", "presence"),
+            sasl_mech="SCRAM-SHA-256",
+            direct_tls=direct_tls,
+        )
+        assert self.logged_in, f"{self.jid} could not log in"
+        self.wait(self.xmpp.get_roster)
+        self.do(self.xmpp.send_presence)
 
 
 @pytest.fixture
@@ -174,7 +98,7 @@ def test_roster_is_stored_and_subscriptions_complete(connect: Callable[..., Clie
     again = connect("alice")
     item = again.xmpp.client_roster["bob@localhost"]
     assert (item["name"], item["groups"], item["subscription"]) == ("Bob", ["Friends"], "both")
-    bob.expect(
+    bob.expect_event(
         "presence", lambda p: p["from"] == "alice@localhost/test" and p["type"] == "available"
     )
 
@@ -190,7 +114,7 @@ def test_chat_with_a_line_user_and_back(
     alice.do(alice.xmpp.send_message, mto="carol@localhost", mbody="hello carol", mtype="chat")
     assert carol.expect("*alice*") == "*alice* hello carol"
     carol.send("/msg alice hi alice, from line chat")
-    reply = alice.expect("message", lambda m: m["from"].bare == "carol@localhost")
+    reply = alice.expect_event("message", lambda m: m["from"].bare == "carol@localhost")
     assert reply["type"] == "chat"
     assert reply["body"] == "hi alice, from line chat"
     # Carol is gone: the next message bounces with service-unavailable.
@@ -198,7 +122,7 @@ def test_chat_with_a_line_user_and_back(
     carol.close()
     time.sleep(0.2)
     alice.do(alice.xmpp.send_message, mto="carol@localhost", mbody="still there?", mtype="chat")
-    bounce = alice.expect("error", lambda m: m["from"].bare == "carol@localhost")
+    bounce = alice.expect_event("message_error", lambda m: m["from"].bare == "carol@localhost")
     assert bounce["error"]["condition"] == "service-unavailable"
 
 

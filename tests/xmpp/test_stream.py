@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
+from chatserver.core.bans import ServerBan
 from chatserver.core.settings import CoreSettings
 from protocols.xmpp.factory import XmppFactory
 from protocols.xmpp.stanzas import to_bytes
@@ -295,6 +296,22 @@ def test_binding_takes_the_nick_back_from_a_guest(client, account, service, othe
     assert guest.core.user.nick != "alice"
 
 
+def test_a_banned_nick_ends_the_stream_at_bind(client, account, service) -> None:
+    account("alice")
+    # A nick mask: the account logs in, the nick is refused when the user is made.
+    service.set_config_bans([ServerBan("alice!*@*", "pick another name", "config")])
+    c = client()
+    c.open()
+    c.authenticate("alice", "secret1")
+    c.open()
+    c.send(f"<iq type='set' id='b1'><bind xmlns='{NS_BIND}'><resource>r</resource></bind></iq>")
+    assert c.received() == []
+    assert c.stream_error == "policy-violation"
+    assert c.stream_error_text == "You are banned from this server: pick another name"
+    assert c.closed and c.conn.jid is None
+    assert service.find_user("alice") is None
+
+
 def test_stanza_before_auth_is_not_authorized(client) -> None:
     c = client()
     c.open()
@@ -415,7 +432,12 @@ def test_idle_client_is_pinged_then_dropped(client, account, service, xmpp_confi
 
 @pytest.mark.parametrize(
     ("reason", "condition"),
-    [("Server shutting down", "system-shutdown"), ("Killed by oper: spam", "policy-violation")],
+    [
+        ("Server shutting down", "system-shutdown"),
+        ("Killed by oper: spam", "policy-violation"),
+        # A reason's own words do not make a ban look like a shutdown.
+        ("You are banned from this server: shut down your bot", "policy-violation"),
+    ],
 )
 def test_server_side_disconnect(client, account, reason: str, condition: str) -> None:
     account("alice")

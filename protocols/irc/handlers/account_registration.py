@@ -3,7 +3,9 @@
 An account is a registered nick, so the account name must be the client's current nick
 (``*`` stands for it), and registration needs a nick, that is, a completed connection:
 the capability advertises neither ``custom-account-name`` nor ``before-connect``.
-Accounts never wait for verification, so VERIFY has nothing to complete.
+Accounts never wait for verification, so VERIFY has nothing to complete.  Where passwords
+may not be sent (plaintext from another machine), REGISTER fails with UNACCEPTABLE_PASSWORD
+before anything else is looked at.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from chatserver.core.errors import AccountError, BadName, ChatError
+from chatserver.core.errors import AccountError, BadName, Banned, ChatError
 from chatserver.core.names import casefold
 from protocols.irc.caps import Capability, add_capability
 from protocols.irc.commands import command
+from protocols.irc.sasl import refused_by_ban
+from protocols.irc.security import PLAINTEXT_REFUSAL, may_send_passwords, tls_advice
 
 add_capability(Capability("draft/account-registration", None, requires_command="REGISTER"))
 
@@ -38,6 +42,15 @@ def _looks_like_email(text: str) -> bool:
 @command("REGISTER", min_params=3, pre_registration=True)
 def register(conn: Any, msg: Any) -> Deferred[Any] | None:
     account, email, password = msg.params[0], msg.params[1], msg.params[2]
+    if not may_send_passwords(conn):
+        # Refused before anything else is checked: the password is never looked at.
+        conn.fail(
+            "REGISTER",
+            "UNACCEPTABLE_PASSWORD",
+            account,
+            description=tls_advice(conn, PLAINTEXT_REFUSAL.capitalize()),
+        )
+        return None
     if not conn.registered or conn.user is None:
         conn.fail(
             "REGISTER",
@@ -81,7 +94,10 @@ def register(conn: Any, msg: Any) -> Deferred[Any] | None:
 
     def failed(failure: Any) -> None:
         err = failure.value
-        if failure.check(AccountError):
+        if failure.check(Banned):
+            # The core has told the client why and closed the connection: nothing to add.
+            refused_by_ban(conn, err)
+        elif failure.check(AccountError):
             code = _CODES.get(err.code, "TEMPORARILY_UNAVAILABLE")
             conn.fail("REGISTER", code, name, description=err.reason)
         elif failure.check(BadName):

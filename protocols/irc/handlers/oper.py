@@ -16,6 +16,7 @@ from chatserver.passwords import hash_password, verify_password, verify_password
 from protocols.irc import numerics as n
 from protocols.irc.commands import command
 from protocols.irc.handlers.services import PSEUDO_USERS
+from protocols.irc.security import may_send_passwords, tls_advice
 
 # Checked when the name is unknown, so that a wrong name costs as long as a wrong password.
 _DUMMY_HASH = hash_password("not an operator password", n=1 << 14, r=8, p=1)
@@ -29,6 +30,15 @@ def operators_of(conn: Any) -> tuple[Any, ...]:
 @command("OPER", min_params=2)
 def oper(conn: Any, msg: Any) -> Deferred[Any] | None:
     name, password = msg.params[0], msg.params[1]
+    if not may_send_passwords(conn):
+        # Not a failed attempt: the password is not checked, so it does not count either.
+        conn.reply(
+            n.ERR_NOOPERHOST,
+            tls_advice(
+                conn, "Operator passwords are not accepted over plaintext from another machine"
+            ),
+        )
+        return None
     accounts = conn.service.accounts
     if accounts.throttled(None, conn.address):
         conn.reply(n.ERR_PASSWDMISMATCH, "Too many failed attempts; try again later")
@@ -41,10 +51,10 @@ def oper(conn: Any, msg: Any) -> Deferred[Any] | None:
 
     def checked(ok: bool) -> None:
         if entry is None:
-            accounts.record_failure(None, conn.address)
+            accounts.record_failure(None, conn.address, conn.protocol)
             conn.reply(n.ERR_NOOPERHOST, "No operator block for your name")
         elif not ok:
-            accounts.record_failure(None, conn.address)
+            accounts.record_failure(None, conn.address, conn.protocol)
             conn.reply(n.ERR_PASSWDMISMATCH, "Password incorrect")
         elif conn.core is not None and conn.core.user is not None:
             conn.service.grant_oper(conn.core)

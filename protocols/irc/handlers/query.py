@@ -97,7 +97,8 @@ def _is_our_server(conn: Any, name: str) -> bool:
     return conn.service.find_user(name) is not None
 
 
-def _check_server(conn: Any, msg: Any, index: int = 0) -> bool:
+def check_server(conn: Any, msg: Any, index: int = 0) -> bool:
+    """Whether the server parameter at ``index`` (if any) is this server; 402 if not."""
     if len(msg.params) > index and not _is_our_server(conn, msg.params[index]):
         conn.reply(n.ERR_NOSUCHSERVER, msg.params[index], "No such server")
         return False
@@ -333,7 +334,7 @@ def userhost(conn: Any, msg: Any) -> None:
 
 @command("TIME")
 def time_(conn: Any, msg: Any) -> None:
-    if not _check_server(conn, msg):
+    if not check_server(conn, msg):
         return
     now = _now(conn)
     conn.reply(n.RPL_TIME, conn.server_name, str(int(now)), "0", _human_time(now))
@@ -341,7 +342,7 @@ def time_(conn: Any, msg: Any) -> None:
 
 @command("VERSION")
 def version(conn: Any, msg: Any) -> None:
-    if not _check_server(conn, msg):
+    if not check_server(conn, msg):
         return
     conn.reply(n.RPL_VERSION, conn.factory.version, conn.server_name, conn.server.description)
     send_isupport(conn)
@@ -357,7 +358,7 @@ INFO_LINES = (
 
 @command("INFO")
 def info(conn: Any, msg: Any) -> None:
-    if not _check_server(conn, msg):
+    if not check_server(conn, msg):
         return
     for line in INFO_LINES:
         conn.reply(n.RPL_INFO, line)
@@ -368,7 +369,7 @@ def info(conn: Any, msg: Any) -> None:
 
 @command("ADMIN")
 def admin(conn: Any, msg: Any) -> None:
-    if not _check_server(conn, msg):
+    if not check_server(conn, msg):
         return
     conn.reply(n.RPL_ADMINME, conn.server_name, "Administrative info")
     conn.reply(n.RPL_ADMINLOC1, conn.server.description)

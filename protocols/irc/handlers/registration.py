@@ -123,8 +123,11 @@ def try_register(conn: IrcConnection) -> None:
             conn.reply(n.ERR_ERRONEUSNICKNAME, wanted, "Erroneous nickname")
             return
         conn.registered = True
+        conn.factory.connection_registered(conn)
         conn.registration_done()
-        log.info("irc connection {id} registered as {nick}", id=conn.core.id, nick=user.nick)
+        # Debug only: the close line names the nick, and two info lines per connection cost
+        # a busy server a tenth of its registration rate.
+        log.debug("irc connection {id} registered as {nick}", id=conn.core.id, nick=user.nick)
         welcome(conn)
         # Attached to a user already online (same account elsewhere): show its rooms.
         for room in list(user.rooms.values()):
@@ -204,9 +207,9 @@ def send_isupport(conn: IrcConnection) -> None:
 
 def send_lusers(conn: IrcConnection) -> None:
     service = conn.service
-    users = list(service.users)
-    invisible = sum(1 for u in users if "invisible" in u.modes)
-    opers = sum(1 for u in users if "oper" in u.modes)
+    users = service.users
+    invisible = users.mode_count("invisible")
+    opers = users.mode_count("oper")
     total = len(users)
     peak = max(service.max_users_seen, total)
     conn.reply(

@@ -3,6 +3,10 @@
 They hold no state of their own: every command is a call to the chat service, so an account
 registered here is the same account that SASL, XMPP and line chat log in to, and nick
 enforcement is the core's.  Replies are NOTICEs from the pseudo-user.
+
+Commands that carry a password are refused, unread, where passwords may not be sent
+(plaintext from another machine, see :mod:`protocols.irc.security`).  NickServ INVITE and
+UNINVITE let server operators manage registration by invitation.
 """
 
 from __future__ import annotations
@@ -15,10 +19,12 @@ from typing import Any
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 
-from chatserver.core.errors import ChatError
+from chatserver.core.errors import Banned, ChatError
 from chatserver.core.events import ModeItem, Who
 from chatserver.core.names import casefold, is_valid_room
 from protocols.irc.commands import command
+from protocols.irc.sasl import refused_by_ban
+from protocols.irc.security import may_send_passwords, tls_advice
 from protocols.irc.services_registry import service
 
 log = Logger()
@@ -57,6 +63,10 @@ class Usage(Exception):
     """Wrong arguments: the reply is the command's syntax."""
 
 
+class PlaintextPassword(Exception):
+    """A password where passwords may not travel (see :mod:`protocols.irc.security`)."""
+
+
 def _notice_from(pseudo: PseudoUser) -> Callable[[Any], Reply]:
     def bind(conn: Any) -> Reply:
         def reply(text: str) -> None:
@@ -91,6 +101,13 @@ def _run(
     def failed(failure: Any) -> None:
         if failure.check(Usage):
             reply(f"Syntax: {name} {syntax}")
+        elif failure.check(PlaintextPassword):
+            reply(f"{name} refused: {tls_advice(conn)}.")
+            if name == "IDENTIFY":
+                reply("SASL SCRAM-SHA-256 logs you in without sending your password.")
+        elif failure.check(Banned):
+            # The core has told the client why and closed the connection: nothing to add.
+            refused_by_ban(conn, failure.value)
         elif failure.check(ChatError):
             reply(f"{name} failed: {failure.value}")
         else:
@@ -108,6 +125,12 @@ def _need(args: list[str], low: int, high: int | None = None) -> None:
         raise Usage()
 
 
+def _password_allowed(conn: Any) -> None:
+    """Refuse a command that carries a password where one may not be sent, unread."""
+    if not may_send_passwords(conn):
+        raise PlaintextPassword()
+
+
 def _date(ts: float) -> str:
     return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
@@ -122,6 +145,7 @@ def _account_of(conn: Any) -> str | None:
 
 def ns_register(conn: Any, args: list[str], reply: Reply) -> Deferred[Any]:
     _need(args, 1, 2)
+    _password_allowed(conn)
     email = args[1] if len(args) > 1 else None
     d = conn.service.register(conn.core, args[0], email)
     d.addCallback(lambda record: reply(f"Account {record.name} registered; you are now logged in."))
@@ -130,6 +154,7 @@ def ns_register(conn: Any, args: list[str], reply: Reply) -> Deferred[Any]:
 
 def ns_identify(conn: Any, args: list[str], reply: Reply) -> Deferred[Any]:
     _need(args, 1, 2)
+    _password_allowed(conn)
     account, password = (args[0], args[1]) if len(args) == 2 else (None, args[0])
     d = conn.service.identify(conn.core, password, account)
     d.addCallback(lambda _: reply(f"You are now logged in as {_account_of(conn)}."))
@@ -145,6 +170,7 @@ def ns_logout(conn: Any, args: list[str], reply: Reply) -> None:
 
 def ns_drop(conn: Any, args: list[str], reply: Reply) -> Deferred[Any]:
     _need(args, 1, 1)
+    _password_allowed(conn)
     account = _account_of(conn)
     d = conn.service.drop(conn.core, args[0])
     d.addCallback(lambda _: reply(f"Account {account} has been dropped."))
@@ -177,6 +203,7 @@ def ns_info(conn: Any, args: list[str], reply: Reply) -> Deferred[Any]:
 def ns_set(conn: Any, args: list[str], reply: Reply) -> Deferred[Any]:
     if not args or args[0].upper() != "PASSWORD" or len(args) != 3:
         raise Usage()
+    _password_allowed(conn)
     d = conn.service.change_password(conn.core, args[1], args[2])
     d.addCallback(lambda _: reply("Your password has been changed."))
     return d
@@ -187,6 +214,8 @@ def _claim(conn: Any, args: list[str], reply: Reply, regain: bool) -> Deferred[A
     nick = args[0]
     if casefold(nick) == casefold(conn.nick):
         raise ChatError("that is your own nick")
+    if len(args) == 2:
+        _password_allowed(conn)
     if len(args) == 2 and casefold(_account_of(conn) or "") != casefold(nick):
         d = conn.service.identify(conn.core, args[1], nick)
     else:
@@ -215,6 +244,46 @@ def ns_regain(conn: Any, args: list[str], reply: Reply) -> Deferred[Any]:
     return _claim(conn, args, reply, regain=True)
 
 
+# What an invitation means while registration is not by invitation.
+_INVITE_NOTES = {
+    "open": "Registration is open on this server: anyone may register any free nick anyway.",
+    "closed": 'Registration is closed on this server: the invitation counts once it is "invite".',
+}
+
+
+def ns_invite(conn: Any, args: list[str], reply: Reply) -> Deferred[Any]:
+    _need(args, 1, 2)
+    name = args[0]
+    if len(args) == 1:
+        d = conn.service.invite_registration(conn.core, name)
+    else:
+        try:
+            days = float(args[1])
+        except ValueError:
+            raise ChatError("days must be a number, such as 7 or 0.5") from None
+        d = conn.service.invite_registration(conn.core, name, days)
+
+    def invited(expires_at: float) -> None:
+        reply(f"{name} may be registered once, until {_date(expires_at)}.")
+        note = _INVITE_NOTES.get(conn.service.settings.registration)
+        if note is not None:
+            reply(note)
+
+    return d.addCallback(invited)
+
+
+def ns_uninvite(conn: Any, args: list[str], reply: Reply) -> Deferred[Any]:
+    _need(args, 1, 1)
+    name = args[0]
+
+    def withdrawn(existed: bool) -> None:
+        if not existed:
+            raise ChatError(f"{name} has no invitation to register")
+        reply(f"The invitation to register {name} is withdrawn.")
+
+    return conn.service.uninvite_registration(conn.core, name).addCallback(withdrawn)
+
+
 NICKSERV_COMMANDS: dict[str, tuple[SubHandler, str]] = {
     "REGISTER": (ns_register, "<password> [email]"),
     "IDENTIFY": (ns_identify, "[account] <password>"),
@@ -224,6 +293,8 @@ NICKSERV_COMMANDS: dict[str, tuple[SubHandler, str]] = {
     "SET": (ns_set, "PASSWORD <current password> <new password>"),
     "GHOST": (ns_ghost, "<nick> [password]"),
     "REGAIN": (ns_regain, "<nick> [password]"),
+    "INVITE": (ns_invite, "<nick> [days]"),
+    "UNINVITE": (ns_uninvite, "<nick>"),
 }
 
 

@@ -1,0 +1,88 @@
+"""Writing a client's output: straight to its socket when nothing is queued, and measuring
+what it has left unread.
+
+Twisted's ``transport.write`` always queues the bytes and asks the reactor to watch the
+socket until it is writable, then to stop watching it: two ``epoll_ctl`` calls and a trip
+through the reactor for every burst of output.  A client that reads keeps its socket buffer
+nearly empty, so the kernel takes the bytes at once: sending them straight away costs one
+system call and is no later.  Whatever the kernel does not take is queued the usual way,
+behind which every later write waits, so the order of the output never changes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import tcp
+
+
+def unsent_bytes(transport: Any) -> int | None:
+    """Bytes a TCP (or TLS-over-TCP) transport holds and has not sent; None if it can't say."""
+    try:
+        return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+    except (AttributeError, TypeError):
+        return None
+
+
+def write(transport: Any, data: bytes) -> None:
+    """Send ``data`` now if the transport has nothing queued; queue what the kernel leaves."""
+    # Only a plain TCP connection: a TLS wrapper passes unknown attributes through to the TCP
+    # connection under it, whose socket would then get the bytes unencrypted.
+    if (
+        __import__("os").environ.get("XX_NODIRECT")
+        or not isinstance(transport, tcp.Connection)
+        or transport.TLS
+        or not transport.connected
+        or transport.disconnecting
+        or transport._tempDataLen
+        or len(transport.dataBuffer) != transport.offset
+    ):
+        transport.write(data)
+        return
+    sock = transport.socket
+    try:
+        sent = sock.send(data)
+    except BlockingIOError:
+        sent = 0
+    except OSError:
+        # The connection is failing: the transport's own write path notices and reports it.
+        transport.write(data)
+        return
+    if sent < len(data):
+        transport.write(data[sent:])
+
+
+def over_limit(transport: Any, size: int, limit: int, counted_while_paused: int | None) -> bool:
+    """Whether writing ``size`` more bytes would leave more than ``limit`` unread.
+
+    What the socket really still holds is the measure where the transport tells it.  Other
+    transports only say "paused" (and say it again on every write while full), so for them
+    the caller counts what it wrote since the first pause: ``counted_while_paused`` (None
+    while not paused).
+    """
+    unsent = unsent_bytes(transport)
+    if unsent is not None:
+        return unsent + size > limit
+    return counted_while_paused is not None and counted_while_paused > limit
+
+
+# Seconds a closed connection keeps reading (and dropping) what its client still sends.
+LINGER_SECONDS = 2.0
+
+
+def close_gently(transport: Any, clock: Any, linger: float = LINGER_SECONDS) -> None:
+    """Close once everything written is sent, without a reset destroying the goodbye.
+
+    Closing a socket that still has unread input makes the kernel answer with a reset, and a
+    reset makes the client's kernel throw away what it received but its program has not read
+    yet: often the very error that says why.  A flooding client always has input in flight.
+    So stop writing once the queue is sent (a FIN after the last byte), keep reading and
+    dropping what still comes (the protocol ignores input once closing), and close when the
+    client does or after ``linger`` seconds.
+    """
+    if not isinstance(transport, tcp.Connection) or transport.TLS:
+        # Twisted's TLS half-close fails when the peer's close_notify then arrives.
+        transport.loseConnection()
+        return
+    transport.loseWriteConnection()
+    clock.callLater(linger, transport.loseConnection)
