@@ -29,8 +29,7 @@ def write(transport: Any, data: bytes) -> None:
     # Only a plain TCP connection: a TLS wrapper passes unknown attributes through to the TCP
     # connection under it, whose socket would then get the bytes unencrypted.
     if (
-        __import__("os").environ.get("XX_NODIRECT")
-        or not isinstance(transport, tcp.Connection)
+        not isinstance(transport, tcp.Connection)
         or transport.TLS
         or not transport.connected
         or transport.disconnecting
