@@ -91,7 +91,11 @@ class ChatService:
         room_store: Any,
         history_store: Any,
         ban_store: Any = None,
+        end_of_turn: Callable[[Callable[[], None]], object] | None = None,
     ) -> None:
+        """``end_of_turn(f)`` must call ``f`` once the reactor has handled every connection
+        that is ready in this turn (``reactor.callLater(0, f)`` does).  Without it, room
+        messages are delivered at the end of each read instead (what unit tests see)."""
         self.settings = settings
         self.clock = clock
         self.accounts = accounts
@@ -134,10 +138,13 @@ class ChatService:
         self._flush_call: Any = None
         self._flushing: Deferred | None = None
         self._stopping = False
-        # Room messages said while a connection's input is being handled (see batch()): their
-        # delivery to the other members waits for the end of that input, one write per member.
+        # Room messages said while connections' input is being handled (see batch()): their
+        # delivery to the other members waits for the end of the reactor turn (or of the read,
+        # without ``end_of_turn``), one write per member.
         self._batch_depth = 0
-        self._batched: dict[Room, list[Message]] = {}
+        self._batched: dict[Room, _PendingRoom] = {}
+        self._end_of_turn = end_of_turn
+        self._flush_scheduled = False
         # Called with every Presence event (a nick online or offline) and every Away event,
         # for notify lists such as IRC MONITOR and XMPP rosters; an observer must ignore the
         # event types it does not know, and must not raise or block.
@@ -1352,24 +1359,35 @@ class ChatService:
         """Handle one read of a connection's input inside this.
 
         Room messages said meanwhile reach their sender at once (so an IRC label or echo
-        stays with its command), and every other member once at the end, as one
-        :class:`MessageBatch` per room: a client that pipelines K messages costs each member
-        one write, not K.  Any other event flushes the batch first, so order is kept.
+        stays with its command), and every other member at the end of the reactor turn, as
+        one :class:`MessageBatch` per room: the messages of every connection read in the turn
+        cost each member one write, not one per message.  Any other event flushes the
+        batches first, so order is kept.
         """
         self._batch_depth += 1
         try:
             yield
         finally:
             self._batch_depth -= 1
-            if not self._batch_depth and self._batched:
+            if not self._batch_depth and self._batched and self._end_of_turn is None:
                 self._flush_batches()
 
     def _batch_message(self, room: Room, msg: Message) -> None:
         pending = self._batched.get(room)
         if pending is None:
-            pending = self._batched[room] = []
-        pending.append(msg)
+            pending = self._batched[room] = _PendingRoom()
+            if self._end_of_turn is not None and not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._end_of_turn(self._flush_turn)
         origin = msg.origin
+        key = id(origin)
+        had = pending.delivered.get(key, 0)
+        if had < len(pending.messages):
+            # What the room said earlier in this turn comes before the sender's own copy, for
+            # the sender as for everyone else.
+            self._deliver_rest(origin, pending.messages, had)
+        pending.messages.append(msg)
+        pending.delivered[key] = len(pending.messages)
         self.stats["deliveries"] += 1
         protocol = getattr(origin, "protocol", "?")
         self.deliveries_by_protocol[protocol] = self.deliveries_by_protocol.get(protocol, 0) + 1
@@ -1378,22 +1396,23 @@ class ChatService:
         except Exception:
             self._delivery_failed(msg, origin)
 
+    def _flush_turn(self) -> None:
+        self._flush_scheduled = False
+        if self._batched:
+            self._flush_batches()
+
     def _flush_batches(self) -> None:
         batched, self._batched = self._batched, {}
         by_protocol = self.deliveries_by_protocol
-        for room, messages in batched.items():
+        for room, pending in batched.items():
+            messages = pending.messages
+            delivered = pending.delivered
             batch = MessageBatch(messages=tuple(messages))
-            origins = {id(m.origin) for m in messages}
-            sent = 0
             for client in room.clients():
-                if id(client) in origins:
-                    # It has had its own; anything else in the batch it gets one by one.
-                    for msg in messages:
-                        if msg.origin is not client:
-                            self._deliver_one(client, msg)
-                            sent += 1
+                had = delivered.get(id(client), 0)
+                if had:
+                    self._deliver_rest(client, messages, had)
                     continue
-                sent += len(messages)
                 deliver_batch = getattr(client, "deliver_batch", None)
                 try:
                     if deliver_batch is not None:
@@ -1403,13 +1422,31 @@ class ChatService:
                             client.deliver(msg)
                 except Exception:
                     self._delivery_failed(messages[0], client)
-            self.stats["deliveries"] += sent
+            # Every member gets every message once (its sender its own copy, counted when it
+            # was delivered): the room's fan-out counts say how many by protocol.
+            sent = 0
             for protocol, n in room.fanout():
+                sent += n
                 by_protocol[protocol] = by_protocol.get(protocol, 0) + n * len(messages)
+            self.stats["deliveries"] += (sent - 1) * len(messages)
             for msg in messages:
-                # Each sender's own copy was counted when it was delivered.
                 protocol = getattr(msg.origin, "protocol", "?")
                 by_protocol[protocol] -= 1
+
+    def _deliver_rest(self, client: Any, messages: list[Message], start: int) -> None:
+        """The messages from ``start`` on that ``client`` did not send itself."""
+        rest = tuple(m for m in messages[start:] if m.origin is not client)
+        if not rest:
+            return
+        deliver_batch = getattr(client, "deliver_batch", None)
+        try:
+            if deliver_batch is not None:
+                deliver_batch(MessageBatch(messages=rest))
+            else:
+                for msg in rest:
+                    client.deliver(msg)
+        except Exception:
+            self._delivery_failed(rest[0], client)
 
     def _deliver_one(self, client: Any, event: Event) -> None:
         try:
@@ -1455,6 +1492,17 @@ class ChatService:
         self.log.failure(
             "delivering {event} to {client}", event=type(event).__name__, client=client
         )
+
+
+class _PendingRoom:
+    """A room's messages waiting for the end of the turn, and how many of them each
+    sender's connection already has (its own, and what came before it)."""
+
+    __slots__ = ("delivered", "messages")
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self.delivered: dict[int, int] = {}
 
 
 def _unique(first: Iterable[Any], second: Iterable[Any]) -> list[Any]:

@@ -82,8 +82,9 @@ class User:
         self.away: str | None = None
         self.connections: list[Connection] = []
         self.rooms: dict[str, Room] = {}
-        # User modes by core name: 'invisible', 'wallops', 'bot', 'oper'.
-        self.modes: set[str] = set()
+        # User modes by core name: 'invisible', 'wallops', 'bot', 'oper'.  Replaced, never
+        # changed in place (NickTable.set_mode), so that most users share the empty one.
+        self.modes: frozenset[str] = _NO_MODES
         self.created_at = now
         self.last_active = now
         self.enforce_timer: Any = None
@@ -120,6 +121,9 @@ class User:
         return f"<User {self.nick}>"
 
 
+_NO_MODES: frozenset[str] = frozenset()
+
+
 class NickTable:
     """Online users by folded nick, with how many of them have each user mode.
 
@@ -148,7 +152,7 @@ class NickTable:
         """Give or take one of ``user``'s modes; whether it changed."""
         if (mode in user.modes) == on:
             return False
-        (user.modes.add if on else user.modes.discard)(mode)
+        user.modes = user.modes | {mode} if on else user.modes - {mode}
         if self._by_key.get(user.key) is user:
             self._count((mode,), 1 if on else -1)
         return True

@@ -17,7 +17,6 @@ write, which is too late for the reasoning above, and ``executescript`` would co
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import sqlite3
@@ -64,7 +63,7 @@ def _configure_connection(conn: sqlite3.Connection) -> None:
     conn.isolation_level = None  # we issue BEGIN/COMMIT ourselves, see the module docstring
     # First, so that the journal_mode switch below also waits for a busy lock.
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
-    (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+    (mode,) = _switch_to_wal(conn)
     if mode.lower() != "wal":
         # Some filesystems (network mounts) cannot hold the shared-memory index WAL needs.
         # The store still works, but readers and the writer block each other.
@@ -76,6 +75,23 @@ def _configure_connection(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA synchronous = NORMAL")
     # Off by default in SQLite and per connection: without it ON DELETE CASCADE does nothing.
     conn.execute("PRAGMA foreign_keys = ON")
+
+
+def _switch_to_wal(conn: sqlite3.Connection) -> tuple[str]:
+    """``PRAGMA journal_mode = WAL``, retried while another process holds the lock.
+
+    The switch on a new file takes an exclusive lock without calling the busy handler, so
+    a server and a CLI command opening a fresh database together can see "locked" at once.
+    This runs in the store's thread, where waiting blocks nothing else.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            return conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 @contextlib.contextmanager
@@ -402,25 +418,28 @@ def _delete_room(cur: sqlite3.Cursor, name: str) -> bool:
 
 
 # Rows per INSERT statement when appending history: one statement of many rows costs SQLite
-# (and the GIL hand-over around each step) far less than one step per row.
-_APPEND_CHUNK = 128
+# (and the GIL hand-over around each step) far less than one step per row.  Only these few
+# sizes, so that the connection's statement cache holds three prepared statements, not one
+# per batch size.
+_APPEND_SIZES = (64, 8, 1)
 _ROW_PLACEHOLDERS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-
-
-@functools.lru_cache(maxsize=_APPEND_CHUNK)
-def _append_sql(rows: int) -> str:
-    return f"INSERT OR IGNORE INTO history ({_MESSAGE_COLUMNS}) VALUES " + ", ".join(
-        [_ROW_PLACEHOLDERS] * rows
-    )
+_APPEND_SQL = {
+    size: f"INSERT OR IGNORE INTO history ({_MESSAGE_COLUMNS}) VALUES "
+    + ", ".join([_ROW_PLACEHOLDERS] * size)
+    for size in _APPEND_SIZES
+}
 
 
 def _append(cur: sqlite3.Cursor, messages: Sequence[Message]) -> int:
     stored = 0
-    for start in range(0, len(messages), _APPEND_CHUNK):
-        chunk = messages[start : start + _APPEND_CHUNK]
-        values = [value for msg in chunk for value in _message_row(msg)]
-        cur.execute(_append_sql(len(chunk)), values)
-        stored += cur.rowcount
+    start = 0
+    for size in _APPEND_SIZES:
+        sql = _APPEND_SQL[size]
+        while len(messages) - start >= size:
+            chunk = messages[start : start + size]
+            cur.execute(sql, [value for msg in chunk for value in _message_row(msg)])
+            stored += cur.rowcount
+            start += size
     return stored
 
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import ipaddress
 import itertools
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IPushProducer, ISSLTransport
@@ -83,6 +84,10 @@ COMMAND_COSTS: dict[str, float] = {
 }
 
 
+# Caps are replaced as a whole (set_caps), never changed in place: one empty set serves all.
+_NO_CAPS: frozenset[str] = frozenset()
+
+
 @implementer(IChatClient, IPushProducer)
 class IrcConnection(Protocol):
     """The twisted Protocol of one IRC client and the IChatClient the core talks to.
@@ -94,6 +99,51 @@ class IrcConnection(Protocol):
 
     protocol = "irc"
 
+    # Slots: an idle connection is mostly this object, and ten thousand of them add up.
+    __slots__ = (
+        "_awaiting_pong",
+        "_batch_ids",
+        "_busy",
+        "_connected_at",
+        "_discarding",
+        "_drain_call",
+        "_held",
+        "_inbuf",
+        "_label",
+        "_last_seen",
+        "_lost",
+        "_out",
+        "_paused",
+        "_paused_bytes",
+        "_pending",
+        "_ping_call",
+        "account_numerics_sent",
+        "address",
+        "bucket",
+        "cap_bits",
+        "cap_negotiating",
+        "cap_version",
+        "caps",
+        "clock",
+        "closing",
+        "config",
+        "core",
+        "factory",
+        "ident",
+        "in_command",
+        "password",
+        "pending_nick",
+        "quit_reason",
+        "realname",
+        "registered",
+        "sasl",
+        "server",
+        "server_name",
+        "service",
+        "services",
+        "tls",
+    )
+
     def __init__(self, factory: IrcFactory) -> None:
         self.factory = factory
         self.service = factory.service
@@ -104,7 +154,7 @@ class IrcConnection(Protocol):
         self.core: Connection | None = None
         self.address = ""
         self.tls = False
-        self.caps: set[str] = set()
+        self.caps: AbstractSet[str] = _NO_CAPS
         self.cap_bits = 0
         self.cap_version = 0
         self.cap_negotiating = False
@@ -123,7 +173,8 @@ class IrcConnection(Protocol):
         # Framing and flood control.
         self._inbuf = b""
         self._discarding = False
-        self._pending: deque[IrcMessage | ParseError] = deque()
+        # Parsed lines waiting their turn; made when the first line comes, dropped when empty.
+        self._pending: deque[IrcMessage | ParseError] | None = None
         self._busy = False
         self._drain_call: Any = None
         self.bucket: TokenBucket | None = None
@@ -134,13 +185,13 @@ class IrcConnection(Protocol):
         self._held: list[bytes] | None = None
         self._paused = False
         self._paused_bytes = 0
-        self._batch_ids = itertools.count(1)
+        self._batch_ids: Iterator[int] | None = None
         # Timers.
         self._last_seen = 0.0
         # A PING went out and nothing has come in since.
         self._awaiting_pong = False
         self._ping_call: Any = None
-        self._reg_call: Any = None
+        self._connected_at = 0.0
         self._lost = False
 
     # -- identity ---------------------------------------------------------------------------
@@ -215,20 +266,21 @@ class IrcConnection(Protocol):
             address=self.address,
             tls=" (TLS)" if self.tls else "",
         )
-        self._reg_call = self.clock.callLater(
-            config.registration_timeout, self._registration_timeout
+        # One timer per connection, for the registration deadline and then for pings.
+        self._connected_at = now
+        self._ping_call = self.clock.callLater(
+            min(config.registration_timeout, config.ping_interval), self._check_idle
         )
-        self._ping_call = self.clock.callLater(config.ping_interval, self._check_idle)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         if self._lost:
             return
         self._lost = True
         self.closing = True
-        for call in (self._reg_call, self._ping_call, self._drain_call):
+        for call in (self._ping_call, self._drain_call):
             if call is not None and call.active():
                 call.cancel()
-        self._pending.clear()
+        self._pending = None
         self.factory.connection_closed(self)
         if self.sasl is not None:
             self.sasl = None
@@ -275,24 +327,24 @@ class IrcConnection(Protocol):
             else:
                 output.close_gently(transport, self.clock)
 
-    def _registration_timeout(self) -> None:
-        self._reg_call = None
-        if not self.registered:
-            self.disconnect("Registration timed out")
-
     def registration_done(self) -> None:
-        """Called once the welcome burst is sent."""
-        if self._reg_call is not None and self._reg_call.active():
-            self._reg_call.cancel()
-        self._reg_call = None
+        """Called once the welcome burst is sent (the idle timer stops checking the
+        registration deadline by itself)."""
 
     def _check_idle(self) -> None:
-        """Probe an idle client with PING; close it when nothing comes back in time."""
+        """Close a client that has not registered in time; probe an idle client with PING,
+        and close it when nothing comes back in time."""
         self._ping_call = None
         if self.closing:
             return
         now = self.clock.seconds()
         config = self.config
+        registration_left = 0.0
+        if not self.registered:
+            registration_left = self._connected_at + config.registration_timeout - now
+            if registration_left <= 0:
+                self.disconnect("Registration timed out")
+                return
         if self._awaiting_pong:
             self.disconnect(f"Ping timeout: {int(now - self._last_seen)} seconds")
             return
@@ -303,6 +355,8 @@ class IrcConnection(Protocol):
             delay = config.ping_timeout
         else:
             delay = config.ping_interval - idle
+        if registration_left > 0:
+            delay = min(delay, registration_left)
         self._ping_call = self.clock.callLater(delay, self._check_idle)
 
     # -- input ------------------------------------------------------------------------------
@@ -321,39 +375,47 @@ class IrcConnection(Protocol):
         lines = buffer.split(b"\n")
         self._inbuf = lines.pop()
         max_body = self.config.max_line_bytes - 2
+        pending = self._pending
+        if pending is None and lines:
+            pending = self._pending = deque()
         for raw in lines:
+            assert pending is not None
             if self._discarding:
                 # The end of a line already too long to keep: it was dropped as it came.
                 self._discarding = False
-                self._pending.append(ParseError("too_long", "line is too long"))
+                pending.append(ParseError("too_long", "line is too long"))
                 continue
             if raw.endswith(b"\r"):
                 raw = raw[:-1]
             try:
-                self._pending.append(parse(raw, max_body=max_body))
+                pending.append(parse(raw, max_body=max_body))
             except ParseError as err:
                 if err.code not in ("empty", "no_command"):
-                    self._pending.append(err)
+                    pending.append(err)
         if len(self._inbuf) > self._max_line:
             # Never hold more than one line's worth: drop the rest of it as it arrives.
             self._inbuf = b""
             self._discarding = True
-        if len(self._pending) > self.config.flood_max_queue:
-            self._excess_flood()
+        if pending is None:
             return
         with self.service.batch():
             self._process()
+        # What is still waiting (past the flood budget, or behind a command that waits on
+        # the database) is what counts: with flood control off a read of many lines is fine.
+        if self._pending is not None and len(self._pending) > self.config.flood_max_queue:
+            self._excess_flood()
 
     def _excess_flood(self) -> None:
         log.info("irc connection from {address} closed: excess flood", address=self.address)
-        self._pending.clear()
+        self._pending = None
         self._close(
             "Excess Flood", "Closing Link: " + self._link_name() + " (Excess Flood)", abort=False
         )
 
     def _process(self) -> None:
         """Run queued lines while the budget allows and no command is waiting on a Deferred."""
-        while self._pending and not self._busy and not self.closing:
+        pending = self._pending
+        while pending and not self._busy and not self.closing:
             bucket = self.bucket
             now = self.clock.seconds()
             if bucket is not None and bucket.level(now) < 1.0:
@@ -362,7 +424,7 @@ class IrcConnection(Protocol):
                     delay = bucket.wait_time(now, 1.0)
                     self._drain_call = self.clock.callLater(delay, self._drain)
                 return
-            item = self._pending.popleft()
+            item = pending.popleft()
             if bucket is not None:
                 cost = 1.0 if isinstance(item, ParseError) else COMMAND_COSTS.get(item.command, 1.0)
                 bucket.force(now, cost)
@@ -370,6 +432,9 @@ class IrcConnection(Protocol):
                 self._bad_line(item)
             else:
                 self._run(item)
+        if not pending and self._pending is pending:
+            # An idle connection keeps no queue.
+            self._pending = None
 
     def _drain(self) -> None:
         self._drain_call = None
@@ -552,6 +617,8 @@ class IrcConnection(Protocol):
 
     def new_batch_id(self) -> str:
         """A batch reference unique on this connection."""
+        if self._batch_ids is None:
+            self._batch_ids = itertools.count(1)
         return f"{self.core.id if self.core else 0:x}b{next(self._batch_ids):x}"
 
     def start_batch(self, kind: str, *params: str) -> str | None:

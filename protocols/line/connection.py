@@ -12,7 +12,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatserver.core.errors import LimitExceeded
-from chatserver.core.events import Event, Join, Kick, Message, NickChange, Part
+from chatserver.core.events import Event, Join, Kick, Message, MessageBatch, NickChange, Part
 from chatserver.core.interfaces import IChatClient
 from chatserver.core.limits import TokenBucket
 from chatserver.core.names import casefold
@@ -62,6 +62,35 @@ class LineConnection(Protocol):
 
     log = Logger()
     protocol = "line"
+    # While a batch is rendered: its pieces, written as one.
+    _cork: list[bytes] | None = None
+    # Slots: an idle connection is mostly this object, and ten thousand of them add up.
+    __slots__ = (
+        "_backlog",
+        "_bucket",
+        "_by_server",
+        "_closing",
+        "_current",
+        "_flooding",
+        "_framer",
+        "_idle_call",
+        "_last_rx",
+        "_negotiated",
+        "_paused",
+        "_probe_mark",
+        "_quit_reason",
+        "_received",
+        "_warnings",
+        "address",
+        "clock",
+        "conn",
+        "factory",
+        "mode",
+        "nick",
+        "secure",
+        "service",
+        "tls",
+    )
 
     def __init__(self, factory: LineFactory) -> None:
         self.factory = factory
@@ -88,7 +117,8 @@ class LineConnection(Protocol):
         self._closing = False
         self._quit_reason: str | None = None
         self._by_server = False
-        self._negotiated: set[tuple[int, int]] = set()
+        # Telnet options already refused (made when a client first asks for one).
+        self._negotiated: set[tuple[int, int]] | None = None
         self._paused = False
         self._backlog = 0
 
@@ -207,6 +237,9 @@ class LineConnection(Protocol):
         transport: Any = self.transport
         if self._closing or transport is None:
             return
+        if self._cork is not None:
+            self._cork.append(data)
+            return
         if self._paused:
             self._backlog += len(data)
         if output.over_limit(
@@ -227,7 +260,11 @@ class LineConnection(Protocol):
         # We support no telnet option: refuse each one asked for, once (RFC 854 forbids
         # answering a refusal, so this cannot loop).
         key = (item.command, item.option)
-        if item.command not in (DO, WILL) or key in self._negotiated:
+        if item.command not in (DO, WILL):
+            return
+        if self._negotiated is None:
+            self._negotiated = set()
+        elif key in self._negotiated:
             return
         self._negotiated.add(key)
         answer = WONT if item.command == DO else DONT
@@ -298,6 +335,17 @@ class LineConnection(Protocol):
         self._arm_idle(self.config.ping_timeout)
 
     # -- IChatClient -----------------------------------------------------------------------
+
+    def deliver_batch(self, batch: MessageBatch) -> None:
+        """A room's messages of one reactor turn: rendered one by one, written at once."""
+        self._cork = []
+        try:
+            for msg in batch.messages:
+                self.deliver(msg)
+        finally:
+            out, self._cork = self._cork, None
+        if out:
+            self._write(b"".join(out))
 
     def deliver(self, event: Event) -> None:
         if self._closing:

@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatserver.core.errors import Banned, LimitExceeded
+from chatserver.core.events import MessageBatch
 from chatserver.core.interfaces import IChatClient
 from chatserver.core.limits import TokenBucket
 from protocols import output
@@ -81,6 +82,8 @@ class XmppConnection(Protocol):
     """
 
     protocol = "xmpp"
+    # While a batch is rendered: its stanzas, written as one.
+    _cork: list[bytes] | None = None
 
     def __init__(self, factory: XmppFactory) -> None:
         self.factory = factory
@@ -143,6 +146,9 @@ class XmppConnection(Protocol):
             return
         if not isinstance(data, bytes):
             data = stanzas.to_bytes(data)
+        if self._cork is not None:
+            self._cork.append(data)
+            return
         if self._paused:
             self._backlog += len(data)
         if output.over_limit(
@@ -214,6 +220,19 @@ class XmppConnection(Protocol):
         if self.state != BOUND:
             return
         render.deliver(self, event)
+
+    def deliver_batch(self, batch: MessageBatch) -> None:
+        """A room's messages of one reactor turn: rendered one by one, written at once."""
+        if self.state != BOUND:
+            return
+        self._cork = []
+        try:
+            for msg in batch.messages:
+                render.deliver(self, msg)
+        finally:
+            out, self._cork = self._cork, None
+        if out:
+            self.send(b"".join(out))
 
     def disconnect(self, reason: str) -> None:
         # After a colon come someone's own words (a ban's or a kill's reason): "shut up" there

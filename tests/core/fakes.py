@@ -18,10 +18,16 @@ class FakeClient:
         self.address = address
         self.secure = secure
         self.events: list[Any] = []
+        # Each MessageBatch as it came (its messages are in ``events`` too).
+        self.batches: list[Any] = []
         self.disconnected: str | None = None
 
     def deliver(self, event: Any) -> None:
         self.events.append(event)
+
+    def deliver_batch(self, batch: Any) -> None:
+        self.batches.append(batch)
+        self.events.extend(batch.messages)
 
     def disconnect(self, reason: str) -> None:
         self.disconnected = reason

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -616,6 +617,52 @@ def test_batches_from_two_senders_keep_each_senders_copy_single(service: ChatSer
         service.say(ca, room="r", text="from a")
         with service.batch():  # nested: flushed by the outermost only
             service.say(cb, room="r", text="from b")
-        assert len(b.of(Message)) == 1
+        # b said its message after a's: it gets a's first, then its own copy, as everyone does.
+        assert [m.text for m in b.of(Message)] == ["from a", "from b"]
+        assert [m.text for m in a.of(Message)] == ["from a"]
     assert [m.text for m in a.of(Message)] == ["from a", "from b"]
-    assert [m.text for m in b.of(Message)] == ["from b", "from a"]
+    assert [m.text for m in b.of(Message)] == ["from a", "from b"]
+
+
+def test_room_messages_of_one_turn_reach_each_member_in_one_batch_in_order() -> None:
+    turn_ends: list[Callable[[], None]] = []
+    service = make_service(end_of_turn=turn_ends.append)
+    a, ca = user(service, "a")
+    b, cb = user(service, "b")
+    c, cc = user(service, "c")
+    for conn in (ca, cb, cc):
+        service.join(conn, "r")
+    for fake in (a, b, c):
+        fake.events.clear()
+    before = service.stats["deliveries"]
+    # Three reads in one reactor turn: a, b, then a again.
+    for conn, text in ((ca, "a1"), (cb, "b1"), (ca, "a2")):
+        with service.batch():
+            service.say(conn, room="r", text=text)
+    assert c.events == [] and len(turn_ends) == 1
+    # Each sender has its own copies, and what the room said before each of them.
+    assert [m.text for m in a.of(Message)] == ["a1", "b1", "a2"]
+    assert [m.text for m in b.of(Message)] == ["a1", "b1"]
+    turn_ends.pop()()
+    assert [m.text for m in c.of(Message)] == ["a1", "b1", "a2"]
+    assert len(c.batches) == 1
+    assert [m.text for m in b.of(Message)] == ["a1", "b1", "a2"]
+    assert [m.text for m in a.of(Message)] == ["a1", "b1", "a2"]
+    assert service.stats["deliveries"] - before == 9
+
+
+def test_any_other_event_flushes_the_turns_room_messages_first() -> None:
+    turn_ends: list[Callable[[], None]] = []
+    service = make_service(end_of_turn=turn_ends.append)
+    _a, ca = user(service, "a")
+    b, cb = user(service, "b")
+    service.join(ca, "r")
+    service.join(cb, "r")
+    b.events.clear()
+    with service.batch():
+        service.say(ca, room="r", text="hello")
+        service.part(ca, "r")
+    kinds = [type(e).__name__ for e in b.events]
+    assert kinds == ["Message", "Part"]
+    turn_ends.pop()()
+    assert [type(e).__name__ for e in b.events] == ["Message", "Part"]

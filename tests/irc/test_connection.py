@@ -315,7 +315,7 @@ def test_client_going_away(irc: IrcWorld) -> None:
 
 def test_kill_from_the_core(irc: IrcWorld) -> None:
     op = irc.client("oper")
-    op.user.modes.add("oper")
+    op.world.service.users.set_mode(op.user, "oper", True)
     a = irc.client("alice")
     irc.service.kill(op.conn.core, "alice", "enough")
     assert "Killed by oper: enough" in last_param(one(a.take(), "ERROR"))

@@ -250,7 +250,7 @@ def test_user_modes(irc: IrcWorld) -> None:
     assert one(a.ask("MODE alice +z"), "501")
     assert one(a.ask("MODE bob +i"), "502")
     assert one(a.ask("MODE nobody"), "401")
-    a.user.modes.add("oper")
+    a.world.service.users.set_mode(a.user, "oper", True)
     assert one(a.ask("MODE alice -o"), "MODE").params == ("alice", "-o")
 
 

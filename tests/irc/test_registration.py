@@ -316,7 +316,7 @@ def test_oper_only_and_handler_bugs(irc: IrcWorld, monkeypatch: pytest.MonkeyPat
     c = irc.client("alice")
     assert one(c.ask("SECRETCMD"), "481")
     assert calls == []
-    c.user.modes.add("oper")
+    c.world.service.users.set_mode(c.user, "oper", True)
     assert c.ask("SECRETCMD") == []
     assert len(calls) == 1
     # A KeyError inside a handler is a bug report, not "unknown command".

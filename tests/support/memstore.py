@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
@@ -149,6 +150,7 @@ def make_service(
     *,
     store: MemoryStore | None = None,
     clock: Clock | None = None,
+    end_of_turn: Callable[[Callable[[], None]], object] | None = None,
 ) -> ChatService:
     """A started ChatService on a MemoryStore and a fake clock (``service.clock``)."""
     settings = settings or CoreSettings(scram_iterations=4096)
@@ -157,7 +159,12 @@ def make_service(
     clock.advance(1_700_000_000)
     accounts = AccountManager(store, settings, clock=clock, run_in_thread=run_now)
     service = ChatService(
-        settings, clock=clock, accounts=accounts, room_store=store, history_store=store
+        settings,
+        clock=clock,
+        accounts=accounts,
+        room_store=store,
+        history_store=store,
+        end_of_turn=end_of_turn,
     )
     service.start()
     return service
