@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hmac
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,6 +124,10 @@ class AccountManager:
 
     def list(self) -> Deferred:
         return self.store.list_accounts()
+
+    def registered_keys(self, keys: Sequence[str]) -> Deferred:
+        """Fire with the set of the folded names in ``keys`` that are accounts."""
+        return self.store.registered_keys(keys)
 
     # -- changing ---------------------------------------------------------------------------
 

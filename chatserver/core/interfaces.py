@@ -21,6 +21,14 @@ class IChatClient(Interface):
     def disconnect(reason):
         """The server ends this connection: tell the peer ``reason`` in its protocol, then close."""
 
+    # Optional, looked up with getattr:
+    #
+    # deliver_batch(batch): a MessageBatch of room messages, all to be written at once
+    #     (without it, each message goes through ``deliver``).
+    # echoes_own_messages: whether the connection is shown its own room messages (True when
+    #     absent).  One that is not never needs the room's earlier messages of the same turn
+    #     before its own, so it gets everything at the end of the turn in one write.
+
 
 class IClock(Interface):
     """Time as the core sees it: the reactor in production, ``twisted.internet.task.Clock`` in tests."""
@@ -37,6 +45,9 @@ class IAccountStore(Interface):
 
     def get_account(name):
         """Fire with the AccountRecord for ``name`` (any case) or None."""
+
+    def registered_keys(keys):
+        """Fire with the set of the folded names in ``keys`` that are accounts."""
 
     def create_account(record):
         """Store a new AccountRecord; errback with AccountError(EXISTS) if the name is taken."""

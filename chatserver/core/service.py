@@ -145,6 +145,9 @@ class ChatService:
         self._batched: dict[Room, _PendingRoom] = {}
         self._end_of_turn = end_of_turn
         self._flush_scheduled = False
+        # Nicks just taken, to look up in the store at the end of the turn (enforcement).
+        self._nicks_to_check: dict[User, str] = {}
+        self._nick_check_scheduled = False
         # Called with every Presence event (a nick online or offline) and every Away event,
         # for notify lists such as IRC MONITOR and XMPP rosters; an observer must ignore the
         # event types it does not know, and must not raise or block.
@@ -982,25 +985,43 @@ class ChatService:
             user.enforce_timer = None
         if user.account is not None and casefold(user.account) == user.key:
             return
-        key = user.key
-        d = self.accounts.get(user.nick)
+        # Checked together with every other nick taken in this reactor turn: one trip to the
+        # store's thread for a burst of new connections, not one each.
+        self._nicks_to_check[user] = user.key
+        if self._end_of_turn is None:
+            self._check_nicks()
+        elif not self._nick_check_scheduled:
+            self._nick_check_scheduled = True
+            self._end_of_turn(self._check_nicks)
 
-        def found(record: Any) -> None:
-            if record is None or user.key != key or self.users.get(user.nick) is not user:
-                return
-            if user.account is not None and casefold(user.account) == key:
-                return
-            timeout = self.settings.nick_enforce_timeout
-            self.notice_user(
-                user,
-                f"{user.nick} is a registered nick. Identify within {timeout:g} seconds"
-                " or you will be renamed.",
-            )
-            if user.enforce_timer is None or not user.enforce_timer.active():
-                user.enforce_timer = self.clock.callLater(timeout, self._enforce, user, key)
+    def _check_nicks(self) -> None:
+        self._nick_check_scheduled = False
+        waiting, self._nicks_to_check = self._nicks_to_check, {}
+        if not waiting:
+            return
+        d = self.accounts.registered_keys(list(waiting.values()))
+
+        def found(registered: set[str]) -> None:
+            for user, key in waiting.items():
+                if key in registered:
+                    self._warn_unidentified(user, key)
 
         d.addCallback(found)
-        d.addErrback(lambda f: self.log.failure("checking nick {nick}", f, nick=user.nick))
+        d.addErrback(lambda f: self.log.failure("checking {n} nicks", f, n=len(waiting)))
+
+    def _warn_unidentified(self, user: User, key: str) -> None:
+        if user.key != key or self.users.get(user.nick) is not user:
+            return
+        if user.account is not None and casefold(user.account) == key:
+            return
+        timeout = self.settings.nick_enforce_timeout
+        self.notice_user(
+            user,
+            f"{user.nick} is a registered nick. Identify within {timeout:g} seconds"
+            " or you will be renamed.",
+        )
+        if user.enforce_timer is None or not user.enforce_timer.active():
+            user.enforce_timer = self.clock.callLater(timeout, self._enforce, user, key)
 
     def _enforce(self, user: User, key: str) -> None:
         user.enforce_timer = None
@@ -1381,13 +1402,19 @@ class ChatService:
                 self._end_of_turn(self._flush_turn)
         origin = msg.origin
         key = id(origin)
-        had = pending.delivered.get(key, 0)
-        if had < len(pending.messages):
-            # What the room said earlier in this turn comes before the sender's own copy, for
-            # the sender as for everyone else.
-            self._deliver_rest(origin, pending.messages, had)
-        pending.messages.append(msg)
-        pending.delivered[key] = len(pending.messages)
+        if getattr(origin, "echoes_own_messages", True):
+            had = pending.delivered.get(key, 0)
+            if had < len(pending.messages):
+                # What the room said earlier in this turn comes before the sender's own copy,
+                # for the sender as for everyone else.
+                self._deliver_rest(origin, pending.messages, had)
+            pending.messages.append(msg)
+            pending.delivered[key] = len(pending.messages)
+        else:
+            # A sender that never sees its own messages waits for the end of the turn like
+            # everyone else: one write, not one per message the room said before its own.
+            pending.messages.append(msg)
+            pending.delivered.setdefault(key, 0)
         self.stats["deliveries"] += 1
         protocol = getattr(origin, "protocol", "?")
         self.deliveries_by_protocol[protocol] = self.deliveries_by_protocol.get(protocol, 0) + 1
@@ -1409,8 +1436,9 @@ class ChatService:
             delivered = pending.delivered
             batch = MessageBatch(messages=tuple(messages))
             for client in room.clients():
-                had = delivered.get(id(client), 0)
-                if had:
+                had = delivered.get(id(client))
+                if had is not None:
+                    # A sender: the rest, without its own.
                     self._deliver_rest(client, messages, had)
                     continue
                 deliver_batch = getattr(client, "deliver_batch", None)
@@ -1495,8 +1523,9 @@ class ChatService:
 
 
 class _PendingRoom:
-    """A room's messages waiting for the end of the turn, and how many of them each
-    sender's connection already has (its own, and what came before it)."""
+    """A room's messages waiting for the end of the turn, and, for each sender's
+    connection, how many of them it already has (what came before its own message, when it
+    sees its own messages)."""
 
     __slots__ = ("delivered", "messages")
 

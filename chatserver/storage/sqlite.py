@@ -261,6 +261,20 @@ def _check_limit(limit: int) -> None:
 # -- interactions (each runs in the pool thread, inside one transaction) ---------------------
 
 
+# Names per query in registered_keys: well under SQLite's limit on bound parameters.
+_KEYS_PER_QUERY = 500
+
+
+def _registered_keys(cur: sqlite3.Cursor, keys: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(keys), _KEYS_PER_QUERY):
+        chunk = keys[start : start + _KEYS_PER_QUERY]
+        marks = ", ".join("?" * len(chunk))
+        cur.execute(f"SELECT key FROM accounts WHERE key IN ({marks})", chunk)
+        found.update(key for (key,) in cur.fetchall())
+    return found
+
+
 def _get_account(cur: sqlite3.Cursor, key: str) -> AccountRecord | None:
     cur.execute("SELECT name, created_at, email FROM accounts WHERE key = ?", (key,))
     row = cur.fetchone()
@@ -697,6 +711,9 @@ class SqliteStore:
 
     def get_account(self, name: str) -> Deferred[AccountRecord | None]:
         return self._run(_get_account, casefold(name), write=False)
+
+    def registered_keys(self, keys: Sequence[str]) -> Deferred[set[str]]:
+        return self._run(_registered_keys, [casefold(key) for key in keys], write=False)
 
     def create_account(self, record: AccountRecord) -> Deferred[None]:
         return self._run(_create_account, record, write=True)

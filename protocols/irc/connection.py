@@ -731,11 +731,20 @@ class IrcConnection(Protocol):
         if data:
             self.emit(data)
 
+    @property
+    def echoes_own_messages(self) -> bool:
+        """Whether this client is sent its own messages (echo-message)."""
+        return bool(self.cap_bits & caps.ECHO_MESSAGE)
+
     def deliver_batch(self, batch: MessageBatch) -> None:
-        """Room messages another connection said in one read: one write for all of them."""
+        """Room messages other connections said in this turn: one write for all of them.
+
+        Written at once even while a command of this client runs: they are not its reply, so
+        a label must not cover them, and they were said before whatever the command causes.
+        """
         if self.closing:
             return
-        if self._held is not None or (self.in_command and self._out is not None):
+        if self._held is not None:
             for msg in batch.messages:
                 self.deliver(msg)
             return

@@ -64,6 +64,8 @@ class LineConnection(Protocol):
     protocol = "line"
     # While a batch is rendered: its pieces, written as one.
     _cork: list[bytes] | None = None
+    # A user's own room messages are not shown back to the connection that sent them.
+    echoes_own_messages = False
     # Slots: an idle connection is mostly this object, and ten thousand of them add up.
     __slots__ = (
         "_backlog",

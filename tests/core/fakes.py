@@ -12,9 +12,14 @@ from chatserver.core.interfaces import IChatClient
 @implementer(IChatClient)
 class FakeClient:
     def __init__(
-        self, protocol: str = "line", address: str = "192.0.2.1", secure: bool = True
+        self,
+        protocol: str = "line",
+        address: str = "192.0.2.1",
+        secure: bool = True,
+        echoes_own_messages: bool = True,
     ) -> None:
         self.protocol = protocol
+        self.echoes_own_messages = echoes_own_messages
         self.address = address
         self.secure = secure
         self.events: list[Any] = []

@@ -408,6 +408,29 @@ def test_nick_enforcement_renames_after_timeout() -> None:
     assert t.of(NickChange)[0].new_nick == ct.user.nick
 
 
+def test_nicks_taken_in_one_turn_are_looked_up_together() -> None:
+    turn_ends: list[Callable[[], None]] = []
+    store = MemoryStore()
+    asked: list[list[str]] = []
+    lookup = store.registered_keys
+    store.registered_keys = lambda keys: asked.append(list(keys)) or lookup(keys)  # type: ignore[method-assign]
+    service = make_service(
+        CoreSettings(nick_enforce_timeout=30), store=store, end_of_turn=turn_ends.append
+    )
+    _, ca = user(service, "alice")
+    while turn_ends:
+        turn_ends.pop()()
+    result(service.register(ca, "secret-pass"))
+    service.quit(ca)
+    asked.clear()
+    clients = [user(service, nick)[0] for nick in ("alice", "bob", "carol")]
+    assert asked == [] and len(turn_ends) == 1
+    turn_ends.pop()()
+    assert asked == [["alice", "bob", "carol"]]
+    notices = [[n.text for n in c.of(ServerNotice)] for c in clients]
+    assert "registered" in notices[0][0] and notices[1:] == [[], []]
+
+
 def test_identifying_in_time_stops_enforcement() -> None:
     service = make_service(CoreSettings(nick_enforce_timeout=30))
     _, ca = user(service, "alice")
@@ -632,6 +655,8 @@ def test_room_messages_of_one_turn_reach_each_member_in_one_batch_in_order() -> 
     c, cc = user(service, "c")
     for conn in (ca, cb, cc):
         service.join(conn, "r")
+    while turn_ends:  # the nick checks of the set-up
+        turn_ends.pop()()
     for fake in (a, b, c):
         fake.events.clear()
     before = service.stats["deliveries"]
@@ -651,6 +676,35 @@ def test_room_messages_of_one_turn_reach_each_member_in_one_batch_in_order() -> 
     assert service.stats["deliveries"] - before == 9
 
 
+def test_senders_not_shown_their_own_messages_get_the_turn_in_one_batch() -> None:
+    turn_ends: list[Callable[[], None]] = []
+    service = make_service(end_of_turn=turn_ends.append)
+    a, ca = user(service, "a", echoes_own_messages=False)
+    b, cb = user(service, "b", echoes_own_messages=False)
+    c, cc = user(service, "c")
+    for conn in (ca, cb, cc):
+        service.join(conn, "r")
+    while turn_ends:  # the nick checks of the set-up
+        turn_ends.pop()()
+    for fake in (a, b, c):
+        fake.events.clear()
+    before = service.stats["deliveries"]
+    for conn, text in ((ca, "a1"), (cb, "b1"), (ca, "a2"), (cc, "c1")):
+        with service.batch():
+            service.say(conn, room="r", text=text)
+    # Nothing reaches a and b before the end of the turn: their own copies are theirs to drop.
+    assert [m.text for m in a.of(Message)] == ["a1", "a2"]
+    assert [m.text for m in b.of(Message)] == ["b1"]
+    assert [m.text for m in c.of(Message)] == ["a1", "b1", "a2", "c1"]
+    a.events.clear()
+    b.events.clear()
+    turn_ends.pop()()
+    assert [m.text for m in a.of(Message)] == ["b1", "c1"] and len(a.batches) == 1
+    assert [m.text for m in b.of(Message)] == ["a1", "a2", "c1"] and len(b.batches) == 1
+    assert [m.text for m in c.of(Message)] == ["a1", "b1", "a2", "c1"]
+    assert service.stats["deliveries"] - before == 12
+
+
 def test_any_other_event_flushes_the_turns_room_messages_first() -> None:
     turn_ends: list[Callable[[], None]] = []
     service = make_service(end_of_turn=turn_ends.append)
@@ -658,6 +712,8 @@ def test_any_other_event_flushes_the_turns_room_messages_first() -> None:
     b, cb = user(service, "b")
     service.join(ca, "r")
     service.join(cb, "r")
+    while turn_ends:  # the nick checks of the set-up
+        turn_ends.pop()()
     b.events.clear()
     with service.batch():
         service.say(ca, room="r", text="hello")

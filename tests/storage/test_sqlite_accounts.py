@@ -46,6 +46,14 @@ class AccountTests(StoreTestCase):
             self.assertEqual(loaded.name, "Alice")  # the registered spelling is kept
         self.assertIsNone(await store.get_account("alicia"))
 
+    async def test_registered_keys_says_which_names_are_accounts_in_many_queries(self) -> None:
+        store = await self.open_store()
+        for name in ("Alice", "bob"):
+            await store.create_account(account(name))
+        asked = ["ALICE", "carol", "Bob"] + [f"guest{i}" for i in range(1200)]
+        self.assertEqual(await store.registered_keys(asked), {"alice", "bob"})
+        self.assertEqual(await store.registered_keys([]), set())
+
     async def test_creating_a_taken_name_in_any_case_fails_with_exists(self) -> None:
         store = await self.open_store()
         await store.create_account(account("Alice"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
@@ -30,6 +30,9 @@ class MemoryStore:
     # accounts
     def get_account(self, name: str) -> Deferred:
         return succeed(self.accounts.get(casefold(name)))
+
+    def registered_keys(self, keys: Sequence[str]) -> Deferred:
+        return succeed({casefold(key) for key in keys if casefold(key) in self.accounts})
 
     def create_account(self, record: AccountRecord) -> Deferred:
         key = casefold(record.name)
