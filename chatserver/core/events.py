@@ -67,7 +67,7 @@ class Message(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MessageBatch:
-    """Room messages from one connection's read, delivered to each other member at once.
+    """Room messages of one reactor turn, delivered to a member at once.
 
     ``rendered`` caches the joined bytes per protocol variant, as ``Event.rendered`` does for
     one event, so each member of a variant gets the same bytes object in one write.

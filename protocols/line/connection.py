@@ -170,7 +170,7 @@ class LineConnection(Protocol):
         self._greet()
 
     def dataReceived(self, data: bytes) -> None:
-        # Room messages from one read reach the other members together (one write each).
+        # Room messages of a reactor turn reach the other members together (one write each).
         with self.service.batch():
             self._data_received(data)
 
