@@ -84,7 +84,8 @@ def dispatch(conn: IrcConnection, msg: IrcMessage) -> Deferred[Any] | None:
     except Exception:
         _report_bug(conn, msg, Failure())
         return None
-    if isinstance(result, Deferred):
+    # Most handlers return None; isinstance on a Deferred goes through ABCMeta, which is slow.
+    if result is not None and isinstance(result, Deferred):
         return result.addErrback(_deferred_failed, conn, msg)
     return None
 

@@ -355,7 +355,8 @@ def run(c: LineConnection, cmd: Command, args: Args, tag: Any) -> None:
     except Exception as err:
         _fail(c, cmd, err, tag)
         return
-    if isinstance(result, Deferred):
+    # Most handlers return None; isinstance on a Deferred goes through ABCMeta, which is slow.
+    if result is not None and isinstance(result, Deferred):
         result.addCallbacks(
             lambda reply: _finish(c, cmd, reply, tag),
             lambda failure: _failed(c, cmd, failure, tag),

@@ -17,14 +17,21 @@ quadratic blow-up, external entities) never get a chance to expand anything.
 Stanzas are detached from the stream root as soon as they are complete, so a long stream
 holds only the stanza in progress.  Each stream restart (after STARTTLS and SASL) gets a
 fresh parser: :meth:`StreamParser.reset`.
+
+A libxml2 push parser holds about 10 KiB of buffers and state, most of an idle connection's
+memory, so a stream that rests between stanzas can give it back (:meth:`StreamParser.park`);
+its next input gets a new parser, fed a copy of the stream header first so that the
+namespaces the client declared there are in scope again.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from xml.sax.saxutils import quoteattr
 
 from lxml import etree
 
@@ -47,6 +54,12 @@ _RESTRICTED_MARKUP = re.compile(rb"<(?:\?(?!xml[\s?])|!(?!\[CDATA\[))")
 _NEVER_XML = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 # How much recent input is kept to tell a restricted construct from plain bad XML.
 RECENT_BYTES = 256
+# The input so far ends with a complete tag and whitespace at most: once that tag has taken
+# the parser back to stream level, libxml2 holds nothing that a new parser would miss.
+# (Neither text nor an attribute value may contain "<", so a match starts at the last one.)
+_AT_REST = re.compile(
+    rb"<(?:/[^<>'\"\s]+\s*|[^<>'\"/\s]+(?:\s+[^<>'\"=\s]+\s*=\s*(?:'[^'<]*'|\"[^\"<]*\"))*\s*/?)>\s*\Z"
+)
 # libxml2 error codes that mean "an entity reference", by name.
 _ENTITY_ERRORS = frozenset(
     getattr(etree.ErrorTypes, name) for name in dir(etree.ErrorTypes) if "ENTITY" in name
@@ -178,8 +191,40 @@ def _strip_client_namespace(el: etree._Element) -> None:
     etree.cleanup_namespaces(el)
 
 
+@functools.lru_cache(maxsize=64)
+def _replay_header(tag: str, namespaces: tuple[tuple[str | None, str], ...]) -> bytes:
+    """A start tag that declares what the client's stream header declared (clients send the
+    same few headers, so the copies are shared)."""
+    qname = etree.QName(tag)
+    name = qname.localname
+    for prefix, uri in namespaces:
+        if uri == qname.namespace:
+            name = f"{prefix}:{name}" if prefix else name
+            break
+    declarations = "".join(
+        f" xmlns:{prefix}={quoteattr(uri)}" if prefix else f" xmlns={quoteattr(uri)}"
+        for prefix, uri in namespaces
+        if prefix != "xml"
+    )
+    return f"<{name}{declarations}>".encode()
+
+
 class StreamParser:
     """Bytes in, :data:`StreamEvent` out; raises :class:`StreamError` on bad input."""
+
+    # Slots: one of these lives as long as its connection.
+    __slots__ = (
+        "_generation",
+        "_header",
+        "_parser",
+        "_pending",
+        "_recent",
+        "_target",
+        "failed",
+        "max_depth",
+        "max_elements",
+        "max_stanza_bytes",
+    )
 
     def __init__(
         self,
@@ -192,13 +237,55 @@ class StreamParser:
         self.max_depth = max_depth
         self.max_elements = max_elements
         self.failed: StreamError | None = None
+        self._generation = 0
         self.reset()
 
     def reset(self) -> None:
-        """Start a new stream (after STARTTLS or SASL): a fresh parser, nothing carried over."""
-        self._target = _Target(self.max_depth, self.max_elements)
-        self._parser = etree.XMLParser(
-            target=self._target,
+        """Start a new stream (after STARTTLS or SASL): a fresh parser, nothing carried over.
+
+        The parser itself is made when the new stream's first bytes arrive."""
+        self._target: _Target | None = None
+        self._parser: etree.XMLParser | None = None
+        # What the new parser is fed first once the stream has opened (see :meth:`park`).
+        self._header: bytes | None = None
+        self._pending = 0
+        self._recent = b""
+        self._generation += 1
+        self.failed = None
+
+    @property
+    def depth(self) -> int:
+        """Open elements: 0 before the stream header, 1 between stanzas."""
+        if self._target is None:
+            return 0 if self._header is None else 1
+        return self._target.depth
+
+    @property
+    def parked(self) -> bool:
+        """No libxml2 parser is held (before any input, or after :meth:`park`)."""
+        return self._parser is None
+
+    def park(self) -> bool:
+        """Give the parser back if the stream rests between stanzas; False if it cannot
+        (a stanza or the stream header is half received, or the stream has failed)."""
+        target = self._target
+        if target is None:
+            return True
+        if (
+            self.failed is not None
+            or self._header is None
+            or target.depth != 1
+            or self._pending
+            or _AT_REST.search(self._recent) is None
+        ):
+            return False
+        self._target = self._parser = None
+        return True
+
+    def _start(self) -> _Target:
+        target = _Target(self.max_depth, self.max_elements)
+        parser = etree.XMLParser(
+            target=target,
             encoding="utf-8",
             resolve_entities=False,
             no_network=True,
@@ -207,15 +294,12 @@ class StreamParser:
             remove_comments=False,
             remove_pis=False,
         )
-        self._pending = 0
-        self._recent = b""
-        self._generation = getattr(self, "_generation", 0) + 1
-        self.failed = None
-
-    @property
-    def depth(self) -> int:
-        """Open elements: 0 before the stream header, 1 between stanzas."""
-        return self._target.depth
+        if self._header is not None:
+            # The client has seen its header answered already: this one only sets the scene.
+            parser.feed(self._header)
+            target.events.clear()
+        self._target, self._parser = target, parser
+        return target
 
     def feed(self, data: bytes) -> Iterator[StreamEvent]:
         """Parse ``data`` and yield the events it completes, in order.
@@ -234,10 +318,11 @@ class StreamParser:
         view = memoryview(data)
         for offset in range(0, len(view), SLICE_BYTES):
             chunk = bytes(view[offset : offset + SLICE_BYTES])
-            target = self._target
+            target = self._target if self._target is not None else self._start()
             target.quiet = False
             error: StreamError | None = None
             try:
+                assert self._parser is not None
                 self._parser.feed(chunk)
             except _Restricted as err:
                 error = StreamError("restricted-xml", str(err))
@@ -253,6 +338,8 @@ class StreamParser:
                 error = StreamError("not-well-formed", type(err).__name__)
             events, target.events = target.events, []
             for event in events:
+                if isinstance(event, StreamOpened):
+                    self._header = _replay_header(event.tag, tuple(event.nsmap.items()))
                 yield event
                 if self._generation != generation:
                     return
