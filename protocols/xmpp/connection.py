@@ -47,6 +47,10 @@ _ping_ids = itertools.count(1)
 # pause); past it the connection is dropped rather than grow memory or stall others.
 MAX_BACKLOG = 1 << 20
 
+# A stream silent this long between stanzas gives its parser back (StreamParser.park): a
+# parser holds about 10 KiB, and making a new one costs some 30 microseconds.
+PARK_AFTER = 1.0
+
 # Stream states, in the order a stream goes through them.
 OPENING = "opening"  # waiting for the client's stream header
 NEGOTIATING = "negotiating"  # before authentication (STARTTLS, SASL, in-band registration)
@@ -82,10 +86,57 @@ class XmppConnection(Protocol):
     """
 
     protocol = "xmpp"
-    # While a batch is rendered: its stanzas, written as one.
-    _cork: list[bytes] | None = None
+
+    # Slots: an idle connection is mostly this object, and ten thousand of them add up.
+    __slots__ = (
+        "_backlog",
+        "_bucket",
+        "_cork",
+        "_deadline",
+        "_drain_call",
+        "_extra",
+        "_last_input",
+        "_on_close",
+        "_park_due",
+        "_paused",
+        "_ping_sent",
+        "_quit_done",
+        "_timer",
+        "_tls_pending",
+        "_waiting",
+        "account",
+        "address",
+        "available",
+        "bare_jid",
+        "clock",
+        "config",
+        "connected",
+        "core",
+        "domain",
+        "factory",
+        "header_sent",
+        "jid",
+        "loopback",
+        "muc_domain",
+        "parser",
+        "presence",
+        "presence_show",
+        "presence_status",
+        "quit_reason",
+        "resource",
+        "sasl",
+        "service",
+        "session_started",
+        "state",
+        "stream_id",
+        "tls",
+        "transport",
+    )
 
     def __init__(self, factory: XmppFactory) -> None:
+        # Twisted's Protocol keeps these as class attributes; slots need them set here.
+        self.transport: Any = None
+        self.connected = 0
         self.factory = factory
         self.service: ChatService = factory.service
         self.config = factory.config
@@ -109,25 +160,36 @@ class XmppConnection(Protocol):
         self.presence: etree._Element | None = None
         self.quit_reason: str | None = None
         self.session_started = False
-        self.extra: dict[str, Any] = {}
-        self.on_close: list[Callable[[XmppConnection], None]] = []
+        # Made when a module first asks for them: most connections never do.
+        self._extra: dict[str, Any] | None = None
+        self._on_close: list[Callable[[XmppConnection], None]] | None = None
         self.sasl: sasl.SaslExchange | None = None
         self.parser = StreamParser(
             max_stanza_bytes=factory.config.max_stanza_bytes,
             max_depth=factory.config.max_depth,
             max_elements=factory.config.max_stanza_elements,
         )
-        self._idle_call: Any = None
-        self._ping_call: Any = None
+        # One timer serves the login deadline, parking the parser, the idle ping and the
+        # wait for its answer: input only records its time, so a busy stream re-arms nothing.
+        self._timer: Any = None
+        self._last_input = 0.0
+        # When login must be done by (None once bound), and when the ping went (None: none
+        # is waiting for an answer).
+        self._deadline: float | None = None
+        self._ping_sent: float | None = None
+        # Input came since the parser was last offered back.
+        self._park_due = False
         self._quit_done = False
         self._paused = False
         self._backlog = 0
-        self._negotiation_call: Any = None
+        # While a batch is rendered: its stanzas, written as one.
+        self._cork: list[bytes] | None = None
         # TLS has started (direct TLS, or <proceed/> sent) and its handshake has not finished.
         self._tls_pending = False
         # Flood control once bound: stanzas past the budget wait here for their turn.
         self._bucket: TokenBucket | None = None
-        self._waiting: deque[etree._Element] = deque()
+        # None while nothing waits, so a connection that is not flooding holds no queue.
+        self._waiting: deque[etree._Element] | None = None
         self._drain_call: Any = None
 
     # -- what handlers use --------------------------------------------------------------------
@@ -139,6 +201,18 @@ class XmppConnection(Protocol):
     @property
     def secure(self) -> bool:
         return self.tls or self.loopback
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        if self._extra is None:
+            self._extra = {}
+        return self._extra
+
+    @property
+    def on_close(self) -> list[Callable[[XmppConnection], None]]:
+        if self._on_close is None:
+            self._on_close = []
+        return self._on_close
 
     def send(self, data: etree._Element | bytes) -> None:
         """Write one element (serialized here) or ready bytes to the client."""
@@ -291,12 +365,10 @@ class XmppConnection(Protocol):
         except LimitExceeded as err:
             self.stream_error("policy-violation", str(err))
             return
-        self._touch()
         # Silence is not the only way to hold a connection: a byte now and then (slowloris)
         # keeps the idle timer happy, so logging in has a deadline of its own.
-        self._negotiation_call = self.clock.callLater(
-            self.config.negotiation_timeout, self._negotiation_timeout
-        )
+        self._deadline = self.clock.seconds() + self.config.negotiation_timeout
+        self._touch()
 
     def dataReceived(self, data: bytes) -> None:
         # Room messages of a reactor turn reach the other members together (one write each).
@@ -335,7 +407,7 @@ class XmppConnection(Protocol):
         if self._quit_done:
             return
         self._quit_done = True
-        for callback in self.on_close:
+        for callback in self._on_close or ():
             try:
                 callback(self)
             except Exception:
@@ -468,9 +540,7 @@ class XmppConnection(Protocol):
         self.jid = f"{self.bare_jid}/{resource}"
         self.state = BOUND
         self.factory.add_session(self)
-        if self._negotiation_call is not None and self._negotiation_call.active():
-            self._negotiation_call.cancel()
-        self._negotiation_call = None
+        self._deadline = None
         config = self.config
         self._bucket = TokenBucket(config.flood_burst, config.flood_rate, self.clock.seconds())
 
@@ -517,12 +587,16 @@ class XmppConnection(Protocol):
         order), and a client that keeps too many waiting is a flood."""
         bucket = self._bucket
         now = self.clock.seconds()
-        if bucket is None or (not self._waiting and bucket.take(now)):
+        waiting = self._waiting
+        if bucket is None or (waiting is None and bucket.take(now)):
             router.dispatch(self, stanza)
             return
-        self._waiting.append(stanza)
-        if len(self._waiting) > self.config.flood_max_queue:
-            self._waiting.clear()
+        if waiting is None:
+            waiting = self._waiting = deque()
+        waiting.append(stanza)
+        if len(waiting) > self.config.flood_max_queue:
+            waiting.clear()
+            self._waiting = None
             log.info("xmpp flood from {who}", who=self.jid or self.address)
             self.quit_reason = "Excess flood"
             self.stream_error("policy-violation", "too many stanzas at once")
@@ -534,12 +608,15 @@ class XmppConnection(Protocol):
         self._drain_call = None
         bucket = self._bucket
         assert bucket is not None
-        while self._waiting and self.state == BOUND:
+        waiting = self._waiting
+        while waiting and self.state == BOUND:
             now = self.clock.seconds()
             if not bucket.take(now):
                 self._drain_call = self.clock.callLater(bucket.wait_time(now), self._drain)
                 return
-            router.dispatch(self, self._waiting.popleft())
+            router.dispatch(self, waiting.popleft())
+        if self._waiting is waiting:
+            self._waiting = None
 
     def _preauth_register(self, stanza: etree._Element) -> bool:
         if stanzas.kind_of(stanza) != "iq" or self.tls_required():
@@ -577,19 +654,52 @@ class XmppConnection(Protocol):
     # -- keep-alive -----------------------------------------------------------------------------
 
     def _touch(self) -> None:
-        if self._ping_call is not None and self._ping_call.active():
-            self._ping_call.cancel()
-        self._ping_call = None
-        if self._idle_call is not None and self._idle_call.active():
-            self._idle_call.reset(self.config.idle_timeout)
-        else:
-            self._idle_call = self.clock.callLater(self.config.idle_timeout, self._idle)
+        now = self.clock.seconds()
+        self._last_input = now
+        # Any input answers a ping.
+        self._ping_sent = None
+        self._park_due = True
+        timer = self._timer
+        if timer is None:
+            self._timer = self.clock.callLater(self._next_due() - now, self._on_timer)
+        elif timer.getTime() > now + PARK_AFTER:
+            timer.reset(self._next_due() - now)
 
-    def _idle(self) -> None:
-        """Silent for a while: ask with an XEP-0199 ping (to any client that is bound)."""
-        self._idle_call = None
+    def _next_due(self) -> float:
+        if self._ping_sent is not None:
+            due = self._ping_sent + self.config.ping_timeout
+        else:
+            due = self._last_input + self.config.idle_timeout
+            if self._park_due:
+                due = min(due, self._last_input + PARK_AFTER)
+        if self._deadline is not None:
+            due = min(due, self._deadline)
+        return due
+
+    def _on_timer(self) -> None:
+        self._timer = None
         if self.state == CLOSED:
             return
+        now = self.clock.seconds()
+        if self._deadline is not None and now >= self._deadline:
+            self._negotiation_timeout()
+            return
+        if self._ping_sent is not None:
+            if now >= self._ping_sent + self.config.ping_timeout:
+                self._ping_timeout()
+                return
+        elif now >= self._last_input + self.config.idle_timeout:
+            self._idle(now)
+            if self.state == CLOSED:
+                return
+        if self._park_due and now >= self._last_input + PARK_AFTER:
+            # Mid-stanza the parser stays: the next input re-offers it.
+            self._park_due = False
+            self.parser.park()
+        self._timer = self.clock.callLater(max(0.0, self._next_due() - now), self._on_timer)
+
+    def _idle(self, now: float) -> None:
+        """Silent for a while: ask with an XEP-0199 ping (to any client that is bound)."""
         if self.state == BOUND:
             ping = stanzas.iq("get", f"ping-{next(_ping_ids)}", to=self.jid, from_=self.domain)
             stanzas.sub(ping, "ping", ns=stanzas.NS_PING)
@@ -598,24 +708,25 @@ class XmppConnection(Protocol):
             # A stream that never got as far as binding needs no patience; whitespace tells
             # whether the peer's TCP still answers.
             self.transport.write(b" ")
-        self._ping_call = self.clock.callLater(self.config.ping_timeout, self._ping_timeout)
+        self._ping_sent = now
 
     def _ping_timeout(self) -> None:
-        self._ping_call = None
         self.stream_error("connection-timeout", "no answer to a ping")
 
     def _negotiation_timeout(self) -> None:
-        self._negotiation_call = None
+        self._deadline = None
         if self.state != BOUND:
             timeout = self.config.negotiation_timeout
             self.stream_error("connection-timeout", f"not logged in within {timeout:g} seconds")
 
     def _cancel_timers(self) -> None:
-        for call in (self._idle_call, self._ping_call, self._negotiation_call, self._drain_call):
+        for call in (self._timer, self._drain_call):
             if call is not None and call.active():
                 call.cancel()
-        self._idle_call = self._ping_call = self._negotiation_call = self._drain_call = None
-        self._waiting.clear()
+        self._timer = self._drain_call = None
+        if self._waiting is not None:
+            self._waiting.clear()
+            self._waiting = None
 
     def _close(self) -> None:
         if self.state == CLOSED:

@@ -12,6 +12,7 @@ from lxml import etree
 
 from chatserver.core.bans import ServerBan
 from chatserver.core.settings import CoreSettings
+from protocols.xmpp.connection import PARK_AFTER
 from protocols.xmpp.factory import XmppFactory
 from protocols.xmpp.stanzas import to_bytes
 from protocols.xmpp.stream import (
@@ -551,3 +552,43 @@ def test_a_client_that_stops_reading_is_dropped(client, account, other_user, ser
         service.say(bob.core, nick="alice", text="x" * 1000)
     assert c.transport.disconnecting
     assert len(c.transport.value()) < 1_200_000
+
+
+def test_a_parked_parser_keeps_the_namespaces_of_the_stream_header() -> None:
+    parser = StreamParser()
+    header = (
+        b"<s:stream xmlns='jabber:client' xmlns:s='http://etherx.jabber.org/streams'"
+        b" xmlns:c='http://jabber.org/protocol/chatstates' version='1.0'>"
+    )
+    assert [type(e) for e in parser.feed(header)] == [StreamOpened]
+    assert parser.park() and parser.parked
+    events = list(parser.feed(b"<message><c:active/></message></s:stream>"))
+    assert to_bytes(events[0].element) == (
+        b'<message xmlns:c="http://jabber.org/protocol/chatstates"><c:active/></message>'
+    )
+    assert len(events) == 2 and not isinstance(events[1], StreamOpened | TopElement)
+
+
+def test_a_parser_is_not_parked_in_the_middle_of_a_stanza() -> None:
+    parser = StreamParser()
+    list(parser.feed(HEADER.format(to="localhost").encode()))
+    assert list(parser.feed(b"<message><body>half")) == []
+    assert not parser.park() and not parser.parked
+    [event] = parser.feed(b" way</body></message>")
+    assert to_bytes(event.element) == b"<message><body>half way</body></message>"
+    # A ">" inside an attribute value does not end the tag that libxml2 still holds.
+    assert list(parser.feed(b"<presence type='>'")) == []
+    assert not parser.park()
+    [event] = parser.feed(b" to='bob@localhost'/>")
+    assert event.element.get("type") == ">" and event.element.get("to") == "bob@localhost"
+    assert parser.park() and parser.parked
+
+
+def test_an_idle_stream_parks_its_parser_and_still_answers(client, account, service) -> None:
+    account("alice")
+    c = client().login("alice", "secret1")
+    assert not c.conn.parser.parked
+    service.clock.advance(PARK_AFTER + 0.1)
+    assert c.conn.parser.parked
+    assert c.iq("get", "<ping xmlns='urn:xmpp:ping'/>").get("type") == "result"
+    assert not c.conn.parser.parked and not c.closed
