@@ -47,7 +47,7 @@ $(LOADGEN): bench/loadgen.c
 	mkdir -p bench/build
 	gcc -O2 -Wall -Wextra -o $@ bench/loadgen.c
 
-# py-spy samples chatserver during the IRC fan-out (--profile).
+# py-spy samples chatserver (--profile): IRC fan-out, many rooms, registration.
 $(BENCH_STAMP): | $(BIN)/python
 	$(BIN)/python -m pip install py-spy
 	touch $@
