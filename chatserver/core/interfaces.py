@@ -28,6 +28,8 @@ class IChatClient(Interface):
     # echoes_own_messages: whether the connection is shown its own room messages (True when
     #     absent).  One that is not never needs the room's earlier messages of the same turn
     #     before its own, so it gets everything at the end of the turn in one write.
+    # echo_at_turn_end: True when its own room messages may come back in the turn's batch
+    #     rather than at once (no label or reply has to carry them).
 
 
 class IClock(Interface):

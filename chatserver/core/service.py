@@ -1402,6 +1402,13 @@ class ChatService:
                 self._end_of_turn(self._flush_turn)
         origin = msg.origin
         key = id(origin)
+        if getattr(origin, "echo_at_turn_end", False):
+            # Its own copy comes in its place in the turn's batch, like everyone's: one write.
+            pending.messages.append(msg)
+            self.stats["deliveries"] += 1
+            protocol = getattr(origin, "protocol", "?")
+            self.deliveries_by_protocol[protocol] = self.deliveries_by_protocol.get(protocol, 0) + 1
+            return
         if getattr(origin, "echoes_own_messages", True):
             had = pending.delivered.get(key, 0)
             if had < len(pending.messages):

@@ -86,6 +86,9 @@ class XmppConnection(Protocol):
     """
 
     protocol = "xmpp"
+    # A room reflects an occupant's own message back (XEP-0045), with nothing that needs it
+    # before the end of the reactor turn: it comes in the turn's batch, in its place.
+    echo_at_turn_end = True
 
     # Slots: an idle connection is mostly this object, and ten thousand of them add up.
     __slots__ = (

@@ -705,6 +705,26 @@ def test_senders_not_shown_their_own_messages_get_the_turn_in_one_batch() -> Non
     assert service.stats["deliveries"] - before == 12
 
 
+def test_senders_with_their_echo_at_the_turn_end_get_everything_in_one_batch() -> None:
+    turn_ends: list[Callable[[], None]] = []
+    service = make_service(end_of_turn=turn_ends.append)
+    a, ca = user(service, "a")
+    a.echo_at_turn_end = True  # type: ignore[attr-defined]
+    b, cb = user(service, "b")
+    for conn in (ca, cb):
+        service.join(conn, "r")
+    while turn_ends:  # the nick checks of the set-up
+        turn_ends.pop()()
+    a.events.clear()
+    for conn, text in ((cb, "b1"), (ca, "a1"), (cb, "b2")):
+        with service.batch():
+            service.say(conn, room="r", text=text)
+    assert a.of(Message) == []
+    turn_ends.pop()()
+    assert [m.text for m in a.of(Message)] == ["b1", "a1", "b2"] and len(a.batches) == 1
+    assert [m.text for m in b.of(Message)][-3:] == ["b1", "a1", "b2"]
+
+
 def test_any_other_event_flushes_the_turns_room_messages_first() -> None:
     turn_ends: list[Callable[[], None]] = []
     service = make_service(end_of_turn=turn_ends.append)

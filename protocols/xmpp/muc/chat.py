@@ -12,6 +12,9 @@ from protocols.xmpp.stanzas import element, plain_text, sub
 # The stanza id (and XEP-0359 origin-id) a client gave the message it is sending, by the
 # sending connection, while the core delivers it: the reflection carries the client's id back.
 sending: dict[int, tuple[str | None, str | None]] = {}
+# ... and kept on the message itself (in its render cache) for what is rendered later, at the
+# end of the reactor turn.
+CLIENT_IDS = ("xmpp", "client-ids")
 
 
 def room_jid(conn: Any, room: str) -> str:
@@ -49,7 +52,8 @@ def groupchat_message(
 
 def live_message(conn: Any, msg: Message) -> Element:
     """A message as it is said: with the sender's own id when an XMPP client sent it."""
-    client_id, origin_id = sending.get(id(msg.origin), (None, None))
+    ids = sending.get(id(msg.origin)) or msg.rendered.get(CLIENT_IDS)
+    client_id, origin_id = ids if ids is not None else (None, None)
     return groupchat_message(conn, msg, client_id or msg.id, origin_id)
 
 

@@ -14,7 +14,7 @@ from chatserver.core.names import room_key
 from chatserver.core.rooms import Room
 from protocols.xmpp.muc import ns
 from protocols.xmpp.muc.build import Element, find
-from protocols.xmpp.muc.chat import sending
+from protocols.xmpp.muc.chat import CLIENT_IDS, sending
 from protocols.xmpp.muc.occupants import RoomAddress, local_part, parse_address
 from protocols.xmpp.router import StanzaError, handler
 from protocols.xmpp.stanzas import child_text
@@ -63,11 +63,13 @@ def say(conn: Any, room: Room, msg: Element, body: str) -> None:
     kind, text = split_action(body)
     origin = find(msg, ns.SID, "origin-id")
     key = id(conn.core.client)
-    sending[key] = (msg.get("id"), origin.get("id") if origin is not None else None)
+    ids = (msg.get("id"), origin.get("id") if origin is not None else None)
+    sending[key] = ids
     try:
-        conn.service.say(conn.core, text=text, room=room.name, kind=kind)
+        said = conn.service.say(conn.core, text=text, room=room.name, kind=kind)
     finally:
         sending.pop(key, None)
+    said.rendered[CLIENT_IDS] = ids
 
 
 @handler("message", None, None, service="muc")
