@@ -122,14 +122,24 @@ class _Target:
         self.elements = 0
         self.depth = 0
         self.events: list[StreamEvent] = []
+        # Namespaces declared on the element about to start.  lxml reports them to
+        # ``start_ns`` in every version; the ``nsmap`` argument of ``start`` is empty in some
+        # (6.2) unless the target has ``start_ns``, so they are taken from here alone.
+        self.declared: dict[str | None, str] = {}
         # Set when libxml2 reports something at stream level (a stanza ended, the stream
         # opened, whitespace between stanzas): the size count starts again from there.
         self.quiet = False
 
+    def start_ns(self, prefix: str | None, uri: str) -> None:
+        # libxml2 names the default namespace '' where lxml wants None.
+        self.declared[prefix or None] = uri
+
+    def end_ns(self, prefix: str | None) -> None:
+        pass
+
     def start(self, tag: str, attrib: Any, nsmap: Any = None) -> Any:
         self.depth += 1
-        # libxml2 names the default namespace '' where lxml wants None.
-        namespaces = {(k or None): v for k, v in (nsmap or {}).items()}
+        namespaces, self.declared = self.declared, {}
         if self.depth == 1:
             # Built before the event: a name lxml refuses (an unbound or doubled prefix, as
             # in "a:b:stream") must fail the stream as not-well-formed before anything
