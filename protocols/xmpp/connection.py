@@ -77,7 +77,7 @@ class XmppConnection(Protocol):
     * ``quit_reason``: what the other protocols are told when the stream ends (set by a final
       unavailable presence; None: the stream just went away);
     * ``available`` (initial presence sent), ``presence_show``, ``presence_status``, and
-      ``presence`` (the last available presence element, for probes);
+      ``presence`` (the last available presence, serialized, for probes);
     * ``extra``: a dict where a module may keep per-connection state under its own key;
     * ``on_close``: callables run with the connection when it closes (before the core quit).
 
@@ -160,7 +160,7 @@ class XmppConnection(Protocol):
         self.available = False
         self.presence_show: str | None = None
         self.presence_status: str | None = None
-        self.presence: etree._Element | None = None
+        self.presence: bytes | None = None
         self.quit_reason: str | None = None
         self.session_started = False
         # Made when a module first asks for them: most connections never do.

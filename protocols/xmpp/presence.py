@@ -67,7 +67,9 @@ def _contact_presences(
     """What a subscriber sees of ``contact`` now: one presence per available resource, or
     one from the bare JID for a contact on another protocol; ``offline`` adds an unavailable
     presence when there is nothing else to say."""
-    found = [c.presence for c in factory.available(contact) if c.presence is not None]
+    found = [
+        etree.fromstring(c.presence) for c in factory.available(contact) if c.presence is not None
+    ]
     if found:
         return found
     user = factory.service.find_user(_local(contact))
@@ -127,7 +129,9 @@ def broadcast(conn: XmppConnection, stanza: etree._Element) -> Deferred[Any]:
         status = stanzas.child_text(el, "status")
         conn.presence_show = show if show in SHOWS else None
         conn.presence_status = status[:STATUS_MAX] if status else None
-        conn.presence = el
+        # Kept as bytes: an element would hold a libxml2 document (about 0.9 KiB) for every
+        # session, and only a new subscriber or a probe ever reads it again.
+        conn.presence = etree.tostring(el)
         conn.available = True
         conn.quit_reason = None
         _sync_away(conn)

@@ -286,10 +286,15 @@ class StreamParser:
             or self._header is None
             or target.depth != 1
             or self._pending
-            or _AT_REST.search(self._recent) is None
         ):
             return False
+        rest = _AT_REST.search(self._recent)
+        if rest is None:
+            return False
         self._target = self._parser = None
+        # Only the tag the stream rests after is worth keeping: it is what a later
+        # park checks if no more than whitespace arrives meanwhile.
+        self._recent = rest.group()
         return True
 
     def _start(self) -> _Target:
@@ -358,7 +363,9 @@ class StreamParser:
                 raise error
             if target.quiet and target.depth <= 1:
                 self._pending = 0
-            else:
+            elif self._pending or not chunk.isspace():
+                # A whitespace keep-alive at rest stays at rest: libxml2 holds a few hundred
+                # such bytes at most before it reports them, and then the count starts again.
                 self._pending += len(chunk)
                 if self._pending > self.max_stanza_bytes:
                     self.failed = StreamError(

@@ -584,6 +584,19 @@ def test_a_parser_is_not_parked_in_the_middle_of_a_stanza() -> None:
     assert parser.park() and parser.parked
 
 
+def test_a_stream_that_only_sends_whitespace_after_a_park_parks_again() -> None:
+    parser = StreamParser()
+    list(parser.feed(HEADER.format(to="localhost").encode()))
+    assert list(parser.feed(b"<presence/>"))
+    assert parser.park() and parser.parked
+    # A whitespace keep-alive wakes the parser without a tag of its own.
+    assert list(parser.feed(b" ")) == []
+    assert not parser.parked
+    assert parser.park() and parser.parked
+    [event] = parser.feed(b"<message to='bob@localhost'><body>hi</body></message>")
+    assert to_bytes(event.element) == b'<message to="bob@localhost"><body>hi</body></message>'
+
+
 def test_an_idle_stream_parks_its_parser_and_still_answers(client, account, service) -> None:
     account("alice")
     c = client().login("alice", "secret1")
