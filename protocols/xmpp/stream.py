@@ -281,12 +281,7 @@ class StreamParser:
         target = self._target
         if target is None:
             return True
-        if (
-            self.failed is not None
-            or self._header is None
-            or target.depth != 1
-            or self._pending
-        ):
+        if self.failed is not None or self._header is None or target.depth != 1 or self._pending:
             return False
         rest = _AT_REST.search(self._recent)
         if rest is None:
