@@ -51,6 +51,38 @@ def write(transport: Any, data: bytes) -> None:
         transport.write(data[sent:])
 
 
+def write_within(
+    transport: Any, data: bytes, limit: int, counted_while_paused: int | None
+) -> bool:
+    """Write ``data`` as :func:`write` does, unless that would leave more than ``limit``
+    unread (see :func:`over_limit`): then write nothing and return False.
+
+    One function for both because it runs once per recipient of every room message: the
+    common case (a plain TCP socket with nothing queued) looks at the transport once.
+    """
+    if isinstance(transport, tcp.Connection) and not transport.TLS:
+        unsent = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+        if unsent + len(data) > limit:
+            return False
+        if unsent or not transport.connected or transport.disconnecting:
+            transport.write(data)
+            return True
+        try:
+            sent = transport.socket.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            transport.write(data)
+            return True
+        if sent < len(data):
+            transport.write(data[sent:])
+        return True
+    if over_limit(transport, len(data), limit, counted_while_paused):
+        return False
+    write(transport, data)
+    return True
+
+
 def over_limit(transport: Any, size: int, limit: int, counted_while_paused: int | None) -> bool:
     """Whether writing ``size`` more bytes would leave more than ``limit`` unread.
 

@@ -520,11 +520,8 @@ class IrcConnection(Protocol):
             return
         if self._paused:
             self._paused_bytes += len(data)
-        if output.over_limit(
-            transport,
-            len(data),
-            self.config.sendq_bytes,
-            self._paused_bytes if self._paused else None,
+        if not output.write_within(
+            transport, data, self.config.sendq_bytes, self._paused_bytes if self._paused else None
         ):
             # A reader this slow would make the server hold its output without bound.
             self._paused = False
@@ -534,8 +531,6 @@ class IrcConnection(Protocol):
             if self.core is not None:
                 self.service.quit(self.core, "SendQ exceeded")
             transport.abortConnection()  # type: ignore[attr-defined]
-            return
-        output.write(transport, data)
 
     def _queue(self, data: bytes) -> None:
         if self._out is not None:

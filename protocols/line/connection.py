@@ -244,8 +244,8 @@ class LineConnection(Protocol):
             return
         if self._paused:
             self._backlog += len(data)
-        if output.over_limit(
-            transport, len(data), MAX_BACKLOG, self._backlog if self._paused else None
+        if not output.write_within(
+            transport, data, MAX_BACKLOG, self._backlog if self._paused else None
         ):
             self.log.info(
                 "line connection from {address}: output backlog full", address=self.address
@@ -255,8 +255,6 @@ class LineConnection(Protocol):
             self._by_server = True
             self._cancel_idle()
             transport.abortConnection()
-            return
-        output.write(transport, data)
 
     def _refuse_option(self, item: Negotiation) -> None:
         # We support no telnet option: refuse each one asked for, once (RFC 854 forbids

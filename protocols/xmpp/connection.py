@@ -228,16 +228,14 @@ class XmppConnection(Protocol):
             return
         if self._paused:
             self._backlog += len(data)
-        if output.over_limit(
-            self.transport, len(data), MAX_BACKLOG, self._backlog if self._paused else None
+        if not output.write_within(
+            self.transport, data, MAX_BACKLOG, self._backlog if self._paused else None
         ):
             log.info("xmpp output backlog full for {who}", who=self.jid or self.address)
             self.quit_reason = "Output backlog full"
             self.state = CLOSED
             self._cancel_timers()
             self.transport.abortConnection()
-            return
-        output.write(self.transport, data)
 
     def send_error(
         self,

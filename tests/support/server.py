@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -17,6 +20,26 @@ PROTOCOL_PORT_KEYS = {
     "irc": ("port", "tls_port"),
     "xmpp": ("port", "tls_port"),
 }
+
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+# Started and not yet waited for: a test that fails before its own stop() must not leave its
+# server running once the test run is over.
+_LIVE: set[subprocess.Popen[bytes]] = set()
+
+
+def _die_with_parent() -> None:
+    """preexec_fn: SIGTERM the server when the process that started it dies (even by SIGKILL)."""
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@atexit.register
+def _kill_live() -> None:
+    for proc in list(_LIVE):
+        with contextlib.suppress(OSError):
+            proc.kill()
 
 
 def free_port() -> int:
@@ -103,7 +126,9 @@ class ServerProcess:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
+            preexec_fn=_die_with_parent,
         )
+        _LIVE.add(self.proc)
         log.close()
         deadline = time.monotonic() + timeout
         for port in self.ports.values():
@@ -156,16 +181,20 @@ class ServerProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(timeout)
+            status = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
             raise
+        finally:
+            _LIVE.discard(self.proc)
+        return status
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        _LIVE.discard(self.proc)  # type: ignore[arg-type]
 
     def restart(self) -> ServerProcess:
         self.stop()
