@@ -51,9 +51,7 @@ def write(transport: Any, data: bytes) -> None:
         transport.write(data[sent:])
 
 
-def write_within(
-    transport: Any, data: bytes, limit: int, counted_while_paused: int | None
-) -> bool:
+def write_within(transport: Any, data: bytes, limit: int, counted_while_paused: int | None) -> bool:
     """Write ``data`` as :func:`write` does, unless that would leave more than ``limit``
     unread (see :func:`over_limit`): then write nothing and return False.
 
