@@ -396,6 +396,7 @@ class XmppConnection(Protocol):
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.state = CLOSED
         self._cancel_timers()
+        self.parser.release()
         self._leave()
         log.info(
             "xmpp close {who} ({address})",

@@ -130,6 +130,17 @@ class _Target:
         # opened, whitespace between stanzas): the size count starts again from there.
         self.quiet = False
 
+    def clear(self, max_depth: int, max_elements: int) -> None:
+        """Ready for another stream (a parser taken from the pool)."""
+        self.builder = etree.TreeBuilder()
+        self.max_depth = max_depth
+        self.max_elements = max_elements
+        self.elements = 0
+        self.depth = 0
+        self.events = []
+        self.declared = {}
+        self.quiet = False
+
     def start_ns(self, prefix: str | None, uri: str) -> None:
         # libxml2 names the default namespace '' where lxml wants None.
         self.declared[prefix or None] = uri
@@ -219,6 +230,54 @@ def _replay_header(tag: str, namespaces: tuple[tuple[str | None, str], ...]) -> 
     return f"<{name}{declarations}>".encode()
 
 
+class _ParserPool:
+    """libxml2 parsers that streams gave back, for the next streams to take.
+
+    An lxml parser with a target and its own parser context refer to each other, so a parser
+    that is simply dropped keeps its libxml2 memory (about 10 KiB) until Python's cyclic
+    collector runs, and that counts objects, not bytes: a server whose streams come and go
+    (and park) would hold more and more of it.  A parser given back is closed, which resets
+    it for a new document, and is never garbage; only past ``limit`` idle ones is one dropped.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.idle: list[tuple[etree.XMLParser, _Target]] = []
+
+    def take(self, max_depth: int, max_elements: int) -> tuple[etree.XMLParser, _Target]:
+        if self.idle:
+            parser, target = self.idle.pop()
+            target.clear(max_depth, max_elements)
+            return parser, target
+        target = _Target(max_depth, max_elements)
+        parser = etree.XMLParser(
+            target=target,
+            encoding="utf-8",
+            resolve_entities=False,
+            no_network=True,
+            load_dtd=False,
+            huge_tree=False,
+            remove_comments=False,
+            remove_pis=False,
+        )
+        return parser, target
+
+    def give_back(self, parser: etree.XMLParser, target: _Target) -> None:
+        try:
+            # Ends the document (an open stream is an error here), which resets the parser.
+            parser.close()
+        except Exception:
+            # An unfinished stream always fails to close; the parser is reset all the same.
+            pass
+        target.clear(target.max_depth, target.max_elements)
+        if len(self.idle) < self.limit:
+            self.idle.append((parser, target))
+
+
+# Shared by every stream of the process: the parsers are interchangeable.
+_PARSERS = _ParserPool(limit=256)
+
+
 class StreamParser:
     """Bytes in, :data:`StreamEvent` out; raises :class:`StreamError` on bad input."""
 
@@ -253,15 +312,24 @@ class StreamParser:
     def reset(self) -> None:
         """Start a new stream (after STARTTLS or SASL): a fresh parser, nothing carried over.
 
-        The parser itself is made when the new stream's first bytes arrive."""
-        self._target: _Target | None = None
-        self._parser: etree.XMLParser | None = None
+        The parser itself is taken when the new stream's first bytes arrive."""
+        self.release()
         # What the new parser is fed first once the stream has opened (see :meth:`park`).
         self._header: bytes | None = None
         self._pending = 0
         self._recent = b""
         self._generation += 1
         self.failed = None
+
+    def release(self) -> None:
+        """Give the parser back (the stream restarts, rests or is over)."""
+        parser = getattr(self, "_parser", None)
+        if parser is not None and getattr(self, "failed", None) is None:
+            # A parser that refused its input is not trusted with another stream.
+            assert self._target is not None
+            _PARSERS.give_back(parser, self._target)
+        self._target = None
+        self._parser = None
 
     @property
     def depth(self) -> int:
@@ -286,24 +354,14 @@ class StreamParser:
         rest = _AT_REST.search(self._recent)
         if rest is None:
             return False
-        self._target = self._parser = None
+        self.release()
         # Only the tag the stream rests after is worth keeping: it is what a later
         # park checks if no more than whitespace arrives meanwhile.
         self._recent = rest.group()
         return True
 
     def _start(self) -> _Target:
-        target = _Target(self.max_depth, self.max_elements)
-        parser = etree.XMLParser(
-            target=target,
-            encoding="utf-8",
-            resolve_entities=False,
-            no_network=True,
-            load_dtd=False,
-            huge_tree=False,
-            remove_comments=False,
-            remove_pis=False,
-        )
+        parser, target = _PARSERS.take(self.max_depth, self.max_elements)
         if self._header is not None:
             # The client has seen its header answered already: this one only sets the scene.
             parser.feed(self._header)

@@ -597,6 +597,36 @@ def test_a_stream_that_only_sends_whitespace_after_a_park_parks_again() -> None:
     assert to_bytes(event.element) == b'<message to="bob@localhost"><body>hi</body></message>'
 
 
+def test_a_stream_given_up_mid_stanza_leaves_nothing_for_the_next_one() -> None:
+    # A parser a stream gives back goes to the next stream: whatever the first left half
+    # said must not reach the second.
+    first = StreamParser()
+    list(first.feed(HEADER.format(to="localhost").encode()))
+    assert list(first.feed(b"<message to='eve@localhost'><body>half")) == []
+    parser = first._parser
+    first.release()
+    second = StreamParser()
+    list(second.feed(HEADER.format(to="localhost").encode()))
+    assert second._parser is parser
+    [event] = second.feed(b"<presence/>")
+    assert to_bytes(event.element) == b"<presence/>"
+    assert second.park() and second.parked
+
+
+def test_a_parser_that_refused_its_input_is_not_used_again() -> None:
+    bad = StreamParser()
+    list(bad.feed(HEADER.format(to="localhost").encode()))
+    with pytest.raises(StreamError):
+        list(bad.feed(b"<message><</message>"))
+    parser = bad._parser
+    bad.release()
+    fresh = StreamParser()
+    list(fresh.feed(HEADER.format(to="localhost").encode()))
+    assert fresh._parser is not parser
+    [event] = fresh.feed(b"<presence/>")
+    assert to_bytes(event.element) == b"<presence/>"
+
+
 def test_an_idle_stream_parks_its_parser_and_still_answers(client, account, service) -> None:
     account("alice")
     c = client().login("alice", "secret1")
