@@ -32,9 +32,10 @@ from twisted.logger import (
     ILogObserver,
     Logger,
     LogLevel,
-    LogLevelFilterPredicate,
+    PredicateResult,
     formatEvent,
-    textFileLogObserver,
+    formatEventAsClassicLogText,
+    formatTime,
 )
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -478,11 +479,46 @@ def log_observer(fmt: str, level: str, stream: IO[str]) -> ILogObserver:
     if fmt == "json":
         observer: ILogObserver = FileLogObserver(stream, _json_line)
     elif fmt == "text":
-        observer = textFileLogObserver(stream)
+        observer = FileLogObserver(stream, _TextLine())
     else:
         raise ValueError(f"unknown log format {fmt!r}")
-    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
-    return FilteringLogObserver(observer, [predicate])
+    return FilteringLogObserver(observer, [_LevelAtLeast(LogLevel.levelWithName(level))])
+
+
+class _LevelAtLeast:
+    """Passes events of ``minimum`` or above: what Twisted's LogLevelFilterPredicate does
+    with one level for every namespace, without looking the namespace up for each event
+    (a connection's debug lines cost a busy server that much for nothing)."""
+
+    def __init__(self, minimum: LogLevel) -> None:
+        self.levels = frozenset(lv for lv in LogLevel.iterconstants() if lv >= minimum)
+
+    def __call__(self, event: dict[str, Any]) -> Any:
+        if event.get("log_level") in self.levels and event.get("log_namespace"):
+            return PredicateResult.maybe
+        return PredicateResult.no
+
+
+class _TextLine:
+    """Twisted's classic text line, ``<time> [<namespace>#<level>] <message>``, with the
+    timestamp (whole seconds) made once a second rather than once a line."""
+
+    __slots__ = ("second", "stamp")
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.stamp = "-"
+
+    def _time(self, when: float | None) -> str:
+        if when is None:
+            return "-"
+        second = int(when)
+        if second != self.second:
+            self.second, self.stamp = second, formatTime(second)
+        return self.stamp
+
+    def __call__(self, event: dict[str, Any]) -> str | None:
+        return formatEventAsClassicLogText(event, formatTime=self._time)
 
 
 # Keys of old-style (twisted.python.log) events that the JSON line already says another way.

@@ -14,7 +14,7 @@ from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint, T
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import Logger, LogLevel, LogPublisher
+from twisted.logger import Logger, LogLevel, LogPublisher, textFileLogObserver
 from zope.interface import implementer
 
 import chatserver.app as app
@@ -284,3 +284,28 @@ def test_text_log_lines_have_timestamps_and_levels_filter() -> None:
     assert line[:4].isdigit() and "T" in line.split()[0]
     with pytest.raises(ValueError):
         app.log_observer("xml", "info", stream)
+
+
+def test_text_log_lines_are_twisteds_own_format() -> None:
+    ours, theirs = io.StringIO(), io.StringIO()
+    observer = app.log_observer("text", "info", ours)
+    reference = textFileLogObserver(theirs)
+    events = [
+        {"log_time": 1_800_000_000.25, "log_level": LogLevel.info, "log_namespace": "a.b"},
+        {"log_time": 1_800_000_000.75, "log_level": LogLevel.warn, "log_namespace": "a"},
+        {"log_time": 1_800_000_001.5, "log_level": LogLevel.error, "log_namespace": "c"},
+    ]
+    for n, event in enumerate(events):
+        event.update(log_format="line {n}\nwith more", n=n)
+        observer(dict(event))
+        reference(dict(event))
+    assert ours.getvalue() == theirs.getvalue()
+    assert ours.getvalue().count("[a.b#info] line 0") == 1
+    # Below the level, or with no namespace or level, nothing is written (as Twisted's filter).
+    for dropped in (
+        {"log_time": 1.0, "log_level": LogLevel.debug, "log_namespace": "a", "log_format": "x"},
+        {"log_time": 1.0, "log_level": LogLevel.info, "log_format": "x"},
+        {"log_time": 1.0, "log_namespace": "a", "log_format": "x"},
+    ):
+        observer(dropped)
+    assert ours.getvalue() == theirs.getvalue()
