@@ -532,6 +532,10 @@ class IrcConnection(Protocol):
                 self.service.quit(self.core, "SendQ exceeded")
             transport.abortConnection()  # type: ignore[attr-defined]
 
+    def queue_line(self, line: bytes) -> None:
+        """Queue one reply line that is ready to send (CRLF included), as :meth:`reply` does."""
+        self._queue(line)
+
     def _queue(self, data: bytes) -> None:
         if self._out is not None:
             self._out.append(data)

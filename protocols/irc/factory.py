@@ -46,6 +46,8 @@ class IrcFactory(Factory):
         self._unregistered: set[IrcConnection] = set()
         self._exempt = [ipaddress.ip_network(net, strict=False) for net in config.flood_exempt]
         self.motd_lines = load_motd(config.motd_file)
+        # The welcome burst's fixed lines, made on the first registration (handlers.registration).
+        self.welcome_templates: Any = None
 
     def buildProtocol(self, addr: Any) -> IrcConnection:
         return IrcConnection(self)

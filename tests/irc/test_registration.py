@@ -10,7 +10,12 @@ import pytest
 from chatserver.config import IrcConfig
 from protocols.irc import caps as capmod
 from protocols.irc.commands import COMMANDS, CommandSpec
-from protocols.irc.handlers.registration import EXTRA_ISUPPORT, isupport_tokens
+from protocols.irc.handlers.registration import (
+    EXTRA_ISUPPORT,
+    isupport_tokens,
+    send_isupport,
+    send_motd,
+)
 from protocols.irc.services_registry import SERVICES
 from tests.irc.conftest import IrcWorld, commands, find, last_param, one
 
@@ -98,6 +103,39 @@ def test_motd_from_file(make_irc, tmp_path: Path) -> None:
     assert commands(out)[-1] == "376" or "376" in commands(out)
     again = c.ask("MOTD")
     assert commands(again)[0] == "375" and commands(again)[-1] == "376"
+
+
+@pytest.mark.parametrize("nick", ["al", "a" * 30])
+def test_the_welcome_burst_is_what_each_reply_would_say(make_irc, tmp_path: Path, nick) -> None:
+    # The fixed lines of the burst come from templates: byte for byte what the replies
+    # rendered one by one (the ISUPPORT and MOTD commands) say, for any nick length.
+    motd = tmp_path / "motd.txt"
+    motd.write_text("Hello\n" + "x" * 480 + "\n")
+    world = make_irc(config=IrcConfig(flood_burst=0, motd_file=str(motd)))
+    for _ in range(2):  # the second registration uses the templates the first made
+        c = world.connect()
+        c.send(f"NICK {nick}", "USER a 0 * :A")
+        burst = c.raw()
+        for send in (send_isupport, send_motd):
+            send(c.conn)
+            one_by_one = c.raw()
+            assert one_by_one and one_by_one in burst
+        assert all(len(line) <= 510 for line in burst.split(b"\r\n"))
+        c.send("QUIT")
+
+
+def test_a_reloaded_motd_is_in_the_next_welcome(make_irc, tmp_path: Path) -> None:
+    world = make_irc()
+    first = world.connect()
+    first.send("NICK alice", "USER a 0 * :A")
+    assert "422" in commands(first.take())
+    # What a reload does: the factory gets new lines (a new object).
+    world.factory.motd_lines = ["fresh news"]
+    second = world.connect()
+    second.send("NICK bob", "USER b 0 * :B")
+    out = second.take()
+    assert "422" not in commands(out)
+    assert [last_param(m) for m in find(out, "372")] == ["- fresh news"]
 
 
 def test_lusers_counts(irc: IrcWorld) -> None:

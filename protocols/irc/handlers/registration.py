@@ -21,12 +21,12 @@ from protocols.irc import caps, sasl
 from protocols.irc import numerics as n
 from protocols.irc.channels import channel_name, send_names, send_topic
 from protocols.irc.commands import COMMANDS, command
+from protocols.irc.message import MAX_BODY_BYTES, IrcMessage, serialize_fitted
 from protocols.irc.modes import CHANMODES_TOKEN, CHANNEL_LETTERS, USER_LETTERS, user_mode_string
 from protocols.irc.services_registry import is_service_nick
 
 if TYPE_CHECKING:
     from protocols.irc.connection import IrcConnection
-    from protocols.irc.message import IrcMessage
 
 log = Logger()
 
@@ -138,23 +138,89 @@ def try_register(conn: IrcConnection) -> None:
         conn.release_events()
 
 
+Reply = tuple[str, tuple[str, ...]]
+
+
 def welcome(conn: IrcConnection) -> None:
     user = conn.user
     assert user is not None
-    server = conn.server
-    me = conn.server_name
-    created = datetime.datetime.fromtimestamp(conn.factory.created_at, datetime.UTC)
-    conn.reply(n.RPL_WELCOME, f"Welcome to the {server.network} IRC Network {user.who().mask}")
-    conn.reply(n.RPL_YOURHOST, f"Your host is {me}, running version {conn.factory.version}")
-    conn.reply(n.RPL_CREATED, f"This server was created {created:%Y-%m-%d %H:%M:%S} UTC")
-    user_modes = "".join(sorted(USER_LETTERS.values(), key=str.lower))
-    chan_modes = "".join(sorted(CHANNEL_LETTERS.values(), key=str.lower))
-    conn.reply(n.RPL_MYINFO, me, conn.factory.version, user_modes, chan_modes, "Ibklov")
-    send_isupport(conn)
+    conn.reply(n.RPL_WELCOME, f"Welcome to the {conn.server.network} IRC Network {user.who().mask}")
+    head, motd = _welcome_templates(conn)
+    _send_template(conn, head)
     send_lusers(conn)
-    send_motd(conn)
+    _send_template(conn, motd)
     if user.modes:
         conn.reply(n.RPL_UMODEIS, user_mode_string(user.modes))
+
+
+def _server_replies(conn: IrcConnection) -> list[Reply]:
+    """002-005: the same for every client of a listener but for the nick."""
+    me = conn.server_name
+    created = datetime.datetime.fromtimestamp(conn.factory.created_at, datetime.UTC)
+    user_modes = "".join(sorted(USER_LETTERS.values(), key=str.lower))
+    chan_modes = "".join(sorted(CHANNEL_LETTERS.values(), key=str.lower))
+    return [
+        (n.RPL_YOURHOST, (f"Your host is {me}, running version {conn.factory.version}",)),
+        (n.RPL_CREATED, (f"This server was created {created:%Y-%m-%d %H:%M:%S} UTC",)),
+        (n.RPL_MYINFO, (me, conn.factory.version, user_modes, chan_modes, "Ibklov")),
+        *isupport_replies(conn),
+    ]
+
+
+# Each line as (bytes before the nick, bytes after it), or the replies themselves when a
+# line could pass 512 bytes with a long nick (they are then fitted one by one).
+Template = list[tuple[bytes, bytes]] | list[Reply]
+
+
+class _WelcomeTemplates:
+    """The welcome burst's replies that differ between clients only in the nick, rendered
+    once (per configuration) as the bytes before and after the nick: a registration then
+    joins bytes instead of building and serializing some twenty replies."""
+
+    __slots__ = ("head", "motd", "sources")
+
+    def __init__(self, sources: tuple[object, ...], head: Template, motd: Template) -> None:
+        self.sources = sources
+        self.head = head
+        self.motd = motd
+
+
+def _welcome_templates(conn: IrcConnection) -> tuple[Template, Template]:
+    factory = conn.factory
+    # What the lines are made of: a reload replaces these objects, never changes them.
+    sources = (conn.server, conn.server_name, conn.service.settings, factory.motd_lines)
+    cached: _WelcomeTemplates | None = factory.welcome_templates
+    if cached is None or any(a is not b for a, b in zip(cached.sources, sources, strict=True)):
+        cached = _WelcomeTemplates(
+            sources,
+            _template(conn, _server_replies(conn)),
+            _template(conn, motd_replies(conn)),
+        )
+        factory.welcome_templates = cached
+    return cached.head, cached.motd
+
+
+def _template(conn: IrcConnection, replies: list[Reply]) -> Template:
+    me = conn.server_name
+    lines: list[tuple[bytes, bytes]] = []
+    for numeric, params in replies:
+        line = serialize_fitted(
+            IrcMessage(numeric, ("*", *params), me), force_trailing=bool(params)
+        )
+        before = f":{me} {numeric} ".encode()
+        if not line.startswith(before + b"* ") or len(line) - 1 + NICK_MAX > MAX_BODY_BYTES + 2:
+            return replies
+        lines.append((before, line[len(before) + 1 :]))
+    return lines
+
+
+def _send_template(conn: IrcConnection, template: Template) -> None:
+    nick = conn.nick.encode()
+    for first, second in template:
+        if isinstance(first, bytes):
+            conn.queue_line(first + nick + second)  # type: ignore[operator]
+        else:
+            conn.reply(first, *second)
 
 
 def isupport_tokens(conn: IrcConnection) -> list[str]:
@@ -198,11 +264,20 @@ def isupport_tokens(conn: IrcConnection) -> list[str]:
     return [f"{k}={v}" if v else k for k, v in sorted(tokens.items()) if v is not None]
 
 
-def send_isupport(conn: IrcConnection) -> None:
+def isupport_replies(conn: IrcConnection) -> list[Reply]:
     tokens = isupport_tokens(conn)
-    for start in range(0, len(tokens), ISUPPORT_PER_LINE):
-        chunk = tokens[start : start + ISUPPORT_PER_LINE]
-        conn.reply(n.RPL_ISUPPORT, *chunk, "are supported by this server")
+    return [
+        (
+            n.RPL_ISUPPORT,
+            (*tokens[start : start + ISUPPORT_PER_LINE], "are supported by this server"),
+        )
+        for start in range(0, len(tokens), ISUPPORT_PER_LINE)
+    ]
+
+
+def send_isupport(conn: IrcConnection) -> None:
+    for numeric, params in isupport_replies(conn):
+        conn.reply(numeric, *params)
 
 
 def send_lusers(conn: IrcConnection) -> None:
@@ -226,15 +301,20 @@ def send_lusers(conn: IrcConnection) -> None:
     )
 
 
-def send_motd(conn: IrcConnection) -> None:
+def motd_replies(conn: IrcConnection) -> list[Reply]:
     lines = conn.factory.motd_lines
     if lines is None:
-        conn.reply(n.ERR_NOMOTD, "MOTD File is missing")
-        return
-    conn.reply(n.RPL_MOTDSTART, f"- {conn.server_name} Message of the day - ")
-    for text in lines:
-        conn.reply(n.RPL_MOTD, f"- {text}")
-    conn.reply(n.RPL_ENDOFMOTD, "End of /MOTD command.")
+        return [(n.ERR_NOMOTD, ("MOTD File is missing",))]
+    return [
+        (n.RPL_MOTDSTART, (f"- {conn.server_name} Message of the day - ",)),
+        *((n.RPL_MOTD, (f"- {text}",)) for text in lines),
+        (n.RPL_ENDOFMOTD, ("End of /MOTD command.",)),
+    ]
+
+
+def send_motd(conn: IrcConnection) -> None:
+    for numeric, params in motd_replies(conn):
+        conn.reply(numeric, *params)
 
 
 @command("LUSERS")
