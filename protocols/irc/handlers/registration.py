@@ -188,7 +188,7 @@ class _WelcomeTemplates:
 def _welcome_templates(conn: IrcConnection) -> tuple[Template, Template]:
     factory = conn.factory
     # What the lines are made of: a reload replaces these objects, never changes them.
-    sources = (conn.server, conn.server_name, conn.service.settings, factory.motd_lines)
+    sources = (conn.server, conn.service.settings, factory.motd_lines)
     cached: _WelcomeTemplates | None = factory.welcome_templates
     if cached is None or any(a is not b for a, b in zip(cached.sources, sources, strict=True)):
         cached = _WelcomeTemplates(
