@@ -115,6 +115,10 @@ class _Target:
     """The parser target: builds stanzas with a TreeBuilder and refuses restricted XML."""
 
     def __init__(self, max_depth: int, max_elements: int) -> None:
+        self.clear(max_depth, max_elements)
+
+    def clear(self, max_depth: int, max_elements: int) -> None:
+        """Ready for a new stream (also a parser's target taken again from the pool)."""
         self.builder = etree.TreeBuilder()
         self.max_depth = max_depth
         self.max_elements = max_elements
@@ -128,17 +132,6 @@ class _Target:
         self.declared: dict[str | None, str] = {}
         # Set when libxml2 reports something at stream level (a stanza ended, the stream
         # opened, whitespace between stanzas): the size count starts again from there.
-        self.quiet = False
-
-    def clear(self, max_depth: int, max_elements: int) -> None:
-        """Ready for another stream (a parser taken from the pool)."""
-        self.builder = etree.TreeBuilder()
-        self.max_depth = max_depth
-        self.max_elements = max_elements
-        self.elements = 0
-        self.depth = 0
-        self.events = []
-        self.declared = {}
         self.quiet = False
 
     def start_ns(self, prefix: str | None, uri: str) -> None:
