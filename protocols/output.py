@@ -24,60 +24,38 @@ def unsent_bytes(transport: Any) -> int | None:
         return None
 
 
-def write(transport: Any, data: bytes) -> None:
-    """Send ``data`` now if the transport has nothing queued; queue what the kernel leaves."""
+def write_within(transport: Any, data: bytes, limit: int, counted_while_paused: int | None) -> bool:
+    """Write ``data`` unless that would leave more than ``limit`` unread (see
+    :func:`over_limit`): then write nothing and return False.
+
+    On a plain TCP connection with nothing queued the bytes go straight to the socket, and
+    only what the kernel leaves is queued.  One function for the check and the write
+    because it runs once per recipient of every room message: the transport is looked at
+    once.
+    """
     # Only a plain TCP connection: a TLS wrapper passes unknown attributes through to the TCP
     # connection under it, whose socket would then get the bytes unencrypted.
-    if (
-        not isinstance(transport, tcp.Connection)
-        or transport.TLS
-        or not transport.connected
-        or transport.disconnecting
-        or transport._tempDataLen
-        or len(transport.dataBuffer) != transport.offset
-    ):
+    if not isinstance(transport, tcp.Connection) or transport.TLS:
+        if over_limit(transport, len(data), limit, counted_while_paused):
+            return False
         transport.write(data)
-        return
-    sock = transport.socket
+        return True
+    unsent = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+    if unsent + len(data) > limit:
+        return False
+    if unsent or not transport.connected or transport.disconnecting:
+        transport.write(data)
+        return True
     try:
-        sent = sock.send(data)
+        sent = transport.socket.send(data)
     except BlockingIOError:
         sent = 0
     except OSError:
         # The connection is failing: the transport's own write path notices and reports it.
         transport.write(data)
-        return
+        return True
     if sent < len(data):
         transport.write(data[sent:])
-
-
-def write_within(transport: Any, data: bytes, limit: int, counted_while_paused: int | None) -> bool:
-    """Write ``data`` as :func:`write` does, unless that would leave more than ``limit``
-    unread (see :func:`over_limit`): then write nothing and return False.
-
-    One function for both because it runs once per recipient of every room message: the
-    common case (a plain TCP socket with nothing queued) looks at the transport once.
-    """
-    if isinstance(transport, tcp.Connection) and not transport.TLS:
-        unsent = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
-        if unsent + len(data) > limit:
-            return False
-        if unsent or not transport.connected or transport.disconnecting:
-            transport.write(data)
-            return True
-        try:
-            sent = transport.socket.send(data)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            transport.write(data)
-            return True
-        if sent < len(data):
-            transport.write(data[sent:])
-        return True
-    if over_limit(transport, len(data), limit, counted_while_paused):
-        return False
-    write(transport, data)
     return True
 
 

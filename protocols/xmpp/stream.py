@@ -300,6 +300,8 @@ class StreamParser:
         self.max_elements = max_elements
         self.failed: StreamError | None = None
         self._generation = 0
+        self._target: _Target | None = None
+        self._parser: etree.XMLParser | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -316,8 +318,8 @@ class StreamParser:
 
     def release(self) -> None:
         """Give the parser back (the stream restarts, rests or is over)."""
-        parser = getattr(self, "_parser", None)
-        if parser is not None and getattr(self, "failed", None) is None:
+        parser = self._parser
+        if parser is not None and self.failed is None:
             # A parser that refused its input is not trusted with another stream.
             assert self._target is not None
             _PARSERS.give_back(parser, self._target)
