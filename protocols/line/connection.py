@@ -18,7 +18,7 @@ from chatserver.core.limits import TokenBucket
 from chatserver.core.names import casefold
 from chatserver.core.rooms import Room
 from chatserver.core.users import Connection, User
-from protocols import connlog, output
+from protocols import connlog
 from protocols.line import commands
 from protocols.line.framing import DO, DONT, IAC, TOO_LONG, WILL, WONT, LineFramer, Negotiation
 from protocols.line.render import (
@@ -37,6 +37,7 @@ from protocols.line.render import (
     text_is_personal,
     topic_text,
 )
+from protocols.transport import close, output
 
 if TYPE_CHECKING:
     from protocols.line.factory import LineFactory, LineSettings
@@ -395,7 +396,7 @@ class LineConnection(Protocol):
             self.service.quit(conn, reason)
             self._log_closed(conn.id)
         if transport is not None:
-            output.close_gently(transport, self.clock)
+            close.close(transport, self.clock)
 
     def quit(self, reason: str) -> None:
         """The user asked to leave."""
