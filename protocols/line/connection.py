@@ -27,7 +27,6 @@ from chatserver.core.limits import TokenBucket
 from chatserver.core.names import casefold
 from chatserver.core.rooms import Room
 from chatserver.core.users import Connection, User
-from protocols import output
 from protocols.line import commands
 from protocols.line.framing import DO, DONT, IAC, TOO_LONG, WILL, WONT, LineFramer, Negotiation
 from protocols.line.render import (
@@ -46,6 +45,7 @@ from protocols.line.render import (
     text_is_personal,
     topic_text,
 )
+from protocols.transport import close, output
 
 if TYPE_CHECKING:
     from protocols.line.factory import LineFactory, LineSettings
@@ -410,7 +410,7 @@ class LineConnection(Protocol):
             self.service.quit(conn, reason, dropped=self._dropped)
             self._log_closed()
         if transport is not None:
-            output.close_gently(transport, self.clock)
+            close.close(transport, self.clock)
 
     def quit(self, reason: str) -> None:
         """The user asked to leave."""
