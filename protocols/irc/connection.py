@@ -38,7 +38,7 @@ from chatserver.core.errors import (
     NotPermitted,
     UnknownMode,
 )
-from chatserver.core.events import Event, Message, MessageBatch, Who
+from chatserver.core.events import DropKind, Event, Message, MessageBatch, Who
 from chatserver.core.interfaces import IChatClient
 from chatserver.core.limits import TokenBucket
 from protocols import connlog
@@ -129,6 +129,7 @@ class IrcConnection(Protocol):
         "closing",
         "config",
         "core",
+        "dropped",
         "factory",
         "ident",
         "in_command",
@@ -171,6 +172,8 @@ class IrcConnection(Protocol):
         self.closing = False
         self.quit_reason: str | None = None
         self.quit_nick: str | None = None
+        # Set when the server closes the connection for flooding or a full SendQ.
+        self.dropped: DropKind | None = None
         # Numerics 900/901 written for this connection (lets SASL avoid saying it twice).
         self.account_numerics_sent = 0
         # Framing and flood control.
@@ -287,7 +290,7 @@ class IrcConnection(Protocol):
             nick = self.quit_nick
             if nick is None and self.registered and self.core.user is not None:
                 nick = self.core.user.nick
-            self.service.quit(self.core, quit_reason)
+            self.service.quit(self.core, quit_reason, dropped=self.dropped)
             connlog.closed("irc", self.core.id, self.address, nick, quit_reason)
 
     def disconnect(self, reason: str) -> None:
@@ -315,7 +318,7 @@ class IrcConnection(Protocol):
         self._write(serialize(IrcMessage("ERROR", (error_text,)), force_trailing=True))
         if self.core is not None:
             # Others see the reason now, not whenever the socket finishes closing.
-            self.service.quit(self.core, reason)
+            self.service.quit(self.core, reason, dropped=self.dropped)
         transport = self.transport
         if transport is not None:
             if abort:
@@ -404,6 +407,7 @@ class IrcConnection(Protocol):
     def _excess_flood(self) -> None:
         log.info("irc connection from {address} closed: excess flood", address=self.address)
         self._pending = None
+        self.dropped = "flood"
         self._close(
             "Excess Flood", "Closing Link: " + self._link_name() + " (Excess Flood)", abort=False
         )
@@ -524,8 +528,9 @@ class IrcConnection(Protocol):
             log.info("irc connection from {address} closed: SendQ exceeded", address=self.address)
             self.closing = True
             self.quit_reason = "SendQ exceeded"
+            self.dropped = "slow_reader"
             if self.core is not None:
-                self.service.quit(self.core, "SendQ exceeded")
+                self.service.quit(self.core, "SendQ exceeded", dropped="slow_reader")
             transport.abortConnection()  # type: ignore[attr-defined]
 
     def queue_line(self, line: bytes) -> None:

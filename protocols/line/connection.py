@@ -12,7 +12,16 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatserver.core.errors import LimitExceeded
-from chatserver.core.events import Event, Join, Kick, Message, MessageBatch, NickChange, Part
+from chatserver.core.events import (
+    DropKind,
+    Event,
+    Join,
+    Kick,
+    Message,
+    MessageBatch,
+    NickChange,
+    Part,
+)
 from chatserver.core.interfaces import IChatClient
 from chatserver.core.limits import TokenBucket
 from chatserver.core.names import casefold
@@ -77,6 +86,7 @@ class LineConnection(Protocol):
         "_by_server",
         "_closing",
         "_current",
+        "_dropped",
         "_flooding",
         "_framer",
         "_idle_call",
@@ -122,6 +132,8 @@ class LineConnection(Protocol):
         self._probe_mark: int | None = None
         self._closing = False
         self._quit_reason: str | None = None
+        # Set when the server closes the connection for flooding or a full output backlog.
+        self._dropped: DropKind | None = None
         self._by_server = False
         # Telnet options already refused (made when a client first asks for one).
         self._negotiated: set[tuple[int, int]] | None = None
@@ -208,7 +220,7 @@ class LineConnection(Protocol):
         self._cancel_idle()
         conn, self.conn = self.conn, None
         if conn is not None:
-            self.service.quit(conn, self._quit_reason or "Connection closed")
+            self.service.quit(conn, self._quit_reason or "Connection closed", dropped=self._dropped)
             self._log_closed(conn.id)
 
     def _log_closed(self, id: int) -> None:
@@ -255,6 +267,7 @@ class LineConnection(Protocol):
             )
             self._closing = True
             self._quit_reason = "Output backlog full"
+            self._dropped = "slow_reader"
             self._by_server = True
             self._cancel_idle()
             transport.abortConnection()
@@ -297,6 +310,7 @@ class LineConnection(Protocol):
         self._flooding = True
         limit = self.config.flood_max_warnings
         if self._warnings >= limit:
+            self._dropped = "flood"
             self.disconnect("Excess flood")
             return False
         self._warnings += 1
@@ -393,7 +407,7 @@ class LineConnection(Protocol):
         conn, self.conn = self.conn, None
         if conn is not None:
             # Others see the user leave now, not when the client gets round to closing.
-            self.service.quit(conn, reason)
+            self.service.quit(conn, reason, dropped=self._dropped)
             self._log_closed(conn.id)
         if transport is not None:
             close.close(transport, self.clock)

@@ -24,7 +24,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatserver.core.errors import Banned, LimitExceeded
-from chatserver.core.events import MessageBatch
+from chatserver.core.events import DropKind, MessageBatch
 from chatserver.core.interfaces import IChatClient
 from chatserver.core.limits import TokenBucket
 from protocols import connlog
@@ -117,6 +117,7 @@ class XmppConnection(Protocol):
         "connected",
         "core",
         "domain",
+        "dropped",
         "factory",
         "header_sent",
         "jid",
@@ -163,6 +164,8 @@ class XmppConnection(Protocol):
         self.presence_status: str | None = None
         self.presence: bytes | None = None
         self.quit_reason: str | None = None
+        # Set when the server closes the stream for flooding or a full output backlog.
+        self.dropped: DropKind | None = None
         self.session_started = False
         # Made when a module first asks for them: most connections never do.
         self._extra: dict[str, Any] | None = None
@@ -234,6 +237,7 @@ class XmppConnection(Protocol):
         ):
             log.info("xmpp output backlog full for {who}", who=self.jid or self.address)
             self.quit_reason = "Output backlog full"
+            self.dropped = "slow_reader"
             self.state = CLOSED
             self._cancel_timers()
             self.transport.abortConnection()
@@ -418,7 +422,7 @@ class XmppConnection(Protocol):
             user = self.core.user
             nick = user.nick if user is not None and self.jid is not None else None
             reason = self.quit_reason or "Disconnected"
-            self.service.quit(self.core, reason)
+            self.service.quit(self.core, reason, dropped=self.dropped)
             connlog.closed("xmpp", self.core.id, self.address, nick, reason)
 
     # -- stream negotiation ---------------------------------------------------------------------
@@ -601,6 +605,7 @@ class XmppConnection(Protocol):
             self._waiting = None
             log.info("xmpp flood from {who}", who=self.jid or self.address)
             self.quit_reason = "Excess flood"
+            self.dropped = "flood"
             self.stream_error("policy-violation", "too many stanzas at once")
             return
         if self._drain_call is None:
