@@ -90,6 +90,8 @@ class Identity:
             email,
             mode=self.settings.registration,
             admit=lambda: self.take_registration(conn.address),
+            address=conn.address,
+            protocol=conn.protocol,
         )
 
         def created(record: Any) -> Any:

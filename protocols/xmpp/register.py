@@ -92,12 +92,11 @@ def handle_preauth(conn: XmppConnection, stanza: etree._Element) -> Deferred[Any
         password,
         mode=mode,
         admit=lambda: conn.service.take_registration(conn.address),
+        address=conn.address,
+        protocol="xmpp",
     )
 
     def created(record: Any) -> None:
-        log.info(
-            "xmpp registered {account} from {address}", account=record.name, address=conn.address
-        )
         conn.iq_result(stanza)
 
     return d.addCallbacks(created, _account_error)

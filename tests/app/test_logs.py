@@ -61,9 +61,13 @@ def test_connection_lines_are_one_shape_on_every_protocol_and_probes_stay_out(
     server = json_server(tmp_path)
     try:
         irc = IrcUser(server.ports["irc"], "bob")
+        irc.send_line(f"PRIVMSG NickServ :REGISTER {PASSWORD}")
+        irc.expect(lambda text: "NOTICE bob" in text and "registered" in text)
         irc.send_line("QUIT :bye")
         irc.read_until_closed()
         line = LineUser(server.ports["line"], "alice")
+        line.send_line(f"/register {PASSWORD}")
+        line.expect("*** alice is now registered")
         line.send_line("/quit")
         line.read_until_closed()
         xmpp = XmppClient(server.ports["xmpp"])
@@ -100,6 +104,13 @@ def test_connection_lines_are_one_shape_on_every_protocol_and_probes_stay_out(
         assert e["level"] == "info" and e["address"] == "127.0.0.1" and e["nick"] in e["message"]
         assert e["namespace"] == f"protocols.{e['protocol']}.connection"
     assert "(*)" not in server.log()
+    # Every account registration, whatever its protocol, in the same words.
+    registered = sorted(e["message"] for e in found if " registered from " in e["message"])
+    assert registered == [
+        "account alice registered from 127.0.0.1 (line)",
+        "account bob registered from 127.0.0.1 (irc)",
+        "account carol registered from 127.0.0.1 (xmpp)",
+    ]
 
 
 def test_no_twisted_chatter_at_info_and_no_legacy_namespace(tmp_path: Path) -> None:
