@@ -13,7 +13,7 @@ protocol) and whether a user may send to a room (the check ``say`` makes).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -185,8 +185,11 @@ class Views:
     rooms: dict[str, Room]
     users: NickTable
     accounts: AccountManager
-    _check_send: Callable[[Room, User, Member | None], None]
-    _room: Callable[[str], Room]
+
+    if TYPE_CHECKING:
+
+        def _room(self, name: str) -> Room: ...
+        def _check_send(self, room: Room, user: User, member: Member | None) -> None: ...
 
     def room_by_key(self, key: str) -> RoomView | None:
         """The room with the canonical key ``key`` (as events carry it): no folding, for
