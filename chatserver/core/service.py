@@ -99,6 +99,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
         self.history_store = history_store
         self.users = NickTable()
         self.rooms: dict[str, Room] = {}
+        self._init_views()
         self.connections: dict[int, Connection] = {}
         self.by_account: dict[str, User] = {}
         self.whowas_log: deque[tuple[Who, float]] = deque(maxlen=2000)

@@ -13,7 +13,7 @@ protocol) and whether a user may send to a room (the check ``say`` makes).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -191,10 +191,13 @@ class Views:
         def _room(self, name: str) -> Room: ...
         def _check_send(self, room: Room, user: User, member: Member | None) -> None: ...
 
-    def room_by_key(self, key: str) -> RoomView | None:
-        """The room with the canonical key ``key`` (as events carry it): no folding, for
-        renderers that look a room up per recipient."""
-        return self.rooms.get(key)
+    # The room with the canonical key (as events carry it), or None: no folding.  The rooms
+    # dict's own lookup, so that a renderer looking a room up per recipient pays no more
+    # than it did reading the dict itself.
+    room_by_key: Callable[[str], RoomView | None]
+
+    def _init_views(self) -> None:
+        self.room_by_key = self.rooms.get
 
     def can_see_room(self, viewer: UserView | None, room: RoomView) -> bool:
         return can_see_room(viewer, room)
