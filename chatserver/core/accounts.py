@@ -185,12 +185,14 @@ class AccountManager:
         *,
         mode: str,
         admit: Callable[[], bool] | None = None,
+        address: str | None = None,
     ):  # -> AccountRecord
         """Create the account a user asks for, as registration ``mode`` allows.
 
         ``mode`` is "open", "invite" or "closed" (``[chat] registration``, or a protocol's
         own setting).  ``admit`` (the per-address throttle) is asked only once every cheap
         refusal has passed, so that a mistyped password or an uninvited name costs no try.
+        ``address`` (the registering client's) counts as the owner's for the login throttle.
         """
         if mode not in ("open", "invite"):
             raise AccountError(AccountError.CLOSED, "registration is closed on this server")
@@ -212,6 +214,8 @@ class AccountManager:
                 AccountError.THROTTLED, "too many new accounts from your address; try again later"
             )
         record = yield self.create(name, password, email, invited=invited)
+        if address is not None:
+            self.remember_address(record.name, address)
         return record
 
     @inlineCallbacks
@@ -317,13 +321,18 @@ class AccountManager:
         if attempt.address is not None:
             self._by_address.give(address_key(attempt.address), now)
         if attempt.address is not None and account is not None:
-            key = (casefold(account), address_key(attempt.address))
-            self._known.pop(key, None)
-            self._known[key] = now
-            while len(self._known) > MAX_KNOWN_ADDRESSES:
-                self._known.popitem(last=False)
+            self.remember_address(account, attempt.address)
         if attempt.charged_account:
             self._by_account.give(casefold(attempt.name or ""), now)
+
+    def remember_address(self, account: str, address: str) -> None:
+        """``address`` logged in to ``account`` (or registered it): it is the owner's, for
+        KNOWN_ADDRESS_DAYS."""
+        key = (casefold(account), address_key(address))
+        self._known.pop(key, None)
+        self._known[key] = self.clock.seconds()
+        while len(self._known) > MAX_KNOWN_ADDRESSES:
+            self._known.popitem(last=False)
 
     def _throttle_error(self) -> AccountError:
         return AccountError(

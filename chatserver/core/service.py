@@ -804,6 +804,7 @@ class ChatService:
             email,
             mode=self.settings.registration,
             admit=lambda: self.take_registration(conn.address),
+            address=conn.address,
         )
 
         def created(record: Any) -> Any:
