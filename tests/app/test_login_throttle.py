@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from scramp import ScramClient
