@@ -22,6 +22,10 @@ class BadName(ChatError):
         super().__init__(reason or f"{name!r} is not a valid name")
 
 
+class BadText(ChatError):
+    """The text holds what no protocol can carry (see ``names.text_problem``)."""
+
+
 class NickInUse(ChatError):
     """The nick is in use by someone else."""
 

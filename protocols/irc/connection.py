@@ -751,6 +751,9 @@ class IrcConnection(Protocol):
             data = render_batch(self, batch)
         except Exception:
             log.failure("rendering a batch of {n} messages for IRC", n=len(batch.messages))
+            # One by one: a message that cannot be rendered costs only itself.
+            for msg in batch.messages:
+                self.deliver(msg)
             return
         if data:
             self._write(data)

@@ -12,7 +12,6 @@ register here with :func:`command`.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from chatserver.core.errors import (
 )
 from chatserver.core.names import room_key
 from chatserver.core.rooms import Room
+from protocols.line.jsonin import JsonRefused, decode_command
 from protocols.line.render import room_name
 
 if TYPE_CHECKING:
@@ -298,12 +298,9 @@ def handle_text_command(c: LineConnection, name: str, rest: str) -> None:
 
 def handle_json(c: LineConnection, text: str) -> None:
     try:
-        obj = json.loads(text)
-    except ValueError as err:
-        c.send_error("bad_json", f"not a JSON object: {err}")
-        return
-    if not isinstance(obj, dict):
-        c.send_error("bad_json", 'a JSON command is an object such as {"cmd": "help"}')
+        obj = decode_command(text)
+    except JsonRefused as err:
+        c.send_error(err.code, err.message, cmd=err.cmd, tag=err.tag)
         return
     tag = obj.get("tag")
     name = obj.get("cmd")
