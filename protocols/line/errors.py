@@ -11,38 +11,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from chatserver.core.errors import (
-    AccountError,
-    AlreadyOnRoom,
-    BadName,
-    BadText,
-    Banned,
-    CannotSend,
-    ChatError,
-    JoinRefused,
-    LimitExceeded,
-    NickInUse,
-    NoSuchNick,
-    NoSuchRoom,
-    NotOnRoom,
-    NotPermitted,
-    UnknownMode,
-    entry_for,
-)
+from chatserver.core import errors as core
 from protocols.line.render import room_name
 
 # (error code, message, extra JSON fields)
 Described = tuple[str, str, dict[str, Any]]
 
 _ACCOUNT_HINTS = {
-    AccountError.NO_ACCOUNT: " (/register <password> registers your current nick)",
-    AccountError.NOT_LOGGED_IN: " (/identify <password> logs you in)",
+    core.AccountError.NO_ACCOUNT: " (/register <password> registers your current nick)",
+    core.AccountError.NOT_LOGGED_IN: " (/identify <password> logs you in)",
 }
 
 _JOIN_HINTS = {
-    JoinRefused.BAD_KEY: " (/join {room} <key>)",
-    JoinRefused.INVITE_ONLY: " (a room operator can /invite you)",
-    JoinRefused.REGISTERED_ONLY: " (/register or /identify first)",
+    core.JoinRefused.BAD_KEY: " (/join {room} <key>)",
+    core.JoinRefused.INVITE_ONLY: " (a room operator can /invite you)",
+    core.JoinRefused.REGISTERED_ONLY: " (/register or /identify first)",
 }
 
 
@@ -84,29 +67,29 @@ def _join_refused(err: Any) -> Described:
     return "join_refused", message, {"room": err.room, "why": err.why}
 
 
-ERRORS: dict[type[ChatError], Callable[[Any], Described]] = {
-    ChatError: lambda err: ("failed", err.reason, {}),
-    BadName: lambda err: ("bad_name", err.reason, {}),
-    BadText: lambda err: ("bad_text", err.reason, {}),
-    NickInUse: _nick_in_use,
-    NoSuchNick: lambda err: ("no_such_nick", f"no such nick: {err.nick}", {}),
-    NoSuchRoom: _no_such_room,
-    NotOnRoom: _not_on_room,
-    AlreadyOnRoom: _already_on_room,
-    NotPermitted: _not_permitted,
-    CannotSend: _cannot_send,
-    JoinRefused: _join_refused,
-    UnknownMode: lambda err: (
+ERRORS: dict[type[core.ChatError], Callable[[Any], Described]] = {
+    core.ChatError: lambda err: ("failed", err.reason, {}),
+    core.BadName: lambda err: ("bad_name", err.reason, {}),
+    core.BadText: lambda err: ("bad_text", err.reason, {}),
+    core.NickInUse: _nick_in_use,
+    core.NoSuchNick: lambda err: ("no_such_nick", f"no such nick: {err.nick}", {}),
+    core.NoSuchRoom: _no_such_room,
+    core.NotOnRoom: _not_on_room,
+    core.AlreadyOnRoom: _already_on_room,
+    core.NotPermitted: _not_permitted,
+    core.CannotSend: _cannot_send,
+    core.JoinRefused: _join_refused,
+    core.UnknownMode: lambda err: (
         "unknown_mode",
         f"unknown mode: {err.mode} (/help mode lists them)",
         {},
     ),
     # Each of AccountError.CODES is its own error code.
-    AccountError: lambda err: (err.code, err.reason + _ACCOUNT_HINTS.get(err.code, ""), {}),
-    LimitExceeded: lambda err: ("limit_exceeded", err.reason, {}),
-    Banned: lambda err: ("banned", err.reason, {}),
+    core.AccountError: lambda err: (err.code, err.reason + _ACCOUNT_HINTS.get(err.code, ""), {}),
+    core.LimitExceeded: lambda err: ("limit_exceeded", err.reason, {}),
+    core.Banned: lambda err: ("banned", err.reason, {}),
 }
 
 
-def describe_chat_error(err: ChatError) -> Described:
-    return entry_for(ERRORS, err)(err)
+def describe_chat_error(err: core.ChatError) -> Described:
+    return core.entry_for(ERRORS, err)(err)

@@ -31,25 +31,9 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from chatserver.core.errors import (
-    AccountError,
-    AlreadyOnRoom,
-    BadName,
-    BadText,
-    Banned,
-    CannotSend,
-    ChatError,
-    JoinRefused,
-    LimitExceeded,
-    NickInUse,
-    NoSuchNick,
-    NoSuchRoom,
-    NotOnRoom,
-    NotPermitted,
-    UnknownMode,
-    entry_for,
-)
+from chatserver.core.errors import ChatError
 from protocols.xmpp import stanzas
+from protocols.xmpp.errors import chat_error_condition
 from protocols.xmpp.jid import try_parse
 
 if TYPE_CHECKING:
@@ -185,58 +169,6 @@ def _answer_error(conn: XmppConnection, stanza: etree._Element, err: BaseExcepti
         "handling {kind} from {jid}", Failure(err), kind=stanzas.kind_of(stanza), jid=conn.jid
     )
     conn.send_error(stanza, "cancel", "internal-server-error")
-
-
-# Core error -> RFC 6120 §8.3.3 condition, for every class of errors.CORE_ERRORS (a test
-# checks); JoinRefused and AccountError look their kind up in the tables after this one.
-CONDITIONS: dict[type[ChatError], str] = {
-    ChatError: "not-allowed",
-    BadName: "jid-malformed",
-    BadText: "bad-request",
-    NickInUse: "conflict",
-    NoSuchNick: "item-not-found",
-    NoSuchRoom: "item-not-found",
-    NotOnRoom: "not-acceptable",
-    AlreadyOnRoom: "not-allowed",
-    NotPermitted: "forbidden",
-    CannotSend: "forbidden",
-    JoinRefused: "not-allowed",
-    UnknownMode: "not-allowed",
-    AccountError: "not-allowed",
-    LimitExceeded: "resource-constraint",
-    Banned: "resource-constraint",
-}
-
-# JoinRefused.why -> condition, for every JoinRefused.WHYS.
-JOIN_CONDITIONS = {
-    JoinRefused.BANNED: "forbidden",
-    JoinRefused.INVITE_ONLY: "registration-required",
-    JoinRefused.BAD_KEY: "not-authorized",
-    JoinRefused.FULL: "service-unavailable",
-    JoinRefused.REGISTERED_ONLY: "registration-required",
-    JoinRefused.TOO_MANY_ROOMS: "resource-constraint",
-}
-
-# AccountError.code -> condition, for every AccountError.CODES.
-ACCOUNT_CONDITIONS = {
-    AccountError.EXISTS: "conflict",
-    AccountError.BAD_PASSWORD: "not-authorized",
-    AccountError.NO_ACCOUNT: "item-not-found",
-    AccountError.THROTTLED: "resource-constraint",
-    AccountError.NOT_LOGGED_IN: "not-authorized",
-    AccountError.ALREADY_LOGGED_IN: "not-allowed",
-    AccountError.WEAK_PASSWORD: "not-acceptable",
-    AccountError.CLOSED: "not-allowed",
-}
-
-
-def chat_error_condition(err: ChatError) -> str:
-    """The RFC 6120 stanza error condition for a core refusal."""
-    if isinstance(err, JoinRefused):
-        return JOIN_CONDITIONS.get(err.why, "not-allowed")
-    if isinstance(err, AccountError):
-        return ACCOUNT_CONDITIONS.get(err.code, "not-allowed")
-    return entry_for(CONDITIONS, err)
 
 
 def _forward_iq(conn: XmppConnection, stanza: etree._Element, to: str | None) -> bool:

@@ -14,13 +14,13 @@ from chatserver.core.errors import CORE_ERRORS, AccountError, ChatError, JoinRef
 from protocols.irc import errors as irc_errors
 from protocols.irc import sasl as irc_sasl
 from protocols.line import errors as line_errors
-from protocols.xmpp import router as xmpp_router
+from protocols.xmpp import errors as xmpp_errors
 from protocols.xmpp import sasl as xmpp_sasl
 from protocols.xmpp.muc import join as muc_join
 
 TABLES = {
     "irc": irc_errors.ERRORS,
-    "xmpp": xmpp_router.CONDITIONS,
+    "xmpp": xmpp_errors.CONDITIONS,
     "line": line_errors.ERRORS,
 }
 
@@ -55,9 +55,9 @@ def test_the_kinds_are_listed() -> None:
     "table, listed",
     [
         (irc_errors.JOIN_REFUSALS, JoinRefused.WHYS),
-        (xmpp_router.JOIN_CONDITIONS, JoinRefused.WHYS),
+        (xmpp_errors.JOIN_CONDITIONS, JoinRefused.WHYS),
         (muc_join.JOIN_ERRORS, JoinRefused.WHYS),
-        (xmpp_router.ACCOUNT_CONDITIONS, AccountError.CODES),
+        (xmpp_errors.ACCOUNT_CONDITIONS, AccountError.CODES),
         (irc_sasl.FAILURE_TEXT, sasl.REASONS),
         (xmpp_sasl.CONDITIONS, sasl.REASONS),
     ],
