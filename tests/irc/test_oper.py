@@ -63,9 +63,10 @@ def test_oper_needs_two_parameters(world: IrcWorld) -> None:
 
 
 def test_oper_with_no_operators_configured() -> None:
+    # The answer of every failed OPER: not even whether operators exist is told.
     world = IrcWorld()
     alice = world.client("alice")
-    assert commands(alice.ask("OPER root hunter22")) == ["491"]
+    assert commands(alice.ask("OPER root hunter22")) == ["464"]
 
 
 def test_kill(world: IrcWorld) -> None:

@@ -38,10 +38,6 @@ def oper(conn: Any, msg: Any) -> Deferred[Any] | None:
             ),
         )
         return None
-    if not operators_of(conn):
-        # Nothing to find out about names when there are no operators at all.
-        conn.reply(n.ERR_NOOPERHOST, "No operators are configured on this server")
-        return None
     d = check_operator(
         conn.service,
         operators_of(conn),
