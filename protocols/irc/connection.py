@@ -27,10 +27,9 @@ from chatserver.core.errors import (
     ChatError,
     LimitExceeded,
 )
-from chatserver.core.events import Event, Message, MessageBatch, Who
+from chatserver.core.events import DropKind, Event, Message, MessageBatch, Who
 from chatserver.core.interfaces import IChatClient
 from chatserver.core.limits import TokenBucket
-from protocols import output
 from protocols.irc import caps, errors
 from protocols.irc import numerics as n
 from protocols.irc.commands import dispatch
@@ -44,6 +43,7 @@ from protocols.irc.message import (
 )
 from protocols.irc.render import history_lines, render, render_batch
 from protocols.irc.services_registry import SERVICES
+from protocols.transport import close, output
 
 if TYPE_CHECKING:
     from chatserver.core.users import Connection, User
@@ -115,6 +115,7 @@ class IrcConnection(Protocol):
         "closing",
         "config",
         "core",
+        "dropped",
         "factory",
         "ident",
         "in_command",
@@ -155,6 +156,8 @@ class IrcConnection(Protocol):
         self.services = SERVICES
         self.closing = False
         self.quit_reason: str | None = None
+        # Set when the server closes the connection for flooding or a full SendQ.
+        self.dropped: DropKind | None = None
         # Numerics 900/901 written for this connection (lets SASL avoid saying it twice).
         self.account_numerics_sent = 0
         # Framing and flood control.
@@ -275,7 +278,7 @@ class IrcConnection(Protocol):
             quit_reason = self.quit_reason or "Connection closed"
             user = self.core.user
             nick = user.nick if user is not None and self.registered else "*"
-            self.service.quit(self.core, quit_reason)
+            self.service.quit(self.core, quit_reason, dropped=self.dropped)
             log.info(
                 "irc connection {id} ({nick}) closed ({reason})",
                 id=self.core.id,
@@ -306,13 +309,13 @@ class IrcConnection(Protocol):
         self._write(serialize(IrcMessage("ERROR", (error_text,)), force_trailing=True))
         if self.core is not None:
             # Others see the reason now, not whenever the socket finishes closing.
-            self.service.quit(self.core, reason)
+            self.service.quit(self.core, reason, dropped=self.dropped)
         transport = self.transport
         if transport is not None:
             if abort:
                 transport.abortConnection()  # type: ignore[attr-defined]
             else:
-                output.close_gently(transport, self.clock)
+                close.close(transport, self.clock)
 
     def registration_done(self) -> None:
         """Called once the welcome burst is sent (the idle timer stops checking the
@@ -395,6 +398,7 @@ class IrcConnection(Protocol):
     def _excess_flood(self) -> None:
         log.info("irc connection from {address} closed: excess flood", address=self.address)
         self._pending = None
+        self.dropped = "flood"
         self._close(
             "Excess Flood", "Closing Link: " + self._link_name() + " (Excess Flood)", abort=False
         )
@@ -515,8 +519,9 @@ class IrcConnection(Protocol):
             log.info("irc connection from {address} closed: SendQ exceeded", address=self.address)
             self.closing = True
             self.quit_reason = "SendQ exceeded"
+            self.dropped = "slow_reader"
             if self.core is not None:
-                self.service.quit(self.core, "SendQ exceeded")
+                self.service.quit(self.core, "SendQ exceeded", dropped="slow_reader")
             transport.abortConnection()  # type: ignore[attr-defined]
 
     def queue_line(self, line: bytes) -> None:
