@@ -9,8 +9,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatserver.auth.operators import OperatorRefused, check_operator
-from chatserver.core.accounts import INVITE_DAYS, RegistrationInvite
 from chatserver.core.errors import ChatError, NotPermitted
+from chatserver.core.views import INVITE_DAYS, RegistrationInvite
 from protocols.line.commands import REST, Args, CommandError, Param, Reply, command
 from protocols.line.render import INFO, ban_json, clean, clock_time, invite_json, utc
 
