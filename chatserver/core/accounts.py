@@ -26,12 +26,15 @@ from typing import Any
 
 from scramp import ScramMechanism
 from twisted.internet.defer import Deferred, fail, inlineCallbacks
+from twisted.logger import Logger
 
 from chatserver.core.errors import AccountError, BadName, ChatError
 from chatserver.core.limits import KeyedBuckets
 from chatserver.core.names import casefold, check_nick
 from chatserver.core.records import AccountRecord, Credential
 from chatserver.core.settings import CoreSettings
+
+log = Logger()
 
 MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-1")
 _SCRAM = {name: ScramMechanism(name) for name in MECHANISMS}
@@ -186,13 +189,16 @@ class AccountManager:
         mode: str,
         admit: Callable[[], bool] | None = None,
         address: str | None = None,
+        protocol: str | None = None,
     ):  # -> AccountRecord
         """Create the account a user asks for, as registration ``mode`` allows.
 
         ``mode`` is "open", "invite" or "closed" (``[chat] registration``, or a protocol's
         own setting).  ``admit`` (the per-address throttle) is asked only once every cheap
         refusal has passed, so that a mistyped password or an uninvited name costs no try.
-        ``address`` (the registering client's) counts as the owner's for the login throttle.
+        ``address`` and ``protocol`` say where the request came from, for the log line that
+        every registration gets here, whatever its protocol.
+        ``address`` also counts as the owner's for the login throttle.
         """
         if mode not in ("open", "invite"):
             raise AccountError(AccountError.CLOSED, "registration is closed on this server")
@@ -216,6 +222,12 @@ class AccountManager:
         record = yield self.create(name, password, email, invited=invited)
         if address is not None:
             self.remember_address(record.name, address)
+        log.info(
+            "account {account} registered from {address} ({protocol})",
+            account=record.name,
+            address=address or "-",
+            protocol=protocol or "-",
+        )
         return record
 
     @inlineCallbacks

@@ -84,7 +84,9 @@ class Identity:
                 )
         except ChatError as err:
             return fail(err)
-        d = self.register_account(user.nick, password, email, address=conn.address)
+        d = self.register_account(
+            user.nick, password, email, address=conn.address, protocol=conn.protocol
+        )
 
         def created(record: Any) -> Any:
             if conn.user is not None:
@@ -101,11 +103,13 @@ class Identity:
         *,
         address: str,
         mode: str | None = None,
+        protocol: str | None = None,
     ) -> Deferred:
         """Create the account ``name`` for someone not logged in to it (XMPP in-band
         registration before authentication; :meth:`register` for a user's own nick), as the
         registration mode allows (``mode``, a protocol's own setting, else ``[chat]
-        registration``) and the per-address throttle admits; fires with the AccountRecord."""
+        registration``) and the per-address throttle admits; fires with the AccountRecord.
+        ``protocol`` names where the request came from, for the log."""
         return self.accounts.register(
             name,
             password,
@@ -113,6 +117,7 @@ class Identity:
             mode=mode or self.settings.registration,
             admit=lambda: self.take_registration(address),
             address=address,
+            protocol=protocol,
         )
 
     def identify(self, conn: Connection, password: str, account: str | None = None) -> Deferred:
