@@ -9,9 +9,11 @@ own allocator keeps its partly used 1 MiB arenas, which no call can return.)
 
 :class:`MemoryTrimmer` looks every ``interval`` seconds at how much free memory malloc holds
 (``mallinfo2``, a walk of its free lists, well under a millisecond) and calls
-``malloc_trim(0)`` when it has grown by :data:`TRIM_THRESHOLD` since the last trim and the
-server is idle (it used less than half a core since the last look): so once after each
-burst, and neither during one nor while a steady load reuses what it frees.  Where the C library has no ``malloc_trim`` (musl), it does nothing.
+``malloc_trim(0)`` when that is :data:`TRIM_THRESHOLD` or more, the process has grown by as
+much since the last trim, and the server is idle (it used less than half a core since the
+last look): so after each burst, and neither while one is at its height nor again and again
+while a steady load reuses what it frees.  Where the C library has no ``malloc_trim``
+(musl), it does nothing.
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ class MemoryTrimmer:
         self.threshold = threshold
         self.malloc = _Malloc()
         self.trims = 0
-        self._free_floor = 0
+        self._resident_after_trim = 0
         self._last = (clock.seconds(), time.process_time())
         self._loop: LoopingCall | None = None
         self._clock = clock
@@ -118,18 +120,18 @@ class MemoryTrimmer:
             # A burst still under way: what it frees now it may take again next second.
             return False
         free = self.malloc.free_bytes()
-        # Trimmed memory stays on malloc's free lists (only its pages go back), so what counts
-        # is how much more is free than at the last trim, or than since then at the least (what
-        # malloc reused became resident again).
-        self._free_floor = min(self._free_floor, free)
-        if free - self._free_floor < self.threshold:
+        if free < self.threshold:
             return False
+        # Trimmed memory stays on malloc's free lists (only its pages go back): a trim is
+        # worth it again only once the process has grown back since the last one.
         before = resident_bytes()
+        if before - self._resident_after_trim < self.threshold:
+            return False
         started = time.perf_counter()
         self.malloc.trim(0)
         took = time.perf_counter() - started
         after = resident_bytes()
-        self._free_floor = self.malloc.free_bytes()
+        self._resident_after_trim = after
         self.trims += 1
         log.debug(
             "malloc_trim: {free_mib:.1f} MiB free in malloc, resident {before_mib:.1f} ->"
