@@ -30,6 +30,10 @@ class Who:
 
     @property
     def mask(self) -> str:
+        if not self.ident:
+            # The server itself (a kick from the operator's console): IRC names a server
+            # source by its name alone.
+            return self.nick
         return f"{self.nick}!{self.ident}@{self.host}"
 
 

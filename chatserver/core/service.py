@@ -338,10 +338,31 @@ class ChatService:
         actor = self._user(conn)
         if "oper" not in actor.modes:
             raise NotPermitted("only server operators may do that")
+        self.kill_user(nick, f"Killed by {actor.nick}: {reason}")
+
+    def kill_user(self, nick: str, reason: str) -> str:
+        """Disconnect every connection of ``nick``, telling them (and others) ``reason``;
+        returns the nick as it was.  Raises NoSuchNick."""
         target = self._find(nick)
-        for tconn in list(target.connections):
-            tconn.client.disconnect(f"Killed by {actor.nick}: {reason}")
-            self.quit(tconn, f"Killed by {actor.nick}: {reason}")
+        self._end_connections(list(target.connections), reason)
+        return target.nick
+
+    def _end_connections(self, conns: Iterable[Connection], reason: str) -> list[str]:
+        """Disconnect each of ``conns`` still open with ``reason``; returns their nicks."""
+        gone: list[str] = []
+        for conn in conns:
+            if conn.id not in self.connections:
+                continue
+            user = conn.user
+            if user is not None and user.nick not in gone:
+                gone.append(user.nick)
+            try:
+                conn.client.disconnect(reason)
+            except Exception:
+                self.log.failure("disconnecting {conn}", conn=conn)
+            # The client's disconnect usually quits too; this makes sure, and is a no-op then.
+            self.quit(conn, reason)
+        return gone
 
     # -- rooms -----------------------------------------------------------------------------
 
@@ -956,12 +977,22 @@ class ChatService:
 
     @inlineCallbacks
     def change_password(self, conn: Connection, old_password: str, new_password: str):
+        """The owner changes the password: the account's other sessions are ended (they
+        proved the old one), this one stays."""
         user = self._user(conn)
         if user.account is None:
             raise AccountError(AccountError.NOT_LOGGED_IN, "log in to change your password")
+        account = user.account
         self.accounts.check_password_rules(new_password)
-        yield self.accounts.verify_password(user.account, old_password, conn.address, conn.protocol)
-        yield self.accounts.set_password(user.account, new_password)
+        yield self.accounts.verify_password(account, old_password, conn.address, conn.protocol)
+        yield self.set_account_password(account, new_password, keep=conn)
+
+    @inlineCallbacks
+    def set_account_password(self, name: str, password: str, *, keep: Connection | None = None):
+        """Set the password of ``name`` (errback AccountError if there is no such account) and
+        end every session of the account but ``keep``."""
+        yield self.accounts.set_password(name, password)
+        self.account_revoked(name, PASSWORD_CHANGED, keep=keep)
 
     @inlineCallbacks
     def drop(self, conn: Connection, password: str):
@@ -971,10 +1002,47 @@ class ChatService:
             raise AccountError(AccountError.NOT_LOGGED_IN, "log in to drop your account")
         account = user.account
         yield self.accounts.verify_password(account, password, conn.address, conn.protocol)
-        yield self.accounts.delete(account)
-        holder = self.by_account.get(casefold(account))
-        if holder is not None:
-            self._logout_user(holder)
+        yield self.delete_account(account, requester=conn)
+
+    @inlineCallbacks
+    def delete_account(self, name: str, *, requester: Connection | None = None):
+        """Delete the account ``name``; fires True if it existed.  Every session of the account
+        is ended; the ``requester``'s own (a user dropping their account) only at the end of the
+        turn, once the protocol has told it the account is gone."""
+        existed = yield self.accounts.delete(name)
+        if existed:
+            self.account_revoked(name, ACCOUNT_DELETED, keep=requester)
+            if requester is not None:
+                self.clock.callLater(0, self._end_connections, (requester,), ACCOUNT_DELETED)
+        return existed
+
+    def account_revoked(
+        self, account: str, reason: str, *, keep: Connection | None = None
+    ) -> list[str]:
+        """End every live session of ``account`` at once, with ``reason``: the account was
+        deleted or its password changed.  Every connection logged in to it, or that proved it
+        before choosing a nick, is disconnected (as Ergo does when an account goes), except
+        ``keep``.  Returns the nicks disconnected.
+
+        This is the one place a revocation acts on sessions: a cluster backend publishes the
+        call to every node, and each runs it on its own connections.
+        """
+        key = casefold(account)
+        doomed = [
+            c
+            for c in self.connections.values()
+            if c is not keep and casefold(_account_of(c) or "") == key
+        ]
+        if not doomed:
+            return []
+        gone = self._end_connections(doomed, reason)
+        self.log.info(
+            "sessions of {account} ended ({reason}): {nicks}",
+            account=account,
+            reason=reason,
+            nicks=" ".join(gone) or "-",
+        )
+        return gone
 
     # -- nick enforcement ------------------------------------------------------------------
 
@@ -1242,24 +1310,32 @@ class ChatService:
     ) -> tuple[ServerBan, list[str]]:
         """An operator bans ``mask`` from the server (stored when the store can); users it
         matches are disconnected.  Returns the ban and their nicks."""
-        actor = self._user(conn)
-        if "oper" not in actor.modes:
-            raise NotPermitted("only server operators may do that")
-        ban = ServerBan(normalize_ban_mask(mask), reason.strip(), actor.nick, self.clock.seconds())
+        actor = self._require_server_oper(conn)
+        return self.ban(mask, reason, by=actor.nick)
+
+    def ban(self, mask: str, reason: str, *, by: str) -> tuple[ServerBan, list[str]]:
+        """Ban ``mask`` from the server in the name of ``by`` (a K-line); matching users are
+        disconnected with the reason.  Returns the ban and their nicks.  Raises BadName.
+
+        A ban reaches every node of a cluster as itself (each node enforces the bans it
+        holds on its own connections), not as a list of sessions to end.
+        """
+        ban = ServerBan(normalize_ban_mask(mask), reason.strip(), by, self.clock.seconds())
         self.runtime_bans[ban.mask] = ban
         if hasattr(self.ban_store, "save_server_ban"):
             d = self.ban_store.save_server_ban(ban)
             d.addErrback(lambda f: self.log.failure("saving the ban {mask}", f, mask=ban.mask))
-        self.log.info(
-            "{oper} banned {mask}: {reason}", oper=actor.nick, mask=ban.mask, reason=ban.reason
-        )
+        self.log.info("{oper} banned {mask}: {reason}", oper=by, mask=ban.mask, reason=ban.reason)
         return ban, self._enforce_bans()
 
     def remove_server_ban(self, conn: Connection, mask: str) -> ServerBan:
         """An operator lifts a ban set at run time (config bans are lifted in the config)."""
-        actor = self._user(conn)
-        if "oper" not in actor.modes:
-            raise NotPermitted("only server operators may do that")
+        actor = self._require_server_oper(conn)
+        return self.unban(mask, by=actor.nick)
+
+    def unban(self, mask: str, *, by: str) -> ServerBan:
+        """Lift the ban on ``mask`` set at run time; raises ChatError if there is none (or it
+        comes from the configuration file)."""
         key = normalize_ban_mask(mask)
         ban = self.runtime_bans.pop(key, None)
         if ban is None:
@@ -1269,7 +1345,7 @@ class ChatService:
         if hasattr(self.ban_store, "delete_server_ban"):
             d = self.ban_store.delete_server_ban(key)
             d.addErrback(lambda f: self.log.failure("deleting the ban {mask}", f, mask=key))
-        self.log.info("{oper} lifted the ban on {mask}", oper=actor.nick, mask=key)
+        self.log.info("{oper} lifted the ban on {mask}", oper=by, mask=key)
         return ban
 
     def _enforce_bans(self) -> list[str]:
@@ -1288,13 +1364,9 @@ class ChatService:
             )
             if ban is None:
                 continue
-            if user is not None and user.nick not in gone:
-                gone.append(user.nick)
-            try:
-                conn.client.disconnect(_banned_text(ban))
-            except Exception:
-                self.log.failure("disconnecting {conn}", conn=conn)
-            self.quit(conn, _banned_text(ban))
+            for nick in self._end_connections((conn,), _banned_text(ban)):
+                if nick not in gone:
+                    gone.append(nick)
         return gone
 
     def take_registration(self, address: str) -> bool:
@@ -1311,6 +1383,47 @@ class ChatService:
         self._limit_exempt = AddressSet(settings.address_limit_exempt)
         self._registrations.capacity = settings.registration_burst
         self._registrations.rate = 1.0 / settings.registration_period
+
+    # -- the operator's console (no connection of its own) --------------------------------
+
+    def kick_by_server(self, name: str, nick: str, reason: str) -> str:
+        """Remove ``nick`` from the room ``name``, shown as done by the server; returns the nick.
+        Raises NoSuchRoom, NoSuchNick, NotOnRoom."""
+        room = self._room(name)
+        target = room.find_member(nick)
+        if target is None:
+            self._find(nick)
+            raise NotOnRoom(room.name, nick)
+        event = Kick(
+            ts=self.clock.seconds(),
+            room=room.name,
+            who=self.server_who,
+            target=target.who(),
+            reason=reason[: self.settings.kick_reason_max],
+        )
+        self._send(room.clients(), event)
+        self._remove_member(room, target)
+        return target.nick
+
+    def notice_everyone(self, text: str) -> int:
+        """A server notice to every connection of every user; returns how many got it."""
+        clients = [client for user in self.users for client in user.clients()]
+        self._send(clients, ServerNotice(ts=self.clock.seconds(), text=text))
+        return len(clients)
+
+    @inlineCallbacks
+    def purge_history(self, name: str):
+        """Forget the history of the room ``name``: in memory, waiting to be written, and in
+        the store.  Fires with how many stored messages were deleted."""
+        key = room_key(name)
+        room = self.rooms.get(key)
+        if room is not None:
+            room.history.clear()
+        self._pending_history = [m for m in self._pending_history if m.room != key]
+        # A write in progress may hold messages of the room: the purge comes after it.
+        yield self._when_flushed()
+        deleted = yield self.history_store.purge(key)
+        return deleted
 
     # -- lookups for protocols -------------------------------------------------------------
 
@@ -1555,6 +1668,17 @@ DROP_REASONS: dict[str, str] = {
     "sendq exceeded": "slow_reader",
     "output backlog full": "slow_reader",
 }
+
+
+# Why an account's sessions end (the quit reason everyone sees).
+ACCOUNT_DELETED = "Account deleted"
+PASSWORD_CHANGED = "Password changed"
+
+
+def _account_of(conn: Connection) -> str | None:
+    """The account a connection speaks for (or proved before choosing a nick)."""
+    user = conn.user
+    return user.account if user is not None else conn.account
 
 
 def _banned_text(ban: ServerBan) -> str:
