@@ -203,3 +203,10 @@ class Presence(Event):
 
 
 ROOM_EVENTS = (Message, Join, Part, Topic, Kick, ModeChange, Invite)
+
+
+# Why the core ends an account's sessions (the quit reason everyone sees): its account was
+# deleted or its password changed.  XMPP says these with <not-authorized/>.
+ACCOUNT_DELETED = "Account deleted"
+PASSWORD_CHANGED = "Password changed"
+REVOKED_REASONS = frozenset({ACCOUNT_DELETED, PASSWORD_CHANGED})

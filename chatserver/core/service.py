@@ -39,6 +39,8 @@ from chatserver.core.errors import (
     UnknownMode,
 )
 from chatserver.core.events import (
+    ACCOUNT_DELETED,
+    PASSWORD_CHANGED,
     AccountChange,
     Away,
     Event,
@@ -1668,11 +1670,6 @@ DROP_REASONS: dict[str, str] = {
     "sendq exceeded": "slow_reader",
     "output backlog full": "slow_reader",
 }
-
-
-# Why an account's sessions end (the quit reason everyone sees).
-ACCOUNT_DELETED = "Account deleted"
-PASSWORD_CHANGED = "Password changed"
 
 
 def _account_of(conn: Connection) -> str | None:

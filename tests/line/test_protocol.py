@@ -716,8 +716,12 @@ def test_password_and_drop(world: World) -> None:
     alice.send("/drop wrong-password")
     assert alice.lines() == ["!!! error: invalid password"]
     alice.send("/drop new-password")
-    assert alice.lines() == ["*** you are now logged out", "*** account alice dropped"]
+    assert alice.lines() == ["*** account alice dropped"]
     assert world.store.accounts == {}
+    # Told first; at the end of the turn the session ends, as every session of the account.
+    world.clock.advance(0)
+    assert alice.lines() == ["-!- Server closing connection: Account deleted"]
+    assert not alice.connected
 
 
 def test_identify_before_a_nick_takes_the_account_nick(world: World) -> None:

@@ -191,7 +191,7 @@ def test_kill_disconnects_an_irc_user_and_others_see_why(server: OpsServer) -> N
     assert result.returncode == 0, result.stderr
     reason = f"Killed by {SERVER_NAME}: flooding"
     lines = closed(victim)
-    assert f"ERROR :Closing Link: bob[" in lines[-1] and lines[-1].endswith(f"({reason})")
+    assert "ERROR :Closing Link: bob[" in lines[-1] and lines[-1].endswith(f"({reason})")
     quit_line = witness.expect(" QUIT ")
     assert quit_line.startswith(":bob!") and quit_line.endswith(f"QUIT :{reason}")
     assert line_witness.expect("bob") == f"-!- bob quit ({reason})"
