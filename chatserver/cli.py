@@ -221,13 +221,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner
 
-    from chatserver.app import build_service, log_observer
+    from chatserver.server.app import build_service
+    from chatserver.server.logs import log_observer
 
     fmt = args.log_format or config.server.log_format
     globalLogBeginner.beginLoggingTo(
         [log_observer(fmt, config.server.log_level, sys.stderr)], redirectStandardIO=False
     )
-    from chatserver.reload import install_sighup
+    from chatserver.server.reload import install_sighup
 
     server = build_service(config, reactor=reactor)
     reactor.callWhenRunning(_handle_stop_signals, reactor)  # type: ignore[attr-defined]
@@ -281,7 +282,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     if config.tls.certificate:
         from pathlib import Path
 
-        from chatserver.tls import TlsError, load_options
+        from chatserver.server.tls import TlsError, load_options
 
         try:
             load_options(Path(config.tls.certificate), Path(config.tls.key))
@@ -295,7 +296,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_gen_cert(args: argparse.Namespace) -> int:
-    from chatserver.tls import ensure_self_signed, self_signed_names
+    from chatserver.server.tls import ensure_self_signed, self_signed_names
 
     config = _config(args)
     try:
@@ -334,7 +335,7 @@ def _cmd_backup(args: argparse.Namespace) -> int:
         raise CliError(f"no such directory: {dest.absolute().parent} (make it first)")
 
     async def job(reactor: Any) -> int:
-        from chatserver.app import open_store
+        from chatserver.server.app import open_store
 
         store = open_store(config, reactor)
         try:
@@ -390,7 +391,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     import shutil
     from pathlib import Path
 
-    from chatserver.pidfile import AlreadyRunning, PidFile, running_pid
+    from chatserver.server.pidfile import AlreadyRunning, PidFile, running_pid
     from chatserver.storage.migrations import SCHEMA_VERSION
 
     config = _config(args)
@@ -528,7 +529,7 @@ def _admin_request(args: argparse.Namespace) -> dict[str, Any]:
 
 def _ask_server(config: Config, request: dict[str, Any]) -> dict[str, Any]:
     """The running server's answer; raises NotRunning when none answers."""
-    from chatserver.control.client import ControlClient, ControlError, NotRunning
+    from chatserver.server.control.client import ControlClient, ControlError, NotRunning
 
     try:
         with ControlClient(config.data_dir) as client:
@@ -542,7 +543,7 @@ def _ask_server(config: Config, request: dict[str, Any]) -> dict[str, Any]:
 def _cmd_admin(args: argparse.Namespace) -> int:
     import json
 
-    from chatserver.control.client import NotRunning
+    from chatserver.server.control.client import NotRunning
 
     config = _config(args)
     try:
@@ -644,7 +645,7 @@ def _cmd_account(args: argparse.Namespace) -> int:
     config = _config(args)
     password = _read_password(args) if args.action in ("create", "passwd") else ""
     if args.action in _LIVE_ACCOUNT_ACTIONS:
-        from chatserver.control.client import NotRunning
+        from chatserver.server.control.client import NotRunning
 
         request: dict[str, Any] = {"cmd": f"account-{args.action}"}
         if args.action != "list":
@@ -693,9 +694,9 @@ async def _account_job(
 ) -> int:
     from twisted.internet.threads import deferToThread
 
-    from chatserver.app import open_store
     from chatserver.core.accounts import AccountManager
     from chatserver.core.errors import ChatError
+    from chatserver.server.app import open_store
 
     try:
         # The same private directory the server makes, should this command run first.
@@ -748,7 +749,7 @@ def _run_reactor_once(job: Callable[[Any], Awaitable[int]]) -> int:
     from twisted.internet import defer, reactor
     from twisted.logger import globalLogBeginner
 
-    from chatserver.app import log_observer
+    from chatserver.server.logs import log_observer
 
     # Only problems: the store's and the reactor's informational lines are noise here.
     globalLogBeginner.beginLoggingTo(

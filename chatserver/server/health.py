@@ -16,7 +16,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 if TYPE_CHECKING:
-    from chatserver.app import ChatServer
+    from chatserver.server.app import ChatServer
 
 # A store that takes longer than this to read one pragma is stuck (another process holds a
 # write lock, the disk hangs): unhealthy.

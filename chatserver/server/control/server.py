@@ -24,14 +24,14 @@ from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 
-from chatserver.control import MAX_LINE_BYTES, SOCKET_NAME
-from chatserver.control.commands import CommandError, loggable, parse
 from chatserver.core.errors import ChatError
+from chatserver.server.control import MAX_LINE_BYTES, SOCKET_NAME
+from chatserver.server.control.commands import CommandError, loggable, parse
 
 if TYPE_CHECKING:
-    from chatserver.app import ChatServer
+    from chatserver.server.app import ChatServer
 
-log = Logger(namespace="chatserver.control")
+log = Logger(namespace="chatserver.server.control")
 
 _UCRED = struct.Struct("3i")  # pid, uid, gid (struct ucred)
 

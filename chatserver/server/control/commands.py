@@ -22,7 +22,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from chatserver.core.errors import ChatError
 
 if TYPE_CHECKING:
-    from chatserver.app import ChatServer
+    from chatserver.server.app import ChatServer
 
 # How the console signs what it does (bans' "set by", kicks and kills in the logs).
 CONSOLE = "console"

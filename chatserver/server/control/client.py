@@ -9,7 +9,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from chatserver.control import SOCKET_NAME
+from chatserver.server.control import SOCKET_NAME
 
 
 class ControlError(Exception):

@@ -5,9 +5,9 @@ request object per line in, one answer object per line out, in order.  The socke
 permissions, and the data directory's, are the authentication; the server also refuses a
 peer running as another user (root excepted).
 
-- :mod:`chatserver.control.server`: the listener and the line protocol.
-- :mod:`chatserver.control.commands`: the command table, one handler per command.
-- :mod:`chatserver.control.client`: what the command line uses to ask.
+- :mod:`chatserver.server.control.server`: the listener and the line protocol.
+- :mod:`chatserver.server.control.commands`: the command table, one handler per command.
+- :mod:`chatserver.server.control.client`: what the command line uses to ask.
 """
 
 from __future__ import annotations
