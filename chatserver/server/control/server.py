@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
@@ -34,6 +34,10 @@ if TYPE_CHECKING:
 log = Logger(namespace="chatserver.server.control")
 
 _UCRED = struct.Struct("3i")  # pid, uid, gid (struct ucred)
+# Requests of one connection handled in one reactor turn; the rest wait for the next turns.
+REQUESTS_PER_TURN = 16
+# Scripts may open many connections at once (one per command); the default of 50 refuses some.
+CONTROL_BACKLOG = 1024
 
 
 def socket_path(data_dir: Path) -> Path:
@@ -51,35 +55,105 @@ class ControlProtocol(LineOnlyReceiver):
         self.peer = "unknown peer"
         self._queue: deque[bytes] = deque()
         self._busy = False
+        self._paused = False
+        self._closing = False
+        self._running = False
+        self._reading = True
+        self._later: Any = None
 
     def connectionMade(self) -> None:
         pid, uid = _peer_credentials(self.transport)
         self.peer = f"pid {pid} uid {uid}" if pid is not None else "unknown peer"
+        # A peer that sends requests and never reads the answers: once its answers fill the
+        # socket's buffer, requests are no longer read (nor answered) until it reads.
+        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
         # The socket's mode already keeps others out; a peer of another user (root aside)
         # got in through a loosened mode or directory, and is refused all the same.
         if uid is not None and uid not in (os.getuid(), 0):
             log.warn("control: refused a connection from {peer}", peer=self.peer)
             self._answer({"ok": False, "error": "permission denied: not the server's user"})
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self._close()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._closing = True
+        self._queue.clear()
+        if self._later is not None and self._later.active():
+            self._later.cancel()
+        self._later = None
 
     def lineReceived(self, line: bytes) -> None:
+        if self._closing:
+            return
         self._queue.append(line)
-        if not self._busy:
-            self._next()
+        self._next()
 
     def lineLengthExceeded(self, line: bytes) -> None:
         self._answer({"ok": False, "error": f"request longer than {MAX_LINE_BYTES} bytes"})
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        self._close()
+
+    def _close(self) -> None:
+        self._closing = True
+        self._queue.clear()
+        transport: Any = self.transport
+        # A registered producer would hold the close back until it resumed.
+        transport.unregisterProducer()
+        transport.loseConnection()
+
+    # -- IPushProducer: the transport says when the peer stops reading -----------------------
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+        self._set_reading()
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._next()
+
+    def stopProducing(self) -> None:
+        self._closing = True
+        self._queue.clear()
+
+    def _set_reading(self) -> None:
+        """Read the socket only while nothing waits: requests already read and not answered,
+        or answers the peer has not read, hold the rest back (in the peer's socket)."""
+        want = not (self._paused or self._queue or self._closing)
+        if want != self._reading:
+            self._reading = want
+            transport: Any = self.transport
+            if want:
+                transport.resumeProducing()
+            else:
+                transport.pauseProducing()
 
     def _next(self) -> None:
-        while self._queue and not self._busy:
-            line = self._queue.popleft()
-            if not line.strip():
-                continue
-            self._busy = True
-            d = defer.maybeDeferred(self._handle, line)
-            d.addErrback(self._failed)
-            d.addCallback(self._done)
+        # A request answered at once comes back here through _done: the loop below goes on
+        # with the next one rather than recursing once per request.
+        if self._running:
+            return
+        self._running = True
+        handled = 0
+        try:
+            while self._queue and not self._busy and not self._paused and not self._closing:
+                if handled == REQUESTS_PER_TURN:
+                    # The rest in a later turn: a script's burst must not hold up the chat.
+                    if self._later is None:
+                        self._later = self.server.reactor.callLater(0, self._turn)
+                    break
+                line = self._queue.popleft()
+                if not line.strip():
+                    continue
+                handled += 1
+                self._busy = True
+                d = defer.maybeDeferred(self._handle, line)
+                d.addErrback(self._failed)
+                d.addCallback(self._done)
+        finally:
+            self._running = False
+        self._set_reading()
+
+    def _turn(self) -> None:
+        self._later = None
+        self._next()
 
     def _done(self, answer: dict[str, Any]) -> None:
         self._answer(answer)
@@ -110,7 +184,7 @@ class ControlProtocol(LineOnlyReceiver):
         return {"ok": False, "error": f"internal error: {failure.value!r}"}
 
     def _answer(self, answer: dict[str, Any]) -> None:
-        if self.transport is not None:
+        if self.transport is not None and not self._closing:
             self.transport.write(json.dumps(answer, ensure_ascii=False).encode() + b"\n")
 
 
@@ -149,7 +223,9 @@ def listen(reactor: Any, server: ChatServer) -> IListeningPort:
     # Made owner-only from the start (the mode chmod'ed after bind would leave a moment).
     old_umask = os.umask(0o177)
     try:
-        port = reactor.listenUNIX(str(path), ControlFactory(server), mode=0o600)
+        port = reactor.listenUNIX(
+            str(path), ControlFactory(server), mode=0o600, backlog=CONTROL_BACKLOG
+        )
     finally:
         os.umask(old_umask)
     log.info("listening protocol=control address={path}", path=str(path))
