@@ -75,11 +75,14 @@ def irc_identify(client: LineClient, password: str = PASSWORD) -> None:
     client.expect("You are now logged in as")
 
 
-def xmpp(server: OpsServer, name: str, resource: str = "test") -> SlixmppClient:
+def xmpp(
+    server: OpsServer, name: str, resource: str = "test", plugins: tuple[str, ...] = ()
+) -> SlixmppClient:
     client = SlixmppClient(
         server.ports["xmpp"],
         f"{name}@{DOMAIN}/{resource}",
         PASSWORD,
+        plugins=plugins,
         events=("message", "disconnected"),
         sasl_mech="SCRAM-SHA-256",
     )
@@ -380,6 +383,33 @@ def test_nickserv_drop_tells_the_owner_then_ends_every_session(server: OpsServer
     assert lines[-1].startswith("ERROR ") and lines[-1].endswith("(Account deleted)")
     assert told < len(lines) - 1
     assert any("Account deleted" in line for line in closed(line_alice))
+
+
+def test_xmpp_removal_and_password_change_end_the_other_protocols_sessions(
+    server: OpsServer,
+) -> None:
+    create(server, "alice")
+    irc_alice = irc(server, "alice")
+    irc_identify(irc_alice)
+    phone = xmpp(server, "alice", "phone", plugins=("xep_0077",))
+    try:
+        phone.wait(phone.xmpp.plugin["xep_0077"].change_password, "new-secret")
+        assert closed(irc_alice)[-1].endswith("(Password changed)")
+        # The phone holds the nick: a new IRC session joins it by logging in.
+        irc_alice = irc(server, "al")
+        irc_alice.send("PRIVMSG NickServ :IDENTIFY alice new-secret")
+        irc_alice.expect("You are now logged in as alice.")
+        line_alice = chat(server.ports["line"], "alicia")
+        line_alice.send("/identify alice new-secret")
+        line_alice.expect("logged in as alice")
+
+        phone.wait(phone.xmpp.plugin["xep_0077"].cancel_registration)
+        phone.expect_event("disconnected", lambda _: True)
+        assert closed(irc_alice)[-1].endswith("(Account deleted)")
+        assert any("Account deleted" in line for line in closed(line_alice))
+        assert admin(server, "account", "list").stdout == ""
+    finally:
+        phone.close()
 
 
 def test_account_commands_without_a_running_server_use_the_database(tmp_path: Path) -> None:
