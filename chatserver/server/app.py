@@ -438,7 +438,7 @@ class ChatServer(MultiService):
             await self.http_port.stopListening()
             self.http_port = None
         if self.control_port is not None:
-            await self.control_port.stopListening()
+            await defer.maybeDeferred(self.control_port.stopListening)
             self.control_port = None
         if self.chat is not None:
             try:

@@ -228,5 +228,5 @@ def listen(reactor: Any, server: ChatServer) -> IListeningPort:
         )
     finally:
         os.umask(old_umask)
-    log.info("listening protocol=control address={path}", path=str(path))
+    log.info("control socket {path} (chatserver admin)", path=str(path))
     return port
