@@ -12,6 +12,7 @@ leave in the reactor turn that produced it); listeners here only bind.
 from __future__ import annotations
 
 import dataclasses
+import socket
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -39,7 +40,7 @@ from chatserver.server.tls import (
     load_options,
     self_signed_names,
 )
-from chatserver.storage.sqlite import SchemaTooNew, SqliteStore
+from chatserver.storage.sqlite import SchemaTooNew, SqliteStore, StoreUnusable
 from protocols.irc.factory import IrcFactory
 from protocols.line.factory import LineFactory
 from protocols.xmpp.factory import XmppFactory
@@ -139,6 +140,15 @@ def endpoint_for(
     return endpoint(reactor, point.port, backlog=LISTEN_BACKLOG, interface=point.host)
 
 
+def try_bind(point: BindPoint) -> None:
+    """Bind a socket to ``point`` as the listener will (address reuse on, like Twisted's) and
+    close it; raises OSError when the listener could not bind."""
+    family = socket.AF_INET6 if ":" in point.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((point.host, point.port))
+
+
 @implementer(IStreamServerEndpoint)
 class _ObservedEndpoint:
     """Wraps an endpoint so the application learns whether it listens, and on what.
@@ -172,6 +182,7 @@ _EXPECTED_START_ERRORS = (
     TlsError,
     OSError,
     SchemaTooNew,
+    StoreUnusable,
     sqlite3.Error,
     AlreadyRunning,
 )
@@ -288,6 +299,8 @@ class ChatServer(MultiService):
         # Accounts (salted keys) and the TLS key live here: only this user may look in.
         self.config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.pidfile.acquire()
+        # What is bound to fail later fails now, before the database is created or migrated.
+        self._preflight()
         if config.metrics.enabled:
             from chatserver.server.metrics import Metrics
 
@@ -295,7 +308,7 @@ class ChatServer(MultiService):
         self.store = open_store(config, self.reactor)
         if self.metrics is not None:
             self.store.observe = self.metrics.observe_storage
-        await self.store.open()
+        await self.store.open(check=True)
         self.accounts = AccountManager(
             self.store, config.chat, clock=self.reactor, run_in_thread=deferToThread
         )
@@ -336,6 +349,35 @@ class ChatServer(MultiService):
             server=config.server.name,
             count=len(listeners),
         )
+
+    def _preflight(self) -> None:
+        """Load the TLS certificate and try each listening address, so that a bad certificate
+        or a port in use stops the start before the store is touched.
+
+        The sockets tried are closed again: the listeners bind for real once the core is up
+        (the core needs the store first), so that no client reaches a half-started server.
+        """
+        config = self.config
+        points = [
+            (name, point)
+            for name in self.protocols
+            if getattr(config, name, None) is not None and getattr(config, name).enabled
+            for point in bind_points(getattr(config, name))
+        ]
+        # XMPP offers STARTTLS on its plain port: it needs the certificate as much as TLS ports.
+        if any(point.tls for _name, point in points) or (
+            "xmpp" in self.protocols and config.xmpp.enabled
+        ):
+            self.tls.options()
+        if config.metrics.enabled:
+            metrics = BindPoint(config.metrics.listen, config.metrics.port, False, "port")
+            points.append(("http", metrics))
+        for name, point in points:
+            try:
+                try_bind(point)
+            except OSError as err:
+                what = "for metrics" if name == "http" else f"protocol={name}"
+                raise StartupError(f"cannot listen {what} address={point}: {err}") from err
 
     async def _listen(self, listener: Listener) -> None:
         point = listener.point

@@ -30,7 +30,7 @@ class FakeStore:
     def __init__(self, calls: list[str]) -> None:
         self.calls = calls
 
-    def open(self) -> defer.Deferred[None]:
+    def open(self, *, check: bool = False) -> defer.Deferred[None]:
         self.calls.append("store.open")
         return defer.succeed(None)
 
