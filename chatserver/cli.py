@@ -1,9 +1,12 @@
-"""The ``chatserver`` command: run the server, check a config, make a certificate, manage accounts.
+"""The ``chatserver`` command: run the server, check a config, make a certificate, manage
+accounts, control the running server.
 
 Exit status: 0 done, 1 the operation failed, 2 bad usage or a bad configuration.
-Account commands open the same SQLite file as a running server (it is in WAL mode, so both
-can use it at once); passwords are read from stdin or prompted for, never taken as arguments,
-since arguments are visible to every user of the machine.
+``admin`` commands, and the account commands whose effects must be live (create, passwd,
+delete, list), ask the running server through its control socket; with no server running,
+account commands open the SQLite file themselves (it is in WAL mode, so the invitation
+commands can use it beside a running server).  Passwords are read from stdin or prompted
+for, never taken as arguments, since arguments are visible to every user of the machine.
 
 Each command imports the parts of the server it uses, inside the command: ``check-config``
 then stays quick, and works on a machine where only the configuration matters.

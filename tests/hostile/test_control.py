@@ -134,18 +134,27 @@ def test_a_request_far_too_long_closes_only_that_connection(env: Env) -> None:
 def test_a_script_that_never_reads(env: Env) -> None:
     """Thousands of requests, no answer read: the server stops reading that socket once its
     answers pile up, and serves everyone else meanwhile."""
-    sloth = control(env)
+    sloth = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sloth.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sloth.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    sloth.connect(str(env.server.data_dir / "control.sock"))
     sloth.setblocking(False)
-    request = b'{"cmd": "klines"}\n' * 1000
+    request = b'{"cmd": "klines"}\n' * 100
     sent = 0
-    deadline = time.monotonic() + 10
+    blocked_since: float | None = None
+    deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
             sent += sloth.send(request)
+            blocked_since = None
         except BlockingIOError:
-            # The server no longer reads it: the answers it owes are bounded by the buffers.
-            break
+            # Blocked for a whole second: the server no longer reads this peer (it would
+            # drain a few KiB in far less).
+            now = time.monotonic()
+            blocked_since = blocked_since or now
+            if now - blocked_since >= 1.0:
+                break
+            time.sleep(0.05)
     assert time.monotonic() < deadline, "the server kept reading a peer that never reads"
     other = control(env)
     other.sendall(b'{"cmd": "who"}\n')

@@ -141,7 +141,10 @@ def test_who_lists_a_line_an_irc_and_an_xmpp_user_with_addresses(server: OpsServ
             "ROOMS",
         ]
         assert any(row.split()[:4] == ["xmpp", "carol", "carol", "127.0.0.1"] for row in rows)
-        assert server.wait_log(r"control: who \(from pid \d+ uid \d+\)")
+        # Actions are logged at info (queries at debug), passwords never.
+        logged = server.wait_log(r"control: account-create name='carol' \(from pid \d+ uid \d+\)")
+        assert PASSWORD not in server.log() and "control: who" not in server.log()
+        assert logged
     finally:
         carol.close()
 
@@ -474,3 +477,16 @@ def test_loose_permissions_and_garbage_get_clear_errors(server: OpsServer) -> No
     # The server carries on.
     sync(bystander)
     assert admin_json(server, "who")["sessions"][0]["nick"] == "alice"
+
+
+def test_admin_help_documents_the_socket_and_the_commands() -> None:
+    result = cli("admin", "--help")
+    assert result.returncode == 0
+    for text in ("control.sock", "mode 0600", "JSON lines", "chatserver admin kill bob flooding"):
+        assert text in result.stdout
+    for command in ("who", "rooms", "kick", "kill", "kline", "unkline", "klines", "notice"):
+        assert command in result.stdout
+    for command in ("purge", "reload"):
+        assert command in result.stdout
+    usage = cli("admin", "kick", "dev")
+    assert usage.returncode == 2 and "the following arguments are required: NICK" in usage.stderr

@@ -49,14 +49,19 @@ class Command:
     handler: Handler
     params: tuple[Param, ...]
     help: str
+    # Changes something (logged at info); a query is logged at debug, so that a script that
+    # polls ``who`` does not fill the log.
+    acts: bool = True
 
 
 COMMANDS: dict[str, Command] = {}
 
 
-def command(name: str, help: str, *params: Param) -> Callable[[Handler], Handler]:
+def command(
+    name: str, help: str, *params: Param, acts: bool = True
+) -> Callable[[Handler], Handler]:
     def register(handler: Handler) -> Handler:
-        COMMANDS[name] = Command(name, handler, params, help)
+        COMMANDS[name] = Command(name, handler, params, help, acts)
         return handler
 
     return register
@@ -114,6 +119,7 @@ def _stamp(ts: float) -> str:
     "who",
     "every connection: protocol, nick, account, address, cloak, rooms, since",
     Param("protocol", required=False),
+    acts=False,
 )
 def who(server: ChatServer, args: Mapping[str, Any]) -> dict[str, Any]:
     chat = _chat(server)
@@ -139,7 +145,7 @@ def who(server: ChatServer, args: Mapping[str, Any]) -> dict[str, Any]:
     return {"sessions": sessions}
 
 
-@command("rooms", "every room: members, modes, topic, whether registered")
+@command("rooms", "every room: members, modes, topic, whether registered", acts=False)
 def rooms(server: ChatServer, args: Mapping[str, Any]) -> dict[str, Any]:
     chat = _chat(server)
     found = []
@@ -160,7 +166,7 @@ def rooms(server: ChatServer, args: Mapping[str, Any]) -> dict[str, Any]:
     return {"rooms": found}
 
 
-@command("klines", "the server bans in force")
+@command("klines", "the server bans in force", acts=False)
 def klines(server: ChatServer, args: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "klines": [
@@ -247,7 +253,7 @@ def reload(server: ChatServer, args: Mapping[str, Any]) -> dict[str, Any]:
 # -- accounts (effects live: sessions of a changed account end) -------------------------
 
 
-@command("account-list", "every account with its creation time")
+@command("account-list", "every account with its creation time", acts=False)
 @inlineCallbacks
 def account_list(server: ChatServer, args: Mapping[str, Any]):
     records = yield _chat(server).accounts.list()

@@ -168,7 +168,8 @@ class ControlProtocol(LineOnlyReceiver):
         if not isinstance(request, dict):
             raise CommandError('a request is a JSON object, such as {"cmd": "who"}')
         found, args = parse(request)
-        log.info(
+        emit = log.info if found.acts else log.debug
+        emit(
             "control: {command}{args} (from {peer})",
             command=found.name,
             args=loggable(found, args),
