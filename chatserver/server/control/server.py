@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IListeningPort, IPushProducer
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from chatserver.core.errors import ChatError
 from chatserver.server.control import MAX_LINE_BYTES, SOCKET_NAME
@@ -44,6 +45,7 @@ def socket_path(data_dir: Path) -> Path:
     return Path(data_dir) / SOCKET_NAME
 
 
+@implementer(IPushProducer)
 class ControlProtocol(LineOnlyReceiver):
     """One operator's connection: requests are answered one at a time, in order."""
 
