@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import ipaddress
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.interfaces import IPushProducer, ISSLTransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -14,7 +12,6 @@ from zope.interface import implementer
 from chatserver.core.errors import LimitExceeded
 from chatserver.core.events import Event, Join, Kick, Message, MessageBatch, NickChange, Part
 from chatserver.core.interfaces import IChatClient
-from chatserver.core.limits import TokenBucket
 from chatserver.core.names import casefold
 from chatserver.core.rooms import Room
 from chatserver.core.users import Connection, User
@@ -36,7 +33,9 @@ from protocols.line.render import (
     text_is_personal,
     topic_text,
 )
-from protocols.transport import close, output
+from protocols.transport import close, peer
+from protocols.transport.flood import FloodBudget
+from protocols.transport.output import BoundedOutput
 
 if TYPE_CHECKING:
     from protocols.line.factory import LineFactory, LineSettings
@@ -49,17 +48,7 @@ PROMPT = f"{INFO}Choose a nick:"
 PROBE = f"{EVENT}ping: are you there? (any line answers)"
 
 
-def is_loopback(host: str) -> bool:
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return host == "localhost"
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback
-
-
-@implementer(IChatClient, IPushProducer)
+@implementer(IChatClient)
 class LineConnection(Protocol):
     """A telnet, netcat or script client: text lines, or JSON Lines after ``/format json``."""
 
@@ -71,17 +60,16 @@ class LineConnection(Protocol):
     echoes_own_messages = False
     # Slots: an idle connection is mostly this object, and ten thousand of them add up.
     __slots__ = (
-        "_backlog",
-        "_bucket",
         "_by_server",
         "_closing",
         "_current",
+        "_flood",
         "_flooding",
         "_framer",
         "_idle_call",
         "_last_rx",
         "_negotiated",
-        "_paused",
+        "_output",
         "_probe_mark",
         "_quit_reason",
         "_received",
@@ -112,7 +100,7 @@ class LineConnection(Protocol):
         self.mode = "text"
         self._current: str | None = None
         self._framer = LineFramer(self.config.max_line_bytes)
-        self._bucket: TokenBucket | None = None
+        self._flood: FloodBudget | None = None
         self._warnings = 0
         self._flooding = False
         self._received = 0
@@ -124,8 +112,7 @@ class LineConnection(Protocol):
         self._by_server = False
         # Telnet options already refused (made when a client first asks for one).
         self._negotiated: set[tuple[int, int]] | None = None
-        self._paused = False
-        self._backlog = 0
+        self._output = BoundedOutput(MAX_BACKLOG)
 
     @property
     def config(self) -> LineSettings:
@@ -138,18 +125,13 @@ class LineConnection(Protocol):
         # Any: twisted types ITransport's methods in a way mypy cannot call.
         transport: Any = self.transport
         assert transport is not None
-        peer = transport.getPeer()
-        self.address = str(getattr(peer, "host", peer))
-        self.tls = ISSLTransport.providedBy(transport)
-        self.secure = self.tls or is_loopback(self.address)
-        set_no_delay = getattr(transport, "setTcpNoDelay", None)
-        if set_no_delay is not None:
-            # A chat line should leave in the reactor turn that produced it.
-            set_no_delay(True)
-        transport.registerProducer(self, True)
-        now = self.clock.seconds()
-        self._bucket = TokenBucket(self.config.flood_burst, self.config.flood_rate, now)
-        self._last_rx = now
+        self.address = peer.address_of(transport)
+        self.tls = peer.is_tls(transport)
+        self.secure = peer.is_secure(self.tls, self.address)
+        peer.set_no_delay(transport)
+        transport.registerProducer(self._output, True)
+        self._flood = FloodBudget(self.config.flood_burst, self.config.flood_rate, self.clock)
+        self._last_rx = self.clock.seconds()
         if self.config.require_tls and not self.secure:
             reason = self.tls_advice("plaintext connections from other machines are not accepted")
             self.log.info("line connection from {address} refused: plaintext", address=self.address)
@@ -181,7 +163,12 @@ class LineConnection(Protocol):
         if self._closing:
             return
         now = self.clock.seconds()
-        for item in self._framer.feed(data):
+        framer = self._framer
+        items = framer.feed(data)
+        # Telnet commands cost like lines: a flood of them is a flood.  Past the budget their
+        # option requests go unanswered.
+        answer = not framer.commands or self._admit(framer.commands)
+        for item in items:
             if self._closing:
                 return
             if isinstance(item, bytes) or item is TOO_LONG:
@@ -199,7 +186,7 @@ class LineConnection(Protocol):
                         f"line too long (the limit is {self.config.max_line_bytes} bytes);"
                         " it was dropped",
                     )
-            elif isinstance(item, Negotiation):
+            elif answer and isinstance(item, Negotiation):
                 self._refuse_option(item)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
@@ -222,22 +209,6 @@ class LineConnection(Protocol):
             else "by the client",
         )
 
-    # IPushProducer: the transport tells us when the peer stops reading.
-
-    def pauseProducing(self) -> None:
-        # Twisted calls this again on every write while its buffer is full: only the first
-        # call starts the count, or the backlog would never add up to the limit.
-        if not self._paused:
-            self._paused = True
-            self._backlog = 0
-
-    def resumeProducing(self) -> None:
-        self._paused = False
-        self._backlog = 0
-
-    def stopProducing(self) -> None:
-        self._paused = False
-
     def _write(self, data: bytes) -> None:
         transport: Any = self.transport
         if self._closing or transport is None:
@@ -245,11 +216,7 @@ class LineConnection(Protocol):
         if self._cork is not None:
             self._cork.append(data)
             return
-        if self._paused:
-            self._backlog += len(data)
-        if not output.write_within(
-            transport, data, MAX_BACKLOG, self._backlog if self._paused else None
-        ):
+        if not self._output.write(transport, data):
             self.log.info(
                 "line connection from {address}: output backlog full", address=self.address
             )
@@ -275,20 +242,17 @@ class LineConnection(Protocol):
 
     # -- limits ----------------------------------------------------------------------------
 
-    def _admit(self) -> bool:
-        """Take a token for one line; past an empty bucket warn, and in the end disconnect."""
-        now = self.clock.seconds()
-        bucket = self._bucket
-        assert bucket is not None
+    def _admit(self, cost: float = 1.0) -> bool:
+        """Take a token for one line (``cost`` for that many telnet commands); past an empty
+        bucket warn, and in the end disconnect."""
+        flood = self._flood
+        assert flood is not None
         config = self.config
-        if bucket.rate != config.flood_rate or bucket.capacity != config.flood_burst:
-            # The limits were reloaded: this connection's budget follows them from now on.
-            bucket.rate = float(config.flood_rate)
-            bucket.capacity = float(config.flood_burst)
-            bucket.tokens = min(bucket.tokens, bucket.capacity)
-        if self._warnings and bucket.full(now):
+        # After a reload this connection's budget follows the new limits from now on.
+        flood.configure(config.flood_burst, config.flood_rate)
+        if self._warnings and flood.full():
             self._warnings = 0
-        if bucket.take(now):
+        if flood.take(cost):
             self._flooding = False
             return True
         if self._flooding:
