@@ -92,8 +92,9 @@ class IrcConnection(Protocol):
     """The twisted Protocol of one IRC client and the IChatClient the core talks to.
 
     Handlers use: ``service``, ``core``, ``user``, ``nick``, ``caps``, ``registered``,
-    ``config``, ``server``, ``server_name``, ``is_oper``, ``secure``, ``address`` and the
-    reply methods below.
+    ``config``, ``server``, ``server_name``, ``is_oper``, ``secure``, ``address``, ``flood``
+    (``flood.charge(cost)``: flood tokens for what a command costs beyond its table cost) and
+    the reply methods below.
     """
 
     protocol = "irc"

@@ -50,7 +50,11 @@ PROBE = f"{EVENT}ping: are you there? (any line answers)"
 
 @implementer(IChatClient)
 class LineConnection(Protocol):
-    """A telnet, netcat or script client: text lines, or JSON Lines after ``/format json``."""
+    """A telnet, netcat or script client: text lines, or JSON Lines after ``/format json``.
+
+    ``flood`` is its flood budget: each line takes a token, and ``flood.charge(cost)`` takes
+    more for a command that costs the server more.
+    """
 
     log = Logger()
     protocol = "line"
@@ -63,7 +67,6 @@ class LineConnection(Protocol):
         "_by_server",
         "_closing",
         "_current",
-        "_flood",
         "_flooding",
         "_framer",
         "_idle_call",
@@ -78,6 +81,7 @@ class LineConnection(Protocol):
         "clock",
         "conn",
         "factory",
+        "flood",
         "mode",
         "nick",
         "secure",
@@ -100,7 +104,7 @@ class LineConnection(Protocol):
         self.mode = "text"
         self._current: str | None = None
         self._framer = LineFramer(self.config.max_line_bytes)
-        self._flood: FloodBudget | None = None
+        self.flood: FloodBudget | None = None
         self._warnings = 0
         self._flooding = False
         self._received = 0
@@ -130,7 +134,7 @@ class LineConnection(Protocol):
         self.secure = peer.is_secure(self.tls, self.address)
         peer.set_no_delay(transport)
         transport.registerProducer(self._output, True)
-        self._flood = FloodBudget(self.config.flood_burst, self.config.flood_rate, self.clock)
+        self.flood = FloodBudget(self.config.flood_burst, self.config.flood_rate, self.clock)
         self._last_rx = self.clock.seconds()
         if self.config.require_tls and not self.secure:
             reason = self.tls_advice("plaintext connections from other machines are not accepted")
@@ -245,7 +249,7 @@ class LineConnection(Protocol):
     def _admit(self, cost: float = 1.0) -> bool:
         """Take a token for one line (``cost`` for that many telnet commands); past an empty
         bucket warn, and in the end disconnect."""
-        flood = self._flood
+        flood = self.flood
         assert flood is not None
         config = self.config
         # After a reload this connection's budget follows the new limits from now on.

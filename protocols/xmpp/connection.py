@@ -74,7 +74,9 @@ class XmppConnection(Protocol):
     * ``available`` (initial presence sent), ``presence_show``, ``presence_status``, and
       ``presence`` (the last available presence, serialized, for probes);
     * ``extra``: a dict where a module may keep per-connection state under its own key;
-    * ``on_close``: callables run with the connection when it closes (before the core quit).
+    * ``on_close``: callables run with the connection when it closes (before the core quit);
+    * ``flood``: the flood queue; ``flood.charge(cost)`` takes flood tokens for what a stanza
+      costs the server beyond its turn (it has a budget only once bound).
 
     Methods: :meth:`send`, :meth:`send_error`, :meth:`iq_result`, :meth:`jid_of`,
     :meth:`occupant_jid`, :meth:`stream_error`.
@@ -90,7 +92,6 @@ class XmppConnection(Protocol):
         "_cork",
         "_deadline",
         "_extra",
-        "_flood",
         "_last_input",
         "_on_close",
         "_output",
@@ -109,6 +110,7 @@ class XmppConnection(Protocol):
         "core",
         "domain",
         "factory",
+        "flood",
         "header_sent",
         "jid",
         "loopback",
@@ -181,7 +183,7 @@ class XmppConnection(Protocol):
         # TLS has started (direct TLS, or <proceed/> sent) and its handshake has not finished.
         self._tls_pending = False
         # Flood control once bound (the budget is made then): stanzas past it wait their turn.
-        self._flood: FloodQueue[etree._Element] = FloodQueue(
+        self.flood: FloodQueue[etree._Element] = FloodQueue(
             self.clock, None, factory.config.flood_max_queue, self._dispatch
         )
 
@@ -509,7 +511,7 @@ class XmppConnection(Protocol):
         self.factory.add_session(self)
         self._deadline = None
         config = self.config
-        self._flood.budget = FloodBudget(config.flood_burst, config.flood_rate, self.clock)
+        self.flood.budget = FloodBudget(config.flood_burst, config.flood_rate, self.clock)
 
     # -- elements -------------------------------------------------------------------------------
 
@@ -552,7 +554,7 @@ class XmppConnection(Protocol):
     def _admit(self, stanza: etree._Element) -> None:
         """Dispatch while the flood budget allows; past it the stanza waits its turn (in
         order), and a client that keeps too many waiting is a flood."""
-        flood = self._flood
+        flood = self.flood
         flood.push(stanza)
         flood.drain()
         if flood.overflowing:
@@ -670,7 +672,7 @@ class XmppConnection(Protocol):
         timer, self._timer = self._timer, None
         if timer is not None and timer.active():
             timer.cancel()
-        self._flood.clear()
+        self.flood.clear()
 
     def _close(self) -> None:
         if self.state == CLOSED:
