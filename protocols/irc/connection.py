@@ -35,7 +35,7 @@ from chatserver.core.errors import (
     NotPermitted,
     UnknownMode,
 )
-from chatserver.core.events import Event, Message, MessageBatch, Who
+from chatserver.core.events import DropKind, Event, Message, MessageBatch, Who
 from chatserver.core.interfaces import IChatClient
 from protocols.irc import caps
 from protocols.irc import numerics as n
@@ -122,6 +122,7 @@ class IrcConnection(Protocol):
         "closing",
         "config",
         "core",
+        "dropped",
         "factory",
         "flood",
         "ident",
@@ -163,6 +164,8 @@ class IrcConnection(Protocol):
         self.services = SERVICES
         self.closing = False
         self.quit_reason: str | None = None
+        # Set when the server closes the connection for flooding or a full SendQ.
+        self.dropped: DropKind | None = None
         # Numerics 900/901 written for this connection (lets SASL avoid saying it twice).
         self.account_numerics_sent = 0
         # Framing and flood control: parsed lines wait their turn in the flood queue.
@@ -275,7 +278,7 @@ class IrcConnection(Protocol):
             quit_reason = self.quit_reason or "Connection closed"
             user = self.core.user
             nick = user.nick if user is not None and self.registered else "*"
-            self.service.quit(self.core, quit_reason)
+            self.service.quit(self.core, quit_reason, dropped=self.dropped)
             log.info(
                 "irc connection {id} ({nick}) closed ({reason})",
                 id=self.core.id,
@@ -308,7 +311,7 @@ class IrcConnection(Protocol):
         self._write(serialize(IrcMessage("ERROR", (error_text,)), force_trailing=True))
         if self.core is not None:
             # Others see the reason now, not whenever the socket finishes closing.
-            self.service.quit(self.core, reason)
+            self.service.quit(self.core, reason, dropped=self.dropped)
         transport = self.transport
         if transport is not None:
             if abort:
@@ -387,6 +390,7 @@ class IrcConnection(Protocol):
     def _excess_flood(self) -> None:
         log.info("irc connection from {address} closed: excess flood", address=self.address)
         self.flood.clear()
+        self.dropped = "flood"
         self._close(
             "Excess Flood", "Closing Link: " + self._link_name() + " (Excess Flood)", abort=False
         )
@@ -482,8 +486,9 @@ class IrcConnection(Protocol):
             self.closing = True
             self.quit_reason = "SendQ exceeded"
             self.flood.clear()
+            self.dropped = "slow_reader"
             if self.core is not None:
-                self.service.quit(self.core, "SendQ exceeded")
+                self.service.quit(self.core, "SendQ exceeded", dropped="slow_reader")
             transport.abortConnection()  # type: ignore[attr-defined]
 
     def queue_line(self, line: bytes) -> None:

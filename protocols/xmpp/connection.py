@@ -22,7 +22,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatserver.core.errors import Banned, LimitExceeded
-from chatserver.core.events import MessageBatch
+from chatserver.core.events import DropKind, MessageBatch
 from chatserver.core.interfaces import IChatClient
 from protocols.transport import close, peer
 from protocols.transport.flood import FloodBudget, FloodQueue
@@ -109,6 +109,7 @@ class XmppConnection(Protocol):
         "connected",
         "core",
         "domain",
+        "dropped",
         "factory",
         "flood",
         "header_sent",
@@ -156,6 +157,8 @@ class XmppConnection(Protocol):
         self.presence_status: str | None = None
         self.presence: bytes | None = None
         self.quit_reason: str | None = None
+        # Set when the server closes the stream for flooding or a full output backlog.
+        self.dropped: DropKind | None = None
         self.session_started = False
         # Made when a module first asks for them: most connections never do.
         self._extra: dict[str, Any] | None = None
@@ -221,6 +224,7 @@ class XmppConnection(Protocol):
         if not self._output.write(self.transport, data):
             log.info("xmpp output backlog full for {who}", who=self.jid or self.address)
             self.quit_reason = "Output backlog full"
+            self.dropped = "slow_reader"
             self.state = CLOSED
             self._cancel_timers()
             self.transport.abortConnection()
@@ -386,7 +390,7 @@ class XmppConnection(Protocol):
                 presence.went_offline(self)
             self.factory.remove_session(self)
         if self.core is not None:
-            self.service.quit(self.core, self.quit_reason or "Disconnected")
+            self.service.quit(self.core, self.quit_reason or "Disconnected", dropped=self.dropped)
 
     # -- stream negotiation ---------------------------------------------------------------------
 
@@ -561,6 +565,7 @@ class XmppConnection(Protocol):
             flood.clear()
             log.info("xmpp flood from {who}", who=self.jid or self.address)
             self.quit_reason = "Excess flood"
+            self.dropped = "flood"
             self.stream_error("policy-violation", "too many stanzas at once")
 
     def _dispatch(self, stanza: etree._Element) -> None:
