@@ -25,7 +25,7 @@ from chatserver.core.names import casefold
 from chatserver.core.rooms import Room
 from chatserver.core.users import Connection, User
 from protocols.line import commands
-from protocols.line.framing import DO, DONT, IAC, TOO_LONG, WILL, WONT, LineFramer, Negotiation
+from protocols.line.framing import DO, DONT, IAC, TOO_LONG, WILL, WONT, LineFramer, Negotiations
 from protocols.line.render import (
     ERROR,
     EVENT,
@@ -181,9 +181,7 @@ class LineConnection(Protocol):
         now = self.clock.seconds()
         framer = self._framer
         items = framer.feed(data)
-        # Telnet commands cost like lines: a flood of them is a flood.  Past the budget their
-        # option requests go unanswered.
-        answer = not framer.commands or self._admit(framer.commands)
+        answer = not framer.commands or self._charge_commands(framer.commands)
         for item in items:
             if self._closing:
                 return
@@ -202,8 +200,9 @@ class LineConnection(Protocol):
                         f"line too long (the limit is {self.config.max_line_bytes} bytes);"
                         " it was dropped",
                     )
-            elif answer and isinstance(item, Negotiation):
-                self._refuse_option(item)
+            elif answer and isinstance(item, Negotiations):
+                for request in item.requests():
+                    self._refuse_option(request.command, request.option)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self._closing = True
@@ -243,19 +242,19 @@ class LineConnection(Protocol):
             self._cancel_idle()
             transport.abortConnection()
 
-    def _refuse_option(self, item: Negotiation) -> None:
+    def _refuse_option(self, command: int, option: int) -> None:
         # We support no telnet option: refuse each one asked for, once (RFC 854 forbids
         # answering a refusal, so this cannot loop).
-        key = (item.command, item.option)
-        if item.command not in (DO, WILL):
+        key = (command, option)
+        if command not in (DO, WILL):
             return
         if self._negotiated is None:
             self._negotiated = set()
         elif key in self._negotiated:
             return
         self._negotiated.add(key)
-        answer = WONT if item.command == DO else DONT
-        self._write(bytes((IAC, answer, item.option)))
+        answer = WONT if command == DO else DONT
+        self._write(bytes((IAC, answer, option)))
 
     # -- limits ----------------------------------------------------------------------------
 
@@ -288,6 +287,20 @@ class LineConnection(Protocol):
             f" (warning {self._warnings} of {limit}; the next one closes the connection)",
         )
         return False
+
+    def _charge_commands(self, count: int) -> bool:
+        """Telnet commands cost like lines, into debt: a client a whole burst in debt is
+        flooding and is disconnected.  Whether there was budget for them (their option
+        requests are answered only then)."""
+        flood = self.flood
+        assert flood is not None
+        flood.charge(count)
+        level = flood.level()
+        if level < -self.config.flood_burst:
+            self._dropped = "flood"
+            self.disconnect("Excess flood")
+            return False
+        return level >= 0
 
     def _arm_idle(self, delay: float) -> None:
         self._idle_call = self.clock.callLater(max(delay, 0.0), self._idle_check)

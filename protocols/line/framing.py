@@ -27,7 +27,18 @@ WONT = 252
 SB = 250
 SE = 240
 
-__all__ = ["DO", "DONT", "IAC", "TOO_LONG", "WILL", "WONT", "Item", "LineFramer", "Negotiation"]
+__all__ = [
+    "DO",
+    "DONT",
+    "IAC",
+    "TOO_LONG",
+    "WILL",
+    "WONT",
+    "Item",
+    "LineFramer",
+    "Negotiation",
+    "Negotiations",
+]
 
 # One token at the start of what is left.  Every byte sequence starts with one of these (a
 # lone IAC, or IAC and a negotiation verb, at the very end waits for the next read).
@@ -49,7 +60,33 @@ class Negotiation:
     option: int
 
 
-Item = bytes | TooLong | Negotiation
+class Negotiations:
+    """Item: option requests that came one after the other, kept as their bytes (three per
+    request) until someone asks: a flood of them is counted, never taken apart."""
+
+    __slots__ = ("run",)
+
+    def __init__(self, run: bytes) -> None:
+        self.run = run
+
+    def __len__(self) -> int:
+        return len(self.run) // 3
+
+    def requests(self) -> list[Negotiation]:
+        run = self.run
+        return [Negotiation(c, o) for c, o in zip(run[1::3], run[2::3], strict=True)]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Negotiations) and other.run == self.run
+
+    def __hash__(self) -> int:
+        return hash(self.run)
+
+    def __repr__(self) -> str:
+        return f"Negotiations({self.requests()!r})"
+
+
+Item = bytes | TooLong | Negotiations
 
 
 class LineFramer:
@@ -105,7 +142,7 @@ class LineFramer:
                 if text:
                     self._text(b"".join(text), out)
                     text.clear()
-                out.extend(Negotiation(c, o) for c, o in zip(token[1::3], token[2::3], strict=True))
+                out.append(Negotiations(token))
             else:
                 self.commands += 1
                 self._in_sub = True
