@@ -21,26 +21,14 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatserver.core.errors import (
-    AccountError,
-    AlreadyOnRoom,
-    BadName,
-    CannotSend,
     ChatError,
-    JoinRefused,
     LimitExceeded,
-    NickInUse,
-    NoSuchNick,
-    NoSuchRoom,
-    NotOnRoom,
-    NotPermitted,
-    UnknownMode,
 )
 from chatserver.core.events import DropKind, Event, Message, MessageBatch, Who
 from chatserver.core.interfaces import IChatClient
 from protocols import connlog
-from protocols.irc import caps
+from protocols.irc import caps, errors
 from protocols.irc import numerics as n
-from protocols.irc.channels import channel_name, is_channel
 from protocols.irc.commands import dispatch
 from protocols.irc.message import (
     IrcMessage,
@@ -50,7 +38,6 @@ from protocols.irc.message import (
     serialize,
     serialize_fitted,
 )
-from protocols.irc.modes import letter_of
 from protocols.irc.render import history_lines, render, render_batch
 from protocols.irc.services_registry import SERVICES
 from protocols.transport import close, peer
@@ -600,76 +587,8 @@ class IrcConnection(Protocol):
     # -- errors -----------------------------------------------------------------------------
 
     def reply_error(self, err: ChatError, command: str, target: str = "") -> None:
-        """Answer a core refusal with the numeric IRC gives it."""
-        if isinstance(err, NickInUse):
-            self.reply(n.ERR_NICKNAMEINUSE, target or err.nick, "Nickname is already in use")
-        elif isinstance(err, BadName):
-            name = target or err.name
-            if is_channel(name) or command in (
-                "JOIN",
-                "PART",
-                "TOPIC",
-                "NAMES",
-                "LIST",
-                "INVITE",
-                "KICK",
-            ):
-                self.reply(n.ERR_NOSUCHCHANNEL, name, "No such channel")
-            else:
-                self.reply(n.ERR_ERRONEUSNICKNAME, name, "Erroneous nickname")
-        elif isinstance(err, NoSuchNick):
-            self.reply(n.ERR_NOSUCHNICK, target or err.nick, "No such nick/channel")
-        elif isinstance(err, NoSuchRoom):
-            self.reply(n.ERR_NOSUCHCHANNEL, target or channel_name(err.room), "No such channel")
-        elif isinstance(err, NotOnRoom):
-            room = channel_name(err.room)
-            if err.nick:
-                self.reply(n.ERR_USERNOTINCHANNEL, err.nick, room, "They aren't on that channel")
-            else:
-                self.reply(n.ERR_NOTONCHANNEL, room, "You're not on that channel")
-        elif isinstance(err, AlreadyOnRoom):
-            self.reply(
-                n.ERR_USERONCHANNEL, err.nick, channel_name(err.room), "is already on channel"
-            )
-        elif isinstance(err, NotPermitted):
-            if err.room is not None:
-                self.reply(
-                    n.ERR_CHANOPRIVSNEEDED, channel_name(err.room), "You're not channel operator"
-                )
-            else:
-                self.reply(n.ERR_NOPRIVILEGES, "Permission Denied- You're not an IRC operator")
-        elif isinstance(err, CannotSend):
-            self.reply(
-                n.ERR_CANNOTSENDTOCHAN,
-                channel_name(err.room),
-                f"Cannot send to channel ({err.reason})",
-            )
-        elif isinstance(err, JoinRefused):
-            self._join_refused(err)
-        elif isinstance(err, UnknownMode):
-            self.reply(n.ERR_UNKNOWNMODE, letter_of(err.mode), "is unknown mode char to me")
-        elif isinstance(err, AccountError):
-            self.fail(command, err.code.upper(), description=err.reason)
-        else:
-            self.reply(n.ERR_UNKNOWNERROR, command, err.reason)
-
-    def _join_refused(self, err: JoinRefused) -> None:
-        room = channel_name(err.room)
-        numeric, text = {
-            JoinRefused.BANNED: (n.ERR_BANNEDFROMCHAN, "Cannot join channel (+b)"),
-            JoinRefused.INVITE_ONLY: (n.ERR_INVITEONLYCHAN, "Cannot join channel (+i)"),
-            JoinRefused.BAD_KEY: (n.ERR_BADCHANNELKEY, "Cannot join channel (+k)"),
-            JoinRefused.FULL: (n.ERR_CHANNELISFULL, "Cannot join channel (+l)"),
-            JoinRefused.REGISTERED_ONLY: (
-                n.ERR_NEEDREGGEDNICK,
-                "Cannot join channel (+R) - you need to be logged into your account",
-            ),
-            JoinRefused.TOO_MANY_ROOMS: (
-                n.ERR_TOOMANYCHANNELS,
-                "You have joined too many channels",
-            ),
-        }.get(err.why, (n.ERR_UNKNOWNERROR, err.reason))
-        self.reply(numeric, room, text)
+        """Answer a core refusal with the numeric IRC gives it (see protocols.irc.errors)."""
+        errors.reply_error(self, err, command, target)
 
     # -- IChatClient ------------------------------------------------------------------------
 
@@ -706,6 +625,9 @@ class IrcConnection(Protocol):
             data = render_batch(self, batch)
         except Exception:
             log.failure("rendering a batch of {n} messages for IRC", n=len(batch.messages))
+            # One by one: a message that cannot be rendered costs only itself.
+            for msg in batch.messages:
+                self.deliver(msg)
             return
         if data:
             self._write(data)

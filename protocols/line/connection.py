@@ -192,7 +192,7 @@ class LineConnection(Protocol):
                 self._last_rx = now
             if isinstance(item, bytes):
                 if self._admit():
-                    commands.handle_line(self, item.decode("utf-8", "replace"))
+                    self._handle(item)
             elif item is TOO_LONG:
                 if self._admit():
                     self.send_error(
@@ -203,6 +203,17 @@ class LineConnection(Protocol):
             elif answer and isinstance(item, Negotiations):
                 for request in item.requests():
                     self._refuse_option(request.command, request.option)
+
+    def _handle(self, line: bytes) -> None:
+        # Decoding with replacement and the framer dropping NUL make every line text by the
+        # core's rule (names.text_problem); JSON commands are checked as they are decoded.
+        try:
+            commands.handle_line(self, line.decode("utf-8", "replace"))
+        except Exception:
+            # A bug in one command costs that command, never the connection.
+            self.log.failure("line: handling a line from {address}", address=self.address)
+            if not self._closing:
+                self.send_error("internal", "internal error; the server log has the details")
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self._closing = True

@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from chatserver.auth.sasl import SaslServer
 from chatserver.core.errors import Banned, LimitExceeded
 from chatserver.core.events import DropKind, MessageBatch
 from chatserver.core.interfaces import IChatClient
@@ -164,7 +165,7 @@ class XmppConnection(Protocol):
         # Made when a module first asks for them: most connections never do.
         self._extra: dict[str, Any] | None = None
         self._on_close: list[Callable[[XmppConnection], None]] | None = None
-        self.sasl: sasl.SaslExchange | None = None
+        self.sasl: SaslServer | None = None
         self.parser = StreamParser(
             max_stanza_bytes=factory.config.max_stanza_bytes,
             max_depth=factory.config.max_depth,

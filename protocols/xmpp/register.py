@@ -20,7 +20,8 @@ from twisted.logger import Logger
 from chatserver.core.errors import AccountError, BadName, ChatError
 from chatserver.core.names import casefold
 from protocols.xmpp import stanzas
-from protocols.xmpp.router import StanzaError, chat_error_condition, handler
+from protocols.xmpp.errors import chat_error_condition
+from protocols.xmpp.router import StanzaError, handler
 from protocols.xmpp.stanzas import NS_REGISTER
 
 if TYPE_CHECKING:

@@ -333,7 +333,7 @@ def test_failed_logins_are_throttled_per_account() -> None:
     service = make_service(CoreSettings(login_failure_burst=3, login_failure_period=10))
     _, ca = user(service, "alice")
     result(service.register(ca, "secret-pass"))
-    _, cx = user(service, "mallory")
+    _, cx = user(service, "mallory", address="198.51.100.7")
     codes = []
     for _ in range(5):
         try:
@@ -344,8 +344,25 @@ def test_failed_logins_are_throttled_per_account() -> None:
     # Even the right password is refused while throttled, then allowed after the refill.
     with pytest.raises(AccountError):
         result(service.identify(cx, "secret-pass", account="alice"))
+    # ... but not from the address that registered the account: its owner's.
+    _, owner = user(service, "alice2")
+    assert result(service.identify(owner, "secret-pass", account="alice")) is not None
     service.clock.advance(11)
     assert result(service.identify(cx, "secret-pass", account="alice")) is not None
+
+
+def test_attempts_in_flight_are_counted_when_they_start() -> None:
+    service = make_service(CoreSettings(login_failure_burst=3, login_failure_period=10))
+    _, ca = user(service, "alice")
+    result(service.register(ca, "secret-pass"))
+    # Started together, before any is answered: each takes its token at once.
+    attempts = [service.accounts.begin_login("alice", f"198.51.100.{i}") for i in range(3)]
+    with pytest.raises(AccountError) as err:
+        service.accounts.begin_login("alice", "198.51.100.99")
+    assert err.value.code == AccountError.THROTTLED
+    # A right password gives its token back.
+    attempts[0].succeeded("alice")
+    service.accounts.begin_login("alice", "198.51.100.99").failed()
 
 
 def test_registration_can_be_closed() -> None:
