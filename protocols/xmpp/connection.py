@@ -23,7 +23,7 @@ from zope.interface import implementer
 
 from chatserver.auth.sasl import SaslServer
 from chatserver.core.errors import Banned, LimitExceeded
-from chatserver.core.events import DropKind, MessageBatch
+from chatserver.core.events import REVOKED_REASONS, DropKind, MessageBatch
 from chatserver.core.interfaces import IChatClient
 from protocols import connlog
 from protocols.transport import close, peer
@@ -307,7 +307,10 @@ class XmppConnection(Protocol):
         # After a colon come someone's own words (a ban's or a kill's reason): "shut up" there
         # is no shutdown.
         lowered = reason.partition(":")[0].lower()
-        if "shut" in lowered or "restart" in lowered:
+        if reason in REVOKED_REASONS:
+            # The account's credentials no longer hold (RFC 6120 4.9.3.19, XEP-0077 3.2).
+            self.stream_error("not-authorized", reason)
+        elif "shut" in lowered or "restart" in lowered:
             self.stream_error("system-shutdown", reason)
         else:
             self.stream_error("policy-violation", reason)
