@@ -433,8 +433,15 @@ class MetricsConfig:
     lag_interval: float = _key(0.5, _Number(0.01, 60))
 
 
+@dataclass(frozen=True, slots=True)
+class HistoryConfig:
+    # Days that room and private history is kept; 0 keeps it forever.  Expiry runs hourly in
+    # small batches off the reactor thread.
+    retention: float = _key(0.0, _Number(0, 100_000))
+
+
 # [chat] keys are CoreSettings fields; server_name comes from [server] name instead.
-_CHAT_FROM_SERVER = {"server_name"}
+_CHAT_FROM_SERVER = {"server_name", "history_retention"}
 _CHAT_CHECKS: dict[str, Check] = {
     "history_in_memory": _Int(0, 100_000),
     "history_flush_interval": _Number(0, 3600),
@@ -561,6 +568,7 @@ class Config:
     irc: IrcConfig
     xmpp: XmppConfig
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    history: HistoryConfig = field(default_factory=HistoryConfig)
     operators: tuple[OperatorConfig, ...] = ()
     bans: tuple[ServerBan, ...] = ()
     # Where the values came from (a path or "<defaults>"); not part of what the config *is*.
@@ -585,6 +593,7 @@ SECTIONS: dict[str, type] = {
     "irc": IrcConfig,
     "xmpp": XmppConfig,
     "metrics": MetricsConfig,
+    "history": HistoryConfig,
 }
 # The sections that describe a listening protocol (enabled, port, listen...).
 PROTOCOL_SECTIONS = ("line", "irc", "xmpp")
@@ -788,13 +797,18 @@ def load_config(
 
     config = Config(
         server=ServerConfig(**server),
-        chat=CoreSettings(server_name=server["name"], **raw["chat"]),
+        chat=CoreSettings(
+            server_name=server["name"],
+            history_retention=raw["history"]["retention"],
+            **raw["chat"],
+        ),
         storage=StorageConfig(**storage),
         tls=TlsConfig(**tls),
         line=LineConfig(**raw["line"]),
         irc=IrcConfig(**raw["irc"]),
         xmpp=XmppConfig(**xmpp),
         metrics=MetricsConfig(**raw["metrics"]),
+        history=HistoryConfig(**raw["history"]),
         operators=_load_operators(data.get(OPERATORS_KEY, []), problems),
         bans=_load_bans(data.get(BANS_KEY, []), problems),
         source=source,

@@ -205,6 +205,23 @@ class Presence(Event):
     online: bool
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OfflineMessages(Event):
+    """Private messages kept for an account while it had no connection, given to the first
+    connection that logs in to it (oldest first, with their original times and ids)."""
+
+    messages: tuple[Message, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReadMarker(Event):
+    """The account's read position in ``target`` (a room key or a nick) moved to ``read_ts``;
+    sent to every connection of the account so that reading on one clears the others."""
+
+    target: str
+    read_ts: float
+
+
 ROOM_EVENTS = (Message, Join, Part, Topic, Kick, ModeChange, Invite)
 
 
