@@ -33,6 +33,7 @@ from chatserver.core.events import (
     ModeChange,
     ModeItem,
     NickChange,
+    OfflineMessages,
     Part,
     Quit,
     RealnameChange,
@@ -232,6 +233,14 @@ def _wallops(e: Wallops, me: str | None) -> str:
     return f"{EVENT}Wallops from {e.who.nick}: {clean(e.text)}"
 
 
+def _offline(e: OfflineMessages, me: str | None) -> str:
+    count = len(e.messages)
+    lines = [f"{INFO}while you were away ({count} message{'s' if count != 1 else ''}):"]
+    lines.extend(_message_text(m, me, f"[{clock_time(m.ts, e.ts)}] ") for m in e.messages)
+    lines.append(f"{INFO}end of messages while you were away")
+    return "\r\n".join(lines)
+
+
 TextRenderer = Callable[[Any, str | None], str]
 
 TEXT_RENDERERS: dict[type[Event], TextRenderer] = {
@@ -251,6 +260,7 @@ TEXT_RENDERERS: dict[type[Event], TextRenderer] = {
     AccountChange: _account,
     ServerNotice: _server_notice,
     Wallops: _wallops,
+    OfflineMessages: _offline,
 }
 
 
@@ -314,6 +324,11 @@ def message_json(m: Message) -> dict[str, Any]:
 
 JSON_RENDERERS: dict[type[Event], Callable[[Any], dict[str, Any]]] = {
     Message: message_json,
+    OfflineMessages: lambda e: {
+        "type": "offline",
+        "ts": e.ts,
+        "messages": [{**message_json(m), "history": True} for m in e.messages],
+    },
     Join: lambda e: {"type": "join", "ts": e.ts, "room": e.room, **_who(e.who)},
     Part: lambda e: {
         "type": "part",

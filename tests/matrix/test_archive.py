@@ -100,3 +100,55 @@ def test_guests_get_nothing_kept_and_unknown_nicks_are_refused(world: World) -> 
     g.msg("nobodyhere", "hello?")
     err = g.expect(lambda m: m.command == "401")
     assert err.params[1] == "nobodyhere"
+
+
+def test_line_chat_gets_a_while_you_were_away_block_and_reads_the_conversation(
+    world: World,
+) -> None:
+    alice, bob = world.nick("arcL"), world.nick("arcM")
+    world.register(alice)
+    world.register(bob)
+    a = world.irc(alice, caps=HISTORY_CAPS, sasl=(alice, PASSWORD))
+    a.msg(bob, "from irc while you slept")
+    a.msg(bob, "waves", action=True)
+    a.sync()
+    b = world.line(bob, password=PASSWORD)
+    block = b.expect(lambda o: isinstance(o, dict) and o.get("type") == "offline")
+    texts = [(m["kind"], m["text"], m["from"]) for m in block["messages"]]
+    assert texts == [("privmsg", "from irc while you slept", alice), ("action", "waves", alice)]
+    ids = [m["id"] for m in block["messages"]]
+    b.cmd("history", nick=alice, count=10)
+    reply = b.expect(lambda o: o.get("cmd") == "history")
+    assert reply["type"] == "ok", reply
+    assert [m["id"] for m in reply["messages"]] == ids
+    # The sender reads the same ids from IRC.
+    assert [m.tags["msgid"] for m in privmsgs(chathistory(a, "LATEST", bob, "*", "10"))] == ids
+    # A message from line chat to an away account, read back by IRC at login.
+    b.cmd("msg", to=alice + "x", text="nobody")
+    err = b.expect(lambda o: o.get("cmd") == "msg")
+    assert err["type"] == "error", err
+    a.close()
+    b.cmd("msg", to=alice, text="see you later")
+    sent = b.expect(lambda o: o.get("cmd") == "msg")
+    assert sent["type"] == "ok", sent
+    a2 = world.irc(alice, caps=("server-time",), sasl=(alice, PASSWORD))
+    got = a2.expect(lambda m: m.command == "PRIVMSG")
+    assert got.last == "see you later" and got.nick == bob
+    assert "time" in got.tags
+
+
+def test_line_text_mode_history_of_a_conversation(world: World) -> None:
+    alice, bob = world.nick("arcT"), world.nick("arcU")
+    world.register(alice)
+    world.register(bob)
+    a = world.line(alice, password=PASSWORD)
+    b = world.line(bob, password=PASSWORD)
+    a.cmd("msg", to=bob, text="one")
+    b.expect(lambda o: o.get("type") == "message" and o.get("text") == "one")
+    a.sync()
+    t = world.line(world.nick("arcV"), json_mode=False)
+    t.line(f"/identify {alice} {PASSWORD}")
+    t.expect(lambda s: isinstance(s, str) and "logged in" in s)
+    t.line(f"/history {bob} 5")
+    t.expect(lambda s: isinstance(s, str) and s.startswith(f"*** history with {bob} (1 messages)"))
+    assert "one" in t.expect(lambda s: isinstance(s, str) and "one" in s)
