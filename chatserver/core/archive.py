@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from chatserver.core.errors import ChatError, NoSuchNick
 from chatserver.core.events import Message, MessageKind, OfflineMessages, ReadMarker
 from chatserver.core.interfaces import IArchiveStore
-from chatserver.core.names import casefold, check_nick
+from chatserver.core.names import casefold, check_nick, room_key
 from chatserver.core.records import ArchiveEntry, ArchiveQuery
 from chatserver.core.settings import CoreSettings
 
@@ -175,6 +175,24 @@ class Archive:
         )
         d = self.flush_history()
         d.addCallback(lambda _: self.archive_store.query_private(query))
+        return d
+
+    def room_archive_query(
+        self,
+        room: str,
+        limit: int,
+        *,
+        after: tuple[float, str] | None = None,
+        before: tuple[float, str] | None = None,
+        newest: bool = True,
+    ) -> Deferred:
+        """One page of a room's stored history by (ts, id) anchors (room MAM); the caller
+        checks that the user may read it."""
+        if self.archive_store is None or limit <= 0:
+            return succeed([])
+        query = ArchiveQuery(room_key(room), None, limit, after=after, before=before, newest=newest)
+        d = self.flush_history()
+        d.addCallback(lambda _: self.archive_store.query_room(query))
         return d
 
     def archive_find(self, conn: Connection, msgid: str) -> Deferred:

@@ -122,6 +122,10 @@ class IArchiveStore(Interface):
     def query_private(query):
         """Fire with one page (an ArchiveQuery) of an account's archive, ascending (ts, id)."""
 
+    def query_room(query):
+        """Fire with one page of a room's history (``query.owner`` is the room key), as
+        ``query_private`` pages an account's archive."""
+
     def find_private(owner, msgid):
         """Fire with the message ``msgid`` of ``owner``'s archive, or None."""
 

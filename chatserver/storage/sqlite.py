@@ -595,6 +595,29 @@ def _query_private(cur: sqlite3.Cursor, query: ArchiveQuery) -> list[Message]:
     return [_private_message(row) for row in rows]
 
 
+def _query_room(cur: sqlite3.Cursor, query: ArchiveQuery) -> list[Message]:
+    """One page of a room's history (``query.owner`` is the room key), by (ts, id) anchors."""
+    _check_limit(query.limit)
+    where = ["target = ?"]
+    params: list[Any] = [query.owner]
+    if query.after is not None:
+        where.append("(ts, id) > (?, ?)")
+        params.extend(query.after)
+    if query.before is not None:
+        where.append("(ts, id) < (?, ?)")
+        params.extend(query.before)
+    order = "DESC" if query.newest else "ASC"
+    cur.execute(
+        f"SELECT {_MESSAGE_COLUMNS} FROM history WHERE {' AND '.join(where)}"
+        f" ORDER BY ts {order}, id {order} LIMIT ?",
+        (*params, query.limit),
+    )
+    rows = cur.fetchall()
+    if query.newest:
+        rows.reverse()
+    return [_message(row) for row in rows]
+
+
 def _find_private(cur: sqlite3.Cursor, owner: str, msgid: str) -> Message | None:
     cur.execute(
         f"SELECT {_PRIVATE_COLUMNS} FROM private_history WHERE owner = ? AND id = ?",
@@ -1122,6 +1145,9 @@ class SqliteStore:
 
     def query_private(self, query: ArchiveQuery) -> Deferred[list[Message]]:
         return self._run(_query_private, query, write=False)
+
+    def query_room(self, query: ArchiveQuery) -> Deferred[list[Message]]:
+        return self._run(_query_room, query, write=False)
 
     def find_private(self, owner: str, msgid: str) -> Deferred[Message | None]:
         return self._run(_find_private, owner, msgid, write=False)

@@ -13,6 +13,7 @@ from lxml import etree
 from protocols.xmpp import router, stanzas
 from protocols.xmpp.carbons import NS_CARBONS
 from protocols.xmpp.jid import try_parse
+from protocols.xmpp.mam import NS_MAM, NS_MAM_EXTENDED
 from protocols.xmpp.router import StanzaError, handler
 from protocols.xmpp.stanzas import (
     NS_DISCO_INFO,
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 SERVER_NAME = "chatserver"
 SERVER_FEATURES = (NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_VERSION, NS_ROSTER, NS_CARBONS)
 ACCOUNT_FEATURES = (NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING)
+# Asked of one's own bare JID: the account's archive (XEP-0313 §6).
+OWN_ACCOUNT_FEATURES = (*ACCOUNT_FEATURES, NS_MAM, NS_MAM_EXTENDED)
 
 
 def _query(ns: str, node: str | None) -> etree._Element:
@@ -55,7 +58,8 @@ def info(conn: XmppConnection, stanza: etree._Element) -> None:
         if not _known_user(conn, to.bare):
             raise StanzaError("service-unavailable")
         stanzas.sub(query, "identity", {"category": "account", "type": "registered"})
-        _features(query, ACCOUNT_FEATURES)
+        own = to.bare == conn.bare_jid and conn.user is not None and conn.user.account
+        _features(query, OWN_ACCOUNT_FEATURES if own else ACCOUNT_FEATURES)
     conn.iq_result(stanza, query)
 
 

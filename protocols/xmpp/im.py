@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import copy
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lxml import etree
+from twisted.internet.defer import Deferred
 
 from chatserver.core.errors import NoSuchNick
 from protocols.xmpp import stanzas
@@ -48,7 +49,7 @@ def _check_lines(body: str) -> None:
 
 @handler("message", "chat", None)
 @handler("message", "normal", None)
-def chat(conn: XmppConnection, stanza: etree._Element) -> None:
+def chat(conn: XmppConnection, stanza: etree._Element) -> Deferred | None:
     target = _target(conn, stanza)
     if target is None:
         return
@@ -62,11 +63,23 @@ def chat(conn: XmppConnection, stanza: etree._Element) -> None:
     text = body
     if text.startswith("/me "):
         kind, text = "action", text[4:]
+    if conn.service.find_user(target.local) is None:
+        # RFC 6121 §8.5.2.1.1: a registered account with no connection gets the message
+        # kept (offline storage); a JID that is no account is unavailable.
+        d = conn.service.say_offline(conn.core, nick=target.local, text=text, kind=kind)
+        d.addErrback(_unavailable, target.local)
+        return d
     try:
         conn.service.say(conn.core, nick=target.local, text=text, kind=kind)
     except NoSuchNick:
-        # RFC 6121 §8.5.2.2.1: no offline storage here, so the user is unavailable.
-        raise StanzaError("service-unavailable", f"{target.local} is not connected") from None
+        _unavailable(None, target.local)
+    return None
+
+
+def _unavailable(failure: Any, nick: str) -> None:
+    if failure is not None:
+        failure.trap(NoSuchNick)
+    raise StanzaError("service-unavailable", f"{nick} is not connected")
 
 
 def _pass_on(conn: XmppConnection, stanza: etree._Element, target: JID) -> None:

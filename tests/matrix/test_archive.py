@@ -4,9 +4,23 @@ and read back through IRC CHATHISTORY, line chat ``/history`` and XMPP MAM."""
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
+
 import pytest
 
-from tests.matrix.clients import IrcLine
+from tests.matrix.clients import (
+    DOMAIN,
+    NS_CLIENT,
+    NS_DATA,
+    NS_DELAY,
+    NS_SID,
+    IrcLine,
+    child,
+    child_text,
+    local,
+    room_jid,
+    token,
+)
 from tests.matrix.conftest import PASSWORD, World
 
 pytestmark = [
@@ -152,3 +166,146 @@ def test_line_text_mode_history_of_a_conversation(world: World) -> None:
     t.line(f"/history {bob} 5")
     t.expect(lambda s: isinstance(s, str) and s.startswith(f"*** history with {bob} (1 messages)"))
     assert "one" in t.expect(lambda s: isinstance(s, str) and "one" in s)
+
+
+# -- XMPP: offline messages, MAM on the account and on rooms -------------------------------------
+
+NS_MAM = "urn:xmpp:mam:2"
+NS_RSM = "http://jabber.org/protocol/rsm"
+NS_FORWARD = "urn:xmpp:forward:0"
+
+
+def mam(peer, *, to: str | None = None, fields: dict[str, str] | None = None, rsm: str = ""):
+    """Run one MAM query: ([(archive id, inner message)], fin element)."""
+    qid = token()
+    form = ""
+    if fields:
+        form = (
+            f"<x xmlns='{NS_DATA}' type='submit'>"
+            f"<field var='FORM_TYPE' type='hidden'><value>{NS_MAM}</value></field>"
+            + "".join(f"<field var='{k}'><value>{v}</value></field>" for k, v in fields.items())
+            + "</x>"
+        )
+        rsm_xml = f"<set xmlns='{NS_RSM}'>{rsm}</set>" if rsm else ""
+    else:
+        rsm_xml = f"<set xmlns='{NS_RSM}'>{rsm}</set>" if rsm else ""
+    target = f" to='{to}'" if to else ""
+    peer.raw(
+        f"<iq type='set' id='{qid}'{target}><query xmlns='{NS_MAM}' queryid='{qid}'>{form}{rsm_xml}</query></iq>"
+    )
+    results = []
+    while True:
+        el = peer.expect(
+            lambda e: (
+                (local(e) == "iq" and e.get("id") == qid)
+                or (child(e, NS_MAM, "result") is not None)
+            )
+        )
+        if local(el) == "iq":
+            assert el.get("type") == "result", ET.tostring(el)
+            return results, child(el, NS_MAM, "fin")
+        result = child(el, NS_MAM, "result")
+        assert result.get("queryid") == qid
+        forwarded = child(result, NS_FORWARD, "forwarded")
+        inner = child(forwarded, NS_CLIENT, "message")
+        assert child(forwarded, NS_DELAY, "delay") is not None
+        results.append((result.get("id"), inner))
+
+
+def bodies(results) -> list[str]:
+    return [child_text(m, NS_CLIENT, "body") for _, m in results]
+
+
+def test_dm_from_irc_to_an_offline_xmpp_user_arrives_at_login_with_the_same_id_in_both_archives(
+    world: World,
+) -> None:
+    alice, bob = world.nick("arcX"), world.nick("arcY")
+    world.register(alice)
+    world.register(bob)
+    a = world.irc(alice, caps=HISTORY_CAPS, sasl=(alice, PASSWORD))
+    a.msg(bob, "for your phone")
+    a.sync()
+    b = world.xmpp(bob)
+    got = b.expect(
+        lambda e: local(e) == "message" and child_text(e, NS_CLIENT, "body") == "for your phone"
+    )
+    assert got.get("from") == f"{alice.lower()}@{DOMAIN}"
+    assert child(got, NS_DELAY, "delay") is not None
+    sid = child(got, NS_SID, "stanza-id")
+    assert sid is not None and sid.get("by") == f"{bob.lower()}@{DOMAIN}"
+    msgid = sid.get("id")
+    irc_ids = [m.tags["msgid"] for m in privmsgs(chathistory(a, "LATEST", bob, "*", "10"))]
+    assert irc_ids == [msgid]
+    results, fin = mam(b, fields={"with": f"{alice.lower()}@{DOMAIN}"})
+    assert [r for r, _ in results] == [msgid]
+    assert fin.get("complete") == "true"
+    # A live reply carries its archive id too, the same one IRC shows.
+    b.raw(f"<message type='chat' to='{alice.lower()}@{DOMAIN}'><body>got it</body></message>")
+    live = a.expect(lambda m: m.command == "PRIVMSG" and m.last == "got it")
+    results, _ = mam(b, rsm="<max>1</max><before/>")
+    assert results[0][0] == live.tags["msgid"]
+
+
+def test_mam_pages_forwards_and_backwards_with_filters(world: World) -> None:
+    alice, bob, carol = world.nick("arcP"), world.nick("arcQ"), world.nick("arcR")
+    for name in (alice, bob, carol):
+        world.register(name)
+    b = world.xmpp(bob)
+    a = world.irc(alice, sasl=(alice, PASSWORD))
+    c = world.line(carol, password=PASSWORD)
+    for n in range(7):
+        a.msg(bob, f"a{n}")
+    a.sync()
+    c.cmd("msg", to=bob, text="from carol")
+    c.expect(lambda o: o.get("cmd") == "msg")
+    for n in range(7):
+        b.expect(lambda e, n=n: child_text(e, NS_CLIENT, "body") == f"a{n}")
+    b.expect(lambda e: child_text(e, NS_CLIENT, "body") == "from carol")
+    with_alice = {"with": f"{alice.lower()}@{DOMAIN}"}
+    page1, fin1 = mam(b, fields=with_alice, rsm="<max>3</max>")
+    assert bodies(page1) == ["a0", "a1", "a2"]
+    assert fin1.get("complete") is None
+    last = child_text(child(fin1, NS_RSM, "set"), NS_RSM, "last")
+    assert last == page1[-1][0]
+    page2, _ = mam(b, fields=with_alice, rsm=f"<max>3</max><after>{last}</after>")
+    assert bodies(page2) == ["a3", "a4", "a5"]
+    page3, fin3 = mam(b, fields=with_alice, rsm=f"<max>3</max><after>{page2[-1][0]}</after>")
+    assert bodies(page3) == ["a6"]
+    assert fin3.get("complete") == "true"
+    # The last page, then the one before it.
+    tail, _ = mam(b, rsm="<max>2</max><before/>")
+    assert bodies(tail) == ["a6", "from carol"]
+    prev, _ = mam(b, rsm=f"<max>2</max><before>{tail[0][0]}</before>")
+    assert bodies(prev) == ["a4", "a5"]
+    # #extended: before-id / after-id in the form.
+    ids = [r for r, _ in page1 + page2 + page3]
+    middle, _ = mam(b, fields={**with_alice, "after-id": ids[1], "before-id": ids[5]})
+    assert bodies(middle) == ["a2", "a3", "a4"]
+    # Another account's archive is not readable.
+    qid = token()
+    b.raw(f"<iq type='set' id='{qid}' to='{alice.lower()}@{DOMAIN}'><query xmlns='{NS_MAM}'/></iq>")
+    err = b.expect(lambda e: local(e) == "iq" and e.get("id") == qid)
+    assert err.get("type") == "error"
+
+
+def test_room_mam_ids_equal_irc_msgids(world: World) -> None:
+    room = world.room("arcmam")
+    nick = world.nick("arcZ")
+    world.register(nick)
+    i = world.irc(world.nick("arcI"), caps=HISTORY_CAPS)
+    x = world.xmpp(nick)
+    i.join(room)
+    i.sync()
+    x.join(room)
+    x.expect(lambda e: local(e) == "presence" and e.get("from", "").endswith("/" + nick))
+    x.sync()
+    for n in range(4):
+        i.say(room, f"r{n}")
+    i.sync()
+    irc_ids = [m.tags["msgid"] for m in privmsgs(chathistory(i, "LATEST", f"#{room}", "*", "10"))]
+    results, _ = mam(x, to=room_jid(room))
+    assert [r for r, _ in results] == irc_ids
+    assert bodies(results) == ["r0", "r1", "r2", "r3"]
+    assert results[0][1].get("type") == "groupchat"
+    page, _ = mam(x, to=room_jid(room), rsm=f"<max>2</max><after>{irc_ids[0]}</after>")
+    assert [r for r, _ in page] == irc_ids[1:3]

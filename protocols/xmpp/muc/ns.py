@@ -17,6 +17,8 @@ DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
 DATA = "jabber:x:data"
 DELAY = "urn:xmpp:delay"
 SID = "urn:xmpp:sid:0"
+MAM = "urn:xmpp:mam:2"
+MAM_EXTENDED = "urn:xmpp:mam:2#extended"
 PING = "urn:xmpp:ping"
 STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 
