@@ -27,8 +27,10 @@ if TYPE_CHECKING:
 # The most offline messages handed to a connection at login; older ones stay in the archive.
 OFFLINE_MAX = 500
 DAY = 86400.0
-# Seconds between retention runs.
+# Seconds between retention runs; the first runs soon after start, so that a lowered
+# retention applies at a restart.
 EXPIRY_INTERVAL = 3600.0
+EXPIRY_FIRST = 1.0
 # Rows per expiry transaction (see the store's ``expire``).
 EXPIRE_STEP = 2000
 
@@ -249,15 +251,20 @@ class Archive:
 
     # -- retention ---------------------------------------------------------------------------
 
-    def _start_expiry(self) -> None:
+    def _start_expiry(self, delay: float = EXPIRY_FIRST) -> None:
         if self.archive_store is not None and self._expiry_call is None and not self._stopping:
-            self._expiry_call = self.clock.callLater(EXPIRY_INTERVAL, self._expiry_tick)
+            self._expiry_call = self.clock.callLater(delay, self._expiry_tick)
 
     def _expiry_tick(self) -> None:
         self._expiry_call = None
         d = self.expire_history()
+        d.addCallback(self._expired)
         d.addErrback(lambda f: self.log.failure("expiring history", f))
-        d.addBoth(lambda _: self._start_expiry())
+        d.addBoth(lambda _: self._start_expiry(EXPIRY_INTERVAL))
+
+    def _expired(self, deleted: int) -> None:
+        if deleted:
+            self.log.info("history retention: deleted {n} messages", n=deleted)
 
     @inlineCallbacks
     def expire_history(self):
