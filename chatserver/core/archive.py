@@ -224,22 +224,27 @@ class Archive:
 
     # -- read markers ------------------------------------------------------------------------
 
-    def read_marker(self, conn: Connection, target: str) -> Deferred:
-        """The account's read position in ``target`` (a room or a nick), or None."""
+    def read_marker(
+        self, conn: Connection, *, room: str | None = None, nick: str | None = None
+    ) -> Deferred:
+        """The account's read position (ts) in a room or a private conversation, or None."""
         owner = self._owner(conn)
         if owner is None or self.archive_store is None:
             return succeed(None)
-        return self.archive_store.get_read_marker(owner, casefold(target))
+        return self.archive_store.get_read_marker(owner, marker_key(room, nick))
 
-    def mark_read(self, conn: Connection, target: str, ts: float) -> Deferred:
-        """Move the account's read position in ``target`` forward to ``ts`` and tell every
-        connection of the account where it is now; fires with that position."""
+    def mark_read(
+        self, conn: Connection, ts: float, *, room: str | None = None, nick: str | None = None
+    ) -> Deferred:
+        """Move the account's read position in a room or a private conversation forward to
+        ``ts`` (never back) and tell every connection of the account where it is now, so that
+        reading on one device clears the others; fires with that position."""
         user = self._user(conn)
         if user.account is None:
             raise ChatError("log in to keep read positions")
+        key = marker_key(room, nick)
         if self.archive_store is None:
             return succeed(ts)
-        key = casefold(target)
         d = self.archive_store.set_read_marker(casefold(user.account), key, ts)
 
         def tell(position: float) -> float:
@@ -290,3 +295,13 @@ class Archive:
         finally:
             self._expiring = False
         return deleted
+
+
+def marker_key(room: str | None, nick: str | None) -> str:
+    """Where a read position is kept: ``#`` and the room key for a room, the folded nick for
+    a private conversation (a room and a nick may share a name)."""
+    if room is not None:
+        return "#" + room_key(room)
+    if nick is None:
+        raise ChatError("a read marker needs a room or a nick")
+    return casefold(nick)

@@ -215,8 +215,9 @@ class OfflineMessages(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReadMarker(Event):
-    """The account's read position in ``target`` (a room key or a nick) moved to ``read_ts``;
-    sent to every connection of the account so that reading on one clears the others."""
+    """The account's read position moved to ``read_ts`` in ``target``: ``#`` and a room key
+    for a room, a folded nick for a private conversation.  Sent to every connection of the
+    account so that reading on one clears the others."""
 
     target: str
     read_ts: float

@@ -22,6 +22,8 @@ from protocols.xmpp import stanzas
 from protocols.xmpp.jid import JID, try_parse
 from protocols.xmpp.router import StanzaError, handler
 
+NS_CHAT_MARKERS = "urn:xmpp:chat-markers:0"
+
 if TYPE_CHECKING:
     from protocols.xmpp.connection import XmppConnection
 
@@ -56,7 +58,10 @@ def chat(conn: XmppConnection, stanza: etree._Element) -> Deferred | None:
     body = stanzas.child_text(stanza, "body")
     if body is None or not body.strip():
         _pass_on(conn, stanza, target)
-        return
+        displayed = stanzas.find(stanza, "displayed", NS_CHAT_MARKERS)
+        if displayed is not None and displayed.get("id"):
+            return _mark_read(conn, target.local or "", displayed.get("id") or "")
+        return None
     assert conn.core is not None
     _check_lines(body)
     kind = "privmsg"
@@ -74,6 +79,25 @@ def chat(conn: XmppConnection, stanza: etree._Element) -> Deferred | None:
     except NoSuchNick:
         _unavailable(None, target.local)
     return None
+
+
+def _mark_read(conn: XmppConnection, nick: str, msgid: str) -> Deferred | None:
+    """A displayed marker (XEP-0333) moves the account's read position in the conversation
+    to that message, on every protocol (IRC ``draft/read-marker``)."""
+    if conn.user is None or conn.user.account is None:
+        return None
+    assert conn.core is not None
+    core = conn.core
+
+    def found(message: Any) -> Any:
+        if message is None:
+            return None
+        return conn.service.mark_read(core, message.ts, nick=nick)
+
+    d = conn.service.archive_find(core, msgid).addCallback(found)
+    # A marker is a hint: one that cannot be kept is dropped, never answered with an error.
+    d.addErrback(lambda f: None)
+    return d
 
 
 def _unavailable(failure: Any, nick: str) -> None:

@@ -309,3 +309,39 @@ def test_room_mam_ids_equal_irc_msgids(world: World) -> None:
     assert results[0][1].get("type") == "groupchat"
     page, _ = mam(x, to=room_jid(room), rsm=f"<max>2</max><after>{irc_ids[0]}</after>")
     assert [r for r, _ in page] == irc_ids[1:3]
+
+
+# -- read markers --------------------------------------------------------------------------------
+
+
+def test_a_read_marker_set_on_xmpp_clears_on_irc(world: World) -> None:
+    alice, bob = world.nick("arcRa"), world.nick("arcRb")
+    world.register(alice)
+    world.register(bob)
+    a = world.irc(alice, caps=HISTORY_CAPS)
+    x = world.xmpp(bob)
+    # bob's laptop: IRC with read markers (asking for another nick: bob's is in use until
+    # SASL puts the connection in bob's user).
+    laptop = world.irc(bob + "l", caps=(*HISTORY_CAPS, "draft/read-marker"), sasl=(bob, PASSWORD))
+    assert laptop.nick == bob
+    laptop.send(f"MARKREAD {alice}")
+    assert laptop.expect(lambda m: m.command == "MARKREAD").params == (alice, "*")
+    a.msg(bob, "read me on your phone")
+    seen = laptop.expect(lambda m: m.command == "PRIVMSG" and m.last == "read me on your phone")
+    got = x.expect(lambda e: child_text(e, NS_CLIENT, "body") == "read me on your phone")
+    # The phone shows it and says so (XEP-0333): the laptop's marker moves to that message.
+    x.raw(
+        f"<message type='chat' to='{alice.lower()}@{DOMAIN}'>"
+        f"<displayed xmlns='urn:xmpp:chat-markers:0' id='{got.get('id')}'/></message>"
+    )
+    moved = laptop.expect(lambda m: m.command == "MARKREAD")
+    assert moved.params == (alice, f"timestamp={seen.tags['time']}")
+    laptop.send(f"MARKREAD {alice}")
+    again = laptop.expect(lambda m: m.command == "MARKREAD")
+    assert again.params == moved.params
+    # A marker never moves back; a bad one is refused.
+    laptop.send(f"MARKREAD {alice} timestamp=2001-01-01T00:00:00.000Z")
+    assert laptop.expect(lambda m: m.command == "MARKREAD").params == moved.params
+    laptop.send(f"MARKREAD {alice} yesterday")
+    fail = laptop.expect(lambda m: m.command == "FAIL")
+    assert fail.params[:2] == ("MARKREAD", "INVALID_PARAMS")
