@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
 from twisted.logger import Logger
 
-from chatserver.core.errors import ChatError, NoSuchNick
+from chatserver.core.errors import ChatError, NoSuchNick, NotPermitted
 from chatserver.core.events import Message, MessageKind, OfflineMessages, ReadMarker
 from chatserver.core.interfaces import IArchiveStore
 from chatserver.core.names import casefold, check_nick, room_key
@@ -256,6 +256,45 @@ class Archive:
 
     # -- retention ---------------------------------------------------------------------------
 
+    def set_room_retention(self, conn: Connection, name: str, days: float | None) -> Deferred:
+        """A registered room's operator keeps its history ``days`` days (None: the server's
+        retention again); only less than the server keeps.  Older messages go at once.
+        Fires with how many were deleted."""
+        try:
+            user = self._user(conn)
+            room = self._room(name)  # type: ignore[attr-defined]
+            if not room.registered:
+                raise ChatError(f"{room.name} is not registered: register it first")
+            member = room.members.get(user)
+            account = casefold(user.account) if user.account else None
+            is_op = (member is not None and member.has("op")) or (
+                account is not None
+                and (account == casefold(room.owner or "") or account in room.reg_ops)
+            )
+            if not is_op:
+                raise NotPermitted(
+                    "only the room's operators may set its retention", room=room.name
+                )
+            server_days = self.settings.history_retention
+            if days is not None:
+                if not days > 0:
+                    raise ChatError("retention is a number of days above 0")
+                if server_days > 0 and days >= server_days:
+                    raise ChatError(f"the server keeps history {server_days:g} days: choose fewer")
+        except ChatError as err:
+            return fail(err)
+        room.retention = days
+        self._persist(room)  # type: ignore[attr-defined]
+        if days is None or self.archive_store is None:
+            return succeed(0)
+        before = self.clock.seconds() - days * DAY
+        room.history = type(room.history)(
+            (m for m in room.history if m.ts >= before), maxlen=room.history.maxlen
+        )
+        d = self.flush_history()
+        d.addCallback(lambda _: self.archive_store.purge_room_before(room.name, before))
+        return d
+
     def _start_expiry(self, delay: float = EXPIRY_FIRST) -> None:
         if self.archive_store is not None and self._expiry_call is None and not self._stopping:
             self._expiry_call = self.clock.callLater(delay, self._expiry_tick)
@@ -274,7 +313,8 @@ class Archive:
     @inlineCallbacks
     def expire_history(self):
         """Delete what retention no longer keeps: messages older than ``history_retention``
-        days (0 keeps everything).  Deletes in small transactions, each its own thread job, so delivery
+        days (0 keeps everything), and in rooms whose operators chose fewer days, older than
+        that.  Deletes in small transactions, each its own thread job, so delivery
         and history writes go on meanwhile.  Fires with how many messages went."""
         store = self.archive_store
         if store is None or self._expiring:
@@ -292,6 +332,10 @@ class Archive:
                         deleted += n
                         if n < EXPIRE_STEP or self._stopping:
                             break
+            for room in list(self.rooms.values()):  # type: ignore[attr-defined]
+                if room.retention is not None and (days <= 0 or room.retention < days):
+                    before = now - room.retention * DAY
+                    deleted += yield store.purge_room_before(room.name, before)
         finally:
             self._expiring = False
         return deleted

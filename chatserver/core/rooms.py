@@ -73,6 +73,7 @@ class Room:
         "reg_ops",
         "reg_voices",
         "registered",
+        "retention",
         "topic",
         "topic_at",
         "topic_by",
@@ -96,6 +97,8 @@ class Room:
         # For registered rooms: accounts that get op or voice whenever they join.
         self.reg_ops: set[str] = set()
         self.reg_voices: set[str] = set()
+        # Days its history is kept, when its operators chose less than the server's retention.
+        self.retention: float | None = None
         self.history: deque[Message] = deque(maxlen=max(history_size, 0))
         self._clients: tuple[Any, ...] | None = None
         self._fanout: tuple[tuple[str, int], ...] | None = None
@@ -171,6 +174,7 @@ class Room:
             voices=tuple(sorted(self.reg_voices)),
             bans=tuple(self.bans),
             invites=tuple(self.invites),
+            extra={} if self.retention is None else {"retention": f"{self.retention:g}"},
         )
 
     @classmethod
@@ -193,6 +197,11 @@ class Room:
         room.reg_voices = {casefold(a) for a in record.voices}
         room.bans = list(record.bans)
         room.invites = list(record.invites)
+        retention = record.extra.get("retention")
+        try:
+            room.retention = float(retention) if retention is not None else None
+        except ValueError:
+            room.retention = None
         return room
 
     def __repr__(self) -> str:

@@ -36,6 +36,7 @@ from chatserver.core.events import (
     OfflineMessages,
     Part,
     Quit,
+    ReadMarker,
     RealnameChange,
     ServerNotice,
     Topic,
@@ -241,6 +242,11 @@ def _offline(e: OfflineMessages, me: str | None) -> str:
     return "\r\n".join(lines)
 
 
+def _read_marker(e: ReadMarker, me: str | None) -> str:
+    where = room_name(e.target[1:]) if e.target.startswith("#") else e.target
+    return f"{INFO}read up to {clock_time(e.read_ts, e.ts)} in {where}"
+
+
 TextRenderer = Callable[[Any, str | None], str]
 
 TEXT_RENDERERS: dict[type[Event], TextRenderer] = {
@@ -261,6 +267,7 @@ TEXT_RENDERERS: dict[type[Event], TextRenderer] = {
     ServerNotice: _server_notice,
     Wallops: _wallops,
     OfflineMessages: _offline,
+    ReadMarker: _read_marker,
 }
 
 
@@ -324,6 +331,13 @@ def message_json(m: Message) -> dict[str, Any]:
 
 JSON_RENDERERS: dict[type[Event], Callable[[Any], dict[str, Any]]] = {
     Message: message_json,
+    ReadMarker: lambda e: {
+        "type": "read",
+        "ts": e.ts,
+        "room": e.target[1:] if e.target.startswith("#") else None,
+        "nick": None if e.target.startswith("#") else e.target,
+        "read_ts": e.read_ts,
+    },
     OfflineMessages: lambda e: {
         "type": "offline",
         "ts": e.ts,

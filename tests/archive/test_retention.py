@@ -138,3 +138,59 @@ def test_retention_deletes_what_is_older_and_nothing_else(tmp_path: Path) -> Non
     done = cli(kept, "account", "delete", "bob")
     assert done.returncode == 0, done.stderr
     assert count(db, "SELECT COUNT(*) FROM private_history") == 0
+
+
+def test_a_room_operator_keeps_less_and_other_rooms_keep_theirs(tmp_path: Path) -> None:
+    server = ServerProcess(
+        tmp_path / "r", protocols=("irc",), overrides={"history": {"retention": 30}}
+    )
+    server.start()
+    try:
+        server.create_account("alice", PASSWORD)
+        alice = IrcPeer(server.ports["irc"], "alice", caps=CAPS, sasl=("alice", PASSWORD))
+        for room in ("keep", "other"):
+            alice.join(room)
+        alice.sync()
+        alice.send("CS REGISTER #keep")
+        alice.expect(lambda m: m.command == "NOTICE" and "registered" in m.last)
+        db = server.data_dir / "chatserver.db"
+        conn = sqlite3.connect(db, timeout=10)
+        with conn:
+            now = time.time()
+            for room in ("keep", "other"):
+                for n, age in enumerate((3, 2, 0.5)):
+                    conn.execute(
+                        f"INSERT INTO history ({COLUMNS}) VALUES (?, ?, ?, 'x', 'x', 'h', NULL,"
+                        " '', 'privmsg', ?, '[]')",
+                        (f"{room}{n}", room, now - age * DAY, f"{room} {n}"),
+                    )
+        conn.close()
+        guest = IrcPeer(server.ports["irc"], "guest", caps=CAPS)
+        guest.join("keep")
+        guest.sync()
+        guest.send("CS RETENTION #keep 1")
+        refused = guest.expect(lambda m: m.command == "NOTICE")
+        assert "failed" in refused.last and "operators" in refused.last
+        alice.send("CS RETENTION #keep 30")
+        assert "choose fewer" in alice.expect(lambda m: m.command == "NOTICE").last
+        alice.send("CS RETENTION #keep 1")
+        done = alice.expect(lambda m: m.command == "NOTICE")
+        assert done.last == "#keep keeps history 1 days (2 older messages deleted).", done.last
+        assert chathistory(alice, "LATEST", "#keep", "*", "10") == ["keep 2"]
+        assert chathistory(alice, "LATEST", "#other", "*", "10") == [
+            "other 0",
+            "other 1",
+            "other 2",
+        ]
+        alice.close()
+        guest.close()
+    finally:
+        server.stop()
+    # The room's choice is kept with its registration.
+    server.start()
+    try:
+        alice = IrcPeer(server.ports["irc"], "alice", caps=CAPS, sasl=("alice", PASSWORD))
+        alice.send("CS RETENTION #keep OFF")
+        assert "as the server does" in alice.expect(lambda m: m.command == "NOTICE").last
+    finally:
+        server.stop()

@@ -255,6 +255,40 @@ def do_register_room(c: LineConnection, a: Args) -> Deferred:
 
 
 @command(
+    "retention",
+    "[#room] <days|off>",
+    "Keep a registered room's history fewer days than the server does (its operators only);"
+    " older messages are deleted at once. off: as the server does.",
+    Param("room", ROOM),
+    Param("days", required=True),
+    json='{"cmd": "retention", "room": "dev", "days": 7}',
+)
+def do_retention(c: LineConnection, a: Args) -> Deferred:
+    name = room_of(c, a)
+    text = a["days"]
+    days: float | None = None
+    if text.lower() != "off":
+        try:
+            days = float(text)
+        except ValueError:
+            raise CommandError("bad_argument", "days must be a number or off", usage=True) from None
+
+    def done(deleted: int) -> Reply:
+        if days is None:
+            return Reply(
+                [f"{INFO}{room_name(name)} keeps history as the server does"], {"room": name}
+            )
+        return Reply(
+            [
+                f"{INFO}{room_name(name)} keeps history {days:g} days ({deleted} older messages deleted)"
+            ],
+            {"room": name, "days": days, "deleted": deleted},
+        )
+
+    return c.service.set_room_retention(c.session, name, days).addCallback(done)
+
+
+@command(
     "history",
     "[#room|nick] [count]",
     f"Show the last messages of a room, or of your private conversation with a nick (kept"
@@ -267,8 +301,8 @@ def do_register_room(c: LineConnection, a: Args) -> Deferred:
 def do_history(c: LineConnection, a: Args) -> Deferred:
     nick = a.get("nick")
     count_text = a.get("count")
-    if nick is not None and nick.isdigit() and count_text is None:
-        # "/history 20": a count, not a nick.
+    if nick is not None and count_text is None and (nick.isdigit() or a.get("room")):
+        # "/history 20" and "/history #dev 20": a count, not a nick.
         nick, count_text = None, nick
     if count_text is None:
         count_text = str(HISTORY_DEFAULT)
