@@ -203,7 +203,7 @@ class XmppConnection(Protocol):
         )
         self.sm: sm.StreamManagement | None = None
         # While the client says it is inactive (XEP-0352): the stanzas held back (else None).
-        self._csi_held: list[bytes] | None = None
+        self._csi_held: csi.Held | None = None
         # The connection that resumed this session and carries it now (None: its own), or,
         # on that connection, the session it carries.
         self._via: XmppConnection | None = None
@@ -245,8 +245,8 @@ class XmppConnection(Protocol):
         held = self._csi_held
         if held is not None:
             if not csi.urgent(self, data):
-                held.append(data)
-                if len(held) > self.config.csi_max_held:
+                held.add(data)
+                if held.live > self.config.csi_max_held:
                     self._flush_held()
                 return
             self._flush_held()
@@ -564,17 +564,26 @@ class XmppConnection(Protocol):
     def set_inactive(self, inactive: bool) -> None:
         if inactive:
             if self._csi_held is None:
-                self._csi_held = []
+                self._csi_held = csi.Held()
         else:
             self._flush_held()
             self._csi_held = None
 
     def _flush_held(self) -> None:
         held = self._csi_held
-        if held:
-            self._csi_held = []
-            for data in held:
-                self._send_stanza(data)
+        if held is None or not held.live:
+            return
+        # One write: what waited reaches the client in one wake-up.
+        out = held.take()
+        state = self.sm
+        if state is not None:
+            now = self.clock.seconds()
+            for data in out:
+                if not sm.record(self, state, data, now):
+                    self._unacked_overflow()
+        self.write_unchecked(b"".join(out))
+        if state is not None and sm.should_request(state):
+            self.request_ack()
 
     def _leave(self) -> None:
         """The session is over for everyone else: its presence, its rooms, its user."""

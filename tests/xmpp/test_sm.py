@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from lxml import etree
 
 from protocols.xmpp.sm import MODULO, NS_SM, StreamManagement, acknowledge
+from tests.core.fakes import FakeClient
 from tests.xmpp.conftest import XmppTestClient, make_xmpp_config
 
 SM = "{" + NS_SM + "}"
@@ -23,7 +24,7 @@ SM = "{" + NS_SM + "}"
 
 @pytest.fixture
 def xmpp_config():  # type: ignore[no-untyped-def]
-    return make_xmpp_config(resume_timeout=60.0, max_unacked=50, csi_max_held=20)
+    return make_xmpp_config(resume_timeout=60.0, max_unacked=50)
 
 
 def _messages(els: list[etree._Element]) -> list[etree._Element]:
@@ -309,3 +310,70 @@ def test_csi_holds_presence_and_chatter_and_flushes_on_a_message(
 
 def room_say(service: Any, user: Any, text: str) -> None:
     service.say(user.core, room="dev", text=text)
+
+
+class _CountingWrites:
+    """Counts the writes a test client's transport gets (each one wakes a phone's radio)."""
+
+    def __init__(self, c: XmppTestClient) -> None:
+        self.writes = 0
+        self.bytes = 0
+        original = c.transport.write
+
+        def write(data: bytes) -> None:
+            self.writes += 1
+            self.bytes += len(data)
+            original(data)
+
+        c.transport.write = write  # type: ignore[method-assign]
+
+
+def test_csi_saves_an_idle_phone_bytes_and_wakeups_in_a_busy_room(
+    client, account, other_user, service
+) -> None:
+    """Ten of thirty line-chat occupants go away and come back while others chat; an active
+    and an inactive phone in the same room.  Everything the active one gets, the inactive one
+    ends up with too (in the same order) except superseded presences, in far fewer writes."""
+    account("active")
+    account("idle")
+    phones = {}
+    for n, name in enumerate(("active", "idle")):
+        c = client(f"127.0.0.{n + 1}").login(name, "secret1", resource="phone", presence=True)
+        c.send(
+            f"<presence to='dev@conference.localhost/{name}'>"
+            "<x xmlns='http://jabber.org/protocol/muc'/></presence>"
+        )
+        phones[name] = c
+    chatters = []
+    for i in range(30):
+        u = FakeClient(address=f"192.0.2.{i + 1}")
+        u.core = service.connect(u)  # type: ignore[attr-defined]
+        service.claim_nick(u.core, f"line{i}")  # type: ignore[attr-defined]
+        service.join(u.core, "dev")  # type: ignore[attr-defined]
+        chatters.append(u)
+    for c in phones.values():
+        c.received()
+    phones["idle"].send("<inactive xmlns='urn:xmpp:csi:0'/>")
+    counters = {name: _CountingWrites(c) for name, c in phones.items()}
+    for round_ in range(20):
+        for mover in chatters[:10]:
+            service.set_away(mover.core, "away" if round_ % 2 == 0 else None)
+        for i in range(5):
+            service.say(chatters[(round_ * 5 + i) % 30].core, room="dev", text=f"chat {round_}.{i}")
+    # Someone says the idle user's name: what waited comes, then the mention.
+    service.say(chatters[0].core, room="dev", text="idle: are you there?")
+    active = phones["active"].received()
+    idle = phones["idle"].received()
+    assert [m.findtext("body") for m in _messages(idle)] == [
+        m.findtext("body") for m in _messages(active)
+    ]
+    assert len([p for p in idle if p.tag == "presence"]) == 10
+    assert len([p for p in active if p.tag == "presence"]) == 200
+    a, i = counters["active"], counters["idle"]
+    print(
+        f"\nCSI, busy room: active {a.bytes} bytes in {a.writes} writes;"
+        f" inactive {i.bytes} bytes in {i.writes} writes"
+        f" ({100 * (a.bytes - i.bytes) / a.bytes:.0f}% fewer bytes)"
+    )
+    assert i.bytes < a.bytes * 0.7
+    assert i.writes <= 3
