@@ -167,11 +167,7 @@ class XmppConnection(Protocol):
         self._extra: dict[str, Any] | None = None
         self._on_close: list[Callable[[XmppConnection], None]] | None = None
         self.sasl: sasl.SaslExchange | None = None
-        self.parser = StreamParser(
-            max_stanza_bytes=factory.config.max_stanza_bytes,
-            max_depth=factory.config.max_depth,
-            max_elements=factory.config.max_stanza_elements,
-        )
+        self.parser = StreamParser(factory.stream_limits)
         # One timer serves the login deadline, parking the parser, the idle ping and the
         # wait for its answer: input only records its time, so a busy stream re-arms nothing.
         self._timer: Any = None

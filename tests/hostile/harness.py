@@ -5,6 +5,7 @@ bystanders unaffected), plus the count of cases run."""
 from __future__ import annotations
 
 import json
+import os
 import select
 import subprocess
 import sys
@@ -59,6 +60,12 @@ def status_kb(pid: int, key: str) -> int:
         if line.startswith(key + ":"):
             return int(line.split()[1])
     raise KeyError(key)
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) a process has used so far, from ``/proc/<pid>/stat``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def base_config() -> dict[str, dict[str, Any]]:
@@ -135,6 +142,9 @@ class Env:
 
     def peak_kb(self) -> int:
         return status_kb(self.pid, "VmHWM")
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.pid)
 
     def new_log(self) -> str:
         """Server log written since the last call."""
