@@ -29,10 +29,13 @@ from protocols.line.render import (
     TEXT_KEY,
     dump,
     history_text,
+    members_text,
     message_json,
     render_json,
     render_text,
+    room_json,
     text_is_personal,
+    topic_text,
 )
 
 if TYPE_CHECKING:
@@ -582,13 +585,13 @@ class LineConnection(Protocol):
         count = min(10, self.service.settings.join_history_lines)
         recent = self.service.recent(room.name, count)
         if self.mode == "json":
-            self.write_obj({"type": "room", **commands.room_json(room, show_key=True)})
+            self.write_obj({"type": "room", **room_json(room, show_key=True)})
             for msg in recent:
                 self.write_obj({**message_json(msg), "history": True})
             return
         lines = [] if joined else [f"{INFO}you are in #{room.name}"]
-        lines.append(commands.topic_text(room))
-        lines.append(commands.members_text(room))
+        lines.append(topic_text(room))
+        lines.append(members_text(room))
         now = self.clock.seconds()
         lines.extend(history_text(msg, now) for msg in recent)
         self._write("".join(f"{line}\r\n" for line in lines).encode())
