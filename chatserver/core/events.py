@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from chatserver.core.names import casefold
+
 MessageKind = Literal["privmsg", "notice", "action"]
 
 
@@ -27,6 +29,12 @@ class Who:
     realname: str = ""
     bot: bool = False
     away: str | None = None
+    # The nick casefolded, made once per snapshot: protocols compare it with their own user's
+    # for every member an event reaches ("is this about me?").
+    key: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", casefold(self.nick))
 
     @property
     def mask(self) -> str:

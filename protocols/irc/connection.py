@@ -45,7 +45,7 @@ from protocols import output
 from protocols.irc import caps
 from protocols.irc import numerics as n
 from protocols.irc.channels import channel_name, is_channel
-from protocols.irc.commands import dispatch
+from protocols.irc.commands import cost_of, dispatch
 from protocols.irc.message import (
     IrcMessage,
     ParseError,
@@ -63,26 +63,6 @@ if TYPE_CHECKING:
     from protocols.irc.factory import IrcFactory
 
 log = Logger()
-
-# Penalty of each command, in tokens (default 1): what the command costs the server.
-COMMAND_COSTS: dict[str, float] = {
-    "PONG": 0.0,
-    "PING": 0.5,
-    "CAP": 0.0,
-    "AUTHENTICATE": 0.0,
-    "QUIT": 0.0,
-    "JOIN": 2.0,
-    "NICK": 2.0,
-    "NAMES": 2.0,
-    "WHO": 2.0,
-    "WHOIS": 1.5,
-    "LIST": 3.0,
-    "TOPIC": 1.5,
-    "INVITE": 2.0,
-    "TAGMSG": 0.5,
-    "CHATHISTORY": 2.0,
-}
-
 
 # Caps are replaced as a whole (set_caps), never changed in place: one empty set serves all.
 _NO_CAPS: frozenset[str] = frozenset()
@@ -426,7 +406,7 @@ class IrcConnection(Protocol):
                 return
             item = pending.popleft()
             if bucket is not None:
-                cost = 1.0 if isinstance(item, ParseError) else COMMAND_COSTS.get(item.command, 1.0)
+                cost = 1.0 if isinstance(item, ParseError) else cost_of(item.command)
                 bucket.force(now, cost)
             if isinstance(item, ParseError):
                 self._bad_line(item)
@@ -439,6 +419,12 @@ class IrcConnection(Protocol):
     def _drain(self) -> None:
         self._drain_call = None
         self._process()
+
+    def charge(self, cost: float) -> None:
+        """Take ``cost`` more flood tokens for the command that runs now (what it made the
+        server do past its turn): the client's next commands wait for them."""
+        if self.bucket is not None and cost > 0:
+            self.bucket.force(self.clock.seconds(), cost)
 
     def _bad_line(self, err: ParseError) -> None:
         self._begin(None)

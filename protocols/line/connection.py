@@ -79,6 +79,7 @@ class LineConnection(Protocol):
         "_flooding",
         "_framer",
         "_idle_call",
+        "_key",
         "_last_rx",
         "_negotiated",
         "_paused",
@@ -109,6 +110,8 @@ class LineConnection(Protocol):
         # This connection's nick, kept here because the core may show us a nick change while
         # we are between users (when a login moves us to the account's user).
         self.nick: str | None = None
+        # The nick casefolded: what events about this user are recognised by.
+        self._key: str | None = None
         self.mode = "text"
         self._current: str | None = None
         self._framer = LineFramer(self.config.max_line_bytes)
@@ -307,6 +310,13 @@ class LineConnection(Protocol):
         )
         return False
 
+    def charge(self, cost: float) -> None:
+        """Take ``cost`` more flood tokens for the command that runs now (what it made the
+        server do past its line): the next lines must wait for them."""
+        bucket = self._bucket
+        if bucket is not None and cost > 0:
+            bucket.force(self.clock.seconds(), cost)
+
     def _arm_idle(self, delay: float) -> None:
         self._idle_call = self.clock.callLater(max(delay, 0.0), self._idle_check)
 
@@ -364,8 +374,9 @@ class LineConnection(Protocol):
                     return
             elif kind is NickChange:
                 assert isinstance(event, NickChange)
-                if self._is_me(event.who.nick):
+                if event.who.key == self._key:
                     self.nick = event.new_nick
+                    self._key = casefold(event.new_nick)
             data = self._render(event)
             if data:
                 self._write(data)
@@ -412,7 +423,7 @@ class LineConnection(Protocol):
                     return None
                 data = event.rendered[JSON_KEY] = dump(obj)
             return data
-        if text_is_personal(event, self.nick):
+        if text_is_personal(event, self._key):
             text = render_text(event, self.nick)
             return f"{text}\r\n".encode() if text else None
         data = event.rendered.get(TEXT_KEY)
@@ -422,12 +433,12 @@ class LineConnection(Protocol):
         return data
 
     def _is_me(self, nick: str) -> bool:
-        return self.nick is not None and casefold(nick) == casefold(self.nick)
+        return self._key is not None and casefold(nick) == self._key
 
     # -- after an event about us -----------------------------------------------------------
 
     def _after_join(self, event: Join) -> None:
-        if not self._is_me(event.who.nick):
+        if event.who.key != self._key:
             return
         room = self.service.get_room(event.room)
         if room is None:
@@ -447,11 +458,11 @@ class LineConnection(Protocol):
             self.write_line(f"{INFO}now talking in #{self._current}")
 
     def _after_part(self, event: Part) -> None:
-        if self._is_me(event.who.nick):
+        if event.who.key == self._key:
             self._after_leave(event.room)
 
     def _after_kick(self, event: Kick) -> None:
-        if self._is_me(event.target.nick):
+        if event.target.key == self._key:
             self._after_leave(event.room)
 
     # -- state for commands ----------------------------------------------------------------
@@ -563,6 +574,7 @@ class LineConnection(Protocol):
     def welcome(self, user: User) -> None:
         """A nick was claimed: greet, and show the rooms of a user we joined (multiclient)."""
         self.nick = user.nick
+        self._key = casefold(user.nick)
         self.log.info(
             "line connection from {address} is {nick}", address=self.address, nick=user.nick
         )

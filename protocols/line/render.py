@@ -251,20 +251,22 @@ TEXT_RENDERERS: dict[type[Event], TextRenderer] = {
 }
 
 
-def _about_me(event: Any, me: str | None) -> bool:
+def _about_me(event: Any, me: str) -> bool:
     who: Who | None = getattr(event, "who", None)
-    return who is not None and _same(who.nick, me)
+    return who is not None and who.key == me
 
 
-# Which events read differently to the user they are about (so are not cached).
+# Which events read differently to the user they are about (so are not cached), given the
+# casefolded nick of that user: asked for every member an event reaches, so it compares
+# the casefolded nicks the events carry.
 TEXT_PERSONAL: dict[type[Event], Callable[[Any, str], bool]] = {
-    Message: lambda e, me: e.room is None and _same(e.source.nick, me),
+    Message: lambda e, me: e.room is None and e.source.key == me,
     Join: _about_me,
     Part: _about_me,
-    NickChange: lambda e, me: _same(e.new_nick, me) or _same(e.who.nick, me),
-    Kick: lambda e, me: _same(e.target.nick, me),
+    NickChange: lambda e, me: e.who.key == me or casefold(e.new_nick) == me,
+    Kick: lambda e, me: e.target.key == me,
     Away: _about_me,
-    Invite: lambda e, me: _same(e.target, me),
+    Invite: lambda e, me: casefold(e.target) == me,
     AccountChange: _about_me,
 }
 
@@ -277,11 +279,12 @@ def render_text(event: Event, me: str | None) -> str | None:
     return renderer(event, me)
 
 
-def text_is_personal(event: Event, me: str | None) -> bool:
-    if me is None:
+def text_is_personal(event: Event, me_key: str | None) -> bool:
+    """Whether ``event`` reads differently to the user whose casefolded nick is ``me_key``."""
+    if me_key is None:
         return False
     test = TEXT_PERSONAL.get(type(event))
-    return test is not None and test(event, me)
+    return test is not None and test(event, me_key)
 
 
 # -- JSON ----------------------------------------------------------------------------------

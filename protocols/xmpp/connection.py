@@ -364,7 +364,10 @@ class XmppConnection(Protocol):
             return
         # Silence is not the only way to hold a connection: a byte now and then (slowloris)
         # keeps the idle timer happy, so logging in has a deadline of its own.
-        self._deadline = self.clock.seconds() + self.config.negotiation_timeout
+        now = self.clock.seconds()
+        self._deadline = now + self.config.negotiation_timeout
+        # Elements before login count too (a fresh budget comes with the bound resource).
+        self._bucket = TokenBucket(self.config.flood_burst, self.config.flood_rate, now)
         self._touch()
 
     def dataReceived(self, data: bytes) -> None:
@@ -548,6 +551,11 @@ class XmppConnection(Protocol):
         tag = el.tag
         if not isinstance(tag, str):
             return
+        bucket = self._bucket
+        if self.state != BOUND and bucket is not None and not bucket.take(self.clock.seconds()):
+            # A login takes a handful of elements; the budget is for whole sessions.
+            self.stream_error("policy-violation", "too many elements before login")
+            return
         qname = etree.QName(tag)
         ns = qname.namespace
         if ns is None and qname.localname in stanzas.STANZA_KINDS:
@@ -601,6 +609,13 @@ class XmppConnection(Protocol):
             return
         if self._drain_call is None:
             self._drain_call = self.clock.callLater(bucket.wait_time(now), self._drain)
+
+    def charge(self, cost: float) -> None:
+        """Take ``cost`` more flood tokens for the stanza that runs now (what it made the
+        server do past its turn): the next stanzas wait for them."""
+        bucket = self._bucket
+        if bucket is not None and cost > 0:
+            bucket.force(self.clock.seconds(), cost)
 
     def _drain(self) -> None:
         self._drain_call = None
