@@ -38,10 +38,9 @@ from chatserver.core.errors import (
     NotPermitted,
     UnknownMode,
 )
-from chatserver.core.events import Event, Message, MessageBatch, Who
+from chatserver.core.events import DropKind, Event, Message, MessageBatch, Who
 from chatserver.core.interfaces import IChatClient
 from chatserver.core.limits import TokenBucket
-from protocols import output
 from protocols.irc import caps
 from protocols.irc import numerics as n
 from protocols.irc.channels import channel_name, is_channel
@@ -57,6 +56,7 @@ from protocols.irc.message import (
 from protocols.irc.modes import letter_of
 from protocols.irc.render import history_lines, render, render_batch
 from protocols.irc.services_registry import SERVICES
+from protocols.transport import close, output
 
 if TYPE_CHECKING:
     from chatserver.core.users import Connection, User
@@ -108,6 +108,7 @@ class IrcConnection(Protocol):
         "closing",
         "config",
         "core",
+        "dropped",
         "factory",
         "ident",
         "in_command",
@@ -148,6 +149,8 @@ class IrcConnection(Protocol):
         self.services = SERVICES
         self.closing = False
         self.quit_reason: str | None = None
+        # Set when the server closes the connection for flooding or a full SendQ.
+        self.dropped: DropKind | None = None
         # Numerics 900/901 written for this connection (lets SASL avoid saying it twice).
         self.account_numerics_sent = 0
         # Framing and flood control.
@@ -268,7 +271,7 @@ class IrcConnection(Protocol):
             quit_reason = self.quit_reason or "Connection closed"
             user = self.core.user
             nick = user.nick if user is not None and self.registered else "*"
-            self.service.quit(self.core, quit_reason)
+            self.service.quit(self.core, quit_reason, dropped=self.dropped)
             log.info(
                 "irc connection {id} ({nick}) closed ({reason})",
                 id=self.core.id,
@@ -299,13 +302,13 @@ class IrcConnection(Protocol):
         self._write(serialize(IrcMessage("ERROR", (error_text,)), force_trailing=True))
         if self.core is not None:
             # Others see the reason now, not whenever the socket finishes closing.
-            self.service.quit(self.core, reason)
+            self.service.quit(self.core, reason, dropped=self.dropped)
         transport = self.transport
         if transport is not None:
             if abort:
                 transport.abortConnection()  # type: ignore[attr-defined]
             else:
-                output.close_gently(transport, self.clock)
+                close.close(transport, self.clock)
 
     def registration_done(self) -> None:
         """Called once the welcome burst is sent (the idle timer stops checking the
@@ -388,6 +391,7 @@ class IrcConnection(Protocol):
     def _excess_flood(self) -> None:
         log.info("irc connection from {address} closed: excess flood", address=self.address)
         self._pending = None
+        self.dropped = "flood"
         self._close(
             "Excess Flood", "Closing Link: " + self._link_name() + " (Excess Flood)", abort=False
         )
@@ -514,8 +518,9 @@ class IrcConnection(Protocol):
             log.info("irc connection from {address} closed: SendQ exceeded", address=self.address)
             self.closing = True
             self.quit_reason = "SendQ exceeded"
+            self.dropped = "slow_reader"
             if self.core is not None:
-                self.service.quit(self.core, "SendQ exceeded")
+                self.service.quit(self.core, "SendQ exceeded", dropped="slow_reader")
             transport.abortConnection()  # type: ignore[attr-defined]
 
     def queue_line(self, line: bytes) -> None:

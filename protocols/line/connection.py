@@ -12,13 +12,21 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatserver.core.errors import LimitExceeded
-from chatserver.core.events import Event, Join, Kick, Message, MessageBatch, NickChange, Part
+from chatserver.core.events import (
+    DropKind,
+    Event,
+    Join,
+    Kick,
+    Message,
+    MessageBatch,
+    NickChange,
+    Part,
+)
 from chatserver.core.interfaces import IChatClient
 from chatserver.core.limits import TokenBucket
 from chatserver.core.names import casefold
 from chatserver.core.rooms import Room
 from chatserver.core.users import Connection, User
-from protocols import output
 from protocols.line import commands
 from protocols.line.framing import DO, DONT, IAC, TOO_LONG, WILL, WONT, LineFramer, Negotiation
 from protocols.line.render import (
@@ -37,6 +45,7 @@ from protocols.line.render import (
     text_is_personal,
     topic_text,
 )
+from protocols.transport import close, output
 
 if TYPE_CHECKING:
     from protocols.line.factory import LineFactory, LineSettings
@@ -76,6 +85,7 @@ class LineConnection(Protocol):
         "_by_server",
         "_closing",
         "_current",
+        "_dropped",
         "_flooding",
         "_framer",
         "_idle_call",
@@ -124,6 +134,8 @@ class LineConnection(Protocol):
         self._probe_mark: int | None = None
         self._closing = False
         self._quit_reason: str | None = None
+        # Set when the server closes the connection for flooding or a full output backlog.
+        self._dropped: DropKind | None = None
         self._by_server = False
         # Telnet options already refused (made when a client first asks for one).
         self._negotiated: set[tuple[int, int]] | None = None
@@ -210,7 +222,7 @@ class LineConnection(Protocol):
         self._cancel_idle()
         conn, self.conn = self.conn, None
         if conn is not None:
-            self.service.quit(conn, self._quit_reason or "Connection closed")
+            self.service.quit(conn, self._quit_reason or "Connection closed", dropped=self._dropped)
             self._log_closed()
 
     def _log_closed(self) -> None:
@@ -258,6 +270,7 @@ class LineConnection(Protocol):
             )
             self._closing = True
             self._quit_reason = "Output backlog full"
+            self._dropped = "slow_reader"
             self._by_server = True
             self._cancel_idle()
             transport.abortConnection()
@@ -300,6 +313,7 @@ class LineConnection(Protocol):
         self._flooding = True
         limit = self.config.flood_max_warnings
         if self._warnings >= limit:
+            self._dropped = "flood"
             self.disconnect("Excess flood")
             return False
         self._warnings += 1
@@ -404,10 +418,10 @@ class LineConnection(Protocol):
         conn, self.conn = self.conn, None
         if conn is not None:
             # Others see the user leave now, not when the client gets round to closing.
-            self.service.quit(conn, reason)
+            self.service.quit(conn, reason, dropped=self._dropped)
             self._log_closed()
         if transport is not None:
-            output.close_gently(transport, self.clock)
+            close.close(transport, self.clock)
 
     def quit(self, reason: str) -> None:
         """The user asked to leave."""

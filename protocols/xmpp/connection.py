@@ -24,10 +24,10 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatserver.core.errors import Banned, LimitExceeded
-from chatserver.core.events import MessageBatch
+from chatserver.core.events import DropKind, MessageBatch
 from chatserver.core.interfaces import IChatClient
 from chatserver.core.limits import TokenBucket
-from protocols import output
+from protocols.transport import close, output
 from protocols.xmpp import bind, presence, register, render, router, sasl, stanzas
 from protocols.xmpp.jid import parse_jid, try_parse, user_jid
 from protocols.xmpp.stanzas import NS_CLIENT, NS_SASL, NS_STREAM_ERRORS, NS_STREAMS, NS_TLS
@@ -116,6 +116,7 @@ class XmppConnection(Protocol):
         "connected",
         "core",
         "domain",
+        "dropped",
         "factory",
         "header_sent",
         "jid",
@@ -162,6 +163,8 @@ class XmppConnection(Protocol):
         self.presence_status: str | None = None
         self.presence: bytes | None = None
         self.quit_reason: str | None = None
+        # Set when the server closes the stream for flooding or a full output backlog.
+        self.dropped: DropKind | None = None
         self.session_started = False
         # Made when a module first asks for them: most connections never do.
         self._extra: dict[str, Any] | None = None
@@ -229,6 +232,7 @@ class XmppConnection(Protocol):
         ):
             log.info("xmpp output backlog full for {who}", who=self.jid or self.address)
             self.quit_reason = "Output backlog full"
+            self.dropped = "slow_reader"
             self.state = CLOSED
             self._cancel_timers()
             self.transport.abortConnection()
@@ -418,7 +422,7 @@ class XmppConnection(Protocol):
                 presence.went_offline(self)
             self.factory.remove_session(self)
         if self.core is not None:
-            self.service.quit(self.core, self.quit_reason or "Disconnected")
+            self.service.quit(self.core, self.quit_reason or "Disconnected", dropped=self.dropped)
 
     # -- stream negotiation ---------------------------------------------------------------------
 
@@ -605,6 +609,7 @@ class XmppConnection(Protocol):
             self._waiting = None
             log.info("xmpp flood from {who}", who=self.jid or self.address)
             self.quit_reason = "Excess flood"
+            self.dropped = "flood"
             self.stream_error("policy-violation", "too many stanzas at once")
             return
         if self._drain_call is None:
@@ -752,7 +757,7 @@ class XmppConnection(Protocol):
             return
         # Others see the session end now, not when the client gets round to closing.
         self._leave()
-        output.close_gently(self.transport, self.clock)
+        close.close(self.transport, self.clock)
 
 
 def _set_nodelay(transport: Any) -> None:
