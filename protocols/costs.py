@@ -25,12 +25,12 @@ FANOUT = 0.01
 def charged(
     service: Any, per_delivery: float, charge: Callable[[float], None], call: Callable[[], T]
 ) -> T:
-    """Run ``call()``, then ``charge`` what its deliveries cost (also when it raises)."""
-    stats = service.stats
-    before = stats["deliveries"]
+    """Run ``call()``, then ``charge`` what the deliveries it caused cost (also when it
+    raises; deliveries batched for the end of the turn are counted when they are caused)."""
+    before = service.fanout_caused
     try:
         return call()
     finally:
-        delivered = stats["deliveries"] - before
-        if delivered > 0:
-            charge(delivered * per_delivery)
+        caused = service.fanout_caused - before
+        if caused > 0:
+            charge(caused * per_delivery)

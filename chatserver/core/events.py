@@ -78,13 +78,17 @@ class Message(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MessageBatch:
-    """Room messages of one reactor turn, delivered to a member at once.
+    """A room's messages of one reactor turn (and, in a big room, its joins and parts),
+    delivered to a member at once, in order.
 
     ``rendered`` caches the joined bytes per protocol variant, as ``Event.rendered`` does for
-    one event, so each member of a variant gets the same bytes object in one write.
+    one event, so each member of a variant gets the same bytes object in one write.  A batch
+    never holds an event about its recipient (a member hears of its own join or part at
+    once), nor, unless the recipient is ``echo_at_turn_end``, its own messages: what a batch
+    renders to is the same for every member of a variant.
     """
 
-    messages: tuple[Message, ...]
+    messages: tuple[Event, ...]
     rendered: dict[Any, bytes] = field(default_factory=dict, compare=False, repr=False, hash=False)
 
 

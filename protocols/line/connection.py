@@ -54,6 +54,10 @@ if TYPE_CHECKING:
 # asked us to pause); past it the connection is dropped rather than grow memory.
 MAX_BACKLOG = 1 << 20
 
+# Members named when joining a room (text mode): a room of thousands would send each joiner
+# a line of tens of kilobytes, thousands of times over; /who lists them all.
+JOIN_MEMBERS_SHOWN = 100
+
 PROMPT = f"{INFO}Choose a nick:"
 PROBE = f"{EVENT}ping: are you there? (any line answers)"
 
@@ -364,15 +368,19 @@ class LineConnection(Protocol):
     # -- IChatClient -----------------------------------------------------------------------
 
     def deliver_batch(self, batch: MessageBatch) -> None:
-        """A room's messages of one reactor turn: rendered one by one, written at once."""
-        self._cork = []
-        try:
-            for msg in batch.messages:
-                self.deliver(msg)
-        finally:
-            out, self._cork = self._cork, None
-        if out:
-            self._write(b"".join(out))
+        """A room's events of one reactor turn, written at once: the same bytes for every
+        member in this mode (a batch holds neither this user's own messages nor events
+        about it), joined once."""
+        if self._closing:
+            return
+        key = JSON_KEY if self.mode == "json" else TEXT_KEY
+        data = batch.rendered.get(key)
+        if data is None:
+            data = batch.rendered[key] = b"".join(
+                self._render_shared(event) or b"" for event in batch.messages
+            )
+        if data:
+            self._write(data)
 
     def deliver(self, event: Event) -> None:
         if self._closing:
@@ -429,6 +437,13 @@ class LineConnection(Protocol):
             self._close(reason, by_server=False)
 
     def _render(self, event: Event) -> bytes | None:
+        if self.mode == "text" and text_is_personal(event, self._key):
+            text = render_text(event, self.nick)
+            return f"{text}\r\n".encode() if text else None
+        return self._render_shared(event)
+
+    def _render_shared(self, event: Event) -> bytes | None:
+        """``event`` as every member in this mode it is not about sees it (cached on it)."""
         if self.mode == "json":
             data = event.rendered.get(JSON_KEY)
             if data is None:
@@ -437,9 +452,6 @@ class LineConnection(Protocol):
                     return None
                 data = event.rendered[JSON_KEY] = dump(obj)
             return data
-        if text_is_personal(event, self._key):
-            text = render_text(event, self.nick)
-            return f"{text}\r\n".encode() if text else None
         data = event.rendered.get(TEXT_KEY)
         if data is None:
             text = render_text(event, None)
@@ -617,7 +629,7 @@ class LineConnection(Protocol):
             return
         lines = [] if joined else [f"{INFO}you are in #{room.name}"]
         lines.append(topic_text(room))
-        lines.append(members_text(room))
+        lines.append(members_text(room, JOIN_MEMBERS_SHOWN))
         now = self.clock.seconds()
         lines.extend(history_text(msg, now) for msg in recent)
         self._write("".join(f"{line}\r\n" for line in lines).encode())

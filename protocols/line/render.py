@@ -15,6 +15,7 @@ once per mode, so a room message reaches many line users for one rendering per m
 
 from __future__ import annotations
 
+import heapq
 import json
 import re
 import time
@@ -405,12 +406,17 @@ def dump(obj: dict[str, Any]) -> bytes:
 # the state they are given, shared by the command handlers and the connection.
 
 
-def member_list(room: Room) -> list[tuple[str, User, Member]]:
-    """(nick with @ or +, user, status) of every member: operators, voiced, then the rest."""
-    ranked = sorted(
-        room.members.items(),
-        key=lambda item: (0 if item[1].op else 1 if item[1].voice else 2, item[0].key),
-    )
+def _rank(item: tuple[User, Member]) -> tuple[int, str]:
+    return (0 if item[1].op else 1 if item[1].voice else 2, item[0].key)
+
+
+def member_list(room: Room, limit: int | None = None) -> list[tuple[str, User, Member]]:
+    """(nick with @ or +, user, status) of every member (the first ``limit``): operators,
+    voiced, then the rest."""
+    if limit is not None and len(room.members) > limit:
+        ranked = heapq.nsmallest(limit, room.members.items(), key=_rank)
+    else:
+        ranked = sorted(room.members.items(), key=_rank)
     return [(("@" if m.op else "+" if m.voice else "") + user.nick, user, m) for user, m in ranked]
 
 
@@ -427,8 +433,12 @@ def members_json(room: Room) -> list[dict[str, Any]]:
     ]
 
 
-def members_text(room: Room) -> str:
-    names = " ".join(shown for shown, _user, _member in member_list(room))
+def members_text(room: Room, limit: int | None = None) -> str:
+    """The members line: all of them, or the first ``limit`` and how many more."""
+    names = " ".join(shown for shown, _user, _member in member_list(room, limit))
+    more = len(room.members) - limit if limit is not None else 0
+    if more > 0:
+        names += f" and {more} more (/who {room_name(room.name)} lists them all)"
     return f"{INFO}members of {room_name(room.name)} ({len(room.members)}): {names}"
 
 
