@@ -59,7 +59,7 @@ from protocols.irc.services_registry import SERVICES
 from protocols.transport import close, output
 
 if TYPE_CHECKING:
-    from chatserver.core.users import Connection, User
+    from chatserver.core.views import Session, UserView
     from protocols.irc.factory import IrcFactory
 
 log = Logger()
@@ -132,7 +132,7 @@ class IrcConnection(Protocol):
         self.server = factory.server
         self.server_name: str = factory.server.name
         self.clock = self.service.clock
-        self.core: Connection | None = None
+        self.core: Session | None = None
         self.address = ""
         self.tls = False
         self.caps: AbstractSet[str] = _NO_CAPS
@@ -180,7 +180,7 @@ class IrcConnection(Protocol):
     # -- identity ---------------------------------------------------------------------------
 
     @property
-    def user(self) -> User | None:
+    def user(self) -> UserView | None:
         """The core user (None before registration)."""
         return self.core.user if self.core is not None else None
 

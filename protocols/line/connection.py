@@ -25,8 +25,6 @@ from chatserver.core.events import (
 from chatserver.core.interfaces import IChatClient
 from chatserver.core.limits import TokenBucket
 from chatserver.core.names import casefold
-from chatserver.core.rooms import Room
-from chatserver.core.users import Connection, User
 from protocols.line import commands
 from protocols.line.framing import DO, DONT, IAC, TOO_LONG, WILL, WONT, LineFramer, Negotiation
 from protocols.line.render import (
@@ -48,6 +46,7 @@ from protocols.line.render import (
 from protocols.transport import close, output
 
 if TYPE_CHECKING:
+    from chatserver.core.views import RoomView, Session, UserView
     from protocols.line.factory import LineFactory, LineSettings
 
 # Unsent output allowed to pile up while the peer does not read (after the transport has
@@ -120,7 +119,7 @@ class LineConnection(Protocol):
         # Encrypted, or from this machine: what the core calls secure.
         self.secure = False
         self.tls = False
-        self.conn: Connection | None = None
+        self.conn: Session | None = None
         # This connection's nick, kept here because the core may show us a nick change while
         # we are between users (when a login moves us to the account's user).
         self.nick: str | None = None
@@ -494,14 +493,14 @@ class LineConnection(Protocol):
     # -- state for commands ----------------------------------------------------------------
 
     @property
-    def session(self) -> Connection:
+    def session(self) -> Session:
         """The core's record of this connection (commands run only while it is open)."""
         if self.conn is None:
             raise commands.CommandError("closed", "the connection is closed")
         return self.conn
 
     @property
-    def user(self) -> User | None:
+    def user(self) -> UserView | None:
         return self.conn.user if self.conn is not None else None
 
     @property
@@ -597,7 +596,7 @@ class LineConnection(Protocol):
         else:
             self.write_line(PROMPT)
 
-    def welcome(self, user: User) -> None:
+    def welcome(self, user: UserView) -> None:
         """A nick was claimed: greet, and show the rooms of a user we joined (multiclient)."""
         self.nick = user.nick
         self._key = casefold(user.nick)
@@ -618,7 +617,7 @@ class LineConnection(Protocol):
             if self.mode == "text":
                 self.write_line(f"{INFO}now talking in #{self._current}")
 
-    def show_room(self, room: Room, *, joined: bool = True) -> None:
+    def show_room(self, room: RoomView, *, joined: bool = True) -> None:
         """What a member sees on joining: topic, members, and the latest messages."""
         count = min(10, self.service.settings.join_history_lines)
         recent = self.service.recent(room.name, count)

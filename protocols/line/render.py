@@ -47,10 +47,13 @@ from chatserver.core.names import casefold
 from protocols.line.modes import format_changes
 
 if TYPE_CHECKING:
-    from chatserver.core.accounts import RegistrationInvite
-    from chatserver.core.bans import ServerBan
-    from chatserver.core.rooms import Member, Room
-    from chatserver.core.users import User
+    from chatserver.core.views import (
+        MemberView,
+        RegistrationInvite,
+        RoomView,
+        ServerBan,
+        UserView,
+    )
 
 TEXT_KEY = ("line", "text")
 JSON_KEY = ("line", "json")
@@ -406,11 +409,11 @@ def dump(obj: dict[str, Any]) -> bytes:
 # the state they are given, shared by the command handlers and the connection.
 
 
-def _rank(item: tuple[User, Member]) -> tuple[int, str]:
+def _rank(item: tuple[UserView, MemberView]) -> tuple[int, str]:
     return (0 if item[1].op else 1 if item[1].voice else 2, item[0].key)
 
 
-def member_list(room: Room, limit: int | None = None) -> list[tuple[str, User, Member]]:
+def member_list(room: RoomView, limit: int | None = None) -> list[tuple[str, UserView, MemberView]]:
     """(nick with @ or +, user, status) of every member (the first ``limit``): operators,
     voiced, then the rest."""
     if limit is not None and len(room.members) > limit:
@@ -420,7 +423,7 @@ def member_list(room: Room, limit: int | None = None) -> list[tuple[str, User, M
     return [(("@" if m.op else "+" if m.voice else "") + user.nick, user, m) for user, m in ranked]
 
 
-def members_json(room: Room) -> list[dict[str, Any]]:
+def members_json(room: RoomView) -> list[dict[str, Any]]:
     return [
         {
             "nick": user.nick,
@@ -433,7 +436,7 @@ def members_json(room: Room) -> list[dict[str, Any]]:
     ]
 
 
-def members_text(room: Room, limit: int | None = None) -> str:
+def members_text(room: RoomView, limit: int | None = None) -> str:
     """The members line: all of them, or the first ``limit`` and how many more."""
     names = " ".join(shown for shown, _user, _member in member_list(room, limit))
     more = len(room.members) - limit if limit is not None else 0
@@ -442,14 +445,14 @@ def members_text(room: Room, limit: int | None = None) -> str:
     return f"{INFO}members of {room_name(room.name)} ({len(room.members)}): {names}"
 
 
-def topic_text(room: Room) -> str:
+def topic_text(room: RoomView) -> str:
     if not room.topic:
         return f"{INFO}{room_name(room.name)} has no topic"
     by = room.topic_by.split("!", 1)[0]
     return f"{INFO}topic of {room_name(room.name)}: {clean(room.topic)} (set by {by})"
 
 
-def room_json(room: Room, *, show_key: bool) -> dict[str, Any]:
+def room_json(room: RoomView, *, show_key: bool) -> dict[str, Any]:
     return {
         "room": room.name,
         "topic": room.topic,

@@ -36,7 +36,7 @@ from protocols.xmpp.stream import StreamClosed, StreamError, StreamOpened, Strea
 if TYPE_CHECKING:
     from chatserver.core.events import Who
     from chatserver.core.service import ChatService
-    from chatserver.core.users import Connection, User
+    from chatserver.core.views import Session, UserView
     from protocols.xmpp.factory import XmppFactory
 
 log = Logger()
@@ -147,7 +147,7 @@ class XmppConnection(Protocol):
         self.domain: str = factory.config.domain.lower()
         self.muc_domain: str = factory.config.muc_service.lower()
         self.clock = factory.clock
-        self.core: Connection | None = None
+        self.core: Session | None = None
         self.address = ""
         self.tls = False
         self.loopback = False
@@ -197,7 +197,7 @@ class XmppConnection(Protocol):
     # -- what handlers use --------------------------------------------------------------------
 
     @property
-    def user(self) -> User | None:
+    def user(self) -> UserView | None:
         return self.core.user if self.core is not None else None
 
     @property

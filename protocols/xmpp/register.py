@@ -87,12 +87,7 @@ def handle_preauth(conn: XmppConnection, stanza: etree._Element) -> Deferred[Any
         raise StanzaError("not-acceptable", "a username and a password are needed")
     # The core's throttle, shared with line and IRC registration ([chat] registration_burst),
     # is asked by the core once the cheap refusals have passed.
-    d = conn.service.accounts.register(
-        username,
-        password,
-        mode=mode,
-        admit=lambda: conn.service.take_registration(conn.address),
-    )
+    d = conn.service.register_account(username, password, address=conn.address, mode=mode)
 
     def created(record: Any) -> None:
         log.info(
