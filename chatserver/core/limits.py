@@ -76,6 +76,14 @@ class KeyedBuckets:
             bucket = self._buckets[key] = TokenBucket(self.capacity, self.rate, now)
         return bucket.take(now, cost)
 
+    def give(self, key: Hashable, now: float, cost: float = 1.0) -> None:
+        """Put back ``cost`` tokens taken from ``key`` (never above the capacity)."""
+        bucket = self._buckets.get(key)
+        if bucket is not None:
+            bucket.force(now, -cost)
+            if bucket.tokens > bucket.capacity:
+                bucket.tokens = bucket.capacity
+
     def prune(self, now: float) -> None:
         for key in [k for k, b in self._buckets.items() if b.full(now)]:
             del self._buckets[key]

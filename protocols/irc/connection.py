@@ -24,26 +24,15 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatserver.core.errors import (
-    AccountError,
-    AlreadyOnRoom,
-    BadName,
-    CannotSend,
     ChatError,
-    JoinRefused,
     LimitExceeded,
-    NickInUse,
-    NoSuchNick,
-    NoSuchRoom,
-    NotOnRoom,
-    NotPermitted,
-    UnknownMode,
 )
 from chatserver.core.events import DropKind, Event, Message, MessageBatch, Who
 from chatserver.core.interfaces import IChatClient
 from chatserver.core.limits import TokenBucket
-from protocols.irc import caps
+from protocols import connlog
+from protocols.irc import caps, errors
 from protocols.irc import numerics as n
-from protocols.irc.channels import channel_name, is_channel
 from protocols.irc.commands import cost_of, dispatch
 from protocols.irc.message import (
     IrcMessage,
@@ -53,7 +42,6 @@ from protocols.irc.message import (
     serialize,
     serialize_fitted,
 )
-from protocols.irc.modes import letter_of
 from protocols.irc.render import history_lines, render, render_batch
 from protocols.irc.services_registry import SERVICES
 from protocols.transport import close, output
@@ -114,6 +102,7 @@ class IrcConnection(Protocol):
         "in_command",
         "password",
         "pending_nick",
+        "quit_nick",
         "quit_reason",
         "realname",
         "registered",
@@ -149,6 +138,7 @@ class IrcConnection(Protocol):
         self.services = SERVICES
         self.closing = False
         self.quit_reason: str | None = None
+        self.quit_nick: str | None = None
         # Set when the server closes the connection for flooding or a full SendQ.
         self.dropped: DropKind | None = None
         # Numerics 900/901 written for this connection (lets SASL avoid saying it twice).
@@ -243,12 +233,7 @@ class IrcConnection(Protocol):
             )
             self.disconnect(str(err))
             return
-        log.info(
-            "irc connection {id} from {address}{tls}",
-            id=self.core.id,
-            address=self.address,
-            tls=" (TLS)" if self.tls else "",
-        )
+        connlog.opened("irc", self.core.id, self.address, self.tls)
         # One timer per connection, for the registration deadline and then for pings.
         self._connected_at = now
         self._ping_call = self.clock.callLater(
@@ -269,15 +254,11 @@ class IrcConnection(Protocol):
             self.sasl = None
         if self.core is not None:
             quit_reason = self.quit_reason or "Connection closed"
-            user = self.core.user
-            nick = user.nick if user is not None and self.registered else "*"
+            nick = self.quit_nick
+            if nick is None and self.registered and self.core.user is not None:
+                nick = self.core.user.nick
             self.service.quit(self.core, quit_reason, dropped=self.dropped)
-            log.info(
-                "irc connection {id} ({nick}) closed ({reason})",
-                id=self.core.id,
-                nick=nick,
-                reason=quit_reason,
-            )
+            connlog.closed("irc", self.core.id, self.address, nick, quit_reason)
 
     def disconnect(self, reason: str) -> None:
         """Tell the client ``ERROR :Closing Link: … (reason)`` and close (IChatClient)."""
@@ -297,6 +278,8 @@ class IrcConnection(Protocol):
             return
         self.closing = True
         self.quit_reason = reason
+        # The core forgets the user below; the close line still names it.
+        self.quit_nick = self.nick if self.registered else None
         if self._out is not None:
             self._flush_command()
         self._write(serialize(IrcMessage("ERROR", (error_text,)), force_trailing=True))
@@ -636,76 +619,8 @@ class IrcConnection(Protocol):
     # -- errors -----------------------------------------------------------------------------
 
     def reply_error(self, err: ChatError, command: str, target: str = "") -> None:
-        """Answer a core refusal with the numeric IRC gives it."""
-        if isinstance(err, NickInUse):
-            self.reply(n.ERR_NICKNAMEINUSE, target or err.nick, "Nickname is already in use")
-        elif isinstance(err, BadName):
-            name = target or err.name
-            if is_channel(name) or command in (
-                "JOIN",
-                "PART",
-                "TOPIC",
-                "NAMES",
-                "LIST",
-                "INVITE",
-                "KICK",
-            ):
-                self.reply(n.ERR_NOSUCHCHANNEL, name, "No such channel")
-            else:
-                self.reply(n.ERR_ERRONEUSNICKNAME, name, "Erroneous nickname")
-        elif isinstance(err, NoSuchNick):
-            self.reply(n.ERR_NOSUCHNICK, target or err.nick, "No such nick/channel")
-        elif isinstance(err, NoSuchRoom):
-            self.reply(n.ERR_NOSUCHCHANNEL, target or channel_name(err.room), "No such channel")
-        elif isinstance(err, NotOnRoom):
-            room = channel_name(err.room)
-            if err.nick:
-                self.reply(n.ERR_USERNOTINCHANNEL, err.nick, room, "They aren't on that channel")
-            else:
-                self.reply(n.ERR_NOTONCHANNEL, room, "You're not on that channel")
-        elif isinstance(err, AlreadyOnRoom):
-            self.reply(
-                n.ERR_USERONCHANNEL, err.nick, channel_name(err.room), "is already on channel"
-            )
-        elif isinstance(err, NotPermitted):
-            if err.room is not None:
-                self.reply(
-                    n.ERR_CHANOPRIVSNEEDED, channel_name(err.room), "You're not channel operator"
-                )
-            else:
-                self.reply(n.ERR_NOPRIVILEGES, "Permission Denied- You're not an IRC operator")
-        elif isinstance(err, CannotSend):
-            self.reply(
-                n.ERR_CANNOTSENDTOCHAN,
-                channel_name(err.room),
-                f"Cannot send to channel ({err.reason})",
-            )
-        elif isinstance(err, JoinRefused):
-            self._join_refused(err)
-        elif isinstance(err, UnknownMode):
-            self.reply(n.ERR_UNKNOWNMODE, letter_of(err.mode), "is unknown mode char to me")
-        elif isinstance(err, AccountError):
-            self.fail(command, err.code.upper(), description=err.reason)
-        else:
-            self.reply(n.ERR_UNKNOWNERROR, command, err.reason)
-
-    def _join_refused(self, err: JoinRefused) -> None:
-        room = channel_name(err.room)
-        numeric, text = {
-            JoinRefused.BANNED: (n.ERR_BANNEDFROMCHAN, "Cannot join channel (+b)"),
-            JoinRefused.INVITE_ONLY: (n.ERR_INVITEONLYCHAN, "Cannot join channel (+i)"),
-            JoinRefused.BAD_KEY: (n.ERR_BADCHANNELKEY, "Cannot join channel (+k)"),
-            JoinRefused.FULL: (n.ERR_CHANNELISFULL, "Cannot join channel (+l)"),
-            JoinRefused.REGISTERED_ONLY: (
-                n.ERR_NEEDREGGEDNICK,
-                "Cannot join channel (+R) - you need to be logged into your account",
-            ),
-            JoinRefused.TOO_MANY_ROOMS: (
-                n.ERR_TOOMANYCHANNELS,
-                "You have joined too many channels",
-            ),
-        }.get(err.why, (n.ERR_UNKNOWNERROR, err.reason))
-        self.reply(numeric, room, text)
+        """Answer a core refusal with the numeric IRC gives it (see protocols.irc.errors)."""
+        errors.reply_error(self, err, command, target)
 
     # -- IChatClient ------------------------------------------------------------------------
 
@@ -742,6 +657,9 @@ class IrcConnection(Protocol):
             data = render_batch(self, batch)
         except Exception:
             log.failure("rendering a batch of {n} messages for IRC", n=len(batch.messages))
+            # One by one: a message that cannot be rendered costs only itself.
+            for msg in batch.messages:
+                self.deliver(msg)
             return
         if data:
             self._write(data)

@@ -25,6 +25,7 @@ from chatserver.core.events import (
 from chatserver.core.interfaces import IChatClient
 from chatserver.core.limits import TokenBucket
 from chatserver.core.names import casefold
+from protocols import connlog
 from protocols.line import commands
 from protocols.line.framing import DO, DONT, IAC, TOO_LONG, WILL, WONT, LineFramer, Negotiation
 from protocols.line.render import (
@@ -186,7 +187,7 @@ class LineConnection(Protocol):
             self.send_error(code, message)
             self._close(err.reason)
             return
-        self.log.info("line connection from {address}", address=self.address)
+        connlog.opened("line", self.conn.id, self.address, self.tls)
         self._arm_idle(self.config.idle_timeout)
         self._greet()
 
@@ -209,7 +210,7 @@ class LineConnection(Protocol):
                 self._last_rx = now
             if isinstance(item, bytes):
                 if self._admit():
-                    commands.handle_line(self, item.decode("utf-8", "replace"))
+                    self._handle(item)
             elif item is TOO_LONG:
                 if self._admit():
                     self.send_error(
@@ -220,25 +221,35 @@ class LineConnection(Protocol):
             elif isinstance(item, Negotiation):
                 self._refuse_option(item)
 
+    def _handle(self, line: bytes) -> None:
+        # Decoding with replacement and the framer dropping NUL make every line text by the
+        # core's rule (names.text_problem); JSON commands are checked as they are decoded.
+        try:
+            commands.handle_line(self, line.decode("utf-8", "replace"))
+        except Exception:
+            # A bug in one command costs that command, never the connection.
+            self.log.failure("line: handling a line from {address}", address=self.address)
+            if not self._closing:
+                self.send_error("internal", "internal error; the server log has the details")
+
     def connectionLost(self, reason: Failure | None = None) -> None:
         self._closing = True
         self._cancel_idle()
         conn, self.conn = self.conn, None
         if conn is not None:
             self.service.quit(conn, self._quit_reason or "Connection closed", dropped=self._dropped)
-            self._log_closed()
+            self._log_closed(conn.id)
 
-    def _log_closed(self) -> None:
-        self.log.info(
-            "line connection from {address} closed ({why})",
-            address=self.address,
-            # A user's quit message is theirs, not the log's.
-            why=f"server: {self._quit_reason}"
+    def _log_closed(self, id: int) -> None:
+        # A user's quit message is theirs, not the log's.
+        why = (
+            f"server: {self._quit_reason}"
             if self._by_server
             else "quit"
             if self._quit_reason
-            else "by the client",
+            else "by the client"
         )
+        connlog.closed("line", id, self.address, self.nick, why)
 
     # IPushProducer: the transport tells us when the peer stops reading.
 
@@ -426,7 +437,7 @@ class LineConnection(Protocol):
         if conn is not None:
             # Others see the user leave now, not when the client gets round to closing.
             self.service.quit(conn, reason, dropped=self._dropped)
-            self._log_closed()
+            self._log_closed(conn.id)
         if transport is not None:
             close.close(transport, self.clock)
 
@@ -600,9 +611,8 @@ class LineConnection(Protocol):
         """A nick was claimed: greet, and show the rooms of a user we joined (multiclient)."""
         self.nick = user.nick
         self._key = casefold(user.nick)
-        self.log.info(
-            "line connection from {address} is {nick}", address=self.address, nick=user.nick
-        )
+        if self.conn is not None:
+            connlog.registered("line", self.conn.id, self.address, user.nick)
         if self.mode == "text":
             self.write_line(
                 f"{INFO}You are {user.nick}. /join <room> to talk, /rooms lists the rooms,"

@@ -23,10 +23,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from chatserver.auth.sasl import SaslServer
 from chatserver.core.errors import Banned, LimitExceeded
-from chatserver.core.events import DropKind, MessageBatch
+from chatserver.core.events import REVOKED_REASONS, DropKind, MessageBatch
 from chatserver.core.interfaces import IChatClient
 from chatserver.core.limits import TokenBucket
+from protocols import connlog
 from protocols.transport import close, output
 from protocols.xmpp import bind, presence, register, render, router, sasl, stanzas
 from protocols.xmpp.jid import parse_jid, try_parse, user_jid
@@ -169,7 +171,7 @@ class XmppConnection(Protocol):
         # Made when a module first asks for them: most connections never do.
         self._extra: dict[str, Any] | None = None
         self._on_close: list[Callable[[XmppConnection], None]] | None = None
-        self.sasl: sasl.SaslExchange | None = None
+        self.sasl: SaslServer | None = None
         self.parser = StreamParser(factory.stream_limits)
         # One timer serves the login deadline, parking the parser, the idle ping and the
         # wait for its answer: input only records its time, so a busy stream re-arms nothing.
@@ -313,7 +315,10 @@ class XmppConnection(Protocol):
         # After a colon come someone's own words (a ban's or a kill's reason): "shut up" there
         # is no shutdown.
         lowered = reason.partition(":")[0].lower()
-        if "shut" in lowered or "restart" in lowered:
+        if reason in REVOKED_REASONS:
+            # The account's credentials no longer hold (RFC 6120 4.9.3.19, XEP-0077 3.2).
+            self.stream_error("not-authorized", reason)
+        elif "shut" in lowered or "restart" in lowered:
             self.stream_error("system-shutdown", reason)
         else:
             self.stream_error("policy-violation", reason)
@@ -355,7 +360,6 @@ class XmppConnection(Protocol):
         self.tls = ISSLTransport.providedBy(transport)
         self._tls_pending = self.tls
         self.stream_id = os.urandom(8).hex()
-        log.info("xmpp open {address}{tls}", address=self.address, tls=" (tls)" if self.tls else "")
         try:
             self.core = self.service.connect(self)
         except Banned as err:
@@ -366,6 +370,7 @@ class XmppConnection(Protocol):
         except LimitExceeded as err:
             self.stream_error("policy-violation", str(err))
             return
+        connlog.opened("xmpp", self.core.id, self.address, self.tls)
         # Silence is not the only way to hold a connection: a byte now and then (slowloris)
         # keeps the idle timer happy, so logging in has a deadline of its own.
         now = self.clock.seconds()
@@ -401,11 +406,6 @@ class XmppConnection(Protocol):
         self._cancel_timers()
         self.parser.release()
         self._leave()
-        log.info(
-            "xmpp close {who} ({address})",
-            who=self.jid or self.account or "-",
-            address=self.address,
-        )
 
     def _leave(self) -> None:
         """The session is over for everyone else: its presence, its rooms, its user."""
@@ -422,7 +422,11 @@ class XmppConnection(Protocol):
                 presence.went_offline(self)
             self.factory.remove_session(self)
         if self.core is not None:
-            self.service.quit(self.core, self.quit_reason or "Disconnected", dropped=self.dropped)
+            user = self.core.user
+            nick = user.nick if user is not None and self.jid is not None else None
+            reason = self.quit_reason or "Disconnected"
+            self.service.quit(self.core, reason, dropped=self.dropped)
+            connlog.closed("xmpp", self.core.id, self.address, nick, reason)
 
     # -- stream negotiation ---------------------------------------------------------------------
 

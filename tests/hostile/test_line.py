@@ -10,6 +10,7 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -508,6 +509,117 @@ def test_password_guessing(env: Env) -> None:
 
 def test_tls_handshake_stall(env: Env) -> None:
     count(PROTO, assert_tls_stall_dropped(env.ports["line_tls"], timeout=2.0, probe=(b"", b"***")))
+
+
+# -- text outside the rule, through JSON -----------------------------------------------------
+
+# Characters JSON can spell and no other protocol can carry, among ones that are fine.
+TEXT_CHARS = st.sampled_from(
+    ["a", " ", "\U0001f600", "\x02", "\t", "\n", "\u2028", "\ud800", "\udbff", "\udc00", "\x00"]
+)
+TEXTS = st.lists(TEXT_CHARS, max_size=6).map("".join)
+TAGS = st.recursive(
+    st.none() | st.integers() | st.floats() | TEXTS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXTS, inner, max_size=3),
+    max_leaves=12,
+)
+JSON_COMMANDS = st.fixed_dictionaries(
+    {
+        "cmd": st.sampled_from(["say", "me", "notice", "msg", "topic", "away", "ping", "part"]),
+        "room": st.just("fuzzroom"),
+        "to": st.just("fzwatch"),
+        "text": TEXTS,
+        "tag": TAGS,
+    }
+)
+
+
+def breaks_rule(value: Any) -> bool:
+    """Whether ``value`` holds a string with a surrogate or NUL (the server's text rule)."""
+    if isinstance(value, str):
+        return any(ch == "\x00" or "\ud800" <= ch <= "\udfff" for ch in value)
+    if isinstance(value, list):
+        return any(breaks_rule(v) for v in value)
+    if isinstance(value, dict):
+        return any(breaks_rule(k) or breaks_rule(v) for k, v in value.items())
+    return False
+
+
+def strict_json(line: str) -> dict[str, Any]:
+    def refuse(name: str) -> Any:
+        raise AssertionError(f"{name} in an answer: {line!r}")
+
+    obj = json.loads(line, parse_constant=refuse)
+    assert isinstance(obj, dict), line
+    return obj
+
+
+def test_json_text_outside_the_rule(env: Env, watcher: Watcher, scale: int) -> None:
+    """Generated JSON commands whose strings and tags hold surrogates, NUL, controls,
+    non-finite numbers: every answer is one strict JSON object, nothing that breaks the rule
+    is accepted, and the room's other member sees only clean text."""
+    user = LineUser(env.ports[PROTO], "jsonfz", source=ATTACKER)
+    user.join("fuzzroom")
+    user.send_line("/format json")
+    user.expect(lambda line: line.startswith("{"))
+    cases = 0
+
+    @fuzz.batch_settings(100 * scale)
+    @given(JSON_COMMANDS)
+    def one(obj: dict[str, Any]) -> None:
+        nonlocal cases
+        time.sleep(0.05)  # inside the flood budget: this is not about flooding
+        line = json.dumps(obj)
+        user.send_line(line)
+        answer = strict_json(user.expect(lambda line: '"type":"ok"' in line or '"error"' in line))
+        cases += 1
+        # What the server decodes: two halves side by side in the line are one character.
+        sent = json.loads(line)
+        finite = "NaN" not in line and "Infinity" not in line
+        if breaks_rule(sent) or not finite:
+            assert answer["type"] == "error", (obj, answer)
+            assert answer["error"] in ("bad_text", "bad_json"), (obj, answer)
+        if "tag" in answer:
+            assert answer["tag"] == sent["tag"], (obj, answer)
+        if obj["cmd"] == "part" and answer["type"] == "ok":
+            user.send_line('{"cmd": "join", "room": "fuzzroom"}')
+            user.expect(lambda line: '"cmd":"join"' in line)
+
+    one()
+    user.send_line('{"cmd": "ping", "tag": "end"}')
+    assert strict_json(user.expect(lambda line: '"tag":"end"' in line))["type"] == "ok"
+    user.close()
+    count(PROTO, cases)
+    watcher.check()
+
+
+# -- login guesses in flight -----------------------------------------------------------------
+
+
+def test_guesses_in_flight_from_many_addresses(env: Env) -> None:
+    """Thirty /identify guesses at once, each from its own address: only the account's
+    budget of them is checked; meanwhile its owner, from the address that registered it,
+    logs in with the right password."""
+    port = env.ports[PROTO]
+    owner_address = "127.0.9.1"
+    owner = LineUser(port, "inflight", source=owner_address)
+    owner.send_line("/register inflight-password")
+    owner.expect("*** inflight is now registered")
+    owner.close()
+    guessers = [LineUser(port, f"inf{i}", source=f"127.0.10.{i + 1}") for i in range(30)]
+    for i, guesser in enumerate(guessers):
+        guesser.send_line(f"/identify inflight wrong{i}")
+    answers = [g.expect(lambda line: line.startswith("!!!")) for g in guessers]
+    for guesser in guessers:
+        guesser.close()
+    checked = [a for a in answers if a.startswith("!!! error: invalid password")]
+    throttled = [a for a in answers if "too many failed logins" in a]
+    assert 1 <= len(checked) <= 5 and len(checked) + len(throttled) == 30, answers
+    again = LineUser(port, "inflight2", source=owner_address)
+    again.send_line("/identify inflight inflight-password")
+    again.expect("you are now logged in as inflight")
+    again.close()
+    count(PROTO, 32)
 
 
 def test_a_crowd_joining_one_room_costs_little(env: Env) -> None:
