@@ -22,15 +22,14 @@ T = TypeVar("T")
 FANOUT = 0.01
 
 
-def charged(
-    service: Any, per_delivery: float, charge: Callable[[float], None], call: Callable[[], T]
-) -> T:
-    """Run ``call()``, then ``charge`` what the deliveries it caused cost (also when it
-    raises; deliveries batched for the end of the turn are counted when they are caused)."""
+def charged(service: Any, per_delivery: float, flood: Any, call: Callable[[], T]) -> T:
+    """Run ``call()``, then charge the connection's ``flood`` (a transport FloodQueue or
+    FloodBudget; None: no flood control) what the deliveries it caused cost, also when it
+    raises.  Deliveries batched for the end of the turn are counted when they are caused."""
     before = service.fanout_caused
     try:
         return call()
     finally:
         caused = service.fanout_caused - before
-        if caused > 0:
-            charge(caused * per_delivery)
+        if caused > 0 and flood is not None:
+            flood.charge(caused * per_delivery)

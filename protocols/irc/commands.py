@@ -101,7 +101,7 @@ def dispatch(conn: IrcConnection, msg: IrcMessage) -> Deferred[Any] | None:
     try:
         if spec.per_delivery:
             result = charged(
-                conn.service, spec.per_delivery, conn.charge, lambda: spec.handler(conn, msg)
+                conn.service, spec.per_delivery, conn.flood, lambda: spec.handler(conn, msg)
             )
         else:
             result = spec.handler(conn, msg)

@@ -294,7 +294,7 @@ def run(c: LineConnection, cmd: Command, args: Args, tag: Any) -> None:
             return
     try:
         if cmd.per_delivery:
-            result = charged(c.service, cmd.per_delivery, c.charge, lambda: cmd.handler(c, args))
+            result = charged(c.service, cmd.per_delivery, c.flood, lambda: cmd.handler(c, args))
         else:
             result = cmd.handler(c, args)
     except Exception as err:

@@ -171,7 +171,7 @@ def call(
     """Run a handler, turning raised errors and failed Deferreds into stanza errors."""
     try:
         if per_delivery:
-            result = charged(conn.service, per_delivery, conn.charge, lambda: func(conn, stanza))
+            result = charged(conn.service, per_delivery, conn.flood, lambda: func(conn, stanza))
         else:
             result = func(conn, stanza)
     except Exception as err:

@@ -59,6 +59,7 @@ class Occupant:
         self.out: list[bytes] = []
         self.events: list[Any] = []
         # Flood tokens charged past each stanza's own (what its fan-out cost).
+        self.flood = self
         self.charged = 0.0
         self.core = service.connect(self)
         if account is not None:
@@ -92,6 +93,7 @@ class Occupant:
         self.send(reply)
 
     def charge(self, cost: float) -> None:
+        """The flood queue's ``charge`` (the occupant is its own flood queue)."""
         self.charged += cost
 
     def jid_of(self, who: Any) -> str:
