@@ -4,7 +4,7 @@ room's history at the room's JID.
 
 The ids are the core's message ids: the ``stanza-id`` of live messages, the IRC ``msgid`` and
 the line-chat ``id``.  Filters: ``with`` (a user's JID for the account archive), ``start``,
-``end``, ``before-id``, ``after-id``; pages: RSM ``max``, ``after``, ``before`` (empty: the
+``end``, ``before-id``, ``after-id``, ``ids``; pages: RSM ``max``, ``after``, ``before`` (empty: the
 last page).  Preferences are answered with what the server does: it keeps every private
 message of a registered account (``default='always'``) and does not take other rules.
 """
@@ -53,6 +53,8 @@ class MamQuery:
     page_after: str | None
     page_before: str | None
     limit: int
+    # #extended ``ids``: exactly these messages.
+    ids: tuple[str, ...] = ()
 
 
 def _stamp_value(text: str) -> float:
@@ -68,13 +70,19 @@ def _stamp_value(text: str) -> float:
 def parse_query(query: etree._Element) -> MamQuery:
     """The filters and page of a ``<query/>``; raises StanzaError bad-request."""
     fields: dict[str, str] = {}
+    ids: list[str] = []
     form = query.find(f"{{{stanzas.NS_DATA}}}x")
     if form is not None:
         for field in form.findall(f"{{{stanzas.NS_DATA}}}field"):
             var = field.get("var") or ""
+            if var == "ids":
+                ids.extend(v.text for v in field.findall(f"{{{stanzas.NS_DATA}}}value") if v.text)
+                continue
             value = field.findtext(f"{{{stanzas.NS_DATA}}}value")
             if var and value is not None:
                 fields[var] = value
+    if len(ids) > PAGE_MAX:
+        raise StanzaError("policy-violation", f"at most {PAGE_MAX} ids")
     known = {"FORM_TYPE", "with", "start", "end", "before-id", "after-id"}
     unknown = set(fields) - known
     if unknown:
@@ -106,6 +114,7 @@ def parse_query(query: etree._Element) -> MamQuery:
         page_after=page_after,
         page_before=page_before,
         limit=limit,
+        ids=tuple(ids),
     )
 
 
@@ -150,6 +159,13 @@ def _anchor(archive: _Archive, msgid: str | None) -> Deferred:
 
 
 async def _run(conn: XmppConnection, stanza: etree._Element, archive: _Archive, q: MamQuery):
+    if q.ids:
+        found = [await archive.find(msgid) for msgid in q.ids]
+        messages = sorted((m for m in found if m is not None), key=lambda m: (m.ts, m.id))
+        for message in messages:
+            conn.send(_result(conn, archive, q, message))
+        conn.iq_result(stanza, stanzas.element("fin", {"complete": "true"}, ns=NS_MAM))
+        return
     after: Anchor | None = None
     before: Anchor | None = None
     if q.start is not None:
@@ -270,6 +286,7 @@ def query_form() -> etree._Element:
         stanzas.sub(form, "field", {"var": "FORM_TYPE", "type": "hidden"}), "value", text=NS_MAM
     )
     for var, kind in (
+        ("ids", "text-multi"),
         ("with", "jid-single"),
         ("start", "text-single"),
         ("end", "text-single"),

@@ -281,6 +281,8 @@ def test_mam_pages_forwards_and_backwards_with_filters(world: World) -> None:
     ids = [r for r, _ in page1 + page2 + page3]
     middle, _ = mam(b, fields={**with_alice, "after-id": ids[1], "before-id": ids[5]})
     assert bodies(middle) == ["a2", "a3", "a4"]
+    picked, fin = mam(b, fields={"ids": ids[4]})
+    assert bodies(picked) == ["a4"] and fin.get("complete") == "true"
     # Another account's archive is not readable.
     qid = token()
     b.raw(f"<iq type='set' id='{qid}' to='{alice.lower()}@{DOMAIN}'><query xmlns='{NS_MAM}'/></iq>")
