@@ -347,3 +347,22 @@ def test_a_read_marker_set_on_xmpp_clears_on_irc(world: World) -> None:
     laptop.send(f"MARKREAD {alice} yesterday")
     fail = laptop.expect(lambda m: m.command == "FAIL")
     assert fail.params[:2] == ("MARKREAD", "INVALID_PARAMS")
+
+
+def test_markread_after_join_and_for_rooms(world: World) -> None:
+    alice = world.nick("arcJ")
+    world.register(alice)
+    room = world.room("arcmr")
+    a = world.irc(alice, caps=(*HISTORY_CAPS, "draft/read-marker"), sasl=(alice, PASSWORD))
+    a.join(room)
+    first = a.expect(lambda m: m.command == "MARKREAD")
+    assert first.params == (f"#{room}", "*")
+    a.send(f"MARKREAD #{room} timestamp=2030-01-01T00:00:00.000Z")
+    assert a.expect(lambda m: m.command == "MARKREAD").params == (
+        f"#{room}",
+        "timestamp=2030-01-01T00:00:00.000Z",
+    )
+    a.part(room)
+    a.join(room)
+    again = a.expect(lambda m: m.command == "MARKREAD")
+    assert again.params == (f"#{room}", "timestamp=2030-01-01T00:00:00.000Z")

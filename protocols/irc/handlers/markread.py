@@ -60,6 +60,20 @@ def markread(conn: Any, msg: Any) -> Any:
     return conn.service.mark_read(conn.core, ts, **where).addErrback(_failed, conn, target)
 
 
+def after_join(conn: Any, room: str) -> None:
+    """The room's read position, sent after a join to a client with the capability."""
+    if CAP not in conn.caps or conn.user is None or conn.user.account is None:
+        return
+    target = channel_name(room)
+    d = conn.service.read_marker(conn.core, room=room)
+    d.addCallback(
+        lambda ts: conn.send(
+            "MARKREAD", target, "*" if ts is None else f"timestamp={format_timestamp(ts)}"
+        )
+    )
+    d.addErrback(_failed, conn, target)
+
+
 def _failed(failure: Any, conn: Any, target: str) -> None:
     if not failure.check(ChatError):
         failure.raiseException()
