@@ -69,7 +69,10 @@ class HistoryLog:
         room.history.append(msg)
         self._pending_history.append(msg)
         self.stats["messages"] += 1
-        self._schedule_flush()
+        # Checked here rather than in the call: a room message on the hot path pays for a
+        # call only when a write has to be scheduled.
+        if self._flush_call is None and not self._stopping:
+            self._schedule_flush()
 
     def _schedule_flush(self) -> None:
         if self._flush_call is None and not self._stopping:
