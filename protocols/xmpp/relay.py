@@ -1,0 +1,137 @@
+"""One-to-one stanzas relayed whole, from one XMPP user to another (RFC 6121 §8.5).
+
+An XMPP recipient of an XMPP sender gets the sender's stanza as it was written: its ``id``,
+its ``<thread>`` and every extension child (OMEMO, receipts, markers, corrections, replies,
+reactions, chat states, origin-id), with only what the server stamps changed: ``from`` (the
+sender's full JID) and ``to`` (the recipient's full JID).  The stanza is serialized once,
+without ``to``, into a :class:`Relay`; each XMPP connection that should see it gets those bytes
+with its ``to`` spliced in, and carbons (XEP-0280) wrap the same bytes.
+
+A message with a body also goes through the core (``Message.native`` carries the Relay), so
+IRC and line-chat users, history and moderation see it once; a message without one (chat
+states, receipts, markers) means something only to XMPP clients and is passed on here alone.
+Which connections get what is decided by :func:`deliver`, the one rule for both paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from lxml import etree
+
+from protocols.xmpp import stanzas
+
+if TYPE_CHECKING:
+    from protocols.xmpp.connection import XmppConnection
+
+NS_CARBONS = "urn:xmpp:carbons:2"
+NS_FORWARD = "urn:xmpp:forward:0"
+NS_HINTS = "urn:xmpp:hints"
+
+_MESSAGE = b"<message "
+
+
+@dataclass(frozen=True, slots=True)
+class Relay:
+    """A stanza on its way from one user to another.
+
+    ``head`` is the stanza serialized without ``to``; ``to`` the address the sender used
+    (normalized); ``sender`` the sending resource's full JID.  ``carbons`` is False for
+    messages that must not be copied to the user's other resources (XEP-0280 §7:
+    ``<private/>``, ``<no-copy/>``; private messages through a room).
+    """
+
+    head: bytes
+    to: str
+    sender: str
+    carbons: bool = True
+
+    @property
+    def to_bare(self) -> str:
+        return self.to.partition("/")[0]
+
+    @property
+    def to_resource(self) -> str:
+        return self.to.partition("/")[2]
+
+    @property
+    def sender_bare(self) -> str:
+        return self.sender.partition("/")[0]
+
+
+def strip_server_stamps(stanza: etree._Element) -> None:
+    """Take out what only a server may stamp: a client's own ``<stanza-id/>`` would
+    otherwise pass for this server's (XEP-0359 §4)."""
+    for child in stanza.findall(f"{{{stanzas.NS_STANZA_ID}}}stanza-id"):
+        stanza.remove(child)
+
+
+def of(stanza: etree._Element, sender: str) -> Relay:
+    """The Relay of a message from ``sender`` (its ``from`` already stamped)."""
+    strip_server_stamps(stanza)
+    to = stanza.attrib.pop("to", "")
+    try:
+        head = stanzas.to_bytes(stanza)
+    finally:
+        stanza.set("to", to)
+    private = (
+        stanza.find(f"{{{NS_CARBONS}}}private") is not None
+        or stanza.find(f"{{{NS_HINTS}}}no-copy") is not None
+    )
+    type_ = stanzas.type_of(stanza)
+    # XEP-0280 §6: chat messages, and normal ones that say something.
+    copyable = type_ == "chat" or (type_ == "normal" and stanza.find("body") is not None)
+    copies = copyable and not private
+    return Relay(head, to, sender, copies)
+
+
+def deliver(conn: XmppConnection, relay: Relay) -> None:
+    """This connection's copy of ``relay``, if it gets one.
+
+    * The recipient's resources: all of them for a bare JID; only the named one for a full
+      JID that is online (RFC 6121 §8.5.3.1; else as for the bare JID), and a ``<received/>``
+      carbon for the others that enabled carbons.
+    * The sender's other resources: a ``<sent/>`` carbon, if they enabled carbons.
+    """
+    own = conn.bare_jid
+    jid = conn.jid
+    if own is None or jid is None:
+        return
+    if own == relay.to_bare:
+        resource = relay.to_resource
+        if not resource or resource == conn.resource:
+            conn.send(stanzas.splice_to(relay.head, jid))
+        elif conn.factory.session(own, resource) is None:
+            # Addressed to a resource that is gone: delivered as to the bare JID.
+            conn.send(stanzas.splice_to(relay.head, jid))
+        elif relay.carbons and _carbons(conn):
+            conn.send(_carbon(conn, relay, "received"))
+        return
+    if own == relay.sender_bare and jid != relay.sender and relay.carbons and _carbons(conn):
+        conn.send(_carbon(conn, relay, "sent"))
+
+
+def _carbons(conn: XmppConnection) -> bool:
+    from protocols.xmpp import carbons
+
+    return carbons.enabled(conn)
+
+
+def forwarded(relay: Relay) -> bytes:
+    """The stanza as XEP-0297 forwards it: whole, with its ``to``, in ``jabber:client``."""
+    data = stanzas.splice_to(relay.head, relay.to) if relay.to else relay.head
+    return b"<message xmlns='jabber:client' " + data[len(_MESSAGE) :]
+
+
+def _carbon(conn: XmppConnection, relay: Relay, direction: str) -> bytes:
+    """The ``<sent/>`` or ``<received/>`` copy of ``relay`` for this resource (XEP-0280)."""
+    outer = stanzas.to_bytes(
+        stanzas.element("message", {"from": conn.bare_jid, "to": conn.jid, "type": "chat"})
+    )
+    inner = (
+        f"<{direction} xmlns='{NS_CARBONS}'><forwarded xmlns='{NS_FORWARD}'>".encode()
+        + forwarded(relay)
+        + f"</forwarded></{direction}>".encode()
+    )
+    return outer[:-2] + b">" + inner + b"</message>"
