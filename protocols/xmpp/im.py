@@ -62,7 +62,7 @@ def chat(conn: XmppConnection, stanza: etree._Element) -> None:
     text = body
     if text.startswith("/me "):
         kind, text = "action", text[4:]
-    native = relay.of(stanza, conn.jid)
+    native = relay.of(stanza, conn.jid, conn.lang)
     try:
         conn.service.say(conn.core, nick=target.local, text=text, kind=kind, native=native)
     except NoSuchNick:
@@ -74,7 +74,7 @@ def _pass_on(conn: XmppConnection, stanza: etree._Element, target: JID) -> None:
     """A stanza only XMPP clients understand: to the target's resources, carbons to the
     sender's (the rule of :func:`relay.deliver`)."""
     assert conn.jid is not None and conn.bare_jid is not None
-    native = relay.of(stanza, conn.jid)
+    native = relay.of(stanza, conn.jid, conn.lang)
     sessions = list(conn.factory.available(target.bare))
     if target.bare != conn.bare_jid:
         sessions.extend(conn.factory.available(conn.bare_jid))

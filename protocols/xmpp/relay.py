@@ -3,9 +3,10 @@
 An XMPP recipient of an XMPP sender gets the sender's stanza as it was written: its ``id``,
 its ``<thread>`` and every extension child (OMEMO, receipts, markers, corrections, replies,
 reactions, chat states, origin-id), with only what the server stamps changed: ``from`` (the
-sender's full JID) and ``to`` (the recipient's full JID).  The stanza is serialized once,
-without ``to``, into a :class:`Relay`; each XMPP connection that should see it gets those bytes
-with its ``to`` spliced in, and carbons (XEP-0280) wrap the same bytes.
+sender's full JID) and, when the stanza has none, ``xml:lang`` (the sender's stream default,
+RFC 6120 §4.7.4).  ``to`` stays the address the sender used, as RFC 6121 §8.5 routes it.  The
+stanza is serialized once into a :class:`Relay`: every XMPP connection that should see it gets
+the same bytes, and carbons (XEP-0280) wrap them.
 
 A message with a body also goes through the core (``Message.native`` carries the Relay), so
 IRC and line-chat users, history and moderation see it once; a message without one (chat
@@ -30,19 +31,20 @@ NS_FORWARD = "urn:xmpp:forward:0"
 NS_HINTS = "urn:xmpp:hints"
 
 _MESSAGE = b"<message "
+XML_LANG = f"{{{stanzas.NS_XML}}}lang"
 
 
 @dataclass(frozen=True, slots=True)
 class Relay:
     """A stanza on its way from one user to another.
 
-    ``head`` is the stanza serialized without ``to``; ``to`` the address the sender used
-    (normalized); ``sender`` the sending resource's full JID.  ``carbons`` is False for
+    ``data`` is the stanza serialized; ``to`` the address the sender used (normalized);
+    ``sender`` the sending resource's full JID.  ``carbons`` is False for
     messages that must not be copied to the user's other resources (XEP-0280 §7:
     ``<private/>``, ``<no-copy/>``; private messages through a room).
     """
 
-    head: bytes
+    data: bytes
     to: str
     sender: str
     carbons: bool = True
@@ -67,14 +69,13 @@ def strip_server_stamps(stanza: etree._Element) -> None:
         stanza.remove(child)
 
 
-def of(stanza: etree._Element, sender: str) -> Relay:
-    """The Relay of a message from ``sender`` (its ``from`` already stamped)."""
+def of(stanza: etree._Element, sender: str, lang: str) -> Relay:
+    """The Relay of a message from ``sender`` (its ``from`` already stamped) on a stream
+    whose default language is ``lang``."""
     strip_server_stamps(stanza)
-    to = stanza.attrib.pop("to", "")
-    try:
-        head = stanzas.to_bytes(stanza)
-    finally:
-        stanza.set("to", to)
+    if stanza.get(XML_LANG) is None:
+        stanza.set(XML_LANG, lang)
+    to = stanza.get("to", "")
     private = (
         stanza.find(f"{{{NS_CARBONS}}}private") is not None
         or stanza.find(f"{{{NS_HINTS}}}no-copy") is not None
@@ -83,7 +84,7 @@ def of(stanza: etree._Element, sender: str) -> Relay:
     # XEP-0280 §6: chat messages, and normal ones that say something.
     copyable = type_ == "chat" or (type_ == "normal" and stanza.find("body") is not None)
     copies = copyable and not private
-    return Relay(head, to, sender, copies)
+    return Relay(stanzas.to_bytes(stanza), to, sender, copies)
 
 
 def deliver(conn: XmppConnection, relay: Relay) -> None:
@@ -101,10 +102,10 @@ def deliver(conn: XmppConnection, relay: Relay) -> None:
     if own == relay.to_bare:
         resource = relay.to_resource
         if not resource or resource == conn.resource:
-            conn.send(stanzas.splice_to(relay.head, jid))
+            conn.send(relay.data)
         elif conn.factory.session(own, resource) is None:
             # Addressed to a resource that is gone: delivered as to the bare JID.
-            conn.send(stanzas.splice_to(relay.head, jid))
+            conn.send(relay.data)
         elif relay.carbons and _carbons(conn):
             conn.send(_carbon(conn, relay, "received"))
         return
@@ -120,8 +121,7 @@ def _carbons(conn: XmppConnection) -> bool:
 
 def forwarded(relay: Relay) -> bytes:
     """The stanza as XEP-0297 forwards it: whole, with its ``to``, in ``jabber:client``."""
-    data = stanzas.splice_to(relay.head, relay.to) if relay.to else relay.head
-    return b"<message xmlns='jabber:client' " + data[len(_MESSAGE) :]
+    return b"<message xmlns='jabber:client' " + relay.data[len(_MESSAGE) :]
 
 
 def _carbon(conn: XmppConnection, relay: Relay, direction: str) -> bytes:
