@@ -76,14 +76,15 @@ def of(stanza: etree._Element, sender: str, lang: str) -> Relay:
     if stanza.get(XML_LANG) is None:
         stanza.set(XML_LANG, lang)
     to = stanza.get("to", "")
-    private = (
-        stanza.find(f"{{{NS_CARBONS}}}private") is not None
-        or stanza.find(f"{{{NS_HINTS}}}no-copy") is not None
-    )
+    private = stanza.find(f"{{{NS_CARBONS}}}private")
+    if private is not None:
+        # XEP-0280 §7: a note to the sender's server, taken off before the stanza goes on.
+        stanza.remove(private)
+    no_copy = private is not None or stanza.find(f"{{{NS_HINTS}}}no-copy") is not None
     type_ = stanzas.type_of(stanza)
     # XEP-0280 §6: chat messages, and normal ones that say something.
     copyable = type_ == "chat" or (type_ == "normal" and stanza.find("body") is not None)
-    copies = copyable and not private
+    copies = copyable and not no_copy
     return Relay(stanzas.to_bytes(stanza), to, sender, copies)
 
 

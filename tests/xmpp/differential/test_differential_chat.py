@@ -85,3 +85,49 @@ def chat_with_extensions(s: Session) -> None:
 def test_chat_with_extensions(run) -> None:
     ours, theirs = run(chat_with_extensions, ignore=(archive_stanza_id,))
     assert_same(ours, theirs)
+
+
+CARBONS = "<iq type='set' id='c-carbons'><enable xmlns='urn:xmpp:carbons:2'/></iq>"
+
+
+def carbons(s: Session) -> None:
+    s.login("phone", "alice", "phone")
+    s.login("desk", "alice", "desk")
+    s.login("bob", "bob", "b")
+    s.drain()
+    s.send("phone", CARBONS)
+    s.send("desk", CARBONS)
+    s.settle()
+    # Sent from one resource: a <sent/> copy for the other.
+    s.send(
+        "phone",
+        "<message to='bob@localhost' type='chat' id='c-1'><body>from my phone</body>"
+        "<request xmlns='urn:xmpp:receipts'/></message>",
+    )
+    s.settle()
+    # To the bare JID: every resource; to one resource: a <received/> copy for the other.
+    s.send("bob", "<message to='alice@localhost' type='chat' id='c-2'><body>to you</body></message>")
+    s.settle()
+    s.send(
+        "bob",
+        "<message to='alice@localhost/phone' type='chat' id='c-3'><body>to the phone</body>"
+        "</message>",
+    )
+    s.settle()
+    # Chat states and receipts are copied too; private ones are not.
+    s.send(
+        "phone",
+        "<message to='bob@localhost' type='chat' id='c-4'>"
+        "<received xmlns='urn:xmpp:receipts' id='c-3'/></message>",
+    )
+    s.send(
+        "phone",
+        "<message to='bob@localhost' type='chat' id='c-5'><body>secret</body>"
+        "<private xmlns='urn:xmpp:carbons:2'/><no-copy xmlns='urn:xmpp:hints'/></message>",
+    )
+    s.settle()
+
+
+def test_carbons(run) -> None:
+    ours, theirs = run(carbons, ignore=(archive_stanza_id,))
+    assert_same(ours, theirs)
