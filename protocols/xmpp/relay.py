@@ -41,13 +41,16 @@ class Relay:
     ``data`` is the stanza serialized; ``to`` the address the sender used (normalized);
     ``sender`` the sending resource's full JID.  ``carbons`` is False for
     messages that must not be copied to the user's other resources (XEP-0280 §7:
-    ``<private/>``, ``<no-copy/>``; private messages through a room).
+    ``<private/>``, ``<no-copy/>``; private messages through a room).  ``per_resource``: a
+    private message through a room, from the sender's occupant JID; ``data`` has no ``to``,
+    and each of the recipient's resources gets its own full JID spliced in.
     """
 
     data: bytes
     to: str
     sender: str
     carbons: bool = True
+    per_resource: bool = False
 
     @property
     def to_bare(self) -> str:
@@ -69,12 +72,17 @@ def strip_server_stamps(stanza: etree._Element) -> None:
         stanza.remove(child)
 
 
-def of(stanza: etree._Element, sender: str, lang: str) -> Relay:
+def of(stanza: etree._Element, sender: str, lang: str, *, sender_as: str | None = None) -> Relay:
     """The Relay of a message from ``sender`` (its ``from`` already stamped) on a stream
-    whose default language is ``lang``."""
+    whose default language is ``lang``.  ``sender_as``: an occupant JID the message comes
+    from instead (a private message through a room, XEP-0045 §7.5)."""
     strip_server_stamps(stanza)
     if stanza.get(XML_LANG) is None:
         stanza.set(XML_LANG, lang)
+    if sender_as is not None:
+        stanza.set("from", sender_as)
+        stanza.attrib.pop("to", None)
+        return Relay(stanzas.to_bytes(stanza), "", sender, carbons=False, per_resource=True)
     to = stanza.get("to", "")
     private = stanza.find(f"{{{NS_CARBONS}}}private")
     if private is not None:
@@ -99,6 +107,12 @@ def deliver(conn: XmppConnection, relay: Relay) -> None:
     own = conn.bare_jid
     jid = conn.jid
     if own is None or jid is None:
+        return
+    if relay.per_resource:
+        # The core hands it to the recipient's connections and the sender's: only the
+        # recipient's get it.
+        if own != relay.sender_bare:
+            conn.send(stanzas.splice_to(relay.data, jid))
         return
     if own == relay.to_bare:
         resource = relay.to_resource

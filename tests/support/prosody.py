@@ -69,7 +69,7 @@ modules_enabled = {{ {modules} }}
 modules_disabled = {{ "s2s"; "posix"; "http"; "admin_shell"; "offline" }}
 muc_room_locking = false
 muc_room_default_public = true
-muc_room_default_whois = "anyone"
+muc_room_default_public_jids = true
 
 VirtualHost "localhost"
     ssl = {{ key = "{dir}/certs/localhost.key"; certificate = "{dir}/certs/localhost.crt" }}
@@ -127,7 +127,15 @@ class ProsodyProcess:
         """The operator's way, before or while the server runs."""
         assert PROSODYCTL is not None
         subprocess.run(
-            [PROSODYCTL, "--config", str(self.config_path), "register", name, "localhost", password],
+            [
+                PROSODYCTL,
+                "--config",
+                str(self.config_path),
+                "register",
+                name,
+                "localhost",
+                password,
+            ],
             check=True,
             capture_output=True,
             timeout=60,

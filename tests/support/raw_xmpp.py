@@ -68,9 +68,7 @@ class RawXmppClient:
         assert etree.QName(outcome).localname == "success", etree.tostring(outcome)
         self._open()
         features = self._features()
-        reply = self.iq(
-            "set", f"<bind xmlns='{NS_BIND}'><resource>{resource}</resource></bind>"
-        )
+        reply = self.iq("set", f"<bind xmlns='{NS_BIND}'><resource>{resource}</resource></bind>")
         assert reply.get("type") == "result", etree.tostring(reply)
         self.jid = reply.findtext(f"{{{NS_BIND}}}bind/{{{NS_BIND}}}jid") or ""
         session = features.find(f"{{{NS_SESSION}}}session")

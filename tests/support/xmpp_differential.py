@@ -26,17 +26,68 @@ PASSWORD = "correct horse battery"
 CLIENT_ID_PREFIX = "c-"
 NS_SID = "urn:xmpp:sid:0"
 NS_DELAY = "urn:xmpp:delay"
+NS_MUC_USER = "http://jabber.org/protocol/muc#user"
+XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 
-# A stanza child dropped before comparing, with the reason (each is explained in
-# protocols/xmpp/README.md, "Differences from Prosody").
-Ignore = Callable[[etree._Element, etree._Element], bool]
+# A rule applied to each received stanza before it is compared: it takes out (or evens out) a
+# difference that protocols/xmpp/README.md ("Differences from Prosody") explains.
+Rule = Callable[[etree._Element], None]
 
 
-def archive_stanza_id(parent: etree._Element, child: etree._Element) -> bool:
+def _drop(el: etree._Element, tag: str, when: Callable[[etree._Element], bool]) -> None:
+    for child in list(el.iter(tag)):
+        parent = child.getparent()
+        if parent is not None and when(child):
+            parent.remove(child)
+
+
+def archive_stanza_id(el: etree._Element) -> None:
     """A user archive's ``<stanza-id by='user@domain'/>`` (Prosody's mod_mam stamps one on
     each message it stores for a user; chatserver's one-to-one archive is not part of these
     scripts)."""
-    return child.tag == f"{{{NS_SID}}}stanza-id" and (child.get("by") or "").endswith("@localhost")
+    _drop(el, f"{{{NS_SID}}}stanza-id", lambda c: (c.get("by") or "").endswith("@localhost"))
+
+
+def occupant_id(el: etree._Element) -> None:
+    """XEP-0421 occupant ids, which Prosody adds in rooms and chatserver does not."""
+    _drop(el, "{urn:xmpp:occupant-id:0}occupant-id", lambda c: True)
+
+
+def vcard_update(el: etree._Element) -> None:
+    """XEP-0153 avatar hashes, which Prosody's vcard_legacy adds to every presence."""
+    _drop(el, "{vcard-temp:x:update}x", lambda c: True)
+
+
+def body_less_stanza_id(el: etree._Element) -> None:
+    """The room's stanza-id on a groupchat message without a body: Prosody archives
+    reactions and markers; chatserver's room history keeps messages with text only."""
+    if el.tag == "message" and el.get("type") == "groupchat" and el.find("body") is None:
+        _drop(el, f"{{{NS_SID}}}stanza-id", lambda c: True)
+
+
+def occupant_presence(el: etree._Element) -> None:
+    """Room presences: chatserver builds them from the user's state (the user may be on IRC),
+    so they carry no ``xml:lang`` and no ``id`` of the client's presence, and the item's JID
+    is the user's bare JID (a room holds users, not resources)."""
+    if el.tag != "presence" or el.find(f"{{{NS_MUC_USER}}}x") is None:
+        return
+    el.attrib.pop(XML_LANG, None)
+    if el.get("id", "").startswith(CLIENT_ID_PREFIX + "join-") and not _is_self(el):
+        del el.attrib["id"]
+    for item in el.iter(f"{{{NS_MUC_USER}}}item"):
+        jid = item.get("jid")
+        if jid is not None:
+            item.set("jid", jid.partition("/")[0])
+
+
+def room_logged(el: etree._Element) -> None:
+    """Status 170 (the room is logged): chatserver keeps every room's history and says so;
+    Prosody's rooms archive without announcing it."""
+    _drop(el, f"{{{NS_MUC_USER}}}status", lambda c: c.get("code") == "170")
+
+
+def _is_self(el: etree._Element) -> bool:
+    return any(s.get("code") == "110" for s in el.iter(f"{{{NS_MUC_USER}}}status"))
 
 
 def canonical(el: etree._Element, top: bool = True) -> str:
@@ -60,11 +111,11 @@ def canonical(el: etree._Element, top: bool = True) -> str:
 class Session:
     """One server's run of a script."""
 
-    def __init__(self, port: int, ignore: Iterable[Ignore] = ()) -> None:
+    def __init__(self, port: int, rules: Iterable[Rule] = ()) -> None:
         self.port = port
         self.clients: dict[str, RawXmppClient] = {}
         self.transcript: dict[str, list[list[str]]] = {}
-        self.ignore = tuple(ignore)
+        self.rules = tuple(rules)
 
     def login(self, name: str, user: str, resource: str, *, presence: bool = True) -> None:
         client = RawXmppClient(self.port, user, PASSWORD, resource=resource, presence=presence)
@@ -85,10 +136,8 @@ class Session:
             self.transcript[name].append(sorted(self._normal(el) for el in got))
 
     def _normal(self, el: etree._Element) -> str:
-        for child in list(el.iter()):
-            parent = child.getparent()
-            if parent is not None and any(rule(parent, child) for rule in self.ignore):
-                parent.remove(child)
+        for rule in self.rules:
+            rule(el)
         return canonical(el)
 
     def close(self) -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from chatserver.core.events import Invite, Message, ModeItem
 from chatserver.core.service import ChatService
-from protocols.xmpp.muc import build
+from protocols.xmpp.muc import build, chat
 from tests.xmpp.test_muc_harness import MUC, NS_USER, Occupant, error_condition, other
 
 ROOM = f"dev@{MUC}"
@@ -71,7 +71,7 @@ def test_a_fanned_out_message_is_serialized_once(room, service, monkeypatch) -> 
     alice, carol, _irc, bob = room
     calls = []
     real = build.tail
-    monkeypatch.setattr(build, "tail", lambda el: calls.append(el) or real(el))
+    monkeypatch.setattr(chat, "tail", lambda el: calls.append(el) or real(el))
     msg = service.say(bob, text="once", room="dev")
     assert len(calls) == 1
     assert ("xmpp", "muc", "message") in msg.rendered
@@ -79,13 +79,23 @@ def test_a_fanned_out_message_is_serialized_once(room, service, monkeypatch) -> 
     assert a.replace(alice.jid.encode(), b"X") == c.replace(carol.jid.encode(), b"X")
 
 
-def test_chat_states_alone_are_ignored(room) -> None:
-    alice, _carol, irc, _bob = room
+def test_body_less_messages_reach_xmpp_occupants_only(room) -> None:
+    alice, carol, irc, _bob = room
     alice.feed(
-        f"<message to='{ROOM}' type='groupchat'>"
+        f"<message to='{ROOM}' type='groupchat' id='st-1'>"
         "<active xmlns='http://jabber.org/protocol/chatstates'/></message>"
     )
-    assert alice.take() == [] and irc.events == []
+    # A chat state means nothing on IRC; every XMPP occupant (the sender too) gets it whole.
+    assert irc.events == []
+    for occupant in (alice, carol):
+        (msg,) = occupant.take()
+        assert (msg.get("from"), msg.get("id"), msg.get("to")) == (
+            f"{ROOM}/alice",
+            "st-1",
+            occupant.jid,
+        )
+        assert msg.find("{http://jabber.org/protocol/chatstates}active") is not None
+        assert msg.find("body") is None
 
 
 def test_sending_without_being_in_the_room_is_not_acceptable(room, service) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from tests.support import prosody
 from tests.support.server import ServerProcess
-from tests.support.xmpp_differential import PASSWORD, Ignore, Session
+from tests.support.xmpp_differential import PASSWORD, Rule, Session
 
 ACCOUNTS = ("alice", "bob", "carol")
 
@@ -47,12 +47,13 @@ Script = Callable[[Session], None]
 def run(
     reference: prosody.ProsodyProcess, ours: ServerProcess
 ) -> Callable[..., tuple[dict[str, Any], dict[str, Any]]]:
-    """``run(script, ignore=...)``: the transcripts (chatserver's, Prosody's) of one script."""
+    """``run(script, rules=...)``: the transcripts (chatserver's, Prosody's) of one script,
+    each stanza passed through ``rules`` (see tests.support.xmpp_differential)."""
 
-    def play(script: Script, ignore: tuple[Ignore, ...] = ()) -> tuple[Any, Any]:
+    def play(script: Script, rules: tuple[Rule, ...] = ()) -> tuple[Any, Any]:
         results = []
         for port in (ours.ports["xmpp"], reference.port):
-            session = Session(port, ignore)
+            session = Session(port, rules)
             try:
                 script(session)
             finally:
@@ -61,4 +62,3 @@ def run(
         return results[0], results[1]
 
     return play
-

@@ -83,7 +83,7 @@ def chat_with_extensions(s: Session) -> None:
 
 
 def test_chat_with_extensions(run) -> None:
-    ours, theirs = run(chat_with_extensions, ignore=(archive_stanza_id,))
+    ours, theirs = run(chat_with_extensions, rules=(archive_stanza_id,))
     assert_same(ours, theirs)
 
 
@@ -106,7 +106,9 @@ def carbons(s: Session) -> None:
     )
     s.settle()
     # To the bare JID: every resource; to one resource: a <received/> copy for the other.
-    s.send("bob", "<message to='alice@localhost' type='chat' id='c-2'><body>to you</body></message>")
+    s.send(
+        "bob", "<message to='alice@localhost' type='chat' id='c-2'><body>to you</body></message>"
+    )
     s.settle()
     s.send(
         "bob",
@@ -129,5 +131,5 @@ def carbons(s: Session) -> None:
 
 
 def test_carbons(run) -> None:
-    ours, theirs = run(carbons, ignore=(archive_stanza_id,))
+    ours, theirs = run(carbons, rules=(archive_stanza_id,))
     assert_same(ours, theirs)
