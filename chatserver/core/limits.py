@@ -21,7 +21,8 @@ class TokenBucket:
         self.stamp = now
 
     def _refill(self, now: float) -> None:
-        if now > self.stamp:
+        # Tokens above the capacity (a credit given on purpose) are kept until spent.
+        if now > self.stamp and self.tokens < self.capacity:
             self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
 

@@ -32,6 +32,7 @@ from zope.interface import implementer
 from chatserver.config import PROTOCOL_SECTIONS, BindPoint, Config, bind_points, format_address
 from chatserver.core.accounts import AccountManager
 from chatserver.core.service import ChatService
+from chatserver.server.memory import MemoryTrimmer
 from chatserver.server.pidfile import AlreadyRunning, PidFile
 from chatserver.server.tls import (
     ReloadableTls,
@@ -233,7 +234,11 @@ class ChatServer(MultiService):
         # data directory sees it and refuses.
         self.pidfile = PidFile(config.data_dir)
         self.metrics: Any = None
+        # Gives back what the C allocator holds free after a burst (see memory.py).
+        self.memory = MemoryTrimmer(config.server.memory_trim_interval, clock=reactor)
         self.http_port: IListeningPort | None = None
+        # The operator's control socket (chatserver admin ...).
+        self.control_port: IListeningPort | None = None
         self._starting: defer.Deferred[None] | None = None
         self._ready_waiters: list[defer.Deferred[None]] = []
         self._ready = False
@@ -352,6 +357,8 @@ class ChatServer(MultiService):
             await self._listen(listener)
         if self.metrics is not None:
             await self._listen_http()
+        self._listen_control()
+        self.memory.start()
         log.info(
             "ready server={server} listeners={count}",
             server=config.server.name,
@@ -436,6 +443,14 @@ class ChatServer(MultiService):
             address=format_address(host.host, host.port),
         )
 
+    def _listen_control(self) -> None:
+        from chatserver.server.control.server import listen
+
+        try:
+            self.control_port = listen(self.reactor, self)
+        except Exception as err:
+            raise StartupError(f"cannot listen on the control socket: {err}") from err
+
     def tls_options(self) -> CertificateOptions:
         """The server's current TLS options; the first call loads (or makes) the certificate."""
         return self.tls.options()
@@ -472,6 +487,7 @@ class ChatServer(MultiService):
             # A stop during the start (SIGTERM while the store migrates) waits for it to end,
             # so what was opened is closed.
             await self._starting
+        self.memory.stop()
         # Listeners first: no one connects while the others are being told.
         await super().stopService()
         if self.metrics is not None:
@@ -479,6 +495,9 @@ class ChatServer(MultiService):
         if self.http_port is not None:
             await self.http_port.stopListening()
             self.http_port = None
+        if self.control_port is not None:
+            await defer.maybeDeferred(self.control_port.stopListening)
+            self.control_port = None
         if self.chat is not None:
             try:
                 await self.chat.shutdown()

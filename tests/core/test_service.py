@@ -460,15 +460,36 @@ def test_identifying_in_time_stops_enforcement() -> None:
 
 
 def test_change_password_and_drop(service: ChatService) -> None:
-    _, ca = user(service, "alice")
+    a, ca = user(service, "alice")
     result(service.register(ca, "first-pass"))
     with pytest.raises(AccountError):
         result(service.change_password(ca, "wrong-pass", "second-pass"))
     result(service.change_password(ca, "first-pass", "second-pass"))
-    _, cx = user(service, "x")
+    x, cx = user(service, "x")
     assert result(service.identify(cx, "second-pass", account="alice")) is not None
     result(service.drop(ca, "second-pass"))
-    assert ca.user.account is None and "alice" not in service.accounts.store.accounts
+    assert "alice" not in service.accounts.store.accounts
+    # The other session ends at once; the one that asked once it has been told.
+    assert x.disconnected == "Account deleted" and a.disconnected is None
+    service.clock.advance(0)
+    assert a.disconnected == "Account deleted"
+    assert service.find_user("alice") is None and service.connection_count() == 0
+
+
+def test_a_password_change_ends_the_other_sessions(service: ChatService) -> None:
+    a, ca = user(service, "alice")
+    result(service.register(ca, "first-pass"))
+    other, co = user(service, "x", protocol="xmpp")
+    result(service.identify(co, "first-pass", account="alice"))
+    before = FakeClient(protocol="irc")
+    cb = service.connect(before)
+    result(service.identify(cb, "first-pass", account="alice"))  # no nick yet
+    result(service.change_password(ca, "first-pass", "second-pass"))
+    assert other.disconnected == "Password changed" == before.disconnected
+    assert a.disconnected is None and ca.user.account == "alice"
+    # The operator's change ends every session.
+    result(service.set_account_password("alice", "third-pass"))
+    assert a.disconnected == "Password changed" and service.connection_count() == 0
 
 
 def test_release_nick_renames_a_guest_holder(service: ChatService) -> None:

@@ -262,8 +262,9 @@ def test_invalid_utf8_nul_and_bare_cr(env: Env, watcher: Watcher) -> None:
     watcher.check()
 
 
-def telnet_storm(rng: random.Random, size: int) -> bytes:
-    """Telnet commands of every kind, well formed, and no data byte among them."""
+def telnet_storm(rng: random.Random, size: int, *, commands: bool = False) -> bytes:
+    """Telnet commands of every kind, well formed, and no data byte among them: ``size``
+    bytes of them, or ``size`` commands."""
     parts = []
     total = 0
     while total < size:
@@ -278,23 +279,24 @@ def telnet_storm(rng: random.Random, size: int) -> bytes:
         else:
             piece = b"\xff\xfa\x18\xff\xff\x01\xff\xf0"
         parts.append(piece)
-        total += len(piece)
+        total += 1 if commands else len(piece)
     return b"".join(parts)
 
 
-def test_telnet_iac_storm(env: Env, watcher: Watcher) -> None:
-    """Half a megabyte of telnet commands around one line: refusals only, at most one per
-    option, and the room sees the line and nothing else."""
+def test_telnet_commands_around_a_line(env: Env, watcher: Watcher) -> None:
+    """A telnet client's usual handful of commands around one line: refusals only, at most
+    one per option, and the room sees the line and nothing else."""
     rng = random.Random(7)
     user = RawClient(env.ports[PROTO], source=ATTACKER)
     user.expect(LINE_PROMPT)
     mark = watcher.mark()
-    user.send(b"iacstorm\r\n/join fuzzroom\r\n")
+    user.send(b"iacfew\r\n/join fuzzroom\r\n")
     user.expect("*** now talking in #fuzzroom")
-    watcher.wait_for("-!- iacstorm joined #fuzzroom", mark)
+    watcher.wait_for("-!- iacfew joined #fuzzroom", mark)
+    time.sleep(1.0)  # the nick and the join used tokens; let the bucket fill again
     mark = watcher.mark()
     # Whole commands on either side of the text, so that no byte of it is an option code.
-    before, after = telnet_storm(rng, 128 * 1024), telnet_storm(rng, 128 * 1024)
+    before, after = telnet_storm(rng, 4, commands=True), telnet_storm(rng, 4, commands=True)
     user.send(before + b"vis" + after + b"ible\r\n")
     user.send(b"/ping\r\n")
     data = b""
@@ -302,14 +304,71 @@ def test_telnet_iac_storm(env: Env, watcher: Watcher) -> None:
         user.sock.settimeout(5)
         data += user.sock.recv(65536)
     refusals = IAC_REFUSAL.findall(data)
-    assert len(refusals) == len(set(refusals)) <= 512
+    assert len(refusals) == len(set(refusals))
     # Besides the refusals only the pong, and events of the room (users of earlier tests
     # may still be leaving it).
     text = IAC_REFUSAL.sub(b"", data).decode()
     assert [ln for ln in text.split("\r\n") if not ln.startswith("-!- ")] == ["*** pong", ""]
-    watcher.wait_for("[#fuzzroom] <iacstorm> visible", mark)
-    assert said_by(watcher, "iacstorm", mark) == ["[#fuzzroom] <iacstorm> visible"]
+    watcher.wait_for("[#fuzzroom] <iacfew> visible", mark)
+    assert said_by(watcher, "iacfew", mark) == ["[#fuzzroom] <iacfew> visible"]
     user.close()
+    count(PROTO)
+    watcher.check()
+
+
+@pytest.mark.parametrize("kind", ["mixed", "nop", "negotiation", "subnegotiation"])
+def test_telnet_iac_storm_is_a_flood(env: Env, watcher: Watcher, kind: str) -> None:
+    """Telnet commands cost like lines: a storm of them (each kind, and all mixed) around a
+    line ends the connection for flooding at once; the room never sees the line, and what
+    was answered before the end is at most one refusal per option."""
+    rng = random.Random(11)
+    user = RawClient(env.ports[PROTO], source=ATTACKER)
+    user.expect(LINE_PROMPT)
+    mark = watcher.mark()
+    nick = f"storm{kind[:3]}"
+    user.send(f"{nick}\r\n/join fuzzroom\r\n".encode())
+    user.expect("*** now talking in #fuzzroom")
+    watcher.wait_for(f"-!- {nick} joined #fuzzroom", mark)
+    mark = watcher.mark()
+    storm = {
+        "mixed": lambda: telnet_storm(rng, 128 * 1024),
+        "nop": lambda: b"\xff\xf1" * (64 * 1024),
+        "negotiation": lambda: b"".join(bytes((255, 253, i % 256)) for i in range(40_000)),
+        "subnegotiation": lambda: b"\xff\xfa\x18\x00\xff\xf0" * 20_000,
+    }[kind]()
+    start = time.monotonic()
+    try:
+        user.send(storm + b"invisible\r\n" + storm)
+    except OSError:
+        pass  # closed while the storm was still being sent
+    data = user.read_bytes_until_closed(timeout=5.0)
+    took = time.monotonic() - start
+    assert b"Server closing connection: Excess flood" in data
+    assert took < 3.0, f"the storm went on for {took:.1f} s"
+    refusals = IAC_REFUSAL.findall(data)
+    assert len(refusals) == len(set(refusals))
+    watcher.wait_for(f"-!- {nick} quit (Excess flood)", mark)
+    assert said_by(watcher, nick, mark) == []
+    count(PROTO)
+    watcher.check()
+
+
+def test_telnet_nop_drip(env: Env, watcher: Watcher) -> None:
+    """A client that sends nothing but telnet NOPs, a few at a time above the line rate,
+    never idle and never saying a line: flood control ends it within seconds."""
+    user = LineUser(env.ports[PROTO], "dripper", source=ATTACKER)
+    start = time.monotonic()
+    closed = False
+    while time.monotonic() - start < 8.0:
+        try:
+            user.send(b"\xff\xf1" * 8)
+        except OSError:
+            closed = True
+            break
+        if user.drain(0.1) and user.closed:
+            closed = True
+            break
+    assert closed, "a drip of telnet commands past the budget was never stopped"
     count(PROTO)
     watcher.check()
 
