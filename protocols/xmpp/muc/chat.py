@@ -28,6 +28,8 @@ class RoomStanza:
     own making (XEP-0359 §4), ready for the room's."""
 
     data: bytes
+    # The id the sender gave it, by which a later correction (XEP-0308) names it.
+    client_id: str | None = None
 
     @classmethod
     def of(cls, stanza: Element, occupant: str, lang: str) -> RoomStanza:
@@ -42,7 +44,7 @@ class RoomStanza:
         data = to_bytes(el)
         if data.endswith(b"/>"):
             data = data[:-2] + b">" + _END
-        return cls(data)
+        return cls(data, stanza.get("id"))
 
     def tail(self, *extra: Element) -> bytes:
         """The stanza after ``<message``, with ``extra`` children added at its end."""

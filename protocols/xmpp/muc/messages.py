@@ -15,7 +15,7 @@ from typing import Any
 
 from chatserver.core.errors import BadName
 from chatserver.core.events import MessageKind
-from chatserver.core.names import room_key
+from chatserver.core.names import casefold, room_key
 from chatserver.core.views import RoomView
 from protocols.xmpp import relay
 from protocols.xmpp.muc import ns
@@ -26,6 +26,8 @@ from protocols.xmpp.router import StanzaError, handler
 from protocols.xmpp.stanzas import child_text, sub
 
 ACTION_PREFIX = "/me "
+NS_REPLY = "urn:xmpp:reply:0"
+NS_CORRECT = "urn:xmpp:message-correct:0"
 
 
 def split_action(body: str) -> tuple[MessageKind, str]:
@@ -76,7 +78,45 @@ def on_groupchat(conn: Any, msg: Element) -> None:
 def say(conn: Any, room: RoomView, msg: Element, body: str) -> None:
     kind, text = split_action(body)
     native = RoomStanza.of(msg, conn.occupant_jid(room.name, conn.user.nick), conn.lang)
-    conn.service.say(conn.core, text=text, room=room.name, kind=kind, native=native)
+    tags = client_tags(conn, room, msg)
+    conn.service.say(conn.core, text=text, room=room.name, kind=kind, tags=tags, native=native)
+
+
+# How far back a correction may reach for the message it corrects.
+CORRECTABLE = 50
+
+
+def client_tags(conn: Any, room: RoomView, msg: Element) -> tuple[tuple[str, str], ...]:
+    """The IRCv3 client tags that say what the XMPP extensions say, for IRC users.
+
+    A reply (XEP-0461) names the room's stanza-id, which is the IRC ``msgid``: it is
+    ``+draft/reply``.  A correction (XEP-0308) names the sender's own id of a recent message
+    of its own: ``+draft/edit`` with that message's ``msgid``, when it is still in the room's
+    recent history.
+    """
+    tags: list[tuple[str, str]] = []
+    reply = find(msg, NS_REPLY, "reply")
+    if reply is not None and reply.get("id"):
+        tags.append(("+draft/reply", reply.get("id") or ""))
+    replace = find(msg, NS_CORRECT, "replace")
+    if replace is not None and replace.get("id"):
+        corrected = _corrected(conn, room, replace.get("id") or "")
+        if corrected is not None:
+            tags.append(("+draft/edit", corrected))
+    return tuple(tags)
+
+
+def _corrected(conn: Any, room: RoomView, client_id: str) -> str | None:
+    nick = conn.user.key
+    for said in reversed(conn.service.recent(room.name, CORRECTABLE)):
+        native = said.native
+        if (
+            isinstance(native, RoomStanza)
+            and native.client_id == client_id
+            and casefold(said.source.nick) == nick
+        ):
+            return said.id
+    return None
 
 
 @handler("message", None, None, service="muc")
