@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 log = Logger()
 
 XML_LANG = f"{{{stanzas.NS_XML}}}lang"
+NS_CSI = "urn:xmpp:csi:0"
 
 _ping_ids = itertools.count(1)
 
@@ -534,6 +535,10 @@ class XmppConnection(Protocol):
                 self.stream_error("unsupported-stanza-type", "already authenticated")
             else:
                 sasl.handle(self, el)
+        elif ns == NS_CSI and self.state == BOUND:
+            # Client state indication (XEP-0352) is a hint: a client that gives it must not
+            # lose its stream for it, whether or not anything is held back for it.
+            pass
         elif ns == NS_STREAMS and qname.localname == "error":
             log.info("xmpp stream error from {address}", address=self.address)
             self._stream_closed()

@@ -198,3 +198,15 @@ def test_room_private_messages_come_from_the_occupant_jid(
     )
     [state] = bob.received()
     assert state.get("from") == f"dev@{MUC}/alice"
+
+
+def test_client_state_indication_does_not_end_the_stream(client, account) -> None:
+    alice, bob = two(client, account)
+    alice.send("<inactive xmlns='urn:xmpp:csi:0'/>")
+    assert alice.stream_error is None and not alice.closed
+    bob.send(
+        "<message to='alice@localhost' type='chat' id='i-1'><body>still there?</body></message>"
+    )
+    alice.send("<active xmlns='urn:xmpp:csi:0'/>")
+    assert [m.get("id") for m in alice.received() if m.tag == "message"] == ["i-1"]
+    assert alice.stream_error is None and not alice.closed
