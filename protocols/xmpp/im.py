@@ -75,11 +75,11 @@ def _pass_on(conn: XmppConnection, stanza: etree._Element, target: JID) -> None:
     sender's (the rule of :func:`relay.deliver`)."""
     assert conn.jid is not None and conn.bare_jid is not None
     native = relay.of(stanza, conn.jid, conn.lang)
-    sessions = list(conn.factory.available(target.bare))
+    for session in conn.factory.available(target.bare):
+        relay.deliver(session, native, recipient=True)
     if target.bare != conn.bare_jid:
-        sessions.extend(conn.factory.available(conn.bare_jid))
-    for session in sessions:
-        relay.deliver(session, native)
+        for session in conn.factory.available(conn.bare_jid):
+            relay.deliver(session, native, recipient=False)
 
 
 @handler("message", "error", None)

@@ -53,16 +53,8 @@ class Relay:
     per_resource: bool = False
 
     @property
-    def to_bare(self) -> str:
-        return self.to.partition("/")[0]
-
-    @property
     def to_resource(self) -> str:
         return self.to.partition("/")[2]
-
-    @property
-    def sender_bare(self) -> str:
-        return self.sender.partition("/")[0]
 
 
 def strip_server_stamps(stanza: etree._Element) -> None:
@@ -96,8 +88,9 @@ def of(stanza: etree._Element, sender: str, lang: str, *, sender_as: str | None 
     return Relay(stanzas.to_bytes(stanza), to, sender, copies)
 
 
-def deliver(conn: XmppConnection, relay: Relay) -> None:
-    """This connection's copy of ``relay``, if it gets one.
+def deliver(conn: XmppConnection, relay: Relay, recipient: bool) -> None:
+    """This connection's copy of ``relay``, if it gets one; ``recipient`` says whether the
+    connection's user is the one the message is for (else it is the sender's).
 
     * The recipient's resources: all of them for a bare JID; only the named one for a full
       JID that is online (RFC 6121 §8.5.3.1; else as for the bare JID), and a ``<received/>``
@@ -109,12 +102,10 @@ def deliver(conn: XmppConnection, relay: Relay) -> None:
     if own is None or jid is None:
         return
     if relay.per_resource:
-        # The core hands it to the recipient's connections and the sender's: only the
-        # recipient's get it.
-        if own != relay.sender_bare:
+        if recipient:
             conn.send(stanzas.splice_to(relay.data, jid))
         return
-    if own == relay.to_bare:
+    if recipient:
         resource = relay.to_resource
         if not resource or resource == conn.resource:
             conn.send(relay.data)
@@ -124,7 +115,7 @@ def deliver(conn: XmppConnection, relay: Relay) -> None:
         elif relay.carbons and _carbons(conn):
             conn.send(_carbon(conn, relay, "received"))
         return
-    if own == relay.sender_bare and jid != relay.sender and relay.carbons and _carbons(conn):
+    if jid != relay.sender and relay.carbons and _carbons(conn):
         conn.send(_carbon(conn, relay, "sent"))
 
 

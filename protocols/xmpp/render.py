@@ -96,11 +96,12 @@ def chat_text(event: Message) -> str:
 
 
 def _private(conn: XmppConnection, event: Message) -> None:
+    user = conn.user
     native = event.native
     if isinstance(native, Relay):
-        deliver_relay(conn, native)
+        if user is not None:
+            deliver_relay(conn, native, casefold(event.target or "") == user.key)
         return
-    user = conn.user
     if user is None or event.origin is conn:
         return
     if casefold(event.source.nick) == user.key and casefold(event.target or "") != user.key:

@@ -152,7 +152,7 @@ def private(conn: Any, room: RoomView, nick: str, msg: Element) -> None:
     if not body:
         for client in target.clients():
             if getattr(client, "protocol", None) == "xmpp":
-                relay.deliver(client, native)
+                relay.deliver(client, native, recipient=True)
         return
     kind, text = split_action(body)
     conn.service.say(conn.core, text=text, nick=target.nick, kind=kind, native=native)
