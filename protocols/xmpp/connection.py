@@ -171,11 +171,7 @@ class XmppConnection(Protocol):
         self._extra: dict[str, Any] | None = None
         self._on_close: list[Callable[[XmppConnection], None]] | None = None
         self.sasl: SaslServer | None = None
-        self.parser = StreamParser(
-            max_stanza_bytes=factory.config.max_stanza_bytes,
-            max_depth=factory.config.max_depth,
-            max_elements=factory.config.max_stanza_elements,
-        )
+        self.parser = StreamParser(factory.stream_limits)
         # One timer serves the login deadline, parking the parser, the idle ping and the
         # wait for its answer: input only records its time, so a busy stream re-arms nothing.
         self._timer: Any = None
@@ -342,6 +338,8 @@ class XmppConnection(Protocol):
         # Silence is not the only way to hold a connection: a byte now and then (slowloris)
         # keeps the idle timer happy, so logging in has a deadline of its own.
         self._deadline = self.clock.seconds() + self.config.negotiation_timeout
+        # Elements before login count too (a fresh budget comes with the bound resource).
+        self.flood.budget = FloodBudget(self.config.flood_burst, self.config.flood_rate, self.clock)
         self._touch()
 
     def dataReceived(self, data: bytes) -> None:
@@ -523,6 +521,11 @@ class XmppConnection(Protocol):
     def _element(self, el: etree._Element) -> None:
         tag = el.tag
         if not isinstance(tag, str):
+            return
+        budget = self.flood.budget
+        if self.state != BOUND and budget is not None and not budget.take():
+            # A login takes a handful of elements; the budget is for whole sessions.
+            self.stream_error("policy-violation", "too many elements before login")
             return
         qname = etree.QName(tag)
         ns = qname.namespace

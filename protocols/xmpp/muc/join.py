@@ -14,6 +14,7 @@ from typing import Any
 from chatserver.core.errors import BadName, JoinRefused
 from chatserver.core.names import casefold, room_key
 from chatserver.core.views import RoomView
+from protocols.costs import FANOUT
 from protocols.xmpp import presence
 from protocols.xmpp.muc import ns
 from protocols.xmpp.muc.build import Element, find, send_spliced, send_to
@@ -52,7 +53,7 @@ class JoinRequest:
 _joining: dict[tuple[int, str], JoinRequest] = {}
 
 
-@handler("presence", None, None, service="muc")
+@handler("presence", None, None, service="muc", per_delivery=FANOUT)
 def on_presence(conn: Any, pres: Element) -> None:
     address = parse_address(pres.get("to"))
     kind = pres.get("type")
