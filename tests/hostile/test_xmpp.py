@@ -482,6 +482,23 @@ def send_until_error(port: int, data: bytes) -> str | None:
         client.close()
 
 
+def test_elements_before_login_take_tokens(env: Env) -> None:
+    """Hundreds of in-band registration queries before logging in, pipelined: the stream
+    ends with policy-violation once the flood budget is spent (a login takes a handful of
+    elements), and only that many were answered."""
+    query = b"<iq type='get' id='q'><query xmlns='jabber:iq:register'/></iq>"
+    client = XmppClient(env.ports[PROTO], source=ATTACKER, open_stream=False, timeout=10.0)
+    try:
+        client.send(HEADER + query * 500)
+    except OSError:
+        pass  # closed while we were still sending
+    assert client.until_closed(10.0) == "policy-violation"
+    answered = [el for el in client.pending if local(el) == "iq"]
+    assert 10 <= len(answered) <= 25, len(answered)
+    client.close()
+    count(PROTO, 500)
+
+
 def test_attribute_floods_cost_the_server_little(env: Env) -> None:
     """Four streams at once, for three seconds, each sending start tags of 24,000
     attributes before logging in, over and over: each costs the server about what reading
