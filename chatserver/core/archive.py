@@ -86,6 +86,7 @@ class Archive:
         text: str,
         kind: MessageKind = "privmsg",
         tags: tuple[tuple[str, str], ...] = (),
+        native: Any = None,
     ):
         """Send a private message to ``nick`` when nobody has it: it is kept for the account
         of that name and reaches its next connection.  Fires with the Message; errbacks
@@ -95,14 +96,14 @@ class Archive:
             raise ChatError("no text to send")
         check_nick(nick)
         if self.users.get(nick) is not None:
-            return self.say(conn, text=text, nick=nick, kind=kind, tags=tags)  # type: ignore[attr-defined]
+            return self.say(conn, text=text, nick=nick, kind=kind, tags=tags, native=native)  # type: ignore[attr-defined]
         if self.archive_store is None or kind == "notice":
             # Notices are never answered automatically, nor kept for later (RFC 2812 3.3.2).
             raise NoSuchNick(nick)
         record = yield self.accounts.get(nick)
         online = self.users.get(nick)
         if online is not None:
-            return self.say(conn, text=text, nick=nick, kind=kind, tags=tags)  # type: ignore[attr-defined]
+            return self.say(conn, text=text, nick=nick, kind=kind, tags=tags, native=native)  # type: ignore[attr-defined]
         if record is None:
             raise NoSuchNick(nick)
         now = self.clock.seconds()
@@ -115,6 +116,7 @@ class Archive:
             target=record.name,
             tags=tags,
             origin=conn.client,
+            native=native,
         )
         if user.account is not None:
             self._pending_private.append(

@@ -549,22 +549,22 @@ def _private_message(row: Sequence[Any]) -> Message:
     )
 
 
+def _stanza(msg: Message) -> str | None:
+    """The sender's own serialized message, when its protocol keeps one for recipients on
+    the same protocol (an XMPP stanza, whole with its extensions), else None."""
+    data = getattr(msg.native, "data", None)
+    if isinstance(data, bytes):
+        return _utf8(data.decode("utf-8", "replace"))
+    return None
+
+
 def _append_private(cur: sqlite3.Cursor, entries: Sequence[ArchiveEntry]) -> int:
     rows = []
     for entry in entries:
         msg = entry.message
         # The room column of a history row is the recipient nick here.
         row = _message_row(msg)
-        stanza = getattr(msg, "stanza", None)
-        rows.append(
-            (
-                entry.owner,
-                entry.peer,
-                1 if entry.offline else 0,
-                *row,
-                None if stanza is None else _utf8(str(stanza)),
-            )
-        )
+        rows.append((entry.owner, entry.peer, 1 if entry.offline else 0, *row, _stanza(msg)))
     cur.executemany(_PRIVATE_INSERT, rows)
     return cur.rowcount
 

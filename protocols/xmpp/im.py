@@ -2,15 +2,14 @@
 
 A message with a body goes through the core (``service.say``) as one message, so an IRC or
 line-chat user gets it as a private message (one line per line of the body: their renderers
-split it) and every connection of the target user sees it; the XMPP renderer turns the core's
-Message back into one ``type='chat'`` message.  A message without a body (chat
-states, receipts) means something only to XMPP clients, so it is passed to the target's XMPP
-resources as it is.
+split it), history and moderation see it, and every connection of the target user gets it.
+The core Message carries the stanza itself (:mod:`protocols.xmpp.relay`), so XMPP recipients
+get the sender's stanza whole.  A message without a body (chat states, receipts, markers)
+means something only to XMPP clients and is relayed to them here alone, by the same rule.
 """
 
 from __future__ import annotations
 
-import copy
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +17,7 @@ from lxml import etree
 from twisted.internet.defer import Deferred
 
 from chatserver.core.errors import NoSuchNick
-from protocols.xmpp import stanzas
+from protocols.xmpp import relay, stanzas
 from protocols.xmpp.jid import JID, try_parse
 from protocols.xmpp.router import StanzaError, handler
 
@@ -56,6 +55,7 @@ def chat(conn: XmppConnection, stanza: etree._Element) -> Deferred | None:
     if target is None:
         return
     body = stanzas.child_text(stanza, "body")
+    assert conn.jid is not None
     if body is None or not body.strip():
         _pass_on(conn, stanza, target)
         displayed = stanzas.find(stanza, "displayed", NS_CHAT_MARKERS)
@@ -68,14 +68,17 @@ def chat(conn: XmppConnection, stanza: etree._Element) -> Deferred | None:
     text = body
     if text.startswith("/me "):
         kind, text = "action", text[4:]
+    native = relay.of(stanza, conn.jid, conn.lang)
     if conn.service.find_user(target.local) is None:
         # RFC 6121 §8.5.2.1.1: a registered account with no connection gets the message
         # kept (offline storage); a JID that is no account is unavailable.
-        d = conn.service.say_offline(conn.core, nick=target.local, text=text, kind=kind)
+        d = conn.service.say_offline(
+            conn.core, nick=target.local, text=text, kind=kind, native=native
+        )
         d.addErrback(_unavailable, target.local)
         return d
     try:
-        conn.service.say(conn.core, nick=target.local, text=text, kind=kind)
+        conn.service.say(conn.core, nick=target.local, text=text, kind=kind, native=native)
     except NoSuchNick:
         _unavailable(None, target.local)
     return None
@@ -107,13 +110,15 @@ def _unavailable(failure: Any, nick: str) -> None:
 
 
 def _pass_on(conn: XmppConnection, stanza: etree._Element, target: JID) -> None:
-    if target.resource is not None:
-        session = conn.factory.session(target.bare, target.resource)
-        sessions = [session] if session is not None else list(conn.factory.available(target.bare))
-    else:
-        sessions = list(conn.factory.available(target.bare))
-    for session in sessions:
-        session.send(copy.deepcopy(stanza))
+    """A stanza only XMPP clients understand: to the target's resources, carbons to the
+    sender's (the rule of :func:`relay.deliver`)."""
+    assert conn.jid is not None and conn.bare_jid is not None
+    native = relay.of(stanza, conn.jid, conn.lang)
+    for session in conn.factory.available(target.bare):
+        relay.deliver(session, native, recipient=True)
+    if target.bare != conn.bare_jid:
+        for session in conn.factory.available(conn.bare_jid):
+            relay.deliver(session, native, recipient=False)
 
 
 @handler("message", "error", None)
