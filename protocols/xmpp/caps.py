@@ -114,7 +114,7 @@ def received(conn: XmppConnection, presence: etree._Element) -> None:
         _learned(conn, ver, known)
         return
     pending = extra.setdefault("caps.pending", {})
-    if len(pending) >= PENDING_MAX:
+    if len(pending) >= PENDING_MAX or any(v == ver for v, _ in pending.values()):
         return
     qid = f"caps{next(_ids)}"
     pending[qid] = (ver, hash_name)

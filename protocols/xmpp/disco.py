@@ -74,7 +74,9 @@ def info(conn: XmppConnection, stanza: etree._Element) -> None:
 def server_identity_and_features(factory: XmppFactory, query: etree._Element) -> None:
     """What the server says of itself in disco#info (and hashes into its caps ``ver``)."""
     stanzas.sub(query, "identity", {"category": "server", "type": "im", "name": SERVER_NAME})
-    features = list(SERVER_FEATURES)
+    # Clients read PEP support from the server's features too (Profanity: publish-options).
+    stanzas.sub(query, "identity", {"category": "pubsub", "type": "pep"})
+    features = [*SERVER_FEATURES, *pep.FEATURES]
     if factory.registration_open():
         features.append(NS_REGISTER)
     _features(query, features)
