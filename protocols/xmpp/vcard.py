@@ -1,11 +1,8 @@
-"""vCard-temp (XEP-0054): one vCard per account, set by its owner and read by anyone, and
-the avatar hash of XEP-0153 in its resources' presences.
+"""vCard-temp (XEP-0054): one vCard per account, set by its owner and read by anyone.
 
 The vCard is a node of kind ``vcard`` in the account's personal data
-(:class:`protocols.xmpp.pep.PepData`), so it counts towards the same limits.  When a vCard
-with a ``PHOTO`` is stored, each presence the account's resources send carries the photo's
-SHA-1 in ``<x xmlns='vcard-temp:x:update'><photo/></x>`` (replacing what the client put
-there), so contacts know when to fetch it again.
+(:class:`protocols.xmpp.pep.PepData`), so it counts towards the same limits.
+:func:`photo_hash` gives the XEP-0153 hash of its photo.
 """
 
 from __future__ import annotations
