@@ -236,3 +236,13 @@ def test_history_replays_the_occupants_stanza(room, service) -> None:
     assert past.find("{urn:xmpp:chat-markers:0}markable") is not None
     assert past.find("{urn:xmpp:delay}delay") is not None
     assert past.find("{urn:xmpp:sid:0}stanza-id") is not None
+
+
+def test_an_irc_reply_reaches_xmpp_as_a_reply(room, service) -> None:
+    alice, _carol, _irc, bob = room
+    first = service.say(bob, text="question?", room="dev")
+    alice.take()
+    service.say(bob, text="answer", room="dev", tags=(("+draft/reply", first.id),))
+    (got,) = alice.take()
+    reply = got.find("{urn:xmpp:reply:0}reply")
+    assert reply is not None and reply.get("id") == first.id

@@ -66,9 +66,9 @@ def body_text(msg: Message) -> str:
     return text
 
 
-def groupchat_message(
-    conn: Any, msg: Message, msg_id: str, origin_id: str | None = None
-) -> Element:
+def groupchat_message(conn: Any, msg: Message, msg_id: str) -> Element:
+    """A room message from another protocol; an IRC client's ``+draft/reply`` (the room's
+    msgid, which is the stanza-id) becomes a XEP-0461 reply."""
     assert msg.room is not None
     el = element(
         "message",
@@ -80,8 +80,9 @@ def groupchat_message(
     )
     sub(el, "body", text=body_text(msg))
     sub(el, "stanza-id", {"id": msg.id, "by": room_jid(conn, msg.room)}, ns=ns.SID)
-    if origin_id is not None:
-        sub(el, "origin-id", {"id": origin_id}, ns=ns.SID)
+    for key, value in msg.tags:
+        if key == "+draft/reply" and value:
+            sub(el, "reply", {"id": value}, ns=ns.REPLY)
     return el
 
 

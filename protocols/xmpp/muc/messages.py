@@ -26,8 +26,6 @@ from protocols.xmpp.router import StanzaError, handler
 from protocols.xmpp.stanzas import child_text, sub
 
 ACTION_PREFIX = "/me "
-NS_REPLY = "urn:xmpp:reply:0"
-NS_CORRECT = "urn:xmpp:message-correct:0"
 
 
 def split_action(body: str) -> tuple[MessageKind, str]:
@@ -95,10 +93,10 @@ def client_tags(conn: Any, room: RoomView, msg: Element) -> tuple[tuple[str, str
     recent history.
     """
     tags: list[tuple[str, str]] = []
-    reply = find(msg, NS_REPLY, "reply")
+    reply = find(msg, ns.REPLY, "reply")
     if reply is not None and reply.get("id"):
         tags.append(("+draft/reply", reply.get("id") or ""))
-    replace = find(msg, NS_CORRECT, "replace")
+    replace = find(msg, ns.CORRECT, "replace")
     if replace is not None and replace.get("id"):
         corrected = _corrected(conn, room, replace.get("id") or "")
         if corrected is not None:
