@@ -56,11 +56,6 @@ def error_text(el: etree._Element) -> None:
         _drop(el, f"{{{NS_STANZAS}}}text", lambda c: True)
 
 
-def occupant_id(el: etree._Element) -> None:
-    """XEP-0421 occupant ids, which Prosody adds in rooms and chatserver does not."""
-    _drop(el, "{urn:xmpp:occupant-id:0}occupant-id", lambda c: True)
-
-
 def vcard_update(el: etree._Element) -> None:
     """XEP-0153 avatar hashes, which Prosody's vcard_legacy adds to every presence."""
     _drop(el, "{vcard-temp:x:update}x", lambda c: True)

@@ -15,6 +15,7 @@ from typing import Any
 from chatserver.core.events import Message
 from protocols.xmpp.muc import ns
 from protocols.xmpp.muc.build import Element, tail
+from protocols.xmpp.muc.occupants import occupant_id
 from protocols.xmpp.stanzas import NS_XML, element, plain_text, sub, to_bytes
 
 _END = b"</message>"
@@ -32,9 +33,11 @@ class RoomStanza:
     client_id: str | None = None
 
     @classmethod
-    def of(cls, stanza: Element, occupant: str, lang: str) -> RoomStanza:
-        """The reflection of ``stanza`` (a copy: the stanza itself is not changed)."""
+    def of(cls, stanza: Element, occupant: str, lang: str, occupant_id: str) -> RoomStanza:
+        """The reflection of ``stanza`` (a copy: the stanza itself is not changed) from
+        ``occupant``, with its XEP-0421 ``occupant_id``."""
         el = copy.deepcopy(stanza)
+        stamp_occupant(el, occupant_id)
         for forged in el.findall(f"{{{ns.SID}}}stanza-id"):
             el.remove(forged)
         el.attrib.pop("to", None)
@@ -50,6 +53,13 @@ class RoomStanza:
         """The stanza after ``<message``, with ``extra`` children added at its end."""
         added = b"".join(to_bytes(el) for el in extra)
         return self.data[len(b"<message") : -len(_END)] + added + _END
+
+
+def stamp_occupant(el: Element, occupant_id: str) -> None:
+    """The room's ``<occupant-id/>`` in place of any the client put in (XEP-0421 §4)."""
+    for forged in el.findall(f"{{{ns.OCCUPANT_ID}}}occupant-id"):
+        el.remove(forged)
+    sub(el, "occupant-id", {"id": occupant_id}, ns=ns.OCCUPANT_ID)
 
 
 def room_jid(conn: Any, room: str) -> str:
@@ -80,6 +90,7 @@ def groupchat_message(conn: Any, msg: Message, msg_id: str) -> Element:
     )
     sub(el, "body", text=body_text(msg))
     sub(el, "stanza-id", {"id": msg.id, "by": room_jid(conn, msg.room)}, ns=ns.SID)
+    sub(el, "occupant-id", {"id": occupant_id(conn, msg.room, msg.source)}, ns=ns.OCCUPANT_ID)
     for key, value in msg.tags:
         if key == "+draft/reply" and value:
             sub(el, "reply", {"id": value}, ns=ns.REPLY)
