@@ -400,6 +400,10 @@ class XmppConfig:
     max_depth: int = _key(32, _Int(4, 256))
     # Elements in one stanza: each costs the parser a few Python calls.
     max_stanza_elements: int = _key(4096, _Int(16, 1 << 20))
+    # Attributes of one element (namespace declarations included) and the bytes of their
+    # values: each attribute costs the parser more than the one before.
+    max_attributes: int = _key(64, _Int(8, 4096))
+    max_attribute_bytes: int = _key(16384, _Int(4096, 16 << 20))
     # Seconds of silence before the server pings a client, then seconds more before it gives up.
     idle_timeout: float = _key(300.0, _Number(1))
     ping_timeout: float = _key(60.0, _Number(1))

@@ -161,11 +161,7 @@ class XmppConnection(Protocol):
         self._extra: dict[str, Any] | None = None
         self._on_close: list[Callable[[XmppConnection], None]] | None = None
         self.sasl: SaslServer | None = None
-        self.parser = StreamParser(
-            max_stanza_bytes=factory.config.max_stanza_bytes,
-            max_depth=factory.config.max_depth,
-            max_elements=factory.config.max_stanza_elements,
-        )
+        self.parser = StreamParser(factory.stream_limits)
         # One timer serves the login deadline, parking the parser once the stream has been
         # quiet a moment, the idle ping and the wait for its answer.
         self._timer = IdleTimer(self.clock, self, quiet_after=PARK_AFTER, on_quiet=self._park)
@@ -326,6 +322,8 @@ class XmppConnection(Protocol):
         # keeps the idle timer happy, so logging in has a deadline of its own.
         self._timer.start(deadline=self.config.negotiation_timeout)
         self._timer.touch(self.clock.seconds())
+        # Elements before login count too (a fresh budget comes with the bound resource).
+        self.flood.budget = FloodBudget(self.config.flood_burst, self.config.flood_rate, self.clock)
 
     def dataReceived(self, data: bytes) -> None:
         # Room messages of a reactor turn reach the other members together (one write each).
@@ -505,6 +503,11 @@ class XmppConnection(Protocol):
     def _element(self, el: etree._Element) -> None:
         tag = el.tag
         if not isinstance(tag, str):
+            return
+        budget = self.flood.budget
+        if self.state != BOUND and budget is not None and not budget.take():
+            # A login takes a handful of elements; the budget is for whole sessions.
+            self.stream_error("policy-violation", "too many elements before login")
             return
         qname = etree.QName(tag)
         ns = qname.namespace

@@ -21,6 +21,7 @@ from chatserver.core.service import ChatService
 from protocols.xmpp.connection import XmppConnection
 from protocols.xmpp.roster import Rosters
 from protocols.xmpp.roster_store import IRosterStore, MemoryRosterStore
+from protocols.xmpp.stream import Limits
 
 # Modules whose import registers handlers in the router table.
 HANDLER_MODULES = (
@@ -90,6 +91,7 @@ class XmppFactory(Factory):
         self.rosters = Rosters(roster_store)
         # casefolded bare JID -> resource -> connection, in binding order.
         self.sessions: dict[str, dict[str, XmppConnection]] = {}
+        self._stream_limits: tuple[Any, Limits] | None = None
         service.observe(self._observe)
 
     def _observe(self, event: Any) -> None:
@@ -102,6 +104,23 @@ class XmppFactory(Factory):
             from protocols.xmpp import presence
 
             presence.contact_away(self, event.who)
+
+    @property
+    def stream_limits(self) -> Limits:
+        """The stream layer's limits, from the configuration (which a reload replaces);
+        shared by every stream opened under one configuration."""
+        config = self.config
+        cached = self._stream_limits
+        if cached is None or cached[0] is not config:
+            limits = Limits(
+                stanza_bytes=config.max_stanza_bytes,
+                depth=config.max_depth,
+                elements=config.max_stanza_elements,
+                attributes=config.max_attributes,
+                attribute_bytes=config.max_attribute_bytes,
+            )
+            cached = self._stream_limits = (config, limits)
+        return cached[1]
 
     def buildProtocol(self, addr: Any) -> XmppConnection:
         conn = XmppConnection(self)
