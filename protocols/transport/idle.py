@@ -79,7 +79,11 @@ class IdleTimer:
         self.quiet_due = False
 
     def start(self, deadline: float | None = None) -> None:
-        """Start timing; ``deadline``: seconds from now the owner must be done by."""
+        """Start timing (again, after :meth:`stop`, for a connection that lives on);
+        ``deadline``: seconds from now the owner must be done by."""
+        self.stop()
+        self._stopped = False
+        self.probe_sent = None
         now = self.clock.seconds()
         self.deadline = now + deadline if deadline is not None else None
         self.last_input = now

@@ -409,7 +409,7 @@ def test_login_bind_and_session(client, account, service) -> None:
     c.authenticate("alice", "secret1")
     assert c.conn.account == "alice"
     c.open()
-    assert feature_names(c) == ["bind", "session"]
+    assert feature_names(c) == ["bind", "session", "sm", "csi"]
     assert c.features.find(f"{{{NS_SESSION}}}session/{{{NS_SESSION}}}optional") is not None
     jid = c.bind("phone")
     assert jid == "alice@localhost/phone"
@@ -522,7 +522,7 @@ def test_bad_stream_headers(client, header: str | bytes, condition: str) -> None
 def test_unknown_top_level_element_is_unsupported(client, account) -> None:
     account("alice")
     c = client().login("alice", "secret1")
-    c.send("<enable xmlns='urn:xmpp:sm:3'/>")
+    c.send("<frobnicate xmlns='urn:example:unknown'/>")
     assert c.stream_error == "unsupported-stanza-type"
     assert c.closed
 
