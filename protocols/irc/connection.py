@@ -117,6 +117,7 @@ class IrcConnection(Protocol):
         "_paused_bytes",
         "_pending",
         "_ping_call",
+        "_processing",
         "account_numerics_sent",
         "address",
         "bucket",
@@ -176,6 +177,8 @@ class IrcConnection(Protocol):
         # Parsed lines waiting their turn; made when the first line comes, dropped when empty.
         self._pending: deque[IrcMessage | ParseError] | None = None
         self._busy = False
+        # True while _process runs the queue (a command done at once lets it go on).
+        self._processing = False
         self._drain_call: Any = None
         self.bucket: TokenBucket | None = None
         # Output.
@@ -317,6 +320,8 @@ class IrcConnection(Protocol):
         if self._out is not None:
             self._flush_command()
         self._write(serialize(IrcMessage("ERROR", (error_text,)), force_trailing=True))
+        # Gone for LUSERS as well, not whenever the peer closes its side.
+        self.factory.connection_closed(self)
         if self.core is not None:
             # Others see the reason now, not whenever the socket finishes closing.
             self.service.quit(self.core, reason)
@@ -414,6 +419,13 @@ class IrcConnection(Protocol):
 
     def _process(self) -> None:
         """Run queued lines while the budget allows and no command is waiting on a Deferred."""
+        self._processing = True
+        try:
+            self._process_pending()
+        finally:
+            self._processing = False
+
+    def _process_pending(self) -> None:
         pending = self._pending
         while pending and not self._busy and not self.closing:
             bucket = self.bucket
@@ -462,16 +474,20 @@ class IrcConnection(Protocol):
             d = dispatch(self, msg)
         finally:
             self.in_command = False
-        if d is not None and not d.called:
-            self._busy = True
-            d.addBoth(self._deferred_done)
+        if d is None:
+            self._flush_command()
             return
-        self._flush_command()
+        # The command is done when the Deferred's last callback has run: ``d.called`` is
+        # already true while a callback's own Deferred (a thread, the database) still waits,
+        # and the next command must not be answered before this one.
+        self._busy = True
+        d.addBoth(self._deferred_done)
 
     def _deferred_done(self, result: Any) -> None:
         self._busy = False
         self._flush_command()
-        if not self.closing:
+        if not self.closing and not self._processing:
+            # Done later, on its own: carry on with the lines that waited behind it.
             self._process()
         return None
 
@@ -528,6 +544,7 @@ class IrcConnection(Protocol):
             log.info("irc connection from {address} closed: SendQ exceeded", address=self.address)
             self.closing = True
             self.quit_reason = "SendQ exceeded"
+            self.factory.connection_closed(self)
             if self.core is not None:
                 self.service.quit(self.core, "SendQ exceeded")
             transport.abortConnection()  # type: ignore[attr-defined]
@@ -551,6 +568,14 @@ class IrcConnection(Protocol):
             self._out.append(data)
         else:
             self._write(data)
+
+    def emit_delivery(self, data: bytes) -> None:
+        """Send rendered event bytes that this connection's command caused but that do not
+        answer it: under a label they go out on their own, else with the reply."""
+        if self._held is None and self.in_command and self._label is not None:
+            self._write(data)
+        else:
+            self.emit(data)
 
     def hold_events(self) -> None:
         """Keep delivered events back until :meth:`release_events` (used around registration,
