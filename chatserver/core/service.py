@@ -295,8 +295,10 @@ class ChatService:
         self.users.rename(user, new_nick)
         now = self.clock.seconds()
         self._send(audience, NickChange(ts=now, who=old, new_nick=new_nick))
-        self._observe(Presence(ts=now, who=old, online=False))
-        self._observe(Presence(ts=now, who=user.who(), online=True))
+        if casefold(old.nick) != casefold(new_nick):
+            # A change of case only is the same nick: nobody went offline or came online.
+            self._observe(Presence(ts=now, who=old, online=False))
+            self._observe(Presence(ts=now, who=user.who(), online=True))
         self._check_enforcement(user)
 
     def quit(self, conn: Connection, reason: str = "") -> None:
@@ -1173,7 +1175,8 @@ class ChatService:
         return self.flush_history().addCallback(lambda _: self.history_store.find(msgid))
 
     def history_targets(self, conn: Connection, start: float, end: float, limit: int) -> Deferred:
-        """Rooms of the user with messages between ``start`` and ``end``: [(room, latest ts)]."""
+        """Rooms of the user whose latest message is between ``start`` and ``end``:
+        [(room, latest ts)]."""
         user = self._user(conn)
         mine = set(user.rooms)
         d = self.flush_history()

@@ -55,6 +55,7 @@ def register(conn: Any, msg: Any) -> Deferred[Any] | None:
         conn.fail(
             "REGISTER",
             "COMPLETE_CONNECTION_REQUIRED",
+            account,
             description="Finish connecting (NICK, USER, CAP END) before registering",
         )
         return None

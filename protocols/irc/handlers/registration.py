@@ -90,7 +90,8 @@ def user(conn: IrcConnection, msg: IrcMessage) -> None:
         conn.reply(n.ERR_ALREADYREGISTERED, "You may not reregister")
         return
     ident = _IDENT_RE.sub("", msg.params[0])[:USERLEN]
-    if not msg.params[0]:
+    if not msg.params[0] or not msg.params[3]:
+        # An empty username or realname is a missing one (Modern IRC: 461).
         conn.reply(n.ERR_NEEDMOREPARAMS, "USER", "Not enough parameters")
         return
     conn.ident = ident or "user"
