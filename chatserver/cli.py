@@ -161,13 +161,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner
 
-    from chatserver.app import build_service, log_observer
+    from chatserver.server.app import build_service
+    from chatserver.server.logs import log_observer
 
     fmt = args.log_format or config.server.log_format
     globalLogBeginner.beginLoggingTo(
         [log_observer(fmt, config.server.log_level, sys.stderr)], redirectStandardIO=False
     )
-    from chatserver.reload import install_sighup
+    from chatserver.server.reload import install_sighup
 
     server = build_service(config, reactor=reactor)
     reactor.callWhenRunning(_handle_stop_signals, reactor)  # type: ignore[attr-defined]
@@ -221,7 +222,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     if config.tls.certificate:
         from pathlib import Path
 
-        from chatserver.tls import TlsError, load_options
+        from chatserver.server.tls import TlsError, load_options
 
         try:
             load_options(Path(config.tls.certificate), Path(config.tls.key))
@@ -235,7 +236,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_gen_cert(args: argparse.Namespace) -> int:
-    from chatserver.tls import ensure_self_signed, self_signed_names
+    from chatserver.server.tls import ensure_self_signed, self_signed_names
 
     config = _config(args)
     try:
@@ -266,7 +267,7 @@ def _cmd_backup(args: argparse.Namespace) -> int:
     dest = Path(args.file)
 
     async def job(reactor: Any) -> int:
-        from chatserver.app import open_store
+        from chatserver.server.app import open_store
 
         store = open_store(config, reactor)
         try:
@@ -322,7 +323,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     import shutil
     from pathlib import Path
 
-    from chatserver.pidfile import AlreadyRunning, PidFile, running_pid
+    from chatserver.server.pidfile import AlreadyRunning, PidFile, running_pid
     from chatserver.storage.migrations import SCHEMA_VERSION
 
     config = _config(args)
@@ -486,9 +487,9 @@ async def _account_job(
 ) -> int:
     from twisted.internet.threads import deferToThread
 
-    from chatserver.app import open_store
     from chatserver.core.accounts import AccountManager
     from chatserver.core.errors import ChatError
+    from chatserver.server.app import open_store
 
     try:
         # The same private directory the server makes, should this command run first.
@@ -541,7 +542,7 @@ def _run_reactor_once(job: Callable[[Any], Awaitable[int]]) -> int:
     from twisted.internet import defer, reactor
     from twisted.logger import globalLogBeginner
 
-    from chatserver.app import log_observer
+    from chatserver.server.logs import log_observer
 
     # Only problems: the store's and the reactor's informational lines are noise here.
     globalLogBeginner.beginLoggingTo(

@@ -11,9 +11,9 @@ import os
 from twisted.application import service
 from twisted.internet import reactor
 
-from chatserver.app import build_service
+from chatserver.server.app import build_service
 from chatserver.config import load_config
-from chatserver.reload import install_sighup
+from chatserver.server.reload import install_sighup
 
 config = load_config(
     os.environ.get("CHATSERVER_CONFIG") or None,

@@ -1,5 +1,5 @@
 """Storage backends behind IAccountStore, IRoomStore and IHistoryStore."""
 
-from chatserver.storage.sqlite import SchemaTooNew, SqliteStore, StoreClosed
+from chatserver.storage.sqlite import SchemaTooNew, SqliteStore, StoreClosed, StoreUnusable
 
-__all__ = ["SchemaTooNew", "SqliteStore", "StoreClosed"]
+__all__ = ["SchemaTooNew", "SqliteStore", "StoreClosed", "StoreUnusable"]

@@ -39,7 +39,7 @@ from chatserver.core.names import casefold
 from chatserver.core.records import AccountRecord, BanRecord, Credential, RoomRecord, RosterItem
 from chatserver.storage.migrations import MIGRATIONS, Step
 
-__all__ = ["SchemaTooNew", "SqliteStore", "StoreClosed"]
+__all__ = ["SchemaTooNew", "SqliteStore", "StoreClosed", "StoreUnusable"]
 
 _T = TypeVar("_T")
 
@@ -56,6 +56,27 @@ class StoreClosed(RuntimeError):
 
 class SchemaTooNew(RuntimeError):
     """The database was written by a newer chatserver; refuse rather than misread it."""
+
+
+class StoreUnusable(RuntimeError):
+    """The database is damaged or cannot be written: the server must not start on it."""
+
+
+# Problems quick_check reports at most: the first few say enough, and a badly damaged file
+# could otherwise yield one line per page.
+QUICK_CHECK_ROWS = 5
+# A failing database fails every query: one log line per kind of failure this often is enough
+# to see it without one line per login attempt.
+FAILURE_LOG_INTERVAL = 60.0
+# SQLITE_CORRUPT and SQLITE_NOTADB: the file's content is wrong, not its permissions or disk.
+_DAMAGED_CODES = frozenset({11, 26})
+
+
+def is_storage_failure(err: BaseException) -> bool:
+    """Whether ``err`` says the database itself is failing (read-only, damaged, full, locked),
+    not that a statement broke a rule (a constraint) or that the caller asked for the
+    impossible."""
+    return isinstance(err, sqlite3.DatabaseError) and not isinstance(err, sqlite3.IntegrityError)
 
 
 def _configure_connection(conn: sqlite3.Connection) -> None:
@@ -557,6 +578,25 @@ def _integrity_check(cur: sqlite3.Cursor) -> str:
     return "\n".join(str(row[0]) for row in cur.fetchall())
 
 
+def _quick_check(cur: sqlite3.Cursor) -> list[str]:
+    """The problems ``PRAGMA quick_check`` finds (empty when the file is sound).
+
+    quick_check reads every page but skips the index-content comparison of integrity_check:
+    it finds damaged pages in a fraction of the time, which matters at every start.
+    """
+    cur.execute(f"PRAGMA quick_check({QUICK_CHECK_ROWS:d})")
+    rows = [str(row[0]) for row in cur.fetchall()]
+    return [] if rows == ["ok"] else rows
+
+
+def _probe_write(cur: sqlite3.Cursor) -> None:
+    """Write the header's user_version back unchanged: a real write (SQLite does not skip it)
+    that fails exactly when writes fail, and changes nothing."""
+    cur.execute("PRAGMA user_version")
+    (version,) = cur.fetchone()
+    cur.execute(f"PRAGMA user_version = {int(version):d}")
+
+
 def _backup(cur: sqlite3.Cursor, dest_path: str) -> None:
     parent = os.path.dirname(os.path.abspath(dest_path))
     os.makedirs(parent, exist_ok=True)
@@ -603,6 +643,10 @@ class SqliteStore:
         # Called as observe(operation, seconds) when each operation finishes, the time
         # including its wait in the queue: the metrics endpoint's storage latency.
         self.observe: Callable[[str, float], None] | None = None
+        # Why the last write failed, while it is the latest news about writes (a write that
+        # succeeds clears it): the health check reports it.
+        self.write_failure: str | None = None
+        self._failures_logged: dict[str, float] = {}
         if path != ":memory:":
             parent = os.path.dirname(os.path.abspath(path))
             os.makedirs(parent, exist_ok=True)
@@ -633,9 +677,15 @@ class SqliteStore:
                 return func(cur, *args)
 
         d: Deferred[_T] = self._pool.runInteraction(interaction)
+        operation = func.__name__.lstrip("_")
+        d.addCallbacks(
+            self._succeeded,
+            self._failed,
+            callbackArgs=(write,),
+            errbackArgs=(operation, write),
+        )
         observe = self.observe
         if observe is not None:
-            operation = func.__name__.lstrip("_")
             started = time.monotonic()
 
             def timed(result: Any) -> Any:
@@ -645,13 +695,59 @@ class SqliteStore:
             d.addBoth(timed)
         return d
 
+    def _succeeded(self, result: _T, write: bool) -> _T:
+        if write and self.write_failure is not None:
+            log.info("SQLite store {path}: writes succeed again", path=self.path)
+            self.write_failure = None
+        return result
+
+    def _failed(self, failure: Any, operation: str, write: bool) -> Any:
+        err = failure.value
+        if not is_storage_failure(err):
+            return failure
+        reason = str(err)
+        if write:
+            self.write_failure = reason
+        # Logged here, once for every caller: a damaged or read-only file otherwise shows only
+        # as "internal error" to users and as nothing in the log.
+        now = time.monotonic()
+        last = self._failures_logged.get(reason)
+        if last is None or now - last >= FAILURE_LOG_INTERVAL:
+            self._failures_logged[reason] = now
+            log.error(
+                "SQLite store {path}: {operation} failed: {error}",
+                path=self.path,
+                operation=operation,
+                error=reason,
+            )
+        return failure
+
     # -- lifecycle ------------------------------------------------------------------------
 
-    def open(self) -> Deferred[None]:
-        """Bring the schema up to date.  Safe on a new file, an old one, or a current one."""
+    def open(self, *, check: bool = False) -> Deferred[None]:
+        """Bring the schema up to date.  Safe on a new file, an old one, or a current one.
+
+        With ``check`` (the server's start), first make sure the file is sound and writable
+        and errback with :class:`StoreUnusable` if not, before any migration touches it; and
+        say when the file is new or was empty.
+        """
+        existed, size = self._file_state()
+        d: Deferred[Any] = self._check() if check else defer.succeed(None)
+        d.addCallback(
+            lambda _: self._run(_migrate, self._migrations, write=True, transaction=False)
+        )
 
         def done(versions: tuple[int, int]) -> None:
             before, after = versions
+            if check and not existed:
+                log.info("SQLite store {path}: created a new database", path=self.path)
+            elif check and size == 0:
+                log.warn(
+                    "SQLite store {path}: the file was empty and is now a new, empty database;"
+                    " if it should hold accounts and history, stop the server and restore a"
+                    " backup",
+                    path=self.path,
+                )
             if before != after:
                 log.info(
                     "SQLite store {path}: schema migrated from version {before} to {after}",
@@ -660,9 +756,53 @@ class SqliteStore:
                     after=after,
                 )
 
-        d = self._run(_migrate, self._migrations, write=True, transaction=False)
         d.addCallback(done)
         return d
+
+    def _file_state(self) -> tuple[bool, int]:
+        """(whether the database file exists, its size)."""
+        if self.path == ":memory:" or self.path.startswith("file:"):
+            return True, -1
+        try:
+            return True, os.stat(self.path).st_size
+        except FileNotFoundError:
+            return False, 0
+
+    def _check(self) -> Deferred[None]:
+        def damaged(problems: list[str]) -> None:
+            if problems:
+                raise StoreUnusable(
+                    f"the database {self.path} is damaged ({'; '.join(problems)}); restore a"
+                    " backup (chatserver restore) or repair it (sqlite3 .recover)"
+                )
+
+        def unusable(failure: Any) -> Any:
+            err = failure.value
+            if failure.check(StoreUnusable) or not is_storage_failure(err):
+                return failure
+            # A page too damaged to read stops quick_check itself with SQLITE_CORRUPT.
+            if getattr(err, "sqlite_errorcode", 0) & 0xFF in _DAMAGED_CODES:
+                damaged([str(err)])
+            raise StoreUnusable(f"the database {self.path} cannot be used: {err}")
+
+        def unwritable(failure: Any) -> Any:
+            if failure.check(StoreUnusable) or not is_storage_failure(failure.value):
+                return failure
+            raise StoreUnusable(
+                f"the database {self.path} cannot be written ({failure.value}); check the"
+                " permissions of the file and its directory, and the free space"
+            )
+
+        d = self._run(_quick_check, write=False, transaction=False)
+        d.addCallbacks(damaged, unusable)
+        d.addCallback(lambda _: self._run(_probe_write, write=True))
+        d.addErrback(unwritable)
+        return d
+
+    def probe_write(self) -> Deferred[None]:
+        """A write that changes nothing: fails while writes fail, and clears
+        :attr:`write_failure` once they succeed again."""
+        return self._run(_probe_write, write=True)
 
     def close(self) -> Deferred[None]:
         """Let queued work finish, close the connection, stop the pool thread."""

@@ -41,7 +41,6 @@ from chatserver.core.errors import (
 from chatserver.core.events import Event, Message, MessageBatch, Who
 from chatserver.core.interfaces import IChatClient
 from chatserver.core.limits import TokenBucket
-from protocols import output
 from protocols.irc import caps
 from protocols.irc import numerics as n
 from protocols.irc.channels import channel_name, is_channel
@@ -57,6 +56,7 @@ from protocols.irc.message import (
 from protocols.irc.modes import letter_of
 from protocols.irc.render import history_lines, render, render_batch
 from protocols.irc.services_registry import SERVICES
+from protocols.transport import close, output
 
 if TYPE_CHECKING:
     from chatserver.core.users import Connection, User
@@ -330,7 +330,7 @@ class IrcConnection(Protocol):
             if abort:
                 transport.abortConnection()  # type: ignore[attr-defined]
             else:
-                output.close_gently(transport, self.clock)
+                close.close(transport, self.clock)
 
     def registration_done(self) -> None:
         """Called once the welcome burst is sent (the idle timer stops checking the

@@ -18,7 +18,6 @@ from chatserver.core.limits import TokenBucket
 from chatserver.core.names import casefold
 from chatserver.core.rooms import Room
 from chatserver.core.users import Connection, User
-from protocols import output
 from protocols.line import commands
 from protocols.line.framing import DO, DONT, IAC, TOO_LONG, WILL, WONT, LineFramer, Negotiation
 from protocols.line.render import (
@@ -29,11 +28,15 @@ from protocols.line.render import (
     TEXT_KEY,
     dump,
     history_text,
+    members_text,
     message_json,
     render_json,
     render_text,
+    room_json,
     text_is_personal,
+    topic_text,
 )
+from protocols.transport import close, output
 
 if TYPE_CHECKING:
     from protocols.line.factory import LineFactory, LineSettings
@@ -393,7 +396,7 @@ class LineConnection(Protocol):
             self.service.quit(conn, reason)
             self._log_closed()
         if transport is not None:
-            output.close_gently(transport, self.clock)
+            close.close(transport, self.clock)
 
     def quit(self, reason: str) -> None:
         """The user asked to leave."""
@@ -582,13 +585,13 @@ class LineConnection(Protocol):
         count = min(10, self.service.settings.join_history_lines)
         recent = self.service.recent(room.name, count)
         if self.mode == "json":
-            self.write_obj({"type": "room", **commands.room_json(room, show_key=True)})
+            self.write_obj({"type": "room", **room_json(room, show_key=True)})
             for msg in recent:
                 self.write_obj({**message_json(msg), "history": True})
             return
         lines = [] if joined else [f"{INFO}you are in #{room.name}"]
-        lines.append(commands.topic_text(room))
-        lines.append(commands.members_text(room))
+        lines.append(topic_text(room))
+        lines.append(members_text(room))
         now = self.clock.seconds()
         lines.extend(history_text(msg, now) for msg in recent)
         self._write("".join(f"{line}\r\n" for line in lines).encode())

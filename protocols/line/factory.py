@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 from twisted.internet.protocol import ServerFactory
 
+import protocols.line.handlers  # noqa: F401  (registers every command)
 from chatserver.core.service import ChatService
 from protocols.line.connection import LineConnection
 

@@ -6,6 +6,9 @@ about yourself, ``!!! `` for errors.  Text from other users is cleaned of contro
 (terminal escapes, IRC formatting), so that nobody can draw on another user's terminal or
 forge a line; a message with several lines becomes several lines with the same prefix.
 
+The views of rooms, members, bans and invitations that command replies show are here too, so
+that what a user sees is decided in one file.
+
 Renderings that do not depend on who reads them are cached on the event by the connection,
 once per mode, so a room message reaches many line users for one rendering per mode.
 """
@@ -16,7 +19,7 @@ import json
 import re
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chatserver.core.events import (
     AccountChange,
@@ -41,6 +44,12 @@ from chatserver.core.events import (
 )
 from chatserver.core.names import casefold
 from protocols.line.modes import format_changes
+
+if TYPE_CHECKING:
+    from chatserver.core.accounts import RegistrationInvite
+    from chatserver.core.bans import ServerBan
+    from chatserver.core.rooms import Member, Room
+    from chatserver.core.users import User
 
 TEXT_KEY = ("line", "text")
 JSON_KEY = ("line", "json")
@@ -386,3 +395,90 @@ def dump(obj: dict[str, Any]) -> bytes:
     if "\x85" in text or "\u2028" in text or "\u2029" in text:
         text = text.translate(_JSON_SEPARATORS)
     return text.encode("utf-8") + b"\n"
+
+
+# -- views for command replies -------------------------------------------------------------
+# What /who, /topic, /mode, /whois, the operators' lists and the join burst show: functions of
+# the state they are given, shared by the command handlers and the connection.
+
+
+def member_list(room: Room) -> list[tuple[str, User, Member]]:
+    """(nick with @ or +, user, status) of every member: operators, voiced, then the rest."""
+    ranked = sorted(
+        room.members.items(),
+        key=lambda item: (0 if item[1].op else 1 if item[1].voice else 2, item[0].key),
+    )
+    return [(("@" if m.op else "+" if m.voice else "") + user.nick, user, m) for user, m in ranked]
+
+
+def members_json(room: Room) -> list[dict[str, Any]]:
+    return [
+        {
+            "nick": user.nick,
+            "op": member.op,
+            "voice": member.voice,
+            "account": user.account,
+            "away": user.away,
+        }
+        for _shown, user, member in member_list(room)
+    ]
+
+
+def members_text(room: Room) -> str:
+    names = " ".join(shown for shown, _user, _member in member_list(room))
+    return f"{INFO}members of {room_name(room.name)} ({len(room.members)}): {names}"
+
+
+def topic_text(room: Room) -> str:
+    if not room.topic:
+        return f"{INFO}{room_name(room.name)} has no topic"
+    by = room.topic_by.split("!", 1)[0]
+    return f"{INFO}topic of {room_name(room.name)}: {clean(room.topic)} (set by {by})"
+
+
+def room_json(room: Room, *, show_key: bool) -> dict[str, Any]:
+    return {
+        "room": room.name,
+        "topic": room.topic,
+        "topic_by": room.topic_by.split("!", 1)[0] or None,
+        "topic_at": room.topic_at or None,
+        "modes": sorted(room.flags),
+        "key": room.key if show_key else (None if room.key is None else "*"),
+        "limit": room.limit,
+        "registered": room.registered,
+        "members": members_json(room),
+    }
+
+
+def duration(seconds: int) -> str:
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{secs}s"
+
+
+def ban_json(ban: ServerBan) -> dict[str, Any]:
+    return {
+        "mask": ban.mask,
+        "reason": ban.reason,
+        "set_by": ban.set_by,
+        "set_at": ban.set_at or None,
+        "config": ban.from_config,
+    }
+
+
+def utc(ts: float) -> str:
+    # Always with the date: an expiry is days ahead, where clock_time would show a bare time.
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
+
+
+def invite_json(invite: RegistrationInvite) -> dict[str, Any]:
+    return {
+        "name": invite.name,
+        "invited_by": invite.invited_by or None,
+        "created_at": invite.created_at,
+        "expires_at": invite.expires_at,
+    }

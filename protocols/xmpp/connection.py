@@ -27,7 +27,7 @@ from chatserver.core.errors import Banned, LimitExceeded
 from chatserver.core.events import MessageBatch
 from chatserver.core.interfaces import IChatClient
 from chatserver.core.limits import TokenBucket
-from protocols import output
+from protocols.transport import close, output
 from protocols.xmpp import bind, presence, register, render, router, sasl, stanzas
 from protocols.xmpp.jid import parse_jid, try_parse, user_jid
 from protocols.xmpp.stanzas import NS_CLIENT, NS_SASL, NS_STREAM_ERRORS, NS_STREAMS, NS_TLS
@@ -741,7 +741,7 @@ class XmppConnection(Protocol):
             return
         # Others see the session end now, not when the client gets round to closing.
         self._leave()
-        output.close_gently(self.transport, self.clock)
+        close.close(self.transport, self.clock)
 
 
 def _set_nodelay(transport: Any) -> None:

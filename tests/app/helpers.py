@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +99,12 @@ class Process:
     """A subprocess whose output (stdout and stderr together) is read line by line in a thread."""
 
     def __init__(
-        self, argv: Sequence[str], *, cwd: Path | None = None, env: dict[str, str]
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: Path | None = None,
+        env: dict[str, str],
+        preexec_fn: Callable[[], None] | None = None,
     ) -> None:
         self.proc = subprocess.Popen(
             list(argv),
@@ -109,6 +114,7 @@ class Process:
             text=True,
             cwd=cwd,
             env=env,
+            preexec_fn=preexec_fn,
         )
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()

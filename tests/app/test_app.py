@@ -17,7 +17,8 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import Logger, LogLevel, LogPublisher, textFileLogObserver
 from zope.interface import implementer
 
-import chatserver.app as app
+import chatserver.server.app as app
+import chatserver.server.logs as logs
 from chatserver.config import PROTOCOL_SECTIONS, BindPoint, load_config
 from chatserver.core.interfaces import IChatClient
 from tests.app.helpers import line_only_config, write_toml
@@ -29,7 +30,7 @@ class FakeStore:
     def __init__(self, calls: list[str]) -> None:
         self.calls = calls
 
-    def open(self) -> defer.Deferred[None]:
+    def open(self, *, check: bool = False) -> defer.Deferred[None]:
         self.calls.append("store.open")
         return defer.succeed(None)
 
@@ -253,7 +254,7 @@ def emit(observer: Any, level: LogLevel, fmt: str, **fields: Any) -> None:
 
 def test_json_log_lines() -> None:
     stream = io.StringIO()
-    observer = app.log_observer("json", "info", stream)
+    observer = logs.log_observer("json", "info", stream)
     emit(
         observer,
         LogLevel.info,
@@ -276,19 +277,19 @@ def test_json_log_lines() -> None:
 
 def test_text_log_lines_have_timestamps_and_levels_filter() -> None:
     stream = io.StringIO()
-    observer = app.log_observer("text", "warn", stream)
+    observer = logs.log_observer("text", "warn", stream)
     emit(observer, LogLevel.info, "hidden")
     emit(observer, LogLevel.warn, "shown {n}", n=1)
     (line,) = stream.getvalue().splitlines()
     assert line.endswith("[test.ns#warn] shown 1")
     assert line[:4].isdigit() and "T" in line.split()[0]
     with pytest.raises(ValueError):
-        app.log_observer("xml", "info", stream)
+        logs.log_observer("xml", "info", stream)
 
 
 def test_text_log_lines_are_twisteds_own_format() -> None:
     ours, theirs = io.StringIO(), io.StringIO()
-    observer = app.log_observer("text", "info", ours)
+    observer = logs.log_observer("text", "info", ours)
     reference = textFileLogObserver(theirs)
     events = [
         {"log_time": 1_800_000_000.25, "log_level": LogLevel.info, "log_namespace": "a.b"},

@@ -140,7 +140,7 @@ import sys
 from twisted.internet import reactor
 from twisted.internet.protocol import Factory, Protocol
 
-from chatserver.app import ChatServer, listeners_for
+from chatserver.server.app import ChatServer, listeners_for
 from chatserver.config import load_config
 
 class Echo(Protocol):

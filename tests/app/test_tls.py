@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from OpenSSL import SSL
 
 from chatserver.config import load_config
-from chatserver.tls import (
+from chatserver.server.tls import (
     CERT_FILE,
     KEY_FILE,
     TlsError,

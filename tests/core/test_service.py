@@ -563,7 +563,8 @@ FORBIDDEN_IMPORTS = (
     "twisted.web",
     "protocols",
     "chatserver.storage",
-    "chatserver.app",
+    "chatserver.server",
+    "chatserver.cli",
     "chatserver.config",
     "lxml",
 )

@@ -15,7 +15,7 @@ from chatserver.config import ConfigError, load_config
 from chatserver.core.errors import AccountError, LimitExceeded
 from chatserver.core.limits import AddressSet
 from chatserver.core.settings import CoreSettings
-from chatserver.tls import ReloadableTls, load_options, make_self_signed
+from chatserver.server.tls import ReloadableTls, load_options, make_self_signed
 from protocols.irc.message import IrcMessage, serialize, serialize_fitted
 from protocols.xmpp.stream import StreamError, StreamOpened, StreamParser
 from tests.support.memstore import make_service

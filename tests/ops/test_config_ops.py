@@ -9,7 +9,7 @@ import pytest
 
 from chatserver.config import ConfigError, load_config
 from chatserver.core.bans import ServerBan
-from chatserver.reload import merge, restart_only
+from chatserver.server.reload import merge, restart_only
 
 
 def load(tmp_path: Path, text: str):

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
-from chatserver import health
+from chatserver.server import health
 from tests.hostile.clients import XmppClient, local
 from tests.ops.helpers import PASSWORD, OpsServer, chat, cli, free_port, join, sync
 from tests.support.server import LineClient

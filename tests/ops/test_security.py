@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from chatserver.tls import make_self_signed
+from chatserver.server.tls import make_self_signed
 from tests.ops.helpers import (
     OPER_PASSWORD,
     PASSWORD,

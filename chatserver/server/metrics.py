@@ -21,10 +21,10 @@ from prometheus_client.process_collector import ProcessCollector
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from chatserver.health import HealthResource
+from chatserver.server.health import HealthResource
 
 if TYPE_CHECKING:
-    from chatserver.app import ChatServer
+    from chatserver.server.app import ChatServer
 
 # Store operations take from well under a millisecond (a cached read) to seconds (a backup).
 STORAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)

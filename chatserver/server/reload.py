@@ -33,10 +33,10 @@ from chatserver.config import (
     load_config,
 )
 from chatserver.core.settings import RESTART_ONLY_SETTINGS
-from chatserver.tls import TlsError
+from chatserver.server.tls import TlsError
 
 if TYPE_CHECKING:
-    from chatserver.app import ChatServer
+    from chatserver.server.app import ChatServer
 
 log = Logger(namespace="chatserver.reload")
 

@@ -71,25 +71,3 @@ def over_limit(transport: Any, size: int, limit: int, counted_while_paused: int 
     if unsent is not None:
         return unsent + size > limit
     return counted_while_paused is not None and counted_while_paused > limit
-
-
-# Seconds a closed connection keeps reading (and dropping) what its client still sends.
-LINGER_SECONDS = 2.0
-
-
-def close_gently(transport: Any, clock: Any, linger: float = LINGER_SECONDS) -> None:
-    """Close once everything written is sent, without a reset destroying the goodbye.
-
-    Closing a socket that still has unread input makes the kernel answer with a reset, and a
-    reset makes the client's kernel throw away what it received but its program has not read
-    yet: often the very error that says why.  A flooding client always has input in flight.
-    So stop writing once the queue is sent (a FIN after the last byte), keep reading and
-    dropping what still comes (the protocol ignores input once closing), and close when the
-    client does or after ``linger`` seconds.
-    """
-    if not isinstance(transport, tcp.Connection) or transport.TLS:
-        # Twisted's TLS half-close fails when the peer's close_notify then arrives.
-        transport.loseConnection()
-        return
-    transport.loseWriteConnection()
-    clock.callLater(linger, transport.loseConnection)

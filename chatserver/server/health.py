@@ -1,7 +1,9 @@
 """The health check: ``GET /health`` answers 200 ``ok`` while the server can serve.
 
-"Can serve" means: the start finished, every configured listener is listening, and the database
-answers a query within :data:`STORE_TIMEOUT` seconds.  Anything else is 503 with the reason, so
+"Can serve" means: the start finished, every configured listener is listening, the database
+answers a query within :data:`STORE_TIMEOUT` seconds, and writes to it succeed (after a write
+failed, each check tries a write that changes nothing, so the server turns healthy again as
+soon as the disk or the file is fixed).  Anything else is 503 with the reason, so
 that a container runtime or a load balancer takes the server out of rotation, and a person
 reading the answer knows where to look.
 """
@@ -16,7 +18,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 if TYPE_CHECKING:
-    from chatserver.app import ChatServer
+    from chatserver.server.app import ChatServer
 
 # A store that takes longer than this to read one pragma is stuck (another process holds a
 # write lock, the disk hangs): unhealthy.
@@ -41,6 +43,15 @@ async def check(server: ChatServer) -> tuple[bool, str]:
         return False, f"the database did not answer within {STORE_TIMEOUT:g} seconds"
     except Exception as err:
         return False, f"the database failed: {err}"
+    if getattr(store, "write_failure", None) is not None:
+        probe = defer.maybeDeferred(store.probe_write)
+        probe.addTimeout(STORE_TIMEOUT, server.reactor)
+        try:
+            await probe
+        except defer.TimeoutError:
+            return False, f"a database write did not finish within {STORE_TIMEOUT:g} seconds"
+        except Exception as err:
+            return False, f"database writes fail: {err}"
     return True, "ok"
 
 

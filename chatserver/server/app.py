@@ -12,12 +12,11 @@ leave in the reactor turn that produced it); listeners here only bind.
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import json
+import socket
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
@@ -26,37 +25,28 @@ from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint, T
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
 from twisted.internet.ssl import CertificateOptions
 from twisted.internet.threads import deferToThread
-from twisted.logger import (
-    FileLogObserver,
-    FilteringLogObserver,
-    ILogObserver,
-    Logger,
-    LogLevel,
-    PredicateResult,
-    formatEvent,
-    formatEventAsClassicLogText,
-    formatTime,
-)
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatserver.config import PROTOCOL_SECTIONS, BindPoint, Config, bind_points, format_address
 from chatserver.core.accounts import AccountManager
 from chatserver.core.service import ChatService
-from chatserver.pidfile import AlreadyRunning, PidFile
-from chatserver.storage.sqlite import SchemaTooNew, SqliteStore
-from chatserver.tls import (
+from chatserver.server.pidfile import AlreadyRunning, PidFile
+from chatserver.server.tls import (
     ReloadableTls,
     TlsError,
     ensure_self_signed,
     load_options,
     self_signed_names,
 )
+from chatserver.storage.sqlite import SchemaTooNew, SqliteStore, StoreUnusable
 from protocols.irc.factory import IrcFactory
 from protocols.line.factory import LineFactory
 from protocols.xmpp.factory import XmppFactory
 
-log = Logger()
+# The namespace operators filter on; it names the part, not the module's path.
+log = Logger(namespace="chatserver.app")
 
 # Pending connections the kernel queues per listener: many clients reconnect at once after a
 # restart, and Twisted's default of 50 would refuse some of them.
@@ -150,6 +140,15 @@ def endpoint_for(
     return endpoint(reactor, point.port, backlog=LISTEN_BACKLOG, interface=point.host)
 
 
+def try_bind(point: BindPoint) -> None:
+    """Bind a socket to ``point`` as the listener will (address reuse on, like Twisted's) and
+    close it; raises OSError when the listener could not bind."""
+    family = socket.AF_INET6 if ":" in point.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((point.host, point.port))
+
+
 @implementer(IStreamServerEndpoint)
 class _ObservedEndpoint:
     """Wraps an endpoint so the application learns whether it listens, and on what.
@@ -183,6 +182,7 @@ _EXPECTED_START_ERRORS = (
     TlsError,
     OSError,
     SchemaTooNew,
+    StoreUnusable,
     sqlite3.Error,
     AlreadyRunning,
 )
@@ -259,7 +259,7 @@ class ChatServer(MultiService):
 
     def reload(self) -> Any:
         """Read the configuration file again and apply what can change live (SIGHUP)."""
-        from chatserver.reload import reload
+        from chatserver.server.reload import reload
 
         return reload(self)
 
@@ -297,14 +297,16 @@ class ChatServer(MultiService):
         # Accounts (salted keys) and the TLS key live here: only this user may look in.
         self.config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.pidfile.acquire()
+        # What is bound to fail later fails now, before the database is created or migrated.
+        self._preflight()
         if config.metrics.enabled:
-            from chatserver.metrics import Metrics
+            from chatserver.server.metrics import Metrics
 
             self.metrics = Metrics(self)
         self.store = open_store(config, self.reactor)
         if self.metrics is not None:
             self.store.observe = self.metrics.observe_storage
-        await self.store.open()
+        await self.store.open(check=True)
         self.accounts = AccountManager(
             self.store, config.chat, clock=self.reactor, run_in_thread=deferToThread
         )
@@ -345,6 +347,35 @@ class ChatServer(MultiService):
             count=len(listeners),
         )
 
+    def _preflight(self) -> None:
+        """Load the TLS certificate and try each listening address, so that a bad certificate
+        or a port in use stops the start before the store is touched.
+
+        The sockets tried are closed again: the listeners bind for real once the core is up
+        (the core needs the store first), so that no client reaches a half-started server.
+        """
+        config = self.config
+        points = [
+            (name, point)
+            for name in self.protocols
+            if getattr(config, name, None) is not None and getattr(config, name).enabled
+            for point in bind_points(getattr(config, name))
+        ]
+        # XMPP offers STARTTLS on its plain port: it needs the certificate as much as TLS ports.
+        if any(point.tls for _name, point in points) or (
+            "xmpp" in self.protocols and config.xmpp.enabled
+        ):
+            self.tls.options()
+        if config.metrics.enabled:
+            metrics = BindPoint(config.metrics.listen, config.metrics.port, False, "port")
+            points.append(("http", metrics))
+        for name, point in points:
+            try:
+                try_bind(point)
+            except OSError as err:
+                what = "for metrics" if name == "http" else f"protocol={name}"
+                raise StartupError(f"cannot listen {what} address={point}: {err}") from err
+
     async def _listen(self, listener: Listener) -> None:
         point = listener.point
         endpoint = _ObservedEndpoint(endpoint_for(self.reactor, point, self._listener_tls))
@@ -372,7 +403,7 @@ class ChatServer(MultiService):
             )
 
     async def _listen_http(self) -> None:
-        from chatserver.metrics import make_site
+        from chatserver.server.metrics import make_site
 
         settings = self.config.metrics
         endpoint = endpoint_for(
@@ -465,87 +496,3 @@ class ChatServer(MultiService):
 def build_service(config: Config, *, reactor: Any = None) -> ChatServer:
     """The service tree for ``config``; start it (or hang it off an Application) to run."""
     return ChatServer(config, reactor=reactor)
-
-
-# -- logging -----------------------------------------------------------------------------------
-
-
-def log_observer(fmt: str, level: str, stream: IO[str]) -> ILogObserver:
-    """An observer writing to ``stream``: timestamped text, or one JSON object per line.
-
-    Nothing logged by the server carries a password or a message body, so neither format
-    needs scrubbing.
-    """
-    if fmt == "json":
-        observer: ILogObserver = FileLogObserver(stream, _json_line)
-    elif fmt == "text":
-        observer = FileLogObserver(stream, _TextLine())
-    else:
-        raise ValueError(f"unknown log format {fmt!r}")
-    return FilteringLogObserver(observer, [_LevelAtLeast(LogLevel.levelWithName(level))])
-
-
-class _LevelAtLeast:
-    """Passes events of ``minimum`` or above: what Twisted's LogLevelFilterPredicate does
-    with one level for every namespace, without looking the namespace up for each event
-    (a connection's debug lines cost a busy server that much for nothing)."""
-
-    def __init__(self, minimum: LogLevel) -> None:
-        self.levels = frozenset(lv for lv in LogLevel.iterconstants() if lv >= minimum)
-
-    def __call__(self, event: dict[str, Any]) -> Any:
-        if event.get("log_level") in self.levels and event.get("log_namespace"):
-            return PredicateResult.maybe
-        return PredicateResult.no
-
-
-class _TextLine:
-    """Twisted's classic text line, ``<time> [<namespace>#<level>] <message>``, with the
-    timestamp (whole seconds) made once a second rather than once a line."""
-
-    __slots__ = ("second", "stamp")
-
-    def __init__(self) -> None:
-        self.second = -1
-        self.stamp = "-"
-
-    def _time(self, when: float | None) -> str:
-        if when is None:
-            return "-"
-        second = int(when)
-        if second != self.second:
-            self.second, self.stamp = second, formatTime(second)
-        return self.stamp
-
-    def __call__(self, event: dict[str, Any]) -> str | None:
-        return formatEventAsClassicLogText(event, formatTime=self._time)
-
-
-# Keys of old-style (twisted.python.log) events that the JSON line already says another way.
-_LEGACY_KEYS = frozenset({"message", "time", "system", "isError", "format", "why", "failure"})
-
-
-def _json_line(event: dict[str, Any]) -> str:
-    """One event as a flat JSON object: time, level, namespace, message, then its own fields.
-
-    Flat and small rather than Twisted's own JSON (which nests type markers) because log
-    shippers index top-level keys.
-    """
-    level = event.get("log_level")
-    record: dict[str, Any] = {
-        "time": datetime.datetime.fromtimestamp(event.get("log_time", 0.0), datetime.UTC).isoformat(
-            timespec="milliseconds"
-        ),
-        "level": level.name if level is not None else "info",
-        "namespace": event.get("log_namespace", "-"),
-        "message": formatEvent(event),
-    }
-    for key, value in event.items():
-        if key.startswith("log_") or key in _LEGACY_KEYS or key in record:
-            continue
-        if value is None or isinstance(value, str | int | float | bool):
-            record[key] = value
-    failure = event.get("log_failure")
-    if failure is not None:
-        record["traceback"] = failure.getTraceback()
-    return json.dumps(record, ensure_ascii=False) + "\n"

@@ -1,0 +1,168 @@
+"""Line-chat commands about who you are: nick, accounts, away."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred
+
+from chatserver.core.errors import NickInUse
+from chatserver.core.names import casefold
+from protocols.line.commands import REST, Args, CommandError, Param, Reply, account_reply, command
+from protocols.line.render import INFO
+
+if TYPE_CHECKING:
+    from protocols.line.connection import LineConnection
+
+
+@command(
+    "nick",
+    "<nick>",
+    "Choose your nick, or change it. Before you have one, a line with just the nick works too.",
+    Param("nick", required=True),
+    json='{"cmd": "nick", "nick": "alice"}',
+    before_nick=True,
+)
+def do_nick(c: LineConnection, a: Args) -> Reply:
+    nick = a["nick"]
+    if c.user is None:
+        user = c.service.claim_nick(c.session, nick)
+        c.welcome(user)
+        return Reply(fields={"nick": user.nick, "account": user.account})
+    user = c.user
+    if nick == user.nick:
+        return Reply([f"{INFO}you are already {nick}"], {"nick": nick})
+    c.service.rename(c.session, nick)
+    return Reply(fields={"nick": user.nick})
+
+
+def _parse_identify(c: LineConnection, text: str) -> Args:
+    words = text.split()
+    if len(words) > 2:
+        raise CommandError("bad_argument", "too many arguments", usage=True)
+    if len(words) == 2:
+        return {"nick": words[0], "password": words[1]}
+    return {"password": words[0]} if words else {}
+
+
+@command(
+    "identify",
+    "[nick] <password>",
+    "Log in to a registered nick (your current nick if none is given). Works before you have"
+    " a nick too: you then get the account's nick, and join its other sessions if it is"
+    " online elsewhere.",
+    Param("password", required=True),
+    json='{"cmd": "identify", "nick": "alice", "password": "secret"}',
+    before_nick=True,
+    parse=_parse_identify,
+    aliases=("login",),
+    password=True,
+)
+def do_identify(c: LineConnection, a: Args) -> Deferred:
+    account = a.get("nick") or a.get("account")
+    before = c.user
+    already = (
+        before is not None
+        and before.account is not None
+        and casefold(before.account) == casefold(account or before.nick)
+    )
+
+    def done(user: Any) -> Reply:
+        if c.conn is None:
+            # Closed while the password was being checked.
+            return Reply()
+        if c.user is None:
+            # Logged in before choosing a nick: the account's nick is the nick.
+            nick = c.session.account or account or ""
+            try:
+                user = c.service.claim_nick(c.session, nick)
+            except NickInUse:
+                # Someone not logged in to the account holds its nick: the owner takes it
+                # back (they are renamed to a guest nick), as an XMPP login does.
+                c.service.release_nick(nick, nick)
+                user = c.service.claim_nick(c.session, nick)
+            c.welcome(user)
+            return Reply(fields={"nick": user.nick, "account": user.account})
+        user = c.user
+        lines = []
+        if already:
+            lines.append(f"{INFO}you are already logged in as {user.account}")
+        elif user is not before:
+            lines.append(f"{INFO}you are now logged in as {user.account} (with your other session)")
+        return Reply(lines, {"nick": user.nick, "account": user.account})
+
+    if c.user is None and not account:
+        raise CommandError(
+            "missing_argument",
+            "before you have a nick, say which: /identify <nick> <password>",
+            usage=True,
+        )
+    return c.service.identify(c.session, a["password"], account).addCallback(done)
+
+
+@command(
+    "register",
+    "<password> [email]",
+    "Register your current nick as an account (and log in to it). When registration on the"
+    " server is by invitation, only a nick that an operator has invited can be registered.",
+    Param("password", required=True),
+    Param("email"),
+    json='{"cmd": "register", "password": "secret"}',
+    password=True,
+)
+def do_register(c: LineConnection, a: Args) -> Deferred:
+    d = c.service.register(c.session, a["password"], a.get("email"))
+    return d.addCallback(
+        lambda record: Reply([f"{INFO}{record.name} is now registered"], {"account": record.name})
+    )
+
+
+@command(
+    "password",
+    "<old password> <new password>",
+    "Change the password of the account you are logged in to.",
+    Param("old", required=True),
+    Param("new", required=True),
+    json='{"cmd": "password", "old": "secret", "new": "better secret"}',
+    password=True,
+)
+def do_password(c: LineConnection, a: Args) -> Deferred:
+    d = c.service.change_password(c.session, a["old"], a["new"])
+    return d.addCallback(account_reply([f"{INFO}password changed"]))
+
+
+@command(
+    "logout",
+    "",
+    "Log out of your account (you keep your nick; a registered nick must be identified to).",
+    json='{"cmd": "logout"}',
+)
+def do_logout(c: LineConnection, a: Args) -> Reply:
+    c.service.logout(c.session)
+    return Reply()
+
+
+@command(
+    "drop",
+    "<password>",
+    "Delete the account you are logged in to. Its nick becomes free for anyone.",
+    Param("password", required=True),
+    json='{"cmd": "drop", "password": "secret"}',
+    password=True,
+)
+def do_drop(c: LineConnection, a: Args) -> Deferred:
+    account = c.user.account if c.user else None
+    d = c.service.drop(c.session, a["password"])
+    return d.addCallback(account_reply([f"{INFO}account {account} dropped"], account=account))
+
+
+@command(
+    "away",
+    "[message]",
+    "Mark yourself away with a message; without one, mark yourself back.",
+    Param("text", REST),
+    json='{"cmd": "away", "text": "lunch"}',
+)
+def do_away(c: LineConnection, a: Args) -> Reply:
+    c.service.set_away(c.session, a.get("text") or None)
+    return Reply(fields={"away": a.get("text") or None})
