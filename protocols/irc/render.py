@@ -209,8 +209,9 @@ def message_lines(msg: Message, tags: dict[str, str]) -> list[bytes]:
     target = message_target(msg)
     head = f":{source} {command} {target} :"
     budget = LINE_BYTES - 2 - len(head.encode("utf-8"))
-    # What the sender's own line could hold: ``COMMAND target :text``.
-    sent_budget = LINE_BYTES - 2 - len(f"{command} {target} :".encode())
+    # What the sender's own line could hold: ``COMMAND target text`` (one word needs no
+    # colon).
+    sent_budget = LINE_BYTES - 2 - len(f"{command} {target} ".encode())
     action = msg.kind == "action"
     if action:
         budget -= len(ACTION_PREFIX) + 1

@@ -196,6 +196,14 @@ def test_message_to_self_with_echo_message_arrives_twice(
         assert sum(1 for line in privmsgs if tags_of(line).get("label") == "me") == 1
 
 
+def test_tagmsg_to_self_with_echo_message_arrives_twice(server: ServerProcess) -> None:
+    client = connect(server, "selftag", "echo-message batch labeled-response message-tags")
+    got = client.ask("@label=t;+typing=active TAGMSG selftag")
+    tagmsgs = [line for line in got if command_of(line) == "TAGMSG"]
+    assert len(tagmsgs) == 2, got
+    assert [tags_of(line).get("label") for line in tagmsgs].count("t") == 1
+
+
 def test_message_to_self_without_echo_message_arrives_once(server: ServerProcess) -> None:
     client = connect(server, "selfnoecho")
     got = client.ask("PRIVMSG selfnoecho :hi me")
@@ -373,6 +381,20 @@ def test_an_oversized_sasl_chunk_gets_905(server: ServerProcess) -> None:
     # 440 bytes: past the 400 of a chunk, within one line.
     got = client.ask("AUTHENTICATE " + base64.b64encode(b"x" * 330).decode())
     assert [line.split(" ")[1:3] for line in got] == [["905", "*"]]
+
+
+def test_an_endless_sasl_response_gets_904(server: ServerProcess) -> None:
+    client = Irc(server.ports["irc"])
+    client.send("CAP LS 302")
+    client.send("CAP REQ :sasl")
+    client.expect("ACK")
+    client.send("AUTHENTICATE PLAIN")
+    client.expect("AUTHENTICATE +")
+    chunk = "AUTHENTICATE " + "A" * 400
+    got = client.ask("\r\n".join([chunk] * 100))
+    # (The chunks after it are taken for new exchanges with unknown mechanisms.)
+    assert got[0].split(" ")[1:3] == ["904", "*"]
+    assert "905" not in [line.split(" ")[1] for line in got]
 
 
 def test_register_before_connecting_fails_naming_the_account(server: ServerProcess) -> None:

@@ -5,8 +5,8 @@ irctest (https://github.com/progval/irctest) imports this module by name
 irctest`` does both.  Each test case gets its own data directory and configuration: the
 IRC listener on the port irctest chose, the other protocols off, the operator irctest logs
 in as (``operuser``/``operpassword``), and flood control off for loopback clients, which
-irctest's bursts of commands would otherwise wait on.  Accounts are registered the way a
-user would, with NickServ over IRC.
+irctest's bursts of commands would otherwise wait on.  Accounts are made the operator's way,
+with ``chatserver account create`` while the server runs.
 
 The server is found as ``$CHATSERVER_PYTHON -m chatserver`` (default: the Python running
 irctest), so irctest may run from its own virtualenv.
@@ -158,6 +158,8 @@ class ChatserverController(BaseServerController, DirectoryBasedController):
             },
             "chat": {
                 "cloak_secret": "irctest",
+                # irctest registers accounts with passwords as short as three letters.
+                "min_password_length": 1,
                 # Messages reach the database at once, so CHATHISTORY sees them.
                 "history_flush_interval": 0.0,
             },
@@ -202,25 +204,30 @@ class ChatserverController(BaseServerController, DirectoryBasedController):
         pass
 
     def registerUser(self, case: Any, username: str, password: str | None = None) -> None:
-        """Register ``username`` as a user would: connect, ``NickServ REGISTER``, quit."""
-        assert password
-        client = case.addClient(show_io=False)
-        case.sendLine(client, "CAP LS 302")
-        case.sendLine(client, "NICK " + username)
-        case.sendLine(client, "USER r e g :user")
-        case.sendLine(client, "CAP END")
-        while case.getRegistrationMessage(client).command != "001":
-            pass
-        case.getMessages(client)
-        case.sendLine(client, f"PRIVMSG {self.nickserv} :REGISTER {password}")
-        while True:
-            msg = case.getMessage(client)
-            if msg.command == "NOTICE" and msg.prefix.startswith(self.nickserv + "!"):
-                break
-        if "registered" not in msg.params[-1]:
-            raise AssertionError(f"could not register {username}: {msg.params[-1]}")
-        case.sendLine(client, "QUIT")
-        case.assertDisconnected(client)
+        """Create the account the operator's way, with ``chatserver account create`` on the
+        running server's database (passwords of any length: irctest uses some that would
+        not fit in an IRC line)."""
+        assert password is not None and self.directory is not None
+        done = subprocess.run(
+            [
+                _python(),
+                "-m",
+                "chatserver",
+                "account",
+                "create",
+                username,
+                "--password-stdin",
+                "--config",
+                str(self.directory / "chatserver.toml"),
+                "--data-dir",
+                str(self.directory / "data"),
+            ],
+            input=password + "\n",
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"could not register {username}: {done.stderr.strip()}")
 
 
 def get_irctest_controller_class() -> type[ChatserverController]:
