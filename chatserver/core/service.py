@@ -790,18 +790,36 @@ class ChatService:
 
     # -- accounts --------------------------------------------------------------------------
 
-    def register(self, conn: Connection, password: str, email: str | None = None) -> Deferred:
-        """Register the connection's nick as an account and log in to it."""
+    def register(
+        self, conn: Connection, password: str, email: str | None = None, *, name: str = ""
+    ) -> Deferred:
+        """Register the connection's nick as an account and log in to it.
+
+        Before the connection has a nick, ``name`` is the nick it asks for: one that someone
+        is using cannot be registered from under them.
+        """
         try:
-            user = self._user(conn)
-            if user.account is not None:
-                raise AccountError(
-                    AccountError.ALREADY_LOGGED_IN, f"you are already logged in as {user.account}"
-                )
+            if conn.user is None and name:
+                if conn.account is not None:
+                    raise AccountError(
+                        AccountError.ALREADY_LOGGED_IN,
+                        f"you are already logged in as {conn.account}",
+                    )
+                if self.users.get(name) is not None:
+                    raise AccountError(AccountError.EXISTS, f"{name} is in use")
+                nick = name
+            else:
+                user = self._user(conn)
+                if user.account is not None:
+                    raise AccountError(
+                        AccountError.ALREADY_LOGGED_IN,
+                        f"you are already logged in as {user.account}",
+                    )
+                nick = user.nick
         except ChatError as err:
             return fail(err)
         d = self.accounts.register(
-            user.nick,
+            nick,
             password,
             email,
             mode=self.settings.registration,
@@ -809,7 +827,8 @@ class ChatService:
         )
 
         def created(record: Any) -> Any:
-            if conn.user is not None:
+            if conn.user is not None or name:
+                # Before a nick is claimed, login remembers the account for the claim.
                 self.login(conn, record.name)
             return record
 

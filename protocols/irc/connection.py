@@ -136,6 +136,7 @@ class IrcConnection(Protocol):
         "pending_nick",
         "quit_reason",
         "realname",
+        "refused_nick",
         "registered",
         "sasl",
         "server",
@@ -162,6 +163,8 @@ class IrcConnection(Protocol):
         self.registered = False
         # Registration state.
         self.pending_nick: str | None = None
+        # The last nick refused as in use before registration (REGISTER names it then).
+        self.refused_nick: str | None = None
         self.ident: str | None = None
         self.realname = ""
         self.password: str | None = None

@@ -406,3 +406,58 @@ def test_register_before_connecting_fails_naming_the_account(server: ServerProce
     fails = [line for line in got if command_of(line) == "FAIL"]
     assert len(fails) == 1
     assert fails[0].split(" ")[2:5] == ["REGISTER", "COMPLETE_CONNECTION_REQUIRED", "early"]
+
+
+# -- account registration before connecting ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def early_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server that lets clients REGISTER before they finish connecting."""
+    proc = ServerProcess(
+        tmp_path_factory.mktemp("early"),
+        protocols=("irc",),
+        overrides={"irc": {"flood_exempt": ["127.0.0.1"], "registration_before_connect": True}},
+    )
+    proc.start()
+    yield proc
+    proc.kill()
+
+
+def _early_client(server: ServerProcess) -> Irc:
+    client = Irc(server.ports["irc"])
+    client.send("CAP LS 302")
+    assert "draft/account-registration=before-connect" in client.expect("CAP * LS")
+    client.send("CAP REQ :draft/account-registration")
+    client.expect("ACK")
+    return client
+
+
+def test_register_before_connecting_logs_the_new_account_in(early_server: ServerProcess) -> None:
+    client = _early_client(early_server)
+    client.send("NICK earlybird")
+    got = client.ask("REGISTER * * hunter2hunter2")
+    assert [line.split(" ")[1:4] for line in got if "REGISTER" in line] == [
+        ["REGISTER", "SUCCESS", "earlybird"]
+    ]
+    client.send("USER e 0 * :Early")
+    client.send("CAP END")
+    client.expect(" 001 earlybird ")
+    client.expect(lambda line: " 376 " in line or " 422 " in line)
+    whois = client.ask("WHOIS earlybird")
+    assert any(line.split(" ")[1] == "330" for line in whois), whois
+
+
+def test_register_before_connecting_cannot_take_a_nick_in_use(
+    early_server: ServerProcess,
+) -> None:
+    holder = connect(early_server, "holder")
+    client = _early_client(early_server)
+    got = client.ask("NICK holder")
+    assert got and " 433 " in got[0], client.seen
+    got = client.ask("REGISTER * * hunter2hunter2")
+    fails = [line for line in got if command_of(line) == "FAIL"]
+    assert [line.split(" ")[2:5] for line in fails] == [["REGISTER", "ACCOUNT_EXISTS", "holder"]]
+    # The holder is not logged in to an account made from under it either.
+    assert "330" not in [line.split(" ")[1] for line in holder.ask("WHOIS holder")]
+    holder.close()

@@ -135,6 +135,7 @@ class ChatserverController(BaseServerController, DirectoryBasedController):
             "enabled": True,
             "listen": [hostname],
             "flood_exempt": ["127.0.0.0/8", "::1"],
+            "registration_before_connect": self.test_config.account_registration_before_connect,
         }
         faketime_cmd: list[str] = []
         if faketime and shutil.which("faketime"):

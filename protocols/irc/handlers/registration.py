@@ -78,6 +78,7 @@ def nick(conn: IrcConnection, msg: IrcMessage) -> None:
     holder = conn.service.find_user(wanted)
     # A connection logged in by SASL joins its account's user whatever nick it asks for.
     if holder is not None and (conn.core is None or conn.core.account is None):
+        conn.refused_nick = wanted
         conn.reply(n.ERR_NICKNAMEINUSE, wanted, "Nickname is already in use")
         return
     conn.pending_nick = wanted
