@@ -116,6 +116,7 @@ class AccountError(ChatError):
     ALREADY_LOGGED_IN = "already_logged_in"
     WEAK_PASSWORD = "weak_password"
     CLOSED = "closed"
+    EMAIL_REQUIRED = "email_required"
 
     def __init__(self, code: str, reason: str) -> None:
         self.code = code

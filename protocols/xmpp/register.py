@@ -76,6 +76,8 @@ def handle_preauth(conn: XmppConnection, stanza: etree._Element) -> Deferred[Any
         stanzas.sub(query, "instructions", text=instructions)
         stanzas.sub(query, "username")
         stanzas.sub(query, "password")
+        if conn.service.settings.registration_email_required:
+            stanzas.sub(query, "email")
         conn.iq_result(stanza, query)
         return None
     if type_ != "set":
@@ -90,6 +92,7 @@ def handle_preauth(conn: XmppConnection, stanza: etree._Element) -> Deferred[Any
     d = conn.service.accounts.register(
         username,
         password,
+        stanzas.child_text(query, "email", NS_REGISTER) or None,
         mode=mode,
         admit=lambda: conn.service.take_registration(conn.address),
     )

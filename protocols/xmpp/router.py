@@ -214,6 +214,7 @@ def chat_error_condition(err: ChatError) -> str:
             AccountError.NOT_LOGGED_IN: "not-authorized",
             AccountError.WEAK_PASSWORD: "not-acceptable",
             AccountError.CLOSED: "not-allowed",
+            AccountError.EMAIL_REQUIRED: "not-acceptable",
         }.get(err.code, "not-allowed")
     return "not-allowed"
 

@@ -461,3 +461,49 @@ def test_register_before_connecting_cannot_take_a_nick_in_use(
     # The holder is not logged in to an account made from under it either.
     assert "330" not in [line.split(" ")[1] for line in holder.ask("WHOIS holder")]
     holder.close()
+
+
+# -- registration that needs an email address --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def email_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = ServerProcess(
+        tmp_path_factory.mktemp("email"),
+        protocols=("irc", "line"),
+        overrides={
+            "irc": {"flood_exempt": ["127.0.0.1"]},
+            "chat": {"registration_email_required": True},
+        },
+    )
+    proc.start()
+    yield proc
+    proc.kill()
+
+
+def test_register_needs_an_email_when_the_server_requires_one(
+    email_server: ServerProcess,
+) -> None:
+    client = Irc(email_server.ports["irc"]).register("mailer", "draft/account-registration")
+    assert any("draft/account-registration=email-required" in line for line in client.seen)
+    got = client.ask("REGISTER * * hunter2hunter2")
+    assert [line.split(" ")[2:5] for line in got if command_of(line) == "FAIL"] == [
+        ["REGISTER", "INVALID_EMAIL", "mailer"]
+    ]
+    got = client.ask("PRIVMSG NickServ :REGISTER hunter2hunter2")
+    assert "email address is needed" in trailing(got[-1])
+    got = client.ask("REGISTER * mailer@example.org hunter2hunter2")
+    assert [line.split(" ")[1:4] for line in got if command_of(line) == "REGISTER"] == [
+        ["REGISTER", "SUCCESS", "mailer"]
+    ]
+
+
+def test_line_chat_register_needs_an_email_too(email_server: ServerProcess) -> None:
+    line = LineClient(email_server.ports["line"])
+    line.expect("Choose a nick")
+    line.send("linemailer")
+    line.expect("You are linemailer")
+    line.send("/register hunter2hunter2")
+    line.expect("email address is needed")
+    line.send("/register hunter2hunter2 linemailer@example.org")
+    line.expect("linemailer is now registered")

@@ -161,6 +161,9 @@ class ChatserverController(BaseServerController, DirectoryBasedController):
                 "cloak_secret": "irctest",
                 # irctest registers accounts with passwords as short as three letters.
                 "min_password_length": 1,
+                "registration_email_required": (
+                    self.test_config.account_registration_requires_email
+                ),
                 # Messages reach the database at once, so CHATHISTORY sees them.
                 "history_flush_interval": 0.0,
             },

@@ -26,7 +26,12 @@ from protocols.irc.security import PLAINTEXT_REFUSAL, may_send_passwords, tls_ad
 
 def _cap_value(conn: Any) -> str:
     # The factory's section, not the connection's copy: a reload may change the key.
-    return "before-connect" if conn.factory.config.registration_before_connect else ""
+    flags = []
+    if conn.factory.config.registration_before_connect:
+        flags.append("before-connect")
+    if conn.service.settings.registration_email_required:
+        flags.append("email-required")
+    return ",".join(flags)
 
 
 add_capability(Capability("draft/account-registration", _cap_value, requires_command="REGISTER"))
@@ -39,6 +44,7 @@ _CODES = {
     AccountError.WEAK_PASSWORD: "WEAK_PASSWORD",
     AccountError.ALREADY_LOGGED_IN: "ALREADY_AUTHENTICATED",
     AccountError.CLOSED: "TEMPORARILY_UNAVAILABLE",
+    AccountError.EMAIL_REQUIRED: "INVALID_EMAIL",
 }
 
 
@@ -94,6 +100,9 @@ def register(conn: Any, msg: Any) -> Deferred[Any] | None:
         return None
     if email != "*" and not _looks_like_email(email):
         conn.fail("REGISTER", "INVALID_EMAIL", name, description="That is not an email address")
+        return None
+    if email == "*" and conn.service.settings.registration_email_required:
+        conn.fail("REGISTER", "INVALID_EMAIL", name, description="An email address is needed here")
         return None
     if len(password.encode()) > MAX_PASSWORD_BYTES:
         conn.fail(
