@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 MessageKind = Literal["privmsg", "notice", "action"]
+# Why the server closed a connection it did not want to keep, when it was the client's doing:
+# it flooded, or it did not read its output.  Protocols pass it to ``ChatService.quit``.
+DropKind = Literal["flood", "slow_reader"]
 
 
 @dataclass(frozen=True, slots=True)

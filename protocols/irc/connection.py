@@ -38,7 +38,7 @@ from chatserver.core.errors import (
     NotPermitted,
     UnknownMode,
 )
-from chatserver.core.events import Event, Message, MessageBatch, Who
+from chatserver.core.events import DropKind, Event, Message, MessageBatch, Who
 from chatserver.core.interfaces import IChatClient
 from chatserver.core.limits import TokenBucket
 from protocols.irc import caps
@@ -59,7 +59,7 @@ from protocols.irc.services_registry import SERVICES
 from protocols.transport import close, output
 
 if TYPE_CHECKING:
-    from chatserver.core.users import Connection, User
+    from chatserver.core.views import Session, UserView
     from protocols.irc.factory import IrcFactory
 
 log = Logger()
@@ -129,6 +129,7 @@ class IrcConnection(Protocol):
         "closing",
         "config",
         "core",
+        "dropped",
         "factory",
         "ident",
         "in_command",
@@ -153,7 +154,7 @@ class IrcConnection(Protocol):
         self.server = factory.server
         self.server_name: str = factory.server.name
         self.clock = self.service.clock
-        self.core: Connection | None = None
+        self.core: Session | None = None
         self.address = ""
         self.tls = False
         self.caps: AbstractSet[str] = _NO_CAPS
@@ -172,6 +173,8 @@ class IrcConnection(Protocol):
         self.services = SERVICES
         self.closing = False
         self.quit_reason: str | None = None
+        # Set when the server closes the connection for flooding or a full SendQ.
+        self.dropped: DropKind | None = None
         # Numerics 900/901 written for this connection (lets SASL avoid saying it twice).
         self.account_numerics_sent = 0
         # Framing and flood control.
@@ -203,7 +206,7 @@ class IrcConnection(Protocol):
     # -- identity ---------------------------------------------------------------------------
 
     @property
-    def user(self) -> User | None:
+    def user(self) -> UserView | None:
         """The core user (None before registration)."""
         return self.core.user if self.core is not None else None
 
@@ -294,7 +297,7 @@ class IrcConnection(Protocol):
             quit_reason = self.quit_reason or "Connection closed"
             user = self.core.user
             nick = user.nick if user is not None and self.registered else "*"
-            self.service.quit(self.core, quit_reason)
+            self.service.quit(self.core, quit_reason, dropped=self.dropped)
             log.info(
                 "irc connection {id} ({nick}) closed ({reason})",
                 id=self.core.id,
@@ -327,7 +330,7 @@ class IrcConnection(Protocol):
         self.factory.connection_closed(self)
         if self.core is not None:
             # Others see the reason now, not whenever the socket finishes closing.
-            self.service.quit(self.core, reason)
+            self.service.quit(self.core, reason, dropped=self.dropped)
         transport = self.transport
         if transport is not None:
             if abort:
@@ -416,6 +419,7 @@ class IrcConnection(Protocol):
     def _excess_flood(self) -> None:
         log.info("irc connection from {address} closed: excess flood", address=self.address)
         self._pending = None
+        self.dropped = "flood"
         self._close(
             "Excess Flood", "Closing Link: " + self._link_name() + " (Excess Flood)", abort=False
         )
@@ -548,8 +552,9 @@ class IrcConnection(Protocol):
             self.closing = True
             self.quit_reason = "SendQ exceeded"
             self.factory.connection_closed(self)
+            self.dropped = "slow_reader"
             if self.core is not None:
-                self.service.quit(self.core, "SendQ exceeded")
+                self.service.quit(self.core, "SendQ exceeded", dropped="slow_reader")
             transport.abortConnection()  # type: ignore[attr-defined]
 
     def queue_line(self, line: bytes) -> None:

@@ -12,12 +12,19 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatserver.core.errors import LimitExceeded
-from chatserver.core.events import Event, Join, Kick, Message, MessageBatch, NickChange, Part
+from chatserver.core.events import (
+    DropKind,
+    Event,
+    Join,
+    Kick,
+    Message,
+    MessageBatch,
+    NickChange,
+    Part,
+)
 from chatserver.core.interfaces import IChatClient
 from chatserver.core.limits import TokenBucket
 from chatserver.core.names import casefold
-from chatserver.core.rooms import Room
-from chatserver.core.users import Connection, User
 from protocols.line import commands
 from protocols.line.framing import DO, DONT, IAC, TOO_LONG, WILL, WONT, LineFramer, Negotiation
 from protocols.line.render import (
@@ -39,6 +46,7 @@ from protocols.line.render import (
 from protocols.transport import close, output
 
 if TYPE_CHECKING:
+    from chatserver.core.views import RoomView, Session, UserView
     from protocols.line.factory import LineFactory, LineSettings
 
 # Unsent output allowed to pile up while the peer does not read (after the transport has
@@ -76,6 +84,7 @@ class LineConnection(Protocol):
         "_by_server",
         "_closing",
         "_current",
+        "_dropped",
         "_flooding",
         "_framer",
         "_idle_call",
@@ -105,7 +114,7 @@ class LineConnection(Protocol):
         # Encrypted, or from this machine: what the core calls secure.
         self.secure = False
         self.tls = False
-        self.conn: Connection | None = None
+        self.conn: Session | None = None
         # This connection's nick, kept here because the core may show us a nick change while
         # we are between users (when a login moves us to the account's user).
         self.nick: str | None = None
@@ -121,6 +130,8 @@ class LineConnection(Protocol):
         self._probe_mark: int | None = None
         self._closing = False
         self._quit_reason: str | None = None
+        # Set when the server closes the connection for flooding or a full output backlog.
+        self._dropped: DropKind | None = None
         self._by_server = False
         # Telnet options already refused (made when a client first asks for one).
         self._negotiated: set[tuple[int, int]] | None = None
@@ -207,7 +218,7 @@ class LineConnection(Protocol):
         self._cancel_idle()
         conn, self.conn = self.conn, None
         if conn is not None:
-            self.service.quit(conn, self._quit_reason or "Connection closed")
+            self.service.quit(conn, self._quit_reason or "Connection closed", dropped=self._dropped)
             self._log_closed()
 
     def _log_closed(self) -> None:
@@ -255,6 +266,7 @@ class LineConnection(Protocol):
             )
             self._closing = True
             self._quit_reason = "Output backlog full"
+            self._dropped = "slow_reader"
             self._by_server = True
             self._cancel_idle()
             transport.abortConnection()
@@ -297,6 +309,7 @@ class LineConnection(Protocol):
         self._flooding = True
         limit = self.config.flood_max_warnings
         if self._warnings >= limit:
+            self._dropped = "flood"
             self.disconnect("Excess flood")
             return False
         self._warnings += 1
@@ -393,7 +406,7 @@ class LineConnection(Protocol):
         conn, self.conn = self.conn, None
         if conn is not None:
             # Others see the user leave now, not when the client gets round to closing.
-            self.service.quit(conn, reason)
+            self.service.quit(conn, reason, dropped=self._dropped)
             self._log_closed()
         if transport is not None:
             close.close(transport, self.clock)
@@ -457,14 +470,14 @@ class LineConnection(Protocol):
     # -- state for commands ----------------------------------------------------------------
 
     @property
-    def session(self) -> Connection:
+    def session(self) -> Session:
         """The core's record of this connection (commands run only while it is open)."""
         if self.conn is None:
             raise commands.CommandError("closed", "the connection is closed")
         return self.conn
 
     @property
-    def user(self) -> User | None:
+    def user(self) -> UserView | None:
         return self.conn.user if self.conn is not None else None
 
     @property
@@ -560,7 +573,7 @@ class LineConnection(Protocol):
         else:
             self.write_line(PROMPT)
 
-    def welcome(self, user: User) -> None:
+    def welcome(self, user: UserView) -> None:
         """A nick was claimed: greet, and show the rooms of a user we joined (multiclient)."""
         self.nick = user.nick
         self.log.info(
@@ -580,7 +593,7 @@ class LineConnection(Protocol):
             if self.mode == "text":
                 self.write_line(f"{INFO}now talking in #{self._current}")
 
-    def show_room(self, room: Room, *, joined: bool = True) -> None:
+    def show_room(self, room: RoomView, *, joined: bool = True) -> None:
         """What a member sees on joining: topic, members, and the latest messages."""
         count = min(10, self.service.settings.join_history_lines)
         recent = self.service.recent(room.name, count)

@@ -24,7 +24,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatserver.core.errors import Banned, LimitExceeded
-from chatserver.core.events import MessageBatch
+from chatserver.core.events import DropKind, MessageBatch
 from chatserver.core.interfaces import IChatClient
 from chatserver.core.limits import TokenBucket
 from protocols.transport import close, output
@@ -36,7 +36,7 @@ from protocols.xmpp.stream import StreamClosed, StreamError, StreamOpened, Strea
 if TYPE_CHECKING:
     from chatserver.core.events import Who
     from chatserver.core.service import ChatService
-    from chatserver.core.users import Connection, User
+    from chatserver.core.views import Session, UserView
     from protocols.xmpp.factory import XmppFactory
 
 log = Logger()
@@ -116,6 +116,7 @@ class XmppConnection(Protocol):
         "connected",
         "core",
         "domain",
+        "dropped",
         "factory",
         "header_sent",
         "jid",
@@ -146,7 +147,7 @@ class XmppConnection(Protocol):
         self.domain: str = factory.config.domain.lower()
         self.muc_domain: str = factory.config.muc_service.lower()
         self.clock = factory.clock
-        self.core: Connection | None = None
+        self.core: Session | None = None
         self.address = ""
         self.tls = False
         self.loopback = False
@@ -162,6 +163,8 @@ class XmppConnection(Protocol):
         self.presence_status: str | None = None
         self.presence: bytes | None = None
         self.quit_reason: str | None = None
+        # Set when the server closes the stream for flooding or a full output backlog.
+        self.dropped: DropKind | None = None
         self.session_started = False
         # Made when a module first asks for them: most connections never do.
         self._extra: dict[str, Any] | None = None
@@ -198,7 +201,7 @@ class XmppConnection(Protocol):
     # -- what handlers use --------------------------------------------------------------------
 
     @property
-    def user(self) -> User | None:
+    def user(self) -> UserView | None:
         return self.core.user if self.core is not None else None
 
     @property
@@ -233,6 +236,7 @@ class XmppConnection(Protocol):
         ):
             log.info("xmpp output backlog full for {who}", who=self.jid or self.address)
             self.quit_reason = "Output backlog full"
+            self.dropped = "slow_reader"
             self.state = CLOSED
             self._cancel_timers()
             self.transport.abortConnection()
@@ -419,7 +423,7 @@ class XmppConnection(Protocol):
                 presence.went_offline(self)
             self.factory.remove_session(self)
         if self.core is not None:
-            self.service.quit(self.core, self.quit_reason or "Disconnected")
+            self.service.quit(self.core, self.quit_reason or "Disconnected", dropped=self.dropped)
 
     # -- stream negotiation ---------------------------------------------------------------------
 
@@ -601,6 +605,7 @@ class XmppConnection(Protocol):
             self._waiting = None
             log.info("xmpp flood from {who}", who=self.jid or self.address)
             self.quit_reason = "Excess flood"
+            self.dropped = "flood"
             self.stream_error("policy-violation", "too many stanzas at once")
             return
         if self._drain_call is None:

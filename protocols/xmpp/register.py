@@ -89,12 +89,12 @@ def handle_preauth(conn: XmppConnection, stanza: etree._Element) -> Deferred[Any
         raise StanzaError("not-acceptable", "a username and a password are needed")
     # The core's throttle, shared with line and IRC registration ([chat] registration_burst),
     # is asked by the core once the cheap refusals have passed.
-    d = conn.service.accounts.register(
+    d = conn.service.register_account(
         username,
         password,
         stanzas.child_text(query, "email", NS_REGISTER) or None,
+        address=conn.address,
         mode=mode,
-        admit=lambda: conn.service.take_registration(conn.address),
     )
 
     def created(record: Any) -> None:

@@ -260,11 +260,14 @@ def test_logins_failures_and_drops_are_counted() -> None:
     }
     assert service.accounts.failures == 4
     _f, flooder = user(service, "flooder", protocol="irc")
-    service.quit(flooder, "Excess Flood")
+    service.quit(flooder, "Excess Flood", dropped="flood")
     _s, slow = user(service, "slow", protocol="line")
-    service.quit(slow, "Output backlog full")
+    service.quit(slow, "Output backlog full", dropped="slow_reader")
     _q, quitter = user(service, "quitter", protocol="line")
     service.quit(quitter, "bye")
+    # The reason is only text for others to read: a user's own quit message counts nothing.
+    _t, typist = user(service, "typist", protocol="irc")
+    service.quit(typist, "Excess Flood")
     assert service.drops == {("irc", "flood"): 1, ("line", "slow_reader"): 1}
 
 

@@ -68,6 +68,11 @@ def test_metrics_count_what_happens(tmp_path: Path) -> None:
     flooder = chat(port, "flooder")
     flooder.send(b"".join(b"flood\r\n" for _ in range(40)))
     flooder.expect("Server closing connection: Excess flood")
+    # A user who leaves with the same words was not dropped by the server.
+    typist = chat(port, "typist")
+    join(typist, "dev")
+    typist.send("/quit Excess flood")
+    bob.expect("-!- typist quit (Quit: Excess flood)")
     sync(bob)
 
     # The first lag sample comes one interval after the start.

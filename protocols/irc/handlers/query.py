@@ -138,14 +138,14 @@ def _who_rows(conn: Any, mask: str, opers_only: bool) -> Iterator[tuple[Any, Any
         return
     everyone = mask in ("", "*", "0")
     if not everyone and "*" not in mask and "?" not in mask:
-        user = conn.service.users.get(mask)
+        user = conn.service.find_user(mask)
         if user is not None:
             # Asked for by exact nick: shown even when invisible, as WHOIS shows it.
             if not opers_only or _is_oper(user):
                 yield user, None, None
             return
     count = 0
-    for user in conn.service.users:
+    for user in conn.service.online_users():
         if opers_only and not _is_oper(user):
             continue
         visible = (

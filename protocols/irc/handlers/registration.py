@@ -284,10 +284,9 @@ def send_isupport(conn: IrcConnection) -> None:
 
 def send_lusers(conn: IrcConnection) -> None:
     service = conn.service
-    users = service.users
-    invisible = users.mode_count("invisible")
-    opers = users.mode_count("oper")
-    total = len(users)
+    invisible = service.mode_count("invisible")
+    opers = service.mode_count("oper")
+    total = service.user_count()
     peak = max(service.max_users_seen, total)
     conn.reply(
         n.RPL_LUSERCLIENT,
@@ -295,7 +294,7 @@ def send_lusers(conn: IrcConnection) -> None:
     )
     conn.reply(n.RPL_LUSEROP, str(opers), "operator(s) online")
     conn.reply(n.RPL_LUSERUNKNOWN, str(conn.factory.unregistered_count()), "unknown connection(s)")
-    conn.reply(n.RPL_LUSERCHANNELS, str(len(service.rooms)), "channels formed")
+    conn.reply(n.RPL_LUSERCHANNELS, str(service.room_count()), "channels formed")
     conn.reply(n.RPL_LUSERME, f"I have {total} clients and 0 servers")
     conn.reply(n.RPL_LOCALUSERS, str(total), str(peak), f"Current local users {total}, max {peak}")
     conn.reply(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from chatserver.core.events import Who
 from chatserver.core.names import casefold
-from chatserver.core.rooms import Member, Room
+from chatserver.core.views import MemberView, RoomView
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +41,7 @@ def local_part(jid: str | None) -> str | None:
     return address.room if address is not None else None
 
 
-def role(room: Room, member: Member | None) -> str:
+def role(room: RoomView, member: MemberView | None) -> str:
     if member is None:
         return "none"
     if member.op:
@@ -51,7 +51,7 @@ def role(room: Room, member: Member | None) -> str:
     return "visitor"
 
 
-def affiliation(room: Room, who: Who, member: Member | None) -> str:
+def affiliation(room: RoomView, who: Who, member: MemberView | None) -> str:
     account = casefold(who.account) if who.account else None
     if account is not None and room.owner is not None and account == casefold(room.owner):
         return "owner"
@@ -66,5 +66,5 @@ def affiliation(room: Room, who: Who, member: Member | None) -> str:
     return "none"
 
 
-def banned(room: Room, who: Who) -> bool:
+def banned(room: RoomView, who: Who) -> bool:
     return room.is_banned(who) and not room.is_invite_excepted(who)

@@ -1,0 +1,189 @@
+"""History write-behind: room messages kept in memory and written to the store in batches.
+
+A message said in a room goes into the room's in-memory history and a pending list; the list
+is written in one transaction every ``history_flush_interval`` seconds (or, with 0, at once,
+with whatever is said during a write grouped into the next).  Reads of the store flush first,
+so that a reader sees everything said before it asked.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
+from twisted.logger import Logger
+
+from chatserver.core.errors import ChatError
+from chatserver.core.events import Message
+from chatserver.core.names import room_key
+from chatserver.core.settings import CoreSettings
+
+if TYPE_CHECKING:
+    from chatserver.core.rooms import Room
+    from chatserver.core.users import Connection, User
+
+
+class HistoryLog:
+    """The part of ChatService that keeps and stores room history."""
+
+    log: Logger
+    settings: CoreSettings
+    clock: Any
+    history_store: Any
+    rooms: dict[str, Room]
+    stats: dict[str, int]
+    _stopping: bool
+
+    if TYPE_CHECKING:
+
+        def _room(self, name: str) -> Room: ...
+        def _user(self, conn: Connection) -> User: ...
+
+    def _init_history(self) -> None:
+        self._pending_history: list[Message] = []
+        self._flush_call: Any = None
+        self._flushing: Deferred | None = None
+
+    def _load_recent(self, room: Room) -> Deferred:
+        if not room.history.maxlen:
+            return succeed(None)
+
+        def loaded(messages: list[Message]) -> None:
+            # Messages said since the room was created in memory stay after the loaded ones.
+            newer = list(room.history)
+            room.history.clear()
+            seen = {m.id for m in newer}
+            room.history.extend(m for m in messages if m.id not in seen)
+            room.history.extend(newer)
+
+        d = self.history_store.latest(room.name, room.history.maxlen)
+        d.addCallback(loaded)
+        d.addErrback(lambda f: self.log.failure("loading history of {room}", f, room=room.name))
+        return d
+
+    def _record(self, room: Room, msg: Message) -> None:
+        room.history.append(msg)
+        self._pending_history.append(msg)
+        self.stats["messages"] += 1
+        if self._flush_call is None and not self._stopping:
+            interval = self.settings.history_flush_interval
+            if interval <= 0:
+                # Written at once, or, while a write is in progress, together with everything
+                # said meanwhile as soon as it ends (group commit): one transaction per message
+                # would fall behind a busy server.
+                if self._flushing is None:
+                    self.flush_history()
+            else:
+                self._flush_call = self.clock.callLater(interval, self.flush_history)
+
+    def flush_history(self) -> Deferred:
+        """Write pending messages in one batch; fires when everything pending so far is stored."""
+        if self._flush_call is not None:
+            if self._flush_call.active():
+                self._flush_call.cancel()
+            self._flush_call = None
+        batch, self._pending_history = self._pending_history, []
+        if not batch:
+            return self._when_flushed()
+        previous = self._when_flushed()
+        d: Deferred = Deferred()
+        # Set before the write starts: a store that answers at once runs done() right away.
+        self._flushing = d
+
+        def write(_: Any) -> Deferred:
+            return self.history_store.append(batch)
+
+        def done(result: Any) -> None:
+            if self._flushing is d:
+                self._flushing = None
+            d.callback(None)
+            if (
+                self._pending_history
+                and self._flushing is None
+                and self._flush_call is None
+                and self.settings.history_flush_interval <= 0
+                and not self._stopping
+            ):
+                self.flush_history()
+
+        def failed(f: Any) -> None:
+            self.log.failure("writing {n} history messages", f, n=len(batch))
+            # Keep them to retry with the next batch rather than lose them.
+            self._pending_history[:0] = batch
+            if self._flushing is d:
+                self._flushing = None
+            d.callback(None)
+
+        previous.addCallback(write).addCallbacks(done, failed)
+        return self._when_flushed()
+
+    def _when_flushed(self) -> Deferred:
+        """A new Deferred that fires (with None) when the write in progress is done.
+
+        Every caller gets its own: callbacks that callers add to one shared Deferred would
+        run inside each other's chains and see each other's results.
+        """
+        current = self._flushing
+        if current is None:
+            return succeed(None)
+        waiter: Deferred = Deferred()
+
+        def fire(result: Any) -> Any:
+            waiter.callback(None)
+            return result
+
+        current.addBoth(fire)
+        return waiter
+
+    def recent(self, name: str, count: int) -> list[Message]:
+        """The last ``count`` messages of a room from memory (for replay on join)."""
+        room = self._room(name)
+        if count <= 0:
+            return []
+        return list(room.history)[-count:]
+
+    def _history(self, method: str, name: str, *args: Any) -> Deferred:
+        try:
+            key = self._room(name).name if name in self.rooms else room_key(name)
+        except ChatError as err:
+            return fail(err)
+        d = self.flush_history()
+        d.addCallback(lambda _: getattr(self.history_store, method)(key, *args))
+        return d
+
+    def history_latest(self, room: str, limit: int) -> Deferred:
+        return self._history("latest", room, limit)
+
+    def history_before(self, room: str, ts: float, limit: int) -> Deferred:
+        return self._history("before", room, ts, limit)
+
+    def history_after(self, room: str, ts: float, limit: int) -> Deferred:
+        return self._history("after", room, ts, limit)
+
+    def history_between(self, room: str, start: float, end: float, limit: int) -> Deferred:
+        return self._history("between", room, start, end, limit)
+
+    @inlineCallbacks
+    def history_around(self, room: str, ts: float, limit: int):
+        """About ``limit`` messages centred on ``ts`` (the message at ``ts`` included)."""
+        half = max(limit - limit // 2, 1)
+        older = yield self._history("before", room, ts + 1e-6, half)
+        newer = yield self._history("after", room, ts + 1e-6, max(limit - len(older), 0))
+        return (older + newer)[:limit]
+
+    def history_find(self, msgid: str) -> Deferred:
+        return self.flush_history().addCallback(lambda _: self.history_store.find(msgid))
+
+    def history_targets(self, conn: Connection, start: float, end: float, limit: int) -> Deferred:
+        """Rooms of the user whose latest message is between ``start`` and ``end``:
+        [(room, latest ts)]."""
+        user = self._user(conn)
+        mine = set(user.rooms)
+        d = self.flush_history()
+        d.addCallback(lambda _: self.history_store.targets(start, end, limit + len(self.rooms)))
+        d.addCallback(lambda rows: [(t, ts) for t, ts in rows if t in mine][:limit])
+        return d
+
+    def history_pending(self) -> int:
+        """Messages said but not yet handed to the history store."""
+        return len(self._pending_history)

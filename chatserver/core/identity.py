@@ -1,0 +1,378 @@
+"""Identity: accounts (registration, login, logout) and nick enforcement.
+
+A user's identity is a guest or an account.  Logging in attaches a connection to the
+account's user (one user, several connections); a nick that is an account, held by a session
+that is not logged in to it, is enforced: the holder is renamed to a guest nick.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred, fail, inlineCallbacks
+from twisted.logger import Logger
+
+from chatserver.core.accounts import INVITE_DAYS, AccountManager
+from chatserver.core.errors import AccountError, ChatError, NotPermitted
+from chatserver.core.events import AccountChange, Event, Join, NickChange, Part
+from chatserver.core.limits import AddressSet, KeyedBuckets
+from chatserver.core.names import casefold
+from chatserver.core.settings import CoreSettings
+
+if TYPE_CHECKING:
+    from chatserver.core.users import Connection, NickTable, User
+
+
+class Identity:
+    """The part of ChatService that logs connections in and enforces registered nicks."""
+
+    log: Logger
+    settings: CoreSettings
+    clock: Any
+    accounts: AccountManager
+    users: NickTable
+    by_account: dict[str, User]
+    logins_by_protocol: dict[str, int]
+    _limit_exempt: AddressSet
+    _end_of_turn: Callable[[Callable[[], None]], object] | None
+
+    if TYPE_CHECKING:
+
+        def _user(self, conn: Connection) -> User: ...
+        def _attach(self, conn: Connection, user: User) -> None: ...
+        def _detach(self, conn: Connection) -> User | None: ...
+        def _rename_user(self, user: User, new_nick: str) -> None: ...
+        def _user_gone(self, user: User, reason: str) -> None: ...
+        def _audience(self, user: User) -> list[Any]: ...
+        def notice_user(self, user: User, text: str) -> None: ...
+        def _refuse_if_banned(
+            self, conn: Connection, *, nick: str | None, ident: str | None, account: str | None
+        ) -> None: ...
+        def _send(
+            self,
+            clients: Iterable[Any],
+            event: Event,
+            fanout: Sequence[tuple[str, int]] | None = None,
+        ) -> None: ...
+
+    def _init_identity(self) -> None:
+        # New accounts per address (line and IRC registration, XMPP in-band registration).
+        self._registrations = KeyedBuckets(
+            self.settings.registration_burst, 1.0 / self.settings.registration_period
+        )
+        # Nicks just taken, to look up in the store at the end of the turn (enforcement).
+        self._nicks_to_check: dict[User, str] = {}
+        self._nick_check_scheduled = False
+
+    # -- accounts --------------------------------------------------------------------------
+
+    def take_registration(self, address: str) -> bool:
+        """Whether ``address`` may create one more account now; counts it if so."""
+        if address in self._limit_exempt:
+            return True
+        return self._registrations.take(address, self.clock.seconds())
+
+    def register(
+        self, conn: Connection, password: str, email: str | None = None, *, name: str = ""
+    ) -> Deferred:
+        """Register the connection's nick as an account and log in to it.
+
+        Before the connection has a nick, ``name`` is the nick it asks for: one that someone
+        is using cannot be registered from under them.
+        """
+        try:
+            if conn.user is None and name:
+                if conn.account is not None:
+                    raise AccountError(
+                        AccountError.ALREADY_LOGGED_IN,
+                        f"you are already logged in as {conn.account}",
+                    )
+                if self.users.get(name) is not None:
+                    raise AccountError(AccountError.EXISTS, f"{name} is in use")
+                nick = name
+            else:
+                user = self._user(conn)
+                if user.account is not None:
+                    raise AccountError(
+                        AccountError.ALREADY_LOGGED_IN,
+                        f"you are already logged in as {user.account}",
+                    )
+                nick = user.nick
+        except ChatError as err:
+            return fail(err)
+        d = self.register_account(nick, password, email, address=conn.address)
+
+        def created(record: Any) -> Any:
+            if conn.user is not None or name:
+                # Before a nick is claimed, login remembers the account for the claim.
+                self.login(conn, record.name)
+            return record
+
+        return d.addCallback(created)
+
+    def register_account(
+        self,
+        name: str,
+        password: str,
+        email: str | None = None,
+        *,
+        address: str,
+        mode: str | None = None,
+    ) -> Deferred:
+        """Create the account ``name`` for someone not logged in to it (XMPP in-band
+        registration before authentication; :meth:`register` for a user's own nick), as the
+        registration mode allows (``mode``, a protocol's own setting, else ``[chat]
+        registration``) and the per-address throttle admits; fires with the AccountRecord."""
+        return self.accounts.register(
+            name,
+            password,
+            email,
+            mode=mode or self.settings.registration,
+            admit=lambda: self.take_registration(address),
+        )
+
+    def identify(self, conn: Connection, password: str, account: str | None = None) -> Deferred:
+        """Check a password and log the connection in; fires with the (possibly other) User."""
+        name = account or (conn.user.nick if conn.user is not None else None)
+        if name is None:
+            return fail(AccountError(AccountError.NO_ACCOUNT, "say which account to identify to"))
+        d = self.accounts.verify_password(name, password, conn.address, conn.protocol)
+        d.addCallback(lambda record: self.login(conn, record.name))
+        d.addErrback(self._log_login_failure, conn, name)
+        return d
+
+    def invite_registration(
+        self, conn: Connection, name: str, days: float = INVITE_DAYS
+    ) -> Deferred:
+        """A server operator lets ``name`` be registered once, by whoever asks first, within
+        ``days`` (see AccountManager.invite); fires with the expiry time."""
+        try:
+            user = self._require_server_oper(conn)
+        except ChatError as err:
+            return fail(err)
+        d = self.accounts.invite(name, days, invited_by=user.nick)
+        return d.addCallback(lambda invite: invite.expires_at)
+
+    def uninvite_registration(self, conn: Connection, name: str) -> Deferred:
+        """A server operator withdraws the invitation of ``name``; fires True if there was one."""
+        try:
+            self._require_server_oper(conn)
+        except ChatError as err:
+            return fail(err)
+        return self.accounts.uninvite(name)
+
+    def registration_invites(self, conn: Connection) -> Deferred:
+        """Fire with the unexpired RegistrationInvites, by name (server operators only)."""
+        try:
+            self._require_server_oper(conn)
+        except ChatError as err:
+            return fail(err)
+        return self.accounts.invites()
+
+    def _require_server_oper(self, conn: Connection) -> User:
+        user = self._user(conn)
+        if "oper" not in user.modes:
+            raise NotPermitted("only server operators may do that")
+        return user
+
+    def _log_login_failure(self, failure: Any, conn: Connection, name: str) -> Any:
+        failure.trap(AccountError)
+        self.log.info(
+            "login failed for {account} from {address} ({protocol}): {reason}",
+            account=name,
+            address=conn.address,
+            protocol=conn.protocol,
+            reason=failure.value.code,
+        )
+        return failure
+
+    def login(self, conn: Connection, account: str) -> User | None:
+        """Log a connection in to ``account`` (its credentials already checked).
+
+        Before a nick is claimed this only remembers the account.  If another user is already
+        online for the account, this connection moves to that user (one user, several
+        connections): it is shown leaving its old rooms, its nick changing, and the rooms of
+        the account's user; its old user quits if it has no other connection.
+        """
+        self.log.info(
+            "login {account} from {address} ({protocol})",
+            account=account,
+            address=conn.address,
+            protocol=conn.protocol,
+        )
+        user = conn.user
+        self._refuse_if_banned(
+            conn,
+            nick=user.nick if user is not None else None,
+            ident=user.ident if user is not None else None,
+            account=account,
+        )
+        protocol = conn.protocol
+        self.logins_by_protocol[protocol] = self.logins_by_protocol.get(protocol, 0) + 1
+        if user is None:
+            conn.account = account
+            return None
+        key = casefold(account)
+        if user.account is not None and casefold(user.account) == key:
+            return user
+        existing = self.by_account.get(key)
+        if existing is not None and existing is not user:
+            self._move_connection(conn, existing)
+            return existing
+        if user.account is not None and self.by_account.get(casefold(user.account)) is user:
+            del self.by_account[casefold(user.account)]
+        user.account = account
+        user.changed()
+        self.by_account[key] = user
+        self._send(
+            self._audience(user),
+            AccountChange(ts=self.clock.seconds(), who=user.who(), account=account),
+        )
+        if key == user.key and user.enforce_timer is not None:
+            if user.enforce_timer.active():
+                user.enforce_timer.cancel()
+            user.enforce_timer = None
+        return user
+
+    def _move_connection(self, conn: Connection, target: User) -> None:
+        old = self._detach(conn)
+        assert old is not None
+        now = self.clock.seconds()
+        old_who = old.who()
+        for room in old.rooms.values():
+            self._send(
+                (conn.client,), Part(ts=now, room=room.name, who=old_who, reason="logged in")
+            )
+        if old.nick != target.nick:
+            self._send((conn.client,), NickChange(ts=now, who=old_who, new_nick=target.nick))
+        self._attach(conn, target)
+        conn.account = target.account
+        target_who = target.who()
+        for room in target.rooms.values():
+            self._send((conn.client,), Join(ts=now, room=room.name, who=target_who))
+        if not old.connections:
+            self._user_gone(old, f"Logged in as {target.nick}")
+
+    def logout(self, conn: Connection) -> None:
+        user = self._user(conn)
+        if user.account is None:
+            raise AccountError(AccountError.NOT_LOGGED_IN, "you are not logged in")
+        self._logout_user(user)
+
+    def _logout_user(self, user: User) -> None:
+        if self.by_account.get(casefold(user.account or "")) is user:
+            del self.by_account[casefold(user.account or "")]
+        user.account = None
+        user.changed()
+        for conn in user.connections:
+            conn.account = None
+        self._send(
+            self._audience(user),
+            AccountChange(ts=self.clock.seconds(), who=user.who(), account=None),
+        )
+        self._check_enforcement(user)
+
+    @inlineCallbacks
+    def change_password(self, conn: Connection, old_password: str, new_password: str):
+        user = self._user(conn)
+        if user.account is None:
+            raise AccountError(AccountError.NOT_LOGGED_IN, "log in to change your password")
+        self.accounts.check_password_rules(new_password)
+        yield self.accounts.verify_password(user.account, old_password, conn.address, conn.protocol)
+        yield self.accounts.set_password(user.account, new_password)
+
+    @inlineCallbacks
+    def drop(self, conn: Connection, password: str):
+        """Delete the logged-in account (after checking its password)."""
+        user = self._user(conn)
+        if user.account is None:
+            raise AccountError(AccountError.NOT_LOGGED_IN, "log in to drop your account")
+        account = user.account
+        yield self.accounts.verify_password(account, password, conn.address, conn.protocol)
+        yield self.accounts.delete(account)
+        holder = self.by_account.get(casefold(account))
+        if holder is not None:
+            self._logout_user(holder)
+
+    # -- nick enforcement ------------------------------------------------------------------
+
+    def _check_enforcement(self, user: User) -> None:
+        if user.enforce_timer is not None:
+            if user.enforce_timer.active():
+                user.enforce_timer.cancel()
+            user.enforce_timer = None
+        if user.account is not None and casefold(user.account) == user.key:
+            return
+        # Checked together with every other nick taken in this reactor turn: one trip to the
+        # store's thread for a burst of new connections, not one each.
+        self._nicks_to_check[user] = user.key
+        if self._end_of_turn is None:
+            self._check_nicks()
+        elif not self._nick_check_scheduled:
+            self._nick_check_scheduled = True
+            self._end_of_turn(self._check_nicks)
+
+    def _check_nicks(self) -> None:
+        self._nick_check_scheduled = False
+        waiting, self._nicks_to_check = self._nicks_to_check, {}
+        if not waiting:
+            return
+        d = self.accounts.registered_keys(list(waiting.values()))
+
+        def found(registered: set[str]) -> None:
+            for user, key in waiting.items():
+                if key in registered:
+                    self._warn_unidentified(user, key)
+
+        d.addCallback(found)
+        d.addErrback(lambda f: self.log.failure("checking {n} nicks", f, n=len(waiting)))
+
+    def _warn_unidentified(self, user: User, key: str) -> None:
+        if user.key != key or self.users.get(user.nick) is not user:
+            return
+        if user.account is not None and casefold(user.account) == key:
+            return
+        timeout = self.settings.nick_enforce_timeout
+        self.notice_user(
+            user,
+            f"{user.nick} is a registered nick. Identify within {timeout:g} seconds"
+            " or you will be renamed.",
+        )
+        if user.enforce_timer is None or not user.enforce_timer.active():
+            user.enforce_timer = self.clock.callLater(timeout, self._enforce, user, key)
+
+    def _enforce(self, user: User, key: str) -> None:
+        user.enforce_timer = None
+        if user.key != key or self.users.get(user.nick) is not user:
+            return
+        if user.account is not None and casefold(user.account) == key:
+            return
+        guest = self._guest_nick()
+        self.notice_user(user, f"You did not identify for {user.nick}; your nick is now {guest}.")
+        self._rename_user(user, guest)
+
+    def release_nick(self, nick: str, account: str) -> bool:
+        """Free ``nick`` for the owner of ``account`` (GHOST/REGAIN, an XMPP login on the nick).
+
+        A holder not logged in to that account is renamed to a guest nick; returns whether the
+        nick is now free for the account.
+        """
+        holder = self.users.get(nick)
+        if holder is None:
+            return True
+        if holder.account is not None and casefold(holder.account) == casefold(account):
+            return False
+        guest = self._guest_nick()
+        self.notice_user(
+            holder, f"{holder.nick} was claimed by its owner; your nick is now {guest}."
+        )
+        self._rename_user(holder, guest)
+        return True
+
+    def _guest_nick(self) -> str:
+        while True:
+            nick = f"{self.settings.guest_prefix}{random.randint(10000, 99999)}"
+            if nick not in self.users:
+                return nick

@@ -1,0 +1,164 @@
+"""Server bans (K-lines) in force: the config file's and operators', and who they shut out.
+
+Matching is in :mod:`chatserver.core.bans`; this part decides when to check (a connection
+opening, a nick claimed, an account logging in, a ban added) and disconnects who matches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.logger import Logger
+
+from chatserver.core.bans import ServerBan, ban_matches, normalize_ban_mask
+from chatserver.core.errors import Banned, ChatError, NotPermitted
+
+if TYPE_CHECKING:
+    from chatserver.core.users import Connection, User
+
+
+class ServerBans:
+    """The part of ChatService that keeps the server bans and applies them."""
+
+    log: Logger
+    clock: Any
+    connections: dict[int, Connection]
+
+    if TYPE_CHECKING:
+
+        def _user(self, conn: Connection) -> User: ...
+        def cloak(self, address: str, protocol: str) -> str: ...
+        def quit(self, conn: Connection, reason: str = "", *, dropped: Any = None) -> None: ...
+
+    def _init_server_bans(self, ban_store: Any) -> None:
+        # From the config file (replaced on reload) and set by operators at run time (kept in
+        # ``ban_store`` when it has the methods, else in memory).
+        self.ban_store = ban_store
+        self.config_bans: tuple[ServerBan, ...] = ()
+        self.runtime_bans: dict[str, ServerBan] = {}
+
+    @inlineCallbacks
+    def _load_server_bans(self):
+        if hasattr(self.ban_store, "load_server_bans"):
+            for ban in (yield self.ban_store.load_server_bans()):
+                self.runtime_bans[ban.mask] = ban
+
+    @property
+    def server_bans(self) -> list[ServerBan]:
+        """Every server ban in force: the config's, then those set by operators."""
+        return [*self.config_bans, *self.runtime_bans.values()]
+
+    def server_ban_for(
+        self,
+        address: str,
+        *,
+        cloak: str = "",
+        nick: str | None = None,
+        ident: str | None = None,
+        account: str | None = None,
+    ) -> ServerBan | None:
+        for ban in self.server_bans:
+            if ban_matches(
+                ban, address=address, cloak=cloak, nick=nick, ident=ident, account=account
+            ):
+                return ban
+        return None
+
+    def _refuse_if_banned(
+        self, conn: Connection, *, nick: str | None, ident: str | None, account: str | None
+    ) -> None:
+        if not self.config_bans and not self.runtime_bans:
+            return
+        ban = self.server_ban_for(
+            conn.address,
+            cloak=self.cloak(conn.address, conn.protocol),
+            nick=nick,
+            ident=ident,
+            account=account,
+        )
+        if ban is None:
+            return
+        text = banned_text(ban)
+        self.log.info(
+            "banned {address} ({protocol}) by {mask}",
+            address=conn.address,
+            protocol=conn.protocol,
+            mask=ban.mask,
+        )
+        try:
+            conn.client.disconnect(text)
+        except Exception:
+            self.log.failure("disconnecting {conn}", conn=conn)
+        raise Banned(text, ban.mask)
+
+    def set_config_bans(self, bans: Iterable[ServerBan]) -> list[str]:
+        """Replace the config file's bans (at start and on reload); returns the nicks of the
+        users disconnected because a ban now matches them."""
+        self.config_bans = tuple(bans)
+        return self._enforce_bans()
+
+    def add_server_ban(
+        self, conn: Connection, mask: str, reason: str
+    ) -> tuple[ServerBan, list[str]]:
+        """An operator bans ``mask`` from the server (stored when the store can); users it
+        matches are disconnected.  Returns the ban and their nicks."""
+        actor = self._user(conn)
+        if "oper" not in actor.modes:
+            raise NotPermitted("only server operators may do that")
+        ban = ServerBan(normalize_ban_mask(mask), reason.strip(), actor.nick, self.clock.seconds())
+        self.runtime_bans[ban.mask] = ban
+        if hasattr(self.ban_store, "save_server_ban"):
+            d = self.ban_store.save_server_ban(ban)
+            d.addErrback(lambda f: self.log.failure("saving the ban {mask}", f, mask=ban.mask))
+        self.log.info(
+            "{oper} banned {mask}: {reason}", oper=actor.nick, mask=ban.mask, reason=ban.reason
+        )
+        return ban, self._enforce_bans()
+
+    def remove_server_ban(self, conn: Connection, mask: str) -> ServerBan:
+        """An operator lifts a ban set at run time (config bans are lifted in the config)."""
+        actor = self._user(conn)
+        if "oper" not in actor.modes:
+            raise NotPermitted("only server operators may do that")
+        key = normalize_ban_mask(mask)
+        ban = self.runtime_bans.pop(key, None)
+        if ban is None:
+            if any(b.mask == key for b in self.config_bans):
+                raise ChatError(f"{key} is set in the configuration file: remove it there")
+            raise ChatError(f"no server ban on {key}")
+        if hasattr(self.ban_store, "delete_server_ban"):
+            d = self.ban_store.delete_server_ban(key)
+            d.addErrback(lambda f: self.log.failure("deleting the ban {mask}", f, mask=key))
+        self.log.info("{oper} lifted the ban on {mask}", oper=actor.nick, mask=key)
+        return ban
+
+    def _enforce_bans(self) -> list[str]:
+        gone: list[str] = []
+        for conn in list(self.connections.values()):
+            user = conn.user
+            if user is not None and "oper" in user.modes:
+                # An operator is never locked out by a mistyped mask; they can lift it.
+                continue
+            ban = self.server_ban_for(
+                conn.address,
+                cloak=user.host if user is not None else "",
+                nick=user.nick if user is not None else None,
+                ident=user.ident if user is not None else None,
+                account=user.account if user is not None else conn.account,
+            )
+            if ban is None:
+                continue
+            if user is not None and user.nick not in gone:
+                gone.append(user.nick)
+            try:
+                conn.client.disconnect(banned_text(ban))
+            except Exception:
+                self.log.failure("disconnecting {conn}", conn=conn)
+            self.quit(conn, banned_text(ban))
+        return gone
+
+
+def banned_text(ban: ServerBan) -> str:
+    return "You are banned from this server" + (f": {ban.reason}" if ban.reason else "")
