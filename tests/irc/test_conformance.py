@@ -507,3 +507,38 @@ def test_line_chat_register_needs_an_email_too(email_server: ServerProcess) -> N
     line.expect("email address is needed")
     line.send("/register hunter2hunter2 linemailer@example.org")
     line.expect("linemailer is now registered")
+
+
+# -- HELP and LINKS ----------------------------------------------------------------------------
+
+
+def test_every_command_has_help() -> None:
+    import protocols.irc.handlers  # noqa: F401  (fills the table)
+    from protocols.irc.commands import COMMANDS
+    from protocols.irc.handlers.help import HELP_TEXT
+
+    assert sorted(set(COMMANDS) - set(HELP_TEXT)) == []
+
+
+@pytest.mark.parametrize("command", ["HELP", "HELPOP"])
+def test_help_lists_commands_and_explains_one(server: ServerProcess, command: str) -> None:
+    client = connect(server, f"helper{command.lower()}")
+    index = client.ask(command)
+    numerics = [line.split(" ")[1] for line in index]
+    assert numerics[0] == "704" and numerics[-1] == "706"
+    assert set(numerics[1:-1]) == {"705"}
+    assert "PRIVMSG" in " ".join(index)
+    got = client.ask(f"{command} privmsg")
+    assert got[0].split(" ")[1:4] == ["704", f"helper{command.lower()}", "PRIVMSG"]
+    assert "PRIVMSG <target>" in trailing(got[0])
+    assert [line.split(" ")[1] for line in client.ask(f"{command} NOSUCHTHING")] == ["524"]
+
+
+def test_links_shows_this_server(server: ServerProcess) -> None:
+    client = connect(server, "linker")
+    got = client.ask("LINKS")
+    assert [line.split(" ")[1:5] for line in got] == [
+        ["364", "linker", "test.chatserver", "test.chatserver"],
+        ["365", "linker", "*", ":End"],
+    ]
+    assert trailing(got[0]).startswith("0 ")

@@ -154,6 +154,7 @@ class ChatserverController(BaseServerController, DirectoryBasedController):
             "server": {
                 "name": "My.Little.Server",
                 "network": "testnet",
+                "description": "test server",
                 "listen": [hostname],
                 "log_level": "debug" if self.debug_mode else "warn",
             },

@@ -230,6 +230,8 @@ def isupport_tokens(conn: IrcConnection) -> list[str]:
     settings = conn.service.settings
     targmax = f"JOIN:,KICK:4,LIST:,NAMES:,NOTICE:{MAX_TARGETS},PART:,PRIVMSG:{MAX_TARGETS},TAGMSG:{MAX_TARGETS},WHOIS:1"
     tokens: dict[str, str | None] = {
+        # Ban masks may name an account: $a:<account> (IRCv3 account-extban).
+        "ACCOUNTEXTBAN": "a",
         "AWAYLEN": str(settings.away_max),
         "BOT": "B",
         "CASEMAPPING": "ascii",
@@ -238,6 +240,7 @@ def isupport_tokens(conn: IrcConnection) -> list[str]:
         "CHANNELLEN": str(ROOM_MAX + 1),
         "CHANTYPES": "#",
         "ELIST": "CMNTU",
+        "EXTBAN": "$,a",
         "HOSTLEN": "64",
         "INVEX": "I",
         "KICKLEN": str(settings.kick_reason_max),
