@@ -56,6 +56,7 @@ class Identity:
             event: Event,
             fanout: Sequence[tuple[str, int]] | None = None,
         ) -> None: ...
+        def _observe(self, event: Event) -> None: ...
 
     def _init_identity(self) -> None:
         # New accounts per address (line and IRC registration, XMPP in-band registration).
@@ -226,10 +227,10 @@ class Identity:
         user.account = account
         user.changed()
         self.by_account[key] = user
-        self._send(
-            self._audience(user),
-            AccountChange(ts=self.clock.seconds(), who=user.who(), account=account),
-        )
+        change = AccountChange(ts=self.clock.seconds(), who=user.who(), account=account)
+        self._send(self._audience(user), change)
+        # Notify lists (IRC extended-monitor) follow users they share no room with.
+        self._observe(change)
         if key == user.key and user.enforce_timer is not None:
             if user.enforce_timer.active():
                 user.enforce_timer.cancel()
@@ -268,10 +269,9 @@ class Identity:
         user.changed()
         for conn in user.connections:
             conn.account = None
-        self._send(
-            self._audience(user),
-            AccountChange(ts=self.clock.seconds(), who=user.who(), account=None),
-        )
+        change = AccountChange(ts=self.clock.seconds(), who=user.who(), account=None)
+        self._send(self._audience(user), change)
+        self._observe(change)
         self._check_enforcement(user)
 
     @inlineCallbacks

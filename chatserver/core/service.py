@@ -578,6 +578,8 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
         user.changed()
         event = RealnameChange(ts=self.clock.seconds(), who=user.who(), realname=user.realname)
         self._send(self._audience(user), event)
+        # Notify lists (IRC extended-monitor) follow users they share no room with.
+        self._observe(event)
 
     def wallops(self, conn: Connection, text: str) -> None:
         user = self._user(conn)

@@ -542,3 +542,49 @@ def test_links_shows_this_server(server: ServerProcess) -> None:
         ["365", "linker", "*", ":End"],
     ]
     assert trailing(got[0]).startswith("0 ")
+
+
+# -- extended-monitor --------------------------------------------------------------------------
+
+
+def test_extended_monitor_follows_away_and_realname_of_watched_users(
+    server: ServerProcess,
+) -> None:
+    watcher = connect(server, "extwatcher", "extended-monitor away-notify setname")
+    watched = connect(server, "extwatched")
+    watcher.ask("MONITOR + extwatched")
+    watched.ask("AWAY :lunch")
+    got = watcher.sync()
+    assert [command_of(line) for line in got] == ["AWAY"]
+    assert got[0].startswith(":extwatched!") and trailing(got[0]) == "lunch"
+    watched.ask("SETNAME :New Name")
+    got = watcher.sync()
+    assert [command_of(line) for line in got] == ["SETNAME"]
+    # Sharing a room, the watcher hears it once, from the room.
+    watcher.ask("JOIN #extmon")
+    watched.ask("JOIN #extmon")
+    watcher.sync()
+    watched.ask("AWAY")
+    assert [command_of(line) for line in watcher.sync()] == ["AWAY"]
+
+
+def test_extended_monitor_follows_line_chat_users_too(server: ServerProcess) -> None:
+    watcher = connect(server, "extlinewatcher", "extended-monitor away-notify")
+    watcher.ask("MONITOR + extliner")
+    line = LineClient(server.ports["line"])
+    line.expect("Choose a nick")
+    line.send("extliner")
+    line.expect("You are extliner")
+    assert [command_of(x) for x in watcher.sync()] == ["730"]
+    line.send("/away making tea")
+    line.expect("away")
+    got = watcher.sync()
+    assert [command_of(x) for x in got] == ["AWAY"] and trailing(got[0]) == "making tea"
+
+
+def test_monitor_without_extended_monitor_hears_only_presence(server: ServerProcess) -> None:
+    watcher = connect(server, "plainwatcher", "away-notify")
+    watched = connect(server, "plainwatched")
+    watcher.ask("MONITOR + plainwatched")
+    watched.ask("AWAY :gone")
+    assert watcher.sync() == []
