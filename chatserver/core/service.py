@@ -493,6 +493,9 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
             r = self._room(room)
             member = r.members.get(user)
             self._check_send(r, user, member)
+            if "no_ctcp" in r.flags and kind != "action" and text.startswith("\x01"):
+                # CTCP (other than an action) is IRC's; a room may refuse it for everyone.
+                raise CannotSend(r.name, "CTCP is not allowed in this room")
             msg = Message(
                 ts=now,
                 id=self._new_id(),

@@ -588,3 +588,23 @@ def test_monitor_without_extended_monitor_hears_only_presence(server: ServerProc
     watcher.ask("MONITOR + plainwatched")
     watched.ask("AWAY :gone")
     assert watcher.sync() == []
+
+
+# -- +C: no CTCP -------------------------------------------------------------------------------
+
+
+def test_no_ctcp_mode_refuses_ctcp_but_not_actions(server: ServerProcess) -> None:
+    chanop = connect(server, "ctcpop")
+    user = connect(server, "ctcpuser")
+    chanop.ask("JOIN #noctcp")
+    user.ask("JOIN #noctcp")
+    chanop.sync()
+    got = chanop.ask("MODE #noctcp +C")
+    assert [command_of(line) for line in got] == ["MODE"]
+    assert [command_of(line) for line in user.sync()] == ["MODE"]
+    assert user.ask("PRIVMSG #noctcp :\x01ACTION waves\x01") == []
+    got = user.ask("PRIVMSG #noctcp :\x01VERSION\x01")
+    assert [line.split(" ")[1:4] for line in got] == [["404", "ctcpuser", "#noctcp"]]
+    relayed = [trailing(line) for line in chanop.sync() if command_of(line) == "PRIVMSG"]
+    assert relayed == ["\x01ACTION waves\x01"]
+    assert "+C" in " ".join(chanop.ask("MODE #noctcp"))

@@ -90,6 +90,7 @@ class ChatserverController(BaseServerController, DirectoryBasedController):
             OptionalBehaviors.INVITE_EXCEPTION_MODE,
             OptionalBehaviors.MULTI_JOIN,
             OptionalBehaviors.MULTI_PRIVMSG,
+            OptionalBehaviors.NO_CTCP,
             OptionalBehaviors.ELIST_C,
             OptionalBehaviors.ELIST_M,
             OptionalBehaviors.ELIST_N,
