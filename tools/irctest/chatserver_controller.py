@@ -23,7 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from irctest import patma
-from irctest.basecontrollers import BaseServerController, DirectoryBasedController
+from irctest.basecontrollers import (
+    BaseServerController,
+    DirectoryBasedController,
+    ProcessStopped,
+)
 from irctest.runner import NotImplementedByController
 from irctest.specifications import Capabilities, OptionalBehaviors
 
@@ -65,6 +69,7 @@ class ChatserverController(BaseServerController, DirectoryBasedController):
     supported_sasl_mechanisms = {"PLAIN", "SCRAM-SHA-256"}
     supports_sts = False
     nickserv = "NickServ"
+    _log: Any = None
 
     # What the server offers in CAP LS and ISUPPORT (protocols/irc/README.md).
     capabilities = frozenset(
@@ -190,6 +195,11 @@ class ChatserverController(BaseServerController, DirectoryBasedController):
         data_dir = self.directory / "data"
         data_dir.mkdir()
 
+        # The server's log, shown if it stops (irctest removes the directory after the test).
+        log_kwargs: dict[str, Any] = {}
+        if not self.debug_mode:
+            self._log = open(self.directory / "server.log", "wb")
+            log_kwargs = {"stdout": self._log, "stderr": self._log}
         self.proc = self.execute(
             [
                 *faketime_cmd,
@@ -204,7 +214,22 @@ class ChatserverController(BaseServerController, DirectoryBasedController):
             ],
             proc_name="chatserver",
             cwd=str(Path(self.directory)),
+            **log_kwargs,
         )
+
+    def check_is_alive(self) -> None:
+        try:
+            super().check_is_alive()
+        except ProcessStopped as stopped:
+            log = self.directory / "server.log" if self.directory else None
+            tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
+            raise ProcessStopped(f"{stopped}; the server said:\n{tail}") from None
+
+    def kill(self) -> None:
+        super().kill()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     def wait_for_services(self) -> None:
         # NickServ is part of the server: it is there as soon as the port is.
