@@ -106,5 +106,8 @@ class IHistoryStore(Interface):
         """Fire with [(target, latest ts)] for targets whose latest message is in
         start < ts < end, ascending by that ts."""
 
+    def purge(target):
+        """Delete every message of ``target``; fire with how many there were."""
+
     def close():
         """Finish pending work and release the database."""

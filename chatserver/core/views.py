@@ -213,11 +213,7 @@ class Views:
 
     def visible_rooms(self, viewer: UserView | None) -> list[RoomView]:
         """Every room ``viewer`` may see, by name."""
-        return [
-            room
-            for key, room in sorted(self.rooms.items())
-            if "secret" not in room.flags or can_see_room(viewer, room)
-        ]
+        return [room for _key, room in sorted(self.rooms.items()) if can_see_room(viewer, room)]
 
     def room_count(self) -> int:
         return len(self.rooms)

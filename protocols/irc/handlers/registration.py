@@ -17,6 +17,7 @@ from twisted.logger import Logger
 
 from chatserver.core.errors import BadName, NickInUse
 from chatserver.core.names import NICK_MAX, ROOM_MAX, is_valid_nick
+from protocols import connlog
 from protocols.irc import caps, sasl
 from protocols.irc import numerics as n
 from protocols.irc.channels import channel_name, send_names, send_topic
@@ -127,9 +128,7 @@ def try_register(conn: IrcConnection) -> None:
         conn.registered = True
         conn.factory.connection_registered(conn)
         conn.registration_done()
-        # Debug only: the close line names the nick, and two info lines per connection cost
-        # a busy server a tenth of its registration rate.
-        log.debug("irc connection {id} registered as {nick}", id=conn.core.id, nick=user.nick)
+        connlog.registered("irc", conn.core.id, conn.address, user.nick)
         welcome(conn)
         # Attached to a user already online (same account elsewhere): show its rooms.
         for room in list(user.rooms.values()):
