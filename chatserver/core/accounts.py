@@ -207,7 +207,14 @@ class AccountManager:
                 AccountError.EMAIL_REQUIRED, "an email address is needed to register here"
             )
         check_nick(name)
-        self.check_password_rules(password)
+        try:
+            self.check_password_rules(password)
+        except AccountError:
+            # A taken name is the truer reason: no other password could help.
+            existing = yield self.store.get_account(name)
+            if existing is not None:
+                raise AccountError(AccountError.EXISTS, f"{name} is already registered") from None
+            raise
         invited = mode == "invite"
         if invited:
             # Only a quick refusal: the invitation that counts is the one the store finds

@@ -277,7 +277,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
         now = self.clock.seconds()
         if not self._stopping:
             # At shutdown everyone is told once; a QUIT per user to everyone left would be N².
-            self._send(self._audience(user), Quit(ts=now, who=who, reason=reason))
+            self._send_quit(user, Quit(ts=now, who=who, reason=reason))
         for room in list(user.rooms.values()):
             self._remove_member(room, user)
         self.users.remove(user)
@@ -348,7 +348,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
         room.members[user] = member
         room.members_changed()
         user.rooms[rk] = room
-        self._send(room.clients(), Join(ts=now, room=rk, who=user.who()))
+        self._send_membership(room, user, Join(ts=now, room=rk, who=user.who()), was_member=False)
         return room
 
     def _check_join(self, room: Room, user: User, key: str | None) -> None:
@@ -372,10 +372,8 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
         room = self._room(name)
         if user not in room.members:
             raise NotOnRoom(room.name)
-        self._send(
-            room.clients(),
-            Part(ts=self.clock.seconds(), room=room.name, who=user.who(), reason=reason),
-        )
+        part = Part(ts=self.clock.seconds(), room=room.name, who=user.who(), reason=reason)
+        self._send_membership(room, user, part, was_member=True)
         self._remove_member(room, user)
 
     def _remove_member(self, room: Room, user: User) -> None:
@@ -498,8 +496,13 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
         kind: MessageKind = "privmsg",
         tags: tuple[tuple[str, str], ...] = (),
         status: str | None = None,
+        native: Any = None,
     ) -> Message:
-        """Send a message to a room or to a nick; returns the Message that was delivered."""
+        """Send a message to a room or to a nick; returns the Message that was delivered.
+
+        ``native`` is the message in the sender's protocol, carried on the Message untouched
+        for recipients on that protocol (see ``Message.native``).
+        """
         user = self._user(conn)
         if not text:
             raise ChatError("no text to send")
@@ -527,6 +530,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
                 tags=tags,
                 status=status,
                 origin=conn.client,
+                native=native,
             )
             if status is not None:
                 clients: Iterable[Any] = [
@@ -564,6 +568,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
             target=target.nick,
             tags=tags,
             origin=conn.client,
+            native=native,
         )
         clients = list(target.clients())
         if target is not user:

@@ -25,6 +25,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from chatserver.core.records import RosterItem
+from protocols.costs import FANOUT
 from protocols.xmpp import roster, stanzas
 from protocols.xmpp.jid import try_parse, user_jid
 from protocols.xmpp.router import handler
@@ -89,7 +90,7 @@ def _on_xmpp(user: Any) -> bool:
 # -- the handler ----------------------------------------------------------------------------
 
 
-@handler("presence", None, None)
+@handler("presence", None, None, per_delivery=FANOUT)
 def presence(conn: XmppConnection, stanza: etree._Element) -> Deferred[Any] | None:
     type_ = stanzas.type_of(stanza)
     to = stanza.get("to")
@@ -186,16 +187,25 @@ def _to_subscribers(
     return factory.rosters.get(account).addCallback(send)
 
 
-def _sync_away(conn: XmppConnection) -> None:
+def away_text(show: str | None, status: str | None) -> str | None:
+    """The core's away message for a presence's show and status (None: not away)."""
+    if show in AWAY_SHOWS:
+        return status[:STATUS_MAX] if status else _SHOW_TEXT[show]
+    return None
+
+
+def sync_away(conn: XmppConnection, show: str | None, status: str | None) -> None:
+    """Make the user's away state what a presence with ``show`` and ``status`` says."""
     user = conn.user
     if user is None or conn.core is None:
         return
-    show = conn.presence_show
-    wanted = None
-    if show in AWAY_SHOWS:
-        wanted = conn.presence_status or _SHOW_TEXT[show]
+    wanted = away_text(show, status)
     if user.away != wanted:
         conn.service.set_away(conn.core, wanted)
+
+
+def _sync_away(conn: XmppConnection) -> None:
+    sync_away(conn, conn.presence_show, conn.presence_status)
 
 
 def _directed(conn: XmppConnection, stanza: etree._Element, bare: str, resource: str | None):

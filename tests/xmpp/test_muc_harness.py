@@ -47,6 +47,7 @@ class Occupant:
     protocol = "xmpp"
     address = "127.0.0.1"
     secure = True
+    lang = "en"
 
     def __init__(
         self, service: ChatService, nick: str, resource: str = "res", account: str | None = None
@@ -58,6 +59,9 @@ class Occupant:
         self.extra: dict[str, Any] = {}
         self.out: list[bytes] = []
         self.events: list[Any] = []
+        # Flood tokens charged past each stanza's own (what its fan-out cost).
+        self.flood = self
+        self.charged = 0.0
         self.core = service.connect(self)
         if account is not None:
             service.login(self.core, account)
@@ -88,6 +92,10 @@ class Occupant:
         if payload is not None:
             reply.append(payload)
         self.send(reply)
+
+    def charge(self, cost: float) -> None:
+        """The flood queue's ``charge`` (the occupant is its own flood queue)."""
+        self.charged += cost
 
     def jid_of(self, who: Any) -> str:
         return f"{casefold(who.nick)}@{DOMAIN}"
