@@ -43,6 +43,7 @@ from protocols.irc.services_registry import SERVICES
 from protocols.transport import close, peer
 from protocols.transport.flood import FloodBudget, FloodQueue
 from protocols.transport.framing import TOO_LONG, LineSplitter, TooLong
+from protocols.transport.idle import IdleTimer
 from protocols.transport.output import BoundedOutput
 
 if TYPE_CHECKING:
@@ -69,18 +70,15 @@ class IrcConnection(Protocol):
 
     # Slots: an idle connection is mostly this object, and ten thousand of them add up.
     __slots__ = (
-        "_awaiting_pong",
         "_batch_ids",
-        "_connected_at",
         "_held",
         "_label",
-        "_last_seen",
         "_lines",
         "_lost",
         "_out",
         "_output",
-        "_ping_call",
         "_processing",
+        "_timer",
         "account_numerics_sent",
         "address",
         "cap_bits",
@@ -157,11 +155,9 @@ class IrcConnection(Protocol):
         self._held: list[bytes] | None = None
         self._batch_ids: Iterator[int] | None = None
         # Timers.
-        self._last_seen = 0.0
         # A PING went out and nothing has come in since.
-        self._awaiting_pong = False
-        self._ping_call: Any = None
-        self._connected_at = 0.0
+        # One timer: the registration deadline, then the pings of an idle connection.
+        self._timer = IdleTimer(self.clock, self)
         self._lost = False
 
     # -- identity ---------------------------------------------------------------------------
@@ -210,8 +206,6 @@ class IrcConnection(Protocol):
         self.address = peer.address_of(transport)
         self.tls = peer.is_tls(transport)
         transport.registerProducer(self._output, True)  # type: ignore[attr-defined]
-        now = self.clock.seconds()
-        self._last_seen = now
         config = self.config
         if config.flood_burst > 0 and not self.factory.flood_exempt(self.address):
             self.flood.budget = FloodBudget(config.flood_burst, config.flood_rate, self.clock)
@@ -227,20 +221,14 @@ class IrcConnection(Protocol):
             self.disconnect(str(err))
             return
         connlog.opened("irc", self.core.id, self.address, self.tls)
-        # One timer per connection, for the registration deadline and then for pings.
-        self._connected_at = now
-        self._ping_call = self.clock.callLater(
-            min(config.registration_timeout, config.ping_interval), self._check_idle
-        )
+        self._timer.start(deadline=config.registration_timeout)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         if self._lost:
             return
         self._lost = True
         self.closing = True
-        call = self._ping_call
-        if call is not None and call.active():
-            call.cancel()
+        self._timer.stop()
         self.flood.clear()
         self.factory.connection_closed(self)
         if self.sasl is not None:
@@ -273,6 +261,7 @@ class IrcConnection(Protocol):
         self.quit_reason = reason
         # What the client sent after the command that closes is not run.
         self.flood.clear()
+        self._timer.stop()
         # The core forgets the user below; the close line still names it.
         self.quit_nick = self.nick if self.registered else None
         if self._out is not None:
@@ -291,36 +280,26 @@ class IrcConnection(Protocol):
                 close.close(transport, self.clock)
 
     def registration_done(self) -> None:
-        """Called once the welcome burst is sent (the idle timer stops checking the
-        registration deadline by itself)."""
+        """Called once the welcome burst is sent: the registration deadline is met."""
+        self._timer.deadline = None
 
-    def _check_idle(self) -> None:
-        """Close a client that has not registered in time; probe an idle client with PING,
-        and close it when nothing comes back in time."""
-        self._ping_call = None
-        if self.closing:
-            return
-        now = self.clock.seconds()
-        config = self.config
-        registration_left = 0.0
+    # -- the idle timer (IdleOwner) ---------------------------------------------------------
+
+    def idle_after(self) -> float:
+        return self.config.ping_interval
+
+    def answer_within(self) -> float:
+        return self.config.ping_timeout
+
+    def send_probe(self) -> None:
+        self._write(f"PING :{self.server_name}\r\n".encode())
+
+    def no_answer(self, silent: float) -> None:
+        self.disconnect(f"Ping timeout: {int(silent)} seconds")
+
+    def deadline_passed(self) -> None:
         if not self.registered:
-            registration_left = self._connected_at + config.registration_timeout - now
-            if registration_left <= 0:
-                self.disconnect("Registration timed out")
-                return
-        if self._awaiting_pong:
-            self.disconnect(f"Ping timeout: {int(now - self._last_seen)} seconds")
-            return
-        idle = now - self._last_seen
-        if idle >= config.ping_interval:
-            self._awaiting_pong = True
-            self._write(f"PING :{self.server_name}\r\n".encode())
-            delay = config.ping_timeout
-        else:
-            delay = config.ping_interval - idle
-        if registration_left > 0:
-            delay = min(delay, registration_left)
-        self._ping_call = self.clock.callLater(delay, self._check_idle)
+            self.disconnect("Registration timed out")
 
     # -- input ------------------------------------------------------------------------------
 
@@ -332,8 +311,7 @@ class IrcConnection(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self.closing:
             return
-        self._last_seen = self.clock.seconds()
-        self._awaiting_pong = False
+        self._timer.touch(self.clock.seconds())
         lines = self._lines.feed(data)
         if not lines:
             return

@@ -43,7 +43,9 @@ from tests.hostile.harness import (
     stop_env,
     wait_until,
 )
+from tests.hostile.tlsclose import assert_tls_peers_let_go
 from tests.hostile.tlsstall import assert_tls_stall_dropped
+from tests.transport.tlsclient import SilentTlsPeer
 
 pytestmark = pytest.mark.usefixtures("guard")
 
@@ -615,6 +617,28 @@ def test_tls_handshake_stall(env: Env) -> None:
         PROTO,
         assert_tls_stall_dropped(
             env.ports["irc_tls"], timeout=2.0, probe=(b"PING :t\r\n", b"PONG")
+        ),
+    )
+
+
+def test_tls_peers_that_leave_the_end_to_the_server(env: Env) -> None:
+    """Over TLS: QUIT and never answer the close; trickle a registration a byte at a time;
+    trickle a TLS record.  The server lets go of each in time (registration deadline 3 s,
+    then the close's bound)."""
+
+    def login(peer: SilentTlsPeer, i: int) -> None:
+        peer.send(f"NICK tlsq{i}\r\nUSER tlsq{i} 0 * :q\r\n".encode())
+        peer.read_until(b" 001 ")
+
+    count(
+        PROTO,
+        assert_tls_peers_let_go(
+            env.ports["irc_tls"],
+            login=login,
+            end=b"QUIT\r\n",
+            first=b"NICK slowpoke",
+            bound=15.0,
+            pid=env.pid,
         ),
     )
 
