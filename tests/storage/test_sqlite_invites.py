@@ -33,6 +33,7 @@ class MigrationTests(StoreTestCase):
         self.assertNotIn("registration_invites", tables)
 
         store = await self.open_store()
+        # Every later step applies too.
         self.assertEqual(await store.schema_version(), SCHEMA_VERSION)
         self.assertEqual(await store.get_account("alice"), account("Alice"))
         self.assertEqual(await store.load_server_bans(), [ban])

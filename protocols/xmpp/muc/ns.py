@@ -19,6 +19,11 @@ DELAY = "urn:xmpp:delay"
 SID = "urn:xmpp:sid:0"
 MAM = "urn:xmpp:mam:2"
 MAM_EXTENDED = "urn:xmpp:mam:2#extended"
+# XEP-0421: an occupant's stable id in a room, on its presences and messages.
+OCCUPANT_ID = "urn:xmpp:occupant-id:0"
+# Message replies (XEP-0461) and corrections (XEP-0308), mapped to IRC client tags.
+REPLY = "urn:xmpp:reply:0"
+CORRECT = "urn:xmpp:message-correct:0"
 PING = "urn:xmpp:ping"
 STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 
