@@ -30,6 +30,14 @@ class NickInUse(ChatError):
         super().__init__(f"{nick} is already in use")
 
 
+class NickReserved(NickInUse):
+    """The nick is a registered account's, and the session has not logged in to it."""
+
+    def __init__(self, nick: str) -> None:
+        self.nick = nick
+        ChatError.__init__(self, f"{nick} is a registered nick: log in to its account to use it")
+
+
 class NoSuchNick(ChatError):
     """No user has that nick."""
 

@@ -61,6 +61,9 @@ class Message(Event):
     kind: MessageKind = "privmsg"
     room: str | None = None
     target: str | None = None
+    # The account of the user ``target`` names, if it is logged in to one: protocols that
+    # address users by account (XMPP JIDs) say whom the message was for with it.
+    target_account: str | None = None
     tags: tuple[tuple[str, str], ...] = ()
     # Minimum member status ('op' or 'voice') that receives it, for IRC STATUSMSG (@#room).
     status: str | None = None

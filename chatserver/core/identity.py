@@ -15,10 +15,10 @@ from twisted.internet.defer import Deferred, fail, inlineCallbacks
 from twisted.logger import Logger
 
 from chatserver.core.accounts import INVITE_DAYS, AccountManager
-from chatserver.core.errors import AccountError, ChatError, NotPermitted
+from chatserver.core.errors import AccountError, BadName, ChatError, NickReserved, NotPermitted
 from chatserver.core.events import AccountChange, Event, Join, NickChange, Part
 from chatserver.core.limits import AddressSet, KeyedBuckets
-from chatserver.core.names import casefold
+from chatserver.core.names import casefold, reserved_reason
 from chatserver.core.settings import CoreSettings
 
 if TYPE_CHECKING:
@@ -175,6 +175,7 @@ class Identity:
             ident=user.ident if user is not None else None,
             account=account,
         )
+        self.accounts.note_registered(account)
         protocol = conn.protocol
         self.logins_by_protocol[protocol] = self.logins_by_protocol.get(protocol, 0) + 1
         if user is None:
@@ -264,12 +265,37 @@ class Identity:
 
     # -- nick enforcement ------------------------------------------------------------------
 
+    def check_nick_claim(self, conn: Connection, nick: str) -> None:
+        """Raise unless ``conn`` may take ``nick`` as far as names go (not whether someone
+        holds it now): BadName for a reserved name, NickReserved for a registered nick of
+        an account it is not logged in to, when enforcement is strict."""
+        account = conn.user.account if conn.user is not None else conn.account
+        self._check_claim(nick, account)
+
+    def _check_claim(self, nick: str, account: str | None) -> None:
+        key = casefold(nick)
+        if account is not None and casefold(account) == key:
+            return
+        reason = reserved_reason(nick, self.settings.guest_prefix)
+        if reason is not None:
+            raise BadName(nick, reason)
+        if self.settings.nick_enforcement == "strict" and self.accounts.is_registered(key):
+            # Asked again in the background, so that an account that another process has
+            # deleted frees its nick by the next try.
+            d = self.accounts.registered_keys([key])
+            d.addErrback(lambda f: self.log.failure("checking the nick {key}", f, key=key))
+            raise NickReserved(nick)
+
     def _check_enforcement(self, user: User) -> None:
         if user.enforce_timer is not None:
             if user.enforce_timer.active():
                 user.enforce_timer.cancel()
             user.enforce_timer = None
         if user.account is not None and casefold(user.account) == user.key:
+            return
+        if self.settings.nick_enforcement == "strict" and self.accounts.is_registered(user.key):
+            # Logged out while on the account's nick: a guest from now on.
+            self._to_guest(user, f"{user.nick} is a registered nick")
             return
         # Checked together with every other nick taken in this reactor turn: one trip to the
         # store's thread for a burst of new connections, not one each.
@@ -300,6 +326,10 @@ class Identity:
             return
         if user.account is not None and casefold(user.account) == key:
             return
+        if self.settings.nick_enforcement == "strict":
+            # Registered by another process since this process last knew: no grace.
+            self._to_guest(user, f"{user.nick} is a registered nick")
+            return
         timeout = self.settings.nick_enforce_timeout
         self.notice_user(
             user,
@@ -317,6 +347,11 @@ class Identity:
             return
         guest = self._guest_nick()
         self.notice_user(user, f"You did not identify for {user.nick}; your nick is now {guest}.")
+        self._rename_user(user, guest)
+
+    def _to_guest(self, user: User, why: str) -> None:
+        guest = self._guest_nick()
+        self.notice_user(user, f"{why}: your nick is now {guest}. Log in to its account to use it.")
         self._rename_user(user, guest)
 
     def release_nick(self, nick: str, account: str) -> bool:

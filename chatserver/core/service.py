@@ -125,8 +125,10 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery):
 
     @inlineCallbacks
     def start(self):
-        """Load registered rooms (with their recent history) and server bans from the store."""
+        """Load registered rooms (with their recent history), server bans and the accounts'
+        names from the store."""
         yield self._load_server_bans()
+        yield self.accounts.load_names()
         records = yield self.room_store.load_rooms()
         for record in records:
             room = Room.from_record(record, self.settings.history_in_memory)
@@ -192,6 +194,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery):
         holder = self.users.get(nick)
         if holder is not None:
             raise NickInUse(holder.nick)
+        self._check_claim(nick, conn.account)
         now = self.clock.seconds()
         user = User(
             nick,
@@ -235,6 +238,8 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery):
         holder = self.users.get(new_nick)
         if holder is not None and holder is not user:
             raise NickInUse(holder.nick)
+        if casefold(new_nick) != user.key:
+            self._check_claim(new_nick, user.account)
         self._rename_user(user, new_nick)
 
     def _rename_user(self, user: User, new_nick: str) -> None:
@@ -473,8 +478,11 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery):
         kind: MessageKind = "privmsg",
         tags: tuple[tuple[str, str], ...] = (),
         status: str | None = None,
+        account: str | None = None,
     ) -> Message:
-        """Send a message to a room or to a nick; returns the Message that was delivered."""
+        """Send a message to a room, to a nick, or to the user logged in to ``account`` (an
+        address that belongs to an account reaches no one else); returns the Message that
+        was delivered."""
         user = self._user(conn)
         if not text:
             raise ChatError("no text to send")
@@ -524,9 +532,15 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery):
             if status is None:
                 self._record(r, msg)
             return msg
-        if nick is None:
+        if account is not None:
+            found = self.by_account.get(casefold(account))
+            if found is None:
+                raise NoSuchNick(account)
+            target = found
+        elif nick is None:
             raise ChatError("a message needs a room or a nick")
-        target = self._find(nick)
+        else:
+            target = self._find(nick)
         msg = Message(
             ts=now,
             id=self._new_id(),
@@ -534,6 +548,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery):
             text=text,
             kind=kind,
             target=target.nick,
+            target_account=target.account,
             tags=tags,
             origin=conn.client,
         )
@@ -600,6 +615,10 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery):
 
     def find_user(self, nick: str) -> User | None:
         return self.users.get(nick)
+
+    def find_account_user(self, account: str) -> User | None:
+        """The user online logged in to ``account``, or None."""
+        return self.by_account.get(casefold(account))
 
     def get_room(self, name: str) -> Room | None:
         if not is_valid_room(name):
