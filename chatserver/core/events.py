@@ -170,10 +170,11 @@ class HostChange(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AccountChange(Event):
-    """``account`` None means logged out."""
+    """``account`` None means logged out; ``previous`` is the account it was logged in to."""
 
     who: Who
     account: str | None
+    previous: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

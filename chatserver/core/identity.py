@@ -46,6 +46,7 @@ class Identity:
         def _rename_user(self, user: User, new_nick: str) -> None: ...
         def _user_gone(self, user: User, reason: str) -> None: ...
         def _audience(self, user: User) -> list[Any]: ...
+        def _observe(self, event: Event) -> None: ...
         def notice_user(self, user: User, text: str) -> None: ...
         def _refuse_if_banned(
             self, conn: Connection, *, nick: str | None, ident: str | None, account: str | None
@@ -188,15 +189,18 @@ class Identity:
         if existing is not None and existing is not user:
             self._move_connection(conn, existing)
             return existing
-        if user.account is not None and self.by_account.get(casefold(user.account)) is user:
-            del self.by_account[casefold(user.account)]
+        previous = user.account
+        if previous is not None and self.by_account.get(casefold(previous)) is user:
+            del self.by_account[casefold(previous)]
         user.account = account
         user.changed()
         self.by_account[key] = user
-        self._send(
-            self._audience(user),
-            AccountChange(ts=self.clock.seconds(), who=user.who(), account=account),
+        event = AccountChange(
+            ts=self.clock.seconds(), who=user.who(), account=account, previous=previous
         )
+        self._send(self._audience(user), event)
+        # Contact lists (XMPP rosters) follow accounts: this one is online from now on.
+        self._observe(event)
         if key == user.key and user.enforce_timer is not None:
             if user.enforce_timer.active():
                 user.enforce_timer.cancel()
@@ -229,16 +233,18 @@ class Identity:
         self._logout_user(user)
 
     def _logout_user(self, user: User) -> None:
-        if self.by_account.get(casefold(user.account or "")) is user:
-            del self.by_account[casefold(user.account or "")]
+        previous = user.account
+        if self.by_account.get(casefold(previous or "")) is user:
+            del self.by_account[casefold(previous or "")]
         user.account = None
         user.changed()
         for conn in user.connections:
             conn.account = None
-        self._send(
-            self._audience(user),
-            AccountChange(ts=self.clock.seconds(), who=user.who(), account=None),
+        event = AccountChange(
+            ts=self.clock.seconds(), who=user.who(), account=None, previous=previous
         )
+        self._send(self._audience(user), event)
+        self._observe(event)
         self._check_enforcement(user)
 
     @inlineCallbacks

@@ -55,7 +55,7 @@ from chatserver.core.events import (
 )
 from chatserver.core.history import HistoryLog
 from chatserver.core.identity import Identity
-from chatserver.core.limits import AddressSet
+from chatserver.core.limits import AddressSet, canonical_address
 from chatserver.core.modes import RoomModes
 from chatserver.core.names import casefold, check_nick, is_valid_room, room_key
 from chatserver.core.rooms import Member, Room
@@ -157,9 +157,11 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery):
     def connect(self, client: Any) -> Connection:
         """Attach a new connection (no nick yet); raises LimitExceeded past the per-address cap."""
         conn = Connection(client, next(self._conn_ids), self.clock.seconds())
-        ban = self.server_ban_for(conn.address)
-        if ban is not None:
-            raise Banned(banned_text(ban), ban.mask)
+        if self.config_bans or self.runtime_bans:
+            # A host ban names the address or its cloak: both are known before anything else.
+            ban = self.server_ban_for(conn.address, cloak=self.cloak(conn.address))
+            if ban is not None:
+                raise Banned(banned_text(ban), ban.mask)
         limit = self.settings.max_connections_per_address
         count = self._per_address.get(conn.address, 0)
         if limit > 0 and count >= limit and conn.address not in self._limit_exempt:
@@ -168,10 +170,13 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery):
         self.connections[conn.id] = conn
         return conn
 
-    def cloak(self, address: str, protocol: str) -> str:
-        """A stable host that stands for ``address`` without revealing it."""
-        digest = hmac.new(self._cloak_key, address.encode(), hashlib.sha256).hexdigest()
-        return f"{protocol}-{digest[:10]}.cloak"
+    def cloak(self, address: str) -> str:
+        """A stable host that stands for ``address`` without revealing it: the same on every
+        protocol, so that a ban on a cloak keeps its address out whatever protocol it uses."""
+        digest = hmac.new(
+            self._cloak_key, canonical_address(address).encode(), hashlib.sha256
+        ).hexdigest()
+        return f"{digest[:10]}.cloak"
 
     def claim_nick(
         self, conn: Connection, nick: str, *, ident: str | None = None, realname: str = ""
@@ -199,7 +204,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery):
         user = User(
             nick,
             ident=(ident or nick)[:16],
-            host=self.cloak(conn.address, conn.protocol),
+            host=self.cloak(conn.address),
             realname=realname[: self.settings.realname_max],
             now=now,
         )

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from chatserver.core.events import Who
+from chatserver.core.limits import canonical_address
 from chatserver.core.names import casefold
 
 if TYPE_CHECKING:
@@ -35,7 +36,9 @@ class Connection:
         self.client = client
         self.id = conn_id
         self.protocol: str = getattr(client, "protocol", "?")
-        self.address: str = getattr(client, "address", "")
+        # Canonical, so that cloaks, bans and per-address limits see one address whichever
+        # protocol or listener the client came through.
+        self.address: str = canonical_address(getattr(client, "address", ""))
         self.connected_at = now
         self.last_active = now
         self.user: User | None = None

@@ -32,6 +32,7 @@ from chatserver.core.errors import (
     JoinRefused,
     LimitExceeded,
     NickInUse,
+    NickReserved,
     NoSuchNick,
     NoSuchRoom,
     NotOnRoom,
@@ -92,6 +93,13 @@ def describe(err: Exception) -> tuple[str, str, dict[str, Any]]:
     """(error code, message, extra JSON fields) for an error a command ran into."""
     if isinstance(err, CommandError):
         return err.code, err.message, {}
+    if isinstance(err, NickReserved):
+        return (
+            "nick_reserved",
+            f"{err.nick} is a registered nick: log in with /identify {err.nick} <password>,"
+            " or choose another nick",
+            {},
+        )
     if isinstance(err, NickInUse):
         return "nick_in_use", f"{err.nick} is already in use; choose another nick", {}
     if isinstance(err, BadName):

@@ -12,7 +12,7 @@ from lxml import etree
 
 from protocols.xmpp import router, stanzas
 from protocols.xmpp.carbons import NS_CARBONS
-from protocols.xmpp.jid import try_parse
+from protocols.xmpp.jid import local_user, try_parse
 from protocols.xmpp.router import StanzaError, handler
 from protocols.xmpp.stanzas import (
     NS_DISCO_INFO,
@@ -82,7 +82,7 @@ def _node(stanza: etree._Element) -> str | None:
 
 def _known_user(conn: XmppConnection, bare: str) -> bool:
     """Ourselves, or a user online now (the server answers for a bare JID on its behalf)."""
-    return bare == conn.bare_jid or conn.service.find_user(bare.partition("@")[0]) is not None
+    return bare == conn.bare_jid or local_user(conn.service, bare.partition("@")[0]) is not None
 
 
 @handler("iq", "set", NS_DISCO_INFO)

@@ -1,4 +1,5 @@
-"""One-to-one messages (RFC 6121 §5): ``nick@domain`` is any user, on any protocol.
+"""One-to-one messages (RFC 6121 §5): ``account@domain`` is the user logged in to that
+account, and ``~nick@domain`` a guest, on any protocol.
 
 A message with a body goes through the core (``service.say``) as one message, so an IRC or
 line-chat user gets it as a private message (one line per line of the body: their renderers
@@ -18,7 +19,7 @@ from lxml import etree
 
 from chatserver.core.errors import NoSuchNick
 from protocols.xmpp import stanzas
-from protocols.xmpp.jid import JID, try_parse
+from protocols.xmpp.jid import GUEST_MARK, JID, local_user, try_parse
 from protocols.xmpp.router import StanzaError, handler
 
 if TYPE_CHECKING:
@@ -63,7 +64,14 @@ def chat(conn: XmppConnection, stanza: etree._Element) -> None:
     if text.startswith("/me "):
         kind, text = "action", text[4:]
     try:
-        conn.service.say(conn.core, nick=target.local, text=text, kind=kind)
+        if target.local.startswith(GUEST_MARK):
+            # A guest's address reaches the guest on that nick, never a logged-in user.
+            user = local_user(conn.service, target.local)
+            if user is None:
+                raise NoSuchNick(target.local)
+            conn.service.say(conn.core, nick=user.nick, text=text, kind=kind)
+        else:
+            conn.service.say(conn.core, account=target.local, text=text, kind=kind)
     except NoSuchNick:
         # RFC 6121 §8.5.2.2.1: no offline storage here, so the user is unavailable.
         raise StanzaError("service-unavailable", f"{target.local} is not connected") from None

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from chatserver.core.errors import BadName, NickInUse
+from chatserver.core.errors import BadName, NickInUse, NickReserved
 from chatserver.core.names import NICK_MAX, ROOM_MAX, is_valid_nick
 from protocols.irc import caps, sasl
 from protocols.irc import numerics as n
@@ -70,10 +70,10 @@ def nick(conn: IrcConnection, msg: IrcMessage) -> None:
         assert conn.core is not None
         try:
             conn.service.rename(conn.core, wanted)
-        except NickInUse:
-            conn.reply(n.ERR_NICKNAMEINUSE, wanted, "Nickname is already in use")
-        except BadName:
-            conn.reply(n.ERR_ERRONEUSNICKNAME, wanted, "Erroneous nickname")
+        except NickInUse as err:
+            conn.reply(n.ERR_NICKNAMEINUSE, wanted, in_use_text(err))
+        except BadName as err:
+            conn.reply(n.ERR_ERRONEUSNICKNAME, wanted, erroneous_text(err))
         return
     holder = conn.service.find_user(wanted)
     # A connection logged in by SASL joins its account's user whatever nick it asks for.
@@ -98,6 +98,18 @@ def user(conn: IrcConnection, msg: IrcMessage) -> None:
     try_register(conn)
 
 
+def in_use_text(err: NickInUse) -> str:
+    """433's text: a registered nick says how to get it (as Ergo words it)."""
+    if isinstance(err, NickReserved):
+        return "Nickname is reserved by a different account: log in (SASL or NickServ) to use it"
+    return "Nickname is already in use"
+
+
+def erroneous_text(err: BadName) -> str:
+    """432's text: a reserved name says so."""
+    return err.reason if is_valid_nick(err.name) else "Erroneous nickname"
+
+
 def try_register(conn: IrcConnection) -> None:
     """Finish registration if everything it needs is there."""
     if conn.registered or conn.closing or conn.core is None:
@@ -114,13 +126,13 @@ def try_register(conn: IrcConnection) -> None:
             user = conn.service.claim_nick(
                 conn.core, wanted, ident=conn.ident, realname=conn.realname
             )
-        except NickInUse:
+        except NickInUse as err:
             conn.pending_nick = None
-            conn.reply(n.ERR_NICKNAMEINUSE, wanted, "Nickname is already in use")
+            conn.reply(n.ERR_NICKNAMEINUSE, wanted, in_use_text(err))
             return
-        except BadName:
+        except BadName as err:
             conn.pending_nick = None
-            conn.reply(n.ERR_ERRONEUSNICKNAME, wanted, "Erroneous nickname")
+            conn.reply(n.ERR_ERRONEUSNICKNAME, wanted, erroneous_text(err))
             return
         conn.registered = True
         conn.factory.connection_registered(conn)

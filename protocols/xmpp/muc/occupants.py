@@ -10,10 +10,12 @@ Voiced members with an account are members.  In a moderated room, the unvoiced a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from chatserver.core.events import Who
 from chatserver.core.names import casefold
 from chatserver.core.rooms import Member, Room
+from protocols.xmpp.jid import GUEST_MARK, local_user
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,9 +38,21 @@ def parse_address(jid: str | None) -> RoomAddress | None:
 
 
 def local_part(jid: str | None) -> str | None:
-    """The node of ``nick@domain[/resource]``: a user's nick."""
+    """The node of ``name@domain[/resource]`` (an account, or ``~nick`` for a guest)."""
     address = parse_address(jid)
     return address.room if address is not None else None
+
+
+def nick_at(conn: Any, jid: str | None) -> str | None:
+    """The nick of the user a JID of this server names: the one logged in to the account,
+    or the guest on ``~nick``; when no one is online there, the name itself."""
+    local = local_part(jid)
+    if local is None:
+        return None
+    user = local_user(conn.service, local)
+    if user is not None:
+        return str(user.nick)
+    return local.removeprefix(GUEST_MARK) or None
 
 
 def role(room: Room, member: Member | None) -> str:
