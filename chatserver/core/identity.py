@@ -271,14 +271,10 @@ class Identity:
 
     # -- nick enforcement ------------------------------------------------------------------
 
-    def check_nick_claim(self, conn: Connection, nick: str) -> None:
-        """Raise unless ``conn`` may take ``nick`` as far as names go (not whether someone
-        holds it now): BadName for a reserved name, NickReserved for a registered nick of
-        an account it is not logged in to, when enforcement is strict."""
-        account = conn.user.account if conn.user is not None else conn.account
-        self._check_claim(nick, account)
-
     def _check_claim(self, nick: str, account: str | None) -> None:
+        """Raise unless a session logged in to ``account`` (None: not logged in) may take
+        ``nick`` as far as names go: BadName for a reserved name, NickReserved for another
+        account's nick when enforcement is strict."""
         key = casefold(nick)
         if account is not None and casefold(account) == key:
             return
