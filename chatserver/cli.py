@@ -42,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="chatserver",
         description="A chat server where IRC, XMPP and line (telnet) clients share rooms.",
     )
+    parser.add_argument("--version", action="version", version=f"chatserver {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     common = argparse.ArgumentParser(add_help=False)
@@ -135,18 +136,67 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("chatserver")
+    except PackageNotFoundError:
+        # Run from a checkout that was never installed.
+        return "unknown"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return int(args.handler(args))
     except CliError as err:
-        print(f"chatserver: {err}", file=sys.stderr)
+        _report(args, f"chatserver: {err}", str(err))
         return err.status
     except ConfigError as err:
-        print(err, file=sys.stderr)
+        _report(args, str(err), str(err))
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_FAILED
+
+
+def _report(args: argparse.Namespace, text: str, message: str) -> None:
+    """An error that stops the command, on stderr: as text, or as one JSON log line when the
+    server's log is JSON (a log shipper must not choke on the one line saying why it stopped)."""
+    if _log_format(args) != "json":
+        print(text, file=sys.stderr)
+        return
+    import time
+
+    from twisted.logger import LogLevel
+
+    from chatserver.server.logs import json_line
+
+    event = {
+        "log_time": time.time(),
+        "log_level": LogLevel.critical,
+        "log_namespace": "chatserver.cli",
+        "log_format": "{error}",
+        "error": message,
+    }
+    sys.stderr.write(json_line(event))
+
+
+def _log_format(args: argparse.Namespace) -> str:
+    """``--log-format``, else ``[server] log_format`` if the file says so (read on its own:
+    the error may be that the rest of the file is wrong), else text."""
+    if args.command != "run":
+        return "text"
+    if args.log_format:
+        return str(args.log_format)
+    import tomllib
+
+    try:
+        with open(args.config, "rb") as fp:
+            fmt = tomllib.load(fp).get("server", {}).get("log_format")
+    except (OSError, TypeError, ValueError, AttributeError):
+        return "text"
+    return fmt if fmt in ("text", "json") else "text"
 
 
 def _config(args: argparse.Namespace) -> Config:

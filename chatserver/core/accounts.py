@@ -24,12 +24,15 @@ from typing import Any
 
 from scramp import ScramMechanism
 from twisted.internet.defer import Deferred, fail, inlineCallbacks
+from twisted.logger import Logger
 
 from chatserver.core.errors import AccountError, BadName, ChatError
 from chatserver.core.limits import KeyedBuckets
 from chatserver.core.names import casefold, check_nick, reserved_reason
 from chatserver.core.records import AccountRecord, Credential
 from chatserver.core.settings import CoreSettings
+
+log = Logger()
 
 MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-1")
 _SCRAM = {name: ScramMechanism(name) for name in MECHANISMS}
@@ -208,12 +211,16 @@ class AccountManager:
         *,
         mode: str,
         admit: Callable[[], bool] | None = None,
+        address: str | None = None,
+        protocol: str | None = None,
     ):  # -> AccountRecord
         """Create the account a user asks for, as registration ``mode`` allows.
 
         ``mode`` is "open", "invite" or "closed" (``[chat] registration``, or a protocol's
         own setting).  ``admit`` (the per-address throttle) is asked only once every cheap
         refusal has passed, so that a mistyped password or an uninvited name costs no try.
+        ``address`` and ``protocol`` say where the request came from, for the log line that
+        every registration gets here, whatever its protocol.
         """
         if mode not in ("open", "invite"):
             raise AccountError(AccountError.CLOSED, "registration is closed on this server")
@@ -235,6 +242,12 @@ class AccountManager:
                 AccountError.THROTTLED, "too many new accounts from your address; try again later"
             )
         record = yield self.create(name, password, email, invited=invited)
+        log.info(
+            "account {account} registered from {address} ({protocol})",
+            account=record.name,
+            address=address or "-",
+            protocol=protocol or "-",
+        )
         return record
 
     @inlineCallbacks

@@ -85,12 +85,8 @@ class Identity:
                 )
         except ChatError as err:
             return fail(err)
-        d = self.accounts.register(
-            user.nick,
-            password,
-            email,
-            mode=self.settings.registration,
-            admit=lambda: self.take_registration(conn.address),
+        d = self.register_account(
+            user.nick, password, email, address=conn.address, protocol=conn.protocol
         )
 
         def created(record: Any) -> Any:
@@ -99,6 +95,31 @@ class Identity:
             return record
 
         return d.addCallback(created)
+
+    def register_account(
+        self,
+        name: str,
+        password: str,
+        email: str | None = None,
+        *,
+        address: str,
+        mode: str | None = None,
+        protocol: str | None = None,
+    ) -> Deferred:
+        """Create the account ``name`` for someone not logged in to it (XMPP in-band
+        registration before authentication; :meth:`register` for a user's own nick), as the
+        registration mode allows (``mode``, a protocol's own setting, else ``[chat]
+        registration``) and the per-address throttle admits; fires with the AccountRecord.
+        ``protocol`` names where the request came from, for the log."""
+        return self.accounts.register(
+            name,
+            password,
+            email,
+            mode=mode or self.settings.registration,
+            admit=lambda: self.take_registration(address),
+            address=address,
+            protocol=protocol,
+        )
 
     def identify(self, conn: Connection, password: str, account: str | None = None) -> Deferred:
         """Check a password and log the connection in; fires with the (possibly other) User."""

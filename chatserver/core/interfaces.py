@@ -110,16 +110,3 @@ class IHistoryStore(Interface):
 
     def close():
         """Finish pending work and release the database."""
-
-
-class IRosterStore(Interface):
-    """XMPP rosters: per account, a list of RosterItem.  Every method returns a Deferred."""
-
-    def get_roster(account):
-        """Fire with the RosterItems of ``account`` (any case), sorted by JID."""
-
-    def set_item(account, item):
-        """Insert or replace the item with ``item.jid`` in the roster of ``account``."""
-
-    def remove_item(account, jid):
-        """Remove one item; fire True if it existed."""

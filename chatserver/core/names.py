@@ -1,9 +1,12 @@
-"""Nick and room grammar and casefolding: one rule for every protocol.
+"""Nick and room grammar, casefolding, masks and mode letters: one rule for every protocol.
 
 Nicks use the IRC nick alphabet and ``ascii`` casemapping (advertised to IRC clients
 in ISUPPORT); rooms are ``[a-z0-9._-]`` and case-insensitive.  Every protocol turns its
 own spelling (``#room``, ``room@conference.example``, ``room``) into the bare room name
 before calling the core.
+
+Room modes are core data with names; :data:`ROOM_MODE_LETTERS` is the one letter each has
+wherever a protocol writes modes as letters (IRC's letters, the wire standard).
 """
 
 from __future__ import annotations
@@ -96,3 +99,38 @@ def glob_match(pattern: str, text: str) -> bool:
 
 
 _glob_cache: dict[str, re.Pattern[str]] = {}
+
+
+# -- room modes and masks ----------------------------------------------------------------------
+
+# The letter of each room mode by core name: IRC's letters, which line chat accepts too.
+ROOM_MODE_LETTERS: dict[str, str] = {
+    "moderated": "m",
+    "invite_only": "i",
+    "topic_lock": "t",
+    "no_external": "n",
+    "secret": "s",
+    "registered_only": "R",
+    "key": "k",
+    "limit": "l",
+    "ban": "b",
+    "invite": "I",
+    "op": "o",
+    "voice": "v",
+}
+ROOM_MODES_BY_LETTER: dict[str, str] = {letter: mode for mode, letter in ROOM_MODE_LETTERS.items()}
+
+ACCOUNT_MASK_PREFIX = "$a:"
+
+
+def normalize_mask(mask: str) -> str:
+    """Complete a ban or invite mask: ``nick`` -> ``nick!*@*``; ``$a:name`` stays as it is."""
+    if mask.startswith(ACCOUNT_MASK_PREFIX):
+        return ACCOUNT_MASK_PREFIX + casefold(mask[len(ACCOUNT_MASK_PREFIX) :])
+    if "!" not in mask and "@" not in mask:
+        return f"{mask}!*@*"
+    if "!" not in mask:
+        return f"*!{mask}"
+    if "@" not in mask:
+        return f"{mask}@*"
+    return mask

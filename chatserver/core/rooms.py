@@ -10,7 +10,8 @@ from collections import deque
 from typing import Any
 
 from chatserver.core.events import Message, Who
-from chatserver.core.names import casefold, glob_match
+from chatserver.core.names import ACCOUNT_MASK_PREFIX, casefold, glob_match
+from chatserver.core.names import normalize_mask as normalize_mask  # kept importable from here
 from chatserver.core.records import BanRecord, RoomRecord
 from chatserver.core.users import User
 
@@ -24,20 +25,6 @@ STATUS_MODES = frozenset({"op", "voice"})
 ALL_MODES = FLAG_MODES | PARAM_MODES | LIST_MODES | STATUS_MODES
 # Modes a new room starts with: only members may speak, only operators set the topic.
 DEFAULT_MODES = frozenset({"no_external", "topic_lock"})
-ACCOUNT_MASK_PREFIX = "$a:"
-
-
-def normalize_mask(mask: str) -> str:
-    """Complete a ban or invite mask: ``nick`` -> ``nick!*@*``; ``$a:name`` stays as it is."""
-    if mask.startswith(ACCOUNT_MASK_PREFIX):
-        return ACCOUNT_MASK_PREFIX + casefold(mask[len(ACCOUNT_MASK_PREFIX) :])
-    if "!" not in mask and "@" not in mask:
-        return f"{mask}!*@*"
-    if "!" not in mask:
-        return f"*!{mask}"
-    if "@" not in mask:
-        return f"{mask}@*"
-    return mask
 
 
 def mask_matches(mask: str, who: Who) -> bool:

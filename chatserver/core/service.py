@@ -62,9 +62,10 @@ from chatserver.core.rooms import Member, Room
 from chatserver.core.server_bans import ServerBans, banned_text
 from chatserver.core.settings import CoreSettings
 from chatserver.core.users import Connection, NickTable, User
+from chatserver.core.views import Views
 
 
-class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery):
+class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
     """The core's one entry point.
 
     Its parts live in modules of their own, each with its own state: fan-out and delivery
@@ -98,6 +99,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery):
         self.history_store = history_store
         self.users = NickTable()
         self.rooms: dict[str, Room] = {}
+        self._init_views()
         self.connections: dict[int, Connection] = {}
         self.by_account: dict[str, User] = {}
         self.whowas_log: deque[tuple[Who, float]] = deque(maxlen=2000)

@@ -73,6 +73,8 @@ class ProtocolContext:
     reactor: Any
     # The server's TLS options (made on first use), for protocols that upgrade in-band (STARTTLS).
     tls_options: Callable[[], CertificateOptions]
+    # The opened store, for what a protocol keeps of its own (XMPP rosters).
+    store: Any
 
 
 ProtocolBuilder = Callable[[ProtocolContext], Sequence[Listener]]
@@ -108,7 +110,12 @@ def build_xmpp_listeners(ctx: ProtocolContext) -> list[Listener]:
     # One factory for the STARTTLS port and the direct-TLS port, so that every session of the
     # server is in one table; connections tell TLS from their transport.
     factory = XmppFactory(
-        ctx.service, ctx.config.xmpp, tls_options=ctx.tls_options, clock=ctx.reactor
+        ctx.service,
+        ctx.config.xmpp,
+        tls_options=ctx.tls_options,
+        clock=ctx.reactor,
+        # Rosters are XMPP's; the server's store keeps them in a table of its own.
+        roster_store=ctx.store,
     )
     return listeners_for("xmpp", ctx.config.xmpp, factory)
 
@@ -324,7 +331,11 @@ class ChatServer(MultiService):
         await self.chat.start()
 
         ctx = ProtocolContext(
-            config=config, service=self.chat, reactor=self.reactor, tls_options=self.tls_options
+            config=config,
+            service=self.chat,
+            reactor=self.reactor,
+            tls_options=self.tls_options,
+            store=self.store,
         )
         listeners: list[Listener] = []
         for name, build in self.protocols.items():

@@ -16,6 +16,7 @@ from twisted.logger import (
     formatEventAsClassicLogText,
     formatTime,
 )
+from zope.interface import implementer
 
 
 def log_observer(fmt: str, level: str, stream: IO[str]) -> ILogObserver:
@@ -25,12 +26,49 @@ def log_observer(fmt: str, level: str, stream: IO[str]) -> ILogObserver:
     needs scrubbing.
     """
     if fmt == "json":
-        observer: ILogObserver = FileLogObserver(stream, _json_line)
+        observer: ILogObserver = FileLogObserver(stream, json_line)
     elif fmt == "text":
         observer = FileLogObserver(stream, _TextLine())
     else:
         raise ValueError(f"unknown log format {fmt!r}")
-    return FilteringLogObserver(observer, [_LevelAtLeast(LogLevel.levelWithName(level))])
+    filtered = FilteringLogObserver(observer, [_LevelAtLeast(LogLevel.levelWithName(level))])
+    return _QuietTwisted(filtered)
+
+
+# What Twisted says about its own machinery, at info, on every start and stop: listeners'
+# factories starting and stopping (with object addresses) and the reactor's last words.  The
+# server's own lines say what matters (listening …, stopped), so these are debug.
+_CHATTER = frozenset(
+    {
+        "Starting factory {factory!r}",
+        "Stopping factory {factory!r}",
+        "Main loop terminated.",
+    }
+)
+
+
+@implementer(ILogObserver)
+class _QuietTwisted:
+    """Passes events on, with Twisted's chatter turned down to debug.
+
+    Old-style events (``twisted.python.log.msg``: "… starting on 2323", "(TCP Port 2323
+    Closed)") arrive in the namespace ``log_legacy``; they are Twisted's, so they are named
+    ``twisted``, and only their errors keep their level.
+    """
+
+    __slots__ = ("observer",)
+
+    def __init__(self, observer: ILogObserver) -> None:
+        self.observer = observer
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if event.get("log_namespace") == "log_legacy":
+            event = dict(event, log_namespace="twisted")
+            if not event.get("isError"):
+                event["log_level"] = LogLevel.debug
+        elif event.get("log_format") in _CHATTER:
+            event = dict(event, log_level=LogLevel.debug)
+        self.observer(event)
 
 
 class _LevelAtLeast:
@@ -73,7 +111,7 @@ class _TextLine:
 _LEGACY_KEYS = frozenset({"message", "time", "system", "isError", "format", "why", "failure"})
 
 
-def _json_line(event: dict[str, Any]) -> str:
+def json_line(event: dict[str, Any]) -> str:
     """One event as a flat JSON object: time, level, namespace, message, then its own fields.
 
     Flat and small rather than Twisted's own JSON (which nests type markers) because log

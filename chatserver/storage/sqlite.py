@@ -34,7 +34,7 @@ from chatserver.core.accounts import RegistrationInvite, not_invited
 from chatserver.core.bans import ServerBan
 from chatserver.core.errors import AccountError
 from chatserver.core.events import Message, Who
-from chatserver.core.interfaces import IAccountStore, IHistoryStore, IRoomStore, IRosterStore
+from chatserver.core.interfaces import IAccountStore, IHistoryStore, IRoomStore
 from chatserver.core.names import casefold
 from chatserver.core.records import AccountRecord, BanRecord, Credential, RoomRecord, RosterItem
 from chatserver.storage.migrations import MIGRATIONS, Step
@@ -623,7 +623,7 @@ def _backup(cur: sqlite3.Cursor, dest_path: str) -> None:
     os.replace(tmp_path, dest_path)
 
 
-@implementer(IAccountStore, IRoomStore, IHistoryStore, IRosterStore)
+@implementer(IAccountStore, IRoomStore, IHistoryStore)
 class SqliteStore:
     """Accounts, rooms and history in one SQLite file.  Call ``open()`` before anything else.
 
@@ -963,7 +963,7 @@ class SqliteStore:
     def delete_server_ban(self, mask: str) -> Deferred[bool]:
         return self._run(_delete_server_ban, mask, write=True)
 
-    # -- IRosterStore -----------------------------------------------------------------------
+    # -- XMPP rosters (the XMPP factory is given this store as its IRosterStore) ------------
 
     def get_roster(self, account: str) -> Deferred[list[RosterItem]]:
         return self._run(_get_roster, casefold(account), write=False)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from chatserver.core.names import is_valid_room, room_key
-from chatserver.core.rooms import Member, Room
+from chatserver.core.views import MemberView, RoomView
 from protocols.irc import caps
 from protocols.irc import numerics as n
 from protocols.irc.modes import STATUS_PREFIX
@@ -38,7 +38,7 @@ def is_channel(target: str) -> bool:
     return target.startswith(CHANTYPES)
 
 
-def prefixes(member: Member, multi: bool) -> str:
+def prefixes(member: MemberView, multi: bool) -> str:
     """``@``, ``+``, ``@+`` (multi-prefix) or ``""``."""
     out = [STATUS_PREFIX[s] for s in member.statuses()]
     if not multi:
@@ -46,15 +46,12 @@ def prefixes(member: Member, multi: bool) -> str:
     return "".join(out)
 
 
-def can_see_room(conn: IrcConnection, room: Room) -> bool:
-    """Secret rooms are seen only by their members (and operators)."""
-    if "secret" not in room.flags:
-        return True
-    user = conn.user
-    return user is not None and (user in room.members or conn.is_oper)
+def can_see_room(conn: IrcConnection, room: RoomView) -> bool:
+    """The core's rule: secret rooms are seen only by their members and server operators."""
+    return conn.service.can_see_room(conn.user, room)
 
 
-def send_topic(conn: IrcConnection, room: Room, *, quiet_if_none: bool = False) -> None:
+def send_topic(conn: IrcConnection, room: RoomView, *, quiet_if_none: bool = False) -> None:
     """332/333, or 331 when there is no topic (not sent on JOIN, as servers do)."""
     name = channel_name(room.name)
     if room.topic:
@@ -66,7 +63,7 @@ def send_topic(conn: IrcConnection, room: Room, *, quiet_if_none: bool = False) 
         conn.reply(n.RPL_NOTOPIC, name, "No topic is set")
 
 
-def send_names(conn: IrcConnection, room: Room, *, end: bool = True) -> None:
+def send_names(conn: IrcConnection, room: RoomView, *, end: bool = True) -> None:
     """353 lines that fit in 512 bytes each, then 366."""
     name = channel_name(room.name)
     user = conn.user

@@ -41,6 +41,7 @@ from chatserver.core.errors import (
 from chatserver.core.events import DropKind, Event, Message, MessageBatch, Who
 from chatserver.core.interfaces import IChatClient
 from chatserver.core.limits import TokenBucket
+from protocols import connlog
 from protocols.irc import caps
 from protocols.irc import numerics as n
 from protocols.irc.channels import channel_name, is_channel
@@ -59,7 +60,7 @@ from protocols.irc.services_registry import SERVICES
 from protocols.transport import close, output
 
 if TYPE_CHECKING:
-    from chatserver.core.users import Connection, User
+    from chatserver.core.views import Session, UserView
     from protocols.irc.factory import IrcFactory
 
 log = Logger()
@@ -134,6 +135,7 @@ class IrcConnection(Protocol):
         "in_command",
         "password",
         "pending_nick",
+        "quit_nick",
         "quit_reason",
         "realname",
         "registered",
@@ -152,7 +154,7 @@ class IrcConnection(Protocol):
         self.server = factory.server
         self.server_name: str = factory.server.name
         self.clock = self.service.clock
-        self.core: Connection | None = None
+        self.core: Session | None = None
         self.address = ""
         self.tls = False
         self.caps: AbstractSet[str] = _NO_CAPS
@@ -169,6 +171,7 @@ class IrcConnection(Protocol):
         self.services = SERVICES
         self.closing = False
         self.quit_reason: str | None = None
+        self.quit_nick: str | None = None
         # Set when the server closes the connection for flooding or a full SendQ.
         self.dropped: DropKind | None = None
         # Numerics 900/901 written for this connection (lets SASL avoid saying it twice).
@@ -200,7 +203,7 @@ class IrcConnection(Protocol):
     # -- identity ---------------------------------------------------------------------------
 
     @property
-    def user(self) -> User | None:
+    def user(self) -> UserView | None:
         """The core user (None before registration)."""
         return self.core.user if self.core is not None else None
 
@@ -263,12 +266,7 @@ class IrcConnection(Protocol):
             )
             self.disconnect(str(err))
             return
-        log.info(
-            "irc connection {id} from {address}{tls}",
-            id=self.core.id,
-            address=self.address,
-            tls=" (TLS)" if self.tls else "",
-        )
+        connlog.opened("irc", self.core.id, self.address, self.tls)
         # One timer per connection, for the registration deadline and then for pings.
         self._connected_at = now
         self._ping_call = self.clock.callLater(
@@ -289,15 +287,11 @@ class IrcConnection(Protocol):
             self.sasl = None
         if self.core is not None:
             quit_reason = self.quit_reason or "Connection closed"
-            user = self.core.user
-            nick = user.nick if user is not None and self.registered else "*"
+            nick = self.quit_nick
+            if nick is None and self.registered and self.core.user is not None:
+                nick = self.core.user.nick
             self.service.quit(self.core, quit_reason, dropped=self.dropped)
-            log.info(
-                "irc connection {id} ({nick}) closed ({reason})",
-                id=self.core.id,
-                nick=nick,
-                reason=quit_reason,
-            )
+            connlog.closed("irc", self.core.id, self.address, nick, quit_reason)
 
     def disconnect(self, reason: str) -> None:
         """Tell the client ``ERROR :Closing Link: … (reason)`` and close (IChatClient)."""
@@ -317,6 +311,8 @@ class IrcConnection(Protocol):
             return
         self.closing = True
         self.quit_reason = reason
+        # The core forgets the user below; the close line still names it.
+        self.quit_nick = self.nick if self.registered else None
         if self._out is not None:
             self._flush_command()
         self._write(serialize(IrcMessage("ERROR", (error_text,)), force_trailing=True))

@@ -30,6 +30,8 @@ class IrcFactory(Factory):
     """Builds :class:`IrcConnection`s for one or more listeners (plain and TLS share one)."""
 
     protocol = IrcConnection
+    # The application logs its listeners; "Starting factory" lines would only repeat that.
+    noisy = False
 
     def __init__(
         self, service: Any, config: Any, server: Any, *, operators: Sequence[Any] = ()

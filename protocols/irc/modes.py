@@ -5,22 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from chatserver.core.events import ModeItem
+from chatserver.core.names import ROOM_MODE_LETTERS
 
-# Room modes.
-CHANNEL_LETTERS: dict[str, str] = {
-    "moderated": "m",
-    "invite_only": "i",
-    "topic_lock": "t",
-    "no_external": "n",
-    "secret": "s",
-    "registered_only": "R",
-    "key": "k",
-    "limit": "l",
-    "ban": "b",
-    "invite": "I",
-    "op": "o",
-    "voice": "v",
-}
+# Room modes: the core's one letter table (line chat accepts the same letters).
+CHANNEL_LETTERS: dict[str, str] = ROOM_MODE_LETTERS
 CHANNEL_MODES: dict[str, str] = {letter: name for name, letter in CHANNEL_LETTERS.items()}
 # ISUPPORT CHANMODES groups: A lists, B always a parameter, C a parameter when set, D flags.
 LIST_LETTERS = "Ib"

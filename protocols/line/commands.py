@@ -40,7 +40,7 @@ from chatserver.core.errors import (
     UnknownMode,
 )
 from chatserver.core.names import room_key
-from chatserver.core.rooms import Room
+from chatserver.core.views import RoomView
 from protocols.line.render import room_name
 
 if TYPE_CHECKING:
@@ -419,12 +419,9 @@ def room_of(c: LineConnection, args: Args) -> str:
     return current
 
 
-def visible_room(c: LineConnection, name: str) -> Room:
-    """A room this user may see (secret rooms only to their members)."""
-    room = c.service.get_room(name)
-    if room is None or ("secret" in room.flags and c.user not in room.members):
-        raise NoSuchRoom(room_key(name))
-    return room
+def visible_room(c: LineConnection, name: str) -> RoomView:
+    """A room this user may see (the core's rule for secret rooms), else NoSuchRoom."""
+    return c.service.visible_room(c.user, name)
 
 
 def account_reply(lines: list[str], **fields: Any) -> Callable[[Any], Reply]:

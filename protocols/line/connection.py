@@ -25,8 +25,7 @@ from chatserver.core.events import (
 from chatserver.core.interfaces import IChatClient
 from chatserver.core.limits import TokenBucket
 from chatserver.core.names import casefold
-from chatserver.core.rooms import Room
-from chatserver.core.users import Connection, User
+from protocols import connlog
 from protocols.line import commands
 from protocols.line.framing import DO, DONT, IAC, TOO_LONG, WILL, WONT, LineFramer, Negotiation
 from protocols.line.render import (
@@ -48,6 +47,7 @@ from protocols.line.render import (
 from protocols.transport import close, output
 
 if TYPE_CHECKING:
+    from chatserver.core.views import RoomView, Session, UserView
     from protocols.line.factory import LineFactory, LineSettings
 
 # Unsent output allowed to pile up while the peer does not read (after the transport has
@@ -115,7 +115,7 @@ class LineConnection(Protocol):
         # Encrypted, or from this machine: what the core calls secure.
         self.secure = False
         self.tls = False
-        self.conn: Connection | None = None
+        self.conn: Session | None = None
         # This connection's nick, kept here because the core may show us a nick change while
         # we are between users (when a login moves us to the account's user).
         self.nick: str | None = None
@@ -180,7 +180,7 @@ class LineConnection(Protocol):
             self.send_error(code, message)
             self._close(err.reason)
             return
-        self.log.info("line connection from {address}", address=self.address)
+        connlog.opened("line", self.conn.id, self.address, self.tls)
         self._arm_idle(self.config.idle_timeout)
         self._greet()
 
@@ -220,19 +220,18 @@ class LineConnection(Protocol):
         conn, self.conn = self.conn, None
         if conn is not None:
             self.service.quit(conn, self._quit_reason or "Connection closed", dropped=self._dropped)
-            self._log_closed()
+            self._log_closed(conn.id)
 
-    def _log_closed(self) -> None:
-        self.log.info(
-            "line connection from {address} closed ({why})",
-            address=self.address,
-            # A user's quit message is theirs, not the log's.
-            why=f"server: {self._quit_reason}"
+    def _log_closed(self, id: int) -> None:
+        # A user's quit message is theirs, not the log's.
+        why = (
+            f"server: {self._quit_reason}"
             if self._by_server
             else "quit"
             if self._quit_reason
-            else "by the client",
+            else "by the client"
         )
+        connlog.closed("line", id, self.address, self.nick, why)
 
     # IPushProducer: the transport tells us when the peer stops reading.
 
@@ -408,7 +407,7 @@ class LineConnection(Protocol):
         if conn is not None:
             # Others see the user leave now, not when the client gets round to closing.
             self.service.quit(conn, reason, dropped=self._dropped)
-            self._log_closed()
+            self._log_closed(conn.id)
         if transport is not None:
             close.close(transport, self.clock)
 
@@ -471,14 +470,14 @@ class LineConnection(Protocol):
     # -- state for commands ----------------------------------------------------------------
 
     @property
-    def session(self) -> Connection:
+    def session(self) -> Session:
         """The core's record of this connection (commands run only while it is open)."""
         if self.conn is None:
             raise commands.CommandError("closed", "the connection is closed")
         return self.conn
 
     @property
-    def user(self) -> User | None:
+    def user(self) -> UserView | None:
         return self.conn.user if self.conn is not None else None
 
     @property
@@ -574,12 +573,11 @@ class LineConnection(Protocol):
         else:
             self.write_line(PROMPT)
 
-    def welcome(self, user: User) -> None:
+    def welcome(self, user: UserView) -> None:
         """A nick was claimed: greet, and show the rooms of a user we joined (multiclient)."""
         self.nick = user.nick
-        self.log.info(
-            "line connection from {address} is {nick}", address=self.address, nick=user.nick
-        )
+        if self.conn is not None:
+            connlog.registered("line", self.conn.id, self.address, user.nick)
         if self.mode == "text":
             self.write_line(
                 f"{INFO}You are {user.nick}. /join <room> to talk, /rooms lists the rooms,"
@@ -594,7 +592,7 @@ class LineConnection(Protocol):
             if self.mode == "text":
                 self.write_line(f"{INFO}now talking in #{self._current}")
 
-    def show_room(self, room: Room, *, joined: bool = True) -> None:
+    def show_room(self, room: RoomView, *, joined: bool = True) -> None:
         """What a member sees on joining: topic, members, and the latest messages."""
         count = min(10, self.service.settings.join_history_lines)
         recent = self.service.recent(room.name, count)

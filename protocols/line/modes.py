@@ -1,4 +1,4 @@
-"""Room modes in line chat: the core's mode names as words, with one-letter short forms.
+"""Room modes in line chat: the core's mode names as words, with IRC's letters as short forms.
 
 ``/mode dev +moderated -topic_lock +key secret`` and ``/mode dev +m-t+k secret`` mean the
 same.  Output always uses the words: they need no legend.
@@ -7,23 +7,11 @@ same.  Output always uses the words: they need no legend.
 from __future__ import annotations
 
 from chatserver.core.events import ModeItem
-from chatserver.core.rooms import ALL_MODES
+from chatserver.core.names import ROOM_MODE_LETTERS, ROOM_MODES_BY_LETTER
 
-LETTERS: dict[str, str] = {
-    "m": "moderated",
-    "i": "invite_only",
-    "t": "topic_lock",
-    "n": "no_external",
-    "s": "secret",
-    "r": "registered_only",
-    "k": "key",
-    "l": "limit",
-    "b": "ban",
-    "I": "invite",
-    "o": "op",
-    "v": "voice",
-}
-WORD_TO_LETTER = {word: letter for letter, word in LETTERS.items()}
+# The core's one letter table (IRC's letters), and what line chat used to write for
+# registered_only before it took IRC's: still understood.
+LETTERS: dict[str, str] = {**ROOM_MODES_BY_LETTER, "r": "registered_only"}
 
 # Modes whose change takes an argument: (when adding, when removing).
 _TAKES_ARG: dict[str, tuple[bool, bool]] = {
@@ -43,7 +31,7 @@ class ModeSyntaxError(ValueError):
 def mode_word(text: str) -> str | None:
     """The core mode name for ``text`` (a word, any case, '-' or '_'), or None."""
     word = text.lower().replace("-", "_")
-    return word if word in ALL_MODES else None
+    return word if word in ROOM_MODE_LETTERS else None
 
 
 def takes_arg(mode: str, adding: bool) -> bool:

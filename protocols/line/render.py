@@ -46,10 +46,13 @@ from chatserver.core.names import casefold
 from protocols.line.modes import format_changes
 
 if TYPE_CHECKING:
-    from chatserver.core.accounts import RegistrationInvite
-    from chatserver.core.bans import ServerBan
-    from chatserver.core.rooms import Member, Room
-    from chatserver.core.users import User
+    from chatserver.core.views import (
+        MemberView,
+        RegistrationInvite,
+        RoomView,
+        ServerBan,
+        UserView,
+    )
 
 TEXT_KEY = ("line", "text")
 JSON_KEY = ("line", "json")
@@ -402,7 +405,7 @@ def dump(obj: dict[str, Any]) -> bytes:
 # the state they are given, shared by the command handlers and the connection.
 
 
-def member_list(room: Room) -> list[tuple[str, User, Member]]:
+def member_list(room: RoomView) -> list[tuple[str, UserView, MemberView]]:
     """(nick with @ or +, user, status) of every member: operators, voiced, then the rest."""
     ranked = sorted(
         room.members.items(),
@@ -411,7 +414,7 @@ def member_list(room: Room) -> list[tuple[str, User, Member]]:
     return [(("@" if m.op else "+" if m.voice else "") + user.nick, user, m) for user, m in ranked]
 
 
-def members_json(room: Room) -> list[dict[str, Any]]:
+def members_json(room: RoomView) -> list[dict[str, Any]]:
     return [
         {
             "nick": user.nick,
@@ -424,19 +427,19 @@ def members_json(room: Room) -> list[dict[str, Any]]:
     ]
 
 
-def members_text(room: Room) -> str:
+def members_text(room: RoomView) -> str:
     names = " ".join(shown for shown, _user, _member in member_list(room))
     return f"{INFO}members of {room_name(room.name)} ({len(room.members)}): {names}"
 
 
-def topic_text(room: Room) -> str:
+def topic_text(room: RoomView) -> str:
     if not room.topic:
         return f"{INFO}{room_name(room.name)} has no topic"
     by = room.topic_by.split("!", 1)[0]
     return f"{INFO}topic of {room_name(room.name)}: {clean(room.topic)} (set by {by})"
 
 
-def room_json(room: Room, *, show_key: bool) -> dict[str, Any]:
+def room_json(room: RoomView, *, show_key: bool) -> dict[str, Any]:
     return {
         "room": room.name,
         "topic": room.topic,

@@ -15,6 +15,7 @@ from lxml import etree
 from twisted.logger import Logger
 
 from chatserver.core.errors import Banned, ChatError, NickInUse
+from protocols import connlog
 from protocols.xmpp import stanzas
 from protocols.xmpp.jid import user_jid
 from protocols.xmpp.router import handler
@@ -76,12 +77,7 @@ def _bind(conn: XmppConnection, stanza: etree._Element, query: etree._Element) -
         conn.send_error(stanza, "cancel", "not-allowed", err.reason)
         return
     conn.bound(resource)
-    log.info(
-        "xmpp bound {jid} as {nick} ({address})",
-        jid=conn.jid,
-        nick=user.nick,
-        address=conn.address,
-    )
+    connlog.registered("xmpp", conn.core.id, conn.address, user.nick, jid=conn.jid)
     result = stanzas.element("bind", ns=NS_BIND)
     stanzas.sub(result, "jid", text=conn.jid)
     conn.send(_result(stanza, result))

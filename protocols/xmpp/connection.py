@@ -27,6 +27,7 @@ from chatserver.core.errors import Banned, LimitExceeded
 from chatserver.core.events import DropKind, MessageBatch
 from chatserver.core.interfaces import IChatClient
 from chatserver.core.limits import TokenBucket
+from protocols import connlog
 from protocols.transport import close, output
 from protocols.xmpp import bind, presence, register, render, router, sasl, stanzas
 from protocols.xmpp.jid import address_of, parse_jid, try_parse, user_jid
@@ -36,7 +37,7 @@ from protocols.xmpp.stream import StreamClosed, StreamError, StreamOpened, Strea
 if TYPE_CHECKING:
     from chatserver.core.events import Who
     from chatserver.core.service import ChatService
-    from chatserver.core.users import Connection, User
+    from chatserver.core.views import Session, UserView
     from protocols.xmpp.factory import XmppFactory
 
 log = Logger()
@@ -147,7 +148,7 @@ class XmppConnection(Protocol):
         self.domain: str = factory.config.domain.lower()
         self.muc_domain: str = factory.config.muc_service.lower()
         self.clock = factory.clock
-        self.core: Connection | None = None
+        self.core: Session | None = None
         self.address = ""
         self.tls = False
         self.loopback = False
@@ -201,7 +202,7 @@ class XmppConnection(Protocol):
     # -- what handlers use --------------------------------------------------------------------
 
     @property
-    def user(self) -> User | None:
+    def user(self) -> UserView | None:
         return self.core.user if self.core is not None else None
 
     @property
@@ -359,7 +360,6 @@ class XmppConnection(Protocol):
         self.tls = ISSLTransport.providedBy(transport)
         self._tls_pending = self.tls
         self.stream_id = os.urandom(8).hex()
-        log.info("xmpp open {address}{tls}", address=self.address, tls=" (tls)" if self.tls else "")
         try:
             self.core = self.service.connect(self)
         except Banned as err:
@@ -370,6 +370,7 @@ class XmppConnection(Protocol):
         except LimitExceeded as err:
             self.stream_error("policy-violation", str(err))
             return
+        connlog.opened("xmpp", self.core.id, self.address, self.tls)
         # Silence is not the only way to hold a connection: a byte now and then (slowloris)
         # keeps the idle timer happy, so logging in has a deadline of its own.
         self._deadline = self.clock.seconds() + self.config.negotiation_timeout
@@ -402,11 +403,6 @@ class XmppConnection(Protocol):
         self._cancel_timers()
         self.parser.release()
         self._leave()
-        log.info(
-            "xmpp close {who} ({address})",
-            who=self.jid or self.account or "-",
-            address=self.address,
-        )
 
     def _leave(self) -> None:
         """The session is over for everyone else: its presence, its rooms, its user."""
@@ -423,7 +419,11 @@ class XmppConnection(Protocol):
                 presence.went_offline(self)
             self.factory.remove_session(self)
         if self.core is not None:
-            self.service.quit(self.core, self.quit_reason or "Disconnected", dropped=self.dropped)
+            user = self.core.user
+            nick = user.nick if user is not None and self.jid is not None else None
+            reason = self.quit_reason or "Disconnected"
+            self.service.quit(self.core, reason, dropped=self.dropped)
+            connlog.closed("xmpp", self.core.id, self.address, nick, reason)
 
     # -- stream negotiation ---------------------------------------------------------------------
 

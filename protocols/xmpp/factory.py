@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
 
 from chatserver.core.events import AccountChange as CoreAccountChange
 from chatserver.core.events import Away as CoreAway
@@ -23,9 +22,7 @@ from chatserver.core.service import ChatService
 from protocols.xmpp.connection import XmppConnection
 from protocols.xmpp.jid import address_of, guest_jid, user_jid
 from protocols.xmpp.roster import Rosters
-from protocols.xmpp.roster_store import MemoryRosterStore
-
-log = Logger()
+from protocols.xmpp.roster_store import IRosterStore, MemoryRosterStore
 
 # Modules whose import registers handlers in the router table.
 HANDLER_MODULES = (
@@ -63,8 +60,8 @@ def load_handlers() -> None:
 
 class XmppFactory(Factory):
     """``tls_options`` is a callable giving the server's CertificateOptions (for STARTTLS), or
-    None to offer no STARTTLS.  ``clock`` defaults to the reactor; ``roster_store`` to the
-    chat service's account store when it keeps rosters, else memory."""
+    None to offer no STARTTLS.  ``clock`` defaults to the reactor; ``roster_store`` (the
+    server's store, given by the wiring) to one in memory."""
 
     protocol = XmppConnection
     # One log line per start of each listener is noise next to the app's own "listening".
@@ -77,7 +74,7 @@ class XmppFactory(Factory):
         *,
         tls_options: Callable[[], Any] | None = None,
         clock: Any = None,
-        roster_store: Any = None,
+        roster_store: IRosterStore | None = None,
     ) -> None:
         load_handlers()
         if clock is None:
@@ -90,12 +87,7 @@ class XmppFactory(Factory):
         self.tls_options = tls_options
         self.clock = clock
         if roster_store is None:
-            store = getattr(service.accounts, "store", None)
-            if store is not None and hasattr(store, "get_roster"):
-                roster_store = store
-            else:
-                log.warn("the account store keeps no rosters: XMPP rosters live in memory")
-                roster_store = MemoryRosterStore()
+            roster_store = MemoryRosterStore()
         self.roster_store = roster_store
         self.rosters = Rosters(roster_store)
         # casefolded bare JID -> resource -> connection, in binding order.

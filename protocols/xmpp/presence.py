@@ -227,7 +227,7 @@ def _probe(conn: XmppConnection, contact: str) -> Deferred[Any]:
 
 def _account_of(conn: XmppConnection, bare: str) -> Deferred[str | None]:
     """The account name behind a local bare JID, or None for a nick with no account."""
-    d = conn.service.accounts.get(_local(bare))
+    d = conn.service.account_info(_local(bare))
     return d.addCallback(lambda record: record.name if record is not None else None)
 
 

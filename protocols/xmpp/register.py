@@ -87,17 +87,11 @@ def handle_preauth(conn: XmppConnection, stanza: etree._Element) -> Deferred[Any
         raise StanzaError("not-acceptable", "a username and a password are needed")
     # The core's throttle, shared with line and IRC registration ([chat] registration_burst),
     # is asked by the core once the cheap refusals have passed.
-    d = conn.service.accounts.register(
-        username,
-        password,
-        mode=mode,
-        admit=lambda: conn.service.take_registration(conn.address),
+    d = conn.service.register_account(
+        username, password, address=conn.address, mode=mode, protocol="xmpp"
     )
 
     def created(record: Any) -> None:
-        log.info(
-            "xmpp registered {account} from {address}", account=record.name, address=conn.address
-        )
         conn.iq_result(stanza)
 
     return d.addCallbacks(created, _account_error)

@@ -1,17 +1,35 @@
-"""An in-memory IRosterStore: for tests, and for account stores that keep no rosters."""
+"""XMPP rosters' storage: the interface a roster store gives, and one in memory (for tests).
+
+The server's store keeps rosters in its own table and is handed to the XMPP factory by the
+wiring; XMPP owns the interface, since nothing else keeps rosters.
+"""
 
 from __future__ import annotations
 
 from twisted.internet.defer import Deferred, succeed
-from zope.interface import implementer
+from zope.interface import Interface, implementer
 
-from chatserver.core.interfaces import IRosterStore
 from chatserver.core.names import casefold
 from chatserver.core.records import RosterItem
 
 
+class IRosterStore(Interface):
+    """XMPP rosters: per account, a list of RosterItem.  Every method returns a Deferred."""
+
+    def get_roster(account):
+        """Fire with the RosterItems of ``account`` (any case), sorted by JID."""
+
+    def set_item(account, item):
+        """Insert or replace the item with ``item.jid`` in the roster of ``account``."""
+
+    def remove_item(account, jid):
+        """Remove one item; fire True if it existed."""
+
+
 @implementer(IRosterStore)
 class MemoryRosterStore:
+    """Rosters in memory, lost at restart."""
+
     def __init__(self) -> None:
         self.rosters: dict[str, dict[str, RosterItem]] = {}
 

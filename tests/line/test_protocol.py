@@ -616,6 +616,17 @@ def test_mode_show_and_change_with_words_and_letters(world: World) -> None:
     assert alice.lines() == ["-!- alice sets mode -key -limit on #dev"]
 
 
+def test_mode_letters_are_the_irc_letters(world: World) -> None:
+    alice = world.user("alice", "dev")
+    alice.send("/mode +R")
+    assert alice.lines() == ["-!- alice sets mode +registered_only on #dev"]
+    # Line chat's former letter for it is still understood.
+    alice.send("/mode -r+s")
+    assert alice.lines() == ["-!- alice sets mode -registered_only +secret on #dev"]
+    alice.send("/help mode")
+    assert "+registered_only/+R" in alice.lines()[1]
+
+
 def test_mode_errors(world: World) -> None:
     alice = world.user("alice", "dev")
     bob = world.user("bob", "dev")

@@ -33,7 +33,14 @@ def test_the_service_is_a_text_conference(service: ChatService) -> None:
     assert "http://jabber.org/protocol/muc" in features(iq)
 
 
-def test_the_service_lists_public_rooms(service: ChatService) -> None:
+def _listed(occupant: Occupant) -> list[str | None]:
+    iq = query(occupant, MUC, ITEMS)
+    return [i.get("jid") for i in iq.iterfind(f"{{{ITEMS}}}query/{{{ITEMS}}}item")]
+
+
+def test_the_service_lists_public_rooms_and_secret_ones_to_their_members(
+    service: ChatService,
+) -> None:
     alice = Occupant(service, "alice")
     alice.join("dev")
     alice.join("hidden")
@@ -41,9 +48,13 @@ def test_the_service_lists_public_rooms(service: ChatService) -> None:
     _irc, bob = other(service, "bob")
     service.join(bob, "irc-room")
     alice.take()
-    iq = query(alice, MUC, ITEMS)
-    jids = [i.get("jid") for i in iq.iterfind(f"{{{ITEMS}}}query/{{{ITEMS}}}item")]
-    assert jids == [f"dev@{MUC}", f"irc-room@{MUC}"]
+    carol = Occupant(service, "carol")
+    assert _listed(carol) == [f"dev@{MUC}", f"irc-room@{MUC}"]
+    # The core's rule: a secret room is seen by its members (and server operators).
+    assert _listed(alice) == [f"dev@{MUC}", f"hidden@{MUC}", f"irc-room@{MUC}"]
+    service.grant_oper(carol.core)
+    carol.take()
+    assert _listed(carol) == [f"dev@{MUC}", f"hidden@{MUC}", f"irc-room@{MUC}"]
 
 
 def test_room_info_features_follow_its_modes(service: ChatService) -> None:

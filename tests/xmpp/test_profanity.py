@@ -96,7 +96,7 @@ def profanity(
     )
     try:
         deadline = time.monotonic() + WAIT
-        while "xmpp bound alice@localhost/profanity" not in server.log():
+        while "xmpp connection" not in server.log() or " is alice" not in server.log():
             assert time.monotonic() < deadline, f"profanity did not log in:\n{terminal.screen()}"
             time.sleep(0.1)
         terminal.wait_for("[TLS] [online]")

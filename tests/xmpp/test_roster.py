@@ -7,8 +7,10 @@ from typing import Any
 
 from lxml import etree
 from twisted.trial import unittest
+from zope.interface.verify import verifyObject
 
 from chatserver.core.records import RosterItem
+from protocols.xmpp.roster_store import IRosterStore
 from tests.xmpp.conftest import XmppTestClient
 
 NS_ROSTER = "jabber:iq:roster"
@@ -426,6 +428,8 @@ class SqliteRosterTests(unittest.TestCase):
         store = SqliteStore(f"{path}/chat.db")
         self.addCleanup(store.close)
         await store.open()
+        # The wiring hands this store to XMPP as its roster store.
+        self.assertTrue(verifyObject(IRosterStore, store, tentative=True))
         await store.create_account(AccountRecord("Alice", (), 1.0))
         item = RosterItem("bob@localhost", "Bobby", ("a", "b"), "to", "subscribe", pending_in=True)
         await store.set_item("alice", item)

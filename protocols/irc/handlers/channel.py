@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from chatserver.core.errors import ChatError, NoSuchNick
 from chatserver.core.events import ModeItem
 from chatserver.core.names import glob_match
-from chatserver.core.rooms import Room
+from chatserver.core.views import RoomView
 from protocols.irc import caps
 from protocols.irc import numerics as n
 from protocols.irc.channels import (
@@ -32,7 +32,7 @@ MAX_LIST_ENTRIES = 100
 KEY_MAX = 23
 
 
-def _room_or_error(conn: IrcConnection, name: str) -> Room | None:
+def _room_or_error(conn: IrcConnection, name: str) -> RoomView | None:
     key = room_of(name)
     room = conn.service.get_room(key) if key is not None else None
     if room is None:
@@ -73,7 +73,7 @@ def join(conn: IrcConnection, msg: IrcMessage) -> None:
         _replay_recent(conn, room)
 
 
-def _replay_recent(conn: IrcConnection, room: Room) -> None:
+def _replay_recent(conn: IrcConnection, room: RoomView) -> None:
     """Recent messages for clients that can tell them from new ones (server-time and batch)
     and that do not fetch history themselves (draft/chathistory)."""
     wanted = caps.SERVER_TIME | caps.BATCH
@@ -160,7 +160,7 @@ def _list_filter(conn: IrcConnection, spec: str) -> list[tuple[str, str]]:
     return conditions
 
 
-def _list_matches(room: Room, conditions: list[tuple[str, str]], now: float) -> bool:
+def _list_matches(room: RoomView, conditions: list[tuple[str, str]], now: float) -> bool:
     masks = [v for k, v in conditions if k == "M"]
     name = channel_name(room.name)
     if masks and not any(glob_match(mask, name) for mask in masks):
@@ -191,8 +191,8 @@ def list_(conn: IrcConnection, msg: IrcMessage) -> None:
     conditions = _list_filter(conn, msg.params[0]) if msg.params else []
     now = conn.service.clock.seconds()
     conn.reply(n.RPL_LISTSTART, "Channel", "Users  Name")
-    for room in sorted(conn.service.rooms.values(), key=lambda r: r.name):
-        if not can_see_room(conn, room) or not room.members:
+    for room in conn.service.visible_rooms(conn.user):
+        if not room.members:
             continue
         if conditions and not _list_matches(room, conditions, now):
             continue
@@ -274,7 +274,7 @@ def mode(conn: IrcConnection, msg: IrcMessage) -> None:
     _change_modes(conn, room, msg.params[1], list(msg.params[2:]))
 
 
-def _send_modes(conn: IrcConnection, room: Room) -> None:
+def _send_modes(conn: IrcConnection, room: RoomView) -> None:
     name = channel_name(room.name)
     member = conn.user is not None and conn.user in room.members
     letters = "+"
@@ -288,7 +288,7 @@ def _send_modes(conn: IrcConnection, room: Room) -> None:
     conn.reply(n.RPL_CREATIONTIME, name, str(int(room.created_at)))
 
 
-def _send_list(conn: IrcConnection, room: Room, mode_name: str) -> None:
+def _send_list(conn: IrcConnection, room: RoomView, mode_name: str) -> None:
     name = channel_name(room.name)
     if mode_name == "ban":
         for ban in room.bans:
@@ -302,7 +302,7 @@ def _send_list(conn: IrcConnection, room: Room, mode_name: str) -> None:
         conn.reply(n.RPL_ENDOFINVEXLIST, name, "End of Channel Invite Exception List")
 
 
-def _change_modes(conn: IrcConnection, room: Room, modestring: str, args: list[str]) -> None:
+def _change_modes(conn: IrcConnection, room: RoomView, modestring: str, args: list[str]) -> None:
     assert conn.core is not None
     name = channel_name(room.name)
     items: list[ModeItem] = []

@@ -163,16 +163,11 @@ def tagmsg(conn: IrcConnection, msg: IrcMessage) -> None:
             if room is None:
                 conn.reply(n.ERR_NOSUCHCHANNEL, target, "No such channel")
                 continue
-            member = room.members.get(user)
-            if member is None:
-                conn.reply_error(CannotSend(room.name, "you are not in the room"), "TAGMSG")
-                continue
-            voiced = member.has("voice")
-            if "moderated" in room.flags and not voiced:
-                conn.reply_error(CannotSend(room.name, "the room is moderated"), "TAGMSG")
-                continue
-            if not voiced and room.is_banned(user.who()):
-                conn.reply_error(CannotSend(room.name, "you are banned from this room"), "TAGMSG")
+            try:
+                # The rule a message to the room would meet.
+                conn.service.check_send(conn.core, room.name)
+            except CannotSend as err:
+                conn.reply_error(err, "TAGMSG")
                 continue
             shown = (("@" if status == "op" else "+") if status else "") + channel_name(room.name)
             clients = [c for u, m in room.members.items() if m.has(status) for c in u.clients()]

@@ -138,7 +138,7 @@ def _who_rows(conn: Any, mask: str, opers_only: bool) -> Iterator[tuple[Any, Any
         return
     everyone = mask in ("", "*", "0")
     count = 0
-    for user in conn.service.users:
+    for user in conn.service.online_users():
         if opers_only and not _is_oper(user):
             continue
         visible = (

@@ -17,6 +17,7 @@ from twisted.logger import Logger
 
 from chatserver.core.errors import BadName, NickInUse, NickReserved
 from chatserver.core.names import NICK_MAX, ROOM_MAX, is_valid_nick
+from protocols import connlog
 from protocols.irc import caps, sasl
 from protocols.irc import numerics as n
 from protocols.irc.channels import channel_name, send_names, send_topic
@@ -137,9 +138,7 @@ def try_register(conn: IrcConnection) -> None:
         conn.registered = True
         conn.factory.connection_registered(conn)
         conn.registration_done()
-        # Debug only: the close line names the nick, and two info lines per connection cost
-        # a busy server a tenth of its registration rate.
-        log.debug("irc connection {id} registered as {nick}", id=conn.core.id, nick=user.nick)
+        connlog.registered("irc", conn.core.id, conn.address, user.nick)
         welcome(conn)
         # Attached to a user already online (same account elsewhere): show its rooms.
         for room in list(user.rooms.values()):
@@ -294,10 +293,9 @@ def send_isupport(conn: IrcConnection) -> None:
 
 def send_lusers(conn: IrcConnection) -> None:
     service = conn.service
-    users = service.users
-    invisible = users.mode_count("invisible")
-    opers = users.mode_count("oper")
-    total = len(users)
+    invisible = service.mode_count("invisible")
+    opers = service.mode_count("oper")
+    total = service.user_count()
     peak = max(service.max_users_seen, total)
     conn.reply(
         n.RPL_LUSERCLIENT,
@@ -305,7 +303,7 @@ def send_lusers(conn: IrcConnection) -> None:
     )
     conn.reply(n.RPL_LUSEROP, str(opers), "operator(s) online")
     conn.reply(n.RPL_LUSERUNKNOWN, str(conn.factory.unregistered_count()), "unknown connection(s)")
-    conn.reply(n.RPL_LUSERCHANNELS, str(len(service.rooms)), "channels formed")
+    conn.reply(n.RPL_LUSERCHANNELS, str(service.room_count()), "channels formed")
     conn.reply(n.RPL_LUSERME, f"I have {total} clients and 0 servers")
     conn.reply(n.RPL_LOCALUSERS, str(total), str(peak), f"Current local users {total}, max {peak}")
     conn.reply(

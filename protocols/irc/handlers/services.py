@@ -197,7 +197,7 @@ def ns_info(conn: Any, args: list[str], reply: Reply) -> Deferred[Any]:
         if record.email and casefold(_account_of(conn) or "") == casefold(record.name):
             reply(f"Email: {record.email}")
 
-    return conn.service.accounts.get(name).addCallback(show)
+    return conn.service.account_info(name).addCallback(show)
 
 
 def ns_set(conn: Any, args: list[str], reply: Reply) -> Deferred[Any]:

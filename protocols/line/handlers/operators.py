@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from chatserver.core.accounts import INVITE_DAYS, RegistrationInvite
 from chatserver.core.errors import AccountError, ChatError, NotPermitted
+from chatserver.core.views import INVITE_DAYS, RegistrationInvite
 from chatserver.passwords import hash_password, verify_password, verify_password_in_thread
 from protocols.line.commands import REST, Args, CommandError, Param, Reply, command
 from protocols.line.render import INFO, ban_json, clean, clock_time, invite_json, utc

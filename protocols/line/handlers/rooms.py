@@ -119,11 +119,7 @@ def do_part(c: LineConnection, a: Args) -> Reply:
     aliases=("list",),
 )
 def do_rooms(c: LineConnection, a: Args) -> Reply:
-    rooms = [
-        room
-        for room in sorted(c.service.rooms.values(), key=lambda r: r.name)
-        if "secret" not in room.flags or c.user in room.members
-    ]
+    rooms = c.service.visible_rooms(c.user)
     if not rooms:
         return Reply([f"{INFO}no rooms yet: /join one to create it"], {"rooms": []})
     lines = [f"{INFO}{len(rooms)} room{'s' if len(rooms) != 1 else ''}:"]
@@ -166,7 +162,7 @@ def do_whois(c: LineConnection, a: Args) -> Reply:
     now = c.clock.seconds()
     rooms = []
     for room in user.rooms.values():
-        if "secret" in room.flags and c.user not in room.members:
+        if not c.service.can_see_room(c.user, room):
             continue
         member = room.members.get(user)
         prefix = "@" if member and member.op else "+" if member and member.voice else ""

@@ -13,8 +13,8 @@ from typing import Any
 
 from chatserver.core.errors import BadName, ChatError, NoSuchNick, NotOnRoom
 from chatserver.core.events import ModeItem
-from chatserver.core.names import casefold, room_key
-from chatserver.core.rooms import ACCOUNT_MASK_PREFIX, Room, normalize_mask
+from chatserver.core.names import ACCOUNT_MASK_PREFIX, casefold, normalize_mask, room_key
+from chatserver.core.views import RoomView
 from protocols.xmpp.muc import ns
 from protocols.xmpp.muc.build import Element, find
 from protocols.xmpp.muc.occupants import affiliation, nick_at, parse_address, role
@@ -22,7 +22,7 @@ from protocols.xmpp.router import StanzaError, handler
 from protocols.xmpp.stanzas import element, sub
 
 
-def target_room(conn: Any, iq: Element) -> Room:
+def target_room(conn: Any, iq: Element) -> RoomView:
     """The room an admin or owner query is about; its sender must be one of its operators."""
     address = parse_address(iq.get("to"))
     if address is None or address.nick:
@@ -61,7 +61,7 @@ def on_admin_set(conn: Any, iq: Element) -> None:
     conn.iq_result(iq)
 
 
-def apply_item(conn: Any, room: Room, item: Element) -> None:
+def apply_item(conn: Any, room: RoomView, item: Element) -> None:
     reason_el = find(item, ns.MUC_ADMIN, "reason")
     reason = (reason_el.text or "") if reason_el is not None else ""
     nick = item.get("nick") or nick_at(conn, item.get("jid"))
@@ -76,7 +76,9 @@ def apply_item(conn: Any, room: Room, item: Element) -> None:
         raise StanzaError("bad-request", "give a role or an affiliation")
 
 
-def _status_changes(room: Room, nick: str, op: bool | None, voice: bool | None) -> list[ModeItem]:
+def _status_changes(
+    room: RoomView, nick: str, op: bool | None, voice: bool | None
+) -> list[ModeItem]:
     user = room.find_member(nick)
     if user is None:
         raise StanzaError("item-not-found", f"{nick} is not in the room")
@@ -89,7 +91,7 @@ def _status_changes(room: Room, nick: str, op: bool | None, voice: bool | None) 
     return changes
 
 
-def _set_modes(conn: Any, room: Room, changes: list[ModeItem]) -> None:
+def _set_modes(conn: Any, room: RoomView, changes: list[ModeItem]) -> None:
     if not changes:
         return
     _applied, errors = conn.service.set_mode(conn.core, room.name, changes)
@@ -97,7 +99,7 @@ def _set_modes(conn: Any, room: Room, changes: list[ModeItem]) -> None:
         raise errors[0]
 
 
-def change_role(conn: Any, room: Room, nick: str, new_role: str, reason: str) -> None:
+def change_role(conn: Any, room: RoomView, nick: str, new_role: str, reason: str) -> None:
     if new_role == "none":
         conn.service.kick(conn.core, room.name, nick, reason)
         return
@@ -131,7 +133,7 @@ def _masks_of(conn: Any, nick: str) -> set[str]:
     return masks
 
 
-def change_affiliation(conn: Any, room: Room, nick: str, new: str, reason: str) -> None:
+def change_affiliation(conn: Any, room: RoomView, nick: str, new: str, reason: str) -> None:
     present = room.find_member(nick) is not None
     if new == "outcast":
         bans = [ModeItem(True, "ban", user_mask(conn, nick))]
@@ -195,7 +197,7 @@ def on_admin_get(conn: Any, iq: Element) -> None:
     conn.iq_result(iq, out)
 
 
-def stored_affiliates(room: Room, wanted: str | None) -> list[str]:
+def stored_affiliates(room: RoomView, wanted: str | None) -> list[str]:
     """Accounts a registered room remembers with that affiliation, online or not."""
     if not room.registered or wanted is None:
         return []

@@ -6,7 +6,7 @@ from typing import Any
 
 from chatserver.core.errors import BadName
 from chatserver.core.names import room_key
-from chatserver.core.rooms import Room
+from chatserver.core.views import RoomView
 from protocols.xmpp.muc import ns
 from protocols.xmpp.muc.build import Element, data_form, find, form_field
 from protocols.xmpp.muc.names import display_name, forget_gone
@@ -20,7 +20,7 @@ RESERVED_NICK_NODE = "x-roomuser-item"
 TEXT_CONFERENCE = {"category": "conference", "type": "text"}
 
 
-def room_features(room: Room) -> list[str]:
+def room_features(room: RoomView) -> list[str]:
     flags = room.flags
     return [
         ns.DISCO_INFO,
@@ -39,7 +39,7 @@ def room_features(room: Room) -> list[str]:
     ]
 
 
-def addressed(conn: Any, iq: Element) -> tuple[Room | None, str | None]:
+def addressed(conn: Any, iq: Element) -> tuple[RoomView | None, str | None]:
     """(room, occupant nick) an iq is addressed to; (None, None) for the service itself."""
     address = parse_address(iq.get("to"))
     if address is None:
@@ -77,7 +77,7 @@ def on_disco_info(conn: Any, iq: Element) -> None:
     conn.iq_result(iq, query)
 
 
-def room_info(room: Room, query: Element) -> None:
+def room_info(room: RoomView, query: Element) -> None:
     sub(query, "identity", {**TEXT_CONFERENCE, "name": display_name(room)})
     for feature in room_features(room):
         sub(query, "feature", {"var": feature})
@@ -102,12 +102,11 @@ def on_disco_items(conn: Any, iq: Element) -> None:
         raise StanzaError("service-unavailable")
     query = element("query", ns=ns.DISCO_ITEMS)
     if room is None:
-        rooms = conn.service.rooms
-        forget_gone(rooms)
-        for key in sorted(rooms):
-            if "secret" not in rooms[key].flags:
-                jid = f"{key}@{conn.muc_domain}"
-                sub(query, "item", {"jid": jid, "name": display_name(rooms[key])})
+        forget_gone(lambda key: conn.service.room_by_key(key) is not None)
+        # Secret rooms are listed to their members and server operators (the core's rule).
+        for room in conn.service.visible_rooms(conn.user):
+            jid = f"{room.name}@{conn.muc_domain}"
+            sub(query, "item", {"jid": jid, "name": display_name(room)})
     # A room lists no items: its occupants are seen by joining.
     conn.iq_result(iq, query)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from chatserver.core.errors import BadName, JoinRefused
 from chatserver.core.names import casefold, room_key
-from chatserver.core.rooms import Room
+from chatserver.core.views import RoomView
 from protocols.xmpp.muc import ns
 from protocols.xmpp.muc.build import Element, find, send_spliced, send_to
 from protocols.xmpp.muc.chat import subject_message
@@ -97,7 +97,7 @@ def join(conn: Any, key: str, nick: str, muc: Element | None) -> None:
         send_room_state(conn, room, request)
 
 
-def joined(conn: Any, room: Room) -> None:
+def joined(conn: Any, room: RoomView) -> None:
     """The core says this connection's user joined ``room``: send it the room's state."""
     request = _joining.get((id(conn), room.name))
     if request is None:
@@ -107,7 +107,7 @@ def joined(conn: Any, room: Room) -> None:
     send_room_state(conn, room, request)
 
 
-def send_room_state(conn: Any, room: Room, request: JoinRequest) -> None:
+def send_room_state(conn: Any, room: RoomView, request: JoinRequest) -> None:
     """Occupants, then the joiner's own presence, then history, then the subject."""
     me = conn.user
     for user, member in list(room.members.items()):

@@ -11,7 +11,7 @@ from typing import Any
 from chatserver.core.errors import BadName
 from chatserver.core.events import MessageKind
 from chatserver.core.names import room_key
-from chatserver.core.rooms import Room
+from chatserver.core.views import RoomView
 from protocols.xmpp.muc import ns
 from protocols.xmpp.muc.build import Element, find
 from protocols.xmpp.muc.chat import CLIENT_IDS, sending
@@ -29,7 +29,7 @@ def split_action(body: str) -> tuple[MessageKind, str]:
     return "privmsg", body
 
 
-def addressed_room(conn: Any, msg: Element) -> tuple[RoomAddress, Room]:
+def addressed_room(conn: Any, msg: Element) -> tuple[RoomAddress, RoomView]:
     """The addressed room, which the sender must be in."""
     address = parse_address(msg.get("to"))
     if address is None:
@@ -59,7 +59,7 @@ def on_groupchat(conn: Any, msg: Element) -> None:
     # Anything else (chat states, markers) has nothing to say to the other protocols.
 
 
-def say(conn: Any, room: Room, msg: Element, body: str) -> None:
+def say(conn: Any, room: RoomView, msg: Element, body: str) -> None:
     kind, text = split_action(body)
     origin = find(msg, ns.SID, "origin-id")
     key = id(conn.core.client)
@@ -90,7 +90,7 @@ def on_message(conn: Any, msg: Element) -> None:
             conn.service.invite(conn.core, nick, room.name)
 
 
-def private(conn: Any, room: Room, nick: str, msg: Element) -> None:
+def private(conn: Any, room: RoomView, nick: str, msg: Element) -> None:
     """To ``room/nick``: a private message to that user, wherever it is connected from."""
     body = child_text(msg, "body")
     if not body:

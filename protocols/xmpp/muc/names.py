@@ -6,16 +6,18 @@ to the room's own name.
 
 from __future__ import annotations
 
-from chatserver.core.rooms import Room
+from collections.abc import Callable
+
+from chatserver.core.views import RoomView
 
 _names: dict[str, str] = {}
 
 
-def display_name(room: Room) -> str:
+def display_name(room: RoomView) -> str:
     return _names.get(room.name) or room.name
 
 
-def set_display_name(room: Room, name: str) -> None:
+def set_display_name(room: RoomView, name: str) -> None:
     name = name.strip()
     if name and name != room.name:
         _names[room.name] = name[:100]
@@ -27,7 +29,7 @@ def forget(key: str) -> None:
     _names.pop(key, None)
 
 
-def forget_gone(live_rooms: dict[str, Room]) -> None:
+def forget_gone(exists: Callable[[str], bool]) -> None:
     """Drop names of rooms that no longer exist, so that a new room of the name starts fresh."""
-    for key in [k for k in _names if k not in live_rooms]:
+    for key in [k for k in _names if not exists(k)]:
         del _names[key]

@@ -14,7 +14,7 @@ from typing import Any
 
 from chatserver.core.events import Who
 from chatserver.core.names import casefold
-from chatserver.core.rooms import Member, Room
+from chatserver.core.views import MemberView, RoomView
 from protocols.xmpp.jid import GUEST_MARK, local_user
 
 
@@ -55,7 +55,7 @@ def nick_at(conn: Any, jid: str | None) -> str | None:
     return local.removeprefix(GUEST_MARK) or None
 
 
-def role(room: Room, member: Member | None) -> str:
+def role(room: RoomView, member: MemberView | None) -> str:
     if member is None:
         return "none"
     if member.op:
@@ -65,7 +65,7 @@ def role(room: Room, member: Member | None) -> str:
     return "visitor"
 
 
-def affiliation(room: Room, who: Who, member: Member | None) -> str:
+def affiliation(room: RoomView, who: Who, member: MemberView | None) -> str:
     account = casefold(who.account) if who.account else None
     if account is not None and room.owner is not None and account == casefold(room.owner):
         return "owner"
@@ -80,5 +80,5 @@ def affiliation(room: Room, who: Who, member: Member | None) -> str:
     return "none"
 
 
-def banned(room: Room, who: Who) -> bool:
+def banned(room: RoomView, who: Who) -> bool:
     return room.is_banned(who) and not room.is_invite_excepted(who)

@@ -12,7 +12,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from chatserver.core.events import ModeItem
-from chatserver.core.rooms import Room
+from chatserver.core.views import RoomView
 from protocols.xmpp.muc import ns
 from protocols.xmpp.muc.admin import target_room
 from protocols.xmpp.muc.build import Element, data_form, find, form_field, form_values
@@ -39,7 +39,7 @@ FLAG_LABELS = {
 }
 
 
-def config_form(room: Room, parent: Element) -> Element:
+def config_form(room: RoomView, parent: Element) -> Element:
     form = data_form(parent, ns.MUC_ROOMCONFIG, "form")
     sub(form, "title", text=f"Configuration of {room.name}")
     form_field(form, F + "roomname", display_name(room), type_="text-single", label="Name")
@@ -111,7 +111,7 @@ def on_owner_set(conn: Any, iq: Element) -> Deferred | None:
     return pending.addCallback(lambda _: conn.iq_result(iq))
 
 
-def apply_form(conn: Any, room: Room, values: dict[str, list[str]]) -> Deferred | None:
+def apply_form(conn: Any, room: RoomView, values: dict[str, list[str]]) -> Deferred | None:
     """Apply the submitted fields; returns a Deferred when the registration changes."""
     changes: list[ModeItem] = []
     for var, (flag, when_set) in FLAG_FIELDS.items():
@@ -138,7 +138,7 @@ def apply_form(conn: Any, room: Room, values: dict[str, list[str]]) -> Deferred 
     return None
 
 
-def _key_changes(room: Room, values: dict[str, list[str]]) -> list[ModeItem]:
+def _key_changes(room: RoomView, values: dict[str, list[str]]) -> list[ModeItem]:
     protected = values.get(F + "passwordprotectedroom")
     secret = values.get(F + "roomsecret")
     if protected is None and secret is None:
@@ -158,7 +158,7 @@ def _key_changes(room: Room, values: dict[str, list[str]]) -> list[ModeItem]:
     return []
 
 
-def _limit_changes(room: Room, values: dict[str, list[str]]) -> list[ModeItem]:
+def _limit_changes(room: RoomView, values: dict[str, list[str]]) -> list[ModeItem]:
     maxusers = values.get(F + "maxusers")
     if not maxusers:
         return []

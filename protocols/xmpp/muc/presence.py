@@ -11,8 +11,7 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 from chatserver.core.events import Who
-from chatserver.core.rooms import Member, Room
-from chatserver.core.users import User
+from chatserver.core.views import MemberView, RoomView, UserView
 from protocols.xmpp.muc import ns
 from protocols.xmpp.muc.build import Element, tail
 from protocols.xmpp.muc.occupants import affiliation, role
@@ -22,10 +21,10 @@ from protocols.xmpp.stanzas import element, sub
 # a busy room's joiners all get the same presences, so each is serialized again only when the
 # occupant's status, the room's moderation or its registration changes.  Keyed weakly by the
 # user, so the entries go when the user does.
-_shown: WeakKeyDictionary[User, dict[str, tuple[tuple[Any, ...], bytes]]] = WeakKeyDictionary()
+_shown: WeakKeyDictionary[UserView, dict[str, tuple[tuple[Any, ...], bytes]]] = WeakKeyDictionary()
 
 
-def occupant_tail(conn: Any, room: Room, user: User, member: Member) -> bytes:
+def occupant_tail(conn: Any, room: RoomView, user: UserView, member: MemberView) -> bytes:
     """An occupant's presence, for splicing, as every other occupant sees it."""
     who = user.who()
     state = (room, who, member.op, member.voice, "moderated" in room.flags, room.owner)
@@ -46,9 +45,9 @@ def occupant_tail(conn: Any, room: Room, user: User, member: Member) -> bytes:
 
 def presence_of(
     conn: Any,
-    room: Room,
+    room: RoomView,
     who: Who,
-    member: Member | None,
+    member: MemberView | None,
     *,
     unavailable: bool = False,
     outcast: bool = False,

@@ -27,7 +27,7 @@ from chatserver.core.events import (
     Who,
 )
 from chatserver.core.names import casefold
-from chatserver.core.rooms import Room
+from chatserver.core.views import RoomView
 from protocols.xmpp.muc import ns
 from protocols.xmpp.muc.build import Element, cached_tail, send_spliced, send_to
 from protocols.xmpp.muc.chat import invite_message, live_message, status_message, subject_message
@@ -53,7 +53,7 @@ def _is_me(conn: Any, nick: str) -> bool:
 
 
 def _send_presence(
-    conn: Any, event: Event, room: Room, who: Who, variant: str, build: Callable[..., Element]
+    conn: Any, event: Event, room: RoomView, who: Who, variant: str, build: Callable[..., Element]
 ) -> None:
     """Another occupant's presence, cached per event; one's own, with 110, built here."""
     if _is_me(conn, who.nick):
@@ -70,9 +70,9 @@ def _message(conn: Any, event: Message) -> None:
     )
 
 
-def _room(conn: Any, key: str) -> Room | None:
+def _room(conn: Any, key: str) -> RoomView | None:
     # Events carry the canonical room key: a plain lookup, once per recipient.
-    return conn.service.rooms.get(key)
+    return conn.service.room_by_key(key)
 
 
 def _join(conn: Any, event: Join) -> None:
@@ -180,7 +180,7 @@ def _invite(conn: Any, event: Invite) -> None:
     send_to(conn, invite_message(conn, event.room, conn.jid_of(event.who)))
 
 
-def _shared_rooms(conn: Any, nick: str) -> list[Room]:
+def _shared_rooms(conn: Any, nick: str) -> list[RoomView]:
     """The rooms where the recipient sees ``nick`` (all of them when it is the recipient)."""
     me = conn.user
     user = conn.service.find_user(nick)
@@ -200,7 +200,7 @@ def _nick(conn: Any, event: NickChange) -> None:
         member = room.members[user]
         who = user.who()
 
-        def gone(codes: Iterable[str] = (), room: Room = room, member: Any = member) -> Element:
+        def gone(codes: Iterable[str] = (), room: RoomView = room, member: Any = member) -> Element:
             return presence_of(
                 conn,
                 room,
@@ -212,7 +212,7 @@ def _nick(conn: Any, event: NickChange) -> None:
             )
 
         def back(
-            codes: Iterable[str] = (), room: Room = room, who: Who = who, member: Any = member
+            codes: Iterable[str] = (), room: RoomView = room, who: Who = who, member: Any = member
         ) -> Element:
             return presence_of(conn, room, who, member, codes=codes)
 
@@ -223,7 +223,7 @@ def _nick(conn: Any, event: NickChange) -> None:
 def _quit(conn: Any, event: Quit) -> None:
     for room in _shared_rooms(conn, event.who.nick):
 
-        def build(codes: Iterable[str] = (), room: Room = room) -> Element:
+        def build(codes: Iterable[str] = (), room: RoomView = room) -> Element:
             return presence_of(
                 conn, room, event.who, None, unavailable=True, codes=codes, status=event.reason
             )
@@ -239,7 +239,9 @@ def _refresh(conn: Any, event: Away | AccountChange) -> None:
             continue
         member = room.members[user]
 
-        def build(codes: Iterable[str] = (), room: Room = room, member: Any = member) -> Element:
+        def build(
+            codes: Iterable[str] = (), room: RoomView = room, member: Any = member
+        ) -> Element:
             return presence_of(conn, room, event.who, member, codes=codes)
 
         _send_presence(conn, event, room, event.who, "refresh", build)

@@ -1,0 +1,73 @@
+"""A client connection's life in the log, in the same words on every protocol.
+
+    debug  <protocol> connection <id> from <address>[ (TLS)]        it opened
+    info   <protocol> connection <id> from <address> is <nick>      it registered (has a nick)
+    info   <protocol> connection <id> (<nick>) closed (<reason>)     a registered one ended
+    debug  <protocol> connection <id> from <address> closed (<reason>)  one that never registered
+
+So each user costs two info lines, and a connection that never registers (a health probe
+every few seconds, a port scanner, a refused TLS handshake) costs none at info.  Refusals
+(limits, bans) are logged where they happen, at info.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.logger import Logger
+
+_LOGS = {
+    protocol: Logger(namespace=f"protocols.{protocol}.connection")
+    for protocol in ("irc", "line", "xmpp")
+}
+
+
+def _log(protocol: str) -> Logger:
+    log = _LOGS.get(protocol)
+    if log is None:
+        log = _LOGS[protocol] = Logger(namespace=f"protocols.{protocol}.connection")
+    return log
+
+
+def opened(protocol: str, id: int, address: str, tls: bool) -> None:
+    _log(protocol).debug(
+        "{protocol} connection {id} from {address}{tls_note}",
+        protocol=protocol,
+        id=id,
+        address=address,
+        tls=tls,
+        tls_note=" (TLS)" if tls else "",
+    )
+
+
+def registered(protocol: str, id: int, address: str, nick: str, **fields: Any) -> None:
+    """The connection has a nick now (IRC registration, line chat's nick, XMPP's bind)."""
+    _log(protocol).info(
+        "{protocol} connection {id} from {address} is {nick}",
+        protocol=protocol,
+        id=id,
+        address=address,
+        nick=nick,
+        **fields,
+    )
+
+
+def closed(protocol: str, id: int, address: str, nick: str | None, reason: str) -> None:
+    """``nick`` is None if the connection never registered: then the line is debug."""
+    if nick is None:
+        _log(protocol).debug(
+            "{protocol} connection {id} from {address} closed ({reason})",
+            protocol=protocol,
+            id=id,
+            address=address,
+            reason=reason,
+        )
+        return
+    _log(protocol).info(
+        "{protocol} connection {id} ({nick}) closed ({reason})",
+        protocol=protocol,
+        id=id,
+        address=address,
+        nick=nick,
+        reason=reason,
+    )
