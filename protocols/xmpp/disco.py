@@ -12,7 +12,7 @@ from lxml import etree
 
 from protocols.xmpp import router, stanzas
 from protocols.xmpp.carbons import NS_CARBONS
-from protocols.xmpp.jid import local_user, try_parse
+from protocols.xmpp.jid import GUEST_MARK, local_user, try_parse
 from protocols.xmpp.router import StanzaError, handler
 from protocols.xmpp.stanzas import (
     NS_DISCO_INFO,
@@ -54,7 +54,9 @@ def info(conn: XmppConnection, stanza: etree._Element) -> None:
     else:
         if not _known_user(conn, to.bare):
             raise StanzaError("service-unavailable")
-        stanzas.sub(query, "identity", {"category": "account", "type": "registered"})
+        # A guest's address (``~nick``) is no account's (XEP-0030 registry: account/anonymous).
+        kind = "anonymous" if to.local.startswith(GUEST_MARK) else "registered"
+        stanzas.sub(query, "identity", {"category": "account", "type": kind})
         _features(query, ACCOUNT_FEATURES)
     conn.iq_result(stanza, query)
 
