@@ -1,9 +1,12 @@
-"""The ``chatserver`` command: run the server, check a config, make a certificate, manage accounts.
+"""The ``chatserver`` command: run the server, check a config, make a certificate, manage
+accounts, control the running server.
 
 Exit status: 0 done, 1 the operation failed, 2 bad usage or a bad configuration.
-Account commands open the same SQLite file as a running server (it is in WAL mode, so both
-can use it at once); passwords are read from stdin or prompted for, never taken as arguments,
-since arguments are visible to every user of the machine.
+``admin`` commands, and the account commands whose effects must be live (create, passwd,
+delete, list), ask the running server through its control socket; with no server running,
+account commands open the SQLite file themselves (it is in WAL mode, so the invitation
+commands can use it beside a running server).  Passwords are read from stdin or prompted
+for, never taken as arguments, since arguments are visible to every user of the machine.
 
 Each command imports the parts of the server it uses, inside the command: ``check-config``
 then stays quick, and works on a machine where only the configuration matters.
@@ -108,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
         help="copy the database to FILE (safe while the server runs)",
     )
     backup.add_argument("file", metavar="FILE")
+    backup.add_argument("--force", action="store_true", help="replace FILE if it exists")
     backup.set_defaults(handler=_cmd_backup)
 
     restore = commands.add_parser(
@@ -128,12 +132,71 @@ def _parser() -> argparse.ArgumentParser:
     )
     health.set_defaults(handler=_cmd_health)
 
+    _admin_parser(commands, common)
+
     hashpw = commands.add_parser(
         "hash-password", help="hash an operator password for the [[operators]] config list"
     )
     hashpw.add_argument("--password-stdin", action="store_true", help=password_help)
     hashpw.set_defaults(handler=_cmd_hash_password)
     return parser
+
+
+ADMIN_DESCRIPTION = """\
+Control the server running on this machine through its control socket,
+<data_dir>/control.sock (mode 0600: only the server's user may use it).
+Every action is logged by the server. The socket speaks JSON lines, one request
+object in, one answer object out, for scripts: {"cmd": "who"} -> {"ok": true, ...}.
+
+examples:
+  chatserver admin who --protocol irc
+  chatserver admin kick dev bob "off topic"
+  chatserver admin kill bob flooding
+  chatserver admin kline '*!*@203.0.113.0/24' spam
+  chatserver admin notice "restarting in 5 minutes"
+  chatserver admin purge dev
+  chatserver admin reload
+"""
+
+
+def _admin_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    admin = commands.add_parser(
+        "admin",
+        help="control the running server: who, rooms, kick, kill, kline, notice, purge, reload",
+        description=ADMIN_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    output = argparse.ArgumentParser(add_help=False)
+    output.add_argument("--json", action="store_true", help="print the server's JSON answer")
+    actions = admin.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def action(name: str, help: str) -> argparse.ArgumentParser:
+        return actions.add_parser(name, parents=[common, output], help=help, description=help)
+
+    who = action("who", "who is online: protocol, nick, account, address, cloak, rooms, since")
+    who.add_argument("--protocol", choices=("line", "irc", "xmpp"), help="only this protocol")
+    action("rooms", "the rooms: members, modes, topic")
+    kick = action("kick", "remove NICK from ROOM")
+    kick.add_argument("room", metavar="ROOM")
+    kick.add_argument("nick", metavar="NICK")
+    kick.add_argument("reason", metavar="REASON", nargs="*")
+    kill = action("kill", "disconnect NICK (every connection)")
+    kill.add_argument("nick", metavar="NICK")
+    kill.add_argument("reason", metavar="REASON", nargs="*")
+    kline = action("kline", "ban MASK from the server (disconnects who it matches)")
+    kline.add_argument(
+        "mask", metavar="MASK", help="nick!ident@host, an address or network, $a:account"
+    )
+    kline.add_argument("reason", metavar="REASON", nargs="*")
+    unkline = action("unkline", "lift the server ban on MASK")
+    unkline.add_argument("mask", metavar="MASK")
+    action("klines", "list the server bans")
+    notice = action("notice", "send a server notice to everyone online")
+    notice.add_argument("text", metavar="TEXT", nargs="+")
+    purge = action("purge", "delete the history of ROOM")
+    purge.add_argument("room", metavar="ROOM")
+    action("reload", "read the configuration file again (as SIGHUP does)")
+    admin.set_defaults(handler=_cmd_admin)
 
 
 def _version() -> str:
@@ -315,6 +378,14 @@ def _cmd_backup(args: argparse.Namespace) -> int:
     if not source.is_file():
         raise CliError(f"no database at {source}")
     dest = Path(args.file)
+    # A backup never replaces a file by accident (perhaps the previous good backup), and never
+    # makes directories: a mistyped path is an error, not a new tree.
+    if dest.is_dir():
+        raise CliError(f"{dest} is a directory: name the file to write")
+    if dest.exists() and not args.force:
+        raise CliError(f"{dest} exists: use --force to replace it")
+    if not dest.absolute().parent.is_dir():
+        raise CliError(f"no such directory: {dest.absolute().parent} (make it first)")
 
     async def job(reactor: Any) -> int:
         from chatserver.server.app import open_store
@@ -486,6 +557,113 @@ def _cmd_health(args: argparse.Namespace) -> int:
     raise CliError("no protocol is enabled: nothing to check")
 
 
+# -- admin -------------------------------------------------------------------------------------
+
+
+def _admin_request(args: argparse.Namespace) -> dict[str, Any]:
+    action = args.action
+    request: dict[str, Any] = {"cmd": action}
+    if action == "who" and args.protocol:
+        request["protocol"] = args.protocol
+    elif action == "kick":
+        request.update(room=args.room.lstrip("#"), nick=args.nick, reason=" ".join(args.reason))
+    elif action == "kill":
+        request.update(nick=args.nick, reason=" ".join(args.reason))
+    elif action == "kline":
+        request.update(mask=args.mask, reason=" ".join(args.reason))
+    elif action == "unkline":
+        request["mask"] = args.mask
+    elif action == "notice":
+        request["text"] = " ".join(args.text)
+    elif action == "purge":
+        request["room"] = args.room.lstrip("#")
+    return request
+
+
+def _ask_server(config: Config, request: dict[str, Any]) -> dict[str, Any]:
+    """The running server's answer; raises NotRunning when none answers."""
+    from chatserver.server.control.client import ControlClient, ControlError, NotRunning
+
+    try:
+        with ControlClient(config.data_dir) as client:
+            return client.ask(request)
+    except NotRunning:
+        raise
+    except ControlError as err:
+        raise CliError(str(err)) from None
+
+
+def _cmd_admin(args: argparse.Namespace) -> int:
+    import json
+
+    from chatserver.server.control.client import NotRunning
+
+    config = _config(args)
+    try:
+        answer = _ask_server(config, _admin_request(args))
+    except NotRunning as err:
+        raise CliError(str(err)) from None
+    if args.json:
+        print(json.dumps(answer, ensure_ascii=False, indent=2))
+        return EXIT_OK
+    _print_answer(args.action, answer)
+    return EXIT_OK
+
+
+def _table(rows: list[list[str]]) -> None:
+    if not rows:
+        return
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1]
+        )
+
+
+def _print_answer(action: str, answer: dict[str, Any]) -> None:
+    if action == "who":
+        rows = [["PROTOCOL", "NICK", "ACCOUNT", "ADDRESS", "CLOAK", "SINCE", "ROOMS"]]
+        for s in answer["sessions"]:
+            rows.append(
+                [
+                    s["protocol"],
+                    s["nick"] or "*",
+                    s["account"] or "-",
+                    s["address"],
+                    s["cloak"],
+                    s["since"],
+                    ",".join(s["rooms"]) or "-",
+                ]
+            )
+        _table(rows)
+    elif action == "rooms":
+        rows = [["ROOM", "MEMBERS", "MODES", "TOPIC"]]
+        for r in answer["rooms"]:
+            name = r["name"] + (" (registered)" if r["registered"] else "")
+            rows.append([name, str(r["members"]), ",".join(r["modes"]) or "-", r["topic"]])
+        _table(rows)
+    elif action == "klines":
+        for ban in answer["klines"]:
+            print(f"{ban['mask']}\t{ban['set_by'] or '-'}\t{ban['set_at']}\t{ban['reason']}")
+    elif action == "kick":
+        print(f"kicked {answer['kicked']}")
+    elif action == "kill":
+        print(f"killed {answer['killed']}")
+    elif action == "kline":
+        gone = " ".join(answer["disconnected"])
+        print(f"banned {answer['mask']}" + (f"; disconnected: {gone}" if gone else ""))
+    elif action == "unkline":
+        print(f"lifted the ban on {answer['mask']}")
+    elif action == "notice":
+        print(f"sent to {answer['reached']} connections")
+    elif action == "purge":
+        print(f"deleted {answer['deleted']} stored messages")
+    elif action == "reload":
+        print("reloaded; changed: " + (", ".join(answer["changed"]) or "nothing"))
+        for key in answer["refused"]:
+            print(f"not changed (needs a restart): {key}")
+
+
 # -- hash-password -----------------------------------------------------------------------------
 
 
@@ -511,9 +689,29 @@ def _read_password(args: argparse.Namespace) -> str:
     return password
 
 
+# Account commands that go through the running server when there is one, so that their
+# effects are live (a deleted account's sessions end at once).
+_LIVE_ACCOUNT_ACTIONS = ("create", "passwd", "delete", "list")
+
+
 def _cmd_account(args: argparse.Namespace) -> int:
     config = _config(args)
     password = _read_password(args) if args.action in ("create", "passwd") else ""
+    if args.action in _LIVE_ACCOUNT_ACTIONS:
+        from chatserver.server.control.client import NotRunning
+
+        request: dict[str, Any] = {"cmd": f"account-{args.action}"}
+        if args.action != "list":
+            request["name"] = args.name
+        if password:
+            request["password"] = password
+        try:
+            answer = _ask_server(config, request)
+        except NotRunning:
+            pass
+        else:
+            _print_account(args.action, args.name if args.action != "list" else "", answer)
+            return EXIT_OK
 
     async def job(reactor: Any) -> int:
         return await _account_job(
@@ -526,6 +724,18 @@ def _cmd_account(args: argparse.Namespace) -> int:
         )
 
     return _run_reactor_once(job)
+
+
+def _print_account(action: str, name: str, answer: dict[str, Any]) -> None:
+    if action == "create":
+        print(f"created account {answer['name']}")
+    elif action == "passwd":
+        print(f"changed the password of {name}")
+    elif action == "delete":
+        print(f"deleted account {name}")
+    elif action == "list":
+        for record in answer["accounts"]:
+            print(f"{record['name']}\t{record['created']}")
 
 
 def _utc_stamp(ts: float) -> str:

@@ -17,7 +17,9 @@ a registration that fails.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +45,11 @@ INVITE_DAYS = 7.0
 # Longer than anyone plans ahead, short enough that the expiry stays a sane timestamp.
 MAX_INVITE_DAYS = 3650.0
 DAY = 86400.0
+# An address that logged in to an account this recently is the owner's: the per-account login
+# budget does not bind it (the per-address one still does).
+KNOWN_ADDRESS_DAYS = 30.0
+# (account, address) pairs remembered for that; the oldest are forgotten first.
+MAX_KNOWN_ADDRESSES = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,9 +110,12 @@ class AccountManager:
         self.settings = settings
         self.clock = clock
         self.run_in_thread = run_in_thread
-        period = max(settings.login_failure_period, 0.001)
-        self._failures_by_account = KeyedBuckets(settings.login_failure_burst, 1.0 / period)
-        self._failures_by_address = KeyedBuckets(settings.login_failure_burst * 4, 4.0 / period)
+        self._by_account = KeyedBuckets(1, 1)
+        self._by_address = KeyedBuckets(1, 1)
+        self._apply_throttle(settings)
+        # (folded account, address key) -> when that address last logged in to the account:
+        # such an address is the owner's, and the per-account budget does not bind it.
+        self._known: OrderedDict[tuple[str, str], float] = OrderedDict()
         # Every failed password, SASL or operator check, for the metrics endpoint: in all,
         # and by the protocol it came through.
         self.failures = 0
@@ -117,13 +127,16 @@ class AccountManager:
         self._names: set[str] = set()
 
     def apply_settings(self, settings: CoreSettings) -> None:
-        """New settings (a config reload); new throttling buckets use the new limits."""
+        """New settings (a config reload); the throttling buckets take the new limits."""
         self.settings = settings
+        self._apply_throttle(settings)
+
+    def _apply_throttle(self, settings: CoreSettings) -> None:
         period = max(settings.login_failure_period, 0.001)
-        self._failures_by_account.capacity = settings.login_failure_burst
-        self._failures_by_account.rate = 1.0 / period
-        self._failures_by_address.capacity = settings.login_failure_burst * 4
-        self._failures_by_address.rate = 4.0 / period
+        self._by_account.capacity = settings.login_failure_burst
+        self._by_account.rate = 1.0 / period
+        self._by_address.capacity = settings.login_failure_burst * 4
+        self._by_address.rate = 4.0 / period
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -221,6 +234,7 @@ class AccountManager:
         refusal has passed, so that a mistyped password or an uninvited name costs no try.
         ``address`` and ``protocol`` say where the request came from, for the log line that
         every registration gets here, whatever its protocol.
+        ``address`` also counts as the owner's for the login throttle.
         """
         if mode not in ("open", "invite"):
             raise AccountError(AccountError.CLOSED, "registration is closed on this server")
@@ -242,6 +256,8 @@ class AccountManager:
                 AccountError.THROTTLED, "too many new accounts from your address; try again later"
             )
         record = yield self.create(name, password, email, invited=invited)
+        if address is not None:
+            self.remember_address(record.name, address)
         log.info(
             "account {account} registered from {address} ({protocol})",
             account=record.name,
@@ -300,26 +316,75 @@ class AccountManager:
     # -- verifying --------------------------------------------------------------------------
 
     def throttled(self, name: str | None, address: str | None) -> bool:
-        now = self.clock.seconds()
-        if name is not None and not self._failures_by_account.allowed(casefold(name), now):
+        """Whether a login attempt for ``name`` from ``address`` would be refused now."""
+        return self._refusal(name, address, self.clock.seconds()) is not None
+
+    def _applies_to_account(self, name: str | None, address: str | None, now: float) -> bool:
+        """Whether the per-account budget binds ``address``: not for one that logged in to
+        the account within KNOWN_ADDRESS_DAYS (the owner's), or guessers would lock it out."""
+        if name is None:
+            return False
+        if address is None:
             return True
-        return address is not None and not self._failures_by_address.allowed(address, now)
+        seen = self._known.get((casefold(name), address_key(address)))
+        return seen is None or now - seen > KNOWN_ADDRESS_DAYS * DAY
 
-    def record_failure(
+    def _refusal(self, name: str | None, address: str | None, now: float) -> AccountError | None:
+        if address is not None and not self._by_address.allowed(address_key(address), now):
+            return self._throttle_error()
+        if self._applies_to_account(name, address, now) and not self._by_account.allowed(
+            casefold(name or ""), now
+        ):
+            return self._throttle_error()
+        return None
+
+    def begin_login(
         self, name: str | None, address: str | None, protocol: str | None = None
-    ) -> None:
-        """Count a failed password, SASL or operator check against ``name`` and ``address``.
+    ) -> LoginAttempt:
+        """Count a password, SASL or operator attempt for ``name`` from ``address`` now,
+        before anything is checked; raise AccountError(THROTTLED) if its budget is spent.
 
-        ``protocol`` is the protocol it came through (``conn.protocol``), for the metrics.
+        Counting at the start is what bounds attempts that run at the same time: each one
+        takes its token before the slow check begins, so the budget cannot be overdrawn by
+        many checks in flight.  A success gives the tokens back (see :class:`LoginAttempt`).
+        ``name`` None: an attempt that names no account (an operator login), counted per
+        address only.
         """
+        now = self.clock.seconds()
+        refusal = self._refusal(name, address, now)
+        if refusal is not None:
+            raise refusal
+        attempt = LoginAttempt(self, name, address, protocol)
+        if address is not None:
+            self._by_address.take(address_key(address), now)
+        if self._applies_to_account(name, address, now):
+            self._by_account.take(casefold(name or ""), now)
+            attempt.charged_account = True
+        return attempt
+
+    def _count_failure(self, protocol: str | None) -> None:
         self.failures += 1
         label = protocol or "unknown"
         self.failures_by_protocol[label] = self.failures_by_protocol.get(label, 0) + 1
+
+    def _succeeded(self, attempt: LoginAttempt, account: str | None) -> None:
         now = self.clock.seconds()
-        if name is not None:
-            self._failures_by_account.take(casefold(name), now)
-        if address is not None:
-            self._failures_by_address.take(address, now)
+        # A right password is not a guess: it costs nothing.
+        if attempt.address is not None:
+            self._by_address.give(address_key(attempt.address), now)
+        if attempt.address is not None and account is not None:
+            self.remember_address(account, attempt.address)
+        if attempt.charged_account:
+            self._by_account.give(casefold(attempt.name or ""), now)
+
+    def remember_address(self, account: str, address: str) -> None:
+        """``address`` logged in to ``account`` (or registered it): it is the owner's, for
+        KNOWN_ADDRESS_DAYS."""
+        key = (casefold(account), address_key(address))
+        self._known.pop(key, None)
+        self._known[key] = self.clock.seconds()
+        while len(self._known) > MAX_KNOWN_ADDRESSES:
+            self._known.popitem(last=False)
 
     def _throttle_error(self) -> AccountError:
         return AccountError(
@@ -335,26 +400,29 @@ class AccountManager:
         protocol: str | None = None,
     ):
         """Fire with the AccountRecord if ``password`` is right; else errback AccountError."""
-        if self.throttled(name, address):
-            raise self._throttle_error()
+        attempt = self.begin_login(name, address, protocol)
         try:
             check_nick(name)
         except BadName:
-            self.record_failure(None, address, protocol)
+            attempt.failed()
             raise AccountError(AccountError.NO_ACCOUNT, f"{name} is not registered") from None
+        # A store that fails leaves the attempt counted but is no failed password.
         record = yield self.store.get_account(name)
-        if record is None:
-            self.record_failure(None, address, protocol)
-            raise AccountError(AccountError.NO_ACCOUNT, f"{name} is not registered")
-        cred = record.credential("SCRAM-SHA-256") or (
-            record.credentials[0] if record.credentials else None
-        )
+        cred = None
+        if record is not None:
+            cred = record.credential("SCRAM-SHA-256") or (
+                record.credentials[0] if record.credentials else None
+            )
         ok = False
         if cred is not None:
             ok = yield self.run_in_thread(check_password, cred, password)
+        if record is None:
+            attempt.failed()
+            raise AccountError(AccountError.NO_ACCOUNT, f"{name} is not registered")
         if not ok:
-            self.record_failure(name, address, protocol)
+            attempt.failed()
             raise AccountError(AccountError.BAD_PASSWORD, "invalid password")
+        attempt.succeeded(record.name)
         return record
 
     def scram_credential(
@@ -364,15 +432,69 @@ class AccountManager:
         address: str | None = None,
         protocol: str | None = None,
     ) -> Deferred:
-        """Fire with (AccountRecord, Credential) for a SCRAM exchange, or errback AccountError."""
-        if self.throttled(name, address):
-            return fail(self._throttle_error())
+        """Begin a SCRAM login: fire with (AccountRecord, Credential, LoginAttempt), or errback
+        AccountError.  The caller ends the attempt (``succeeded`` or ``failed``) once the
+        client's proof is checked."""
+        try:
+            attempt = self.begin_login(name, address, protocol)
+        except AccountError as err:
+            return fail(err)
 
-        def found(record: AccountRecord | None) -> tuple[AccountRecord, Credential]:
+        def found(record: AccountRecord | None) -> tuple[AccountRecord, Credential, LoginAttempt]:
             cred = record.credential(mechanism) if record is not None else None
             if record is None or cred is None:
-                self.record_failure(None, address, protocol)
+                attempt.failed()
                 raise AccountError(AccountError.NO_ACCOUNT, f"{name} is not registered")
-            return record, cred
+            return record, cred, attempt
 
         return self.store.get_account(name).addCallback(found)
+
+
+class LoginAttempt:
+    """One login attempt, already counted against its address and account.
+
+    End it once: ``failed()`` leaves the tokens taken and counts a failure in the metrics;
+    ``succeeded(account)`` gives them back and remembers the address as the account's own.
+    An attempt never ended (the client went away mid-exchange) stays counted.
+    """
+
+    __slots__ = ("_manager", "address", "charged_account", "done", "name", "protocol")
+
+    def __init__(
+        self,
+        manager: AccountManager,
+        name: str | None,
+        address: str | None,
+        protocol: str | None,
+    ) -> None:
+        self._manager = manager
+        self.name = name
+        self.address = address
+        self.protocol = protocol
+        self.charged_account = False
+        self.done = False
+
+    def failed(self) -> None:
+        if not self.done:
+            self.done = True
+            self._manager._count_failure(self.protocol)
+
+    def succeeded(self, account: str | None) -> None:
+        """``account``: the account logged in to (None for an operator login)."""
+        if not self.done:
+            self.done = True
+            self._manager._succeeded(self, account)
+
+
+def address_key(address: str) -> str:
+    """What the login throttle counts by: an IPv4 address, or an IPv6 address's /64 (one
+    host usually holds a whole /64, so counting single IPv6 addresses would count nothing)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return address

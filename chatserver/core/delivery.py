@@ -60,6 +60,11 @@ class Delivery:
                     clients.append(client)
         return clients
 
+    def observe(self, observer: Callable[[Event], None]) -> None:
+        """Call ``observer`` with every Presence and every Away event from now on (see
+        ``observers``): how a protocol keeps a notify list without scanning users."""
+        self.observers.append(observer)
+
     def _observe(self, event: Event) -> None:
         for observer in list(self.observers):
             try:

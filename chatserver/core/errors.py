@@ -1,6 +1,17 @@
-"""Errors the core raises; each protocol maps them to its own numeric, stanza error or text."""
+"""Errors the core raises; each protocol maps them to its own numeric, stanza error or text.
+
+:data:`CORE_ERRORS` lists them all, with :data:`JoinRefused.WHYS` and
+:data:`AccountError.CODES` for the kinds inside two of them.  Each protocol keeps one table
+keyed by these classes (looked up with :func:`entry_for`), and a test checks that every protocol's
+table has every one, so that a new error cannot be forgotten by one protocol.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TypeVar
+
+_T = TypeVar("_T")
 
 
 class ChatError(Exception):
@@ -20,6 +31,10 @@ class BadName(ChatError):
     def __init__(self, name: str, reason: str = "") -> None:
         self.name = name
         super().__init__(reason or f"{name!r} is not a valid name")
+
+
+class BadText(ChatError):
+    """The text holds what no protocol can carry (see ``names.text_problem``)."""
 
 
 class NickInUse(ChatError):
@@ -98,6 +113,7 @@ class JoinRefused(ChatError):
     FULL = "full"
     REGISTERED_ONLY = "registered_only"
     TOO_MANY_ROOMS = "too_many_rooms"
+    WHYS = (BANNED, INVITE_ONLY, BAD_KEY, FULL, REGISTERED_ONLY, TOO_MANY_ROOMS)
 
     def __init__(self, room: str, why: str, reason: str) -> None:
         self.room = room
@@ -124,6 +140,16 @@ class AccountError(ChatError):
     ALREADY_LOGGED_IN = "already_logged_in"
     WEAK_PASSWORD = "weak_password"
     CLOSED = "closed"
+    CODES = (
+        EXISTS,
+        NO_ACCOUNT,
+        BAD_PASSWORD,
+        THROTTLED,
+        NOT_LOGGED_IN,
+        ALREADY_LOGGED_IN,
+        WEAK_PASSWORD,
+        CLOSED,
+    )
 
     def __init__(self, code: str, reason: str) -> None:
         self.code = code
@@ -145,3 +171,34 @@ class Banned(LimitExceeded):
     def __init__(self, reason: str, mask: str = "") -> None:
         self.mask = mask
         super().__init__(reason)
+
+
+# Every error the core raises, ChatError itself (a refusal of no more specific kind) included.
+CORE_ERRORS: tuple[type[ChatError], ...] = (
+    ChatError,
+    BadName,
+    BadText,
+    NickInUse,
+    NickReserved,
+    NoSuchNick,
+    NoSuchRoom,
+    NotOnRoom,
+    AlreadyOnRoom,
+    NotPermitted,
+    CannotSend,
+    JoinRefused,
+    UnknownMode,
+    AccountError,
+    LimitExceeded,
+    Banned,
+)
+
+
+def entry_for(table: Mapping[type[ChatError], _T], err: ChatError) -> _T:
+    """The entry of a protocol's error table for ``err``: that of its own class, else of the
+    nearest class it derives from (ChatError's entry serves errors of no listed class)."""
+    for cls in type(err).__mro__:
+        entry = table.get(cls)
+        if entry is not None:
+            return entry
+    raise KeyError(type(err).__name__)

@@ -33,6 +33,10 @@ class Who:
 
     @property
     def mask(self) -> str:
+        if not self.ident:
+            # The server itself (a kick from the operator's console): IRC names a server
+            # source by its name alone.
+            return self.nick
         return f"{self.nick}!{self.ident}@{self.host}"
 
 
@@ -206,3 +210,10 @@ class Presence(Event):
 
 
 ROOM_EVENTS = (Message, Join, Part, Topic, Kick, ModeChange, Invite)
+
+
+# Why the core ends an account's sessions (the quit reason everyone sees): its account was
+# deleted or its password changed.  XMPP says these with <not-authorized/>.
+ACCOUNT_DELETED = "Account deleted"
+PASSWORD_CHANGED = "Password changed"
+REVOKED_REASONS = frozenset({ACCOUNT_DELETED, PASSWORD_CHANGED})

@@ -135,6 +135,20 @@ class HistoryLog:
         current.addBoth(fire)
         return waiter
 
+    @inlineCallbacks
+    def purge_history(self, name: str):
+        """Forget the history of the room ``name``: in memory, waiting to be written, and in
+        the store.  Fires with how many stored messages were deleted."""
+        key = room_key(name)
+        room = self.rooms.get(key)
+        if room is not None:
+            room.history.clear()
+        self._pending_history = [m for m in self._pending_history if m.room != key]
+        # A write in progress may hold messages of the room: the purge comes after it.
+        yield self._when_flushed()
+        deleted = yield self.history_store.purge(key)
+        return deleted
+
     def recent(self, name: str, count: int) -> list[Message]:
         """The last ``count`` messages of a room from memory (for replay on join)."""
         room = self._room(name)

@@ -16,7 +16,15 @@ from twisted.logger import Logger
 
 from chatserver.core.accounts import INVITE_DAYS, AccountManager
 from chatserver.core.errors import AccountError, BadName, ChatError, NickReserved, NotPermitted
-from chatserver.core.events import AccountChange, Event, Join, NickChange, Part
+from chatserver.core.events import (
+    ACCOUNT_DELETED,
+    PASSWORD_CHANGED,
+    AccountChange,
+    Event,
+    Join,
+    NickChange,
+    Part,
+)
 from chatserver.core.limits import AddressSet, KeyedBuckets
 from chatserver.core.names import casefold, reserved_reason
 from chatserver.core.settings import CoreSettings
@@ -34,6 +42,7 @@ class Identity:
     accounts: AccountManager
     users: NickTable
     by_account: dict[str, User]
+    connections: dict[int, Connection]
     logins_by_protocol: dict[str, int]
     _limit_exempt: AddressSet
     _end_of_turn: Callable[[Callable[[], None]], object] | None
@@ -45,6 +54,7 @@ class Identity:
         def _detach(self, conn: Connection) -> User | None: ...
         def _rename_user(self, user: User, new_nick: str) -> None: ...
         def _user_gone(self, user: User, reason: str) -> None: ...
+        def _end_connections(self, conns: Iterable[Connection], reason: str) -> list[str]: ...
         def _audience(self, user: User) -> list[Any]: ...
         def _observe(self, event: Event) -> None: ...
         def notice_user(self, user: User, text: str) -> None: ...
@@ -270,12 +280,22 @@ class Identity:
 
     @inlineCallbacks
     def change_password(self, conn: Connection, old_password: str, new_password: str):
+        """The owner changes the password: the account's other sessions are ended (they
+        proved the old one), this one stays."""
         user = self._user(conn)
         if user.account is None:
             raise AccountError(AccountError.NOT_LOGGED_IN, "log in to change your password")
+        account = user.account
         self.accounts.check_password_rules(new_password)
-        yield self.accounts.verify_password(user.account, old_password, conn.address, conn.protocol)
-        yield self.accounts.set_password(user.account, new_password)
+        yield self.accounts.verify_password(account, old_password, conn.address, conn.protocol)
+        yield self.set_account_password(account, new_password, keep=conn)
+
+    @inlineCallbacks
+    def set_account_password(self, name: str, password: str, *, keep: Connection | None = None):
+        """Set the password of ``name`` (errback AccountError if there is no such account) and
+        end every session of the account but ``keep``."""
+        yield self.accounts.set_password(name, password)
+        self.account_revoked(name, PASSWORD_CHANGED, keep=keep)
 
     @inlineCallbacks
     def drop(self, conn: Connection, password: str):
@@ -285,10 +305,47 @@ class Identity:
             raise AccountError(AccountError.NOT_LOGGED_IN, "log in to drop your account")
         account = user.account
         yield self.accounts.verify_password(account, password, conn.address, conn.protocol)
-        yield self.accounts.delete(account)
-        holder = self.by_account.get(casefold(account))
-        if holder is not None:
-            self._logout_user(holder)
+        yield self.delete_account(account, requester=conn)
+
+    @inlineCallbacks
+    def delete_account(self, name: str, *, requester: Connection | None = None):
+        """Delete the account ``name``; fires True if it existed.  Every session of the account
+        is ended; the ``requester``'s own (a user dropping their account) only at the end of the
+        turn, once the protocol has told it the account is gone."""
+        existed = yield self.accounts.delete(name)
+        if existed:
+            self.account_revoked(name, ACCOUNT_DELETED, keep=requester)
+            if requester is not None:
+                self.clock.callLater(0, self._end_connections, (requester,), ACCOUNT_DELETED)
+        return existed
+
+    def account_revoked(
+        self, account: str, reason: str, *, keep: Connection | None = None
+    ) -> list[str]:
+        """End every live session of ``account`` at once, with ``reason``: the account was
+        deleted or its password changed.  Every connection logged in to it, or that proved it
+        before choosing a nick, is disconnected (as Ergo does when an account goes), except
+        ``keep``.  Returns the nicks disconnected.
+
+        This is the one place a revocation acts on sessions: a cluster backend publishes the
+        call to every node, and each runs it on its own connections.
+        """
+        key = casefold(account)
+        doomed = [
+            c
+            for c in self.connections.values()
+            if c is not keep and casefold(_account_of(c) or "") == key
+        ]
+        if not doomed:
+            return []
+        gone = self._end_connections(doomed, reason)
+        self.log.info(
+            "sessions of {account} ended ({reason}): {nicks}",
+            account=account,
+            reason=reason,
+            nicks=" ".join(gone) or "-",
+        )
+        return gone
 
     # -- nick enforcement ------------------------------------------------------------------
 
@@ -400,3 +457,9 @@ class Identity:
             nick = f"{self.settings.guest_prefix}{random.randint(10000, 99999)}"
             if nick not in self.users:
                 return nick
+
+
+def _account_of(conn: Connection) -> str | None:
+    """The account a connection speaks for (or proved before choosing a nick)."""
+    user = conn.user
+    return user.account if user is not None else conn.account

@@ -108,5 +108,8 @@ class IHistoryStore(Interface):
     def targets(start, end, limit):
         """Fire with [(target, latest ts)] for targets with messages in start < ts < end."""
 
+    def purge(target):
+        """Delete every message of ``target``; fire with how many there were."""
+
     def close():
         """Finish pending work and release the database."""

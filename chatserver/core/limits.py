@@ -21,7 +21,8 @@ class TokenBucket:
         self.stamp = now
 
     def _refill(self, now: float) -> None:
-        if now > self.stamp:
+        # Tokens above the capacity (a credit given on purpose) are kept until spent.
+        if now > self.stamp and self.tokens < self.capacity:
             self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
 
@@ -75,6 +76,14 @@ class KeyedBuckets:
                 self.prune(now)
             bucket = self._buckets[key] = TokenBucket(self.capacity, self.rate, now)
         return bucket.take(now, cost)
+
+    def give(self, key: Hashable, now: float, cost: float = 1.0) -> None:
+        """Put back ``cost`` tokens taken from ``key`` (never above the capacity)."""
+        bucket = self._buckets.get(key)
+        if bucket is not None:
+            bucket.force(now, -cost)
+            if bucket.tokens > bucket.capacity:
+                bucket.tokens = bucket.capacity
 
     def prune(self, now: float) -> None:
         for key in [k for k, b in self._buckets.items() if b.full(now)]:

@@ -1,4 +1,5 @@
-"""Nick and room grammar, casefolding, masks and mode letters: one rule for every protocol.
+"""Nick and room grammar, casefolding, masks, mode letters and what counts as text: one
+rule for every protocol.
 
 Nicks use the IRC nick alphabet and ``ascii`` casemapping (advertised to IRC clients
 in ISUPPORT); rooms are ``[a-z0-9._-]`` and case-insensitive.  Every protocol turns its
@@ -7,13 +8,16 @@ before calling the core.
 
 Room modes are core data with names; :data:`ROOM_MODE_LETTERS` is the one letter each has
 wherever a protocol writes modes as letters (IRC's letters, the wire standard).
+
+Text (messages, topics, reasons, away messages, and every other string a client sends) must
+be Unicode scalar values without NUL: see :func:`text_problem`.
 """
 
 from __future__ import annotations
 
 import re
 
-from chatserver.core.errors import BadName
+from chatserver.core.errors import BadName, BadText
 
 NICK_MAX = 30
 ROOM_MAX = 50
@@ -134,3 +138,36 @@ def normalize_mask(mask: str) -> str:
     if "@" not in mask:
         return f"{mask}@*"
     return mask
+
+
+# What no protocol can carry: surrogate code points (lone halves of UTF-16 pairs, which no
+# UTF-8 encoder writes, so a message holding one reaches nobody on IRC or line chat) and NUL
+# (IRC refuses it in a line, XML has no way to write it).  Other controls are text: IRC's
+# formatting is made of them, line breaks separate the lines of a message, and each
+# protocol's renderer drops or replaces what its own wire cannot show.
+_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
+
+
+def text_problem(text: str) -> str | None:
+    """Why ``text`` is not text every protocol can carry, or None when it is.
+
+    Each protocol applies this at its edge, once, as it decodes what a client sent: IRC and
+    line chat's text mode decode UTF-8 and drop or refuse NUL, which this always passes;
+    XMPP's XML parser refuses more than this; line chat's JSON can spell anything with
+    ``\\u`` escapes, so every string of a JSON command is checked with it.
+    """
+    found = _BAD_TEXT.search(text)
+    if found is None:
+        return None
+    char = found.group()
+    if char == "\x00":
+        return "text may not contain NUL (U+0000)"
+    return f"text must be valid Unicode: U+{ord(char):04X} is half of a UTF-16 surrogate pair"
+
+
+def check_text(text: str) -> str:
+    """Return ``text`` unchanged if :func:`text_problem` finds nothing, else raise BadText."""
+    problem = text_problem(text)
+    if problem is not None:
+        raise BadText(problem)
+    return text

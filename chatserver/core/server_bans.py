@@ -31,6 +31,7 @@ class ServerBans:
         def _user(self, conn: Connection) -> User: ...
         def cloak(self, address: str) -> str: ...
         def quit(self, conn: Connection, reason: str = "", *, dropped: Any = None) -> None: ...
+        def _end_connections(self, conns: Iterable[Connection], reason: str) -> list[str]: ...
 
     def _init_server_bans(self, ban_store: Any) -> None:
         # From the config file (replaced on reload) and set by operators at run time (kept in
@@ -107,14 +108,21 @@ class ServerBans:
         actor = self._user(conn)
         if "oper" not in actor.modes:
             raise NotPermitted("only server operators may do that")
-        ban = ServerBan(normalize_ban_mask(mask), reason.strip(), actor.nick, self.clock.seconds())
+        return self.ban(mask, reason, by=actor.nick)
+
+    def ban(self, mask: str, reason: str, *, by: str) -> tuple[ServerBan, list[str]]:
+        """Ban ``mask`` from the server in the name of ``by`` (a K-line); matching users are
+        disconnected with the reason.  Returns the ban and their nicks.  Raises BadName.
+
+        A ban reaches every node of a cluster as itself (each node enforces the bans it
+        holds on its own connections), not as a list of sessions to end.
+        """
+        ban = ServerBan(normalize_ban_mask(mask), reason.strip(), by, self.clock.seconds())
         self.runtime_bans[ban.mask] = ban
         if hasattr(self.ban_store, "save_server_ban"):
             d = self.ban_store.save_server_ban(ban)
             d.addErrback(lambda f: self.log.failure("saving the ban {mask}", f, mask=ban.mask))
-        self.log.info(
-            "{oper} banned {mask}: {reason}", oper=actor.nick, mask=ban.mask, reason=ban.reason
-        )
+        self.log.info("{oper} banned {mask}: {reason}", oper=by, mask=ban.mask, reason=ban.reason)
         return ban, self._enforce_bans()
 
     def remove_server_ban(self, conn: Connection, mask: str) -> ServerBan:
@@ -122,6 +130,11 @@ class ServerBans:
         actor = self._user(conn)
         if "oper" not in actor.modes:
             raise NotPermitted("only server operators may do that")
+        return self.unban(mask, by=actor.nick)
+
+    def unban(self, mask: str, *, by: str) -> ServerBan:
+        """Lift the ban on ``mask`` set at run time; raises ChatError if there is none (or it
+        comes from the configuration file)."""
         key = normalize_ban_mask(mask)
         ban = self.runtime_bans.pop(key, None)
         if ban is None:
@@ -131,7 +144,7 @@ class ServerBans:
         if hasattr(self.ban_store, "delete_server_ban"):
             d = self.ban_store.delete_server_ban(key)
             d.addErrback(lambda f: self.log.failure("deleting the ban {mask}", f, mask=key))
-        self.log.info("{oper} lifted the ban on {mask}", oper=actor.nick, mask=key)
+        self.log.info("{oper} lifted the ban on {mask}", oper=by, mask=key)
         return ban
 
     def _enforce_bans(self) -> list[str]:
@@ -150,13 +163,9 @@ class ServerBans:
             )
             if ban is None:
                 continue
-            if user is not None and user.nick not in gone:
-                gone.append(user.nick)
-            try:
-                conn.client.disconnect(banned_text(ban))
-            except Exception:
-                self.log.failure("disconnecting {conn}", conn=conn)
-            self.quit(conn, banned_text(ban))
+            for nick in self._end_connections((conn,), banned_text(ban)):
+                if nick not in gone:
+                    gone.append(nick)
         return gone
 
 

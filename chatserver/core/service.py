@@ -302,10 +302,31 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
         actor = self._user(conn)
         if "oper" not in actor.modes:
             raise NotPermitted("only server operators may do that")
+        self.kill_user(nick, f"Killed by {actor.nick}: {reason}")
+
+    def kill_user(self, nick: str, reason: str) -> str:
+        """Disconnect every connection of ``nick``, telling them (and others) ``reason``;
+        returns the nick as it was.  Raises NoSuchNick."""
         target = self._find(nick)
-        for tconn in list(target.connections):
-            tconn.client.disconnect(f"Killed by {actor.nick}: {reason}")
-            self.quit(tconn, f"Killed by {actor.nick}: {reason}")
+        self._end_connections(list(target.connections), reason)
+        return target.nick
+
+    def _end_connections(self, conns: Iterable[Connection], reason: str) -> list[str]:
+        """Disconnect each of ``conns`` still open with ``reason``; returns their nicks."""
+        gone: list[str] = []
+        for conn in conns:
+            if conn.id not in self.connections:
+                continue
+            user = conn.user
+            if user is not None and user.nick not in gone:
+                gone.append(user.nick)
+            try:
+                conn.client.disconnect(reason)
+            except Exception:
+                self.log.failure("disconnecting {conn}", conn=conn)
+            # The client's disconnect usually quits too; this makes sure, and is a no-op then.
+            self.quit(conn, reason)
+        return gone
 
     # -- rooms -----------------------------------------------------------------------------
 
@@ -617,6 +638,33 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
         self._limit_exempt = AddressSet(settings.address_limit_exempt)
         self._registrations.capacity = settings.registration_burst
         self._registrations.rate = 1.0 / settings.registration_period
+
+    # -- the operator's console (no connection of its own) --------------------------------
+
+    def kick_by_server(self, name: str, nick: str, reason: str) -> str:
+        """Remove ``nick`` from the room ``name``, shown as done by the server; returns the nick.
+        Raises NoSuchRoom, NoSuchNick, NotOnRoom."""
+        room = self._room(name)
+        target = room.find_member(nick)
+        if target is None:
+            self._find(nick)
+            raise NotOnRoom(room.name, nick)
+        event = Kick(
+            ts=self.clock.seconds(),
+            room=room.name,
+            who=self.server_who,
+            target=target.who(),
+            reason=reason[: self.settings.kick_reason_max],
+        )
+        self._send(room.clients(), event)
+        self._remove_member(room, target)
+        return target.nick
+
+    def notice_everyone(self, text: str) -> int:
+        """A server notice to every connection of every user; returns how many got it."""
+        clients = [client for user in self.users for client in user.clients()]
+        self._send(clients, ServerNotice(ts=self.clock.seconds(), text=text))
+        return len(clients)
 
     # -- lookups for protocols -------------------------------------------------------------
 

@@ -33,8 +33,9 @@ class CoreSettings:
     # `registration_period` seconds (registration floods).
     registration_burst: int = 3
     registration_period: float = 600.0
-    # Failed logins: a bucket of `burst` tries refilled at one per `login_failure_period` seconds,
-    # kept per account and per address.
+    # Login attempts: a bucket of `burst` tries refilled at one per `login_failure_period`
+    # seconds per account (not binding addresses that logged in to it lately), and four times
+    # that per address (see AccountManager.begin_login).
     login_failure_burst: int = 5
     login_failure_period: float = 30.0
     scram_iterations: int = 4096

@@ -234,6 +234,8 @@ class ChatServer(MultiService):
         self.pidfile = PidFile(config.data_dir)
         self.metrics: Any = None
         self.http_port: IListeningPort | None = None
+        # The operator's control socket (chatserver admin ...).
+        self.control_port: IListeningPort | None = None
         self._starting: defer.Deferred[None] | None = None
         self._ready_waiters: list[defer.Deferred[None]] = []
         self._ready = False
@@ -352,6 +354,7 @@ class ChatServer(MultiService):
             await self._listen(listener)
         if self.metrics is not None:
             await self._listen_http()
+        self._listen_control()
         log.info(
             "ready server={server} listeners={count}",
             server=config.server.name,
@@ -436,6 +439,14 @@ class ChatServer(MultiService):
             address=format_address(host.host, host.port),
         )
 
+    def _listen_control(self) -> None:
+        from chatserver.server.control.server import listen
+
+        try:
+            self.control_port = listen(self.reactor, self)
+        except Exception as err:
+            raise StartupError(f"cannot listen on the control socket: {err}") from err
+
     def tls_options(self) -> CertificateOptions:
         """The server's current TLS options; the first call loads (or makes) the certificate."""
         return self.tls.options()
@@ -479,6 +490,9 @@ class ChatServer(MultiService):
         if self.http_port is not None:
             await self.http_port.stopListening()
             self.http_port = None
+        if self.control_port is not None:
+            await defer.maybeDeferred(self.control_port.stopListening)
+            self.control_port = None
         if self.chat is not None:
             try:
                 await self.chat.shutdown()

@@ -517,6 +517,11 @@ def _targets(cur: sqlite3.Cursor, start: float, end: float, limit: int) -> list[
     return [(target, latest) for target, latest in cur.fetchall()]
 
 
+def _purge(cur: sqlite3.Cursor, target: str) -> int:
+    cur.execute("DELETE FROM history WHERE target = ?", (target,))
+    return cur.rowcount
+
+
 def _get_roster(cur: sqlite3.Cursor, account: str) -> list[RosterItem]:
     cur.execute(
         "SELECT jid, name, groups, subscription, ask, pending_in, in_roster FROM roster_items"
@@ -601,8 +606,6 @@ def _probe_write(cur: sqlite3.Cursor) -> None:
 
 
 def _backup(cur: sqlite3.Cursor, dest_path: str) -> None:
-    parent = os.path.dirname(os.path.abspath(dest_path))
-    os.makedirs(parent, exist_ok=True)
     # Copy to a temporary name and rename, so that dest_path is never a half-written database
     # (an interrupted backup must not replace the previous good one).
     tmp_path = dest_path + ".partial"
@@ -951,6 +954,10 @@ class SqliteStore:
         """Targets with messages in start < ts < end, with their latest ts there, ascending by
         that ts (ties by target); ``limit`` keeps the first of them, as ``between`` does."""
         return self._run(_targets, start, end, limit, write=False)
+
+    def purge(self, target: str) -> Deferred[int]:
+        """Delete every message of ``target``; fire with how many there were."""
+        return self._run(_purge, target, write=True)
 
     # -- server bans (K-lines set by operators) -----------------------------------------------
 

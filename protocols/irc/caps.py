@@ -15,15 +15,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from chatserver.auth.sasl import PASSWORD_MECHANISMS
 from protocols.irc.commands import COMMANDS
 from protocols.irc.security import may_send_passwords
 
 if TYPE_CHECKING:
     from protocols.irc.connection import IrcConnection
 
+# Of the shared mechanisms (chatserver.auth.sasl), the ones IRC offers; those that send the
+# password itself (PASSWORD_MECHANISMS) only where passwords may travel.
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256")
-# Mechanisms that send the password itself: offered only where passwords may travel.
-PASSWORD_MECHANISMS = frozenset({"PLAIN"})
 
 
 @dataclass(frozen=True)

@@ -10,41 +10,25 @@ excess waits, and a client that keeps the queue past its bound is closed with
 
 from __future__ import annotations
 
-import ipaddress
 import itertools
-from collections import deque
 from collections.abc import Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.interfaces import IPushProducer, ISSLTransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatserver.core.errors import (
-    AccountError,
-    AlreadyOnRoom,
-    BadName,
-    CannotSend,
     ChatError,
-    JoinRefused,
     LimitExceeded,
-    NickInUse,
-    NoSuchNick,
-    NoSuchRoom,
-    NotOnRoom,
-    NotPermitted,
-    UnknownMode,
 )
 from chatserver.core.events import DropKind, Event, Message, MessageBatch, Who
 from chatserver.core.interfaces import IChatClient
-from chatserver.core.limits import TokenBucket
 from protocols import connlog
-from protocols.irc import caps
+from protocols.irc import caps, errors
 from protocols.irc import numerics as n
-from protocols.irc.channels import channel_name, is_channel
 from protocols.irc.commands import dispatch
 from protocols.irc.message import (
     IrcMessage,
@@ -54,10 +38,12 @@ from protocols.irc.message import (
     serialize,
     serialize_fitted,
 )
-from protocols.irc.modes import letter_of
 from protocols.irc.render import history_lines, render, render_batch
 from protocols.irc.services_registry import SERVICES
-from protocols.transport import close, output
+from protocols.transport import close, peer
+from protocols.transport.flood import FloodBudget, FloodQueue
+from protocols.transport.framing import TOO_LONG, LineSplitter, TooLong
+from protocols.transport.output import BoundedOutput
 
 if TYPE_CHECKING:
     from chatserver.core.views import Session, UserView
@@ -89,13 +75,14 @@ COMMAND_COSTS: dict[str, float] = {
 _NO_CAPS: frozenset[str] = frozenset()
 
 
-@implementer(IChatClient, IPushProducer)
+@implementer(IChatClient)
 class IrcConnection(Protocol):
     """The twisted Protocol of one IRC client and the IChatClient the core talks to.
 
     Handlers use: ``service``, ``core``, ``user``, ``nick``, ``caps``, ``registered``,
-    ``config``, ``server``, ``server_name``, ``is_oper``, ``secure``, ``address`` and the
-    reply methods below.
+    ``config``, ``server``, ``server_name``, ``is_oper``, ``secure``, ``address``, ``flood``
+    (``flood.charge(cost)``: flood tokens for what a command costs beyond its table cost) and
+    the reply methods below.
     """
 
     protocol = "irc"
@@ -104,23 +91,17 @@ class IrcConnection(Protocol):
     __slots__ = (
         "_awaiting_pong",
         "_batch_ids",
-        "_busy",
         "_connected_at",
-        "_discarding",
-        "_drain_call",
         "_held",
-        "_inbuf",
         "_label",
         "_last_seen",
+        "_lines",
         "_lost",
         "_out",
-        "_paused",
-        "_paused_bytes",
-        "_pending",
+        "_output",
         "_ping_call",
         "account_numerics_sent",
         "address",
-        "bucket",
         "cap_bits",
         "cap_negotiating",
         "cap_version",
@@ -131,6 +112,7 @@ class IrcConnection(Protocol):
         "core",
         "dropped",
         "factory",
+        "flood",
         "ident",
         "in_command",
         "password",
@@ -176,21 +158,17 @@ class IrcConnection(Protocol):
         self.dropped: DropKind | None = None
         # Numerics 900/901 written for this connection (lets SASL avoid saying it twice).
         self.account_numerics_sent = 0
-        # Framing and flood control.
-        self._inbuf = b""
-        self._discarding = False
-        # Parsed lines waiting their turn; made when the first line comes, dropped when empty.
-        self._pending: deque[IrcMessage | ParseError] | None = None
-        self._busy = False
-        self._drain_call: Any = None
-        self.bucket: TokenBucket | None = None
+        # Framing and flood control: parsed lines wait their turn in the flood queue.
+        self._lines = LineSplitter(self._max_line, report_at_end=True)
+        self.flood: FloodQueue[IrcMessage | ParseError] = FloodQueue(
+            self.clock, None, self.config.flood_max_queue, self._run_item, _cost
+        )
         # Output.
+        self._output = BoundedOutput(self.config.sendq_bytes)
         self._out: list[bytes] | None = None
         self._label: str | None = None
         self.in_command = False
         self._held: list[bytes] | None = None
-        self._paused = False
-        self._paused_bytes = 0
         self._batch_ids: Iterator[int] | None = None
         # Timers.
         self._last_seen = 0.0
@@ -223,7 +201,7 @@ class IrcConnection(Protocol):
     @property
     def secure(self) -> bool:
         """TLS, or loopback (where there is nothing to eavesdrop on)."""
-        return self.tls or _is_loopback(self.address)
+        return peer.is_secure(self.tls, self.address)
 
     def source_of(self, who: Who) -> str:
         """``nick!ident@host`` of a user snapshot."""
@@ -242,19 +220,15 @@ class IrcConnection(Protocol):
     def connectionMade(self) -> None:
         transport = self.transport
         assert transport is not None
-        try:
-            transport.setTcpNoDelay(True)  # type: ignore[attr-defined]
-        except (AttributeError, OSError):
-            pass
-        peer = transport.getPeer()
-        self.address = str(getattr(peer, "host", "") or "")
-        self.tls = ISSLTransport.providedBy(transport)
-        transport.registerProducer(self, True)  # type: ignore[attr-defined]
+        peer.set_no_delay(transport)
+        self.address = peer.address_of(transport)
+        self.tls = peer.is_tls(transport)
+        transport.registerProducer(self._output, True)  # type: ignore[attr-defined]
         now = self.clock.seconds()
         self._last_seen = now
         config = self.config
         if config.flood_burst > 0 and not self.factory.flood_exempt(self.address):
-            self.bucket = TokenBucket(config.flood_burst, config.flood_rate, now)
+            self.flood.budget = FloodBudget(config.flood_burst, config.flood_rate, self.clock)
         self.factory.connection_opened(self)
         try:
             self.core = self.service.connect(self)
@@ -278,10 +252,10 @@ class IrcConnection(Protocol):
             return
         self._lost = True
         self.closing = True
-        for call in (self._ping_call, self._drain_call):
-            if call is not None and call.active():
-                call.cancel()
-        self._pending = None
+        call = self._ping_call
+        if call is not None and call.active():
+            call.cancel()
+        self.flood.clear()
         self.factory.connection_closed(self)
         if self.sasl is not None:
             self.sasl = None
@@ -311,6 +285,8 @@ class IrcConnection(Protocol):
             return
         self.closing = True
         self.quit_reason = reason
+        # What the client sent after the command that closes is not run.
+        self.flood.clear()
         # The core forgets the user below; the close line still names it.
         self.quit_nick = self.nick if self.registered else None
         if self._out is not None:
@@ -370,75 +346,43 @@ class IrcConnection(Protocol):
             return
         self._last_seen = self.clock.seconds()
         self._awaiting_pong = False
-        buffer = self._inbuf + data if self._inbuf else data
-        lines = buffer.split(b"\n")
-        self._inbuf = lines.pop()
+        lines = self._lines.feed(data)
+        if not lines:
+            return
         max_body = self.config.max_line_bytes - 2
-        pending = self._pending
-        if pending is None and lines:
-            pending = self._pending = deque()
+        flood = self.flood
         for raw in lines:
-            assert pending is not None
-            if self._discarding:
-                # The end of a line already too long to keep: it was dropped as it came.
-                self._discarding = False
-                pending.append(ParseError("too_long", "line is too long"))
+            if raw is TOO_LONG:
+                flood.push(ParseError("too_long", "line is too long"))
                 continue
-            if raw.endswith(b"\r"):
-                raw = raw[:-1]
+            assert not isinstance(raw, TooLong)
             try:
-                pending.append(parse(raw, max_body=max_body))
+                flood.push(parse(raw, max_body=max_body))
             except ParseError as err:
                 if err.code not in ("empty", "no_command"):
-                    pending.append(err)
-        if len(self._inbuf) > self._max_line:
-            # Never hold more than one line's worth: drop the rest of it as it arrives.
-            self._inbuf = b""
-            self._discarding = True
-        if pending is None:
+                    flood.push(err)
+        if not flood:
             return
         with self.service.batch():
-            self._process()
+            flood.drain()
         # What is still waiting (past the flood budget, or behind a command that waits on
         # the database) is what counts: with flood control off a read of many lines is fine.
-        if self._pending is not None and len(self._pending) > self.config.flood_max_queue:
+        if flood.overflowing:
             self._excess_flood()
 
     def _excess_flood(self) -> None:
         log.info("irc connection from {address} closed: excess flood", address=self.address)
-        self._pending = None
+        self.flood.clear()
         self.dropped = "flood"
         self._close(
             "Excess Flood", "Closing Link: " + self._link_name() + " (Excess Flood)", abort=False
         )
 
-    def _process(self) -> None:
-        """Run queued lines while the budget allows and no command is waiting on a Deferred."""
-        pending = self._pending
-        while pending and not self._busy and not self.closing:
-            bucket = self.bucket
-            now = self.clock.seconds()
-            if bucket is not None and bucket.level(now) < 1.0:
-                # Out of budget: wait until one token is back (the excess is delayed).
-                if self._drain_call is None:
-                    delay = bucket.wait_time(now, 1.0)
-                    self._drain_call = self.clock.callLater(delay, self._drain)
-                return
-            item = pending.popleft()
-            if bucket is not None:
-                cost = 1.0 if isinstance(item, ParseError) else COMMAND_COSTS.get(item.command, 1.0)
-                bucket.force(now, cost)
-            if isinstance(item, ParseError):
-                self._bad_line(item)
-            else:
-                self._run(item)
-        if not pending and self._pending is pending:
-            # An idle connection keeps no queue.
-            self._pending = None
-
-    def _drain(self) -> None:
-        self._drain_call = None
-        self._process()
+    def _run_item(self, item: IrcMessage | ParseError) -> None:
+        if isinstance(item, ParseError):
+            self._bad_line(item)
+        else:
+            self._run(item)
 
     def _bad_line(self, err: ParseError) -> None:
         self._begin(None)
@@ -463,16 +407,17 @@ class IrcConnection(Protocol):
         finally:
             self.in_command = False
         if d is not None and not d.called:
-            self._busy = True
+            # Later lines wait until this command is done.
+            self.flood.hold()
             d.addBoth(self._deferred_done)
             return
         self._flush_command()
 
     def _deferred_done(self, result: Any) -> None:
-        self._busy = False
+        self.flood.release()
         self._flush_command()
         if not self.closing:
-            self._process()
+            self.flood.drain()
         return None
 
     # -- output -----------------------------------------------------------------------------
@@ -518,16 +463,12 @@ class IrcConnection(Protocol):
         transport = self.transport
         if transport is None or self._lost or not data:
             return
-        if self._paused:
-            self._paused_bytes += len(data)
-        if not output.write_within(
-            transport, data, self.config.sendq_bytes, self._paused_bytes if self._paused else None
-        ):
+        if not self._output.write(transport, data):
             # A reader this slow would make the server hold its output without bound.
-            self._paused = False
             log.info("irc connection from {address} closed: SendQ exceeded", address=self.address)
             self.closing = True
             self.quit_reason = "SendQ exceeded"
+            self.flood.clear()
             self.dropped = "slow_reader"
             if self.core is not None:
                 self.service.quit(self.core, "SendQ exceeded", dropped="slow_reader")
@@ -646,76 +587,8 @@ class IrcConnection(Protocol):
     # -- errors -----------------------------------------------------------------------------
 
     def reply_error(self, err: ChatError, command: str, target: str = "") -> None:
-        """Answer a core refusal with the numeric IRC gives it."""
-        if isinstance(err, NickInUse):
-            self.reply(n.ERR_NICKNAMEINUSE, target or err.nick, "Nickname is already in use")
-        elif isinstance(err, BadName):
-            name = target or err.name
-            if is_channel(name) or command in (
-                "JOIN",
-                "PART",
-                "TOPIC",
-                "NAMES",
-                "LIST",
-                "INVITE",
-                "KICK",
-            ):
-                self.reply(n.ERR_NOSUCHCHANNEL, name, "No such channel")
-            else:
-                self.reply(n.ERR_ERRONEUSNICKNAME, name, "Erroneous nickname")
-        elif isinstance(err, NoSuchNick):
-            self.reply(n.ERR_NOSUCHNICK, target or err.nick, "No such nick/channel")
-        elif isinstance(err, NoSuchRoom):
-            self.reply(n.ERR_NOSUCHCHANNEL, target or channel_name(err.room), "No such channel")
-        elif isinstance(err, NotOnRoom):
-            room = channel_name(err.room)
-            if err.nick:
-                self.reply(n.ERR_USERNOTINCHANNEL, err.nick, room, "They aren't on that channel")
-            else:
-                self.reply(n.ERR_NOTONCHANNEL, room, "You're not on that channel")
-        elif isinstance(err, AlreadyOnRoom):
-            self.reply(
-                n.ERR_USERONCHANNEL, err.nick, channel_name(err.room), "is already on channel"
-            )
-        elif isinstance(err, NotPermitted):
-            if err.room is not None:
-                self.reply(
-                    n.ERR_CHANOPRIVSNEEDED, channel_name(err.room), "You're not channel operator"
-                )
-            else:
-                self.reply(n.ERR_NOPRIVILEGES, "Permission Denied- You're not an IRC operator")
-        elif isinstance(err, CannotSend):
-            self.reply(
-                n.ERR_CANNOTSENDTOCHAN,
-                channel_name(err.room),
-                f"Cannot send to channel ({err.reason})",
-            )
-        elif isinstance(err, JoinRefused):
-            self._join_refused(err)
-        elif isinstance(err, UnknownMode):
-            self.reply(n.ERR_UNKNOWNMODE, letter_of(err.mode), "is unknown mode char to me")
-        elif isinstance(err, AccountError):
-            self.fail(command, err.code.upper(), description=err.reason)
-        else:
-            self.reply(n.ERR_UNKNOWNERROR, command, err.reason)
-
-    def _join_refused(self, err: JoinRefused) -> None:
-        room = channel_name(err.room)
-        numeric, text = {
-            JoinRefused.BANNED: (n.ERR_BANNEDFROMCHAN, "Cannot join channel (+b)"),
-            JoinRefused.INVITE_ONLY: (n.ERR_INVITEONLYCHAN, "Cannot join channel (+i)"),
-            JoinRefused.BAD_KEY: (n.ERR_BADCHANNELKEY, "Cannot join channel (+k)"),
-            JoinRefused.FULL: (n.ERR_CHANNELISFULL, "Cannot join channel (+l)"),
-            JoinRefused.REGISTERED_ONLY: (
-                n.ERR_NEEDREGGEDNICK,
-                "Cannot join channel (+R) - you need to be logged into your account",
-            ),
-            JoinRefused.TOO_MANY_ROOMS: (
-                n.ERR_TOOMANYCHANNELS,
-                "You have joined too many channels",
-            ),
-        }.get(err.why, (n.ERR_UNKNOWNERROR, err.reason))
-        self.reply(numeric, room, text)
+        """Answer a core refusal with the numeric IRC gives it (see protocols.irc.errors)."""
+        errors.reply_error(self, err, command, target)
 
     # -- IChatClient ------------------------------------------------------------------------
 
@@ -752,25 +625,17 @@ class IrcConnection(Protocol):
             data = render_batch(self, batch)
         except Exception:
             log.failure("rendering a batch of {n} messages for IRC", n=len(batch.messages))
+            # One by one: a message that cannot be rendered costs only itself.
+            for msg in batch.messages:
+                self.deliver(msg)
             return
         if data:
             self._write(data)
 
-    # -- IPushProducer: the transport tells us when the client reads too slowly ---------------
 
-    def pauseProducing(self) -> None:
-        # Twisted calls this again on every write while its buffer is full: only the first
-        # call starts the count, or the SendQ would never add up to the limit.
-        if not self._paused:
-            self._paused = True
-            self._paused_bytes = 0
-
-    def resumeProducing(self) -> None:
-        self._paused = False
-        self._paused_bytes = 0
-
-    def stopProducing(self) -> None:
-        self._paused = False
+def _cost(item: IrcMessage | ParseError) -> float:
+    """Flood tokens a queued line takes when it runs (a malformed line costs 1)."""
+    return 1.0 if isinstance(item, ParseError) else COMMAND_COSTS.get(item.command, 1.0)
 
 
 def add_tag(line: bytes, tag: bytes) -> bytes:
@@ -785,10 +650,3 @@ def has_batch_tag(line: bytes) -> bool:
         return False
     tags = line[1 : line.find(b" ")]
     return any(t.startswith(b"batch=") for t in tags.split(b";"))
-
-
-def _is_loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False

@@ -1,9 +1,10 @@
-"""IRCv3 SASL: AUTHENTICATE with PLAIN and SCRAM-SHA-256 against the shared accounts.
+"""IRCv3 SASL framing: AUTHENTICATE lines carrying the shared mechanisms of
+:mod:`chatserver.auth.sasl` (PLAIN and SCRAM-SHA-256 are offered).
 
 Payloads travel base64-encoded in chunks of 400 bytes; a chunk of exactly 400 means more
-follows, and ``+`` stands for an empty chunk.  Password checks and failed-login throttling are
-the core's (``identify``, ``accounts.scram_credential`` / ``record_failure``); this module only
-speaks the exchange and logs the connection in with ``service.login``.  PLAIN sends the
+follows, and ``+`` stands for an empty chunk.  Checking credentials, the login throttle and
+the SCRAM exchange are the shared module's; this module only frames the exchange, maps its
+failures to numerics and logs the connection in with ``service.login``.  PLAIN sends the
 password itself, so it is offered (CAP LS, 908) and accepted only where passwords may be sent
 (:mod:`protocols.irc.security`).
 """
@@ -12,17 +13,16 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from scramp import ScramException, ScramMechanism
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
-from chatserver.core.errors import AccountError, Banned
+from chatserver.auth import sasl as mechanisms
+from chatserver.auth.sasl import PASSWORD_MECHANISMS, Challenge, Failure, SaslServer, Success
+from chatserver.core.errors import Banned
 from protocols.irc import numerics as n
-from protocols.irc.caps import PASSWORD_MECHANISMS, sasl_mechanisms
+from protocols.irc.caps import sasl_mechanisms
 
 if TYPE_CHECKING:
     from protocols.irc.connection import IrcConnection
@@ -33,18 +33,25 @@ CHUNK = 400
 # The largest payload accepted once reassembled (a SCRAM or PLAIN message is far smaller).
 MAX_PAYLOAD = 8192
 
-Step = Callable[["IrcConnection", "SaslSession", bytes], "Deferred[None] | None"]
+# What 904 says for each failure of the shared mechanisms (IRCv3 has one numeric for all).
+FAILURE_TEXT = {
+    mechanisms.MALFORMED: "SASL authentication failed",
+    mechanisms.INVALID_AUTHZID: "SASL authentication failed: you can only log in as yourself",
+    mechanisms.NOT_AUTHORIZED: "SASL authentication failed",
+    mechanisms.THROTTLED: "SASL authentication failed: too many failed logins; try again later",
+    mechanisms.TEMPORARY: "SASL authentication failed: the server could not check it; try again",
+}
 
 
 class SaslSession:
-    """One exchange in progress."""
+    """One exchange in progress: the shared mechanism, and the base64 text gathered so far."""
 
-    def __init__(self, mechanism: str, step: Step) -> None:
-        self.mechanism = mechanism
-        self.step = step
+    def __init__(self, server: SaslServer) -> None:
+        self.server = server
         self.buffer = ""
-        self.account: str | None = None
-        self.scram: Any = None
+        # SCRAM's server-final went out as a challenge (IRC has no success data): the account
+        # is proven, and the client's empty answer completes the login.
+        self.proven: str | None = None
 
 
 def authenticate(conn: IrcConnection, arg: str) -> Deferred[None] | None:
@@ -76,8 +83,28 @@ def authenticate(conn: IrcConnection, arg: str) -> Deferred[None] | None:
     try:
         data = base64.b64decode(raw, validate=True) if raw else b""
     except (binascii.Error, ValueError):
-        return _failed(conn, "invalid base64")
-    return session.step(conn, session, data)
+        return _failed(conn, "SASL authentication failed")
+    if session.proven is not None:
+        return _succeeded(conn, session.proven)
+    d = session.server.step(data)
+    d.addCallback(lambda outcome: _answer(conn, session, outcome))
+    return d
+
+
+def _answer(conn: IrcConnection, session: SaslSession, outcome: Any) -> None:
+    if conn.closing or conn.sasl is not session:
+        return
+    if isinstance(outcome, Challenge):
+        send_payload(conn, outcome.data)
+    elif isinstance(outcome, Success):
+        if outcome.data is None:
+            _succeeded(conn, outcome.account)
+        else:
+            session.proven = outcome.account
+            send_payload(conn, outcome.data)
+    else:
+        assert isinstance(outcome, Failure)
+        _failed(conn, FAILURE_TEXT[outcome.reason])
 
 
 def abort(conn: IrcConnection) -> None:
@@ -112,10 +139,10 @@ def _start(conn: IrcConnection, mechanism: str) -> None:
             f" another machine; {instead}",
         )
         return None
-    if mechanism == "PLAIN":
-        conn.sasl = SaslSession(mechanism, _plain)
-    elif mechanism == "SCRAM-SHA-256":
-        conn.sasl = SaslSession(mechanism, _scram_first)
+    if mechanism in allowed:
+        assert conn.core is not None
+        server = SaslServer(conn.service, mechanism, address=conn.address, protocol=conn.protocol)
+        conn.sasl = SaslSession(server)
     else:
         conn.reply(n.RPL_SASLMECHS, ",".join(allowed), "are available SASL mechanisms")
         conn.reply(n.ERR_SASLFAIL, "SASL authentication failed")
@@ -133,9 +160,9 @@ def send_payload(conn: IrcConnection, data: bytes) -> None:
         conn.send("AUTHENTICATE", "+")
 
 
-def _failed(conn: IrcConnection, why: str = "") -> None:
+def _failed(conn: IrcConnection, text: str) -> None:
     conn.sasl = None
-    conn.reply(n.ERR_SASLFAIL, "SASL authentication failed")
+    conn.reply(n.ERR_SASLFAIL, text)
     return None
 
 
@@ -163,110 +190,3 @@ def refused_by_ban(conn: IrcConnection, err: Banned) -> None:
         id=conn.core.id if conn.core is not None else 0,
         mask=err.mask,
     )
-
-
-# -- PLAIN (RFC 4616) --------------------------------------------------------------------------
-
-
-def _plain(conn: IrcConnection, session: SaslSession, data: bytes) -> Deferred[None] | None:
-    parts = data.split(b"\x00")
-    if len(parts) != 3:
-        return _failed(conn, "malformed PLAIN")
-    try:
-        authzid, authcid, password = (p.decode("utf-8") for p in parts)
-    except UnicodeDecodeError:
-        return _failed(conn, "PLAIN is not UTF-8")
-    if not authcid or (authzid and authzid.lower() != authcid.lower()):
-        return _failed(conn, "authorization identity differs")
-    assert conn.core is not None
-    d = conn.service.accounts.verify_password(authcid, password, conn.address, conn.protocol)
-
-    def ok(record: Any) -> None:
-        if conn.closing:
-            return
-        _succeeded(conn, record.name)
-
-    def bad(failure: Failure) -> None:
-        failure.trap(AccountError)
-        if not conn.closing:
-            _failed(conn)
-
-    d.addCallbacks(ok, bad)
-    return d
-
-
-# -- SCRAM-SHA-256 (RFC 5802, RFC 7677) --------------------------------------------------------
-
-_SCRAM = ScramMechanism("SCRAM-SHA-256")
-
-
-def _saslname(value: str) -> str:
-    return value.replace("=2C", ",").replace("=3D", "=")
-
-
-def _scram_user(client_first: str) -> str | None:
-    """The username of a client-first message (``n,,n=user,r=nonce``), or None."""
-    parts = client_first.split(",", 2)
-    if len(parts) < 3 or parts[0] not in ("n", "y"):
-        # 'p=' asks for channel binding, which SCRAM-SHA-256 (without -PLUS) cannot give.
-        return None
-    for attr in parts[2].split(","):
-        if attr.startswith("n="):
-            return _saslname(attr[2:])
-    return None
-
-
-def _scram_first(conn: IrcConnection, session: SaslSession, data: bytes) -> Deferred[None] | None:
-    try:
-        client_first = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return _failed(conn, "not UTF-8")
-    name = _scram_user(client_first)
-    if not name:
-        return _failed(conn, "malformed client-first")
-    d = conn.service.accounts.scram_credential(name, "SCRAM-SHA-256", conn.address, conn.protocol)
-
-    def found(result: Any) -> None:
-        if conn.closing or conn.sasl is not session:
-            return
-        record, cred = result
-        server = _SCRAM.make_server(
-            lambda _user: (cred.salt, cred.stored_key, cred.server_key, cred.iterations)
-        )
-        try:
-            server.set_client_first(client_first)
-            server_first = server.get_server_first()
-        except ScramException:
-            _failed(conn, "bad client-first")
-            return
-        session.scram = server
-        session.account = record.name
-        session.step = _scram_final
-        send_payload(conn, server_first.encode("utf-8"))
-
-    def bad(failure: Failure) -> None:
-        failure.trap(AccountError)
-        if not conn.closing:
-            _failed(conn)
-
-    d.addCallbacks(found, bad)
-    return d
-
-
-def _scram_final(conn: IrcConnection, session: SaslSession, data: bytes) -> None:
-    try:
-        session.scram.set_client_final(data.decode("utf-8"))
-        server_final = session.scram.get_server_final()
-    except (ScramException, UnicodeDecodeError):
-        conn.service.accounts.record_failure(session.account, conn.address, conn.protocol)
-        return _failed(conn, "bad proof")
-    session.step = _scram_done
-    send_payload(conn, server_final.encode("utf-8"))
-    return None
-
-
-def _scram_done(conn: IrcConnection, session: SaslSession, data: bytes) -> None:
-    # The client has checked the server's signature and sent an empty response.
-    assert session.account is not None
-    _succeeded(conn, session.account)
-    return None

@@ -12,7 +12,6 @@ register here with :func:`command`.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,25 +22,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatserver.core.errors import (
-    AccountError,
-    AlreadyOnRoom,
-    BadName,
-    Banned,
-    CannotSend,
     ChatError,
-    JoinRefused,
-    LimitExceeded,
-    NickInUse,
-    NickReserved,
-    NoSuchNick,
-    NoSuchRoom,
-    NotOnRoom,
-    NotPermitted,
-    UnknownMode,
 )
 from chatserver.core.names import room_key
 from chatserver.core.views import RoomView
-from protocols.line.render import room_name
+from protocols.line.errors import describe_chat_error
+from protocols.line.jsonin import JsonRefused, decode_command
 
 if TYPE_CHECKING:
     from protocols.line.connection import LineConnection
@@ -77,72 +63,12 @@ class CommandError(Exception):
         self.usage = usage
 
 
-_ACCOUNT_HINTS = {
-    AccountError.NO_ACCOUNT: " (/register <password> registers your current nick)",
-    AccountError.NOT_LOGGED_IN: " (/identify <password> logs you in)",
-}
-
-_JOIN_HINTS = {
-    JoinRefused.BAD_KEY: " (/join {room} <key>)",
-    JoinRefused.INVITE_ONLY: " (a room operator can /invite you)",
-    JoinRefused.REGISTERED_ONLY: " (/register or /identify first)",
-}
-
-
 def describe(err: Exception) -> tuple[str, str, dict[str, Any]]:
     """(error code, message, extra JSON fields) for an error a command ran into."""
     if isinstance(err, CommandError):
         return err.code, err.message, {}
-    if isinstance(err, NickReserved):
-        return (
-            "nick_reserved",
-            f"{err.nick} is a registered nick: log in with /identify {err.nick} <password>,"
-            " or choose another nick",
-            {},
-        )
-    if isinstance(err, NickInUse):
-        return "nick_in_use", f"{err.nick} is already in use; choose another nick", {}
-    if isinstance(err, BadName):
-        return "bad_name", err.reason, {}
-    if isinstance(err, NoSuchNick):
-        return "no_such_nick", f"no such nick: {err.nick}", {}
-    if isinstance(err, NoSuchRoom):
-        return "no_such_room", f"no such room: {room_name(err.room)}", {"room": err.room}
-    if isinstance(err, NotOnRoom):
-        if err.nick:
-            message = f"{err.nick} is not in {room_name(err.room)}"
-        else:
-            message = f"you are not in {room_name(err.room)} (/join {err.room} first)"
-        return "not_on_room", message, {"room": err.room}
-    if isinstance(err, AlreadyOnRoom):
-        return (
-            "already_on_room",
-            f"{err.nick} is already in {room_name(err.room)}",
-            {"room": err.room},
-        )
-    if isinstance(err, NotPermitted):
-        extra = {"room": err.room} if err.room else {}
-        return "not_permitted", err.reason, extra
-    if isinstance(err, CannotSend):
-        return (
-            "cannot_send",
-            f"cannot send to {room_name(err.room)}: {err.reason}",
-            {"room": err.room},
-        )
-    if isinstance(err, JoinRefused):
-        hint = _JOIN_HINTS.get(err.why, "").format(room=err.room)
-        message = f"cannot join {room_name(err.room)}: {err.reason}{hint}"
-        return "join_refused", message, {"room": err.room, "why": err.why}
-    if isinstance(err, UnknownMode):
-        return "unknown_mode", f"unknown mode: {err.mode} (/help mode lists them)", {}
-    if isinstance(err, AccountError):
-        return err.code, err.reason + _ACCOUNT_HINTS.get(err.code, ""), {}
-    if isinstance(err, Banned):
-        return "banned", err.reason, {}
-    if isinstance(err, LimitExceeded):
-        return "limit_exceeded", err.reason, {}
     if isinstance(err, ChatError):
-        return "failed", err.reason, {}
+        return describe_chat_error(err)
     return "internal", "internal error; the server log has the details", {}
 
 
@@ -306,12 +232,9 @@ def handle_text_command(c: LineConnection, name: str, rest: str) -> None:
 
 def handle_json(c: LineConnection, text: str) -> None:
     try:
-        obj = json.loads(text)
-    except ValueError as err:
-        c.send_error("bad_json", f"not a JSON object: {err}")
-        return
-    if not isinstance(obj, dict):
-        c.send_error("bad_json", 'a JSON command is an object such as {"cmd": "help"}')
+        obj = decode_command(text)
+    except JsonRefused as err:
+        c.send_error(err.code, err.message, cmd=err.cmd, tag=err.tag)
         return
     tag = obj.get("tag")
     name = obj.get("cmd")

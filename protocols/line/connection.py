@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import ipaddress
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.interfaces import IPushProducer, ISSLTransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -23,11 +21,10 @@ from chatserver.core.events import (
     Part,
 )
 from chatserver.core.interfaces import IChatClient
-from chatserver.core.limits import TokenBucket
 from chatserver.core.names import casefold
 from protocols import connlog
 from protocols.line import commands
-from protocols.line.framing import DO, DONT, IAC, TOO_LONG, WILL, WONT, LineFramer, Negotiation
+from protocols.line.framing import DO, DONT, IAC, TOO_LONG, WILL, WONT, LineFramer, Negotiations
 from protocols.line.render import (
     ERROR,
     EVENT,
@@ -44,7 +41,9 @@ from protocols.line.render import (
     text_is_personal,
     topic_text,
 )
-from protocols.transport import close, output
+from protocols.transport import close, peer
+from protocols.transport.flood import FloodBudget
+from protocols.transport.output import BoundedOutput
 
 if TYPE_CHECKING:
     from chatserver.core.views import RoomView, Session, UserView
@@ -58,19 +57,13 @@ PROMPT = f"{INFO}Choose a nick:"
 PROBE = f"{EVENT}ping: are you there? (any line answers)"
 
 
-def is_loopback(host: str) -> bool:
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return host == "localhost"
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback
-
-
-@implementer(IChatClient, IPushProducer)
+@implementer(IChatClient)
 class LineConnection(Protocol):
-    """A telnet, netcat or script client: text lines, or JSON Lines after ``/format json``."""
+    """A telnet, netcat or script client: text lines, or JSON Lines after ``/format json``.
+
+    ``flood`` is its flood budget: each line takes a token, and ``flood.charge(cost)`` takes
+    more for a command that costs the server more.
+    """
 
     log = Logger()
     protocol = "line"
@@ -80,8 +73,6 @@ class LineConnection(Protocol):
     echoes_own_messages = False
     # Slots: an idle connection is mostly this object, and ten thousand of them add up.
     __slots__ = (
-        "_backlog",
-        "_bucket",
         "_by_server",
         "_closing",
         "_current",
@@ -91,7 +82,7 @@ class LineConnection(Protocol):
         "_idle_call",
         "_last_rx",
         "_negotiated",
-        "_paused",
+        "_output",
         "_probe_mark",
         "_quit_reason",
         "_received",
@@ -100,6 +91,7 @@ class LineConnection(Protocol):
         "clock",
         "conn",
         "factory",
+        "flood",
         "mode",
         "nick",
         "secure",
@@ -122,7 +114,7 @@ class LineConnection(Protocol):
         self.mode = "text"
         self._current: str | None = None
         self._framer = LineFramer(self.config.max_line_bytes)
-        self._bucket: TokenBucket | None = None
+        self.flood: FloodBudget | None = None
         self._warnings = 0
         self._flooding = False
         self._received = 0
@@ -136,8 +128,7 @@ class LineConnection(Protocol):
         self._by_server = False
         # Telnet options already refused (made when a client first asks for one).
         self._negotiated: set[tuple[int, int]] | None = None
-        self._paused = False
-        self._backlog = 0
+        self._output = BoundedOutput(MAX_BACKLOG)
 
     @property
     def config(self) -> LineSettings:
@@ -150,18 +141,13 @@ class LineConnection(Protocol):
         # Any: twisted types ITransport's methods in a way mypy cannot call.
         transport: Any = self.transport
         assert transport is not None
-        peer = transport.getPeer()
-        self.address = str(getattr(peer, "host", peer))
-        self.tls = ISSLTransport.providedBy(transport)
-        self.secure = self.tls or is_loopback(self.address)
-        set_no_delay = getattr(transport, "setTcpNoDelay", None)
-        if set_no_delay is not None:
-            # A chat line should leave in the reactor turn that produced it.
-            set_no_delay(True)
-        transport.registerProducer(self, True)
-        now = self.clock.seconds()
-        self._bucket = TokenBucket(self.config.flood_burst, self.config.flood_rate, now)
-        self._last_rx = now
+        self.address = peer.address_of(transport)
+        self.tls = peer.is_tls(transport)
+        self.secure = peer.is_secure(self.tls, self.address)
+        peer.set_no_delay(transport)
+        transport.registerProducer(self._output, True)
+        self.flood = FloodBudget(self.config.flood_burst, self.config.flood_rate, self.clock)
+        self._last_rx = self.clock.seconds()
         if self.config.require_tls and not self.secure:
             reason = self.tls_advice("plaintext connections from other machines are not accepted")
             self.log.info("line connection from {address} refused: plaintext", address=self.address)
@@ -193,7 +179,10 @@ class LineConnection(Protocol):
         if self._closing:
             return
         now = self.clock.seconds()
-        for item in self._framer.feed(data):
+        framer = self._framer
+        items = framer.feed(data)
+        answer = not framer.commands or self._charge_commands(framer.commands)
+        for item in items:
             if self._closing:
                 return
             if isinstance(item, bytes) or item is TOO_LONG:
@@ -203,7 +192,7 @@ class LineConnection(Protocol):
                 self._last_rx = now
             if isinstance(item, bytes):
                 if self._admit():
-                    commands.handle_line(self, item.decode("utf-8", "replace"))
+                    self._handle(item)
             elif item is TOO_LONG:
                 if self._admit():
                     self.send_error(
@@ -211,8 +200,20 @@ class LineConnection(Protocol):
                         f"line too long (the limit is {self.config.max_line_bytes} bytes);"
                         " it was dropped",
                     )
-            elif isinstance(item, Negotiation):
-                self._refuse_option(item)
+            elif answer and isinstance(item, Negotiations):
+                for request in item.requests():
+                    self._refuse_option(request.command, request.option)
+
+    def _handle(self, line: bytes) -> None:
+        # Decoding with replacement and the framer dropping NUL make every line text by the
+        # core's rule (names.text_problem); JSON commands are checked as they are decoded.
+        try:
+            commands.handle_line(self, line.decode("utf-8", "replace"))
+        except Exception:
+            # A bug in one command costs that command, never the connection.
+            self.log.failure("line: handling a line from {address}", address=self.address)
+            if not self._closing:
+                self.send_error("internal", "internal error; the server log has the details")
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self._closing = True
@@ -233,22 +234,6 @@ class LineConnection(Protocol):
         )
         connlog.closed("line", id, self.address, self.nick, why)
 
-    # IPushProducer: the transport tells us when the peer stops reading.
-
-    def pauseProducing(self) -> None:
-        # Twisted calls this again on every write while its buffer is full: only the first
-        # call starts the count, or the backlog would never add up to the limit.
-        if not self._paused:
-            self._paused = True
-            self._backlog = 0
-
-    def resumeProducing(self) -> None:
-        self._paused = False
-        self._backlog = 0
-
-    def stopProducing(self) -> None:
-        self._paused = False
-
     def _write(self, data: bytes) -> None:
         transport: Any = self.transport
         if self._closing or transport is None:
@@ -256,11 +241,7 @@ class LineConnection(Protocol):
         if self._cork is not None:
             self._cork.append(data)
             return
-        if self._paused:
-            self._backlog += len(data)
-        if not output.write_within(
-            transport, data, MAX_BACKLOG, self._backlog if self._paused else None
-        ):
+        if not self._output.write(transport, data):
             self.log.info(
                 "line connection from {address}: output backlog full", address=self.address
             )
@@ -271,36 +252,33 @@ class LineConnection(Protocol):
             self._cancel_idle()
             transport.abortConnection()
 
-    def _refuse_option(self, item: Negotiation) -> None:
+    def _refuse_option(self, command: int, option: int) -> None:
         # We support no telnet option: refuse each one asked for, once (RFC 854 forbids
         # answering a refusal, so this cannot loop).
-        key = (item.command, item.option)
-        if item.command not in (DO, WILL):
+        key = (command, option)
+        if command not in (DO, WILL):
             return
         if self._negotiated is None:
             self._negotiated = set()
         elif key in self._negotiated:
             return
         self._negotiated.add(key)
-        answer = WONT if item.command == DO else DONT
-        self._write(bytes((IAC, answer, item.option)))
+        answer = WONT if command == DO else DONT
+        self._write(bytes((IAC, answer, option)))
 
     # -- limits ----------------------------------------------------------------------------
 
-    def _admit(self) -> bool:
-        """Take a token for one line; past an empty bucket warn, and in the end disconnect."""
-        now = self.clock.seconds()
-        bucket = self._bucket
-        assert bucket is not None
+    def _admit(self, cost: float = 1.0) -> bool:
+        """Take a token for one line (``cost`` for that many telnet commands); past an empty
+        bucket warn, and in the end disconnect."""
+        flood = self.flood
+        assert flood is not None
         config = self.config
-        if bucket.rate != config.flood_rate or bucket.capacity != config.flood_burst:
-            # The limits were reloaded: this connection's budget follows them from now on.
-            bucket.rate = float(config.flood_rate)
-            bucket.capacity = float(config.flood_burst)
-            bucket.tokens = min(bucket.tokens, bucket.capacity)
-        if self._warnings and bucket.full(now):
+        # After a reload this connection's budget follows the new limits from now on.
+        flood.configure(config.flood_burst, config.flood_rate)
+        if self._warnings and flood.full():
             self._warnings = 0
-        if bucket.take(now):
+        if flood.take(cost):
             self._flooding = False
             return True
         if self._flooding:
@@ -319,6 +297,20 @@ class LineConnection(Protocol):
             f" (warning {self._warnings} of {limit}; the next one closes the connection)",
         )
         return False
+
+    def _charge_commands(self, count: int) -> bool:
+        """Telnet commands cost like lines, into debt: a client a whole burst in debt is
+        flooding and is disconnected.  Whether there was budget for them (their option
+        requests are answered only then)."""
+        flood = self.flood
+        assert flood is not None
+        flood.charge(count)
+        level = flood.level()
+        if level < -self.config.flood_burst:
+            self._dropped = "flood"
+            self.disconnect("Excess flood")
+            return False
+        return level >= 0
 
     def _arm_idle(self, delay: float) -> None:
         self._idle_call = self.clock.callLater(max(delay, 0.0), self._idle_check)

@@ -1,42 +1,55 @@
-"""Input framing for line chat: telnet commands stripped, lines split, overlong lines dropped.
+"""Input framing for line chat: telnet commands taken out in bulk, then lines.
 
-The framer owns the limits so that the connection only ever sees whole lines of bounded size.
-It keeps no more than ``max_line_bytes`` (plus one byte for a CR) of a partial line: past
-that it discards until the next newline and reports the line as too long, once.
+Telnet commands (``IAC`` sequences) never reach a line, and each one is counted
+(:attr:`LineFramer.commands`) so that flood control sees them like lines.  The stream is cut
+into tokens by one regular expression: a run of text (with ``IAC IAC`` standing for a
+literal 0xFF byte), a run of one-byte commands (NOP, GA, AYT…), a run of option
+negotiations, the start of a subnegotiation.  Runs are handled whole, so a flood of telnet
+commands costs a few operations per read rather than some per byte.  A subnegotiation
+(``IAC SB … IAC SE``) is skipped with one search; one longer than ``max_line_bytes`` ends
+there, and what follows is text again, so it cannot swallow the stream.  The lines
+themselves are cut by :class:`protocols.transport.framing.LineSplitter`; CR and NUL bytes
+are dropped from them (telnet's CR NUL for a bare carriage return).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+from protocols.transport.framing import TOO_LONG, LineSplitter, TooLong
 
 IAC = 255
 DONT = 254
 DO = 253
-WONT = 252
 WILL = 251
+WONT = 252
 SB = 250
 SE = 240
 
-_IAC_BYTE = b"\xff"
+__all__ = [
+    "DO",
+    "DONT",
+    "IAC",
+    "TOO_LONG",
+    "WILL",
+    "WONT",
+    "Item",
+    "LineFramer",
+    "Negotiation",
+    "Negotiations",
+]
 
-# Framer states.
-_DATA = 0
-_IAC = 1
-_OPTION = 2
-_SUB = 3
-_SUB_IAC = 4
-
-
-class TooLong:
-    """Marker item: a line longer than the limit was dropped."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "TOO_LONG"
-
-
-TOO_LONG = TooLong()
+# One token at the start of what is left.  Every byte sequence starts with one of these (a
+# lone IAC, or IAC and a negotiation verb, at the very end waits for the next read).
+_TOKEN = re.compile(
+    rb"(?P<text>(?:[^\xff]+|\xff\xff)+)"
+    rb"|(?P<simple>(?:\xff[\x00-\xf9])+)"
+    rb"|(?P<negotiate>(?:\xff[\xfb-\xfe][\x00-\xff])+)"
+    rb"|(?P<sub>\xff\xfa)",
+    re.DOTALL,
+)
+_END_OF_SUB = b"\xff\xf0"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,123 +60,127 @@ class Negotiation:
     option: int
 
 
-Item = bytes | TooLong | Negotiation
+class Negotiations:
+    """Item: option requests that came one after the other, kept as their bytes (three per
+    request) until someone asks: a flood of them is counted, never taken apart."""
+
+    __slots__ = ("run",)
+
+    def __init__(self, run: bytes) -> None:
+        self.run = run
+
+    def __len__(self) -> int:
+        return len(self.run) // 3
+
+    def requests(self) -> list[Negotiation]:
+        run = self.run
+        return [Negotiation(c, o) for c, o in zip(run[1::3], run[2::3], strict=True)]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Negotiations) and other.run == self.run
+
+    def __hash__(self) -> int:
+        return hash(self.run)
+
+    def __repr__(self) -> str:
+        return f"Negotiations({self.requests()!r})"
+
+
+Item = bytes | TooLong | Negotiations
 
 
 class LineFramer:
     """Turns a byte stream into lines (``bytes`` without the line ending) and other items.
 
-    Lines end with LF; CR and NUL bytes are dropped (a CRLF line ending, and telnet's CR NUL
-    for a bare carriage return).  Telnet commands (``IAC`` sequences, including
-    subnegotiation) never reach a line; ``IAC IAC`` stands for a literal 0xFF byte.  State
-    carries over between calls, so a sequence split across reads is handled the same.
+    State carries over between calls, so a sequence split across reads is handled the same.
+    After each :meth:`feed`, :attr:`commands` is the number of telnet commands it held.
     """
 
-    __slots__ = ("_buf", "_command", "_discarding", "_state", "_sub_len", "max_line_bytes")
+    __slots__ = ("_in_sub", "_lines", "_sub_iac", "_sub_len", "_tail", "commands", "max_line_bytes")
 
     def __init__(self, max_line_bytes: int) -> None:
         self.max_line_bytes = max_line_bytes
-        self._buf = bytearray()
-        self._state = _DATA
-        self._command = 0
-        self._discarding = False
+        self._lines = LineSplitter(max_line_bytes)
+        # The start of a command cut by the end of the last read.
+        self._tail = b""
+        self._in_sub = False
         self._sub_len = 0
+        # Inside a subnegotiation, the last byte read was IAC.
+        self._sub_iac = False
+        self.commands = 0
 
     def feed(self, data: bytes) -> list[Item]:
+        if self._tail:
+            data = self._tail + data
+            self._tail = b""
+        self.commands = 0
+        if not self._in_sub and b"\xff" not in data:
+            # Plain text: the common case.
+            return self._text(data, [])  # type: ignore[return-value]
         out: list[Item] = []
-        i = 0
+        text: list[bytes] = []
+        pos = 0
         n = len(data)
-        while i < n:
-            state = self._state
-            if state == _DATA:
-                j = data.find(_IAC_BYTE, i)
-                if j < 0:
-                    self._data(data[i:] if i else data, out)
-                    break
-                if j > i:
-                    self._data(data[i:j], out)
-                self._state = _IAC
-                i = j + 1
-            elif state == _IAC:
-                byte = data[i]
-                i += 1
-                if byte == IAC:
-                    self._data(_IAC_BYTE, out)
-                    self._state = _DATA
-                elif DONT >= byte >= WILL:
-                    self._command = byte
-                    self._state = _OPTION
-                elif byte == SB:
-                    self._sub_len = 0
-                    self._state = _SUB
-                else:
-                    # NOP, GA, AYT, a stray SE…: one-byte commands with nothing to show.
-                    self._state = _DATA
-            elif state == _OPTION:
-                out.append(Negotiation(self._command, data[i]))
-                i += 1
-                self._state = _DATA
-            elif state == _SUB:
-                j = data.find(_IAC_BYTE, i)
-                end = n if j < 0 else j
-                room = self.max_line_bytes - self._sub_len
-                if end - i > room:
-                    # An unterminated subnegotiation would otherwise swallow the stream: past
-                    # the limit, bytes are data again.
-                    i += room
-                    self._state = _DATA
-                    continue
-                self._sub_len += end - i
-                if j < 0:
-                    break
-                i = j + 1
-                self._state = _SUB_IAC
-            else:  # _SUB_IAC
-                byte = data[i]
-                i += 1
-                self._state = _DATA if byte == SE else _SUB
+        while pos < n:
+            if self._in_sub:
+                pos = self._skip_sub(data, pos)
+                continue
+            match = _TOKEN.match(data, pos)
+            if match is None:
+                # IAC, or IAC and a verb, at the end: the rest of it comes with the next read.
+                self._tail = data[pos:]
+                break
+            pos = match.end()
+            kind = match.lastgroup
+            token = match.group()
+            if kind == "text":
+                text.append(token)
+            elif kind == "simple":
+                self.commands += len(token) // 2
+            elif kind == "negotiate":
+                self.commands += len(token) // 3
+                if text:
+                    self._text(b"".join(text), out)
+                    text.clear()
+                out.append(Negotiations(token))
+            else:
+                self.commands += 1
+                self._in_sub = True
+                self._sub_len = 0
+                self._sub_iac = False
+        if text:
+            self._text(b"".join(text), out)
         return out
 
-    def _data(self, chunk: bytes, out: list[Item]) -> None:
-        start = 0
-        while True:
-            k = chunk.find(b"\n", start)
-            if k < 0:
-                if start < len(chunk):
-                    self._append(chunk[start:] if start else chunk, out)
-                return
-            if k > start:
-                self._append(chunk[start:k], out)
-            self._end_line(out)
-            start = k + 1
+    def _skip_sub(self, data: bytes, pos: int) -> int:
+        """Skip subnegotiation bytes from ``pos``; where text starts again (or the end)."""
+        if self._sub_iac and data[pos] == SE:
+            self._in_sub = False
+            return pos + 1
+        room = self.max_line_bytes - self._sub_len
+        # The end mark must start within the room left (its SE may be just past it).
+        end = data.find(_END_OF_SUB, pos, pos + room + 1)
+        if end >= 0:
+            self._in_sub = False
+            return end + 2
+        if len(data) - pos > room:
+            # Too long to be a subnegotiation: from here on the bytes are text again.
+            self._in_sub = False
+            return pos + room
+        self._sub_len += len(data) - pos
+        self._sub_iac = data[-1] == IAC
+        return len(data)
 
-    def _append(self, piece: bytes, out: list[Item]) -> None:
-        if self._discarding:
-            return
-        # One byte of slack for the CR of a CRLF line ending.
-        if len(self._buf) + len(piece) > self.max_line_bytes + 1:
-            self._buf.clear()
-            self._discarding = True
-            out.append(TOO_LONG)
-            return
-        self._buf += piece
-
-    def _end_line(self, out: list[Item]) -> None:
-        if self._discarding:
-            self._discarding = False
-            return
-        line = bytes(self._buf)
-        self._buf.clear()
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        if len(line) > self.max_line_bytes:
-            out.append(TOO_LONG)
-            return
-        if b"\x00" in line or b"\r" in line:
-            line = line.replace(b"\x00", b"").replace(b"\r", b"")
-        out.append(line)
+    def _text(self, chunk: bytes, out: list[Item]) -> list[Item]:
+        if b"\xff\xff" in chunk:
+            chunk = chunk.replace(b"\xff\xff", b"\xff")
+        for line in self._lines.feed(chunk):
+            if isinstance(line, bytes) and (b"\x00" in line or b"\r" in line):
+                line = line.replace(b"\x00", b"").replace(b"\r", b"")
+            out.append(line)
+        return out
 
     @property
     def pending(self) -> int:
         """Bytes held for the current partial line."""
-        return len(self._buf)
+        return self._lines.pending

@@ -397,7 +397,12 @@ def dump(obj: dict[str, Any]) -> bytes:
     text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
     if "\x85" in text or "\u2028" in text or "\u2029" in text:
         text = text.translate(_JSON_SEPARATORS)
-    return text.encode("utf-8") + b"\n"
+    try:
+        return text.encode("utf-8") + b"\n"
+    except UnicodeEncodeError:
+        # Text the edges let through holds no surrogate; should one come all the same, it
+        # is written escaped rather than costing the reader the record (or its connection).
+        return json.dumps(obj, ensure_ascii=True, separators=(",", ":")).encode() + b"\n"
 
 
 # -- views for command replies -------------------------------------------------------------

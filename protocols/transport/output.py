@@ -1,5 +1,5 @@
-"""Writing a client's output: straight to its socket when nothing is queued, and measuring
-what it has left unread.
+"""Writing a client's output, bounded: straight to its socket when nothing is queued, and
+never more than a limit left unread.
 
 Twisted's ``transport.write`` always queues the bytes and asks the reactor to watch the
 socket until it is writable, then to stop watching it: two ``epoll_ctl`` calls and a trip
@@ -7,6 +7,9 @@ through the reactor for every burst of output.  A client that reads keeps its so
 nearly empty, so the kernel takes the bytes at once: sending them straight away costs one
 system call and is no later.  Whatever the kernel does not take is queued the usual way,
 behind which every later write waits, so the order of the output never changes.
+
+A client that reads too slowly would make the server hold its output without bound: past
+the limit a write is refused, and the protocol closes the connection.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import tcp
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
 
 
 def unsent_bytes(transport: Any) -> int | None:
@@ -24,50 +29,73 @@ def unsent_bytes(transport: Any) -> int | None:
         return None
 
 
-def write_within(transport: Any, data: bytes, limit: int, counted_while_paused: int | None) -> bool:
-    """Write ``data`` unless that would leave more than ``limit`` unread (see
-    :func:`over_limit`): then write nothing and return False.
+@implementer(IPushProducer)
+class BoundedOutput:
+    """One connection's output limit, and the producer its transport tells of a slow reader.
 
-    On a plain TCP connection with nothing queued the bytes go straight to the socket, and
-    only what the kernel leaves is queued.  One function for the check and the write
-    because it runs once per recipient of every room message: the transport is looked at
-    once.
+    Register it with ``transport.registerProducer(output, True)``; :func:`close` unregisters
+    it.  What the socket really still holds is the measure where the transport tells it
+    (TCP, and TLS over TCP).  Other transports only say "paused" (and say it again on every
+    write while full), so for them what was written since the first pause is counted.
     """
-    # Only a plain TCP connection: a TLS wrapper passes unknown attributes through to the TCP
-    # connection under it, whose socket would then get the bytes unencrypted.
-    if not isinstance(transport, tcp.Connection) or transport.TLS:
-        if over_limit(transport, len(data), limit, counted_while_paused):
+
+    __slots__ = ("counted", "limit", "paused")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.paused = False
+        self.counted = 0
+
+    def write(self, transport: Any, data: bytes) -> bool:
+        """Write ``data`` unless that would leave more than the limit unread: then write
+        nothing and return False.
+
+        One method for the check and the write because it runs once per recipient of every
+        room message: the transport is looked at once.
+        """
+        # Only a plain TCP connection: a TLS wrapper passes unknown attributes through to the
+        # TCP connection under it, whose socket would then get the bytes unencrypted.
+        if not isinstance(transport, tcp.Connection) or transport.TLS:
+            unsent = unsent_bytes(transport)
+            if unsent is not None:
+                if unsent + len(data) > self.limit:
+                    return False
+            elif self.paused:
+                self.counted += len(data)
+                if self.counted > self.limit:
+                    return False
+            transport.write(data)
+            return True
+        unsent = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+        if unsent + len(data) > self.limit:
             return False
-        transport.write(data)
+        if unsent or not transport.connected or transport.disconnecting:
+            transport.write(data)
+            return True
+        try:
+            sent = transport.socket.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            # The connection is failing: the transport's own write path notices and reports it.
+            transport.write(data)
+            return True
+        if sent < len(data):
+            transport.write(data[sent:])
         return True
-    unsent = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
-    if unsent + len(data) > limit:
-        return False
-    if unsent or not transport.connected or transport.disconnecting:
-        transport.write(data)
-        return True
-    try:
-        sent = transport.socket.send(data)
-    except BlockingIOError:
-        sent = 0
-    except OSError:
-        # The connection is failing: the transport's own write path notices and reports it.
-        transport.write(data)
-        return True
-    if sent < len(data):
-        transport.write(data[sent:])
-    return True
 
+    # IPushProducer: the transport tells us when the peer stops reading.
 
-def over_limit(transport: Any, size: int, limit: int, counted_while_paused: int | None) -> bool:
-    """Whether writing ``size`` more bytes would leave more than ``limit`` unread.
+    def pauseProducing(self) -> None:
+        # Twisted calls this again on every write while its buffer is full: only the first
+        # call starts the count, or it would never add up to the limit.
+        if not self.paused:
+            self.paused = True
+            self.counted = 0
 
-    What the socket really still holds is the measure where the transport tells it.  Other
-    transports only say "paused" (and say it again on every write while full), so for them
-    the caller counts what it wrote since the first pause: ``counted_while_paused`` (None
-    while not paused).
-    """
-    unsent = unsent_bytes(transport)
-    if unsent is not None:
-        return unsent + size > limit
-    return counted_while_paused is not None and counted_while_paused > limit
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self.counted = 0
+
+    def stopProducing(self) -> None:
+        self.paused = False

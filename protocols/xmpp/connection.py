@@ -10,25 +10,25 @@ from __future__ import annotations
 
 import itertools
 import os
-import socket
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape, quoteattr
 
 from lxml import etree
-from twisted.internet.interfaces import IHandshakeListener, IPushProducer, ISSLTransport
+from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from chatserver.auth.sasl import SaslServer
 from chatserver.core.errors import Banned, LimitExceeded
-from chatserver.core.events import DropKind, MessageBatch
+from chatserver.core.events import REVOKED_REASONS, DropKind, MessageBatch
 from chatserver.core.interfaces import IChatClient
-from chatserver.core.limits import TokenBucket
 from protocols import connlog
-from protocols.transport import close, output
+from protocols.transport import close, peer
+from protocols.transport.flood import FloodBudget, FloodQueue
+from protocols.transport.output import BoundedOutput
 from protocols.xmpp import bind, presence, register, render, router, sasl, stanzas
 from protocols.xmpp.jid import address_of, parse_jid, try_parse, user_jid
 from protocols.xmpp.stanzas import NS_CLIENT, NS_SASL, NS_STREAM_ERRORS, NS_STREAMS, NS_TLS
@@ -60,11 +60,7 @@ BOUND = "bound"  # a full JID: stanzas flow
 CLOSED = "closed"
 
 
-def _is_loopback(address: str) -> bool:
-    return address.startswith(("127.", "::ffff:127.")) or address in ("::1", "localhost")
-
-
-@implementer(IChatClient, IPushProducer, IHandshakeListener)
+@implementer(IChatClient, IHandshakeListener)
 class XmppConnection(Protocol):
     """An XMPP client connection, as handlers see it.
 
@@ -80,7 +76,9 @@ class XmppConnection(Protocol):
     * ``available`` (initial presence sent), ``presence_show``, ``presence_status``, and
       ``presence`` (the last available presence, serialized, for probes);
     * ``extra``: a dict where a module may keep per-connection state under its own key;
-    * ``on_close``: callables run with the connection when it closes (before the core quit).
+    * ``on_close``: callables run with the connection when it closes (before the core quit);
+    * ``flood``: the flood queue; ``flood.charge(cost)`` takes flood tokens for what a stanza
+      costs the server beyond its turn (it has a budget only once bound).
 
     Methods: :meth:`send`, :meth:`send_error`, :meth:`iq_result`, :meth:`jid_of`,
     :meth:`occupant_jid`, :meth:`stream_error`.
@@ -93,21 +91,17 @@ class XmppConnection(Protocol):
 
     # Slots: an idle connection is mostly this object, and ten thousand of them add up.
     __slots__ = (
-        "_backlog",
-        "_bucket",
         "_cork",
         "_deadline",
-        "_drain_call",
         "_extra",
         "_last_input",
         "_on_close",
+        "_output",
         "_park_due",
-        "_paused",
         "_ping_sent",
         "_quit_done",
         "_timer",
         "_tls_pending",
-        "_waiting",
         "account",
         "address",
         "available",
@@ -119,6 +113,7 @@ class XmppConnection(Protocol):
         "domain",
         "dropped",
         "factory",
+        "flood",
         "header_sent",
         "jid",
         "loopback",
@@ -170,7 +165,7 @@ class XmppConnection(Protocol):
         # Made when a module first asks for them: most connections never do.
         self._extra: dict[str, Any] | None = None
         self._on_close: list[Callable[[XmppConnection], None]] | None = None
-        self.sasl: sasl.SaslExchange | None = None
+        self.sasl: SaslServer | None = None
         self.parser = StreamParser(
             max_stanza_bytes=factory.config.max_stanza_bytes,
             max_depth=factory.config.max_depth,
@@ -187,17 +182,15 @@ class XmppConnection(Protocol):
         # Input came since the parser was last offered back.
         self._park_due = False
         self._quit_done = False
-        self._paused = False
-        self._backlog = 0
+        self._output = BoundedOutput(MAX_BACKLOG)
         # While a batch is rendered: its stanzas, written as one.
         self._cork: list[bytes] | None = None
         # TLS has started (direct TLS, or <proceed/> sent) and its handshake has not finished.
         self._tls_pending = False
-        # Flood control once bound: stanzas past the budget wait here for their turn.
-        self._bucket: TokenBucket | None = None
-        # None while nothing waits, so a connection that is not flooding holds no queue.
-        self._waiting: deque[etree._Element] | None = None
-        self._drain_call: Any = None
+        # Flood control once bound (the budget is made then): stanzas past it wait their turn.
+        self.flood: FloodQueue[etree._Element] = FloodQueue(
+            self.clock, None, factory.config.flood_max_queue, self._dispatch
+        )
 
     # -- what handlers use --------------------------------------------------------------------
 
@@ -230,11 +223,7 @@ class XmppConnection(Protocol):
         if self._cork is not None:
             self._cork.append(data)
             return
-        if self._paused:
-            self._backlog += len(data)
-        if not output.write_within(
-            self.transport, data, MAX_BACKLOG, self._backlog if self._paused else None
-        ):
+        if not self._output.write(self.transport, data):
             log.info("xmpp output backlog full for {who}", who=self.jid or self.address)
             self.quit_reason = "Output backlog full"
             self.dropped = "slow_reader"
@@ -318,46 +307,28 @@ class XmppConnection(Protocol):
         # After a colon come someone's own words (a ban's or a kill's reason): "shut up" there
         # is no shutdown.
         lowered = reason.partition(":")[0].lower()
-        if "shut" in lowered or "restart" in lowered:
+        if reason in REVOKED_REASONS:
+            # The account's credentials no longer hold (RFC 6120 4.9.3.19, XEP-0077 3.2).
+            self.stream_error("not-authorized", reason)
+        elif "shut" in lowered or "restart" in lowered:
             self.stream_error("system-shutdown", reason)
         else:
             self.stream_error("policy-violation", reason)
-
-    # -- IPushProducer: the transport tells us when the peer stops reading ---------------------
-
-    def pauseProducing(self) -> None:
-        # Twisted calls this again on every write while its buffer is full: only the first
-        # call starts the count, or the backlog would never add up to the limit.
-        if not self._paused:
-            self._paused = True
-            self._backlog = 0
 
     # -- IHandshakeListener -------------------------------------------------------------------
 
     def handshakeCompleted(self) -> None:
         self._tls_pending = False
 
-    def resumeProducing(self) -> None:
-        self._paused = False
-        self._backlog = 0
-
-    def stopProducing(self) -> None:
-        self._paused = False
-
     # -- Twisted --------------------------------------------------------------------------------
 
     def connectionMade(self) -> None:
         transport = self.transport
-        transport.registerProducer(self, True)
-        try:
-            transport.setTcpNoDelay(True)
-        except (AttributeError, OSError):
-            # COMPAT: TLS wrappers and test transports may not expose the socket option.
-            _set_nodelay(transport)
-        peer = transport.getPeer()
-        self.address = getattr(peer, "host", "") or ""
-        self.loopback = _is_loopback(self.address)
-        self.tls = ISSLTransport.providedBy(transport)
+        transport.registerProducer(self._output, True)
+        peer.set_no_delay(transport)
+        self.address = peer.address_of(transport)
+        self.loopback = peer.is_loopback(self.address)
+        self.tls = peer.is_tls(transport)
         self._tls_pending = self.tls
         self.stream_id = os.urandom(8).hex()
         try:
@@ -548,7 +519,7 @@ class XmppConnection(Protocol):
         self.factory.add_session(self)
         self._deadline = None
         config = self.config
-        self._bucket = TokenBucket(config.flood_burst, config.flood_rate, self.clock.seconds())
+        self.flood.budget = FloodBudget(config.flood_burst, config.flood_rate, self.clock)
 
     # -- elements -------------------------------------------------------------------------------
 
@@ -591,39 +562,19 @@ class XmppConnection(Protocol):
     def _admit(self, stanza: etree._Element) -> None:
         """Dispatch while the flood budget allows; past it the stanza waits its turn (in
         order), and a client that keeps too many waiting is a flood."""
-        bucket = self._bucket
-        now = self.clock.seconds()
-        waiting = self._waiting
-        if bucket is None or (waiting is None and bucket.take(now)):
-            router.dispatch(self, stanza)
-            return
-        if waiting is None:
-            waiting = self._waiting = deque()
-        waiting.append(stanza)
-        if len(waiting) > self.config.flood_max_queue:
-            waiting.clear()
-            self._waiting = None
+        flood = self.flood
+        flood.push(stanza)
+        flood.drain()
+        if flood.overflowing:
+            flood.clear()
             log.info("xmpp flood from {who}", who=self.jid or self.address)
             self.quit_reason = "Excess flood"
             self.dropped = "flood"
             self.stream_error("policy-violation", "too many stanzas at once")
-            return
-        if self._drain_call is None:
-            self._drain_call = self.clock.callLater(bucket.wait_time(now), self._drain)
 
-    def _drain(self) -> None:
-        self._drain_call = None
-        bucket = self._bucket
-        assert bucket is not None
-        waiting = self._waiting
-        while waiting and self.state == BOUND:
-            now = self.clock.seconds()
-            if not bucket.take(now):
-                self._drain_call = self.clock.callLater(bucket.wait_time(now), self._drain)
-                return
-            router.dispatch(self, waiting.popleft())
-        if self._waiting is waiting:
-            self._waiting = None
+    def _dispatch(self, stanza: etree._Element) -> None:
+        if self.state == BOUND:
+            router.dispatch(self, stanza)
 
     def _preauth_register(self, stanza: etree._Element) -> bool:
         if stanzas.kind_of(stanza) != "iq" or self.tls_required():
@@ -727,13 +678,10 @@ class XmppConnection(Protocol):
             self.stream_error("connection-timeout", f"not logged in within {timeout:g} seconds")
 
     def _cancel_timers(self) -> None:
-        for call in (self._timer, self._drain_call):
-            if call is not None and call.active():
-                call.cancel()
-        self._timer = self._drain_call = None
-        if self._waiting is not None:
-            self._waiting.clear()
-            self._waiting = None
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+        self.flood.clear()
 
     def _close(self) -> None:
         if self.state == CLOSED:
@@ -747,13 +695,3 @@ class XmppConnection(Protocol):
         # Others see the session end now, not when the client gets round to closing.
         self._leave()
         close.close(self.transport, self.clock)
-
-
-def _set_nodelay(transport: Any) -> None:
-    handle = getattr(transport, "getHandle", None)
-    sock = handle() if handle is not None else None
-    if isinstance(sock, socket.socket):
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass

@@ -92,9 +92,7 @@ class XmppFactory(Factory):
         self.rosters = Rosters(roster_store)
         # casefolded bare JID -> resource -> connection, in binding order.
         self.sessions: dict[str, dict[str, XmppConnection]] = {}
-        observers = getattr(service, "observers", None)
-        if observers is not None:
-            observers.append(self._observe)
+        service.observe(self._observe)
 
     def _observe(self, event: Any) -> None:
         """Nicks going online, offline and away, for roster contacts on other protocols."""

@@ -20,7 +20,8 @@ from twisted.logger import Logger
 from chatserver.core.errors import AccountError, BadName, ChatError
 from chatserver.core.names import casefold
 from protocols.xmpp import stanzas
-from protocols.xmpp.router import StanzaError, chat_error_condition, handler
+from protocols.xmpp.errors import chat_error_condition
+from protocols.xmpp.router import StanzaError, handler
 from protocols.xmpp.stanzas import NS_REGISTER
 
 if TYPE_CHECKING:
@@ -119,7 +120,8 @@ def change(conn: XmppConnection, stanza: etree._Element) -> Deferred[Any]:
         raise StanzaError("bad-request", "a new password is needed")
     if username is not None and casefold(username) != casefold(account):
         raise StanzaError("bad-request", "you can only change your own password")
-    d = conn.service.accounts.set_password(account, password)
+    # The account's other sessions end: they proved the old password.
+    d = conn.service.set_account_password(account, password, keep=conn.core)
 
     def changed(_: Any) -> None:
         log.info("xmpp password changed for {account}", account=account)
@@ -129,7 +131,8 @@ def change(conn: XmppConnection, stanza: etree._Element) -> Deferred[Any]:
 
 
 def _remove(conn: XmppConnection, stanza: etree._Element, account: str) -> Deferred[Any]:
-    d = conn.service.accounts.delete(account)
+    # Every other session of the account ends now; this one right below, after its answer.
+    d = conn.service.delete_account(account, requester=conn.core)
 
     def removed(existed: bool) -> None:
         if not existed:

@@ -31,20 +31,9 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from chatserver.core.errors import (
-    AccountError,
-    BadName,
-    CannotSend,
-    ChatError,
-    JoinRefused,
-    LimitExceeded,
-    NickInUse,
-    NoSuchNick,
-    NoSuchRoom,
-    NotOnRoom,
-    NotPermitted,
-)
+from chatserver.core.errors import ChatError
 from protocols.xmpp import stanzas
+from protocols.xmpp.errors import chat_error_condition
 from protocols.xmpp.jid import try_parse
 
 if TYPE_CHECKING:
@@ -180,42 +169,6 @@ def _answer_error(conn: XmppConnection, stanza: etree._Element, err: BaseExcepti
         "handling {kind} from {jid}", Failure(err), kind=stanzas.kind_of(stanza), jid=conn.jid
     )
     conn.send_error(stanza, "cancel", "internal-server-error")
-
-
-def chat_error_condition(err: ChatError) -> str:
-    """The RFC 6120 stanza error condition for a core refusal."""
-    if isinstance(err, NoSuchNick | NoSuchRoom):
-        return "item-not-found"
-    if isinstance(err, NickInUse):
-        return "conflict"
-    if isinstance(err, BadName):
-        return "jid-malformed"
-    if isinstance(err, NotPermitted | CannotSend):
-        return "forbidden"
-    if isinstance(err, NotOnRoom):
-        return "not-acceptable"
-    if isinstance(err, LimitExceeded):
-        return "resource-constraint"
-    if isinstance(err, JoinRefused):
-        return {
-            JoinRefused.BANNED: "forbidden",
-            JoinRefused.INVITE_ONLY: "registration-required",
-            JoinRefused.BAD_KEY: "not-authorized",
-            JoinRefused.FULL: "service-unavailable",
-            JoinRefused.REGISTERED_ONLY: "registration-required",
-            JoinRefused.TOO_MANY_ROOMS: "resource-constraint",
-        }.get(err.why, "not-allowed")
-    if isinstance(err, AccountError):
-        return {
-            AccountError.EXISTS: "conflict",
-            AccountError.BAD_PASSWORD: "not-authorized",
-            AccountError.NO_ACCOUNT: "item-not-found",
-            AccountError.THROTTLED: "resource-constraint",
-            AccountError.NOT_LOGGED_IN: "not-authorized",
-            AccountError.WEAK_PASSWORD: "not-acceptable",
-            AccountError.CLOSED: "not-allowed",
-        }.get(err.code, "not-allowed")
-    return "not-allowed"
 
 
 def _forward_iq(conn: XmppConnection, stanza: etree._Element, to: str | None) -> bool:

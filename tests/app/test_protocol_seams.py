@@ -77,3 +77,33 @@ def test_the_walk_sees_core_imports() -> None:
 
 def test_protocols_use_only_the_core_api() -> None:
     assert offenders() == []
+
+
+STATE = ("rooms", "users", "accounts", "connections", "by_account", "observers")
+
+
+def state_reads(source: str) -> list[int]:
+    """Lines where ``service.<table>`` or ``<x>.service.<table>`` is read."""
+    return [
+        node.lineno
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Attribute)
+        and node.attr in STATE
+        and (
+            (isinstance(node.value, ast.Attribute) and node.value.attr == "service")
+            or (isinstance(node.value, ast.Name) and node.value.id == "service")
+        )
+    ]
+
+
+def test_protocols_do_not_reach_into_the_service_state() -> None:
+    # service.rooms, service.users, service.accounts (and the like) are the core's own
+    # tables: protocols ask ChatService's queries instead.
+    assert state_reads("conn.service.rooms\nx = getattr(service.accounts, 'store')") == [1, 2]
+    assert state_reads("conn.service.visible_rooms(user)") == []
+    found = [
+        f"{path.relative_to(ROOT)}:{line}"
+        for path in (ROOT / "protocols").rglob("*.py")
+        for line in state_reads(path.read_text())
+    ]
+    assert found == []

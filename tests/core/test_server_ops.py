@@ -249,9 +249,9 @@ def test_logins_failures_and_drops_are_counted() -> None:
     assert service.accounts.failures == 1
     assert service.accounts.failures_by_protocol == {"line": 1}
     # SASL and operator checks are counted by the protocols, with theirs.
-    service.accounts.record_failure("alice", "192.0.2.9", "irc")
-    service.accounts.record_failure(None, "192.0.2.9", "xmpp")
-    service.accounts.record_failure(None, "192.0.2.9")
+    service.accounts.begin_login("alice", "192.0.2.9", "irc").failed()
+    service.accounts.begin_login(None, "192.0.2.9", "xmpp").failed()
+    service.accounts.begin_login(None, "192.0.2.9").failed()
     assert service.accounts.failures_by_protocol == {
         "line": 1,
         "irc": 1,

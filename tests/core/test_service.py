@@ -336,7 +336,7 @@ def test_failed_logins_are_throttled_per_account() -> None:
     service = make_service(CoreSettings(login_failure_burst=3, login_failure_period=10))
     _, ca = user(service, "alice")
     result(service.register(ca, "secret-pass"))
-    _, cx = user(service, "mallory")
+    _, cx = user(service, "mallory", address="198.51.100.7")
     codes = []
     for _ in range(5):
         try:
@@ -347,8 +347,25 @@ def test_failed_logins_are_throttled_per_account() -> None:
     # Even the right password is refused while throttled, then allowed after the refill.
     with pytest.raises(AccountError):
         result(service.identify(cx, "secret-pass", account="alice"))
+    # ... but not from the address that registered the account: its owner's.
+    _, owner = user(service, "alice2")
+    assert result(service.identify(owner, "secret-pass", account="alice")) is not None
     service.clock.advance(11)
     assert result(service.identify(cx, "secret-pass", account="alice")) is not None
+
+
+def test_attempts_in_flight_are_counted_when_they_start() -> None:
+    service = make_service(CoreSettings(login_failure_burst=3, login_failure_period=10))
+    _, ca = user(service, "alice")
+    result(service.register(ca, "secret-pass"))
+    # Started together, before any is answered: each takes its token at once.
+    attempts = [service.accounts.begin_login("alice", f"198.51.100.{i}") for i in range(3)]
+    with pytest.raises(AccountError) as err:
+        service.accounts.begin_login("alice", "198.51.100.99")
+    assert err.value.code == AccountError.THROTTLED
+    # A right password gives its token back.
+    attempts[0].succeeded("alice")
+    service.accounts.begin_login("alice", "198.51.100.99").failed()
 
 
 def test_registration_can_be_closed() -> None:
@@ -535,15 +552,36 @@ def test_a_message_to_an_account_reaches_only_its_owner() -> None:
 
 
 def test_change_password_and_drop(service: ChatService) -> None:
-    _, ca = user(service, "alice")
+    a, ca = user(service, "alice")
     result(service.register(ca, "first-pass"))
     with pytest.raises(AccountError):
         result(service.change_password(ca, "wrong-pass", "second-pass"))
     result(service.change_password(ca, "first-pass", "second-pass"))
-    _, cx = user(service, "x")
+    x, cx = user(service, "x")
     assert result(service.identify(cx, "second-pass", account="alice")) is not None
     result(service.drop(ca, "second-pass"))
-    assert ca.user.account is None and "alice" not in service.accounts.store.accounts
+    assert "alice" not in service.accounts.store.accounts
+    # The other session ends at once; the one that asked once it has been told.
+    assert x.disconnected == "Account deleted" and a.disconnected is None
+    service.clock.advance(0)
+    assert a.disconnected == "Account deleted"
+    assert service.find_user("alice") is None and service.connection_count() == 0
+
+
+def test_a_password_change_ends_the_other_sessions(service: ChatService) -> None:
+    a, ca = user(service, "alice")
+    result(service.register(ca, "first-pass"))
+    other, co = user(service, "x", protocol="xmpp")
+    result(service.identify(co, "first-pass", account="alice"))
+    before = FakeClient(protocol="irc")
+    cb = service.connect(before)
+    result(service.identify(cb, "first-pass", account="alice"))  # no nick yet
+    result(service.change_password(ca, "first-pass", "second-pass"))
+    assert other.disconnected == "Password changed" == before.disconnected
+    assert a.disconnected is None and ca.user.account == "alice"
+    # The operator's change ends every session.
+    result(service.set_account_password("alice", "third-pass"))
+    assert a.disconnected == "Password changed" and service.connection_count() == 0
 
 
 def test_release_nick_renames_a_guest_holder() -> None:

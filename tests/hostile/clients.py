@@ -28,6 +28,7 @@ VICTIM = "127.0.0.3"
 REGISTRAR = "127.0.0.4"
 GUESSER = "127.0.0.5"
 GUESSER2 = "127.0.0.6"
+GUESSER3 = "127.0.0.7"
 # Generated input: it tries passwords too, and must not get the other attackers throttled.
 FUZZ = "127.0.0.8"
 

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from scramp import ScramClient
 
 from tests.hostile import fuzz
 from tests.hostile.clients import (
@@ -22,6 +23,7 @@ from tests.hostile.clients import (
     FUZZ,
     GUESSER,
     GUESSER2,
+    GUESSER3,
     REGISTRAR,
     VICTIM,
     Closed,
@@ -526,19 +528,20 @@ def sasl_plain(port: int, password: str, source: str) -> str:
 
 
 def test_password_guessing(env: Env) -> None:
-    """SASL: five wrong passwords, then the right one fails too (904), from any address;
-    NickServ says why."""
+    """SASL: five wrong passwords, then the right one fails too (904) from any address that
+    never logged in to the account, while the one that did still gets in; NickServ says why."""
     port = env.ports[PROTO]
     assert sasl_plain(port, GUESSED_PASSWORD, GUESSER2) == "903"
     assert [sasl_plain(port, f"wrong{i}", GUESSER) for i in range(5)] == ["904"] * 5
     assert sasl_plain(port, GUESSED_PASSWORD, GUESSER) == "904"
-    assert sasl_plain(port, GUESSED_PASSWORD, GUESSER2) == "904"
-    user = IrcUser(port, "asker", source=GUESSER2)
+    assert sasl_plain(port, GUESSED_PASSWORD, GUESSER3) == "904"
+    assert sasl_plain(port, GUESSED_PASSWORD, GUESSER2) == "903"
+    user = IrcUser(port, "asker", source=GUESSER3)
     user.send(f"PRIVMSG NickServ :IDENTIFY {GUESSED} {GUESSED_PASSWORD}\r\n".encode())
     assert user.expect("NickServ").endswith(
         " NOTICE asker :IDENTIFY failed: too many failed logins; wait a while before trying again"
     )
-    count(PROTO, 9)
+    count(PROTO, 10)
 
 
 def test_operator_guessing_in_parallel(env: Env) -> None:
@@ -550,9 +553,7 @@ def test_operator_guessing_in_parallel(env: Env) -> None:
     for user in users:
         user.send(b"OPER admin wrong-password\r\n")
     for i, user in enumerate(users):
-        assert user.expect(" 491 ", 20) == (
-            f":{SERVER} 491 oper{i} :No operator block for your name"
-        )
+        assert user.expect(" 464 ", 20) == f":{SERVER} 464 oper{i} :Password incorrect"
     grown = (env.peak_kb() - before) // 1024
     assert grown < 48, f"20 operator checks took the server up by {grown} MiB"
     count(PROTO, 20)
@@ -565,3 +566,58 @@ def test_tls_handshake_stall(env: Env) -> None:
             env.ports["irc_tls"], timeout=2.0, probe=(b"PING :t\r\n", b"PONG")
         ),
     )
+
+
+def test_abandoned_scram_exchanges_count(env: Env) -> None:
+    """Twenty SCRAM exchanges started at once from twenty addresses and never finished:
+    each counts when its client-first arrives, so only the account's budget of them gets a
+    challenge; the owner, from the address it logged in from before, still gets in."""
+    port = env.ports[PROTO]
+    env.server.create_account("scramtarget", "scram-password")
+    owner = "127.0.11.1"
+
+    def start(source: str) -> RawClient:
+        client = RawClient(port, source=source)
+        client.send(b"CAP REQ :sasl\r\nAUTHENTICATE SCRAM-SHA-256\r\n")
+        client.expect("AUTHENTICATE +")
+        return client
+
+    def first_answer(client: RawClient) -> str:
+        line = client.expect(lambda ln: irc_command(ln)[0] in ("AUTHENTICATE", "904"))
+        return irc_command(line)[0]
+
+    def scram_login(source: str) -> str:
+        client = start(source)
+        scram = ScramClient(["SCRAM-SHA-256"], "scramtarget", "scram-password")
+        client.send_line("AUTHENTICATE " + b64(scram.get_client_first()))
+        command, params = irc_command(
+            client.expect(lambda ln: irc_command(ln)[0] in ("AUTHENTICATE", "904"))
+        )
+        if command == "904":
+            client.close()
+            return command
+        scram.set_server_first(base64.b64decode(params[0]).decode())
+        client.send_line("AUTHENTICATE " + b64(scram.get_client_final()))
+        client.expect(lambda ln: irc_command(ln)[0] == "AUTHENTICATE")
+        client.send_line("AUTHENTICATE +")
+        result = irc_command(client.expect(lambda ln: irc_command(ln)[0] in ("903", "904")))[0]
+        client.close()
+        return result
+
+    assert scram_login(owner) == "903"
+    clients = [start(f"127.0.12.{i + 1}") for i in range(20)]
+    for i, client in enumerate(clients):
+        first = ScramClient(["SCRAM-SHA-256"], "scramtarget", f"guess{i}").get_client_first()
+        client.send_line("AUTHENTICATE " + b64(first))
+    answers = [first_answer(client) for client in clients]
+    assert 1 <= answers.count("AUTHENTICATE") <= 5, answers
+    assert answers.count("904") == 20 - answers.count("AUTHENTICATE")
+    for client in clients:
+        client.close()  # never finished: each stays counted
+    assert scram_login("127.0.12.99") == "904"
+    assert scram_login(owner) == "903"
+    count(PROTO, 23)
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()

@@ -10,6 +10,7 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -261,8 +262,9 @@ def test_invalid_utf8_nul_and_bare_cr(env: Env, watcher: Watcher) -> None:
     watcher.check()
 
 
-def telnet_storm(rng: random.Random, size: int) -> bytes:
-    """Telnet commands of every kind, well formed, and no data byte among them."""
+def telnet_storm(rng: random.Random, size: int, *, commands: bool = False) -> bytes:
+    """Telnet commands of every kind, well formed, and no data byte among them: ``size``
+    bytes of them, or ``size`` commands."""
     parts = []
     total = 0
     while total < size:
@@ -277,23 +279,24 @@ def telnet_storm(rng: random.Random, size: int) -> bytes:
         else:
             piece = b"\xff\xfa\x18\xff\xff\x01\xff\xf0"
         parts.append(piece)
-        total += len(piece)
+        total += 1 if commands else len(piece)
     return b"".join(parts)
 
 
-def test_telnet_iac_storm(env: Env, watcher: Watcher) -> None:
-    """Half a megabyte of telnet commands around one line: refusals only, at most one per
-    option, and the room sees the line and nothing else."""
+def test_telnet_commands_around_a_line(env: Env, watcher: Watcher) -> None:
+    """A telnet client's usual handful of commands around one line: refusals only, at most
+    one per option, and the room sees the line and nothing else."""
     rng = random.Random(7)
     user = RawClient(env.ports[PROTO], source=ATTACKER)
     user.expect(LINE_PROMPT)
     mark = watcher.mark()
-    user.send(b"iacstorm\r\n/join fuzzroom\r\n")
+    user.send(b"iacfew\r\n/join fuzzroom\r\n")
     user.expect("*** now talking in #fuzzroom")
-    watcher.wait_for("-!- iacstorm joined #fuzzroom", mark)
+    watcher.wait_for("-!- iacfew joined #fuzzroom", mark)
+    time.sleep(1.0)  # the nick and the join used tokens; let the bucket fill again
     mark = watcher.mark()
     # Whole commands on either side of the text, so that no byte of it is an option code.
-    before, after = telnet_storm(rng, 128 * 1024), telnet_storm(rng, 128 * 1024)
+    before, after = telnet_storm(rng, 4, commands=True), telnet_storm(rng, 4, commands=True)
     user.send(before + b"vis" + after + b"ible\r\n")
     user.send(b"/ping\r\n")
     data = b""
@@ -301,14 +304,71 @@ def test_telnet_iac_storm(env: Env, watcher: Watcher) -> None:
         user.sock.settimeout(5)
         data += user.sock.recv(65536)
     refusals = IAC_REFUSAL.findall(data)
-    assert len(refusals) == len(set(refusals)) <= 512
+    assert len(refusals) == len(set(refusals))
     # Besides the refusals only the pong, and events of the room (users of earlier tests
     # may still be leaving it).
     text = IAC_REFUSAL.sub(b"", data).decode()
     assert [ln for ln in text.split("\r\n") if not ln.startswith("-!- ")] == ["*** pong", ""]
-    watcher.wait_for("[#fuzzroom] <iacstorm> visible", mark)
-    assert said_by(watcher, "iacstorm", mark) == ["[#fuzzroom] <iacstorm> visible"]
+    watcher.wait_for("[#fuzzroom] <iacfew> visible", mark)
+    assert said_by(watcher, "iacfew", mark) == ["[#fuzzroom] <iacfew> visible"]
     user.close()
+    count(PROTO)
+    watcher.check()
+
+
+@pytest.mark.parametrize("kind", ["mixed", "nop", "negotiation", "subnegotiation"])
+def test_telnet_iac_storm_is_a_flood(env: Env, watcher: Watcher, kind: str) -> None:
+    """Telnet commands cost like lines: a storm of them (each kind, and all mixed) around a
+    line ends the connection for flooding at once; the room never sees the line, and what
+    was answered before the end is at most one refusal per option."""
+    rng = random.Random(11)
+    user = RawClient(env.ports[PROTO], source=ATTACKER)
+    user.expect(LINE_PROMPT)
+    mark = watcher.mark()
+    nick = f"storm{kind[:3]}"
+    user.send(f"{nick}\r\n/join fuzzroom\r\n".encode())
+    user.expect("*** now talking in #fuzzroom")
+    watcher.wait_for(f"-!- {nick} joined #fuzzroom", mark)
+    mark = watcher.mark()
+    storm = {
+        "mixed": lambda: telnet_storm(rng, 128 * 1024),
+        "nop": lambda: b"\xff\xf1" * (64 * 1024),
+        "negotiation": lambda: b"".join(bytes((255, 253, i % 256)) for i in range(40_000)),
+        "subnegotiation": lambda: b"\xff\xfa\x18\x00\xff\xf0" * 20_000,
+    }[kind]()
+    start = time.monotonic()
+    try:
+        user.send(storm + b"invisible\r\n" + storm)
+    except OSError:
+        pass  # closed while the storm was still being sent
+    data = user.read_bytes_until_closed(timeout=5.0)
+    took = time.monotonic() - start
+    assert b"Server closing connection: Excess flood" in data
+    assert took < 3.0, f"the storm went on for {took:.1f} s"
+    refusals = IAC_REFUSAL.findall(data)
+    assert len(refusals) == len(set(refusals))
+    watcher.wait_for(f"-!- {nick} quit (Excess flood)", mark)
+    assert said_by(watcher, nick, mark) == []
+    count(PROTO)
+    watcher.check()
+
+
+def test_telnet_nop_drip(env: Env, watcher: Watcher) -> None:
+    """A client that sends nothing but telnet NOPs, a few at a time above the line rate,
+    never idle and never saying a line: flood control ends it within seconds."""
+    user = LineUser(env.ports[PROTO], "dripper", source=ATTACKER)
+    start = time.monotonic()
+    closed = False
+    while time.monotonic() - start < 8.0:
+        try:
+            user.send(b"\xff\xf1" * 8)
+        except OSError:
+            closed = True
+            break
+        if user.drain(0.1) and user.closed:
+            closed = True
+            break
+    assert closed, "a drip of telnet commands past the budget was never stopped"
     count(PROTO)
     watcher.check()
 
@@ -543,3 +603,114 @@ def test_posing_as_an_account_or_a_service(env: Env, watcher: Watcher) -> None:
 
 def test_tls_handshake_stall(env: Env) -> None:
     count(PROTO, assert_tls_stall_dropped(env.ports["line_tls"], timeout=2.0, probe=(b"", b"***")))
+
+
+# -- text outside the rule, through JSON -----------------------------------------------------
+
+# Characters JSON can spell and no other protocol can carry, among ones that are fine.
+TEXT_CHARS = st.sampled_from(
+    ["a", " ", "\U0001f600", "\x02", "\t", "\n", "\u2028", "\ud800", "\udbff", "\udc00", "\x00"]
+)
+TEXTS = st.lists(TEXT_CHARS, max_size=6).map("".join)
+TAGS = st.recursive(
+    st.none() | st.integers() | st.floats() | TEXTS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXTS, inner, max_size=3),
+    max_leaves=12,
+)
+JSON_COMMANDS = st.fixed_dictionaries(
+    {
+        "cmd": st.sampled_from(["say", "me", "notice", "msg", "topic", "away", "ping", "part"]),
+        "room": st.just("fuzzroom"),
+        "to": st.just("fzwatch"),
+        "text": TEXTS,
+        "tag": TAGS,
+    }
+)
+
+
+def breaks_rule(value: Any) -> bool:
+    """Whether ``value`` holds a string with a surrogate or NUL (the server's text rule)."""
+    if isinstance(value, str):
+        return any(ch == "\x00" or "\ud800" <= ch <= "\udfff" for ch in value)
+    if isinstance(value, list):
+        return any(breaks_rule(v) for v in value)
+    if isinstance(value, dict):
+        return any(breaks_rule(k) or breaks_rule(v) for k, v in value.items())
+    return False
+
+
+def strict_json(line: str) -> dict[str, Any]:
+    def refuse(name: str) -> Any:
+        raise AssertionError(f"{name} in an answer: {line!r}")
+
+    obj = json.loads(line, parse_constant=refuse)
+    assert isinstance(obj, dict), line
+    return obj
+
+
+def test_json_text_outside_the_rule(env: Env, watcher: Watcher, scale: int) -> None:
+    """Generated JSON commands whose strings and tags hold surrogates, NUL, controls,
+    non-finite numbers: every answer is one strict JSON object, nothing that breaks the rule
+    is accepted, and the room's other member sees only clean text."""
+    user = LineUser(env.ports[PROTO], "jsonfz", source=ATTACKER)
+    user.join("fuzzroom")
+    user.send_line("/format json")
+    user.expect(lambda line: line.startswith("{"))
+    cases = 0
+
+    @fuzz.batch_settings(100 * scale)
+    @given(JSON_COMMANDS)
+    def one(obj: dict[str, Any]) -> None:
+        nonlocal cases
+        time.sleep(0.05)  # inside the flood budget: this is not about flooding
+        line = json.dumps(obj)
+        user.send_line(line)
+        answer = strict_json(user.expect(lambda line: '"type":"ok"' in line or '"error"' in line))
+        cases += 1
+        # What the server decodes: two halves side by side in the line are one character.
+        sent = json.loads(line)
+        finite = "NaN" not in line and "Infinity" not in line
+        if breaks_rule(sent) or not finite:
+            assert answer["type"] == "error", (obj, answer)
+            assert answer["error"] in ("bad_text", "bad_json"), (obj, answer)
+        if "tag" in answer:
+            assert answer["tag"] == sent["tag"], (obj, answer)
+        if obj["cmd"] == "part" and answer["type"] == "ok":
+            user.send_line('{"cmd": "join", "room": "fuzzroom"}')
+            user.expect(lambda line: '"cmd":"join"' in line)
+
+    one()
+    user.send_line('{"cmd": "ping", "tag": "end"}')
+    assert strict_json(user.expect(lambda line: '"tag":"end"' in line))["type"] == "ok"
+    user.close()
+    count(PROTO, cases)
+    watcher.check()
+
+
+# -- login guesses in flight -----------------------------------------------------------------
+
+
+def test_guesses_in_flight_from_many_addresses(env: Env) -> None:
+    """Thirty /identify guesses at once, each from its own address: only the account's
+    budget of them is checked; meanwhile its owner, from the address that registered it,
+    logs in with the right password."""
+    port = env.ports[PROTO]
+    owner_address = "127.0.9.1"
+    owner = LineUser(port, "inflight", source=owner_address)
+    owner.send_line("/register inflight-password")
+    owner.expect("*** inflight is now registered")
+    owner.close()
+    guessers = [LineUser(port, f"inf{i}", source=f"127.0.10.{i + 1}") for i in range(30)]
+    for i, guesser in enumerate(guessers):
+        guesser.send_line(f"/identify inflight wrong{i}")
+    answers = [g.expect(lambda line: line.startswith("!!!")) for g in guessers]
+    for guesser in guessers:
+        guesser.close()
+    checked = [a for a in answers if a.startswith("!!! error: invalid password")]
+    throttled = [a for a in answers if "too many failed logins" in a]
+    assert 1 <= len(checked) <= 5 and len(checked) + len(throttled) == 30, answers
+    again = LineUser(port, "inflight2", source=owner_address)
+    again.send_line("/identify inflight inflight-password")
+    again.expect("you are now logged in as inflight")
+    again.close()
+    count(PROTO, 32)

@@ -56,7 +56,7 @@ def test_endless_line_is_discarded_without_buffering(irc: IrcWorld) -> None:
     a = irc.client("alice")
     for _ in range(50):
         a.feed(b"x" * 4096)
-        assert len(a.conn._inbuf) <= 8191 + 512
+        assert a.conn._lines.pending <= 8191 + 512
     assert a.take() == []
     a.feed(b"tail\r\nPING after\r\n")
     out = a.take()
@@ -328,7 +328,7 @@ def test_slow_reader_is_disconnected(make_irc: Callable[..., IrcWorld]) -> None:
     fast = world.client("fast")
     slow.send("JOIN #r")
     fast.send("JOIN #r")
-    slow.conn.pauseProducing()  # the transport's buffer is full
+    slow.transport.producer.pauseProducing()  # the transport's buffer is full
     for i in range(200):
         fast.send("PRIVMSG #r :" + f"{i} " + "x" * 400)
     assert slow.transport.disconnecting

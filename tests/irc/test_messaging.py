@@ -419,3 +419,16 @@ def test_long_reasons_from_other_protocols_are_cut_to_fit_a_line(irc: IrcWorld) 
     assert len(raw.encode()) + 2 <= 512
     shown = raw.split(" :", 1)[1]
     assert reason.startswith(shown) and len(shown) > 200
+
+
+def test_a_message_that_cannot_be_written_costs_only_itself(irc: IrcWorld) -> None:
+    # The protocols' edges let no such text into the core; should one come all the same
+    # (a bug), the other messages of the same batch still reach the IRC member.
+    _a, b = pair(irc)
+    conn, _client = line_user(irc)
+    with irc.service.batch():
+        irc.service.say(conn, room="r", text="before")
+        irc.service.say(conn, room="r", text="bad \ud800")
+        irc.service.say(conn, room="r", text="after")
+    irc.clock.advance(0)
+    assert [m.params[-1] for m in b.take() if m.command == "PRIVMSG"] == ["before", "after"]

@@ -148,7 +148,10 @@ def test_drop(world: IrcWorld) -> None:
     assert said(alice, "NS DROP wrongpass") == ["DROP failed: invalid password"]
     assert said(alice, "NS DROP secret123") == ["Account alice has been dropped."]
     assert "alice" not in world.store.accounts
-    assert alice.user.account is None
+    # Told first; at the end of the turn the session ends, as every session of the account.
+    world.clock.advance(0)
+    assert alice.take()[-1].params[-1].endswith("(Account deleted)")
+    assert world.service.find_user("alice") is None
 
 
 def test_enforcement_renames_an_unidentified_holder(world: IrcWorld) -> None:

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chatserver.config import LineConfig
-from protocols.line.framing import DO, TOO_LONG, WILL, Item, LineFramer, Negotiation
+from protocols.line.framing import DO, TOO_LONG, WILL, Item, LineFramer, Negotiations
 from tests.line.harness import World
 
 
@@ -29,7 +29,7 @@ def test_framer_basics() -> None:
     assert framer.feed(b"a\r\nb\nc") == [b"a", b"b"]
     assert framer.feed(b"\r") == []
     assert framer.feed(b"\n") == [b"c"]
-    assert framer.feed(b"\xff\xfd\x18x\xff\xffy\n") == [Negotiation(DO, 0x18), b"x\xffy"]
+    assert framer.feed(b"\xff\xfd\x18x\xff\xffy\n") == [Negotiations(b"\xff\xfd\x18"), b"x\xffy"]
     assert framer.feed(b"0123456789\r\n") == [b"0123456789"]
     assert framer.feed(b"0123456789ab") == [TOO_LONG]
     assert framer.feed(b"cdef\nok\n") == [b"ok"]

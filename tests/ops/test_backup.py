@@ -54,6 +54,7 @@ def test_backup_while_chatting_then_restore(tmp_path: Path) -> None:
     talker = threading.Thread(target=talk, daemon=True)
     talker.start()
     backup = tmp_path / "backups" / "chat.db"
+    backup.parent.mkdir()
     result = cli("backup", str(backup), *where(server))
     stop.set()
     talker.join(5)
@@ -130,3 +131,31 @@ def test_a_second_server_on_the_same_data_dir_is_refused(tmp_path: Path) -> None
     first.start()
     first.stop()
     assert pid_file.read_text() == ""
+
+
+def test_backup_keeps_an_existing_file_and_makes_no_directories(tmp_path: Path) -> None:
+    server = OpsServer(tmp_path / "s").start()
+    alice = chat(server.ports["line"], "alice")
+    alice.send("/register " + PASSWORD)
+    alice.expect("*** alice is now registered")
+    previous = tmp_path / "previous.db"
+    previous.write_bytes(b"the last good backup")
+
+    kept = cli("backup", str(previous), *where(server))
+    assert kept.returncode == 1
+    assert kept.stderr == f"chatserver: {previous} exists: use --force to replace it\n"
+    assert previous.read_bytes() == b"the last good backup"
+
+    nowhere = tmp_path / "no" / "such" / "dir" / "b.db"
+    refused = cli("backup", str(nowhere), *where(server))
+    assert refused.returncode == 1
+    assert refused.stderr == f"chatserver: no such directory: {nowhere.parent} (make it first)\n"
+    assert not (tmp_path / "no").exists()
+
+    folder = cli("backup", str(tmp_path), *where(server))
+    assert folder.returncode == 1 and "is a directory: name the file to write" in folder.stderr
+
+    forced = cli("backup", str(previous), "--force", *where(server))
+    assert forced.returncode == 0, forced.stderr
+    assert count(previous, "accounts") == 1
+    server.stop()

@@ -147,7 +147,7 @@ def test_login_failures_are_counted_by_protocol(tmp_path: Path) -> None:
     irc.send("USER carol 0 * :carol")
     irc.expect(" 001 carol ")
     irc.send(f"OPER admin {PASSWORD}")
-    irc.expect(" 491 ")
+    irc.expect(" 464 ")  # the answer to every failed OPER
 
     xmpp = XmppClient(server.ports["xmpp"])
     assert local(xmpp.auth_plain("alice", f"wrong-{PASSWORD}")) == "failure"

@@ -138,6 +138,12 @@ class MemoryStore:
                 latest[m.room] = max(latest.get(m.room, 0.0), m.ts)
         return succeed(sorted(latest.items(), key=lambda kv: kv[1])[:limit])
 
+    def purge(self, target: str) -> Deferred:
+        kept = [m for m in self.messages if m.room != target]
+        deleted = len(self.messages) - len(kept)
+        self.messages[:] = kept
+        return succeed(deleted)
+
     def close(self) -> Deferred:
         return succeed(None)
 

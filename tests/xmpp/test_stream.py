@@ -550,7 +550,7 @@ def test_a_client_that_stops_reading_is_dropped(client, account, other_user, ser
     account("alice")
     bob = other_user("bob")
     c = client().login("alice", "secret1")
-    c.conn.pauseProducing()  # what the transport does when the socket's buffer is full
+    c.conn.transport.producer.pauseProducing()  # what the transport does when the socket's buffer is full
     for _ in range(2000):
         service.say(bob.core, nick="alice", text="x" * 1000)
     assert c.transport.disconnecting

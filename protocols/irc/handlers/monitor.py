@@ -1,6 +1,6 @@
 """MONITOR (IRCv3): tell a client when the nicks it watches come online or go offline.
 
-The core reports every nick going online or offline to ``ChatService.observers`` (a nick
+The core reports every nick going online or offline to ``ChatService.observe`` callbacks (a nick
 change is the old nick going offline and the new one coming online).  One index per chat
 service, shared by every IRC listener, maps watched nicks to the connections watching them;
 it holds connections weakly, and drops a closed one when it next has news for it.
@@ -85,7 +85,7 @@ def index_for(service: Any) -> MonitorIndex:
     index = _INDEXES.get(service)
     if index is None:
         index = _INDEXES[service] = MonitorIndex()
-        service.observers.append(index.observe)
+        service.observe(index.observe)
     return index
 
 

@@ -1,8 +1,8 @@
 """Server operators: OPER (credentials from the config's ``[[operators]]``), KILL, WALLOPS.
 
-Operator passwords are scrypt hashes (:mod:`chatserver.passwords`); checking one is slow on
-purpose, so it runs through the account manager's ``run_in_thread``, off the reactor.
-Failed attempts count against the same per-address budget as failed logins.
+The check is the shared one (:func:`chatserver.auth.operators.check_operator`): an unknown
+name and a wrong password get the same answer, 464, so OPER does not tell which operator
+names exist; attempts count against the same per-address budget as logins.
 """
 
 from __future__ import annotations
@@ -10,16 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 
+from chatserver.auth.operators import OperatorRefused, check_operator
+from chatserver.core.errors import AccountError
 from chatserver.core.names import casefold
-from chatserver.passwords import hash_password, verify_password, verify_password_in_thread
 from protocols.irc import numerics as n
 from protocols.irc.commands import command
 from protocols.irc.handlers.services import PSEUDO_USERS
 from protocols.irc.security import may_send_passwords, tls_advice
-
-# Checked when the name is unknown, so that a wrong name costs as long as a wrong password.
-_DUMMY_HASH = hash_password("not an operator password", n=1 << 14, r=8, p=1)
 
 
 def operators_of(conn: Any) -> tuple[Any, ...]:
@@ -39,28 +38,28 @@ def oper(conn: Any, msg: Any) -> Deferred[Any] | None:
             ),
         )
         return None
-    accounts = conn.service.accounts
-    if accounts.throttled(None, conn.address):
-        conn.reply(n.ERR_PASSWDMISMATCH, "Too many failed attempts; try again later")
-        return None
-    entry = next((op for op in operators_of(conn) if op.name == name), None)
-    stored = entry.password if entry is not None else _DUMMY_HASH
-    d: Deferred[Any] = verify_password_in_thread(
-        accounts.run_in_thread, verify_password, password, stored
+    d = check_operator(
+        conn.service,
+        operators_of(conn),
+        name,
+        password,
+        address=conn.address,
+        protocol=conn.protocol,
     )
 
-    def checked(ok: bool) -> None:
-        if entry is None:
-            accounts.record_failure(None, conn.address, conn.protocol)
-            conn.reply(n.ERR_NOOPERHOST, "No operator block for your name")
-        elif not ok:
-            accounts.record_failure(None, conn.address, conn.protocol)
-            conn.reply(n.ERR_PASSWDMISMATCH, "Password incorrect")
-        elif conn.core is not None and conn.core.user is not None:
+    def granted(_entry: Any) -> None:
+        if conn.core is not None and conn.core.user is not None:
             conn.service.grant_oper(conn.core)
             conn.reply(n.RPL_YOUREOPER, "You are now an IRC operator")
 
-    return d.addCallback(checked)
+    def refused(failure: Failure) -> None:
+        failure.trap(OperatorRefused, AccountError)
+        if isinstance(failure.value, AccountError):
+            conn.reply(n.ERR_PASSWDMISMATCH, "Too many failed attempts; try again later")
+        else:
+            conn.reply(n.ERR_PASSWDMISMATCH, "Password incorrect")
+
+    return d.addCallbacks(granted, refused)
 
 
 @command("KILL", min_params=1, oper_only=True)

@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from chatserver.core.errors import BadName, NickInUse, NickReserved
+from chatserver.core.errors import BadName, NickInUse
 from chatserver.core.names import NICK_MAX, ROOM_MAX, is_valid_nick
 from protocols import connlog
 from protocols.irc import caps, sasl
 from protocols.irc import numerics as n
 from protocols.irc.channels import channel_name, send_names, send_topic
 from protocols.irc.commands import COMMANDS, command
+from protocols.irc.errors import in_use_text
 from protocols.irc.message import MAX_BODY_BYTES, IrcMessage, serialize_fitted
 from protocols.irc.modes import CHANMODES_TOKEN, CHANNEL_LETTERS, USER_LETTERS, user_mode_string
 from protocols.irc.services_registry import is_service_nick
@@ -97,13 +98,6 @@ def user(conn: IrcConnection, msg: IrcMessage) -> None:
     conn.ident = ident or "user"
     conn.realname = msg.params[3]
     try_register(conn)
-
-
-def in_use_text(err: NickInUse) -> str:
-    """433's text: a registered nick says how to get it (as Ergo words it)."""
-    if isinstance(err, NickReserved):
-        return "Nickname is reserved by a different account: log in (SASL or NickServ) to use it"
-    return "Nickname is already in use"
 
 
 def erroneous_text(err: BadName) -> str:

@@ -145,7 +145,8 @@ def do_logout(c: LineConnection, a: Args) -> Reply:
 @command(
     "drop",
     "<password>",
-    "Delete the account you are logged in to. Its nick becomes free for anyone.",
+    "Delete the account you are logged in to: every session of it ends, this one once told."
+    " Its nick becomes free for anyone.",
     Param("password", required=True),
     json='{"cmd": "drop", "password": "secret"}',
     password=True,

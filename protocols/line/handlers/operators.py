@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import functools
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from chatserver.core.errors import AccountError, ChatError, NotPermitted
+from chatserver.auth.operators import OperatorRefused, check_operator
+from chatserver.core.errors import ChatError, NotPermitted
 from chatserver.core.views import INVITE_DAYS, RegistrationInvite
-from chatserver.passwords import hash_password, verify_password, verify_password_in_thread
 from protocols.line.commands import REST, Args, CommandError, Param, Reply, command
 from protocols.line.render import INFO, ban_json, clean, clock_time, invite_json, utc
 
@@ -18,19 +18,6 @@ if TYPE_CHECKING:
     from protocols.line.connection import LineConnection
 
 log = Logger()
-
-
-@functools.cache
-def _dummy_hash() -> str:
-    # Checked when the operator name is unknown, so that a wrong name costs as long as a
-    # wrong password and does not tell which names exist.  Made on first use, not at import.
-    return hash_password("not an operator password")
-
-
-def _check_oper_password(password: str, stored: str | None) -> bool:
-    """Slow (scrypt): run in a thread.  ``stored`` None: an unknown name, which never matches."""
-    ok = verify_password(password, stored if stored is not None else _dummy_hash())
-    return ok and stored is not None
 
 
 @command(
@@ -44,31 +31,28 @@ def _check_oper_password(password: str, stored: str | None) -> bool:
     password=True,
 )
 def do_oper(c: LineConnection, a: Args) -> Deferred:
-    accounts = c.service.accounts
-    if accounts.throttled(None, c.address):
-        raise AccountError(
-            AccountError.THROTTLED, "too many failed attempts; wait a while before trying again"
-        )
-    entry = next((op for op in c.factory.operators if op.name == a["name"]), None)
-    stored = entry.password if entry is not None else None
-    d: Deferred = verify_password_in_thread(
-        accounts.run_in_thread, _check_oper_password, a["password"], stored
+    d = check_operator(
+        c.service,
+        c.factory.operators,
+        a["name"],
+        a["password"],
+        address=c.address,
+        protocol=c.protocol,
     )
 
-    def checked(ok: bool) -> Reply:
-        if entry is None or not ok:
-            accounts.record_failure(None, c.address, c.protocol)
-            log.info(
-                "line: failed /oper as {name} from {address}", name=a["name"], address=c.address
-            )
-            raise NotPermitted("wrong operator name or password")
+    def granted(entry: Any) -> Reply:
         if c.conn is None or c.user is None:
             return Reply()
         c.service.grant_oper(c.session)
         log.info("line: {nick} is now an operator (as {name})", nick=c.user.nick, name=entry.name)
         return Reply([f"{INFO}you are now a server operator"], {"oper": True})
 
-    return d.addCallback(checked)
+    def refused(failure: Failure) -> Reply:
+        failure.trap(OperatorRefused)
+        log.info("line: failed /oper as {name} from {address}", name=a["name"], address=c.address)
+        raise NotPermitted("wrong operator name or password")
+
+    return d.addCallbacks(granted, refused)
 
 
 def _require_oper(c: LineConnection) -> None:

@@ -1,0 +1,308 @@
+"""The transport layer's parts on their own: framing against a byte-at-a-time reference,
+the flood budget and queue on a fake clock, stalls, and the loopback rule."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.internet.task import Clock
+
+from protocols.line.framing import LineFramer, Negotiation, Negotiations
+from protocols.transport.flood import FloodBudget, FloodQueue
+from protocols.transport.framing import TOO_LONG, LineSplitter
+from protocols.transport.peer import is_loopback, is_secure
+from protocols.transport.stall import INTERVAL, StallWatch
+
+
+def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
+    return [data[a:b] for a, b in itertools.pairwise(points)]
+
+
+def every_split(data: bytes) -> list[list[bytes]]:
+    """The stream cut at each single boundary, and cut into single bytes."""
+    cuts = [[data[:i], data[i:]] for i in range(len(data) + 1)]
+    return [*cuts, [data[i : i + 1] for i in range(len(data))]]
+
+
+# -- lines ----------------------------------------------------------------------------------
+
+
+def reference_lines(data: bytes, limit: int, *, report_at_end: bool) -> list[object]:
+    """Lines one byte at a time: the rule written as plainly as possible."""
+    out: list[object] = []
+    buf = bytearray()
+    dropping = False
+    for byte in data:
+        if byte == 0x0A:
+            if dropping:
+                dropping = False
+                if report_at_end:
+                    out.append(TOO_LONG)
+                continue
+            line = bytes(buf[:-1] if buf.endswith(b"\r") else buf)
+            buf.clear()
+            out.append(TOO_LONG if len(line) > limit else line)
+            continue
+        if dropping:
+            continue
+        buf.append(byte)
+        if len(buf) > limit + 1:
+            buf.clear()
+            dropping = True
+            if not report_at_end:
+                out.append(TOO_LONG)
+    return out
+
+
+line_streams = st.lists(
+    st.sampled_from([b"\n", b"\r", b"\r\n", b"a", b"bc", b"defgh"]) | st.binary(max_size=6),
+    max_size=80,
+).map(b"".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(line_streams, st.integers(1, 12), st.booleans())
+def test_line_splitter_matches_the_reference_at_every_split(
+    data: bytes, limit: int, at_end: bool
+) -> None:
+    expected = reference_lines(data, limit, report_at_end=at_end)
+    for pieces in every_split(data):
+        splitter = LineSplitter(limit, report_at_end=at_end)
+        got = [item for piece in pieces for item in splitter.feed(piece)]
+        assert got == expected
+        assert splitter.pending <= limit + 1
+
+
+# -- telnet -----------------------------------------------------------------------------------
+
+
+def reference_telnet(data: bytes, limit: int) -> tuple[list[object], int]:
+    """Telnet one byte at a time (items, and how many commands there were)."""
+    text = bytearray()
+    commands = 0
+    state = "data"
+    verb = 0
+    sub_len = 0
+    sub_iac = False
+
+    # The text is cut into lines at the end (line cutting is tested above); negotiations
+    # keep their place among the lines by marking where in the text they came.
+    marks: list[tuple[int, Negotiation]] = []
+    i = 0
+    while i < len(data):
+        byte = data[i]
+        i += 1
+        if state == "data":
+            if byte == 0xFF:
+                state = "iac"
+            else:
+                text.append(byte)
+        elif state == "iac":
+            if byte == 0xFF:
+                text.append(0xFF)
+                state = "data"
+            elif 0xFB <= byte <= 0xFE:
+                verb = byte
+                state = "option"
+            elif byte == 0xFA:
+                commands += 1
+                sub_len = 0
+                sub_iac = False
+                state = "sub"
+            else:
+                commands += 1
+                state = "data"
+        elif state == "option":
+            commands += 1
+            marks.append((len(text), Negotiation(verb, byte)))
+            state = "data"
+        else:  # sub
+            if sub_iac and byte == 0xF0:
+                state = "data"
+                continue
+            if sub_len >= limit:
+                state = "data"
+                i -= 1
+                continue
+            sub_len += 1
+            sub_iac = byte == 0xFF
+    # Lines as the text is cut, each negotiation after the lines complete before its mark.
+    out: list[object] = []
+    splitter_items: list[tuple[int, object]] = []
+    splitter = LineSplitter(limit)
+    for pos in range(len(text) + 1):
+        for mark_pos, neg in marks:
+            if mark_pos == pos:
+                splitter_items.append((pos, neg))
+        if pos < len(text):
+            for item in splitter.feed(bytes(text[pos : pos + 1])):
+                splitter_items.append((pos, item))
+    for _pos, item in splitter_items:
+        if isinstance(item, bytes):
+            item = item.replace(b"\x00", b"").replace(b"\r", b"")
+        out.append(item)
+    return out, commands
+
+
+telnet_streams = st.lists(
+    st.sampled_from(
+        [b"\xff", b"\xfa", b"\xf0", b"\xfb", b"\xfd", b"\xf1", b"\n", b"\r", b"\x00", b"ab"]
+    )
+    | st.binary(max_size=5),
+    max_size=60,
+).map(b"".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(telnet_streams, st.integers(1, 10))
+def test_telnet_framer_matches_the_reference_at_every_split(data: bytes, limit: int) -> None:
+    expected, commands = reference_telnet(data, limit)
+    for pieces in every_split(data):
+        framer = LineFramer(limit)
+        got: list[object] = []
+        counted = 0
+        for piece in pieces:
+            for item in framer.feed(piece):
+                got.extend(item.requests() if isinstance(item, Negotiations) else [item])
+            counted += framer.commands
+        assert got == expected
+        assert counted == commands
+
+
+def test_telnet_command_runs_are_counted_in_bulk() -> None:
+    framer = LineFramer(100)
+    nops = b"\xff\xf1" * 30_000
+    assert framer.feed(b"hi" + nops + b" there\n") == [b"hi there"]
+    assert framer.commands == 30_000
+    items = framer.feed(b"\xff\xfd\x01" * 1000)
+    assert framer.commands == 1000
+    assert items == [Negotiations(b"\xff\xfd\x01" * 1000)]
+    assert items[0].requests() == [Negotiation(0xFD, 1)] * 1000
+
+
+# -- flood ------------------------------------------------------------------------------------
+
+
+def test_flood_queue_runs_in_order_within_the_budget() -> None:
+    clock = Clock()
+    ran: list[int] = []
+    queue: FloodQueue[int] = FloodQueue(clock, FloodBudget(3, 1.0, clock), 5, ran.append)
+    for i in range(6):
+        queue.push(i)
+    queue.drain()
+    assert ran == [0, 1, 2]
+    assert len(queue) == 3 and not queue.overflowing
+    clock.advance(1)
+    assert ran == [0, 1, 2, 3]
+    clock.advance(2)
+    assert ran == list(range(6))
+    assert len(queue) == 0
+
+
+def test_charge_puts_the_client_in_debt() -> None:
+    clock = Clock()
+    ran: list[str] = []
+    queue: FloodQueue[str] = FloodQueue(clock, FloodBudget(5, 1.0, clock), 10, ran.append)
+    queue.push("costly")
+    queue.drain()
+    queue.charge(8)  # what the command cost beyond its turn: 9 tokens in all
+    queue.push("next")
+    queue.drain()
+    assert ran == ["costly"]
+    clock.advance(4.5)
+    assert ran == ["costly"]
+    clock.advance(0.6)
+    assert ran == ["costly", "next"]
+
+
+def test_held_queue_waits_and_overflow_is_reported() -> None:
+    clock = Clock()
+    ran: list[int] = []
+    queue: FloodQueue[int] = FloodQueue(clock, None, 2, ran.append)
+    queue.hold()
+    for i in range(3):
+        queue.push(i)
+    queue.drain()
+    assert ran == [] and queue.overflowing
+    queue.release()
+    queue.drain()
+    assert ran == [0, 1, 2]
+    queue.push(9)
+    queue.clear()
+    queue.drain()
+    assert ran == [0, 1, 2]
+
+
+class Monotonic:
+    """The process's own clock, moved by hand (a stall: it moves and no timer runs)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_stall_of_the_server_is_credited_not_a_burst() -> None:
+    clock = Clock()
+    mono = Monotonic()
+    watch = StallWatch(clock, mono)
+    budget = FloodBudget(4, 10.0, clock, watch)
+    for _ in range(4):  # a second of the server running as usual
+        mono.now += INTERVAL
+        clock.advance(INTERVAL)
+    assert budget.level() == 4
+    # The process does not run for two seconds: no timer fires, then a read comes.
+    mono.now += 2.0
+    clock.rightNow += 2.0
+    assert budget.take(20)  # what a client at 10/s sent meanwhile, on top of the burst
+    assert budget.level() == pytest.approx(4)
+    # The credit is given once, even when the late heartbeat sees the same stall.
+    clock.advance(INTERVAL)
+    mono.now += INTERVAL
+    assert budget.level() == pytest.approx(4)
+
+
+def test_a_test_clock_jumping_ahead_is_no_stall() -> None:
+    clock = Clock()
+    budget = FloodBudget(4, 10.0, clock, StallWatch(clock))
+    clock.advance(60)
+    clock.rightNow += 60
+    assert not budget.take(5)
+    assert budget.take(4)
+
+
+def test_an_idle_client_gets_no_more_than_its_burst() -> None:
+    clock = Clock()
+    budget = FloodBudget(4, 10.0, clock, StallWatch(clock))
+    clock.advance(60)
+    assert not budget.take(5)
+    assert budget.take(4)
+
+
+# -- peers ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.8.9.1", True),
+        ("::1", True),
+        ("::ffff:127.0.0.1", True),
+        ("localhost", True),
+        ("10.0.0.1", False),
+        ("::ffff:10.0.0.1", False),
+        ("2001:db8::1", False),
+        ("", False),
+        ("not an address", False),
+    ],
+)
+def test_loopback(address: str, loopback: bool) -> None:
+    assert is_loopback(address) is loopback
+    assert is_secure(False, address) is loopback
+    assert is_secure(True, address)
