@@ -295,6 +295,9 @@ class ServerConfig:
     )
     log_format: str = _key("text", _Text(choices=("text", "json")))
     log_level: str = _key("info", _Text(choices=_LOG_LEVELS))
+    # Seconds between looks at the memory the C allocator holds free (given back to the
+    # system after a burst, see chatserver.server.memory); 0 turns it off.
+    memory_trim_interval: float = _key(60.0, _Number(0, 3600))
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ from zope.interface import implementer
 from chatserver.config import PROTOCOL_SECTIONS, BindPoint, Config, bind_points, format_address
 from chatserver.core.accounts import AccountManager
 from chatserver.core.service import ChatService
+from chatserver.server.memory import MemoryTrimmer
 from chatserver.server.pidfile import AlreadyRunning, PidFile
 from chatserver.server.tls import (
     ReloadableTls,
@@ -233,6 +234,8 @@ class ChatServer(MultiService):
         # data directory sees it and refuses.
         self.pidfile = PidFile(config.data_dir)
         self.metrics: Any = None
+        # Gives back what the C allocator holds free after a burst (see memory.py).
+        self.memory = MemoryTrimmer(config.server.memory_trim_interval, clock=reactor)
         self.http_port: IListeningPort | None = None
         # The operator's control socket (chatserver admin ...).
         self.control_port: IListeningPort | None = None
@@ -355,6 +358,7 @@ class ChatServer(MultiService):
         if self.metrics is not None:
             await self._listen_http()
         self._listen_control()
+        self.memory.start()
         log.info(
             "ready server={server} listeners={count}",
             server=config.server.name,
@@ -483,6 +487,7 @@ class ChatServer(MultiService):
             # A stop during the start (SIGTERM while the store migrates) waits for it to end,
             # so what was opened is closed.
             await self._starting
+        self.memory.stop()
         # Listeners first: no one connects while the others are being told.
         await super().stopService()
         if self.metrics is not None:

@@ -43,7 +43,9 @@ log = Logger(namespace="chatserver.reload")
 ALL = "*"
 # Section -> keys that only a restart can change (ALL: every key of the section).
 RESTART_ONLY: dict[str, frozenset[str] | str] = {
-    "server": frozenset({"name", "data_dir", "listen", "log_format", "log_level"}),
+    "server": frozenset(
+        {"name", "data_dir", "listen", "log_format", "log_level", "memory_trim_interval"}
+    ),
     "storage": ALL,
     "chat": RESTART_ONLY_SETTINGS,
     "metrics": frozenset({"enabled", "listen", "port"}),

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL, crypto
 from twisted.internet.interfaces import IOpenSSLContextFactory, IOpenSSLServerConnectionCreator
-from twisted.internet.ssl import CertificateOptions, TLSVersion
+from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersion
 from zope.interface import implementer
 
 from chatserver.config import Config
@@ -29,6 +29,20 @@ from chatserver.config import Config
 CERT_FILE = "tls.crt"
 KEY_FILE = "tls.key"
 VALID_FOR = datetime.timedelta(days=3650)
+
+# TLS 1.2 suites: forward secrecy (ECDHE) and authenticated encryption (AES-GCM,
+# ChaCha20-Poly1305) only, so no RSA key exchange and no CBC.  TLS 1.3 has its own suites,
+# all of that kind, which OpenSSL sets apart from this list.
+TLS12_CIPHERS = ":".join(
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+    )
+)
 
 
 class TlsError(Exception):
@@ -175,6 +189,7 @@ def _build_options(key: object, cert: object, extra: list[Any]) -> CertificateOp
         certificate=cert,  # type: ignore[arg-type]
         extraCertChain=extra,
         raiseMinimumTo=TLSVersion.TLSv1_2,
+        acceptableCiphers=AcceptableCiphers.fromOpenSSLCipherString(TLS12_CIPHERS),
         # CertificateOptions always sets OP_NO_COMPRESSION (CRIME): nothing to add for that.
     )
     # Build the context now so that a bad pair stops the start instead of failing the first client.

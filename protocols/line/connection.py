@@ -90,6 +90,7 @@ class LineConnection(Protocol):
         "address",
         "clock",
         "conn",
+        "echo",
         "factory",
         "flood",
         "mode",
@@ -112,6 +113,8 @@ class LineConnection(Protocol):
         # we are between users (when a login moves us to the account's user).
         self.nick: str | None = None
         self.mode = "text"
+        # /echo on: the user's own messages come back, as the others see them.
+        self.echo = False
         self._current: str | None = None
         self._framer = LineFramer(self.config.max_line_bytes)
         self.flood: FloodBudget | None = None
@@ -362,9 +365,12 @@ class LineConnection(Protocol):
         try:
             if kind is Message:
                 assert isinstance(event, Message)
-                # What this connection sent itself is not echoed: its user typed it.
-                if event.origin is self and (
-                    event.room is not None or not self._is_me(event.target or "")
+                # What this connection sent itself is not echoed (its user typed it), unless
+                # the user asked for it with /echo on.
+                if (
+                    event.origin is self
+                    and not self.echo
+                    and (event.room is not None or not self._is_me(event.target or ""))
                 ):
                     return
             elif kind is NickChange:

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape, quoteattr
 
 from lxml import etree
-from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -60,7 +59,7 @@ BOUND = "bound"  # a full JID: stanzas flow
 CLOSED = "closed"
 
 
-@implementer(IChatClient, IHandshakeListener)
+@implementer(IChatClient)
 class XmppConnection(Protocol):
     """An XMPP client connection, as handlers see it.
 
@@ -101,7 +100,6 @@ class XmppConnection(Protocol):
         "_ping_sent",
         "_quit_done",
         "_timer",
-        "_tls_pending",
         "account",
         "address",
         "available",
@@ -185,8 +183,6 @@ class XmppConnection(Protocol):
         self._output = BoundedOutput(MAX_BACKLOG)
         # While a batch is rendered: its stanzas, written as one.
         self._cork: list[bytes] | None = None
-        # TLS has started (direct TLS, or <proceed/> sent) and its handshake has not finished.
-        self._tls_pending = False
         # Flood control once bound (the budget is made then): stanzas past it wait their turn.
         self.flood: FloodQueue[etree._Element] = FloodQueue(
             self.clock, None, factory.config.flood_max_queue, self._dispatch
@@ -315,11 +311,6 @@ class XmppConnection(Protocol):
         else:
             self.stream_error("policy-violation", reason)
 
-    # -- IHandshakeListener -------------------------------------------------------------------
-
-    def handshakeCompleted(self) -> None:
-        self._tls_pending = False
-
     # -- Twisted --------------------------------------------------------------------------------
 
     def connectionMade(self) -> None:
@@ -329,7 +320,6 @@ class XmppConnection(Protocol):
         self.address = peer.address_of(transport)
         self.loopback = peer.is_loopback(self.address)
         self.tls = peer.is_tls(transport)
-        self._tls_pending = self.tls
         self.stream_id = os.urandom(8).hex()
         try:
             self.core = self.service.connect(self)
@@ -486,7 +476,6 @@ class XmppConnection(Protocol):
             self._close()
             return
         self.transport.write(f"<proceed xmlns='{NS_TLS}'/>".encode())
-        self._tls_pending = True
         self.transport.startTLS(options())
         self.tls = True
         self.restart_stream()
@@ -688,10 +677,9 @@ class XmppConnection(Protocol):
             return
         self.state = CLOSED
         self._cancel_timers()
-        if self._tls_pending:
-            # A polite close would wait for a TLS handshake that the peer never finishes.
-            self.transport.abortConnection()
-            return
+        # Closing in the middle of a TLS handshake (a refusal on the direct-TLS port) waits
+        # for it to finish, so that the client reads why; a peer that never finishes it is
+        # cut off by the TLS handshake timeout, or by the close's own bound.
         # Others see the session end now, not when the client gets round to closing.
         self._leave()
         close.close(self.transport, self.clock)

@@ -262,3 +262,57 @@ def test_state_survives_a_restart(make_server: Callable[..., ServerProcess]) -> 
         "*** modes of #dev: +moderated +no_external +topic_lock +key sesame"
     )
     bob.close()
+
+
+def test_echo_on_shows_your_own_messages_as_others_see_them(
+    make_server: Callable[..., ServerProcess],
+) -> None:
+    server = make_server(protocols=("line",))
+    alice = connect(server, "alice")
+    bob = connect(server, "bob")
+    join(alice, "dev")
+    join(bob, "dev")
+    alice.expect("-!- bob joined #dev")
+
+    # Off by default: what you typed is on your screen already.
+    alice.send("/echo")
+    assert alice.expect("*** echo:") == "*** echo: off"
+    alice.send("quiet")
+    bob.expect("[#dev] <alice> quiet")
+    sync(alice)
+    assert "[#dev] <alice> quiet" not in alice.seen
+
+    alice.send("/echo on")
+    assert alice.expect("*** echo:") == "*** echo: on"
+    alice.send("loud")
+    assert alice.expect("<alice>") == "[#dev] <alice> loud"
+    bob.expect("[#dev] <alice> loud")
+    alice.send("/me waves")
+    assert alice.expect("* alice") == "[#dev] * alice waves"
+    alice.send("/msg bob psst")
+    assert alice.expect("psst") == "-> *bob* psst"
+    assert bob.expect("psst") == "*alice* psst"
+    # Only alice's own connection changed: bob still does not see his own lines.
+    bob.send("hi alice")
+    alice.expect("[#dev] <bob> hi alice")
+    sync(bob)
+    assert "[#dev] <bob> hi alice" not in bob.seen
+
+    alice.send("/echo OFF")
+    assert alice.expect("*** echo:") == "*** echo: off"
+    alice.send("quiet again")
+    bob.expect("[#dev] <alice> quiet again")
+    sync(alice)
+    assert "[#dev] <alice> quiet again" not in alice.seen
+    alice.send("/echo maybe")
+    assert alice.expect("!!!") == "!!! error: echo is on or off"
+
+    # The same in JSON Lines, for bots that want their own messages in the stream.
+    alice.send("/format json")
+    alice.expect(lambda line: line.startswith("{") and json.loads(line).get("format") == "json")
+    alice.send('{"cmd": "echo", "state": "on"}')
+    answer = json.loads(alice.expect(lambda line: line.startswith("{") and "echo" in line))
+    assert answer["echo"] is True
+    alice.send('{"cmd": "say", "text": "as json"}')
+    event = json.loads(alice.expect("as json"))
+    assert event["text"] == "as json" and "alice" in json.dumps(event), event

@@ -1,4 +1,4 @@
-"""Line-chat commands about the connection itself: format, help, ping, quit."""
+"""Line-chat commands about the connection itself: format, echo, help, ping, quit."""
 
 from __future__ import annotations
 
@@ -36,6 +36,26 @@ def do_format(c: LineConnection, a: Args) -> Reply:
         raise CommandError("bad_argument", "the format is json or text", usage=True)
     c.mode = mode
     return Reply([f"{INFO}output format: {mode}"], {"format": mode})
+
+
+@command(
+    "echo",
+    "[on|off]",
+    "Show your own messages back to you as the others see them (off by default: what you"
+    " type is on your screen already). Without an argument, say whether it is on.",
+    Param("state"),
+    json='{"cmd": "echo", "state": "on"}',
+    before_nick=True,
+)
+def do_echo(c: LineConnection, a: Args) -> Reply:
+    state = a.get("state")
+    if state is not None:
+        state = state.lower()
+        if state not in ("on", "off"):
+            raise CommandError("bad_argument", "echo is on or off", usage=True)
+        c.echo = state == "on"
+    shown = "on" if c.echo else "off"
+    return Reply([f"{INFO}echo: {shown}"], {"echo": c.echo})
 
 
 @command(
