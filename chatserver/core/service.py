@@ -505,10 +505,15 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
         tags: tuple[tuple[str, str], ...] = (),
         status: str | None = None,
         account: str | None = None,
+        native: Any = None,
     ) -> Message:
         """Send a message to a room, to a nick, or to the user logged in to ``account`` (an
         address that belongs to an account reaches no one else); returns the Message that
-        was delivered."""
+        was delivered.
+
+        ``native`` is the message in the sender's protocol, carried on the Message untouched
+        for recipients on that protocol (see ``Message.native``).
+        """
         user = self._user(conn)
         if not text:
             raise ChatError("no text to send")
@@ -533,6 +538,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
                 tags=tags,
                 status=status,
                 origin=conn.client,
+                native=native,
             )
             if status is not None:
                 clients: Iterable[Any] = [
@@ -577,6 +583,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
             target_account=target.account,
             tags=tags,
             origin=conn.client,
+            native=native,
         )
         clients = list(target.clients())
         if target is not user:
