@@ -371,6 +371,9 @@ class IrcConfig:
     # connection from another machine; off by default, since anyone on the path could read
     # them.  SASL SCRAM-SHA-256 never sends the password and is always offered.
     plaintext_passwords: bool = _key(False, _Bool())
+    # draft/account-registration: REGISTER before NICK/USER/CAP END are done (the nick sent
+    # with NICK is the account; a nick someone is using cannot be registered that way).
+    registration_before_connect: bool = _key(False, _Bool())
 
 
 @dataclass(frozen=True, slots=True)

@@ -140,6 +140,7 @@ class AccountError(ChatError):
     ALREADY_LOGGED_IN = "already_logged_in"
     WEAK_PASSWORD = "weak_password"
     CLOSED = "closed"
+    EMAIL_REQUIRED = "email_required"
     CODES = (
         EXISTS,
         NO_ACCOUNT,
@@ -149,6 +150,7 @@ class AccountError(ChatError):
         ALREADY_LOGGED_IN,
         WEAK_PASSWORD,
         CLOSED,
+        EMAIL_REQUIRED,
     )
 
     def __init__(self, code: str, reason: str) -> None:

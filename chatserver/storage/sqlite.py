@@ -510,8 +510,10 @@ def _find(cur: sqlite3.Cursor, msgid: str) -> Message | None:
 def _targets(cur: sqlite3.Cursor, start: float, end: float, limit: int) -> list[tuple[str, float]]:
     _check_limit(limit)
     cur.execute(
-        "SELECT target, MAX(ts) AS latest FROM history WHERE ts > ? AND ts < ?"
-        " GROUP BY target ORDER BY latest, target LIMIT ?",
+        # A target belongs to the window when its latest message does: one that has been
+        # spoken in since the window's end is not listed there.
+        "SELECT target, MAX(ts) AS latest FROM history WHERE ts > ?"
+        " GROUP BY target HAVING latest < ? ORDER BY latest, target LIMIT ?",
         (start, end, limit),
     )
     return [(target, latest) for target, latest in cur.fetchall()]
@@ -951,8 +953,8 @@ class SqliteStore:
         return self._run(_find, msgid, write=False)
 
     def targets(self, start: float, end: float, limit: int) -> Deferred[list[tuple[str, float]]]:
-        """Targets with messages in start < ts < end, with their latest ts there, ascending by
-        that ts (ties by target); ``limit`` keeps the first of them, as ``between`` does."""
+        """Targets whose latest message is in start < ts < end, with that ts, ascending by
+        it (ties by target); ``limit`` keeps the first of them, as ``between`` does."""
         return self._run(_targets, start, end, limit, write=False)
 
     def purge(self, target: str) -> Deferred[int]:
