@@ -88,4 +88,5 @@ def occupant_id(conn: Any, room: str, who: Who) -> str:
     """XEP-0421: the same opaque id for the same identity in a room, whatever its nick or
     connection (its account, or for a guest its nick), different in every room."""
     identity = f"account:{casefold(who.account)}" if who.account else f"nick:{casefold(who.nick)}"
-    return conn.service.cloak(f"{room}/{identity}", "occupant")
+    # The server's keyed hash; the prefix keeps these ids apart from address cloaks.
+    return conn.service.cloak(f"occupant:{room}/{identity}")
