@@ -554,7 +554,7 @@ def test_lost_carbons_are_not_returned_as_undelivered(
     phone.iq("set", "<enable xmlns='urn:xmpp:carbons:2'/>")
     _enable(phone)
     bob = other_user("bob")
-    pc.send("<message to='bob@localhost' type='chat'><body>from my pc</body></message>")
+    pc.send("<message to='~bob@localhost' type='chat'><body>from my pc</body></message>")
     assert any(el.find("{urn:xmpp:carbons:2}sent") is not None for el in phone.received())
     _drop(phone)
     service.clock.advance(61)
