@@ -25,6 +25,7 @@ from chatserver.core.events import (
     NickChange,
     Part,
 )
+from chatserver.core.interfaces import IChatClient
 from chatserver.core.limits import AddressSet, KeyedBuckets
 from chatserver.core.names import casefold
 from chatserver.core.settings import CoreSettings
@@ -55,16 +56,18 @@ class Identity:
         def _rename_user(self, user: User, new_nick: str) -> None: ...
         def _user_gone(self, user: User, reason: str) -> None: ...
         def _end_connections(self, conns: Iterable[Connection], reason: str) -> list[str]: ...
-        def _audience(self, user: User) -> list[Any]: ...
+        def _audience(self, user: User) -> list[IChatClient]: ...
         def notice_user(self, user: User, text: str) -> None: ...
         def _refuse_if_banned(
             self, conn: Connection, *, nick: str | None, ident: str | None, account: str | None
         ) -> None: ...
         def _send(
             self,
-            clients: Iterable[Any],
+            clients: Iterable[IChatClient],
             event: Event,
             fanout: Sequence[tuple[str, int]] | None = None,
+            *,
+            flush: bool = True,
         ) -> None: ...
 
     def _init_identity(self) -> None:
