@@ -26,7 +26,7 @@ import re
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lxml import etree
 from twisted.logger import Logger
@@ -53,6 +53,7 @@ Sink = Callable[["XmppConnection", list[Queued]], None]
 _MESSAGE_HEAD = re.compile(rb"<message\b[^>]*>")
 _ATTR = re.compile(rb"""\s(from|to|type)=(?:'([^']*)'|"([^"]*)")""")
 _BODY = re.compile(rb"<body\b[^>]*>(.*?)</body>", re.S)
+_CARBONS = b"urn:xmpp:carbons:2"
 
 
 class StreamManagement:
@@ -280,12 +281,16 @@ def bounce(conn: XmppConnection, pending: list[Queued]) -> None:
         head = _MESSAGE_HEAD.match(data)
         body = _BODY.search(data) if head is not None else None
         attrs = _attrs(head.group()) if head is not None else {}
-        if head is None or body is None or attrs.get("type") in ("groupchat", "error", "headline"):
+        if (
+            head is None
+            or body is None
+            or attrs.get("type") in ("groupchat", "error", "headline")
+            # A carbon copies what the user itself sent: nothing was lost to anyone.
+            or _CARBONS in data
+        ):
             registry.dropped += 1
             continue
-        sender = attrs.get("from", "")
-        local, at, domain = sender.partition("/")[0].partition("@")
-        user = conn.service.find_user(local) if at and domain == conn.domain else None
+        user = _sender(conn, attrs.get("from", ""))
         if user is None:
             registry.dropped += 1
             continue
@@ -294,6 +299,19 @@ def bounce(conn: XmppConnection, pending: list[Queued]) -> None:
             text = text[:200] + "…"
         conn.service.notice_user(user, f"Not delivered to {recipient} (offline): {text}")
         registry.bounced += 1
+
+
+def _sender(conn: XmppConnection, address: str) -> Any:
+    """The user who sent a message from ``nick@domain`` or, in a room, ``room@service/nick``."""
+    bare, _, resource = address.partition("/")
+    local, at, domain = bare.partition("@")
+    if not at:
+        return None
+    if domain == conn.domain:
+        return conn.service.find_user(local)
+    if domain == conn.muc_domain and resource:
+        return conn.service.find_user(resource)
+    return None
 
 
 def _attrs(head: bytes) -> dict[str, str]:
