@@ -194,7 +194,7 @@ def on_admin_get(conn: Any, iq: Element) -> None:
         masked = mask_jid(conn, mask)
         if masked is not None and casefold(masked.partition("@")[0]) not in listed:
             listed.add(casefold(masked.partition("@")[0]))
-            sub(out, "item", {"affiliation": wanted_affiliation, "jid": jid})
+            sub(out, "item", {"affiliation": wanted_affiliation, "jid": masked})
     conn.iq_result(iq, out)
 
 
