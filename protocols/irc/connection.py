@@ -79,6 +79,7 @@ class IrcConnection(Protocol):
         "_lost",
         "_out",
         "_output",
+        "_processing",
         "_timer",
         "account_numerics_sent",
         "address",
@@ -100,6 +101,7 @@ class IrcConnection(Protocol):
         "quit_nick",
         "quit_reason",
         "realname",
+        "refused_nick",
         "registered",
         "sasl",
         "server",
@@ -126,6 +128,8 @@ class IrcConnection(Protocol):
         self.registered = False
         # Registration state.
         self.pending_nick: str | None = None
+        # The last nick refused as in use before registration (REGISTER names it then).
+        self.refused_nick: str | None = None
         self.ident: str | None = None
         self.realname = ""
         self.password: str | None = None
@@ -143,6 +147,8 @@ class IrcConnection(Protocol):
         self.flood: FloodQueue[IrcMessage | ParseError] = FloodQueue(
             self.clock, None, self.config.flood_max_queue, self._run_item, _cost
         )
+        # True while an item of the flood queue runs (a command done at once lets it go on).
+        self._processing = False
         # Output.
         self._output = BoundedOutput(self.config.sendq_bytes)
         self._out: list[bytes] | None = None
@@ -263,6 +269,8 @@ class IrcConnection(Protocol):
         if self._out is not None:
             self._flush_command()
         self._write(serialize(IrcMessage("ERROR", (error_text,)), force_trailing=True))
+        # Gone for LUSERS as well, not whenever the peer closes its side.
+        self.factory.connection_closed(self)
         if self.core is not None:
             # Others see the reason now, not whenever the socket finishes closing.
             self.service.quit(self.core, reason, dropped=self.dropped)
@@ -339,10 +347,14 @@ class IrcConnection(Protocol):
         )
 
     def _run_item(self, item: IrcMessage | ParseError) -> None:
-        if isinstance(item, ParseError):
-            self._bad_line(item)
-        else:
-            self._run(item)
+        self._processing = True
+        try:
+            if isinstance(item, ParseError):
+                self._bad_line(item)
+            else:
+                self._run(item)
+        finally:
+            self._processing = False
 
     def _bad_line(self, err: ParseError) -> None:
         self._begin(None)
@@ -366,17 +378,21 @@ class IrcConnection(Protocol):
             d = dispatch(self, msg)
         finally:
             self.in_command = False
-        if d is not None and not d.called:
-            # Later lines wait until this command is done.
-            self.flood.hold()
-            d.addBoth(self._deferred_done)
+        if d is None:
+            self._flush_command()
             return
-        self._flush_command()
+        # Later lines wait until this command is done, that is until the Deferred's last
+        # callback has run: ``d.called`` is already true while a callback's own Deferred (a
+        # thread, the database) still waits, and the next command must not be answered
+        # before this one.
+        self.flood.hold()
+        d.addBoth(self._deferred_done)
 
     def _deferred_done(self, result: Any) -> None:
         self.flood.release()
         self._flush_command()
-        if not self.closing:
+        if not self.closing and not self._processing:
+            # Done later, on its own: carry on with the lines that waited behind it.
             self.flood.drain()
         return None
 
@@ -428,6 +444,7 @@ class IrcConnection(Protocol):
             log.info("irc connection from {address} closed: SendQ exceeded", address=self.address)
             self.closing = True
             self.quit_reason = "SendQ exceeded"
+            self.factory.connection_closed(self)
             self.flood.clear()
             self.dropped = "slow_reader"
             if self.core is not None:
@@ -453,6 +470,14 @@ class IrcConnection(Protocol):
             self._out.append(data)
         else:
             self._write(data)
+
+    def emit_delivery(self, data: bytes) -> None:
+        """Send rendered event bytes that this connection's command caused but that do not
+        answer it: under a label they go out on their own, else with the reply."""
+        if self._held is None and self.in_command and self._label is not None:
+            self._write(data)
+        else:
+            self.emit(data)
 
     def hold_events(self) -> None:
         """Keep delivered events back until :meth:`release_events` (used around registration,

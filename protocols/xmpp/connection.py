@@ -484,7 +484,7 @@ class XmppConnection(Protocol):
         self._cancel_timers()
         self.parser.release()
         state.requested = False
-        state.timer = self.clock.callLater(self.config.resume_timeout, self._resume_expired)
+        state.timer = self.clock.callLater(state.timeout, self._resume_expired)
         log.info("xmpp session {jid} detached, resumable", jid=self.jid)
 
     def _resume_expired(self) -> None:

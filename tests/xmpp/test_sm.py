@@ -561,3 +561,21 @@ def test_lost_carbons_are_not_returned_as_undelivered(
     assert factory.sm.dropped == 1 and factory.sm.bounced == 0
     assert not [e for e in pc.received() if "Not delivered" in etree.tostring(e).decode()]
     assert [getattr(e, "text", None) for e in bob.events].count("from my pc") == 1
+
+
+def test_a_client_may_ask_for_a_shorter_resumption_time(client, account, service) -> None:
+    account("alice")
+    c = client().login("alice", "secret1", resource="phone")
+    c.send(f"<enable xmlns='{NS_SM}' resume='true' max='10'/>")
+    (enabled,) = [el for el in c.received() if el.tag == SM + "enabled"]
+    assert enabled.get("max") == "10"
+    _drop(c)
+    service.clock.advance(9)
+    assert service.find_user("alice") is not None
+    service.clock.advance(2)
+    assert service.find_user("alice") is None
+    # Never longer than the server allows.
+    c2 = client().login("alice", "secret1", resource="phone")
+    c2.send(f"<enable xmlns='{NS_SM}' resume='true' max='99999'/>")
+    (enabled,) = [el for el in c2.received() if el.tag == SM + "enabled"]
+    assert enabled.get("max") == "60"
