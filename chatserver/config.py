@@ -149,7 +149,7 @@ class _Text:
             if value not in self.choices:
                 options = ", ".join(json.dumps(c) for c in self.choices)
                 raise _Invalid(f"expected one of {options}", value)
-            return typing.cast(str, value)
+            return str(value)
         if not isinstance(value, str):
             raise _Invalid(f"expected {self.what}", value)
         if self.pattern is not None and not re.fullmatch(self.pattern, value):
@@ -427,6 +427,10 @@ class XmppConfig:
     # Client state indication (XEP-0352): non-urgent stanzas held for an inactive client;
     # past this many, they are all sent.
     csi_max_held: int = _key(256, _Int(1, 100_000))
+    # Personal data one account may keep (PEP items, private XML storage, vCard): this many
+    # items of this many bytes in all; past it a publication is refused with not-allowed.
+    pep_max_items: int = _key(1000, _Int(1, 1_000_000))
+    pep_max_bytes: int = _key(1 << 20, _Int(4096, 1 << 30))
 
 
 def _is_ip(text: str) -> bool:

@@ -146,10 +146,11 @@ def _remove(conn: XmppConnection, stanza: etree._Element, account: str) -> Defer
             raise StanzaError("item-not-found")
         log.info("xmpp removed account {account}", account=account)
         conn.iq_result(stanza)
-        store = conn.factory.roster_store
-        if hasattr(store, "delete_account"):
-            store.delete_account(account)
+        for store in (conn.factory.roster_store, conn.factory.pep_store):
+            if hasattr(store, "delete_account"):
+                store.delete_account(account)
         conn.factory.rosters.forget(account)
+        conn.factory.pep.forget(account)
         if conn.core is not None and conn.user is not None and conn.user.account is not None:
             try:
                 conn.service.logout(conn.core)
