@@ -374,6 +374,16 @@ class IrcConfig:
     # draft/account-registration: REGISTER before NICK/USER/CAP END are done (the nick sent
     # with NICK is the account; a nick someone is using cannot be registered that way).
     registration_before_connect: bool = _key(False, _Bool())
+    # A server password every IRC client must send with PASS before registering (a private
+    # server); a hash made by `chatserver hash-password`, like operators' passwords.  Empty:
+    # no password.
+    password: str = _key(
+        "",
+        _Text(
+            test=lambda v: not v or is_valid_hash(v),
+            what="a hash made by `chatserver hash-password` (scrypt$...)",
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)
