@@ -88,24 +88,24 @@ class Archive:
         tags: tuple[tuple[str, str], ...] = (),
         native: Any = None,
     ):
-        """Send a private message to ``nick`` when nobody has it: it is kept for the account
-        of that name and reaches its next connection.  Fires with the Message; errbacks
-        NoSuchNick when ``nick`` is not a registered account either."""
+        """Send a private message to the account ``nick`` when nobody is logged in to it: it
+        is kept for the account and reaches its next connection.  Fires with the Message;
+        errbacks NoSuchNick when ``nick`` is not a registered account."""
         user = self._user(conn)
         if not text:
             raise ChatError("no text to send")
         check_nick(nick)
-        if self.users.get(nick) is not None:
-            return self.say(conn, text=text, nick=nick, kind=kind, tags=tags, native=native)  # type: ignore[attr-defined]
         if self.archive_store is None or kind == "notice":
             # Notices are never answered automatically, nor kept for later (RFC 2812 3.3.2).
             raise NoSuchNick(nick)
         record = yield self.accounts.get(nick)
-        online = self.users.get(nick)
-        if online is not None:
-            return self.say(conn, text=text, nick=nick, kind=kind, tags=tags, native=native)  # type: ignore[attr-defined]
         if record is None:
             raise NoSuchNick(nick)
+        if self.by_account.get(casefold(record.name)) is not None:
+            # Someone logged in to it meanwhile: delivered as usual.
+            return self.say(  # type: ignore[attr-defined]
+                conn, text=text, account=record.name, kind=kind, tags=tags, native=native
+            )
         now = self.clock.seconds()
         msg = Message(
             ts=now,
@@ -114,6 +114,7 @@ class Archive:
             text=text,
             kind=kind,
             target=record.name,
+            target_account=record.name,
             tags=tags,
             origin=conn.client,
             native=native,

@@ -34,7 +34,13 @@ from chatserver.core.accounts import RegistrationInvite, not_invited
 from chatserver.core.bans import ServerBan
 from chatserver.core.errors import AccountError
 from chatserver.core.events import Message, Who
-from chatserver.core.interfaces import IAccountStore, IArchiveStore, IHistoryStore, IRoomStore
+from chatserver.core.interfaces import (
+    IAccountStore,
+    IArchiveStore,
+    IHistoryStore,
+    IRoomStore,
+    IServerBanStore,
+)
 from chatserver.core.names import casefold
 from chatserver.core.records import (
     AccountRecord,
@@ -304,6 +310,11 @@ def _registered_keys(cur: sqlite3.Cursor, keys: Sequence[str]) -> set[str]:
         cur.execute(f"SELECT key FROM accounts WHERE key IN ({marks})", chunk)
         found.update(key for (key,) in cur.fetchall())
     return found
+
+
+def _account_keys(cur: sqlite3.Cursor) -> list[str]:
+    cur.execute("SELECT key FROM accounts")
+    return [key for (key,) in cur.fetchall()]
 
 
 def _get_account(cur: sqlite3.Cursor, key: str) -> AccountRecord | None:
@@ -882,7 +893,7 @@ def _backup(cur: sqlite3.Cursor, dest_path: str) -> None:
     os.replace(tmp_path, dest_path)
 
 
-@implementer(IAccountStore, IRoomStore, IHistoryStore, IArchiveStore)
+@implementer(IAccountStore, IRoomStore, IHistoryStore, IServerBanStore, IArchiveStore)
 class SqliteStore:
     """Accounts, rooms and history in one SQLite file.  Call ``open()`` before anything else.
 
@@ -1055,7 +1066,7 @@ class SqliteStore:
                 " permissions of the file and its directory, and the free space"
             )
 
-        d = self._run(_quick_check, write=False, transaction=False)
+        d: Deferred[Any] = self._run(_quick_check, write=False, transaction=False)
         d.addCallbacks(damaged, unusable)
         d.addCallback(lambda _: self._run(_probe_write, write=True))
         d.addErrback(unwritable)
@@ -1118,6 +1129,9 @@ class SqliteStore:
 
     def registered_keys(self, keys: Sequence[str]) -> Deferred[set[str]]:
         return self._run(_registered_keys, [casefold(key) for key in keys], write=False)
+
+    def account_keys(self) -> Deferred[list[str]]:
+        return self._run(_account_keys, write=False)
 
     def create_account(self, record: AccountRecord) -> Deferred[None]:
         return self._run(_create_account, record, write=True)

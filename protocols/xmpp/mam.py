@@ -21,7 +21,7 @@ from twisted.internet.defer import Deferred, succeed
 
 from chatserver.core.events import Message
 from protocols.xmpp import stanzas
-from protocols.xmpp.jid import try_parse, user_jid
+from protocols.xmpp.jid import GUEST_MARK, address_of, try_parse, user_jid
 from protocols.xmpp.render import chat_text
 from protocols.xmpp.router import StanzaError, handler
 
@@ -214,14 +214,24 @@ def archived_message(conn: XmppConnection, msg: Message) -> etree._Element:
         }
     else:
         attrs = {
-            "from": user_jid(msg.source.nick, conn.domain),
-            "to": user_jid(msg.target or "", conn.domain),
+            "from": address_of(msg.source, conn.domain),
+            "to": _to(conn, msg),
             "type": "chat",
             "id": msg.id,
         }
     el = stanzas.element("message", attrs, ns=stanzas.NS_CLIENT)
     stanzas.sub(el, "body", text=chat_text(msg))
     return el
+
+
+def _to(conn: XmppConnection, msg: Message) -> str:
+    """Where an archived private message went: this account when another sent it, else the
+    other side's address."""
+    user = conn.user
+    mine = user is not None and user.account is not None
+    if mine and (msg.source.account or "").lower() != (user.account or "").lower():
+        return conn.bare_jid or ""
+    return user_jid(msg.target or "", conn.domain)
 
 
 def stamp(ts: float) -> str:
@@ -258,7 +268,7 @@ def query_account(conn: XmppConnection, stanza: etree._Element) -> Deferred | No
         if with_jid.domain != conn.domain:
             conn.iq_result(stanza, stanzas.element("fin", {"complete": "true"}, ns=NS_MAM))
             return None
-        peer = with_jid.local
+        peer = with_jid.local.removeprefix(GUEST_MARK)
     return _start(conn, stanza, _Archive(conn, None, peer), q)
 
 

@@ -40,7 +40,7 @@ from chatserver.core.events import (
 )
 from chatserver.core.names import casefold
 from protocols.xmpp import stanzas
-from protocols.xmpp.jid import user_jid
+from protocols.xmpp.jid import address_of
 from protocols.xmpp.relay import Relay
 from protocols.xmpp.relay import deliver as deliver_relay
 
@@ -131,7 +131,7 @@ def private_message(conn: XmppConnection, event: Message, to: str | None, *, arc
     msg = stanzas.element(
         "message",
         {
-            "from": user_jid(event.source.nick, conn.domain),
+            "from": address_of(event.source, conn.domain),
             "to": to,
             "type": "chat",
             "id": event.id,
