@@ -320,7 +320,7 @@ def test_a_read_marker_set_on_xmpp_clears_on_irc(world: World) -> None:
     alice, bob = world.nick("arcRa"), world.nick("arcRb")
     world.register(alice)
     world.register(bob)
-    a = world.irc(alice, caps=HISTORY_CAPS)
+    a = world.irc(alice, caps=HISTORY_CAPS, sasl=(alice, PASSWORD))
     x = world.xmpp(bob)
     # bob's laptop: IRC with read markers (asking for another nick: bob's is in use until
     # SASL puts the connection in bob's user).
