@@ -1,11 +1,13 @@
 # The two commands the README promises:
 #   make run    install into .venv and run the server with its data in ./var
-#   make test   install with the test extras and run the whole suite, then ruff
+#   make test   install with the test extras and run the whole suite, then ruff and mypy
 # and the benchmark (bench/README.md):
 #   make bench  every scenario against chatserver and the reference servers found; the table
 #               is printed and written to bench/build/results.md
 #   make soak   mixed load against a real server for SOAK_MINUTES (default 30): are its memory
 #               and file descriptors flat?  Not part of `make test`.
+#   make irctest  the irctest IRC conformance suite (a checkout named by IRCTEST_DIR) against a
+#               fresh server per test (protocols/irc/README.md).  Not part of `make test`.
 # Installs are redone only when pyproject.toml changes (stamp files in .venv).
 
 PYTHON ?= python3
@@ -16,7 +18,7 @@ TEST_STAMP := $(VENV)/.stamp-test
 
 SOAK_MINUTES ?= 30
 
-.PHONY: run test lint format clean bench soak
+.PHONY: run test lint format clean bench soak irctest
 
 run: $(RUN_STAMP)
 	$(BIN)/chatserver run --data-dir var
@@ -24,6 +26,7 @@ run: $(RUN_STAMP)
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 soak: $(TEST_STAMP)
 	$(BIN)/python tools/soak.py --minutes $(SOAK_MINUTES)
@@ -31,10 +34,30 @@ soak: $(TEST_STAMP)
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(TEST_STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# irctest runs from its own virtualenv (its pinned pytest is not ours); the controller in
+# tools/irctest starts `chatserver run` with this checkout's Python.
+IRCTEST_DIR ?=
+IRCTEST_VENV := .venv-irctest
+IRCTEST_MARKERS ?= not implementation-specific and not deprecated and not strict
+IRCTEST_ARGS ?=
+
+irctest: $(TEST_STAMP)
+	@test -n "$(IRCTEST_DIR)" -a -f "$(IRCTEST_DIR)/conftest.py" || { \
+		echo "IRCTEST_DIR must name an irctest checkout:"; \
+		echo "  git clone https://github.com/progval/irctest && make irctest IRCTEST_DIR=\$$PWD/irctest"; \
+		exit 2; }
+	test -x $(IRCTEST_VENV)/bin/python || $(PYTHON) -m venv $(IRCTEST_VENV)
+	$(IRCTEST_VENV)/bin/python -m pip install -q -r "$(IRCTEST_DIR)/requirements.txt"
+	cd "$(IRCTEST_DIR)" && \
+		CHATSERVER_PYTHON="$(CURDIR)/$(BIN)/python" PYTHONPATH="$(CURDIR)/tools/irctest" \
+		"$(CURDIR)/$(IRCTEST_VENV)/bin/python" -m pytest --controller chatserver_controller \
+		-m "$(IRCTEST_MARKERS)" $(IRCTEST_ARGS)
 
 # The load generator (C, epoll); bench/build/ is not committed.
 LOADGEN := bench/build/loadgen
@@ -66,5 +89,5 @@ $(TEST_STAMP): pyproject.toml | $(BIN)/python
 
 # var/ holds the database and certificates of `make run`, so it is left alone.
 clean:
-	rm -rf $(VENV) build .pytest_cache .ruff_cache .hypothesis *.egg-info
+	rm -rf $(VENV) $(IRCTEST_VENV) build .pytest_cache .ruff_cache .hypothesis *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

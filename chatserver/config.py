@@ -149,7 +149,7 @@ class _Text:
             if value not in self.choices:
                 options = ", ".join(json.dumps(c) for c in self.choices)
                 raise _Invalid(f"expected one of {options}", value)
-            return typing.cast(str, value)
+            return str(value)
         if not isinstance(value, str):
             raise _Invalid(f"expected {self.what}", value)
         if self.pattern is not None and not re.fullmatch(self.pattern, value):
@@ -371,6 +371,19 @@ class IrcConfig:
     # connection from another machine; off by default, since anyone on the path could read
     # them.  SASL SCRAM-SHA-256 never sends the password and is always offered.
     plaintext_passwords: bool = _key(False, _Bool())
+    # draft/account-registration: REGISTER before NICK/USER/CAP END are done (the nick sent
+    # with NICK is the account; a nick someone is using cannot be registered that way).
+    registration_before_connect: bool = _key(False, _Bool())
+    # A server password every IRC client must send with PASS before registering (a private
+    # server); a hash made by `chatserver hash-password`, like operators' passwords.  Empty:
+    # no password.
+    password: str = _key(
+        "",
+        _Text(
+            test=lambda v: not v or is_valid_hash(v),
+            what="a hash made by `chatserver hash-password` (scrypt$...)",
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -424,6 +437,10 @@ class XmppConfig:
     # Client state indication (XEP-0352): non-urgent stanzas held for an inactive client;
     # past this many, they are all sent.
     csi_max_held: int = _key(256, _Int(1, 100_000))
+    # Personal data one account may keep (PEP items, private XML storage, vCard): this many
+    # items of this many bytes in all; past it a publication is refused with not-allowed.
+    pep_max_items: int = _key(1000, _Int(1, 1_000_000))
+    pep_max_bytes: int = _key(1 << 20, _Int(4096, 1 << 30))
 
 
 def _is_ip(text: str) -> bool:
@@ -451,6 +468,7 @@ _CHAT_FROM_SERVER = {"server_name"}
 _CHAT_CHECKS: dict[str, Check] = {
     "history_in_memory": _Int(0, 100_000),
     "history_flush_interval": _Number(0, 3600),
+    "nick_enforcement": _Text(choices=("strict", "timeout")),
     "nick_enforce_timeout": _Number(0),
     "guest_prefix": _Text(test=is_valid_nick, what="the start of a nick, such as Guest"),
     "registration": _Text(choices=("open", "closed", "invite")),

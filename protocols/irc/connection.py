@@ -67,6 +67,8 @@ class IrcConnection(Protocol):
     """
 
     protocol = "irc"
+    # Its own room messages come back at once, where a label or a reply can carry them.
+    echo_at_turn_end = False
 
     # Slots: an idle connection is mostly this object, and ten thousand of them add up.
     __slots__ = (
@@ -77,6 +79,7 @@ class IrcConnection(Protocol):
         "_lost",
         "_out",
         "_output",
+        "_processing",
         "_timer",
         "account_numerics_sent",
         "address",
@@ -93,15 +96,16 @@ class IrcConnection(Protocol):
         "flood",
         "ident",
         "in_command",
-        "password",
         "pending_nick",
         "quit_nick",
         "quit_reason",
         "realname",
+        "refused_nick",
         "registered",
         "sasl",
         "server",
         "server_name",
+        "server_password_ok",
         "service",
         "services",
         "tls",
@@ -124,9 +128,12 @@ class IrcConnection(Protocol):
         self.registered = False
         # Registration state.
         self.pending_nick: str | None = None
+        # The last nick refused as in use before registration (REGISTER names it then).
+        self.refused_nick: str | None = None
         self.ident: str | None = None
         self.realname = ""
-        self.password: str | None = None
+        # PASS matched [irc] password (when one is set, registration needs it).
+        self.server_password_ok = False
         self.sasl: Any = None
         self.services = SERVICES
         self.closing = False
@@ -141,6 +148,8 @@ class IrcConnection(Protocol):
         self.flood: FloodQueue[IrcMessage | ParseError] = FloodQueue(
             self.clock, None, self.config.flood_max_queue, self._run_item, _cost
         )
+        # True while an item of the flood queue runs (a command done at once lets it go on).
+        self._processing = False
         # Output.
         self._output = BoundedOutput(self.config.sendq_bytes)
         self._out: list[bytes] | None = None
@@ -261,6 +270,8 @@ class IrcConnection(Protocol):
         if self._out is not None:
             self._flush_command()
         self._write(serialize(IrcMessage("ERROR", (error_text,)), force_trailing=True))
+        # Gone for LUSERS as well, not whenever the peer closes its side.
+        self.factory.connection_closed(self)
         if self.core is not None:
             # Others see the reason now, not whenever the socket finishes closing.
             self.service.quit(self.core, reason, dropped=self.dropped)
@@ -337,10 +348,14 @@ class IrcConnection(Protocol):
         )
 
     def _run_item(self, item: IrcMessage | ParseError) -> None:
-        if isinstance(item, ParseError):
-            self._bad_line(item)
-        else:
-            self._run(item)
+        self._processing = True
+        try:
+            if isinstance(item, ParseError):
+                self._bad_line(item)
+            else:
+                self._run(item)
+        finally:
+            self._processing = False
 
     def _bad_line(self, err: ParseError) -> None:
         self._begin(None)
@@ -364,17 +379,21 @@ class IrcConnection(Protocol):
             d = dispatch(self, msg)
         finally:
             self.in_command = False
-        if d is not None and not d.called:
-            # Later lines wait until this command is done.
-            self.flood.hold()
-            d.addBoth(self._deferred_done)
+        if d is None:
+            self._flush_command()
             return
-        self._flush_command()
+        # Later lines wait until this command is done, that is until the Deferred's last
+        # callback has run: ``d.called`` is already true while a callback's own Deferred (a
+        # thread, the database) still waits, and the next command must not be answered
+        # before this one.
+        self.flood.hold()
+        d.addBoth(self._deferred_done)
 
     def _deferred_done(self, result: Any) -> None:
         self.flood.release()
         self._flush_command()
-        if not self.closing:
+        if not self.closing and not self._processing:
+            # Done later, on its own: carry on with the lines that waited behind it.
             self.flood.drain()
         return None
 
@@ -426,6 +445,7 @@ class IrcConnection(Protocol):
             log.info("irc connection from {address} closed: SendQ exceeded", address=self.address)
             self.closing = True
             self.quit_reason = "SendQ exceeded"
+            self.factory.connection_closed(self)
             self.flood.clear()
             self.dropped = "slow_reader"
             if self.core is not None:
@@ -451,6 +471,14 @@ class IrcConnection(Protocol):
             self._out.append(data)
         else:
             self._write(data)
+
+    def emit_delivery(self, data: bytes) -> None:
+        """Send rendered event bytes that this connection's command caused but that do not
+        answer it: under a label they go out on their own, else with the reply."""
+        if self._held is None and self.in_command and self._label is not None:
+            self._write(data)
+        else:
+            self.emit(data)
 
     def hold_events(self) -> None:
         """Keep delivered events back until :meth:`release_events` (used around registration,
@@ -537,7 +565,7 @@ class IrcConnection(Protocol):
         for msg in messages:
             self._queue(history_lines(self, msg, batch_id))
 
-    def set_caps(self, enabled: set[str]) -> None:
+    def set_caps(self, enabled: AbstractSet[str]) -> None:
         """Replace the enabled capabilities (and the rendering bits derived from them)."""
         self.caps = enabled
         self.cap_bits = caps.bits_of(enabled)

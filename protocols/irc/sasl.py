@@ -66,7 +66,8 @@ def authenticate(conn: IrcConnection, arg: str) -> Deferred[None] | None:
         return None
     session = conn.sasl
     if session is None:
-        return _start(conn, arg)
+        _start(conn, arg)
+        return None
     if len(arg) > CHUNK:
         conn.sasl = None
         conn.reply(n.ERR_SASLTOOLONG, "SASL message too long")
@@ -74,8 +75,10 @@ def authenticate(conn: IrcConnection, arg: str) -> Deferred[None] | None:
     if arg != "+":
         session.buffer += arg
     if len(session.buffer) > MAX_PAYLOAD * 4 // 3 + 4:
+        # 905 is for one AUTHENTICATE line past 400 bytes (SASL 3.1); a response that
+        # grows past what any mechanism needs is a failed authentication.
         conn.sasl = None
-        conn.reply(n.ERR_SASLTOOLONG, "SASL message too long")
+        conn.reply(n.ERR_SASLFAIL, "SASL authentication failed: response too long")
         return None
     if len(arg) == CHUNK:
         return None  # more follows
@@ -83,9 +86,11 @@ def authenticate(conn: IrcConnection, arg: str) -> Deferred[None] | None:
     try:
         data = base64.b64decode(raw, validate=True) if raw else b""
     except (binascii.Error, ValueError):
-        return _failed(conn, "SASL authentication failed")
+        _failed(conn, "SASL authentication failed")
+        return None
     if session.proven is not None:
-        return _succeeded(conn, session.proven)
+        _succeeded(conn, session.proven)
+        return None
     d = session.server.step(data)
     d.addCallback(lambda outcome: _answer(conn, session, outcome))
     return d

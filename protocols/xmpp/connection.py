@@ -30,7 +30,7 @@ from protocols.transport.flood import FloodBudget, FloodQueue
 from protocols.transport.idle import IdleTimer
 from protocols.transport.output import BoundedOutput
 from protocols.xmpp import bind, csi, presence, register, render, router, sasl, sm, stanzas
-from protocols.xmpp.jid import parse_jid, try_parse, user_jid
+from protocols.xmpp.jid import address_of, parse_jid, try_parse, user_jid
 from protocols.xmpp.stanzas import NS_CLIENT, NS_SASL, NS_STREAM_ERRORS, NS_STREAMS, NS_TLS
 from protocols.xmpp.stream import StreamClosed, StreamError, StreamOpened, StreamParser
 
@@ -103,6 +103,7 @@ class XmppConnection(Protocol):
     # A room reflects an occupant's own message back (XEP-0045), with nothing that needs it
     # before the end of the reactor turn: it comes in the turn's batch, in its place.
     echo_at_turn_end = True
+    echoes_own_messages = True
 
     # Slots: an idle connection is mostly this object, and ten thousand of them add up.
     __slots__ = (
@@ -294,8 +295,8 @@ class XmppConnection(Protocol):
         self.send(reply)
 
     def jid_of(self, who: Who) -> str:
-        """The bare JID that stands for a core user (``nick@domain``)."""
-        return user_jid(who.nick, self.domain)
+        """The bare JID that stands for a core user: its account's, or its guest address."""
+        return address_of(who, self.domain)
 
     def occupant_jid(self, room: str, nick: str) -> str:
         """``room@muc_domain/nick``."""
@@ -483,7 +484,7 @@ class XmppConnection(Protocol):
         self._cancel_timers()
         self.parser.release()
         state.requested = False
-        state.timer = self.clock.callLater(self.config.resume_timeout, self._resume_expired)
+        state.timer = self.clock.callLater(state.timeout, self._resume_expired)
         log.info("xmpp session {jid} detached, resumable", jid=self.jid)
 
     def _resume_expired(self) -> None:

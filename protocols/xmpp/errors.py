@@ -16,6 +16,7 @@ CONDITIONS: dict[type[core.ChatError], str] = {
     core.BadName: "jid-malformed",
     core.BadText: "bad-request",
     core.NickInUse: "conflict",
+    core.NickReserved: "conflict",
     core.NoSuchNick: "item-not-found",
     core.NoSuchRoom: "item-not-found",
     core.NotOnRoom: "not-acceptable",
@@ -49,6 +50,7 @@ ACCOUNT_CONDITIONS = {
     core.AccountError.ALREADY_LOGGED_IN: "not-allowed",
     core.AccountError.WEAK_PASSWORD: "not-acceptable",
     core.AccountError.CLOSED: "not-allowed",
+    core.AccountError.EMAIL_REQUIRED: "not-acceptable",
 }
 
 

@@ -26,8 +26,8 @@ from twisted.logger import Logger
 
 from chatserver.core.records import RosterItem
 from protocols.costs import FANOUT
-from protocols.xmpp import roster, stanzas
-from protocols.xmpp.jid import try_parse, user_jid
+from protocols.xmpp import caps, roster, stanzas
+from protocols.xmpp.jid import address_of, local_user, try_parse, user_jid
 from protocols.xmpp.router import handler
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ def _contact_presences(
     ]
     if found:
         return found
-    user = factory.service.find_user(_local(contact))
+    user = local_user(factory.service, _local(contact))
     if user is not None and not _on_xmpp(user):
         el = _presence(contact)
         if user.away is not None:
@@ -150,7 +150,11 @@ def broadcast(conn: XmppConnection, stanza: etree._Element) -> Deferred[Any]:
     if not available:
         own.append(conn)
     _send_all(own, el)
-    return _to_subscribers(conn.factory, conn.account, conn, el, first)
+    d = _to_subscribers(conn.factory, conn.account, conn, el, first)
+    if available:
+        # After the contacts' presences, so that PEP's last items follow them.
+        caps.received(conn, el)
+    return d
 
 
 def went_offline(conn: XmppConnection) -> None:
@@ -375,7 +379,9 @@ def _unsubscribe(conn: XmppConnection, contact: str) -> Deferred[Any]:
     """This user stops following ``contact``'s presence."""
     factory, me, my_bare = conn.factory, conn.account, conn.bare_jid
     assert me is not None and my_bare is not None
-    d = _update(factory, me, contact, ask=None, subscription=lambda s: _drop(s, "to"))
+    d: Deferred[Any] = _update(
+        factory, me, contact, ask=None, subscription=lambda s: _drop(s, "to")
+    )
 
     def theirs(account: str | None) -> Deferred[Any] | None:
         _notify(factory, contact, _presence(my_bare, "unsubscribe"))
@@ -392,16 +398,19 @@ def _unsubscribe(conn: XmppConnection, contact: str) -> Deferred[Any]:
         )
 
     d.addCallback(lambda _: _account_of(conn, contact))
-    return d.addCallback(theirs)
+    d.addCallback(theirs)
+    return d
 
 
 def _unsubscribed(conn: XmppConnection, subscriber: str) -> Deferred[Any]:
     """This user refuses or cancels ``subscriber``'s subscription."""
     factory, me, my_bare = conn.factory, conn.account, conn.bare_jid
     assert me is not None and my_bare is not None
-    d = _update(factory, me, subscriber, pending_in=False, subscription=lambda s: _drop(s, "from"))
+    d: Deferred[Any] = _update(
+        factory, me, subscriber, pending_in=False, subscription=lambda s: _drop(s, "from")
+    )
 
-    def theirs(account: str | None) -> Deferred[Any] | None:
+    def theirs(account: str | None) -> Any:
         if account is None:
             return None
         _notify(factory, subscriber, _presence(my_bare, "unsubscribed"))
@@ -410,7 +419,8 @@ def _unsubscribed(conn: XmppConnection, subscriber: str) -> Deferred[Any]:
         return _update(factory, account, my_bare, ask=None, subscription=lambda s: _drop(s, "to"))
 
     d.addCallback(lambda _: _account_of(conn, subscriber))
-    return d.addCallback(theirs)
+    d.addCallback(theirs)
+    return d
 
 
 def remove_contact(conn: XmppConnection, item: RosterItem) -> Deferred[Any]:
@@ -445,24 +455,27 @@ def contact_away(factory: XmppFactory, who: Any) -> None:
     """A user went away or came back (a core observer): subscribers on XMPP see it when the
     user is not itself on XMPP (XMPP sessions announce their own presence), whether or not
     they share a room with it."""
-    user = factory.service.find_user(who.nick)
+    contact = address_of(who, factory.domain)
+    user = local_user(factory.service, _local(contact))
     if user is None or _on_xmpp(user):
         return
-    contact = user_jid(who.nick, factory.domain)
     presences = _contact_presences(factory, contact, offline=False)
     _to_contact_subscribers(factory, contact, presences)
 
 
-def core_presence(factory: XmppFactory, who: Any, online: bool) -> None:
-    """A nick came online or went offline (a core observer): subscribers on XMPP hear of it
-    when the nick is not itself on XMPP (XMPP sessions announce themselves)."""
-    contact = user_jid(who.nick, factory.domain)
+def core_presence(factory: XmppFactory, contact: str, online: bool) -> None:
+    """Someone came online or went offline at the bare JID ``contact`` (core observers: a
+    user connecting or leaving, changing nick, logging in or out): subscribers on XMPP hear
+    of it when the user is not itself on XMPP (XMPP sessions announce themselves)."""
+    user = local_user(factory.service, _local(contact))
     if online:
-        user = factory.service.find_user(who.nick)
         if user is None or _on_xmpp(user):
             return
         presences = _contact_presences(factory, contact, offline=False)
     else:
+        if user is not None:
+            # Still there (an account's user changing nick): the address did not change.
+            return
         presences = [_presence(contact, "unavailable")]
     _to_contact_subscribers(factory, contact, presences)
 

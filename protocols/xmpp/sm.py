@@ -32,6 +32,7 @@ from lxml import etree
 from twisted.logger import Logger
 
 from chatserver.core.names import casefold
+from protocols.xmpp.jid import local_user
 
 if TYPE_CHECKING:
     from protocols.xmpp.connection import XmppConnection
@@ -59,11 +60,13 @@ _CARBONS = b"urn:xmpp:carbons:2"
 class StreamManagement:
     """One session's counters and unacknowledged stanzas."""
 
-    __slots__ = ("acked", "handled", "id", "overflow", "queue", "requested", "timer")
+    __slots__ = ("acked", "handled", "id", "overflow", "queue", "requested", "timeout", "timer")
 
-    def __init__(self, id_: str | None) -> None:
+    def __init__(self, id_: str | None, timeout: float = 0.0) -> None:
         # The resumption id, or None when the client did not ask for resumption.
         self.id = id_
+        # Seconds the session waits, detached, to be resumed.
+        self.timeout = timeout
         # Stanzas received from the client and handled (the h the server reports).
         self.handled = 0
         # The client's last reported h: stanzas of ours it has handled.
@@ -144,9 +147,14 @@ def _enable(conn: XmppConnection, el: etree._Element) -> None:
         return
     registry = conn.factory.sm
     timeout = conn.config.resume_timeout
+    try:
+        # A client may ask for less time than the server allows, never for more.
+        timeout = min(timeout, float(el.get("max", "inf")))
+    except ValueError:
+        pass
     wants_resume = el.get("resume") in ("true", "1") and timeout > 0
     id_ = os.urandom(12).hex() if wants_resume else None
-    conn.sm = StreamManagement(id_)
+    conn.sm = StreamManagement(id_, timeout)
     registry.enabled += 1
     if id_ is None:
         conn.write_nonza(nonza("enabled"))
@@ -302,13 +310,14 @@ def bounce(conn: XmppConnection, pending: list[Queued]) -> None:
 
 
 def _sender(conn: XmppConnection, address: str) -> Any:
-    """The user who sent a message from ``nick@domain`` or, in a room, ``room@service/nick``."""
+    """The user who sent a message from ``account@domain`` (or a guest's ``~nick@domain``)
+    or, in a room, ``room@service/nick``: never whoever holds a nick of an account's name."""
     bare, _, resource = address.partition("/")
     local, at, domain = bare.partition("@")
     if not at:
         return None
     if domain == conn.domain:
-        return conn.service.find_user(local)
+        return local_user(conn.service, local)
     if domain == conn.muc_domain and resource:
         return conn.service.find_user(resource)
     return None

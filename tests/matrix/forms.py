@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tests.matrix.clients import (
-    DOMAIN,
     NS_CLIENT,
     NS_DELAY,
     NS_SID,
@@ -26,6 +25,7 @@ from tests.matrix.clients import (
     LinePeer,
     Peer,
     XmppPeer,
+    address,
     child,
     child_text,
     muc_item,
@@ -128,7 +128,8 @@ def _irc(actor: str | None, command: str, params: Sequence[str], desc: str) -> W
 
 
 def _irc_text(actor: str, command: str, target: str, text: str, action: bool) -> Want:
-    """A message: one PRIVMSG/NOTICE per line of text, each cut to fit 512 bytes."""
+    """A message: one PRIVMSG/NOTICE per line of text, cut (or, past an IRC line, split) to
+    fit 512 bytes."""
     wanted = [line for line in text_lines(text.replace("\x00", "")) if line]
 
     def test(m: IrcLine) -> bool:
@@ -145,6 +146,13 @@ def _irc_text(actor: str, command: str, target: str, text: str, action: bool) ->
             return m.last[len("\x01ACTION ") : -1]
         return m.last
 
+    # What the sender's own line could hold (``COMMAND target text``): a line of text that
+    # fits is relayed as one line, cut at a character boundary when the sender's mask makes
+    # it too long; only longer text (from line chat or XMPP) is split into pieces.
+    sent_budget = IRC_LINE_BYTES - 2 - len(f"{command} {target} ".encode())
+    if action:
+        sent_budget -= len("\x01ACTION \x01")
+
     def verify(lines: list[IrcLine]) -> None:
         for m in lines:
             without_tags = m.raw.split(" ", 1)[1] if m.raw.startswith("@") else m.raw
@@ -153,11 +161,22 @@ def _irc_text(actor: str, command: str, target: str, text: str, action: bool) ->
         got = [body(m) for m in lines]
         if all(len(w.encode()) < 400 for w in wanted):
             assert got == wanted, f"IRC lines {got!r}, wanted {wanted!r}"
-        else:
-            # Long lines are cut at character boundaries: the pieces put together are the line.
-            assert "".join(got) == "".join(wanted), "IRC pieces do not add up to the text"
-            assert len(got) > len(wanted), "a long message was not split"
-            assert all(got), "an empty piece"
+            return
+        assert all(got), "an empty piece"
+        i = 0
+        for w in wanted:
+            if len(w.encode()) <= sent_budget:
+                assert i < len(got) and w.startswith(got[i]), f"{got[i:]!r} is not {w!r} cut"
+                i += 1
+                continue
+            # Longer than any IRC line: cut at character boundaries, the pieces are the line.
+            start, joined = i, ""
+            while joined != w:
+                assert i < len(got) and w.startswith(joined + got[i]), "pieces do not add up"
+                joined += got[i]
+                i += 1
+            assert i - start > 1, "a long line was not split"
+        assert i == len(got), f"more IRC lines than lines of text: {got[i:]!r}"
 
     kind = "ACTION" if action else command
     return Want(f"{kind} {target} from {actor}: {text[:40]!r}", test, verify)
@@ -452,7 +471,7 @@ def xmpp_wants(ev: Ev, me: str) -> list[Want]:
         body = xmpp_body(ev.text or "")
         if k == "privaction":
             body = "/me " + body
-        sender = f"{a}@{DOMAIN}"
+        sender = address(a)
 
         def test(el: Any) -> bool:
             return (
@@ -469,9 +488,7 @@ def xmpp_wants(ev: Ev, me: str) -> list[Want]:
         return [Want(f"chat from {sender}", test, verify)]
     if k == "join":
         return [
-            _presence(
-                r, a, f"presence of {a} joining", codes=_self(set(), me, a), jid=f"{a}@{DOMAIN}"
-            )
+            _presence(r, a, f"presence of {a} joining", codes=_self(set(), me, a), jid=address(a))
         ]
     if k == "part":
         return [
@@ -582,7 +599,7 @@ def xmpp_wants(ev: Ev, me: str) -> list[Want]:
                 if x is not None
                 else None
             )
-            return invite is not None and invite.get("from", "").split("/")[0] == f"{a}@{DOMAIN}"
+            return invite is not None and invite.get("from", "").split("/")[0] == address(a)
 
         return [Want(f"mediated invitation to {r} from {a}", test)]
     raise ValueError(k)

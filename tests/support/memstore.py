@@ -10,22 +10,24 @@ from twisted.internet.task import Clock
 from zope.interface import implementer
 
 from chatserver.core.accounts import AccountManager, RegistrationInvite, not_invited
+from chatserver.core.bans import ServerBan
 from chatserver.core.errors import AccountError
 from chatserver.core.events import Message
-from chatserver.core.interfaces import IAccountStore, IHistoryStore, IRoomStore
+from chatserver.core.interfaces import IAccountStore, IHistoryStore, IRoomStore, IServerBanStore
 from chatserver.core.names import casefold
 from chatserver.core.records import AccountRecord, RoomRecord
 from chatserver.core.service import ChatService
 from chatserver.core.settings import CoreSettings
 
 
-@implementer(IAccountStore, IRoomStore, IHistoryStore)
+@implementer(IAccountStore, IRoomStore, IHistoryStore, IServerBanStore)
 class MemoryStore:
     def __init__(self) -> None:
         self.accounts: dict[str, AccountRecord] = {}
         self.rooms: dict[str, RoomRecord] = {}
         self.messages: list[Message] = []
         self.invites: dict[str, RegistrationInvite] = {}
+        self.server_bans: dict[str, ServerBan] = {}
 
     # accounts
     def get_account(self, name: str) -> Deferred:
@@ -33,6 +35,9 @@ class MemoryStore:
 
     def registered_keys(self, keys: Sequence[str]) -> Deferred:
         return succeed({casefold(key) for key in keys if casefold(key) in self.accounts})
+
+    def account_keys(self) -> Deferred:
+        return succeed(list(self.accounts))
 
     def create_account(self, record: AccountRecord) -> Deferred:
         key = casefold(record.name)
@@ -131,9 +136,11 @@ class MemoryStore:
     def targets(self, start: float, end: float, limit: int) -> Deferred:
         latest: dict[str, float] = {}
         for m in self.messages:
-            if m.room and start < m.ts < end:
+            if m.room and start < m.ts:
                 latest[m.room] = max(latest.get(m.room, 0.0), m.ts)
-        return succeed(sorted(latest.items(), key=lambda kv: kv[1])[:limit])
+        # Listed when the latest message is in the window (as the SQLite store does).
+        rows = [(room, ts) for room, ts in latest.items() if ts < end]
+        return succeed(sorted(rows, key=lambda kv: (kv[1], kv[0]))[:limit])
 
     def purge(self, target: str) -> Deferred:
         kept = [m for m in self.messages if m.room != target]
@@ -143,6 +150,18 @@ class MemoryStore:
 
     def close(self) -> Deferred:
         return succeed(None)
+
+    # server bans
+
+    def load_server_bans(self) -> Deferred:
+        return succeed(list(self.server_bans.values()))
+
+    def save_server_ban(self, ban: ServerBan) -> Deferred:
+        self.server_bans[ban.mask] = ban
+        return succeed(None)
+
+    def delete_server_ban(self, mask: str) -> Deferred:
+        return succeed(self.server_bans.pop(mask, None) is not None)
 
 
 def _raise(err: Exception) -> None:

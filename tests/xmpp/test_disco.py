@@ -53,9 +53,12 @@ def test_unknown_node_is_item_not_found(alice) -> None:
 
 def test_user_info_is_answered_for_the_user(alice, other_user) -> None:
     other_user("bob", protocol="irc")
-    reply = alice.iq("get", f"<query xmlns='{INFO}'/>", to="bob@localhost")
+    # Bob is a guest: answered at his guest address, and not as an account.
+    reply = alice.iq("get", f"<query xmlns='{INFO}'/>", to="~bob@localhost")
     identity = reply.find(f"{{{INFO}}}query/{{{INFO}}}identity")
-    assert (identity.get("category"), identity.get("type")) == ("account", "registered")
+    assert (identity.get("category"), identity.get("type")) == ("account", "anonymous")
+    not_him = alice.iq("get", f"<query xmlns='{INFO}'/>", to="bob@localhost")
+    assert error_of(not_him) == "service-unavailable"
     own = alice.iq("get", f"<query xmlns='{ITEMS}'/>", to="alice@localhost")
     assert own.get("type") == "result"
     absent = alice.iq("get", f"<query xmlns='{INFO}'/>", to="nobody@localhost")
@@ -77,11 +80,23 @@ def test_version(alice) -> None:
 
 @pytest.mark.parametrize(
     "payload",
-    ["<vCard xmlns='vcard-temp'/>", "<query xmlns='jabber:iq:private'/>", "<x xmlns='urn:x'/>"],
+    ["<query xmlns='jabber:iq:last'/>", "<x xmlns='urn:x'/>"],
 )
 def test_unhandled_iqs_are_service_unavailable(alice, payload: str) -> None:
     assert error_of(alice.iq("get", payload, to="localhost")) == "service-unavailable"
     assert error_of(alice.iq("set", payload)) == "service-unavailable"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "<vCard xmlns='vcard-temp'/>",
+        "<query xmlns='jabber:iq:private'><p xmlns='urn:p'/></query>",
+        "<pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='n'/></pubsub>",
+    ],
+)
+def test_the_server_itself_keeps_no_personal_data(alice, payload: str) -> None:
+    assert error_of(alice.iq("get", payload, to="localhost")) == "service-unavailable"
 
 
 @pytest.mark.parametrize(

@@ -157,7 +157,7 @@ def test_drop_with_messages_in_flight_then_resume(client, account, other_user, s
     assert reply.get("type") == "result"
     _say(bob, service, "alice", "after")
     assert [m.findtext("body") for m in _messages(c2.received())] == ["after"]
-    c2.send("<message to='bob@localhost' type='chat'><body>back</body></message>")
+    c2.send("<message to='~bob@localhost' type='chat'><body>back</body></message>")
     assert any(getattr(e, "text", None) == "back" for e in bob.events)
     # The timeout no longer applies.
     service.clock.advance(120)
@@ -554,10 +554,28 @@ def test_lost_carbons_are_not_returned_as_undelivered(
     phone.iq("set", "<enable xmlns='urn:xmpp:carbons:2'/>")
     _enable(phone)
     bob = other_user("bob")
-    pc.send("<message to='bob@localhost' type='chat'><body>from my pc</body></message>")
+    pc.send("<message to='~bob@localhost' type='chat'><body>from my pc</body></message>")
     assert any(el.find("{urn:xmpp:carbons:2}sent") is not None for el in phone.received())
     _drop(phone)
     service.clock.advance(61)
     assert factory.sm.dropped == 1 and factory.sm.bounced == 0
     assert not [e for e in pc.received() if "Not delivered" in etree.tostring(e).decode()]
     assert [getattr(e, "text", None) for e in bob.events].count("from my pc") == 1
+
+
+def test_a_client_may_ask_for_a_shorter_resumption_time(client, account, service) -> None:
+    account("alice")
+    c = client().login("alice", "secret1", resource="phone")
+    c.send(f"<enable xmlns='{NS_SM}' resume='true' max='10'/>")
+    (enabled,) = [el for el in c.received() if el.tag == SM + "enabled"]
+    assert enabled.get("max") == "10"
+    _drop(c)
+    service.clock.advance(9)
+    assert service.find_user("alice") is not None
+    service.clock.advance(2)
+    assert service.find_user("alice") is None
+    # Never longer than the server allows.
+    c2 = client().login("alice", "secret1", resource="phone")
+    c2.send(f"<enable xmlns='{NS_SM}' resume='true' max='99999'/>")
+    (enabled,) = [el for el in c2.received() if el.tag == SM + "enabled"]
+    assert enabled.get("max") == "60"

@@ -11,7 +11,7 @@ Core refusals raised here reach the router, which answers with the matching stan
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from chatserver.core.errors import BadName
 from chatserver.core.events import MessageKind
@@ -21,9 +21,17 @@ from protocols.xmpp import relay
 from protocols.xmpp.muc import ns
 from protocols.xmpp.muc.build import Element, find, send_spliced
 from protocols.xmpp.muc.chat import RoomStanza, stamp_occupant
-from protocols.xmpp.muc.occupants import RoomAddress, local_part, occupant_id, parse_address
+from protocols.xmpp.muc.occupants import (
+    RoomAddress,
+    nick_at,
+    occupant_id,
+    parse_address,
+)
 from protocols.xmpp.router import StanzaError, handler
 from protocols.xmpp.stanzas import child_text, sub
+
+if TYPE_CHECKING:
+    from protocols.xmpp.connection import XmppConnection
 
 ACTION_PREFIX = "/me "
 
@@ -135,7 +143,7 @@ def on_message(conn: Any, msg: Element) -> None:
     x = find(msg, ns.MUC_USER, "x")
     if x is not None:
         for invite in x.iterfind(f"{{{ns.MUC_USER}}}invite"):
-            nick = local_part(invite.get("to"))
+            nick = nick_at(conn, invite.get("to"))
             if nick is None:
                 raise StanzaError("jid-malformed", "invite whom?")
             conn.service.invite(conn.core, nick, room.name)
@@ -156,8 +164,8 @@ def private(conn: Any, room: RoomView, nick: str, msg: Element) -> None:
     body = child_text(msg, "body")
     if not body:
         for client in target.clients():
-            if getattr(client, "protocol", None) == "xmpp":
-                relay.deliver(client, native, recipient=True)
+            if client.protocol == "xmpp":
+                relay.deliver(cast("XmppConnection", client), native, recipient=True)
         return
     kind, text = split_action(body)
     conn.service.say(conn.core, text=text, nick=target.nick, kind=kind, native=native)
