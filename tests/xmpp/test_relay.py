@@ -228,7 +228,7 @@ def test_a_chat_state_to_someone_not_connected_is_service_unavailable(
     # Someone connected on IRC only: nothing for them to see, and nothing to complain of.
     other_user("dan", protocol="irc")
     alice.send(
-        "<message to='dan@localhost' type='chat' id='z-2'>"
+        "<message to='~dan@localhost' type='chat' id='z-2'>"
         "<composing xmlns='http://jabber.org/protocol/chatstates'/></message>"
     )
     assert alice.received() == []
