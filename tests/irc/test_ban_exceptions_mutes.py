@@ -158,7 +158,7 @@ def test_exceptions_and_mutes_of_a_registered_room_survive_a_restart(
     server: ServerProcess,
 ) -> None:
     server.create_account("owner", PASSWORD)
-    op = irc_user(server, "owner")
+    op = irc_user(server, "boss")
     op.send(f"PRIVMSG NickServ :IDENTIFY owner {PASSWORD}")
     op.expect(" 900 ")
     op.send("JOIN #keep")
