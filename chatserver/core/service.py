@@ -20,6 +20,7 @@ from twisted.internet.defer import Deferred, DeferredList, fail, inlineCallbacks
 from twisted.logger import Logger
 
 from chatserver.core.accounts import AccountManager
+from chatserver.core.blocking import Blocking
 from chatserver.core.delivery import Delivery, unique_clients
 from chatserver.core.errors import (
     AccountError,
@@ -65,13 +66,14 @@ from chatserver.core.users import Connection, NickTable, User
 from chatserver.core.views import Views
 
 
-class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
+class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views, Blocking):
     """The core's one entry point.
 
     Its parts live in modules of their own, each with its own state: fan-out and delivery
     (:mod:`~chatserver.core.delivery`), history write-behind (:mod:`~chatserver.core.history`),
     modes (:mod:`~chatserver.core.modes`), server bans (:mod:`~chatserver.core.server_bans`),
-    accounts and nick enforcement (:mod:`~chatserver.core.identity`).  This module keeps the
+    accounts and nick enforcement (:mod:`~chatserver.core.identity`), block lists
+    (:mod:`~chatserver.core.blocking`).  This module keeps the
     tables they share (connections, users, rooms) and what changes them: connections and
     nicks, rooms, messages, presence.
     """
@@ -87,6 +89,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
         room_store: Any,
         history_store: Any,
         ban_store: Any = None,
+        block_store: Any = None,
         end_of_turn: Callable[[Callable[[], None]], object] | None = None,
     ) -> None:
         """``end_of_turn(f)`` must call ``f`` once the reactor has handled every connection
@@ -121,14 +124,17 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
         self._init_delivery(end_of_turn)
         self._init_history()
         self._init_server_bans(ban_store)
+        self._init_blocking(block_store)
         self._init_identity()
 
     # -- lifecycle -------------------------------------------------------------------------
 
     @inlineCallbacks
     def start(self):
-        """Load registered rooms (with their recent history) and server bans from the store."""
+        """Load registered rooms (with their recent history), server bans and block lists from
+        the store."""
         yield self._load_server_bans()
+        yield self._load_blocks()
         records = yield self.room_store.load_rooms()
         for record in records:
             room = Room.from_record(record, self.settings.history_in_memory)
@@ -433,6 +439,9 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
         target = self._find(nick)
         if target in room.members:
             raise AlreadyOnRoom(room.name, target.nick)
+        if self._blocks_sender(target, user):
+            # Dropped without a word, as a blocked private message is.
+            return target
         room.invited.add(target.key)
         event = Invite(ts=self.clock.seconds(), room=room.name, who=user.who(), target=target.nick)
         self._send(unique_clients(room.clients(), target.clients()), event)
@@ -570,7 +579,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
             origin=conn.client,
             native=native,
         )
-        clients = list(target.clients())
+        clients = [] if self._blocks_sender(target, user) else list(target.clients())
         if target is not user:
             clients.extend(user.clients())
         self._send(clients, msg)

@@ -42,6 +42,7 @@ HANDLER_MODULES = (
     "pep",
     "private",
     "vcard",
+    "blocking",
 )
 
 _loaded = False
