@@ -149,7 +149,7 @@ class _Text:
             if value not in self.choices:
                 options = ", ".join(json.dumps(c) for c in self.choices)
                 raise _Invalid(f"expected one of {options}", value)
-            return typing.cast(str, value)
+            return str(value)
         if not isinstance(value, str):
             raise _Invalid(f"expected {self.what}", value)
         if self.pattern is not None and not re.fullmatch(self.pattern, value):

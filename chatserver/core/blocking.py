@@ -4,8 +4,8 @@ invitations reach none of the account's connections.
 An entry is a name (casefolded): a blocked sender is matched by its account, or by its nick
 when it has none.  What a blocked user sends is dropped without telling it (telling would
 say it is blocked, which XEP-0191 leaves to the blocker); its room messages are not
-filtered, since a room is shared with others.  Lists are kept in ``block_store`` when it has
-the methods, else in memory; all of them are loaded at start, so the check on each private
+filtered, since a room is shared with others.  Lists are kept in ``block_store`` when there
+is one, else in memory only; all of them are loaded at start, so the check on each private
 message is a set lookup.
 """
 
@@ -16,6 +16,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 
 from chatserver.core.errors import ChatError
+from chatserver.core.interfaces import IBlockStore
 from chatserver.core.names import casefold
 
 # Entries one account may block: a list is loaded for every account at start.
@@ -25,14 +26,14 @@ MAX_BLOCKS = 1000
 class Blocking:
     """Mixin of :class:`~chatserver.core.service.ChatService`: block lists by account."""
 
-    def _init_blocking(self, block_store: Any) -> None:
+    def _init_blocking(self, block_store: IBlockStore | None) -> None:
         self.block_store = block_store
         # casefold(account) -> casefolded names it blocks.
         self.block_lists: dict[str, set[str]] = {}
 
     @inlineCallbacks
     def _load_blocks(self):
-        if hasattr(self.block_store, "load_blocks"):
+        if self.block_store is not None:
             for account, name in (yield self.block_store.load_blocks()):
                 self.block_lists.setdefault(account, set()).add(name)
 
@@ -54,7 +55,7 @@ class Blocking:
         if len(current) + len(added) > MAX_BLOCKS:
             raise ChatError(f"a block list holds at most {MAX_BLOCKS} names")
         current.update(added)
-        if added and hasattr(self.block_store, "add_blocks"):
+        if added and self.block_store is not None:
             return self.block_store.add_blocks(key, added).addCallback(lambda _: added)
         return succeed(added)
 
@@ -66,7 +67,7 @@ class Blocking:
         current.difference_update(gone)
         if not current:
             self.block_lists.pop(key, None)
-        if gone and hasattr(self.block_store, "remove_blocks"):
+        if gone and self.block_store is not None:
             return self.block_store.remove_blocks(key, gone).addCallback(lambda _: gone)
         return succeed(gone)
 

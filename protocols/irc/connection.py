@@ -67,6 +67,8 @@ class IrcConnection(Protocol):
     """
 
     protocol = "irc"
+    # Its own room messages come back at once, where a label or a reply can carry them.
+    echo_at_turn_end = False
 
     # Slots: an idle connection is mostly this object, and ten thousand of them add up.
     __slots__ = (
@@ -562,7 +564,7 @@ class IrcConnection(Protocol):
         for msg in messages:
             self._queue(history_lines(self, msg, batch_id))
 
-    def set_caps(self, enabled: set[str]) -> None:
+    def set_caps(self, enabled: AbstractSet[str]) -> None:
         """Replace the enabled capabilities (and the rendering bits derived from them)."""
         self.caps = enabled
         self.cap_bits = caps.bits_of(enabled)
