@@ -135,6 +135,11 @@ def open_store(config: Config, reactor: Any) -> Any:
     """The store named by ``[storage] backend`` (not yet opened)."""
     if config.storage.backend == "sqlite":
         return SqliteStore(config.storage.path, reactor=reactor)
+    if config.storage.backend == "postgresql":
+        # Imported here: psycopg is needed only by those who choose this backend.
+        from chatserver.storage.postgresql import PostgresStore
+
+        return PostgresStore(config.storage.dsn, reactor=reactor)
     raise ValueError(f"unknown storage backend {config.storage.backend!r}")
 
 

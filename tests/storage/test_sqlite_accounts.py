@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 from chatserver.core.errors import AccountError
 from chatserver.core.names import casefold
 from chatserver.core.records import Credential
@@ -85,7 +83,7 @@ class AccountTests(StoreTestCase):
         # Two credentials for one mechanism violate the key after the old ones were deleted:
         # the delete must be rolled back with the failed insert.
         clash = (scram("SCRAM-SHA-256", 5), scram("SCRAM-SHA-256", 6))
-        with self.assertRaises(sqlite3.IntegrityError):
+        with self.assertRaises(self.IntegrityError):
             await store.update_credentials("alice", clash)
         self.assertEqual(await store.get_account("alice"), account("Alice"))
 
