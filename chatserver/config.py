@@ -382,6 +382,16 @@ class IrcConfig:
     # draft/account-registration: REGISTER before NICK/USER/CAP END are done (the nick sent
     # with NICK is the account; a nick someone is using cannot be registered that way).
     registration_before_connect: bool = _key(False, _Bool())
+    # A server password every IRC client must send with PASS before registering (a private
+    # server); a hash made by `chatserver hash-password`, like operators' passwords.  Empty:
+    # no password.
+    password: str = _key(
+        "",
+        _Text(
+            test=lambda v: not v or is_valid_hash(v),
+            what="a hash made by `chatserver hash-password` (scrypt$...)",
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -466,6 +476,7 @@ _CHAT_FROM_SERVER = {"server_name"}
 _CHAT_CHECKS: dict[str, Check] = {
     "history_in_memory": _Int(0, 100_000),
     "history_flush_interval": _Number(0, 3600),
+    "nick_enforcement": _Text(choices=("strict", "timeout")),
     "nick_enforce_timeout": _Number(0),
     "guest_prefix": _Text(test=is_valid_nick, what="the start of a nick, such as Guest"),
     "registration": _Text(choices=("open", "closed", "invite")),

@@ -54,6 +54,9 @@ class IAccountStore(Interface):
     def registered_keys(keys):
         """Fire with the set of the folded names in ``keys`` that are accounts."""
 
+    def account_keys():
+        """Fire with the folded name of every account."""
+
     def create_account(record):
         """Store a new AccountRecord; errback with AccountError(EXISTS) if the name is taken."""
 

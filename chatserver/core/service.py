@@ -56,7 +56,7 @@ from chatserver.core.events import (
 from chatserver.core.history import HistoryLog
 from chatserver.core.identity import Identity
 from chatserver.core.interfaces import IChatClient, IHistoryStore, IRoomStore, IServerBanStore
-from chatserver.core.limits import AddressSet
+from chatserver.core.limits import AddressSet, canonical_address
 from chatserver.core.modes import RoomModes
 from chatserver.core.names import casefold, check_nick, is_valid_room, room_key
 from chatserver.core.rooms import Member, Room
@@ -128,8 +128,10 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
 
     @inlineCallbacks
     def start(self):
-        """Load registered rooms (with their recent history) and server bans from the store."""
+        """Load registered rooms (with their recent history), server bans and the accounts'
+        names from the store."""
         yield self._load_server_bans()
+        yield self.accounts.load_names()
         records = yield self.room_store.load_rooms()
         for record in records:
             room = Room.from_record(record, self.settings.history_in_memory)
@@ -158,9 +160,11 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
     def connect(self, client: IChatClient) -> Connection:
         """Attach a new connection (no nick yet); raises LimitExceeded past the per-address cap."""
         conn = Connection(client, next(self._conn_ids), self.clock.seconds())
-        ban = self.server_ban_for(conn.address)
-        if ban is not None:
-            raise Banned(banned_text(ban), ban.mask)
+        if self.config_bans or self.runtime_bans:
+            # A host ban names the address or its cloak: both are known before anything else.
+            ban = self.server_ban_for(conn.address, cloak=self.cloak(conn.address))
+            if ban is not None:
+                raise Banned(banned_text(ban), ban.mask)
         limit = self.settings.max_connections_per_address
         count = self._per_address.get(conn.address, 0)
         if limit > 0 and count >= limit and conn.address not in self._limit_exempt:
@@ -169,10 +173,13 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
         self.connections[conn.id] = conn
         return conn
 
-    def cloak(self, address: str, protocol: str) -> str:
-        """A stable host that stands for ``address`` without revealing it."""
-        digest = hmac.new(self._cloak_key, address.encode(), hashlib.sha256).hexdigest()
-        return f"{protocol}-{digest[:10]}.cloak"
+    def cloak(self, address: str) -> str:
+        """A stable host that stands for ``address`` without revealing it: the same on every
+        protocol, so that a ban on a cloak keeps its address out whatever protocol it uses."""
+        digest = hmac.new(
+            self._cloak_key, canonical_address(address).encode(), hashlib.sha256
+        ).hexdigest()
+        return f"{digest[:10]}.cloak"
 
     def claim_nick(
         self, conn: Connection, nick: str, *, ident: str | None = None, realname: str = ""
@@ -195,11 +202,12 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
         holder = self.users.get(nick)
         if holder is not None:
             raise NickInUse(holder.nick)
+        self._check_claim(nick, conn.account)
         now = self.clock.seconds()
         user = User(
             nick,
             ident=(ident or nick)[:16],
-            host=self.cloak(conn.address, conn.protocol),
+            host=self.cloak(conn.address),
             realname=realname[: self.settings.realname_max],
             now=now,
         )
@@ -238,6 +246,8 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
         holder = self.users.get(new_nick)
         if holder is not None and holder is not user:
             raise NickInUse(holder.nick)
+        if casefold(new_nick) != user.key:
+            self._check_claim(new_nick, user.account)
         self._rename_user(user, new_nick)
 
     def _rename_user(self, user: User, new_nick: str) -> None:
@@ -497,9 +507,12 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
         kind: MessageKind = "privmsg",
         tags: tuple[tuple[str, str], ...] = (),
         status: str | None = None,
+        account: str | None = None,
         native: Any = None,
     ) -> Message:
-        """Send a message to a room or to a nick; returns the Message that was delivered.
+        """Send a message to a room, to a nick, or to the user logged in to ``account`` (an
+        address that belongs to an account reaches no one else); returns the Message that
+        was delivered.
 
         ``native`` is the message in the sender's protocol, carried on the Message untouched
         for recipients on that protocol (see ``Message.native``).
@@ -557,9 +570,15 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
             if status is None:
                 self._record(r, msg)
             return msg
-        if nick is None:
+        if account is not None:
+            found = self.by_account.get(casefold(account))
+            if found is None:
+                raise NoSuchNick(account)
+            target = found
+        elif nick is None:
             raise ChatError("a message needs a room or a nick")
-        target = self._find(nick)
+        else:
+            target = self._find(nick)
         msg = Message(
             ts=now,
             id=self._new_id(),
@@ -567,6 +586,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
             text=text,
             kind=kind,
             target=target.nick,
+            target_account=target.account,
             tags=tags,
             origin=conn.client,
             native=native,
@@ -663,6 +683,10 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
 
     def find_user(self, nick: str) -> User | None:
         return self.users.get(nick)
+
+    def find_account_user(self, account: str) -> User | None:
+        """The user online logged in to ``account``, or None."""
+        return self.by_account.get(casefold(account))
 
     def get_room(self, name: str) -> Room | None:
         if not is_valid_room(name):

@@ -304,6 +304,11 @@ def _registered_keys(cur: sqlite3.Cursor, keys: Sequence[str]) -> set[str]:
     return found
 
 
+def _account_keys(cur: sqlite3.Cursor) -> list[str]:
+    cur.execute("SELECT key FROM accounts")
+    return [key for (key,) in cur.fetchall()]
+
+
 def _get_account(cur: sqlite3.Cursor, key: str) -> AccountRecord | None:
     cur.execute("SELECT name, created_at, email FROM accounts WHERE key = ?", (key,))
     row = cur.fetchone()
@@ -940,6 +945,9 @@ class SqliteStore:
 
     def registered_keys(self, keys: Sequence[str]) -> Deferred[set[str]]:
         return self._run(_registered_keys, [casefold(key) for key in keys], write=False)
+
+    def account_keys(self) -> Deferred[list[str]]:
+        return self._run(_account_keys, write=False)
 
     def create_account(self, record: AccountRecord) -> Deferred[None]:
         return self._run(_create_account, record, write=True)

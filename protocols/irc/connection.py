@@ -96,7 +96,6 @@ class IrcConnection(Protocol):
         "flood",
         "ident",
         "in_command",
-        "password",
         "pending_nick",
         "quit_nick",
         "quit_reason",
@@ -106,6 +105,7 @@ class IrcConnection(Protocol):
         "sasl",
         "server",
         "server_name",
+        "server_password_ok",
         "service",
         "services",
         "tls",
@@ -132,7 +132,8 @@ class IrcConnection(Protocol):
         self.refused_nick: str | None = None
         self.ident: str | None = None
         self.realname = ""
-        self.password: str | None = None
+        # PASS matched [irc] password (when one is set, registration needs it).
+        self.server_password_ok = False
         self.sasl: Any = None
         self.services = SERVICES
         self.closing = False

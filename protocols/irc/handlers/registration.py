@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from chatserver.core.errors import BadName, NickInUse
+from chatserver.auth.server_password import ServerPasswordRefused, check_server_password
+from chatserver.core.errors import AccountError, BadName, NickInUse
 from chatserver.core.names import NICK_MAX, ROOM_MAX, is_valid_nick
 from protocols import connlog
 from protocols.costs import FANOUT
@@ -23,8 +25,10 @@ from protocols.irc import caps, sasl
 from protocols.irc import numerics as n
 from protocols.irc.channels import channel_name, send_names, send_topic
 from protocols.irc.commands import COMMANDS, command
+from protocols.irc.errors import in_use_text
 from protocols.irc.message import MAX_BODY_BYTES, IrcMessage, serialize_fitted
 from protocols.irc.modes import CHANMODES_TOKEN, CHANNEL_LETTERS, USER_LETTERS, user_mode_string
+from protocols.irc.security import may_send_passwords, tls_advice
 from protocols.irc.services_registry import is_service_nick
 
 if TYPE_CHECKING:
@@ -48,12 +52,41 @@ EXTRA_ISUPPORT: dict[str, str | Callable[[IrcConnection], str | None]] = {}
 
 
 @command("PASS", min_params=1, pre_registration=True)
-def pass_(conn: IrcConnection, msg: IrcMessage) -> None:
+def pass_(conn: IrcConnection, msg: IrcMessage) -> Deferred[None] | None:
     if conn.registered:
         conn.reply(n.ERR_ALREADYREGISTERED, "You may not reregister")
-        return
-    # No server password is configured; the value is kept only so it never reaches logs.
-    conn.password = msg.params[0]
+        return None
+    stored = conn.factory.config.password
+    if not stored:
+        # No server password: PASS is accepted and ignored, as clients send one anyway.
+        return None
+    if not may_send_passwords(conn):
+        _refuse_password(conn, tls_advice(conn), "Insecure password")
+        return None
+    # NICK and USER wait for the check (commands are answered in order), so registration
+    # sees its outcome.
+    d = check_server_password(
+        conn.service, stored, msg.params[0], address=conn.address, protocol=conn.protocol
+    )
+
+    def accepted(_: None) -> None:
+        conn.server_password_ok = True
+
+    def refused(failure: Failure) -> None:
+        failure.trap(ServerPasswordRefused, AccountError)
+        if isinstance(failure.value, AccountError):
+            _refuse_password(conn, "Too many failed attempts; try again later", "Throttled")
+        else:
+            _refuse_password(conn, "Password incorrect", "Bad password")
+
+    return d.addCallbacks(accepted, refused)
+
+
+def _refuse_password(conn: IrcConnection, text: str, reason: str) -> None:
+    """464, then ERROR and the end of the connection (Modern IRC: a wrong server password
+    closes the connection)."""
+    conn.reply(n.ERR_PASSWDMISMATCH, text)
+    conn.disconnect(reason)
 
 
 @command("NICK", pre_registration=True, cost=2.0, per_delivery=FANOUT)
@@ -72,10 +105,10 @@ def nick(conn: IrcConnection, msg: IrcMessage) -> None:
         assert conn.core is not None
         try:
             conn.service.rename(conn.core, wanted)
-        except NickInUse:
-            conn.reply(n.ERR_NICKNAMEINUSE, wanted, "Nickname is already in use")
-        except BadName:
-            conn.reply(n.ERR_ERRONEUSNICKNAME, wanted, "Erroneous nickname")
+        except NickInUse as err:
+            conn.reply(n.ERR_NICKNAMEINUSE, wanted, in_use_text(err))
+        except BadName as err:
+            conn.reply(n.ERR_ERRONEUSNICKNAME, wanted, erroneous_text(err))
         return
     holder = conn.service.find_user(wanted)
     # A connection logged in by SASL joins its account's user whatever nick it asks for.
@@ -102,11 +135,19 @@ def user(conn: IrcConnection, msg: IrcMessage) -> None:
     try_register(conn)
 
 
+def erroneous_text(err: BadName) -> str:
+    """432's text: a reserved name says so."""
+    return err.reason if is_valid_nick(err.name) else "Erroneous nickname"
+
+
 def try_register(conn: IrcConnection) -> None:
     """Finish registration if everything it needs is there."""
     if conn.registered or conn.closing or conn.core is None:
         return
     if conn.cap_negotiating or conn.pending_nick is None or conn.ident is None:
+        return
+    if conn.factory.config.password and not conn.server_password_ok:
+        _refuse_password(conn, "This server needs a password: send PASS first", "No password")
         return
     if conn.sasl is not None:
         sasl.abort(conn)
@@ -118,13 +159,13 @@ def try_register(conn: IrcConnection) -> None:
             user = conn.service.claim_nick(
                 conn.core, wanted, ident=conn.ident, realname=conn.realname
             )
-        except NickInUse:
+        except NickInUse as err:
             conn.pending_nick = None
-            conn.reply(n.ERR_NICKNAMEINUSE, wanted, "Nickname is already in use")
+            conn.reply(n.ERR_NICKNAMEINUSE, wanted, in_use_text(err))
             return
-        except BadName:
+        except BadName as err:
             conn.pending_nick = None
-            conn.reply(n.ERR_ERRONEUSNICKNAME, wanted, "Erroneous nickname")
+            conn.reply(n.ERR_ERRONEUSNICKNAME, wanted, erroneous_text(err))
             return
         conn.registered = True
         conn.factory.connection_registered(conn)

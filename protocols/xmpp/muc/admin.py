@@ -18,7 +18,7 @@ from chatserver.core.views import RoomView
 from protocols.costs import FANOUT
 from protocols.xmpp.muc import ns
 from protocols.xmpp.muc.build import Element, find
-from protocols.xmpp.muc.occupants import affiliation, local_part, parse_address, role
+from protocols.xmpp.muc.occupants import affiliation, nick_at, parse_address, role
 from protocols.xmpp.router import StanzaError, handler
 from protocols.xmpp.stanzas import element, sub
 
@@ -65,7 +65,7 @@ def on_admin_set(conn: Any, iq: Element) -> None:
 def apply_item(conn: Any, room: RoomView, item: Element) -> None:
     reason_el = find(item, ns.MUC_ADMIN, "reason")
     reason = (reason_el.text or "") if reason_el is not None else ""
-    nick = item.get("nick") or local_part(item.get("jid"))
+    nick = item.get("nick") or nick_at(conn, item.get("jid"))
     if not nick:
         raise StanzaError("bad-request", "say whose role or affiliation to change")
     new_role, new_affiliation = item.get("role"), item.get("affiliation")
