@@ -137,7 +137,12 @@ def open_store(config: Config, reactor: Any) -> Any:
         return SqliteStore(config.storage.path, reactor=reactor)
     if config.storage.backend == "postgresql":
         # Imported here: psycopg is needed only by those who choose this backend.
-        from chatserver.storage.postgresql import PostgresStore
+        try:
+            from chatserver.storage.postgresql import PostgresStore
+        except ImportError as err:
+            raise StoreUnusable(
+                f"the postgresql backend needs psycopg: pip install 'psycopg[binary]' ({err})"
+            ) from None
 
         return PostgresStore(config.storage.dsn, reactor=reactor)
     raise ValueError(f"unknown storage backend {config.storage.backend!r}")

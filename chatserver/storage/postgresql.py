@@ -164,6 +164,11 @@ def _registered_keys(cur: Any, keys: Sequence[str]) -> set[str]:
     return {key for (key,) in cur.fetchall()}
 
 
+def _account_keys(cur: Any) -> list[str]:
+    cur.execute("SELECT key FROM accounts")
+    return [key for (key,) in cur.fetchall()]
+
+
 def _get_account(cur: Any, key: str) -> AccountRecord | None:
     cur.execute("SELECT name, created_at, email FROM accounts WHERE key = %s", (key,))
     row = cur.fetchone()
@@ -674,6 +679,9 @@ class PostgresStore:
 
     def registered_keys(self, keys: Sequence[str]) -> Deferred[set[str]]:
         return self._run(_registered_keys, [casefold(key) for key in keys], write=False)
+
+    def account_keys(self) -> Deferred[list[str]]:
+        return self._run(_account_keys, write=False)
 
     def create_account(self, record: AccountRecord) -> Deferred[None]:
         return self._run(_create_account, record, write=True)

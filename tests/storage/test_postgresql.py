@@ -7,24 +7,34 @@ Skipped, with the reason, only when PostgreSQL is not installed.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import psycopg
 from hypothesis import strategies as st
 from twisted.enterprise.adbapi import ConnectionLost
-from twisted.internet import defer
+from twisted.internet import defer, threads
 
+import chatserver
 import tests.storage.test_sqlite_accounts as accounts_tests
 import tests.storage.test_sqlite_history as history_tests
 import tests.storage.test_sqlite_invites as invites_tests
 import tests.storage.test_sqlite_ops as ops_tests
 import tests.storage.test_sqlite_pep as pep_tests
 import tests.storage.test_sqlite_rooms as rooms_tests
+from chatserver.core.accounts import RegistrationInvite
+from chatserver.core.bans import ServerBan
 from chatserver.core.errors import AccountError
+from chatserver.core.records import PepItem, PepNode, RosterItem
 from chatserver.storage.migrations import MIGRATIONS as SQLITE_MIGRATIONS
 from chatserver.storage.postgresql import PostgresStore, describe_dsn
 from chatserver.storage.postgresql_migrations import MIGRATIONS, TABLES
-from chatserver.storage.sqlite import SchemaTooNew, StoreUnusable
+from chatserver.storage.sqlite import SchemaTooNew, SqliteStore, StoreUnusable
 from tests.storage.helpers import StoreTestCase, account, message
 from tests.support.server import free_port
+
+REPO_ROOT = str(Path(chatserver.__file__).resolve().parents[1])
 
 
 def _no_nul(**kwargs: int) -> st.SearchStrategy[str]:
@@ -196,3 +206,90 @@ class PostgresLifecycleTests(StoreTestCase):
             "postgresql://chat@db.example.org:6543/community",
         )
         self.assertEqual(describe_dsn("postgresql:///x"), "postgresql://localhost:5432/x")
+
+
+def _chatserver(*args: str) -> subprocess.CompletedProcess[str]:
+    """The real command line, in a child process (it runs its own reactor)."""
+    return subprocess.run(
+        [sys.executable, "-m", "chatserver", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO_ROOT,
+    )
+
+
+class StorageCopyTests(StoreTestCase):
+    backend = "postgresql"
+
+    async def _community(self) -> SqliteStore:
+        """An SQLite database holding some of everything."""
+        src = SqliteStore(self.db_path())
+        self.addCleanup(src.close)
+        await src.open()
+        for name in ("Alice", "bob", "[Zed]^"):
+            await src.create_account(account(name))
+        await src.save_room(rooms_tests.FULL)
+        await src.append([message(f"m{i}", 1000.0 + i, text=f"line {i}") for i in range(300)])
+        await src.append([message("pm", 2000.0, room=None, target="bob")])
+        await src.save_server_ban(ServerBan("*!*@203.0.113.0/24", "spam", "admin", 5.0))
+        await src.save_invite(RegistrationInvite("carol", "admin", 10.0, 4e9))
+        await src.set_item("alice", RosterItem(jid="bob@localhost", groups=("Friends",)))
+        await src.save_pep_node(
+            "alice", PepNode(node="urn:x", kind="pep", items=(PepItem("1", "<x/>", 3.0),))
+        )
+        return src
+
+    async def test_copy_moves_everything_verified_by_counts(self) -> None:
+        src = await self._community()
+        dsn = self.dsn()
+        done = await threads.deferToThread(
+            _chatserver, "storage", "copy", "--from", self.db_path(), "--to", dsn
+        )
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertIn("history", done.stdout)
+        self.assertRegex(done.stdout, r"history\s+301")
+        self.assertRegex(done.stdout, r"accounts\s+3")
+        self.assertIn("every table holds as many rows", done.stdout)
+
+        dst = await self.open_store()
+        self.assertEqual(await dst.list_accounts(), await src.list_accounts())
+        self.assertEqual(await dst.load_rooms(), await src.load_rooms())
+        self.assertEqual(await dst.latest("lobby", 500), await src.latest("lobby", 500))
+        self.assertEqual(await dst.latest("bob", 5), await src.latest("bob", 5))
+        self.assertEqual(await dst.load_server_bans(), await src.load_server_bans())
+        self.assertEqual(await dst.list_invites(0.0), await src.list_invites(0.0))
+        self.assertEqual(await dst.get_roster("alice"), await src.get_roster("alice"))
+        self.assertEqual(await dst.get_pep("alice"), await src.get_pep("alice"))
+        # New rows are numbered after the copied ones.
+        self.assertEqual(await dst.append([message("after", 3000.0)]), 1)
+        self.assertEqual((await dst.latest("lobby", 1))[0].id, "after")
+
+    async def test_a_non_empty_target_is_refused_unless_forced(self) -> None:
+        await self._community()
+        dst = await self.open_store()
+        await dst.create_account(account("Mallory"))
+        args = ("storage", "copy", "--from", self.db_path(), "--to", self.dsn())
+        refused = await threads.deferToThread(_chatserver, *args)
+        self.assertEqual(refused.returncode, 1)
+        self.assertIn("not empty (accounts 1, credentials 2)", refused.stderr)
+        self.assertIsNotNone(await dst.get_account("mallory"))
+        forced = await threads.deferToThread(_chatserver, *args, "--force")
+        self.assertEqual(forced.returncode, 0, forced.stderr)
+        self.assertIsNone(await dst.get_account("mallory"))
+        self.assertEqual(len(await dst.list_accounts()), 3)
+
+    async def test_a_missing_file_or_unreachable_target_is_an_error(self) -> None:
+        missing = await threads.deferToThread(
+            _chatserver, "storage", "copy", "--from", self.db_path("nope.db"), "--to", self.dsn()
+        )
+        self.assertEqual(missing.returncode, 1)
+        self.assertIn("no such file", missing.stderr)
+        await self._community()
+        dsn = f"postgresql://chat:secret@127.0.0.1:{free_port()}/x"
+        unreachable = await threads.deferToThread(
+            _chatserver, "storage", "copy", "--from", self.db_path(), "--to", dsn
+        )
+        self.assertEqual(unreachable.returncode, 1)
+        self.assertIn("cannot be used", unreachable.stderr)
+        self.assertNotIn("secret", unreachable.stderr)

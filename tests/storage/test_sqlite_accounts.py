@@ -52,6 +52,13 @@ class AccountTests(StoreTestCase):
         self.assertEqual(await store.registered_keys(asked), {"alice", "bob"})
         self.assertEqual(await store.registered_keys([]), set())
 
+    async def test_account_keys_lists_every_folded_name(self) -> None:
+        store = await self.open_store()
+        self.assertEqual(await store.account_keys(), [])
+        for name in ("Alice", "bob", "[Zed]^"):
+            await store.create_account(account(name))
+        self.assertEqual(sorted(await store.account_keys()), ["[zed]^", "alice", "bob"])
+
     async def test_creating_a_taken_name_in_any_case_fails_with_exists(self) -> None:
         store = await self.open_store()
         await store.create_account(account("Alice"))
