@@ -801,7 +801,13 @@ def load_config(
     storage = raw["storage"]
     if not storage["path"]:
         storage["path"] = str(data_dir / "chatserver.db")
-    if storage["backend"] == "postgresql" and not storage["dsn"]:
+    given = data.get("storage")
+    # A dsn given but refused has its own problem already.
+    if (
+        storage["backend"] == "postgresql"
+        and not storage["dsn"]
+        and not (isinstance(given, dict) and given.get("dsn"))
+    ):
         problems.add("storage", "dsn", 'must be set when backend is "postgresql"')
 
     for section in PROTOCOL_SECTIONS:

@@ -521,6 +521,26 @@ def _configure_connection(conn: psycopg.Connection[Any]) -> None:
     conn.commit()
 
 
+class _Connection(adbapi.Connection):
+    """adbapi's connection wrapper, without its logged tracebacks for a lost connection.
+
+    When the server goes away, every operation's rollback fails; adbapi would log two
+    tracebacks per operation on top of the store's own one line.  The connection is dropped
+    the same way (the next operation opens a new one) and the operation's own error still
+    reaches its caller.
+    """
+
+    def rollback(self) -> None:
+        conn = self._connection
+        try:
+            conn.rollback()
+        except psycopg.Error:
+            self._pool.disconnect(conn)
+            return
+        if conn.broken or conn.closed:
+            self._pool.disconnect(conn)
+
+
 @implementer(IAccountStore, IRoomStore, IHistoryStore, IServerBanStore)
 class PostgresStore:
     """Accounts, rooms, history, rosters, bans and PEP data in a PostgreSQL database.  Call
@@ -558,6 +578,7 @@ class PostgresStore:
             cp_noisy=False,
             cp_reactor=reactor,
         )
+        self._pool.connectionFactory = _Connection
 
     def _run(self, func: Callable[..., _T], *args: Any, write: bool) -> Deferred[_T]:
         if self._closed:

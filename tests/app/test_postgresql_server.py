@@ -99,3 +99,47 @@ def test_an_unreachable_database_stops_the_start_with_a_clear_message(
     assert "cannot start" in message
     assert "cannot be used" in message
     assert "hidden" not in message
+
+
+def test_logins_fail_clearly_while_postgresql_is_down_and_work_once_it_is_back(
+    make_server: object,
+) -> None:
+    # A PostgreSQL of this test's own: it is stopped half-way.
+    own = PostgresServer().start()
+    try:
+        server: ServerProcess = make_server(  # type: ignore[operator]
+            protocols=("line", "irc"),
+            overrides={"storage": {"backend": "postgresql", "dsn": own.new_database()}},
+        )
+        alice = line_user(server, "alice")
+        alice.send(f"/register {PASSWORD}")
+        alice.expect("*** alice is now registered")
+        alice.send("/join #up")
+        alice.expect("*** you joined #up")
+        bob = irc_user(server, "bob")
+        bob.send("JOIN #up")
+        bob.expect(" 366 ")
+
+        own.stop()
+        # Chat among users already here goes on.
+        alice.send("still talking")
+        bob.expect("still talking")
+        # A login needs the database: refused, with a message, and nothing else breaks.
+        carol = line_user(server, "carol")
+        carol.send(f"/identify alice {PASSWORD}")
+        assert carol.expect("!!! ").startswith("!!! error: ")
+
+        own.start()
+        # The store reconnects by itself: the same login now works.
+        deadline_tries = 50
+        for _ in range(deadline_tries):
+            carol.send(f"/identify alice {PASSWORD}")
+            answer = carol.expect(lambda line: line.startswith(("*** ", "!!! ")))
+            if "now logged in as alice" in answer:
+                break
+        else:
+            raise AssertionError(f"no login after PostgreSQL came back: {answer}")
+        for client in (alice, bob, carol):
+            client.close()
+    finally:
+        own.destroy()
