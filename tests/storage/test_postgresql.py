@@ -15,6 +15,7 @@ import psycopg
 from hypothesis import strategies as st
 from twisted.enterprise.adbapi import ConnectionLost
 from twisted.internet import defer, threads
+from zope.interface.verify import verifyClass
 
 import chatserver
 import tests.storage.test_sqlite_accounts as accounts_tests
@@ -26,11 +27,14 @@ import tests.storage.test_sqlite_rooms as rooms_tests
 from chatserver.core.accounts import RegistrationInvite
 from chatserver.core.bans import ServerBan
 from chatserver.core.errors import AccountError
+from chatserver.core.interfaces import IAccountStore, IHistoryStore, IRoomStore, IServerBanStore
 from chatserver.core.records import PepItem, PepNode, RosterItem
 from chatserver.storage.migrations import MIGRATIONS as SQLITE_MIGRATIONS
 from chatserver.storage.postgresql import PostgresStore, describe_dsn
 from chatserver.storage.postgresql_migrations import MIGRATIONS, TABLES
 from chatserver.storage.sqlite import SchemaTooNew, SqliteStore, StoreUnusable
+from protocols.xmpp.pep_store import IPepStore
+from protocols.xmpp.roster_store import IRosterStore
 from tests.storage.helpers import StoreTestCase, account, message
 from tests.support.server import free_port
 
@@ -293,3 +297,20 @@ class StorageCopyTests(StoreTestCase):
         self.assertEqual(unreachable.returncode, 1)
         self.assertIn("cannot be used", unreachable.stderr)
         self.assertNotIn("secret", unreachable.stderr)
+
+
+# What only an SQLite file has: PostgreSQL has pg_dump and its own checks.
+SQLITE_ONLY = {"backup", "integrity_check"}
+
+
+def test_both_backends_offer_the_same_operations() -> None:
+    def public(cls: type) -> set[str]:
+        return {name for name in vars(cls) if not name.startswith("_")}
+
+    missing = public(SqliteStore) - SQLITE_ONLY - public(PostgresStore)
+    assert not missing, f"PostgresStore lacks {sorted(missing)}"
+    for interface in (IAccountStore, IRoomStore, IHistoryStore, IServerBanStore):
+        verifyClass(interface, PostgresStore)
+    # Given to the XMPP factory as these, like SqliteStore (which does not declare them either).
+    verifyClass(IRosterStore, PostgresStore, tentative=True)
+    verifyClass(IPepStore, PostgresStore, tentative=True)
