@@ -346,6 +346,7 @@ class ChatServer(MultiService):
             room_store=self.store,
             history_store=self.store,
             ban_store=self.store,
+            block_store=self.store,
             # Runs after the reactor has read every ready connection of the turn.
             end_of_turn=lambda flush: self.reactor.callLater(0, flush),
         )
