@@ -337,6 +337,7 @@ class Identity:
         turn, once the protocol has told it the account is gone."""
         existed = yield self.accounts.delete(name)
         if existed:
+            self._forget_blocks(name)  # type: ignore[attr-defined]
             self.account_revoked(name, ACCOUNT_DELETED, keep=requester)
             if requester is not None:
                 self.clock.callLater(0, self._end_connections, (requester,), ACCOUNT_DELETED)

@@ -20,6 +20,7 @@ from twisted.internet.defer import Deferred, DeferredList, fail, inlineCallbacks
 from twisted.logger import Logger
 
 from chatserver.core.accounts import AccountManager
+from chatserver.core.blocking import Blocking
 from chatserver.core.delivery import Delivery, unique_clients
 from chatserver.core.errors import (
     AccountError,
@@ -55,7 +56,13 @@ from chatserver.core.events import (
 )
 from chatserver.core.history import HistoryLog
 from chatserver.core.identity import Identity
-from chatserver.core.interfaces import IChatClient, IHistoryStore, IRoomStore, IServerBanStore
+from chatserver.core.interfaces import (
+    IBlockStore,
+    IChatClient,
+    IHistoryStore,
+    IRoomStore,
+    IServerBanStore,
+)
 from chatserver.core.limits import AddressSet, canonical_address
 from chatserver.core.modes import RoomModes
 from chatserver.core.names import casefold, check_nick, is_valid_room, room_key
@@ -66,13 +73,14 @@ from chatserver.core.users import Connection, NickTable, User
 from chatserver.core.views import Views
 
 
-class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
+class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views, Blocking):
     """The core's one entry point.
 
     Its parts live in modules of their own, each with its own state: fan-out and delivery
     (:mod:`~chatserver.core.delivery`), history write-behind (:mod:`~chatserver.core.history`),
     modes (:mod:`~chatserver.core.modes`), server bans (:mod:`~chatserver.core.server_bans`),
-    accounts and nick enforcement (:mod:`~chatserver.core.identity`).  This module keeps the
+    accounts and nick enforcement (:mod:`~chatserver.core.identity`), block lists
+    (:mod:`~chatserver.core.blocking`).  This module keeps the
     tables they share (connections, users, rooms) and what changes them: connections and
     nicks, rooms, messages, presence.
     """
@@ -88,6 +96,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
         room_store: IRoomStore,
         history_store: IHistoryStore,
         ban_store: IServerBanStore | None = None,
+        block_store: IBlockStore | None = None,
         end_of_turn: Callable[[Callable[[], None]], object] | None = None,
     ) -> None:
         """``end_of_turn(f)`` must call ``f`` once the reactor has handled every connection
@@ -122,16 +131,18 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
         self._init_delivery(end_of_turn)
         self._init_history()
         self._init_server_bans(ban_store)
+        self._init_blocking(block_store)
         self._init_identity()
 
     # -- lifecycle -------------------------------------------------------------------------
 
     @inlineCallbacks
     def start(self):
-        """Load registered rooms (with their recent history), server bans and the accounts'
-        names from the store."""
+        """Load registered rooms (with their recent history), server bans, the accounts'
+        names and block lists from the store."""
         yield self._load_server_bans()
         yield self.accounts.load_names()
+        yield self._load_blocks()
         records = yield self.room_store.load_rooms()
         for record in records:
             room = Room.from_record(record, self.settings.history_in_memory)
@@ -444,6 +455,9 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
         target = self._find(nick)
         if target in room.members:
             raise AlreadyOnRoom(room.name, target.nick)
+        if self._blocks_sender(target, user):
+            # Dropped without a word, as a blocked private message is.
+            return target
         room.invited.add(target.key)
         event = Invite(ts=self.clock.seconds(), room=room.name, who=user.who(), target=target.nick)
         self._send(unique_clients(room.clients(), target.clients()), event)
@@ -591,7 +605,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
             origin=conn.client,
             native=native,
         )
-        clients = list(target.clients())
+        clients = [] if self._blocks_sender(target, user) else list(target.clients())
         if target is not user:
             clients.extend(user.clients())
         self._send(clients, msg)
@@ -603,8 +617,12 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
         voiced = member is not None and member.has("voice")
         if "moderated" in room.flags and not voiced:
             raise CannotSend(room.name, "the room is moderated: only voiced members may speak")
-        if not voiced and room.is_banned(user.who()):
-            raise CannotSend(room.name, "you are banned from this room")
+        if not voiced and room.bans:
+            who = user.who()
+            if room.is_banned(who):
+                raise CannotSend(room.name, "you are banned from this room")
+            if room.is_muted(who):
+                raise CannotSend(room.name, "you are muted in this room")
 
     def _new_id(self) -> str:
         return f"{self._id_prefix}{next(self._msg_ids):x}"
