@@ -681,6 +681,7 @@ class XmppConnection(Protocol):
             parts.append(stanzas.element("sm", ns=sm.NS_SM))
             parts.append(stanzas.element("csi", ns=csi.NS_CSI))
             parts.append(caps.stream_feature(self.factory))
+            parts.append(stanzas.element("ver", ns=stanzas.NS_ROSTER_VER))
         body = b"".join(stanzas.to_bytes(p) for p in parts)
         return b"<stream:features>" + body + b"</stream:features>"
 
