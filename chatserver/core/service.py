@@ -617,8 +617,12 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views, 
         voiced = member is not None and member.has("voice")
         if "moderated" in room.flags and not voiced:
             raise CannotSend(room.name, "the room is moderated: only voiced members may speak")
-        if not voiced and room.is_banned(user.who()):
-            raise CannotSend(room.name, "you are banned from this room")
+        if not voiced and room.bans:
+            who = user.who()
+            if room.is_banned(who):
+                raise CannotSend(room.name, "you are banned from this room")
+            if room.is_muted(who):
+                raise CannotSend(room.name, "you are muted in this room")
 
     def _new_id(self) -> str:
         return f"{self._id_prefix}{next(self._msg_ids):x}"
