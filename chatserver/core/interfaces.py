@@ -103,6 +103,20 @@ class IServerBanStore(Interface):
         """Forget the ban on ``mask``; fire True if there was one."""
 
 
+class IBlockStore(Interface):
+    """Block lists: (account, blocked name) pairs, both casefolded.  Every method returns a
+    Deferred."""
+
+    def load_blocks():
+        """Fire with every (account, name) pair."""
+
+    def add_blocks(account, names):
+        """Add names to the account's list (names already there are no change)."""
+
+    def remove_blocks(account, names):
+        """Remove names from the account's list."""
+
+
 class IRoomStore(Interface):
     """Registered rooms.  Every method returns a Deferred."""
 

@@ -54,10 +54,15 @@ class RoomModes:
             raise NotOnRoom(room.name)
         if (member is None or not member.op) and "oper" not in user.modes:
             raise NotPermitted("only room operators may change modes", room=room.name)
-        return self._apply_modes(room, user, changes, user.who())
+        return self._apply_modes(room, user, changes, user.who(), origin=conn.client)
 
     def _apply_modes(
-        self, room: Room, user: User, changes: Sequence[ModeItem], shown_as: Who
+        self,
+        room: Room,
+        user: User,
+        changes: Sequence[ModeItem],
+        shown_as: Who,
+        origin: IChatClient | None = None,
     ) -> tuple[tuple[ModeItem, ...], list[ChatError]]:
         """Apply each change it can, announce them as one ModeChange by ``shown_as``."""
         applied: list[ModeItem] = []
@@ -72,7 +77,9 @@ class RoomModes:
             if done is not None:
                 applied.append(done)
         if applied:
-            event = ModeChange(ts=now, room=room.name, who=shown_as, changes=tuple(applied))
+            event = ModeChange(
+                ts=now, room=room.name, who=shown_as, changes=tuple(applied), origin=origin
+            )
             self._send(room.clients(), event)
             self._persist(room)
         return tuple(applied), errors
@@ -120,11 +127,13 @@ class RoomModes:
                 else:
                     return None
             else:
-                present_masks = [m for m in room.invites if casefold(m) == casefold(mask)]
+                masks = room.invites if mode == "invite" else room.excepts
+                present_masks = [m for m in masks if casefold(m) == casefold(mask)]
                 if adding and not present_masks:
-                    room.invites.append(mask)
+                    masks.append(mask)
                 elif not adding and present_masks:
-                    room.invites.remove(present_masks[0])
+                    masks.remove(present_masks[0])
+                    mask = present_masks[0]
                 else:
                     return None
             return ModeItem(adding, mode, mask)
@@ -182,7 +191,12 @@ class RoomModes:
             user.changed()
             self._send(
                 user.clients(),
-                UserModeChange(ts=self.clock.seconds(), who=user.who(), changes=tuple(applied)),
+                UserModeChange(
+                    ts=self.clock.seconds(),
+                    who=user.who(),
+                    changes=tuple(applied),
+                    origin=conn.client,
+                ),
             )
         return tuple(applied)
 

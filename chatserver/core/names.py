@@ -119,6 +119,7 @@ ROOM_MODE_LETTERS: dict[str, str] = {
     "key": "k",
     "limit": "l",
     "ban": "b",
+    "except": "e",
     "invite": "I",
     "op": "o",
     "voice": "v",
@@ -126,10 +127,16 @@ ROOM_MODE_LETTERS: dict[str, str] = {
 ROOM_MODES_BY_LETTER: dict[str, str] = {letter: mode for mode, letter in ROOM_MODE_LETTERS.items()}
 
 ACCOUNT_MASK_PREFIX = "$a:"
+# A ban whose mask starts so mutes instead: whoever the rest matches may join but not speak
+# (``$m:nick!*@*``, ``$m:$a:account``); a ban exception so exempts from mutes only.
+MUTE_MASK_PREFIX = "$m:"
 
 
 def normalize_mask(mask: str) -> str:
-    """Complete a ban or invite mask: ``nick`` -> ``nick!*@*``; ``$a:name`` stays as it is."""
+    """Complete a ban or invite mask: ``nick`` -> ``nick!*@*``; ``$a:name`` stays as it is;
+    ``$m:<mask>`` (a mute) completes its mask."""
+    if mask.startswith(MUTE_MASK_PREFIX):
+        return MUTE_MASK_PREFIX + normalize_mask(mask[len(MUTE_MASK_PREFIX) :])
     if mask.startswith(ACCOUNT_MASK_PREFIX):
         return ACCOUNT_MASK_PREFIX + casefold(mask[len(ACCOUNT_MASK_PREFIX) :])
     if "!" not in mask and "@" not in mask:

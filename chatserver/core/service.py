@@ -21,6 +21,7 @@ from twisted.logger import Logger
 
 from chatserver.core.accounts import AccountManager
 from chatserver.core.archive import Archive
+from chatserver.core.blocking import Blocking
 from chatserver.core.delivery import Delivery, unique_clients
 from chatserver.core.errors import (
     AccountError,
@@ -56,7 +57,13 @@ from chatserver.core.events import (
 )
 from chatserver.core.history import HistoryLog
 from chatserver.core.identity import Identity
-from chatserver.core.interfaces import IChatClient, IHistoryStore, IRoomStore, IServerBanStore
+from chatserver.core.interfaces import (
+    IBlockStore,
+    IChatClient,
+    IHistoryStore,
+    IRoomStore,
+    IServerBanStore,
+)
 from chatserver.core.limits import AddressSet, canonical_address
 from chatserver.core.modes import RoomModes
 from chatserver.core.names import casefold, check_nick, is_valid_room, room_key
@@ -64,16 +71,17 @@ from chatserver.core.rooms import Member, Room
 from chatserver.core.server_bans import ServerBans, banned_text
 from chatserver.core.settings import CoreSettings
 from chatserver.core.users import Connection, NickTable, User
-from chatserver.core.views import Views
+from chatserver.core.views import JoinResult, Views
 
 
-class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Archive, Delivery, Views):
+class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Archive, Delivery, Views, Blocking):
     """The core's one entry point.
 
     Its parts live in modules of their own, each with its own state: fan-out and delivery
     (:mod:`~chatserver.core.delivery`), history write-behind (:mod:`~chatserver.core.history`),
     modes (:mod:`~chatserver.core.modes`), server bans (:mod:`~chatserver.core.server_bans`),
-    accounts and nick enforcement (:mod:`~chatserver.core.identity`).  This module keeps the
+    accounts and nick enforcement (:mod:`~chatserver.core.identity`), block lists
+    (:mod:`~chatserver.core.blocking`).  This module keeps the
     tables they share (connections, users, rooms) and what changes them: connections and
     nicks, rooms, messages, presence.
     """
@@ -89,6 +97,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Archive, Delivery
         room_store: IRoomStore,
         history_store: IHistoryStore,
         ban_store: IServerBanStore | None = None,
+        block_store: IBlockStore | None = None,
         end_of_turn: Callable[[Callable[[], None]], object] | None = None,
     ) -> None:
         """``end_of_turn(f)`` must call ``f`` once the reactor has handled every connection
@@ -124,16 +133,18 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Archive, Delivery
         self._init_history()
         self._init_archive()
         self._init_server_bans(ban_store)
+        self._init_blocking(block_store)
         self._init_identity()
 
     # -- lifecycle -------------------------------------------------------------------------
 
     @inlineCallbacks
     def start(self):
-        """Load registered rooms (with their recent history), server bans and the accounts'
-        names from the store."""
+        """Load registered rooms (with their recent history), server bans, the accounts'
+        names and block lists from the store."""
         yield self._load_server_bans()
         yield self.accounts.load_names()
+        yield self._load_blocks()
         records = yield self.room_store.load_rooms()
         for record in records:
             room = Room.from_record(record, self.settings.history_in_memory)
@@ -254,15 +265,15 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Archive, Delivery
             raise NickInUse(holder.nick)
         if casefold(new_nick) != user.key:
             self._check_claim(new_nick, user.account)
-        self._rename_user(user, new_nick)
+        self._rename_user(user, new_nick, origin=conn.client)
 
-    def _rename_user(self, user: User, new_nick: str) -> None:
+    def _rename_user(self, user: User, new_nick: str, origin: IChatClient | None = None) -> None:
         old = user.who()
         audience = self._audience(user)
         self.whowas_log.append((old, self.clock.seconds()))
         self.users.rename(user, new_nick)
         now = self.clock.seconds()
-        self._send(audience, NickChange(ts=now, who=old, new_nick=new_nick))
+        self._send(audience, NickChange(ts=now, who=old, new_nick=new_nick, origin=origin))
         if casefold(old.nick) != casefold(new_nick):
             # A change of case only is the same nick: nobody went offline or came online.
             self._observe(Presence(ts=now, who=old, online=False))
@@ -339,13 +350,13 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Archive, Delivery
 
     # -- rooms -----------------------------------------------------------------------------
 
-    def join(self, conn: Connection, name: str, key: str | None = None) -> Room:
+    def join(self, conn: Connection, name: str, key: str | None = None) -> JoinResult:
         """Join (creating the room if needed: the creator becomes operator)."""
         user = self._user(conn)
         rk = room_key(name)
         room = self.rooms.get(rk)
         if room is not None and user in room.members:
-            return room
+            return JoinResult(room, already_member=True)
         if len(user.rooms) >= self.settings.max_rooms_per_user:
             raise JoinRefused(rk, JoinRefused.TOO_MANY_ROOMS, "you have joined too many rooms")
         now = self.clock.seconds()
@@ -365,8 +376,9 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Archive, Delivery
         room.members[user] = member
         room.members_changed()
         user.rooms[rk] = room
-        self._send_membership(room, user, Join(ts=now, room=rk, who=user.who()), was_member=False)
-        return room
+        join = Join(ts=now, room=rk, who=user.who(), origin=conn.client)
+        self._send_membership(room, user, join, was_member=False)
+        return JoinResult(room, created=created)
 
     def _check_join(self, room: Room, user: User, key: str | None) -> None:
         who = user.who()
@@ -389,7 +401,13 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Archive, Delivery
         room = self._room(name)
         if user not in room.members:
             raise NotOnRoom(room.name)
-        part = Part(ts=self.clock.seconds(), room=room.name, who=user.who(), reason=reason)
+        part = Part(
+            ts=self.clock.seconds(),
+            room=room.name,
+            who=user.who(),
+            reason=reason,
+            origin=conn.client,
+        )
         self._send_membership(room, user, part, was_member=True)
         self._remove_member(room, user)
 
@@ -412,7 +430,8 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Archive, Delivery
         room.topic = text[: self.settings.topic_max]
         room.topic_by = user.who().mask
         room.topic_at = now
-        self._send(room.clients(), Topic(ts=now, room=room.name, who=user.who(), text=room.topic))
+        topic = Topic(ts=now, room=room.name, who=user.who(), text=room.topic, origin=conn.client)
+        self._send(room.clients(), topic)
         self._persist(room)
 
     def kick(self, conn: Connection, name: str, nick: str, reason: str = "") -> None:
@@ -433,6 +452,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Archive, Delivery
             who=user.who(),
             target=target.who(),
             reason=reason[: self.settings.kick_reason_max],
+            origin=conn.client,
         )
         self._send(room.clients(), event)
         self._remove_member(room, target)
@@ -450,8 +470,17 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Archive, Delivery
         target = self._find(nick)
         if target in room.members:
             raise AlreadyOnRoom(room.name, target.nick)
+        if self._blocks_sender(target, user):
+            # Dropped without a word, as a blocked private message is.
+            return target
         room.invited.add(target.key)
-        event = Invite(ts=self.clock.seconds(), room=room.name, who=user.who(), target=target.nick)
+        event = Invite(
+            ts=self.clock.seconds(),
+            room=room.name,
+            who=user.who(),
+            target=target.nick,
+            origin=conn.client,
+        )
         self._send(unique_clients(room.clients(), target.clients()), event)
         return target
 
@@ -597,7 +626,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Archive, Delivery
             origin=conn.client,
             native=native,
         )
-        clients = list(target.clients())
+        clients = [] if self._blocks_sender(target, user) else list(target.clients())
         if target is not user:
             clients.extend(user.clients())
         self._send(clients, msg)
@@ -610,8 +639,12 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Archive, Delivery
         voiced = member is not None and member.has("voice")
         if "moderated" in room.flags and not voiced:
             raise CannotSend(room.name, "the room is moderated: only voiced members may speak")
-        if not voiced and room.is_banned(user.who()):
-            raise CannotSend(room.name, "you are banned from this room")
+        if not voiced and room.bans:
+            who = user.who()
+            if room.is_banned(who):
+                raise CannotSend(room.name, "you are banned from this room")
+            if room.is_muted(who):
+                raise CannotSend(room.name, "you are muted in this room")
 
     def _new_id(self) -> str:
         return f"{self._id_prefix}{next(self._msg_ids):x}"
@@ -624,7 +657,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Archive, Delivery
             message = message[: self.settings.away_max] or None
         user.away = message
         user.changed()
-        event = Away(ts=self.clock.seconds(), who=user.who(), message=message)
+        event = Away(ts=self.clock.seconds(), who=user.who(), message=message, origin=conn.client)
         self._send(self._audience(user), event)
         # Contact lists (XMPP rosters) follow away states of users they share no room with.
         self._observe(event)
@@ -633,7 +666,9 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Archive, Delivery
         user = self._user(conn)
         user.realname = realname[: self.settings.realname_max]
         user.changed()
-        event = RealnameChange(ts=self.clock.seconds(), who=user.who(), realname=user.realname)
+        event = RealnameChange(
+            ts=self.clock.seconds(), who=user.who(), realname=user.realname, origin=conn.client
+        )
         self._send(self._audience(user), event)
         # Notify lists (IRC extended-monitor) follow users they share no room with.
         self._observe(event)
@@ -642,7 +677,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Archive, Delivery
         user = self._user(conn)
         if "oper" not in user.modes:
             raise NotPermitted("only server operators may do that")
-        event = Wallops(ts=self.clock.seconds(), who=user.who(), text=text)
+        event = Wallops(ts=self.clock.seconds(), who=user.who(), text=text, origin=conn.client)
         self._send([c for u in self.users if "wallops" in u.modes for c in u.clients()], event)
 
     def notice_user(self, user: User, text: str) -> None:

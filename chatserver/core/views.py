@@ -43,6 +43,7 @@ __all__ = [
     "INVITE_DAYS",
     "AccountInfo",
     "BanRecord",
+    "JoinResult",
     "MemberView",
     "RegistrationInvite",
     "RoomView",
@@ -51,6 +52,18 @@ __all__ = [
     "Views",
     "can_see_room",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class JoinResult:
+    """What ``ChatService.join`` did: the room, whether the join made it, and whether the
+    user was in it already (then nobody was told of a join).  The joining connection gets
+    the Join event too (its ``origin`` is that connection); the command's handler answers
+    from this instead of reading the room again."""
+
+    room: RoomView
+    created: bool = False
+    already_member: bool = False
 
 
 class MemberView(Protocol):
@@ -159,8 +172,17 @@ class RoomView(Protocol):
     def reg_voices(self) -> set[str] | frozenset[str]: ...
     def member(self, user: Any) -> MemberView | None: ...
     def find_member(self, nick: str) -> UserView | None: ...
+    @property
+    def excepts(self) -> Sequence[str]:
+        """Ban-exception masks (a ``$m:`` one exempts from mutes)."""
+        ...
+
     def is_banned(self, who: Who) -> bool:
-        """Whether a ban mask of the room matches ``who``."""
+        """Whether a ban mask (not a mute) of the room matches ``who`` and no exception does."""
+        ...
+
+    def is_muted(self, who: Who) -> bool:
+        """Whether a mute (``$m:`` ban) matches ``who`` and no mute exception does."""
         ...
 
     def is_invite_excepted(self, who: Who) -> bool:

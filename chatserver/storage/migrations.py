@@ -158,12 +158,23 @@ _V5_PEP: tuple[str, ...] = (
     """,
 )
 
+# Block lists (one per account, on every protocol): a name per row.
+_V6_BLOCKS: tuple[str, ...] = (
+    """
+    CREATE TABLE blocks (
+        account TEXT NOT NULL REFERENCES accounts (key) ON DELETE CASCADE,
+        name    TEXT NOT NULL,  -- casefolded account name or nick
+        PRIMARY KEY (account, name)
+    )
+    """,
+)
+
 # Private messages, one row per registered account that keeps the message (both ends, or the
 # registered end when the other is a guest): each archive is read, expired and deleted on its
 # own, and an account that is deleted takes its rows with it and nobody else's.  The id is the
 # message id every protocol shows (IRC msgid, XMPP stanza-id, line id), so the same message has
 # the same id in both archives.
-_V6_PRIVATE_ARCHIVE: tuple[str, ...] = (
+_V7_PRIVATE_ARCHIVE: tuple[str, ...] = (
     """
     CREATE TABLE private_history (
         seq      INTEGER PRIMARY KEY,
@@ -206,7 +217,8 @@ MIGRATIONS: tuple[Step, ...] = (
     _V3_SERVER_BANS,
     _V4_REGISTRATION_INVITES,
     _V5_PEP,
-    _V6_PRIVATE_ARCHIVE,
+    _V6_BLOCKS,
+    _V7_PRIVATE_ARCHIVE,
 )
 """Index i holds the step to version i + 1.  Append here; the tuple's length is the version."""
 

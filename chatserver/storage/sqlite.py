@@ -37,6 +37,7 @@ from chatserver.core.events import Message, Who
 from chatserver.core.interfaces import (
     IAccountStore,
     IArchiveStore,
+    IBlockStore,
     IHistoryStore,
     IRoomStore,
     IServerBanStore,
@@ -758,6 +759,25 @@ def _remove_roster_item(cur: sqlite3.Cursor, account: str, jid: str) -> bool:
     return cur.rowcount > 0
 
 
+def _load_blocks(cur: sqlite3.Cursor) -> list[tuple[str, str]]:
+    cur.execute("SELECT account, name FROM blocks ORDER BY account, name")
+    return [(account, name) for account, name in cur.fetchall()]
+
+
+def _add_blocks(cur: sqlite3.Cursor, account: str, names: list[str]) -> None:
+    cur.executemany(
+        "INSERT OR IGNORE INTO blocks (account, name) VALUES (?, ?)",
+        [(account, _utf8(name)) for name in names],
+    )
+
+
+def _remove_blocks(cur: sqlite3.Cursor, account: str, names: list[str]) -> None:
+    cur.executemany(
+        "DELETE FROM blocks WHERE account = ? AND name = ?",
+        [(account, _utf8(name)) for name in names],
+    )
+
+
 def _get_pep(cur: sqlite3.Cursor, account: str) -> list[PepNode]:
     cur.execute(
         "SELECT kind, node, item_id, payload, published_at FROM pep_items WHERE account = ?"
@@ -893,7 +913,7 @@ def _backup(cur: sqlite3.Cursor, dest_path: str) -> None:
     os.replace(tmp_path, dest_path)
 
 
-@implementer(IAccountStore, IRoomStore, IHistoryStore, IServerBanStore, IArchiveStore)
+@implementer(IAccountStore, IRoomStore, IHistoryStore, IServerBanStore, IBlockStore, IArchiveStore)
 class SqliteStore:
     """Accounts, rooms and history in one SQLite file.  Call ``open()`` before anything else.
 
@@ -1290,6 +1310,18 @@ class SqliteStore:
 
     def remove_item(self, account: str, jid: str) -> Deferred[bool]:
         return self._run(_remove_roster_item, casefold(account), jid, write=True)
+
+    # -- block lists (the core's, one per account) ------------------------------------------
+
+    def load_blocks(self) -> Deferred[list[tuple[str, str]]]:
+        """Every (casefolded account, blocked name) pair."""
+        return self._run(_load_blocks, write=False)
+
+    def add_blocks(self, account: str, names: list[str]) -> Deferred[None]:
+        return self._run(_add_blocks, casefold(account), names, write=True)
+
+    def remove_blocks(self, account: str, names: list[str]) -> Deferred[None]:
+        return self._run(_remove_blocks, casefold(account), names, write=True)
 
     # -- XMPP personal data (the XMPP factory is given this store as its IPepStore) ----------
 

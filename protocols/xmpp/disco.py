@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from lxml import etree
 
 from protocols.xmpp import pep, router, stanzas
+from protocols.xmpp.blocking import NS_BLOCKING
 from protocols.xmpp.caps import NS_CAPS
 from protocols.xmpp.carbons import NS_CARBONS
 from protocols.xmpp.jid import GUEST_MARK, local_user, try_parse
@@ -39,6 +40,7 @@ SERVER_FEATURES = (
     NS_VERSION,
     NS_ROSTER,
     NS_CARBONS,
+    NS_BLOCKING,
     NS_CAPS,
     NS_PRIVATE,
     NS_VCARD,

@@ -44,6 +44,7 @@ HANDLER_MODULES = (
     "pep",
     "private",
     "vcard",
+    "blocking",
 )
 
 _loaded = False

@@ -74,20 +74,19 @@ def chat(conn: XmppConnection, stanza: etree._Element) -> Deferred | None:
     if text.startswith("/me "):
         kind, text = "action", text[4:]
     native = relay.of(stanza, conn.jid, conn.lang)
-    if not target.local.startswith(GUEST_MARK) and local_user(conn.service, target.local) is None:
+    local = target.local or ""
+    if not local.startswith(GUEST_MARK) and local_user(conn.service, local) is None:
         # RFC 6121 §8.5.2.1.1: an account nobody is logged in to gets the message kept
         # (offline storage); a JID that is no account is unavailable.
-        d = conn.service.say_offline(
-            conn.core, nick=target.local, text=text, kind=kind, native=native
-        )
-        d.addErrback(_unavailable, target.local)
+        d = conn.service.say_offline(conn.core, nick=local, text=text, kind=kind, native=native)
+        d.addErrback(_unavailable, local)
         return d
     try:
-        if target.local.startswith(GUEST_MARK):
+        if local.startswith(GUEST_MARK):
             # A guest's address reaches the guest on that nick, never a logged-in user.
-            user = local_user(conn.service, target.local)
+            user = local_user(conn.service, local)
             if user is None:
-                raise NoSuchNick(target.local)
+                raise NoSuchNick(local)
             conn.service.say(conn.core, nick=user.nick, text=text, kind=kind, native=native)
         else:
             conn.service.say(conn.core, account=target.local, text=text, kind=kind, native=native)

@@ -13,7 +13,13 @@ from typing import Any
 
 from chatserver.core.errors import BadName, ChatError, NoSuchNick, NotOnRoom
 from chatserver.core.events import ModeItem
-from chatserver.core.names import ACCOUNT_MASK_PREFIX, casefold, normalize_mask, room_key
+from chatserver.core.names import (
+    ACCOUNT_MASK_PREFIX,
+    MUTE_MASK_PREFIX,
+    casefold,
+    normalize_mask,
+    room_key,
+)
 from chatserver.core.views import RoomView
 from protocols.costs import FANOUT
 from protocols.xmpp.muc import ns
@@ -189,7 +195,9 @@ def on_admin_get(conn: Any, iq: Element) -> None:
             listed.add(casefold(account))
             jid = f"{account}@{conn.domain}"
             sub(out, "item", {"affiliation": wanted_affiliation, "jid": jid})
-    masks = {"outcast": [b.mask for b in room.bans], "member": room.invites}
+    # A mute ($m:) keeps its user in the room: not an outcast.
+    outcasts = [b.mask for b in room.bans if not b.mask.startswith(MUTE_MASK_PREFIX)]
+    masks = {"outcast": outcasts, "member": room.invites}
     for mask in masks.get(wanted_affiliation or "", []):
         masked = mask_jid(conn, mask)
         if masked is not None and casefold(masked.partition("@")[0]) not in listed:
