@@ -29,7 +29,7 @@ from protocols.transport import close, peer
 from protocols.transport.flood import FloodBudget, FloodQueue
 from protocols.transport.idle import IdleTimer
 from protocols.transport.output import BoundedOutput
-from protocols.xmpp import bind, csi, presence, register, render, router, sasl, sm, stanzas
+from protocols.xmpp import bind, caps, csi, presence, register, render, router, sasl, sm, stanzas
 from protocols.xmpp.jid import address_of, parse_jid, try_parse, user_jid
 from protocols.xmpp.stanzas import NS_CLIENT, NS_SASL, NS_STREAM_ERRORS, NS_STREAMS, NS_TLS
 from protocols.xmpp.stream import StreamClosed, StreamError, StreamOpened, StreamParser
@@ -680,6 +680,8 @@ class XmppConnection(Protocol):
             parts.append(session)
             parts.append(stanzas.element("sm", ns=sm.NS_SM))
             parts.append(stanzas.element("csi", ns=csi.NS_CSI))
+            parts.append(caps.stream_feature(self.factory))
+            parts.append(stanzas.element("ver", ns=stanzas.NS_ROSTER_VER))
         body = b"".join(stanzas.to_bytes(p) for p in parts)
         return b"<stream:features>" + body + b"</stream:features>"
 

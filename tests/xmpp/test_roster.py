@@ -442,3 +442,25 @@ class SqliteRosterTests(unittest.TestCase):
         self.assertFalse(await store.remove_item("alice", "carol@localhost"))
         await store.delete_account("alice")
         self.assertEqual(await store.get_roster("alice"), [])
+
+
+def test_roster_versioning(client, account) -> None:
+    account("alice")
+    c = client().login("alice", "secret1", resource="r")
+    assert c.features is not None
+    first = c.iq("get", f"<query xmlns='{NS_ROSTER}' ver=''/>")
+    ver = first.find(f"{Q}query").get("ver")
+    assert ver
+    # The client's copy is current: an empty result.
+    same = c.iq("get", f"<query xmlns='{NS_ROSTER}' ver='{ver}'/>")
+    assert same.get("type") == "result" and len(same) == 0
+    c.iq("set", f"<query xmlns='{NS_ROSTER}'><item jid='bob@localhost'/></query>")
+    (push,) = [el for el in c.received() if el.tag == "iq" and el.get("type") == "set"]
+    new_ver = push.find(f"{Q}query").get("ver")
+    assert new_ver and new_ver != ver
+    # An old version gets the whole roster with the new version.
+    stale = c.iq("get", f"<query xmlns='{NS_ROSTER}' ver='{ver}'/>")
+    assert stale.find(f"{Q}query").get("ver") == new_ver
+    assert [i.get("jid") for i in stale.iter(f"{Q}item")] == ["bob@localhost"]
+    current = c.iq("get", f"<query xmlns='{NS_ROSTER}' ver='{new_ver}'/>")
+    assert len(current) == 0

@@ -410,7 +410,7 @@ def test_login_bind_and_session(client, account, service) -> None:
     c.authenticate("alice", "secret1")
     assert c.conn.account == "alice"
     c.open()
-    assert feature_names(c) == ["bind", "session", "sm", "csi"]
+    assert feature_names(c) == ["bind", "session", "sm", "csi", "c", "ver"]
     assert c.features.find(f"{{{NS_SESSION}}}session/{{{NS_SESSION}}}optional") is not None
     jid = c.bind("phone")
     assert jid == "alice@localhost/phone"
