@@ -259,6 +259,23 @@ class _Networks:
         return tuple(value)
 
 
+@dataclass(frozen=True, slots=True)
+class _Texts:
+    """A list of strings, each passing ``item``."""
+
+    item: _Text
+
+    def __call__(self, value: object) -> tuple[str, ...]:
+        if not isinstance(value, list):
+            raise _Invalid(f"expected a list, each entry {self.item.what}", value)
+        for index, entry in enumerate(value):
+            try:
+                self.item(entry)
+            except _Invalid as bad:
+                raise _Invalid(bad.expected, entry, f"[{index}]") from None
+        return tuple(value)
+
+
 def _key(default: Any, check: Check) -> Any:
     """A section field: its default and the check its value from the file must pass."""
     return field(default=default, metadata={"check": check})
@@ -433,6 +450,34 @@ class MetricsConfig:
     lag_interval: float = _key(0.5, _Number(0.01, 60))
 
 
+@dataclass(frozen=True, slots=True)
+class WebConfig:
+    # The HTTP listener: WebSocket for IRC (/irc), XMPP (/xmpp-websocket) and line chat
+    # (/line), XMPP's host-meta, and the web client at /.
+    enabled: bool = _key(True, _Bool())
+    port: int = _key(8080, _PORT)
+    # HTTPS and WSS with the server's certificate; 0 turns it off.
+    tls_port: int = _key(8443, _OPTIONAL_PORT)
+    listen: tuple[ListenAddress, ...] = _key((), _Listen(allow_empty=True))
+    # Origins (like "https://chat.example.org") whose pages may open a WebSocket; empty: the
+    # server's own page only; "*": any page.
+    allowed_origins: tuple[str, ...] = _key(
+        (),
+        _Texts(_Text(pattern=r"\*|https?://[^/\s]+", what='an origin like "https://example.org"')),
+    )
+    # Reverse proxies whose X-Forwarded-For / Forwarded header names the client's address.
+    trusted_proxies: tuple[str, ...] = _key((), _Networks())
+    # The largest WebSocket message a client may send, in bytes.
+    max_message_bytes: int = _key(65536, _Int(1024, 16 << 20))
+    # Rooms the web client joins on login.
+    default_rooms: tuple[str, ...] = _key(
+        ("lobby",), _Texts(_Text(pattern=r"[a-z0-9._-]{1,50}", what="a room name such as lobby"))
+    )
+    # The web client's files (Converse.js's dist directory); empty: web/node_modules/converse.js/dist
+    # in the source tree, where `make` installs it.
+    client_dir: str = _key("", _PATH)
+
+
 # [chat] keys are CoreSettings fields; server_name comes from [server] name instead.
 _CHAT_FROM_SERVER = {"server_name"}
 _CHAT_CHECKS: dict[str, Check] = {
@@ -561,6 +606,7 @@ class Config:
     irc: IrcConfig
     xmpp: XmppConfig
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     operators: tuple[OperatorConfig, ...] = ()
     bans: tuple[ServerBan, ...] = ()
     # Where the values came from (a path or "<defaults>"); not part of what the config *is*.
@@ -585,9 +631,10 @@ SECTIONS: dict[str, type] = {
     "irc": IrcConfig,
     "xmpp": XmppConfig,
     "metrics": MetricsConfig,
+    "web": WebConfig,
 }
 # The sections that describe a listening protocol (enabled, port, listen...).
-PROTOCOL_SECTIONS = ("line", "irc", "xmpp")
+PROTOCOL_SECTIONS = ("line", "irc", "xmpp", "web")
 
 
 def _schema(section: str) -> dict[str, tuple[Any, Check]]:
@@ -795,6 +842,7 @@ def load_config(
         irc=IrcConfig(**raw["irc"]),
         xmpp=XmppConfig(**xmpp),
         metrics=MetricsConfig(**raw["metrics"]),
+        web=WebConfig(**raw["web"]),
         operators=_load_operators(data.get(OPERATORS_KEY, []), problems),
         bans=_load_bans(data.get(BANS_KEY, []), problems),
         source=source,

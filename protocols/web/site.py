@@ -1,0 +1,202 @@
+"""The HTTP listener's resources: WebSocket endpoints for each protocol, and the web client.
+
+=====================  ==================================================================
+``/irc``               IRC over WebSocket (IRCv3: ``text.ircv3.net``, ``binary.ircv3.net``)
+``/line``              line chat over WebSocket, in JSON mode from the first message
+``/``                  the web client (Converse.js), or how to install it
+=====================  ==================================================================
+
+Every endpoint makes its connections with the protocol's own factory, the one its TCP
+listener uses, so a WebSocket client is in the same tables, under the same limits, as any
+other.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+from twisted.web.static import File
+
+from protocols.web.policy import WebPolicy
+from protocols.web.websocket import Subprotocol, WebSocketEndpoint
+
+IRC_SUBPROTOCOLS = (Subprotocol("text.ircv3.net"), Subprotocol("binary.ircv3.net", binary=True))
+# Line chat has no registered subprotocol name: a client may offer this one, or none.
+LINE_SUBPROTOCOLS = (Subprotocol("json.line.chatserver"),)
+
+# Where `make` installs the web client, in a source checkout.
+DEFAULT_CLIENT_DIR = (
+    Path(__file__).resolve().parents[2] / "web" / "node_modules" / "converse.js" / "dist"
+)
+
+
+def _json_mode(conn: Any) -> None:
+    # A WebSocket line client is a program or a page: it speaks JSON Lines from the start.
+    conn.mode = "json"
+
+
+class WebSite(Site):
+    """The listener's site; ``reload_config`` applies a new ``[web]`` section live."""
+
+    noisy = False
+
+    def __init__(self, root: Resource, make_policy: Callable[[Any], WebPolicy], config: Any):
+        super().__init__(root)
+        self._make_policy = make_policy
+        self.policy = make_policy(config)
+
+    def log(self, request: Request) -> None:
+        # Connections are logged by the protocols; a line per page load would add nothing.
+        pass
+
+    def reload_config(self, config: Any) -> None:
+        self.policy = self._make_policy(config)
+
+
+def build_site(
+    config: Any,
+    *,
+    factories: dict[str, Any],
+    clock: Any,
+) -> WebSite:
+    """The site for ``config`` (the whole server config); ``factories`` maps a protocol's
+    name to its TCP listener's factory (a protocol that is off has no endpoint)."""
+    site: WebSite | None = None
+
+    def policy() -> WebPolicy:
+        assert site is not None
+        return site.policy
+
+    def make_policy(cfg: Any) -> WebPolicy:
+        web = cfg.web
+        names = {cfg.server.name, cfg.xmpp.domain, "localhost"}
+        names.update(entry.host for entry in web.listen)
+        return WebPolicy(
+            allowed_origins=web.allowed_origins,
+            trusted_proxies=web.trusted_proxies,
+            own_names=names,
+            ports={p for p in (web.port, web.tls_port) if p},
+            max_message_bytes=web.max_message_bytes,
+            clock=clock,
+        )
+
+    root = Resource()
+    irc = factories.get("irc")
+    if irc is not None:
+        root.putChild(
+            b"irc",
+            WebSocketEndpoint(
+                policy, IRC_SUBPROTOCOLS, irc.buildProtocol, require_subprotocol=False
+            ),
+        )
+    line = factories.get("line")
+    if line is not None:
+        root.putChild(
+            b"line",
+            WebSocketEndpoint(
+                policy,
+                LINE_SUBPROTOCOLS,
+                line.buildProtocol,
+                require_subprotocol=False,
+                prepare=_json_mode,
+            ),
+        )
+    client_dir = Path(config.web.client_dir) if config.web.client_dir else DEFAULT_CLIENT_DIR
+    root.putChild(b"", ClientPage(config, client_dir, factories))
+    if client_dir.is_dir():
+        root.putChild(b"dist", File(str(client_dir)))
+    site = WebSite(root, make_policy, config)
+    return site
+
+
+class ClientPage(Resource):
+    """``/``: the web client configured for this server, or how to install it."""
+
+    isLeaf = True
+
+    def __init__(self, config: Any, client_dir: Path, factories: dict[str, Any]) -> None:
+        super().__init__()
+        self.config = config
+        self.client_dir = client_dir
+        self.factories = factories
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-cache")
+        return self.page().encode("utf-8")
+
+    def rooms_text(self) -> str:
+        rooms = self.config.web.default_rooms
+        if not rooms:
+            return "This page joins no room by itself."
+        listed = ", ".join(f"<b>{html.escape(r)}</b> (#{html.escape(r)} on IRC)" for r in rooms)
+        return (
+            f"This page joins {listed} when you log in. IRC, XMPP and telnet users are in the "
+            "same rooms: everyone sees what you write."
+        )
+
+    def page(self) -> str:
+        has_client = (self.client_dir / "converse.min.js").is_file() and "xmpp" in self.factories
+        if has_client:
+            return self._client_page()
+        return self._install_page()
+
+    def _install_page(self) -> str:
+        name = html.escape(self.config.server.name)
+        return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{name}</title></head>
+<body>
+<h1>{name}</h1>
+<p>{self.rooms_text()}</p>
+<p>The web client (Converse.js) is not installed on this server. To install it, run
+<code>make web</code> (or <code>make run</code>) in the server's source directory on a machine
+with <code>npm</code>, or set <code>[web] client_dir</code> to a Converse.js <code>dist</code>
+directory, then reload this page.</p>
+<p>Meanwhile, connect with any IRC client (port {self.config.irc.port}), XMPP client
+(domain {html.escape(self.config.xmpp.domain)}) or over telnet (port {self.config.line.port}).</p>
+</body></html>
+"""
+
+    def _client_page(self) -> str:
+        import json
+
+        config = self.config
+        domain = config.xmpp.domain
+        muc = config.xmpp.muc_service
+        rooms = [f"{room}@{muc}" for room in config.web.default_rooms]
+        settings = {
+            "assets_path": "/dist/",
+            "allow_registration": True,
+            "registration_domain": domain,
+            "locked_domain": domain,
+            "muc_domain": muc,
+            "auto_join_rooms": rooms,
+            "view_mode": "fullscreen",
+            "discover_connection_methods": False,
+            "show_controlbox_by_default": True,
+            "play_sounds": False,
+            "allow_message_retraction": "all",
+        }
+        name = html.escape(config.server.name)
+        return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{name}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="stylesheet" href="/dist/converse.min.css">
+<script src="/dist/converse.min.js" charset="utf-8"></script>
+<style>#about {{ font: 14px sans-serif; padding: 4px 8px; background: #eef; }}
+body {{ margin: 0; }} #conversejs {{ top: 30px !important; }}</style>
+</head><body>
+<div id="about">{self.rooms_text()}</div>
+<script>
+var settings = {json.dumps(settings)};
+settings.websocket_url = (location.protocol === "https:" ? "wss://" : "ws://") +
+  location.host + "/xmpp-websocket";
+converse.initialize(settings);
+</script>
+</body></html>
+"""
