@@ -3,6 +3,8 @@
 =====================  ==================================================================
 ``/irc``               IRC over WebSocket (IRCv3: ``text.ircv3.net``, ``binary.ircv3.net``)
 ``/line``              line chat over WebSocket, in JSON mode from the first message
+``/xmpp-websocket``    XMPP over WebSocket (RFC 7395, subprotocol ``xmpp``)
+``/.well-known/...``   ``host-meta`` and ``host-meta.json``: where the XMPP WebSocket is (XEP-0156)
 ``/``                  the web client (Converse.js), or how to install it
 =====================  ==================================================================
 
@@ -17,6 +19,7 @@ import html
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import quoteattr
 
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
@@ -24,10 +27,13 @@ from twisted.web.static import File
 
 from protocols.web.policy import WebPolicy
 from protocols.web.websocket import Subprotocol, WebSocketEndpoint
+from protocols.web.xmpp import XmppFraming
 
 IRC_SUBPROTOCOLS = (Subprotocol("text.ircv3.net"), Subprotocol("binary.ircv3.net", binary=True))
 # Line chat has no registered subprotocol name: a client may offer this one, or none.
 LINE_SUBPROTOCOLS = (Subprotocol("json.line.chatserver"),)
+XMPP_SUBPROTOCOLS = (Subprotocol("xmpp", framing=XmppFraming),)
+WEBSOCKET_REL = "urn:xmpp:alt-connections:websocket"
 
 # Where `make` installs the web client, in a source checkout.
 DEFAULT_CLIENT_DIR = (
@@ -106,12 +112,50 @@ def build_site(
                 prepare=_json_mode,
             ),
         )
+    xmpp = factories.get("xmpp")
+    if xmpp is not None:
+        root.putChild(
+            b"xmpp-websocket", WebSocketEndpoint(policy, XMPP_SUBPROTOCOLS, xmpp.buildProtocol)
+        )
+        well_known = Resource()
+        well_known.putChild(b"host-meta", HostMeta(json_form=False))
+        well_known.putChild(b"host-meta.json", HostMeta(json_form=True))
+        root.putChild(b".well-known", well_known)
     client_dir = Path(config.web.client_dir) if config.web.client_dir else DEFAULT_CLIENT_DIR
     root.putChild(b"", ClientPage(config, client_dir, factories))
     if client_dir.is_dir():
         root.putChild(b"dist", File(str(client_dir)))
     site = WebSite(root, make_policy, config)
     return site
+
+
+class HostMeta(Resource):
+    """XEP-0156: where this host's XMPP WebSocket endpoint is, as XRD or JSON."""
+
+    isLeaf = True
+
+    def __init__(self, *, json_form: bool) -> None:
+        super().__init__()
+        self.json_form = json_form
+
+    def render_GET(self, request: Request) -> bytes:
+        host = (request.getHeader("host") or "localhost").strip()
+        scheme = "wss" if request.isSecure() else "ws"
+        href = f"{scheme}://{host}/xmpp-websocket"
+        # Web clients on other sites look this up before they connect.
+        request.setHeader(b"access-control-allow-origin", b"*")
+        if self.json_form:
+            import json
+
+            request.setHeader(b"content-type", b"application/json")
+            return json.dumps({"links": [{"rel": WEBSOCKET_REL, "href": href}]}).encode()
+        request.setHeader(b"content-type", b"application/xrd+xml; charset=utf-8")
+        return (
+            "<?xml version='1.0' encoding='utf-8'?>\n"
+            "<XRD xmlns='http://docs.oasis-open.org/ns/xri/xrd-1.0'>\n"
+            f"  <Link rel='{WEBSOCKET_REL}' href={quoteattr(href)}/>\n"
+            "</XRD>\n"
+        ).encode()
 
 
 class ClientPage(Resource):

@@ -48,24 +48,43 @@ log = Logger()
 CLOSE_TIMEOUT = 5.0
 
 
+class LineFraming:
+    """One message is one line (IRC, line chat): the line ending is the transport's."""
+
+    __slots__ = ()
+
+    def inbound(self, message: bytes) -> bytes:
+        return message.rstrip(b"\r\n") + b"\r\n"
+
+    def outbound(self, data: bytes) -> list[bytes]:
+        lines = data.split(b"\n")
+        if lines[-1] == b"":
+            lines.pop()
+        return [line.removesuffix(b"\r") for line in lines]
+
+
 class Subprotocol:
     """How one WebSocket subprotocol carries a byte-stream protocol.
 
-    ``binary``: lines leave as binary messages (else as text, which must be UTF-8).
+    ``binary``: messages leave as binary messages (else as text, which must be UTF-8);
+    ``framing`` makes the object that turns messages into the protocol's bytes and back.
     """
 
-    __slots__ = ("binary", "name")
+    __slots__ = ("binary", "framing", "name")
 
-    def __init__(self, name: str, *, binary: bool = False) -> None:
+    def __init__(
+        self, name: str, *, binary: bool = False, framing: Callable[[], Any] = LineFraming
+    ) -> None:
         self.name = name
         self.binary = binary
+        self.framing = framing
 
 
 @implementer(ITransport, IConsumer)
 class MessageTransport:
     """What the protocol under a WebSocket sees as its transport.
 
-    ``write`` cuts the protocol's output into lines and sends each as one message.  The
+    ``write`` cuts the protocol's output into messages (lines, or stanzas) and sends each.  The
     output limit of :class:`~protocols.transport.output.BoundedOutput` reads what the socket
     under us still holds (``dataBuffer``, ``offset``, ``_tempDataLen``), so a slow reader is
     measured as on TCP.
@@ -98,7 +117,7 @@ class MessageTransport:
 
     def write(self, data: bytes) -> None:
         if self.connected and not self.disconnecting:
-            self._channel.send_lines(data)
+            self._channel.send_output(data)
 
     def writeSequence(self, data: Sequence[bytes]) -> None:
         self.write(b"".join(data))
@@ -151,6 +170,7 @@ class WebSocketChannel:
         self.address = address
         self.max_message_bytes = max_message_bytes
         self.clock = clock
+        self.framing = subprotocol.framing()
         self.raw: Any = None
         self.transport: MessageTransport | None = None
         self._parts: list[bytes] = []
@@ -209,8 +229,9 @@ class WebSocketChannel:
             message = b"".join(self._parts)
             self._parts.clear()
             self._size = 0
-            # One message is one line; the line ending is the transport's, not the sender's.
-            self.inner.dataReceived(message.rstrip(b"\r\n") + b"\r\n")
+            data = self.framing.inbound(message)
+            if data:
+                self.inner.dataReceived(data)
         return True
 
     def _peer_closed(self, event: CloseConnection) -> None:
@@ -225,22 +246,20 @@ class WebSocketChannel:
 
     # -- output -------------------------------------------------------------------------
 
-    def send_lines(self, data: bytes) -> None:
+    def send_output(self, data: bytes) -> None:
         if self._closed or self.ws.state is not ConnectionState.OPEN:
             return
-        lines = data.split(b"\n")
-        if lines[-1] == b"":
-            lines.pop()
+        messages = self.framing.outbound(data)
+        if not messages:
+            # Nothing to say (a whitespace keep-alive): a WebSocket ping says it instead.
+            self.raw.write(self.ws.send(Ping(b"")))
+            return
         send = self.ws.send
-        out = []
         if self.subprotocol.binary:
-            for line in lines:
-                out.append(send(BytesMessage(line.removesuffix(b"\r"))))
+            out = [send(BytesMessage(m)) for m in messages]
         else:
-            for line in lines:
-                text = line.removesuffix(b"\r").decode("utf-8", "replace")
-                out.append(send(TextMessage(text)))
-        self.raw.write(b"".join(out) if len(out) != 1 else out[0])
+            out = [send(TextMessage(m.decode("utf-8", "replace"))) for m in messages]
+        self.raw.write(out[0] if len(out) == 1 else b"".join(out))
 
     def close(self, code: int, reason: str = "") -> None:
         """Send a close frame after what was written; the socket closes when the peer answers
