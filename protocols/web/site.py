@@ -222,6 +222,8 @@ directory, then reload this page.</p>
             "auto_join_rooms": rooms,
             "view_mode": "fullscreen",
             "discover_connection_methods": False,
+            # The room nick is the account's name: one name everywhere.
+            "muc_nickname_from_jid": True,
             "show_controlbox_by_default": True,
             "play_sounds": False,
             "allow_message_retraction": "all",
@@ -231,12 +233,15 @@ directory, then reload this page.</p>
 <html lang="en"><head><meta charset="utf-8"><title>{name}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <link rel="stylesheet" href="/dist/converse.min.css">
-<script src="/dist/converse.min.js" charset="utf-8"></script>
-<style>#about {{ font: 14px sans-serif; padding: 4px 8px; background: #eef; }}
-body {{ margin: 0; }} #conversejs {{ top: 30px !important; }}</style>
+<script type="module" src="/dist/converse.min.js"></script>
+<style>
+#about {{ position: fixed; top: 0; left: 0; right: 0; height: 28px; z-index: 10000;
+  font: 14px/28px sans-serif; padding: 0 8px; background: #eef; overflow: hidden; }}
+#conversejs {{ top: 28px !important; height: calc(100% - 28px) !important; }}
+</style>
 </head><body>
 <div id="about">{self.rooms_text()}</div>
-<script>
+<script type="module">
 var settings = {json.dumps(settings)};
 settings.websocket_url = (location.protocol === "https:" ? "wss://" : "ws://") +
   location.host + "/xmpp-websocket";
