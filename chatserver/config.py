@@ -469,6 +469,10 @@ class WebConfig:
     trusted_proxies: tuple[str, ...] = _key((), _Networks())
     # The largest WebSocket message a client may send, in bytes.
     max_message_bytes: int = _key(65536, _Int(1024, 16 << 20))
+    # Seconds a client has to send an HTTP request's headers (the WebSocket upgrade included),
+    # and seconds an HTTP connection may stay silent before it is closed.
+    header_timeout: float = _key(10.0, _Number(1, 3600))
+    idle_timeout: float = _key(60.0, _Number(1, 3600))
     # Rooms the web client joins on login.
     default_rooms: tuple[str, ...] = _key(
         ("lobby",), _Texts(_Text(pattern=r"[a-z0-9._-]{1,50}", what="a room name such as lobby"))

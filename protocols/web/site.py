@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
+from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 from twisted.web.static import File
@@ -46,15 +47,61 @@ def _json_mode(conn: Any) -> None:
     conn.mode = "json"
 
 
+class WebChannel(HTTPChannel):
+    """An HTTP/1.1 connection that must send each request's headers within a deadline.
+
+    The idle timeout alone would let a client that sends a byte now and then (slowloris)
+    hold a connection for ever; a WebSocket upgrade hands the socket on before the deadline
+    could matter.
+    """
+
+    site: WebSite
+    _header_call: Any = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._arm()
+
+    def _arm(self) -> None:
+        self._header_call = self.callLater(self.site.header_timeout, self._too_slow)
+
+    def _disarm(self) -> None:
+        call, self._header_call = self._header_call, None
+        if call is not None and call.active():
+            call.cancel()
+
+    def allHeadersReceived(self) -> None:
+        self._disarm()
+        super().allHeadersReceived()
+
+    def requestDone(self, request: Any) -> None:
+        super().requestDone(request)
+        if self.transport is not None and self.transport.connected and not self._header_call:
+            # Kept alive: the next request has a deadline of its own.
+            self._arm()
+
+    def connectionLost(self, reason: Any) -> None:
+        self._disarm()
+        super().connectionLost(reason)
+
+    def _too_slow(self) -> None:
+        self._header_call = None
+        if self.transport is not None and self.transport.connected:
+            self.transport.abortConnection()
+
+
 class WebSite(Site):
     """The listener's site; ``reload_config`` applies a new ``[web]`` section live."""
 
     noisy = False
+    # HTTP/1.1 only: WebSocket upgrades are HTTP/1.1, and so are static files here.
+    protocol = WebChannel
 
     def __init__(self, root: Resource, make_policy: Callable[[Any], WebPolicy], config: Any):
-        super().__init__(root)
+        super().__init__(root, timeout=config.web.idle_timeout)
         self._make_policy = make_policy
         self.policy = make_policy(config)
+        self.header_timeout = config.web.header_timeout
 
     def log(self, request: Request) -> None:
         # Connections are logged by the protocols; a line per page load would add nothing.
@@ -62,6 +109,7 @@ class WebSite(Site):
 
     def reload_config(self, config: Any) -> None:
         self.policy = self._make_policy(config)
+        self.header_timeout = config.web.header_timeout
 
 
 def build_site(

@@ -40,12 +40,16 @@ from wsproto.utilities import RemoteProtocolError
 from zope.interface import alsoProvides, implementer
 
 from protocols.transport import peer
+from protocols.transport.output import BoundedOutput, unsent_bytes
 from protocols.web.policy import WebPolicy
 
 log = Logger()
 
 # Seconds the peer gets to answer our close frame before the socket is dropped.
 CLOSE_TIMEOUT = 5.0
+UNBOUNDED = 1 << 62
+# Unsent bytes past which pings are no longer answered.
+PONG_BACKLOG = 64 * 1024
 
 
 class LineFraming:
@@ -171,6 +175,8 @@ class WebSocketChannel:
         self.max_message_bytes = max_message_bytes
         self.clock = clock
         self.framing = subprotocol.framing()
+        # Its direct path to the socket only: the protocol under us enforces the limit.
+        self._output = BoundedOutput(UNBOUNDED)
         self.raw: Any = None
         self.transport: MessageTransport | None = None
         self._parts: list[bytes] = []
@@ -196,7 +202,11 @@ class WebSocketChannel:
                 if not self._message_part(event):
                     return
             elif isinstance(event, Ping):
-                self.raw.write(self.ws.send(event.response()))
+                # A client that sends pings and reads nothing would make the answers pile
+                # up: past a bound they are dropped (one pong may answer several pings).
+                unsent = unsent_bytes(self.raw)
+                if unsent is None or unsent < PONG_BACKLOG:
+                    self.raw.write(self.ws.send(event.response()))
             elif isinstance(event, CloseConnection):
                 self._peer_closed(event)
                 return
@@ -259,7 +269,9 @@ class WebSocketChannel:
             out = [send(BytesMessage(m)) for m in messages]
         else:
             out = [send(TextMessage(m.decode("utf-8", "replace"))) for m in messages]
-        self.raw.write(out[0] if len(out) == 1 else b"".join(out))
+        # Straight to the socket when nothing is queued, as every protocol's TCP output goes:
+        # queued in Twisted's buffer instead, a burst within one turn would count as unread.
+        self._output.write(self.raw, out[0] if len(out) == 1 else b"".join(out))
 
     def close(self, code: int, reason: str = "") -> None:
         """Send a close frame after what was written; the socket closes when the peer answers

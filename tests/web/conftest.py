@@ -54,13 +54,21 @@ class WsClient:
         *,
         subprotocols: list[str] | None = None,
         source: str | None = None,
+        rcvbuf: int | None = None,
         timeout: float = 5.0,
         **options: Any,
     ) -> None:
         sock = None
-        if source is not None:
+        if source is not None or rcvbuf is not None:
             host, port = url.split("//", 1)[1].split("/", 1)[0].split(":")
-            sock = socket.create_connection((host, int(port)), timeout, (source, 0))
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            if rcvbuf is not None:
+                # Set before connecting, so the window the server sees is small from the start.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            sock.settimeout(timeout)
+            if source is not None:
+                sock.bind((source, 0))
+            sock.connect((host, int(port)))
         self.ws = websocket.create_connection(
             url, subprotocols=subprotocols, timeout=timeout, socket=sock, **options
         )
