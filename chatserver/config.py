@@ -417,6 +417,10 @@ class XmppConfig:
     max_depth: int = _key(32, _Int(4, 256))
     # Elements in one stanza: each costs the parser a few Python calls.
     max_stanza_elements: int = _key(4096, _Int(16, 1 << 20))
+    # Attributes of one element (namespace declarations included) and the bytes of their
+    # values: each attribute costs the parser more than the one before.
+    max_attributes: int = _key(64, _Int(8, 4096))
+    max_attribute_bytes: int = _key(16384, _Int(4096, 16 << 20))
     # Seconds of silence before the server pings a client, then seconds more before it gives up.
     idle_timeout: float = _key(300.0, _Number(1))
     ping_timeout: float = _key(60.0, _Number(1))
@@ -428,6 +432,15 @@ class XmppConfig:
     flood_burst: int = _key(50, _Int(1, 100_000))
     flood_rate: float = _key(10.0, _Number(0, above=True))
     flood_max_queue: int = _key(200, _Int(1, 100_000))
+    # Stream management (XEP-0198): seconds a session whose connection dropped stays in its
+    # rooms, receiving, for its client to resume it (0: no resumption, acks only).
+    resume_timeout: float = _key(300.0, _Number(0, 86400))
+    # Stanzas sent and not yet acknowledged that one stream may have; past it the stream
+    # ends with policy-violation (and a detached session ends).
+    max_unacked: int = _key(1000, _Int(10, 100_000))
+    # Client state indication (XEP-0352): non-urgent stanzas held for an inactive client;
+    # past this many, they are all sent.
+    csi_max_held: int = _key(256, _Int(1, 100_000))
 
 
 def _is_ip(text: str) -> bool:

@@ -2,7 +2,10 @@
 
 One event is built once and handed to every recipient's ``IChatClient.deliver``; room
 messages said while connections' input is being read wait for the end of the reactor turn
-and go out as one :class:`MessageBatch` per room, one write per member.  Nothing here does
+and go out as one :class:`MessageBatch` per room, one write per member.  So do the joins,
+parts and quits in a room of ``MEMBERSHIP_BATCH_FROM`` members or more, whenever the turn's
+end will flush them (a user hears of its own at once): a thousand users joining or leaving
+a big room together cost each member a few writes, not a thousand.  Nothing here does
 work per recipient beyond the ``deliver`` call: the per-protocol counters of a room fan-out
 come from the room's cached counts.
 """
@@ -21,6 +24,10 @@ if TYPE_CHECKING:
     from chatserver.core.rooms import Room
     from chatserver.core.users import User
 
+# Rooms at least this big hear of joins and parts with the turn's batch.  In a small room a
+# join costs a handful of deliveries either way, and comes at once.
+MEMBERSHIP_BATCH_FROM = 50
+
 
 class Delivery:
     """The part of ChatService that routes events to connections."""
@@ -29,6 +36,9 @@ class Delivery:
 
     def _init_delivery(self, end_of_turn: Callable[[Callable[[], None]], object] | None) -> None:
         self.stats: dict[str, int] = {"messages": 0, "deliveries": 0}
+        # Deliveries caused so far, counted when they are caused (a batched join counts the
+        # room's members then): what protocols charge a command's fan-out by.
+        self.fanout_caused = 0
         # Counters by protocol, read by the metrics endpoint when it is scraped.  Deliveries
         # of room messages are added per room fan-out (Room.fanout), not per recipient.
         self.messages_by_protocol: dict[str, int] = {}
@@ -89,34 +99,116 @@ class Delivery:
             if not self._batch_depth and self._batched and self._end_of_turn is None:
                 self._flush_batches()
 
-    def _batch_message(self, room: Room, msg: Message) -> None:
+    def _pending(self, room: Room) -> _PendingRoom:
         pending = self._batched.get(room)
         if pending is None:
             pending = self._batched[room] = _PendingRoom()
             if self._end_of_turn is not None and not self._flush_scheduled:
                 self._flush_scheduled = True
                 self._end_of_turn(self._flush_turn)
+        return pending
+
+    def _send_membership(self, room: Room, user: User, event: Event, *, was_member: bool) -> None:
+        """A join (``was_member`` false) or a part of ``user``: its own connections hear of
+        it at once; in a big room, while input is read, everyone else with the turn's batch.
+
+        Each of the user's connections first gets what the room said earlier in the turn if
+        it was a member meanwhile, and is then marked as having the batch up to this event:
+        a member who joins does not hear of earlier joins (its member list has them), one
+        who parts hears of everything before it leaves."""
+        if not self._may_batch() or len(room.members) < MEMBERSHIP_BATCH_FROM:
+            self._send(room.clients(), event)
+            return
+        # What other rooms said this turn comes first, as for any other event.
+        self._flush_batches(keep=room)
+        pending = self._pending(room)
+        events = pending.events
+        delivered = pending.delivered
+        mine = list(user.clients())
+        for client in mine:
+            if was_member:
+                had = delivered.get(id(client))
+                if had is not None:
+                    self._deliver_rest(client, events, had)
+                else:
+                    self._deliver_all(client, events)
+            self._deliver_one(client, event)
+        events.append(event)
+        pending.others += 1
+        for client in mine:
+            delivered[id(client)] = len(events)
+        self.stats["deliveries"] += len(mine)
+        by_protocol = self.deliveries_by_protocol
+        for client in mine:
+            protocol = getattr(client, "protocol", "?")
+            by_protocol[protocol] = by_protocol.get(protocol, 0) + 1
+        self.fanout_caused += len(room.members)
+
+    def _may_batch(self) -> bool:
+        """Whether an event may wait for the end of the turn: while input is read, or
+        whenever the turn's end flushes (a connection lost, a timer)."""
+        return bool(self._batch_depth) or self._end_of_turn is not None
+
+    def _send_quit(self, user: User, event: Event) -> None:
+        """A user is gone: everyone who shares a room with it hears of it once.  The members
+        of its biggest room, if that is big, hear of it with that room's batch; the rest
+        (its own connections, members of its other rooms only) at once."""
+        big: Room | None = None
+        if self._may_batch():
+            for room in user.rooms.values():
+                size = len(room.members)
+                if size >= MEMBERSHIP_BATCH_FROM and (big is None or size > len(big.members)):
+                    big = room
+        if big is None:
+            self._send(self._audience(user), event)
+            return
+        self._flush_batches(keep=big)
+        later = big.members
+        seen: set[int] = set()
+        now: list[Any] = []
+        for client in user.clients():
+            seen.add(id(client))
+            now.append(client)
+        for room in user.rooms.values():
+            if room is big:
+                continue
+            for member in room.members:
+                if member in later:
+                    continue
+                for client in member.clients():
+                    if id(client) not in seen:
+                        seen.add(id(client))
+                        now.append(client)
+        self._send(now, event, flush=False)
+        pending = self._pending(big)
+        pending.events.append(event)
+        pending.others += 1
+        self.fanout_caused += len(later)
+
+    def _batch_message(self, room: Room, msg: Message) -> None:
+        pending = self._pending(room)
+        self.fanout_caused += 1
         origin = msg.origin
         key = id(origin)
         if getattr(origin, "echo_at_turn_end", False):
             # Its own copy comes in its place in the turn's batch, like everyone's: one write.
-            pending.messages.append(msg)
+            pending.events.append(msg)
             self.stats["deliveries"] += 1
             protocol = getattr(origin, "protocol", "?")
             self.deliveries_by_protocol[protocol] = self.deliveries_by_protocol.get(protocol, 0) + 1
             return
         if getattr(origin, "echoes_own_messages", True):
             had = pending.delivered.get(key, 0)
-            if had < len(pending.messages):
+            if had < len(pending.events):
                 # What the room said earlier in this turn comes before the sender's own copy,
                 # for the sender as for everyone else.
-                self._deliver_rest(origin, pending.messages, had)
-            pending.messages.append(msg)
-            pending.delivered[key] = len(pending.messages)
+                self._deliver_rest(origin, pending.events, had)
+            pending.events.append(msg)
+            pending.delivered[key] = len(pending.events)
         else:
             # A sender that never sees its own messages waits for the end of the turn like
             # everyone else: one write, not one per message the room said before its own.
-            pending.messages.append(msg)
+            pending.events.append(msg)
             pending.delivered.setdefault(key, 0)
         self.stats["deliveries"] += 1
         protocol = getattr(origin, "protocol", "?")
@@ -131,53 +223,66 @@ class Delivery:
         if self._batched:
             self._flush_batches()
 
-    def _flush_batches(self) -> None:
+    def _flush_batches(self, keep: Room | None = None) -> None:
+        """Deliver the turn's batches (but ``keep``'s, which goes on gathering)."""
         batched, self._batched = self._batched, {}
+        if keep is not None:
+            kept = batched.pop(keep, None)
+            if kept is not None:
+                self._batched[keep] = kept
         by_protocol = self.deliveries_by_protocol
         for room, pending in batched.items():
-            messages = pending.messages
+            events = pending.events
             delivered = pending.delivered
-            batch = MessageBatch(messages=tuple(messages))
+            batch = MessageBatch(messages=tuple(events))
             for client in room.clients():
                 had = delivered.get(id(client))
                 if had is not None:
-                    # A sender: the rest, without its own.
-                    self._deliver_rest(client, messages, had)
+                    # A sender, or a member who joined in this turn: the rest, without its own.
+                    self._deliver_rest(client, events, had)
                     continue
                 deliver_batch = getattr(client, "deliver_batch", None)
                 try:
                     if deliver_batch is not None:
                         deliver_batch(batch)
                     else:
-                        for msg in messages:
-                            client.deliver(msg)
+                        for event in events:
+                            client.deliver(event)
                 except Exception:
-                    self._delivery_failed(messages[0], client)
+                    self._delivery_failed(events[0], client)
             # Every member gets every message once (its sender its own copy, counted when it
-            # was delivered): the room's fan-out counts say how many by protocol.
+            # was delivered), and every join and part (its user's connections counted when
+            # they got it, so counted twice, as if they had it in the batch too): the room's
+            # fan-out counts say how many by protocol.
+            messages = len(events) - pending.others
             sent = 0
             for protocol, n in room.fanout():
                 sent += n
-                by_protocol[protocol] = by_protocol.get(protocol, 0) + n * len(messages)
-            self.stats["deliveries"] += (sent - 1) * len(messages)
-            for msg in messages:
-                protocol = getattr(msg.origin, "protocol", "?")
-                by_protocol[protocol] -= 1
+                by_protocol[protocol] = by_protocol.get(protocol, 0) + n * len(events)
+            self.stats["deliveries"] += (sent - 1) * messages + sent * pending.others
+            if messages:
+                for event in events:
+                    if isinstance(event, Message):
+                        protocol = getattr(event.origin, "protocol", "?")
+                        by_protocol[protocol] -= 1
 
-    def _deliver_rest(self, client: Any, messages: list[Message], start: int) -> None:
-        """The messages from ``start`` on that ``client`` did not send itself."""
-        rest = tuple(m for m in messages[start:] if m.origin is not client)
-        if not rest:
+    def _deliver_rest(self, client: Any, events: list[Event], start: int) -> None:
+        """The events from ``start`` on, but for the messages ``client`` sent itself."""
+        rest = tuple(e for e in events[start:] if getattr(e, "origin", None) is not client)
+        self._deliver_all(client, rest)
+
+    def _deliver_all(self, client: Any, events: Sequence[Event]) -> None:
+        if not events:
             return
         deliver_batch = getattr(client, "deliver_batch", None)
         try:
             if deliver_batch is not None:
-                deliver_batch(MessageBatch(messages=rest))
+                deliver_batch(MessageBatch(messages=tuple(events)))
             else:
-                for msg in rest:
-                    client.deliver(msg)
+                for event in events:
+                    client.deliver(event)
         except Exception:
-            self._delivery_failed(rest[0], client)
+            self._delivery_failed(events[0], client)
 
     def _deliver_one(self, client: Any, event: Event) -> None:
         try:
@@ -190,10 +295,13 @@ class Delivery:
         clients: Iterable[Any],
         event: Event,
         fanout: Sequence[tuple[str, int]] | None = None,
+        *,
+        flush: bool = True,
     ) -> None:
         """Deliver ``event`` to each client.  ``fanout``, when given, is how many of
-        ``clients`` each protocol has (a room's cached counts); otherwise they are counted here."""
-        if self._batched:
+        ``clients`` each protocol has (a room's cached counts); otherwise they are counted here.
+        The turn's batches go first (unless the caller has seen to them: ``flush``)."""
+        if flush and self._batched:
             # Anything else said or done keeps its place after the batched messages.
             self._flush_batches()
         count = 0
@@ -218,6 +326,7 @@ class Delivery:
             for protocol, n in fanout:
                 by_protocol[protocol] = by_protocol.get(protocol, 0) + n
         self.stats["deliveries"] += count
+        self.fanout_caused += count
 
     def _delivery_failed(self, event: Event, client: Any) -> None:
         self.log.failure(
@@ -226,15 +335,16 @@ class Delivery:
 
 
 class _PendingRoom:
-    """A room's messages waiting for the end of the turn, and, for each sender's
-    connection, how many of them it already has (what came before its own message, when it
-    sees its own messages)."""
+    """A room's events waiting for the end of the turn (its messages, and joins and parts
+    in a big room); for each connection of a sender or of a user who joined or parted,
+    how many of them it already has (or must never get); and how many are not messages."""
 
-    __slots__ = ("delivered", "messages")
+    __slots__ = ("delivered", "events", "others")
 
     def __init__(self) -> None:
-        self.messages: list[Message] = []
+        self.events: list[Event] = []
         self.delivered: dict[int, int] = {}
+        self.others = 0
 
 
 def unique_clients(first: Iterable[Any], second: Iterable[Any]) -> list[Any]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from chatserver.core.names import casefold
+
 MessageKind = Literal["privmsg", "notice", "action"]
 # Why the server closed a connection it did not want to keep, when it was the client's doing:
 # it flooded, or it did not read its output.  Protocols pass it to ``ChatService.quit``.
@@ -30,6 +32,12 @@ class Who:
     realname: str = ""
     bot: bool = False
     away: str | None = None
+    # The nick casefolded, made once per snapshot: protocols compare it with their own user's
+    # for every member an event reaches ("is this about me?").
+    key: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", casefold(self.nick))
 
     @property
     def mask(self) -> str:
@@ -74,13 +82,17 @@ class Message(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MessageBatch:
-    """Room messages of one reactor turn, delivered to a member at once.
+    """A room's messages of one reactor turn (and, in a big room, its joins and parts),
+    delivered to a member at once, in order.
 
     ``rendered`` caches the joined bytes per protocol variant, as ``Event.rendered`` does for
-    one event, so each member of a variant gets the same bytes object in one write.
+    one event, so each member of a variant gets the same bytes object in one write.  A batch
+    never holds an event about its recipient (a member hears of its own join or part at
+    once), nor, unless the recipient is ``echo_at_turn_end``, its own messages: what a batch
+    renders to is the same for every member of a variant.
     """
 
-    messages: tuple[Message, ...]
+    messages: tuple[Event, ...]
     rendered: dict[Any, bytes] = field(default_factory=dict, compare=False, repr=False, hash=False)
 
 

@@ -23,7 +23,7 @@ class IChatClient(Interface):
 
     # Optional, looked up with getattr:
     #
-    # deliver_batch(batch): a MessageBatch of room messages, all to be written at once
+    # deliver_batch(batch): a MessageBatch of room events, all to be written at once
     #     (without it, each message goes through ``deliver``).
     # echoes_own_messages: whether the connection is shown its own room messages (True when
     #     absent).  One that is not never needs the room's earlier messages of the same turn

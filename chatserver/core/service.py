@@ -275,7 +275,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
         now = self.clock.seconds()
         if not self._stopping:
             # At shutdown everyone is told once; a QUIT per user to everyone left would be N².
-            self._send(self._audience(user), Quit(ts=now, who=who, reason=reason))
+            self._send_quit(user, Quit(ts=now, who=who, reason=reason))
         for room in list(user.rooms.values()):
             self._remove_member(room, user)
         self.users.remove(user)
@@ -346,7 +346,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
         room.members[user] = member
         room.members_changed()
         user.rooms[rk] = room
-        self._send(room.clients(), Join(ts=now, room=rk, who=user.who()))
+        self._send_membership(room, user, Join(ts=now, room=rk, who=user.who()), was_member=False)
         return room
 
     def _check_join(self, room: Room, user: User, key: str | None) -> None:
@@ -370,10 +370,8 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
         room = self._room(name)
         if user not in room.members:
             raise NotOnRoom(room.name)
-        self._send(
-            room.clients(),
-            Part(ts=self.clock.seconds(), room=room.name, who=user.who(), reason=reason),
-        )
+        part = Part(ts=self.clock.seconds(), room=room.name, who=user.who(), reason=reason)
+        self._send_membership(room, user, part, was_member=True)
         self._remove_member(room, user)
 
     def _remove_member(self, room: Room, user: User) -> None:

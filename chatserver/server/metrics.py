@@ -118,6 +118,11 @@ class ChatCollector:
             "When the server started (Unix time).",
             value=chat.started_at,
         )
+        # A protocol's own figures, where its factory keeps some.
+        for _, factory in self.server.factories():
+            collect = getattr(factory, "collect_metrics", None)
+            if collect is not None:
+                yield from collect()
 
 
 def _gauge(name: str, doc: str, labels: list[str], values: dict[str, int]) -> Metric:

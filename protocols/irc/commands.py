@@ -2,7 +2,10 @@
 
 Handlers register with :func:`command`.  The dispatcher, not the handlers, answers unknown
 commands (421), missing parameters (461), commands before registration (451) and
-operator-only commands (481).  It looks the handler up *first* and only then calls it, so a
+operator-only commands (481), and charges each command what it costs the server: its
+``cost`` in flood tokens before it runs (every command, registered or not, even one that
+is refused), then ``per_delivery`` for each event the core delivered because of it (see
+:mod:`protocols.costs`).  It looks the handler up *first* and only then calls it, so a
 ``KeyError`` raised inside a handler is reported as the bug it is, never as "unknown command".
 """
 
@@ -17,6 +20,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatserver.core.errors import ChatError
+from protocols.costs import charged
 from protocols.irc import numerics as n
 
 if TYPE_CHECKING:
@@ -30,20 +34,30 @@ log = Logger()
 
 @dataclass(frozen=True)
 class CommandSpec:
-    """A command's handler and the rules the dispatcher checks before calling it."""
+    """A command's handler, the rules the dispatcher checks before calling it, and what it
+    costs the client's flood budget: ``cost`` tokens, and ``per_delivery`` more for each
+    event the core delivered because of it."""
 
     name: str
     handler: Handler
     min_params: int = 0
     pre_registration: bool = False
     oper_only: bool = False
+    cost: float = 1.0
+    per_delivery: float = 0.0
 
 
 COMMANDS: dict[str, CommandSpec] = {}
 
 
 def command(
-    name: str, *, min_params: int = 0, pre_registration: bool = False, oper_only: bool = False
+    name: str,
+    *,
+    min_params: int = 0,
+    pre_registration: bool = False,
+    oper_only: bool = False,
+    cost: float = 1.0,
+    per_delivery: float = 0.0,
 ) -> Callable[[Handler], Handler]:
     """Decorator: register ``handler(conn, msg)`` for ``name`` (upper case) in :data:`COMMANDS`."""
 
@@ -51,10 +65,18 @@ def command(
         key = name.upper()
         if key in COMMANDS and COMMANDS[key].handler is not handler:
             raise ValueError(f"IRC command {key} is registered twice")
-        COMMANDS[key] = CommandSpec(key, handler, min_params, pre_registration, oper_only)
+        COMMANDS[key] = CommandSpec(
+            key, handler, min_params, pre_registration, oper_only, cost, per_delivery
+        )
         return handler
 
     return register
+
+
+def cost_of(name: str) -> float:
+    """What a command costs before it runs (an unknown one costs a token, like most)."""
+    spec = COMMANDS.get(name)
+    return 1.0 if spec is None else spec.cost
 
 
 def dispatch(conn: IrcConnection, msg: IrcMessage) -> Deferred[Any] | None:
@@ -77,7 +99,12 @@ def dispatch(conn: IrcConnection, msg: IrcMessage) -> Deferred[Any] | None:
         conn.reply(n.ERR_NEEDMOREPARAMS, msg.command, "Not enough parameters")
         return None
     try:
-        result = spec.handler(conn, msg)
+        if spec.per_delivery:
+            result = charged(
+                conn.service, spec.per_delivery, conn.flood, lambda: spec.handler(conn, msg)
+            )
+        else:
+            result = spec.handler(conn, msg)
     except ChatError as err:
         conn.reply_error(err, msg.command)
         return None

@@ -29,7 +29,7 @@ from chatserver.core.interfaces import IChatClient
 from protocols import connlog
 from protocols.irc import caps, errors
 from protocols.irc import numerics as n
-from protocols.irc.commands import dispatch
+from protocols.irc.commands import cost_of, dispatch
 from protocols.irc.message import (
     IrcMessage,
     ParseError,
@@ -50,26 +50,6 @@ if TYPE_CHECKING:
     from protocols.irc.factory import IrcFactory
 
 log = Logger()
-
-# Penalty of each command, in tokens (default 1): what the command costs the server.
-COMMAND_COSTS: dict[str, float] = {
-    "PONG": 0.0,
-    "PING": 0.5,
-    "CAP": 0.0,
-    "AUTHENTICATE": 0.0,
-    "QUIT": 0.0,
-    "JOIN": 2.0,
-    "NICK": 2.0,
-    "NAMES": 2.0,
-    "WHO": 2.0,
-    "WHOIS": 1.5,
-    "LIST": 3.0,
-    "TOPIC": 1.5,
-    "INVITE": 2.0,
-    "TAGMSG": 0.5,
-    "CHATHISTORY": 2.0,
-}
-
 
 # Caps are replaced as a whole (set_caps), never changed in place: one empty set serves all.
 _NO_CAPS: frozenset[str] = frozenset()
@@ -634,8 +614,9 @@ class IrcConnection(Protocol):
 
 
 def _cost(item: IrcMessage | ParseError) -> float:
-    """Flood tokens a queued line takes when it runs (a malformed line costs 1)."""
-    return 1.0 if isinstance(item, ParseError) else COMMAND_COSTS.get(item.command, 1.0)
+    """Flood tokens a queued line takes when it runs: its command's cost in the command
+    table (a malformed line costs 1)."""
+    return 1.0 if isinstance(item, ParseError) else cost_of(item.command)
 
 
 def add_tag(line: bytes, tag: bytes) -> bytes:

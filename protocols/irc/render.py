@@ -51,6 +51,7 @@ RENDERERS: dict[type, Renderer] = {}
 TAG_BITS = caps.SERVER_TIME | caps.ACCOUNT_TAG
 MESSAGE_BITS = caps.MESSAGE_TAGS | caps.SERVER_TIME | caps.ACCOUNT_TAG
 JOIN_BITS = TAG_BITS | caps.EXTENDED_JOIN
+BATCH_BITS = MESSAGE_BITS | JOIN_BITS
 
 LINE_BYTES = 512
 ACTION_PREFIX = "\x01ACTION "
@@ -237,13 +238,14 @@ def render_message(conn: IrcConnection, msg: Message) -> bytes | None:
 
 
 def render_batch(conn: IrcConnection, batch: MessageBatch) -> bytes:
-    """The joined lines of a batch of room messages from another connection, built once per
-    variant and shared by every member of that variant."""
-    key = ("irc", conn.cap_bits & MESSAGE_BITS)
+    """The joined lines of a batch of room events (messages, and joins and parts in a big
+    room) from other connections, built once per variant and shared by every member of
+    that variant: a batch holds nothing that reads differently to one of its recipients."""
+    key = ("irc", conn.cap_bits & BATCH_BITS)
     data = batch.rendered.get(key)
     if data is None:
         data = batch.rendered[key] = b"".join(
-            render_message(conn, msg) or b"" for msg in batch.messages
+            render(conn, event) or b"" for event in batch.messages
         )
     return data
 

@@ -26,6 +26,7 @@ from chatserver.core.errors import (
 )
 from chatserver.core.names import room_key
 from chatserver.core.views import RoomView
+from protocols.costs import charged
 from protocols.line.errors import describe_chat_error
 from protocols.line.jsonin import JsonRefused, decode_command
 
@@ -105,6 +106,9 @@ class Command:
     hidden: bool = False
     # Carries a password: refused on a plaintext connection from another machine.
     password: bool = False
+    # Flood tokens for each event the core delivered while it ran, past the line's own
+    # token (see protocols.costs).
+    per_delivery: float = 0.0
 
     @property
     def min_args(self) -> int:
@@ -130,10 +134,21 @@ def command(
     aliases: tuple[str, ...] = (),
     hidden: bool = False,
     password: bool = False,
+    per_delivery: float = 0.0,
 ) -> Callable[[Handler], Handler]:
     def register(handler: Handler) -> Handler:
         COMMANDS[name] = Command(
-            name, handler, usage, help, params, json, before_nick, parse, hidden, password
+            name,
+            handler,
+            usage,
+            help,
+            params,
+            json,
+            before_nick,
+            parse,
+            hidden,
+            password,
+            per_delivery,
         )
         for alias in aliases:
             ALIASES[alias] = name
@@ -278,7 +293,10 @@ def run(c: LineConnection, cmd: Command, args: Args, tag: Any) -> None:
             _fail(c, cmd, err, tag)
             return
     try:
-        result = cmd.handler(c, args)
+        if cmd.per_delivery:
+            result = charged(c.service, cmd.per_delivery, c.flood, lambda: cmd.handler(c, args))
+        else:
+            result = cmd.handler(c, args)
     except Exception as err:
         _fail(c, cmd, err, tag)
         return

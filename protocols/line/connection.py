@@ -53,6 +53,10 @@ if TYPE_CHECKING:
 # asked us to pause); past it the connection is dropped rather than grow memory.
 MAX_BACKLOG = 1 << 20
 
+# Members named when joining a room (text mode): a room of thousands would send each joiner
+# a line of tens of kilobytes, thousands of times over; /who lists them all.
+JOIN_MEMBERS_SHOWN = 100
+
 PROMPT = f"{INFO}Choose a nick:"
 PROBE = f"{EVENT}ping: are you there? (any line answers)"
 
@@ -80,6 +84,7 @@ class LineConnection(Protocol):
         "_flooding",
         "_framer",
         "_idle_call",
+        "_key",
         "_last_rx",
         "_negotiated",
         "_output",
@@ -112,6 +117,8 @@ class LineConnection(Protocol):
         # This connection's nick, kept here because the core may show us a nick change while
         # we are between users (when a login moves us to the account's user).
         self.nick: str | None = None
+        # The nick casefolded: what events about this user are recognised by.
+        self._key: str | None = None
         self.mode = "text"
         # /echo on: the user's own messages come back, as the others see them.
         self.echo = False
@@ -348,15 +355,19 @@ class LineConnection(Protocol):
     # -- IChatClient -----------------------------------------------------------------------
 
     def deliver_batch(self, batch: MessageBatch) -> None:
-        """A room's messages of one reactor turn: rendered one by one, written at once."""
-        self._cork = []
-        try:
-            for msg in batch.messages:
-                self.deliver(msg)
-        finally:
-            out, self._cork = self._cork, None
-        if out:
-            self._write(b"".join(out))
+        """A room's events of one reactor turn, written at once: the same bytes for every
+        member in this mode (a batch holds neither this user's own messages nor events
+        about it), joined once."""
+        if self._closing:
+            return
+        key = JSON_KEY if self.mode == "json" else TEXT_KEY
+        data = batch.rendered.get(key)
+        if data is None:
+            data = batch.rendered[key] = b"".join(
+                self._render_shared(event) or b"" for event in batch.messages
+            )
+        if data:
+            self._write(data)
 
     def deliver(self, event: Event) -> None:
         if self._closing:
@@ -375,8 +386,9 @@ class LineConnection(Protocol):
                     return
             elif kind is NickChange:
                 assert isinstance(event, NickChange)
-                if self._is_me(event.who.nick):
+                if event.who.key == self._key:
                     self.nick = event.new_nick
+                    self._key = casefold(event.new_nick)
             data = self._render(event)
             if data:
                 self._write(data)
@@ -415,6 +427,13 @@ class LineConnection(Protocol):
             self._close(reason, by_server=False)
 
     def _render(self, event: Event) -> bytes | None:
+        if self.mode == "text" and text_is_personal(event, self._key):
+            text = render_text(event, self.nick)
+            return f"{text}\r\n".encode() if text else None
+        return self._render_shared(event)
+
+    def _render_shared(self, event: Event) -> bytes | None:
+        """``event`` as every member in this mode it is not about sees it (cached on it)."""
         if self.mode == "json":
             data = event.rendered.get(JSON_KEY)
             if data is None:
@@ -423,9 +442,6 @@ class LineConnection(Protocol):
                     return None
                 data = event.rendered[JSON_KEY] = dump(obj)
             return data
-        if text_is_personal(event, self.nick):
-            text = render_text(event, self.nick)
-            return f"{text}\r\n".encode() if text else None
         data = event.rendered.get(TEXT_KEY)
         if data is None:
             text = render_text(event, None)
@@ -433,12 +449,12 @@ class LineConnection(Protocol):
         return data
 
     def _is_me(self, nick: str) -> bool:
-        return self.nick is not None and casefold(nick) == casefold(self.nick)
+        return self._key is not None and casefold(nick) == self._key
 
     # -- after an event about us -----------------------------------------------------------
 
     def _after_join(self, event: Join) -> None:
-        if not self._is_me(event.who.nick):
+        if event.who.key != self._key:
             return
         room = self.service.get_room(event.room)
         if room is None:
@@ -458,11 +474,11 @@ class LineConnection(Protocol):
             self.write_line(f"{INFO}now talking in #{self._current}")
 
     def _after_part(self, event: Part) -> None:
-        if self._is_me(event.who.nick):
+        if event.who.key == self._key:
             self._after_leave(event.room)
 
     def _after_kick(self, event: Kick) -> None:
-        if self._is_me(event.target.nick):
+        if event.target.key == self._key:
             self._after_leave(event.room)
 
     # -- state for commands ----------------------------------------------------------------
@@ -579,6 +595,7 @@ class LineConnection(Protocol):
     def welcome(self, user: UserView) -> None:
         """A nick was claimed: greet, and show the rooms of a user we joined (multiclient)."""
         self.nick = user.nick
+        self._key = casefold(user.nick)
         if self.conn is not None:
             connlog.registered("line", self.conn.id, self.address, user.nick)
         if self.mode == "text":
@@ -606,7 +623,7 @@ class LineConnection(Protocol):
             return
         lines = [] if joined else [f"{INFO}you are in #{room.name}"]
         lines.append(topic_text(room))
-        lines.append(members_text(room))
+        lines.append(members_text(room, JOIN_MEMBERS_SHOWN))
         now = self.clock.seconds()
         lines.extend(history_text(msg, now) for msg in recent)
         self._write("".join(f"{line}\r\n" for line in lines).encode())

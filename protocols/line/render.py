@@ -15,6 +15,7 @@ once per mode, so a room message reaches many line users for one rendering per m
 
 from __future__ import annotations
 
+import heapq
 import json
 import re
 import time
@@ -254,20 +255,22 @@ TEXT_RENDERERS: dict[type[Event], TextRenderer] = {
 }
 
 
-def _about_me(event: Any, me: str | None) -> bool:
+def _about_me(event: Any, me: str) -> bool:
     who: Who | None = getattr(event, "who", None)
-    return who is not None and _same(who.nick, me)
+    return who is not None and who.key == me
 
 
-# Which events read differently to the user they are about (so are not cached).
+# Which events read differently to the user they are about (so are not cached), given the
+# casefolded nick of that user: asked for every member an event reaches, so it compares
+# the casefolded nicks the events carry.
 TEXT_PERSONAL: dict[type[Event], Callable[[Any, str], bool]] = {
-    Message: lambda e, me: e.room is None and _same(e.source.nick, me),
+    Message: lambda e, me: e.room is None and e.source.key == me,
     Join: _about_me,
     Part: _about_me,
-    NickChange: lambda e, me: _same(e.new_nick, me) or _same(e.who.nick, me),
-    Kick: lambda e, me: _same(e.target.nick, me),
+    NickChange: lambda e, me: e.who.key == me or casefold(e.new_nick) == me,
+    Kick: lambda e, me: e.target.key == me,
     Away: _about_me,
-    Invite: lambda e, me: _same(e.target, me),
+    Invite: lambda e, me: casefold(e.target) == me,
     AccountChange: _about_me,
 }
 
@@ -280,11 +283,12 @@ def render_text(event: Event, me: str | None) -> str | None:
     return renderer(event, me)
 
 
-def text_is_personal(event: Event, me: str | None) -> bool:
-    if me is None:
+def text_is_personal(event: Event, me_key: str | None) -> bool:
+    """Whether ``event`` reads differently to the user whose casefolded nick is ``me_key``."""
+    if me_key is None:
         return False
     test = TEXT_PERSONAL.get(type(event))
-    return test is not None and test(event, me)
+    return test is not None and test(event, me_key)
 
 
 # -- JSON ----------------------------------------------------------------------------------
@@ -410,12 +414,17 @@ def dump(obj: dict[str, Any]) -> bytes:
 # the state they are given, shared by the command handlers and the connection.
 
 
-def member_list(room: RoomView) -> list[tuple[str, UserView, MemberView]]:
-    """(nick with @ or +, user, status) of every member: operators, voiced, then the rest."""
-    ranked = sorted(
-        room.members.items(),
-        key=lambda item: (0 if item[1].op else 1 if item[1].voice else 2, item[0].key),
-    )
+def _rank(item: tuple[UserView, MemberView]) -> tuple[int, str]:
+    return (0 if item[1].op else 1 if item[1].voice else 2, item[0].key)
+
+
+def member_list(room: RoomView, limit: int | None = None) -> list[tuple[str, UserView, MemberView]]:
+    """(nick with @ or +, user, status) of every member (the first ``limit``): operators,
+    voiced, then the rest."""
+    if limit is not None and len(room.members) > limit:
+        ranked = heapq.nsmallest(limit, room.members.items(), key=_rank)
+    else:
+        ranked = sorted(room.members.items(), key=_rank)
     return [(("@" if m.op else "+" if m.voice else "") + user.nick, user, m) for user, m in ranked]
 
 
@@ -432,8 +441,12 @@ def members_json(room: RoomView) -> list[dict[str, Any]]:
     ]
 
 
-def members_text(room: RoomView) -> str:
-    names = " ".join(shown for shown, _user, _member in member_list(room))
+def members_text(room: RoomView, limit: int | None = None) -> str:
+    """The members line: all of them, or the first ``limit`` and how many more."""
+    names = " ".join(shown for shown, _user, _member in member_list(room, limit))
+    more = len(room.members) - limit if limit is not None else 0
+    if more > 0:
+        names += f" and {more} more (/who {room_name(room.name)} lists them all)"
     return f"{INFO}members of {room_name(room.name)} ({len(room.members)}): {names}"
 
 

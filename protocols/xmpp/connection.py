@@ -28,7 +28,7 @@ from protocols import connlog
 from protocols.transport import close, peer
 from protocols.transport.flood import FloodBudget, FloodQueue
 from protocols.transport.output import BoundedOutput
-from protocols.xmpp import bind, presence, register, render, router, sasl, stanzas
+from protocols.xmpp import bind, csi, presence, register, render, router, sasl, sm, stanzas
 from protocols.xmpp.jid import parse_jid, try_parse, user_jid
 from protocols.xmpp.stanzas import NS_CLIENT, NS_SASL, NS_STREAM_ERRORS, NS_STREAMS, NS_TLS
 from protocols.xmpp.stream import StreamClosed, StreamError, StreamOpened, StreamParser
@@ -56,7 +56,12 @@ OPENING = "opening"  # waiting for the client's stream header
 NEGOTIATING = "negotiating"  # before authentication (STARTTLS, SASL, in-band registration)
 AUTHENTICATED = "authenticated"  # SASL done, waiting for resource binding
 BOUND = "bound"  # a full JID: stanzas flow
+# The connection dropped, the session waits to be resumed (XEP-0198): still in its rooms,
+# what it receives is queued.
+DETACHED = "detached"
 CLOSED = "closed"
+# A stream that resumed another session: it only carries that session's traffic.
+CARRIER = "carrier"
 
 
 @implementer(IChatClient)
@@ -77,7 +82,13 @@ class XmppConnection(Protocol):
     * ``extra``: a dict where a module may keep per-connection state under its own key;
     * ``on_close``: callables run with the connection when it closes (before the core quit);
     * ``flood``: the flood queue; ``flood.charge(cost)`` takes flood tokens for what a stanza
-      costs the server beyond its turn (it has a budget only once bound).
+      costs the server beyond its turn (it has a budget only once bound);
+    * ``sm``: stream management state (:mod:`protocols.xmpp.sm`), None until enabled.
+
+    A session with stream management outlives its TCP connection for a while (``DETACHED``),
+    and a later stream may resume it (:meth:`take_over`): from then on this object writes to
+    that stream's transport and reads what it parses, and the resuming connection is only its
+    carrier.
 
     Methods: :meth:`send`, :meth:`send_error`, :meth:`iq_result`, :meth:`jid_of`,
     :meth:`occupant_jid`, :meth:`stream_error`.
@@ -91,6 +102,7 @@ class XmppConnection(Protocol):
     # Slots: an idle connection is mostly this object, and ten thousand of them add up.
     __slots__ = (
         "_cork",
+        "_csi_held",
         "_deadline",
         "_extra",
         "_last_input",
@@ -100,6 +112,7 @@ class XmppConnection(Protocol):
         "_ping_sent",
         "_quit_done",
         "_timer",
+        "_via",
         "account",
         "address",
         "available",
@@ -125,6 +138,7 @@ class XmppConnection(Protocol):
         "sasl",
         "service",
         "session_started",
+        "sm",
         "state",
         "stream_id",
         "tls",
@@ -164,11 +178,7 @@ class XmppConnection(Protocol):
         self._extra: dict[str, Any] | None = None
         self._on_close: list[Callable[[XmppConnection], None]] | None = None
         self.sasl: SaslServer | None = None
-        self.parser = StreamParser(
-            max_stanza_bytes=factory.config.max_stanza_bytes,
-            max_depth=factory.config.max_depth,
-            max_elements=factory.config.max_stanza_elements,
-        )
+        self.parser = StreamParser(factory.stream_limits)
         # One timer serves the login deadline, parking the parser, the idle ping and the
         # wait for its answer: input only records its time, so a busy stream re-arms nothing.
         self._timer: Any = None
@@ -187,6 +197,12 @@ class XmppConnection(Protocol):
         self.flood: FloodQueue[etree._Element] = FloodQueue(
             self.clock, None, factory.config.flood_max_queue, self._dispatch
         )
+        self.sm: sm.StreamManagement | None = None
+        # While the client says it is inactive (XEP-0352): the stanzas held back (else None).
+        self._csi_held: csi.Held | None = None
+        # The connection that resumed this session and carries it now (None: its own), or,
+        # on that connection, the session it carries.
+        self._via: XmppConnection | None = None
 
     # -- what handlers use --------------------------------------------------------------------
 
@@ -211,13 +227,43 @@ class XmppConnection(Protocol):
         return self._on_close
 
     def send(self, data: etree._Element | bytes) -> None:
-        """Write one element (serialized here) or ready bytes to the client."""
-        if self.state == CLOSED or self.transport is None:
+        """Write one element (serialized here) or ready bytes to the client.
+
+        Once bound, each call is one stanza: counted for stream management, held back while
+        the client is inactive if it is not urgent."""
+        if self.state == CLOSED:
             return
         if not isinstance(data, bytes):
             data = stanzas.to_bytes(data)
         if self._cork is not None:
             self._cork.append(data)
+            return
+        held = self._csi_held
+        if held is not None:
+            if not csi.urgent(self, data):
+                held.add(data)
+                if held.live > self.config.csi_max_held:
+                    self._flush_held()
+                return
+            self._flush_held()
+        self._send_stanza(data)
+
+    def _send_stanza(self, data: bytes) -> None:
+        state = self.sm
+        if state is not None:
+            if not sm.record(self, state, data, self.clock.seconds()):
+                self._unacked_overflow()
+        self.write_unchecked(data)
+        if state is not None and sm.should_request(state):
+            self.request_ack()
+
+    def write_nonza(self, data: bytes) -> None:
+        """Write a stream-level element that is not a stanza (not counted, never held)."""
+        self.write_unchecked(data)
+
+    def write_unchecked(self, data: bytes) -> None:
+        """Write bytes as they are (a detached session writes nothing)."""
+        if self.state == CLOSED or self.transport is None or not data:
             return
         if not self._output.write(self.transport, data):
             log.info("xmpp output backlog full for {who}", who=self.jid or self.address)
@@ -263,6 +309,10 @@ class XmppConnection(Protocol):
         """End the stream with an RFC 6120 §4.9 error (a header first if none was sent)."""
         if self.state == CLOSED:
             return
+        if self.transport is None:
+            # A detached session has no stream to write to; it just ends.
+            self._close()
+            return
         if not self.header_sent:
             self._send_header(None)
         body = f"<stream:error><{condition} xmlns='{NS_STREAM_ERRORS}'/>"
@@ -282,13 +332,13 @@ class XmppConnection(Protocol):
     # -- IChatClient ----------------------------------------------------------------------------
 
     def deliver(self, event: Any) -> None:
-        if self.state != BOUND:
+        if self.state != BOUND and self.state != DETACHED:
             return
         render.deliver(self, event)
 
     def deliver_batch(self, batch: MessageBatch) -> None:
         """A room's messages of one reactor turn: rendered one by one, written at once."""
-        if self.state != BOUND:
+        if self.state != BOUND and self.state != DETACHED:
             return
         self._cork = []
         try:
@@ -296,8 +346,24 @@ class XmppConnection(Protocol):
                 render.deliver(self, msg)
         finally:
             out, self._cork = self._cork, None
-        if out:
-            self.send(b"".join(out))
+        if not out:
+            return
+        if self.sm is None and self._csi_held is None:
+            self.write_unchecked(b"".join(out))
+            return
+        if self._csi_held is not None:
+            for data in out:
+                self.send(data)
+            return
+        state = self.sm
+        assert state is not None
+        now = self.clock.seconds()
+        for data in out:
+            if not sm.record(self, state, data, now):
+                self._unacked_overflow()
+        self.write_unchecked(b"".join(out))
+        if sm.should_request(state):
+            self.request_ack()
 
     def disconnect(self, reason: str) -> None:
         # After a colon come someone's own words (a ban's or a kill's reason): "shut up" there
@@ -335,11 +401,18 @@ class XmppConnection(Protocol):
         # Silence is not the only way to hold a connection: a byte now and then (slowloris)
         # keeps the idle timer happy, so logging in has a deadline of its own.
         self._deadline = self.clock.seconds() + self.config.negotiation_timeout
+        # Elements before login count too (a fresh budget comes with the bound resource).
+        self.flood.budget = FloodBudget(self.config.flood_burst, self.config.flood_rate, self.clock)
         self._touch()
 
     def dataReceived(self, data: bytes) -> None:
         # Room messages of a reactor turn reach the other members together (one write each).
         with self.service.batch():
+            session = self._via if self.state == CARRIER else None
+            if session is not None:
+                if session._via is self:
+                    session._data_received(data)
+                return
             self._data_received(data)
 
     def _data_received(self, data: bytes) -> None:
@@ -348,22 +421,167 @@ class XmppConnection(Protocol):
         self._touch()
         try:
             for event in self.parser.feed(data):
-                if self.state == CLOSED:
+                # A <resume/> hands the rest of the input to the session it resumed.
+                conn = self._via if self.state == CARRIER and self._via is not None else self
+                if conn.state == CLOSED or conn.state == CARRIER:
                     return
                 if isinstance(event, StreamOpened):
-                    self._stream_opened(event)
+                    conn._stream_opened(event)
                 elif isinstance(event, StreamClosed):
-                    self._stream_closed()
+                    conn._stream_closed()
                 else:
-                    self._element(event.element)
+                    conn._element(event.element)
         except StreamError as err:
-            self.stream_error(err.condition, err.text)
+            conn = self._via if self.state == CARRIER and self._via is not None else self
+            conn.stream_error(err.condition, err.text)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
+        if self.state == CARRIER:
+            # The stream that carried a resumed session is gone: the session detaches.
+            session, self._via = self._via, None
+            self.state = CLOSED
+            self.parser.release()
+            if session is not None and session._via is self:
+                session._via = None
+                session._transport_gone()
+            return
+        if self._via is not None or self.state == DETACHED:
+            # This object's own first connection, long since replaced or given up.
+            return
+        self._transport_gone()
+
+    def _transport_gone(self) -> None:
+        if self.state == BOUND and self.sm is not None and self.sm.id is not None:
+            self._detach()
+            return
         self.state = CLOSED
         self._cancel_timers()
         self.parser.release()
         self._leave()
+
+    # -- stream management: detaching and resuming -------------------------------------------
+
+    def is_bound(self) -> bool:
+        return self.state == BOUND
+
+    def is_authenticated(self) -> bool:
+        """Authenticated and not bound yet (where a session may be resumed)."""
+        return self.state == AUTHENTICATED
+
+    def request_ack(self) -> None:
+        state = self.sm
+        if state is not None and state.queue and self.transport is not None:
+            state.requested = True
+            self.write_nonza(sm.nonza("r"))
+
+    def _detach(self) -> None:
+        """The connection is gone; the session waits ``resume_timeout`` to be resumed."""
+        state = self.sm
+        assert state is not None
+        self._flush_held()
+        self._csi_held = None
+        self.state = DETACHED
+        self.transport = None
+        self._via = None
+        self._cork = None
+        self._cancel_timers()
+        self.parser.release()
+        state.requested = False
+        state.timer = self.clock.callLater(self.config.resume_timeout, self._resume_expired)
+        log.info("xmpp session {jid} detached, resumable", jid=self.jid)
+
+    def _resume_expired(self) -> None:
+        if self.sm is not None:
+            self.sm.timer = None
+        if self.state != DETACHED:
+            return
+        self.quit_reason = self.quit_reason or "Connection lost"
+        self.state = CLOSED
+        self._leave()
+
+    def take_over(self, carrier: XmppConnection) -> None:
+        """A new stream resumed this session: from now on it carries this session's traffic."""
+        state = self.sm
+        assert state is not None
+        if self.state == BOUND:
+            # The old connection has not noticed it is dead yet (the usual case): drop it.
+            old = self.transport
+            previous = self._via
+            self._via = None
+            self._detach()
+            if previous is not None:
+                previous._via = None
+            if old is not None:
+                old.abortConnection()
+        timer, state.timer = state.timer, None
+        if timer is not None and timer.active():  # type: ignore[attr-defined]
+            timer.cancel()  # type: ignore[attr-defined]
+        # The carrier's own core connection (logged in, never bound) is not needed.
+        carrier._cancel_timers()
+        carrier._deadline = None
+        if carrier.core is not None and not carrier._quit_done:
+            carrier._quit_done = True
+            self.service.quit(carrier.core, "Session resumed")
+        carrier.state = CARRIER
+        carrier._via = self
+        self._via = carrier
+        self.transport = carrier.transport
+        self._output = carrier._output
+        self.parser = carrier.parser
+        self.address = carrier.address
+        self.tls = carrier.tls
+        self.loopback = carrier.loopback
+        self.stream_id = carrier.stream_id
+        self.header_sent = True
+        self.state = BOUND
+        self._ping_sent = None
+        self._touch()
+
+    def _unacked_overflow(self) -> None:
+        # Reached while the core delivers an event: the session ends once that is done.
+        state = self.sm
+        if state is None or state.overflow:
+            return
+        state.overflow = True
+        log.info("xmpp unacknowledged queue full for {jid}", jid=self.jid)
+        self.quit_reason = "Too many unacknowledged stanzas"
+        self.clock.callLater(0, self._end_overflowed)
+
+    def _end_overflowed(self) -> None:
+        if self.state == DETACHED:
+            self._resume_expired()
+        else:
+            self.stream_error("policy-violation", "too many unacknowledged stanzas")
+
+    # -- client state indication ---------------------------------------------------------------
+
+    @property
+    def inactive(self) -> bool:
+        return self._csi_held is not None
+
+    def set_inactive(self, inactive: bool) -> None:
+        if inactive:
+            if self._csi_held is None:
+                self._csi_held = csi.Held()
+        else:
+            self._flush_held()
+            self._csi_held = None
+
+    def _flush_held(self) -> None:
+        held = self._csi_held
+        if held is None or not held.live:
+            return
+        # One write: what waited reaches the client in one wake-up.
+        out = held.take()
+        state = self.sm
+        if state is not None:
+            now = self.clock.seconds()
+            for data in out:
+                if not sm.record(self, state, data, now):
+                    self._unacked_overflow()
+        self.write_unchecked(b"".join(out))
+        if state is not None and sm.should_request(state):
+            self.request_ack()
 
     def _leave(self) -> None:
         """The session is over for everyone else: its presence, its rooms, its user."""
@@ -375,6 +593,7 @@ class XmppConnection(Protocol):
                 callback(self)
             except Exception:
                 log.failure("closing {jid}", jid=self.jid)
+        sm.forget(self)
         if self.jid is not None:
             if self.available:
                 presence.went_offline(self)
@@ -467,6 +686,8 @@ class XmppConnection(Protocol):
             session = stanzas.element("session", ns=stanzas.NS_SESSION)
             stanzas.sub(session, "optional")
             parts.append(session)
+            parts.append(stanzas.element("sm", ns=sm.NS_SM))
+            parts.append(stanzas.element("csi", ns=csi.NS_CSI))
         body = b"".join(stanzas.to_bytes(p) for p in parts)
         return b"<stream:features>" + body + b"</stream:features>"
 
@@ -521,6 +742,11 @@ class XmppConnection(Protocol):
         tag = el.tag
         if not isinstance(tag, str):
             return
+        budget = self.flood.budget
+        if self.state != BOUND and budget is not None and not budget.take():
+            # A login takes a handful of elements; the budget is for whole sessions.
+            self.stream_error("policy-violation", "too many elements before login")
+            return
         qname = etree.QName(tag)
         ns = qname.namespace
         if ns is None and qname.localname in stanzas.STANZA_KINDS:
@@ -532,6 +758,10 @@ class XmppConnection(Protocol):
                 self.stream_error("unsupported-stanza-type", "already authenticated")
             else:
                 sasl.handle(self, el)
+        elif ns == sm.NS_SM and self.state in (AUTHENTICATED, BOUND):
+            sm.handle(self, el)
+        elif ns == csi.NS_CSI and self.state == BOUND:
+            csi.handle(self, el)
         elif ns == NS_STREAMS and qname.localname == "error":
             log.info("xmpp stream error from {address}", address=self.address)
             self._stream_closed()
@@ -550,8 +780,15 @@ class XmppConnection(Protocol):
         if self.state != BOUND:
             return
         if not self._stamp_from(stanza):
+            self._handled()
             return
         self._admit(stanza)
+
+    def _handled(self) -> None:
+        """One more stanza from the client handled (XEP-0198's h)."""
+        state = self.sm
+        if state is not None:
+            state.handled = (state.handled + 1) % sm.MODULO
 
     def _admit(self, stanza: etree._Element) -> None:
         """Dispatch while the flood budget allows; past it the stanza waits its turn (in
@@ -568,6 +805,7 @@ class XmppConnection(Protocol):
 
     def _dispatch(self, stanza: etree._Element) -> None:
         if self.state == BOUND:
+            self._handled()
             router.dispatch(self, stanza)
 
     def _preauth_register(self, stanza: etree._Element) -> bool:
@@ -656,6 +894,8 @@ class XmppConnection(Protocol):
             ping = stanzas.iq("get", f"ping-{next(_ping_ids)}", to=self.jid, from_=self.domain)
             stanzas.sub(ping, "ping", ns=stanzas.NS_PING)
             self.send(ping)
+            if self.sm is not None and not self.sm.requested:
+                self.request_ack()
         else:
             # A stream that never got as far as binding needs no patience; whitespace tells
             # whether the peer's TCP still answers.
@@ -663,6 +903,16 @@ class XmppConnection(Protocol):
         self._ping_sent = now
 
     def _ping_timeout(self) -> None:
+        if self.state == BOUND and self.sm is not None and self.sm.id is not None:
+            # A dead connection, most likely (a phone changing networks): the session waits
+            # for its client to resume it.
+            transport = self.transport
+            previous, self._via = self._via, None
+            if previous is not None:
+                previous._via = None
+            self._detach()
+            transport.abortConnection()
+            return
         self.stream_error("connection-timeout", "no answer to a ping")
 
     def _negotiation_timeout(self) -> None:
@@ -687,4 +937,5 @@ class XmppConnection(Protocol):
         # cut off by the TLS handshake timeout, or by the close's own bound.
         # Others see the session end now, not when the client gets round to closing.
         self._leave()
-        close.close(self.transport, self.clock)
+        if self.transport is not None:
+            close.close(self.transport, self.clock)

@@ -12,15 +12,18 @@ import pkgutil
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from twisted.internet.protocol import Factory
 
 from chatserver.core.events import Away as CoreAway
 from chatserver.core.events import Presence as CorePresence
 from chatserver.core.names import casefold
 from chatserver.core.service import ChatService
+from protocols.xmpp import sm
 from protocols.xmpp.connection import XmppConnection
 from protocols.xmpp.roster import Rosters
 from protocols.xmpp.roster_store import IRosterStore, MemoryRosterStore
+from protocols.xmpp.stream import Limits
 
 # Modules whose import registers handlers in the router table.
 HANDLER_MODULES = (
@@ -90,7 +93,53 @@ class XmppFactory(Factory):
         self.rosters = Rosters(roster_store)
         # casefolded bare JID -> resource -> connection, in binding order.
         self.sessions: dict[str, dict[str, XmppConnection]] = {}
+        # Stream management: resumable sessions, counters, where unacknowledged stanzas go.
+        self.sm = sm.Registry()
+        self._stream_limits: tuple[Any, Limits] | None = None
         service.observe(self._observe)
+
+    def collect_metrics(self) -> Iterator[Metric]:
+        """Stream management and client state figures, read at scrape time."""
+        registry = self.sm
+        for name, doc, value in (
+            ("enabled", "Streams that enabled stream management (XEP-0198).", registry.enabled),
+            ("resumed", "Sessions resumed on a new connection.", registry.resumed),
+            (
+                "resume_failed",
+                "Refused resumptions (unknown, expired, bad count).",
+                registry.resume_failed,
+            ),
+        ):
+            yield CounterMetricFamily(f"chatserver_xmpp_sm_{name}", doc, value=value)
+        unacked = CounterMetricFamily(
+            "chatserver_xmpp_sm_unacked",
+            "Unacknowledged stanzas of ended sessions: returned to their senders, or dropped"
+            " (room messages, presences, chat states).",
+            labels=["outcome"],
+        )
+        unacked.add_metric(["bounced"], registry.bounced)
+        unacked.add_metric(["dropped"], registry.dropped)
+        yield unacked
+        yield GaugeMetricFamily(
+            "chatserver_xmpp_sm_detached",
+            "Sessions waiting to be resumed.",
+            value=registry.detached(),
+        )
+        yield GaugeMetricFamily(
+            "chatserver_xmpp_sm_queued",
+            "Stanzas sent to resumable sessions and not yet acknowledged.",
+            value=registry.queued(),
+        )
+        yield GaugeMetricFamily(
+            "chatserver_xmpp_csi_inactive",
+            "Sessions whose client said it is inactive (XEP-0352).",
+            value=sum(
+                1
+                for resources in self.sessions.values()
+                for conn in resources.values()
+                if conn.inactive
+            ),
+        )
 
     def _observe(self, event: Any) -> None:
         """Nicks going online, offline and away, for roster contacts on other protocols."""
@@ -102,6 +151,23 @@ class XmppFactory(Factory):
             from protocols.xmpp import presence
 
             presence.contact_away(self, event.who)
+
+    @property
+    def stream_limits(self) -> Limits:
+        """The stream layer's limits, from the configuration (which a reload replaces);
+        shared by every stream opened under one configuration."""
+        config = self.config
+        cached = self._stream_limits
+        if cached is None or cached[0] is not config:
+            limits = Limits(
+                stanza_bytes=config.max_stanza_bytes,
+                depth=config.max_depth,
+                elements=config.max_stanza_elements,
+                attributes=config.max_attributes,
+                attribute_bytes=config.max_attribute_bytes,
+            )
+            cached = self._stream_limits = (config, limits)
+        return cached[1]
 
     def buildProtocol(self, addr: Any) -> XmppConnection:
         conn = XmppConnection(self)

@@ -25,6 +25,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from chatserver.core.records import RosterItem
+from protocols.costs import FANOUT
 from protocols.xmpp import roster, stanzas
 from protocols.xmpp.jid import try_parse, user_jid
 from protocols.xmpp.router import handler
@@ -89,7 +90,7 @@ def _on_xmpp(user: Any) -> bool:
 # -- the handler ----------------------------------------------------------------------------
 
 
-@handler("presence", None, None)
+@handler("presence", None, None, per_delivery=FANOUT)
 def presence(conn: XmppConnection, stanza: etree._Element) -> Deferred[Any] | None:
     type_ = stanzas.type_of(stanza)
     to = stanza.get("to")

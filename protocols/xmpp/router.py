@@ -19,11 +19,16 @@ unhandled stanzas are ignored (RFC 6120 §8.4).
 A handler may raise :class:`StanzaError` (or a core ``ChatError``, mapped by the caller)
 to answer with an error; for an IQ it must otherwise answer itself (``conn.iq_result``).
 It may return a Deferred; a failure of it is answered the same way.
+
+Each entry also says what its stanzas cost the client's flood budget past their one token:
+``per_delivery`` tokens for each event the core delivered while the handler ran (a room
+join, nick change or kick reaches every occupant; see :mod:`protocols.costs`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lxml import etree
@@ -32,6 +37,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatserver.core.errors import ChatError
+from protocols.costs import charged
 from protocols.xmpp import stanzas
 from protocols.xmpp.errors import chat_error_condition
 from protocols.xmpp.jid import try_parse
@@ -44,8 +50,17 @@ log = Logger()
 Handler = Callable[["XmppConnection", etree._Element], "Deferred[Any] | None"]
 Key = tuple[str, str | None, str | None]
 
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One entry of the table: the handler and what its stanzas cost past their token."""
+
+    handler: Handler
+    per_delivery: float = 0.0
+
+
 SERVICES = ("server", "muc")
-_TABLES: dict[str, dict[Key, Handler]] = {name: {} for name in SERVICES}
+_TABLES: dict[str, dict[Key, Route]] = {name: {} for name in SERVICES}
 
 
 class StanzaError(Exception):
@@ -64,7 +79,12 @@ class StanzaError(Exception):
 
 
 def handler(
-    kind: str, type_: str | None, namespace: str | None, *, service: str = "server"
+    kind: str,
+    type_: str | None,
+    namespace: str | None,
+    *,
+    service: str = "server",
+    per_delivery: float = 0.0,
 ) -> Callable[[Handler], Handler]:
     """Register the decorated function for ``(kind, type_, namespace)`` in ``service``.
 
@@ -79,16 +99,18 @@ def handler(
 
     def register(func: Handler) -> Handler:
         existing = _TABLES[service].get(key)
-        if existing is not None and existing is not func:
-            if getattr(existing, "__qualname__", None) != getattr(func, "__qualname__", None):
+        if existing is not None and existing.handler is not func:
+            if getattr(existing.handler, "__qualname__", None) != getattr(
+                func, "__qualname__", None
+            ):
                 raise ValueError(f"{service} handler for {key} registered twice")
-        _TABLES[service][key] = func
+        _TABLES[service][key] = Route(func, per_delivery)
         return func
 
     return register
 
 
-def lookup(service: str, kind: str, type_: str, namespaces: list[str]) -> Handler | None:
+def lookup(service: str, kind: str, type_: str, namespaces: list[str]) -> Route | None:
     """The handler for a stanza (see the module docstring for the order), or None."""
     table = _TABLES[service]
     for ns in namespaces:
@@ -106,8 +128,8 @@ def lookup(service: str, kind: str, type_: str, namespaces: list[str]) -> Handle
 
 
 def registered(service: str = "server") -> dict[Key, Handler]:
-    """A copy of one service's table (for disco features and tests)."""
-    return dict(_TABLES[service])
+    """One service's handlers by key (for disco features and tests)."""
+    return {key: route.handler for key, route in _TABLES[service].items()}
 
 
 def service_for(conn: XmppConnection, to: str | None) -> str:
@@ -135,18 +157,23 @@ def dispatch(conn: XmppConnection, stanza: etree._Element) -> None:
         namespaces = [ns for ns in stanzas.namespaces_of(stanza)[:1]]
     else:
         namespaces = stanzas.namespaces_of(stanza)
-    func = lookup(service, kind, type_, namespaces)
-    if func is None:
+    route = lookup(service, kind, type_, namespaces)
+    if route is None:
         if kind == "iq" and type_ in ("get", "set"):
             conn.send_error(stanza, "cancel", "service-unavailable")
         return
-    call(conn, func, stanza)
+    call(conn, route.handler, stanza, route.per_delivery)
 
 
-def call(conn: XmppConnection, func: Handler, stanza: etree._Element) -> None:
+def call(
+    conn: XmppConnection, func: Handler, stanza: etree._Element, per_delivery: float = 0.0
+) -> None:
     """Run a handler, turning raised errors and failed Deferreds into stanza errors."""
     try:
-        result = func(conn, stanza)
+        if per_delivery:
+            result = charged(conn.service, per_delivery, conn.flood, lambda: func(conn, stanza))
+        else:
+            result = func(conn, stanza)
     except Exception as err:
         _answer_error(conn, stanza, err)
         return

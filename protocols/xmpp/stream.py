@@ -7,9 +7,17 @@ here, so the limits live here and nowhere else:
 
 * no DOCTYPE, comment, processing instruction or entity reference (``restricted-xml``);
 * malformed XML, invalid UTF-8 (``not-well-formed``);
-* a top-level element over ``max_stanza_bytes``, nested deeper than ``max_depth`` or made
-  of more than ``max_elements`` elements (``policy-violation``): each element costs a few
-  Python calls, so 256 KiB of ``<b/>`` would otherwise cost the reactor 150 ms.
+* a top-level element over ``stanza_bytes``, nested deeper than ``depth`` or made of more
+  than ``elements`` elements (``policy-violation``): each element costs a few Python calls,
+  so 256 KiB of ``<b/>`` would otherwise cost the reactor 150 ms;
+* an element with more than ``attributes`` attributes (namespace declarations included) or
+  more than ``attribute_bytes`` of attribute values (``policy-violation``), refused before
+  its element is built: lxml sets attributes one at a time, each after a search of those
+  already set, so 24,000 attributes in one start tag cost seconds, where libxml2 itself
+  reads them in a few milliseconds;
+* text between stanzas (``bad-format``): only whitespace keep-alives belong there, and at
+  most ``stanza_bytes`` of them in a row, so input that is neither a stanza nor a pause
+  cannot stream in for ever without a limit seeing it.
 
 libxml2 runs as a push parser with a Python target, so the DOCTYPE is refused at its first
 byte, before any entity declaration is read: entity expansion attacks (billion laughs,
@@ -40,9 +48,28 @@ from protocols.xmpp.stanzas import NS_CLIENT
 # Input is fed to libxml2 in slices of at most this size, and the size limit is checked
 # between slices, so a stanza can overrun its limit by at most one slice before it is caught.
 SLICE_BYTES = 4096
-DEFAULT_MAX_STANZA_BYTES = 256 * 1024
-DEFAULT_MAX_DEPTH = 32
-DEFAULT_MAX_ELEMENTS = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one stream may send (the ``[xmpp]`` configuration keys of the same names)."""
+
+    stanza_bytes: int = 256 * 1024
+    depth: int = 32
+    elements: int = 4096
+    # Per element: attributes with namespace declarations, and the bytes of their values.
+    # A JID is at most 3071 bytes, and the widest elements XMPP defines carry a dozen
+    # attributes (a Jingle ICE candidate).
+    attributes: int = 64
+    attribute_bytes: int = 16384
+
+    @property
+    def tag_bytes(self) -> int:
+        """The longest tag the attribute limits allow (with names, quotes and spaces)."""
+        return self.attribute_bytes + 256 * self.attributes
+
+
+DEFAULT_LIMITS = Limits()
 
 # What, in the bytes that broke the parser, shows the client tried a restricted construct
 # rather than plain malformed XML: a markup declaration other than CDATA, or a PI.
@@ -60,6 +87,8 @@ RECENT_BYTES = 256
 _AT_REST = re.compile(
     rb"<(?:/[^<>'\"\s]+\s*|[^<>'\"/\s]+(?:\s+[^<>'\"=\s]+\s*=\s*(?:'[^'<]*'|\"[^\"<]*\"))*\s*/?)>\s*\Z"
 )
+# What XML calls whitespace (str.isspace would take more).
+_XML_SPACE = " \t\r\n"
 # libxml2 error codes that mean "an entity reference", by name.
 _ENTITY_ERRORS = frozenset(
     getattr(etree.ErrorTypes, name) for name in dir(etree.ErrorTypes) if "ENTITY" in name
@@ -99,29 +128,32 @@ class StreamClosed:
 StreamEvent = StreamOpened | TopElement | StreamClosed
 
 
-class _Restricted(Exception):
-    pass
+class _Refused(Exception):
+    """Raised in the target: the stream ends with ``error``."""
+
+    def __init__(self, error: StreamError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
-class _TooDeep(Exception):
-    pass
+def _restricted(text: str) -> _Refused:
+    return _Refused(StreamError("restricted-xml", text))
 
 
-class _TooMany(Exception):
-    pass
+def _policy(text: str) -> _Refused:
+    return _Refused(StreamError("policy-violation", text))
 
 
 class _Target:
     """The parser target: builds stanzas with a TreeBuilder and refuses restricted XML."""
 
-    def __init__(self, max_depth: int, max_elements: int) -> None:
-        self.clear(max_depth, max_elements)
+    def __init__(self, limits: Limits) -> None:
+        self.clear(limits)
 
-    def clear(self, max_depth: int, max_elements: int) -> None:
+    def clear(self, limits: Limits) -> None:
         """Ready for a new stream (also a parser's target taken again from the pool)."""
         self.builder = etree.TreeBuilder()
-        self.max_depth = max_depth
-        self.max_elements = max_elements
+        self.limits = limits
         # Elements so far in the top-level element being built.
         self.elements = 0
         self.depth = 0
@@ -130,42 +162,76 @@ class _Target:
         # ``start_ns`` in every version; the ``nsmap`` argument of ``start`` is empty in some
         # (6.2) unless the target has ``start_ns``, so they are taken from here alone.
         self.declared: dict[str | None, str] = {}
+        # Whitespace since the last stanza (or the stream header).
+        self.spaces = 0
         # Set when libxml2 reports something at stream level (a stanza ended, the stream
         # opened, whitespace between stanzas): the size count starts again from there.
         self.quiet = False
+        # Set when libxml2 reports anything at all.
+        self.heard = False
 
     def start_ns(self, prefix: str | None, uri: str) -> None:
+        declared = self.declared
+        if len(declared) >= self.limits.attributes:
+            # Before lxml gathers the rest: it would search its list for each one.
+            raise self._too_many_attributes()
         # libxml2 names the default namespace '' where lxml wants None.
-        self.declared[prefix or None] = uri
+        declared[prefix or None] = uri
 
     def end_ns(self, prefix: str | None) -> None:
         pass
 
     def start(self, tag: str, attrib: Any, nsmap: Any = None) -> Any:
+        self.heard = True
         self.depth += 1
         namespaces, self.declared = self.declared, {}
+        if attrib or namespaces:
+            self._check_attributes(attrib, namespaces)
         if self.depth == 1:
             # Built before the event: a name lxml refuses (an unbound or doubled prefix, as
             # in "a:b:stream") must fail the stream as not-well-formed before anything
             # acts on the header.
             element = self.builder.start(tag, attrib, namespaces)
             self.quiet = True
+            self.spaces = 0
             self.events.append(StreamOpened(tag, dict(attrib), namespaces))
             return element
-        if self.depth - 1 > self.max_depth:
-            raise _TooDeep()
+        limits = self.limits
+        if self.depth - 1 > limits.depth:
+            raise _policy("elements are nested too deeply")
         if self.depth == 2:
             self.elements = 0
         self.elements += 1
-        if self.elements > self.max_elements:
-            raise _TooMany()
+        if self.elements > limits.elements:
+            raise _policy(f"a stanza may hold at most {limits.elements} elements")
         return self.builder.start(tag, attrib, namespaces)
 
+    def _check_attributes(self, attrib: Any, namespaces: dict[str | None, str]) -> None:
+        limits = self.limits
+        if len(attrib) + len(namespaces) > limits.attributes:
+            raise self._too_many_attributes()
+        values = [*attrib.values(), *namespaces.values()]
+        size = sum(map(len, values))
+        # A character is one to four bytes: count the bytes only when that can matter.
+        if size * 4 > limits.attribute_bytes and (
+            size > limits.attribute_bytes
+            or sum(len(value.encode()) for value in values) > limits.attribute_bytes
+        ):
+            raise _policy(
+                f"the attribute values of one element may hold at most"
+                f" {limits.attribute_bytes} bytes"
+            )
+
+    def _too_many_attributes(self) -> _Refused:
+        return _policy(f"an element may carry at most {self.limits.attributes} attributes")
+
     def end(self, tag: str) -> Any:
+        self.heard = True
         self.depth -= 1
         el = self.builder.end(tag)
         if self.depth == 1:
             self.quiet = True
+            self.spaces = 0
             parent = el.getparent()
             if parent is not None:
                 parent.remove(el)
@@ -176,20 +242,29 @@ class _Target:
         return el
 
     def data(self, text: str) -> None:
-        if self.depth <= 1:
-            # Whitespace between stanzas (keep-alives) is dropped, not kept as the root's text.
-            self.quiet = True
+        self.heard = True
+        if self.depth > 1:
+            self.builder.data(text)
             return
-        self.builder.data(text)
+        # Between stanzas: whitespace keep-alives, dropped rather than kept as the root's
+        # text, and counted, so that a stream cannot send them without end.
+        if text.strip(_XML_SPACE):
+            raise _Refused(StreamError("bad-format", "text is not allowed between stanzas"))
+        self.spaces += len(text)
+        if self.spaces > self.limits.stanza_bytes:
+            raise _policy(
+                f"whitespace between stanzas is limited to {self.limits.stanza_bytes} bytes"
+            )
+        self.quiet = True
 
     def comment(self, text: str) -> None:
-        raise _Restricted("comments are not allowed")
+        raise _restricted("comments are not allowed")
 
     def pi(self, target: str, data: str | None = None) -> None:
-        raise _Restricted("processing instructions are not allowed")
+        raise _restricted("processing instructions are not allowed")
 
     def doctype(self, *args: Any) -> None:
-        raise _Restricted("a DOCTYPE is not allowed")
+        raise _restricted("a DOCTYPE is not allowed")
 
     def close(self) -> None:
         return None
@@ -237,12 +312,12 @@ class _ParserPool:
         self.limit = limit
         self.idle: list[tuple[etree.XMLParser, _Target]] = []
 
-    def take(self, max_depth: int, max_elements: int) -> tuple[etree.XMLParser, _Target]:
+    def take(self, limits: Limits) -> tuple[etree.XMLParser, _Target]:
         if self.idle:
             parser, target = self.idle.pop()
-            target.clear(max_depth, max_elements)
+            target.clear(limits)
             return parser, target
-        target = _Target(max_depth, max_elements)
+        target = _Target(limits)
         parser = etree.XMLParser(
             target=target,
             encoding="utf-8",
@@ -256,15 +331,20 @@ class _ParserPool:
         return parser, target
 
     def give_back(self, parser: etree.XMLParser, target: _Target) -> None:
+        self.discard(parser, target)
+        if len(self.idle) < self.limit:
+            self.idle.append((parser, target))
+
+    @staticmethod
+    def discard(parser: etree.XMLParser, target: _Target) -> None:
+        """Reset ``parser``: its libxml2 buffers and the target's tree go at once."""
         try:
             # Ends the document (an open stream is an error here), which resets the parser.
             parser.close()
         except Exception:
             # An unfinished stream always fails to close; the parser is reset all the same.
             pass
-        target.clear(target.max_depth, target.max_elements)
-        if len(self.idle) < self.limit:
-            self.idle.append((parser, target))
+        target.clear(target.limits)
 
 
 # Shared by every stream of the process: the parsers are interchangeable.
@@ -278,26 +358,18 @@ class StreamParser:
     __slots__ = (
         "_generation",
         "_header",
+        "_held",
+        "_held_bytes",
         "_parser",
         "_pending",
         "_recent",
         "_target",
         "failed",
-        "max_depth",
-        "max_elements",
-        "max_stanza_bytes",
+        "limits",
     )
 
-    def __init__(
-        self,
-        *,
-        max_stanza_bytes: int = DEFAULT_MAX_STANZA_BYTES,
-        max_depth: int = DEFAULT_MAX_DEPTH,
-        max_elements: int = DEFAULT_MAX_ELEMENTS,
-    ) -> None:
-        self.max_stanza_bytes = max_stanza_bytes
-        self.max_depth = max_depth
-        self.max_elements = max_elements
+    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
+        self.limits = limits
         self.failed: StreamError | None = None
         self._generation = 0
         self._target: _Target | None = None
@@ -312,6 +384,7 @@ class StreamParser:
         # What the new parser is fed first once the stream has opened (see :meth:`park`).
         self._header: bytes | None = None
         self._pending = 0
+        self._held_bytes = 0
         self._recent = b""
         self._generation += 1
         self.failed = None
@@ -319,12 +392,20 @@ class StreamParser:
     def release(self) -> None:
         """Give the parser back (the stream restarts, rests or is over)."""
         parser = self._parser
-        if parser is not None and self.failed is None:
-            # A parser that refused its input is not trusted with another stream.
+        if parser is not None:
             assert self._target is not None
-            _PARSERS.give_back(parser, self._target)
+            if self.failed is None:
+                _PARSERS.give_back(parser, self._target)
+            else:
+                # A parser that refused its input is not trusted with another stream; but
+                # it is closed, so that the input it held (up to a stanza's worth) goes now,
+                # not when the cyclic collector gets round to it.
+                _PARSERS.discard(parser, self._target)
         self._target = None
         self._parser = None
+        # The input since libxml2 last reported anything: what it holds (see _check_held).
+        self._held: list[bytes] | None = None
+        self._held_bytes = 0
 
     @property
     def depth(self) -> int:
@@ -351,12 +432,13 @@ class StreamParser:
             return False
         self.release()
         # Only the tag the stream rests after is worth keeping: it is what a later
-        # park checks if no more than whitespace arrives meanwhile.
-        self._recent = rest.group()
+        # park checks if no more than whitespace arrives meanwhile (so that keep-alives
+        # alone, however many, still let the parser go after each).
+        self._recent = rest.group().rstrip()
         return True
 
     def _start(self) -> _Target:
-        parser, target = _PARSERS.take(self.max_depth, self.max_elements)
+        parser, target = _PARSERS.take(self.limits)
         if self._header is not None:
             # The client has seen its header answered already: this one only sets the scene.
             parser.feed(self._header)
@@ -382,19 +464,13 @@ class StreamParser:
         for offset in range(0, len(view), SLICE_BYTES):
             chunk = bytes(view[offset : offset + SLICE_BYTES])
             target = self._target if self._target is not None else self._start()
-            target.quiet = False
+            target.quiet = target.heard = False
             error: StreamError | None = None
             try:
                 assert self._parser is not None
                 self._parser.feed(chunk)
-            except _Restricted as err:
-                error = StreamError("restricted-xml", str(err))
-            except _TooDeep:
-                error = StreamError("policy-violation", "elements are nested too deeply")
-            except _TooMany:
-                error = StreamError(
-                    "policy-violation", f"a stanza may hold at most {self.max_elements} elements"
-                )
+            except _Refused as err:
+                error = err.error
             except etree.XMLSyntaxError as err:
                 error = self._classify(err, chunk)
             except Exception as err:  # lxml may raise others (ValueError) for odd input
@@ -415,16 +491,49 @@ class StreamParser:
                 # A whitespace keep-alive at rest stays at rest: libxml2 holds a few hundred
                 # such bytes at most before it reports them, and then the count starts again.
                 self._pending += len(chunk)
-                if self._pending > self.max_stanza_bytes:
+                limit = self.limits.stanza_bytes
+                if self._pending > limit:
                     self.failed = StreamError(
-                        "policy-violation",
-                        f"stanzas are limited to {self.max_stanza_bytes} bytes",
+                        "policy-violation", f"stanzas are limited to {limit} bytes"
                     )
                     raise self.failed
+            if target.heard:
+                # Whatever libxml2 holds now began in this chunk.
+                self._held = [chunk]
+                self._held_bytes = len(chunk)
+            elif self._held_bytes >= 0:
+                self._check_held(chunk)
             self._recent = (self._recent + chunk)[-RECENT_BYTES:]
         if bad is not None:
             self.failed = StreamError("not-well-formed", "control characters are not XML")
             raise self.failed
+
+    def _check_held(self, chunk: bytes) -> None:
+        """libxml2 took ``chunk`` and reported nothing: it holds a construct that has not
+        ended.  It reads a start tag only once the whole tag is there (quotes and all), so
+        the length of the silence is the length of the tag so far; a tag longer than the
+        attribute limits allow is refused before libxml2 reads it and lxml builds its
+        attributes (24,000 of them leave the allocator megabytes it keeps).  A CDATA
+        section is held whole too, and is bounded by the stanza size only."""
+        held = self._held
+        if held is None:
+            held = self._held = []
+        held.append(chunk)
+        self._held_bytes += len(chunk)
+        limit = self.limits.tag_bytes
+        if self._held_bytes <= limit:
+            return
+        data = b"".join(held)
+        cdata = data.rfind(b"<![CDATA[")
+        # -1: no more counting until libxml2 reports something again.
+        self._held, self._held_bytes = None, -1
+        if cdata >= 0 and data.find(b"]]>", cdata) < 0:
+            return
+        if _RESTRICTED_MARKUP.search(data):
+            self.failed = StreamError("restricted-xml", "markup declarations are not allowed")
+        else:
+            self.failed = StreamError("policy-violation", f"a tag may be at most {limit} bytes")
+        raise self.failed
 
     def _classify(self, err: etree.XMLSyntaxError, chunk: bytes) -> StreamError:
         if getattr(err, "code", None) in _ENTITY_ERRORS:

@@ -5,7 +5,10 @@ bystanders unaffected), plus the count of cases run."""
 from __future__ import annotations
 
 import json
+import os
 import select
+import selectors
+import socket
 import subprocess
 import sys
 import threading
@@ -17,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.hostile.bystanders import Window
-from tests.hostile.clients import ATTACKER, BYSTANDER, VICTIM, Closed, LineUser, keep
+from tests.hostile.clients import ATTACKER, BYSTANDER, VICTIM, Closed, LineUser, connect, keep
 from tests.support.server import ServerProcess, free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,6 +62,12 @@ def status_kb(pid: int, key: str) -> int:
         if line.startswith(key + ":"):
             return int(line.split()[1])
     raise KeyError(key)
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) a process has used so far, from ``/proc/<pid>/stat``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def base_config() -> dict[str, dict[str, Any]]:
@@ -135,6 +144,9 @@ class Env:
 
     def peak_kb(self) -> int:
         return status_kb(self.pid, "VmHWM")
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.pid)
 
     def new_log(self) -> str:
         """Server log written since the last call."""
@@ -350,6 +362,60 @@ def flood_until_quit(
         user.sync()
         user.close()
     return found[0].decode(), took
+
+
+class Crowd:
+    """``size`` line-chat members of ``room``, from addresses of their own (20 each, the
+    per-address limit), read in a thread that answers the server's probes: a big room for
+    attacks that cost by its size."""
+
+    PER_ADDRESS = 20
+
+    def __init__(self, port: int, room: str, size: int, prefix: str = "crowd") -> None:
+        self.socks: list[socket.socket] = []
+        for i in range(size):
+            source = f"127.0.{10 + i // self.PER_ADDRESS}.{1 + i % self.PER_ADDRESS}"
+            sock = connect(port, source=source, timeout=10.0)
+            sock.sendall(f"{prefix}{i}\r\n/join {room}\r\n".encode())
+            self.socks.append(sock)
+        # The last bytes each member received, and the members that are in the room.
+        self.tails: dict[int, bytes] = {}
+        self.joined: set[int] = set()
+        self.needle = f"now talking in #{room}".encode()
+        self.running = True
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+        assert wait_until(lambda: len(self.joined) == size, 30), (
+            f"{size - len(self.joined)} of the crowd did not join #{room}"
+        )
+
+    def _read(self) -> None:
+        with selectors.DefaultSelector() as sel:
+            for i, sock in enumerate(self.socks):
+                sock.setblocking(False)
+                sel.register(sock, selectors.EVENT_READ, i)
+            while self.running:
+                for key, _ in sel.select(0.1):
+                    sock = key.fileobj
+                    assert isinstance(sock, socket.socket)
+                    try:
+                        data = sock.recv(1 << 16)
+                    except OSError:
+                        continue
+                    if not data:
+                        sel.unregister(sock)
+                        continue
+                    tail = self.tails[key.data] = self.tails.get(key.data, b"")[-200:] + data
+                    if self.needle in tail:
+                        self.joined.add(key.data)
+                    if b"ping: are you there?" in data:
+                        sock.sendall(b"\r\n")
+
+    def close(self) -> None:
+        self.running = False
+        self.thread.join(5)
+        for sock in self.socks:
+            sock.close()
 
 
 def start_env(

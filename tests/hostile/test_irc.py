@@ -33,6 +33,7 @@ from tests.hostile.clients import (
     irc_command,
 )
 from tests.hostile.harness import (
+    Crowd,
     Env,
     Watcher,
     count,
@@ -393,6 +394,55 @@ def test_flood_beyond_budget(env: Env, watcher: Watcher) -> None:
     watcher.wait_for(quit_line(watcher, "flooder", mark), mark)
     count(PROTO, 2)
     watcher.check()
+
+
+@pytest.mark.parametrize("command", ["CAP LS 302", "AUTHENTICATE PLAIN", "CAP REQ :sasl"])
+def test_commands_before_registration_take_tokens(env: Env, command: str) -> None:
+    """Hundreds of CAP or AUTHENTICATE lines at once, before registering: answered only as
+    far as the flood budget goes, then closed for flooding (they once cost nothing, and a
+    client could make the server answer 40,000 of them a second)."""
+    client = RawClient(env.ports[PROTO], source=ATTACKER)
+    try:
+        client.send(f"{command}\r\n".encode() * 500)
+    except OSError:
+        pass  # closed while we were still sending
+    lines = client.read_until_closed(10)
+    assert lines and lines[-1].endswith("(Excess Flood)"), lines[-3:]
+    assert len(lines) < 60, f"{len(lines)} answers to {command}"
+    count(PROTO, 500)
+
+
+def churn(port: int, channel: str, nick: str, seconds: float) -> int:
+    """JOIN and PART ``channel`` as fast as the server takes them (each pair waits for the
+    last PART to come back, so the client never floods): how many pairs in ``seconds``."""
+    user = IrcUser(port, nick, source=ATTACKER, timeout=10.0)
+    time.sleep(1.0)  # registration cost tokens; start with a full bucket
+    pairs = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        user.send(f"JOIN {channel}\r\nPART {channel}\r\n".encode())
+        user.expect(lambda line: line.startswith(f":{nick}!") and f" PART {channel}" in line)
+        pairs += 1
+    user.close()
+    return pairs
+
+
+def test_join_part_churn_costs_by_the_size_of_the_room(env: Env) -> None:
+    """A JOIN or PART costs its tokens and a hundredth of one per member who hears of it:
+    churning in a room of 200 goes at half the pace of churning alone, and the bystanders
+    do not notice either."""
+    crowd = Crowd(env.ports["line"], "crowded", 200)
+    try:
+        big = churn(env.ports[PROTO], "#crowded", "churnbig", 3.0)
+        small = churn(env.ports[PROTO], "#lonely", "churnsmall", 3.0)
+    finally:
+        crowd.close()
+    env.notes.append(
+        f"irc: JOIN/PART pairs in 3 s from one client: {small} alone, {big} in a room of 200"
+    )
+    # Alone a pair costs about 3 tokens; among 200, about 7.
+    assert big < 0.7 * small, (big, small)
+    count(PROTO, big + small)
 
 
 def flooder_host(lines: list[str]) -> str:

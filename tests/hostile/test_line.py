@@ -32,6 +32,7 @@ from tests.hostile.clients import (
     connect,
 )
 from tests.hostile.harness import (
+    Crowd,
     Env,
     Watcher,
     count,
@@ -678,3 +679,16 @@ def test_guesses_in_flight_from_many_addresses(env: Env) -> None:
     again.expect("you are now logged in as inflight")
     again.close()
     count(PROTO, 32)
+
+
+def test_a_crowd_joining_one_room_costs_little(env: Env) -> None:
+    """500 users join one room as fast as they can: each member hears of the joins of a
+    reactor turn in one write, and the server's CPU per join stays small (each used to cost
+    a render and a write for every member already there), while the bystanders chat on."""
+    used = env.cpu()
+    crowd = Crowd(env.ports[PROTO], "stadium", 500)
+    per_join = (env.cpu() - used) / 500
+    crowd.close()
+    env.notes.append(f"line: 500 users joining one room cost {per_join * 1000:.2f} ms of CPU each")
+    assert per_join < 0.002
+    count(PROTO, 500)

@@ -17,7 +17,7 @@ from chatserver.core.limits import AddressSet
 from chatserver.core.settings import CoreSettings
 from chatserver.server.tls import ReloadableTls, load_options, make_self_signed
 from protocols.irc.message import IrcMessage, serialize, serialize_fitted
-from protocols.xmpp.stream import StreamError, StreamOpened, StreamParser
+from protocols.xmpp.stream import Limits, StreamError, StreamOpened, StreamParser
 from tests.support.memstore import make_service
 
 HEADER = (
@@ -142,7 +142,7 @@ def test_xmpp_header_with_a_bad_name_is_not_well_formed() -> None:
 
 
 def test_xmpp_stanza_element_cap() -> None:
-    parser = StreamParser(max_elements=100)
+    parser = StreamParser(Limits(elements=100))
     list(parser.feed(HEADER))
     assert len(list(parser.feed(b"<message>" + b"<b/>" * 99 + b"</message>"))) == 1
     with pytest.raises(StreamError) as err:

@@ -217,7 +217,9 @@ def wellformed(payload: bytes) -> bool:
     except (etree.XMLSyntaxError, ValueError):
         return False
     depth = max((len(list(el.iterancestors())) for el in root.iter()), default=0)
-    return depth <= 30
+    # Between stanzas only whitespace may stand.
+    between = [root.text or ""] + [child.tail or "" for child in root]
+    return depth <= 30 and not "".join(between).strip(" \t\r\n")
 
 
 class Session:
@@ -345,6 +347,10 @@ PARAMETER = (
     + HEADER
 )
 
+# 24,000 attributes in 250 KB: building that element took lxml seconds.
+MANY_ATTRIBUTES = b"<message " + b" ".join(b"a%d='x'" % i for i in range(24_000)) + b"/>"
+LONG_VALUES = b" ".join(b"v%d='%s'" % (i, b"w" * 8000) for i in range(3))
+
 # (name, bytes after the stream header or whole, the stream error)
 ATTACKS = [
     ("billion laughs", BILLION_LAUGHS, "restricted-xml"),
@@ -363,6 +369,21 @@ ATTACKS = [
     ),
     ("huge attribute", HEADER + b"<message to='" + b"a" * 1_000_000 + b"'/>", "policy-violation"),
     ("huge stanza", HEADER + b"<message><body>" + b"a" * 1_000_000, "policy-violation"),
+    # Within the stanza size: refused for their count, before lxml builds the element.
+    ("attributes within the size", HEADER + MANY_ATTRIBUTES, "policy-violation"),
+    (
+        "namespace declarations",
+        HEADER + b"<iq " + b" ".join(b"xmlns:n%d='urn:n'" % i for i in range(15_000)) + b"/>",
+        "policy-violation",
+    ),
+    (
+        "attributes on a child",
+        HEADER + b"<message><body " + b" ".join(b"b%d=''" % i for i in range(200)) + b"/>",
+        "policy-violation",
+    ),
+    ("long attribute values", HEADER + b"<presence " + LONG_VALUES + b"/>", "policy-violation"),
+    ("text between stanzas", HEADER + b"words " * 50_000, "bad-format"),
+    ("whitespace without end", HEADER + b" \n\t" * 400_000, "policy-violation"),
     ("invalid utf-8", HEADER + b"<message><body>\xc3\x28</body></message>", "not-well-formed"),
     ("nul", HEADER + b"<message><body>a\x00b</body></message>", "not-well-formed"),
     ("mismatched tags", HEADER + b"<message></presence>", "not-well-formed"),
@@ -446,6 +467,66 @@ def test_unclosed_tags_forever(env: Env) -> None:
         pass
     assert client.until_closed(5.0) == "policy-violation"
     count(PROTO)
+
+
+def send_until_error(port: int, data: bytes) -> str | None:
+    """A fresh stream that sends ``data``: the stream error it ends with."""
+    client = XmppClient(port, source=ATTACKER, open_stream=False, timeout=10.0)
+    try:
+        client.send(data)
+    except OSError:
+        pass  # closed while we were still sending
+    try:
+        return client.until_closed(10.0)
+    finally:
+        client.close()
+
+
+def test_elements_before_login_take_tokens(env: Env) -> None:
+    """Hundreds of in-band registration queries before logging in, pipelined: the stream
+    ends with policy-violation once the flood budget is spent (a login takes a handful of
+    elements), and only that many were answered."""
+    query = b"<iq type='get' id='q'><query xmlns='jabber:iq:register'/></iq>"
+    client = XmppClient(env.ports[PROTO], source=ATTACKER, open_stream=False, timeout=10.0)
+    try:
+        client.send(HEADER + query * 500)
+    except OSError:
+        pass  # closed while we were still sending
+    assert client.until_closed(10.0) == "policy-violation"
+    answered = [el for el in client.pending if local(el) == "iq"]
+    assert 10 <= len(answered) <= 25, len(answered)
+    client.close()
+    count(PROTO, 500)
+
+
+def test_attribute_floods_cost_the_server_little(env: Env) -> None:
+    """Four streams at once, for three seconds, each sending start tags of 24,000
+    attributes before logging in, over and over: each costs the server about what reading
+    250 KB costs, and the bystanders beside them do not notice (the guard checks their
+    latency over the window)."""
+    port = env.ports[PROTO]
+    errors: list[str | None] = []
+    deadline = time.monotonic() + 3.0
+
+    def attack() -> None:
+        while time.monotonic() < deadline:
+            errors.append(send_until_error(port, HEADER + MANY_ATTRIBUTES))
+
+    threads = [threading.Thread(target=attack) for _ in range(4)]
+    used = env.cpu()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    per_stanza = (env.cpu() - used) / len(errors)
+    assert errors == ["policy-violation"] * len(errors)
+    env.notes.append(
+        f"xmpp: {len(errors)} start tags of 24,000 attributes from 4 streams in 3 s cost the"
+        f" server {per_stanza * 1000:.1f} ms of CPU each"
+    )
+    # Before the limit, each cost 0.4-1.7 s.
+    assert per_stanza < 0.05
+    count(PROTO, len(errors))
 
 
 # -- resources -------------------------------------------------------------------------------

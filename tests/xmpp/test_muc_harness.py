@@ -58,6 +58,9 @@ class Occupant:
         self.extra: dict[str, Any] = {}
         self.out: list[bytes] = []
         self.events: list[Any] = []
+        # Flood tokens charged past each stanza's own (what its fan-out cost).
+        self.flood = self
+        self.charged = 0.0
         self.core = service.connect(self)
         if account is not None:
             service.login(self.core, account)
@@ -88,6 +91,10 @@ class Occupant:
         if payload is not None:
             reply.append(payload)
         self.send(reply)
+
+    def charge(self, cost: float) -> None:
+        """The flood queue's ``charge`` (the occupant is its own flood queue)."""
+        self.charged += cost
 
     def jid_of(self, who: Any) -> str:
         return f"{casefold(who.nick)}@{DOMAIN}"

@@ -347,3 +347,21 @@ def test_presence_cache_forgets_occupants_that_are_gone(service: ChatService) ->
     cached = [u for u in presence._shown if u.key.startswith(("guest", "late"))]
     assert cached, "the joins above should have filled the cache"
     assert all(service.find_user(u.nick) is u for u in cached)  # only users still online
+
+
+def test_a_join_costs_flood_tokens_by_the_occupants_who_hear_of_it(
+    service: ChatService,
+) -> None:
+    """Room presence is charged per delivery it causes (protocols.costs): joining a room
+    of 15 costs a hundredth of a token for each of them and for the joiner, joining an
+    empty room only the joiner's hundredth."""
+    first = Occupant(service, "first")
+    first.join("empty")
+    alone = first.charged
+    for i in range(15):
+        _, conn = other(service, f"crowd{i}")
+        service.join(conn, "full")
+    late = Occupant(service, "late")
+    late.join("full")
+    assert alone == pytest.approx(0.01)
+    assert late.charged == pytest.approx(0.16)

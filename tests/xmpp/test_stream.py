@@ -3,7 +3,9 @@ connection (headers, features, STARTTLS, binding, stream errors, keep-alives).""
 
 from __future__ import annotations
 
+import time
 from typing import Any
+from xml.sax.saxutils import escape
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -16,6 +18,7 @@ from protocols.xmpp.connection import PARK_AFTER
 from protocols.xmpp.factory import XmppFactory
 from protocols.xmpp.stanzas import to_bytes
 from protocols.xmpp.stream import (
+    Limits,
     StreamError,
     StreamOpened,
     StreamParser,
@@ -39,9 +42,9 @@ SAMPLE = (
 ).encode()
 
 
-def parse(chunks: list[bytes], **limits: Any) -> list[Any]:
+def parse(chunks: list[bytes]) -> list[Any]:
     """Events (elements serialized) and the final error, if any."""
-    parser = StreamParser(**limits)
+    parser = StreamParser()
     out: list[Any] = []
     try:
         for chunk in chunks:
@@ -151,12 +154,161 @@ def test_a_restart_drops_what_the_client_pipelined() -> None:
     assert [type(e) for e in parser.feed(HEADER.format(to="localhost").encode())] == [StreamOpened]
 
 
-def test_whitespace_between_stanzas_is_not_kept_or_counted() -> None:
-    parser = StreamParser(max_stanza_bytes=4096)
+def test_whitespace_between_stanzas_is_not_kept_and_not_counted_in_the_next_stanza() -> None:
+    parser = StreamParser(Limits(stanza_bytes=4096))
     list(parser.feed(HEADER.format(to="localhost").encode()))
-    for _ in range(5000):
+    for _ in range(2000):
         assert list(parser.feed(b" \n")) == []
-    assert [type(e) for e in parser.feed(b"<presence/>")] == [TopElement]
+    [event] = parser.feed(b"<presence>" + b" " * 4000 + b"</presence>")
+    assert to_bytes(event.element) == b"<presence>" + b" " * 4000 + b"</presence>"
+    # Each stanza starts the count again.
+    for _ in range(2000):
+        assert list(parser.feed(b"\t\r")) == []
+
+
+def test_endless_whitespace_between_stanzas_is_a_policy_violation() -> None:
+    parser = StreamParser(Limits(stanza_bytes=4096))
+    list(parser.feed(HEADER.format(to="localhost").encode()))
+    with pytest.raises(StreamError) as caught:
+        for _ in range(5000):
+            list(parser.feed(b" \n"))
+    assert caught.value.condition == "policy-violation"
+    assert "whitespace" in str(caught.value)
+
+
+def test_keep_alives_after_a_pause_start_the_whitespace_count_again() -> None:
+    """A client that only ever sends keep-alives, with pauses that park the parser between
+    them, never reaches the limit."""
+    parser = StreamParser(Limits(stanza_bytes=4096))
+    list(parser.feed(HEADER.format(to="localhost").encode()))
+    for _ in range(60):
+        assert list(parser.feed(b" " * 100)) == []
+        assert parser.park()
+    [event] = parser.feed(b"<presence/>")
+    assert to_bytes(event.element) == b"<presence/>"
+
+
+@pytest.mark.parametrize(
+    ("text", "condition"),
+    [
+        (b"hello", "bad-format"),
+        (b" \n x", "bad-format"),
+        ("\u00a0".encode(), "bad-format"),
+        (b"<![CDATA[x]]>", "bad-format"),
+        (b"&#x41;", "bad-format"),
+        (b"]]>", "not-well-formed"),
+    ],
+)
+def test_text_between_stanzas_ends_the_stream(text: bytes, condition: str) -> None:
+    got = parse([HEADER.format(to="localhost").encode(), text, b"<presence/>"])
+    assert got == [("open", "localhost"), ("error", condition)]
+
+
+XML_CHARS = st.characters(
+    blacklist_categories=("Cs",), blacklist_characters="\x00\ufffe\uffff", min_codepoint=9
+).filter(lambda c: c in "\t\n\r" or c >= " ")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(XML_CHARS, min_size=1).filter(lambda t: t.strip(" \t\r\n")), st.integers(1, 64))
+def test_any_text_between_stanzas_is_refused_and_nothing_after_it_is_seen(
+    text: str, chunk: int
+) -> None:
+    data = (
+        HEADER.format(to="localhost").encode()
+        + b"<presence/>"
+        + escape(text).encode()
+        + b"<message><body>after</body></message>"
+    )
+    got = parse([data[i : i + chunk] for i in range(0, len(data), chunk)])
+    assert got == [("open", "localhost"), b"<presence/>", ("error", "bad-format")]
+
+
+def attributes(n: int, value: bytes = b"x") -> bytes:
+    return b" ".join(b"a%d='%s'" % (i, value) for i in range(n))
+
+
+@pytest.mark.parametrize(
+    "element",
+    [
+        b"<message " + attributes(65) + b"/>",
+        b"<message><body " + attributes(100) + b">x</body></message>",
+        b"<message " + b" ".join(b"xmlns:p%d='urn:x'" % i for i in range(65)) + b"/>",
+        b"<message xmlns:p='urn:p' " + b" ".join(b"p:a%d='x'" % i for i in range(70)) + b"/>",
+        b"<message "
+        + attributes(40)
+        + b" "
+        + b" ".join(b"xmlns:p%d='u'" % i for i in range(30))
+        + b"/>",
+        b"<message to='" + b"a" * 16385 + b"'/>",
+        b"<message " + attributes(5, b"b" * 4000) + b"/>",
+        # 5,000 characters, 15,000 bytes, and more in the next attribute.
+        b"<message to='" + "\u20ac".encode() * 5000 + b"' id='" + b"i" * 2000 + b"'/>",
+    ],
+    ids=[
+        "65",
+        "100 on a child",
+        "65 declarations",
+        "70 prefixed",
+        "40+30",
+        "one long",
+        "five long",
+        "multibyte",
+    ],
+)
+def test_attribute_limits_are_policy_violations(element: bytes) -> None:
+    got = parse([HEADER.format(to="localhost").encode(), element])
+    assert got == [("open", "localhost"), ("error", "policy-violation")]
+
+
+def test_a_stream_header_with_too_many_attributes_is_refused() -> None:
+    header = HEADER.format(to="localhost").encode()
+    assert parse([header.replace(b" to=", b" " + attributes(70) + b" to=")]) == [
+        ("error", "policy-violation")
+    ]
+
+
+def test_attributes_up_to_the_limits_pass() -> None:
+    element = (
+        b"<message " + attributes(62) + b" xmlns:p='urn:p' p:x='y'>"
+        b"<body to='" + "\u20ac".encode() * 5461 + b"'>hi</body></message>"
+    )
+    [_, got] = parse([HEADER.format(to="localhost").encode(), element])
+    el = etree.fromstring(got)
+    assert len(el.attrib) == 63 and len(el[0].get("to")) == 5461
+
+
+@pytest.mark.parametrize("chunk", [4096, 1000, 65536])
+def test_a_tag_longer_than_the_attribute_limits_is_refused_before_it_is_read(chunk: int) -> None:
+    """Refused once it passes Limits.tag_bytes, without waiting for its end: a ">" inside
+    a quoted value does not end it."""
+    data = HEADER.format(to="localhost").encode() + b"<message a='>' " + attributes(24_000)
+    got = parse([data[i : i + chunk] for i in range(0, len(data), chunk)])
+    assert got == [("open", "localhost"), ("error", "policy-violation")]
+
+
+def test_a_long_cdata_section_is_bounded_by_the_stanza_size_only() -> None:
+    text = b"a < b, " * 20_000
+    data = (
+        HEADER.format(to="localhost").encode()
+        + b"<message><body><![CDATA["
+        + text
+        + b"]]></body></message>"
+    )
+    [_, got] = parse([data[i : i + 4096] for i in range(0, len(data), 4096)])
+    assert etree.fromstring(got).findtext("body") == text.decode()
+
+
+def test_many_attributes_cost_little() -> None:
+    """24,000 attributes in one start tag (within the stanza size) are refused in about the
+    time libxml2 takes to read them; building the element would take seconds."""
+    parser = StreamParser()
+    list(parser.feed(HEADER.format(to="localhost").encode()))
+    started = time.process_time()
+    with pytest.raises(StreamError) as caught:
+        list(parser.feed(b"<message " + attributes(24_000) + b"/>"))
+    assert caught.value.condition == "policy-violation"
+    assert time.process_time() - started < 0.1
 
 
 # -- negotiation over a connection -----------------------------------------------------------------
@@ -257,7 +409,7 @@ def test_login_bind_and_session(client, account, service) -> None:
     c.authenticate("alice", "secret1")
     assert c.conn.account == "alice"
     c.open()
-    assert feature_names(c) == ["bind", "session"]
+    assert feature_names(c) == ["bind", "session", "sm", "csi"]
     assert c.features.find(f"{{{NS_SESSION}}}session/{{{NS_SESSION}}}optional") is not None
     jid = c.bind("phone")
     assert jid == "alice@localhost/phone"
@@ -370,7 +522,7 @@ def test_bad_stream_headers(client, header: str | bytes, condition: str) -> None
 def test_unknown_top_level_element_is_unsupported(client, account) -> None:
     account("alice")
     c = client().login("alice", "secret1")
-    c.send("<enable xmlns='urn:xmpp:sm:3'/>")
+    c.send("<frobnicate xmlns='urn:example:unknown'/>")
     assert c.stream_error == "unsupported-stanza-type"
     assert c.closed
 

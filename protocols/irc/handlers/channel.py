@@ -9,6 +9,7 @@ from chatserver.core.errors import ChatError, NoSuchNick
 from chatserver.core.events import ModeItem
 from chatserver.core.names import glob_match
 from chatserver.core.views import RoomView
+from protocols.costs import FANOUT
 from protocols.irc import caps
 from protocols.irc import numerics as n
 from protocols.irc.channels import (
@@ -43,7 +44,7 @@ def _room_or_error(conn: IrcConnection, name: str) -> RoomView | None:
 # -- JOIN / PART -------------------------------------------------------------------------------
 
 
-@command("JOIN", min_params=1)
+@command("JOIN", min_params=1, cost=2.0, per_delivery=FANOUT)
 def join(conn: IrcConnection, msg: IrcMessage) -> None:
     assert conn.core is not None and conn.user is not None
     if msg.params[0] == "0":
@@ -88,7 +89,7 @@ def _replay_recent(conn: IrcConnection, room: RoomView) -> None:
     conn.end_batch(batch_id)
 
 
-@command("PART", min_params=1)
+@command("PART", min_params=1, per_delivery=FANOUT)
 def part(conn: IrcConnection, msg: IrcMessage) -> None:
     assert conn.core is not None
     reason = msg.params[1] if len(msg.params) > 1 else ""
@@ -108,7 +109,7 @@ def part(conn: IrcConnection, msg: IrcMessage) -> None:
 # -- TOPIC / NAMES / LIST ----------------------------------------------------------------------
 
 
-@command("TOPIC", min_params=1)
+@command("TOPIC", min_params=1, cost=1.5, per_delivery=FANOUT)
 def topic(conn: IrcConnection, msg: IrcMessage) -> None:
     assert conn.core is not None
     name = msg.params[0]
@@ -127,7 +128,7 @@ def topic(conn: IrcConnection, msg: IrcMessage) -> None:
         conn.reply_error(err, "TOPIC", name)
 
 
-@command("NAMES")
+@command("NAMES", cost=2.0)
 def names(conn: IrcConnection, msg: IrcMessage) -> None:
     if not msg.params or not msg.params[0]:
         conn.reply(n.RPL_ENDOFNAMES, "*", "End of /NAMES list")
@@ -186,7 +187,7 @@ def _list_matches(room: RoomView, conditions: list[tuple[str, str]], now: float)
     return True
 
 
-@command("LIST")
+@command("LIST", cost=3.0)
 def list_(conn: IrcConnection, msg: IrcMessage) -> None:
     conditions = _list_filter(conn, msg.params[0]) if msg.params else []
     now = conn.service.clock.seconds()
@@ -207,7 +208,7 @@ def list_(conn: IrcConnection, msg: IrcMessage) -> None:
 # -- KICK / INVITE -----------------------------------------------------------------------------
 
 
-@command("KICK", min_params=2)
+@command("KICK", min_params=2, per_delivery=FANOUT)
 def kick(conn: IrcConnection, msg: IrcMessage) -> None:
     assert conn.core is not None
     rooms = [r for r in msg.params[0].split(",") if r]
@@ -232,7 +233,7 @@ def _is_room_error(err: ChatError) -> bool:
     return not isinstance(err, NoSuchNick)
 
 
-@command("INVITE")
+@command("INVITE", cost=2.0)
 def invite(conn: IrcConnection, msg: IrcMessage) -> None:
     assert conn.core is not None
     if not msg.params:
@@ -259,7 +260,7 @@ def invite(conn: IrcConnection, msg: IrcMessage) -> None:
 # -- MODE --------------------------------------------------------------------------------------
 
 
-@command("MODE", min_params=1)
+@command("MODE", min_params=1, per_delivery=FANOUT)
 def mode(conn: IrcConnection, msg: IrcMessage) -> None:
     target = msg.params[0]
     if not is_channel(target):

@@ -218,7 +218,7 @@ def _fail(conn: Any, err: QueryError) -> None:
     conn.fail("CHATHISTORY", err.code, *err.context, description=err.description)
 
 
-@command("CHATHISTORY")
+@command("CHATHISTORY", cost=2.0)
 def chathistory(conn: Any, msg: Any) -> Deferred | None:
     try:
         query = parse_query(tuple(msg.params))

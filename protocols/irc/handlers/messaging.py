@@ -16,6 +16,7 @@ from twisted.internet.defer import Deferred, DeferredList
 from chatserver.core.errors import CannotSend, ChatError
 from chatserver.core.events import MessageKind
 from chatserver.core.names import casefold
+from protocols.costs import FANOUT
 from protocols.irc import caps
 from protocols.irc import numerics as n
 from protocols.irc.channels import channel_name, is_channel, room_of
@@ -143,7 +144,7 @@ def notice(conn: IrcConnection, msg: IrcMessage) -> Deferred[Any] | None:
 # -- TAGMSG ------------------------------------------------------------------------------------
 
 
-@command("TAGMSG", min_params=1)
+@command("TAGMSG", min_params=1, cost=0.5)
 def tagmsg(conn: IrcConnection, msg: IrcMessage) -> None:
     """Relay client-only tags (typing notices, reactions) to those who have message-tags.
 
@@ -208,7 +209,7 @@ def tagmsg(conn: IrcConnection, msg: IrcMessage) -> None:
 # -- AWAY / SETNAME ----------------------------------------------------------------------------
 
 
-@command("AWAY")
+@command("AWAY", per_delivery=FANOUT)
 def away(conn: IrcConnection, msg: IrcMessage) -> None:
     assert conn.core is not None
     text = msg.params[0] if msg.params else ""
@@ -219,7 +220,7 @@ def away(conn: IrcConnection, msg: IrcMessage) -> None:
         conn.reply(n.RPL_UNAWAY, "You are no longer marked as being away")
 
 
-@command("SETNAME", min_params=1)
+@command("SETNAME", min_params=1, per_delivery=FANOUT)
 def setname(conn: IrcConnection, msg: IrcMessage) -> None:
     assert conn.core is not None
     realname = msg.params[0]

@@ -160,7 +160,7 @@ def _who_rows(conn: Any, mask: str, opers_only: bool) -> Iterator[tuple[Any, Any
             return
 
 
-@command("WHO", min_params=1)
+@command("WHO", min_params=1, cost=2.0)
 def who(conn: Any, msg: Any) -> None:
     mask = msg.params[0]
     request = parse_whox(msg.param(1))
@@ -251,7 +251,7 @@ def whois_user(conn: Any, user: Any) -> None:
     )
 
 
-@command("WHOIS", min_params=1)
+@command("WHOIS", min_params=1, cost=1.5)
 def whois(conn: Any, msg: Any) -> None:
     # "WHOIS <server> <nick>" asks a given server; there is one server, so the nick is last.
     targets = msg.params[-1] if len(msg.params) > 1 else msg.params[0]

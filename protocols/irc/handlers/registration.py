@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from chatserver.core.errors import BadName, NickInUse
 from chatserver.core.names import NICK_MAX, ROOM_MAX, is_valid_nick
 from protocols import connlog
+from protocols.costs import FANOUT
 from protocols.irc import caps, sasl
 from protocols.irc import numerics as n
 from protocols.irc.channels import channel_name, send_names, send_topic
@@ -55,7 +56,7 @@ def pass_(conn: IrcConnection, msg: IrcMessage) -> None:
     conn.password = msg.params[0]
 
 
-@command("NICK", pre_registration=True)
+@command("NICK", pre_registration=True, cost=2.0, per_delivery=FANOUT)
 def nick(conn: IrcConnection, msg: IrcMessage) -> None:
     if not msg.params or not msg.params[0]:
         conn.reply(n.ERR_NONICKNAMEGIVEN, "No nickname given")
@@ -433,18 +434,18 @@ def authenticate(conn: IrcConnection, msg: IrcMessage) -> Deferred[None] | None:
 # -- keeping alive and leaving -----------------------------------------------------------------
 
 
-@command("PING", min_params=1, pre_registration=True)
+@command("PING", min_params=1, pre_registration=True, cost=0.5)
 def ping(conn: IrcConnection, msg: IrcMessage) -> None:
     conn.send("PONG", conn.server_name, msg.params[0])
 
 
-@command("PONG", pre_registration=True)
+@command("PONG", pre_registration=True, cost=0.0)
 def pong(conn: IrcConnection, msg: IrcMessage) -> None:
     # Any input proves the client alive (the connection noted the time); nothing to answer.
     return None
 
 
-@command("QUIT", pre_registration=True)
+@command("QUIT", pre_registration=True, cost=0.0)
 def quit_(conn: IrcConnection, msg: IrcMessage) -> None:
     text = msg.params[0] if msg.params else ""
     reason = f"Quit: {text}" if text else "Quit"

@@ -8,6 +8,7 @@ from twisted.internet.defer import Deferred
 
 from chatserver.core.errors import NickInUse
 from chatserver.core.names import casefold
+from protocols.costs import FANOUT
 from protocols.line.commands import REST, Args, CommandError, Param, Reply, account_reply, command
 from protocols.line.render import INFO
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     Param("nick", required=True),
     json='{"cmd": "nick", "nick": "alice"}',
     before_nick=True,
+    per_delivery=FANOUT,
 )
 def do_nick(c: LineConnection, a: Args) -> Reply:
     nick = a["nick"]
@@ -163,6 +165,7 @@ def do_drop(c: LineConnection, a: Args) -> Deferred:
     "Mark yourself away with a message; without one, mark yourself back.",
     Param("text", REST),
     json='{"cmd": "away", "text": "lunch"}',
+    per_delivery=FANOUT,
 )
 def do_away(c: LineConnection, a: Args) -> Reply:
     c.service.set_away(c.session, a.get("text") or None)

@@ -6,6 +6,7 @@ import re
 from typing import TYPE_CHECKING
 
 from chatserver.core.events import ModeItem
+from protocols.costs import FANOUT
 from protocols.line.commands import (
     REST,
     ROOM,
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     Param("nick", required=True),
     Param("reason", REST),
     json='{"cmd": "kick", "room": "dev", "nick": "bob", "reason": "spam"}',
+    per_delivery=FANOUT,
 )
 def do_kick(c: LineConnection, a: Args) -> Reply:
     room = room_of(c, a)
@@ -49,6 +51,7 @@ def do_kick(c: LineConnection, a: Args) -> Reply:
     Param("room", ROOM),
     Param("mask"),
     json='{"cmd": "ban", "room": "dev", "mask": "bob"}',
+    per_delivery=FANOUT,
 )
 def do_ban(c: LineConnection, a: Args) -> Reply:
     name = room_of(c, a)
@@ -74,6 +77,7 @@ def do_ban(c: LineConnection, a: Args) -> Reply:
     Param("room", ROOM),
     Param("mask", required=True),
     json='{"cmd": "unban", "room": "dev", "mask": "bob!*@*"}',
+    per_delivery=FANOUT,
 )
 def do_unban(c: LineConnection, a: Args) -> Reply:
     return _apply_modes(c, room_of(c, a), [ModeItem(False, "ban", a["mask"])])
@@ -149,6 +153,7 @@ MODE_HELP = (
     Param("changes", REST),
     json='{"cmd": "mode", "room": "dev", "changes": "+moderated +key secret"}',
     parse=_parse_mode,
+    per_delivery=FANOUT,
 )
 def do_mode(c: LineConnection, a: Args) -> Reply:
     name = room_of(c, a)

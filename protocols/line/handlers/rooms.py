@@ -9,6 +9,7 @@ from twisted.internet.defer import Deferred
 from chatserver.core.errors import ChatError, NoSuchNick, NotOnRoom
 from chatserver.core.events import Message
 from chatserver.core.names import casefold, is_valid_room
+from protocols.costs import FANOUT
 from protocols.line.commands import (
     REST,
     ROOM,
@@ -53,6 +54,7 @@ HISTORY_MAX = 200
     Param("key"),
     json='{"cmd": "join", "room": "dev"}',
     aliases=("j",),
+    per_delivery=FANOUT,
 )
 def do_join(c: LineConnection, a: Args) -> Reply:
     names = [n for n in a["room"].split(",") if n]
@@ -104,6 +106,7 @@ def _parse_part(c: LineConnection, text: str) -> Args:
     json='{"cmd": "part", "room": "dev", "reason": "bye"}',
     parse=_parse_part,
     aliases=("leave",),
+    per_delivery=FANOUT,
 )
 def do_part(c: LineConnection, a: Args) -> Reply:
     room = room_of(c, a)
@@ -213,6 +216,7 @@ def do_whois(c: LineConnection, a: Args) -> Reply:
     Param("room", ROOM),
     Param("text", REST),
     json='{"cmd": "topic", "room": "dev", "text": "release on Friday"}',
+    per_delivery=FANOUT,
 )
 def do_topic(c: LineConnection, a: Args) -> Reply:
     name = room_of(c, a)

@@ -15,6 +15,7 @@ from chatserver.core.errors import BadName, ChatError, NoSuchNick, NotOnRoom
 from chatserver.core.events import ModeItem
 from chatserver.core.names import ACCOUNT_MASK_PREFIX, casefold, normalize_mask, room_key
 from chatserver.core.views import RoomView
+from protocols.costs import FANOUT
 from protocols.xmpp.muc import ns
 from protocols.xmpp.muc.build import Element, find
 from protocols.xmpp.muc.occupants import affiliation, local_part, parse_address, role
@@ -46,7 +47,7 @@ def about_target(err: ChatError) -> Exception:
     return err
 
 
-@handler("iq", "set", ns.MUC_ADMIN, service="muc")
+@handler("iq", "set", ns.MUC_ADMIN, service="muc", per_delivery=FANOUT)
 def on_admin_set(conn: Any, iq: Element) -> None:
     room = target_room(conn, iq)
     query = find(iq, ns.MUC_ADMIN, "query")

@@ -14,6 +14,7 @@ from typing import Any
 from chatserver.core.errors import BadName, JoinRefused
 from chatserver.core.names import casefold, room_key
 from chatserver.core.views import RoomView
+from protocols.costs import FANOUT
 from protocols.xmpp.muc import ns
 from protocols.xmpp.muc.build import Element, find, send_spliced, send_to
 from protocols.xmpp.muc.chat import subject_message
@@ -49,7 +50,7 @@ class JoinRequest:
 _joining: dict[tuple[int, str], JoinRequest] = {}
 
 
-@handler("presence", None, None, service="muc")
+@handler("presence", None, None, service="muc", per_delivery=FANOUT)
 def on_presence(conn: Any, pres: Element) -> None:
     address = parse_address(pres.get("to"))
     kind = pres.get("type")

@@ -13,6 +13,7 @@ from twisted.internet.defer import Deferred
 
 from chatserver.core.events import ModeItem
 from chatserver.core.views import RoomView
+from protocols.costs import FANOUT
 from protocols.xmpp.muc import ns
 from protocols.xmpp.muc.admin import target_room
 from protocols.xmpp.muc.build import Element, data_form, find, form_field, form_values
@@ -88,7 +89,7 @@ def on_owner_get(conn: Any, iq: Element) -> None:
     conn.iq_result(iq, query)
 
 
-@handler("iq", "set", ns.MUC_OWNER, service="muc")
+@handler("iq", "set", ns.MUC_OWNER, service="muc", per_delivery=FANOUT)
 def on_owner_set(conn: Any, iq: Element) -> Deferred | None:
     room = target_room(conn, iq)
     query = find(iq, ns.MUC_OWNER, "query")

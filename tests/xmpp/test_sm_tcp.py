@@ -1,0 +1,168 @@
+"""Stream management over real sockets: the real server, a raw XMPP client, a line-chat sender.
+
+The client's TCP connection is cut with messages in flight (some read, not acknowledged, some
+still to come); a new connection resumes the session and must get each message exactly once.
+"""
+
+from __future__ import annotations
+
+import base64
+import socket
+import time
+from collections.abc import Callable
+
+import pytest
+from lxml import etree
+
+from tests.ops.test_metrics import get, samples
+from tests.support.server import LineClient, ServerProcess, free_port
+
+pytestmark = pytest.mark.timeout(60)
+
+NS_SM = "urn:xmpp:sm:3"
+SM = "{" + NS_SM + "}"
+CLIENT = "{jabber:client}"
+HEADER = (
+    b"<?xml version='1.0'?><stream:stream xmlns='jabber:client'"
+    b" xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>"
+)
+
+
+class RawStream:
+    """A plain-TCP XMPP client that reads top-level elements (loopback needs no TLS)."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self._new_parser()
+
+    def _new_parser(self) -> None:
+        self.parser = etree.XMLPullParser(events=("start", "end"), resolve_entities=False)
+        self.depth = 0
+        self.pending: list[etree._Element] = []
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def open(self) -> None:
+        self._new_parser()
+        self.send(HEADER)
+
+    def read_until(self, done: Callable[[etree._Element], bool], timeout: float = 5.0):
+        got: list[etree._Element] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            while self.pending:
+                el = self.pending.pop(0)
+                got.append(el)
+                if done(el):
+                    return got
+            if time.monotonic() > deadline:
+                raise AssertionError([etree.tostring(e) for e in got])
+            self.sock.settimeout(max(0.05, deadline - time.monotonic()))
+            data = self.sock.recv(65536)
+            assert data, "connection closed"
+            self.parser.feed(data)
+            for event, el in self.parser.read_events():
+                if event == "start":
+                    self.depth += 1
+                else:
+                    self.depth -= 1
+                    if self.depth == 1:
+                        self.pending.append(el)
+
+    def login(self, name: str, password: str) -> None:
+        self.open()
+        self.read_until(lambda el: el.tag.endswith("features"))
+        token = base64.b64encode(f"\0{name}\0{password}".encode())
+        self.send(
+            b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>"
+            + token
+            + b"</auth>"
+        )
+        self.read_until(lambda el: el.tag.endswith("success"))
+        self.open()
+        self.read_until(lambda el: el.tag.endswith("features"))
+
+    def bind(self) -> None:
+        self.send(
+            b"<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+            b"<resource>phone</resource></bind></iq>"
+        )
+        self.read_until(lambda el: el.get("id") == "b1")
+
+    def cut(self) -> None:
+        """Drop the connection without closing the stream (a phone losing its network)."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+        self.sock.close()
+
+
+def _bodies(els: list[etree._Element]) -> list[tuple[str, str]]:
+    return [
+        (el.get("id") or "", el.findtext(CLIENT + "body") or "")
+        for el in els
+        if el.tag == CLIENT + "message" and el.find(CLIENT + "body") is not None
+    ]
+
+
+def test_dropped_connection_resumes_with_nothing_lost_or_twice(
+    make_server: Callable[..., ServerProcess],
+) -> None:
+    metrics_port = free_port()
+    server = make_server(
+        protocols=("line", "xmpp"),
+        overrides={
+            "xmpp": {"resume_timeout": 30},
+            "metrics": {"enabled": True, "port": metrics_port},
+        },
+    )
+
+    def metric(name: str) -> float:
+        status, _, text = get(f"http://127.0.0.1:{metrics_port}/metrics")
+        assert status == 200
+        return samples(text)[(name, ())]
+
+    server.create_account("alice", "correct horse")
+    phone = RawStream(server.ports["xmpp"])
+    phone.login("alice", "correct horse")
+    phone.bind()
+    phone.send(f"<enable xmlns='{NS_SM}' resume='true'/>".encode())
+    (enabled,) = phone.read_until(lambda el: el.tag == SM + "enabled")
+    previd = enabled.get("id")
+    carol = LineClient(server.ports["line"])
+    carol.expect("*** Choose a nick:")
+    carol.send("carol")
+    carol.expect("*** You are carol.")
+    for n in range(8):
+        carol.send(f"/msg alice first {n}")
+    first = _bodies(phone.read_until(lambda el: (el.findtext(CLIENT + "body") or "") == "first 7"))
+    assert [b for _, b in first] == [f"first {n}" for n in range(8)]
+    # The client acknowledges only three, then its connection drops.
+    phone.send(f"<a xmlns='{NS_SM}' h='3'/>".encode())
+    time.sleep(0.2)
+    phone.cut()
+    time.sleep(0.3)
+    for n in range(4):
+        carol.send(f"/msg alice second {n}")
+    time.sleep(0.3)
+    assert metric("chatserver_xmpp_sm_detached") == 1
+    assert metric("chatserver_xmpp_sm_queued") == 9
+    again = RawStream(server.ports["xmpp"])
+    again.login("alice", "correct horse")
+    # It handled all eight it read before the drop.
+    again.send(f"<resume xmlns='{NS_SM}' previd='{previd}' h='8'/>".encode())
+    got = again.read_until(lambda el: (el.findtext(CLIENT + "body") or "") == "second 3")
+    assert got[0].tag == SM + "resumed"
+    rest = _bodies(got)
+    assert [b for _, b in rest] == [f"second {n}" for n in range(4)]
+    ids = [i for i, _ in first + rest]
+    assert len(set(ids)) == len(ids) == 12
+    # The session is the same: new messages flow both ways.
+    carol.send("/msg alice after")
+    assert _bodies(again.read_until(lambda el: (el.findtext(CLIENT + "body") or "") == "after"))
+    again.send(b"<message to='carol@localhost' type='chat'><body>back again</body></message>")
+    assert "back again" in carol.expect(lambda line: "back again" in line)
+    assert metric("chatserver_xmpp_sm_resumed_total") == 1
+    assert metric("chatserver_xmpp_sm_enabled_total") == 1
+    assert metric("chatserver_xmpp_sm_detached") == 0
+    carol.close()
+    again.sock.close()
