@@ -9,7 +9,9 @@ the check protects browsers' users, not the server (limits do that).
 
 Behind a reverse proxy every connection comes from the proxy: only when the peer is in
 ``[web] trusted_proxies`` is the client's address taken from ``X-Forwarded-For`` or
-``Forwarded``, so that a client cannot choose its own address (and escape per-address limits).
+``Forwarded``, so that a client cannot choose its own address (and escape per-address limits),
+and only then does the proxy's word that the client came over HTTPS make the connection
+count as encrypted (where passwords may be sent).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from urllib.parse import urlsplit
 
 from twisted.web.server import Request
 
+_FORWARDED_PROTO = re.compile(r'proto="?https"?(?:[;,\s]|$)', re.IGNORECASE)
 _FORWARDED_FOR = re.compile(r'for="?\[?([^\]";,]+)\]?(?::\d+)?"?', re.IGNORECASE)
 
 
@@ -89,6 +92,20 @@ class WebPolicy:
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
         return any(ip in net for net in self.trusted_proxies)
+
+    def client_secure(self, request: Request) -> bool:
+        """Whether the client's connection is encrypted: ours (HTTPS), or the trusted proxy's
+        in front of us (``X-Forwarded-Proto: https``, ``Forwarded: proto=https``)."""
+        if request.isSecure():
+            return True
+        peer = str(getattr(request.getClientAddress(), "host", "") or "")
+        if not self.trusted_proxies or not self.trusted(peer):
+            return False
+        forwarded = request.getHeader("forwarded")
+        if forwarded:
+            return _FORWARDED_PROTO.search(forwarded) is not None
+        proto = request.getHeader("x-forwarded-proto") or ""
+        return proto.split(",")[-1].strip().lower() == "https"
 
     def client_address(self, request: Request) -> str:
         """The peer's address, or what a trusted proxy says the client's is."""

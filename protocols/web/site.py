@@ -166,8 +166,8 @@ def build_site(
             b"xmpp-websocket", WebSocketEndpoint(policy, XMPP_SUBPROTOCOLS, xmpp.buildProtocol)
         )
         well_known = Resource()
-        well_known.putChild(b"host-meta", HostMeta(json_form=False))
-        well_known.putChild(b"host-meta.json", HostMeta(json_form=True))
+        well_known.putChild(b"host-meta", HostMeta(policy, json_form=False))
+        well_known.putChild(b"host-meta.json", HostMeta(policy, json_form=True))
         root.putChild(b".well-known", well_known)
     client_dir = Path(config.web.client_dir) if config.web.client_dir else DEFAULT_CLIENT_DIR
     root.putChild(b"", ClientPage(config, client_dir, factories))
@@ -182,13 +182,14 @@ class HostMeta(Resource):
 
     isLeaf = True
 
-    def __init__(self, *, json_form: bool) -> None:
+    def __init__(self, policy: Callable[[], WebPolicy], *, json_form: bool) -> None:
         super().__init__()
+        self.policy = policy
         self.json_form = json_form
 
     def render_GET(self, request: Request) -> bytes:
         host = (request.getHeader("host") or "localhost").strip()
-        scheme = "wss" if request.isSecure() else "ws"
+        scheme = "wss" if self.policy().client_secure(request) else "ws"
         href = f"{scheme}://{host}/xmpp-websocket"
         # Web clients on other sites look this up before they connect.
         request.setHeader(b"access-control-allow-origin", b"*")

@@ -165,6 +165,7 @@ class WebSocketChannel:
         subprotocol: Subprotocol,
         *,
         address: str,
+        secure: bool,
         max_message_bytes: int,
         clock: Any,
     ) -> None:
@@ -172,6 +173,7 @@ class WebSocketChannel:
         self.inner = inner
         self.subprotocol = subprotocol
         self.address = address
+        self.secure = secure
         self.max_message_bytes = max_message_bytes
         self.clock = clock
         self.framing = subprotocol.framing()
@@ -190,7 +192,7 @@ class WebSocketChannel:
         self.connectionMade()
 
     def connectionMade(self) -> None:
-        self.transport = MessageTransport(self, self.address, peer.is_tls(self.raw))
+        self.transport = MessageTransport(self, self.address, self.secure)
         self.inner.makeConnection(self.transport)
 
     def dataReceived(self, data: bytes) -> None:
@@ -366,6 +368,7 @@ class WebSocketEndpoint(Resource):
             inner,
             chosen,
             address=address,
+            secure=policy.client_secure(request),
             max_message_bytes=policy.max_message_bytes,
             clock=policy.clock,
         )

@@ -6,6 +6,7 @@ import json
 import os
 import socket
 import struct
+import urllib.request
 
 import pytest
 import websocket
@@ -238,3 +239,20 @@ def test_proxy_header_from_a_trusted_proxy_names_the_client(web_server: ServerPr
     finally:
         for c in clients + same:
             c.close()
+
+
+def test_without_the_web_client_the_page_says_how_to_get_it(make_server, tmp_path) -> None:
+    empty = tmp_path / "no-client"
+    empty.mkdir()
+    server = make_server(
+        protocols=("irc", "web"),
+        overrides={"web": {"client_dir": str(empty), "default_rooms": ["lobby", "dev"]}},
+    )
+    url = f"http://127.0.0.1:{server.ports['web']}/"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        assert response.status == 200
+        page = response.read().decode()
+    assert "make web" in page and "npm" in page and "client_dir" in page
+    # Which rooms, and who else is in them.
+    assert "<b>lobby</b>" in page and "<b>dev</b>" in page
+    assert "IRC" in page and "telnet" in page

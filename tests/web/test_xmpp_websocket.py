@@ -11,7 +11,7 @@ import websocket
 from lxml import etree
 
 from tests.support.server import LineClient, ServerProcess
-from tests.web.conftest import WsClient, ws_url
+from tests.web.conftest import TRUSTED_PROXY, WsClient, ws_url
 
 FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
 OPEN = f"<open xmlns='{FRAMING}' to='localhost' version='1.0'/>"
@@ -123,3 +123,30 @@ def test_host_meta_names_the_websocket(web_server: ServerProcess) -> None:
     with urllib.request.urlopen(base + "/.well-known/host-meta.json", timeout=5) as response:
         links = json.load(response)["links"]
     assert links == [{"rel": "urn:xmpp:alt-connections:websocket", "href": href}]
+
+
+def _features_via_proxy(server: ServerProcess, headers: list[str]) -> etree._Element:
+    ws = WsClient(
+        ws_url(server, "/xmpp-websocket"),
+        subprotocols=["xmpp"],
+        source=TRUSTED_PROXY,
+        header=["X-Forwarded-For: 198.51.100.7", *headers],
+    )
+    try:
+        ws.send(OPEN)
+        ws.recv()
+        return _el(ws.recv())
+    finally:
+        ws.close()
+
+
+def test_a_trusted_proxys_https_counts_as_encrypted(web_server: ServerProcess) -> None:
+    sasl = "{urn:ietf:params:xml:ns:xmpp-sasl}mechanisms"
+    # A client from another machine over plain ws:// may not send passwords
+    # ([xmpp] require_tls): no mechanism is offered, and no STARTTLS either.
+    plain = _features_via_proxy(web_server, [])
+    assert plain.find(sasl) is None
+    assert plain.find("{urn:ietf:params:xml:ns:xmpp-tls}starttls") is None
+    # The proxy in front says the client came over HTTPS: the stream is encrypted.
+    for header in ("X-Forwarded-Proto: https", "Forwarded: for=198.51.100.7;proto=https"):
+        assert _features_via_proxy(web_server, [header]).find(sasl) is not None
