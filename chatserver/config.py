@@ -538,6 +538,22 @@ class OperatorConfig:
     password: str
 
 
+@dataclass(frozen=True, slots=True)
+class WebircConfig:
+    """One ``[[webirc]]`` entry: an IRC web gateway (The Lounge, Kiwi IRC's webircgateway)
+    that may say, with ``WEBIRC``, which address each of its users connects from."""
+
+    name: str
+    # A hash made by `chatserver hash-password`.
+    password: str
+    # The gateway's own addresses or networks: WEBIRC from anywhere else is refused.
+    hosts: tuple[str, ...]
+
+
+# The top-level array of tables that lists IRC web gateways.
+WEBIRC_KEY = "webirc"
+
+
 # The top-level array of tables that lists operators (not a section: there may be several).
 OPERATORS_KEY = "operators"
 
@@ -573,6 +589,44 @@ def _load_operators(value: object, problems: _Problems) -> tuple[OperatorConfig,
         seen.add(name)
         operators.append(OperatorConfig(name, password))
     return tuple(operators)
+
+
+def _load_webirc(value: object, problems: _Problems) -> tuple[WebircConfig, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        problems.add(None, WEBIRC_KEY, "expected [[webirc]] tables with name, password and hosts")
+        return ()
+    gateways: list[WebircConfig] = []
+    keys = ("name", "password", "hosts")
+    for index, table in enumerate(value):
+        where = f"{WEBIRC_KEY}[{index}]"
+        for key in table:
+            if key not in keys:
+                problems.add(None, f"{where} {key}", "unknown key" + _suggest(key, keys))
+        name, password = table.get("name"), table.get("password")
+        if not isinstance(name, str) or not name or " " in name:
+            problems.add(
+                None, f"{where} name", f"expected a name without spaces, got {_show(name)}"
+            )
+            continue
+        if not isinstance(password, str) or not is_valid_hash(password):
+            problems.add(
+                None,
+                f"{where} password",
+                "expected a hash made by `chatserver hash-password` (scrypt$...)",
+            )
+            continue
+        try:
+            hosts = _Networks()(table.get("hosts"))
+        except _Invalid as bad:
+            problems.add(
+                None, f"{where} hosts{bad.suffix}", f"{bad.expected}, got {_show(bad.value)}"
+            )
+            continue
+        if not hosts:
+            problems.add(None, f"{where} hosts", "expected at least one address or network")
+            continue
+        gateways.append(WebircConfig(name, password, hosts))
+    return tuple(gateways)
 
 
 # The top-level array of tables that lists server-wide bans: `mask` or `account`, and `reason`.
@@ -625,6 +679,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     web: WebConfig = field(default_factory=WebConfig)
     operators: tuple[OperatorConfig, ...] = ()
+    webirc: tuple[WebircConfig, ...] = ()
     bans: tuple[ServerBan, ...] = ()
     # Where the values came from (a path or "<defaults>"); not part of what the config *is*.
     source: str = field(default=DEFAULTS_SOURCE, compare=False)
@@ -797,7 +852,7 @@ def load_config(
 
     raw: dict[str, dict[str, Any]] = {}
     for section, table in data.items():
-        if section in (OPERATORS_KEY, BANS_KEY):
+        if section in (OPERATORS_KEY, BANS_KEY, WEBIRC_KEY):
             continue
         if section not in SECTIONS:
             if isinstance(table, dict):
@@ -861,6 +916,7 @@ def load_config(
         metrics=MetricsConfig(**raw["metrics"]),
         web=WebConfig(**raw["web"]),
         operators=_load_operators(data.get(OPERATORS_KEY, []), problems),
+        webirc=_load_webirc(data.get(WEBIRC_KEY, []), problems),
         bans=_load_bans(data.get(BANS_KEY, []), problems),
         source=source,
     )

@@ -107,7 +107,13 @@ def build_line_listeners(ctx: ProtocolContext) -> list[Listener]:
 def build_irc_listeners(ctx: ProtocolContext) -> list[Listener]:
     # One factory for the plain and the TLS port: connections tell TLS from their transport.
     config = ctx.config
-    factory = IrcFactory(ctx.service, config.irc, config.server, operators=config.operators)
+    factory = IrcFactory(
+        ctx.service,
+        config.irc,
+        config.server,
+        operators=config.operators,
+        webirc=config.webirc,
+    )
     ctx.factories["irc"] = factory
     return listeners_for("irc", ctx.config.irc, factory)
 
