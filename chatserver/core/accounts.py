@@ -203,7 +203,14 @@ class AccountManager:
         if mode not in ("open", "invite"):
             raise AccountError(AccountError.CLOSED, "registration is closed on this server")
         check_nick(name)
-        self.check_password_rules(password)
+        try:
+            self.check_password_rules(password)
+        except AccountError:
+            # A taken name is the truer reason: no other password could help.
+            existing = yield self.store.get_account(name)
+            if existing is not None:
+                raise AccountError(AccountError.EXISTS, f"{name} is already registered") from None
+            raise
         invited = mode == "invite"
         if invited:
             # Only a quick refusal: the invitation that counts is the one the store finds

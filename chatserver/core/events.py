@@ -78,6 +78,10 @@ class Message(Event):
     status: str | None = None
     # The connection it came from (an IChatClient), so that protocols can tell echo from relay.
     origin: Any = field(default=None, compare=False, repr=False)
+    # The message as the sender's protocol wrote it (opaque to the core), so that a recipient
+    # on the same protocol can get it whole: XMPP relays the sender's stanza with its id and
+    # extensions.  Other protocols ignore it.
+    native: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

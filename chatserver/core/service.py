@@ -515,8 +515,13 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
         kind: MessageKind = "privmsg",
         tags: tuple[tuple[str, str], ...] = (),
         status: str | None = None,
+        native: Any = None,
     ) -> Message:
-        """Send a message to a room or to a nick; returns the Message that was delivered."""
+        """Send a message to a room or to a nick; returns the Message that was delivered.
+
+        ``native`` is the message in the sender's protocol, carried on the Message untouched
+        for recipients on that protocol (see ``Message.native``).
+        """
         user = self._user(conn)
         if not text:
             raise ChatError("no text to send")
@@ -541,6 +546,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
                 tags=tags,
                 status=status,
                 origin=conn.client,
+                native=native,
             )
             if status is not None:
                 clients: Iterable[Any] = [
@@ -578,6 +584,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
             target=target.nick,
             tags=tags,
             origin=conn.client,
+            native=native,
         )
         clients = list(target.clients())
         if target is not user:

@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 
 log = Logger()
 
+XML_LANG = f"{{{stanzas.NS_XML}}}lang"
+
 _ping_ids = itertools.count(1)
 
 # Output allowed to pile up while the peer does not read (after the transport has asked us to
@@ -75,6 +77,8 @@ class XmppConnection(Protocol):
     * ``domain`` and ``muc_domain``; ``account`` (str or None, once authenticated);
     * ``jid`` (the bound full JID, e.g. ``alice@localhost/phone``), ``bare_jid``, ``resource``;
     * ``secure`` (TLS, or loopback), ``tls`` (TLS only);
+    * ``lang``: the stream's default ``xml:lang`` (the client's header's, else ``en``), which
+      stanzas relayed without one of their own are given (RFC 6120 §4.7.4);
     * ``quit_reason``: what the other protocols are told when the stream ends (set by a final
       unavailable presence; None: the stream just went away);
     * ``available`` (initial presence sent), ``presence_show``, ``presence_status``, and
@@ -127,6 +131,7 @@ class XmppConnection(Protocol):
         "flood",
         "header_sent",
         "jid",
+        "lang",
         "loopback",
         "muc_domain",
         "parser",
@@ -161,6 +166,7 @@ class XmppConnection(Protocol):
         self.loopback = False
         self.state = OPENING
         self.stream_id = ""
+        self.lang = "en"
         self.header_sent = False
         self.account: str | None = None
         self.resource: str | None = None
@@ -636,6 +642,7 @@ class XmppConnection(Protocol):
         if to is not None and to.lower().rstrip(".") != self.domain:
             self.stream_error("host-unknown", f"this server serves {self.domain}")
             return
+        self.lang = attrib.get(XML_LANG) or "en"
         version = attrib.get("version", "")
         if not version.startswith("1."):
             self.stream_error("unsupported-version", "XMPP 1.0 streams only")

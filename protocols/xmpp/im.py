@@ -2,22 +2,21 @@
 
 A message with a body goes through the core (``service.say``) as one message, so an IRC or
 line-chat user gets it as a private message (one line per line of the body: their renderers
-split it) and every connection of the target user sees it; the XMPP renderer turns the core's
-Message back into one ``type='chat'`` message.  A message without a body (chat
-states, receipts) means something only to XMPP clients, so it is passed to the target's XMPP
-resources as it is.
+split it), history and moderation see it, and every connection of the target user gets it.
+The core Message carries the stanza itself (:mod:`protocols.xmpp.relay`), so XMPP recipients
+get the sender's stanza whole.  A message without a body (chat states, receipts, markers)
+means something only to XMPP clients and is relayed to them here alone, by the same rule.
 """
 
 from __future__ import annotations
 
-import copy
 import re
 from typing import TYPE_CHECKING
 
 from lxml import etree
 
 from chatserver.core.errors import NoSuchNick
-from protocols.xmpp import stanzas
+from protocols.xmpp import relay, stanzas
 from protocols.xmpp.jid import JID, try_parse
 from protocols.xmpp.router import StanzaError, handler
 
@@ -53,6 +52,7 @@ def chat(conn: XmppConnection, stanza: etree._Element) -> None:
     if target is None:
         return
     body = stanzas.child_text(stanza, "body")
+    assert conn.jid is not None
     if body is None or not body.strip():
         _pass_on(conn, stanza, target)
         return
@@ -62,21 +62,24 @@ def chat(conn: XmppConnection, stanza: etree._Element) -> None:
     text = body
     if text.startswith("/me "):
         kind, text = "action", text[4:]
+    native = relay.of(stanza, conn.jid, conn.lang)
     try:
-        conn.service.say(conn.core, nick=target.local, text=text, kind=kind)
+        conn.service.say(conn.core, nick=target.local, text=text, kind=kind, native=native)
     except NoSuchNick:
         # RFC 6121 §8.5.2.2.1: no offline storage here, so the user is unavailable.
         raise StanzaError("service-unavailable", f"{target.local} is not connected") from None
 
 
 def _pass_on(conn: XmppConnection, stanza: etree._Element, target: JID) -> None:
-    if target.resource is not None:
-        session = conn.factory.session(target.bare, target.resource)
-        sessions = [session] if session is not None else list(conn.factory.available(target.bare))
-    else:
-        sessions = list(conn.factory.available(target.bare))
-    for session in sessions:
-        session.send(copy.deepcopy(stanza))
+    """A stanza only XMPP clients understand: to the target's resources, carbons to the
+    sender's (the rule of :func:`relay.deliver`)."""
+    assert conn.jid is not None and conn.bare_jid is not None
+    native = relay.of(stanza, conn.jid, conn.lang)
+    for session in conn.factory.available(target.bare):
+        relay.deliver(session, native, recipient=True)
+    if target.bare != conn.bare_jid:
+        for session in conn.factory.available(conn.bare_jid):
+            relay.deliver(session, native, recipient=False)
 
 
 @handler("message", "error", None)

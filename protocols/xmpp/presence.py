@@ -187,16 +187,25 @@ def _to_subscribers(
     return factory.rosters.get(account).addCallback(send)
 
 
-def _sync_away(conn: XmppConnection) -> None:
+def away_text(show: str | None, status: str | None) -> str | None:
+    """The core's away message for a presence's show and status (None: not away)."""
+    if show in AWAY_SHOWS:
+        return status[:STATUS_MAX] if status else _SHOW_TEXT[show]
+    return None
+
+
+def sync_away(conn: XmppConnection, show: str | None, status: str | None) -> None:
+    """Make the user's away state what a presence with ``show`` and ``status`` says."""
     user = conn.user
     if user is None or conn.core is None:
         return
-    show = conn.presence_show
-    wanted = None
-    if show in AWAY_SHOWS:
-        wanted = conn.presence_status or _SHOW_TEXT[show]
+    wanted = away_text(show, status)
     if user.away != wanted:
         conn.service.set_away(conn.core, wanted)
+
+
+def _sync_away(conn: XmppConnection) -> None:
+    sync_away(conn, conn.presence_show, conn.presence_status)
 
 
 def _directed(conn: XmppConnection, stanza: etree._Element, bare: str, resource: str | None):

@@ -1,8 +1,9 @@
 """Core events in XMPP form: the table behind ``XmppConnection.deliver``.
 
-* Private messages become ``type='chat'`` messages from ``nick@domain`` (notices too; actions
-  as ``/me text``, XEP-0245).  They are rendered once per event with the recipient's ``to``
-  spliced in as bytes.
+* Private messages from XMPP users are the sender's stanza, relayed whole
+  (:mod:`protocols.xmpp.relay`).  Others become ``type='chat'`` messages from ``nick@domain``
+  (notices too; actions as ``/me text``, XEP-0245).  Either is rendered once per event with
+  the recipient's ``to`` spliced in as bytes.
 * Room events (a Message to a room, Join, Part, Kick, Topic, ModeChange, Invite) and the user
   events that show in rooms (NickChange, Quit, Away, AccountChange) go to the multi-user chat
   renderer ``protocols.xmpp.muc.render.render_room_event(conn, event)`` when that package is
@@ -39,6 +40,8 @@ from chatserver.core.events import (
 from chatserver.core.names import casefold
 from protocols.xmpp import stanzas
 from protocols.xmpp.jid import user_jid
+from protocols.xmpp.relay import Relay
+from protocols.xmpp.relay import deliver as deliver_relay
 
 if TYPE_CHECKING:
     from protocols.xmpp.connection import XmppConnection
@@ -94,6 +97,11 @@ def chat_text(event: Message) -> str:
 
 def _private(conn: XmppConnection, event: Message) -> None:
     user = conn.user
+    native = event.native
+    if isinstance(native, Relay):
+        if user is not None:
+            deliver_relay(conn, native, casefold(event.target or "") == user.key)
+        return
     if user is None or event.origin is conn:
         return
     if casefold(event.source.nick) == user.key and casefold(event.target or "") != user.key:

@@ -92,9 +92,10 @@ def test_xmpp_to_xmpp(client, account) -> None:
     bob = client().login("bob", "secret1", resource="b")
     alice.send("<message to='bob@localhost' type='chat'><body>line one\nline two</body></message>")
     got = messages(bob.received())
-    # One message, as it was sent (IRC and line chat show it as two lines).
+    # One message, as it was sent (IRC and line chat show it as two lines), from the
+    # sending resource (RFC 6120 §8.1.2.1).
     assert [(m.get("from"), m.findtext("body")) for m in got] == [
-        ("alice@localhost", "line one\nline two"),
+        ("alice@localhost/a", "line one\nline two"),
     ]
 
 

@@ -47,6 +47,7 @@ class Occupant:
     protocol = "xmpp"
     address = "127.0.0.1"
     secure = True
+    lang = "en"
 
     def __init__(
         self, service: ChatService, nick: str, resource: str = "res", account: str | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from lxml import etree
 
-from chatserver.core.events import Join, ModeItem
+from chatserver.core.events import Away, Join, ModeItem
 from chatserver.core.service import ChatService
 from tests.xmpp.test_muc_harness import (
     MUC,
@@ -254,11 +254,24 @@ def test_an_irc_nick_change_is_seen_in_every_shared_room_once(service: ChatServi
     ]
 
 
-def test_presence_updates_to_a_joined_room_do_nothing(service: ChatService) -> None:
+def test_a_presence_update_to_a_joined_room_is_the_away_state(service: ChatService) -> None:
     alice = Occupant(service, "alice")
     alice.join("dev")
-    alice.feed(f"<presence to='dev@{MUC}/alice'><show>away</show></presence>")
+    irc, bob = other(service, "bob")
+    service.join(bob, "dev")
+    alice.take()
+    alice.feed(f"<presence to='dev@{MUC}/alice'><show>away</show><status>brb</status></presence>")
+    (pres,) = alice.take()
+    assert pres.get("from") == f"dev@{MUC}/alice"
+    assert (pres.findtext("show"), pres.findtext("status")) == ("away", "brb")
+    assert service.find_user("alice").away == "brb"
+    assert [e.message for e in irc.of(Away)] == ["brb"]
+    # The same presence again changes nothing; one without <show> is back.
+    alice.feed(f"<presence to='dev@{MUC}/alice'><show>away</show><status>brb</status></presence>")
     assert alice.take() == []
+    alice.feed(f"<presence to='dev@{MUC}/alice'/>")
+    (pres,) = alice.take()
+    assert pres.find("show") is None and service.find_user("alice").away is None
 
 
 def test_away_is_shown_in_occupant_presence(service: ChatService) -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from chatserver.core.events import Invite, Message, ModeItem
 from chatserver.core.service import ChatService
-from protocols.xmpp.muc import build
+from protocols.xmpp.muc import build, chat
 from tests.xmpp.test_muc_harness import MUC, NS_USER, Occupant, error_condition, other
 
 ROOM = f"dev@{MUC}"
@@ -71,7 +71,7 @@ def test_a_fanned_out_message_is_serialized_once(room, service, monkeypatch) -> 
     alice, carol, _irc, bob = room
     calls = []
     real = build.tail
-    monkeypatch.setattr(build, "tail", lambda el: calls.append(el) or real(el))
+    monkeypatch.setattr(chat, "tail", lambda el: calls.append(el) or real(el))
     msg = service.say(bob, text="once", room="dev")
     assert len(calls) == 1
     assert ("xmpp", "muc", "message") in msg.rendered
@@ -79,13 +79,23 @@ def test_a_fanned_out_message_is_serialized_once(room, service, monkeypatch) -> 
     assert a.replace(alice.jid.encode(), b"X") == c.replace(carol.jid.encode(), b"X")
 
 
-def test_chat_states_alone_are_ignored(room) -> None:
-    alice, _carol, irc, _bob = room
+def test_body_less_messages_reach_xmpp_occupants_only(room) -> None:
+    alice, carol, irc, _bob = room
     alice.feed(
-        f"<message to='{ROOM}' type='groupchat'>"
+        f"<message to='{ROOM}' type='groupchat' id='st-1'>"
         "<active xmlns='http://jabber.org/protocol/chatstates'/></message>"
     )
-    assert alice.take() == [] and irc.events == []
+    # A chat state means nothing on IRC; every XMPP occupant (the sender too) gets it whole.
+    assert irc.events == []
+    for occupant in (alice, carol):
+        (msg,) = occupant.take()
+        assert (msg.get("from"), msg.get("id"), msg.get("to")) == (
+            f"{ROOM}/alice",
+            "st-1",
+            occupant.jid,
+        )
+        assert msg.find("{http://jabber.org/protocol/chatstates}active") is not None
+        assert msg.find("body") is None
 
 
 def test_sending_without_being_in_the_room_is_not_acceptable(room, service) -> None:
@@ -166,3 +176,63 @@ def test_irc_formatting_is_taken_out_of_room_messages(room, service) -> None:
     bodies = [el.findtext("body") for el in alice.take()]
     # As in private messages: no codes (XML cannot carry them) and no stray colour numbers.
     assert bodies == ["bold red plain", "/me italic waves"]
+
+
+def test_the_occupants_stanza_is_relayed_whole(room) -> None:
+    alice, carol, irc, _bob = room
+    alice.feed(
+        f"<message to='{ROOM}' type='groupchat' id='m-1' xml:lang='de'><body>hallo</body>"
+        "<markable xmlns='urn:xmpp:chat-markers:0'/><x xmlns='urn:example:extra' a='1'><y/></x>"
+        f"<stanza-id xmlns='urn:xmpp:sid:0' by='{ROOM}' id='forged'/></message>"
+    )
+    (msg,) = irc.of(Message)
+    for occupant in (alice, carol):
+        (got,) = occupant.take()
+        assert got.get("id") == "m-1" and got.get("from") == f"{ROOM}/alice"
+        assert got.get("{http://www.w3.org/XML/1998/namespace}lang") == "de"
+        assert got.find("{urn:xmpp:chat-markers:0}markable") is not None
+        extra = got.find("{urn:example:extra}x")
+        assert extra is not None and extra.get("a") == "1"
+        assert extra.find("{urn:example:extra}y") is not None
+        # Only the room's own stanza-id: the client's was taken out.
+        [sid] = got.findall("{urn:xmpp:sid:0}stanza-id")
+        assert sid.get("id") == msg.id
+
+
+def test_replies_and_corrections_carry_irc_client_tags(room) -> None:
+    alice, _carol, irc, _bob = room
+    alice.feed(f"<message to='{ROOM}' type='groupchat' id='m-1'><body>helo</body></message>")
+    first = irc.of(Message)[-1]
+    alice.feed(
+        f"<message to='{ROOM}' type='groupchat' id='m-2'><body>hello</body>"
+        "<replace xmlns='urn:xmpp:message-correct:0' id='m-1'/></message>"
+    )
+    edit = irc.of(Message)[-1]
+    assert edit.text == "hello" and dict(edit.tags) == {"+draft/edit": first.id}
+    alice.feed(
+        f"<message to='{ROOM}' type='groupchat' id='m-3'><body>indeed</body>"
+        f"<reply xmlns='urn:xmpp:reply:0' to='{ROOM}/alice' id='{first.id}'/></message>"
+    )
+    reply = irc.of(Message)[-1]
+    assert dict(reply.tags) == {"+draft/reply": first.id}
+    # A correction of a message nobody knows is still said, without a tag.
+    alice.feed(
+        f"<message to='{ROOM}' type='groupchat' id='m-4'><body>what?</body>"
+        "<replace xmlns='urn:xmpp:message-correct:0' id='unknown'/></message>"
+    )
+    assert irc.of(Message)[-1].tags == ()
+
+
+def test_history_replays_the_occupants_stanza(room, service) -> None:
+    alice, _carol, _irc, _bob = room
+    alice.feed(
+        f"<message to='{ROOM}' type='groupchat' id='m-1'><body>remember me</body>"
+        "<markable xmlns='urn:xmpp:chat-markers:0'/></message>"
+    )
+    dave = Occupant(service, "dave")
+    got = [el for el in dave.join("dev") if el.findtext("body") == "remember me"]
+    [past] = got
+    assert past.get("id") == "m-1" and past.get("from") == f"{ROOM}/alice"
+    assert past.find("{urn:xmpp:chat-markers:0}markable") is not None
+    assert past.find("{urn:xmpp:delay}delay") is not None
+    assert past.find("{urn:xmpp:sid:0}stanza-id") is not None

@@ -53,6 +53,8 @@ def test_form_then_register_then_log_in(client, service) -> None:
     ("name", "password", "condition"),
     [
         ("taken", "whatever1", "conflict"),
+        # A taken name is a conflict whatever the password: no other password would help.
+        ("Taken", "x", "conflict"),
         ("ok-name", "x", "not-acceptable"),
         ("9lives", "whatever1", "not-acceptable"),
         ("", "whatever1", "not-acceptable"),

@@ -1,20 +1,55 @@
-"""Builders for the room's message stanzas: groupchat lines, subjects, invitations, notices."""
+"""Builders for the room's message stanzas: groupchat lines, subjects, invitations, notices.
+
+A groupchat message from an XMPP occupant is the occupant's own stanza (its id, ``xml:lang``
+and every extension: corrections, replies, markers, OMEMO), re-addressed from the occupant JID
+and stamped with the room's ``<stanza-id/>``; the core Message carries it as a
+:class:`RoomStanza`.  Messages from other protocols are built from the core Message.
+"""
 
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass
 from typing import Any
 
 from chatserver.core.events import Message
 from protocols.xmpp.muc import ns
-from protocols.xmpp.muc.build import Element
-from protocols.xmpp.stanzas import element, plain_text, sub
+from protocols.xmpp.muc.build import Element, tail
+from protocols.xmpp.stanzas import NS_XML, element, plain_text, sub, to_bytes
 
-# The stanza id (and XEP-0359 origin-id) a client gave the message it is sending, by the
-# sending connection, while the core delivers it: the reflection carries the client's id back.
-sending: dict[int, tuple[str | None, str | None]] = {}
-# ... and kept on the message itself (in its render cache) for what is rendered later, at the
-# end of the reactor turn.
-CLIENT_IDS = ("xmpp", "client-ids")
+_END = b"</message>"
+XML_LANG = f"{{{NS_XML}}}lang"
+
+
+@dataclass(frozen=True, slots=True)
+class RoomStanza:
+    """An occupant's stanza as the room reflects it, serialized without ``to``: from the
+    occupant JID, with the sender's ``xml:lang``, and without a ``<stanza-id/>`` of its
+    own making (XEP-0359 §4), ready for the room's."""
+
+    data: bytes
+    # The id the sender gave it, by which a later correction (XEP-0308) names it.
+    client_id: str | None = None
+
+    @classmethod
+    def of(cls, stanza: Element, occupant: str, lang: str) -> RoomStanza:
+        """The reflection of ``stanza`` (a copy: the stanza itself is not changed)."""
+        el = copy.deepcopy(stanza)
+        for forged in el.findall(f"{{{ns.SID}}}stanza-id"):
+            el.remove(forged)
+        el.attrib.pop("to", None)
+        el.set("from", occupant)
+        if el.get(XML_LANG) is None:
+            el.set(XML_LANG, lang)
+        data = to_bytes(el)
+        if data.endswith(b"/>"):
+            data = data[:-2] + b">" + _END
+        return cls(data, stanza.get("id"))
+
+    def tail(self, *extra: Element) -> bytes:
+        """The stanza after ``<message``, with ``extra`` children added at its end."""
+        added = b"".join(to_bytes(el) for el in extra)
+        return self.data[len(b"<message") : -len(_END)] + added + _END
 
 
 def room_jid(conn: Any, room: str) -> str:
@@ -50,11 +85,18 @@ def groupchat_message(
     return el
 
 
-def live_message(conn: Any, msg: Message) -> Element:
-    """A message as it is said: with the sender's own id when an XMPP client sent it."""
-    ids = sending.get(id(msg.origin)) or msg.rendered.get(CLIENT_IDS)
-    client_id, origin_id = ids if ids is not None else (None, None)
-    return groupchat_message(conn, msg, client_id or msg.id, origin_id)
+def stanza_id(conn: Any, msg: Message) -> Element:
+    assert msg.room is not None
+    return element("stanza-id", {"id": msg.id, "by": room_jid(conn, msg.room)}, ns=ns.SID)
+
+
+def live_tail(conn: Any, msg: Message) -> bytes:
+    """A message as it is said, for splicing: the occupant's own stanza when an XMPP client
+    sent it, else built from the core Message."""
+    native = msg.native
+    if isinstance(native, RoomStanza):
+        return native.tail(stanza_id(conn, msg))
+    return tail(groupchat_message(conn, msg, msg.id))
 
 
 def subject_message(conn: Any, room: str, text: str, setter: str | None = None) -> Element:

@@ -13,9 +13,9 @@ from typing import Any
 
 from chatserver.core.events import Message
 from protocols.xmpp.muc import ns
-from protocols.xmpp.muc.build import Element, cached_tail, stamp, to_attr
-from protocols.xmpp.muc.chat import groupchat_message
-from protocols.xmpp.stanzas import sub
+from protocols.xmpp.muc.build import Element, stamp, tail, to_attr
+from protocols.xmpp.muc.chat import RoomStanza, groupchat_message, stanza_id
+from protocols.xmpp.stanzas import element
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,10 +89,18 @@ def select(
 def history_tail(conn: Any, msg: Message) -> bytes:
     """A past message as the room replays it: marked with the time it was said."""
 
-    def build() -> Element:
-        el = groupchat_message(conn, msg, msg.id)
+    key = ("xmpp", "muc", "history")
+    data = msg.rendered.get(key)
+    if data is None:
         room_jid = f"{msg.room}@{conn.muc_domain}"
-        sub(el, "delay", {"stamp": stamp(msg.ts), "from": room_jid}, ns=ns.DELAY)
-        return el
-
-    return cached_tail(msg, ("muc", "history"), build)
+        delay = element("delay", {"stamp": stamp(msg.ts), "from": room_jid}, ns=ns.DELAY)
+        native = msg.native
+        if isinstance(native, RoomStanza):
+            # The occupant's own stanza, as it was said (XEP-0045 §7.2.15).
+            data = native.tail(delay, stanza_id(conn, msg))
+        else:
+            el = groupchat_message(conn, msg, msg.id)
+            el.append(delay)
+            data = tail(el)
+        msg.rendered[key] = data
+    return data

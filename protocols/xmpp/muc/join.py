@@ -15,6 +15,7 @@ from chatserver.core.errors import BadName, JoinRefused
 from chatserver.core.names import casefold, room_key
 from chatserver.core.views import RoomView
 from protocols.costs import FANOUT
+from protocols.xmpp import presence
 from protocols.xmpp.muc import ns
 from protocols.xmpp.muc.build import Element, find, send_spliced, send_to
 from protocols.xmpp.muc.chat import subject_message
@@ -42,6 +43,8 @@ class JoinRequest:
 
     nick: str
     history: HistoryRequest = field(default_factory=HistoryRequest)
+    # The join presence's id, which the joiner's own presence carries back (XEP-0045 §7.2.3).
+    id: str | None = None
     created: bool = False
     done: bool = False
 
@@ -74,15 +77,17 @@ def on_presence(conn: Any, pres: Element) -> None:
         if casefold(address.nick) != conn.user.key:
             # A nick change (§7.6): refusals such as NickInUse become the router's errors.
             conn.service.rename(conn.core, address.nick)
-        # Otherwise a presence update: the away state follows the broadcast presence.
+        # A presence update to the room (XEP-0045 §7.7): the user's one away state, which
+        # every room it is in shows.
+        presence.sync_away(conn, child_text(pres, "show"), child_text(pres, "status"))
         return
-    join(conn, key, address.nick, muc)
+    join(conn, key, address.nick, muc, pres.get("id"))
 
 
-def join(conn: Any, key: str, nick: str, muc: Element | None) -> None:
+def join(conn: Any, key: str, nick: str, muc: Element | None, id_: str | None = None) -> None:
     password = child_text(muc, "password", ns.MUC) if muc is not None else None
     history = HistoryRequest.parse(find(muc, ns.MUC, "history") if muc is not None else None)
-    request = JoinRequest(nick, history, created=conn.service.get_room(key) is None)
+    request = JoinRequest(nick, history, id_, created=conn.service.get_room(key) is None)
     _joining[(id(conn), key)] = request
     try:
         room = conn.service.join(conn.core, key, password)
@@ -120,7 +125,10 @@ def send_room_state(conn: Any, room: RoomView, request: JoinRequest) -> None:
         codes.append(ns.CREATED)
     if request.nick != me.nick:
         codes.append(ns.NICK_ASSIGNED)
-    send_to(conn, presence_of(conn, room, me.who(), room.members.get(me), codes=codes))
+    own = presence_of(conn, room, me.who(), room.members.get(me), codes=codes)
+    if request.id:
+        own.set("id", request.id)
+    send_to(conn, own)
     default = conn.service.settings.join_history_lines
     for _msg, rest in select(conn, room.name, request.history, default):
         send_spliced(conn, "message", rest)

@@ -1,5 +1,10 @@
 """Messages sent to a room: groupchat lines, subject changes, private messages, invitations.
 
+An occupant's stanza goes on whole (:class:`RoomStanza`, :class:`relay.Relay`): with a body
+through the core, so that every protocol, the history and moderation see it; without one
+(reactions, chat states, markers) straight to the XMPP occupants (or, to ``room/nick``, to the
+occupant's XMPP resources), which alone understand it.
+
 Core refusals raised here reach the router, which answers with the matching stanza error
 (``CannotSend`` and ``NotPermitted``: forbidden; ``NoSuchNick``: item-not-found; …).
 """
@@ -10,16 +15,19 @@ from typing import Any
 
 from chatserver.core.errors import BadName
 from chatserver.core.events import MessageKind
-from chatserver.core.names import room_key
+from chatserver.core.names import casefold, room_key
 from chatserver.core.views import RoomView
+from protocols.xmpp import relay
 from protocols.xmpp.muc import ns
-from protocols.xmpp.muc.build import Element, find
-from protocols.xmpp.muc.chat import CLIENT_IDS, sending
+from protocols.xmpp.muc.build import Element, find, send_spliced
+from protocols.xmpp.muc.chat import RoomStanza
 from protocols.xmpp.muc.occupants import RoomAddress, local_part, parse_address
 from protocols.xmpp.router import StanzaError, handler
-from protocols.xmpp.stanzas import child_text
+from protocols.xmpp.stanzas import child_text, sub
 
 ACTION_PREFIX = "/me "
+NS_REPLY = "urn:xmpp:reply:0"
+NS_CORRECT = "urn:xmpp:message-correct:0"
 
 
 def split_action(body: str) -> tuple[MessageKind, str]:
@@ -56,20 +64,59 @@ def on_groupchat(conn: Any, msg: Element) -> None:
         say(conn, room, msg, body)
     elif subject is not None:
         conn.service.set_topic(conn.core, room.name, subject)
-    # Anything else (chat states, markers) has nothing to say to the other protocols.
+    else:
+        # Nothing for the other protocols: a reaction, a chat state, a marker.
+        conn.service.check_send(conn.core, room.name)
+        reflection = RoomStanza.of(msg, conn.occupant_jid(room.name, conn.user.nick), conn.lang)
+        data = reflection.tail()
+        for user in list(room.members):
+            for client in user.clients():
+                if getattr(client, "protocol", None) == "xmpp" and client.jid is not None:
+                    send_spliced(client, "message", data)
 
 
 def say(conn: Any, room: RoomView, msg: Element, body: str) -> None:
     kind, text = split_action(body)
-    origin = find(msg, ns.SID, "origin-id")
-    key = id(conn.core.client)
-    ids = (msg.get("id"), origin.get("id") if origin is not None else None)
-    sending[key] = ids
-    try:
-        said = conn.service.say(conn.core, text=text, room=room.name, kind=kind)
-    finally:
-        sending.pop(key, None)
-    said.rendered[CLIENT_IDS] = ids
+    native = RoomStanza.of(msg, conn.occupant_jid(room.name, conn.user.nick), conn.lang)
+    tags = client_tags(conn, room, msg)
+    conn.service.say(conn.core, text=text, room=room.name, kind=kind, tags=tags, native=native)
+
+
+# How far back a correction may reach for the message it corrects.
+CORRECTABLE = 50
+
+
+def client_tags(conn: Any, room: RoomView, msg: Element) -> tuple[tuple[str, str], ...]:
+    """The IRCv3 client tags that say what the XMPP extensions say, for IRC users.
+
+    A reply (XEP-0461) names the room's stanza-id, which is the IRC ``msgid``: it is
+    ``+draft/reply``.  A correction (XEP-0308) names the sender's own id of a recent message
+    of its own: ``+draft/edit`` with that message's ``msgid``, when it is still in the room's
+    recent history.
+    """
+    tags: list[tuple[str, str]] = []
+    reply = find(msg, NS_REPLY, "reply")
+    if reply is not None and reply.get("id"):
+        tags.append(("+draft/reply", reply.get("id") or ""))
+    replace = find(msg, NS_CORRECT, "replace")
+    if replace is not None and replace.get("id"):
+        corrected = _corrected(conn, room, replace.get("id") or "")
+        if corrected is not None:
+            tags.append(("+draft/edit", corrected))
+    return tuple(tags)
+
+
+def _corrected(conn: Any, room: RoomView, client_id: str) -> str | None:
+    nick = conn.user.key
+    for said in reversed(conn.service.recent(room.name, CORRECTABLE)):
+        native = said.native
+        if (
+            isinstance(native, RoomStanza)
+            and native.client_id == client_id
+            and casefold(said.source.nick) == nick
+        ):
+            return said.id
+    return None
 
 
 @handler("message", None, None, service="muc")
@@ -91,12 +138,21 @@ def on_message(conn: Any, msg: Element) -> None:
 
 
 def private(conn: Any, room: RoomView, nick: str, msg: Element) -> None:
-    """To ``room/nick``: a private message to that user, wherever it is connected from."""
-    body = child_text(msg, "body")
-    if not body:
-        return
+    """To ``room/nick``: a private message to that user, wherever it is connected from; its
+    XMPP resources get the stanza from the sender's occupant JID (XEP-0045 §7.5)."""
     target = room.find_member(nick)
     if target is None:
         raise StanzaError("item-not-found", f"{nick} is not in this room")
+    if find(msg, ns.MUC_USER, "x") is None:
+        sub(msg, "x", ns=ns.MUC_USER)
+    native = relay.of(
+        msg, conn.jid, conn.lang, sender_as=conn.occupant_jid(room.name, conn.user.nick)
+    )
+    body = child_text(msg, "body")
+    if not body:
+        for client in target.clients():
+            if getattr(client, "protocol", None) == "xmpp":
+                relay.deliver(client, native, recipient=True)
+        return
     kind, text = split_action(body)
-    conn.service.say(conn.core, text=text, nick=target.nick, kind=kind)
+    conn.service.say(conn.core, text=text, nick=target.nick, kind=kind, native=native)

@@ -30,7 +30,7 @@ from chatserver.core.names import casefold
 from chatserver.core.views import RoomView
 from protocols.xmpp.muc import ns
 from protocols.xmpp.muc.build import Element, cached_tail, send_spliced, send_to
-from protocols.xmpp.muc.chat import invite_message, live_message, status_message, subject_message
+from protocols.xmpp.muc.chat import invite_message, live_tail, status_message, subject_message
 from protocols.xmpp.muc.join import joined
 from protocols.xmpp.muc.occupants import banned
 from protocols.xmpp.muc.presence import presence_of
@@ -39,6 +39,9 @@ from protocols.xmpp.muc.presence import presence_of
 CONFIG_MODES = frozenset(
     {"moderated", "invite_only", "topic_lock", "secret", "registered_only", "key", "limit"}
 )
+
+
+_MESSAGE_KEY = ("xmpp", "muc", "message")
 
 
 def render_room_event(conn: Any, event: Event) -> None:
@@ -65,9 +68,11 @@ def _send_presence(
 def _message(conn: Any, event: Message) -> None:
     if event.room is None:
         return
-    send_spliced(
-        conn, "message", cached_tail(event, ("muc", "message"), lambda: live_message(conn, event))
-    )
+    cache = event.rendered
+    data = cache.get(_MESSAGE_KEY)
+    if data is None:
+        data = cache[_MESSAGE_KEY] = live_tail(conn, event)
+    send_spliced(conn, "message", data)
 
 
 def _room(conn: Any, key: str) -> RoomView | None:

@@ -1,0 +1,143 @@
+"""One-to-one stanzas relayed whole, from one XMPP user to another (RFC 6121 §8.5).
+
+An XMPP recipient of an XMPP sender gets the sender's stanza as it was written: its ``id``,
+its ``<thread>`` and every extension child (OMEMO, receipts, markers, corrections, replies,
+reactions, chat states, origin-id), with only what the server stamps changed: ``from`` (the
+sender's full JID) and, when the stanza has none, ``xml:lang`` (the sender's stream default,
+RFC 6120 §4.7.4).  ``to`` stays the address the sender used, as RFC 6121 §8.5 routes it.  The
+stanza is serialized once into a :class:`Relay`: every XMPP connection that should see it gets
+the same bytes, and carbons (XEP-0280) wrap them.
+
+A message with a body also goes through the core (``Message.native`` carries the Relay), so
+IRC and line-chat users, history and moderation see it once; a message without one (chat
+states, receipts, markers) means something only to XMPP clients and is passed on here alone.
+Which connections get what is decided by :func:`deliver`, the one rule for both paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from lxml import etree
+
+from protocols.xmpp import stanzas
+
+if TYPE_CHECKING:
+    from protocols.xmpp.connection import XmppConnection
+
+NS_CARBONS = "urn:xmpp:carbons:2"
+NS_FORWARD = "urn:xmpp:forward:0"
+NS_HINTS = "urn:xmpp:hints"
+
+_MESSAGE = b"<message "
+XML_LANG = f"{{{stanzas.NS_XML}}}lang"
+
+
+@dataclass(frozen=True, slots=True)
+class Relay:
+    """A stanza on its way from one user to another.
+
+    ``data`` is the stanza serialized; ``to`` the address the sender used (normalized);
+    ``sender`` the sending resource's full JID.  ``carbons`` is False for
+    messages that must not be copied to the user's other resources (XEP-0280 §7:
+    ``<private/>``, ``<no-copy/>``; private messages through a room).  ``per_resource``: a
+    private message through a room, from the sender's occupant JID; ``data`` has no ``to``,
+    and each of the recipient's resources gets its own full JID spliced in.
+    """
+
+    data: bytes
+    to: str
+    sender: str
+    carbons: bool = True
+    per_resource: bool = False
+
+    @property
+    def to_resource(self) -> str:
+        return self.to.partition("/")[2]
+
+
+def strip_server_stamps(stanza: etree._Element) -> None:
+    """Take out what only a server may stamp: a client's own ``<stanza-id/>`` would
+    otherwise pass for this server's (XEP-0359 §4)."""
+    for child in stanza.findall(f"{{{stanzas.NS_STANZA_ID}}}stanza-id"):
+        stanza.remove(child)
+
+
+def of(stanza: etree._Element, sender: str, lang: str, *, sender_as: str | None = None) -> Relay:
+    """The Relay of a message from ``sender`` (its ``from`` already stamped) on a stream
+    whose default language is ``lang``.  ``sender_as``: an occupant JID the message comes
+    from instead (a private message through a room, XEP-0045 §7.5)."""
+    strip_server_stamps(stanza)
+    if stanza.get(XML_LANG) is None:
+        stanza.set(XML_LANG, lang)
+    if sender_as is not None:
+        stanza.set("from", sender_as)
+        stanza.attrib.pop("to", None)
+        return Relay(stanzas.to_bytes(stanza), "", sender, carbons=False, per_resource=True)
+    to = stanza.get("to", "")
+    private = stanza.find(f"{{{NS_CARBONS}}}private")
+    if private is not None:
+        # XEP-0280 §7: a note to the sender's server, taken off before the stanza goes on.
+        stanza.remove(private)
+    no_copy = private is not None or stanza.find(f"{{{NS_HINTS}}}no-copy") is not None
+    type_ = stanzas.type_of(stanza)
+    # XEP-0280 §6: chat messages, and normal ones that say something.
+    copyable = type_ == "chat" or (type_ == "normal" and stanza.find("body") is not None)
+    copies = copyable and not no_copy
+    return Relay(stanzas.to_bytes(stanza), to, sender, copies)
+
+
+def deliver(conn: XmppConnection, relay: Relay, recipient: bool) -> None:
+    """This connection's copy of ``relay``, if it gets one; ``recipient`` says whether the
+    connection's user is the one the message is for (else it is the sender's).
+
+    * The recipient's resources: all of them for a bare JID; only the named one for a full
+      JID that is online (RFC 6121 §8.5.3.1; else as for the bare JID), and a ``<received/>``
+      carbon for the others that enabled carbons.
+    * The sender's other resources: a ``<sent/>`` carbon, if they enabled carbons.
+    """
+    own = conn.bare_jid
+    jid = conn.jid
+    if own is None or jid is None:
+        return
+    if relay.per_resource:
+        if recipient:
+            conn.send(stanzas.splice_to(relay.data, jid))
+        return
+    if recipient:
+        resource = relay.to_resource
+        if not resource or resource == conn.resource:
+            conn.send(relay.data)
+        elif conn.factory.session(own, resource) is None:
+            # Addressed to a resource that is gone: delivered as to the bare JID.
+            conn.send(relay.data)
+        elif relay.carbons and _carbons(conn):
+            conn.send(_carbon(conn, relay, "received"))
+        return
+    if jid != relay.sender and relay.carbons and _carbons(conn):
+        conn.send(_carbon(conn, relay, "sent"))
+
+
+def _carbons(conn: XmppConnection) -> bool:
+    from protocols.xmpp import carbons
+
+    return carbons.enabled(conn)
+
+
+def forwarded(relay: Relay) -> bytes:
+    """The stanza as XEP-0297 forwards it: whole, with its ``to``, in ``jabber:client``."""
+    return b"<message xmlns='jabber:client' " + relay.data[len(_MESSAGE) :]
+
+
+def _carbon(conn: XmppConnection, relay: Relay, direction: str) -> bytes:
+    """The ``<sent/>`` or ``<received/>`` copy of ``relay`` for this resource (XEP-0280)."""
+    outer = stanzas.to_bytes(
+        stanzas.element("message", {"from": conn.bare_jid, "to": conn.jid, "type": "chat"})
+    )
+    inner = (
+        f"<{direction} xmlns='{NS_CARBONS}'><forwarded xmlns='{NS_FORWARD}'>".encode()
+        + forwarded(relay)
+        + f"</forwarded></{direction}>".encode()
+    )
+    return outer[:-2] + b">" + inner + b"</message>"

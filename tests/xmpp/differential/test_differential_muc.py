@@ -1,0 +1,138 @@
+"""Multi-user chat against Prosody: joining, groupchat with extensions, body-less messages,
+private messages through the room, presence updates to the room."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.xmpp_differential import (
+    Session,
+    archive_stanza_id,
+    assert_same,
+    body_less_stanza_id,
+    occupant_id,
+    occupant_presence,
+    room_logged,
+    vcard_update,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+ROOM = "tea@conference.localhost"
+ROOM2 = "coffee@conference.localhost"
+ROOM3 = "juice@conference.localhost"
+MUC = "http://jabber.org/protocol/muc"
+RULES = (
+    archive_stanza_id,
+    occupant_id,
+    vcard_update,
+    body_less_stanza_id,
+    occupant_presence,
+    room_logged,
+)
+
+
+def join(s: Session, name: str, room: str = ROOM) -> None:
+    s.send(
+        name,
+        f"<presence to='{room}/{name}' id='c-join-{name}'>"
+        f"<x xmlns='{MUC}'><history maxstanzas='0'/></x></presence>",
+    )
+
+
+def room_chat(s: Session) -> None:
+    s.login("alice", "alice", "a")
+    s.login("bob", "bob", "b")
+    s.drain()
+    join(s, "alice")
+    s.settle()
+    join(s, "bob")
+    s.settle()
+    s.send(
+        "alice",
+        f"<message to='{ROOM}' type='groupchat' id='c-1'><body>hello room</body>"
+        "<markable xmlns='urn:xmpp:chat-markers:0'/>"
+        "<origin-id xmlns='urn:xmpp:sid:0' id='c-1'/></message>",
+    )
+    s.settle()
+    s.send(
+        "alice",
+        f"<message to='{ROOM}' type='groupchat' id='c-2'><body>hello, room</body>"
+        "<replace xmlns='urn:xmpp:message-correct:0' id='c-1'/></message>",
+    )
+    s.send(
+        "bob",
+        f"<message to='{ROOM}' type='groupchat' id='c-3'><body>&gt; hello\nhi</body>"
+        f"<reply xmlns='urn:xmpp:reply:0' to='{ROOM}/alice' id='c-1'/></message>",
+    )
+    s.settle()
+
+
+def test_room_chat(run) -> None:
+    ours, theirs = run(room_chat, rules=RULES)
+    assert_same(ours, theirs)
+
+
+def body_less(s: Session) -> None:
+    s.login("alice", "alice", "a")
+    s.login("bob", "bob", "b")
+    s.drain()
+    join(s, "alice", ROOM2)
+    s.drain()
+    join(s, "bob", ROOM2)
+    s.drain()
+    s.send(
+        "bob",
+        f"<message to='{ROOM2}' type='groupchat' id='c-4'>"
+        "<reactions xmlns='urn:xmpp:reactions:0' id='c-1'><reaction>\U0001f44d</reaction>"
+        "</reactions><store xmlns='urn:xmpp:hints'/></message>",
+    )
+    s.settle()
+    s.send(
+        "bob",
+        f"<message to='{ROOM2}' type='groupchat' id='c-5'>"
+        "<composing xmlns='http://jabber.org/protocol/chatstates'/></message>",
+    )
+    s.settle()
+    s.send(
+        "bob",
+        f"<message to='{ROOM2}' type='groupchat' id='c-6'>"
+        "<displayed xmlns='urn:xmpp:chat-markers:0' id='c-1'/></message>",
+    )
+    s.settle()
+
+
+def test_body_less_room_messages(run) -> None:
+    ours, theirs = run(body_less, rules=RULES)
+    assert_same(ours, theirs)
+
+
+def private_and_presence(s: Session) -> None:
+    s.login("alice", "alice", "a")
+    s.login("bob", "bob", "b")
+    s.drain()
+    join(s, "alice", ROOM3)
+    s.drain()
+    join(s, "bob", ROOM3)
+    s.drain()
+    s.send(
+        "bob",
+        f"<message to='{ROOM3}/alice' type='chat' id='c-7'><body>psst</body>"
+        f"<x xmlns='{MUC}#user'/></message>",
+    )
+    s.settle()
+    s.send(
+        "alice",
+        f"<message to='{ROOM3}/bob' type='chat' id='c-8'>"
+        "<composing xmlns='http://jabber.org/protocol/chatstates'/></message>",
+    )
+    s.settle()
+    s.send(
+        "alice", f"<presence to='{ROOM3}/alice'><show>away</show><status>brb</status></presence>"
+    )
+    s.settle()
+
+
+def test_private_messages_and_presence(run) -> None:
+    ours, theirs = run(private_and_presence, rules=RULES)
+    assert_same(ours, theirs)
