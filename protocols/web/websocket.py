@@ -34,6 +34,7 @@ from wsproto.events import (
     Pong,
     TextMessage,
 )
+from wsproto.events import Request as WsRequest
 from wsproto.frame_protocol import CloseReason
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import RemoteProtocolError
@@ -337,9 +338,8 @@ class WebSocketEndpoint(Resource):
             handshake.initiate_upgrade_connection(headers, request.uri)
         except RemoteProtocolError:
             return _refuse(request, 400, "expected a WebSocket upgrade\n")
-        offered = (
-            handshake._initiating_request.subprotocols if handshake._initiating_request else []
-        )
+        upgrade = next((e for e in handshake.events() if isinstance(e, WsRequest)), None)
+        offered = list(upgrade.subprotocols) if upgrade is not None else []
         chosen = next((s for s in self.subprotocols if s.name in offered), None)
         if chosen is None:
             if self.require_subprotocol or offered:
@@ -373,6 +373,8 @@ class WebSocketEndpoint(Resource):
             clock=policy.clock,
         )
         raw.write(reply)
+        # COMPAT: Twisted 26 has no public way to take a socket over from its HTTP channel;
+        # this is the hook its own twisted.web.websocket uses for the same hand-over.
         channel._protocolUpgradeForWebsockets(wire)
         return NOT_DONE_YET
 
