@@ -6,6 +6,8 @@
 #               is printed and written to bench/build/results.md
 #   make soak   mixed load against a real server for SOAK_MINUTES (default 30): are its memory
 #               and file descriptors flat?  Not part of `make test`.
+#   make irctest  the irctest IRC conformance suite (a checkout named by IRCTEST_DIR) against a
+#               fresh server per test (protocols/irc/README.md).  Not part of `make test`.
 # Installs are redone only when pyproject.toml changes (stamp files in .venv).
 #   make web    install the web client (Converse.js, pinned by web/package-lock.json) into
 #               web/node_modules when npm is present; `run` and `test` do it too.
@@ -18,7 +20,7 @@ TEST_STAMP := $(VENV)/.stamp-test
 
 SOAK_MINUTES ?= 30
 
-.PHONY: run test lint format clean bench soak web
+.PHONY: run test lint format clean bench soak irctest web
 
 run: $(RUN_STAMP) web
 	$(BIN)/chatserver run --data-dir var
@@ -37,6 +39,25 @@ lint: $(TEST_STAMP)
 format: $(TEST_STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# irctest runs from its own virtualenv (its pinned pytest is not ours); the controller in
+# tools/irctest starts `chatserver run` with this checkout's Python.
+IRCTEST_DIR ?=
+IRCTEST_VENV := .venv-irctest
+IRCTEST_MARKERS ?= not implementation-specific and not deprecated and not strict
+IRCTEST_ARGS ?=
+
+irctest: $(TEST_STAMP)
+	@test -n "$(IRCTEST_DIR)" -a -f "$(IRCTEST_DIR)/conftest.py" || { \
+		echo "IRCTEST_DIR must name an irctest checkout:"; \
+		echo "  git clone https://github.com/progval/irctest && make irctest IRCTEST_DIR=\$$PWD/irctest"; \
+		exit 2; }
+	test -x $(IRCTEST_VENV)/bin/python || $(PYTHON) -m venv $(IRCTEST_VENV)
+	$(IRCTEST_VENV)/bin/python -m pip install -q -r "$(IRCTEST_DIR)/requirements.txt"
+	cd "$(IRCTEST_DIR)" && \
+		CHATSERVER_PYTHON="$(CURDIR)/$(BIN)/python" PYTHONPATH="$(CURDIR)/tools/irctest" \
+		"$(CURDIR)/$(IRCTEST_VENV)/bin/python" -m pytest --controller chatserver_controller \
+		-m "$(IRCTEST_MARKERS)" $(IRCTEST_ARGS)
 
 # The load generator (C, epoll); bench/build/ is not committed.
 LOADGEN := bench/build/loadgen
@@ -80,5 +101,5 @@ $(WEB_STAMP): web/package.json web/package-lock.json
 
 # var/ holds the database and certificates of `make run`, so it is left alone.
 clean:
-	rm -rf $(VENV) build web/node_modules .pytest_cache .ruff_cache .hypothesis *.egg-info
+	rm -rf $(VENV) $(IRCTEST_VENV) build web/node_modules .pytest_cache .ruff_cache .hypothesis *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

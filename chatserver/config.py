@@ -388,6 +388,9 @@ class IrcConfig:
     # connection from another machine; off by default, since anyone on the path could read
     # them.  SASL SCRAM-SHA-256 never sends the password and is always offered.
     plaintext_passwords: bool = _key(False, _Bool())
+    # draft/account-registration: REGISTER before NICK/USER/CAP END are done (the nick sent
+    # with NICK is the account; a nick someone is using cannot be registered that way).
+    registration_before_connect: bool = _key(False, _Bool())
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,6 +444,10 @@ class XmppConfig:
     # Client state indication (XEP-0352): non-urgent stanzas held for an inactive client;
     # past this many, they are all sent.
     csi_max_held: int = _key(256, _Int(1, 100_000))
+    # Personal data one account may keep (PEP items, private XML storage, vCard): this many
+    # items of this many bytes in all; past it a publication is refused with not-allowed.
+    pep_max_items: int = _key(1000, _Int(1, 1_000_000))
+    pep_max_bytes: int = _key(1 << 20, _Int(4096, 1 << 30))
 
 
 def _is_ip(text: str) -> bool:

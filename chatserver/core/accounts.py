@@ -202,6 +202,10 @@ class AccountManager:
         """
         if mode not in ("open", "invite"):
             raise AccountError(AccountError.CLOSED, "registration is closed on this server")
+        if self.settings.registration_email_required and not email:
+            raise AccountError(
+                AccountError.EMAIL_REQUIRED, "an email address is needed to register here"
+            )
         check_nick(name)
         try:
             self.check_password_rules(password)

@@ -50,9 +50,10 @@ class Delivery:
         self._batched: dict[Room, _PendingRoom] = {}
         self._end_of_turn = end_of_turn
         self._flush_scheduled = False
-        # Called with every Presence event (a nick online or offline) and every Away event,
-        # for notify lists such as IRC MONITOR and XMPP rosters; an observer must ignore the
-        # event types it does not know, and must not raise or block.
+        # Called with every Presence event (a nick online or offline) and every Away,
+        # RealnameChange and AccountChange event, for notify lists such as IRC MONITOR and
+        # XMPP rosters; an observer must ignore the event types it does not know, and must
+        # not raise or block.
         self.observers: list[Callable[[Event], None]] = []
 
     def _audience(self, user: User) -> list[Any]:

@@ -132,6 +132,7 @@ class AccountError(ChatError):
     ALREADY_LOGGED_IN = "already_logged_in"
     WEAK_PASSWORD = "weak_password"
     CLOSED = "closed"
+    EMAIL_REQUIRED = "email_required"
     CODES = (
         EXISTS,
         NO_ACCOUNT,
@@ -141,6 +142,7 @@ class AccountError(ChatError):
         ALREADY_LOGGED_IN,
         WEAK_PASSWORD,
         CLOSED,
+        EMAIL_REQUIRED,
     )
 
     def __init__(self, code: str, reason: str) -> None:

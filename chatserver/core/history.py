@@ -189,7 +189,8 @@ class HistoryLog:
         return self.flush_history().addCallback(lambda _: self.history_store.find(msgid))
 
     def history_targets(self, conn: Connection, start: float, end: float, limit: int) -> Deferred:
-        """Rooms of the user with messages between ``start`` and ``end``: [(room, latest ts)]."""
+        """Rooms of the user whose latest message is between ``start`` and ``end``:
+        [(room, latest ts)]."""
         user = self._user(conn)
         mine = set(user.rooms)
         d = self.flush_history()

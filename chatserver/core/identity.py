@@ -66,6 +66,7 @@ class Identity:
             event: Event,
             fanout: Sequence[tuple[str, int]] | None = None,
         ) -> None: ...
+        def _observe(self, event: Event) -> None: ...
 
     def _init_identity(self) -> None:
         # New accounts per address (line and IRC registration, XMPP in-band registration).
@@ -84,22 +85,41 @@ class Identity:
             return True
         return self._registrations.take(address, self.clock.seconds())
 
-    def register(self, conn: Connection, password: str, email: str | None = None) -> Deferred:
-        """Register the connection's nick as an account and log in to it."""
+    def register(
+        self, conn: Connection, password: str, email: str | None = None, *, name: str = ""
+    ) -> Deferred:
+        """Register the connection's nick as an account and log in to it.
+
+        Before the connection has a nick, ``name`` is the nick it asks for: one that someone
+        is using cannot be registered from under them.
+        """
         try:
-            user = self._user(conn)
-            if user.account is not None:
-                raise AccountError(
-                    AccountError.ALREADY_LOGGED_IN, f"you are already logged in as {user.account}"
-                )
+            if conn.user is None and name:
+                if conn.account is not None:
+                    raise AccountError(
+                        AccountError.ALREADY_LOGGED_IN,
+                        f"you are already logged in as {conn.account}",
+                    )
+                if self.users.get(name) is not None:
+                    raise AccountError(AccountError.EXISTS, f"{name} is in use")
+                nick = name
+            else:
+                user = self._user(conn)
+                if user.account is not None:
+                    raise AccountError(
+                        AccountError.ALREADY_LOGGED_IN,
+                        f"you are already logged in as {user.account}",
+                    )
+                nick = user.nick
         except ChatError as err:
             return fail(err)
         d = self.register_account(
-            user.nick, password, email, address=conn.address, protocol=conn.protocol
+            nick, password, email, address=conn.address, protocol=conn.protocol
         )
 
         def created(record: Any) -> Any:
-            if conn.user is not None:
+            if conn.user is not None or name:
+                # Before a nick is claimed, login remembers the account for the claim.
                 self.login(conn, record.name)
             return record
 
@@ -223,10 +243,10 @@ class Identity:
         user.account = account
         user.changed()
         self.by_account[key] = user
-        self._send(
-            self._audience(user),
-            AccountChange(ts=self.clock.seconds(), who=user.who(), account=account),
-        )
+        change = AccountChange(ts=self.clock.seconds(), who=user.who(), account=account)
+        self._send(self._audience(user), change)
+        # Notify lists (IRC extended-monitor) follow users they share no room with.
+        self._observe(change)
         if key == user.key and user.enforce_timer is not None:
             if user.enforce_timer.active():
                 user.enforce_timer.cancel()
@@ -265,10 +285,9 @@ class Identity:
         user.changed()
         for conn in user.connections:
             conn.account = None
-        self._send(
-            self._audience(user),
-            AccountChange(ts=self.clock.seconds(), who=user.who(), account=None),
-        )
+        change = AccountChange(ts=self.clock.seconds(), who=user.who(), account=None)
+        self._send(self._audience(user), change)
+        self._observe(change)
         self._check_enforcement(user)
 
     @inlineCallbacks

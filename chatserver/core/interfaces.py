@@ -103,7 +103,8 @@ class IHistoryStore(Interface):
         """Fire with the Message with that id, or None."""
 
     def targets(start, end, limit):
-        """Fire with [(target, latest ts)] for targets with messages in start < ts < end."""
+        """Fire with [(target, latest ts)] for targets whose latest message is in
+        start < ts < end, ascending by that ts."""
 
     def purge(target):
         """Delete every message of ``target``; fire with how many there were."""

@@ -91,6 +91,7 @@ ROOM_MODE_LETTERS: dict[str, str] = {
     "no_external": "n",
     "secret": "s",
     "registered_only": "R",
+    "no_ctcp": "C",
     "key": "k",
     "limit": "l",
     "ban": "b",

@@ -76,3 +76,33 @@ class RosterItem:
     ask: str | None = None
     pending_in: bool = False
     in_roster: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class PepItem:
+    """One item of a personal data node (XMPP PEP, private storage, vCard), as stored.
+
+    ``payload`` is the item's one child element serialized as XML text.
+    """
+
+    id: str
+    payload: str
+    published_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class PepNode:
+    """One node of an account's personal data, with its configuration and items (oldest
+    first).
+
+    ``kind`` keeps apart what clients publish (``pep``) from what only the owner reads back
+    (``private``: private XML storage; ``vcard``).  ``access_model`` is ``open``, ``presence``
+    or ``whitelist``; ``max_items`` 0 means as many as the account's limit allows.
+    """
+
+    node: str
+    kind: str = "pep"
+    access_model: str = "presence"
+    persist_items: bool = True
+    max_items: int = 1
+    items: tuple[PepItem, ...] = ()

@@ -17,7 +17,15 @@ from chatserver.core.users import User
 
 # Mode names the core knows, by kind.
 FLAG_MODES = frozenset(
-    {"moderated", "invite_only", "topic_lock", "no_external", "secret", "registered_only"}
+    {
+        "moderated",
+        "invite_only",
+        "topic_lock",
+        "no_external",
+        "secret",
+        "registered_only",
+        "no_ctcp",
+    }
 )
 PARAM_MODES = frozenset({"key", "limit"})
 LIST_MODES = frozenset({"ban", "invite"})

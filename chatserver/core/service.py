@@ -267,8 +267,10 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
         self.users.rename(user, new_nick)
         now = self.clock.seconds()
         self._send(audience, NickChange(ts=now, who=old, new_nick=new_nick))
-        self._observe(Presence(ts=now, who=old, online=False))
-        self._observe(Presence(ts=now, who=user.who(), online=True))
+        if casefold(old.nick) != casefold(new_nick):
+            # A change of case only is the same nick: nobody went offline or came online.
+            self._observe(Presence(ts=now, who=old, online=False))
+            self._observe(Presence(ts=now, who=user.who(), online=True))
         self._check_enforcement(user)
 
     def quit(self, conn: Connection, reason: str = "", *, dropped: DropKind | None = None) -> None:
@@ -536,6 +538,9 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
             r = self._room(room)
             member = r.members.get(user)
             self._check_send(r, user, member)
+            if "no_ctcp" in r.flags and kind != "action" and text.startswith("\x01"):
+                # CTCP (other than an action) is IRC's; a room may refuse it for everyone.
+                raise CannotSend(r.name, "CTCP is not allowed in this room")
             msg = Message(
                 ts=now,
                 id=self._new_id(),
@@ -623,6 +628,8 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
         user.changed()
         event = RealnameChange(ts=self.clock.seconds(), who=user.who(), realname=user.realname)
         self._send(self._audience(user), event)
+        # Notify lists (IRC extended-monitor) follow users they share no room with.
+        self._observe(event)
 
     def wallops(self, conn: Connection, text: str) -> None:
         user = self._user(conn)

@@ -18,6 +18,9 @@ class CoreSettings:
     # "open": anyone may register a nick; "closed": only `chatserver account create`;
     # "invite": only a name an operator has invited (`chatserver account invite NAME`).
     registration: str = "open"
+    # Registrations by users (not `chatserver account create`) must give an email address,
+    # on every protocol; it is kept with the account, not verified.
+    registration_email_required: bool = False
     min_password_length: int = 6
     max_rooms_per_user: int = 100
     max_connections_per_address: int = 20

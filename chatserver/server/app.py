@@ -128,6 +128,8 @@ def build_xmpp_listeners(ctx: ProtocolContext) -> list[Listener]:
         clock=ctx.reactor,
         # Rosters are XMPP's; the server's store keeps them in a table of its own.
         roster_store=ctx.store,
+        # So are PEP nodes, private XML storage and vCards.
+        pep_store=ctx.store,
     )
     ctx.factories["xmpp"] = factory
     return listeners_for("xmpp", ctx.config.xmpp, factory)

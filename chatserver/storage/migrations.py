@@ -127,11 +127,43 @@ _V4_REGISTRATION_INVITES: tuple[str, ...] = (
     """,
 )
 
+# Personal data of XMPP accounts: PEP nodes (XEP-0163), private XML storage (XEP-0049) and
+# vCards (XEP-0054); deleting the account deletes them.
+_V5_PEP: tuple[str, ...] = (
+    """
+    CREATE TABLE pep_nodes (
+        account       TEXT NOT NULL REFERENCES accounts (key) ON DELETE CASCADE,
+        kind          TEXT NOT NULL,  -- pep, private, vcard
+        node          TEXT NOT NULL,
+        access_model  TEXT NOT NULL DEFAULT 'presence',  -- open, presence, whitelist
+        persist_items INTEGER NOT NULL DEFAULT 1,
+        max_items     INTEGER NOT NULL DEFAULT 1,  -- 0: up to the account's limit
+        PRIMARY KEY (account, kind, node)
+    )
+    """,
+    # seq keeps publication order: the newest items are the last rows.
+    """
+    CREATE TABLE pep_items (
+        seq          INTEGER PRIMARY KEY,
+        account      TEXT NOT NULL,
+        kind         TEXT NOT NULL,
+        node         TEXT NOT NULL,
+        item_id      TEXT NOT NULL,
+        payload      TEXT NOT NULL,
+        published_at REAL NOT NULL,
+        UNIQUE (account, kind, node, item_id),
+        FOREIGN KEY (account, kind, node) REFERENCES pep_nodes (account, kind, node)
+            ON DELETE CASCADE
+    )
+    """,
+)
+
 MIGRATIONS: tuple[Step, ...] = (
     _V1_INITIAL,
     _V2_ROSTER,
     _V3_SERVER_BANS,
     _V4_REGISTRATION_INVITES,
+    _V5_PEP,
 )
 """Index i holds the step to version i + 1.  Append here; the tuple's length is the version."""
 

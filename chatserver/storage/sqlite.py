@@ -36,7 +36,15 @@ from chatserver.core.errors import AccountError
 from chatserver.core.events import Message, Who
 from chatserver.core.interfaces import IAccountStore, IHistoryStore, IRoomStore
 from chatserver.core.names import casefold
-from chatserver.core.records import AccountRecord, BanRecord, Credential, RoomRecord, RosterItem
+from chatserver.core.records import (
+    AccountRecord,
+    BanRecord,
+    Credential,
+    PepItem,
+    PepNode,
+    RoomRecord,
+    RosterItem,
+)
 from chatserver.storage.migrations import MIGRATIONS, Step
 
 __all__ = ["SchemaTooNew", "SqliteStore", "StoreClosed", "StoreUnusable"]
@@ -505,8 +513,10 @@ def _find(cur: sqlite3.Cursor, msgid: str) -> Message | None:
 def _targets(cur: sqlite3.Cursor, start: float, end: float, limit: int) -> list[tuple[str, float]]:
     _check_limit(limit)
     cur.execute(
-        "SELECT target, MAX(ts) AS latest FROM history WHERE ts > ? AND ts < ?"
-        " GROUP BY target ORDER BY latest, target LIMIT ?",
+        # A target belongs to the window when its latest message does: one that has been
+        # spoken in since the window's end is not listed there.
+        "SELECT target, MAX(ts) AS latest FROM history WHERE ts > ?"
+        " GROUP BY target HAVING latest < ? ORDER BY latest, target LIMIT ?",
         (start, end, limit),
     )
     return [(target, latest) for target, latest in cur.fetchall()]
@@ -556,6 +566,79 @@ def _set_roster_item(cur: sqlite3.Cursor, account: str, item: RosterItem) -> Non
 
 def _remove_roster_item(cur: sqlite3.Cursor, account: str, jid: str) -> bool:
     cur.execute("DELETE FROM roster_items WHERE account = ? AND jid = ?", (account, jid))
+    return cur.rowcount > 0
+
+
+def _get_pep(cur: sqlite3.Cursor, account: str) -> list[PepNode]:
+    cur.execute(
+        "SELECT kind, node, item_id, payload, published_at FROM pep_items WHERE account = ?"
+        " ORDER BY seq",
+        (account,),
+    )
+    items: dict[tuple[str, str], list[PepItem]] = {}
+    for kind, node, item_id, payload, published_at in cur.fetchall():
+        items.setdefault((kind, node), []).append(PepItem(item_id, payload, published_at))
+    cur.execute(
+        "SELECT kind, node, access_model, persist_items, max_items FROM pep_nodes"
+        " WHERE account = ? ORDER BY kind, node",
+        (account,),
+    )
+    return [
+        PepNode(
+            node=node,
+            kind=kind,
+            access_model=access_model,
+            persist_items=bool(persist),
+            max_items=max_items,
+            items=tuple(items.get((kind, node), ())),
+        )
+        for kind, node, access_model, persist, max_items in cur.fetchall()
+    ]
+
+
+def _save_pep_node(cur: sqlite3.Cursor, account: str, node: PepNode) -> None:
+    cur.execute(
+        "INSERT INTO pep_nodes (account, kind, node, access_model, persist_items, max_items)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (account, kind, node) DO UPDATE SET"
+        " access_model = excluded.access_model, persist_items = excluded.persist_items,"
+        " max_items = excluded.max_items",
+        (
+            account,
+            node.kind,
+            _utf8(node.node),
+            node.access_model,
+            int(node.persist_items),
+            node.max_items,
+        ),
+    )
+    # A node holds few items (the account's limits bound them): rewriting them keeps their
+    # order without a second ordering scheme.
+    cur.execute(
+        "DELETE FROM pep_items WHERE account = ? AND kind = ? AND node = ?",
+        (account, node.kind, _utf8(node.node)),
+    )
+    cur.executemany(
+        "INSERT INTO pep_items (account, kind, node, item_id, payload, published_at)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (
+                account,
+                node.kind,
+                _utf8(node.node),
+                _utf8(item.id),
+                _utf8(item.payload),
+                item.published_at,
+            )
+            for item in node.items
+        ],
+    )
+
+
+def _delete_pep_node(cur: sqlite3.Cursor, account: str, kind: str, node: str) -> bool:
+    cur.execute(
+        "DELETE FROM pep_nodes WHERE account = ? AND kind = ? AND node = ?",
+        (account, kind, _utf8(node)),
+    )
     return cur.rowcount > 0
 
 
@@ -943,8 +1026,8 @@ class SqliteStore:
         return self._run(_find, msgid, write=False)
 
     def targets(self, start: float, end: float, limit: int) -> Deferred[list[tuple[str, float]]]:
-        """Targets with messages in start < ts < end, with their latest ts there, ascending by
-        that ts (ties by target); ``limit`` keeps the first of them, as ``between`` does."""
+        """Targets whose latest message is in start < ts < end, with that ts, ascending by
+        it (ties by target); ``limit`` keeps the first of them, as ``between`` does."""
         return self._run(_targets, start, end, limit, write=False)
 
     def purge(self, target: str) -> Deferred[int]:
@@ -973,3 +1056,15 @@ class SqliteStore:
 
     def remove_item(self, account: str, jid: str) -> Deferred[bool]:
         return self._run(_remove_roster_item, casefold(account), jid, write=True)
+
+    # -- XMPP personal data (the XMPP factory is given this store as its IPepStore) ----------
+
+    def get_pep(self, account: str) -> Deferred[list[PepNode]]:
+        return self._run(_get_pep, casefold(account), write=False)
+
+    def save_pep_node(self, account: str, node: PepNode) -> Deferred[None]:
+        """Insert or replace one node with its items (the account must exist)."""
+        return self._run(_save_pep_node, casefold(account), node, write=True)
+
+    def delete_pep_node(self, account: str, kind: str, node: str) -> Deferred[bool]:
+        return self._run(_delete_pep_node, casefold(account), kind, node, write=True)

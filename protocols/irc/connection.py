@@ -43,6 +43,7 @@ from protocols.irc.services_registry import SERVICES
 from protocols.transport import close, peer
 from protocols.transport.flood import FloodBudget, FloodQueue
 from protocols.transport.framing import TOO_LONG, LineSplitter, TooLong
+from protocols.transport.idle import IdleTimer
 from protocols.transport.output import BoundedOutput
 
 if TYPE_CHECKING:
@@ -69,17 +70,15 @@ class IrcConnection(Protocol):
 
     # Slots: an idle connection is mostly this object, and ten thousand of them add up.
     __slots__ = (
-        "_awaiting_pong",
         "_batch_ids",
-        "_connected_at",
         "_held",
         "_label",
-        "_last_seen",
         "_lines",
         "_lost",
         "_out",
         "_output",
-        "_ping_call",
+        "_processing",
+        "_timer",
         "account_numerics_sent",
         "address",
         "cap_bits",
@@ -100,6 +99,7 @@ class IrcConnection(Protocol):
         "quit_nick",
         "quit_reason",
         "realname",
+        "refused_nick",
         "registered",
         "sasl",
         "server",
@@ -126,6 +126,8 @@ class IrcConnection(Protocol):
         self.registered = False
         # Registration state.
         self.pending_nick: str | None = None
+        # The last nick refused as in use before registration (REGISTER names it then).
+        self.refused_nick: str | None = None
         self.ident: str | None = None
         self.realname = ""
         self.password: str | None = None
@@ -143,6 +145,8 @@ class IrcConnection(Protocol):
         self.flood: FloodQueue[IrcMessage | ParseError] = FloodQueue(
             self.clock, None, self.config.flood_max_queue, self._run_item, _cost
         )
+        # True while an item of the flood queue runs (a command done at once lets it go on).
+        self._processing = False
         # Output.
         self._output = BoundedOutput(self.config.sendq_bytes)
         self._out: list[bytes] | None = None
@@ -151,11 +155,9 @@ class IrcConnection(Protocol):
         self._held: list[bytes] | None = None
         self._batch_ids: Iterator[int] | None = None
         # Timers.
-        self._last_seen = 0.0
         # A PING went out and nothing has come in since.
-        self._awaiting_pong = False
-        self._ping_call: Any = None
-        self._connected_at = 0.0
+        # One timer: the registration deadline, then the pings of an idle connection.
+        self._timer = IdleTimer(self.clock, self)
         self._lost = False
 
     # -- identity ---------------------------------------------------------------------------
@@ -204,8 +206,6 @@ class IrcConnection(Protocol):
         self.address = peer.address_of(transport)
         self.tls = peer.is_tls(transport)
         transport.registerProducer(self._output, True)  # type: ignore[attr-defined]
-        now = self.clock.seconds()
-        self._last_seen = now
         config = self.config
         if config.flood_burst > 0 and not self.factory.flood_exempt(self.address):
             self.flood.budget = FloodBudget(config.flood_burst, config.flood_rate, self.clock)
@@ -221,20 +221,14 @@ class IrcConnection(Protocol):
             self.disconnect(str(err))
             return
         connlog.opened("irc", self.core.id, self.address, self.tls)
-        # One timer per connection, for the registration deadline and then for pings.
-        self._connected_at = now
-        self._ping_call = self.clock.callLater(
-            min(config.registration_timeout, config.ping_interval), self._check_idle
-        )
+        self._timer.start(deadline=config.registration_timeout)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         if self._lost:
             return
         self._lost = True
         self.closing = True
-        call = self._ping_call
-        if call is not None and call.active():
-            call.cancel()
+        self._timer.stop()
         self.flood.clear()
         self.factory.connection_closed(self)
         if self.sasl is not None:
@@ -267,11 +261,14 @@ class IrcConnection(Protocol):
         self.quit_reason = reason
         # What the client sent after the command that closes is not run.
         self.flood.clear()
+        self._timer.stop()
         # The core forgets the user below; the close line still names it.
         self.quit_nick = self.nick if self.registered else None
         if self._out is not None:
             self._flush_command()
         self._write(serialize(IrcMessage("ERROR", (error_text,)), force_trailing=True))
+        # Gone for LUSERS as well, not whenever the peer closes its side.
+        self.factory.connection_closed(self)
         if self.core is not None:
             # Others see the reason now, not whenever the socket finishes closing.
             self.service.quit(self.core, reason, dropped=self.dropped)
@@ -283,36 +280,26 @@ class IrcConnection(Protocol):
                 close.close(transport, self.clock)
 
     def registration_done(self) -> None:
-        """Called once the welcome burst is sent (the idle timer stops checking the
-        registration deadline by itself)."""
+        """Called once the welcome burst is sent: the registration deadline is met."""
+        self._timer.deadline = None
 
-    def _check_idle(self) -> None:
-        """Close a client that has not registered in time; probe an idle client with PING,
-        and close it when nothing comes back in time."""
-        self._ping_call = None
-        if self.closing:
-            return
-        now = self.clock.seconds()
-        config = self.config
-        registration_left = 0.0
+    # -- the idle timer (IdleOwner) ---------------------------------------------------------
+
+    def idle_after(self) -> float:
+        return self.config.ping_interval
+
+    def answer_within(self) -> float:
+        return self.config.ping_timeout
+
+    def send_probe(self) -> None:
+        self._write(f"PING :{self.server_name}\r\n".encode())
+
+    def no_answer(self, silent: float) -> None:
+        self.disconnect(f"Ping timeout: {int(silent)} seconds")
+
+    def deadline_passed(self) -> None:
         if not self.registered:
-            registration_left = self._connected_at + config.registration_timeout - now
-            if registration_left <= 0:
-                self.disconnect("Registration timed out")
-                return
-        if self._awaiting_pong:
-            self.disconnect(f"Ping timeout: {int(now - self._last_seen)} seconds")
-            return
-        idle = now - self._last_seen
-        if idle >= config.ping_interval:
-            self._awaiting_pong = True
-            self._write(f"PING :{self.server_name}\r\n".encode())
-            delay = config.ping_timeout
-        else:
-            delay = config.ping_interval - idle
-        if registration_left > 0:
-            delay = min(delay, registration_left)
-        self._ping_call = self.clock.callLater(delay, self._check_idle)
+            self.disconnect("Registration timed out")
 
     # -- input ------------------------------------------------------------------------------
 
@@ -324,8 +311,7 @@ class IrcConnection(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self.closing:
             return
-        self._last_seen = self.clock.seconds()
-        self._awaiting_pong = False
+        self._timer.touch(self.clock.seconds())
         lines = self._lines.feed(data)
         if not lines:
             return
@@ -359,10 +345,14 @@ class IrcConnection(Protocol):
         )
 
     def _run_item(self, item: IrcMessage | ParseError) -> None:
-        if isinstance(item, ParseError):
-            self._bad_line(item)
-        else:
-            self._run(item)
+        self._processing = True
+        try:
+            if isinstance(item, ParseError):
+                self._bad_line(item)
+            else:
+                self._run(item)
+        finally:
+            self._processing = False
 
     def _bad_line(self, err: ParseError) -> None:
         self._begin(None)
@@ -386,17 +376,21 @@ class IrcConnection(Protocol):
             d = dispatch(self, msg)
         finally:
             self.in_command = False
-        if d is not None and not d.called:
-            # Later lines wait until this command is done.
-            self.flood.hold()
-            d.addBoth(self._deferred_done)
+        if d is None:
+            self._flush_command()
             return
-        self._flush_command()
+        # Later lines wait until this command is done, that is until the Deferred's last
+        # callback has run: ``d.called`` is already true while a callback's own Deferred (a
+        # thread, the database) still waits, and the next command must not be answered
+        # before this one.
+        self.flood.hold()
+        d.addBoth(self._deferred_done)
 
     def _deferred_done(self, result: Any) -> None:
         self.flood.release()
         self._flush_command()
-        if not self.closing:
+        if not self.closing and not self._processing:
+            # Done later, on its own: carry on with the lines that waited behind it.
             self.flood.drain()
         return None
 
@@ -448,6 +442,7 @@ class IrcConnection(Protocol):
             log.info("irc connection from {address} closed: SendQ exceeded", address=self.address)
             self.closing = True
             self.quit_reason = "SendQ exceeded"
+            self.factory.connection_closed(self)
             self.flood.clear()
             self.dropped = "slow_reader"
             if self.core is not None:
@@ -473,6 +468,14 @@ class IrcConnection(Protocol):
             self._out.append(data)
         else:
             self._write(data)
+
+    def emit_delivery(self, data: bytes) -> None:
+        """Send rendered event bytes that this connection's command caused but that do not
+        answer it: under a label they go out on their own, else with the reply."""
+        if self._held is None and self.in_command and self._label is not None:
+            self._write(data)
+        else:
+            self.emit(data)
 
     def hold_events(self) -> None:
         """Keep delivered events back until :meth:`release_events` (used around registration,

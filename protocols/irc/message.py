@@ -2,7 +2,9 @@
 
 A line is ``[@tags SP] [:source SP] COMMAND *(SP param) [SP :trailing]``.  Limits follow the
 IRCv3 message-tags specification: the part after the tags is at most 512 bytes with its CRLF
-(510 without), the tags at most 8191 bytes with the leading ``@`` and the trailing space.
+(510 without).  Of the 8191 bytes of tags a line may carry (with the leading ``@`` and the
+trailing space), a client may send 4094 bytes of tag data; the rest is the server's, for the
+tags it adds when it relays the message.
 :func:`parse` raises :class:`ParseError` and nothing else, whatever the bytes.
 """
 
@@ -16,6 +18,8 @@ from dataclasses import dataclass, field
 MAX_BODY_BYTES = 510
 # With the leading '@' and the trailing space (message-tags specification).
 MAX_TAGS_BYTES = 8191
+# What a client may send: 4094 bytes of tag data, with the '@' and the space.
+MAX_CLIENT_TAGS_BYTES = 4094 + 2
 
 _ESCAPES = {";": "\\:", " ": "\\s", "\\": "\\\\", "\r": "\\r", "\n": "\\n"}
 _ESCAPE_RE = re.compile(r"[; \\\r\n]")
@@ -103,9 +107,9 @@ def _guess_command(body: bytes) -> str | None:
 
 
 def parse(
-    line: bytes, *, max_body: int = MAX_BODY_BYTES, max_tags: int = MAX_TAGS_BYTES
+    line: bytes, *, max_body: int = MAX_BODY_BYTES, max_tags: int = MAX_CLIENT_TAGS_BYTES
 ) -> IrcMessage:
-    """Parse one line (without its line ending) into an :class:`IrcMessage`.
+    """Parse one line from a client (without its line ending) into an :class:`IrcMessage`.
 
     Raises :class:`ParseError` for anything that is not a well-formed message.
     """

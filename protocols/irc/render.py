@@ -50,7 +50,7 @@ RENDERERS: dict[type, Renderer] = {}
 # The bits that change each kind of line.
 TAG_BITS = caps.SERVER_TIME | caps.ACCOUNT_TAG
 MESSAGE_BITS = caps.MESSAGE_TAGS | caps.SERVER_TIME | caps.ACCOUNT_TAG
-JOIN_BITS = TAG_BITS | caps.EXTENDED_JOIN
+JOIN_BITS = TAG_BITS | caps.EXTENDED_JOIN | caps.AWAY_NOTIFY
 BATCH_BITS = MESSAGE_BITS | JOIN_BITS
 
 LINE_BYTES = 512
@@ -107,11 +107,7 @@ def line(
     if trailing is not None:
         text = clean(trailing)
         budget = LINE_BYTES - 2 - len(" ".join(parts).encode("utf-8")) - 2
-        data = text.encode("utf-8")
-        if len(data) > budget:
-            # Dropping the bytes of a character cut in two leaves whole characters only.
-            text = data[: max(budget, 0)].decode("utf-8", "ignore")
-        parts.append(":" + text)
+        parts.append(":" + cut_utf8(text, budget))
     if tags:
         parts.insert(0, "@" + format_tags(tags))
     return (" ".join(parts) + "\r\n").encode("utf-8")
@@ -139,6 +135,15 @@ def cached(event: Event, bits: int, build: Callable[[Any, int], bytes]) -> bytes
 def is_self(conn: IrcConnection, nick: str) -> bool:
     user = conn.user
     return user is not None and casefold(nick) == user.key
+
+
+def cut_utf8(text: str, budget: int) -> str:
+    """``text`` cut to at most ``budget`` UTF-8 bytes at a character boundary."""
+    data = text.encode("utf-8")
+    if len(data) <= budget:
+        return text
+    # Dropping the bytes of a character cut in two leaves whole characters only.
+    return data[: max(budget, 0)].decode("utf-8", "ignore")
 
 
 def split_utf8(text: str, budget: int) -> list[str]:
@@ -192,18 +197,26 @@ def message_tags(msg: Message, bits: int) -> dict[str, str]:
 
 
 def message_lines(msg: Message, tags: dict[str, str]) -> list[bytes]:
-    """The lines of one message: one per line of text, each split to fit 512 bytes.
+    """The lines of one message: one per line of text, each made to fit 512 bytes.
 
-    Only the first line carries ``msgid`` (a msgid names one line to clients).
+    A line of text that an IRC client could have sent on one line stays one line, cut at a
+    character boundary when the sender's prefix makes it too long to relay whole (clients
+    take each PRIVMSG for a message of its own).  Longer text, which only other protocols
+    can send, is split into as many lines as it needs.  Only the first line carries
+    ``msgid`` (a msgid names one line to clients).
     """
     command = "NOTICE" if msg.kind == "notice" else "PRIVMSG"
     source = msg.source.mask
     target = message_target(msg)
     head = f":{source} {command} {target} :"
     budget = LINE_BYTES - 2 - len(head.encode("utf-8"))
+    # What the sender's own line could hold: ``COMMAND target text`` (one word needs no
+    # colon).
+    sent_budget = LINE_BYTES - 2 - len(f"{command} {target} ".encode())
     action = msg.kind == "action"
     if action:
         budget -= len(ACTION_PREFIX) + 1
+        sent_budget -= len(ACTION_PREFIX) + 1
     out: list[bytes] = []
     tag_text = "@" + format_tags(tags) + " " if tags else ""
     rest_tags = {k: v for k, v in tags.items() if k != "msgid"}
@@ -212,7 +225,11 @@ def message_lines(msg: Message, tags: dict[str, str]) -> list[bytes]:
     for text_line in text.split("\n"):
         if not text_line:
             continue
-        for piece in split_utf8(text_line, budget):
+        if len(text_line.encode("utf-8")) <= sent_budget:
+            pieces = [cut_utf8(text_line, budget)]
+        else:
+            pieces = split_utf8(text_line, budget)
+        for piece in pieces:
             body = f"{ACTION_PREFIX}{piece}\x01" if action else piece
             prefix = tag_text if not out else rest_text
             out.append(f"{prefix}{head}{body}\r\n".encode())
@@ -225,15 +242,24 @@ def build_message(msg: Message, bits: int) -> bytes:
 
 @renders(Message)
 def render_message(conn: IrcConnection, msg: Message) -> bytes | None:
-    if msg.origin is conn and not conn.cap_bits & caps.ECHO_MESSAGE:
-        # The sender sees its own message only with echo-message, unless it wrote to itself.
-        if msg.target is None or not is_self(conn, msg.target):
-            return None
+    to_self = False
+    if msg.origin is conn:
+        to_self = msg.target is not None and is_self(conn, msg.target)
+        if not conn.cap_bits & caps.ECHO_MESSAGE:
+            # The sender sees its own message only with echo-message, unless it wrote to
+            # itself.
+            if not to_self:
+                return None
+            to_self = False
     bits = conn.cap_bits & MESSAGE_BITS
     key = ("irc", bits)
     data = msg.rendered.get(key)
     if data is None:
         data = msg.rendered[key] = build_message(msg, bits)
+    if to_self:
+        # A message to oneself with echo-message comes twice: the delivery, and the echo
+        # that answers the command (the one a label goes on).
+        conn.emit_delivery(data)
     return data
 
 
@@ -264,16 +290,24 @@ def history_lines(conn: IrcConnection, msg: Message, batch_id: str | None) -> by
 def _build_join(event: Join, bits: int) -> bytes:
     tags = event_tags(event.ts, event.who, bits)
     name = channel_name(event.room)
+    who = event.who
     if bits & caps.EXTENDED_JOIN:
-        account = event.who.account or "*"
-        return line(tags, event.who.mask, "JOIN", (name, account), event.who.realname)
-    return line(tags, event.who.mask, "JOIN", (name,))
+        data = line(tags, who.mask, "JOIN", (name, who.account or "*"), who.realname)
+    else:
+        data = line(tags, who.mask, "JOIN", (name,))
+    if bits & caps.AWAY_NOTIFY and who.away is not None:
+        # Members learn at once that the newcomer is away (away-notify).
+        data += line(tags, who.mask, "AWAY", (), who.away)
+    return data
 
 
 @renders(Join)
 def render_join(conn: IrcConnection, event: Join) -> bytes | None:
-    data = cached(event, conn.cap_bits & JOIN_BITS, _build_join)
-    if is_self(conn, event.who.nick) and not conn.in_command:
+    me = is_self(conn, event.who.nick)
+    # The joining user knows its own away state.
+    bits = conn.cap_bits & (JOIN_BITS & ~caps.AWAY_NOTIFY if me else JOIN_BITS)
+    data = cached(event, bits, _build_join)
+    if me and not conn.in_command:
         # The user joined from another connection (or this one logged in to a user that
         # is already in rooms): this client needs the room's topic and names as well.
         room = conn.service.get_room(event.room)

@@ -74,8 +74,10 @@ def authenticate(conn: IrcConnection, arg: str) -> Deferred[None] | None:
     if arg != "+":
         session.buffer += arg
     if len(session.buffer) > MAX_PAYLOAD * 4 // 3 + 4:
+        # 905 is for one AUTHENTICATE line past 400 bytes (SASL 3.1); a response that
+        # grows past what any mechanism needs is a failed authentication.
         conn.sasl = None
-        conn.reply(n.ERR_SASLTOOLONG, "SASL message too long")
+        conn.reply(n.ERR_SASLFAIL, "SASL authentication failed: response too long")
         return None
     if len(arg) == CHUNK:
         return None  # more follows

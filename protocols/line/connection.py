@@ -43,6 +43,7 @@ from protocols.line.render import (
 )
 from protocols.transport import close, peer
 from protocols.transport.flood import FloodBudget
+from protocols.transport.idle import IdleTimer
 from protocols.transport.output import BoundedOutput
 
 if TYPE_CHECKING:
@@ -83,14 +84,11 @@ class LineConnection(Protocol):
         "_dropped",
         "_flooding",
         "_framer",
-        "_idle_call",
         "_key",
-        "_last_rx",
         "_negotiated",
         "_output",
-        "_probe_mark",
         "_quit_reason",
-        "_received",
+        "_timer",
         "_warnings",
         "address",
         "clock",
@@ -127,10 +125,9 @@ class LineConnection(Protocol):
         self.flood: FloodBudget | None = None
         self._warnings = 0
         self._flooding = False
-        self._received = 0
-        self._last_rx = 0.0
-        self._idle_call: Any = None
-        self._probe_mark: int | None = None
+        # Idle probes: only a whole line is activity (bytes trickled in without an end of
+        # line, slowloris, must not keep a connection open past the idle timeout).
+        self._timer = IdleTimer(self.clock, self)
         self._closing = False
         self._quit_reason: str | None = None
         # Set when the server closes the connection for flooding or a full output backlog.
@@ -157,7 +154,6 @@ class LineConnection(Protocol):
         peer.set_no_delay(transport)
         transport.registerProducer(self._output, True)
         self.flood = FloodBudget(self.config.flood_burst, self.config.flood_rate, self.clock)
-        self._last_rx = self.clock.seconds()
         if self.config.require_tls and not self.secure:
             reason = self.tls_advice("plaintext connections from other machines are not accepted")
             self.log.info("line connection from {address} refused: plaintext", address=self.address)
@@ -177,7 +173,7 @@ class LineConnection(Protocol):
             self._close(err.reason)
             return
         connlog.opened("line", self.conn.id, self.address, self.tls)
-        self._arm_idle(self.config.idle_timeout)
+        self._timer.start()
         self._greet()
 
     def dataReceived(self, data: bytes) -> None:
@@ -196,10 +192,7 @@ class LineConnection(Protocol):
             if self._closing:
                 return
             if isinstance(item, bytes) or item is TOO_LONG:
-                # Only a whole line is activity: bytes trickled in without an end of line
-                # (slowloris) must not keep a connection open past the idle timeout.
-                self._received += 1
-                self._last_rx = now
+                self._timer.touch(now)
             if isinstance(item, bytes):
                 if self._admit():
                     self._handle(item)
@@ -227,7 +220,7 @@ class LineConnection(Protocol):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self._closing = True
-        self._cancel_idle()
+        self._timer.stop()
         conn, self.conn = self.conn, None
         if conn is not None:
             self.service.quit(conn, self._quit_reason or "Connection closed", dropped=self._dropped)
@@ -259,7 +252,7 @@ class LineConnection(Protocol):
             self._quit_reason = "Output backlog full"
             self._dropped = "slow_reader"
             self._by_server = True
-            self._cancel_idle()
+            self._timer.stop()
             transport.abortConnection()
 
     def _refuse_option(self, command: int, option: int) -> None:
@@ -322,35 +315,25 @@ class LineConnection(Protocol):
             return False
         return level >= 0
 
-    def _arm_idle(self, delay: float) -> None:
-        self._idle_call = self.clock.callLater(max(delay, 0.0), self._idle_check)
+    # The idle timer (IdleOwner).
 
-    def _cancel_idle(self) -> None:
-        call, self._idle_call = self._idle_call, None
-        if call is not None and call.active():
-            call.cancel()
+    def idle_after(self) -> float:
+        return self.config.idle_timeout
 
-    def _idle_check(self) -> None:
-        # One timer, re-armed from the time of the last input, instead of a reschedule for
-        # every line received.
-        self._idle_call = None
-        if self._closing:
-            return
-        if self._probe_mark is not None:
-            if self._received == self._probe_mark:
-                self.disconnect(f"Ping timeout: no answer in {self.config.ping_timeout:g} seconds")
-                return
-            self._probe_mark = None
-        silent = self.clock.seconds() - self._last_rx
-        if silent < self.config.idle_timeout:
-            self._arm_idle(self.config.idle_timeout - silent)
-            return
-        self._probe_mark = self._received
+    def answer_within(self) -> float:
+        return self.config.ping_timeout
+
+    def send_probe(self) -> None:
         if self.mode == "json":
             self._write(dump({"type": "ping"}))
         else:
             self._write(f"{PROBE}\r\n".encode())
-        self._arm_idle(self.config.ping_timeout)
+
+    def no_answer(self, silent: float) -> None:
+        self.disconnect(f"Ping timeout: no answer in {self.config.ping_timeout:g} seconds")
+
+    def deadline_passed(self) -> None:
+        """Line chat sets no deadline (the idle probe covers a silent client)."""
 
     # -- IChatClient -----------------------------------------------------------------------
 
@@ -411,7 +394,7 @@ class LineConnection(Protocol):
         self._closing = True
         self._quit_reason = reason
         self._by_server = by_server
-        self._cancel_idle()
+        self._timer.stop()
         transport: Any = self.transport
         conn, self.conn = self.conn, None
         if conn is not None:

@@ -27,6 +27,7 @@ from chatserver.core.interfaces import IChatClient
 from protocols import connlog
 from protocols.transport import close, peer
 from protocols.transport.flood import FloodBudget, FloodQueue
+from protocols.transport.idle import IdleTimer
 from protocols.transport.output import BoundedOutput
 from protocols.xmpp import bind, csi, presence, register, render, router, sasl, sm, stanzas
 from protocols.xmpp.jid import parse_jid, try_parse, user_jid
@@ -107,13 +108,9 @@ class XmppConnection(Protocol):
     __slots__ = (
         "_cork",
         "_csi_held",
-        "_deadline",
         "_extra",
-        "_last_input",
         "_on_close",
         "_output",
-        "_park_due",
-        "_ping_sent",
         "_quit_done",
         "_timer",
         "_via",
@@ -185,16 +182,9 @@ class XmppConnection(Protocol):
         self._on_close: list[Callable[[XmppConnection], None]] | None = None
         self.sasl: SaslServer | None = None
         self.parser = StreamParser(factory.stream_limits)
-        # One timer serves the login deadline, parking the parser, the idle ping and the
-        # wait for its answer: input only records its time, so a busy stream re-arms nothing.
-        self._timer: Any = None
-        self._last_input = 0.0
-        # When login must be done by (None once bound), and when the ping went (None: none
-        # is waiting for an answer).
-        self._deadline: float | None = None
-        self._ping_sent: float | None = None
-        # Input came since the parser was last offered back.
-        self._park_due = False
+        # One timer serves the login deadline, parking the parser once the stream has been
+        # quiet a moment, the idle ping and the wait for its answer.
+        self._timer = IdleTimer(self.clock, self, quiet_after=PARK_AFTER, on_quiet=self._park)
         self._quit_done = False
         self._output = BoundedOutput(MAX_BACKLOG)
         # While a batch is rendered: its stanzas, written as one.
@@ -406,10 +396,10 @@ class XmppConnection(Protocol):
         connlog.opened("xmpp", self.core.id, self.address, self.tls)
         # Silence is not the only way to hold a connection: a byte now and then (slowloris)
         # keeps the idle timer happy, so logging in has a deadline of its own.
-        self._deadline = self.clock.seconds() + self.config.negotiation_timeout
+        self._timer.start(deadline=self.config.negotiation_timeout)
+        self._timer.touch(self.clock.seconds())
         # Elements before login count too (a fresh budget comes with the bound resource).
         self.flood.budget = FloodBudget(self.config.flood_burst, self.config.flood_rate, self.clock)
-        self._touch()
 
     def dataReceived(self, data: bytes) -> None:
         # Room messages of a reactor turn reach the other members together (one write each).
@@ -424,7 +414,7 @@ class XmppConnection(Protocol):
     def _data_received(self, data: bytes) -> None:
         if self.state == CLOSED:
             return
-        self._touch()
+        self._timer.touch(self.clock.seconds())
         try:
             for event in self.parser.feed(data):
                 # A <resume/> hands the rest of the input to the session it resumed.
@@ -493,7 +483,7 @@ class XmppConnection(Protocol):
         self._cancel_timers()
         self.parser.release()
         state.requested = False
-        state.timer = self.clock.callLater(self.config.resume_timeout, self._resume_expired)
+        state.timer = self.clock.callLater(state.timeout, self._resume_expired)
         log.info("xmpp session {jid} detached, resumable", jid=self.jid)
 
     def _resume_expired(self) -> None:
@@ -524,7 +514,6 @@ class XmppConnection(Protocol):
             timer.cancel()  # type: ignore[attr-defined]
         # The carrier's own core connection (logged in, never bound) is not needed.
         carrier._cancel_timers()
-        carrier._deadline = None
         if carrier.core is not None and not carrier._quit_done:
             carrier._quit_done = True
             self.service.quit(carrier.core, "Session resumed")
@@ -540,8 +529,8 @@ class XmppConnection(Protocol):
         self.stream_id = carrier.stream_id
         self.header_sent = True
         self.state = BOUND
-        self._ping_sent = None
-        self._touch()
+        self._timer.start()
+        self._timer.touch(self.clock.seconds())
 
     def _unacked_overflow(self) -> None:
         # Reached while the core delivers an event: the session ends once that is done.
@@ -739,7 +728,7 @@ class XmppConnection(Protocol):
         self.jid = f"{self.bare_jid}/{resource}"
         self.state = BOUND
         self.factory.add_session(self)
-        self._deadline = None
+        self._timer.deadline = None
         config = self.config
         self.flood.budget = FloodBudget(config.flood_burst, config.flood_rate, self.clock)
 
@@ -850,52 +839,15 @@ class XmppConnection(Protocol):
 
     # -- keep-alive -----------------------------------------------------------------------------
 
-    def _touch(self) -> None:
-        now = self.clock.seconds()
-        self._last_input = now
-        # Any input answers a ping.
-        self._ping_sent = None
-        self._park_due = True
-        timer = self._timer
-        if timer is None:
-            self._timer = self.clock.callLater(self._next_due() - now, self._on_timer)
-        elif timer.getTime() > now + PARK_AFTER:
-            timer.reset(self._next_due() - now)
+    # The idle timer (IdleOwner).
 
-    def _next_due(self) -> float:
-        if self._ping_sent is not None:
-            due = self._ping_sent + self.config.ping_timeout
-        else:
-            due = self._last_input + self.config.idle_timeout
-            if self._park_due:
-                due = min(due, self._last_input + PARK_AFTER)
-        if self._deadline is not None:
-            due = min(due, self._deadline)
-        return due
+    def idle_after(self) -> float:
+        return self.config.idle_timeout
 
-    def _on_timer(self) -> None:
-        self._timer = None
-        if self.state == CLOSED:
-            return
-        now = self.clock.seconds()
-        if self._deadline is not None and now >= self._deadline:
-            self._negotiation_timeout()
-            return
-        if self._ping_sent is not None:
-            if now >= self._ping_sent + self.config.ping_timeout:
-                self._ping_timeout()
-                return
-        elif now >= self._last_input + self.config.idle_timeout:
-            self._idle(now)
-            if self.state == CLOSED:
-                return
-        if self._park_due and now >= self._last_input + PARK_AFTER:
-            # Mid-stanza the parser stays: the next input re-offers it.
-            self._park_due = False
-            self.parser.park()
-        self._timer = self.clock.callLater(max(0.0, self._next_due() - now), self._on_timer)
+    def answer_within(self) -> float:
+        return self.config.ping_timeout
 
-    def _idle(self, now: float) -> None:
+    def send_probe(self) -> None:
         """Silent for a while: ask with an XEP-0199 ping (to any client that is bound)."""
         if self.state == BOUND:
             ping = stanzas.iq("get", f"ping-{next(_ping_ids)}", to=self.jid, from_=self.domain)
@@ -907,9 +859,8 @@ class XmppConnection(Protocol):
             # A stream that never got as far as binding needs no patience; whitespace tells
             # whether the peer's TCP still answers.
             self.transport.write(b" ")
-        self._ping_sent = now
 
-    def _ping_timeout(self) -> None:
+    def no_answer(self, silent: float) -> None:
         if self.state == BOUND and self.sm is not None and self.sm.id is not None:
             # A dead connection, most likely (a phone changing networks): the session waits
             # for its client to resume it.
@@ -922,16 +873,17 @@ class XmppConnection(Protocol):
             return
         self.stream_error("connection-timeout", "no answer to a ping")
 
-    def _negotiation_timeout(self) -> None:
-        self._deadline = None
+    def deadline_passed(self) -> None:
         if self.state != BOUND:
             timeout = self.config.negotiation_timeout
             self.stream_error("connection-timeout", f"not logged in within {timeout:g} seconds")
 
+    def _park(self) -> None:
+        # Mid-stanza the parser stays: the next input offers it again.
+        self.parser.park()
+
     def _cancel_timers(self) -> None:
-        timer, self._timer = self._timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
+        self._timer.stop()
         self.flood.clear()
 
     def _close(self) -> None:

@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING
 
 from lxml import etree
 
-from protocols.xmpp import router, stanzas
+from protocols.xmpp import pep, router, stanzas
+from protocols.xmpp.caps import NS_CAPS
 from protocols.xmpp.carbons import NS_CARBONS
 from protocols.xmpp.jid import try_parse
+from protocols.xmpp.private import NS_PRIVATE
 from protocols.xmpp.router import StanzaError, handler
 from protocols.xmpp.stanzas import (
     NS_DISCO_INFO,
@@ -22,13 +24,26 @@ from protocols.xmpp.stanzas import (
     NS_ROSTER,
     NS_VERSION,
 )
+from protocols.xmpp.vcard import NS_VCARD
 
 if TYPE_CHECKING:
     from protocols.xmpp.connection import XmppConnection
+    from protocols.xmpp.factory import XmppFactory
 
 SERVER_NAME = "chatserver"
-SERVER_FEATURES = (NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_VERSION, NS_ROSTER, NS_CARBONS)
-ACCOUNT_FEATURES = (NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING)
+SERVER_FEATURES = (
+    NS_DISCO_INFO,
+    NS_DISCO_ITEMS,
+    NS_PING,
+    NS_VERSION,
+    NS_ROSTER,
+    NS_CARBONS,
+    NS_CAPS,
+    NS_PRIVATE,
+    NS_VCARD,
+)
+# An account is a PEP service (XEP-0163 §6): clients look here for publish-options.
+ACCOUNT_FEATURES = (NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, *pep.FEATURES)
 
 
 def _query(ns: str, node: str | None) -> etree._Element:
@@ -46,17 +61,25 @@ def info(conn: XmppConnection, stanza: etree._Element) -> None:
     to = try_parse(stanza.get("to"))
     query = _query(NS_DISCO_INFO, node)
     if to is None or to.local is None:
-        stanzas.sub(query, "identity", {"category": "server", "type": "im", "name": SERVER_NAME})
-        features = list(SERVER_FEATURES)
-        if conn.registration_open():
-            features.append(NS_REGISTER)
-        _features(query, features)
+        server_identity_and_features(conn.factory, query)
     else:
         if not _known_user(conn, to.bare):
             raise StanzaError("service-unavailable")
         stanzas.sub(query, "identity", {"category": "account", "type": "registered"})
+        stanzas.sub(query, "identity", {"category": "pubsub", "type": "pep"})
         _features(query, ACCOUNT_FEATURES)
     conn.iq_result(stanza, query)
+
+
+def server_identity_and_features(factory: XmppFactory, query: etree._Element) -> None:
+    """What the server says of itself in disco#info (and hashes into its caps ``ver``)."""
+    stanzas.sub(query, "identity", {"category": "server", "type": "im", "name": SERVER_NAME})
+    # Clients read PEP support from the server's features too (Profanity: publish-options).
+    stanzas.sub(query, "identity", {"category": "pubsub", "type": "pep"})
+    features = [*SERVER_FEATURES, *pep.FEATURES]
+    if factory.registration_open():
+        features.append(NS_REGISTER)
+    _features(query, features)
 
 
 @handler("iq", "get", NS_DISCO_ITEMS)

@@ -49,6 +49,7 @@ ACCOUNT_CONDITIONS = {
     core.AccountError.ALREADY_LOGGED_IN: "not-allowed",
     core.AccountError.WEAK_PASSWORD: "not-acceptable",
     core.AccountError.CLOSED: "not-allowed",
+    core.AccountError.EMAIL_REQUIRED: "not-acceptable",
 }
 
 

@@ -21,6 +21,8 @@ from chatserver.core.names import casefold
 from chatserver.core.service import ChatService
 from protocols.xmpp import sm
 from protocols.xmpp.connection import XmppConnection
+from protocols.xmpp.pep import PepData
+from protocols.xmpp.pep_store import IPepStore, MemoryPepStore
 from protocols.xmpp.roster import Rosters
 from protocols.xmpp.roster_store import IRosterStore, MemoryRosterStore
 from protocols.xmpp.stream import Limits
@@ -36,6 +38,10 @@ HANDLER_MODULES = (
     "ping",
     "version",
     "register",
+    "caps",
+    "pep",
+    "private",
+    "vcard",
 )
 
 _loaded = False
@@ -61,8 +67,8 @@ def load_handlers() -> None:
 
 class XmppFactory(Factory):
     """``tls_options`` is a callable giving the server's CertificateOptions (for STARTTLS), or
-    None to offer no STARTTLS.  ``clock`` defaults to the reactor; ``roster_store`` (the
-    server's store, given by the wiring) to one in memory."""
+    None to offer no STARTTLS.  ``clock`` defaults to the reactor; ``roster_store`` and
+    ``pep_store`` (the server's store, given by the wiring) to ones in memory."""
 
     protocol = XmppConnection
     # One log line per start of each listener is noise next to the app's own "listening".
@@ -76,6 +82,7 @@ class XmppFactory(Factory):
         tls_options: Callable[[], Any] | None = None,
         clock: Any = None,
         roster_store: IRosterStore | None = None,
+        pep_store: IPepStore | None = None,
     ) -> None:
         load_handlers()
         if clock is None:
@@ -91,6 +98,12 @@ class XmppFactory(Factory):
             roster_store = MemoryRosterStore()
         self.roster_store = roster_store
         self.rosters = Rosters(roster_store)
+        if pep_store is None:
+            pep_store = MemoryPepStore()
+        self.pep_store = pep_store
+        self.pep = PepData(pep_store)
+        # Entity capabilities (XEP-0115) checked against their hash: ver -> features.
+        self.caps: dict[str, frozenset[str]] = {}
         # casefolded bare JID -> resource -> connection, in binding order.
         self.sessions: dict[str, dict[str, XmppConnection]] = {}
         # Stream management: resumable sessions, counters, where unacknowledged stanzas go.
@@ -195,6 +208,7 @@ class XmppFactory(Factory):
                 del self.sessions[key]
                 if conn.account is not None:
                     self.rosters.forget(conn.account)
+                    self.pep.forget(conn.account)
 
     def session(self, bare_jid: str, resource: str) -> XmppConnection | None:
         """The connection bound to ``bare_jid/resource``, or None."""

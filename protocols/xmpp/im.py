@@ -54,6 +54,9 @@ def chat(conn: XmppConnection, stanza: etree._Element) -> None:
     body = stanzas.child_text(stanza, "body")
     assert conn.jid is not None
     if body is None or not body.strip():
+        if conn.service.find_user(target.local or "") is None:
+            # RFC 6121 §8.5.2.2.1, as for a message with a body: nobody to tell.
+            raise StanzaError("service-unavailable", f"{target.local} is not connected")
         _pass_on(conn, stanza, target)
         return
     assert conn.core is not None

@@ -26,7 +26,7 @@ from twisted.logger import Logger
 
 from chatserver.core.records import RosterItem
 from protocols.costs import FANOUT
-from protocols.xmpp import roster, stanzas
+from protocols.xmpp import caps, roster, stanzas
 from protocols.xmpp.jid import try_parse, user_jid
 from protocols.xmpp.router import handler
 
@@ -150,7 +150,11 @@ def broadcast(conn: XmppConnection, stanza: etree._Element) -> Deferred[Any]:
     if not available:
         own.append(conn)
     _send_all(own, el)
-    return _to_subscribers(conn.factory, conn.account, conn, el, first)
+    d = _to_subscribers(conn.factory, conn.account, conn, el, first)
+    if available:
+        # After the contacts' presences, so that PEP's last items follow them.
+        caps.received(conn, el)
+    return d
 
 
 def went_offline(conn: XmppConnection) -> None:

@@ -77,6 +77,8 @@ def handle_preauth(conn: XmppConnection, stanza: etree._Element) -> Deferred[Any
         stanzas.sub(query, "instructions", text=instructions)
         stanzas.sub(query, "username")
         stanzas.sub(query, "password")
+        if conn.service.settings.registration_email_required:
+            stanzas.sub(query, "email")
         conn.iq_result(stanza, query)
         return None
     if type_ != "set":
@@ -89,7 +91,12 @@ def handle_preauth(conn: XmppConnection, stanza: etree._Element) -> Deferred[Any
     # The core's throttle, shared with line and IRC registration ([chat] registration_burst),
     # is asked by the core once the cheap refusals have passed.
     d = conn.service.register_account(
-        username, password, address=conn.address, mode=mode, protocol="xmpp"
+        username,
+        password,
+        stanzas.child_text(query, "email", NS_REGISTER) or None,
+        address=conn.address,
+        mode=mode,
+        protocol="xmpp",
     )
 
     def created(record: Any) -> None:
@@ -139,10 +146,11 @@ def _remove(conn: XmppConnection, stanza: etree._Element, account: str) -> Defer
             raise StanzaError("item-not-found")
         log.info("xmpp removed account {account}", account=account)
         conn.iq_result(stanza)
-        store = conn.factory.roster_store
-        if hasattr(store, "delete_account"):
-            store.delete_account(account)
+        for store in (conn.factory.roster_store, conn.factory.pep_store):
+            if hasattr(store, "delete_account"):
+                store.delete_account(account)
         conn.factory.rosters.forget(account)
+        conn.factory.pep.forget(account)
         if conn.core is not None and conn.user is not None and conn.user.account is not None:
             try:
                 conn.service.logout(conn.core)

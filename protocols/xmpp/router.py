@@ -66,16 +66,23 @@ _TABLES: dict[str, dict[Key, Route]] = {name: {} for name in SERVICES}
 class StanzaError(Exception):
     """Raised by a handler to answer the stanza with an RFC 6120 §8.3 error.
 
-    ``error_type`` defaults to the condition's usual type (``stanzas.ERROR_TYPES``).
+    ``error_type`` defaults to the condition's usual type (``stanzas.ERROR_TYPES``);
+    ``app`` is an application-specific condition, ``(namespace, tag)``, added to the error
+    (such as PubSub's ``precondition-not-met``).
     """
 
     def __init__(
-        self, condition: str, text: str | None = None, error_type: str | None = None
+        self,
+        condition: str,
+        text: str | None = None,
+        error_type: str | None = None,
+        app: tuple[str, str] | None = None,
     ) -> None:
         super().__init__(text or condition)
         self.condition = condition
         self.text = text
         self.error_type = error_type or stanzas.ERROR_TYPES.get(condition, "cancel")
+        self.app = app
 
 
 def handler(
@@ -186,7 +193,15 @@ def _answer_error(conn: XmppConnection, stanza: etree._Element, err: BaseExcepti
         # Never answer an error with an error (RFC 6120 §8.1): two servers could loop forever.
         return
     if isinstance(err, StanzaError):
-        conn.send_error(stanza, err.error_type, err.condition, err.text)
+        if err.app is None:
+            conn.send_error(stanza, err.error_type, err.condition, err.text)
+            return
+        reply = stanzas.error_reply(stanza, err.error_type, err.condition, err.text)
+        error = reply.find("error")
+        if error is not None:
+            ns, tag = err.app
+            stanzas.sub(error, tag, ns=ns)
+        conn.send(reply)
         return
     if isinstance(err, ChatError):
         condition = chat_error_condition(err)

@@ -26,7 +26,7 @@ import re
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lxml import etree
 from twisted.logger import Logger
@@ -53,16 +53,19 @@ Sink = Callable[["XmppConnection", list[Queued]], None]
 _MESSAGE_HEAD = re.compile(rb"<message\b[^>]*>")
 _ATTR = re.compile(rb"""\s(from|to|type)=(?:'([^']*)'|"([^"]*)")""")
 _BODY = re.compile(rb"<body\b[^>]*>(.*?)</body>", re.S)
+_CARBONS = b"urn:xmpp:carbons:2"
 
 
 class StreamManagement:
     """One session's counters and unacknowledged stanzas."""
 
-    __slots__ = ("acked", "handled", "id", "overflow", "queue", "requested", "timer")
+    __slots__ = ("acked", "handled", "id", "overflow", "queue", "requested", "timeout", "timer")
 
-    def __init__(self, id_: str | None) -> None:
+    def __init__(self, id_: str | None, timeout: float = 0.0) -> None:
         # The resumption id, or None when the client did not ask for resumption.
         self.id = id_
+        # Seconds the session waits, detached, to be resumed.
+        self.timeout = timeout
         # Stanzas received from the client and handled (the h the server reports).
         self.handled = 0
         # The client's last reported h: stanzas of ours it has handled.
@@ -143,9 +146,14 @@ def _enable(conn: XmppConnection, el: etree._Element) -> None:
         return
     registry = conn.factory.sm
     timeout = conn.config.resume_timeout
+    try:
+        # A client may ask for less time than the server allows, never for more.
+        timeout = min(timeout, float(el.get("max", "inf")))
+    except ValueError:
+        pass
     wants_resume = el.get("resume") in ("true", "1") and timeout > 0
     id_ = os.urandom(12).hex() if wants_resume else None
-    conn.sm = StreamManagement(id_)
+    conn.sm = StreamManagement(id_, timeout)
     registry.enabled += 1
     if id_ is None:
         conn.write_nonza(nonza("enabled"))
@@ -280,12 +288,16 @@ def bounce(conn: XmppConnection, pending: list[Queued]) -> None:
         head = _MESSAGE_HEAD.match(data)
         body = _BODY.search(data) if head is not None else None
         attrs = _attrs(head.group()) if head is not None else {}
-        if head is None or body is None or attrs.get("type") in ("groupchat", "error", "headline"):
+        if (
+            head is None
+            or body is None
+            or attrs.get("type") in ("groupchat", "error", "headline")
+            # A carbon copies what the user itself sent: nothing was lost to anyone.
+            or _CARBONS in data
+        ):
             registry.dropped += 1
             continue
-        sender = attrs.get("from", "")
-        local, at, domain = sender.partition("/")[0].partition("@")
-        user = conn.service.find_user(local) if at and domain == conn.domain else None
+        user = _sender(conn, attrs.get("from", ""))
         if user is None:
             registry.dropped += 1
             continue
@@ -294,6 +306,19 @@ def bounce(conn: XmppConnection, pending: list[Queued]) -> None:
             text = text[:200] + "…"
         conn.service.notice_user(user, f"Not delivered to {recipient} (offline): {text}")
         registry.bounced += 1
+
+
+def _sender(conn: XmppConnection, address: str) -> Any:
+    """The user who sent a message from ``nick@domain`` or, in a room, ``room@service/nick``."""
+    bare, _, resource = address.partition("/")
+    local, at, domain = bare.partition("@")
+    if not at:
+        return None
+    if domain == conn.domain:
+        return conn.service.find_user(local)
+    if domain == conn.muc_domain and resource:
+        return conn.service.find_user(resource)
+    return None
 
 
 def _attrs(head: bytes) -> dict[str, str]:

@@ -24,10 +24,15 @@ CORE_API = frozenset(
     }
 )
 # Value types with no core state in them, shared with other layers: the rate-limit bucket
-# (the core throttles with it too) and the stored form of an XMPP roster item (the storage
-# writes it).
+# (the core throttles with it too) and the stored forms of an XMPP roster item and of XMPP
+# personal data (the storage writes them).
 CORE_VALUES = frozenset(
-    {"chatserver.core.limits.TokenBucket", "chatserver.core.records.RosterItem"}
+    {
+        "chatserver.core.limits.TokenBucket",
+        "chatserver.core.records.RosterItem",
+        "chatserver.core.records.PepItem",
+        "chatserver.core.records.PepNode",
+    }
 )
 # No protocol reaches under the core's API into these, nor into the storage or the wiring.
 FORBIDDEN = ("chatserver.storage", "chatserver.server", "chatserver.cli")

@@ -43,7 +43,9 @@ from tests.hostile.harness import (
     stop_env,
     wait_until,
 )
+from tests.hostile.tlsclose import assert_tls_peers_let_go
 from tests.hostile.tlsstall import assert_tls_stall_dropped
+from tests.transport.tlsclient import SilentTlsPeer
 
 pytestmark = pytest.mark.usefixtures("guard")
 
@@ -228,7 +230,7 @@ def test_generated_input(env: Env, watcher: Watcher, scale: int) -> None:
 
 
 def test_overlong_lines(env: Env, watcher: Watcher) -> None:
-    """417 for a line over 512 bytes and for tags over 8191; the next line works."""
+    """417 for a line over 512 bytes and for client tags over 4094; the next line works."""
     user = IrcUser(env.ports[PROTO], "longline", source=ATTACKER)
     user.join("#fuzzroom")
     mark = watcher.mark()
@@ -240,9 +242,11 @@ def test_overlong_lines(env: Env, watcher: Watcher) -> None:
     head = b"PRIVMSG #fuzzroom :"
     user.send(head + b"y" * (510 - len(head)) + b"\r\n")
     user.sync()
-    # Relayed with the sender's prefix it no longer fits one line: it arrives in two.
+    # Relayed with the sender's prefix it no longer fits one line: it arrives as one line,
+    # cut (clients take each PRIVMSG for a message of its own).
     said = wait_said(watcher, "longline", "y" * 40, mark, ends=True)
-    assert "".join(said) == "y" * (510 - len(head))
+    assert len(said) == 1
+    assert said[0] == "y" * len(said[0]) and len(said[0]) < 510 - len(head)
     count(PROTO, 3)
     watcher.check()
 
@@ -613,6 +617,28 @@ def test_tls_handshake_stall(env: Env) -> None:
         PROTO,
         assert_tls_stall_dropped(
             env.ports["irc_tls"], timeout=2.0, probe=(b"PING :t\r\n", b"PONG")
+        ),
+    )
+
+
+def test_tls_peers_that_leave_the_end_to_the_server(env: Env) -> None:
+    """Over TLS: QUIT and never answer the close; trickle a registration a byte at a time;
+    trickle a TLS record.  The server lets go of each in time (registration deadline 3 s,
+    then the close's bound)."""
+
+    def login(peer: SilentTlsPeer, i: int) -> None:
+        peer.send(f"NICK tlsq{i}\r\nUSER tlsq{i} 0 * :q\r\n".encode())
+        peer.read_until(b" 001 ")
+
+    count(
+        PROTO,
+        assert_tls_peers_let_go(
+            env.ports["irc_tls"],
+            login=login,
+            end=b"QUIT\r\n",
+            first=b"NICK slowpoke",
+            bound=15.0,
+            pid=env.pid,
         ),
     )
 

@@ -42,7 +42,9 @@ from tests.hostile.harness import (
     stop_env,
     wait_until,
 )
+from tests.hostile.tlsclose import assert_tls_peers_let_go
 from tests.hostile.tlsstall import assert_tls_stall_dropped
+from tests.transport.tlsclient import SilentTlsPeer
 
 pytestmark = pytest.mark.usefixtures("guard")
 
@@ -568,6 +570,29 @@ def test_password_guessing(env: Env) -> None:
 
 def test_tls_handshake_stall(env: Env) -> None:
     count(PROTO, assert_tls_stall_dropped(env.ports["line_tls"], timeout=2.0, probe=(b"", b"***")))
+
+
+def test_tls_peers_that_leave_the_end_to_the_server(env: Env) -> None:
+    """Over TLS: /quit and never answer the close; trickle a line that never ends; trickle a
+    TLS record.  The server lets go of each in time (idle 3 s and ping 2 s, then the close's
+    bound)."""
+
+    def login(peer: SilentTlsPeer, i: int) -> None:
+        peer.read_until(b"Choose a nick")
+        peer.send(f"tlsq{i}\r\n".encode())
+        peer.read_until(b"You are")
+
+    count(
+        PROTO,
+        assert_tls_peers_let_go(
+            env.ports["line_tls"],
+            login=login,
+            end=b"/quit\r\n",
+            first=b"a line that never ends ",
+            bound=18.0,
+            pid=env.pid,
+        ),
+    )
 
 
 # -- text outside the rule, through JSON -----------------------------------------------------

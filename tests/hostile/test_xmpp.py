@@ -33,7 +33,9 @@ from tests.hostile.clients import (
     xmpp_user,
 )
 from tests.hostile.harness import Env, count, flood_until_quit, start_env, stop_env, wait_until
+from tests.hostile.tlsclose import assert_tls_peers_let_go
 from tests.hostile.tlsstall import HALF_CLIENT_HELLO, assert_tls_stall_dropped
+from tests.transport.tlsclient import SilentTlsPeer
 
 pytestmark = pytest.mark.usefixtures("guard")
 
@@ -694,6 +696,28 @@ def test_tls_handshake_stall(env: Env) -> None:
         env.ports["xmpp_tls"], timeout=2.0, probe=(HEADER, b"<stream:features")
     )
     count(PROTO, cases)
+
+
+def test_tls_peers_that_leave_the_end_to_the_server(env: Env) -> None:
+    """Over direct TLS: end the stream and never answer the close; trickle a stream header a
+    byte at a time; trickle a TLS record.  The server lets go of each in time (negotiation
+    deadline 3 s, then the close's bound)."""
+
+    def login(peer: SilentTlsPeer, i: int) -> None:
+        peer.send(HEADER)
+        peer.read_until(b"</stream:features>")
+
+    count(
+        PROTO,
+        assert_tls_peers_let_go(
+            env.ports["xmpp_tls"],
+            login=login,
+            end=b"</stream:stream>",
+            first=HEADER,
+            bound=15.0,
+            pid=env.pid,
+        ),
+    )
 
 
 def test_starttls_handshake_stall(env: Env) -> None:

@@ -74,8 +74,11 @@ def test_body_limit_is_510_without_crlf() -> None:
     assert parse(body).params[1] == "x" * 498
     with pytest.raises(ParseError):
         parse(body + b"x")
-    # Tags do not count against the 510.
-    assert parse(b"@" + b"k" * 8000 + b" " + body).command == "PRIVMSG"
+    # Tags do not count against the 510: a client has 4094 bytes of its own for them.
+    assert parse(b"@" + b"k" * 4094 + b" " + body).command == "PRIVMSG"
+    with pytest.raises(ParseError) as info:
+        parse(b"@" + b"k" * 4095 + b" " + body)
+    assert info.value.code == "tags_too_long"
 
 
 def test_serialize_uses_trailing_only_when_needed() -> None:

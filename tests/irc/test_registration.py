@@ -54,7 +54,7 @@ def test_isupport_tokens(irc: IrcWorld) -> None:
     assert values["CASEMAPPING"] == "ascii"
     assert values["CHANTYPES"] == "#"
     assert values["PREFIX"] == "(ov)@+"
-    assert values["CHANMODES"] == "Ib,k,l,imnstR"
+    assert values["CHANMODES"] == "Ib,k,l,CimnstR"
     assert values["STATUSMSG"] == "@+"
     assert values["NETWORK"] == "TestNet"
     assert values["BOT"] == "B"

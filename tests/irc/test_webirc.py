@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +29,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
             '\n[[bans]]\nmask = "*!*@198.51.100.66"\nreason = "spam from there"\n'
         )
     proc.start()
+    # The start-up probes of each port are connections from 127.0.0.1 too: once a PING is
+    # answered, the server has seen them close, and the per-address counts start from 0.
+    probe = LineClient(proc.ports["irc"])
+    probe.send("PING :settled")
+    probe.expect("settled")
+    probe.close()
+    time.sleep(0.3)
     yield proc
     proc.kill()
 

@@ -128,7 +128,8 @@ def _irc(actor: str | None, command: str, params: Sequence[str], desc: str) -> W
 
 
 def _irc_text(actor: str, command: str, target: str, text: str, action: bool) -> Want:
-    """A message: one PRIVMSG/NOTICE per line of text, each cut to fit 512 bytes."""
+    """A message: one PRIVMSG/NOTICE per line of text, cut (or, past an IRC line, split) to
+    fit 512 bytes."""
     wanted = [line for line in text_lines(text.replace("\x00", "")) if line]
 
     def test(m: IrcLine) -> bool:
@@ -145,6 +146,13 @@ def _irc_text(actor: str, command: str, target: str, text: str, action: bool) ->
             return m.last[len("\x01ACTION ") : -1]
         return m.last
 
+    # What the sender's own line could hold (``COMMAND target text``): a line of text that
+    # fits is relayed as one line, cut at a character boundary when the sender's mask makes
+    # it too long; only longer text (from line chat or XMPP) is split into pieces.
+    sent_budget = IRC_LINE_BYTES - 2 - len(f"{command} {target} ".encode())
+    if action:
+        sent_budget -= len("\x01ACTION \x01")
+
     def verify(lines: list[IrcLine]) -> None:
         for m in lines:
             without_tags = m.raw.split(" ", 1)[1] if m.raw.startswith("@") else m.raw
@@ -153,11 +161,22 @@ def _irc_text(actor: str, command: str, target: str, text: str, action: bool) ->
         got = [body(m) for m in lines]
         if all(len(w.encode()) < 400 for w in wanted):
             assert got == wanted, f"IRC lines {got!r}, wanted {wanted!r}"
-        else:
-            # Long lines are cut at character boundaries: the pieces put together are the line.
-            assert "".join(got) == "".join(wanted), "IRC pieces do not add up to the text"
-            assert len(got) > len(wanted), "a long message was not split"
-            assert all(got), "an empty piece"
+            return
+        assert all(got), "an empty piece"
+        i = 0
+        for w in wanted:
+            if len(w.encode()) <= sent_budget:
+                assert i < len(got) and w.startswith(got[i]), f"{got[i:]!r} is not {w!r} cut"
+                i += 1
+                continue
+            # Longer than any IRC line: cut at character boundaries, the pieces are the line.
+            start, joined = i, ""
+            while joined != w:
+                assert i < len(got) and w.startswith(joined + got[i]), "pieces do not add up"
+                joined += got[i]
+                i += 1
+            assert i - start > 1, "a long line was not split"
+        assert i == len(got), f"more IRC lines than lines of text: {got[i:]!r}"
 
     kind = "ACTION" if action else command
     return Want(f"{kind} {target} from {actor}: {text[:40]!r}", test, verify)

@@ -160,8 +160,12 @@ class HistoryTests(StoreTestCase):
         self.assertEqual(
             await store.targets(0.0, 10.0, 10), [("b", 3.0), ("d", 3.0), ("a", 7.0), ("c", 9.0)]
         )
-        # The window bounds both which messages count and the latest ts reported.
-        self.assertEqual(await store.targets(1.0, 7.0, 10), [("b", 3.0), ("d", 3.0), ("c", 5.0)])
+        # A target is in the window when its latest message is: "a" (latest 7.0, on the
+        # bound) and "c" (latest 9.0) have been spoken in since.
+        self.assertEqual(await store.targets(1.0, 7.0, 10), [("b", 3.0), ("d", 3.0)])
+        self.assertEqual(
+            await store.targets(2.0, 9.5, 10), [("b", 3.0), ("d", 3.0), ("a", 7.0), ("c", 9.0)]
+        )
         self.assertEqual(await store.targets(0.0, 10.0, 2), [("b", 3.0), ("d", 3.0)])
         self.assertEqual(await store.targets(20.0, 30.0, 10), [])
 
@@ -243,10 +247,12 @@ def check_queries_against_model(store: SqliteStore) -> None:
 
         latest: dict[str, float] = {}
         for m in msgs:
-            if start < m.ts < end:
+            if start < m.ts:
                 assert m.room is not None
                 latest[m.room] = max(m.ts, latest.get(m.room, m.ts))
-        expected = sorted(latest.items(), key=lambda item: (item[1], item[0]))[:limit]
+        # Listed when the latest message is inside the window.
+        inside = [(room, ts) for room, ts in latest.items() if ts < end]
+        expected = sorted(inside, key=lambda item: (item[1], item[0]))[:limit]
         assert blocking(store.targets, start, end, limit) == expected
 
     check()

@@ -33,8 +33,8 @@ class MigrationTests(StoreTestCase):
         self.assertNotIn("registration_invites", tables)
 
         store = await self.open_store()
-        self.assertEqual(SCHEMA_VERSION, 4)
-        self.assertEqual(await store.schema_version(), 4)
+        # Every later step applies too.
+        self.assertEqual(await store.schema_version(), SCHEMA_VERSION)
         self.assertEqual(await store.get_account("alice"), account("Alice"))
         self.assertEqual(await store.load_server_bans(), [ban])
         await store.save_invite(invite("Bob"))

@@ -131,9 +131,11 @@ class MemoryStore:
     def targets(self, start: float, end: float, limit: int) -> Deferred:
         latest: dict[str, float] = {}
         for m in self.messages:
-            if m.room and start < m.ts < end:
+            if m.room and start < m.ts:
                 latest[m.room] = max(latest.get(m.room, 0.0), m.ts)
-        return succeed(sorted(latest.items(), key=lambda kv: kv[1])[:limit])
+        # Listed when the latest message is in the window (as the SQLite store does).
+        rows = [(room, ts) for room, ts in latest.items() if ts < end]
+        return succeed(sorted(rows, key=lambda kv: (kv[1], kv[0]))[:limit])
 
     def purge(self, target: str) -> Deferred:
         kept = [m for m in self.messages if m.room != target]

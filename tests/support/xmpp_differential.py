@@ -27,6 +27,7 @@ CLIENT_ID_PREFIX = "c-"
 NS_SID = "urn:xmpp:sid:0"
 NS_DELAY = "urn:xmpp:delay"
 NS_MUC_USER = "http://jabber.org/protocol/muc#user"
+NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 
 # A rule applied to each received stanza before it is compared: it takes out (or evens out) a
@@ -48,9 +49,11 @@ def archive_stanza_id(el: etree._Element) -> None:
     _drop(el, f"{{{NS_SID}}}stanza-id", lambda c: (c.get("by") or "").endswith("@localhost"))
 
 
-def occupant_id(el: etree._Element) -> None:
-    """XEP-0421 occupant ids, which Prosody adds in rooms and chatserver does not."""
-    _drop(el, "{urn:xmpp:occupant-id:0}occupant-id", lambda c: True)
+def error_text(el: etree._Element) -> None:
+    """The text of a stanza error: chatserver says in words what went wrong, Prosody mostly
+    gives the condition alone."""
+    if el.get("type") == "error":
+        _drop(el, f"{{{NS_STANZAS}}}text", lambda c: True)
 
 
 def vcard_update(el: etree._Element) -> None:

@@ -13,6 +13,7 @@ from twisted.internet.task import Clock
 from protocols.line.framing import LineFramer, Negotiation, Negotiations
 from protocols.transport.flood import FloodBudget, FloodQueue
 from protocols.transport.framing import TOO_LONG, LineSplitter
+from protocols.transport.idle import IdleTimer
 from protocols.transport.peer import is_loopback, is_secure
 from protocols.transport.stall import INTERVAL, StallWatch
 
@@ -306,3 +307,70 @@ def test_loopback(address: str, loopback: bool) -> None:
     assert is_loopback(address) is loopback
     assert is_secure(False, address) is loopback
     assert is_secure(True, address)
+
+
+# -- the idle timer ---------------------------------------------------------------------------
+
+
+class Owner:
+    """An IdleOwner that writes down what the timer asked of it."""
+
+    def __init__(self, timer_clock: Clock) -> None:
+        self.events: list[tuple[float, str]] = []
+        self.clock = timer_clock
+
+    def idle_after(self) -> float:
+        return 10.0
+
+    def answer_within(self) -> float:
+        return 3.0
+
+    def send_probe(self) -> None:
+        self.events.append((self.clock.seconds(), "probe"))
+
+    def no_answer(self, silent: float) -> None:
+        self.events.append((self.clock.seconds(), f"no answer after {silent:g}"))
+
+    def deadline_passed(self) -> None:
+        self.events.append((self.clock.seconds(), "deadline"))
+
+
+def test_idle_timer_probes_a_silence_and_waits_for_the_answer() -> None:
+    clock = Clock()
+    owner = Owner(clock)
+    timer = IdleTimer(clock, owner)
+    timer.start()
+    clock.advance(6)
+    timer.touch(clock.seconds())  # input: the silence starts again, no re-arm needed
+    clock.pump([1] * 9)
+    assert owner.events == []
+    clock.advance(1)
+    assert owner.events == [(16.0, "probe")]
+    clock.advance(2)
+    timer.touch(clock.seconds())  # the answer
+    clock.pump([1] * 10)
+    assert owner.events == [(16.0, "probe"), (28.0, "probe")]
+    clock.advance(3)
+    assert owner.events[-1] == (31.0, "no answer after 13")
+    timer.stop()
+    clock.advance(100)
+    assert len(owner.events) == 3
+
+
+def test_idle_timer_deadline_and_quiet_moment() -> None:
+    clock = Clock()
+    owner = Owner(clock)
+    quiet: list[float] = []
+    timer = IdleTimer(clock, owner, quiet_after=1.0, on_quiet=lambda: quiet.append(clock.seconds()))
+    timer.start(deadline=5.0)
+    timer.touch(clock.seconds())
+    clock.advance(1)
+    assert quiet == [1.0]
+    clock.advance(2)
+    timer.touch(clock.seconds())
+    clock.advance(1)
+    assert quiet == [1.0, 4.0]
+    clock.advance(1)
+    assert owner.events == [(5.0, "deadline")]
+    clock.pump([1] * 20)
+    assert owner.events[1] == (13.0, "probe")

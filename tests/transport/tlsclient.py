@@ -66,8 +66,10 @@ class SilentTlsPeer:
     data, and then never reads again through TLS: it never answers the server's close_notify
     (nor sends a FIN), like a client that hangs or ignores the close."""
 
-    def __init__(self, port: int, timeout: float = 5.0) -> None:
-        self.sock = socket.create_connection((HOST, port), timeout=timeout)
+    def __init__(self, port: int, timeout: float = 5.0, source: str | None = None) -> None:
+        self.sock = socket.create_connection(
+            (HOST, port), timeout=timeout, source_address=(source, 0) if source else None
+        )
         self.incoming = ssl.MemoryBIO()
         self.outgoing = ssl.MemoryBIO()
         self.tls = context().wrap_bio(self.incoming, self.outgoing)

@@ -77,11 +77,23 @@ def test_version(alice) -> None:
 
 @pytest.mark.parametrize(
     "payload",
-    ["<vCard xmlns='vcard-temp'/>", "<query xmlns='jabber:iq:private'/>", "<x xmlns='urn:x'/>"],
+    ["<query xmlns='jabber:iq:last'/>", "<x xmlns='urn:x'/>"],
 )
 def test_unhandled_iqs_are_service_unavailable(alice, payload: str) -> None:
     assert error_of(alice.iq("get", payload, to="localhost")) == "service-unavailable"
     assert error_of(alice.iq("set", payload)) == "service-unavailable"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "<vCard xmlns='vcard-temp'/>",
+        "<query xmlns='jabber:iq:private'><p xmlns='urn:p'/></query>",
+        "<pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='n'/></pubsub>",
+    ],
+)
+def test_the_server_itself_keeps_no_personal_data(alice, payload: str) -> None:
+    assert error_of(alice.iq("get", payload, to="localhost")) == "service-unavailable"
 
 
 @pytest.mark.parametrize(

@@ -236,3 +236,36 @@ def test_history_replays_the_occupants_stanza(room, service) -> None:
     assert past.find("{urn:xmpp:chat-markers:0}markable") is not None
     assert past.find("{urn:xmpp:delay}delay") is not None
     assert past.find("{urn:xmpp:sid:0}stanza-id") is not None
+
+
+def test_an_irc_reply_reaches_xmpp_as_a_reply(room, service) -> None:
+    alice, _carol, _irc, bob = room
+    first = service.say(bob, text="question?", room="dev")
+    alice.take()
+    service.say(bob, text="answer", room="dev", tags=(("+draft/reply", first.id),))
+    (got,) = alice.take()
+    reply = got.find("{urn:xmpp:reply:0}reply")
+    assert reply is not None and reply.get("id") == first.id
+
+
+def test_occupant_ids_are_stable_opaque_and_not_forged(room, service) -> None:
+    alice, carol, _irc, bob = room
+    alice.feed(
+        f"<message to='{ROOM}' type='groupchat' id='m-1'><body>one</body>"
+        "<occupant-id xmlns='urn:xmpp:occupant-id:0' id='forged'/></message>"
+    )
+    (first,) = carol.take()
+    [oid] = first.findall("{urn:xmpp:occupant-id:0}occupant-id")
+    assert oid.get("id") not in ("forged", "", None) and "alice" not in oid.get("id")
+    alice.feed(
+        f"<message to='{ROOM}' type='groupchat' id='m-2'>"
+        "<composing xmlns='http://jabber.org/protocol/chatstates'/></message>"
+    )
+    (state,) = carol.take()
+    assert state.find("{urn:xmpp:occupant-id:0}occupant-id").get("id") == oid.get("id")
+    # An IRC member's messages and presences carry its own, also stable.
+    service.say(bob, text="from irc", room="dev")
+    service.set_away(bob, "lunch")
+    irc_msg, irc_pres = carol.take()
+    ids = {el.find("{urn:xmpp:occupant-id:0}occupant-id").get("id") for el in (irc_msg, irc_pres)}
+    assert len(ids) == 1 and oid.get("id") not in ids

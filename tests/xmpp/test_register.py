@@ -136,3 +136,20 @@ def test_account_removal(client, account, service) -> None:
     service.accounts.get("alice").addCallback(records.append)
     assert records == [None]
     assert service.find_user("alice") is None
+
+
+def test_an_email_is_asked_for_and_needed_when_the_core_requires_one() -> None:
+    service = make_service(CoreSettings(scram_iterations=4096, registration_email_required=True))
+    c = XmppTestClient(XmppFactory(service, make_xmpp_config(), clock=service.clock))
+    c.open()
+    query = c.iq("get", f"<query xmlns='{NS}'/>").find(f"{{{NS}}}query")
+    assert query.find(f"{{{NS}}}email") is not None
+    assert error_of(register(c, "zoe", "zoe-secret")) == "not-acceptable"
+    with_email = (
+        f"<query xmlns='{NS}'><username>zoe</username><password>zoe-secret</password>"
+        "<email>zoe@example.org</email></query>"
+    )
+    assert c.iq("set", with_email).get("type") == "result"
+    records: list = []
+    service.accounts.get("zoe").addCallback(records.append)
+    assert records[0].email == "zoe@example.org"

@@ -210,3 +210,23 @@ def test_client_state_indication_does_not_end_the_stream(client, account) -> Non
     alice.send("<active xmlns='urn:xmpp:csi:0'/>")
     assert [m.get("id") for m in alice.received() if m.tag == "message"] == ["i-1"]
     assert alice.stream_error is None and not alice.closed
+
+
+def test_a_chat_state_to_someone_not_connected_is_service_unavailable(
+    client, account, other_user
+) -> None:
+    alice, _bob = two(client, account)
+    alice.send(
+        "<message to='nobody@localhost' type='chat' id='z-1'>"
+        "<composing xmlns='http://jabber.org/protocol/chatstates'/></message>"
+    )
+    [err] = alice.received()
+    assert (err.get("type"), err.get("id"), err.get("from")) == ("error", "z-1", "nobody@localhost")
+    assert err.find("error/{urn:ietf:params:xml:ns:xmpp-stanzas}service-unavailable") is not None
+    # Someone connected on IRC only: nothing for them to see, and nothing to complain of.
+    other_user("dan", protocol="irc")
+    alice.send(
+        "<message to='dan@localhost' type='chat' id='z-2'>"
+        "<composing xmlns='http://jabber.org/protocol/chatstates'/></message>"
+    )
+    assert alice.received() == []

@@ -377,3 +377,205 @@ def test_csi_saves_an_idle_phone_bytes_and_wakeups_in_a_busy_room(
     )
     assert i.bytes < a.bytes * 0.7
     assert i.writes <= 3
+
+
+def test_unanswered_ping_detaches_a_resumable_session(client, account, other_user, service) -> None:
+    account("alice")
+    c = client().login("alice", "secret1", resource="phone", presence=True)
+    previd = _enable(c).get("id")
+    config = c.conn.config
+    service.clock.advance(config.idle_timeout + 1)
+    c.received()
+    service.clock.advance(config.ping_timeout + 1)
+    c._pump()
+    assert c.transport.disconnecting
+    assert c.stream_error is None, "a dead connection is left, not told off"
+    assert service.find_user("alice") is not None
+    bob = other_user("bob")
+    _say(bob, service, "alice", "still reachable")
+    c2 = client()
+    got = _resume(c2, previd, 0)
+    assert got[0].tag == SM + "resumed"
+    assert "still reachable" in [m.findtext("body") for m in _messages(got)]
+
+
+def test_closing_the_stream_ends_the_session_and_returns_what_was_unacked(
+    client, account, other_user, service, factory
+) -> None:
+    account("alice")
+    c = client().login("alice", "secret1", resource="phone", presence=True)
+    previd = _enable(c).get("id")
+    bob = other_user("bob")
+    _say(bob, service, "alice", "read but never acknowledged")
+    c.send("</stream:stream>")
+    assert service.find_user("alice") is None
+    notices = [e for e in bob.events if "Not delivered" in str(getattr(e, "text", ""))]
+    assert len(notices) == 1 and "read but never acknowledged" in notices[0].text
+    c2 = client()
+    assert _resume(c2, previd, 1)[0].tag == SM + "failed"
+
+
+def test_a_killed_detached_session_ends_at_once(client, account, other_user, service) -> None:
+    account("alice")
+    c = client().login("alice", "secret1", resource="phone", presence=True)
+    previd = _enable(c).get("id")
+    _drop(c)
+    assert service.find_user("alice") is not None
+    service.kill_user("alice", "go away")
+    assert service.find_user("alice") is None
+    c2 = client()
+    assert _resume(c2, previd, 0)[0].tag == SM + "failed"
+
+
+def test_csi_holds_chat_states_answers_iqs_and_flushes_past_its_limit(
+    client, account, service, factory
+) -> None:
+    account("alice")
+    account("bob")
+    alice = client("127.0.0.1").login("alice", "secret1", resource="phone", presence=True)
+    bob = client("127.0.0.2").login("bob", "secret1", resource="pc", presence=True)
+    alice.send("<inactive xmlns='urn:xmpp:csi:0'/>")
+    bob.send(
+        "<message to='alice@localhost/phone' type='chat' id='cs1'>"
+        "<composing xmlns='http://jabber.org/protocol/chatstates'/></message>"
+    )
+    assert alice.raw() == b""
+    # An IQ is urgent, and brings the chat state with it (first).
+    bob.send("<iq type='get' id='q1' to='alice@localhost/phone'><ping xmlns='urn:xmpp:ping'/></iq>")
+    got = alice.received()
+    assert [el.tag for el in got] == ["message", "iq"]
+    assert got[0].get("id") == "cs1"
+    # Past csi_max_held, everything waiting goes.
+    limit = alice.conn.config.csi_max_held
+    for n in range(limit + 1):
+        if n % 40 == 0:
+            service.clock.advance(5)  # within bob's flood budget
+        bob.send(
+            f"<message to='alice@localhost/phone' type='chat' id='s{n}'>"
+            "<paused xmlns='http://jabber.org/protocol/chatstates'/></message>"
+        )
+    assert [el.get("id") for el in alice.received()] == [f"s{n}" for n in range(limit + 1)]
+
+
+_OPS = st.lists(
+    st.sampled_from(["say", "say", "say", "read", "ack", "answer", "drop", "resume"]),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_OPS)
+def test_any_interleaving_of_sends_acks_drops_and_resumes_delivers_each_message_once(
+    ops: list[str],
+) -> None:
+    """A client that reads, acknowledges, answers <r/>, loses its connection (with what was
+    not yet read) and resumes, in any order: it processes every message exactly once, in
+    the order sent."""
+    from protocols.xmpp.factory import XmppFactory
+    from tests.support.memstore import make_service
+
+    service = make_service()
+    factory = XmppFactory(
+        service,
+        make_xmpp_config(resume_timeout=600.0, max_unacked=10_000),
+        tls_options=lambda: object(),
+        clock=service.clock,
+    )
+    done: list[Any] = []
+    service.accounts.create("alice", "secret1").addBoth(done.append)
+    bob = FakeClient(address="192.0.2.9")
+    bob.core = service.connect(bob)  # type: ignore[attr-defined]
+    service.claim_nick(bob.core, "bob")  # type: ignore[attr-defined]
+
+    c = XmppTestClient(factory).login("alice", "secret1", resource="phone")
+    previd = _enable(c).get("id")
+    handled = 0  # stanzas this client processed (its h)
+    processed: list[str] = []
+    sent: list[str] = []
+    attached = True
+
+    def read() -> None:
+        nonlocal handled
+        for el in c.received():
+            if el.tag == SM + "r":
+                c.send(f"<a xmlns='{NS_SM}' h='{handled}'/>")
+            elif el.tag.startswith(SM):
+                continue
+            else:
+                handled += 1
+                if el.tag == "message" and el.findtext("body"):
+                    processed.append(el.findtext("body"))
+
+    for op in ops:
+        if op == "say":
+            text = f"m{len(sent)}"
+            sent.append(text)
+            service.say(bob.core, nick="alice", text=text)  # type: ignore[attr-defined]
+        elif not attached:
+            if op == "resume":
+                c = XmppTestClient(factory)
+                c.open()
+                c.authenticate("alice", "secret1")
+                c.open()
+                c.send(f"<resume xmlns='{NS_SM}' previd='{previd}' h='{handled}'/>")
+                attached = True
+                read()
+        elif op == "read":
+            read()
+        elif op == "ack":
+            c.send(f"<a xmlns='{NS_SM}' h='{handled}'/>")
+        elif op == "answer":
+            c.send(f"<r xmlns='{NS_SM}'/>")
+            read()
+        elif op == "drop":
+            # What the server wrote and the client never read is lost with the connection.
+            c.transport.clear()
+            c.closed = True
+            c.conn.connectionLost(None)
+            attached = False
+    if not attached:
+        c = XmppTestClient(factory)
+        c.open()
+        c.authenticate("alice", "secret1")
+        c.open()
+        c.send(f"<resume xmlns='{NS_SM}' previd='{previd}' h='{handled}'/>")
+    read()
+    assert processed == sent
+    c.close()
+
+
+def test_lost_carbons_are_not_returned_as_undelivered(
+    client, account, other_user, service, factory
+) -> None:
+    account("alice")
+    phone = client("127.0.0.1").login("alice", "secret1", resource="phone", presence=True)
+    pc = client("127.0.0.2").login("alice", "secret1", resource="pc", presence=True)
+    phone.iq("set", "<enable xmlns='urn:xmpp:carbons:2'/>")
+    _enable(phone)
+    bob = other_user("bob")
+    pc.send("<message to='bob@localhost' type='chat'><body>from my pc</body></message>")
+    assert any(el.find("{urn:xmpp:carbons:2}sent") is not None for el in phone.received())
+    _drop(phone)
+    service.clock.advance(61)
+    assert factory.sm.dropped == 1 and factory.sm.bounced == 0
+    assert not [e for e in pc.received() if "Not delivered" in etree.tostring(e).decode()]
+    assert [getattr(e, "text", None) for e in bob.events].count("from my pc") == 1
+
+
+def test_a_client_may_ask_for_a_shorter_resumption_time(client, account, service) -> None:
+    account("alice")
+    c = client().login("alice", "secret1", resource="phone")
+    c.send(f"<enable xmlns='{NS_SM}' resume='true' max='10'/>")
+    (enabled,) = [el for el in c.received() if el.tag == SM + "enabled"]
+    assert enabled.get("max") == "10"
+    _drop(c)
+    service.clock.advance(9)
+    assert service.find_user("alice") is not None
+    service.clock.advance(2)
+    assert service.find_user("alice") is None
+    # Never longer than the server allows.
+    c2 = client().login("alice", "secret1", resource="phone")
+    c2.send(f"<enable xmlns='{NS_SM}' resume='true' max='99999'/>")
+    (enabled,) = [el for el in c2.received() if el.tag == SM + "enabled"]
+    assert enabled.get("max") == "60"

@@ -1,8 +1,10 @@
 """REGISTER and VERIFY (IRCv3 draft/account-registration) on the shared accounts.
 
 An account is a registered nick, so the account name must be the client's current nick
-(``*`` stands for it), and registration needs a nick, that is, a completed connection:
-the capability advertises neither ``custom-account-name`` nor ``before-connect``.
+(``*`` stands for it): the capability never advertises ``custom-account-name``.  Before the
+connection is complete, REGISTER is refused unless ``[irc] registration_before_connect``
+allows it (``before-connect``); then the nick sent with NICK is the account, and a nick that
+someone is using cannot be registered that way.
 Accounts never wait for verification, so VERIFY has nothing to complete.  Where passwords
 may not be sent (plaintext from another machine), REGISTER fails with UNACCEPTABLE_PASSWORD
 before anything else is looked at.
@@ -21,7 +23,18 @@ from protocols.irc.commands import command
 from protocols.irc.sasl import refused_by_ban
 from protocols.irc.security import PLAINTEXT_REFUSAL, may_send_passwords, tls_advice
 
-add_capability(Capability("draft/account-registration", None, requires_command="REGISTER"))
+
+def _cap_value(conn: Any) -> str:
+    # The factory's section, not the connection's copy: a reload may change the key.
+    flags = []
+    if conn.factory.config.registration_before_connect:
+        flags.append("before-connect")
+    if conn.service.settings.registration_email_required:
+        flags.append("email-required")
+    return ",".join(flags)
+
+
+add_capability(Capability("draft/account-registration", _cap_value, requires_command="REGISTER"))
 
 # Passwords can be typed into NickServ messages too, which must fit in one IRC line.
 MAX_PASSWORD_BYTES = 300
@@ -31,6 +44,7 @@ _CODES = {
     AccountError.WEAK_PASSWORD: "WEAK_PASSWORD",
     AccountError.ALREADY_LOGGED_IN: "ALREADY_AUTHENTICATED",
     AccountError.CLOSED: "TEMPORARILY_UNAVAILABLE",
+    AccountError.EMAIL_REQUIRED: "INVALID_EMAIL",
 }
 
 
@@ -51,14 +65,21 @@ def register(conn: Any, msg: Any) -> Deferred[Any] | None:
             description=tls_advice(conn, PLAINTEXT_REFUSAL.capitalize()),
         )
         return None
-    if not conn.registered or conn.user is None:
+    early = not conn.registered or conn.user is None
+    if early and not conn.factory.config.registration_before_connect:
         conn.fail(
             "REGISTER",
             "COMPLETE_CONNECTION_REQUIRED",
+            account,
             description="Finish connecting (NICK, USER, CAP END) before registering",
         )
         return None
-    nick = conn.user.nick
+    # Before connecting, the nick is the one sent with NICK, even if it was refused as in
+    # use: registering it then fails as it should (ACCOUNT_EXISTS), rather than NEED_NICK.
+    nick = (conn.pending_nick or conn.refused_nick) if early else conn.user.nick
+    if nick is None:
+        conn.fail("REGISTER", "NEED_NICK", account, description="Send NICK first")
+        return None
     name = nick if account == "*" else account
     if casefold(name) != casefold(nick):
         conn.fail(
@@ -68,16 +89,20 @@ def register(conn: Any, msg: Any) -> Deferred[Any] | None:
             description="The account name must be your current nick",
         )
         return None
-    if conn.user.account is not None:
+    logged_in = conn.core.account if early else conn.user.account
+    if logged_in is not None:
         conn.fail(
             "REGISTER",
             "ALREADY_AUTHENTICATED",
-            conn.user.account,
+            logged_in,
             description="You are already logged in",
         )
         return None
     if email != "*" and not _looks_like_email(email):
         conn.fail("REGISTER", "INVALID_EMAIL", name, description="That is not an email address")
+        return None
+    if email == "*" and conn.service.settings.registration_email_required:
+        conn.fail("REGISTER", "INVALID_EMAIL", name, description="An email address is needed here")
         return None
     if len(password.encode()) > MAX_PASSWORD_BYTES:
         conn.fail(
@@ -87,7 +112,9 @@ def register(conn: Any, msg: Any) -> Deferred[Any] | None:
             description=f"Passwords may be at most {MAX_PASSWORD_BYTES} bytes",
         )
         return None
-    d = conn.service.register(conn.core, password, None if email == "*" else email)
+    d = conn.service.register(
+        conn.core, password, None if email == "*" else email, name=name if early else ""
+    )
 
     def done(record: Any) -> None:
         conn.send("REGISTER", "SUCCESS", record.name, "Account created")

@@ -133,15 +133,19 @@ def names(conn: IrcConnection, msg: IrcMessage) -> None:
     if not msg.params or not msg.params[0]:
         conn.reply(n.RPL_ENDOFNAMES, "*", "End of /NAMES list")
         return
-    for name in msg.params[0].split(","):
-        if not name:
-            continue
+    names = [name for name in msg.params[0].split(",") if name]
+    # Several rooms: the names of each, then one 366 for the whole request.
+    several = len(names) != 1
+    for name in names:
         key = room_of(name)
         room = conn.service.get_room(key) if key is not None else None
         if room is None or not can_see_room(conn, room):
-            conn.reply(n.RPL_ENDOFNAMES, name, "End of /NAMES list")
+            if not several:
+                conn.reply(n.RPL_ENDOFNAMES, name, "End of /NAMES list")
             continue
-        send_names(conn, room)
+        send_names(conn, room, end=not several)
+    if several:
+        conn.reply(n.RPL_ENDOFNAMES, msg.params[0], "End of /NAMES list")
 
 
 def _list_filter(conn: IrcConnection, spec: str) -> list[tuple[str, str]]:
@@ -341,8 +345,9 @@ def _change_modes(conn: IrcConnection, room: RoomView, modestring: str, args: li
                 )
                 continue
             arg = args.pop(0)
-            if mode_name == "key" and (len(arg) > KEY_MAX or "," in arg):
-                conn.reply(n.ERR_INVALIDMODEPARAM, name, letter, arg, "Invalid key")
+            if mode_name == "key" and (not arg or len(arg) > KEY_MAX or "," in arg or " " in arg):
+                # The key is not repeated back: '*' stands for it.
+                conn.reply(n.ERR_INVALIDMODEPARAM, name, letter, "*", "Invalid key")
                 continue
             items.append(ModeItem(adding, mode_name, arg))
         elif mode_name == "key":

@@ -67,13 +67,42 @@ class Query:
 
 def parse_timestamp(text: str) -> float:
     """Seconds since the epoch from ``YYYY-MM-DDThh:mm:ss[.fff]Z`` (an offset is accepted
-    too; no zone at all means UTC); raises ValueError."""
+    too; no zone at all means UTC), to the millisecond; raises ValueError."""
     if not text or len(text) > 40 or not text[:4].isdigit() or "T" not in text:
         raise ValueError(text)
     when = datetime.datetime.fromisoformat(text)
     if when.tzinfo is None:
         when = when.replace(tzinfo=datetime.UTC)
-    return when.timestamp()
+    # Clients see times to the millisecond (server-time): finer digits name the same one.
+    whole = when.replace(microsecond=0).timestamp()
+    return whole + (when.microsecond // 1000) / 1000
+
+
+# A stored time is shown as the millisecond it falls in once rounded to the microsecond
+# (server_time); a timestamp selector names that millisecond, so these are its edges.
+_MS = 0.001
+_HALF_US = 0.0000005
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """Where a selector points: ``center`` for AROUND, and the bounds for "strictly before"
+    (``ts < before``) and "strictly after" (``ts > after``) it.  A msgid points at one stored
+    time; a timestamp at every message shown with that millisecond."""
+
+    center: float
+    before: float
+    after: float
+
+
+def reference_of(selector: Selector, stored_ts: float | None = None) -> Reference | None:
+    """The reference of a timestamp selector, or of a msgid one found at ``stored_ts``."""
+    if selector.kind == "msgid":
+        assert stored_ts is not None
+        return Reference(stored_ts, stored_ts, stored_ts)
+    if selector.ts is None:
+        return None
+    return Reference(selector.ts, selector.ts - _HALF_US, selector.ts + _MS - _HALF_US)
 
 
 def format_timestamp(ts: float) -> str:
@@ -158,18 +187,18 @@ def _room_of(conn: Any, query: Query) -> str | None:
 
 
 def _resolve(conn: Any, room: str, query: Query, selector: Selector) -> Deferred:
-    """Fire with the selector's timestamp (None for '*'), or fail with QueryError."""
+    """Fire with the selector's :class:`Reference` (None for '*'), or fail with QueryError."""
     if selector.kind != "msgid":
-        return succeed(selector.ts)
+        return succeed(reference_of(selector))
 
-    def found(message: Any) -> float:
+    def found(message: Any) -> Reference | None:
         if message is None or message.room != room:
             raise QueryError(
                 "INVALID_PARAMS",
                 (query.subcommand, f"msgid={selector.msgid}"),
                 "Unknown message id",
             )
-        return float(message.ts)
+        return reference_of(selector, float(message.ts))
 
     return conn.service.history_find(selector.msgid).addCallback(found)
 
@@ -181,35 +210,35 @@ def fetch_room(conn: Any, room: str, query: Query) -> Deferred:
     if sub == "BETWEEN":
         d = _resolve(conn, room, query, query.selectors[0])
 
-        def second(first: float) -> Deferred:
+        def second(first: Reference) -> Deferred:
             return _resolve(conn, room, query, query.selectors[1]).addCallback(
                 lambda end: (first, end)
             )
 
-        def between(bounds: tuple[float, float]) -> Deferred:
+        def between(bounds: tuple[Reference, Reference]) -> Deferred:
             start, end = bounds
-            if start <= end:
-                return service.history_between(room, start, end, limit)
+            if start.center <= end.center:
+                return service.history_between(room, start.after, end.before, limit)
             # Backwards in time: the newest messages before ``start`` that are after ``end``.
-            return service.history_before(room, start, limit).addCallback(
-                lambda messages: [m for m in messages if m.ts > end]
+            return service.history_before(room, start.before, limit).addCallback(
+                lambda messages: [m for m in messages if m.ts > end.after]
             )
 
         return d.addCallback(second).addCallback(between)
 
-    def run(ts: float | None) -> Deferred:
+    def run(ref: Reference | None) -> Deferred:
         if sub == "LATEST":
             d = service.history_latest(room, limit)
-            if ts is not None:
-                # The newest ``limit`` after ts are among the newest ``limit`` overall.
-                d.addCallback(lambda messages: [m for m in messages if m.ts > ts])
+            if ref is not None:
+                # The newest ``limit`` after it are among the newest ``limit`` overall.
+                d.addCallback(lambda messages: [m for m in messages if m.ts > ref.after])
             return d
-        assert ts is not None
+        assert ref is not None
         if sub == "BEFORE":
-            return service.history_before(room, ts, limit)
+            return service.history_before(room, ref.before, limit)
         if sub == "AFTER":
-            return service.history_after(room, ts, limit)
-        return service.history_around(room, ts, limit)
+            return service.history_after(room, ref.after, limit)
+        return service.history_around(room, ref.center, limit)
 
     return _resolve(conn, room, query, query.selectors[0]).addCallback(run)
 
@@ -255,10 +284,10 @@ def _failed(failure: Any, conn: Any, query: Query) -> None:
 
 
 def _targets(conn: Any, query: Query) -> Deferred:
-    a, b = (s.ts for s in query.selectors)
+    a, b = (reference_of(s) for s in query.selectors)
     assert a is not None and b is not None
-    start, end = min(a, b), max(a, b)
-    d = conn.service.history_targets(conn.core, start, end, query.limit)
+    first, last = (a, b) if a.center <= b.center else (b, a)
+    d = conn.service.history_targets(conn.core, first.after, last.before, query.limit)
 
     def reply(rows: list[tuple[str, float]]) -> None:
         batch = conn.start_batch("draft/chathistory-targets")

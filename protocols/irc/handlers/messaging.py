@@ -172,15 +172,18 @@ def tagmsg(conn: IrcConnection, msg: IrcMessage) -> None:
                 continue
             shown = (("@" if status == "op" else "+") if status else "") + channel_name(room.name)
             clients = [c for u, m in room.members.items() if m.has(status) for c in u.clients()]
+            to_self = False
         else:
             other = conn.service.find_user(target)
             if other is None:
                 conn.reply(n.ERR_NOSUCHNICK, target, "No such nick/channel")
                 continue
             shown = other.nick
+            to_self = other is user
             clients = list(other.clients())
             if other is not user:
                 clients.extend(user.clients())
+        echo = bool(conn.cap_bits & caps.ECHO_MESSAGE)
         who = user.who()
         msgid = secrets.token_hex(8)
         now = conn.service.clock.seconds()
@@ -188,7 +191,7 @@ def tagmsg(conn: IrcConnection, msg: IrcMessage) -> None:
         for client in clients:
             if not isinstance(client, IrcConnection) or not client.cap_bits & caps.MESSAGE_TAGS:
                 continue
-            if client is conn and not conn.cap_bits & caps.ECHO_MESSAGE:
+            if client is conn and not (echo or to_self):
                 continue
             bits = client.cap_bits & (caps.SERVER_TIME | caps.ACCOUNT_TAG)
             data = variants.get(bits)
@@ -203,6 +206,9 @@ def tagmsg(conn: IrcConnection, msg: IrcMessage) -> None:
                     line_tags["bot"] = ""
                 data = f"@{format_tags(line_tags)} :{who.mask} TAGMSG {shown}\r\n".encode()
                 variants[bits] = data
+            if client is conn and to_self and echo:
+                # To oneself with echo-message: the delivery, and the echo that answers.
+                conn.emit_delivery(data)
             client.emit(data)
 
 

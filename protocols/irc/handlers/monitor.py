@@ -1,4 +1,5 @@
-"""MONITOR (IRCv3): tell a client when the nicks it watches come online or go offline.
+"""MONITOR (IRCv3): tell a client when the nicks it watches come online or go offline, and
+with extended-monitor, when they go away, change their real name or log in or out.
 
 The core reports every nick going online or offline to ``ChatService.observe`` callbacks (a nick
 change is the old nick going offline and the new one coming online).  One index per chat
@@ -12,9 +13,10 @@ import weakref
 from collections.abc import Iterable
 from typing import Any
 
-from chatserver.core.events import Event, Presence
+from chatserver.core.events import AccountChange, Away, Event, Presence, RealnameChange
 from chatserver.core.names import casefold, is_valid_nick
 from protocols.irc import numerics as n
+from protocols.irc.caps import Capability, add_capability
 from protocols.irc.commands import command
 from protocols.irc.handlers.registration import EXTRA_ISUPPORT
 from protocols.irc.handlers.services import PSEUDO_USERS
@@ -22,6 +24,10 @@ from protocols.irc.handlers.services import PSEUDO_USERS
 # Nicks one connection may watch (ISUPPORT MONITOR).
 MONITOR_LIMIT = 100
 EXTRA_ISUPPORT["MONITOR"] = str(MONITOR_LIMIT)
+add_capability(Capability("extended-monitor", requires_command="MONITOR"))
+# What extended-monitor passes on about a watched user, as if a room were shared with it
+# (each still needs its own capability: away-notify, setname, account-notify).
+_FOLLOWED = (Away, RealnameChange, AccountChange)
 # Bytes of targets per numeric line: the line stays under 512 with the longest prefix.
 TARGETS_BUDGET = 400
 
@@ -57,6 +63,9 @@ class MonitorIndex:
         self.lists.pop(conn, None)
 
     def observe(self, event: Event) -> None:
+        if isinstance(event, _FOLLOWED):
+            self._changed(event)
+            return
         if not isinstance(event, Presence):
             return
         key = casefold(event.who.nick)
@@ -75,6 +84,28 @@ class MonitorIndex:
                 conn.reply(n.RPL_MONOFFLINE, event.who.nick)
         if not watching:
             del self.watchers[key]
+
+    def _changed(self, event: Any) -> None:
+        """extended-monitor: a watched user changed; watchers who share a room with it have
+        heard already (the core tells a user's rooms)."""
+        key = casefold(event.who.nick)
+        watching = self.watchers.get(key)
+        if not watching:
+            return
+        watched = None
+        for conn in list(watching):
+            viewer = conn.user
+            if conn.closing or viewer is None or "extended-monitor" not in conn.caps:
+                continue
+            if viewer.key == key:
+                continue
+            if watched is None:
+                watched = conn.service.find_user(event.who.nick)
+                if watched is None:
+                    return
+            if any(room in viewer.rooms for room in watched.rooms):
+                continue
+            conn.deliver(event)
 
 
 _INDEXES: weakref.WeakKeyDictionary[Any, MonitorIndex] = weakref.WeakKeyDictionary()

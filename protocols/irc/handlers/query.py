@@ -137,6 +137,13 @@ def _who_rows(conn: Any, mask: str, opers_only: bool) -> Iterator[tuple[Any, Any
             yield user, room, member
         return
     everyone = mask in ("", "*", "0")
+    if not everyone and "*" not in mask and "?" not in mask:
+        user = conn.service.find_user(mask)
+        if user is not None:
+            # Asked for by exact nick: shown even when invisible, as WHOIS shows it.
+            if not opers_only or _is_oper(user):
+                yield user, None, None
+            return
     count = 0
     for user in conn.service.online_users():
         if opers_only and not _is_oper(user):
@@ -375,3 +382,14 @@ def admin(conn: Any, msg: Any) -> None:
     conn.reply(n.RPL_ADMINLOC1, conn.server.description)
     conn.reply(n.RPL_ADMINLOC2, f"Network {conn.server.network}")
     conn.reply(n.RPL_ADMINEMAIL, "Ask a server operator (see OPER) for help")
+
+
+@command("LINKS")
+def links(conn: Any, msg: Any) -> None:
+    """``LINKS [[server] mask]``: this server is the whole network (hop count 0)."""
+    if len(msg.params) > 1 and not check_server(conn, msg):
+        return
+    mask = msg.params[-1] if msg.params else "*"
+    if glob_match(mask, conn.server_name):
+        conn.reply(n.RPL_LINKS, conn.server_name, conn.server_name, f"0 {conn.server.description}")
+    conn.reply(n.RPL_ENDOFLINKS, mask, "End of /LINKS list")

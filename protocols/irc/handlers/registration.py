@@ -80,6 +80,7 @@ def nick(conn: IrcConnection, msg: IrcMessage) -> None:
     holder = conn.service.find_user(wanted)
     # A connection logged in by SASL joins its account's user whatever nick it asks for.
     if holder is not None and (conn.core is None or conn.core.account is None):
+        conn.refused_nick = wanted
         conn.reply(n.ERR_NICKNAMEINUSE, wanted, "Nickname is already in use")
         return
     conn.pending_nick = wanted
@@ -92,7 +93,8 @@ def user(conn: IrcConnection, msg: IrcMessage) -> None:
         conn.reply(n.ERR_ALREADYREGISTERED, "You may not reregister")
         return
     ident = _IDENT_RE.sub("", msg.params[0])[:USERLEN]
-    if not msg.params[0]:
+    if not msg.params[0] or not msg.params[3]:
+        # An empty username or realname is a missing one (Modern IRC: 461).
         conn.reply(n.ERR_NEEDMOREPARAMS, "USER", "Not enough parameters")
         return
     conn.ident = ident or "user"
@@ -228,6 +230,8 @@ def isupport_tokens(conn: IrcConnection) -> list[str]:
     settings = conn.service.settings
     targmax = f"JOIN:,KICK:4,LIST:,NAMES:,NOTICE:{MAX_TARGETS},PART:,PRIVMSG:{MAX_TARGETS},TAGMSG:{MAX_TARGETS},WHOIS:1"
     tokens: dict[str, str | None] = {
+        # Ban masks may name an account: $a:<account> (IRCv3 account-extban).
+        "ACCOUNTEXTBAN": "a",
         "AWAYLEN": str(settings.away_max),
         "BOT": "B",
         "CASEMAPPING": "ascii",
@@ -236,6 +240,7 @@ def isupport_tokens(conn: IrcConnection) -> list[str]:
         "CHANNELLEN": str(ROOM_MAX + 1),
         "CHANTYPES": "#",
         "ELIST": "CMNTU",
+        "EXTBAN": "$,a",
         "HOSTLEN": "64",
         "INVEX": "I",
         "KICKLEN": str(settings.kick_reason_max),

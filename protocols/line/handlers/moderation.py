@@ -139,7 +139,8 @@ MODE_HELP = (
     "Show the modes of a room, or change them (operators only). Write modes as words or"
     " letters: +moderated/+m (only voiced members speak), +invite_only/+i, +topic_lock/+t"
     " (only operators set the topic), +no_external/+n (only members send), +secret/+s"
-    " (hidden from /rooms), +registered_only/+R, +key/+k <key>, +limit/+l <count>,"
+    " (hidden from /rooms), +registered_only/+R, +no_ctcp/+C, +key/+k <key>,"
+    " +limit/+l <count>,"
     " +ban/+b <mask>, +invite/+I <mask> (may join past invite-only), +op/+o <nick>,"
     " +voice/+v <nick>. Several at once: /mode dev +mt-s or /mode dev +moderated -secret."
 )

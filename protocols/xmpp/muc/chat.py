@@ -15,6 +15,7 @@ from typing import Any
 from chatserver.core.events import Message
 from protocols.xmpp.muc import ns
 from protocols.xmpp.muc.build import Element, tail
+from protocols.xmpp.muc.occupants import occupant_id
 from protocols.xmpp.stanzas import NS_XML, element, plain_text, sub, to_bytes
 
 _END = b"</message>"
@@ -32,9 +33,11 @@ class RoomStanza:
     client_id: str | None = None
 
     @classmethod
-    def of(cls, stanza: Element, occupant: str, lang: str) -> RoomStanza:
-        """The reflection of ``stanza`` (a copy: the stanza itself is not changed)."""
+    def of(cls, stanza: Element, occupant: str, lang: str, occupant_id: str) -> RoomStanza:
+        """The reflection of ``stanza`` (a copy: the stanza itself is not changed) from
+        ``occupant``, with its XEP-0421 ``occupant_id``."""
         el = copy.deepcopy(stanza)
+        stamp_occupant(el, occupant_id)
         for forged in el.findall(f"{{{ns.SID}}}stanza-id"):
             el.remove(forged)
         el.attrib.pop("to", None)
@@ -52,6 +55,13 @@ class RoomStanza:
         return self.data[len(b"<message") : -len(_END)] + added + _END
 
 
+def stamp_occupant(el: Element, occupant_id: str) -> None:
+    """The room's ``<occupant-id/>`` in place of any the client put in (XEP-0421 §4)."""
+    for forged in el.findall(f"{{{ns.OCCUPANT_ID}}}occupant-id"):
+        el.remove(forged)
+    sub(el, "occupant-id", {"id": occupant_id}, ns=ns.OCCUPANT_ID)
+
+
 def room_jid(conn: Any, room: str) -> str:
     return f"{room}@{conn.muc_domain}"
 
@@ -66,9 +76,9 @@ def body_text(msg: Message) -> str:
     return text
 
 
-def groupchat_message(
-    conn: Any, msg: Message, msg_id: str, origin_id: str | None = None
-) -> Element:
+def groupchat_message(conn: Any, msg: Message, msg_id: str) -> Element:
+    """A room message from another protocol; an IRC client's ``+draft/reply`` (the room's
+    msgid, which is the stanza-id) becomes a XEP-0461 reply."""
     assert msg.room is not None
     el = element(
         "message",
@@ -80,8 +90,10 @@ def groupchat_message(
     )
     sub(el, "body", text=body_text(msg))
     sub(el, "stanza-id", {"id": msg.id, "by": room_jid(conn, msg.room)}, ns=ns.SID)
-    if origin_id is not None:
-        sub(el, "origin-id", {"id": origin_id}, ns=ns.SID)
+    sub(el, "occupant-id", {"id": occupant_id(conn, msg.room, msg.source)}, ns=ns.OCCUPANT_ID)
+    for key, value in msg.tags:
+        if key == "+draft/reply" and value:
+            sub(el, "reply", {"id": value}, ns=ns.REPLY)
     return el
 
 

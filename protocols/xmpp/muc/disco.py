@@ -28,6 +28,7 @@ def room_features(room: RoomView) -> list[str]:
         ns.MUC,
         ns.MUC_STABLE_ID,
         ns.MUC_SELF_PING,
+        ns.OCCUPANT_ID,
         ns.SID,
         ns.PING,
         "muc_hidden" if "secret" in flags else "muc_public",

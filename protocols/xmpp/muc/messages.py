@@ -20,14 +20,12 @@ from chatserver.core.views import RoomView
 from protocols.xmpp import relay
 from protocols.xmpp.muc import ns
 from protocols.xmpp.muc.build import Element, find, send_spliced
-from protocols.xmpp.muc.chat import RoomStanza
-from protocols.xmpp.muc.occupants import RoomAddress, local_part, parse_address
+from protocols.xmpp.muc.chat import RoomStanza, stamp_occupant
+from protocols.xmpp.muc.occupants import RoomAddress, local_part, occupant_id, parse_address
 from protocols.xmpp.router import StanzaError, handler
 from protocols.xmpp.stanzas import child_text, sub
 
 ACTION_PREFIX = "/me "
-NS_REPLY = "urn:xmpp:reply:0"
-NS_CORRECT = "urn:xmpp:message-correct:0"
 
 
 def split_action(body: str) -> tuple[MessageKind, str]:
@@ -67,7 +65,7 @@ def on_groupchat(conn: Any, msg: Element) -> None:
     else:
         # Nothing for the other protocols: a reaction, a chat state, a marker.
         conn.service.check_send(conn.core, room.name)
-        reflection = RoomStanza.of(msg, conn.occupant_jid(room.name, conn.user.nick), conn.lang)
+        reflection = reflect(conn, room, msg)
         data = reflection.tail()
         for user in list(room.members):
             for client in user.clients():
@@ -77,9 +75,15 @@ def on_groupchat(conn: Any, msg: Element) -> None:
 
 def say(conn: Any, room: RoomView, msg: Element, body: str) -> None:
     kind, text = split_action(body)
-    native = RoomStanza.of(msg, conn.occupant_jid(room.name, conn.user.nick), conn.lang)
+    native = reflect(conn, room, msg)
     tags = client_tags(conn, room, msg)
     conn.service.say(conn.core, text=text, room=room.name, kind=kind, tags=tags, native=native)
+
+
+def reflect(conn: Any, room: RoomView, msg: Element) -> RoomStanza:
+    who = conn.user.who()
+    jid = conn.occupant_jid(room.name, who.nick)
+    return RoomStanza.of(msg, jid, conn.lang, occupant_id(conn, room.name, who))
 
 
 # How far back a correction may reach for the message it corrects.
@@ -95,10 +99,10 @@ def client_tags(conn: Any, room: RoomView, msg: Element) -> tuple[tuple[str, str
     recent history.
     """
     tags: list[tuple[str, str]] = []
-    reply = find(msg, NS_REPLY, "reply")
+    reply = find(msg, ns.REPLY, "reply")
     if reply is not None and reply.get("id"):
         tags.append(("+draft/reply", reply.get("id") or ""))
-    replace = find(msg, NS_CORRECT, "replace")
+    replace = find(msg, ns.CORRECT, "replace")
     if replace is not None and replace.get("id"):
         corrected = _corrected(conn, room, replace.get("id") or "")
         if corrected is not None:
@@ -145,6 +149,7 @@ def private(conn: Any, room: RoomView, nick: str, msg: Element) -> None:
         raise StanzaError("item-not-found", f"{nick} is not in this room")
     if find(msg, ns.MUC_USER, "x") is None:
         sub(msg, "x", ns=ns.MUC_USER)
+    stamp_occupant(msg, occupant_id(conn, room.name, conn.user.who()))
     native = relay.of(
         msg, conn.jid, conn.lang, sender_as=conn.occupant_jid(room.name, conn.user.nick)
     )

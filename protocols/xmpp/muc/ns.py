@@ -17,6 +17,11 @@ DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
 DATA = "jabber:x:data"
 DELAY = "urn:xmpp:delay"
 SID = "urn:xmpp:sid:0"
+# XEP-0421: an occupant's stable id in a room, on its presences and messages.
+OCCUPANT_ID = "urn:xmpp:occupant-id:0"
+# Message replies (XEP-0461) and corrections (XEP-0308), mapped to IRC client tags.
+REPLY = "urn:xmpp:reply:0"
+CORRECT = "urn:xmpp:message-correct:0"
 PING = "urn:xmpp:ping"
 STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 

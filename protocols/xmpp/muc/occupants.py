@@ -10,6 +10,7 @@ Voiced members with an account are members.  In a moderated room, the unvoiced a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from chatserver.core.events import Who
 from chatserver.core.names import casefold
@@ -68,3 +69,10 @@ def affiliation(room: RoomView, who: Who, member: MemberView | None) -> str:
 
 def banned(room: RoomView, who: Who) -> bool:
     return room.is_banned(who) and not room.is_invite_excepted(who)
+
+
+def occupant_id(conn: Any, room: str, who: Who) -> str:
+    """XEP-0421: the same opaque id for the same identity in a room, whatever its nick or
+    connection (its account, or for a guest its nick), different in every room."""
+    identity = f"account:{casefold(who.account)}" if who.account else f"nick:{casefold(who.nick)}"
+    return conn.service.cloak(f"{room}/{identity}", "occupant")

@@ -14,7 +14,7 @@ from chatserver.core.events import Who
 from chatserver.core.views import MemberView, RoomView, UserView
 from protocols.xmpp.muc import ns
 from protocols.xmpp.muc.build import Element, tail
-from protocols.xmpp.muc.occupants import affiliation, role
+from protocols.xmpp.muc.occupants import affiliation, occupant_id, role
 from protocols.xmpp.stanzas import element, sub
 
 # What a joiner is shown of each occupant, per user and room, with the state it was made from:
@@ -101,4 +101,5 @@ def occupant_presence(
         sub(item, "reason", text=reason)
     for code in codes:
         sub(x, "status", {"code": code})
+    sub(pres, "occupant-id", {"id": occupant_id(conn, room_name, who)}, ns=ns.OCCUPANT_ID)
     return pres

@@ -10,7 +10,6 @@ from tests.support.xmpp_differential import (
     archive_stanza_id,
     assert_same,
     body_less_stanza_id,
-    occupant_id,
     occupant_presence,
     room_logged,
     vcard_update,
@@ -24,7 +23,6 @@ ROOM3 = "juice@conference.localhost"
 MUC = "http://jabber.org/protocol/muc"
 RULES = (
     archive_stanza_id,
-    occupant_id,
     vcard_update,
     body_less_stanza_id,
     occupant_presence,
