@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
+from twisted.web import http
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
@@ -76,18 +79,20 @@ class WebChannel(HTTPChannel):
 
     def requestDone(self, request: Any) -> None:
         super().requestDone(request)
-        if self.transport is not None and self.transport.connected and not self._header_call:
+        transport: Any = self.transport
+        if transport is not None and transport.connected and not self._header_call:
             # Kept alive: the next request has a deadline of its own.
             self._arm()
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._disarm()
         super().connectionLost(reason)
 
     def _too_slow(self) -> None:
         self._header_call = None
-        if self.transport is not None and self.transport.connected:
-            self.transport.abortConnection()
+        transport: Any = self.transport
+        if transport is not None and transport.connected:
+            transport.abortConnection()
 
 
 class WebSite(Site):
@@ -95,7 +100,8 @@ class WebSite(Site):
 
     noisy = False
     # HTTP/1.1 only: WebSocket upgrades are HTTP/1.1, and so are static files here.
-    protocol = WebChannel
+    # (HTTPFactory types this as its HTTP/2-capable wrapper, which a plain channel stands in for.)
+    protocol = WebChannel  # type: ignore[assignment]
 
     def __init__(self, root: Resource, make_policy: Callable[[Any], WebPolicy], config: Any):
         super().__init__(root, timeout=config.web.idle_timeout)
@@ -103,7 +109,7 @@ class WebSite(Site):
         self.policy = make_policy(config)
         self.header_timeout = config.web.header_timeout
 
-    def log(self, request: Request) -> None:
+    def log(self, request: http.Request) -> None:
         # Connections are logged by the protocols; a line per page load would add nothing.
         pass
 

@@ -15,7 +15,7 @@ RFC 6455 closes it with 1002 (protocol error) or 1007 (not UTF-8), as wsproto de
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -108,15 +108,15 @@ class MessageTransport:
 
     @property
     def dataBuffer(self) -> bytes:
-        return self._channel.raw.dataBuffer  # type: ignore[no-any-return]
+        return self._channel.raw.dataBuffer
 
     @property
     def offset(self) -> int:
-        return self._channel.raw.offset  # type: ignore[no-any-return]
+        return self._channel.raw.offset
 
     @property
     def _tempDataLen(self) -> int:
-        return self._channel.raw._tempDataLen  # type: ignore[no-any-return]
+        return self._channel.raw._tempDataLen
 
     # -- ITransport ---------------------------------------------------------------------
 
@@ -124,7 +124,7 @@ class MessageTransport:
         if self.connected and not self.disconnecting:
             self._channel.send_output(data)
 
-    def writeSequence(self, data: Sequence[bytes]) -> None:
+    def writeSequence(self, data: Iterable[bytes]) -> None:
         self.write(b"".join(data))
 
     def loseConnection(self) -> None:
@@ -355,7 +355,7 @@ class WebSocketEndpoint(Resource):
         ws = handshake.connection
         assert ws is not None
         channel = request.channel
-        raw = channel.transport
+        raw: Any = channel.transport
         # The HTTP channel gives the socket up: its idle timeout and its place as the
         # socket's producer go to the protocol now on it.
         channel.setTimeout(None)
