@@ -1,6 +1,6 @@
 # The two commands the README promises:
 #   make run    install into .venv and run the server with its data in ./var
-#   make test   install with the test extras and run the whole suite, then ruff
+#   make test   install with the test extras and run the whole suite, then ruff and mypy
 # and the benchmark (bench/README.md):
 #   make bench  every scenario against chatserver and the reference servers found; the table
 #               is printed and written to bench/build/results.md
@@ -28,6 +28,7 @@ run: $(RUN_STAMP) web
 test: $(TEST_STAMP) web
 	$(BIN)/python -m pytest
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 soak: $(TEST_STAMP)
 	$(BIN)/python tools/soak.py --minutes $(SOAK_MINUTES)
@@ -35,6 +36,7 @@ soak: $(TEST_STAMP)
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(TEST_STAMP)
 	$(BIN)/ruff format .

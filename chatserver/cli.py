@@ -20,7 +20,7 @@ import getpass
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from chatserver.config import Config, ConfigError, load_config
@@ -284,13 +284,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from chatserver.server.reload import install_sighup
 
     server = build_service(config, reactor=reactor)
-    reactor.callWhenRunning(_handle_stop_signals, reactor)  # type: ignore[attr-defined]
-    reactor.callWhenRunning(install_sighup, reactor, server)  # type: ignore[attr-defined]
-    reactor.callWhenRunning(server.startService)  # type: ignore[attr-defined]
+    reactor.callWhenRunning(_handle_stop_signals, reactor)
+    reactor.callWhenRunning(install_sighup, reactor, server)
+    reactor.callWhenRunning(server.startService)
     # The reactor waits for the Deferred of a "before" trigger: users are told and history is
     # written before the reactor drops the connections.
-    reactor.addSystemEventTrigger("before", "shutdown", server.stopService)  # type: ignore[attr-defined]
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.addSystemEventTrigger("before", "shutdown", server.stopService)
+    reactor.run()
     return server.exit_status
 
 
@@ -797,7 +797,7 @@ async def _account_job(
     return EXIT_OK
 
 
-def _run_reactor_once(job: Callable[[Any], Awaitable[int]]) -> int:
+def _run_reactor_once(job: Callable[[Any], Coroutine[Any, Any, int]]) -> int:
     """Run ``job(reactor)`` to completion on the reactor and return its exit status."""
     from twisted.internet import defer, reactor
     from twisted.logger import globalLogBeginner
@@ -811,12 +811,12 @@ def _run_reactor_once(job: Callable[[Any], Awaitable[int]]) -> int:
     outcome: list[Any] = []
 
     def go() -> None:
-        d = defer.ensureDeferred(job(reactor))
+        d: defer.Deferred[int] = defer.ensureDeferred(job(reactor))
         d.addBoth(outcome.append)
-        d.addBoth(lambda _: reactor.stop())  # type: ignore[attr-defined]
+        d.addBoth(lambda _: reactor.stop())
 
-    reactor.callWhenRunning(go)  # type: ignore[attr-defined]
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.callWhenRunning(go)
+    reactor.run()
     if not outcome:
         raise CliError("interrupted")
     result = outcome[0]

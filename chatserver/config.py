@@ -149,7 +149,7 @@ class _Text:
             if value not in self.choices:
                 options = ", ".join(json.dumps(c) for c in self.choices)
                 raise _Invalid(f"expected one of {options}", value)
-            return typing.cast(str, value)
+            return str(value)
         if not isinstance(value, str):
             raise _Invalid(f"expected {self.what}", value)
         if self.pattern is not None and not re.fullmatch(self.pattern, value):
@@ -391,6 +391,16 @@ class IrcConfig:
     # draft/account-registration: REGISTER before NICK/USER/CAP END are done (the nick sent
     # with NICK is the account; a nick someone is using cannot be registered that way).
     registration_before_connect: bool = _key(False, _Bool())
+    # A server password every IRC client must send with PASS before registering (a private
+    # server); a hash made by `chatserver hash-password`, like operators' passwords.  Empty:
+    # no password.
+    password: str = _key(
+        "",
+        _Text(
+            test=lambda v: not v or is_valid_hash(v),
+            what="a hash made by `chatserver hash-password` (scrypt$...)",
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.logger import Logger
 
 from chatserver.core.events import Event, Message, MessageBatch
+from chatserver.core.interfaces import IChatClient
 
 if TYPE_CHECKING:
     from chatserver.core.rooms import Room
@@ -56,7 +57,7 @@ class Delivery:
         # not raise or block.
         self.observers: list[Callable[[Event], None]] = []
 
-    def _audience(self, user: User) -> list[Any]:
+    def _audience(self, user: User) -> list[IChatClient]:
         """Every connection that shares a room with ``user``, and the user's own, once each."""
         seen: set[int] = set()
         clients: list[Any] = []
@@ -141,7 +142,7 @@ class Delivery:
         self.stats["deliveries"] += len(mine)
         by_protocol = self.deliveries_by_protocol
         for client in mine:
-            protocol = getattr(client, "protocol", "?")
+            protocol = client.protocol
             by_protocol[protocol] = by_protocol.get(protocol, 0) + 1
         self.fanout_caused += len(room.members)
 
@@ -191,14 +192,14 @@ class Delivery:
         self.fanout_caused += 1
         origin = msg.origin
         key = id(origin)
-        if getattr(origin, "echo_at_turn_end", False):
+        if origin.echo_at_turn_end:
             # Its own copy comes in its place in the turn's batch, like everyone's: one write.
             pending.events.append(msg)
             self.stats["deliveries"] += 1
-            protocol = getattr(origin, "protocol", "?")
+            protocol = origin.protocol
             self.deliveries_by_protocol[protocol] = self.deliveries_by_protocol.get(protocol, 0) + 1
             return
-        if getattr(origin, "echoes_own_messages", True):
+        if origin.echoes_own_messages:
             had = pending.delivered.get(key, 0)
             if had < len(pending.events):
                 # What the room said earlier in this turn comes before the sender's own copy,
@@ -212,7 +213,7 @@ class Delivery:
             pending.events.append(msg)
             pending.delivered.setdefault(key, 0)
         self.stats["deliveries"] += 1
-        protocol = getattr(origin, "protocol", "?")
+        protocol = origin.protocol
         self.deliveries_by_protocol[protocol] = self.deliveries_by_protocol.get(protocol, 0) + 1
         try:
             origin.deliver(msg)
@@ -242,13 +243,8 @@ class Delivery:
                     # A sender, or a member who joined in this turn: the rest, without its own.
                     self._deliver_rest(client, events, had)
                     continue
-                deliver_batch = getattr(client, "deliver_batch", None)
                 try:
-                    if deliver_batch is not None:
-                        deliver_batch(batch)
-                    else:
-                        for event in events:
-                            client.deliver(event)
+                    client.deliver_batch(batch)
                 except Exception:
                     self._delivery_failed(events[0], client)
             # Every member gets every message once (its sender its own copy, counted when it
@@ -264,28 +260,23 @@ class Delivery:
             if messages:
                 for event in events:
                     if isinstance(event, Message):
-                        protocol = getattr(event.origin, "protocol", "?")
+                        protocol = event.origin.protocol
                         by_protocol[protocol] -= 1
 
-    def _deliver_rest(self, client: Any, events: list[Event], start: int) -> None:
+    def _deliver_rest(self, client: IChatClient, events: list[Event], start: int) -> None:
         """The events from ``start`` on, but for the messages ``client`` sent itself."""
         rest = tuple(e for e in events[start:] if getattr(e, "origin", None) is not client)
         self._deliver_all(client, rest)
 
-    def _deliver_all(self, client: Any, events: Sequence[Event]) -> None:
+    def _deliver_all(self, client: IChatClient, events: Sequence[Event]) -> None:
         if not events:
             return
-        deliver_batch = getattr(client, "deliver_batch", None)
         try:
-            if deliver_batch is not None:
-                deliver_batch(MessageBatch(messages=tuple(events)))
-            else:
-                for event in events:
-                    client.deliver(event)
+            client.deliver_batch(MessageBatch(messages=tuple(events)))
         except Exception:
             self._delivery_failed(events[0], client)
 
-    def _deliver_one(self, client: Any, event: Event) -> None:
+    def _deliver_one(self, client: IChatClient, event: Event) -> None:
         try:
             client.deliver(event)
         except Exception:
@@ -293,7 +284,7 @@ class Delivery:
 
     def _send(
         self,
-        clients: Iterable[Any],
+        clients: Iterable[IChatClient],
         event: Event,
         fanout: Sequence[tuple[str, int]] | None = None,
         *,
@@ -310,7 +301,7 @@ class Delivery:
         if fanout is None:
             for client in clients:
                 count += 1
-                protocol = getattr(client, "protocol", "?")
+                protocol = client.protocol
                 by_protocol[protocol] = by_protocol.get(protocol, 0) + 1
                 try:
                     client.deliver(event)
@@ -329,7 +320,7 @@ class Delivery:
         self.stats["deliveries"] += count
         self.fanout_caused += count
 
-    def _delivery_failed(self, event: Event, client: Any) -> None:
+    def _delivery_failed(self, event: Event, client: IChatClient) -> None:
         self.log.failure(
             "delivering {event} to {client}", event=type(event).__name__, client=client
         )
@@ -348,7 +339,9 @@ class _PendingRoom:
         self.others = 0
 
 
-def unique_clients(first: Iterable[Any], second: Iterable[Any]) -> list[Any]:
+def unique_clients(
+    first: Iterable[IChatClient], second: Iterable[IChatClient]
+) -> list[IChatClient]:
     """The clients of ``first`` and then those of ``second`` not already in it."""
     out = list(first)
     seen = {id(c) for c in out}

@@ -21,15 +21,18 @@ class IChatClient(Interface):
     def disconnect(reason):
         """The server ends this connection: tell the peer ``reason`` in its protocol, then close."""
 
-    # Optional, looked up with getattr:
-    #
-    # deliver_batch(batch): a MessageBatch of room events, all to be written at once
-    #     (without it, each message goes through ``deliver``).
-    # echoes_own_messages: whether the connection is shown its own room messages (True when
-    #     absent).  One that is not never needs the room's earlier messages of the same turn
-    #     before its own, so it gets everything at the end of the turn in one write.
-    # echo_at_turn_end: True when its own room messages may come back in the turn's batch
-    #     rather than at once (no label or reply has to carry them).
+    def deliver_batch(batch):
+        """Deliver a MessageBatch of room events, all to be written at once."""
+
+    echoes_own_messages = Attribute(
+        "Whether the connection is shown its own room messages.  One that is not never needs "
+        "the room's earlier messages of the same turn before its own, so it gets everything at "
+        "the end of the turn in one write."
+    )
+    echo_at_turn_end = Attribute(
+        "True when its own room messages may come back in the turn's batch rather than at once "
+        "(no label or reply has to carry them)."
+    )
 
 
 class IClock(Interface):
@@ -62,6 +65,39 @@ class IAccountStore(Interface):
 
     def list_accounts():
         """Fire with every AccountRecord, sorted by name."""
+
+    def create_invited_account(record, now):
+        """Use up the unexpired invitation of ``record.name`` and store the account in one
+        transaction; errback with AccountError(CLOSED) if there is no such invitation, EXISTS
+        if the name is taken (the invitation then stays)."""
+
+    def save_invite(invite):
+        """Insert or replace a RegistrationInvite."""
+
+    def get_invite(name, now):
+        """Fire with the unexpired RegistrationInvite for ``name`` (any case) or None."""
+
+    def delete_invite(name):
+        """Withdraw the invitation for ``name``; fire True if there was one."""
+
+    def purge_invites(now):
+        """Delete the invitations expired at ``now``; fire with how many."""
+
+    def list_invites(now):
+        """Fire with every unexpired RegistrationInvite, sorted by name."""
+
+
+class IServerBanStore(Interface):
+    """Server bans (K-lines) set by operators at run time.  Every method returns a Deferred."""
+
+    def load_server_bans():
+        """Fire with every stored ServerBan."""
+
+    def save_server_ban(ban):
+        """Insert or replace a ServerBan (keyed by its mask)."""
+
+    def delete_server_ban(mask):
+        """Forget the ban on ``mask``; fire True if there was one."""
 
 
 class IRoomStore(Interface):

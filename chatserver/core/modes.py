@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from chatserver.core.errors import ChatError, NotOnRoom, NotPermitted, UnknownMode
 from chatserver.core.events import Event, ModeChange, ModeItem, UserModeChange, Who
+from chatserver.core.interfaces import IChatClient
 from chatserver.core.names import casefold
 from chatserver.core.records import BanRecord
 from chatserver.core.rooms import ALL_MODES, FLAG_MODES, LIST_MODES, STATUS_MODES, normalize_mask
@@ -37,7 +38,7 @@ class RoomModes:
         def _persist(self, room: Room) -> None: ...
         def _send(
             self,
-            clients: Iterable[Any],
+            clients: Iterable[IChatClient],
             event: Event,
             fanout: Sequence[tuple[str, int]] | None = None,
         ) -> None: ...

@@ -125,7 +125,7 @@ class Room:
         if fanout is None:
             counts: dict[str, int] = {}
             for client in self.clients():
-                protocol = getattr(client, "protocol", "?")
+                protocol = client.protocol
                 counts[protocol] = counts.get(protocol, 0) + 1
             fanout = self._fanout = tuple(counts.items())
         return fanout

@@ -14,6 +14,7 @@ from twisted.logger import Logger
 
 from chatserver.core.bans import ServerBan, ban_matches, normalize_ban_mask
 from chatserver.core.errors import Banned, ChatError, NotPermitted
+from chatserver.core.interfaces import IServerBanStore
 
 if TYPE_CHECKING:
     from chatserver.core.users import Connection, User
@@ -33,16 +34,16 @@ class ServerBans:
         def quit(self, conn: Connection, reason: str = "", *, dropped: Any = None) -> None: ...
         def _end_connections(self, conns: Iterable[Connection], reason: str) -> list[str]: ...
 
-    def _init_server_bans(self, ban_store: Any) -> None:
+    def _init_server_bans(self, ban_store: IServerBanStore | None) -> None:
         # From the config file (replaced on reload) and set by operators at run time (kept in
-        # ``ban_store`` when it has the methods, else in memory).
+        # ``ban_store`` when there is one, else in memory only).
         self.ban_store = ban_store
         self.config_bans: tuple[ServerBan, ...] = ()
         self.runtime_bans: dict[str, ServerBan] = {}
 
     @inlineCallbacks
     def _load_server_bans(self):
-        if hasattr(self.ban_store, "load_server_bans"):
+        if self.ban_store is not None:
             for ban in (yield self.ban_store.load_server_bans()):
                 self.runtime_bans[ban.mask] = ban
 
@@ -119,7 +120,7 @@ class ServerBans:
         """
         ban = ServerBan(normalize_ban_mask(mask), reason.strip(), by, self.clock.seconds())
         self.runtime_bans[ban.mask] = ban
-        if hasattr(self.ban_store, "save_server_ban"):
+        if self.ban_store is not None:
             d = self.ban_store.save_server_ban(ban)
             d.addErrback(lambda f: self.log.failure("saving the ban {mask}", f, mask=ban.mask))
         self.log.info("{oper} banned {mask}: {reason}", oper=by, mask=ban.mask, reason=ban.reason)
@@ -141,7 +142,7 @@ class ServerBans:
             if any(b.mask == key for b in self.config_bans):
                 raise ChatError(f"{key} is set in the configuration file: remove it there")
             raise ChatError(f"no server ban on {key}")
-        if hasattr(self.ban_store, "delete_server_ban"):
+        if self.ban_store is not None:
             d = self.ban_store.delete_server_ban(key)
             d.addErrback(lambda f: self.log.failure("deleting the ban {mask}", f, mask=key))
         self.log.info("{oper} lifted the ban on {mask}", oper=by, mask=key)

@@ -55,6 +55,7 @@ from chatserver.core.events import (
 )
 from chatserver.core.history import HistoryLog
 from chatserver.core.identity import Identity
+from chatserver.core.interfaces import IChatClient, IHistoryStore, IRoomStore, IServerBanStore
 from chatserver.core.limits import AddressSet
 from chatserver.core.modes import RoomModes
 from chatserver.core.names import casefold, check_nick, is_valid_room, room_key
@@ -84,9 +85,9 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
         *,
         clock: Any,
         accounts: AccountManager,
-        room_store: Any,
-        history_store: Any,
-        ban_store: Any = None,
+        room_store: IRoomStore,
+        history_store: IHistoryStore,
+        ban_store: IServerBanStore | None = None,
         end_of_turn: Callable[[Callable[[], None]], object] | None = None,
     ) -> None:
         """``end_of_turn(f)`` must call ``f`` once the reactor has handled every connection
@@ -154,7 +155,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
 
     # -- connections and nicks -------------------------------------------------------------
 
-    def connect(self, client: Any) -> Connection:
+    def connect(self, client: IChatClient) -> Connection:
         """Attach a new connection (no nick yet); raises LimitExceeded past the per-address cap."""
         conn = Connection(client, next(self._conn_ids), self.clock.seconds())
         ban = self.server_ban_for(conn.address)
@@ -554,7 +555,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
                 native=native,
             )
             if status is not None:
-                clients: Iterable[Any] = [
+                clients: Iterable[IChatClient] = [
                     c
                     for u, m in r.members.items()
                     if m.has(status) or u is user

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from chatserver.core.events import Who
+from chatserver.core.interfaces import IChatClient
 from chatserver.core.names import casefold
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ class Connection:
         "user",
     )
 
-    def __init__(self, client: Any, conn_id: int, now: float) -> None:
+    def __init__(self, client: IChatClient, conn_id: int, now: float) -> None:
         self.client = client
         self.id = conn_id
         self.protocol: str = getattr(client, "protocol", "?")
@@ -109,7 +110,7 @@ class User:
         """Forget the cached snapshot (and the rooms' cached client lists)."""
         self._who = None
 
-    def clients(self) -> Iterator[Any]:
+    def clients(self) -> Iterator[IChatClient]:
         for conn in self.connections:
             yield conn.client
 

@@ -19,11 +19,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.defer import Deferred
 
-# Immutable records that ChatService methods return; protocols read their types from here.
 from chatserver.core.accounts import INVITE_DAYS, RegistrationInvite
 from chatserver.core.bans import ServerBan
 from chatserver.core.errors import ChatError, NoSuchRoom
 from chatserver.core.events import Who
+
+# Immutable records that ChatService methods return; protocols read their types from here.
+from chatserver.core.interfaces import IChatClient
 from chatserver.core.names import room_key
 from chatserver.core.records import BanRecord
 
@@ -104,7 +106,7 @@ class UserView(Protocol):
         """The snapshot events carry (cached by the core)."""
         ...
 
-    def clients(self) -> Iterator[Any]: ...
+    def clients(self) -> Iterator[IChatClient]: ...
 
 
 class RoomView(Protocol):
@@ -157,6 +159,14 @@ class RoomView(Protocol):
     def reg_voices(self) -> set[str] | frozenset[str]: ...
     def member(self, user: Any) -> MemberView | None: ...
     def find_member(self, nick: str) -> UserView | None: ...
+    def is_banned(self, who: Who) -> bool:
+        """Whether a ban mask of the room matches ``who``."""
+        ...
+
+    def is_invite_excepted(self, who: Who) -> bool:
+        """Whether an invite-exception mask of the room matches ``who``."""
+        ...
+
     def mode_state(self) -> list[tuple[str, str | None]]:
         """Flags and parameter modes currently set, as (name, argument), in a stable order."""
         ...

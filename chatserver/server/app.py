@@ -192,15 +192,19 @@ class _ObservedEndpoint:
         self._endpoint = endpoint
         self.result: defer.Deferred[IListeningPort] = defer.Deferred()
 
-    def listen(self, factory: IProtocolFactory) -> defer.Deferred[IListeningPort | None]:
+    def listen(self, factory: IProtocolFactory) -> defer.Deferred[IListeningPort]:
         def listening(port: IListeningPort) -> IListeningPort:
             self.result.callback(port)
             return port
 
-        def failed(failure: Failure) -> None:
+        def failed(failure: Failure) -> Any:
             self.result.errback(failure)
+            return None
 
-        return self._endpoint.listen(factory).addCallbacks(listening, failed)
+        d: defer.Deferred[Any] = self._endpoint.listen(factory)
+        # The failure is reported through ``result``: the service that called this one
+        # need not see it too.
+        return d.addCallbacks(listening, failed)
 
 
 class StartupError(Exception):
@@ -282,10 +286,11 @@ class ChatServer(MultiService):
     def enabled_protocols(self) -> list[str]:
         return [name for name in self.protocols if getattr(self.config, name).enabled]
 
-    def factories(self) -> list[tuple[str, IProtocolFactory]]:
+    def factories(self) -> list[tuple[str, Any]]:
         """Each protocol factory in use, once, with its protocol's name."""
         seen: set[int] = set()
-        found: list[tuple[str, IProtocolFactory]] = []
+        # Each protocol's own factory class, whose settings a reload replaces.
+        found: list[tuple[str, Any]] = []
         for listener, _port in self.ports:
             if id(listener.factory) not in seen:
                 seen.add(id(listener.factory))
@@ -428,7 +433,7 @@ class ChatServer(MultiService):
                 f"cannot listen protocol={listener.protocol} address={point}: {err}"
             ) from err
         self.ports.append((listener, port))
-        host = port.getHost()
+        host: Any = port.getHost()  # a TCP address: host and port
         address = format_address(host.host, host.port)
         if point.tls:
             log.info(
@@ -460,7 +465,7 @@ class ChatServer(MultiService):
                 f" {err}"
             ) from err
         self.metrics.lag.start()
-        host = self.http_port.getHost()
+        host: Any = self.http_port.getHost()  # a TCP address: host and port
         log.info(
             "listening protocol=http address={address} paths=/metrics,/health",
             address=format_address(host.host, host.port),
@@ -516,7 +521,7 @@ class ChatServer(MultiService):
         if self.metrics is not None:
             self.metrics.lag.stop()
         if self.http_port is not None:
-            await self.http_port.stopListening()
+            await defer.maybeDeferred(self.http_port.stopListening)
             self.http_port = None
         if self.control_port is not None:
             await defer.maybeDeferred(self.control_port.stopListening)

@@ -9,6 +9,7 @@ from typing import IO, Any
 from twisted.logger import (
     FileLogObserver,
     FilteringLogObserver,
+    ILogFilterPredicate,
     ILogObserver,
     LogLevel,
     PredicateResult,
@@ -71,6 +72,7 @@ class _QuietTwisted:
         self.observer(event)
 
 
+@implementer(ILogFilterPredicate)
 class _LevelAtLeast:
     """Passes events of ``minimum`` or above: what Twisted's LogLevelFilterPredicate does
     with one level for every namespace, without looking the namespace up for each event

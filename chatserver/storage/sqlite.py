@@ -34,7 +34,7 @@ from chatserver.core.accounts import RegistrationInvite, not_invited
 from chatserver.core.bans import ServerBan
 from chatserver.core.errors import AccountError
 from chatserver.core.events import Message, Who
-from chatserver.core.interfaces import IAccountStore, IHistoryStore, IRoomStore
+from chatserver.core.interfaces import IAccountStore, IHistoryStore, IRoomStore, IServerBanStore
 from chatserver.core.names import casefold
 from chatserver.core.records import (
     AccountRecord,
@@ -704,7 +704,7 @@ def _backup(cur: sqlite3.Cursor, dest_path: str) -> None:
     os.replace(tmp_path, dest_path)
 
 
-@implementer(IAccountStore, IRoomStore, IHistoryStore)
+@implementer(IAccountStore, IRoomStore, IHistoryStore, IServerBanStore)
 class SqliteStore:
     """Accounts, rooms and history in one SQLite file.  Call ``open()`` before anything else.
 
@@ -877,7 +877,7 @@ class SqliteStore:
                 " permissions of the file and its directory, and the free space"
             )
 
-        d = self._run(_quick_check, write=False, transaction=False)
+        d: Deferred[Any] = self._run(_quick_check, write=False, transaction=False)
         d.addCallbacks(damaged, unusable)
         d.addCallback(lambda _: self._run(_probe_write, write=True))
         d.addErrback(unwritable)

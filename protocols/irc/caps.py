@@ -12,6 +12,7 @@ by ``cap_bits & <the bits it cares about>``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -117,7 +118,7 @@ BITS: dict[str, int] = {
 }
 
 
-def bits_of(caps: set[str]) -> int:
+def bits_of(caps: AbstractSet[str]) -> int:
     bits = 0
     for name in caps:
         bits |= BITS.get(name, 0)

@@ -119,7 +119,7 @@ def dispatch(conn: IrcConnection, msg: IrcMessage) -> Deferred[Any] | None:
 
 def _deferred_failed(failure: Failure, conn: IrcConnection, msg: IrcMessage) -> None:
     if failure.check(ChatError):
-        conn.reply_error(failure.value, msg.command)  # type: ignore[arg-type]
+        conn.reply_error(failure.value, msg.command)
         return None
     _report_bug(conn, msg, failure)
     return None

@@ -67,6 +67,8 @@ class IrcConnection(Protocol):
     """
 
     protocol = "irc"
+    # Its own room messages come back at once, where a label or a reply can carry them.
+    echo_at_turn_end = False
 
     # Slots: an idle connection is mostly this object, and ten thousand of them add up.
     __slots__ = (
@@ -94,7 +96,6 @@ class IrcConnection(Protocol):
         "flood",
         "ident",
         "in_command",
-        "password",
         "pending_nick",
         "quit_nick",
         "quit_reason",
@@ -104,6 +105,7 @@ class IrcConnection(Protocol):
         "sasl",
         "server",
         "server_name",
+        "server_password_ok",
         "service",
         "services",
         "tls",
@@ -130,7 +132,8 @@ class IrcConnection(Protocol):
         self.refused_nick: str | None = None
         self.ident: str | None = None
         self.realname = ""
-        self.password: str | None = None
+        # PASS matched [irc] password (when one is set, registration needs it).
+        self.server_password_ok = False
         self.sasl: Any = None
         self.services = SERVICES
         self.closing = False
@@ -562,7 +565,7 @@ class IrcConnection(Protocol):
         for msg in messages:
             self._queue(history_lines(self, msg, batch_id))
 
-    def set_caps(self, enabled: set[str]) -> None:
+    def set_caps(self, enabled: AbstractSet[str]) -> None:
         """Replace the enabled capabilities (and the rendering bits derived from them)."""
         self.caps = enabled
         self.cap_bits = caps.bits_of(enabled)

@@ -66,7 +66,8 @@ def authenticate(conn: IrcConnection, arg: str) -> Deferred[None] | None:
         return None
     session = conn.sasl
     if session is None:
-        return _start(conn, arg)
+        _start(conn, arg)
+        return None
     if len(arg) > CHUNK:
         conn.sasl = None
         conn.reply(n.ERR_SASLTOOLONG, "SASL message too long")
@@ -85,9 +86,11 @@ def authenticate(conn: IrcConnection, arg: str) -> Deferred[None] | None:
     try:
         data = base64.b64decode(raw, validate=True) if raw else b""
     except (binascii.Error, ValueError):
-        return _failed(conn, "SASL authentication failed")
+        _failed(conn, "SASL authentication failed")
+        return None
     if session.proven is not None:
-        return _succeeded(conn, session.proven)
+        _succeeded(conn, session.proven)
+        return None
     d = session.server.step(data)
     d.addCallback(lambda outcome: _answer(conn, session, outcome))
     return d

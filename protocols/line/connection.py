@@ -76,6 +76,7 @@ class LineConnection(Protocol):
     _cork: list[bytes] | None = None
     # A user's own room messages are not shown back to the connection that sent them.
     echoes_own_messages = False
+    echo_at_turn_end = False
     # Slots: an idle connection is mostly this object, and ten thousand of them add up.
     __slots__ = (
         "_by_server",
@@ -485,7 +486,8 @@ class LineConnection(Protocol):
             return None
         if self._current is not None and self._current in user.rooms:
             return self._current
-        self._current = next(reversed(user.rooms), None) if user.rooms else None
+        # The room joined last (rooms keep their order of joining).
+        self._current = next(reversed(tuple(user.rooms)), None)
         return self._current
 
     @current_room.setter
@@ -591,7 +593,7 @@ class LineConnection(Protocol):
         for room in list(user.rooms.values()):
             self.show_room(room, joined=False)
         if user.rooms:
-            self._current = next(reversed(user.rooms))
+            self._current = tuple(user.rooms)[-1]
             if self.mode == "text":
                 self.write_line(f"{INFO}now talking in #{self._current}")
 

@@ -45,7 +45,7 @@ class LineFactory(ServerFactory):
     from here.
     """
 
-    protocol = LineConnection  # type: ignore[assignment]
+    protocol = LineConnection
     # The application logs its listeners; "Starting factory" lines would only repeat that.
     noisy = False
 

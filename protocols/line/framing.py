@@ -116,7 +116,7 @@ class LineFramer:
         self.commands = 0
         if not self._in_sub and b"\xff" not in data:
             # Plain text: the common case.
-            return self._text(data, [])  # type: ignore[return-value]
+            return self._text(data, [])
         out: list[Item] = []
         text: list[bytes] = []
         pos = 0

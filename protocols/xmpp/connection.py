@@ -103,6 +103,7 @@ class XmppConnection(Protocol):
     # A room reflects an occupant's own message back (XEP-0045), with nothing that needs it
     # before the end of the reactor turn: it comes in the turn's batch, in its place.
     echo_at_turn_end = True
+    echoes_own_messages = True
 
     # Slots: an idle connection is mostly this object, and ten thousand of them add up.
     __slots__ = (

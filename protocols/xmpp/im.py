@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from lxml import etree
 
 from chatserver.core.errors import NoSuchNick
+from chatserver.core.events import MessageKind
 from protocols.xmpp import relay, stanzas
 from protocols.xmpp.jid import JID, try_parse
 from protocols.xmpp.router import StanzaError, handler
@@ -61,7 +62,7 @@ def chat(conn: XmppConnection, stanza: etree._Element) -> None:
         return
     assert conn.core is not None
     _check_lines(body)
-    kind = "privmsg"
+    kind: MessageKind = "privmsg"
     text = body
     if text.startswith("/me "):
         kind, text = "action", text[4:]

@@ -379,7 +379,9 @@ def _unsubscribe(conn: XmppConnection, contact: str) -> Deferred[Any]:
     """This user stops following ``contact``'s presence."""
     factory, me, my_bare = conn.factory, conn.account, conn.bare_jid
     assert me is not None and my_bare is not None
-    d = _update(factory, me, contact, ask=None, subscription=lambda s: _drop(s, "to"))
+    d: Deferred[Any] = _update(
+        factory, me, contact, ask=None, subscription=lambda s: _drop(s, "to")
+    )
 
     def theirs(account: str | None) -> Deferred[Any] | None:
         _notify(factory, contact, _presence(my_bare, "unsubscribe"))
@@ -396,16 +398,19 @@ def _unsubscribe(conn: XmppConnection, contact: str) -> Deferred[Any]:
         )
 
     d.addCallback(lambda _: _account_of(conn, contact))
-    return d.addCallback(theirs)
+    d.addCallback(theirs)
+    return d
 
 
 def _unsubscribed(conn: XmppConnection, subscriber: str) -> Deferred[Any]:
     """This user refuses or cancels ``subscriber``'s subscription."""
     factory, me, my_bare = conn.factory, conn.account, conn.bare_jid
     assert me is not None and my_bare is not None
-    d = _update(factory, me, subscriber, pending_in=False, subscription=lambda s: _drop(s, "from"))
+    d: Deferred[Any] = _update(
+        factory, me, subscriber, pending_in=False, subscription=lambda s: _drop(s, "from")
+    )
 
-    def theirs(account: str | None) -> Deferred[Any] | None:
+    def theirs(account: str | None) -> Any:
         if account is None:
             return None
         _notify(factory, subscriber, _presence(my_bare, "unsubscribed"))
@@ -414,7 +419,8 @@ def _unsubscribed(conn: XmppConnection, subscriber: str) -> Deferred[Any]:
         return _update(factory, account, my_bare, ask=None, subscription=lambda s: _drop(s, "to"))
 
     d.addCallback(lambda _: _account_of(conn, subscriber))
-    return d.addCallback(theirs)
+    d.addCallback(theirs)
+    return d
 
 
 def remove_contact(conn: XmppConnection, item: RosterItem) -> Deferred[Any]:

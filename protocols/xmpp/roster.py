@@ -64,8 +64,15 @@ class Rosters:
 
             self.store.get_roster(account).addCallbacks(loaded, failed)
         d: Deferred[dict[str, RosterItem]] = Deferred()
-        pending.addCallback(lambda roster: (d.callback(roster), roster)[1])
-        pending.addErrback(lambda f: (d.errback(f), None)[1])
+
+        def passed(roster: dict[str, RosterItem]) -> dict[str, RosterItem]:
+            d.callback(roster)
+            return roster
+
+        def failed_too(f: Any) -> None:
+            d.errback(f)
+
+        pending.addCallbacks(passed, failed_too)
         return d
 
     def put(self, account: str, item: RosterItem) -> Deferred[None]:

@@ -44,6 +44,9 @@ class FakeStore:
     def latest(self, target: str, limit: int) -> defer.Deferred[list[Any]]:
         return defer.succeed([])
 
+    def load_server_bans(self) -> defer.Deferred[list[Any]]:
+        return defer.succeed([])
+
     def append(self, messages: Any) -> defer.Deferred[None]:
         self.calls.append("store.append")
         return defer.succeed(None)
@@ -54,6 +57,8 @@ class FakeClient:
     protocol = "line"
     address = "127.0.0.1"
     secure = True
+    echoes_own_messages = True
+    echo_at_turn_end = False
 
     def __init__(self, calls: list[str]) -> None:
         self.calls = calls
@@ -61,6 +66,9 @@ class FakeClient:
         self.conn: Any = None
 
     def deliver(self, event: object) -> None:
+        pass
+
+    def deliver_batch(self, batch: Any) -> None:
         pass
 
     def disconnect(self, reason: str) -> None:

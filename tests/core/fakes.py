@@ -11,6 +11,8 @@ from chatserver.core.interfaces import IChatClient
 
 @implementer(IChatClient)
 class FakeClient:
+    echo_at_turn_end = False
+
     def __init__(
         self,
         protocol: str = "line",

@@ -48,6 +48,9 @@ class _Client:
     def deliver(self, event: Any) -> None:
         pass
 
+    def deliver_batch(self, batch: Any) -> None:
+        pass
+
 
 def test_connection_cap_spares_only_the_exempt_addresses() -> None:
     settings = CoreSettings(max_connections_per_address=2, address_limit_exempt=("10.0.0.0/8",))

@@ -10,22 +10,24 @@ from twisted.internet.task import Clock
 from zope.interface import implementer
 
 from chatserver.core.accounts import AccountManager, RegistrationInvite, not_invited
+from chatserver.core.bans import ServerBan
 from chatserver.core.errors import AccountError
 from chatserver.core.events import Message
-from chatserver.core.interfaces import IAccountStore, IHistoryStore, IRoomStore
+from chatserver.core.interfaces import IAccountStore, IHistoryStore, IRoomStore, IServerBanStore
 from chatserver.core.names import casefold
 from chatserver.core.records import AccountRecord, RoomRecord
 from chatserver.core.service import ChatService
 from chatserver.core.settings import CoreSettings
 
 
-@implementer(IAccountStore, IRoomStore, IHistoryStore)
+@implementer(IAccountStore, IRoomStore, IHistoryStore, IServerBanStore)
 class MemoryStore:
     def __init__(self) -> None:
         self.accounts: dict[str, AccountRecord] = {}
         self.rooms: dict[str, RoomRecord] = {}
         self.messages: list[Message] = []
         self.invites: dict[str, RegistrationInvite] = {}
+        self.server_bans: dict[str, ServerBan] = {}
 
     # accounts
     def get_account(self, name: str) -> Deferred:
@@ -145,6 +147,18 @@ class MemoryStore:
 
     def close(self) -> Deferred:
         return succeed(None)
+
+    # server bans
+
+    def load_server_bans(self) -> Deferred:
+        return succeed(list(self.server_bans.values()))
+
+    def save_server_ban(self, ban: ServerBan) -> Deferred:
+        self.server_bans[ban.mask] = ban
+        return succeed(None)
+
+    def delete_server_ban(self, mask: str) -> Deferred:
+        return succeed(self.server_bans.pop(mask, None) is not None)
 
 
 def _raise(err: Exception) -> None:

@@ -48,6 +48,8 @@ class Occupant:
     address = "127.0.0.1"
     secure = True
     lang = "en"
+    echoes_own_messages = True
+    echo_at_turn_end = False
 
     def __init__(
         self, service: ChatService, nick: str, resource: str = "res", account: str | None = None
@@ -109,6 +111,10 @@ class Occupant:
         self.events.append(event)
         if isinstance(event, ROOM_EVENTS) or (isinstance(event, Message) and event.room):
             render_room_event(self, event)
+
+    def deliver_batch(self, batch: Any) -> None:
+        for event in batch.messages:
+            self.deliver(event)
 
     def disconnect(self, reason: str) -> None:
         self.events.append(("disconnect", reason))

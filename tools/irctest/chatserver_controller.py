@@ -40,11 +40,11 @@ def _python() -> str:
 
 
 @functools.cache
-def _oper_hash() -> str:
-    """The operator password's hash, made once per irctest run (scrypt is slow on purpose)."""
+def _hash(password: str) -> str:
+    """A password's hash for the config, made once per irctest run (scrypt is slow on purpose)."""
     out = subprocess.run(
         [_python(), "-m", "chatserver", "hash-password"],
-        input=OPER_PASSWORD + "\n",
+        input=password + "\n",
         capture_output=True,
         text=True,
         check=True,
@@ -129,8 +129,6 @@ class ChatserverController(BaseServerController, DirectoryBasedController):
         websocket_hostname: str | None = None,
         websocket_port: int | None = None,
     ) -> None:
-        if password is not None:
-            raise NotImplementedByController("PASS (server password)")
         if websocket_hostname is not None or websocket_port is not None:
             raise NotImplementedByController("Websocket")
         assert self.proc is None
@@ -144,6 +142,8 @@ class ChatserverController(BaseServerController, DirectoryBasedController):
             "flood_exempt": ["127.0.0.0/8", "::1"],
             "registration_before_connect": self.test_config.account_registration_before_connect,
         }
+        if password is not None:
+            irc["password"] = _hash(password)
         faketime_cmd: list[str] = []
         if faketime and shutil.which("faketime"):
             # The server's clock runs fast (a minute a second): its registration deadline
@@ -187,7 +187,7 @@ class ChatserverController(BaseServerController, DirectoryBasedController):
         lines += [
             "[[operators]]",
             f"name = {_toml(OPER_NAME)}",
-            f"password = {_toml(_oper_hash())}",
+            f"password = {_toml(_hash(OPER_PASSWORD))}",
             "",
         ]
         config_path = self.directory / "chatserver.toml"

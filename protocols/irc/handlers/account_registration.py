@@ -132,7 +132,7 @@ def register(conn: Any, msg: Any) -> Deferred[Any] | None:
         elif failure.check(ChatError):
             conn.fail("REGISTER", "TEMPORARILY_UNAVAILABLE", name, description=err.reason)
         else:
-            return failure  # type: ignore[no-any-return]
+            return failure
         return None
 
     return d.addCallbacks(done, failed)

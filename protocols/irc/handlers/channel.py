@@ -382,5 +382,5 @@ def _change_modes(conn: IrcConnection, room: RoomView, modestring: str, args: li
     except ChatError as err:
         conn.reply_error(err, "MODE", name)
         return
-    for err in errors:
-        conn.reply_error(err, "MODE", err.nick if isinstance(err, NoSuchNick) else "")
+    for problem in errors:
+        conn.reply_error(problem, "MODE", problem.nick if isinstance(problem, NoSuchNick) else "")

@@ -62,7 +62,10 @@ HELP_TEXT: dict[str, tuple[str, ...]] = {
     "NS": ("NS <command> [arguments]", "Short for NICKSERV."),
     "OPER": ("OPER <name> <password>", "Become a server operator."),
     "PART": ("PART <#room>[,#room…] [reason]", "Leave rooms."),
-    "PASS": ("PASS <password>", "Accepted and ignored: this server has no password."),
+    "PASS": (
+        "PASS <password>",
+        "The server password, before NICK and USER, when the server has one.",
+    ),
     "PING": ("PING <token>", "The server answers PONG with the token."),
     "PONG": ("PONG <token>", "The answer to the server's PING."),
     "PRIVMSG": ("PRIVMSG <target>[,target…] <text>", "Send a message to rooms or nicks."),

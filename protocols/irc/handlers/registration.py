@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from chatserver.core.errors import BadName, NickInUse
+from chatserver.auth.server_password import ServerPasswordRefused, check_server_password
+from chatserver.core.errors import AccountError, BadName, NickInUse
 from chatserver.core.names import NICK_MAX, ROOM_MAX, is_valid_nick
 from protocols import connlog
 from protocols.costs import FANOUT
@@ -25,6 +27,7 @@ from protocols.irc.channels import channel_name, send_names, send_topic
 from protocols.irc.commands import COMMANDS, command
 from protocols.irc.message import MAX_BODY_BYTES, IrcMessage, serialize_fitted
 from protocols.irc.modes import CHANMODES_TOKEN, CHANNEL_LETTERS, USER_LETTERS, user_mode_string
+from protocols.irc.security import may_send_passwords, tls_advice
 from protocols.irc.services_registry import is_service_nick
 
 if TYPE_CHECKING:
@@ -48,12 +51,41 @@ EXTRA_ISUPPORT: dict[str, str | Callable[[IrcConnection], str | None]] = {}
 
 
 @command("PASS", min_params=1, pre_registration=True)
-def pass_(conn: IrcConnection, msg: IrcMessage) -> None:
+def pass_(conn: IrcConnection, msg: IrcMessage) -> Deferred[None] | None:
     if conn.registered:
         conn.reply(n.ERR_ALREADYREGISTERED, "You may not reregister")
-        return
-    # No server password is configured; the value is kept only so it never reaches logs.
-    conn.password = msg.params[0]
+        return None
+    stored = conn.factory.config.password
+    if not stored:
+        # No server password: PASS is accepted and ignored, as clients send one anyway.
+        return None
+    if not may_send_passwords(conn):
+        _refuse_password(conn, tls_advice(conn), "Insecure password")
+        return None
+    # NICK and USER wait for the check (commands are answered in order), so registration
+    # sees its outcome.
+    d = check_server_password(
+        conn.service, stored, msg.params[0], address=conn.address, protocol=conn.protocol
+    )
+
+    def accepted(_: None) -> None:
+        conn.server_password_ok = True
+
+    def refused(failure: Failure) -> None:
+        failure.trap(ServerPasswordRefused, AccountError)
+        if isinstance(failure.value, AccountError):
+            _refuse_password(conn, "Too many failed attempts; try again later", "Throttled")
+        else:
+            _refuse_password(conn, "Password incorrect", "Bad password")
+
+    return d.addCallbacks(accepted, refused)
+
+
+def _refuse_password(conn: IrcConnection, text: str, reason: str) -> None:
+    """464, then ERROR and the end of the connection (Modern IRC: a wrong server password
+    closes the connection)."""
+    conn.reply(n.ERR_PASSWDMISMATCH, text)
+    conn.disconnect(reason)
 
 
 @command("NICK", pre_registration=True, cost=2.0, per_delivery=FANOUT)
@@ -107,6 +139,9 @@ def try_register(conn: IrcConnection) -> None:
     if conn.registered or conn.closing or conn.core is None:
         return
     if conn.cap_negotiating or conn.pending_nick is None or conn.ident is None:
+        return
+    if conn.factory.config.password and not conn.server_password_ok:
+        _refuse_password(conn, "This server needs a password: send PASS first", "No password")
         return
     if conn.sasl is not None:
         sasl.abort(conn)

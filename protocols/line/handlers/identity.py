@@ -28,9 +28,9 @@ if TYPE_CHECKING:
 def do_nick(c: LineConnection, a: Args) -> Reply:
     nick = a["nick"]
     if c.user is None:
-        user = c.service.claim_nick(c.session, nick)
-        c.welcome(user)
-        return Reply(fields={"nick": user.nick, "account": user.account})
+        claimed = c.service.claim_nick(c.session, nick)
+        c.welcome(claimed)
+        return Reply(fields={"nick": claimed.nick, "account": claimed.account})
     user = c.user
     if nick == user.nick:
         return Reply([f"{INFO}you are already {nick}"], {"nick": nick})

@@ -191,10 +191,10 @@ def on_admin_get(conn: Any, iq: Element) -> None:
             sub(out, "item", {"affiliation": wanted_affiliation, "jid": jid})
     masks = {"outcast": [b.mask for b in room.bans], "member": room.invites}
     for mask in masks.get(wanted_affiliation or "", []):
-        jid = mask_jid(conn, mask)
-        if jid is not None and casefold(jid.partition("@")[0]) not in listed:
-            listed.add(casefold(jid.partition("@")[0]))
-            sub(out, "item", {"affiliation": wanted_affiliation, "jid": jid})
+        masked = mask_jid(conn, mask)
+        if masked is not None and casefold(masked.partition("@")[0]) not in listed:
+            listed.add(casefold(masked.partition("@")[0]))
+            sub(out, "item", {"affiliation": wanted_affiliation, "jid": masked})
     conn.iq_result(iq, out)
 
 

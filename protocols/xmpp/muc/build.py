@@ -12,12 +12,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from lxml import etree
+from lxml.etree import _Element as Element
 
 from protocols.xmpp.muc import ns
 from protocols.xmpp.stanzas import sub, to_bytes
-
-Element = etree._Element
 
 _ESCAPE = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"})
 _OPENERS = {"message": b"<message", "presence": b"<presence", "iq": b"<iq"}

@@ -11,7 +11,7 @@ Core refusals raised here reach the router, which answers with the matching stan
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from chatserver.core.errors import BadName
 from chatserver.core.events import MessageKind
@@ -24,6 +24,9 @@ from protocols.xmpp.muc.chat import RoomStanza, stamp_occupant
 from protocols.xmpp.muc.occupants import RoomAddress, local_part, occupant_id, parse_address
 from protocols.xmpp.router import StanzaError, handler
 from protocols.xmpp.stanzas import child_text, sub
+
+if TYPE_CHECKING:
+    from protocols.xmpp.connection import XmppConnection
 
 ACTION_PREFIX = "/me "
 
@@ -156,8 +159,8 @@ def private(conn: Any, room: RoomView, nick: str, msg: Element) -> None:
     body = child_text(msg, "body")
     if not body:
         for client in target.clients():
-            if getattr(client, "protocol", None) == "xmpp":
-                relay.deliver(client, native, recipient=True)
+            if client.protocol == "xmpp":
+                relay.deliver(cast("XmppConnection", client), native, recipient=True)
         return
     kind, text = split_action(body)
     conn.service.say(conn.core, text=text, nick=target.nick, kind=kind, native=native)

@@ -134,8 +134,8 @@ def _kick(conn: Any, event: Kick) -> None:
 
 def _topic(conn: Any, event: Topic) -> None:
     room = _room(conn, event.room)
-    setter = event.who.nick
-    if room is None or room.find_member(setter) is None:
+    setter: str | None = event.who.nick
+    if room is None or room.find_member(event.who.nick) is None:
         setter = None
 
     def build() -> Element:
