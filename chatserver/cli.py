@@ -132,6 +132,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     health.set_defaults(handler=_cmd_health)
 
+    storage = commands.add_parser("storage", help="move the database between backends")
+    storage_actions = storage.add_subparsers(dest="action", required=True, metavar="ACTION")
+    copy = storage_actions.add_parser(
+        "copy",
+        help="copy an SQLite database into a PostgreSQL database, verified by counts",
+        description="Copy every account, room, ban, roster, PEP item and message of an SQLite"
+        " database into a PostgreSQL database (its tables are made if missing), in one"
+        " transaction, then compare the rows of every table on both sides. Stop the server"
+        " first, or messages stored meanwhile stay behind.",
+    )
+    copy.add_argument("--from", dest="source", required=True, metavar="SQLITE_FILE")
+    copy.add_argument("--to", dest="dsn", required=True, metavar="DSN")
+    copy.add_argument(
+        "--force", action="store_true", help="replace the content of a non-empty target"
+    )
+    storage.set_defaults(handler=_cmd_storage_copy)
+
     _admin_parser(commands, common)
 
     hashpw = commands.add_parser(
@@ -367,13 +384,68 @@ def _cmd_gen_cert(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- moving between backends ---------------------------------------------------------------
+
+
+def _cmd_storage_copy(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    source = Path(args.source)
+    if not source.is_file():
+        raise CliError(f"no such file: {source}")
+    try:
+        from chatserver.storage.copy import CopyError, copy_sqlite_to_postgresql
+        from chatserver.storage.postgresql import PostgresStore, describe_dsn
+    except ImportError as err:
+        raise CliError(
+            f"the postgresql backend needs psycopg: pip install 'psycopg[binary]' ({err})"
+        ) from None
+    from chatserver.storage.sqlite import SqliteStore
+
+    target = describe_dsn(args.dsn)
+
+    async def job(reactor: Any) -> int:
+        from twisted.internet.threads import deferToThread
+
+        # Opening brings both schemas to the current version, so their tables match.
+        for store in (
+            SqliteStore(str(source), reactor=reactor),
+            PostgresStore(args.dsn, reactor=reactor),
+        ):
+            try:
+                await store.open(check=True)
+            except Exception as err:
+                raise CliError(str(err)) from None
+            finally:
+                await store.close()
+        print(f"copying {source} to {target}:")
+        try:
+            counts = await deferToThread(
+                copy_sqlite_to_postgresql, str(source), args.dsn, force=args.force
+            )
+        except CopyError as err:
+            raise CliError(str(err)) from None
+        print(f"copied {sum(counts.values())} rows; every table holds as many rows as in {source}")
+        return EXIT_OK
+
+    return _run_reactor_once(job)
+
+
 # -- backup and restore ------------------------------------------------------------------------
+
+
+def _sqlite_only(config: Config, command: str, tool: str) -> None:
+    if config.storage.backend != "sqlite":
+        raise CliError(
+            f"{command} works on the sqlite backend; with {config.storage.backend}, use {tool}"
+        )
 
 
 def _cmd_backup(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     config = _config(args)
+    _sqlite_only(config, "backup", "pg_dump")
     source = Path(config.storage.path)
     if not source.is_file():
         raise CliError(f"no database at {source}")
@@ -448,6 +520,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     from chatserver.storage.migrations import SCHEMA_VERSION
 
     config = _config(args)
+    _sqlite_only(config, "restore", "pg_restore")
     backup = Path(args.file)
     target = Path(config.storage.path)
     pid = running_pid(config.data_dir)

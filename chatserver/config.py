@@ -319,9 +319,17 @@ class ServerConfig:
 
 @dataclass(frozen=True, slots=True)
 class StorageConfig:
-    backend: str = _key("sqlite", _Text(choices=("sqlite",)))
-    # Empty: chatserver.db in data_dir.
+    backend: str = _key("sqlite", _Text(choices=("sqlite", "postgresql")))
+    # Empty: chatserver.db in data_dir.  Used by the sqlite backend only.
     path: str = _key("", _PATH)
+    # postgresql://user:password@host:port/database; required by the postgresql backend.
+    dsn: str = _key(
+        "",
+        _Text(
+            pattern=r"((postgresql|postgres)://\S*)?",
+            what="a postgresql://user@host:port/database URL",
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -517,6 +525,7 @@ _CHAT_FROM_SERVER = {"server_name"}
 _CHAT_CHECKS: dict[str, Check] = {
     "history_in_memory": _Int(0, 100_000),
     "history_flush_interval": _Number(0, 3600),
+    "nick_enforcement": _Text(choices=("strict", "timeout")),
     "nick_enforce_timeout": _Number(0),
     "guest_prefix": _Text(test=is_valid_nick, what="the start of a nick, such as Guest"),
     "registration": _Text(choices=("open", "closed", "invite")),
@@ -898,6 +907,14 @@ def load_config(
     storage = raw["storage"]
     if not storage["path"]:
         storage["path"] = str(data_dir / "chatserver.db")
+    given = data.get("storage")
+    # A dsn given but refused has its own problem already.
+    if (
+        storage["backend"] == "postgresql"
+        and not storage["dsn"]
+        and not (isinstance(given, dict) and given.get("dsn"))
+    ):
+        problems.add("storage", "dsn", 'must be set when backend is "postgresql"')
 
     for section in PROTOCOL_SECTIONS:
         if not raw[section]["listen"]:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.postgres import BIN_DIR, MISSING_REASON, PostgresServer
 from tests.support.server import ServerProcess
 
 
@@ -21,3 +22,13 @@ def make_server(tmp_path: Path) -> Iterator:
     yield make
     for server in servers:
         server.kill()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A private PostgreSQL for the whole run (tests take a database each: ``new_database``)."""
+    if BIN_DIR is None:
+        pytest.skip(MISSING_REASON)
+    server = PostgresServer().start()
+    yield server
+    server.destroy()

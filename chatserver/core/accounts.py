@@ -30,7 +30,7 @@ from twisted.logger import Logger
 
 from chatserver.core.errors import AccountError, BadName, ChatError
 from chatserver.core.limits import KeyedBuckets
-from chatserver.core.names import casefold, check_nick
+from chatserver.core.names import casefold, check_nick, reserved_reason
 from chatserver.core.records import AccountRecord, Credential
 from chatserver.core.settings import CoreSettings
 
@@ -120,6 +120,11 @@ class AccountManager:
         # and by the protocol it came through.
         self.failures = 0
         self.failures_by_protocol: dict[str, int] = {}
+        # The folded names of the accounts, so that a registered nick can be refused at once
+        # when a nick is claimed.  Loaded at start and kept by what changes accounts here;
+        # an account made or deleted by another process is learnt when the store is next
+        # asked about it (ChatService checks every nick taken against the store).
+        self._names: set[str] = set()
 
     def apply_settings(self, settings: CoreSettings) -> None:
         """New settings (a config reload); the throttling buckets take the new limits."""
@@ -142,8 +147,38 @@ class AccountManager:
         return self.store.list_accounts()
 
     def registered_keys(self, keys: Sequence[str]) -> Deferred:
-        """Fire with the set of the folded names in ``keys`` that are accounts."""
-        return self.store.registered_keys(keys)
+        """Fire with the set of the folded names in ``keys`` that are accounts (and remember
+        what the store said about each)."""
+
+        def learn(found: set[str]) -> set[str]:
+            for key in keys:
+                (self._names.add if key in found else self._names.discard)(key)
+            return found
+
+        return self.store.registered_keys(keys).addCallback(learn)
+
+    def load_names(self) -> Deferred:
+        """Learn every account's name from the store (at start)."""
+
+        def loaded(keys: Sequence[str]) -> None:
+            self._names = set(keys)
+
+        return self.store.account_keys().addCallback(loaded)
+
+    def is_registered(self, name: str) -> bool:
+        """Whether ``name`` is an account, as far as this process knows (no store trip)."""
+        return casefold(name) in self._names
+
+    def note_registered(self, name: str) -> None:
+        """``name`` was just proven to be an account (a login)."""
+        self._names.add(casefold(name))
+
+    def check_name(self, name: str) -> None:
+        """Raise BadName unless ``name`` may be an account: a nick, not reserved."""
+        check_nick(name)
+        reason = reserved_reason(name, self.settings.guest_prefix)
+        if reason is not None:
+            raise BadName(name, reason)
 
     # -- changing ---------------------------------------------------------------------------
 
@@ -165,7 +200,7 @@ class AccountManager:
         With ``invited``, only if ``name`` has an unexpired invitation, which the same store
         transaction uses up; else errback with :func:`not_invited`'s error.
         """
-        check_nick(name)
+        self.check_name(name)
         self.check_password_rules(password)
         existing = yield self.store.get_account(name)
         if existing is not None:
@@ -177,6 +212,7 @@ class AccountManager:
             yield self.store.create_invited_account(record, now)
         else:
             yield self.store.create_account(record)
+        self._names.add(casefold(name))
         return record
 
     @inlineCallbacks
@@ -206,7 +242,7 @@ class AccountManager:
             raise AccountError(
                 AccountError.EMAIL_REQUIRED, "an email address is needed to register here"
             )
-        check_nick(name)
+        self.check_name(name)
         try:
             self.check_password_rules(password)
         except AccountError:
@@ -250,7 +286,11 @@ class AccountManager:
             raise AccountError(AccountError.NO_ACCOUNT, f"{name} is not registered")
 
     def delete(self, name: str) -> Deferred:
-        return self.store.delete_account(name)
+        def deleted(existed: bool) -> bool:
+            self._names.discard(casefold(name))
+            return existed
+
+        return self.store.delete_account(name).addCallback(deleted)
 
     # -- invitations ------------------------------------------------------------------------
 
@@ -263,7 +303,7 @@ class AccountManager:
         Inviting a name again replaces its invitation (a new expiry).  Errbacks BadName for a
         name that is not a nick, AccountError(EXISTS) for a registered one.
         """
-        check_nick(name)
+        self.check_name(name)
         if not (math.isfinite(days) and 0 < days <= MAX_INVITE_DAYS):
             raise ChatError(f"an invitation lasts more than 0 and at most {MAX_INVITE_DAYS:g} days")
         existing = yield self.store.get_account(name)

@@ -72,8 +72,8 @@ class Delivery:
         return clients
 
     def observe(self, observer: Callable[[Event], None]) -> None:
-        """Call ``observer`` with every Presence and every Away event from now on (see
-        ``observers``): how a protocol keeps a notify list without scanning users."""
+        """Call ``observer`` with every Presence, Away and AccountChange event from now on
+        (see ``observers``): how a protocol keeps a notify list without scanning users."""
         self.observers.append(observer)
 
     def _observe(self, event: Event) -> None:

@@ -45,6 +45,14 @@ class NickInUse(ChatError):
         super().__init__(f"{nick} is already in use")
 
 
+class NickReserved(NickInUse):
+    """The nick is a registered account's, and the session has not logged in to it."""
+
+    def __init__(self, nick: str) -> None:
+        self.nick = nick
+        ChatError.__init__(self, f"{nick} is a registered nick: log in to its account to use it")
+
+
 class NoSuchNick(ChatError):
     """No user has that nick."""
 
@@ -173,6 +181,7 @@ CORE_ERRORS: tuple[type[ChatError], ...] = (
     BadName,
     BadText,
     NickInUse,
+    NickReserved,
     NoSuchNick,
     NoSuchRoom,
     NotOnRoom,

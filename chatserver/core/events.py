@@ -73,6 +73,9 @@ class Message(Event):
     kind: MessageKind = "privmsg"
     room: str | None = None
     target: str | None = None
+    # The account of the user ``target`` names, if it is logged in to one: protocols that
+    # address users by account (XMPP JIDs) say whom the message was for with it.
+    target_account: str | None = None
     tags: tuple[tuple[str, str], ...] = ()
     # Minimum member status ('op' or 'voice') that receives it, for IRC STATUSMSG (@#room).
     status: str | None = None
@@ -187,10 +190,11 @@ class HostChange(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AccountChange(Event):
-    """``account`` None means logged out."""
+    """``account`` None means logged out; ``previous`` is the account it was logged in to."""
 
     who: Who
     account: str | None
+    previous: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

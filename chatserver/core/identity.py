@@ -15,7 +15,7 @@ from twisted.internet.defer import Deferred, fail, inlineCallbacks
 from twisted.logger import Logger
 
 from chatserver.core.accounts import INVITE_DAYS, AccountManager
-from chatserver.core.errors import AccountError, ChatError, NotPermitted
+from chatserver.core.errors import AccountError, BadName, ChatError, NickReserved, NotPermitted
 from chatserver.core.events import (
     ACCOUNT_DELETED,
     PASSWORD_CHANGED,
@@ -27,7 +27,7 @@ from chatserver.core.events import (
 )
 from chatserver.core.interfaces import IChatClient
 from chatserver.core.limits import AddressSet, KeyedBuckets
-from chatserver.core.names import casefold
+from chatserver.core.names import casefold, reserved_reason
 from chatserver.core.settings import CoreSettings
 
 if TYPE_CHECKING:
@@ -229,6 +229,7 @@ class Identity:
             ident=user.ident if user is not None else None,
             account=account,
         )
+        self.accounts.note_registered(account)
         protocol = conn.protocol
         self.logins_by_protocol[protocol] = self.logins_by_protocol.get(protocol, 0) + 1
         if user is None:
@@ -241,15 +242,19 @@ class Identity:
         if existing is not None and existing is not user:
             self._move_connection(conn, existing)
             return existing
-        if user.account is not None and self.by_account.get(casefold(user.account)) is user:
-            del self.by_account[casefold(user.account)]
+        previous = user.account
+        if previous is not None and self.by_account.get(casefold(previous)) is user:
+            del self.by_account[casefold(previous)]
         user.account = account
         user.changed()
         self.by_account[key] = user
-        change = AccountChange(ts=self.clock.seconds(), who=user.who(), account=account)
-        self._send(self._audience(user), change)
-        # Notify lists (IRC extended-monitor) follow users they share no room with.
-        self._observe(change)
+        event = AccountChange(
+            ts=self.clock.seconds(), who=user.who(), account=account, previous=previous
+        )
+        self._send(self._audience(user), event)
+        # Notify lists (IRC extended-monitor, XMPP rosters) follow users and accounts they
+        # share no room with.
+        self._observe(event)
         if key == user.key and user.enforce_timer is not None:
             if user.enforce_timer.active():
                 user.enforce_timer.cancel()
@@ -282,15 +287,18 @@ class Identity:
         self._logout_user(user)
 
     def _logout_user(self, user: User) -> None:
-        if self.by_account.get(casefold(user.account or "")) is user:
-            del self.by_account[casefold(user.account or "")]
+        previous = user.account
+        if self.by_account.get(casefold(previous or "")) is user:
+            del self.by_account[casefold(previous or "")]
         user.account = None
         user.changed()
         for conn in user.connections:
             conn.account = None
-        change = AccountChange(ts=self.clock.seconds(), who=user.who(), account=None)
-        self._send(self._audience(user), change)
-        self._observe(change)
+        event = AccountChange(
+            ts=self.clock.seconds(), who=user.who(), account=None, previous=previous
+        )
+        self._send(self._audience(user), event)
+        self._observe(event)
         self._check_enforcement(user)
 
     @inlineCallbacks
@@ -329,6 +337,7 @@ class Identity:
         turn, once the protocol has told it the account is gone."""
         existed = yield self.accounts.delete(name)
         if existed:
+            self._forget_blocks(name)  # type: ignore[attr-defined]
             self.account_revoked(name, ACCOUNT_DELETED, keep=requester)
             if requester is not None:
                 self.clock.callLater(0, self._end_connections, (requester,), ACCOUNT_DELETED)
@@ -364,12 +373,33 @@ class Identity:
 
     # -- nick enforcement ------------------------------------------------------------------
 
+    def _check_claim(self, nick: str, account: str | None) -> None:
+        """Raise unless a session logged in to ``account`` (None: not logged in) may take
+        ``nick`` as far as names go: BadName for a reserved name, NickReserved for another
+        account's nick when enforcement is strict."""
+        key = casefold(nick)
+        if account is not None and casefold(account) == key:
+            return
+        reason = reserved_reason(nick, self.settings.guest_prefix)
+        if reason is not None:
+            raise BadName(nick, reason)
+        if self.settings.nick_enforcement == "strict" and self.accounts.is_registered(key):
+            # Asked again in the background, so that an account that another process has
+            # deleted frees its nick by the next try.
+            d = self.accounts.registered_keys([key])
+            d.addErrback(lambda f: self.log.failure("checking the nick {key}", f, key=key))
+            raise NickReserved(nick)
+
     def _check_enforcement(self, user: User) -> None:
         if user.enforce_timer is not None:
             if user.enforce_timer.active():
                 user.enforce_timer.cancel()
             user.enforce_timer = None
         if user.account is not None and casefold(user.account) == user.key:
+            return
+        if self.settings.nick_enforcement == "strict" and self.accounts.is_registered(user.key):
+            # Logged out while on the account's nick: a guest from now on.
+            self._to_guest(user, f"{user.nick} is a registered nick")
             return
         # Checked together with every other nick taken in this reactor turn: one trip to the
         # store's thread for a burst of new connections, not one each.
@@ -400,6 +430,10 @@ class Identity:
             return
         if user.account is not None and casefold(user.account) == key:
             return
+        if self.settings.nick_enforcement == "strict":
+            # Registered by another process since this process last knew: no grace.
+            self._to_guest(user, f"{user.nick} is a registered nick")
+            return
         timeout = self.settings.nick_enforce_timeout
         self.notice_user(
             user,
@@ -417,6 +451,11 @@ class Identity:
             return
         guest = self._guest_nick()
         self.notice_user(user, f"You did not identify for {user.nick}; your nick is now {guest}.")
+        self._rename_user(user, guest)
+
+    def _to_guest(self, user: User, why: str) -> None:
+        guest = self._guest_nick()
+        self.notice_user(user, f"{why}: your nick is now {guest}. Log in to its account to use it.")
         self._rename_user(user, guest)
 
     def release_nick(self, nick: str, account: str) -> bool:

@@ -54,6 +54,9 @@ class IAccountStore(Interface):
     def registered_keys(keys):
         """Fire with the set of the folded names in ``keys`` that are accounts."""
 
+    def account_keys():
+        """Fire with the folded name of every account."""
+
     def create_account(record):
         """Store a new AccountRecord; errback with AccountError(EXISTS) if the name is taken."""
 
@@ -98,6 +101,20 @@ class IServerBanStore(Interface):
 
     def delete_server_ban(mask):
         """Forget the ban on ``mask``; fire True if there was one."""
+
+
+class IBlockStore(Interface):
+    """Block lists: (account, blocked name) pairs, both casefolded.  Every method returns a
+    Deferred."""
+
+    def load_blocks():
+        """Fire with every (account, name) pair."""
+
+    def add_blocks(account, names):
+        """Add names to the account's list (names already there are no change)."""
+
+    def remove_blocks(account, names):
+        """Remove names from the account's list."""
 
 
 class IRoomStore(Interface):

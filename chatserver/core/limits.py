@@ -118,6 +118,19 @@ class AddressCounter:
         return self._counts.get(address, 0)
 
 
+def canonical_address(address: str) -> str:
+    """One spelling per client address, whatever listener took the connection: an
+    IPv4-mapped IPv6 address (a dual-stack listener's view of an IPv4 client) is its IPv4
+    address, and IPv6 is written in its compressed form.  Anything else is kept as it is."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
 class AddressSet:
     """IP addresses and networks, given as strings such as "10.0.0.0/8" or "::1".
 

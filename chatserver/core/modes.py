@@ -120,11 +120,13 @@ class RoomModes:
                 else:
                     return None
             else:
-                present_masks = [m for m in room.invites if casefold(m) == casefold(mask)]
+                masks = room.invites if mode == "invite" else room.excepts
+                present_masks = [m for m in masks if casefold(m) == casefold(mask)]
                 if adding and not present_masks:
-                    room.invites.append(mask)
+                    masks.append(mask)
                 elif not adding and present_masks:
-                    room.invites.remove(present_masks[0])
+                    masks.remove(present_masks[0])
+                    mask = present_masks[0]
                 else:
                     return None
             return ModeItem(adding, mode, mask)

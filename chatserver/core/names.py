@@ -47,6 +47,30 @@ def check_nick(nick: str) -> str:
     return nick
 
 
+# Names of the server's own pseudo-users (IRC services, and the usual names of the ones other
+# servers have): no one may take them as a nick or register them, on any protocol, so that no
+# user can pose as a service and be told passwords.
+SERVICE_NICKS = frozenset(
+    {"nickserv", "chanserv", "memoserv", "operserv", "hostserv", "botserv", "saslserv"}
+)
+
+
+def is_guest_nick(nick: str, guest_prefix: str) -> bool:
+    """Whether ``nick`` has the form of the nicks the server gives guests (prefix, digits)."""
+    prefix = casefold(guest_prefix)
+    rest = casefold(nick)[len(prefix) :]
+    return casefold(nick).startswith(prefix) and rest.isascii() and rest.isdigit()
+
+
+def reserved_reason(nick: str, guest_prefix: str) -> str | None:
+    """Why ``nick`` may not be taken or registered by anyone, or None if it may."""
+    if casefold(nick) in SERVICE_NICKS:
+        return f"{nick} is reserved for services"
+    if is_guest_nick(nick, guest_prefix):
+        return f"{nick} is reserved for guests: nicks of the form {guest_prefix}<digits>"
+    return None
+
+
 def room_key(name: str) -> str:
     """Return the canonical (folded) room name, or raise :class:`BadName`."""
     folded = casefold(name)
@@ -95,6 +119,7 @@ ROOM_MODE_LETTERS: dict[str, str] = {
     "key": "k",
     "limit": "l",
     "ban": "b",
+    "except": "e",
     "invite": "I",
     "op": "o",
     "voice": "v",
@@ -102,10 +127,16 @@ ROOM_MODE_LETTERS: dict[str, str] = {
 ROOM_MODES_BY_LETTER: dict[str, str] = {letter: mode for mode, letter in ROOM_MODE_LETTERS.items()}
 
 ACCOUNT_MASK_PREFIX = "$a:"
+# A ban whose mask starts so mutes instead: whoever the rest matches may join but not speak
+# (``$m:nick!*@*``, ``$m:$a:account``); a ban exception so exempts from mutes only.
+MUTE_MASK_PREFIX = "$m:"
 
 
 def normalize_mask(mask: str) -> str:
-    """Complete a ban or invite mask: ``nick`` -> ``nick!*@*``; ``$a:name`` stays as it is."""
+    """Complete a ban or invite mask: ``nick`` -> ``nick!*@*``; ``$a:name`` stays as it is;
+    ``$m:<mask>`` (a mute) completes its mask."""
+    if mask.startswith(MUTE_MASK_PREFIX):
+        return MUTE_MASK_PREFIX + normalize_mask(mask[len(MUTE_MASK_PREFIX) :])
     if mask.startswith(ACCOUNT_MASK_PREFIX):
         return ACCOUNT_MASK_PREFIX + casefold(mask[len(ACCOUNT_MASK_PREFIX) :])
     if "!" not in mask and "@" not in mask:

@@ -6,11 +6,12 @@ Modes are core data with names, not letters; each protocol maps them to its own 
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from typing import Any
 
 from chatserver.core.events import Message, Who
-from chatserver.core.names import ACCOUNT_MASK_PREFIX, casefold, glob_match
+from chatserver.core.names import ACCOUNT_MASK_PREFIX, MUTE_MASK_PREFIX, casefold, glob_match
 from chatserver.core.names import normalize_mask as normalize_mask  # kept importable from here
 from chatserver.core.records import BanRecord, RoomRecord
 from chatserver.core.users import User
@@ -28,14 +29,19 @@ FLAG_MODES = frozenset(
     }
 )
 PARAM_MODES = frozenset({"key", "limit"})
-LIST_MODES = frozenset({"ban", "invite"})
+LIST_MODES = frozenset({"ban", "except", "invite"})
 STATUS_MODES = frozenset({"op", "voice"})
 ALL_MODES = FLAG_MODES | PARAM_MODES | LIST_MODES | STATUS_MODES
 # Modes a new room starts with: only members may speak, only operators set the topic.
 DEFAULT_MODES = frozenset({"no_external", "topic_lock"})
 
 
+# Where a registered room keeps its ban exceptions in RoomRecord.extra (a JSON list).
+EXCEPTS_KEY = "excepts"
+
+
 def mask_matches(mask: str, who: Who) -> bool:
+    """Whether ``mask`` (a host mask or ``$a:account``, not a mute) matches ``who``."""
     if mask.startswith(ACCOUNT_MASK_PREFIX):
         pattern = mask[len(ACCOUNT_MASK_PREFIX) :]
         return who.account is not None and glob_match(pattern, who.account)
@@ -69,6 +75,7 @@ class Room:
         "_fanout",
         "bans",
         "created_at",
+        "excepts",
         "flags",
         "history",
         "invited",
@@ -98,6 +105,8 @@ class Room:
         self.limit: int | None = None
         self.bans: list[BanRecord] = []
         self.invites: list[str] = []  # invite-exception masks (may join past invite_only)
+        # Ban exceptions: a plain mask exempts from bans, a $m: one from mutes.
+        self.excepts: list[str] = []
         self.invited: set[str] = set()  # folded nicks invited since (one-shot)
         self.registered = False
         self.owner: str | None = None
@@ -150,7 +159,30 @@ class Room:
     # -- rules -----------------------------------------------------------------------------
 
     def is_banned(self, who: Who) -> bool:
-        return any(mask_matches(ban.mask, who) for ban in self.bans)
+        """Whether a ban (not a mute) matches ``who`` and no ban exception does."""
+        for ban in self.bans:
+            mask = ban.mask
+            if not mask.startswith(MUTE_MASK_PREFIX) and mask_matches(mask, who):
+                return not self._excepted(who, mute=False)
+        return False
+
+    def is_muted(self, who: Who) -> bool:
+        """Whether a mute (``$m:`` ban) matches ``who`` and no mute exception does."""
+        skip = len(MUTE_MASK_PREFIX)
+        for ban in self.bans:
+            mask = ban.mask
+            if mask.startswith(MUTE_MASK_PREFIX) and mask_matches(mask[skip:], who):
+                return not self._excepted(who, mute=True)
+        return False
+
+    def _excepted(self, who: Who, *, mute: bool) -> bool:
+        skip = len(MUTE_MASK_PREFIX)
+        for mask in self.excepts:
+            if mask.startswith(MUTE_MASK_PREFIX) == mute and mask_matches(
+                mask[skip:] if mute else mask, who
+            ):
+                return True
+        return False
 
     def is_invite_excepted(self, who: Who) -> bool:
         return any(mask_matches(mask, who) for mask in self.invites)
@@ -179,6 +211,7 @@ class Room:
             voices=tuple(sorted(self.reg_voices)),
             bans=tuple(self.bans),
             invites=tuple(self.invites),
+            extra={EXCEPTS_KEY: json.dumps(self.excepts)} if self.excepts else {},
         )
 
     @classmethod
@@ -201,6 +234,9 @@ class Room:
         room.reg_voices = {casefold(a) for a in record.voices}
         room.bans = list(record.bans)
         room.invites = list(record.invites)
+        excepts = record.extra.get(EXCEPTS_KEY)
+        if excepts:
+            room.excepts = [str(mask) for mask in json.loads(excepts)]
         return room
 
     def __repr__(self) -> str:

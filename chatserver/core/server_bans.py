@@ -30,7 +30,7 @@ class ServerBans:
     if TYPE_CHECKING:
 
         def _user(self, conn: Connection) -> User: ...
-        def cloak(self, address: str, protocol: str) -> str: ...
+        def cloak(self, address: str) -> str: ...
         def quit(self, conn: Connection, reason: str = "", *, dropped: Any = None) -> None: ...
         def _end_connections(self, conns: Iterable[Connection], reason: str) -> list[str]: ...
 
@@ -75,7 +75,7 @@ class ServerBans:
             return
         ban = self.server_ban_for(
             conn.address,
-            cloak=self.cloak(conn.address, conn.protocol),
+            cloak=self.cloak(conn.address),
             nick=nick,
             ident=ident,
             account=account,

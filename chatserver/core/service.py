@@ -20,6 +20,7 @@ from twisted.internet.defer import Deferred, DeferredList, fail, inlineCallbacks
 from twisted.logger import Logger
 
 from chatserver.core.accounts import AccountManager
+from chatserver.core.blocking import Blocking
 from chatserver.core.delivery import Delivery, unique_clients
 from chatserver.core.errors import (
     AccountError,
@@ -55,8 +56,14 @@ from chatserver.core.events import (
 )
 from chatserver.core.history import HistoryLog
 from chatserver.core.identity import Identity
-from chatserver.core.interfaces import IChatClient, IHistoryStore, IRoomStore, IServerBanStore
-from chatserver.core.limits import AddressSet
+from chatserver.core.interfaces import (
+    IBlockStore,
+    IChatClient,
+    IHistoryStore,
+    IRoomStore,
+    IServerBanStore,
+)
+from chatserver.core.limits import AddressSet, canonical_address
 from chatserver.core.modes import RoomModes
 from chatserver.core.names import casefold, check_nick, is_valid_room, room_key
 from chatserver.core.rooms import Member, Room
@@ -66,13 +73,14 @@ from chatserver.core.users import Connection, NickTable, User
 from chatserver.core.views import Views
 
 
-class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
+class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views, Blocking):
     """The core's one entry point.
 
     Its parts live in modules of their own, each with its own state: fan-out and delivery
     (:mod:`~chatserver.core.delivery`), history write-behind (:mod:`~chatserver.core.history`),
     modes (:mod:`~chatserver.core.modes`), server bans (:mod:`~chatserver.core.server_bans`),
-    accounts and nick enforcement (:mod:`~chatserver.core.identity`).  This module keeps the
+    accounts and nick enforcement (:mod:`~chatserver.core.identity`), block lists
+    (:mod:`~chatserver.core.blocking`).  This module keeps the
     tables they share (connections, users, rooms) and what changes them: connections and
     nicks, rooms, messages, presence.
     """
@@ -88,6 +96,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
         room_store: IRoomStore,
         history_store: IHistoryStore,
         ban_store: IServerBanStore | None = None,
+        block_store: IBlockStore | None = None,
         end_of_turn: Callable[[Callable[[], None]], object] | None = None,
     ) -> None:
         """``end_of_turn(f)`` must call ``f`` once the reactor has handled every connection
@@ -122,14 +131,18 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
         self._init_delivery(end_of_turn)
         self._init_history()
         self._init_server_bans(ban_store)
+        self._init_blocking(block_store)
         self._init_identity()
 
     # -- lifecycle -------------------------------------------------------------------------
 
     @inlineCallbacks
     def start(self):
-        """Load registered rooms (with their recent history) and server bans from the store."""
+        """Load registered rooms (with their recent history), server bans, the accounts'
+        names and block lists from the store."""
         yield self._load_server_bans()
+        yield self.accounts.load_names()
+        yield self._load_blocks()
         records = yield self.room_store.load_rooms()
         for record in records:
             room = Room.from_record(record, self.settings.history_in_memory)
@@ -158,9 +171,11 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
     def connect(self, client: IChatClient) -> Connection:
         """Attach a new connection (no nick yet); raises LimitExceeded past the per-address cap."""
         conn = Connection(client, next(self._conn_ids), self.clock.seconds())
-        ban = self.server_ban_for(conn.address)
-        if ban is not None:
-            raise Banned(banned_text(ban), ban.mask)
+        if self.config_bans or self.runtime_bans:
+            # A host ban names the address or its cloak: both are known before anything else.
+            ban = self.server_ban_for(conn.address, cloak=self.cloak(conn.address))
+            if ban is not None:
+                raise Banned(banned_text(ban), ban.mask)
         limit = self.settings.max_connections_per_address
         count = self._per_address.get(conn.address, 0)
         if limit > 0 and count >= limit and conn.address not in self._limit_exempt:
@@ -175,9 +190,10 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
         there).  Raises Banned or LimitExceeded, and then changes nothing."""
         if address == conn.address:
             return
-        ban = self.server_ban_for(address)
-        if ban is not None:
-            raise Banned(banned_text(ban), ban.mask)
+        if self.config_bans or self.runtime_bans:
+            ban = self.server_ban_for(address, cloak=self.cloak(address))
+            if ban is not None:
+                raise Banned(banned_text(ban), ban.mask)
         limit = self.settings.max_connections_per_address
         count = self._per_address.get(address, 0)
         if limit > 0 and count >= limit and address not in self._limit_exempt:
@@ -190,10 +206,13 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
         self._per_address[address] = count + 1
         conn.address = address
 
-    def cloak(self, address: str, protocol: str) -> str:
-        """A stable host that stands for ``address`` without revealing it."""
-        digest = hmac.new(self._cloak_key, address.encode(), hashlib.sha256).hexdigest()
-        return f"{protocol}-{digest[:10]}.cloak"
+    def cloak(self, address: str) -> str:
+        """A stable host that stands for ``address`` without revealing it: the same on every
+        protocol, so that a ban on a cloak keeps its address out whatever protocol it uses."""
+        digest = hmac.new(
+            self._cloak_key, canonical_address(address).encode(), hashlib.sha256
+        ).hexdigest()
+        return f"{digest[:10]}.cloak"
 
     def claim_nick(
         self, conn: Connection, nick: str, *, ident: str | None = None, realname: str = ""
@@ -216,11 +235,12 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
         holder = self.users.get(nick)
         if holder is not None:
             raise NickInUse(holder.nick)
+        self._check_claim(nick, conn.account)
         now = self.clock.seconds()
         user = User(
             nick,
             ident=(ident or nick)[:16],
-            host=self.cloak(conn.address, conn.protocol),
+            host=self.cloak(conn.address),
             realname=realname[: self.settings.realname_max],
             now=now,
         )
@@ -259,6 +279,8 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
         holder = self.users.get(new_nick)
         if holder is not None and holder is not user:
             raise NickInUse(holder.nick)
+        if casefold(new_nick) != user.key:
+            self._check_claim(new_nick, user.account)
         self._rename_user(user, new_nick)
 
     def _rename_user(self, user: User, new_nick: str) -> None:
@@ -455,6 +477,9 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
         target = self._find(nick)
         if target in room.members:
             raise AlreadyOnRoom(room.name, target.nick)
+        if self._blocks_sender(target, user):
+            # Dropped without a word, as a blocked private message is.
+            return target
         room.invited.add(target.key)
         event = Invite(ts=self.clock.seconds(), room=room.name, who=user.who(), target=target.nick)
         self._send(unique_clients(room.clients(), target.clients()), event)
@@ -518,9 +543,12 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
         kind: MessageKind = "privmsg",
         tags: tuple[tuple[str, str], ...] = (),
         status: str | None = None,
+        account: str | None = None,
         native: Any = None,
     ) -> Message:
-        """Send a message to a room or to a nick; returns the Message that was delivered.
+        """Send a message to a room, to a nick, or to the user logged in to ``account`` (an
+        address that belongs to an account reaches no one else); returns the Message that
+        was delivered.
 
         ``native`` is the message in the sender's protocol, carried on the Message untouched
         for recipients on that protocol (see ``Message.native``).
@@ -578,9 +606,15 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
             if status is None:
                 self._record(r, msg)
             return msg
-        if nick is None:
+        if account is not None:
+            found = self.by_account.get(casefold(account))
+            if found is None:
+                raise NoSuchNick(account)
+            target = found
+        elif nick is None:
             raise ChatError("a message needs a room or a nick")
-        target = self._find(nick)
+        else:
+            target = self._find(nick)
         msg = Message(
             ts=now,
             id=self._new_id(),
@@ -588,11 +622,12 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
             text=text,
             kind=kind,
             target=target.nick,
+            target_account=target.account,
             tags=tags,
             origin=conn.client,
             native=native,
         )
-        clients = list(target.clients())
+        clients = [] if self._blocks_sender(target, user) else list(target.clients())
         if target is not user:
             clients.extend(user.clients())
         self._send(clients, msg)
@@ -604,8 +639,12 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
         voiced = member is not None and member.has("voice")
         if "moderated" in room.flags and not voiced:
             raise CannotSend(room.name, "the room is moderated: only voiced members may speak")
-        if not voiced and room.is_banned(user.who()):
-            raise CannotSend(room.name, "you are banned from this room")
+        if not voiced and room.bans:
+            who = user.who()
+            if room.is_banned(who):
+                raise CannotSend(room.name, "you are banned from this room")
+            if room.is_muted(who):
+                raise CannotSend(room.name, "you are muted in this room")
 
     def _new_id(self) -> str:
         return f"{self._id_prefix}{next(self._msg_ids):x}"
@@ -684,6 +723,10 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views):
 
     def find_user(self, nick: str) -> User | None:
         return self.users.get(nick)
+
+    def find_account_user(self, account: str) -> User | None:
+        """The user online logged in to ``account``, or None."""
+        return self.by_account.get(casefold(account))
 
     def get_room(self, name: str) -> Room | None:
         if not is_valid_room(name):

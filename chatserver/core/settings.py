@@ -12,7 +12,12 @@ class CoreSettings:
     history_in_memory: int = 100
     # Seconds between history batch writes; 0 writes every message at once.
     history_flush_interval: float = 1.0
-    # Seconds a session on a registered nick has to identify before it is renamed.
+    # How a registered nick is kept for its account: "strict" refuses it to anyone not logged
+    # in to the account; "timeout" lets anyone take it, shown as a guest (never as the
+    # account), and renames them to a guest nick unless they log in within
+    # `nick_enforce_timeout` seconds.
+    nick_enforcement: str = "strict"
+    # Seconds a session on a registered nick has to identify before it is renamed ("timeout").
     nick_enforce_timeout: float = 60.0
     guest_prefix: str = "Guest"
     # "open": anyone may register a nick; "closed": only `chatserver account create`;

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from chatserver.core.events import Who
 from chatserver.core.interfaces import IChatClient
+from chatserver.core.limits import canonical_address
 from chatserver.core.names import casefold
 
 if TYPE_CHECKING:
@@ -36,7 +37,9 @@ class Connection:
         self.client = client
         self.id = conn_id
         self.protocol: str = getattr(client, "protocol", "?")
-        self.address: str = getattr(client, "address", "")
+        # Canonical, so that cloaks, bans and per-address limits see one address whichever
+        # protocol or listener the client came through.
+        self.address: str = canonical_address(getattr(client, "address", ""))
         self.connected_at = now
         self.last_active = now
         self.user: User | None = None

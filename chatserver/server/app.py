@@ -156,6 +156,16 @@ def open_store(config: Config, reactor: Any) -> Any:
     """The store named by ``[storage] backend`` (not yet opened)."""
     if config.storage.backend == "sqlite":
         return SqliteStore(config.storage.path, reactor=reactor)
+    if config.storage.backend == "postgresql":
+        # Imported here: psycopg is needed only by those who choose this backend.
+        try:
+            from chatserver.storage.postgresql import PostgresStore
+        except ImportError as err:
+            raise StoreUnusable(
+                f"the postgresql backend needs psycopg: pip install 'psycopg[binary]' ({err})"
+            ) from None
+
+        return PostgresStore(config.storage.dsn, reactor=reactor)
     raise ValueError(f"unknown storage backend {config.storage.backend!r}")
 
 
@@ -357,6 +367,7 @@ class ChatServer(MultiService):
             room_store=self.store,
             history_store=self.store,
             ban_store=self.store,
+            block_store=self.store,
             # Runs after the reactor has read every ready connection of the turn.
             end_of_turn=lambda flush: self.reactor.callLater(0, flush),
         )

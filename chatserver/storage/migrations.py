@@ -158,12 +158,24 @@ _V5_PEP: tuple[str, ...] = (
     """,
 )
 
+# Block lists (one per account, on every protocol): a name per row.
+_V6_BLOCKS: tuple[str, ...] = (
+    """
+    CREATE TABLE blocks (
+        account TEXT NOT NULL REFERENCES accounts (key) ON DELETE CASCADE,
+        name    TEXT NOT NULL,  -- casefolded account name or nick
+        PRIMARY KEY (account, name)
+    )
+    """,
+)
+
 MIGRATIONS: tuple[Step, ...] = (
     _V1_INITIAL,
     _V2_ROSTER,
     _V3_SERVER_BANS,
     _V4_REGISTRATION_INVITES,
     _V5_PEP,
+    _V6_BLOCKS,
 )
 """Index i holds the step to version i + 1.  Append here; the tuple's length is the version."""
 

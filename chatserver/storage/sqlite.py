@@ -34,7 +34,13 @@ from chatserver.core.accounts import RegistrationInvite, not_invited
 from chatserver.core.bans import ServerBan
 from chatserver.core.errors import AccountError
 from chatserver.core.events import Message, Who
-from chatserver.core.interfaces import IAccountStore, IHistoryStore, IRoomStore, IServerBanStore
+from chatserver.core.interfaces import (
+    IAccountStore,
+    IBlockStore,
+    IHistoryStore,
+    IRoomStore,
+    IServerBanStore,
+)
 from chatserver.core.names import casefold
 from chatserver.core.records import (
     AccountRecord,
@@ -304,6 +310,11 @@ def _registered_keys(cur: sqlite3.Cursor, keys: Sequence[str]) -> set[str]:
     return found
 
 
+def _account_keys(cur: sqlite3.Cursor) -> list[str]:
+    cur.execute("SELECT key FROM accounts")
+    return [key for (key,) in cur.fetchall()]
+
+
 def _get_account(cur: sqlite3.Cursor, key: str) -> AccountRecord | None:
     cur.execute("SELECT name, created_at, email FROM accounts WHERE key = ?", (key,))
     row = cur.fetchone()
@@ -569,6 +580,25 @@ def _remove_roster_item(cur: sqlite3.Cursor, account: str, jid: str) -> bool:
     return cur.rowcount > 0
 
 
+def _load_blocks(cur: sqlite3.Cursor) -> list[tuple[str, str]]:
+    cur.execute("SELECT account, name FROM blocks ORDER BY account, name")
+    return [(account, name) for account, name in cur.fetchall()]
+
+
+def _add_blocks(cur: sqlite3.Cursor, account: str, names: list[str]) -> None:
+    cur.executemany(
+        "INSERT OR IGNORE INTO blocks (account, name) VALUES (?, ?)",
+        [(account, _utf8(name)) for name in names],
+    )
+
+
+def _remove_blocks(cur: sqlite3.Cursor, account: str, names: list[str]) -> None:
+    cur.executemany(
+        "DELETE FROM blocks WHERE account = ? AND name = ?",
+        [(account, _utf8(name)) for name in names],
+    )
+
+
 def _get_pep(cur: sqlite3.Cursor, account: str) -> list[PepNode]:
     cur.execute(
         "SELECT kind, node, item_id, payload, published_at FROM pep_items WHERE account = ?"
@@ -704,7 +734,7 @@ def _backup(cur: sqlite3.Cursor, dest_path: str) -> None:
     os.replace(tmp_path, dest_path)
 
 
-@implementer(IAccountStore, IRoomStore, IHistoryStore, IServerBanStore)
+@implementer(IAccountStore, IRoomStore, IHistoryStore, IServerBanStore, IBlockStore)
 class SqliteStore:
     """Accounts, rooms and history in one SQLite file.  Call ``open()`` before anything else.
 
@@ -941,6 +971,9 @@ class SqliteStore:
     def registered_keys(self, keys: Sequence[str]) -> Deferred[set[str]]:
         return self._run(_registered_keys, [casefold(key) for key in keys], write=False)
 
+    def account_keys(self) -> Deferred[list[str]]:
+        return self._run(_account_keys, write=False)
+
     def create_account(self, record: AccountRecord) -> Deferred[None]:
         return self._run(_create_account, record, write=True)
 
@@ -1056,6 +1089,18 @@ class SqliteStore:
 
     def remove_item(self, account: str, jid: str) -> Deferred[bool]:
         return self._run(_remove_roster_item, casefold(account), jid, write=True)
+
+    # -- block lists (the core's, one per account) ------------------------------------------
+
+    def load_blocks(self) -> Deferred[list[tuple[str, str]]]:
+        """Every (casefolded account, blocked name) pair."""
+        return self._run(_load_blocks, write=False)
+
+    def add_blocks(self, account: str, names: list[str]) -> Deferred[None]:
+        return self._run(_add_blocks, casefold(account), names, write=True)
+
+    def remove_blocks(self, account: str, names: list[str]) -> Deferred[None]:
+        return self._run(_remove_blocks, casefold(account), names, write=True)
 
     # -- XMPP personal data (the XMPP factory is given this store as its IPepStore) ----------
 

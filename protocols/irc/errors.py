@@ -39,7 +39,14 @@ JOIN_REFUSALS: dict[str, tuple[str, str]] = {
 
 def _nick_in_use(conn: IrcConnection, err: core.ChatError, command: str, target: str) -> None:
     assert isinstance(err, core.NickInUse)
-    conn.reply(n.ERR_NICKNAMEINUSE, target or err.nick, "Nickname is already in use")
+    conn.reply(n.ERR_NICKNAMEINUSE, target or err.nick, in_use_text(err))
+
+
+def in_use_text(err: core.NickInUse) -> str:
+    """433's text: a registered nick says how to get it (as Ergo words it)."""
+    if isinstance(err, core.NickReserved):
+        return "Nickname is reserved by a different account: log in (SASL or NickServ) to use it"
+    return "Nickname is already in use"
 
 
 def _bad_name(conn: IrcConnection, err: core.ChatError, command: str, target: str) -> None:
@@ -121,6 +128,7 @@ ERRORS: dict[type[core.ChatError], Reply] = {
     core.BadName: _bad_name,
     core.BadText: _bad_text,
     core.NickInUse: _nick_in_use,
+    core.NickReserved: _nick_in_use,
     core.NoSuchNick: _no_such_nick,
     core.NoSuchRoom: _no_such_room,
     core.NotOnRoom: _not_on_room,

@@ -11,7 +11,7 @@ from chatserver.core.names import ROOM_MODE_LETTERS
 CHANNEL_LETTERS: dict[str, str] = ROOM_MODE_LETTERS
 CHANNEL_MODES: dict[str, str] = {letter: name for name, letter in CHANNEL_LETTERS.items()}
 # ISUPPORT CHANMODES groups: A lists, B always a parameter, C a parameter when set, D flags.
-LIST_LETTERS = "Ib"
+LIST_LETTERS = "Ibe"
 ALWAYS_PARAM_LETTERS = "k"
 SET_PARAM_LETTERS = "l"
 FLAG_LETTERS = "CimnstR"

@@ -33,6 +33,15 @@ def _nick_in_use(err: Any) -> Described:
     return "nick_in_use", f"{err.nick} is already in use; choose another nick", {}
 
 
+def _nick_reserved(err: Any) -> Described:
+    return (
+        "nick_reserved",
+        f"{err.nick} is a registered nick: log in with /identify {err.nick} <password>,"
+        " or choose another nick",
+        {},
+    )
+
+
 def _no_such_room(err: Any) -> Described:
     return "no_such_room", f"no such room: {room_name(err.room)}", {"room": err.room}
 
@@ -72,6 +81,7 @@ ERRORS: dict[type[core.ChatError], Callable[[Any], Described]] = {
     core.BadName: lambda err: ("bad_name", err.reason, {}),
     core.BadText: lambda err: ("bad_text", err.reason, {}),
     core.NickInUse: _nick_in_use,
+    core.NickReserved: _nick_reserved,
     core.NoSuchNick: lambda err: ("no_such_nick", f"no such nick: {err.nick}", {}),
     core.NoSuchRoom: _no_such_room,
     core.NotOnRoom: _not_on_room,

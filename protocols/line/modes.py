@@ -18,6 +18,7 @@ _TAKES_ARG: dict[str, tuple[bool, bool]] = {
     "key": (True, False),
     "limit": (True, False),
     "ban": (True, True),
+    "except": (True, True),
     "invite": (True, True),
     "op": (True, True),
     "voice": (True, True),

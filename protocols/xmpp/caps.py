@@ -96,6 +96,13 @@ def server_ver(factory: XmppFactory) -> str:
     return ver_of(server_info(factory))
 
 
+def stream_feature(factory: XmppFactory) -> etree._Element:
+    """The server's capabilities in stream features (XEP-0115 §6.3)."""
+    return stanzas.element(
+        "c", {"hash": "sha-1", "node": SERVER_NODE, "ver": server_ver(factory)}, ns=NS_CAPS
+    )
+
+
 def received(conn: XmppConnection, presence: etree._Element) -> None:
     """An available presence from the client: learn its capabilities from its ``<c/>``."""
     c = presence.find(f"{{{NS_CAPS}}}c")

@@ -14,7 +14,7 @@ from lxml import etree
 
 from chatserver.core.events import Message
 from protocols.xmpp import stanzas
-from protocols.xmpp.jid import user_jid
+from protocols.xmpp.jid import address_of, guest_jid, user_jid
 from protocols.xmpp.router import StanzaError, handler
 
 if TYPE_CHECKING:
@@ -44,15 +44,17 @@ def enabled(conn: XmppConnection) -> bool:
 
 def sent_copy(conn: XmppConnection, event: Message, body: str) -> etree._Element:
     """The carbon of a private message this connection's user sent from another connection."""
-    own = conn.bare_jid or user_jid(event.source.nick, conn.domain)
+    own = conn.bare_jid or address_of(event.source, conn.domain)
     outer = stanzas.element("message", {"from": own, "to": conn.jid, "type": "chat"})
     sent = stanzas.sub(outer, "sent", ns=NS_CARBONS)
     forwarded = stanzas.sub(sent, "forwarded", ns=NS_FORWARD)
     inner = stanzas.element(
         "message",
         {
-            "from": user_jid(event.source.nick, conn.domain),
-            "to": user_jid(event.target or "", conn.domain),
+            "from": address_of(event.source, conn.domain),
+            "to": user_jid(event.target_account, conn.domain)
+            if event.target_account is not None
+            else guest_jid(event.target or "", conn.domain),
             "type": "chat",
             "id": event.id,
         },

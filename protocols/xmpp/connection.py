@@ -29,8 +29,8 @@ from protocols.transport import close, peer
 from protocols.transport.flood import FloodBudget, FloodQueue
 from protocols.transport.idle import IdleTimer
 from protocols.transport.output import BoundedOutput
-from protocols.xmpp import bind, csi, presence, register, render, router, sasl, sm, stanzas
-from protocols.xmpp.jid import parse_jid, try_parse, user_jid
+from protocols.xmpp import bind, caps, csi, presence, register, render, router, sasl, sm, stanzas
+from protocols.xmpp.jid import address_of, parse_jid, try_parse, user_jid
 from protocols.xmpp.stanzas import NS_CLIENT, NS_SASL, NS_STREAM_ERRORS, NS_STREAMS, NS_TLS
 from protocols.xmpp.stream import StreamClosed, StreamError, StreamOpened, StreamParser
 
@@ -295,8 +295,8 @@ class XmppConnection(Protocol):
         self.send(reply)
 
     def jid_of(self, who: Who) -> str:
-        """The bare JID that stands for a core user (``nick@domain``)."""
-        return user_jid(who.nick, self.domain)
+        """The bare JID that stands for a core user: its account's, or its guest address."""
+        return address_of(who, self.domain)
 
     def occupant_jid(self, room: str, nick: str) -> str:
         """``room@muc_domain/nick``."""
@@ -685,6 +685,8 @@ class XmppConnection(Protocol):
             parts.append(session)
             parts.append(stanzas.element("sm", ns=sm.NS_SM))
             parts.append(stanzas.element("csi", ns=csi.NS_CSI))
+            parts.append(caps.stream_feature(self.factory))
+            parts.append(stanzas.element("ver", ns=stanzas.NS_ROSTER_VER))
         body = b"".join(stanzas.to_bytes(p) for p in parts)
         return b"<stream:features>" + body + b"</stream:features>"
 

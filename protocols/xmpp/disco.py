@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING
 from lxml import etree
 
 from protocols.xmpp import pep, router, stanzas
+from protocols.xmpp.blocking import NS_BLOCKING
 from protocols.xmpp.caps import NS_CAPS
 from protocols.xmpp.carbons import NS_CARBONS
-from protocols.xmpp.jid import try_parse
+from protocols.xmpp.jid import GUEST_MARK, local_user, try_parse
 from protocols.xmpp.private import NS_PRIVATE
 from protocols.xmpp.router import StanzaError, handler
 from protocols.xmpp.stanzas import (
@@ -38,6 +39,7 @@ SERVER_FEATURES = (
     NS_VERSION,
     NS_ROSTER,
     NS_CARBONS,
+    NS_BLOCKING,
     NS_CAPS,
     NS_PRIVATE,
     NS_VCARD,
@@ -65,7 +67,9 @@ def info(conn: XmppConnection, stanza: etree._Element) -> None:
     else:
         if not _known_user(conn, to.bare):
             raise StanzaError("service-unavailable")
-        stanzas.sub(query, "identity", {"category": "account", "type": "registered"})
+        # A guest's address (``~nick``) is no account's (XEP-0030 registry: account/anonymous).
+        kind = "anonymous" if to.local.startswith(GUEST_MARK) else "registered"
+        stanzas.sub(query, "identity", {"category": "account", "type": kind})
         stanzas.sub(query, "identity", {"category": "pubsub", "type": "pep"})
         _features(query, ACCOUNT_FEATURES)
     conn.iq_result(stanza, query)
@@ -105,7 +109,7 @@ def _node(stanza: etree._Element) -> str | None:
 
 def _known_user(conn: XmppConnection, bare: str) -> bool:
     """Ourselves, or a user online now (the server answers for a bare JID on its behalf)."""
-    return bare == conn.bare_jid or conn.service.find_user(bare.partition("@")[0]) is not None
+    return bare == conn.bare_jid or local_user(conn.service, bare.partition("@")[0]) is not None
 
 
 @handler("iq", "set", NS_DISCO_INFO)

@@ -16,6 +16,7 @@ CONDITIONS: dict[type[core.ChatError], str] = {
     core.BadName: "jid-malformed",
     core.BadText: "bad-request",
     core.NickInUse: "conflict",
+    core.NickReserved: "conflict",
     core.NoSuchNick: "item-not-found",
     core.NoSuchRoom: "item-not-found",
     core.NotOnRoom: "not-acceptable",

@@ -15,12 +15,14 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from twisted.internet.protocol import Factory
 
+from chatserver.core.events import AccountChange as CoreAccountChange
 from chatserver.core.events import Away as CoreAway
 from chatserver.core.events import Presence as CorePresence
 from chatserver.core.names import casefold
 from chatserver.core.service import ChatService
 from protocols.xmpp import sm
 from protocols.xmpp.connection import XmppConnection
+from protocols.xmpp.jid import address_of, guest_jid, user_jid
 from protocols.xmpp.pep import PepData
 from protocols.xmpp.pep_store import IPepStore, MemoryPepStore
 from protocols.xmpp.roster import Rosters
@@ -42,6 +44,7 @@ HANDLER_MODULES = (
     "pep",
     "private",
     "vcard",
+    "blocking",
 )
 
 _loaded = False
@@ -159,7 +162,19 @@ class XmppFactory(Factory):
         if isinstance(event, CorePresence):
             from protocols.xmpp import presence
 
-            presence.core_presence(self, event.who, event.online)
+            presence.core_presence(self, address_of(event.who, self.domain), event.online)
+        elif isinstance(event, CoreAccountChange):
+            from protocols.xmpp import presence
+
+            # An address belongs to its account: logging in or out moves the user from one
+            # address (a guest's, or the account's) to another.
+            who = event.who
+            if event.previous is not None:
+                old = user_jid(event.previous, self.domain)
+            else:
+                old = guest_jid(who.nick, self.domain)
+            presence.core_presence(self, old, False)
+            presence.core_presence(self, address_of(who, self.domain), True)
         elif isinstance(event, CoreAway):
             from protocols.xmpp import presence
 

@@ -1,4 +1,5 @@
-"""One-to-one messages (RFC 6121 §5): ``nick@domain`` is any user, on any protocol.
+"""One-to-one messages (RFC 6121 §5): ``account@domain`` is the user logged in to that
+account, and ``~nick@domain`` a guest, on any protocol.
 
 A message with a body goes through the core (``service.say``) as one message, so an IRC or
 line-chat user gets it as a private message (one line per line of the body: their renderers
@@ -18,7 +19,7 @@ from lxml import etree
 from chatserver.core.errors import NoSuchNick
 from chatserver.core.events import MessageKind
 from protocols.xmpp import relay, stanzas
-from protocols.xmpp.jid import JID, try_parse
+from protocols.xmpp.jid import GUEST_MARK, JID, local_user, try_parse
 from protocols.xmpp.router import StanzaError, handler
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ def chat(conn: XmppConnection, stanza: etree._Element) -> None:
     body = stanzas.child_text(stanza, "body")
     assert conn.jid is not None
     if body is None or not body.strip():
-        if conn.service.find_user(target.local or "") is None:
+        if local_user(conn.service, target.local or "") is None:
             # RFC 6121 §8.5.2.2.1, as for a message with a body: nobody to tell.
             raise StanzaError("service-unavailable", f"{target.local} is not connected")
         _pass_on(conn, stanza, target)
@@ -68,7 +69,14 @@ def chat(conn: XmppConnection, stanza: etree._Element) -> None:
         kind, text = "action", text[4:]
     native = relay.of(stanza, conn.jid, conn.lang)
     try:
-        conn.service.say(conn.core, nick=target.local, text=text, kind=kind, native=native)
+        if target.local.startswith(GUEST_MARK):
+            # A guest's address reaches the guest on that nick, never a logged-in user.
+            user = local_user(conn.service, target.local)
+            if user is None:
+                raise NoSuchNick(target.local)
+            conn.service.say(conn.core, nick=user.nick, text=text, kind=kind, native=native)
+        else:
+            conn.service.say(conn.core, account=target.local, text=text, kind=kind, native=native)
     except NoSuchNick:
         # RFC 6121 §8.5.2.2.1: no offline storage here, so the user is unavailable.
         raise StanzaError("service-unavailable", f"{target.local} is not connected") from None

@@ -1,15 +1,20 @@
 """XMPP addresses (RFC 7622), in the subset this server needs.
 
-Local users are ``nick@domain``: the localpart is the casefolded nick (the core's ``ascii``
-casemapping), so every client compares the same bare JID whatever case a nick is shown in.
-Domains are compared in lower case.  Resources are kept exactly as given.
+An address belongs to an account: a user logged in to an account is ``account@domain``
+(whatever nick it uses), and only that user is reached there.  A user not logged in (a guest
+on IRC or line chat) is ``~nick@domain``: ``~`` is no nick character, so a guest's address
+can never be an account's, even while it holds a registered nick.  Localparts are casefolded
+(the core's ``ascii`` casemapping), so every client compares the same bare JID whatever case
+a name is shown in.  Domains are compared in lower case.  Resources are kept exactly as given.
 """
 
 from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass
+from typing import Any
 
+from chatserver.core.events import Who
 from chatserver.core.names import casefold
 
 PART_MAX = 1023
@@ -86,7 +91,31 @@ def try_parse(text: str | None) -> JID | None:
         return None
 
 
-def user_jid(nick: str, domain: str, resource: str | None = None) -> str:
-    """The JID that stands for a nick on this server (``nick@domain``, casefolded)."""
-    base = f"{casefold(nick)}@{domain}"
+def user_jid(account: str, domain: str, resource: str | None = None) -> str:
+    """The JID of an account on this server (``account@domain``, casefolded)."""
+    base = f"{casefold(account)}@{domain}"
     return base if resource is None else f"{base}/{resource}"
+
+
+GUEST_MARK = "~"
+
+
+def guest_jid(nick: str, domain: str) -> str:
+    """The JID of a user not logged in to any account (``~nick@domain``)."""
+    return f"{GUEST_MARK}{casefold(nick)}@{domain}"
+
+
+def address_of(who: Who, domain: str) -> str:
+    """The bare JID others see for a user: its account's, or its guest address."""
+    if who.account is not None:
+        return user_jid(who.account, domain)
+    return guest_jid(who.nick, domain)
+
+
+def local_user(service: Any, local: str) -> Any:
+    """The online user a localpart of this server names, or None: the user logged in to the
+    account ``local``, or for ``~nick`` the guest on that nick (never a logged-in user)."""
+    if local.startswith(GUEST_MARK):
+        user = service.find_user(local[len(GUEST_MARK) :])
+        return user if user is not None and user.account is None else None
+    return service.find_account_user(local)

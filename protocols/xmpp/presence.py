@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from chatserver.core.records import RosterItem
 from protocols.costs import FANOUT
 from protocols.xmpp import caps, roster, stanzas
-from protocols.xmpp.jid import try_parse, user_jid
+from protocols.xmpp.jid import address_of, local_user, try_parse, user_jid
 from protocols.xmpp.router import handler
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ def _contact_presences(
     ]
     if found:
         return found
-    user = factory.service.find_user(_local(contact))
+    user = local_user(factory.service, _local(contact))
     if user is not None and not _on_xmpp(user):
         el = _presence(contact)
         if user.away is not None:
@@ -455,24 +455,27 @@ def contact_away(factory: XmppFactory, who: Any) -> None:
     """A user went away or came back (a core observer): subscribers on XMPP see it when the
     user is not itself on XMPP (XMPP sessions announce their own presence), whether or not
     they share a room with it."""
-    user = factory.service.find_user(who.nick)
+    contact = address_of(who, factory.domain)
+    user = local_user(factory.service, _local(contact))
     if user is None or _on_xmpp(user):
         return
-    contact = user_jid(who.nick, factory.domain)
     presences = _contact_presences(factory, contact, offline=False)
     _to_contact_subscribers(factory, contact, presences)
 
 
-def core_presence(factory: XmppFactory, who: Any, online: bool) -> None:
-    """A nick came online or went offline (a core observer): subscribers on XMPP hear of it
-    when the nick is not itself on XMPP (XMPP sessions announce themselves)."""
-    contact = user_jid(who.nick, factory.domain)
+def core_presence(factory: XmppFactory, contact: str, online: bool) -> None:
+    """Someone came online or went offline at the bare JID ``contact`` (core observers: a
+    user connecting or leaving, changing nick, logging in or out): subscribers on XMPP hear
+    of it when the user is not itself on XMPP (XMPP sessions announce themselves)."""
+    user = local_user(factory.service, _local(contact))
     if online:
-        user = factory.service.find_user(who.nick)
         if user is None or _on_xmpp(user):
             return
         presences = _contact_presences(factory, contact, offline=False)
     else:
+        if user is not None:
+            # Still there (an account's user changing nick): the address did not change.
+            return
         presences = [_presence(contact, "unavailable")]
     _to_contact_subscribers(factory, contact, presences)
 

@@ -39,7 +39,7 @@ from chatserver.core.events import (
 )
 from chatserver.core.names import casefold
 from protocols.xmpp import stanzas
-from protocols.xmpp.jid import user_jid
+from protocols.xmpp.jid import address_of
 from protocols.xmpp.relay import Relay
 from protocols.xmpp.relay import deliver as deliver_relay
 
@@ -117,7 +117,7 @@ def _private(conn: XmppConnection, event: Message) -> None:
     if data is None:
         msg = stanzas.element(
             "message",
-            {"from": user_jid(event.source.nick, conn.domain), "type": "chat", "id": event.id},
+            {"from": address_of(event.source, conn.domain), "type": "chat", "id": event.id},
         )
         stanzas.sub(msg, "body", text=chat_text(event))
         data = event.rendered[key] = stanzas.to_bytes(msg)

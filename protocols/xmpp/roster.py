@@ -9,6 +9,7 @@ resources of the account see the same one, and subscription changes made by othe
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 from typing import TYPE_CHECKING, Any
 
@@ -133,16 +134,29 @@ def item_element(item: RosterItem, *, removed: bool = False) -> etree._Element:
     return el
 
 
+def version(roster: dict[str, RosterItem]) -> str:
+    """The roster's version (RFC 6121 §2.6): a hash of what a client is shown of it, so
+    equal rosters have equal versions and nothing more needs storing."""
+    digest = hashlib.sha1()
+    for jid in sorted(roster):
+        item = roster[jid]
+        if item.in_roster:
+            digest.update(stanzas.to_bytes(item_element(item)))
+    return digest.hexdigest()[:16]
+
+
 def push(factory: XmppFactory, account: str, item: RosterItem, *, removed: bool = False) -> None:
     """Send a roster push to every resource of ``account`` that asked for its roster."""
     if not item.in_roster and not removed:
         return
     from protocols.xmpp.jid import user_jid
 
+    cached = factory.rosters.cache.get(casefold(account))
+    ver = version(cached) if cached is not None else None
     for conn in factory.resources(user_jid(account, factory.domain)):
         if not conn.extra.get(INTERESTED):
             continue
-        query = stanzas.element("query", ns=NS_ROSTER)
+        query = stanzas.element("query", {"ver": ver}, ns=NS_ROSTER)
         query.append(item_element(item, removed=removed))
         iq = stanzas.iq("set", f"push-{next(_push_ids)}", to=conn.jid)
         iq.append(query)
@@ -154,9 +168,17 @@ def roster_get(conn: XmppConnection, stanza: etree._Element) -> Deferred[None]:
     _own_roster(conn, stanza)
     assert conn.account is not None
 
+    asked = stanzas.payload(stanza)
+    known = asked.get("ver") if asked is not None else None
+
     def answer(roster: dict[str, RosterItem]) -> None:
         conn.extra[INTERESTED] = True
-        query = stanzas.element("query", ns=NS_ROSTER)
+        ver = version(roster)
+        if known is not None and known == ver:
+            # The client's copy is current: an empty result, changes come as pushes.
+            conn.iq_result(stanza)
+            return
+        query = stanzas.element("query", {"ver": ver}, ns=NS_ROSTER)
         for jid in sorted(roster):
             item = roster[jid]
             if item.in_roster:

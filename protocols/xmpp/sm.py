@@ -32,6 +32,7 @@ from lxml import etree
 from twisted.logger import Logger
 
 from chatserver.core.names import casefold
+from protocols.xmpp.jid import local_user
 
 if TYPE_CHECKING:
     from protocols.xmpp.connection import XmppConnection
@@ -309,13 +310,14 @@ def bounce(conn: XmppConnection, pending: list[Queued]) -> None:
 
 
 def _sender(conn: XmppConnection, address: str) -> Any:
-    """The user who sent a message from ``nick@domain`` or, in a room, ``room@service/nick``."""
+    """The user who sent a message from ``account@domain`` (or a guest's ``~nick@domain``)
+    or, in a room, ``room@service/nick``: never whoever holds a nick of an account's name."""
     bare, _, resource = address.partition("/")
     local, at, domain = bare.partition("@")
     if not at:
         return None
     if domain == conn.domain:
-        return conn.service.find_user(local)
+        return local_user(conn.service, local)
     if domain == conn.muc_domain and resource:
         return conn.service.find_user(resource)
     return None

@@ -187,6 +187,7 @@ class _Target:
         namespaces, self.declared = self.declared, {}
         if attrib or namespaces:
             self._check_attributes(attrib, namespaces)
+            attrib = _literal_ampersands(attrib)
         if self.depth == 1:
             # Built before the event: a name lxml refuses (an unbound or doubled prefix, as
             # in "a:b:stream") must fail the stream as not-well-formed before anything
@@ -268,6 +269,16 @@ class _Target:
 
     def close(self) -> None:
         return None
+
+
+def _literal_ampersands(attrib: Any) -> Any:
+    """Attribute values as the client wrote them.  libxml2, told not to substitute
+    entities, reports each ``&`` of an attribute value (written ``&amp;``) as ``&#38;``, and
+    only those: turned back, a relayed stanza keeps ``a=1&b=2`` rather than growing an
+    escape at each hop."""
+    if not any("&" in value for value in attrib.values()):
+        return attrib
+    return {key: value.replace("&#38;", "&") for key, value in attrib.items()}
 
 
 def _strip_client_namespace(el: etree._Element) -> None:

@@ -41,6 +41,9 @@ class FakeStore:
     def load_rooms(self) -> defer.Deferred[list[Any]]:
         return defer.succeed([])
 
+    def account_keys(self) -> defer.Deferred[list[str]]:
+        return defer.succeed([])
+
     def latest(self, target: str, limit: int) -> defer.Deferred[list[Any]]:
         return defer.succeed([])
 

@@ -100,6 +100,25 @@ def test_explicit_storage_path_is_kept(tmp_path: Path) -> None:
     assert config.storage.path == "/srv/chat.db"
 
 
+def test_postgresql_backend_takes_a_dsn(tmp_path: Path) -> None:
+    dsn = "postgresql://chat:pw@db.example.org:5432/chatserver"
+    config = load_config(write(tmp_path, f'[storage]\nbackend = "postgresql"\ndsn = "{dsn}"\n'))
+    assert (config.storage.backend, config.storage.dsn) == ("postgresql", dsn)
+
+
+def test_postgresql_backend_without_dsn_or_with_a_bad_one_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, '[storage]\nbackend = "postgresql"\n')
+    assert problems_of(path) == (
+        f'{path}: [storage] dsn: must be set when backend is "postgresql"',
+    )
+    path = write(tmp_path, '[storage]\nbackend = "postgresql"\ndsn = "mysql://x/y"\n')
+    (problem,) = problems_of(path)
+    assert problem.startswith(f"{path}: [storage] dsn: expected a postgresql://")
+    path = write(tmp_path, '[storage]\nbackend = "oracle"\n')
+    (problem,) = problems_of(path)
+    assert '"sqlite", "postgresql"' in problem
+
+
 def test_values_are_read(tmp_path: Path) -> None:
     path = write(
         tmp_path,
@@ -361,7 +380,7 @@ BAD_VALUES = [
     ),
     (
         '[storage]\nbackend = "postgres"',
-        '[storage] backend: expected one of "sqlite", got "postgres"',
+        '[storage] backend: expected one of "sqlite", "postgresql", got "postgres"',
     ),
     ("[storage]\npath = 1", "[storage] path: expected a path, got 1"),
     (

@@ -92,10 +92,11 @@ def test_an_invitation_made_while_the_server_runs_admits_one_registration(
         bob.read_until_closed()
 
         # Used up: neither the same name over another protocol nor any other name gets in.
-        irc_bob = irc_user(server, "Bob")
-        assert irc_register(irc_bob).endswith(
-            " FAIL REGISTER ACCOUNT_EXISTS Bob :Bob is already registered"
-        )
+        # (The nick itself is the account's now: an IRC client cannot even take it.)
+        irc_bob = LineClient(server.ports["irc"])
+        irc_bob.send("NICK Bob")
+        irc_bob.send("USER Bob 0 * :Bob")
+        assert " 433 * Bob :Nickname is reserved by a different account" in irc_bob.expect(" 433 ")
         irc_eve = irc_user(server, "eve")
         assert irc_register(irc_eve).endswith(
             f" FAIL REGISTER TEMPORARILY_UNAVAILABLE eve :{NOT_INVITED}"

@@ -317,3 +317,29 @@ def test_synchronous_history_writes_at_once_and_groups_while_a_write_is_in_progr
     assert service.history_pending() == 0
     service.say(conn, room="dev", text="four")
     assert store.writes[-1][0] == ["four"]
+
+
+def test_one_address_is_one_cloak_and_one_ban_whatever_the_protocol_or_listener() -> None:
+    service = make_service()
+    seen = {}
+    for protocol, address in (
+        ("irc", "203.0.113.7"),
+        ("xmpp", "::ffff:203.0.113.7"),
+        ("line", "::FFFF:cb00:7107"),
+    ):
+        client = FakeClient(protocol=protocol, address=address)
+        conn = service.connect(client)
+        assert conn.address == "203.0.113.7"
+        seen[protocol] = service.claim_nick(conn, f"{protocol}user").host
+    assert len(set(seen.values())) == 1
+    cloak = seen["irc"]
+    assert "203" not in cloak and "irc" not in cloak
+    # A ban on the address or on the cloak refuses the address at once, on every listener.
+    service.set_config_bans([ServerBan(f"*!*@{cloak}", "gone", "config")])
+    for address in ("203.0.113.7", "::ffff:203.0.113.7"):
+        with pytest.raises(Banned):
+            service.connect(FakeClient(protocol="xmpp", address=address))
+    service.set_config_bans([ServerBan("*!*@203.0.113.7", "gone", "config")])
+    with pytest.raises(Banned):
+        service.connect(FakeClient(protocol="xmpp", address="::ffff:203.0.113.7"))
+    assert service.connect(FakeClient(address="203.0.113.8")) is not None

@@ -11,11 +11,13 @@ from twisted.internet.defer import Deferred
 from chatserver.core.errors import (
     AccountError,
     AlreadyOnRoom,
+    BadName,
     CannotSend,
     ChatError,
     JoinRefused,
     LimitExceeded,
     NickInUse,
+    NickReserved,
     NoSuchNick,
     NoSuchRoom,
     NotOnRoom,
@@ -36,6 +38,7 @@ from chatserver.core.events import (
     ServerNotice,
     Topic,
 )
+from chatserver.core.records import AccountRecord
 from chatserver.core.service import ChatService
 from chatserver.core.settings import CoreSettings
 from tests.core.fakes import FakeClient
@@ -403,16 +406,16 @@ def test_identify_moves_a_guest_connection_to_the_online_account(service: ChatSe
     _a, ca = user(service, "alice")
     result(service.register(ca, "secret-pass"))
     service.join(ca, "r")
-    g, cg = user(service, "guest1")
+    g, cg = user(service, "visitor")
     service.join(cg, "lobby")
     result(service.identify(cg, "secret-pass", account="alice"))
     assert cg.user is ca.user
     assert [type(e).__name__ for e in g.events[-3:]] == ["Part", "NickChange", "Join"]
-    assert service.find_user("guest1") is None
+    assert service.find_user("visitor") is None
 
 
 def test_nick_enforcement_renames_after_timeout() -> None:
-    service = make_service(CoreSettings(nick_enforce_timeout=30))
+    service = make_service(CoreSettings(nick_enforcement="timeout", nick_enforce_timeout=30))
     _, ca = user(service, "alice")
     result(service.register(ca, "secret-pass"))
     service.quit(ca)
@@ -432,7 +435,9 @@ def test_nicks_taken_in_one_turn_are_looked_up_together() -> None:
     lookup = store.registered_keys
     store.registered_keys = lambda keys: asked.append(list(keys)) or lookup(keys)  # type: ignore[method-assign]
     service = make_service(
-        CoreSettings(nick_enforce_timeout=30), store=store, end_of_turn=turn_ends.append
+        CoreSettings(nick_enforcement="timeout", nick_enforce_timeout=30),
+        store=store,
+        end_of_turn=turn_ends.append,
     )
     _, ca = user(service, "alice")
     while turn_ends:
@@ -449,7 +454,7 @@ def test_nicks_taken_in_one_turn_are_looked_up_together() -> None:
 
 
 def test_identifying_in_time_stops_enforcement() -> None:
-    service = make_service(CoreSettings(nick_enforce_timeout=30))
+    service = make_service(CoreSettings(nick_enforcement="timeout", nick_enforce_timeout=30))
     _, ca = user(service, "alice")
     result(service.register(ca, "secret-pass"))
     service.quit(ca)
@@ -457,6 +462,93 @@ def test_identifying_in_time_stops_enforcement() -> None:
     result(service.identify(ct, "secret-pass"))
     service.clock.advance(60)
     assert ct.user.nick == "alice" and ct.user.account == "alice"
+
+
+def test_strict_enforcement_keeps_a_registered_nick_for_its_account(
+    service: ChatService,
+) -> None:
+    assert service.settings.nick_enforcement == "strict"
+    _, ca = user(service, "alice")
+    result(service.register(ca, "secret-pass"))
+    service.quit(ca)
+    with pytest.raises(NickReserved):
+        user(service, "alice")
+    with pytest.raises(NickReserved):
+        user(service, "ALICE")
+    _, cb = user(service, "bob")
+    with pytest.raises(NickReserved):
+        service.rename(cb, "Alice")
+    # Logged in to another account: still not alice's nick.
+    result(service.register(cb, "bob-pass"))
+    with pytest.raises(NickReserved):
+        service.rename(cb, "alice")
+    assert cb.user.nick == "bob"
+    # The owner takes it: logged in first, or renaming once logged in.
+    owner = service.connect(FakeClient())
+    result(service.identify(owner, "secret-pass", account="alice"))
+    assert service.claim_nick(owner, "alice").nick == "alice"
+    service.quit(owner)
+    _, later = user(service, "carol")
+    result(service.identify(later, "secret-pass", account="alice"))
+    service.rename(later, "alice")
+    assert later.user.nick == "alice"
+
+
+def test_strict_enforcement_renames_at_once_what_it_learns_late() -> None:
+    store = MemoryStore()
+    service = make_service(store=store)
+    # An account this process has not heard of (made by another process after the start).
+    result(store.create_account(AccountRecord(name="dora", credentials=(), created_at=0.0)))
+    assert not service.accounts.is_registered("dora")
+    d, cd = user(service, "dora")
+    assert cd.user.nick.startswith("Guest")
+    assert "dora is a registered nick" in d.of(ServerNotice)[0].text
+    # ... and from then on refuses it at once.
+    with pytest.raises(NickReserved):
+        user(service, "dora")
+
+
+def test_logging_out_on_a_registered_nick_makes_a_guest(service: ChatService) -> None:
+    a, ca = user(service, "alice")
+    result(service.register(ca, "secret-pass"))
+    service.logout(ca)
+    assert ca.user.nick.startswith("Guest") and ca.user.account is None
+    assert a.of(NickChange)[-1].new_nick == ca.user.nick
+
+
+def test_service_and_guest_names_are_reserved_everywhere(service: ChatService) -> None:
+    for nick in ("NickServ", "chanserv", "OperServ", "Guest1", "guest12345"):
+        with pytest.raises(BadName):
+            user(service, nick)
+    _, cb = user(service, "bob")
+    with pytest.raises(BadName):
+        service.rename(cb, "NICKSERV")
+    for name in ("nickserv", "Guest42"):
+        with pytest.raises(BadName):
+            result(service.accounts.create(name, "secret-pass"))
+        with pytest.raises(BadName):
+            result(service.accounts.register(name, "secret-pass", mode="open"))
+    # Names that only look alike are anyone's.
+    for nick in ("Guesty", "Guest1a", "nickserv2"):
+        user(service, nick)
+
+
+def test_a_message_to_an_account_reaches_only_its_owner() -> None:
+    service = make_service(CoreSettings(nick_enforcement="timeout"))
+    _, ca = user(service, "alice")
+    result(service.register(ca, "secret-pass"))
+    service.quit(ca)
+    squatter, _cs = user(service, "alice")
+    _, cx = user(service, "xena")
+    with pytest.raises(NoSuchNick):
+        service.say(cx, account="alice", text="for alice only")
+    assert squatter.of(Message) == []
+    owner, co = user(service, "olive")
+    result(service.identify(co, "secret-pass", account="alice"))
+    msg = service.say(cx, account="alice", text="for alice only")
+    assert msg.target == "olive" and msg.target_account == "alice"
+    assert owner.of(Message)[-1].text == "for alice only"
+    assert squatter.of(Message) == []
 
 
 def test_change_password_and_drop(service: ChatService) -> None:
@@ -492,7 +584,8 @@ def test_a_password_change_ends_the_other_sessions(service: ChatService) -> None
     assert a.disconnected == "Password changed" and service.connection_count() == 0
 
 
-def test_release_nick_renames_a_guest_holder(service: ChatService) -> None:
+def test_release_nick_renames_a_guest_holder() -> None:
+    service = make_service(CoreSettings(nick_enforcement="timeout"))
     _, ca = user(service, "alice")
     result(service.register(ca, "secret-pass"))
     service.quit(ca)
@@ -521,8 +614,12 @@ def test_registered_room_survives_a_restart() -> None:
     assert room is not None and room.registered and room.topic == "plans"
     assert "moderated" in room.flags and room.bans[0].mask == "troll!*@*"
     assert [m.text for m in room.history] == ["remember me"]
-    _, c2 = user(again, "alice")
-    result(again.identify(c2, "secret-pass"))
+    # The accounts' names are loaded at start: the nick is kept for its account at once.
+    with pytest.raises(NickReserved):
+        user(again, "alice")
+    c2 = again.connect(FakeClient())
+    result(again.identify(c2, "secret-pass", account="alice"))
+    again.claim_nick(c2, "alice")
     again.join(c2, "team")
     assert room.members[c2.user].op  # operator status by account
 

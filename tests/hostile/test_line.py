@@ -568,6 +568,42 @@ def test_password_guessing(env: Env) -> None:
     count(PROTO, 28)
 
 
+def test_posing_as_an_account_or_a_service(env: Env, watcher: Watcher) -> None:
+    """Every spelling of a registered nick, a service's name or a guest nick is refused, at
+    the prompt and by renaming; a logged-in user cannot rename itself to another account."""
+    port = env.ports[PROTO]
+    owner = LineUser(port, "realowner", source=VICTIM)
+    owner.send_line("/register right-password")
+    owner.expect("*** realowner is now registered")
+    owner.close()
+    spellings = ["realowner", "REALOWNER", "RealOwner", "NickServ", "NICKSERV", "chanServ"]
+    spellings += ["operserv", "Guest1", "GUEST00042", "guest12345"]
+    poser = RawClient(port)
+    poser.expect(LINE_PROMPT)
+    for nick in spellings:
+        time.sleep(0.1)  # inside the flood budget: every try gets its answer
+        poser.send_line(nick)
+        refusal = poser.expect(lambda line: line.startswith("!!!"))
+        assert refusal.startswith(f"!!! error: {nick} is "), refusal
+        assert "reserved" in refusal or "registered nick" in refusal, refusal
+    poser.send_line("poser")
+    poser.expect("*** You are poser.")
+    poser.send_line("/register poser-password")
+    poser.expect("*** poser is now registered")
+    for nick in spellings:
+        time.sleep(0.1)
+        poser.send_line(f"/nick {nick}")
+        refusal = poser.expect(lambda line: line.startswith("!!!"))
+        assert refusal.startswith(f"!!! error: {nick} is "), refusal
+    poser.send_line("/whois poser")
+    assert poser.expect(lambda line: line.startswith("*** poser is ")).startswith(
+        "*** poser is poser!"
+    )
+    poser.close()
+    watcher.check()
+    count(PROTO, 2 * len(spellings))
+
+
 def test_tls_handshake_stall(env: Env) -> None:
     count(PROTO, assert_tls_stall_dropped(env.ports["line_tls"], timeout=2.0, probe=(b"", b"***")))
 

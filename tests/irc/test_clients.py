@@ -186,11 +186,20 @@ def test_nickserv_register_then_identify_from_both_libraries(
 
     twisty = TwistedClient(server.ports["irc"], nick)
     clients.append(twisty)
-    twisty.expect(lambda e: e[0] == "NOTICE" and "is a registered nick" in e[-1])
-    twisty.command("say NickServ IDENTIFY wrong-password")
+    # The nick is kept for its account: 433, and Twisted's client takes another nick itself.
+    # (The client waited for its sign-on: what came before is in ``seen``.)
+    assert any(
+        e[0] == "LINE" and f" 433 * {nick} :Nickname is reserved" in e[1] for e in twisty.seen
+    )
+    assert [e[1] for e in twisty.seen if e[0] == "SIGNEDON"] == [f"{nick}_"]
+    twisty.command(f"say NickServ IDENTIFY {nick} wrong-password")
     twisty.expect(lambda e: e[:2] == ["NOTICE", "NickServ"] and "invalid password" in e[-1])
-    twisty.command("say NickServ IDENTIFY hunter2hunter2")
+    twisty.command(f"say NickServ IDENTIFY {nick} hunter2hunter2")
     twisty.expect(lambda e: e[:2] == ["NOTICE", "NickServ"] and "logged in as" in e[-1])
+    twisty.command(f"raw NICK {nick}")
+    twisty.expect(
+        lambda e: e[0] == "LINE" and e[1].split()[1:] in (["NICK", nick], ["NICK", f":{nick}"])
+    )
     twisty.command(f"raw WHOIS {nick}")
     line = twisty.expect(lambda e: e[0] == "LINE" and " 330 " in e[1])[1]
     assert line.split()[3:5] == [nick, nick]

@@ -301,8 +301,10 @@ def test_multiclient_sees_own_messages_and_joins(irc: IrcWorld) -> None:
     irc.store.accounts.clear()
     d = irc.service.accounts.create("alice", "secret-pw")
     assert d.called
-    first = irc.client("alice")
+    # Logged in before registering (as SASL does): the nick is the account's.
+    first = irc.connect()
     irc.service.login(first.conn.core, "alice")
+    first.register("alice")
     first.send("JOIN #r")
     second = irc.connect()
     irc.service.login(second.conn.core, "alice")
@@ -386,8 +388,9 @@ def test_tagmsg_refused_when_banned_or_outside(irc: IrcWorld) -> None:
 def test_away_set_from_another_connection_is_shown_as_the_numeric(irc: IrcWorld) -> None:
     irc.store.accounts.clear()
     assert irc.service.accounts.create("alice", "secret-pw").called
-    first = irc.client("alice")
+    first = irc.connect()
     irc.service.login(first.conn.core, "alice")
+    first.register("alice")
     other = irc.connect()
     irc.service.login(other.conn.core, "alice")
     other.send("NICK other", "USER a 0 * :A")

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from chatserver.config import IrcConfig
+from chatserver.core.settings import CoreSettings
 from protocols.irc import caps as capmod
 from protocols.irc.commands import COMMANDS, CommandSpec
 from protocols.irc.handlers.registration import (
@@ -54,7 +55,8 @@ def test_isupport_tokens(irc: IrcWorld) -> None:
     assert values["CASEMAPPING"] == "ascii"
     assert values["CHANTYPES"] == "#"
     assert values["PREFIX"] == "(ov)@+"
-    assert values["CHANMODES"] == "Ib,k,l,CimnstR"
+    assert values["CHANMODES"] == "Ibe,k,l,CimnstR"
+    assert values["EXCEPTS"] == "e" and values["EXTBAN"] == "$,am"
     assert values["STATUSMSG"] == "@+"
     assert values["NETWORK"] == "TestNet"
     assert values["BOT"] == "B"
@@ -425,7 +427,12 @@ def test_connection_limit_per_address(make_irc) -> None:
     assert "too many connections" in last_param(one(second.take(), "ERROR"))
 
 
-def test_registered_nick_notice_follows_the_welcome(irc: IrcWorld) -> None:
+def test_registered_nick_notice_follows_the_welcome() -> None:
+    irc = IrcWorld(
+        settings=CoreSettings(
+            server_name="irc.test", scram_iterations=4096, nick_enforcement="timeout"
+        )
+    )
     irc.service.accounts.create("alice", "password1")
     c = irc.connect()
     c.send("NICK alice", "USER a 0 * :A")
@@ -435,3 +442,38 @@ def test_registered_nick_notice_follows_the_welcome(irc: IrcWorld) -> None:
     notice = one(out, "NOTICE")
     assert "registered nick" in last_param(notice)
     assert names.index("NOTICE") > names.index("422")
+
+
+def test_a_registered_nick_is_refused_until_its_account_is_proven(irc: IrcWorld) -> None:
+    irc.service.accounts.create("alice", "password1")
+    irc.service.accounts.create("bob", "password2")
+    c = irc.connect()
+    c.send("NICK alice", "USER a 0 * :A")
+    refused = one(c.take(), "433")
+    assert refused.params[1:] == (
+        "alice",
+        "Nickname is reserved by a different account: log in (SASL or NickServ) to use it",
+    )
+    # The client picks another nick, proves the account, then takes its nick.
+    c.send("NICK alice_")
+    assert one(c.take(), "001").params[0] == "alice_"
+    out = c.ask("PRIVMSG NickServ :IDENTIFY alice password1")
+    assert one(out, "900")
+    out = c.ask("NICK alice")
+    assert one(out, "NICK").params == ("alice",)
+    # Logged in to another account is not enough.
+    b = irc.connect()
+    irc.service.login(b.conn.core, "bob")
+    b.register("bob")
+    assert one(b.ask("NICK Alice"), "433").params[1] == "Alice"
+    assert b.user.nick == "bob"
+
+
+@pytest.mark.parametrize("nick", ["MemoServ", "Guest123", "guest7"])
+def test_service_and_guest_names_are_refused(irc: IrcWorld, nick: str) -> None:
+    c = irc.connect()
+    c.send(f"NICK {nick}", "USER a 0 * :A")
+    assert one(c.take(), "432").params[1] == nick
+    c.send("NICK fine")
+    assert one(c.take(), "001")
+    assert one(c.ask(f"NICK {nick}"), "432").params[1] == nick

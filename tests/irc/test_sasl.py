@@ -134,8 +134,9 @@ def test_too_long(world: IrcWorld) -> None:
 
 
 def test_failures_are_throttled(world: IrcWorld) -> None:
-    # Registered first, so that waiting out the throttle does not hit the registration timeout.
-    c = world.client("alice", caps=("sasl",))
+    # Registered first, so that waiting out the throttle does not hit the registration timeout
+    # (under another nick: the account's is kept for whoever logs in to it).
+    c = world.client("ali", caps=("sasl",))
     for _ in range(6):
         c.send("AUTHENTICATE PLAIN", "AUTHENTICATE " + b64(b"\0Alice\0nope"))
     c.take()
@@ -188,7 +189,7 @@ def test_scram_unknown_user(world: IrcWorld) -> None:
 def test_sasl_after_registration_logs_in(world: IrcWorld) -> None:
     other = world.client("bob", caps=("account-notify",))
     other.send("JOIN #r")
-    c = world.client("alice", caps=("sasl",))
+    c = world.client("ali", caps=("sasl",))
     c.send("JOIN #r")
     other.take()
     c.send("AUTHENTICATE PLAIN")

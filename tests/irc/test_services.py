@@ -18,11 +18,21 @@ def notices(messages: list[IrcMessage]) -> list[str]:
 
 @pytest.fixture
 def world() -> IrcWorld:
+    # "timeout" enforcement: most of these need a guest on a registered nick (GHOST, REGAIN,
+    # renaming when the time is up); strict enforcement has tests of its own below.
     return IrcWorld(
         settings=CoreSettings(
-            server_name="irc.test", scram_iterations=4096, nick_enforce_timeout=30
+            server_name="irc.test",
+            scram_iterations=4096,
+            nick_enforcement="timeout",
+            nick_enforce_timeout=30,
         )
     )
+
+
+@pytest.fixture
+def strict() -> IrcWorld:
+    return IrcWorld(settings=CoreSettings(server_name="irc.test", scram_iterations=4096))
 
 
 def said(client: Client, line: str, source: str = NS) -> list[str]:
@@ -84,6 +94,21 @@ def test_identify_logout_identify(world: IrcWorld) -> None:
     replies = alice.ask("PRIVMSG NickServ :IDENTIFY secret123")
     assert "900" in commands(replies)
     assert alice.user.account == "alice"
+
+
+def test_strict_logout_leaves_the_nick_and_identify_takes_it_back(strict: IrcWorld) -> None:
+    alice = registered(strict, "alice")
+    replies = alice.ask("NS LOGOUT")
+    assert "901" in commands(replies)
+    # No longer the account: not on its nick either, at once.
+    renamed = one(replies, "NICK")
+    assert renamed.params[0].startswith("Guest") and alice.user.nick == renamed.params[0]
+    assert alice.user.account is None
+    assert said(alice, "NS IDENTIFY alice wrongpass") == ["IDENTIFY failed: invalid password"]
+    assert "900" in commands(alice.ask("PRIVMSG NickServ :IDENTIFY alice secret123"))
+    assert one(alice.ask("NICK alice"), "NICK").params == ("alice",)
+    # NickServ and a guest's nick cannot be registered (nor taken) by anyone.
+    assert one(alice.ask("NICK Guest4"), "432")
 
 
 def test_identify_to_another_account_from_any_nick(world: IrcWorld) -> None:

@@ -183,7 +183,10 @@ def test_json_mode(make_server: Callable[..., ServerProcess]) -> None:
 
 
 def test_registration_and_nick_enforcement(make_server: Callable[..., ServerProcess]) -> None:
-    server = make_server(protocols=("line",), overrides={"chat": {"nick_enforce_timeout": 2}})
+    server = make_server(
+        protocols=("line",),
+        overrides={"chat": {"nick_enforcement": "timeout", "nick_enforce_timeout": 2}},
+    )
     alice = connect(server, "alice")
     alice.send("/register " + PASSWORD)
     alice.expect("*** alice is now registered")

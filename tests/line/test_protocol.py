@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, cast
 
 import pytest
@@ -323,7 +324,7 @@ def test_whois(world: World) -> None:
     bob = world.user("bob")
     bob.send("/whois ALICE")
     lines = bob.lines()
-    assert lines[0].startswith("*** alice is alice!alice@line-")
+    assert re.fullmatch(r"\*\*\* alice is alice!alice@[0-9a-f]{10}\.cloak", lines[0])
     assert lines[1:] == [
         "*** alice is logged in as alice",
         "*** alice is in @#dev",
@@ -673,7 +674,9 @@ def test_history_command(world: World) -> None:
 # -- accounts ----------------------------------------------------------------------------------
 
 
-def test_register_identify_logout(world: World) -> None:
+def test_register_identify_logout() -> None:
+    # "timeout" enforcement: logged out, alice keeps her nick (strict: see the test below).
+    world = World(nick_enforcement="timeout")
     alice = world.user("alice", "dev")
     bob = world.user("bob", "dev")
     alice.send("/register short")
@@ -700,7 +703,8 @@ def test_register_identify_logout(world: World) -> None:
     )
 
 
-def test_password_and_drop(world: World) -> None:
+def test_password_and_drop() -> None:
+    world = World(nick_enforcement="timeout")
     alice = world.user("alice")
     alice.send("/password old newpassword")
     assert alice.lines() == [
@@ -757,7 +761,9 @@ def test_identify_before_a_nick_takes_the_account_nick(world: World) -> None:
     assert other.lines()[0].startswith("!!! error: before you have a nick, say which")
 
 
-def test_identify_before_a_nick_takes_the_nick_back_from_a_guest(world: World) -> None:
+def test_identify_before_a_nick_takes_the_nick_back_from_a_guest() -> None:
+    # Only with "timeout" enforcement can a guest hold a registered nick.
+    world = World(nick_enforcement="timeout")
     alice = world.user("alice")
     alice.send("/register " + PASSWORD)
     alice.send("/quit")
@@ -779,7 +785,7 @@ def test_multiclient_via_identify(world: World) -> None:
     alice.send("/register " + PASSWORD)
     alice.take()
     bob = world.user("bob", "dev")
-    phone = world.user("Guest1", "lobby")
+    phone = world.user("visitor", "lobby")
     phone.send("/identify alice " + PASSWORD)
     assert phone.lines() == [
         "*** you left #lobby (logged in)",
@@ -792,7 +798,7 @@ def test_multiclient_via_identify(world: World) -> None:
         "*** members of #ops (1): @alice",
         "*** you are now logged in as alice (with your other session)",
     ]
-    assert world.service.find_user("Guest1") is None
+    assert world.service.find_user("visitor") is None
     # Both connections are one user: each sees what the other says, not its own line.
     phone.send("/join dev")
     phone.send("from the phone")
@@ -830,7 +836,7 @@ def test_register_room(world: World) -> None:
 
 
 def test_nick_enforcement_notices_and_rename() -> None:
-    world = World(nick_enforce_timeout=30)
+    world = World(nick_enforcement="timeout", nick_enforce_timeout=30)
     alice = world.user("alice")
     alice.send("/register " + PASSWORD)
     alice.send("/quit")
@@ -848,7 +854,7 @@ def test_nick_enforcement_notices_and_rename() -> None:
 
 
 def test_identify_in_time_stops_enforcement() -> None:
-    world = World(nick_enforce_timeout=30)
+    world = World(nick_enforcement="timeout", nick_enforce_timeout=30)
     alice = world.user("alice")
     alice.send("/register " + PASSWORD)
     alice.send("/quit")
@@ -857,6 +863,51 @@ def test_identify_in_time_stops_enforcement() -> None:
     world.clock.advance(60)
     assert again.lines() == ["*** you are now logged in as alice"]
     assert again.proto.nick == "alice"
+
+
+def test_strict_a_registered_nick_needs_its_password() -> None:
+    world = World()
+    alice = world.user("alice", "dev")
+    alice.send("/register " + PASSWORD)
+    alice.send("/logout")
+    lines = alice.lines()
+    # Logged out on the account's nick: a guest at once.
+    assert lines[-1].startswith("*** you are now known as Guest")
+    guest = world.connect()
+    guest.take()
+    guest.send("alice")
+    assert guest.lines()[0] == (
+        "!!! error: alice is a registered nick: log in with /identify alice <password>,"
+        " or choose another nick"
+    )
+    guest.send("/format json")
+    guest.take()
+    guest.send('{"cmd": "nick", "nick": "ALICE"}')
+    assert guest.objs()[0]["error"] == "nick_reserved"
+    guest.send('{"cmd": "identify", "nick": "alice", "password": "%s"}' % PASSWORD)
+    assert guest.objs()[-1] == {
+        "type": "ok",
+        "cmd": "identify",
+        "nick": "alice",
+        "account": "alice",
+    }
+    # Logged in to another account is not enough to rename to it.
+    bob = world.user("bob")
+    bob.send("/register " + PASSWORD)
+    bob.take()
+    bob.send("/nick alice")
+    assert bob.lines() == ["!!! error: alice is already in use; choose another nick"]
+
+
+@pytest.mark.parametrize("nick", ["NickServ", "chanserv", "Guest12345"])
+def test_service_and_guest_names_are_not_for_users(world: World, nick: str) -> None:
+    someone = world.connect()
+    someone.take()
+    someone.send(nick)
+    assert someone.lines()[0].startswith(f"!!! error: {nick} is reserved")
+    bob = world.user("bob")
+    bob.send(f"/nick {nick}")
+    assert bob.lines()[0].startswith(f"!!! error: {nick} is reserved")
 
 
 # -- JSON mode -------------------------------------------------------------------------------

@@ -51,6 +51,24 @@ def token() -> str:
     return f"sync{next(_tokens)}"
 
 
+# Folded nick -> the account its peer is logged in to (every XMPP peer; IRC peers with SASL,
+# line peers with a password).  Nicks are never reused across tests (World.nick).
+ACCOUNT_OF: dict[str, str] = {}
+
+
+def _renamed(old: str, new: str) -> None:
+    """A logged-in peer keeps its account under its new nick."""
+    account = ACCOUNT_OF.get(old.lower())
+    if account is not None:
+        ACCOUNT_OF[new.lower()] = account
+
+
+def address(nick: str) -> str:
+    """The bare JID an XMPP user sees for ``nick``: its account's, or its guest address."""
+    account = ACCOUNT_OF.get(nick.lower())
+    return f"{account}@{DOMAIN}" if account is not None else f"~{nick.lower()}@{DOMAIN}"
+
+
 class LoginFailed(Exception):
     """The server refused the credentials."""
 
@@ -178,6 +196,7 @@ class IrcPeer(Peer):
             self.send(f"AUTHENTICATE {blob}")
             done = self.expect(lambda m: m.command in ("903", "904", "902", "905"))
             assert done.command == "903", done.raw
+            ACCOUNT_OF[nick.lower()] = user.lower()
         if caps:
             self.send("CAP END")
         welcome = self.expect(lambda m: m.command in ("001", "433", "432"))
@@ -250,6 +269,7 @@ class IrcPeer(Peer):
 
     def rename(self, new: str) -> None:
         self.send(f"NICK {new}")
+        _renamed(self.nick, new)
         self.nick = new
 
     def topic(self, room: str, text: str) -> None:
@@ -345,6 +365,7 @@ class IrcPkgPeer(Peer):
 
     def rename(self, new: str) -> None:
         self.conn.nick(new)
+        _renamed(self.nick, new)
         self.nick = new
 
     def topic(self, room: str, text: str) -> None:
@@ -398,6 +419,7 @@ class LinePeer(Peer):
                     self.close()
                     raise LoginFailed(f"{nick}: {ok}")
                 self.nick = ok["nick"]
+                ACCOUNT_OF[self.nick.lower()] = nick.lower()
             else:
                 self.cmd("nick", nick=nick)
                 ok = self.expect(
@@ -508,6 +530,7 @@ class LinePeer(Peer):
 
     def rename(self, new: str) -> None:
         self._do("nick", f"/nick {new}", nick=new)
+        _renamed(self.nick, new)
         self.nick = new
 
     def topic(self, room: str, text: str) -> None:
@@ -600,6 +623,8 @@ class XmppPeer(SlixmppClient, Peer):
         presence: bool = True,
     ) -> None:
         self.nick = account
+        self.account = account
+        ACCOUNT_OF[account.lower()] = account.lower()
         self.label = f"{account}@xmpp"
         self.inbox: queue.Queue[ET.Element] = queue.Queue()
         self.pending: list[ET.Element] = []
@@ -705,7 +730,7 @@ class XmppPeer(SlixmppClient, Peer):
 
     def msg(self, nick: str, text: str, *, action: bool = False) -> None:
         body = f"/me {text}" if action else text
-        self.do(self.xmpp.send_message, mto=f"{nick}@{DOMAIN}", mbody=body, mtype="chat")
+        self.do(self.xmpp.send_message, mto=address(nick), mbody=body, mtype="chat")
 
     def quit(self, reason: str) -> None:
         # What XMPP clients do on quitting: a last unavailable presence carrying the reason.
@@ -719,6 +744,7 @@ class XmppPeer(SlixmppClient, Peer):
     def rename_in(self, room: str, new: str) -> None:
         self.raw(f"<presence to='{room_jid(room)}/{new}'/>")
         self.nick = new
+        ACCOUNT_OF[new.lower()] = self.account.lower()
 
     def topic(self, room: str, text: str) -> None:
         self.do(self.muc.set_subject, room_jid(room), text)
@@ -731,7 +757,7 @@ class XmppPeer(SlixmppClient, Peer):
             self.muc.set_affiliation,
             room_jid(room),
             "outcast",
-            jid=f"{nick}@{DOMAIN}",
+            jid=address(nick),
             reason=reason,
         )
 
@@ -760,7 +786,7 @@ class XmppPeer(SlixmppClient, Peer):
             self.do(self.xmpp.send_presence, pshow="away", pstatus=text)
 
     def invite(self, nick: str, room: str) -> None:
-        self.do(self.muc.invite, room_jid(room), f"{nick}@{DOMAIN}")
+        self.do(self.muc.invite, room_jid(room), address(nick))
 
 
 def _esc(text: str) -> str:

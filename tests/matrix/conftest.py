@@ -81,15 +81,15 @@ class World:
                 pass
 
 
-@pytest.fixture(scope="package")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def _world(tmp_path_factory: pytest.TempPathFactory, enforcement: str) -> Iterator[World]:
     server = ServerProcess(
-        tmp_path_factory.mktemp("matrix"),
+        tmp_path_factory.mktemp(f"matrix-{enforcement}"),
         protocols=("line", "irc", "xmpp"),
         overrides={
             "irc": {"flood_exempt": ["127.0.0.1"]},
             "line": {"flood_burst": 10000, "flood_rate": 10000.0},
             "chat": {
+                "nick_enforcement": enforcement,
                 "nick_enforce_timeout": ENFORCE_SECONDS,
                 "history_flush_interval": 0.2,
                 "login_failure_burst": 50,
@@ -103,3 +103,16 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     finally:
         made.close()
         server.kill()
+
+
+@pytest.fixture(scope="package")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """The server as deployed: "strict" nick enforcement."""
+    yield from _world(tmp_path_factory, "strict")
+
+
+@pytest.fixture(scope="package")
+def lenient(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """A server with "timeout" nick enforcement: anyone may take a registered nick for a
+    while (shown as a guest), and is renamed unless they identify in time."""
+    yield from _world(tmp_path_factory, "timeout")

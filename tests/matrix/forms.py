@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tests.matrix.clients import (
-    DOMAIN,
     NS_CLIENT,
     NS_DELAY,
     NS_SID,
@@ -26,6 +25,7 @@ from tests.matrix.clients import (
     LinePeer,
     Peer,
     XmppPeer,
+    address,
     child,
     child_text,
     muc_item,
@@ -471,7 +471,7 @@ def xmpp_wants(ev: Ev, me: str) -> list[Want]:
         body = xmpp_body(ev.text or "")
         if k == "privaction":
             body = "/me " + body
-        sender = f"{a}@{DOMAIN}"
+        sender = address(a)
 
         def test(el: Any) -> bool:
             return (
@@ -488,9 +488,7 @@ def xmpp_wants(ev: Ev, me: str) -> list[Want]:
         return [Want(f"chat from {sender}", test, verify)]
     if k == "join":
         return [
-            _presence(
-                r, a, f"presence of {a} joining", codes=_self(set(), me, a), jid=f"{a}@{DOMAIN}"
-            )
+            _presence(r, a, f"presence of {a} joining", codes=_self(set(), me, a), jid=address(a))
         ]
     if k == "part":
         return [
@@ -601,7 +599,7 @@ def xmpp_wants(ev: Ev, me: str) -> list[Want]:
                 if x is not None
                 else None
             )
-            return invite is not None and invite.get("from", "").split("/")[0] == f"{a}@{DOMAIN}"
+            return invite is not None and invite.get("from", "").split("/")[0] == address(a)
 
         return [Want(f"mediated invitation to {r} from {a}", test)]
     raise ValueError(k)

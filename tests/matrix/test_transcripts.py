@@ -62,8 +62,8 @@ dan< [#{room}] -cat- build is green
 dan> /msg ann psst
 ann< :dan!*@* PRIVMSG ann :psst
 ann> PRIVMSG bob :hi bob
-bob< <message type='chat' from='ann@localhost'><body>hi bob</body></message>
-bob> <message to='cat@localhost' type='chat'><body>hi cat</body></message>
+bob< <message type='chat' from='~ann@localhost'><body>hi bob</body></message>
+bob> <message to='~cat@localhost' type='chat'><body>hi cat</body></message>
 cat< {"type": "message", "kind": "privmsg", "room": null, "to": "cat", "from": "bob", "text": "hi cat"}
 cat> {"cmd": "msg", "to": "dan", "text": "hi dan"}
 dan< *cat* hi dan

@@ -100,6 +100,16 @@ def chat(port: int, nick: str, *, host: str = "127.0.0.1", timeout: float = 5.0)
     return client
 
 
+def chat_as(port: int, nick: str, password: str, *, timeout: float = 5.0) -> LineClient:
+    """A line client logged in to the account ``nick`` before choosing a nick (a registered
+    nick is only for its account's sessions): it gets the account's nick."""
+    client = LineClient(port, timeout=timeout)
+    client.expect("*** Choose a nick:")
+    client.send(f"/identify {nick} {password}")
+    client.expect(f"*** You are {nick}.")
+    return client
+
+
 def join(client: LineClient, room: str) -> None:
     client.send(f"/join {room}")
     client.expect(f"*** now talking in #{room}")

@@ -3,6 +3,7 @@ control socket, with the effects checked as real IRC, line and XMPP clients see 
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import socket
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.ops.helpers import OpsServer, chat, cli, join, sync
+from tests.ops.helpers import OpsServer, chat, chat_as, cli, join, sync
 from tests.support.server import LineClient
 from tests.support.xmpp_client import DOMAIN, SlixmppClient
 
@@ -70,9 +71,21 @@ def irc_sync(client: LineClient) -> None:
     client.expect("PONG")
 
 
-def irc_identify(client: LineClient, password: str = PASSWORD) -> None:
-    client.send(f"PRIVMSG NickServ :IDENTIFY {password}")
-    client.expect("You are now logged in as")
+def irc_login(server: OpsServer, nick: str, password: str = PASSWORD) -> LineClient:
+    """An IRC client logged in to the account ``nick`` by SASL PLAIN before registering: a
+    registered nick is only for its account's sessions."""
+    client = LineClient(server.ports["irc"])
+    client.send("CAP REQ :sasl")
+    client.send(f"NICK {nick}")
+    client.send(f"USER {nick} 0 * :{nick}")
+    client.send("AUTHENTICATE PLAIN")
+    client.expect("AUTHENTICATE +")
+    blob = base64.b64encode(f"{nick}\0{nick}\0{password}".encode()).decode()
+    client.send(f"AUTHENTICATE {blob}")
+    client.expect(" 903 ")
+    client.send("CAP END")
+    client.expect(f" 001 {nick} ")
+    return client
 
 
 def xmpp(
@@ -308,8 +321,7 @@ def test_reload_through_the_socket(server: OpsServer) -> None:
 
 def test_deleting_an_online_account_ends_its_sessions_on_every_protocol(server: OpsServer) -> None:
     create(server, "alice")
-    irc_alice = irc(server, "alice")
-    irc_identify(irc_alice)
+    irc_alice = irc_login(server, "alice")
     xmpp_alice = xmpp(server, "alice")
     line_alice = chat(server.ports["line"], "alicia")
     line_alice.send(f"/identify alice {PASSWORD}")
@@ -346,21 +358,20 @@ def test_deleting_an_online_account_ends_its_sessions_on_every_protocol(server: 
 
 def test_an_operator_password_change_ends_every_session(server: OpsServer) -> None:
     create(server, "alice")
-    irc_alice = irc(server, "alice")
-    irc_identify(irc_alice)
+    irc_alice = irc_login(server, "alice")
     result = admin(server, "account", "passwd", "alice", "--password-stdin", stdin="new-secret\n")
     assert result.returncode == 0, result.stderr
     assert closed(irc_alice)[-1].endswith("(Password changed)")
-    again = irc(server, "alice")
-    again.send(f"PRIVMSG NickServ :IDENTIFY {PASSWORD}")
+    again = irc(server, "alice2")
+    again.send(f"PRIVMSG NickServ :IDENTIFY alice {PASSWORD}")
     assert "invalid password" in again.expect("IDENTIFY failed")
-    irc_identify(again, "new-secret")
+    again.send("PRIVMSG NickServ :IDENTIFY alice new-secret")
+    again.expect("You are now logged in as alice.")
 
 
 def test_the_owners_password_change_ends_the_other_sessions(server: OpsServer) -> None:
     create(server, "alice")
-    irc_alice = irc(server, "alice")
-    irc_identify(irc_alice)
+    irc_alice = irc_login(server, "alice")
     xmpp_alice = xmpp(server, "alice")
     try:
         irc_alice.send(f"PRIVMSG NickServ :SET PASSWORD {PASSWORD} new-secret")
@@ -375,8 +386,7 @@ def test_the_owners_password_change_ends_the_other_sessions(server: OpsServer) -
 
 def test_nickserv_drop_tells_the_owner_then_ends_every_session(server: OpsServer) -> None:
     create(server, "alice")
-    irc_alice = irc(server, "alice")
-    irc_identify(irc_alice)
+    irc_alice = irc_login(server, "alice")
     line_alice = chat(server.ports["line"], "alicia")
     line_alice.send(f"/identify alice {PASSWORD}")
     line_alice.expect("logged in as alice")
@@ -392,8 +402,7 @@ def test_xmpp_removal_and_password_change_end_the_other_protocols_sessions(
     server: OpsServer,
 ) -> None:
     create(server, "alice")
-    irc_alice = irc(server, "alice")
-    irc_identify(irc_alice)
+    irc_alice = irc_login(server, "alice")
     phone = xmpp(server, "alice", "phone", plugins=("xep_0077",))
     try:
         phone.wait(phone.xmpp.plugin["xep_0077"].change_password, "new-secret")
@@ -424,9 +433,7 @@ def test_account_commands_without_a_running_server_use_the_database(tmp_path: Pa
     assert "no control socket" in result.stderr and "is the server running?" in result.stderr
     server.start()
     server.wait_log("ready server=")
-    alice = chat(server.ports["line"], "alice")
-    alice.send(f"/identify {PASSWORD}")
-    alice.expect("logged in as alice")
+    alice = chat_as(server.ports["line"], "alice", PASSWORD)
     assert admin(server, "account", "delete", "alice").returncode == 0
     assert any("Account deleted" in line for line in closed(alice))
     server.stop()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.matrix.clients import MUC, XmppPeer, local, token
-from tests.ops.helpers import OPER_PASSWORD, OpsServer, chat, join, operators_toml
+from tests.ops.helpers import OPER_PASSWORD, OpsServer, chat, chat_as, join, operators_toml
 from tests.support.server import LineClient
 
 pytestmark = [
@@ -139,10 +139,8 @@ def test_secret_rooms_are_seen_by_members_and_server_operators_on_every_protocol
 
         # Server operators who are not members see it too; the same user before it is one
         # does not.  olive is one user on line chat and XMPP (one account).
-        olive = chat(line_port, "olive")
+        olive = chat_as(line_port, "olive", PASSWORD)
         peers.append(olive)
-        olive.send(f"/identify {PASSWORD}")
-        olive.expect("*** you are now logged in as olive")
         olive_xmpp = XmppPeer(xmpp_port, "olive", PASSWORD)
         peers.append(olive_xmpp)
         assert line_rooms(olive) == {"#plaza"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import ssl
 import time
@@ -195,7 +196,7 @@ def test_addresses_are_shown_to_operators_only(tmp_path: Path) -> None:
     whois = []
     while not (line := bob.read_line()).startswith("*** end of whois"):
         whois.append(line)
-    assert whois[0].startswith("*** alice is alice!alice@line-") and ".cloak" in whois[0]
+    assert re.fullmatch(r"\*\*\* alice is alice!alice@[0-9a-f]{10}\.cloak.*", whois[0])
     assert not any("127.0.0.1" in line for line in whois)
 
     bob.send("/oper admin wrong-password")
@@ -275,6 +276,44 @@ def test_server_bans_apply_at_once_on_every_protocol_and_persist(tmp_path: Path)
     back.expect("*** Choose a nick:")
     back.send("mallory")
     back.expect("-!- Server closing connection: You are banned from this server: spamming")
+    server.stop()
+
+
+def test_one_address_has_one_cloak_and_a_cloak_ban_holds_on_every_protocol(
+    tmp_path: Path,
+) -> None:
+    server = OpsServer(tmp_path, protocols=("line", "irc", "xmpp"), extra=operators_toml()).start()
+    port = server.ports["line"]
+    admin = chat(port, "admin")
+    admin.send("/oper admin " + OPER_PASSWORD)
+    admin.expect("*** you are now a server operator")
+    lina = chat(port, "lina")
+    lina.send("/whois lina")
+    mask = lina.expect("*** lina is lina!").split()[3]
+    cloak = mask.rpartition("@")[2]
+    assert re.fullmatch(r"[0-9a-f]{10}\.cloak", cloak), cloak
+    with socket.create_connection(("127.0.0.1", server.ports["irc"]), timeout=5) as irc:
+        irc.sendall(b"NICK ian\r\nUSER ian 0 * :Ian\r\n")
+        welcome = b""
+        while b" 001 " not in welcome:
+            welcome += irc.recv(4096)
+    # The same address over IRC: the same cloak.
+    assert f"ian!ian@{cloak}".encode() in welcome
+
+    # Banned by its cloak from line chat, the address is out on every protocol.
+    admin.send(f"/kline *!*@{cloak} switching protocols will not help")
+    admin.expect(f"*** server ban on *!*@{cloak}")
+    lina.expect("-!- Server closing connection: You are banned from this server")
+    with socket.create_connection(("127.0.0.1", server.ports["irc"]), timeout=5) as irc:
+        irc.sendall(b"NICK ivy\r\nUSER ivy 0 * :Ivy\r\n")
+        assert b"switching protocols will not help" in read_until_closed(irc)
+    with socket.create_connection(("127.0.0.1", server.ports["xmpp"]), timeout=5) as xmpp:
+        xmpp.sendall(
+            b"<?xml version='1.0'?><stream:stream to='localhost' xmlns='jabber:client'"
+            b" xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>"
+        )
+        answer = read_until_closed(xmpp)
+    assert b"policy-violation" in answer and b"switching protocols will not help" in answer
     server.stop()
 
 

@@ -21,27 +21,59 @@ from chatserver.storage.sqlite import SqliteStore
 
 
 class StoreTestCase(unittest.TestCase):
+    """Runs on SQLite; a subclass with ``backend = "postgresql"`` runs the same tests on a
+    private PostgreSQL (the ``postgres`` fixture), each test on a new database."""
+
     tmp_path: Path
+    backend = "sqlite"
+    # What the backend raises when a statement breaks a constraint.
+    IntegrityError: type[Exception] = sqlite3.IntegrityError
 
     @pytest.fixture(autouse=True)
-    def _use_tmp_path(self, tmp_path: Path) -> None:
+    def _use_tmp_path(self, tmp_path: Path, request: pytest.FixtureRequest) -> None:
         # trial's own mktemp() would write under the current directory (the source tree).
         self.tmp_path = tmp_path
+        self._databases: dict[str, str] = {}
+        if self.backend == "postgresql":
+            self.postgres = request.getfixturevalue("postgres")
+
+    def dsn(self, name: str = "chat.db") -> str:
+        """The PostgreSQL database standing for the file ``name`` in this test."""
+        if name not in self._databases:
+            self._databases[name] = self.postgres.new_database()
+        return self._databases[name]
 
     def db_path(self, name: str = "chat.db") -> str:
         return str(self.tmp_path / name)
 
     async def open_store(
-        self, name: str = "chat.db", *, migrations: Sequence[Step] = MIGRATIONS
-    ) -> SqliteStore:
-        store = SqliteStore(self.db_path(name), migrations=migrations)
+        self, name: str = "chat.db", *, migrations: Sequence[Step] | None = None
+    ) -> Any:
+        store: Any
+        if self.backend == "postgresql":
+            from chatserver.storage.postgresql import PostgresStore
+            from chatserver.storage.postgresql_migrations import MIGRATIONS as PG_MIGRATIONS
+
+            pg_steps: Any = PG_MIGRATIONS if migrations is None else migrations
+            store = PostgresStore(self.dsn(name), migrations=pg_steps)
+        else:
+            store = SqliteStore(
+                self.db_path(name), migrations=MIGRATIONS if migrations is None else migrations
+            )
         self.addCleanup(store.close)
         await store.open()
         return store
 
-    def raw(self, name: str = "chat.db") -> sqlite3.Connection:
-        """A plain sqlite3 connection to the same file, to look under the store."""
-        conn = sqlite3.connect(self.db_path(name), timeout=5)
+    def raw(self, name: str = "chat.db") -> Any:
+        """A plain connection to the same database, to look under the store (both backends'
+        connections have ``execute(sql).fetchall()``)."""
+        conn: Any
+        if self.backend == "postgresql":
+            import psycopg
+
+            conn = psycopg.connect(self.dsn(name), autocommit=True)
+        else:
+            conn = sqlite3.connect(self.db_path(name), timeout=5)
         self.addCleanup(conn.close)
         return conn
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 from chatserver.core.errors import AccountError
 from chatserver.core.names import casefold
 from chatserver.core.records import Credential
@@ -54,6 +52,13 @@ class AccountTests(StoreTestCase):
         self.assertEqual(await store.registered_keys(asked), {"alice", "bob"})
         self.assertEqual(await store.registered_keys([]), set())
 
+    async def test_account_keys_lists_every_folded_name(self) -> None:
+        store = await self.open_store()
+        self.assertEqual(await store.account_keys(), [])
+        for name in ("Alice", "bob", "[Zed]^"):
+            await store.create_account(account(name))
+        self.assertEqual(sorted(await store.account_keys()), ["[zed]^", "alice", "bob"])
+
     async def test_creating_a_taken_name_in_any_case_fails_with_exists(self) -> None:
         store = await self.open_store()
         await store.create_account(account("Alice"))
@@ -85,7 +90,7 @@ class AccountTests(StoreTestCase):
         # Two credentials for one mechanism violate the key after the old ones were deleted:
         # the delete must be rolled back with the failed insert.
         clash = (scram("SCRAM-SHA-256", 5), scram("SCRAM-SHA-256", 6))
-        with self.assertRaises(sqlite3.IntegrityError):
+        with self.assertRaises(self.IntegrityError):
             await store.update_credentials("alice", clash)
         self.assertEqual(await store.get_account("alice"), account("Alice"))
 

@@ -15,7 +15,6 @@ from twisted.internet import reactor, threads
 from twisted.internet.defer import Deferred
 
 from chatserver.core.events import Message, Who
-from chatserver.storage.sqlite import SqliteStore
 from tests.storage.helpers import StoreTestCase, ids, message
 
 _T = TypeVar("_T")
@@ -27,6 +26,10 @@ def blocking(fn: Callable[..., Deferred[_T]], *args: Any) -> _T:
 
 
 class HistoryTests(StoreTestCase):
+    # The strings the round-trip property stores.
+    text = staticmethod(st.text)
+    odd_text = "ünïcode \x00 nul, \x01ACTION\x01, emoji 🎉"
+
     async def test_append_stores_a_batch_and_counts_new_messages(self) -> None:
         store = await self.open_store()
         batch = [message(f"m{i}", float(i)) for i in range(100)]
@@ -72,7 +75,7 @@ class HistoryTests(StoreTestCase):
             message(
                 "m1",
                 1_700_000_000.123456,
-                text="ünïcode \x00 nul, \x01ACTION\x01, emoji 🎉",
+                text=self.odd_text,
                 tags=(("+draft/reply", "m0"), ("+typing", ""), ("a;b", "c d\\e")),
             ),
             message("m2", 1_700_000_001.5, kind="notice", account=None, nick="guest1"),
@@ -175,7 +178,7 @@ class HistoryTests(StoreTestCase):
 
     async def test_arbitrary_messages_round_trip(self) -> None:
         store = await self.open_store()
-        await threads.deferToThread(check_round_trip, store)
+        await threads.deferToThread(check_round_trip, store, self.text)
 
 
 # -- property tests (run in a worker thread) -----------------------------------------------
@@ -194,7 +197,7 @@ PROPERTY_SETTINGS = settings(
 )
 
 
-def check_queries_against_model(store: SqliteStore) -> None:
+def check_queries_against_model(store: Any) -> None:
     examples = iter(range(1_000_000))
 
     @PROPERTY_SETTINGS
@@ -258,17 +261,18 @@ def check_queries_against_model(store: SqliteStore) -> None:
     check()
 
 
-def check_round_trip(store: SqliteStore) -> None:
+def check_round_trip(store: Any, text: Callable[..., st.SearchStrategy[str]]) -> None:
+    """``text(max_size=...)`` makes the strings to store."""
     examples = iter(range(1_000_000))
-    optional_text = st.none() | st.text(max_size=20)
+    optional_text = st.none() | text(max_size=20)
 
     @PROPERTY_SETTINGS
     @given(
         ts=st.floats(allow_nan=False, allow_infinity=False),
-        who=st.builds(Who, st.text(max_size=30), st.text(max_size=10), st.text(), optional_text),
-        text=st.text(),
+        who=st.builds(Who, text(max_size=30), text(max_size=10), text(), optional_text),
+        text=text(),
         kind=st.sampled_from(["privmsg", "notice", "action"]),
-        tags=st.lists(st.tuples(st.text(), st.text()), max_size=4).map(tuple),
+        tags=st.lists(st.tuples(text(), text()), max_size=4).map(tuple),
     )
     def check(ts: float, who: Who, text: str, kind: Any, tags: tuple[tuple[str, str], ...]) -> None:
         msgid = f"rt{next(examples)}"

@@ -36,6 +36,9 @@ class MemoryStore:
     def registered_keys(self, keys: Sequence[str]) -> Deferred:
         return succeed({casefold(key) for key in keys if casefold(key) in self.accounts})
 
+    def account_keys(self) -> Deferred:
+        return succeed(list(self.accounts))
+
     def create_account(self, record: AccountRecord) -> Deferred:
         key = casefold(record.name)
         if key in self.accounts:

@@ -35,21 +35,21 @@ def test_a_message_sent_from_another_connection_is_copied_once_enabled(
     desk = client().login("alice", "secret1", resource="desk")
     # Without carbons, no copy (a client that does not know them would take it for a message
     # to it).
-    phone.send("<message to='bob@localhost' type='chat'><body>first</body></message>")
+    phone.send("<message to='~bob@localhost' type='chat'><body>first</body></message>")
     assert desk.received() == []
     enable(desk)
-    phone.send("<message to='bob@localhost' type='chat' id='s2'><body>second</body></message>")
+    phone.send("<message to='~bob@localhost' type='chat' id='s2'><body>second</body></message>")
     [copy] = desk.received()
     assert copy.get("from") == "alice@localhost" and copy.get("to") == "alice@localhost/desk"
     inner = sent_carbon(copy)
-    assert inner.get("to") == "bob@localhost" and inner.findtext("body") == "second"
+    assert inner.get("to") == "~bob@localhost" and inner.findtext("body") == "second"
     # The forwarded stanza is the one the phone sent: its id, from the phone.
     assert (inner.get("id"), inner.get("from")) == ("s2", "alice@localhost/phone")
     assert bob.of(Message)[-1].text == "second"
     # The sender itself gets no copy, and neither does anyone else.
     assert phone.received() == []
     desk.iq("set", f"<disable xmlns='{CARBONS}'/>")
-    phone.send("<message to='bob@localhost' type='chat'><body>third</body></message>")
+    phone.send("<message to='~bob@localhost' type='chat'><body>third</body></message>")
     assert desk.received() == []
 
 

@@ -53,9 +53,12 @@ def test_unknown_node_is_item_not_found(alice) -> None:
 
 def test_user_info_is_answered_for_the_user(alice, other_user) -> None:
     other_user("bob", protocol="irc")
-    reply = alice.iq("get", f"<query xmlns='{INFO}'/>", to="bob@localhost")
+    # Bob is a guest: answered at his guest address, and not as an account.
+    reply = alice.iq("get", f"<query xmlns='{INFO}'/>", to="~bob@localhost")
     identity = reply.find(f"{{{INFO}}}query/{{{INFO}}}identity")
-    assert (identity.get("category"), identity.get("type")) == ("account", "registered")
+    assert (identity.get("category"), identity.get("type")) == ("account", "anonymous")
+    not_him = alice.iq("get", f"<query xmlns='{INFO}'/>", to="bob@localhost")
+    assert error_of(not_him) == "service-unavailable"
     own = alice.iq("get", f"<query xmlns='{ITEMS}'/>", to="alice@localhost")
     assert own.get("type") == "result"
     absent = alice.iq("get", f"<query xmlns='{INFO}'/>", to="nobody@localhost")

@@ -17,7 +17,7 @@ def test_xmpp_to_line_user(client, account, other_user) -> None:
     account("alice")
     bob = other_user("bob")
     c = client().login("alice", "secret1")
-    c.send("<message to='Bob@localhost' type='chat' id='m1'><body>hello bob</body></message>")
+    c.send("<message to='~Bob@localhost' type='chat' id='m1'><body>hello bob</body></message>")
     [msg] = bob.of(Message)
     assert (msg.source.nick, msg.target, msg.text, msg.kind) == (
         "alice",
@@ -34,7 +34,8 @@ def test_line_user_to_xmpp(client, account, other_user, service) -> None:
     c = client().login("alice", "secret1", resource="phone")
     service.say(bob.core, nick="alice", text="hi \x02alice\x02 \x0304red")
     [msg] = c.received()
-    assert msg.get("from") == "bob@localhost"
+    # Bob is a guest: his address is never an account's.
+    assert msg.get("from") == "~bob@localhost"
     assert msg.get("to") == "alice@localhost/phone"
     assert msg.get("type") == "chat"
     assert msg.get("id")
@@ -49,7 +50,7 @@ def test_actions_and_notices(client, account, other_user, service) -> None:
     service.say(bob.core, nick="alice", text="fyi", kind="notice")
     bodies = [m.findtext("body") for m in messages(c.received())]
     assert bodies == ["/me waves", "fyi"]
-    c.send("<message to='bob@localhost' type='chat'><body>/me bows</body></message>")
+    c.send("<message to='~bob@localhost' type='chat'><body>/me bows</body></message>")
     [msg] = [m for m in bob.of(Message) if m.source.nick == "alice"]
     assert (msg.kind, msg.text) == ("action", "bows")
 
@@ -63,7 +64,7 @@ def test_every_resource_gets_it_once(client, account, other_user, service) -> No
     assert [m.get("to") for m in messages(phone.received())] == ["alice@localhost/phone"]
     assert [m.get("to") for m in messages(desk.received())] == ["alice@localhost/desk"]
     # A message sent from one resource is not copied to the other (no carbons).
-    phone.send("<message to='bob@localhost' type='chat'><body>yes</body></message>")
+    phone.send("<message to='~bob@localhost' type='chat'><body>yes</body></message>")
     assert desk.received() == []
 
 
@@ -113,7 +114,7 @@ def test_chat_states_pass_between_xmpp_clients(client, account, other_user) -> N
     assert state.get("from") == "alice@localhost/a"
     assert state.find("{http://jabber.org/protocol/chatstates}composing") is not None
     alice.send(
-        "<message to='carol@localhost' type='chat'>"
+        "<message to='~carol@localhost' type='chat'>"
         "<composing xmlns='http://jabber.org/protocol/chatstates'/></message>"
     )
     assert carol.events == [] and alice.received() == []
@@ -124,7 +125,7 @@ def test_too_many_lines_is_refused(client, account, other_user) -> None:
     bob = other_user("bob")
     c = client().login("alice", "secret1")
     body = "\n".join(f"line {i}" for i in range(100))
-    c.send(f"<message to='bob@localhost' type='chat' id='flood'><body>{body}</body></message>")
+    c.send(f"<message to='~bob@localhost' type='chat' id='flood'><body>{body}</body></message>")
     [err] = c.received()
     assert err.find(f"error/{{{NS_STANZAS}}}policy-violation") is not None
     assert bob.events == []

@@ -352,12 +352,12 @@ def test_presence_cache_forgets_occupants_that_are_gone(service: ChatService) ->
     alice = Occupant(service, "alice")
     alice.join("dev")
     for i in range(20):
-        conn_pair = other(service, f"guest{i}")
+        conn_pair = other(service, f"visitor{i}")
         service.join(conn_pair[1], "dev")
         Occupant(service, f"late{i}").join("dev")  # each join renders every occupant
         service.quit(conn_pair[1], "bye")
     gc.collect()
-    cached = [u for u in presence._shown if u.key.startswith(("guest", "late"))]
+    cached = [u for u in presence._shown if u.key.startswith(("visitor", "late"))]
     assert cached, "the joins above should have filled the cache"
     assert all(service.find_user(u.nick) is u for u in cached)  # only users still online
 

@@ -32,7 +32,7 @@ def test_join_talk_and_leave_over_a_stream(
     bob = other_user("bob", protocol="irc")
     service.join(bob.core, "dev")
     (pres,) = alice.received()
-    assert pres.get("from") == f"{ROOM}/bob" and item(pres).get("jid") == "bob@localhost"
+    assert pres.get("from") == f"{ROOM}/bob" and item(pres).get("jid") == "~bob@localhost"
 
     service.say(bob.core, text="hi alice", room="dev")
     (msg,) = alice.received()

@@ -73,6 +73,15 @@ def pair(
             terminal.close()
 
 
+def wait_log(home: Path, text: str, count: int = 1, timeout: float = WAIT) -> None:
+    """Wait until the client's debug log has ``text`` ``count`` times."""
+    log = home / "data" / "profanity" / "logs" / "profanity.log"
+    deadline = time.monotonic() + timeout
+    while log.read_text().count(text) < count:
+        assert time.monotonic() < deadline, f"{text!r} never logged {count} times in {log}"
+        time.sleep(0.2)
+
+
 def received_xml(home: Path) -> list[str]:
     """What the client's log shows it received (profanity -l DEBUG logs every stanza)."""
     log = home / "data" / "profanity" / "logs" / "profanity.log"
@@ -95,13 +104,18 @@ def test_omemo_messages_both_ways(
         wait_for(terminal, "OMEMO crytographic materials generated", 60)
     # Each publishes its device list and bundle over PEP; starting a session reads the
     # other's from the server.
+    handled = "omemo_start_device_session_handle_bundle: {}@localhost"
     alice.type("/omemo start bob@localhost")
     wait_for(alice, "[OMEMO]")
+    # A session with bob's device is built from his bundle before anything is encrypted.
+    wait_log(tmp_path / "alice", handled.format("bob"))
     alice.type("secret from alice")
     wait_for(bob, "<< chat message: alice@localhost")
     bob.type("/win 2")
     wait_for(bob, "secret from alice")
+    before = (tmp_path / "bob" / "data" / "profanity" / "logs" / "profanity.log").read_text()
     bob.type("/omemo start alice@localhost")
+    wait_log(tmp_path / "bob", handled.format("alice"), before.count(handled.format("alice")) + 1)
     bob.type("secret reply from bob")
     alice.type("/win 2")
     wait_for(alice, "secret reply from bob")

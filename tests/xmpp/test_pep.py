@@ -423,3 +423,17 @@ class MemoryPepStoreTest(unittest.TestCase):
         removed: list = []
         store.delete_pep_node("ALICE", "pep", "n").addCallback(removed.append)
         assert removed == [True]
+
+
+def test_server_caps_in_stream_features_match_its_disco(client, account) -> None:
+    account("alice")
+    c = client()
+    c.open()
+    c.authenticate("alice", "secret1")
+    c.open()
+    c.received()
+    advertised = c.features.find(f"{{{caps.NS_CAPS}}}c")
+    assert advertised is not None and advertised.get("hash") == "sha-1"
+    c.bind("r")
+    info = c.iq("get", f"<query xmlns='{DISCO}'/>", to="localhost")
+    assert caps.ver_of(info.find(f"{{{DISCO}}}query")) == advertised.get("ver")

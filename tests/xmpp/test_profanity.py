@@ -118,11 +118,11 @@ def test_profanity_chats_and_joins_a_room(profanity: tuple[ServerProcess, Termin
     carol = line_user(server, "carol")
     try:
         # One to one, both ways.
-        terminal.type("/msg carol@localhost hello from profanity")
+        terminal.type("/msg ~carol@localhost hello from profanity")
         assert carol.expect("*alice*") == "*alice* hello from profanity"
         carol.send("/msg alice hi back from line chat")
         terminal.type("/win 2")
-        terminal.wait_for("carol@localhost: hi back from line chat")
+        terminal.wait_for("~carol@localhost: hi back from line chat")
 
         # A room shared with the line-chat user.
         carol.send("/join dev")

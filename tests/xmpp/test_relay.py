@@ -5,6 +5,8 @@ What another protocol's user gets of the same message is in test_im.py and tests
 
 from __future__ import annotations
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from lxml import etree
 
 from chatserver.core.events import Message
@@ -224,9 +226,64 @@ def test_a_chat_state_to_someone_not_connected_is_service_unavailable(
     assert (err.get("type"), err.get("id"), err.get("from")) == ("error", "z-1", "nobody@localhost")
     assert err.find("error/{urn:ietf:params:xml:ns:xmpp-stanzas}service-unavailable") is not None
     # Someone connected on IRC only: nothing for them to see, and nothing to complain of.
+    # (dan is a guest: his address is ~dan@localhost.)
     other_user("dan", protocol="irc")
     alice.send(
-        "<message to='dan@localhost' type='chat' id='z-2'>"
+        "<message to='~dan@localhost' type='chat' id='z-2'>"
         "<composing xmlns='http://jabber.org/protocol/chatstates'/></message>"
     )
     assert alice.received() == []
+
+
+# -- any extension, relayed as itself --------------------------------------------------------
+
+_XML_TEXT = st.text(
+    st.characters(
+        codec="utf-8",
+        exclude_categories=("Cs", "Cc"),
+        exclude_characters="\ufffe\uffff",
+    ),
+    max_size=20,
+)
+_NAMES = st.from_regex(r"[a-z][a-z0-9_-]{0,7}", fullmatch=True)
+_NAMESPACES = st.sampled_from(
+    ["urn:example:a", "urn:xmpp:reactions:0", "eu.siacs.conversations.axolotl", "urn:x:b"]
+)
+
+
+@st.composite
+def _extension(draw, depth: int = 0):  # type: ignore[no-untyped-def]
+    ns = draw(_NAMESPACES)
+    el = etree.Element(f"{{{ns}}}{draw(_NAMES)}", nsmap={None: ns})
+    for key, value in draw(st.dictionaries(_NAMES, _XML_TEXT, max_size=3)).items():
+        el.set(key, value)
+    el.text = draw(_XML_TEXT)
+    if depth < 2:
+        for child in draw(st.lists(_extension(depth + 1), max_size=2)):
+            el.append(child)
+    return el
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(extensions=st.lists(_extension(), min_size=1, max_size=3))
+def test_any_extension_arrives_as_itself(client, account, service, extensions) -> None:
+    # Fixtures are shared by the examples: one pair of clients for them all.
+    pair = _pairs.get(id(service))
+    if pair is None:
+        _pairs.clear()
+        pair = _pairs[id(service)] = two(client, account)
+    alice, bob = pair
+    # Each example is a moment later, within the flood budget.
+    service.clock.advance(1)
+    sent = etree.Element("message", {"to": "bob@localhost", "type": "chat", "id": "h-1"})
+    etree.SubElement(sent, "body").text = "with extensions"
+    for ext in extensions:
+        sent.append(ext)
+    alice.send(etree.tostring(sent))
+    [got] = bob.received()
+    assert shape(got) == shape(sent)
+
+
+_pairs: dict[int, tuple[object, object]] = {}

@@ -236,45 +236,47 @@ def test_subscribing_to_a_guest_is_approved_at_once(client, account, other_user,
     account("alice")
     other_user("carol", protocol="irc")
     alice = login(client, "alice")
-    alice.send("<presence to='carol@localhost' type='subscribe'/>")
+    alice.send("<presence to='~carol@localhost' type='subscribe'/>")
     got = alice.received()
-    assert pushes(got)[-1] == ("carol@localhost", "to", None)
-    assert ("carol@localhost", "subscribed") in presences(got)
-    assert ("carol@localhost", None) in presences(got)
+    assert pushes(got)[-1] == ("~carol@localhost", "to", None)
+    assert ("~carol@localhost", "subscribed") in presences(got)
+    assert ("~carol@localhost", None) in presences(got)
 
 
 def test_contacts_on_other_protocols_come_and_go(client, account, other_user, service) -> None:
     account("alice")
     alice = login(client, "alice")
-    alice.send("<presence to='dave@localhost' type='subscribe'/>")
+    alice.send("<presence to='~dave@localhost' type='subscribe'/>")
     alice.received()
     dave = other_user("dave", protocol="irc")
-    assert presences(alice.received()) == [("dave@localhost", None)]
+    assert presences(alice.received()) == [("~dave@localhost", None)]
     # A subscription follows the contact whether or not they share a room.
     service.set_away(dave.core, "lunch")
     [away] = alice.received()
-    assert away.get("from") == "dave@localhost" and away.findtext("show") == "away"
+    assert away.get("from") == "~dave@localhost" and away.findtext("show") == "away"
     assert away.findtext("status") == "lunch"
     service.quit(dave.core, "bye")
-    assert presences(alice.received()) == [("dave@localhost", "unavailable")]
+    assert presences(alice.received()) == [("~dave@localhost", "unavailable")]
     # Initial presence of a later session probes the contact.
     other_user("dave", protocol="line")
     later = client().login("alice", "secret1", resource="later")
     later.send("<presence/>")
-    assert ("dave@localhost", None) in presences(later.received())
+    assert ("~dave@localhost", None) in presences(later.received())
 
 
 def test_away_of_a_contact_in_a_shared_room(client, account, other_user, service) -> None:
     account("alice")
     alice = login(client, "alice")
     erin = other_user("erin", protocol="irc")
-    alice.send("<presence to='erin@localhost' type='subscribe'/>")
+    alice.send("<presence to='~erin@localhost' type='subscribe'/>")
     service.join(erin.core, "tea")
     service.join(alice.conn.core, "tea")
     alice.received()
     service.set_away(erin.core, "brb")
     [p] = [
-        el for el in alice.received() if el.tag == "presence" and el.get("from") == "erin@localhost"
+        el
+        for el in alice.received()
+        if el.tag == "presence" and el.get("from") == "~erin@localhost"
     ]
     assert p.findtext("show") == "away" and p.findtext("status") == "brb"
 
@@ -283,12 +285,12 @@ def test_probe_is_answered_for_subscribed_contacts(client, account, other_user) 
     account("alice")
     alice = login(client, "alice")
     other_user("frank", protocol="line")
-    alice.send("<presence to='frank@localhost' type='probe'/>")
+    alice.send("<presence to='~frank@localhost' type='probe'/>")
     assert alice.received() == []  # not subscribed: nothing
-    alice.send("<presence to='frank@localhost' type='subscribe'/>")
+    alice.send("<presence to='~frank@localhost' type='subscribe'/>")
     alice.received()
-    alice.send("<presence to='frank@localhost' type='probe'/>")
-    assert presences(alice.received()) == [("frank@localhost", None)]
+    alice.send("<presence to='~frank@localhost' type='probe'/>")
+    assert presences(alice.received()) == [("~frank@localhost", None)]
 
 
 def test_show_maps_to_core_away(client, account, service) -> None:
@@ -440,3 +442,25 @@ class SqliteRosterTests(unittest.TestCase):
         self.assertFalse(await store.remove_item("alice", "carol@localhost"))
         await store.delete_account("alice")
         self.assertEqual(await store.get_roster("alice"), [])
+
+
+def test_roster_versioning(client, account) -> None:
+    account("alice")
+    c = client().login("alice", "secret1", resource="r")
+    assert c.features is not None
+    first = c.iq("get", f"<query xmlns='{NS_ROSTER}' ver=''/>")
+    ver = first.find(f"{Q}query").get("ver")
+    assert ver
+    # The client's copy is current: an empty result.
+    same = c.iq("get", f"<query xmlns='{NS_ROSTER}' ver='{ver}'/>")
+    assert same.get("type") == "result" and len(same) == 0
+    c.iq("set", f"<query xmlns='{NS_ROSTER}'><item jid='bob@localhost'/></query>")
+    (push,) = [el for el in c.received() if el.tag == "iq" and el.get("type") == "set"]
+    new_ver = push.find(f"{Q}query").get("ver")
+    assert new_ver and new_ver != ver
+    # An old version gets the whole roster with the new version.
+    stale = c.iq("get", f"<query xmlns='{NS_ROSTER}' ver='{ver}'/>")
+    assert stale.find(f"{Q}query").get("ver") == new_ver
+    assert [i.get("jid") for i in stale.iter(f"{Q}item")] == ["bob@localhost"]
+    current = c.iq("get", f"<query xmlns='{NS_ROSTER}' ver='{new_ver}'/>")
+    assert len(current) == 0

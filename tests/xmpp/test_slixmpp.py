@@ -111,18 +111,18 @@ def test_chat_with_a_line_user_and_back(
     carol.send("carol")
     carol.expect("*** You are carol.")
     alice = connect("alice")
-    alice.do(alice.xmpp.send_message, mto="carol@localhost", mbody="hello carol", mtype="chat")
+    alice.do(alice.xmpp.send_message, mto="~carol@localhost", mbody="hello carol", mtype="chat")
     assert carol.expect("*alice*") == "*alice* hello carol"
     carol.send("/msg alice hi alice, from line chat")
-    reply = alice.expect_event("message", lambda m: m["from"].bare == "carol@localhost")
+    reply = alice.expect_event("message", lambda m: m["from"].bare == "~carol@localhost")
     assert reply["type"] == "chat"
     assert reply["body"] == "hi alice, from line chat"
     # Carol is gone: the next message bounces with service-unavailable.
     carol.send("/quit")
     carol.close()
     time.sleep(0.2)
-    alice.do(alice.xmpp.send_message, mto="carol@localhost", mbody="still there?", mtype="chat")
-    bounce = alice.expect_event("message_error", lambda m: m["from"].bare == "carol@localhost")
+    alice.do(alice.xmpp.send_message, mto="~carol@localhost", mbody="still there?", mtype="chat")
+    bounce = alice.expect_event("message_error", lambda m: m["from"].bare == "~carol@localhost")
     assert bounce["error"]["condition"] == "service-unavailable"
 
 

@@ -37,6 +37,10 @@ EXTENSIONS = {
     "reaction": "<reactions xmlns='urn:xmpp:reactions:0' id='x-0'><reaction>\U0001f44d"
     "</reaction></reactions><store xmlns='urn:xmpp:hints'/>",
     "chat state": "<composing xmlns='http://jabber.org/protocol/chatstates'/>",
+    # An attribute value with an ampersand, as a link in an out-of-band URL or a reply
+    # fallback has: relayed as written, not as "&#38;".
+    "ampersand in an attribute": "<body>see</body>"
+    "<x xmlns='urn:example:link' href='https://example.org/?a=1&amp;b=2' alt='&lt;&amp;&gt;'/>",
     "origin-id and thread": "<body>threaded</body><thread parent='p-1'>t-1</thread>"
     "<origin-id xmlns='urn:xmpp:sid:0' id='o-1'/>",
 }

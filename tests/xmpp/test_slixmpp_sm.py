@@ -89,7 +89,7 @@ def test_slixmpp_resumes_after_its_connection_is_cut(
         ids = [m["id"] for m in before + rest]
         assert len(set(ids)) == len(ids) == 10
         # The same session goes on, both ways.
-        alice.do(alice.xmpp.send_message, mto=f"carol@{DOMAIN}", mbody="back", mtype="chat")
+        alice.do(alice.xmpp.send_message, mto=f"~carol@{DOMAIN}", mbody="back", mtype="chat")
         assert carol.expect(lambda line: "back" in line) == "*alice* back"
         carol.close()
     finally:
@@ -145,7 +145,7 @@ def test_slixmpp_inactive_gets_presence_only_with_the_next_message(
         assert seen == [
             ("groupchat_presence", f"{room}/carol"),
             ("groupchat_message", f"{room}/carol"),
-            ("message", f"carol@{DOMAIN}"),
+            ("message", f"~carol@{DOMAIN}"),
         ]
         carol.close()
     finally:

@@ -157,7 +157,7 @@ def test_drop_with_messages_in_flight_then_resume(client, account, other_user, s
     assert reply.get("type") == "result"
     _say(bob, service, "alice", "after")
     assert [m.findtext("body") for m in _messages(c2.received())] == ["after"]
-    c2.send("<message to='bob@localhost' type='chat'><body>back</body></message>")
+    c2.send("<message to='~bob@localhost' type='chat'><body>back</body></message>")
     assert any(getattr(e, "text", None) == "back" for e in bob.events)
     # The timeout no longer applies.
     service.clock.advance(120)
@@ -554,7 +554,7 @@ def test_lost_carbons_are_not_returned_as_undelivered(
     phone.iq("set", "<enable xmlns='urn:xmpp:carbons:2'/>")
     _enable(phone)
     bob = other_user("bob")
-    pc.send("<message to='bob@localhost' type='chat'><body>from my pc</body></message>")
+    pc.send("<message to='~bob@localhost' type='chat'><body>from my pc</body></message>")
     assert any(el.find("{urn:xmpp:carbons:2}sent") is not None for el in phone.received())
     _drop(phone)
     service.clock.advance(61)

@@ -159,7 +159,7 @@ def test_dropped_connection_resumes_with_nothing_lost_or_twice(
     # The session is the same: new messages flow both ways.
     carol.send("/msg alice after")
     assert _bodies(again.read_until(lambda el: (el.findtext(CLIENT + "body") or "") == "after"))
-    again.send(b"<message to='carol@localhost' type='chat'><body>back again</body></message>")
+    again.send(b"<message to='~carol@localhost' type='chat'><body>back again</body></message>")
     assert "back again" in carol.expect(lambda line: "back again" in line)
     assert metric("chatserver_xmpp_sm_resumed_total") == 1
     assert metric("chatserver_xmpp_sm_enabled_total") == 1

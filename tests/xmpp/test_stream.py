@@ -3,6 +3,7 @@ connection (headers, features, STARTTLS, binding, stream errors, keep-alives).""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 from xml.sax.saxutils import escape
@@ -409,7 +410,7 @@ def test_login_bind_and_session(client, account, service) -> None:
     c.authenticate("alice", "secret1")
     assert c.conn.account == "alice"
     c.open()
-    assert feature_names(c) == ["bind", "session", "sm", "csi"]
+    assert feature_names(c) == ["bind", "session", "sm", "csi", "c", "ver"]
     assert c.features.find(f"{{{NS_SESSION}}}session/{{{NS_SESSION}}}optional") is not None
     jid = c.bind("phone")
     assert jid == "alice@localhost/phone"
@@ -441,6 +442,8 @@ def test_server_generates_a_resource_and_resolves_conflicts(client, account, ser
 
 
 def test_binding_takes_the_nick_back_from_a_guest(client, account, service, other_user) -> None:
+    # Only with "timeout" enforcement can a guest hold a registered nick.
+    service.apply_settings(dataclasses.replace(service.settings, nick_enforcement="timeout"))
     account("alice")
     guest = other_user("alice")
     c = client().login("alice", "secret1")

@@ -69,6 +69,8 @@ class ChatserverController(BaseServerController, DirectoryBasedController):
     supported_sasl_mechanisms = {"PLAIN", "SCRAM-SHA-256"}
     supports_sts = False
     nickserv = "NickServ"
+    # A ban "$m:<mask>" mutes (EXTBAN=$,am).
+    extban_mute_char = "m"
     _log: Any = None
 
     # What the server offers in CAP LS and ISUPPORT (protocols/irc/README.md).
@@ -91,6 +93,7 @@ class ChatserverController(BaseServerController, DirectoryBasedController):
 
     optional_behaviors = frozenset(
         (
+            OptionalBehaviors.BAN_EXCEPTION_MODE,
             OptionalBehaviors.CAP_REQ_MINUS,
             OptionalBehaviors.INVITE_EXCEPTION_MODE,
             OptionalBehaviors.MULTI_JOIN,

@@ -136,7 +136,7 @@ def who(server: ChatServer, args: Mapping[str, Any]) -> dict[str, Any]:
                 "nick": user.nick if user is not None else None,
                 "account": user.account if user is not None else conn.account,
                 "address": conn.address,
-                "cloak": user.host if user is not None else chat.cloak(conn.address, conn.protocol),
+                "cloak": user.host if user is not None else chat.cloak(conn.address),
                 "rooms": sorted(user.rooms) if user is not None else [],
                 "secure": conn.secure,
                 "since": _stamp(conn.connected_at),

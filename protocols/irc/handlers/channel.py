@@ -3,6 +3,7 @@ MODE on a nick goes to :mod:`protocols.irc.handlers.usermode`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from chatserver.core.errors import ChatError, NoSuchNick
@@ -30,6 +31,12 @@ if TYPE_CHECKING:
 
 MODES_PER_COMMAND = 4
 MAX_LIST_ENTRIES = 100
+# The list modes (MAXLIST) and each one's entries.
+_LISTS: dict[str, Callable[[RoomView], Sequence[object]]] = {
+    "ban": lambda room: room.bans,
+    "except": lambda room: room.excepts,
+    "invite": lambda room: room.invites,
+}
 KEY_MAX = 23
 
 
@@ -301,6 +308,10 @@ def _send_list(conn: IrcConnection, room: RoomView, mode_name: str) -> None:
                 n.RPL_BANLIST, name, ban.mask, ban.set_by or conn.server_name, str(int(ban.set_at))
             )
         conn.reply(n.RPL_ENDOFBANLIST, name, "End of channel ban list")
+    elif mode_name == "except":
+        for mask in room.excepts:
+            conn.reply(n.RPL_EXCEPTLIST, name, mask)
+        conn.reply(n.RPL_ENDOFEXCEPTLIST, name, "End of channel exception list")
     else:
         for mask in room.invites:
             conn.reply(n.RPL_INVEXLIST, name, mask)
@@ -322,14 +333,14 @@ def _change_modes(conn: IrcConnection, room: RoomView, modestring: str, args: li
         if mode_name is None:
             conn.reply(n.ERR_UNKNOWNMODE, letter, "is unknown mode char to me")
             continue
-        if mode_name in ("ban", "invite"):
+        if mode_name in _LISTS:
             if not args:
                 if mode_name not in lists_shown:
                     lists_shown.add(mode_name)
                     _send_list(conn, room, mode_name)
                 continue
             arg = args.pop(0)
-            current = room.bans if mode_name == "ban" else room.invites
+            current = _LISTS[mode_name](room)
             if adding and len(current) >= MAX_LIST_ENTRIES:
                 conn.reply(n.ERR_BANLISTFULL, name, letter, "Channel list is full")
                 continue

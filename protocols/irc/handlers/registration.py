@@ -25,6 +25,7 @@ from protocols.irc import caps, sasl
 from protocols.irc import numerics as n
 from protocols.irc.channels import channel_name, send_names, send_topic
 from protocols.irc.commands import COMMANDS, command
+from protocols.irc.errors import in_use_text
 from protocols.irc.message import MAX_BODY_BYTES, IrcMessage, serialize_fitted
 from protocols.irc.modes import CHANMODES_TOKEN, CHANNEL_LETTERS, USER_LETTERS, user_mode_string
 from protocols.irc.security import may_send_passwords, tls_advice
@@ -104,10 +105,10 @@ def nick(conn: IrcConnection, msg: IrcMessage) -> None:
         assert conn.core is not None
         try:
             conn.service.rename(conn.core, wanted)
-        except NickInUse:
-            conn.reply(n.ERR_NICKNAMEINUSE, wanted, "Nickname is already in use")
-        except BadName:
-            conn.reply(n.ERR_ERRONEUSNICKNAME, wanted, "Erroneous nickname")
+        except NickInUse as err:
+            conn.reply(n.ERR_NICKNAMEINUSE, wanted, in_use_text(err))
+        except BadName as err:
+            conn.reply(n.ERR_ERRONEUSNICKNAME, wanted, erroneous_text(err))
         return
     holder = conn.service.find_user(wanted)
     # A connection logged in by SASL joins its account's user whatever nick it asks for.
@@ -134,6 +135,11 @@ def user(conn: IrcConnection, msg: IrcMessage) -> None:
     try_register(conn)
 
 
+def erroneous_text(err: BadName) -> str:
+    """432's text: a reserved name says so."""
+    return err.reason if is_valid_nick(err.name) else "Erroneous nickname"
+
+
 def try_register(conn: IrcConnection) -> None:
     """Finish registration if everything it needs is there."""
     if conn.registered or conn.closing or conn.core is None:
@@ -153,13 +159,13 @@ def try_register(conn: IrcConnection) -> None:
             user = conn.service.claim_nick(
                 conn.core, wanted, ident=conn.ident, realname=conn.realname
             )
-        except NickInUse:
+        except NickInUse as err:
             conn.pending_nick = None
-            conn.reply(n.ERR_NICKNAMEINUSE, wanted, "Nickname is already in use")
+            conn.reply(n.ERR_NICKNAMEINUSE, wanted, in_use_text(err))
             return
-        except BadName:
+        except BadName as err:
             conn.pending_nick = None
-            conn.reply(n.ERR_ERRONEUSNICKNAME, wanted, "Erroneous nickname")
+            conn.reply(n.ERR_ERRONEUSNICKNAME, wanted, erroneous_text(err))
             return
         conn.registered = True
         conn.factory.connection_registered(conn)
@@ -275,11 +281,13 @@ def isupport_tokens(conn: IrcConnection) -> list[str]:
         "CHANNELLEN": str(ROOM_MAX + 1),
         "CHANTYPES": "#",
         "ELIST": "CMNTU",
-        "EXTBAN": "$,a",
+        # $a:<account> and the mute $m:<mask> (one may speak only with voice).
+        "EXCEPTS": "e",
+        "EXTBAN": "$,am",
         "HOSTLEN": "64",
         "INVEX": "I",
         "KICKLEN": str(settings.kick_reason_max),
-        "MAXLIST": "bI:100",
+        "MAXLIST": "beI:100",
         "MAXTARGETS": str(MAX_TARGETS),
         "MODES": str(MODES_PER_LINE),
         "NETWORK": conn.server.network,

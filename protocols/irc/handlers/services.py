@@ -284,7 +284,38 @@ def ns_uninvite(conn: Any, args: list[str], reply: Reply) -> Deferred[Any]:
     return conn.service.uninvite_registration(conn.core, name).addCallback(withdrawn)
 
 
+def ns_block(conn: Any, args: list[str], reply: Reply) -> Deferred[Any] | None:
+    """The account's one block list (every protocol): with no nick, what it holds."""
+    _need(args, 0, 1)
+    if not args:
+        names = conn.service.blocks(conn.core)
+        reply(f"You block: {' '.join(names)}" if names else "You block no one.")
+        return None
+    nick = args[0]
+    return conn.service.block(conn.core, [nick]).addCallback(
+        lambda _: reply(
+            f"You block {nick}: their private messages and invitations reach"
+            " none of your connections."
+        )
+    )
+
+
+def ns_unblock(conn: Any, args: list[str], reply: Reply) -> Deferred[Any]:
+    _need(args, 1, 1)
+    names = None if args[0] == "*" else [args[0]]
+
+    def done(gone: list[str]) -> None:
+        if gone:
+            reply(f"You no longer block {' '.join(gone)}.")
+        else:
+            reply(f"You did not block {args[0]}.")
+
+    return conn.service.unblock(conn.core, names).addCallback(done)
+
+
 NICKSERV_COMMANDS: dict[str, tuple[SubHandler, str]] = {
+    "BLOCK": (ns_block, "[nick]"),
+    "UNBLOCK": (ns_unblock, "<nick>|*"),
     "REGISTER": (ns_register, "<password> [email]"),
     "IDENTIFY": (ns_identify, "[account] <password>"),
     "LOGOUT": (ns_logout, ""),

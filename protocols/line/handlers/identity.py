@@ -170,3 +170,41 @@ def do_drop(c: LineConnection, a: Args) -> Deferred:
 def do_away(c: LineConnection, a: Args) -> Reply:
     c.service.set_away(c.session, a.get("text") or None)
     return Reply(fields={"away": a.get("text") or None})
+
+
+@command(
+    "block",
+    "[nick]",
+    "Block a user: their private messages and invitations reach none of your connections,"
+    " on any protocol (your account keeps one list). Without a nick, list whom you block.",
+    Param("nick"),
+    json='{"cmd": "block", "nick": "mallory"}',
+)
+def do_block(c: LineConnection, a: Args) -> Reply | Deferred:
+    nick = a.get("nick")
+    if not nick:
+        names = c.service.blocks(c.session)
+        lines = [f"{INFO}you block: {' '.join(names)}" if names else f"{INFO}you block no one"]
+        return Reply(lines, {"blocked": names})
+    return c.service.block(c.session, [nick]).addCallback(
+        lambda _: Reply([f"{INFO}you block {nick}"], {"blocked": nick})
+    )
+
+
+@command(
+    "unblock",
+    "<nick>|*",
+    "Unblock a user (* unblocks everyone).",
+    Param("nick", required=True),
+    json='{"cmd": "unblock", "nick": "mallory"}',
+)
+def do_unblock(c: LineConnection, a: Args) -> Deferred:
+    nick = a["nick"]
+    names = None if nick == "*" else [nick]
+
+    def done(gone: list[str]) -> Reply:
+        if not gone:
+            return Reply([f"{INFO}you did not block {nick}"], {"unblocked": []})
+        return Reply([f"{INFO}you no longer block {' '.join(gone)}"], {"unblocked": gone})
+
+    return c.service.unblock(c.session, names).addCallback(done)

@@ -47,7 +47,8 @@ def do_kick(c: LineConnection, a: Args) -> Reply:
     "ban",
     "[#room] [nick|mask]",
     "Ban a nick (nick!*@*), a mask (nick!ident@host, * and ? match) or an account"
-    " ($a:name) from the current room; without one, list the bans.",
+    " ($a:name) from the current room, or mute one ($m:mask: may stay, may not speak);"
+    " without one, list the bans.",
     Param("room", ROOM),
     Param("mask"),
     json='{"cmd": "ban", "room": "dev", "mask": "bob"}',

@@ -13,12 +13,18 @@ from typing import Any
 
 from chatserver.core.errors import BadName, ChatError, NoSuchNick, NotOnRoom
 from chatserver.core.events import ModeItem
-from chatserver.core.names import ACCOUNT_MASK_PREFIX, casefold, normalize_mask, room_key
+from chatserver.core.names import (
+    ACCOUNT_MASK_PREFIX,
+    MUTE_MASK_PREFIX,
+    casefold,
+    normalize_mask,
+    room_key,
+)
 from chatserver.core.views import RoomView
 from protocols.costs import FANOUT
 from protocols.xmpp.muc import ns
 from protocols.xmpp.muc.build import Element, find
-from protocols.xmpp.muc.occupants import affiliation, local_part, parse_address, role
+from protocols.xmpp.muc.occupants import affiliation, nick_at, parse_address, role
 from protocols.xmpp.router import StanzaError, handler
 from protocols.xmpp.stanzas import element, sub
 
@@ -65,7 +71,7 @@ def on_admin_set(conn: Any, iq: Element) -> None:
 def apply_item(conn: Any, room: RoomView, item: Element) -> None:
     reason_el = find(item, ns.MUC_ADMIN, "reason")
     reason = (reason_el.text or "") if reason_el is not None else ""
-    nick = item.get("nick") or local_part(item.get("jid"))
+    nick = item.get("nick") or nick_at(conn, item.get("jid"))
     if not nick:
         raise StanzaError("bad-request", "say whose role or affiliation to change")
     new_role, new_affiliation = item.get("role"), item.get("affiliation")
@@ -189,7 +195,9 @@ def on_admin_get(conn: Any, iq: Element) -> None:
             listed.add(casefold(account))
             jid = f"{account}@{conn.domain}"
             sub(out, "item", {"affiliation": wanted_affiliation, "jid": jid})
-    masks = {"outcast": [b.mask for b in room.bans], "member": room.invites}
+    # A mute ($m:) keeps its user in the room: not an outcast.
+    outcasts = [b.mask for b in room.bans if not b.mask.startswith(MUTE_MASK_PREFIX)]
+    masks = {"outcast": outcasts, "member": room.invites}
     for mask in masks.get(wanted_affiliation or "", []):
         masked = mask_jid(conn, mask)
         if masked is not None and casefold(masked.partition("@")[0]) not in listed:

@@ -21,7 +21,12 @@ from protocols.xmpp import relay
 from protocols.xmpp.muc import ns
 from protocols.xmpp.muc.build import Element, find, send_spliced
 from protocols.xmpp.muc.chat import RoomStanza, stamp_occupant
-from protocols.xmpp.muc.occupants import RoomAddress, local_part, occupant_id, parse_address
+from protocols.xmpp.muc.occupants import (
+    RoomAddress,
+    nick_at,
+    occupant_id,
+    parse_address,
+)
 from protocols.xmpp.router import StanzaError, handler
 from protocols.xmpp.stanzas import child_text, sub
 
@@ -138,7 +143,7 @@ def on_message(conn: Any, msg: Element) -> None:
     x = find(msg, ns.MUC_USER, "x")
     if x is not None:
         for invite in x.iterfind(f"{{{ns.MUC_USER}}}invite"):
-            nick = local_part(invite.get("to"))
+            nick = nick_at(conn, invite.get("to"))
             if nick is None:
                 raise StanzaError("jid-malformed", "invite whom?")
             conn.service.invite(conn.core, nick, room.name)

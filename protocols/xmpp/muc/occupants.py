@@ -15,6 +15,7 @@ from typing import Any
 from chatserver.core.events import Who
 from chatserver.core.names import casefold
 from chatserver.core.views import MemberView, RoomView
+from protocols.xmpp.jid import GUEST_MARK, local_user
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,9 +38,21 @@ def parse_address(jid: str | None) -> RoomAddress | None:
 
 
 def local_part(jid: str | None) -> str | None:
-    """The node of ``nick@domain[/resource]``: a user's nick."""
+    """The node of ``name@domain[/resource]`` (an account, or ``~nick`` for a guest)."""
     address = parse_address(jid)
     return address.room if address is not None else None
+
+
+def nick_at(conn: Any, jid: str | None) -> str | None:
+    """The nick of the user a JID of this server names: the one logged in to the account,
+    or the guest on ``~nick``; when no one is online there, the name itself."""
+    local = local_part(jid)
+    if local is None:
+        return None
+    user = local_user(conn.service, local)
+    if user is not None:
+        return str(user.nick)
+    return local.removeprefix(GUEST_MARK) or None
 
 
 def role(room: RoomView, member: MemberView | None) -> str:
@@ -75,4 +88,5 @@ def occupant_id(conn: Any, room: str, who: Who) -> str:
     """XEP-0421: the same opaque id for the same identity in a room, whatever its nick or
     connection (its account, or for a guest its nick), different in every room."""
     identity = f"account:{casefold(who.account)}" if who.account else f"nick:{casefold(who.nick)}"
-    return conn.service.cloak(f"{room}/{identity}", "occupant")
+    # The server's keyed hash; the prefix keeps these ids apart from address cloaks.
+    return conn.service.cloak(f"occupant:{room}/{identity}")

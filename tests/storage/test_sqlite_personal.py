@@ -1,9 +1,11 @@
-"""XMPP personal data (PEP nodes, private storage, vCards) in the SQLite store."""
+"""What the store keeps for users: XMPP personal data (PEP nodes, private storage, vCards)
+and block lists."""
 
 from __future__ import annotations
 
 from zope.interface.verify import verifyObject
 
+from chatserver.core.interfaces import IBlockStore
 from chatserver.core.records import PepItem, PepNode
 from protocols.xmpp.pep_store import IPepStore
 from tests.storage.helpers import StoreTestCase, account
@@ -37,3 +39,22 @@ class PepStoreTests(StoreTestCase):
         await store.save_pep_node("bob", PepNode("n", items=(PepItem("1", "<x/>"),)))
         await store.delete_account("bob")
         self.assertEqual(await store.get_pep("bob"), [])
+
+
+class BlockStoreTests(StoreTestCase):
+    async def test_block_lists_round_trip_and_go_with_the_account(self) -> None:
+        store = await self.open_store()
+        verifyObject(IBlockStore, store)
+        await store.create_account(account("Alice"))
+        await store.create_account(account("Bob"))
+        await store.add_blocks("Alice", ["mallory", "eve"])
+        await store.add_blocks("alice", ["eve"])
+        await store.add_blocks("bob", ["alice"])
+        await store.close()
+        again = await self.open_store()
+        self.assertEqual(
+            await again.load_blocks(), [("alice", "eve"), ("alice", "mallory"), ("bob", "alice")]
+        )
+        await again.remove_blocks("alice", ["eve", "nobody"])
+        await again.delete_account("bob")
+        self.assertEqual(await again.load_blocks(), [("alice", "mallory")])
