@@ -140,12 +140,23 @@ _V5_PEP: tuple[str, ...] = (
     """,
 )
 
+_V6_BLOCKS: tuple[str, ...] = (
+    """
+    CREATE TABLE blocks (
+        account TEXT COLLATE "C" NOT NULL REFERENCES accounts (key) ON DELETE CASCADE,
+        name    TEXT COLLATE "C" NOT NULL,
+        PRIMARY KEY (account, name)
+    )
+    """,
+)
+
 MIGRATIONS: tuple[Sequence[str], ...] = (
     _V1_INITIAL,
     _V2_ROSTER,
     _V3_SERVER_BANS,
     _V4_REGISTRATION_INVITES,
     _V5_PEP,
+    _V6_BLOCKS,
 )
 """Index i holds the step to version i + 1, as in the SQLite list."""
 
@@ -161,4 +172,5 @@ TABLES: tuple[tuple[str, str | None], ...] = (
     ("registration_invites", None),
     ("pep_nodes", None),
     ("pep_items", "seq"),
+    ("blocks", None),
 )

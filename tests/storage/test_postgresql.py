@@ -22,7 +22,7 @@ import tests.storage.test_sqlite_accounts as accounts_tests
 import tests.storage.test_sqlite_history as history_tests
 import tests.storage.test_sqlite_invites as invites_tests
 import tests.storage.test_sqlite_ops as ops_tests
-import tests.storage.test_sqlite_pep as pep_tests
+import tests.storage.test_sqlite_personal as personal_tests
 import tests.storage.test_sqlite_rooms as rooms_tests
 from chatserver.core.accounts import RegistrationInvite
 from chatserver.core.bans import ServerBan
@@ -84,7 +84,11 @@ class PostgresTimingTests(ops_tests.TimingTests):
     backend = "postgresql"
 
 
-class PostgresPepStoreTests(pep_tests.PepStoreTests):
+class PostgresPepStoreTests(personal_tests.PepStoreTests):
+    backend = "postgresql"
+
+
+class PostgresBlockStoreTests(personal_tests.BlockStoreTests):
     backend = "postgresql"
 
 
