@@ -441,6 +441,25 @@ def _remove_roster_item(cur: Any, account: str, jid: str) -> bool:
     return bool(cur.rowcount > 0)
 
 
+def _load_blocks(cur: Any) -> list[tuple[str, str]]:
+    cur.execute("SELECT account, name FROM blocks ORDER BY account, name")
+    return [(account, name) for account, name in cur.fetchall()]
+
+
+def _add_blocks(cur: Any, account: str, names: list[str]) -> None:
+    cur.executemany(
+        "INSERT INTO blocks (account, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+        [(account, _text(_utf8(name))) for name in names],
+    )
+
+
+def _remove_blocks(cur: Any, account: str, names: list[str]) -> None:
+    cur.executemany(
+        "DELETE FROM blocks WHERE account = %s AND name = %s",
+        [(account, _text(_utf8(name))) for name in names],
+    )
+
+
 def _get_pep(cur: Any, account: str) -> list[PepNode]:
     cur.execute(
         "SELECT kind, node, item_id, payload, published_at FROM pep_items WHERE account = %s"
@@ -829,6 +848,17 @@ class PostgresStore:
 
     def remove_item(self, account: str, jid: str) -> Deferred[bool]:
         return self._run(_remove_roster_item, casefold(account), jid, write=True)
+
+    # -- block lists ------------------------------------------------------------------------
+
+    def load_blocks(self) -> Deferred[list[tuple[str, str]]]:
+        return self._run(_load_blocks, write=False)
+
+    def add_blocks(self, account: str, names: list[str]) -> Deferred[None]:
+        return self._run(_add_blocks, casefold(account), names, write=True)
+
+    def remove_blocks(self, account: str, names: list[str]) -> Deferred[None]:
+        return self._run(_remove_blocks, casefold(account), names, write=True)
 
     # -- XMPP personal data -----------------------------------------------------------------
 

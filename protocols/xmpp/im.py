@@ -68,12 +68,13 @@ def chat(conn: XmppConnection, stanza: etree._Element) -> None:
     if text.startswith("/me "):
         kind, text = "action", text[4:]
     native = relay.of(stanza, conn.jid, conn.lang)
+    local = target.local or ""
     try:
-        if target.local.startswith(GUEST_MARK):
+        if local.startswith(GUEST_MARK):
             # A guest's address reaches the guest on that nick, never a logged-in user.
-            user = local_user(conn.service, target.local)
+            user = local_user(conn.service, local)
             if user is None:
-                raise NoSuchNick(target.local)
+                raise NoSuchNick(local)
             conn.service.say(conn.core, nick=user.nick, text=text, kind=kind, native=native)
         else:
             conn.service.say(conn.core, account=target.local, text=text, kind=kind, native=native)

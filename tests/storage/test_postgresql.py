@@ -27,7 +27,13 @@ import tests.storage.test_sqlite_rooms as rooms_tests
 from chatserver.core.accounts import RegistrationInvite
 from chatserver.core.bans import ServerBan
 from chatserver.core.errors import AccountError
-from chatserver.core.interfaces import IAccountStore, IHistoryStore, IRoomStore, IServerBanStore
+from chatserver.core.interfaces import (
+    IAccountStore,
+    IBlockStore,
+    IHistoryStore,
+    IRoomStore,
+    IServerBanStore,
+)
 from chatserver.core.records import PepItem, PepNode, RosterItem
 from chatserver.storage.migrations import MIGRATIONS as SQLITE_MIGRATIONS
 from chatserver.storage.postgresql import PostgresStore, describe_dsn
@@ -243,6 +249,7 @@ class StorageCopyTests(StoreTestCase):
         await src.save_server_ban(ServerBan("*!*@203.0.113.0/24", "spam", "admin", 5.0))
         await src.save_invite(RegistrationInvite("carol", "admin", 10.0, 4e9))
         await src.set_item("alice", RosterItem(jid="bob@localhost", groups=("Friends",)))
+        await src.add_blocks("alice", ["mallory"])
         await src.save_pep_node(
             "alice", PepNode(node="urn:x", kind="pep", items=(PepItem("1", "<x/>", 3.0),))
         )
@@ -269,6 +276,7 @@ class StorageCopyTests(StoreTestCase):
         self.assertEqual(await dst.list_invites(0.0), await src.list_invites(0.0))
         self.assertEqual(await dst.get_roster("alice"), await src.get_roster("alice"))
         self.assertEqual(await dst.get_pep("alice"), await src.get_pep("alice"))
+        self.assertEqual(await dst.load_blocks(), [("alice", "mallory")])
         # New rows are numbered after the copied ones.
         self.assertEqual(await dst.append([message("after", 3000.0)]), 1)
         self.assertEqual((await dst.latest("lobby", 1))[0].id, "after")
@@ -313,7 +321,7 @@ def test_both_backends_offer_the_same_operations() -> None:
 
     missing = public(SqliteStore) - SQLITE_ONLY - public(PostgresStore)
     assert not missing, f"PostgresStore lacks {sorted(missing)}"
-    for interface in (IAccountStore, IRoomStore, IHistoryStore, IServerBanStore):
+    for interface in (IAccountStore, IRoomStore, IHistoryStore, IServerBanStore, IBlockStore):
         verifyClass(interface, PostgresStore)
     # Given to the XMPP factory as these, like SqliteStore (which does not declare them either).
     verifyClass(IRosterStore, PostgresStore, tentative=True)

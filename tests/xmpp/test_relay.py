@@ -226,6 +226,7 @@ def test_a_chat_state_to_someone_not_connected_is_service_unavailable(
     assert (err.get("type"), err.get("id"), err.get("from")) == ("error", "z-1", "nobody@localhost")
     assert err.find("error/{urn:ietf:params:xml:ns:xmpp-stanzas}service-unavailable") is not None
     # Someone connected on IRC only: nothing for them to see, and nothing to complain of.
+    # (dan is a guest: his address is ~dan@localhost.)
     other_user("dan", protocol="irc")
     alice.send(
         "<message to='~dan@localhost' type='chat' id='z-2'>"
