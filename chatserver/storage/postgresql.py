@@ -512,25 +512,6 @@ def _save_pep_node(cur: Any, account: str, node: PepNode) -> None:
     )
 
 
-def _load_blocks(cur: Any) -> list[tuple[str, str]]:
-    cur.execute("SELECT account, name FROM blocks ORDER BY account, name")
-    return [(account, name) for account, name in cur.fetchall()]
-
-
-def _add_blocks(cur: Any, account: str, names: list[str]) -> None:
-    cur.executemany(
-        "INSERT INTO blocks (account, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-        [(account, _text(_utf8(name))) for name in names],
-    )
-
-
-def _remove_blocks(cur: Any, account: str, names: list[str]) -> None:
-    cur.executemany(
-        "DELETE FROM blocks WHERE account = %s AND name = %s",
-        [(account, _text(_utf8(name))) for name in names],
-    )
-
-
 def _delete_pep_node(cur: Any, account: str, kind: str, node: str) -> bool:
     cur.execute(
         "DELETE FROM pep_nodes WHERE account = %s AND kind = %s AND node = %s",
@@ -870,14 +851,3 @@ class PostgresStore:
 
     def delete_pep_node(self, account: str, kind: str, node: str) -> Deferred[bool]:
         return self._run(_delete_pep_node, casefold(account), kind, node, write=True)
-
-    # -- block lists (the core's, one per account) ------------------------------------------
-
-    def load_blocks(self) -> Deferred[list[tuple[str, str]]]:
-        return self._run(_load_blocks, write=False)
-
-    def add_blocks(self, account: str, names: list[str]) -> Deferred[None]:
-        return self._run(_add_blocks, casefold(account), names, write=True)
-
-    def remove_blocks(self, account: str, names: list[str]) -> Deferred[None]:
-        return self._run(_remove_blocks, casefold(account), names, write=True)
