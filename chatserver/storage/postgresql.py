@@ -568,7 +568,7 @@ class _Connection(adbapi.Connection):
 
 @implementer(IAccountStore, IRoomStore, IHistoryStore, IServerBanStore, IBlockStore)
 class PostgresStore:
-    """Accounts, rooms, history, rosters, bans, block lists and PEP data in a PostgreSQL database.  Call
+    """Accounts, rooms, history, rosters, bans and PEP data in a PostgreSQL database.  Call
     ``open()`` before anything else.
 
     Every method returns a Deferred that fires on the reactor thread; the SQL runs in the
