@@ -60,6 +60,10 @@ class ModeItem:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Event:
     ts: float
+    # The connection (an IChatClient) whose command caused the event, None when the server did
+    # (a login elsewhere, an operator's console, a timer): a protocol tells its own command's
+    # outcome, which the command's handler answers, from the same change made elsewhere.
+    origin: Any = field(default=None, compare=False, repr=False)
     rendered: dict[Any, bytes] = field(default_factory=dict, compare=False, repr=False, hash=False)
 
 
@@ -79,8 +83,6 @@ class Message(Event):
     tags: tuple[tuple[str, str], ...] = ()
     # Minimum member status ('op' or 'voice') that receives it, for IRC STATUSMSG (@#room).
     status: str | None = None
-    # The connection it came from (an IChatClient), so that protocols can tell echo from relay.
-    origin: Any = field(default=None, compare=False, repr=False)
     # The message as the sender's protocol wrote it (opaque to the core), so that a recipient
     # on the same protocol can get it whole: XMPP relays the sender's stanza with its id and
     # extensions.  Other protocols ignore it.

@@ -54,10 +54,15 @@ class RoomModes:
             raise NotOnRoom(room.name)
         if (member is None or not member.op) and "oper" not in user.modes:
             raise NotPermitted("only room operators may change modes", room=room.name)
-        return self._apply_modes(room, user, changes, user.who())
+        return self._apply_modes(room, user, changes, user.who(), origin=conn.client)
 
     def _apply_modes(
-        self, room: Room, user: User, changes: Sequence[ModeItem], shown_as: Who
+        self,
+        room: Room,
+        user: User,
+        changes: Sequence[ModeItem],
+        shown_as: Who,
+        origin: IChatClient | None = None,
     ) -> tuple[tuple[ModeItem, ...], list[ChatError]]:
         """Apply each change it can, announce them as one ModeChange by ``shown_as``."""
         applied: list[ModeItem] = []
@@ -72,7 +77,9 @@ class RoomModes:
             if done is not None:
                 applied.append(done)
         if applied:
-            event = ModeChange(ts=now, room=room.name, who=shown_as, changes=tuple(applied))
+            event = ModeChange(
+                ts=now, room=room.name, who=shown_as, changes=tuple(applied), origin=origin
+            )
             self._send(room.clients(), event)
             self._persist(room)
         return tuple(applied), errors
@@ -184,7 +191,12 @@ class RoomModes:
             user.changed()
             self._send(
                 user.clients(),
-                UserModeChange(ts=self.clock.seconds(), who=user.who(), changes=tuple(applied)),
+                UserModeChange(
+                    ts=self.clock.seconds(),
+                    who=user.who(),
+                    changes=tuple(applied),
+                    origin=conn.client,
+                ),
             )
         return tuple(applied)
 

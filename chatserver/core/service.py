@@ -70,7 +70,7 @@ from chatserver.core.rooms import Member, Room
 from chatserver.core.server_bans import ServerBans, banned_text
 from chatserver.core.settings import CoreSettings
 from chatserver.core.users import Connection, NickTable, User
-from chatserver.core.views import Views
+from chatserver.core.views import JoinResult, Views
 
 
 class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views, Blocking):
@@ -184,6 +184,28 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views, 
         self.connections[conn.id] = conn
         return conn
 
+    def readdress(self, conn: Connection, address: str) -> None:
+        """A trusted gateway (IRC WEBIRC) says whom ``conn`` really serves: from now on it
+        counts as connected from ``address`` (server bans and the per-address limit apply
+        there).  Raises Banned or LimitExceeded, and then changes nothing."""
+        if address == conn.address:
+            return
+        if self.config_bans or self.runtime_bans:
+            ban = self.server_ban_for(address, cloak=self.cloak(address))
+            if ban is not None:
+                raise Banned(banned_text(ban), ban.mask)
+        limit = self.settings.max_connections_per_address
+        count = self._per_address.get(address, 0)
+        if limit > 0 and count >= limit and address not in self._limit_exempt:
+            raise LimitExceeded(f"too many connections from your address (limit {limit})")
+        old = self._per_address.get(conn.address, 1) - 1
+        if old > 0:
+            self._per_address[conn.address] = old
+        else:
+            self._per_address.pop(conn.address, None)
+        self._per_address[address] = count + 1
+        conn.address = address
+
     def cloak(self, address: str) -> str:
         """A stable host that stands for ``address`` without revealing it: the same on every
         protocol, so that a ban on a cloak keeps its address out whatever protocol it uses."""
@@ -259,15 +281,15 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views, 
             raise NickInUse(holder.nick)
         if casefold(new_nick) != user.key:
             self._check_claim(new_nick, user.account)
-        self._rename_user(user, new_nick)
+        self._rename_user(user, new_nick, origin=conn.client)
 
-    def _rename_user(self, user: User, new_nick: str) -> None:
+    def _rename_user(self, user: User, new_nick: str, origin: IChatClient | None = None) -> None:
         old = user.who()
         audience = self._audience(user)
         self.whowas_log.append((old, self.clock.seconds()))
         self.users.rename(user, new_nick)
         now = self.clock.seconds()
-        self._send(audience, NickChange(ts=now, who=old, new_nick=new_nick))
+        self._send(audience, NickChange(ts=now, who=old, new_nick=new_nick, origin=origin))
         if casefold(old.nick) != casefold(new_nick):
             # A change of case only is the same nick: nobody went offline or came online.
             self._observe(Presence(ts=now, who=old, online=False))
@@ -344,13 +366,13 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views, 
 
     # -- rooms -----------------------------------------------------------------------------
 
-    def join(self, conn: Connection, name: str, key: str | None = None) -> Room:
+    def join(self, conn: Connection, name: str, key: str | None = None) -> JoinResult:
         """Join (creating the room if needed: the creator becomes operator)."""
         user = self._user(conn)
         rk = room_key(name)
         room = self.rooms.get(rk)
         if room is not None and user in room.members:
-            return room
+            return JoinResult(room, already_member=True)
         if len(user.rooms) >= self.settings.max_rooms_per_user:
             raise JoinRefused(rk, JoinRefused.TOO_MANY_ROOMS, "you have joined too many rooms")
         now = self.clock.seconds()
@@ -370,8 +392,9 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views, 
         room.members[user] = member
         room.members_changed()
         user.rooms[rk] = room
-        self._send_membership(room, user, Join(ts=now, room=rk, who=user.who()), was_member=False)
-        return room
+        join = Join(ts=now, room=rk, who=user.who(), origin=conn.client)
+        self._send_membership(room, user, join, was_member=False)
+        return JoinResult(room, created=created)
 
     def _check_join(self, room: Room, user: User, key: str | None) -> None:
         who = user.who()
@@ -394,7 +417,13 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views, 
         room = self._room(name)
         if user not in room.members:
             raise NotOnRoom(room.name)
-        part = Part(ts=self.clock.seconds(), room=room.name, who=user.who(), reason=reason)
+        part = Part(
+            ts=self.clock.seconds(),
+            room=room.name,
+            who=user.who(),
+            reason=reason,
+            origin=conn.client,
+        )
         self._send_membership(room, user, part, was_member=True)
         self._remove_member(room, user)
 
@@ -417,7 +446,8 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views, 
         room.topic = text[: self.settings.topic_max]
         room.topic_by = user.who().mask
         room.topic_at = now
-        self._send(room.clients(), Topic(ts=now, room=room.name, who=user.who(), text=room.topic))
+        topic = Topic(ts=now, room=room.name, who=user.who(), text=room.topic, origin=conn.client)
+        self._send(room.clients(), topic)
         self._persist(room)
 
     def kick(self, conn: Connection, name: str, nick: str, reason: str = "") -> None:
@@ -438,6 +468,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views, 
             who=user.who(),
             target=target.who(),
             reason=reason[: self.settings.kick_reason_max],
+            origin=conn.client,
         )
         self._send(room.clients(), event)
         self._remove_member(room, target)
@@ -459,7 +490,13 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views, 
             # Dropped without a word, as a blocked private message is.
             return target
         room.invited.add(target.key)
-        event = Invite(ts=self.clock.seconds(), room=room.name, who=user.who(), target=target.nick)
+        event = Invite(
+            ts=self.clock.seconds(),
+            room=room.name,
+            who=user.who(),
+            target=target.nick,
+            origin=conn.client,
+        )
         self._send(unique_clients(room.clients(), target.clients()), event)
         return target
 
@@ -635,7 +672,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views, 
             message = message[: self.settings.away_max] or None
         user.away = message
         user.changed()
-        event = Away(ts=self.clock.seconds(), who=user.who(), message=message)
+        event = Away(ts=self.clock.seconds(), who=user.who(), message=message, origin=conn.client)
         self._send(self._audience(user), event)
         # Contact lists (XMPP rosters) follow away states of users they share no room with.
         self._observe(event)
@@ -644,7 +681,9 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views, 
         user = self._user(conn)
         user.realname = realname[: self.settings.realname_max]
         user.changed()
-        event = RealnameChange(ts=self.clock.seconds(), who=user.who(), realname=user.realname)
+        event = RealnameChange(
+            ts=self.clock.seconds(), who=user.who(), realname=user.realname, origin=conn.client
+        )
         self._send(self._audience(user), event)
         # Notify lists (IRC extended-monitor) follow users they share no room with.
         self._observe(event)
@@ -653,7 +692,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views, 
         user = self._user(conn)
         if "oper" not in user.modes:
             raise NotPermitted("only server operators may do that")
-        event = Wallops(ts=self.clock.seconds(), who=user.who(), text=text)
+        event = Wallops(ts=self.clock.seconds(), who=user.who(), text=text, origin=conn.client)
         self._send([c for u in self.users if "wallops" in u.modes for c in u.clients()], event)
 
     def notice_user(self, user: User, text: str) -> None:

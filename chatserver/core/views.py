@@ -43,6 +43,7 @@ __all__ = [
     "INVITE_DAYS",
     "AccountInfo",
     "BanRecord",
+    "JoinResult",
     "MemberView",
     "RegistrationInvite",
     "RoomView",
@@ -51,6 +52,18 @@ __all__ = [
     "Views",
     "can_see_room",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class JoinResult:
+    """What ``ChatService.join`` did: the room, whether the join made it, and whether the
+    user was in it already (then nobody was told of a join).  The joining connection gets
+    the Join event too (its ``origin`` is that connection); the command's handler answers
+    from this instead of reading the room again."""
+
+    room: RoomView
+    created: bool = False
+    already_member: bool = False
 
 
 class MemberView(Protocol):

@@ -307,9 +307,10 @@ def render_join(conn: IrcConnection, event: Join) -> bytes | None:
     # The joining user knows its own away state.
     bits = conn.cap_bits & (JOIN_BITS & ~caps.AWAY_NOTIFY if me else JOIN_BITS)
     data = cached(event, bits, _build_join)
-    if me and not conn.in_command:
+    if me and event.origin is not conn:
         # The user joined from another connection (or this one logged in to a user that
-        # is already in rooms): this client needs the room's topic and names as well.
+        # is already in rooms): this client needs the room's topic and names as well (its
+        # own JOIN's handler sends them).
         room = conn.service.get_room(event.room)
         conn.emit(data)
         if room is not None:
@@ -405,7 +406,7 @@ def render_invite(conn: IrcConnection, event: Invite) -> bytes | None:
 @renders(Away)
 def render_away(conn: IrcConnection, event: Away) -> bytes | None:
     if is_self(conn, event.who.nick):
-        if conn.in_command:
+        if event.origin is conn:
             # This connection sent the AWAY: its handler answers with the numeric.
             return None
         # Set from another connection of the same user (line chat, an XMPP presence): the

@@ -376,9 +376,22 @@ class LineConnection(Protocol):
             data = self._render(event)
             if data:
                 self._write(data)
-            after = _AFTER.get(kind)
-            if after is not None:
-                after(self, event)
+            if kind is Join:
+                assert isinstance(event, Join)
+                if event.origin is not self and event.who.key == self._key:
+                    # Joined from another connection of this user (its own join's handler
+                    # shows the room): the room appears here too.
+                    room = self.service.get_room(event.room)
+                    if room is not None:
+                        self.joined(room)
+            elif kind is Part:
+                assert isinstance(event, Part)
+                if event.who.key == self._key:
+                    self._left(event.room)
+            elif kind is Kick:
+                assert isinstance(event, Kick)
+                if event.target.key == self._key:
+                    self._left(event.room)
         except Exception:
             self.log.failure("line: delivering {event}", event=kind.__name__)
 
@@ -435,19 +448,15 @@ class LineConnection(Protocol):
     def _is_me(self, nick: str) -> bool:
         return self._key is not None and casefold(nick) == self._key
 
-    # -- after an event about us -----------------------------------------------------------
+    # -- rooms this user enters and leaves ----------------------------------------------------
 
-    def _after_join(self, event: Join) -> None:
-        if event.who.key != self._key:
-            return
-        room = self.service.get_room(event.room)
-        if room is None:
-            return
+    def joined(self, room: RoomView) -> None:
+        """This user is now in ``room``: what a member sees on joining."""
         self.show_room(room)
         if self.current_room is None:
             self._current = room.name
 
-    def _after_leave(self, room: str) -> None:
+    def _left(self, room: str) -> None:
         # The core tells the room before it removes us: the room is still in user.rooms.
         if self._current != room:
             return
@@ -456,14 +465,6 @@ class LineConnection(Protocol):
         self._current = others[-1] if others else None
         if self._current is not None and self.mode == "text":
             self.write_line(f"{INFO}now talking in #{self._current}")
-
-    def _after_part(self, event: Part) -> None:
-        if event.who.key == self._key:
-            self._after_leave(event.room)
-
-    def _after_kick(self, event: Kick) -> None:
-        if event.target.key == self._key:
-            self._after_leave(event.room)
 
     # -- state for commands ----------------------------------------------------------------
 
@@ -547,6 +548,11 @@ class LineConnection(Protocol):
 
     def _greet(self) -> None:
         name = self.service.settings.server_name
+        if self.mode == "json":
+            # A client that starts in JSON mode (over WebSocket) is a program: no banner text.
+            self.write_obj({"type": "welcome", "server": name, "motd": self.config.motd})
+            self.prompt()
+            return
         lines = [f"{INFO}Welcome to {name} (line chat)."]
         lines.extend(f"{INFO}{line}" for line in self.config.motd.splitlines())
         lines.append(
@@ -610,10 +616,3 @@ class LineConnection(Protocol):
 
     def __repr__(self) -> str:
         return f"<LineConnection {self.address} {self.nick}>"
-
-
-_AFTER: dict[type[Event], Any] = {
-    Join: LineConnection._after_join,
-    Part: LineConnection._after_part,
-    Kick: LineConnection._after_kick,
-}

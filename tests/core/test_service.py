@@ -79,12 +79,52 @@ def test_nicks_are_one_namespace_case_insensitively(service: ChatService) -> Non
 def test_join_creates_room_with_creator_as_operator(service: ChatService) -> None:
     a, ca = user(service, "alice")
     b, cb = user(service, "bob")
-    room = service.join(ca, "Dev")
+    room = service.join(ca, "Dev").room
     service.join(cb, "dev")
     assert room.name == "dev"
     assert room.members[ca.user].op and not room.members[cb.user].op
     assert [e.who.nick for e in a.of(Join)] == ["alice", "bob"]
     assert [e.who.nick for e in b.of(Join)] == ["bob"]
+
+
+def test_join_says_what_it_did(service: ChatService) -> None:
+    _, ca = user(service, "alice")
+    _, cb = user(service, "bob")
+    first = service.join(ca, "Dev")
+    assert first.created and not first.already_member and first.room.name == "dev"
+    second = service.join(cb, "dev")
+    assert not second.created and not second.already_member and second.room is first.room
+    again = service.join(cb, "DEV")
+    assert again.already_member and not again.created and again.room is first.room
+
+
+def test_room_and_user_events_name_the_connection_that_caused_them(
+    service: ChatService,
+) -> None:
+    a, ca = user(service, "alice")
+    b, cb = user(service, "bob")
+    service.join(ca, "dev")
+    service.invite(ca, "bob", "dev")
+    service.join(cb, "dev")
+    service.set_topic(ca, "dev", "plans")
+    service.set_mode(ca, "dev", [ModeItem(True, "voice", "bob")])
+    service.set_away(cb, "lunch")
+    service.rename(cb, "bobby")
+    service.kick(ca, "dev", "bobby")
+    kinds = (Join, Topic, ModeChange, Away, NickChange, Kick)
+    seen = [(type(e).__name__, e.origin) for e in b.events if isinstance(e, kinds)]
+    assert seen == [
+        ("Join", b),
+        ("Topic", a),
+        ("ModeChange", a),
+        ("Away", b),
+        ("NickChange", b),
+        ("Kick", a),
+    ]
+    assert [e.origin for e in b.of(Invite)] == [a]
+    # What the server does on its own names no connection.
+    service.kick_by_server("dev", "alice", "closing")
+    assert [e.origin for e in a.of(Kick)][-1] is None
 
 
 def test_room_message_reaches_every_member_once_with_id_and_time(service: ChatService) -> None:

@@ -40,7 +40,7 @@ def user(service: ChatService, nick: str) -> Any:
 def test_secret_rooms_are_seen_by_members_and_server_operators(service: ChatService) -> None:
     owner, outsider, oper = user(service, "owner"), user(service, "out"), user(service, "oper")
     service.join(owner, "plaza")
-    hideout = service.join(owner, "hideout")
+    hideout = service.join(owner, "hideout").room
     service.set_mode(owner, "hideout", [ModeItem(True, "secret")])
     service.grant_oper(oper)
     assert can_see_room(owner.user, hideout) and service.can_see_room(owner.user, hideout)
@@ -60,7 +60,7 @@ def test_secret_rooms_are_seen_by_members_and_server_operators(service: ChatServ
 
 def test_check_send_is_the_rule_say_applies(service: ChatService) -> None:
     owner, member, outsider = user(service, "owner"), user(service, "member"), user(service, "out")
-    room = service.join(owner, "dev")
+    room = service.join(owner, "dev").room
     service.join(member, "dev")
     assert service.check_send(member, "dev") is room
     with pytest.raises(CannotSend, match="join the room"):

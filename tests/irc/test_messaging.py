@@ -432,3 +432,26 @@ def test_a_message_that_cannot_be_written_costs_only_itself(irc: IrcWorld) -> No
         irc.service.say(conn, room="r", text="after")
     irc.clock.advance(0)
     assert [m.params[-1] for m in b.take() if m.command == "PRIVMSG"] == ["before", "after"]
+
+
+def test_a_join_from_another_connection_shows_the_room_there_once(irc: IrcWorld) -> None:
+    irc.store.accounts.clear()
+    assert irc.service.accounts.create("alice", "secret-pw").called
+    first = irc.connect()
+    irc.service.login(first.conn.core, "alice")
+    first.register("alice")
+    other = irc.connect()
+    irc.service.login(other.conn.core, "alice")
+    other.send("NICK other", "USER a 0 * :A")
+    other.take()
+    first.take()
+    # The connection that sent JOIN gets the join, its names and nothing twice; its sibling
+    # gets the same, as if it had joined itself.
+    joined = first.ask("JOIN #r")
+    assert commands(joined) == ["JOIN", "353", "366"]
+    seen = other.take()
+    assert commands(seen) == ["JOIN", "353", "366"]
+    assert seen[0].params[0] == "#r" and seen[0].source.startswith("alice!")
+    # Joining again from the sibling changes nothing and says nothing.
+    assert other.ask("JOIN #r") == []
+    assert first.take() == []

@@ -220,6 +220,41 @@ def test_registration_and_nick_enforcement(make_server: Callable[..., ServerProc
         client.close()
 
 
+def test_a_join_from_one_connection_shows_the_room_on_both_once(
+    make_server: Callable[..., ServerProcess],
+) -> None:
+    server = make_server(protocols=("line",))
+    laptop = connect(server, "alice")
+    laptop.send("/register " + PASSWORD)
+    laptop.expect("*** alice is now registered")
+    phone = LineClient(server.ports["line"])
+    phone.expect("*** Choose a nick:")
+    phone.send(f"/identify alice {PASSWORD}")
+    phone.expect("*** You are alice.")
+    sync(phone)
+    sync(laptop)
+    lines = join(laptop, "dev")
+    assert lines == [
+        "*** you joined #dev",
+        "*** #dev has no topic",
+        "*** members of #dev (1): @alice",
+        "*** now talking in #dev",
+    ]
+    # The other connection shows the room as if it had joined itself, once.
+    phone.expect("*** you joined #dev")
+    sync(phone)
+    shown = [line for line in phone.seen if "#dev" in line]
+    assert shown == [
+        "*** you joined #dev",
+        "*** #dev has no topic",
+        "*** members of #dev (1): @alice",
+    ]
+    phone.send("from the phone")
+    laptop.expect("[#dev] <alice> from the phone")
+    for client in (laptop, phone):
+        client.close()
+
+
 def test_state_survives_a_restart(make_server: Callable[..., ServerProcess]) -> None:
     server = make_server(protocols=("line",))
     alice = connect(server, "alice")

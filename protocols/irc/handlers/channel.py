@@ -68,14 +68,14 @@ def join(conn: IrcConnection, msg: IrcMessage) -> None:
         if room_key is None:
             conn.reply(n.ERR_NOSUCHCHANNEL, name, "No such channel")
             continue
-        existing = conn.service.get_room(room_key)
-        if existing is not None and conn.user in existing.members:
-            continue
         try:
-            room = conn.service.join(conn.core, room_key, key)
+            result = conn.service.join(conn.core, room_key, key)
         except ChatError as err:
             conn.reply_error(err, "JOIN", name)
             continue
+        if result.already_member:
+            continue
+        room = result.room
         send_topic(conn, room, quiet_if_none=True)
         send_names(conn, room)
         _replay_recent(conn, room)

@@ -66,12 +66,14 @@ def do_join(c: LineConnection, a: Args) -> Reply:
     for i, name in enumerate(names):
         key = keys[i] if i < len(keys) and keys[i] else None
         try:
-            room = c.service.join(c.session, bare_room(name), key)
+            result = c.service.join(c.session, bare_room(name), key)
         except ChatError as err:
             reply.errors.append((err, {"room": bare_room(name)}))
             last = err
             continue
-        joined.append(room.name)
+        if not result.already_member:
+            c.joined(result.room)
+        joined.append(result.room.name)
     if not joined:
         assert last is not None
         reply.errors.pop()

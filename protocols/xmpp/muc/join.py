@@ -39,18 +39,13 @@ JOIN_ERRORS = {
 
 @dataclass(slots=True)
 class JoinRequest:
-    """What a joining connection asked for, kept while the core delivers its Join."""
+    """What a joining connection asked for, which its own presence and history answer."""
 
     nick: str
     history: HistoryRequest = field(default_factory=HistoryRequest)
     # The join presence's id, which the joiner's own presence carries back (XEP-0045 §7.2.3).
     id: str | None = None
     created: bool = False
-    done: bool = False
-
-
-# By (connection, room key): the join a connection is making right now.
-_joining: dict[tuple[int, str], JoinRequest] = {}
 
 
 @handler("presence", None, None, service="muc", per_delivery=FANOUT)
@@ -87,30 +82,22 @@ def on_presence(conn: Any, pres: Element) -> None:
 def join(conn: Any, key: str, nick: str, muc: Element | None, id_: str | None = None) -> None:
     password = child_text(muc, "password", ns.MUC) if muc is not None else None
     history = HistoryRequest.parse(find(muc, ns.MUC, "history") if muc is not None else None)
-    request = JoinRequest(nick, history, id_, created=conn.service.get_room(key) is None)
-    _joining[(id(conn), key)] = request
     try:
-        room = conn.service.join(conn.core, key, password)
+        result = conn.service.join(conn.core, key, password)
     except JoinRefused as err:
         error_type, condition = JOIN_ERRORS.get(err.why, ("cancel", "not-allowed"))
         raise StanzaError(condition, err.reason, error_type) from None
-    finally:
-        _joining.pop((id(conn), key), None)
-    if request.created:
+    # The core delivered this connection its own Join (or none, if the user was in the room
+    # already), which the renderer leaves to this answer.
+    send_room_state(conn, result.room, JoinRequest(nick, history, id_, created=result.created))
+    if result.created:
         forget(key)
-    if not request.done:
-        # The user was in the room already, so the core had no Join to deliver.
-        send_room_state(conn, room, request)
 
 
-def joined(conn: Any, room: RoomView) -> None:
-    """The core says this connection's user joined ``room``: send it the room's state."""
-    request = _joining.get((id(conn), room.name))
-    if request is None:
-        # Joined by another connection of the same user: the room appears here too.
-        request = JoinRequest(conn.user.nick)
-    request.done = True
-    send_room_state(conn, room, request)
+def joined_elsewhere(conn: Any, room: RoomView) -> None:
+    """Another connection of this connection's user joined ``room`` (or this one logged in to
+    a user that is in it): the room appears here too."""
+    send_room_state(conn, room, JoinRequest(conn.user.nick))
 
 
 def send_room_state(conn: Any, room: RoomView, request: JoinRequest) -> None:

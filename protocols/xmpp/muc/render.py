@@ -31,7 +31,7 @@ from chatserver.core.views import RoomView
 from protocols.xmpp.muc import ns
 from protocols.xmpp.muc.build import Element, cached_tail, send_spliced, send_to
 from protocols.xmpp.muc.chat import invite_message, live_tail, status_message, subject_message
-from protocols.xmpp.muc.join import joined
+from protocols.xmpp.muc.join import joined_elsewhere
 from protocols.xmpp.muc.occupants import banned
 from protocols.xmpp.muc.presence import presence_of
 
@@ -85,7 +85,9 @@ def _join(conn: Any, event: Join) -> None:
     if room is None or conn.user is None:
         return
     if _is_me(conn, event.who.nick):
-        joined(conn, room)
+        if event.origin is not conn:
+            joined_elsewhere(conn, room)
+        # Else this connection's own join, which its handler answers.
         return
 
     def build() -> Element:
