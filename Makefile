@@ -9,6 +9,8 @@
 #   make irctest  the irctest IRC conformance suite (a checkout named by IRCTEST_DIR) against a
 #               fresh server per test (protocols/irc/README.md).  Not part of `make test`.
 # Installs are redone only when pyproject.toml changes (stamp files in .venv).
+#   make web    install the web client (Converse.js, pinned by web/package-lock.json) into
+#               web/node_modules when npm is present; `run` and `test` do it too.
 
 PYTHON ?= python3
 VENV := .venv
@@ -18,12 +20,12 @@ TEST_STAMP := $(VENV)/.stamp-test
 
 SOAK_MINUTES ?= 30
 
-.PHONY: run test lint format clean bench soak irctest
+.PHONY: run test lint format clean bench soak irctest web
 
-run: $(RUN_STAMP)
+run: $(RUN_STAMP) web
 	$(BIN)/chatserver run --data-dir var
 
-test: $(TEST_STAMP)
+test: $(TEST_STAMP) web
 	$(BIN)/python -m pytest
 	$(BIN)/ruff check .
 	$(BIN)/mypy
@@ -87,7 +89,19 @@ $(TEST_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -e '.[test]'
 	touch $@ $(RUN_STAMP)
 
+# The web client: without npm the server still runs, and its page says how to get the client.
+WEB_STAMP := web/node_modules/.stamp
+
+web: $(WEB_STAMP)
+
+$(WEB_STAMP): web/package.json web/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		cd web && npm ci --ignore-scripts --no-audit --no-fund && touch node_modules/.stamp; \
+	else \
+		echo "npm not found: the web client is not installed (http://localhost:8080/ says how to get it)"; \
+	fi
+
 # var/ holds the database and certificates of `make run`, so it is left alone.
 clean:
-	rm -rf $(VENV) $(IRCTEST_VENV) build .pytest_cache .ruff_cache .hypothesis *.egg-info
+	rm -rf $(VENV) $(IRCTEST_VENV) build web/node_modules .pytest_cache .ruff_cache .hypothesis *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -259,6 +259,23 @@ class _Networks:
         return tuple(value)
 
 
+@dataclass(frozen=True, slots=True)
+class _Texts:
+    """A list of strings, each passing ``item``."""
+
+    item: _Text
+
+    def __call__(self, value: object) -> tuple[str, ...]:
+        if not isinstance(value, list):
+            raise _Invalid(f"expected a list, each entry {self.item.what}", value)
+        for index, entry in enumerate(value):
+            try:
+                self.item(entry)
+            except _Invalid as bad:
+                raise _Invalid(bad.expected, entry, f"[{index}]") from None
+        return tuple(value)
+
+
 def _key(default: Any, check: Check) -> Any:
     """A section field: its default and the check its value from the file must pass."""
     return field(default=default, metadata={"check": check})
@@ -472,6 +489,38 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class WebConfig:
+    # The HTTP listener: WebSocket for IRC (/irc), XMPP (/xmpp-websocket) and line chat
+    # (/line), XMPP's host-meta, and the web client at /.
+    enabled: bool = _key(True, _Bool())
+    port: int = _key(8080, _PORT)
+    # HTTPS and WSS with the server's certificate; 0 turns it off.
+    tls_port: int = _key(8443, _OPTIONAL_PORT)
+    listen: tuple[ListenAddress, ...] = _key((), _Listen(allow_empty=True))
+    # Origins (like "https://chat.example.org") whose pages may open a WebSocket; empty: the
+    # server's own page only; "*": any page.
+    allowed_origins: tuple[str, ...] = _key(
+        (),
+        _Texts(_Text(pattern=r"\*|https?://[^/\s]+", what='an origin like "https://example.org"')),
+    )
+    # Reverse proxies whose X-Forwarded-For / Forwarded header names the client's address.
+    trusted_proxies: tuple[str, ...] = _key((), _Networks())
+    # The largest WebSocket message a client may send, in bytes.
+    max_message_bytes: int = _key(65536, _Int(1024, 16 << 20))
+    # Seconds a client has to send an HTTP request's headers (the WebSocket upgrade included),
+    # and seconds an HTTP connection may stay silent before it is closed.
+    header_timeout: float = _key(10.0, _Number(1, 3600))
+    idle_timeout: float = _key(60.0, _Number(1, 3600))
+    # Rooms the web client joins on login.
+    default_rooms: tuple[str, ...] = _key(
+        ("lobby",), _Texts(_Text(pattern=r"[a-z0-9._-]{1,50}", what="a room name such as lobby"))
+    )
+    # The web client's files (Converse.js's dist directory); empty: web/node_modules/converse.js/dist
+    # in the source tree, where `make` installs it.
+    client_dir: str = _key("", _PATH)
+
+
+@dataclass(frozen=True, slots=True)
 class HistoryConfig:
     # Days that room and private history is kept; 0 keeps it forever.  Expiry runs hourly in
     # small batches off the reactor thread.
@@ -522,6 +571,22 @@ class OperatorConfig:
     password: str
 
 
+@dataclass(frozen=True, slots=True)
+class WebircConfig:
+    """One ``[[webirc]]`` entry: an IRC web gateway (The Lounge, Kiwi IRC's webircgateway)
+    that may say, with ``WEBIRC``, which address each of its users connects from."""
+
+    name: str
+    # A hash made by `chatserver hash-password`.
+    password: str
+    # The gateway's own addresses or networks: WEBIRC from anywhere else is refused.
+    hosts: tuple[str, ...]
+
+
+# The top-level array of tables that lists IRC web gateways.
+WEBIRC_KEY = "webirc"
+
+
 # The top-level array of tables that lists operators (not a section: there may be several).
 OPERATORS_KEY = "operators"
 
@@ -557,6 +622,44 @@ def _load_operators(value: object, problems: _Problems) -> tuple[OperatorConfig,
         seen.add(name)
         operators.append(OperatorConfig(name, password))
     return tuple(operators)
+
+
+def _load_webirc(value: object, problems: _Problems) -> tuple[WebircConfig, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        problems.add(None, WEBIRC_KEY, "expected [[webirc]] tables with name, password and hosts")
+        return ()
+    gateways: list[WebircConfig] = []
+    keys = ("name", "password", "hosts")
+    for index, table in enumerate(value):
+        where = f"{WEBIRC_KEY}[{index}]"
+        for key in table:
+            if key not in keys:
+                problems.add(None, f"{where} {key}", "unknown key" + _suggest(key, keys))
+        name, password = table.get("name"), table.get("password")
+        if not isinstance(name, str) or not name or " " in name:
+            problems.add(
+                None, f"{where} name", f"expected a name without spaces, got {_show(name)}"
+            )
+            continue
+        if not isinstance(password, str) or not is_valid_hash(password):
+            problems.add(
+                None,
+                f"{where} password",
+                "expected a hash made by `chatserver hash-password` (scrypt$...)",
+            )
+            continue
+        try:
+            hosts = _Networks()(table.get("hosts"))
+        except _Invalid as bad:
+            problems.add(
+                None, f"{where} hosts{bad.suffix}", f"{bad.expected}, got {_show(bad.value)}"
+            )
+            continue
+        if not hosts:
+            problems.add(None, f"{where} hosts", "expected at least one address or network")
+            continue
+        gateways.append(WebircConfig(name, password, hosts))
+    return tuple(gateways)
 
 
 # The top-level array of tables that lists server-wide bans: `mask` or `account`, and `reason`.
@@ -607,8 +710,10 @@ class Config:
     irc: IrcConfig
     xmpp: XmppConfig
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     history: HistoryConfig = field(default_factory=HistoryConfig)
     operators: tuple[OperatorConfig, ...] = ()
+    webirc: tuple[WebircConfig, ...] = ()
     bans: tuple[ServerBan, ...] = ()
     # Where the values came from (a path or "<defaults>"); not part of what the config *is*.
     source: str = field(default=DEFAULTS_SOURCE, compare=False)
@@ -632,10 +737,11 @@ SECTIONS: dict[str, type] = {
     "irc": IrcConfig,
     "xmpp": XmppConfig,
     "metrics": MetricsConfig,
+    "web": WebConfig,
     "history": HistoryConfig,
 }
 # The sections that describe a listening protocol (enabled, port, listen...).
-PROTOCOL_SECTIONS = ("line", "irc", "xmpp")
+PROTOCOL_SECTIONS = ("line", "irc", "xmpp", "web")
 
 
 def _schema(section: str) -> dict[str, tuple[Any, Check]]:
@@ -781,7 +887,7 @@ def load_config(
 
     raw: dict[str, dict[str, Any]] = {}
     for section, table in data.items():
-        if section in (OPERATORS_KEY, BANS_KEY):
+        if section in (OPERATORS_KEY, BANS_KEY, WEBIRC_KEY):
             continue
         if section not in SECTIONS:
             if isinstance(table, dict):
@@ -855,8 +961,10 @@ def load_config(
         irc=IrcConfig(**raw["irc"]),
         xmpp=XmppConfig(**xmpp),
         metrics=MetricsConfig(**raw["metrics"]),
+        web=WebConfig(**raw["web"]),
         history=HistoryConfig(**raw["history"]),
         operators=_load_operators(data.get(OPERATORS_KEY, []), problems),
+        webirc=_load_webirc(data.get(WEBIRC_KEY, []), problems),
         bans=_load_bans(data.get(BANS_KEY, []), problems),
         source=source,
     )

@@ -265,7 +265,7 @@ class Delivery:
 
     def _deliver_rest(self, client: IChatClient, events: list[Event], start: int) -> None:
         """The events from ``start`` on, but for the messages ``client`` sent itself."""
-        rest = tuple(e for e in events[start:] if getattr(e, "origin", None) is not client)
+        rest = tuple(e for e in events[start:] if e.origin is not client)
         self._deliver_all(client, rest)
 
     def _deliver_all(self, client: IChatClient, events: Sequence[Event]) -> None:

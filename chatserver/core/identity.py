@@ -218,6 +218,10 @@ class Identity:
         online for the account, this connection moves to that user (one user, several
         connections): it is shown leaving its old rooms, its nick changing, and the rooms of
         the account's user; its old user quits if it has no other connection.
+
+        A user logged in to another account switches accounts (re-authentication) only when
+        this is its one connection: the others have not proven the new account, so with them
+        it raises AccountError(ALREADY_LOGGED_IN).
         """
         self.log.info(
             "login {account} from {address} ({protocol})",
@@ -226,6 +230,16 @@ class Identity:
             protocol=conn.protocol,
         )
         user = conn.user
+        if (
+            user is not None
+            and user.account is not None
+            and casefold(user.account) != casefold(account)
+            and len(user.connections) > 1
+        ):
+            raise AccountError(
+                AccountError.ALREADY_LOGGED_IN,
+                f"you are logged in as {user.account} on other connections too",
+            )
         self._refuse_if_banned(
             conn,
             nick=user.nick if user is not None else None,
@@ -260,7 +274,10 @@ class Identity:
         self._observe(event)
         conn.account = account
         self._deliver_offline(conn)
-        if key == user.key and user.enforce_timer is not None:
+        if previous is not None:
+            # The nick was the previous account's: it may be someone else's now.
+            self._check_enforcement(user)
+        elif key == user.key and user.enforce_timer is not None:
             if user.enforce_timer.active():
                 user.enforce_timer.cancel()
             user.enforce_timer = None

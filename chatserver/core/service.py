@@ -189,6 +189,28 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Archive, Delivery
         self.connections[conn.id] = conn
         return conn
 
+    def readdress(self, conn: Connection, address: str) -> None:
+        """A trusted gateway (IRC WEBIRC) says whom ``conn`` really serves: from now on it
+        counts as connected from ``address`` (server bans and the per-address limit apply
+        there).  Raises Banned or LimitExceeded, and then changes nothing."""
+        if address == conn.address:
+            return
+        if self.config_bans or self.runtime_bans:
+            ban = self.server_ban_for(address, cloak=self.cloak(address))
+            if ban is not None:
+                raise Banned(banned_text(ban), ban.mask)
+        limit = self.settings.max_connections_per_address
+        count = self._per_address.get(address, 0)
+        if limit > 0 and count >= limit and address not in self._limit_exempt:
+            raise LimitExceeded(f"too many connections from your address (limit {limit})")
+        old = self._per_address.get(conn.address, 1) - 1
+        if old > 0:
+            self._per_address[conn.address] = old
+        else:
+            self._per_address.pop(conn.address, None)
+        self._per_address[address] = count + 1
+        conn.address = address
+
     def cloak(self, address: str) -> str:
         """A stable host that stands for ``address`` without revealing it: the same on every
         protocol, so that a ban on a cloak keeps its address out whatever protocol it uses."""

@@ -76,6 +76,9 @@ class ProtocolContext:
     tls_options: Callable[[], CertificateOptions]
     # The opened store, for what a protocol keeps of its own (XMPP rosters).
     store: Any
+    # Protocol name -> the factory its TCP listeners use (the web listener serves the same
+    # protocols over WebSocket with the same factories).
+    factories: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 ProtocolBuilder = Callable[[ProtocolContext], Sequence[Listener]]
@@ -97,13 +100,21 @@ def listeners_for(
 def build_line_listeners(ctx: ProtocolContext) -> list[Listener]:
     # One factory for the plain and the TLS port; connections tell TLS from their transport.
     factory = LineFactory(ctx.service, ctx.config.line, operators=ctx.config.operators)
+    ctx.factories["line"] = factory
     return listeners_for("line", ctx.config.line, factory)
 
 
 def build_irc_listeners(ctx: ProtocolContext) -> list[Listener]:
     # One factory for the plain and the TLS port: connections tell TLS from their transport.
     config = ctx.config
-    factory = IrcFactory(ctx.service, config.irc, config.server, operators=config.operators)
+    factory = IrcFactory(
+        ctx.service,
+        config.irc,
+        config.server,
+        operators=config.operators,
+        webirc=config.webirc,
+    )
+    ctx.factories["irc"] = factory
     return listeners_for("irc", ctx.config.irc, factory)
 
 
@@ -120,7 +131,16 @@ def build_xmpp_listeners(ctx: ProtocolContext) -> list[Listener]:
         # So are PEP nodes, private XML storage and vCards.
         pep_store=ctx.store,
     )
+    ctx.factories["xmpp"] = factory
     return listeners_for("xmpp", ctx.config.xmpp, factory)
+
+
+def build_web_listeners(ctx: ProtocolContext) -> list[Listener]:
+    # After the other protocols: its WebSocket endpoints use their factories.
+    from protocols.web.site import build_site
+
+    site = build_site(ctx.config, factories=ctx.factories, clock=ctx.reactor)
+    return listeners_for("web", ctx.config.web, site)
 
 
 # Protocol name (also its config section) -> the function that makes its listeners.
@@ -128,6 +148,7 @@ PROTOCOLS: dict[str, ProtocolBuilder] = {
     "line": build_line_listeners,
     "irc": build_irc_listeners,
     "xmpp": build_xmpp_listeners,
+    "web": build_web_listeners,
 }
 
 

@@ -103,6 +103,8 @@ def merge(old: Config, new: Config) -> tuple[Config, list[Refusal], list[str]]:
         sections[name] = dataclasses.replace(after, **keep) if keep else after
     if old.operators != new.operators:
         changed.append("[[operators]]")
+    if old.webirc != new.webirc:
+        changed.append("[[webirc]]")
     if old.bans != new.bans:
         changed.append("[[bans]]")
     merged = dataclasses.replace(new, **sections)
@@ -160,6 +162,8 @@ def _apply(server: ChatServer, config: Config) -> None:
         factory.config = section
         if hasattr(factory, "operators"):
             factory.operators = tuple(config.operators)
+        if hasattr(factory, "webirc"):
+            factory.webirc = tuple(config.webirc)
         if hasattr(factory, "server"):
             factory.server = config.server
         if hasattr(factory, "motd_lines") and hasattr(section, "motd_file"):

@@ -154,6 +154,8 @@ class IrcConnection(Protocol):
         self._output = BoundedOutput(self.config.sendq_bytes)
         self._out: list[bytes] | None = None
         self._label: str | None = None
+        # True while this connection's command runs: what it causes goes out with the reply
+        # (under its label).  Whether an event is this connection's own doing is its origin.
         self.in_command = False
         self._held: list[bytes] | None = None
         self._batch_ids: Iterator[int] | None = None

@@ -34,13 +34,21 @@ class IrcFactory(Factory):
     noisy = False
 
     def __init__(
-        self, service: Any, config: Any, server: Any, *, operators: Sequence[Any] = ()
+        self,
+        service: Any,
+        config: Any,
+        server: Any,
+        *,
+        operators: Sequence[Any] = (),
+        webirc: Sequence[Any] = (),
     ) -> None:
         self.service = service
         self.config = config
         self.server = server
         # [[operators]] entries (name, password hash) for OPER.
         self.operators = tuple(operators)
+        # [[webirc]] entries (name, password hash, hosts): web gateways allowed WEBIRC.
+        self.webirc = tuple(webirc)
         self.version = VERSION
         self.created_at = service.clock.seconds()
         self.connections: set[IrcConnection] = set()

@@ -20,7 +20,7 @@ from twisted.logger import Logger
 
 from chatserver.auth import sasl as mechanisms
 from chatserver.auth.sasl import PASSWORD_MECHANISMS, Challenge, Failure, SaslServer, Success
-from chatserver.core.errors import Banned
+from chatserver.core.errors import AccountError, Banned
 from protocols.irc import numerics as n
 from protocols.irc.caps import sasl_mechanisms
 
@@ -117,17 +117,21 @@ def abort(conn: IrcConnection) -> None:
     conn.reply(n.ERR_SASLABORTED, "SASL authentication aborted")
 
 
-def _logged_in(conn: IrcConnection) -> bool:
+def _shares_its_login(conn: IrcConnection) -> bool:
+    """Whether the connection is logged in with other connections of the same user: those
+    would not have proven a new account, so it may not re-authenticate.  Alone, it may, at
+    any time (SASL 3.2)."""
     core = conn.core
-    if core is None:
-        return False
-    user = core.user
-    return core.account is not None or (user is not None and user.account is not None)
+    user = core.user if core is not None else None
+    return user is not None and user.account is not None and len(user.connections) > 1
 
 
 def _start(conn: IrcConnection, mechanism: str) -> None:
-    if _logged_in(conn):
-        conn.reply(n.ERR_SASLALREADY, "You have already authenticated using SASL")
+    if _shares_its_login(conn):
+        conn.reply(
+            n.ERR_SASLALREADY,
+            "You have already authenticated, and your other connections share the login",
+        )
         return None
     mechanism = mechanism.upper()
     allowed = sasl_mechanisms(conn)
@@ -179,6 +183,10 @@ def _succeeded(conn: IrcConnection, account: str) -> None:
         conn.service.login(conn.core, account)
     except Banned as err:
         refused_by_ban(conn, err)
+        return
+    except AccountError as err:
+        # Another connection joined the user while the exchange ran.
+        conn.reply(n.ERR_SASLFAIL, f"SASL authentication failed: {err}")
         return
     if conn.account_numerics_sent == before:
         # No AccountChange reached this connection (before registration, or a move to the

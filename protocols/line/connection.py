@@ -548,6 +548,11 @@ class LineConnection(Protocol):
 
     def _greet(self) -> None:
         name = self.service.settings.server_name
+        if self.mode == "json":
+            # A client that starts in JSON mode (over WebSocket) is a program: no banner text.
+            self.write_obj({"type": "welcome", "server": name, "motd": self.config.motd})
+            self.prompt()
+            return
         lines = [f"{INFO}Welcome to {name} (line chat)."]
         lines.extend(f"{INFO}{line}" for line in self.config.motd.splitlines())
         lines.append(

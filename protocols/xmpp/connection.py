@@ -653,7 +653,12 @@ class XmppConnection(Protocol):
         return not self.loopback or self.config.require_tls_on_loopback
 
     def tls_offered(self) -> bool:
-        return not self.tls and self.factory.tls_options is not None
+        # A WebSocket stream cannot start TLS inside itself (wss:// is TLS from the start).
+        return (
+            not self.tls
+            and self.factory.tls_options is not None
+            and hasattr(self.transport, "startTLS")
+        )
 
     def registration_open(self) -> bool:
         return self.factory.registration_open()

@@ -85,6 +85,7 @@ def line_only_config(path: Path, line_port: int, **sections: dict[str, Any]) -> 
         "line": {"port": line_port},
         "irc": {"enabled": False},
         "xmpp": {"enabled": False},
+        "web": {"enabled": False},
     }
     for name, values in sections.items():
         config.setdefault(name, {}).update(values)

@@ -50,6 +50,9 @@ class FakeStore:
     def load_server_bans(self) -> defer.Deferred[list[Any]]:
         return defer.succeed([])
 
+    def load_blocks(self) -> defer.Deferred[list[Any]]:
+        return defer.succeed([])
+
     def append(self, messages: Any) -> defer.Deferred[None]:
         self.calls.append("store.append")
         return defer.succeed(None)

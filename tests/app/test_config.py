@@ -19,7 +19,10 @@ from chatserver.config import (
     load_config,
     parse_listen,
 )
+from chatserver.passwords import hash_password
 from tests.app.helpers import EXAMPLE_CONFIG
+
+_HASH = hash_password("gateway")
 
 
 def write(tmp_path: Path, text: str) -> str:
@@ -423,6 +426,19 @@ BAD_VALUES = [
     (
         '[line]\nlisten = ["127.0.0.1:5222"]',
         "[xmpp] port: 0.0.0.0:5222 is also used by [line] listen (127.0.0.1:5222)",
+    ),
+    (
+        '[web]\nallowed_origins = ["example.org"]',
+        '[web] allowed_origins[0]: expected an origin like "https://example.org", got "example.org"',
+    ),
+    ("[web]\nport = 6667", "[web] port: 0.0.0.0:6667 is also used by [irc] port (0.0.0.0:6667)"),
+    (
+        '[[webirc]]\nname = "lounge"\npassword = "plain"\nhosts = ["10.0.0.1"]',
+        "webirc[0] password: expected a hash made by `chatserver hash-password` (scrypt$...)",
+    ),
+    (
+        '[[webirc]]\nname = "lounge"\npassword = "%s"\nhosts = ["nowhere"]' % _HASH,
+        'webirc[0] hosts[0]: expected an address or network like "10.0.0.0/8", got "nowhere"',
     ),
 ]
 

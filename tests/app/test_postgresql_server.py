@@ -6,10 +6,13 @@ start and says why."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from tests.support.postgres import PostgresServer
+from tests.support.postgres import BIN_DIR, MISSING_REASON, PostgresServer
 from tests.support.server import LineClient, ServerProcess, free_port
 
 pytestmark = pytest.mark.timeout(120)
@@ -104,6 +107,8 @@ def test_an_unreachable_database_stops_the_start_with_a_clear_message(
 def test_logins_fail_clearly_while_postgresql_is_down_and_work_once_it_is_back(
     make_server: object,
 ) -> None:
+    if BIN_DIR is None:
+        pytest.skip(MISSING_REASON)
     # A PostgreSQL of this test's own: it is stopped half-way.
     own = PostgresServer().start()
     try:
@@ -143,3 +148,20 @@ def test_logins_fail_clearly_while_postgresql_is_down_and_work_once_it_is_back(
             client.close()
     finally:
         own.destroy()
+
+
+def test_backup_and_restore_point_to_the_postgresql_tools(tmp_path: Path) -> None:
+    config = tmp_path / "chatserver.toml"
+    config.write_text('[storage]\nbackend = "postgresql"\ndsn = "postgresql://chat@127.0.0.1/x"\n')
+    for command, tool in (("backup", "pg_dump"), ("restore", "pg_restore")):
+        done = subprocess.run(
+            [
+                *(sys.executable, "-m", "chatserver", command, str(tmp_path / "copy.db")),
+                *("--config", str(config), "--data-dir", str(tmp_path / "data")),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 1
+        assert f"{command} works on the sqlite backend; with postgresql, use {tool}" in done.stderr

@@ -19,6 +19,7 @@ PROTOCOL_PORT_KEYS = {
     "line": ("port",),
     "irc": ("port", "tls_port"),
     "xmpp": ("port", "tls_port"),
+    "web": ("port", "tls_port"),
 }
 
 

@@ -99,6 +99,8 @@ class ChatserverController(BaseServerController, DirectoryBasedController):
             OptionalBehaviors.MULTI_JOIN,
             OptionalBehaviors.MULTI_PRIVMSG,
             OptionalBehaviors.NO_CTCP,
+            OptionalBehaviors.SASL_AFTER_REGISTRATION,
+            OptionalBehaviors.SASL_REAUTHENTICATION,
             OptionalBehaviors.ELIST_C,
             OptionalBehaviors.ELIST_M,
             OptionalBehaviors.ELIST_N,
@@ -181,6 +183,7 @@ class ChatserverController(BaseServerController, DirectoryBasedController):
             "irc": irc,
             "line": {"enabled": False},
             "xmpp": {"enabled": False},
+            "web": {"enabled": False},
         }
         lines = []
         for name, values in sections.items():

@@ -91,6 +91,10 @@ HELP_TEXT: dict[str, tuple[str, ...]] = {
     "VERIFY": ("VERIFY <account> <code>", "Accounts here need no verification."),
     "VERSION": ("VERSION [server]", "The server's software and ISUPPORT tokens."),
     "WALLOPS": ("WALLOPS <text>", "A message to every +w user (server operators)."),
+    "WEBIRC": (
+        "WEBIRC <password> <gateway> <hostname> <ip>",
+        "A web gateway names its user's address, before NICK and USER ([[webirc]]).",
+    ),
     "WHO": ("WHO <mask|#room> [%fields]", "Users matching a mask, or in a room (WHOX)."),
     "WHOIS": ("WHOIS <nick>", "About a user."),
     "WHOWAS": ("WHOWAS <nick>", "About a user who has left."),

@@ -1,0 +1,1 @@
+"""The HTTP listener: WebSocket endpoints for IRC, XMPP and line chat, and the web client."""
