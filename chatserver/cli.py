@@ -105,6 +105,23 @@ def _parser() -> argparse.ArgumentParser:
     actions.add_parser("invites", parents=[common], help="list the unexpired invitations")
     account.set_defaults(handler=_cmd_account)
 
+    history = commands.add_parser("history", help="manage stored message history")
+    history_actions = history.add_subparsers(dest="action", required=True, metavar="ACTION")
+    purge = history_actions.add_parser(
+        "purge",
+        parents=[common],
+        help="delete stored messages: of a room, of an account's private conversations,"
+        " or everything older than a date",
+    )
+    purge.add_argument("--room", metavar="ROOM", help="this room's messages")
+    purge.add_argument("--account", metavar="NAME", help="this account's private messages")
+    purge.add_argument(
+        "--before",
+        metavar="DATE",
+        help="only messages older than DATE (YYYY-MM-DD or an ISO 8601 time, UTC)",
+    )
+    history.set_defaults(handler=_cmd_history)
+
     backup = commands.add_parser(
         "backup",
         parents=[common],
@@ -868,6 +885,53 @@ async def _account_job(
     finally:
         await store.close()
     return EXIT_OK
+
+
+def _parse_date(text: str) -> float:
+    try:
+        when = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise CliError(f"--before: not a date: {text!r} (use YYYY-MM-DD)", EXIT_USAGE) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return when.timestamp()
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if not (args.room or args.account or args.before):
+        raise CliError("say what to purge: --room, --account and/or --before", EXIT_USAGE)
+    before = _parse_date(args.before) if args.before else None
+
+    async def job(reactor: Any) -> int:
+        from chatserver.core.names import casefold, room_key
+        from chatserver.server.app import open_store
+
+        store = open_store(config, reactor)
+        try:
+            await store.open()
+            deleted = 0
+            if args.room:
+                key = room_key(args.room.lstrip("#"))
+                if before is None:
+                    deleted += await store.purge(key)
+                else:
+                    deleted += await store.purge_room_before(key, before)
+            if args.account:
+                deleted += await store.purge_private(casefold(args.account), before)
+            if before is not None and not args.room and not args.account:
+                for table in ("history", "private_history"):
+                    while True:
+                        n = await store.expire(table, before, 2000)
+                        deleted += n
+                        if n < 2000:
+                            break
+            print(f"deleted {deleted} messages")
+        finally:
+            await store.close()
+        return EXIT_OK
+
+    return _run_reactor_once(job)
 
 
 def _run_reactor_once(job: Callable[[Any], Coroutine[Any, Any, int]]) -> int:

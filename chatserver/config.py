@@ -520,8 +520,15 @@ class WebConfig:
     client_dir: str = _key("", _PATH)
 
 
+@dataclass(frozen=True, slots=True)
+class HistoryConfig:
+    # Days that room and private history is kept; 0 keeps it forever.  Expiry runs hourly in
+    # small batches off the reactor thread.
+    retention: float = _key(0.0, _Number(0, 100_000))
+
+
 # [chat] keys are CoreSettings fields; server_name comes from [server] name instead.
-_CHAT_FROM_SERVER = {"server_name"}
+_CHAT_FROM_SERVER = {"server_name", "history_retention"}
 _CHAT_CHECKS: dict[str, Check] = {
     "history_in_memory": _Int(0, 100_000),
     "history_flush_interval": _Number(0, 3600),
@@ -704,6 +711,7 @@ class Config:
     xmpp: XmppConfig
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    history: HistoryConfig = field(default_factory=HistoryConfig)
     operators: tuple[OperatorConfig, ...] = ()
     webirc: tuple[WebircConfig, ...] = ()
     bans: tuple[ServerBan, ...] = ()
@@ -730,6 +738,7 @@ SECTIONS: dict[str, type] = {
     "xmpp": XmppConfig,
     "metrics": MetricsConfig,
     "web": WebConfig,
+    "history": HistoryConfig,
 }
 # The sections that describe a listening protocol (enabled, port, listen...).
 PROTOCOL_SECTIONS = ("line", "irc", "xmpp", "web")
@@ -941,7 +950,11 @@ def load_config(
 
     config = Config(
         server=ServerConfig(**server),
-        chat=CoreSettings(server_name=server["name"], **raw["chat"]),
+        chat=CoreSettings(
+            server_name=server["name"],
+            history_retention=raw["history"]["retention"],
+            **raw["chat"],
+        ),
         storage=StorageConfig(**storage),
         tls=TlsConfig(**tls),
         line=LineConfig(**raw["line"]),
@@ -949,6 +962,7 @@ def load_config(
         xmpp=XmppConfig(**xmpp),
         metrics=MetricsConfig(**raw["metrics"]),
         web=WebConfig(**raw["web"]),
+        history=HistoryConfig(**raw["history"]),
         operators=_load_operators(data.get(OPERATORS_KEY, []), problems),
         webirc=_load_webirc(data.get(WEBIRC_KEY, []), problems),
         bans=_load_bans(data.get(BANS_KEY, []), problems),

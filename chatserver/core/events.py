@@ -227,6 +227,24 @@ class Presence(Event):
     online: bool
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OfflineMessages(Event):
+    """Private messages kept for an account while it had no connection, given to the first
+    connection that logs in to it (oldest first, with their original times and ids)."""
+
+    messages: tuple[Message, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReadMarker(Event):
+    """The account's read position moved to ``read_ts`` in ``target``: ``#`` and a room key
+    for a room, a folded nick for a private conversation.  Sent to every connection of the
+    account so that reading on one clears the others."""
+
+    target: str
+    read_ts: float
+
+
 ROOM_EVENTS = (Message, Join, Part, Topic, Kick, ModeChange, Invite)
 
 

@@ -16,6 +16,7 @@ from twisted.logger import Logger
 from chatserver.core.errors import ChatError
 from chatserver.core.events import Message
 from chatserver.core.names import room_key
+from chatserver.core.records import ArchiveEntry
 from chatserver.core.settings import CoreSettings
 
 if TYPE_CHECKING:
@@ -41,6 +42,9 @@ class HistoryLog:
 
     def _init_history(self) -> None:
         self._pending_history: list[Message] = []
+        # Private messages for the archives of accounts (chatserver.core.archive), written
+        # in the same batches.
+        self._pending_private: list[ArchiveEntry] = []
         self._flush_call: Any = None
         self._flushing: Deferred | None = None
 
@@ -65,6 +69,12 @@ class HistoryLog:
         room.history.append(msg)
         self._pending_history.append(msg)
         self.stats["messages"] += 1
+        # Checked here rather than in the call: a room message on the hot path pays for a
+        # call only when a write has to be scheduled.
+        if self._flush_call is None and not self._stopping:
+            self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
         if self._flush_call is None and not self._stopping:
             interval = self.settings.history_flush_interval
             if interval <= 0:
@@ -83,7 +93,8 @@ class HistoryLog:
                 self._flush_call.cancel()
             self._flush_call = None
         batch, self._pending_history = self._pending_history, []
-        if not batch:
+        private, self._pending_private = self._pending_private, []
+        if not batch and not private:
             return self._when_flushed()
         previous = self._when_flushed()
         d: Deferred = Deferred()
@@ -91,14 +102,17 @@ class HistoryLog:
         self._flushing = d
 
         def write(_: Any) -> Deferred:
-            return self.history_store.append(batch)
+            d = self.history_store.append(batch) if batch else succeed(0)
+            if private:
+                d.addCallback(lambda _: self.history_store.append_private(private))
+            return d
 
         def done(result: Any) -> None:
             if self._flushing is d:
                 self._flushing = None
             d.callback(None)
             if (
-                self._pending_history
+                (self._pending_history or self._pending_private)
                 and self._flushing is None
                 and self._flush_call is None
                 and self.settings.history_flush_interval <= 0
@@ -110,6 +124,7 @@ class HistoryLog:
             self.log.failure("writing {n} history messages", f, n=len(batch))
             # Keep them to retry with the next batch rather than lose them.
             self._pending_history[:0] = batch
+            self._pending_private[:0] = private
             if self._flushing is d:
                 self._flushing = None
             d.callback(None)
@@ -200,4 +215,4 @@ class HistoryLog:
 
     def history_pending(self) -> int:
         """Messages said but not yet handed to the history store."""
-        return len(self._pending_history)
+        return len(self._pending_history) + len(self._pending_private)

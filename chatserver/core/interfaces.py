@@ -164,3 +164,44 @@ class IHistoryStore(Interface):
 
     def close():
         """Finish pending work and release the database."""
+
+
+class IArchiveStore(Interface):
+    """Private-message archives of accounts, read markers and expiry.  Every method returns a
+    Deferred.  Messages come back as chatserver.core.events.Message with ``target`` set."""
+
+    def append_private(entries):
+        """Persist a batch of chatserver.core.records.ArchiveEntry in one transaction."""
+
+    def query_private(query):
+        """Fire with one page (an ArchiveQuery) of an account's archive, ascending (ts, id)."""
+
+    def query_room(query):
+        """Fire with one page of a room's history (``query.owner`` is the room key), as
+        ``query_private`` pages an account's archive."""
+
+    def find_private(owner, msgid):
+        """Fire with the message ``msgid`` of ``owner``'s archive, or None."""
+
+    def private_targets(owner, start, end, limit):
+        """Fire with [(peer, latest ts)] of ``owner``'s conversations in start < ts < end."""
+
+    def take_offline(owner, limit):
+        """Fire with the messages kept for ``owner`` while away, and mark them delivered."""
+
+    def purge_private(owner, before=None):
+        """Delete ``owner``'s archive (only what is older than ``before`` when given); fire
+        with how many messages went."""
+
+    def purge_room_before(target, before):
+        """Delete the messages of the room ``target`` older than ``before``."""
+
+    def expire(table, before, batch):
+        """Delete up to ``batch`` of the oldest messages older than ``before`` from 'history'
+        (rooms) or 'private_history'; fire with how many went (fewer than ``batch``: done)."""
+
+    def get_read_marker(account, target):
+        """Fire with the read position (ts) of ``account`` in ``target``, or None."""
+
+    def set_read_marker(account, target, ts):
+        """Move the read position forward to ``ts`` (never back); fire with where it is."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,3 +107,34 @@ class PepNode:
     persist_items: bool = True
     max_items: int = 1
     items: tuple[PepItem, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveEntry:
+    """A private message as kept in one account's archive.
+
+    ``owner`` is the folded account whose archive it is in, ``peer`` the folded nick of the
+    other side; ``offline`` marks a message to the owner that no connection of theirs received.
+    """
+
+    owner: str
+    peer: str
+    message: Any
+    offline: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveQuery:
+    """One page of an account's private archive.
+
+    ``after``/``before`` are exclusive (ts, id) anchors (an id of "" or "\\uffff" makes a
+    timestamp-only bound); ``newest`` takes the ``limit`` messages nearest ``before`` rather
+    than those nearest ``after``.  ``peer`` None means every conversation.
+    """
+
+    owner: str
+    peer: str | None
+    limit: int
+    after: tuple[float, str] | None = None
+    before: tuple[float, str] | None = None
+    newest: bool = True

@@ -38,6 +38,8 @@ DEFAULT_MODES = frozenset({"no_external", "topic_lock"})
 
 # Where a registered room keeps its ban exceptions in RoomRecord.extra (a JSON list).
 EXCEPTS_KEY = "excepts"
+# ... and the days its history is kept, when its operators chose fewer than the server.
+RETENTION_KEY = "retention"
 
 
 def mask_matches(mask: str, who: Who) -> bool:
@@ -88,6 +90,7 @@ class Room:
         "reg_ops",
         "reg_voices",
         "registered",
+        "retention",
         "topic",
         "topic_at",
         "topic_by",
@@ -113,6 +116,8 @@ class Room:
         # For registered rooms: accounts that get op or voice whenever they join.
         self.reg_ops: set[str] = set()
         self.reg_voices: set[str] = set()
+        # Days its history is kept, when its operators chose less than the server's retention.
+        self.retention: float | None = None
         self.history: deque[Message] = deque(maxlen=max(history_size, 0))
         self._clients: tuple[Any, ...] | None = None
         self._fanout: tuple[tuple[str, int], ...] | None = None
@@ -198,6 +203,14 @@ class Room:
 
     # -- persistence -----------------------------------------------------------------------
 
+    def _extra(self) -> dict[str, str]:
+        extra: dict[str, str] = {}
+        if self.excepts:
+            extra[EXCEPTS_KEY] = json.dumps(self.excepts)
+        if self.retention is not None:
+            extra[RETENTION_KEY] = f"{self.retention:g}"
+        return extra
+
     def to_record(self) -> RoomRecord:
         return RoomRecord(
             name=self.name,
@@ -211,7 +224,7 @@ class Room:
             voices=tuple(sorted(self.reg_voices)),
             bans=tuple(self.bans),
             invites=tuple(self.invites),
-            extra={EXCEPTS_KEY: json.dumps(self.excepts)} if self.excepts else {},
+            extra=self._extra(),
         )
 
     @classmethod
@@ -234,6 +247,11 @@ class Room:
         room.reg_voices = {casefold(a) for a in record.voices}
         room.bans = list(record.bans)
         room.invites = list(record.invites)
+        retention = record.extra.get(RETENTION_KEY)
+        try:
+            room.retention = float(retention) if retention is not None else None
+        except ValueError:
+            room.retention = None
         excepts = record.extra.get(EXCEPTS_KEY)
         if excepts:
             room.excepts = [str(mask) for mask in json.loads(excepts)]

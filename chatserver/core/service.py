@@ -20,6 +20,7 @@ from twisted.internet.defer import Deferred, DeferredList, fail, inlineCallbacks
 from twisted.logger import Logger
 
 from chatserver.core.accounts import AccountManager
+from chatserver.core.archive import Archive
 from chatserver.core.blocking import Blocking
 from chatserver.core.delivery import Delivery, unique_clients
 from chatserver.core.errors import (
@@ -73,7 +74,7 @@ from chatserver.core.users import Connection, NickTable, User
 from chatserver.core.views import JoinResult, Views
 
 
-class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views, Blocking):
+class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Archive, Delivery, Views, Blocking):
     """The core's one entry point.
 
     Its parts live in modules of their own, each with its own state: fan-out and delivery
@@ -130,6 +131,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views, 
         self._stopping = False
         self._init_delivery(end_of_turn)
         self._init_history()
+        self._init_archive()
         self._init_server_bans(ban_store)
         self._init_blocking(block_store)
         self._init_identity()
@@ -150,6 +152,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views, 
         yield DeferredList(
             [self._load_recent(room) for room in self.rooms.values()], consumeErrors=True
         )
+        self._start_expiry()
         self.log.info("core started: {rooms} registered rooms loaded", rooms=len(records))
 
     @inlineCallbacks
@@ -164,6 +167,8 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views, 
         for user in self.users:
             if user.enforce_timer is not None and user.enforce_timer.active():
                 user.enforce_timer.cancel()
+        if self._expiry_call is not None and self._expiry_call.active():
+            self._expiry_call.cancel()
         yield self.flush_history()
 
     # -- connections and nicks -------------------------------------------------------------
@@ -252,6 +257,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views, 
             self.by_account[casefold(conn.account)] = user
         self._observe(Presence(ts=now, who=user.who(), online=True))
         self._check_enforcement(user)
+        self._deliver_offline(conn)
         return user
 
     def _attach(self, conn: Connection, user: User) -> None:
@@ -646,6 +652,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Delivery, Views, 
         if target is not user:
             clients.extend(user.clients())
         self._send(clients, msg)
+        self._archive_private(user, target, msg)
         return msg
 
     def _check_send(self, room: Room, user: User, member: Member | None) -> None:

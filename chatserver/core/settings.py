@@ -50,6 +50,8 @@ class CoreSettings:
     cloak_secret: str = ""
     # Replay this many history lines to a client that joins a room (protocols may ask for fewer).
     join_history_lines: int = 10
+    # Days that room and private history is kept (from [history] retention); 0: forever.
+    history_retention: float = 0.0
 
 
 # Settings that shaped state built at start (cloaks, per-room history buffers, the server's

@@ -169,6 +169,48 @@ _V6_BLOCKS: tuple[str, ...] = (
     """,
 )
 
+# Private messages, one row per registered account that keeps the message (both ends, or the
+# registered end when the other is a guest): each archive is read, expired and deleted on its
+# own, and an account that is deleted takes its rows with it and nobody else's.  The id is the
+# message id every protocol shows (IRC msgid, XMPP stanza-id, line id), so the same message has
+# the same id in both archives.
+_V7_PRIVATE_ARCHIVE: tuple[str, ...] = (
+    """
+    CREATE TABLE private_history (
+        seq      INTEGER PRIMARY KEY,
+        owner    TEXT NOT NULL,   -- casefold(account) whose archive this row is in
+        peer     TEXT NOT NULL,   -- casefold(nick) of the other side of the conversation
+        id       TEXT NOT NULL,
+        target   TEXT NOT NULL,   -- the recipient's nick as it was
+        ts       REAL NOT NULL,
+        nick     TEXT NOT NULL,
+        ident    TEXT NOT NULL,
+        host     TEXT NOT NULL,
+        account  TEXT,
+        realname TEXT NOT NULL,
+        kind     TEXT NOT NULL,
+        text     TEXT NOT NULL,
+        tags     TEXT NOT NULL DEFAULT '[]',
+        stanza   TEXT,            -- the sender's XMPP stanza, kept whole for XMPP recipients
+        offline  INTEGER NOT NULL DEFAULT 0,  -- 1 until delivered to an owner who was away
+        UNIQUE (owner, id)
+    )
+    """,
+    # One conversation (CHATHISTORY, MAM with=) and the whole archive (MAM, TARGETS).
+    "CREATE INDEX private_owner_peer_ts ON private_history (owner, peer, ts, id)",
+    "CREATE INDEX private_owner_ts ON private_history (owner, ts, id)",
+    "CREATE INDEX private_offline ON private_history (owner) WHERE offline = 1",
+    # Read position per account and conversation (a room key or a folded nick).
+    """
+    CREATE TABLE read_markers (
+        account TEXT NOT NULL,
+        target  TEXT NOT NULL,
+        ts      REAL NOT NULL,
+        PRIMARY KEY (account, target)
+    )
+    """,
+)
+
 MIGRATIONS: tuple[Step, ...] = (
     _V1_INITIAL,
     _V2_ROSTER,
@@ -176,6 +218,7 @@ MIGRATIONS: tuple[Step, ...] = (
     _V4_REGISTRATION_INVITES,
     _V5_PEP,
     _V6_BLOCKS,
+    _V7_PRIVATE_ARCHIVE,
 )
 """Index i holds the step to version i + 1.  Append here; the tuple's length is the version."""
 

@@ -37,6 +37,7 @@ from chatserver.core.errors import AccountError
 from chatserver.core.events import Message
 from chatserver.core.interfaces import (
     IAccountStore,
+    IArchiveStore,
     IBlockStore,
     IHistoryStore,
     IRoomStore,
@@ -45,6 +46,8 @@ from chatserver.core.interfaces import (
 from chatserver.core.names import casefold
 from chatserver.core.records import (
     AccountRecord,
+    ArchiveEntry,
+    ArchiveQuery,
     Credential,
     PepItem,
     PepNode,
@@ -55,6 +58,8 @@ from chatserver.storage.postgresql_migrations import MIGRATIONS
 from chatserver.storage.sqlite import (
     _INVITE_COLUMNS,
     _MESSAGE_COLUMNS,
+    _PRIVATE_COLUMNS,
+    EXPIRE_BATCH,
     FAILURE_LOG_INTERVAL,
     SchemaTooNew,
     StoreClosed,
@@ -64,8 +69,10 @@ from chatserver.storage.sqlite import (
     _dumps,
     _message,
     _message_row,
+    _private_message,
     _room,
     _room_row,
+    _stanza,
     _utf8,
 )
 
@@ -228,7 +235,11 @@ def _update_credentials(cur: Any, key: str, credentials: Sequence[Credential]) -
 
 def _delete_account(cur: Any, key: str) -> bool:
     cur.execute("DELETE FROM accounts WHERE key = %s", (key,))
-    return bool(cur.rowcount > 0)
+    existed = bool(cur.rowcount > 0)
+    # The account's private archive and read positions go with it, in the same transaction.
+    cur.execute("DELETE FROM private_history WHERE owner = %s", (key,))
+    cur.execute("DELETE FROM read_markers WHERE account = %s", (key,))
+    return existed
 
 
 def _list_accounts(cur: Any) -> list[AccountRecord]:
@@ -387,6 +398,131 @@ def _targets(cur: Any, start: float, end: float, limit: int) -> list[tuple[str, 
         (start, end, limit),
     )
     return [(target, latest) for target, latest in cur.fetchall()]
+
+
+_PRIVATE_INSERT = (
+    f"INSERT INTO private_history (owner, peer, offline, {_PRIVATE_COLUMNS})"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " ON CONFLICT (owner, id) DO NOTHING"
+)
+
+
+def _append_private(cur: Any, entries: Sequence[ArchiveEntry]) -> int:
+    stored = 0
+    for entry in entries:
+        row = (entry.owner, entry.peer, 1 if entry.offline else 0)
+        row += (*_message_row(entry.message), _stanza(entry.message))
+        cur.execute(_PRIVATE_INSERT, [_text(value) for value in row])
+        stored += int(cur.rowcount)
+    return stored
+
+
+def _page(cur: Any, table: str, key: str, query: ArchiveQuery) -> list[Any]:
+    _check_limit(query.limit)
+    where = [f"{key} = %s"]
+    params: list[Any] = [query.owner]
+    if table == "private_history" and query.peer is not None:
+        where.append("peer = %s")
+        params.append(query.peer)
+    if query.after is not None:
+        where.append("(ts, id) > (%s, %s)")
+        params.extend(query.after)
+    if query.before is not None:
+        where.append("(ts, id) < (%s, %s)")
+        params.extend(query.before)
+    order = "DESC" if query.newest else "ASC"
+    columns = _PRIVATE_COLUMNS if table == "private_history" else _MESSAGE_COLUMNS
+    cur.execute(
+        f"SELECT {columns} FROM {table} WHERE {' AND '.join(where)}"
+        f" ORDER BY ts {order}, id {order} LIMIT %s",
+        (*params, query.limit),
+    )
+    rows = cur.fetchall()
+    if query.newest:
+        rows.reverse()
+    return rows
+
+
+def _query_private(cur: Any, query: ArchiveQuery) -> list[Message]:
+    return [_private_message(row) for row in _page(cur, "private_history", "owner", query)]
+
+
+def _query_room(cur: Any, query: ArchiveQuery) -> list[Message]:
+    return [_message(row) for row in _page(cur, "history", "target", query)]
+
+
+def _find_private(cur: Any, owner: str, msgid: str) -> Message | None:
+    cur.execute(
+        f"SELECT {_PRIVATE_COLUMNS} FROM private_history WHERE owner = %s AND id = %s",
+        (owner, msgid),
+    )
+    row = cur.fetchone()
+    return None if row is None else _private_message(row)
+
+
+def _private_targets(
+    cur: Any, owner: str, start: float, end: float, limit: int
+) -> list[tuple[str, float]]:
+    _check_limit(limit)
+    cur.execute(
+        "SELECT peer, MAX(ts) AS latest FROM private_history"
+        " WHERE owner = %s AND ts > %s AND ts < %s"
+        " GROUP BY peer ORDER BY latest, peer LIMIT %s",
+        (owner, start, end, limit),
+    )
+    return [(peer, latest) for peer, latest in cur.fetchall()]
+
+
+def _take_offline(cur: Any, owner: str, limit: int) -> list[Message]:
+    cur.execute(
+        f"SELECT {_PRIVATE_COLUMNS} FROM private_history WHERE owner = %s AND offline = 1"
+        " ORDER BY ts, id LIMIT %s",
+        (owner, limit),
+    )
+    messages = [_private_message(row) for row in cur.fetchall()]
+    cur.execute("UPDATE private_history SET offline = 0 WHERE owner = %s AND offline = 1", (owner,))
+    return messages
+
+
+def _purge_private(cur: Any, owner: str, before: float | None) -> int:
+    if before is None:
+        cur.execute("DELETE FROM private_history WHERE owner = %s", (owner,))
+    else:
+        cur.execute("DELETE FROM private_history WHERE owner = %s AND ts < %s", (owner, before))
+    deleted = int(cur.rowcount)
+    if before is None:
+        cur.execute("DELETE FROM read_markers WHERE account = %s", (owner,))
+    return deleted
+
+
+def _purge_room_before(cur: Any, target: str, before: float) -> int:
+    cur.execute("DELETE FROM history WHERE target = %s AND ts < %s", (target, before))
+    return int(cur.rowcount)
+
+
+def _expire_batch(cur: Any, table: str, before: float, batch: int) -> int:
+    cur.execute(
+        f"DELETE FROM {table} WHERE seq IN"
+        f" (SELECT seq FROM {table} WHERE ts < %s ORDER BY seq LIMIT %s)",
+        (before, batch),
+    )
+    return int(cur.rowcount)
+
+
+def _get_read_marker(cur: Any, account: str, target: str) -> float | None:
+    cur.execute("SELECT ts FROM read_markers WHERE account = %s AND target = %s", (account, target))
+    row = cur.fetchone()
+    return None if row is None else float(row[0])
+
+
+def _set_read_marker(cur: Any, account: str, target: str, ts: float) -> float:
+    cur.execute(
+        "INSERT INTO read_markers (account, target, ts) VALUES (%s, %s, %s)"
+        " ON CONFLICT (account, target) DO UPDATE"
+        " SET ts = GREATEST(read_markers.ts, excluded.ts)",
+        (account, target, ts),
+    )
+    return _get_read_marker(cur, account, target) or ts
 
 
 def _purge(cur: Any, target: str) -> int:
@@ -566,7 +702,7 @@ class _Connection(adbapi.Connection):
             self._pool.disconnect(conn)
 
 
-@implementer(IAccountStore, IRoomStore, IHistoryStore, IServerBanStore, IBlockStore)
+@implementer(IAccountStore, IRoomStore, IHistoryStore, IServerBanStore, IBlockStore, IArchiveStore)
 class PostgresStore:
     """Accounts, rooms, history, rosters, bans and PEP data in a PostgreSQL database.  Call
     ``open()`` before anything else.
@@ -807,6 +943,48 @@ class PostgresStore:
 
     def purge(self, target: str) -> Deferred[int]:
         return self._run(_purge, target, write=True)
+
+    # -- IArchiveStore ----------------------------------------------------------------------
+
+    def append_private(self, entries: Iterable[ArchiveEntry]) -> Deferred[int]:
+        batch = tuple(entries)
+        if not batch:
+            return defer.succeed(0)
+        return self._run(_append_private, batch, write=True)
+
+    def query_private(self, query: ArchiveQuery) -> Deferred[list[Message]]:
+        return self._run(_query_private, query, write=False)
+
+    def query_room(self, query: ArchiveQuery) -> Deferred[list[Message]]:
+        return self._run(_query_room, query, write=False)
+
+    def find_private(self, owner: str, msgid: str) -> Deferred[Message | None]:
+        return self._run(_find_private, owner, msgid, write=False)
+
+    def private_targets(
+        self, owner: str, start: float, end: float, limit: int
+    ) -> Deferred[list[tuple[str, float]]]:
+        return self._run(_private_targets, owner, start, end, limit, write=False)
+
+    def take_offline(self, owner: str, limit: int) -> Deferred[list[Message]]:
+        return self._run(_take_offline, owner, limit, write=True)
+
+    def purge_private(self, owner: str, before: float | None = None) -> Deferred[int]:
+        return self._run(_purge_private, owner, before, write=True)
+
+    def purge_room_before(self, target: str, before: float) -> Deferred[int]:
+        return self._run(_purge_room_before, target, before, write=True)
+
+    def expire(self, table: str, before: float, batch: int = EXPIRE_BATCH) -> Deferred[int]:
+        if table not in ("history", "private_history"):
+            raise ValueError(table)
+        return self._run(_expire_batch, table, before, batch, write=True)
+
+    def get_read_marker(self, account: str, target: str) -> Deferred[float | None]:
+        return self._run(_get_read_marker, account, target, write=False)
+
+    def set_read_marker(self, account: str, target: str, ts: float) -> Deferred[float]:
+        return self._run(_set_read_marker, account, target, ts, write=True)
 
     # -- server bans ------------------------------------------------------------------------
 

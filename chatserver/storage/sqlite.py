@@ -36,6 +36,7 @@ from chatserver.core.errors import AccountError
 from chatserver.core.events import Message, Who
 from chatserver.core.interfaces import (
     IAccountStore,
+    IArchiveStore,
     IBlockStore,
     IHistoryStore,
     IRoomStore,
@@ -44,6 +45,8 @@ from chatserver.core.interfaces import (
 from chatserver.core.names import casefold
 from chatserver.core.records import (
     AccountRecord,
+    ArchiveEntry,
+    ArchiveQuery,
     BanRecord,
     Credential,
     PepItem,
@@ -363,7 +366,11 @@ def _update_credentials(cur: sqlite3.Cursor, key: str, credentials: Sequence[Cre
 
 def _delete_account(cur: sqlite3.Cursor, key: str) -> bool:
     cur.execute("DELETE FROM accounts WHERE key = ?", (key,))
-    return cur.rowcount > 0
+    existed = cur.rowcount > 0
+    # The account's private archive and read positions go with it, in the same transaction.
+    cur.execute("DELETE FROM private_history WHERE owner = ?", (key,))
+    cur.execute("DELETE FROM read_markers WHERE account = ?", (key,))
+    return existed
 
 
 def _list_accounts(cur: sqlite3.Cursor) -> list[AccountRecord]:
@@ -536,6 +543,178 @@ def _targets(cur: sqlite3.Cursor, start: float, end: float, limit: int) -> list[
 def _purge(cur: sqlite3.Cursor, target: str) -> int:
     cur.execute("DELETE FROM history WHERE target = ?", (target,))
     return cur.rowcount
+
+
+_PRIVATE_COLUMNS = "id, target, ts, nick, ident, host, account, realname, kind, text, tags, stanza"
+_PRIVATE_INSERT = (
+    f"INSERT OR IGNORE INTO private_history (owner, peer, offline, {_PRIVATE_COLUMNS})"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _private_message(row: Sequence[Any]) -> Message:
+    msgid, target, ts, nick, ident, host, account, realname, kind, text, tags, _stanza = row
+    return Message(
+        ts=ts,
+        id=msgid,
+        source=Who(nick, ident, host, account, realname),
+        text=text,
+        kind=kind,
+        target=target,
+        tags=tuple((key, value) for key, value in json.loads(tags)),
+    )
+
+
+def _stanza(msg: Message) -> str | None:
+    """The sender's own serialized message, when its protocol keeps one for recipients on
+    the same protocol (an XMPP stanza, whole with its extensions), else None."""
+    data = getattr(msg.native, "data", None)
+    if isinstance(data, bytes):
+        return _utf8(data.decode("utf-8", "replace"))
+    return None
+
+
+def _append_private(cur: sqlite3.Cursor, entries: Sequence[ArchiveEntry]) -> int:
+    rows = []
+    for entry in entries:
+        msg = entry.message
+        # The room column of a history row is the recipient nick here.
+        row = _message_row(msg)
+        rows.append((entry.owner, entry.peer, 1 if entry.offline else 0, *row, _stanza(msg)))
+    cur.executemany(_PRIVATE_INSERT, rows)
+    return cur.rowcount
+
+
+def _query_private(cur: sqlite3.Cursor, query: ArchiveQuery) -> list[Message]:
+    """One page of an account's private archive, in ascending (ts, id) order."""
+    _check_limit(query.limit)
+    where = ["owner = ?"]
+    params: list[Any] = [query.owner]
+    if query.peer is not None:
+        where.append("peer = ?")
+        params.append(query.peer)
+    if query.after is not None:
+        where.append("(ts, id) > (?, ?)")
+        params.extend(query.after)
+    if query.before is not None:
+        where.append("(ts, id) < (?, ?)")
+        params.extend(query.before)
+    order = "DESC" if query.newest else "ASC"
+    cur.execute(
+        f"SELECT {_PRIVATE_COLUMNS} FROM private_history WHERE {' AND '.join(where)}"
+        f" ORDER BY ts {order}, id {order} LIMIT ?",
+        (*params, query.limit),
+    )
+    rows = cur.fetchall()
+    if query.newest:
+        rows.reverse()
+    return [_private_message(row) for row in rows]
+
+
+def _query_room(cur: sqlite3.Cursor, query: ArchiveQuery) -> list[Message]:
+    """One page of a room's history (``query.owner`` is the room key), by (ts, id) anchors."""
+    _check_limit(query.limit)
+    where = ["target = ?"]
+    params: list[Any] = [query.owner]
+    if query.after is not None:
+        where.append("(ts, id) > (?, ?)")
+        params.extend(query.after)
+    if query.before is not None:
+        where.append("(ts, id) < (?, ?)")
+        params.extend(query.before)
+    order = "DESC" if query.newest else "ASC"
+    cur.execute(
+        f"SELECT {_MESSAGE_COLUMNS} FROM history WHERE {' AND '.join(where)}"
+        f" ORDER BY ts {order}, id {order} LIMIT ?",
+        (*params, query.limit),
+    )
+    rows = cur.fetchall()
+    if query.newest:
+        rows.reverse()
+    return [_message(row) for row in rows]
+
+
+def _find_private(cur: sqlite3.Cursor, owner: str, msgid: str) -> Message | None:
+    cur.execute(
+        f"SELECT {_PRIVATE_COLUMNS} FROM private_history WHERE owner = ? AND id = ?",
+        (owner, msgid),
+    )
+    row = cur.fetchone()
+    return None if row is None else _private_message(row)
+
+
+def _private_targets(
+    cur: sqlite3.Cursor, owner: str, start: float, end: float, limit: int
+) -> list[tuple[str, float]]:
+    _check_limit(limit)
+    cur.execute(
+        "SELECT peer, MAX(ts) AS latest FROM private_history WHERE owner = ? AND ts > ? AND ts < ?"
+        " GROUP BY peer ORDER BY latest, peer LIMIT ?",
+        (owner, start, end, limit),
+    )
+    return [(peer, latest) for peer, latest in cur.fetchall()]
+
+
+def _take_offline(cur: sqlite3.Cursor, owner: str, limit: int) -> list[Message]:
+    cur.execute(
+        f"SELECT {_PRIVATE_COLUMNS} FROM private_history WHERE owner = ? AND offline = 1"
+        " ORDER BY ts, id LIMIT ?",
+        (owner, limit),
+    )
+    messages = [_private_message(row) for row in cur.fetchall()]
+    cur.execute("UPDATE private_history SET offline = 0 WHERE owner = ? AND offline = 1", (owner,))
+    return messages
+
+
+def _purge_private(cur: sqlite3.Cursor, owner: str, before: float | None) -> int:
+    if before is None:
+        cur.execute("DELETE FROM private_history WHERE owner = ?", (owner,))
+    else:
+        cur.execute("DELETE FROM private_history WHERE owner = ? AND ts < ?", (owner, before))
+    deleted = cur.rowcount
+    if before is None:
+        cur.execute("DELETE FROM read_markers WHERE account = ?", (owner,))
+    return deleted
+
+
+def _purge_room_before(cur: sqlite3.Cursor, target: str, before: float) -> int:
+    cur.execute("DELETE FROM history WHERE target = ? AND ts < ?", (target, before))
+    return cur.rowcount
+
+
+# Rows deleted per expiry transaction: small enough that the writer lock is held for a few
+# milliseconds, so history batches written meanwhile are not held up.
+EXPIRE_BATCH = 2000
+
+
+def _expire_batch(cur: sqlite3.Cursor, table: str, before: float, batch: int) -> int:
+    """Delete up to ``batch`` of the oldest rows of ``table`` older than ``before``.
+
+    Rows are scanned in insertion order (``seq``), which is time order: the scan stops at the
+    first ``batch`` old rows without an index on ``ts`` that every write would pay for.
+    """
+    cur.execute(
+        f"DELETE FROM {table} WHERE seq IN"
+        f" (SELECT seq FROM {table} WHERE ts < ? ORDER BY seq LIMIT ?)",
+        (before, batch),
+    )
+    return cur.rowcount
+
+
+def _get_read_marker(cur: sqlite3.Cursor, account: str, target: str) -> float | None:
+    cur.execute("SELECT ts FROM read_markers WHERE account = ? AND target = ?", (account, target))
+    row = cur.fetchone()
+    return None if row is None else float(row[0])
+
+
+def _set_read_marker(cur: sqlite3.Cursor, account: str, target: str, ts: float) -> float:
+    """Move the marker forward only; fire with where it is now."""
+    cur.execute(
+        "INSERT INTO read_markers (account, target, ts) VALUES (?, ?, ?)"
+        " ON CONFLICT (account, target) DO UPDATE SET ts = MAX(ts, excluded.ts)",
+        (account, target, ts),
+    )
+    return _get_read_marker(cur, account, target) or ts
 
 
 def _get_roster(cur: sqlite3.Cursor, account: str) -> list[RosterItem]:
@@ -734,7 +913,7 @@ def _backup(cur: sqlite3.Cursor, dest_path: str) -> None:
     os.replace(tmp_path, dest_path)
 
 
-@implementer(IAccountStore, IRoomStore, IHistoryStore, IServerBanStore, IBlockStore)
+@implementer(IAccountStore, IRoomStore, IHistoryStore, IServerBanStore, IBlockStore, IArchiveStore)
 class SqliteStore:
     """Accounts, rooms and history in one SQLite file.  Call ``open()`` before anything else.
 
@@ -1066,6 +1245,48 @@ class SqliteStore:
     def purge(self, target: str) -> Deferred[int]:
         """Delete every message of ``target``; fire with how many there were."""
         return self._run(_purge, target, write=True)
+
+    # -- IArchiveStore ----------------------------------------------------------------------
+
+    def append_private(self, entries: Iterable[ArchiveEntry]) -> Deferred[int]:
+        batch = tuple(entries)
+        if not batch:
+            return defer.succeed(0)
+        return self._run(_append_private, batch, write=True)
+
+    def query_private(self, query: ArchiveQuery) -> Deferred[list[Message]]:
+        return self._run(_query_private, query, write=False)
+
+    def query_room(self, query: ArchiveQuery) -> Deferred[list[Message]]:
+        return self._run(_query_room, query, write=False)
+
+    def find_private(self, owner: str, msgid: str) -> Deferred[Message | None]:
+        return self._run(_find_private, owner, msgid, write=False)
+
+    def private_targets(
+        self, owner: str, start: float, end: float, limit: int
+    ) -> Deferred[list[tuple[str, float]]]:
+        return self._run(_private_targets, owner, start, end, limit, write=False)
+
+    def take_offline(self, owner: str, limit: int) -> Deferred[list[Message]]:
+        return self._run(_take_offline, owner, limit, write=True)
+
+    def purge_private(self, owner: str, before: float | None = None) -> Deferred[int]:
+        return self._run(_purge_private, owner, before, write=True)
+
+    def purge_room_before(self, target: str, before: float) -> Deferred[int]:
+        return self._run(_purge_room_before, target, before, write=True)
+
+    def expire(self, table: str, before: float, batch: int = EXPIRE_BATCH) -> Deferred[int]:
+        if table not in ("history", "private_history"):
+            raise ValueError(table)
+        return self._run(_expire_batch, table, before, batch, write=True)
+
+    def get_read_marker(self, account: str, target: str) -> Deferred[float | None]:
+        return self._run(_get_read_marker, account, target, write=False)
+
+    def set_read_marker(self, account: str, target: str, ts: float) -> Deferred[float]:
+        return self._run(_set_read_marker, account, target, ts, write=True)
 
     # -- server bans (K-lines set by operators) -----------------------------------------------
 

@@ -25,6 +25,7 @@ from chatserver.core.events import (
     MessageBatch,
     ModeChange,
     NickChange,
+    OfflineMessages,
     Part,
     Quit,
     RealnameChange,
@@ -490,6 +491,33 @@ def render_account(conn: IrcConnection, event: AccountChange) -> bytes | None:
 def render_server_notice(conn: IrcConnection, event: ServerNotice) -> bytes | None:
     tags = event_tags(event.ts, None, conn.cap_bits & caps.SERVER_TIME)
     return line(tags, conn.server_name, "NOTICE", (conn.nick,), event.text)
+
+
+@renders(OfflineMessages)
+def render_offline(conn: IrcConnection, event: OfflineMessages) -> bytes | None:
+    """Private messages kept while the account was away: a notice, then the messages as they
+    were sent (with their times under server-time), in a ``chathistory`` batch when the
+    client has batches."""
+    count = len(event.messages)
+    tags = event_tags(event.ts, None, conn.cap_bits & caps.SERVER_TIME)
+    out = [
+        line(
+            tags,
+            conn.server_name,
+            "NOTICE",
+            (conn.nick,),
+            f"{count} private message{'s' if count != 1 else ''} arrived while you were away",
+        )
+    ]
+    batch_id = conn.new_batch_id() if conn.cap_bits & caps.BATCH else None
+    if batch_id is not None:
+        out.append(
+            line(None, conn.server_name, "BATCH", ("+" + batch_id, "chathistory", conn.nick))
+        )
+    out.extend(history_lines(conn, msg, batch_id) for msg in event.messages)
+    if batch_id is not None:
+        out.append(line(None, conn.server_name, "BATCH", ("-" + batch_id,)))
+    return b"".join(out)
 
 
 @renders(Wallops)

@@ -34,8 +34,10 @@ from chatserver.core.events import (
     ModeChange,
     ModeItem,
     NickChange,
+    OfflineMessages,
     Part,
     Quit,
+    ReadMarker,
     RealnameChange,
     ServerNotice,
     Topic,
@@ -233,6 +235,19 @@ def _wallops(e: Wallops, me: str | None) -> str:
     return f"{EVENT}Wallops from {e.who.nick}: {clean(e.text)}"
 
 
+def _offline(e: OfflineMessages, me: str | None) -> str:
+    count = len(e.messages)
+    lines = [f"{INFO}while you were away ({count} message{'s' if count != 1 else ''}):"]
+    lines.extend(_message_text(m, me, f"[{clock_time(m.ts, e.ts)}] ") for m in e.messages)
+    lines.append(f"{INFO}end of messages while you were away")
+    return "\r\n".join(lines)
+
+
+def _read_marker(e: ReadMarker, me: str | None) -> str:
+    where = room_name(e.target[1:]) if e.target.startswith("#") else e.target
+    return f"{INFO}read up to {clock_time(e.read_ts, e.ts)} in {where}"
+
+
 TextRenderer = Callable[[Any, str | None], str]
 
 TEXT_RENDERERS: dict[type[Event], TextRenderer] = {
@@ -252,6 +267,8 @@ TEXT_RENDERERS: dict[type[Event], TextRenderer] = {
     AccountChange: _account,
     ServerNotice: _server_notice,
     Wallops: _wallops,
+    OfflineMessages: _offline,
+    ReadMarker: _read_marker,
 }
 
 
@@ -318,6 +335,18 @@ def message_json(m: Message) -> dict[str, Any]:
 
 JSON_RENDERERS: dict[type[Event], Callable[[Any], dict[str, Any]]] = {
     Message: message_json,
+    ReadMarker: lambda e: {
+        "type": "read",
+        "ts": e.ts,
+        "room": e.target[1:] if e.target.startswith("#") else None,
+        "nick": None if e.target.startswith("#") else e.target,
+        "read_ts": e.read_ts,
+    },
+    OfflineMessages: lambda e: {
+        "type": "offline",
+        "ts": e.ts,
+        "messages": [{**message_json(m), "history": True} for m in e.messages],
+    },
     Join: lambda e: {"type": "join", "ts": e.ts, "room": e.room, **_who(e.who)},
     Part: lambda e: {
         "type": "part",

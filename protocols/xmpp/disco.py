@@ -15,6 +15,7 @@ from protocols.xmpp.blocking import NS_BLOCKING
 from protocols.xmpp.caps import NS_CAPS
 from protocols.xmpp.carbons import NS_CARBONS
 from protocols.xmpp.jid import GUEST_MARK, local_user, try_parse
+from protocols.xmpp.mam import NS_MAM, NS_MAM_EXTENDED
 from protocols.xmpp.private import NS_PRIVATE
 from protocols.xmpp.router import StanzaError, handler
 from protocols.xmpp.stanzas import (
@@ -46,6 +47,8 @@ SERVER_FEATURES = (
 )
 # An account is a PEP service (XEP-0163 §6): clients look here for publish-options.
 ACCOUNT_FEATURES = (NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, *pep.FEATURES)
+# Asked of one's own bare JID: the account's archive (XEP-0313 §6).
+OWN_ACCOUNT_FEATURES = (*ACCOUNT_FEATURES, NS_MAM, NS_MAM_EXTENDED)
 
 
 def _query(ns: str, node: str | None) -> etree._Element:
@@ -71,7 +74,8 @@ def info(conn: XmppConnection, stanza: etree._Element) -> None:
         kind = "anonymous" if to.local.startswith(GUEST_MARK) else "registered"
         stanzas.sub(query, "identity", {"category": "account", "type": kind})
         stanzas.sub(query, "identity", {"category": "pubsub", "type": "pep"})
-        _features(query, ACCOUNT_FEATURES)
+        own = to.bare == conn.bare_jid and conn.user is not None and conn.user.account
+        _features(query, OWN_ACCOUNT_FEATURES if own else ACCOUNT_FEATURES)
     conn.iq_result(stanza, query)
 
 

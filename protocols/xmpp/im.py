@@ -12,15 +12,18 @@ means something only to XMPP clients and is relayed to them here alone, by the s
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lxml import etree
+from twisted.internet.defer import Deferred
 
 from chatserver.core.errors import NoSuchNick
 from chatserver.core.events import MessageKind
 from protocols.xmpp import relay, stanzas
 from protocols.xmpp.jid import GUEST_MARK, JID, local_user, try_parse
 from protocols.xmpp.router import StanzaError, handler
+
+NS_CHAT_MARKERS = "urn:xmpp:chat-markers:0"
 
 if TYPE_CHECKING:
     from protocols.xmpp.connection import XmppConnection
@@ -49,7 +52,7 @@ def _check_lines(body: str) -> None:
 
 @handler("message", "chat", None)
 @handler("message", "normal", None)
-def chat(conn: XmppConnection, stanza: etree._Element) -> None:
+def chat(conn: XmppConnection, stanza: etree._Element) -> Deferred | None:
     target = _target(conn, stanza)
     if target is None:
         return
@@ -60,7 +63,10 @@ def chat(conn: XmppConnection, stanza: etree._Element) -> None:
             # RFC 6121 §8.5.2.2.1, as for a message with a body: nobody to tell.
             raise StanzaError("service-unavailable", f"{target.local} is not connected")
         _pass_on(conn, stanza, target)
-        return
+        displayed = stanzas.find(stanza, "displayed", NS_CHAT_MARKERS)
+        if displayed is not None and displayed.get("id"):
+            return _mark_read(conn, target.local or "", displayed.get("id") or "")
+        return None
     assert conn.core is not None
     _check_lines(body)
     kind: MessageKind = "privmsg"
@@ -69,6 +75,12 @@ def chat(conn: XmppConnection, stanza: etree._Element) -> None:
         kind, text = "action", text[4:]
     native = relay.of(stanza, conn.jid, conn.lang)
     local = target.local or ""
+    if not local.startswith(GUEST_MARK) and local_user(conn.service, local) is None:
+        # RFC 6121 §8.5.2.1.1: an account nobody is logged in to gets the message kept
+        # (offline storage); a JID that is no account is unavailable.
+        d = conn.service.say_offline(conn.core, nick=local, text=text, kind=kind, native=native)
+        d.addErrback(_unavailable, local)
+        return d
     try:
         if local.startswith(GUEST_MARK):
             # A guest's address reaches the guest on that nick, never a logged-in user.
@@ -79,8 +91,33 @@ def chat(conn: XmppConnection, stanza: etree._Element) -> None:
         else:
             conn.service.say(conn.core, account=target.local, text=text, kind=kind, native=native)
     except NoSuchNick:
-        # RFC 6121 §8.5.2.2.1: no offline storage here, so the user is unavailable.
-        raise StanzaError("service-unavailable", f"{target.local} is not connected") from None
+        _unavailable(None, target.local)
+    return None
+
+
+def _mark_read(conn: XmppConnection, nick: str, msgid: str) -> Deferred | None:
+    """A displayed marker (XEP-0333) moves the account's read position in the conversation
+    to that message, on every protocol (IRC ``draft/read-marker``)."""
+    if conn.user is None or conn.user.account is None:
+        return None
+    assert conn.core is not None
+    core = conn.core
+
+    def found(message: Any) -> Any:
+        if message is None:
+            return None
+        return conn.service.mark_read(core, message.ts, nick=nick)
+
+    d = conn.service.archive_find(core, msgid).addCallback(found)
+    # A marker is a hint: one that cannot be kept is dropped, never answered with an error.
+    d.addErrback(lambda f: None)
+    return d
+
+
+def _unavailable(failure: Any, nick: str) -> None:
+    if failure is not None:
+        failure.trap(NoSuchNick)
+    raise StanzaError("service-unavailable", f"{nick} is not connected")
 
 
 def _pass_on(conn: XmppConnection, stanza: etree._Element, target: JID) -> None:

@@ -32,6 +32,7 @@ from chatserver.core.events import (
     Message,
     ModeChange,
     NickChange,
+    OfflineMessages,
     Part,
     Quit,
     ServerNotice,
@@ -112,16 +113,52 @@ def _private(conn: XmppConnection, event: Message) -> None:
         if carbons.enabled(conn):
             conn.send(carbons.sent_copy(conn, event, chat_text(event)))
         return
+    if user.account is not None:
+        # Kept in the recipient's archive: the stanza-id (XEP-0359) by its bare JID lets its
+        # clients find the message in MAM.  Private messages have few recipients, so this
+        # rendering per recipient stays off the room fan-out path.
+        conn.send(private_message(conn, event, conn.jid or "", archived=True))
+        return
     key = ("xmpp", "chat", conn.domain)
     data = event.rendered.get(key)
     if data is None:
-        msg = stanzas.element(
-            "message",
-            {"from": address_of(event.source, conn.domain), "type": "chat", "id": event.id},
-        )
-        stanzas.sub(msg, "body", text=chat_text(event))
+        msg = private_message(conn, event, None, archived=False)
         data = event.rendered[key] = stanzas.to_bytes(msg)
     conn.send(stanzas.splice_to(data, conn.jid or ""))
+
+
+def private_message(conn: XmppConnection, event: Message, to: str | None, *, archived: bool) -> Any:
+    msg = stanzas.element(
+        "message",
+        {
+            "from": address_of(event.source, conn.domain),
+            "to": to,
+            "type": "chat",
+            "id": event.id,
+        },
+    )
+    stanzas.sub(msg, "body", text=chat_text(event))
+    if archived:
+        stanzas.sub(
+            msg, "stanza-id", {"id": event.id, "by": conn.bare_jid}, ns=stanzas.NS_STANZA_ID
+        )
+    return msg
+
+
+def _offline(conn: XmppConnection, event: OfflineMessages) -> None:
+    """Messages kept while the account was away: each as it was sent, with an XEP-0203
+    delay stamp of its time and its archive id."""
+    from protocols.xmpp.mam import stamp
+
+    for message in event.messages:
+        el = private_message(conn, message, conn.jid or "", archived=True)
+        stanzas.sub(
+            el,
+            "delay",
+            {"from": conn.domain, "stamp": stamp(message.ts)},
+            ns=stanzas.NS_DELAY,
+        )
+        conn.send(el)
 
 
 def _server_notice(conn: XmppConnection, event: ServerNotice) -> None:
@@ -133,6 +170,7 @@ def _server_notice(conn: XmppConnection, event: ServerNotice) -> None:
 _TABLE: dict[type, Callable[[XmppConnection, Any], None]] = {
     Message: _message,
     ServerNotice: _server_notice,
+    OfflineMessages: _offline,
     **{cls: _room for cls in ROOM_EVENTS},
     **{cls: _room for cls in SHARED_EVENTS},
 }

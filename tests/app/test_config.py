@@ -76,7 +76,14 @@ def test_chat_section_is_core_settings_with_its_defaults() -> None:
 
 def test_every_core_setting_but_server_name_is_a_chat_key() -> None:
     fields = {f.name for f in dataclasses.fields(CoreSettings)}
-    assert set(config_keys()["chat"]) == fields - {"server_name"}
+    assert set(config_keys()["chat"]) == fields - {"server_name", "history_retention"}
+
+
+def test_history_retention_reaches_the_core(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "[history]\nretention = 30\n"))
+    assert config.chat.history_retention == 30.0
+    with pytest.raises(ConfigError, match="retention"):
+        load_config(write(tmp_path, "[history]\nretention = -1\n"))
 
 
 def test_server_name_reaches_the_core(tmp_path: Path) -> None:

@@ -24,8 +24,10 @@ from chatserver.core.events import (
     ModeChange,
     ModeItem,
     NickChange,
+    OfflineMessages,
     Part,
     Quit,
+    ReadMarker,
     RealnameChange,
     ServerNotice,
     Topic,
@@ -661,11 +663,14 @@ def test_history_command(world: World) -> None:
     ]
     alice.send("/history")
     assert len(alice.lines()) == 22
-    alice.send("/history lots")
+    alice.send("/history #dev lots")
     assert alice.lines() == [
         "!!! error: count must be a number from 1 to 200",
-        "!!! usage: /history [#room] [count]",
+        "!!! usage: /history [#room|nick] [count]",
     ]
+    # A bare name is a private conversation: kept for accounts only.
+    alice.send("/history bob")
+    assert alice.lines() == ["!!! error: private messages are kept for accounts: /identify first"]
     bob = world.user("bob")
     bob.send("/history #dev 5")
     assert bob.lines() == ["!!! error: you are not in #dev (/join dev first)"]
@@ -1263,6 +1268,19 @@ SAMPLES: list[tuple[Event, str, dict[str, Any]]] = [
         Wallops(ts=1.0, who=WHO, text="hello opers"),
         "-!- Wallops from alice: hello opers",
         {"type": "wallops", "text": "hello opers"},
+    ),
+    (
+        OfflineMessages(
+            ts=1.0, messages=(Message(ts=1.0, id="m8", source=WHO, text="psst", target="bob"),)
+        ),
+        "*** while you were away (1 message):\r\n*alice* [00:00] psst\r\n"
+        "*** end of messages while you were away",
+        {"type": "offline"},
+    ),
+    (
+        ReadMarker(ts=1.0, target="#dev", read_ts=1.0),
+        "*** read up to 00:00 in #dev",
+        {"type": "read", "room": "dev", "nick": None, "read_ts": 1.0},
     ),
 ]
 

@@ -183,6 +183,7 @@ class ChatserverController(BaseServerController, DirectoryBasedController):
             "irc": irc,
             "line": {"enabled": False},
             "xmpp": {"enabled": False},
+            "web": {"enabled": False},
         }
         lines = []
         for name, values in sections.items():

@@ -22,6 +22,7 @@ from protocols.irc.channels import (
     send_topic,
 )
 from protocols.irc.commands import command
+from protocols.irc.handlers import markread
 from protocols.irc.handlers.usermode import user_mode
 from protocols.irc.modes import CHANNEL_LETTERS, CHANNEL_MODES, format_changes
 
@@ -79,6 +80,7 @@ def join(conn: IrcConnection, msg: IrcMessage) -> None:
         send_topic(conn, room, quiet_if_none=True)
         send_names(conn, room)
         _replay_recent(conn, room)
+        markread.after_join(conn, room.name)
 
 
 def _replay_recent(conn: IrcConnection, room: RoomView) -> None:

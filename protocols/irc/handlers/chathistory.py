@@ -5,9 +5,10 @@
 ``CHATHISTORY TARGETS <timestamp> <timestamp> <limit>``.  A selector is
 ``timestamp=YYYY-MM-DDThh:mm:ss.sssZ`` or ``msgid=ID`` (and ``*`` for LATEST).
 
-The core stores room messages only, so a nick target answers an empty batch.  History is
-served to members of the room; anything else is ``INVALID_TARGET``, the same for a room
-that does not exist, so that the reply does not tell secret rooms apart.
+Room history is served to members of the room; anything else is ``INVALID_TARGET``, the same
+for a room that does not exist, so that the reply does not tell secret rooms apart.  A nick
+target reads the private conversation with that nick from the user's account archive (empty
+for a user not logged in).  ``TARGETS`` lists rooms and private conversations together.
 """
 
 from __future__ import annotations
@@ -243,6 +244,90 @@ def fetch_room(conn: Any, room: str, query: Query) -> Deferred:
     return _resolve(conn, room, query, query.selectors[0]).addCallback(run)
 
 
+# (ts, id) anchors of the private archive: a timestamp alone bounds every id at that time.
+_LOWEST_ID = ""
+_HIGHEST_ID = "\uffff"
+
+
+def _private_anchor(conn: Any, query: Query, selector: Selector, *, lower: bool) -> Deferred:
+    """Fire with the (ts, id) bound of ``selector`` in the user's archive (``lower``: the
+    messages wanted are after it), or fail with QueryError."""
+    if selector.kind == "timestamp":
+        assert selector.ts is not None
+        return succeed((selector.ts, _HIGHEST_ID if lower else _LOWEST_ID))
+    if selector.kind == "*":
+        return succeed(None)
+
+    def found(message: Any) -> tuple[float, str]:
+        if message is None:
+            raise QueryError(
+                "INVALID_PARAMS",
+                (query.subcommand, f"msgid={selector.msgid}"),
+                "Unknown message id",
+            )
+        return (float(message.ts), message.id)
+
+    assert selector.msgid is not None
+    return conn.service.archive_find(conn.core, selector.msgid).addCallback(found)
+
+
+def fetch_private(conn: Any, query: Query) -> Deferred:
+    """Fire with the query's messages of the private conversation with the nick target."""
+    service, core, peer = conn.service, conn.core, query.target
+    sub, limit = query.subcommand, query.limit
+    if peer == "*":
+        return succeed([])
+
+    def page(**bounds: Any) -> Deferred:
+        return service.archive_query(core, peer, limit, **bounds)
+
+    if sub == "LATEST":
+        d = _private_anchor(conn, query, query.selectors[0], lower=True)
+        return d.addCallback(lambda anchor: page(after=anchor, newest=True))
+    if sub == "BEFORE":
+        d = _private_anchor(conn, query, query.selectors[0], lower=False)
+        return d.addCallback(lambda anchor: page(before=anchor, newest=True))
+    if sub == "AFTER":
+        d = _private_anchor(conn, query, query.selectors[0], lower=True)
+        return d.addCallback(lambda anchor: page(after=anchor, newest=False))
+    if sub == "AROUND":
+        selector = query.selectors[0]
+
+        def around(anchor: tuple[float, str]) -> Deferred:
+            # The anchor message itself belongs to the older half.
+            ts, msgid = anchor
+            centre = (ts, msgid + "\x00") if selector.kind == "msgid" else (ts, _HIGHEST_ID)
+            half = max(limit - limit // 2, 1)
+            older = service.archive_query(core, peer, half, before=centre, newest=True)
+
+            def newer(first: list[Any]) -> Deferred:
+                rest = service.archive_query(
+                    core, peer, max(limit - len(first), 0), after=centre, newest=False
+                )
+                return rest.addCallback(lambda second: (first + second)[:limit])
+
+            return older.addCallback(newer)
+
+        return _private_anchor(conn, query, selector, lower=False).addCallback(around)
+    # BETWEEN: either order; the messages nearest the first selector.
+    first, second = query.selectors
+    d = _private_anchor(conn, query, first, lower=True)
+
+    def both(a: tuple[float, str]) -> Deferred:
+        return _private_anchor(conn, query, second, lower=False).addCallback(lambda b: (a, b))
+
+    def between(bounds: tuple[tuple[float, str], tuple[float, str]]) -> Deferred:
+        a, b = bounds
+        if a <= b:
+            return page(after=a, before=b, newest=False)
+        # Backwards in time: the selectors swap sides, keeping their own message out.
+        low = (b[0], _HIGHEST_ID) if second.kind == "timestamp" else b
+        high = (a[0], _LOWEST_ID) if first.kind == "timestamp" else a
+        return page(after=low, before=high, newest=True)
+
+    return d.addCallback(both).addCallback(between)
+
+
 def _fail(conn: Any, err: QueryError) -> None:
     conn.fail("CHATHISTORY", err.code, *err.context, description=err.description)
 
@@ -257,10 +342,7 @@ def chathistory(conn: Any, msg: Any) -> Deferred | None:
     except QueryError as err:
         _fail(conn, err)
         return None
-    if room is None:
-        _reply_messages(conn, query.target, [])
-        return None
-    d = fetch_room(conn, room, query)
+    d = fetch_private(conn, query) if room is None else fetch_room(conn, room, query)
     d.addCallback(lambda messages: _reply_messages(conn, query.target, messages))
     d.addErrback(_failed, conn, query)
     return d
@@ -287,16 +369,36 @@ def _targets(conn: Any, query: Query) -> Deferred:
     a, b = (reference_of(s) for s in query.selectors)
     assert a is not None and b is not None
     first, last = (a, b) if a.center <= b.center else (b, a)
-    d = conn.service.history_targets(conn.core, first.after, last.before, query.limit)
+    start, end = first.after, last.before
+    rooms = conn.service.history_targets(conn.core, start, end, query.limit)
+
+    def private(room_rows: list[tuple[str, float]]) -> Deferred:
+        d = conn.service.archive_targets(conn.core, start, end, query.limit)
+
+        def merge(nick_rows: list[tuple[str, float]]) -> list[tuple[str, float]]:
+            rows = [(channel_name(room), ts) for room, ts in room_rows]
+            rows.extend((_nick_of(conn, peer), ts) for peer, ts in nick_rows)
+            rows.sort(key=lambda row: row[1])
+            return rows[: query.limit]
+
+        return d.addCallback(merge)
+
+    d = rooms.addCallback(private)
 
     def reply(rows: list[tuple[str, float]]) -> None:
         batch = conn.start_batch("draft/chathistory-targets")
         tags = {"batch": batch} if batch is not None else None
-        for room, ts in rows:
-            conn.send("CHATHISTORY", "TARGETS", channel_name(room), format_timestamp(ts), tags=tags)
+        for target, ts in rows:
+            conn.send("CHATHISTORY", "TARGETS", target, format_timestamp(ts), tags=tags)
         if batch is not None:
             conn.end_batch(batch)
 
     d.addCallback(reply)
     d.addErrback(_failed, conn, query)
     return d
+
+
+def _nick_of(conn: Any, peer: str) -> str:
+    """The nick as its user now writes it, else the archive's folded key."""
+    user = conn.service.find_user(peer)
+    return user.nick if user is not None else peer

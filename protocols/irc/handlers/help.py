@@ -29,7 +29,8 @@ HELP_TEXT: dict[str, tuple[str, ...]] = {
         "CHATHISTORY LATEST|BEFORE|AFTER|AROUND <target> <selector> <limit>",
         "CHATHISTORY BETWEEN <target> <selector> <selector> <limit>",
         "CHATHISTORY TARGETS <timestamp> <timestamp> <limit>",
-        "Messages of a room you are in; a selector is msgid=<id> or timestamp=<time>.",
+        "Messages of a room you are in, or of your private conversation with a nick (kept for"
+        " accounts); a selector is msgid=<id> or timestamp=<time>.",
     ),
     "CS": ("CS <command> [arguments]", "Short for CHANSERV."),
     "INFO": ("INFO [server]", "About this server's software."),
@@ -45,6 +46,11 @@ HELP_TEXT: dict[str, tuple[str, ...]] = {
     "LINKS": ("LINKS [[server] mask]", "The servers of the network: this one."),
     "LIST": ("LIST [#room,…|filters]", "The rooms you can see, with their users and topics."),
     "LUSERS": ("LUSERS", "How many users, operators, unknown connections and rooms."),
+    "MARKREAD": (
+        "MARKREAD <target> [timestamp=<time>]",
+        "Your read position in a room or a private conversation, shared with your other"
+        " devices; with a timestamp, move it forward.",
+    ),
     "MODE": (
         "MODE <#room> [+|-modes [arguments]]",
         "MODE <nick> [+|-modes]",

@@ -118,6 +118,14 @@ def _say(conn: IrcConnection, msg: IrcMessage, notice: bool) -> Deferred[Any] | 
                 if isinstance(d, Deferred):
                     pending.append(d)
                 continue
+            if not notice and conn.service.find_user(target) is None:
+                # Nobody has the nick: a registered account keeps it for its next login.
+                d = conn.service.say_offline(
+                    conn.core, nick=target, text=text, kind=kind, tags=tags
+                )
+                d.addErrback(_offline_failed, conn, name, target)
+                pending.append(d)
+                continue
             conn.service.say(conn.core, text=text, nick=target, kind=kind, tags=tags)
             if not notice:
                 recipient = conn.service.find_user(target)
@@ -129,6 +137,11 @@ def _say(conn: IrcConnection, msg: IrcMessage, notice: bool) -> Deferred[Any] | 
     if pending:
         return DeferredList(pending, consumeErrors=True).addCallback(lambda _: None)
     return None
+
+
+def _offline_failed(failure: Any, conn: IrcConnection, name: str, target: str) -> None:
+    failure.trap(ChatError)
+    conn.reply_error(failure.value, name, target)
 
 
 @command("PRIVMSG")

@@ -371,6 +371,27 @@ def cs_info(conn: Any, args: list[str], reply: Reply) -> None:
     reply(f"Registered: {_date(room.created_at)}")
 
 
+def cs_retention(conn: Any, args: list[str], reply: Reply) -> Deferred[Any]:
+    _need(args, 2, 2)
+    room = _room_arg(args[0])
+    days: float | None = None
+    if args[1].upper() != "OFF":
+        try:
+            days = float(args[1])
+        except ValueError:
+            raise Usage() from None
+    d = conn.service.set_room_retention(conn.core, room, days)
+    if days is None:
+        d.addCallback(lambda _: reply(f"#{casefold(room)} keeps history as the server does."))
+    else:
+        d.addCallback(
+            lambda deleted: reply(
+                f"#{casefold(room)} keeps history {days:g} days ({deleted} older messages deleted)."
+            )
+        )
+    return d
+
+
 def _modes(mode: str, adding: bool, default_self: bool) -> SubHandler:
     def handler(conn: Any, args: list[str], reply: Reply) -> None:
         _need(args, 1 if default_self else 2, 2)
@@ -391,6 +412,7 @@ CHANSERV_COMMANDS: dict[str, tuple[SubHandler, str]] = {
     "REGISTER": (cs_register, "<#room>"),
     "DROP": (cs_drop, "<#room>"),
     "INFO": (cs_info, "<#room>"),
+    "RETENTION": (cs_retention, "<#room> <days|OFF>"),
     "OP": (_modes("op", True, True), "<#room> [nick]"),
     "DEOP": (_modes("op", False, True), "<#room> [nick]"),
     "VOICE": (_modes("voice", True, True), "<#room> [nick]"),

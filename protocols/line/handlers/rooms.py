@@ -261,20 +261,64 @@ def do_register_room(c: LineConnection, a: Args) -> Deferred:
 
 
 @command(
-    "history",
-    "[#room] [count]",
-    f"Show the last messages of a room (default {HISTORY_DEFAULT}, at most {HISTORY_MAX}).",
+    "retention",
+    "[#room] <days|off>",
+    "Keep a registered room's history fewer days than the server does (its operators only);"
+    " older messages are deleted at once. off: as the server does.",
     Param("room", ROOM),
+    Param("days", required=True),
+    json='{"cmd": "retention", "room": "dev", "days": 7}',
+)
+def do_retention(c: LineConnection, a: Args) -> Deferred:
+    name = room_of(c, a)
+    text = a["days"]
+    days: float | None = None
+    if text.lower() != "off":
+        try:
+            days = float(text)
+        except ValueError:
+            raise CommandError("bad_argument", "days must be a number or off", usage=True) from None
+
+    def done(deleted: int) -> Reply:
+        if days is None:
+            return Reply(
+                [f"{INFO}{room_name(name)} keeps history as the server does"], {"room": name}
+            )
+        return Reply(
+            [
+                f"{INFO}{room_name(name)} keeps history {days:g} days ({deleted} older messages deleted)"
+            ],
+            {"room": name, "days": days, "deleted": deleted},
+        )
+
+    return c.service.set_room_retention(c.session, name, days).addCallback(done)
+
+
+@command(
+    "history",
+    "[#room|nick] [count]",
+    f"Show the last messages of a room, or of your private conversation with a nick (kept"
+    f" while you are logged in to an account), default {HISTORY_DEFAULT}, at most {HISTORY_MAX}.",
+    Param("room", ROOM),
+    Param("nick"),
     Param("count"),
-    json='{"cmd": "history", "room": "dev", "count": 50}',
+    json='{"cmd": "history", "room": "dev", "count": 50} or {"cmd": "history", "nick": "bob"}',
 )
 def do_history(c: LineConnection, a: Args) -> Deferred:
-    name = room_of(c, a)
-    count_text = a.get("count", str(HISTORY_DEFAULT))
+    nick = a.get("nick")
+    count_text = a.get("count")
+    if nick is not None and count_text is None and (nick.isdigit() or a.get("room")):
+        # "/history 20" and "/history #dev 20": a count, not a nick.
+        nick, count_text = None, nick
+    if count_text is None:
+        count_text = str(HISTORY_DEFAULT)
     if not count_text.isdigit() or not 1 <= int(count_text) <= HISTORY_MAX:
         raise CommandError(
             "bad_argument", f"count must be a number from 1 to {HISTORY_MAX}", usage=True
         )
+    if nick is not None and not a.get("room"):
+        return _private_history(c, nick, int(count_text))
+    name = room_of(c, a)
     room = visible_room(c, name)
     if c.user not in room.members:
         raise NotOnRoom(room.name)
@@ -288,3 +332,20 @@ def do_history(c: LineConnection, a: Args) -> Deferred:
         return Reply(lines, {"room": room.name, "messages": data})
 
     return c.service.history_latest(room.name, int(count_text)).addCallback(show)
+
+
+def _private_history(c: LineConnection, nick: str, count: int) -> Deferred:
+    if c.user is None or c.user.account is None:
+        raise CommandError(
+            "not_logged_in", "private messages are kept for accounts: /identify first"
+        )
+
+    def show(messages: list[Message]) -> Reply:
+        now = c.clock.seconds()
+        lines = [f"{INFO}history with {nick} ({len(messages)} messages):"]
+        lines.extend(history_text(m, now) for m in messages)
+        lines.append(f"{INFO}end of history with {nick}")
+        data = [{**message_json(m), "history": True} for m in messages]
+        return Reply(lines, {"nick": nick, "messages": data})
+
+    return c.service.archive_query(c.session, nick, count).addCallback(show)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.defer import Deferred
+
 from chatserver.core.events import Message
 from chatserver.core.names import is_valid_room, room_key
 from protocols.line.commands import REST, ROOM, Args, Param, Reply, command, room_of
@@ -36,7 +38,7 @@ def do_say(c: LineConnection, a: Args) -> Reply:
     json='{"cmd": "msg", "to": "bob", "text": "hi"}',
     aliases=("m", "query", "privmsg"),
 )
-def do_msg(c: LineConnection, a: Args) -> Reply:
+def do_msg(c: LineConnection, a: Args) -> Reply | Deferred:
     return _deliver_message(c, a["to"], a["text"], "privmsg")
 
 
@@ -49,7 +51,7 @@ def do_msg(c: LineConnection, a: Args) -> Reply:
     json='{"cmd": "me", "room": "dev", "text": "waves"} (or "to": "bob" for a private one)',
     aliases=("action",),
 )
-def do_me(c: LineConnection, a: Args) -> Reply:
+def do_me(c: LineConnection, a: Args) -> Reply | Deferred:
     if a.get("to"):
         return _deliver_message(c, a["to"], a["text"], "action")
     room = room_of(c, a)
@@ -64,12 +66,14 @@ def do_me(c: LineConnection, a: Args) -> Reply:
     Param("text", REST, required=True),
     json='{"cmd": "notice", "to": "bob", "text": "build finished"}',
 )
-def do_notice(c: LineConnection, a: Args) -> Reply:
+def do_notice(c: LineConnection, a: Args) -> Reply | Deferred:
     return _deliver_message(c, a["to"], a["text"], "notice")
 
 
-def _deliver_message(c: LineConnection, to: str, text: str, kind: Any) -> Reply:
-    """Send to ``#room`` or ``room``, or to a nick (a bare name is a nick if one is online)."""
+def _deliver_message(c: LineConnection, to: str, text: str, kind: Any) -> Reply | Deferred:
+    """Send to ``#room`` or ``room``, or to a nick (a bare name is a nick if one is online).
+
+    A private message to a registered account nobody is using is kept for its next login."""
     if to.startswith("#"):
         msg = c.service.say(c.session, text=text, room=room_key(to[1:]), kind=kind)
     elif (
@@ -77,6 +81,9 @@ def _deliver_message(c: LineConnection, to: str, text: str, kind: Any) -> Reply:
         or not is_valid_room(to)
         or (c.service.get_room(to) is None)
     ):
+        if c.service.find_user(to) is None and kind != "notice":
+            d = c.service.say_offline(c.session, nick=to, text=text, kind=kind)
+            return d.addCallback(_sent)
         msg = c.service.say(c.session, text=text, nick=to, kind=kind)
     else:
         msg = c.service.say(c.session, text=text, room=room_key(to), kind=kind)

@@ -31,6 +31,8 @@ def room_features(room: RoomView) -> list[str]:
         ns.OCCUPANT_ID,
         ns.SID,
         ns.PING,
+        ns.MAM,
+        ns.MAM_EXTENDED,
         "muc_hidden" if "secret" in flags else "muc_public",
         "muc_membersonly" if "invite_only" in flags else "muc_open",
         "muc_persistent" if room.registered else "muc_temporary",

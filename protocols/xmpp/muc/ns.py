@@ -17,6 +17,8 @@ DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
 DATA = "jabber:x:data"
 DELAY = "urn:xmpp:delay"
 SID = "urn:xmpp:sid:0"
+MAM = "urn:xmpp:mam:2"
+MAM_EXTENDED = "urn:xmpp:mam:2#extended"
 # XEP-0421: an occupant's stable id in a room, on its presences and messages.
 OCCUPANT_ID = "urn:xmpp:occupant-id:0"
 # Message replies (XEP-0461) and corrections (XEP-0308), mapped to IRC client tags.
