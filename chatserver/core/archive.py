@@ -335,7 +335,7 @@ class Archive:
                         deleted += n
                         if n < EXPIRE_STEP or self._stopping:
                             break
-            for room in list(self.rooms.values()):  # type: ignore[attr-defined]
+            for room in list(self.rooms.values()):
                 if room.retention is not None and (days <= 0 or room.retention < days):
                     before = now - room.retention * DAY
                     deleted += yield store.purge_room_before(room.name, before)

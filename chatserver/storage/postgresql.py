@@ -410,7 +410,7 @@ _PRIVATE_INSERT = (
 def _append_private(cur: Any, entries: Sequence[ArchiveEntry]) -> int:
     stored = 0
     for entry in entries:
-        row = (entry.owner, entry.peer, 1 if entry.offline else 0)
+        row: tuple[Any, ...] = (entry.owner, entry.peer, 1 if entry.offline else 0)
         row += (*_message_row(entry.message), _stanza(entry.message))
         cur.execute(_PRIVATE_INSERT, [_text(value) for value in row])
         stored += int(cur.rowcount)

@@ -55,7 +55,7 @@ def _check_lines(body: str) -> None:
 def chat(conn: XmppConnection, stanza: etree._Element) -> Deferred | None:
     target = _target(conn, stanza)
     if target is None:
-        return
+        return None
     body = stanzas.child_text(stanza, "body")
     assert conn.jid is not None
     if body is None or not body.strip():
@@ -91,7 +91,7 @@ def chat(conn: XmppConnection, stanza: etree._Element) -> Deferred | None:
         else:
             conn.service.say(conn.core, account=target.local, text=text, kind=kind, native=native)
     except NoSuchNick:
-        _unavailable(None, target.local)
+        _unavailable(None, local)
     return None
 
 

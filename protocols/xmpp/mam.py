@@ -129,6 +129,7 @@ class _Archive:
     def find(self, msgid: str) -> Deferred:
         service = self.conn.service
         if self.room is None:
+            assert self.conn.core is not None  # MAM is answered only after login
             return service.archive_find(self.conn.core, msgid)
         room = self.room
         return service.history_find(msgid).addCallback(
@@ -138,6 +139,7 @@ class _Archive:
     def page(self, limit: int, after: Anchor | None, before: Anchor | None, newest: bool):
         service = self.conn.service
         if self.room is None:
+            assert self.conn.core is not None  # MAM is answered only after login
             return service.archive_query(
                 self.conn.core, self.peer, limit, after=after, before=before, newest=newest
             )
@@ -228,8 +230,8 @@ def _to(conn: XmppConnection, msg: Message) -> str:
     """Where an archived private message went: this account when another sent it, else the
     other side's address."""
     user = conn.user
-    mine = user is not None and user.account is not None
-    if mine and (msg.source.account or "").lower() != (user.account or "").lower():
+    account = user.account if user is not None else None
+    if account is not None and (msg.source.account or "").lower() != account.lower():
         return conn.bare_jid or ""
     return user_jid(msg.target or "", conn.domain)
 
