@@ -587,35 +587,29 @@ def _append_private(cur: sqlite3.Cursor, entries: Sequence[ArchiveEntry]) -> int
 
 def _query_private(cur: sqlite3.Cursor, query: ArchiveQuery) -> list[Message]:
     """One page of an account's private archive, in ascending (ts, id) order."""
-    _check_limit(query.limit)
     where = ["owner = ?"]
     params: list[Any] = [query.owner]
     if query.peer is not None:
         where.append("peer = ?")
         params.append(query.peer)
-    if query.after is not None:
-        where.append("(ts, id) > (?, ?)")
-        params.extend(query.after)
-    if query.before is not None:
-        where.append("(ts, id) < (?, ?)")
-        params.extend(query.before)
-    order = "DESC" if query.newest else "ASC"
-    cur.execute(
-        f"SELECT {_PRIVATE_COLUMNS} FROM private_history WHERE {' AND '.join(where)}"
-        f" ORDER BY ts {order}, id {order} LIMIT ?",
-        (*params, query.limit),
-    )
-    rows = cur.fetchall()
-    if query.newest:
-        rows.reverse()
+    rows = _page(cur, f"SELECT {_PRIVATE_COLUMNS} FROM private_history", where, params, query)
     return [_private_message(row) for row in rows]
 
 
 def _query_room(cur: sqlite3.Cursor, query: ArchiveQuery) -> list[Message]:
     """One page of a room's history (``query.owner`` is the room key), by (ts, id) anchors."""
+    rows = _page(
+        cur, f"SELECT {_MESSAGE_COLUMNS} FROM history", ["target = ?"], [query.owner], query
+    )
+    return [_message(row) for row in rows]
+
+
+def _page(
+    cur: sqlite3.Cursor, select: str, where: list[str], params: list[Any], query: ArchiveQuery
+) -> list[Any]:
+    """The rows of ``select`` matching ``where`` between the query's (ts, id) anchors, the
+    oldest or the newest ``query.limit`` of them, in ascending (ts, id) order."""
     _check_limit(query.limit)
-    where = ["target = ?"]
-    params: list[Any] = [query.owner]
     if query.after is not None:
         where.append("(ts, id) > (?, ?)")
         params.extend(query.after)
@@ -624,14 +618,13 @@ def _query_room(cur: sqlite3.Cursor, query: ArchiveQuery) -> list[Message]:
         params.extend(query.before)
     order = "DESC" if query.newest else "ASC"
     cur.execute(
-        f"SELECT {_MESSAGE_COLUMNS} FROM history WHERE {' AND '.join(where)}"
-        f" ORDER BY ts {order}, id {order} LIMIT ?",
+        f"{select} WHERE {' AND '.join(where)} ORDER BY ts {order}, id {order} LIMIT ?",
         (*params, query.limit),
     )
     rows = cur.fetchall()
     if query.newest:
         rows.reverse()
-    return [_message(row) for row in rows]
+    return rows
 
 
 def _find_private(cur: sqlite3.Cursor, owner: str, msgid: str) -> Message | None:
