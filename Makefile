@@ -59,6 +59,7 @@ irctest: $(TEST_STAMP)
 	cd "$(IRCTEST_DIR)" && \
 		CHATSERVER_PYTHON="$(CURDIR)/$(BIN)/python" PYTHONPATH="$(CURDIR)/tools/irctest" \
 		"$(CURDIR)/$(IRCTEST_VENV)/bin/python" -m pytest --controller chatserver_controller \
+		-p chatserver_skips \
 		-m "$(IRCTEST_MARKERS)" $(IRCTEST_ARGS)
 
 # The load generator (C, epoll); bench/build/ is not committed.

@@ -272,6 +272,45 @@ def test_chathistory_timestamp_selectors_are_exact_to_the_millisecond(
     ] or t1.endswith("999Z")
 
 
+def _logged_in(server: ServerProcess, nick: str, caps: str) -> Irc:
+    """A client logged in to the account ``nick`` (made first) with SASL PLAIN."""
+    server.create_account(nick, "sesame-" + nick)
+    client = Irc(server.ports["irc"])
+    client.send("CAP LS 302")
+    client.send(f"CAP REQ :sasl {caps}")
+    client.send("AUTHENTICATE PLAIN")
+    client.expect("AUTHENTICATE +")
+    token = base64.b64encode(f"{nick}\0{nick}\0sesame-{nick}".encode()).decode()
+    client.send(f"AUTHENTICATE {token}")
+    client.expect(" 903 ")
+    client.send(f"NICK {nick}")
+    client.send(f"USER {nick} 0 * :Real Name")
+    client.send("CAP END")
+    client.expect(lambda line: " 376 " in line or " 422 " in line)
+    client.sync()
+    return client
+
+
+def test_private_chathistory_timestamp_selectors_are_exact_to_the_millisecond(
+    server: ServerProcess,
+) -> None:
+    caps = "batch server-time message-tags echo-message draft/chathistory"
+    client = _logged_in(server, "pvexact", caps)
+    peer = _logged_in(server, "pvpeer", caps)
+    t1, t2, t3 = _say_timed(client, "pvpeer", ["m1", "m2", "m3"])
+    peer.sync()
+    assert _history(client, f"CHATHISTORY AFTER pvpeer timestamp={t1} 10") == ["m2", "m3"]
+    assert _history(client, f"CHATHISTORY BEFORE pvpeer timestamp={t3} 10") == ["m1", "m2"]
+    assert _history(client, f"CHATHISTORY LATEST pvpeer timestamp={t1} 10") == ["m2", "m3"]
+    assert _history(client, f"CHATHISTORY BETWEEN pvpeer timestamp={t1} timestamp={t3} 10") == [
+        "m2"
+    ]
+    assert _history(client, f"CHATHISTORY BETWEEN pvpeer timestamp={t3} timestamp={t1} 10") == [
+        "m2"
+    ]
+    assert _history(peer, f"CHATHISTORY AROUND pvexact timestamp={t2} 1") == ["m2"]
+
+
 def test_chathistory_targets_keeps_to_its_window(server: ServerProcess) -> None:
     caps = "batch server-time message-tags echo-message draft/chathistory"
     client = connect(server, "tgtwin", caps)

@@ -10,15 +10,24 @@ with ``chatserver account create`` while the server runs.
 
 The server is found as ``$CHATSERVER_PYTHON -m chatserver`` (default: the Python running
 irctest), so irctest may run from its own virtualenv.
+
+Ports: irctest picks a port by binding port 0 and closing it, then the server binds it a
+moment later; on a busy machine an outgoing connection may take that ephemeral port in
+between.  So this controller picks its ports below the kernel's ephemeral range, where no
+outgoing connection lands, and starts the server again (on the same port, which the test
+has already noted) if it still stops with the port in use.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import random
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +42,34 @@ from irctest.specifications import Capabilities, OptionalBehaviors
 
 OPER_NAME = "operuser"
 OPER_PASSWORD = "operpassword"
+# How often a server that stopped with its port in use is started again, and how long apart.
+START_ATTEMPTS = 5
+START_RETRY_DELAY = 0.5
+# What the server's log says when its port is taken (StartupError from the bind check).
+PORT_IN_USE = "Address already in use"
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (32768 if it cannot be read)."""
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        return int(text.split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _free_listening_port(hostname: str) -> int:
+    """A port below the ephemeral range that can be bound now."""
+    high = _ephemeral_low()
+    low = max(1024, high - 20000)
+    while True:
+        port = random.randrange(low, high)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((hostname, port))
+            except OSError:
+                continue
+        return port
 
 
 def _python() -> str:
@@ -122,6 +159,19 @@ class ChatserverController(BaseServerController, DirectoryBasedController):
         "WHOX": None,
     }
 
+    def get_hostname_and_port(self) -> tuple[str, int]:
+        """irctest's choice, moved below the ephemeral range (see the module's docstring);
+        irctest's shared list of ports in use keeps parallel controllers apart."""
+        hostname = "0.0.0.0"
+        with self._used_ports() as used_ports:
+            while True:
+                port = _free_listening_port(hostname)
+                if (hostname, port) not in used_ports:
+                    break
+            used_ports.add((hostname, port))
+            self._own_ports.add((hostname, port))
+        return (hostname, port)
+
     def run(
         self,
         hostname: str,
@@ -201,26 +251,43 @@ class ChatserverController(BaseServerController, DirectoryBasedController):
         data_dir = self.directory / "data"
         data_dir.mkdir()
 
-        # The server's log, shown if it stops (irctest removes the directory after the test).
+        command = [
+            *faketime_cmd,
+            _python(),
+            "-m",
+            "chatserver",
+            "run",
+            "--config",
+            str(config_path),
+            "--data-dir",
+            str(data_dir),
+        ]
+        for attempt in range(1, START_ATTEMPTS + 1):
+            self._start(command)
+            try:
+                self.wait_for_port()
+                return
+            except ProcessStopped as stopped:
+                if PORT_IN_USE not in str(stopped) or attempt == START_ATTEMPTS:
+                    raise
+            # Whatever took the port may be gone in a moment: the test's clients will use
+            # this port, so the server must have it.
+            self.proc = None
+            time.sleep(START_RETRY_DELAY * attempt)
+
+    def _start(self, command: list[str]) -> None:
+        """Start the server, its output in ``server.log`` (shown if it stops; irctest removes
+        the directory after the test)."""
+        assert self.directory is not None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
         log_kwargs: dict[str, Any] = {}
         if not self.debug_mode:
             self._log = open(self.directory / "server.log", "wb")
             log_kwargs = {"stdout": self._log, "stderr": self._log}
         self.proc = self.execute(
-            [
-                *faketime_cmd,
-                _python(),
-                "-m",
-                "chatserver",
-                "run",
-                "--config",
-                str(config_path),
-                "--data-dir",
-                str(data_dir),
-            ],
-            proc_name="chatserver",
-            cwd=str(Path(self.directory)),
-            **log_kwargs,
+            command, proc_name="chatserver", cwd=str(Path(self.directory)), **log_kwargs
         )
 
     def check_is_alive(self) -> None:

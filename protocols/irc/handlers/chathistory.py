@@ -249,12 +249,19 @@ _LOWEST_ID = ""
 _HIGHEST_ID = "\uffff"
 
 
+def _timestamp_anchor(selector: Selector, *, lower: bool) -> tuple[float, str]:
+    """The (ts, id) bound of a timestamp selector: it names a whole millisecond as shown, so
+    "after" starts past its last stored time and "before" ends ahead of its first."""
+    ref = reference_of(selector)
+    assert ref is not None
+    return (ref.after, _HIGHEST_ID) if lower else (ref.before, _LOWEST_ID)
+
+
 def _private_anchor(conn: Any, query: Query, selector: Selector, *, lower: bool) -> Deferred:
     """Fire with the (ts, id) bound of ``selector`` in the user's archive (``lower``: the
     messages wanted are after it), or fail with QueryError."""
     if selector.kind == "timestamp":
-        assert selector.ts is not None
-        return succeed((selector.ts, _HIGHEST_ID if lower else _LOWEST_ID))
+        return succeed(_timestamp_anchor(selector, lower=lower))
     if selector.kind == "*":
         return succeed(None)
 
@@ -296,7 +303,11 @@ def fetch_private(conn: Any, query: Query) -> Deferred:
         def around(anchor: tuple[float, str]) -> Deferred:
             # The anchor message itself belongs to the older half.
             ts, msgid = anchor
-            centre = (ts, msgid + "\x00") if selector.kind == "msgid" else (ts, _HIGHEST_ID)
+            if selector.kind == "msgid":
+                centre = (ts, msgid + "\x00")
+            else:
+                # The messages shown with the selected millisecond belong to the older half.
+                centre = _timestamp_anchor(selector, lower=True)
             half = max(limit - limit // 2, 1)
             older = service.archive_query(core, peer, half, before=centre, newest=True)
 
@@ -321,8 +332,8 @@ def fetch_private(conn: Any, query: Query) -> Deferred:
         if a <= b:
             return page(after=a, before=b, newest=False)
         # Backwards in time: the selectors swap sides, keeping their own message out.
-        low = (b[0], _HIGHEST_ID) if second.kind == "timestamp" else b
-        high = (a[0], _LOWEST_ID) if first.kind == "timestamp" else a
+        low = _timestamp_anchor(second, lower=True) if second.kind == "timestamp" else b
+        high = _timestamp_anchor(first, lower=False) if first.kind == "timestamp" else a
         return page(after=low, before=high, newest=True)
 
     return d.addCallback(both).addCallback(between)
