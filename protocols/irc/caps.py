@@ -99,6 +99,7 @@ BATCH = 1 << 10
 LABELED_RESPONSE = 1 << 11
 MULTI_PREFIX = 1 << 12
 USERHOST_IN_NAMES = 1 << 13
+MULTILINE = 1 << 14
 
 BITS: dict[str, int] = {
     "message-tags": MESSAGE_TAGS,
@@ -115,6 +116,7 @@ BITS: dict[str, int] = {
     "labeled-response": LABELED_RESPONSE,
     "multi-prefix": MULTI_PREFIX,
     "userhost-in-names": USERHOST_IN_NAMES,
+    "draft/multiline": MULTILINE,
 }
 
 

@@ -96,6 +96,7 @@ class IrcConnection(Protocol):
         "flood",
         "ident",
         "in_command",
+        "multiline",
         "pending_nick",
         "quit_nick",
         "quit_reason",
@@ -159,6 +160,8 @@ class IrcConnection(Protocol):
         self.in_command = False
         self._held: list[bytes] | None = None
         self._batch_ids: Iterator[int] | None = None
+        # The draft/multiline batch the client is sending (protocols.irc.handlers.multiline).
+        self.multiline: Any = None
         # Timers.
         # A PING went out and nothing has come in since.
         # One timer: the registration deadline, then the pings of an idle connection.
@@ -406,6 +409,17 @@ class IrcConnection(Protocol):
         label = msg.tags.get("label") if msg is not None else None
         self._label = label if label and self.cap_bits & caps.LABELED_RESPONSE else None
 
+    def take_label(self) -> str | None:
+        """The running command's label, taken off it: the command answers later, under a
+        command of its own (a draft/multiline batch is answered when it ends)."""
+        label, self._label = self._label, None
+        return label
+
+    def put_label(self, label: str | None) -> None:
+        """Answer the running command under ``label`` (one taken by :meth:`take_label`)."""
+        if label is not None and self.cap_bits & caps.LABELED_RESPONSE:
+            self._label = label
+
     def _flush_command(self) -> None:
         out, self._out = self._out, None
         label, self._label = self._label, None
@@ -426,6 +440,9 @@ class IrcConnection(Protocol):
             return b"@" + tag + b" :" + me + b" ACK\r\n"
         if len(lines) == 1:
             return add_tag(lines[0], tag) + b"\r\n"
+        if _one_batch(lines):
+            # The reply is one batch already (a draft/multiline echo): its start takes the label.
+            return add_tag(lines[0], tag) + b"\r\n" + b"".join(ln + b"\r\n" for ln in lines[1:])
         if not self.cap_bits & caps.BATCH:
             return add_tag(lines[0], tag) + b"\r\n" + b"".join(ln + b"\r\n" for ln in lines[1:])
         batch_id = self.new_batch_id()
@@ -632,6 +649,24 @@ def add_tag(line: bytes, tag: bytes) -> bytes:
     if line.startswith(b"@"):
         return b"@" + tag + b";" + line[1:]
     return b"@" + tag + b" " + line
+
+
+def _one_batch(lines: list[bytes]) -> bool:
+    """Whether ``lines`` are one batch, ``BATCH +ref`` to ``BATCH -ref``, and nothing else."""
+    first, last = lines[0].split(b" "), lines[-1].split(b" ")
+    if first[0].startswith(b"@"):
+        first = first[1:]
+    if last[0].startswith(b"@"):
+        last = last[1:]
+    if len(first) < 3 or len(last) < 3 or first[1] != b"BATCH" or last[1] != b"BATCH":
+        return False
+    ref = first[2][1:]
+    if not first[2].startswith(b"+") or last[2] != b"-" + ref:
+        return False
+    tag = b"batch=" + ref
+    return all(
+        ln.startswith(b"@") and tag in ln.split(b" ", 1)[0][1:].split(b";") for ln in lines[1:-1]
+    )
 
 
 def has_batch_tag(line: bytes) -> bool:

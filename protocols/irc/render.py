@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from chatserver.core.events import (
@@ -50,12 +51,14 @@ RENDERERS: dict[type, Renderer] = {}
 
 # The bits that change each kind of line.
 TAG_BITS = caps.SERVER_TIME | caps.ACCOUNT_TAG
-MESSAGE_BITS = caps.MESSAGE_TAGS | caps.SERVER_TIME | caps.ACCOUNT_TAG
+MESSAGE_BITS = caps.MESSAGE_TAGS | caps.SERVER_TIME | caps.ACCOUNT_TAG | caps.MULTILINE
 JOIN_BITS = TAG_BITS | caps.EXTENDED_JOIN | caps.AWAY_NOTIFY
 BATCH_BITS = MESSAGE_BITS | JOIN_BITS
 
 LINE_BYTES = 512
 ACTION_PREFIX = "\x01ACTION "
+MULTILINE_BATCH = "draft/multiline"
+CONCAT_TAG = "draft/multiline-concat"
 _UNSAFE = str.maketrans({"\r": " ", "\n": " ", "\x00": " "})
 
 
@@ -197,14 +200,45 @@ def message_tags(msg: Message, bits: int) -> dict[str, str]:
     return tags
 
 
-def message_lines(msg: Message, tags: dict[str, str]) -> list[bytes]:
-    """The lines of one message: one per line of text, each made to fit 512 bytes.
+@dataclass(frozen=True, slots=True)
+class IrcLines:
+    """A draft/multiline message as the IRC client sent it (``Message.native``): its lines,
+    each with whether it continues the line before (``draft/multiline-concat``).  The core
+    has the text with a newline between lines; IRC recipients get the sender's own cut."""
+
+    pieces: tuple[tuple[str, bool], ...]
+
+
+def _pieces(msg: Message, budget: int, sent_budget: int) -> list[tuple[str, bool]]:
+    """The message's lines as (text, continues the line before), each within ``budget``.
 
     A line of text that an IRC client could have sent on one line stays one line, cut at a
     character boundary when the sender's prefix makes it too long to relay whole (clients
     take each PRIVMSG for a message of its own).  Longer text, which only other protocols
-    can send, is split into as many lines as it needs.  Only the first line carries
-    ``msgid`` (a msgid names one line to clients).
+    can send, is split into as many pieces as it needs, the later ones continuing the first.
+    """
+    native = msg.native
+    if isinstance(native, IrcLines):
+        return [(cut_utf8(text, budget), concat) for text, concat in native.pieces]
+    text = msg.text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
+    out: list[tuple[str, bool]] = []
+    for text_line in text.split("\n"):
+        if len(text_line.encode("utf-8")) <= sent_budget:
+            out.append((cut_utf8(text_line, budget), False))
+            continue
+        first, *rest = split_utf8(text_line, budget)
+        out.append((first, False))
+        out.extend((piece, True) for piece in rest)
+    return out
+
+
+def message_lines(msg: Message, tags: dict[str, str], multiline: bool = False) -> list[bytes]:
+    """The lines of one message, each made to fit 512 bytes (see :func:`_pieces`).
+
+    Without ``multiline`` each non-blank piece is a PRIVMSG of its own, and only the first
+    carries ``msgid`` (a msgid names one line to clients).  With it (draft/multiline), a
+    message of several pieces is one ``draft/multiline`` batch: the tags on its start, each
+    piece inside it, blank ones too.
     """
     command = "NOTICE" if msg.kind == "notice" else "PRIVMSG"
     source = msg.source.mask
@@ -218,27 +252,32 @@ def message_lines(msg: Message, tags: dict[str, str]) -> list[bytes]:
     if action:
         budget -= len(ACTION_PREFIX) + 1
         sent_budget -= len(ACTION_PREFIX) + 1
+    pieces = _pieces(msg, budget, sent_budget)
     out: list[bytes] = []
+    if multiline and len(pieces) > 1:
+        ref = "ml" + msg.id
+        tag_text = "@" + format_tags(tags) + " " if tags else ""
+        out.append(f"{tag_text}:{source} BATCH +{ref} {MULTILINE_BATCH} {target}\r\n".encode())
+        for piece, concat in pieces:
+            body = f"{ACTION_PREFIX}{piece}\x01" if action else piece
+            inner = f"@batch={ref};{CONCAT_TAG} " if concat and piece else f"@batch={ref} "
+            out.append(f"{inner}{head}{body}\r\n".encode())
+        out.append(f":{source} BATCH -{ref}\r\n".encode())
+        return out
     tag_text = "@" + format_tags(tags) + " " if tags else ""
     rest_tags = {k: v for k, v in tags.items() if k != "msgid"}
     rest_text = "@" + format_tags(rest_tags) + " " if rest_tags else ""
-    text = msg.text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
-    for text_line in text.split("\n"):
-        if not text_line:
+    for piece, _concat in pieces:
+        if not piece:
             continue
-        if len(text_line.encode("utf-8")) <= sent_budget:
-            pieces = [cut_utf8(text_line, budget)]
-        else:
-            pieces = split_utf8(text_line, budget)
-        for piece in pieces:
-            body = f"{ACTION_PREFIX}{piece}\x01" if action else piece
-            prefix = tag_text if not out else rest_text
-            out.append(f"{prefix}{head}{body}\r\n".encode())
+        body = f"{ACTION_PREFIX}{piece}\x01" if action else piece
+        prefix = tag_text if not out else rest_text
+        out.append(f"{prefix}{head}{body}\r\n".encode())
     return out
 
 
 def build_message(msg: Message, bits: int) -> bytes:
-    return b"".join(message_lines(msg, message_tags(msg, bits)))
+    return b"".join(message_lines(msg, message_tags(msg, bits), bool(bits & caps.MULTILINE)))
 
 
 @renders(Message)
@@ -279,10 +318,11 @@ def render_batch(conn: IrcConnection, batch: MessageBatch) -> bytes:
 
 def history_lines(conn: IrcConnection, msg: Message, batch_id: str | None) -> bytes:
     """A stored message as ``conn`` would have seen it live, inside batch ``batch_id``."""
-    tags = message_tags(msg, conn.cap_bits & MESSAGE_BITS)
+    bits = conn.cap_bits & MESSAGE_BITS
+    tags = message_tags(msg, bits)
     if batch_id is not None:
         tags["batch"] = batch_id
-    return b"".join(message_lines(msg, tags))
+    return b"".join(message_lines(msg, tags, bool(bits & caps.MULTILINE)))
 
 
 # -- membership and room state -----------------------------------------------------------------

@@ -22,6 +22,7 @@ from protocols.irc import numerics as n
 from protocols.irc.channels import channel_name, is_channel, room_of
 from protocols.irc.commands import command
 from protocols.irc.connection import IrcConnection
+from protocols.irc.handlers.multiline import add_line
 from protocols.irc.handlers.registration import MAX_TARGETS
 from protocols.irc.message import format_tags
 from protocols.irc.render import server_time
@@ -71,6 +72,10 @@ def decode_ctcp_action(text: str) -> tuple[MessageKind, str] | None:
 
 def _say(conn: IrcConnection, msg: IrcMessage, notice: bool) -> Deferred[Any] | None:
     assert conn.core is not None
+    if "batch" in msg.tags and conn.cap_bits & caps.MULTILINE:
+        # A line of a draft/multiline batch: said when the batch ends.
+        add_line(conn, msg)
+        return None
     name = msg.command
     if not msg.params or not msg.params[0]:
         if not notice:
@@ -80,14 +85,27 @@ def _say(conn: IrcConnection, msg: IrcMessage, notice: bool) -> Deferred[Any] | 
         if not notice:
             conn.reply(n.ERR_NOTEXTTOSEND, "No text to send")
         return None
-    targets = [t for t in msg.params[0].split(",") if t]
+    return say_text(conn, name, msg.params[0], msg.params[1], tuple(client_tags(conn, msg).items()))
+
+
+def say_text(
+    conn: IrcConnection,
+    name: str,
+    target_list: str,
+    text: str,
+    tags: tuple[tuple[str, str], ...],
+    native: Any = None,
+) -> Deferred[Any] | None:
+    """Say ``text`` (from PRIVMSG or NOTICE, ``name``) to each of the targets."""
+    assert conn.core is not None
+    notice = name == "NOTICE"
+    targets = [t for t in target_list.split(",") if t]
     if len(targets) > MAX_TARGETS:
         if not notice:
             conn.reply(
-                n.ERR_TOOMANYTARGETS, msg.params[0], f"Too many targets (at most {MAX_TARGETS})"
+                n.ERR_TOOMANYTARGETS, target_list, f"Too many targets (at most {MAX_TARGETS})"
             )
         return None
-    text = msg.params[1]
     kind: MessageKind = "notice" if notice else "privmsg"
     if not notice:
         action = decode_ctcp_action(text)
@@ -95,7 +113,6 @@ def _say(conn: IrcConnection, msg: IrcMessage, notice: bool) -> Deferred[Any] | 
             kind, text = action
             if not text:
                 return None
-    tags = tuple(client_tags(conn, msg).items())
     pending: list[Deferred[Any]] = []
     for raw_target in targets:
         status, target = split_status(raw_target)
@@ -107,7 +124,13 @@ def _say(conn: IrcConnection, msg: IrcMessage, notice: bool) -> Deferred[Any] | 
                         conn.reply(n.ERR_NOSUCHCHANNEL, target, "No such channel")
                     continue
                 conn.service.say(
-                    conn.core, text=text, room=room, kind=kind, tags=tags, status=status
+                    conn.core,
+                    text=text,
+                    room=room,
+                    kind=kind,
+                    tags=tags,
+                    status=status,
+                    native=native,
                 )
                 continue
             handler = conn.services.get(casefold(target))
@@ -126,7 +149,7 @@ def _say(conn: IrcConnection, msg: IrcMessage, notice: bool) -> Deferred[Any] | 
                 d.addErrback(_offline_failed, conn, name, target)
                 pending.append(d)
                 continue
-            conn.service.say(conn.core, text=text, nick=target, kind=kind, tags=tags)
+            conn.service.say(conn.core, text=text, nick=target, kind=kind, tags=tags, native=native)
             if not notice:
                 recipient = conn.service.find_user(target)
                 if recipient is not None and recipient.away and recipient is not conn.user:
