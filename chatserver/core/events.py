@@ -135,6 +135,8 @@ class Topic(Event):
     room: str
     who: Who
     text: str
+    # Its id in history (draft/event-playback); "" for a topic only shown (on join).
+    id: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

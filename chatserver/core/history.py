@@ -14,9 +14,9 @@ from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
 from twisted.logger import Logger
 
 from chatserver.core.errors import ChatError
-from chatserver.core.events import Message
+from chatserver.core.events import Message, Who
 from chatserver.core.names import room_key
-from chatserver.core.records import ArchiveEntry
+from chatserver.core.records import ArchiveEntry, ArchiveQuery, RoomEventRecord
 from chatserver.core.settings import CoreSettings
 
 if TYPE_CHECKING:
@@ -39,12 +39,15 @@ class HistoryLog:
 
         def _room(self, name: str) -> Room: ...
         def _user(self, conn: Connection) -> User: ...
+        def _new_id(self) -> str: ...
 
     def _init_history(self) -> None:
         self._pending_history: list[Message] = []
         # Private messages for the archives of accounts (chatserver.core.archive), written
         # in the same batches.
         self._pending_private: list[ArchiveEntry] = []
+        # Joins, parts, quits, kicks, nick changes and topics, for replay with the messages.
+        self._pending_events: list[RoomEventRecord] = []
         self._flush_call: Any = None
         self._flushing: Deferred | None = None
 
@@ -74,6 +77,25 @@ class HistoryLog:
         if self._flush_call is None and not self._stopping:
             self._schedule_flush()
 
+    def _record_event(
+        self,
+        room: str,
+        kind: str,
+        who: Who,
+        ts: float,
+        text: str = "",
+        obj: str = "",
+        msgid: str | None = None,
+    ) -> None:
+        """Keep a room event (see RoomEventRecord) for history replay."""
+        if self._stopping:
+            return
+        self._pending_events.append(
+            RoomEventRecord(msgid or self._new_id(), room, ts, kind, who, text, obj)
+        )
+        if self._flush_call is None:
+            self._schedule_flush()
+
     def _schedule_flush(self) -> None:
         if self._flush_call is None and not self._stopping:
             interval = self.settings.history_flush_interval
@@ -94,7 +116,8 @@ class HistoryLog:
             self._flush_call = None
         batch, self._pending_history = self._pending_history, []
         private, self._pending_private = self._pending_private, []
-        if not batch and not private:
+        events, self._pending_events = self._pending_events, []
+        if not batch and not private and not events:
             return self._when_flushed()
         previous = self._when_flushed()
         d: Deferred = Deferred()
@@ -105,6 +128,8 @@ class HistoryLog:
             d = self.history_store.append(batch) if batch else succeed(0)
             if private:
                 d.addCallback(lambda _: self.history_store.append_private(private))
+            if events:
+                d.addCallback(lambda _: self.history_store.append_events(events))
             return d
 
         def done(result: Any) -> None:
@@ -112,7 +137,7 @@ class HistoryLog:
                 self._flushing = None
             d.callback(None)
             if (
-                (self._pending_history or self._pending_private)
+                (self._pending_history or self._pending_private or self._pending_events)
                 and self._flushing is None
                 and self._flush_call is None
                 and self.settings.history_flush_interval <= 0
@@ -125,6 +150,7 @@ class HistoryLog:
             # Keep them to retry with the next batch rather than lose them.
             self._pending_history[:0] = batch
             self._pending_private[:0] = private
+            self._pending_events[:0] = events
             if self._flushing is d:
                 self._flushing = None
             d.callback(None)
@@ -159,6 +185,7 @@ class HistoryLog:
         if room is not None:
             room.history.clear()
         self._pending_history = [m for m in self._pending_history if m.room != key]
+        self._pending_events = [e for e in self._pending_events if e.room != key]
         # A write in progress may hold messages of the room: the purge comes after it.
         yield self._when_flushed()
         deleted = yield self.history_store.purge(key)
@@ -201,7 +228,28 @@ class HistoryLog:
         return (older + newer)[:limit]
 
     def history_find(self, msgid: str) -> Deferred:
-        return self.flush_history().addCallback(lambda _: self.history_store.find(msgid))
+        """Fire with the stored Message with that id, else the room event, else None (both
+        have ``room`` and ``ts``)."""
+
+        def found(message: Message | None) -> Any:
+            if message is not None:
+                return message
+            return self.history_store.find_event(msgid)
+
+        d = self.flush_history().addCallback(lambda _: self.history_store.find(msgid))
+        return d.addCallback(found)
+
+    def history_events(self, room: str, query: ArchiveQuery) -> Deferred:
+        """Fire with a page of the room's events (RoomEventRecords), as ``query`` says (its
+        ``owner`` is ignored: the room is ``room``)."""
+        try:
+            key = self._room(room).name if room in self.rooms else room_key(room)
+        except ChatError as err:
+            return fail(err)
+        page = ArchiveQuery(key, None, query.limit, query.after, query.before, query.newest)
+        d = self.flush_history()
+        d.addCallback(lambda _: self.history_store.query_events(page))
+        return d
 
     def history_targets(self, conn: Connection, start: float, end: float, limit: int) -> Deferred:
         """Rooms of the user whose latest message is between ``start`` and ``end``:
@@ -215,4 +263,4 @@ class HistoryLog:
 
     def history_pending(self) -> int:
         """Messages said but not yet handed to the history store."""
-        return len(self._pending_history) + len(self._pending_private)
+        return len(self._pending_history) + len(self._pending_private) + len(self._pending_events)

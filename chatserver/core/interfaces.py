@@ -160,7 +160,18 @@ class IHistoryStore(Interface):
         start < ts < end, ascending by that ts."""
 
     def purge(target):
-        """Delete every message of ``target``; fire with how many there were."""
+        """Delete every message (and room event) of ``target``; fire with how many messages
+        there were."""
+
+    def append_events(records):
+        """Persist a batch of chatserver.core.records.RoomEventRecord in one transaction."""
+
+    def query_events(query):
+        """Fire with a page of a room's events (an ArchiveQuery whose ``owner`` is the room
+        key), RoomEventRecords in ascending (ts, id) order."""
+
+    def find_event(msgid):
+        """Fire with the RoomEventRecord with that id, or None."""
 
     def close():
         """Finish pending work and release the database."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from chatserver.core.events import Who
+
 
 @dataclass(frozen=True, slots=True)
 class Credential:
@@ -138,3 +140,24 @@ class ArchiveQuery:
     after: tuple[float, str] | None = None
     before: tuple[float, str] | None = None
     newest: bool = True
+
+
+# What a room event in history is (RoomEventRecord.kind).
+EVENT_KINDS = ("join", "part", "quit", "kick", "nick", "topic")
+
+
+@dataclass(frozen=True, slots=True)
+class RoomEventRecord:
+    """A room event kept in history for replay (IRC draft/event-playback): a join, part,
+    quit, kick, nick change or topic in ``room``.
+
+    ``text`` is the reason, the topic, or the new nick; ``object`` the nick kicked.
+    """
+
+    id: str
+    room: str
+    ts: float
+    kind: str
+    who: Who
+    text: str = ""
+    object: str = ""

@@ -296,6 +296,8 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Archive, Delivery
         self.users.rename(user, new_nick)
         now = self.clock.seconds()
         self._send(audience, NickChange(ts=now, who=old, new_nick=new_nick, origin=origin))
+        for key in user.rooms:
+            self._record_event(key, "nick", old, now, new_nick)
         if casefold(old.nick) != casefold(new_nick):
             # A change of case only is the same nick: nobody went offline or came online.
             self._observe(Presence(ts=now, who=old, online=False))
@@ -329,6 +331,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Archive, Delivery
             # At shutdown everyone is told once; a QUIT per user to everyone left would be N².
             self._send_quit(user, Quit(ts=now, who=who, reason=reason))
         for room in list(user.rooms.values()):
+            self._record_event(room.name, "quit", who, now, reason)
             self._remove_member(room, user)
         self.users.remove(user)
         if user.account is not None and self.by_account.get(casefold(user.account)) is user:
@@ -400,6 +403,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Archive, Delivery
         user.rooms[rk] = room
         join = Join(ts=now, room=rk, who=user.who(), origin=conn.client)
         self._send_membership(room, user, join, was_member=False)
+        self._record_event(rk, "join", join.who, now)
         return JoinResult(room, created=created)
 
     def _check_join(self, room: Room, user: User, key: str | None) -> None:
@@ -431,6 +435,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Archive, Delivery
             origin=conn.client,
         )
         self._send_membership(room, user, part, was_member=True)
+        self._record_event(room.name, "part", part.who, part.ts, reason)
         self._remove_member(room, user)
 
     def _remove_member(self, room: Room, user: User) -> None:
@@ -452,8 +457,16 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Archive, Delivery
         room.topic = text[: self.settings.topic_max]
         room.topic_by = user.who().mask
         room.topic_at = now
-        topic = Topic(ts=now, room=room.name, who=user.who(), text=room.topic, origin=conn.client)
+        topic = Topic(
+            ts=now,
+            room=room.name,
+            who=user.who(),
+            text=room.topic,
+            origin=conn.client,
+            id=self._new_id(),
+        )
         self._send(room.clients(), topic)
+        self._record_event(room.name, "topic", topic.who, now, topic.text, msgid=topic.id)
         self._persist(room)
 
     def kick(self, conn: Connection, name: str, nick: str, reason: str = "") -> None:
@@ -477,6 +490,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Archive, Delivery
             origin=conn.client,
         )
         self._send(room.clients(), event)
+        self._record_event(room.name, "kick", event.who, event.ts, event.reason, event.target.nick)
         self._remove_member(room, target)
 
     def invite(self, conn: Connection, nick: str, name: str) -> User:
@@ -734,6 +748,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Archive, Delivery
             reason=reason[: self.settings.kick_reason_max],
         )
         self._send(room.clients(), event)
+        self._record_event(room.name, "kick", event.who, event.ts, event.reason, event.target.nick)
         self._remove_member(room, target)
         return target.nick
 

@@ -211,6 +211,28 @@ _V7_PRIVATE_ARCHIVE: tuple[str, ...] = (
     """,
 )
 
+# Room events for history replay (joins, parts, quits, kicks, nick changes, topics): a table
+# of their own, so that every reader of messages stays as it is.
+_V8_ROOM_EVENTS: tuple[str, ...] = (
+    """
+    CREATE TABLE room_events (
+        seq      INTEGER PRIMARY KEY,
+        id       TEXT NOT NULL UNIQUE,
+        target   TEXT NOT NULL,
+        ts       REAL NOT NULL,
+        kind     TEXT NOT NULL,
+        nick     TEXT NOT NULL,
+        ident    TEXT NOT NULL,
+        host     TEXT NOT NULL,
+        account  TEXT,
+        realname TEXT NOT NULL,
+        text     TEXT NOT NULL,
+        object   TEXT NOT NULL DEFAULT ''
+    )
+    """,
+    "CREATE INDEX room_events_target_ts_id ON room_events (target, ts, id)",
+)
+
 MIGRATIONS: tuple[Step, ...] = (
     _V1_INITIAL,
     _V2_ROSTER,
@@ -219,6 +241,7 @@ MIGRATIONS: tuple[Step, ...] = (
     _V5_PEP,
     _V6_BLOCKS,
     _V7_PRIVATE_ARCHIVE,
+    _V8_ROOM_EVENTS,
 )
 """Index i holds the step to version i + 1.  Append here; the tuple's length is the version."""
 

@@ -51,9 +51,11 @@ from chatserver.core.records import (
     Credential,
     PepItem,
     PepNode,
+    RoomEventRecord,
     RoomRecord,
     RosterItem,
 )
+from chatserver.storage import room_events
 from chatserver.storage.postgresql_migrations import MIGRATIONS
 from chatserver.storage.sqlite import (
     _INVITE_COLUMNS,
@@ -497,7 +499,9 @@ def _purge_private(cur: Any, owner: str, before: float | None) -> int:
 
 def _purge_room_before(cur: Any, target: str, before: float) -> int:
     cur.execute("DELETE FROM history WHERE target = %s AND ts < %s", (target, before))
-    return int(cur.rowcount)
+    deleted = int(cur.rowcount)
+    room_events.purge(cur, target, "%s", before)
+    return deleted
 
 
 def _expire_batch(cur: Any, table: str, before: float, batch: int) -> int:
@@ -527,7 +531,9 @@ def _set_read_marker(cur: Any, account: str, target: str, ts: float) -> float:
 
 def _purge(cur: Any, target: str) -> int:
     cur.execute("DELETE FROM history WHERE target = %s", (target,))
-    return int(cur.rowcount)
+    deleted = int(cur.rowcount)
+    room_events.purge(cur, target, "%s")
+    return deleted
 
 
 def _get_roster(cur: Any, account: str) -> list[RosterItem]:
@@ -943,6 +949,20 @@ class PostgresStore:
 
     def purge(self, target: str) -> Deferred[int]:
         return self._run(_purge, target, write=True)
+
+    def append_events(self, records: Iterable[RoomEventRecord]) -> Deferred[int]:
+        """Store room events (draft/event-playback) in one transaction."""
+        batch = tuple(records)
+        if not batch:
+            return defer.succeed(0)
+        return self._run(room_events.append, batch, "%s", write=True)
+
+    def query_events(self, query: ArchiveQuery) -> Deferred[list[RoomEventRecord]]:
+        """A page of a room's events (``query.owner`` is the room key), as ``query_room``."""
+        return self._run(room_events.query, query, "%s", write=False)
+
+    def find_event(self, msgid: str) -> Deferred[RoomEventRecord | None]:
+        return self._run(room_events.find, msgid, "%s", write=False)
 
     # -- IArchiveStore ----------------------------------------------------------------------
 

@@ -51,9 +51,11 @@ from chatserver.core.records import (
     Credential,
     PepItem,
     PepNode,
+    RoomEventRecord,
     RoomRecord,
     RosterItem,
 )
+from chatserver.storage import room_events
 from chatserver.storage.migrations import MIGRATIONS, Step
 
 __all__ = ["SchemaTooNew", "SqliteStore", "StoreClosed", "StoreUnusable"]
@@ -542,7 +544,9 @@ def _targets(cur: sqlite3.Cursor, start: float, end: float, limit: int) -> list[
 
 def _purge(cur: sqlite3.Cursor, target: str) -> int:
     cur.execute("DELETE FROM history WHERE target = ?", (target,))
-    return cur.rowcount
+    deleted = cur.rowcount
+    room_events.purge(cur, target, "?")
+    return deleted
 
 
 _PRIVATE_COLUMNS = "id, target, ts, nick, ident, host, account, realname, kind, text, tags, stanza"
@@ -672,7 +676,9 @@ def _purge_private(cur: sqlite3.Cursor, owner: str, before: float | None) -> int
 
 def _purge_room_before(cur: sqlite3.Cursor, target: str, before: float) -> int:
     cur.execute("DELETE FROM history WHERE target = ? AND ts < ?", (target, before))
-    return cur.rowcount
+    deleted = cur.rowcount
+    room_events.purge(cur, target, "?", before)
+    return deleted
 
 
 # Rows deleted per expiry transaction: small enough that the writer lock is held for a few
@@ -1238,6 +1244,20 @@ class SqliteStore:
     def purge(self, target: str) -> Deferred[int]:
         """Delete every message of ``target``; fire with how many there were."""
         return self._run(_purge, target, write=True)
+
+    def append_events(self, records: Iterable[RoomEventRecord]) -> Deferred[int]:
+        """Store room events (draft/event-playback) in one transaction."""
+        batch = tuple(records)
+        if not batch:
+            return defer.succeed(0)
+        return self._run(room_events.append, batch, "?", write=True)
+
+    def query_events(self, query: ArchiveQuery) -> Deferred[list[RoomEventRecord]]:
+        """A page of a room's events (``query.owner`` is the room key), as ``query_room``."""
+        return self._run(room_events.query, query, "?", write=False)
+
+    def find_event(self, msgid: str) -> Deferred[RoomEventRecord | None]:
+        return self._run(room_events.find, msgid, "?", write=False)
 
     # -- IArchiveStore ----------------------------------------------------------------------
 

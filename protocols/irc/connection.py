@@ -26,6 +26,7 @@ from chatserver.core.errors import (
 )
 from chatserver.core.events import DropKind, Event, Message, MessageBatch, Who
 from chatserver.core.interfaces import IChatClient
+from chatserver.core.records import RoomEventRecord
 from protocols import connlog
 from protocols.irc import caps, errors
 from protocols.irc import numerics as n
@@ -579,8 +580,11 @@ class IrcConnection(Protocol):
         if batch_id is not None:
             self.send("BATCH", "-" + batch_id)
 
-    def queue_history(self, messages: Sequence[Message], batch_id: str | None) -> None:
-        """Queue stored messages as this client would have received them live."""
+    def queue_history(
+        self, messages: Sequence[Message | RoomEventRecord], batch_id: str | None
+    ) -> None:
+        """Queue stored messages (and room events) as this client would have received them
+        live."""
         for msg in messages:
             self._queue(history_lines(self, msg, batch_id))
 
@@ -652,13 +656,16 @@ def add_tag(line: bytes, tag: bytes) -> bytes:
 
 
 def _one_batch(lines: list[bytes]) -> bool:
-    """Whether ``lines`` are one batch, ``BATCH +ref`` to ``BATCH -ref``, and nothing else."""
+    """Whether ``lines`` are one draft/multiline batch, ``BATCH +ref`` to ``BATCH -ref``, and
+    nothing else (the echo of a multiline message, which clients expect the label on)."""
     first, last = lines[0].split(b" "), lines[-1].split(b" ")
     if first[0].startswith(b"@"):
         first = first[1:]
     if last[0].startswith(b"@"):
         last = last[1:]
-    if len(first) < 3 or len(last) < 3 or first[1] != b"BATCH" or last[1] != b"BATCH":
+    if len(first) < 4 or len(last) < 3 or first[1] != b"BATCH" or last[1] != b"BATCH":
+        return False
+    if first[3] != b"draft/multiline":
         return False
     ref = first[2][1:]
     if not first[2].startswith(b"+") or last[2] != b"-" + ref:

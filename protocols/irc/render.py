@@ -37,6 +37,7 @@ from chatserver.core.events import (
     Who,
 )
 from chatserver.core.names import casefold
+from chatserver.core.records import RoomEventRecord
 from protocols.irc import caps
 from protocols.irc import numerics as n
 from protocols.irc.channels import channel_name, send_names, send_topic
@@ -316,13 +317,46 @@ def render_batch(conn: IrcConnection, batch: MessageBatch) -> bytes:
     return data
 
 
-def history_lines(conn: IrcConnection, msg: Message, batch_id: str | None) -> bytes:
-    """A stored message as ``conn`` would have seen it live, inside batch ``batch_id``."""
+def history_lines(
+    conn: IrcConnection, msg: Message | RoomEventRecord, batch_id: str | None
+) -> bytes:
+    """A stored message (or room event) as ``conn`` would have seen it live, inside batch
+    ``batch_id``."""
+    if isinstance(msg, RoomEventRecord):
+        return history_event_line(conn, msg, batch_id)
     bits = conn.cap_bits & MESSAGE_BITS
     tags = message_tags(msg, bits)
     if batch_id is not None:
         tags["batch"] = batch_id
     return b"".join(message_lines(msg, tags, bool(bits & caps.MULTILINE)))
+
+
+def history_event_line(conn: IrcConnection, event: RoomEventRecord, batch_id: str | None) -> bytes:
+    """A stored room event (draft/event-playback) as the line it was live, with its id."""
+    bits = conn.cap_bits
+    tags = event_tags(event.ts, event.who, bits & TAG_BITS) or {}
+    if bits & caps.MESSAGE_TAGS:
+        tags["msgid"] = event.id
+    if batch_id is not None:
+        tags["batch"] = batch_id
+    name = channel_name(event.room)
+    who = event.who
+    kind = event.kind
+    if kind == "join":
+        if bits & caps.EXTENDED_JOIN:
+            return line(tags, who.mask, "JOIN", (name, who.account or "*"), who.realname)
+        return line(tags, who.mask, "JOIN", (name,))
+    if kind == "part":
+        return line(tags, who.mask, "PART", (name,), event.text or None)
+    if kind == "quit":
+        return line(tags, who.mask, "QUIT", (), event.text)
+    if kind == "kick":
+        return line(tags, who.mask, "KICK", (name, event.object), event.text or who.nick)
+    if kind == "nick":
+        return line(tags, who.mask, "NICK", (event.text,))
+    if kind == "topic":
+        return line(tags, who.mask, "TOPIC", (name,), event.text)
+    return b""
 
 
 # -- membership and room state -----------------------------------------------------------------
@@ -392,9 +426,12 @@ def render_nick(conn: IrcConnection, event: NickChange) -> bytes | None:
 def render_topic(conn: IrcConnection, event: Topic) -> bytes | None:
     def build(ev: Topic, bits: int) -> bytes:
         tags = event_tags(ev.ts, ev.who, bits)
+        if bits & caps.MESSAGE_TAGS and ev.id:
+            # The id CHATHISTORY replays it with (draft/event-playback).
+            tags = {**(tags or {}), "msgid": ev.id}
         return line(tags, ev.who.mask, "TOPIC", (channel_name(ev.room),), ev.text)
 
-    return cached(event, conn.cap_bits & TAG_BITS, build)
+    return cached(event, conn.cap_bits & (TAG_BITS | caps.MESSAGE_TAGS), build)
 
 
 @renders(Kick)

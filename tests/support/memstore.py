@@ -15,7 +15,7 @@ from chatserver.core.errors import AccountError
 from chatserver.core.events import Message
 from chatserver.core.interfaces import IAccountStore, IHistoryStore, IRoomStore, IServerBanStore
 from chatserver.core.names import casefold
-from chatserver.core.records import AccountRecord, RoomRecord
+from chatserver.core.records import AccountRecord, ArchiveQuery, RoomEventRecord, RoomRecord
 from chatserver.core.service import ChatService
 from chatserver.core.settings import CoreSettings
 
@@ -26,6 +26,7 @@ class MemoryStore:
         self.accounts: dict[str, AccountRecord] = {}
         self.rooms: dict[str, RoomRecord] = {}
         self.messages: list[Message] = []
+        self.events: list[RoomEventRecord] = []
         self.invites: dict[str, RegistrationInvite] = {}
         self.server_bans: dict[str, ServerBan] = {}
 
@@ -142,7 +143,26 @@ class MemoryStore:
         rows = [(room, ts) for room, ts in latest.items() if ts < end]
         return succeed(sorted(rows, key=lambda kv: (kv[1], kv[0]))[:limit])
 
+    def append_events(self, records: Any) -> Deferred:
+        known = {e.id for e in self.events}
+        self.events.extend(e for e in records if e.id not in known)
+        return succeed(None)
+
+    def query_events(self, query: ArchiveQuery) -> Deferred:
+        found = sorted(
+            (e for e in self.events if e.room == query.owner), key=lambda e: (e.ts, e.id)
+        )
+        if query.after is not None:
+            found = [e for e in found if (e.ts, e.id) > query.after]
+        if query.before is not None:
+            found = [e for e in found if (e.ts, e.id) < query.before]
+        return succeed(found[-query.limit :] if query.newest else found[: query.limit])
+
+    def find_event(self, msgid: str) -> Deferred:
+        return succeed(next((e for e in self.events if e.id == msgid), None))
+
     def purge(self, target: str) -> Deferred:
+        self.events[:] = [e for e in self.events if e.room != target]
         kept = [m for m in self.messages if m.room != target]
         deleted = len(self.messages) - len(kept)
         self.messages[:] = kept

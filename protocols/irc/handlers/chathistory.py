@@ -22,6 +22,8 @@ from twisted.logger import Logger
 
 from chatserver.core.errors import ChatError
 from chatserver.core.names import is_valid_nick
+from chatserver.core.records import ArchiveQuery
+from protocols.irc.caps import Capability, add_capability
 from protocols.irc.channels import channel_name, is_channel, room_of
 from protocols.irc.commands import command
 from protocols.irc.handlers.registration import EXTRA_ISUPPORT
@@ -29,6 +31,9 @@ from protocols.irc.handlers.registration import EXTRA_ISUPPORT
 # The most messages one command returns (ISUPPORT CHATHISTORY); larger limits are cut to it.
 CHATHISTORY_MAX = 100
 EXTRA_ISUPPORT["CHATHISTORY"] = str(CHATHISTORY_MAX)
+# Joins, parts, quits, kicks, nick changes and topics in room history, for those who ask.
+EVENT_PLAYBACK = "draft/event-playback"
+add_capability(Capability(EVENT_PLAYBACK, requires_command="CHATHISTORY"))
 SUBCOMMANDS = ("LATEST", "BEFORE", "AFTER", "AROUND", "BETWEEN", "TARGETS")
 log = Logger()
 # Parameters after the subcommand that each one needs.
@@ -204,8 +209,43 @@ def _resolve(conn: Any, room: str, query: Query, selector: Selector) -> Deferred
     return conn.service.history_find(selector.msgid).addCallback(found)
 
 
+def _with_events(
+    conn: Any,
+    room: str,
+    messages: Deferred,
+    limit: int,
+    *,
+    after: float | None = None,
+    before: float | None = None,
+    newest: bool,
+) -> Deferred:
+    """``messages`` (a page with ``after < ts < before``), with the room's events in the same
+    window merged in when the client asked for them (draft/event-playback): the ``limit``
+    items nearest the anchor, the newest ones if ``newest``."""
+    if EVENT_PLAYBACK not in conn.caps:
+        return messages
+    page = ArchiveQuery(
+        room,
+        None,
+        limit,
+        None if after is None else (after, _HIGHEST_ID),
+        None if before is None else (before, _LOWEST_ID),
+        newest,
+    )
+
+    def merge(found: list[Any]) -> Deferred:
+        def both(events: list[Any]) -> list[Any]:
+            items = sorted([*found, *events], key=lambda item: (item.ts, item.id))
+            return items[-limit:] if newest else items[:limit]
+
+        return conn.service.history_events(room, page).addCallback(both)
+
+    return messages.addCallback(merge)
+
+
 def fetch_room(conn: Any, room: str, query: Query) -> Deferred:
-    """Fire with the query's messages of ``room`` in ascending time order."""
+    """Fire with the query's messages of ``room`` (and its events, for draft/event-playback)
+    in ascending time order."""
     service = conn.service
     sub, limit = query.subcommand, query.limit
     if sub == "BETWEEN":
@@ -219,10 +259,16 @@ def fetch_room(conn: Any, room: str, query: Query) -> Deferred:
         def between(bounds: tuple[Reference, Reference]) -> Deferred:
             start, end = bounds
             if start.center <= end.center:
-                return service.history_between(room, start.after, end.before, limit)
+                d = service.history_between(room, start.after, end.before, limit)
+                return _with_events(
+                    conn, room, d, limit, after=start.after, before=end.before, newest=False
+                )
             # Backwards in time: the newest messages before ``start`` that are after ``end``.
-            return service.history_before(room, start.before, limit).addCallback(
+            d = service.history_before(room, start.before, limit).addCallback(
                 lambda messages: [m for m in messages if m.ts > end.after]
+            )
+            return _with_events(
+                conn, room, d, limit, after=end.after, before=start.before, newest=True
             )
 
         return d.addCallback(second).addCallback(between)
@@ -233,15 +279,49 @@ def fetch_room(conn: Any, room: str, query: Query) -> Deferred:
             if ref is not None:
                 # The newest ``limit`` after it are among the newest ``limit`` overall.
                 d.addCallback(lambda messages: [m for m in messages if m.ts > ref.after])
-            return d
+            after = None if ref is None else ref.after
+            return _with_events(conn, room, d, limit, after=after, newest=True)
         assert ref is not None
         if sub == "BEFORE":
-            return service.history_before(room, ref.before, limit)
+            d = service.history_before(room, ref.before, limit)
+            return _with_events(conn, room, d, limit, before=ref.before, newest=True)
         if sub == "AFTER":
-            return service.history_after(room, ref.after, limit)
-        return service.history_around(room, ref.center, limit)
+            d = service.history_after(room, ref.after, limit)
+            return _with_events(conn, room, d, limit, after=ref.after, newest=False)
+        d = service.history_around(room, ref.center, limit)
+        if EVENT_PLAYBACK not in conn.caps:
+            return d
+        return d.addCallback(lambda messages: _around_events(conn, room, messages, ref, limit))
 
     return _resolve(conn, room, query, query.selectors[0]).addCallback(run)
+
+
+def _around_events(
+    conn: Any, room: str, messages: list[Any], ref: Reference, limit: int
+) -> Deferred:
+    """AROUND over messages and events, as history_around does for messages: up to half of
+    ``limit`` up to the centre (included), then the oldest after it."""
+    centre = ref.center + 1e-6
+    half = max(limit - limit // 2, 1)
+    service = conn.service
+    older = service.history_events(
+        room, ArchiveQuery(room, None, half, None, (centre, _LOWEST_ID), True)
+    )
+
+    def newer(older_events: list[Any]) -> Deferred:
+        page = ArchiveQuery(room, None, limit, (centre, _LOWEST_ID), None, False)
+
+        def window(newer_events: list[Any]) -> list[Any]:
+            items = sorted(
+                [*messages, *older_events, *newer_events], key=lambda item: (item.ts, item.id)
+            )
+            first = [item for item in items if item.ts < centre][-half:]
+            rest = [item for item in items if item.ts >= centre]
+            return (first + rest)[:limit]
+
+        return service.history_events(room, page).addCallback(window)
+
+    return older.addCallback(newer)
 
 
 # (ts, id) anchors of the private archive: a timestamp alone bounds every id at that time.

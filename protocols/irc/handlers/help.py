@@ -20,6 +20,11 @@ HELP_TEXT: dict[str, tuple[str, ...]] = {
         "SASL login (PLAIN, SCRAM-SHA-256) after CAP REQ sasl.",
     ),
     "AWAY": ("AWAY [message]", "Mark yourself away with a message; without one, back again."),
+    "BATCH": (
+        "BATCH +<ref> draft/multiline <target>  …  BATCH -<ref>",
+        "Send the PRIVMSG or NOTICE lines tagged batch=<ref> in between as one message"
+        " (draft/multiline).",
+    ),
     "CAP": ("CAP LS|LIST|REQ|END [302|capabilities]", "Negotiate IRCv3 capabilities."),
     "CHANSERV": (
         "CHANSERV <command> [arguments]",
