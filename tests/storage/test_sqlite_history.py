@@ -15,6 +15,7 @@ from twisted.internet import reactor, threads
 from twisted.internet.defer import Deferred
 
 from chatserver.core.events import Message, Who
+from chatserver.core.records import ArchiveQuery, RoomEventRecord
 from tests.storage.helpers import StoreTestCase, ids, message
 
 _T = TypeVar("_T")
@@ -147,6 +148,36 @@ class HistoryTests(StoreTestCase):
         await store.append([message("m1", 1.0), m])
         self.assertEqual(await store.find("needle"), m)
         self.assertIsNone(await store.find("missing"))
+
+    async def test_room_events_round_trip_page_and_go_with_a_purge(self) -> None:
+        store = await self.open_store()
+        who = Who("alice", "~a", "user/alice", None, "Alice Liddell")
+        events = [
+            RoomEventRecord("e1", "lobby", 1.0, "join", who),
+            RoomEventRecord("e2", "lobby", 2.0, "topic", who, "the topic \x00 ünï"),
+            RoomEventRecord("e3", "lobby", 2.0, "kick", who, "out", "bob"),
+            RoomEventRecord("e4", "other", 3.0, "part", who, "bye"),
+            RoomEventRecord("e5", "lobby", 4.0, "nick", who, "alicia"),
+        ]
+        self.assertEqual(await store.append_events(events), 5)
+        self.assertEqual(await store.append_events(events[:1]), 0)
+        page = await store.query_events(ArchiveQuery("lobby", None, 10))
+        self.assertEqual([e.id for e in page], ["e1", "e2", "e3", "e5"])
+        self.assertEqual(page[2], events[2])
+        self.assertEqual(page[1].text.replace("\ufffd", "\x00"), "the topic \x00 ünï")
+        newest = await store.query_events(ArchiveQuery("lobby", None, 2, newest=True))
+        self.assertEqual([e.id for e in newest], ["e3", "e5"])
+        after = await store.query_events(
+            ArchiveQuery("lobby", None, 10, after=(2.0, "\uffff"), newest=False)
+        )
+        self.assertEqual([e.id for e in after], ["e5"])
+        before = await store.query_events(ArchiveQuery("lobby", None, 10, before=(2.0, "e3")))
+        self.assertEqual([e.id for e in before], ["e1", "e2"])
+        self.assertEqual(await store.find_event("e4"), events[3])
+        self.assertIsNone(await store.find_event("missing"))
+        await store.purge("lobby")
+        self.assertEqual(await store.query_events(ArchiveQuery("lobby", None, 10)), [])
+        self.assertEqual(len(await store.query_events(ArchiveQuery("other", None, 10))), 1)
 
     async def test_targets(self) -> None:
         store = await self.open_store()
