@@ -148,6 +148,17 @@ class Kick(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RoomRenamed(Event):
+    """The room ``old`` is now ``new`` (both room keys), renamed by ``who``: its members,
+    modes, registration and history are the new room's."""
+
+    old: str
+    new: str
+    who: Who
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ModeChange(Event):
     """Room mode changes (flags, key, limit, bans, invites, member status) by ``who``."""
 

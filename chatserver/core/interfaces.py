@@ -173,6 +173,10 @@ class IHistoryStore(Interface):
     def find_event(msgid):
         """Fire with the RoomEventRecord with that id, or None."""
 
+    def rename_target(old, new):
+        """Move the history (messages, events, read positions) of the room ``old`` to
+        ``new``; fire with how many messages moved."""
+
     def close():
         """Finish pending work and release the database."""
 

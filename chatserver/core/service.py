@@ -67,6 +67,7 @@ from chatserver.core.interfaces import (
 from chatserver.core.limits import AddressSet, canonical_address
 from chatserver.core.modes import RoomModes
 from chatserver.core.names import casefold, check_nick, is_valid_room, room_key
+from chatserver.core.renaming import RoomRenaming
 from chatserver.core.rooms import Member, Room
 from chatserver.core.server_bans import ServerBans, banned_text
 from chatserver.core.settings import CoreSettings
@@ -74,7 +75,17 @@ from chatserver.core.users import Connection, NickTable, User
 from chatserver.core.views import JoinResult, Views
 
 
-class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Archive, Delivery, Views, Blocking):
+class ChatService(
+    Identity,
+    RoomModes,
+    ServerBans,
+    HistoryLog,
+    Archive,
+    Delivery,
+    Views,
+    Blocking,
+    RoomRenaming,
+):
     """The core's one entry point.
 
     Its parts live in modules of their own, each with its own state: fan-out and delivery

@@ -109,3 +109,16 @@ def purge(cur: Any, target: str, mark: str, before: float | None = None) -> int:
             f"DELETE FROM room_events WHERE target = {mark} AND ts < {mark}", (target, before)
         )
     return max(int(cur.rowcount), 0)
+
+
+def rename_target(cur: Any, old: str, new: str, mark: str) -> int:
+    """A renamed room's history, events and read positions go to its new key; fires with
+    how many messages moved.  Read positions of an older room of the new name give way."""
+    cur.execute(f"UPDATE history SET target = {mark} WHERE target = {mark}", (new, old))
+    moved = max(int(cur.rowcount), 0)
+    cur.execute(f"UPDATE room_events SET target = {mark} WHERE target = {mark}", (new, old))
+    cur.execute(f"DELETE FROM read_markers WHERE target = {mark}", ("#" + new,))
+    cur.execute(
+        f"UPDATE read_markers SET target = {mark} WHERE target = {mark}", ("#" + new, "#" + old)
+    )
+    return moved

@@ -1256,6 +1256,10 @@ class SqliteStore:
         """A page of a room's events (``query.owner`` is the room key), as ``query_room``."""
         return self._run(room_events.query, query, "?", write=False)
 
+    def rename_target(self, old: str, new: str) -> Deferred[int]:
+        """Move a renamed room's history (messages, events, read positions) to its new key."""
+        return self._run(room_events.rename_target, old, new, "?", write=True)
+
     def find_event(self, msgid: str) -> Deferred[RoomEventRecord | None]:
         return self._run(room_events.find, msgid, "?", write=False)
 

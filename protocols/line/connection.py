@@ -19,6 +19,7 @@ from chatserver.core.events import (
     MessageBatch,
     NickChange,
     Part,
+    RoomRenamed,
 )
 from chatserver.core.interfaces import IChatClient
 from chatserver.core.names import casefold
@@ -392,6 +393,11 @@ class LineConnection(Protocol):
                 assert isinstance(event, Kick)
                 if event.target.key == self._key:
                     self._left(event.room)
+            elif kind is RoomRenamed:
+                assert isinstance(event, RoomRenamed)
+                if self._current == event.old:
+                    # Still talking in the same room, under its new name.
+                    self._current = event.new
         except Exception:
             self.log.failure("line: delivering {event}", event=kind.__name__)
 

@@ -39,6 +39,7 @@ from chatserver.core.events import (
     Quit,
     ReadMarker,
     RealnameChange,
+    RoomRenamed,
     ServerNotice,
     Topic,
     UserModeChange,
@@ -183,6 +184,13 @@ def _kick(e: Kick, me: str | None) -> str:
     return f"{EVENT}{e.who.nick} kicked {e.target.nick} from {room_name(e.room)}{_reason(e.reason)}"
 
 
+def _renamed(e: RoomRenamed, me: str | None) -> str:
+    return (
+        f"{EVENT}{e.who.nick} renamed {room_name(e.old)} to {room_name(e.new)}"
+        f"{_reason(e.reason)}: you are in {room_name(e.new)}"
+    )
+
+
 def _mode(e: ModeChange, me: str | None) -> str:
     return (
         f"{EVENT}{e.who.nick} sets mode {clean(format_changes(e.changes))} on {room_name(e.room)}"
@@ -258,6 +266,7 @@ TEXT_RENDERERS: dict[type[Event], TextRenderer] = {
     NickChange: _nick,
     Topic: _topic,
     Kick: _kick,
+    RoomRenamed: _renamed,
     ModeChange: _mode,
     UserModeChange: _usermode,
     Away: _away,
@@ -364,6 +373,14 @@ JSON_RENDERERS: dict[type[Event], Callable[[Any], dict[str, Any]]] = {
         "room": e.room,
         **_who(e.who),
         "target": e.target.nick,
+        "reason": e.reason,
+    },
+    RoomRenamed: lambda e: {
+        "type": "rename",
+        "ts": e.ts,
+        "room": e.new,
+        "old": e.old,
+        **_who(e.who),
         "reason": e.reason,
     },
     ModeChange: lambda e: {

@@ -35,6 +35,7 @@ from chatserver.core.events import (
     OfflineMessages,
     Part,
     Quit,
+    RoomRenamed,
     ServerNotice,
     Topic,
 )
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
 
 log = Logger()
 
-ROOM_EVENTS = (Join, Part, Kick, Topic, ModeChange, Invite)
+ROOM_EVENTS = (Join, Part, Kick, Topic, ModeChange, Invite, RoomRenamed)
 SHARED_EVENTS = (NickChange, Quit, Away, AccountChange)
 
 _MISSING = object()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -157,6 +158,16 @@ class MemoryStore:
         if query.before is not None:
             found = [e for e in found if (e.ts, e.id) < query.before]
         return succeed(found[-query.limit :] if query.newest else found[: query.limit])
+
+    def rename_target(self, old: str, new: str) -> Deferred:
+        moved = [m for m in self.messages if m.room == old]
+        self.messages[:] = [m for m in self.messages if m.room != old] + [
+            dataclasses.replace(m, room=new) for m in moved
+        ]
+        self.events[:] = [
+            dataclasses.replace(e, room=new) if e.room == old else e for e in self.events
+        ]
+        return succeed(len(moved))
 
     def find_event(self, msgid: str) -> Deferred:
         return succeed(next((e for e in self.events if e.id == msgid), None))

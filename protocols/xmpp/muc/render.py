@@ -23,6 +23,7 @@ from chatserver.core.events import (
     NickChange,
     Part,
     Quit,
+    RoomRenamed,
     Topic,
     Who,
 )
@@ -34,6 +35,7 @@ from protocols.xmpp.muc.chat import invite_message, live_tail, status_message, s
 from protocols.xmpp.muc.join import joined_elsewhere
 from protocols.xmpp.muc.occupants import banned
 from protocols.xmpp.muc.presence import presence_of
+from protocols.xmpp.stanzas import element, sub
 
 # Room settings whose change XEP-0045 announces with status 104 (clients then re-read disco).
 CONFIG_MODES = frozenset(
@@ -144,6 +146,26 @@ def _topic(conn: Any, event: Topic) -> None:
         return subject_message(conn, event.room, event.text, setter)
 
     send_spliced(conn, "message", cached_tail(event, ("muc", "topic"), build))
+
+
+def _renamed(conn: Any, event: RoomRenamed) -> None:
+    """The old room is destroyed with the new one as its alternate venue (XEP-0045 §10.9),
+    which clients show and offer to join; this user is in it already, so the new room's
+    occupants and subject follow, as when the user joins from another connection."""
+    room = _room(conn, event.new)
+    me = conn.user
+    if room is None or me is None:
+        return
+    pres = element(
+        "presence", {"from": conn.occupant_jid(event.old, me.nick), "type": "unavailable"}
+    )
+    x = sub(pres, "x", ns=ns.MUC_USER)
+    sub(x, "item", {"affiliation": "none", "role": "none"})
+    destroy = sub(x, "destroy", {"jid": f"{event.new}@{conn.muc_domain}"})
+    if event.reason:
+        sub(destroy, "reason", text=event.reason)
+    send_to(conn, pres)
+    joined_elsewhere(conn, room)
 
 
 def _mode(conn: Any, event: ModeChange) -> None:
@@ -260,6 +282,7 @@ _RENDERERS: dict[type, Callable[[Any, Any], None]] = {
     Part: _part,
     Kick: _kick,
     Topic: _topic,
+    RoomRenamed: _renamed,
     ModeChange: _mode,
     Invite: _invite,
     NickChange: _nick,
