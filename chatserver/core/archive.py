@@ -329,7 +329,7 @@ class Archive:
             days = self.settings.history_retention
             if days > 0:
                 before = now - days * DAY
-                for table in ("history", "private_history"):
+                for table in ("history", "private_history", "room_events"):
                     while True:
                         n = yield store.expire(table, before, EXPIRE_STEP)
                         deleted += n

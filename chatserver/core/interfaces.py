@@ -213,7 +213,8 @@ class IArchiveStore(Interface):
 
     def expire(table, before, batch):
         """Delete up to ``batch`` of the oldest messages older than ``before`` from 'history'
-        (rooms) or 'private_history'; fire with how many went (fewer than ``batch``: done)."""
+        (rooms), 'private_history' or 'room_events'; fire with how many went (fewer than
+        ``batch``: done)."""
 
     def get_read_marker(account, target):
         """Fire with the read position (ts) of ``account`` in ``target``, or None."""

@@ -1000,7 +1000,7 @@ class PostgresStore:
         return self._run(_purge_room_before, target, before, write=True)
 
     def expire(self, table: str, before: float, batch: int = EXPIRE_BATCH) -> Deferred[int]:
-        if table not in ("history", "private_history"):
+        if table not in ("history", "private_history", "room_events"):
             raise ValueError(table)
         return self._run(_expire_batch, table, before, batch, write=True)
 

@@ -221,3 +221,23 @@ def test_joined_text_keeps_every_line_and_joins_continued_ones(
     # Each line not continued starts a line of the text; the first always does.
     assert text.count("\n") == sum(1 for i, (_, concat) in enumerate(pieces) if i and not concat)
     assert text.replace("\n", "") == "".join(piece for piece, _ in pieces)
+
+
+def test_history_replays_a_multi_line_message_as_a_nested_batch(world: World) -> None:
+    room = world.room("mlh")
+    alice = world.irc(world.nick("mha"), caps=[*MULTI, "draft/chathistory"])
+    plain = world.irc(world.nick("mhp"), caps=[*BASE, "draft/chathistory"])
+    for peer in (alice, plain):
+        peer.join(room)
+        peer.sync()
+    send_batch(alice, f"#{room}", [("first", False), ("second", False)])
+    alice.sync()
+    plain.sync()
+    alice.send(f"CHATHISTORY LATEST #{room} * 10")
+    got = alice.sync()
+    outer = next(m for m in got if m.command == "BATCH" and m.params[1] == "chathistory")
+    start, inner, _end = batch_of([m for m in got if m is not outer])
+    assert start.tags["batch"] == outer.params[0][1:]
+    assert [m.last for m in inner] == ["first", "second"]
+    plain.send(f"CHATHISTORY LATEST #{room} * 10")
+    assert [m.last for m in privmsgs(plain.sync())] == ["first", "second"]

@@ -175,8 +175,18 @@ class HistoryTests(StoreTestCase):
         self.assertEqual([e.id for e in before], ["e1", "e2"])
         self.assertEqual(await store.find_event("e4"), events[3])
         self.assertIsNone(await store.find_event("missing"))
-        await store.purge("lobby")
+        # Retention takes the oldest events, as it does messages.
+        self.assertEqual(await store.expire("room_events", 1.5, 10), 1)
+        page = await store.query_events(ArchiveQuery("lobby", None, 10))
+        self.assertEqual([e.id for e in page], ["e2", "e3", "e5"])
+        # A rename moves them (and the messages) to the new name.
+        await store.append([message("m1", 1.0)])
+        self.assertEqual(await store.rename_target("lobby", "hall"), 1)
         self.assertEqual(await store.query_events(ArchiveQuery("lobby", None, 10)), [])
+        self.assertEqual(len(await store.query_events(ArchiveQuery("hall", None, 10))), 3)
+        self.assertEqual(ids(await store.latest("hall", 10)), ["m1"])
+        await store.purge("hall")
+        self.assertEqual(await store.query_events(ArchiveQuery("hall", None, 10)), [])
         self.assertEqual(len(await store.query_events(ArchiveQuery("other", None, 10))), 1)
 
     async def test_targets(self) -> None:
