@@ -85,6 +85,10 @@ HELP_TEXT: dict[str, tuple[str, ...]] = {
         "REGISTER <account|*> <email|*> <password>",
         "Register your nick as an account (draft/account-registration).",
     ),
+    "RENAME": (
+        "RENAME <#room> <#new name> [reason]",
+        "Rename a room (its operators): members, modes, registration and history follow.",
+    ),
     "SETNAME": ("SETNAME <realname>", "Change your real name."),
     "STATS": ("STATS <letter>", "STATS k lists the server bans (server operators)."),
     "TAGMSG": ("TAGMSG <target>", "Send only message tags (typing, reactions)."),
