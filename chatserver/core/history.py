@@ -228,16 +228,18 @@ class HistoryLog:
         return (older + newer)[:limit]
 
     def history_find(self, msgid: str) -> Deferred:
-        """Fire with the stored Message with that id, else the room event, else None (both
-        have ``room`` and ``ts``)."""
+        return self.flush_history().addCallback(lambda _: self.history_store.find(msgid))
+
+    def history_find_any(self, msgid: str) -> Deferred:
+        """Fire with the stored Message with that id, else the room event (both have ``room``
+        and ``ts``), else None: a selector of a history that replays events."""
 
         def found(message: Message | None) -> Any:
             if message is not None:
                 return message
             return self.history_store.find_event(msgid)
 
-        d = self.flush_history().addCallback(lambda _: self.history_store.find(msgid))
-        return d.addCallback(found)
+        return self.history_find(msgid).addCallback(found)
 
     def history_events(self, room: str, query: ArchiveQuery) -> Deferred:
         """Fire with a page of the room's events (RoomEventRecords), as ``query`` says (its

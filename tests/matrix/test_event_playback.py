@@ -22,7 +22,8 @@ def replay(peer: IrcPeer, command: str) -> list[IrcLine]:
     """The lines inside the chathistory batch that answers ``command``."""
     peer.send(command)
     got = peer.sync()
-    start = next(m for m in got if m.command == "BATCH" and m.params[0].startswith("+"))
+    start = next((m for m in got if m.command == "BATCH" and m.params[0].startswith("+")), None)
+    assert start is not None, [m.raw for m in got]
     assert start.params[1] == "chathistory", start.raw
     ref = start.params[0][1:]
     return [m for m in got if m.tags.get("batch") == ref]
@@ -33,7 +34,9 @@ def test_history_replays_events_from_every_protocol(world: World) -> None:
     watcher = world.irc(world.nick("epw"), caps=PLAYBACK)
     plain = world.irc(world.nick("epp"), caps=HISTORY)
     watcher.join(room)
+    watcher.sync()
     plain.join(room)
+    plain.sync()
     watcher.sync()
     line = world.line(world.nick("epl"))
     line.join(room)
@@ -42,7 +45,9 @@ def test_history_replays_events_from_every_protocol(world: World) -> None:
     xmpp.join(room)
     xmpp.sync()
     watcher.send(f"TOPIC #{room} :the new topic")
-    topic = next(m for m in watcher.sync() if m.command == "TOPIC")
+    answered = watcher.sync()
+    topic = next((m for m in answered if m.command == "TOPIC"), None)
+    assert topic is not None, [m.raw for m in answered]
     # The live TOPIC has the id that history replays it with.
     topic_id = topic.tags["msgid"]
     watcher.say(room, "hello all")

@@ -206,7 +206,9 @@ def _resolve(conn: Any, room: str, query: Query, selector: Selector) -> Deferred
             )
         return reference_of(selector, float(message.ts))
 
-    return conn.service.history_find(selector.msgid).addCallback(found)
+    service = conn.service
+    find = service.history_find_any if EVENT_PLAYBACK in conn.caps else service.history_find
+    return find(selector.msgid).addCallback(found)
 
 
 def _with_events(
