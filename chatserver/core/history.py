@@ -241,14 +241,23 @@ class HistoryLog:
 
         return self.history_find(msgid).addCallback(found)
 
-    def history_events(self, room: str, query: ArchiveQuery) -> Deferred:
-        """Fire with a page of the room's events (RoomEventRecords), as ``query`` says (its
-        ``owner`` is ignored: the room is ``room``)."""
+    def history_events(
+        self,
+        room: str,
+        limit: int,
+        *,
+        after: tuple[float, str] | None = None,
+        before: tuple[float, str] | None = None,
+        newest: bool = True,
+    ) -> Deferred:
+        """Fire with a page of the room's events (RoomEventRecords) between the exclusive
+        (ts, id) anchors, the ``limit`` nearest ``before`` if ``newest`` else nearest
+        ``after``, in ascending order."""
         try:
             key = self._room(room).name if room in self.rooms else room_key(room)
         except ChatError as err:
             return fail(err)
-        page = ArchiveQuery(key, None, query.limit, query.after, query.before, query.newest)
+        page = ArchiveQuery(key, None, limit, after, before, newest)
         d = self.flush_history()
         d.addCallback(lambda _: self.history_store.query_events(page))
         return d

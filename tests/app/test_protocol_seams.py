@@ -25,13 +25,15 @@ CORE_API = frozenset(
 )
 # Value types with no core state in them, shared with other layers: the rate-limit bucket
 # (the core throttles with it too) and the stored forms of an XMPP roster item and of XMPP
-# personal data (the storage writes them).
+# personal data (the storage writes them), and of a room event in history.
 CORE_VALUES = frozenset(
     {
         "chatserver.core.limits.TokenBucket",
         "chatserver.core.records.RosterItem",
         "chatserver.core.records.PepItem",
         "chatserver.core.records.PepNode",
+        # A room event as history keeps it: CHATHISTORY replays it (draft/event-playback).
+        "chatserver.core.records.RoomEventRecord",
     }
 )
 # No protocol reaches under the core's API into these, nor into the storage or the wiring.

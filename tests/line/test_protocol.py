@@ -29,6 +29,7 @@ from chatserver.core.events import (
     Quit,
     ReadMarker,
     RealnameChange,
+    RoomRenamed,
     ServerNotice,
     Topic,
     UserModeChange,
@@ -1281,6 +1282,11 @@ SAMPLES: list[tuple[Event, str, dict[str, Any]]] = [
         ReadMarker(ts=1.0, target="#dev", read_ts=1.0),
         "*** read up to 00:00 in #dev",
         {"type": "read", "room": "dev", "nick": None, "read_ts": 1.0},
+    ),
+    (
+        RoomRenamed(ts=1.0, old="dev", new="code", who=BOB, reason="tidy"),
+        "-!- bob renamed #dev to #code (tidy): you are in #code",
+        {"type": "rename", "room": "code", "old": "dev", "from": "bob", "reason": "tidy"},
     ),
 ]
 

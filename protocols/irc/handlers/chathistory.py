@@ -22,7 +22,6 @@ from twisted.logger import Logger
 
 from chatserver.core.errors import ChatError
 from chatserver.core.names import is_valid_nick
-from chatserver.core.records import ArchiveQuery
 from protocols.irc.caps import Capability, add_capability
 from protocols.irc.channels import channel_name, is_channel, room_of
 from protocols.irc.commands import command
@@ -226,21 +225,18 @@ def _with_events(
     items nearest the anchor, the newest ones if ``newest``."""
     if EVENT_PLAYBACK not in conn.caps:
         return messages
-    page = ArchiveQuery(
-        room,
-        None,
-        limit,
-        None if after is None else (after, _HIGHEST_ID),
-        None if before is None else (before, _LOWEST_ID),
-        newest,
-    )
+    bounds = {
+        "after": None if after is None else (after, _HIGHEST_ID),
+        "before": None if before is None else (before, _LOWEST_ID),
+        "newest": newest,
+    }
 
     def merge(found: list[Any]) -> Deferred:
         def both(events: list[Any]) -> list[Any]:
             items = sorted([*found, *events], key=lambda item: (item.ts, item.id))
             return items[-limit:] if newest else items[:limit]
 
-        return conn.service.history_events(room, page).addCallback(both)
+        return conn.service.history_events(room, limit, **bounds).addCallback(both)
 
     return messages.addCallback(merge)
 
@@ -306,13 +302,9 @@ def _around_events(
     centre = ref.center + 1e-6
     half = max(limit - limit // 2, 1)
     service = conn.service
-    older = service.history_events(
-        room, ArchiveQuery(room, None, half, None, (centre, _LOWEST_ID), True)
-    )
+    older = service.history_events(room, half, before=(centre, _LOWEST_ID), newest=True)
 
     def newer(older_events: list[Any]) -> Deferred:
-        page = ArchiveQuery(room, None, limit, (centre, _LOWEST_ID), None, False)
-
         def window(newer_events: list[Any]) -> list[Any]:
             items = sorted(
                 [*messages, *older_events, *newer_events], key=lambda item: (item.ts, item.id)
@@ -321,7 +313,8 @@ def _around_events(
             rest = [item for item in items if item.ts >= centre]
             return (first + rest)[:limit]
 
-        return service.history_events(room, page).addCallback(window)
+        d = service.history_events(room, limit, after=(centre, _LOWEST_ID), newest=False)
+        return d.addCallback(window)
 
     return older.addCallback(newer)
 
