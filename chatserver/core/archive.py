@@ -10,6 +10,7 @@ account with no connection is kept marked offline and handed to its next connect
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+from weakref import WeakKeyDictionary
 
 from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
 from twisted.logger import Logger
@@ -62,6 +63,9 @@ class Archive:
         self.archive_store: Any = store if IArchiveStore.providedBy(store) else None
         self._expiry_call: Any = None
         self._expiring = False
+        # Read positions of users without an account: kept for as long as the user is
+        # online (nothing to keep them under after), keyed weakly by the user.
+        self._session_markers: WeakKeyDictionary[Any, dict[str, float]] = WeakKeyDictionary()
 
     @property
     def archives_private(self) -> bool:
@@ -230,11 +234,15 @@ class Archive:
     def read_marker(
         self, conn: Connection, *, room: str | None = None, nick: str | None = None
     ) -> Deferred:
-        """The account's read position (ts) in a room or a private conversation, or None."""
-        owner = self._owner(conn)
-        if owner is None or self.archive_store is None:
+        """The account's read position (ts) in a room or a private conversation, or None; for
+        a user without an account, the position it set while online."""
+        user = self._user(conn)
+        key = marker_key(room, nick)
+        if user.account is None:
+            return succeed(self._session_markers.get(user, {}).get(key))
+        if self.archive_store is None:
             return succeed(None)
-        return self.archive_store.get_read_marker(owner, marker_key(room, nick))
+        return self.archive_store.get_read_marker(casefold(user.account), key)
 
     def mark_read(
         self, conn: Connection, ts: float, *, room: str | None = None, nick: str | None = None
@@ -243,18 +251,20 @@ class Archive:
         ``ts`` (never back) and tell every connection of the account where it is now, so that
         reading on one device clears the others; fires with that position."""
         user = self._user(conn)
-        if user.account is None:
-            raise ChatError("log in to keep read positions")
         key = marker_key(room, nick)
-        if self.archive_store is None:
-            return succeed(ts)
-        d = self.archive_store.set_read_marker(casefold(user.account), key, ts)
 
         def tell(position: float) -> float:
             event = ReadMarker(ts=self.clock.seconds(), target=key, read_ts=position)
             self._send(list(user.clients()), event)
             return position
 
+        if user.account is None:
+            markers = self._session_markers.setdefault(user, {})
+            markers[key] = max(ts, markers.get(key, ts))
+            return succeed(tell(markers[key]))
+        if self.archive_store is None:
+            return succeed(ts)
+        d = self.archive_store.set_read_marker(casefold(user.account), key, ts)
         return d.addCallback(tell)
 
     # -- retention ---------------------------------------------------------------------------

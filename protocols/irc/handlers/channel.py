@@ -4,7 +4,9 @@ MODE on a nick goes to :mod:`protocols.irc.handlers.usermode`)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred
 
 from chatserver.core.errors import ChatError, NoSuchNick
 from chatserver.core.events import ModeItem
@@ -53,34 +55,58 @@ def _room_or_error(conn: IrcConnection, name: str) -> RoomView | None:
 
 
 @command("JOIN", min_params=1, cost=2.0, per_delivery=FANOUT)
-def join(conn: IrcConnection, msg: IrcMessage) -> None:
+def join(conn: IrcConnection, msg: IrcMessage) -> Deferred[Any] | None:
     assert conn.core is not None and conn.user is not None
     if msg.params[0] == "0":
         for room in list(conn.user.rooms.values()):
             conn.service.part(conn.core, room.name, "Left all channels")
-        return
+        return None
     names = msg.params[0].split(",")
     keys = msg.params[1].split(",") if len(msg.params) > 1 else []
+    # A join may wait for the room's read position (from the store): the rooms after it
+    # wait their turn, so that each room's replies stay together and in order.
+    waiting: Deferred[Any] | None = None
     for index, name in enumerate(names):
         if not name:
             continue
         key = keys[index] if index < len(keys) and keys[index] else None
-        room_key = room_of(name)
-        if room_key is None:
-            conn.reply(n.ERR_NOSUCHCHANNEL, name, "No such channel")
-            continue
-        try:
-            result = conn.service.join(conn.core, room_key, key)
-        except ChatError as err:
-            conn.reply_error(err, "JOIN", name)
-            continue
-        if result.already_member:
-            continue
-        room = result.room
-        send_topic(conn, room, quiet_if_none=True)
-        send_names(conn, room)
+        if waiting is None:
+            waiting = _join_one(conn, name, key)
+        else:
+            waiting.addCallback(_join_next, conn, name, key)
+    return waiting
+
+
+def _join_next(_: Any, conn: IrcConnection, name: str, key: str | None) -> Any:
+    return _join_one(conn, name, key)
+
+
+def _join_one(conn: IrcConnection, name: str, key: str | None) -> Deferred[Any] | None:
+    assert conn.core is not None
+    room_key = room_of(name)
+    if room_key is None:
+        conn.reply(n.ERR_NOSUCHCHANNEL, name, "No such channel")
+        return None
+    try:
+        result = conn.service.join(conn.core, room_key, key)
+    except ChatError as err:
+        conn.reply_error(err, "JOIN", name)
+        return None
+    if result.already_member:
+        return None
+    room = result.room
+    send_topic(conn, room, quiet_if_none=True)
+    send_names(conn, room, end=False)
+
+    def rest(_: Any = None) -> None:
+        conn.reply(n.RPL_ENDOFNAMES, channel_name(room.name), "End of /NAMES list")
         _replay_recent(conn, room)
-        markread.after_join(conn, room.name)
+
+    marker = markread.on_join(conn, room.name)
+    if marker is None:
+        rest()
+        return None
+    return marker.addCallback(rest)
 
 
 def _replay_recent(conn: IrcConnection, room: RoomView) -> None:

@@ -3,7 +3,8 @@
 One read position per account and conversation, shared with every protocol (an XMPP client
 marking a message displayed moves it too).  Setting it tells every connection of the account
 with the capability (``MARKREAD <target> timestamp=…``); asking answers the same line, with
-``*`` when nothing was read yet.  Positions are kept for accounts only.
+``*`` when nothing was read yet.  A user without an account has positions too, for as long as
+it is online.
 """
 
 from __future__ import annotations
@@ -30,15 +31,15 @@ def _where(target: str) -> dict[str, str] | None:
     return {"nick": target} if is_valid_nick(target) else None
 
 
-@command("MARKREAD", min_params=1)
+@command("MARKREAD")
 def markread(conn: Any, msg: Any) -> Any:
+    if not msg.params or not msg.params[0]:
+        conn.fail("MARKREAD", "NEED_MORE_PARAMS", description="Missing parameters")
+        return None
     target = msg.params[0]
     where = _where(target)
     if where is None:
         conn.fail("MARKREAD", "INVALID_PARAMS", target, description="Invalid target")
-        return None
-    if conn.user is None or conn.user.account is None:
-        conn.fail("MARKREAD", "ACCOUNT_REQUIRED", target, description="Log in to keep read markers")
         return None
     if len(msg.params) < 2:
         d = conn.service.read_marker(conn.core, **where)
@@ -60,10 +61,12 @@ def markread(conn: Any, msg: Any) -> Any:
     return conn.service.mark_read(conn.core, ts, **where).addErrback(_failed, conn, target)
 
 
-def after_join(conn: Any, room: str) -> None:
-    """The room's read position, sent after a join to a client with the capability."""
-    if CAP not in conn.caps or conn.user is None or conn.user.account is None:
-        return
+def on_join(conn: Any, room: str) -> Any:
+    """The room's read position, for a client with the capability, in the join's names
+    (before 366, as the specification asks): a Deferred that fires once it is sent, or None
+    for a client without the capability."""
+    if CAP not in conn.caps or conn.user is None:
+        return None
     target = channel_name(room)
     d = conn.service.read_marker(conn.core, room=room)
     d.addCallback(
@@ -71,7 +74,7 @@ def after_join(conn: Any, room: str) -> None:
             "MARKREAD", target, "*" if ts is None else f"timestamp={format_timestamp(ts)}"
         )
     )
-    d.addErrback(_failed, conn, target)
+    return d.addErrback(_failed, conn, target)
 
 
 def _failed(failure: Any, conn: Any, target: str) -> None:
