@@ -12,7 +12,6 @@ from tests.support.xmpp_differential import (
     body_less_stanza_id,
     occupant_presence,
     room_logged,
-    vcard_update,
 )
 
 pytestmark = pytest.mark.timeout(120)
@@ -23,7 +22,6 @@ ROOM3 = "juice@conference.localhost"
 MUC = "http://jabber.org/protocol/muc"
 RULES = (
     archive_stanza_id,
-    vcard_update,
     body_less_stanza_id,
     occupant_presence,
     room_logged,
