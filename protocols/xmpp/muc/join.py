@@ -82,21 +82,29 @@ def on_presence(conn: Any, pres: Element) -> None:
         if changed and user.away == away:
             # Only the client's extensions changed (a new avatar, new capabilities): the core
             # has nothing to announce, so the room's XMPP occupants are told here.
-            _announce(conn, room)
+            _announce(conn, room, pres.get("id"))
         return
     join(conn, key, address.nick, muc, pres.get("id"))
 
 
-def _announce(conn: Any, room: RoomView) -> None:
+def _announce(conn: Any, room: RoomView, id_: str | None) -> None:
+    """The occupant's presence again to the room's XMPP occupants, with the client's id (as
+    Prosody relays a presence update)."""
     me = conn.user
     member = room.members.get(me)
-    rest = tail(presence_of(conn, room, me.who(), member))
+    others = presence_of(conn, room, me.who(), member)
+    if id_:
+        others.set("id", id_)
+    rest = tail(others)
     for user in list(room.members):
         for client in user.clients():
             if getattr(client, "protocol", None) != "xmpp" or client.jid is None:
                 continue
             if user is me:
-                send_to(client, presence_of(client, room, me.who(), member, codes=[ns.SELF]))
+                own = presence_of(client, room, me.who(), member, codes=[ns.SELF])
+                if id_:
+                    own.set("id", id_)
+                send_to(client, own)
             else:
                 send_spliced(client, "presence", rest)
 
