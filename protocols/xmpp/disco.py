@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from lxml import etree
 
-from protocols.xmpp import pep, router, stanzas
+from protocols.xmpp import bookmarks, pep, router, stanzas
 from protocols.xmpp.blocking import NS_BLOCKING
 from protocols.xmpp.caps import NS_CAPS
 from protocols.xmpp.carbons import NS_CARBONS
@@ -48,7 +48,7 @@ SERVER_FEATURES = (
 # An account is a PEP service (XEP-0163 §6): clients look here for publish-options.
 ACCOUNT_FEATURES = (NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, *pep.FEATURES)
 # Asked of one's own bare JID: the account's archive (XEP-0313 §6).
-OWN_ACCOUNT_FEATURES = (*ACCOUNT_FEATURES, NS_MAM, NS_MAM_EXTENDED)
+OWN_ACCOUNT_FEATURES = (*ACCOUNT_FEATURES, NS_MAM, NS_MAM_EXTENDED, *bookmarks.FEATURES)
 
 
 def _query(ns: str, node: str | None) -> etree._Element:

@@ -495,7 +495,10 @@ def _publish(
             published = stanzas.sub(result, "publish", {"node": name})
             stanzas.sub(published, "item", {"id": item_id})
             conn.iq_result(stanza, result)
-            notify(factory, conn, node, items_element(NS_PUBSUB_EVENT, name, [item]))
+            event = items_element(NS_PUBSUB_EVENT, name, [item])
+            # Who published (XEP-0060 §7.1.2.3), as Prosody says it of an owner's publication.
+            event[0].set("publisher", conn.bare_jid or "")
+            notify(factory, conn, node, event)
             if name == bookmarks.NS_BOOKMARKS:
                 bookmarks.changed(conn, node)
 
