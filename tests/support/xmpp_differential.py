@@ -56,11 +56,6 @@ def error_text(el: etree._Element) -> None:
         _drop(el, f"{{{NS_STANZAS}}}text", lambda c: True)
 
 
-def vcard_update(el: etree._Element) -> None:
-    """XEP-0153 avatar hashes, which Prosody's vcard_legacy adds to every presence."""
-    _drop(el, "{vcard-temp:x:update}x", lambda c: True)
-
-
 def vcard_empty_name(el: etree._Element) -> None:
     """An empty ``<N/>`` in a vCard read back: Prosody's vcard_legacy rebuilds the vCard from
     its vCard4 form, which always has the name's parts; chatserver returns the vCard as set."""
