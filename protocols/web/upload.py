@@ -325,7 +325,7 @@ class UploadResource(Resource):
         self.store = store
 
     def _parts(self, request: Request) -> list[str]:
-        return [p.decode("utf-8", "replace") for p in request.postpath]
+        return [p.decode("utf-8", "replace") for p in request.postpath or ()]
 
     def render_PUT(self, request: Request) -> bytes | int:
         parts = self._parts(request)
@@ -382,8 +382,9 @@ class UploadResource(Resource):
         request.setHeader(b"cache-control", b"public, max-age=86400, immutable")
         request.setHeader(b"access-control-allow-origin", b"*")
         served = File(str(path), defaultType=stored.content_type)
-        served.type = stored.content_type
-        served.encoding = None
+        # The type the uploader declared, never one guessed from the name (nor a compression).
+        served.contentTypes = {}
+        served.contentEncodings = {}
         return served.render(request)
 
     render_HEAD = render_GET
