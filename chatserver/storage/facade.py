@@ -2,6 +2,11 @@
 in the pool's single thread, and the bookkeeping around each run (closed store, failures logged
 once a minute, the health check's ``write_failure``, the metrics' latency observer).
 
+A failing database (unreachable, read-only, full, damaged) fails each operation with the
+core's :class:`~chatserver.core.errors.StorageUnavailable`, the database's own error in its
+``error``: each protocol tells its users "try again later" in its own words, and nothing in
+the core or the protocols needs to know the backend's exception classes.
+
 A backend subclasses :class:`StoreFacade` and gives it its module of interactions
 (``_queries``: functions ``_name(cur, *args)`` with the same names and meanings in every backend),
 its placeholder for bound parameters, its test of what counts as a failing database, and its
@@ -19,9 +24,11 @@ from twisted.enterprise import adbapi
 from twisted.internet import defer, threads
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from chatserver.core.accounts import RegistrationInvite
 from chatserver.core.bans import ServerBan
+from chatserver.core.errors import StorageUnavailable
 from chatserver.core.events import Message
 from chatserver.core.names import casefold
 from chatserver.core.records import (
@@ -142,8 +149,9 @@ class StoreFacade:
             self.write_failure = None
         return result
 
-    def _failed(self, failure: Any, operation: str, write: bool) -> Any:
+    def _failed(self, failure: Failure, operation: str, write: bool) -> Failure:
         err = failure.value
+        assert err is not None
         if not self.is_storage_failure(err):
             return failure
         reason = str(err).strip() or type(err).__name__
@@ -162,7 +170,7 @@ class StoreFacade:
                 operation=operation,
                 error=reason,
             )
-        return failure
+        return Failure(StorageUnavailable(error=err))
 
     # -- lifecycle --------------------------------------------------------------------------
 

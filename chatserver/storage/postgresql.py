@@ -33,7 +33,7 @@ from zope.interface import implementer
 
 from chatserver.core.accounts import RegistrationInvite, not_invited
 from chatserver.core.bans import ServerBan
-from chatserver.core.errors import AccountError
+from chatserver.core.errors import AccountError, StorageUnavailable
 from chatserver.core.events import Message
 from chatserver.core.interfaces import (
     IAccountStore,
@@ -88,6 +88,8 @@ log = Logger()
 def is_storage_failure(err: BaseException) -> bool:
     """Whether ``err`` says the database is failing (unreachable, read-only, full), not that a
     statement broke a rule or the caller asked for the impossible."""
+    if isinstance(err, adbapi.ConnectionLost):
+        return True
     return isinstance(err, psycopg.Error) and not isinstance(
         err, (psycopg.IntegrityError, psycopg.ProgrammingError, psycopg.DataError)
     )
@@ -752,12 +754,13 @@ class PostgresStore(StoreFacade):
                 version += 1
             if check:
                 await self._run(_probe_write, write=True)
-        except psycopg.Error as err:
-            if not check or not is_storage_failure(err):
+        except StorageUnavailable as err:
+            if not check:
                 raise
             raise StoreUnusable(
-                f"the PostgreSQL database {self.path} cannot be used ({str(err).strip()});"
-                " check that the server runs, the database exists and the user may write it"
+                f"the PostgreSQL database {self.path} cannot be used"
+                f" ({str(err.error).strip()}); check that the server runs, the database"
+                " exists and the user may write it"
             ) from err
         if first is not None and first != version:
             log.info(

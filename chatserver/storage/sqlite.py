@@ -33,7 +33,7 @@ from zope.interface import implementer
 
 from chatserver.core.accounts import RegistrationInvite, not_invited
 from chatserver.core.bans import ServerBan
-from chatserver.core.errors import AccountError
+from chatserver.core.errors import AccountError, StorageUnavailable
 from chatserver.core.events import Message, Who
 from chatserver.core.interfaces import (
     IAccountStore,
@@ -998,20 +998,20 @@ class SqliteStore(StoreFacade):
                 )
 
         def unusable(failure: Any) -> Any:
-            err = failure.value
-            if failure.check(StoreUnusable) or not is_storage_failure(err):
+            if not failure.check(StorageUnavailable):
                 return failure
+            err = failure.value.error
             # A page too damaged to read stops quick_check itself with SQLITE_CORRUPT.
             if getattr(err, "sqlite_errorcode", 0) & 0xFF in _DAMAGED_CODES:
                 damaged([str(err)])
             raise StoreUnusable(f"the database {self.path} cannot be used: {err}")
 
         def unwritable(failure: Any) -> Any:
-            if failure.check(StoreUnusable) or not is_storage_failure(failure.value):
+            if not failure.check(StorageUnavailable):
                 return failure
             raise StoreUnusable(
-                f"the database {self.path} cannot be written ({failure.value}); check the"
-                " permissions of the file and its directory, and the free space"
+                f"the database {self.path} cannot be written ({failure.value.error}); check"
+                " the permissions of the file and its directory, and the free space"
             )
 
         d: Deferred[Any] = self._run(_quick_check, write=False, transaction=False)
