@@ -314,7 +314,7 @@ def test_nothing_acknowledged_is_lost_when_the_sqlite_disk_is_full_for_ten_secon
     check_load(load, wait_stored(read, set(load.acknowledged.values())))
 
 
-def test_a_login_with_sqlite_read_only_still_works_and_a_registration_is_refused(
+def test_with_the_sqlite_disk_full_a_login_still_works_and_a_registration_is_refused(
     make_server: Callable[..., ServerProcess],
 ) -> None:
     server = make_server(protocols=("line",))
