@@ -1,0 +1,579 @@
+"""This process as one node of a cluster: nick claims, publishing, and the other nodes' users.
+
+Redis holds three things (``prefix`` before each key):
+
+- ``node:<name>``: this node is alive, for ``lease`` seconds from the last heartbeat.
+- ``nick:<casefolded nick>``: the node that owns the nick.  A claim succeeds when the key is
+  free, already this node's, or names a node whose ``node:`` key has expired: a dead node's
+  nicks free themselves within one lease, and one Lua script does the check and the claim
+  together, so no nick is ever owned by two nodes.
+- ``events``: one stream of what every node's users do (``chatserver.cluster.ops``), each
+  entry with its node, the node's incarnation and a sequence number.  Every node reads it
+  all: each core holds every user, the other nodes' through stand-in connections, so
+  NAMES, WHO and occupant lists are whole, and each node delivers only to its own
+  connections.
+
+A local action is applied to the local core at once, then published; the stream's order
+is the order in which every other node applies what it reads, so one sender's events keep
+their order everywhere, and a room's order is the stream's on every node but the sender's
+own, which showed its user's messages at once.  The publisher keeps each entry until
+Redis has answered: entries sent on a connection that is lost are sent again, in order,
+once Redis is back (readers drop repeats by sequence number), so nothing a user was
+answered for is lost; a reader that comes back reads on from the last entry it applied.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from chatserver.cluster import ops
+from chatserver.cluster.link import RedisLink
+from chatserver.cluster.remote import RemoteClient
+from chatserver.core.errors import ChatError, NickInUse
+from chatserver.core.events import Event, NickChange, Presence, Quit
+from chatserver.core.names import casefold, room_key
+from chatserver.core.users import Connection
+
+log = Logger()
+
+# Claim KEYS[2] (if ARGV[6] is 1) unless a live node owns it; release KEYS[3] (if ARGV[7] is
+# 1) if it is ours; then add the entry.  Returns 0 when the claim was refused (nothing added).
+PUBLISH_SCRIPT = """
+if ARGV[6] == '1' then
+  local cur = redis.call('GET', KEYS[2])
+  if cur and cur ~= ARGV[1] and redis.call('EXISTS', ARGV[5] .. cur) == 1 then
+    return 0
+  end
+  redis.call('SET', KEYS[2], ARGV[1])
+end
+if ARGV[7] == '1' and redis.call('GET', KEYS[3]) == ARGV[1] then
+  redis.call('DEL', KEYS[3])
+end
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[8], '*',
+           'n', ARGV[1], 'c', ARGV[2], 's', ARGV[3], 'o', ARGV[4])
+return 1
+"""
+# Claim every key in KEYS for ARGV[1] as above; returns the (1-based) indexes refused.
+RECLAIM_SCRIPT = """
+local lost = {}
+for i, key in ipairs(KEYS) do
+  local cur = redis.call('GET', key)
+  if cur and cur ~= ARGV[1] and redis.call('EXISTS', ARGV[2] .. cur) == 1 then
+    table.insert(lost, i)
+  else
+    redis.call('SET', key, ARGV[1])
+  end
+end
+return lost
+"""
+# Entries kept in the stream (about): what a node that lost Redis for a while can catch up
+# on by id; one that missed more asks every node for its state instead.
+STREAM_LENGTH = 200_000
+READ_COUNT = 1000
+READ_BLOCK_MS = 1000
+
+UNAVAILABLE_NICK = (
+    "the cluster cannot confirm new nicks now (Redis is unreachable); try again shortly"
+)
+UNAVAILABLE_JOIN = "rooms cannot be joined now (Redis is unreachable); try again shortly"
+
+
+@dataclass(slots=True)
+class _Outgoing:
+    seq: int
+    op: dict[str, Any]
+    claim: str | None = None
+    release: str | None = None
+
+
+class ClusterNode:
+    """Implements the core's IClusterLink (``service.cluster``) for one process."""
+
+    def __init__(
+        self,
+        service: Any,
+        *,
+        url: str,
+        node: str,
+        lease: float,
+        prefix: str,
+        reactor: Any,
+    ) -> None:
+        self.service = service
+        self.name = node
+        # A restarted node is a new incarnation: the others forget what the old one had.
+        self.incarnation = os.urandom(6).hex()
+        self.lease = lease
+        self.clock = reactor
+        self.stream = f"{prefix}:events"
+        self.node_prefix = f"{prefix}:node:"
+        self.nick_prefix = f"{prefix}:nick:"
+        self._seq = itertools.count(1)
+        self._pending: deque[_Outgoing] = deque()
+        self._inflight: dict[int, _Outgoing] = {}
+        self._sha: dict[str, str] = {}
+        # Set once this node's claims are confirmed after a (re)connection; None while not.
+        self._up_since: float | None = None
+        self._last_id: str | None = None
+        # node -> {nick key -> stand-in connection}
+        self._remote: dict[str, dict[str, Connection]] = {}
+        # node -> (incarnation, last sequence number applied)
+        self._seen: dict[str, tuple[str, int]] = {}
+        self._stopping = False
+        self._ready_waiters: list[defer.Deferred[None]] = []
+        self._commands = RedisLink(
+            url, reactor, on_up=self._commands_up, on_down=self._commands_down, name="commands"
+        )
+        self._reader = RedisLink(
+            url, reactor, on_up=self._reader_up, on_down=lambda: None, name="stream"
+        )
+        self._heartbeat = LoopingCall(self._beat)
+        self._heartbeat.clock = reactor
+        self._handlers = {
+            "user": self._on_user,
+            "nick": self._on_nick,
+            "quit": self._on_quit,
+            "join": self._on_join,
+            "part": self._on_part,
+            "kick": self._on_kick,
+            "topic": self._on_topic,
+            "away": self._on_away,
+            "msg": self._on_msg,
+            "state": self._on_state,
+            "sync": self._on_sync,
+            "bye": self._on_bye,
+            "kill": self._on_kill,
+        }
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def up(self) -> bool:
+        return self._up_since is not None
+
+    def start(self) -> None:
+        self.service.cluster = self
+        self._commands.start()
+        self._reader.start()
+        self._heartbeat.start(self.lease / 3, now=False)
+
+    def when_ready(self) -> defer.Deferred[None]:
+        if self.up:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._ready_waiters.append(d)
+        return d
+
+    async def stop(self) -> None:
+        """Tell the others this node's users are gone, give up the heartbeat, disconnect."""
+        if self._heartbeat.running:
+            self._heartbeat.stop()
+        if self.up:
+            self._publish({"k": "bye"})
+            proto = self._commands.proto
+            if proto is not None:
+                try:
+                    await proto.execute_command("DEL", self.node_prefix + self.name)
+                except Exception:
+                    log.failure("redis: giving up the heartbeat")
+        self._stopping = True
+        await self._commands.stop()
+        await self._reader.stop()
+
+    # -- what the core asks (IClusterLink) ---------------------------------------------------
+
+    def check_claim(self, nick: str) -> None:
+        if not self.up:
+            raise ChatError(UNAVAILABLE_NICK)
+
+    def check_join(self, room: str) -> None:
+        if not self.up:
+            raise ChatError(UNAVAILABLE_JOIN)
+
+    def local_event(self, event: Event) -> None:
+        if self._stopping:
+            return
+        secure = False
+        if isinstance(event, Presence):
+            user = self.service.find_user(event.who.nick)
+            secure = user is not None and user.secure
+        op = ops.encode(event, secure)
+        if op is None:
+            return
+        claim = release = None
+        if isinstance(event, Presence):
+            claim = self._nick_key(event.who.nick)
+        elif isinstance(event, NickChange):
+            if casefold(event.new_nick) != event.who.key:
+                claim = self._nick_key(event.new_nick)
+                release = self._nick_key(event.who.nick)
+        elif isinstance(event, Quit):
+            release = self._nick_key(event.who.nick)
+        self._publish(op, claim, release)
+
+    # -- publishing ------------------------------------------------------------------------
+
+    def _nick_key(self, nick: str) -> str:
+        return self.nick_prefix + casefold(nick)
+
+    def _publish(
+        self, op: dict[str, Any], claim: str | None = None, release: str | None = None
+    ) -> None:
+        self._pending.append(_Outgoing(next(self._seq), op, claim, release))
+        self._pump()
+
+    def _pump(self) -> None:
+        proto = self._commands.proto
+        if proto is None or not self.up:
+            return
+        while self._pending:
+            out = self._pending.popleft()
+            self._inflight[out.seq] = out
+            d = proto.execute_command(
+                "EVALSHA",
+                self._sha["publish"],
+                3,
+                self.stream,
+                out.claim or self.stream,
+                out.release or self.stream,
+                self.name,
+                self.incarnation,
+                out.seq,
+                ops.dumps(out.op),
+                self.node_prefix,
+                "1" if out.claim else "0",
+                "1" if out.release else "0",
+                STREAM_LENGTH,
+            )
+            d.addCallbacks(self._published, self._not_published, (out,), None, (out,))
+
+    def _published(self, result: Any, out: _Outgoing) -> None:
+        self._inflight.pop(out.seq, None)
+        if str(result) == "0" and out.claim is not None:
+            nick = out.op["who"]["n"] if out.op["k"] == "user" else out.op["new"]
+            log.info("nick={nick} is owned by another node: renaming its user here", nick=nick)
+            self.service.collide(nick, f"{nick} was taken on another server at the same time")
+
+    def _not_published(self, failure: Any, out: _Outgoing) -> None:
+        if self._commands.proto is not None and out.seq in self._inflight:
+            # Redis answered with an error (not a lost connection, which sends it again).
+            del self._inflight[out.seq]
+            log.failure("redis: publishing {kind}", failure, kind=out.op.get("k"))
+
+    def _commands_up(self, proto: Any) -> None:
+        d = defer.ensureDeferred(self._confirm(proto))
+        d.addErrback(lambda f: log.failure("redis: after connecting", f))
+
+    async def _confirm(self, proto: Any) -> None:
+        """Load the scripts, renew the heartbeat, claim again every local nick, then send
+        what waited, and this node's whole state for anyone who lost track."""
+        self._sha["publish"] = await proto.execute_command("SCRIPT", "LOAD", PUBLISH_SCRIPT)
+        self._sha["reclaim"] = await proto.execute_command("SCRIPT", "LOAD", RECLAIM_SCRIPT)
+        await self._renew(proto)
+        local = [user for user in self.service.users if user.node is None]
+        if local:
+            lost = await proto.execute_command(
+                "EVALSHA",
+                self._sha["reclaim"],
+                len(local),
+                *[self._nick_key(user.nick) for user in local],
+                self.name,
+                self.node_prefix,
+            )
+            for index in lost or ():
+                user = local[int(index) - 1]
+                self.service.collide(
+                    user.nick, f"{user.nick} was taken on another server meanwhile"
+                )
+        if self._commands.proto is not proto:
+            return
+        self._up_since = self.clock.seconds()
+        # Sent again, first: what was sent on the lost connection, in order.
+        self._pending.extendleft(reversed(sorted(self._inflight.values(), key=lambda o: o.seq)))
+        self._inflight.clear()
+        self._publish(self._state())
+        log.info("cluster node={node} up", node=self.name)
+        waiters, self._ready_waiters = self._ready_waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    def _commands_down(self) -> None:
+        self._up_since = None
+        # Unanswered entries go first once Redis is back (their errbacks change nothing).
+        self._pending.extendleft(reversed(sorted(self._inflight.values(), key=lambda o: o.seq)))
+        self._inflight.clear()
+
+    def _state(self) -> dict[str, Any]:
+        users = [
+            {"who": ops.who_fields(user.who()), "s": user.secure, "rooms": list(user.rooms)}
+            for user in self.service.users
+            if user.node is None
+        ]
+        return {"k": "state", "users": users}
+
+    # -- heartbeat -------------------------------------------------------------------------
+
+    def _renew(self, proto: Any) -> defer.Deferred[Any]:
+        return proto.execute_command(
+            "SET", self.node_prefix + self.name, self.incarnation, "PX", int(self.lease * 1000)
+        )
+
+    def _beat(self) -> None:
+        proto = self._commands.proto
+        if proto is None or not self.up:
+            return
+        self._renew(proto).addErrback(lambda f: None)
+        assert self._up_since is not None
+        # Just after Redis came back the others may not have renewed yet: wait one lease.
+        if self.clock.seconds() - self._up_since < self.lease:
+            return
+        for node in [n for n, users in self._remote.items() if users]:
+            d = proto.execute_command("EXISTS", self.node_prefix + node)
+            d.addCallbacks(self._checked, lambda f: None, (node,))
+
+    def _checked(self, exists: Any, node: str) -> None:
+        if str(exists) == "0" and self.up:
+            log.warn("cluster node={node} lost: its users leave", node=node)
+            self._drop_node(node, f"{node} lost")
+
+    # -- reading what the others do ----------------------------------------------------------
+
+    def _reader_up(self, proto: Any) -> None:
+        d = defer.ensureDeferred(self._catch_up(proto))
+        d.addErrback(lambda f: log.failure("redis: reading the stream", f))
+
+    async def _catch_up(self, proto: Any) -> None:
+        if self._last_id is None:
+            # A new node reads from here on, and asks the others for what they hold (asked
+            # once the place is known, so that no answer comes before it).
+            last = await proto.execute_command("XREVRANGE", self.stream, "+", "-", "COUNT", "1")
+            self._last_id = last[0][0] if last else "0-0"
+            self._publish({"k": "sync"})
+        else:
+            first = await proto.execute_command("XRANGE", self.stream, "-", "+", "COUNT", "1")
+            if not first or _id(first[0][0]) > _id(self._last_id):
+                # Trimmed past where this node was, or Redis lost its data: read what there
+                # is (repeats are dropped by sequence number) and ask every node's state.
+                log.warn("cluster: entries were missed; asking every node for its state")
+                self._last_id = "0-0"
+                self._publish({"k": "sync"})
+        self._read(proto)
+
+    def _read(self, proto: Any) -> None:
+        if self._reader.proto is not proto or self._stopping:
+            return
+        d = proto.execute_command(
+            "XREAD",
+            "COUNT",
+            READ_COUNT,
+            "BLOCK",
+            READ_BLOCK_MS,
+            "STREAMS",
+            self.stream,
+            self._last_id,
+        )
+        d.addCallbacks(self._got, lambda f: None, (proto,))
+
+    def _got(self, reply: Any, proto: Any) -> None:
+        if reply:
+            with self.service.batch():
+                for _stream, entries in reply:
+                    for entry_id, fields in entries:
+                        self._last_id = entry_id
+                        try:
+                            self._apply(fields)
+                        except Exception:
+                            log.failure("cluster: applying entry {id}", id=entry_id)
+        self._read(proto)
+
+    def _apply(self, fields: list[str]) -> None:
+        entry = dict(zip(fields[::2], fields[1::2], strict=False))
+        node = entry.get("n", "")
+        if node == self.name:
+            if entry.get("c") != self.incarnation:
+                log.warn("cluster: another process uses node={node}", node=node)
+            return
+        incarnation = entry.get("c", "")
+        seq = int(entry.get("s", "0"))
+        seen = self._seen.get(node)
+        if seen is None or seen[0] != incarnation:
+            if seen is not None:
+                self._drop_node(node, f"{node} restarted")
+            seen = (incarnation, 0)
+        if seq <= seen[1]:
+            return
+        self._seen[node] = (incarnation, seq)
+        try:
+            op = ops.decode(entry.get("o", ""))
+        except ops.BadOp as err:
+            log.warn("cluster: bad entry from node={node}: {err}", node=node, err=str(err))
+            return
+        self._handlers[op["k"]](node, op)
+
+    # -- the other nodes' users -------------------------------------------------------------
+
+    def _conn(self, node: str, nick: str) -> Connection | None:
+        return self._remote.get(node, {}).get(casefold(nick))
+
+    def _make_room_for(self, nick: str, node: str) -> None:
+        """Redis gave ``nick`` to ``node``: whoever holds it here lost it."""
+        holder = self.service.find_user(nick)
+        if holder is None or holder.node == node:
+            return
+        if holder.node is None:
+            self.service.collide(nick, f"{nick} was taken on another server at the same time")
+        else:
+            conn = self._conn(holder.node, nick)
+            if conn is not None:
+                self._remove(holder.node, conn, "nick taken over")
+
+    def _on_user(self, node: str, op: dict[str, Any]) -> None:
+        self._attach(node, ops.who_from(op["who"]), op["s"], take=True)
+
+    def _attach(self, node: str, who: Any, secure: bool, *, take: bool) -> Connection | None:
+        """The stand-in of ``who``; ``take``: its node has just claimed the nick, so a
+        holder here lost it.  Without ``take`` (a state, maybe old) a holder here stays."""
+        existing = self._conn(node, who.nick)
+        if existing is not None:
+            return existing
+        if take:
+            self._make_room_for(who.nick, node)
+        elif self.service.find_user(who.nick) is not None:
+            return None
+        client = RemoteClient(node, secure, self._ended_here)
+        conn = self.service.attach_remote(client, who, node)
+        client.conn = conn
+        self._remote.setdefault(node, {})[who.key] = conn
+        return conn
+
+    def _remove(self, node: str, conn: Connection, reason: str) -> None:
+        users = self._remote.get(node, {})
+        if conn.user is not None:
+            users.pop(conn.user.key, None)
+        self.service.quit(conn, reason)
+
+    def _drop_node(self, node: str, reason: str) -> None:
+        for conn in list(self._remote.get(node, {}).values()):
+            self._remove(node, conn, reason)
+        self._remote.pop(node, None)
+
+    def _ended_here(self, client: RemoteClient, reason: str) -> None:
+        """An operator here disconnected a user of another node: that node ends it."""
+        conn = getattr(client, "conn", None)
+        if self._stopping or conn is None or conn.user is None:
+            return
+        self._publish({"k": "kill", "nick": conn.user.nick, "reason": reason})
+        self._remote.get(client.node, {}).pop(conn.user.key, None)
+
+    def _on_nick(self, node: str, op: dict[str, Any]) -> None:
+        conn = self._conn(node, op["nick"])
+        if conn is None or conn.user is None:
+            return
+        old_key = conn.user.key
+        if casefold(op["new"]) != old_key:
+            self._make_room_for(op["new"], node)
+        try:
+            self.service.rename(conn, op["new"])
+        except NickInUse:
+            log.warn("cluster: cannot rename {old} to {new}", old=op["nick"], new=op["new"])
+            return
+        users = self._remote[node]
+        users.pop(old_key, None)
+        users[conn.user.key] = conn
+
+    def _on_quit(self, node: str, op: dict[str, Any]) -> None:
+        conn = self._conn(node, op["nick"])
+        if conn is not None:
+            self._remove(node, conn, op["reason"])
+
+    def _call(self, node: str, sender: str, method: str, /, *args: Any, **kwargs: Any) -> None:
+        conn = self._conn(node, sender)
+        if conn is None:
+            return
+        try:
+            getattr(self.service, method)(conn, *args, **kwargs)
+        except ChatError as err:
+            # The rooms here disagree with the node's (a mode not shared): it decided.
+            log.info(
+                "cluster: {method} of {nick} from node={node} refused here: {reason}",
+                method=method,
+                nick=sender,
+                node=node,
+                reason=err.reason,
+            )
+
+    def _on_join(self, node: str, op: dict[str, Any]) -> None:
+        self._call(node, op["nick"], "join", op["room"])
+
+    def _on_part(self, node: str, op: dict[str, Any]) -> None:
+        self._call(node, op["nick"], "part", op["room"], op["reason"])
+
+    def _on_kick(self, node: str, op: dict[str, Any]) -> None:
+        self._call(node, op["nick"], "kick", op["room"], op["target"], op["reason"])
+
+    def _on_topic(self, node: str, op: dict[str, Any]) -> None:
+        self._call(node, op["nick"], "set_topic", op["room"], op["text"])
+
+    def _on_away(self, node: str, op: dict[str, Any]) -> None:
+        self._call(node, op["nick"], "set_away", op["message"])
+
+    def _on_msg(self, node: str, op: dict[str, Any]) -> None:
+        self._call(
+            node,
+            op["nick"],
+            "say",
+            text=op["text"],
+            room=op["room"],
+            nick=op["target"],
+            kind=op["kind"],
+            tags=tuple((name, value) for name, value in op["tags"]),
+            status=op["status"],
+            msgid=op["id"],
+            ts=float(op["ts"]),
+        )
+
+    def _on_state(self, node: str, op: dict[str, Any]) -> None:
+        """Make this node's picture of ``node`` what it says it holds."""
+        wanted = {}
+        for entry in op["users"]:
+            who = ops.who_from(entry["who"])
+            wanted[who.key] = (who, entry)
+        for key, conn in list(self._remote.get(node, {}).items()):
+            if key not in wanted:
+                self._remove(node, conn, "")
+        for who, entry in wanted.values():
+            conn = self._attach(node, who, entry["s"], take=False)
+            user = None if conn is None else conn.user
+            if user is None:
+                continue
+            if user.away != who.away:
+                self._call(node, who.nick, "set_away", who.away)
+            rooms = {room_key(name) for name in entry["rooms"]}
+            for name in rooms - set(user.rooms):
+                self._call(node, who.nick, "join", name)
+            for name in set(user.rooms) - rooms:
+                self._call(node, who.nick, "part", name, "")
+
+    def _on_sync(self, node: str, op: dict[str, Any]) -> None:
+        self._publish(self._state())
+
+    def _on_bye(self, node: str, op: dict[str, Any]) -> None:
+        self._drop_node(node, f"{node} stopped")
+
+    def _on_kill(self, node: str, op: dict[str, Any]) -> None:
+        user = self.service.find_user(op["nick"])
+        if user is not None and user.node is None:
+            self.service.kill_user(op["nick"], op["reason"])
+
+
+def _id(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
