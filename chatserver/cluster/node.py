@@ -368,9 +368,10 @@ class ClusterNode:
         self._read(proto)
 
     def _read(self, proto: Any) -> None:
-        if self._reader.proto is not proto or self._stopping:
+        live: Any = self._reader.proto
+        if live is not proto or self._stopping or self._last_id is None:
             return
-        d = proto.execute_command(
+        d = live.execute_command(
             "XREAD",
             "COUNT",
             READ_COUNT,
@@ -546,9 +547,9 @@ class ClusterNode:
         for entry in op["users"]:
             who = ops.who_from(entry["who"])
             wanted[who.key] = (who, entry)
-        for key, conn in list(self._remote.get(node, {}).items()):
+        for key, gone in list(self._remote.get(node, {}).items()):
             if key not in wanted:
-                self._remove(node, conn, "")
+                self._remove(node, gone, "")
         for who, entry in wanted.values():
             conn = self._attach(node, who, entry["s"], take=False)
             user = None if conn is None else conn.user

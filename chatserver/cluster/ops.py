@@ -152,9 +152,9 @@ def decode(raw: str | bytes) -> dict[str, Any]:
     if not isinstance(op, dict):
         raise BadOp("not an object")
     kind = op.get("k")
-    schema = SCHEMA.get(kind) if isinstance(kind, str) else None
-    if schema is None:
+    if not isinstance(kind, str) or kind not in SCHEMA:
         raise BadOp(f"unknown kind {kind!r}")
+    schema = SCHEMA[kind]
     _check(op, schema, kind)
     if kind == "user":
         who_from(op["who"])
