@@ -44,22 +44,35 @@ from chatserver.core.users import Connection
 
 log = Logger()
 
-# Claim KEYS[2] (if ARGV[6] is 1) unless a live node owns it; release KEYS[3] (if ARGV[7] is
-# 1) if it is ours; then add the entry.  Returns 0 when the claim was refused (nothing added).
+# Add a turn's entries in one call.  ARGV: this node, the node key prefix, the stream's
+# length, the entries' common head ("node incarnation "), then four per entry: its sequence
+# number, a nick key to claim ('' for none), one to release (''), its op.  A claim succeeds
+# unless a live node (its node key exists) owns the nick; an entry whose claim is refused is
+# not added.  Returns the sequence numbers refused.
 PUBLISH_SCRIPT = """
-if ARGV[6] == '1' then
-  local cur = redis.call('GET', KEYS[2])
-  if cur and cur ~= ARGV[1] and redis.call('EXISTS', ARGV[5] .. cur) == 1 then
-    return 0
+local refused = {}
+for i = 5, #ARGV, 4 do
+  local ok = true
+  local claim = ARGV[i + 1]
+  if claim ~= '' then
+    local cur = redis.call('GET', claim)
+    if cur and cur ~= ARGV[1] and redis.call('EXISTS', ARGV[2] .. cur) == 1 then
+      ok = false
+      table.insert(refused, ARGV[i])
+    else
+      redis.call('SET', claim, ARGV[1])
+    end
   end
-  redis.call('SET', KEYS[2], ARGV[1])
+  if ok then
+    local release = ARGV[i + 2]
+    if release ~= '' and redis.call('GET', release) == ARGV[1] then
+      redis.call('DEL', release)
+    end
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'e',
+               ARGV[4] .. ARGV[i] .. ' ' .. ARGV[i + 3])
+  end
 end
-if ARGV[7] == '1' and redis.call('GET', KEYS[3]) == ARGV[1] then
-  redis.call('DEL', KEYS[3])
-end
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[8], '*',
-           'n', ARGV[1], 'c', ARGV[2], 's', ARGV[3], 'o', ARGV[4])
-return 1
+return refused
 """
 # Claim every key in KEYS for ARGV[1] as above; returns the (1-based) indexes refused.
 RECLAIM_SCRIPT = """
@@ -119,6 +132,12 @@ class ClusterNode:
         self._seq = itertools.count(1)
         self._pending: deque[_Outgoing] = deque()
         self._inflight: dict[int, _Outgoing] = {}
+        self._flush_scheduled = False
+        # Entries start with this, then the sequence number and the op (see PUBLISH_SCRIPT).
+        self._head = f"{node} {self.incarnation} "
+        # A nick whose claim was refused -> the nick the user had before (None: it had none
+        # the other nodes know), while the user is being renamed away from it.
+        self._unconfirmed: dict[str, str | None] = {}
         self._sha: dict[str, str] = {}
         # Set once this node's claims are confirmed after a (re)connection; None while not.
         self._up_since: float | None = None
@@ -209,6 +228,20 @@ class ClusterNode:
         if op is None:
             return
         claim = release = None
+        if isinstance(event, NickChange) and event.who.key in self._unconfirmed:
+            # Renamed away from a nick the others never saw it take.
+            before = self._unconfirmed[event.who.key]
+            user = self.service.find_user(event.new_nick)
+            if user is None:
+                return
+            if before is None:
+                first = ops.encode(Presence(ts=event.ts, who=user.who(), online=True), user.secure)
+                assert first is not None
+                op = first
+            else:
+                op = {"k": "nick", "nick": before, "new": event.new_nick}
+            self._publish(op, self._nick_key(event.new_nick))
+            return
         if isinstance(event, Presence):
             claim = self._nick_key(event.who.nick)
         elif isinstance(event, NickChange):
@@ -228,45 +261,52 @@ class ClusterNode:
         self, op: dict[str, Any], claim: str | None = None, release: str | None = None
     ) -> None:
         self._pending.append(_Outgoing(next(self._seq), op, claim, release))
-        self._pump()
+        if not self._flush_scheduled:
+            # Everything of this reactor turn goes in one call: one round trip, one reply.
+            self._flush_scheduled = True
+            self.clock.callLater(0, self._pump)
 
     def _pump(self) -> None:
+        self._flush_scheduled = False
         proto = self._commands.proto
-        if proto is None or not self.up:
+        if proto is None or not self.up or not self._pending:
             return
-        while self._pending:
-            out = self._pending.popleft()
+        batch = list(self._pending)
+        self._pending.clear()
+        args: list[Any] = [self.name, self.node_prefix, STREAM_LENGTH, self._head]
+        for out in batch:
             self._inflight[out.seq] = out
-            d = proto.execute_command(
-                "EVALSHA",
-                self._sha["publish"],
-                3,
-                self.stream,
-                out.claim or self.stream,
-                out.release or self.stream,
-                self.name,
-                self.incarnation,
-                out.seq,
-                ops.dumps(out.op),
-                self.node_prefix,
-                "1" if out.claim else "0",
-                "1" if out.release else "0",
-                STREAM_LENGTH,
-            )
-            d.addCallbacks(self._published, self._not_published, (out,), None, (out,))
+            args += [out.seq, out.claim or "", out.release or "", ops.dumps(out.op)]
+        d = proto.execute_command("EVALSHA", self._sha["publish"], 1, self.stream, *args)
+        d.addCallbacks(self._published, self._not_published, (batch,), None, (batch,))
 
-    def _published(self, result: Any, out: _Outgoing) -> None:
-        self._inflight.pop(out.seq, None)
-        if str(result) == "0" and out.claim is not None:
-            nick = out.op["who"]["n"] if out.op["k"] == "user" else out.op["new"]
-            log.info("nick={nick} is owned by another node: renaming its user here", nick=nick)
-            self.service.collide(nick, f"{nick} was taken on another server at the same time")
+    def _published(self, refused: Any, batch: list[_Outgoing]) -> None:
+        for out in batch:
+            self._inflight.pop(out.seq, None)
+        lost = {int(seq) for seq in refused or ()}
+        for out in batch:
+            if out.seq in lost:
+                self._claim_refused(out)
 
-    def _not_published(self, failure: Any, out: _Outgoing) -> None:
-        if self._commands.proto is not None and out.seq in self._inflight:
+    def _claim_refused(self, out: _Outgoing) -> None:
+        """Another node's claim of the nick came first: the user here takes a guest nick,
+        which the others learn of as its first appearance (it never had the nick there) or
+        as a rename from the nick it had before."""
+        if out.op["k"] == "user":
+            nick, before = out.op["who"]["n"], None
+        else:
+            nick, before = out.op["new"], out.op["nick"]
+        self._unconfirmed[casefold(nick)] = before
+        log.info("nick={nick} is owned by another node: renaming its user here", nick=nick)
+        self.service.collide(nick, f"{nick} was taken on another server at the same time")
+        self._unconfirmed.pop(casefold(nick), None)
+
+    def _not_published(self, failure: Any, batch: list[_Outgoing]) -> None:
+        if self._commands.proto is not None and batch[0].seq in self._inflight:
             # Redis answered with an error (not a lost connection, which sends it again).
-            del self._inflight[out.seq]
-            log.failure("redis: publishing {kind}", failure, kind=out.op.get("k"))
+            for out in batch:
+                self._inflight.pop(out.seq, None)
+            log.failure("redis: publishing {count} entries", failure, count=len(batch))
 
     def _commands_up(self, proto: Any) -> None:
         d = defer.ensureDeferred(self._confirm(proto))
@@ -396,14 +436,16 @@ class ClusterNode:
         self._read(proto)
 
     def _apply(self, fields: list[str]) -> None:
-        entry = dict(zip(fields[::2], fields[1::2], strict=False))
-        node = entry.get("n", "")
+        entry = fields[1] if len(fields) == 2 and fields[0] == "e" else ""
+        node, incarnation, seq_text, raw = [*entry.split(" ", 3), "", "", ""][:4]
         if node == self.name:
-            if entry.get("c") != self.incarnation:
+            if incarnation != self.incarnation:
                 log.warn("cluster: another process uses node={node}", node=node)
             return
-        incarnation = entry.get("c", "")
-        seq = int(entry.get("s", "0"))
+        if not seq_text.isdigit():
+            log.warn("cluster: an entry of no node: {entry}", entry=entry[:200])
+            return
+        seq = int(seq_text)
         seen = self._seen.get(node)
         if seen is None or seen[0] != incarnation:
             if seen is not None:
@@ -413,7 +455,7 @@ class ClusterNode:
             return
         self._seen[node] = (incarnation, seq)
         try:
-            op = ops.decode(entry.get("o", ""))
+            op = ops.decode(raw)
         except ops.BadOp as err:
             log.warn("cluster: bad entry from node={node}: {err}", node=node, err=str(err))
             return
