@@ -197,6 +197,8 @@ class ClusterNode:
             self._heartbeat.stop()
         if self.up:
             self._publish({"k": "bye"})
+            # Now, not at the end of the turn: the links close before that.
+            self._pump()
             proto = self._commands.proto
             if proto is not None:
                 try:

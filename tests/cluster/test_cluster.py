@@ -151,6 +151,20 @@ def test_a_killed_nodes_users_leave_and_its_nicks_free_within_the_lease(make_nod
     bob.expect("-!- alice joined #dev")
 
 
+def test_a_node_stopped_cleanly_tells_the_others_at_once(make_node: Node) -> None:
+    a = make_node("a", lease=30.0)
+    b = make_node("b", lease=30.0)
+    alice = line(a, "alice")
+    join(alice, "dev")
+    bob = line(b, "bob")
+    members(bob, "dev", 1)
+    join(bob, "dev")
+    assert a.stop() == 0
+    # Long before the lease: the node said goodbye.
+    bob.expect("-!- alice quit (a stopped)", timeout=5)
+    alice = line(b, "alice")
+
+
 def test_redis_away_refuses_new_nicks_and_joins_local_chat_goes_on(
     make_node: Node, redis: RedisServer
 ) -> None:
@@ -171,6 +185,11 @@ def test_redis_away_refuses_new_nicks_and_joins_local_chat_goes_on(
     assert answer.startswith("!!! error:") and "Redis is unreachable" in answer, answer
     alice.send("/join other")
     assert "Redis is unreachable" in alice.expect("!!!")
+    carl = LineClient(a.ports["irc"])
+    carl.send("NICK carl")
+    carl.send("USER carl 0 * :carl")
+    assert "Redis is unreachable" in carl.expect(" 400 ")
+    carl.close()
     # Users already in a room on the same node go on talking.
     alice.send("said while redis was away")
     assert dave.expect("while redis") == "[#dev] <alice> said while redis was away"
