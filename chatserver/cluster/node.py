@@ -1,25 +1,27 @@
 """This process as one node of a cluster: nick claims, publishing, and the other nodes' users.
 
-Redis holds three things (``prefix`` before each key):
+Redis holds (``prefix`` before each key):
 
 - ``node:<name>``: this node is alive, for ``lease`` seconds from the last heartbeat.
+- ``nodes``: the names of the nodes in the cluster.
 - ``nick:<casefolded nick>``: the node that owns the nick.  A claim succeeds when the key is
   free, already this node's, or names a node whose ``node:`` key has expired: a dead node's
   nicks free themselves within one lease, and one Lua script does the check and the claim
   together, so no nick is ever owned by two nodes.
-- ``events``: one stream of what every node's users do (``chatserver.cluster.ops``), each
-  entry with its node, the node's incarnation and a sequence number.  Every node reads it
-  all: each core holds every user, the other nodes' through stand-in connections, so
-  NAMES, WHO and occupant lists are whole, and each node delivers only to its own
-  connections.
+- ``events:<name>``: a stream per node of what the other nodes' users do
+  (``chatserver.cluster.ops``), each entry with its node, the node's incarnation and a
+  sequence number.  Presence and membership go to every node, so each core holds every user
+  (the other nodes' through stand-in connections) and NAMES, WHO and occupant lists are
+  whole; a room message goes only to the nodes with members in the room, a private message
+  to its recipient's node.  Each node delivers only to its own connections.
 
-A local action is applied to the local core at once, then published; the stream's order
-is the order in which every other node applies what it reads, so one sender's events keep
-their order everywhere, and a room's order is the stream's on every node but the sender's
-own, which showed its user's messages at once.  The publisher keeps each entry until
-Redis has answered: entries sent on a connection that is lost are sent again, in order,
-once Redis is back (readers drop repeats by sequence number), so nothing a user was
-answered for is lost; a reader that comes back reads on from the last entry it applied.
+A local action is applied to the local core at once, then published; each node applies its
+stream in order, so one sender's events keep their order everywhere, and a room's order is
+the same on every node but the sender's own, which showed its user's messages at once.  The
+publisher keeps each entry until Redis has answered: entries sent on a connection that is
+lost are sent again, in order, once Redis is back (readers drop repeats by sequence number),
+so nothing a user was answered for is lost; a reader that comes back reads on from the last
+entry it applied.
 """
 
 from __future__ import annotations
@@ -38,20 +40,23 @@ from chatserver.cluster import ops
 from chatserver.cluster.link import RedisLink
 from chatserver.cluster.remote import RemoteClient
 from chatserver.core.errors import ChatError, NickInUse
-from chatserver.core.events import Event, NickChange, Presence, Quit
+from chatserver.core.events import Event, Message, NickChange, Presence, Quit
 from chatserver.core.names import casefold, room_key
 from chatserver.core.users import Connection
 
 log = Logger()
 
-# Add a turn's entries in one call.  ARGV: this node, the node key prefix, the stream's
-# length, the entries' common head ("node incarnation "), then four per entry: its sequence
-# number, a nick key to claim ('' for none), one to release (''), its op.  A claim succeeds
-# unless a live node (its node key exists) owns the nick; an entry whose claim is refused is
-# not added.  Returns the sequence numbers refused.
+# Add a turn's entries in one call.  ARGV: this node, the node key prefix, the streams'
+# length, the entries' common head ("node incarnation "), the stream key prefix, the key of
+# the set of nodes, then five per entry: its sequence number, a nick key to claim ('' for
+# none), one to release (''), the nodes it goes to ('*': every other node; else names
+# separated by spaces), its op.  A claim succeeds unless a live node (its node key exists)
+# owns the nick; an entry whose claim is refused goes nowhere.  Returns the sequence numbers
+# refused.
 PUBLISH_SCRIPT = """
 local refused = {}
-for i = 5, #ARGV, 4 do
+local everyone = nil
+for i = 7, #ARGV, 5 do
   local ok = true
   local claim = ARGV[i + 1]
   if claim ~= '' then
@@ -68,8 +73,23 @@ for i = 5, #ARGV, 4 do
     if release ~= '' and redis.call('GET', release) == ARGV[1] then
       redis.call('DEL', release)
     end
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'e',
-               ARGV[4] .. ARGV[i] .. ' ' .. ARGV[i + 3])
+    local names = {}
+    if ARGV[i + 3] == '*' then
+      if everyone == nil then
+        everyone = redis.call('SMEMBERS', ARGV[6])
+      end
+      names = everyone
+    else
+      for name in string.gmatch(ARGV[i + 3], '%S+') do
+        table.insert(names, name)
+      end
+    end
+    local entry = ARGV[4] .. ARGV[i] .. ' ' .. ARGV[i + 4]
+    for _, name in ipairs(names) do
+      if name ~= ARGV[1] then
+        redis.call('XADD', ARGV[5] .. name, 'MAXLEN', '~', ARGV[3], '*', 'e', entry)
+      end
+    end
   end
 end
 return refused
@@ -105,6 +125,8 @@ class _Outgoing:
     op: dict[str, Any]
     claim: str | None = None
     release: str | None = None
+    # The nodes it goes to: "*" for every other node, else names separated by spaces.
+    targets: str = "*"
 
 
 class ClusterNode:
@@ -126,7 +148,9 @@ class ClusterNode:
         self.incarnation = os.urandom(6).hex()
         self.lease = lease
         self.clock = reactor
-        self.stream = f"{prefix}:events"
+        self.stream_prefix = f"{prefix}:events:"
+        self.stream = self.stream_prefix + node
+        self.nodes_key = f"{prefix}:nodes"
         self.node_prefix = f"{prefix}:node:"
         self.nick_prefix = f"{prefix}:nick:"
         self._seq = itertools.count(1)
@@ -202,6 +226,7 @@ class ClusterNode:
             proto = self._commands.proto
             if proto is not None:
                 try:
+                    await proto.execute_command("SREM", self.nodes_key, self.name)
                     await proto.execute_command("DEL", self.node_prefix + self.name)
                 except Exception:
                     log.failure("redis: giving up the heartbeat")
@@ -229,6 +254,11 @@ class ClusterNode:
         op = ops.encode(event, secure)
         if op is None:
             return
+        targets = "*"
+        if isinstance(event, Message):
+            targets = self._message_targets(event)
+            if not targets:
+                return
         claim = release = None
         if isinstance(event, NickChange) and event.who.key in self._unconfirmed:
             # Renamed away from a nick the others never saw it take.
@@ -252,7 +282,15 @@ class ClusterNode:
                 release = self._nick_key(event.who.nick)
         elif isinstance(event, Quit):
             release = self._nick_key(event.who.nick)
-        self._publish(op, claim, release)
+        self._publish(op, claim, release, targets)
+
+    def _message_targets(self, msg: Message) -> str:
+        """The nodes with someone to deliver ``msg`` to: a room's, or the recipient's."""
+        if msg.room is not None:
+            room = self.service.rooms.get(msg.room)
+            return " ".join(room.nodes()) if room is not None else ""
+        target = self.service.find_user(msg.target) if msg.target is not None else None
+        return "" if target is None or target.node is None else target.node
 
     # -- publishing ------------------------------------------------------------------------
 
@@ -260,9 +298,13 @@ class ClusterNode:
         return self.nick_prefix + casefold(nick)
 
     def _publish(
-        self, op: dict[str, Any], claim: str | None = None, release: str | None = None
+        self,
+        op: dict[str, Any],
+        claim: str | None = None,
+        release: str | None = None,
+        targets: str = "*",
     ) -> None:
-        self._pending.append(_Outgoing(next(self._seq), op, claim, release))
+        self._pending.append(_Outgoing(next(self._seq), op, claim, release, targets))
         if not self._flush_scheduled:
             # Everything of this reactor turn goes in one call: one round trip, one reply.
             self._flush_scheduled = True
@@ -275,11 +317,18 @@ class ClusterNode:
             return
         batch = list(self._pending)
         self._pending.clear()
-        args: list[Any] = [self.name, self.node_prefix, STREAM_LENGTH, self._head]
+        args: list[Any] = [
+            self.name,
+            self.node_prefix,
+            STREAM_LENGTH,
+            self._head,
+            self.stream_prefix,
+            self.nodes_key,
+        ]
         for out in batch:
             self._inflight[out.seq] = out
-            args += [out.seq, out.claim or "", out.release or "", ops.dumps(out.op)]
-        d = proto.execute_command("EVALSHA", self._sha["publish"], 1, self.stream, *args)
+            args += [out.seq, out.claim or "", out.release or "", out.targets, ops.dumps(out.op)]
+        d = proto.execute_command("EVALSHA", self._sha["publish"], 0, *args)
         d.addCallbacks(self._published, self._not_published, (batch,), None, (batch,))
 
     def _published(self, refused: Any, batch: list[_Outgoing]) -> None:
@@ -320,6 +369,7 @@ class ClusterNode:
         self._sha["publish"] = await proto.execute_command("SCRIPT", "LOAD", PUBLISH_SCRIPT)
         self._sha["reclaim"] = await proto.execute_command("SCRIPT", "LOAD", RECLAIM_SCRIPT)
         await self._renew(proto)
+        await proto.execute_command("SADD", self.nodes_key, self.name)
         local = [user for user in self.service.users if user.node is None]
         if local:
             lost = await proto.execute_command(
@@ -377,7 +427,14 @@ class ClusterNode:
         # Just after Redis came back the others may not have renewed yet: wait one lease.
         if self.clock.seconds() - self._up_since < self.lease:
             return
-        for node in [n for n, users in self._remote.items() if users]:
+        # The nodes this one holds users of, and those in the set (a dead one without users
+        # would still be sent entries).
+        d = proto.execute_command("SMEMBERS", self.nodes_key)
+        d.addCallbacks(self._check_nodes, lambda f: None, (proto,))
+
+    def _check_nodes(self, listed: Any, proto: Any) -> None:
+        known = {n for n, users in self._remote.items() if users}
+        for node in known.union(listed or ()) - {self.name}:
             d = proto.execute_command("EXISTS", self.node_prefix + node)
             d.addCallbacks(self._checked, lambda f: None, (node,))
 
@@ -385,6 +442,12 @@ class ClusterNode:
         if str(exists) == "0" and self.up:
             log.warn("cluster node={node} lost: its users leave", node=node)
             self._drop_node(node, f"{node} lost")
+            proto = self._commands.proto
+            if proto is not None:
+                # Nothing is sent to it any more; back, it finds its stream gone and asks
+                # every node for its state.
+                proto.execute_command("SREM", self.nodes_key, node).addErrback(lambda f: None)
+                proto.execute_command("DEL", self.stream_prefix + node).addErrback(lambda f: None)
 
     # -- reading what the others do ----------------------------------------------------------
 
@@ -515,7 +578,7 @@ class ClusterNode:
         conn = getattr(client, "conn", None)
         if self._stopping or conn is None or conn.user is None:
             return
-        self._publish({"k": "kill", "nick": conn.user.nick, "reason": reason})
+        self._publish({"k": "kill", "nick": conn.user.nick, "reason": reason}, targets=client.node)
         self._remote.get(client.node, {}).pop(conn.user.key, None)
 
     def _on_nick(self, node: str, op: dict[str, Any]) -> None:
@@ -608,7 +671,7 @@ class ClusterNode:
                 self._call(node, who.nick, "part", name, "")
 
     def _on_sync(self, node: str, op: dict[str, Any]) -> None:
-        self._publish(self._state())
+        self._publish(self._state(), targets=node)
 
     def _on_bye(self, node: str, op: dict[str, Any]) -> None:
         self._drop_node(node, f"{node} stopped")

@@ -258,3 +258,36 @@ def test_nothing_acknowledged_is_lost_and_no_nick_is_owned_twice(
     for server in (a, b):
         assert "already in use" in try_nick(server, "u1")
         assert "already in use" in try_nick(server, "u3")
+
+
+def test_room_messages_go_only_to_nodes_with_members_there(
+    make_node: Node, redis: RedisServer
+) -> None:
+    a = make_node("a")
+    b = make_node("b")
+    c = make_node("c")
+    alice = line(a, "alice")
+    join(alice, "dev")
+    bob = line(b, "bob")
+    members(bob, "dev", 1)
+    join(bob, "dev")
+    carol = line(c, "carol")
+    # Carol's node knows the room and its members without being in it.
+    assert members(carol, "dev", 2) == "*** members of #dev (2): @alice bob"
+
+    def entries(node: str) -> int:
+        return int(redis.command("XLEN", f"chatserver:events:{node}").lstrip(":"))
+
+    before = entries("c")
+    for i in range(5):
+        alice.send(f"to the room {i}")
+    bob.expect("to the room 4")
+    alice.send("/msg bob just us")
+    bob.expect("just us")
+    assert entries("c") == before
+    # Once Carol is in the room, her node gets its messages.
+    join(carol, "dev")
+    alice.expect("-!- carol joined #dev")
+    alice.send("now for carol too")
+    assert carol.expect("now for carol") == "[#dev] <alice> now for carol too"
+    assert entries("c") > before
