@@ -32,6 +32,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+import txredisapi
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -111,6 +112,8 @@ return lost
 # on by id; one that missed more asks every node for its state instead.
 STREAM_LENGTH = 200_000
 READ_COUNT = 1000
+# Entries per script call: a long script holds up every other Redis client meanwhile.
+PUBLISH_BATCH = 500
 READ_BLOCK_MS = 1000
 
 UNAVAILABLE_NICK = (
@@ -170,6 +173,9 @@ class ClusterNode:
         self._remote: dict[str, dict[str, Connection]] = {}
         # node -> (incarnation, last sequence number applied)
         self._seen: dict[str, tuple[str, int]] = {}
+        # node -> when an entry of it was last applied: a node that is heard from is alive,
+        # even if it was too busy to renew its key in time.
+        self._heard: dict[str, float] = {}
         self._stopping = False
         self._ready_waiters: list[defer.Deferred[None]] = []
         self._commands = RedisLink(
@@ -315,8 +321,11 @@ class ClusterNode:
         proto = self._commands.proto
         if proto is None or not self.up or not self._pending:
             return
-        batch = list(self._pending)
-        self._pending.clear()
+        while self._pending:
+            count = min(len(self._pending), PUBLISH_BATCH)
+            self._send_batch(proto, [self._pending.popleft() for _ in range(count)])
+
+    def _send_batch(self, proto: Any, batch: list[_Outgoing]) -> None:
         args: list[Any] = [
             self.name,
             self.node_prefix,
@@ -328,7 +337,9 @@ class ClusterNode:
         for out in batch:
             self._inflight[out.seq] = out
             args += [out.seq, out.claim or "", out.release or "", out.targets, ops.dumps(out.op)]
-        d = proto.execute_command("EVALSHA", self._sha["publish"], 0, *args)
+        # No reply timeout here: a big turn may take Redis a while on a busy machine, and the
+        # heartbeat (which has one) tells whether Redis is there at all.
+        d = proto.execute_command("EVALSHA", self._sha["publish"], 0, *args, apply_timeout=False)
         d.addCallbacks(self._published, self._not_published, (batch,), None, (batch,))
 
     def _published(self, refused: Any, batch: list[_Outgoing]) -> None:
@@ -353,7 +364,11 @@ class ClusterNode:
         self._unconfirmed.pop(casefold(nick), None)
 
     def _not_published(self, failure: Any, batch: list[_Outgoing]) -> None:
-        if self._commands.proto is not None and batch[0].seq in self._inflight:
+        if failure.check(txredisapi.ConnectionError):
+            # Lost, or no answer in time (the connection is then dropped): sent again once
+            # the link is back (see _commands_down).
+            return
+        if batch[0].seq in self._inflight:
             # Redis answered with an error (not a lost connection, which sends it again).
             for out in batch:
                 self._inflight.pop(out.seq, None)
@@ -370,21 +385,7 @@ class ClusterNode:
         self._sha["reclaim"] = await proto.execute_command("SCRIPT", "LOAD", RECLAIM_SCRIPT)
         await self._renew(proto)
         await proto.execute_command("SADD", self.nodes_key, self.name)
-        local = [user for user in self.service.users if user.node is None]
-        if local:
-            lost = await proto.execute_command(
-                "EVALSHA",
-                self._sha["reclaim"],
-                len(local),
-                *[self._nick_key(user.nick) for user in local],
-                self.name,
-                self.node_prefix,
-            )
-            for index in lost or ():
-                user = local[int(index) - 1]
-                self.service.collide(
-                    user.nick, f"{user.nick} was taken on another server meanwhile"
-                )
+        await self._reclaim(proto)
         if self._commands.proto is not proto:
             return
         self._up_since = self.clock.seconds()
@@ -396,6 +397,24 @@ class ClusterNode:
         waiters, self._ready_waiters = self._ready_waiters, []
         for d in waiters:
             d.callback(None)
+
+    async def _reclaim(self, proto: Any) -> None:
+        """Claim every local user's nick again; a user whose nick another node took
+        meanwhile gets a guest nick."""
+        local = [user for user in self.service.users if user.node is None]
+        if not local:
+            return
+        lost = await proto.execute_command(
+            "EVALSHA",
+            self._sha["reclaim"],
+            len(local),
+            *[self._nick_key(user.nick) for user in local],
+            self.name,
+            self.node_prefix,
+        )
+        for index in lost or ():
+            user = local[int(index) - 1]
+            self.service.collide(user.nick, f"{user.nick} was taken on another server meanwhile")
 
     def _commands_down(self) -> None:
         self._up_since = None
@@ -414,15 +433,21 @@ class ClusterNode:
     # -- heartbeat -------------------------------------------------------------------------
 
     def _renew(self, proto: Any) -> defer.Deferred[Any]:
+        """Renew this node's key; fires with its value before (None: it had expired)."""
         return proto.execute_command(
-            "SET", self.node_prefix + self.name, self.incarnation, "PX", int(self.lease * 1000)
+            "SET",
+            self.node_prefix + self.name,
+            self.incarnation,
+            "PX",
+            int(self.lease * 1000),
+            "GET",
         )
 
     def _beat(self) -> None:
         proto = self._commands.proto
         if proto is None or not self.up:
             return
-        self._renew(proto).addErrback(lambda f: None)
+        self._renew(proto).addCallbacks(self._renewed, lambda f: None, (proto,))
         assert self._up_since is not None
         # Just after Redis came back the others may not have renewed yet: wait one lease.
         if self.clock.seconds() - self._up_since < self.lease:
@@ -432,6 +457,20 @@ class ClusterNode:
         d = proto.execute_command("SMEMBERS", self.nodes_key)
         d.addCallbacks(self._check_nodes, lambda f: None, (proto,))
 
+    def _renewed(self, before: Any, proto: Any) -> None:
+        if before is None and self.up and self._commands.proto is proto:
+            # This node's key had expired (this process or Redis was too busy to renew it):
+            # the others may have dropped its users and freed its nicks.  Claim them again and
+            # tell everyone what this node holds.
+            log.warn("cluster: this node's heartbeat had lapsed; announcing its state again")
+            d = defer.ensureDeferred(self._reannounce(proto))
+            d.addErrback(lambda f: log.failure("redis: announcing again", f))
+
+    async def _reannounce(self, proto: Any) -> None:
+        await proto.execute_command("SADD", self.nodes_key, self.name)
+        await self._reclaim(proto)
+        self._publish(self._state())
+
     def _check_nodes(self, listed: Any, proto: Any) -> None:
         known = {n for n, users in self._remote.items() if users}
         for node in known.union(listed or ()) - {self.name}:
@@ -439,7 +478,8 @@ class ClusterNode:
             d.addCallbacks(self._checked, lambda f: None, (node,))
 
     def _checked(self, exists: Any, node: str) -> None:
-        if str(exists) == "0" and self.up:
+        recently = self.clock.seconds() - self._heard.get(node, 0.0) < self.lease
+        if str(exists) == "0" and self.up and not recently:
             log.warn("cluster node={node} lost: its users leave", node=node)
             self._drop_node(node, f"{node} lost")
             proto = self._commands.proto
@@ -519,6 +559,7 @@ class ClusterNode:
         if seq <= seen[1]:
             return
         self._seen[node] = (incarnation, seq)
+        self._heard[node] = self.clock.seconds()
         try:
             op = ops.decode(raw)
         except ops.BadOp as err:
