@@ -5,10 +5,12 @@ from __future__ import annotations
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from tests.matrix.clients import XmppPeer, local
+from tests.ops.helpers import OPER_PASSWORD, OpsServer, operators_toml
 from tests.support.redis import RedisServer
 from tests.support.server import LineClient, ServerProcess
 
@@ -291,3 +293,35 @@ def test_room_messages_go_only_to_nodes_with_members_there(
     alice.send("now for carol too")
     assert carol.expect("now for carol") == "[#dev] <alice> now for carol too"
     assert entries("c") > before
+
+
+def test_an_operator_on_one_node_kills_a_user_of_another(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    cluster = {"redis": redis.url, "lease": 3.0}
+    a = OpsServer(
+        tmp_path / "a", protocols=("line", "irc"), overrides={"cluster": {**cluster, "node": "a"}}
+    )
+    b = OpsServer(
+        tmp_path / "b",
+        protocols=("line", "irc"),
+        overrides={"cluster": {**cluster, "node": "b"}},
+        extra=operators_toml(),
+    )
+    with a, b:
+        alice = irc(a, "alice")
+        alice.send("JOIN #dev")
+        alice.expect(" 366 alice #dev ")
+        oper = irc(b, "oper")
+        members(line(b, "watcher"), "dev", 1)
+        oper.send("JOIN #dev")
+        oper.expect(" 366 oper #dev ")
+        oper.send(f"OPER admin {OPER_PASSWORD}")
+        oper.expect(" 381 ")
+        oper.send("KILL alice :spamming")
+        # Her own node ends her connection, with the reason.
+        assert "spamming" in alice.expect("ERROR")
+        alice.read_until_closed()
+        oper.expect(lambda text: text.startswith(":alice!") and " QUIT " in text)
+        # And her nick is free again on either node.
+        eventually(lambda: "You are alice" in try_nick(b, "alice"), 10, "alice is free")
