@@ -82,6 +82,8 @@ class Identity:
         # Nicks just taken, to look up in the store at the end of the turn (enforcement).
         self._nicks_to_check: dict[User, str] = {}
         self._nick_check_scheduled = False
+        # A lookup is on its way to the store: nicks taken meanwhile wait for it to end.
+        self._nick_check_running = False
 
     # -- accounts --------------------------------------------------------------------------
 
@@ -434,9 +436,14 @@ class Identity:
 
     def _check_nicks(self) -> None:
         self._nick_check_scheduled = False
+        if self._nick_check_running:
+            # One lookup at a time: under a burst of registrations, those taken while one
+            # is in the store's thread go together in the next, not one trip per turn.
+            return
         waiting, self._nicks_to_check = self._nicks_to_check, {}
         if not waiting:
             return
+        self._nick_check_running = True
         d = self.accounts.registered_keys(list(waiting.values()))
 
         def found(registered: set[str]) -> None:
@@ -446,6 +453,12 @@ class Identity:
 
         d.addCallback(found)
         d.addErrback(lambda f: self.log.failure("checking {n} nicks", f, n=len(waiting)))
+        d.addBoth(self._nick_check_done)
+
+    def _nick_check_done(self, _: object) -> None:
+        self._nick_check_running = False
+        if self._nicks_to_check:
+            self._check_nicks()
 
     def _warn_unidentified(self, user: User, key: str) -> None:
         if user.key != key or self.users.get(user.nick) is not user:
