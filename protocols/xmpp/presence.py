@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from lxml import etree
@@ -459,8 +459,9 @@ def contact_away(factory: XmppFactory, who: Any) -> None:
     user = local_user(factory.service, _local(contact))
     if user is None or _on_xmpp(user):
         return
-    presences = _contact_presences(factory, contact, offline=False)
-    _to_contact_subscribers(factory, contact, presences)
+    _to_contact_subscribers(
+        factory, contact, lambda: _contact_presences(factory, contact, offline=False)
+    )
 
 
 def core_presence(factory: XmppFactory, contact: str, online: bool) -> None:
@@ -471,23 +472,26 @@ def core_presence(factory: XmppFactory, contact: str, online: bool) -> None:
     if online:
         if user is None or _on_xmpp(user):
             return
-        presences = _contact_presences(factory, contact, offline=False)
-    else:
-        if user is not None:
-            # Still there (an account's user changing nick): the address did not change.
-            return
-        presences = [_presence(contact, "unavailable")]
-    _to_contact_subscribers(factory, contact, presences)
+        _to_contact_subscribers(
+            factory, contact, lambda: _contact_presences(factory, contact, offline=False)
+        )
+    elif user is None:
+        _to_contact_subscribers(factory, contact, lambda: [_presence(contact, "unavailable")])
+    # else: still there (an account's user changing nick): the address did not change.
 
 
 def _to_contact_subscribers(
-    factory: XmppFactory, contact: str, presences: list[etree._Element]
+    factory: XmppFactory, contact: str, presences: Callable[[], list[etree._Element]]
 ) -> None:
-    """Send ``presences`` of ``contact`` to the online accounts subscribed to it."""
+    """Send the stanzas ``presences()`` of ``contact`` to the online accounts subscribed to
+    it; made only when there is one (most users coming online have no XMPP subscriber)."""
+    made: list[etree._Element] | None = None
     for key, items in list(factory.rosters.cache.items()):
         item = items.get(contact)
         if item is None or item.subscription not in ("to", "both"):
             continue
         targets = list(factory.available(user_jid(key, factory.domain)))
-        for p in presences:
+        if made is None:
+            made = presences()
+        for p in made:
             _send_all(targets, p)

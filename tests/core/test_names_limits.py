@@ -107,9 +107,7 @@ def _parsed_canonical(address: str) -> str:
     return str(ip)
 
 
-_OCTET = st.one_of(
-    st.integers(0, 300).map(str), st.text("0123456789", min_size=1, max_size=4)
-)
+_OCTET = st.one_of(st.integers(0, 300).map(str), st.text("0123456789", min_size=1, max_size=4))
 
 
 @given(
