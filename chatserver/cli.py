@@ -315,6 +315,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     globalLogBeginner.beginLoggingTo(
         [log_observer(fmt, config.server.log_level, sys.stderr)], redirectStandardIO=False
     )
+    from protocols import connlog
+
+    # The level is fixed until a restart: below debug, connections' debug lines are not made.
+    connlog.debug_lines = config.server.log_level == "debug"
     from chatserver.server.reload import install_sighup
 
     server = build_service(config, reactor=reactor)
