@@ -314,6 +314,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from twisted.logger import globalLogBeginner
 
     from chatserver.server.app import build_service
+    from chatserver.server.collector import freeze_startup_heap
     from chatserver.server.logs import log_observer
 
     fmt = args.log_format or config.server.log_format
@@ -330,6 +331,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     reactor.callWhenRunning(_handle_stop_signals, reactor)
     reactor.callWhenRunning(install_sighup, reactor, server)
     reactor.callWhenRunning(server.startService)
+    server.when_ready().addCallbacks(lambda _: freeze_startup_heap(), lambda _: None)
     # The reactor waits for the Deferred of a "before" trigger: users are told and history is
     # written before the reactor drops the connections.
     reactor.addSystemEventTrigger("before", "shutdown", server.stopService)
