@@ -33,6 +33,10 @@ from chatserver.core.settings import CoreSettings
 if TYPE_CHECKING:
     from chatserver.core.users import Connection, NickTable, User
 
+# Seconds between two lookups of newly taken nicks in the store (see _check_nicks): how late
+# a nick that another process has just registered can be noticed, at most.
+NICK_CHECK_REST = 0.05
+
 
 class Identity:
     """The part of ChatService that logs connections in and enforces registered nicks."""
@@ -456,6 +460,15 @@ class Identity:
         d.addBoth(self._nick_check_done)
 
     def _nick_check_done(self, _: object) -> None:
+        if self._end_of_turn is None:
+            # Nothing is batched (each event handled on its own): nor are the lookups.
+            self._nick_check_rested()
+            return
+        # A short rest before the next lookup: a burst of registrations then costs the store
+        # a few lookups a second, each of many nicks, rather than one per reactor turn.
+        self.clock.callLater(NICK_CHECK_REST, self._nick_check_rested)
+
+    def _nick_check_rested(self) -> None:
         self._nick_check_running = False
         if self._nicks_to_check:
             self._check_nicks()

@@ -455,6 +455,8 @@ def contact_away(factory: XmppFactory, who: Any) -> None:
     """A user went away or came back (a core observer): subscribers on XMPP see it when the
     user is not itself on XMPP (XMPP sessions announce their own presence), whether or not
     they share a room with it."""
+    if not factory.rosters.cache:
+        return  # no roster loaded: no one to tell
     contact = address_of(who, factory.domain)
     user = local_user(factory.service, _local(contact))
     if user is None or _on_xmpp(user):
@@ -468,6 +470,10 @@ def core_presence(factory: XmppFactory, contact: str, online: bool) -> None:
     """Someone came online or went offline at the bare JID ``contact`` (core observers: a
     user connecting or leaving, changing nick, logging in or out): subscribers on XMPP hear
     of it when the user is not itself on XMPP (XMPP sessions announce themselves)."""
+    if not factory.rosters.cache:
+        # No roster loaded, so no subscriber online: the common case of a user coming or
+        # going on another protocol costs nothing more.
+        return
     user = local_user(factory.service, _local(contact))
     if online:
         if user is None or _on_xmpp(user):

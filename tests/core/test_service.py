@@ -39,6 +39,7 @@ from chatserver.core.events import (
     ServerNotice,
     Topic,
 )
+from chatserver.core.identity import NICK_CHECK_REST
 from chatserver.core.records import AccountRecord
 from chatserver.core.service import ChatService
 from chatserver.core.settings import CoreSettings
@@ -483,6 +484,7 @@ def test_nicks_taken_in_one_turn_are_looked_up_together() -> None:
     _, ca = user(service, "alice")
     while turn_ends:
         turn_ends.pop()()
+    service.clock.advance(NICK_CHECK_REST)
     result(service.register(ca, "secret-pass"))
     service.quit(ca)
     asked.clear()
@@ -528,11 +530,15 @@ def test_one_nick_lookup_at_a_time_and_the_next_takes_all_that_waited() -> None:
     end_turn()
     assert len(pending) == 1
     pending[0][1].callback(set())
+    # ... and after a short rest, the next lookup takes all that waited.
+    assert len(pending) == 1
+    service.clock.advance(NICK_CHECK_REST)
     assert [keys for keys, _ in pending[1:]] == [["bob", "dora"]]
     pending[1][1].callback({"dora"})
     # What the second lookup found is acted on: dora is told, as with a lookup of its own.
     assert "dora is a registered nick" in d_client.of(ServerNotice)[0].text
-    # Nothing waits now: the next nick goes at the end of its turn again.
+    # Nothing waits now: after the rest, the next nick goes at the end of its turn again.
+    service.clock.advance(NICK_CHECK_REST)
     user(service, "erin")
     end_turn()
     assert [keys for keys, _ in pending[2:]] == [["erin"]]
