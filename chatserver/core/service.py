@@ -773,6 +773,11 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Archive, Delivery
         return conn.user
 
     def _room(self, name: str) -> Room:
+        # Protocols mostly pass the key itself (IRC and line chat fold the name first): a
+        # key of the table is canonical already, so only other names are folded and checked.
+        room = self.rooms.get(name)
+        if room is not None:
+            return room
         key = room_key(name)
         room = self.rooms.get(key)
         if room is None:
