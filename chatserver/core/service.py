@@ -603,6 +603,16 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Archive, Delivery
                 origin=conn.client,
                 native=native,
             )
+            if status is None and member is not None:
+                # The hot path: a member's message to the whole room.
+                if self._batch_depth:
+                    self._batch_message(r, msg)
+                else:
+                    # The room's cached fan-out counts feed the per-protocol delivery
+                    # counters without a lookup per recipient.
+                    self._send(r.clients(), msg, r.fanout())
+                self._record(r, msg)
+                return msg
             if status is not None:
                 clients: Iterable[IChatClient] = [
                     c
@@ -614,16 +624,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Archive, Delivery
                 clients = r.clients()
             if member is None:
                 clients = unique_clients(clients, user.clients())
-                self._send(clients, msg)
-            elif status is None:
-                if self._batch_depth:
-                    self._batch_message(r, msg)
-                else:
-                    # The hot path: the room's cached fan-out counts feed the per-protocol
-                    # delivery counters without a lookup per recipient.
-                    self._send(clients, msg, r.fanout())
-            else:
-                self._send(clients, msg)
+            self._send(clients, msg)
             if status is None:
                 self._record(r, msg)
             return msg
