@@ -43,7 +43,10 @@ class ParseError(ValueError):
         self.command = command
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: every line a client sends becomes one, and a frozen dataclass's __init__ costs
+# three times as much (each field set through object.__setattr__).  Nothing changes one after
+# it is made.
+@dataclass(slots=True)
 class IrcMessage:
     """One IRC message.  ``command`` is upper case; ``tags`` maps keys to unescaped values
     (a tag sent without a value has the value ``""``)."""
