@@ -188,7 +188,7 @@ class Delivery:
         self.fanout_caused += len(later)
 
     def _batch_message(self, room: Room, msg: Message) -> None:
-        pending = self._pending(room)
+        pending = self._batched.get(room) or self._pending(room)
         self.fanout_caused += 1
         origin = msg.origin
         key = id(origin)
