@@ -399,9 +399,10 @@ class ChatServer(MultiService):
         self._listen_control()
         self.memory.start()
         log.info(
-            "ready server={server} listeners={count}",
+            "ready server={server} listeners={count} reactor={reactor}",
             server=config.server.name,
             count=len(listeners),
+            reactor=type(self.reactor).__name__,
         )
 
     def _preflight(self) -> None:
