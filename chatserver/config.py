@@ -333,6 +333,21 @@ class StorageConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    # redis://host:port/db: several processes share users and rooms through it.  Empty: one
+    # process on its own (the default).
+    redis: str = _key("", _Text(pattern=r"(redis://\S+)?", what="a redis://host:port/db URL"))
+    # This process's name in the cluster, unique per process; required with redis.
+    node: str = _key(
+        "", _Text(pattern=r"[A-Za-z0-9._-]{0,64}", what="a node name ([A-Za-z0-9._-])")
+    )
+    # Seconds a node's nicks stay its own after its last heartbeat (a third of this apart).
+    lease: float = _key(10.0, _Number(1, 600))
+    # Before every Redis key, so that several clusters may share one Redis.
+    prefix: str = _key("chatserver", _Text(pattern=r"[A-Za-z0-9._:-]{1,64}", what="a key prefix"))
+
+
+@dataclass(frozen=True, slots=True)
 class TlsConfig:
     # Both empty: a self-signed pair (tls.crt, tls.key) is made in data_dir on first start.
     certificate: str = _key("", _PATH)
@@ -518,6 +533,32 @@ class WebConfig:
     # The web client's files (Converse.js's dist directory); empty: web/node_modules/converse.js/dist
     # in the source tree, where `make` installs it.
     client_dir: str = _key("", _PATH)
+
+
+@dataclass(frozen=True, slots=True)
+class UploadConfig:
+    # HTTP File Upload (XEP-0363) for XMPP clients: slots from an XMPP service, files PUT to
+    # and served by the web listener, kept in the data directory's "uploads".
+    enabled: bool = _key(True, _Bool())
+    # The upload service's XMPP address; empty: upload.<[xmpp] domain>.
+    service: str = _key("", _Text(pattern=f"|{_HOSTNAME}", what="a domain name"))
+    # The largest file, in bytes.
+    max_file_size: int = _key(10 << 20, _Int(1, 1 << 40))
+    # Bytes an account may keep stored at once (its files until they expire).
+    quota: int = _key(100 << 20, _Int(1, 1 << 50))
+    # Seconds a file is kept; 0 keeps files forever.
+    expire_after: float = _key(7 * 86400.0, _Number(0))
+    # Seconds a slot's PUT URL stays usable (once only).
+    slot_timeout: float = _key(300.0, _Number(1, 86400))
+    # Content types that may be uploaded ("image/*" for a family); empty: any.
+    allowed_types: tuple[str, ...] = _key(
+        (), _Texts(_Text(pattern=r"[\w.+-]+/(\*|[\w.+-]+)", what='a type like "image/*"'))
+    )
+    # Where clients reach the web listener, such as "https://chat.example.org" (behind a proxy);
+    # empty: https://<[xmpp] domain>:<[web] tls_port>, or the plain port with plain_http.
+    base_url: str = _key("", _Text(pattern=r"|https?://[^\s/?#]+(/[^\s?#]*)?", what="a URL"))
+    # Hand out http:// URLs on [web] port instead of https:// ones (a test or a trusted network).
+    plain_http: bool = _key(False, _Bool())
 
 
 @dataclass(frozen=True, slots=True)
@@ -712,7 +753,9 @@ class Config:
     xmpp: XmppConfig
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    upload: UploadConfig = field(default_factory=UploadConfig)
     history: HistoryConfig = field(default_factory=HistoryConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     operators: tuple[OperatorConfig, ...] = ()
     webirc: tuple[WebircConfig, ...] = ()
     bans: tuple[ServerBan, ...] = ()
@@ -739,7 +782,9 @@ SECTIONS: dict[str, type] = {
     "xmpp": XmppConfig,
     "metrics": MetricsConfig,
     "web": WebConfig,
+    "upload": UploadConfig,
     "history": HistoryConfig,
+    "cluster": ClusterConfig,
 }
 # The sections that describe a listening protocol (enabled, port, listen...).
 PROTOCOL_SECTIONS = ("line", "irc", "xmpp", "web")
@@ -926,6 +971,10 @@ def load_config(
     ):
         problems.add("storage", "dsn", 'must be set when backend is "postgresql"')
 
+    cluster = raw["cluster"]
+    if cluster["redis"] and not cluster["node"]:
+        problems.add("cluster", "node", "must be set when redis is set (unique per process)")
+
     for section in PROTOCOL_SECTIONS:
         if not raw[section]["listen"]:
             raw[section]["listen"] = server["listen"]
@@ -963,7 +1012,9 @@ def load_config(
         xmpp=XmppConfig(**xmpp),
         metrics=MetricsConfig(**raw["metrics"]),
         web=WebConfig(**raw["web"]),
+        upload=UploadConfig(**raw["upload"]),
         history=HistoryConfig(**raw["history"]),
+        cluster=ClusterConfig(**cluster),
         operators=_load_operators(data.get(OPERATORS_KEY, []), problems),
         webirc=_load_webirc(data.get(WEBIRC_KEY, []), problems),
         bans=_load_bans(data.get(BANS_KEY, []), problems),

@@ -137,6 +137,80 @@ def test_logins_and_registrations_are_refused_clearly_while_postgresql_is_down(
     assert newcomer.register("erin", PASSWORD).get("type") == "result"
 
 
+# -- messages past the limit, on each protocol --------------------------------------------
+
+
+def test_past_the_limit_each_protocol_refuses_its_senders_message_and_no_one_receives_it(
+    own_postgres: PostgresServer, make_server: Callable[..., ServerProcess]
+) -> None:
+    import psycopg
+
+    dsn = own_postgres.new_database()
+    server = make_server(
+        protocols=("line", "irc", "xmpp"),
+        overrides={
+            "storage": {"backend": "postgresql", "dsn": dsn},
+            "chat": {"history_unstored_limit": 3},
+        },
+    )
+    server.create_account("xbob", PASSWORD)
+    xmpp = XmppClient(server.ports["xmpp"])
+    xmpp.login("xbob", PASSWORD, "r")
+    xmpp.send("<presence/>")
+    xmpp.join_room("pit", "xbob")
+    line = LineUser(server.ports["line"], "lina")
+    line.join("pit")
+    irc = IrcUser(server.ports["irc"], "ira")
+    irc.join("#pit")
+    own_postgres.stop()
+
+    # Three messages wait for the database: delivered as usual.
+    for text in ("one", "two", "three"):
+        line.send_line(text)
+        irc.expect(f"PRIVMSG #pit :{text}")
+    # Once a write has failed, the limit holds: each protocol's sender is told, in its terms.
+    time.sleep(2.5)
+    line.send_line("four")
+    refusal = line_answer(line)
+    assert refusal.startswith("!!! error: ") and UNAVAILABLE in refusal, refusal
+    xmpp.send(
+        "<message to='pit@conference.localhost' type='groupchat' id='m5'>"
+        "<body>five</body></message>"
+    )
+    error = xmpp.expect(lambda el: el.get("id") == "m5" and el.get("type") == "error")
+    condition = error.find("{*}error")
+    assert condition is not None and condition.get("type") == "wait"
+    assert next(local(child) for child in condition) == "resource-constraint"
+    irc.send_line("PRIVMSG #pit :six")
+    fail = irc.expect(lambda line: " FAIL " in line)
+    assert "FAIL PRIVMSG TEMPORARILY_UNAVAILABLE" in fail and UNAVAILABLE in fail, fail
+    # What was refused reached no one.
+    irc.sync()
+    line.sync()
+    xmpp.ping()
+    heard = " ".join([*irc.seen, *line.seen])
+    assert not re.search(r"\b(four|five|six)\b", heard), heard
+
+    own_postgres.start()
+    # Messages go again once the waiting ones are written, without anyone doing anything.
+    deadline = time.monotonic() + 30
+    while True:
+        irc.send_line("PRIVMSG #pit :again")
+        irc.sync("after-again")
+        if not any(" FAIL PRIVMSG " in line for line in irc.seen[-3:]):
+            break
+        assert time.monotonic() < deadline, irc.seen[-3:]
+        time.sleep(0.5)
+
+    def read() -> set[str]:
+        with psycopg.connect(dsn, connect_timeout=2) as conn:
+            return {text for (text,) in conn.execute("SELECT text FROM history")}
+
+    stored = wait_stored(read, {"one", "two", "three", "again"})
+    assert {"one", "two", "three", "again"} <= stored
+    assert not stored & {"four", "five", "six"}
+
+
 # -- chat under load while the database is away --------------------------------------------
 
 
