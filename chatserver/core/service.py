@@ -67,21 +67,35 @@ from chatserver.core.interfaces import (
 from chatserver.core.limits import AddressSet, canonical_address
 from chatserver.core.modes import RoomModes
 from chatserver.core.names import casefold, check_nick, is_valid_room, room_key
+from chatserver.core.redaction import Redactions
 from chatserver.core.rooms import Member, Room
 from chatserver.core.server_bans import ServerBans, banned_text
 from chatserver.core.settings import CoreSettings
+from chatserver.core.tagging import Tagging
 from chatserver.core.users import Connection, NickTable, User
 from chatserver.core.views import JoinResult, Views
 
 
-class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Archive, Delivery, Views, Blocking):
+class ChatService(
+    Identity,
+    RoomModes,
+    ServerBans,
+    HistoryLog,
+    Archive,
+    Delivery,
+    Views,
+    Blocking,
+    Redactions,
+    Tagging,
+):
     """The core's one entry point.
 
     Its parts live in modules of their own, each with its own state: fan-out and delivery
     (:mod:`~chatserver.core.delivery`), history write-behind (:mod:`~chatserver.core.history`),
     modes (:mod:`~chatserver.core.modes`), server bans (:mod:`~chatserver.core.server_bans`),
     accounts and nick enforcement (:mod:`~chatserver.core.identity`), block lists
-    (:mod:`~chatserver.core.blocking`).  This module keeps the
+    (:mod:`~chatserver.core.blocking`), redaction (:mod:`~chatserver.core.redaction`), tags
+    without text (:mod:`~chatserver.core.tagging`).  This module keeps the
     tables they share (connections, users, rooms) and what changes them: connections and
     nicks, rooms, messages, presence.
     """

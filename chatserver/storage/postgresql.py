@@ -525,6 +525,17 @@ def _set_read_marker(cur: Any, account: str, target: str, ts: float) -> float:
     return _get_read_marker(cur, account, target) or ts
 
 
+def _delete_message(cur: Any, msgid: str, owners: tuple[str, ...]) -> int:
+    cur.execute("DELETE FROM history WHERE id = %s", (msgid,))
+    deleted = int(cur.rowcount)
+    if owners:
+        cur.execute(
+            "DELETE FROM private_history WHERE owner = ANY(%s) AND id = %s", (list(owners), msgid)
+        )
+        deleted += int(cur.rowcount)
+    return deleted
+
+
 def _purge(cur: Any, target: str) -> int:
     cur.execute("DELETE FROM history WHERE target = %s", (target,))
     return int(cur.rowcount)
@@ -940,6 +951,11 @@ class PostgresStore:
 
     def targets(self, start: float, end: float, limit: int) -> Deferred[list[tuple[str, float]]]:
         return self._run(_targets, start, end, limit, write=False)
+
+    def delete_message(self, msgid: str, owners: Iterable[str] = ()) -> Deferred[int]:
+        """Delete the message ``msgid`` from room history and from the archives of
+        ``owners``; fire with how many rows went."""
+        return self._run(_delete_message, msgid, tuple(owners), write=True)
 
     def purge(self, target: str) -> Deferred[int]:
         return self._run(_purge, target, write=True)

@@ -540,6 +540,16 @@ def _targets(cur: sqlite3.Cursor, start: float, end: float, limit: int) -> list[
     return [(target, latest) for target, latest in cur.fetchall()]
 
 
+def _delete_message(cur: sqlite3.Cursor, msgid: str, owners: tuple[str, ...]) -> int:
+    cur.execute("DELETE FROM history WHERE id = ?", (msgid,))
+    deleted = cur.rowcount
+    for owner in owners:
+        # By (owner, id), which the table's unique index answers; the id alone would scan it.
+        cur.execute("DELETE FROM private_history WHERE owner = ? AND id = ?", (owner, msgid))
+        deleted += cur.rowcount
+    return deleted
+
+
 def _purge(cur: sqlite3.Cursor, target: str) -> int:
     cur.execute("DELETE FROM history WHERE target = ?", (target,))
     return cur.rowcount
@@ -1234,6 +1244,11 @@ class SqliteStore:
         """Targets whose latest message is in start < ts < end, with that ts, ascending by
         it (ties by target); ``limit`` keeps the first of them, as ``between`` does."""
         return self._run(_targets, start, end, limit, write=False)
+
+    def delete_message(self, msgid: str, owners: Iterable[str] = ()) -> Deferred[int]:
+        """Delete the message ``msgid`` from room history and from the archives of
+        ``owners``; fire with how many rows went."""
+        return self._run(_delete_message, msgid, tuple(owners), write=True)
 
     def purge(self, target: str) -> Deferred[int]:
         """Delete every message of ``target``; fire with how many there were."""

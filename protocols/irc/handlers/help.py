@@ -76,6 +76,10 @@ HELP_TEXT: dict[str, tuple[str, ...]] = {
     "PONG": ("PONG <token>", "The answer to the server's PING."),
     "PRIVMSG": ("PRIVMSG <target>[,target…] <text>", "Send a message to rooms or nicks."),
     "QUIT": ("QUIT [reason]", "Leave the server."),
+    "REDACT": (
+        "REDACT <target> <msgid> [reason]",
+        "Remove a message: your own, or any in a room you operate (draft/message-redaction).",
+    ),
     "REGISTER": (
         "REGISTER <account|*> <email|*> <password>",
         "Register your nick as an account (draft/account-registration).",
