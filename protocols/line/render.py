@@ -39,7 +39,9 @@ from chatserver.core.events import (
     Quit,
     ReadMarker,
     RealnameChange,
+    Redaction,
     ServerNotice,
+    TagMessage,
     Topic,
     UserModeChange,
     Wallops,
@@ -248,6 +250,19 @@ def _read_marker(e: ReadMarker, me: str | None) -> str:
     return f"{INFO}read up to {clock_time(e.read_ts, e.ts)} in {where}"
 
 
+def _redaction(e: Redaction, me: str | None) -> str:
+    where = room_name(e.room) if e.room is not None else "your conversation"
+    whose = "their" if e.sender.key == e.who.key else f"{e.sender.nick}'s"
+    return f"{EVENT}{e.who.nick} removed {whose} message {e.msgid} in {where}{_reason(e.reason)}"
+
+
+def reaction(e: TagMessage) -> tuple[str, str] | None:
+    """(emoji, message id) of a reaction; typing notices and other tags are not shown."""
+    tags = dict(e.tags)
+    react, msgid = tags.get("+draft/react"), tags.get("+draft/reply")
+    return (react, msgid) if react and msgid else None
+
+
 TextRenderer = Callable[[Any, str | None], str]
 
 TEXT_RENDERERS: dict[type[Event], TextRenderer] = {
@@ -269,6 +284,7 @@ TEXT_RENDERERS: dict[type[Event], TextRenderer] = {
     Wallops: _wallops,
     OfflineMessages: _offline,
     ReadMarker: _read_marker,
+    Redaction: _redaction,
 }
 
 
@@ -409,11 +425,39 @@ JSON_RENDERERS: dict[type[Event], Callable[[Any], dict[str, Any]]] = {
         "account": e.account,
     },
     ServerNotice: lambda e: {"type": "server", "ts": e.ts, "text": e.text},
+    Redaction: lambda e: {
+        "type": "redact",
+        "ts": e.ts,
+        "room": e.room,
+        "nick": e.target,
+        **_who(e.who),
+        "id": e.msgid,
+        "sender": e.sender.nick,
+        "reason": e.reason,
+    },
     Wallops: lambda e: {"type": "wallops", "ts": e.ts, **_who(e.who), "text": e.text},
 }
 
 
+def _reaction_json(e: TagMessage) -> dict[str, Any] | None:
+    found = reaction(e)
+    if found is None:
+        return None
+    return {
+        "type": "react",
+        "ts": e.ts,
+        "room": e.room,
+        "to": e.target,
+        **_who(e.source),
+        "react": found[0],
+        "id": found[1],
+    }
+
+
 def render_json(event: Event) -> dict[str, Any] | None:
+    if type(event) is TagMessage:
+        # Reactions only: a typing notice per keystroke pause would flood a script.
+        return _reaction_json(event)
     renderer = JSON_RENDERERS.get(type(event))
     return None if renderer is None else renderer(event)
 

@@ -45,6 +45,7 @@ HANDLER_MODULES = (
     "private",
     "vcard",
     "blocking",
+    "retract",
 )
 
 _loaded = False

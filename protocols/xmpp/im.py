@@ -19,7 +19,7 @@ from twisted.internet.defer import Deferred
 
 from chatserver.core.errors import NoSuchNick
 from chatserver.core.events import MessageKind
-from protocols.xmpp import relay, stanzas
+from protocols.xmpp import relay, retract, stanzas, tags
 from protocols.xmpp.jid import GUEST_MARK, JID, local_user, try_parse
 from protocols.xmpp.router import StanzaError, handler
 
@@ -63,6 +63,7 @@ def chat(conn: XmppConnection, stanza: etree._Element) -> Deferred | None:
             # RFC 6121 §8.5.2.2.1, as for a message with a body: nobody to tell.
             raise StanzaError("service-unavailable", f"{target.local} is not connected")
         _pass_on(conn, stanza, target)
+        _tags_to_others(conn, stanza, target.local or "")
         displayed = stanzas.find(stanza, "displayed", NS_CHAT_MARKERS)
         if displayed is not None and displayed.get("id"):
             return _mark_read(conn, target.local or "", displayed.get("id") or "")
@@ -87,12 +88,26 @@ def chat(conn: XmppConnection, stanza: etree._Element) -> Deferred | None:
             user = local_user(conn.service, local)
             if user is None:
                 raise NoSuchNick(local)
-            conn.service.say(conn.core, nick=user.nick, text=text, kind=kind, native=native)
+            said = conn.service.say(conn.core, nick=user.nick, text=text, kind=kind, native=native)
         else:
-            conn.service.say(conn.core, account=target.local, text=text, kind=kind, native=native)
+            said = conn.service.say(
+                conn.core, account=target.local, text=text, kind=kind, native=native
+            )
     except NoSuchNick:
         _unavailable(None, local)
+        return None
+    # A retraction (XEP-0424) will name the message by the id its sender gave it.
+    retract.sent_ids(conn).add(conn.bare_jid or "", stanza.get("id"), said.id)
     return None
+
+
+def _tags_to_others(conn: XmppConnection, stanza: etree._Element, local: str) -> None:
+    """Chat states and reactions for the target's connections on other protocols (IRC
+    client tags); its XMPP resources had the stanza itself."""
+    if local.startswith(GUEST_MARK):
+        tags.relay_private_tags(conn, stanza, nick=local[len(GUEST_MARK) :])
+    else:
+        tags.relay_private_tags(conn, stanza, account=local)
 
 
 def _mark_read(conn: XmppConnection, nick: str, msgid: str) -> Deferred | None:

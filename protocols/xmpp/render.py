@@ -35,11 +35,13 @@ from chatserver.core.events import (
     OfflineMessages,
     Part,
     Quit,
+    Redaction,
     ServerNotice,
+    TagMessage,
     Topic,
 )
 from chatserver.core.names import casefold
-from protocols.xmpp import stanzas
+from protocols.xmpp import retract, stanzas, tags
 from protocols.xmpp.jid import address_of
 from protocols.xmpp.relay import Relay
 from protocols.xmpp.relay import deliver as deliver_relay
@@ -171,6 +173,8 @@ _TABLE: dict[type, Callable[[XmppConnection, Any], None]] = {
     Message: _message,
     ServerNotice: _server_notice,
     OfflineMessages: _offline,
+    TagMessage: tags.render,
+    Redaction: retract.render,
     **{cls: _room for cls in ROOM_EVENTS},
     **{cls: _room for cls in SHARED_EVENTS},
 }
