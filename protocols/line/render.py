@@ -263,6 +263,14 @@ def reaction(e: TagMessage) -> tuple[str, str] | None:
     return (react, msgid) if react and msgid else None
 
 
+def _reaction_text(e: TagMessage, me: str | None) -> str:
+    found = reaction(e)
+    if found is None:
+        return ""
+    where = room_name(e.room) if e.room is not None else "your conversation"
+    return f"{EVENT}{e.source.nick} reacted {clean(found[0])} to message {found[1]} in {where}"
+
+
 TextRenderer = Callable[[Any, str | None], str]
 
 TEXT_RENDERERS: dict[type[Event], TextRenderer] = {
@@ -285,6 +293,7 @@ TEXT_RENDERERS: dict[type[Event], TextRenderer] = {
     OfflineMessages: _offline,
     ReadMarker: _read_marker,
     Redaction: _redaction,
+    TagMessage: _reaction_text,
 }
 
 
@@ -349,7 +358,7 @@ def message_json(m: Message) -> dict[str, Any]:
     }
 
 
-JSON_RENDERERS: dict[type[Event], Callable[[Any], dict[str, Any]]] = {
+JSON_RENDERERS: dict[type[Event], Callable[[Any], dict[str, Any] | None]] = {
     Message: message_json,
     ReadMarker: lambda e: {
         "type": "read",
@@ -454,10 +463,11 @@ def _reaction_json(e: TagMessage) -> dict[str, Any] | None:
     }
 
 
+# Reactions only: a typing notice at every pause of the keyboard would flood a terminal.
+JSON_RENDERERS[TagMessage] = _reaction_json
+
+
 def render_json(event: Event) -> dict[str, Any] | None:
-    if type(event) is TagMessage:
-        # Reactions only: a typing notice per keystroke pause would flood a script.
-        return _reaction_json(event)
     renderer = JSON_RENDERERS.get(type(event))
     return None if renderer is None else renderer(event)
 
