@@ -72,7 +72,7 @@ def tags_of(stanza: etree._Element) -> list[Tags]:
     reactions = stanza.find(f"{{{NS_REACTIONS}}}reactions")
     msgid = reactions.get("id") if reactions is not None else None
     if reactions is not None and msgid:
-        for reaction in reactions.iterfind(f"{{{NS_REACTIONS}}}reaction")[:MAX_REACTIONS]:
+        for reaction in reactions.findall(f"{{{NS_REACTIONS}}}reaction")[:MAX_REACTIONS]:
             emoji = (reaction.text or "").strip()
             if emoji:
                 out.append((("+draft/react", emoji), ("+draft/reply", msgid)))
