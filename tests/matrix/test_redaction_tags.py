@@ -305,7 +305,11 @@ def test_reactions_between_irc_xmpp_and_line(cast: Cast) -> None:
         "<store xmlns='urn:xmpp:hints'/></message>"
     )
     got = [
-        cast.member.expect(lambda m: m.command == "TAGMSG" and "+draft/react" in m.tags)
+        cast.member.expect(
+            lambda m: (
+                m.command == "TAGMSG" and m.nick == cast.xmpp.nick and "+draft/react" in m.tags
+            )
+        )
         for _ in range(2)
     ]
     assert [(m.tags["+draft/react"], m.tags["+draft/reply"]) for m in got] == [
