@@ -277,6 +277,18 @@ class Redaction(Event):
     native: Any = field(default=None, compare=False, repr=False)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetadataChange(Event):
+    """``who`` set ``key`` of ``target`` (a nick, or with ``room`` set, that room's key) to
+    ``value``; None means removed."""
+
+    who: Who
+    target: str
+    key: str
+    value: str | None
+    room: str | None = None
+
+
 ROOM_EVENTS = (Message, Join, Part, Topic, Kick, ModeChange, Invite)
 
 

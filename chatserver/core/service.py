@@ -65,6 +65,7 @@ from chatserver.core.interfaces import (
     IServerBanStore,
 )
 from chatserver.core.limits import AddressSet, canonical_address
+from chatserver.core.metadata import Metadata
 from chatserver.core.modes import RoomModes
 from chatserver.core.names import casefold, check_nick, is_valid_room, room_key
 from chatserver.core.redaction import Redactions
@@ -87,6 +88,7 @@ class ChatService(
     Blocking,
     Redactions,
     Tagging,
+    Metadata,
 ):
     """The core's one entry point.
 
@@ -95,7 +97,8 @@ class ChatService(
     modes (:mod:`~chatserver.core.modes`), server bans (:mod:`~chatserver.core.server_bans`),
     accounts and nick enforcement (:mod:`~chatserver.core.identity`), block lists
     (:mod:`~chatserver.core.blocking`), redaction (:mod:`~chatserver.core.redaction`), tags
-    without text (:mod:`~chatserver.core.tagging`).  This module keeps the
+    without text (:mod:`~chatserver.core.tagging`), metadata (:mod:`~chatserver.core.metadata`).
+    This module keeps the
     tables they share (connections, users, rooms) and what changes them: connections and
     nicks, rooms, messages, presence.
     """
@@ -149,6 +152,7 @@ class ChatService(
         self._init_server_bans(ban_store)
         self._init_blocking(block_store)
         self._init_identity()
+        self._init_metadata()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -453,6 +457,7 @@ class ChatService(
         user.rooms.pop(room.name, None)
         if not room.members and not room.registered:
             self.rooms.pop(room.name, None)
+            self._forget_room_metadata(room.name)
 
     def set_topic(self, conn: Connection, name: str, text: str) -> None:
         user = self._user(conn)
@@ -559,6 +564,7 @@ class ChatService(
         room.owner = None
         if not room.members:
             self.rooms.pop(room.name, None)
+            self._forget_room_metadata(room.name)
         return self.room_store.delete_room(room.name)
 
     def _persist(self, room: Room) -> None:

@@ -31,6 +31,7 @@ from chatserver.core.events import (
     Join,
     Kick,
     Message,
+    MetadataChange,
     ModeChange,
     ModeItem,
     NickChange,
@@ -256,6 +257,13 @@ def _redaction(e: Redaction, me: str | None) -> str:
     return f"{EVENT}{e.who.nick} removed {whose} message {e.msgid} in {where}{_reason(e.reason)}"
 
 
+def _metadata(e: MetadataChange, me: str | None) -> str:
+    whose = room_name(e.room) if e.room is not None else e.target
+    if e.value is None:
+        return f"{EVENT}{e.who.nick} removed {e.key} of {whose}"
+    return f"{EVENT}{e.who.nick} set {e.key} of {whose} to: {clean(e.value)}"
+
+
 def reaction(e: TagMessage) -> tuple[str, str] | None:
     """(emoji, message id) of a reaction; typing notices and other tags are not shown."""
     tags = dict(e.tags)
@@ -294,6 +302,7 @@ TEXT_RENDERERS: dict[type[Event], TextRenderer] = {
     ReadMarker: _read_marker,
     Redaction: _redaction,
     TagMessage: _reaction_text,
+    MetadataChange: _metadata,
 }
 
 
@@ -434,6 +443,15 @@ JSON_RENDERERS: dict[type[Event], Callable[[Any], dict[str, Any] | None]] = {
         "account": e.account,
     },
     ServerNotice: lambda e: {"type": "server", "ts": e.ts, "text": e.text},
+    MetadataChange: lambda e: {
+        "type": "metadata",
+        "ts": e.ts,
+        **_who(e.who),
+        "room": e.room,
+        "nick": None if e.room is not None else e.target,
+        "key": e.key,
+        "value": e.value,
+    },
     Redaction: lambda e: {
         "type": "redact",
         "ts": e.ts,

@@ -486,6 +486,10 @@ def _publish(
             stanzas.sub(published, "item", {"id": item_id})
             conn.iq_result(stanza, result)
             notify(factory, conn, node, items_element(NS_PUBSUB_EVENT, name, [item]))
+            # A nickname or an avatar link is metadata other protocols show.
+            from protocols.xmpp import metadata
+
+            metadata.published(conn, node, payload)
 
         return d.addCallback(saved)
 

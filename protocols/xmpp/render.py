@@ -30,6 +30,7 @@ from chatserver.core.events import (
     Join,
     Kick,
     Message,
+    MetadataChange,
     ModeChange,
     NickChange,
     OfflineMessages,
@@ -41,7 +42,7 @@ from chatserver.core.events import (
     Topic,
 )
 from chatserver.core.names import casefold
-from protocols.xmpp import retract, stanzas, tags
+from protocols.xmpp import metadata, retract, stanzas, tags
 from protocols.xmpp.jid import address_of
 from protocols.xmpp.relay import Relay
 from protocols.xmpp.relay import deliver as deliver_relay
@@ -175,6 +176,7 @@ _TABLE: dict[type, Callable[[XmppConnection, Any], None]] = {
     OfflineMessages: _offline,
     TagMessage: tags.render,
     Redaction: retract.render,
+    MetadataChange: metadata.render,
     **{cls: _room for cls in ROOM_EVENTS},
     **{cls: _room for cls in SHARED_EVENTS},
 }

@@ -21,6 +21,7 @@ from chatserver.core.events import (
     Join,
     Kick,
     Message,
+    MetadataChange,
     ModeChange,
     ModeItem,
     NickChange,
@@ -1283,6 +1284,16 @@ SAMPLES: list[tuple[Event, str, dict[str, Any]]] = [
         ReadMarker(ts=1.0, target="#dev", read_ts=1.0),
         "*** read up to 00:00 in #dev",
         {"type": "read", "room": "dev", "nick": None, "read_ts": 1.0},
+    ),
+    (
+        MetadataChange(ts=1.0, who=WHO, target="alice", key="display-name", value="Al"),
+        "-!- alice set display-name of alice to: Al",
+        {"type": "metadata", "nick": "alice", "key": "display-name", "value": "Al"},
+    ),
+    (
+        MetadataChange(ts=1.0, who=WHO, target="dev", room="dev", key="avatar", value=None),
+        "-!- alice removed avatar of #dev",
+        {"type": "metadata", "room": "dev", "nick": None, "key": "avatar", "value": None},
     ),
     (
         Redaction(ts=1.0, id="r1", who=WHO, msgid="m1", sender=BOB, room="dev", reason="spam"),

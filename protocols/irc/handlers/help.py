@@ -51,6 +51,10 @@ HELP_TEXT: dict[str, tuple[str, ...]] = {
         "Your read position in a room or a private conversation, shared with your other"
         " devices; with a timestamp, move it forward.",
     ),
+    "METADATA": (
+        "METADATA <target|*> GET|LIST|SET|CLEAR|SUB|UNSUB|SUBS|SYNC [key…] [value]",
+        "Read and set metadata of users and rooms (draft/metadata-2): display-name, avatar…",
+    ),
     "MODE": (
         "MODE <#room> [+|-modes [arguments]]",
         "MODE <nick> [+|-modes]",
