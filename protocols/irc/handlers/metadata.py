@@ -116,12 +116,14 @@ def _key_value(out: _Batch, target: str, key: str, value: str | None) -> None:
 def metadata(conn: Any, msg: Any) -> None:
     raw, sub = msg.params[0], msg.params[1].upper()
     args = list(msg.params[2:])
+    own = _SUBSCRIPTIONS.get(sub)
+    if own is not None:
+        # Subscriptions are the connection's own, whatever the target says.
+        own(conn, args)
+        return
     handler = _SUBCOMMANDS.get(sub)
     if handler is None:
         conn.fail("METADATA", "SUBCOMMAND_INVALID", sub, description="Unknown subcommand")
-        return
-    if sub in ("SUB", "UNSUB", "SUBS"):
-        handler(conn, None, args)
         return
     target = _target(conn, raw)
     if target is None:
@@ -193,7 +195,7 @@ def _clear(conn: Any, target: _Target, _args: list[str]) -> None:
     out.end()
 
 
-def _sub(conn: Any, _target: _Target | None, keys: list[str]) -> None:
+def _sub(conn: Any, keys: list[str]) -> None:
     subs = set(conn.metadata_subs)
     added: list[str] = []
     for key in keys:
@@ -212,7 +214,7 @@ def _sub(conn: Any, _target: _Target | None, keys: list[str]) -> None:
         conn.reply(n.RPL_METADATASUBOK, *added)
 
 
-def _unsub(conn: Any, _target: _Target | None, keys: list[str]) -> None:
+def _unsub(conn: Any, keys: list[str]) -> None:
     subs = set(conn.metadata_subs)
     removed: list[str] = []
     for key in keys:
@@ -228,7 +230,7 @@ def _unsub(conn: Any, _target: _Target | None, keys: list[str]) -> None:
         conn.reply(n.RPL_METADATAUNSUBOK, *removed)
 
 
-def _subs(conn: Any, _target: _Target | None, _args: list[str]) -> None:
+def _subs(conn: Any, _args: list[str]) -> None:
     if conn.metadata_subs:
         conn.reply(n.RPL_METADATASUBS, *sorted(conn.metadata_subs))
 
@@ -256,11 +258,9 @@ _SUBCOMMANDS = {
     "LIST": _list,
     "SET": _set,
     "CLEAR": _clear,
-    "SUB": _sub,
-    "UNSUB": _unsub,
-    "SUBS": _subs,
     "SYNC": _sync,
 }
+_SUBSCRIPTIONS = {"SUB": _sub, "UNSUB": _unsub, "SUBS": _subs}
 
 
 def after_join(conn: Any, room: str) -> None:
