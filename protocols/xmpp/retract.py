@@ -46,22 +46,30 @@ SENT_IDS = 10000
 
 
 class SentIds:
-    """(sender's bare JID, the id it gave) -> the core's id of its one-to-one messages."""
+    """(sender's bare JID, the id it gave) <-> the core's id of its one-to-one messages."""
 
     def __init__(self, size: int = SENT_IDS) -> None:
         self._ids: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._given: dict[str, str] = {}
         self._size = size
 
     def add(self, sender: str, client_id: str | None, msgid: str) -> None:
         if not client_id:
             return
         self._ids[(sender, client_id)] = msgid
+        self._given[msgid] = client_id
         if len(self._ids) > self._size:
-            self._ids.popitem(last=False)
+            _, gone = self._ids.popitem(last=False)
+            self._given.pop(gone, None)
 
     def get(self, sender: str, client_id: str) -> str:
         # An id it did not give (its own message sent from IRC) is the core's id already.
         return self._ids.get((sender, client_id), client_id)
+
+    def given(self, msgid: str) -> str:
+        """The id an XMPP sender gave the message the core knows as ``msgid`` (the id its
+        XMPP recipients know it by), or ``msgid`` for a message from another protocol."""
+        return self._given.get(msgid, msgid)
 
 
 def sent_ids(conn: Any) -> SentIds:

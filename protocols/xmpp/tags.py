@@ -33,6 +33,7 @@ from chatserver.core.names import casefold
 from protocols.xmpp import stanzas
 from protocols.xmpp.jid import address_of
 from protocols.xmpp.relay import Relay
+from protocols.xmpp.retract import sent_ids
 
 if TYPE_CHECKING:
     from protocols.xmpp.connection import XmppConnection
@@ -98,8 +99,9 @@ def relay_private_tags(conn: Any, stanza: etree._Element, **target: str) -> None
             return
 
 
-def _children(parent: etree._Element, tags: Tags) -> bool:
-    """The XEP-0085 / XEP-0444 children for ``tags``; whether there was any."""
+def _children(parent: etree._Element, tags: Tags, ids: Any = None) -> bool:
+    """The XEP-0085 / XEP-0444 children for ``tags``; whether there was any.  ``ids`` turns a
+    msgid into the id XMPP clients know the message by (one-to-one)."""
     found = dict(tags)
     added = False
     state = TYPING_TO_STATE.get(found.get("+typing", ""))
@@ -109,6 +111,8 @@ def _children(parent: etree._Element, tags: Tags) -> bool:
         added = True
     react, reply = found.get("+draft/react"), found.get("+draft/reply")
     if react and reply:
+        if ids is not None:
+            reply = ids.given(reply)
         reactions = stanzas.sub(parent, "reactions", {"id": reply}, ns=NS_REACTIONS)
         stanzas.sub(reactions, "reaction", text=stanzas.xml_safe(react))
         stanzas.sub(parent, "store", ns=NS_HINTS)
@@ -141,7 +145,7 @@ def render(conn: XmppConnection, event: TagMessage) -> None:
             "id": event.id,
         },
     )
-    if _children(el, event.tags):
+    if _children(el, event.tags, sent_ids(conn)):
         conn.send(el)
 
 

@@ -168,7 +168,7 @@ def test_irc_display_name_reaches_xmpp_as_a_nickname(world: World) -> None:
     irc = world.irc(name, caps=CAP3, sasl=(name, PASSWORD))
     xmpp = world.xmpp(world.nick("mxn"))
     # A client that asks for nickname notifications (XEP-0115 +notify).
-    xmpp.do(xmpp.xmpp["xep_0030"].add_feature, f"{NS_NICK}+notify")
+    xmpp.do(xmpp.xmpp.plugin["xep_0030"].add_feature, f"{NS_NICK}+notify")
     xmpp.raw(
         "<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' "
         "node='https://chatserver.test/matrix' ver='matrix-nick'/></presence>"

@@ -341,6 +341,15 @@ def test_one_to_one_typing_and_reactions(world: World) -> None:
     )
     react = irc.expect(lambda m: m.command == "TAGMSG" and "+draft/react" in m.tags)
     assert (react.tags["+draft/react"], react.tags["+draft/reply"]) == ("\U0001f355", msgid)
+    # A reaction from IRC to the XMPP user's message names it by the id its sender gave it.
+    xmpp.raw(
+        f"<message to='~{irc_name.lower()}@{DOMAIN}' type='chat' id='q-1'>"
+        "<body>pizza?</body></message>"
+    )
+    theirs = irc.expect(lambda m: m.command == "PRIVMSG" and m.last == "pizza?").tags["msgid"]
+    irc.send(f"@+draft/react=\U0001f44d;+draft/reply={theirs} TAGMSG {xmpp_name}")
+    el = xmpp.expect(lambda el: child(el, NS_REACTIONS, "reactions") is not None)
+    assert child(el, NS_REACTIONS, "reactions").get("id") == "q-1"  # type: ignore[union-attr]
 
 
 def test_line_chat_in_text_mode_shows_reactions_not_typing(world: World) -> None:
