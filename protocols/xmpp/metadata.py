@@ -1,8 +1,9 @@
 """XMPP's nicknames and avatars as the core's metadata (IRC ``draft/metadata-2``), both ways.
 
-* A nickname published to PEP (XEP-0172, node ``http://jabber.org/protocol/nick``) is the
-  account's ``display-name``; an avatar (XEP-0084) whose metadata names an HTTP ``url`` is its
-  ``avatar``.  Published live they change the metadata at once; what the account had published
+* A nickname published to PEP (XEP-0172, node ``http://jabber.org/protocol/nick``) or a
+  vCard's ``NICKNAME`` (XEP-0054) is the account's ``display-name``; an avatar (XEP-0084)
+  whose metadata names an HTTP ``url``, or a vCard ``PHOTO`` given as an ``EXTVAL`` link, is
+  its ``avatar``.  Published live they change the metadata at once; what the account had published
   before is taken when a session of it first sends presence, unless the metadata already has a
   value.  Only nodes others may read count (not ``whitelist`` ones).
 * A ``display-name`` set on another protocol reaches XMPP users who share a room with the user
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 NS_NICK = "http://jabber.org/protocol/nick"
 NS_AVATAR_METADATA = "urn:xmpp:avatar:metadata"
+NS_VCARD = "vcard-temp"
 
 DISPLAY_NAME = "display-name"
 AVATAR = "avatar"
@@ -47,19 +49,43 @@ def value_of(node: str, payload: etree._Element) -> tuple[str, str | None] | Non
     return None
 
 
-def published(conn: XmppConnection, node: PepNode, payload: etree._Element) -> None:
-    """A PEP publication of the user's: the metadata it stands for, changed."""
-    if node.access_model == "whitelist" or conn.core is None:
+def vcard_values(vcard: etree._Element) -> dict[str, str]:
+    """A vCard's nickname and photo link (``PHOTO/EXTVAL``), as metadata."""
+    out: dict[str, str] = {}
+    nick = (vcard.findtext(f"{{{NS_VCARD}}}NICKNAME") or "").strip()
+    if nick:
+        out[DISPLAY_NAME] = nick
+    url = (vcard.findtext(f"{{{NS_VCARD}}}PHOTO/{{{NS_VCARD}}}EXTVAL") or "").strip()
+    if url.startswith(("https://", "http://")):
+        out[AVATAR] = url
+    return out
+
+
+def _set(conn: XmppConnection, key: str, value: str | None) -> None:
+    if conn.core is None:
         return
-    found = value_of(node.node, payload)
-    if found is None:
-        return
-    key, value = found
     try:
         conn.service.set_metadata(conn.core, key, value)
     except ChatError:
         # Too long for metadata, say: XMPP keeps it; other protocols do without.
         return
+
+
+def published(conn: XmppConnection, node: PepNode, payload: etree._Element) -> None:
+    """A PEP publication of the user's: the metadata it stands for, changed."""
+    if node.access_model == "whitelist" or conn.core is None:
+        return
+    found = value_of(node.node, payload)
+    if found is not None:
+        _set(conn, *found)
+
+
+def vcard_published(conn: XmppConnection, vcard: etree._Element) -> None:
+    """A vCard set (vCards are readable by anyone): its nickname and photo link."""
+    if conn.core is None:
+        return
+    for key, value in vcard_values(vcard).items():
+        _set(conn, key, value)
 
 
 def first_presence(conn: XmppConnection) -> Any:
@@ -69,18 +95,22 @@ def first_presence(conn: XmppConnection) -> Any:
     core = conn.core
 
     def seed(data: dict[Any, PepNode]) -> None:
-        have = conn.service.own_metadata(core)
+        found: dict[str, str] = {}
+        vcard = data.get(("vcard", "vcard"))
+        if vcard is not None and vcard.items:
+            found.update(vcard_values(etree.fromstring(vcard.items[-1].payload)))
+        # PEP's nickname and avatar, where published, over the vCard's.
         for name in (NS_NICK, NS_AVATAR_METADATA):
             node = data.get(("pep", name))
             if node is None or not node.items or node.access_model == "whitelist":
                 continue
-            found = value_of(name, etree.fromstring(node.items[-1].payload))
-            if found is None or found[1] is None or found[0] in have:
-                continue
-            try:
-                conn.service.set_metadata(core, found[0], found[1])
-            except ChatError:
-                continue
+            pair = value_of(name, etree.fromstring(node.items[-1].payload))
+            if pair is not None and pair[1] is not None:
+                found[pair[0]] = pair[1]
+        have = conn.service.own_metadata(core)
+        for key, value in found.items():
+            if key not in have:
+                _set(conn, key, value)
 
     d = conn.factory.pep.get(conn.account).addCallback(seed)
     d.addErrback(lambda f: None)

@@ -161,6 +161,26 @@ def test_xmpp_nickname_and_avatar_reach_irc(world: World) -> None:
     }
 
 
+def test_a_vcard_nickname_and_photo_link_are_metadata(world: World) -> None:
+    room = world.room("metav")
+    irc = world.irc(world.nick("mvirc"), caps=CAP3)
+    xmpp = world.xmpp(world.nick("mvx"))
+    enter(room, irc, xmpp)
+    irc.send("METADATA * SUB display-name avatar")
+    irc.expect(lambda m: m.command == "770")
+    irc.sync()
+    xmpp.raw(
+        "<iq type='set' id='vc1'><vCard xmlns='vcard-temp'><FN>V X</FN><NICKNAME>Vee</NICKNAME>"
+        "<PHOTO><EXTVAL>https://example.org/v.png</EXTVAL></PHOTO></vCard></iq>"
+    )
+    assert xmpp.expect(lambda el: el.get("id") == "vc1").get("type") == "result"
+    got = {}
+    for _ in range(2):
+        m = irc.expect(lambda m: m.command == "761")
+        got[m.params[2]] = m.params[4]
+    assert got == {"display-name": "Vee", "avatar": "https://example.org/v.png"}
+
+
 def test_irc_display_name_reaches_xmpp_as_a_nickname(world: World) -> None:
     room = world.room("metan")
     name = world.nick("mnick")
