@@ -75,11 +75,15 @@ def chat(conn: XmppConnection, stanza: etree._Element) -> Deferred | None:
     if text.startswith("/me "):
         kind, text = "action", text[4:]
     native = relay.of(stanza, conn.jid, conn.lang)
+    # A reply or a correction, for IRC clients (their msgids are the core's ids).
+    client_tags = tags.private_tags(conn, stanza)
     local = target.local or ""
     if not local.startswith(GUEST_MARK) and local_user(conn.service, local) is None:
         # RFC 6121 §8.5.2.1.1: an account nobody is logged in to gets the message kept
         # (offline storage); a JID that is no account is unavailable.
-        d = conn.service.say_offline(conn.core, nick=local, text=text, kind=kind, native=native)
+        d = conn.service.say_offline(
+            conn.core, nick=local, text=text, kind=kind, tags=client_tags, native=native
+        )
         d.addErrback(_unavailable, local)
         return d
     try:
@@ -88,10 +92,17 @@ def chat(conn: XmppConnection, stanza: etree._Element) -> Deferred | None:
             user = local_user(conn.service, local)
             if user is None:
                 raise NoSuchNick(local)
-            said = conn.service.say(conn.core, nick=user.nick, text=text, kind=kind, native=native)
+            said = conn.service.say(
+                conn.core, nick=user.nick, text=text, kind=kind, tags=client_tags, native=native
+            )
         else:
             said = conn.service.say(
-                conn.core, account=target.local, text=text, kind=kind, native=native
+                conn.core,
+                account=target.local,
+                text=text,
+                kind=kind,
+                tags=client_tags,
+                native=native,
             )
     except NoSuchNick:
         _unavailable(None, local)

@@ -141,6 +141,7 @@ def private_message(conn: XmppConnection, event: Message, to: str | None, *, arc
         },
     )
     stanzas.sub(msg, "body", text=chat_text(event))
+    tags.private_children(conn, msg, event.tags)
     if archived:
         stanzas.sub(
             msg, "stanza-id", {"id": event.id, "by": conn.bare_jid}, ns=stanzas.NS_STANZA_ID

@@ -31,9 +31,10 @@ from chatserver.core.errors import ChatError
 from chatserver.core.events import TagMessage
 from chatserver.core.names import casefold
 from protocols.xmpp import stanzas
-from protocols.xmpp.jid import address_of
+from protocols.xmpp.jid import address_of, try_parse
 from protocols.xmpp.relay import Relay
 from protocols.xmpp.retract import sent_ids
+from protocols.xmpp.stanzas import NS_CORRECT, NS_REPLY
 
 if TYPE_CHECKING:
     from protocols.xmpp.connection import XmppConnection
@@ -97,6 +98,31 @@ def relay_private_tags(conn: Any, stanza: etree._Element, **target: str) -> None
         except ChatError:
             # A hint to other protocols: one that cannot be given is dropped.
             return
+
+
+def private_tags(conn: Any, stanza: etree._Element) -> Tags:
+    """``+draft/reply`` and ``+draft/edit`` for a one-to-one message with a reply (XEP-0461)
+    or a correction (XEP-0308): the ids the XMPP clients gave, as the core's msgids."""
+    ids = sent_ids(conn)
+    out: list[tuple[str, str]] = []
+    reply = stanza.find(f"{{{NS_REPLY}}}reply")
+    if reply is not None and reply.get("id"):
+        author = try_parse(reply.get("to"))
+        out.append(("+draft/reply", ids.get(author.bare if author else "", reply.get("id") or "")))
+    replace = stanza.find(f"{{{NS_CORRECT}}}replace")
+    if replace is not None and replace.get("id"):
+        out.append(("+draft/edit", ids.get(conn.bare_jid or "", replace.get("id") or "")))
+    return tuple(out)
+
+
+def private_children(conn: Any, parent: etree._Element, tags: Tags) -> None:
+    """The other way: a reply or a correction from IRC, naming the id XMPP clients know."""
+    ids = sent_ids(conn)
+    for key, value in tags:
+        if key == "+draft/reply" and value:
+            stanzas.sub(parent, "reply", {"id": ids.given(value)}, ns=NS_REPLY)
+        elif key == "+draft/edit" and value:
+            stanzas.sub(parent, "replace", {"id": ids.given(value)}, ns=NS_CORRECT)
 
 
 def _children(parent: etree._Element, tags: Tags, ids: Any = None) -> bool:

@@ -41,6 +41,8 @@ NS_RETRACT = "urn:xmpp:message-retract:1"
 NS_MODERATE = "urn:xmpp:message-moderate:1"
 NS_STATES = "http://jabber.org/protocol/chatstates"
 NS_REACTIONS = "urn:xmpp:reactions:0"
+NS_REPLY = "urn:xmpp:reply:0"
+NS_CORRECT = "urn:xmpp:message-correct:0"
 REDACT_CAPS = ("message-tags", "echo-message", "server-time", "draft/message-redaction")
 HISTORY_CAPS = (*REDACT_CAPS, "batch", "draft/chathistory")
 
@@ -350,6 +352,23 @@ def test_one_to_one_typing_and_reactions(world: World) -> None:
     irc.send(f"@+draft/react=\U0001f44d;+draft/reply={theirs} TAGMSG {xmpp_name}")
     el = xmpp.expect(lambda el: child(el, NS_REACTIONS, "reactions") is not None)
     assert child(el, NS_REACTIONS, "reactions").get("id") == "q-1"  # type: ignore[union-attr]
+
+    # Replies and corrections one-to-one name the same messages on both sides.
+    irc.send(f"@+draft/reply={theirs} PRIVMSG {xmpp_name} :yes please")
+    el = xmpp_said(xmpp, "yes please")
+    assert child(el, NS_REPLY, "reply").get("id") == "q-1"  # type: ignore[union-attr]
+    xmpp.raw(
+        f"<message to='~{irc_name.lower()}@{DOMAIN}' type='chat' id='q-2'>"
+        f"<body>pizza!</body><replace id='q-1' xmlns='{NS_CORRECT}'/></message>"
+    )
+    fixed = irc.expect(lambda m: m.command == "PRIVMSG" and m.last == "pizza!")
+    assert fixed.tags["+draft/edit"] == theirs
+    xmpp.raw(
+        f"<message to='~{irc_name.lower()}@{DOMAIN}' type='chat' id='q-3'><body>sure</body>"
+        f"<reply to='~{irc_name.lower()}@{DOMAIN}' id='{msgid}' xmlns='{NS_REPLY}'/></message>"
+    )
+    answer = irc.expect(lambda m: m.command == "PRIVMSG" and m.last == "sure")
+    assert answer.tags["+draft/reply"] == msgid
 
 
 def test_line_chat_in_text_mode_shows_reactions_not_typing(world: World) -> None:

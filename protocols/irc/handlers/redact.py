@@ -12,7 +12,6 @@ from typing import Any
 
 from chatserver.core.errors import (
     ChatError,
-    NoSuchMessage,
     NoSuchNick,
     NoSuchRoom,
     NotOnRoom,
@@ -74,9 +73,8 @@ def _failed(failure: Any, conn: Any, target: str, msgid: str) -> None:
             msgid,
             description="You are not authorised to delete this message",
         )
-    elif isinstance(err, NoSuchMessage):
-        conn.reply_error(err, "REDACT", target)
     else:
+        # NoSuchMessage is UNKNOWN_MSGID (protocols.irc.errors).
         conn.reply_error(err, "REDACT", target)
 
 
