@@ -532,6 +532,7 @@ _CHAT_FROM_SERVER = {"server_name", "history_retention"}
 _CHAT_CHECKS: dict[str, Check] = {
     "history_in_memory": _Int(0, 100_000),
     "history_flush_interval": _Number(0, 3600),
+    "history_unstored_limit": _Int(1, 10_000_000),
     "nick_enforcement": _Text(choices=("strict", "timeout")),
     "nick_enforce_timeout": _Number(0),
     "guest_prefix": _Text(test=is_valid_nick, what="the start of a nick, such as Guest"),

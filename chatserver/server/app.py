@@ -31,6 +31,7 @@ from zope.interface import implementer
 
 from chatserver.config import PROTOCOL_SECTIONS, BindPoint, Config, bind_points, format_address
 from chatserver.core.accounts import AccountManager
+from chatserver.core.errors import StorageUnavailable
 from chatserver.core.service import ChatService
 from chatserver.server.memory import MemoryTrimmer
 from chatserver.server.pidfile import AlreadyRunning, PidFile
@@ -328,6 +329,9 @@ class ChatServer(MultiService):
             await self._bring_up()
         except Exception as err:
             self.exit_status = 1
+            if isinstance(err, StorageUnavailable) and err.error is not None:
+                # The operator needs the database's own words, not the users' "try later".
+                err = StartupError(f"the database failed: {err.error}")
             if isinstance(err, _EXPECTED_START_ERRORS):
                 log.critical("cannot start: {error}", error=str(err))
             else:

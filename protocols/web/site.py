@@ -290,9 +290,15 @@ directory, then reload this page.</p>
 <link rel="stylesheet" href="/dist/converse.min.css">
 <script type="module" src="/dist/converse.min.js"></script>
 <style>
-#about {{ position: fixed; top: 0; left: 0; right: 0; height: 28px; z-index: 10000;
-  font: 14px/28px sans-serif; padding: 0 8px; background: #eef; overflow: hidden; }}
-#conversejs {{ top: 28px !important; height: calc(100% - 28px) !important; }}
+/* The banner stands in the page's flow above Converse; Converse's full-screen layout fills
+   the window from its bottom edge, so it is told how much height the banner leaves it. */
+:root {{ --banner-height: 28px; }}
+body {{ margin: 0; }}
+#about {{ box-sizing: border-box; height: var(--banner-height); padding: 0 8px;
+  font: 14px/28px sans-serif; background: #eef; white-space: nowrap; overflow: hidden;
+  text-overflow: ellipsis; }}
+converse-root.converse-fullscreen {{ height: calc(100vh - var(--banner-height)); }}
+.conversejs {{ --fullpage-chat-height: calc(var(--vh, 1vh) * 100 - var(--banner-height)); }}
 </style>
 </head><body>
 <div id="about">{self.rooms_text()}</div>
