@@ -12,16 +12,15 @@ room is neither secret nor invite-only.
 
 from __future__ import annotations
 
-import re
 import weakref
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from chatserver.core.delivery import unique_clients
-from chatserver.core.errors import BadName, BadText, LimitExceeded, NoSuchRoom, NotPermitted
+from chatserver.core.errors import BadText, LimitExceeded, NoSuchRoom, NotPermitted
 from chatserver.core.events import MetadataChange
 from chatserver.core.interfaces import IChatClient
-from chatserver.core.names import casefold, room_key, text_problem
+from chatserver.core.names import casefold, metadata_key, room_key, text_problem
 
 if TYPE_CHECKING:
     from chatserver.core.rooms import Room
@@ -30,19 +29,6 @@ if TYPE_CHECKING:
 # Keys a user or a room may hold, and the longest value, in UTF-8 bytes.
 MAX_KEYS = 20
 MAX_VALUE_BYTES = 300
-# Keys: lower-case letters, digits and ``_ . / : -``; not starting with ``:`` (IRC would read
-# it as a trailing parameter).  Compared case-insensitively, kept in lower case.
-_KEY = re.compile(r"[a-z0-9_./\-][a-z0-9_./:\-]{0,62}")
-# The keys every protocol knows a form for.
-WELL_KNOWN = ("avatar", "display-name", "status")
-
-
-def check_key(key: str) -> str:
-    """The key in its stored form; BadName if it is not a valid key."""
-    folded = key.lower()
-    if not _KEY.fullmatch(folded):
-        raise BadName(f"invalid metadata key: {key}")
-    return folded
 
 
 def check_value(value: str) -> None:
@@ -61,6 +47,10 @@ def room_is_open(room: Room) -> bool:
 
 class Metadata:
     """The part of ChatService that keeps metadata."""
+
+    # The limits, for protocols to advertise (IRC's capability value).
+    metadata_max_keys = MAX_KEYS
+    metadata_max_value_bytes = MAX_VALUE_BYTES
 
     clock: Any
     rooms: dict[str, Room]
@@ -129,7 +119,7 @@ class Metadata:
         operators) or on ``room`` (its operators); returns the change told, None when
         nothing changed.  Raises BadName (key), BadText (value), LimitExceeded (too many
         keys), NotPermitted, NoSuchNick / NoSuchRoom."""
-        key = check_key(key)
+        key = metadata_key(key)
         if value is not None:
             check_value(value)
         store, target, audience, where = self._target(conn, nick, room)

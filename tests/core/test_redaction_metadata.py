@@ -19,7 +19,8 @@ from chatserver.core.errors import (
     NotPermitted,
 )
 from chatserver.core.events import MetadataChange, ModeItem, Redaction, TagMessage
-from chatserver.core.metadata import MAX_KEYS, check_key
+from chatserver.core.metadata import MAX_KEYS
+from chatserver.core.names import metadata_key as check_key
 from chatserver.core.service import ChatService
 from tests.core.fakes import FakeClient
 from tests.core.test_service import result, user

@@ -23,7 +23,7 @@ from chatserver.core.errors import (
     NotPermitted,
 )
 from chatserver.core.events import MetadataChange
-from chatserver.core.metadata import MAX_KEYS, MAX_VALUE_BYTES, check_key
+from chatserver.core.names import metadata_key as check_key
 from protocols.irc import caps
 from protocols.irc import numerics as n
 from protocols.irc.caps import Capability, add_capability
@@ -34,9 +34,18 @@ from protocols.irc.render import line, renders
 CAP2 = "draft/metadata-2"
 CAP3 = "draft/metadata-3"
 MAX_SUBS = 50
-_VALUE = f"max-subs={MAX_SUBS},max-keys={MAX_KEYS},max-value-bytes={MAX_VALUE_BYTES}"
-add_capability(Capability(CAP2, _VALUE, requires_command="METADATA"))
-add_capability(Capability(CAP3, _VALUE, requires_command="METADATA"))
+
+
+def _limits(conn: Any) -> str:
+    service = conn.service
+    return (
+        f"max-subs={MAX_SUBS},max-keys={service.metadata_max_keys},"
+        f"max-value-bytes={service.metadata_max_value_bytes}"
+    )
+
+
+add_capability(Capability(CAP2, _limits, requires_command="METADATA"))
+add_capability(Capability(CAP3, _limits, requires_command="METADATA"))
 
 VISIBLE = "*"  # every key is visible to everyone who may see its target
 NOT_SET = "key not set"
