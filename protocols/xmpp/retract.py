@@ -90,6 +90,8 @@ def _retract_of(stanza: etree._Element) -> str:
 
 
 # -- from XMPP ---------------------------------------------------------------------------------
+# The room and one-to-one modules are imported where used: both import this one (through
+# protocols.xmpp.tags), which the router must load first.
 
 
 @handler("message", "groupchat", NS_RETRACT, service="muc")
@@ -118,12 +120,8 @@ def moderate(conn: Any, iq: etree._Element) -> Deferred:
         raise StanzaError("feature-not-implemented", "only retraction is supported", "cancel")
     reason = stanzas.child_text(payload, "reason", NS_MODERATE) or ""
     d = conn.service.redact(conn.core, payload.get("id") or "", room=room.name, reason=reason)
-    d.addCallback(lambda _: conn.send(stanzas.element("iq", _result(iq))))
+    d.addCallback(lambda _: conn.iq_result(iq))
     return d
-
-
-def _result(iq: etree._Element) -> dict[str, str | None]:
-    return {"type": "result", "id": iq.get("id"), "from": iq.get("to"), "to": iq.get("from")}
 
 
 @handler("message", "chat", NS_RETRACT)
