@@ -140,7 +140,16 @@ def build_web_listeners(ctx: ProtocolContext) -> list[Listener]:
     # After the other protocols: its WebSocket endpoints use their factories.
     from protocols.web.site import build_site
 
-    site = build_site(ctx.config, factories=ctx.factories, clock=ctx.reactor)
+    uploads = None
+    xmpp = ctx.factories.get("xmpp")
+    if ctx.config.upload.enabled and xmpp is not None:
+        # HTTP File Upload: the XMPP service hands out slots that this listener serves.
+        from protocols.web.upload import UploadStore
+
+        uploads = UploadStore(ctx.config.data_path("uploads"), ctx.config, ctx.reactor)
+        uploads.start()
+        xmpp.uploads = uploads
+    site = build_site(ctx.config, factories=ctx.factories, clock=ctx.reactor, uploads=uploads)
     return listeners_for("web", ctx.config.web, site)
 
 
