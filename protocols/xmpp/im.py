@@ -5,8 +5,10 @@ A message with a body goes through the core (``service.say``) as one message, so
 line-chat user gets it as a private message (one line per line of the body: their renderers
 split it), history and moderation see it, and every connection of the target user gets it.
 The core Message carries the stanza itself (:mod:`protocols.xmpp.relay`), so XMPP recipients
-get the sender's stanza whole.  A message without a body (chat states, receipts, markers)
-means something only to XMPP clients and is relayed to them here alone, by the same rule.
+get the sender's stanza whole.  A message without a body (chat states, reactions, receipts,
+markers) is relayed here to XMPP clients, by the same rule; the chat states and reactions
+in it also reach the target's other connections as IRC client tags (:mod:`protocols.xmpp.tags`).
+A retraction is :mod:`protocols.xmpp.retract`'s.
 """
 
 from __future__ import annotations

@@ -2,8 +2,10 @@
 
 An occupant's stanza goes on whole (:class:`RoomStanza`, :class:`relay.Relay`): with a body
 through the core, so that every protocol, the history and moderation see it; without one
-(reactions, chat states, markers) straight to the XMPP occupants (or, to ``room/nick``, to the
-occupant's XMPP resources), which alone understand it.
+(reactions, chat states, markers) through the core as tags without text, so that XMPP
+occupants get the stanza and IRC members the client tags it maps to (:mod:`protocols.xmpp.tags`);
+to ``room/nick``, straight to the occupant's XMPP resources.  A retraction is
+:mod:`protocols.xmpp.retract`'s.
 
 Core refusals raised here reach the router, which answers with the matching stanza error
 (``CannotSend`` and ``NotPermitted``: forbidden; ``NoSuchNick``: item-not-found; …).
