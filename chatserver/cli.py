@@ -310,6 +310,9 @@ def _config(args: argparse.Namespace) -> Config:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     config = _config(args)
+    from chatserver.server.reactor import install as install_reactor
+
+    install_reactor()
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner
 

@@ -79,7 +79,8 @@ def _say(conn: IrcConnection, msg: IrcMessage, notice: bool) -> Deferred[Any] | 
         if not notice:
             conn.reply(n.ERR_NOTEXTTOSEND, "No text to send")
         return None
-    targets = [t for t in msg.params[0].split(",") if t]
+    first = msg.params[0]
+    targets = [first] if "," not in first else [t for t in first.split(",") if t]
     if len(targets) > MAX_TARGETS:
         if not notice:
             conn.reply(
