@@ -66,23 +66,40 @@ from chatserver.core.interfaces import (
     IServerBanStore,
 )
 from chatserver.core.limits import AddressSet, canonical_address
+from chatserver.core.metadata import Metadata
 from chatserver.core.modes import RoomModes
 from chatserver.core.names import casefold, check_nick, is_valid_room, room_key
+from chatserver.core.redaction import Redactions
 from chatserver.core.rooms import Member, Room
 from chatserver.core.server_bans import ServerBans, banned_text
 from chatserver.core.settings import CoreSettings
+from chatserver.core.tagging import Tagging
 from chatserver.core.users import Connection, NickTable, User
 from chatserver.core.views import JoinResult, Views
 
 
-class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Archive, Delivery, Views, Blocking):
+class ChatService(
+    Identity,
+    RoomModes,
+    ServerBans,
+    HistoryLog,
+    Archive,
+    Delivery,
+    Views,
+    Blocking,
+    Redactions,
+    Tagging,
+    Metadata,
+):
     """The core's one entry point.
 
     Its parts live in modules of their own, each with its own state: fan-out and delivery
     (:mod:`~chatserver.core.delivery`), history write-behind (:mod:`~chatserver.core.history`),
     modes (:mod:`~chatserver.core.modes`), server bans (:mod:`~chatserver.core.server_bans`),
     accounts and nick enforcement (:mod:`~chatserver.core.identity`), block lists
-    (:mod:`~chatserver.core.blocking`).  This module keeps the
+    (:mod:`~chatserver.core.blocking`), redaction (:mod:`~chatserver.core.redaction`), tags
+    without text (:mod:`~chatserver.core.tagging`), metadata (:mod:`~chatserver.core.metadata`).
+    This module keeps the
     tables they share (connections, users, rooms) and what changes them: connections and
     nicks, rooms, messages, presence.
     """
@@ -138,6 +155,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Archive, Delivery
         self._init_server_bans(ban_store)
         self._init_blocking(block_store)
         self._init_identity()
+        self._init_metadata()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -460,6 +478,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Archive, Delivery
         user.rooms.pop(room.name, None)
         if not room.members and not room.registered:
             self.rooms.pop(room.name, None)
+            self._forget_room_metadata(room.name)
 
     def set_topic(self, conn: Connection, name: str, text: str) -> None:
         user = self._user(conn)
@@ -570,6 +589,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Archive, Delivery
         room.owner = None
         if not room.members:
             self.rooms.pop(room.name, None)
+            self._forget_room_metadata(room.name)
         return self.room_store.delete_room(room.name)
 
     def _persist(self, room: Room) -> None:

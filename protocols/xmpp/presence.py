@@ -26,7 +26,7 @@ from twisted.logger import Logger
 
 from chatserver.core.records import RosterItem
 from protocols.costs import FANOUT
-from protocols.xmpp import avatar_hash, caps, roster, stanzas
+from protocols.xmpp import avatar_hash, caps, metadata, roster, stanzas
 from protocols.xmpp.jid import address_of, local_user, try_parse, user_jid
 from protocols.xmpp.router import handler
 
@@ -167,6 +167,8 @@ def broadcast(conn: XmppConnection, stanza: etree._Element) -> Deferred[Any]:
     if available:
         # After the contacts' presences, so that PEP's last items follow them.
         caps.received(conn, el)
+    if first:
+        metadata.first_presence(conn)
     return d
 
 
