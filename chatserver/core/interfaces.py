@@ -196,6 +196,10 @@ class IHistoryStore(Interface):
         """Move the history (messages, events, read positions) of the room ``old`` to
         ``new``; fire with how many messages moved."""
 
+    def delete_message(msgid, owners):
+        """Delete the message ``msgid`` from room history and from the private archives of
+        the folded accounts ``owners``; fire with how many rows went."""
+
     def close():
         """Finish pending work and release the database."""
 

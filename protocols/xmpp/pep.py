@@ -501,6 +501,10 @@ def _publish(
             notify(factory, conn, node, event)
             if name == bookmarks.NS_BOOKMARKS:
                 bookmarks.changed(conn, node)
+            # A nickname or an avatar link is metadata other protocols show.
+            from protocols.xmpp import metadata
+
+            metadata.published(conn, node, payload)
 
         return d.addCallback(saved)
 

@@ -30,17 +30,20 @@ from chatserver.core.events import (
     Join,
     Kick,
     Message,
+    MetadataChange,
     ModeChange,
     NickChange,
     OfflineMessages,
     Part,
     Quit,
+    Redaction,
     RoomRenamed,
     ServerNotice,
+    TagMessage,
     Topic,
 )
 from chatserver.core.names import casefold
-from protocols.xmpp import stanzas
+from protocols.xmpp import metadata, retract, stanzas, tags
 from protocols.xmpp.jid import address_of
 from protocols.xmpp.relay import Relay
 from protocols.xmpp.relay import deliver as deliver_relay
@@ -139,6 +142,7 @@ def private_message(conn: XmppConnection, event: Message, to: str | None, *, arc
         },
     )
     stanzas.sub(msg, "body", text=chat_text(event))
+    tags.private_children(conn, msg, event.tags)
     if archived:
         stanzas.sub(
             msg, "stanza-id", {"id": event.id, "by": conn.bare_jid}, ns=stanzas.NS_STANZA_ID
@@ -172,6 +176,9 @@ _TABLE: dict[type, Callable[[XmppConnection, Any], None]] = {
     Message: _message,
     ServerNotice: _server_notice,
     OfflineMessages: _offline,
+    TagMessage: tags.render,
+    Redaction: retract.render,
+    MetadataChange: metadata.render,
     **{cls: _room for cls in ROOM_EVENTS},
     **{cls: _room for cls in SHARED_EVENTS},
 }

@@ -172,6 +172,12 @@ class MemoryStore:
     def find_event(self, msgid: str) -> Deferred:
         return succeed(next((e for e in self.events if e.id == msgid), None))
 
+    def delete_message(self, msgid: str, owners: Any = ()) -> Deferred:
+        kept = [m for m in self.messages if m.id != msgid]
+        deleted = len(self.messages) - len(kept)
+        self.messages[:] = kept
+        return succeed(deleted)
+
     def purge(self, target: str) -> Deferred:
         self.events[:] = [e for e in self.events if e.room != target]
         kept = [m for m in self.messages if m.room != target]

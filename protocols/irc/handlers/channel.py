@@ -24,7 +24,7 @@ from protocols.irc.channels import (
     send_topic,
 )
 from protocols.irc.commands import command
-from protocols.irc.handlers import markread
+from protocols.irc.handlers import markread, metadata
 from protocols.irc.handlers.usermode import user_mode
 from protocols.irc.modes import CHANNEL_LETTERS, CHANNEL_MODES, format_changes
 
@@ -101,6 +101,7 @@ def _join_one(conn: IrcConnection, name: str, key: str | None) -> Deferred[Any] 
     def rest(_: Any = None) -> None:
         conn.reply(n.RPL_ENDOFNAMES, channel_name(room.name), "End of /NAMES list")
         _replay_recent(conn, room)
+        metadata.after_join(conn, room.name)
 
     marker = markread.on_join(conn, room.name)
     if marker is None:
