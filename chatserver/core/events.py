@@ -89,6 +89,15 @@ class Message(Event):
     native: Any = field(default=None, compare=False, repr=False)
 
 
+@dataclass(frozen=True, slots=True)
+class StoredNative:
+    """A message's ``native`` form as the archive gives it back: the bytes its sender's
+    protocol wrote (for XMPP, the sender's stanza with its extensions), to be replayed whole
+    to a client of that protocol."""
+
+    data: bytes
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MessageBatch:
     """A room's messages of one reactor turn (and, in a big room, its joins and parts),

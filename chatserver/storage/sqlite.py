@@ -33,7 +33,7 @@ from zope.interface import implementer
 from chatserver.core.accounts import RegistrationInvite, not_invited
 from chatserver.core.bans import ServerBan
 from chatserver.core.errors import AccountError
-from chatserver.core.events import Message, Who
+from chatserver.core.events import Message, StoredNative, Who
 from chatserver.core.interfaces import (
     IAccountStore,
     IArchiveStore,
@@ -553,7 +553,7 @@ _PRIVATE_INSERT = (
 
 
 def _private_message(row: Sequence[Any]) -> Message:
-    msgid, target, ts, nick, ident, host, account, realname, kind, text, tags, _stanza = row
+    msgid, target, ts, nick, ident, host, account, realname, kind, text, tags, stanza = row
     return Message(
         ts=ts,
         id=msgid,
@@ -562,6 +562,7 @@ def _private_message(row: Sequence[Any]) -> Message:
         kind=kind,
         target=target,
         tags=tuple((key, value) for key, value in json.loads(tags)),
+        native=None if stanza is None else StoredNative(stanza.encode("utf-8")),
     )
 
 

@@ -20,7 +20,7 @@ from lxml import etree
 from twisted.internet.defer import Deferred, succeed
 
 from chatserver.core.events import Message
-from protocols.xmpp import stanzas
+from protocols.xmpp import relay, stanzas
 from protocols.xmpp.jid import GUEST_MARK, address_of, try_parse, user_jid
 from protocols.xmpp.render import chat_text
 from protocols.xmpp.router import StanzaError, handler
@@ -207,7 +207,13 @@ def _result(conn: XmppConnection, archive: _Archive, q: MamQuery, msg: Message) 
 
 
 def archived_message(conn: XmppConnection, msg: Message) -> etree._Element:
-    """A stored message as its XMPP stanza (in ``jabber:client``)."""
+    """A stored message as its XMPP stanza (in ``jabber:client``): the sender's own stanza,
+    whole with its extensions (OMEMO, markers, …), when it came from an XMPP client, else one
+    made from its text."""
+    if msg.room is None:
+        kept = relay.stored(msg.native, forwarded_form=True)
+        if kept is not None:
+            return kept
     if msg.room is not None:
         attrs = {
             "from": f"{msg.room}@{conn.muc_domain}/{msg.source.nick}",

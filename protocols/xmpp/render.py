@@ -41,7 +41,7 @@ from chatserver.core.events import (
 from chatserver.core.names import casefold
 from protocols.xmpp import stanzas
 from protocols.xmpp.jid import address_of
-from protocols.xmpp.relay import Relay
+from protocols.xmpp.relay import Relay, stored
 from protocols.xmpp.relay import deliver as deliver_relay
 
 if TYPE_CHECKING:
@@ -101,7 +101,10 @@ def _private(conn: XmppConnection, event: Message) -> None:
     native = event.native
     if isinstance(native, Relay):
         if user is not None:
-            deliver_relay(conn, native, casefold(event.target or "") == user.key)
+            archive_id = (
+                event.id if user.account is not None and conn.service.archives_private else None
+            )
+            deliver_relay(conn, native, casefold(event.target or "") == user.key, archive_id)
         return
     if user is None or event.origin is conn:
         return
@@ -151,7 +154,14 @@ def _offline(conn: XmppConnection, event: OfflineMessages) -> None:
     from protocols.xmpp.mam import stamp
 
     for message in event.messages:
-        el = private_message(conn, message, conn.jid or "", archived=True)
+        el = stored(message.native)
+        if el is None:
+            el = private_message(conn, message, conn.jid or "", archived=True)
+        else:
+            # The sender's stanza as it was written (an OMEMO message stays one).
+            stanzas.sub(
+                el, "stanza-id", {"id": message.id, "by": conn.bare_jid}, ns=stanzas.NS_STANZA_ID
+            )
         stanzas.sub(
             el,
             "delay",

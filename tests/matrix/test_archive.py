@@ -366,3 +366,91 @@ def test_markread_after_join_and_for_rooms(world: World) -> None:
     a.join(room)
     again = a.expect(lambda m: m.command == "MARKREAD")
     assert again.params == (f"#{room}", "timestamp=2030-01-01T00:00:00.000Z")
+
+
+# -- XMPP to XMPP: stanza-ids on live messages, the stanza kept whole ---------------------------
+
+NS_CARBONS = "urn:xmpp:carbons:2"
+NS_OMEMO = "eu.siacs.conversations.axolotl"
+OMEMO = (
+    f"<encrypted xmlns='{NS_OMEMO}'><header sid='4242'><key rid='77'>a2V5</key>"
+    "<iv>aXY=</iv></header><payload>c2VjcmV0</payload></encrypted>"
+)
+
+
+def enable_carbons(peer) -> None:
+    qid = token()
+    peer.raw(f"<iq type='set' id='{qid}'><enable xmlns='{NS_CARBONS}'/></iq>")
+    assert peer.expect(lambda e: local(e) == "iq" and e.get("id") == qid).get("type") == "result"
+
+
+def omemo_of(el) -> ET.Element | None:
+    return child(el, NS_OMEMO, "encrypted")
+
+
+def test_live_xmpp_messages_carry_the_archive_id_and_mam_replays_the_stanza_whole(
+    world: World,
+) -> None:
+    alice, bob = world.nick("arcOa"), world.nick("arcOb")
+    phone = world.xmpp(alice, resource="phone")
+    laptop = world.xmpp(alice, resource="laptop")
+    enable_carbons(laptop)
+    b = world.xmpp(bob)
+    i = world.irc(alice + "i", caps=HISTORY_CAPS, sasl=(alice, PASSWORD))
+    bob_jid, alice_jid = f"{bob.lower()}@{DOMAIN}", f"{alice.lower()}@{DOMAIN}"
+    phone.raw(
+        f"<message type='chat' id='omemo-1' to='{bob_jid}'><body>I sent you an OMEMO"
+        f" encrypted message</body>{OMEMO}</message>"
+    )
+    got = b.expect(lambda e: local(e) == "message" and e.get("id") == "omemo-1")
+    sid = child(got, NS_SID, "stanza-id")
+    assert sid is not None and sid.get("by") == bob_jid
+    msgid = sid.get("id")
+    assert omemo_of(got) is not None
+    # The sender's other resource: a sent carbon whose message carries the id in the
+    # sender's archive, the same id.
+    carbon = laptop.expect(lambda e: child(e, NS_CARBONS, "sent") is not None)
+    inner = child(
+        child(child(carbon, NS_CARBONS, "sent"), NS_FORWARD, "forwarded"), NS_CLIENT, "message"
+    )
+    own = child(inner, NS_SID, "stanza-id")
+    assert own is not None and own.get("by") == alice_jid and own.get("id") == msgid
+    # IRC shows the same id as msgid, with the text only.
+    echo = i.expect(lambda m: m.command == "PRIVMSG" and "OMEMO" in m.last)
+    assert echo.tags["msgid"] == msgid
+    # MAM gives back the stanza as the sender wrote it, encrypted payload and all.
+    results, _ = mam(b, fields={"with": alice_jid})
+    assert [r for r, _ in results] == [msgid]
+    kept = results[0][1]
+    assert kept.get("id") == "omemo-1"
+    enc = omemo_of(kept)
+    assert enc is not None and enc.findtext(f"{{{NS_OMEMO}}}payload") == "c2VjcmV0"
+    assert child(child(enc, NS_OMEMO, "header"), NS_OMEMO, "key").text == "a2V5"
+    mine, _ = mam(phone, fields={"with": bob_jid})
+    assert [r for r, _ in mine] == [msgid] and omemo_of(mine[0][1]) is not None
+    # A message from IRC is replayed as text: no stanza of its own to give back.
+    i.msg(bob, "plain from irc")
+    b.expect(lambda e: child_text(e, NS_CLIENT, "body") == "plain from irc")
+    results, _ = mam(b, fields={"with": alice_jid})
+    assert bodies(results)[-1] == "plain from irc" and omemo_of(results[-1][1]) is None
+
+
+def test_an_omemo_message_kept_offline_arrives_whole_with_its_archive_id(world: World) -> None:
+    alice, bob = world.nick("arcOc"), world.nick("arcOd")
+    world.register(bob)
+    a = world.xmpp(alice)
+    bob_jid = f"{bob.lower()}@{DOMAIN}"
+    a.raw(
+        f"<message type='chat' id='omemo-off' to='{bob_jid}'><body>encrypted</body>"
+        f"{OMEMO}</message>"
+    )
+    a.sync()
+    b = world.xmpp(bob)
+    got = b.expect(lambda e: local(e) == "message" and e.get("id") == "omemo-off")
+    assert omemo_of(got) is not None
+    assert child(got, NS_DELAY, "delay") is not None
+    sid = child(got, NS_SID, "stanza-id")
+    assert sid is not None and sid.get("by") == bob_jid
+    results, _ = mam(b, fields={"with": f"{alice.lower()}@{DOMAIN}"})
+    assert [r for r, _ in results] == [sid.get("id")]
+    assert omemo_of(results[0][1]) is not None
