@@ -74,7 +74,11 @@ class Archive:
         if sender.account is not None:
             self._pending_private.append(ArchiveEntry(casefold(sender.account), recipient.key, msg))
         if recipient.account is not None and recipient is not sender:
-            self._pending_private.append(ArchiveEntry(casefold(recipient.account), sender.key, msg))
+            # An always-on user with no connection open gets it at its next login.
+            offline = not recipient.connections
+            self._pending_private.append(
+                ArchiveEntry(casefold(recipient.account), sender.key, msg, offline=offline)
+            )
         self._schedule_flush()
 
     @inlineCallbacks

@@ -245,6 +245,17 @@ class OfflineMessages(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MissedMessages(Event):
+    """What was said in ``room`` since ``since``, while an always-on account had no
+    connection: given to the connection that comes back (oldest first, with their original
+    times and ids)."""
+
+    room: str
+    since: float
+    messages: tuple[Message, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ReadMarker(Event):
     """The account's read position moved to ``read_ts`` in ``target``: ``#`` and a room key
     for a room, a folded nick for a private conversation.  Sent to every connection of the

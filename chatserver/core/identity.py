@@ -360,6 +360,7 @@ class Identity:
         existed = yield self.accounts.delete(name)
         if existed:
             self._forget_blocks(name)  # type: ignore[attr-defined]
+            self._forget_always_on(name, ACCOUNT_DELETED)  # type: ignore[attr-defined]
             self.account_revoked(name, ACCOUNT_DELETED, keep=requester)
             if requester is not None:
                 self.clock.callLater(0, self._end_connections, (requester,), ACCOUNT_DELETED)

@@ -205,3 +205,22 @@ class IArchiveStore(Interface):
 
     def set_read_marker(account, target, ts):
         """Move the read position forward to ``ts`` (never back); fire with where it is."""
+
+
+class IAccountSettingsStore(Interface):
+    """Per-account settings that outlive connections.  Every method returns a Deferred."""
+
+    def load_always_on():
+        """Fire with every chatserver.core.records.AlwaysOnRecord (``name`` filled in)."""
+
+    def save_always_on(record):
+        """Insert or replace an account's AlwaysOnRecord."""
+
+    def delete_always_on(account):
+        """Forget the folded ``account``'s always-on membership."""
+
+    def load_archive_prefs():
+        """Fire with [(folded account, chatserver.core.records.ArchivePrefs)]."""
+
+    def save_archive_prefs(account, prefs):
+        """Insert or replace the folded ``account``'s ArchivePrefs."""

@@ -20,6 +20,7 @@ from twisted.internet.defer import Deferred, DeferredList, fail, inlineCallbacks
 from twisted.logger import Logger
 
 from chatserver.core.accounts import AccountManager
+from chatserver.core.always_on import AlwaysOn
 from chatserver.core.archive import Archive
 from chatserver.core.blocking import Blocking
 from chatserver.core.delivery import Delivery, unique_clients
@@ -74,7 +75,9 @@ from chatserver.core.users import Connection, NickTable, User
 from chatserver.core.views import JoinResult, Views
 
 
-class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Archive, Delivery, Views, Blocking):
+class ChatService(
+    Identity, RoomModes, ServerBans, HistoryLog, Archive, AlwaysOn, Delivery, Views, Blocking
+):
     """The core's one entry point.
 
     Its parts live in modules of their own, each with its own state: fan-out and delivery
@@ -132,6 +135,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Archive, Delivery
         self._init_delivery(end_of_turn)
         self._init_history()
         self._init_archive()
+        self._init_always_on()
         self._init_server_bans(ban_store)
         self._init_blocking(block_store)
         self._init_identity()
@@ -152,6 +156,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Archive, Delivery
         yield DeferredList(
             [self._load_recent(room) for room in self.rooms.values()], consumeErrors=True
         )
+        yield self._load_always_on()
         self._start_expiry()
         self.log.info("core started: {rooms} registered rooms loaded", rooms=len(records))
 
@@ -159,6 +164,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Archive, Delivery
     def shutdown(self, reason: str = "Server shutting down"):
         """Tell every connection, close them all, and write pending history."""
         self._stopping = True
+        always_on = self._stop_always_on()
         for conn in list(self.connections.values()):
             try:
                 conn.client.disconnect(reason)
@@ -169,6 +175,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Archive, Delivery
                 user.enforce_timer.cancel()
         if self._expiry_call is not None and self._expiry_call.active():
             self._expiry_call.cancel()
+        yield always_on
         yield self.flush_history()
 
     # -- connections and nicks -------------------------------------------------------------
@@ -265,6 +272,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Archive, Delivery
         user.connections.append(conn)
         for room in user.rooms.values():
             room.members_changed()
+        self._resume(conn, user)
 
     def _detach(self, conn: Connection) -> User | None:
         user = conn.user
@@ -294,6 +302,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Archive, Delivery
         audience = self._audience(user)
         self.whowas_log.append((old, self.clock.seconds()))
         self.users.rename(user, new_nick)
+        self._always_on_changed(user)
         now = self.clock.seconds()
         self._send(audience, NickChange(ts=now, who=old, new_nick=new_nick, origin=origin))
         if casefold(old.nick) != casefold(new_nick):
@@ -319,7 +328,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Archive, Delivery
         else:
             self._per_address.pop(conn.address, None)
         user = self._detach(conn)
-        if user is not None and not user.connections:
+        if user is not None and not user.connections and not self._keep_detached(user):
             self._user_gone(user, reason)
 
     def _user_gone(self, user: User, reason: str) -> None:
@@ -351,6 +360,9 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Archive, Delivery
         returns the nick as it was.  Raises NoSuchNick."""
         target = self._find(nick)
         self._end_connections(list(target.connections), reason)
+        if target.account is not None:
+            # An always-on user is killed too, not kept without connections.
+            self._drop_detached(casefold(target.account), reason)
         return target.nick
 
     def _end_connections(self, conns: Iterable[Connection], reason: str) -> list[str]:
@@ -398,6 +410,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Archive, Delivery
         room.members[user] = member
         room.members_changed()
         user.rooms[rk] = room
+        self._always_on_changed(user)
         join = Join(ts=now, room=rk, who=user.who(), origin=conn.client)
         self._send_membership(room, user, join, was_member=False)
         return JoinResult(room, created=created)
@@ -437,6 +450,7 @@ class ChatService(Identity, RoomModes, ServerBans, HistoryLog, Archive, Delivery
         room.members.pop(user, None)
         room.members_changed()
         user.rooms.pop(room.name, None)
+        self._always_on_changed(user)
         if not room.members and not room.registered:
             self.rooms.pop(room.name, None)
 

@@ -36,6 +36,7 @@ from chatserver.core.bans import ServerBan
 from chatserver.core.errors import AccountError
 from chatserver.core.events import Message
 from chatserver.core.interfaces import (
+    IAccountSettingsStore,
     IAccountStore,
     IArchiveStore,
     IBlockStore,
@@ -46,7 +47,9 @@ from chatserver.core.interfaces import (
 from chatserver.core.names import casefold
 from chatserver.core.records import (
     AccountRecord,
+    AlwaysOnRecord,
     ArchiveEntry,
+    ArchivePrefs,
     ArchiveQuery,
     Credential,
     PepItem,
@@ -54,6 +57,7 @@ from chatserver.core.records import (
     RoomRecord,
     RosterItem,
 )
+from chatserver.storage import account_settings
 from chatserver.storage.postgresql_migrations import MIGRATIONS
 from chatserver.storage.sqlite import (
     _INVITE_COLUMNS,
@@ -702,7 +706,15 @@ class _Connection(adbapi.Connection):
             self._pool.disconnect(conn)
 
 
-@implementer(IAccountStore, IRoomStore, IHistoryStore, IServerBanStore, IBlockStore, IArchiveStore)
+@implementer(
+    IAccountStore,
+    IRoomStore,
+    IHistoryStore,
+    IServerBanStore,
+    IBlockStore,
+    IArchiveStore,
+    IAccountSettingsStore,
+)
 class PostgresStore:
     """Accounts, rooms, history, rosters, bans and PEP data in a PostgreSQL database.  Call
     ``open()`` before anything else.
@@ -1007,6 +1019,25 @@ class PostgresStore:
 
     def remove_item(self, account: str, jid: str) -> Deferred[bool]:
         return self._run(_remove_roster_item, casefold(account), jid, write=True)
+
+    # -- per-account settings: always-on membership, archive preferences --------------------
+
+    def load_always_on(self) -> Deferred[list[AlwaysOnRecord]]:
+        return self._run(account_settings.load_always_on, "%s", write=False)
+
+    def save_always_on(self, record: AlwaysOnRecord) -> Deferred[None]:
+        return self._run(account_settings.save_always_on, "%s", record, write=True)
+
+    def delete_always_on(self, account: str) -> Deferred[None]:
+        return self._run(account_settings.delete_always_on, "%s", casefold(account), write=True)
+
+    def load_archive_prefs(self) -> Deferred[list[tuple[str, ArchivePrefs]]]:
+        return self._run(account_settings.load_archive_prefs, "%s", write=False)
+
+    def save_archive_prefs(self, account: str, prefs: ArchivePrefs) -> Deferred[None]:
+        return self._run(
+            account_settings.save_archive_prefs, "%s", casefold(account), prefs, write=True
+        )
 
     # -- block lists ------------------------------------------------------------------------
 

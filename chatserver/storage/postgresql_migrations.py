@@ -185,6 +185,28 @@ _V7_PRIVATE_ARCHIVE: tuple[str, ...] = (
     """,
 )
 
+_V8_ACCOUNT_SETTINGS: tuple[str, ...] = (
+    """
+    CREATE TABLE always_on (
+        account   TEXT COLLATE "C" PRIMARY KEY REFERENCES accounts (key) ON DELETE CASCADE,
+        nick      TEXT NOT NULL,
+        ident     TEXT NOT NULL,
+        host      TEXT NOT NULL,
+        realname  TEXT NOT NULL,
+        rooms     TEXT NOT NULL DEFAULT '[]',
+        last_seen DOUBLE PRECISION
+    )
+    """,
+    """
+    CREATE TABLE archive_prefs (
+        account      TEXT COLLATE "C" PRIMARY KEY REFERENCES accounts (key) ON DELETE CASCADE,
+        default_mode TEXT NOT NULL,
+        always       TEXT NOT NULL DEFAULT '[]',
+        never        TEXT NOT NULL DEFAULT '[]'
+    )
+    """,
+)
+
 MIGRATIONS: tuple[Sequence[str], ...] = (
     _V1_INITIAL,
     _V2_ROSTER,
@@ -193,6 +215,7 @@ MIGRATIONS: tuple[Sequence[str], ...] = (
     _V5_PEP,
     _V6_BLOCKS,
     _V7_PRIVATE_ARCHIVE,
+    _V8_ACCOUNT_SETTINGS,
 )
 """Index i holds the step to version i + 1, as in the SQLite list."""
 
@@ -211,4 +234,6 @@ TABLES: tuple[tuple[str, str | None], ...] = (
     ("blocks", None),
     ("private_history", "seq"),
     ("read_markers", None),
+    ("always_on", None),
+    ("archive_prefs", None),
 )

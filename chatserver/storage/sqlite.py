@@ -35,6 +35,7 @@ from chatserver.core.bans import ServerBan
 from chatserver.core.errors import AccountError
 from chatserver.core.events import Message, StoredNative, Who
 from chatserver.core.interfaces import (
+    IAccountSettingsStore,
     IAccountStore,
     IArchiveStore,
     IBlockStore,
@@ -45,7 +46,9 @@ from chatserver.core.interfaces import (
 from chatserver.core.names import casefold
 from chatserver.core.records import (
     AccountRecord,
+    AlwaysOnRecord,
     ArchiveEntry,
+    ArchivePrefs,
     ArchiveQuery,
     BanRecord,
     Credential,
@@ -54,6 +57,7 @@ from chatserver.core.records import (
     RoomRecord,
     RosterItem,
 )
+from chatserver.storage import account_settings
 from chatserver.storage.migrations import MIGRATIONS, Step
 
 __all__ = ["SchemaTooNew", "SqliteStore", "StoreClosed", "StoreUnusable"]
@@ -907,7 +911,15 @@ def _backup(cur: sqlite3.Cursor, dest_path: str) -> None:
     os.replace(tmp_path, dest_path)
 
 
-@implementer(IAccountStore, IRoomStore, IHistoryStore, IServerBanStore, IBlockStore, IArchiveStore)
+@implementer(
+    IAccountStore,
+    IRoomStore,
+    IHistoryStore,
+    IServerBanStore,
+    IBlockStore,
+    IArchiveStore,
+    IAccountSettingsStore,
+)
 class SqliteStore:
     """Accounts, rooms and history in one SQLite file.  Call ``open()`` before anything else.
 
@@ -1304,6 +1316,25 @@ class SqliteStore:
 
     def remove_item(self, account: str, jid: str) -> Deferred[bool]:
         return self._run(_remove_roster_item, casefold(account), jid, write=True)
+
+    # -- per-account settings: always-on membership, archive preferences --------------------
+
+    def load_always_on(self) -> Deferred[list[AlwaysOnRecord]]:
+        return self._run(account_settings.load_always_on, "?", write=False)
+
+    def save_always_on(self, record: AlwaysOnRecord) -> Deferred[None]:
+        return self._run(account_settings.save_always_on, "?", record, write=True)
+
+    def delete_always_on(self, account: str) -> Deferred[None]:
+        return self._run(account_settings.delete_always_on, "?", casefold(account), write=True)
+
+    def load_archive_prefs(self) -> Deferred[list[tuple[str, ArchivePrefs]]]:
+        return self._run(account_settings.load_archive_prefs, "?", write=False)
+
+    def save_archive_prefs(self, account: str, prefs: ArchivePrefs) -> Deferred[None]:
+        return self._run(
+            account_settings.save_archive_prefs, "?", casefold(account), prefs, write=True
+        )
 
     # -- block lists (the core's, one per account) ------------------------------------------
 
