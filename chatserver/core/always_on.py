@@ -152,12 +152,15 @@ class AlwaysOn:
 
     def _resume(self, conn: Connection, user: User) -> None:
         """``conn`` attached to ``user``: if the user was kept without connections, it is back
-        (no longer away) and the connection gets what it missed."""
-        if not self._detached or user.account is None:
+        (no longer away) and the connection gets what it missed; in any case it gets the
+        account's offline messages."""
+        if user.account is None:
             return
-        key = casefold(user.account)
-        since = self._detached.pop(key, None)
+        since = self._detached.pop(casefold(user.account), None) if self._detached else None
         if since is None:
+            # A second connection of a user that is online: what was kept for the account
+            # meanwhile (a session of it ended before acknowledging messages) comes now.
+            self._deliver_offline(conn)
             return
         if user.away == AWAY_TEXT:
             user.away = None

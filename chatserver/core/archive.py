@@ -150,6 +150,17 @@ class Archive:
         d.addCallback(give)
         d.addErrback(lambda f: self.log.failure("offline messages of {a}", f, a=owner))
 
+    def keep_offline(self, account: str, msgids: list[str]) -> Deferred:
+        """Messages of ``account``'s archive that reached a connection of its but were never
+        acknowledged (the session ended first): handed to its next login, as messages that
+        came while it was away."""
+        if self.archive_store is None or not msgids:
+            return succeed(0)
+        owner = casefold(account)
+        d = self.flush_history()
+        d.addCallback(lambda _: self.archive_store.mark_offline(owner, list(msgids)))
+        return d
+
     # -- queries -----------------------------------------------------------------------------
 
     def _owner(self, conn: Connection) -> str | None:

@@ -294,8 +294,8 @@ class Identity:
             )
         if old.nick != target.nick:
             self._send((conn.client,), NickChange(ts=now, who=old_who, new_nick=target.nick))
-        self._attach(conn, target)
         conn.account = target.account
+        self._attach(conn, target)
         target_who = target.who()
         for room in target.rooms.values():
             self._send((conn.client,), Join(ts=now, room=room.name, who=target_who))

@@ -189,6 +189,10 @@ class IArchiveStore(Interface):
     def take_offline(owner, limit):
         """Fire with the messages kept for ``owner`` while away, and mark them delivered."""
 
+    def mark_offline(owner, msgids):
+        """Mark the messages ``msgids`` of ``owner``'s archive undelivered again (taken by
+        the next ``take_offline``); fire with how many there were."""
+
     def purge_private(owner, before=None):
         """Delete ``owner``'s archive (only what is older than ``before`` when given); fire
         with how many messages went."""

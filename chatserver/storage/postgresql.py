@@ -488,6 +488,14 @@ def _take_offline(cur: Any, owner: str, limit: int) -> list[Message]:
     return messages
 
 
+def _mark_offline(cur: Any, owner: str, msgids: list[str]) -> int:
+    cur.executemany(
+        "UPDATE private_history SET offline = 1 WHERE owner = %s AND id = %s",
+        [(owner, msgid) for msgid in msgids],
+    )
+    return len(msgids)
+
+
 def _purge_private(cur: Any, owner: str, before: float | None) -> int:
     if before is None:
         cur.execute("DELETE FROM private_history WHERE owner = %s", (owner,))
@@ -980,6 +988,9 @@ class PostgresStore:
 
     def take_offline(self, owner: str, limit: int) -> Deferred[list[Message]]:
         return self._run(_take_offline, owner, limit, write=True)
+
+    def mark_offline(self, owner: str, msgids: list[str]) -> Deferred[int]:
+        return self._run(_mark_offline, owner, msgids, write=True)
 
     def purge_private(self, owner: str, before: float | None = None) -> Deferred[int]:
         return self._run(_purge_private, owner, before, write=True)

@@ -664,6 +664,14 @@ def _take_offline(cur: sqlite3.Cursor, owner: str, limit: int) -> list[Message]:
     return messages
 
 
+def _mark_offline(cur: sqlite3.Cursor, owner: str, msgids: list[str]) -> int:
+    cur.executemany(
+        "UPDATE private_history SET offline = 1 WHERE owner = ? AND id = ?",
+        [(owner, msgid) for msgid in msgids],
+    )
+    return len(msgids)
+
+
 def _purge_private(cur: sqlite3.Cursor, owner: str, before: float | None) -> int:
     if before is None:
         cur.execute("DELETE FROM private_history WHERE owner = ?", (owner,))
@@ -1276,6 +1284,9 @@ class SqliteStore:
 
     def take_offline(self, owner: str, limit: int) -> Deferred[list[Message]]:
         return self._run(_take_offline, owner, limit, write=True)
+
+    def mark_offline(self, owner: str, msgids: list[str]) -> Deferred[int]:
+        return self._run(_mark_offline, owner, msgids, write=True)
 
     def purge_private(self, owner: str, before: float | None = None) -> Deferred[int]:
         return self._run(_purge_private, owner, before, write=True)

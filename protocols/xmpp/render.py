@@ -116,7 +116,7 @@ def _private(conn: XmppConnection, event: Message) -> None:
         if carbons.enabled(conn):
             conn.send(carbons.sent_copy(conn, event, chat_text(event)))
         return
-    if user.account is not None:
+    if user.account is not None and conn.service.archives_private:
         # Kept in the recipient's archive: the stanza-id (XEP-0359) by its bare JID lets its
         # clients find the message in MAM.  Private messages have few recipients, so this
         # rendering per recipient stays off the room fan-out path.

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.matrix.clients import NS_CLIENT, NS_DELAY, IrcLine, child, child_text, local
+from tests.matrix.clients import NS_CLIENT, NS_DELAY, IrcLine, child, child_text, local, token
 from tests.matrix.conftest import PASSWORD, World
 from tests.support.server import ServerProcess
 
@@ -227,3 +227,54 @@ def test_xmpp_client_of_an_always_on_account_is_shown_its_rooms_and_missed_messa
     b.join(room)
     b.sync()
     assert alice in names(b, room)
+
+
+NS_COMMANDS = "http://jabber.org/protocol/commands"
+NS_DATA = "jabber:x:data"
+NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
+
+
+def iq(peer, body: str, to: str = "localhost"):
+    qid = token()
+    peer.raw(f"<iq type='{body[0]}' id='{qid}' to='{to}'>{body[1]}</iq>")
+    return peer.expect(lambda e: local(e) == "iq" and e.get("id") == qid)
+
+
+def test_xmpp_turns_always_on_on_with_an_ad_hoc_command(world: World) -> None:
+    alice = world.nick("aoC")
+    room = world.room("aoc")
+    x = world.xmpp(alice)
+    listed = iq(x, ("get", f"<query xmlns='{NS_DISCO_ITEMS}' node='{NS_COMMANDS}'/>"))
+    nodes = [i.get("node") for i in child(listed, NS_DISCO_ITEMS, "query")]
+    assert "always-on" in nodes
+    form = iq(x, ("set", f"<command xmlns='{NS_COMMANDS}' node='always-on' action='execute'/>"))
+    command = child(form, NS_COMMANDS, "command")
+    assert command.get("status") == "executing"
+    field = next(f for f in child(command, NS_DATA, "x") if f.get("var") == "always-on")
+    assert child_text(field, NS_DATA, "value") == "0"
+    done = iq(
+        x,
+        (
+            "set",
+            f"<command xmlns='{NS_COMMANDS}' node='always-on' sessionid='{command.get('sessionid')}'>"
+            f"<x xmlns='{NS_DATA}' type='submit'><field var='always-on'><value>1</value></field>"
+            "</x></command>",
+        ),
+    )
+    assert child(done, NS_COMMANDS, "command").get("status") == "completed"
+    # An unknown command is not found.
+    bad = iq(x, ("set", f"<command xmlns='{NS_COMMANDS}' node='nope' action='execute'/>"))
+    assert bad.get("type") == "error"
+    x.join(room)
+    x.expect(lambda e: local(e) == "presence" and e.get("from", "").endswith("/" + alice))
+    x.sync()
+    x.close()
+    i = world.irc(world.nick("aoD"), caps=("away-notify",))
+    i.join(room)
+    i.sync()
+    assert alice in names(i, room)
+    i.say(room, "are you there?")
+    i.sync()
+    x = world.xmpp(alice)
+    said = x.expect(lambda e: child_text(e, NS_CLIENT, "body") == "are you there?")
+    assert said.get("type") == "groupchat"
