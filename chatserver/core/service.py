@@ -157,6 +157,7 @@ class ChatService(
             [self._load_recent(room) for room in self.rooms.values()], consumeErrors=True
         )
         yield self._load_always_on()
+        yield self._load_archive_prefs()
         self._start_expiry()
         self.log.info("core started: {rooms} registered rooms loaded", rooms=len(records))
 

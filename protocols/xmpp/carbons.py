@@ -61,7 +61,9 @@ def sent_copy(conn: XmppConnection, event: Message, body: str) -> etree._Element
         ns=stanzas.NS_CLIENT,
     )
     stanzas.sub(inner, "body", text=body)
-    if conn.user is not None and conn.user.account is not None and conn.service.archives_private:
+    from protocols.xmpp.render import archived
+
+    if archived(conn, event, False):
         # Kept in the sender's archive too: the id lets its clients match the copy with MAM.
         stanzas.sub(inner, "stanza-id", {"id": event.id, "by": own}, ns=stanzas.NS_STANZA_ID)
     forwarded.append(inner)

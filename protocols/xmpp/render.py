@@ -101,10 +101,9 @@ def _private(conn: XmppConnection, event: Message) -> None:
     native = event.native
     if isinstance(native, Relay):
         if user is not None:
-            archive_id = (
-                event.id if user.account is not None and conn.service.archives_private else None
-            )
-            deliver_relay(conn, native, casefold(event.target or "") == user.key, archive_id)
+            to_me = casefold(event.target or "") == user.key
+            archive_id = event.id if archived(conn, event, to_me) else None
+            deliver_relay(conn, native, to_me, archive_id)
         return
     if user is None or event.origin is conn:
         return
@@ -116,7 +115,7 @@ def _private(conn: XmppConnection, event: Message) -> None:
         if carbons.enabled(conn):
             conn.send(carbons.sent_copy(conn, event, chat_text(event)))
         return
-    if user.account is not None and conn.service.archives_private:
+    if archived(conn, event, True):
         # Kept in the recipient's archive: the stanza-id (XEP-0359) by its bare JID lets its
         # clients find the message in MAM.  Private messages have few recipients, so this
         # rendering per recipient stays off the room fan-out path.
@@ -128,6 +127,17 @@ def _private(conn: XmppConnection, event: Message) -> None:
         msg = private_message(conn, event, None, archived=False)
         data = event.rendered[key] = stanzas.to_bytes(msg)
     conn.send(stanzas.splice_to(data, conn.jid or ""))
+
+
+def archived(conn: XmppConnection, event: Message, to_me: bool) -> bool:
+    """Whether the private message ``event`` is in the archive of this connection's account
+    (``to_me``: it is the recipient, else the sender), so that its copy carries the id."""
+    user = conn.user
+    if user is None or user.account is None or not conn.service.archives_private:
+        return False
+    if to_me:
+        return conn.service.archive_keeps(user.account, event.source.account, event.source.nick)
+    return conn.service.archive_keeps(user.account, event.target_account, event.target or "")
 
 
 def private_message(conn: XmppConnection, event: Message, to: str | None, *, archived: bool) -> Any:

@@ -454,3 +454,66 @@ def test_an_omemo_message_kept_offline_arrives_whole_with_its_archive_id(world: 
     results, _ = mam(b, fields={"with": f"{alice.lower()}@{DOMAIN}"})
     assert [r for r, _ in results] == [sid.get("id")]
     assert omemo_of(results[0][1]) is not None
+
+
+# -- MAM preferences ----------------------------------------------------------------------------
+
+
+def prefs_iq(peer, kind: str, body: str = ""):
+    qid = token()
+    inner = body or f"<prefs xmlns='{NS_MAM}'/>"
+    peer.raw(f"<iq type='{kind}' id='{qid}'>{inner}</iq>")
+    return peer.expect(lambda e: local(e) == "iq" and e.get("id") == qid)
+
+
+def jids(prefs, name: str) -> list[str]:
+    return [j.text for j in child(prefs, NS_MAM, name)]
+
+
+def test_mam_preferences_are_kept_and_decide_what_the_archive_keeps(world: World) -> None:
+    alice, bob, carol = world.nick("arcPa"), world.nick("arcPb"), world.nick("arcPc")
+    world.register(alice)
+    b = world.xmpp(bob)
+    a = world.irc(alice, caps=HISTORY_CAPS, sasl=(alice, PASSWORD))
+    c = world.line(carol)
+    alice_jid = f"{alice.lower()}@{DOMAIN}"
+    got = child(prefs_iq(b, "get"), NS_MAM, "prefs")
+    assert got.get("default") == "always" and jids(got, "always") == jids(got, "never") == []
+    # Keep everything but alice's messages.
+    answer = prefs_iq(
+        b,
+        "set",
+        f"<prefs xmlns='{NS_MAM}' default='always'><always/>"
+        f"<never><jid>{alice_jid}</jid></never></prefs>",
+    )
+    stored = child(answer, NS_MAM, "prefs")
+    assert stored.get("default") == "always" and jids(stored, "never") == [alice_jid]
+    assert jids(child(prefs_iq(b, "get"), NS_MAM, "prefs"), "never") == [alice_jid]
+    a.msg(bob, "not for the archive")
+    live = b.expect(lambda e: child_text(e, NS_CLIENT, "body") == "not for the archive")
+    assert child(live, NS_SID, "stanza-id") is None
+    c.msg(bob, "from a guest")
+    kept = b.expect(lambda e: child_text(e, NS_CLIENT, "body") == "from a guest")
+    assert child(kept, NS_SID, "stanza-id") is not None
+    results, _ = mam(b)
+    assert bodies(results) == ["from a guest"]
+    # Alice's own archive keeps it: her preferences are hers.
+    assert [m.last for m in privmsgs(chathistory(a, "LATEST", bob, "*", "10"))] == [
+        "not for the archive"
+    ]
+    # Keep nothing but alice's: a guest's message is no longer kept.
+    prefs_iq(
+        b,
+        "set",
+        f"<prefs xmlns='{NS_MAM}' default='never'><always><jid>{alice_jid}</jid></always>"
+        "<never/></prefs>",
+    )
+    c.msg(bob, "guest again")
+    a.msg(bob, "alice again")
+    b.expect(lambda e: child_text(e, NS_CLIENT, "body") == "alice again")
+    results, _ = mam(b)
+    assert bodies(results) == ["from a guest", "alice again"]
+    # By roster is not supported: said so, and nothing changes.
+    refused = prefs_iq(b, "set", f"<prefs xmlns='{NS_MAM}' default='roster'/>")
+    assert refused.get("type") == "error"
+    assert child(prefs_iq(b, "get"), NS_MAM, "prefs").get("default") == "never"
