@@ -35,6 +35,7 @@ from chatserver.core.events import (
     OfflineMessages,
     Part,
     Quit,
+    ReadMarker,
     ServerNotice,
     Topic,
 )
@@ -181,6 +182,13 @@ def _offline(conn: XmppConnection, event: OfflineMessages) -> None:
         conn.send(el)
 
 
+def _read_marker(conn: XmppConnection, event: ReadMarker) -> None:
+    """The account's read position moved: the displayed-markers node follows (XEP-0490)."""
+    from protocols.xmpp import mds
+
+    mds.marker_moved(conn, event)
+
+
 def _server_notice(conn: XmppConnection, event: ServerNotice) -> None:
     msg = stanzas.element("message", {"from": conn.domain, "to": conn.jid, "type": "chat"})
     stanzas.sub(msg, "body", text=stanzas.plain_text(event.text))
@@ -191,6 +199,7 @@ _TABLE: dict[type, Callable[[XmppConnection, Any], None]] = {
     Message: _message,
     ServerNotice: _server_notice,
     OfflineMessages: _offline,
+    ReadMarker: _read_marker,
     **{cls: _room for cls in ROOM_EVENTS},
     **{cls: _room for cls in SHARED_EVENTS},
 }

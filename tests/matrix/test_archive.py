@@ -4,6 +4,7 @@ and read back through IRC CHATHISTORY, line chat ``/history`` and XMPP MAM."""
 
 from __future__ import annotations
 
+import time
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -517,3 +518,85 @@ def test_mam_preferences_are_kept_and_decide_what_the_archive_keeps(world: World
     refused = prefs_iq(b, "set", f"<prefs xmlns='{NS_MAM}' default='roster'/>")
     assert refused.get("type") == "error"
     assert child(prefs_iq(b, "get"), NS_MAM, "prefs").get("default") == "never"
+
+
+# -- Message Displayed Synchronization (XEP-0490) ------------------------------------------------
+
+NS_PUBSUB = "http://jabber.org/protocol/pubsub"
+NS_MDS = "urn:xmpp:mds:displayed:0"
+
+
+def mds_items(peer) -> dict[str, str]:
+    """The account's displayed-markers node: {conversation JID: stanza-id}."""
+    qid = token()
+    peer.raw(
+        f"<iq type='get' id='{qid}'><pubsub xmlns='{NS_PUBSUB}'><items node='{NS_MDS}'/></pubsub></iq>"
+    )
+    answer = peer.expect(lambda e: local(e) == "iq" and e.get("id") == qid)
+    if answer.get("type") != "result":
+        return {}
+    items = child(child(answer, NS_PUBSUB, "pubsub"), NS_PUBSUB, "items")
+    return {
+        item.get("id"): child(child(item, NS_MDS, "displayed"), NS_SID, "stanza-id").get("id")
+        for item in items
+    }
+
+
+def publish_displayed(peer, conversation: str, msgid: str, by: str) -> None:
+    qid = token()
+    peer.raw(
+        f"<iq type='set' id='{qid}'><pubsub xmlns='{NS_PUBSUB}'><publish node='{NS_MDS}'>"
+        f"<item id='{conversation}'><displayed xmlns='{NS_MDS}'>"
+        f"<stanza-id xmlns='{NS_SID}' id='{msgid}' by='{by}'/></displayed></item></publish>"
+        f"<publish-options><x xmlns='{NS_DATA}' type='submit'>"
+        "<field var='FORM_TYPE' type='hidden'>"
+        "<value>http://jabber.org/protocol/pubsub#publish-options</value></field>"
+        "<field var='pubsub#persist_items'><value>true</value></field>"
+        "<field var='pubsub#max_items'><value>max</value></field>"
+        "<field var='pubsub#access_model'><value>whitelist</value></field>"
+        "</x></publish-options></pubsub></iq>"
+    )
+    assert peer.expect(lambda e: local(e) == "iq" and e.get("id") == qid).get("type") == "result"
+
+
+def test_read_positions_are_the_mds_node_both_ways(world: World) -> None:
+    alice, bob = world.nick("arcMa"), world.nick("arcMb")
+    room = world.room("arcmds")
+    world.register(alice)
+    x = world.xmpp(bob)
+    laptop = world.irc(bob + "l", caps=(*HISTORY_CAPS, "draft/read-marker"), sasl=(bob, PASSWORD))
+    a = world.irc(alice, caps=HISTORY_CAPS, sasl=(alice, PASSWORD))
+    alice_jid, bob_jid = f"{alice.lower()}@{DOMAIN}", f"{bob.lower()}@{DOMAIN}"
+    a.msg(bob, "first")
+    a.msg(bob, "second")
+    first = laptop.expect(lambda m: m.command == "PRIVMSG" and m.last == "first")
+    second = laptop.expect(lambda m: m.command == "PRIVMSG" and m.last == "second")
+    # Read on the laptop (IRC): the node names the message read, for XMPP clients.
+    laptop.send(f"MARKREAD {alice} timestamp={first.tags['time']}")
+    laptop.expect(lambda m: m.command == "MARKREAD")
+    for _ in range(50):
+        if mds_items(x).get(alice_jid) == first.tags["msgid"]:
+            break
+        time.sleep(0.1)
+    assert mds_items(x)[alice_jid] == first.tags["msgid"]
+    # Read on the phone (XMPP publishes to the node): the laptop's marker moves.
+    publish_displayed(x, alice_jid, second.tags["msgid"], bob_jid)
+    moved = laptop.expect(lambda m: m.command == "MARKREAD")
+    assert moved.params == (alice, f"timestamp={second.tags['time']}")
+    # Rooms too: the item is the room's JID, the id the room's stanza-id.
+    laptop.join(room)
+    a.join(room)
+    a.say(room, "in the room")
+    said = laptop.expect(lambda m: m.command == "PRIVMSG" and m.last == "in the room")
+    laptop.sync()
+    publish_displayed(x, room_jid(room), said.tags["msgid"], room_jid(room))
+    moved = laptop.expect(
+        lambda m: m.command == "MARKREAD" and m.params[0] == f"#{room}" and m.params[1] != "*"
+    )
+    assert moved.params[1] == f"timestamp={said.tags['time']}"
+    # A marker that names no message here changes nothing.
+    publish_displayed(x, alice_jid, "no-such-id", bob_jid)
+    laptop.send(f"MARKREAD {alice}")
+    assert laptop.expect(lambda m: m.command == "MARKREAD").params[1] == (
+        f"timestamp={second.tags['time']}"
+    )
