@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 # The away message others see while an always-on user has no connection; a user's own away
 # message is kept instead when it set one.
 AWAY_TEXT = "Not connected (always-on)"
-# The most messages of one room handed to a connection that comes back; older ones stay in
-# the history (IRC CHATHISTORY, MAM).
+# The most messages of one room handed to a connection that comes back (the newest); older
+# ones stay in the history (IRC CHATHISTORY, MAM).
 MISSED_MAX = 100
 
 
@@ -43,6 +43,7 @@ class AlwaysOn:
     settings: CoreSettings
     clock: Any
     room_store: Any
+    archive_store: Any
     users: NickTable
     rooms: dict[str, Room]
     by_account: dict[str, User]
@@ -58,6 +59,15 @@ class AlwaysOn:
         def _deliver_offline(self, conn: Connection) -> None: ...
         def _load_recent(self, room: Room) -> Deferred: ...
         def history_after(self, room: str, ts: float, limit: int) -> Deferred: ...
+        def room_archive_query(
+            self,
+            room: str,
+            limit: int,
+            *,
+            after: tuple[float, str] | None = None,
+            before: tuple[float, str] | None = None,
+            newest: bool = True,
+        ) -> Deferred: ...
         def _user_gone(self, user: User, reason: str) -> None: ...
 
     def _init_always_on(self) -> None:
@@ -182,7 +192,11 @@ class AlwaysOn:
                 )
                 self._send((conn.client,), event)
 
-        d = self.history_after(room, since, MISSED_MAX)
+        if self.archive_store is not None:
+            # The newest of them, when there are more: what was said last matters most.
+            d = self.room_archive_query(room, MISSED_MAX, after=(since, "\uffff"), newest=True)
+        else:
+            d = self.history_after(room, since, MISSED_MAX)
         d.addCallback(give)
         d.addErrback(lambda f: self.log.failure("missed messages of {r}", f, r=room))
 
