@@ -84,7 +84,7 @@ class ChatService(
     (:mod:`~chatserver.core.delivery`), history write-behind (:mod:`~chatserver.core.history`),
     modes (:mod:`~chatserver.core.modes`), server bans (:mod:`~chatserver.core.server_bans`),
     accounts and nick enforcement (:mod:`~chatserver.core.identity`), block lists
-    (:mod:`~chatserver.core.blocking`).  This module keeps the
+    (:mod:`~chatserver.core.blocking`), always-on accounts (:mod:`~chatserver.core.always_on`).  This module keeps the
     tables they share (connections, users, rooms) and what changes them: connections and
     nicks, rooms, messages, presence.
     """
