@@ -1,5 +1,6 @@
 # The two commands the README promises:
 #   make run    install into .venv and run the server with its data in ./var
+#               (DATA_DIR=dir for another directory; CHATSERVER_CONFIG=file for a config)
 #   make test   install with the test extras and run the whole suite, then ruff and mypy
 # and the benchmark (bench/README.md):
 #   make bench  every scenario against chatserver and the reference servers found; the table
@@ -19,11 +20,12 @@ RUN_STAMP := $(VENV)/.stamp-run
 TEST_STAMP := $(VENV)/.stamp-test
 
 SOAK_MINUTES ?= 30
+DATA_DIR ?= var
 
 .PHONY: run test lint format clean bench soak irctest web
 
 run: $(RUN_STAMP) web
-	$(BIN)/chatserver run --data-dir var
+	$(BIN)/chatserver run --data-dir $(DATA_DIR)
 
 test: $(TEST_STAMP) web
 	$(BIN)/python -m pytest

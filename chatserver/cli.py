@@ -24,6 +24,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from chatserver.config import Config, ConfigError, load_config
+from chatserver.core.errors import StorageUnavailable
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -253,6 +254,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         _report(args, str(err), str(err))
         return EXIT_USAGE
+    except StorageUnavailable as err:
+        message = f"the database failed: {err.error or err}"
+        _report(args, f"chatserver: {message}", message)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_FAILED
 

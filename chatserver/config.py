@@ -521,6 +521,32 @@ class WebConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class UploadConfig:
+    # HTTP File Upload (XEP-0363) for XMPP clients: slots from an XMPP service, files PUT to
+    # and served by the web listener, kept in the data directory's "uploads".
+    enabled: bool = _key(True, _Bool())
+    # The upload service's XMPP address; empty: upload.<[xmpp] domain>.
+    service: str = _key("", _Text(pattern=f"|{_HOSTNAME}", what="a domain name"))
+    # The largest file, in bytes.
+    max_file_size: int = _key(10 << 20, _Int(1, 1 << 40))
+    # Bytes an account may keep stored at once (its files until they expire).
+    quota: int = _key(100 << 20, _Int(1, 1 << 50))
+    # Seconds a file is kept; 0 keeps files forever.
+    expire_after: float = _key(7 * 86400.0, _Number(0))
+    # Seconds a slot's PUT URL stays usable (once only).
+    slot_timeout: float = _key(300.0, _Number(1, 86400))
+    # Content types that may be uploaded ("image/*" for a family); empty: any.
+    allowed_types: tuple[str, ...] = _key(
+        (), _Texts(_Text(pattern=r"[\w.+-]+/(\*|[\w.+-]+)", what='a type like "image/*"'))
+    )
+    # Where clients reach the web listener, such as "https://chat.example.org" (behind a proxy);
+    # empty: https://<[xmpp] domain>:<[web] tls_port>, or the plain port with plain_http.
+    base_url: str = _key("", _Text(pattern=r"|https?://[^\s/?#]+(/[^\s?#]*)?", what="a URL"))
+    # Hand out http:// URLs on [web] port instead of https:// ones (a test or a trusted network).
+    plain_http: bool = _key(False, _Bool())
+
+
+@dataclass(frozen=True, slots=True)
 class HistoryConfig:
     # Days that room and private history is kept; 0 keeps it forever.  Expiry runs hourly in
     # small batches off the reactor thread.
@@ -532,6 +558,7 @@ _CHAT_FROM_SERVER = {"server_name", "history_retention"}
 _CHAT_CHECKS: dict[str, Check] = {
     "history_in_memory": _Int(0, 100_000),
     "history_flush_interval": _Number(0, 3600),
+    "history_unstored_limit": _Int(1, 10_000_000),
     "nick_enforcement": _Text(choices=("strict", "timeout")),
     "nick_enforce_timeout": _Number(0),
     "guest_prefix": _Text(test=is_valid_nick, what="the start of a nick, such as Guest"),
@@ -711,6 +738,7 @@ class Config:
     xmpp: XmppConfig
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    upload: UploadConfig = field(default_factory=UploadConfig)
     history: HistoryConfig = field(default_factory=HistoryConfig)
     operators: tuple[OperatorConfig, ...] = ()
     webirc: tuple[WebircConfig, ...] = ()
@@ -738,6 +766,7 @@ SECTIONS: dict[str, type] = {
     "xmpp": XmppConfig,
     "metrics": MetricsConfig,
     "web": WebConfig,
+    "upload": UploadConfig,
     "history": HistoryConfig,
 }
 # The sections that describe a listening protocol (enabled, port, listen...).
@@ -962,6 +991,7 @@ def load_config(
         xmpp=XmppConfig(**xmpp),
         metrics=MetricsConfig(**raw["metrics"]),
         web=WebConfig(**raw["web"]),
+        upload=UploadConfig(**raw["upload"]),
         history=HistoryConfig(**raw["history"]),
         operators=_load_operators(data.get(OPERATORS_KEY, []), problems),
         webirc=_load_webirc(data.get(WEBIRC_KEY, []), problems),

@@ -20,7 +20,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure as TwistedFailure
 
-from chatserver.core.errors import AccountError
+from chatserver.core.errors import AccountError, StorageUnavailable
 from chatserver.core.names import casefold
 
 if TYPE_CHECKING:
@@ -141,6 +141,9 @@ class SaslServer:
     def _account_failure(self, failure: TwistedFailure) -> Outcome:
         """The answer for a refused (or broken) check."""
         self.busy = False
+        if failure.check(StorageUnavailable) is not None:
+            # The store has logged it; the client may try again later.
+            return self._end(Failure(TEMPORARY, str(failure.value)))
         if failure.check(AccountError) is None:
             log.failure("checking a SASL login for {account}", failure, account=self.account)
             return self._end(Failure(TEMPORARY, "the server could not check the login"))

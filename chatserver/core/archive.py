@@ -50,8 +50,11 @@ class Archive:
     by_account: dict[str, User]
     _pending_private: list[ArchiveEntry]
     _stopping: bool
+    store_failing: bool
 
     if TYPE_CHECKING:
+
+        def _check_unstored(self) -> None: ...
 
         def _user(self, conn: Connection) -> User: ...
         def _new_id(self) -> str: ...
@@ -174,6 +177,8 @@ class Archive:
             return self.say(  # type: ignore[attr-defined]
                 conn, text=text, account=record.name, kind=kind, tags=tags, native=native
             )
+        if self.store_failing:
+            self._check_unstored()
         now = self.clock.seconds()
         msg = Message(
             ts=now,

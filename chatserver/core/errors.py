@@ -175,6 +175,21 @@ class Banned(LimitExceeded):
         super().__init__(reason)
 
 
+class StorageUnavailable(ChatError):
+    """The server's database cannot be read or written just now (it is unreachable, read-only
+    or full); nothing was changed, and the same request may succeed later.
+
+    ``str(err)`` is for users and says no more than that; ``error`` is the database's own
+    error, for logs and the health check.
+    """
+
+    def __init__(self, reason: str = "", error: BaseException | None = None) -> None:
+        self.error = error
+        super().__init__(
+            reason or "the server's database is unavailable just now; try again in a moment"
+        )
+
+
 # Every error the core raises, ChatError itself (a refusal of no more specific kind) included.
 CORE_ERRORS: tuple[type[ChatError], ...] = (
     ChatError,
@@ -193,6 +208,7 @@ CORE_ERRORS: tuple[type[ChatError], ...] = (
     AccountError,
     LimitExceeded,
     Banned,
+    StorageUnavailable,
 )
 
 

@@ -4,6 +4,13 @@ A message said in a room goes into the room's in-memory history and a pending li
 is written in one transaction every ``history_flush_interval`` seconds (or, with 0, at once,
 with whatever is said during a write grouped into the next).  Reads of the store flush first,
 so that a reader sees everything said before it asked.
+
+When the store fails (the database is unreachable, read-only or full), what was not written
+stays pending, in order, and is retried every :data:`RETRY_INTERVAL` seconds until a write
+succeeds: nothing delivered is dropped.  Meanwhile at most ``history_unstored_limit``
+messages may wait; past it, each message that would be stored is refused before it is
+delivered (:class:`StorageUnavailable`, which each protocol tells its sender), so that what
+the server acknowledged is always what it will store.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
 from twisted.logger import Logger
 
-from chatserver.core.errors import ChatError
+from chatserver.core.errors import ChatError, StorageUnavailable
 from chatserver.core.events import Message
 from chatserver.core.names import room_key
 from chatserver.core.records import ArchiveEntry
@@ -22,6 +29,9 @@ from chatserver.core.settings import CoreSettings
 if TYPE_CHECKING:
     from chatserver.core.rooms import Room
     from chatserver.core.users import Connection, User
+
+# Seconds between attempts to write history while the store fails.
+RETRY_INTERVAL = 1.0
 
 
 class HistoryLog:
@@ -47,6 +57,9 @@ class HistoryLog:
         self._pending_private: list[ArchiveEntry] = []
         self._flush_call: Any = None
         self._flushing: Deferred | None = None
+        # True from a failed history write until a write succeeds; while it is, messages that
+        # would be stored are checked against history_unstored_limit before they are sent.
+        self.store_failing = False
 
     def _load_recent(self, room: Room) -> Deferred:
         if not room.history.maxlen:
@@ -110,6 +123,12 @@ class HistoryLog:
         def done(result: Any) -> None:
             if self._flushing is d:
                 self._flushing = None
+            if self.store_failing:
+                self.store_failing = False
+                self.log.info(
+                    "history written again ({n} messages had waited for the database)",
+                    n=len(batch) + len(private),
+                )
             d.callback(None)
             if (
                 (self._pending_history or self._pending_private)
@@ -121,16 +140,38 @@ class HistoryLog:
                 self.flush_history()
 
         def failed(f: Any) -> None:
-            self.log.failure("writing {n} history messages", f, n=len(batch))
-            # Keep them to retry with the next batch rather than lose them.
+            # Keep them, in order, to retry rather than lose them.
             self._pending_history[:0] = batch
             self._pending_private[:0] = private
+            if f.check(StorageUnavailable) is None:
+                self.log.failure("writing {n} history messages", f, n=len(batch))
+            elif not self.store_failing:
+                # The store logs the database's error; this says what it means for history.
+                self.log.warn(
+                    "history cannot be written: {n} messages wait in memory (at most {limit}"
+                    " before new messages are refused); retrying every {retry:g} s",
+                    n=self.history_pending(),
+                    limit=self.settings.history_unstored_limit,
+                    retry=RETRY_INTERVAL,
+                )
+            self.store_failing = True
             if self._flushing is d:
                 self._flushing = None
+            if self._flush_call is None and not self._stopping:
+                self._flush_call = self.clock.callLater(RETRY_INTERVAL, self.flush_history)
             d.callback(None)
 
         previous.addCallback(write).addCallbacks(done, failed)
         return self._when_flushed()
+
+    def _check_unstored(self) -> None:
+        """Refuse a message that would be stored while the store fails and the messages
+        waiting for it have reached the limit."""
+        if self.history_pending() >= self.settings.history_unstored_limit:
+            raise StorageUnavailable(
+                "the server's database is unavailable and too many messages wait to be"
+                " stored: this one was not sent; try again in a moment"
+            )
 
     def _when_flushed(self) -> Deferred:
         """A new Deferred that fires (with None) when the write in progress is done.

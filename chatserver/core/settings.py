@@ -12,6 +12,9 @@ class CoreSettings:
     history_in_memory: int = 100
     # Seconds between history batch writes; 0 writes every message at once.
     history_flush_interval: float = 1.0
+    # Messages that may wait in memory while the database cannot be written; past it,
+    # messages that would be stored are refused (their senders are told) until it can.
+    history_unstored_limit: int = 50_000
     # How a registered nick is kept for its account: "strict" refuses it to anyone not logged
     # in to the account; "timeout" lets anyone take it, shown as a guest (never as the
     # account), and renames them to a guest nick unless they log in within

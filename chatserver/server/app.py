@@ -31,6 +31,7 @@ from zope.interface import implementer
 
 from chatserver.config import PROTOCOL_SECTIONS, BindPoint, Config, bind_points, format_address
 from chatserver.core.accounts import AccountManager
+from chatserver.core.errors import StorageUnavailable
 from chatserver.core.service import ChatService
 from chatserver.server.memory import MemoryTrimmer
 from chatserver.server.pidfile import AlreadyRunning, PidFile
@@ -139,7 +140,16 @@ def build_web_listeners(ctx: ProtocolContext) -> list[Listener]:
     # After the other protocols: its WebSocket endpoints use their factories.
     from protocols.web.site import build_site
 
-    site = build_site(ctx.config, factories=ctx.factories, clock=ctx.reactor)
+    uploads = None
+    xmpp = ctx.factories.get("xmpp")
+    if ctx.config.upload.enabled and xmpp is not None:
+        # HTTP File Upload: the XMPP service hands out slots that this listener serves.
+        from protocols.web.upload import UploadStore
+
+        uploads = UploadStore(ctx.config.data_path("uploads"), ctx.config, ctx.reactor)
+        uploads.start()
+        xmpp.uploads = uploads
+    site = build_site(ctx.config, factories=ctx.factories, clock=ctx.reactor, uploads=uploads)
     return listeners_for("web", ctx.config.web, site)
 
 
@@ -328,6 +338,9 @@ class ChatServer(MultiService):
             await self._bring_up()
         except Exception as err:
             self.exit_status = 1
+            if isinstance(err, StorageUnavailable) and err.error is not None:
+                # The operator needs the database's own words, not the users' "try later".
+                err = StartupError(f"the database failed: {err.error}")
             if isinstance(err, _EXPECTED_START_ERRORS):
                 log.critical("cannot start: {error}", error=str(err))
             else:

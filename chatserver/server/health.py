@@ -17,12 +17,19 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from chatserver.core.errors import StorageUnavailable
+
 if TYPE_CHECKING:
     from chatserver.server.app import ChatServer
 
 # A store that takes longer than this to read one pragma is stuck (another process holds a
 # write lock, the disk hangs): unhealthy.
 STORE_TIMEOUT = 3.0
+
+
+def _detail(err: Exception) -> str:
+    """The database's own words for a failure (the store wraps them for users)."""
+    return str(err.error if isinstance(err, StorageUnavailable) and err.error else err)
 
 
 async def check(server: ChatServer) -> tuple[bool, str]:
@@ -42,7 +49,7 @@ async def check(server: ChatServer) -> tuple[bool, str]:
     except defer.TimeoutError:
         return False, f"the database did not answer within {STORE_TIMEOUT:g} seconds"
     except Exception as err:
-        return False, f"the database failed: {err}"
+        return False, f"the database failed: {_detail(err)}"
     if getattr(store, "write_failure", None) is not None:
         probe = defer.maybeDeferred(store.probe_write)
         probe.addTimeout(STORE_TIMEOUT, server.reactor)
@@ -51,7 +58,7 @@ async def check(server: ChatServer) -> tuple[bool, str]:
         except defer.TimeoutError:
             return False, f"a database write did not finish within {STORE_TIMEOUT:g} seconds"
         except Exception as err:
-            return False, f"database writes fail: {err}"
+            return False, f"database writes fail: {_detail(err)}"
     return True, "ok"
 
 

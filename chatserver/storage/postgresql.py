@@ -20,20 +20,20 @@ no PRAGMA).
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterable, Sequence
+import sys
+from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
 import psycopg
 from twisted.enterprise import adbapi
-from twisted.internet import defer, threads
+from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from chatserver.core.accounts import RegistrationInvite, not_invited
 from chatserver.core.bans import ServerBan
-from chatserver.core.errors import AccountError
+from chatserver.core.errors import AccountError, StorageUnavailable
 from chatserver.core.events import Message
 from chatserver.core.interfaces import (
     IAccountSettingsStore,
@@ -47,9 +47,7 @@ from chatserver.core.interfaces import (
 from chatserver.core.names import casefold
 from chatserver.core.records import (
     AccountRecord,
-    AlwaysOnRecord,
     ArchiveEntry,
-    ArchivePrefs,
     ArchiveQuery,
     Credential,
     PepItem,
@@ -57,17 +55,12 @@ from chatserver.core.records import (
     RoomRecord,
     RosterItem,
 )
-from chatserver.storage import account_settings
+from chatserver.storage.facade import SchemaTooNew, StoreFacade, StoreUnusable
 from chatserver.storage.postgresql_migrations import MIGRATIONS
 from chatserver.storage.sqlite import (
     _INVITE_COLUMNS,
     _MESSAGE_COLUMNS,
     _PRIVATE_COLUMNS,
-    EXPIRE_BATCH,
-    FAILURE_LOG_INTERVAL,
-    SchemaTooNew,
-    StoreClosed,
-    StoreUnusable,
     _check_limit,
     _credential_rows,
     _dumps,
@@ -96,6 +89,8 @@ log = Logger()
 def is_storage_failure(err: BaseException) -> bool:
     """Whether ``err`` says the database is failing (unreachable, read-only, full), not that a
     statement broke a rule or the caller asked for the impossible."""
+    if isinstance(err, adbapi.ConnectionLost):
+        return True
     return isinstance(err, psycopg.Error) and not isinstance(
         err, (psycopg.IntegrityError, psycopg.ProgrammingError, psycopg.DataError)
     )
@@ -723,13 +718,18 @@ class _Connection(adbapi.Connection):
     IArchiveStore,
     IAccountSettingsStore,
 )
-class PostgresStore:
+class PostgresStore(StoreFacade):
     """Accounts, rooms, history, rosters, bans and PEP data in a PostgreSQL database.  Call
     ``open()`` before anything else.
 
     Every method returns a Deferred that fires on the reactor thread; the SQL runs in the
     pool's single thread, in call order.
     """
+
+    _queries = sys.modules[__name__]
+    _param = "%s"
+    kind = "PostgreSQL"
+    is_storage_failure = staticmethod(is_storage_failure)
 
     def __init__(
         self, dsn: str, *, reactor: Any = None, migrations: Sequence[Sequence[str]] = MIGRATIONS
@@ -740,15 +740,8 @@ class PostgresStore:
 
             reactor = default_reactor
         self.dsn = dsn
-        # What logs and errors show: the dsn without its password.
-        self.path = describe_dsn(dsn)
-        self._reactor = reactor
         self._migrations = tuple(migrations)
-        self._closed = False
-        self.observe: Callable[[str, float], None] | None = None
-        self.write_failure: str | None = None
-        self._failures_logged: dict[str, float] = {}
-        self._pool = adbapi.ConnectionPool(
+        pool = adbapi.ConnectionPool(
             "psycopg",
             dsn,
             connect_timeout=CONNECT_TIMEOUT,
@@ -759,54 +752,9 @@ class PostgresStore:
             cp_noisy=False,
             cp_reactor=reactor,
         )
-        self._pool.connectionFactory = _Connection
-
-    def _run(self, func: Callable[..., _T], *args: Any, write: bool) -> Deferred[_T]:
-        if self._closed:
-            return defer.fail(StoreClosed(f"the store {self.path} is closed"))
-        d: Deferred[_T] = self._pool.runInteraction(func, *args)
-        operation = func.__name__.lstrip("_")
-        d.addCallbacks(
-            self._succeeded,
-            self._failed,
-            callbackArgs=(write,),
-            errbackArgs=(operation, write),
-        )
-        observe = self.observe
-        if observe is not None:
-            started = time.monotonic()
-
-            def timed(result: Any) -> Any:
-                observe(operation, time.monotonic() - started)
-                return result
-
-            d.addBoth(timed)
-        return d
-
-    def _succeeded(self, result: _T, write: bool) -> _T:
-        if write and self.write_failure is not None:
-            log.info("PostgreSQL store {path}: writes succeed again", path=self.path)
-            self.write_failure = None
-        return result
-
-    def _failed(self, failure: Any, operation: str, write: bool) -> Any:
-        err = failure.value
-        if not is_storage_failure(err):
-            return failure
-        reason = str(err).strip() or type(err).__name__
-        if write:
-            self.write_failure = reason
-        now = time.monotonic()
-        last = self._failures_logged.get(reason)
-        if last is None or now - last >= FAILURE_LOG_INTERVAL:
-            self._failures_logged[reason] = now
-            log.error(
-                "PostgreSQL store {path}: {operation} failed: {error}",
-                path=self.path,
-                operation=operation,
-                error=reason,
-            )
-        return failure
+        pool.connectionFactory = _Connection
+        # What logs and errors show as the store's path: the dsn without its password.
+        super().__init__(describe_dsn(dsn), reactor, pool)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -823,12 +771,13 @@ class PostgresStore:
                 version += 1
             if check:
                 await self._run(_probe_write, write=True)
-        except psycopg.Error as err:
-            if not check or not is_storage_failure(err):
+        except StorageUnavailable as err:
+            if not check:
                 raise
             raise StoreUnusable(
-                f"the PostgreSQL database {self.path} cannot be used ({str(err).strip()});"
-                " check that the server runs, the database exists and the user may write it"
+                f"the PostgreSQL database {self.path} cannot be used"
+                f" ({str(err.error).strip()}); check that the server runs, the database"
+                " exists and the user may write it"
             ) from err
         if first is not None and first != version:
             log.info(
@@ -846,228 +795,5 @@ class PostgresStore:
         """
         return defer.ensureDeferred(self._open(check))
 
-    def probe_write(self) -> Deferred[None]:
-        """A write that changes nothing: fails while writes fail, and clears
-        :attr:`write_failure` once they succeed again."""
-        return self._run(_probe_write, write=True)
-
-    def close(self) -> Deferred[None]:
-        """Let queued work finish, close the connection, stop the pool thread."""
-        if self._closed:
-            return defer.succeed(None)
-        self._closed = True
-        pool = self._pool
-
-        def disconnect() -> None:
-            conn = pool.connections.get(pool.threadID())
-            if conn is not None:
-                pool.disconnect(conn)
-
-        def stop(result: object) -> object:
-            pool.close()
-            return result
-
-        d: Deferred[None] = threads.deferToThreadPool(self._reactor, pool.threadpool, disconnect)
-        d.addBoth(stop)
-        return d
-
     def schema_version(self) -> Deferred[int]:
         return self._run(_schema_version, write=False)
-
-    # -- IAccountStore ----------------------------------------------------------------------
-
-    def get_account(self, name: str) -> Deferred[AccountRecord | None]:
-        return self._run(_get_account, casefold(name), write=False)
-
-    def registered_keys(self, keys: Sequence[str]) -> Deferred[set[str]]:
-        return self._run(_registered_keys, [casefold(key) for key in keys], write=False)
-
-    def account_keys(self) -> Deferred[list[str]]:
-        return self._run(_account_keys, write=False)
-
-    def create_account(self, record: AccountRecord) -> Deferred[None]:
-        return self._run(_create_account, record, write=True)
-
-    def update_credentials(self, name: str, credentials: Sequence[Credential]) -> Deferred[bool]:
-        return self._run(_update_credentials, casefold(name), tuple(credentials), write=True)
-
-    def delete_account(self, name: str) -> Deferred[bool]:
-        return self._run(_delete_account, casefold(name), write=True)
-
-    def list_accounts(self) -> Deferred[list[AccountRecord]]:
-        return self._run(_list_accounts, write=False)
-
-    # -- registration invitations -----------------------------------------------------------
-
-    def create_invited_account(self, record: AccountRecord, now: float) -> Deferred[None]:
-        return self._run(_create_invited_account, record, now, write=True)
-
-    def save_invite(self, invite: RegistrationInvite) -> Deferred[None]:
-        return self._run(_save_invite, invite, write=True)
-
-    def get_invite(self, name: str, now: float) -> Deferred[RegistrationInvite | None]:
-        return self._run(_get_invite, casefold(name), now, write=False)
-
-    def delete_invite(self, name: str) -> Deferred[bool]:
-        return self._run(_delete_invite, casefold(name), write=True)
-
-    def purge_invites(self, now: float) -> Deferred[int]:
-        return self._run(_purge_invites, now, write=True)
-
-    def list_invites(self, now: float) -> Deferred[list[RegistrationInvite]]:
-        return self._run(_list_invites, now, write=True)
-
-    # -- IRoomStore -------------------------------------------------------------------------
-
-    def load_rooms(self) -> Deferred[list[RoomRecord]]:
-        return self._run(_load_rooms, write=False)
-
-    def save_room(self, record: RoomRecord) -> Deferred[None]:
-        return self._run(_save_room, record, write=True)
-
-    def delete_room(self, name: str) -> Deferred[bool]:
-        return self._run(_delete_room, name, write=True)
-
-    # -- IHistoryStore ----------------------------------------------------------------------
-
-    def append(self, messages: Iterable[Message]) -> Deferred[int]:
-        batch = tuple(messages)
-        if not batch:
-            return defer.succeed(0)
-        return self._run(_append, batch, write=True)
-
-    def latest(self, target: str, limit: int) -> Deferred[list[Message]]:
-        return self._run(_query_messages, "", (target,), limit, True, write=False)
-
-    def before(self, target: str, ts: float, limit: int) -> Deferred[list[Message]]:
-        return self._run(_query_messages, " AND ts < %s", (target, ts), limit, True, write=False)
-
-    def after(self, target: str, ts: float, limit: int) -> Deferred[list[Message]]:
-        return self._run(_query_messages, " AND ts > %s", (target, ts), limit, False, write=False)
-
-    def between(self, target: str, start: float, end: float, limit: int) -> Deferred[list[Message]]:
-        return self._run(
-            _query_messages,
-            " AND ts > %s AND ts < %s",
-            (target, start, end),
-            limit,
-            False,
-            write=False,
-        )
-
-    def find(self, msgid: str) -> Deferred[Message | None]:
-        return self._run(_find, msgid, write=False)
-
-    def targets(self, start: float, end: float, limit: int) -> Deferred[list[tuple[str, float]]]:
-        return self._run(_targets, start, end, limit, write=False)
-
-    def purge(self, target: str) -> Deferred[int]:
-        return self._run(_purge, target, write=True)
-
-    # -- IArchiveStore ----------------------------------------------------------------------
-
-    def append_private(self, entries: Iterable[ArchiveEntry]) -> Deferred[int]:
-        batch = tuple(entries)
-        if not batch:
-            return defer.succeed(0)
-        return self._run(_append_private, batch, write=True)
-
-    def query_private(self, query: ArchiveQuery) -> Deferred[list[Message]]:
-        return self._run(_query_private, query, write=False)
-
-    def query_room(self, query: ArchiveQuery) -> Deferred[list[Message]]:
-        return self._run(_query_room, query, write=False)
-
-    def find_private(self, owner: str, msgid: str) -> Deferred[Message | None]:
-        return self._run(_find_private, owner, msgid, write=False)
-
-    def private_targets(
-        self, owner: str, start: float, end: float, limit: int
-    ) -> Deferred[list[tuple[str, float]]]:
-        return self._run(_private_targets, owner, start, end, limit, write=False)
-
-    def take_offline(self, owner: str, limit: int) -> Deferred[list[Message]]:
-        return self._run(_take_offline, owner, limit, write=True)
-
-    def mark_offline(self, owner: str, msgids: list[str]) -> Deferred[int]:
-        return self._run(_mark_offline, owner, msgids, write=True)
-
-    def purge_private(self, owner: str, before: float | None = None) -> Deferred[int]:
-        return self._run(_purge_private, owner, before, write=True)
-
-    def purge_room_before(self, target: str, before: float) -> Deferred[int]:
-        return self._run(_purge_room_before, target, before, write=True)
-
-    def expire(self, table: str, before: float, batch: int = EXPIRE_BATCH) -> Deferred[int]:
-        if table not in ("history", "private_history"):
-            raise ValueError(table)
-        return self._run(_expire_batch, table, before, batch, write=True)
-
-    def get_read_marker(self, account: str, target: str) -> Deferred[float | None]:
-        return self._run(_get_read_marker, account, target, write=False)
-
-    def set_read_marker(self, account: str, target: str, ts: float) -> Deferred[float]:
-        return self._run(_set_read_marker, account, target, ts, write=True)
-
-    # -- server bans ------------------------------------------------------------------------
-
-    def load_server_bans(self) -> Deferred[list[ServerBan]]:
-        return self._run(_load_server_bans, write=False)
-
-    def save_server_ban(self, ban: ServerBan) -> Deferred[None]:
-        return self._run(_save_server_ban, ban, write=True)
-
-    def delete_server_ban(self, mask: str) -> Deferred[bool]:
-        return self._run(_delete_server_ban, mask, write=True)
-
-    # -- XMPP rosters -----------------------------------------------------------------------
-
-    def get_roster(self, account: str) -> Deferred[list[RosterItem]]:
-        return self._run(_get_roster, casefold(account), write=False)
-
-    def set_item(self, account: str, item: RosterItem) -> Deferred[None]:
-        return self._run(_set_roster_item, casefold(account), item, write=True)
-
-    def remove_item(self, account: str, jid: str) -> Deferred[bool]:
-        return self._run(_remove_roster_item, casefold(account), jid, write=True)
-
-    # -- per-account settings: always-on membership, archive preferences --------------------
-
-    def load_always_on(self) -> Deferred[list[AlwaysOnRecord]]:
-        return self._run(account_settings.load_always_on, "%s", write=False)
-
-    def save_always_on(self, record: AlwaysOnRecord) -> Deferred[None]:
-        return self._run(account_settings.save_always_on, "%s", record, write=True)
-
-    def delete_always_on(self, account: str) -> Deferred[None]:
-        return self._run(account_settings.delete_always_on, "%s", casefold(account), write=True)
-
-    def load_archive_prefs(self) -> Deferred[list[tuple[str, ArchivePrefs]]]:
-        return self._run(account_settings.load_archive_prefs, "%s", write=False)
-
-    def save_archive_prefs(self, account: str, prefs: ArchivePrefs) -> Deferred[None]:
-        return self._run(
-            account_settings.save_archive_prefs, "%s", casefold(account), prefs, write=True
-        )
-
-    # -- block lists ------------------------------------------------------------------------
-
-    def load_blocks(self) -> Deferred[list[tuple[str, str]]]:
-        return self._run(_load_blocks, write=False)
-
-    def add_blocks(self, account: str, names: list[str]) -> Deferred[None]:
-        return self._run(_add_blocks, casefold(account), names, write=True)
-
-    def remove_blocks(self, account: str, names: list[str]) -> Deferred[None]:
-        return self._run(_remove_blocks, casefold(account), names, write=True)
-
-    # -- XMPP personal data -----------------------------------------------------------------
-
-    def get_pep(self, account: str) -> Deferred[list[PepNode]]:
-        return self._run(_get_pep, casefold(account), write=False)
-
-    def save_pep_node(self, account: str, node: PepNode) -> Deferred[None]:
-        return self._run(_save_pep_node, casefold(account), node, write=True)
-
-    def delete_pep_node(self, account: str, kind: str, node: str) -> Deferred[bool]:
-        return self._run(_delete_pep_node, casefold(account), kind, node, write=True)

@@ -20,19 +20,20 @@ import contextlib
 import json
 import os
 import sqlite3
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from twisted.enterprise import adbapi
-from twisted.internet import defer, threads
+from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from chatserver.core.accounts import RegistrationInvite, not_invited
 from chatserver.core.bans import ServerBan
-from chatserver.core.errors import AccountError
+from chatserver.core.errors import AccountError, StorageUnavailable
 from chatserver.core.events import Message, StoredNative, Who
 from chatserver.core.interfaces import (
     IAccountSettingsStore,
@@ -46,9 +47,7 @@ from chatserver.core.interfaces import (
 from chatserver.core.names import casefold
 from chatserver.core.records import (
     AccountRecord,
-    AlwaysOnRecord,
     ArchiveEntry,
-    ArchivePrefs,
     ArchiveQuery,
     BanRecord,
     Credential,
@@ -57,7 +56,12 @@ from chatserver.core.records import (
     RoomRecord,
     RosterItem,
 )
-from chatserver.storage import account_settings
+from chatserver.storage.facade import (
+    SchemaTooNew,
+    StoreClosed,
+    StoreFacade,
+    StoreUnusable,
+)
 from chatserver.storage.migrations import MIGRATIONS, Step
 
 __all__ = ["SchemaTooNew", "SqliteStore", "StoreClosed", "StoreUnusable"]
@@ -71,24 +75,9 @@ BUSY_TIMEOUT_MS = 5000
 log = Logger()
 
 
-class StoreClosed(RuntimeError):
-    """The store was used after ``close()``."""
-
-
-class SchemaTooNew(RuntimeError):
-    """The database was written by a newer chatserver; refuse rather than misread it."""
-
-
-class StoreUnusable(RuntimeError):
-    """The database is damaged or cannot be written: the server must not start on it."""
-
-
 # Problems quick_check reports at most: the first few say enough, and a badly damaged file
 # could otherwise yield one line per page.
 QUICK_CHECK_ROWS = 5
-# A failing database fails every query: one log line per kind of failure this often is enough
-# to see it without one line per login attempt.
-FAILURE_LOG_INTERVAL = 60.0
 # SQLITE_CORRUPT and SQLITE_NOTADB: the file's content is wrong, not its permissions or disk.
 _DAMAGED_CODES = frozenset({11, 26})
 
@@ -688,11 +677,6 @@ def _purge_room_before(cur: sqlite3.Cursor, target: str, before: float) -> int:
     return cur.rowcount
 
 
-# Rows deleted per expiry transaction: small enough that the writer lock is held for a few
-# milliseconds, so history batches written meanwhile are not held up.
-EXPIRE_BATCH = 2000
-
-
 def _expire_batch(cur: sqlite3.Cursor, table: str, before: float, batch: int) -> int:
     """Delete up to ``batch`` of the oldest rows of ``table`` older than ``before``.
 
@@ -928,12 +912,17 @@ def _backup(cur: sqlite3.Cursor, dest_path: str) -> None:
     IArchiveStore,
     IAccountSettingsStore,
 )
-class SqliteStore:
+class SqliteStore(StoreFacade):
     """Accounts, rooms and history in one SQLite file.  Call ``open()`` before anything else.
 
     Every method returns a Deferred that fires on the reactor thread; the SQL runs in the
     pool's single thread, in call order.
     """
+
+    _queries = sys.modules[__name__]
+    _param = "?"
+    kind = "SQLite"
+    is_storage_failure = staticmethod(is_storage_failure)
 
     def __init__(
         self, path: str, *, reactor: Any = None, migrations: Sequence[Step] = MIGRATIONS
@@ -943,23 +932,13 @@ class SqliteStore:
             from twisted.internet import reactor as default_reactor
 
             reactor = default_reactor
-        self.path = path
-        self._reactor = reactor
         self._migrations = tuple(migrations)
-        self._closed = False
-        # Called as observe(operation, seconds) when each operation finishes, the time
-        # including its wait in the queue: the metrics endpoint's storage latency.
-        self.observe: Callable[[str, float], None] | None = None
-        # Why the last write failed, while it is the latest news about writes (a write that
-        # succeeds clears it): the health check reports it.
-        self.write_failure: str | None = None
-        self._failures_logged: dict[str, float] = {}
         if path != ":memory:":
             parent = os.path.dirname(os.path.abspath(path))
             os.makedirs(parent, exist_ok=True)
         # One connection: SQLite has one writer anyway, and a single thread keeps every
         # operation of this process in call order.
-        self._pool = adbapi.ConnectionPool(
+        pool = adbapi.ConnectionPool(
             "sqlite3",
             path,
             check_same_thread=False,
@@ -968,66 +947,19 @@ class SqliteStore:
             cp_openfun=_configure_connection,
             cp_reactor=reactor,
         )
+        super().__init__(path, reactor, pool)
 
-    def _run(
-        self, func: Callable[..., _T], *args: Any, write: bool, transaction: bool = True
-    ) -> Deferred[_T]:
-        if self._closed:
-            # The pool's thread pool silently drops work once stopped: fail loudly instead
-            # of returning a Deferred that never fires.
-            return defer.fail(StoreClosed(f"the store {self.path} is closed"))
+    def _interaction(
+        self, func: Callable[..., _T], args: tuple[Any, ...], write: bool, transaction: bool
+    ) -> Callable[[sqlite3.Cursor], _T]:
+        if not transaction:
+            return lambda cur: func(cur, *args)
 
         def interaction(cur: sqlite3.Cursor) -> _T:
-            if not transaction:
-                return func(cur, *args)
             with _transaction(cur, write=write):
                 return func(cur, *args)
 
-        d: Deferred[_T] = self._pool.runInteraction(interaction)
-        operation = func.__name__.lstrip("_")
-        d.addCallbacks(
-            self._succeeded,
-            self._failed,
-            callbackArgs=(write,),
-            errbackArgs=(operation, write),
-        )
-        observe = self.observe
-        if observe is not None:
-            started = time.monotonic()
-
-            def timed(result: Any) -> Any:
-                observe(operation, time.monotonic() - started)
-                return result
-
-            d.addBoth(timed)
-        return d
-
-    def _succeeded(self, result: _T, write: bool) -> _T:
-        if write and self.write_failure is not None:
-            log.info("SQLite store {path}: writes succeed again", path=self.path)
-            self.write_failure = None
-        return result
-
-    def _failed(self, failure: Any, operation: str, write: bool) -> Any:
-        err = failure.value
-        if not is_storage_failure(err):
-            return failure
-        reason = str(err)
-        if write:
-            self.write_failure = reason
-        # Logged here, once for every caller: a damaged or read-only file otherwise shows only
-        # as "internal error" to users and as nothing in the log.
-        now = time.monotonic()
-        last = self._failures_logged.get(reason)
-        if last is None or now - last >= FAILURE_LOG_INTERVAL:
-            self._failures_logged[reason] = now
-            log.error(
-                "SQLite store {path}: {operation} failed: {error}",
-                path=self.path,
-                operation=operation,
-                error=reason,
-            )
-        return failure
+        return interaction
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -1084,54 +1016,26 @@ class SqliteStore:
                 )
 
         def unusable(failure: Any) -> Any:
-            err = failure.value
-            if failure.check(StoreUnusable) or not is_storage_failure(err):
+            if not failure.check(StorageUnavailable):
                 return failure
+            err = failure.value.error
             # A page too damaged to read stops quick_check itself with SQLITE_CORRUPT.
             if getattr(err, "sqlite_errorcode", 0) & 0xFF in _DAMAGED_CODES:
                 damaged([str(err)])
             raise StoreUnusable(f"the database {self.path} cannot be used: {err}")
 
         def unwritable(failure: Any) -> Any:
-            if failure.check(StoreUnusable) or not is_storage_failure(failure.value):
+            if not failure.check(StorageUnavailable):
                 return failure
             raise StoreUnusable(
-                f"the database {self.path} cannot be written ({failure.value}); check the"
-                " permissions of the file and its directory, and the free space"
+                f"the database {self.path} cannot be written ({failure.value.error}); check"
+                " the permissions of the file and its directory, and the free space"
             )
 
         d: Deferred[Any] = self._run(_quick_check, write=False, transaction=False)
         d.addCallbacks(damaged, unusable)
         d.addCallback(lambda _: self._run(_probe_write, write=True))
         d.addErrback(unwritable)
-        return d
-
-    def probe_write(self) -> Deferred[None]:
-        """A write that changes nothing: fails while writes fail, and clears
-        :attr:`write_failure` once they succeed again."""
-        return self._run(_probe_write, write=True)
-
-    def close(self) -> Deferred[None]:
-        """Let queued work finish, close the connection, stop the pool thread."""
-        if self._closed:
-            return defer.succeed(None)
-        self._closed = True
-        pool = self._pool
-
-        def disconnect() -> None:
-            # Runs after everything queued before it (one thread, FIFO).  Closing here, not on
-            # the reactor thread, keeps the final WAL checkpoint off the reactor.
-            conn = pool.connections.get(pool.threadID())
-            if conn is not None:
-                pool.disconnect(conn)
-
-        def stop(result: object) -> object:
-            # The pool thread is idle by now, so joining it does not block the reactor.
-            pool.close()
-            return result
-
-        d: Deferred[None] = threads.deferToThreadPool(self._reactor, pool.threadpool, disconnect)
-        d.addBoth(stop)
         return d
 
     def schema_version(self) -> Deferred[int]:
@@ -1155,218 +1059,3 @@ class SqliteStore:
             # Renaming the copy over the live file under an open connection corrupts it.
             return defer.fail(ValueError(f"cannot back up {self.path} onto itself"))
         return self._run(_backup, dest_path, write=False, transaction=False)
-
-    # -- IAccountStore ----------------------------------------------------------------------
-
-    def get_account(self, name: str) -> Deferred[AccountRecord | None]:
-        return self._run(_get_account, casefold(name), write=False)
-
-    def registered_keys(self, keys: Sequence[str]) -> Deferred[set[str]]:
-        return self._run(_registered_keys, [casefold(key) for key in keys], write=False)
-
-    def account_keys(self) -> Deferred[list[str]]:
-        return self._run(_account_keys, write=False)
-
-    def create_account(self, record: AccountRecord) -> Deferred[None]:
-        return self._run(_create_account, record, write=True)
-
-    def update_credentials(self, name: str, credentials: Sequence[Credential]) -> Deferred[bool]:
-        return self._run(_update_credentials, casefold(name), tuple(credentials), write=True)
-
-    def delete_account(self, name: str) -> Deferred[bool]:
-        return self._run(_delete_account, casefold(name), write=True)
-
-    def list_accounts(self) -> Deferred[list[AccountRecord]]:
-        return self._run(_list_accounts, write=False)
-
-    # -- registration invitations -----------------------------------------------------------
-
-    def create_invited_account(self, record: AccountRecord, now: float) -> Deferred[None]:
-        """Use up the unexpired invitation of ``record.name`` and store the account, in one
-        transaction; errback AccountError(CLOSED) if there is no such invitation, EXISTS if
-        the name is taken (the invitation then stays)."""
-        return self._run(_create_invited_account, record, now, write=True)
-
-    def save_invite(self, invite: RegistrationInvite) -> Deferred[None]:
-        """Insert or replace the invitation of ``invite.name`` (dropping expired ones)."""
-        return self._run(_save_invite, invite, write=True)
-
-    def get_invite(self, name: str, now: float) -> Deferred[RegistrationInvite | None]:
-        """The invitation of ``name`` (any case) if it has not expired at ``now``."""
-        return self._run(_get_invite, casefold(name), now, write=False)
-
-    def delete_invite(self, name: str) -> Deferred[bool]:
-        return self._run(_delete_invite, casefold(name), write=True)
-
-    def purge_invites(self, now: float) -> Deferred[int]:
-        """Delete the invitations expired at ``now``; fire with how many there were."""
-        return self._run(_purge_invites, now, write=True)
-
-    def list_invites(self, now: float) -> Deferred[list[RegistrationInvite]]:
-        """The invitations unexpired at ``now``, sorted by folded name (expired ones are
-        deleted by the same transaction)."""
-        return self._run(_list_invites, now, write=True)
-
-    # -- IRoomStore -------------------------------------------------------------------------
-
-    def load_rooms(self) -> Deferred[list[RoomRecord]]:
-        return self._run(_load_rooms, write=False)
-
-    def save_room(self, record: RoomRecord) -> Deferred[None]:
-        return self._run(_save_room, record, write=True)
-
-    def delete_room(self, name: str) -> Deferred[bool]:
-        return self._run(_delete_room, name, write=True)
-
-    # -- IHistoryStore ----------------------------------------------------------------------
-
-    def append(self, messages: Iterable[Message]) -> Deferred[int]:
-        """Store a batch in one transaction; fire with how many were new (duplicate ids are
-        ignored)."""
-        # Snapshot now: the caller may reuse its batch buffer as soon as we return.
-        batch = tuple(messages)
-        if not batch:
-            return defer.succeed(0)
-        return self._run(_append, batch, write=True)
-
-    def latest(self, target: str, limit: int) -> Deferred[list[Message]]:
-        return self._run(_query_messages, "", (target,), limit, True, write=False)
-
-    def before(self, target: str, ts: float, limit: int) -> Deferred[list[Message]]:
-        return self._run(_query_messages, " AND ts < ?", (target, ts), limit, True, write=False)
-
-    def after(self, target: str, ts: float, limit: int) -> Deferred[list[Message]]:
-        return self._run(_query_messages, " AND ts > ?", (target, ts), limit, False, write=False)
-
-    def between(self, target: str, start: float, end: float, limit: int) -> Deferred[list[Message]]:
-        return self._run(
-            _query_messages,
-            " AND ts > ? AND ts < ?",
-            (target, start, end),
-            limit,
-            False,
-            write=False,
-        )
-
-    def find(self, msgid: str) -> Deferred[Message | None]:
-        return self._run(_find, msgid, write=False)
-
-    def targets(self, start: float, end: float, limit: int) -> Deferred[list[tuple[str, float]]]:
-        """Targets whose latest message is in start < ts < end, with that ts, ascending by
-        it (ties by target); ``limit`` keeps the first of them, as ``between`` does."""
-        return self._run(_targets, start, end, limit, write=False)
-
-    def purge(self, target: str) -> Deferred[int]:
-        """Delete every message of ``target``; fire with how many there were."""
-        return self._run(_purge, target, write=True)
-
-    # -- IArchiveStore ----------------------------------------------------------------------
-
-    def append_private(self, entries: Iterable[ArchiveEntry]) -> Deferred[int]:
-        batch = tuple(entries)
-        if not batch:
-            return defer.succeed(0)
-        return self._run(_append_private, batch, write=True)
-
-    def query_private(self, query: ArchiveQuery) -> Deferred[list[Message]]:
-        return self._run(_query_private, query, write=False)
-
-    def query_room(self, query: ArchiveQuery) -> Deferred[list[Message]]:
-        return self._run(_query_room, query, write=False)
-
-    def find_private(self, owner: str, msgid: str) -> Deferred[Message | None]:
-        return self._run(_find_private, owner, msgid, write=False)
-
-    def private_targets(
-        self, owner: str, start: float, end: float, limit: int
-    ) -> Deferred[list[tuple[str, float]]]:
-        return self._run(_private_targets, owner, start, end, limit, write=False)
-
-    def take_offline(self, owner: str, limit: int) -> Deferred[list[Message]]:
-        return self._run(_take_offline, owner, limit, write=True)
-
-    def mark_offline(self, owner: str, msgids: list[str]) -> Deferred[int]:
-        return self._run(_mark_offline, owner, msgids, write=True)
-
-    def purge_private(self, owner: str, before: float | None = None) -> Deferred[int]:
-        return self._run(_purge_private, owner, before, write=True)
-
-    def purge_room_before(self, target: str, before: float) -> Deferred[int]:
-        return self._run(_purge_room_before, target, before, write=True)
-
-    def expire(self, table: str, before: float, batch: int = EXPIRE_BATCH) -> Deferred[int]:
-        if table not in ("history", "private_history"):
-            raise ValueError(table)
-        return self._run(_expire_batch, table, before, batch, write=True)
-
-    def get_read_marker(self, account: str, target: str) -> Deferred[float | None]:
-        return self._run(_get_read_marker, account, target, write=False)
-
-    def set_read_marker(self, account: str, target: str, ts: float) -> Deferred[float]:
-        return self._run(_set_read_marker, account, target, ts, write=True)
-
-    # -- server bans (K-lines set by operators) -----------------------------------------------
-
-    def load_server_bans(self) -> Deferred[list[ServerBan]]:
-        return self._run(_load_server_bans, write=False)
-
-    def save_server_ban(self, ban: ServerBan) -> Deferred[None]:
-        return self._run(_save_server_ban, ban, write=True)
-
-    def delete_server_ban(self, mask: str) -> Deferred[bool]:
-        return self._run(_delete_server_ban, mask, write=True)
-
-    # -- XMPP rosters (the XMPP factory is given this store as its IRosterStore) ------------
-
-    def get_roster(self, account: str) -> Deferred[list[RosterItem]]:
-        return self._run(_get_roster, casefold(account), write=False)
-
-    def set_item(self, account: str, item: RosterItem) -> Deferred[None]:
-        """Insert or replace one item (the account must exist: rows go with it)."""
-        return self._run(_set_roster_item, casefold(account), item, write=True)
-
-    def remove_item(self, account: str, jid: str) -> Deferred[bool]:
-        return self._run(_remove_roster_item, casefold(account), jid, write=True)
-
-    # -- per-account settings: always-on membership, archive preferences --------------------
-
-    def load_always_on(self) -> Deferred[list[AlwaysOnRecord]]:
-        return self._run(account_settings.load_always_on, "?", write=False)
-
-    def save_always_on(self, record: AlwaysOnRecord) -> Deferred[None]:
-        return self._run(account_settings.save_always_on, "?", record, write=True)
-
-    def delete_always_on(self, account: str) -> Deferred[None]:
-        return self._run(account_settings.delete_always_on, "?", casefold(account), write=True)
-
-    def load_archive_prefs(self) -> Deferred[list[tuple[str, ArchivePrefs]]]:
-        return self._run(account_settings.load_archive_prefs, "?", write=False)
-
-    def save_archive_prefs(self, account: str, prefs: ArchivePrefs) -> Deferred[None]:
-        return self._run(
-            account_settings.save_archive_prefs, "?", casefold(account), prefs, write=True
-        )
-
-    # -- block lists (the core's, one per account) ------------------------------------------
-
-    def load_blocks(self) -> Deferred[list[tuple[str, str]]]:
-        """Every (casefolded account, blocked name) pair."""
-        return self._run(_load_blocks, write=False)
-
-    def add_blocks(self, account: str, names: list[str]) -> Deferred[None]:
-        return self._run(_add_blocks, casefold(account), names, write=True)
-
-    def remove_blocks(self, account: str, names: list[str]) -> Deferred[None]:
-        return self._run(_remove_blocks, casefold(account), names, write=True)
-
-    # -- XMPP personal data (the XMPP factory is given this store as its IPepStore) ----------
-
-    def get_pep(self, account: str) -> Deferred[list[PepNode]]:
-        return self._run(_get_pep, casefold(account), write=False)
-
-    def save_pep_node(self, account: str, node: PepNode) -> Deferred[None]:
-        """Insert or replace one node with its items (the account must exist)."""
-        return self._run(_save_pep_node, casefold(account), node, write=True)
-
-    def delete_pep_node(self, account: str, kind: str, node: str) -> Deferred[bool]:
-        return self._run(_delete_pep_node, casefold(account), kind, node, write=True)

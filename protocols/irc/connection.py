@@ -121,6 +121,8 @@ class IrcConnection(Protocol):
         self.core: Session | None = None
         self.address = ""
         self.tls = False
+        # Set by WEBIRC: whether the user's own connection, to the gateway, counts as secure.
+        self.gateway_secure: bool | None = None
         self.caps: AbstractSet[str] = _NO_CAPS
         self.cap_bits = 0
         self.cap_version = 0
@@ -187,7 +189,10 @@ class IrcConnection(Protocol):
 
     @property
     def secure(self) -> bool:
-        """TLS, or loopback (where there is nothing to eavesdrop on)."""
+        """TLS, or loopback (where there is nothing to eavesdrop on); behind a WEBIRC
+        gateway, what the gateway said of the user's own connection."""
+        if self.gateway_secure is not None:
+            return self.gateway_secure
         return peer.is_secure(self.tls, self.address)
 
     def source_of(self, who: Who) -> str:

@@ -119,6 +119,11 @@ def _account(conn: IrcConnection, err: core.ChatError, command: str, target: str
     conn.fail(command, err.code.upper(), description=err.reason)
 
 
+def _unavailable(conn: IrcConnection, err: core.ChatError, command: str, target: str) -> None:
+    # The IRCv3 code for "try again later" (account-registration uses it for REGISTER).
+    conn.fail(command, "TEMPORARILY_UNAVAILABLE", description=err.reason)
+
+
 def _unknown(conn: IrcConnection, err: core.ChatError, command: str, target: str) -> None:
     conn.reply(n.ERR_UNKNOWNERROR, command, err.reason)
 
@@ -142,6 +147,7 @@ ERRORS: dict[type[core.ChatError], Reply] = {
     # a command that runs into one gets the reason.
     core.LimitExceeded: _unknown,
     core.Banned: _unknown,
+    core.StorageUnavailable: _unavailable,
 }
 
 

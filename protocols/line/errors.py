@@ -98,6 +98,7 @@ ERRORS: dict[type[core.ChatError], Callable[[Any], Described]] = {
     core.AccountError: lambda err: (err.code, err.reason + _ACCOUNT_HINTS.get(err.code, ""), {}),
     core.LimitExceeded: lambda err: ("limit_exceeded", err.reason, {}),
     core.Banned: lambda err: ("banned", err.reason, {}),
+    core.StorageUnavailable: lambda err: ("unavailable", err.reason, {}),
 }
 
 

@@ -5,6 +5,7 @@
 ``/line``              line chat over WebSocket, in JSON mode from the first message
 ``/xmpp-websocket``    XMPP over WebSocket (RFC 7395, subprotocol ``xmpp``)
 ``/.well-known/...``   ``host-meta`` and ``host-meta.json``: where the XMPP WebSocket is (XEP-0156)
+``/upload/...``        HTTP File Upload (XEP-0363): PUT to a slot, GET a file (:mod:`upload`)
 ``/``                  the web client (Converse.js), or how to install it
 =====================  ==================================================================
 
@@ -30,6 +31,7 @@ from twisted.web.server import Request, Site
 from twisted.web.static import File
 
 from protocols.web.policy import WebPolicy
+from protocols.web.upload import LimitedRequest, UploadResource, UploadStore
 from protocols.web.websocket import Subprotocol, WebSocketEndpoint
 from protocols.web.xmpp import XmppFraming
 
@@ -113,9 +115,13 @@ class WebSite(Site):
         # Connections are logged by the protocols; a line per page load would add nothing.
         pass
 
+    uploads: UploadStore | None = None
+
     def reload_config(self, config: Any) -> None:
         self.policy = self._make_policy(config)
         self.header_timeout = config.web.header_timeout
+        if self.uploads is not None:
+            self.uploads.apply(config)
 
 
 def build_site(
@@ -123,9 +129,11 @@ def build_site(
     *,
     factories: dict[str, Any],
     clock: Any,
+    uploads: UploadStore | None = None,
 ) -> WebSite:
     """The site for ``config`` (the whole server config); ``factories`` maps a protocol's
-    name to its TCP listener's factory (a protocol that is off has no endpoint)."""
+    name to its TCP listener's factory (a protocol that is off has no endpoint); ``uploads``
+    the HTTP File Upload store, if uploads are on."""
     site: WebSite | None = None
 
     def policy() -> WebPolicy:
@@ -179,7 +187,18 @@ def build_site(
     root.putChild(b"", ClientPage(config, client_dir, factories))
     if client_dir.is_dir():
         root.putChild(b"dist", File(str(client_dir)))
+    if uploads is not None:
+        root.putChild(b"upload", UploadResource(uploads))
     site = WebSite(root, make_policy, config)
+    if uploads is not None:
+        site.uploads = uploads
+        store = uploads
+
+        class Limited(LimitedRequest):
+            # Uploads are the one kind of request with a body.
+            limit = staticmethod(lambda: store.config.max_file_size)
+
+        site.requestFactory = Limited
     return site
 
 
@@ -290,9 +309,15 @@ directory, then reload this page.</p>
 <link rel="stylesheet" href="/dist/converse.min.css">
 <script type="module" src="/dist/converse.min.js"></script>
 <style>
-#about {{ position: fixed; top: 0; left: 0; right: 0; height: 28px; z-index: 10000;
-  font: 14px/28px sans-serif; padding: 0 8px; background: #eef; overflow: hidden; }}
-#conversejs {{ top: 28px !important; height: calc(100% - 28px) !important; }}
+/* The banner stands in the page's flow above Converse; Converse's full-screen layout fills
+   the window from its bottom edge, so it is told how much height the banner leaves it. */
+:root {{ --banner-height: 28px; }}
+body {{ margin: 0; }}
+#about {{ box-sizing: border-box; height: var(--banner-height); padding: 0 8px;
+  font: 14px/28px sans-serif; background: #eef; white-space: nowrap; overflow: hidden;
+  text-overflow: ellipsis; }}
+converse-root.converse-fullscreen {{ height: calc(100vh - var(--banner-height)); }}
+.conversejs {{ --fullpage-chat-height: calc(var(--vh, 1vh) * 100 - var(--banner-height)); }}
 </style>
 </head><body>
 <div id="about">{self.rooms_text()}</div>

@@ -77,6 +77,9 @@ def _bind(conn: XmppConnection, stanza: etree._Element, query: etree._Element) -
         conn.send_error(stanza, "cancel", "not-allowed", err.reason)
         return
     conn.bound(resource)
+    # Personal data is read by the first presence (its avatar hash, XEP-0153) and by most
+    # clients' first requests: start loading it now.
+    conn.factory.pep.get(conn.account or bare).addErrback(lambda _: None)
     connlog.registered("xmpp", conn.core.id, conn.address, user.nick, jid=conn.jid)
     result = stanzas.element("bind", ns=NS_BIND)
     stanzas.sub(result, "jid", text=conn.jid)

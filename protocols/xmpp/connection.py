@@ -302,8 +302,9 @@ class XmppConnection(Protocol):
         """``room@muc_domain/nick``."""
         return f"{room}@{self.muc_domain}/{nick}"
 
-    def stream_error(self, condition: str, text: str | None = None) -> None:
-        """End the stream with an RFC 6120 §4.9 error (a header first if none was sent)."""
+    def stream_error(self, condition: str, text: str | None = None, app: bytes = b"") -> None:
+        """End the stream with an RFC 6120 §4.9 error (a header first if none was sent);
+        ``app`` is an application-specific condition element, serialized."""
         if self.state == CLOSED:
             return
         if self.transport is None:
@@ -312,7 +313,7 @@ class XmppConnection(Protocol):
             return
         if not self.header_sent:
             self._send_header(None)
-        body = f"<stream:error><{condition} xmlns='{NS_STREAM_ERRORS}'/>"
+        body = f"<stream:error><{condition} xmlns='{NS_STREAM_ERRORS}'/>" + app.decode("utf-8")
         if text:
             safe = escape(stanzas.xml_safe(text))
             body += f"<text xmlns='{NS_STREAM_ERRORS}' xml:lang='en'>{safe}</text>"

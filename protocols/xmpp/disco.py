@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from lxml import etree
 
-from protocols.xmpp import pep, router, stanzas
+from protocols.xmpp import bookmarks, pep, router, stanzas, upload
 from protocols.xmpp.adhoc import NS_COMMANDS, list_commands
 from protocols.xmpp.blocking import NS_BLOCKING
 from protocols.xmpp.caps import NS_CAPS
@@ -50,7 +50,7 @@ SERVER_FEATURES = (
 # An account is a PEP service (XEP-0163 §6): clients look here for publish-options.
 ACCOUNT_FEATURES = (NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, *pep.FEATURES)
 # Asked of one's own bare JID: the account's archive (XEP-0313 §6).
-OWN_ACCOUNT_FEATURES = (*ACCOUNT_FEATURES, NS_MAM, NS_MAM_EXTENDED)
+OWN_ACCOUNT_FEATURES = (*ACCOUNT_FEATURES, NS_MAM, NS_MAM_EXTENDED, *bookmarks.FEATURES)
 
 
 def _query(ns: str, node: str | None) -> etree._Element:
@@ -67,7 +67,9 @@ def info(conn: XmppConnection, stanza: etree._Element) -> None:
     node = _node(stanza)
     to = try_parse(stanza.get("to"))
     query = _query(NS_DISCO_INFO, node)
-    if to is None or to.local is None:
+    if to is not None and to.local is None and to.domain == upload.service_domain(conn.factory):
+        upload.disco_info(conn.factory, query)
+    elif to is None or to.local is None:
         server_identity_and_features(conn.factory, query)
     else:
         if not _known_user(conn, to.bare):
@@ -102,6 +104,9 @@ def items(conn: XmppConnection, stanza: etree._Element) -> None:
     elif to is None or to.local is None:
         if router.registered("muc"):
             stanzas.sub(query, "item", {"jid": conn.muc_domain, "name": "Chat rooms"})
+        uploads = upload.service_domain(conn.factory)
+        if uploads is not None and (to is None or to.domain == conn.domain):
+            stanzas.sub(query, "item", {"jid": uploads, "name": upload.NAME})
     elif not _known_user(conn, to.bare):
         raise StanzaError("service-unavailable")
     conn.iq_result(stanza, query)

@@ -28,6 +28,8 @@ CONDITIONS: dict[type[core.ChatError], str] = {
     core.AccountError: "not-allowed",
     core.LimitExceeded: "resource-constraint",
     core.Banned: "resource-constraint",
+    # Type "wait": the same request may succeed once the database is back.
+    core.StorageUnavailable: "resource-constraint",
 }
 
 # JoinRefused.why -> condition, for every JoinRefused.WHYS.

@@ -45,6 +45,7 @@ HANDLER_MODULES = (
     "private",
     "vcard",
     "blocking",
+    "upload",
 )
 
 _loaded = False
@@ -105,6 +106,9 @@ class XmppFactory(Factory):
             pep_store = MemoryPepStore()
         self.pep_store = pep_store
         self.pep = PepData(pep_store)
+        # HTTP File Upload's store (protocols.web.upload.UploadStore), set by the wiring when
+        # the web listener serves uploads; None: no upload service.
+        self.uploads: Any = None
         # Entity capabilities (XEP-0115) checked against their hash: ver -> features.
         self.caps: dict[str, frozenset[str]] = {}
         # casefolded bare JID -> resource -> connection, in binding order.

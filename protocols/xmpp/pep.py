@@ -9,9 +9,9 @@ its entity capabilities (:mod:`protocols.xmpp.caps`) list ``node+notify`` and th
 owner is itself or a contact whose presence it receives; the last item of each such node is
 sent when those capabilities become known (after initial presence).
 
-OMEMO device lists and bundles, bookmarks (XEP-0402 and the XEP-0048 ``storage:bookmarks``
-node), avatars (XEP-0084), nicknames (XEP-0172) and displayed markers (XEP-0490) are all
-plain nodes here.  :class:`PepData` also keeps private XML storage (XEP-0049) and vCards
+OMEMO device lists and bundles, bookmarks (XEP-0402), avatars (XEP-0084), nicknames
+(XEP-0172) and displayed markers (XEP-0490) are all plain nodes here; XEP-0048's
+``storage:bookmarks`` node is made from XEP-0402's (:mod:`protocols.xmpp.bookmarks`).  :class:`PepData` also keeps private XML storage (XEP-0049) and vCards
 (XEP-0054), which are nodes of other kinds that only their own modules read.
 
 Each account may keep ``[xmpp] pep_max_items`` items of ``pep_max_bytes`` bytes in all;
@@ -34,7 +34,7 @@ from twisted.logger import Logger
 
 from chatserver.core.names import casefold
 from chatserver.core.records import PepItem, PepNode, RosterItem
-from protocols.xmpp import stanzas
+from protocols.xmpp import bookmarks, stanzas
 from protocols.xmpp.jid import try_parse
 from protocols.xmpp.router import StanzaError, handler
 from protocols.xmpp.stanzas import NS_DATA
@@ -264,6 +264,11 @@ def _last_of(conn: XmppConnection, owner: str, nodes: frozenset[str]) -> Deferre
     local = owner.partition("@")[0]
 
     def send(data: dict[Key, PepNode]) -> None:
+        if bookmarks.NS_LEGACY in nodes and casefold(owner) == casefold(conn.bare_jid or ""):
+            # XEP-0048 over PEP has no node of its own here: it is made from XEP-0402's.
+            msg = event_message(owner, bookmarks.legacy_item(data.get(bookmarks.KEY)))
+            msg.set("to", conn.jid or "")
+            conn.send(msg)
         for (kind, name), node in list(data.items()):
             if kind != "pep" or name not in nodes or not node.items:
                 continue
@@ -330,6 +335,8 @@ def get(conn: XmppConnection, stanza: etree._Element) -> Deferred[Any]:
     if etree.QName(action).localname != "items":
         raise StanzaError("feature-not-implemented", "only items are retrieved here")
     name = _node_name(action)
+    if name == bookmarks.NS_LEGACY and casefold(owner) == casefold(conn.bare_jid or ""):
+        return bookmarks.read_legacy_pep(conn, stanza)
     wanted = [i.get("id") for i in action.findall(f"{{{NS_PUBSUB}}}item") if i.get("id")]
     max_items = action.get("max_items")
     if max_items is not None and (not max_items.isdigit() or int(max_items) < 1):
@@ -457,6 +464,9 @@ def _publish(
     payloads = [c for c in item_el if isinstance(c.tag, str)] if item_el is not None else []
     if len(payloads) != 1:
         raise _pubsub_error("modify", "bad-request", "invalid-payload", "an item has one payload")
+    if name == bookmarks.NS_LEGACY:
+        # XEP-0048 over PEP: kept as XEP-0402's bookmarks (its item id and options are moot).
+        return bookmarks.store_legacy(conn, stanza, payloads[0])
     item_id = (item_el.get("id") if item_el is not None else None) or uuid.uuid4().hex
     if len(item_id) > ITEM_ID_MAX:
         raise StanzaError("not-acceptable", "item id too long")
@@ -486,8 +496,13 @@ def _publish(
             published = stanzas.sub(result, "publish", {"node": name})
             stanzas.sub(published, "item", {"id": item_id})
             conn.iq_result(stanza, result)
-            notify(factory, conn, node, items_element(NS_PUBSUB_EVENT, name, [item]))
-            if name == NS_MDS:
+            event = items_element(NS_PUBSUB_EVENT, name, [item])
+            # Who published (XEP-0060 §7.1.2.3), as Prosody says it of an owner's publication.
+            event[0].set("publisher", conn.bare_jid or "")
+            notify(factory, conn, node, event)
+            if name == bookmarks.NS_BOOKMARKS:
+                bookmarks.changed(conn, node)
+            elif name == NS_MDS:
                 # A displayed marker moves the account's read position on every protocol.
                 from protocols.xmpp import mds
 
@@ -523,6 +538,8 @@ def _retract(
                 items = stanzas.element("items", {"node": name}, ns=NS_PUBSUB_EVENT)
                 stanzas.sub(items, "retract", {"id": item_id})
                 notify(factory, conn, node, items)
+            if name == bookmarks.NS_BOOKMARKS:
+                bookmarks.changed(conn, node)
 
         return factory.pep.put(account, node).addCallback(saved)
 

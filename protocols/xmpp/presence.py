@@ -26,7 +26,7 @@ from twisted.logger import Logger
 
 from chatserver.core.records import RosterItem
 from protocols.costs import FANOUT
-from protocols.xmpp import caps, roster, stanzas
+from protocols.xmpp import avatar_hash, caps, roster, stanzas
 from protocols.xmpp.jid import address_of, local_user, try_parse, user_jid
 from protocols.xmpp.router import handler
 
@@ -39,6 +39,7 @@ log = Logger()
 AWAY_SHOWS = frozenset({"away", "xa", "dnd"})
 SHOWS = AWAY_SHOWS | {"chat"}
 STATUS_MAX = 1024
+XML_LANG = f"{{{stanzas.NS_XML}}}lang"
 _SHOW_TEXT = {"away": "Away", "xa": "Extended away", "dnd": "Do not disturb"}
 
 
@@ -93,9 +94,18 @@ def _on_xmpp(user: Any) -> bool:
 @handler("presence", None, None, per_delivery=FANOUT)
 def presence(conn: XmppConnection, stanza: etree._Element) -> Deferred[Any] | None:
     type_ = stanzas.type_of(stanza)
-    to = stanza.get("to")
     if type_ == "error":
         return None
+    if type_ == "available" and conn.account and not avatar_hash.loaded(conn.factory, conn.account):
+        # The avatar hash (XEP-0153) comes from the account's personal data, whose loading
+        # began at binding: wait for it once rather than announce "no avatar".
+        return conn.factory.pep.get(conn.account).addCallback(lambda _: _route(conn, stanza))
+    return _route(conn, stanza)
+
+
+def _route(conn: XmppConnection, stanza: etree._Element) -> Deferred[Any] | None:
+    type_ = stanzas.type_of(stanza)
+    to = stanza.get("to")
     if to is None:
         if type_ in ("available", "unavailable"):
             return broadcast(conn, stanza)
@@ -124,8 +134,11 @@ def broadcast(conn: XmppConnection, stanza: etree._Element) -> Deferred[Any]:
     for attr in ("to", "id"):
         el.attrib.pop(attr, None)
     el.set("from", conn.jid or "")
+    _stamp_lang(conn, el)
     first = available and not conn.available
     if available:
+        assert conn.account is not None
+        avatar_hash.inject(conn.factory, conn.account, el)
         show = stanzas.child_text(el, "show")
         status = stanzas.child_text(el, "status")
         conn.presence_show = show if show in SHOWS else None
@@ -224,9 +237,19 @@ def _sync_away(conn: XmppConnection) -> None:
     sync_away(conn, conn.presence_show, conn.presence_status)
 
 
+def _stamp_lang(conn: XmppConnection, el: etree._Element) -> None:
+    # A presence relayed to others says its language as the sender's stream did (RFC 6120
+    # §4.7.4), as messages do.
+    if el.get(XML_LANG) is None and conn.lang:
+        el.set(XML_LANG, conn.lang)
+
+
 def _directed(conn: XmppConnection, stanza: etree._Element, bare: str, resource: str | None):
     el = copy.deepcopy(stanza)
     el.attrib.pop("to", None)
+    _stamp_lang(conn, el)
+    if conn.account is not None:
+        avatar_hash.inject(conn.factory, conn.account, el)
     if resource is not None:
         target = conn.factory.session(bare, resource)
         targets = [target] if target is not None else []

@@ -2,8 +2,9 @@
 readable by its owner alone.
 
 Each namespace is a node of kind ``private`` in the account's personal data
-(:class:`protocols.xmpp.pep.PepData`), so it counts towards the same limits.  Clients still
-keep XEP-0048 bookmarks (``storage:bookmarks``) here.
+(:class:`protocols.xmpp.pep.PepData`), so it counts towards the same limits.  XEP-0048
+bookmarks (``storage:bookmarks``) are the exception: :mod:`protocols.xmpp.bookmarks` keeps
+them as XEP-0402's, so that clients of either kind see the same rooms.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from twisted.internet.defer import Deferred
 
 from chatserver.core.names import casefold
 from chatserver.core.records import PepItem, PepNode
-from protocols.xmpp import pep, stanzas
+from protocols.xmpp import bookmarks, pep, stanzas
 from protocols.xmpp.jid import try_parse
 from protocols.xmpp.router import StanzaError, handler
 
@@ -51,6 +52,8 @@ def _check(conn: XmppConnection, stanza: etree._Element) -> tuple[str, etree._El
 def get(conn: XmppConnection, stanza: etree._Element) -> Deferred[Any]:
     account, child = _check(conn, stanza)
     ns = etree.QName(child).namespace or ""
+    if ns == bookmarks.NS_LEGACY:
+        return bookmarks.read_private(conn, stanza)
 
     def found(data: dict[pep.Key, PepNode]) -> None:
         node = data.get((KIND, ns))
@@ -69,6 +72,8 @@ def get(conn: XmppConnection, stanza: etree._Element) -> Deferred[Any]:
 def set_(conn: XmppConnection, stanza: etree._Element) -> Deferred[Any]:
     account, child = _check(conn, stanza)
     ns = etree.QName(child).namespace or ""
+    if ns == bookmarks.NS_LEGACY:
+        return bookmarks.store_legacy(conn, stanza, child)
     factory = conn.factory
     element = copy.deepcopy(child)
     element.tail = None

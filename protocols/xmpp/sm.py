@@ -180,7 +180,13 @@ def _ack(conn: XmppConnection, el: etree._Element) -> None:
         return
     state.requested = False
     if not acknowledge(state, h):
-        conn.stream_error("undefined-condition", f"h={h}, but only {state.sent} stanzas were sent")
+        # XEP-0198 §4 names the condition and both counts, so the client can tell what it did.
+        too_high = nonza("handled-count-too-high", h=str(h), **{"send-count": str(state.sent)})
+        conn.stream_error(
+            "undefined-condition",
+            f"You acknowledged {h} stanzas, but only {state.sent} were sent",
+            too_high,
+        )
 
 
 def acknowledge(state: StreamManagement, h: int) -> bool:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 
 from chatserver.core.errors import (
     AccountError,
@@ -22,6 +22,7 @@ from chatserver.core.errors import (
     NoSuchRoom,
     NotOnRoom,
     NotPermitted,
+    StorageUnavailable,
     UnknownMode,
 )
 from chatserver.core.events import (
@@ -699,6 +700,42 @@ def test_shutdown_tells_every_connection_and_flushes() -> None:
     result(service.shutdown("maintenance"))
     assert a.disconnected == "maintenance" and pre.disconnected == "maintenance"
     assert [m.text for m in store.messages] == ["last words"]
+
+
+def test_history_waits_for_a_failing_store_up_to_its_limit_then_refuses() -> None:
+    class FailingStore(MemoryStore):
+        down = True
+
+        def append(self, messages: Any) -> Deferred:
+            if self.down:
+                return fail(StorageUnavailable(error=OSError("disk full")))
+            return super().append(messages)
+
+    store = FailingStore()
+    settings = CoreSettings(history_flush_interval=0, history_unstored_limit=5)
+    service = make_service(settings, store=store)
+    _, ca = user(service, "alice")
+    b, cb = user(service, "bob")
+    service.join(ca, "r")
+    service.join(cb, "r")
+    sent = [service.say(ca, room="r", text=f"m{i}") for i in range(5)]
+    assert service.store_failing and service.history_pending() == 5
+    # The limit is reached: the next message is refused before anyone sees it.
+    with pytest.raises(StorageUnavailable, match="was not sent"):
+        service.say(ca, room="r", text="refused")
+    assert "refused" not in [m.text for m in b.of(Message)]
+    # Messages that are not stored (a guest's private message) still go.
+    service.say(ca, nick="bob", text="not stored")
+    assert b.of(Message)[-1].text == "not stored"
+    # Retried on the clock while the store fails; once it works, written in order.
+    service.clock.advance(1)
+    assert store.messages == []
+    store.down = False
+    service.clock.advance(1)
+    assert [m.id for m in store.messages] == [m.id for m in sent]
+    assert not service.store_failing and service.history_pending() == 0
+    service.say(ca, room="r", text="accepted again")
+    assert store.messages[-1].text == "accepted again"
 
 
 def test_a_failing_client_does_not_stop_fan_out(service: ChatService) -> None:

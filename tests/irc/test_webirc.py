@@ -51,9 +51,11 @@ def _client(server: ServerProcess, source: str = "127.0.0.1") -> LineClient:
     return client
 
 
-def _webirc(server: ServerProcess, ip: str, password: str = PASSWORD) -> LineClient:
+def _webirc(
+    server: ServerProcess, ip: str, password: str = PASSWORD, options: str = "secure"
+) -> LineClient:
     client = _client(server)
-    client.send(f"WEBIRC {password} lounge user.example {ip} :secure")
+    client.send(f"WEBIRC {password} lounge user.example {ip} :{options}")
     return client
 
 
@@ -122,5 +124,42 @@ def test_webirc_after_nick_is_refused(server: ServerProcess) -> None:
         client.send("NICK early")
         client.send(f"WEBIRC {PASSWORD} lounge user.example 203.0.113.8")
         assert " 462 " in client.expect(" 462 ")
+    finally:
+        client.close()
+
+
+def _whois_self(client: LineClient, nick: str) -> list[str]:
+    client.send(f"WHOIS {nick}")
+    lines = []
+    while True:
+        line = client.expect(lambda line: f" {nick} " in line)
+        lines.append(line)
+        if " 318 " in line:
+            return lines
+
+
+@pytest.mark.parametrize(
+    ("options", "secure"),
+    [
+        ("secure", True),
+        ("secure local-port=6697 remote-port=51234", True),
+        ("remote-port=51234", False),
+        ("", False),
+    ],
+)
+def test_the_gateways_secure_flag_decides_whether_its_user_is_secure(
+    server: ServerProcess, options: str, secure: bool
+) -> None:
+    # The gateway's link is loopback (secure), so the flag alone says how the user reached
+    # the gateway: with it the user is secure, without it not, though the link is loopback.
+    client = _webirc(server, "203.0.113.77", options=options)
+    try:
+        assert " 001 " in _register(client, "hopper")
+        whois = _whois_self(client, "hopper")
+        assert any(" 671 hopper hopper " in line for line in whois) is secure, whois
+        # Passwords: refused over a plain hop, looked at over a secure one.
+        client.send("PRIVMSG NickServ :IDENTIFY hopper not-the-password")
+        answer = client.expect(lambda line: "NOTICE hopper" in line)
+        assert ("passwords are not accepted over plaintext" in answer) is not secure, answer
     finally:
         client.close()

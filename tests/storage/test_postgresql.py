@@ -13,7 +13,6 @@ from pathlib import Path
 
 import psycopg
 from hypothesis import strategies as st
-from twisted.enterprise.adbapi import ConnectionLost
 from twisted.internet import defer, threads
 from zope.interface.verify import verifyClass
 
@@ -27,7 +26,7 @@ import tests.storage.test_sqlite_personal as personal_tests
 import tests.storage.test_sqlite_rooms as rooms_tests
 from chatserver.core.accounts import RegistrationInvite
 from chatserver.core.bans import ServerBan
-from chatserver.core.errors import AccountError
+from chatserver.core.errors import AccountError, StorageUnavailable
 from chatserver.core.interfaces import (
     IAccountStore,
     IBlockStore,
@@ -188,8 +187,9 @@ class PostgresLifecycleTests(StoreTestCase):
         with self.assertRaises(StoreUnusable) as caught:
             await ro.open(check=True)
         self.assertIn("cannot be used", str(caught.exception))
-        with self.assertRaises(psycopg.Error):
+        with self.assertRaises(StorageUnavailable) as failed:
             await ro.probe_write()
+        self.assertIsInstance(failed.exception.error, psycopg.Error)
         self.assertIsNotNone(ro.write_failure)
         # Reads still work, and a write that succeeds clears the failure.
         self.assertIsNone(await ro.get_account("alice"))
@@ -212,7 +212,7 @@ class PostgresLifecycleTests(StoreTestCase):
         # The first operation may see the dropped connection; the next ones work again.
         try:
             await store.get_account("alice")
-        except (psycopg.Error, ConnectionLost):
+        except StorageUnavailable:
             pass
         # adbapi logs the failed rollback of the dropped connection.
         self.flushLoggedErrors()

@@ -12,6 +12,7 @@ from twisted.internet import defer, utils
 from zope.interface.verify import verifyObject
 
 import chatserver
+from chatserver.core.errors import StorageUnavailable
 from chatserver.core.interfaces import IAccountStore, IHistoryStore, IRoomStore
 from chatserver.core.records import RoomRecord
 from chatserver.storage import SchemaTooNew, SqliteStore, StoreClosed
@@ -92,8 +93,9 @@ class LifecycleTests(StoreTestCase):
         broken = (*ROSTER_STEP, "CREATE TABLE oops (")
         store = SqliteStore(self.db_path(), migrations=(*MIGRATIONS, broken))
         self.addCleanup(store.close)
-        with self.assertRaises(sqlite3.OperationalError):
+        with self.assertRaises(StorageUnavailable) as caught:
             await store.open()
+        self.assertIsInstance(caught.exception.error, sqlite3.OperationalError)
         self.assertEqual(await store.schema_version(), SCHEMA_VERSION)
         tables = {r[0] for r in self.raw().execute("SELECT name FROM sqlite_master")}
         self.assertNotIn("roster", tables)

@@ -55,9 +55,28 @@ def error_text(el: etree._Element) -> None:
         _drop(el, f"{{{NS_STANZAS}}}text", lambda c: True)
 
 
-def vcard_update(el: etree._Element) -> None:
-    """XEP-0153 avatar hashes, which Prosody's vcard_legacy adds to every presence."""
-    _drop(el, "{vcard-temp:x:update}x", lambda c: True)
+def vcard_empty_name(el: etree._Element) -> None:
+    """An empty ``<N/>`` in a vCard read back: Prosody's vcard_legacy rebuilds the vCard from
+    its vCard4 form, which always has the name's parts; chatserver returns the vCard as set."""
+    _drop(
+        el,
+        "{vcard-temp}N",
+        lambda c: not any((part.text or "").strip() for part in c.iter()),
+    )
+
+
+def pep_presence_access(el: etree._Element) -> None:
+    """Items of a node with the ``presence`` access model asked for by a non-subscriber:
+    chatserver answers as XEP-0060 §6.5.3 says (``not-authorized`` with
+    ``presence-subscription-required``), Prosody 0.12 with ``forbidden``."""
+    error = el.find("error")
+    required = "{http://jabber.org/protocol/pubsub#errors}presence-subscription-required"
+    if error is None or error.find(required) is None:
+        return
+    for child in list(error):
+        if child.tag in (required, f"{{{NS_STANZAS}}}not-authorized"):
+            error.remove(child)
+    etree.SubElement(error, f"{{{NS_STANZAS}}}forbidden")
 
 
 def body_less_stanza_id(el: etree._Element) -> None:

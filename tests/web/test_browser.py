@@ -112,6 +112,23 @@ def test_browser_logs_in_and_chats_with_an_irc_user(
             (By.CSS_SELECTOR, "converse-muc .chat-content"), "hello IRC, this is the browser"
         )
     )
+    # The page's banner covers nothing of Converse: its own header (the account's avatar, the
+    # room's title) starts below the banner, and the message box is in the window.
+    layout = browser.execute_script(
+        """
+        const box = (css) => document.querySelector(css).getBoundingClientRect();
+        return {
+          banner: box("#about").bottom,
+          profile: box("converse-user-profile").top,
+          heading: box("converse-muc-heading").top,
+          textarea: box("converse-muc textarea").top,
+          window: window.innerHeight,
+        };
+        """
+    )
+    assert layout["banner"] <= layout["profile"], layout
+    assert layout["banner"] <= layout["heading"], layout
+    assert layout["textarea"] + 20 <= layout["window"], layout
     shot = tmp_path / "browser.png"
     assert browser.save_screenshot(str(shot))
     assert shot.stat().st_size > 10_000

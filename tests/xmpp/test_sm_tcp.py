@@ -168,6 +168,41 @@ def test_dropped_connection_resumes_with_nothing_lost_or_twice(
     again.sock.close()
 
 
+def test_ack_of_more_than_was_sent_is_handled_count_too_high(
+    make_server: Callable[..., ServerProcess],
+) -> None:
+    """XEP-0198 §4: an ``h`` above the server's count ends the stream with
+    ``<undefined-condition/>`` and ``<handled-count-too-high h=… send-count=…/>``."""
+    server = make_server(protocols=("line", "xmpp"))
+    server.create_account("alice", "correct horse")
+    phone = RawStream(server.ports["xmpp"])
+    phone.login("alice", "correct horse")
+    phone.bind()
+    phone.send(f"<enable xmlns='{NS_SM}'/>".encode())
+    phone.read_until(lambda el: el.tag == SM + "enabled")
+    phone.send(b"<iq type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>")
+    phone.read_until(lambda el: el.get("id") == "p1")
+    # One stanza was sent since <enabled/>; the client claims seven.
+    phone.send(f"<a xmlns='{NS_SM}' h='7'/>".encode())
+    (error,) = phone.read_until(lambda el: el.tag == "{http://etherx.jabber.org/streams}error")
+    streams = "{urn:ietf:params:xml:ns:xmpp-streams}"
+    assert error.find(streams + "undefined-condition") is not None
+    too_high = error.find(SM + "handled-count-too-high")
+    assert too_high is not None
+    assert (too_high.get("h"), too_high.get("send-count")) == ("7", "1")
+    assert "7" in (error.findtext(streams + "text") or "")
+    phone.sock.settimeout(5)
+    rest = b""
+    while chunk := phone.sock.recv(4096):
+        rest += chunk
+    assert rest.endswith(b"</stream:stream>") or rest == b""
+    # Nobody else is affected: the account logs in again at once.
+    again = RawStream(server.ports["xmpp"])
+    again.login("alice", "correct horse")
+    again.bind()
+    again.sock.close()
+
+
 def test_what_a_timed_out_session_never_acknowledged_waits_for_the_next_login(
     make_server: Callable[..., ServerProcess],
 ) -> None:

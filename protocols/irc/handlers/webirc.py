@@ -8,6 +8,11 @@ gateway's.  Any failure closes the connection (the IRCv3 WEBIRC rule): a gateway
 misconfigured its password must not quietly put every user under its own address.
 The password check is the operators' one (same cost for a wrong name or password, and the
 same per-address login throttle).
+
+The options (the fifth parameter, space-separated ``key`` or ``key=value`` tokens) may say
+``secure``: the user reached the gateway over TLS.  The connection then counts as secure (WHOIS
+671, passwords accepted) if the gateway's own link to us is secure too (TLS or loopback); without
+the flag it does not, even over a TLS link from the gateway, since the user's own hop was plain.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from chatserver.auth.operators import OperatorRefused, check_operator
 from chatserver.core.errors import AccountError, Banned, LimitExceeded
 from protocols.irc import numerics as n
 from protocols.irc.commands import command
+from protocols.transport import peer
 
 if TYPE_CHECKING:
     from protocols.irc.connection import IrcConnection
@@ -40,6 +46,13 @@ def _from_gateway(address: str, hosts: tuple[str, ...]) -> bool:
     return any(ip in ipaddress.ip_network(net, strict=False) for net in hosts)
 
 
+def _options(params: list[str]) -> set[str]:
+    """The option keys of WEBIRC's fifth parameter (values are not used)."""
+    if len(params) < 5:
+        return set()
+    return {token.partition("=")[0].lower() for token in params[4].split()}
+
+
 @command("WEBIRC", min_params=4, pre_registration=True)
 def webirc(conn: IrcConnection, msg: Any) -> Deferred[Any] | None:
     if conn.registered or conn.pending_nick is not None or conn.ident is not None:
@@ -47,6 +60,7 @@ def webirc(conn: IrcConnection, msg: Any) -> Deferred[Any] | None:
         conn.reply(n.ERR_ALREADYREGISTERED, "WEBIRC must come before NICK and USER")
         return None
     password, gateway, _hostname, claimed = msg.params[:4]
+    options = _options(msg.params)
     gateways = [g for g in conn.factory.webirc if _from_gateway(conn.address, g.hosts)]
     if not gateways:
         log.info("irc WEBIRC refused from {address}: not a gateway", address=conn.address)
@@ -71,11 +85,13 @@ def webirc(conn: IrcConnection, msg: Any) -> Deferred[Any] | None:
             conn.disconnect(str(err))
             return
         conn.address = address
+        conn.gateway_secure = "secure" in options and peer.is_secure(conn.tls, gateway_address)
         log.info(
-            "irc WEBIRC from gateway {gateway} ({gateway_address}): client {address}",
+            "irc WEBIRC from gateway {gateway} ({gateway_address}): client {address}{secure}",
             gateway=entry.name,
             gateway_address=gateway_address,
             address=address,
+            secure=" (secure)" if conn.gateway_secure else "",
         )
 
     def refused(failure: Failure) -> None:

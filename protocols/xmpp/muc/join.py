@@ -16,8 +16,8 @@ from chatserver.core.names import casefold, room_key
 from chatserver.core.views import RoomView
 from protocols.costs import FANOUT
 from protocols.xmpp import presence
-from protocols.xmpp.muc import ns
-from protocols.xmpp.muc.build import Element, find, send_spliced, send_to
+from protocols.xmpp.muc import extras, ns
+from protocols.xmpp.muc.build import Element, find, send_spliced, send_to, tail
 from protocols.xmpp.muc.chat import subject_message
 from protocols.xmpp.muc.history import HistoryRequest, select
 from protocols.xmpp.muc.names import forget
@@ -68,15 +68,45 @@ def on_presence(conn: Any, pres: Element) -> None:
         raise StanzaError("jid-malformed", "say which nick to join as")
     room = conn.service.get_room(key)
     muc = find(pres, ns.MUC, "x")
-    if room is not None and conn.user in room.members and muc is None:
-        if casefold(address.nick) != conn.user.key:
+    user = conn.user
+    # Kept before the core announces anything, so that the presences it causes carry them.
+    changed = extras.remember(user, key, extras.kept(conn, pres))
+    if room is not None and user in room.members and muc is None:
+        if casefold(address.nick) != user.key:
             # A nick change (§7.6): refusals such as NickInUse become the router's errors.
             conn.service.rename(conn.core, address.nick)
         # A presence update to the room (XEP-0045 §7.7): the user's one away state, which
         # every room it is in shows.
+        away = user.away
         presence.sync_away(conn, child_text(pres, "show"), child_text(pres, "status"))
+        if changed and user.away == away:
+            # Only the client's extensions changed (a new avatar, new capabilities): the core
+            # has nothing to announce, so the room's XMPP occupants are told here.
+            _announce(conn, room, pres.get("id"))
         return
     join(conn, key, address.nick, muc, pres.get("id"))
+
+
+def _announce(conn: Any, room: RoomView, id_: str | None) -> None:
+    """The occupant's presence again to the room's XMPP occupants, with the client's id (as
+    Prosody relays a presence update)."""
+    me = conn.user
+    member = room.members.get(me)
+    others = presence_of(conn, room, me.who(), member)
+    if id_:
+        others.set("id", id_)
+    rest = tail(others)
+    for user in list(room.members):
+        for client in user.clients():
+            if getattr(client, "protocol", None) != "xmpp" or client.jid is None:
+                continue
+            if user is me:
+                own = presence_of(client, room, me.who(), member, codes=[ns.SELF])
+                if id_:
+                    own.set("id", id_)
+                send_to(client, own)
+            else:
+                send_spliced(client, "presence", rest)
 
 
 def join(conn: Any, key: str, nick: str, muc: Element | None, id_: str | None = None) -> None:

@@ -12,7 +12,7 @@ from weakref import WeakKeyDictionary
 
 from chatserver.core.events import Who
 from chatserver.core.views import MemberView, RoomView, UserView
-from protocols.xmpp.muc import ns
+from protocols.xmpp.muc import extras, ns
 from protocols.xmpp.muc.build import Element, tail
 from protocols.xmpp.muc.occupants import affiliation, occupant_id, role
 from protocols.xmpp.stanzas import element, sub
@@ -27,7 +27,8 @@ _shown: WeakKeyDictionary[UserView, dict[str, tuple[tuple[Any, ...], bytes]]] = 
 def occupant_tail(conn: Any, room: RoomView, user: UserView, member: MemberView) -> bytes:
     """An occupant's presence, for splicing, as every other occupant sees it."""
     who = user.who()
-    state = (room, who, member.op, member.voice, "moderated" in room.flags, room.owner)
+    kept = extras.of(user, room.name)
+    state = (room, who, member.op, member.voice, "moderated" in room.flags, room.owner, kept)
     per_room = _shown.get(user)
     if per_room is None:
         per_room = _shown[user] = {}
@@ -92,6 +93,9 @@ def occupant_presence(
             sub(pres, "status", text=who.away)
     elif status:
         sub(pres, "status", text=status)
+    if not unavailable:
+        # The client's own extensions (capabilities, avatar hash, …) as it sent them.
+        extras.append(pres, extras.of(conn.service.find_user(who.nick), room_name))
     x = sub(pres, "x", ns=ns.MUC_USER)
     attrs = {"affiliation": affiliation_, "role": role_, "jid": conn.jid_of(who), "nick": new_nick}
     item = sub(x, "item", attrs)
