@@ -7,6 +7,8 @@
 #               is printed and written to bench/build/results.md
 #   make soak   mixed load against a real server for SOAK_MINUTES (default 30): are its memory
 #               and file descriptors flat?  Not part of `make test`.
+#   make cluster  PostgreSQL, Redis and three nodes sharing them (HAProxy in front when it is
+#               installed) on this machine, to try cluster mode; Ctrl-C stops it all.
 #   make irctest  the irctest IRC conformance suite (a checkout named by IRCTEST_DIR) against a
 #               fresh server per test (protocols/irc/README.md).  Not part of `make test`.
 # Installs are redone only when pyproject.toml changes (stamp files in .venv).
@@ -22,7 +24,7 @@ TEST_STAMP := $(VENV)/.stamp-test
 SOAK_MINUTES ?= 30
 DATA_DIR ?= var
 
-.PHONY: run test lint format clean bench soak irctest web
+.PHONY: run test lint format clean bench soak irctest web cluster
 
 run: $(RUN_STAMP) web
 	$(BIN)/chatserver run --data-dir $(DATA_DIR)
@@ -34,6 +36,9 @@ test: $(TEST_STAMP) web
 
 soak: $(TEST_STAMP)
 	$(BIN)/python tools/soak.py --minutes $(SOAK_MINUTES)
+
+cluster: $(TEST_STAMP)
+	$(BIN)/python tools/cluster.py
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check .

@@ -333,6 +333,21 @@ class StorageConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    # redis://host:port/db: several processes share users and rooms through it.  Empty: one
+    # process on its own (the default).
+    redis: str = _key("", _Text(pattern=r"(redis://\S+)?", what="a redis://host:port/db URL"))
+    # This process's name in the cluster, unique per process; required with redis.
+    node: str = _key(
+        "", _Text(pattern=r"[A-Za-z0-9._-]{0,64}", what="a node name ([A-Za-z0-9._-])")
+    )
+    # Seconds a node's nicks stay its own after its last heartbeat (a third of this apart).
+    lease: float = _key(10.0, _Number(1, 600))
+    # Before every Redis key, so that several clusters may share one Redis.
+    prefix: str = _key("chatserver", _Text(pattern=r"[A-Za-z0-9._:-]{1,64}", what="a key prefix"))
+
+
+@dataclass(frozen=True, slots=True)
 class TlsConfig:
     # Both empty: a self-signed pair (tls.crt, tls.key) is made in data_dir on first start.
     certificate: str = _key("", _PATH)
@@ -740,6 +755,7 @@ class Config:
     web: WebConfig = field(default_factory=WebConfig)
     upload: UploadConfig = field(default_factory=UploadConfig)
     history: HistoryConfig = field(default_factory=HistoryConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     operators: tuple[OperatorConfig, ...] = ()
     webirc: tuple[WebircConfig, ...] = ()
     bans: tuple[ServerBan, ...] = ()
@@ -768,6 +784,7 @@ SECTIONS: dict[str, type] = {
     "web": WebConfig,
     "upload": UploadConfig,
     "history": HistoryConfig,
+    "cluster": ClusterConfig,
 }
 # The sections that describe a listening protocol (enabled, port, listen...).
 PROTOCOL_SECTIONS = ("line", "irc", "xmpp", "web")
@@ -954,6 +971,10 @@ def load_config(
     ):
         problems.add("storage", "dsn", 'must be set when backend is "postgresql"')
 
+    cluster = raw["cluster"]
+    if cluster["redis"] and not cluster["node"]:
+        problems.add("cluster", "node", "must be set when redis is set (unique per process)")
+
     for section in PROTOCOL_SECTIONS:
         if not raw[section]["listen"]:
             raw[section]["listen"] = server["listen"]
@@ -993,6 +1014,7 @@ def load_config(
         web=WebConfig(**raw["web"]),
         upload=UploadConfig(**raw["upload"]),
         history=HistoryConfig(**raw["history"]),
+        cluster=ClusterConfig(**cluster),
         operators=_load_operators(data.get(OPERATORS_KEY, []), problems),
         webirc=_load_webirc(data.get(WEBIRC_KEY, []), problems),
         bans=_load_bans(data.get(BANS_KEY, []), problems),

@@ -414,6 +414,9 @@ class Identity:
             raise NickReserved(nick)
 
     def _check_enforcement(self, user: User) -> None:
+        if user.node is not None:
+            # A user of another node: that node enforces its nick.
+            return
         if user.enforce_timer is not None:
             if user.enforce_timer.active():
                 user.enforce_timer.cancel()
@@ -475,6 +478,13 @@ class Identity:
         guest = self._guest_nick()
         self.notice_user(user, f"You did not identify for {user.nick}; your nick is now {guest}.")
         self._rename_user(user, guest)
+
+    def collide(self, nick: str, why: str) -> None:
+        """The user of this process on ``nick`` loses it (another cluster node's claim of it
+        came first): it is renamed to a guest nick and told ``why``."""
+        user = self.users.get(nick)
+        if user is not None and user.node is None:
+            self._to_guest(user, why)
 
     def _to_guest(self, user: User, why: str) -> None:
         guest = self._guest_nick()

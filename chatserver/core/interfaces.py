@@ -35,6 +35,25 @@ class IChatClient(Interface):
     )
 
 
+class IClusterLink(Interface):
+    """What the core tells a cluster of processes sharing its users and rooms (cluster mode).
+
+    The core calls it only for users of this process; what users of other nodes do comes
+    back through ``ChatService.attach_remote`` and the usual API on their stand-in
+    connections.
+    """
+
+    def check_claim(nick):
+        """Raise a ChatError when a new nick cannot be confirmed cluster-wide now."""
+
+    def check_join(room):
+        """Raise a ChatError when a join cannot be shared with the other nodes now."""
+
+    def local_event(event):
+        """A user of this process did something others must see: a Presence (online), a
+        NickChange, Quit, Join, Part, Kick, Topic, Away or Message event.  Must not raise."""
+
+
 class IClock(Interface):
     """Time as the core sees it: the reactor in production, ``twisted.internet.task.Clock`` in tests."""
 

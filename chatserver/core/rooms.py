@@ -75,6 +75,7 @@ class Room:
     __slots__ = (
         "_clients",
         "_fanout",
+        "_nodes",
         "bans",
         "created_at",
         "excepts",
@@ -121,6 +122,7 @@ class Room:
         self.history: deque[Message] = deque(maxlen=max(history_size, 0))
         self._clients: tuple[Any, ...] | None = None
         self._fanout: tuple[tuple[str, int], ...] | None = None
+        self._nodes: tuple[str, ...] | None = None
 
     # -- membership ------------------------------------------------------------------------
 
@@ -144,9 +146,18 @@ class Room:
             fanout = self._fanout = tuple(counts.items())
         return fanout
 
+    def nodes(self) -> tuple[str, ...]:
+        """The other cluster nodes that have members here (cluster mode: where its messages
+        must go); cached with :meth:`clients`."""
+        nodes = self._nodes
+        if nodes is None:
+            nodes = self._nodes = tuple({u.node for u in self.members if u.node is not None})
+        return nodes
+
     def members_changed(self) -> None:
         self._clients = None
         self._fanout = None
+        self._nodes = None
 
     def member(self, user: User) -> Member | None:
         return self.members.get(user)

@@ -61,6 +61,7 @@ from chatserver.core.identity import Identity
 from chatserver.core.interfaces import (
     IBlockStore,
     IChatClient,
+    IClusterLink,
     IHistoryStore,
     IRoomStore,
     IServerBanStore,
@@ -132,6 +133,8 @@ class ChatService(
         self._per_address: dict[str, int] = {}
         self._limit_exempt = AddressSet(settings.address_limit_exempt)
         self._stopping = False
+        # Cluster mode (chatserver.cluster): told of what this process's users do.
+        self.cluster: IClusterLink | None = None
         self._init_delivery(end_of_turn)
         self._init_history()
         self._init_archive()
@@ -249,6 +252,8 @@ class ChatService(
         if holder is not None:
             raise NickInUse(holder.nick)
         self._check_claim(nick, conn.account)
+        if self.cluster is not None:
+            self.cluster.check_claim(nick)
         now = self.clock.seconds()
         user = User(
             nick,
@@ -263,7 +268,10 @@ class ChatService(
         if conn.account is not None:
             user.account = conn.account
             self.by_account[casefold(conn.account)] = user
-        self._observe(Presence(ts=now, who=user.who(), online=True))
+        online = Presence(ts=now, who=user.who(), online=True)
+        if self.cluster is not None:
+            self.cluster.local_event(online)
+        self._observe(online)
         self._check_enforcement(user)
         self._deliver_offline(conn)
         return user
@@ -294,8 +302,10 @@ class ChatService(
         holder = self.users.get(new_nick)
         if holder is not None and holder is not user:
             raise NickInUse(holder.nick)
-        if casefold(new_nick) != user.key:
+        if casefold(new_nick) != user.key and user.node is None:
             self._check_claim(new_nick, user.account)
+            if self.cluster is not None:
+                self.cluster.check_claim(new_nick)
         self._rename_user(user, new_nick, origin=conn.client)
 
     def _rename_user(self, user: User, new_nick: str, origin: IChatClient | None = None) -> None:
@@ -305,7 +315,10 @@ class ChatService(
         self.users.rename(user, new_nick)
         self._always_on_changed(user)
         now = self.clock.seconds()
-        self._send(audience, NickChange(ts=now, who=old, new_nick=new_nick, origin=origin))
+        change = NickChange(ts=now, who=old, new_nick=new_nick, origin=origin)
+        if self.cluster is not None and user.node is None:
+            self.cluster.local_event(change)
+        self._send(audience, change)
         if casefold(old.nick) != casefold(new_nick):
             # A change of case only is the same nick: nobody went offline or came online.
             self._observe(Presence(ts=now, who=old, online=False))
@@ -335,6 +348,8 @@ class ChatService(
     def _user_gone(self, user: User, reason: str) -> None:
         who = user.who()
         now = self.clock.seconds()
+        if self.cluster is not None and user.node is None:
+            self.cluster.local_event(Quit(ts=now, who=who, reason=reason))
         if not self._stopping:
             # At shutdown everyone is told once; a QUIT per user to everyone left would be N².
             self._send_quit(user, Quit(ts=now, who=who, reason=reason))
@@ -394,6 +409,8 @@ class ChatService(
             return JoinResult(room, already_member=True)
         if len(user.rooms) >= self.settings.max_rooms_per_user:
             raise JoinRefused(rk, JoinRefused.TOO_MANY_ROOMS, "you have joined too many rooms")
+        if self.cluster is not None and user.node is None:
+            self.cluster.check_join(rk)
         now = self.clock.seconds()
         created = room is None
         if room is None:
@@ -413,6 +430,8 @@ class ChatService(
         user.rooms[rk] = room
         self._always_on_changed(user)
         join = Join(ts=now, room=rk, who=user.who(), origin=conn.client)
+        if self.cluster is not None and user.node is None:
+            self.cluster.local_event(join)
         self._send_membership(room, user, join, was_member=False)
         return JoinResult(room, created=created)
 
@@ -444,6 +463,8 @@ class ChatService(
             reason=reason,
             origin=conn.client,
         )
+        if self.cluster is not None and user.node is None:
+            self.cluster.local_event(part)
         self._send_membership(room, user, part, was_member=True)
         self._remove_member(room, user)
 
@@ -468,6 +489,8 @@ class ChatService(
         room.topic_by = user.who().mask
         room.topic_at = now
         topic = Topic(ts=now, room=room.name, who=user.who(), text=room.topic, origin=conn.client)
+        if self.cluster is not None and user.node is None:
+            self.cluster.local_event(topic)
         self._send(room.clients(), topic)
         self._persist(room)
 
@@ -491,6 +514,8 @@ class ChatService(
             reason=reason[: self.settings.kick_reason_max],
             origin=conn.client,
         )
+        if self.cluster is not None and user.node is None:
+            self.cluster.local_event(event)
         self._send(room.clients(), event)
         self._remove_member(room, target)
 
@@ -581,18 +606,22 @@ class ChatService(
         status: str | None = None,
         account: str | None = None,
         native: Any = None,
+        msgid: str | None = None,
+        ts: float | None = None,
     ) -> Message:
         """Send a message to a room, to a nick, or to the user logged in to ``account`` (an
         address that belongs to an account reaches no one else); returns the Message that
         was delivered.
 
         ``native`` is the message in the sender's protocol, carried on the Message untouched
-        for recipients on that protocol (see ``Message.native``).
+        for recipients on that protocol (see ``Message.native``).  ``msgid`` and ``ts`` are
+        those a user of another node's message was given there (cluster mode): its node
+        stores it, so it is not stored again here.
         """
         user = self._user(conn)
         if not text:
             raise ChatError("no text to send")
-        now = self.clock.seconds()
+        now = self.clock.seconds() if ts is None else ts
         if kind != "notice":
             user.last_active = now
         conn.last_active = now
@@ -610,7 +639,7 @@ class ChatService(
                 raise CannotSend(r.name, "CTCP is not allowed in this room")
             msg = Message(
                 ts=now,
-                id=self._new_id(),
+                id=msgid or self._new_id(),
                 source=who,
                 text=text,
                 kind=kind,
@@ -641,8 +670,14 @@ class ChatService(
                     self._send(clients, msg, r.fanout())
             else:
                 self._send(clients, msg)
-            if status is None:
-                self._record(r, msg)
+            if user.node is None:
+                if status is None:
+                    self._record(r, msg)
+                if self.cluster is not None:
+                    self.cluster.local_event(msg)
+            elif status is None:
+                # Its own node stores it; here it joins the room's recent history only.
+                r.history.append(msg)
             return msg
         if account is not None:
             found = self.by_account.get(casefold(account))
@@ -657,7 +692,7 @@ class ChatService(
             self._check_unstored()
         msg = Message(
             ts=now,
-            id=self._new_id(),
+            id=msgid or self._new_id(),
             source=who,
             text=text,
             kind=kind,
@@ -671,7 +706,10 @@ class ChatService(
         if target is not user:
             clients.extend(user.clients())
         self._send(clients, msg)
-        self._archive_private(user, target, msg)
+        if user.node is None:
+            self._archive_private(user, target, msg)
+            if self.cluster is not None:
+                self.cluster.local_event(msg)
         return msg
 
     def _check_send(self, room: Room, user: User, member: Member | None) -> None:
@@ -699,6 +737,8 @@ class ChatService(
         user.away = message
         user.changed()
         event = Away(ts=self.clock.seconds(), who=user.who(), message=message, origin=conn.client)
+        if self.cluster is not None and user.node is None:
+            self.cluster.local_event(event)
         self._send(self._audience(user), event)
         # Contact lists (XMPP rosters) follow away states of users they share no room with.
         self._observe(event)
@@ -761,6 +801,34 @@ class ChatService(
         clients = [client for user in self.users for client in user.clients()]
         self._send(clients, ServerNotice(ts=self.clock.seconds(), text=text))
         return len(clients)
+
+    # -- users of other nodes (cluster mode) -----------------------------------------------
+
+    def attach_remote(self, client: IChatClient, who: Who, node: str) -> Connection:
+        """Make ``who``, a user whose connections are on ``node``, present here through
+        ``client`` (a stand-in whose ``deliver`` does nothing: its node delivers to it).
+        Rooms, NAMES, WHO and rosters then show it; what it does comes through the usual
+        API on the returned connection, and ``quit`` removes it.
+
+        Its node has checked the nick (bans, accounts, the cluster-wide claim), so nothing
+        is checked again but that no user here holds it (NickInUse).
+        """
+        holder = self.users.get(who.nick)
+        if holder is not None:
+            raise NickInUse(holder.nick)
+        now = self.clock.seconds()
+        conn = Connection(client, next(self._conn_ids), now)
+        self.connections[conn.id] = conn
+        user = User(who.nick, ident=who.ident, host=who.host, realname=who.realname, now=now)
+        user.node = node
+        user.away = who.away
+        self.users.add(user)
+        self._attach(conn, user)
+        if who.account is not None:
+            user.account = conn.account = who.account
+            self.by_account.setdefault(casefold(who.account), user)
+        self._observe(Presence(ts=now, who=user.who(), online=True))
+        return conn
 
     # -- lookups for protocols -------------------------------------------------------------
 

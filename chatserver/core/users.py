@@ -72,6 +72,7 @@ class User:
         "last_active",
         "modes",
         "nick",
+        "node",
         "realname",
         "rooms",
     )
@@ -92,6 +93,9 @@ class User:
         self.created_at = now
         self.last_active = now
         self.enforce_timer: Any = None
+        # The cluster node whose connections this user has (see ChatService.attach_remote);
+        # None for a user of this process.
+        self.node: str | None = None
         self._who: Who | None = None
 
     def who(self) -> Who:

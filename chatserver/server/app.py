@@ -55,6 +55,8 @@ log = Logger(namespace="chatserver.app")
 LISTEN_BACKLOG = 1024
 # After users are told the server is going, how long their notices get to reach them.
 SHUTDOWN_GRACE = 3.0
+# Seconds the start waits for Redis in cluster mode before listening anyway.
+CLUSTER_START_WAIT = 10.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -270,6 +272,8 @@ class ChatServer(MultiService):
         self.store: Any = None
         self.accounts: AccountManager | None = None
         self.chat: ChatService | None = None
+        # Cluster mode ([cluster] redis): this process as one node of several.
+        self.cluster: Any = None
         self.ports: list[tuple[Listener, IListeningPort]] = []
         # Listeners read the TLS options through this, so a reload (SIGHUP) can replace them.
         self.tls = ReloadableTls(
@@ -386,6 +390,8 @@ class ChatServer(MultiService):
         )
         self.chat.set_config_bans(config.bans)
         await self.chat.start()
+        if config.cluster.redis:
+            await self._join_cluster()
 
         ctx = ProtocolContext(
             config=config,
@@ -416,6 +422,32 @@ class ChatServer(MultiService):
             server=config.server.name,
             count=len(listeners),
         )
+
+    async def _join_cluster(self) -> None:
+        from chatserver.cluster.node import ClusterNode
+
+        settings = self.config.cluster
+        self.cluster = ClusterNode(
+            self.chat,
+            url=settings.redis,
+            node=settings.node,
+            lease=settings.lease,
+            prefix=settings.prefix,
+            reactor=self.reactor,
+        )
+        self.cluster.start()
+        # Users may connect before Redis answers: they are told to try again until it does.
+        ready = self.cluster.when_ready()
+        timeout = self.reactor.callLater(CLUSTER_START_WAIT, ready.cancel)
+        try:
+            await ready
+        except defer.CancelledError:
+            log.warn(
+                "redis {url} does not answer yet: new nicks and joins wait for it",
+                url=settings.redis,
+            )
+        else:
+            timeout.cancel()
 
     def _preflight(self) -> None:
         """Load the TLS certificate and try each listening address, so that a bad certificate
@@ -550,6 +582,11 @@ class ChatServer(MultiService):
         if self.control_port is not None:
             await defer.maybeDeferred(self.control_port.stopListening)
             self.control_port = None
+        if self.cluster is not None:
+            try:
+                await self.cluster.stop()
+            except Exception:
+                log.failure("leaving the cluster")
         if self.chat is not None:
             try:
                 await self.chat.shutdown()

@@ -147,6 +147,10 @@ class UploadStore:
         self._expire_slots()
         key = casefold(account)
         held = self.usage.get(key, 0)
+        if held + size > cfg.quota and self.files:
+            # Files that expired since the last sweep no longer count.
+            self.sweep()
+            held = self.usage.get(key, 0)
         if held + size > cfg.quota:
             raise SlotRefused(
                 "quota",

@@ -174,9 +174,11 @@ def test_the_put_url_is_single_use_short_lived_and_checked(server: ServerProcess
     time.sleep(2.3)
     late = late.replace("localhost", "127.0.0.1")
     assert _request("PUT", late, data, {"Content-Type": "text/plain"})[0] == 403
-    # The stored file is in the data directory.
+    # The stored file is in the data directory, and still served after a restart.
     stored = list((server.data_dir / "uploads").glob("*/ten.txt"))
     assert len(stored) == 1 and stored[0].read_bytes() == data
+    server.restart()
+    assert _request("GET", get)[2] == data
 
 
 def test_an_irc_user_sees_the_link(server: ServerProcess, connect) -> None:
@@ -210,3 +212,51 @@ def test_an_irc_user_sees_the_link(server: ServerProcess, connect) -> None:
     got = bob.expect_event("groupchat_message", lambda m: m["body"] == url)
     assert got["oob"]["url"] == url
     irc.close()
+
+
+def test_https_by_default_and_files_expire(make_server: Callable[..., ServerProcess]) -> None:
+    """Without plain_http the URLs are on the web listener's HTTPS port; a file is gone
+    expire_after seconds after its upload, and its space counts no more."""
+    import ssl
+
+    server = make_server(
+        protocols=("xmpp", "web"),
+        overrides={"upload": {"expire_after": 5.0, "quota": 30, "max_file_size": 20}},
+    )
+    server.create_account("alice", PASSWORD)
+    alice = SlixmppClient(
+        server.ports["xmpp"], f"alice@{DOMAIN}/up", PASSWORD, plugins=("xep_0363",)
+    )
+    try:
+        data = b"twenty bytes of data"
+        put, get = _slot(alice, "a.txt", len(data), "text/plain")
+        assert put.startswith(f"https://localhost:{server.ports['web_tls']}/upload/put/")
+        assert get.startswith(f"https://localhost:{server.ports['web_tls']}/upload/")
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+
+        def https(method: str, url: str, body: bytes = b"") -> tuple[int, bytes]:
+            parts = urlsplit(url)
+            conn = http.client.HTTPSConnection("127.0.0.1", parts.port, timeout=5, context=context)
+            try:
+                conn.request(
+                    method, parts.path, body=body or None, headers={"Content-Type": "text/plain"}
+                )
+                response = conn.getresponse()
+                return response.status, response.read()
+            finally:
+                conn.close()
+
+        assert https("PUT", put, data)[0] == 201
+        uploaded = time.monotonic()
+        assert https("GET", get) == (200, data)
+        # The quota (30 bytes) holds this file: another 20 do not fit yet.
+        iq = _iq_error(alice, "b.txt", 20, "text/plain")
+        assert iq["error"]["condition"] == "resource-constraint"
+        time.sleep(max(0.0, uploaded + 5.3 - time.monotonic()))
+        assert https("GET", get)[0] == 404
+        _slot(alice, "b.txt", 20, "text/plain")
+        assert not list((server.data_dir / "uploads").glob("*/a.txt"))
+    finally:
+        alice.close()

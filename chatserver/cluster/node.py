@@ -1,0 +1,728 @@
+"""This process as one node of a cluster: nick claims, publishing, and the other nodes' users.
+
+Redis holds (``prefix`` before each key):
+
+- ``node:<name>``: this node is alive, for ``lease`` seconds from the last heartbeat.
+- ``nodes``: the names of the nodes in the cluster.
+- ``nick:<casefolded nick>``: the node that owns the nick.  A claim succeeds when the key is
+  free, already this node's, or names a node whose ``node:`` key has expired: a dead node's
+  nicks free themselves within one lease, and one Lua script does the check and the claim
+  together, so no nick is ever owned by two nodes.
+- ``events:<name>``: a stream per node of what the other nodes' users do
+  (``chatserver.cluster.ops``), each entry with its node, the node's incarnation and a
+  sequence number.  Presence and membership go to every node, so each core holds every user
+  (the other nodes' through stand-in connections) and NAMES, WHO and occupant lists are
+  whole; a room message goes only to the nodes with members in the room, a private message
+  to its recipient's node.  Each node delivers only to its own connections.
+
+A local action is applied to the local core at once, then published; each node applies its
+stream in order, so one sender's events keep their order everywhere, and a room's order is
+the same on every node but the sender's own, which showed its user's messages at once.  The
+publisher keeps each entry until Redis has answered: entries sent on a connection that is
+lost are sent again, in order, once Redis is back (readers drop repeats by sequence number),
+so nothing a user was answered for is lost; a reader that comes back reads on from the last
+entry it applied.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import txredisapi
+from twisted.internet import defer
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from chatserver.cluster import ops
+from chatserver.cluster.link import RedisLink
+from chatserver.cluster.remote import RemoteClient
+from chatserver.core.errors import ChatError, NickInUse
+from chatserver.core.events import Event, Message, NickChange, Presence, Quit
+from chatserver.core.names import casefold, room_key
+from chatserver.core.users import Connection
+
+log = Logger()
+
+# Add a turn's entries in one call.  ARGV: this node, the node key prefix, the streams'
+# length, the entries' common head ("node incarnation "), the stream key prefix, the key of
+# the set of nodes, then five per entry: its sequence number, a nick key to claim ('' for
+# none), one to release (''), the nodes it goes to ('*': every other node; else names
+# separated by spaces), its op.  A claim succeeds unless a live node (its node key exists)
+# owns the nick; an entry whose claim is refused goes nowhere.  Returns the sequence numbers
+# refused.
+PUBLISH_SCRIPT = """
+local refused = {}
+local everyone = nil
+for i = 7, #ARGV, 5 do
+  local ok = true
+  local claim = ARGV[i + 1]
+  if claim ~= '' then
+    local cur = redis.call('GET', claim)
+    if cur and cur ~= ARGV[1] and redis.call('EXISTS', ARGV[2] .. cur) == 1 then
+      ok = false
+      table.insert(refused, ARGV[i])
+    else
+      redis.call('SET', claim, ARGV[1])
+    end
+  end
+  if ok then
+    local release = ARGV[i + 2]
+    if release ~= '' and redis.call('GET', release) == ARGV[1] then
+      redis.call('DEL', release)
+    end
+    local names = {}
+    if ARGV[i + 3] == '*' then
+      if everyone == nil then
+        everyone = redis.call('SMEMBERS', ARGV[6])
+      end
+      names = everyone
+    else
+      for name in string.gmatch(ARGV[i + 3], '%S+') do
+        table.insert(names, name)
+      end
+    end
+    local entry = ARGV[4] .. ARGV[i] .. ' ' .. ARGV[i + 4]
+    for _, name in ipairs(names) do
+      if name ~= ARGV[1] then
+        redis.call('XADD', ARGV[5] .. name, 'MAXLEN', '~', ARGV[3], '*', 'e', entry)
+      end
+    end
+  end
+end
+return refused
+"""
+# Claim every key in KEYS for ARGV[1] as above; returns the (1-based) indexes refused.
+RECLAIM_SCRIPT = """
+local lost = {}
+for i, key in ipairs(KEYS) do
+  local cur = redis.call('GET', key)
+  if cur and cur ~= ARGV[1] and redis.call('EXISTS', ARGV[2] .. cur) == 1 then
+    table.insert(lost, i)
+  else
+    redis.call('SET', key, ARGV[1])
+  end
+end
+return lost
+"""
+# Entries kept in the stream (about): what a node that lost Redis for a while can catch up
+# on by id; one that missed more asks every node for its state instead.
+STREAM_LENGTH = 200_000
+READ_COUNT = 1000
+# Entries per script call: a long script holds up every other Redis client meanwhile.
+PUBLISH_BATCH = 500
+READ_BLOCK_MS = 1000
+
+UNAVAILABLE_NICK = (
+    "the cluster cannot confirm new nicks now (Redis is unreachable); try again shortly"
+)
+UNAVAILABLE_JOIN = "rooms cannot be joined now (Redis is unreachable); try again shortly"
+
+
+@dataclass(slots=True)
+class _Outgoing:
+    seq: int
+    op: dict[str, Any]
+    claim: str | None = None
+    release: str | None = None
+    # The nodes it goes to: "*" for every other node, else names separated by spaces.
+    targets: str = "*"
+
+
+class ClusterNode:
+    """Implements the core's IClusterLink (``service.cluster``) for one process."""
+
+    def __init__(
+        self,
+        service: Any,
+        *,
+        url: str,
+        node: str,
+        lease: float,
+        prefix: str,
+        reactor: Any,
+    ) -> None:
+        self.service = service
+        self.name = node
+        # A restarted node is a new incarnation: the others forget what the old one had.
+        self.incarnation = os.urandom(6).hex()
+        self.lease = lease
+        self.clock = reactor
+        self.stream_prefix = f"{prefix}:events:"
+        self.stream = self.stream_prefix + node
+        self.nodes_key = f"{prefix}:nodes"
+        self.node_prefix = f"{prefix}:node:"
+        self.nick_prefix = f"{prefix}:nick:"
+        self._seq = itertools.count(1)
+        self._pending: deque[_Outgoing] = deque()
+        self._inflight: dict[int, _Outgoing] = {}
+        self._flush_scheduled = False
+        # Entries start with this, then the sequence number and the op (see PUBLISH_SCRIPT).
+        self._head = f"{node} {self.incarnation} "
+        # A nick whose claim was refused -> the nick the user had before (None: it had none
+        # the other nodes know), while the user is being renamed away from it.
+        self._unconfirmed: dict[str, str | None] = {}
+        self._sha: dict[str, str] = {}
+        # Set once this node's claims are confirmed after a (re)connection; None while not.
+        self._up_since: float | None = None
+        self._last_id: str | None = None
+        # node -> {nick key -> stand-in connection}
+        self._remote: dict[str, dict[str, Connection]] = {}
+        # node -> (incarnation, last sequence number applied)
+        self._seen: dict[str, tuple[str, int]] = {}
+        # node -> when an entry of it was last applied: a node that is heard from is alive,
+        # even if it was too busy to renew its key in time.
+        self._heard: dict[str, float] = {}
+        self._stopping = False
+        self._ready_waiters: list[defer.Deferred[None]] = []
+        self._commands = RedisLink(
+            url, reactor, on_up=self._commands_up, on_down=self._commands_down, name="commands"
+        )
+        self._reader = RedisLink(
+            url, reactor, on_up=self._reader_up, on_down=lambda: None, name="stream"
+        )
+        self._heartbeat = LoopingCall(self._beat)
+        self._heartbeat.clock = reactor
+        self._handlers = {
+            "user": self._on_user,
+            "nick": self._on_nick,
+            "quit": self._on_quit,
+            "join": self._on_join,
+            "part": self._on_part,
+            "kick": self._on_kick,
+            "topic": self._on_topic,
+            "away": self._on_away,
+            "msg": self._on_msg,
+            "state": self._on_state,
+            "sync": self._on_sync,
+            "bye": self._on_bye,
+            "kill": self._on_kill,
+        }
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def up(self) -> bool:
+        return self._up_since is not None
+
+    def start(self) -> None:
+        self.service.cluster = self
+        self._commands.start()
+        self._reader.start()
+        self._heartbeat.start(self.lease / 3, now=False)
+
+    def when_ready(self) -> defer.Deferred[None]:
+        if self.up:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._ready_waiters.append(d)
+        return d
+
+    async def stop(self) -> None:
+        """Tell the others this node's users are gone, give up the heartbeat, disconnect."""
+        if self._heartbeat.running:
+            self._heartbeat.stop()
+        if self.up:
+            self._publish({"k": "bye"})
+            # Now, not at the end of the turn: the links close before that.
+            self._pump()
+            proto = self._commands.proto
+            if proto is not None:
+                try:
+                    await proto.execute_command("SREM", self.nodes_key, self.name)
+                    await proto.execute_command("DEL", self.node_prefix + self.name)
+                except Exception:
+                    log.failure("redis: giving up the heartbeat")
+        self._stopping = True
+        await self._commands.stop()
+        await self._reader.stop()
+
+    # -- what the core asks (IClusterLink) ---------------------------------------------------
+
+    def check_claim(self, nick: str) -> None:
+        if not self.up:
+            raise ChatError(UNAVAILABLE_NICK)
+
+    def check_join(self, room: str) -> None:
+        if not self.up:
+            raise ChatError(UNAVAILABLE_JOIN)
+
+    def local_event(self, event: Event) -> None:
+        if self._stopping:
+            return
+        secure = False
+        if isinstance(event, Presence):
+            user = self.service.find_user(event.who.nick)
+            secure = user is not None and user.secure
+        op = ops.encode(event, secure)
+        if op is None:
+            return
+        targets = "*"
+        if isinstance(event, Message):
+            targets = self._message_targets(event)
+            if not targets:
+                return
+        claim = release = None
+        if isinstance(event, NickChange) and event.who.key in self._unconfirmed:
+            # Renamed away from a nick the others never saw it take.
+            before = self._unconfirmed[event.who.key]
+            user = self.service.find_user(event.new_nick)
+            if user is None:
+                return
+            if before is None:
+                first = ops.encode(Presence(ts=event.ts, who=user.who(), online=True), user.secure)
+                assert first is not None
+                op = first
+            else:
+                op = {"k": "nick", "nick": before, "new": event.new_nick}
+            self._publish(op, self._nick_key(event.new_nick))
+            return
+        if isinstance(event, Presence):
+            claim = self._nick_key(event.who.nick)
+        elif isinstance(event, NickChange):
+            if casefold(event.new_nick) != event.who.key:
+                claim = self._nick_key(event.new_nick)
+                release = self._nick_key(event.who.nick)
+        elif isinstance(event, Quit):
+            release = self._nick_key(event.who.nick)
+        self._publish(op, claim, release, targets)
+
+    def _message_targets(self, msg: Message) -> str:
+        """The nodes with someone to deliver ``msg`` to: a room's, or the recipient's."""
+        if msg.room is not None:
+            room = self.service.rooms.get(msg.room)
+            return " ".join(room.nodes()) if room is not None else ""
+        target = self.service.find_user(msg.target) if msg.target is not None else None
+        return "" if target is None or target.node is None else target.node
+
+    # -- publishing ------------------------------------------------------------------------
+
+    def _nick_key(self, nick: str) -> str:
+        return self.nick_prefix + casefold(nick)
+
+    def _publish(
+        self,
+        op: dict[str, Any],
+        claim: str | None = None,
+        release: str | None = None,
+        targets: str = "*",
+    ) -> None:
+        self._pending.append(_Outgoing(next(self._seq), op, claim, release, targets))
+        if not self._flush_scheduled:
+            # Everything of this reactor turn goes in one call: one round trip, one reply.
+            self._flush_scheduled = True
+            self.clock.callLater(0, self._pump)
+
+    def _pump(self) -> None:
+        self._flush_scheduled = False
+        proto = self._commands.proto
+        if proto is None or not self.up or not self._pending:
+            return
+        while self._pending:
+            count = min(len(self._pending), PUBLISH_BATCH)
+            self._send_batch(proto, [self._pending.popleft() for _ in range(count)])
+
+    def _send_batch(self, proto: Any, batch: list[_Outgoing]) -> None:
+        args: list[Any] = [
+            self.name,
+            self.node_prefix,
+            STREAM_LENGTH,
+            self._head,
+            self.stream_prefix,
+            self.nodes_key,
+        ]
+        for out in batch:
+            self._inflight[out.seq] = out
+            args += [out.seq, out.claim or "", out.release or "", out.targets, ops.dumps(out.op)]
+        # No reply timeout here: a big turn may take Redis a while on a busy machine, and the
+        # heartbeat (which has one) tells whether Redis is there at all.
+        d = proto.execute_command("EVALSHA", self._sha["publish"], 0, *args, apply_timeout=False)
+        d.addCallbacks(self._published, self._not_published, (batch,), None, (batch,))
+
+    def _published(self, refused: Any, batch: list[_Outgoing]) -> None:
+        for out in batch:
+            self._inflight.pop(out.seq, None)
+        lost = {int(seq) for seq in refused or ()}
+        for out in batch:
+            if out.seq in lost:
+                self._claim_refused(out)
+
+    def _claim_refused(self, out: _Outgoing) -> None:
+        """Another node's claim of the nick came first: the user here takes a guest nick,
+        which the others learn of as its first appearance (it never had the nick there) or
+        as a rename from the nick it had before."""
+        if out.op["k"] == "user":
+            nick, before = out.op["who"]["n"], None
+        else:
+            nick, before = out.op["new"], out.op["nick"]
+        self._unconfirmed[casefold(nick)] = before
+        log.info("nick={nick} is owned by another node: renaming its user here", nick=nick)
+        self.service.collide(nick, f"{nick} was taken on another server at the same time")
+        self._unconfirmed.pop(casefold(nick), None)
+
+    def _not_published(self, failure: Any, batch: list[_Outgoing]) -> None:
+        if failure.check(txredisapi.ConnectionError):
+            # Lost, or no answer in time (the connection is then dropped): sent again once
+            # the link is back (see _commands_down).
+            return
+        if batch[0].seq in self._inflight:
+            # Redis answered with an error (not a lost connection, which sends it again).
+            for out in batch:
+                self._inflight.pop(out.seq, None)
+            log.failure("redis: publishing {count} entries", failure, count=len(batch))
+
+    def _commands_up(self, proto: Any) -> None:
+        d = defer.ensureDeferred(self._confirm(proto))
+        d.addErrback(lambda f: log.failure("redis: after connecting", f))
+
+    async def _confirm(self, proto: Any) -> None:
+        """Load the scripts, renew the heartbeat, claim again every local nick, then send
+        what waited, and this node's whole state for anyone who lost track."""
+        self._sha["publish"] = await proto.execute_command("SCRIPT", "LOAD", PUBLISH_SCRIPT)
+        self._sha["reclaim"] = await proto.execute_command("SCRIPT", "LOAD", RECLAIM_SCRIPT)
+        await self._renew(proto)
+        await proto.execute_command("SADD", self.nodes_key, self.name)
+        await self._reclaim(proto)
+        if self._commands.proto is not proto:
+            return
+        self._up_since = self.clock.seconds()
+        # Sent again, first: what was sent on the lost connection, in order.
+        self._pending.extendleft(reversed(sorted(self._inflight.values(), key=lambda o: o.seq)))
+        self._inflight.clear()
+        self._publish(self._state())
+        log.info("cluster node={node} up", node=self.name)
+        waiters, self._ready_waiters = self._ready_waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    async def _reclaim(self, proto: Any) -> None:
+        """Claim every local user's nick again; a user whose nick another node took
+        meanwhile gets a guest nick."""
+        local = [user for user in self.service.users if user.node is None]
+        if not local:
+            return
+        lost = await proto.execute_command(
+            "EVALSHA",
+            self._sha["reclaim"],
+            len(local),
+            *[self._nick_key(user.nick) for user in local],
+            self.name,
+            self.node_prefix,
+        )
+        for index in lost or ():
+            user = local[int(index) - 1]
+            self.service.collide(user.nick, f"{user.nick} was taken on another server meanwhile")
+
+    def _commands_down(self) -> None:
+        self._up_since = None
+        # Unanswered entries go first once Redis is back (their errbacks change nothing).
+        self._pending.extendleft(reversed(sorted(self._inflight.values(), key=lambda o: o.seq)))
+        self._inflight.clear()
+
+    def _state(self) -> dict[str, Any]:
+        users = [
+            {"who": ops.who_fields(user.who()), "s": user.secure, "rooms": list(user.rooms)}
+            for user in self.service.users
+            if user.node is None
+        ]
+        return {"k": "state", "users": users}
+
+    # -- heartbeat -------------------------------------------------------------------------
+
+    def _renew(self, proto: Any) -> defer.Deferred[Any]:
+        """Renew this node's key; fires with its value before (None: it had expired)."""
+        return proto.execute_command(
+            "SET",
+            self.node_prefix + self.name,
+            self.incarnation,
+            "PX",
+            int(self.lease * 1000),
+            "GET",
+        )
+
+    def _beat(self) -> None:
+        proto = self._commands.proto
+        if proto is None or not self.up:
+            return
+        self._renew(proto).addCallbacks(self._renewed, lambda f: None, (proto,))
+        assert self._up_since is not None
+        # Just after Redis came back the others may not have renewed yet: wait one lease.
+        if self.clock.seconds() - self._up_since < self.lease:
+            return
+        # The nodes this one holds users of, and those in the set (a dead one without users
+        # would still be sent entries).
+        d = proto.execute_command("SMEMBERS", self.nodes_key)
+        d.addCallbacks(self._check_nodes, lambda f: None, (proto,))
+
+    def _renewed(self, before: Any, proto: Any) -> None:
+        if before is None and self.up and self._commands.proto is proto:
+            # This node's key had expired (this process or Redis was too busy to renew it):
+            # the others may have dropped its users and freed its nicks.  Claim them again and
+            # tell everyone what this node holds.
+            log.warn("cluster: this node's heartbeat had lapsed; announcing its state again")
+            d = defer.ensureDeferred(self._reannounce(proto))
+            d.addErrback(lambda f: log.failure("redis: announcing again", f))
+
+    async def _reannounce(self, proto: Any) -> None:
+        await proto.execute_command("SADD", self.nodes_key, self.name)
+        await self._reclaim(proto)
+        self._publish(self._state())
+
+    def _check_nodes(self, listed: Any, proto: Any) -> None:
+        known = {n for n, users in self._remote.items() if users}
+        for node in known.union(listed or ()) - {self.name}:
+            d = proto.execute_command("EXISTS", self.node_prefix + node)
+            d.addCallbacks(self._checked, lambda f: None, (node,))
+
+    def _checked(self, exists: Any, node: str) -> None:
+        recently = self.clock.seconds() - self._heard.get(node, 0.0) < self.lease
+        if str(exists) == "0" and self.up and not recently:
+            log.warn("cluster node={node} lost: its users leave", node=node)
+            self._drop_node(node, f"{node} lost")
+            proto = self._commands.proto
+            if proto is not None:
+                # Nothing is sent to it any more; back, it finds its stream gone and asks
+                # every node for its state.
+                proto.execute_command("SREM", self.nodes_key, node).addErrback(lambda f: None)
+                proto.execute_command("DEL", self.stream_prefix + node).addErrback(lambda f: None)
+
+    # -- reading what the others do ----------------------------------------------------------
+
+    def _reader_up(self, proto: Any) -> None:
+        d = defer.ensureDeferred(self._catch_up(proto))
+        d.addErrback(lambda f: log.failure("redis: reading the stream", f))
+
+    async def _catch_up(self, proto: Any) -> None:
+        if self._last_id is None:
+            # A new node reads from here on, and asks the others for what they hold (asked
+            # once the place is known, so that no answer comes before it).
+            last = await proto.execute_command("XREVRANGE", self.stream, "+", "-", "COUNT", "1")
+            self._last_id = last[0][0] if last else "0-0"
+            self._publish({"k": "sync"})
+        else:
+            first = await proto.execute_command("XRANGE", self.stream, "-", "+", "COUNT", "1")
+            if not first or _id(first[0][0]) > _id(self._last_id):
+                # Trimmed past where this node was, or Redis lost its data: read what there
+                # is (repeats are dropped by sequence number) and ask every node's state.
+                log.warn("cluster: entries were missed; asking every node for its state")
+                self._last_id = "0-0"
+                self._publish({"k": "sync"})
+        self._read(proto)
+
+    def _read(self, proto: Any) -> None:
+        live: Any = self._reader.proto
+        if live is not proto or self._stopping or self._last_id is None:
+            return
+        d = live.execute_command(
+            "XREAD",
+            "COUNT",
+            READ_COUNT,
+            "BLOCK",
+            READ_BLOCK_MS,
+            "STREAMS",
+            self.stream,
+            self._last_id,
+        )
+        d.addCallbacks(self._got, lambda f: None, (proto,))
+
+    def _got(self, reply: Any, proto: Any) -> None:
+        if reply:
+            with self.service.batch():
+                for _stream, entries in reply:
+                    for entry_id, fields in entries:
+                        self._last_id = entry_id
+                        try:
+                            self._apply(fields)
+                        except Exception:
+                            log.failure("cluster: applying entry {id}", id=entry_id)
+        self._read(proto)
+
+    def _apply(self, fields: list[str]) -> None:
+        entry = fields[1] if len(fields) == 2 and fields[0] == "e" else ""
+        node, incarnation, seq_text, raw = [*entry.split(" ", 3), "", "", ""][:4]
+        if node == self.name:
+            if incarnation != self.incarnation:
+                log.warn("cluster: another process uses node={node}", node=node)
+            return
+        if not seq_text.isdigit():
+            log.warn("cluster: an entry of no node: {entry}", entry=entry[:200])
+            return
+        seq = int(seq_text)
+        seen = self._seen.get(node)
+        if seen is None or seen[0] != incarnation:
+            if seen is not None:
+                self._drop_node(node, f"{node} restarted")
+            seen = (incarnation, 0)
+        if seq <= seen[1]:
+            return
+        self._seen[node] = (incarnation, seq)
+        self._heard[node] = self.clock.seconds()
+        try:
+            op = ops.decode(raw)
+        except ops.BadOp as err:
+            log.warn("cluster: bad entry from node={node}: {err}", node=node, err=str(err))
+            return
+        self._handlers[op["k"]](node, op)
+
+    # -- the other nodes' users -------------------------------------------------------------
+
+    def _conn(self, node: str, nick: str) -> Connection | None:
+        return self._remote.get(node, {}).get(casefold(nick))
+
+    def _make_room_for(self, nick: str, node: str) -> None:
+        """Redis gave ``nick`` to ``node``: whoever holds it here lost it."""
+        holder = self.service.find_user(nick)
+        if holder is None or holder.node == node:
+            return
+        if holder.node is None:
+            self.service.collide(nick, f"{nick} was taken on another server at the same time")
+        else:
+            conn = self._conn(holder.node, nick)
+            if conn is not None:
+                self._remove(holder.node, conn, "nick taken over")
+
+    def _on_user(self, node: str, op: dict[str, Any]) -> None:
+        self._attach(node, ops.who_from(op["who"]), op["s"], take=True)
+
+    def _attach(self, node: str, who: Any, secure: bool, *, take: bool) -> Connection | None:
+        """The stand-in of ``who``; ``take``: its node has just claimed the nick, so a
+        holder here lost it.  Without ``take`` (a state, maybe old) a holder here stays."""
+        existing = self._conn(node, who.nick)
+        if existing is not None:
+            return existing
+        if take:
+            self._make_room_for(who.nick, node)
+        elif self.service.find_user(who.nick) is not None:
+            return None
+        client = RemoteClient(node, secure, self._ended_here)
+        conn = self.service.attach_remote(client, who, node)
+        client.conn = conn
+        self._remote.setdefault(node, {})[who.key] = conn
+        return conn
+
+    def _remove(self, node: str, conn: Connection, reason: str) -> None:
+        users = self._remote.get(node, {})
+        if conn.user is not None:
+            users.pop(conn.user.key, None)
+        self.service.quit(conn, reason)
+
+    def _drop_node(self, node: str, reason: str) -> None:
+        for conn in list(self._remote.get(node, {}).values()):
+            self._remove(node, conn, reason)
+        self._remote.pop(node, None)
+
+    def _ended_here(self, client: RemoteClient, reason: str) -> None:
+        """An operator here disconnected a user of another node: that node ends it."""
+        conn = getattr(client, "conn", None)
+        if self._stopping or conn is None or conn.user is None:
+            return
+        self._publish({"k": "kill", "nick": conn.user.nick, "reason": reason}, targets=client.node)
+        self._remote.get(client.node, {}).pop(conn.user.key, None)
+
+    def _on_nick(self, node: str, op: dict[str, Any]) -> None:
+        conn = self._conn(node, op["nick"])
+        if conn is None or conn.user is None:
+            return
+        old_key = conn.user.key
+        if casefold(op["new"]) != old_key:
+            self._make_room_for(op["new"], node)
+        try:
+            self.service.rename(conn, op["new"])
+        except NickInUse:
+            log.warn("cluster: cannot rename {old} to {new}", old=op["nick"], new=op["new"])
+            return
+        users = self._remote[node]
+        users.pop(old_key, None)
+        users[conn.user.key] = conn
+
+    def _on_quit(self, node: str, op: dict[str, Any]) -> None:
+        conn = self._conn(node, op["nick"])
+        if conn is not None:
+            self._remove(node, conn, op["reason"])
+
+    def _call(self, node: str, sender: str, method: str, /, *args: Any, **kwargs: Any) -> None:
+        conn = self._conn(node, sender)
+        if conn is None:
+            return
+        try:
+            getattr(self.service, method)(conn, *args, **kwargs)
+        except ChatError as err:
+            # The rooms here disagree with the node's (a mode not shared): it decided.
+            log.info(
+                "cluster: {method} of {nick} from node={node} refused here: {reason}",
+                method=method,
+                nick=sender,
+                node=node,
+                reason=err.reason,
+            )
+
+    def _on_join(self, node: str, op: dict[str, Any]) -> None:
+        self._call(node, op["nick"], "join", op["room"])
+
+    def _on_part(self, node: str, op: dict[str, Any]) -> None:
+        self._call(node, op["nick"], "part", op["room"], op["reason"])
+
+    def _on_kick(self, node: str, op: dict[str, Any]) -> None:
+        self._call(node, op["nick"], "kick", op["room"], op["target"], op["reason"])
+
+    def _on_topic(self, node: str, op: dict[str, Any]) -> None:
+        self._call(node, op["nick"], "set_topic", op["room"], op["text"])
+
+    def _on_away(self, node: str, op: dict[str, Any]) -> None:
+        self._call(node, op["nick"], "set_away", op["message"])
+
+    def _on_msg(self, node: str, op: dict[str, Any]) -> None:
+        self._call(
+            node,
+            op["nick"],
+            "say",
+            text=op["text"],
+            room=op["room"],
+            nick=op["target"],
+            kind=op["kind"],
+            tags=tuple((name, value) for name, value in op["tags"]),
+            status=op["status"],
+            msgid=op["id"],
+            ts=float(op["ts"]),
+        )
+
+    def _on_state(self, node: str, op: dict[str, Any]) -> None:
+        """Make this node's picture of ``node`` what it says it holds."""
+        wanted = {}
+        for entry in op["users"]:
+            who = ops.who_from(entry["who"])
+            wanted[who.key] = (who, entry)
+        for key, gone in list(self._remote.get(node, {}).items()):
+            if key not in wanted:
+                self._remove(node, gone, "")
+        for who, entry in wanted.values():
+            conn = self._attach(node, who, entry["s"], take=False)
+            user = None if conn is None else conn.user
+            if user is None:
+                continue
+            if user.away != who.away:
+                self._call(node, who.nick, "set_away", who.away)
+            rooms = {room_key(name) for name in entry["rooms"]}
+            for name in rooms - set(user.rooms):
+                self._call(node, who.nick, "join", name)
+            for name in set(user.rooms) - rooms:
+                self._call(node, who.nick, "part", name, "")
+
+    def _on_sync(self, node: str, op: dict[str, Any]) -> None:
+        self._publish(self._state(), targets=node)
+
+    def _on_bye(self, node: str, op: dict[str, Any]) -> None:
+        self._drop_node(node, f"{node} stopped")
+
+    def _on_kill(self, node: str, op: dict[str, Any]) -> None:
+        user = self.service.find_user(op["nick"])
+        if user is not None and user.node is None:
+            self.service.kill_user(op["nick"], op["reason"])
+
+
+def _id(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)

@@ -1,0 +1,327 @@
+"""Two real chatserver processes sharing users and rooms through a private Redis."""
+
+from __future__ import annotations
+
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.matrix.clients import XmppPeer, local
+from tests.ops.helpers import OPER_PASSWORD, OpsServer, operators_toml
+from tests.support.redis import RedisServer
+from tests.support.server import LineClient, ServerProcess
+
+pytestmark = pytest.mark.timeout(90)
+
+Node = Callable[..., ServerProcess]
+
+
+def line(server: ServerProcess, nick: str) -> LineClient:
+    client = LineClient(server.ports["line"])
+    client.expect("*** Choose a nick:")
+    client.send(nick)
+    client.expect(f"*** You are {nick}.")
+    return client
+
+
+def irc(server: ServerProcess, nick: str) -> LineClient:
+    client = LineClient(server.ports["irc"])
+    client.send(f"NICK {nick}")
+    client.send(f"USER {nick} 0 * :{nick}")
+    client.expect(lambda text: f" 001 {nick} " in text)
+    return client
+
+
+def join(client: LineClient, room: str) -> None:
+    client.send(f"/join {room}")
+    client.expect(f"*** now talking in #{room}")
+
+
+def eventually(test: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not test():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        time.sleep(0.1)
+
+
+def members(client: LineClient, room: str, count: int) -> str:
+    """Ask (a line-chat client) until ``room`` has ``count`` members: what others do reaches
+    this node through Redis, a moment after it is done on theirs."""
+    found = ""
+
+    def ask() -> bool:
+        nonlocal found
+        client.send(f"/who {room}")
+        found = client.expect(lambda text: "members of" in text or "no such room" in text)
+        return f"({count})" in found
+
+    eventually(ask, 10, f"{count} members in #{room}")
+    return found
+
+
+def try_nick(server: ServerProcess, nick: str) -> str:
+    """A line-chat connection asks for ``nick``; the server's answer (the client closes)."""
+    client = LineClient(server.ports["line"])
+    try:
+        client.expect("*** Choose a nick:")
+        client.send(nick)
+        return client.read_line()
+    finally:
+        client.close()
+
+
+def muc_body(el: ET.Element) -> str | None:
+    if local(el) != "message" or el.get("type") != "groupchat":
+        return None
+    body = el.find("{jabber:client}body")
+    return None if body is None else body.text
+
+
+def test_users_on_two_nodes_share_a_room_and_private_messages(make_node: Node) -> None:
+    a = make_node("a", protocols=("line", "irc"))
+    b = make_node("b", protocols=("line", "xmpp"))
+    alice = irc(a, "alice")
+    bob = line(b, "bob")
+    carol = XmppPeer(b.ports["xmpp"], "carol", "carol-secret-1", register=True)
+
+    alice.send("JOIN #dev")
+    alice.expect(" 366 alice #dev ")
+    # Bob, on the other node, sees Alice in the room, as its operator.
+    assert members(bob, "dev", 1) == "*** members of #dev (1): @alice"
+    join(bob, "dev")
+    alice.expect(lambda text: text.startswith(":bob!") and " JOIN #dev" in text)
+    carol.join("dev")
+    carol.expect(lambda el: local(el) == "presence" and el.get("from", "").endswith("/carol"))
+    alice.expect(lambda text: text.startswith(":carol!") and " JOIN #dev" in text)
+    bob.expect("-!- carol joined #dev")
+
+    alice.send("PRIVMSG #dev :hello from irc on a")
+    assert bob.expect("hello from irc") == "[#dev] <alice> hello from irc on a"
+    carol.expect(lambda el: muc_body(el) == "hello from irc on a")
+    bob.send("hi from line on b")
+    assert alice.expect("hi from line").endswith(" PRIVMSG #dev :hi from line on b")
+    carol.say("dev", "hi from xmpp on b")
+    assert alice.expect("hi from xmpp").startswith(":carol!")
+
+    # Private messages cross nodes both ways.
+    bob.send("/msg alice psst")
+    assert alice.expect("psst").endswith(" PRIVMSG alice :psst")
+    alice.send("PRIVMSG bob :back at you")
+    assert bob.expect("back at you") == "*alice* back at you"
+
+    # Each node's NAMES is the whole room.
+    alice.send("NAMES #dev")
+    names = alice.expect(" 353 ")
+    assert sorted(names.rsplit(":", 1)[1].split()) == ["@alice", "bob", "carol"]
+
+    # A nick is one across the cluster.
+    assert "already in use" in try_nick(a, "bob")
+    assert "already in use" in try_nick(b, "alice")
+    alice.send("NICK carol")
+    alice.expect(" 433 alice carol ")
+
+    # A rename and a part are seen on the other node.
+    alice.send("NICK alicia")
+    bob.expect("alice is now known as alicia")
+    bob.send("/part dev")
+    alice.expect(lambda text: text.startswith(":bob!") and " PART #dev" in text)
+    carol.close()
+
+
+def test_a_killed_nodes_users_leave_and_its_nicks_free_within_the_lease(make_node: Node) -> None:
+    a = make_node("a", lease=2.0)
+    b = make_node("b", lease=2.0)
+    alice = line(a, "alice")
+    join(alice, "dev")
+    bob = line(b, "bob")
+    members(bob, "dev", 1)
+    join(bob, "dev")
+    assert "already in use" in try_nick(b, "alice")
+
+    killed_at = time.monotonic()
+    a.kill()
+    bob.expect("-!- alice quit (a lost)", timeout=10)
+    # Heartbeats a third of the lease apart, and one lease after: well within three leases.
+    assert time.monotonic() - killed_at < 6.0
+    # Alice comes back through the other node and takes her nick back.
+    alice = line(b, "alice")
+    join(alice, "dev")
+    bob.expect("-!- alice joined #dev")
+
+
+def test_a_node_stopped_cleanly_tells_the_others_at_once(make_node: Node) -> None:
+    a = make_node("a", lease=30.0)
+    b = make_node("b", lease=30.0)
+    alice = line(a, "alice")
+    join(alice, "dev")
+    bob = line(b, "bob")
+    members(bob, "dev", 1)
+    join(bob, "dev")
+    assert a.stop() == 0
+    # Long before the lease: the node said goodbye.
+    bob.expect("-!- alice quit (a stopped)", timeout=5)
+    alice = line(b, "alice")
+
+
+def test_redis_away_refuses_new_nicks_and_joins_local_chat_goes_on(
+    make_node: Node, redis: RedisServer
+) -> None:
+    a = make_node("a")
+    b = make_node("b")
+    alice = line(a, "alice")
+    dave = line(a, "dave")
+    bob = line(b, "bob")
+    join(alice, "dev")
+    members(bob, "dev", 1)
+    join(dave, "dev")
+    join(bob, "dev")
+    members(alice, "dev", 3)
+
+    redis.kill()
+    eventually(lambda: "Redis" in try_nick(a, "erin"), 10, "node a refuses new nicks")
+    answer = try_nick(b, "erin")
+    assert answer.startswith("!!! error:") and "Redis is unreachable" in answer, answer
+    alice.send("/join other")
+    assert "Redis is unreachable" in alice.expect("!!!")
+    carl = LineClient(a.ports["irc"])
+    carl.send("NICK carl")
+    carl.send("USER carl 0 * :carl")
+    assert "Redis is unreachable" in carl.expect(" 400 ")
+    carl.close()
+    # Users already in a room on the same node go on talking.
+    alice.send("said while redis was away")
+    assert dave.expect("while redis") == "[#dev] <alice> said while redis was away"
+
+    redis.start()
+    # Back: joins and new nicks work again, and what was said meanwhile reaches the other node.
+    assert bob.expect("while redis", timeout=15) == "[#dev] <alice> said while redis was away"
+    eventually(lambda: "You are erin" in try_nick(b, "erin"), 15, "node b takes new nicks again")
+    join(alice, "other")
+    bob.send("after the outage")
+    assert alice.expect("after the outage") == "[#dev] <bob> after the outage"
+    assert "already in use" in try_nick(b, "alice")
+    # Both nodes still see one room of three.
+    bob.send("/who dev")
+    assert bob.expect("members of #dev") == "*** members of #dev (3): @alice bob dave"
+
+
+def test_nothing_acknowledged_is_lost_and_no_nick_is_owned_twice(
+    make_node: Node, redis: RedisServer
+) -> None:
+    """Four users on two nodes talk while Redis goes away and comes back."""
+    a = make_node("a")
+    b = make_node("b")
+    users = {"u1": line(a, "u1"), "u2": line(a, "u2"), "u3": line(b, "u3"), "u4": line(b, "u4")}
+    join(users["u1"], "chaos")
+    members(users["u3"], "chaos", 1)
+    for nick in ("u2", "u3", "u4"):
+        join(users[nick], "chaos")
+    members(users["u1"], "chaos", 4)
+    members(users["u3"], "chaos", 4)
+
+    count = 30
+    sent: dict[str, list[str]] = {nick: [] for nick in users}
+    for i in range(count):
+        if i == 10:
+            redis.kill()
+        if i == 20:
+            redis.start()
+        for nick, client in users.items():
+            text = f"{nick}-{i}"
+            client.send(text)
+            sent[nick].append(text)
+        time.sleep(0.1)
+
+    for nick, client in users.items():
+        expected = {text for other, texts in sent.items() if other != nick for text in texts}
+        got: list[str] = []
+        deadline = time.monotonic() + 30
+        while len(got) < len(expected) and time.monotonic() < deadline:
+            try:
+                text = client.read_line(1.0)
+            except TimeoutError:
+                continue
+            if text.startswith("[#chaos] <"):
+                got.append(text.split("> ", 1)[1])
+        assert sorted(got) == sorted(expected), f"{nick}: missing {expected - set(got)}"
+        # Each sender's messages came in the order sent.
+        for other in sent:
+            if other != nick:
+                theirs = [text for text in got if text.startswith(f"{other}-")]
+                assert theirs == sent[other]
+
+    # Redis names one node per nick, the node each user is on.
+    for nick, node in (("u1", "a"), ("u2", "a"), ("u3", "b"), ("u4", "b")):
+        assert redis.command("GET", f"chatserver:nick:{nick}") == node
+    for server in (a, b):
+        assert "already in use" in try_nick(server, "u1")
+        assert "already in use" in try_nick(server, "u3")
+
+
+def test_room_messages_go_only_to_nodes_with_members_there(
+    make_node: Node, redis: RedisServer
+) -> None:
+    a = make_node("a")
+    b = make_node("b")
+    c = make_node("c")
+    alice = line(a, "alice")
+    join(alice, "dev")
+    bob = line(b, "bob")
+    members(bob, "dev", 1)
+    join(bob, "dev")
+    carol = line(c, "carol")
+    # Carol's node knows the room and its members without being in it.
+    assert members(carol, "dev", 2) == "*** members of #dev (2): @alice bob"
+
+    def entries(node: str) -> int:
+        return int(redis.command("XLEN", f"chatserver:events:{node}").lstrip(":"))
+
+    before = entries("c")
+    for i in range(5):
+        alice.send(f"to the room {i}")
+    bob.expect("to the room 4")
+    alice.send("/msg bob just us")
+    bob.expect("just us")
+    assert entries("c") == before
+    # Once Carol is in the room, her node gets its messages.
+    join(carol, "dev")
+    alice.expect("-!- carol joined #dev")
+    alice.send("now for carol too")
+    assert carol.expect("now for carol") == "[#dev] <alice> now for carol too"
+    assert entries("c") > before
+
+
+def test_an_operator_on_one_node_kills_a_user_of_another(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    cluster = {"redis": redis.url, "lease": 3.0}
+    a = OpsServer(
+        tmp_path / "a", protocols=("line", "irc"), overrides={"cluster": {**cluster, "node": "a"}}
+    )
+    b = OpsServer(
+        tmp_path / "b",
+        protocols=("line", "irc"),
+        overrides={"cluster": {**cluster, "node": "b"}},
+        extra=operators_toml(),
+    )
+    with a, b:
+        alice = irc(a, "alice")
+        alice.send("JOIN #dev")
+        alice.expect(" 366 alice #dev ")
+        oper = irc(b, "oper")
+        members(line(b, "watcher"), "dev", 1)
+        oper.send("JOIN #dev")
+        oper.expect(" 366 oper #dev ")
+        oper.send(f"OPER admin {OPER_PASSWORD}")
+        oper.expect(" 381 ")
+        oper.send("KILL alice :spamming")
+        # Her own node ends her connection, with the reason.
+        assert "spamming" in alice.expect("ERROR")
+        alice.read_until_closed()
+        oper.expect(lambda text: text.startswith(":alice!") and " QUIT " in text)
+        # And her nick is free again on either node.
+        eventually(lambda: "You are alice" in try_nick(b, "alice"), 10, "alice is free")

@@ -1,0 +1,43 @@
+"""[cluster]: off by default; with a Redis URL, a node name is required."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from chatserver.cluster.link import parse_url
+from chatserver.config import ConfigError, load_config
+
+
+def load(tmp_path: Path, text: str) -> object:
+    path = tmp_path / "chatserver.toml"
+    path.write_text(text)
+    return load_config(str(path))
+
+
+def test_off_by_default() -> None:
+    assert load_config(None).cluster.redis == ""
+
+
+def test_a_node_name_is_required_with_redis(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[cluster\] node: must be set when redis is set"):
+        load(tmp_path, '[cluster]\nredis = "redis://127.0.0.1:6379/0"\n')
+    config = load(tmp_path, '[cluster]\nredis = "redis://127.0.0.1:6379/2"\nnode = "a-1"\n')
+    assert config.cluster.node == "a-1"  # type: ignore[attr-defined]
+
+
+def test_bad_values_are_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[cluster\] redis: expected a redis://host:port/db"):
+        load(tmp_path, '[cluster]\nredis = "http://x"\nnode = "a"\n')
+    with pytest.raises(ConfigError, match=r"\[cluster\] node: expected a node name"):
+        load(tmp_path, '[cluster]\nredis = "redis://x:1/0"\nnode = "a b"\n')
+    with pytest.raises(ConfigError, match=r"\[cluster\] lease"):
+        load(tmp_path, "[cluster]\nlease = 0\n")
+
+
+def test_the_url_names_host_port_and_database() -> None:
+    assert parse_url("redis://db.example.org:6380/3") == ("db.example.org", 6380, 3)
+    assert parse_url("redis://localhost") == ("localhost", 6379, 0)
+    with pytest.raises(ValueError):
+        parse_url("rediss://x:1/0")
