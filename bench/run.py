@@ -243,7 +243,13 @@ class Chatserver(Server):
     def prepare(self) -> None:
         sections: dict[str, dict[str, Any]] = {
             "server": {"listen": ["127.0.0.1"], "name": "bench.chatserver"},
-            "chat": {"max_connections_per_address": 0},
+            # The login budget binds loopback too: out of reach, or hundreds of logins in
+            # flight from the generator's one address are refused as guesses.
+            "chat": {
+                "max_connections_per_address": 0,
+                "login_failure_burst": 10_000_000,
+                "login_failure_period": 0.001,
+            },
             # Flood control off or out of reach: the generator floods by design.  Idle
             # clients are pinged after 10 minutes, as in the references' configurations.
             "line": {

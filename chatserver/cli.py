@@ -310,22 +310,31 @@ def _config(args: argparse.Namespace) -> Config:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     config = _config(args)
+    from chatserver.server.reactor import install as install_reactor
+
+    install_reactor()
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner
 
     from chatserver.server.app import build_service
+    from chatserver.server.collector import freeze_startup_heap
     from chatserver.server.logs import log_observer
 
     fmt = args.log_format or config.server.log_format
     globalLogBeginner.beginLoggingTo(
         [log_observer(fmt, config.server.log_level, sys.stderr)], redirectStandardIO=False
     )
+    from protocols import connlog
+
+    # The level is fixed until a restart: below debug, connections' debug lines are not made.
+    connlog.debug_lines = config.server.log_level == "debug"
     from chatserver.server.reload import install_sighup
 
     server = build_service(config, reactor=reactor)
     reactor.callWhenRunning(_handle_stop_signals, reactor)
     reactor.callWhenRunning(install_sighup, reactor, server)
     reactor.callWhenRunning(server.startService)
+    server.when_ready().addCallbacks(lambda _: freeze_startup_heap(), lambda _: None)
     # The reactor waits for the Deferred of a "before" trigger: users are told and history is
     # written before the reactor drops the connections.
     reactor.addSystemEventTrigger("before", "shutdown", server.stopService)

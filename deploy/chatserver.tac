@@ -12,6 +12,7 @@ from twisted.application import service
 from twisted.internet import reactor
 
 from chatserver.server.app import build_service
+from chatserver.server.collector import freeze_startup_heap
 from chatserver.config import load_config
 from chatserver.server.reload import install_sighup
 
@@ -22,4 +23,6 @@ config = load_config(
 application = service.Application("chatserver")
 server = build_service(config)
 server.setServiceParent(application)
+# Full collections skip what start-up built (see chatserver/server/collector.py).
+server.when_ready().addCallbacks(lambda _: freeze_startup_heap(), lambda _: None)
 reactor.callWhenRunning(install_sighup, reactor, server)

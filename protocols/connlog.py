@@ -22,6 +22,12 @@ _LOGS = {
 }
 
 
+# Whether the debug lines are wanted at all: the wiring says so when it sets up the log
+# output.  A debug line that is then filtered out still costs an event built and passed to
+# every observer, for every connection of a burst.
+debug_lines = True
+
+
 def _log(protocol: str) -> Logger:
     log = _LOGS.get(protocol)
     if log is None:
@@ -30,6 +36,8 @@ def _log(protocol: str) -> Logger:
 
 
 def opened(protocol: str, id: int, address: str, tls: bool) -> None:
+    if not debug_lines:
+        return
     _log(protocol).debug(
         "{protocol} connection {id} from {address}{tls_note}",
         protocol=protocol,
@@ -55,6 +63,8 @@ def registered(protocol: str, id: int, address: str, nick: str, **fields: Any) -
 def closed(protocol: str, id: int, address: str, nick: str | None, reason: str) -> None:
     """``nick`` is None if the connection never registered: then the line is debug."""
     if nick is None:
+        if not debug_lines:
+            return
         _log(protocol).debug(
             "{protocol} connection {id} from {address} closed ({reason})",
             protocol=protocol,

@@ -12,8 +12,7 @@ come from the room's cached counts.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger
@@ -48,6 +47,9 @@ class Delivery:
         # delivery to the other members waits for the end of the reactor turn (or of the read,
         # without ``end_of_turn``), one write per member.
         self._batch_depth = 0
+        # One context manager for every read: entered once per read of every connection, so
+        # a plain object with __enter__/__exit__ rather than a generator-based one.
+        self._batching = _Batching(self)
         self._batched: dict[Room, _PendingRoom] = {}
         self._end_of_turn = end_of_turn
         self._flush_scheduled = False
@@ -83,9 +85,8 @@ class Delivery:
             except Exception:
                 self.log.failure("observer {observer} failed", observer=observer)
 
-    @contextmanager
-    def batch(self) -> Iterator[None]:
-        """Handle one read of a connection's input inside this.
+    def batch(self) -> _Batching:
+        """Handle one read of a connection's input inside this (``with service.batch():``).
 
         Room messages said meanwhile reach their sender at once (so an IRC label or echo
         stays with its command), and every other member at the end of the reactor turn, as
@@ -93,13 +94,12 @@ class Delivery:
         cost each member one write, not one per message.  Any other event flushes the
         batches first, so order is kept.
         """
-        self._batch_depth += 1
-        try:
-            yield
-        finally:
-            self._batch_depth -= 1
-            if not self._batch_depth and self._batched and self._end_of_turn is None:
-                self._flush_batches()
+        return self._batching
+
+    def _end_batch(self) -> None:
+        self._batch_depth -= 1
+        if not self._batch_depth and self._batched and self._end_of_turn is None:
+            self._flush_batches()
 
     def _pending(self, room: Room) -> _PendingRoom:
         pending = self._batched.get(room)
@@ -188,7 +188,7 @@ class Delivery:
         self.fanout_caused += len(later)
 
     def _batch_message(self, room: Room, msg: Message) -> None:
-        pending = self._pending(room)
+        pending = self._batched.get(room) or self._pending(room)
         self.fanout_caused += 1
         origin = msg.origin
         key = id(origin)
@@ -239,14 +239,22 @@ class Delivery:
             batch = MessageBatch(messages=tuple(events))
             for client in room.clients():
                 had = delivered.get(id(client))
-                if had is not None:
-                    # A sender, or a member who joined in this turn: the rest, without its own.
-                    self._deliver_rest(client, events, had)
+                if had is None:
+                    try:
+                        client.deliver_batch(batch)
+                    except Exception:
+                        self._delivery_failed(events[0], client)
                     continue
-                try:
-                    client.deliver_batch(batch)
-                except Exception:
-                    self._delivery_failed(events[0], client)
+                # A sender, or a member who joined in this turn: the rest, without its own
+                # (inline: in a room where everyone talks, that is nearly every member).
+                rest = tuple(
+                    [e for e in (events[had:] if had else events) if e.origin is not client]
+                )
+                if rest:
+                    try:
+                        client.deliver_batch(MessageBatch(messages=rest))
+                    except Exception:
+                        self._delivery_failed(rest[0], client)
             # Every member gets every message once (its sender its own copy, counted when it
             # was delivered), and every join and part (its user's connections counted when
             # they got it, so counted twice, as if they had it in the batch too): the room's
@@ -324,6 +332,21 @@ class Delivery:
         self.log.failure(
             "delivering {event} to {client}", event=type(event).__name__, client=client
         )
+
+
+class _Batching:
+    """``with service.batch():`` (see :meth:`Delivery.batch`); re-entrant."""
+
+    __slots__ = ("delivery",)
+
+    def __init__(self, delivery: Delivery) -> None:
+        self.delivery = delivery
+
+    def __enter__(self) -> None:
+        self.delivery._batch_depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self.delivery._end_batch()
 
 
 class _PendingRoom:

@@ -104,6 +104,15 @@ class CannotSend(ChatError):
         super().__init__(reason)
 
 
+class NoSuchMessage(ChatError):
+    """No message with that id where it was looked for (or it is too old to be kept)."""
+
+    def __init__(self, msgid: str, where: str = "") -> None:
+        self.msgid = msgid
+        self.where = where
+        super().__init__(f"no message {msgid} here")
+
+
 class JoinRefused(ChatError):
     """The room refused the join; ``why`` says which rule refused it."""
 
@@ -203,6 +212,7 @@ CORE_ERRORS: tuple[type[ChatError], ...] = (
     AlreadyOnRoom,
     NotPermitted,
     CannotSend,
+    NoSuchMessage,
     JoinRefused,
     UnknownMode,
     AccountError,

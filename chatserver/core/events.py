@@ -265,6 +265,50 @@ class ReadMarker(Event):
     read_ts: float
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TagMessage(Event):
+    """Client-only tags without text (a typing notice, a reaction) to a room (``room``) or a
+    user (``target``).  Relayed live only: never kept in history, never batched.  Protocols
+    that cannot show a tag ignore it; ``native`` is the sender's own form, as for Message."""
+
+    id: str
+    source: Who
+    tags: tuple[tuple[str, str], ...]
+    room: str | None = None
+    target: str | None = None
+    target_account: str | None = None
+    status: str | None = None
+    native: Any = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Redaction(Event):
+    """``who`` removed the message ``msgid`` (sent by ``sender``) from a room (``room``) or
+    from a private conversation (``target``: the nick the redactor addressed, the other
+    end).  ``id`` names the redaction itself; ``native`` is the redactor's own form."""
+
+    id: str
+    who: Who
+    msgid: str
+    sender: Who
+    reason: str = ""
+    room: str | None = None
+    target: str | None = None
+    native: Any = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetadataChange(Event):
+    """``who`` set ``key`` of ``target`` (a nick, or with ``room`` set, that room's key) to
+    ``value``; None means removed."""
+
+    who: Who
+    target: str
+    key: str
+    value: str | None
+    room: str | None = None
+
+
 ROOM_EVENTS = (Message, Join, Part, Topic, Kick, ModeChange, Invite)
 
 

@@ -33,6 +33,10 @@ from chatserver.core.settings import CoreSettings
 if TYPE_CHECKING:
     from chatserver.core.users import Connection, NickTable, User
 
+# Seconds between two lookups of newly taken nicks in the store (see _check_nicks): how late
+# a nick that another process has just registered can be noticed, at most.
+NICK_CHECK_REST = 0.05
+
 
 class Identity:
     """The part of ChatService that logs connections in and enforces registered nicks."""
@@ -82,6 +86,8 @@ class Identity:
         # Nicks just taken, to look up in the store at the end of the turn (enforcement).
         self._nicks_to_check: dict[User, str] = {}
         self._nick_check_scheduled = False
+        # A lookup is on its way to the store: nicks taken meanwhile wait for it to end.
+        self._nick_check_running = False
 
     # -- accounts --------------------------------------------------------------------------
 
@@ -438,9 +444,14 @@ class Identity:
 
     def _check_nicks(self) -> None:
         self._nick_check_scheduled = False
+        if self._nick_check_running:
+            # One lookup at a time: under a burst of registrations, those taken while one
+            # is in the store's thread go together in the next, not one trip per turn.
+            return
         waiting, self._nicks_to_check = self._nicks_to_check, {}
         if not waiting:
             return
+        self._nick_check_running = True
         d = self.accounts.registered_keys(list(waiting.values()))
 
         def found(registered: set[str]) -> None:
@@ -450,6 +461,21 @@ class Identity:
 
         d.addCallback(found)
         d.addErrback(lambda f: self.log.failure("checking {n} nicks", f, n=len(waiting)))
+        d.addBoth(self._nick_check_done)
+
+    def _nick_check_done(self, _: object) -> None:
+        if self._end_of_turn is None:
+            # Nothing is batched (each event handled on its own): nor are the lookups.
+            self._nick_check_rested()
+            return
+        # A short rest before the next lookup: a burst of registrations then costs the store
+        # a few lookups a second, each of many nicks, rather than one per reactor turn.
+        self.clock.callLater(NICK_CHECK_REST, self._nick_check_rested)
+
+    def _nick_check_rested(self) -> None:
+        self._nick_check_running = False
+        if self._nicks_to_check:
+            self._check_nicks()
 
     def _warn_unidentified(self, user: User, key: str) -> None:
         if user.key != key or self.users.get(user.nick) is not user:

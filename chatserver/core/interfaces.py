@@ -181,6 +181,10 @@ class IHistoryStore(Interface):
     def purge(target):
         """Delete every message of ``target``; fire with how many there were."""
 
+    def delete_message(msgid, owners):
+        """Delete the message ``msgid`` from room history and from the private archives of
+        the folded accounts ``owners``; fire with how many rows went."""
+
     def close():
         """Finish pending work and release the database."""
 

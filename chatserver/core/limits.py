@@ -122,6 +122,11 @@ def canonical_address(address: str) -> str:
     """One spelling per client address, whatever listener took the connection: an
     IPv4-mapped IPv6 address (a dual-stack listener's view of an IPv4 client) is its IPv4
     address, and IPv6 is written in its compressed form.  Anything else is kept as it is."""
+    if ":" not in address:
+        # An IPv4 address parses only in its one dotted-decimal spelling (no leading zeros),
+        # so it is already canonical, and anything else without a colon is kept: no parse
+        # for the common case, once per connection.
+        return address
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:

@@ -179,3 +179,16 @@ def check_text(text: str) -> str:
     if problem is not None:
         raise BadText(problem)
     return text
+
+
+# Metadata keys: lower-case letters, digits and ``_ . / : -``; not starting with ``:`` (IRC
+# would read it as a trailing parameter).  Compared case-insensitively, kept in lower case.
+_METADATA_KEY = re.compile(r"[a-z0-9_./\-][a-z0-9_./:\-]{0,62}")
+
+
+def metadata_key(key: str) -> str:
+    """The key in its stored form; BadName if it is not a valid metadata key."""
+    folded = key.lower()
+    if not _METADATA_KEY.fullmatch(folded):
+        raise BadName(f"invalid metadata key: {key}")
+    return folded

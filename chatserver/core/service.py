@@ -67,17 +67,31 @@ from chatserver.core.interfaces import (
     IServerBanStore,
 )
 from chatserver.core.limits import AddressSet, canonical_address
+from chatserver.core.metadata import Metadata
 from chatserver.core.modes import RoomModes
 from chatserver.core.names import casefold, check_nick, is_valid_room, room_key
+from chatserver.core.redaction import Redactions
 from chatserver.core.rooms import Member, Room
 from chatserver.core.server_bans import ServerBans, banned_text
 from chatserver.core.settings import CoreSettings
+from chatserver.core.tagging import Tagging
 from chatserver.core.users import Connection, NickTable, User
 from chatserver.core.views import JoinResult, Views
 
 
 class ChatService(
-    Identity, RoomModes, ServerBans, HistoryLog, Archive, AlwaysOn, Delivery, Views, Blocking
+    Identity,
+    RoomModes,
+    ServerBans,
+    HistoryLog,
+    Archive,
+    AlwaysOn,
+    Delivery,
+    Views,
+    Blocking,
+    Redactions,
+    Tagging,
+    Metadata,
 ):
     """The core's one entry point.
 
@@ -85,7 +99,10 @@ class ChatService(
     (:mod:`~chatserver.core.delivery`), history write-behind (:mod:`~chatserver.core.history`),
     modes (:mod:`~chatserver.core.modes`), server bans (:mod:`~chatserver.core.server_bans`),
     accounts and nick enforcement (:mod:`~chatserver.core.identity`), block lists
-    (:mod:`~chatserver.core.blocking`), always-on accounts (:mod:`~chatserver.core.always_on`).  This module keeps the
+    (:mod:`~chatserver.core.blocking`), redaction (:mod:`~chatserver.core.redaction`), tags
+    without text (:mod:`~chatserver.core.tagging`), metadata (:mod:`~chatserver.core.metadata`),
+    always-on accounts (:mod:`~chatserver.core.always_on`).
+    This module keeps the
     tables they share (connections, users, rooms) and what changes them: connections and
     nicks, rooms, messages, presence.
     """
@@ -142,6 +159,7 @@ class ChatService(
         self._init_server_bans(ban_store)
         self._init_blocking(block_store)
         self._init_identity()
+        self._init_metadata()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -475,6 +493,7 @@ class ChatService(
         self._always_on_changed(user)
         if not room.members and not room.registered:
             self.rooms.pop(room.name, None)
+            self._forget_room_metadata(room.name)
 
     def set_topic(self, conn: Connection, name: str, text: str) -> None:
         user = self._user(conn)
@@ -585,6 +604,7 @@ class ChatService(
         room.owner = None
         if not room.members:
             self.rooms.pop(room.name, None)
+            self._forget_room_metadata(room.name)
         return self.room_store.delete_room(room.name)
 
     def _persist(self, room: Room) -> None:
@@ -649,26 +669,26 @@ class ChatService(
                 origin=conn.client,
                 native=native,
             )
-            if status is not None:
-                clients: Iterable[IChatClient] = [
-                    c
-                    for u, m in r.members.items()
-                    if m.has(status) or u is user
-                    for c in u.clients()
-                ]
-            else:
-                clients = r.clients()
-            if member is None:
-                clients = unique_clients(clients, user.clients())
-                self._send(clients, msg)
-            elif status is None:
+            if status is None and member is not None:
+                # The hot path: a member's message to the whole room.
                 if self._batch_depth:
                     self._batch_message(r, msg)
                 else:
-                    # The hot path: the room's cached fan-out counts feed the per-protocol
-                    # delivery counters without a lookup per recipient.
-                    self._send(clients, msg, r.fanout())
+                    # The room's cached fan-out counts feed the per-protocol delivery
+                    # counters without a lookup per recipient.
+                    self._send(r.clients(), msg, r.fanout())
             else:
+                if status is not None:
+                    clients: Iterable[IChatClient] = [
+                        c
+                        for u, m in r.members.items()
+                        if m.has(status) or u is user
+                        for c in u.clients()
+                    ]
+                else:
+                    clients = r.clients()
+                if member is None:
+                    clients = unique_clients(clients, user.clients())
                 self._send(clients, msg)
             if user.node is None:
                 if status is None:
@@ -860,6 +880,11 @@ class ChatService(
         return conn.user
 
     def _room(self, name: str) -> Room:
+        # Protocols mostly pass the key itself (IRC and line chat fold the name first): a
+        # key of the table is canonical already, so only other names are folded and checked.
+        room = self.rooms.get(name)
+        if room is not None:
+            return room
         key = room_key(name)
         room = self.rooms.get(key)
         if room is None:

@@ -418,9 +418,10 @@ class ChatServer(MultiService):
         self._listen_control()
         self.memory.start()
         log.info(
-            "ready server={server} listeners={count}",
+            "ready server={server} listeners={count} reactor={reactor}",
             server=config.server.name,
             count=len(listeners),
+            reactor=type(self.reactor).__name__,
         )
 
     async def _join_cluster(self) -> None:

@@ -308,6 +308,11 @@ class StoreFacade:
         it (ties by target); ``limit`` keeps the first of them, as ``between`` does."""
         return self._run(self._queries._targets, start, end, limit, write=False)
 
+    def delete_message(self, msgid: str, owners: Iterable[str] = ()) -> Deferred[int]:
+        """Delete the message ``msgid`` from room history and from the archives of
+        ``owners``; fire with how many rows went."""
+        return self._run(self._queries._delete_message, msgid, tuple(owners), write=True)
+
     def purge(self, target: str) -> Deferred[int]:
         """Delete every message of ``target``; fire with how many there were."""
         return self._run(self._queries._purge, target, write=True)

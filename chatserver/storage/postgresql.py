@@ -532,6 +532,17 @@ def _set_read_marker(cur: Any, account: str, target: str, ts: float) -> float:
     return _get_read_marker(cur, account, target) or ts
 
 
+def _delete_message(cur: Any, msgid: str, owners: tuple[str, ...]) -> int:
+    cur.execute("DELETE FROM history WHERE id = %s", (msgid,))
+    deleted = int(cur.rowcount)
+    if owners:
+        cur.execute(
+            "DELETE FROM private_history WHERE owner = ANY(%s) AND id = %s", (list(owners), msgid)
+        )
+        deleted += int(cur.rowcount)
+    return deleted
+
+
 def _purge(cur: Any, target: str) -> int:
     cur.execute("DELETE FROM history WHERE target = %s", (target,))
     return int(cur.rowcount)

@@ -533,6 +533,16 @@ def _targets(cur: sqlite3.Cursor, start: float, end: float, limit: int) -> list[
     return [(target, latest) for target, latest in cur.fetchall()]
 
 
+def _delete_message(cur: sqlite3.Cursor, msgid: str, owners: tuple[str, ...]) -> int:
+    cur.execute("DELETE FROM history WHERE id = ?", (msgid,))
+    deleted = cur.rowcount
+    for owner in owners:
+        # By (owner, id), which the table's unique index answers; the id alone would scan it.
+        cur.execute("DELETE FROM private_history WHERE owner = ? AND id = ?", (owner, msgid))
+        deleted += cur.rowcount
+    return deleted
+
+
 def _purge(cur: sqlite3.Cursor, target: str) -> int:
     cur.execute("DELETE FROM history WHERE target = ?", (target,))
     return cur.rowcount

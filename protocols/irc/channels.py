@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from chatserver.core.names import is_valid_room, room_key
+from chatserver.core.errors import BadName
+from chatserver.core.names import room_key
 from chatserver.core.views import MemberView, RoomView
 from protocols.irc import caps
 from protocols.irc import numerics as n
@@ -29,9 +30,13 @@ def channel_name(key: str) -> str:
 
 def room_of(name: str) -> str | None:
     """The room key an IRC channel name stands for, or None if it is not a valid channel."""
-    if not name.startswith("#") or not is_valid_room(name[1:]):
+    if not name.startswith("#"):
         return None
-    return room_key(name[1:])
+    try:
+        # One fold and one check: on every message to a channel.
+        return room_key(name[1:])
+    except BadName:
+        return None
 
 
 def is_channel(target: str) -> bool:

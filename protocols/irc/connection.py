@@ -96,6 +96,7 @@ class IrcConnection(Protocol):
         "flood",
         "ident",
         "in_command",
+        "metadata_subs",
         "pending_nick",
         "quit_nick",
         "quit_reason",
@@ -124,6 +125,8 @@ class IrcConnection(Protocol):
         # Set by WEBIRC: whether the user's own connection, to the gateway, counts as secure.
         self.gateway_secure: bool | None = None
         self.caps: AbstractSet[str] = _NO_CAPS
+        # Metadata keys this client subscribed to (METADATA SUB).
+        self.metadata_subs: frozenset[str] = frozenset()
         self.cap_bits = 0
         self.cap_version = 0
         self.cap_negotiating = False

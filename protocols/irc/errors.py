@@ -102,6 +102,17 @@ def _cannot_send(conn: IrcConnection, err: core.ChatError, command: str, target:
     )
 
 
+def _no_such_message(conn: IrcConnection, err: core.ChatError, command: str, target: str) -> None:
+    assert isinstance(err, core.NoSuchMessage)
+    conn.fail(
+        command,
+        "UNKNOWN_MSGID",
+        target or err.where,
+        err.msgid,
+        description="This message does not exist or is too old",
+    )
+
+
 def _join_refused(conn: IrcConnection, err: core.ChatError, command: str, target: str) -> None:
     assert isinstance(err, core.JoinRefused)
     numeric, text = JOIN_REFUSALS.get(err.why, (n.ERR_UNKNOWNERROR, err.reason))
@@ -140,6 +151,7 @@ ERRORS: dict[type[core.ChatError], Reply] = {
     core.AlreadyOnRoom: _already_on_room,
     core.NotPermitted: _not_permitted,
     core.CannotSend: _cannot_send,
+    core.NoSuchMessage: _no_such_message,
     core.JoinRefused: _join_refused,
     core.UnknownMode: _unknown_mode,
     core.AccountError: _account,

@@ -43,7 +43,10 @@ class ParseError(ValueError):
         self.command = command
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: every line a client sends becomes one, and a frozen dataclass's __init__ costs
+# three times as much (each field set through object.__setattr__).  Nothing changes one after
+# it is made.
+@dataclass(slots=True)
 class IrcMessage:
     """One IRC message.  ``command`` is upper case; ``tags`` maps keys to unescaped values
     (a tag sent without a value has the value ``""``)."""
@@ -113,6 +116,38 @@ def parse(
 
     Raises :class:`ParseError` for anything that is not a well-formed message.
     """
+    if (
+        type(line) is bytes
+        and 0 < len(line) <= max_body
+        and line[0] not in _NOT_PLAIN_START
+        and b"\x00" not in line
+        and b"\r" not in line
+        and b"\n" not in line
+    ):
+        # Nearly every line: no tags, no source, words one space apart and maybe a trailing
+        # parameter.  It comes to what the general parse below makes of it.
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            pass  # the general parse says why
+        else:
+            head, colon, trailing = text.partition(" :")
+            words = head.split(" ")
+            if "" not in words:
+                if colon:
+                    words.append(trailing)
+                return IrcMessage(words[0].upper(), tuple(words[1:]), None, {})
+    return parse_general(line, max_body=max_body, max_tags=max_tags)
+
+
+# A line starting with one of these has tags, a source or leading spaces: the general parse.
+_NOT_PLAIN_START = frozenset(b"@: ")
+
+
+def parse_general(
+    line: bytes, *, max_body: int = MAX_BODY_BYTES, max_tags: int = MAX_CLIENT_TAGS_BYTES
+) -> IrcMessage:
+    """:func:`parse` for any line, without its shortcut for the common one."""
     if not isinstance(line, bytes | bytearray):
         raise ParseError("empty", "not bytes")
     line = bytes(line)

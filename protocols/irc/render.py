@@ -10,7 +10,7 @@ recipient with the same variant gets the same bytes object.  Only rare, per-reci
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from chatserver.core.events import (
@@ -219,11 +219,24 @@ def message_lines(msg: Message, tags: dict[str, str]) -> list[bytes]:
     if action:
         budget -= len(ACTION_PREFIX) + 1
         sent_budget -= len(ACTION_PREFIX) + 1
-    out: list[bytes] = []
     tag_text = "@" + format_tags(tags) + " " if tags else ""
+    text = msg.text
+    if (
+        text
+        and text.isascii()
+        and len(text) <= budget
+        and "\n" not in text
+        and "\r" not in text
+        and "\x00" not in text
+    ):
+        # Almost every message: one line of ASCII that fits whole (what the general case
+        # below comes to for it, without its splitting and measuring).
+        body = f"{ACTION_PREFIX}{text}\x01" if action else text
+        return [f"{tag_text}{head}{body}\r\n".encode()]
+    out: list[bytes] = []
     rest_tags = {k: v for k, v in tags.items() if k != "msgid"}
     rest_text = "@" + format_tags(rest_tags) + " " if rest_tags else ""
-    text = msg.text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
     for text_line in text.split("\n"):
         if not text_line:
             continue
@@ -272,10 +285,26 @@ def render_batch(conn: IrcConnection, batch: MessageBatch) -> bytes:
     key = ("irc", conn.cap_bits & BATCH_BITS)
     data = batch.rendered.get(key)
     if data is None:
-        data = batch.rendered[key] = b"".join(
-            render(conn, event) or b"" for event in batch.messages
-        )
+        data = batch.rendered[key] = b"".join(_batch_lines(conn, batch.messages))
     return data
+
+
+def _batch_lines(conn: IrcConnection, events: Sequence[Event]) -> list[bytes]:
+    """The bytes of each event of a batch: a message from another connection (nearly all
+    of them) straight from its cache, as :func:`render_message` would give it; anything
+    else through its renderer."""
+    bits = conn.cap_bits & MESSAGE_BITS
+    key = ("irc", bits)
+    out = []
+    for event in events:
+        if type(event) is Message and event.origin is not conn:
+            data = event.rendered.get(key)
+            if data is None:
+                data = event.rendered[key] = build_message(event, bits)
+        else:
+            data = render(conn, event) or b""
+        out.append(data)
+    return out
 
 
 def history_lines(conn: IrcConnection, msg: Message, batch_id: str | None) -> bytes:

@@ -88,6 +88,7 @@ ERRORS: dict[type[core.ChatError], Callable[[Any], Described]] = {
     core.AlreadyOnRoom: _already_on_room,
     core.NotPermitted: _not_permitted,
     core.CannotSend: _cannot_send,
+    core.NoSuchMessage: lambda err: ("no_such_message", err.reason, {"id": err.msgid}),
     core.JoinRefused: _join_refused,
     core.UnknownMode: lambda err: (
         "unknown_mode",

@@ -31,6 +31,7 @@ from chatserver.core.events import (
     Join,
     Kick,
     Message,
+    MetadataChange,
     MissedMessages,
     ModeChange,
     ModeItem,
@@ -40,7 +41,9 @@ from chatserver.core.events import (
     Quit,
     ReadMarker,
     RealnameChange,
+    Redaction,
     ServerNotice,
+    TagMessage,
     Topic,
     UserModeChange,
     Wallops,
@@ -258,6 +261,34 @@ def _read_marker(e: ReadMarker, me: str | None) -> str:
     return f"{INFO}read up to {clock_time(e.read_ts, e.ts)} in {where}"
 
 
+def _redaction(e: Redaction, me: str | None) -> str:
+    where = room_name(e.room) if e.room is not None else "your conversation"
+    whose = "their" if e.sender.key == e.who.key else f"{e.sender.nick}'s"
+    return f"{EVENT}{e.who.nick} removed {whose} message {e.msgid} in {where}{_reason(e.reason)}"
+
+
+def _metadata(e: MetadataChange, me: str | None) -> str:
+    whose = room_name(e.room) if e.room is not None else e.target
+    if e.value is None:
+        return f"{EVENT}{e.who.nick} removed {e.key} of {whose}"
+    return f"{EVENT}{e.who.nick} set {e.key} of {whose} to: {clean(e.value)}"
+
+
+def reaction(e: TagMessage) -> tuple[str, str] | None:
+    """(emoji, message id) of a reaction; typing notices and other tags are not shown."""
+    tags = dict(e.tags)
+    react, msgid = tags.get("+draft/react"), tags.get("+draft/reply")
+    return (react, msgid) if react and msgid else None
+
+
+def _reaction_text(e: TagMessage, me: str | None) -> str:
+    found = reaction(e)
+    if found is None:
+        return ""
+    where = room_name(e.room) if e.room is not None else "your conversation"
+    return f"{EVENT}{e.source.nick} reacted {clean(found[0])} to message {found[1]} in {where}"
+
+
 TextRenderer = Callable[[Any, str | None], str]
 
 TEXT_RENDERERS: dict[type[Event], TextRenderer] = {
@@ -280,6 +311,9 @@ TEXT_RENDERERS: dict[type[Event], TextRenderer] = {
     OfflineMessages: _offline,
     MissedMessages: _missed,
     ReadMarker: _read_marker,
+    Redaction: _redaction,
+    TagMessage: _reaction_text,
+    MetadataChange: _metadata,
 }
 
 
@@ -344,7 +378,7 @@ def message_json(m: Message) -> dict[str, Any]:
     }
 
 
-JSON_RENDERERS: dict[type[Event], Callable[[Any], dict[str, Any]]] = {
+JSON_RENDERERS: dict[type[Event], Callable[[Any], dict[str, Any] | None]] = {
     Message: message_json,
     ReadMarker: lambda e: {
         "type": "read",
@@ -427,8 +461,46 @@ JSON_RENDERERS: dict[type[Event], Callable[[Any], dict[str, Any]]] = {
         "account": e.account,
     },
     ServerNotice: lambda e: {"type": "server", "ts": e.ts, "text": e.text},
+    MetadataChange: lambda e: {
+        "type": "metadata",
+        "ts": e.ts,
+        **_who(e.who),
+        "room": e.room,
+        "nick": None if e.room is not None else e.target,
+        "key": e.key,
+        "value": e.value,
+    },
+    Redaction: lambda e: {
+        "type": "redact",
+        "ts": e.ts,
+        "room": e.room,
+        "nick": e.target,
+        **_who(e.who),
+        "id": e.msgid,
+        "sender": e.sender.nick,
+        "reason": e.reason,
+    },
     Wallops: lambda e: {"type": "wallops", "ts": e.ts, **_who(e.who), "text": e.text},
 }
+
+
+def _reaction_json(e: TagMessage) -> dict[str, Any] | None:
+    found = reaction(e)
+    if found is None:
+        return None
+    return {
+        "type": "react",
+        "ts": e.ts,
+        "room": e.room,
+        "to": e.target,
+        **_who(e.source),
+        "react": found[0],
+        "id": found[1],
+    }
+
+
+# Reactions only: a typing notice at every pause of the keyboard would flood a terminal.
+JSON_RENDERERS[TagMessage] = _reaction_json
 
 
 def render_json(event: Event) -> dict[str, Any] | None:

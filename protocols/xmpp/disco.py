@@ -18,6 +18,7 @@ from protocols.xmpp.carbons import NS_CARBONS
 from protocols.xmpp.jid import GUEST_MARK, local_user, try_parse
 from protocols.xmpp.mam import NS_MAM, NS_MAM_EXTENDED
 from protocols.xmpp.private import NS_PRIVATE
+from protocols.xmpp.retract import NS_RETRACT
 from protocols.xmpp.router import StanzaError, handler
 from protocols.xmpp.stanzas import (
     NS_DISCO_INFO,
@@ -46,6 +47,7 @@ SERVER_FEATURES = (
     NS_PRIVATE,
     NS_VCARD,
     NS_COMMANDS,
+    NS_RETRACT,
 )
 # An account is a PEP service (XEP-0163 §6): clients look here for publish-options.
 ACCOUNT_FEATURES = (NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, *pep.FEATURES)

@@ -23,6 +23,7 @@ CONDITIONS: dict[type[core.ChatError], str] = {
     core.AlreadyOnRoom: "not-allowed",
     core.NotPermitted: "forbidden",
     core.CannotSend: "forbidden",
+    core.NoSuchMessage: "item-not-found",
     core.JoinRefused: "not-allowed",
     core.UnknownMode: "not-allowed",
     core.AccountError: "not-allowed",

@@ -46,6 +46,7 @@ HANDLER_MODULES = (
     "vcard",
     "blocking",
     "upload",
+    "retract",
 )
 
 _loaded = False

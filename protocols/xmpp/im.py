@@ -5,8 +5,10 @@ A message with a body goes through the core (``service.say``) as one message, so
 line-chat user gets it as a private message (one line per line of the body: their renderers
 split it), history and moderation see it, and every connection of the target user gets it.
 The core Message carries the stanza itself (:mod:`protocols.xmpp.relay`), so XMPP recipients
-get the sender's stanza whole.  A message without a body (chat states, receipts, markers)
-means something only to XMPP clients and is relayed to them here alone, by the same rule.
+get the sender's stanza whole.  A message without a body (chat states, reactions, receipts,
+markers) is relayed here to XMPP clients, by the same rule; the chat states and reactions
+in it also reach the target's other connections as IRC client tags (:mod:`protocols.xmpp.tags`).
+A retraction is :mod:`protocols.xmpp.retract`'s.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from twisted.internet.defer import Deferred
 
 from chatserver.core.errors import NoSuchNick
 from chatserver.core.events import MessageKind
-from protocols.xmpp import relay, stanzas
+from protocols.xmpp import relay, retract, stanzas, tags
 from protocols.xmpp.jid import GUEST_MARK, JID, local_user, try_parse
 from protocols.xmpp.router import StanzaError, handler
 
@@ -63,6 +65,7 @@ def chat(conn: XmppConnection, stanza: etree._Element) -> Deferred | None:
             # RFC 6121 §8.5.2.2.1, as for a message with a body: nobody to tell.
             raise StanzaError("service-unavailable", f"{target.local} is not connected")
         _pass_on(conn, stanza, target)
+        _tags_to_others(conn, stanza, target.local or "")
         displayed = stanzas.find(stanza, "displayed", NS_CHAT_MARKERS)
         if displayed is not None and displayed.get("id"):
             return _mark_read(conn, target.local or "", displayed.get("id") or "")
@@ -74,11 +77,15 @@ def chat(conn: XmppConnection, stanza: etree._Element) -> Deferred | None:
     if text.startswith("/me "):
         kind, text = "action", text[4:]
     native = relay.of(stanza, conn.jid, conn.lang)
+    # A reply or a correction, for IRC clients (their msgids are the core's ids).
+    client_tags = tags.private_tags(conn, stanza)
     local = target.local or ""
     if not local.startswith(GUEST_MARK) and local_user(conn.service, local) is None:
         # RFC 6121 §8.5.2.1.1: an account nobody is logged in to gets the message kept
         # (offline storage); a JID that is no account is unavailable.
-        d = conn.service.say_offline(conn.core, nick=local, text=text, kind=kind, native=native)
+        d = conn.service.say_offline(
+            conn.core, nick=local, text=text, kind=kind, tags=client_tags, native=native
+        )
         d.addErrback(_unavailable, local)
         return d
     try:
@@ -87,12 +94,33 @@ def chat(conn: XmppConnection, stanza: etree._Element) -> Deferred | None:
             user = local_user(conn.service, local)
             if user is None:
                 raise NoSuchNick(local)
-            conn.service.say(conn.core, nick=user.nick, text=text, kind=kind, native=native)
+            said = conn.service.say(
+                conn.core, nick=user.nick, text=text, kind=kind, tags=client_tags, native=native
+            )
         else:
-            conn.service.say(conn.core, account=target.local, text=text, kind=kind, native=native)
+            said = conn.service.say(
+                conn.core,
+                account=target.local,
+                text=text,
+                kind=kind,
+                tags=client_tags,
+                native=native,
+            )
     except NoSuchNick:
         _unavailable(None, local)
+        return None
+    # A retraction (XEP-0424) will name the message by the id its sender gave it.
+    retract.sent_ids(conn).add(conn.bare_jid or "", stanza.get("id"), said.id)
     return None
+
+
+def _tags_to_others(conn: XmppConnection, stanza: etree._Element, local: str) -> None:
+    """Chat states and reactions for the target's connections on other protocols (IRC
+    client tags); its XMPP resources had the stanza itself."""
+    if local.startswith(GUEST_MARK):
+        tags.relay_private_tags(conn, stanza, nick=local[len(GUEST_MARK) :])
+    else:
+        tags.relay_private_tags(conn, stanza, account=local)
 
 
 def _mark_read(conn: XmppConnection, nick: str, msgid: str) -> Deferred | None:

@@ -507,6 +507,10 @@ def _publish(
                 from protocols.xmpp import mds
 
                 mds.published(conn, item_id, payload)
+            # A nickname or an avatar link is metadata other protocols show.
+            from protocols.xmpp import metadata
+
+            metadata.published(conn, node, payload)
 
         return d.addCallback(saved)
 

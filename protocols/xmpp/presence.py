@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from lxml import etree
@@ -26,7 +26,7 @@ from twisted.logger import Logger
 
 from chatserver.core.records import RosterItem
 from protocols.costs import FANOUT
-from protocols.xmpp import avatar_hash, caps, roster, stanzas
+from protocols.xmpp import avatar_hash, caps, metadata, roster, stanzas
 from protocols.xmpp.jid import address_of, local_user, try_parse, user_jid
 from protocols.xmpp.router import handler
 
@@ -167,6 +167,8 @@ def broadcast(conn: XmppConnection, stanza: etree._Element) -> Deferred[Any]:
     if available:
         # After the contacts' presences, so that PEP's last items follow them.
         caps.received(conn, el)
+    if first:
+        metadata.first_presence(conn)
     if first and conn.user is not None and conn.user.rooms:
         _show_rooms(conn)
     return d
@@ -490,39 +492,49 @@ def contact_away(factory: XmppFactory, who: Any) -> None:
     """A user went away or came back (a core observer): subscribers on XMPP see it when the
     user is not itself on XMPP (XMPP sessions announce their own presence), whether or not
     they share a room with it."""
+    if not factory.rosters.cache:
+        return  # no roster loaded: no one to tell
     contact = address_of(who, factory.domain)
     user = local_user(factory.service, _local(contact))
     if user is None or _on_xmpp(user):
         return
-    presences = _contact_presences(factory, contact, offline=False)
-    _to_contact_subscribers(factory, contact, presences)
+    _to_contact_subscribers(
+        factory, contact, lambda: _contact_presences(factory, contact, offline=False)
+    )
 
 
 def core_presence(factory: XmppFactory, contact: str, online: bool) -> None:
     """Someone came online or went offline at the bare JID ``contact`` (core observers: a
     user connecting or leaving, changing nick, logging in or out): subscribers on XMPP hear
     of it when the user is not itself on XMPP (XMPP sessions announce themselves)."""
+    if not factory.rosters.cache:
+        # No roster loaded, so no subscriber online: the common case of a user coming or
+        # going on another protocol costs nothing more.
+        return
     user = local_user(factory.service, _local(contact))
     if online:
         if user is None or _on_xmpp(user):
             return
-        presences = _contact_presences(factory, contact, offline=False)
-    else:
-        if user is not None:
-            # Still there (an account's user changing nick): the address did not change.
-            return
-        presences = [_presence(contact, "unavailable")]
-    _to_contact_subscribers(factory, contact, presences)
+        _to_contact_subscribers(
+            factory, contact, lambda: _contact_presences(factory, contact, offline=False)
+        )
+    elif user is None:
+        _to_contact_subscribers(factory, contact, lambda: [_presence(contact, "unavailable")])
+    # else: still there (an account's user changing nick): the address did not change.
 
 
 def _to_contact_subscribers(
-    factory: XmppFactory, contact: str, presences: list[etree._Element]
+    factory: XmppFactory, contact: str, presences: Callable[[], list[etree._Element]]
 ) -> None:
-    """Send ``presences`` of ``contact`` to the online accounts subscribed to it."""
+    """Send the stanzas ``presences()`` of ``contact`` to the online accounts subscribed to
+    it; made only when there is one (most users coming online have no XMPP subscriber)."""
+    made: list[etree._Element] | None = None
     for key, items in list(factory.rosters.cache.items()):
         item = items.get(contact)
         if item is None or item.subscription not in ("to", "both"):
             continue
         targets = list(factory.available(user_jid(key, factory.domain)))
-        for p in presences:
+        if made is None:
+            made = presences()
+        for p in made:
             _send_all(targets, p)

@@ -10,7 +10,8 @@ the same bytes, and carbons (XEP-0280) wrap them.
 
 A message with a body also goes through the core (``Message.native`` carries the Relay), so
 IRC and line-chat users, history and moderation see it once; a message without one (chat
-states, receipts, markers) means something only to XMPP clients and is passed on here alone.
+states, reactions, receipts, markers) is passed on here to XMPP clients, and what other
+protocols can show of it goes to them as tags (:mod:`protocols.xmpp.tags`).
 Which connections get what is decided by :func:`deliver`, the one rule for both paths.
 """
 

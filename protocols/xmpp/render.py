@@ -30,17 +30,20 @@ from chatserver.core.events import (
     Join,
     Kick,
     Message,
+    MetadataChange,
     ModeChange,
     NickChange,
     OfflineMessages,
     Part,
     Quit,
     ReadMarker,
+    Redaction,
     ServerNotice,
+    TagMessage,
     Topic,
 )
 from chatserver.core.names import casefold
-from protocols.xmpp import stanzas
+from protocols.xmpp import metadata, retract, stanzas, tags
 from protocols.xmpp.jid import address_of
 from protocols.xmpp.relay import Relay, stored
 from protocols.xmpp.relay import deliver as deliver_relay
@@ -152,6 +155,7 @@ def private_message(conn: XmppConnection, event: Message, to: str | None, *, arc
         },
     )
     stanzas.sub(msg, "body", text=chat_text(event))
+    tags.private_children(conn, msg, event.tags)
     if archived:
         stanzas.sub(
             msg, "stanza-id", {"id": event.id, "by": conn.bare_jid}, ns=stanzas.NS_STANZA_ID
@@ -200,6 +204,9 @@ _TABLE: dict[type, Callable[[XmppConnection, Any], None]] = {
     ServerNotice: _server_notice,
     OfflineMessages: _offline,
     ReadMarker: _read_marker,
+    TagMessage: tags.render,
+    Redaction: retract.render,
+    MetadataChange: metadata.render,
     **{cls: _room for cls in ROOM_EVENTS},
     **{cls: _room for cls in SHARED_EVENTS},
 }

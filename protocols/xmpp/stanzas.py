@@ -40,6 +40,9 @@ NS_MUC_USER = "http://jabber.org/protocol/muc#user"
 NS_MUC_ADMIN = "http://jabber.org/protocol/muc#admin"
 NS_MUC_OWNER = "http://jabber.org/protocol/muc#owner"
 NS_XML = "http://www.w3.org/XML/1998/namespace"
+# Message replies (XEP-0461) and corrections (XEP-0308), mapped to IRC client tags.
+NS_REPLY = "urn:xmpp:reply:0"
+NS_CORRECT = "urn:xmpp:message-correct:0"
 
 STANZA_KINDS = frozenset({"message", "presence", "iq"})
 

@@ -18,7 +18,7 @@ from twisted.internet.defer import Deferred
 
 from chatserver.core.names import casefold
 from chatserver.core.records import PepItem, PepNode
-from protocols.xmpp import pep, stanzas
+from protocols.xmpp import metadata, pep, stanzas
 from protocols.xmpp.jid import try_parse
 from protocols.xmpp.router import StanzaError, handler
 
@@ -85,4 +85,7 @@ def set_(conn: XmppConnection, stanza: etree._Element) -> Deferred[Any]:
         pep.check_limits(factory, data, (KIND, NODE), node)
         return factory.pep.put(account, node).addCallback(lambda _: conn.iq_result(stanza))
 
-    return factory.pep.get(account).addCallback(store)
+    d = factory.pep.get(account).addCallback(store)
+    # Its nickname and a photo link are the account's metadata on other protocols.
+    d.addCallback(lambda _: metadata.vcard_published(conn, element))
+    return d

@@ -9,12 +9,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet import defer
 from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import Logger, LogLevel, LogPublisher, textFileLogObserver
+from twisted.logger import (
+    Logger,
+    LogLevel,
+    LogPublisher,
+    formatEventAsClassicLogText,
+    textFileLogObserver,
+)
 from zope.interface import implementer
 
 import chatserver.server.app as app
@@ -324,3 +332,56 @@ def test_text_log_lines_are_twisteds_own_format() -> None:
     ):
         observer(dropped)
     assert ours.getvalue() == theirs.getvalue()
+
+
+# Format strings as handlers write them, and the awkward ones: a missing field, a call,
+# conversions, attributes and items, literal braces, specs, line breaks, broken braces.
+_FORMATS = st.one_of(
+    st.sampled_from(
+        [
+            "{protocol} connection {id} from {address} is {nick}",
+            "missing {nope}",
+            "a call {f()}",
+            "{x!r} and {x!s} and {y[0]} and {z.real}",
+            "{{literal}} {x:>8}",
+            "two\nlines {x}",
+            "broken {x",
+            "broken }",
+            "{0}",
+            "",
+        ]
+    ),
+    st.text(alphabet="{}xyz!r:.[]0()\n ", max_size=24),
+)
+
+
+@given(
+    fmt=_FORMATS,
+    x=st.text(max_size=8),
+    level=st.sampled_from([LogLevel.info, LogLevel.warn, LogLevel.error, LogLevel.critical]),
+    namespace=st.sampled_from(["a.b", "", None]),
+    system=st.sampled_from([None, "sys"]),
+)
+def test_text_log_line_is_twisteds_for_any_format(
+    fmt: str, x: str, level: LogLevel, namespace: str | None, system: str | None
+) -> None:
+    line = logs._TextLine()
+    event: dict[str, Any] = {
+        "log_format": fmt,
+        "log_level": level,
+        "log_time": 1_800_000_000.5,
+        "x": x,
+        "y": [x],
+        "z": 2,
+        "f": lambda: "called",
+        "protocol": "irc",
+        "id": 1,
+        "address": "127.0.0.1",
+        "nick": "n",
+    }
+    if namespace is not None:
+        event["log_namespace"] = namespace
+    if system is not None:
+        event["log_system"] = system
+    expected = formatEventAsClassicLogText(dict(event), formatTime=line._time)
+    assert line(dict(event)) == expected

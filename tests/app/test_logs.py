@@ -188,3 +188,20 @@ def test_version() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert done.returncode == 0
     assert done.stdout.strip() == f"chatserver {project['version']}"
+
+
+def test_the_start_up_heap_is_frozen_once_ready(tmp_path: Path) -> None:
+    # Full collections then skip what start-up built (chatserver/server/collector.py).
+    server = json_server(tmp_path, level="debug")
+    try:
+        event = wait_for_event(server, lambda e: e["message"].startswith("froze "))
+    finally:
+        assert server.stop() == 0
+    assert event["namespace"] == "chatserver.collector" and event["level"] == "debug"
+    # The modules, tables and machinery of a started server: tens of thousands of objects.
+    assert event["count"] > 10_000
+    # Once: frozen after "ready", and only then.
+    found = events(server)
+    ready = next(i for i, e in enumerate(found) if e["message"].startswith("ready "))
+    froze = [i for i, e in enumerate(found) if e["message"].startswith("froze ")]
+    assert len(froze) == 1 and froze[0] > ready

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from chatserver.core.errors import BadName
-from chatserver.core.limits import AddressCounter, KeyedBuckets, TokenBucket
+from chatserver.core.limits import AddressCounter, KeyedBuckets, TokenBucket, canonical_address
 from chatserver.core.names import casefold, check_nick, glob_match, is_valid_nick, room_key
 
 
@@ -92,3 +94,37 @@ def test_address_counter() -> None:
     counter.release("x")
     assert counter.acquire("x")
     assert counter.count("y") == 0
+
+
+def _parsed_canonical(address: str) -> str:
+    """canonical_address as the full parse gives it (what the fast path must agree with)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
+_OCTET = st.one_of(st.integers(0, 300).map(str), st.text("0123456789", min_size=1, max_size=4))
+
+
+@given(
+    st.one_of(
+        st.ip_addresses().map(str),
+        st.ip_addresses(v=4).map(lambda ip: f"::ffff:{ip}"),
+        st.lists(_OCTET, min_size=3, max_size=5).map(".".join),
+        st.text(max_size=20),
+    )
+)
+def test_canonical_address_agrees_with_the_full_parse(address: str) -> None:
+    # Leading zeros, octets past 255, too few or too many parts, mapped and plain IPv6, text.
+    assert canonical_address(address) == _parsed_canonical(address)
+
+
+def test_canonical_address_folds_mapped_and_long_ipv6() -> None:
+    assert canonical_address("::ffff:127.0.0.1") == "127.0.0.1"
+    assert canonical_address("2001:0db8:0000:0000:0000:0000:0000:0001") == "2001:db8::1"
+    assert canonical_address("127.0.0.1") == "127.0.0.1"
+    assert canonical_address("unix") == "unix"

@@ -39,6 +39,7 @@ from chatserver.core.events import (
     ServerNotice,
     Topic,
 )
+from chatserver.core.identity import NICK_CHECK_REST
 from chatserver.core.records import AccountRecord
 from chatserver.core.service import ChatService
 from chatserver.core.settings import CoreSettings
@@ -483,6 +484,7 @@ def test_nicks_taken_in_one_turn_are_looked_up_together() -> None:
     _, ca = user(service, "alice")
     while turn_ends:
         turn_ends.pop()()
+    service.clock.advance(NICK_CHECK_REST)
     result(service.register(ca, "secret-pass"))
     service.quit(ca)
     asked.clear()
@@ -492,6 +494,54 @@ def test_nicks_taken_in_one_turn_are_looked_up_together() -> None:
     assert asked == [["alice", "bob", "carol"]]
     notices = [[n.text for n in c.of(ServerNotice)] for c in clients]
     assert "registered" in notices[0][0] and notices[1:] == [[], []]
+
+
+def test_one_nick_lookup_at_a_time_and_the_next_takes_all_that_waited() -> None:
+    # Under a burst of registrations, nicks taken while a lookup is in the store's thread
+    # wait for it and go together in the next one: not one trip per reactor turn.
+    turn_ends: list[Callable[[], None]] = []
+    store = MemoryStore()
+    result(store.create_account(AccountRecord(name="dora", credentials=(), created_at=0.0)))
+    pending: list[tuple[list[str], Deferred[set[str]]]] = []
+
+    def lookup(keys: Any) -> Deferred[set[str]]:
+        d: Deferred[set[str]] = Deferred()
+        pending.append((list(keys), d))
+        return d
+
+    store.registered_keys = lookup  # type: ignore[method-assign]
+    service = make_service(
+        CoreSettings(nick_enforcement="timeout", nick_enforce_timeout=30),
+        store=store,
+        end_of_turn=turn_ends.append,
+    )
+
+    def end_turn() -> None:
+        while turn_ends:
+            turn_ends.pop()()
+
+    user(service, "alice")
+    end_turn()
+    assert [keys for keys, _ in pending] == [["alice"]]
+    # Two more turns while the first lookup is out: no new trip.
+    user(service, "bob")
+    end_turn()
+    d_client, _ = user(service, "dora")
+    end_turn()
+    assert len(pending) == 1
+    pending[0][1].callback(set())
+    # ... and after a short rest, the next lookup takes all that waited.
+    assert len(pending) == 1
+    service.clock.advance(NICK_CHECK_REST)
+    assert [keys for keys, _ in pending[1:]] == [["bob", "dora"]]
+    pending[1][1].callback({"dora"})
+    # What the second lookup found is acted on: dora is told, as with a lookup of its own.
+    assert "dora is a registered nick" in d_client.of(ServerNotice)[0].text
+    # Nothing waits now: after the rest, the next nick goes at the end of its turn again.
+    service.clock.advance(NICK_CHECK_REST)
+    user(service, "erin")
+    end_turn()
+    assert [keys for keys, _ in pending[2:]] == [["erin"]]
 
 
 def test_identifying_in_time_stops_enforcement() -> None:

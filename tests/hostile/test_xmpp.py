@@ -106,6 +106,18 @@ STANZA_CORPUS = [
     b"</message>",
     b"<iq type='get' id='p1' to='fzwatch@localhost/x'><ping xmlns='urn:xmpp:ping'/></iq>",
     b"<message to='fuzzroom@conference.localhost/fzwatch' type='chat'><body>pm</body></message>",
+    b"<message to='fuzzroom@conference.localhost' type='groupchat'><retract id='x' "
+    b"xmlns='urn:xmpp:message-retract:1'/><body>retracted</body></message>",
+    b"<message to='fzwatch@localhost' type='chat' id='r9'><retract id='m1' "
+    b"xmlns='urn:xmpp:message-retract:1'/></message>",
+    b"<iq type='set' id='mod1' to='fuzzroom@conference.localhost'><moderate id='x' "
+    b"xmlns='urn:xmpp:message-moderate:1'><retract xmlns='urn:xmpp:message-retract:1'/>"
+    b"<reason>r</reason></moderate></iq>",
+    b"<message to='fuzzroom@conference.localhost' type='groupchat'><reactions id='x' "
+    b"xmlns='urn:xmpp:reactions:0'><reaction>+</reaction></reactions></message>",
+    b"<iq type='set' id='n1'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish "
+    b"node='http://jabber.org/protocol/nick'><item><nick xmlns='http://jabber.org/protocol/nick'>"
+    b"Fuzz</nick></item></publish></pubsub></iq>",
     b" ",
 ]
 

@@ -11,6 +11,7 @@ from protocols.irc.message import (
     ParseError,
     escape_tag_value,
     parse,
+    parse_general,
     parse_tags,
     serialize,
     unescape_tag_value,
@@ -205,3 +206,49 @@ def test_tag_value_escape_round_trip(value: str) -> None:
     escaped = escape_tag_value(value)
     assert not any(ch in escaped for ch in "; \r\n")
     assert unescape_tag_value(escaped) == value
+
+
+def _outcome(line: bytes, max_body: int) -> IrcMessage | tuple[str, str | None]:
+    try:
+        return parse_general(line, max_body=max_body)
+    except ParseError as err:
+        return err.code, err.command
+
+
+@settings(max_examples=500)
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                b"PRIVMSG",
+                b"privmsg",
+                b"#room",
+                b" ",
+                b" :",
+                b":",
+                b"@",
+                b"a",
+                b"\xc3\xa9",
+                b"\xff",
+                b"\x00",
+            ]
+        ),
+        max_size=30,
+    ),
+    st.sampled_from([8, 30, 510]),
+)
+@example([b"PRIVMSG", b" ", b"#room", b" :", b"a"], 510)
+@example([b"PRIVMSG", b" ", b"#room", b" ", b" :", b"a"], 510)
+@example([b"PRIVMSG", b" ", b"#room", b" "], 510)
+@example([b"PRIVMSG", b" ", b"#room", b" :", b"a"], 8)
+def test_the_common_line_shortcut_parses_as_the_general_parse(
+    parts: list[bytes], max_body: int
+) -> None:
+    # parse() takes a shortcut for lines without tags or source: whatever the bytes, it must
+    # come to the general parse's message or error.
+    line = b"".join(parts)
+    try:
+        got: IrcMessage | tuple[str, str | None] = parse(line, max_body=max_body)
+    except ParseError as err:
+        got = err.code, err.command
+    assert got == _outcome(line, max_body)

@@ -10,13 +10,16 @@ import pytest
 from chatserver.config import IrcConfig
 from chatserver.core.settings import CoreSettings
 from protocols.irc import caps as capmod
+from protocols.irc import numerics
 from protocols.irc.commands import COMMANDS, CommandSpec
 from protocols.irc.handlers.registration import (
     EXTRA_ISUPPORT,
+    _send_own,
     isupport_tokens,
     send_isupport,
     send_motd,
 )
+from protocols.irc.message import parse, serialize_fitted
 from protocols.irc.services_registry import SERVICES
 from tests.irc.conftest import IrcWorld, commands, find, last_param, one
 
@@ -45,6 +48,34 @@ def test_plain_registration_sends_the_welcome_burst(irc: IrcWorld) -> None:
     assert c.user.realname == "Alice Liddell"
     assert c.user.ident == "al"
     assert c.conn.registered
+
+
+def test_welcome_burst_lines_are_the_serializers_own(irc: IrcWorld) -> None:
+    # 001 and LUSERS are written without the generic serializer: byte for byte the same.
+    c = irc.connect()
+    c.send("NICK alice", "USER al 0 * :Alice Liddell")
+    raw_lines = [ln + b"\r\n" for ln in c.raw().split(b"\r\n") if ln]
+    seen = set()
+    for raw in raw_lines:
+        msg = parse(raw[:-2], max_body=1 << 20)
+        assert serialize_fitted(msg, force_trailing=True) == raw
+        seen.add(msg.command)
+    assert {"001", "251", "252", "253", "254", "255", "265", "266"} <= seen
+    c.send("LUSERS")
+    lusers = [ln + b"\r\n" for ln in c.raw().split(b"\r\n") if ln]
+    assert len(lusers) == 7
+    for raw in lusers:
+        assert serialize_fitted(parse(raw[:-2], max_body=1 << 20), force_trailing=True) == raw
+
+
+def test_own_replies_with_a_line_break_go_the_careful_way(irc: IrcWorld) -> None:
+    c = irc.connect()
+    c.register("alice")
+    c.conn._begin(None)
+    with pytest.raises(ValueError):
+        _send_own(c.conn, [(numerics.RPL_WELCOME, ("odd\r\nPRIVMSG #x :injected",))])
+    c.conn._flush_command()
+    assert b"injected" not in c.raw()
 
 
 def test_isupport_tokens(irc: IrcWorld) -> None:

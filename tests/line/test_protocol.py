@@ -21,6 +21,7 @@ from chatserver.core.events import (
     Join,
     Kick,
     Message,
+    MetadataChange,
     MissedMessages,
     ModeChange,
     ModeItem,
@@ -30,7 +31,9 @@ from chatserver.core.events import (
     Quit,
     ReadMarker,
     RealnameChange,
+    Redaction,
     ServerNotice,
+    TagMessage,
     Topic,
     UserModeChange,
     Wallops,
@@ -1294,7 +1297,39 @@ SAMPLES: list[tuple[Event, str, dict[str, Any]]] = [
         "*** read up to 00:00 in #dev",
         {"type": "read", "room": "dev", "nick": None, "read_ts": 1.0},
     ),
+    (
+        MetadataChange(ts=1.0, who=WHO, target="alice", key="display-name", value="Al"),
+        "-!- alice set display-name of alice to: Al",
+        {"type": "metadata", "nick": "alice", "key": "display-name", "value": "Al"},
+    ),
+    (
+        MetadataChange(ts=1.0, who=WHO, target="dev", room="dev", key="avatar", value=None),
+        "-!- alice removed avatar of #dev",
+        {"type": "metadata", "room": "dev", "nick": None, "key": "avatar", "value": None},
+    ),
+    (
+        Redaction(ts=1.0, id="r1", who=WHO, msgid="m1", sender=BOB, room="dev", reason="spam"),
+        "-!- alice removed bob's message m1 in #dev (spam)",
+        {"type": "redact", "room": "dev", "id": "m1", "sender": "bob", "reason": "spam"},
+    ),
+    (
+        TagMessage(
+            ts=1.0,
+            id="t1",
+            source=WHO,
+            room="dev",
+            tags=(("+draft/react", "\U0001f44d"), ("+draft/reply", "m1")),
+        ),
+        "-!- alice reacted \U0001f44d to message m1 in #dev",
+        {"type": "react", "room": "dev", "react": "\U0001f44d", "id": "m1"},
+    ),
 ]
+
+
+def test_typing_is_not_shown() -> None:
+    typing = TagMessage(ts=1.0, id="t2", source=WHO, room="dev", tags=(("+typing", "active"),))
+    assert render.render_text(typing, "carol") == ""
+    assert render.render_json(typing) is None
 
 
 @pytest.mark.parametrize(("event", "text", "fields"), SAMPLES)

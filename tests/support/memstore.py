@@ -178,6 +178,12 @@ class MemoryStore:
         rows = [(room, ts) for room, ts in latest.items() if ts < end]
         return succeed(sorted(rows, key=lambda kv: (kv[1], kv[0]))[:limit])
 
+    def delete_message(self, msgid: str, owners: Any = ()) -> Deferred:
+        kept = [m for m in self.messages if m.id != msgid]
+        deleted = len(self.messages) - len(kept)
+        self.messages[:] = kept
+        return succeed(deleted)
+
     def purge(self, target: str) -> Deferred:
         kept = [m for m in self.messages if m.room != target]
         deleted = len(self.messages) - len(kept)

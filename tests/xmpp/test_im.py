@@ -117,7 +117,10 @@ def test_chat_states_pass_between_xmpp_clients(client, account, other_user) -> N
         "<message to='~carol@localhost' type='chat'>"
         "<composing xmlns='http://jabber.org/protocol/chatstates'/></message>"
     )
-    assert carol.events == [] and alice.received() == []
+    # To a user on another protocol: the chat state as IRC's typing tag, nothing back.
+    (tagged,) = carol.events
+    assert tagged.tags == (("+typing", "active"),) and tagged.target == "carol"
+    assert alice.received() == []
 
 
 def test_too_many_lines_is_refused(client, account, other_user) -> None:

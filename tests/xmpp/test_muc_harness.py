@@ -24,11 +24,14 @@ from chatserver.core.events import (
     NickChange,
     Part,
     Quit,
+    Redaction,
+    TagMessage,
     Topic,
 )
 from chatserver.core.interfaces import IChatClient
 from chatserver.core.names import casefold
 from chatserver.core.service import ChatService
+from protocols.xmpp import render as xmpp_render
 from protocols.xmpp import router, stanzas
 from protocols.xmpp.jid import parse_jid
 from protocols.xmpp.muc.render import render_room_event
@@ -111,6 +114,9 @@ class Occupant:
         self.events.append(event)
         if isinstance(event, ROOM_EVENTS) or (isinstance(event, Message) and event.room):
             render_room_event(self, event)
+        elif isinstance(event, TagMessage | Redaction) and event.room:
+            # Tags and redactions have renderers of their own (protocols.xmpp.tags, .retract).
+            xmpp_render.deliver(self, event)
 
     def deliver_batch(self, batch: Any) -> None:
         for event in batch.messages:

@@ -79,14 +79,16 @@ def test_a_fanned_out_message_is_serialized_once(room, service, monkeypatch) -> 
     assert a.replace(alice.jid.encode(), b"X") == c.replace(carol.jid.encode(), b"X")
 
 
-def test_body_less_messages_reach_xmpp_occupants_only(room) -> None:
+def test_body_less_messages_reach_xmpp_whole_and_others_as_tags(room) -> None:
     alice, carol, irc, _bob = room
     alice.feed(
         f"<message to='{ROOM}' type='groupchat' id='st-1'>"
         "<active xmlns='http://jabber.org/protocol/chatstates'/></message>"
     )
-    # A chat state means nothing on IRC; every XMPP occupant (the sender too) gets it whole.
-    assert irc.events == []
+    # Other protocols get the chat state as IRC's typing tag; every XMPP occupant (the
+    # sender too) gets the stanza whole.
+    (tagged,) = irc.events
+    assert tagged.tags == (("+typing", "done"),) and tagged.room == "dev"
     for occupant in (alice, carol):
         (msg,) = occupant.take()
         assert (msg.get("from"), msg.get("id"), msg.get("to")) == (

@@ -22,7 +22,7 @@ from protocols.irc.channels import (
     send_topic,
 )
 from protocols.irc.commands import command
-from protocols.irc.handlers import markread
+from protocols.irc.handlers import markread, metadata
 from protocols.irc.handlers.usermode import user_mode
 from protocols.irc.modes import CHANNEL_LETTERS, CHANNEL_MODES, format_changes
 
@@ -81,6 +81,7 @@ def join(conn: IrcConnection, msg: IrcMessage) -> None:
         send_names(conn, room)
         _replay_recent(conn, room)
         markread.after_join(conn, room.name)
+        metadata.after_join(conn, room.name)
 
 
 def _replay_recent(conn: IrcConnection, room: RoomView) -> None:

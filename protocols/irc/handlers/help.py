@@ -51,6 +51,10 @@ HELP_TEXT: dict[str, tuple[str, ...]] = {
         "Your read position in a room or a private conversation, shared with your other"
         " devices; with a timestamp, move it forward.",
     ),
+    "METADATA": (
+        "METADATA <target|*> GET|LIST|SET|CLEAR|SUB|UNSUB|SUBS|SYNC [key…] [value]",
+        "Read and set metadata of users and rooms (draft/metadata-2): display-name, avatar…",
+    ),
     "MODE": (
         "MODE <#room> [+|-modes [arguments]]",
         "MODE <nick> [+|-modes]",
@@ -76,6 +80,10 @@ HELP_TEXT: dict[str, tuple[str, ...]] = {
     "PONG": ("PONG <token>", "The answer to the server's PING."),
     "PRIVMSG": ("PRIVMSG <target>[,target…] <text>", "Send a message to rooms or nicks."),
     "QUIT": ("QUIT [reason]", "Leave the server."),
+    "REDACT": (
+        "REDACT <target> <msgid> [reason]",
+        "Remove a message: your own, or any in a room you operate (draft/message-redaction).",
+    ),
     "REGISTER": (
         "REGISTER <account|*> <email|*> <password>",
         "Register your nick as an account (draft/account-registration).",

@@ -8,13 +8,12 @@ NOTICE are never answered (RFC 1459: no automatic reply to a notice).
 
 from __future__ import annotations
 
-import secrets
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, DeferredList
 
-from chatserver.core.errors import CannotSend, ChatError
-from chatserver.core.events import MessageKind
+from chatserver.core.errors import ChatError
+from chatserver.core.events import MessageKind, TagMessage
 from chatserver.core.names import casefold
 from protocols.costs import FANOUT
 from protocols.irc import caps
@@ -24,7 +23,7 @@ from protocols.irc.commands import command
 from protocols.irc.connection import IrcConnection
 from protocols.irc.handlers.registration import MAX_TARGETS
 from protocols.irc.message import format_tags
-from protocols.irc.render import server_time
+from protocols.irc.render import cached, is_self, renders, server_time
 
 if TYPE_CHECKING:
     from protocols.irc.message import IrcMessage
@@ -80,7 +79,8 @@ def _say(conn: IrcConnection, msg: IrcMessage, notice: bool) -> Deferred[Any] | 
         if not notice:
             conn.reply(n.ERR_NOTEXTTOSEND, "No text to send")
         return None
-    targets = [t for t in msg.params[0].split(",") if t]
+    first = msg.params[0]
+    targets = [first] if "," not in first else [t for t in first.split(",") if t]
     if len(targets) > MAX_TARGETS:
         if not notice:
             conn.reply(
@@ -159,70 +159,66 @@ def notice(conn: IrcConnection, msg: IrcMessage) -> Deferred[Any] | None:
 
 @command("TAGMSG", min_params=1, cost=0.5)
 def tagmsg(conn: IrcConnection, msg: IrcMessage) -> None:
-    """Relay client-only tags (typing notices, reactions) to those who have message-tags.
-
-    TAGMSG carries no text, so it does not go through the core's messages (nor history):
-    it is delivered here to the IRC connections of the target's members.
-    """
+    """Relay client-only tags (typing notices, reactions) through the core, which gives them
+    to every protocol: IRC clients with message-tags get TAGMSG (:func:`render_tagmsg`), XMPP
+    users chat states and reactions.  Nothing is kept in history."""
     assert conn.core is not None and conn.user is not None
-    tags = client_tags(conn, msg)
+    tags = tuple(client_tags(conn, msg).items())
     if not tags:
         return
-    user = conn.user
     for raw_target in msg.params[0].split(",")[:MAX_TARGETS]:
         status, target = split_status(raw_target)
-        if is_channel(target):
-            key = room_of(target)
-            room = conn.service.get_room(key) if key is not None else None
-            if room is None:
-                conn.reply(n.ERR_NOSUCHCHANNEL, target, "No such channel")
-                continue
-            try:
-                # The rule a message to the room would meet.
-                conn.service.check_send(conn.core, room.name)
-            except CannotSend as err:
-                conn.reply_error(err, "TAGMSG")
-                continue
-            shown = (("@" if status == "op" else "+") if status else "") + channel_name(room.name)
-            clients = [c for u, m in room.members.items() if m.has(status) for c in u.clients()]
+        try:
+            if is_channel(target):
+                key = room_of(target)
+                if key is None or conn.service.get_room(key) is None:
+                    conn.reply(n.ERR_NOSUCHCHANNEL, target, "No such channel")
+                    continue
+                conn.service.send_tags(conn.core, tags, room=key, status=status)
+            else:
+                conn.service.send_tags(conn.core, tags, nick=target)
+        except ChatError as err:
+            conn.reply_error(err, "TAGMSG", target)
+
+
+TAGMSG_BITS = caps.MESSAGE_TAGS | caps.SERVER_TIME | caps.ACCOUNT_TAG
+
+
+def _build_tagmsg(event: TagMessage, bits: int) -> bytes:
+    tags = dict(event.tags)
+    tags["msgid"] = event.id
+    if bits & caps.SERVER_TIME:
+        tags["time"] = server_time(event.ts)
+    if bits & caps.ACCOUNT_TAG and event.source.account:
+        tags["account"] = event.source.account
+    if event.source.bot:
+        tags["bot"] = ""
+    if event.room is not None:
+        prefix = "@" if event.status == "op" else "+" if event.status == "voice" else ""
+        shown = prefix + channel_name(event.room)
+    else:
+        shown = event.target or "*"
+    return f"@{format_tags(tags)} :{event.source.mask} TAGMSG {shown}\r\n".encode()
+
+
+@renders(TagMessage)
+def render_tagmsg(conn: IrcConnection, event: TagMessage) -> bytes | None:
+    """TAGMSG for clients with message-tags (the others would not know what to do with it);
+    the sender's own only with echo-message, or when it wrote to itself."""
+    if not event.tags or not conn.cap_bits & caps.MESSAGE_TAGS:
+        return None
+    to_self = False
+    if event.origin is conn:
+        to_self = event.target is not None and is_self(conn, event.target)
+        if not conn.cap_bits & caps.ECHO_MESSAGE:
+            if not to_self:
+                return None
             to_self = False
-        else:
-            other = conn.service.find_user(target)
-            if other is None:
-                conn.reply(n.ERR_NOSUCHNICK, target, "No such nick/channel")
-                continue
-            shown = other.nick
-            to_self = other is user
-            clients = list(other.clients())
-            if other is not user:
-                clients.extend(user.clients())
-        echo = bool(conn.cap_bits & caps.ECHO_MESSAGE)
-        who = user.who()
-        msgid = secrets.token_hex(8)
-        now = conn.service.clock.seconds()
-        variants: dict[int, bytes] = {}
-        for client in clients:
-            if not isinstance(client, IrcConnection) or not client.cap_bits & caps.MESSAGE_TAGS:
-                continue
-            if client is conn and not (echo or to_self):
-                continue
-            bits = client.cap_bits & (caps.SERVER_TIME | caps.ACCOUNT_TAG)
-            data = variants.get(bits)
-            if data is None:
-                line_tags = dict(tags)
-                line_tags["msgid"] = msgid
-                if bits & caps.SERVER_TIME:
-                    line_tags["time"] = server_time(now)
-                if bits & caps.ACCOUNT_TAG and who.account:
-                    line_tags["account"] = who.account
-                if who.bot:
-                    line_tags["bot"] = ""
-                data = f"@{format_tags(line_tags)} :{who.mask} TAGMSG {shown}\r\n".encode()
-                variants[bits] = data
-            if client is conn and to_self and echo:
-                # To oneself with echo-message: the delivery, and the echo that answers.
-                conn.emit_delivery(data)
-            client.emit(data)
+    data = cached(event, conn.cap_bits & TAGMSG_BITS, _build_tagmsg)
+    if to_self:
+        # To oneself with echo-message: the delivery, and the echo that answers.
+        conn.emit_delivery(data)
+    return data
 
 
 # -- AWAY / SETNAME ----------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from protocols.irc import caps
 from protocols.irc import numerics as n
 from protocols.irc.channels import can_see_room, channel_name, prefixes, room_of
 from protocols.irc.commands import command
+from protocols.irc.handlers import metadata
 from protocols.irc.handlers.registration import send_isupport
 from protocols.irc.handlers.services import PSEUDO_USERS, PseudoUser
 
@@ -252,6 +253,7 @@ def whois_user(conn: Any, user: Any) -> None:
         conn.reply(n.RPL_WHOISACCOUNT, nick, user.account, "is logged in as")
     if user.connections and user.secure:
         conn.reply(n.RPL_WHOISSECURE, nick, "is using a secure connection")
+    metadata.whois_lines(conn, user)
     idle = max(int(_now(conn) - user.last_active), 0)
     conn.reply(
         n.RPL_WHOISIDLE, nick, str(idle), str(int(user.created_at)), "seconds idle, signon time"

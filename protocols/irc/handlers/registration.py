@@ -194,7 +194,8 @@ Reply = tuple[str, tuple[str, ...]]
 def welcome(conn: IrcConnection) -> None:
     user = conn.user
     assert user is not None
-    conn.reply(n.RPL_WELCOME, f"Welcome to the {conn.server.network} IRC Network {user.who().mask}")
+    welcome_text = f"Welcome to the {conn.server.network} IRC Network {user.who().mask}"
+    _send_own(conn, [(n.RPL_WELCOME, (welcome_text,))])
     head, motd = _welcome_templates(conn)
     _send_template(conn, head)
     send_lusers(conn)
@@ -335,24 +336,51 @@ def send_isupport(conn: IrcConnection) -> None:
         conn.reply(numeric, *params)
 
 
-def send_lusers(conn: IrcConnection) -> None:
+def _send_own(conn: IrcConnection, replies: list[Reply]) -> None:
+    """Queue replies made only of the server's own words, numbers and the user's mask, as
+    one piece: they need none of the checks and fitting that :meth:`IrcConnection.reply`
+    gives parameters echoed from the client (no CR/LF, far below 512 bytes)."""
+    head = f":{conn.server_name} "
+    nick = conn.nick
+    body = "\n".join(
+        f"{head}{numeric} {nick} {' '.join(params[:-1])}{' ' if len(params) > 1 else ''}"
+        f":{params[-1]}"
+        for numeric, params in replies
+    )
+    if "\r" in body or "\x00" in body or body.count("\n") != len(replies) - 1:
+        # Not what the server makes (a gateway's odd host in the mask): the careful way.
+        for numeric, params in replies:
+            conn.reply(numeric, *params)
+        return
+    conn.queue_line(body.replace("\n", "\r\n").encode() + b"\r\n")
+
+
+def lusers_replies(conn: IrcConnection) -> list[Reply]:
+    """251-255, 265, 266 from the counters the service and the listener keep running."""
     service = conn.service
     invisible = service.mode_count("invisible")
     opers = service.mode_count("oper")
     total = service.user_count()
     peak = max(service.max_users_seen, total)
-    conn.reply(
-        n.RPL_LUSERCLIENT,
-        f"There are {total - invisible} users and {invisible} invisible on 1 servers",
-    )
-    conn.reply(n.RPL_LUSEROP, str(opers), "operator(s) online")
-    conn.reply(n.RPL_LUSERUNKNOWN, str(conn.factory.unregistered_count()), "unknown connection(s)")
-    conn.reply(n.RPL_LUSERCHANNELS, str(service.room_count()), "channels formed")
-    conn.reply(n.RPL_LUSERME, f"I have {total} clients and 0 servers")
-    conn.reply(n.RPL_LOCALUSERS, str(total), str(peak), f"Current local users {total}, max {peak}")
-    conn.reply(
-        n.RPL_GLOBALUSERS, str(total), str(peak), f"Current global users {total}, max {peak}"
-    )
+    return [
+        (
+            n.RPL_LUSERCLIENT,
+            (f"There are {total - invisible} users and {invisible} invisible on 1 servers",),
+        ),
+        (n.RPL_LUSEROP, (str(opers), "operator(s) online")),
+        (n.RPL_LUSERUNKNOWN, (str(conn.factory.unregistered_count()), "unknown connection(s)")),
+        (n.RPL_LUSERCHANNELS, (str(service.room_count()), "channels formed")),
+        (n.RPL_LUSERME, (f"I have {total} clients and 0 servers",)),
+        (n.RPL_LOCALUSERS, (str(total), str(peak), f"Current local users {total}, max {peak}")),
+        (
+            n.RPL_GLOBALUSERS,
+            (str(total), str(peak), f"Current global users {total}, max {peak}"),
+        ),
+    ]
+
+
+def send_lusers(conn: IrcConnection) -> None:
+    _send_own(conn, lusers_replies(conn))
 
 
 def motd_replies(conn: IrcConnection) -> list[Reply]:

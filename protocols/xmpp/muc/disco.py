@@ -11,6 +11,7 @@ from protocols.xmpp.muc import ns
 from protocols.xmpp.muc.build import Element, data_form, find, form_field
 from protocols.xmpp.muc.names import display_name, forget_gone
 from protocols.xmpp.muc.occupants import parse_address
+from protocols.xmpp.retract import NS_MODERATE, NS_RETRACT
 from protocols.xmpp.router import StanzaError, handler
 from protocols.xmpp.stanzas import element, sub
 
@@ -33,6 +34,9 @@ def room_features(room: RoomView) -> list[str]:
         ns.PING,
         ns.MAM,
         ns.MAM_EXTENDED,
+        # Retraction (XEP-0424) and moderation (XEP-0425): protocols.xmpp.retract.
+        NS_RETRACT,
+        NS_MODERATE,
         "muc_hidden" if "secret" in flags else "muc_public",
         "muc_membersonly" if "invite_only" in flags else "muc_open",
         "muc_persistent" if room.registered else "muc_temporary",

@@ -2,8 +2,10 @@
 
 An occupant's stanza goes on whole (:class:`RoomStanza`, :class:`relay.Relay`): with a body
 through the core, so that every protocol, the history and moderation see it; without one
-(reactions, chat states, markers) straight to the XMPP occupants (or, to ``room/nick``, to the
-occupant's XMPP resources), which alone understand it.
+(reactions, chat states, markers) through the core as tags without text, so that XMPP
+occupants get the stanza and IRC members the client tags it maps to (:mod:`protocols.xmpp.tags`);
+to ``room/nick``, straight to the occupant's XMPP resources.  A retraction is
+:mod:`protocols.xmpp.retract`'s.
 
 Core refusals raised here reach the router, which answers with the matching stanza error
 (``CannotSend`` and ``NotPermitted``: forbidden; ``NoSuchNick``: item-not-found; …).
@@ -19,7 +21,7 @@ from chatserver.core.names import casefold, room_key
 from chatserver.core.views import RoomView
 from protocols.xmpp import relay
 from protocols.xmpp.muc import ns
-from protocols.xmpp.muc.build import Element, find, send_spliced
+from protocols.xmpp.muc.build import Element, find
 from protocols.xmpp.muc.chat import RoomStanza, stamp_occupant
 from protocols.xmpp.muc.occupants import (
     RoomAddress,
@@ -29,6 +31,7 @@ from protocols.xmpp.muc.occupants import (
 )
 from protocols.xmpp.router import StanzaError, handler
 from protocols.xmpp.stanzas import child_text, sub
+from protocols.xmpp.tags import relay_tags
 
 if TYPE_CHECKING:
     from protocols.xmpp.connection import XmppConnection
@@ -71,14 +74,9 @@ def on_groupchat(conn: Any, msg: Element) -> None:
     elif subject is not None:
         conn.service.set_topic(conn.core, room.name, subject)
     else:
-        # Nothing for the other protocols: a reaction, a chat state, a marker.
-        conn.service.check_send(conn.core, room.name)
-        reflection = reflect(conn, room, msg)
-        data = reflection.tail()
-        for user in list(room.members):
-            for client in user.clients():
-                if getattr(client, "protocol", None) == "xmpp" and client.jid is not None:
-                    send_spliced(client, "message", data)
+        # A reaction, a chat state, a marker: the stanza for XMPP occupants, and IRC client
+        # tags for IRC members where the stanza has a form in them (protocols.xmpp.tags).
+        relay_tags(conn, msg, reflect(conn, room, msg), room=room.name)
 
 
 def say(conn: Any, room: RoomView, msg: Element, body: str) -> None:

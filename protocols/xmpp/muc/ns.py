@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from protocols.xmpp.stanzas import NS_CORRECT, NS_REPLY
+
 MUC = "http://jabber.org/protocol/muc"
 MUC_USER = "http://jabber.org/protocol/muc#user"
 MUC_ADMIN = "http://jabber.org/protocol/muc#admin"
@@ -22,8 +24,8 @@ MAM_EXTENDED = "urn:xmpp:mam:2#extended"
 # XEP-0421: an occupant's stable id in a room, on its presences and messages.
 OCCUPANT_ID = "urn:xmpp:occupant-id:0"
 # Message replies (XEP-0461) and corrections (XEP-0308), mapped to IRC client tags.
-REPLY = "urn:xmpp:reply:0"
-CORRECT = "urn:xmpp:message-correct:0"
+REPLY = NS_REPLY
+CORRECT = NS_CORRECT
 PING = "urn:xmpp:ping"
 STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 
