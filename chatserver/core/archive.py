@@ -9,6 +9,7 @@ account with no connection is kept marked offline and handed to its next connect
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
@@ -17,9 +18,9 @@ from twisted.logger import Logger
 
 from chatserver.core.errors import ChatError, NoSuchNick, NotPermitted
 from chatserver.core.events import Message, MessageKind, OfflineMessages, ReadMarker
-from chatserver.core.interfaces import IArchiveStore
+from chatserver.core.interfaces import IAccountSettingsStore, IArchiveStore
 from chatserver.core.names import casefold, check_nick, room_key
-from chatserver.core.records import ArchiveEntry, ArchiveQuery
+from chatserver.core.records import ArchiveEntry, ArchivePrefs, ArchiveQuery
 from chatserver.core.settings import CoreSettings
 
 if TYPE_CHECKING:
@@ -34,6 +35,8 @@ EXPIRY_INTERVAL = 3600.0
 EXPIRY_FIRST = 1.0
 # Rows per expiry transaction (see the store's ``expire``).
 EXPIRE_STEP = 2000
+ARCHIVE_DEFAULTS = ("always", "never")
+ALWAYS = ArchivePrefs()
 
 
 class Archive:
@@ -69,6 +72,63 @@ class Archive:
         # Read positions of users without an account: kept for as long as the user is
         # online (nothing to keep them under after), keyed weakly by the user.
         self._session_markers: WeakKeyDictionary[Any, dict[str, float]] = WeakKeyDictionary()
+        # Accounts that chose what their archive keeps (XEP-0313 preferences); the others
+        # keep everything.
+        self._archive_prefs: dict[str, ArchivePrefs] = {}
+
+    @inlineCallbacks
+    def _load_archive_prefs(self):
+        store = self.history_store
+        if self.archive_store is None or not IAccountSettingsStore.providedBy(store):
+            return
+        rows = yield store.load_archive_prefs()
+        self._archive_prefs = {account: prefs for account, prefs in rows if prefs != ALWAYS}
+
+    def archive_prefs(self, conn: Connection) -> ArchivePrefs:
+        """What the account's archive keeps."""
+        owner = self._owner(conn)
+        return ALWAYS if owner is None else self._archive_prefs.get(owner, ALWAYS)
+
+    def set_archive_prefs(
+        self, conn: Connection, default: str, always: Iterable[str], never: Iterable[str]
+    ) -> Deferred:
+        """Choose what the account's archive keeps from now on: ``default`` ``always`` or
+        ``never``, with peers (a folded account, or ``~`` and a folded nick for a guest;
+        other entries are kept as given) that are always or never kept.  Fires with the
+        preferences as stored."""
+        try:
+            owner = self._owner(conn)
+            if owner is None:
+                raise ChatError("log in to an account to keep an archive")
+            if default not in ARCHIVE_DEFAULTS:
+                raise ChatError(f"the default is one of {', '.join(ARCHIVE_DEFAULTS)}")
+            store = self.history_store
+            if self.archive_store is None or not IAccountSettingsStore.providedBy(store):
+                raise ChatError("this server keeps no archive preferences")
+        except ChatError as err:
+            return fail(err)
+        kept = tuple(dict.fromkeys(always))
+        prefs = ArchivePrefs(default, kept, tuple(p for p in dict.fromkeys(never) if p not in kept))
+        if prefs == ALWAYS:
+            self._archive_prefs.pop(owner, None)
+        else:
+            self._archive_prefs[owner] = prefs
+        return store.save_archive_prefs(owner, prefs).addCallback(lambda _: prefs)
+
+    def archive_keeps(self, account: str, peer_account: str | None, peer_nick: str) -> bool:
+        """Whether ``account``'s archive keeps its private messages with a peer (an account,
+        or a guest's nick)."""
+        if not self._archive_prefs:
+            return True
+        prefs = self._archive_prefs.get(casefold(account))
+        if prefs is None:
+            return True
+        peer = casefold(peer_account) if peer_account else "~" + casefold(peer_nick)
+        if peer in prefs.always:
+            return True
+        if peer in prefs.never:
+            return False
+        return prefs.default == "always"
 
     @property
     def archives_private(self) -> bool:
@@ -78,10 +138,18 @@ class Archive:
         """Keep ``msg`` in the archive of each registered end."""
         if self.archive_store is None:
             return
-        if sender.account is not None:
+        if sender.account is not None and self.archive_keeps(
+            sender.account, recipient.account, recipient.nick
+        ):
             self._pending_private.append(ArchiveEntry(casefold(sender.account), recipient.key, msg))
         if recipient.account is not None and recipient is not sender:
-            self._pending_private.append(ArchiveEntry(casefold(recipient.account), sender.key, msg))
+            # An always-on user with no connection open gets it at its next login: kept
+            # whatever the preferences say, since the archive is where it waits.
+            offline = not recipient.connections
+            if offline or self.archive_keeps(recipient.account, sender.account, sender.nick):
+                self._pending_private.append(
+                    ArchiveEntry(casefold(recipient.account), sender.key, msg, offline=offline)
+                )
         self._schedule_flush()
 
     @inlineCallbacks
@@ -128,7 +196,7 @@ class Archive:
             origin=conn.client,
             native=native,
         )
-        if user.account is not None:
+        if user.account is not None and self.archive_keeps(user.account, record.name, record.name):
             self._pending_private.append(
                 ArchiveEntry(casefold(user.account), casefold(record.name), msg)
             )
@@ -154,6 +222,17 @@ class Archive:
 
         d.addCallback(give)
         d.addErrback(lambda f: self.log.failure("offline messages of {a}", f, a=owner))
+
+    def keep_offline(self, account: str, msgids: list[str]) -> Deferred:
+        """Messages of ``account``'s archive that reached a connection of its but were never
+        acknowledged (the session ended first): handed to its next login, as messages that
+        came while it was away."""
+        if self.archive_store is None or not msgids:
+            return succeed(0)
+        owner = casefold(account)
+        d = self.flush_history()
+        d.addCallback(lambda _: self.archive_store.mark_offline(owner, list(msgids)))
+        return d
 
     # -- queries -----------------------------------------------------------------------------
 

@@ -89,6 +89,15 @@ class Message(Event):
     native: Any = field(default=None, compare=False, repr=False)
 
 
+@dataclass(frozen=True, slots=True)
+class StoredNative:
+    """A message's ``native`` form as the archive gives it back: the bytes its sender's
+    protocol wrote (for XMPP, the sender's stanza with its extensions), to be replayed whole
+    to a client of that protocol."""
+
+    data: bytes
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MessageBatch:
     """A room's messages of one reactor turn (and, in a big room, its joins and parts),
@@ -245,6 +254,17 @@ class OfflineMessages(Event):
     """Private messages kept for an account while it had no connection, given to the first
     connection that logs in to it (oldest first, with their original times and ids)."""
 
+    messages: tuple[Message, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MissedMessages(Event):
+    """What was said in ``room`` since ``since``, while an always-on account had no
+    connection: given to the connection that comes back (oldest first, with their original
+    times and ids)."""
+
+    room: str
+    since: float
     messages: tuple[Message, ...]
 
 

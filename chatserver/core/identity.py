@@ -300,8 +300,8 @@ class Identity:
             )
         if old.nick != target.nick:
             self._send((conn.client,), NickChange(ts=now, who=old_who, new_nick=target.nick))
-        self._attach(conn, target)
         conn.account = target.account
+        self._attach(conn, target)
         target_who = target.who()
         for room in target.rooms.values():
             self._send((conn.client,), Join(ts=now, room=room.name, who=target_who))
@@ -366,6 +366,7 @@ class Identity:
         existed = yield self.accounts.delete(name)
         if existed:
             self._forget_blocks(name)  # type: ignore[attr-defined]
+            self._forget_always_on(name, ACCOUNT_DELETED)  # type: ignore[attr-defined]
             self.account_revoked(name, ACCOUNT_DELETED, keep=requester)
             if requester is not None:
                 self.clock.callLater(0, self._end_connections, (requester,), ACCOUNT_DELETED)

@@ -227,6 +227,10 @@ class IArchiveStore(Interface):
     def take_offline(owner, limit):
         """Fire with the messages kept for ``owner`` while away, and mark them delivered."""
 
+    def mark_offline(owner, msgids):
+        """Mark the messages ``msgids`` of ``owner``'s archive undelivered again (taken by
+        the next ``take_offline``); fire with how many there were."""
+
     def purge_private(owner, before=None):
         """Delete ``owner``'s archive (only what is older than ``before`` when given); fire
         with how many messages went."""
@@ -244,3 +248,22 @@ class IArchiveStore(Interface):
 
     def set_read_marker(account, target, ts):
         """Move the read position forward to ``ts`` (never back); fire with where it is."""
+
+
+class IAccountSettingsStore(Interface):
+    """Per-account settings that outlive connections.  Every method returns a Deferred."""
+
+    def load_always_on():
+        """Fire with every chatserver.core.records.AlwaysOnRecord (``name`` filled in)."""
+
+    def save_always_on(record):
+        """Insert or replace an account's AlwaysOnRecord."""
+
+    def delete_always_on(account):
+        """Forget the folded ``account``'s always-on membership."""
+
+    def load_archive_prefs():
+        """Fire with [(folded account, chatserver.core.records.ArchivePrefs)]."""
+
+    def save_archive_prefs(account, prefs):
+        """Insert or replace the folded ``account``'s ArchivePrefs."""

@@ -161,3 +161,31 @@ class RoomEventRecord:
     who: Who
     text: str = ""
     object: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AlwaysOnRecord:
+    """An always-on account as kept across restarts: ``account`` is the folded key, ``name``
+    the account as registered; the user's nick, ident, host and realname; ``rooms`` the room
+    keys it is a member of; ``last_seen`` when its last connection closed (None while one is
+    open)."""
+
+    account: str
+    nick: str
+    ident: str
+    host: str
+    realname: str
+    rooms: tuple[str, ...] = ()
+    last_seen: float | None = None
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivePrefs:
+    """Which private messages an account keeps (XEP-0313 preferences): ``default`` is
+    ``always``, ``never`` or ``roster``; ``always`` and ``never`` name peers (a folded account,
+    or ``~`` and a folded nick for a guest) that override it."""
+
+    default: str = "always"
+    always: tuple[str, ...] = ()
+    never: tuple[str, ...] = ()

@@ -20,6 +20,7 @@ from twisted.internet.defer import Deferred, DeferredList, fail, inlineCallbacks
 from twisted.logger import Logger
 
 from chatserver.core.accounts import AccountManager
+from chatserver.core.always_on import AlwaysOn
 from chatserver.core.archive import Archive
 from chatserver.core.blocking import Blocking
 from chatserver.core.delivery import Delivery, unique_clients
@@ -85,6 +86,7 @@ class ChatService(
     ServerBans,
     HistoryLog,
     Archive,
+    AlwaysOn,
     Delivery,
     Views,
     Blocking,
@@ -100,7 +102,8 @@ class ChatService(
     modes (:mod:`~chatserver.core.modes`), server bans (:mod:`~chatserver.core.server_bans`),
     accounts and nick enforcement (:mod:`~chatserver.core.identity`), block lists
     (:mod:`~chatserver.core.blocking`), redaction (:mod:`~chatserver.core.redaction`), tags
-    without text (:mod:`~chatserver.core.tagging`), metadata (:mod:`~chatserver.core.metadata`).
+    without text (:mod:`~chatserver.core.tagging`), metadata (:mod:`~chatserver.core.metadata`),
+    always-on accounts (:mod:`~chatserver.core.always_on`).
     This module keeps the
     tables they share (connections, users, rooms) and what changes them: connections and
     nicks, rooms, messages, presence.
@@ -154,6 +157,7 @@ class ChatService(
         self._init_delivery(end_of_turn)
         self._init_history()
         self._init_archive()
+        self._init_always_on()
         self._init_server_bans(ban_store)
         self._init_blocking(block_store)
         self._init_identity()
@@ -175,6 +179,8 @@ class ChatService(
         yield DeferredList(
             [self._load_recent(room) for room in self.rooms.values()], consumeErrors=True
         )
+        yield self._load_always_on()
+        yield self._load_archive_prefs()
         self._start_expiry()
         self.log.info("core started: {rooms} registered rooms loaded", rooms=len(records))
 
@@ -182,6 +188,7 @@ class ChatService(
     def shutdown(self, reason: str = "Server shutting down"):
         """Tell every connection, close them all, and write pending history."""
         self._stopping = True
+        always_on = self._stop_always_on()
         for conn in list(self.connections.values()):
             try:
                 conn.client.disconnect(reason)
@@ -192,6 +199,7 @@ class ChatService(
                 user.enforce_timer.cancel()
         if self._expiry_call is not None and self._expiry_call.active():
             self._expiry_call.cancel()
+        yield always_on
         yield self.flush_history()
 
     # -- connections and nicks -------------------------------------------------------------
@@ -293,6 +301,7 @@ class ChatService(
         user.connections.append(conn)
         for room in user.rooms.values():
             room.members_changed()
+        self._resume(conn, user)
 
     def _detach(self, conn: Connection) -> User | None:
         user = conn.user
@@ -324,6 +333,7 @@ class ChatService(
         audience = self._audience(user)
         self.whowas_log.append((old, self.clock.seconds()))
         self.users.rename(user, new_nick)
+        self._always_on_changed(user)
         now = self.clock.seconds()
         change = NickChange(ts=now, who=old, new_nick=new_nick, origin=origin)
         if self.cluster is not None and user.node is None:
@@ -354,7 +364,7 @@ class ChatService(
         else:
             self._per_address.pop(conn.address, None)
         user = self._detach(conn)
-        if user is not None and not user.connections:
+        if user is not None and not user.connections and not self._keep_detached(user):
             self._user_gone(user, reason)
 
     def _user_gone(self, user: User, reason: str) -> None:
@@ -389,6 +399,9 @@ class ChatService(
         returns the nick as it was.  Raises NoSuchNick."""
         target = self._find(nick)
         self._end_connections(list(target.connections), reason)
+        if target.account is not None:
+            # An always-on user is killed too, not kept without connections.
+            self._drop_detached(casefold(target.account), reason)
         return target.nick
 
     def _end_connections(self, conns: Iterable[Connection], reason: str) -> list[str]:
@@ -438,6 +451,7 @@ class ChatService(
         room.members[user] = member
         room.members_changed()
         user.rooms[rk] = room
+        self._always_on_changed(user)
         join = Join(ts=now, room=rk, who=user.who(), origin=conn.client)
         if self.cluster is not None and user.node is None:
             self.cluster.local_event(join)
@@ -483,6 +497,7 @@ class ChatService(
         room.members.pop(user, None)
         room.members_changed()
         user.rooms.pop(room.name, None)
+        self._always_on_changed(user)
         if not room.members and not room.registered:
             self.rooms.pop(room.name, None)
             self._forget_room_metadata(room.name)

@@ -33,7 +33,9 @@ from chatserver.core.events import Message
 from chatserver.core.names import casefold
 from chatserver.core.records import (
     AccountRecord,
+    AlwaysOnRecord,
     ArchiveEntry,
+    ArchivePrefs,
     ArchiveQuery,
     Credential,
     PepNode,
@@ -41,7 +43,7 @@ from chatserver.core.records import (
     RoomRecord,
     RosterItem,
 )
-from chatserver.storage import room_events
+from chatserver.storage import account_settings, room_events
 
 __all__ = [
     "EXPIRE_BATCH",
@@ -361,6 +363,9 @@ class StoreFacade:
     def take_offline(self, owner: str, limit: int) -> Deferred[list[Message]]:
         return self._run(self._queries._take_offline, owner, limit, write=True)
 
+    def mark_offline(self, owner: str, msgids: list[str]) -> Deferred[int]:
+        return self._run(self._queries._mark_offline, owner, list(msgids), write=True)
+
     def purge_private(self, owner: str, before: float | None = None) -> Deferred[int]:
         return self._run(self._queries._purge_private, owner, before, write=True)
 
@@ -412,6 +417,25 @@ class StoreFacade:
 
     def remove_blocks(self, account: str, names: list[str]) -> Deferred[None]:
         return self._run(self._queries._remove_blocks, casefold(account), names, write=True)
+
+    # -- per-account settings: always-on membership, archive preferences --------------------
+
+    def load_always_on(self) -> Deferred[list[AlwaysOnRecord]]:
+        return self._run(account_settings.load_always_on, self._param, write=False)
+
+    def save_always_on(self, record: AlwaysOnRecord) -> Deferred[None]:
+        return self._run(account_settings.save_always_on, self._param, record, write=True)
+
+    def delete_always_on(self, account: str) -> Deferred[None]:
+        q = account_settings
+        return self._run(q.delete_always_on, self._param, casefold(account), write=True)
+
+    def load_archive_prefs(self) -> Deferred[list[tuple[str, ArchivePrefs]]]:
+        return self._run(account_settings.load_archive_prefs, self._param, write=False)
+
+    def save_archive_prefs(self, account: str, prefs: ArchivePrefs) -> Deferred[None]:
+        q = account_settings
+        return self._run(q.save_archive_prefs, self._param, casefold(account), prefs, write=True)
 
     # -- XMPP personal data (the XMPP factory is given this store as its IPepStore) ----------
 

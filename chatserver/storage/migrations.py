@@ -213,7 +213,7 @@ _V7_PRIVATE_ARCHIVE: tuple[str, ...] = (
 
 # Room events for history replay (joins, parts, quits, kicks, nick changes, topics): a table
 # of their own, so that every reader of messages stays as it is.
-_V8_ROOM_EVENTS: tuple[str, ...] = (
+_V9_ROOM_EVENTS: tuple[str, ...] = (
     """
     CREATE TABLE room_events (
         seq      INTEGER PRIMARY KEY,
@@ -233,6 +233,31 @@ _V8_ROOM_EVENTS: tuple[str, ...] = (
     "CREATE INDEX room_events_target_ts_id ON room_events (target, ts, id)",
 )
 
+# Per-account settings that outlive a connection: always-on membership (the nick, the rooms,
+# and when the last connection closed, so that a restart still knows what was missed), and
+# message archive preferences (XEP-0313).  Each row goes with its account.
+_V8_ACCOUNT_SETTINGS: tuple[str, ...] = (
+    """
+    CREATE TABLE always_on (
+        account   TEXT PRIMARY KEY REFERENCES accounts (key) ON DELETE CASCADE,
+        nick      TEXT NOT NULL,
+        ident     TEXT NOT NULL,
+        host      TEXT NOT NULL,
+        realname  TEXT NOT NULL,
+        rooms     TEXT NOT NULL DEFAULT '[]',  -- JSON list of room keys
+        last_seen REAL                         -- when its last connection closed; NULL: connected
+    )
+    """,
+    """
+    CREATE TABLE archive_prefs (
+        account      TEXT PRIMARY KEY REFERENCES accounts (key) ON DELETE CASCADE,
+        default_mode TEXT NOT NULL,              -- 'always', 'never' or 'roster'
+        always       TEXT NOT NULL DEFAULT '[]',  -- JSON lists of peers (folded account or ~nick)
+        never        TEXT NOT NULL DEFAULT '[]'
+    )
+    """,
+)
+
 MIGRATIONS: tuple[Step, ...] = (
     _V1_INITIAL,
     _V2_ROSTER,
@@ -241,7 +266,8 @@ MIGRATIONS: tuple[Step, ...] = (
     _V5_PEP,
     _V6_BLOCKS,
     _V7_PRIVATE_ARCHIVE,
-    _V8_ROOM_EVENTS,
+    _V8_ACCOUNT_SETTINGS,
+    _V9_ROOM_EVENTS,
 )
 """Index i holds the step to version i + 1.  Append here; the tuple's length is the version."""
 

@@ -36,6 +36,7 @@ from chatserver.core.bans import ServerBan
 from chatserver.core.errors import AccountError, StorageUnavailable
 from chatserver.core.events import Message
 from chatserver.core.interfaces import (
+    IAccountSettingsStore,
     IAccountStore,
     IArchiveStore,
     IBlockStore,
@@ -483,6 +484,14 @@ def _take_offline(cur: Any, owner: str, limit: int) -> list[Message]:
     return messages
 
 
+def _mark_offline(cur: Any, owner: str, msgids: list[str]) -> int:
+    cur.executemany(
+        "UPDATE private_history SET offline = 1 WHERE owner = %s AND id = %s",
+        [(owner, msgid) for msgid in msgids],
+    )
+    return len(msgids)
+
+
 def _purge_private(cur: Any, owner: str, before: float | None) -> int:
     if before is None:
         cur.execute("DELETE FROM private_history WHERE owner = %s", (owner,))
@@ -716,7 +725,15 @@ class _Connection(adbapi.Connection):
             self._pool.disconnect(conn)
 
 
-@implementer(IAccountStore, IRoomStore, IHistoryStore, IServerBanStore, IBlockStore, IArchiveStore)
+@implementer(
+    IAccountStore,
+    IRoomStore,
+    IHistoryStore,
+    IServerBanStore,
+    IBlockStore,
+    IArchiveStore,
+    IAccountSettingsStore,
+)
 class PostgresStore(StoreFacade):
     """Accounts, rooms, history, rosters, bans and PEP data in a PostgreSQL database.  Call
     ``open()`` before anything else.

@@ -34,8 +34,9 @@ from zope.interface import implementer
 from chatserver.core.accounts import RegistrationInvite, not_invited
 from chatserver.core.bans import ServerBan
 from chatserver.core.errors import AccountError, StorageUnavailable
-from chatserver.core.events import Message, Who
+from chatserver.core.events import Message, StoredNative, Who
 from chatserver.core.interfaces import (
+    IAccountSettingsStore,
     IAccountStore,
     IArchiveStore,
     IBlockStore,
@@ -558,7 +559,7 @@ _PRIVATE_INSERT = (
 
 
 def _private_message(row: Sequence[Any]) -> Message:
-    msgid, target, ts, nick, ident, host, account, realname, kind, text, tags, _stanza = row
+    msgid, target, ts, nick, ident, host, account, realname, kind, text, tags, stanza = row
     return Message(
         ts=ts,
         id=msgid,
@@ -567,6 +568,7 @@ def _private_message(row: Sequence[Any]) -> Message:
         kind=kind,
         target=target,
         tags=tuple((key, value) for key, value in json.loads(tags)),
+        native=None if stanza is None else StoredNative(stanza.encode("utf-8")),
     )
 
 
@@ -662,6 +664,14 @@ def _take_offline(cur: sqlite3.Cursor, owner: str, limit: int) -> list[Message]:
     messages = [_private_message(row) for row in cur.fetchall()]
     cur.execute("UPDATE private_history SET offline = 0 WHERE owner = ? AND offline = 1", (owner,))
     return messages
+
+
+def _mark_offline(cur: sqlite3.Cursor, owner: str, msgids: list[str]) -> int:
+    cur.executemany(
+        "UPDATE private_history SET offline = 1 WHERE owner = ? AND id = ?",
+        [(owner, msgid) for msgid in msgids],
+    )
+    return len(msgids)
 
 
 def _purge_private(cur: sqlite3.Cursor, owner: str, before: float | None) -> int:
@@ -908,7 +918,15 @@ def _backup(cur: sqlite3.Cursor, dest_path: str) -> None:
     os.replace(tmp_path, dest_path)
 
 
-@implementer(IAccountStore, IRoomStore, IHistoryStore, IServerBanStore, IBlockStore, IArchiveStore)
+@implementer(
+    IAccountStore,
+    IRoomStore,
+    IHistoryStore,
+    IServerBanStore,
+    IBlockStore,
+    IArchiveStore,
+    IAccountSettingsStore,
+)
 class SqliteStore(StoreFacade):
     """Accounts, rooms and history in one SQLite file.  Call ``open()`` before anything else.
 

@@ -24,6 +24,7 @@ from chatserver.core.events import (
     Kick,
     Message,
     MessageBatch,
+    MissedMessages,
     ModeChange,
     NickChange,
     OfflineMessages,
@@ -619,6 +620,30 @@ def render_offline(conn: IrcConnection, event: OfflineMessages) -> bytes | None:
     if batch_id is not None:
         out.append(
             line(None, conn.server_name, "BATCH", ("+" + batch_id, "chathistory", conn.nick))
+        )
+    out.extend(history_lines(conn, msg, batch_id) for msg in event.messages)
+    if batch_id is not None:
+        out.append(line(None, conn.server_name, "BATCH", ("-" + batch_id,)))
+    return b"".join(out)
+
+
+@renders(MissedMessages)
+def render_missed(conn: IrcConnection, event: MissedMessages) -> bytes | None:
+    """What was said in a room while an always-on account had no connection: a
+    ``chathistory`` batch for clients with batches, else the messages (with their times
+    under server-time).  A client with ``draft/chathistory`` asks for it itself."""
+    if "draft/chathistory" in conn.caps:
+        return None
+    batch_id = conn.new_batch_id() if conn.cap_bits & caps.BATCH else None
+    out = []
+    if batch_id is not None:
+        out.append(
+            line(
+                None,
+                conn.server_name,
+                "BATCH",
+                ("+" + batch_id, "chathistory", channel_name(event.room)),
+            )
         )
     out.extend(history_lines(conn, msg, batch_id) for msg in event.messages)
     if batch_id is not None:

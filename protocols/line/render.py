@@ -32,6 +32,7 @@ from chatserver.core.events import (
     Kick,
     Message,
     MetadataChange,
+    MissedMessages,
     ModeChange,
     ModeItem,
     NickChange,
@@ -254,6 +255,15 @@ def _offline(e: OfflineMessages, me: str | None) -> str:
     return "\r\n".join(lines)
 
 
+def _missed(e: MissedMessages, me: str | None) -> str:
+    count = len(e.messages)
+    room = room_name(e.room)
+    lines = [f"{INFO}while you were away in {room} ({count} message{'s' if count != 1 else ''}):"]
+    lines.extend(_message_text(m, me, f"[{clock_time(m.ts, e.ts)}] ") for m in e.messages)
+    lines.append(f"{INFO}end of messages in {room} while you were away")
+    return "\r\n".join(lines)
+
+
 def _read_marker(e: ReadMarker, me: str | None) -> str:
     where = room_name(e.target[1:]) if e.target.startswith("#") else e.target
     return f"{INFO}read up to {clock_time(e.read_ts, e.ts)} in {where}"
@@ -308,6 +318,7 @@ TEXT_RENDERERS: dict[type[Event], TextRenderer] = {
     ServerNotice: _server_notice,
     Wallops: _wallops,
     OfflineMessages: _offline,
+    MissedMessages: _missed,
     ReadMarker: _read_marker,
     Redaction: _redaction,
     TagMessage: _reaction_text,
@@ -388,6 +399,13 @@ JSON_RENDERERS: dict[type[Event], Callable[[Any], dict[str, Any] | None]] = {
     OfflineMessages: lambda e: {
         "type": "offline",
         "ts": e.ts,
+        "messages": [{**message_json(m), "history": True} for m in e.messages],
+    },
+    MissedMessages: lambda e: {
+        "type": "missed",
+        "ts": e.ts,
+        "room": e.room,
+        "since": e.since,
         "messages": [{**message_json(m), "history": True} for m in e.messages],
     },
     Join: lambda e: {"type": "join", "ts": e.ts, "room": e.room, **_who(e.who)},

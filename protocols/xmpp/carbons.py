@@ -61,5 +61,10 @@ def sent_copy(conn: XmppConnection, event: Message, body: str) -> etree._Element
         ns=stanzas.NS_CLIENT,
     )
     stanzas.sub(inner, "body", text=body)
+    from protocols.xmpp.render import archived
+
+    if archived(conn, event, False):
+        # Kept in the sender's archive too: the id lets its clients match the copy with MAM.
+        stanzas.sub(inner, "stanza-id", {"id": event.id, "by": own}, ns=stanzas.NS_STANZA_ID)
     forwarded.append(inner)
     return outer

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from lxml import etree
 
 from protocols.xmpp import bookmarks, pep, router, stanzas, upload
+from protocols.xmpp.adhoc import NS_COMMANDS, list_commands
 from protocols.xmpp.blocking import NS_BLOCKING
 from protocols.xmpp.caps import NS_CAPS
 from protocols.xmpp.carbons import NS_CARBONS
@@ -45,6 +46,7 @@ SERVER_FEATURES = (
     NS_CAPS,
     NS_PRIVATE,
     NS_VCARD,
+    NS_COMMANDS,
     NS_RETRACT,
 )
 # An account is a PEP service (XEP-0163 §6): clients look here for publish-options.
@@ -99,7 +101,9 @@ def items(conn: XmppConnection, stanza: etree._Element) -> None:
     node = _node(stanza)
     to = try_parse(stanza.get("to"))
     query = _query(NS_DISCO_ITEMS, node)
-    if to is None or to.local is None:
+    if (to is None or to.local is None) and node == NS_COMMANDS:
+        list_commands(conn, query)
+    elif to is None or to.local is None:
         if router.registered("muc"):
             stanzas.sub(query, "item", {"jid": conn.muc_domain, "name": "Chat rooms"})
         uploads = upload.service_domain(conn.factory)
@@ -113,6 +117,9 @@ def items(conn: XmppConnection, stanza: etree._Element) -> None:
 def _node(stanza: etree._Element) -> str | None:
     query = stanzas.payload(stanza)
     node = query.get("node") if query is not None else None
+    if node == NS_COMMANDS and etree.QName(query).namespace == NS_DISCO_ITEMS:
+        # The server's ad-hoc commands (XEP-0050 §2.2).
+        return node
     if node:
         raise StanzaError("item-not-found", "no such node")
     return None

@@ -134,10 +134,11 @@ class XmppFactory(Factory):
             yield CounterMetricFamily(f"chatserver_xmpp_sm_{name}", doc, value=value)
         unacked = CounterMetricFamily(
             "chatserver_xmpp_sm_unacked",
-            "Unacknowledged stanzas of ended sessions: returned to their senders, or dropped"
-            " (room messages, presences, chat states).",
+            "Unacknowledged stanzas of ended sessions: kept for the account's next login,"
+            " returned to their senders, or dropped (room messages, presences, chat states).",
             labels=["outcome"],
         )
+        unacked.add_metric(["kept"], registry.kept)
         unacked.add_metric(["bounced"], registry.bounced)
         unacked.add_metric(["dropped"], registry.dropped)
         yield unacked

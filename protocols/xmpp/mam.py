@@ -5,8 +5,9 @@ room's history at the room's JID.
 The ids are the core's message ids: the ``stanza-id`` of live messages, the IRC ``msgid`` and
 the line-chat ``id``.  Filters: ``with`` (a user's JID for the account archive), ``start``,
 ``end``, ``before-id``, ``after-id``, ``ids``; pages: RSM ``max``, ``after``, ``before`` (empty: the
-last page).  Preferences are answered with what the server does: it keeps every private
-message of a registered account (``default='always'``) and does not take other rules.
+last page).  Preferences (``default`` ``always`` or ``never``, with ``always`` and ``never``
+lists of JIDs) are kept per account and decide which private messages its archive keeps;
+``roster`` is not supported.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lxml import etree
 from twisted.internet.defer import Deferred, succeed
 
 from chatserver.core.events import Message
-from protocols.xmpp import stanzas
+from chatserver.core.names import casefold
+from protocols.xmpp import relay, stanzas
 from protocols.xmpp.jid import GUEST_MARK, address_of, try_parse, user_jid
 from protocols.xmpp.render import chat_text
 from protocols.xmpp.router import StanzaError, handler
@@ -207,7 +209,13 @@ def _result(conn: XmppConnection, archive: _Archive, q: MamQuery, msg: Message) 
 
 
 def archived_message(conn: XmppConnection, msg: Message) -> etree._Element:
-    """A stored message as its XMPP stanza (in ``jabber:client``)."""
+    """A stored message as its XMPP stanza (in ``jabber:client``): the sender's own stanza,
+    whole with its extensions (OMEMO, markers, …), when it came from an XMPP client, else one
+    made from its text."""
+    if msg.room is None:
+        kept = relay.stored(msg.native, forwarded_form=True)
+        if kept is not None:
+            return kept
     if msg.room is not None:
         attrs = {
             "from": f"{msg.room}@{conn.muc_domain}/{msg.source.nick}",
@@ -257,8 +265,7 @@ def query_account(conn: XmppConnection, stanza: etree._Element) -> Deferred | No
     if to is not None and to.local is not None and to.bare != conn.bare_jid:
         raise StanzaError("forbidden", "only your own archive")
     if etree.QName(payload).localname == "prefs":
-        conn.iq_result(stanza, _prefs())
-        return None
+        return _set_prefs(conn, stanza, payload)
     if etree.QName(payload).localname != "query":
         raise StanzaError("bad-request")
     q = parse_query(payload)
@@ -279,16 +286,56 @@ def form_or_prefs(conn: XmppConnection, stanza: etree._Element) -> None:
     payload = stanzas.payload(stanza)
     assert payload is not None
     if etree.QName(payload).localname == "prefs":
-        conn.iq_result(stanza, _prefs())
+        assert conn.core is not None  # MAM is answered only after login
+        conn.iq_result(stanza, _prefs(conn, conn.service.archive_prefs(conn.core)))
         return
     conn.iq_result(stanza, query_form())
 
 
-def _prefs() -> etree._Element:
-    prefs = stanzas.element("prefs", {"default": "always"}, ns=NS_MAM)
-    stanzas.sub(prefs, "always")
-    stanzas.sub(prefs, "never")
-    return prefs
+# A preference about a JID that is no user here (another server, a room) is kept as written,
+# marked so: it can match nothing, but the client reads back what it set.
+_OTHER = "="
+
+
+def _prefs(conn: XmppConnection, prefs: Any) -> etree._Element:
+    el = stanzas.element("prefs", {"default": prefs.default}, ns=NS_MAM)
+    for name, peers in (("always", prefs.always), ("never", prefs.never)):
+        listed = stanzas.sub(el, name)
+        for peer in peers:
+            jid = peer[1:] if peer.startswith(_OTHER) else f"{peer}@{conn.domain}"
+            stanzas.sub(listed, "jid", text=jid)
+    return el
+
+
+def _peer(conn: XmppConnection, text: str) -> str:
+    """A preference's JID as the archive names peers: a folded account, ``~`` and a folded
+    nick for a guest, or (another server's JID) the JID as written."""
+    jid = try_parse(text.strip())
+    if jid is None:
+        raise StanzaError("jid-malformed", f"not a JID: {text}")
+    if jid.domain != conn.domain or jid.local is None:
+        return _OTHER + jid.bare
+    if jid.local.startswith(GUEST_MARK):
+        return GUEST_MARK + casefold(jid.local.removeprefix(GUEST_MARK))
+    return casefold(jid.local)
+
+
+def _set_prefs(conn: XmppConnection, stanza: etree._Element, payload: etree._Element) -> Deferred:
+    """XEP-0313 §6.1: store what the account's archive keeps; the answer is the preferences
+    as stored."""
+    default = payload.get("default") or "always"
+    if default == "roster":
+        raise StanzaError("feature-not-implemented", "keeping by roster is not supported")
+    if default not in ("always", "never"):
+        raise StanzaError("bad-request", "default is always, never or roster")
+    lists: dict[str, list[str]] = {"always": [], "never": []}
+    for name, peers in lists.items():
+        listed = payload.find(f"{{{NS_MAM}}}{name}")
+        if listed is not None:
+            peers.extend(_peer(conn, j.text or "") for j in listed.findall(f"{{{NS_MAM}}}jid"))
+    assert conn.core is not None  # MAM is answered only after login
+    d = conn.service.set_archive_prefs(conn.core, default, lists["always"], lists["never"])
+    return d.addCallback(lambda prefs: conn.iq_result(stanza, _prefs(conn, prefs)))
 
 
 def query_form() -> etree._Element:

@@ -48,6 +48,7 @@ log = Logger()
 NS_PUBSUB = "http://jabber.org/protocol/pubsub"
 NS_PUBSUB_EVENT = "http://jabber.org/protocol/pubsub#event"
 NS_PUBSUB_OWNER = "http://jabber.org/protocol/pubsub#owner"
+NS_MDS = "urn:xmpp:mds:displayed:0"
 NS_PUBSUB_ERRORS = "http://jabber.org/protocol/pubsub#errors"
 NS_PUBLISH_OPTIONS = "http://jabber.org/protocol/pubsub#publish-options"
 NS_NODE_CONFIG = "http://jabber.org/protocol/pubsub#node_config"
@@ -501,6 +502,11 @@ def _publish(
             notify(factory, conn, node, event)
             if name == bookmarks.NS_BOOKMARKS:
                 bookmarks.changed(conn, node)
+            elif name == NS_MDS:
+                # A displayed marker moves the account's read position on every protocol.
+                from protocols.xmpp import mds
+
+                mds.published(conn, item_id, payload)
             # A nickname or an avatar link is metadata other protocols show.
             from protocols.xmpp import metadata
 

@@ -169,7 +169,19 @@ def broadcast(conn: XmppConnection, stanza: etree._Element) -> Deferred[Any]:
         caps.received(conn, el)
     if first:
         metadata.first_presence(conn)
+    if first and conn.user is not None and conn.user.rooms:
+        _show_rooms(conn)
     return d
+
+
+def _show_rooms(conn: XmppConnection) -> None:
+    try:
+        from protocols.xmpp.muc.join import show_rooms
+    except ImportError as err:
+        if err.name not in ("protocols.xmpp.muc", "protocols.xmpp.muc.join"):
+            raise
+        return
+    show_rooms(conn)
 
 
 def went_offline(conn: XmppConnection) -> None:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from lxml import etree
 
+from chatserver.core.events import StoredNative
 from protocols.xmpp import stanzas
 
 if TYPE_CHECKING:
@@ -89,9 +90,14 @@ def of(stanza: etree._Element, sender: str, lang: str, *, sender_as: str | None 
     return Relay(stanzas.to_bytes(stanza), to, sender, copies)
 
 
-def deliver(conn: XmppConnection, relay: Relay, recipient: bool) -> None:
+def deliver(
+    conn: XmppConnection, relay: Relay, recipient: bool, archive_id: str | None = None
+) -> None:
     """This connection's copy of ``relay``, if it gets one; ``recipient`` says whether the
     connection's user is the one the message is for (else it is the sender's).
+    ``archive_id``: the message is kept in this user's archive under that id, which the copy
+    carries as a ``<stanza-id/>`` by the user's bare JID (XEP-0359, XEP-0313 §5.1.2), in the
+    message itself or in the message a carbon forwards.
 
     * The recipient's resources: all of them for a bare JID; only the named one for a full
       JID that is online (RFC 6121 §8.5.3.1; else as for the bare JID), and a ``<received/>``
@@ -102,22 +108,34 @@ def deliver(conn: XmppConnection, relay: Relay, recipient: bool) -> None:
     jid = conn.jid
     if own is None or jid is None:
         return
+    data = relay.data if archive_id is None else with_stanza_id(relay.data, archive_id, own)
     if relay.per_resource:
         if recipient:
-            conn.send(stanzas.splice_to(relay.data, jid))
+            conn.send(stanzas.splice_to(data, jid))
         return
     if recipient:
         resource = relay.to_resource
         if not resource or resource == conn.resource:
-            conn.send(relay.data)
+            conn.send(data)
         elif conn.factory.session(own, resource) is None:
             # Addressed to a resource that is gone: delivered as to the bare JID.
-            conn.send(relay.data)
+            conn.send(data)
         elif relay.carbons and _carbons(conn):
-            conn.send(_carbon(conn, relay, "received"))
+            conn.send(_carbon(conn, data, "received"))
         return
     if jid != relay.sender and relay.carbons and _carbons(conn):
-        conn.send(_carbon(conn, relay, "sent"))
+        conn.send(_carbon(conn, data, "sent"))
+
+
+def with_stanza_id(data: bytes, msgid: str, by: str) -> bytes:
+    """A serialized message with a ``<stanza-id/>`` (XEP-0359) added as its last child."""
+    sid = stanzas.to_bytes(
+        stanzas.element("stanza-id", {"id": msgid, "by": by}, ns=stanzas.NS_STANZA_ID)
+    )
+    if data.endswith(b"/>"):
+        return data[:-2] + b">" + sid + b"</message>"
+    end = data.rindex(b"</")
+    return data[:end] + sid + data[end:]
 
 
 def _carbons(conn: XmppConnection) -> bool:
@@ -126,19 +144,37 @@ def _carbons(conn: XmppConnection) -> bool:
     return carbons.enabled(conn)
 
 
-def forwarded(relay: Relay) -> bytes:
-    """The stanza as XEP-0297 forwards it: whole, with its ``to``, in ``jabber:client``."""
-    return b"<message xmlns='jabber:client' " + relay.data[len(_MESSAGE) :]
+# Stored stanzas were serialized by this server; the parser still takes no entities.
+_STORED = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
 
 
-def _carbon(conn: XmppConnection, relay: Relay, direction: str) -> bytes:
-    """The ``<sent/>`` or ``<received/>`` copy of ``relay`` for this resource (XEP-0280)."""
+def stored(native: object, *, forwarded_form: bool = False) -> etree._Element | None:
+    """The sender's stanza that a message kept (live or from the archive), or None for a
+    message that came from another protocol.  ``forwarded_form``: in ``jabber:client``, to
+    go inside a ``<forwarded/>``; else plain, as stanzas on the stream are."""
+    if not isinstance(native, (Relay, StoredNative)) or not native.data.startswith(_MESSAGE):
+        return None
+    data = forwarded(native.data) if forwarded_form else native.data
+    try:
+        return etree.fromstring(data, _STORED)
+    except etree.XMLSyntaxError:
+        return None
+
+
+def forwarded(data: bytes) -> bytes:
+    """A relayed stanza as XEP-0297 forwards it: whole, with its ``to``, in ``jabber:client``."""
+    return b"<message xmlns='jabber:client' " + data[len(_MESSAGE) :]
+
+
+def _carbon(conn: XmppConnection, data: bytes, direction: str) -> bytes:
+    """The ``<sent/>`` or ``<received/>`` copy of a relayed stanza for this resource
+    (XEP-0280)."""
     outer = stanzas.to_bytes(
         stanzas.element("message", {"from": conn.bare_jid, "to": conn.jid, "type": "chat"})
     )
     inner = (
         f"<{direction} xmlns='{NS_CARBONS}'><forwarded xmlns='{NS_FORWARD}'>".encode()
-        + forwarded(relay)
+        + forwarded(data)
         + f"</forwarded></{direction}>".encode()
     )
     return outer[:-2] + b">" + inner + b"</message>"

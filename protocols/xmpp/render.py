@@ -36,6 +36,7 @@ from chatserver.core.events import (
     OfflineMessages,
     Part,
     Quit,
+    ReadMarker,
     Redaction,
     RoomRenamed,
     ServerNotice,
@@ -45,7 +46,7 @@ from chatserver.core.events import (
 from chatserver.core.names import casefold
 from protocols.xmpp import metadata, retract, stanzas, tags
 from protocols.xmpp.jid import address_of
-from protocols.xmpp.relay import Relay
+from protocols.xmpp.relay import Relay, stored
 from protocols.xmpp.relay import deliver as deliver_relay
 
 if TYPE_CHECKING:
@@ -105,7 +106,9 @@ def _private(conn: XmppConnection, event: Message) -> None:
     native = event.native
     if isinstance(native, Relay):
         if user is not None:
-            deliver_relay(conn, native, casefold(event.target or "") == user.key)
+            to_me = casefold(event.target or "") == user.key
+            archive_id = event.id if archived(conn, event, to_me) else None
+            deliver_relay(conn, native, to_me, archive_id)
         return
     if user is None or event.origin is conn:
         return
@@ -117,7 +120,7 @@ def _private(conn: XmppConnection, event: Message) -> None:
         if carbons.enabled(conn):
             conn.send(carbons.sent_copy(conn, event, chat_text(event)))
         return
-    if user.account is not None:
+    if archived(conn, event, True):
         # Kept in the recipient's archive: the stanza-id (XEP-0359) by its bare JID lets its
         # clients find the message in MAM.  Private messages have few recipients, so this
         # rendering per recipient stays off the room fan-out path.
@@ -129,6 +132,17 @@ def _private(conn: XmppConnection, event: Message) -> None:
         msg = private_message(conn, event, None, archived=False)
         data = event.rendered[key] = stanzas.to_bytes(msg)
     conn.send(stanzas.splice_to(data, conn.jid or ""))
+
+
+def archived(conn: XmppConnection, event: Message, to_me: bool) -> bool:
+    """Whether the private message ``event`` is in the archive of this connection's account
+    (``to_me``: it is the recipient, else the sender), so that its copy carries the id."""
+    user = conn.user
+    if user is None or user.account is None or not conn.service.archives_private:
+        return False
+    if to_me:
+        return conn.service.archive_keeps(user.account, event.source.account, event.source.nick)
+    return conn.service.archive_keeps(user.account, event.target_account, event.target or "")
 
 
 def private_message(conn: XmppConnection, event: Message, to: str | None, *, archived: bool) -> Any:
@@ -156,7 +170,14 @@ def _offline(conn: XmppConnection, event: OfflineMessages) -> None:
     from protocols.xmpp.mam import stamp
 
     for message in event.messages:
-        el = private_message(conn, message, conn.jid or "", archived=True)
+        el = stored(message.native)
+        if el is None:
+            el = private_message(conn, message, conn.jid or "", archived=True)
+        else:
+            # The sender's stanza as it was written (an OMEMO message stays one).
+            stanzas.sub(
+                el, "stanza-id", {"id": message.id, "by": conn.bare_jid}, ns=stanzas.NS_STANZA_ID
+            )
         stanzas.sub(
             el,
             "delay",
@@ -164,6 +185,13 @@ def _offline(conn: XmppConnection, event: OfflineMessages) -> None:
             ns=stanzas.NS_DELAY,
         )
         conn.send(el)
+
+
+def _read_marker(conn: XmppConnection, event: ReadMarker) -> None:
+    """The account's read position moved: the displayed-markers node follows (XEP-0490)."""
+    from protocols.xmpp import mds
+
+    mds.marker_moved(conn, event)
 
 
 def _server_notice(conn: XmppConnection, event: ServerNotice) -> None:
@@ -176,6 +204,7 @@ _TABLE: dict[type, Callable[[XmppConnection, Any], None]] = {
     Message: _message,
     ServerNotice: _server_notice,
     OfflineMessages: _offline,
+    ReadMarker: _read_marker,
     TagMessage: tags.render,
     Redaction: retract.render,
     MetadataChange: metadata.render,

@@ -11,9 +11,11 @@ stream that authenticates as the same account may then send ``<resume previd='â€
 instead of binding: the old session takes the new connection over, and what the client had
 not acknowledged is sent again (messages with a XEP-0203 delay stamp).  When the timeout
 passes, or the session ends in any other way, what was never acknowledged goes to
-:attr:`Registry.sink`: by default each private message is returned to its sender as a server
-notice on every protocol (room messages stay in the room's history; presences, chat states
-and IQ traffic are counted and dropped).
+:attr:`Registry.sink`: by default a private message kept in the account's archive (it
+carries the archive's ``<stanza-id/>``) is handed to the account's next login, on any
+protocol, as an offline message; one the archive does not hold is returned to its sender as
+a server notice on every protocol (room messages stay in the room's history; presences,
+chat states and IQ traffic are counted and dropped).
 
 The connection keeps the session's :class:`StreamManagement` in ``conn.sm``; this module
 decides what the SM elements mean.
@@ -55,6 +57,8 @@ _MESSAGE_HEAD = re.compile(rb"<message\b[^>]*>")
 _ATTR = re.compile(rb"""\s(from|to|type)=(?:'([^']*)'|"([^"]*)")""")
 _BODY = re.compile(rb"<body\b[^>]*>(.*?)</body>", re.S)
 _CARBONS = b"urn:xmpp:carbons:2"
+NS_STANZA_ID = "urn:xmpp:sid:0"
+_STANZA_ID = NS_STANZA_ID.encode()
 
 
 class StreamManagement:
@@ -93,13 +97,14 @@ class Registry:
         self.enabled = 0
         self.resumed = 0
         self.resume_failed = 0
-        # Unacknowledged stanzas of ended sessions: returned to their senders, or not (kept
-        # in a room's history, or of no use once the session is gone).
+        # Unacknowledged stanzas of ended sessions: kept for the account's next login,
+        # returned to their senders, or not (kept in a room's history, or of no use once the
+        # session is gone).
+        self.kept = 0
         self.bounced = 0
         self.dropped = 0
-        # Where unacknowledged stanzas go when a session ends: an offline store or archive
-        # may put itself here; the default returns messages to their senders.
-        self.sink: Sink = bounce
+        # Where unacknowledged stanzas go when a session ends.
+        self.sink: Sink = keep_offline
 
     def detached(self) -> int:
         return sum(1 for conn in self.resumable.values() if conn.transport is None)
@@ -282,8 +287,55 @@ def forget(conn: XmppConnection) -> None:
             log.failure("unacknowledged stanzas of {jid}", jid=conn.jid)
 
 
+def keep_offline(conn: XmppConnection, pending: list[Queued]) -> None:
+    """The default sink: private messages the account's archive holds (they carry its
+    ``<stanza-id by='account@domain'/>``) are marked for the account's next login, as
+    messages that came while it was away (never lost, never bounced); the rest go to
+    :func:`bounce`."""
+    registry = conn.factory.sm
+    kept: list[str] = []
+    rest: list[Queued] = []
+    for item in pending:
+        msgid = _archive_id(item[1], conn.bare_jid) if conn.account is not None else None
+        if msgid is None:
+            rest.append(item)
+        else:
+            kept.append(msgid)
+    if kept:
+        assert conn.account is not None
+        registry.kept += len(kept)
+        d = conn.service.keep_offline(conn.account, kept)
+        d.addErrback(
+            lambda f: log.failure("keeping unacknowledged messages of {a}", f, a=conn.account)
+        )
+    if rest:
+        bounce(conn, rest)
+
+
+# Stanzas in the queue were serialized by this server; the parser still takes no entities.
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
+
+
+def _archive_id(data: bytes, own: str | None) -> str | None:
+    """The id under which the private message ``data`` is in the archive of ``own`` (its
+    ``<stanza-id/>`` by that JID), or None: a room message, a carbon, or one not kept."""
+    if own is None or _STANZA_ID not in data or _CARBONS in data:
+        return None
+    head = _MESSAGE_HEAD.match(data)
+    if head is None or _attrs(head.group()).get("type") in ("groupchat", "error", "headline"):
+        return None
+    try:
+        el = etree.fromstring(data, _PARSER)
+    except etree.XMLSyntaxError:
+        return None
+    for sid in el.findall(f"{{{NS_STANZA_ID}}}stanza-id"):
+        if sid.get("by") == own and sid.get("id"):
+            return sid.get("id")
+    return None
+
+
 def bounce(conn: XmppConnection, pending: list[Queued]) -> None:
-    """The default sink: each private message with a body goes back to its sender.
+    """Each private message with a body goes back to its sender.
 
     The sender may be on any protocol, so it is told by a server notice that reaches all of
     its connections.  Room messages are in the room's history; the rest (presences, chat

@@ -136,7 +136,10 @@ def test_set_password(world: IrcWorld) -> None:
     assert said(alice, "NS SET PASSWORD wrong123 newsecret") == ["SET failed: invalid password"]
     assert said(alice, "NS SET PASSWORD secret123 newsecret") == ["Your password has been changed."]
     assert said(alice, "NS SET PASSWORD newsecret") == [
-        "Syntax: SET PASSWORD <current password> <new password>"
+        "Syntax: SET PASSWORD <current password> <new password> | ALWAYS-ON [ON|OFF]"
+    ]
+    assert said(alice, "NS SET ALWAYS-ON maybe") == [
+        "Syntax: SET PASSWORD <current password> <new password> | ALWAYS-ON [ON|OFF]"
     ]
     alice.send("NS LOGOUT")
     assert said(alice, "NS IDENTIFY secret123") == ["IDENTIFY failed: invalid password"]

@@ -22,6 +22,7 @@ from chatserver.core.events import (
     Kick,
     Message,
     MetadataChange,
+    MissedMessages,
     ModeChange,
     ModeItem,
     NickChange,
@@ -1280,6 +1281,17 @@ SAMPLES: list[tuple[Event, str, dict[str, Any]]] = [
         "*** while you were away (1 message):\r\n*alice* [00:00] psst\r\n"
         "*** end of messages while you were away",
         {"type": "offline"},
+    ),
+    (
+        MissedMessages(
+            ts=1.0,
+            room="dev",
+            since=0.5,
+            messages=(Message(ts=1.0, id="m9", source=WHO, text="hi all", room="dev"),),
+        ),
+        "*** while you were away in #dev (1 message):\r\n[#dev] [00:00] <alice> hi all\r\n"
+        "*** end of messages in #dev while you were away",
+        {"type": "missed", "room": "dev", "since": 0.5},
     ),
     (
         ReadMarker(ts=1.0, target="#dev", read_ts=1.0),

@@ -4,6 +4,7 @@ and read back through IRC CHATHISTORY, line chat ``/history`` and XMPP MAM."""
 
 from __future__ import annotations
 
+import time
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -366,3 +367,236 @@ def test_markread_after_join_and_for_rooms(world: World) -> None:
     a.join(room)
     again = a.expect(lambda m: m.command == "MARKREAD")
     assert again.params == (f"#{room}", "timestamp=2030-01-01T00:00:00.000Z")
+
+
+# -- XMPP to XMPP: stanza-ids on live messages, the stanza kept whole ---------------------------
+
+NS_CARBONS = "urn:xmpp:carbons:2"
+NS_OMEMO = "eu.siacs.conversations.axolotl"
+OMEMO = (
+    f"<encrypted xmlns='{NS_OMEMO}'><header sid='4242'><key rid='77'>a2V5</key>"
+    "<iv>aXY=</iv></header><payload>c2VjcmV0</payload></encrypted>"
+)
+
+
+def enable_carbons(peer) -> None:
+    qid = token()
+    peer.raw(f"<iq type='set' id='{qid}'><enable xmlns='{NS_CARBONS}'/></iq>")
+    assert peer.expect(lambda e: local(e) == "iq" and e.get("id") == qid).get("type") == "result"
+
+
+def omemo_of(el) -> ET.Element | None:
+    return child(el, NS_OMEMO, "encrypted")
+
+
+def test_live_xmpp_messages_carry_the_archive_id_and_mam_replays_the_stanza_whole(
+    world: World,
+) -> None:
+    alice, bob = world.nick("arcOa"), world.nick("arcOb")
+    phone = world.xmpp(alice, resource="phone")
+    laptop = world.xmpp(alice, resource="laptop")
+    enable_carbons(laptop)
+    b = world.xmpp(bob)
+    i = world.irc(alice + "i", caps=HISTORY_CAPS, sasl=(alice, PASSWORD))
+    bob_jid, alice_jid = f"{bob.lower()}@{DOMAIN}", f"{alice.lower()}@{DOMAIN}"
+    phone.raw(
+        f"<message type='chat' id='omemo-1' to='{bob_jid}'><body>I sent you an OMEMO"
+        f" encrypted message</body>{OMEMO}</message>"
+    )
+    got = b.expect(lambda e: local(e) == "message" and e.get("id") == "omemo-1")
+    sid = child(got, NS_SID, "stanza-id")
+    assert sid is not None and sid.get("by") == bob_jid
+    msgid = sid.get("id")
+    assert omemo_of(got) is not None
+    # The sender's other resource: a sent carbon whose message carries the id in the
+    # sender's archive, the same id.
+    carbon = laptop.expect(lambda e: child(e, NS_CARBONS, "sent") is not None)
+    inner = child(
+        child(child(carbon, NS_CARBONS, "sent"), NS_FORWARD, "forwarded"), NS_CLIENT, "message"
+    )
+    own = child(inner, NS_SID, "stanza-id")
+    assert own is not None and own.get("by") == alice_jid and own.get("id") == msgid
+    # IRC shows the same id as msgid, with the text only.
+    echo = i.expect(lambda m: m.command == "PRIVMSG" and "OMEMO" in m.last)
+    assert echo.tags["msgid"] == msgid
+    # MAM gives back the stanza as the sender wrote it, encrypted payload and all.
+    results, _ = mam(b, fields={"with": alice_jid})
+    assert [r for r, _ in results] == [msgid]
+    kept = results[0][1]
+    assert kept.get("id") == "omemo-1"
+    enc = omemo_of(kept)
+    assert enc is not None and enc.findtext(f"{{{NS_OMEMO}}}payload") == "c2VjcmV0"
+    assert child(child(enc, NS_OMEMO, "header"), NS_OMEMO, "key").text == "a2V5"
+    mine, _ = mam(phone, fields={"with": bob_jid})
+    assert [r for r, _ in mine] == [msgid] and omemo_of(mine[0][1]) is not None
+    # A message from IRC is replayed as text: no stanza of its own to give back.
+    i.msg(bob, "plain from irc")
+    b.expect(lambda e: child_text(e, NS_CLIENT, "body") == "plain from irc")
+    results, _ = mam(b, fields={"with": alice_jid})
+    assert bodies(results)[-1] == "plain from irc" and omemo_of(results[-1][1]) is None
+
+
+def test_an_omemo_message_kept_offline_arrives_whole_with_its_archive_id(world: World) -> None:
+    alice, bob = world.nick("arcOc"), world.nick("arcOd")
+    world.register(bob)
+    a = world.xmpp(alice)
+    bob_jid = f"{bob.lower()}@{DOMAIN}"
+    a.raw(
+        f"<message type='chat' id='omemo-off' to='{bob_jid}'><body>encrypted</body>"
+        f"{OMEMO}</message>"
+    )
+    a.sync()
+    b = world.xmpp(bob)
+    got = b.expect(lambda e: local(e) == "message" and e.get("id") == "omemo-off")
+    assert omemo_of(got) is not None
+    assert child(got, NS_DELAY, "delay") is not None
+    sid = child(got, NS_SID, "stanza-id")
+    assert sid is not None and sid.get("by") == bob_jid
+    results, _ = mam(b, fields={"with": f"{alice.lower()}@{DOMAIN}"})
+    assert [r for r, _ in results] == [sid.get("id")]
+    assert omemo_of(results[0][1]) is not None
+
+
+# -- MAM preferences ----------------------------------------------------------------------------
+
+
+def prefs_iq(peer, kind: str, body: str = ""):
+    qid = token()
+    inner = body or f"<prefs xmlns='{NS_MAM}'/>"
+    peer.raw(f"<iq type='{kind}' id='{qid}'>{inner}</iq>")
+    return peer.expect(lambda e: local(e) == "iq" and e.get("id") == qid)
+
+
+def jids(prefs, name: str) -> list[str]:
+    return [j.text for j in child(prefs, NS_MAM, name)]
+
+
+def test_mam_preferences_are_kept_and_decide_what_the_archive_keeps(world: World) -> None:
+    alice, bob, carol = world.nick("arcPa"), world.nick("arcPb"), world.nick("arcPc")
+    world.register(alice)
+    b = world.xmpp(bob)
+    a = world.irc(alice, caps=HISTORY_CAPS, sasl=(alice, PASSWORD))
+    c = world.line(carol)
+    alice_jid = f"{alice.lower()}@{DOMAIN}"
+    got = child(prefs_iq(b, "get"), NS_MAM, "prefs")
+    assert got.get("default") == "always" and jids(got, "always") == jids(got, "never") == []
+    # Keep everything but alice's messages.
+    answer = prefs_iq(
+        b,
+        "set",
+        f"<prefs xmlns='{NS_MAM}' default='always'><always/>"
+        f"<never><jid>{alice_jid}</jid></never></prefs>",
+    )
+    stored = child(answer, NS_MAM, "prefs")
+    assert stored.get("default") == "always" and jids(stored, "never") == [alice_jid]
+    assert jids(child(prefs_iq(b, "get"), NS_MAM, "prefs"), "never") == [alice_jid]
+    a.msg(bob, "not for the archive")
+    live = b.expect(lambda e: child_text(e, NS_CLIENT, "body") == "not for the archive")
+    assert child(live, NS_SID, "stanza-id") is None
+    c.msg(bob, "from a guest")
+    kept = b.expect(lambda e: child_text(e, NS_CLIENT, "body") == "from a guest")
+    assert child(kept, NS_SID, "stanza-id") is not None
+    results, _ = mam(b)
+    assert bodies(results) == ["from a guest"]
+    # Alice's own archive keeps it: her preferences are hers.
+    assert [m.last for m in privmsgs(chathistory(a, "LATEST", bob, "*", "10"))] == [
+        "not for the archive"
+    ]
+    # Keep nothing but alice's: a guest's message is no longer kept.
+    prefs_iq(
+        b,
+        "set",
+        f"<prefs xmlns='{NS_MAM}' default='never'><always><jid>{alice_jid}</jid></always>"
+        "<never/></prefs>",
+    )
+    c.msg(bob, "guest again")
+    a.msg(bob, "alice again")
+    b.expect(lambda e: child_text(e, NS_CLIENT, "body") == "alice again")
+    results, _ = mam(b)
+    assert bodies(results) == ["from a guest", "alice again"]
+    # By roster is not supported: said so, and nothing changes.
+    refused = prefs_iq(b, "set", f"<prefs xmlns='{NS_MAM}' default='roster'/>")
+    assert refused.get("type") == "error"
+    assert child(prefs_iq(b, "get"), NS_MAM, "prefs").get("default") == "never"
+
+
+# -- Message Displayed Synchronization (XEP-0490) ------------------------------------------------
+
+NS_PUBSUB = "http://jabber.org/protocol/pubsub"
+NS_MDS = "urn:xmpp:mds:displayed:0"
+
+
+def mds_items(peer) -> dict[str, str]:
+    """The account's displayed-markers node: {conversation JID: stanza-id}."""
+    qid = token()
+    peer.raw(
+        f"<iq type='get' id='{qid}'><pubsub xmlns='{NS_PUBSUB}'><items node='{NS_MDS}'/></pubsub></iq>"
+    )
+    answer = peer.expect(lambda e: local(e) == "iq" and e.get("id") == qid)
+    if answer.get("type") != "result":
+        return {}
+    items = child(child(answer, NS_PUBSUB, "pubsub"), NS_PUBSUB, "items")
+    return {
+        item.get("id"): child(child(item, NS_MDS, "displayed"), NS_SID, "stanza-id").get("id")
+        for item in items
+    }
+
+
+def publish_displayed(peer, conversation: str, msgid: str, by: str) -> None:
+    qid = token()
+    peer.raw(
+        f"<iq type='set' id='{qid}'><pubsub xmlns='{NS_PUBSUB}'><publish node='{NS_MDS}'>"
+        f"<item id='{conversation}'><displayed xmlns='{NS_MDS}'>"
+        f"<stanza-id xmlns='{NS_SID}' id='{msgid}' by='{by}'/></displayed></item></publish>"
+        f"<publish-options><x xmlns='{NS_DATA}' type='submit'>"
+        "<field var='FORM_TYPE' type='hidden'>"
+        "<value>http://jabber.org/protocol/pubsub#publish-options</value></field>"
+        "<field var='pubsub#persist_items'><value>true</value></field>"
+        "<field var='pubsub#max_items'><value>max</value></field>"
+        "<field var='pubsub#access_model'><value>whitelist</value></field>"
+        "</x></publish-options></pubsub></iq>"
+    )
+    assert peer.expect(lambda e: local(e) == "iq" and e.get("id") == qid).get("type") == "result"
+
+
+def test_read_positions_are_the_mds_node_both_ways(world: World) -> None:
+    alice, bob = world.nick("arcMa"), world.nick("arcMb")
+    room = world.room("arcmds")
+    world.register(alice)
+    x = world.xmpp(bob)
+    laptop = world.irc(bob + "l", caps=(*HISTORY_CAPS, "draft/read-marker"), sasl=(bob, PASSWORD))
+    a = world.irc(alice, caps=HISTORY_CAPS, sasl=(alice, PASSWORD))
+    alice_jid, bob_jid = f"{alice.lower()}@{DOMAIN}", f"{bob.lower()}@{DOMAIN}"
+    a.msg(bob, "first")
+    a.msg(bob, "second")
+    first = laptop.expect(lambda m: m.command == "PRIVMSG" and m.last == "first")
+    second = laptop.expect(lambda m: m.command == "PRIVMSG" and m.last == "second")
+    # Read on the laptop (IRC): the node names the message read, for XMPP clients.
+    laptop.send(f"MARKREAD {alice} timestamp={first.tags['time']}")
+    laptop.expect(lambda m: m.command == "MARKREAD")
+    for _ in range(50):
+        if mds_items(x).get(alice_jid) == first.tags["msgid"]:
+            break
+        time.sleep(0.1)
+    assert mds_items(x)[alice_jid] == first.tags["msgid"]
+    # Read on the phone (XMPP publishes to the node): the laptop's marker moves.
+    publish_displayed(x, alice_jid, second.tags["msgid"], bob_jid)
+    moved = laptop.expect(lambda m: m.command == "MARKREAD")
+    assert moved.params == (alice, f"timestamp={second.tags['time']}")
+    # Rooms too: the item is the room's JID, the id the room's stanza-id.
+    laptop.join(room)
+    a.join(room)
+    a.say(room, "in the room")
+    said = laptop.expect(lambda m: m.command == "PRIVMSG" and m.last == "in the room")
+    laptop.sync()
+    publish_displayed(x, room_jid(room), said.tags["msgid"], room_jid(room))
+    moved = laptop.expect(
+        lambda m: m.command == "MARKREAD" and m.params[0] == f"#{room}" and m.params[1] != "*"
+    )
+    assert moved.params[1] == f"timestamp={said.tags['time']}"
+    # A marker that names no message here changes nothing.
+    publish_displayed(x, alice_jid, "no-such-id", bob_jid)
+    laptop.send(f"MARKREAD {alice}")
+    assert laptop.expect(lambda m: m.command == "MARKREAD").params[1] == (
+        f"timestamp={second.tags['time']}"
+    )

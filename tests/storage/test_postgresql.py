@@ -18,6 +18,7 @@ from zope.interface.verify import verifyClass
 
 import chatserver
 import tests.storage.test_sqlite_accounts as accounts_tests
+import tests.storage.test_sqlite_archive as archive_tests
 import tests.storage.test_sqlite_history as history_tests
 import tests.storage.test_sqlite_invites as invites_tests
 import tests.storage.test_sqlite_ops as ops_tests
@@ -100,6 +101,10 @@ class PostgresBlockStoreTests(personal_tests.BlockStoreTests):
 
 
 class PostgresRoomTests(rooms_tests.RoomTests):
+    backend = "postgresql"
+
+
+class PostgresAccountSettingsTests(archive_tests.AccountSettingsTests):
     backend = "postgresql"
 
 

@@ -4,7 +4,7 @@ expiry in batches, read markers, and deleting an account deleting its archive.""
 from __future__ import annotations
 
 from chatserver.core.events import Message, Who
-from chatserver.core.records import ArchiveEntry, ArchiveQuery
+from chatserver.core.records import AlwaysOnRecord, ArchiveEntry, ArchivePrefs, ArchiveQuery
 from tests.storage.helpers import StoreTestCase, account
 
 NOW = 1_700_000_000.0
@@ -90,3 +90,57 @@ class ArchiveTests(StoreTestCase):
         self.assertEqual(await store.query_private(ArchiveQuery("bob", None, 10)), [])
         self.assertIsNone(await store.get_read_marker("bob", "alice"))
         self.assertEqual(len(await store.query_private(ArchiveQuery("alice", None, 10))), 1)
+
+
+class AccountSettingsTests(StoreTestCase):
+    """Always-on membership and archive preferences: what a restart reads back, and what goes
+    with the account."""
+
+    async def test_always_on_round_trips_and_goes_with_the_account(self) -> None:
+        store = await self.open_store()
+        await store.create_account(account("Alice"))
+        await store.create_account(account("Bob"))
+        self.assertEqual(await store.load_always_on(), [])
+        await store.save_always_on(
+            AlwaysOnRecord("alice", "Alice", "alice", "h.cloak", "Alice A", ("dev", "tea"), None)
+        )
+        await store.save_always_on(AlwaysOnRecord("bob", "bobby", "b", "c.cloak", "B", ()))
+        # Saved again: replaced, not added.
+        await store.save_always_on(
+            AlwaysOnRecord("alice", "Alicia", "alice", "h.cloak", "Alice A", ("dev",), NOW)
+        )
+        loaded = await store.load_always_on()
+        self.assertEqual(
+            loaded,
+            [
+                AlwaysOnRecord(
+                    "alice", "Alicia", "alice", "h.cloak", "Alice A", ("dev",), NOW, "Alice"
+                ),
+                AlwaysOnRecord("bob", "bobby", "b", "c.cloak", "B", (), None, "Bob"),
+            ],
+        )
+        await store.delete_always_on("Bob")
+        self.assertEqual([r.account for r in await store.load_always_on()], ["alice"])
+        await store.delete_account("alice")
+        self.assertEqual(await store.load_always_on(), [])
+
+    async def test_archive_preferences_round_trip_and_go_with_the_account(self) -> None:
+        store = await self.open_store()
+        await store.create_account(account("Alice"))
+        prefs = ArchivePrefs("never", ("bob", "~guest1"), ("=x@example.org",))
+        await store.save_archive_prefs("Alice", prefs)
+        self.assertEqual(await store.load_archive_prefs(), [("alice", prefs)])
+        await store.save_archive_prefs("alice", ArchivePrefs())
+        self.assertEqual(await store.load_archive_prefs(), [("alice", ArchivePrefs())])
+        await store.delete_account("alice")
+        self.assertEqual(await store.load_archive_prefs(), [])
+
+    async def test_delivered_messages_may_be_marked_undelivered_again(self) -> None:
+        store = await self.open_store()
+        await store.append_private([ArchiveEntry("bob", "alice", pm(n)) for n in range(3)])
+        self.assertEqual(await store.take_offline("bob", 10), [])
+        await store.mark_offline("bob", ["m0001", "m0002", "nope"])
+        # Another account's copy of the same id is not its own.
+        await store.mark_offline("alice", ["m0000"])
+        self.assertEqual([m.id for m in await store.take_offline("bob", 10)], ["m0001", "m0002"])
+        self.assertEqual(await store.take_offline("alice", 10), [])

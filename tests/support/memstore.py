@@ -14,14 +14,27 @@ from chatserver.core.accounts import AccountManager, RegistrationInvite, not_inv
 from chatserver.core.bans import ServerBan
 from chatserver.core.errors import AccountError
 from chatserver.core.events import Message
-from chatserver.core.interfaces import IAccountStore, IHistoryStore, IRoomStore, IServerBanStore
+from chatserver.core.interfaces import (
+    IAccountSettingsStore,
+    IAccountStore,
+    IHistoryStore,
+    IRoomStore,
+    IServerBanStore,
+)
 from chatserver.core.names import casefold
-from chatserver.core.records import AccountRecord, ArchiveQuery, RoomEventRecord, RoomRecord
+from chatserver.core.records import (
+    AccountRecord,
+    AlwaysOnRecord,
+    ArchivePrefs,
+    ArchiveQuery,
+    RoomEventRecord,
+    RoomRecord,
+)
 from chatserver.core.service import ChatService
 from chatserver.core.settings import CoreSettings
 
 
-@implementer(IAccountStore, IRoomStore, IHistoryStore, IServerBanStore)
+@implementer(IAccountStore, IRoomStore, IHistoryStore, IServerBanStore, IAccountSettingsStore)
 class MemoryStore:
     def __init__(self) -> None:
         self.accounts: dict[str, AccountRecord] = {}
@@ -30,6 +43,8 @@ class MemoryStore:
         self.events: list[RoomEventRecord] = []
         self.invites: dict[str, RegistrationInvite] = {}
         self.server_bans: dict[str, ServerBan] = {}
+        self.always_on: dict[str, AlwaysOnRecord] = {}
+        self.archive_prefs: dict[str, ArchivePrefs] = {}
 
     # accounts
     def get_account(self, name: str) -> Deferred:
@@ -57,7 +72,34 @@ class MemoryStore:
         return succeed(True)
 
     def delete_account(self, name: str) -> Deferred:
+        self.always_on.pop(casefold(name), None)
+        self.archive_prefs.pop(casefold(name), None)
         return succeed(self.accounts.pop(casefold(name), None) is not None)
+
+    # per-account settings
+    def load_always_on(self) -> Deferred:
+        return succeed(
+            [
+                dataclasses.replace(record, name=self.accounts[key].name)
+                for key, record in sorted(self.always_on.items())
+                if key in self.accounts
+            ]
+        )
+
+    def save_always_on(self, record: AlwaysOnRecord) -> Deferred:
+        self.always_on[record.account] = record
+        return succeed(None)
+
+    def delete_always_on(self, account: str) -> Deferred:
+        self.always_on.pop(casefold(account), None)
+        return succeed(None)
+
+    def load_archive_prefs(self) -> Deferred:
+        return succeed(list(self.archive_prefs.items()))
+
+    def save_archive_prefs(self, account: str, prefs: ArchivePrefs) -> Deferred:
+        self.archive_prefs[casefold(account)] = prefs
+        return succeed(None)
 
     def list_accounts(self) -> Deferred:
         return succeed(sorted(self.accounts.values(), key=lambda r: casefold(r.name)))

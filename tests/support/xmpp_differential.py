@@ -43,9 +43,8 @@ def _drop(el: etree._Element, tag: str, when: Callable[[etree._Element], bool]) 
 
 
 def archive_stanza_id(el: etree._Element) -> None:
-    """A user archive's ``<stanza-id by='user@domain'/>`` (Prosody's mod_mam stamps one on
-    each message it stores for a user; chatserver's one-to-one archive is not part of these
-    scripts)."""
+    """A user archive's ``<stanza-id by='user@domain'/>``: both servers stamp one on each
+    message they keep for a user, with ids of their own."""
     _drop(el, f"{{{NS_SID}}}stanza-id", lambda c: (c.get("by") or "").endswith("@localhost"))
 
 

@@ -201,3 +201,73 @@ def test_ack_of_more_than_was_sent_is_handled_count_too_high(
     again.login("alice", "correct horse")
     again.bind()
     again.sock.close()
+
+
+def test_what_a_timed_out_session_never_acknowledged_waits_for_the_next_login(
+    make_server: Callable[..., ServerProcess],
+) -> None:
+    metrics_port = free_port()
+    server = make_server(
+        protocols=("line", "xmpp"),
+        overrides={
+            "xmpp": {"resume_timeout": 1},
+            "metrics": {"enabled": True, "port": metrics_port},
+            "chat": {"history_flush_interval": 0.1},
+        },
+    )
+    server.create_account("alice", "correct horse")
+    phone = RawStream(server.ports["xmpp"])
+    phone.login("alice", "correct horse")
+    phone.bind()
+    phone.send(f"<enable xmlns='{NS_SM}' resume='true'/>".encode())
+    phone.read_until(lambda el: el.tag == SM + "enabled")
+    carol = LineClient(server.ports["line"])
+    carol.expect("*** Choose a nick:")
+    carol.send("carol")
+    carol.expect("*** You are carol.")
+    for n in range(5):
+        carol.send(f"/msg alice read {n}")
+    read = phone.read_until(lambda el: (el.findtext(CLIENT + "body") or "") == "read 4")
+    ids = {
+        b: el.find("{urn:xmpp:sid:0}stanza-id").get("id")
+        for el, (_, b) in zip(
+            [e for e in read if e.tag == CLIENT + "message"], _bodies(read), strict=True
+        )
+    }
+    # Two acknowledged; the connection drops; one more comes while the session waits.
+    phone.send(f"<a xmlns='{NS_SM}' h='2'/>".encode())
+    time.sleep(0.2)
+    phone.cut()
+    time.sleep(0.3)
+    carol.send("/msg alice while detached")
+    time.sleep(2.0)
+    # The session is gone: nothing went back to carol, and the four are kept for alice.
+    carol.send("/ping")
+    seen = []
+    while True:
+        line = carol.read_line(5)
+        if line == "*** pong":
+            break
+        seen.append(line)
+    assert not [line for line in seen if "Not delivered" in line]
+    status, _, text = get(f"http://127.0.0.1:{metrics_port}/metrics")
+    assert status == 200
+    found = samples(text)
+    assert found[("chatserver_xmpp_sm_unacked_total", (("outcome", "kept"),))] == 4
+    assert found[("chatserver_xmpp_sm_unacked_total", (("outcome", "bounced"),))] == 0
+    # The next login (a fresh session) gets them, with their delay stamps and archive ids.
+    again = RawStream(server.ports["xmpp"])
+    again.login("alice", "correct horse")
+    again.bind()
+    got = again.read_until(lambda el: (el.findtext(CLIENT + "body") or "") == "while detached")
+    offline = [el for el in got if el.tag == CLIENT + "message"]
+    assert [b for _, b in _bodies(offline)] == ["read 2", "read 3", "read 4", "while detached"]
+    for el in offline:
+        assert el.find("{urn:xmpp:delay}delay") is not None
+    kept = {
+        el.findtext(CLIENT + "body"): el.find("{urn:xmpp:sid:0}stanza-id").get("id")
+        for el in offline
+    }
+    assert all(kept[b] == ids[b] for b in ("read 2", "read 3", "read 4"))
+    carol.close()
+    again.sock.close()

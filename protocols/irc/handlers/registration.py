@@ -111,8 +111,15 @@ def nick(conn: IrcConnection, msg: IrcMessage) -> None:
             conn.reply(n.ERR_ERRONEUSNICKNAME, wanted, erroneous_text(err))
         return
     holder = conn.service.find_user(wanted)
-    # A connection logged in by SASL joins its account's user whatever nick it asks for.
-    if holder is not None and (conn.core is None or conn.core.account is None):
+    # A connection logged in by SASL joins its account's user whatever nick it asks for.  While
+    # capabilities are negotiated SASL may still come, so the nick of an account's user waits
+    # for the end of registration (a client of an always-on account asks for its own nick
+    # before it authenticates); without that account it is refused then.
+    if (
+        holder is not None
+        and (conn.core is None or conn.core.account is None)
+        and not (conn.cap_negotiating and holder.account is not None)
+    ):
         conn.refused_nick = wanted
         conn.reply(n.ERR_NICKNAMEINUSE, wanted, "Nickname is already in use")
         return

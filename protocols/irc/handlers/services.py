@@ -200,13 +200,40 @@ def ns_info(conn: Any, args: list[str], reply: Reply) -> Deferred[Any]:
     return conn.service.account_info(name).addCallback(show)
 
 
+_ON_OFF = {"ON": True, "TRUE": True, "OFF": False, "FALSE": False}
+
+
 def ns_set(conn: Any, args: list[str], reply: Reply) -> Deferred[Any]:
+    if args and args[0].upper() == "ALWAYS-ON":
+        return _set_always_on(conn, args[1:], reply)
     if not args or args[0].upper() != "PASSWORD" or len(args) != 3:
         raise Usage()
     _password_allowed(conn)
     d = conn.service.change_password(conn.core, args[1], args[2])
     d.addCallback(lambda _: reply("Your password has been changed."))
     return d
+
+
+def _set_always_on(conn: Any, args: list[str], reply: Reply) -> Deferred[Any]:
+    """SET ALWAYS-ON [ON|OFF]: stay in your rooms with your nick while no client is
+    connected; without an argument, say whether it is on."""
+    if not args:
+        on = conn.service.is_always_on(_account_of(conn))
+        reply(f"always-on is {'on' if on else 'off'} for your account.")
+        return maybeDeferred(lambda: None)
+    if len(args) != 1 or args[0].upper() not in _ON_OFF:
+        raise Usage()
+
+    def done(on: bool) -> None:
+        if on:
+            reply(
+                "always-on is now on: you stay in your rooms with your nick while no client is"
+                " connected, and get what you missed when you come back."
+            )
+        else:
+            reply("always-on is now off: you leave your rooms when your last client quits.")
+
+    return conn.service.set_always_on(conn.core, _ON_OFF[args[0].upper()]).addCallback(done)
 
 
 def _claim(conn: Any, args: list[str], reply: Reply, regain: bool) -> Deferred[Any]:
@@ -321,7 +348,7 @@ NICKSERV_COMMANDS: dict[str, tuple[SubHandler, str]] = {
     "LOGOUT": (ns_logout, ""),
     "DROP": (ns_drop, "<password>"),
     "INFO": (ns_info, "[account]"),
-    "SET": (ns_set, "PASSWORD <current password> <new password>"),
+    "SET": (ns_set, "PASSWORD <current password> <new password> | ALWAYS-ON [ON|OFF]"),
     "GHOST": (ns_ghost, "<nick> [password]"),
     "REGAIN": (ns_regain, "<nick> [password]"),
     "INVITE": (ns_invite, "<nick> [days]"),

@@ -208,3 +208,27 @@ def do_unblock(c: LineConnection, a: Args) -> Deferred:
         return Reply([f"{INFO}you no longer block {' '.join(gone)}"], {"unblocked": gone})
 
     return c.service.unblock(c.session, names).addCallback(done)
+
+
+@command(
+    "set",
+    "always-on [on|off]",
+    "Account settings. always-on: stay in your rooms with your nick while none of your"
+    " clients is connected (shown away), and get what you missed when you come back, on any"
+    " protocol. Without on or off, say whether it is on.",
+    Param("setting", required=True),
+    Param("value"),
+    json='{"cmd": "set", "setting": "always-on", "value": "on"}',
+)
+def do_set(c: LineConnection, a: Args) -> Reply | Deferred:
+    if a["setting"].lower() != "always-on":
+        raise CommandError("bad_argument", "the setting is always-on", usage=True)
+    value = (a.get("value") or "").lower()
+    if not value:
+        on = c.service.is_always_on(c.user.account if c.user else None)
+        return Reply([f"{INFO}always-on: {'on' if on else 'off'}"], {"always-on": on})
+    if value not in ("on", "off"):
+        raise CommandError("bad_argument", "always-on is on or off", usage=True)
+    return c.service.set_always_on(c.session, value == "on").addCallback(
+        lambda on: Reply([f"{INFO}always-on: {'on' if on else 'off'}"], {"always-on": on})
+    )

@@ -130,6 +130,13 @@ def joined_elsewhere(conn: Any, room: RoomView) -> None:
     send_room_state(conn, room, JoinRequest(conn.user.nick))
 
 
+def show_rooms(conn: Any) -> None:
+    """A resource came online whose user is in rooms already (joined from another client, or
+    kept in them by always-on): each room appears here as joined, with its recent history."""
+    for room in list(conn.user.rooms.values()):
+        joined_elsewhere(conn, room)
+
+
 def send_room_state(conn: Any, room: RoomView, request: JoinRequest) -> None:
     """Occupants, then the joiner's own presence, then history, then the subject."""
     me = conn.user

@@ -1,0 +1,280 @@
+"""Always-on accounts across a restart of the client and of the server, on every protocol.
+
+An always-on account stays in its rooms with its nick while none of its clients is connected
+(shown away to the others); its next client, on any protocol, is put back in the rooms and
+given what it missed; private messages meanwhile arrive as offline messages.  The server of
+this module is its own (it is restarted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.matrix.clients import NS_CLIENT, NS_DELAY, IrcLine, child, child_text, local, token
+from tests.matrix.conftest import PASSWORD, World
+from tests.support.server import ServerProcess
+
+pytestmark = [
+    pytest.mark.timeout(120),
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+]
+
+HISTORY_CAPS = ("batch", "message-tags", "server-time")
+NS_MUC_USER = "http://jabber.org/protocol/muc#user"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    server = ServerProcess(
+        tmp_path_factory.mktemp("always-on"),
+        protocols=("line", "irc", "xmpp"),
+        overrides={
+            "irc": {"flood_exempt": ["127.0.0.1"]},
+            "line": {"flood_burst": 10000, "flood_rate": 10000.0},
+            "chat": {"history_flush_interval": 0.2, "login_failure_burst": 50},
+        },
+    )
+    server.start()
+    made = World(server)
+    try:
+        yield made
+    finally:
+        made.close()
+        server.kill()
+
+
+def restart(world: World) -> None:
+    world.close()
+    world.peers.clear()
+    world.server.restart()
+
+
+def ns(peer, text: str) -> str:
+    """Send NickServ a command; its first answer."""
+    peer.send(f"PRIVMSG NickServ :{text}")
+    return peer.expect(lambda m: m.command == "NOTICE" and m.source.startswith("NickServ")).last
+
+
+def names(peer, room: str) -> set[str]:
+    peer.send(f"NAMES #{room}")
+    reply = peer.expect(lambda m: m.command == "353")
+    return {n.lstrip("@+") for n in reply.last.split()}
+
+
+def batches(peer, count: int) -> dict[str, list[IrcLine]]:
+    """The next ``count`` chathistory batches, by target: {target: lines}."""
+    got: dict[str, list[IrcLine]] = {}
+    while len(got) < count:
+        start = peer.expect(
+            lambda m: m.command == "BATCH" and m.params[0].startswith("+") and len(m.params) > 2
+        )
+        assert start.params[1] == "chathistory", start.raw
+        ref = start.params[0][1:]
+        lines = got[start.params[2]] = []
+        while True:
+            m = peer.expect(lambda m: True)
+            if m.command == "BATCH" and m.params[0] == "-" + ref:
+                break
+            assert m.tags.get("batch") == ref, m.raw
+            lines.append(m)
+    return got
+
+
+def test_irc_always_on_across_a_client_and_a_server_restart(world: World) -> None:
+    alice, bob = world.nick("aoA"), world.nick("aoB")
+    room = world.room("ao")
+    world.register(alice)
+    a = world.irc(alice, caps=HISTORY_CAPS, sasl=(alice, PASSWORD))
+    assert ns(a, "SET ALWAYS-ON").startswith("always-on is off")
+    assert ns(a, "SET ALWAYS-ON ON").startswith("always-on is now on")
+    a.join(room)
+    a.sync()
+    b = world.irc(bob, caps=("away-notify",))
+    b.join(room)
+    b.sync()
+    a.quit("phone off")
+    # The others see alice go away, not leave: she is still in the room, with her nick.
+    away = b.expect(lambda m: m.command == "AWAY" and m.source.startswith(alice + "!"))
+    assert "always-on" in away.last
+    assert alice in names(b, room)
+    guest = world.irc(world.nick("aoG"))
+    guest.send(f"NICK {alice}")
+    assert guest.expect(lambda m: m.command in ("433", "NICK")).command == "433"
+    b.say(room, "said while alice was away")
+    b.msg(alice, "a private word")
+    b.sync()
+    # She comes back: in her room again, with what she missed, and her private message.
+    a = world.irc(alice, caps=HISTORY_CAPS, sasl=(alice, PASSWORD))
+    a.expect(lambda m: m.command == "JOIN" and m.params[0] == f"#{room}")
+    got = batches(a, 2)
+    missed = got[f"#{room}"]
+    assert [m.last for m in missed] == ["said while alice was away"]
+    assert all("time" in m.tags for m in missed)
+    assert [m.last for m in got[alice]] == ["a private word"]
+    back = b.expect(lambda m: m.command == "AWAY" and m.source.startswith(alice + "!"))
+    assert back.params == ()
+    # Across a restart of the server: the membership and the time she left are kept.
+    a.quit("laptop off")
+    b.expect(lambda m: m.command == "AWAY" and m.source.startswith(alice + "!"))
+    b.say(room, "before the restart")
+    b.sync()
+    restart(world)
+    b = world.irc(bob, caps=("away-notify",))
+    b.join(room)
+    b.sync()
+    assert alice in names(b, room)
+    b.send(f"WHOIS {alice}")
+    assert "always-on" in b.expect(lambda m: m.command == "301").last
+    b.say(room, "after the restart")
+    b.sync()
+    a = world.irc(alice, caps=HISTORY_CAPS, sasl=(alice, PASSWORD))
+    a.expect(lambda m: m.command == "JOIN" and m.params[0] == f"#{room}")
+    missed = batches(a, 1)[f"#{room}"]
+    assert [m.last for m in missed] == ["before the restart", "after the restart"]
+    # Off again: her last client quitting takes her out of the room.
+    assert ns(a, "SET ALWAYS-ON OFF").startswith("always-on is now off")
+    a.quit("bye")
+    b.expect(lambda m: m.command == "QUIT" and m.source.startswith(alice + "!"))
+    assert alice not in names(b, room)
+
+
+def test_line_always_on_rejoins_and_replays_across_restarts(world: World) -> None:
+    alice, bob = world.nick("aoL"), world.nick("aoM")
+    room = world.room("aol")
+    world.register(alice)
+    a = world.line(alice, password=PASSWORD)
+    a.cmd("set", setting="always-on", value="on")
+    assert a.expect(lambda o: o.get("cmd") == "set")["always-on"] is True
+    a.join(room)
+    a.sync()
+    b = world.line(bob)
+    b.join(room)
+    b.sync()
+    a.quit("gone")
+    away = b.expect(lambda o: o.get("type") == "away" and o.get("from") == alice)
+    assert "always-on" in away["text"]
+    b.say(room, "line while away")
+    b.msg(alice, "line pm")
+    b.sync()
+    # (The room itself is shown before the answer to /identify, as to a second client.)
+    a = world.line(alice, password=PASSWORD)
+    got = {}
+    while len(got) < 2:
+        o = a.expect(lambda o: o.get("type") in ("missed", "offline"))
+        got[o["type"]] = o
+    assert got["missed"]["room"] == room
+    assert [m["text"] for m in got["missed"]["messages"]] == ["line while away"]
+    assert [m["text"] for m in got["offline"]["messages"]] == ["line pm"]
+    a.quit("gone again")
+    b.say(room, "line before restart")
+    b.sync()
+    restart(world)
+    # Text mode this time, under another nick until logged in: the missed block is
+    # readable as such.
+    a = world.line(alice + "t", json_mode=False)
+    a.line(f"/identify {alice} {PASSWORD}")
+    a.expect(lambda s: isinstance(s, str) and s.startswith(f"*** while you were away in #{room}"))
+    line = a.expect(lambda s: isinstance(s, str) and "line before restart" in s)
+    assert line.startswith("[")
+    a.line("/set always-on")
+    assert a.expect(lambda s: isinstance(s, str) and "always-on:" in s).endswith("on")
+
+
+def test_xmpp_client_of_an_always_on_account_is_shown_its_rooms_and_missed_messages(
+    world: World,
+) -> None:
+    alice, bob = world.nick("aoX"), world.nick("aoY")
+    room = world.room("aox")
+    world.register(alice)
+    a = world.line(alice, password=PASSWORD)
+    a.cmd("set", setting="always-on", value="on")
+    a.expect(lambda o: o.get("cmd") == "set")
+    a.join(room)
+    a.sync()
+    a.quit("bye")
+    b = world.irc(bob)
+    b.join(room)
+    b.say(room, "for the phone")
+    b.msg(alice, "private for the phone")
+    b.sync()
+    restart(world)
+    x = world.xmpp(alice)
+
+    # The room appears as joined (self-presence, code 110), with its history; the private
+    # message arrives with its delay stamp.
+    def kind(e) -> str | None:
+        if local(e) == "presence" and e.get("from", "").startswith(f"{room}@"):
+            codes = {s.get("code") for s in (child(e, NS_MUC_USER, "x") or [])}
+            return "own" if "110" in codes else None
+        body = child_text(e, NS_CLIENT, "body")
+        if e.get("type") == "groupchat" and body == "for the phone":
+            return "said"
+        return "pm" if body == "private for the phone" else None
+
+    got: dict[str, object] = {}
+    while len(got) < 3:
+        e = x.expect(lambda e: kind(e) is not None)
+        got[kind(e) or ""] = e
+    own, said, pm = got["own"], got["said"], got["pm"]
+    assert own.get("from", "").endswith("/" + alice)
+    assert child(said, NS_DELAY, "delay") is not None
+    assert child(pm, NS_DELAY, "delay") is not None
+    # Its stream ends: alice stays in the room.
+    x.close()
+    b = world.irc(bob + "b")
+    b.join(room)
+    b.sync()
+    assert alice in names(b, room)
+
+
+NS_COMMANDS = "http://jabber.org/protocol/commands"
+NS_DATA = "jabber:x:data"
+NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
+
+
+def iq(peer, body: str, to: str = "localhost"):
+    qid = token()
+    peer.raw(f"<iq type='{body[0]}' id='{qid}' to='{to}'>{body[1]}</iq>")
+    return peer.expect(lambda e: local(e) == "iq" and e.get("id") == qid)
+
+
+def test_xmpp_turns_always_on_on_with_an_ad_hoc_command(world: World) -> None:
+    alice = world.nick("aoC")
+    room = world.room("aoc")
+    x = world.xmpp(alice)
+    listed = iq(x, ("get", f"<query xmlns='{NS_DISCO_ITEMS}' node='{NS_COMMANDS}'/>"))
+    nodes = [i.get("node") for i in child(listed, NS_DISCO_ITEMS, "query")]
+    assert "always-on" in nodes
+    form = iq(x, ("set", f"<command xmlns='{NS_COMMANDS}' node='always-on' action='execute'/>"))
+    command = child(form, NS_COMMANDS, "command")
+    assert command.get("status") == "executing"
+    field = next(f for f in child(command, NS_DATA, "x") if f.get("var") == "always-on")
+    assert child_text(field, NS_DATA, "value") == "0"
+    done = iq(
+        x,
+        (
+            "set",
+            f"<command xmlns='{NS_COMMANDS}' node='always-on' sessionid='{command.get('sessionid')}'>"
+            f"<x xmlns='{NS_DATA}' type='submit'><field var='always-on'><value>1</value></field>"
+            "</x></command>",
+        ),
+    )
+    assert child(done, NS_COMMANDS, "command").get("status") == "completed"
+    # An unknown command is not found.
+    bad = iq(x, ("set", f"<command xmlns='{NS_COMMANDS}' node='nope' action='execute'/>"))
+    assert bad.get("type") == "error"
+    x.join(room)
+    x.expect(lambda e: local(e) == "presence" and e.get("from", "").endswith("/" + alice))
+    x.sync()
+    x.close()
+    i = world.irc(world.nick("aoD"), caps=("away-notify",))
+    i.join(room)
+    i.sync()
+    assert alice in names(i, room)
+    i.say(room, "are you there?")
+    i.sync()
+    x = world.xmpp(alice)
+    said = x.expect(lambda e: child_text(e, NS_CLIENT, "body") == "are you there?")
+    assert said.get("type") == "groupchat"
