@@ -36,6 +36,9 @@ class Terminal:
     def __init__(self, command: str) -> None:
         self.socket = f"chatserver-test-{uuid.uuid4().hex[:8]}"
         self.tmux("new-session", "-d", "-s", "t", "-x", "160", "-y", "40", command)
+        # tmux makes the pane's first process a session leader: everything the command
+        # starts (runuser, then poezio) is in that session, which is how close() finds it.
+        self.session = int(self.tmux("display-message", "-p", "-t", "t", "#{pane_pid}"))
 
     def tmux(self, *args: str) -> str:
         done = subprocess.run(
@@ -64,7 +67,14 @@ class Terminal:
             time.sleep(0.2)
 
     def close(self) -> None:
+        # Poezio outlives the hangup that kill-server sends (under runuser it is not even the
+        # pane's own process) and then spins on its lost terminal: end the whole session.
+        subprocess.run(["pkill", "-KILL", "-s", str(self.session)], check=False)
         self.tmux("kill-server")
+        deadline = time.monotonic() + 5
+        while subprocess.run(["pgrep", "-s", str(self.session)], capture_output=True).stdout:
+            assert time.monotonic() < deadline, "poezio still running after the test"
+            time.sleep(0.1)
 
 
 def irc_user(server: ServerProcess, nick: str) -> LineClient:
