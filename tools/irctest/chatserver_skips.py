@@ -21,9 +21,10 @@ NOT_APPLICABLE = {
     ),
     "irctest/server_tests/read_marker.py::ReadMarkerServiceTestCase::"
     "testReadMarkerPersistsAcrossReconnect": (
-        "expects always-on accounts (a reconnecting client re-joined to its rooms by the "
-        "server, then sent their read markers); this server does not keep absent users in "
-        "rooms"
+        "expects every registered account to be always-on without asking (a reconnecting "
+        "client re-joined to its rooms by the server, then sent their read markers); here "
+        "always-on is per account and opt-in (NickServ SET ALWAYS-ON), and the test does "
+        "not opt in"
     ),
     "irctest/server_tests/links.py::ServicesLinksTestCase::testLinksWithServices": (
         "expects the services to be linked as a second server; NickServ and ChanServ are "
