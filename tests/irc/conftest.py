@@ -231,5 +231,12 @@ def one(messages: Iterable[IrcMessage], command: str) -> IrcMessage:
     return found[0]
 
 
+def cap_ls(messages: Iterable[IrcMessage]) -> str:
+    """The capabilities of a whole CAP LS reply, which CAP LS 302 may spread over lines."""
+    ls = [m for m in find(messages, "CAP") if m.params[1] == "LS"]
+    assert ls and all(m.params[2] == "*" for m in ls[:-1]) and ls[-1].params[2] != "*", ls
+    return " ".join(m.params[-1] for m in ls)
+
+
 def last_param(msg: IrcMessage) -> str:
     return msg.params[-1] if msg.params else ""

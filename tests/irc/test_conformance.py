@@ -466,7 +466,7 @@ def early_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPro
 def _early_client(server: ServerProcess) -> Irc:
     client = Irc(server.ports["irc"])
     client.send("CAP LS 302")
-    assert "draft/account-registration=before-connect" in client.expect("CAP * LS")
+    assert "draft/account-registration=before-connect" in client.cap_ls()
     client.send("CAP REQ :draft/account-registration")
     client.expect("ACK")
     return client

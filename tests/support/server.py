@@ -248,6 +248,17 @@ class LineClient:
             if test(line):
                 return line
 
+    def cap_ls(self, timeout: float | None = None) -> str:
+        """Read a whole CAP LS reply and return its capabilities, space-separated: under
+        CAP LS 302 the server spreads a long list over lines whose LS is followed by ``*``."""
+        caps = []
+        while True:
+            line = self.expect(lambda text: " CAP " in text and " LS " in text, timeout)
+            trailing = line.index(" :", 1)
+            caps.append(line[trailing + 2 :])
+            if not line[:trailing].endswith(" LS *"):
+                return " ".join(caps)
+
     def read_until_closed(self, timeout: float | None = None) -> list[str]:
         lines = []
         try:
