@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
-import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.server import LineClient, ServerProcess
+from tests.support.terminal import Terminal
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -28,53 +26,6 @@ ROOM = "tea"
 
 if not (shutil.which("poezio") and shutil.which("tmux")) and not os.environ.get("CI"):
     pytest.skip("poezio and tmux are not installed", allow_module_level=True)
-
-
-class Terminal:
-    """A command in a detached tmux session on a tmux server of its own."""
-
-    def __init__(self, command: str) -> None:
-        self.socket = f"chatserver-test-{uuid.uuid4().hex[:8]}"
-        self.tmux("new-session", "-d", "-s", "t", "-x", "160", "-y", "40", command)
-        # tmux makes the pane's first process a session leader: everything the command
-        # starts (runuser, then poezio) is in that session, which is how close() finds it.
-        self.session = int(self.tmux("display-message", "-p", "-t", "t", "#{pane_pid}"))
-
-    def tmux(self, *args: str) -> str:
-        done = subprocess.run(
-            ["tmux", "-L", self.socket, *args], capture_output=True, text=True, timeout=10
-        )
-        return done.stdout
-
-    def keys(self, *keys: str) -> None:
-        self.tmux("send-keys", "-t", "t", *keys)
-
-    def type(self, line: str) -> None:
-        self.tmux("send-keys", "-t", "t", "-l", line)
-        self.keys("Enter")
-
-    def screen(self) -> str:
-        return self.tmux("capture-pane", "-p", "-t", "t")
-
-    def wait_for(self, text: str) -> str:
-        deadline = time.monotonic() + WAIT
-        while True:
-            screen = self.screen()
-            if text in screen:
-                return screen
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{text!r} never appeared on:\n{screen}")
-            time.sleep(0.2)
-
-    def close(self) -> None:
-        # Poezio outlives the hangup that kill-server sends (under runuser it is not even the
-        # pane's own process) and then spins on its lost terminal: end the whole session.
-        subprocess.run(["pkill", "-KILL", "-s", str(self.session)], check=False)
-        self.tmux("kill-server")
-        deadline = time.monotonic() + 5
-        while subprocess.run(["pgrep", "-s", str(self.session)], capture_output=True).stdout:
-            assert time.monotonic() < deadline, "poezio still running after the test"
-            time.sleep(0.1)
 
 
 def irc_user(server: ServerProcess, nick: str) -> LineClient:
@@ -114,7 +65,7 @@ def poezio(make_server: Callable[..., ServerProcess]) -> Iterator[tuple[ServerPr
         for path in home.iterdir():
             shutil.chown(path, "nobody")
         prefix = "runuser -u nobody -- "
-    terminal = Terminal(f"{prefix}{env} poezio -f {config}")
+    terminal = Terminal(f"{prefix}{env} poezio -f {config}", width=160, height=40, wait=WAIT)
     try:
         yield server, terminal
     finally:

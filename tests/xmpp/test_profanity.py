@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.server import LineClient, ServerProcess
+from tests.support.terminal import Terminal
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -25,40 +24,6 @@ WAIT = 8.0
 
 if not (shutil.which("profanity") and shutil.which("tmux")) and not os.environ.get("CI"):
     pytest.skip("profanity and tmux are not installed", allow_module_level=True)
-
-
-class Terminal:
-    """profanity in a detached tmux session on a tmux server of its own."""
-
-    def __init__(self, home: Path, command: str) -> None:
-        self.socket = f"chatserver-test-{uuid.uuid4().hex[:8]}"
-        self.tmux("new-session", "-d", "-s", "t", "-x", "200", "-y", "50", command)
-
-    def tmux(self, *args: str) -> str:
-        done = subprocess.run(
-            ["tmux", "-L", self.socket, *args], capture_output=True, text=True, timeout=10
-        )
-        return done.stdout
-
-    def type(self, line: str) -> None:
-        self.tmux("send-keys", "-t", "t", "-l", line)
-        self.tmux("send-keys", "-t", "t", "Enter")
-
-    def screen(self) -> str:
-        return self.tmux("capture-pane", "-p", "-t", "t")
-
-    def wait_for(self, text: str) -> str:
-        deadline = time.monotonic() + WAIT
-        while True:
-            screen = self.screen()
-            if text in screen:
-                return screen
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{text!r} never appeared on:\n{screen}")
-            time.sleep(0.1)
-
-    def close(self) -> None:
-        self.tmux("kill-server")
 
 
 def create_account(server: ServerProcess, name: str) -> None:
@@ -90,9 +55,11 @@ def profanity(
     )
     accounts.chmod(0o600)
     terminal = Terminal(
-        home,
         f"env HOME={home} XDG_DATA_HOME={home / 'data'} XDG_CONFIG_HOME={home / 'config'}"
         " TERM=xterm-256color profanity -a alice@localhost",
+        width=200,
+        height=50,
+        wait=WAIT,
     )
     try:
         deadline = time.monotonic() + WAIT
