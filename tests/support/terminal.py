@@ -33,8 +33,8 @@ class Terminal:
     def screen(self) -> str:
         return self.tmux("capture-pane", "-p", "-t", "t")
 
-    def wait_for(self, text: str) -> str:
-        deadline = time.monotonic() + self.wait
+    def wait_for(self, text: str, timeout: float | None = None) -> str:
+        deadline = time.monotonic() + (self.wait if timeout is None else timeout)
         while True:
             screen = self.screen()
             if text in screen:

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.server import ServerProcess
-from tests.xmpp.test_profanity import PASSWORD, Terminal
+from tests.support.terminal import Terminal
+from tests.xmpp.test_profanity import PASSWORD
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -37,23 +38,14 @@ def start_profanity(server: ServerProcess, home: Path, name: str) -> Terminal:
     )
     accounts.chmod(0o600)
     terminal = Terminal(
-        home,
         f"env HOME={home} XDG_DATA_HOME={home / 'data'} XDG_CONFIG_HOME={home / 'config'}"
         f" TERM=xterm-256color profanity -l DEBUG -a {name}@localhost",
+        width=200,
+        height=50,
+        wait=WAIT,
     )
-    wait_for(terminal, "[TLS] [online]")
+    terminal.wait_for("[TLS] [online]")
     return terminal
-
-
-def wait_for(terminal: Terminal, text: str, timeout: float = WAIT) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        screen = terminal.screen()
-        if text in screen:
-            return screen
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{text!r} never appeared on:\n{screen}")
-        time.sleep(0.2)
 
 
 @pytest.fixture
@@ -101,24 +93,24 @@ def test_omemo_messages_both_ways(
         terminal.type("/omemo gen")
     for terminal in (alice, bob):
         # (sic: profanity's spelling)
-        wait_for(terminal, "OMEMO crytographic materials generated", 60)
+        terminal.wait_for("OMEMO crytographic materials generated", 60)
     # Each publishes its device list and bundle over PEP; starting a session reads the
     # other's from the server.
     handled = "omemo_start_device_session_handle_bundle: {}@localhost"
     alice.type("/omemo start bob@localhost")
-    wait_for(alice, "[OMEMO]")
+    alice.wait_for("[OMEMO]")
     # A session with bob's device is built from his bundle before anything is encrypted.
     wait_log(tmp_path / "alice", handled.format("bob"))
     alice.type("secret from alice")
-    wait_for(bob, "<< chat message: alice@localhost")
+    bob.wait_for("<< chat message: alice@localhost")
     bob.type("/win 2")
-    wait_for(bob, "secret from alice")
+    bob.wait_for("secret from alice")
     before = (tmp_path / "bob" / "data" / "profanity" / "logs" / "profanity.log").read_text()
     bob.type("/omemo start alice@localhost")
     wait_log(tmp_path / "bob", handled.format("alice"), before.count(handled.format("alice")) + 1)
     bob.type("secret reply from bob")
     alice.type("/win 2")
-    wait_for(alice, "secret reply from bob")
+    alice.wait_for("secret reply from bob")
 
     # What crossed the server was ciphertext, relayed whole: the words are on the screens
     # only because each client decrypted them.
