@@ -137,6 +137,13 @@ class AlwaysOn:
         """Fires when every always-on write has (shutdown waits for them)."""
         return DeferredList(list(self._always_on_writes), consumeErrors=True)
 
+    def missed_since(self, conn: Connection) -> float | None:
+        """When the always-on user that ``conn`` brought back was last caught up (None if
+        the user had a connection already): what was said in its rooms after it comes as
+        :class:`MissedMessages`, so a protocol that replays a room's recent messages replays
+        only those from before, and shows each message once."""
+        return conn.resumed_since
+
     # -- losing and finding connections ------------------------------------------------------
 
     def _keep_detached(self, user: User) -> bool:
@@ -172,6 +179,7 @@ class AlwaysOn:
             # meanwhile (a session of it ended before acknowledging messages) comes now.
             self._deliver_offline(conn)
             return
+        conn.resumed_since = since
         if user.away == AWAY_TEXT:
             user.away = None
             user.changed()

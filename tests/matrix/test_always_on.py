@@ -8,13 +8,14 @@ this module is its own (it is restarted).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
 
 from tests.matrix.clients import NS_CLIENT, NS_DELAY, IrcLine, child, child_text, local, token
 from tests.matrix.conftest import PASSWORD, World
-from tests.support.server import ServerProcess
+from tests.support.server import LineClient, ServerProcess
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -180,6 +181,63 @@ def test_line_always_on_rejoins_and_replays_across_restarts(world: World) -> Non
     assert line.startswith("[")
     a.line("/set always-on")
     assert a.expect(lambda s: isinstance(s, str) and "always-on:" in s).endswith("on")
+
+
+def returning_line(world: World, nick: str) -> list[object]:
+    """Log in to always-on ``nick`` over line chat (JSON): everything shown, from the rooms
+    (which come before the answer to the login) to the missed block and a ping after it."""
+    client = LineClient(world.server.ports["line"])
+    client.expect("*** Choose a nick:")
+    client.send("/format json")
+    client.send(json.dumps({"cmd": "identify", "nick": nick, "password": PASSWORD}))
+    got: list[object] = []
+    while not any(isinstance(o, dict) and o.get("type") == "missed" for o in got):
+        line = client.read_line()
+        got.append(json.loads(line) if line.startswith("{") else line)
+    client.send(json.dumps({"cmd": "ping", "tag": "end"}))
+    while (line := client.read_line()) and not (line.startswith("{") and '"end"' in line):
+        got.append(json.loads(line) if line.startswith("{") else line)
+    client.close()
+    return got
+
+
+def texts(shown: list[object]) -> list[str]:
+    """Every message text shown: replayed ones and those in missed blocks."""
+    out: list[str] = []
+    for o in shown:
+        if not isinstance(o, dict):
+            continue
+        if o.get("type") == "missed":
+            out.extend(m["text"] for m in o["messages"])
+        elif o.get("history") and "text" in o:
+            out.append(o["text"])
+    return out
+
+
+def test_line_return_shows_each_missed_message_once(world: World) -> None:
+    alice, bob = world.nick("aoR"), world.nick("aoS")
+    room = world.room("aor")
+    world.register(alice)
+    a = world.line(alice, password=PASSWORD)
+    a.cmd("set", setting="always-on", value="on")
+    a.expect(lambda o: o.get("cmd") == "set")
+    a.join(room)
+    a.sync()
+    b = world.line(bob)
+    b.join(room)
+    b.say(room, "seen live")
+    a.expect(lambda o: o.get("text") == "seen live")
+    a.quit("away")
+    b.expect(lambda o: o.get("type") == "away" and o.get("from") == alice)
+    for n in range(3):
+        b.say(room, f"missed {n}")
+    b.sync()
+    shown = texts(returning_line(world, alice))
+    # What she saw before leaving is the replay's; what came after, the missed block's: each
+    # message once.
+    assert shown.count("seen live") == 1, shown
+    assert [shown.count(f"missed {n}") for n in range(3)] == [1, 1, 1], shown
+    assert shown.index("seen live") < shown.index("missed 0")
 
 
 def test_xmpp_client_of_an_always_on_account_is_shown_its_rooms_and_missed_messages(
