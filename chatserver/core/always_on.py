@@ -4,8 +4,9 @@ open.
 The user stays in the nick table with its nick (nobody else can take it) and a member of its
 rooms, shown away to the others; private messages to it are kept for its next login, as for
 an account nobody is using.  Its membership is written to the store whenever it changes (joins,
-parts and nick changes are rare next to messages), with the time its last connection closed,
-so that a restart puts it back where it was.  The next connection, on any protocol, attaches
+parts and nick changes are rare next to messages), with the time up to which it has been
+given everything (when its last connection closed, or a checkpoint while one is open, so that
+a crash loses it nothing), so that a restart puts it back where it was.  The next connection, on any protocol, attaches
 to that user: the protocol shows the rooms as for a second client, and the core hands it what
 it missed in each (:class:`MissedMessages`) and the private messages kept meanwhile.
 """
@@ -78,6 +79,7 @@ class AlwaysOn:
         # Folded account -> when its user's last connection closed, while it has none.
         self._detached: dict[str, float] = {}
         self._always_on_writes: set[Deferred] = set()
+        self._checkpoint_call: Any = None
 
     def is_always_on(self, account: str | None) -> bool:
         return account is not None and casefold(account) in self._always_on
@@ -116,6 +118,9 @@ class AlwaysOn:
     def _save_always_on(self, user: User) -> Deferred:
         assert user.account is not None
         key = casefold(user.account)
+        # While a client is connected the user is given everything as it is said: it has
+        # seen all up to now (a crash must not make what it never got count as seen).
+        last_seen = self._detached.get(key)
         record = AlwaysOnRecord(
             key,
             user.nick,
@@ -123,7 +128,7 @@ class AlwaysOn:
             user.host,
             user.realname,
             rooms=tuple(user.rooms),
-            last_seen=self._detached.get(key),
+            last_seen=self.clock.seconds() if last_seen is None else last_seen,
         )
         return self._track(self.settings_store.save_always_on(record))
 
@@ -132,6 +137,25 @@ class AlwaysOn:
         if self._always_on and self.is_always_on(user.account):
             d = self._save_always_on(user)
             d.addErrback(lambda f: self.log.failure("saving always-on {a}", f, a=user.account))
+
+    def _checkpoint(self) -> None:
+        """Write, for every always-on user with a connection, that it has been given
+        everything up to now; then again after ``always_on_checkpoint`` seconds.  A stop
+        writes the same for everyone; this bounds what a crash (which writes nothing) makes
+        the next client get twice, and loses it nothing."""
+        self._checkpoint_call = self.clock.callLater(
+            self.settings.always_on_checkpoint, self._checkpoint
+        )
+        connected = [
+            key
+            for key in self._always_on
+            if key not in self._detached
+            and (user := self.by_account.get(key)) is not None
+            and user.connections
+        ]
+        if connected:
+            d = self._track(self.settings_store.touch_always_on(connected, self.clock.seconds()))
+            d.addErrback(lambda f: self.log.failure("always-on checkpoint", f))
 
     def _wait_always_on(self) -> Deferred:
         """Fires when every always-on write has (shutdown waits for them)."""
@@ -236,6 +260,9 @@ class AlwaysOn:
                 room.members_changed()
                 user.rooms[key] = room
         yield DeferredList(loading, consumeErrors=True)
+        self._checkpoint_call = self.clock.callLater(
+            self.settings.always_on_checkpoint, self._checkpoint
+        )
         return len(records)
 
     def _restore(self, record: AlwaysOnRecord) -> User | None:
@@ -274,6 +301,8 @@ class AlwaysOn:
     def _stop_always_on(self) -> Deferred:
         """At shutdown: every always-on user is kept as of now (its connections are closing),
         so that the next start knows from when it missed messages."""
+        if self._checkpoint_call is not None and self._checkpoint_call.active():
+            self._checkpoint_call.cancel()
         now = self.clock.seconds()
         for key in self._always_on:
             user = self.by_account.get(key)

@@ -9,6 +9,7 @@ this module is its own (it is restarted).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -238,6 +239,87 @@ def test_line_return_shows_each_missed_message_once(world: World) -> None:
     assert shown.count("seen live") == 1, shown
     assert [shown.count(f"missed {n}") for n in range(3)] == [1, 1, 1], shown
     assert shown.index("seen live") < shown.index("missed 0")
+
+
+def crash(world: World) -> None:
+    """SIGKILL the server (nothing written at the end) and start it again."""
+    world.server.kill()
+    world.close()
+    world.peers.clear()
+    world.server.start()
+
+
+def missed_texts(shown: list[object]) -> list[str]:
+    return [
+        m["text"]
+        for o in shown
+        if isinstance(o, dict) and o.get("type") == "missed"
+        for m in o["messages"]
+    ]
+
+
+def test_after_a_crash_what_a_connected_always_on_user_had_not_been_given_is_missed(
+    world: World,
+) -> None:
+    alice, bob = world.nick("aoK"), world.nick("aoJ")
+    room = world.room("aok")
+    world.register(alice)
+    a = world.line(alice, password=PASSWORD)
+    a.cmd("set", setting="always-on", value="on")
+    a.expect(lambda o: o.get("cmd") == "set")
+    a.join(room)
+    a.sync()
+    b = world.line(bob)
+    b.join(room)
+    b.say(room, "just before the crash")
+    b.sync()
+    # Stored (the flush interval is 0.2 s), but the crash may have kept it from her client.
+    time.sleep(0.6)
+    crash(world)
+    b = world.line(bob)
+    b.join(room)
+    b.say(room, "after the crash")
+    b.sync()
+    # Since her last checkpoint (her login, the checkpoint being a minute): both, once each.
+    shown = returning_line(world, alice)
+    assert missed_texts(shown) == ["just before the crash", "after the crash"]
+    assert texts(shown).count("just before the crash") == 1
+
+
+def test_checkpoints_of_connected_always_on_users_survive_a_crash(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    server = ServerProcess(
+        tmp_path_factory.mktemp("checkpoint"),
+        protocols=("line",),
+        overrides={"chat": {"history_flush_interval": 0.1, "always_on_checkpoint": 0.3}},
+    )
+    server.start()
+    world = World(server)
+    try:
+        alice, bob = world.nick("aoP"), world.nick("aoQ")
+        room = world.room("aop")
+        world.register(alice)
+        a = world.line(alice, password=PASSWORD)
+        a.cmd("set", setting="always-on", value="on")
+        a.expect(lambda o: o.get("cmd") == "set")
+        a.join(room)
+        a.sync()
+        b = world.line(bob)
+        b.join(room)
+        b.say(room, "given live")
+        a.expect(lambda o: o.get("text") == "given live")
+        # Checkpoints after it: she had been given it when the server died.
+        time.sleep(1.2)
+        crash(world)
+        b = world.line(bob)
+        b.join(room)
+        b.say(room, "after the crash")
+        b.sync()
+        assert missed_texts(returning_line(world, alice)) == ["after the crash"]
+    finally:
+        world.close()
+        server.kill()
 
 
 def test_xmpp_client_of_an_always_on_account_is_shown_its_rooms_and_missed_messages(
