@@ -19,7 +19,7 @@ from twisted.internet.defer import Deferred, DeferredList, fail, inlineCallbacks
 from twisted.logger import Logger
 
 from chatserver.core.errors import AccountError, ChatError
-from chatserver.core.events import Away, MissedMessages
+from chatserver.core.events import Away, KeptRooms, MissedMessages
 from chatserver.core.interfaces import IAccountSettingsStore
 from chatserver.core.names import casefold
 from chatserver.core.records import AlwaysOnRecord
@@ -80,6 +80,8 @@ class AlwaysOn:
         self._detached: dict[str, float] = {}
         self._always_on_writes: set[Deferred] = set()
         self._checkpoint_call: Any = None
+        # Folded account -> the room keys last told to observers (KeptRooms).
+        self._kept_rooms: dict[str, frozenset[str]] = {}
 
     def is_always_on(self, account: str | None) -> bool:
         return account is not None and casefold(account) in self._always_on
@@ -97,9 +99,11 @@ class AlwaysOn:
         key = casefold(user.account)
         if on:
             self._always_on.add(key)
+            self._rooms_kept(user)
             d = self._save_always_on(user)
         else:
             self._always_on.discard(key)
+            self._kept_rooms.pop(key, None)
             d = self._track(self.settings_store.delete_always_on(key))
         return d.addCallback(lambda _: on)
 
@@ -132,9 +136,30 @@ class AlwaysOn:
         )
         return self._track(self.settings_store.save_always_on(record))
 
+    def _rooms_kept(self, user: User) -> None:
+        """Tell observers which rooms the always-on ``user`` joined and left since they were
+        last told."""
+        assert user.account is not None
+        key = casefold(user.account)
+        now = frozenset(user.rooms)
+        before = self._kept_rooms.get(key, frozenset())
+        if now == before:
+            return
+        self._kept_rooms[key] = now
+        self._observe(
+            KeptRooms(
+                ts=self.clock.seconds(),
+                account=user.account,
+                nick=user.nick,
+                joined=tuple(name for name in user.rooms if name not in before),
+                left=tuple(sorted(before - now)),
+            )
+        )
+
     def _always_on_changed(self, user: User) -> None:
         """A user's nick or rooms changed: keep them, if it is always-on."""
         if self._always_on and self.is_always_on(user.account):
+            self._rooms_kept(user)
             d = self._save_always_on(user)
             d.addErrback(lambda f: self.log.failure("saving always-on {a}", f, a=user.account))
 
@@ -243,6 +268,7 @@ class AlwaysOn:
         loading = []
         for record in records:
             self._always_on.add(record.account)
+            self._kept_rooms[record.account] = frozenset(record.rooms)
             user = self._restore(record)
             if user is None:
                 continue
@@ -288,6 +314,7 @@ class AlwaysOn:
         account), and a user kept without connections leaves."""
         key = casefold(account)
         self._always_on.discard(key)
+        self._kept_rooms.pop(key, None)
         self._drop_detached(key, reason)
 
     def _drop_detached(self, key: str, reason: str) -> None:

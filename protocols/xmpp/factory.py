@@ -13,10 +13,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory
 
 from chatserver.core.events import AccountChange as CoreAccountChange
 from chatserver.core.events import Away as CoreAway
+from chatserver.core.events import KeptRooms
 from chatserver.core.events import Presence as CorePresence
 from chatserver.core.names import casefold
 from chatserver.core.service import ChatService
@@ -117,6 +119,8 @@ class XmppFactory(Factory):
         # Stream management: resumable sessions, counters, where unacknowledged stanzas go.
         self.sm = sm.Registry()
         self._stream_limits: tuple[Any, Limits] | None = None
+        # Folded account -> the autojoin bookmarks change being written (see autojoin).
+        self.bookmark_writes: dict[str, Deferred[Any]] = {}
         service.observe(self._observe)
 
     def collect_metrics(self) -> Iterator[Metric]:
@@ -185,6 +189,10 @@ class XmppFactory(Factory):
             from protocols.xmpp import presence
 
             presence.contact_away(self, event.who)
+        elif isinstance(event, KeptRooms):
+            from protocols.xmpp import autojoin
+
+            autojoin.rooms_changed(self, event)
 
     @property
     def stream_limits(self) -> Limits:
