@@ -15,6 +15,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory
+from twisted.logger import Logger
 
 from chatserver.core.events import AccountChange as CoreAccountChange
 from chatserver.core.events import Away as CoreAway
@@ -52,6 +53,9 @@ HANDLER_MODULES = (
 )
 
 _loaded = False
+
+
+_log = Logger()
 
 
 def load_handlers() -> None:
@@ -122,6 +126,22 @@ class XmppFactory(Factory):
         # Folded account -> the autojoin bookmarks change being written (see autojoin).
         self.bookmark_writes: dict[str, Deferred[Any]] = {}
         service.observe(self._observe)
+        self._keep_archive_contacts()
+
+    def _keep_archive_contacts(self) -> None:
+        """Accounts whose archive keeps their contacts' messages (MAM ``roster``): the core
+        is given their rosters now and each change after."""
+        from protocols.xmpp import mam
+
+        self.rosters.watchers.append(lambda *change: mam.roster_changed(self, *change))
+        for account in self.service.archive_roster_accounts():
+
+            def loaded(_: Any, account: str = account) -> None:
+                if not self.resources(user_jid(account, self.domain)):
+                    self.rosters.forget(account)
+
+            d = mam.give_contacts(self, account).addCallback(loaded)
+            d.addErrback(lambda f, a=account: _log.failure("roster of {a}", f, a=a))
 
     def collect_metrics(self) -> Iterator[Metric]:
         """Stream management and client state figures, read at scrape time."""
