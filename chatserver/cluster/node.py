@@ -481,7 +481,7 @@ class ClusterNode:
         recently = self.clock.seconds() - self._heard.get(node, 0.0) < self.lease
         if str(exists) == "0" and self.up and not recently:
             log.warn("cluster node={node} lost: its users leave", node=node)
-            self._drop_node(node, f"{node} lost")
+            self._drop_node(node, f"{node} lost", died=True)
             proto = self._commands.proto
             if proto is not None:
                 # Nothing is sent to it any more; back, it finds its stream gone and asks
@@ -554,7 +554,7 @@ class ClusterNode:
         seen = self._seen.get(node)
         if seen is None or seen[0] != incarnation:
             if seen is not None:
-                self._drop_node(node, f"{node} restarted")
+                self._drop_node(node, f"{node} restarted", died=True)
             seen = (incarnation, 0)
         if seq <= seen[1]:
             return
@@ -609,8 +609,27 @@ class ClusterNode:
             users.pop(conn.user.key, None)
         self.service.quit(conn, reason)
 
-    def _drop_node(self, node: str, reason: str) -> None:
-        for conn in list(self._remote.get(node, {}).values()):
+    def _drop_node(self, node: str, reason: str, *, died: bool = False) -> None:
+        """Remove ``node``'s users; ``died``: it ended without writing what it held, so the
+        messages of its users it may not have stored are stored here (see
+        ``store_history_of``): what it acknowledged and published is not lost."""
+        users = self._remote.get(node, {})
+        if died and users:
+            # What it said since its last write could start: one write interval before it
+            # was last heard from, and the lease for clocks that differ between machines.
+            since = (
+                self._heard.get(node, self.clock.seconds())
+                - self.service.settings.history_flush_interval
+                - self.lease
+            )
+            count = self.service.store_history_of(set(users), since)
+            if count:
+                log.info(
+                    "cluster: storing {count} messages of node={node}'s users",
+                    count=count,
+                    node=node,
+                )
+        for conn in list(users.values()):
             self._remove(node, conn, reason)
         self._remote.pop(node, None)
 

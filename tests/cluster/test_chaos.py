@@ -1,0 +1,174 @@
+"""Failures under load, counted: a node killed, Redis stopped or emptied, PostgreSQL stopped.
+
+Every test runs real nodes on one private PostgreSQL (the store they share) and one private
+Redis, with IRC users on each node saying ``<label>-<n>`` at a steady rate in one room.  Each
+prints its counts (sent, acknowledged by the echo, delivered, stored) and checks that nothing
+acknowledged is lost and that Redis names one node per nick.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+
+import pytest
+
+from tests.cluster.load import Counts, Refused, Talker, eventually, pump, talk
+from tests.support.postgres import PostgresServer
+from tests.support.redis import RedisServer
+from tests.support.server import ServerProcess
+
+pytestmark = pytest.mark.timeout(120)
+
+Node = Callable[..., ServerProcess]
+PASSWORD = "chaos-secret-pw"
+ROOM = "load"
+
+
+def pg_node(make_node: Node, name: str, dsn: str, **chat: object) -> ServerProcess:
+    return make_node(
+        name,
+        lease=2.0,
+        overrides={
+            "storage": {"backend": "postgresql", "dsn": dsn},
+            "irc": {"flood_burst": 0},
+            "chat": dict(chat),
+        },
+    )
+
+
+def stored_texts(dsn: str) -> set[str]:
+    import psycopg
+
+    try:
+        with psycopg.connect(dsn, connect_timeout=2) as conn:
+            return {text for (text,) in conn.execute("SELECT text FROM history")}
+    except psycopg.OperationalError:
+        return set()
+
+
+def wait_stored(dsn: str, wanted: set[str], timeout: float = 20.0) -> set[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        stored = stored_texts(dsn)
+        if wanted <= stored or time.monotonic() > deadline:
+            return stored
+        time.sleep(0.3)
+
+
+def names(talker: Talker) -> set[str]:
+    """The room's members as ``talker``'s node sees them (NAMES)."""
+    talker.client.send(f"NAMES #{ROOM}")
+    found: set[str] = set()
+    while True:
+        text = talker.client.read_line(5)
+        if f" 353 {talker.nick} " in text:
+            found |= {n.lstrip("@+") for n in text.rsplit(" :", 1)[1].split()}
+        elif f" 366 {talker.nick} " in text:
+            return found
+        else:
+            talker.handle(text)
+
+
+def all_in_room(talkers: Iterable[Talker]) -> None:
+    """Until every talker's node sees every talker in the room."""
+    talkers = list(talkers)
+    everyone = {t.nick for t in talkers}
+    for talker in talkers:
+        eventually(lambda t=talker: names(t) == everyone, 10, f"{everyone} on {talker.nick}'s node")
+
+
+def drain(talkers: Iterable[Talker]) -> None:
+    """Until every live talker's node has answered all it was sent, and a moment more for
+    what crosses nodes."""
+    live = [t for t in talkers if t.alive]
+    for talker in live:
+        talker.sync()
+    pump(live, 1.5)
+    for talker in live:
+        talker.sync()
+
+
+def nick_owner(redis: RedisServer, nick: str) -> str:
+    return redis.command("GET", f"chatserver:nick:{nick}")
+
+
+def test_a_node_killed_under_load_loses_nothing_acknowledged_and_its_nicks_come_back(
+    make_node: Node, redis: RedisServer, postgres: PostgresServer
+) -> None:
+    dsn = postgres.new_database()
+    a = pg_node(make_node, "a", dsn)
+    # Registered before the other node starts: each node reads the accounts at its start.
+    a.create_account("ann", PASSWORD)
+    b = pg_node(make_node, "b", dsn)
+    ann = Talker(a.ports["irc"], "ann", password=PASSWORD)
+    al = Talker(a.ports["irc"], "al")
+    bea = Talker(b.ports["irc"], "bea")
+    bo = Talker(b.ports["irc"], "bo")
+    talkers = [ann, al, bea, bo]
+    for talker in talkers:
+        talker.join()
+    all_in_room(talkers)
+    assert [nick_owner(redis, n) for n in ("ann", "al", "bea", "bo")] == ["a", "a", "b", "b"]
+
+    talk(lambda: talkers, 3.0)
+    killed_at = time.monotonic()
+    a.kill()
+    pump(talkers, 0.2)
+    assert not ann.alive and not al.alive
+
+    # Within the lease the dead node still owns its nicks: nobody takes them, even its own
+    # users coming back (their node may only be slow).
+    for nick in ("ann", "al"):
+        with pytest.raises(Refused, match=" 433 "):
+            Talker(b.ports["irc"], nick)
+        assert nick_owner(redis, nick) == "a"
+
+    # Al takes his nick back through the other node once the lease has passed; the others
+    # go on talking meanwhile.
+    def al_back() -> bool:
+        try:
+            al.connect(b.ports["irc"])
+        except Refused:
+            return False
+        return True
+
+    deadline = time.monotonic() + 10
+    while not al_back():
+        assert time.monotonic() < deadline, "al could not take his nick back"
+        talk(lambda: [bea, bo], 0.3)
+    back_after = time.monotonic() - killed_at
+    eventually(lambda: nick_owner(redis, "al") == "b", 5, "al's nick on b in Redis")
+    # The registered nick is free of the dead node now, but still its account's: a
+    # stranger is refused it, and Ann, logged in, takes it.
+    with pytest.raises(Refused, match=" 433 "):
+        Talker(b.ports["irc"], "ann")
+    ann.connect(b.ports["irc"], PASSWORD)
+    eventually(lambda: nick_owner(redis, "ann") == "b", 5, "ann's nick on b in Redis")
+    for talker in (ann, al):
+        talker.join()
+    all_in_room(talkers)
+    talk(lambda: talkers, 2.0)
+    drain(talkers)
+
+    sent = {text for t in talkers for text in t.sent}
+    acknowledged = {text for t in talkers for text in t.acknowledged}
+    stored = wait_stored(dsn, acknowledged)
+    counts = Counts(sent=len(sent), acknowledged=len(acknowledged), stored=len(stored & sent))
+    for receiver in (bea, bo):
+        # The survivors: every acknowledged message of everyone else, once, in each
+        # sender's order.
+        for sender in talkers:
+            if sender is receiver:
+                continue
+            got = receiver.heard.get(sender.label, [])
+            counts.delivered += len(got)
+            assert len(got) == len(set(got)), f"{receiver.nick} got repeats from {sender.nick}"
+            assert got == sorted(got, key=lambda t: int(t.rsplit("-", 1)[1]))
+            counts.lost += sorted(set(sender.acknowledged) - set(got))
+    counts.lost += sorted(acknowledged - stored)
+    print(f"node killed under load: {counts}; nick back after {back_after:.1f}s")
+    assert not counts.lost, counts.lost
+    # One owner per nick, the node each user is on now.
+    for nick in ("ann", "al", "bea", "bo"):
+        assert nick_owner(redis, nick) == "b"
