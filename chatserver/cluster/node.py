@@ -463,6 +463,9 @@ class ClusterNode:
             # the others may have dropped its users and freed its nicks.  Claim them again and
             # tell everyone what this node holds.
             log.warn("cluster: this node's heartbeat had lapsed; announcing its state again")
+            # If Redis lost its data, every node's key went with this one's: the others are
+            # given a lease to renew theirs before any is counted lost.
+            self._up_since = self.clock.seconds()
             d = defer.ensureDeferred(self._reannounce(proto))
             d.addErrback(lambda f: log.failure("redis: announcing again", f))
 
@@ -478,8 +481,10 @@ class ClusterNode:
             d.addCallbacks(self._checked, lambda f: None, (node,))
 
     def _checked(self, exists: Any, node: str) -> None:
-        recently = self.clock.seconds() - self._heard.get(node, 0.0) < self.lease
-        if str(exists) == "0" and self.up and not recently:
+        now = self.clock.seconds()
+        recently = now - self._heard.get(node, 0.0) < self.lease
+        settled = self._up_since is not None and now - self._up_since >= self.lease
+        if str(exists) == "0" and settled and not recently:
             log.warn("cluster node={node} lost: its users leave", node=node)
             self._drop_node(node, f"{node} lost", died=True)
             proto = self._commands.proto

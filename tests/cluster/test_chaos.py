@@ -172,3 +172,136 @@ def test_a_node_killed_under_load_loses_nothing_acknowledged_and_its_nicks_come_
     # One owner per nick, the node each user is on now.
     for nick in ("ann", "al", "bea", "bo"):
         assert nick_owner(redis, nick) == "b"
+
+
+def two_nodes_talking(
+    make_node: Node, dsn: str, **chat: object
+) -> tuple[ServerProcess, ServerProcess, list[Talker]]:
+    """Nodes a and b, two talkers on each, all in the room."""
+    a = pg_node(make_node, "a", dsn, **chat)
+    b = pg_node(make_node, "b", dsn, **chat)
+    talkers = [
+        Talker(a.ports["irc"], "ann"),
+        Talker(a.ports["irc"], "al"),
+        Talker(b.ports["irc"], "bea"),
+        Talker(b.ports["irc"], "bo"),
+    ]
+    for talker in talkers:
+        talker.join()
+    all_in_room(talkers)
+    return a, b, talkers
+
+
+def check_everything_arrived(talkers: list[Talker], dsn: str, what: str) -> Counts:
+    """Every acknowledged message reached every other talker once, in its sender's order,
+    and is stored; the counts printed."""
+    sent = {text for t in talkers for text in t.sent}
+    acknowledged = {text for t in talkers for text in t.acknowledged}
+    refused = {text for t in talkers for text in t.refusals}
+    stored = wait_stored(dsn, acknowledged)
+    counts = Counts(
+        sent=len(sent),
+        acknowledged=len(acknowledged),
+        refused=len(refused),
+        stored=len(stored & sent),
+    )
+    for receiver in talkers:
+        for sender in talkers:
+            if sender is receiver:
+                continue
+            got = receiver.heard.get(sender.label, [])
+            counts.delivered += len(got)
+            assert len(got) == len(set(got)), f"{receiver.nick} got repeats from {sender.nick}"
+            assert got == sorted(got, key=lambda t: int(t.rsplit("-", 1)[1])), (
+                f"{receiver.nick} got {sender.nick}'s messages out of order"
+            )
+            counts.lost += sorted(set(sender.acknowledged) - set(got))
+            # What was refused reached no one.
+            assert not set(sender.refusals) & set(got)
+    counts.lost += sorted(acknowledged - stored)
+    assert not refused & stored
+    print(f"{what}: {counts}")
+    assert not counts.lost, counts.lost
+    # Each message got one answer: its echo or a refusal.
+    assert acknowledged | refused == sent and not acknowledged & refused, counts
+    return counts
+
+
+def check_nick_owners(redis: RedisServer, talkers: list[Talker], a: ServerProcess) -> None:
+    """Redis names each nick's node, and either node refuses a nick in use."""
+    for talker in talkers:
+        node = "a" if talker.nick.startswith("a") else "b"
+        eventually(
+            lambda t=talker, n=node: nick_owner(redis, t.nick) == n,
+            10,
+            f"{talker.nick} owned by {node} in Redis",
+        )
+    for talker in talkers:
+        with pytest.raises(Refused, match=" 433 "):
+            Talker(a.ports["irc"], talker.nick)
+
+
+def test_redis_stopped_for_ten_seconds_under_load_loses_nothing_acknowledged(
+    make_node: Node, redis: RedisServer, postgres: PostgresServer
+) -> None:
+    dsn = postgres.new_database()
+    a, b, talkers = two_nodes_talking(make_node, dsn)
+    talk(lambda: talkers, 2.0)
+    redis.kill()
+    stopped = time.monotonic()
+    talk(lambda: talkers, 5.0)
+    # Meanwhile no new nick is given, on either node, and it says why.
+    for node in (a, b):
+        with pytest.raises(Refused, match="Redis is unreachable"):
+            Talker(node.ports["irc"], "newcomer")
+    talk(lambda: talkers, 10.0 - (time.monotonic() - stopped))
+    # Restarted empty, as a Redis without persistence comes back.
+    redis.start()
+    talk(lambda: talkers, 3.0)
+    drain(talkers)
+    check_everything_arrived(talkers, dsn, "Redis stopped 10 s")
+    check_nick_owners(redis, talkers, a)
+    # And new users are let in again, and meet the others.
+    newcomer = Talker(b.ports["irc"], "newcomer")
+    newcomer.join()
+    all_in_room([*talkers, newcomer])
+
+
+def test_redis_losing_its_data_under_load_gets_the_nodes_state_again(
+    make_node: Node, redis: RedisServer, postgres: PostgresServer
+) -> None:
+    dsn = postgres.new_database()
+    a, b, talkers = two_nodes_talking(make_node, dsn)
+    talk(lambda: talkers, 2.0)
+    assert redis.command("FLUSHALL") == "+OK"
+    talk(lambda: talkers, 4.0)
+    drain(talkers)
+    check_everything_arrived(talkers, dsn, "Redis emptied (FLUSHALL)")
+    # The nodes announced themselves again: their names, their heartbeats, their nicks.
+    eventually(
+        lambda: (
+            redis.command("SISMEMBER", "chatserver:nodes", "a") == ":1"
+            and redis.command("SISMEMBER", "chatserver:nodes", "b") == ":1"
+        ),
+        10,
+        "both nodes listed again",
+    )
+    check_nick_owners(redis, talkers, a)
+    # Nobody left the room on any node on the way.
+    for talker in talkers:
+        assert not any(" QUIT " in text or " PART " in text for text in talker.client.seen)
+    all_in_room(talkers)
+    # Emptied again while nobody talks (nothing heard from the other node lately): nobody
+    # is taken for gone either.
+    pump(talkers, 1.0)
+    assert redis.command("FLUSHALL") == "+OK"
+    pump(talkers, 5.0)
+    for talker in talkers:
+        assert not any(" QUIT " in text or " PART " in text for text in talker.client.seen)
+    check_nick_owners(redis, talkers, a)
+    # A newcomer on either node meets everyone.
+    for node, nick in ((a, "ava"), (b, "ben")):
+        newcomer = Talker(node.ports["irc"], nick)
+        newcomer.join()
+        talkers.append(newcomer)
+    all_in_room(talkers)
