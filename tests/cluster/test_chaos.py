@@ -8,20 +8,23 @@ acknowledged is lost and that Redis names one node per nick.
 
 from __future__ import annotations
 
+import base64
+import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import pytest
 
 from tests.cluster.load import Counts, Refused, Talker, eventually, pump, talk
-from tests.support.postgres import PostgresServer
+from tests.support.postgres import BIN_DIR, MISSING_REASON, PostgresServer
 from tests.support.redis import RedisServer
-from tests.support.server import ServerProcess
+from tests.support.server import LineClient, ServerProcess
 
 pytestmark = pytest.mark.timeout(120)
 
 Node = Callable[..., ServerProcess]
 PASSWORD = "chaos-secret-pw"
+UNAVAILABLE = "database is unavailable"
 ROOM = "load"
 
 
@@ -305,3 +308,53 @@ def test_redis_losing_its_data_under_load_gets_the_nodes_state_again(
         newcomer.join()
         talkers.append(newcomer)
     all_in_room(talkers)
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL of the test's own: it is stopped half-way."""
+    if BIN_DIR is None:
+        pytest.skip(MISSING_REASON)
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+def test_postgresql_stopped_for_ten_seconds_under_load_in_cluster_mode(
+    make_node: Node, redis: RedisServer, own_postgres: PostgresServer
+) -> None:
+    dsn = own_postgres.new_database()
+    # 20 messages a second on each node pass this bound half-way through the outage.
+    a, b, talkers = two_nodes_talking(make_node, dsn, history_unstored_limit=100)
+    a.create_account("acct", PASSWORD)
+    talk(lambda: talkers, 2.0)
+    own_postgres.stop()
+    stopped = time.monotonic()
+    talk(lambda: talkers, 3.0)
+    # Logins are refused on both nodes, saying why and that it is worth trying again.
+    for node in (a, b):
+        client = LineClient(node.ports["irc"])
+        client.send("CAP REQ :sasl")
+        client.send("NICK acct")
+        client.send("USER acct 0 * :acct")
+        client.expect(lambda text: " ACK " in text)
+        client.send("AUTHENTICATE PLAIN")
+        client.expect(lambda text: text.endswith("AUTHENTICATE +"))
+        token = base64.b64encode(f"acct\0acct\0{PASSWORD}".encode()).decode()
+        client.send(f"AUTHENTICATE {token}")
+        answer = client.expect(lambda text: re.search(r" 90[3-7] ", text) is not None)
+        assert " 904 " in answer and "try again" in answer, answer
+        client.close()
+    talk(lambda: talkers, 10.0 - (time.monotonic() - stopped))
+    own_postgres.start()
+    talk(lambda: talkers, 3.0)
+    drain(talkers)
+    counts = check_everything_arrived(talkers, dsn, "PostgreSQL stopped 10 s (two nodes)")
+    # The bound was reached on both nodes, and their senders were told why.
+    for talker in talkers:
+        assert talker.refusals, f"nothing of {talker.nick} refused: {counts}"
+        assert all(UNAVAILABLE in why for why in talker.refusals.values())
+    # Logins work again.
+    Talker(b.ports["irc"], "acct", password=PASSWORD)
