@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -7,6 +8,16 @@ import pytest
 
 from tests.support.redis import BINARY, MISSING_REASON, RedisServer
 from tests.support.server import ServerProcess
+
+# Set by `make test-cluster-long`: the chaos tests' long forms run (minutes each).
+LONG = os.environ.get("CHATSERVER_CLUSTER_LONG") == "1"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    skip = pytest.mark.skip(reason="a long chaos test: run it with make test-cluster-long")
+    for item in items:
+        if not LONG and item.get_closest_marker("cluster_long") is not None:
+            item.add_marker(skip)
 
 
 @pytest.fixture

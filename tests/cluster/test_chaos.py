@@ -244,8 +244,13 @@ def check_nick_owners(redis: RedisServer, talkers: list[Talker], a: ServerProces
             Talker(a.ports["irc"], talker.nick)
 
 
-def test_redis_stopped_for_ten_seconds_under_load_loses_nothing_acknowledged(
-    make_node: Node, redis: RedisServer, postgres: PostgresServer
+# The outages' lengths: the default run's, and a longer one for `make test-cluster-long`.
+OUTAGES = [10.0, pytest.param(60.0, marks=[pytest.mark.cluster_long, pytest.mark.timeout(300)])]
+
+
+@pytest.mark.parametrize("outage", OUTAGES)
+def test_redis_stopped_under_load_loses_nothing_acknowledged(
+    make_node: Node, redis: RedisServer, postgres: PostgresServer, outage: float
 ) -> None:
     dsn = postgres.new_database()
     a, b, talkers = two_nodes_talking(make_node, dsn)
@@ -257,12 +262,12 @@ def test_redis_stopped_for_ten_seconds_under_load_loses_nothing_acknowledged(
     for node in (a, b):
         with pytest.raises(Refused, match="Redis is unreachable"):
             Talker(node.ports["irc"], "newcomer")
-    talk(lambda: talkers, 10.0 - (time.monotonic() - stopped))
+    talk(lambda: talkers, outage - (time.monotonic() - stopped))
     # Restarted empty, as a Redis without persistence comes back.
     redis.start()
     talk(lambda: talkers, 3.0)
     drain(talkers)
-    check_everything_arrived(talkers, dsn, "Redis stopped 10 s")
+    check_everything_arrived(talkers, dsn, f"Redis stopped {outage:g} s")
     check_nick_owners(redis, talkers, a)
     # And new users are let in again, and meet the others.
     newcomer = Talker(b.ports["irc"], "newcomer")
@@ -322,8 +327,9 @@ def own_postgres() -> Iterator[PostgresServer]:
         server.destroy()
 
 
-def test_postgresql_stopped_for_ten_seconds_under_load_in_cluster_mode(
-    make_node: Node, redis: RedisServer, own_postgres: PostgresServer
+@pytest.mark.parametrize("outage", OUTAGES)
+def test_postgresql_stopped_under_load_in_cluster_mode(
+    make_node: Node, redis: RedisServer, own_postgres: PostgresServer, outage: float
 ) -> None:
     dsn = own_postgres.new_database()
     # 20 messages a second on each node pass this bound half-way through the outage.
@@ -347,14 +353,66 @@ def test_postgresql_stopped_for_ten_seconds_under_load_in_cluster_mode(
         answer = client.expect(lambda text: re.search(r" 90[3-7] ", text) is not None)
         assert " 904 " in answer and "try again" in answer, answer
         client.close()
-    talk(lambda: talkers, 10.0 - (time.monotonic() - stopped))
+    talk(lambda: talkers, outage - (time.monotonic() - stopped))
     own_postgres.start()
     talk(lambda: talkers, 3.0)
     drain(talkers)
-    counts = check_everything_arrived(talkers, dsn, "PostgreSQL stopped 10 s (two nodes)")
+    counts = check_everything_arrived(talkers, dsn, f"PostgreSQL stopped {outage:g} s (two nodes)")
     # The bound was reached on both nodes, and their senders were told why.
     for talker in talkers:
         assert talker.refusals, f"nothing of {talker.nick} refused: {counts}"
         assert all(UNAVAILABLE in why for why in talker.refusals.values())
     # Logins work again.
     Talker(b.ports["irc"], "acct", password=PASSWORD)
+
+
+@pytest.mark.cluster_long
+@pytest.mark.timeout(300)
+def test_three_nodes_one_killed_under_a_minute_of_load(
+    make_node: Node, redis: RedisServer, postgres: PostgresServer
+) -> None:
+    dsn = postgres.new_database()
+    nodes = {name: pg_node(make_node, name, dsn) for name in "abc"}
+    talkers = [Talker(nodes[n].ports["irc"], f"{n}{i}") for n in "abc" for i in (1, 2)]
+    for talker in talkers:
+        talker.join()
+    all_in_room(talkers)
+    talk(lambda: talkers, 20.0, rate=20.0)
+    killed_at = time.monotonic()
+    nodes["c"].kill()
+    gone = [t for t in talkers if t.nick.startswith("c")]
+    # Its users come back through the other two nodes once the lease has passed.
+    for talker, node in zip(gone, "ab", strict=True):
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                talker.connect(nodes[node].ports["irc"])
+                break
+            except Refused:
+                assert time.monotonic() < deadline, f"{talker.nick} could not come back"
+                talk(lambda: [t for t in talkers if t not in gone], 0.3, rate=20.0)
+        talker.join()
+    print(f"nicks back {time.monotonic() - killed_at:.1f}s after the kill")
+    talk(lambda: talkers, 40.0, rate=20.0)
+    drain(talkers)
+
+    stayed = [t for t in talkers if t not in gone]
+    acknowledged = {text for t in talkers for text in t.acknowledged}
+    stored = wait_stored(dsn, acknowledged)
+    counts = Counts(
+        sent=sum(len(t.sent) for t in talkers),
+        acknowledged=len(acknowledged),
+        stored=len(stored & acknowledged),
+    )
+    for receiver in stayed:
+        for sender in talkers:
+            if sender is not receiver:
+                got = receiver.heard.get(sender.label, [])
+                counts.delivered += len(got)
+                assert len(got) == len(set(got))
+                counts.lost += sorted(set(sender.acknowledged) - set(got))
+    counts.lost += sorted(acknowledged - stored)
+    print(f"three nodes, one killed under load: {counts}")
+    assert not counts.lost, counts.lost[:20]
+    for talker, node in (*((t, t.nick[0]) for t in stayed), *zip(gone, "ab", strict=True)):
+        eventually(lambda t=talker, n=node: nick_owner(redis, t.nick) == n, 10, talker.nick)
