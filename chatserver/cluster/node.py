@@ -115,6 +115,10 @@ READ_COUNT = 1000
 # Entries per script call: a long script holds up every other Redis client meanwhile.
 PUBLISH_BATCH = 500
 READ_BLOCK_MS = 1000
+# Room messages kept per other node, newest last: nothing arrives from a node after it dies,
+# so these are its last ones, which cover what it had not written yet (one write interval,
+# a second by default) up to this many messages a second.
+RECENT_MESSAGES = 10_000
 
 UNAVAILABLE_NICK = (
     "the cluster cannot confirm new nicks now (Redis is unreachable); try again shortly"
@@ -173,6 +177,8 @@ class ClusterNode:
         self._remote: dict[str, dict[str, Connection]] = {}
         # node -> (incarnation, last sequence number applied)
         self._seen: dict[str, tuple[str, int]] = {}
+        # node -> its last room messages applied here, for storing if it dies unwritten
+        self._recent: dict[str, deque[Message]] = {}
         # node -> when an entry of it was last applied: a node that is heard from is alive,
         # even if it was too busy to renew its key in time.
         self._heard: dict[str, float] = {}
@@ -615,11 +621,11 @@ class ClusterNode:
         self.service.quit(conn, reason)
 
     def _drop_node(self, node: str, reason: str, *, died: bool = False) -> None:
-        """Remove ``node``'s users; ``died``: it ended without writing what it held, so the
-        messages of its users it may not have stored are stored here (see
-        ``store_history_of``): what it acknowledged and published is not lost."""
-        users = self._remote.get(node, {})
-        if died and users:
+        """Remove ``node``'s users; ``died``: it ended without writing what it held, so its
+        last room messages received here are stored here (see ``store_messages``): what it
+        acknowledged and published is not lost."""
+        recent = self._recent.pop(node, None)
+        if died and recent:
             # What it said since its last write could start: one write interval before it
             # was last heard from, and the lease for clocks that differ between machines.
             since = (
@@ -627,14 +633,14 @@ class ClusterNode:
                 - self.service.settings.history_flush_interval
                 - self.lease
             )
-            count = self.service.store_history_of(set(users), since)
-            if count:
-                log.info(
-                    "cluster: storing {count} messages of node={node}'s users",
-                    count=count,
-                    node=node,
-                )
-        for conn in list(users.values()):
+            unsure = [msg for msg in recent if msg.ts >= since]
+            self.service.store_messages(unsure)
+            log.info(
+                "cluster: storing the last {count} messages of node={node}",
+                count=len(unsure),
+                node=node,
+            )
+        for conn in list(self._remote.get(node, {}).values()):
             self._remove(node, conn, reason)
         self._remote.pop(node, None)
 
@@ -667,12 +673,14 @@ class ClusterNode:
         if conn is not None:
             self._remove(node, conn, op["reason"])
 
-    def _call(self, node: str, sender: str, method: str, /, *args: Any, **kwargs: Any) -> None:
+    def _call(self, node: str, sender: str, method: str, /, *args: Any, **kwargs: Any) -> Any:
+        """The service's ``method`` for ``node``'s user ``sender``: its result, or None when
+        the user is unknown here or the call was refused."""
         conn = self._conn(node, sender)
         if conn is None:
-            return
+            return None
         try:
-            getattr(self.service, method)(conn, *args, **kwargs)
+            return getattr(self.service, method)(conn, *args, **kwargs)
         except ChatError as err:
             # The rooms here disagree with the node's (a mode not shared): it decided.
             log.info(
@@ -699,7 +707,7 @@ class ClusterNode:
         self._call(node, op["nick"], "set_away", op["message"])
 
     def _on_msg(self, node: str, op: dict[str, Any]) -> None:
-        self._call(
+        msg = self._call(
             node,
             op["nick"],
             "say",
@@ -712,6 +720,13 @@ class ClusterNode:
             msgid=op["id"],
             ts=float(op["ts"]),
         )
+        if msg is not None and msg.room is not None and msg.status is None:
+            # The node's last room messages: if it dies before writing them, this node
+            # writes them (see _drop_node).
+            recent = self._recent.get(node)
+            if recent is None:
+                recent = self._recent[node] = deque(maxlen=RECENT_MESSAGES)
+            recent.append(msg)
 
     def _on_state(self, node: str, op: dict[str, Any]) -> None:
         """Make this node's picture of ``node`` what it says it holds."""

@@ -22,7 +22,7 @@ from twisted.logger import Logger
 
 from chatserver.core.errors import ChatError, StorageUnavailable
 from chatserver.core.events import Message, Who
-from chatserver.core.names import casefold, room_key
+from chatserver.core.names import room_key
 from chatserver.core.records import ArchiveEntry, ArchiveQuery, RoomEventRecord
 from chatserver.core.settings import CoreSettings
 
@@ -90,26 +90,17 @@ class HistoryLog:
         if self._flush_call is None and not self._stopping:
             self._schedule_flush()
 
-    def store_history_of(self, nicks: set[str], since: float) -> int:
-        """Store the room messages of ``nicks`` (casefolded) said at ``since`` or later that
-        this node holds in memory; returns how many.
+    def store_messages(self, messages: list[Message]) -> None:
+        """Store room messages that another node delivered here and may not have written.
 
-        Cluster mode: a node that dies takes with it the messages it had not written yet,
-        which the nodes with members in those rooms received.  They write them again: the
-        store keeps one row per message id, so a message written twice is stored once.
+        Cluster mode: a node that dies takes with it the messages it had not written yet;
+        the nodes that received them write them again.  The store keeps one row per message
+        id, so a message written twice is stored once.
         """
-        found = [
-            msg
-            for room in self.rooms.values()
-            for msg in room.history
-            if msg.ts >= since and casefold(msg.source.nick) in nicks
-        ]
-        if found:
-            found.sort(key=lambda msg: msg.ts)
-            self._pending_history.extend(found)
+        if messages:
+            self._pending_history.extend(messages)
             if self._flush_call is None and not self._stopping:
                 self._schedule_flush()
-        return len(found)
 
     def _record_event(
         self,
