@@ -40,6 +40,7 @@ from twisted.logger import Logger
 from chatserver.cluster import ops
 from chatserver.cluster.link import RedisLink
 from chatserver.cluster.remote import RemoteClient
+from chatserver.cluster.shared import Sharing
 from chatserver.core.errors import ChatError, NickInUse
 from chatserver.core.events import Event, Message, NickChange, Presence, Quit
 from chatserver.core.names import casefold, room_key
@@ -132,7 +133,7 @@ class _Outgoing:
     targets: str = "*"
 
 
-class ClusterNode:
+class ClusterNode(Sharing):
     """Implements the core's IClusterLink (``service.cluster``) for one process."""
 
     def __init__(
@@ -193,14 +194,17 @@ class ClusterNode:
             "join": self._on_join,
             "part": self._on_part,
             "kick": self._on_kick,
-            "topic": self._on_topic,
             "away": self._on_away,
             "msg": self._on_msg,
             "state": self._on_state,
             "sync": self._on_sync,
             "bye": self._on_bye,
             "kill": self._on_kill,
+            "room": self._on_room,
+            "invite": self._on_invite,
+            "account": self._on_account,
         }
+        self._init_sharing()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -428,7 +432,7 @@ class ClusterNode:
             for user in self.service.users
             if user.node is None
         ]
-        return {"k": "state", "users": users}
+        return {"k": "state", "users": users, "rooms": self._room_states()}
 
     # -- heartbeat -------------------------------------------------------------------------
 
@@ -668,9 +672,6 @@ class ClusterNode:
     def _on_kick(self, node: str, op: dict[str, Any]) -> None:
         self._call(node, op["nick"], "kick", op["room"], op["target"], op["reason"])
 
-    def _on_topic(self, node: str, op: dict[str, Any]) -> None:
-        self._call(node, op["nick"], "set_topic", op["room"], op["text"])
-
     def _on_away(self, node: str, op: dict[str, Any]) -> None:
         self._call(node, op["nick"], "set_away", op["message"])
 
@@ -687,6 +688,7 @@ class ClusterNode:
             status=op["status"],
             msgid=op["id"],
             ts=float(op["ts"]),
+            native=ops.native_from(op),
         )
 
     def _on_state(self, node: str, op: dict[str, Any]) -> None:
@@ -710,6 +712,8 @@ class ClusterNode:
                 self._call(node, who.nick, "join", name)
             for name in set(user.rooms) - rooms:
                 self._call(node, who.nick, "part", name, "")
+        for entry in op["rooms"]:
+            self._on_room(node, entry)
 
     def _on_sync(self, node: str, op: dict[str, Any]) -> None:
         self._publish(self._state(), targets=node)

@@ -25,7 +25,7 @@ from chatserver.core.events import (
     NickChange,
     Part,
 )
-from chatserver.core.interfaces import IChatClient
+from chatserver.core.interfaces import IChatClient, IClusterLink
 from chatserver.core.limits import AddressSet, KeyedBuckets
 from chatserver.core.names import casefold, reserved_reason
 from chatserver.core.settings import CoreSettings
@@ -49,6 +49,7 @@ class Identity:
     by_account: dict[str, User]
     connections: dict[int, Connection]
     logins_by_protocol: dict[str, int]
+    cluster: IClusterLink | None
     _limit_exempt: AddressSet
     _end_of_turn: Callable[[Callable[[], None]], object] | None
 
@@ -152,7 +153,7 @@ class Identity:
         registration mode allows (``mode``, a protocol's own setting, else ``[chat]
         registration``) and the per-address throttle admits; fires with the AccountRecord.
         ``protocol`` names where the request came from, for the log."""
-        return self.accounts.register(
+        d = self.accounts.register(
             name,
             password,
             email,
@@ -161,6 +162,12 @@ class Identity:
             address=address,
             protocol=protocol,
         )
+        return d.addCallback(self._account_made)
+
+    def _account_made(self, record: Any) -> Any:
+        if self.cluster is not None:
+            self.cluster.account_changed(record.name, None)
+        return record
 
     def identify(self, conn: Connection, password: str, account: str | None = None) -> Deferred:
         """Check a password and log the connection in; fires with the (possibly other) User."""
@@ -346,6 +353,8 @@ class Identity:
         """Set the password of ``name`` (errback AccountError if there is no such account) and
         end every session of the account but ``keep``."""
         yield self.accounts.set_password(name, password)
+        if self.cluster is not None:
+            self.cluster.account_changed(name, PASSWORD_CHANGED)
         self.account_revoked(name, PASSWORD_CHANGED, keep=keep)
 
     @inlineCallbacks
@@ -365,6 +374,8 @@ class Identity:
         turn, once the protocol has told it the account is gone."""
         existed = yield self.accounts.delete(name)
         if existed:
+            if self.cluster is not None:
+                self.cluster.account_changed(name, ACCOUNT_DELETED)
             self._forget_blocks(name)  # type: ignore[attr-defined]
             self._forget_always_on(name, ACCOUNT_DELETED)  # type: ignore[attr-defined]
             self.account_revoked(name, ACCOUNT_DELETED, keep=requester)
@@ -373,7 +384,12 @@ class Identity:
         return existed
 
     def account_revoked(
-        self, account: str, reason: str, *, keep: Connection | None = None
+        self,
+        account: str,
+        reason: str,
+        *,
+        keep: Connection | None = None,
+        local_only: bool = False,
     ) -> list[str]:
         """End every live session of ``account`` at once, with ``reason``: the account was
         deleted or its password changed.  Every connection logged in to it, or that proved it
@@ -387,7 +403,10 @@ class Identity:
         doomed = [
             c
             for c in self.connections.values()
-            if c is not keep and casefold(_account_of(c) or "") == key
+            if c is not keep
+            and casefold(_account_of(c) or "") == key
+            # Another node's user (cluster mode) is ended there, by its own node.
+            and not (local_only and c.user is not None and c.user.node is not None)
         ]
         if not doomed:
             return []

@@ -53,6 +53,16 @@ class IClusterLink(Interface):
         """A user of this process did something others must see: a Presence (online), a
         NickChange, Quit, Join, Part, Kick, Topic, Away or Message event.  Must not raise."""
 
+    def room_changed(room, by):
+        """A user of this process (shown as the Who ``by``) changed the state of the room
+        key ``room`` (modes, lists, topic, status, registration): the other nodes take it
+        (``ChatService.room_state`` gives it).  Must not raise."""
+
+    def account_changed(name, revoked):
+        """The account ``name`` was created here (``revoked`` None) or deleted or its
+        password changed (``revoked``: ACCOUNT_DELETED or PASSWORD_CHANGED).  Must not
+        raise."""
+
 
 class IClock(Interface):
     """Time as the core sees it: the reactor in production, ``twisted.internet.task.Clock`` in tests."""

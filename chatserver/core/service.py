@@ -72,6 +72,7 @@ from chatserver.core.modes import RoomModes
 from chatserver.core.names import casefold, check_nick, is_valid_room, room_key
 from chatserver.core.redaction import Redactions
 from chatserver.core.renaming import RoomRenaming
+from chatserver.core.replica import Replica
 from chatserver.core.rooms import Member, Room
 from chatserver.core.server_bans import ServerBans, banned_text
 from chatserver.core.settings import CoreSettings
@@ -94,6 +95,7 @@ class ChatService(
     Redactions,
     Tagging,
     Metadata,
+    Replica,
 ):
     """The core's one entry point.
 
@@ -103,7 +105,8 @@ class ChatService(
     accounts and nick enforcement (:mod:`~chatserver.core.identity`), block lists
     (:mod:`~chatserver.core.blocking`), redaction (:mod:`~chatserver.core.redaction`), tags
     without text (:mod:`~chatserver.core.tagging`), metadata (:mod:`~chatserver.core.metadata`),
-    always-on accounts (:mod:`~chatserver.core.always_on`).
+    always-on accounts (:mod:`~chatserver.core.always_on`), what other nodes of a cluster
+    changed (:mod:`~chatserver.core.replica`).
     This module keeps the
     tables they share (connections, users, rooms) and what changes them: connections and
     nicks, rooms, messages, presence.
@@ -522,8 +525,9 @@ class ChatService(
             origin=conn.client,
             id=self._new_id(),
         )
+        room.topic_id = topic.id
         if self.cluster is not None and user.node is None:
-            self.cluster.local_event(topic)
+            self.cluster.room_changed(room.name, topic.who)
         self._send(room.clients(), topic)
         self._record_event(room.name, "topic", topic.who, now, topic.text, msgid=topic.id)
         self._persist(room)
@@ -578,6 +582,9 @@ class ChatService(
             target=target.nick,
             origin=conn.client,
         )
+        if self.cluster is not None and user.node is None:
+            # Its node lets the user join, and tells its connections.
+            self.cluster.local_event(event)
         self._send(unique_clients(room.clients(), target.clients()), event)
         return target
 
@@ -602,6 +609,8 @@ class ChatService(
         room.registered = True
         room.owner = user.account
         room.reg_ops.add(casefold(user.account))
+        if self.cluster is not None:
+            self.cluster.room_changed(room.name, user.who())
         return self.room_store.save_room(room.to_record())
 
     def drop_room(self, conn: Connection, name: str) -> Deferred:
@@ -618,6 +627,8 @@ class ChatService(
             return fail(err)
         room.registered = False
         room.owner = None
+        if self.cluster is not None:
+            self.cluster.room_changed(room.name, user.who())
         if not room.members:
             self.rooms.pop(room.name, None)
             self._forget_room_metadata(room.name)

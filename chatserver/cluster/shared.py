@@ -1,0 +1,100 @@
+"""What a node shares besides users and messages: rooms' state, invitations, accounts.
+
+A room's state (modes, lists, invitations, topic, members' status, registration) goes to
+every node whole after each change, stamped with the time and the node that made it.  A
+node takes a state whose stamp is later than the one it holds for the room (time first,
+then node name), and ignores an earlier one: two changes made in the same moment on two
+nodes end the same on every node (the later wins; the other's users are told what was
+undone).  A node's own change is stamped later than any state it has taken, so a change
+made after seeing another always wins over it.  The stamps of the rooms a node has changed
+or taken go in its "state" entry, so a node that starts, or missed entries, gets them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from chatserver.cluster import ops
+from chatserver.core.events import Who
+
+if TYPE_CHECKING:
+    from chatserver.core.users import Connection
+
+# A stamp later than ``previous`` by this much when the clock has not moved past it.
+_TICK = 1e-6
+
+
+class Sharing:
+    """The part of ClusterNode that shares rooms' state, invitations and accounts."""
+
+    name: str
+    service: Any
+    clock: Any
+    _stopping: bool
+
+    if TYPE_CHECKING:
+
+        def _publish(
+            self,
+            op: dict[str, Any],
+            claim: str | None = None,
+            release: str | None = None,
+            targets: str = "*",
+        ) -> None: ...
+        def _conn(self, node: str, nick: str) -> Connection | None: ...
+        def _call(self, node: str, sender: str, method: str, /, *args: Any, **kw: Any) -> None: ...
+
+    def _init_sharing(self) -> None:
+        # room key -> the stamp of the state this node holds: (time, node).
+        self._stamps: dict[str, tuple[float, str]] = {}
+
+    # -- what the core tells -----------------------------------------------------------------
+
+    def room_changed(self, room: str, by: Who) -> None:
+        if self._stopping:
+            return
+        state = self.service.room_state(room)
+        if state is None:
+            return
+        previous = self._stamps.get(room, (0.0, ""))
+        stamp = (max(self.clock.seconds(), previous[0] + _TICK), self.name)
+        self._stamps[room] = stamp
+        self._publish(ops.room_op(state, by, stamp))
+
+    def account_changed(self, name: str, revoked: str | None) -> None:
+        if not self._stopping:
+            self._publish({"k": "account", "name": name, "revoked": revoked})
+
+    def _room_states(self) -> list[dict[str, Any]]:
+        """The state of each room this node holds a stamp for (entries of a "state" op)."""
+        entries = []
+        for room, stamp in list(self._stamps.items()):
+            state = self.service.room_state(room)
+            if state is None:
+                # The room is gone here: its stamp with it.
+                del self._stamps[room]
+                continue
+            op = ops.room_op(state, None, stamp)
+            del op["k"]
+            entries.append(op)
+        return entries
+
+    # -- what the others tell ----------------------------------------------------------------
+
+    def _on_room(self, node: str, op: dict[str, Any]) -> None:
+        state, by, stamp = ops.room_from(op)
+        held = self._stamps.get(state.name)
+        if held is not None and stamp <= held:
+            # This node holds a later state: it went (or goes) to every node and wins there.
+            return
+        self._stamps[state.name] = stamp
+        self.service.apply_room_state(state, by)
+
+    def _on_invite(self, node: str, op: dict[str, Any]) -> None:
+        self._call(node, op["nick"], "invite", op["target"], op["room"])
+
+    def _on_account(self, node: str, op: dict[str, Any]) -> None:
+        if op["revoked"] is None:
+            self.service.account_registered_elsewhere(op["name"])
+        else:
+            self.service.account_revoked_elsewhere(op["name"], op["revoked"])
