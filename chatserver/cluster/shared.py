@@ -87,8 +87,10 @@ class Sharing:
         if held is not None and stamp <= held:
             # This node holds a later state: it went (or goes) to every node and wins there.
             return
-        self._stamps[state.name] = stamp
-        self.service.apply_room_state(state, by)
+        if self.service.apply_room_state(state, by):
+            # Not kept for a room unknown here (its members' joins are yet to come): the
+            # state of the node that has them, with the same stamp, must still be taken.
+            self._stamps[state.name] = stamp
 
     def _on_invite(self, node: str, op: dict[str, Any]) -> None:
         self._call(node, op["nick"], "invite", op["target"], op["room"])

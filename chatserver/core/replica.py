@@ -115,16 +115,17 @@ class Replica:
             retention=room.retention,
         )
 
-    def apply_room_state(self, state: RoomState, by: Who | None) -> None:
+    def apply_room_state(self, state: RoomState, by: Who | None) -> bool:
         """Make the room what ``state`` says (``by`` changed it; None: the server), and tell
-        this process's members the difference.  A room nobody here is in is made only when
-        it is registered (it then exists everywhere); members the state does not name keep
-        their status (they joined after it was taken)."""
+        this process's members the difference; False when there is no such room here.  A
+        room nobody here is in is made only when it is registered (it then exists
+        everywhere); members the state does not name keep their status (they joined after
+        it was taken)."""
         room = self.rooms.get(state.name)
         now = self.clock.seconds()
         if room is None:
             if not state.registered:
-                return
+                return False
             room = Room(state.name, now, self.settings.history_in_memory)
             self.rooms[room.name] = room
             self._load_recent(room)
@@ -183,6 +184,7 @@ class Replica:
             # Its registration was dropped elsewhere while nobody was in it.
             self.rooms.pop(room.name, None)
             self._forget_room_metadata(room.name)
+        return True
 
     def account_registered_elsewhere(self, name: str) -> None:
         """Another node created the account ``name``: its nick is protected here at once."""

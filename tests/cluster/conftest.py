@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -22,14 +23,17 @@ def redis() -> Iterator[RedisServer]:
 def make_node(
     redis: RedisServer, make_server: Callable[..., ServerProcess]
 ) -> Callable[..., ServerProcess]:
-    """Factory: ``make_node("a")`` -> a started server in the cluster on the test's Redis."""
+    """Factory: ``make_node("a")`` -> a started server in the cluster on the test's Redis
+    (``overrides``: more config sections, such as a shared ``storage``)."""
 
     def make(
-        name: str, *, lease: float = 3.0, protocols: tuple[str, ...] = ("line", "irc")
+        name: str,
+        *,
+        lease: float = 3.0,
+        protocols: tuple[str, ...] = ("line", "irc"),
+        overrides: dict[str, Any] | None = None,
     ) -> ServerProcess:
-        return make_server(
-            protocols=protocols,
-            overrides={"cluster": {"redis": redis.url, "node": name, "lease": lease}},
-        )
+        cluster = {"cluster": {"redis": redis.url, "node": name, "lease": lease}}
+        return make_server(protocols=protocols, overrides={**(overrides or {}), **cluster})
 
     return make
