@@ -42,7 +42,15 @@ from chatserver.cluster.link import RedisLink
 from chatserver.cluster.remote import RemoteClient
 from chatserver.cluster.shared import Sharing
 from chatserver.core.errors import ChatError, NickInUse
-from chatserver.core.events import Event, Message, NickChange, Presence, Quit
+from chatserver.core.events import (
+    Event,
+    Message,
+    NickChange,
+    Presence,
+    Quit,
+    Redaction,
+    TagMessage,
+)
 from chatserver.core.names import casefold, room_key
 from chatserver.core.users import Connection
 
@@ -203,6 +211,8 @@ class ClusterNode(Sharing):
             "room": self._on_room,
             "invite": self._on_invite,
             "account": self._on_account,
+            "tag": self._on_tag,
+            "redact": self._on_redact,
         }
         self._init_sharing()
 
@@ -265,7 +275,7 @@ class ClusterNode(Sharing):
         if op is None:
             return
         targets = "*"
-        if isinstance(event, Message):
+        if isinstance(event, (Message, TagMessage, Redaction)):
             targets = self._message_targets(event)
             if not targets:
                 return
@@ -294,7 +304,7 @@ class ClusterNode(Sharing):
             release = self._nick_key(event.who.nick)
         self._publish(op, claim, release, targets)
 
-    def _message_targets(self, msg: Message) -> str:
+    def _message_targets(self, msg: Message | TagMessage | Redaction) -> str:
         """The nodes with someone to deliver ``msg`` to: a room's, or the recipient's."""
         if msg.room is not None:
             room = self.service.rooms.get(msg.room)

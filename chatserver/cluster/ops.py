@@ -22,6 +22,8 @@ from chatserver.core.events import (
     Part,
     Presence,
     Quit,
+    Redaction,
+    TagMessage,
     Who,
     native_from_wire,
     native_to_wire,
@@ -51,6 +53,29 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     # server), stamped [time, node]: of two states the later stamp wins on every node.
     "room": {"room": _STR, "by": (dict, type(None)), "stamp": (list,), "state": (dict,)},
     "invite": {"nick": _STR, "room": _STR, "target": _STR},
+    # Tags without text (TagMessage); "native" as for "msg".
+    "tag": {
+        "nick": _STR,
+        "id": _STR,
+        "tags": (list,),
+        "room": _OPT_STR,
+        "target": _OPT_STR,
+        "status": _OPT_STR,
+        "native": (list, type(None)),
+    },
+    # ``nick`` removed the message ``msgid`` (sent by ``sender``) of a room or a private
+    # conversation with ``target``.
+    "redact": {
+        "nick": _STR,
+        "id": _STR,
+        "ts": _NUM,
+        "msgid": _STR,
+        "sender": (dict,),
+        "reason": _STR,
+        "room": _OPT_STR,
+        "target": _OPT_STR,
+        "native": (list, type(None)),
+    },
     # An account made here (``revoked`` None), or deleted or its password changed.
     "account": {"name": _STR, "revoked": _OPT_STR},
     "away": {"nick": _STR, "message": _OPT_STR},
@@ -225,6 +250,13 @@ def _check_room(op: Any, what: str) -> None:
     _check_pairs(fields["members"], f"{what}: members")
 
 
+def _check_native(native: Any, what: str) -> None:
+    if native is not None and not (
+        len(native) == 2 and isinstance(native[0], str) and isinstance(native[1], dict)
+    ):
+        raise BadOp(f"{what}: native must be [kind, fields]")
+
+
 def _check_pairs(pairs: list[Any], what: str) -> None:
     for pair in pairs:
         if not (
@@ -273,6 +305,30 @@ def encode(event: Event, secure: bool = False) -> dict[str, Any] | None:
             "target": event.target.nick,
             "reason": event.reason,
         }
+    if isinstance(event, TagMessage):
+        return {
+            "k": "tag",
+            "nick": event.source.nick,
+            "id": event.id,
+            "tags": [list(pair) for pair in event.tags],
+            "room": event.room,
+            "target": None if event.room is not None else event.target,
+            "status": event.status,
+            "native": _native(event.native),
+        }
+    if isinstance(event, Redaction):
+        return {
+            "k": "redact",
+            "nick": event.who.nick,
+            "id": event.id,
+            "ts": event.ts,
+            "msgid": event.msgid,
+            "sender": who_fields(event.sender),
+            "reason": event.reason,
+            "room": event.room,
+            "target": None if event.room is not None else event.target,
+            "native": _native(event.native),
+        }
     if isinstance(event, Invite):
         return {"k": "invite", "nick": event.who.nick, "room": event.room, "target": event.target}
     if isinstance(event, Away):
@@ -312,11 +368,15 @@ def decode(raw: str | bytes) -> dict[str, Any]:
         if (op["room"] is None) == (op["target"] is None):
             raise BadOp("msg: needs a room or a target")
         _check_pairs(op["tags"], "msg: tags")
-        native = op["native"]
-        if native is not None and not (
-            len(native) == 2 and isinstance(native[0], str) and isinstance(native[1], dict)
-        ):
-            raise BadOp("msg: native must be [kind, fields]")
+        _check_native(op["native"], kind)
+    elif kind in ("tag", "redact"):
+        if (op["room"] is None) == (op["target"] is None):
+            raise BadOp(f"{kind}: needs a room or a target")
+        if kind == "tag":
+            _check_pairs(op["tags"], "tag: tags")
+        else:
+            who_from(op["sender"])
+        _check_native(op["native"], kind)
     elif kind == "room":
         _check_room(op, "room")
     elif kind == "state":

@@ -1,4 +1,5 @@
-"""What a node shares besides users and messages: rooms' state, invitations, accounts.
+"""What a node shares besides users and messages: rooms' state, invitations, accounts,
+tags without text and redactions.
 
 A room's state (modes, lists, invitations, topic, members' status, registration) goes to
 every node whole after each change, stamped with the time and the node that made it.  A
@@ -15,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from chatserver.cluster import ops
-from chatserver.core.events import Who
+from chatserver.core.events import Redaction, Who
 
 if TYPE_CHECKING:
     from chatserver.core.users import Connection
@@ -25,7 +26,8 @@ _TICK = 1e-6
 
 
 class Sharing:
-    """The part of ClusterNode that shares rooms' state, invitations and accounts."""
+    """The part of ClusterNode that shares rooms' state, invitations, accounts, tags and
+    redactions."""
 
     name: str
     service: Any
@@ -100,3 +102,35 @@ class Sharing:
             self.service.account_registered_elsewhere(op["name"])
         else:
             self.service.account_revoked_elsewhere(op["name"], op["revoked"])
+
+    def _on_tag(self, node: str, op: dict[str, Any]) -> None:
+        self._call(
+            node,
+            op["nick"],
+            "send_tags",
+            tuple((name, value) for name, value in op["tags"]),
+            room=op["room"],
+            nick=op["target"],
+            status=op["status"],
+            native=ops.native_from(op),
+            msgid=op["id"],
+        )
+
+    def _on_redact(self, node: str, op: dict[str, Any]) -> None:
+        conn = self._conn(node, op["nick"])
+        if conn is None or conn.user is None:
+            return
+        self.service.apply_redaction(
+            Redaction(
+                ts=float(op["ts"]),
+                id=op["id"],
+                who=conn.user.who(),
+                msgid=op["msgid"],
+                sender=ops.who_from(op["sender"]),
+                reason=op["reason"],
+                room=op["room"],
+                target=op["target"],
+                origin=conn.client,
+                native=ops.native_from(op),
+            )
+        )

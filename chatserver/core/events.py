@@ -113,8 +113,18 @@ def register_native(kind: str, decode: Callable[[dict[str, Any]], Any]) -> None:
 
 
 def native_to_wire(native: Any) -> tuple[str, dict[str, Any]] | None:
+    if isinstance(native, str):
+        # A protocol's marker (such as "shown already"): crosses as itself.
+        return "text", {"v": native}
     wire = getattr(native, "wire", None)
     return None if wire is None else wire()
+
+
+def _text_native(fields: dict[str, Any]) -> str:
+    value = fields["v"]
+    if not isinstance(value, str):
+        raise TypeError("a text native is a string")
+    return value
 
 
 def native_from_wire(kind: str, fields: dict[str, Any]) -> Any:
@@ -126,6 +136,9 @@ def native_from_wire(kind: str, fields: dict[str, Any]) -> Any:
         return decode(fields)
     except (KeyError, TypeError, ValueError):
         return None
+
+
+register_native("text", _text_native)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

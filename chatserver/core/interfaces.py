@@ -51,7 +51,8 @@ class IClusterLink(Interface):
 
     def local_event(event):
         """A user of this process did something others must see: a Presence (online), a
-        NickChange, Quit, Join, Part, Kick, Topic, Away or Message event.  Must not raise."""
+        NickChange, Quit, Join, Part, Kick, Invite, Away, Message, TagMessage (with tags, or
+        a native form only: ``ChatService.pass_on``) or Redaction event.  Must not raise."""
 
     def room_changed(room, by):
         """A user of this process (shown as the Who ``by``) changed the state of the room
