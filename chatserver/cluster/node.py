@@ -212,6 +212,10 @@ class ClusterNode(Sharing):
             "invite": self._on_invite,
             "account": self._on_account,
             "tag": self._on_tag,
+            "login": self._on_login,
+            "kline": self._on_kline,
+            "rename": self._on_rename,
+            "meta": self._on_meta,
             "redact": self._on_redact,
         }
         self._init_sharing()

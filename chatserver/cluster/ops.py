@@ -12,17 +12,20 @@ import json
 from typing import Any
 
 from chatserver.core.events import (
+    AccountChange,
     Away,
     Event,
     Invite,
     Join,
     Kick,
     Message,
+    MetadataChange,
     NickChange,
     Part,
     Presence,
     Quit,
     Redaction,
+    RoomRenamed,
     TagMessage,
     Who,
     native_from_wire,
@@ -76,6 +79,13 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
         "target": _OPT_STR,
         "native": (list, type(None)),
     },
+    # A user logged in to an account (None: logged out).
+    "login": {"nick": _STR, "account": _OPT_STR},
+    "rename": {"nick": _STR, "old": _STR, "new": _STR, "reason": _STR},
+    # ``nick`` set ``key`` of ``target`` (a nick, or with ``room``, that room) to ``value``.
+    "meta": {"nick": _STR, "target": _STR, "room": _OPT_STR, "key": _STR, "value": _OPT_STR},
+    # A server ban set (``lifted`` false) or lifted by an operator of the node.
+    "kline": {"mask": _STR, "reason": _STR, "by": _STR, "at": _NUM, "lifted": (bool,)},
     # An account made here (``revoked`` None), or deleted or its password changed.
     "account": {"name": _STR, "revoked": _OPT_STR},
     "away": {"nick": _STR, "message": _OPT_STR},
@@ -305,6 +315,25 @@ def encode(event: Event, secure: bool = False) -> dict[str, Any] | None:
             "target": event.target.nick,
             "reason": event.reason,
         }
+    if isinstance(event, RoomRenamed):
+        return {
+            "k": "rename",
+            "nick": event.who.nick,
+            "old": event.old,
+            "new": event.new,
+            "reason": event.reason,
+        }
+    if isinstance(event, MetadataChange):
+        return {
+            "k": "meta",
+            "nick": event.who.nick,
+            "target": event.target,
+            "room": event.room,
+            "key": event.key,
+            "value": event.value,
+        }
+    if isinstance(event, AccountChange):
+        return {"k": "login", "nick": event.who.nick, "account": event.account}
     if isinstance(event, TagMessage):
         return {
             "k": "tag",

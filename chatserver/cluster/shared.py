@@ -1,5 +1,5 @@
 """What a node shares besides users and messages: rooms' state, invitations, accounts,
-tags without text and redactions.
+tags without text, redactions, room renames, metadata, logins and server bans.
 
 A room's state (modes, lists, invitations, topic, members' status, registration) goes to
 every node whole after each change, stamped with the time and the node that made it.  A
@@ -16,7 +16,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from chatserver.cluster import ops
+from chatserver.core.bans import ServerBan
 from chatserver.core.events import Redaction, Who
+from chatserver.core.names import casefold
 
 if TYPE_CHECKING:
     from chatserver.core.users import Connection
@@ -67,6 +69,19 @@ class Sharing:
         if not self._stopping:
             self._publish({"k": "account", "name": name, "revoked": revoked})
 
+    def server_ban_changed(self, ban: ServerBan, lifted: bool) -> None:
+        if not self._stopping:
+            self._publish(
+                {
+                    "k": "kline",
+                    "mask": ban.mask,
+                    "reason": ban.reason,
+                    "by": ban.set_by,
+                    "at": ban.set_at,
+                    "lifted": lifted,
+                }
+            )
+
     def _room_states(self) -> list[dict[str, Any]]:
         """The state of each room this node holds a stamp for (entries of a "state" op)."""
         entries = []
@@ -96,6 +111,35 @@ class Sharing:
 
     def _on_invite(self, node: str, op: dict[str, Any]) -> None:
         self._call(node, op["nick"], "invite", op["target"], op["room"])
+
+    def _on_login(self, node: str, op: dict[str, Any]) -> None:
+        conn = self._conn(node, op["nick"])
+        if conn is not None:
+            self.service.account_login_elsewhere(conn, op["account"])
+
+    def _on_kline(self, node: str, op: dict[str, Any]) -> None:
+        if op["lifted"]:
+            self.service.unban_elsewhere(op["mask"])
+        else:
+            ban = ServerBan(op["mask"], op["reason"], op["by"], float(op["at"]))
+            self.service.ban_elsewhere(ban)
+
+    def _on_rename(self, node: str, op: dict[str, Any]) -> None:
+        conn = self._conn(node, op["nick"])
+        if conn is not None:
+            self.service.rename_room_elsewhere(conn, op["old"], op["new"], op["reason"])
+
+    def _on_meta(self, node: str, op: dict[str, Any]) -> None:
+        own = op["room"] is None and casefold(op["target"]) == casefold(op["nick"])
+        self._call(
+            node,
+            op["nick"],
+            "set_metadata",
+            op["key"],
+            op["value"],
+            nick=None if own or op["room"] is not None else op["target"],
+            room=op["room"],
+        )
 
     def _on_account(self, node: str, op: dict[str, Any]) -> None:
         if op["revoked"] is None:

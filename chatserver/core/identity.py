@@ -259,6 +259,7 @@ class Identity:
             ident=user.ident if user is not None else None,
             account=account,
         )
+        self._refuse_if_elsewhere(self.by_account.get(casefold(account)), user)
         self.accounts.note_registered(account)
         protocol = conn.protocol
         self.logins_by_protocol[protocol] = self.logins_by_protocol.get(protocol, 0) + 1
@@ -281,6 +282,8 @@ class Identity:
         event = AccountChange(
             ts=self.clock.seconds(), who=user.who(), account=account, previous=previous
         )
+        if self.cluster is not None and user.node is None:
+            self.cluster.local_event(event)
         self._send(self._audience(user), event)
         # Notify lists (IRC extended-monitor, XMPP rosters) follow users and accounts they
         # share no room with.
@@ -295,6 +298,21 @@ class Identity:
                 user.enforce_timer.cancel()
             user.enforce_timer = None
         return user
+
+    def _refuse_if_elsewhere(self, existing: User | None, user: User | None) -> None:
+        """Cluster mode: an account's user is on one node, with every connection of it; a
+        login to it on another node is refused (AccountError) while it is there."""
+        if (
+            existing is not None
+            and existing.node is not None
+            and existing is not user
+            and (user is None or user.node is None)
+        ):
+            raise AccountError(
+                AccountError.ALREADY_LOGGED_IN,
+                f"{existing.account} is logged in on another server of this network"
+                f" ({existing.node}); log out there, or connect to that server",
+            )
 
     def _move_connection(self, conn: Connection, target: User) -> None:
         old = self._detach(conn)
@@ -332,6 +350,8 @@ class Identity:
         event = AccountChange(
             ts=self.clock.seconds(), who=user.who(), account=None, previous=previous
         )
+        if self.cluster is not None and user.node is None:
+            self.cluster.local_event(event)
         self._send(self._audience(user), event)
         self._observe(event)
         self._check_enforcement(user)

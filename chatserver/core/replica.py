@@ -14,7 +14,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from chatserver.core.events import ACCOUNT_DELETED, Event, ModeChange, ModeItem, Topic, Who
+from chatserver.core.events import (
+    ACCOUNT_DELETED,
+    AccountChange,
+    Event,
+    ModeChange,
+    ModeItem,
+    Topic,
+    Who,
+)
 from chatserver.core.interfaces import IChatClient
 from chatserver.core.names import casefold
 from chatserver.core.records import BanRecord
@@ -23,7 +31,7 @@ from chatserver.core.rooms import FLAG_MODES, Room
 if TYPE_CHECKING:
     from chatserver.core.accounts import AccountManager
     from chatserver.core.settings import CoreSettings
-    from chatserver.core.users import NickTable, User
+    from chatserver.core.users import Connection, NickTable, User
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,10 +77,14 @@ class Replica:
     users: NickTable
     accounts: AccountManager
     server_who: Who
+    by_account: dict[str, User]
 
     if TYPE_CHECKING:
 
         def _load_recent(self, room: Room) -> Any: ...
+        def _logout_user(self, user: User) -> None: ...
+        def _audience(self, user: User) -> list[IChatClient]: ...
+        def _observe(self, event: Event) -> None: ...
         def _forget_room_metadata(self, name: str) -> None: ...
         def _check_enforcement(self, user: User) -> None: ...
         def _forget_blocks(self, name: str) -> None: ...
@@ -185,6 +197,28 @@ class Replica:
             self.rooms.pop(room.name, None)
             self._forget_room_metadata(room.name)
         return True
+
+    def account_login_elsewhere(self, conn: Connection, account: str | None) -> None:
+        """The user of another node (``conn`` its stand-in here) logged in to ``account``
+        there (None: logged out); its node checked it."""
+        user = conn.user
+        if user is None or user.node is None:
+            return
+        if account is None:
+            if user.account is not None:
+                self._logout_user(user)
+            return
+        previous = user.account
+        if previous is not None and self.by_account.get(casefold(previous)) is user:
+            del self.by_account[casefold(previous)]
+        user.account = conn.account = account
+        user.changed()
+        self.by_account.setdefault(casefold(account), user)
+        event = AccountChange(
+            ts=self.clock.seconds(), who=user.who(), account=account, previous=previous
+        )
+        self._send(self._audience(user), event)
+        self._observe(event)
 
     def account_registered_elsewhere(self, name: str) -> None:
         """Another node created the account ``name``: its nick is protected here at once."""

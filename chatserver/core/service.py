@@ -267,6 +267,7 @@ class ChatService(
         self._refuse_if_banned(conn, nick=nick, ident=(ident or nick)[:16], account=conn.account)
         if conn.account is not None:
             existing = self.by_account.get(casefold(conn.account))
+            self._refuse_if_elsewhere(existing, None)
             if existing is not None:
                 self._attach(conn, existing)
                 return existing

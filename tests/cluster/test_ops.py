@@ -11,15 +11,20 @@ from hypothesis import strategies as st
 
 from chatserver.cluster import ops
 from chatserver.core.events import (
+    AccountChange,
     Away,
     Invite,
     Join,
     Kick,
     Message,
+    MetadataChange,
     NickChange,
     Part,
     Presence,
     Quit,
+    Redaction,
+    RoomRenamed,
+    TagMessage,
     Who,
 )
 from chatserver.core.records import BanRecord
@@ -86,6 +91,61 @@ events = st.one_of(
     st.builds(NickChange, ts=times, who=whos, new_nick=nicks),
     st.builds(Kick, ts=times, room=rooms, who=whos, target=whos, reason=texts),
     st.builds(Invite, ts=times, room=rooms, who=whos, target=nicks),
+    st.builds(AccountChange, ts=times, who=whos, account=st.none() | nicks),
+    st.builds(RoomRenamed, ts=times, old=rooms, new=rooms, who=whos, reason=texts),
+    st.builds(
+        MetadataChange,
+        ts=times,
+        who=whos,
+        target=nicks,
+        key=nicks,
+        value=st.none() | texts,
+        room=st.none() | rooms,
+    ),
+    st.one_of(
+        st.builds(
+            TagMessage,
+            ts=times,
+            id=nicks,
+            source=whos,
+            tags=st.lists(st.tuples(nicks, texts), max_size=3).map(tuple),
+            room=rooms,
+            native=st.none() | room_stanzas | st.just("xmpp:shown"),
+        ),
+        st.builds(
+            TagMessage,
+            ts=times,
+            id=nicks,
+            source=whos,
+            tags=st.lists(st.tuples(nicks, texts), max_size=3).map(tuple),
+            target=nicks,
+            native=st.none() | relays,
+        ),
+    ),
+    st.one_of(
+        st.builds(
+            Redaction,
+            ts=times,
+            id=nicks,
+            who=whos,
+            msgid=nicks,
+            sender=whos,
+            reason=texts,
+            room=rooms,
+            native=st.none() | room_stanzas,
+        ),
+        st.builds(
+            Redaction,
+            ts=times,
+            id=nicks,
+            who=whos,
+            msgid=nicks,
+            sender=whos,
+            reason=texts,
+            target=nicks,
+            native=st.none() | relays,
+        ),
+    ),
     st.builds(Away, ts=times, who=whos, message=st.none() | texts),
 )
 
@@ -102,6 +162,8 @@ def test_every_shared_event_decodes_as_it_was_encoded(event: object, secure: boo
         assert decoded["id"] == event.id and decoded["ts"] == event.ts
         assert tuple(tuple(pair) for pair in decoded["tags"]) == event.tags
         # The sender's stanza crosses whole.
+        assert ops.native_from(decoded) == event.native
+    if isinstance(event, TagMessage | Redaction):
         assert ops.native_from(decoded) == event.native
 
 

@@ -3,12 +3,16 @@ changed on one node holds on the other at once, as IRC clients on each node see 
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from tests.cluster.test_cluster import eventually, irc, join, line, members, try_nick
+from tests.ops.helpers import OPER_PASSWORD, OpsServer, operators_toml
 from tests.support.postgres import PostgresServer
+from tests.support.redis import RedisServer
 from tests.support.server import LineClient, ServerProcess
 
 pytestmark = pytest.mark.timeout(120)
@@ -267,3 +271,111 @@ def test_registrations_on_one_node_are_known_to_the_other_at_once(
     fred.send("/drop fred-secret-1")
     fred.read_until_closed()
     eventually(lambda: "You are fred" in try_nick(b, "fred"), 10, "fred is free on node b")
+
+
+def test_a_login_is_known_everywhere_and_a_second_node_refuses_the_same_account(
+    make_node: Node, postgres: PostgresServer
+) -> None:
+    """One account is on one node at a time: a login to it on another node is refused
+    with a clear message, and nothing changes for its user."""
+    shared = {"storage": {"backend": "postgresql", "dsn": postgres.new_database()}}
+    a = make_node("a", overrides=shared)
+    b = make_node("b", overrides=shared)
+    erin = line(a, "erin")
+    erin.send("/register erin-secret-1")
+    erin.expect("erin is now registered")
+    join(erin, "dev")
+    watcher = irc(b, "watcher")
+
+    # Node b knows erin is logged in (WHOIS says so there).
+    def logged_in() -> bool:
+        found = reply(watcher, "watcher", "WHOIS erin", "330", "318")
+        return any("erin" in text for text in found)
+
+    eventually(logged_in, 10, "node b knows erin's account")
+
+    visitor = line(b, "visitor")
+    visitor.send("/identify erin erin-secret-1")
+    refused = visitor.expect("!!!")
+    assert "logged in on another server" in refused and "(a)" in refused, refused
+    # The visitor is still itself, erin still erin on both nodes.
+    visitor.send("/who dev")
+    assert visitor.expect("members of #dev") == "*** members of #dev (1): @erin"
+    erin.send("still here")
+    erin.send("/whois visitor")
+    assert "visitor" in erin.expect("visitor")
+
+    # IRC SASL is refused the same way, with the reason.
+    sasl = LineClient(b.ports["irc"])
+    sasl.send("CAP LS 302")
+    sasl.send("NICK other")
+    sasl.send("USER other 0 * :other")
+    sasl.send("CAP REQ :sasl")
+    sasl.expect(" ACK ")
+    sasl.send("AUTHENTICATE PLAIN")
+    sasl.expect("AUTHENTICATE +")
+    sasl.send("AUTHENTICATE " + base64.b64encode(b"erin\0erin\0erin-secret-1").decode())
+    failed = sasl.expect(" 904 ")
+    assert "another server" in failed, failed
+
+
+def test_server_bans_hold_on_every_node(redis: RedisServer, tmp_path: Path) -> None:
+    cluster = {"redis": redis.url, "lease": 3.0}
+    a = OpsServer(
+        tmp_path / "a",
+        protocols=("line", "irc"),
+        overrides={"cluster": {**cluster, "node": "a"}},
+        extra=operators_toml(),
+    )
+    b = OpsServer(
+        tmp_path / "b", protocols=("line", "irc"), overrides={"cluster": {**cluster, "node": "b"}}
+    )
+    with a, b:
+        mallory = irc(b, "mallory")
+        oper = irc(a, "oper")
+        oper.send(f"OPER admin {OPER_PASSWORD}")
+        oper.expect(" 381 ")
+        eventually(lambda: "already in use" in try_nick(a, "mallory"), 10, "a knows mallory")
+        oper.send("KLINE mallory!*@* :spam")
+        oper.expect("Added K-line on mallory!*@*")
+        # Her own node holds the ban too: it ends her connection, and refuses her again.
+        assert "spam" in mallory.expect("ERROR")
+        mallory.read_until_closed()
+        again = try_nick(b, "mallory")
+        assert "banned" in again and "spam" in again, again
+        oper.send("UNKLINE mallory!*@*")
+        oper.expect("Removed K-line")
+        eventually(lambda: "You are mallory" in try_nick(b, "mallory"), 10, "ban lifted on b")
+
+
+def test_a_room_renamed_and_metadata_set_on_one_node_hold_on_the_other(make_node: Node) -> None:
+    a = make_node("a")
+    b = make_node("b")
+    alice = irc_tags(a, "alice")
+    alice.send("CAP REQ :draft/channel-rename draft/metadata-2")
+    alice.send("JOIN #old")
+    alice.expect(" 366 alice #old ")
+    bob = irc_tags(b, "bob")
+    bob.send("CAP REQ :draft/channel-rename draft/metadata-2")
+    eventually(lambda: names(bob, "bob", "old") == ["@alice"], 10, "node b knows #old")
+    bob.send("JOIN #old")
+    alice.expect(lambda text: ":bob!" in text and " JOIN #old" in text)
+
+    alice.send("RENAME #old #new :moving")
+    assert " RENAME #old #new :moving" in bob.expect(" RENAME ")
+    assert names(bob, "bob", "new") == ["@alice", "bob"]
+    bob.send("PRIVMSG #new :in the new room")
+    assert alice.expect("in the new room").endswith("PRIVMSG #new :in the new room")
+
+    alice.send("METADATA * SET display-name :Alice on a")
+    alice.expect(" 761 ")
+    alice.send("METADATA #new SET url :https://example.org")
+    alice.expect(" 761 ")
+
+    def value(target: str, key: str) -> str:
+        bob.send(f"METADATA {target} GET {key}")
+        text = bob.expect(lambda t: " 761 " in t or " 766 " in t or " FAIL " in t)
+        return text.rsplit(":", 1)[1] if " 761 " in text else ""
+
+    eventually(lambda: value("alice", "display-name") == "Alice on a", 10, "alice's metadata")
+    eventually(lambda: value("#new", "url").endswith("example.org"), 10, "the room's metadata")
