@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.cluster.test_cluster import eventually, irc, join, line, members, try_nick
-from tests.ops.helpers import OPER_PASSWORD, OpsServer, operators_toml
+from tests.ops.helpers import OPER_PASSWORD, OpsServer, free_port, operators_toml
+from tests.ops.test_metrics import get, samples
 from tests.support.postgres import PostgresServer
 from tests.support.redis import RedisServer
 from tests.support.server import LineClient, ServerProcess
@@ -379,3 +380,36 @@ def test_a_room_renamed_and_metadata_set_on_one_node_hold_on_the_other(make_node
 
     eventually(lambda: value("alice", "display-name") == "Alice on a", 10, "alice's metadata")
     eventually(lambda: value("#new", "url").endswith("example.org"), 10, "the room's metadata")
+
+
+def test_metrics_count_each_nodes_own_users_so_that_they_sum(make_node: Node) -> None:
+    ports = {"a": free_port(), "b": free_port()}
+    servers = {
+        name: make_node(name, overrides={"metrics": {"enabled": True, "port": port}})
+        for name, port in ports.items()
+    }
+    alice = line(servers["a"], "alice")
+    join(alice, "dev")
+    bob = line(servers["b"], "bob")
+    members(bob, "dev", 1)
+    join(bob, "dev")
+    for i in range(3):
+        alice.send(f"from a {i}")
+    for i in range(2):
+        bob.send(f"from b {i}")
+    bob.expect("from a 2")
+    alice.expect("from b 1")
+
+    def figures(name: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return samples(get(f"http://127.0.0.1:{ports[name]}/metrics")[2])
+
+    a, b = figures("a"), figures("b")
+    line_label = (("protocol", "line"),)
+    assert a[("chatserver_connections", line_label)] == 1
+    assert b[("chatserver_connections", line_label)] == 1
+    assert a[("chatserver_messages_received_total", line_label)] == 3
+    assert b[("chatserver_messages_received_total", line_label)] == 2
+    # The other node's users are not counted again, under any protocol.
+    assert not [key for key in (*a, *b) if ("protocol", "cluster") in key[1]]
+    # Users are the whole cluster's on each node.
+    assert a[("chatserver_users", ())] == b[("chatserver_users", ())] == 2
