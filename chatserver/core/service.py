@@ -343,8 +343,10 @@ class ChatService(
         if self.cluster is not None and user.node is None:
             self.cluster.local_event(change)
         self._send(audience, change)
-        for key in user.rooms:
-            self._record_event(key, "nick", old, now, new_nick)
+        # A user of another node (cluster mode): its node records what it does.
+        if user.node is None:
+            for key in user.rooms:
+                self._record_event(key, "nick", old, now, new_nick)
         if casefold(old.nick) != casefold(new_nick):
             # A change of case only is the same nick: nobody went offline or came online.
             self._observe(Presence(ts=now, who=old, online=False))
@@ -380,7 +382,8 @@ class ChatService(
             # At shutdown everyone is told once; a QUIT per user to everyone left would be N².
             self._send_quit(user, Quit(ts=now, who=who, reason=reason))
         for room in list(user.rooms.values()):
-            self._record_event(room.name, "quit", who, now, reason)
+            if user.node is None:
+                self._record_event(room.name, "quit", who, now, reason)
             self._remove_member(room, user)
         self.users.remove(user)
         if user.account is not None and self.by_account.get(casefold(user.account)) is user:
@@ -460,7 +463,8 @@ class ChatService(
         if self.cluster is not None and user.node is None:
             self.cluster.local_event(join)
         self._send_membership(room, user, join, was_member=False)
-        self._record_event(rk, "join", join.who, now)
+        if user.node is None:
+            self._record_event(rk, "join", join.who, now)
         return JoinResult(room, created=created)
 
     def _check_join(self, room: Room, user: User, key: str | None) -> None:
@@ -494,7 +498,8 @@ class ChatService(
         if self.cluster is not None and user.node is None:
             self.cluster.local_event(part)
         self._send_membership(room, user, part, was_member=True)
-        self._record_event(room.name, "part", part.who, part.ts, reason)
+        if user.node is None:
+            self._record_event(room.name, "part", part.who, part.ts, reason)
         self._remove_member(room, user)
 
     def _remove_member(self, room: Room, user: User) -> None:
@@ -556,7 +561,10 @@ class ChatService(
         if self.cluster is not None and user.node is None:
             self.cluster.local_event(event)
         self._send(room.clients(), event)
-        self._record_event(room.name, "kick", event.who, event.ts, event.reason, event.target.nick)
+        if user.node is None:
+            self._record_event(
+                room.name, "kick", event.who, event.ts, event.reason, event.target.nick
+            )
         self._remove_member(room, target)
 
     def invite(self, conn: Connection, nick: str, name: str) -> User:

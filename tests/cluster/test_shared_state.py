@@ -413,3 +413,41 @@ def test_metrics_count_each_nodes_own_users_so_that_they_sum(make_node: Node) ->
     assert not [key for key in (*a, *b) if ("protocol", "cluster") in key[1]]
     # Users are the whole cluster's on each node.
     assert a[("chatserver_users", ())] == b[("chatserver_users", ())] == 2
+
+
+def test_room_events_are_stored_once_by_the_users_own_node(
+    make_node: Node, postgres: PostgresServer
+) -> None:
+    import psycopg
+
+    dsn = postgres.new_database()
+    shared = {"storage": {"backend": "postgresql", "dsn": dsn}}
+    a = make_node("a", overrides=shared)
+    b = make_node("b", overrides=shared)
+    alice = irc(a, "alice")
+    alice.send("JOIN #dev")
+    alice.expect(" 366 alice #dev ")
+    bob = irc(b, "bob")
+    eventually(lambda: names(bob, "bob", "dev") == ["@alice"], 10, "node b knows #dev")
+    bob.send("JOIN #dev")
+    alice.expect(lambda text: ":bob!" in text and " JOIN #dev" in text)
+    alice.send("TOPIC #dev :once")
+    bob.expect(" TOPIC #dev :once")
+    bob.send("NICK robert")
+    alice.expect(" NICK robert")
+    bob.send("PART #dev")
+    alice.expect(" PART #dev")
+
+    def kinds() -> list[tuple[str, str]]:
+        with psycopg.connect(dsn) as conn:
+            rows = conn.execute("SELECT kind, nick FROM room_events ORDER BY seq").fetchall()
+        return [(kind, nick) for kind, nick in rows]
+
+    expected = [
+        ("join", "alice"),
+        ("join", "bob"),
+        ("topic", "alice"),
+        ("nick", "bob"),
+        ("part", "robert"),
+    ]
+    eventually(lambda: sorted(kinds()) == sorted(expected), 10, f"one row each: {kinds()}")
