@@ -283,3 +283,21 @@ def test_a_message_needs_exactly_one_of_room_and_target() -> None:
         ops.decode(json.dumps({**op, "target": "b"}))
     with pytest.raises(ops.BadOp, match="room or a target"):
         ops.decode(json.dumps({**op, "room": None}))
+
+
+@given(masks, texts, nicks, times, st.booleans())
+def test_a_server_ban_decodes_as_it_was_encoded(
+    mask: str, reason: str, by: str, at: float, lifted: bool
+) -> None:
+    op = {"k": "kline", "mask": mask, "reason": reason, "by": by, "at": at, "lifted": lifted}
+    assert ops.decode(ops.dumps(op)) == op
+    with pytest.raises(ops.BadOp):
+        ops.decode(json.dumps({**op, "lifted": "yes"}))
+
+
+@given(nicks, st.none() | st.sampled_from(["Account deleted", "Password changed"]))
+def test_an_account_change_decodes_as_it_was_encoded(name: str, revoked: str | None) -> None:
+    op = {"k": "account", "name": name, "revoked": revoked}
+    assert ops.decode(ops.dumps(op)) == op
+    with pytest.raises(ops.BadOp):
+        ops.decode(json.dumps({**op, "name": None}))
