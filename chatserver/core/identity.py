@@ -164,6 +164,11 @@ class Identity:
         )
         return d.addCallback(self._account_made)
 
+    def create_account(self, name: str, password: str) -> Deferred:
+        """An operator creates the account ``name`` (the console): no registration mode or
+        throttle applies.  Fires with the AccountRecord."""
+        return self.accounts.create(name, password).addCallback(self._account_made)
+
     def _account_made(self, record: Any) -> Any:
         if self.cluster is not None:
             self.cluster.account_changed(record.name, None)

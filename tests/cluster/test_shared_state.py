@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.cluster.test_cluster import eventually, irc, join, line, members, try_nick
-from tests.ops.helpers import OPER_PASSWORD, OpsServer, free_port, operators_toml
+from tests.ops.helpers import OPER_PASSWORD, OpsServer, cli, free_port, operators_toml
 from tests.ops.test_metrics import get, samples
 from tests.support.postgres import PostgresServer
 from tests.support.redis import RedisServer
@@ -461,3 +461,31 @@ def test_room_events_are_stored_once_by_the_users_own_node(
             break
         settled = now
     assert sorted(settled) == sorted(expected)
+
+
+def test_accounts_made_or_deleted_by_an_operator_on_one_node_hold_on_the_other(
+    make_node: Node, postgres: PostgresServer
+) -> None:
+    shared = {"storage": {"backend": "postgresql", "dsn": postgres.new_database()}}
+    a = make_node("a", overrides=shared)
+    b = make_node("b", overrides=shared)
+
+    def account(server: ServerProcess, *args: str) -> str:
+        where = ("--config", str(server.config_path), "--data-dir", str(server.data_dir))
+        result = cli("account", *args, *where, stdin="zoe-secret-1\n")
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    assert account(a, "create", "zoe", "--password-stdin") == "created account zoe\n"
+    answer = try_nick(b, "zoe")
+    assert answer.startswith("!!! error:") and "registered" in answer, answer
+
+    # Deleted on node b while she is logged in on node a: node a ends her session.
+    zoe = line(a, "zed")
+    zoe.send("/identify zoe zoe-secret-1")
+    zoe.expect("logged in as zoe")
+    eventually(lambda: "already in use" in try_nick(b, "zed"), 10, "node b knows her")
+    account(b, "delete", "zoe")
+    assert "Account deleted" in zoe.read_until_closed(timeout=5)[-1]
+    eventually(lambda: "You are zoe" in try_nick(b, "zoe"), 10, "zoe is free on node b")
+    eventually(lambda: "You are zed" in try_nick(b, "zed"), 10, "she left node b too")
