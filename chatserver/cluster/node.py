@@ -462,6 +462,7 @@ class ClusterNode(Sharing):
         )
 
     def _beat(self) -> None:
+        self._prune_stamps()
         proto = self._commands.proto
         if proto is None or not self.up:
             return

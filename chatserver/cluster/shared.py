@@ -82,6 +82,13 @@ class Sharing:
                 }
             )
 
+    def _prune_stamps(self) -> None:
+        """Forget the stamps of rooms that are gone here (a new room of the name starts
+        afresh, and takes any state later than nothing)."""
+        rooms = self.service.rooms
+        for room in [room for room in self._stamps if room not in rooms]:
+            del self._stamps[room]
+
     def _room_states(self) -> list[dict[str, Any]]:
         """The state of each room this node holds a stamp for (entries of a "state" op)."""
         entries = []
