@@ -270,6 +270,19 @@ def test_registrations_on_one_node_are_known_to_the_other_at_once(
     assert members(watcher, "keep", 0) == "*** members of #keep (0): "
 
     # Dropped on node a: the nick is free on node b at once.
+    # Its registration dropped on node a (through ChanServ, from a second connection of
+    # fred's): node b lets the empty room go.
+    chanserv = irc(a, "fredirc")
+    chanserv.send("PRIVMSG NickServ :IDENTIFY fred fred-secret-1")
+    chanserv.expect("You are now logged in as fred")
+    chanserv.send("PRIVMSG ChanServ :DROP #keep")
+    assert "no longer registered" in chanserv.expect("no longer registered")
+
+    def gone() -> bool:
+        watcher.send("/who keep")
+        return "no such room" in watcher.expect(lambda t: "members of" in t or "no such" in t)
+
+    eventually(gone, 10, "node b lets #keep go")
     fred.send("/drop fred-secret-1")
     fred.read_until_closed()
     eventually(lambda: "You are fred" in try_nick(b, "fred"), 10, "fred is free on node b")
