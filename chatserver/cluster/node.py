@@ -216,6 +216,7 @@ class ClusterNode(Sharing):
             "kline": self._on_kline,
             "rename": self._on_rename,
             "meta": self._on_meta,
+            "notice": self._on_notice,
             "redact": self._on_redact,
         }
         self._init_sharing()
@@ -685,7 +686,10 @@ class ClusterNode(Sharing):
         self._call(node, op["nick"], "part", op["room"], op["reason"])
 
     def _on_kick(self, node: str, op: dict[str, Any]) -> None:
-        self._call(node, op["nick"], "kick", op["room"], op["target"], op["reason"])
+        if op["nick"]:
+            self._call(node, op["nick"], "kick", op["room"], op["target"], op["reason"])
+        else:
+            self._by_server(op)
 
     def _on_away(self, node: str, op: dict[str, Any]) -> None:
         self._call(node, op["nick"], "set_away", op["message"])

@@ -26,6 +26,7 @@ from chatserver.core.events import (
     Quit,
     Redaction,
     RoomRenamed,
+    ServerNotice,
     TagMessage,
     Who,
     native_from_wire,
@@ -51,7 +52,10 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "quit": {"nick": _STR, "reason": _STR},
     "join": {"nick": _STR, "room": _STR},
     "part": {"nick": _STR, "room": _STR, "reason": _STR},
+    # ``nick`` "": the server (an operator's console) kicked.
     "kick": {"nick": _STR, "room": _STR, "target": _STR, "reason": _STR},
+    # A server notice to everyone (an operator's console).
+    "notice": {"text": _STR},
     # A room's whole state (``state``, see room_fields) after ``by`` changed it (None: the
     # server), stamped [time, node]: of two states the later stamp wins on every node.
     "room": {"room": _STR, "by": (dict, type(None)), "stamp": (list,), "state": (dict,)},
@@ -310,11 +314,14 @@ def encode(event: Event, secure: bool = False) -> dict[str, Any] | None:
     if isinstance(event, Kick):
         return {
             "k": "kick",
-            "nick": event.who.nick,
+            # The server has no ident (Who.mask).
+            "nick": event.who.nick if event.who.ident else "",
             "room": event.room,
             "target": event.target.nick,
             "reason": event.reason,
         }
+    if isinstance(event, ServerNotice):
+        return {"k": "notice", "text": event.text}
     if isinstance(event, RoomRenamed):
         return {
             "k": "rename",

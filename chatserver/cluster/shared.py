@@ -1,5 +1,6 @@
 """What a node shares besides users and messages: rooms' state, invitations, accounts,
-tags without text, redactions, room renames, metadata, logins and server bans.
+tags without text, redactions, room renames, metadata, logins, server bans and what an
+operator's console does to everyone.
 
 A room's state (modes, lists, invitations, topic, members' status, registration) goes to
 every node whole after each change, stamped with the time and the node that made it.  A
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from chatserver.cluster import ops
 from chatserver.core.bans import ServerBan
+from chatserver.core.errors import ChatError
 from chatserver.core.events import Redaction, Who
 from chatserver.core.names import casefold
 
@@ -147,6 +149,17 @@ class Sharing:
             nick=None if own or op["room"] is not None else op["target"],
             room=op["room"],
         )
+
+    def _by_server(self, op: dict[str, Any]) -> None:
+        """An operator's console on another node kicked (its "kick" with no nick)."""
+        try:
+            self.service.kick_by_server(op["room"], op["target"], op["reason"], elsewhere=True)
+        except ChatError:
+            # Gone here already (a part crossed it): nothing to undo.
+            pass
+
+    def _on_notice(self, node: str, op: dict[str, Any]) -> None:
+        self.service.notice_everyone(op["text"], elsewhere=True)
 
     def _on_account(self, node: str, op: dict[str, Any]) -> None:
         if op["revoked"] is None:

@@ -833,9 +833,10 @@ class ChatService(
 
     # -- the operator's console (no connection of its own) --------------------------------
 
-    def kick_by_server(self, name: str, nick: str, reason: str) -> str:
+    def kick_by_server(self, name: str, nick: str, reason: str, *, elsewhere: bool = False) -> str:
         """Remove ``nick`` from the room ``name``, shown as done by the server; returns the nick.
-        Raises NoSuchRoom, NoSuchNick, NotOnRoom."""
+        Raises NoSuchRoom, NoSuchNick, NotOnRoom.  ``elsewhere``: another node of a cluster
+        did it (and recorded it)."""
         room = self._room(name)
         target = room.find_member(nick)
         if target is None:
@@ -849,14 +850,24 @@ class ChatService(
             reason=reason[: self.settings.kick_reason_max],
         )
         self._send(room.clients(), event)
-        self._record_event(room.name, "kick", event.who, event.ts, event.reason, event.target.nick)
+        if not elsewhere:
+            if self.cluster is not None:
+                self.cluster.local_event(event)
+            self._record_event(
+                room.name, "kick", event.who, event.ts, event.reason, event.target.nick
+            )
         self._remove_member(room, target)
         return target.nick
 
-    def notice_everyone(self, text: str) -> int:
-        """A server notice to every connection of every user; returns how many got it."""
+    def notice_everyone(self, text: str, *, elsewhere: bool = False) -> int:
+        """A server notice to every connection of every user; returns how many of this
+        process's got it (in a cluster every node tells its own, unless ``elsewhere``: another
+        node's operator sent it)."""
         clients = [client for user in self.users for client in user.clients()]
-        self._send(clients, ServerNotice(ts=self.clock.seconds(), text=text))
+        event = ServerNotice(ts=self.clock.seconds(), text=text)
+        self._send(clients, event)
+        if self.cluster is not None and not elsewhere:
+            self.cluster.local_event(event)
         return len(clients)
 
     # -- users of other nodes (cluster mode) -----------------------------------------------

@@ -502,3 +502,31 @@ def test_accounts_made_or_deleted_by_an_operator_on_one_node_hold_on_the_other(
     assert "Account deleted" in zoe.read_until_closed(timeout=5)[-1]
     eventually(lambda: "You are zoe" in try_nick(b, "zoe"), 10, "zoe is free on node b")
     eventually(lambda: "You are zed" in try_nick(b, "zed"), 10, "she left node b too")
+
+
+def test_an_operators_console_kick_and_notice_reach_every_node(make_node: Node) -> None:
+    a = make_node("a")
+    b = make_node("b")
+    alice = line(a, "alice")
+    join(alice, "dev")
+    bob = line(b, "bob")
+    members(bob, "dev", 1)
+    join(bob, "dev")
+    alice.expect("-!- bob joined #dev")
+
+    def admin(server: ServerProcess, *args: str) -> str:
+        where = ("--config", str(server.config_path), "--data-dir", str(server.data_dir))
+        result = cli("admin", *args, *where)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    assert admin(a, "kick", "#dev", "bob", "off", "topic") == "kicked bob\n"
+    # Bob, on the other node, is told by his own node.
+    assert bob.expect("kicked") == "*** test.chatserver kicked you from #dev (off topic)"
+    # Both nodes agree bob is out.
+    assert members(bob, "dev", 1) == "*** members of #dev (1): @alice"
+    assert members(alice, "dev", 1) == "*** members of #dev (1): @alice"
+
+    admin(a, "notice", "restarting", "soon")
+    assert "restarting soon" in bob.expect("restarting soon")
+    assert "restarting soon" in alice.expect("restarting soon")
