@@ -23,6 +23,7 @@ NS_RECEIPTS = "urn:xmpp:receipts"
 NS_MARKERS = "urn:xmpp:chat-markers:0"
 NS_STATES = "http://jabber.org/protocol/chatstates"
 NS_REPLY = "urn:xmpp:reply:0"
+NS_OCCUPANT_ID = "urn:xmpp:occupant-id:0"
 
 
 def known_on(server: ServerProcess, nick: str) -> None:
@@ -96,8 +97,10 @@ def test_xmpp_private_stanzas_arrive_whole_on_another_node(make_node: Node) -> N
 
 
 def test_xmpp_room_messages_keep_their_extensions_on_another_node(make_node: Node) -> None:
-    a = make_node("a", protocols=("line", "xmpp", "irc"))
-    b = make_node("b", protocols=("line", "xmpp", "irc"))
+    # One cloak secret, as the README asks: occupant ids agree across nodes.
+    same = {"chat": {"cloak_secret": "one secret for the cluster"}}
+    a = make_node("a", protocols=("line", "xmpp", "irc"), overrides=same)
+    b = make_node("b", protocols=("line", "xmpp", "irc"), overrides=same)
     carol = XmppPeer(a.ports["xmpp"], "carol", "carol-secret-1", register=True)
     dave = XmppPeer(b.ports["xmpp"], "dave", "dave-secret-1", register=True)
     try:
@@ -105,6 +108,9 @@ def test_xmpp_room_messages_keep_their_extensions_on_another_node(make_node: Nod
         carol.expect(lambda el: local(el) == "presence" and el.get("from", "").endswith("/carol"))
         known_on(b, "carol")
         dave.join("dev")
+        seen = dave.expect(
+            lambda el: local(el) == "presence" and el.get("from") == f"dev@{MUC}/carol"
+        )
         carol.expect(lambda el: local(el) == "presence" and el.get("from", "").endswith("/dave"))
         carol.raw(
             f"<message to='dev@{MUC}' type='groupchat' id='room-1'>"
@@ -117,6 +123,11 @@ def test_xmpp_room_messages_keep_their_extensions_on_another_node(make_node: Nod
         reply = got.find(f"{{{NS_REPLY}}}reply")
         assert reply is not None and reply.get("id") == "earlier"
         assert got.find(f"{{{NS_MARKERS}}}markable") is not None
+        # The occupant id node a stamped is the one node b shows in carol's presence.
+        stamped = got.find(f"{{{NS_OCCUPANT_ID}}}occupant-id")
+        shown = seen.find(f"{{{NS_OCCUPANT_ID}}}occupant-id")
+        assert stamped is not None and shown is not None
+        assert stamped.get("id") == shown.get("id")
 
         # A chat state in the room crosses too (the sender's own stanza).
         carol.raw(
