@@ -40,8 +40,17 @@ from twisted.logger import Logger
 from chatserver.cluster import ops
 from chatserver.cluster.link import RedisLink
 from chatserver.cluster.remote import RemoteClient
+from chatserver.cluster.shared import Sharing
 from chatserver.core.errors import ChatError, NickInUse
-from chatserver.core.events import Event, Message, NickChange, Presence, Quit
+from chatserver.core.events import (
+    Event,
+    Message,
+    NickChange,
+    Presence,
+    Quit,
+    Redaction,
+    TagMessage,
+)
 from chatserver.core.names import casefold, room_key
 from chatserver.core.users import Connection
 
@@ -136,7 +145,7 @@ class _Outgoing:
     targets: str = "*"
 
 
-class ClusterNode:
+class ClusterNode(Sharing):
     """Implements the core's IClusterLink (``service.cluster``) for one process."""
 
     def __init__(
@@ -199,14 +208,24 @@ class ClusterNode:
             "join": self._on_join,
             "part": self._on_part,
             "kick": self._on_kick,
-            "topic": self._on_topic,
             "away": self._on_away,
             "msg": self._on_msg,
             "state": self._on_state,
             "sync": self._on_sync,
             "bye": self._on_bye,
             "kill": self._on_kill,
+            "room": self._on_room,
+            "invite": self._on_invite,
+            "account": self._on_account,
+            "tag": self._on_tag,
+            "login": self._on_login,
+            "kline": self._on_kline,
+            "rename": self._on_rename,
+            "meta": self._on_meta,
+            "notice": self._on_notice,
+            "redact": self._on_redact,
         }
+        self._init_sharing()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -267,7 +286,7 @@ class ClusterNode:
         if op is None:
             return
         targets = "*"
-        if isinstance(event, Message):
+        if isinstance(event, (Message, TagMessage, Redaction)):
             targets = self._message_targets(event)
             if not targets:
                 return
@@ -296,7 +315,7 @@ class ClusterNode:
             release = self._nick_key(event.who.nick)
         self._publish(op, claim, release, targets)
 
-    def _message_targets(self, msg: Message) -> str:
+    def _message_targets(self, msg: Message | TagMessage | Redaction) -> str:
         """The nodes with someone to deliver ``msg`` to: a room's, or the recipient's."""
         if msg.room is not None:
             room = self.service.rooms.get(msg.room)
@@ -418,9 +437,19 @@ class ClusterNode:
             self.name,
             self.node_prefix,
         )
+        let_go = False
         for index in lost or ():
             user = local[int(index) - 1]
-            self.service.collide(user.nick, f"{user.nick} was taken on another server meanwhile")
+            if user.account is not None and self.service.let_go(user.account):
+                # An always-on user another node holds (both restored it at start).
+                let_go = True
+            else:
+                self.service.collide(
+                    user.nick, f"{user.nick} was taken on another server meanwhile"
+                )
+        if let_go:
+            # That node's state may have come while this one held the user: again.
+            self._publish({"k": "sync"})
 
     def _commands_down(self) -> None:
         self._up_since = None
@@ -434,7 +463,7 @@ class ClusterNode:
             for user in self.service.users
             if user.node is None
         ]
-        return {"k": "state", "users": users}
+        return {"k": "state", "users": users, "rooms": self._room_states()}
 
     # -- heartbeat -------------------------------------------------------------------------
 
@@ -450,6 +479,7 @@ class ClusterNode:
         )
 
     def _beat(self) -> None:
+        self._prune_stamps()
         proto = self._commands.proto
         if proto is None or not self.up:
             return
@@ -589,7 +619,8 @@ class ClusterNode:
         if holder is None or holder.node == node:
             return
         if holder.node is None:
-            self.service.collide(nick, f"{nick} was taken on another server at the same time")
+            if holder.account is None or not self.service.let_go(holder.account):
+                self.service.collide(nick, f"{nick} was taken on another server at the same time")
         else:
             conn = self._conn(holder.node, nick)
             if conn is not None:
@@ -698,10 +729,10 @@ class ClusterNode:
         self._call(node, op["nick"], "part", op["room"], op["reason"])
 
     def _on_kick(self, node: str, op: dict[str, Any]) -> None:
-        self._call(node, op["nick"], "kick", op["room"], op["target"], op["reason"])
-
-    def _on_topic(self, node: str, op: dict[str, Any]) -> None:
-        self._call(node, op["nick"], "set_topic", op["room"], op["text"])
+        if op["nick"]:
+            self._call(node, op["nick"], "kick", op["room"], op["target"], op["reason"])
+        else:
+            self._by_server(op)
 
     def _on_away(self, node: str, op: dict[str, Any]) -> None:
         self._call(node, op["nick"], "set_away", op["message"])
@@ -719,6 +750,7 @@ class ClusterNode:
             status=op["status"],
             msgid=op["id"],
             ts=float(op["ts"]),
+            native=ops.native_from(op),
         )
         if msg is not None and msg.room is not None and msg.status is None:
             # The node's last room messages: if it dies before writing them, this node
@@ -749,6 +781,8 @@ class ClusterNode:
                 self._call(node, who.nick, "join", name)
             for name in set(user.rooms) - rooms:
                 self._call(node, who.nick, "part", name, "")
+        for entry in op["rooms"]:
+            self._on_room(node, entry)
 
     def _on_sync(self, node: str, op: dict[str, Any]) -> None:
         self._publish(self._state(), targets=node)
