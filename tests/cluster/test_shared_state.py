@@ -535,7 +535,10 @@ def test_an_operators_console_kick_and_notice_reach_every_node(make_node: Node) 
 def test_an_always_on_user_is_held_by_one_node_when_another_starts(
     make_node: Node, postgres: PostgresServer
 ) -> None:
-    shared = {"storage": {"backend": "postgresql", "dsn": postgres.new_database()}}
+    import psycopg
+
+    dsn = postgres.new_database()
+    shared = {"storage": {"backend": "postgresql", "dsn": dsn}}
     a = make_node("a", overrides=shared)
     alice = line(a, "alice")
     alice.send("/register alice-secret-1")
@@ -556,6 +559,10 @@ def test_an_always_on_user_is_held_by_one_node_when_another_starts(
     time.sleep(2.0)
     for watcher in (watcher_a, watcher_b):
         assert members(watcher, "dev", 1) == "*** members of #dev (1): @alice"
+    # The node that let its copy go left her stored rooms as they were.
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute("SELECT rooms FROM always_on WHERE account = 'alice'").fetchall()
+    assert rows == [('["dev"]',)]
     # Node a still holds her: a login to her account on node b is refused, saying so.
     visitor = line(b, "visitor")
     visitor.send("/identify alice alice-secret-1")
