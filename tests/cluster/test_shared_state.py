@@ -387,13 +387,20 @@ def test_a_room_renamed_and_metadata_set_on_one_node_hold_on_the_other(make_node
     alice.send("METADATA #new SET url :https://example.org")
     alice.expect(" 761 ")
 
-    def value(target: str, key: str) -> str:
-        bob.send(f"METADATA {target} GET {key}")
-        text = bob.expect(lambda t: " 761 " in t or " 766 " in t or " FAIL " in t)
+    def value(client: LineClient, target: str, key: str) -> str:
+        client.send(f"METADATA {target} GET {key}")
+        text = client.expect(lambda t: " 761 " in t or " 766 " in t or " FAIL " in t)
         return text.rsplit(":", 1)[1] if " 761 " in text else ""
 
-    eventually(lambda: value("alice", "display-name") == "Alice on a", 10, "alice's metadata")
-    eventually(lambda: value("#new", "url").endswith("example.org"), 10, "the room's metadata")
+    eventually(lambda: value(bob, "alice", "display-name") == "Alice on a", 10, "on node b")
+    eventually(lambda: value(bob, "#new", "url").endswith("example.org"), 10, "the room's")
+
+    # A node that starts later learns the users' metadata set before.
+    c = make_node("c")
+    carol = irc_tags(c, "carol")
+    carol.send("CAP REQ :draft/metadata-2")
+    eventually(lambda: names(carol, "carol", "new") == ["@alice", "bob"], 10, "node c knows")
+    assert value(carol, "alice", "display-name") == "Alice on a"
 
 
 def test_metrics_count_each_nodes_own_users_so_that_they_sum(make_node: Node) -> None:
