@@ -10,7 +10,8 @@ Redis holds (``prefix`` before each key):
   together, so no nick is ever owned by two nodes.
 - ``events:<name>``: a stream per node of what the other nodes' users do
   (``chatserver.cluster.ops``), each entry with its node, the node's incarnation and a
-  sequence number.  Presence and membership go to every node, so each core holds every user
+  sequence number, holding the ops of one reactor turn (all of them, when they go to the
+  same nodes).  Presence and membership go to every node, so each core holds every user
   (the other nodes' through stand-in connections) and NAMES, WHO and occupant lists are
   whole; a room message goes only to the nodes with members in the room, a private message
   to its recipient's node.  Each node delivers only to its own connections.
@@ -51,7 +52,7 @@ log = Logger()
 # length, the entries' common head ("node incarnation "), the stream key prefix, the key of
 # the set of nodes, then five per entry: its sequence number, a nick key to claim ('' for
 # none), one to release (''), the nodes it goes to ('*': every other node; else names
-# separated by spaces), its op.  A claim succeeds unless a live node (its node key exists)
+# separated by spaces), its ops (``ops.pack``).  A claim succeeds unless a live node (its node key exists)
 # owns the nick; an entry whose claim is refused goes nowhere.  Returns the sequence numbers
 # refused.
 PUBLISH_SCRIPT = """
@@ -114,6 +115,8 @@ STREAM_LENGTH = 200_000
 READ_COUNT = 1000
 # Entries per script call: a long script holds up every other Redis client meanwhile.
 PUBLISH_BATCH = 500
+# Ops per entry, at most: what one reader decodes in one go.
+ENTRY_OPS = 500
 READ_BLOCK_MS = 1000
 
 UNAVAILABLE_NICK = (
@@ -124,12 +127,15 @@ UNAVAILABLE_JOIN = "rooms cannot be joined now (Redis is unreachable); try again
 
 @dataclass(slots=True)
 class _Outgoing:
-    seq: int
-    op: dict[str, Any]
+    """One stream entry to publish: ops in order, all going to the same nodes."""
+
+    ops: list[ops.Op]
     claim: str | None = None
     release: str | None = None
     # The nodes it goes to: "*" for every other node, else names separated by spaces.
     targets: str = "*"
+    # Given when it is first sent, kept when it is sent again (readers drop repeats by it).
+    seq: int | None = None
 
 
 class ClusterNode:
@@ -305,12 +311,29 @@ class ClusterNode:
 
     def _publish(
         self,
-        op: dict[str, Any],
+        op: ops.Op,
         claim: str | None = None,
         release: str | None = None,
         targets: str = "*",
     ) -> None:
-        self._pending.append(_Outgoing(next(self._seq), op, claim, release, targets))
+        pending = self._pending
+        last = pending[-1] if pending else None
+        if (
+            last is not None
+            and claim is None
+            and release is None
+            and last.seq is None
+            and last.claim is None
+            and last.release is None
+            and last.targets == targets
+            and len(last.ops) < ENTRY_OPS
+        ):
+            # Joins the entry before it, which goes to the same nodes: order is kept, and
+            # Redis and the readers handle one entry for the turn.  An entry with a claim
+            # stays alone: a refused claim drops only its own op.
+            last.ops.append(op)
+        else:
+            pending.append(_Outgoing([op], claim, release, targets))
         if not self._flush_scheduled:
             # Everything of this reactor turn goes in one call: one round trip, one reply.
             self._flush_scheduled = True
@@ -335,8 +358,10 @@ class ClusterNode:
             self.nodes_key,
         ]
         for out in batch:
+            if out.seq is None:
+                out.seq = next(self._seq)
             self._inflight[out.seq] = out
-            args += [out.seq, out.claim or "", out.release or "", out.targets, ops.dumps(out.op)]
+            args += [out.seq, out.claim or "", out.release or "", out.targets, ops.pack(out.ops)]
         # No reply timeout here: a big turn may take Redis a while on a busy machine, and the
         # heartbeat (which has one) tells whether Redis is there at all.
         d = proto.execute_command("EVALSHA", self._sha["publish"], 0, *args, apply_timeout=False)
@@ -354,10 +379,12 @@ class ClusterNode:
         """Another node's claim of the nick came first: the user here takes a guest nick,
         which the others learn of as its first appearance (it never had the nick there) or
         as a rename from the nick it had before."""
-        if out.op["k"] == "user":
-            nick, before = out.op["who"]["n"], None
+        op = out.ops[0]
+        assert isinstance(op, dict)
+        if op["k"] == "user":
+            nick, before = op["who"]["n"], None
         else:
-            nick, before = out.op["new"], out.op["nick"]
+            nick, before = op["new"], op["nick"]
         self._unconfirmed[casefold(nick)] = before
         log.info("nick={nick} is owned by another node: renaming its user here", nick=nick)
         self.service.collide(nick, f"{nick} was taken on another server at the same time")
@@ -390,7 +417,7 @@ class ClusterNode:
             return
         self._up_since = self.clock.seconds()
         # Sent again, first: what was sent on the lost connection, in order.
-        self._pending.extendleft(reversed(sorted(self._inflight.values(), key=lambda o: o.seq)))
+        self._pending.extendleft(reversed(sorted(self._inflight.values(), key=_seq_of)))
         self._inflight.clear()
         self._publish(self._state())
         log.info("cluster node={node} up", node=self.name)
@@ -419,7 +446,7 @@ class ClusterNode:
     def _commands_down(self) -> None:
         self._up_since = None
         # Unanswered entries go first once Redis is back (their errbacks change nothing).
-        self._pending.extendleft(reversed(sorted(self._inflight.values(), key=lambda o: o.seq)))
+        self._pending.extendleft(reversed(sorted(self._inflight.values(), key=_seq_of)))
         self._inflight.clear()
 
     def _state(self) -> dict[str, Any]:
@@ -561,11 +588,28 @@ class ClusterNode:
         self._seen[node] = (incarnation, seq)
         self._heard[node] = self.clock.seconds()
         try:
-            op = ops.decode(raw)
+            entry_ops = ops.unpack(raw)
         except ops.BadOp as err:
             log.warn("cluster: bad entry from node={node}: {err}", node=node, err=str(err))
             return
-        self._handlers[op["k"]](node, op)
+        handlers = self._handlers
+        on_msg = self._on_msg
+        for op in entry_ops:
+            # Messages first: most ops are messages, and an array is always one.
+            if type(op) is list:
+                try:
+                    ops.check(op)
+                except ops.BadOp as err:
+                    log.warn("cluster: bad op from node={node}: {err}", node=node, err=str(err))
+                    continue
+                on_msg(node, op)
+                continue
+            try:
+                op = ops.check(op)
+            except ops.BadOp as err:
+                log.warn("cluster: bad op from node={node}: {err}", node=node, err=str(err))
+                continue
+            handlers[ops.kind_of(op)](node, op)
 
     # -- the other nodes' users -------------------------------------------------------------
 
@@ -674,20 +718,32 @@ class ClusterNode:
     def _on_away(self, node: str, op: dict[str, Any]) -> None:
         self._call(node, op["nick"], "set_away", op["message"])
 
-    def _on_msg(self, node: str, op: dict[str, Any]) -> None:
-        self._call(
-            node,
-            op["nick"],
-            "say",
-            text=op["text"],
-            room=op["room"],
-            nick=op["target"],
-            kind=op["kind"],
-            tags=tuple((name, value) for name, value in op["tags"]),
-            status=op["status"],
-            msgid=op["id"],
-            ts=float(op["ts"]),
-        )
+    def _on_msg(self, node: str, op: list[Any]) -> None:
+        users = self._remote.get(node)
+        conn = None if users is None else users.get(casefold(op[ops.MSG_NICK]))
+        if conn is None:
+            return
+        tags = op[ops.MSG_TAGS]
+        try:
+            self.service.say(
+                conn,
+                text=op[ops.MSG_TEXT],
+                room=op[ops.MSG_ROOM],
+                nick=op[ops.MSG_TARGET],
+                kind=op[ops.MSG_KIND],
+                tags=tuple((name, value) for name, value in tags) if tags else (),
+                status=op[ops.MSG_STATUS],
+                msgid=op[ops.MSG_ID],
+                ts=float(op[ops.MSG_TS]),
+            )
+        except ChatError as err:
+            # The room here disagrees with the node's (a mode not shared): it decided.
+            log.info(
+                "cluster: message of {nick} from node={node} refused here: {reason}",
+                nick=op[ops.MSG_NICK],
+                node=node,
+                reason=err.reason,
+            )
 
     def _on_state(self, node: str, op: dict[str, Any]) -> None:
         """Make this node's picture of ``node`` what it says it holds."""
@@ -721,6 +777,11 @@ class ClusterNode:
         user = self.service.find_user(op["nick"])
         if user is not None and user.node is None:
             self.service.kill_user(op["nick"], op["reason"])
+
+
+def _seq_of(out: _Outgoing) -> int:
+    assert out.seq is not None
+    return out.seq
 
 
 def _id(entry_id: str) -> tuple[int, int]:

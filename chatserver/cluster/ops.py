@@ -1,9 +1,13 @@
-"""What one node tells the others: core events of its users as JSON stream entries.
+"""What one node tells the others: core events of its users as JSON ops.
 
-An entry is a JSON object with ``k`` (its kind) and the fields of that kind; a user is
-written as a compact Who (``who_fields``).  ``decode`` checks every field's type, so a
-malformed entry (another version, a hand-written XADD) is refused whole with ``BadOp``
-rather than half-applied.
+An op is a JSON object with ``k`` (its kind) and the fields of that kind; a user is
+written as a compact Who (``who_fields``).  A message, the op sent most, is an array
+instead (``MSG_FIELDS`` after ``"msg"``): half the bytes of an object and about half the
+time to encode and decode, paid once per message on each node.  A stream entry carries
+the ops of one reactor turn as one JSON array (``pack``/``unpack``), so encoding,
+Redis's work and decoding are one call per turn, not one per op.  ``check`` checks every
+field's type, so a malformed op (another version, a hand-written XADD) is refused whole
+with ``BadOp`` rather than half-applied.
 """
 
 from __future__ import annotations
@@ -30,6 +34,10 @@ class BadOp(ValueError):
     """An entry that is not a well-formed op."""
 
 
+# An op: an object, or the array of a message.
+Op = dict[str, Any] | list[Any]
+
+
 _STR = (str,)
 _OPT_STR = (str, type(None))
 _NUM = (int, float)
@@ -45,6 +53,7 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "kick": {"nick": _STR, "room": _STR, "target": _STR, "reason": _STR},
     "topic": {"nick": _STR, "room": _STR, "text": _STR},
     "away": {"nick": _STR, "message": _OPT_STR},
+    # A message's fields (an array after "msg", in this order: see MSG_FIELDS).
     "msg": {
         "nick": _STR,
         "id": _STR,
@@ -74,6 +83,12 @@ _WHO: dict[str, tuple[type, ...]] = {
     "w": _OPT_STR,
 }
 _KINDS = ("privmsg", "notice", "action")
+MSG_FIELDS = tuple(SCHEMA["msg"])
+_MSG_CHECKS = tuple(SCHEMA["msg"].items())
+# Where each field is in a message's array.
+MSG_NICK, MSG_ID, MSG_TS, MSG_TEXT, MSG_KIND, MSG_ROOM, MSG_TARGET, MSG_STATUS, MSG_TAGS = range(
+    1, 10
+)
 
 
 def who_fields(who: Who) -> dict[str, Any]:
@@ -99,21 +114,21 @@ def who_from(fields: dict[str, Any]) -> Who:
     )
 
 
-def encode(event: Event, secure: bool = False) -> dict[str, Any] | None:
+def encode(event: Event, secure: bool = False) -> Op | None:
     """The op for a core event of a local user, or None for events not shared."""
     if isinstance(event, Message):
-        return {
-            "k": "msg",
-            "nick": event.source.nick,
-            "id": event.id,
-            "ts": event.ts,
-            "text": event.text,
-            "kind": event.kind,
-            "room": event.room,
-            "target": None if event.room is not None else event.target,
-            "status": event.status,
-            "tags": [list(pair) for pair in event.tags],
-        }
+        return [
+            "msg",
+            event.source.nick,
+            event.id,
+            event.ts,
+            event.text,
+            event.kind,
+            event.room,
+            None if event.room is not None else event.target,
+            event.status,
+            [list(pair) for pair in event.tags] if event.tags else [],
+        ]
     if isinstance(event, Presence):
         return {"k": "user", "who": who_fields(event.who), "s": secure} if event.online else None
     if isinstance(event, Join):
@@ -139,35 +154,55 @@ def encode(event: Event, secure: bool = False) -> dict[str, Any] | None:
     return None
 
 
-def dumps(op: dict[str, Any]) -> str:
+def kind_of(op: Op) -> str:
+    return op[0] if isinstance(op, list) else op["k"]
+
+
+def dumps(op: Op) -> str:
     return json.dumps(op, separators=(",", ":"), ensure_ascii=False)
 
 
-def decode(raw: str | bytes) -> dict[str, Any]:
-    """The op in a stream entry, its fields checked; raises BadOp."""
+def pack(ops: list[Op]) -> str:
+    """The ops of one stream entry, in order."""
+    return json.dumps(ops, separators=(",", ":"), ensure_ascii=False)
+
+
+def unpack(raw: str | bytes) -> list[Any]:
+    """The ops in a stream entry, each still to be ``check``ed; raises BadOp when the entry
+    is no JSON array (a bad op in a good array spoils only itself)."""
+    ops = _loads(raw)
+    if not isinstance(ops, list):
+        raise BadOp("not an array of ops")
+    return ops
+
+
+def decode(raw: str | bytes) -> Op:
+    """The one op in ``raw``, its fields checked; raises BadOp."""
+    return check(_loads(raw))
+
+
+def _loads(raw: str | bytes) -> Any:
     try:
-        op = json.loads(raw)
+        return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as err:
         raise BadOp(f"not JSON: {err}") from None
+
+
+def check(op: Any) -> Op:
+    """``op`` if all its fields are well-formed; raises BadOp."""
+    if isinstance(op, list):
+        return _check_msg(op)
     if not isinstance(op, dict):
         raise BadOp("not an object")
     kind = op.get("k")
     if not isinstance(kind, str) or kind not in SCHEMA:
         raise BadOp(f"unknown kind {kind!r}")
+    if kind == "msg":
+        raise BadOp("msg: an array, not an object")
     schema = SCHEMA[kind]
     _check(op, schema, kind)
     if kind == "user":
         who_from(op["who"])
-    elif kind == "msg":
-        if op["kind"] not in _KINDS:
-            raise BadOp(f"msg: unknown kind {op['kind']!r}")
-        if (op["room"] is None) == (op["target"] is None):
-            raise BadOp("msg: needs a room or a target")
-        for pair in op["tags"]:
-            if not (
-                isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, str) for x in pair)
-            ):
-                raise BadOp("msg: tags must be [name, value] pairs")
     elif kind == "state":
         for entry in op["users"]:
             if not isinstance(entry, dict):
@@ -176,6 +211,37 @@ def decode(raw: str | bytes) -> dict[str, Any]:
             who_from(entry["who"])
             if not all(isinstance(room, str) for room in entry["rooms"]):
                 raise BadOp("state: rooms must be names")
+    return op
+
+
+def _check_msg(op: list[Any]) -> list[Any]:
+    if len(op) != len(MSG_FIELDS) + 1 or op[0] != "msg":
+        raise BadOp("an array that is not a message")
+    _, nick, msgid, ts, text, _kind, room, target, status, tags = op
+    # Once per message on every node: the common shape is tested in one expression, and
+    # only a message that fails it is walked field by field to say which field is wrong.
+    if not (
+        type(nick) is str
+        and type(msgid) is str
+        and type(text) is str
+        and (type(ts) is float or type(ts) is int)
+        and (room is None or type(room) is str)
+        and (target is None or type(target) is str)
+        and (status is None or type(status) is str)
+        and type(tags) is list
+    ):
+        for value, (name, types) in zip(op[1:], _MSG_CHECKS, strict=True):
+            if not isinstance(value, types) or value is True or value is False:
+                raise BadOp(f"msg: {name} has the wrong type")
+    if op[MSG_KIND] not in _KINDS:
+        raise BadOp(f"msg: unknown kind {op[MSG_KIND]!r}")
+    if (op[MSG_ROOM] is None) == (op[MSG_TARGET] is None):
+        raise BadOp("msg: needs a room or a target")
+    for pair in tags:
+        if not (
+            isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, str) for x in pair)
+        ):
+            raise BadOp("msg: tags must be [name, value] pairs")
     return op
 
 

@@ -4,6 +4,7 @@ whole, and anything else is refused whole."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -76,8 +77,17 @@ def test_every_shared_event_decodes_as_it_was_encoded(event: object, secure: boo
     if isinstance(event, Presence):
         assert ops.who_from(decoded["who"]) == event.who
     if isinstance(event, Message):
-        assert decoded["id"] == event.id and decoded["ts"] == event.ts
-        assert tuple(tuple(pair) for pair in decoded["tags"]) == event.tags
+        assert isinstance(decoded, list)
+        assert decoded[ops.MSG_ID] == event.id and decoded[ops.MSG_TS] == event.ts
+        assert decoded[ops.MSG_TEXT] == event.text and decoded[ops.MSG_NICK] == event.source.nick
+        assert tuple(tuple(pair) for pair in decoded[ops.MSG_TAGS]) == event.tags
+
+
+@given(st.lists(events, max_size=20))
+def test_an_entry_unpacks_to_its_ops_in_order(batch: list[object]) -> None:
+    encoded = [ops.encode(event) for event in batch]  # type: ignore[arg-type]
+    unpacked = [ops.check(op) for op in ops.unpack(ops.pack(encoded))]  # type: ignore[arg-type]
+    assert unpacked == encoded
 
 
 @given(st.text(max_size=200) | st.binary(max_size=200))
@@ -86,7 +96,16 @@ def test_anything_else_is_refused_whole(raw: str | bytes) -> None:
         op = ops.decode(raw)
     except ops.BadOp:
         return
-    assert op["k"] in ops.SCHEMA
+    assert ops.kind_of(op) in ops.SCHEMA
+
+
+@given(st.text(max_size=200) | st.binary(max_size=200))
+def test_an_entry_is_an_array_or_refused(raw: str | bytes) -> None:
+    try:
+        unpacked = ops.unpack(raw)
+    except ops.BadOp:
+        return
+    assert isinstance(unpacked, list)
 
 
 def _passes_shallow_check(value: object, types: tuple[type, ...]) -> bool:
@@ -105,27 +124,51 @@ def test_an_entry_missing_a_field_or_of_a_wrong_type_is_refused(
 ) -> None:
     op = ops.encode(event)  # type: ignore[arg-type]
     assert op is not None
-    name = data.draw(st.sampled_from([field for field in op if field != "k"]))
-    types = ops.SCHEMA[op["k"]][name]
-    broken = dict(op)
+    broken: Any
+    if isinstance(op, list):
+        index = data.draw(st.integers(1, len(ops.MSG_FIELDS)))
+        name = ops.MSG_FIELDS[index - 1]
+        broken = list(op)
+        types = ops.SCHEMA["msg"][name]
+    else:
+        name = data.draw(st.sampled_from([field for field in op if field != "k"]))
+        types = ops.SCHEMA[op["k"]][name]
+        broken = dict(op)
     if data.draw(st.booleans()):
-        del broken[name]
+        del broken[index if isinstance(broken, list) else name]
     else:
         wrong = [
             v
             for v in (True, 12, 1.5, "x", None, [1], {"x": 1})
             if not _passes_shallow_check(v, types)
         ]
-        broken[name] = data.draw(st.sampled_from(wrong))
+        broken[index if isinstance(broken, list) else name] = data.draw(st.sampled_from(wrong))
     with pytest.raises(ops.BadOp):
         ops.decode(json.dumps(broken))
+    # In an entry, only the broken op is refused.
+    entry = ops.unpack(ops.pack([broken, op]))
+    with pytest.raises(ops.BadOp):
+        ops.check(entry[0])
+    assert ops.check(entry[1]) == op
 
 
 def test_a_message_needs_exactly_one_of_room_and_target() -> None:
     who = Who(nick="a", ident="a", host="h")
     op = ops.encode(Message(ts=1.0, id="x", source=who, text="hi", room="dev"))
-    assert op is not None
+    assert isinstance(op, list)
+    both = list(op)
+    both[ops.MSG_TARGET] = "b"
+    neither = list(op)
+    neither[ops.MSG_ROOM] = None
     with pytest.raises(ops.BadOp, match="room or a target"):
-        ops.decode(json.dumps({**op, "target": "b"}))
+        ops.decode(json.dumps(both))
     with pytest.raises(ops.BadOp, match="room or a target"):
-        ops.decode(json.dumps({**op, "room": None}))
+        ops.decode(json.dumps(neither))
+
+
+def test_a_message_as_an_object_is_refused() -> None:
+    fields = dict(
+        zip(ops.MSG_FIELDS, ["a", "x", 1.0, "hi", "privmsg", "dev", None, None, []], strict=True)
+    )
+    with pytest.raises(ops.BadOp, match="an array"):
+        ops.decode(json.dumps({"k": "msg", **fields}))
