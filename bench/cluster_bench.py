@@ -221,6 +221,8 @@ class Run:
                     [
                         spy,
                         "record",
+                        # Only the thread holding the GIL: where the CPU goes.
+                        "--gil",
                         "-p",
                         str(s.proc.pid),
                         "-r",

@@ -259,6 +259,12 @@ class ClusterNode:
     def local_event(self, event: Event) -> None:
         if self._stopping:
             return
+        if type(event) is Message:
+            # The hot path: no other kind to test, no claim.
+            targets = self._message_targets(event)
+            if targets:
+                self._publish(ops.encode_message(event), targets=targets)
+            return
         secure = False
         if isinstance(event, Presence):
             user = self.service.find_user(event.who.nick)
@@ -720,7 +726,11 @@ class ClusterNode:
 
     def _on_msg(self, node: str, op: list[Any]) -> None:
         users = self._remote.get(node)
-        conn = None if users is None else users.get(casefold(op[ops.MSG_NICK]))
+        if users is None:
+            return
+        nick = op[ops.MSG_NICK]
+        # Most nicks are their own casefolded key: casefold only when that misses.
+        conn = users.get(nick) or users.get(casefold(nick))
         if conn is None:
             return
         tags = op[ops.MSG_TAGS]

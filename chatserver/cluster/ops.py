@@ -114,21 +114,26 @@ def who_from(fields: dict[str, Any]) -> Who:
     )
 
 
+def encode_message(msg: Message) -> list[Any]:
+    room = msg.room
+    return [
+        "msg",
+        msg.source.nick,
+        msg.id,
+        msg.ts,
+        msg.text,
+        msg.kind,
+        room,
+        None if room is not None else msg.target,
+        msg.status,
+        [list(pair) for pair in msg.tags] if msg.tags else [],
+    ]
+
+
 def encode(event: Event, secure: bool = False) -> Op | None:
     """The op for a core event of a local user, or None for events not shared."""
     if isinstance(event, Message):
-        return [
-            "msg",
-            event.source.nick,
-            event.id,
-            event.ts,
-            event.text,
-            event.kind,
-            event.room,
-            None if event.room is not None else event.target,
-            event.status,
-            [list(pair) for pair in event.tags] if event.tags else [],
-        ]
+        return encode_message(event)
     if isinstance(event, Presence):
         return {"k": "user", "who": who_fields(event.who), "s": secure} if event.online else None
     if isinstance(event, Join):
