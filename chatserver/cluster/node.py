@@ -136,6 +136,10 @@ class _Outgoing:
     targets: str = "*"
     # Given when it is first sent, kept when it is sent again (readers drop repeats by it).
     seq: int | None = None
+    # A run of messages instead: each node's share, in order; one entry per node is made of
+    # it when it is sent.
+    by_node: dict[str, list[ops.Op]] | None = None
+    count: int = 0
 
 
 class ClusterNode:
@@ -261,9 +265,9 @@ class ClusterNode:
             return
         if type(event) is Message:
             # The hot path: no other kind to test, no claim.
-            targets = self._message_targets(event)
-            if targets:
-                self._publish(ops.encode_message(event), targets=targets)
+            nodes = self._message_nodes(event)
+            if nodes:
+                self._publish_message(ops.encode_message(event), nodes)
             return
         secure = False
         if isinstance(event, Presence):
@@ -274,9 +278,10 @@ class ClusterNode:
             return
         targets = "*"
         if isinstance(event, Message):
-            targets = self._message_targets(event)
-            if not targets:
-                return
+            nodes = self._message_nodes(event)
+            if nodes:
+                self._publish_message(op, nodes)
+            return
         claim = release = None
         if isinstance(event, NickChange) and event.who.key in self._unconfirmed:
             # Renamed away from a nick the others never saw it take.
@@ -302,13 +307,13 @@ class ClusterNode:
             release = self._nick_key(event.who.nick)
         self._publish(op, claim, release, targets)
 
-    def _message_targets(self, msg: Message) -> str:
+    def _message_nodes(self, msg: Message) -> tuple[str, ...]:
         """The nodes with someone to deliver ``msg`` to: a room's, or the recipient's."""
         if msg.room is not None:
             room = self.service.rooms.get(msg.room)
-            return " ".join(room.nodes()) if room is not None else ""
+            return room.nodes() if room is not None else ()
         target = self.service.find_user(msg.target) if msg.target is not None else None
-        return "" if target is None or target.node is None else target.node
+        return () if target is None or target.node is None else (target.node,)
 
     # -- publishing ------------------------------------------------------------------------
 
@@ -326,6 +331,7 @@ class ClusterNode:
         last = pending[-1] if pending else None
         if (
             last is not None
+            and last.by_node is None
             and claim is None
             and release is None
             and last.seq is None
@@ -340,6 +346,29 @@ class ClusterNode:
             last.ops.append(op)
         else:
             pending.append(_Outgoing([op], claim, release, targets))
+        self._schedule()
+
+    def _publish_message(self, op: ops.Op, nodes: tuple[str, ...]) -> None:
+        """Messages in a row are gathered by the node they go to: whichever rooms (and so
+        sets of nodes) they are for, each node gets one entry for the run, holding its
+        messages in the order they were said."""
+        pending = self._pending
+        last = pending[-1] if pending else None
+        if last is None or last.by_node is None or last.count >= ENTRY_OPS:
+            last = _Outgoing([], by_node={})
+            pending.append(last)
+        by_node = last.by_node
+        assert by_node is not None
+        for node in nodes:
+            share = by_node.get(node)
+            if share is None:
+                by_node[node] = [op]
+            else:
+                share.append(op)
+        last.count += 1
+        self._schedule()
+
+    def _schedule(self) -> None:
         if not self._flush_scheduled:
             # Everything of this reactor turn goes in one call: one round trip, one reply.
             self._flush_scheduled = True
@@ -350,9 +379,16 @@ class ClusterNode:
         proto = self._commands.proto
         if proto is None or not self.up or not self._pending:
             return
-        while self._pending:
-            count = min(len(self._pending), PUBLISH_BATCH)
-            self._send_batch(proto, [self._pending.popleft() for _ in range(count)])
+        pending = self._pending
+        while pending:
+            batch: list[_Outgoing] = []
+            while pending and len(batch) < PUBLISH_BATCH:
+                out = pending.popleft()
+                if out.by_node is None:
+                    batch.append(out)
+                else:
+                    batch.extend(_Outgoing(share, targets=n) for n, share in out.by_node.items())
+            self._send_batch(proto, batch)
 
     def _send_batch(self, proto: Any, batch: list[_Outgoing]) -> None:
         args: list[Any] = [
