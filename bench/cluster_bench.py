@@ -97,9 +97,9 @@ def drain(receivers: dict[socket.socket, int], timeout: float) -> int:
     sel = selectors.DefaultSelector()
     got = dict.fromkeys(receivers, 0)
     tails = dict.fromkeys(receivers, b"")
-    for sock in receivers:
-        sock.setblocking(False)
-        sel.register(sock, selectors.EVENT_READ)
+    for receiver in receivers:
+        receiver.setblocking(False)
+        sel.register(receiver, selectors.EVENT_READ)
     waiting = len(receivers)
     deadline = time.monotonic() + timeout
     while waiting and time.monotonic() < deadline:
@@ -135,7 +135,7 @@ class Run:
     def measure(self, scenario: str) -> tuple[dict[str, float], float]:
         """Connect the users (spread over the servers one by one), send, and measure."""
         servers = self.servers
-        count = len(servers)
+        spread = len(servers)
         node = iter(servers * 100_000)
         receivers: dict[socket.socket, int] = {}
         senders: list[tuple[socket.socket, str, int]] = []
@@ -155,7 +155,7 @@ class Run:
 
                 def place(i: int, room: int = room) -> int:
                     # The i-th user of the room: on the room's node (local), or the next.
-                    server = servers[room % count if scenario == "local" else (room + i) % count]
+                    server = servers[room % spread if scenario == "local" else (room + i) % spread]
                     return server.ports["irc"]
 
                 sender = connect(place(0), f"s{room}", name)
@@ -177,8 +177,8 @@ class Run:
         spies = self._spy(scenario)
         before = [tree_cpu_seconds(p) if tree else cpu_seconds(p) for _, p, tree in probes]
         started = time.monotonic()
-        for sock, room, count in senders:
-            lines = (f"PRIVMSG #{room} :message {i} of the benchmark\r\n" for i in range(count))
+        for sock, target, count in senders:
+            lines = (f"PRIVMSG #{target} :message {i} of the benchmark\r\n" for i in range(count))
             sock.sendall("".join(lines).encode())
         delivered = drain(receivers, timeout=300)
         elapsed = time.monotonic() - started

@@ -10,8 +10,9 @@ Redis holds (``prefix`` before each key):
   together, so no nick is ever owned by two nodes.
 - ``events:<name>``: a stream per node of what the other nodes' users do
   (``chatserver.cluster.ops``), each entry with its node, the node's incarnation and a
-  sequence number, holding the ops of one reactor turn (all of them, when they go to the
-  same nodes).  Presence and membership go to every node, so each core holds every user
+  sequence number, holding a reactor turn's ops as one JSON array: a run of messages gives
+  each node it goes to one entry with its share of them, in order, and other ops going to
+  the same nodes share an entry.  Presence and membership go to every node, so each core holds every user
   (the other nodes' through stand-in connections) and NAMES, WHO and occupant lists are
   whole; a room message goes only to the nodes with members in the room, a private message
   to its recipient's node.  Each node delivers only to its own connections.
@@ -30,6 +31,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,7 +131,7 @@ UNAVAILABLE_JOIN = "rooms cannot be joined now (Redis is unreachable); try again
 class _Outgoing:
     """One stream entry to publish: ops in order, all going to the same nodes."""
 
-    ops: list[ops.Op]
+    items: list[ops.Op]
     claim: str | None = None
     release: str | None = None
     # The nodes it goes to: "*" for every other node, else names separated by spaces.
@@ -196,7 +198,7 @@ class ClusterNode:
         )
         self._heartbeat = LoopingCall(self._beat)
         self._heartbeat.clock = reactor
-        self._handlers = {
+        self._handlers: dict[str, Callable[[str, Any], None]] = {
             "user": self._on_user,
             "nick": self._on_nick,
             "quit": self._on_quit,
@@ -338,12 +340,12 @@ class ClusterNode:
             and last.claim is None
             and last.release is None
             and last.targets == targets
-            and len(last.ops) < ENTRY_OPS
+            and len(last.items) < ENTRY_OPS
         ):
             # Joins the entry before it, which goes to the same nodes: order is kept, and
             # Redis and the readers handle one entry for the turn.  An entry with a claim
             # stays alone: a refused claim drops only its own op.
-            last.ops.append(op)
+            last.items.append(op)
         else:
             pending.append(_Outgoing([op], claim, release, targets))
         self._schedule()
@@ -403,7 +405,7 @@ class ClusterNode:
             if out.seq is None:
                 out.seq = next(self._seq)
             self._inflight[out.seq] = out
-            args += [out.seq, out.claim or "", out.release or "", out.targets, ops.pack(out.ops)]
+            args += [out.seq, out.claim or "", out.release or "", out.targets, ops.pack(out.items)]
         # No reply timeout here: a big turn may take Redis a while on a busy machine, and the
         # heartbeat (which has one) tells whether Redis is there at all.
         d = proto.execute_command("EVALSHA", self._sha["publish"], 0, *args, apply_timeout=False)
@@ -411,7 +413,7 @@ class ClusterNode:
 
     def _published(self, refused: Any, batch: list[_Outgoing]) -> None:
         for out in batch:
-            self._inflight.pop(out.seq, None)
+            self._inflight.pop(_seq_of(out), None)
         lost = {int(seq) for seq in refused or ()}
         for out in batch:
             if out.seq in lost:
@@ -421,7 +423,7 @@ class ClusterNode:
         """Another node's claim of the nick came first: the user here takes a guest nick,
         which the others learn of as its first appearance (it never had the nick there) or
         as a rename from the nick it had before."""
-        op = out.ops[0]
+        op = out.items[0]
         assert isinstance(op, dict)
         if op["k"] == "user":
             nick, before = op["who"]["n"], None
@@ -440,7 +442,7 @@ class ClusterNode:
         if batch[0].seq in self._inflight:
             # Redis answered with an error (not a lost connection, which sends it again).
             for out in batch:
-                self._inflight.pop(out.seq, None)
+                self._inflight.pop(_seq_of(out), None)
             log.failure("redis: publishing {count} entries", failure, count=len(batch))
 
     def _commands_up(self, proto: Any) -> None:

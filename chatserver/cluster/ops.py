@@ -4,8 +4,8 @@ An op is a JSON object with ``k`` (its kind) and the fields of that kind; a user
 written as a compact Who (``who_fields``).  A message, the op sent most, is an array
 instead (``MSG_FIELDS`` after ``"msg"``): half the bytes of an object and about half the
 time to encode and decode, paid once per message on each node.  A stream entry carries
-the ops of one reactor turn as one JSON array (``pack``/``unpack``), so encoding,
-Redis's work and decoding are one call per turn, not one per op.  ``check`` checks every
+ops of one reactor turn as one JSON array (``pack``/``unpack``), so encoding, Redis's
+work and decoding are a call per turn, not one per op.  ``check`` checks every
 field's type, so a malformed op (another version, a hand-written XADD) is refused whole
 with ``BadOp`` rather than half-applied.
 """

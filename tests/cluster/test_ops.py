@@ -75,6 +75,7 @@ def test_every_shared_event_decodes_as_it_was_encoded(event: object, secure: boo
     decoded = ops.decode(ops.dumps(op))
     assert decoded == op
     if isinstance(event, Presence):
+        assert isinstance(decoded, dict)
         assert ops.who_from(decoded["who"]) == event.who
     if isinstance(event, Message):
         assert isinstance(decoded, list)
@@ -167,7 +168,7 @@ def test_a_message_needs_exactly_one_of_room_and_target() -> None:
 
 
 def test_a_message_as_an_object_is_refused() -> None:
-    fields = dict(
+    fields: dict[str, Any] = dict(
         zip(ops.MSG_FIELDS, ["a", "x", 1.0, "hi", "privmsg", "dev", None, None, []], strict=True)
     )
     with pytest.raises(ops.BadOp, match="an array"):
