@@ -10,7 +10,7 @@ Redis holds (``prefix`` before each key):
   together, so no nick is ever owned by two nodes.
 - ``events:<name>``: a stream per node of what the other nodes' users do
   (``chatserver.cluster.ops``), each entry with its node, the node's incarnation and a
-  sequence number, holding a reactor turn's ops as one JSON array: a run of messages gives
+  sequence number, holding a reactor turn's ops as one array (``ops.pack``): a run of messages gives
   each node it goes to one entry with its share of them, in order, and other ops going to
   the same nodes share an entry.  Presence and membership go to every node, so each core holds every user
   (the other nodes' through stand-in connections) and NAMES, WHO and occupant lists are
@@ -194,7 +194,7 @@ class ClusterNode:
             url, reactor, on_up=self._commands_up, on_down=self._commands_down, name="commands"
         )
         self._reader = RedisLink(
-            url, reactor, on_up=self._reader_up, on_down=lambda: None, name="stream"
+            url, reactor, on_up=self._reader_up, on_down=lambda: None, name="stream", binary=True
         )
         self._heartbeat = LoopingCall(self._beat)
         self._heartbeat.clock = reactor
@@ -611,9 +611,11 @@ class ClusterNode:
                             log.failure("cluster: applying entry {id}", id=entry_id)
         self._read(proto)
 
-    def _apply(self, fields: list[str]) -> None:
-        entry = fields[1] if len(fields) == 2 and fields[0] == "e" else ""
-        node, incarnation, seq_text, raw = [*entry.split(" ", 3), "", "", ""][:4]
+    def _apply(self, fields: list[bytes]) -> None:
+        entry = fields[1] if len(fields) == 2 and fields[0] == b"e" else b""
+        head = [*entry.split(b" ", 3), b"", b"", b""][:4]
+        node, incarnation, seq_text = (part.decode("utf-8", "replace") for part in head[:3])
+        raw = head[3]
         if node == self.name:
             if incarnation != self.incarnation:
                 log.warn("cluster: another process uses node={node}", node=node)
@@ -832,6 +834,8 @@ def _seq_of(out: _Outgoing) -> int:
     return out.seq
 
 
-def _id(entry_id: str) -> tuple[int, int]:
+def _id(entry_id: str | bytes) -> tuple[int, int]:
+    if isinstance(entry_id, bytes):
+        entry_id = entry_id.decode()
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq or 0)
