@@ -20,6 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tests.support.haproxy import affordable_maxconn
+from tests.support.haproxy import haproxy_config as make_haproxy_config
 from tests.support.postgres import PostgresServer
 from tests.support.redis import RedisServer
 from tests.support.server import write_config
@@ -31,24 +33,13 @@ FRONT_PORTS = {"line": 2323, "irc": 6667, "xmpp": 5222}
 
 
 def haproxy_config(nodes: int) -> str:
-    lines = [
-        "defaults",
-        "    mode tcp",
-        "    timeout connect 5s",
-        "    timeout client 1h",
-        "    timeout server 1h",
-        "    balance leastconn",
-    ]
-    for proto, front in FRONT_PORTS.items():
-        lines += [
-            f"frontend {proto}",
-            f"    bind 127.0.0.1:{front}",
-            f"    default_backend {proto}",
-        ]
-        lines.append(f"backend {proto}")
-        for i in range(nodes):
-            lines.append(f"    server n{i} 127.0.0.1:{BASE_PORTS[proto] + i} check")
-    return "\n".join(lines) + "\n"
+    """deploy/haproxy.cfg with this machine's ports (the test suite writes its own the same
+    way), and a connection limit this process's descriptor limit allows."""
+    return make_haproxy_config(
+        FRONT_PORTS,
+        {proto: [(f"n{i}", base + i) for i in range(nodes)] for proto, base in BASE_PORTS.items()},
+        maxconn=affordable_maxconn(),
+    )
 
 
 def main() -> int:

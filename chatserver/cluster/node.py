@@ -120,6 +120,10 @@ PUBLISH_BATCH = 500
 # Ops per entry, at most: what one reader decodes in one go.
 ENTRY_OPS = 500
 READ_BLOCK_MS = 1000
+# Room messages kept per other node, newest last: nothing arrives from a node after it dies,
+# so these are its last ones, which cover what it had not written yet (one write interval,
+# a second by default) up to this many messages a second.
+RECENT_MESSAGES = 10_000
 
 UNAVAILABLE_NICK = (
     "the cluster cannot confirm new nicks now (Redis is unreachable); try again shortly"
@@ -185,6 +189,8 @@ class ClusterNode:
         self._remote: dict[str, dict[str, Connection]] = {}
         # node -> (incarnation, last sequence number applied)
         self._seen: dict[str, tuple[str, int]] = {}
+        # node -> its last room messages applied here, for storing if it dies unwritten
+        self._recent: dict[str, deque[Message]] = {}
         # node -> when an entry of it was last applied: a node that is heard from is alive,
         # even if it was too busy to renew its key in time.
         self._heard: dict[str, float] = {}
@@ -534,6 +540,9 @@ class ClusterNode:
             # the others may have dropped its users and freed its nicks.  Claim them again and
             # tell everyone what this node holds.
             log.warn("cluster: this node's heartbeat had lapsed; announcing its state again")
+            # If Redis lost its data, every node's key went with this one's: the others are
+            # given a lease to renew theirs before any is counted lost.
+            self._up_since = self.clock.seconds()
             d = defer.ensureDeferred(self._reannounce(proto))
             d.addErrback(lambda f: log.failure("redis: announcing again", f))
 
@@ -549,10 +558,12 @@ class ClusterNode:
             d.addCallbacks(self._checked, lambda f: None, (node,))
 
     def _checked(self, exists: Any, node: str) -> None:
-        recently = self.clock.seconds() - self._heard.get(node, 0.0) < self.lease
-        if str(exists) == "0" and self.up and not recently:
+        now = self.clock.seconds()
+        recently = now - self._heard.get(node, 0.0) < self.lease
+        settled = self._up_since is not None and now - self._up_since >= self.lease
+        if str(exists) == "0" and settled and not recently:
             log.warn("cluster node={node} lost: its users leave", node=node)
-            self._drop_node(node, f"{node} lost")
+            self._drop_node(node, f"{node} lost", died=True)
             proto = self._commands.proto
             if proto is not None:
                 # Nothing is sent to it any more; back, it finds its stream gone and asks
@@ -627,7 +638,7 @@ class ClusterNode:
         seen = self._seen.get(node)
         if seen is None or seen[0] != incarnation:
             if seen is not None:
-                self._drop_node(node, f"{node} restarted")
+                self._drop_node(node, f"{node} restarted", died=True)
             seen = (incarnation, 0)
         if seq <= seen[1]:
             return
@@ -699,7 +710,26 @@ class ClusterNode:
             users.pop(conn.user.key, None)
         self.service.quit(conn, reason)
 
-    def _drop_node(self, node: str, reason: str) -> None:
+    def _drop_node(self, node: str, reason: str, *, died: bool = False) -> None:
+        """Remove ``node``'s users; ``died``: it ended without writing what it held, so its
+        last room messages received here are stored here (see ``store_messages``): what it
+        acknowledged and published is not lost."""
+        recent = self._recent.pop(node, None)
+        if died and recent:
+            # What it said since its last write could start: one write interval before it
+            # was last heard from, and the lease for clocks that differ between machines.
+            since = (
+                self._heard.get(node, self.clock.seconds())
+                - self.service.settings.history_flush_interval
+                - self.lease
+            )
+            unsure = [msg for msg in recent if msg.ts >= since]
+            self.service.store_messages(unsure)
+            log.info(
+                "cluster: storing the last {count} messages of node={node}",
+                count=len(unsure),
+                node=node,
+            )
         for conn in list(self._remote.get(node, {}).values()):
             self._remove(node, conn, reason)
         self._remote.pop(node, None)
@@ -733,12 +763,14 @@ class ClusterNode:
         if conn is not None:
             self._remove(node, conn, op["reason"])
 
-    def _call(self, node: str, sender: str, method: str, /, *args: Any, **kwargs: Any) -> None:
+    def _call(self, node: str, sender: str, method: str, /, *args: Any, **kwargs: Any) -> Any:
+        """The service's ``method`` for ``node``'s user ``sender``: its result, or None when
+        the user is unknown here or the call was refused."""
         conn = self._conn(node, sender)
         if conn is None:
-            return
+            return None
         try:
-            getattr(self.service, method)(conn, *args, **kwargs)
+            return getattr(self.service, method)(conn, *args, **kwargs)
         except ChatError as err:
             # The rooms here disagree with the node's (a mode not shared): it decided.
             log.info(
@@ -775,7 +807,7 @@ class ClusterNode:
             return
         tags = op[ops.MSG_TAGS]
         try:
-            self.service.say(
+            msg = self.service.say(
                 conn,
                 text=op[ops.MSG_TEXT],
                 room=op[ops.MSG_ROOM],
@@ -790,10 +822,18 @@ class ClusterNode:
             # The room here disagrees with the node's (a mode not shared): it decided.
             log.info(
                 "cluster: message of {nick} from node={node} refused here: {reason}",
-                nick=op[ops.MSG_NICK],
+                nick=nick,
                 node=node,
                 reason=err.reason,
             )
+            return
+        if msg.room is not None and msg.status is None:
+            # The node's last room messages: if it dies before writing them, this node
+            # writes them (see _drop_node).
+            recent = self._recent.get(node)
+            if recent is None:
+                recent = self._recent[node] = deque(maxlen=RECENT_MESSAGES)
+            recent.append(msg)
 
     def _on_state(self, node: str, op: dict[str, Any]) -> None:
         """Make this node's picture of ``node`` what it says it holds."""

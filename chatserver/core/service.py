@@ -668,7 +668,8 @@ class ChatService(
             r = self._room(room)
             member = r.members.get(user)
             self._check_send(r, user, member)
-            if self.store_failing and status is None:
+            if self.store_failing and status is None and user.node is None:
+                # Another node's user's message was accepted there: its node stores it.
                 self._check_unstored()
             if "no_ctcp" in r.flags and kind != "action" and text.startswith("\x01"):
                 # CTCP (other than an action) is IRC's; a room may refuse it for everyone.
@@ -724,7 +725,11 @@ class ChatService(
             raise ChatError("a message needs a room or a nick")
         else:
             target = self._find(nick)
-        if self.store_failing and (user.account is not None or target.account is not None):
+        if (
+            self.store_failing
+            and user.node is None
+            and (user.account is not None or target.account is not None)
+        ):
             self._check_unstored()
         msg = Message(
             ts=now,
