@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -59,6 +60,9 @@ def main() -> int:
     print(f"PostgreSQL {postgres.dsn()}  Redis {redis.url}  files in {work}")
     try:
         dsn = postgres.new_database()
+        # One cloak secret for every node: XMPP occupant ids of a user are then the same
+        # whichever node makes them.
+        secret = secrets.token_hex(16)
         for i in range(args.nodes):
             name = f"n{i}"
             config = work / f"{name}.toml"
@@ -67,7 +71,7 @@ def main() -> int:
                 {
                     "server": {"listen": ["127.0.0.1"], "name": "cluster.chatserver"},
                     # Behind HAProxy every user comes from one address.
-                    "chat": {"max_connections_per_address": 0},
+                    "chat": {"max_connections_per_address": 0, "cloak_secret": secret},
                     "storage": {"backend": "postgresql", "dsn": dsn},
                     "cluster": {"redis": redis.url, "node": name, "lease": 5.0},
                     "line": {"port": BASE_PORTS["line"] + i},

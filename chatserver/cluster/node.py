@@ -43,8 +43,17 @@ from twisted.logger import Logger
 from chatserver.cluster import ops
 from chatserver.cluster.link import RedisLink
 from chatserver.cluster.remote import RemoteClient
+from chatserver.cluster.shared import Sharing
 from chatserver.core.errors import ChatError, NickInUse
-from chatserver.core.events import Event, Message, NickChange, Presence, Quit
+from chatserver.core.events import (
+    Event,
+    Message,
+    NickChange,
+    Presence,
+    Quit,
+    Redaction,
+    TagMessage,
+)
 from chatserver.core.names import casefold, room_key
 from chatserver.core.users import Connection
 
@@ -148,7 +157,7 @@ class _Outgoing:
     count: int = 0
 
 
-class ClusterNode:
+class ClusterNode(Sharing):
     """Implements the core's IClusterLink (``service.cluster``) for one process."""
 
     def __init__(
@@ -211,14 +220,24 @@ class ClusterNode:
             "join": self._on_join,
             "part": self._on_part,
             "kick": self._on_kick,
-            "topic": self._on_topic,
             "away": self._on_away,
             "msg": self._on_msg,
             "state": self._on_state,
             "sync": self._on_sync,
             "bye": self._on_bye,
             "kill": self._on_kill,
+            "room": self._on_room,
+            "invite": self._on_invite,
+            "account": self._on_account,
+            "tag": self._on_tag,
+            "login": self._on_login,
+            "kline": self._on_kline,
+            "rename": self._on_rename,
+            "meta": self._on_meta,
+            "notice": self._on_notice,
+            "redact": self._on_redact,
         }
+        self._init_sharing()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -290,6 +309,10 @@ class ClusterNode:
             if nodes:
                 self._publish_message(op, nodes)
             return
+        if isinstance(event, (TagMessage, Redaction)):
+            targets = " ".join(self._message_nodes(event))
+            if not targets:
+                return
         claim = release = None
         if isinstance(event, NickChange) and event.who.key in self._unconfirmed:
             # Renamed away from a nick the others never saw it take.
@@ -315,7 +338,7 @@ class ClusterNode:
             release = self._nick_key(event.who.nick)
         self._publish(op, claim, release, targets)
 
-    def _message_nodes(self, msg: Message) -> tuple[str, ...]:
+    def _message_nodes(self, msg: Message | TagMessage | Redaction) -> tuple[str, ...]:
         """The nodes with someone to deliver ``msg`` to: a room's, or the recipient's."""
         if msg.room is not None:
             room = self.service.rooms.get(msg.room)
@@ -505,7 +528,7 @@ class ClusterNode:
             for user in self.service.users
             if user.node is None
         ]
-        return {"k": "state", "users": users}
+        return {"k": "state", "users": users, "rooms": self._room_states()}
 
     # -- heartbeat -------------------------------------------------------------------------
 
@@ -521,6 +544,7 @@ class ClusterNode:
         )
 
     def _beat(self) -> None:
+        self._prune_stamps()
         proto = self._commands.proto
         if proto is None or not self.up:
             return
@@ -788,10 +812,10 @@ class ClusterNode:
         self._call(node, op["nick"], "part", op["room"], op["reason"])
 
     def _on_kick(self, node: str, op: dict[str, Any]) -> None:
-        self._call(node, op["nick"], "kick", op["room"], op["target"], op["reason"])
-
-    def _on_topic(self, node: str, op: dict[str, Any]) -> None:
-        self._call(node, op["nick"], "set_topic", op["room"], op["text"])
+        if op["nick"]:
+            self._call(node, op["nick"], "kick", op["room"], op["target"], op["reason"])
+        else:
+            self._by_server(op)
 
     def _on_away(self, node: str, op: dict[str, Any]) -> None:
         self._call(node, op["nick"], "set_away", op["message"])
@@ -817,6 +841,7 @@ class ClusterNode:
                 status=op[ops.MSG_STATUS],
                 msgid=op[ops.MSG_ID],
                 ts=float(op[ops.MSG_TS]),
+                native=ops.native_of(op[ops.MSG_NATIVE]),
             )
         except ChatError as err:
             # The room here disagrees with the node's (a mode not shared): it decided.
@@ -856,6 +881,8 @@ class ClusterNode:
                 self._call(node, who.nick, "join", name)
             for name in set(user.rooms) - rooms:
                 self._call(node, who.nick, "part", name, "")
+        for entry in op["rooms"]:
+            self._on_room(node, entry)
 
     def _on_sync(self, node: str, op: dict[str, Any]) -> None:
         self._publish(self._state(), targets=node)
