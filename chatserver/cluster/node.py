@@ -512,9 +512,19 @@ class ClusterNode(Sharing):
             self.name,
             self.node_prefix,
         )
+        let_go = False
         for index in lost or ():
             user = local[int(index) - 1]
-            self.service.collide(user.nick, f"{user.nick} was taken on another server meanwhile")
+            if user.account is not None and self.service.let_go(user.account):
+                # An always-on user another node holds (both restored it at start).
+                let_go = True
+            else:
+                self.service.collide(
+                    user.nick, f"{user.nick} was taken on another server meanwhile"
+                )
+        if let_go:
+            # That node's state may have come while this one held the user: again.
+            self._publish({"k": "sync"})
 
     def _commands_down(self) -> None:
         self._up_since = None
@@ -703,7 +713,8 @@ class ClusterNode(Sharing):
         if holder is None or holder.node == node:
             return
         if holder.node is None:
-            self.service.collide(nick, f"{nick} was taken on another server at the same time")
+            if holder.account is None or not self.service.let_go(holder.account):
+                self.service.collide(nick, f"{nick} was taken on another server at the same time")
         else:
             conn = self._conn(holder.node, nick)
             if conn is not None:

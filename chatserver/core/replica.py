@@ -78,11 +78,13 @@ class Replica:
     accounts: AccountManager
     server_who: Who
     by_account: dict[str, User]
+    _detached: dict[str, float]
 
     if TYPE_CHECKING:
 
         def _load_recent(self, room: Room) -> Any: ...
         def _logout_user(self, user: User) -> None: ...
+        def _remove_member(self, room: Room, user: User) -> None: ...
         def _audience(self, user: User) -> list[IChatClient]: ...
         def _observe(self, event: Event) -> None: ...
         def _forget_room_metadata(self, name: str) -> None: ...
@@ -219,6 +221,22 @@ class Replica:
         )
         self._send(self._audience(user), event)
         self._observe(event)
+
+    def let_go(self, account: str) -> bool:
+        """Another node holds the user of ``account`` (an always-on account both nodes
+        restored from the shared store at their start): the one kept here without
+        connections is removed, without a word, and True returned; False when there is none
+        such here."""
+        key = casefold(account)
+        user = self.by_account.get(key)
+        if user is None or user.node is not None or user.connections:
+            return False
+        self._detached.pop(key, None)
+        for room in list(user.rooms.values()):
+            self._remove_member(room, user)
+        self.users.remove(user)
+        del self.by_account[key]
+        return True
 
     def account_registered_elsewhere(self, name: str) -> None:
         """Another node created the account ``name``: its nick is protected here at once."""

@@ -530,3 +530,33 @@ def test_an_operators_console_kick_and_notice_reach_every_node(make_node: Node) 
     admin(a, "notice", "restarting", "soon")
     assert "restarting soon" in bob.expect("restarting soon")
     assert "restarting soon" in alice.expect("restarting soon")
+
+
+def test_an_always_on_user_is_held_by_one_node_when_another_starts(
+    make_node: Node, postgres: PostgresServer
+) -> None:
+    shared = {"storage": {"backend": "postgresql", "dsn": postgres.new_database()}}
+    a = make_node("a", overrides=shared)
+    alice = line(a, "alice")
+    alice.send("/register alice-secret-1")
+    alice.expect("alice is now registered")
+    alice.send("/set always-on on")
+    alice.expect("always-on")
+    join(alice, "dev")
+    alice.close()
+    watcher_a = line(a, "watcher")
+    # Kept without a connection on node a, in her room.
+    assert members(watcher_a, "dev", 1) == "*** members of #dev (1): @alice"
+
+    # Node b starts, reads the always-on accounts from the shared store, and does not hold
+    # a second alice (nor a guest-renamed copy of her).
+    b = make_node("b", overrides=shared)
+    watcher_b = line(b, "watcher2")
+    assert members(watcher_b, "dev", 1) == "*** members of #dev (1): @alice"
+    time.sleep(2.0)
+    for watcher in (watcher_a, watcher_b):
+        assert members(watcher, "dev", 1) == "*** members of #dev (1): @alice"
+    # Node a still holds her: a login to her account on node b is refused, saying so.
+    visitor = line(b, "visitor")
+    visitor.send("/identify alice alice-secret-1")
+    assert "another server" in visitor.expect("!!!")
