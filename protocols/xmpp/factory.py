@@ -135,13 +135,16 @@ class XmppFactory(Factory):
 
         self.rosters.watchers.append(lambda *change: mam.roster_changed(self, *change))
         for account in self.service.archive_roster_accounts():
+            d = mam.give_contacts(self, account).addCallback(self._roster_given, account)
+            d.addErrback(self._roster_failed, account)
 
-            def loaded(_: Any, account: str = account) -> None:
-                if not self.resources(user_jid(account, self.domain)):
-                    self.rosters.forget(account)
+    def _roster_given(self, _: Any, account: str) -> None:
+        # Loaded only for this: not kept for an account that no XMPP client is using.
+        if not self.resources(user_jid(account, self.domain)):
+            self.rosters.forget(account)
 
-            d = mam.give_contacts(self, account).addCallback(loaded)
-            d.addErrback(lambda f, a=account: _log.failure("roster of {a}", f, a=a))
+    def _roster_failed(self, failure: Any, account: str) -> None:
+        _log.failure("roster of {a}", failure, a=account)
 
     def collect_metrics(self) -> Iterator[Metric]:
         """Stream management and client state figures, read at scrape time."""
