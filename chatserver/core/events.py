@@ -163,7 +163,16 @@ class MessageBatch:
     """
 
     messages: tuple[Event, ...]
-    rendered: dict[Any, bytes] = field(default_factory=dict, compare=False, repr=False, hash=False)
+    # The joined bytes per variant, and whatever else a protocol makes once per variant to
+    # build its members' batches from (IRC: each message's bytes).
+    rendered: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False, hash=False)
+    # A member that said some of the turn's messages gets the rest of them: ``messages`` are
+    # then the runs ``spans`` ((start, stop), ...) of the whole turn's batch ``base``, which
+    # holds only messages.  A protocol may build such a batch from what it made of ``base``
+    # (each message's bytes are the same for every member of a variant) without a pass over
+    # every message for every sender; one that does not just reads ``messages``.
+    base: MessageBatch | None = field(default=None, compare=False, repr=False)
+    spans: tuple[tuple[int, int], ...] = field(default=(), compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
