@@ -174,6 +174,13 @@ class MessageBatch:
     base: MessageBatch | None = field(default=None, compare=False, repr=False)
     spans: tuple[tuple[int, int], ...] = field(default=(), compare=False, repr=False)
 
+    def join_spans(self, parts: list[bytes]) -> bytes:
+        """This batch's bytes from ``parts``, the bytes of each of ``base``'s messages."""
+        pieces: list[bytes] = []
+        for start, stop in self.spans:
+            pieces += parts[start:stop]
+        return b"".join(pieces)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Join(Event):

@@ -328,10 +328,7 @@ def render_batch(conn: IrcConnection, batch: MessageBatch) -> bytes:
         if parts is not None:
             # A sender's rest of the turn: runs of what every member of its variant gets.
             # Made for this one member, so not kept.
-            pieces: list[bytes] = []
-            for start, stop in batch.spans:
-                pieces += parts[start:stop]
-            return b"".join(pieces)
+            return batch.join_spans(parts)
     key = ("irc", conn.cap_bits & BATCH_BITS)
     data = batch.rendered.get(key)
     if data is None:
