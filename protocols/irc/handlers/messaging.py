@@ -84,7 +84,8 @@ def _say(conn: IrcConnection, msg: IrcMessage, notice: bool) -> Deferred[Any] | 
         if not notice:
             conn.reply(n.ERR_NOTEXTTOSEND, "No text to send")
         return None
-    return say_text(conn, name, msg.params[0], msg.params[1], tuple(client_tags(conn, msg).items()))
+    tags = client_tags(conn, msg)
+    return say_text(conn, name, msg.params[0], msg.params[1], tuple(tags.items()) if tags else ())
 
 
 def say_text(
