@@ -7,6 +7,8 @@
 #               is printed and written to bench/build/results.md
 #   make soak   mixed load against a real server for SOAK_MINUTES (default 30): are its memory
 #               and file descriptors flat?  Not part of `make test`.
+#   make test-cluster-long  the cluster chaos tests' long forms (a minute-long Redis and
+#               PostgreSQL outage, three nodes with one killed under load); not in `make test`.
 #   make cluster  PostgreSQL, Redis and three nodes sharing them (HAProxy in front when it is
 #               installed) on this machine, to try cluster mode; Ctrl-C stops it all.
 #   make irctest  the irctest IRC conformance suite (a checkout named by IRCTEST_DIR) against a
@@ -24,7 +26,7 @@ TEST_STAMP := $(VENV)/.stamp-test
 SOAK_MINUTES ?= 30
 DATA_DIR ?= var
 
-.PHONY: run test lint format clean bench soak irctest web cluster
+.PHONY: run test lint format clean bench soak irctest web cluster test-cluster-long
 
 run: $(RUN_STAMP) web
 	$(BIN)/chatserver run --data-dir $(DATA_DIR)
@@ -33,6 +35,9 @@ test: $(TEST_STAMP) web
 	$(BIN)/python -m pytest
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+test-cluster-long: $(TEST_STAMP)
+	CHATSERVER_CLUSTER_LONG=1 $(BIN)/python -m pytest tests/cluster -m cluster_long -s
 
 soak: $(TEST_STAMP)
 	$(BIN)/python tools/soak.py --minutes $(SOAK_MINUTES)

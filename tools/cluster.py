@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -20,6 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tests.support.haproxy import affordable_maxconn
+from tests.support.haproxy import haproxy_config as make_haproxy_config
 from tests.support.postgres import PostgresServer
 from tests.support.redis import RedisServer
 from tests.support.server import write_config
@@ -31,24 +34,13 @@ FRONT_PORTS = {"line": 2323, "irc": 6667, "xmpp": 5222}
 
 
 def haproxy_config(nodes: int) -> str:
-    lines = [
-        "defaults",
-        "    mode tcp",
-        "    timeout connect 5s",
-        "    timeout client 1h",
-        "    timeout server 1h",
-        "    balance leastconn",
-    ]
-    for proto, front in FRONT_PORTS.items():
-        lines += [
-            f"frontend {proto}",
-            f"    bind 127.0.0.1:{front}",
-            f"    default_backend {proto}",
-        ]
-        lines.append(f"backend {proto}")
-        for i in range(nodes):
-            lines.append(f"    server n{i} 127.0.0.1:{BASE_PORTS[proto] + i} check")
-    return "\n".join(lines) + "\n"
+    """deploy/haproxy.cfg with this machine's ports (the test suite writes its own the same
+    way), and a connection limit this process's descriptor limit allows."""
+    return make_haproxy_config(
+        FRONT_PORTS,
+        {proto: [(f"n{i}", base + i) for i in range(nodes)] for proto, base in BASE_PORTS.items()},
+        maxconn=affordable_maxconn(),
+    )
 
 
 def main() -> int:
@@ -68,6 +60,9 @@ def main() -> int:
     print(f"PostgreSQL {postgres.dsn()}  Redis {redis.url}  files in {work}")
     try:
         dsn = postgres.new_database()
+        # One cloak secret for every node: XMPP occupant ids of a user are then the same
+        # whichever node makes them.
+        secret = secrets.token_hex(16)
         for i in range(args.nodes):
             name = f"n{i}"
             config = work / f"{name}.toml"
@@ -76,7 +71,7 @@ def main() -> int:
                 {
                     "server": {"listen": ["127.0.0.1"], "name": "cluster.chatserver"},
                     # Behind HAProxy every user comes from one address.
-                    "chat": {"max_connections_per_address": 0},
+                    "chat": {"max_connections_per_address": 0, "cloak_secret": secret},
                     "storage": {"backend": "postgresql", "dsn": dsn},
                     "cluster": {"redis": redis.url, "node": name, "lease": 5.0},
                     "line": {"port": BASE_PORTS["line"] + i},

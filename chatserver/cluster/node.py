@@ -40,8 +40,17 @@ from twisted.logger import Logger
 from chatserver.cluster import ops
 from chatserver.cluster.link import RedisLink
 from chatserver.cluster.remote import RemoteClient
+from chatserver.cluster.shared import Sharing
 from chatserver.core.errors import ChatError, NickInUse
-from chatserver.core.events import Event, Message, NickChange, Presence, Quit
+from chatserver.core.events import (
+    Event,
+    Message,
+    NickChange,
+    Presence,
+    Quit,
+    Redaction,
+    TagMessage,
+)
 from chatserver.core.names import casefold, room_key
 from chatserver.core.users import Connection
 
@@ -115,6 +124,10 @@ READ_COUNT = 1000
 # Entries per script call: a long script holds up every other Redis client meanwhile.
 PUBLISH_BATCH = 500
 READ_BLOCK_MS = 1000
+# Room messages kept per other node, newest last: nothing arrives from a node after it dies,
+# so these are its last ones, which cover what it had not written yet (one write interval,
+# a second by default) up to this many messages a second.
+RECENT_MESSAGES = 10_000
 
 UNAVAILABLE_NICK = (
     "the cluster cannot confirm new nicks now (Redis is unreachable); try again shortly"
@@ -132,7 +145,7 @@ class _Outgoing:
     targets: str = "*"
 
 
-class ClusterNode:
+class ClusterNode(Sharing):
     """Implements the core's IClusterLink (``service.cluster``) for one process."""
 
     def __init__(
@@ -173,6 +186,8 @@ class ClusterNode:
         self._remote: dict[str, dict[str, Connection]] = {}
         # node -> (incarnation, last sequence number applied)
         self._seen: dict[str, tuple[str, int]] = {}
+        # node -> its last room messages applied here, for storing if it dies unwritten
+        self._recent: dict[str, deque[Message]] = {}
         # node -> when an entry of it was last applied: a node that is heard from is alive,
         # even if it was too busy to renew its key in time.
         self._heard: dict[str, float] = {}
@@ -193,14 +208,24 @@ class ClusterNode:
             "join": self._on_join,
             "part": self._on_part,
             "kick": self._on_kick,
-            "topic": self._on_topic,
             "away": self._on_away,
             "msg": self._on_msg,
             "state": self._on_state,
             "sync": self._on_sync,
             "bye": self._on_bye,
             "kill": self._on_kill,
+            "room": self._on_room,
+            "invite": self._on_invite,
+            "account": self._on_account,
+            "tag": self._on_tag,
+            "login": self._on_login,
+            "kline": self._on_kline,
+            "rename": self._on_rename,
+            "meta": self._on_meta,
+            "notice": self._on_notice,
+            "redact": self._on_redact,
         }
+        self._init_sharing()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -261,7 +286,7 @@ class ClusterNode:
         if op is None:
             return
         targets = "*"
-        if isinstance(event, Message):
+        if isinstance(event, (Message, TagMessage, Redaction)):
             targets = self._message_targets(event)
             if not targets:
                 return
@@ -290,7 +315,7 @@ class ClusterNode:
             release = self._nick_key(event.who.nick)
         self._publish(op, claim, release, targets)
 
-    def _message_targets(self, msg: Message) -> str:
+    def _message_targets(self, msg: Message | TagMessage | Redaction) -> str:
         """The nodes with someone to deliver ``msg`` to: a room's, or the recipient's."""
         if msg.room is not None:
             room = self.service.rooms.get(msg.room)
@@ -428,7 +453,7 @@ class ClusterNode:
             for user in self.service.users
             if user.node is None
         ]
-        return {"k": "state", "users": users}
+        return {"k": "state", "users": users, "rooms": self._room_states()}
 
     # -- heartbeat -------------------------------------------------------------------------
 
@@ -444,6 +469,7 @@ class ClusterNode:
         )
 
     def _beat(self) -> None:
+        self._prune_stamps()
         proto = self._commands.proto
         if proto is None or not self.up:
             return
@@ -463,6 +489,9 @@ class ClusterNode:
             # the others may have dropped its users and freed its nicks.  Claim them again and
             # tell everyone what this node holds.
             log.warn("cluster: this node's heartbeat had lapsed; announcing its state again")
+            # If Redis lost its data, every node's key went with this one's: the others are
+            # given a lease to renew theirs before any is counted lost.
+            self._up_since = self.clock.seconds()
             d = defer.ensureDeferred(self._reannounce(proto))
             d.addErrback(lambda f: log.failure("redis: announcing again", f))
 
@@ -478,10 +507,12 @@ class ClusterNode:
             d.addCallbacks(self._checked, lambda f: None, (node,))
 
     def _checked(self, exists: Any, node: str) -> None:
-        recently = self.clock.seconds() - self._heard.get(node, 0.0) < self.lease
-        if str(exists) == "0" and self.up and not recently:
+        now = self.clock.seconds()
+        recently = now - self._heard.get(node, 0.0) < self.lease
+        settled = self._up_since is not None and now - self._up_since >= self.lease
+        if str(exists) == "0" and settled and not recently:
             log.warn("cluster node={node} lost: its users leave", node=node)
-            self._drop_node(node, f"{node} lost")
+            self._drop_node(node, f"{node} lost", died=True)
             proto = self._commands.proto
             if proto is not None:
                 # Nothing is sent to it any more; back, it finds its stream gone and asks
@@ -554,7 +585,7 @@ class ClusterNode:
         seen = self._seen.get(node)
         if seen is None or seen[0] != incarnation:
             if seen is not None:
-                self._drop_node(node, f"{node} restarted")
+                self._drop_node(node, f"{node} restarted", died=True)
             seen = (incarnation, 0)
         if seq <= seen[1]:
             return
@@ -609,7 +640,26 @@ class ClusterNode:
             users.pop(conn.user.key, None)
         self.service.quit(conn, reason)
 
-    def _drop_node(self, node: str, reason: str) -> None:
+    def _drop_node(self, node: str, reason: str, *, died: bool = False) -> None:
+        """Remove ``node``'s users; ``died``: it ended without writing what it held, so its
+        last room messages received here are stored here (see ``store_messages``): what it
+        acknowledged and published is not lost."""
+        recent = self._recent.pop(node, None)
+        if died and recent:
+            # What it said since its last write could start: one write interval before it
+            # was last heard from, and the lease for clocks that differ between machines.
+            since = (
+                self._heard.get(node, self.clock.seconds())
+                - self.service.settings.history_flush_interval
+                - self.lease
+            )
+            unsure = [msg for msg in recent if msg.ts >= since]
+            self.service.store_messages(unsure)
+            log.info(
+                "cluster: storing the last {count} messages of node={node}",
+                count=len(unsure),
+                node=node,
+            )
         for conn in list(self._remote.get(node, {}).values()):
             self._remove(node, conn, reason)
         self._remote.pop(node, None)
@@ -643,12 +693,14 @@ class ClusterNode:
         if conn is not None:
             self._remove(node, conn, op["reason"])
 
-    def _call(self, node: str, sender: str, method: str, /, *args: Any, **kwargs: Any) -> None:
+    def _call(self, node: str, sender: str, method: str, /, *args: Any, **kwargs: Any) -> Any:
+        """The service's ``method`` for ``node``'s user ``sender``: its result, or None when
+        the user is unknown here or the call was refused."""
         conn = self._conn(node, sender)
         if conn is None:
-            return
+            return None
         try:
-            getattr(self.service, method)(conn, *args, **kwargs)
+            return getattr(self.service, method)(conn, *args, **kwargs)
         except ChatError as err:
             # The rooms here disagree with the node's (a mode not shared): it decided.
             log.info(
@@ -666,16 +718,16 @@ class ClusterNode:
         self._call(node, op["nick"], "part", op["room"], op["reason"])
 
     def _on_kick(self, node: str, op: dict[str, Any]) -> None:
-        self._call(node, op["nick"], "kick", op["room"], op["target"], op["reason"])
-
-    def _on_topic(self, node: str, op: dict[str, Any]) -> None:
-        self._call(node, op["nick"], "set_topic", op["room"], op["text"])
+        if op["nick"]:
+            self._call(node, op["nick"], "kick", op["room"], op["target"], op["reason"])
+        else:
+            self._by_server(op)
 
     def _on_away(self, node: str, op: dict[str, Any]) -> None:
         self._call(node, op["nick"], "set_away", op["message"])
 
     def _on_msg(self, node: str, op: dict[str, Any]) -> None:
-        self._call(
+        msg = self._call(
             node,
             op["nick"],
             "say",
@@ -687,7 +739,15 @@ class ClusterNode:
             status=op["status"],
             msgid=op["id"],
             ts=float(op["ts"]),
+            native=ops.native_from(op),
         )
+        if msg is not None and msg.room is not None and msg.status is None:
+            # The node's last room messages: if it dies before writing them, this node
+            # writes them (see _drop_node).
+            recent = self._recent.get(node)
+            if recent is None:
+                recent = self._recent[node] = deque(maxlen=RECENT_MESSAGES)
+            recent.append(msg)
 
     def _on_state(self, node: str, op: dict[str, Any]) -> None:
         """Make this node's picture of ``node`` what it says it holds."""
@@ -710,6 +770,8 @@ class ClusterNode:
                 self._call(node, who.nick, "join", name)
             for name in set(user.rooms) - rooms:
                 self._call(node, who.nick, "part", name, "")
+        for entry in op["rooms"]:
+            self._on_room(node, entry)
 
     def _on_sync(self, node: str, op: dict[str, Any]) -> None:
         self._publish(self._state(), targets=node)

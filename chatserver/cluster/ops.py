@@ -12,18 +12,28 @@ import json
 from typing import Any
 
 from chatserver.core.events import (
+    AccountChange,
     Away,
     Event,
+    Invite,
     Join,
     Kick,
     Message,
+    MetadataChange,
     NickChange,
     Part,
     Presence,
     Quit,
-    Topic,
+    Redaction,
+    RoomRenamed,
+    ServerNotice,
+    TagMessage,
     Who,
+    native_from_wire,
+    native_to_wire,
 )
+from chatserver.core.records import BanRecord
+from chatserver.core.replica import RoomState
 
 
 class BadOp(ValueError):
@@ -42,8 +52,46 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "quit": {"nick": _STR, "reason": _STR},
     "join": {"nick": _STR, "room": _STR},
     "part": {"nick": _STR, "room": _STR, "reason": _STR},
+    # ``nick`` "": the server (an operator's console) kicked.
     "kick": {"nick": _STR, "room": _STR, "target": _STR, "reason": _STR},
-    "topic": {"nick": _STR, "room": _STR, "text": _STR},
+    # A server notice to everyone (an operator's console).
+    "notice": {"text": _STR},
+    # A room's whole state (``state``, see room_fields) after ``by`` changed it (None: the
+    # server), stamped [time, node]: of two states the later stamp wins on every node.
+    "room": {"room": _STR, "by": (dict, type(None)), "stamp": (list,), "state": (dict,)},
+    "invite": {"nick": _STR, "room": _STR, "target": _STR},
+    # Tags without text (TagMessage); "native" as for "msg".
+    "tag": {
+        "nick": _STR,
+        "id": _STR,
+        "tags": (list,),
+        "room": _OPT_STR,
+        "target": _OPT_STR,
+        "status": _OPT_STR,
+        "native": (list, type(None)),
+    },
+    # ``nick`` removed the message ``msgid`` (sent by ``sender``) of a room or a private
+    # conversation with ``target``.
+    "redact": {
+        "nick": _STR,
+        "id": _STR,
+        "ts": _NUM,
+        "msgid": _STR,
+        "sender": (dict,),
+        "reason": _STR,
+        "room": _OPT_STR,
+        "target": _OPT_STR,
+        "native": (list, type(None)),
+    },
+    # A user logged in to an account (None: logged out).
+    "login": {"nick": _STR, "account": _OPT_STR},
+    "rename": {"nick": _STR, "old": _STR, "new": _STR, "reason": _STR},
+    # ``nick`` set ``key`` of ``target`` (a nick, or with ``room``, that room) to ``value``.
+    "meta": {"nick": _STR, "target": _STR, "room": _OPT_STR, "key": _STR, "value": _OPT_STR},
+    # A server ban set (``lifted`` false) or lifted by an operator of the node.
+    "kline": {"mask": _STR, "reason": _STR, "by": _STR, "at": _NUM, "lifted": (bool,)},
+    # An account made here (``revoked`` None), or deleted or its password changed.
+    "account": {"name": _STR, "revoked": _OPT_STR},
     "away": {"nick": _STR, "message": _OPT_STR},
     "msg": {
         "nick": _STR,
@@ -55,9 +103,12 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
         "target": _OPT_STR,
         "status": _OPT_STR,
         "tags": (list,),
+        # The sender's protocol's own form ([kind, fields], chatserver.core.events) or None.
+        "native": (list, type(None)),
     },
-    # Everything the node holds: each user (as "user" gives it) with its rooms.
-    "state": {"users": (list,)},
+    # Everything the node holds: each user (as "user" gives it) with its rooms, and the
+    # state of each room it has changed (as "room" gives it, without "k").
+    "state": {"users": (list,), "rooms": (list,)},
     # Ask every node for its "state" (a node that starts, or missed entries).
     "sync": {},
     # The node stops: its users are gone.
@@ -99,6 +150,141 @@ def who_from(fields: dict[str, Any]) -> Who:
     )
 
 
+_ROOM_STATE: dict[str, tuple[type, ...]] = {
+    "flags": (list,),
+    "key": _OPT_STR,
+    "limit": (int, type(None)),
+    "bans": (list,),
+    "invites": (list,),
+    "excepts": (list,),
+    "invited": (list,),
+    "topic": _STR,
+    "topic_by": _STR,
+    "topic_at": _NUM,
+    "topic_id": _STR,
+    "members": (list,),
+    "registered": (bool,),
+    "owner": _OPT_STR,
+    "reg_ops": (list,),
+    "reg_voices": (list,),
+    "retention": (int, float, type(None)),
+}
+
+
+def room_fields(state: RoomState) -> dict[str, Any]:
+    return {
+        "flags": list(state.flags),
+        "key": state.key,
+        "limit": state.limit,
+        "bans": [[b.mask, b.set_by, b.set_at] for b in state.bans],
+        "invites": list(state.invites),
+        "excepts": list(state.excepts),
+        "invited": list(state.invited),
+        "topic": state.topic,
+        "topic_by": state.topic_by,
+        "topic_at": state.topic_at,
+        "topic_id": state.topic_id,
+        "members": [list(pair) for pair in state.members],
+        "registered": state.registered,
+        "owner": state.owner,
+        "reg_ops": list(state.reg_ops),
+        "reg_voices": list(state.reg_voices),
+        "retention": state.retention,
+    }
+
+
+def room_op(state: RoomState, by: Who | None, stamp: tuple[float, str]) -> dict[str, Any]:
+    return {
+        "k": "room",
+        "room": state.name,
+        "by": None if by is None else who_fields(by),
+        "stamp": list(stamp),
+        "state": room_fields(state),
+    }
+
+
+def room_from(op: dict[str, Any]) -> tuple[RoomState, Who | None, tuple[float, str]]:
+    """The state, its author and its stamp in a checked "room" op (or state entry)."""
+    fields = op["state"]
+    by = None if op["by"] is None else who_from(op["by"])
+    stamp = op["stamp"]
+    return (
+        RoomState(
+            name=op["room"],
+            flags=tuple(fields["flags"]),
+            key=fields["key"],
+            limit=fields["limit"],
+            bans=tuple(BanRecord(m, b, float(t)) for m, b, t in fields["bans"]),
+            invites=tuple(fields["invites"]),
+            excepts=tuple(fields["excepts"]),
+            invited=tuple(fields["invited"]),
+            topic=fields["topic"],
+            topic_by=fields["topic_by"],
+            topic_at=float(fields["topic_at"]),
+            topic_id=fields["topic_id"],
+            members=tuple((n, st) for n, st in fields["members"]),
+            registered=fields["registered"],
+            owner=fields["owner"],
+            reg_ops=tuple(fields["reg_ops"]),
+            reg_voices=tuple(fields["reg_voices"]),
+            retention=None if fields["retention"] is None else float(fields["retention"]),
+        ),
+        by,
+        (float(stamp[0]), stamp[1]),
+    )
+
+
+def _check_room(op: Any, what: str) -> None:
+    _check(op, {"room": _STR, "by": (dict, type(None)), "stamp": (list,), "state": (dict,)}, what)
+    if op["by"] is not None:
+        who_from(op["by"])
+    stamp = op["stamp"]
+    if not (
+        len(stamp) == 2
+        and isinstance(stamp[0], _NUM)
+        and not isinstance(stamp[0], bool)
+        and isinstance(stamp[1], str)
+    ):
+        raise BadOp(f"{what}: stamp must be [time, node]")
+    fields = op["state"]
+    _check(fields, _ROOM_STATE, f"{what} state")
+    for name in ("flags", "invites", "excepts", "invited", "reg_ops", "reg_voices"):
+        if not all(isinstance(x, str) for x in fields[name]):
+            raise BadOp(f"{what}: {name} must be strings")
+    for ban in fields["bans"]:
+        if not (
+            isinstance(ban, list)
+            and len(ban) == 3
+            and isinstance(ban[0], str)
+            and isinstance(ban[1], str)
+            and isinstance(ban[2], _NUM)
+            and not isinstance(ban[2], bool)
+        ):
+            raise BadOp(f"{what}: bans must be [mask, by, time]")
+    _check_pairs(fields["members"], f"{what}: members")
+
+
+def _check_native(native: Any, what: str) -> None:
+    if native is not None and not (
+        len(native) == 2 and isinstance(native[0], str) and isinstance(native[1], dict)
+    ):
+        raise BadOp(f"{what}: native must be [kind, fields]")
+
+
+def _check_pairs(pairs: list[Any], what: str) -> None:
+    for pair in pairs:
+        if not (
+            isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, str) for x in pair)
+        ):
+            raise BadOp(f"{what} must be [name, value] pairs")
+
+
+def native_from(op: dict[str, Any]) -> Any:
+    """The sender's native form a checked "msg" op carries, made again (None if none)."""
+    wire = op["native"]
+    return None if wire is None else native_from_wire(wire[0], wire[1])
+
+
 def encode(event: Event, secure: bool = False) -> dict[str, Any] | None:
     """The op for a core event of a local user, or None for events not shared."""
     if isinstance(event, Message):
@@ -113,6 +299,7 @@ def encode(event: Event, secure: bool = False) -> dict[str, Any] | None:
             "target": None if event.room is not None else event.target,
             "status": event.status,
             "tags": [list(pair) for pair in event.tags],
+            "native": _native(event.native),
         }
     if isinstance(event, Presence):
         return {"k": "user", "who": who_fields(event.who), "s": secure} if event.online else None
@@ -127,16 +314,69 @@ def encode(event: Event, secure: bool = False) -> dict[str, Any] | None:
     if isinstance(event, Kick):
         return {
             "k": "kick",
-            "nick": event.who.nick,
+            # The server has no ident (Who.mask).
+            "nick": event.who.nick if event.who.ident else "",
             "room": event.room,
             "target": event.target.nick,
             "reason": event.reason,
         }
-    if isinstance(event, Topic):
-        return {"k": "topic", "nick": event.who.nick, "room": event.room, "text": event.text}
+    if isinstance(event, ServerNotice):
+        return {"k": "notice", "text": event.text}
+    if isinstance(event, RoomRenamed):
+        return {
+            "k": "rename",
+            "nick": event.who.nick,
+            "old": event.old,
+            "new": event.new,
+            "reason": event.reason,
+        }
+    if isinstance(event, MetadataChange):
+        return {
+            "k": "meta",
+            "nick": event.who.nick,
+            "target": event.target,
+            "room": event.room,
+            "key": event.key,
+            "value": event.value,
+        }
+    if isinstance(event, AccountChange):
+        return {"k": "login", "nick": event.who.nick, "account": event.account}
+    if isinstance(event, TagMessage):
+        return {
+            "k": "tag",
+            "nick": event.source.nick,
+            "id": event.id,
+            "tags": [list(pair) for pair in event.tags],
+            "room": event.room,
+            "target": None if event.room is not None else event.target,
+            "status": event.status,
+            "native": _native(event.native),
+        }
+    if isinstance(event, Redaction):
+        return {
+            "k": "redact",
+            "nick": event.who.nick,
+            "id": event.id,
+            "ts": event.ts,
+            "msgid": event.msgid,
+            "sender": who_fields(event.sender),
+            "reason": event.reason,
+            "room": event.room,
+            "target": None if event.room is not None else event.target,
+            "native": _native(event.native),
+        }
+    if isinstance(event, Invite):
+        return {"k": "invite", "nick": event.who.nick, "room": event.room, "target": event.target}
     if isinstance(event, Away):
         return {"k": "away", "nick": event.who.nick, "message": event.message}
     return None
+
+
+def _native(native: Any) -> list[Any] | None:
+    if native is None:
+        return None
+    wire = native_to_wire(native)
+    return None if wire is None else [wire[0], wire[1]]
 
 
 def dumps(op: dict[str, Any]) -> str:
@@ -163,11 +403,18 @@ def decode(raw: str | bytes) -> dict[str, Any]:
             raise BadOp(f"msg: unknown kind {op['kind']!r}")
         if (op["room"] is None) == (op["target"] is None):
             raise BadOp("msg: needs a room or a target")
-        for pair in op["tags"]:
-            if not (
-                isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, str) for x in pair)
-            ):
-                raise BadOp("msg: tags must be [name, value] pairs")
+        _check_pairs(op["tags"], "msg: tags")
+        _check_native(op["native"], kind)
+    elif kind in ("tag", "redact"):
+        if (op["room"] is None) == (op["target"] is None):
+            raise BadOp(f"{kind}: needs a room or a target")
+        if kind == "tag":
+            _check_pairs(op["tags"], "tag: tags")
+        else:
+            who_from(op["sender"])
+        _check_native(op["native"], kind)
+    elif kind == "room":
+        _check_room(op, "room")
     elif kind == "state":
         for entry in op["users"]:
             if not isinstance(entry, dict):
@@ -176,6 +423,8 @@ def decode(raw: str | bytes) -> dict[str, Any]:
             who_from(entry["who"])
             if not all(isinstance(room, str) for room in entry["rooms"]):
                 raise BadOp("state: rooms must be names")
+        for entry in op["rooms"]:
+            _check_room(entry, "state room")
     return op
 
 

@@ -9,13 +9,16 @@ from zope.interface import implementer
 
 from chatserver.core.interfaces import IChatClient
 
+# The protocol name of stand-ins: metrics leave them out (their own node counts them).
+REMOTE_PROTOCOL = "cluster"
+
 
 @implementer(IChatClient)
 class RemoteClient:
     """Present in the local core so that rooms, NAMES, WHO and rosters show the user; its
     node delivers to its real connections, so delivering here does nothing."""
 
-    protocol = "cluster"
+    protocol = REMOTE_PROTOCOL
     address = ""
     echoes_own_messages = False
     echo_at_turn_end = False

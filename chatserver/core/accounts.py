@@ -171,8 +171,12 @@ class AccountManager:
         return casefold(name) in self._names
 
     def note_registered(self, name: str) -> None:
-        """``name`` was just proven to be an account (a login)."""
+        """``name`` was just proven to be an account (a login, or another node made it)."""
         self._names.add(casefold(name))
+
+    def forget_name(self, name: str) -> None:
+        """``name`` is no longer an account (another node deleted it)."""
+        self._names.discard(casefold(name))
 
     def check_name(self, name: str) -> None:
         """Raise BadName unless ``name`` may be an account: a nick, not reserved."""

@@ -7,6 +7,7 @@ that change the line), so a message fanned out to many members is rendered once 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -96,6 +97,48 @@ class StoredNative:
     to a client of that protocol."""
 
     data: bytes
+
+
+# A protocol's own form of a message as plain fields, so that it can cross to another
+# process of a cluster and reach that process's clients of the protocol whole (an XMPP
+# stanza with its extensions).  A native type has ``wire() -> (kind, fields)``, fields being
+# JSON values, and its protocol registers ``kind`` with the function that makes it again.
+# A native without ``wire``, or of a kind the other process does not know, crosses as
+# nothing: its recipients there get what other protocols get.
+_NATIVE_DECODERS: dict[str, Callable[[dict[str, Any]], Any]] = {}
+
+
+def register_native(kind: str, decode: Callable[[dict[str, Any]], Any]) -> None:
+    _NATIVE_DECODERS[kind] = decode
+
+
+def native_to_wire(native: Any) -> tuple[str, dict[str, Any]] | None:
+    if isinstance(native, str):
+        # A protocol's marker (such as "shown already"): crosses as itself.
+        return "text", {"v": native}
+    wire = getattr(native, "wire", None)
+    return None if wire is None else wire()
+
+
+def _text_native(fields: dict[str, Any]) -> str:
+    value = fields["v"]
+    if not isinstance(value, str):
+        raise TypeError("a text native is a string")
+    return value
+
+
+def native_from_wire(kind: str, fields: dict[str, Any]) -> Any:
+    """The native again, or None when ``kind`` is unknown here or ``fields`` are not its."""
+    decode = _NATIVE_DECODERS.get(kind)
+    if decode is None:
+        return None
+    try:
+        return decode(fields)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+register_native("text", _text_native)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

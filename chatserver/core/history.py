@@ -90,6 +90,18 @@ class HistoryLog:
         if self._flush_call is None and not self._stopping:
             self._schedule_flush()
 
+    def store_messages(self, messages: list[Message]) -> None:
+        """Store room messages that another node delivered here and may not have written.
+
+        Cluster mode: a node that dies takes with it the messages it had not written yet;
+        the nodes that received them write them again.  The store keeps one row per message
+        id, so a message written twice is stored once.
+        """
+        if messages:
+            self._pending_history.extend(messages)
+            if self._flush_call is None and not self._stopping:
+                self._schedule_flush()
+
     def _record_event(
         self,
         room: str,

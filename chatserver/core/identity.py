@@ -25,7 +25,7 @@ from chatserver.core.events import (
     NickChange,
     Part,
 )
-from chatserver.core.interfaces import IChatClient
+from chatserver.core.interfaces import IChatClient, IClusterLink
 from chatserver.core.limits import AddressSet, KeyedBuckets
 from chatserver.core.names import casefold, reserved_reason
 from chatserver.core.settings import CoreSettings
@@ -49,7 +49,7 @@ class Identity:
     by_account: dict[str, User]
     connections: dict[int, Connection]
     logins_by_protocol: dict[str, int]
-    cluster: Any
+    cluster: IClusterLink | None
     _limit_exempt: AddressSet
     _end_of_turn: Callable[[Callable[[], None]], object] | None
 
@@ -153,7 +153,7 @@ class Identity:
         registration mode allows (``mode``, a protocol's own setting, else ``[chat]
         registration``) and the per-address throttle admits; fires with the AccountRecord.
         ``protocol`` names where the request came from, for the log."""
-        return self.accounts.register(
+        d = self.accounts.register(
             name,
             password,
             email,
@@ -162,6 +162,17 @@ class Identity:
             address=address,
             protocol=protocol,
         )
+        return d.addCallback(self._account_made)
+
+    def create_account(self, name: str, password: str) -> Deferred:
+        """An operator creates the account ``name`` (the console): no registration mode or
+        throttle applies.  Fires with the AccountRecord."""
+        return self.accounts.create(name, password).addCallback(self._account_made)
+
+    def _account_made(self, record: Any) -> Any:
+        if self.cluster is not None:
+            self.cluster.account_changed(record.name, None)
+        return record
 
     def identify(self, conn: Connection, password: str, account: str | None = None) -> Deferred:
         """Check a password and log the connection in; fires with the (possibly other) User."""
@@ -253,6 +264,7 @@ class Identity:
             ident=user.ident if user is not None else None,
             account=account,
         )
+        self._refuse_if_elsewhere(self.by_account.get(casefold(account)), user)
         self.accounts.note_registered(account)
         protocol = conn.protocol
         self.logins_by_protocol[protocol] = self.logins_by_protocol.get(protocol, 0) + 1
@@ -275,6 +287,8 @@ class Identity:
         event = AccountChange(
             ts=self.clock.seconds(), who=user.who(), account=account, previous=previous
         )
+        if self.cluster is not None and user.node is None:
+            self.cluster.local_event(event)
         self._send(self._audience(user), event)
         # Notify lists (IRC extended-monitor, XMPP rosters) follow users and accounts they
         # share no room with.
@@ -289,6 +303,21 @@ class Identity:
                 user.enforce_timer.cancel()
             user.enforce_timer = None
         return user
+
+    def _refuse_if_elsewhere(self, existing: User | None, user: User | None) -> None:
+        """Cluster mode: an account's user is on one node, with every connection of it; a
+        login to it on another node is refused (AccountError) while it is there."""
+        if (
+            existing is not None
+            and existing.node is not None
+            and existing is not user
+            and (user is None or user.node is None)
+        ):
+            raise AccountError(
+                AccountError.ALREADY_LOGGED_IN,
+                f"{existing.account} is logged in on another server of this network"
+                f" ({existing.node}); log out there, or connect to that server",
+            )
 
     def _move_connection(self, conn: Connection, target: User) -> None:
         old = self._detach(conn)
@@ -326,6 +355,8 @@ class Identity:
         event = AccountChange(
             ts=self.clock.seconds(), who=user.who(), account=None, previous=previous
         )
+        if self.cluster is not None and user.node is None:
+            self.cluster.local_event(event)
         self._send(self._audience(user), event)
         self._observe(event)
         self._check_enforcement(user)
@@ -347,6 +378,8 @@ class Identity:
         """Set the password of ``name`` (errback AccountError if there is no such account) and
         end every session of the account but ``keep``."""
         yield self.accounts.set_password(name, password)
+        if self.cluster is not None:
+            self.cluster.account_changed(name, PASSWORD_CHANGED)
         self.account_revoked(name, PASSWORD_CHANGED, keep=keep)
 
     @inlineCallbacks
@@ -366,6 +399,8 @@ class Identity:
         turn, once the protocol has told it the account is gone."""
         existed = yield self.accounts.delete(name)
         if existed:
+            if self.cluster is not None:
+                self.cluster.account_changed(name, ACCOUNT_DELETED)
             self._forget_blocks(name)  # type: ignore[attr-defined]
             self._forget_always_on(name, ACCOUNT_DELETED)  # type: ignore[attr-defined]
             self.account_revoked(name, ACCOUNT_DELETED, keep=requester)
@@ -374,7 +409,12 @@ class Identity:
         return existed
 
     def account_revoked(
-        self, account: str, reason: str, *, keep: Connection | None = None
+        self,
+        account: str,
+        reason: str,
+        *,
+        keep: Connection | None = None,
+        local_only: bool = False,
     ) -> list[str]:
         """End every live session of ``account`` at once, with ``reason``: the account was
         deleted or its password changed.  Every connection logged in to it, or that proved it
@@ -388,7 +428,10 @@ class Identity:
         doomed = [
             c
             for c in self.connections.values()
-            if c is not keep and casefold(_account_of(c) or "") == key
+            if c is not keep
+            and casefold(_account_of(c) or "") == key
+            # Another node's user (cluster mode) is ended there, by its own node.
+            and not (local_only and c.user is not None and c.user.node is not None)
         ]
         if not doomed:
             return []

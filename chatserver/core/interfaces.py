@@ -51,7 +51,23 @@ class IClusterLink(Interface):
 
     def local_event(event):
         """A user of this process did something others must see: a Presence (online), a
-        NickChange, Quit, Join, Part, Kick, Topic, Away or Message event.  Must not raise."""
+        NickChange, Quit, Join, Part, Kick, Invite, Away, AccountChange, Message,
+        TagMessage (with tags, or a native form only: ``ChatService.pass_on``), Redaction,
+        RoomRenamed or MetadataChange event.  Must not raise."""
+
+    def room_changed(room, by):
+        """A user of this process (shown as the Who ``by``) changed the state of the room
+        key ``room`` (modes, lists, topic, status, registration): the other nodes take it
+        (``ChatService.room_state`` gives it).  Must not raise."""
+
+    def server_ban_changed(ban, lifted):
+        """An operator here set the server ban ``ban`` (a ServerBan) or lifted it
+        (``lifted``); it is stored already.  Must not raise."""
+
+    def account_changed(name, revoked):
+        """The account ``name`` was created here (``revoked`` None) or deleted or its
+        password changed (``revoked``: ACCOUNT_DELETED or PASSWORD_CHANGED).  Must not
+        raise."""
 
 
 class IClock(Interface):

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from chatserver.core.delivery import unique_clients
 from chatserver.core.errors import BadText, LimitExceeded, NoSuchRoom, NotPermitted
 from chatserver.core.events import MetadataChange
-from chatserver.core.interfaces import IChatClient
+from chatserver.core.interfaces import IChatClient, IClusterLink
 from chatserver.core.names import casefold, metadata_key, room_key, text_problem
 
 if TYPE_CHECKING:
@@ -53,6 +53,7 @@ class Metadata:
     metadata_max_value_bytes = MAX_VALUE_BYTES
 
     clock: Any
+    cluster: IClusterLink | None
     rooms: dict[str, Room]
 
     if TYPE_CHECKING:
@@ -144,6 +145,8 @@ class Metadata:
         if not store:
             self._drop_empty()
         self._send(audience, event)
+        if self.cluster is not None and self._user(conn).node is None:
+            self.cluster.local_event(event)
         return event
 
     def clear_metadata(

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from chatserver.core.errors import ChatError, NotOnRoom, NotPermitted, UnknownMode
 from chatserver.core.events import Event, ModeChange, ModeItem, UserModeChange, Who
-from chatserver.core.interfaces import IChatClient
+from chatserver.core.interfaces import IChatClient, IClusterLink
 from chatserver.core.names import casefold
 from chatserver.core.records import BanRecord
 from chatserver.core.rooms import ALL_MODES, FLAG_MODES, LIST_MODES, STATUS_MODES, normalize_mask
@@ -29,6 +29,7 @@ class RoomModes:
 
     clock: Any
     users: NickTable
+    cluster: IClusterLink | None
 
     if TYPE_CHECKING:
 
@@ -82,6 +83,8 @@ class RoomModes:
             )
             self._send(room.clients(), event)
             self._persist(room)
+            if self.cluster is not None and user.node is None:
+                self.cluster.room_changed(room.name, shown_as)
         return tuple(applied), errors
 
     def _apply_mode(self, room: Room, user: User, item: ModeItem, now: float) -> ModeItem | None:

@@ -17,6 +17,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from chatserver.core.delivery import unique_clients
 from chatserver.core.errors import NoSuchMessage, NotOnRoom, NotPermitted
 from chatserver.core.events import Message, Redaction, Who
+from chatserver.core.interfaces import IClusterLink
 from chatserver.core.names import casefold
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ class Redactions:
     """The part of ChatService that removes messages."""
 
     clock: Any
+    cluster: IClusterLink | None
     history_store: Any
     archive_store: Any
     rooms: dict[str, Room]
@@ -100,6 +102,8 @@ class Redactions:
                 native=native,
             )
             self._send(r.clients(), event)
+            if self.cluster is not None and user.node is None:
+                self.cluster.local_event(event)
             return event
         assert nick is not None
         found = None
@@ -136,7 +140,25 @@ class Redactions:
         )
         theirs = [] if other is None else list(other.clients())
         self._send(unique_clients(theirs, user.clients()), event)
+        if self.cluster is not None and user.node is None:
+            self.cluster.local_event(event)
         return event
+
+    def apply_redaction(self, event: Redaction) -> None:
+        """Another node removed a message (it deleted it from the shared store): it goes
+        from what this process keeps in memory, and this process's connections concerned
+        are told."""
+        if event.room is not None:
+            room = self.rooms.get(event.room)
+            if room is None:
+                return
+            self._forget(event.msgid, room)
+            self._send(room.clients(), event)
+            return
+        self._forget(event.msgid, None)
+        other = self.find_user(event.target or "")
+        if other is not None:
+            self._send(other.clients(), event)
 
     def _forget(self, msgid: str, room: Room | None) -> None:
         """Take the message out of what is kept in memory and what waits to be written."""

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.defer import Deferred, succeed
 
 from chatserver.core.errors import BadName, NotOnRoom, NotPermitted
-from chatserver.core.events import Event, RoomRenamed
-from chatserver.core.interfaces import IChatClient
+from chatserver.core.events import Event, RoomRenamed, Who
+from chatserver.core.interfaces import IChatClient, IClusterLink
 from chatserver.core.names import room_key
 
 if TYPE_CHECKING:
@@ -23,6 +23,7 @@ class RoomRenaming:
     """The part of ChatService that renames rooms."""
 
     clock: Any
+    cluster: IClusterLink | None
     rooms: dict[str, Room]
     room_store: Any
     history_store: Any
@@ -60,7 +61,27 @@ class RoomRenaming:
         if new in self.rooms:
             raise BadName(new_name, f"a room called {new} exists")
         old = room.name
-        now = self.clock.seconds()
+        event = self._rename_in_memory(room, new, user.who(), reason, conn.client)
+        if self.cluster is not None and user.node is None:
+            self.cluster.local_event(event)
+        self._move_stored(room, old)
+        return room
+
+    def rename_room_elsewhere(self, conn: Connection, old: str, new: str, reason: str) -> None:
+        """The user of another node (``conn`` its stand-in here) renamed the room ``old``
+        to ``new`` there; that node moved what is stored."""
+        room = self.rooms.get(old)
+        if room is None or conn.user is None:
+            return
+        if new in self.rooms:
+            self.log.warn("cannot rename {old} to {new}: taken here", old=old, new=new)
+            return
+        self._rename_in_memory(room, new, conn.user.who(), reason, conn.client)
+
+    def _rename_in_memory(
+        self, room: Room, new: str, who: Who, reason: str, origin: IChatClient
+    ) -> RoomRenamed:
+        old = room.name
         del self.rooms[old]
         room.name = new
         self.rooms[new] = room
@@ -72,11 +93,10 @@ class RoomRenaming:
         room.history.clear()
         room.history.extend(kept)
         event = RoomRenamed(
-            ts=now, old=old, new=new, who=user.who(), reason=reason, origin=conn.client
+            ts=self.clock.seconds(), old=old, new=new, who=who, reason=reason, origin=origin
         )
         self._send(list(room.clients()), event)
-        self._move_stored(room, old)
-        return room
+        return event
 
     def _move_stored(self, room: Room, old: str) -> Deferred:
         """The registration and the history of ``old`` go to the room's new name, after

@@ -95,6 +95,7 @@ class Room:
         "topic",
         "topic_at",
         "topic_by",
+        "topic_id",
     )
 
     def __init__(self, name: str, now: float, history_size: int) -> None:
@@ -104,6 +105,8 @@ class Room:
         self.topic = ""
         self.topic_by = ""
         self.topic_at = 0.0
+        # The id of the Topic event that set it ("" when not set here since the start).
+        self.topic_id = ""
         self.flags: set[str] = set(DEFAULT_MODES)
         self.key: str | None = None
         self.limit: int | None = None

@@ -14,7 +14,7 @@ from twisted.logger import Logger
 
 from chatserver.core.bans import ServerBan, ban_matches, normalize_ban_mask
 from chatserver.core.errors import Banned, ChatError, NotPermitted
-from chatserver.core.interfaces import IServerBanStore
+from chatserver.core.interfaces import IClusterLink, IServerBanStore
 
 if TYPE_CHECKING:
     from chatserver.core.users import Connection, User
@@ -26,6 +26,7 @@ class ServerBans:
     log: Logger
     clock: Any
     connections: dict[int, Connection]
+    cluster: IClusterLink | None
 
     if TYPE_CHECKING:
 
@@ -124,7 +125,21 @@ class ServerBans:
             d = self.ban_store.save_server_ban(ban)
             d.addErrback(lambda f: self.log.failure("saving the ban {mask}", f, mask=ban.mask))
         self.log.info("{oper} banned {mask}: {reason}", oper=by, mask=ban.mask, reason=ban.reason)
+        if self.cluster is not None:
+            self.cluster.server_ban_changed(ban, False)
         return ban, self._enforce_bans()
+
+    def ban_elsewhere(self, ban: ServerBan) -> list[str]:
+        """Another node of a cluster set ``ban`` (and stored it): it holds here too, on this
+        process's connections; returns the nicks disconnected."""
+        self.runtime_bans[ban.mask] = ban
+        self.log.info("{oper} banned {mask} on another node", oper=ban.set_by, mask=ban.mask)
+        return self._enforce_bans()
+
+    def unban_elsewhere(self, mask: str) -> None:
+        """Another node of a cluster lifted the ban on ``mask``."""
+        if self.runtime_bans.pop(mask, None) is not None:
+            self.log.info("the ban on {mask} was lifted on another node", mask=mask)
 
     def remove_server_ban(self, conn: Connection, mask: str) -> ServerBan:
         """An operator lifts a ban set at run time (config bans are lifted in the config)."""
@@ -146,6 +161,8 @@ class ServerBans:
             d = self.ban_store.delete_server_ban(key)
             d.addErrback(lambda f: self.log.failure("deleting the ban {mask}", f, mask=key))
         self.log.info("{oper} lifted the ban on {mask}", oper=by, mask=key)
+        if self.cluster is not None:
+            self.cluster.server_ban_changed(ban, True)
         return ban
 
     def _enforce_bans(self) -> list[str]:
@@ -154,6 +171,9 @@ class ServerBans:
             user = conn.user
             if user is not None and "oper" in user.modes:
                 # An operator is never locked out by a mistyped mask; they can lift it.
+                continue
+            if user is not None and user.node is not None:
+                # A user of another node of a cluster: that node holds the ban too.
                 continue
             ban = self.server_ban_for(
                 conn.address,

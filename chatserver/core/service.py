@@ -72,6 +72,7 @@ from chatserver.core.modes import RoomModes
 from chatserver.core.names import casefold, check_nick, is_valid_room, room_key
 from chatserver.core.redaction import Redactions
 from chatserver.core.renaming import RoomRenaming
+from chatserver.core.replica import Replica
 from chatserver.core.rooms import Member, Room
 from chatserver.core.server_bans import ServerBans, banned_text
 from chatserver.core.settings import CoreSettings
@@ -94,6 +95,7 @@ class ChatService(
     Redactions,
     Tagging,
     Metadata,
+    Replica,
 ):
     """The core's one entry point.
 
@@ -103,7 +105,8 @@ class ChatService(
     accounts and nick enforcement (:mod:`~chatserver.core.identity`), block lists
     (:mod:`~chatserver.core.blocking`), redaction (:mod:`~chatserver.core.redaction`), tags
     without text (:mod:`~chatserver.core.tagging`), metadata (:mod:`~chatserver.core.metadata`),
-    always-on accounts (:mod:`~chatserver.core.always_on`).
+    always-on accounts (:mod:`~chatserver.core.always_on`), what other nodes of a cluster
+    changed (:mod:`~chatserver.core.replica`).
     This module keeps the
     tables they share (connections, users, rooms) and what changes them: connections and
     nicks, rooms, messages, presence.
@@ -264,6 +267,7 @@ class ChatService(
         self._refuse_if_banned(conn, nick=nick, ident=(ident or nick)[:16], account=conn.account)
         if conn.account is not None:
             existing = self.by_account.get(casefold(conn.account))
+            self._refuse_if_elsewhere(existing, None)
             if existing is not None:
                 self._attach(conn, existing)
                 return existing
@@ -339,8 +343,10 @@ class ChatService(
         if self.cluster is not None and user.node is None:
             self.cluster.local_event(change)
         self._send(audience, change)
-        for key in user.rooms:
-            self._record_event(key, "nick", old, now, new_nick)
+        # A user of another node (cluster mode): its node records what it does.
+        if user.node is None:
+            for key in user.rooms:
+                self._record_event(key, "nick", old, now, new_nick)
         if casefold(old.nick) != casefold(new_nick):
             # A change of case only is the same nick: nobody went offline or came online.
             self._observe(Presence(ts=now, who=old, online=False))
@@ -376,7 +382,8 @@ class ChatService(
             # At shutdown everyone is told once; a QUIT per user to everyone left would be N².
             self._send_quit(user, Quit(ts=now, who=who, reason=reason))
         for room in list(user.rooms.values()):
-            self._record_event(room.name, "quit", who, now, reason)
+            if user.node is None:
+                self._record_event(room.name, "quit", who, now, reason)
             self._remove_member(room, user)
         self.users.remove(user)
         if user.account is not None and self.by_account.get(casefold(user.account)) is user:
@@ -456,7 +463,8 @@ class ChatService(
         if self.cluster is not None and user.node is None:
             self.cluster.local_event(join)
         self._send_membership(room, user, join, was_member=False)
-        self._record_event(rk, "join", join.who, now)
+        if user.node is None:
+            self._record_event(rk, "join", join.who, now)
         return JoinResult(room, created=created)
 
     def _check_join(self, room: Room, user: User, key: str | None) -> None:
@@ -490,7 +498,8 @@ class ChatService(
         if self.cluster is not None and user.node is None:
             self.cluster.local_event(part)
         self._send_membership(room, user, part, was_member=True)
-        self._record_event(room.name, "part", part.who, part.ts, reason)
+        if user.node is None:
+            self._record_event(room.name, "part", part.who, part.ts, reason)
         self._remove_member(room, user)
 
     def _remove_member(self, room: Room, user: User) -> None:
@@ -522,8 +531,9 @@ class ChatService(
             origin=conn.client,
             id=self._new_id(),
         )
+        room.topic_id = topic.id
         if self.cluster is not None and user.node is None:
-            self.cluster.local_event(topic)
+            self.cluster.room_changed(room.name, topic.who)
         self._send(room.clients(), topic)
         self._record_event(room.name, "topic", topic.who, now, topic.text, msgid=topic.id)
         self._persist(room)
@@ -551,7 +561,10 @@ class ChatService(
         if self.cluster is not None and user.node is None:
             self.cluster.local_event(event)
         self._send(room.clients(), event)
-        self._record_event(room.name, "kick", event.who, event.ts, event.reason, event.target.nick)
+        if user.node is None:
+            self._record_event(
+                room.name, "kick", event.who, event.ts, event.reason, event.target.nick
+            )
         self._remove_member(room, target)
 
     def invite(self, conn: Connection, nick: str, name: str) -> User:
@@ -578,6 +591,9 @@ class ChatService(
             target=target.nick,
             origin=conn.client,
         )
+        if self.cluster is not None and user.node is None:
+            # Its node lets the user join, and tells its connections.
+            self.cluster.local_event(event)
         self._send(unique_clients(room.clients(), target.clients()), event)
         return target
 
@@ -602,6 +618,8 @@ class ChatService(
         room.registered = True
         room.owner = user.account
         room.reg_ops.add(casefold(user.account))
+        if self.cluster is not None:
+            self.cluster.room_changed(room.name, user.who())
         return self.room_store.save_room(room.to_record())
 
     def drop_room(self, conn: Connection, name: str) -> Deferred:
@@ -618,6 +636,8 @@ class ChatService(
             return fail(err)
         room.registered = False
         room.owner = None
+        if self.cluster is not None:
+            self.cluster.room_changed(room.name, user.who())
         if not room.members:
             self.rooms.pop(room.name, None)
             self._forget_room_metadata(room.name)
@@ -668,7 +688,8 @@ class ChatService(
             r = self._room(room)
             member = r.members.get(user)
             self._check_send(r, user, member)
-            if self.store_failing and status is None:
+            if self.store_failing and status is None and user.node is None:
+                # Another node's user's message was accepted there: its node stores it.
                 self._check_unstored()
             if "no_ctcp" in r.flags and kind != "action" and text.startswith("\x01"):
                 # CTCP (other than an action) is IRC's; a room may refuse it for everyone.
@@ -724,7 +745,11 @@ class ChatService(
             raise ChatError("a message needs a room or a nick")
         else:
             target = self._find(nick)
-        if self.store_failing and (user.account is not None or target.account is not None):
+        if (
+            self.store_failing
+            and user.node is None
+            and (user.account is not None or target.account is not None)
+        ):
             self._check_unstored()
         msg = Message(
             ts=now,
@@ -813,9 +838,10 @@ class ChatService(
 
     # -- the operator's console (no connection of its own) --------------------------------
 
-    def kick_by_server(self, name: str, nick: str, reason: str) -> str:
+    def kick_by_server(self, name: str, nick: str, reason: str, *, elsewhere: bool = False) -> str:
         """Remove ``nick`` from the room ``name``, shown as done by the server; returns the nick.
-        Raises NoSuchRoom, NoSuchNick, NotOnRoom."""
+        Raises NoSuchRoom, NoSuchNick, NotOnRoom.  ``elsewhere``: another node of a cluster
+        did it (and recorded it)."""
         room = self._room(name)
         target = room.find_member(nick)
         if target is None:
@@ -829,14 +855,24 @@ class ChatService(
             reason=reason[: self.settings.kick_reason_max],
         )
         self._send(room.clients(), event)
-        self._record_event(room.name, "kick", event.who, event.ts, event.reason, event.target.nick)
+        if not elsewhere:
+            if self.cluster is not None:
+                self.cluster.local_event(event)
+            self._record_event(
+                room.name, "kick", event.who, event.ts, event.reason, event.target.nick
+            )
         self._remove_member(room, target)
         return target.nick
 
-    def notice_everyone(self, text: str) -> int:
-        """A server notice to every connection of every user; returns how many got it."""
+    def notice_everyone(self, text: str, *, elsewhere: bool = False) -> int:
+        """A server notice to every connection of every user; returns how many of this
+        process's got it (in a cluster every node tells its own, unless ``elsewhere``: another
+        node's operator sent it)."""
         clients = [client for user in self.users for client in user.clients()]
-        self._send(clients, ServerNotice(ts=self.clock.seconds(), text=text))
+        event = ServerNotice(ts=self.clock.seconds(), text=text)
+        self._send(clients, event)
+        if self.cluster is not None and not elsewhere:
+            self.cluster.local_event(event)
         return len(clients)
 
     # -- users of other nodes (cluster mode) -----------------------------------------------

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from chatserver.core.delivery import unique_clients
 from chatserver.core.errors import ChatError, NoSuchNick
 from chatserver.core.events import TagMessage
-from chatserver.core.interfaces import IChatClient
+from chatserver.core.interfaces import IChatClient, IClusterLink
 from chatserver.core.names import casefold
 
 if TYPE_CHECKING:
@@ -27,6 +27,7 @@ class Tagging:
 
     clock: Any
     by_account: dict[str, User]
+    cluster: IClusterLink | None
 
     if TYPE_CHECKING:
 
@@ -48,9 +49,11 @@ class Tagging:
         account: str | None = None,
         status: str | None = None,
         native: Any = None,
+        msgid: str | None = None,
     ) -> TagMessage:
         """Relay ``tags`` to a room, a nick or the user logged in to ``account``; returns the
-        TagMessage delivered.  Raises what ``say`` would for the same target."""
+        TagMessage delivered.  Raises what ``say`` would for the same target.  ``msgid``:
+        the id a user of another node's tags were given there (cluster mode)."""
         user = self._user(conn)
         who = user.who()
         now = self.clock.seconds()
@@ -61,7 +64,7 @@ class Tagging:
             self._check_send(r, user, member)
             event = TagMessage(
                 ts=now,
-                id=self._new_id(),
+                id=msgid or self._new_id(),
                 source=who,
                 tags=tags,
                 room=r.name,
@@ -81,6 +84,8 @@ class Tagging:
             if member is None:
                 clients = unique_clients(clients, user.clients())
             self._send(clients, event)
+            if self.cluster is not None and user.node is None:
+                self.cluster.local_event(event)
             return event
         if account is not None:
             found = self.by_account.get(casefold(account))
@@ -93,7 +98,7 @@ class Tagging:
             raise ChatError("tags need a room or a nick")
         event = TagMessage(
             ts=now,
-            id=self._new_id(),
+            id=msgid or self._new_id(),
             source=who,
             tags=tags,
             target=target.nick,
@@ -105,4 +110,30 @@ class Tagging:
         if target is not user:
             clients = unique_clients(clients, user.clients())
         self._send(clients, event)
+        if self.cluster is not None and user.node is None:
+            self.cluster.local_event(event)
         return event
+
+    def pass_on(self, conn: Connection, native: Any, *, account: str) -> None:
+        """A message only the sender's protocol has a form for (an XMPP receipt, chat
+        state or error, relayed whole), for the connections of the user logged in to
+        ``account`` that other processes of a cluster hold: the protocol gives it to this
+        process's connections itself.  Nothing without a cluster, or when that user is
+        here."""
+        if self.cluster is None:
+            return
+        target = self.by_account.get(casefold(account))
+        user = self._user(conn)
+        if target is None or target.node is None or self._blocks_sender(target, user):
+            return
+        event = TagMessage(
+            ts=self.clock.seconds(),
+            id=self._new_id(),
+            source=user.who(),
+            tags=(),
+            target=target.nick,
+            target_account=target.account,
+            origin=conn.client,
+            native=native,
+        )
+        self.cluster.local_event(event)

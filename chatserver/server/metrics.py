@@ -21,6 +21,7 @@ from prometheus_client.process_collector import ProcessCollector
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
+from chatserver.cluster.remote import REMOTE_PROTOCOL
 from chatserver.server.health import HealthResource
 
 if TYPE_CHECKING:
@@ -49,8 +50,11 @@ class ChatCollector:
         protocols = self.server.enabled_protocols()
 
         def by_protocol(counts: dict[str, int]) -> dict[str, int]:
-            # Every enabled protocol has a series, at 0 until something happens.
-            return {**dict.fromkeys(protocols, 0), **counts}
+            # Every enabled protocol has a series, at 0 until something happens.  In cluster
+            # mode the stand-ins of other nodes' users are counted by their own nodes: each
+            # node's figures are its own, to be summed over the nodes.
+            own = {key: value for key, value in counts.items() if key != REMOTE_PROTOCOL}
+            return {**dict.fromkeys(protocols, 0), **own}
 
         connections: dict[str, int] = {}
         for conn in chat.connections.values():
@@ -61,7 +65,12 @@ class ChatCollector:
             ["protocol"],
             by_protocol(connections),
         )
-        yield GaugeMetricFamily("chatserver_users", "Users online (nicks).", value=len(chat.users))
+        yield GaugeMetricFamily(
+            "chatserver_users",
+            "Users online (nicks); in cluster mode, of the whole cluster (every node holds"
+            " every user).",
+            value=len(chat.users),
+        )
         registered = sum(1 for room in chat.rooms.values() if room.registered)
         rooms = GaugeMetricFamily(
             "chatserver_rooms", "Rooms in memory (with members, or registered).", labels=["kind"]

@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatserver.auth.sasl import SaslServer
-from chatserver.core.errors import Banned, LimitExceeded
+from chatserver.core.errors import AccountError, Banned, LimitExceeded
 from chatserver.core.events import REVOKED_REASONS, DropKind, MessageBatch
 from chatserver.core.interfaces import IChatClient
 from protocols import connlog
@@ -717,6 +717,11 @@ class XmppConnection(Protocol):
             # The core has logged the ban and told this connection (disconnect); this only
             # makes sure the stream ends even if it had not.
             self.stream_error("policy-violation", err.reason)
+            return False
+        except AccountError as err:
+            # The account is online on another node of a cluster: a new stream for it here
+            # would conflict with that one (RFC 6120 §4.9.3.3).
+            self.stream_error("conflict", err.reason)
             return False
         self.account = account
         self.state = AUTHENTICATED

@@ -158,6 +158,9 @@ def _pass_on(conn: XmppConnection, stanza: etree._Element, target: JID) -> None:
     if target.bare != conn.bare_jid:
         for session in conn.factory.available(conn.bare_jid):
             relay.deliver(session, native, recipient=False)
+        if target.local and not target.local.startswith(GUEST_MARK) and conn.core is not None:
+            # The target's connections on another process of a cluster get it from there.
+            conn.service.pass_on(conn.core, native, account=target.local)
 
 
 @handler("message", "error", None)

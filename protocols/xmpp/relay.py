@@ -18,11 +18,11 @@ Which connections get what is decided by :func:`deliver`, the one rule for both 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lxml import etree
 
-from chatserver.core.events import StoredNative
+from chatserver.core.events import StoredNative, register_native
 from protocols.xmpp import stanzas
 
 if TYPE_CHECKING:
@@ -57,6 +57,32 @@ class Relay:
     @property
     def to_resource(self) -> str:
         return self.to.partition("/")[2]
+
+    def wire(self) -> tuple[str, dict[str, Any]]:
+        """Its fields for another process of a cluster (``register_native``)."""
+        return WIRE_KIND, {
+            "data": self.data.decode("utf-8"),
+            "to": self.to,
+            "sender": self.sender,
+            "carbons": self.carbons,
+            "per_resource": self.per_resource,
+        }
+
+    @classmethod
+    def from_wire(cls, fields: dict[str, Any]) -> Relay:
+        data, to, sender = fields["data"], fields["to"], fields["sender"]
+        carbons, per_resource = fields["carbons"], fields["per_resource"]
+        if not all(isinstance(x, str) for x in (data, to, sender)) or not all(
+            isinstance(x, bool) for x in (carbons, per_resource)
+        ):
+            raise TypeError("not a relay's fields")
+        if not data.startswith("<message "):
+            raise ValueError("not a message stanza")
+        return cls(data.encode("utf-8"), to, sender, carbons, per_resource)
+
+
+WIRE_KIND = "xmpp.relay"
+register_native(WIRE_KIND, Relay.from_wire)
 
 
 def strip_server_stamps(stanza: etree._Element) -> None:

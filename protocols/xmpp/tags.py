@@ -33,6 +33,7 @@ from chatserver.core.names import casefold
 from protocols.xmpp import stanzas
 from protocols.xmpp.jid import address_of, try_parse
 from protocols.xmpp.relay import Relay
+from protocols.xmpp.relay import deliver as deliver_relay
 from protocols.xmpp.retract import sent_ids
 from protocols.xmpp.stanzas import NS_CORRECT, NS_REPLY
 
@@ -159,7 +160,10 @@ def render(conn: XmppConnection, event: TagMessage) -> None:
     if user is None:
         return
     if isinstance(native, Relay):
-        return  # one-to-one stanzas from XMPP users are relayed before the core sees them
+        # A one-to-one stanza of an XMPP user is relayed by its sender's process itself;
+        # one the core brings came from another process of a cluster (``pass_on``).
+        deliver_relay(conn, native, casefold(event.target or "") == user.key)
+        return
     if casefold(event.target or "") != user.key or event.origin is conn:
         return
     el = stanzas.element(

@@ -11,17 +11,26 @@ from hypothesis import strategies as st
 
 from chatserver.cluster import ops
 from chatserver.core.events import (
+    AccountChange,
     Away,
+    Invite,
     Join,
     Kick,
     Message,
+    MetadataChange,
     NickChange,
     Part,
     Presence,
     Quit,
-    Topic,
+    Redaction,
+    RoomRenamed,
+    TagMessage,
     Who,
 )
+from chatserver.core.records import BanRecord
+from chatserver.core.replica import RoomState
+from protocols.xmpp.muc.chat import RoomStanza
+from protocols.xmpp.relay import Relay
 
 texts = st.text(max_size=40)
 nicks = st.from_regex(r"[a-z][a-z0-9_]{0,15}", fullmatch=True)
@@ -38,6 +47,24 @@ rooms = st.from_regex(r"[a-z0-9._-]{1,20}", fullmatch=True)
 times = st.floats(min_value=0, max_value=4e9, allow_nan=False)
 
 
+xml_texts = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="<&"), max_size=30
+)
+relays = st.builds(
+    Relay,
+    data=xml_texts.map(lambda t: f"<message to='b@x'><body>{t}</body></message>".encode()),
+    to=texts,
+    sender=texts,
+    carbons=st.booleans(),
+    per_resource=st.booleans(),
+)
+room_stanzas = st.builds(
+    RoomStanza,
+    data=xml_texts.map(lambda t: f"<message type='groupchat'><body>{t}</body></message>".encode()),
+    client_id=st.none() | nicks,
+)
+
+
 @st.composite
 def messages(draw: st.DrawFn) -> Message:
     to_room = draw(st.booleans())
@@ -51,6 +78,7 @@ def messages(draw: st.DrawFn) -> Message:
         target=None if to_room else draw(nicks),
         tags=tuple(draw(st.lists(st.tuples(nicks, texts), max_size=3))),
         status=draw(st.none() | st.sampled_from(["op", "voice"])) if to_room else None,
+        native=draw(st.none() | (room_stanzas if to_room else relays)),
     )
 
 
@@ -62,7 +90,62 @@ events = st.one_of(
     st.builds(Quit, ts=times, who=whos, reason=texts),
     st.builds(NickChange, ts=times, who=whos, new_nick=nicks),
     st.builds(Kick, ts=times, room=rooms, who=whos, target=whos, reason=texts),
-    st.builds(Topic, ts=times, room=rooms, who=whos, text=texts),
+    st.builds(Invite, ts=times, room=rooms, who=whos, target=nicks),
+    st.builds(AccountChange, ts=times, who=whos, account=st.none() | nicks),
+    st.builds(RoomRenamed, ts=times, old=rooms, new=rooms, who=whos, reason=texts),
+    st.builds(
+        MetadataChange,
+        ts=times,
+        who=whos,
+        target=nicks,
+        key=nicks,
+        value=st.none() | texts,
+        room=st.none() | rooms,
+    ),
+    st.one_of(
+        st.builds(
+            TagMessage,
+            ts=times,
+            id=nicks,
+            source=whos,
+            tags=st.lists(st.tuples(nicks, texts), max_size=3).map(tuple),
+            room=rooms,
+            native=st.none() | room_stanzas | st.just("xmpp:shown"),
+        ),
+        st.builds(
+            TagMessage,
+            ts=times,
+            id=nicks,
+            source=whos,
+            tags=st.lists(st.tuples(nicks, texts), max_size=3).map(tuple),
+            target=nicks,
+            native=st.none() | relays,
+        ),
+    ),
+    st.one_of(
+        st.builds(
+            Redaction,
+            ts=times,
+            id=nicks,
+            who=whos,
+            msgid=nicks,
+            sender=whos,
+            reason=texts,
+            room=rooms,
+            native=st.none() | room_stanzas,
+        ),
+        st.builds(
+            Redaction,
+            ts=times,
+            id=nicks,
+            who=whos,
+            msgid=nicks,
+            sender=whos,
+            reason=texts,
+            target=nicks,
+            native=st.none() | relays,
+        ),
+    ),
     st.builds(Away, ts=times, who=whos, message=st.none() | texts),
 )
 
@@ -78,6 +161,77 @@ def test_every_shared_event_decodes_as_it_was_encoded(event: object, secure: boo
     if isinstance(event, Message):
         assert decoded["id"] == event.id and decoded["ts"] == event.ts
         assert tuple(tuple(pair) for pair in decoded["tags"]) == event.tags
+        # The sender's stanza crosses whole.
+        assert ops.native_from(decoded) == event.native
+    if isinstance(event, TagMessage | Redaction):
+        assert ops.native_from(decoded) == event.native
+
+
+masks = st.from_regex(r"[a-z*?]{1,8}![a-z*]{1,8}@[a-z.*]{1,12}", fullmatch=True)
+room_states = st.builds(
+    RoomState,
+    name=rooms,
+    flags=st.lists(st.sampled_from(["moderated", "invite_only", "secret"]), unique=True).map(tuple),
+    key=st.none() | nicks,
+    limit=st.none() | st.integers(min_value=1, max_value=10_000),
+    bans=st.lists(st.builds(BanRecord, masks, masks, times), max_size=3).map(tuple),
+    invites=st.lists(masks, max_size=3).map(tuple),
+    excepts=st.lists(masks, max_size=3).map(tuple),
+    invited=st.lists(nicks, max_size=3).map(tuple),
+    topic=texts,
+    topic_by=masks,
+    topic_at=times,
+    topic_id=nicks,
+    members=st.lists(st.tuples(nicks, st.sampled_from(["", "o", "v", "ov"])), max_size=4).map(
+        tuple
+    ),
+    registered=st.booleans(),
+    owner=st.none() | nicks,
+    reg_ops=st.lists(nicks, max_size=3).map(tuple),
+    reg_voices=st.lists(nicks, max_size=3).map(tuple),
+    retention=st.none() | st.floats(min_value=0.5, max_value=400),
+)
+
+
+@given(room_states, st.none() | whos, times, nicks)
+def test_a_room_state_decodes_as_it_was_encoded(
+    state: RoomState, by: Who | None, ts: float, node: str
+) -> None:
+    op = ops.room_op(state, by, (ts, node))
+    decoded = ops.decode(ops.dumps(op))
+    assert ops.room_from(decoded) == (state, by, (ts, node))
+    # A node's whole state carries it too.
+    entry = {key: value for key, value in op.items() if key != "k"}
+    whole = ops.decode(ops.dumps({"k": "state", "users": [], "rooms": [entry]}))
+    assert ops.room_from(whole["rooms"][0]) == (state, by, (ts, node))
+
+
+@given(room_states, st.data())
+def test_a_room_state_with_a_broken_field_is_refused(state: RoomState, data: st.DataObject) -> None:
+    op = ops.room_op(state, None, (1.0, "a"))
+    fields = dict(op["state"])
+    name = data.draw(st.sampled_from(sorted(fields)))
+    if data.draw(st.booleans()):
+        del fields[name]
+    else:
+        fields[name] = {"x": 1}
+    with pytest.raises(ops.BadOp):
+        ops.decode(json.dumps({**op, "state": fields}))
+    with pytest.raises(ops.BadOp):
+        ops.decode(json.dumps({**op, "stamp": [1.0]}))
+
+
+def test_a_native_of_a_kind_not_known_here_crosses_as_nothing() -> None:
+    who = Who(nick="a", ident="a", host="h")
+    op = ops.encode(Message(ts=1.0, id="x", source=who, text="hi", room="dev"))
+    assert op is not None
+    decoded = ops.decode(json.dumps({**op, "native": ["other.kind", {"x": 1}]}))
+    assert ops.native_from(decoded) is None
+    # A known kind with fields not its own is nothing too, not an error.
+    decoded = ops.decode(json.dumps({**op, "native": ["xmpp.relay", {"data": 1}]}))
+    assert ops.native_from(decoded) is None
+    with pytest.raises(ops.BadOp, match="native"):
+        ops.decode(json.dumps({**op, "native": ["xmpp.relay"]}))
 
 
 @given(st.text(max_size=200) | st.binary(max_size=200))
@@ -129,3 +283,21 @@ def test_a_message_needs_exactly_one_of_room_and_target() -> None:
         ops.decode(json.dumps({**op, "target": "b"}))
     with pytest.raises(ops.BadOp, match="room or a target"):
         ops.decode(json.dumps({**op, "room": None}))
+
+
+@given(masks, texts, nicks, times, st.booleans())
+def test_a_server_ban_decodes_as_it_was_encoded(
+    mask: str, reason: str, by: str, at: float, lifted: bool
+) -> None:
+    op = {"k": "kline", "mask": mask, "reason": reason, "by": by, "at": at, "lifted": lifted}
+    assert ops.decode(ops.dumps(op)) == op
+    with pytest.raises(ops.BadOp):
+        ops.decode(json.dumps({**op, "lifted": "yes"}))
+
+
+@given(nicks, st.none() | st.sampled_from(["Account deleted", "Password changed"]))
+def test_an_account_change_decodes_as_it_was_encoded(name: str, revoked: str | None) -> None:
+    op = {"k": "account", "name": name, "revoked": revoked}
+    assert ops.decode(ops.dumps(op)) == op
+    with pytest.raises(ops.BadOp):
+        ops.decode(json.dumps({**op, "name": None}))

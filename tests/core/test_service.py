@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 from twisted.internet.defer import Deferred, fail
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
 from chatserver.core.errors import (
     AccountError,
@@ -40,6 +42,7 @@ from chatserver.core.events import (
     Topic,
 )
 from chatserver.core.identity import NICK_CHECK_REST
+from chatserver.core.interfaces import IClusterLink
 from chatserver.core.records import AccountRecord
 from chatserver.core.service import ChatService
 from chatserver.core.settings import CoreSettings
@@ -69,6 +72,7 @@ def user(service: ChatService, nick: str, **kw: Any) -> tuple[FakeClient, Any]:
     return client, conn
 
 
+@implementer(IClusterLink)
 class _OtherNodes:
     """Cluster mode as the core sees it, with no other node saying anything: enough for
     what the core does differently when accounts may be made elsewhere."""
@@ -82,9 +86,20 @@ class _OtherNodes:
     def local_event(self, event: object) -> None:
         pass
 
+    def room_changed(self, room: str, by: object) -> None:
+        pass
+
+    def server_ban_changed(self, ban: object, lifted: bool) -> None:
+        pass
+
+    def account_changed(self, name: str, revoked: object) -> None:
+        pass
+
 
 def in_cluster(service: ChatService) -> ChatService:
-    service.cluster = _OtherNodes()
+    link = _OtherNodes()
+    verifyObject(IClusterLink, link)
+    service.cluster = link
     return service
 
 

@@ -263,7 +263,7 @@ def account_list(server: ChatServer, args: Mapping[str, Any]):
 @command("account-create", "create an account", Param("name"), Param("password", secret=True))
 @inlineCallbacks
 def account_create(server: ChatServer, args: Mapping[str, Any]):
-    record = yield _chat(server).accounts.create(args["name"], args["password"])
+    record = yield _chat(server).create_account(args["name"], args["password"])
     return {"name": record.name}
 
 

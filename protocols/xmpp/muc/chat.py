@@ -12,7 +12,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-from chatserver.core.events import Message
+from chatserver.core.events import Message, register_native
 from protocols.xmpp.muc import ns
 from protocols.xmpp.muc.build import Element, tail
 from protocols.xmpp.muc.occupants import occupant_id
@@ -49,10 +49,28 @@ class RoomStanza:
             data = data[:-2] + b">" + _END
         return cls(data, stanza.get("id"))
 
+    def wire(self) -> tuple[str, dict[str, Any]]:
+        """Its fields for another process of a cluster (``register_native``)."""
+        return WIRE_KIND, {"data": self.data.decode("utf-8"), "client_id": self.client_id}
+
+    @classmethod
+    def from_wire(cls, fields: dict[str, Any]) -> RoomStanza:
+        data, client_id = fields["data"], fields["client_id"]
+        if not isinstance(data, str) or not (client_id is None or isinstance(client_id, str)):
+            raise TypeError("not a room stanza's fields")
+        raw = data.encode("utf-8")
+        if not raw.startswith(b"<message") or not raw.endswith(_END):
+            raise ValueError("not a message stanza")
+        return cls(raw, client_id)
+
     def tail(self, *extra: Element) -> bytes:
         """The stanza after ``<message``, with ``extra`` children added at its end."""
         added = b"".join(to_bytes(el) for el in extra)
         return self.data[len(b"<message") : -len(_END)] + added + _END
+
+
+WIRE_KIND = "xmpp.room"
+register_native(WIRE_KIND, RoomStanza.from_wire)
 
 
 def stamp_occupant(el: Element, occupant_id: str) -> None:

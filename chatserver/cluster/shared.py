@@ -1,0 +1,200 @@
+"""What a node shares besides users and messages: rooms' state, invitations, accounts,
+tags without text, redactions, room renames, metadata, logins, server bans and what an
+operator's console does to everyone.
+
+A room's state (modes, lists, invitations, topic, members' status, registration) goes to
+every node whole after each change, stamped with the time and the node that made it.  A
+node takes a state whose stamp is later than the one it holds for the room (time first,
+then node name), and ignores an earlier one: two changes made in the same moment on two
+nodes end the same on every node (the later wins; the other's users are told what was
+undone).  A node's own change is stamped later than any state it has taken, so a change
+made after seeing another always wins over it.  The stamps of the rooms a node has changed
+or taken go in its "state" entry, so a node that starts, or missed entries, gets them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from chatserver.cluster import ops
+from chatserver.core.bans import ServerBan
+from chatserver.core.errors import ChatError
+from chatserver.core.events import Redaction, Who
+from chatserver.core.names import casefold
+
+if TYPE_CHECKING:
+    from chatserver.core.users import Connection
+
+# A stamp later than ``previous`` by this much when the clock has not moved past it.
+_TICK = 1e-6
+
+
+class Sharing:
+    """The part of ClusterNode that shares rooms' state, invitations, accounts, tags and
+    redactions."""
+
+    name: str
+    service: Any
+    clock: Any
+    _stopping: bool
+
+    if TYPE_CHECKING:
+
+        def _publish(
+            self,
+            op: dict[str, Any],
+            claim: str | None = None,
+            release: str | None = None,
+            targets: str = "*",
+        ) -> None: ...
+        def _conn(self, node: str, nick: str) -> Connection | None: ...
+        def _call(self, node: str, sender: str, method: str, /, *args: Any, **kw: Any) -> None: ...
+
+    def _init_sharing(self) -> None:
+        # room key -> the stamp of the state this node holds: (time, node).
+        self._stamps: dict[str, tuple[float, str]] = {}
+
+    # -- what the core tells -----------------------------------------------------------------
+
+    def room_changed(self, room: str, by: Who) -> None:
+        if self._stopping:
+            return
+        state = self.service.room_state(room)
+        if state is None:
+            return
+        previous = self._stamps.get(room, (0.0, ""))
+        stamp = (max(self.clock.seconds(), previous[0] + _TICK), self.name)
+        self._stamps[room] = stamp
+        self._publish(ops.room_op(state, by, stamp))
+
+    def account_changed(self, name: str, revoked: str | None) -> None:
+        if not self._stopping:
+            self._publish({"k": "account", "name": name, "revoked": revoked})
+
+    def server_ban_changed(self, ban: ServerBan, lifted: bool) -> None:
+        if not self._stopping:
+            self._publish(
+                {
+                    "k": "kline",
+                    "mask": ban.mask,
+                    "reason": ban.reason,
+                    "by": ban.set_by,
+                    "at": ban.set_at,
+                    "lifted": lifted,
+                }
+            )
+
+    def _prune_stamps(self) -> None:
+        """Forget the stamps of rooms that are gone here (a new room of the name starts
+        afresh, and takes any state later than nothing)."""
+        rooms = self.service.rooms
+        for room in [room for room in self._stamps if room not in rooms]:
+            del self._stamps[room]
+
+    def _room_states(self) -> list[dict[str, Any]]:
+        """The state of each room this node holds a stamp for (entries of a "state" op)."""
+        entries = []
+        for room, stamp in list(self._stamps.items()):
+            state = self.service.room_state(room)
+            if state is None:
+                # The room is gone here: its stamp with it.
+                del self._stamps[room]
+                continue
+            op = ops.room_op(state, None, stamp)
+            del op["k"]
+            entries.append(op)
+        return entries
+
+    # -- what the others tell ----------------------------------------------------------------
+
+    def _on_room(self, node: str, op: dict[str, Any]) -> None:
+        state, by, stamp = ops.room_from(op)
+        held = self._stamps.get(state.name)
+        if held is not None and stamp <= held:
+            # This node holds a later state: it went (or goes) to every node and wins there.
+            return
+        if self.service.apply_room_state(state, by):
+            # Not kept for a room unknown here (its members' joins are yet to come): the
+            # state of the node that has them, with the same stamp, must still be taken.
+            self._stamps[state.name] = stamp
+
+    def _on_invite(self, node: str, op: dict[str, Any]) -> None:
+        self._call(node, op["nick"], "invite", op["target"], op["room"])
+
+    def _on_login(self, node: str, op: dict[str, Any]) -> None:
+        conn = self._conn(node, op["nick"])
+        if conn is not None:
+            self.service.account_login_elsewhere(conn, op["account"])
+
+    def _on_kline(self, node: str, op: dict[str, Any]) -> None:
+        if op["lifted"]:
+            self.service.unban_elsewhere(op["mask"])
+        else:
+            ban = ServerBan(op["mask"], op["reason"], op["by"], float(op["at"]))
+            self.service.ban_elsewhere(ban)
+
+    def _on_rename(self, node: str, op: dict[str, Any]) -> None:
+        conn = self._conn(node, op["nick"])
+        if conn is not None:
+            self.service.rename_room_elsewhere(conn, op["old"], op["new"], op["reason"])
+
+    def _on_meta(self, node: str, op: dict[str, Any]) -> None:
+        own = op["room"] is None and casefold(op["target"]) == casefold(op["nick"])
+        self._call(
+            node,
+            op["nick"],
+            "set_metadata",
+            op["key"],
+            op["value"],
+            nick=None if own or op["room"] is not None else op["target"],
+            room=op["room"],
+        )
+
+    def _by_server(self, op: dict[str, Any]) -> None:
+        """An operator's console on another node kicked (its "kick" with no nick)."""
+        try:
+            self.service.kick_by_server(op["room"], op["target"], op["reason"], elsewhere=True)
+        except ChatError:
+            # Gone here already (a part crossed it): nothing to undo.
+            pass
+
+    def _on_notice(self, node: str, op: dict[str, Any]) -> None:
+        self.service.notice_everyone(op["text"], elsewhere=True)
+
+    def _on_account(self, node: str, op: dict[str, Any]) -> None:
+        if op["revoked"] is None:
+            self.service.account_registered_elsewhere(op["name"])
+        else:
+            self.service.account_revoked_elsewhere(op["name"], op["revoked"])
+
+    def _on_tag(self, node: str, op: dict[str, Any]) -> None:
+        self._call(
+            node,
+            op["nick"],
+            "send_tags",
+            tuple((name, value) for name, value in op["tags"]),
+            room=op["room"],
+            nick=op["target"],
+            status=op["status"],
+            native=ops.native_from(op),
+            msgid=op["id"],
+        )
+
+    def _on_redact(self, node: str, op: dict[str, Any]) -> None:
+        conn = self._conn(node, op["nick"])
+        if conn is None or conn.user is None:
+            return
+        self.service.apply_redaction(
+            Redaction(
+                ts=float(op["ts"]),
+                id=op["id"],
+                who=conn.user.who(),
+                msgid=op["msgid"],
+                sender=ops.who_from(op["sender"]),
+                reason=op["reason"],
+                room=op["room"],
+                target=op["target"],
+                origin=conn.client,
+                native=ops.native_from(op),
+            )
+        )

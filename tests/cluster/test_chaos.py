@@ -1,0 +1,418 @@
+"""Failures under load, counted: a node killed, Redis stopped or emptied, PostgreSQL stopped.
+
+Every test runs real nodes on one private PostgreSQL (the store they share) and one private
+Redis, with IRC users on each node saying ``<label>-<n>`` at a steady rate in one room.  Each
+prints its counts (sent, acknowledged by the echo, delivered, stored) and checks that nothing
+acknowledged is lost and that Redis names one node per nick.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator
+
+import pytest
+
+from tests.cluster.load import Counts, Refused, Talker, eventually, pump, talk
+from tests.support.postgres import BIN_DIR, MISSING_REASON, PostgresServer
+from tests.support.redis import RedisServer
+from tests.support.server import LineClient, ServerProcess
+
+pytestmark = pytest.mark.timeout(120)
+
+Node = Callable[..., ServerProcess]
+PASSWORD = "chaos-secret-pw"
+UNAVAILABLE = "database is unavailable"
+ROOM = "load"
+
+
+def pg_node(make_node: Node, name: str, dsn: str, **chat: object) -> ServerProcess:
+    return make_node(
+        name,
+        lease=2.0,
+        overrides={
+            "storage": {"backend": "postgresql", "dsn": dsn},
+            "irc": {"flood_burst": 0},
+            "chat": dict(chat),
+        },
+    )
+
+
+def stored_texts(dsn: str) -> set[str]:
+    import psycopg
+
+    try:
+        with psycopg.connect(dsn, connect_timeout=2) as conn:
+            return {text for (text,) in conn.execute("SELECT text FROM history")}
+    except psycopg.OperationalError:
+        return set()
+
+
+def wait_stored(dsn: str, wanted: set[str], timeout: float = 20.0) -> set[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        stored = stored_texts(dsn)
+        if wanted <= stored or time.monotonic() > deadline:
+            return stored
+        time.sleep(0.3)
+
+
+def names(talker: Talker) -> set[str]:
+    """The room's members as ``talker``'s node sees them (NAMES)."""
+    talker.client.send(f"NAMES #{ROOM}")
+    found: set[str] = set()
+    while True:
+        text = talker.client.read_line(5)
+        if f" 353 {talker.nick} " in text:
+            found |= {n.lstrip("@+") for n in text.rsplit(" :", 1)[1].split()}
+        elif f" 366 {talker.nick} " in text:
+            return found
+        else:
+            talker.handle(text)
+
+
+def all_in_room(talkers: Iterable[Talker]) -> None:
+    """Until every talker's node sees every talker in the room."""
+    talkers = list(talkers)
+    everyone = {t.nick for t in talkers}
+    for talker in talkers:
+        eventually(lambda t=talker: names(t) == everyone, 10, f"{everyone} on {talker.nick}'s node")
+
+
+def drain(talkers: Iterable[Talker]) -> None:
+    """Until every live talker's node has answered all it was sent, and a moment more for
+    what crosses nodes."""
+    live = [t for t in talkers if t.alive]
+    for talker in live:
+        talker.sync()
+    pump(live, 1.5)
+    for talker in live:
+        talker.sync()
+
+
+def nick_owner(redis: RedisServer, nick: str) -> str:
+    return redis.command("GET", f"chatserver:nick:{nick}")
+
+
+def test_a_node_killed_under_load_loses_nothing_acknowledged_and_its_nicks_come_back(
+    make_node: Node, redis: RedisServer, postgres: PostgresServer
+) -> None:
+    dsn = postgres.new_database()
+    a = pg_node(make_node, "a", dsn)
+    # Registered before the other node starts: each node reads the accounts at its start.
+    a.create_account("ann", PASSWORD)
+    b = pg_node(make_node, "b", dsn)
+    ann = Talker(a.ports["irc"], "ann", password=PASSWORD)
+    al = Talker(a.ports["irc"], "al")
+    bea = Talker(b.ports["irc"], "bea")
+    bo = Talker(b.ports["irc"], "bo")
+    talkers = [ann, al, bea, bo]
+    for talker in talkers:
+        talker.join()
+    all_in_room(talkers)
+    assert [nick_owner(redis, n) for n in ("ann", "al", "bea", "bo")] == ["a", "a", "b", "b"]
+
+    talk(lambda: talkers, 3.0)
+    killed_at = time.monotonic()
+    a.kill()
+    pump(talkers, 0.2)
+    assert not ann.alive and not al.alive
+
+    # Within the lease the dead node still owns its nicks: nobody takes them, even its own
+    # users coming back (their node may only be slow).
+    for nick in ("ann", "al"):
+        with pytest.raises(Refused, match=" 433 "):
+            Talker(b.ports["irc"], nick)
+        assert nick_owner(redis, nick) == "a"
+
+    # Al takes his nick back through the other node once the lease has passed; the others
+    # go on talking meanwhile.
+    def al_back() -> bool:
+        try:
+            al.connect(b.ports["irc"])
+        except Refused:
+            return False
+        return True
+
+    deadline = time.monotonic() + 10
+    while not al_back():
+        assert time.monotonic() < deadline, "al could not take his nick back"
+        talk(lambda: [bea, bo], 0.3)
+    back_after = time.monotonic() - killed_at
+    eventually(lambda: nick_owner(redis, "al") == "b", 5, "al's nick on b in Redis")
+    # The registered nick is free of the dead node now, but still its account's: a
+    # stranger is refused it, and Ann, logged in, takes it.
+    with pytest.raises(Refused, match=" 433 "):
+        Talker(b.ports["irc"], "ann")
+    ann.connect(b.ports["irc"], PASSWORD)
+    eventually(lambda: nick_owner(redis, "ann") == "b", 5, "ann's nick on b in Redis")
+    for talker in (ann, al):
+        talker.join()
+    all_in_room(talkers)
+    talk(lambda: talkers, 2.0)
+    drain(talkers)
+
+    sent = {text for t in talkers for text in t.sent}
+    acknowledged = {text for t in talkers for text in t.acknowledged}
+    stored = wait_stored(dsn, acknowledged)
+    counts = Counts(sent=len(sent), acknowledged=len(acknowledged), stored=len(stored & sent))
+    for receiver in (bea, bo):
+        # The survivors: every acknowledged message of everyone else, once, in each
+        # sender's order.
+        for sender in talkers:
+            if sender is receiver:
+                continue
+            got = receiver.heard.get(sender.label, [])
+            counts.delivered += len(got)
+            assert len(got) == len(set(got)), f"{receiver.nick} got repeats from {sender.nick}"
+            assert got == sorted(got, key=lambda t: int(t.rsplit("-", 1)[1]))
+            counts.lost += sorted(set(sender.acknowledged) - set(got))
+    counts.lost += sorted(acknowledged - stored)
+    print(f"node killed under load: {counts}; nick back after {back_after:.1f}s")
+    assert not counts.lost, counts.lost
+    # One owner per nick, the node each user is on now.
+    for nick in ("ann", "al", "bea", "bo"):
+        assert nick_owner(redis, nick) == "b"
+
+
+def two_nodes_talking(
+    make_node: Node, dsn: str, **chat: object
+) -> tuple[ServerProcess, ServerProcess, list[Talker]]:
+    """Nodes a and b, two talkers on each, all in the room."""
+    a = pg_node(make_node, "a", dsn, **chat)
+    b = pg_node(make_node, "b", dsn, **chat)
+    talkers = [
+        Talker(a.ports["irc"], "ann"),
+        Talker(a.ports["irc"], "al"),
+        Talker(b.ports["irc"], "bea"),
+        Talker(b.ports["irc"], "bo"),
+    ]
+    for talker in talkers:
+        talker.join()
+    all_in_room(talkers)
+    return a, b, talkers
+
+
+def check_everything_arrived(talkers: list[Talker], dsn: str, what: str) -> Counts:
+    """Every acknowledged message reached every other talker once, in its sender's order,
+    and is stored; the counts printed."""
+    sent = {text for t in talkers for text in t.sent}
+    acknowledged = {text for t in talkers for text in t.acknowledged}
+    refused = {text for t in talkers for text in t.refusals}
+    stored = wait_stored(dsn, acknowledged)
+    counts = Counts(
+        sent=len(sent),
+        acknowledged=len(acknowledged),
+        refused=len(refused),
+        stored=len(stored & sent),
+    )
+    for receiver in talkers:
+        for sender in talkers:
+            if sender is receiver:
+                continue
+            got = receiver.heard.get(sender.label, [])
+            counts.delivered += len(got)
+            assert len(got) == len(set(got)), f"{receiver.nick} got repeats from {sender.nick}"
+            assert got == sorted(got, key=lambda t: int(t.rsplit("-", 1)[1])), (
+                f"{receiver.nick} got {sender.nick}'s messages out of order"
+            )
+            counts.lost += sorted(set(sender.acknowledged) - set(got))
+            # What was refused reached no one.
+            assert not set(sender.refusals) & set(got)
+    counts.lost += sorted(acknowledged - stored)
+    assert not refused & stored
+    print(f"{what}: {counts}")
+    assert not counts.lost, counts.lost
+    # Each message got one answer: its echo or a refusal.
+    assert acknowledged | refused == sent and not acknowledged & refused, counts
+    return counts
+
+
+def check_nick_owners(redis: RedisServer, talkers: list[Talker], a: ServerProcess) -> None:
+    """Redis names each nick's node, and either node refuses a nick in use."""
+    for talker in talkers:
+        node = "a" if talker.nick.startswith("a") else "b"
+        eventually(
+            lambda t=talker, n=node: nick_owner(redis, t.nick) == n,
+            10,
+            f"{talker.nick} owned by {node} in Redis",
+        )
+    for talker in talkers:
+        with pytest.raises(Refused, match=" 433 "):
+            Talker(a.ports["irc"], talker.nick)
+
+
+# The outages' lengths: the default run's, and a longer one for `make test-cluster-long`.
+OUTAGES = [10.0, pytest.param(60.0, marks=[pytest.mark.cluster_long, pytest.mark.timeout(300)])]
+
+
+@pytest.mark.parametrize("outage", OUTAGES)
+def test_redis_stopped_under_load_loses_nothing_acknowledged(
+    make_node: Node, redis: RedisServer, postgres: PostgresServer, outage: float
+) -> None:
+    dsn = postgres.new_database()
+    a, b, talkers = two_nodes_talking(make_node, dsn)
+    talk(lambda: talkers, 2.0)
+    redis.kill()
+    stopped = time.monotonic()
+    talk(lambda: talkers, 5.0)
+    # Meanwhile no new nick is given, on either node, and it says why.
+    for node in (a, b):
+        with pytest.raises(Refused, match="Redis is unreachable"):
+            Talker(node.ports["irc"], "newcomer")
+    talk(lambda: talkers, outage - (time.monotonic() - stopped))
+    # Restarted empty, as a Redis without persistence comes back.
+    redis.start()
+    talk(lambda: talkers, 3.0)
+    drain(talkers)
+    check_everything_arrived(talkers, dsn, f"Redis stopped {outage:g} s")
+    check_nick_owners(redis, talkers, a)
+    # And new users are let in again, and meet the others.
+    newcomer = Talker(b.ports["irc"], "newcomer")
+    newcomer.join()
+    all_in_room([*talkers, newcomer])
+
+
+def test_redis_losing_its_data_under_load_gets_the_nodes_state_again(
+    make_node: Node, redis: RedisServer, postgres: PostgresServer
+) -> None:
+    dsn = postgres.new_database()
+    a, b, talkers = two_nodes_talking(make_node, dsn)
+    talk(lambda: talkers, 2.0)
+    assert redis.command("FLUSHALL") == "+OK"
+    talk(lambda: talkers, 4.0)
+    drain(talkers)
+    check_everything_arrived(talkers, dsn, "Redis emptied (FLUSHALL)")
+    # The nodes announced themselves again: their names, their heartbeats, their nicks.
+    eventually(
+        lambda: (
+            redis.command("SISMEMBER", "chatserver:nodes", "a") == ":1"
+            and redis.command("SISMEMBER", "chatserver:nodes", "b") == ":1"
+        ),
+        10,
+        "both nodes listed again",
+    )
+    check_nick_owners(redis, talkers, a)
+    # Nobody left the room on any node on the way.
+    for talker in talkers:
+        assert not any(" QUIT " in text or " PART " in text for text in talker.client.seen)
+    all_in_room(talkers)
+    # Emptied again while nobody talks (nothing heard from the other node lately): nobody
+    # is taken for gone either.
+    pump(talkers, 1.0)
+    assert redis.command("FLUSHALL") == "+OK"
+    pump(talkers, 5.0)
+    for talker in talkers:
+        assert not any(" QUIT " in text or " PART " in text for text in talker.client.seen)
+    check_nick_owners(redis, talkers, a)
+    # A newcomer on either node meets everyone.
+    for node, nick in ((a, "ava"), (b, "ben")):
+        newcomer = Talker(node.ports["irc"], nick)
+        newcomer.join()
+        talkers.append(newcomer)
+    all_in_room(talkers)
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL of the test's own: it is stopped half-way."""
+    if BIN_DIR is None:
+        pytest.skip(MISSING_REASON)
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.mark.parametrize("outage", OUTAGES)
+def test_postgresql_stopped_under_load_in_cluster_mode(
+    make_node: Node, redis: RedisServer, own_postgres: PostgresServer, outage: float
+) -> None:
+    dsn = own_postgres.new_database()
+    # 20 messages a second on each node pass this bound half-way through the outage.
+    a, b, talkers = two_nodes_talking(make_node, dsn, history_unstored_limit=100)
+    a.create_account("acct", PASSWORD)
+    talk(lambda: talkers, 2.0)
+    own_postgres.stop()
+    stopped = time.monotonic()
+    talk(lambda: talkers, 3.0)
+    # Logins are refused on both nodes, saying why and that it is worth trying again.
+    for node in (a, b):
+        client = LineClient(node.ports["irc"])
+        client.send("CAP REQ :sasl")
+        client.send("NICK acct")
+        client.send("USER acct 0 * :acct")
+        client.expect(lambda text: " ACK " in text)
+        client.send("AUTHENTICATE PLAIN")
+        client.expect(lambda text: text.endswith("AUTHENTICATE +"))
+        token = base64.b64encode(f"acct\0acct\0{PASSWORD}".encode()).decode()
+        client.send(f"AUTHENTICATE {token}")
+        answer = client.expect(lambda text: re.search(r" 90[3-7] ", text) is not None)
+        assert " 904 " in answer and "try again" in answer, answer
+        client.close()
+    talk(lambda: talkers, outage - (time.monotonic() - stopped))
+    own_postgres.start()
+    talk(lambda: talkers, 3.0)
+    drain(talkers)
+    counts = check_everything_arrived(talkers, dsn, f"PostgreSQL stopped {outage:g} s (two nodes)")
+    # The bound was reached on both nodes, and their senders were told why.
+    for talker in talkers:
+        assert talker.refusals, f"nothing of {talker.nick} refused: {counts}"
+        assert all(UNAVAILABLE in why for why in talker.refusals.values())
+    # Logins work again.
+    Talker(b.ports["irc"], "acct", password=PASSWORD)
+
+
+@pytest.mark.cluster_long
+@pytest.mark.timeout(300)
+def test_three_nodes_one_killed_under_a_minute_of_load(
+    make_node: Node, redis: RedisServer, postgres: PostgresServer
+) -> None:
+    dsn = postgres.new_database()
+    nodes = {name: pg_node(make_node, name, dsn) for name in "abc"}
+    talkers = [Talker(nodes[n].ports["irc"], f"{n}{i}") for n in "abc" for i in (1, 2)]
+    for talker in talkers:
+        talker.join()
+    all_in_room(talkers)
+    talk(lambda: talkers, 20.0, rate=20.0)
+    killed_at = time.monotonic()
+    nodes["c"].kill()
+    gone = [t for t in talkers if t.nick.startswith("c")]
+    # Its users come back through the other two nodes once the lease has passed.
+    for talker, node in zip(gone, "ab", strict=True):
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                talker.connect(nodes[node].ports["irc"])
+                break
+            except Refused:
+                assert time.monotonic() < deadline, f"{talker.nick} could not come back"
+                talk(lambda: [t for t in talkers if t not in gone], 0.3, rate=20.0)
+        talker.join()
+    print(f"nicks back {time.monotonic() - killed_at:.1f}s after the kill")
+    talk(lambda: talkers, 40.0, rate=20.0)
+    drain(talkers)
+
+    stayed = [t for t in talkers if t not in gone]
+    acknowledged = {text for t in talkers for text in t.acknowledged}
+    stored = wait_stored(dsn, acknowledged)
+    counts = Counts(
+        sent=sum(len(t.sent) for t in talkers),
+        acknowledged=len(acknowledged),
+        stored=len(stored & acknowledged),
+    )
+    for receiver in stayed:
+        for sender in talkers:
+            if sender is not receiver:
+                got = receiver.heard.get(sender.label, [])
+                counts.delivered += len(got)
+                assert len(got) == len(set(got))
+                counts.lost += sorted(set(sender.acknowledged) - set(got))
+    counts.lost += sorted(acknowledged - stored)
+    print(f"three nodes, one killed under load: {counts}")
+    assert not counts.lost, counts.lost[:20]
+    for talker, node in (*((t, t.nick[0]) for t in stayed), *zip(gone, "ab", strict=True)):
+        eventually(lambda t=talker, n=node: nick_owner(redis, t.nick) == n, 10, talker.nick)
