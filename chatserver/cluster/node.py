@@ -534,7 +534,12 @@ class ClusterNode(Sharing):
 
     def _state(self) -> dict[str, Any]:
         users = [
-            {"who": ops.who_fields(user.who()), "s": user.secure, "rooms": list(user.rooms)}
+            {
+                "who": ops.who_fields(user.who()),
+                "s": user.secure,
+                "rooms": list(user.rooms),
+                "meta": self.service.user_metadata(user.nick),
+            }
             for user in self.service.users
             if user.node is None
         ]
@@ -892,6 +897,7 @@ class ClusterNode(Sharing):
                 self._call(node, who.nick, "join", name)
             for name in set(user.rooms) - rooms:
                 self._call(node, who.nick, "part", name, "")
+            self._take_metadata(node, who.nick, entry["meta"])
         for entry in op["rooms"]:
             self._on_room(node, entry)
 

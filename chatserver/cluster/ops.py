@@ -117,7 +117,8 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
         # The sender's protocol's own form ([kind, fields], chatserver.core.events) or None.
         "native": (list, type(None)),
     },
-    # Everything the node holds: each user (as "user" gives it) with its rooms, and the
+    # Everything the node holds: each user (as "user" gives it) with its rooms and its
+    # metadata (``meta``), and the
     # state of each room it has changed (as "room" gives it, without "k").
     "state": {"users": (list,), "rooms": (list,)},
     # Ask every node for its "state" (a node that starts, or missed entries).
@@ -479,10 +480,16 @@ def check(op: Any) -> Op:
         for entry in op["users"]:
             if not isinstance(entry, dict):
                 raise BadOp("state: users must be objects")
-            _check(entry, {"who": (dict,), "s": (bool,), "rooms": (list,)}, "state user")
+            _check(
+                entry,
+                {"who": (dict,), "s": (bool,), "rooms": (list,), "meta": (dict,)},
+                "state user",
+            )
             who_from(entry["who"])
             if not all(isinstance(room, str) for room in entry["rooms"]):
                 raise BadOp("state: rooms must be names")
+            if not all(isinstance(v, str) for v in entry["meta"].values()):
+                raise BadOp("state: metadata values must be strings")
         for entry in op["rooms"]:
             _check_room(entry, "state room")
     return op

@@ -84,7 +84,6 @@ class Replica:
 
         def _load_recent(self, room: Room) -> Any: ...
         def _logout_user(self, user: User) -> None: ...
-        def _remove_member(self, room: Room, user: User) -> None: ...
         def _audience(self, user: User) -> list[IChatClient]: ...
         def _observe(self, event: Event) -> None: ...
         def _forget_room_metadata(self, name: str) -> None: ...
@@ -232,8 +231,15 @@ class Replica:
         if user is None or user.node is not None or user.connections:
             return False
         self._detached.pop(key, None)
-        for room in list(user.rooms.values()):
-            self._remove_member(room, user)
+        # Not through _remove_member: that would store the shrinking rooms as the account's
+        # always-on record, which is the other node's to keep.
+        for room in user.rooms.values():
+            room.members.pop(user, None)
+            room.members_changed()
+            if not room.members and not room.registered:
+                self.rooms.pop(room.name, None)
+                self._forget_room_metadata(room.name)
+        user.rooms.clear()
         self.users.remove(user)
         del self.by_account[key]
         return True
