@@ -677,3 +677,50 @@ def test_read_positions_are_the_mds_node_both_ways(world: World) -> None:
     assert laptop.expect(lambda m: m.command == "MARKREAD").params[1] == (
         f"timestamp={second.tags['time']}"
     )
+
+
+NS_PUBSUB_EVENT = "http://jabber.org/protocol/pubsub#event"
+
+
+def test_a_marker_published_by_one_resource_reaches_the_others_and_irc(world: World) -> None:
+    alice, bob = world.nick("arcNa"), world.nick("arcNb")
+    world.register(alice)
+    phone = world.xmpp(bob, resource="phone")
+    # The tablet asks for the node's notifications (XEP-0115 +notify), as XEP-0490 clients do.
+    tablet = world.xmpp(bob, resource="tablet")
+    tablet.do(tablet.xmpp.plugin["xep_0030"].add_feature, f"{NS_MDS}+notify")
+    tablet.wait(tablet.xmpp.plugin["xep_0115"].update_caps)
+    # The server asks what the new capabilities are, and slixmpp answers.
+    tablet.expect(
+        lambda e: (
+            local(e) == "iq"
+            and child(e, "http://jabber.org/protocol/disco#info", "query") is not None
+        )
+    )
+    tablet.sync()
+    laptop = world.irc(bob + "l", caps=(*HISTORY_CAPS, "draft/read-marker"), sasl=(bob, PASSWORD))
+    a = world.irc(alice, caps=HISTORY_CAPS, sasl=(alice, PASSWORD))
+    alice_jid, bob_jid = f"{alice.lower()}@{DOMAIN}", f"{bob.lower()}@{DOMAIN}"
+    a.msg(bob, "read me on the phone")
+    said = laptop.expect(lambda m: m.command == "PRIVMSG" and m.last == "read me on the phone")
+    laptop.sync()
+    tablet.sync()
+    publish_displayed(phone, alice_jid, said.tags["msgid"], bob_jid)
+
+    def displayed_event(el: object) -> bool:
+        event = child(el, NS_PUBSUB_EVENT, "event")  # type: ignore[arg-type]
+        items = child(event, NS_PUBSUB_EVENT, "items") if event is not None else None
+        return items is not None and items.get("node") == NS_MDS
+
+    got = tablet.expect(displayed_event)
+    assert got.get("from") == bob_jid
+    item = child(
+        child(child(got, NS_PUBSUB_EVENT, "event"), NS_PUBSUB_EVENT, "items"),
+        NS_PUBSUB_EVENT,
+        "item",
+    )
+    assert item.get("id") == alice_jid
+    sid = child(child(item, NS_MDS, "displayed"), NS_SID, "stanza-id")
+    assert (sid.get("id"), sid.get("by")) == (said.tags["msgid"], bob_jid)
+    moved = laptop.expect(lambda m: m.command == "MARKREAD")
+    assert moved.params == (alice, f"timestamp={said.tags['time']}")
