@@ -1,24 +1,41 @@
 """Cluster mode against one process: server CPU per message, and whether anything is lost.
 
-Two scenarios over IRC, each run on one process and then on two nodes sharing a private
-Redis (``[cluster]``), with the users spread over both nodes one by one:
+Four scenarios over IRC, each run on one process and then on two nodes sharing a private
+Redis (``[cluster]``).  In the first three the users are spread over both nodes one by one,
+so every room has members on both nodes (the case that costs the cluster most: each node
+delivers every message to its own members); the senders alternate between the nodes:
 
 * ``fanout``: one sender, one room of ``RECEIVERS`` receivers, ``MESSAGES`` messages sent
   at once;
 * ``rooms``: ``ROOMS`` rooms of ``MEMBERS`` users, one sender in each, ``PER_ROOM``
-  messages each.
+  messages each;
+* ``many``: ``MANY_ROOMS`` rooms of ``MANY_MEMBERS`` (1000 clients), one sender in each;
+* ``local``: as ``many``, but each room's users on one node, the rooms alternating between
+  the nodes (a room's messages then stay on its node).
 
-Measured: the CPU time (user + system, from ``/proc``) each server process and Redis spent
-from the first message to the last delivery, per message sent, and the deliveries counted
-at the receivers against those expected.  CPU time, not wall time, is the figure that holds
-on a shared machine.  Usage: ``.venv/bin/python bench/cluster_bench.py`` (a few seconds).
+Measured: the CPU time (user + system, from ``/proc``) each server process, Redis and
+PostgreSQL (all its processes) spent from the first message to the last delivery, per
+message sent, and the deliveries counted at the receivers against those expected.  CPU
+time, not wall time, is the figure that holds on a shared machine; from it the throughput
+of two nodes against one process on two free cores is derived as
+``2 * one process's CPU per message / the cluster's (both nodes and Redis)``.
+
+``--storage postgresql`` runs both the single process and the nodes on a private
+PostgreSQL (the cluster's storage), ``sqlite`` (the default) each process on its own file.
+``--pin`` pins the single process and node 0 to core 0, node 1 to core 1.
+``--profile DIR`` records each server with py-spy (not a project dependency:
+``pip install py-spy``) during the sends (``DIR/<run>.txt``, folded stacks).  Usage: ``.venv/bin/python bench/cluster_bench.py [--only many]``.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import selectors
+import shutil
+import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +51,10 @@ RECEIVERS = 20
 ROOMS = 50
 MEMBERS = 4
 PER_ROOM = 200
+MANY_ROOMS = 100
+MANY_MEMBERS = 10
+MANY_PER_ROOM = 500
+SCENARIOS = ("fanout", "rooms", "many", "local")
 TICK = os.sysconf("SC_CLK_TCK")
 # No flood control (one client sends everything at once), no per-address cap (all local).
 OVERRIDES = {"irc": {"flood_burst": 0}, "chat": {"max_connections_per_address": 0}}
@@ -42,6 +63,21 @@ OVERRIDES = {"irc": {"flood_burst": 0}, "chat": {"max_connections_per_address": 
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU of ``pid`` and its children (PostgreSQL's backends), living ones only."""
+    total = cpu_seconds(pid)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / TICK
+    return total
 
 
 def connect(port: int, nick: str, room: str) -> socket.socket:
@@ -61,9 +97,9 @@ def drain(receivers: dict[socket.socket, int], timeout: float) -> int:
     sel = selectors.DefaultSelector()
     got = dict.fromkeys(receivers, 0)
     tails = dict.fromkeys(receivers, b"")
-    for sock in receivers:
-        sock.setblocking(False)
-        sel.register(sock, selectors.EVENT_READ)
+    for receiver in receivers:
+        receiver.setblocking(False)
+        sel.register(receiver, selectors.EVENT_READ)
     waiting = len(receivers)
     deadline = time.monotonic() + timeout
     while waiting and time.monotonic() < deadline:
@@ -79,74 +115,214 @@ def drain(receivers: dict[socket.socket, int], timeout: float) -> int:
     return sum(got.values())
 
 
-def run(servers: list[ServerProcess], redis: RedisServer | None, scenario: str) -> str:
-    """Connect the users (spread over ``servers`` one by one), send, and measure."""
-    node = iter(servers * 100_000)
-    receivers: dict[socket.socket, int] = {}
-    senders: list[tuple[socket.socket, str, int]] = []
-    if scenario == "fanout":
-        for i in range(RECEIVERS):
-            receivers[connect(next(node).ports["irc"], f"r{i}", "bench")] = MESSAGES
-        senders.append((connect(servers[0].ports["irc"], "sender", "bench"), "bench", MESSAGES))
-    else:
-        for room in range(ROOMS):
-            name = f"room{room}"
-            senders.append((connect(next(node).ports["irc"], f"s{room}", name), name, PER_ROOM))
-            for member in range(MEMBERS - 1):
-                sock = connect(next(node).ports["irc"], f"m{room}x{member}", name)
-                receivers[sock] = PER_ROOM
-    # Every join has reached every node, and the servers are idle again.
-    time.sleep(3.0)
-    pids = [s.proc.pid for s in servers if s.proc is not None]
-    if redis is not None and redis.proc is not None:
-        pids.append(redis.proc.pid)
-    before = [cpu_seconds(pid) for pid in pids]
-    started = time.monotonic()
-    for sock, room, count in senders:
-        lines = (f"PRIVMSG #{room} :message {i} of the benchmark\r\n" for i in range(count))
-        sock.sendall("".join(lines).encode())
-    delivered = drain(receivers, timeout=180)
-    elapsed = time.monotonic() - started
-    time.sleep(0.5)
-    used = [cpu_seconds(pid) - b for pid, b in zip(pids, before, strict=True)]
-    sent = sum(count for _, _, count in senders)
-    expected = sum(receivers.values())
-    for sock in list(receivers) + [s for s, _, _ in senders]:
-        sock.close()
-    names = [f"node {i}" for i in range(len(servers))] if redis else ["server"]
-    if redis is not None:
-        names.append("redis")
-    costs = ", ".join(f"{n} {u * 1e6 / sent:.1f}" for n, u in zip(names, used, strict=True))
-    total = sum(used) * 1e6 / sent
-    return (
-        f"{scenario:7} {len(servers)} process(es): {sent} messages, delivered {delivered}/"
-        f"{expected} in {elapsed:.2f} s; CPU µs per message: {costs} (total {total:.1f})"
-    )
+class Run:
+    """One measured run: its servers, Redis and PostgreSQL (either may be None)."""
+
+    def __init__(
+        self,
+        servers: list[ServerProcess],
+        redis: RedisServer | None,
+        postgres: int | None,
+        profile: Path | None,
+        label: str,
+    ) -> None:
+        self.servers = servers
+        self.redis = redis
+        self.postgres = postgres
+        self.profile = profile
+        self.label = label
+
+    def measure(self, scenario: str) -> tuple[dict[str, float], float]:
+        """Connect the users (spread over the servers one by one), send, and measure."""
+        servers = self.servers
+        spread = len(servers)
+        node = iter(servers * 100_000)
+        receivers: dict[socket.socket, int] = {}
+        senders: list[tuple[socket.socket, str, int]] = []
+        if scenario == "fanout":
+            for i in range(RECEIVERS):
+                receivers[connect(next(node).ports["irc"], f"r{i}", "bench")] = MESSAGES
+            sender = connect(servers[0].ports["irc"], "sender", "bench")
+            senders.append((sender, "bench", MESSAGES))
+        else:
+            rooms, members, per_room = (
+                (ROOMS, MEMBERS, PER_ROOM)
+                if scenario == "rooms"
+                else (MANY_ROOMS, MANY_MEMBERS, MANY_PER_ROOM)
+            )
+            for room in range(rooms):
+                name = f"room{room}"
+
+                def place(i: int, room: int = room) -> int:
+                    # The i-th user of the room: on the room's node (local), or the next.
+                    server = servers[room % spread if scenario == "local" else (room + i) % spread]
+                    return server.ports["irc"]
+
+                sender = connect(place(0), f"s{room}", name)
+                senders.append((sender, name, per_room))
+                for member in range(members - 1):
+                    sock = connect(place(member + 1), f"m{room}x{member}", name)
+                    receivers[sock] = per_room
+        # Every join has reached every node, and the servers are idle again.
+        time.sleep(3.0)
+        probes: list[tuple[str, int, bool]] = [
+            (f"node {i}" if self.redis else "server", s.proc.pid, False)
+            for i, s in enumerate(servers)
+            if s.proc is not None
+        ]
+        if self.redis is not None and self.redis.proc is not None:
+            probes.append(("redis", self.redis.proc.pid, False))
+        if self.postgres is not None:
+            probes.append(("postgresql", self.postgres, True))
+        spies = self._spy(scenario)
+        before = [tree_cpu_seconds(p) if tree else cpu_seconds(p) for _, p, tree in probes]
+        started = time.monotonic()
+        for sock, target, count in senders:
+            lines = (f"PRIVMSG #{target} :message {i} of the benchmark\r\n" for i in range(count))
+            sock.sendall("".join(lines).encode())
+        delivered = drain(receivers, timeout=300)
+        elapsed = time.monotonic() - started
+        # What is stored after the last delivery (PostgreSQL's writes) belongs to the run.
+        time.sleep(1.0)
+        after = [tree_cpu_seconds(p) if tree else cpu_seconds(p) for _, p, tree in probes]
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
+        sent = sum(count for _, _, count in senders)
+        expected = sum(receivers.values())
+        for sock in list(receivers) + [s for s, _, _ in senders]:
+            sock.close()
+        costs = {
+            name: (a - b) * 1e6 / sent
+            for (name, _, _), a, b in zip(probes, after, before, strict=True)
+        }
+        shown = ", ".join(f"{n} {c:.1f}" for n, c in costs.items())
+        print(
+            f"{scenario:7} {self.label}: {sent} messages, delivered {delivered}/{expected}"
+            f" in {elapsed:.2f} s; CPU µs per message: {shown}"
+            f" (total {sum(costs.values()):.1f})",
+            flush=True,
+        )
+        if delivered != expected:
+            print(f"{scenario}: LOST {expected - delivered} deliveries", flush=True)
+        return costs, sent / elapsed
+
+    def _spy(self, scenario: str) -> list[subprocess.Popen[bytes]]:
+        if self.profile is None:
+            return []
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        self.profile.mkdir(parents=True, exist_ok=True)
+        spies = []
+        for i, s in enumerate(self.servers):
+            assert s.proc is not None
+            out = self.profile / f"{scenario}-{self.label.replace(' ', '-')}-{i}.txt"
+            spies.append(
+                subprocess.Popen(
+                    [
+                        spy,
+                        "record",
+                        # Only the thread holding the GIL: where the CPU goes.
+                        "--gil",
+                        "-p",
+                        str(s.proc.pid),
+                        "-r",
+                        "500",
+                        "-f",
+                        "raw",
+                        "-o",
+                        str(out),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        time.sleep(1.0)
+        return spies
+
+
+def pin(server: ServerProcess, core: int) -> None:
+    assert server.proc is not None
+    os.sched_setaffinity(server.proc.pid, {core})
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", default=",".join(SCENARIOS), help="scenarios, by comma")
+    parser.add_argument("--storage", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--pin", action="store_true", help="servers on cores 0 and 1")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--profile", type=Path, help="py-spy records into this directory")
+    args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="chatserver-cluster-bench-"))
-    for scenario in ("fanout", "rooms"):
-        single = ServerProcess(base / f"{scenario}-one", protocols=("irc",), overrides=OVERRIDES)
-        try:
-            print(run([single.start()], None, scenario), flush=True)
-        finally:
-            single.kill()
-        redis = RedisServer().start()
-        nodes = [
-            ServerProcess(
-                base / f"{scenario}-n{i}",
-                protocols=("irc",),
-                overrides={**OVERRIDES, "cluster": {"redis": redis.url, "node": f"n{i}"}},
-            )
-            for i in range(2)
-        ]
-        try:
-            print(run([n.start() for n in nodes], redis, scenario), flush=True)
-        finally:
-            for n in nodes:
-                n.kill()
-            redis.destroy()
+    postgres = None
+    if args.storage == "postgresql":
+        from tests.support.postgres import PostgresServer
+
+        postgres = PostgresServer().start()
+    runs = 0
+    try:
+        for _ in range(args.repeat):
+            for scenario in args.only.split(","):
+                runs += 1
+
+                def storage() -> dict[str, dict[str, str]]:
+                    if postgres is None:
+                        return {}
+                    dsn = postgres.new_database()
+                    return {"storage": {"backend": "postgresql", "dsn": dsn}}
+
+                pg_pid = postgres.proc.pid if postgres and postgres.proc else None
+                single = ServerProcess(
+                    base / f"{runs}-one", protocols=("irc",), overrides={**OVERRIDES, **storage()}
+                )
+                try:
+                    single.start()
+                    if args.pin:
+                        pin(single, 0)
+                    one, one_rate = Run([single], None, pg_pid, args.profile, "1 process").measure(
+                        scenario
+                    )
+                finally:
+                    single.kill()
+                redis = RedisServer().start()
+                shared = storage()
+                nodes = [
+                    ServerProcess(
+                        base / f"{runs}-n{i}",
+                        protocols=("irc",),
+                        overrides={
+                            **OVERRIDES,
+                            **shared,
+                            "cluster": {"redis": redis.url, "node": f"n{i}"},
+                        },
+                    )
+                    for i in range(2)
+                ]
+                try:
+                    for i, n in enumerate(nodes):
+                        n.start()
+                        if args.pin:
+                            pin(n, i)
+                    two, two_rate = Run(nodes, redis, pg_pid, args.profile, "2 nodes").measure(
+                        scenario
+                    )
+                    # Two free cores: the nodes (the load split evenly) and Redis share them;
+                    # PostgreSQL, when used, works for both configurations alike.
+                    cluster = sum(c for n, c in two.items() if n != "postgresql")
+                    print(
+                        f"{scenario:7} two nodes / one process: measured {two_rate / one_rate:.2f}x"
+                        f" in messages/s (shared machine); derived from CPU on two free cores"
+                        f" {2 * one['server'] / cluster:.2f}x",
+                        flush=True,
+                    )
+                finally:
+                    for n in nodes:
+                        n.kill()
+                    redis.destroy()
+    finally:
+        if postgres is not None:
+            postgres.destroy()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -595,6 +595,7 @@ _CHAT_CHECKS: dict[str, Check] = {
     "realname_max": _Int(1, 4096),
     "cloak_secret": _Text(),
     "join_history_lines": _Int(0, 10_000),
+    "always_on_checkpoint": _Number(0, above=True),
 }
 _CHECK_BY_TYPE: dict[Any, Check] = {
     int: _Int(0),

@@ -35,12 +35,16 @@ class _RedisFactory(Factory):
     # What txredisapi's protocol looks up on its factory when a login fails.
     isLazy = True
 
-    def __init__(self, database: int) -> None:
+    def __init__(self, database: int, charset: str | None) -> None:
         self.database = database
+        self.charset = charset
 
     def buildProtocol(self, addr: Any) -> txredisapi.RedisProtocol:
         proto = txredisapi.RedisProtocol(
-            replyTimeout=REPLY_TIMEOUT, dbid=self.database or None, convertNumbers=False
+            charset=self.charset,
+            replyTimeout=REPLY_TIMEOUT,
+            dbid=self.database or None,
+            convertNumbers=False,
         )
         proto.factory = self
         return proto
@@ -67,6 +71,7 @@ class RedisLink:
         on_up: Callable[[txredisapi.RedisProtocol], None],
         on_down: Callable[[], None],
         name: str,
+        binary: bool = False,
     ) -> None:
         host, port, database = parse_url(url)
         self.name = name
@@ -77,7 +82,7 @@ class RedisLink:
         # Quick retries: while Redis is away no new nick or join is possible.
         self._service = ClientService(
             endpoint,
-            _RedisFactory(database),
+            _RedisFactory(database, None if binary else "utf-8"),
             retryPolicy=lambda attempt: min(0.2 * 2**attempt, 2.0),
             prepareConnection=self._prepare,
             clock=reactor,

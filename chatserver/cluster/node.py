@@ -10,7 +10,9 @@ Redis holds (``prefix`` before each key):
   together, so no nick is ever owned by two nodes.
 - ``events:<name>``: a stream per node of what the other nodes' users do
   (``chatserver.cluster.ops``), each entry with its node, the node's incarnation and a
-  sequence number.  Presence and membership go to every node, so each core holds every user
+  sequence number, holding a reactor turn's ops as one array (``ops.pack``): a run of messages gives
+  each node it goes to one entry with its share of them, in order, and other ops going to
+  the same nodes share an entry.  Presence and membership go to every node, so each core holds every user
   (the other nodes' through stand-in connections) and NAMES, WHO and occupant lists are
   whole; a room message goes only to the nodes with members in the room, a private message
   to its recipient's node.  Each node delivers only to its own connections.
@@ -29,6 +31,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,7 +63,7 @@ log = Logger()
 # length, the entries' common head ("node incarnation "), the stream key prefix, the key of
 # the set of nodes, then five per entry: its sequence number, a nick key to claim ('' for
 # none), one to release (''), the nodes it goes to ('*': every other node; else names
-# separated by spaces), its op.  A claim succeeds unless a live node (its node key exists)
+# separated by spaces), its ops (``ops.pack``).  A claim succeeds unless a live node (its node key exists)
 # owns the nick; an entry whose claim is refused goes nowhere.  Returns the sequence numbers
 # refused.
 PUBLISH_SCRIPT = """
@@ -123,6 +126,8 @@ STREAM_LENGTH = 200_000
 READ_COUNT = 1000
 # Entries per script call: a long script holds up every other Redis client meanwhile.
 PUBLISH_BATCH = 500
+# Ops per entry, at most: what one reader decodes in one go.
+ENTRY_OPS = 500
 READ_BLOCK_MS = 1000
 # Room messages kept per other node, newest last: nothing arrives from a node after it dies,
 # so these are its last ones, which cover what it had not written yet (one write interval,
@@ -137,12 +142,19 @@ UNAVAILABLE_JOIN = "rooms cannot be joined now (Redis is unreachable); try again
 
 @dataclass(slots=True)
 class _Outgoing:
-    seq: int
-    op: dict[str, Any]
+    """One stream entry to publish: ops in order, all going to the same nodes."""
+
+    items: list[ops.Op]
     claim: str | None = None
     release: str | None = None
     # The nodes it goes to: "*" for every other node, else names separated by spaces.
     targets: str = "*"
+    # Given when it is first sent, kept when it is sent again (readers drop repeats by it).
+    seq: int | None = None
+    # A run of messages instead: each node's share, in order; one entry per node is made of
+    # it when it is sent.
+    by_node: dict[str, list[ops.Op]] | None = None
+    count: int = 0
 
 
 class ClusterNode(Sharing):
@@ -197,11 +209,11 @@ class ClusterNode(Sharing):
             url, reactor, on_up=self._commands_up, on_down=self._commands_down, name="commands"
         )
         self._reader = RedisLink(
-            url, reactor, on_up=self._reader_up, on_down=lambda: None, name="stream"
+            url, reactor, on_up=self._reader_up, on_down=lambda: None, name="stream", binary=True
         )
         self._heartbeat = LoopingCall(self._beat)
         self._heartbeat.clock = reactor
-        self._handlers = {
+        self._handlers: dict[str, Callable[[str, Any], None]] = {
             "user": self._on_user,
             "nick": self._on_nick,
             "quit": self._on_quit,
@@ -278,6 +290,12 @@ class ClusterNode(Sharing):
     def local_event(self, event: Event) -> None:
         if self._stopping:
             return
+        if type(event) is Message:
+            # The hot path: no other kind to test, no claim.
+            nodes = self._message_nodes(event)
+            if nodes:
+                self._publish_message(ops.encode_message(event), nodes)
+            return
         secure = False
         if isinstance(event, Presence):
             user = self.service.find_user(event.who.nick)
@@ -286,8 +304,13 @@ class ClusterNode(Sharing):
         if op is None:
             return
         targets = "*"
-        if isinstance(event, (Message, TagMessage, Redaction)):
-            targets = self._message_targets(event)
+        if isinstance(event, Message):
+            nodes = self._message_nodes(event)
+            if nodes:
+                self._publish_message(op, nodes)
+            return
+        if isinstance(event, (TagMessage, Redaction)):
+            targets = " ".join(self._message_nodes(event))
             if not targets:
                 return
         claim = release = None
@@ -315,13 +338,13 @@ class ClusterNode(Sharing):
             release = self._nick_key(event.who.nick)
         self._publish(op, claim, release, targets)
 
-    def _message_targets(self, msg: Message | TagMessage | Redaction) -> str:
+    def _message_nodes(self, msg: Message | TagMessage | Redaction) -> tuple[str, ...]:
         """The nodes with someone to deliver ``msg`` to: a room's, or the recipient's."""
         if msg.room is not None:
             room = self.service.rooms.get(msg.room)
-            return " ".join(room.nodes()) if room is not None else ""
+            return room.nodes() if room is not None else ()
         target = self.service.find_user(msg.target) if msg.target is not None else None
-        return "" if target is None or target.node is None else target.node
+        return () if target is None or target.node is None else (target.node,)
 
     # -- publishing ------------------------------------------------------------------------
 
@@ -330,12 +353,53 @@ class ClusterNode(Sharing):
 
     def _publish(
         self,
-        op: dict[str, Any],
+        op: ops.Op,
         claim: str | None = None,
         release: str | None = None,
         targets: str = "*",
     ) -> None:
-        self._pending.append(_Outgoing(next(self._seq), op, claim, release, targets))
+        pending = self._pending
+        last = pending[-1] if pending else None
+        if (
+            last is not None
+            and last.by_node is None
+            and claim is None
+            and release is None
+            and last.seq is None
+            and last.claim is None
+            and last.release is None
+            and last.targets == targets
+            and len(last.items) < ENTRY_OPS
+        ):
+            # Joins the entry before it, which goes to the same nodes: order is kept, and
+            # Redis and the readers handle one entry for the turn.  An entry with a claim
+            # stays alone: a refused claim drops only its own op.
+            last.items.append(op)
+        else:
+            pending.append(_Outgoing([op], claim, release, targets))
+        self._schedule()
+
+    def _publish_message(self, op: ops.Op, nodes: tuple[str, ...]) -> None:
+        """Messages in a row are gathered by the node they go to: whichever rooms (and so
+        sets of nodes) they are for, each node gets one entry for the run, holding its
+        messages in the order they were said."""
+        pending = self._pending
+        last = pending[-1] if pending else None
+        if last is None or last.by_node is None or last.count >= ENTRY_OPS:
+            last = _Outgoing([], by_node={})
+            pending.append(last)
+        by_node = last.by_node
+        assert by_node is not None
+        for node in nodes:
+            share = by_node.get(node)
+            if share is None:
+                by_node[node] = [op]
+            else:
+                share.append(op)
+        last.count += 1
+        self._schedule()
+
+    def _schedule(self) -> None:
         if not self._flush_scheduled:
             # Everything of this reactor turn goes in one call: one round trip, one reply.
             self._flush_scheduled = True
@@ -346,9 +410,16 @@ class ClusterNode(Sharing):
         proto = self._commands.proto
         if proto is None or not self.up or not self._pending:
             return
-        while self._pending:
-            count = min(len(self._pending), PUBLISH_BATCH)
-            self._send_batch(proto, [self._pending.popleft() for _ in range(count)])
+        pending = self._pending
+        while pending:
+            batch: list[_Outgoing] = []
+            while pending and len(batch) < PUBLISH_BATCH:
+                out = pending.popleft()
+                if out.by_node is None:
+                    batch.append(out)
+                else:
+                    batch.extend(_Outgoing(share, targets=n) for n, share in out.by_node.items())
+            self._send_batch(proto, batch)
 
     def _send_batch(self, proto: Any, batch: list[_Outgoing]) -> None:
         args: list[Any] = [
@@ -360,8 +431,10 @@ class ClusterNode(Sharing):
             self.nodes_key,
         ]
         for out in batch:
+            if out.seq is None:
+                out.seq = next(self._seq)
             self._inflight[out.seq] = out
-            args += [out.seq, out.claim or "", out.release or "", out.targets, ops.dumps(out.op)]
+            args += [out.seq, out.claim or "", out.release or "", out.targets, ops.pack(out.items)]
         # No reply timeout here: a big turn may take Redis a while on a busy machine, and the
         # heartbeat (which has one) tells whether Redis is there at all.
         d = proto.execute_command("EVALSHA", self._sha["publish"], 0, *args, apply_timeout=False)
@@ -369,7 +442,7 @@ class ClusterNode(Sharing):
 
     def _published(self, refused: Any, batch: list[_Outgoing]) -> None:
         for out in batch:
-            self._inflight.pop(out.seq, None)
+            self._inflight.pop(_seq_of(out), None)
         lost = {int(seq) for seq in refused or ()}
         for out in batch:
             if out.seq in lost:
@@ -379,10 +452,12 @@ class ClusterNode(Sharing):
         """Another node's claim of the nick came first: the user here takes a guest nick,
         which the others learn of as its first appearance (it never had the nick there) or
         as a rename from the nick it had before."""
-        if out.op["k"] == "user":
-            nick, before = out.op["who"]["n"], None
+        op = out.items[0]
+        assert isinstance(op, dict)
+        if op["k"] == "user":
+            nick, before = op["who"]["n"], None
         else:
-            nick, before = out.op["new"], out.op["nick"]
+            nick, before = op["new"], op["nick"]
         self._unconfirmed[casefold(nick)] = before
         log.info("nick={nick} is owned by another node: renaming its user here", nick=nick)
         self.service.collide(nick, f"{nick} was taken on another server at the same time")
@@ -396,7 +471,7 @@ class ClusterNode(Sharing):
         if batch[0].seq in self._inflight:
             # Redis answered with an error (not a lost connection, which sends it again).
             for out in batch:
-                self._inflight.pop(out.seq, None)
+                self._inflight.pop(_seq_of(out), None)
             log.failure("redis: publishing {count} entries", failure, count=len(batch))
 
     def _commands_up(self, proto: Any) -> None:
@@ -415,7 +490,7 @@ class ClusterNode(Sharing):
             return
         self._up_since = self.clock.seconds()
         # Sent again, first: what was sent on the lost connection, in order.
-        self._pending.extendleft(reversed(sorted(self._inflight.values(), key=lambda o: o.seq)))
+        self._pending.extendleft(reversed(sorted(self._inflight.values(), key=_seq_of)))
         self._inflight.clear()
         self._publish(self._state())
         log.info("cluster node={node} up", node=self.name)
@@ -437,19 +512,34 @@ class ClusterNode(Sharing):
             self.name,
             self.node_prefix,
         )
+        let_go = False
         for index in lost or ():
             user = local[int(index) - 1]
-            self.service.collide(user.nick, f"{user.nick} was taken on another server meanwhile")
+            if user.account is not None and self.service.let_go(user.account):
+                # An always-on user another node holds (both restored it at start).
+                let_go = True
+            else:
+                self.service.collide(
+                    user.nick, f"{user.nick} was taken on another server meanwhile"
+                )
+        if let_go:
+            # That node's state may have come while this one held the user: again.
+            self._publish({"k": "sync"})
 
     def _commands_down(self) -> None:
         self._up_since = None
         # Unanswered entries go first once Redis is back (their errbacks change nothing).
-        self._pending.extendleft(reversed(sorted(self._inflight.values(), key=lambda o: o.seq)))
+        self._pending.extendleft(reversed(sorted(self._inflight.values(), key=_seq_of)))
         self._inflight.clear()
 
     def _state(self) -> dict[str, Any]:
         users = [
-            {"who": ops.who_fields(user.who()), "s": user.secure, "rooms": list(user.rooms)}
+            {
+                "who": ops.who_fields(user.who()),
+                "s": user.secure,
+                "rooms": list(user.rooms),
+                "meta": self.service.user_metadata(user.nick),
+            }
             for user in self.service.users
             if user.node is None
         ]
@@ -571,9 +661,11 @@ class ClusterNode(Sharing):
                             log.failure("cluster: applying entry {id}", id=entry_id)
         self._read(proto)
 
-    def _apply(self, fields: list[str]) -> None:
-        entry = fields[1] if len(fields) == 2 and fields[0] == "e" else ""
-        node, incarnation, seq_text, raw = [*entry.split(" ", 3), "", "", ""][:4]
+    def _apply(self, fields: list[bytes]) -> None:
+        entry = fields[1] if len(fields) == 2 and fields[0] == b"e" else b""
+        head = [*entry.split(b" ", 3), b"", b"", b""][:4]
+        node, incarnation, seq_text = (part.decode("utf-8", "replace") for part in head[:3])
+        raw = head[3]
         if node == self.name:
             if incarnation != self.incarnation:
                 log.warn("cluster: another process uses node={node}", node=node)
@@ -592,11 +684,28 @@ class ClusterNode(Sharing):
         self._seen[node] = (incarnation, seq)
         self._heard[node] = self.clock.seconds()
         try:
-            op = ops.decode(raw)
+            entry_ops = ops.unpack(raw)
         except ops.BadOp as err:
             log.warn("cluster: bad entry from node={node}: {err}", node=node, err=str(err))
             return
-        self._handlers[op["k"]](node, op)
+        handlers = self._handlers
+        on_msg = self._on_msg
+        for op in entry_ops:
+            # Messages first: most ops are messages, and an array is always one.
+            if type(op) is list:
+                try:
+                    ops.check(op)
+                except ops.BadOp as err:
+                    log.warn("cluster: bad op from node={node}: {err}", node=node, err=str(err))
+                    continue
+                on_msg(node, op)
+                continue
+            try:
+                op = ops.check(op)
+            except ops.BadOp as err:
+                log.warn("cluster: bad op from node={node}: {err}", node=node, err=str(err))
+                continue
+            handlers[ops.kind_of(op)](node, op)
 
     # -- the other nodes' users -------------------------------------------------------------
 
@@ -609,7 +718,8 @@ class ClusterNode(Sharing):
         if holder is None or holder.node == node:
             return
         if holder.node is None:
-            self.service.collide(nick, f"{nick} was taken on another server at the same time")
+            if holder.account is None or not self.service.let_go(holder.account):
+                self.service.collide(nick, f"{nick} was taken on another server at the same time")
         else:
             conn = self._conn(holder.node, nick)
             if conn is not None:
@@ -726,22 +836,39 @@ class ClusterNode(Sharing):
     def _on_away(self, node: str, op: dict[str, Any]) -> None:
         self._call(node, op["nick"], "set_away", op["message"])
 
-    def _on_msg(self, node: str, op: dict[str, Any]) -> None:
-        msg = self._call(
-            node,
-            op["nick"],
-            "say",
-            text=op["text"],
-            room=op["room"],
-            nick=op["target"],
-            kind=op["kind"],
-            tags=tuple((name, value) for name, value in op["tags"]),
-            status=op["status"],
-            msgid=op["id"],
-            ts=float(op["ts"]),
-            native=ops.native_from(op),
-        )
-        if msg is not None and msg.room is not None and msg.status is None:
+    def _on_msg(self, node: str, op: list[Any]) -> None:
+        users = self._remote.get(node)
+        if users is None:
+            return
+        nick = op[ops.MSG_NICK]
+        # Most nicks are their own casefolded key: casefold only when that misses.
+        conn = users.get(nick) or users.get(casefold(nick))
+        if conn is None:
+            return
+        tags = op[ops.MSG_TAGS]
+        try:
+            msg = self.service.say(
+                conn,
+                text=op[ops.MSG_TEXT],
+                room=op[ops.MSG_ROOM],
+                nick=op[ops.MSG_TARGET],
+                kind=op[ops.MSG_KIND],
+                tags=tuple((name, value) for name, value in tags) if tags else (),
+                status=op[ops.MSG_STATUS],
+                msgid=op[ops.MSG_ID],
+                ts=float(op[ops.MSG_TS]),
+                native=ops.native_of(op[ops.MSG_NATIVE]),
+            )
+        except ChatError as err:
+            # The room here disagrees with the node's (a mode not shared): it decided.
+            log.info(
+                "cluster: message of {nick} from node={node} refused here: {reason}",
+                nick=nick,
+                node=node,
+                reason=err.reason,
+            )
+            return
+        if msg.room is not None and msg.status is None:
             # The node's last room messages: if it dies before writing them, this node
             # writes them (see _drop_node).
             recent = self._recent.get(node)
@@ -770,6 +897,7 @@ class ClusterNode(Sharing):
                 self._call(node, who.nick, "join", name)
             for name in set(user.rooms) - rooms:
                 self._call(node, who.nick, "part", name, "")
+            self._take_metadata(node, who.nick, entry["meta"])
         for entry in op["rooms"]:
             self._on_room(node, entry)
 
@@ -785,6 +913,13 @@ class ClusterNode(Sharing):
             self.service.kill_user(op["nick"], op["reason"])
 
 
-def _id(entry_id: str) -> tuple[int, int]:
+def _seq_of(out: _Outgoing) -> int:
+    assert out.seq is not None
+    return out.seq
+
+
+def _id(entry_id: str | bytes) -> tuple[int, int]:
+    if isinstance(entry_id, bytes):
+        entry_id = entry_id.decode()
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq or 0)

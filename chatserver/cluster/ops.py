@@ -1,15 +1,21 @@
-"""What one node tells the others: core events of its users as JSON stream entries.
+"""What one node tells the others: core events of its users as ops in stream entries.
 
-An entry is a JSON object with ``k`` (its kind) and the fields of that kind; a user is
-written as a compact Who (``who_fields``).  ``decode`` checks every field's type, so a
-malformed entry (another version, a hand-written XADD) is refused whole with ``BadOp``
-rather than half-applied.
+An op is a map with ``k`` (its kind) and the fields of that kind; a user is written as a
+compact Who (``who_fields``).  A message, the op sent most, is an array instead
+(``MSG_FIELDS`` after ``"msg"``), checked in one expression: a map's keys and a field by
+field check cost every node several µs more per message.  A stream
+entry holds the ops of one reactor turn as one MessagePack array (``pack``, ``unpack``):
+one call to encode and one to decode per turn, and MessagePack takes about a quarter of
+the time JSON takes for the same ops.  ``check`` checks every field's type, so a malformed
+op (another version, a hand-written XADD) is refused whole with ``BadOp`` rather than
+half-applied.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+import msgpack
 
 from chatserver.core.events import (
     AccountChange,
@@ -38,6 +44,10 @@ from chatserver.core.replica import RoomState
 
 class BadOp(ValueError):
     """An entry that is not a well-formed op."""
+
+
+# An op: an object, or the array of a message.
+Op = dict[str, Any] | list[Any]
 
 
 _STR = (str,)
@@ -93,6 +103,7 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     # An account made here (``revoked`` None), or deleted or its password changed.
     "account": {"name": _STR, "revoked": _OPT_STR},
     "away": {"nick": _STR, "message": _OPT_STR},
+    # A message's fields (an array after "msg", in this order: see MSG_FIELDS).
     "msg": {
         "nick": _STR,
         "id": _STR,
@@ -106,7 +117,8 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
         # The sender's protocol's own form ([kind, fields], chatserver.core.events) or None.
         "native": (list, type(None)),
     },
-    # Everything the node holds: each user (as "user" gives it) with its rooms, and the
+    # Everything the node holds: each user (as "user" gives it) with its rooms and its
+    # metadata (``meta``), and the
     # state of each room it has changed (as "room" gives it, without "k").
     "state": {"users": (list,), "rooms": (list,)},
     # Ask every node for its "state" (a node that starts, or missed entries).
@@ -125,6 +137,21 @@ _WHO: dict[str, tuple[type, ...]] = {
     "w": _OPT_STR,
 }
 _KINDS = ("privmsg", "notice", "action")
+MSG_FIELDS = tuple(SCHEMA["msg"])
+_MSG_CHECKS = tuple(SCHEMA["msg"].items())
+# Where each field is in a message's array.
+(
+    MSG_NICK,
+    MSG_ID,
+    MSG_TS,
+    MSG_TEXT,
+    MSG_KIND,
+    MSG_ROOM,
+    MSG_TARGET,
+    MSG_STATUS,
+    MSG_TAGS,
+    MSG_NATIVE,
+) = range(1, len(MSG_FIELDS) + 1)
 
 
 def who_fields(who: Who) -> dict[str, Any]:
@@ -280,27 +307,37 @@ def _check_pairs(pairs: list[Any], what: str) -> None:
 
 
 def native_from(op: dict[str, Any]) -> Any:
-    """The sender's native form a checked "msg" op carries, made again (None if none)."""
-    wire = op["native"]
+    """The sender's native form a checked "tag" or "redact" op carries, made again (None
+    if none)."""
+    return native_of(op["native"])
+
+
+def native_of(wire: Any) -> Any:
+    """The sender's native form from its checked wire form (a message's ``MSG_NATIVE``)."""
     return None if wire is None else native_from_wire(wire[0], wire[1])
 
 
-def encode(event: Event, secure: bool = False) -> dict[str, Any] | None:
+def encode_message(msg: Message) -> list[Any]:
+    room = msg.room
+    return [
+        "msg",
+        msg.source.nick,
+        msg.id,
+        msg.ts,
+        msg.text,
+        msg.kind,
+        room,
+        None if room is not None else msg.target,
+        msg.status,
+        [list(pair) for pair in msg.tags] if msg.tags else [],
+        _native(msg.native),
+    ]
+
+
+def encode(event: Event, secure: bool = False) -> Op | None:
     """The op for a core event of a local user, or None for events not shared."""
     if isinstance(event, Message):
-        return {
-            "k": "msg",
-            "nick": event.source.nick,
-            "id": event.id,
-            "ts": event.ts,
-            "text": event.text,
-            "kind": event.kind,
-            "room": event.room,
-            "target": None if event.room is not None else event.target,
-            "status": event.status,
-            "tags": [list(pair) for pair in event.tags],
-            "native": _native(event.native),
-        }
+        return encode_message(event)
     if isinstance(event, Presence):
         return {"k": "user", "who": who_fields(event.who), "s": secure} if event.online else None
     if isinstance(event, Join):
@@ -372,6 +409,10 @@ def encode(event: Event, secure: bool = False) -> dict[str, Any] | None:
     return None
 
 
+def kind_of(op: Op) -> str:
+    return op[0] if isinstance(op, list) else op["k"]
+
+
 def _native(native: Any) -> list[Any] | None:
     if native is None:
         return None
@@ -379,32 +420,52 @@ def _native(native: Any) -> list[Any] | None:
     return None if wire is None else [wire[0], wire[1]]
 
 
-def dumps(op: dict[str, Any]) -> str:
-    return json.dumps(op, separators=(",", ":"), ensure_ascii=False)
+def pack(ops: list[Op]) -> bytes:
+    """The ops of one stream entry, in order."""
+    return msgpack.packb(ops)
 
 
-def decode(raw: str | bytes) -> dict[str, Any]:
-    """The op in a stream entry, its fields checked; raises BadOp."""
+def unpack(raw: bytes) -> list[Any]:
+    """The ops in a stream entry, each still to be ``check``ed; raises BadOp when the entry
+    is no array (a bad op in a good array spoils only itself)."""
+    ops = _unpackb(raw)
+    if not isinstance(ops, list):
+        raise BadOp("not an array of ops")
+    return ops
+
+
+def dumps(op: Op) -> bytes:
+    """One op alone."""
+    return msgpack.packb(op)
+
+
+def decode(raw: bytes) -> Op:
+    """One op alone (``dumps``), its fields checked; raises BadOp."""
+    return check(_unpackb(raw))
+
+
+def _unpackb(raw: bytes) -> Any:
     try:
-        op = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise BadOp(f"not JSON: {err}") from None
+        return msgpack.unpackb(raw)
+    except (ValueError, TypeError, msgpack.UnpackException) as err:
+        raise BadOp(f"not MessagePack: {err}") from None
+
+
+def check(op: Any) -> Op:
+    """``op`` if all its fields are well-formed; raises BadOp."""
+    if isinstance(op, list):
+        return _check_msg(op)
     if not isinstance(op, dict):
         raise BadOp("not an object")
     kind = op.get("k")
     if not isinstance(kind, str) or kind not in SCHEMA:
         raise BadOp(f"unknown kind {kind!r}")
+    if kind == "msg":
+        raise BadOp("msg: an array, not an object")
     schema = SCHEMA[kind]
     _check(op, schema, kind)
     if kind == "user":
         who_from(op["who"])
-    elif kind == "msg":
-        if op["kind"] not in _KINDS:
-            raise BadOp(f"msg: unknown kind {op['kind']!r}")
-        if (op["room"] is None) == (op["target"] is None):
-            raise BadOp("msg: needs a room or a target")
-        _check_pairs(op["tags"], "msg: tags")
-        _check_native(op["native"], kind)
     elif kind in ("tag", "redact"):
         if (op["room"] is None) == (op["target"] is None):
             raise BadOp(f"{kind}: needs a room or a target")
@@ -419,12 +480,49 @@ def decode(raw: str | bytes) -> dict[str, Any]:
         for entry in op["users"]:
             if not isinstance(entry, dict):
                 raise BadOp("state: users must be objects")
-            _check(entry, {"who": (dict,), "s": (bool,), "rooms": (list,)}, "state user")
+            _check(
+                entry,
+                {"who": (dict,), "s": (bool,), "rooms": (list,), "meta": (dict,)},
+                "state user",
+            )
             who_from(entry["who"])
             if not all(isinstance(room, str) for room in entry["rooms"]):
                 raise BadOp("state: rooms must be names")
+            if not all(isinstance(v, str) for v in entry["meta"].values()):
+                raise BadOp("state: metadata values must be strings")
         for entry in op["rooms"]:
             _check_room(entry, "state room")
+    return op
+
+
+def _check_msg(op: list[Any]) -> list[Any]:
+    if len(op) != len(MSG_FIELDS) + 1 or op[0] != "msg":
+        raise BadOp("an array that is not a message")
+    _, nick, msgid, ts, text, _kind, room, target, status, tags, native = op
+    # Once per message on every node: the common shape is tested in one expression, and
+    # only a message that fails it is walked field by field to say which field is wrong.
+    if not (
+        type(nick) is str
+        and type(msgid) is str
+        and type(text) is str
+        and (type(ts) is float or type(ts) is int)
+        and (room is None or type(room) is str)
+        and (target is None or type(target) is str)
+        and (status is None or type(status) is str)
+        and type(tags) is list
+        and (native is None or type(native) is list)
+    ):
+        for value, (name, types) in zip(op[1:], _MSG_CHECKS, strict=True):
+            if not isinstance(value, types) or value is True or value is False:
+                raise BadOp(f"msg: {name} has the wrong type")
+    if op[MSG_KIND] not in _KINDS:
+        raise BadOp(f"msg: unknown kind {op[MSG_KIND]!r}")
+    if (op[MSG_ROOM] is None) == (op[MSG_TARGET] is None):
+        raise BadOp("msg: needs a room or a target")
+    if tags:
+        _check_pairs(tags, "msg: tags")
+    if native is not None:
+        _check_native(native, "msg")
     return op
 
 
@@ -435,7 +533,7 @@ def _check(fields: Any, schema: dict[str, tuple[type, ...]], what: str) -> None:
         if name not in fields:
             raise BadOp(f"{what}: {name} missing")
         value = fields[name]
-        # JSON true is not a number here, nor a number a flag.
+        # true is not a number here, nor a number a flag.
         if isinstance(value, bool) and bool not in types:
             raise BadOp(f"{what}: {name} has the wrong type")
         if not isinstance(value, types):

@@ -161,6 +161,16 @@ class Sharing:
     def _on_notice(self, node: str, op: dict[str, Any]) -> None:
         self.service.notice_everyone(op["text"], elsewhere=True)
 
+    def _take_metadata(self, node: str, nick: str, meta: dict[str, str]) -> None:
+        """Make the metadata of ``node``'s user ``nick`` here what its node says it is (a
+        node that starts, or missed entries, learns what was set before)."""
+        held = self.service.user_metadata(nick)
+        for key in held.keys() - meta.keys():
+            self._call(node, nick, "set_metadata", key, None)
+        for key, value in meta.items():
+            if held.get(key) != value:
+                self._call(node, nick, "set_metadata", key, value)
+
     def _on_account(self, node: str, op: dict[str, Any]) -> None:
         if op["revoked"] is None:
             self.service.account_registered_elsewhere(op["name"])

@@ -4,8 +4,9 @@ open.
 The user stays in the nick table with its nick (nobody else can take it) and a member of its
 rooms, shown away to the others; private messages to it are kept for its next login, as for
 an account nobody is using.  Its membership is written to the store whenever it changes (joins,
-parts and nick changes are rare next to messages), with the time its last connection closed,
-so that a restart puts it back where it was.  The next connection, on any protocol, attaches
+parts and nick changes are rare next to messages), with the time up to which it has been
+given everything (when its last connection closed, or a checkpoint while one is open, so that
+a crash loses it nothing), so that a restart puts it back where it was.  The next connection, on any protocol, attaches
 to that user: the protocol shows the rooms as for a second client, and the core hands it what
 it missed in each (:class:`MissedMessages`) and the private messages kept meanwhile.
 """
@@ -18,7 +19,7 @@ from twisted.internet.defer import Deferred, DeferredList, fail, inlineCallbacks
 from twisted.logger import Logger
 
 from chatserver.core.errors import AccountError, ChatError
-from chatserver.core.events import Away, MissedMessages
+from chatserver.core.events import Away, KeptRooms, MissedMessages
 from chatserver.core.interfaces import IAccountSettingsStore
 from chatserver.core.names import casefold
 from chatserver.core.records import AlwaysOnRecord
@@ -78,6 +79,9 @@ class AlwaysOn:
         # Folded account -> when its user's last connection closed, while it has none.
         self._detached: dict[str, float] = {}
         self._always_on_writes: set[Deferred] = set()
+        self._checkpoint_call: Any = None
+        # Folded account -> the room keys last told to observers (KeptRooms).
+        self._kept_rooms: dict[str, frozenset[str]] = {}
 
     def is_always_on(self, account: str | None) -> bool:
         return account is not None and casefold(account) in self._always_on
@@ -95,9 +99,11 @@ class AlwaysOn:
         key = casefold(user.account)
         if on:
             self._always_on.add(key)
+            self._rooms_kept(user)
             d = self._save_always_on(user)
         else:
             self._always_on.discard(key)
+            self._kept_rooms.pop(key, None)
             d = self._track(self.settings_store.delete_always_on(key))
         return d.addCallback(lambda _: on)
 
@@ -116,6 +122,9 @@ class AlwaysOn:
     def _save_always_on(self, user: User) -> Deferred:
         assert user.account is not None
         key = casefold(user.account)
+        # While a client is connected the user is given everything as it is said: it has
+        # seen all up to now (a crash must not make what it never got count as seen).
+        last_seen = self._detached.get(key)
         record = AlwaysOnRecord(
             key,
             user.nick,
@@ -123,19 +132,66 @@ class AlwaysOn:
             user.host,
             user.realname,
             rooms=tuple(user.rooms),
-            last_seen=self._detached.get(key),
+            last_seen=self.clock.seconds() if last_seen is None else last_seen,
         )
         return self._track(self.settings_store.save_always_on(record))
+
+    def _rooms_kept(self, user: User) -> None:
+        """Tell observers which rooms the always-on ``user`` joined and left since they were
+        last told."""
+        assert user.account is not None
+        key = casefold(user.account)
+        now = frozenset(user.rooms)
+        before = self._kept_rooms.get(key, frozenset())
+        if now == before:
+            return
+        self._kept_rooms[key] = now
+        self._observe(
+            KeptRooms(
+                ts=self.clock.seconds(),
+                account=user.account,
+                nick=user.nick,
+                joined=tuple(name for name in user.rooms if name not in before),
+                left=tuple(sorted(before - now)),
+            )
+        )
 
     def _always_on_changed(self, user: User) -> None:
         """A user's nick or rooms changed: keep them, if it is always-on."""
         if self._always_on and self.is_always_on(user.account):
+            self._rooms_kept(user)
             d = self._save_always_on(user)
             d.addErrback(lambda f: self.log.failure("saving always-on {a}", f, a=user.account))
+
+    def _checkpoint(self) -> None:
+        """Write, for every always-on user with a connection, that it has been given
+        everything up to now; then again after ``always_on_checkpoint`` seconds.  A stop
+        writes the same for everyone; this bounds what a crash (which writes nothing) makes
+        the next client get twice, and loses it nothing."""
+        self._checkpoint_call = self.clock.callLater(
+            self.settings.always_on_checkpoint, self._checkpoint
+        )
+        connected = [
+            key
+            for key in self._always_on
+            if key not in self._detached
+            and (user := self.by_account.get(key)) is not None
+            and user.connections
+        ]
+        if connected:
+            d = self._track(self.settings_store.touch_always_on(connected, self.clock.seconds()))
+            d.addErrback(lambda f: self.log.failure("always-on checkpoint", f))
 
     def _wait_always_on(self) -> Deferred:
         """Fires when every always-on write has (shutdown waits for them)."""
         return DeferredList(list(self._always_on_writes), consumeErrors=True)
+
+    def missed_since(self, conn: Connection) -> float | None:
+        """When the always-on user that ``conn`` brought back was last caught up (None if
+        the user had a connection already): what was said in its rooms after it comes as
+        :class:`MissedMessages`, so a protocol that replays a room's recent messages replays
+        only those from before, and shows each message once."""
+        return conn.resumed_since
 
     # -- losing and finding connections ------------------------------------------------------
 
@@ -172,6 +228,7 @@ class AlwaysOn:
             # meanwhile (a session of it ended before acknowledging messages) comes now.
             self._deliver_offline(conn)
             return
+        conn.resumed_since = since
         if user.away == AWAY_TEXT:
             user.away = None
             user.changed()
@@ -211,6 +268,7 @@ class AlwaysOn:
         loading = []
         for record in records:
             self._always_on.add(record.account)
+            self._kept_rooms[record.account] = frozenset(record.rooms)
             user = self._restore(record)
             if user is None:
                 continue
@@ -228,6 +286,9 @@ class AlwaysOn:
                 room.members_changed()
                 user.rooms[key] = room
         yield DeferredList(loading, consumeErrors=True)
+        self._checkpoint_call = self.clock.callLater(
+            self.settings.always_on_checkpoint, self._checkpoint
+        )
         return len(records)
 
     def _restore(self, record: AlwaysOnRecord) -> User | None:
@@ -253,6 +314,7 @@ class AlwaysOn:
         account), and a user kept without connections leaves."""
         key = casefold(account)
         self._always_on.discard(key)
+        self._kept_rooms.pop(key, None)
         self._drop_detached(key, reason)
 
     def _drop_detached(self, key: str, reason: str) -> None:
@@ -266,6 +328,8 @@ class AlwaysOn:
     def _stop_always_on(self) -> Deferred:
         """At shutdown: every always-on user is kept as of now (its connections are closing),
         so that the next start knows from when it missed messages."""
+        if self._checkpoint_call is not None and self._checkpoint_call.active():
+            self._checkpoint_call.cancel()
         now = self.clock.seconds()
         for key in self._always_on:
             user = self.by_account.get(key)

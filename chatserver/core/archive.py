@@ -35,7 +35,7 @@ EXPIRY_INTERVAL = 3600.0
 EXPIRY_FIRST = 1.0
 # Rows per expiry transaction (see the store's ``expire``).
 EXPIRE_STEP = 2000
-ARCHIVE_DEFAULTS = ("always", "never")
+ARCHIVE_DEFAULTS = ("always", "never", "roster")
 ALWAYS = ArchivePrefs()
 
 
@@ -75,6 +75,9 @@ class Archive:
         # Accounts that chose what their archive keeps (XEP-0313 preferences); the others
         # keep everything.
         self._archive_prefs: dict[str, ArchivePrefs] = {}
+        # The contacts (peers, as the preferences name them) of the accounts whose default
+        # is ``roster``, given by the protocol that keeps contact lists (XMPP rosters).
+        self._archive_contacts: dict[str, set[str]] = {}
 
     @inlineCallbacks
     def _load_archive_prefs(self):
@@ -92,8 +95,9 @@ class Archive:
     def set_archive_prefs(
         self, conn: Connection, default: str, always: Iterable[str], never: Iterable[str]
     ) -> Deferred:
-        """Choose what the account's archive keeps from now on: ``default`` ``always`` or
-        ``never``, with peers (a folded account, or ``~`` and a folded nick for a guest;
+        """Choose what the account's archive keeps from now on: ``default`` ``always``,
+        ``never`` or ``roster`` (the account's contacts, see :meth:`set_archive_contacts`), with
+        peers (a folded account, or ``~`` and a folded nick for a guest;
         other entries are kept as given) that are always or never kept.  Fires with the
         preferences as stored."""
         try:
@@ -113,6 +117,10 @@ class Archive:
             self._archive_prefs.pop(owner, None)
         else:
             self._archive_prefs[owner] = prefs
+        if default == "roster":
+            self._archive_contacts.setdefault(owner, set())
+        else:
+            self._archive_contacts.pop(owner, None)
         return store.save_archive_prefs(owner, prefs).addCallback(lambda _: prefs)
 
     def archive_keeps(self, account: str, peer_account: str | None, peer_nick: str) -> bool:
@@ -128,7 +136,30 @@ class Archive:
             return True
         if peer in prefs.never:
             return False
+        if prefs.default == "roster":
+            contacts = self._archive_contacts.get(casefold(account))
+            return contacts is not None and peer in contacts
         return prefs.default == "always"
+
+    def archive_roster_accounts(self) -> list[str]:
+        """The folded accounts whose archive keeps their contacts' messages (``roster``)."""
+        return [key for key, prefs in self._archive_prefs.items() if prefs.default == "roster"]
+
+    def set_archive_contacts(self, account: str, peers: Iterable[str]) -> None:
+        """``account``'s contacts, for a ``roster`` default (as XEP-0313 has it: every
+        contact list entry, whatever its subscription); ``peers`` as the preferences name
+        them."""
+        self._archive_contacts[casefold(account)] = set(peers)
+
+    def archive_contact(self, account: str, peer: str, present: bool) -> None:
+        """A contact was added to ``account``'s list (``present``) or removed from it."""
+        contacts = self._archive_contacts.get(casefold(account))
+        if contacts is None:
+            return
+        if present:
+            contacts.add(peer)
+        else:
+            contacts.discard(peer)
 
     @property
     def archives_private(self) -> bool:

@@ -293,6 +293,19 @@ class Presence(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class KeptRooms(Event):
+    """The rooms an always-on account is kept in changed (``joined``, ``left``: room keys),
+    or always-on was turned on (``joined``: every room it is in); for
+    ``ChatService.observers`` only, so that a protocol can keep the account's own list of
+    rooms to rejoin (XMPP bookmarks) in step."""
+
+    account: str
+    nick: str
+    joined: tuple[str, ...] = ()
+    left: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class OfflineMessages(Event):
     """Private messages kept for an account while it had no connection, given to the first
     connection that logs in to it (oldest first, with their original times and ids)."""

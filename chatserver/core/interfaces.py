@@ -278,6 +278,9 @@ class IAccountSettingsStore(Interface):
     def delete_always_on(account):
         """Forget the folded ``account``'s always-on membership."""
 
+    def touch_always_on(accounts, ts):
+        """Set ``last_seen`` to ``ts`` for each of the folded ``accounts`` (those connected)."""
+
     def load_archive_prefs():
         """Fire with [(folded account, chatserver.core.records.ArchivePrefs)]."""
 

@@ -78,6 +78,7 @@ class Replica:
     accounts: AccountManager
     server_who: Who
     by_account: dict[str, User]
+    _detached: dict[str, float]
 
     if TYPE_CHECKING:
 
@@ -219,6 +220,29 @@ class Replica:
         )
         self._send(self._audience(user), event)
         self._observe(event)
+
+    def let_go(self, account: str) -> bool:
+        """Another node holds the user of ``account`` (an always-on account both nodes
+        restored from the shared store at their start): the one kept here without
+        connections is removed, without a word, and True returned; False when there is none
+        such here."""
+        key = casefold(account)
+        user = self.by_account.get(key)
+        if user is None or user.node is not None or user.connections:
+            return False
+        self._detached.pop(key, None)
+        # Not through _remove_member: that would store the shrinking rooms as the account's
+        # always-on record, which is the other node's to keep.
+        for room in user.rooms.values():
+            room.members.pop(user, None)
+            room.members_changed()
+            if not room.members and not room.registered:
+                self.rooms.pop(room.name, None)
+                self._forget_room_metadata(room.name)
+        user.rooms.clear()
+        self.users.remove(user)
+        del self.by_account[key]
+        return True
 
     def account_registered_elsewhere(self, name: str) -> None:
         """Another node created the account ``name``: its nick is protected here at once."""

@@ -51,6 +51,10 @@ class CoreSettings:
     realname_max: int = 100
     # Secret for the host cloaks that stand in for client addresses; empty = random per start.
     cloak_secret: str = ""
+    # Seconds between writes of the time up to which each connected always-on account has
+    # been given everything (its clients were connected): after a crash its next client is
+    # given what was said since, so at most this many seconds again and nothing lost.
+    always_on_checkpoint: float = 60.0
     # Replay this many history lines to a client that joins a room (protocols may ask for fewer).
     join_history_lines: int = 10
     # Days that room and private history is kept (from [history] retention); 0: forever.

@@ -30,6 +30,7 @@ class Connection:
         "id",
         "last_active",
         "protocol",
+        "resumed_since",
         "user",
     )
 
@@ -45,6 +46,9 @@ class Connection:
         self.user: User | None = None
         # An account proven before a nick was claimed (SASL during IRC registration, XMPP SASL).
         self.account: str | None = None
+        # When its user, kept by always-on without connections, was last caught up: set when
+        # this connection brought it back (what came after is handed over as missed).
+        self.resumed_since: float | None = None
 
     @property
     def secure(self) -> bool:

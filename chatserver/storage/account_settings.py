@@ -59,6 +59,13 @@ def save_always_on(cur: Any, mark: str, record: AlwaysOnRecord) -> None:
     )
 
 
+def touch_always_on(cur: Any, mark: str, accounts: list[str], ts: float) -> None:
+    cur.executemany(
+        _sql("UPDATE always_on SET last_seen = ? WHERE account = ?", mark),
+        [(ts, account) for account in accounts],
+    )
+
+
 def delete_always_on(cur: Any, mark: str, account: str) -> None:
     cur.execute(_sql("DELETE FROM always_on WHERE account = ?", mark), (account,))
 

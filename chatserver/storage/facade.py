@@ -426,6 +426,10 @@ class StoreFacade:
     def save_always_on(self, record: AlwaysOnRecord) -> Deferred[None]:
         return self._run(account_settings.save_always_on, self._param, record, write=True)
 
+    def touch_always_on(self, accounts: list[str], ts: float) -> Deferred[None]:
+        q = account_settings
+        return self._run(q.touch_always_on, self._param, accounts, ts, write=True)
+
     def delete_always_on(self, account: str) -> Deferred[None]:
         q = account_settings
         return self._run(q.delete_always_on, self._param, casefold(account), write=True)

@@ -597,17 +597,21 @@ class LineConnection(Protocol):
             )
             if user.account is not None:
                 self.write_line(f"{INFO}you are logged in as {user.account}")
+        until = self.service.missed_since(self.conn) if self.conn is not None else None
         for room in list(user.rooms.values()):
-            self.show_room(room, joined=False)
+            self.show_room(room, joined=False, until=until)
         if user.rooms:
             self._current = tuple(user.rooms)[-1]
             if self.mode == "text":
                 self.write_line(f"{INFO}now talking in #{self._current}")
 
-    def show_room(self, room: RoomView, *, joined: bool = True) -> None:
-        """What a member sees on joining: topic, members, and the latest messages."""
+    def show_room(self, room: RoomView, *, joined: bool = True, until: float | None = None) -> None:
+        """What a member sees on joining: topic, members, and the latest messages (those
+        said by ``until``, when the rest comes as missed messages)."""
         count = min(10, self.service.settings.join_history_lines)
         recent = self.service.recent(room.name, count)
+        if until is not None:
+            recent = [msg for msg in recent if msg.ts <= until]
         if self.mode == "json":
             self.write_obj({"type": "room", **room_json(room, show_key=True)})
             for msg in recent:

@@ -27,6 +27,7 @@ from protocols.xmpp.router import StanzaError
 
 if TYPE_CHECKING:
     from protocols.xmpp.connection import XmppConnection
+    from protocols.xmpp.factory import XmppFactory
 
 NS_BOOKMARKS = "urn:xmpp:bookmarks:1"
 NS_LEGACY = "storage:bookmarks"
@@ -131,7 +132,7 @@ def store_legacy(
                     items = stanzas.element("items", {"node": NS_BOOKMARKS}, ns=pep.NS_PUBSUB_EVENT)
                     stanzas.sub(items, "retract", {"id": jid})
                     pep.notify(factory, conn, node, items)
-            changed(conn, node)
+            changed(factory, conn.bare_jid or "", node)
 
         return factory.pep.put(account, node).addCallback(saved)
 
@@ -145,10 +146,9 @@ def legacy_item(node: PepNode | None) -> etree._Element:
     return items
 
 
-def changed(conn: XmppConnection, node: PepNode | None) -> None:
+def changed(factory: XmppFactory, owner: str, node: PepNode | None) -> None:
     """The XEP-0402 node changed: owner's resources that follow the legacy node hear of it."""
-    owner = conn.bare_jid or ""
-    targets = [c for c in conn.factory.available(owner) if pep.wants(c, NS_LEGACY)]
+    targets = [c for c in factory.available(owner) if pep.wants(c, NS_LEGACY)]
     if not targets:
         return
     msg = pep.event_message(owner, legacy_item(node))
@@ -172,9 +172,11 @@ def read_legacy_pep(conn: XmppConnection, stanza: etree._Element) -> Deferred[An
 
 def read_private(conn: XmppConnection, stanza: etree._Element) -> Deferred[Any]:
     """``storage:bookmarks`` from private storage: the one made from XEP-0402's."""
+    from protocols.xmpp import autojoin
     from protocols.xmpp.private import NS_PRIVATE
 
     assert conn.account is not None
+    autojoin.read(conn)
 
     def found(data: dict[pep.Key, PepNode]) -> None:
         query = stanzas.element("query", ns=NS_PRIVATE)

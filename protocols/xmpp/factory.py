@@ -13,10 +13,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory
+from twisted.logger import Logger
 
 from chatserver.core.events import AccountChange as CoreAccountChange
 from chatserver.core.events import Away as CoreAway
+from chatserver.core.events import KeptRooms
 from chatserver.core.events import Presence as CorePresence
 from chatserver.core.names import casefold
 from chatserver.core.service import ChatService
@@ -50,6 +53,9 @@ HANDLER_MODULES = (
 )
 
 _loaded = False
+
+
+_log = Logger()
 
 
 def load_handlers() -> None:
@@ -117,7 +123,25 @@ class XmppFactory(Factory):
         # Stream management: resumable sessions, counters, where unacknowledged stanzas go.
         self.sm = sm.Registry()
         self._stream_limits: tuple[Any, Limits] | None = None
+        # Folded account -> the autojoin bookmarks change being written (see autojoin).
+        self.bookmark_writes: dict[str, Deferred[Any]] = {}
         service.observe(self._observe)
+        self._keep_archive_contacts()
+
+    def _keep_archive_contacts(self) -> None:
+        """Accounts whose archive keeps their contacts' messages (MAM ``roster``): the core
+        is given their rosters now and each change after."""
+        from protocols.xmpp import mam
+
+        self.rosters.watchers.append(lambda *change: mam.roster_changed(self, *change))
+        for account in self.service.archive_roster_accounts():
+
+            def loaded(_: Any, account: str = account) -> None:
+                if not self.resources(user_jid(account, self.domain)):
+                    self.rosters.forget(account)
+
+            d = mam.give_contacts(self, account).addCallback(loaded)
+            d.addErrback(lambda f, a=account: _log.failure("roster of {a}", f, a=a))
 
     def collect_metrics(self) -> Iterator[Metric]:
         """Stream management and client state figures, read at scrape time."""
@@ -189,6 +213,10 @@ class XmppFactory(Factory):
             from protocols.xmpp import presence
 
             presence.contact_away(self, event.who)
+        elif isinstance(event, KeptRooms):
+            from protocols.xmpp import autojoin
+
+            autojoin.rooms_changed(self, event)
 
     @property
     def stream_limits(self) -> Limits:

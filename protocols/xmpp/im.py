@@ -34,6 +34,10 @@ if TYPE_CHECKING:
 # flood them.
 MAX_LINES = 30
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
+# conn.extra key: body-less messages waiting for the session's initial presence; at most
+# HELD_MAX of them (a session that never sends presence holds no more).
+HELD = "im.held"
+HELD_MAX = 100
 
 
 def _target(conn: XmppConnection, stanza: etree._Element) -> JID | None:
@@ -150,17 +154,33 @@ def _unavailable(failure: Any, nick: str) -> None:
 
 def _pass_on(conn: XmppConnection, stanza: etree._Element, target: JID) -> None:
     """A stanza only XMPP clients understand: to the target's resources, carbons to the
-    sender's (the rule of :func:`relay.deliver`)."""
+    sender's (the rule of :func:`relay.deliver`).  When none of the target's resources is
+    available yet but some are bound, it waits on them for their initial presence (a client
+    that has just logged in sends it next): a receipt or a marker sent at that moment is
+    not lost, as Prosody's offline storage keeps it for that presence."""
     assert conn.jid is not None and conn.bare_jid is not None
     native = relay.of(stanza, conn.jid, conn.lang)
-    for session in conn.factory.available(target.bare):
+    available = list(conn.factory.available(target.bare))
+    for session in available:
         relay.deliver(session, native, recipient=True)
+    if not available:
+        for session in conn.factory.resources(target.bare):
+            held = session.extra.setdefault(HELD, [])
+            if len(held) < HELD_MAX:
+                held.append(native)
     if target.bare != conn.bare_jid:
         for session in conn.factory.available(conn.bare_jid):
             relay.deliver(session, native, recipient=False)
         if target.local and not target.local.startswith(GUEST_MARK) and conn.core is not None:
             # The target's connections on another process of a cluster get it from there.
             conn.service.pass_on(conn.core, native, account=target.local)
+
+
+def release_held(conn: XmppConnection) -> None:
+    """``conn`` sent its initial presence: what waited for it (see :func:`_pass_on`)."""
+    held = conn.extra.pop(HELD, None)
+    for native in held or ():
+        relay.deliver(conn, native, recipient=True)
 
 
 @handler("message", "error", None)

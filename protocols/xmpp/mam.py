@@ -5,9 +5,11 @@ room's history at the room's JID.
 The ids are the core's message ids: the ``stanza-id`` of live messages, the IRC ``msgid`` and
 the line-chat ``id``.  Filters: ``with`` (a user's JID for the account archive), ``start``,
 ``end``, ``before-id``, ``after-id``, ``ids``; pages: RSM ``max``, ``after``, ``before`` (empty: the
-last page).  Preferences (``default`` ``always`` or ``never``, with ``always`` and ``never``
-lists of JIDs) are kept per account and decide which private messages its archive keeps;
-``roster`` is not supported.
+last page).  Preferences (``default`` ``always``, ``never`` or ``roster``, with ``always``
+and ``never`` lists of JIDs) are kept per account and decide which private messages its
+archive keeps.  ``roster`` keeps the messages with every JID in the account's roster,
+whatever its subscription (as Prosody's ``mod_mam`` does): the core is given the roster's
+JIDs when the preference is set and at start, and each change of the roster after.
 """
 
 from __future__ import annotations
@@ -310,31 +312,61 @@ def _prefs(conn: XmppConnection, prefs: Any) -> etree._Element:
 def _peer(conn: XmppConnection, text: str) -> str:
     """A preference's JID as the archive names peers: a folded account, ``~`` and a folded
     nick for a guest, or (another server's JID) the JID as written."""
+    peer = peer_of(conn.domain, text)
+    if peer is None:
+        raise StanzaError("jid-malformed", f"not a JID: {text}")
+    return peer
+
+
+def peer_of(domain: str, text: str) -> str | None:
+    """A JID as the archive names peers (see :func:`_peer`); None if it is no JID."""
     jid = try_parse(text.strip())
     if jid is None:
-        raise StanzaError("jid-malformed", f"not a JID: {text}")
-    if jid.domain != conn.domain or jid.local is None:
+        return None
+    if jid.domain != domain or jid.local is None:
         return _OTHER + jid.bare
     if jid.local.startswith(GUEST_MARK):
         return GUEST_MARK + casefold(jid.local.removeprefix(GUEST_MARK))
     return casefold(jid.local)
 
 
+def give_contacts(factory: Any, account: str) -> Deferred[Any]:
+    """Tell the core the JIDs of ``account``'s roster, for its ``roster`` default."""
+
+    def give(roster: dict[str, Any]) -> None:
+        peers = (peer_of(factory.domain, jid) for jid in roster)
+        factory.service.set_archive_contacts(account, [p for p in peers if p is not None])
+
+    return factory.rosters.get(account).addCallback(give)
+
+
+def roster_changed(factory: Any, account: str, jid: str, present: bool) -> None:
+    """An item of ``account``'s roster was added or changed (``present``) or removed."""
+    peer = peer_of(factory.domain, jid)
+    if peer is not None:
+        factory.service.archive_contact(account, peer, present)
+
+
 def _set_prefs(conn: XmppConnection, stanza: etree._Element, payload: etree._Element) -> Deferred:
     """XEP-0313 §6.1: store what the account's archive keeps; the answer is the preferences
     as stored."""
     default = payload.get("default") or "always"
-    if default == "roster":
-        raise StanzaError("feature-not-implemented", "keeping by roster is not supported")
-    if default not in ("always", "never"):
+    if default not in ("always", "never", "roster"):
         raise StanzaError("bad-request", "default is always, never or roster")
     lists: dict[str, list[str]] = {"always": [], "never": []}
     for name, peers in lists.items():
         listed = payload.find(f"{{{NS_MAM}}}{name}")
         if listed is not None:
             peers.extend(_peer(conn, j.text or "") for j in listed.findall(f"{{{NS_MAM}}}jid"))
-    assert conn.core is not None  # MAM is answered only after login
-    d = conn.service.set_archive_prefs(conn.core, default, lists["always"], lists["never"])
+    assert conn.core is not None and conn.account is not None  # MAM is answered after login
+    core, account = conn.core, conn.account
+
+    def store(_: Any) -> Deferred[Any]:
+        return conn.service.set_archive_prefs(core, default, lists["always"], lists["never"])
+
+    # By roster: the core knows the contacts before it keeps by them.
+    d = give_contacts(conn.factory, account) if default == "roster" else succeed(None)
+    d.addCallback(store)
     return d.addCallback(lambda prefs: conn.iq_result(stanza, _prefs(conn, prefs)))
 
 

@@ -221,14 +221,23 @@ def _send_all(conns: Iterable[XmppConnection], el: etree._Element) -> None:
         conn.send(stanzas.splice_to(data, conn.jid or ""))
 
 
+def notify_owner(
+    factory: XmppFactory, owner: str, node: str, items: etree._Element
+) -> etree._Element:
+    """Send an event to the resources of ``owner`` (a bare JID) whose capabilities ask for
+    ``node``; the event message, for others."""
+    msg = event_message(owner, items)
+    _send_all([c for c in factory.available(owner) if wants(c, node)], msg)
+    return msg
+
+
 def notify(
     factory: XmppFactory, owner_conn: XmppConnection, node: PepNode, items: etree._Element
 ) -> Deferred[Any]:
     """Send an event to the owner's resources and, unless the node is the owner's alone, to
     its presence subscribers' resources, each when its capabilities ask for the node."""
     owner = owner_conn.bare_jid or ""
-    msg = event_message(owner, items)
-    _send_all([c for c in factory.available(owner) if wants(c, node.node)], msg)
+    msg = notify_owner(factory, owner, node.node, items)
     if node.access_model == "whitelist":
         return succeed(None)
     assert owner_conn.account is not None
@@ -335,7 +344,13 @@ def get(conn: XmppConnection, stanza: etree._Element) -> Deferred[Any]:
     if etree.QName(action).localname != "items":
         raise StanzaError("feature-not-implemented", "only items are retrieved here")
     name = _node_name(action)
-    if name == bookmarks.NS_LEGACY and casefold(owner) == casefold(conn.bare_jid or ""):
+    own = casefold(owner) == casefold(conn.bare_jid or "")
+    if own and name in (bookmarks.NS_BOOKMARKS, bookmarks.NS_LEGACY):
+        # A client that reads its bookmarks joins their autojoin rooms itself.
+        from protocols.xmpp import autojoin
+
+        autojoin.read(conn)
+    if name == bookmarks.NS_LEGACY and own:
         return bookmarks.read_legacy_pep(conn, stanza)
     wanted = [i.get("id") for i in action.findall(f"{{{NS_PUBSUB}}}item") if i.get("id")]
     max_items = action.get("max_items")
@@ -501,7 +516,7 @@ def _publish(
             event[0].set("publisher", conn.bare_jid or "")
             notify(factory, conn, node, event)
             if name == bookmarks.NS_BOOKMARKS:
-                bookmarks.changed(conn, node)
+                bookmarks.changed(factory, conn.bare_jid or "", node)
             elif name == NS_MDS:
                 # A displayed marker moves the account's read position on every protocol.
                 from protocols.xmpp import mds
@@ -543,7 +558,7 @@ def _retract(
                 stanzas.sub(items, "retract", {"id": item_id})
                 notify(factory, conn, node, items)
             if name == bookmarks.NS_BOOKMARKS:
-                bookmarks.changed(conn, node)
+                bookmarks.changed(factory, conn.bare_jid or "", node)
 
         return factory.pep.put(account, node).addCallback(saved)
 

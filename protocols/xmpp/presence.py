@@ -168,6 +168,9 @@ def broadcast(conn: XmppConnection, stanza: etree._Element) -> Deferred[Any]:
         # After the contacts' presences, so that PEP's last items follow them.
         caps.received(conn, el)
     if first:
+        from protocols.xmpp import im
+
+        im.release_held(conn)
         metadata.first_presence(conn)
     if first and conn.user is not None and conn.user.rooms:
         _show_rooms(conn)

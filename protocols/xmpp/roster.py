@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import itertools
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from lxml import etree
@@ -44,6 +45,8 @@ class Rosters:
         self.store = store
         self.cache: dict[str, dict[str, RosterItem]] = {}
         self._loading: dict[str, Deferred[dict[str, RosterItem]]] = {}
+        # Told of every item added or changed (True) or removed (False): (account, jid, present).
+        self.watchers: list[Callable[[str, str, bool], None]] = []
 
     def get(self, account: str) -> Deferred[dict[str, RosterItem]]:
         """Fire with the account's roster (every item, hidden ones included)."""
@@ -78,12 +81,16 @@ class Rosters:
 
     def put(self, account: str, item: RosterItem) -> Deferred[None]:
         self.cache.get(casefold(account), {})[item.jid] = item
+        for watcher in self.watchers:
+            watcher(account, item.jid, True)
         d = self.store.set_item(account, item)
         d.addErrback(lambda f: log.failure("saving a roster item of {account}", f, account=account))
         return d
 
     def remove(self, account: str, jid: str) -> Deferred[Any]:
         self.cache.get(casefold(account), {}).pop(jid, None)
+        for watcher in self.watchers:
+            watcher(account, jid, False)
         d = self.store.remove_item(account, jid)
         d.addErrback(
             lambda f: log.failure("removing a roster item of {account}", f, account=account)

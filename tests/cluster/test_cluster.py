@@ -325,3 +325,71 @@ def test_an_operator_on_one_node_kills_a_user_of_another(
         oper.expect(lambda text: text.startswith(":alice!") and " QUIT " in text)
         # And her nick is free again on either node.
         eventually(lambda: "You are alice" in try_nick(b, "alice"), 10, "alice is free")
+
+
+def test_a_burst_reaches_the_other_nodes_whole_and_in_order_in_few_entries(
+    make_server: Callable[..., ServerProcess], redis: RedisServer
+) -> None:
+    """One IRC write of 1,200 messages to two rooms whose members are on different sets of
+    nodes: every receiver gets its room's messages once and in order, and a node's stream
+    holds far fewer entries than messages (a turn's ops share entries)."""
+
+    def node(name: str) -> ServerProcess:
+        return make_server(
+            protocols=("irc",),
+            overrides={
+                "cluster": {"redis": redis.url, "node": name},
+                "irc": {"flood_burst": 0},
+            },
+        )
+
+    a, b, c = node("a"), node("b"), node("c")
+
+    def joined(server: ServerProcess, nick: str, rooms: list[str]) -> LineClient:
+        client = irc(server, nick)
+        for room in rooms:
+            client.send(f"JOIN #{room}")
+            client.expect(lambda text, room=room: f" 366 {nick} #{room} " in text)
+        return client
+
+    sender = joined(a, "sender", ["one", "two"])
+    on_b = joined(b, "onb", ["one", "two"])
+    on_c = joined(c, "onc", ["two"])
+
+    def onc_known_on_a() -> bool:
+        sender.send("NAMES #two")
+        return "onc" in sender.expect(lambda text: " 353 " in text and " #two " in text)
+
+    eventually(onc_known_on_a, 10, "onc in #two on node a")
+
+    def streamed(name: str) -> int:
+        return int(redis.command("XLEN", f"chatserver:events:{name}").lstrip(":"))
+
+    before = streamed("b")
+    count = 1200
+    # #one goes to node b, #two to b and c: the sender's turn alternates between them.
+    lines = [f"PRIVMSG #{'one' if i % 3 else 'two'} :burst {i}\r\n" for i in range(count)]
+    sender.sock.sendall("".join(lines).encode())
+
+    def collect(client: LineClient, expected: int) -> dict[str, list[str]]:
+        """Each room's messages, in the order received (a turn's messages are delivered
+        room by room: the order is each room's)."""
+        got: dict[str, list[str]] = {"#one": [], "#two": []}
+        deadline = time.monotonic() + 60
+        while sum(map(len, got.values())) < expected and time.monotonic() < deadline:
+            try:
+                text = client.read_line(1.0)
+            except TimeoutError:
+                continue
+            if " PRIVMSG #" in text:
+                got[text.split(" ")[2]].append(text.split(" :", 1)[1])
+        return got
+
+    to_one = [f"burst {i}" for i in range(count) if i % 3]
+    to_two = [f"burst {i}" for i in range(count) if i % 3 == 0]
+    assert collect(on_b, count) == {"#one": to_one, "#two": to_two}
+    assert collect(on_c, len(to_two)) == {"#one": [], "#two": to_two}
+    # Nothing more arrives: no repeats.
+    with pytest.raises(TimeoutError):
+        on_c.read_line(1.0)
+    assert streamed("b") - before < count // 10

@@ -3,7 +3,7 @@ whole, and anything else is refused whole."""
 
 from __future__ import annotations
 
-import json
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -157,14 +157,25 @@ def test_every_shared_event_decodes_as_it_was_encoded(event: object, secure: boo
     decoded = ops.decode(ops.dumps(op))
     assert decoded == op
     if isinstance(event, Presence):
+        assert isinstance(decoded, dict)
         assert ops.who_from(decoded["who"]) == event.who
     if isinstance(event, Message):
-        assert decoded["id"] == event.id and decoded["ts"] == event.ts
-        assert tuple(tuple(pair) for pair in decoded["tags"]) == event.tags
+        assert isinstance(decoded, list)
+        assert decoded[ops.MSG_ID] == event.id and decoded[ops.MSG_TS] == event.ts
+        assert decoded[ops.MSG_TEXT] == event.text and decoded[ops.MSG_NICK] == event.source.nick
+        assert tuple(tuple(pair) for pair in decoded[ops.MSG_TAGS]) == event.tags
         # The sender's stanza crosses whole.
-        assert ops.native_from(decoded) == event.native
+        assert ops.native_of(decoded[ops.MSG_NATIVE]) == event.native
     if isinstance(event, TagMessage | Redaction):
+        assert isinstance(decoded, dict)
         assert ops.native_from(decoded) == event.native
+
+
+@given(st.lists(events, max_size=20))
+def test_an_entry_unpacks_to_its_ops_in_order(batch: list[object]) -> None:
+    encoded = [ops.encode(event) for event in batch]  # type: ignore[arg-type]
+    unpacked = [ops.check(op) for op in ops.unpack(ops.pack(encoded))]  # type: ignore[arg-type]
+    assert unpacked == encoded
 
 
 masks = st.from_regex(r"[a-z*?]{1,8}![a-z*]{1,8}@[a-z.*]{1,12}", fullmatch=True)
@@ -199,10 +210,12 @@ def test_a_room_state_decodes_as_it_was_encoded(
 ) -> None:
     op = ops.room_op(state, by, (ts, node))
     decoded = ops.decode(ops.dumps(op))
+    assert isinstance(decoded, dict)
     assert ops.room_from(decoded) == (state, by, (ts, node))
     # A node's whole state carries it too.
     entry = {key: value for key, value in op.items() if key != "k"}
     whole = ops.decode(ops.dumps({"k": "state", "users": [], "rooms": [entry]}))
+    assert isinstance(whole, dict)
     assert ops.room_from(whole["rooms"][0]) == (state, by, (ts, node))
 
 
@@ -216,31 +229,45 @@ def test_a_room_state_with_a_broken_field_is_refused(state: RoomState, data: st.
     else:
         fields[name] = {"x": 1}
     with pytest.raises(ops.BadOp):
-        ops.decode(json.dumps({**op, "state": fields}))
+        ops.decode(ops.dumps({**op, "state": fields}))
     with pytest.raises(ops.BadOp):
-        ops.decode(json.dumps({**op, "stamp": [1.0]}))
+        ops.decode(ops.dumps({**op, "stamp": [1.0]}))
 
 
 def test_a_native_of_a_kind_not_known_here_crosses_as_nothing() -> None:
     who = Who(nick="a", ident="a", host="h")
     op = ops.encode(Message(ts=1.0, id="x", source=who, text="hi", room="dev"))
     assert op is not None
-    decoded = ops.decode(json.dumps({**op, "native": ["other.kind", {"x": 1}]}))
-    assert ops.native_from(decoded) is None
+    assert isinstance(op, list)
+
+    def with_native(native: Any) -> Any:
+        changed = list(op)
+        changed[ops.MSG_NATIVE] = native
+        return ops.decode(ops.dumps(changed))
+
+    assert ops.native_of(with_native(["other.kind", {"x": 1}])[ops.MSG_NATIVE]) is None
     # A known kind with fields not its own is nothing too, not an error.
-    decoded = ops.decode(json.dumps({**op, "native": ["xmpp.relay", {"data": 1}]}))
-    assert ops.native_from(decoded) is None
+    assert ops.native_of(with_native(["xmpp.relay", {"data": 1}])[ops.MSG_NATIVE]) is None
     with pytest.raises(ops.BadOp, match="native"):
-        ops.decode(json.dumps({**op, "native": ["xmpp.relay"]}))
+        with_native(["xmpp.relay"])
 
 
 @given(st.text(max_size=200) | st.binary(max_size=200))
 def test_anything_else_is_refused_whole(raw: str | bytes) -> None:
     try:
-        op = ops.decode(raw)
+        op = ops.decode(raw)  # type: ignore[arg-type]
     except ops.BadOp:
         return
-    assert op["k"] in ops.SCHEMA
+    assert ops.kind_of(op) in ops.SCHEMA
+
+
+@given(st.text(max_size=200) | st.binary(max_size=200))
+def test_an_entry_is_an_array_or_refused(raw: str | bytes) -> None:
+    try:
+        unpacked = ops.unpack(raw)  # type: ignore[arg-type]
+    except ops.BadOp:
+        return
+    assert isinstance(unpacked, list)
 
 
 def _passes_shallow_check(value: object, types: tuple[type, ...]) -> bool:
@@ -259,30 +286,58 @@ def test_an_entry_missing_a_field_or_of_a_wrong_type_is_refused(
 ) -> None:
     op = ops.encode(event)  # type: ignore[arg-type]
     assert op is not None
-    name = data.draw(st.sampled_from([field for field in op if field != "k"]))
-    types = ops.SCHEMA[op["k"]][name]
-    broken = dict(op)
+    broken: Any
+    if isinstance(op, list):
+        index = data.draw(st.integers(1, len(ops.MSG_FIELDS)))
+        name = ops.MSG_FIELDS[index - 1]
+        broken = list(op)
+        types = ops.SCHEMA["msg"][name]
+    else:
+        name = data.draw(st.sampled_from([field for field in op if field != "k"]))
+        types = ops.SCHEMA[op["k"]][name]
+        broken = dict(op)
     if data.draw(st.booleans()):
-        del broken[name]
+        del broken[index if isinstance(broken, list) else name]
     else:
         wrong = [
             v
             for v in (True, 12, 1.5, "x", None, [1], {"x": 1})
             if not _passes_shallow_check(v, types)
         ]
-        broken[name] = data.draw(st.sampled_from(wrong))
+        broken[index if isinstance(broken, list) else name] = data.draw(st.sampled_from(wrong))
     with pytest.raises(ops.BadOp):
-        ops.decode(json.dumps(broken))
+        ops.decode(ops.dumps(broken))
+    # In an entry, only the broken op is refused.
+    entry = ops.unpack(ops.pack([broken, op]))
+    with pytest.raises(ops.BadOp):
+        ops.check(entry[0])
+    assert ops.check(entry[1]) == op
 
 
 def test_a_message_needs_exactly_one_of_room_and_target() -> None:
     who = Who(nick="a", ident="a", host="h")
     op = ops.encode(Message(ts=1.0, id="x", source=who, text="hi", room="dev"))
-    assert op is not None
+    assert isinstance(op, list)
+    both = list(op)
+    both[ops.MSG_TARGET] = "b"
+    neither = list(op)
+    neither[ops.MSG_ROOM] = None
     with pytest.raises(ops.BadOp, match="room or a target"):
-        ops.decode(json.dumps({**op, "target": "b"}))
+        ops.decode(ops.dumps(both))
     with pytest.raises(ops.BadOp, match="room or a target"):
-        ops.decode(json.dumps({**op, "room": None}))
+        ops.decode(ops.dumps(neither))
+
+
+def test_a_message_as_an_object_is_refused() -> None:
+    fields: dict[str, Any] = dict(
+        zip(
+            ops.MSG_FIELDS,
+            ["a", "x", 1.0, "hi", "privmsg", "dev", None, None, [], None],
+            strict=True,
+        )
+    )
+    with pytest.raises(ops.BadOp, match="an array"):
+        ops.decode(ops.dumps({"k": "msg", **fields}))
 
 
 @given(masks, texts, nicks, times, st.booleans())
@@ -292,7 +347,7 @@ def test_a_server_ban_decodes_as_it_was_encoded(
     op = {"k": "kline", "mask": mask, "reason": reason, "by": by, "at": at, "lifted": lifted}
     assert ops.decode(ops.dumps(op)) == op
     with pytest.raises(ops.BadOp):
-        ops.decode(json.dumps({**op, "lifted": "yes"}))
+        ops.decode(ops.dumps({**op, "lifted": "yes"}))
 
 
 @given(nicks, st.none() | st.sampled_from(["Account deleted", "Password changed"]))
@@ -300,4 +355,4 @@ def test_an_account_change_decodes_as_it_was_encoded(name: str, revoked: str | N
     op = {"k": "account", "name": name, "revoked": revoked}
     assert ops.decode(ops.dumps(op)) == op
     with pytest.raises(ops.BadOp):
-        ops.decode(json.dumps({**op, "name": None}))
+        ops.decode(ops.dumps({**op, "name": None}))

@@ -387,13 +387,20 @@ def test_a_room_renamed_and_metadata_set_on_one_node_hold_on_the_other(make_node
     alice.send("METADATA #new SET url :https://example.org")
     alice.expect(" 761 ")
 
-    def value(target: str, key: str) -> str:
-        bob.send(f"METADATA {target} GET {key}")
-        text = bob.expect(lambda t: " 761 " in t or " 766 " in t or " FAIL " in t)
+    def value(client: LineClient, target: str, key: str) -> str:
+        client.send(f"METADATA {target} GET {key}")
+        text = client.expect(lambda t: " 761 " in t or " 766 " in t or " FAIL " in t)
         return text.rsplit(":", 1)[1] if " 761 " in text else ""
 
-    eventually(lambda: value("alice", "display-name") == "Alice on a", 10, "alice's metadata")
-    eventually(lambda: value("#new", "url").endswith("example.org"), 10, "the room's metadata")
+    eventually(lambda: value(bob, "alice", "display-name") == "Alice on a", 10, "on node b")
+    eventually(lambda: value(bob, "#new", "url").endswith("example.org"), 10, "the room's")
+
+    # A node that starts later learns the users' metadata set before.
+    c = make_node("c")
+    carol = irc_tags(c, "carol")
+    carol.send("CAP REQ :draft/metadata-2")
+    eventually(lambda: names(carol, "carol", "new") == ["@alice", "bob"], 10, "node c knows")
+    assert value(carol, "alice", "display-name") == "Alice on a"
 
 
 def test_metrics_count_each_nodes_own_users_so_that_they_sum(make_node: Node) -> None:
@@ -530,3 +537,40 @@ def test_an_operators_console_kick_and_notice_reach_every_node(make_node: Node) 
     admin(a, "notice", "restarting", "soon")
     assert "restarting soon" in bob.expect("restarting soon")
     assert "restarting soon" in alice.expect("restarting soon")
+
+
+def test_an_always_on_user_is_held_by_one_node_when_another_starts(
+    make_node: Node, postgres: PostgresServer
+) -> None:
+    import psycopg
+
+    dsn = postgres.new_database()
+    shared = {"storage": {"backend": "postgresql", "dsn": dsn}}
+    a = make_node("a", overrides=shared)
+    alice = line(a, "alice")
+    alice.send("/register alice-secret-1")
+    alice.expect("alice is now registered")
+    alice.send("/set always-on on")
+    alice.expect("always-on")
+    join(alice, "dev")
+    alice.close()
+    watcher_a = line(a, "watcher")
+    # Kept without a connection on node a, in her room.
+    assert members(watcher_a, "dev", 1) == "*** members of #dev (1): @alice"
+
+    # Node b starts, reads the always-on accounts from the shared store, and does not hold
+    # a second alice (nor a guest-renamed copy of her).
+    b = make_node("b", overrides=shared)
+    watcher_b = line(b, "watcher2")
+    assert members(watcher_b, "dev", 1) == "*** members of #dev (1): @alice"
+    time.sleep(2.0)
+    for watcher in (watcher_a, watcher_b):
+        assert members(watcher, "dev", 1) == "*** members of #dev (1): @alice"
+    # The node that let its copy go left her stored rooms as they were.
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute("SELECT rooms FROM always_on WHERE account = 'alice'").fetchall()
+    assert rows == [('["dev"]',)]
+    # Node a still holds her: a login to her account on node b is refused, saying so.
+    visitor = line(b, "visitor")
+    visitor.send("/identify alice alice-secret-1")
+    assert "another server" in visitor.expect("!!!")

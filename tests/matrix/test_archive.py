@@ -23,6 +23,7 @@ from tests.matrix.clients import (
     token,
 )
 from tests.matrix.conftest import PASSWORD, World
+from tests.support.server import ServerProcess
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -514,10 +515,86 @@ def test_mam_preferences_are_kept_and_decide_what_the_archive_keeps(world: World
     b.expect(lambda e: child_text(e, NS_CLIENT, "body") == "alice again")
     results, _ = mam(b)
     assert bodies(results) == ["from a guest", "alice again"]
-    # By roster is not supported: said so, and nothing changes.
-    refused = prefs_iq(b, "set", f"<prefs xmlns='{NS_MAM}' default='roster'/>")
+    # A default that is none of the three is refused, and nothing changes.
+    refused = prefs_iq(b, "set", f"<prefs xmlns='{NS_MAM}' default='sometimes'/>")
     assert refused.get("type") == "error"
     assert child(prefs_iq(b, "get"), NS_MAM, "prefs").get("default") == "never"
+
+
+NS_ROSTER = "jabber:iq:roster"
+
+
+def roster_iq(peer, item: str) -> None:
+    qid = token()
+    peer.raw(f"<iq type='set' id='{qid}'><query xmlns='{NS_ROSTER}'>{item}</query></iq>")
+    answer = peer.expect(lambda e: local(e) == "iq" and e.get("id") == qid)
+    assert answer.get("type") == "result", answer
+
+
+def test_mam_roster_preference_keeps_contacts_always_list_and_survives_a_restart(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    server = ServerProcess(
+        tmp_path_factory.mktemp("mam-roster"),
+        protocols=("line", "irc", "xmpp"),
+        overrides={"chat": {"history_flush_interval": 0.2, "login_failure_burst": 50}},
+    )
+    server.start()
+    world = World(server)
+    try:
+        bob, alice, dave, carol = "rosterb", "rostera", "rosterd", "rosterc"
+        for name in (alice, dave):
+            world.register(name)
+        b = world.xmpp(bob)
+        # Alice is a contact (no subscription: any roster entry counts, as in Prosody);
+        # carol, a guest, is on the always list; dave is neither.
+        roster_iq(b, f"<item jid='{alice}@{DOMAIN}'/>")
+        answer = prefs_iq(
+            b,
+            "set",
+            f"<prefs xmlns='{NS_MAM}' default='roster'>"
+            f"<always><jid>~{carol}@{DOMAIN}</jid></always><never/></prefs>",
+        )
+        assert child(answer, NS_MAM, "prefs").get("default") == "roster"
+        assert child(prefs_iq(b, "get"), NS_MAM, "prefs").get("default") == "roster"
+        a = world.irc(alice, caps=HISTORY_CAPS, sasl=(alice, PASSWORD))
+        d = world.line(dave, password=PASSWORD)
+        c = world.line(carol)
+
+        def send_all(suffix: str) -> None:
+            a.msg(bob, f"contact {suffix}")
+            d.msg(bob, f"stranger {suffix}")
+            c.msg(bob, f"always {suffix}")
+            # Three senders on three connections: in any order.
+            waiting = {f"{who} {suffix}" for who in ("contact", "stranger", "always")}
+            while waiting:
+                got = b.expect(lambda e: child_text(e, NS_CLIENT, "body") in waiting)
+                waiting.discard(child_text(got, NS_CLIENT, "body"))
+
+        send_all("1")
+        results, _ = mam(b)
+        assert sorted(bodies(results)) == ["always 1", "contact 1"]
+        # Across a restart: the preference and the roster are read again.
+        b.close()
+        world.close()
+        world.peers.clear()
+        server.restart()
+        b = world.xmpp(bob)
+        a = world.irc(alice, caps=HISTORY_CAPS, sasl=(alice, PASSWORD))
+        d = world.line(dave, password=PASSWORD)
+        c = world.line(carol)
+        send_all("2")
+        # A contact added now counts from now on; one removed no longer does.
+        roster_iq(b, f"<item jid='{dave}@{DOMAIN}'/>")
+        roster_iq(b, f"<item jid='{alice}@{DOMAIN}' subscription='remove'/>")
+        send_all("3")
+        results, _ = mam(b)
+        assert sorted(bodies(results)) == sorted(
+            ["always 1", "contact 1", "always 2", "contact 2", "always 3", "stranger 3"]
+        )
+    finally:
+        world.close()
+        server.kill()
 
 
 # -- Message Displayed Synchronization (XEP-0490) ------------------------------------------------
@@ -600,3 +677,50 @@ def test_read_positions_are_the_mds_node_both_ways(world: World) -> None:
     assert laptop.expect(lambda m: m.command == "MARKREAD").params[1] == (
         f"timestamp={second.tags['time']}"
     )
+
+
+NS_PUBSUB_EVENT = "http://jabber.org/protocol/pubsub#event"
+
+
+def test_a_marker_published_by_one_resource_reaches_the_others_and_irc(world: World) -> None:
+    alice, bob = world.nick("arcNa"), world.nick("arcNb")
+    world.register(alice)
+    phone = world.xmpp(bob, resource="phone")
+    # The tablet asks for the node's notifications (XEP-0115 +notify), as XEP-0490 clients do.
+    tablet = world.xmpp(bob, resource="tablet")
+    tablet.do(tablet.xmpp.plugin["xep_0030"].add_feature, f"{NS_MDS}+notify")
+    tablet.wait(tablet.xmpp.plugin["xep_0115"].update_caps)
+    # The server asks what the new capabilities are, and slixmpp answers.
+    tablet.expect(
+        lambda e: (
+            local(e) == "iq"
+            and child(e, "http://jabber.org/protocol/disco#info", "query") is not None
+        )
+    )
+    tablet.sync()
+    laptop = world.irc(bob + "l", caps=(*HISTORY_CAPS, "draft/read-marker"), sasl=(bob, PASSWORD))
+    a = world.irc(alice, caps=HISTORY_CAPS, sasl=(alice, PASSWORD))
+    alice_jid, bob_jid = f"{alice.lower()}@{DOMAIN}", f"{bob.lower()}@{DOMAIN}"
+    a.msg(bob, "read me on the phone")
+    said = laptop.expect(lambda m: m.command == "PRIVMSG" and m.last == "read me on the phone")
+    laptop.sync()
+    tablet.sync()
+    publish_displayed(phone, alice_jid, said.tags["msgid"], bob_jid)
+
+    def displayed_event(el: object) -> bool:
+        event = child(el, NS_PUBSUB_EVENT, "event")  # type: ignore[arg-type]
+        items = child(event, NS_PUBSUB_EVENT, "items") if event is not None else None
+        return items is not None and items.get("node") == NS_MDS
+
+    got = tablet.expect(displayed_event)
+    assert got.get("from") == bob_jid
+    item = child(
+        child(child(got, NS_PUBSUB_EVENT, "event"), NS_PUBSUB_EVENT, "items"),
+        NS_PUBSUB_EVENT,
+        "item",
+    )
+    assert item.get("id") == alice_jid
+    sid = child(child(item, NS_MDS, "displayed"), NS_SID, "stanza-id")
+    assert (sid.get("id"), sid.get("by")) == (said.tags["msgid"], bob_jid)
+    moved = laptop.expect(lambda m: m.command == "MARKREAD")
+    assert moved.params == (alice, f"timestamp={said.tags['time']}")

@@ -90,6 +90,12 @@ class MemoryStore:
         self.always_on[record.account] = record
         return succeed(None)
 
+    def touch_always_on(self, accounts: list[str], ts: float) -> Deferred:
+        for account in accounts:
+            if account in self.always_on:
+                self.always_on[account] = dataclasses.replace(self.always_on[account], last_seen=ts)
+        return succeed(None)
+
     def delete_always_on(self, account: str) -> Deferred:
         self.always_on.pop(casefold(account), None)
         return succeed(None)

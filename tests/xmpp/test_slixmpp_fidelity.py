@@ -71,7 +71,15 @@ def children(el: ET.Element) -> list[tuple[str, dict[str, str], str]]:
 
 
 class Client(SlixmppClient):
-    def __init__(self, port: int, user: str, resource: str, plugins: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        port: int,
+        user: str,
+        resource: str,
+        plugins: tuple[str, ...] = (),
+        *,
+        presence: bool = True,
+    ) -> None:
         super().__init__(
             port,
             f"{user}@{DOMAIN}/{resource}",
@@ -81,7 +89,8 @@ class Client(SlixmppClient):
             setup=self._every_message,
         )
         assert self.logged_in
-        self.do(self.xmpp.send_presence)
+        if presence:
+            self.do(self.xmpp.send_presence)
 
     def _every_message(self, xmpp: Any) -> None:
         """Queue every message stanza as "message" (slixmpp's own event wants a body)."""
@@ -111,8 +120,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 def connect(server: ServerProcess) -> Iterator[Callable[..., Client]]:
     made: list[Client] = []
 
-    def make(user: str, resource: str, plugins: tuple[str, ...] = ()) -> Client:
-        client = Client(server.ports["xmpp"], user, resource, plugins)
+    def make(
+        user: str, resource: str, plugins: tuple[str, ...] = (), *, presence: bool = True
+    ) -> Client:
+        client = Client(server.ports["xmpp"], user, resource, plugins, presence=presence)
         made.append(client)
         return client
 
@@ -135,6 +146,25 @@ def test_the_stanza_arrives_as_itself(connect: Callable[..., Client], name: str)
     xml, archive_id = stamped(got.xml, "bob@localhost")
     assert (archive_id is not None) == ("<body>" in raw)
     assert children(xml) == children(ET.fromstring(raw))
+
+
+@pytest.mark.parametrize("name", ["receipt", "marker", "reaction"])
+def test_a_bodyless_message_waits_for_the_initial_presence(
+    connect: Callable[..., Client], name: str
+) -> None:
+    # Bob has logged in and bound a resource, but his initial presence is not there yet (a
+    # client sends it right after): what comes meanwhile reaches him with that presence.
+    bob = connect("bob", "b", presence=False)
+    alice = connect("alice", "a")
+    stanza_id = "early-" + name
+    raw = f"<message xmlns='{CLIENT}' to='bob@localhost' type='chat' id='{stanza_id}'>"
+    raw += EXTENSIONS[name] + "</message>"
+    alice.do(alice.xmpp.send_raw, raw)
+    # Alice's next stanza is answered after hers was routed.
+    alice.wait(alice.xmpp.plugin["xep_0030"].get_info, jid="localhost")
+    bob.do(bob.xmpp.send_presence)
+    got: Any = bob.expect_event("message", lambda m: m["id"] == stanza_id)
+    assert children(got.xml) == children(ET.fromstring(raw))
 
 
 def test_carbons_between_two_resources(connect: Callable[..., Client]) -> None:

@@ -15,7 +15,7 @@ from chatserver.core.errors import BadName, JoinRefused
 from chatserver.core.names import casefold, room_key
 from chatserver.core.views import RoomView
 from protocols.costs import FANOUT
-from protocols.xmpp import presence
+from protocols.xmpp import autojoin, presence
 from protocols.xmpp.muc import extras, ns
 from protocols.xmpp.muc.build import Element, find, send_spliced, send_to, tail
 from protocols.xmpp.muc.chat import subject_message
@@ -132,14 +132,21 @@ def joined_elsewhere(conn: Any, room: RoomView) -> None:
 
 def show_rooms(conn: Any) -> None:
     """A resource came online whose user is in rooms already (joined from another client, or
-    kept in them by always-on): each room appears here as joined, with its recent history."""
-    for room in list(conn.user.rooms.values()):
+    kept in them by always-on): each room appears here as joined, with its recent history,
+    unless the client joins it itself from its bookmarks."""
+    autojoin.show_rooms(conn, _show_room)
+
+
+def _show_room(conn: Any, name: str) -> None:
+    room = conn.service.get_room(name)
+    if room is not None and conn.user in room.members:
         joined_elsewhere(conn, room)
 
 
 def send_room_state(conn: Any, room: RoomView, request: JoinRequest) -> None:
     """Occupants, then the joiner's own presence, then history, then the subject."""
     me = conn.user
+    autojoin.joined(conn, room.name)
     for user, member in list(room.members.items()):
         if user is not me:
             send_spliced(conn, "presence", occupant_tail(conn, room, user, member))
