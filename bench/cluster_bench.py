@@ -23,8 +23,8 @@ of two nodes against one process on two free cores is derived as
 ``--storage postgresql`` runs both the single process and the nodes on a private
 PostgreSQL (the cluster's storage), ``sqlite`` (the default) each process on its own file.
 ``--pin`` pins the single process and node 0 to core 0, node 1 to core 1.
-``--profile DIR`` records each server with py-spy during the sends (``DIR/<run>.txt``,
-folded stacks).  Usage: ``.venv/bin/python bench/cluster_bench.py [--only many]``.
+``--profile DIR`` records each server with py-spy (not a project dependency:
+``pip install py-spy``) during the sends (``DIR/<run>.txt``, folded stacks).  Usage: ``.venv/bin/python bench/cluster_bench.py [--only many]``.
 """
 
 from __future__ import annotations

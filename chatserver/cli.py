@@ -322,7 +322,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     fmt = args.log_format or config.server.log_format
     globalLogBeginner.beginLoggingTo(
-        [log_observer(fmt, config.server.log_level, sys.stderr)], redirectStandardIO=False
+        [log_observer(fmt, config.server.log_level, sys.stderr, reactor)],
+        redirectStandardIO=False,
     )
     from protocols import connlog
 

@@ -122,8 +122,9 @@ class AccountManager:
         self.failures_by_protocol: dict[str, int] = {}
         # The folded names of the accounts, so that a registered nick can be refused at once
         # when a nick is claimed.  Loaded at start and kept by what changes accounts here;
-        # an account made or deleted by another process is learnt when the store is next
-        # asked about it (ChatService checks every nick taken against the store).
+        # an account made or deleted by another process (another node of a cluster) is learnt
+        # when the store is next asked about it (in cluster mode ChatService checks every
+        # nick taken against the store).
         self._names: set[str] = set()
 
     def apply_settings(self, settings: CoreSettings) -> None:

@@ -212,6 +212,11 @@ class Delivery:
             # everyone else: one write, not one per message the room said before its own.
             pending.events.append(msg)
             pending.delivered.setdefault(key, 0)
+            own = pending.own.get(key)
+            if own is None:
+                pending.own[key] = [len(pending.events) - 1]
+            else:
+                own.append(len(pending.events) - 1)
         self.stats["deliveries"] += 1
         protocol = origin.protocol
         self.deliveries_by_protocol[protocol] = self.deliveries_by_protocol.get(protocol, 0) + 1
@@ -237,6 +242,7 @@ class Delivery:
             events = pending.events
             delivered = pending.delivered
             batch = MessageBatch(messages=tuple(events))
+            only_messages = not pending.others
             for client in room.clients():
                 had = delivered.get(id(client))
                 if had is None:
@@ -244,6 +250,12 @@ class Delivery:
                         client.deliver_batch(batch)
                     except Exception:
                         self._delivery_failed(events[0], client)
+                    continue
+                if only_messages:
+                    # Where every member talks, every member is a sender: its rest as runs
+                    # of the whole batch, found from where its own messages are, not by a
+                    # pass over every message of the turn.
+                    self._deliver_spans(client, batch, had, pending.own.get(id(client)))
                     continue
                 # A sender, or a member who joined in this turn: the rest, without its own
                 # (inline: in a room where everyone talks, that is nearly every member).
@@ -270,6 +282,32 @@ class Delivery:
                     if isinstance(event, Message):
                         protocol = event.origin.protocol
                         by_protocol[protocol] -= 1
+
+    def _deliver_spans(
+        self, client: IChatClient, batch: MessageBatch, start: int, own: list[int] | None
+    ) -> None:
+        """``batch`` (only messages) from ``start`` on, but for those at the positions
+        ``own``, as a batch of runs of it."""
+        messages = batch.messages
+        spans: list[tuple[int, int]] = []
+        if own is not None:
+            for i in own:
+                if i < start:
+                    continue
+                if i > start:
+                    spans.append((start, i))
+                start = i + 1
+        if start < len(messages):
+            spans.append((start, len(messages)))
+        if not spans:
+            return
+        rest: tuple[Event, ...] = ()
+        for a, b in spans:
+            rest += messages[a:b]
+        try:
+            client.deliver_batch(MessageBatch(messages=rest, base=batch, spans=tuple(spans)))
+        except Exception:
+            self._delivery_failed(rest[0], client)
 
     def _deliver_rest(self, client: IChatClient, events: list[Event], start: int) -> None:
         """The events from ``start`` on, but for the messages ``client`` sent itself."""
@@ -354,12 +392,14 @@ class _PendingRoom:
     in a big room); for each connection of a sender or of a user who joined or parted,
     how many of them it already has (or must never get); and how many are not messages."""
 
-    __slots__ = ("delivered", "events", "others")
+    __slots__ = ("delivered", "events", "others", "own")
 
     def __init__(self) -> None:
         self.events: list[Event] = []
         self.delivered: dict[int, int] = {}
         self.others = 0
+        # Where in ``events`` each connection that never sees its own messages said its own.
+        self.own: dict[int, list[int]] = {}
 
 
 def unique_clients(

@@ -477,6 +477,12 @@ class Identity:
             # Logged out while on the account's nick: a guest from now on.
             self._to_guest(user, f"{user.nick} is a registered nick")
             return
+        if self.cluster is None and not self.accounts.is_registered(user.key):
+            # One process: every account is made and deleted through it (the account
+            # command goes through the running server), so a nick not among the names it
+            # knows is no account, and the store has nothing to add.  In cluster mode another
+            # node may have registered it since: the shared store is asked.
+            return
         # Checked together with every other nick taken in this reactor turn: one trip to the
         # store's thread for a burst of new connections, not one each.
         self._nicks_to_check[user] = user.key

@@ -29,6 +29,10 @@ _ASCII_FOLD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstu
 
 def casefold(name: str) -> str:
     """Fold a nick or room name with the ``ascii`` casemapping (only A-Z change)."""
+    if name.isascii():
+        # The same for ASCII text, where only A-Z have a lower case, at a tenth of the cost
+        # of a translation (every nick lookup folds).
+        return name.lower()
     return name.translate(_ASCII_FOLD)
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import datetime
 import json
+import threading
+from collections.abc import Callable
 from typing import IO, Any
 
 from twisted.logger import (
-    FileLogObserver,
     ILogObserver,
     LogLevel,
     formatEvent,
@@ -17,19 +18,77 @@ from twisted.logger import (
 from zope.interface import implementer
 
 
-def log_observer(fmt: str, level: str, stream: IO[str]) -> ILogObserver:
+def log_observer(fmt: str, level: str, stream: IO[str], reactor: Any = None) -> ILogObserver:
     """An observer writing to ``stream``: timestamped text, or one JSON object per line.
 
-    Nothing logged by the server carries a password or a message body, so neither format
-    needs scrubbing.
+    With ``reactor``, the info and debug lines of one reactor turn leave together at its
+    end (see :class:`_TurnWriter`).  Nothing logged by the server carries a password or a
+    message body, so neither format needs scrubbing.
     """
     if fmt == "json":
-        observer: ILogObserver = FileLogObserver(stream, json_line)
+        writer = _TurnWriter(stream, json_line)
     elif fmt == "text":
-        observer = FileLogObserver(stream, _TextLine())
+        writer = _TurnWriter(stream, _TextLine())
     else:
         raise ValueError(f"unknown log format {fmt!r}")
-    return _QuietTwisted(observer, LogLevel.levelWithName(level))
+    if reactor is not None:
+        writer.write_per_turn(reactor)
+    return _QuietTwisted(writer, LogLevel.levelWithName(level))
+
+
+# Lines that may wait for the end of the reactor's turn; warnings and errors leave at once.
+_MAY_WAIT = frozenset({LogLevel.debug, LogLevel.info})
+
+
+@implementer(ILogObserver)
+class _TurnWriter:
+    """Twisted's FileLogObserver (a line formatted, written and flushed), except that the
+    info and debug lines made on the reactor thread while it runs are written together, in
+    one write at the end of the turn.
+
+    A burst of new connections logs two lines for each user, and a write system call per
+    line cost as much as making the line.  Warnings and errors, lines of other threads and
+    lines while the reactor is not running are written at once (after what waits, on the
+    reactor thread, so that its lines stay in order); what waits is written when the
+    reactor has shut down.
+    """
+
+    __slots__ = ("format_event", "pending", "reactor", "stream", "thread")
+
+    def __init__(self, stream: IO[str], format_event: Callable[[dict[str, Any]], str | None]):
+        self.stream = stream
+        self.format_event = format_event
+        self.reactor: Any = None
+        self.thread: int | None = None
+        self.pending: list[str] = []
+
+    def write_per_turn(self, reactor: Any) -> None:
+        """Gather lines per turn of ``reactor``, which runs in the calling thread."""
+        self.reactor = reactor
+        self.thread = threading.get_ident()
+        reactor.addSystemEventTrigger("after", "shutdown", self.flush)
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        text = self.format_event(event)
+        if not text:
+            return
+        reactor = self.reactor
+        here = self.thread == threading.get_ident()
+        if here and reactor.running and event.get("log_level") in _MAY_WAIT:
+            if not self.pending:
+                reactor.callLater(0, self.flush)
+            self.pending.append(text)
+            return
+        if here and self.pending:
+            self.flush()
+        self.stream.write(text)
+        self.stream.flush()
+
+    def flush(self) -> None:
+        pending, self.pending = self.pending, []
+        if pending:
+            self.stream.write("".join(pending))
+            self.stream.flush()
 
 
 # What Twisted says about its own machinery, at info, on every start and stop: listeners'

@@ -204,6 +204,27 @@ def _message_row(msg: Message) -> tuple[Any, ...]:
     if target is None:
         raise ValueError(f"message {msg.id!r} has neither room nor target")
     who = msg.source
+    account = who.account
+    tags = _dumps([[key, value] for key, value in msg.tags]) if msg.tags else "[]"
+    if (
+        f"{msg.id}{target}{who.nick}{who.ident}{who.host}{account or ''}{who.realname}"
+        f"{msg.text}{tags}"
+    ).isascii():
+        # Nearly every row: all of its text ASCII, so nothing for _utf8 to replace (one
+        # check of the whole row costs less than one per field).
+        return (
+            msg.id,
+            target,
+            msg.ts,
+            who.nick,
+            who.ident,
+            who.host,
+            account,
+            who.realname,
+            msg.kind,
+            msg.text,
+            tags,
+        )
     return (
         _utf8(msg.id),
         _utf8(target),
@@ -211,11 +232,11 @@ def _message_row(msg: Message) -> tuple[Any, ...]:
         _utf8(who.nick),
         _utf8(who.ident),
         _utf8(who.host),
-        None if who.account is None else _utf8(who.account),
+        None if account is None else _utf8(account),
         _utf8(who.realname),
         msg.kind,
         _utf8(msg.text),
-        _utf8(_dumps([[key, value] for key, value in msg.tags])) if msg.tags else "[]",
+        _utf8(tags),
     )
 
 

@@ -6,6 +6,7 @@ sent the topic and names when the user joins from elsewhere).
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 from chatserver.core.errors import BadName
@@ -28,12 +29,14 @@ def channel_name(key: str) -> str:
     return "#" + key
 
 
+# On every message to a channel, nearly always one of a few names: the fold and the check
+# are made once per name (the answer depends on the name alone; bounded memory).
+@functools.lru_cache(maxsize=4096)
 def room_of(name: str) -> str | None:
     """The room key an IRC channel name stands for, or None if it is not a valid channel."""
     if not name.startswith("#"):
         return None
     try:
-        # One fold and one check: on every message to a channel.
         return room_key(name[1:])
     except BadName:
         return None

@@ -613,6 +613,15 @@ class IrcConnection(Protocol):
         """Render ``event`` for this client and send it (never raises)."""
         if self.closing:
             return
+        if (
+            type(event) is Message
+            and event.origin is self
+            and event.room is not None
+            and not self.cap_bits & caps.ECHO_MESSAGE
+        ):
+            # Its own room message without echo-message, which the core hands every sender:
+            # nothing to send (what render_message comes to), known without rendering.
+            return
         try:
             data = render(self, event)
         except Exception:

@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 
 # Without CRLF: the RFC 1459 512 bytes less the line ending.
 MAX_BODY_BYTES = 510
+# Byte values, not one-byte strings: ``NUL in line`` is one memchr, while ``b"\x00" in line``
+# goes through the buffer protocol first and costs several times as much (on every line).
+NUL, CR, LF = 0x00, 0x0D, 0x0A
 # With the leading '@' and the trailing space (message-tags specification).
 MAX_TAGS_BYTES = 8191
 # What a client may send: 4094 bytes of tag data, with the '@' and the space.
@@ -120,9 +123,9 @@ def parse(
         type(line) is bytes
         and 0 < len(line) <= max_body
         and line[0] not in _NOT_PLAIN_START
-        and b"\x00" not in line
-        and b"\r" not in line
-        and b"\n" not in line
+        and NUL not in line
+        and CR not in line
+        and LF not in line
     ):
         # Nearly every line: no tags, no source, words one space apart and maybe a trailing
         # parameter.  It comes to what the general parse below makes of it.
@@ -163,7 +166,7 @@ def parse_general(
         if len(raw_tags) + 2 > max_tags:
             raise ParseError("tags_too_long", "tags are too long", _guess_command(body))
         body = body.lstrip(b" ")
-        if b"\x00" in raw_tags or b"\r" in raw_tags or b"\n" in raw_tags:
+        if NUL in raw_tags or CR in raw_tags or LF in raw_tags:
             raise ParseError("bad_char", "NUL, CR or LF in the line", _guess_command(body))
         try:
             tag_text = raw_tags.decode("utf-8")
@@ -173,7 +176,7 @@ def parse_general(
         body = body.lstrip(b" ")
     if len(body) > max_body:
         raise ParseError("too_long", "line is too long", _guess_command(body))
-    if b"\x00" in body or b"\r" in body or b"\n" in body:
+    if NUL in body or CR in body or LF in body:
         raise ParseError("bad_char", "NUL, CR or LF in the line", _guess_command(body))
     try:
         text = body.decode("utf-8")

@@ -322,11 +322,38 @@ def render_batch(conn: IrcConnection, batch: MessageBatch) -> bytes:
     """The joined lines of a batch of room events (messages, and joins and parts in a big
     room) from other connections, built once per variant and shared by every member of
     that variant: a batch holds nothing that reads differently to one of its recipients."""
+    base = batch.base
+    if base is not None:
+        parts = _message_parts(conn, base)
+        if parts is not None:
+            # A sender's rest of the turn: runs of what every member of its variant gets.
+            # Made for this one member, so not kept.
+            return batch.join_spans(parts)
     key = ("irc", conn.cap_bits & BATCH_BITS)
     data = batch.rendered.get(key)
     if data is None:
         data = batch.rendered[key] = b"".join(_batch_lines(conn, batch.messages))
     return data
+
+
+def _message_parts(conn: IrcConnection, batch: MessageBatch) -> list[bytes] | None:
+    """The bytes of each message of ``batch`` as a member of ``conn``'s variant who said
+    none of them gets it, made once per variant; None if the batch holds anything else."""
+    bits = conn.cap_bits & MESSAGE_BITS
+    key = ("irc-parts", bits)
+    parts: list[bytes] | None = batch.rendered.get(key)
+    if parts is None:
+        message_key = ("irc", bits)
+        parts = []
+        for event in batch.messages:
+            if type(event) is not Message:
+                return None
+            data = event.rendered.get(message_key)
+            if data is None:
+                data = event.rendered[message_key] = build_message(event, bits)
+            parts.append(data)
+        batch.rendered[key] = parts
+    return parts
 
 
 def _batch_lines(conn: IrcConnection, events: Sequence[Event]) -> list[bytes]:

@@ -346,11 +346,23 @@ class LineConnection(Protocol):
         if self._closing:
             return
         key = JSON_KEY if self.mode == "json" else TEXT_KEY
-        data = batch.rendered.get(key)
-        if data is None:
-            data = batch.rendered[key] = b"".join(
-                self._render_shared(event) or b"" for event in batch.messages
-            )
+        base = batch.base
+        if base is not None:
+            # A sender's rest of the turn (see MessageBatch.spans): runs of the bytes each
+            # message of the whole batch has in this mode, made once per mode.
+            parts_key = ("parts", key)
+            parts = base.rendered.get(parts_key)
+            if parts is None:
+                parts = base.rendered[parts_key] = [
+                    self._render_shared(event) or b"" for event in base.messages
+                ]
+            data: bytes | None = batch.join_spans(parts)
+        else:
+            data = batch.rendered.get(key)
+            if data is None:
+                data = batch.rendered[key] = b"".join(
+                    self._render_shared(event) or b"" for event in batch.messages
+                )
         if data:
             self._write(data)
 

@@ -114,7 +114,7 @@ class LineFramer:
             data = self._tail + data
             self._tail = b""
         self.commands = 0
-        if not self._in_sub and b"\xff" not in data:
+        if not self._in_sub and IAC not in data:
             # Plain text: the common case.
             return self._text(data, [])
         out: list[Item] = []
@@ -175,7 +175,8 @@ class LineFramer:
         if b"\xff\xff" in chunk:
             chunk = chunk.replace(b"\xff\xff", b"\xff")
         for line in self._lines.feed(chunk):
-            if isinstance(line, bytes) and (b"\x00" in line or b"\r" in line):
+            # Byte values (not one-byte strings): a memchr each, on every line.
+            if isinstance(line, bytes) and (0x00 in line or 0x0D in line):
                 line = line.replace(b"\x00", b"").replace(b"\r", b"")
             out.append(line)
         return out

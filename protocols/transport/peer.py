@@ -11,6 +11,11 @@ from twisted.internet.interfaces import ISSLTransport
 
 def address_of(transport: Any) -> str:
     """The peer's IP address as text ("" when the transport cannot say)."""
+    client = getattr(transport, "client", None)
+    if type(client) is tuple and client and type(client[0]) is str:
+        # A TCP connection (Twisted's tcp.Server) holds the address it was accepted from;
+        # ``getPeer`` would build an address object around it for every new connection.
+        return client[0]
     peer = transport.getPeer()
     return str(getattr(peer, "host", "") or "")
 

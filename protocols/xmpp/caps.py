@@ -92,8 +92,21 @@ def server_info(factory: XmppFactory) -> etree._Element:
     return query
 
 
+# The server's own ``ver`` by the features it is made of: every stream after login
+# advertises it, and a disco#info built and hashed for each was a large part of what a new
+# session costs the reactor.  A reload that opens or closes registration changes the
+# features, so the key, so the ``ver``.
+_server_vers: dict[tuple[str, ...], str] = {}
+
+
 def server_ver(factory: XmppFactory) -> str:
-    return ver_of(server_info(factory))
+    from protocols.xmpp import disco
+
+    key = disco.server_features(factory)
+    ver = _server_vers.get(key)
+    if ver is None:
+        ver = _server_vers[key] = ver_of(server_info(factory))
+    return ver
 
 
 def stream_feature(factory: XmppFactory) -> etree._Element:

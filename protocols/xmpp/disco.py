@@ -85,15 +85,19 @@ def info(conn: XmppConnection, stanza: etree._Element) -> None:
     conn.iq_result(stanza, query)
 
 
+def server_features(factory: XmppFactory) -> tuple[str, ...]:
+    """The features the server names for itself in disco#info."""
+    if factory.registration_open():
+        return (*SERVER_FEATURES, *pep.FEATURES, NS_REGISTER)
+    return (*SERVER_FEATURES, *pep.FEATURES)
+
+
 def server_identity_and_features(factory: XmppFactory, query: etree._Element) -> None:
     """What the server says of itself in disco#info (and hashes into its caps ``ver``)."""
     stanzas.sub(query, "identity", {"category": "server", "type": "im", "name": SERVER_NAME})
     # Clients read PEP support from the server's features too (Profanity: publish-options).
     stanzas.sub(query, "identity", {"category": "pubsub", "type": "pep"})
-    features = [*SERVER_FEATURES, *pep.FEATURES]
-    if factory.registration_open():
-        features.append(NS_REGISTER)
-    _features(query, features)
+    _features(query, server_features(factory))
 
 
 @handler("iq", "get", NS_DISCO_ITEMS)

@@ -193,6 +193,10 @@ class XmppFactory(Factory):
     def _observe(self, event: Any) -> None:
         """Nicks going online, offline and away, for roster contacts on other protocols."""
         if isinstance(event, CorePresence):
+            if not self.rosters.cache:
+                # No roster loaded, so no subscriber online (see presence.core_presence):
+                # a user of another protocol coming or going costs not even its address.
+                return
             from protocols.xmpp import presence
 
             presence.core_presence(self, address_of(event.who, self.domain), event.online)

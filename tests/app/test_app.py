@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import stat
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -332,6 +333,49 @@ def test_text_log_lines_are_twisteds_own_format() -> None:
     ):
         observer(dropped)
     assert ours.getvalue() == theirs.getvalue()
+
+
+class _CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def test_info_lines_of_one_reactor_turn_leave_in_one_write_in_order() -> None:
+    reactor = MemoryReactorClock()
+    stream = _CountingStream()
+    observer = logs.log_observer("text", "info", stream, reactor)
+    # Before the reactor runs (start-up), each line is written at once.
+    emit(observer, LogLevel.info, "starting")
+    assert stream.writes == 1
+    reactor.running = True
+    emit(observer, LogLevel.info, "one {n}", n=1)
+    emit(observer, LogLevel.info, "two")
+    assert stream.writes == 1
+    reactor.advance(0)  # the end of the turn
+    assert stream.writes == 2
+    # A warning leaves at once, after what waited, so that the lines stay in order.
+    emit(observer, LogLevel.info, "three")
+    emit(observer, LogLevel.warn, "four")
+    assert stream.writes == 4
+    reactor.advance(0)
+    assert stream.writes == 4
+    # A line of another thread is written at once; one of the reactor's waiting at shutdown
+    # is written by the shutdown.
+    emit(observer, LogLevel.info, "five")
+    other = threading.Thread(target=emit, args=(observer, LogLevel.info, "six"))
+    other.start()
+    other.join()
+    reactor.running = False
+    for trigger, args, kwargs in reactor.triggers["after"]["shutdown"]:
+        trigger(*args, **kwargs)
+    emit(observer, LogLevel.info, "seven")
+    texts = [line.rsplit("] ", 1)[1] for line in stream.getvalue().splitlines()]
+    assert texts == ["starting", "one 1", "two", "three", "four", "six", "five", "seven"]
 
 
 # Format strings as handlers write them, and the awkward ones: a missing field, a call,

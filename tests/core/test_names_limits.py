@@ -27,6 +27,15 @@ def test_invalid_nicks(nick: str) -> None:
 def test_ascii_casemapping_folds_only_a_to_z() -> None:
     assert casefold("ALICE[]") == "alice[]"
     assert casefold("Ä{") == "Ä{"
+    assert casefold("ÄLICE") == "Älice"
+
+
+@given(st.text(max_size=40))
+def test_casefold_changes_a_to_z_and_nothing_else(text: str) -> None:
+    folded = casefold(text)
+    assert len(folded) == len(text)
+    for before, after in zip(text, folded, strict=True):
+        assert after == (before.lower() if "A" <= before <= "Z" else before)
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 from twisted.internet.defer import Deferred, fail
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
 from chatserver.core.errors import (
     AccountError,
@@ -40,6 +42,7 @@ from chatserver.core.events import (
     Topic,
 )
 from chatserver.core.identity import NICK_CHECK_REST
+from chatserver.core.interfaces import IClusterLink
 from chatserver.core.records import AccountRecord
 from chatserver.core.service import ChatService
 from chatserver.core.settings import CoreSettings
@@ -67,6 +70,37 @@ def user(service: ChatService, nick: str, **kw: Any) -> tuple[FakeClient, Any]:
     conn = service.connect(client)
     service.claim_nick(conn, nick)
     return client, conn
+
+
+@implementer(IClusterLink)
+class _OtherNodes:
+    """Cluster mode as the core sees it, with no other node saying anything: enough for
+    what the core does differently when accounts may be made elsewhere."""
+
+    def check_claim(self, nick: str) -> None:
+        pass
+
+    def check_join(self, room: str) -> None:
+        pass
+
+    def local_event(self, event: object) -> None:
+        pass
+
+    def room_changed(self, room: str, by: object) -> None:
+        pass
+
+    def server_ban_changed(self, ban: object, lifted: bool) -> None:
+        pass
+
+    def account_changed(self, name: str, revoked: object) -> None:
+        pass
+
+
+def in_cluster(service: ChatService) -> ChatService:
+    link = _OtherNodes()
+    verifyObject(IClusterLink, link)
+    service.cluster = link
+    return service
 
 
 def test_nicks_are_one_namespace_case_insensitively(service: ChatService) -> None:
@@ -476,10 +510,12 @@ def test_nicks_taken_in_one_turn_are_looked_up_together() -> None:
     asked: list[list[str]] = []
     lookup = store.registered_keys
     store.registered_keys = lambda keys: asked.append(list(keys)) or lookup(keys)  # type: ignore[method-assign]
-    service = make_service(
-        CoreSettings(nick_enforcement="timeout", nick_enforce_timeout=30),
-        store=store,
-        end_of_turn=turn_ends.append,
+    service = in_cluster(
+        make_service(
+            CoreSettings(nick_enforcement="timeout", nick_enforce_timeout=30),
+            store=store,
+            end_of_turn=turn_ends.append,
+        )
     )
     _, ca = user(service, "alice")
     while turn_ends:
@@ -496,6 +532,33 @@ def test_nicks_taken_in_one_turn_are_looked_up_together() -> None:
     assert "registered" in notices[0][0] and notices[1:] == [[], []]
 
 
+def test_one_process_asks_the_store_only_about_nicks_it_knows_are_accounts() -> None:
+    # Every account of a lone process is made through it: a new connection's nick that is
+    # no account it knows costs no trip to the store, and one it knows is still acted on.
+    turn_ends: list[Callable[[], None]] = []
+    store = MemoryStore()
+    asked: list[list[str]] = []
+    lookup = store.registered_keys
+    store.registered_keys = lambda keys: asked.append(list(keys)) or lookup(keys)  # type: ignore[method-assign]
+    service = make_service(
+        CoreSettings(nick_enforcement="timeout", nick_enforce_timeout=30),
+        store=store,
+        end_of_turn=turn_ends.append,
+    )
+    _, ca = user(service, "alice")
+    result(service.register(ca, "secret-pass"))
+    service.quit(ca)
+    asked.clear()
+    clients = [user(service, nick)[0] for nick in ("bob", "carol", "alice")]
+    while turn_ends:
+        turn_ends.pop()()
+    assert asked == [["alice"]]
+    notices = [[n.text for n in c.of(ServerNotice)] for c in clients]
+    assert notices[:2] == [[], []] and "registered" in notices[2][0]
+    service.clock.advance(31)
+    assert clients[2].of(NickChange)[0].new_nick.startswith("Guest")
+
+
 def test_one_nick_lookup_at_a_time_and_the_next_takes_all_that_waited() -> None:
     # Under a burst of registrations, nicks taken while a lookup is in the store's thread
     # wait for it and go together in the next one: not one trip per reactor turn.
@@ -510,10 +573,12 @@ def test_one_nick_lookup_at_a_time_and_the_next_takes_all_that_waited() -> None:
         return d
 
     store.registered_keys = lookup  # type: ignore[method-assign]
-    service = make_service(
-        CoreSettings(nick_enforcement="timeout", nick_enforce_timeout=30),
-        store=store,
-        end_of_turn=turn_ends.append,
+    service = in_cluster(
+        make_service(
+            CoreSettings(nick_enforcement="timeout", nick_enforce_timeout=30),
+            store=store,
+            end_of_turn=turn_ends.append,
+        )
     )
 
     def end_turn() -> None:
@@ -587,8 +652,8 @@ def test_strict_enforcement_keeps_a_registered_nick_for_its_account(
 
 def test_strict_enforcement_renames_at_once_what_it_learns_late() -> None:
     store = MemoryStore()
-    service = make_service(store=store)
-    # An account this process has not heard of (made by another process after the start).
+    service = in_cluster(make_service(store=store))
+    # An account this process has not heard of (made by another node after the start).
     result(store.create_account(AccountRecord(name="dora", credentials=(), created_at=0.0)))
     assert not service.accounts.is_registered("dora")
     d, cd = user(service, "dora")

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
+from chatserver.core.errors import BadName
+from chatserver.core.names import room_key
+from protocols.irc.channels import room_of
 from tests.irc.conftest import IrcWorld, commands, find, last_param, one
 
 
@@ -332,3 +338,14 @@ def test_ban_list_is_bounded(irc: IrcWorld) -> None:
         a.send(f"MODE #r +bbbb a{i}x b{i}x c{i}x d{i}x")
     assert len(irc.service.get_room("r").bans) == 100
     assert one(a.ask("MODE #r +b onemore"), "478").params[1:3] == ("#r", "b")
+
+
+@given(st.text(max_size=60) | st.from_regex(r"#[A-Za-z0-9._ -]{0,55}", fullmatch=True))
+def test_room_of_is_the_fold_and_check_of_the_name(name: str) -> None:
+    # room_of keeps its answers per name: asked twice, it answers as the fold and check do.
+    try:
+        expected = room_key(name[1:]) if name.startswith("#") else None
+    except BadName:
+        expected = None
+    assert room_of(name) == expected
+    assert room_of(name) == expected

@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chatserver.core.events import HostChange, Message, ServerNotice, Wallops
 from protocols.irc import render
+from protocols.irc.message import parse
 from protocols.irc.services_registry import SERVICES
 from tests.core.fakes import FakeClient
 from tests.irc.conftest import IrcWorld, commands, find, last_param, one
@@ -373,6 +376,66 @@ def test_pipelined_messages_reach_each_member_in_one_write(irc: IrcWorld) -> Non
     echoed = sender.take()
     assert [last_param(m) for m in echoed] == ["one", "two", "three"]
     assert echoed[2].tags.get("label") == "x"  # the echo stays with its labelled command
+
+
+# Members of one room: (caps, whether it talks).  Plain and tagged members render
+# differently; an echo-message member gets its own messages in place.
+_MEMBERS = (
+    ((), True),
+    ((), True),
+    (("message-tags", "server-time"), True),
+    (("echo-message",), True),
+    (("echo-message", "message-tags"), True),
+    ((), False),
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    said=st.lists(
+        st.tuples(
+            st.sampled_from([i for i, (_, talks) in enumerate(_MEMBERS) if talks]),
+            st.integers(1, 3),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_a_turn_where_members_talk_reaches_each_member_whole_and_in_order(
+    said: list[tuple[int, int]],
+) -> None:
+    # Reads of several members in one turn (each read one or more lines): every member gets
+    # everyone else's messages of the turn in the order said, and its own only with
+    # echo-message, in place; the bytes a member gets for a message are those its variant
+    # gets.
+    world = IrcWorld()
+    try:
+        members = [
+            world.client(f"m{i}", caps=member_caps) for i, (member_caps, _) in enumerate(_MEMBERS)
+        ]
+        for c in members:
+            c.send("JOIN #turn")
+        for c in members:
+            c.take()
+        order: list[tuple[int, str]] = []
+        with world.service.batch():
+            for turn, (who, count) in enumerate(said):
+                texts = [f"t{turn}.{k}" for k in range(count)]
+                order += [(who, text) for text in texts]
+                members[who].feed(b"".join(f"PRIVMSG #turn :{t}\r\n".encode() for t in texts))
+        world.clock.advance(0)
+        for i, c in enumerate(members):
+            echo = "echo-message" in _MEMBERS[i][0]
+            lines = [ln for ln in c.raw().split(b"\r\n") if b" PRIVMSG " in ln]
+            want = [(who, text) for who, text in order if echo or who != i]
+            got = [parse(ln, max_body=1 << 20, max_tags=1 << 20) for ln in lines]
+            assert [(m.source.split("!")[0], m.params[-1]) for m in got] == [
+                (f"m{who}", text) for who, text in want
+            ]
+            tagged = "message-tags" in _MEMBERS[i][0]
+            assert all(("msgid" in m.tags) == tagged for m in got)
+    finally:
+        world.close()
 
 
 def test_tagmsg_refused_when_banned_or_outside(irc: IrcWorld) -> None:

@@ -7,6 +7,8 @@ import re
 from typing import Any, cast
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransportWithDisconnection
 from zope.interface.verify import verifyObject
@@ -1625,3 +1627,62 @@ def test_a_message_that_cannot_be_written_costs_only_itself(world: World) -> Non
         "[#r] <speaker> after",
     ]
     assert reader.connected and text_reader.connected
+
+
+# Members of one room: (format, /echo on, whether it talks).
+_TURN_MEMBERS = (
+    ("text", False, True),
+    ("text", False, True),
+    ("json", False, True),
+    ("text", True, True),
+    ("json", True, True),
+    ("text", False, False),
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    said=st.lists(
+        st.tuples(
+            st.sampled_from([i for i, member in enumerate(_TURN_MEMBERS) if member[2]]),
+            st.integers(1, 3),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_a_turn_where_members_talk_reaches_each_member_whole_and_in_order(
+    said: list[tuple[int, int]],
+) -> None:
+    # Reads of several members in one turn: every member gets everyone else's messages of
+    # the turn in the order said, in its own format; with /echo on its own too, in order
+    # among themselves (shown as it types them, before the turn's batch).
+    world = World()
+    members = []
+    for i, (fmt, echo, _) in enumerate(_TURN_MEMBERS):
+        client = world.user(f"m{i}", "turn")
+        client.send(f"/format {fmt}")
+        if echo:
+            client.send("/echo on")
+        members.append(client)
+    for client in members:
+        client.take()
+    order: list[tuple[int, str]] = []
+    with world.service.batch():
+        for turn, (who, count) in enumerate(said):
+            texts = [f"t{turn}.{k}" for k in range(count)]
+            order += [(who, text) for text in texts]
+            members[who].raw(b"".join(f"{t}\r\n".encode() for t in texts))
+    for i, client in enumerate(members):
+        fmt, echo, _ = _TURN_MEMBERS[i]
+        if fmt == "json":
+            got = [(o["from"], o["text"]) for o in client.objs() if o.get("type") == "message"]
+        else:
+            got = re.findall(r"<(m\d+)> (t[\d.]+)", client.take().decode())
+        me = f"m{i}"
+        assert [m for m in got if m[0] != me] == [
+            (f"m{who}", text) for who, text in order if who != i
+        ]
+        assert [m for m in got if m[0] == me] == [
+            (me, text) for who, text in order if echo and who == i
+        ]

@@ -111,6 +111,29 @@ class HistoryTests(StoreTestCase):
         self.assertEqual(loaded_bad.tags, (("k", "?"),))
         self.assertEqual(loaded_good, good)
 
+    async def test_unstorable_text_in_any_field_is_replaced(self) -> None:
+        # Whichever field holds it (the sender's nick, ident, host, account or real name as
+        # well as the text), a lone surrogate is replaced and the row stored.
+        store = await self.open_store()
+        fields = ("nick", "ident", "host", "account", "realname")
+        msgs = []
+        for i, name in enumerate(fields):
+            values = {f: f"{f}{i}" for f in fields}
+            values[name] += "\udcff"
+            who = Who(
+                values["nick"],
+                values["ident"],
+                values["host"],
+                values["account"],
+                values["realname"],
+            )
+            msgs.append(Message(ts=float(i), id=f"m{i}", source=who, text="ok", room="lobby"))
+        self.assertEqual(await store.append(msgs), len(msgs))
+        loaded = await store.latest("lobby", 10)
+        for i, (name, msg) in enumerate(zip(fields, loaded, strict=True)):
+            self.assertEqual(getattr(msg.source, name), f"{name}{i}?")
+            self.assertEqual(msg.text, "ok")
+
     async def test_queries_take_the_messages_nearest_the_anchor(self) -> None:
         store = await self.open_store()
         msgs = [message(f"m{i:02d}", float(i)) for i in range(1, 11)]  # ts 1..10

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from lxml import etree
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
@@ -437,3 +439,27 @@ def test_server_caps_in_stream_features_match_its_disco(client, account) -> None
     c.bind("r")
     info = c.iq("get", f"<query xmlns='{DISCO}'/>", to="localhost")
     assert caps.ver_of(info.find(f"{{{DISCO}}}query")) == advertised.get("ver")
+
+
+def test_server_caps_follow_a_change_of_its_features(service, client, account) -> None:
+    # Closing in-band registration (a reload) takes jabber:iq:register out of the server's
+    # disco#info: the ver advertised from then on is that of the new feature set.
+    account("alice")
+
+    def advertised_and_disco() -> tuple[str, str]:
+        c = client()
+        c.open()
+        c.authenticate("alice", "secret1")
+        c.open()
+        c.received()
+        advertised = c.features.find(f"{{{caps.NS_CAPS}}}c")
+        assert advertised is not None
+        c.bind("r")
+        info = c.iq("get", f"<query xmlns='{DISCO}'/>", to="localhost")
+        return advertised.get("ver"), caps.ver_of(info.find(f"{{{DISCO}}}query"))
+
+    open_ver, open_disco = advertised_and_disco()
+    service.apply_settings(dataclasses.replace(service.settings, registration="closed"))
+    closed_ver, closed_disco = advertised_and_disco()
+    assert open_ver == open_disco and closed_ver == closed_disco
+    assert open_ver != closed_ver

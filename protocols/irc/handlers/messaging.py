@@ -84,7 +84,8 @@ def _say(conn: IrcConnection, msg: IrcMessage, notice: bool) -> Deferred[Any] | 
         if not notice:
             conn.reply(n.ERR_NOTEXTTOSEND, "No text to send")
         return None
-    return say_text(conn, name, msg.params[0], msg.params[1], tuple(client_tags(conn, msg).items()))
+    tags = client_tags(conn, msg)
+    return say_text(conn, name, msg.params[0], msg.params[1], tuple(tags.items()) if tags else ())
 
 
 def say_text(
@@ -98,6 +99,20 @@ def say_text(
     """Say ``text`` (from PRIVMSG or NOTICE, ``name``) to each of the targets."""
     assert conn.core is not None
     notice = name == "NOTICE"
+    kind: MessageKind = "notice" if notice else "privmsg"
+    if target_list[:1] == "#" and "," not in target_list and text[:1] != "\x01":
+        # Nearly every message: plain text to one channel (no status prefix, no CTCP), which
+        # the loop below comes to as well.
+        room = room_of(target_list)
+        if room is not None:
+            try:
+                conn.service.say(
+                    conn.core, text=text, room=room, kind=kind, tags=tags, native=native
+                )
+            except ChatError as err:
+                if not notice:
+                    conn.reply_error(err, name, target_list)
+            return None
     first = target_list
     targets = [first] if "," not in first else [t for t in first.split(",") if t]
     if len(targets) > MAX_TARGETS:
@@ -106,7 +121,6 @@ def say_text(
                 n.ERR_TOOMANYTARGETS, target_list, f"Too many targets (at most {MAX_TARGETS})"
             )
         return None
-    kind: MessageKind = "notice" if notice else "privmsg"
     if not notice:
         action = decode_ctcp_action(text)
         if action is not None:

@@ -355,32 +355,31 @@ def _send_own(conn: IrcConnection, replies: list[Reply]) -> None:
     conn.queue_line(body.replace("\n", "\r\n").encode() + b"\r\n")
 
 
-def lusers_replies(conn: IrcConnection) -> list[Reply]:
-    """251-255, 265, 266 from the counters the service and the listener keep running."""
+def send_lusers(conn: IrcConnection) -> None:
+    """251-255, 265, 266 from the counters the service and the listener keep running, as one
+    piece: only numbers and the (valid) nick go into them, so they need none of the checks
+    of :meth:`IrcConnection.reply`, and every registration sends them."""
     service = conn.service
     invisible = service.mode_count("invisible")
     opers = service.mode_count("oper")
     total = service.user_count()
     peak = max(service.max_users_seen, total)
-    return [
-        (
-            n.RPL_LUSERCLIENT,
-            (f"There are {total - invisible} users and {invisible} invisible on 1 servers",),
-        ),
-        (n.RPL_LUSEROP, (str(opers), "operator(s) online")),
-        (n.RPL_LUSERUNKNOWN, (str(conn.factory.unregistered_count()), "unknown connection(s)")),
-        (n.RPL_LUSERCHANNELS, (str(service.room_count()), "channels formed")),
-        (n.RPL_LUSERME, (f"I have {total} clients and 0 servers",)),
-        (n.RPL_LOCALUSERS, (str(total), str(peak), f"Current local users {total}, max {peak}")),
-        (
-            n.RPL_GLOBALUSERS,
-            (str(total), str(peak), f"Current global users {total}, max {peak}"),
-        ),
-    ]
-
-
-def send_lusers(conn: IrcConnection) -> None:
-    _send_own(conn, lusers_replies(conn))
+    unknown = conn.factory.unregistered_count()
+    rooms = service.room_count()
+    head = f":{conn.server_name} "
+    nick = conn.nick
+    conn.queue_line(
+        f"{head}{n.RPL_LUSERCLIENT} {nick} :There are {total - invisible} users and"
+        f" {invisible} invisible on 1 servers\r\n"
+        f"{head}{n.RPL_LUSEROP} {nick} {opers} :operator(s) online\r\n"
+        f"{head}{n.RPL_LUSERUNKNOWN} {nick} {unknown} :unknown connection(s)\r\n"
+        f"{head}{n.RPL_LUSERCHANNELS} {nick} {rooms} :channels formed\r\n"
+        f"{head}{n.RPL_LUSERME} {nick} :I have {total} clients and 0 servers\r\n"
+        f"{head}{n.RPL_LOCALUSERS} {nick} {total} {peak} :Current local users {total},"
+        f" max {peak}\r\n"
+        f"{head}{n.RPL_GLOBALUSERS} {nick} {total} {peak} :Current global users {total},"
+        f" max {peak}\r\n".encode()
+    )
 
 
 def motd_replies(conn: IrcConnection) -> list[Reply]:
