@@ -898,8 +898,9 @@ class ClusterNode(Sharing):
             for name in set(user.rooms) - rooms:
                 self._call(node, who.nick, "part", name, "")
             self._take_metadata(node, who.nick, entry["meta"])
+        own = frozenset(wanted)
         for entry in op["rooms"]:
-            self._on_room(node, entry)
+            self._on_room(node, entry, own)
 
     def _on_sync(self, node: str, op: dict[str, Any]) -> None:
         self._publish(self._state(), targets=node)

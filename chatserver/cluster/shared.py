@@ -14,6 +14,7 @@ or taken go in its "state" entry, so a node that starts, or missed entries, gets
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from chatserver.cluster import ops
@@ -23,6 +24,7 @@ from chatserver.core.events import Redaction, Who
 from chatserver.core.names import casefold
 
 if TYPE_CHECKING:
+    from chatserver.core.replica import RoomState
     from chatserver.core.users import Connection
 
 # A stamp later than ``previous`` by this much when the clock has not moved past it.
@@ -92,31 +94,49 @@ class Sharing:
             del self._stamps[room]
 
     def _room_states(self) -> list[dict[str, Any]]:
-        """The state of each room this node holds a stamp for (entries of a "state" op)."""
+        """The state of each room this node holds a stamp for or has users of its own in
+        (entries of a "state" op).  A room never changed has the earliest stamp: a node
+        that starts takes it, so its members' status does not hang on which node's users
+        it happened to see join first."""
         entries = []
-        for room, stamp in list(self._stamps.items()):
+        rooms = set(self._stamps)
+        for user in self.service.users:
+            if user.node is None:
+                rooms.update(user.rooms)
+        for room in rooms:
             state = self.service.room_state(room)
             if state is None:
                 # The room is gone here: its stamp with it.
-                del self._stamps[room]
+                self._stamps.pop(room, None)
                 continue
-            op = ops.room_op(state, None, stamp)
+            op = ops.room_op(state, None, self._stamps.get(room, (0.0, "")))
             del op["k"]
             entries.append(op)
         return entries
 
     # -- what the others tell ----------------------------------------------------------------
 
-    def _on_room(self, node: str, op: dict[str, Any]) -> None:
+    def _on_room(self, node: str, op: dict[str, Any], own: frozenset[str] = frozenset()) -> None:
+        """Take a room's state unless this node holds a later one.  ``own``: the users of
+        ``node`` (in its "state" op), whose status there is taken even then: the state
+        this node holds was taken before they joined here, so it left them as they came."""
         state, by, stamp = ops.room_from(op)
         held = self._stamps.get(state.name)
         if held is not None and stamp <= held:
             # This node holds a later state: it went (or goes) to every node and wins there.
+            if own:
+                self._take_statuses(state, own)
             return
         if self.service.apply_room_state(state, by):
             # Not kept for a room unknown here (its members' joins are yet to come): the
             # state of the node that has them, with the same stamp, must still be taken.
             self._stamps[state.name] = stamp
+
+    def _take_statuses(self, state: RoomState, own: frozenset[str]) -> None:
+        here = self.service.room_state(state.name)
+        members = tuple((key, status) for key, status in state.members if key in own)
+        if here is not None and members:
+            self.service.apply_room_state(replace(here, members=members), None)
 
     def _on_invite(self, node: str, op: dict[str, Any]) -> None:
         self._call(node, op["nick"], "invite", op["target"], op["room"])

@@ -51,6 +51,8 @@ class Identity:
     logins_by_protocol: dict[str, int]
     cluster: IClusterLink | None
     _limit_exempt: AddressSet
+    # Set when the server begins to stop: the store is closed soon after.
+    _stopping: bool
     _end_of_turn: Callable[[Callable[[], None]], object] | None
 
     if TYPE_CHECKING:
@@ -459,8 +461,9 @@ class Identity:
         if self.settings.nick_enforcement == "strict" and self.accounts.is_registered(key):
             # Asked again in the background, so that an account that another process has
             # deleted frees its nick by the next try.
-            d = self.accounts.registered_keys([key])
-            d.addErrback(lambda f: self.log.failure("checking the nick {key}", f, key=key))
+            if not self._stopping:
+                d = self.accounts.registered_keys([key])
+                d.addErrback(self._nick_check_failed, "checking the nick {key}", key=key)
             raise NickReserved(nick)
 
     def _check_enforcement(self, user: User) -> None:
@@ -472,6 +475,9 @@ class Identity:
                 user.enforce_timer.cancel()
             user.enforce_timer = None
         if user.account is not None and casefold(user.account) == user.key:
+            return
+        if self._stopping:
+            # Every connection is being closed, and the store with them: nothing to enforce.
             return
         if self.settings.nick_enforcement == "strict" and self.accounts.is_registered(user.key):
             # Logged out while on the account's nick: a guest from now on.
@@ -499,21 +505,38 @@ class Identity:
             # is in the store's thread go together in the next, not one trip per turn.
             return
         waiting, self._nicks_to_check = self._nicks_to_check, {}
-        if not waiting:
+        if not waiting or self._stopping:
+            # Stopping: the users are being disconnected and the store is closing (a lookup
+            # sent now would fail on the closed store).
             return
         self._nick_check_running = True
         d = self.accounts.registered_keys(list(waiting.values()))
 
         def found(registered: set[str]) -> None:
+            if self._stopping:
+                # The answer came back while the server stops: its users are gone or going.
+                return
             for user, key in waiting.items():
                 if key in registered:
                     self._warn_unidentified(user, key)
 
         d.addCallback(found)
-        d.addErrback(lambda f: self.log.failure("checking {n} nicks", f, n=len(waiting)))
+        d.addErrback(self._nick_check_failed, "checking {n} nicks", n=len(waiting))
         d.addBoth(self._nick_check_done)
 
+    def _nick_check_failed(self, failure: Any, what: str, **fields: Any) -> None:
+        """A background nick lookup failed: logged, unless the server is stopping (the store
+        is closed or closing then, and the connections the lookup was for are going away)."""
+        if self._stopping:
+            return
+        self.log.failure(what, failure, **fields)
+
     def _nick_check_done(self, _: object) -> None:
+        if self._stopping:
+            # No next lookup: nothing more is checked once the server stops.
+            self._nicks_to_check.clear()
+            self._nick_check_running = False
+            return
         if self._end_of_turn is None:
             # Nothing is batched (each event handled on its own): nor are the lookups.
             self._nick_check_rested()

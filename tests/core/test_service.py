@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from twisted.internet.defer import Deferred, fail
+from twisted.logger import Logger
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
@@ -607,6 +608,71 @@ def test_one_nick_lookup_at_a_time_and_the_next_takes_all_that_waited() -> None:
     user(service, "erin")
     end_turn()
     assert [keys for keys, _ in pending[2:]] == [["erin"]]
+
+
+def test_nick_lookups_end_quietly_when_the_server_stops() -> None:
+    # A lookup is in the store's thread when the server begins to stop, with more nicks
+    # waiting for it; the store closes before the rest is over.  Nothing more goes to the
+    # store, nobody is written to, and nothing is logged as a failure.
+    turn_ends: list[Callable[[], None]] = []
+    store = MemoryStore()
+    result(store.create_account(AccountRecord(name="dora", credentials=(), created_at=0.0)))
+    pending: list[tuple[list[str], Deferred[set[str]]]] = []
+    closed = False
+
+    def lookup(keys: Any) -> Deferred[set[str]]:
+        if closed:
+            return fail(RuntimeError("the store is closed"))
+        d: Deferred[set[str]] = Deferred()
+        pending.append((list(keys), d))
+        return d
+
+    store.registered_keys = lookup  # type: ignore[method-assign]
+    service = in_cluster(
+        make_service(
+            CoreSettings(nick_enforcement="timeout", nick_enforce_timeout=30),
+            store=store,
+            end_of_turn=turn_ends.append,
+        )
+    )
+    logged: list[dict[str, Any]] = []
+    service.log = Logger(observer=logged.append)
+
+    def end_turn() -> None:
+        while turn_ends:
+            turn_ends.pop()()
+
+    a_client, _ = user(service, "dora")
+    end_turn()
+    user(service, "bob")
+    end_turn()
+    assert len(pending) == 1
+    result(service.shutdown())
+    closed = True
+    a_client.events.clear()
+    pending[0][1].callback({"dora"})
+    service.clock.advance(NICK_CHECK_REST)
+    end_turn()
+    assert len(pending) == 1 and a_client.events == []
+    assert [e for e in logged if "log_failure" in e] == []
+    # A nick claimed meanwhile (a connection not yet closed) asks nothing of the store.
+    user(service, "carol")
+    end_turn()
+    service.clock.advance(NICK_CHECK_REST)
+    assert len(pending) == 1 and [e for e in logged if "log_failure" in e] == []
+
+
+def test_a_failing_store_is_still_reported_by_the_nick_lookup() -> None:
+    store = MemoryStore()
+    store.registered_keys = lambda keys: fail(StorageUnavailable())  # type: ignore[method-assign]
+    service = in_cluster(
+        make_service(CoreSettings(nick_enforcement="timeout", nick_enforce_timeout=30), store=store)
+    )
+    logged: list[dict[str, Any]] = []
+    service.log = Logger(observer=logged.append)
+    user(service, "alice")
+    failures = [e for e in logged if "log_failure" in e]
+    assert len(failures) == 1 and failures[0]["log_failure"].check(StorageUnavailable)
 
 
 def test_identifying_in_time_stops_enforcement() -> None:
