@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from chatserver.core.events import HostChange, Message, ServerNotice, Wallops
@@ -404,6 +404,10 @@ _MEMBERS = (
 def test_a_turn_where_members_talk_reaches_each_member_whole_and_in_order(
     said: list[tuple[int, int]],
 ) -> None:
+    # One member's lines stay within its flood budget (less its setup commands): past it
+    # lines are dropped by design, which is not what this test is about.
+    for member in {who for who, _ in said}:
+        assume(sum(count for who, count in said if who == member) <= 10)
     # Reads of several members in one turn (each read one or more lines): every member gets
     # everyone else's messages of the turn in the order said, and its own only with
     # echo-message, in place; the bytes a member gets for a message are those its variant

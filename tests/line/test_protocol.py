@@ -7,7 +7,7 @@ import re
 from typing import Any, cast
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransportWithDisconnection
@@ -1654,6 +1654,10 @@ _TURN_MEMBERS = (
 def test_a_turn_where_members_talk_reaches_each_member_whole_and_in_order(
     said: list[tuple[int, int]],
 ) -> None:
+    # One member's lines stay within its flood budget (less its setup commands): past it
+    # lines are dropped by design, which is not what this test is about.
+    for member in {who for who, _ in said}:
+        assume(sum(count for who, count in said if who == member) <= 10)
     # Reads of several members in one turn: every member gets everyone else's messages of
     # the turn in the order said, in its own format; with /echo on its own too, in order
     # among themselves (shown as it types them, before the turn's batch).
