@@ -32,7 +32,8 @@ run: $(RUN_STAMP) web
 	$(BIN)/chatserver run --data-dir $(DATA_DIR)
 
 test: $(TEST_STAMP) web
-	$(BIN)/python -m pytest
+	# The slowest tests are listed: the default run must stay within its time budget.
+	$(BIN)/python -m pytest --durations=25
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
