@@ -213,7 +213,7 @@ def parse_listen(text: str) -> ListenAddress:
         raise ValueError(text) from None
     port = None
     if port_text is not None:
-        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        if not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 65535:
             raise ValueError(text)
         port = int(port_text)
     return ListenAddress(str(address), port)

@@ -670,7 +670,7 @@ class ClusterNode(Sharing):
             if incarnation != self.incarnation:
                 log.warn("cluster: another process uses node={node}", node=node)
             return
-        if not seq_text.isdigit():
+        if not (seq_text.isascii() and seq_text.isdigit()):
             log.warn("cluster: an entry of no node: {entry}", entry=entry[:200])
             return
         seq = int(seq_text)

@@ -108,7 +108,7 @@ class RoomModes:
             return ModeItem(False, "key", "*")
         if mode == "limit":
             if adding:
-                if not arg or not arg.isdigit() or int(arg) <= 0:
+                if not arg or not (arg.isascii() and arg.isdigit()) or int(arg) <= 0:
                     return None
                 room.limit = int(arg)
                 return ModeItem(True, "limit", str(room.limit))

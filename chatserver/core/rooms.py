@@ -255,7 +255,7 @@ class Room:
                 room.flags.add(mode)
             elif mode == "key":
                 room.key = arg
-            elif mode == "limit" and arg is not None and arg.isdigit():
+            elif mode == "limit" and arg is not None and arg.isascii() and arg.isdigit():
                 room.limit = int(arg)
         room.reg_ops = {casefold(a) for a in record.ops}
         room.reg_voices = {casefold(a) for a in record.voices}

@@ -82,4 +82,4 @@ def _read_pid(fd: int) -> int:
         text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
     except OSError:
         return 0
-    return int(text) if text.isdigit() else 0
+    return int(text) if text.isascii() and text.isdigit() else 0

@@ -340,7 +340,11 @@ class UploadResource(Resource):
         if slot is None or slot.file_id != file_id or slot.filename != filename:
             return _plain(request, http.FORBIDDEN, "this upload slot is unknown, used or expired")
         length = request.getHeader("content-length")
-        if length is None or not length.isdigit() or int(length) != slot.size:
+        if (
+            length is None
+            or not (length.isascii() and length.isdigit())
+            or int(length) != slot.size
+        ):
             return _plain(
                 request, http.BAD_REQUEST, f"Content-Length must be the slot's size, {slot.size}"
             )

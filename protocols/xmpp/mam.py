@@ -97,7 +97,7 @@ def parse_query(query: etree._Element) -> MamQuery:
     if rsm is not None:
         max_text = rsm.findtext(f"{{{NS_RSM}}}max")
         if max_text is not None:
-            if not max_text.strip().isdigit():
+            if not (max_text.strip().isascii() and max_text.strip().isdigit()):
                 raise StanzaError("bad-request", "max must be a number")
             limit = min(int(max_text), PAGE_MAX)
         after = rsm.find(f"{{{NS_RSM}}}after")

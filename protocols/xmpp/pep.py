@@ -354,7 +354,9 @@ def get(conn: XmppConnection, stanza: etree._Element) -> Deferred[Any]:
         return bookmarks.read_legacy_pep(conn, stanza)
     wanted = [i.get("id") for i in action.findall(f"{{{NS_PUBSUB}}}item") if i.get("id")]
     max_items = action.get("max_items")
-    if max_items is not None and (not max_items.isdigit() or int(max_items) < 1):
+    if max_items is not None and (
+        not (max_items.isascii() and max_items.isdigit()) or int(max_items) < 1
+    ):
         raise StanzaError("bad-request", "max_items is a positive number")
 
     def found(data: dict[Key, PepNode]) -> Deferred[Any]:
@@ -431,7 +433,7 @@ def _options(values: dict[str, str], limit: int) -> dict[str, Any]:
     if max_items is not None:
         if max_items == "max":
             out["max_items"] = 0
-        elif max_items.isdigit() and int(max_items) >= 1:
+        elif max_items.isascii() and max_items.isdigit() and int(max_items) >= 1:
             out["max_items"] = min(int(max_items), limit)
         else:
             raise StanzaError("bad-request", "max_items is a positive number or 'max'")

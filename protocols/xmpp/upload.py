@@ -83,7 +83,7 @@ def request_slot(conn: XmppConnection, stanza: etree._Element) -> None:
         raise StanzaError("bad-request", "a slot is asked for with <request/>")
     filename = request.get("filename") or ""
     size_text = request.get("size") or ""
-    if not size_text.isdigit():
+    if not (size_text.isascii() and size_text.isdigit()):
         raise StanzaError("bad-request", "size is the file's length in bytes")
     content_type = (request.get("content-type") or "application/octet-stream").strip()
     try:

@@ -274,6 +274,8 @@ def test_mode_errors(irc: IrcWorld) -> None:
     out = a.ask("MODE #r +zq")
     assert [m.params[1] for m in find(out, "472")] == ["z", "q"]
     assert one(a.ask("MODE #r +l abc"), "696").params[1:4] == ("#r", "l", "abc")
+    # Digits that are not ASCII (superscripts count as digits to str.isdigit) are refused too.
+    assert one(a.ask("MODE #r +l \u00b2"), "696").params[1:4] == ("#r", "l", "\u00b2")
     assert one(a.ask("MODE #r +k"), "696")
     assert one(a.ask("MODE #r +o"), "696")
     assert one(a.ask("MODE #r +o nobody"), "401")

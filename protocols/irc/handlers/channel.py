@@ -190,9 +190,15 @@ def _list_filter(conn: IrcConnection, spec: str) -> list[tuple[str, str]]:
     for token in spec.split(","):
         if not token:
             continue
-        if token[0] in "<>" and token[1:].isdigit():
+        if token[0] in "<>" and token[1:].isascii() and token[1:].isdigit():
             conditions.append(("U" + token[0], token[1:]))
-        elif len(token) > 2 and token[0] in "CTct" and token[1] in "<>" and token[2:].isdigit():
+        elif (
+            len(token) > 2
+            and token[0] in "CTct"
+            and token[1] in "<>"
+            and token[2:].isascii()
+            and token[2:].isdigit()
+        ):
             conditions.append((token[0].upper() + token[1], token[2:]))
         elif token.startswith("!"):
             conditions.append(("N", token[1:]))
@@ -405,7 +411,7 @@ def _change_modes(conn: IrcConnection, room: RoomView, modestring: str, args: li
                 )
                 continue
             arg = args.pop(0)
-            if not arg.isdigit() or int(arg) <= 0:
+            if not (arg.isascii() and arg.isdigit()) or int(arg) <= 0:
                 conn.reply(n.ERR_INVALIDMODEPARAM, name, letter, arg, "Invalid limit")
                 continue
             items.append(ModeItem(True, "limit", str(int(arg))))

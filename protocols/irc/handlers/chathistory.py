@@ -73,7 +73,12 @@ class Query:
 def parse_timestamp(text: str) -> float:
     """Seconds since the epoch from ``YYYY-MM-DDThh:mm:ss[.fff]Z`` (an offset is accepted
     too; no zone at all means UTC), to the millisecond; raises ValueError."""
-    if not text or len(text) > 40 or not text[:4].isdigit() or "T" not in text:
+    if (
+        not text
+        or len(text) > 40
+        or not (text[:4].isascii() and text[:4].isdigit())
+        or "T" not in text
+    ):
         raise ValueError(text)
     when = datetime.datetime.fromisoformat(text)
     if when.tzinfo is None:

@@ -429,7 +429,7 @@ def _cap_ls(conn: IrcConnection, msg: IrcMessage) -> None:
     if not conn.registered:
         conn.cap_negotiating = True
     version = msg.params[1] if len(msg.params) > 1 else ""
-    if version.isdigit():
+    if version.isascii() and version.isdigit():
         conn.cap_version = max(conn.cap_version, int(version))
     if conn.cap_version >= 302 and "cap-notify" not in conn.caps:
         # CAP LS 302 turns cap-notify on implicitly.

@@ -307,12 +307,19 @@ def do_retention(c: LineConnection, a: Args) -> Deferred:
 def do_history(c: LineConnection, a: Args) -> Deferred:
     nick = a.get("nick")
     count_text = a.get("count")
-    if nick is not None and count_text is None and (nick.isdigit() or a.get("room")):
+    if (
+        nick is not None
+        and count_text is None
+        and ((nick.isascii() and nick.isdigit()) or a.get("room"))
+    ):
         # "/history 20" and "/history #dev 20": a count, not a nick.
         nick, count_text = None, nick
     if count_text is None:
         count_text = str(HISTORY_DEFAULT)
-    if not count_text.isdigit() or not 1 <= int(count_text) <= HISTORY_MAX:
+    if (
+        not (count_text.isascii() and count_text.isdigit())
+        or not 1 <= int(count_text) <= HISTORY_MAX
+    ):
         raise CommandError(
             "bad_argument", f"count must be a number from 1 to {HISTORY_MAX}", usage=True
         )

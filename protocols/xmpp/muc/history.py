@@ -40,7 +40,7 @@ class HistoryRequest:
 
 
 def _count(value: str | None) -> int | None:
-    if value is None or not value.strip().isdigit():
+    if value is None or not (value.strip().isascii() and value.strip().isdigit()):
         return None
     return int(value)
 

@@ -166,6 +166,6 @@ def _limit_changes(room: RoomView, values: dict[str, list[str]]) -> list[ModeIte
     value = maxusers[0].strip()
     if value in ("", "none", "0"):
         return [ModeItem(False, "limit")] if room.limit is not None else []
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):
         raise StanzaError("not-acceptable", "maximum occupants must be a number")
     return [ModeItem(True, "limit", value)] if int(value) != room.limit else []
