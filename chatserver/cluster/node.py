@@ -41,11 +41,13 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from chatserver.cluster import ops
+from chatserver.cluster.accounts import AccountLeases
 from chatserver.cluster.link import RedisLink
 from chatserver.cluster.remote import RemoteClient
 from chatserver.cluster.shared import Sharing
 from chatserver.core.errors import ChatError, NickInUse
 from chatserver.core.events import (
+    AccountChange,
     Event,
     Message,
     NickChange,
@@ -157,7 +159,7 @@ class _Outgoing:
     count: int = 0
 
 
-class ClusterNode(Sharing):
+class ClusterNode(Sharing, AccountLeases):
     """Implements the core's IClusterLink (``service.cluster``) for one process."""
 
     def __init__(
@@ -238,6 +240,8 @@ class ClusterNode(Sharing):
             "redact": self._on_redact,
         }
         self._init_sharing()
+        self._init_accounts(prefix)
+        self._handlers.update(self.account_handlers)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -300,6 +304,8 @@ class ClusterNode(Sharing):
         if isinstance(event, Presence):
             user = self.service.find_user(event.who.nick)
             secure = user is not None and user.secure
+        elif isinstance(event, (Quit, AccountChange)):
+            self._account_event(event)
         op = ops.encode(event, secure)
         if op is None:
             return
@@ -483,6 +489,7 @@ class ClusterNode(Sharing):
         what waited, and this node's whole state for anyone who lost track."""
         self._sha["publish"] = await proto.execute_command("SCRIPT", "LOAD", PUBLISH_SCRIPT)
         self._sha["reclaim"] = await proto.execute_command("SCRIPT", "LOAD", RECLAIM_SCRIPT)
+        await self._load_account_scripts(proto)
         await self._renew(proto)
         await proto.execute_command("SADD", self.nodes_key, self.name)
         await self._reclaim(proto)
@@ -501,6 +508,7 @@ class ClusterNode(Sharing):
     async def _reclaim(self, proto: Any) -> None:
         """Claim every local user's nick again; a user whose nick another node took
         meanwhile gets a guest nick."""
+        await self._reclaim_accounts(proto)
         local = [user for user in self.service.users if user.node is None]
         if not local:
             return

@@ -127,6 +127,13 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "bye": {},
     # Disconnect a user of the node that owns it (an operator's KILL elsewhere).
     "kill": {"nick": _STR, "reason": _STR},
+    # Asked of the node that holds the account (chatserver.cluster.accounts): hand it over.
+    "release": {"account": _STR},
+    # Its answer when a connection of the account is there: the login elsewhere is refused.
+    "kept": {"account": _STR},
+    # The account was handed to ``to``, with its always-on user ``nick`` (None: it had
+    # none), caught up to ``since``.
+    "moved": {"account": _STR, "nick": _OPT_STR, "since": _NUM, "to": _STR},
 }
 _WHO: dict[str, tuple[type, ...]] = {
     "n": _STR,

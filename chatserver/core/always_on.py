@@ -20,7 +20,7 @@ from twisted.logger import Logger
 
 from chatserver.core.errors import AccountError, ChatError
 from chatserver.core.events import Away, KeptRooms, MissedMessages
-from chatserver.core.interfaces import IAccountSettingsStore
+from chatserver.core.interfaces import IAccountSettingsStore, IClusterLink
 from chatserver.core.names import casefold
 from chatserver.core.records import AlwaysOnRecord
 from chatserver.core.rooms import Member, Room
@@ -48,6 +48,7 @@ class AlwaysOn:
     users: NickTable
     rooms: dict[str, Room]
     by_account: dict[str, User]
+    cluster: IClusterLink | None
     _stopping: bool
 
     if TYPE_CHECKING:
@@ -212,6 +213,8 @@ class AlwaysOn:
             event = Away(ts=now, who=user.who(), message=AWAY_TEXT)
             self._send(self._audience(user), event)
             self._observe(event)
+            if self.cluster is not None and user.node is None:
+                self.cluster.local_event(event)
         d = self._save_always_on(user)
         d.addErrback(lambda f: self.log.failure("saving always-on {a}", f, a=user.account))
         return True
@@ -235,6 +238,8 @@ class AlwaysOn:
             event = Away(ts=self.clock.seconds(), who=user.who(), message=None)
             self._send([c for c in self._audience(user) if c is not conn.client], event)
             self._observe(event)
+            if self.cluster is not None and user.node is None:
+                self.cluster.local_event(event)
         d = self._save_always_on(user)
         d.addErrback(lambda f: self.log.failure("saving always-on {a}", f, a=user.account))
         self._deliver_offline(conn)
@@ -242,7 +247,13 @@ class AlwaysOn:
             self._give_missed(conn, name, since)
 
     def _give_missed(self, conn: Connection, room: str, since: float) -> None:
+        held = self.rooms.get(room)
+        # What this process holds of the room as the connection comes back: what is added
+        # to it from now on reaches the connection live.
+        before = tuple(held.history) if held is not None else ()
+
         def give(messages: list[Any]) -> None:
+            messages = self._exactly_missed(room, since, messages, before)
             if messages and conn.user is not None and room in conn.user.rooms:
                 event = MissedMessages(
                     ts=self.clock.seconds(), room=room, since=since, messages=tuple(messages)
@@ -256,6 +267,26 @@ class AlwaysOn:
             d = self.history_after(room, since, MISSED_MAX)
         d.addCallback(give)
         d.addErrback(lambda f: self.log.failure("missed messages of {r}", f, r=room))
+
+    def _exactly_missed(
+        self, room: str, since: float, stored: list[Any], before: tuple[Any, ...]
+    ) -> list[Any]:
+        """The messages of ``room`` after ``since`` that a returning connection did not get
+        live: ``stored`` (the store's, read after it came back) less those that reached it
+        live meanwhile, with those held here when it came back (``before``) that the store
+        did not have yet.  In cluster mode another node writes its own users' messages a
+        write interval after they were said, and one said just before the connection came
+        back may reach this node after it did, and the store before it was read; each is
+        shown once, either way."""
+        held = self.rooms.get(room)
+        earlier = {msg.id for msg in before}
+        live = {msg.id for msg in held.history if msg.id not in earlier} if held else set()
+        found = [msg for msg in stored if msg.id not in live] if live else stored
+        known = {msg.id for msg in stored}
+        unwritten = [msg for msg in before if msg.ts > since and msg.id not in known]
+        if not unwritten:
+            return found
+        return sorted([*found, *unwritten], key=lambda msg: msg.ts)[-MISSED_MAX:]
 
     # -- start -------------------------------------------------------------------------------
 

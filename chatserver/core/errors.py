@@ -150,6 +150,8 @@ class AccountError(ChatError):
     WEAK_PASSWORD = "weak_password"
     CLOSED = "closed"
     EMAIL_REQUIRED = "email_required"
+    # The login cannot be confirmed now (cluster mode: the shared state is unreachable).
+    UNAVAILABLE = "unavailable"
     CODES = (
         EXISTS,
         NO_ACCOUNT,
@@ -160,6 +162,7 @@ class AccountError(ChatError):
         WEAK_PASSWORD,
         CLOSED,
         EMAIL_REQUIRED,
+        UNAVAILABLE,
     )
 
     def __init__(self, code: str, reason: str) -> None:

@@ -11,7 +11,7 @@ import random
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred, fail, inlineCallbacks
+from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
 from twisted.logger import Logger
 
 from chatserver.core.accounts import INVITE_DAYS, AccountManager
@@ -135,7 +135,7 @@ class Identity:
         def created(record: Any) -> Any:
             if conn.user is not None or name:
                 # Before a nick is claimed, login remembers the account for the claim.
-                self.login(conn, record.name)
+                return self.log_in(conn, record.name).addCallback(lambda _: record)
             return record
 
         return d.addCallback(created)
@@ -182,7 +182,7 @@ class Identity:
         if name is None:
             return fail(AccountError(AccountError.NO_ACCOUNT, "say which account to identify to"))
         d = self.accounts.verify_password(name, password, conn.address, conn.protocol)
-        d.addCallback(lambda record: self.login(conn, record.name))
+        d.addCallback(lambda record: self.log_in(conn, record.name))
         d.addErrback(self._log_login_failure, conn, name)
         return d
 
@@ -230,6 +230,28 @@ class Identity:
             reason=failure.value.code,
         )
         return failure
+
+    def log_in(self, conn: Connection, account: str) -> Deferred:
+        """:meth:`login`, once the account is this process's to hold: in cluster mode its
+        lease is claimed first, so that two logins to one account at the same instant on
+        two nodes cannot both succeed (the other node's user, if it is an always-on user
+        without connections, is handed over to this one).  Fires with what ``login``
+        returns; errback AccountError when another node holds the account or the cluster
+        cannot confirm it now, or what ``login`` raises.  Without a cluster it has fired
+        before it returns."""
+        if self.cluster is None:
+            try:
+                return succeed(self.login(conn, account))
+            except ChatError as err:
+                return fail(err)
+
+        def claimed(_: object) -> User | None:
+            if conn.id not in self.connections:
+                # Closed while the claim was out: nothing to log in.
+                return None
+            return self.login(conn, account)
+
+        return self.cluster.claim_account(account).addCallback(claimed)
 
     def login(self, conn: Connection, account: str) -> User | None:
         """Log a connection in to ``account`` (its credentials already checked).
@@ -315,11 +337,7 @@ class Identity:
             and existing is not user
             and (user is None or user.node is None)
         ):
-            raise AccountError(
-                AccountError.ALREADY_LOGGED_IN,
-                f"{existing.account} is logged in on another server of this network"
-                f" ({existing.node}); log out there, or connect to that server",
-            )
+            raise elsewhere(existing.account or "", existing.node)
 
     def _move_connection(self, conn: Connection, target: User) -> None:
         old = self._detach(conn)
@@ -613,6 +631,15 @@ class Identity:
             nick = f"{self.settings.guest_prefix}{random.randint(10000, 99999)}"
             if nick not in self.users:
                 return nick
+
+
+def elsewhere(account: str, node: str) -> AccountError:
+    """The refusal of a login to ``account``, whose user is on the cluster node ``node``."""
+    return AccountError(
+        AccountError.ALREADY_LOGGED_IN,
+        f"{account} is logged in on another server of this network ({node});"
+        " log out there, or connect to that server",
+    )
 
 
 def _account_of(conn: Connection) -> str | None:

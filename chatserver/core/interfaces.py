@@ -49,6 +49,11 @@ class IClusterLink(Interface):
     def check_join(room):
         """Raise a ChatError when a join cannot be shared with the other nodes now."""
 
+    def claim_account(account):
+        """A Deferred that fires (None) once this process holds ``account`` cluster-wide,
+        before a login to it is confirmed; errback AccountError when another node holds it
+        (with a connection of it there) or the claim cannot be confirmed now."""
+
     def local_event(event):
         """A user of this process did something others must see: a Presence (online), a
         NickChange, Quit, Join, Part, Kick, Invite, Away, AccountChange, Message,

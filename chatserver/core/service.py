@@ -56,6 +56,7 @@ from chatserver.core.events import (
     Wallops,
     Who,
 )
+from chatserver.core.handover import Handover
 from chatserver.core.history import HistoryLog
 from chatserver.core.identity import Identity
 from chatserver.core.interfaces import (
@@ -96,6 +97,7 @@ class ChatService(
     Tagging,
     Metadata,
     Replica,
+    Handover,
 ):
     """The core's one entry point.
 
@@ -106,7 +108,8 @@ class ChatService(
     (:mod:`~chatserver.core.blocking`), redaction (:mod:`~chatserver.core.redaction`), tags
     without text (:mod:`~chatserver.core.tagging`), metadata (:mod:`~chatserver.core.metadata`),
     always-on accounts (:mod:`~chatserver.core.always_on`), what other nodes of a cluster
-    changed (:mod:`~chatserver.core.replica`).
+    changed (:mod:`~chatserver.core.replica`), an account's user handed between nodes
+    (:mod:`~chatserver.core.handover`).
     This module keeps the
     tables they share (connections, users, rooms) and what changes them: connections and
     nicks, rooms, messages, presence.

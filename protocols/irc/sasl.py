@@ -89,27 +89,26 @@ def authenticate(conn: IrcConnection, arg: str) -> Deferred[None] | None:
         _failed(conn, "SASL authentication failed")
         return None
     if session.proven is not None:
-        _succeeded(conn, session.proven)
-        return None
+        return _succeeded(conn, session.proven)
     d = session.server.step(data)
     d.addCallback(lambda outcome: _answer(conn, session, outcome))
     return d
 
 
-def _answer(conn: IrcConnection, session: SaslSession, outcome: Any) -> None:
+def _answer(conn: IrcConnection, session: SaslSession, outcome: Any) -> Deferred | None:
     if conn.closing or conn.sasl is not session:
-        return
+        return None
     if isinstance(outcome, Challenge):
         send_payload(conn, outcome.data)
     elif isinstance(outcome, Success):
         if outcome.data is None:
-            _succeeded(conn, outcome.account)
-        else:
-            session.proven = outcome.account
-            send_payload(conn, outcome.data)
+            return _succeeded(conn, outcome.account)
+        session.proven = outcome.account
+        send_payload(conn, outcome.data)
     else:
         assert isinstance(outcome, Failure)
         _failed(conn, FAILURE_TEXT[outcome.reason])
+    return None
 
 
 def abort(conn: IrcConnection) -> None:
@@ -175,24 +174,35 @@ def _failed(conn: IrcConnection, text: str) -> None:
     return None
 
 
-def _succeeded(conn: IrcConnection, account: str) -> None:
+def _succeeded(conn: IrcConnection, account: str) -> Deferred:
     conn.sasl = None
     assert conn.core is not None
     before = conn.account_numerics_sent
-    try:
-        conn.service.login(conn.core, account)
-    except Banned as err:
-        refused_by_ban(conn, err)
-        return
-    except AccountError as err:
-        # Another connection joined the user while the exchange ran.
-        conn.reply(n.ERR_SASLFAIL, f"SASL authentication failed: {err}")
+    # In cluster mode the account is claimed first (a round trip): the answer comes then.
+    d = conn.service.log_in(conn.core, account)
+    d.addCallbacks(_logged_in, _not_logged_in, (conn, account, before), None, (conn,))
+    return d
+
+
+def _logged_in(_: object, conn: IrcConnection, account: str, before: int) -> None:
+    if conn.closing:
         return
     if conn.account_numerics_sent == before:
         # No AccountChange reached this connection (before registration, or a move to the
         # account's user already online): say it here.
         conn.reply(n.RPL_LOGGEDIN, conn.mask, account, f"You are now logged in as {account}")
     conn.reply(n.RPL_SASLSUCCESS, "SASL authentication successful")
+
+
+def _not_logged_in(failure: Any, conn: IrcConnection) -> None:
+    failure.trap(Banned, AccountError)
+    err = failure.value
+    if isinstance(err, Banned):
+        refused_by_ban(conn, err)
+    elif not conn.closing:
+        # Another connection joined the user while the exchange ran, or (cluster mode)
+        # the account is on another node, or its claim cannot be confirmed now.
+        conn.reply(n.ERR_SASLFAIL, f"SASL authentication failed: {err}")
 
 
 def refused_by_ban(conn: IrcConnection, err: Banned) -> None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape, quoteattr
 
 from lxml import etree
+from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -706,28 +707,43 @@ class XmppConnection(Protocol):
         self.tls = True
         self.restart_stream()
 
-    def authenticated(self, account: str) -> bool:
+    def authenticated(self, account: str) -> Deferred:
         """SASL proved ``account``: log the connection in to it (before the success element
-        is sent).  False when a server ban refuses the account: the stream is closed then,
-        with ``<policy-violation/>`` and the ban's reason."""
+        is sent; in cluster mode once the account is claimed).  Fires True when logged in;
+        False when a server ban refuses the account (the stream is closed then, with
+        ``<policy-violation/>`` and the ban's reason) or another node holds it (closed
+        with ``<conflict/>``); errback AccountError(UNAVAILABLE) when the claim cannot be
+        confirmed now."""
         assert self.core is not None
-        try:
-            self.service.login(self.core, account)
-        except Banned as err:
-            # The core has logged the ban and told this connection (disconnect); this only
-            # makes sure the stream ends even if it had not.
-            self.stream_error("policy-violation", err.reason)
-            return False
-        except AccountError as err:
-            # The account is online on another node of a cluster: a new stream for it here
-            # would conflict with that one (RFC 6120 §4.9.3.3).
-            self.stream_error("conflict", err.reason)
+        d = self.service.log_in(self.core, account)
+        d.addCallbacks(self._logged_in, self._not_logged_in, (account,))
+        return d
+
+    def _logged_in(self, _: object, account: str) -> bool:
+        if self.state != NEGOTIATING:
             return False
         self.account = account
         self.state = AUTHENTICATED
         self.sasl = None
         self.restart_stream()
         return True
+
+    def _not_logged_in(self, failure: Failure) -> bool:
+        failure.trap(Banned, AccountError)
+        err = failure.value
+        if isinstance(err, AccountError) and err.code == AccountError.UNAVAILABLE:
+            return failure  # type: ignore[return-value]
+        if self.state == CLOSED:
+            return False
+        if isinstance(err, Banned):
+            # The core has logged the ban and told this connection (disconnect); this only
+            # makes sure the stream ends even if it had not.
+            self.stream_error("policy-violation", err.reason)
+        else:
+            # The account is online on another node of a cluster: a new stream for it here
+            # would conflict with that one (RFC 6120 §4.9.3.3).
+            self.stream_error("conflict", err.reason)
+        return False
 
     def bound(self, resource: str) -> None:
         """Resource binding succeeded (the core user is attached)."""

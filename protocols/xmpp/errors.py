@@ -54,6 +54,7 @@ ACCOUNT_CONDITIONS = {
     core.AccountError.WEAK_PASSWORD: "not-acceptable",
     core.AccountError.CLOSED: "not-allowed",
     core.AccountError.EMAIL_REQUIRED: "not-acceptable",
+    core.AccountError.UNAVAILABLE: "service-unavailable",
 }
 
 

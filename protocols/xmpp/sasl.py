@@ -17,6 +17,7 @@ from lxml import etree
 
 from chatserver.auth import sasl as shared
 from chatserver.auth.sasl import Challenge, SaslServer, Success
+from chatserver.core.errors import AccountError
 from protocols.xmpp import stanzas
 from protocols.xmpp.stanzas import NS_SASL
 
@@ -134,6 +135,18 @@ def _step(conn: XmppConnection, data: bytes) -> None:
     server.step(data).addCallback(lambda outcome: _answer(conn, server, outcome))
 
 
+def _succeeded(logged_in: bool, conn: XmppConnection, data: bytes | None) -> None:
+    if logged_in:
+        _send(conn, "success", data)
+
+
+def _unconfirmed(failure: Any, conn: XmppConnection, server: SaslServer) -> None:
+    """The cluster cannot confirm the account now: the client may try again later."""
+    failure.trap(AccountError)
+    if conn.state == "negotiating" and conn.sasl is server:
+        _fail(conn, SaslFailure("temporary-auth-failure", failure.value.reason))
+
+
 def _answer(conn: XmppConnection, server: SaslServer, outcome: Any) -> None:
     if conn.state != "negotiating" or conn.sasl is not server:
         return
@@ -142,7 +155,7 @@ def _answer(conn: XmppConnection, server: SaslServer, outcome: Any) -> None:
     elif isinstance(outcome, Success):
         # Logged in first: a banned account gets a stream error, never a success it could
         # take for a way in.
-        if conn.authenticated(outcome.account):
-            _send(conn, "success", outcome.data)
+        d = conn.authenticated(outcome.account)
+        d.addCallbacks(_succeeded, _unconfirmed, (conn, outcome.data), None, (conn, server))
     else:
         _fail(conn, SaslFailure(CONDITIONS[outcome.reason], outcome.text or None))

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -83,6 +83,9 @@ class _OtherNodes:
 
     def check_join(self, room: str) -> None:
         pass
+
+    def claim_account(self, account: str) -> Deferred:
+        return succeed(None)
 
     def local_event(self, event: object) -> None:
         pass
