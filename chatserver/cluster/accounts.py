@@ -169,21 +169,21 @@ class AccountLeases:
         if not owner:
             return None
         if owner.startswith("+"):
-            # Its node is gone: a stand-in of its user still here goes as after a crash.
-            self._forget_dead_holder(owner[1:], account)
-            return None
+            return self._take_from_dead(owner[1:], account)
         return self._ask(owner, account)
 
-    def _forget_dead_holder(self, node: str, account: str) -> None:
+    def _take_from_dead(self, node: str, account: str) -> defer.Deferred[None]:
+        """The account was ``node``'s, which is gone: as after a crash, a stand-in of its
+        user still here quits, and an always-on user comes back here from the store."""
+        log.info("account={account} of lost node={node} is taken here", account=account, node=node)
         user = self.service.find_account_user(account)
-        if user is None or user.node != node:
-            return
-        conn = self._conn(node, user.nick)
-        if conn is not None:
-            log.info(
-                "account={account} of lost node={node} is taken here", account=account, node=node
-            )
-            self._remove(node, conn, f"{node} lost")
+        if user is not None and user.node == node:
+            conn = self._conn(node, user.nick)
+            if conn is not None:
+                self._remove(node, conn, f"{node} lost")
+        d = self.service.restore_always_on(account)
+        d.addErrback(lambda f: log.failure("cluster: restoring always-on {a}", f, a=account))
+        return d.addCallback(lambda _: None)
 
     def _ask(self, node: str, account: str) -> defer.Deferred[None]:
         key = casefold(account)
@@ -215,13 +215,13 @@ class AccountLeases:
             self.node_prefix,
         )
 
-        def again(owner: Any) -> None:
+        def again(owner: Any) -> Any:
             owner = owner.decode() if isinstance(owner, bytes) else str(owner or "")
-            if owner.startswith("+"):
-                self._forget_dead_holder(owner[1:], key)
-            self._settle(
-                asked, None if not owner or owner.startswith("+") else elsewhere(key, owner)
-            )
+            if owner and not owner.startswith("+"):
+                self._settle(asked, elsewhere(key, owner))
+                return None
+            taken = self._take_from_dead(owner[1:], key) if owner else defer.succeed(None)
+            return taken.addCallback(lambda _: self._settle(asked, None))
 
         d.addCallbacks(
             again,

@@ -493,6 +493,7 @@ class ClusterNode(Sharing, AccountLeases):
         await self._renew(proto)
         await proto.execute_command("SADD", self.nodes_key, self.name)
         await self._reclaim(proto)
+        await self._reclaim_accounts(proto)
         if self._commands.proto is not proto:
             return
         self._up_since = self.clock.seconds()
@@ -508,7 +509,6 @@ class ClusterNode(Sharing, AccountLeases):
     async def _reclaim(self, proto: Any) -> None:
         """Claim every local user's nick again; a user whose nick another node took
         meanwhile gets a guest nick."""
-        await self._reclaim_accounts(proto)
         local = [user for user in self.service.users if user.node is None]
         if not local:
             return
@@ -596,6 +596,7 @@ class ClusterNode(Sharing, AccountLeases):
     async def _reannounce(self, proto: Any) -> None:
         await proto.execute_command("SADD", self.nodes_key, self.name)
         await self._reclaim(proto)
+        await self._reclaim_accounts(proto)
         self._publish(self._state())
 
     def _check_nodes(self, listed: Any, proto: Any) -> None:

@@ -19,7 +19,7 @@ from twisted.internet.defer import Deferred, DeferredList, fail, inlineCallbacks
 from twisted.logger import Logger
 
 from chatserver.core.errors import AccountError, ChatError
-from chatserver.core.events import Away, KeptRooms, MissedMessages
+from chatserver.core.events import Away, Join, KeptRooms, MissedMessages, Presence
 from chatserver.core.interfaces import IAccountSettingsStore, IClusterLink
 from chatserver.core.names import casefold
 from chatserver.core.records import AlwaysOnRecord
@@ -296,31 +296,69 @@ class AlwaysOn:
         if self.settings_store is None:
             return 0
         records = yield self.settings_store.load_always_on()
-        loading = []
+        loading: list[Deferred] = []
         for record in records:
-            self._always_on.add(record.account)
-            self._kept_rooms[record.account] = frozenset(record.rooms)
-            user = self._restore(record)
-            if user is None:
-                continue
-            for key in record.rooms:
-                room = self.rooms.get(key)
-                if room is None:
-                    room = Room(key, self.clock.seconds(), self.settings.history_in_memory)
-                    self.rooms[key] = room
-                    loading.append(self._load_recent(room))
-                member = Member()
-                if room.registered:
-                    member.op = record.account in room.reg_ops
-                    member.voice = record.account in room.reg_voices
-                room.members[user] = member
-                room.members_changed()
-                user.rooms[key] = room
+            self._put_back(record, loading)
         yield DeferredList(loading, consumeErrors=True)
         self._checkpoint_call = self.clock.callLater(
             self.settings.always_on_checkpoint, self._checkpoint
         )
         return len(records)
+
+    def _put_back(self, record: AlwaysOnRecord, loading: list[Deferred]) -> User | None:
+        """The always-on user of ``record`` back in its rooms, without connections; the
+        loads of rooms' recent history this starts are added to ``loading``."""
+        self._always_on.add(record.account)
+        self._kept_rooms[record.account] = frozenset(record.rooms)
+        user = self._restore(record)
+        if user is None:
+            return None
+        for key in record.rooms:
+            room = self.rooms.get(key)
+            if room is None:
+                room = Room(key, self.clock.seconds(), self.settings.history_in_memory)
+                self.rooms[key] = room
+                loading.append(self._load_recent(room))
+            member = Member()
+            if room.registered:
+                member.op = record.account in room.reg_ops
+                member.voice = record.account in room.reg_voices
+            room.members[user] = member
+            room.members_changed()
+            user.rooms[key] = room
+        return user
+
+    @inlineCallbacks
+    def restore_always_on(self, account: str):
+        """Cluster mode: the node that kept the always-on user of ``account`` is gone (the
+        others saw the user quit with it).  The user comes back here from the store, in its
+        rooms, as at a start, and the other nodes see it come online and join them.  Fires
+        with the user, or None (no such record, or a user of the account is here)."""
+        if self.settings_store is None:
+            return None
+        key = casefold(account)
+        records = yield self.settings_store.load_always_on()
+        record = next((r for r in records if r.account == key), None)
+        if record is None or key in self.by_account:
+            return None
+        loading: list[Deferred] = []
+        user = self._put_back(record, loading)
+        yield DeferredList(loading, consumeErrors=True)
+        if user is None:
+            return None
+        # Everyone saw it quit with its node: it is shown coming back, here and elsewhere.
+        now = self.clock.seconds()
+        who = user.who()
+        online = Presence(ts=now, who=who, online=True)
+        if self.cluster is not None:
+            self.cluster.local_event(online)
+        self._observe(online)
+        for room in user.rooms.values():
+            join = Join(ts=now, room=room.name, who=who)
+            if self.cluster is not None:
+                self.cluster.local_event(join)
+            self._send(room.clients(), join)
+        return user
 
     def _restore(self, record: AlwaysOnRecord) -> User | None:
         from chatserver.core.users import User

@@ -194,41 +194,48 @@ def test_logins_to_one_account_at_the_same_instant_on_two_nodes_let_exactly_one_
     assert sum(wins.values()) == ROUNDS
 
 
-def test_a_dead_nodes_account_lease_frees_itself(
+def test_a_dead_nodes_account_lease_frees_itself_and_its_always_on_user_comes_back(
     make_node: Node, redis: RedisServer, postgres: PostgresServer
 ) -> None:
     lease = 2.0
     config = shared(postgres)
     a = make_node("a", protocols=PROTOCOLS, lease=lease, overrides=config)
     b = make_node("b", protocols=PROTOCOLS, lease=lease, overrides=config)
-    erin = register(a, "erin")
+    erin = register(a, "erin", always_on=True)
+    join(erin, "dev")
+    watcher = irc(b, "watcher")
+    watcher.send("JOIN #dev")
+    watcher.expect(" 366 watcher #dev ")
     assert lease_of(redis, "erin") == "a"
-    # While node a lives, node b refuses the account, naming a.
+    # While node a lives and she is connected there, node b refuses the account, naming a.
     refused = irc_sasl(b, "visitor")
     refused.send(sasl_line("erin"))
     text = sasl_outcome(refused)
     assert " 904 " in text and "another server" in text and "(a)" in text, text
     refused.close()
     erin.close()
-    eventually(lambda: lease_of(redis, "erin") == "$-1", 10, "erin's lease given up")
-    erin = line(a, "erin2")
-    erin.send(f"/identify erin {PASSWORD}")
-    erin.expect("logged in as erin")
-    assert lease_of(redis, "erin") == "a"
+    eventually(lambda: is_away(watcher, "erin"), 10, "erin kept away on a")
+    watcher.send("PRIVMSG #dev :said before the crash")
 
     a.kill()
     killed = time.monotonic()
     # The first login on node b after the kill waits for node a's answer, which never
-    # comes; by then a's lease has lapsed and the claim goes to b.
-    client = irc_sasl(b, "erinb")
+    # comes; by then a's lease has lapsed and the claim goes to b, which puts her always-on
+    # user back from the store, as a restart of her node would.
+    client = irc_sasl(b, "erinb", HISTORY_CAPS)
     client.send(sasl_line("erin"))
     text = client.expect(lambda t: " 903 " in t or " 904 " in t, timeout=4 * lease + 5)
     took = time.monotonic() - killed
     assert " 903 " in text, text
     assert took < 2 * lease + 3, took
     client.send("CAP END")
-    client.expect(" 001 erinb ")
+    client.expect(" 001 erin ")
+    got = read_until(client, "said before the crash")
+    assert any(t.startswith(":erin!") and " JOIN #dev" in t for t in got), got
     assert lease_of(redis, "erin") == "b"
+    # The watcher saw her go with her node, and come back.
+    watcher.expect(lambda t: t.startswith(":erin!") and " QUIT " in t)
+    watcher.expect(lambda t: t.startswith(":erin!") and " JOIN #dev" in t)
     print(f"erin logged in on b {took:.1f} s after node a was killed (lease {lease:g} s)")
 
 

@@ -578,7 +578,9 @@ def test_an_always_on_user_is_held_by_one_node_when_another_starts(
     with psycopg.connect(dsn) as conn:
         rows = conn.execute("SELECT rooms FROM always_on WHERE account = 'alice'").fetchall()
     assert rows == [('["dev"]',)]
-    # Node a still holds her: a login to her account on node b is refused, saying so.
+    # Node a holds her; a login to her account on node b takes her over from node a, still
+    # in her room.
     visitor = line(b, "visitor")
     visitor.send("/identify alice alice-secret-1")
-    assert "another server" in visitor.expect("!!!")
+    assert visitor.expect("logged in as alice").endswith("(with your other session)")
+    assert members(watcher_a, "dev", 1) == "*** members of #dev (1): @alice"
