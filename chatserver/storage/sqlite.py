@@ -69,7 +69,7 @@ from chatserver.storage.sqlite_rows import (
     _append_fields,
     _append_private_fields,
     _dumps,
-    _message_fields,
+    _messages_fields,
     _private_fields,
     _row_of,
     _stanza_bytes,
@@ -138,7 +138,7 @@ def _migrate(cur: sqlite3.Cursor, migrations: Sequence[Step]) -> tuple[int, int]
 
 
 def _message_row(msg: Message) -> tuple[Any, ...]:
-    return _row_of(_message_fields(msg))
+    return _row_of(_messages_fields((msg,))[0])
 
 
 def _message(row: Sequence[Any]) -> Message:
@@ -399,7 +399,7 @@ def _delete_room(cur: sqlite3.Cursor, name: str) -> bool:
 # sizes, so that the connection's statement cache holds three prepared statements, not one
 # per batch size.
 def _append(cur: sqlite3.Cursor, messages: Sequence[Message]) -> int:
-    return _append_fields(cur, [_message_fields(msg) for msg in messages])
+    return _append_fields(cur, _messages_fields(messages))
 
 
 def _query_messages(
@@ -477,7 +477,7 @@ def _stanza(msg: Message) -> str | None:
 
 
 def _append_private(cur: sqlite3.Cursor, entries: Sequence[ArchiveEntry]) -> int:
-    return _append_private_fields(cur, [_private_fields(entry) for entry in entries])
+    return _append_private_fields(cur, _private_fields(entries))
 
 
 def _query_private(cur: sqlite3.Cursor, query: ArchiveQuery) -> list[Message]:
@@ -898,7 +898,7 @@ class SqliteStore(StoreFacade):
             return defer.fail(StoreClosed(f"the store {self.path} is closed"))
         # Plain tuples, marshalled at once: the caller may reuse its batch as soon as this
         # returns, and the rows (JSON, checks) are built in the writer.
-        rows = [_message_fields(msg) for msg in messages]
+        rows = _messages_fields(messages)
         if not rows:
             return defer.succeed(0)
         return self._track(writer.send(HISTORY, rows), "append", True)
@@ -909,7 +909,7 @@ class SqliteStore(StoreFacade):
             return super().append_private(entries)
         if self._closed:
             return defer.fail(StoreClosed(f"the store {self.path} is closed"))
-        rows = [_private_fields(entry) for entry in entries]
+        rows = _private_fields(tuple(entries))
         if not rows:
             return defer.succeed(0)
         return self._track(writer.send(PRIVATE, rows), "append_private", True)
