@@ -12,7 +12,7 @@ the standard library's fastest encoder of tuples of str/float/None/bytes, keeps 
 - batch (server -> writer): ``(seq, kind, rows)``, ``kind`` one of :data:`KINDS`;
 - acknowledgement (writer -> server), one per batch in the order received:
   ``(seq, stored, None)`` once the batch is committed, or ``(seq, 0, (class name, message,
-  SQLite error code, whether the database itself is failing))`` once it is rolled back.
+  SQLite error code))`` once it is rolled back.
 
 What a crash may lose: the writer commits every whole batch it has read, also after the
 server died (it exits only when its stdin closes, and ignores SIGINT and SIGTERM, which a
@@ -75,12 +75,7 @@ def _write(cur: sqlite3.Cursor, kind: int, rows: Sequence[Any]) -> tuple[int, An
         with sqlite_rows._transaction(cur, write=True):
             return KINDS[kind](cur, rows), None
     except Exception as err:  # every error goes back to the server, which decides
-        return 0, (
-            type(err).__name__,
-            str(err),
-            getattr(err, "sqlite_errorcode", 0),
-            sqlite_rows.is_storage_failure(err),
-        )
+        return 0, (type(err).__name__, str(err), getattr(err, "sqlite_errorcode", 0))
 
 
 def run(path: str) -> None:

@@ -10,9 +10,11 @@ as they had with one thread: a history query sees every message sent before it.
 
 from __future__ import annotations
 
+import builtins
 import fcntl
 import marshal
 import os
+import sqlite3
 import sys
 from collections import deque
 from typing import Any
@@ -39,17 +41,17 @@ class WriterFailed(Exception):
     """A batch the writer rolled back, as the writer reported it (not a SQLite error)."""
 
 
-def _error(report: tuple[str, str, int, bool]) -> Exception:
-    """The exception a writer's report stands for: SQLite's own class when the database
-    failed, so the store's failure handling treats it as it treats its thread's."""
-    name, message, code, storage = report
-    import sqlite3
-
-    cls = getattr(sqlite3, name, None)
-    if not storage or not (isinstance(cls, type) and issubclass(cls, sqlite3.DatabaseError)):
+def _error(report: tuple[str, str, int]) -> Exception:
+    """The exception a writer's report stands for, of the class the thread would have
+    raised (SQLite's own, or a built-in one such as ValueError for a bad record), so that
+    the store and its callers treat it alike."""
+    name, message, code = report
+    cls = getattr(sqlite3, name, None) or getattr(builtins, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Exception)):
         return WriterFailed(f"{name}: {message}")
     err = cls(message)
-    err.sqlite_errorcode = code  # type: ignore[attr-defined]
+    if isinstance(err, sqlite3.Error):
+        err.sqlite_errorcode = code  # type: ignore[attr-defined]
     return err
 
 
