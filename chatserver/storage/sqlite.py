@@ -914,11 +914,6 @@ class SqliteStore(StoreFacade):
             return defer.succeed(0)
         return self._track(writer.send(PRIVATE, rows), "append_private", True)
 
-    @property
-    def writer_pid(self) -> int | None:
-        """The history writer's process id while one runs."""
-        return None if self._writer is None else self._writer.pid
-
     def close(self) -> Deferred[None]:
         """Let the writer write what it was sent and exit, then close as the facade does."""
         writer, self._writer = self._writer, None

@@ -72,9 +72,6 @@ class WriterLink(protocol.ProcessProtocol):
         self._closed: Deferred[None] | None = None
         self._started_at = 0.0
         self._restart: Any = None
-        self.pid: int | None = None
-        # How many writers have been started (the first included): a test reads it.
-        self.starts = 0
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -82,7 +79,6 @@ class WriterLink(protocol.ProcessProtocol):
         self._restart = None
         self._buffer = b""
         self._started_at = self._reactor.seconds()
-        self.starts += 1
         self._reactor.spawnProcess(
             self,
             sys.executable,
@@ -93,7 +89,6 @@ class WriterLink(protocol.ProcessProtocol):
 
     def connectionMade(self) -> None:
         self._running = True
-        self.pid = self.transport.pid
         fd = self.transport.pipes[0].fileno()
         try:
             fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
@@ -118,7 +113,6 @@ class WriterLink(protocol.ProcessProtocol):
 
     def processEnded(self, reason: Failure) -> None:
         self._running = False
-        self.pid = None
         if self._closing:
             # Whatever the writer did not acknowledge before it exited is not known to be
             # written: its callers learn that it failed.

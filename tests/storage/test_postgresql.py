@@ -319,8 +319,7 @@ class StorageCopyTests(StoreTestCase):
 
 
 # What only an SQLite file has: PostgreSQL has pg_dump and its own checks.
-# writer_pid: PostgreSQL writes in its own server process, the SQLite store in its writer.
-SQLITE_ONLY = {"backup", "integrity_check", "writer_pid"}
+SQLITE_ONLY = {"backup", "integrity_check"}
 
 
 def test_both_backends_offer_the_same_operations() -> None:
