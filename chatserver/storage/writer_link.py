@@ -51,7 +51,7 @@ def _error(report: tuple[str, str, int]) -> Exception:
         return WriterFailed(f"{name}: {message}")
     err = cls(message)
     if isinstance(err, sqlite3.Error):
-        err.sqlite_errorcode = code  # type: ignore[attr-defined]
+        err.sqlite_errorcode = code
     return err
 
 
@@ -72,6 +72,8 @@ class WriterLink(protocol.ProcessProtocol):
         self._closed: Deferred[None] | None = None
         self._started_at = 0.0
         self._restart: Any = None
+        # The running writer's process transport (Twisted's Process: pipes, closeStdin).
+        self._process: Any = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -88,14 +90,16 @@ class WriterLink(protocol.ProcessProtocol):
         )
 
     def connectionMade(self) -> None:
+        # Called from within spawnProcess, before it returns the same transport.
+        self._process = self.transport
         self._running = True
-        fd = self.transport.pipes[0].fileno()
+        fd = self._process.pipes[0].fileno()
         try:
             fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
         except OSError:
             pass  # a smaller limit: the default pipe size works, in more writes
         for _, data, _ in self._unacked:
-            self.transport.write(data)
+            self._process.write(data)
 
     def stop(self) -> Deferred[None]:
         """Let the writer write what it was sent and exit; fires once it has."""
@@ -105,7 +109,7 @@ class WriterLink(protocol.ProcessProtocol):
             if self._restart is not None and self._restart.active():
                 self._restart.cancel()
             if self._running:
-                self.transport.closeStdin()
+                self._process.closeStdin()
             else:
                 self._fail_all(Failure(error.ProcessDone(None)))
                 self._closed.callback(None)
@@ -148,7 +152,7 @@ class WriterLink(protocol.ProcessProtocol):
         d: Deferred[int] = Deferred()
         self._unacked.append((self._seq, data, d))
         if self._running:
-            self.transport.write(data)
+            self._process.write(data)
         return d
 
     def settled(self) -> Deferred[None]:
