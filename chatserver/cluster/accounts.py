@@ -13,13 +13,15 @@ A claim refused by a live node asks that node to hand the account over (a ``rele
 
 - it has a connection of the account (or a login to it under way): it answers ``kept``, and
   the login here is refused, naming that node;
-- it keeps the account's always-on user without connections: it writes what it had not
-  written yet (its history, the user's always-on record), turns its user into a stand-in of
-  this node's, gives this node the account and nick keys, and tells every node (``moved``):
-  each re-homes its stand-in, and this node makes it its own user, caught up to when the
+- it keeps the account's always-on user without connections: it turns its user into a
+  stand-in of this node's (what its users say in the user's rooms goes to this node from
+  then on), writes what it had not written yet (its history, the user's always-on record),
+  and then tells every node (``moved``): each re-homes its stand-in, and this node takes the
+  account and nick keys over from it and makes the user its own, caught up to when the
   giving node last caught it up.  The login then goes on as for any always-on user: same
   nick, same rooms, what was missed given once; nobody sees it quit or part;
-- it has nothing of the account (a key left over): it gives the key, with no user.
+- it has nothing of the account (a key left over): it gives the key, with no user;
+- the account's user is on a third node (being handed over there): as when it is connected.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from twisted.logger import Logger
 from chatserver.cluster.remote import RemoteClient
 from chatserver.core.errors import AccountError
 from chatserver.core.events import AccountChange, Event, Quit
-from chatserver.core.handover import HELD_CONNECTED, HELD_KEPT, HELD_NOTHING
+from chatserver.core.handover import HELD_CONNECTED, HELD_NOTHING
 from chatserver.core.identity import elsewhere
 from chatserver.core.names import casefold
 
@@ -308,22 +310,23 @@ class AccountLeases:
     def _on_release(self, node: str, op: dict[str, Any]) -> None:
         account = op["account"]
         held = self.service.account_holding(account)
-        if held == HELD_CONNECTED or casefold(account) in self._claiming:
+        if (
+            held == HELD_CONNECTED
+            or casefold(account) in self._claiming
+            # Its user is another node's (being handed over there): not this node's to give.
+            or (held == HELD_NOTHING and self.service.find_account_user(account) is not None)
+        ):
             self._publish({"k": "kept", "account": account}, targets=node)
         elif held == HELD_NOTHING:
-            self._hand(account, None, 0.0, node)
+            self._publish(_moved(account, None, 0.0, node), targets=node)
         else:
-            # What the new node reads back as missed must be in the store first.
-            d = self.service.written()
-            d.addCallback(lambda _: self._give(account, node))
-            d.addErrback(lambda f: log.failure("cluster: handing {a} over", f, a=account))
+            self._give(account, node)
 
     def _give(self, account: str, node: str) -> None:
-        held = self.service.account_holding(account)
-        if held != HELD_KEPT or casefold(account) in self._claiming:
-            # Its owner came back here meanwhile (or it went): answer as it is now.
-            self._on_release(node, {"account": account})
-            return
+        """Hand the always-on user of ``account`` to ``node``: from now on a stand-in here,
+        so what this node's users say in its rooms goes to ``node``; ``moved`` is sent once
+        what was said before is in the store, where ``node`` reads what the user missed.
+        Sent when Redis is back, if it is away meanwhile (as every entry is)."""
         user = self.service.find_account_user(account)
         client = RemoteClient(node, user.secure, self._ended_here)
         given = self.service.give_user(account, client, node)
@@ -332,22 +335,13 @@ class AccountLeases:
         conn, since = given
         client.conn = conn
         self._remote.setdefault(node, {})[conn.user.key] = conn
+        nick = conn.user.nick
         log.info("always-on account={account} handed to node={node}", account=account, node=node)
-        self._hand(account, conn.user.nick, since, node)
-
-    def _hand(self, account: str, nick: str | None, since: float, node: str) -> None:
-        proto = self._commands.proto
-        if proto is None or not self.up:
-            # The asking node hears nothing and refuses its login; it may try again.
-            return
-        keys = [self._account_key(account)]
-        if nick is not None:
-            keys.append(self.nick_prefix + casefold(nick))
-        # Before the op: sent on the same connection, so Redis has it first.
-        d = proto.execute_command("EVALSHA", self._sha["hand"], len(keys), *keys, self.name, node)
-        d.addErrback(lambda f: log.failure("redis: handing {a} over", f, a=account))
-        op = {"k": "moved", "account": account, "nick": nick, "since": since, "to": node}
-        self._publish(op, targets="*" if nick is not None else node)
+        d = self.service.written()
+        d.addErrback(
+            lambda f: log.failure("cluster: writing before handing {a} over", f, a=account)
+        )
+        d.addCallback(lambda _: self._publish(_moved(account, nick, since, node)))
 
     def _on_kept(self, node: str, op: dict[str, Any]) -> None:
         self._answered(op["account"], elsewhere(op["account"], node))
@@ -355,7 +349,9 @@ class AccountLeases:
     def _on_moved(self, node: str, op: dict[str, Any]) -> None:
         to = op["to"]
         nick = op["nick"]
+        account = op["account"]
         conn = self._conn(node, nick) if nick is not None else None
+        taken: defer.Deferred[Any] = defer.succeed(None)
         if conn is not None and conn.user is not None:
             key = conn.user.key
             self._remote.get(node, {}).pop(key, None)
@@ -365,5 +361,26 @@ class AccountLeases:
                 conn.client.node = to
                 self.service.rehome_user(conn, to)
                 self._remote.setdefault(to, {})[key] = conn
-        if to == self.name:
-            self._answered(op["account"], None)
+        elif to == self.name and nick is not None:
+            # Given a user this node did not know of: it comes from the store instead.
+            taken = self.service.restore_always_on(account)
+            taken.addErrback(lambda f: log.failure("cluster: restoring always-on {a}", f, a=nick))
+        if to != self.name:
+            return
+        # The giving node's account (and nick) keys become this node's, then the login
+        # waiting for them goes on.
+        proto = self._commands.proto
+        if proto is not None and self.up:
+            keys = [self._account_key(account)]
+            if nick is not None:
+                keys.append(self.nick_prefix + casefold(nick))
+            handed = proto.execute_command(
+                "EVALSHA", self._sha["hand"], len(keys), *keys, node, self.name
+            )
+            handed.addErrback(lambda f: log.failure("redis: taking {a} over", f, a=account))
+            taken.addCallback(lambda _: handed)
+        taken.addBoth(lambda _: self._answered(account, None))
+
+
+def _moved(account: str, nick: str | None, since: float, node: str) -> dict[str, Any]:
+    return {"k": "moved", "account": account, "nick": nick, "since": since, "to": node}

@@ -438,7 +438,10 @@ def test_an_always_on_line_user_is_handed_over_and_back(
         client.expect("*** Choose a nick:")
         client.send(f"/identify bob {PASSWORD}")
         client.expect("*** You are bob.")
-        text = client.expect("while you were away in #ops")
+        try:
+            text = client.expect("while you were away in #ops")
+        except TimeoutError:
+            raise AssertionError(f"no missed messages on node {name}: {client.seen}") from None
         assert text == "*** while you were away in #ops (1 message):", text
         missed = client.expect(lambda t: "said while bob was kept on" in t)
         assert missed.endswith(f"<carol> said while bob was kept on {kept_on}"), missed
