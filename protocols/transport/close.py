@@ -23,6 +23,8 @@ from typing import Any
 
 from twisted.internet import tcp
 
+from protocols.transport.timers import timers_for
+
 # Seconds a closed plain TCP connection keeps reading (and dropping) what its client sends.
 LINGER_SECONDS = 2.0
 # Seconds after which a close the peer has not completed is forced (a reset).
@@ -44,12 +46,13 @@ def close(
     except RuntimeError:
         # A test transport that had no producer registered.
         pass
+    timers = timers_for(clock)
     if isinstance(transport, tcp.Connection) and not transport.TLS:
         transport.loseWriteConnection()
-        clock.callLater(linger, transport.loseConnection)
+        timers.call_later(linger, transport.loseConnection)
     else:
         transport.loseConnection()
-    clock.callLater(timeout, _force, transport)
+    timers.call_later(timeout, _force, transport)
 
 
 def _force(transport: Any) -> None:
