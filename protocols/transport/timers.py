@@ -134,11 +134,19 @@ class Timers:
 
 
 _BY_CLOCK: weakref.WeakKeyDictionary[Any, Timers] = weakref.WeakKeyDictionary()
+# The last clock asked for and its timers: a server has one clock, and a weak dictionary's
+# lookup is Python code, paid by every connection.
+_last: tuple[Any, Timers | None] = (None, None)
 
 
 def timers_for(clock: Any) -> Timers:
     """The one :class:`Timers` of ``clock``."""
+    global _last
+    last_clock, timers = _last
+    if last_clock is clock and timers is not None:
+        return timers
     timers = _BY_CLOCK.get(clock)
     if timers is None:
         timers = _BY_CLOCK[clock] = Timers(clock)
+    _last = (clock, timers)
     return timers
