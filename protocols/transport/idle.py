@@ -117,6 +117,13 @@ class IdleTimer:
         if call is not None:
             call.cancel()
 
+    def forget(self) -> None:
+        """Stop for good and let go of the owner (the connection is gone): no cycle through
+        the owner is left for the garbage collector."""
+        self.stop()
+        self._owner = _GONE
+        self._on_quiet = None
+
     def _next_due(self) -> float:
         if self.probe_sent is not None:
             due = self.probe_sent + self._owner.answer_within()
@@ -158,3 +165,25 @@ class IdleTimer:
                 self._on_quiet()
         if self._call is None and not self._stopped:
             self._arm(now)
+
+
+class _Gone:
+    """The owner of a forgotten timer: nothing is due to it."""
+
+    def idle_after(self) -> float:
+        return float("inf")
+
+    def answer_within(self) -> float:
+        return float("inf")
+
+    def send_probe(self) -> None:
+        pass
+
+    def no_answer(self, silent: float) -> None:
+        pass
+
+    def deadline_passed(self) -> None:
+        pass
+
+
+_GONE = _Gone()
