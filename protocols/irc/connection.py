@@ -260,9 +260,9 @@ class IrcConnection(Protocol):
             connlog.closed("irc", self.core.id, self.address, nick, quit_reason)
         # Nothing runs for this connection any more: it lets go of what refers back to it
         # (its timer, its queue's handler, the core's connection), so that it is freed as soon
-        # as nothing holds it, instead of by the garbage collector's next full collection (a
-        # burst of short connections made that a tenth of their cost).  A Deferred still
-        # running for it finds no core connection, as before registration.
+        # as nothing holds it, not by the garbage collector's next full collection, which a
+        # burst of short connections made frequent and long.  A Deferred still running for it
+        # finds no core connection, as before registration.
         self._timer.forget()
         self.flood.forget()
         self.core = None
