@@ -13,6 +13,7 @@ half-applied.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import msgpack
@@ -34,6 +35,8 @@ from chatserver.core.events import (
     RoomRenamed,
     ServerNotice,
     TagMessage,
+    UserModeChange,
+    Wallops,
     Who,
     native_from_wire,
     native_to_wire,
@@ -56,8 +59,13 @@ _NUM = (int, float)
 
 # kind -> {field: accepted types}; every field is required.
 SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
-    # A user came online on the node (``s``: its connection is secure).
-    "user": {"who": (dict,), "s": (bool,)},
+    # A user came online on the node (``s``: its connection is secure; ``m``: its user
+    # modes by core name).
+    "user": {"who": (dict,), "s": (bool,), "m": (list,)},
+    # A user's modes now (``modes``, by core name), the operator's among them.
+    "umode": {"nick": _STR, "modes": (list,)},
+    # An operator's broadcast to the users who asked for them.
+    "wallops": {"nick": _STR, "text": _STR},
     "nick": {"nick": _STR, "new": _STR},
     "quit": {"nick": _STR, "reason": _STR},
     "join": {"nick": _STR, "room": _STR},
@@ -118,8 +126,8 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
         "native": (list, type(None)),
     },
     # Everything the node holds: each user (as "user" gives it) with its rooms and its
-    # metadata (``meta``), and the
-    # state of each room it has changed (as "room" gives it, without "k").
+    # metadata (``meta``), and the state of each room it has changed or has users in (as
+    # "room" gives it, without "k").
     "state": {"users": (list,), "rooms": (list,)},
     # Ask every node for its "state" (a node that starts, or missed entries).
     "sync": {},
@@ -298,6 +306,11 @@ def _check_native(native: Any, what: str) -> None:
         raise BadOp(f"{what}: native must be [kind, fields]")
 
 
+def _check_names(names: list[Any], what: str) -> None:
+    if not all(isinstance(name, str) for name in names):
+        raise BadOp(f"{what} must be names")
+
+
 def _check_pairs(pairs: list[Any], what: str) -> None:
     for pair in pairs:
         if not (
@@ -334,12 +347,19 @@ def encode_message(msg: Message) -> list[Any]:
     ]
 
 
-def encode(event: Event, secure: bool = False) -> Op | None:
-    """The op for a core event of a local user, or None for events not shared."""
+def encode(event: Event, secure: bool = False, modes: Iterable[str] = ()) -> Op | None:
+    """The op for a core event of a local user, or None for events not shared; ``secure``
+    and ``modes`` (the user's modes) for a Presence or a UserModeChange."""
     if isinstance(event, Message):
         return encode_message(event)
     if isinstance(event, Presence):
-        return {"k": "user", "who": who_fields(event.who), "s": secure} if event.online else None
+        if not event.online:
+            return None
+        return {"k": "user", "who": who_fields(event.who), "s": secure, "m": sorted(modes)}
+    if isinstance(event, UserModeChange):
+        return {"k": "umode", "nick": event.who.nick, "modes": sorted(modes)}
+    if isinstance(event, Wallops):
+        return {"k": "wallops", "nick": event.who.nick, "text": event.text}
     if isinstance(event, Join):
         return {"k": "join", "nick": event.who.nick, "room": event.room}
     if isinstance(event, Part):
@@ -466,6 +486,9 @@ def check(op: Any) -> Op:
     _check(op, schema, kind)
     if kind == "user":
         who_from(op["who"])
+        _check_names(op["m"], "user: modes")
+    elif kind == "umode":
+        _check_names(op["modes"], "umode: modes")
     elif kind in ("tag", "redact"):
         if (op["room"] is None) == (op["target"] is None):
             raise BadOp(f"{kind}: needs a room or a target")
@@ -482,12 +505,12 @@ def check(op: Any) -> Op:
                 raise BadOp("state: users must be objects")
             _check(
                 entry,
-                {"who": (dict,), "s": (bool,), "rooms": (list,), "meta": (dict,)},
+                {"who": (dict,), "s": (bool,), "m": (list,), "rooms": (list,), "meta": (dict,)},
                 "state user",
             )
             who_from(entry["who"])
-            if not all(isinstance(room, str) for room in entry["rooms"]):
-                raise BadOp("state: rooms must be names")
+            _check_names(entry["m"], "state: modes")
+            _check_names(entry["rooms"], "state: rooms")
             if not all(isinstance(v, str) for v in entry["meta"].values()):
                 raise BadOp("state: metadata values must be strings")
         for entry in op["rooms"]:

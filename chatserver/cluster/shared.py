@@ -1,6 +1,7 @@
 """What a node shares besides users and messages: rooms' state, invitations, accounts,
-tags without text, redactions, room renames, metadata, logins, server bans and what an
-operator's console does to everyone.
+tags without text, redactions, room renames, metadata, logins, users' modes (a server
+operator is one on every node), wallops, server bans and what an operator's console does to
+everyone.
 
 A room's state (modes, lists, invitations, topic, members' status, registration) goes to
 every node whole after each change, stamped with the time and the node that made it.  A
@@ -140,6 +141,14 @@ class Sharing:
 
     def _on_invite(self, node: str, op: dict[str, Any]) -> None:
         self._call(node, op["nick"], "invite", op["target"], op["room"])
+
+    def _on_umode(self, node: str, op: dict[str, Any]) -> None:
+        conn = self._conn(node, op["nick"])
+        if conn is not None:
+            self.service.user_modes_elsewhere(conn, op["modes"])
+
+    def _on_wallops(self, node: str, op: dict[str, Any]) -> None:
+        self._call(node, op["nick"], "wallops", op["text"])
 
     def _on_login(self, node: str, op: dict[str, Any]) -> None:
         conn = self._conn(node, op["nick"])

@@ -24,6 +24,7 @@ from chatserver.core.events import (
     Who,
 )
 from chatserver.core.interfaces import IChatClient
+from chatserver.core.modes import USER_MODES
 from chatserver.core.names import casefold
 from chatserver.core.records import BanRecord
 from chatserver.core.rooms import FLAG_MODES, Room
@@ -198,6 +199,20 @@ class Replica:
             self.rooms.pop(room.name, None)
             self._forget_room_metadata(room.name)
         return True
+
+    def user_modes_elsewhere(self, conn: Connection, modes: Iterable[str]) -> None:
+        """The user of another node (``conn`` its stand-in here) has the user modes ``modes``
+        there (its node granted them): this node decides for it as its node does (an
+        operator's powers, WHO and WHOIS)."""
+        user = conn.user
+        if user is None or user.node is None:
+            return
+        wanted = {mode for mode in modes if mode in USER_MODES}
+        changed = False
+        for mode in user.modes ^ wanted:
+            changed = self.users.set_mode(user, mode, mode in wanted) or changed
+        if changed:
+            user.changed()
 
     def account_login_elsewhere(self, conn: Connection, account: str | None) -> None:
         """The user of another node (``conn`` its stand-in here) logged in to ``account``

@@ -25,6 +25,8 @@ from chatserver.core.events import (
     Redaction,
     RoomRenamed,
     TagMessage,
+    UserModeChange,
+    Wallops,
     Who,
 )
 from chatserver.core.records import BanRecord
@@ -147,15 +149,23 @@ events = st.one_of(
         ),
     ),
     st.builds(Away, ts=times, who=whos, message=st.none() | texts),
+    st.builds(UserModeChange, ts=times, who=whos, changes=st.just(())),
+    st.builds(Wallops, ts=times, who=whos, text=texts),
 )
+user_modes = st.frozensets(st.sampled_from(["invisible", "wallops", "bot", "oper"]))
 
 
-@given(events, st.booleans())
-def test_every_shared_event_decodes_as_it_was_encoded(event: object, secure: bool) -> None:
-    op = ops.encode(event, secure)  # type: ignore[arg-type]
+@given(events, st.booleans(), user_modes)
+def test_every_shared_event_decodes_as_it_was_encoded(
+    event: object, secure: bool, modes: frozenset[str]
+) -> None:
+    op = ops.encode(event, secure, modes)  # type: ignore[arg-type]
     assert op is not None
     decoded = ops.decode(ops.dumps(op))
     assert decoded == op
+    if isinstance(event, Presence | UserModeChange):
+        assert isinstance(decoded, dict)
+        assert set(decoded["m" if isinstance(event, Presence) else "modes"]) == modes
     if isinstance(event, Presence):
         assert isinstance(decoded, dict)
         assert ops.who_from(decoded["who"]) == event.who

@@ -582,3 +582,89 @@ def test_an_always_on_user_is_held_by_one_node_when_another_starts(
     visitor = line(b, "visitor")
     visitor.send("/identify alice alice-secret-1")
     assert "another server" in visitor.expect("!!!")
+
+
+def whois(client: LineClient, asker: str, nick: str) -> list[str]:
+    """The numerics a WHOIS of ``nick`` gets, in order."""
+    client.send(f"WHOIS {nick}")
+    found = []
+    while True:
+        text = client.expect(lambda t: f" {asker} {nick} " in t)
+        numeric = text.split()[1]
+        if numeric == "318":
+            return found
+        found.append(numeric)
+
+
+def opers_online(client: LineClient, asker: str) -> int:
+    client.send("LUSERS")
+    return int(client.expect(f" 252 {asker} ").split()[3])
+
+
+def who_flags(client: LineClient, asker: str, nick: str) -> str:
+    client.send(f"WHO {nick}")
+    row = client.expect(f" 352 {asker} ").split()
+    client.expect(f" 315 {asker} ")
+    return row[8]
+
+
+def test_a_server_operator_on_one_node_is_one_on_every_node(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    cluster = {"redis": redis.url, "lease": 3.0}
+
+    def node(name: str) -> OpsServer:
+        return OpsServer(
+            tmp_path / name,
+            protocols=("line", "irc"),
+            overrides={"cluster": {**cluster, "node": name}},
+            extra=operators_toml(),
+        )
+
+    with node("a") as a, node("b") as b:
+        bob = irc_tags(b, "bob")
+        bob.send("CAP REQ :draft/metadata-2")
+        bob.send("MODE bob +w")
+        bob.expect(" MODE bob :+w")
+        bob.send("JOIN #dev")
+        bob.expect(" 366 bob #dev ")
+        oper = irc(a, "oper")
+        eventually(lambda: "already in use" in try_nick(a, "bob"), 10, "node a knows bob")
+        oper.send(f"OPER admin {OPER_PASSWORD}")
+        oper.expect(" 381 ")
+
+        # Node b's users see the operator of node a as its own users do.
+        eventually(lambda: "313" in whois(bob, "bob", "oper"), 10, "node b shows 313")
+        assert "*" in who_flags(bob, "bob", "oper")
+        bob.send("USERHOST oper")
+        assert "oper*=" in bob.expect(" 302 bob ")
+
+        # What it may do on node b's users and rooms, node b lets it do.
+        oper.send("METADATA bob SET display-name :named by an operator")
+        oper.expect(" 761 ")
+        bob.send("METADATA bob GET display-name")
+        assert bob.expect(" 761 ").endswith(":named by an operator")
+        oper.send("MODE #dev +m")
+        assert ":oper!" in bob.expect(" MODE #dev +m")
+        oper.send("WALLOPS :to every node")
+        assert bob.expect(" WALLOPS ").endswith(":to every node")
+
+        # A node that starts later learns it too.
+        with node("c") as c:
+            carol = irc(c, "carol")
+            eventually(lambda: "313" in whois(carol, "carol", "oper"), 10, "node c shows 313")
+            assert "*" in who_flags(carol, "carol", "oper")
+
+            # Dropped on its node: no longer an operator anywhere.
+            oper.send("MODE oper -o")
+            oper.expect(" MODE oper :-o")
+            eventually(lambda: "313" not in whois(bob, "bob", "oper"), 10, "node b drops it")
+            eventually(lambda: "313" not in whois(carol, "carol", "oper"), 10, "c drops it")
+            assert "*" not in who_flags(bob, "bob", "oper")
+            oper.send("OPER admin " + OPER_PASSWORD)
+            oper.expect(" 381 ")
+            eventually(lambda: "313" in whois(carol, "carol", "oper"), 10, "node c shows it")
+            assert opers_online(carol, "carol") == 1
+            oper.send("QUIT :bye")
+            eventually(lambda: opers_online(carol, "carol") == 0, 10, "node c sees it quit")
+            assert opers_online(bob, "bob") == 0
