@@ -104,8 +104,9 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     # A user logged in to an account (None: logged out).
     "login": {"nick": _STR, "account": _OPT_STR},
     "rename": {"nick": _STR, "old": _STR, "new": _STR, "reason": _STR},
-    # ``nick`` set ``key`` of ``target`` (a nick, or with ``room``, that room) to ``value``.
-    "meta": {"nick": _STR, "target": _STR, "room": _OPT_STR, "key": _STR, "value": _OPT_STR},
+    # ``nick`` set ``key`` of the user ``target`` to ``value`` (a room's metadata is part of
+    # its state: "room").
+    "meta": {"nick": _STR, "target": _STR, "key": _STR, "value": _OPT_STR},
     # A server ban set (``lifted`` false) or lifted by an operator of the node.
     "kline": {"mask": _STR, "reason": _STR, "by": _STR, "at": _NUM, "lifted": (bool,)},
     # An account made here (``revoked`` None), or deleted or its password changed.
@@ -203,6 +204,7 @@ _ROOM_STATE: dict[str, tuple[type, ...]] = {
     "reg_ops": (list,),
     "reg_voices": (list,),
     "retention": (int, float, type(None)),
+    "meta": (list,),
 }
 
 
@@ -225,6 +227,7 @@ def room_fields(state: RoomState) -> dict[str, Any]:
         "reg_ops": list(state.reg_ops),
         "reg_voices": list(state.reg_voices),
         "retention": state.retention,
+        "meta": [list(pair) for pair in state.metadata],
     }
 
 
@@ -263,6 +266,7 @@ def room_from(op: dict[str, Any]) -> tuple[RoomState, Who | None, tuple[float, s
             reg_ops=tuple(fields["reg_ops"]),
             reg_voices=tuple(fields["reg_voices"]),
             retention=None if fields["retention"] is None else float(fields["retention"]),
+            metadata=tuple((key, value) for key, value in fields["meta"]),
         ),
         by,
         (float(stamp[0]), stamp[1]),
@@ -297,6 +301,7 @@ def _check_room(op: Any, what: str) -> None:
         ):
             raise BadOp(f"{what}: bans must be [mask, by, time]")
     _check_pairs(fields["members"], f"{what}: members")
+    _check_pairs(fields["meta"], f"{what}: meta")
 
 
 def _check_native(native: Any, what: str) -> None:
@@ -388,11 +393,12 @@ def encode(event: Event, secure: bool = False, modes: Iterable[str] = ()) -> Op 
             "reason": event.reason,
         }
     if isinstance(event, MetadataChange):
+        if event.room is not None:
+            return None
         return {
             "k": "meta",
             "nick": event.who.nick,
             "target": event.target,
-            "room": event.room,
             "key": event.key,
             "value": event.value,
         }

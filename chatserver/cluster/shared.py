@@ -1,11 +1,11 @@
 """What a node shares besides users and messages: rooms' state, invitations, accounts,
-tags without text, redactions, room renames, metadata, logins, users' modes (a server
-operator is one on every node), wallops, server bans and what an operator's console does to
-everyone.
+tags without text, redactions, room renames, users' metadata, logins, users' modes (a
+server operator is one on every node), wallops, server bans and what an operator's console
+does to everyone.
 
-A room's state (modes, lists, invitations, topic, members' status, registration) goes to
-every node whole after each change, stamped with the time and the node that made it.  A
-node takes a state whose stamp is later than the one it holds for the room (time first,
+A room's state (modes, lists, invitations, topic, members' status, registration, metadata)
+goes to every node whole after each change, stamped with the time and the node that made
+it.  A node takes a state whose stamp is later than the one it holds for the room (time first,
 then node name), and ignores an earlier one: two changes made in the same moment on two
 nodes end the same on every node (the later wins; the other's users are told what was
 undone).  A node's own change is stamped later than any state it has taken, so a change
@@ -168,15 +168,14 @@ class Sharing:
             self.service.rename_room_elsewhere(conn, op["old"], op["new"], op["reason"])
 
     def _on_meta(self, node: str, op: dict[str, Any]) -> None:
-        own = op["room"] is None and casefold(op["target"]) == casefold(op["nick"])
+        own = casefold(op["target"]) == casefold(op["nick"])
         self._call(
             node,
             op["nick"],
             "set_metadata",
             op["key"],
             op["value"],
-            nick=None if own or op["room"] is not None else op["target"],
-            room=op["room"],
+            nick=None if own else op["target"],
         )
 
     def _by_server(self, op: dict[str, Any]) -> None:

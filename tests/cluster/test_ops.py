@@ -102,7 +102,6 @@ events = st.one_of(
         target=nicks,
         key=nicks,
         value=st.none() | texts,
-        room=st.none() | rooms,
     ),
     st.one_of(
         st.builds(
@@ -211,6 +210,7 @@ room_states = st.builds(
     reg_ops=st.lists(nicks, max_size=3).map(tuple),
     reg_voices=st.lists(nicks, max_size=3).map(tuple),
     retention=st.none() | st.floats(min_value=0.5, max_value=400),
+    metadata=st.dictionaries(nicks, texts, max_size=3).map(lambda d: tuple(sorted(d.items()))),
 )
 
 
@@ -366,3 +366,13 @@ def test_an_account_change_decodes_as_it_was_encoded(name: str, revoked: str | N
     assert ops.decode(ops.dumps(op)) == op
     with pytest.raises(ops.BadOp):
         ops.decode(ops.dumps({**op, "name": None}))
+
+
+def test_a_rooms_metadata_goes_with_its_state_not_alone() -> None:
+    who = Who(nick="a", ident="a", host="h")
+    change = MetadataChange(ts=1.0, who=who, target="dev", key="url", value="x", room="dev")
+    assert ops.encode(change) is None
+    state = RoomState(name="dev", metadata=(("url", "x"),))
+    decoded = ops.decode(ops.dumps(ops.room_op(state, who, (1.0, "a"))))
+    assert isinstance(decoded, dict)
+    assert ops.room_from(decoded)[0].metadata == (("url", "x"),)

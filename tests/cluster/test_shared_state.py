@@ -668,3 +668,78 @@ def test_a_server_operator_on_one_node_is_one_on_every_node(
             oper.send("QUIT :bye")
             eventually(lambda: opers_online(carol, "carol") == 0, 10, "node c sees it quit")
             assert opers_online(bob, "bob") == 0
+
+
+def metadata_value(client: LineClient, target: str, key: str) -> str:
+    """``key`` of ``target`` as METADATA GET answers ("" when it is not set)."""
+    client.send(f"METADATA {target} GET {key}")
+    text = client.expect(lambda t: " 761 " in t or " 766 " in t or " FAIL " in t)
+    return text.split(" :", 1)[1] if " 761 " in text else ""
+
+
+def test_room_metadata_set_before_a_node_starts_reaches_it(make_node: Node) -> None:
+    a = make_node("a")
+    alice = irc_tags(a, "alice")
+    alice.send("CAP REQ :draft/metadata-2")
+    alice.send("JOIN #dev")
+    alice.expect(" 366 alice #dev ")
+    alice.send("METADATA #dev SET url :https://example.org/dev")
+    alice.expect(" 761 ")
+    alice.send("METADATA #dev SET avatar :https://example.org/a.png")
+    alice.expect(" 761 ")
+    alice.send("METADATA #dev SET avatar")
+    alice.expect(" 766 ")
+
+    b = make_node("b")
+    bob = irc_tags(b, "bob")
+    bob.send("CAP REQ :draft/metadata-2")
+    eventually(lambda: names(bob, "bob", "dev") == ["@alice"], 10, "node b knows #dev")
+    eventually(
+        lambda: metadata_value(bob, "#dev", "url") == "https://example.org/dev",
+        10,
+        "node b has the room's metadata",
+    )
+    assert metadata_value(bob, "#dev", "avatar") == ""
+
+    # Changed on the node that started later: the first node follows, and its members are told.
+    bob.send("JOIN #dev")
+    alice.expect(lambda text: ":bob!" in text and " JOIN #dev" in text)
+    alice.send("MODE #dev +o bob")
+    bob.expect(" MODE #dev +o bob")
+    alice.send("METADATA * SUB url")
+    alice.expect(" 770 ")
+    bob.send("METADATA #dev SET url :https://example.org/new")
+    bob.expect(" 761 ")
+    told = alice.expect(lambda text: " METADATA #dev url " in text)
+    assert told.endswith(":https://example.org/new")
+    assert metadata_value(alice, "#dev", "url") == "https://example.org/new"
+
+
+# Without flood control, so that the two clients' lines reach their nodes in the same instant.
+UNTHROTTLED = {"irc": {"flood_burst": 0}}
+
+
+def test_room_metadata_set_at_once_on_two_nodes_ends_the_same_on_both(make_node: Node) -> None:
+    a = make_node("a", overrides=UNTHROTTLED)
+    b = make_node("b", overrides=UNTHROTTLED)
+    alice = irc_tags(a, "alice")
+    alice.send("CAP REQ :draft/metadata-2")
+    alice.send("JOIN #dev")
+    alice.expect(" 366 alice #dev ")
+    bob = irc_tags(b, "bob")
+    bob.send("CAP REQ :draft/metadata-2")
+    eventually(lambda: names(bob, "bob", "dev") == ["@alice"], 10, "node b knows #dev")
+    bob.send("JOIN #dev")
+    alice.expect(lambda text: ":bob!" in text and " JOIN #dev" in text)
+    alice.send("MODE #dev +o bob")
+    bob.expect(" MODE #dev +o bob")
+    for i in range(6):
+        alice.send(f"METADATA #dev SET url :from-a-{i}")
+        bob.send(f"METADATA #dev SET url :from-b-{i}")
+        alice.expect(f" 761 alice #dev url * :from-a-{i}")
+        bob.expect(f" 761 bob #dev url * :from-b-{i}")
+        agree(
+            lambda: metadata_value(alice, "#dev", "url"),
+            lambda: metadata_value(bob, "#dev", "url"),
+            "the room's metadata",
+        )
