@@ -47,6 +47,7 @@ from chatserver.cluster.shared import Sharing
 from chatserver.core.errors import ChatError, NickInUse
 from chatserver.core.events import (
     Event,
+    Join,
     Message,
     NickChange,
     Presence,
@@ -314,6 +315,8 @@ class ClusterNode(Sharing):
             if nodes:
                 self._publish_message(op, nodes)
             return
+        if isinstance(event, Join) and event.created:
+            self._founded_here(event)
         if isinstance(event, (TagMessage, Redaction)):
             targets = " ".join(self._message_nodes(event))
             if not targets:
@@ -829,9 +832,6 @@ class ClusterNode(Sharing):
                 node=node,
                 reason=err.reason,
             )
-
-    def _on_join(self, node: str, op: dict[str, Any]) -> None:
-        self._call(node, op["nick"], "join", op["room"])
 
     def _on_part(self, node: str, op: dict[str, Any]) -> None:
         self._call(node, op["nick"], "part", op["room"], op["reason"])

@@ -68,7 +68,8 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "wallops": {"nick": _STR, "text": _STR},
     "nick": {"nick": _STR, "new": _STR},
     "quit": {"nick": _STR, "reason": _STR},
-    "join": {"nick": _STR, "room": _STR},
+    # ``c``: the time the join made the room on the node (None: it was there).
+    "join": {"nick": _STR, "room": _STR, "c": (int, float, type(None))},
     "part": {"nick": _STR, "room": _STR, "reason": _STR},
     # ``nick`` "": the server (an operator's console) kicked.
     "kick": {"nick": _STR, "room": _STR, "target": _STR, "reason": _STR},
@@ -366,7 +367,12 @@ def encode(event: Event, secure: bool = False, modes: Iterable[str] = ()) -> Op 
     if isinstance(event, Wallops):
         return {"k": "wallops", "nick": event.who.nick, "text": event.text}
     if isinstance(event, Join):
-        return {"k": "join", "nick": event.who.nick, "room": event.room}
+        return {
+            "k": "join",
+            "nick": event.who.nick,
+            "room": event.room,
+            "c": event.ts if event.created else None,
+        }
     if isinstance(event, Part):
         return {"k": "part", "nick": event.who.nick, "room": event.room, "reason": event.reason}
     if isinstance(event, Quit):

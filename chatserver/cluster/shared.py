@@ -11,6 +11,10 @@ nodes end the same on every node (the later wins; the other's users are told wha
 undone).  A node's own change is stamped later than any state it has taken, so a change
 made after seeing another always wins over it.  The stamps of the rooms a node has changed
 or taken go in its "state" entry, so a node that starts, or missed entries, gets them.
+
+A room made on two nodes in the same moment (each node's joining user its first operator
+there) has one first operator everywhere: a join that made the room carries the time it
+did, and the earliest making wins on every node (see ``_on_join``).
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 from chatserver.cluster import ops
 from chatserver.core.bans import ServerBan
 from chatserver.core.errors import ChatError
-from chatserver.core.events import Redaction, Who
-from chatserver.core.names import casefold
+from chatserver.core.events import Join, Redaction, Who
+from chatserver.core.names import casefold, room_key
 
 if TYPE_CHECKING:
     from chatserver.core.replica import RoomState
@@ -56,10 +60,12 @@ class Sharing:
     def _init_sharing(self) -> None:
         # room key -> the stamp of the state this node holds: (time, node).
         self._stamps: dict[str, tuple[float, str]] = {}
+        # room key -> who made the room, as this node knows: (time, node, folded nick).
+        self._founded: dict[str, tuple[float, str, str]] = {}
 
     # -- what the core tells -----------------------------------------------------------------
 
-    def room_changed(self, room: str, by: Who) -> None:
+    def room_changed(self, room: str, by: Who | None) -> None:
         if self._stopping:
             return
         state = self.service.room_state(room)
@@ -93,6 +99,8 @@ class Sharing:
         rooms = self.service.rooms
         for room in [room for room in self._stamps if room not in rooms]:
             del self._stamps[room]
+        for room in [room for room in self._founded if room not in rooms]:
+            del self._founded[room]
 
     def _room_states(self) -> list[dict[str, Any]]:
         """The state of each room this node holds a stamp for or has users of its own in
@@ -138,6 +146,40 @@ class Sharing:
         members = tuple((key, status) for key, status in state.members if key in own)
         if here is not None and members:
             self.service.apply_room_state(replace(here, members=members), None)
+
+    def _founded_here(self, join: Join) -> None:
+        self._founded[join.room] = (join.ts, self.name, join.who.key)
+
+    def _on_join(self, node: str, op: dict[str, Any]) -> None:
+        """A user of ``node`` joined.  When its join made the room there while this node had
+        made it too (each node's first member its operator), the earlier making wins (time,
+        then node name): its user is the first operator on every node, and the other's is
+        not; this node's members are told, and the outcome goes to every node as the room's
+        state, so that a change the other made meanwhile as its operator does not undo it."""
+        room = room_key(op["room"])
+        existed = room in self.service.rooms
+        self._call(node, op["nick"], "join", room)
+        if op["c"] is None or room not in self.service.rooms:
+            return
+        founded = (float(op["c"]), node, casefold(op["nick"]))
+        if not existed:
+            # Made here by this join too: its user is the operator here as there.
+            self._founded[room] = founded
+            return
+        held = self._founded.get(room)
+        if held is None or founded[:2] >= held[:2]:
+            # It was here before that user made it there, or was made here first.
+            return
+        self._founded[room] = founded
+        state = self.service.room_state(room)
+        assert state is not None
+        statuses = dict(state.members)
+        winner, loser = founded[2], held[2]
+        members = [(winner, "o" + statuses.get(winner, "").replace("o", ""))]
+        if loser in statuses and loser != winner:
+            members.append((loser, statuses[loser].replace("o", "")))
+        self.service.apply_room_state(replace(state, members=tuple(members)), None)
+        self.room_changed(room, None)
 
     def _on_invite(self, node: str, op: dict[str, Any]) -> None:
         self._call(node, op["nick"], "invite", op["target"], op["room"])

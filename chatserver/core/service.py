@@ -462,7 +462,7 @@ class ChatService(
         room.members_changed()
         user.rooms[rk] = room
         self._always_on_changed(user)
-        join = Join(ts=now, room=rk, who=user.who(), origin=conn.client)
+        join = Join(ts=now, room=rk, who=user.who(), origin=conn.client, created=created)
         if self.cluster is not None and user.node is None:
             self.cluster.local_event(join)
         self._send_membership(room, user, join, was_member=False)

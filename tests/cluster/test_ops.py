@@ -87,7 +87,7 @@ def messages(draw: st.DrawFn) -> Message:
 events = st.one_of(
     messages(),
     st.builds(Presence, ts=times, who=whos, online=st.just(True)),
-    st.builds(Join, ts=times, room=rooms, who=whos),
+    st.builds(Join, ts=times, room=rooms, who=whos, created=st.booleans()),
     st.builds(Part, ts=times, room=rooms, who=whos, reason=texts),
     st.builds(Quit, ts=times, who=whos, reason=texts),
     st.builds(NickChange, ts=times, who=whos, new_nick=nicks),

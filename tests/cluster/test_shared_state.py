@@ -743,3 +743,60 @@ def test_room_metadata_set_at_once_on_two_nodes_ends_the_same_on_both(make_node:
             lambda: metadata_value(bob, "#dev", "url"),
             "the room's metadata",
         )
+
+
+def create_at_once(
+    alice: LineClient, bob: LineClient, room: str, alice_first: bool, *, then_modes: bool = False
+) -> bool:
+    """alice (node a) and bob (node b) join the fresh ``room`` at once (``then_modes``: and
+    each at once changes its modes as the operator it was made); once both nodes agree, one
+    of them is its only operator.  Whether both nodes made the room."""
+    first, second = (alice, bob) if alice_first else (bob, alice)
+    first.send(f"JOIN #{room}")
+    second.send(f"JOIN #{room}")
+    if then_modes:
+        alice.send(f"MODE #{room} +m")
+        bob.send(f"MODE #{room} +s")
+    made_op = {}
+    for client, nick in ((alice, "alice"), (bob, "bob")):
+        shown = client.expect(f" 353 {nick} ")
+        client.expect(f" 366 {nick} #{room} ")
+        made_op[nick] = f"@{nick}" in shown.rsplit(":", 1)[1].split()
+    found = agree(lambda: names(alice, "alice", room), lambda: names(bob, "bob", room), f"#{room}")
+    assert isinstance(found, list)
+    assert sorted(name.lstrip("@") for name in found) == ["alice", "bob"]
+    ops = [name[1:] for name in found if name.startswith("@")]
+    assert len(ops) == 1, found
+    if then_modes:
+        agree(lambda: modes(alice, "alice", room), lambda: modes(bob, "bob", room), "modes")
+    if not all(made_op.values()):
+        return False
+    # The user whose node made the room later is told it lost the operator status.
+    loser, lost = (bob, "bob") if ops == ["alice"] else (alice, "alice")
+
+    def told(line: str) -> bool:
+        # As ":server MODE #room -o+o lost winner".
+        words = line.split()
+        return words[1:3] == ["MODE", f"#{room}"] and "-o" in words[3] and lost in words
+
+    if not any(told(line) for line in loser.seen):
+        loser.expect(told)
+    return True
+
+
+def test_a_room_created_at_once_on_two_nodes_has_one_first_operator(make_node: Node) -> None:
+    a = make_node("a", overrides=UNTHROTTLED)
+    b = make_node("b", overrides=UNTHROTTLED)
+    alice = irc(a, "alice")
+    bob = irc(b, "bob")
+    eventually(lambda: "311" in whois(alice, "alice", "bob"), 10, "node a knows bob")
+    eventually(lambda: "311" in whois(bob, "bob", "alice"), 10, "node b knows alice")
+    rounds = 40
+    raced = sum(create_at_once(alice, bob, f"fresh{i}", i % 2 == 1) for i in range(rounds))
+    # Most rounds are a real race (each node made the room before it heard of the other).
+    assert raced > rounds // 2, f"{raced} of {rounds} rounds raced"
+    # Each creator changes the room at once as its operator: the outcome is still one.
+    raced = sum(
+        create_at_once(alice, bob, f"busy{i}", i % 2 == 1, then_modes=True) for i in range(rounds)
+    )
+    assert raced > rounds // 2, f"{raced} of {rounds} rounds raced"
