@@ -5,9 +5,9 @@ does to everyone.
 
 A room's state (modes, lists, invitations, topic, members' status, registration, metadata)
 goes to every node whole after each change, stamped with the time and the node that made
-it.  A node takes a state whose stamp is later than the one it holds for the room (time first,
-then node name), and ignores an earlier one: two changes made in the same moment on two
-nodes end the same on every node (the later wins; the other's users are told what was
+it.  A node takes a state whose stamp is later than the one it holds for the room (time
+first, then node name), and ignores an earlier one: two changes made in the same moment on
+two nodes end the same on every node (the later wins; the other's users are told what was
 undone).  A node's own change is stamped later than any state it has taken, so a change
 made after seeing another always wins over it.  The stamps of the rooms a node has changed
 or taken go in its "state" entry, so a node that starts, or missed entries, gets them.
