@@ -689,23 +689,30 @@ class ClusterNode(Sharing):
             log.warn("cluster: bad entry from node={node}: {err}", node=node, err=str(err))
             return
         handlers = self._handlers
-        on_msg = self._on_msg
+        check = ops.check
+        # The messages in a row, applied together (see _on_msgs) before any other op.
+        run: list[list[Any]] = []
         for op in entry_ops:
             # Messages first: most ops are messages, and an array is always one.
             if type(op) is list:
                 try:
-                    ops.check(op)
+                    check(op)
                 except ops.BadOp as err:
                     log.warn("cluster: bad op from node={node}: {err}", node=node, err=str(err))
                     continue
-                on_msg(node, op)
+                run.append(op)
                 continue
+            if run:
+                self._on_msgs(node, run)
+                run = []
             try:
-                op = ops.check(op)
+                op = check(op)
             except ops.BadOp as err:
                 log.warn("cluster: bad op from node={node}: {err}", node=node, err=str(err))
                 continue
             handlers[ops.kind_of(op)](node, op)
+        if run:
+            self._on_msgs(node, run)
 
     # -- the other nodes' users -------------------------------------------------------------
 
@@ -835,6 +842,70 @@ class ClusterNode(Sharing):
 
     def _on_away(self, node: str, op: dict[str, Any]) -> None:
         self._call(node, op["nick"], "set_away", op["message"])
+
+    def _on_msgs(self, node: str, run: list[list[Any]]) -> None:
+        """Checked messages of ``node``, in order: a sender's messages to one room in a row
+        reach the core in one call (``ChatService.relay``), the rest one by one."""
+        group: list[list[Any]] = []
+        for op in run:
+            if op[ops.MSG_STATUS] is not None or op[ops.MSG_ROOM] is None:
+                if group:
+                    self._relay(node, group)
+                    group = []
+                self._on_msg(node, op)
+            elif group and (
+                op[ops.MSG_NICK] != group[0][ops.MSG_NICK]
+                or op[ops.MSG_ROOM] != group[0][ops.MSG_ROOM]
+            ):
+                self._relay(node, group)
+                group = [op]
+            else:
+                group.append(op)
+        if group:
+            self._relay(node, group)
+
+    def _relay(self, node: str, group: list[list[Any]]) -> None:
+        """One sender's messages to one room, in order."""
+        users = self._remote.get(node)
+        if users is None:
+            return
+        first = group[0]
+        nick = first[ops.MSG_NICK]
+        conn = users.get(nick) or users.get(casefold(nick))
+        if conn is None:
+            return
+        native_of = ops.native_of
+        said = [
+            (
+                op[ops.MSG_TEXT],
+                op[ops.MSG_KIND],
+                tuple([(name, value) for name, value in op[ops.MSG_TAGS]])
+                if op[ops.MSG_TAGS]
+                else (),
+                op[ops.MSG_ID],
+                float(op[ops.MSG_TS]),
+                None if op[ops.MSG_NATIVE] is None else native_of(op[ops.MSG_NATIVE]),
+            )
+            for op in group
+        ]
+        try:
+            msgs = self.service.relay(conn, first[ops.MSG_ROOM], said)
+        except ChatError as err:
+            # The room here disagrees with the node's (a mode not shared): it decided.
+            log.info(
+                "cluster: {count} messages of {nick} from node={node} refused here: {reason}",
+                count=len(group),
+                nick=nick,
+                node=node,
+                reason=err.reason,
+            )
+            return
+        # The node's last room messages: if it dies before writing them, this node writes
+        # them (see _drop_node).
+        recent = self._recent.get(node)
+        if recent is None:
+            recent = self._recent[node] = deque(maxlen=RECENT_MESSAGES)
+        recent.extend(msgs)
 
     def _on_msg(self, node: str, op: list[Any]) -> None:
         users = self._remote.get(node)
