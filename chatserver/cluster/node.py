@@ -144,7 +144,7 @@ UNAVAILABLE_JOIN = "rooms cannot be joined now (Redis is unreachable); try again
 class _Outgoing:
     """One stream entry to publish: ops in order, all going to the same nodes."""
 
-    items: list[ops.Op]
+    items: list[ops.Item]
     claim: str | None = None
     release: str | None = None
     # The nodes it goes to: "*" for every other node, else names separated by spaces.
@@ -153,7 +153,7 @@ class _Outgoing:
     seq: int | None = None
     # A run of messages instead: each node's share, in order; one entry per node is made of
     # it when it is sent.
-    by_node: dict[str, list[ops.Op]] | None = None
+    by_node: dict[str, list[ops.Item]] | None = None
     count: int = 0
 
 
@@ -294,7 +294,8 @@ class ClusterNode(Sharing):
             # The hot path: no other kind to test, no claim.
             nodes = self._message_nodes(event)
             if nodes:
-                self._publish_message(ops.encode_message(event), nodes)
+                # Encoded when the entry is packed (see ops.pack).
+                self._publish_message(event, nodes)
             return
         secure = False
         if isinstance(event, Presence):
@@ -379,7 +380,7 @@ class ClusterNode(Sharing):
             pending.append(_Outgoing([op], claim, release, targets))
         self._schedule()
 
-    def _publish_message(self, op: ops.Op, nodes: tuple[str, ...]) -> None:
+    def _publish_message(self, op: ops.Item, nodes: tuple[str, ...]) -> None:
         """Messages in a row are gathered by the node they go to: whichever rooms (and so
         sets of nodes) they are for, each node gets one entry for the run, holding its
         messages in the order they were said."""
@@ -875,7 +876,8 @@ class ClusterNode(Sharing):
         if conn is None:
             return
         native_of = ops.native_of
-        said = [
+        # Made as the core reads them: no tuple of the run outlives its message.
+        said = (
             (
                 op[ops.MSG_TEXT],
                 op[ops.MSG_KIND],
@@ -887,7 +889,7 @@ class ClusterNode(Sharing):
                 None if op[ops.MSG_NATIVE] is None else native_of(op[ops.MSG_NATIVE]),
             )
             for op in group
-        ]
+        )
         try:
             msgs = self.service.relay(conn, first[ops.MSG_ROOM], said)
         except ChatError as err:
