@@ -21,6 +21,7 @@ from tests.matrix.clients import (
     NS_DELAY,
     NS_MUC,
     IrcLine,
+    LinePeer,
     XmppPeer,
     child,
     child_text,
@@ -96,6 +97,17 @@ def batches(peer, count: int) -> dict[str, list[IrcLine]]:
     return got
 
 
+def always_on_in(world: World, nick: str, room: str) -> LinePeer:
+    """``nick`` registered, always-on, and in ``room``: its line client, still connected."""
+    world.register(nick)
+    a = world.line(nick, password=PASSWORD)
+    a.cmd("set", setting="always-on", value="on")
+    assert a.expect(lambda o: o.get("cmd") == "set")["always-on"] is True
+    a.join(room)
+    a.sync()
+    return a
+
+
 def test_irc_always_on_across_a_client_and_a_server_restart(world: World) -> None:
     alice, bob = world.nick("aoA"), world.nick("aoB")
     room = world.room("ao")
@@ -157,12 +169,7 @@ def test_irc_always_on_across_a_client_and_a_server_restart(world: World) -> Non
 def test_line_always_on_rejoins_and_replays_across_restarts(world: World) -> None:
     alice, bob = world.nick("aoL"), world.nick("aoM")
     room = world.room("aol")
-    world.register(alice)
-    a = world.line(alice, password=PASSWORD)
-    a.cmd("set", setting="always-on", value="on")
-    assert a.expect(lambda o: o.get("cmd") == "set")["always-on"] is True
-    a.join(room)
-    a.sync()
+    a = always_on_in(world, alice, room)
     b = world.line(bob)
     b.join(room)
     b.sync()
@@ -230,12 +237,7 @@ def texts(shown: list[object]) -> list[str]:
 def test_line_return_shows_each_missed_message_once(world: World) -> None:
     alice, bob = world.nick("aoR"), world.nick("aoS")
     room = world.room("aor")
-    world.register(alice)
-    a = world.line(alice, password=PASSWORD)
-    a.cmd("set", setting="always-on", value="on")
-    a.expect(lambda o: o.get("cmd") == "set")
-    a.join(room)
-    a.sync()
+    a = always_on_in(world, alice, room)
     b = world.line(bob)
     b.join(room)
     b.say(room, "seen live")
@@ -275,12 +277,7 @@ def test_after_a_crash_what_a_connected_always_on_user_had_not_been_given_is_mis
 ) -> None:
     alice, bob = world.nick("aoK"), world.nick("aoJ")
     room = world.room("aok")
-    world.register(alice)
-    a = world.line(alice, password=PASSWORD)
-    a.cmd("set", setting="always-on", value="on")
-    a.expect(lambda o: o.get("cmd") == "set")
-    a.join(room)
-    a.sync()
+    always_on_in(world, alice, room)  # and still connected when the server dies
     b = world.line(bob)
     b.join(room)
     b.say(room, "just before the crash")
@@ -311,12 +308,7 @@ def test_checkpoints_of_connected_always_on_users_survive_a_crash(
     try:
         alice, bob = world.nick("aoP"), world.nick("aoQ")
         room = world.room("aop")
-        world.register(alice)
-        a = world.line(alice, password=PASSWORD)
-        a.cmd("set", setting="always-on", value="on")
-        a.expect(lambda o: o.get("cmd") == "set")
-        a.join(room)
-        a.sync()
+        a = always_on_in(world, alice, room)
         b = world.line(bob)
         b.join(room)
         b.say(room, "given live")
@@ -339,12 +331,7 @@ def test_xmpp_client_of_an_always_on_account_is_shown_its_rooms_and_missed_messa
 ) -> None:
     alice, bob = world.nick("aoX"), world.nick("aoY")
     room = world.room("aox")
-    world.register(alice)
-    a = world.line(alice, password=PASSWORD)
-    a.cmd("set", setting="always-on", value="on")
-    a.expect(lambda o: o.get("cmd") == "set")
-    a.join(room)
-    a.sync()
+    a = always_on_in(world, alice, room)
     a.quit("bye")
     b = world.irc(bob)
     b.join(room)
@@ -538,13 +525,8 @@ def test_xmpp_always_on_rooms_are_autojoin_bookmarks_joined_once(world: World) -
     alice, bob = world.nick("aoB"), world.nick("aoV")
     room = world.room("aob")
     jid = f"{room}@{MUC}"
-    world.register(alice)
     # Always-on and the room from line chat: the room becomes an autojoin bookmark.
-    a = world.line(alice, password=PASSWORD)
-    a.cmd("set", setting="always-on", value="on")
-    a.expect(lambda o: o.get("cmd") == "set")
-    a.join(room)
-    a.sync()
+    a = always_on_in(world, alice, room)
     a.quit("gone")
     b = world.irc(bob)
     b.join(room)
@@ -611,12 +593,7 @@ def test_xmpp_client_that_reads_no_bookmarks_is_shown_bookmarked_rooms_once(
 ) -> None:
     alice, bob = world.nick("aoN"), world.nick("aoW")
     room = world.room("aon")
-    world.register(alice)
-    a = world.line(alice, password=PASSWORD)
-    a.cmd("set", setting="always-on", value="on")
-    a.expect(lambda o: o.get("cmd") == "set")
-    a.join(room)
-    a.sync()
+    a = always_on_in(world, alice, room)
     a.quit("gone")
     b = world.irc(bob)
     b.join(room)

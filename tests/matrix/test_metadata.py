@@ -230,3 +230,31 @@ def test_a_published_nickname_is_metadata_after_a_restart(tmp_path: Path) -> Non
         irc.close()
     finally:
         server.kill()
+
+
+def test_sub_and_unsub_answer_each_invalid_key_and_keep_the_valid_ones(world: World) -> None:
+    irc = world.irc(world.nick("msubs"), caps=CAP3)
+    irc.sync()
+    irc.send("METADATA * SUB display-name bad!key Avatar")
+    got = irc.sync()
+    assert [m.params[1:] for m in got if m.command == "FAIL"] == [
+        ("KEY_INVALID", "bad!key", "Invalid key")
+    ]
+    assert [m.params[1:] for m in got if m.command == "770"] == [("display-name", "avatar")]
+    irc.send("METADATA * UNSUB avatar also!bad homepage")
+    got = irc.sync()
+    assert [m.params[1:] for m in got if m.command == "FAIL"] == [
+        ("KEY_INVALID", "also!bad", "Invalid key")
+    ]
+    assert [m.params[1:] for m in got if m.command == "771"] == [("avatar", "homepage")]
+    irc.send("METADATA * SUBS")
+    assert [m.params[1:] for m in numerics(irc, "772")] == [("display-name",)]
+    # The limit: one key past it is refused by name, and what came before it is kept.
+    keys = [f"k{i}" for i in range(60)]
+    irc.send("METADATA * SUB " + " ".join(keys[:30]))
+    irc.send("METADATA * SUB " + " ".join(keys[30:]))
+    got = irc.sync()
+    assert [m.params[1:3] for m in got if m.command == "FAIL"] == [("TOO_MANY_SUBS", "k49")]
+    irc.send("METADATA * SUBS")
+    listed = [key for m in numerics(irc, "772") for key in m.params[1:]]
+    assert sorted(listed) == sorted(["display-name", *keys[:49]])

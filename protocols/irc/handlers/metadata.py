@@ -10,7 +10,7 @@ metadata-3.  GET, LIST, CLEAR and SYNC answer in a ``metadata`` batch for client
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from chatserver.core.errors import (
@@ -204,15 +204,19 @@ def _clear(conn: Any, target: _Target, _args: list[str]) -> None:
     out.end()
 
 
+def _valid_keys(conn: Any, keys: list[str]) -> Iterator[tuple[str, str]]:
+    """Each key as given and folded; an invalid one is answered with KEY_INVALID and skipped."""
+    for key in keys:
+        try:
+            yield key, check_key(key)
+        except BadName:
+            conn.fail("METADATA", "KEY_INVALID", key, description="Invalid key")
+
+
 def _sub(conn: Any, keys: list[str]) -> None:
     subs = set(conn.metadata_subs)
     added: list[str] = []
-    for key in keys:
-        try:
-            folded = check_key(key)
-        except BadName:
-            conn.fail("METADATA", "KEY_INVALID", key, description="Invalid key")
-            continue
+    for key, folded in _valid_keys(conn, keys):
         if folded not in subs and len(subs) >= MAX_SUBS:
             conn.fail("METADATA", "TOO_MANY_SUBS", key, description="Too many subscriptions")
             break
@@ -224,17 +228,8 @@ def _sub(conn: Any, keys: list[str]) -> None:
 
 
 def _unsub(conn: Any, keys: list[str]) -> None:
-    subs = set(conn.metadata_subs)
-    removed: list[str] = []
-    for key in keys:
-        try:
-            folded = check_key(key)
-        except BadName:
-            conn.fail("METADATA", "KEY_INVALID", key, description="Invalid key")
-            continue
-        subs.discard(folded)
-        removed.append(folded)
-    conn.metadata_subs = frozenset(subs)
+    removed = [folded for _key, folded in _valid_keys(conn, keys)]
+    conn.metadata_subs = conn.metadata_subs.difference(removed)
     if removed:
         conn.reply(n.RPL_METADATAUNSUBOK, *removed)
 
