@@ -28,6 +28,7 @@ entry it applied.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 from collections import deque
@@ -133,6 +134,9 @@ READ_BLOCK_MS = 1000
 # so these are its last ones, which cover what it had not written yet (one write interval,
 # a second by default) up to this many messages a second.
 RECENT_MESSAGES = 10_000
+
+# New objects between the garbage collector's young collections on a node (see start).
+YOUNG_COLLECTION = 50_000
 
 UNAVAILABLE_NICK = (
     "the cluster cannot confirm new nicks now (Redis is unreachable); try again shortly"
@@ -247,6 +251,12 @@ class ClusterNode(Sharing):
 
     def start(self) -> None:
         self.service.cluster = self
+        # Each other node's turn is applied at once: hundreds of messages, with their ops,
+        # events and rendered lines, live together until the turn's end.  Collected every 700
+        # new objects (CPython's default), they are walked while alive and moved to the old
+        # generation, whose full collections then walk the whole heap; collected every
+        # YOUNG_COLLECTION most are gone by then.
+        gc.set_threshold(YOUNG_COLLECTION, *gc.get_threshold()[1:])
         self._commands.start()
         self._reader.start()
         self._heartbeat.start(self.lease / 3, now=False)
