@@ -121,6 +121,27 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+# Seconds after the messages until the server has written the last of their history.
+HISTORY_SETTLE = 1.5
+
+
+def children_cpu_seconds(pid: int) -> float:
+    """CPU time so far of the live children of ``pid`` (chatserver's SQLite history writer):
+    counted apart, since they do the server's work in another process."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return total
+
+
 def rss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -578,6 +599,11 @@ class RunResult:
     ready: dict[str, Any] = field(default_factory=dict)
     done: dict[str, Any] = field(default_factory=dict)
     server_cpu: float = 0.0  # share of one core during the messages
+    # The same for the server's child processes (chatserver's history writer).
+    children_cpu: float = 0.0
+    # CPU seconds of the server process and of its children per message sent.
+    server_us_per_message: float = 0.0
+    children_us_per_message: float = 0.0
     loadgen_cpu: float = 0.0
     rss_before_kib: int = 0
     rss_after_kib: int = 0  # all registered (and joined)
@@ -594,6 +620,9 @@ class RunResult:
             "ready": self.ready,
             "done": self.done,
             "server_cpu": self.server_cpu,
+            "children_cpu": self.children_cpu,
+            "server_us_per_message": self.server_us_per_message,
+            "children_us_per_message": self.children_us_per_message,
             "loadgen_cpu": self.loadgen_cpu,
             "rss_before_kib": self.rss_before_kib,
             "rss_after_kib": self.rss_after_kib,
@@ -767,8 +796,9 @@ def run_workload(
         result.rss_after_kib = rss_kib(server.pid)
         if profile is not None and profiler is None:
             profiler = start_profiler(server.pid, profile)
-        cpu_server, cpu_gen, t0 = (
+        cpu_server, cpu_children, cpu_gen, t0 = (
             cpu_seconds(server.pid),
+            children_cpu_seconds(server.pid),
             cpu_seconds(loadgen.pid),
             time.monotonic(),
         )
@@ -780,8 +810,18 @@ def run_workload(
         wall = time.monotonic() - t0
         if server.alive():
             result.server_cpu = (cpu_seconds(server.pid) - cpu_server) / wall
+            result.children_cpu = (children_cpu_seconds(server.pid) - cpu_children) / wall
         result.loadgen_cpu = (cpu_seconds(loadgen.pid) - cpu_gen) / wall
         result.done = json.loads(line)
+        messages = result.done.get("messages") or 0
+        if messages and server.alive():
+            # Per message, once the last history batch is written (a flush interval, 1 s by
+            # default, and its write): every message's whole cost, wherever it is spent.
+            time.sleep(HISTORY_SETTLE)
+            spent = cpu_seconds(server.pid) - cpu_server
+            result.server_us_per_message = spent / messages * 1e6
+            spent = children_cpu_seconds(server.pid) - cpu_children
+            result.children_us_per_message = spent / messages * 1e6
         if server.alive():
             result.rss_end_kib = rss_kib(server.pid)
         stop_profiler(profiler)
@@ -974,9 +1014,15 @@ class Bench:
         else:
             summary = (
                 f"{done.get('deliveries_per_s', 0):,.0f} deliveries/s, lost {done.get('lost')},"
-                f" dup {done.get('duplicates')}, server cpu {result.server_cpu:.0%},"
-                f" generator cpu {result.loadgen_cpu:.0%}"
+                f" dup {done.get('duplicates')}, server cpu {result.server_cpu:.0%}"
+                f" ({result.server_us_per_message:.2f} µs/message)"
             )
+            if result.children_cpu:
+                summary += (
+                    f" + children {result.children_cpu:.0%}"
+                    f" ({result.children_us_per_message:.2f} µs/message)"
+                )
+            summary += f", generator cpu {result.loadgen_cpu:.0%}"
         self.log(f"  {label} [{server}] {summary} ({took:.1f}s)")
         self.runs.append({"label": label, **result.as_dict()})
         return result

@@ -167,7 +167,7 @@ PROTOCOLS: dict[str, ProtocolBuilder] = {
 def open_store(config: Config, reactor: Any) -> Any:
     """The store named by ``[storage] backend`` (not yet opened)."""
     if config.storage.backend == "sqlite":
-        return SqliteStore(config.storage.path, reactor=reactor)
+        return SqliteStore(config.storage.path, reactor=reactor, writer=True)
     if config.storage.backend == "postgresql":
         # Imported here: psycopg is needed only by those who choose this backend.
         try:

@@ -126,10 +126,15 @@ class StoreFacade:
             # The pool's thread pool silently drops work once stopped: fail loudly instead
             # of returning a Deferred that never fires.
             return defer.fail(StoreClosed(f"the store {self.path} is closed"))
-        d: Deferred[_T] = self._pool.runInteraction(
-            self._interaction(func, args, write, transaction)
-        )
-        operation = func.__name__.lstrip("_")
+        d: Deferred[_T] = self._submit(self._interaction(func, args, write, transaction))
+        return self._track(d, func.__name__.lstrip("_"), write)
+
+    def _submit(self, interaction: Callable[[Any], _T]) -> Deferred[_T]:
+        """Run ``interaction`` in the pool's thread."""
+        return self._pool.runInteraction(interaction)
+
+    def _track(self, d: Deferred[_T], operation: str, write: bool) -> Deferred[_T]:
+        """The bookkeeping of one operation (see the module docstring) around its result."""
         d.addCallbacks(
             self._succeeded,
             self._failed,

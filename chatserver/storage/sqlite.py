@@ -21,8 +21,7 @@ import json
 import os
 import sqlite3
 import sys
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from twisted.enterprise import adbapi
@@ -64,14 +63,27 @@ from chatserver.storage.facade import (
     StoreUnusable,
 )
 from chatserver.storage.migrations import MIGRATIONS, Step
+from chatserver.storage.sqlite_rows import (
+    _MESSAGE_COLUMNS,
+    _PRIVATE_COLUMNS,
+    _append_fields,
+    _append_private_fields,
+    _dumps,
+    _messages_fields,
+    _private_fields,
+    _row_of,
+    _stanza_bytes,
+    _transaction,
+    _utf8,
+    configure,
+    is_storage_failure,
+)
+from chatserver.storage.writer import HISTORY, PRIVATE
+from chatserver.storage.writer_link import WriterLink
 
 __all__ = ["SchemaTooNew", "SqliteStore", "StoreClosed", "StoreUnusable"]
 
 _T = TypeVar("_T")
-
-# Milliseconds a statement waits for another process's lock before failing with "database is
-# locked".  Writes here are short, so 5 s means something is wrong, not merely busy.
-BUSY_TIMEOUT_MS = 5000
 
 log = Logger()
 
@@ -83,65 +95,13 @@ QUICK_CHECK_ROWS = 5
 _DAMAGED_CODES = frozenset({11, 26})
 
 
-def is_storage_failure(err: BaseException) -> bool:
-    """Whether ``err`` says the database itself is failing (read-only, damaged, full, locked),
-    not that a statement broke a rule (a constraint) or that the caller asked for the
-    impossible."""
-    return isinstance(err, sqlite3.DatabaseError) and not isinstance(err, sqlite3.IntegrityError)
-
-
 def _configure_connection(conn: sqlite3.Connection) -> None:
     """``cp_openfun``: set up each new connection before it is used."""
-    conn.isolation_level = None  # we issue BEGIN/COMMIT ourselves, see the module docstring
-    # First, so that the journal_mode switch below also waits for a busy lock.
-    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
-    (mode,) = _switch_to_wal(conn)
+    mode = configure(conn)
     if mode.lower() != "wal":
         # Some filesystems (network mounts) cannot hold the shared-memory index WAL needs.
         # The store still works, but readers and the writer block each other.
         log.warn("SQLite could not enable WAL (journal_mode is {mode}); continuing", mode=mode)
-    # With WAL, NORMAL never corrupts the database; a power loss (not a process crash) may
-    # drop the last transactions before a checkpoint.  Losing the last seconds of history on
-    # power loss is within our durability promise; an fsync on every history batch is not
-    # worth its cost, so FULL is not used.
-    conn.execute("PRAGMA synchronous = NORMAL")
-    # Off by default in SQLite and per connection: without it ON DELETE CASCADE does nothing.
-    conn.execute("PRAGMA foreign_keys = ON")
-
-
-def _switch_to_wal(conn: sqlite3.Connection) -> tuple[str]:
-    """``PRAGMA journal_mode = WAL``, retried while another process holds the lock.
-
-    The switch on a new file takes an exclusive lock without calling the busy handler, so
-    a server and a CLI command opening a fresh database together can see "locked" at once.
-    This runs in the store's thread, where waiting blocks nothing else.
-    """
-    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
-    while True:
-        try:
-            return conn.execute("PRAGMA journal_mode = WAL").fetchone()
-        except sqlite3.OperationalError as err:
-            if "locked" not in str(err) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.01)
-
-
-@contextlib.contextmanager
-def _transaction(cur: sqlite3.Cursor, *, write: bool) -> Iterator[None]:
-    """One explicit transaction on ``cur``: committed on success, rolled back on any error.
-
-    Reads take a transaction too so that multi-statement reads see one snapshot.
-    """
-    cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-    try:
-        yield
-        cur.execute("COMMIT")
-    except BaseException:
-        if cur.connection.in_transaction:
-            # A failing ROLLBACK must not hide the error that caused it.
-            with contextlib.suppress(sqlite3.Error):
-                cur.execute("ROLLBACK")
-        raise
 
 
 def _migrate(cur: sqlite3.Cursor, migrations: Sequence[Step]) -> tuple[int, int]:
@@ -177,67 +137,8 @@ def _migrate(cur: sqlite3.Cursor, migrations: Sequence[Step]) -> tuple[int, int]
 # -- row conversion (runs in the pool thread) ------------------------------------------------
 
 
-def _dumps(value: object) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-def _utf8(text: str) -> str:
-    """``text``, with lone surrogates (which SQLite cannot store) replaced by ``?``.
-
-    A protocol that decodes bad input with ``surrogateescape`` would otherwise make one message
-    fail the whole history batch it is in, losing everyone else's messages with it.
-    """
-    if text.isascii():
-        return text
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "replace").decode("utf-8")
-    return text
-
-
-_MESSAGE_COLUMNS = "id, target, ts, nick, ident, host, account, realname, kind, text, tags"
-
-
 def _message_row(msg: Message) -> tuple[Any, ...]:
-    target = msg.room if msg.room is not None else msg.target
-    if target is None:
-        raise ValueError(f"message {msg.id!r} has neither room nor target")
-    who = msg.source
-    account = who.account
-    tags = _dumps([[key, value] for key, value in msg.tags]) if msg.tags else "[]"
-    if (
-        f"{msg.id}{target}{who.nick}{who.ident}{who.host}{account or ''}{who.realname}"
-        f"{msg.text}{tags}"
-    ).isascii():
-        # Nearly every row: all of its text ASCII, so nothing for _utf8 to replace (one
-        # check of the whole row costs less than one per field).
-        return (
-            msg.id,
-            target,
-            msg.ts,
-            who.nick,
-            who.ident,
-            who.host,
-            account,
-            who.realname,
-            msg.kind,
-            msg.text,
-            tags,
-        )
-    return (
-        _utf8(msg.id),
-        _utf8(target),
-        msg.ts,
-        _utf8(who.nick),
-        _utf8(who.ident),
-        _utf8(who.host),
-        None if account is None else _utf8(account),
-        _utf8(who.realname),
-        msg.kind,
-        _utf8(msg.text),
-        _utf8(tags),
-    )
+    return _row_of(_messages_fields((msg,))[0])
 
 
 def _message(row: Sequence[Any]) -> Message:
@@ -497,26 +398,8 @@ def _delete_room(cur: sqlite3.Cursor, name: str) -> bool:
 # (and the GIL hand-over around each step) far less than one step per row.  Only these few
 # sizes, so that the connection's statement cache holds three prepared statements, not one
 # per batch size.
-_APPEND_SIZES = (64, 8, 1)
-_ROW_PLACEHOLDERS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_APPEND_SQL = {
-    size: f"INSERT OR IGNORE INTO history ({_MESSAGE_COLUMNS}) VALUES "
-    + ", ".join([_ROW_PLACEHOLDERS] * size)
-    for size in _APPEND_SIZES
-}
-
-
 def _append(cur: sqlite3.Cursor, messages: Sequence[Message]) -> int:
-    stored = 0
-    start = 0
-    for size in _APPEND_SIZES:
-        sql = _APPEND_SQL[size]
-        while len(messages) - start >= size:
-            chunk = messages[start : start + size]
-            cur.execute(sql, [value for msg in chunk for value in _message_row(msg)])
-            stored += cur.rowcount
-            start += size
-    return stored
+    return _append_fields(cur, _messages_fields(messages))
 
 
 def _query_messages(
@@ -572,13 +455,6 @@ def _purge(cur: sqlite3.Cursor, target: str) -> int:
     return deleted
 
 
-_PRIVATE_COLUMNS = "id, target, ts, nick, ident, host, account, realname, kind, text, tags, stanza"
-_PRIVATE_INSERT = (
-    f"INSERT OR IGNORE INTO private_history (owner, peer, offline, {_PRIVATE_COLUMNS})"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-
-
 def _private_message(row: Sequence[Any]) -> Message:
     msgid, target, ts, nick, ident, host, account, realname, kind, text, tags, stanza = row
     return Message(
@@ -596,21 +472,12 @@ def _private_message(row: Sequence[Any]) -> Message:
 def _stanza(msg: Message) -> str | None:
     """The sender's own serialized message, when its protocol keeps one for recipients on
     the same protocol (an XMPP stanza, whole with its extensions), else None."""
-    data = getattr(msg.native, "data", None)
-    if isinstance(data, bytes):
-        return _utf8(data.decode("utf-8", "replace"))
-    return None
+    data = _stanza_bytes(msg)
+    return None if data is None else _utf8(data.decode("utf-8", "replace"))
 
 
 def _append_private(cur: sqlite3.Cursor, entries: Sequence[ArchiveEntry]) -> int:
-    rows = []
-    for entry in entries:
-        msg = entry.message
-        # The room column of a history row is the recipient nick here.
-        row = _message_row(msg)
-        rows.append((entry.owner, entry.peer, 1 if entry.offline else 0, *row, _stanza(msg)))
-    cur.executemany(_PRIVATE_INSERT, rows)
-    return cur.rowcount
+    return _append_private_fields(cur, _private_fields(entries))
 
 
 def _query_private(cur: sqlite3.Cursor, query: ArchiveQuery) -> list[Message]:
@@ -961,9 +828,21 @@ class SqliteStore(StoreFacade):
     is_storage_failure = staticmethod(is_storage_failure)
 
     def __init__(
-        self, path: str, *, reactor: Any = None, migrations: Sequence[Step] = MIGRATIONS
+        self,
+        path: str,
+        *,
+        reactor: Any = None,
+        migrations: Sequence[Step] = MIGRATIONS,
+        writer: bool = False,
     ) -> None:
-        """``migrations`` is for tests of the migration machinery; production uses the default."""
+        """``migrations`` is for tests of the migration machinery; production uses the default.
+
+        With ``writer`` (the server's store), room and private history batches are written by
+        a child process (:mod:`chatserver.storage.writer`) started by ``open()`` and stopped
+        by ``close()``, outside this process and its GIL.  Without it (command-line tools,
+        an in-memory database, which another process cannot open), this process's thread
+        writes them.
+        """
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 
@@ -984,6 +863,8 @@ class SqliteStore(StoreFacade):
             cp_reactor=reactor,
         )
         super().__init__(path, reactor, pool)
+        self._writer: WriterLink | None = None
+        self._use_writer = writer and path != ":memory:"
 
     def _interaction(
         self, func: Callable[..., _T], args: tuple[Any, ...], write: bool, transaction: bool
@@ -996,6 +877,51 @@ class SqliteStore(StoreFacade):
                 return func(cur, *args)
 
         return interaction
+
+    def _submit(self, interaction: Callable[[sqlite3.Cursor], _T]) -> Deferred[_T]:
+        writer = self._writer
+        if writer is None:
+            return self._pool.runInteraction(interaction)
+        # After the history batches sent before it, as with one thread for everything: a
+        # query sees what was said before it, a purge or a deletion follows the appends.
+        d: Deferred[Any] = writer.settled()
+        d.addCallback(lambda _: self._pool.runInteraction(interaction))
+        return d
+
+    # -- history through the writer process ---------------------------------------------------
+
+    def append(self, messages: Iterable[Message]) -> Deferred[int]:
+        writer = self._writer
+        if writer is None:
+            return super().append(messages)
+        if self._closed:
+            return defer.fail(StoreClosed(f"the store {self.path} is closed"))
+        # Plain tuples, marshalled at once: the caller may reuse its batch as soon as this
+        # returns, and the rows (JSON, checks) are built in the writer.
+        rows = _messages_fields(messages)
+        if not rows:
+            return defer.succeed(0)
+        return self._track(writer.send(HISTORY, rows), "append", True)
+
+    def append_private(self, entries: Iterable[ArchiveEntry]) -> Deferred[int]:
+        writer = self._writer
+        if writer is None:
+            return super().append_private(entries)
+        if self._closed:
+            return defer.fail(StoreClosed(f"the store {self.path} is closed"))
+        rows = _private_fields(tuple(entries))
+        if not rows:
+            return defer.succeed(0)
+        return self._track(writer.send(PRIVATE, rows), "append_private", True)
+
+    def close(self) -> Deferred[None]:
+        """Let the writer write what it was sent and exit, then close as the facade does."""
+        writer, self._writer = self._writer, None
+        if writer is None or self._closed:
+            return super().close()
+        d = writer.stop()
+        d.addCallback(lambda _: super(SqliteStore, self).close())
+        return d
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -1032,7 +958,15 @@ class SqliteStore(StoreFacade):
                 )
 
         d.addCallback(done)
+        if self._use_writer:
+            # Started once the schema is current: the writer only inserts.
+            d.addCallback(lambda _: self._start_writer())
         return d
+
+    def _start_writer(self) -> None:
+        if self._writer is None and not self._closed:
+            self._writer = WriterLink(self.path, self._reactor)
+            self._writer.start()
 
     def _file_state(self) -> tuple[bool, int]:
         """(whether the database file exists, its size)."""

@@ -23,6 +23,7 @@ import pytest
 
 from tests.hostile.clients import IrcUser, LineUser, XmppClient, close_all, local
 from tests.support.postgres import BIN_DIR, MISSING_REASON, PostgresServer
+from tests.support.procs import set_file_size_limit
 from tests.support.server import LineClient, ServerProcess
 
 pytestmark = pytest.mark.timeout(180)
@@ -372,11 +373,12 @@ def test_nothing_acknowledged_is_lost_when_the_sqlite_disk_is_full_for_ten_secon
     limit = resource.prlimit(pid, resource.RLIMIT_FSIZE)
 
     def full() -> None:
-        # The server cannot write past the first byte of any file: the disk is full for it.
-        resource.prlimit(pid, resource.RLIMIT_FSIZE, (1, limit[1]))
+        # The server (and its history writer) cannot write past the first byte of any file:
+        # the disk is full for it.
+        set_file_size_limit(pid, 1)
 
     def not_full() -> None:
-        resource.prlimit(pid, resource.RLIMIT_FSIZE, limit)
+        set_file_size_limit(pid, limit[0])
 
     load = run_load(server, away=full, back=not_full)
     db = Path(server.data_dir) / "chatserver.db"
@@ -396,7 +398,7 @@ def test_with_the_sqlite_disk_full_a_login_still_works_and_a_registration_is_ref
     assert server.proc is not None
     pid = server.proc.pid
     limit = resource.prlimit(pid, resource.RLIMIT_FSIZE)
-    resource.prlimit(pid, resource.RLIMIT_FSIZE, (1, limit[1]))
+    set_file_size_limit(pid, 1)
     try:
         line = LineUser(server.ports["line"], "carol")
         # Reading the account needs no write.
@@ -410,7 +412,7 @@ def test_with_the_sqlite_disk_full_a_login_still_works_and_a_registration_is_ref
         answer = other.expect(lambda line: line.startswith(("*** ", "!!! ")))
         assert answer.startswith("!!! ") and UNAVAILABLE in answer, answer
     finally:
-        resource.prlimit(pid, resource.RLIMIT_FSIZE, limit)
+        set_file_size_limit(pid, limit[0])
     deadline = time.monotonic() + 20
     while True:
         other.send(f"/register {PASSWORD}")

@@ -25,6 +25,7 @@ from tests.app.helpers import (
     recv_some,
     run_cli,
 )
+from tests.support.procs import set_file_size_limit
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -166,14 +167,14 @@ def test_health_is_unhealthy_while_writes_fail_and_healthy_once_they_succeed(
         recv_some(sock)
         # From now on the server cannot write past the first byte of any file: the disk is
         # "full" for it.  (Its output is a pipe, which the limit does not touch.)
-        resource.prlimit(pid, resource.RLIMIT_FSIZE, (1, limit[1]))
+        set_file_size_limit(pid, 1)
         sock.sendall(b"kept in memory, not on disk\r\n")
         server.wait_for(r"SQLite store .*: append failed: ", timeout=TIMEOUT)
         status, why = health(http)
         assert status == 503 and why.startswith("database writes fail: "), (status, why)
         # Still failing on the next check: the check itself tries a write.
         assert health(http)[0] == 503
-        resource.prlimit(pid, resource.RLIMIT_FSIZE, limit)
+        set_file_size_limit(pid, limit[0])
         assert health(http) == (200, "ok")
         server.wait_for(r"writes succeed again")
         sock.sendall(b"stored again\r\n")

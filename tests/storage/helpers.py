@@ -26,6 +26,8 @@ class StoreTestCase(unittest.TestCase):
 
     tmp_path: Path
     backend = "sqlite"
+    # SQLite: history appends written by the writer process (the server's way), not the thread.
+    writer = False
     # What the backend raises when a statement breaks a constraint.
     IntegrityError: type[Exception] = sqlite3.IntegrityError
 
@@ -58,7 +60,9 @@ class StoreTestCase(unittest.TestCase):
             store = PostgresStore(self.dsn(name), migrations=pg_steps)
         else:
             store = SqliteStore(
-                self.db_path(name), migrations=MIGRATIONS if migrations is None else migrations
+                self.db_path(name),
+                migrations=MIGRATIONS if migrations is None else migrations,
+                writer=self.writer,
             )
         self.addCleanup(store.close)
         await store.open()

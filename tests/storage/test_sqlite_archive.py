@@ -144,3 +144,9 @@ class AccountSettingsTests(StoreTestCase):
         await store.mark_offline("alice", ["m0000"])
         self.assertEqual([m.id for m in await store.take_offline("bob", 10)], ["m0001", "m0002"])
         self.assertEqual(await store.take_offline("alice", 10), [])
+
+
+class ArchiveWriterTests(ArchiveTests):
+    """The same, with appends written by the writer process."""
+
+    writer = True

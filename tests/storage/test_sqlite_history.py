@@ -15,7 +15,7 @@ from twisted.internet import reactor, threads
 from twisted.internet.defer import Deferred
 
 from chatserver.core.events import Message, Who
-from chatserver.core.records import ArchiveQuery, RoomEventRecord
+from chatserver.core.records import ArchiveEntry, ArchiveQuery, RoomEventRecord
 from tests.storage.helpers import StoreTestCase, ids, message
 
 _T = TypeVar("_T")
@@ -62,6 +62,20 @@ class HistoryTests(StoreTestCase):
         buffer.clear()  # a caller reusing its buffer must not change what is stored
         self.assertEqual(await d, 2)
         self.assertEqual(ids(await store.latest("lobby", 10)), ["m1", "m2"])
+
+    async def test_what_comes_after_an_append_sees_it(self) -> None:
+        store = await self.open_store()
+        # Neither awaited before the next call: each operation follows the appends before it.
+        appended = store.append([message("m1", 1.0), message("m2", 2.0)])
+        found = store.find("m2")
+        deleted = store.delete_message("m1")
+        private = store.append_private([ArchiveEntry("alice", "bob", message("p1", 3.0))])
+        page = store.query_private(ArchiveQuery("alice", None, 10, None, None, True))
+        self.assertEqual((await found).id, "m2")
+        self.assertEqual(await deleted, 1)
+        self.assertEqual(ids(await page), ["p1"])
+        self.assertEqual((await appended, await private), (2, 1))
+        self.assertEqual(ids(await store.latest("lobby", 10)), ["m2"])
 
     async def test_a_bad_record_fails_its_whole_batch(self) -> None:
         store = await self.open_store()
@@ -345,3 +359,9 @@ def check_round_trip(store: Any, text: Callable[..., st.SearchStrategy[str]]) ->
         assert blocking(store.find, msgid) == msg
 
     check()
+
+
+class HistoryWriterTests(HistoryTests):
+    """The same, with appends written by the writer process."""
+
+    writer = True

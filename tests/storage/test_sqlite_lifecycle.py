@@ -17,7 +17,7 @@ from chatserver.core.interfaces import IAccountStore, IHistoryStore, IRoomStore
 from chatserver.core.records import RoomRecord
 from chatserver.storage import SchemaTooNew, SqliteStore, StoreClosed
 from chatserver.storage.migrations import MIGRATIONS, SCHEMA_VERSION
-from chatserver.storage.sqlite import BUSY_TIMEOUT_MS
+from chatserver.storage.sqlite_rows import BUSY_TIMEOUT_MS
 from tests.storage.helpers import StoreTestCase, account, ids, message
 
 REPO_ROOT = str(Path(chatserver.__file__).resolve().parents[1])
