@@ -48,12 +48,14 @@ from chatserver.cluster.shared import Sharing
 from chatserver.core.errors import ChatError, NickInUse
 from chatserver.core.events import (
     Event,
+    Join,
     Message,
     NickChange,
     Presence,
     Quit,
     Redaction,
     TagMessage,
+    UserModeChange,
 )
 from chatserver.core.names import casefold, room_key
 from chatserver.core.users import Connection
@@ -240,6 +242,8 @@ class ClusterNode(Sharing):
             "meta": self._on_meta,
             "notice": self._on_notice,
             "redact": self._on_redact,
+            "umode": self._on_umode,
+            "wallops": self._on_wallops,
         }
         self._init_sharing()
 
@@ -308,10 +312,12 @@ class ClusterNode(Sharing):
                 self._publish_message(event, nodes)
             return
         secure = False
-        if isinstance(event, Presence):
+        modes: frozenset[str] = frozenset()
+        if isinstance(event, (Presence, UserModeChange)):
             user = self.service.find_user(event.who.nick)
-            secure = user is not None and user.secure
-        op = ops.encode(event, secure)
+            if user is not None:
+                secure, modes = user.secure, user.modes
+        op = ops.encode(event, secure, modes)
         if op is None:
             return
         targets = "*"
@@ -320,6 +326,8 @@ class ClusterNode(Sharing):
             if nodes:
                 self._publish_message(op, nodes)
             return
+        if isinstance(event, Join) and event.created:
+            self._founded_here(event)
         if isinstance(event, (TagMessage, Redaction)):
             targets = " ".join(self._message_nodes(event))
             if not targets:
@@ -332,7 +340,8 @@ class ClusterNode(Sharing):
             if user is None:
                 return
             if before is None:
-                first = ops.encode(Presence(ts=event.ts, who=user.who(), online=True), user.secure)
+                online = Presence(ts=event.ts, who=user.who(), online=True)
+                first = ops.encode(online, user.secure, user.modes)
                 assert first is not None
                 op = first
             else:
@@ -548,6 +557,7 @@ class ClusterNode(Sharing):
             {
                 "who": ops.who_fields(user.who()),
                 "s": user.secure,
+                "m": sorted(user.modes),
                 "rooms": list(user.rooms),
                 "meta": self.service.user_metadata(user.nick),
             }
@@ -744,7 +754,9 @@ class ClusterNode(Sharing):
                 self._remove(holder.node, conn, "nick taken over")
 
     def _on_user(self, node: str, op: dict[str, Any]) -> None:
-        self._attach(node, ops.who_from(op["who"]), op["s"], take=True)
+        conn = self._attach(node, ops.who_from(op["who"]), op["s"], take=True)
+        if conn is not None and op["m"]:
+            self.service.user_modes_elsewhere(conn, op["m"])
 
     def _attach(self, node: str, who: Any, secure: bool, *, take: bool) -> Connection | None:
         """The stand-in of ``who``; ``take``: its node has just claimed the nick, so a
@@ -838,9 +850,6 @@ class ClusterNode(Sharing):
                 node=node,
                 reason=err.reason,
             )
-
-    def _on_join(self, node: str, op: dict[str, Any]) -> None:
-        self._call(node, op["nick"], "join", op["room"])
 
     def _on_part(self, node: str, op: dict[str, Any]) -> None:
         self._call(node, op["nick"], "part", op["room"], op["reason"])
@@ -975,6 +984,8 @@ class ClusterNode(Sharing):
                 continue
             if user.away != who.away:
                 self._call(node, who.nick, "set_away", who.away)
+            if user.modes != frozenset(entry["m"]):
+                self.service.user_modes_elsewhere(conn, entry["m"])
             rooms = {room_key(name) for name in entry["rooms"]}
             for name in rooms - set(user.rooms):
                 self._call(node, who.nick, "join", name)

@@ -462,7 +462,7 @@ class ChatService(
         room.members_changed()
         user.rooms[rk] = room
         self._always_on_changed(user)
-        join = Join(ts=now, room=rk, who=user.who(), origin=conn.client)
+        join = Join(ts=now, room=rk, who=user.who(), origin=conn.client, created=created)
         if self.cluster is not None and user.node is None:
             self.cluster.local_event(join)
         self._send_membership(room, user, join, was_member=False)
@@ -889,6 +889,8 @@ class ChatService(
         if "oper" not in user.modes:
             raise NotPermitted("only server operators may do that")
         event = Wallops(ts=self.clock.seconds(), who=user.who(), text=text, origin=conn.client)
+        if self.cluster is not None and user.node is None:
+            self.cluster.local_event(event)
         self._send([c for u in self.users if "wallops" in u.modes for c in u.clients()], event)
 
     def notice_user(self, user: User, text: str) -> None:

@@ -79,7 +79,7 @@ from chatserver.storage.sqlite_rows import (
     is_storage_failure,
 )
 from chatserver.storage.writer import HISTORY, PRIVATE
-from chatserver.storage.writer_link import WriterLink
+from chatserver.storage.writer_link import WriterFailed, WriterLink
 
 __all__ = ["SchemaTooNew", "SqliteStore", "StoreClosed", "StoreUnusable"]
 
@@ -102,6 +102,11 @@ def _configure_connection(conn: sqlite3.Connection) -> None:
         # Some filesystems (network mounts) cannot hold the shared-memory index WAL needs.
         # The store still works, but readers and the writer block each other.
         log.warn("SQLite could not enable WAL (journal_mode is {mode}); continuing", mode=mode)
+
+
+def _storage_failure(err: BaseException) -> bool:
+    """The store's test of a failing database: SQLite's, or no history writer to write."""
+    return isinstance(err, WriterFailed) or is_storage_failure(err)
 
 
 def _migrate(cur: sqlite3.Cursor, migrations: Sequence[Step]) -> tuple[int, int]:
@@ -825,7 +830,7 @@ class SqliteStore(StoreFacade):
     _queries = sys.modules[__name__]
     _param = "?"
     kind = "SQLite"
-    is_storage_failure = staticmethod(is_storage_failure)
+    is_storage_failure = staticmethod(_storage_failure)
 
     def __init__(
         self,

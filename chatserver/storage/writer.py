@@ -36,12 +36,12 @@ from typing import Any
 from chatserver.storage import sqlite_rows
 
 HEADER = struct.Struct("<I")
+HISTORY, PRIVATE = 0, 1
 # Batch kinds and the interaction that writes each (the same the store's thread would run).
 KINDS: dict[int, Callable[[sqlite3.Cursor, Sequence[Any]], int]] = {
-    0: sqlite_rows._append_fields,
-    1: sqlite_rows._append_private_fields,
+    HISTORY: sqlite_rows._append_fields,
+    PRIVATE: sqlite_rows._append_private_fields,
 }
-HISTORY, PRIVATE = 0, 1
 # Stdout and stdin, by number: the frames are read and written unbuffered.
 _IN, _OUT = 0, 1
 
@@ -70,8 +70,34 @@ def _send(data: bytes) -> None:
         view = view[os.write(_OUT, view) :]
 
 
-def _write(cur: sqlite3.Cursor, kind: int, rows: Sequence[Any]) -> tuple[int, Any]:
+class _Database:
+    """The writer's connection, opened at the first batch and again after a failed opening:
+    a database that cannot be opened fails each batch (which the server reports and retries),
+    rather than the writer."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.conn: sqlite3.Connection | None = None
+
+    def cursor(self) -> sqlite3.Cursor:
+        if self.conn is None:
+            conn = sqlite3.connect(self.path)
+            try:
+                sqlite_rows.configure(conn)
+            except BaseException:
+                conn.close()
+                raise
+            self.conn = conn
+        return self.conn.cursor()
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
+
+def _write(db: _Database, kind: int, rows: Sequence[Any]) -> tuple[int, Any]:
     try:
+        cur = db.cursor()
         with sqlite_rows._transaction(cur, write=True):
             return KINDS[kind](cur, rows), None
     except Exception as err:  # every error goes back to the server, which decides
@@ -83,9 +109,7 @@ def run(path: str) -> None:
     # the writer off before it has written what it was sent.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    conn = sqlite3.connect(path)
-    sqlite_rows.configure(conn)
-    cur = conn.cursor()
+    db = _Database(path)
     server_gone = False
     try:
         while True:
@@ -96,7 +120,7 @@ def run(path: str) -> None:
             if payload is None:
                 break
             seq, kind, rows = marshal.loads(payload)
-            stored, error = _write(cur, kind, rows)
+            stored, error = _write(db, kind, rows)
             if server_gone:
                 continue
             try:
@@ -105,7 +129,7 @@ def run(path: str) -> None:
                 # The server died: what it had sent is still written, nobody is told.
                 server_gone = True
     finally:
-        conn.close()
+        db.close()
 
 
 def main(argv: list[str]) -> int:

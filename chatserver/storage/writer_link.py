@@ -28,8 +28,8 @@ from chatserver.storage.writer import HEADER, frame
 
 log = Logger()
 
-# A writer that lived less than this long is started again only after it: one that cannot
-# start (a broken installation) must not be restarted in a busy loop.
+# A writer that ends sooner than this after its start, having acknowledged nothing, is
+# started again only after it: one that cannot run must not be restarted in a busy loop.
 RESTART_DELAY = 1.0
 # Bytes the pipe to the writer holds (Linux caps it at /proc/sys/fs/pipe-max-size): a big
 # batch then crosses in fewer writes, each a wake-up of both processes.
@@ -38,7 +38,8 @@ _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
 class WriterFailed(Exception):
-    """A batch the writer rolled back, as the writer reported it (not a SQLite error)."""
+    """A batch not written because no writer could write it (it stopped, or ended at once):
+    for the store, a failing database."""
 
 
 def _error(report: tuple[str, str, int]) -> Exception:
@@ -71,6 +72,8 @@ class WriterLink(protocol.ProcessProtocol):
         self._closing = False
         self._closed: Deferred[None] | None = None
         self._started_at = 0.0
+        # Whether the running writer has acknowledged a batch.
+        self._acked = False
         self._restart: Any = None
         # The running writer's process transport (Twisted's Process: pipes, closeStdin).
         self._process: Any = None
@@ -81,6 +84,7 @@ class WriterLink(protocol.ProcessProtocol):
         self._restart = None
         self._buffer = b""
         self._started_at = self._reactor.seconds()
+        self._acked = False
         self._reactor.spawnProcess(
             self,
             sys.executable,
@@ -124,21 +128,34 @@ class WriterLink(protocol.ProcessProtocol):
             if self._closed is not None and not self._closed.called:
                 self._closed.callback(None)
             return
-        lived = self._reactor.seconds() - self._started_at
-        log.warn(
-            "SQLite history writer for {path} ended ({reason}); starting another, which gets"
-            " the {n} unacknowledged batches again",
+        if self._acked or self._reactor.seconds() - self._started_at >= RESTART_DELAY:
+            log.warn(
+                "SQLite history writer for {path} ended ({reason}); starting another, which"
+                " gets the {n} unacknowledged batches again",
+                path=self.path,
+                reason=reason.getErrorMessage(),
+                n=len(self._unacked),
+            )
+            self._restart = self._reactor.callLater(0, self.start)
+            return
+        # Ended as soon as it started, having written nothing: it may never run (a broken
+        # installation, a batch that kills it).  Its batches fail, so that history
+        # waits and is retried as for a database that fails (with its bound on what may
+        # wait), and the next writer is tried a little later.
+        log.error(
+            "SQLite history writer for {path} ended at once ({reason}); trying again in"
+            " {delay:g} s",
             path=self.path,
             reason=reason.getErrorMessage(),
-            n=len(self._unacked),
+            delay=RESTART_DELAY,
         )
-        delay = 0 if lived >= RESTART_DELAY else RESTART_DELAY
-        self._restart = self._reactor.callLater(delay, self.start)
+        self._fail_all(reason)
+        self._restart = self._reactor.callLater(RESTART_DELAY, self.start)
 
     def _fail_all(self, reason: Failure) -> None:
         while self._unacked:
             _, _, d = self._unacked.popleft()
-            d.errback(WriterFailed(f"the history writer stopped: {reason.getErrorMessage()}"))
+            d.errback(WriterFailed(f"the history writer ended: {reason.getErrorMessage()}"))
         self._wake(self._seq)
 
     # -- batches --------------------------------------------------------------------------
@@ -179,6 +196,7 @@ class WriterLink(protocol.ProcessProtocol):
     def _acknowledged(self, seq: int, stored: int, report: Any) -> None:
         # Acknowledgements come in the order of the batches, each once: a batch is sent
         # again only to a new writer, once the one that had it is gone.
+        self._acked = True
         if self._unacked and self._unacked[0][0] == seq:
             d = self._unacked.popleft()[2]
             if report is None:

@@ -161,6 +161,9 @@ def test_a_writer_killed_under_load_is_replaced_and_nothing_is_lost_or_doubled(
             writer = writer_of(server)
             os.kill(writer, signal.SIGKILL)
             killed.add(writer)
+        elif n % 150 == 149:
+            # The next writer lives a while first: one that ends at once is another case.
+            time.sleep(2.5)
     alice.sync("all-sent")
     # A query waits for every batch sent before it, whichever writer writes it.
     assert chathistory(alice, "#load", 100) == sent[-100:]
@@ -204,3 +207,46 @@ def test_what_the_writer_received_is_stored_after_the_server_is_killed(
     new_writer = writer_of(server)
     server.kill()
     wait_gone(new_writer)
+
+
+def test_a_writer_that_dies_at_once_makes_history_wait_and_nothing_is_lost(
+    make_server: Callable[..., ServerProcess],
+) -> None:
+    server = make_server(
+        protocols=("irc",),
+        overrides={"chat": {"history_flush_interval": 0.02}, "irc": {"flood_burst": 0}},
+    )
+    assert server.proc is not None
+    alice = history_client(server, "alice")
+    alice.join("#again")
+    first = writer_of(server)
+    os.kill(first, signal.SIGSTOP)
+    said = [f"waiting {i}" for i in range(20)]
+    for text in said[:10]:
+        alice.send_line(f"PRIVMSG #again :{text}")
+    alice.sync("first half")
+    time.sleep(0.3)  # the batches are in the stopped writer's pipe, unacknowledged
+    os.kill(first, signal.SIGKILL)
+    os.kill(first, signal.SIGCONT)
+    # Its replacement is killed as soon as it appears: a writer that ends at once.
+    deadline = time.monotonic() + 10
+    while True:
+        writers = [pid for pid in history_writers(server.proc.pid) if pid != first]
+        if writers:
+            os.kill(writers[0], signal.SIGKILL)
+            break
+        assert time.monotonic() < deadline, "no second writer"
+        time.sleep(0.005)
+    for text in said[10:]:
+        alice.send_line(f"PRIVMSG #again :{text}")
+    alice.sync("second half")
+    # History waits, as for a failing database, and is written once the next writer, a
+    # second later, runs.
+    deadline = time.monotonic() + 15
+    while chathistory(alice, "#again")[-20:] != said:
+        assert time.monotonic() < deadline, chathistory(alice, "#again")
+        time.sleep(0.2)
+    log = server.log()
+    assert "ended at once" in log and "history written again" in log, log
+    assert server.stop() == 0
+    assert stored_texts(server, "again") == said
