@@ -13,6 +13,7 @@ half-applied.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import msgpack
@@ -34,6 +35,8 @@ from chatserver.core.events import (
     RoomRenamed,
     ServerNotice,
     TagMessage,
+    UserModeChange,
+    Wallops,
     Who,
     native_from_wire,
     native_to_wire,
@@ -48,6 +51,8 @@ class BadOp(ValueError):
 
 # An op: an object, or the array of a message.
 Op = dict[str, Any] | list[Any]
+# What an entry is packed from: ops, and messages that become their op as they are packed.
+Item = Op | Message
 
 
 _STR = (str,)
@@ -56,11 +61,17 @@ _NUM = (int, float)
 
 # kind -> {field: accepted types}; every field is required.
 SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
-    # A user came online on the node (``s``: its connection is secure).
-    "user": {"who": (dict,), "s": (bool,)},
+    # A user came online on the node (``s``: its connection is secure; ``m``: its user
+    # modes by core name).
+    "user": {"who": (dict,), "s": (bool,), "m": (list,)},
+    # A user's modes now (``modes``, by core name), the operator's among them.
+    "umode": {"nick": _STR, "modes": (list,)},
+    # An operator's broadcast to the users who asked for them.
+    "wallops": {"nick": _STR, "text": _STR},
     "nick": {"nick": _STR, "new": _STR},
     "quit": {"nick": _STR, "reason": _STR},
-    "join": {"nick": _STR, "room": _STR},
+    # ``c``: the time the join made the room on the node (None: it was there).
+    "join": {"nick": _STR, "room": _STR, "c": (int, float, type(None))},
     "part": {"nick": _STR, "room": _STR, "reason": _STR},
     # ``nick`` "": the server (an operator's console) kicked.
     "kick": {"nick": _STR, "room": _STR, "target": _STR, "reason": _STR},
@@ -96,8 +107,9 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     # A user logged in to an account (None: logged out).
     "login": {"nick": _STR, "account": _OPT_STR},
     "rename": {"nick": _STR, "old": _STR, "new": _STR, "reason": _STR},
-    # ``nick`` set ``key`` of ``target`` (a nick, or with ``room``, that room) to ``value``.
-    "meta": {"nick": _STR, "target": _STR, "room": _OPT_STR, "key": _STR, "value": _OPT_STR},
+    # ``nick`` set ``key`` of the user ``target`` to ``value`` (a room's metadata is part of
+    # its state: "room").
+    "meta": {"nick": _STR, "target": _STR, "key": _STR, "value": _OPT_STR},
     # A server ban set (``lifted`` false) or lifted by an operator of the node.
     "kline": {"mask": _STR, "reason": _STR, "by": _STR, "at": _NUM, "lifted": (bool,)},
     # An account made here (``revoked`` None), or deleted or its password changed.
@@ -118,8 +130,8 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
         "native": (list, type(None)),
     },
     # Everything the node holds: each user (as "user" gives it) with its rooms and its
-    # metadata (``meta``), and the
-    # state of each room it has changed (as "room" gives it, without "k").
+    # metadata (``meta``), and the state of each room it has changed or has users in (as
+    # "room" gives it, without "k").
     "state": {"users": (list,), "rooms": (list,)},
     # Ask every node for its "state" (a node that starts, or missed entries).
     "sync": {},
@@ -202,6 +214,7 @@ _ROOM_STATE: dict[str, tuple[type, ...]] = {
     "reg_ops": (list,),
     "reg_voices": (list,),
     "retention": (int, float, type(None)),
+    "meta": (list,),
 }
 
 
@@ -224,6 +237,7 @@ def room_fields(state: RoomState) -> dict[str, Any]:
         "reg_ops": list(state.reg_ops),
         "reg_voices": list(state.reg_voices),
         "retention": state.retention,
+        "meta": [list(pair) for pair in state.metadata],
     }
 
 
@@ -262,6 +276,7 @@ def room_from(op: dict[str, Any]) -> tuple[RoomState, Who | None, tuple[float, s
             reg_ops=tuple(fields["reg_ops"]),
             reg_voices=tuple(fields["reg_voices"]),
             retention=None if fields["retention"] is None else float(fields["retention"]),
+            metadata=tuple((key, value) for key, value in fields["meta"]),
         ),
         by,
         (float(stamp[0]), stamp[1]),
@@ -296,6 +311,7 @@ def _check_room(op: Any, what: str) -> None:
         ):
             raise BadOp(f"{what}: bans must be [mask, by, time]")
     _check_pairs(fields["members"], f"{what}: members")
+    _check_pairs(fields["meta"], f"{what}: meta")
 
 
 def _check_native(native: Any, what: str) -> None:
@@ -303,6 +319,11 @@ def _check_native(native: Any, what: str) -> None:
         len(native) == 2 and isinstance(native[0], str) and isinstance(native[1], dict)
     ):
         raise BadOp(f"{what}: native must be [kind, fields]")
+
+
+def _check_names(names: list[Any], what: str) -> None:
+    if not all(isinstance(name, str) for name in names):
+        raise BadOp(f"{what} must be names")
 
 
 def _check_pairs(pairs: list[Any], what: str) -> None:
@@ -341,14 +362,26 @@ def encode_message(msg: Message) -> list[Any]:
     ]
 
 
-def encode(event: Event, secure: bool = False) -> Op | None:
-    """The op for a core event of a local user, or None for events not shared."""
+def encode(event: Event, secure: bool = False, modes: Iterable[str] = ()) -> Op | None:
+    """The op for a core event of a local user, or None for events not shared; ``secure``
+    and ``modes`` (the user's modes) for a Presence or a UserModeChange."""
     if isinstance(event, Message):
         return encode_message(event)
     if isinstance(event, Presence):
-        return {"k": "user", "who": who_fields(event.who), "s": secure} if event.online else None
+        if not event.online:
+            return None
+        return {"k": "user", "who": who_fields(event.who), "s": secure, "m": sorted(modes)}
+    if isinstance(event, UserModeChange):
+        return {"k": "umode", "nick": event.who.nick, "modes": sorted(modes)}
+    if isinstance(event, Wallops):
+        return {"k": "wallops", "nick": event.who.nick, "text": event.text}
     if isinstance(event, Join):
-        return {"k": "join", "nick": event.who.nick, "room": event.room}
+        return {
+            "k": "join",
+            "nick": event.who.nick,
+            "room": event.room,
+            "c": event.ts if event.created else None,
+        }
     if isinstance(event, Part):
         return {"k": "part", "nick": event.who.nick, "room": event.room, "reason": event.reason}
     if isinstance(event, Quit):
@@ -375,11 +408,12 @@ def encode(event: Event, secure: bool = False) -> Op | None:
             "reason": event.reason,
         }
     if isinstance(event, MetadataChange):
+        if event.room is not None:
+            return None
         return {
             "k": "meta",
             "nick": event.who.nick,
             "target": event.target,
-            "room": event.room,
             "key": event.key,
             "value": event.value,
         }
@@ -427,9 +461,17 @@ def _native(native: Any) -> list[Any] | None:
     return None if wire is None else [wire[0], wire[1]]
 
 
-def pack(ops: list[Op]) -> bytes:
-    """The ops of one stream entry, in order."""
-    return msgpack.packb(ops)
+def pack(ops: list[Item]) -> bytes:
+    """The ops of one stream entry, in order; a Message among them is packed as its op
+    (``encode_message``), made as it is written: a turn's messages wait for the entry as
+    themselves, not as arrays that live until it is sent."""
+    return msgpack.packb(ops, default=_encode_default)
+
+
+def _encode_default(obj: Any) -> Any:
+    if type(obj) is Message:
+        return encode_message(obj)
+    raise TypeError(f"cannot pack {type(obj).__name__}")
 
 
 def unpack(raw: bytes) -> list[Any]:
@@ -473,6 +515,9 @@ def check(op: Any) -> Op:
     _check(op, schema, kind)
     if kind == "user":
         who_from(op["who"])
+        _check_names(op["m"], "user: modes")
+    elif kind == "umode":
+        _check_names(op["modes"], "umode: modes")
     elif kind in ("tag", "redact"):
         if (op["room"] is None) == (op["target"] is None):
             raise BadOp(f"{kind}: needs a room or a target")
@@ -489,12 +534,12 @@ def check(op: Any) -> Op:
                 raise BadOp("state: users must be objects")
             _check(
                 entry,
-                {"who": (dict,), "s": (bool,), "rooms": (list,), "meta": (dict,)},
+                {"who": (dict,), "s": (bool,), "m": (list,), "rooms": (list,), "meta": (dict,)},
                 "state user",
             )
             who_from(entry["who"])
-            if not all(isinstance(room, str) for room in entry["rooms"]):
-                raise BadOp("state: rooms must be names")
+            _check_names(entry["m"], "state: modes")
+            _check_names(entry["rooms"], "state: rooms")
             if not all(isinstance(v, str) for v in entry["meta"].values()):
                 raise BadOp("state: metadata values must be strings")
         for entry in op["rooms"]:

@@ -1,15 +1,20 @@
 """What a node shares besides users and messages: rooms' state, invitations, accounts,
-tags without text, redactions, room renames, metadata, logins, server bans and what an
-operator's console does to everyone.
+tags without text, redactions, room renames, users' metadata, logins, users' modes (a
+server operator is one on every node), wallops, server bans and what an operator's console
+does to everyone.
 
-A room's state (modes, lists, invitations, topic, members' status, registration) goes to
-every node whole after each change, stamped with the time and the node that made it.  A
-node takes a state whose stamp is later than the one it holds for the room (time first,
-then node name), and ignores an earlier one: two changes made in the same moment on two
-nodes end the same on every node (the later wins; the other's users are told what was
+A room's state (modes, lists, invitations, topic, members' status, registration, metadata)
+goes to every node whole after each change, stamped with the time and the node that made
+it.  A node takes a state whose stamp is later than the one it holds for the room (time
+first, then node name), and ignores an earlier one: two changes made in the same moment on
+two nodes end the same on every node (the later wins; the other's users are told what was
 undone).  A node's own change is stamped later than any state it has taken, so a change
 made after seeing another always wins over it.  The stamps of the rooms a node has changed
 or taken go in its "state" entry, so a node that starts, or missed entries, gets them.
+
+A room made on two nodes in the same moment (each node's joining user its first operator
+there) has one first operator everywhere: a join that made the room carries the time it
+did, and the earliest making wins on every node (see ``_on_join``).
 """
 
 from __future__ import annotations
@@ -20,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 from chatserver.cluster import ops
 from chatserver.core.bans import ServerBan
 from chatserver.core.errors import ChatError
-from chatserver.core.events import Redaction, Who
-from chatserver.core.names import casefold
+from chatserver.core.events import Join, Redaction, Who
+from chatserver.core.names import casefold, room_key
 
 if TYPE_CHECKING:
     from chatserver.core.replica import RoomState
@@ -55,10 +60,12 @@ class Sharing:
     def _init_sharing(self) -> None:
         # room key -> the stamp of the state this node holds: (time, node).
         self._stamps: dict[str, tuple[float, str]] = {}
+        # room key -> who made the room, as this node knows: (time, node, folded nick).
+        self._founded: dict[str, tuple[float, str, str]] = {}
 
     # -- what the core tells -----------------------------------------------------------------
 
-    def room_changed(self, room: str, by: Who) -> None:
+    def room_changed(self, room: str, by: Who | None) -> None:
         if self._stopping:
             return
         state = self.service.room_state(room)
@@ -92,6 +99,8 @@ class Sharing:
         rooms = self.service.rooms
         for room in [room for room in self._stamps if room not in rooms]:
             del self._stamps[room]
+        for room in [room for room in self._founded if room not in rooms]:
+            del self._founded[room]
 
     def _room_states(self) -> list[dict[str, Any]]:
         """The state of each room this node holds a stamp for or has users of its own in
@@ -138,8 +147,50 @@ class Sharing:
         if here is not None and members:
             self.service.apply_room_state(replace(here, members=members), None)
 
+    def _founded_here(self, join: Join) -> None:
+        self._founded[join.room] = (join.ts, self.name, join.who.key)
+
+    def _on_join(self, node: str, op: dict[str, Any]) -> None:
+        """A user of ``node`` joined.  When its join made the room there while this node had
+        made it too (each node's first member its operator), the earlier making wins (time,
+        then node name): its user is the first operator on every node, and the other's is
+        not; this node's members are told, and the outcome goes to every node as the room's
+        state, so that a change the other made meanwhile as its operator does not undo it."""
+        room = room_key(op["room"])
+        existed = room in self.service.rooms
+        self._call(node, op["nick"], "join", room)
+        if op["c"] is None or room not in self.service.rooms:
+            return
+        founded = (float(op["c"]), node, casefold(op["nick"]))
+        if not existed:
+            # Made here by this join too: its user is the operator here as there.
+            self._founded[room] = founded
+            return
+        held = self._founded.get(room)
+        if held is None or founded[:2] >= held[:2]:
+            # It was here before that user made it there, or was made here first.
+            return
+        self._founded[room] = founded
+        state = self.service.room_state(room)
+        assert state is not None
+        statuses = dict(state.members)
+        winner, loser = founded[2], held[2]
+        members = [(winner, "o" + statuses.get(winner, "").replace("o", ""))]
+        if loser in statuses and loser != winner:
+            members.append((loser, statuses[loser].replace("o", "")))
+        self.service.apply_room_state(replace(state, members=tuple(members)), None)
+        self.room_changed(room, None)
+
     def _on_invite(self, node: str, op: dict[str, Any]) -> None:
         self._call(node, op["nick"], "invite", op["target"], op["room"])
+
+    def _on_umode(self, node: str, op: dict[str, Any]) -> None:
+        conn = self._conn(node, op["nick"])
+        if conn is not None:
+            self.service.user_modes_elsewhere(conn, op["modes"])
+
+    def _on_wallops(self, node: str, op: dict[str, Any]) -> None:
+        self._call(node, op["nick"], "wallops", op["text"])
 
     def _on_login(self, node: str, op: dict[str, Any]) -> None:
         conn = self._conn(node, op["nick"])
@@ -159,15 +210,14 @@ class Sharing:
             self.service.rename_room_elsewhere(conn, op["old"], op["new"], op["reason"])
 
     def _on_meta(self, node: str, op: dict[str, Any]) -> None:
-        own = op["room"] is None and casefold(op["target"]) == casefold(op["nick"])
+        own = casefold(op["target"]) == casefold(op["nick"])
         self._call(
             node,
             op["nick"],
             "set_metadata",
             op["key"],
             op["value"],
-            nick=None if own or op["room"] is not None else op["target"],
-            room=op["room"],
+            nick=None if own else op["target"],
         )
 
     def _by_server(self, op: dict[str, Any]) -> None:

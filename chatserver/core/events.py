@@ -229,6 +229,8 @@ class MessageBatch:
 class Join(Event):
     room: str
     who: Who
+    # The join made the room (its user is the room's first operator).
+    created: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -58,11 +58,12 @@ class IClusterLink(Interface):
         """A user of this process did something others must see: a Presence (online), a
         NickChange, Quit, Join, Part, Kick, Invite, Away, AccountChange, Message,
         TagMessage (with tags, or a native form only: ``ChatService.pass_on``), Redaction,
-        RoomRenamed or MetadataChange event.  Must not raise."""
+        RoomRenamed, MetadataChange (of a user), UserModeChange or Wallops event.  Must
+        not raise."""
 
     def room_changed(room, by):
         """A user of this process (shown as the Who ``by``) changed the state of the room
-        key ``room`` (modes, lists, topic, status, registration): the other nodes take it
+        key ``room`` (modes, lists, topic, status, registration, metadata): the other nodes take it
         (``ChatService.room_state`` gives it).  Must not raise."""
 
     def server_ban_changed(ban, lifted):

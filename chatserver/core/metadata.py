@@ -146,7 +146,12 @@ class Metadata:
             self._drop_empty()
         self._send(audience, event)
         if self.cluster is not None and self._user(conn).node is None:
-            self.cluster.local_event(event)
+            if where is None:
+                self.cluster.local_event(event)
+            else:
+                # Part of the room's state, which is shared whole and stamped: of two
+                # changes made at once on two nodes the same one wins on both.
+                self.cluster.room_changed(where, event.who)
         return event
 
     def clear_metadata(

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 # The user modes users may set on themselves ('oper' may only be dropped).
 USER_MODES_SELF = frozenset({"invisible", "wallops", "bot"})
+USER_MODES = USER_MODES_SELF | {"oper"}
 
 
 class RoomModes:
@@ -185,22 +186,21 @@ class RoomModes:
         for item in changes:
             allowed = item.mode in USER_MODES_SELF or (item.mode == "oper" and not item.adding)
             if not allowed:
-                if item.mode not in USER_MODES_SELF | {"oper"}:
+                if item.mode not in USER_MODES:
                     raise UnknownMode(item.mode)
                 continue
             if self.users.set_mode(user, item.mode, item.adding):
                 applied.append(ModeItem(item.adding, item.mode))
         if applied:
             user.changed()
-            self._send(
-                user.clients(),
-                UserModeChange(
-                    ts=self.clock.seconds(),
-                    who=user.who(),
-                    changes=tuple(applied),
-                    origin=conn.client,
-                ),
+            event = UserModeChange(
+                ts=self.clock.seconds(),
+                who=user.who(),
+                changes=tuple(applied),
+                origin=conn.client,
             )
+            self._send(user.clients(), event)
+            self._share_user_modes(user, event)
         return tuple(applied)
 
     def grant_oper(self, conn: Connection) -> None:
@@ -212,3 +212,9 @@ class RoomModes:
                 ts=self.clock.seconds(), who=user.who(), changes=(ModeItem(True, "oper"),)
             )
             self._send(user.clients(), event)
+            self._share_user_modes(user, event)
+
+    def _share_user_modes(self, user: User, event: UserModeChange) -> None:
+        # The other nodes decide for this user too (an operator's powers, WHO and WHOIS).
+        if self.cluster is not None and user.node is None:
+            self.cluster.local_event(event)

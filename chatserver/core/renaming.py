@@ -25,6 +25,7 @@ class RoomRenaming:
     clock: Any
     cluster: IClusterLink | None
     rooms: dict[str, Room]
+    _room_metadata: dict[str, dict[str, str]]
     room_store: Any
     history_store: Any
     log: Any
@@ -92,6 +93,10 @@ class RoomRenaming:
         kept = [dataclasses.replace(msg, room=new) for msg in room.history]
         room.history.clear()
         room.history.extend(kept)
+        # Its metadata too: a room made later under the old name starts without it.
+        metadata = self._room_metadata.pop(old, None)
+        if metadata is not None:
+            self._room_metadata[new] = metadata
         event = RoomRenamed(
             ts=self.clock.seconds(), old=old, new=new, who=who, reason=reason, origin=origin
         )

@@ -1,11 +1,12 @@
 """What the other processes of a cluster tell this core: a room's whole state, and accounts
 registered, deleted or revoked there.
 
-A room's state (modes, lists, invitations, topic, members' status, registration) is made
-the same here as on the node that changed it by :meth:`Replica.apply_room_state`, which
-tells this process's members what changed (as one ModeChange and a Topic) and stores
-nothing: the node where the change was made stored it.  Which of two states wins is the
-cluster's decision (``chatserver.cluster``); the core only applies one.
+A room's state (modes, lists, invitations, topic, members' status, registration, metadata)
+is made the same here as on the node that changed it by :meth:`Replica.apply_room_state`,
+which tells this process's members what changed (as one ModeChange, a Topic and a
+MetadataChange per key) and stores nothing: the node where the change was made stored it.
+Which of two states wins is the cluster's decision (``chatserver.cluster``); the core only
+applies one.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ from chatserver.core.events import (
     ACCOUNT_DELETED,
     AccountChange,
     Event,
+    MetadataChange,
     ModeChange,
     ModeItem,
     Topic,
     Who,
 )
 from chatserver.core.interfaces import IChatClient
+from chatserver.core.modes import USER_MODES
 from chatserver.core.names import casefold
 from chatserver.core.records import BanRecord
 from chatserver.core.rooms import FLAG_MODES, Room
@@ -58,6 +61,8 @@ class RoomState:
     reg_ops: tuple[str, ...] = ()
     reg_voices: tuple[str, ...] = ()
     retention: float | None = None
+    # (key, value) pairs, sorted by key.
+    metadata: tuple[tuple[str, str], ...] = ()
 
 
 def _list_changes(mode: str, old: Sequence[str], new: Sequence[str]) -> list[ModeItem]:
@@ -79,6 +84,7 @@ class Replica:
     server_who: Who
     by_account: dict[str, User]
     _detached: dict[str, float]
+    _room_metadata: dict[str, dict[str, str]]
 
     if TYPE_CHECKING:
 
@@ -126,11 +132,13 @@ class Replica:
             reg_ops=tuple(sorted(room.reg_ops)),
             reg_voices=tuple(sorted(room.reg_voices)),
             retention=room.retention,
+            metadata=tuple(sorted(self._room_metadata.get(room.name, {}).items())),
         )
 
     def apply_room_state(self, state: RoomState, by: Who | None) -> bool:
         """Make the room what ``state`` says (``by`` changed it; None: the server), and tell
-        this process's members the difference; False when there is no such room here.  A
+        this process's members the difference (one ModeChange, a Topic, a MetadataChange per
+        key); False when there is no such room here.  A
         room nobody here is in is made only when it is registered (it then exists
         everywhere); members the state does not name keep their status (they joined after
         it was taken)."""
@@ -193,11 +201,42 @@ class Replica:
                 ts=state.topic_at, room=room.name, who=who, text=room.topic, id=room.topic_id
             )
             self._send(room.clients(), topic)
+        self._take_room_metadata(room, dict(state.metadata), who, now)
         if not room.members and not room.registered:
             # Its registration was dropped elsewhere while nobody was in it.
             self.rooms.pop(room.name, None)
             self._forget_room_metadata(room.name)
         return True
+
+    def _take_room_metadata(self, room: Room, wanted: dict[str, str], who: Who, now: float) -> None:
+        held = self._room_metadata.get(room.name, {})
+        if held == wanted:
+            return
+        if wanted:
+            self._room_metadata[room.name] = wanted
+        else:
+            self._room_metadata.pop(room.name, None)
+        for key in sorted(held.keys() | wanted.keys()):
+            value = wanted.get(key)
+            if held.get(key) != value:
+                event = MetadataChange(
+                    ts=now, who=who, target=room.name, room=room.name, key=key, value=value
+                )
+                self._send(room.clients(), event)
+
+    def user_modes_elsewhere(self, conn: Connection, modes: Iterable[str]) -> None:
+        """The user of another node (``conn`` its stand-in here) has the user modes ``modes``
+        there (its node granted them): this node decides for it as its node does (an
+        operator's powers, WHO and WHOIS)."""
+        user = conn.user
+        if user is None or user.node is None:
+            return
+        wanted = {mode for mode in modes if mode in USER_MODES}
+        changed = False
+        for mode in user.modes ^ wanted:
+            changed = self.users.set_mode(user, mode, mode in wanted) or changed
+        if changed:
+            user.changed()
 
     def account_login_elsewhere(self, conn: Connection, account: str | None) -> None:
         """The user of another node (``conn`` its stand-in here) logged in to ``account``

@@ -81,6 +81,9 @@ from chatserver.core.tagging import Tagging
 from chatserver.core.users import Connection, NickTable, User
 from chatserver.core.views import JoinResult, Views
 
+# Cloaks remembered (by address) before the memory of them starts again.
+_CLOAKS_KEPT = 4096
+
 
 class ChatService(
     Identity,
@@ -158,6 +161,9 @@ class ChatService(
         )
         secret = settings.cloak_secret.encode() or os.urandom(16)
         self._cloak_key = hashlib.sha256(b"cloak:" + secret).digest()
+        # Cloaks made lately, by address: a burst of connections from few addresses (a
+        # gateway, a bouncer, a reconnecting network) would make each one's HMAC again.
+        self._cloaks: dict[str, str] = {}
         self._per_address: dict[str, int] = {}
         self._limit_exempt = AddressSet(settings.address_limit_exempt)
         self._stopping = False
@@ -254,10 +260,15 @@ class ChatService(
     def cloak(self, address: str) -> str:
         """A stable host that stands for ``address`` without revealing it: the same on every
         protocol, so that a ban on a cloak keeps its address out whatever protocol it uses."""
-        digest = hmac.new(
-            self._cloak_key, canonical_address(address).encode(), hashlib.sha256
-        ).hexdigest()
-        return f"{digest[:10]}.cloak"
+        cloak = self._cloaks.get(address)
+        if cloak is None:
+            if len(self._cloaks) >= _CLOAKS_KEPT:
+                self._cloaks.clear()
+            digest = hmac.new(
+                self._cloak_key, canonical_address(address).encode(), hashlib.sha256
+            ).hexdigest()
+            cloak = self._cloaks[address] = f"{digest[:10]}.cloak"
+        return cloak
 
     def claim_nick(
         self, conn: Connection, nick: str, *, ident: str | None = None, realname: str = ""
@@ -465,7 +476,7 @@ class ChatService(
         room.members_changed()
         user.rooms[rk] = room
         self._always_on_changed(user)
-        join = Join(ts=now, room=rk, who=user.who(), origin=conn.client)
+        join = Join(ts=now, room=rk, who=user.who(), origin=conn.client, created=created)
         if self.cluster is not None and user.node is None:
             self.cluster.local_event(join)
         self._send_membership(room, user, join, was_member=False)
@@ -779,6 +790,72 @@ class ChatService(
                 self.cluster.local_event(msg)
         return msg
 
+    def relay(
+        self,
+        conn: Connection,
+        room: str,
+        said: Iterable[tuple[str, MessageKind, tuple[tuple[str, str], ...], str, float, Any]],
+    ) -> list[Message]:
+        """Messages to ``room`` that a user of another node (``conn``, its stand-in here)
+        said there, in order, each as (text, kind, tags, msgid, ts, native): its node checked,
+        stored and acknowledged them, so here they reach this node's members and join the
+        room's recent history.  What ``say`` does once per message (the user, the room,
+        whether it may speak there) is done once for the run, and the run joins the turn's
+        batch at once.  Raises as ``say`` does, for the whole run; a CTCP the room refuses
+        is left out.  Returns the Messages delivered."""
+        user = self._user(conn)
+        r = self._room(room)
+        member = r.members.get(user)
+        self._check_send(r, user, member)
+        if member is None or not self._batch_depth or user.node is None:
+            # Not a member here (the rooms disagree), outside a read, or a user of this node
+            # (stored and published here): one by one.
+            return [
+                self.say(
+                    conn,
+                    text=text,
+                    room=r.name,
+                    kind=kind,
+                    tags=tags,
+                    msgid=msgid,
+                    ts=ts,
+                    native=native,
+                )
+                for text, kind, tags, msgid, ts, native in said
+            ]
+        who = user.who()
+        name = r.name
+        client = conn.client
+        no_ctcp = "no_ctcp" in r.flags
+        msgs = [
+            Message(
+                ts=ts,
+                id=msgid,
+                source=who,
+                text=text,
+                kind=kind,
+                room=name,
+                tags=tags,
+                origin=client,
+                native=native,
+            )
+            for text, kind, tags, msgid, ts, native in said
+            if text and not (no_ctcp and kind != "action" and text.startswith("\x01"))
+        ]
+        if not msgs:
+            return msgs
+        last = msgs[-1]
+        conn.last_active = last.ts
+        for msg in reversed(msgs):
+            if msg.kind != "notice":
+                user.last_active = msg.ts
+                break
+        protocol = conn.protocol
+        self.messages_by_protocol[protocol] = self.messages_by_protocol.get(protocol, 0) + len(msgs)
+        self._batch_relayed(r, msgs)
+        r.history.extend(msgs)
+        return msgs
+
     def _check_send(self, room: Room, user: User, member: Member | None) -> None:
         if member is None and "no_external" in room.flags:
             raise CannotSend(room.name, "you must join the room to send to it")
@@ -826,6 +903,8 @@ class ChatService(
         if "oper" not in user.modes:
             raise NotPermitted("only server operators may do that")
         event = Wallops(ts=self.clock.seconds(), who=user.who(), text=text, origin=conn.client)
+        if self.cluster is not None and user.node is None:
+            self.cluster.local_event(event)
         self._send([c for u in self.users if "wallops" in u.modes for c in u.clients()], event)
 
     def notice_user(self, user: User, text: str) -> None:

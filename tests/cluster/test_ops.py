@@ -25,6 +25,8 @@ from chatserver.core.events import (
     Redaction,
     RoomRenamed,
     TagMessage,
+    UserModeChange,
+    Wallops,
     Who,
 )
 from chatserver.core.records import BanRecord
@@ -85,7 +87,7 @@ def messages(draw: st.DrawFn) -> Message:
 events = st.one_of(
     messages(),
     st.builds(Presence, ts=times, who=whos, online=st.just(True)),
-    st.builds(Join, ts=times, room=rooms, who=whos),
+    st.builds(Join, ts=times, room=rooms, who=whos, created=st.booleans()),
     st.builds(Part, ts=times, room=rooms, who=whos, reason=texts),
     st.builds(Quit, ts=times, who=whos, reason=texts),
     st.builds(NickChange, ts=times, who=whos, new_nick=nicks),
@@ -100,7 +102,6 @@ events = st.one_of(
         target=nicks,
         key=nicks,
         value=st.none() | texts,
-        room=st.none() | rooms,
     ),
     st.one_of(
         st.builds(
@@ -147,15 +148,23 @@ events = st.one_of(
         ),
     ),
     st.builds(Away, ts=times, who=whos, message=st.none() | texts),
+    st.builds(UserModeChange, ts=times, who=whos, changes=st.just(())),
+    st.builds(Wallops, ts=times, who=whos, text=texts),
 )
+user_modes = st.frozensets(st.sampled_from(["invisible", "wallops", "bot", "oper"]))
 
 
-@given(events, st.booleans())
-def test_every_shared_event_decodes_as_it_was_encoded(event: object, secure: bool) -> None:
-    op = ops.encode(event, secure)  # type: ignore[arg-type]
+@given(events, st.booleans(), user_modes)
+def test_every_shared_event_decodes_as_it_was_encoded(
+    event: object, secure: bool, modes: frozenset[str]
+) -> None:
+    op = ops.encode(event, secure, modes)  # type: ignore[arg-type]
     assert op is not None
     decoded = ops.decode(ops.dumps(op))
     assert decoded == op
+    if isinstance(event, Presence | UserModeChange):
+        assert isinstance(decoded, dict)
+        assert set(decoded["m" if isinstance(event, Presence) else "modes"]) == modes
     if isinstance(event, Presence):
         assert isinstance(decoded, dict)
         assert ops.who_from(decoded["who"]) == event.who
@@ -175,6 +184,15 @@ def test_every_shared_event_decodes_as_it_was_encoded(event: object, secure: boo
 def test_an_entry_unpacks_to_its_ops_in_order(batch: list[object]) -> None:
     encoded = [ops.encode(event) for event in batch]  # type: ignore[arg-type]
     unpacked = [ops.check(op) for op in ops.unpack(ops.pack(encoded))]  # type: ignore[arg-type]
+    assert unpacked == encoded
+
+
+@given(st.lists(events, max_size=20))
+def test_messages_packed_as_themselves_unpack_to_their_ops(batch: list[object]) -> None:
+    # A node keeps a turn's messages as Messages until the entry is packed.
+    items = [event if type(event) is Message else ops.encode(event) for event in batch]  # type: ignore[arg-type]
+    encoded = [ops.encode(event) for event in batch]  # type: ignore[arg-type]
+    unpacked = [ops.check(op) for op in ops.unpack(ops.pack(items))]  # type: ignore[arg-type]
     assert unpacked == encoded
 
 
@@ -201,6 +219,7 @@ room_states = st.builds(
     reg_ops=st.lists(nicks, max_size=3).map(tuple),
     reg_voices=st.lists(nicks, max_size=3).map(tuple),
     retention=st.none() | st.floats(min_value=0.5, max_value=400),
+    metadata=st.dictionaries(nicks, texts, max_size=3).map(lambda d: tuple(sorted(d.items()))),
 )
 
 
@@ -356,3 +375,13 @@ def test_an_account_change_decodes_as_it_was_encoded(name: str, revoked: str | N
     assert ops.decode(ops.dumps(op)) == op
     with pytest.raises(ops.BadOp):
         ops.decode(ops.dumps({**op, "name": None}))
+
+
+def test_a_rooms_metadata_goes_with_its_state_not_alone() -> None:
+    who = Who(nick="a", ident="a", host="h")
+    change = MetadataChange(ts=1.0, who=who, target="dev", key="url", value="x", room="dev")
+    assert ops.encode(change) is None
+    state = RoomState(name="dev", metadata=(("url", "x"),))
+    decoded = ops.decode(ops.dumps(ops.room_op(state, who, (1.0, "a"))))
+    assert isinstance(decoded, dict)
+    assert ops.room_from(decoded)[0].metadata == (("url", "x"),)

@@ -584,3 +584,221 @@ def test_an_always_on_user_is_held_by_one_node_when_another_starts(
     visitor.send("/identify alice alice-secret-1")
     assert visitor.expect("logged in as alice").endswith("(with your other session)")
     assert members(watcher_a, "dev", 1) == "*** members of #dev (1): @alice"
+
+
+def whois(client: LineClient, asker: str, nick: str) -> list[str]:
+    """The numerics a WHOIS of ``nick`` gets, in order."""
+    client.send(f"WHOIS {nick}")
+    found = []
+    while True:
+        text = client.expect(lambda t: f" {asker} {nick} " in t)
+        numeric = text.split()[1]
+        if numeric == "318":
+            return found
+        found.append(numeric)
+
+
+def opers_online(client: LineClient, asker: str) -> int:
+    client.send("LUSERS")
+    return int(client.expect(f" 252 {asker} ").split()[3])
+
+
+def who_flags(client: LineClient, asker: str, nick: str) -> str:
+    client.send(f"WHO {nick}")
+    row = client.expect(f" 352 {asker} ").split()
+    client.expect(f" 315 {asker} ")
+    return row[8]
+
+
+def test_a_server_operator_on_one_node_is_one_on_every_node(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    cluster = {"redis": redis.url, "lease": 3.0}
+
+    def node(name: str) -> OpsServer:
+        return OpsServer(
+            tmp_path / name,
+            protocols=("line", "irc"),
+            overrides={"cluster": {**cluster, "node": name}},
+            extra=operators_toml(),
+        )
+
+    with node("a") as a, node("b") as b:
+        bob = irc_tags(b, "bob")
+        bob.send("CAP REQ :draft/metadata-2")
+        bob.send("MODE bob +w")
+        bob.expect(" MODE bob :+w")
+        bob.send("JOIN #dev")
+        bob.expect(" 366 bob #dev ")
+        oper = irc(a, "oper")
+        eventually(lambda: "already in use" in try_nick(a, "bob"), 10, "node a knows bob")
+        oper.send(f"OPER admin {OPER_PASSWORD}")
+        oper.expect(" 381 ")
+
+        # Node b's users see the operator of node a as its own users do.
+        eventually(lambda: "313" in whois(bob, "bob", "oper"), 10, "node b shows 313")
+        assert "*" in who_flags(bob, "bob", "oper")
+        bob.send("USERHOST oper")
+        assert "oper*=" in bob.expect(" 302 bob ")
+
+        # What it may do on node b's users and rooms, node b lets it do.
+        oper.send("METADATA bob SET display-name :named by an operator")
+        oper.expect(" 761 ")
+        bob.send("METADATA bob GET display-name")
+        assert bob.expect(" 761 ").endswith(":named by an operator")
+        oper.send("MODE #dev +m")
+        assert ":oper!" in bob.expect(" MODE #dev +m")
+        oper.send("WALLOPS :to every node")
+        assert bob.expect(" WALLOPS ").endswith(":to every node")
+
+        # A node that starts later learns it too.
+        with node("c") as c:
+            carol = irc(c, "carol")
+            eventually(lambda: "313" in whois(carol, "carol", "oper"), 10, "node c shows 313")
+            assert "*" in who_flags(carol, "carol", "oper")
+
+            # Dropped on its node: no longer an operator anywhere.
+            oper.send("MODE oper -o")
+            oper.expect(" MODE oper :-o")
+            eventually(lambda: "313" not in whois(bob, "bob", "oper"), 10, "node b drops it")
+            eventually(lambda: "313" not in whois(carol, "carol", "oper"), 10, "c drops it")
+            assert "*" not in who_flags(bob, "bob", "oper")
+            oper.send("OPER admin " + OPER_PASSWORD)
+            oper.expect(" 381 ")
+            eventually(lambda: "313" in whois(carol, "carol", "oper"), 10, "node c shows it")
+            assert opers_online(carol, "carol") == 1
+            oper.send("QUIT :bye")
+            eventually(lambda: opers_online(carol, "carol") == 0, 10, "node c sees it quit")
+            assert opers_online(bob, "bob") == 0
+
+
+def metadata_value(client: LineClient, target: str, key: str) -> str:
+    """``key`` of ``target`` as METADATA GET answers ("" when it is not set)."""
+    client.send(f"METADATA {target} GET {key}")
+    text = client.expect(lambda t: " 761 " in t or " 766 " in t or " FAIL " in t)
+    return text.split(" :", 1)[1] if " 761 " in text else ""
+
+
+def test_room_metadata_set_before_a_node_starts_reaches_it(make_node: Node) -> None:
+    a = make_node("a")
+    alice = irc_tags(a, "alice")
+    alice.send("CAP REQ :draft/metadata-2")
+    alice.send("JOIN #dev")
+    alice.expect(" 366 alice #dev ")
+    alice.send("METADATA #dev SET url :https://example.org/dev")
+    alice.expect(" 761 ")
+    alice.send("METADATA #dev SET avatar :https://example.org/a.png")
+    alice.expect(" 761 ")
+    alice.send("METADATA #dev SET avatar")
+    alice.expect(" 766 ")
+
+    b = make_node("b")
+    bob = irc_tags(b, "bob")
+    bob.send("CAP REQ :draft/metadata-2")
+    eventually(lambda: names(bob, "bob", "dev") == ["@alice"], 10, "node b knows #dev")
+    eventually(
+        lambda: metadata_value(bob, "#dev", "url") == "https://example.org/dev",
+        10,
+        "node b has the room's metadata",
+    )
+    assert metadata_value(bob, "#dev", "avatar") == ""
+
+    # Changed on the node that started later: the first node follows, and its members are told.
+    bob.send("JOIN #dev")
+    alice.expect(lambda text: ":bob!" in text and " JOIN #dev" in text)
+    alice.send("MODE #dev +o bob")
+    bob.expect(" MODE #dev +o bob")
+    alice.send("METADATA * SUB url")
+    alice.expect(" 770 ")
+    bob.send("METADATA #dev SET url :https://example.org/new")
+    bob.expect(" 761 ")
+    told = alice.expect(lambda text: " METADATA #dev url " in text)
+    assert told.endswith(":https://example.org/new")
+    assert metadata_value(alice, "#dev", "url") == "https://example.org/new"
+
+
+# Without flood control, so that the two clients' lines reach their nodes in the same instant.
+UNTHROTTLED = {"irc": {"flood_burst": 0}}
+
+
+def test_room_metadata_set_at_once_on_two_nodes_ends_the_same_on_both(make_node: Node) -> None:
+    a = make_node("a", overrides=UNTHROTTLED)
+    b = make_node("b", overrides=UNTHROTTLED)
+    alice = irc_tags(a, "alice")
+    alice.send("CAP REQ :draft/metadata-2")
+    alice.send("JOIN #dev")
+    alice.expect(" 366 alice #dev ")
+    bob = irc_tags(b, "bob")
+    bob.send("CAP REQ :draft/metadata-2")
+    eventually(lambda: names(bob, "bob", "dev") == ["@alice"], 10, "node b knows #dev")
+    bob.send("JOIN #dev")
+    alice.expect(lambda text: ":bob!" in text and " JOIN #dev" in text)
+    alice.send("MODE #dev +o bob")
+    bob.expect(" MODE #dev +o bob")
+    for i in range(6):
+        alice.send(f"METADATA #dev SET url :from-a-{i}")
+        bob.send(f"METADATA #dev SET url :from-b-{i}")
+        alice.expect(f" 761 alice #dev url * :from-a-{i}")
+        bob.expect(f" 761 bob #dev url * :from-b-{i}")
+        agree(
+            lambda: metadata_value(alice, "#dev", "url"),
+            lambda: metadata_value(bob, "#dev", "url"),
+            "the room's metadata",
+        )
+
+
+def create_at_once(
+    alice: LineClient, bob: LineClient, room: str, alice_first: bool, *, then_modes: bool = False
+) -> bool:
+    """alice (node a) and bob (node b) join the fresh ``room`` at once (``then_modes``: and
+    each at once changes its modes as the operator it was made); once both nodes agree, one
+    of them is its only operator.  Whether both nodes made the room."""
+    first, second = (alice, bob) if alice_first else (bob, alice)
+    first.send(f"JOIN #{room}")
+    second.send(f"JOIN #{room}")
+    if then_modes:
+        alice.send(f"MODE #{room} +m")
+        bob.send(f"MODE #{room} +s")
+    made_op = {}
+    for client, nick in ((alice, "alice"), (bob, "bob")):
+        shown = client.expect(f" 353 {nick} ")
+        client.expect(f" 366 {nick} #{room} ")
+        made_op[nick] = f"@{nick}" in shown.rsplit(":", 1)[1].split()
+    found = agree(lambda: names(alice, "alice", room), lambda: names(bob, "bob", room), f"#{room}")
+    assert isinstance(found, list)
+    assert sorted(name.lstrip("@") for name in found) == ["alice", "bob"]
+    ops = [name[1:] for name in found if name.startswith("@")]
+    assert len(ops) == 1, found
+    if then_modes:
+        agree(lambda: modes(alice, "alice", room), lambda: modes(bob, "bob", room), "modes")
+    if not all(made_op.values()):
+        return False
+    # The user whose node made the room later is told it lost the operator status.
+    loser, lost = (bob, "bob") if ops == ["alice"] else (alice, "alice")
+
+    def told(line: str) -> bool:
+        # As ":server MODE #room -o+o lost winner".
+        words = line.split()
+        return words[1:3] == ["MODE", f"#{room}"] and "-o" in words[3] and lost in words
+
+    if not any(told(line) for line in loser.seen):
+        loser.expect(told)
+    return True
+
+
+def test_a_room_created_at_once_on_two_nodes_has_one_first_operator(make_node: Node) -> None:
+    a = make_node("a", overrides=UNTHROTTLED)
+    b = make_node("b", overrides=UNTHROTTLED)
+    alice = irc(a, "alice")
+    bob = irc(b, "bob")
+    eventually(lambda: "311" in whois(alice, "alice", "bob"), 10, "node a knows bob")
+    eventually(lambda: "311" in whois(bob, "bob", "alice"), 10, "node b knows alice")
+    rounds = 40
+    raced = sum(create_at_once(alice, bob, f"fresh{i}", i % 2 == 1) for i in range(rounds))
+    # Most rounds are a real race (each node made the room before it heard of the other).
+    assert raced > rounds // 2, f"{raced} of {rounds} rounds raced"
+    # Each creator changes the room at once as its operator: the outcome is still one.
+    raced = sum(
+        create_at_once(alice, bob, f"busy{i}", i % 2 == 1, then_modes=True) for i in range(rounds)
+    )
+    assert raced > rounds // 2, f"{raced} of {rounds} rounds raced"

@@ -146,3 +146,21 @@ def test_only_operators_rename_and_the_new_name_must_be_free(world: World) -> No
     other.say(a, "still here")
     other.sync()
     assert [m.last for m in op.sync() if m.command == "PRIVMSG"] == ["still here"]
+
+
+def test_a_rooms_metadata_follows_it_to_its_new_name(world: World) -> None:
+    old, new = world.room("rm"), world.room("rmnew")
+    op = world.irc(world.nick("rmo"), caps=[RENAME, "draft/metadata-2"])
+    op.join(old)
+    op.sync()
+    op.send(f"METADATA #{old} SET url :https://example.org/room")
+    op.sync()
+    op.send(f"RENAME #{old} #{new} :moving")
+    op.sync()
+    op.send(f"METADATA #{new} GET url")
+    assert [m.last for m in op.sync() if m.command == "761"] == ["https://example.org/room"]
+    # The old name is free for a new room, which has none of the renamed room's metadata.
+    op.join(old)
+    op.sync()
+    op.send(f"METADATA #{old} GET url")
+    assert [m.command for m in op.sync() if m.command in ("761", "766")] == ["766"]
