@@ -80,6 +80,9 @@ from chatserver.core.tagging import Tagging
 from chatserver.core.users import Connection, NickTable, User
 from chatserver.core.views import JoinResult, Views
 
+# Cloaks remembered (by address) before the memory of them starts again.
+_CLOAKS_KEPT = 4096
+
 
 class ChatService(
     Identity,
@@ -155,6 +158,9 @@ class ChatService(
         )
         secret = settings.cloak_secret.encode() or os.urandom(16)
         self._cloak_key = hashlib.sha256(b"cloak:" + secret).digest()
+        # Cloaks made lately, by address: a burst of connections from few addresses (a
+        # gateway, a bouncer, a reconnecting network) would make each one's HMAC again.
+        self._cloaks: dict[str, str] = {}
         self._per_address: dict[str, int] = {}
         self._limit_exempt = AddressSet(settings.address_limit_exempt)
         self._stopping = False
@@ -251,10 +257,15 @@ class ChatService(
     def cloak(self, address: str) -> str:
         """A stable host that stands for ``address`` without revealing it: the same on every
         protocol, so that a ban on a cloak keeps its address out whatever protocol it uses."""
-        digest = hmac.new(
-            self._cloak_key, canonical_address(address).encode(), hashlib.sha256
-        ).hexdigest()
-        return f"{digest[:10]}.cloak"
+        cloak = self._cloaks.get(address)
+        if cloak is None:
+            if len(self._cloaks) >= _CLOAKS_KEPT:
+                self._cloaks.clear()
+            digest = hmac.new(
+                self._cloak_key, canonical_address(address).encode(), hashlib.sha256
+            ).hexdigest()
+            cloak = self._cloaks[address] = f"{digest[:10]}.cloak"
+        return cloak
 
     def claim_nick(
         self, conn: Connection, nick: str, *, ident: str | None = None, realname: str = ""

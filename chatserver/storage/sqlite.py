@@ -1,7 +1,10 @@
 """The embedded storage backend: accounts, registered rooms and history in one SQLite file.
 
 Every query runs in the thread of an ``adbapi.ConnectionPool`` with exactly one connection, so the
-reactor thread never touches the database and this process never contends with itself.  Other
+reactor thread never touches the database and this process never contends with itself.  The
+server's store (``writer=True``) has room and private history appended by a child process
+instead (:mod:`chatserver.storage.writer`), and runs each other operation once the appends sent
+before it are acknowledged, so that the calls keep their order as with the one thread.  Other
 processes may open the same file at the same time (``chatserver account create`` while the server
 runs): WAL lets readers and one writer proceed together, the busy timeout makes a second writer
 wait instead of failing, and every write transaction starts with ``BEGIN IMMEDIATE`` so that it
@@ -399,10 +402,6 @@ def _delete_room(cur: sqlite3.Cursor, name: str) -> bool:
     return cur.rowcount > 0
 
 
-# Rows per INSERT statement when appending history: one statement of many rows costs SQLite
-# (and the GIL hand-over around each step) far less than one step per row.  Only these few
-# sizes, so that the connection's statement cache holds three prepared statements, not one
-# per batch size.
 def _append(cur: sqlite3.Cursor, messages: Sequence[Message]) -> int:
     return _append_fields(cur, _messages_fields(messages))
 

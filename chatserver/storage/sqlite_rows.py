@@ -156,6 +156,10 @@ def _row_of(fields: Sequence[Any]) -> tuple[Any, ...]:
     )
 
 
+# Rows per INSERT statement when appending history: one statement of many rows costs SQLite
+# (and the GIL hand-over around each step) far less than one step per row.  Only these few
+# sizes, so that the connection's statement cache holds three prepared statements, not one
+# per batch size.
 _APPEND_SIZES = (64, 8, 1)
 _ROW_PLACEHOLDERS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _APPEND_SQL = {

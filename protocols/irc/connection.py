@@ -53,7 +53,8 @@ if TYPE_CHECKING:
 
 log = Logger()
 
-# Caps are replaced as a whole (set_caps), never changed in place: one empty set serves all.
+# Caps and metadata subscriptions are replaced as a whole, never changed in place: one empty
+# set serves all.
 _NO_CAPS: frozenset[str] = frozenset()
 
 
@@ -128,7 +129,7 @@ class IrcConnection(Protocol):
         self.gateway_secure: bool | None = None
         self.caps: AbstractSet[str] = _NO_CAPS
         # Metadata keys this client subscribed to (METADATA SUB).
-        self.metadata_subs: frozenset[str] = frozenset()
+        self.metadata_subs: frozenset[str] = _NO_CAPS
         self.cap_bits = 0
         self.cap_version = 0
         self.cap_negotiating = False
@@ -257,6 +258,14 @@ class IrcConnection(Protocol):
                 nick = self.core.user.nick
             self.service.quit(self.core, quit_reason, dropped=self.dropped)
             connlog.closed("irc", self.core.id, self.address, nick, quit_reason)
+        # Nothing runs for this connection any more: it lets go of what refers back to it
+        # (its timer, its queue's handler, the core's connection), so that it is freed as soon
+        # as nothing holds it, not by the garbage collector's next full collection, which a
+        # burst of short connections made frequent and long.  A Deferred still running for it
+        # finds no core connection, as before registration.
+        self._timer.forget()
+        self.flood.forget()
+        self.core = None
 
     def disconnect(self, reason: str) -> None:
         """Tell the client ``ERROR :Closing Link: … (reason)`` and close (IChatClient)."""

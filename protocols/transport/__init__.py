@@ -4,6 +4,7 @@
 * :mod:`~protocols.transport.framing`: bytes to lines, with the line-length limit;
 * :mod:`~protocols.transport.flood`: the flood budget and the queue of input waiting for it;
 * :mod:`~protocols.transport.idle`: the one timer for deadlines, idle probes and their answers;
+* :mod:`~protocols.transport.timers`: every connection's timers on one reactor call;
 * :mod:`~protocols.transport.output`: bounded writes (backpressure from a slow reader);
 * :mod:`~protocols.transport.close`: closing so that the close completes, TLS included.
 

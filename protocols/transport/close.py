@@ -23,6 +23,9 @@ from typing import Any
 
 from twisted.internet import tcp
 
+from protocols.transport.output import unsent_bytes
+from protocols.transport.timers import timers_for
+
 # Seconds a closed plain TCP connection keeps reading (and dropping) what its client sends.
 LINGER_SECONDS = 2.0
 # Seconds after which a close the peer has not completed is forced (a reset).
@@ -44,12 +47,26 @@ def close(
     except RuntimeError:
         # A test transport that had no producer registered.
         pass
+    timers = timers_for(clock)
     if isinstance(transport, tcp.Connection) and not transport.TLS:
-        transport.loseWriteConnection()
-        clock.callLater(linger, transport.loseConnection)
+        _half_close(transport)
+        timers.call_later(linger, transport.loseConnection)
     else:
         transport.loseConnection()
-    clock.callLater(timeout, _force, transport)
+    timers.call_later(timeout, _force, transport)
+
+
+def _half_close(transport: tcp.Connection) -> None:
+    """Stop writing once the queue is sent (a FIN after the last byte)."""
+    if unsent_bytes(transport):
+        transport.loseWriteConnection()
+        return
+    # Nothing queued (the usual case: output goes straight to the socket): what Twisted would
+    # do on the next writable event, done now, without watching the socket for it (two
+    # epoll_ctl calls and a turn of the reactor for every closing connection).
+    transport._writeDisconnecting = True
+    transport._writeDisconnected = True
+    transport._closeWriteConnection()
 
 
 def _force(transport: Any) -> None:

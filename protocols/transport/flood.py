@@ -155,9 +155,19 @@ class FloodQueue(Generic[T]):
     def release(self) -> None:
         self._held = False
 
+    def forget(self) -> None:
+        """Drop what waits and the handler (the connection is gone): no cycle through the
+        handler's connection is left for the garbage collector."""
+        self.clear()
+        self.run = _ignore
+
     def clear(self) -> None:
         """Drop what waits and the wake-up timer (the connection is closing)."""
         call, self._call = self._call, None
         if call is not None and call.active():
             call.cancel()
         self._items = None
+
+
+def _ignore(item: Any) -> None:
+    """The handler of a forgotten queue."""

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from protocols.transport.timers import Timer, timers_for
+
 
 class IdleOwner(Protocol):
     """What the timer asks of its connection (durations are read at each use, so that a
@@ -47,6 +49,7 @@ class IdleTimer:
         "_on_quiet",
         "_owner",
         "_stopped",
+        "_timers",
         "clock",
         "deadline",
         "last_input",
@@ -64,8 +67,11 @@ class IdleTimer:
         on_quiet: Callable[[], None] | None = None,
     ) -> None:
         self.clock = clock
+        # The clock's shared timers: a connection's own reactor call would cost a burst of
+        # connections a Python heap of them (see protocols.transport.timers).
+        self._timers = timers_for(clock)
         self._owner = owner
-        self._call: Any = None
+        self._call: Timer | None = None
         self._stopped = False
         self._on_quiet = on_quiet
         # When the owner must be done by (None: no deadline).
@@ -100,15 +106,23 @@ class IdleTimer:
         if call is None:
             if not self._stopped:
                 self._arm(now)
-        elif call.getTime() > now + self.quiet_after:
-            call.reset(self._next_due() - now)
+        elif call.when > now + self.quiet_after:
+            call.cancel()
+            self._arm(now)
 
     def stop(self) -> None:
         """For good: the connection is closing."""
         self._stopped = True
         call, self._call = self._call, None
-        if call is not None and call.active():
+        if call is not None:
             call.cancel()
+
+    def forget(self) -> None:
+        """Stop for good and let go of the owner (the connection is gone): no cycle through
+        the owner is left for the garbage collector."""
+        self.stop()
+        self._owner = _GONE
+        self._on_quiet = None
 
     def _next_due(self) -> float:
         if self.probe_sent is not None:
@@ -122,7 +136,7 @@ class IdleTimer:
         return due
 
     def _arm(self, now: float) -> None:
-        self._call = self.clock.callLater(max(0.0, self._next_due() - now), self._fire)
+        self._call = self._timers.call_later(self._next_due() - now, self._fire)
 
     def _fire(self) -> None:
         self._call = None
@@ -151,3 +165,25 @@ class IdleTimer:
                 self._on_quiet()
         if self._call is None and not self._stopped:
             self._arm(now)
+
+
+class _Gone:
+    """The owner of a forgotten timer: nothing is due to it."""
+
+    def idle_after(self) -> float:
+        return float("inf")
+
+    def answer_within(self) -> float:
+        return float("inf")
+
+    def send_probe(self) -> None:
+        pass
+
+    def no_answer(self, silent: float) -> None:
+        pass
+
+    def deadline_passed(self) -> None:
+        pass
+
+
+_GONE = _Gone()

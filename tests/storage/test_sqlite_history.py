@@ -16,7 +16,7 @@ from twisted.internet.defer import Deferred
 
 from chatserver.core.events import Message, Who
 from chatserver.core.records import ArchiveEntry, ArchiveQuery, RoomEventRecord
-from tests.storage.helpers import StoreTestCase, ids, message
+from tests.storage.helpers import StoreTestCase, account, ids, message
 
 _T = TypeVar("_T")
 
@@ -365,3 +365,17 @@ class HistoryWriterTests(HistoryTests):
     """The same, with appends written by the writer process."""
 
     writer = True
+
+    async def test_the_writer_and_the_thread_write_at_once_without_an_error(self) -> None:
+        store = await self.open_store()
+        # Each account waits for the batch before it while the next batch is being written:
+        # two processes take the write lock in turn, and the busy timeout hides it.
+        calls = []
+        for i in range(30):
+            batch = [message(f"m{i}-{j}", i + j / 100) for j in range(100)]
+            calls.append(store.append(batch))
+            calls.append(store.create_account(account(f"user{i}")))
+        for call in calls:
+            await call
+        self.assertEqual(len(await store.latest("lobby", 5000)), 3000)
+        self.assertEqual(len(await store.list_accounts()), 30)

@@ -151,3 +151,40 @@ def test_a_peer_that_never_reads_is_closed_in_time(
             time.sleep(0.1)
         # Nothing of it is left on the server: the rest of the stream ends at once.
         seconds_to_end(sock, 5)
+
+
+def test_irc_quit_over_plain_tcp_sends_the_end_at_once_and_drops_later_input(
+    server: ServerProcess,
+) -> None:
+    with socket.create_connection((HOST, server.ports["irc"]), timeout=5) as sock:
+        irc_register(sock, "plainquit")
+        sock.sendall(b"QUIT :done\r\n")
+        read_until(sock, b"ERROR :Closing Link")
+        # The end of the stream (FIN) follows the ERROR line at once, while this side is
+        # still open and still sending: what it sends is read and dropped, not answered with
+        # a reset that would throw the ERROR line away.
+        sock.sendall(b"PING :after\r\n" * 50)
+        assert seconds_to_end(sock, PROMPT) < PROMPT
+        # The server closes its side for good after its linger, or when this side closes.
+    with socket.create_connection((HOST, server.ports["irc"]), timeout=5) as other:
+        irc_register(other, "stillhere")
+
+
+def test_a_plain_tcp_peer_that_never_reads_is_closed_in_time(
+    make_server: Callable[..., ServerProcess],
+) -> None:
+    # Output still queued when the server closes: the end waits for it, within the timeout.
+    srv = make_server(
+        protocols=("irc",), overrides={"irc": {"flood_burst": 0, "sendq_bytes": 64 << 20}}
+    )
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(5)
+        sock.connect((HOST, srv.ports["irc"]))
+        irc_register(sock, "plainsleeper")
+        sock.sendall((b"PING :" + b"z" * 64 + b"\r\n") * 20_000 + b"QUIT\r\n")
+        deadline = time.monotonic() + CLOSE_TIMEOUT + 5
+        while "closed (Quit)" not in srv.log():
+            assert time.monotonic() < deadline, "the server still holds the connection"
+            time.sleep(0.1)
+        seconds_to_end(sock, 5)

@@ -16,6 +16,7 @@ from protocols.transport.framing import TOO_LONG, LineSplitter
 from protocols.transport.idle import IdleTimer
 from protocols.transport.peer import is_loopback, is_secure
 from protocols.transport.stall import INTERVAL, StallWatch
+from protocols.transport.timers import MIN_GAP, Timer, Timers, timers_for
 
 
 def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
@@ -374,3 +375,112 @@ def test_idle_timer_deadline_and_quiet_moment() -> None:
     assert owner.events == [(5.0, "deadline")]
     clock.pump([1] * 20)
     assert owner.events[1] == (13.0, "probe")
+
+
+# -- shared timers ----------------------------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    delays=st.lists(st.integers(min_value=0, max_value=400), min_size=1, max_size=40),
+    cancel=st.sets(st.integers(min_value=0, max_value=39)),
+    steps=st.lists(st.integers(min_value=1, max_value=90), min_size=1, max_size=30),
+)
+def test_timers_run_once_in_order_never_early_and_at_most_min_gap_late(
+    delays: list[int], cancel: set[int], steps: list[int]
+) -> None:
+    # Delays and clock steps in hundredths of a second: timers close together and far apart.
+    clock = Clock()
+    timers = Timers(clock)
+    ran: list[tuple[int, float]] = []
+    handles = [
+        timers.call_later(d / 100, lambda i=i: ran.append((i, clock.seconds())))
+        for i, d in enumerate(delays)
+    ]
+    for i in cancel:
+        if i < len(handles):
+            handles[i].cancel()
+    live = [i for i in range(len(delays)) if i not in cancel]
+    assert timers.pending() == len(live)
+    # Whatever the steps, the reactor holds one call for all of them at the most.
+    for step in [*steps, *[1] * 500]:
+        clock.advance(step / 100)
+        assert len(clock.getDelayedCalls()) <= 1
+    assert sorted(i for i, _ in ran) == live, "each live timer runs once, a cancelled one never"
+    assert [i for i, _ in ran] == sorted(live, key=lambda i: (delays[i], i)), "in order of due"
+    for i, at in ran:
+        due = delays[i] / 100
+        assert at >= due - 1e-9, "never early"
+        # Late by the gap at most, and by as much as the test's clock jumps past a time.
+        assert at <= due + MIN_GAP + max(steps) / 100 + 1e-9
+    assert timers.pending() == 0
+    assert clock.getDelayedCalls() == []
+
+
+def test_a_lone_timer_runs_at_its_time_exactly() -> None:
+    clock = Clock()
+    timers = Timers(clock)
+    ran: list[float] = []
+    timers.call_later(5, lambda: ran.append(clock.seconds()))
+    clock.advance(4.999)
+    assert ran == []
+    clock.advance(0.001)
+    assert ran == [5.0]
+
+
+def test_timers_close_together_share_one_run() -> None:
+    clock = Clock()
+    timers = Timers(clock)
+    ran: list[tuple[int, float]] = []
+    timers.call_later(1.0, lambda: ran.append((0, clock.seconds())))
+    timers.call_later(1.01, lambda: ran.append((1, clock.seconds())))
+    timers.call_later(1.02, lambda: ran.append((2, clock.seconds())))
+    clock.pump([0.005] * 300)
+    # The first at its time; the two due within the gap after it, together, one gap later.
+    at = pytest.approx(1.0 + MIN_GAP, abs=0.006)
+    assert ran == [(0, pytest.approx(1.0)), (1, at), (2, at)]
+
+
+def test_a_timer_may_cancel_or_set_another_while_they_run() -> None:
+    clock = Clock()
+    timers = Timers(clock)
+    ran: list[str] = []
+    later: list[Timer] = []
+
+    def first() -> None:
+        ran.append("first")
+        later[0].cancel()
+        timers.call_later(0, lambda: ran.append("set by first"))
+
+    timers.call_later(1, first)
+    later.append(timers.call_later(1, lambda: ran.append("cancelled")))
+    timers.call_later(1, lambda: ran.append("third"))
+    clock.advance(1)
+    # One set while they run waits for them (the test clock runs it within the same advance).
+    assert ran == ["first", "third", "set by first"]
+
+
+def test_a_failing_timer_does_not_stop_the_others() -> None:
+    clock = Clock()
+    timers = Timers(clock)
+    ran: list[int] = []
+
+    def fail() -> None:
+        raise RuntimeError("a broken timer")
+
+    timers.call_later(1, fail)
+    timers.call_later(1, lambda: ran.append(1))
+    clock.advance(1)
+    assert ran == [1]
+
+
+def test_cancelled_timers_do_not_pile_up() -> None:
+    clock = Clock()
+    timers = Timers(clock)
+    keep = timers.call_later(1000, lambda: None)
+    for _ in range(10_000):
+        timers.call_later(60, lambda: None).cancel()
+    assert timers.pending() == 1
+    assert len(timers._heap) < 600  # rebuilt without them, again and again
+    keep.cancel()
+    assert timers_for(clock) is timers_for(clock)
