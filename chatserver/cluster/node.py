@@ -28,6 +28,7 @@ entry it applied.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 from collections import deque
@@ -136,6 +137,9 @@ READ_BLOCK_MS = 1000
 # a second by default) up to this many messages a second.
 RECENT_MESSAGES = 10_000
 
+# New objects between the garbage collector's young collections on a node (see start).
+YOUNG_COLLECTION = 50_000
+
 UNAVAILABLE_NICK = (
     "the cluster cannot confirm new nicks now (Redis is unreachable); try again shortly"
 )
@@ -146,7 +150,7 @@ UNAVAILABLE_JOIN = "rooms cannot be joined now (Redis is unreachable); try again
 class _Outgoing:
     """One stream entry to publish: ops in order, all going to the same nodes."""
 
-    items: list[ops.Op]
+    items: list[ops.Item]
     claim: str | None = None
     release: str | None = None
     # The nodes it goes to: "*" for every other node, else names separated by spaces.
@@ -155,7 +159,7 @@ class _Outgoing:
     seq: int | None = None
     # A run of messages instead: each node's share, in order; one entry per node is made of
     # it when it is sent.
-    by_node: dict[str, list[ops.Op]] | None = None
+    by_node: dict[str, list[ops.Item]] | None = None
     count: int = 0
 
 
@@ -251,6 +255,12 @@ class ClusterNode(Sharing):
 
     def start(self) -> None:
         self.service.cluster = self
+        # Each other node's turn is applied at once: hundreds of messages, with their ops,
+        # events and rendered lines, live together until the turn's end.  Collected every 700
+        # new objects (CPython's default), they are walked while alive and moved to the old
+        # generation, whose full collections then walk the whole heap; collected every
+        # YOUNG_COLLECTION most are gone by then.
+        gc.set_threshold(YOUNG_COLLECTION, *gc.get_threshold()[1:])
         self._commands.start()
         self._reader.start()
         self._heartbeat.start(self.lease / 3, now=False)
@@ -298,7 +308,8 @@ class ClusterNode(Sharing):
             # The hot path: no other kind to test, no claim.
             nodes = self._message_nodes(event)
             if nodes:
-                self._publish_message(ops.encode_message(event), nodes)
+                # Encoded when the entry is packed (see ops.pack).
+                self._publish_message(event, nodes)
             return
         secure = False
         modes: frozenset[str] = frozenset()
@@ -388,7 +399,7 @@ class ClusterNode(Sharing):
             pending.append(_Outgoing([op], claim, release, targets))
         self._schedule()
 
-    def _publish_message(self, op: ops.Op, nodes: tuple[str, ...]) -> None:
+    def _publish_message(self, op: ops.Item, nodes: tuple[str, ...]) -> None:
         """Messages in a row are gathered by the node they go to: whichever rooms (and so
         sets of nodes) they are for, each node gets one entry for the run, holding its
         messages in the order they were said."""
@@ -699,23 +710,30 @@ class ClusterNode(Sharing):
             log.warn("cluster: bad entry from node={node}: {err}", node=node, err=str(err))
             return
         handlers = self._handlers
-        on_msg = self._on_msg
+        check = ops.check
+        # The messages in a row, applied together (see _on_msgs) before any other op.
+        run: list[list[Any]] = []
         for op in entry_ops:
             # Messages first: most ops are messages, and an array is always one.
             if type(op) is list:
                 try:
-                    ops.check(op)
+                    check(op)
                 except ops.BadOp as err:
                     log.warn("cluster: bad op from node={node}: {err}", node=node, err=str(err))
                     continue
-                on_msg(node, op)
+                run.append(op)
                 continue
+            if run:
+                self._on_msgs(node, run)
+                run = []
             try:
-                op = ops.check(op)
+                op = check(op)
             except ops.BadOp as err:
                 log.warn("cluster: bad op from node={node}: {err}", node=node, err=str(err))
                 continue
             handlers[ops.kind_of(op)](node, op)
+        if run:
+            self._on_msgs(node, run)
 
     # -- the other nodes' users -------------------------------------------------------------
 
@@ -844,6 +862,71 @@ class ClusterNode(Sharing):
 
     def _on_away(self, node: str, op: dict[str, Any]) -> None:
         self._call(node, op["nick"], "set_away", op["message"])
+
+    def _on_msgs(self, node: str, run: list[list[Any]]) -> None:
+        """Checked messages of ``node``, in order: a sender's messages to one room in a row
+        reach the core in one call (``ChatService.relay``), the rest one by one."""
+        group: list[list[Any]] = []
+        for op in run:
+            if op[ops.MSG_STATUS] is not None or op[ops.MSG_ROOM] is None:
+                if group:
+                    self._relay(node, group)
+                    group = []
+                self._on_msg(node, op)
+            elif group and (
+                op[ops.MSG_NICK] != group[0][ops.MSG_NICK]
+                or op[ops.MSG_ROOM] != group[0][ops.MSG_ROOM]
+            ):
+                self._relay(node, group)
+                group = [op]
+            else:
+                group.append(op)
+        if group:
+            self._relay(node, group)
+
+    def _relay(self, node: str, group: list[list[Any]]) -> None:
+        """One sender's messages to one room, in order."""
+        users = self._remote.get(node)
+        if users is None:
+            return
+        first = group[0]
+        nick = first[ops.MSG_NICK]
+        conn = users.get(nick) or users.get(casefold(nick))
+        if conn is None:
+            return
+        native_of = ops.native_of
+        # Made as the core reads them: no tuple of the run outlives its message.
+        said = (
+            (
+                op[ops.MSG_TEXT],
+                op[ops.MSG_KIND],
+                tuple([(name, value) for name, value in op[ops.MSG_TAGS]])
+                if op[ops.MSG_TAGS]
+                else (),
+                op[ops.MSG_ID],
+                float(op[ops.MSG_TS]),
+                None if op[ops.MSG_NATIVE] is None else native_of(op[ops.MSG_NATIVE]),
+            )
+            for op in group
+        )
+        try:
+            msgs = self.service.relay(conn, first[ops.MSG_ROOM], said)
+        except ChatError as err:
+            # The room here disagrees with the node's (a mode not shared): it decided.
+            log.info(
+                "cluster: {count} messages of {nick} from node={node} refused here: {reason}",
+                count=len(group),
+                nick=nick,
+                node=node,
+                reason=err.reason,
+            )
+            return
+        # The node's last room messages: if it dies before writing them, this node writes
+        # them (see _drop_node).
+        recent = self._recent.get(node)
+        if recent is None:
+            recent = self._recent[node] = deque(maxlen=RECENT_MESSAGES)
+        recent.extend(msgs)
 
     def _on_msg(self, node: str, op: list[Any]) -> None:
         users = self._remote.get(node)

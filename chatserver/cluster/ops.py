@@ -51,6 +51,8 @@ class BadOp(ValueError):
 
 # An op: an object, or the array of a message.
 Op = dict[str, Any] | list[Any]
+# What an entry is packed from: ops, and messages that become their op as they are packed.
+Item = Op | Message
 
 
 _STR = (str,)
@@ -452,9 +454,17 @@ def _native(native: Any) -> list[Any] | None:
     return None if wire is None else [wire[0], wire[1]]
 
 
-def pack(ops: list[Op]) -> bytes:
-    """The ops of one stream entry, in order."""
-    return msgpack.packb(ops)
+def pack(ops: list[Item]) -> bytes:
+    """The ops of one stream entry, in order; a Message among them is packed as its op
+    (``encode_message``), made as it is written: a turn's messages wait for the entry as
+    themselves, not as arrays that live until it is sent."""
+    return msgpack.packb(ops, default=_encode_default)
+
+
+def _encode_default(obj: Any) -> Any:
+    if type(obj) is Message:
+        return encode_message(obj)
+    raise TypeError(f"cannot pack {type(obj).__name__}")
 
 
 def unpack(raw: bytes) -> list[Any]:

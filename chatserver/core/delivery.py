@@ -225,6 +225,18 @@ class Delivery:
         except Exception:
             self._delivery_failed(msg, origin)
 
+    def _batch_relayed(self, room: Room, msgs: list[Message]) -> None:
+        """Messages of another node's user, for the end of the turn: its stand-in here gets
+        nothing (its node delivers to it), so the run joins the batch whole, and it is
+        counted as having its own copies, as a sender is (see ``_flush_batches``)."""
+        pending = self._batched.get(room) or self._pending(room)
+        pending.events.extend(msgs)
+        count = len(msgs)
+        self.fanout_caused += count
+        self.stats["deliveries"] += count
+        protocol = msgs[0].origin.protocol
+        self.deliveries_by_protocol[protocol] = self.deliveries_by_protocol.get(protocol, 0) + count
+
     def _flush_turn(self) -> None:
         self._flush_scheduled = False
         if self._batched:

@@ -789,6 +789,72 @@ class ChatService(
                 self.cluster.local_event(msg)
         return msg
 
+    def relay(
+        self,
+        conn: Connection,
+        room: str,
+        said: Iterable[tuple[str, MessageKind, tuple[tuple[str, str], ...], str, float, Any]],
+    ) -> list[Message]:
+        """Messages to ``room`` that a user of another node (``conn``, its stand-in here)
+        said there, in order, each as (text, kind, tags, msgid, ts, native): its node checked,
+        stored and acknowledged them, so here they reach this node's members and join the
+        room's recent history.  What ``say`` does once per message (the user, the room,
+        whether it may speak there) is done once for the run, and the run joins the turn's
+        batch at once.  Raises as ``say`` does, for the whole run; a CTCP the room refuses
+        is left out.  Returns the Messages delivered."""
+        user = self._user(conn)
+        r = self._room(room)
+        member = r.members.get(user)
+        self._check_send(r, user, member)
+        if member is None or not self._batch_depth or user.node is None:
+            # Not a member here (the rooms disagree), outside a read, or a user of this node
+            # (stored and published here): one by one.
+            return [
+                self.say(
+                    conn,
+                    text=text,
+                    room=r.name,
+                    kind=kind,
+                    tags=tags,
+                    msgid=msgid,
+                    ts=ts,
+                    native=native,
+                )
+                for text, kind, tags, msgid, ts, native in said
+            ]
+        who = user.who()
+        name = r.name
+        client = conn.client
+        no_ctcp = "no_ctcp" in r.flags
+        msgs = [
+            Message(
+                ts=ts,
+                id=msgid,
+                source=who,
+                text=text,
+                kind=kind,
+                room=name,
+                tags=tags,
+                origin=client,
+                native=native,
+            )
+            for text, kind, tags, msgid, ts, native in said
+            if text and not (no_ctcp and kind != "action" and text.startswith("\x01"))
+        ]
+        if not msgs:
+            return msgs
+        last = msgs[-1]
+        conn.last_active = last.ts
+        for msg in reversed(msgs):
+            if msg.kind != "notice":
+                user.last_active = msg.ts
+                break
+        protocol = conn.protocol
+        self.messages_by_protocol[protocol] = self.messages_by_protocol.get(protocol, 0) + len(msgs)
+        self._batch_relayed(r, msgs)
+        r.history.extend(msgs)
+        return msgs
+
     def _check_send(self, room: Room, user: User, member: Member | None) -> None:
         if member is None and "no_external" in room.flags:
             raise CannotSend(room.name, "you must join the room to send to it")

@@ -10,7 +10,10 @@ one is only marked, and the reactor holds a single call, at the earliest time du
 
 Timers due close together run together: after running what was due, the next reactor call
 is at least :data:`MIN_GAP` seconds later, so a timer may run up to that much late (never
-early), and a burst of closes costs a few reactor calls, not one each.
+early), and a burst of closes costs a few reactor calls, not one each.  Many timers due at
+once (the idle pings of thousands of clients that connected in the same second, XMPP streams
+that went quiet together) run in slices of :data:`RUN_BUDGET` seconds, with the reactor's
+input and output served between: a burst of them would otherwise hold every message back.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import itertools
 import weakref
 from collections.abc import Callable
 from heapq import heapify, heappop, heappush
+from time import perf_counter
 from typing import Any
 
 from twisted.logger import Logger
@@ -27,6 +31,9 @@ log = Logger()
 
 # Seconds between two runs of one clock's timers at the least: how late a timer may be.
 MIN_GAP = 0.05
+# Seconds of timers run in one go: what is still due after that waits for the next turn of
+# the reactor (input and output are served in between).
+RUN_BUDGET = 0.002
 # Cancelled timers the heap may hold before it is rebuilt without them (and never more than
 # the live ones).
 _DEAD_MAX = 256
@@ -121,7 +128,8 @@ class Timers:
             self._arm(max(heap[0][0], now + MIN_GAP))
         # Run after taking them all: a timer set by one of these (even for now) waits for
         # the next call.
-        for timer in due:
+        until = perf_counter() + RUN_BUDGET
+        for index, timer in enumerate(due):
             fn, args = timer.fn, timer.args
             if fn is None:
                 continue  # cancelled by one that ran before it
@@ -131,6 +139,18 @@ class Timers:
                 fn(*args)
             except Exception:
                 log.failure("timer {fn}", fn=fn)
+            if perf_counter() > until and index + 1 < len(due):
+                self._put_back(due[index + 1 :], now)
+                return
+
+    def _put_back(self, timers: list[Timer], now: float) -> None:
+        """Due timers not run yet: in the heap again, to run in the reactor's next turn."""
+        heap = self._heap
+        for timer in timers:
+            if timer.fn is not None:
+                timer.timers = self
+                heappush(heap, (timer.when, next(self._seq), timer))
+        self._arm(now)
 
 
 _BY_CLOCK: weakref.WeakKeyDictionary[Any, Timers] = weakref.WeakKeyDictionary()

@@ -393,3 +393,80 @@ def test_a_burst_reaches_the_other_nodes_whole_and_in_order_in_few_entries(
     with pytest.raises(TimeoutError):
         on_c.read_line(1.0)
     assert streamed("b") - before < count // 10
+
+
+def test_several_senders_bursts_reach_another_node_each_in_order_and_kind(
+    make_server: Callable[..., ServerProcess], redis: RedisServer
+) -> None:
+    """Two IRC users of one node each write a burst to a room: messages, notices, actions,
+    and messages to the room's operators between them.  On the other node each sender's
+    lines arrive once, in order, each as it was sent, and the room's recent history there
+    (what a line-chat member sees on joining) ends with the last of them."""
+
+    def node(name: str) -> ServerProcess:
+        return make_server(
+            protocols=("irc", "line"),
+            overrides={"cluster": {"redis": redis.url, "node": name}, "irc": {"flood_burst": 0}},
+        )
+
+    a, b = node("a"), node("b")
+    # First in the room: its operator, so it gets the messages to @#room too.
+    receiver = irc(b, "receiver")
+    receiver.send("JOIN #room")
+    receiver.expect(lambda text: " 366 receiver #room " in text)
+    senders = {}
+    for nick in ("s1", "s2"):
+        senders[nick] = irc(a, nick)
+        senders[nick].send("JOIN #room")
+        senders[nick].expect(lambda text, nick=nick: f" 366 {nick} #room " in text)
+        receiver.expect(lambda text, nick=nick: text.startswith(f":{nick}!") and " JOIN " in text)
+
+    count = 400
+
+    def burst(nick: str) -> list[tuple[str, str, str]]:
+        """(command, target, text) of each line, in order."""
+        out = []
+        for i in range(count):
+            if i % 50 == 7:
+                out.append(("PRIVMSG", "@#room", f"{nick} to ops {i}"))
+            elif i % 5 == 0:
+                out.append(("NOTICE", "#room", f"{nick} notice {i}"))
+            elif i % 7 == 0:
+                out.append(("PRIVMSG", "#room", f"\x01ACTION {nick} acts {i}\x01"))
+            else:
+                out.append(("PRIVMSG", "#room", f"{nick} says {i}"))
+        return out
+
+    sent = {nick: burst(nick) for nick in senders}
+    for nick, client in senders.items():
+        client.sock.sendall(
+            "".join(f"{cmd} {target} :{text}\r\n" for cmd, target, text in sent[nick]).encode()
+        )
+    got: dict[str, list[tuple[str, str, str]]] = {nick: [] for nick in senders}
+    order: list[str] = []
+    deadline = time.monotonic() + 60
+    while sum(map(len, got.values())) < 2 * count and time.monotonic() < deadline:
+        try:
+            text = receiver.read_line(1.0)
+        except TimeoutError:
+            continue
+        source, _, rest = text.partition(" ")
+        cmd, target, body = rest.split(" ", 2)
+        nick = source[1:].split("!")[0]
+        if cmd in ("PRIVMSG", "NOTICE") and nick in got:
+            got[nick].append((cmd, target, body[1:]))
+            if target == "#room":
+                order.append(body[1:])
+    assert got == sent
+    with pytest.raises(TimeoutError):
+        receiver.read_line(1.0)
+    # The room's recent history on node b holds what node b's members got, in their order.
+    late = line(b, "late")
+    late.send("/join room")
+    shown = [late.read_line(5.0)]
+    while "now talking in #room" not in shown[-1]:
+        shown.append(late.read_line(5.0))
+    replayed = [text for text in shown if text.startswith("[#room] [")]
+    assert len(replayed) == 10, shown
+    last = order[-1].strip("\x01").removeprefix("ACTION ")
+    assert replayed[-1].endswith(last), shown

@@ -187,6 +187,15 @@ def test_an_entry_unpacks_to_its_ops_in_order(batch: list[object]) -> None:
     assert unpacked == encoded
 
 
+@given(st.lists(events, max_size=20))
+def test_messages_packed_as_themselves_unpack_to_their_ops(batch: list[object]) -> None:
+    # A node keeps a turn's messages as Messages until the entry is packed.
+    items = [event if type(event) is Message else ops.encode(event) for event in batch]  # type: ignore[arg-type]
+    encoded = [ops.encode(event) for event in batch]  # type: ignore[arg-type]
+    unpacked = [ops.check(op) for op in ops.unpack(ops.pack(items))]  # type: ignore[arg-type]
+    assert unpacked == encoded
+
+
 masks = st.from_regex(r"[a-z*?]{1,8}![a-z*]{1,8}@[a-z.*]{1,12}", fullmatch=True)
 room_states = st.builds(
     RoomState,

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
 from protocols.line.framing import LineFramer, Negotiation, Negotiations
+from protocols.transport import timers as timers_module
 from protocols.transport.flood import FloodBudget, FloodQueue
 from protocols.transport.framing import TOO_LONG, LineSplitter
 from protocols.transport.idle import IdleTimer
@@ -484,3 +485,42 @@ def test_cancelled_timers_do_not_pile_up() -> None:
     assert len(timers._heap) < 600  # rebuilt without them, again and again
     keep.cancel()
     assert timers_for(clock) is timers_for(clock)
+
+
+def test_many_timers_due_at_once_let_the_reactor_serve_input_between_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each timer's slice is used up at once: the others wait for the reactor's next turn,
+    # and what the reactor has to do meanwhile (here, a call the first timer made) comes first.
+    monkeypatch.setattr(timers_module, "RUN_BUDGET", -1.0)
+    clock = Clock()
+    timers = Timers(clock)
+    ran: list[str] = []
+
+    def first() -> None:
+        ran.append("t0")
+        clock.callLater(0, ran.append, "reactor")
+
+    timers.call_later(1, first)
+    for i in range(1, 4):
+        timers.call_later(1, ran.append, f"t{i}")
+    timers.call_later(1, ran.append, "cancelled").cancel()
+    clock.advance(1)
+    assert ran == ["t0", "reactor", "t1", "t2", "t3"]
+    assert timers.pending() == 0
+
+
+def test_timers_due_at_once_run_in_one_turn_within_the_budget() -> None:
+    clock = Clock()
+    timers = Timers(clock)
+    ran: list[str] = []
+
+    def first() -> None:
+        ran.append("t0")
+        clock.callLater(0, ran.append, "reactor")
+
+    timers.call_later(1, first)
+    for i in range(1, 4):
+        timers.call_later(1, ran.append, f"t{i}")
+    clock.advance(1)
+    assert ran == ["t0", "t1", "t2", "t3", "reactor"]
