@@ -20,6 +20,8 @@ from tests.support.server import LineClient, ServerProcess
 pytestmark = pytest.mark.timeout(120)
 
 Node = Callable[..., ServerProcess]
+# Without flood control, so that two clients' lines reach their nodes in the same instant.
+UNTHROTTLED = {"irc": {"flood_burst": 0}}
 
 
 def reply(client: LineClient, nick: str, command: str, numeric: str, end: str) -> list[str]:
@@ -172,8 +174,8 @@ def test_a_node_that_starts_later_gets_each_rooms_current_state(make_node: Node)
 
 
 def test_changes_made_at_once_on_two_nodes_end_the_same_on_both(make_node: Node) -> None:
-    a = make_node("a")
-    b = make_node("b")
+    a = make_node("a", overrides=UNTHROTTLED)
+    b = make_node("b", overrides=UNTHROTTLED)
     alice = irc(a, "alice")
     alice.send("JOIN #dev")
     alice.expect(" 366 alice #dev ")
@@ -715,10 +717,6 @@ def test_room_metadata_set_before_a_node_starts_reaches_it(make_node: Node) -> N
     told = alice.expect(lambda text: " METADATA #dev url " in text)
     assert told.endswith(":https://example.org/new")
     assert metadata_value(alice, "#dev", "url") == "https://example.org/new"
-
-
-# Without flood control, so that the two clients' lines reach their nodes in the same instant.
-UNTHROTTLED = {"irc": {"flood_burst": 0}}
 
 
 def test_room_metadata_set_at_once_on_two_nodes_ends_the_same_on_both(make_node: Node) -> None:
