@@ -464,7 +464,9 @@ class ChatService(
             room = Room(rk, now, self.settings.history_in_memory)
             self.rooms[rk] = room
             self._load_recent(room)
-        else:
+        elif user.node is None:
+            # A user of another node was checked there (with the key given there): each
+            # node takes the join as it was decided, so that every node has the same members.
             self._check_join(room, user, key)
         room.invited.discard(user.key)
         member = Member(op=created)

@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from tests.support.ports import free_port as free_port
+
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_CONFIG = REPO / "deploy" / "chatserver.example.toml"
 TAC_FILE = REPO / "deploy" / "chatserver.tac"
@@ -48,12 +50,6 @@ def run_cli(
         env=clean_env(),
         timeout=timeout,
     )
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def toml_value(value: Any) -> str:

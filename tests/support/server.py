@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from tests.support.ports import free_port as free_port
+
 PROTOCOL_PORT_KEYS = {
     "line": ("port",),
     "irc": ("port", "tls_port"),
@@ -41,12 +43,6 @@ def _kill_live() -> None:
     for proc in list(_LIVE):
         with contextlib.suppress(OSError):
             proc.kill()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _toml_value(value: Any) -> str:
