@@ -166,14 +166,18 @@ class Archive:
         return self.archive_store is not None
 
     def _archive_private(self, sender: User, recipient: User, msg: Message) -> None:
-        """Keep ``msg`` in the archive of each registered end."""
+        """Keep ``msg`` in the archive of each registered end this process holds (in a
+        cluster each node keeps its own users' archives: only the recipient's node knows
+        whether it has a connection, and its archive preferences as they are now)."""
         if self.archive_store is None:
             return
-        if sender.account is not None and self.archive_keeps(
-            sender.account, recipient.account, recipient.nick
+        if (
+            sender.account is not None
+            and sender.node is None
+            and self.archive_keeps(sender.account, recipient.account, recipient.nick)
         ):
             self._pending_private.append(ArchiveEntry(casefold(sender.account), recipient.key, msg))
-        if recipient.account is not None and recipient is not sender:
+        if recipient.account is not None and recipient.node is None and recipient is not sender:
             # An always-on user with no connection open gets it at its next login: kept
             # whatever the preferences say, since the archive is where it waits.
             offline = not recipient.connections

@@ -790,6 +790,9 @@ class ChatService(
             self._archive_private(user, target, msg)
             if self.cluster is not None:
                 self.cluster.local_event(msg)
+        elif target.node is None:
+            # From another node's user: this node keeps it in its own user's archive.
+            self._archive_private(user, target, msg)
         return msg
 
     def relay(
