@@ -135,13 +135,14 @@ def test_an_always_on_xmpp_user_is_handed_over_with_its_rooms_missed_messages_an
     b = make_node("b", protocols=PROTOCOLS, overrides=config)
     register(a, "xena", always_on=True).close()
     register(b, "yuri").close()
+    register(a, "walt").close()
 
     # xena on node a: in #dev, with yuri in her roster.
     xena = xmpp_login(a, "xena", "laptop")
     iq(xena, "set", f"<query xmlns='{NS_ROSTER}'><item jid='yuri@localhost' name='Yuri'/></query>")
     xena.send("<presence/>")
     xena.join_room("dev", "xena")
-    # Members on both nodes: IRC on each, and yuri over XMPP on b.
+    # Members on both nodes: IRC and XMPP on each (walt on a, yuri on b).
     watch_a, watch_b, ticker_client = irc(a, "wa"), irc(b, "wb"), irc(a, "ticker")
     for client, nick in ((watch_a, "wa"), (watch_b, "wb"), (ticker_client, "ticker")):
         client.send("JOIN #dev")
@@ -149,8 +150,12 @@ def test_an_always_on_xmpp_user_is_handed_over_with_its_rooms_missed_messages_an
     yuri = xmpp_login(b, "yuri", "desk")
     yuri.send("<presence/>")
     yuri.join_room("dev", "yuri")
-    seen_by_yuri: list[Any] = []
-    yuri.on_element = lambda el: seen_by_yuri.append(el) or False
+    walt = xmpp_login(a, "walt", "desk")
+    walt.send("<presence/>")
+    walt.join_room("dev", "walt")
+    seen_by_xmpp: list[Any] = []
+    for member in (yuri, walt):
+        member.on_element = lambda el: seen_by_xmpp.append(el) or False
 
     xena.close()
     for watcher in (watch_a, watch_b):
@@ -227,7 +232,7 @@ def test_an_always_on_xmpp_user_is_handed_over_with_its_rooms_missed_messages_an
     print(f"{ticker.sent} messages said during the handover, each archived once")
 
     # Nobody saw her leave: no QUIT or PART on IRC on either node, no unavailable presence
-    # in the room for yuri; she is a member everywhere, homed on b.
+    # in the room over XMPP on either node; she is a member everywhere, homed on b.
     for watcher, nick in ((watch_a, "wa"), (watch_b, "wb")):
         read_until(watcher, "the end")
         assert not left_lines(watcher, "xena"), watcher.seen
@@ -235,9 +240,10 @@ def test_an_always_on_xmpp_user_is_handed_over_with_its_rooms_missed_messages_an
         names = watcher.expect(f" 353 {nick} ").rsplit(":", 1)[1].split()
         assert "xena" in [n.lstrip("@+") for n in names], names
     yuri.ping()
+    walt.ping()
     gone = [
         el
-        for el in seen_by_yuri
+        for el in seen_by_xmpp
         if local(el) == "presence"
         and (el.get("from") or "").lower() == f"{ROOM}/xena"
         and el.get("type") == "unavailable"
@@ -281,14 +287,16 @@ def test_an_always_on_xmpp_user_is_handed_over_with_its_rooms_missed_messages_an
         read_until(watcher, "the very end")
         assert not left_lines(watcher, "xena"), watcher.seen
     yuri.ping()
+    walt.ping()
     assert not [
         el
-        for el in seen_by_yuri
+        for el in seen_by_xmpp
         if local(el) == "presence"
         and (el.get("from") or "").lower() == f"{ROOM}/xena"
         and el.get("type") == "unavailable"
     ]
-    for client in (plain, yuri, watch_a, watch_b, ticker_client):
+    assert len(seen_by_xmpp) > 20, "the XMPP members saw the room"
+    for client in (plain, yuri, walt, watch_a, watch_b, ticker_client):
         client.close()
 
 
