@@ -174,7 +174,9 @@ def test_an_always_on_xmpp_user_is_handed_over_with_its_rooms_missed_messages_an
     ticker = Ticker(ticker_client, "dev")
     ticker.start()
     time.sleep(0.3)
+    started = time.monotonic()
     phone = xmpp_login(b, "xena", "phone")
+    took = time.monotonic() - started
     live: list[Any] = []
     got = iq(
         phone,
@@ -229,7 +231,10 @@ def test_an_always_on_xmpp_user_is_handed_over_with_its_rooms_missed_messages_an
     assert archive.count("said on b while xena was away") == 1, archive
     ticks = [int(t.split()[1]) for t in archive if t.startswith("tick ")]
     assert ticks == list(range(ticker.sent)), (ticker.sent, archive)
-    print(f"{ticker.sent} messages said during the handover, each archived once")
+    print(
+        f"login on b with the handover took {took * 1000:.0f} ms; {ticker.sent} messages"
+        " said during the handover, each archived once"
+    )
 
     # Nobody saw her leave: no QUIT or PART on IRC on either node, no unavailable presence
     # in the room over XMPP on either node; she is a member everywhere, homed on b.
