@@ -31,10 +31,20 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     proc.start()
     # The start-up probes of each port are connections from 127.0.0.1 too: once a PING is
     # answered, the server has seen them close, and the per-address counts start from 0.
-    probe = LineClient(proc.ports["irc"])
-    probe.send("PING :settled")
-    probe.expect("settled")
-    probe.close()
+    # Until it has read their ends, a third connection is over the limit and refused.
+    deadline = time.monotonic() + 10
+    while True:
+        probe = LineClient(proc.ports["irc"])
+        try:
+            probe.send("PING :settled")
+            probe.expect("settled")
+            break
+        except ConnectionError:
+            assert not probe.seen or "too many connections" in " ".join(probe.seen)
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        finally:
+            probe.close()
     time.sleep(0.3)
     yield proc
     proc.kill()
