@@ -5,8 +5,9 @@ turns the config and the running chat service into listeners.  Adding a protocol
 function and one entry; the section of the same name in the config file says whether it is
 enabled and where it listens.
 
-Each protocol sets ``TCP_NODELAY`` on its connections in ``connectionMade`` (a message must
-leave in the reactor turn that produced it); listeners here only bind.
+Every connection has ``TCP_NODELAY`` (a message must leave in the reactor turn that produced
+it): listeners here set it on their socket, whose accepted sockets inherit it on Linux; each
+protocol's ``connectionMade`` sets it where they did not (``peer.set_no_delay``).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from chatserver.server.tls import (
 from chatserver.storage.sqlite import SchemaTooNew, SqliteStore, StoreUnusable
 from protocols.irc.factory import IrcFactory
 from protocols.line.factory import LineFactory
+from protocols.transport import peer
 from protocols.xmpp.factory import XmppFactory
 
 # The namespace operators filter on; it names the part, not the module's path.
@@ -490,6 +492,7 @@ class ChatServer(MultiService):
                 f"cannot listen protocol={listener.protocol} address={point}: {err}"
             ) from err
         self.ports.append((listener, port))
+        peer.listen_no_delay(port)
         host: Any = port.getHost()  # a TCP address: host and port
         address = format_address(host.host, host.port)
         if point.tls:

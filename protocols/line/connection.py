@@ -222,11 +222,14 @@ class LineConnection(Protocol):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self._closing = True
-        self._timer.stop()
         conn, self.conn = self.conn, None
         if conn is not None:
             self.service.quit(conn, self._quit_reason or "Connection closed", dropped=self._dropped)
             self._log_closed(conn.id)
+        # Nothing runs for this connection any more: its timer lets go of it, the last thing
+        # that referred back to it, so that it is freed as soon as nothing holds it instead of
+        # by the garbage collector's next full collection.
+        self._timer.forget()
 
     def _log_closed(self, id: int) -> None:
         # A user's quit message is theirs, not the log's.

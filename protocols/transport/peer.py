@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import sys
+import weakref
 from typing import Any
 
 from twisted.internet.interfaces import ISSLTransport
@@ -44,8 +46,31 @@ def is_secure(tls: bool, address: str) -> bool:
     return tls or is_loopback(address)
 
 
+# Listening ports whose socket has TCP_NODELAY: Linux gives it to every socket they accept,
+# so their connections need not set it again (a system call each).
+_NO_DELAY_PORTS: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def listen_no_delay(port: Any) -> None:
+    """Give ``port``'s connections TCP_NODELAY through its listening socket, where the
+    system copies the option to the sockets it accepts (Linux); elsewhere each connection
+    sets it (:func:`set_no_delay`)."""
+    if not sys.platform.startswith("linux"):
+        return
+    # Twisted's TCP port (and TLS port) keeps its listening socket as ``socket``.
+    sock = getattr(port, "socket", None)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[union-attr]
+    except (AttributeError, OSError):
+        return
+    _NO_DELAY_PORTS.add(port)
+
+
 def set_no_delay(transport: Any) -> None:
     """Send small writes at once (a chat line should leave in the turn that produced it)."""
+    # Accepted by a listener that has the option (through a TLS wrapper too): it has it.
+    if getattr(transport, "server", None) in _NO_DELAY_PORTS:
+        return
     try:
         transport.setTcpNoDelay(True)
         return

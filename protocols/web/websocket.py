@@ -20,6 +20,7 @@ from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IConsumer, IProtocol, ISSLTransport, ITransport
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
@@ -169,6 +170,7 @@ class WebSocketChannel:
         secure: bool,
         max_message_bytes: int,
         clock: Any,
+        request: Request | None = None,
     ) -> None:
         self.ws = ws
         self.inner = inner
@@ -177,6 +179,9 @@ class WebSocketChannel:
         self.secure = secure
         self.max_message_bytes = max_message_bytes
         self.clock = clock
+        # The HTTP request that was upgraded: told when the socket goes, as its channel
+        # would have told it.
+        self.request = request
         self.framing = subprotocol.framing()
         # Its direct path to the socket only: the protocol under us enforces the limit.
         self._output = BoundedOutput(UNBOUNDED)
@@ -219,9 +224,19 @@ class WebSocketChannel:
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self._closed = True
-        if self.transport is not None:
-            self.transport.connected = False
-        self.inner.connectionLost(reason)
+        transport, self.transport = self.transport, None
+        if transport is not None:
+            transport.connected = False
+        inner, self.inner = self.inner, None
+        if inner is not None:
+            inner.connectionLost(reason)
+        # Letting go of the message transport and the protocol (both of which refer back to
+        # this channel), and the request letting go of its HTTP channel (which refers to this
+        # one), leave no cycle: all are freed as soon as nothing holds them, instead of by
+        # the garbage collector's next full collection.
+        request, self.request = self.request, None
+        if request is not None:
+            request.connectionLost(reason or connectionDone)
 
     # -- input --------------------------------------------------------------------------
 
@@ -371,6 +386,7 @@ class WebSocketEndpoint(Resource):
             secure=policy.client_secure(request),
             max_message_bytes=policy.max_message_bytes,
             clock=policy.clock,
+            request=request,
         )
         raw.write(reply)
         # COMPAT: Twisted 26 has no public way to take a socket over from its HTTP channel;

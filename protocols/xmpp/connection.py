@@ -443,6 +443,7 @@ class XmppConnection(Protocol):
             if session is not None and session._via is self:
                 session._via = None
                 session._transport_gone()
+            self._forget()
             return
         if self._via is not None or self.state == DETACHED:
             # This object's own first connection, long since replaced or given up.
@@ -457,6 +458,7 @@ class XmppConnection(Protocol):
         self._cancel_timers()
         self.parser.release()
         self._leave()
+        self._forget()
 
     # -- stream management: detaching and resuming -------------------------------------------
 
@@ -497,6 +499,7 @@ class XmppConnection(Protocol):
         self.quit_reason = self.quit_reason or "Connection lost"
         self.state = CLOSED
         self._leave()
+        self._forget()
 
     def take_over(self, carrier: XmppConnection) -> None:
         """A new stream resumed this session: from now on it carries this session's traffic."""
@@ -910,6 +913,15 @@ class XmppConnection(Protocol):
     def _cancel_timers(self) -> None:
         self._timer.stop()
         self.flood.clear()
+
+    def _forget(self) -> None:
+        # Nothing runs for this session any more: it lets go of what refers back to it (its
+        # timer, its queue's handler, the core's connection), so that it is freed as soon as
+        # nothing holds it, instead of by the garbage collector's next full collection.  A
+        # Deferred still running for it finds no core connection, as before login.
+        self._timer.forget()
+        self.flood.forget()
+        self.core = None
 
     def _close(self) -> None:
         if self.state == CLOSED:

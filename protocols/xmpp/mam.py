@@ -127,14 +127,16 @@ class _Archive:
 
     def __init__(self, conn: XmppConnection, room: str | None, peer: str | None) -> None:
         self.conn = conn
+        # Taken now: a page read after the stream closed still reads as this session.
+        self.core = conn.core
         self.room = room
         self.peer = peer
 
     def find(self, msgid: str) -> Deferred:
         service = self.conn.service
         if self.room is None:
-            assert self.conn.core is not None  # MAM is answered only after login
-            return service.archive_find(self.conn.core, msgid)
+            assert self.core is not None  # MAM is answered only after login
+            return service.archive_find(self.core, msgid)
         room = self.room
         return service.history_find(msgid).addCallback(
             lambda m: m if m is not None and m.room == room else None
@@ -143,9 +145,9 @@ class _Archive:
     def page(self, limit: int, after: Anchor | None, before: Anchor | None, newest: bool):
         service = self.conn.service
         if self.room is None:
-            assert self.conn.core is not None  # MAM is answered only after login
+            assert self.core is not None  # MAM is answered only after login
             return service.archive_query(
-                self.conn.core, self.peer, limit, after=after, before=before, newest=newest
+                self.core, self.peer, limit, after=after, before=before, newest=newest
             )
         return service.room_archive_query(
             self.room, limit, after=after, before=before, newest=newest

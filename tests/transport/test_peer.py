@@ -4,12 +4,22 @@ may be sent there without TLS)."""
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import os
 import random
 import socket
+import sys
+import time
 from pathlib import Path
+
+import pytest
 
 from tests.support.server import LineClient, ServerProcess
 from tests.transport.tlsclient import HOST, STREAM_HEADER, read_until
+
+# The system call that copies another process's file descriptor (Linux 5.6).
+PIDFD_GETFD = 438
 
 
 def wildcard_port() -> int:
@@ -71,3 +81,64 @@ def check_loopback(server: ServerProcess) -> None:
     assert b"<mechanisms" in features and b"<required" not in features, features
     # The server saw the client as the mapped address (else this test proves nothing).
     assert "::ffff:127.0.0.1" in server.log()
+
+
+def _server_sockets(pid: int) -> list[socket.socket]:
+    """The server's TCP sockets, duplicated into this process (pidfd_getfd)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = os.pidfd_open(pid)
+    found: list[socket.socket] = []
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                if not os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"):
+                    continue
+            except FileNotFoundError:
+                continue
+            copy = libc.syscall(PIDFD_GETFD, pidfd, int(fd), 0)
+            if copy < 0:
+                if ctypes.get_errno() == errno.EPERM:
+                    pytest.skip("this system does not let a process look at its child's sockets")
+                continue
+            sock = socket.socket(fileno=copy)
+            if sock.type == socket.SOCK_STREAM and sock.family in (socket.AF_INET, socket.AF_INET6):
+                found.append(sock)
+            else:
+                sock.close()
+    finally:
+        os.close(pidfd)
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux: pidfd_getfd")
+def test_listeners_give_every_accepted_connection_tcp_nodelay(tmp_path: Path) -> None:
+    # The listening sockets carry TCP_NODELAY, which Linux copies to each socket they
+    # accept: no connection needs a system call of its own for it.
+    with ServerProcess(tmp_path, protocols=("line", "irc", "xmpp", "web")) as server:
+        clients = {
+            name: socket.create_connection((HOST, port)) for name, port in server.ports.items()
+        }
+        try:
+            # Each connection accepted and set up (a greeting, or its TLS handshake waiting).
+            time.sleep(0.5)
+            assert server.proc is not None
+            sockets = _server_sockets(server.proc.pid)
+            try:
+                listening = {s.getsockname()[1]: s for s in sockets if _listening(s)}
+                assert set(server.ports.values()) <= set(listening), server.ports
+                for name, port in server.ports.items():
+                    assert listening[port].getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), name
+                accepted = {s.getpeername()[1]: s for s in sockets if not _listening(s)}
+                for name, client in clients.items():
+                    sock = accepted[client.getsockname()[1]]
+                    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), name
+            finally:
+                for sock in sockets:
+                    sock.close()
+        finally:
+            for client in clients.values():
+                client.close()
+
+
+def _listening(sock: socket.socket) -> bool:
+    return bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
