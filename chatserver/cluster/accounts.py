@@ -136,12 +136,10 @@ class AccountLeases:
 
     # -- claiming ----------------------------------------------------------------------------
 
-    def claim_account(self, account: str) -> defer.Deferred[None]:
-        proto = self._commands.proto
-        if proto is None or not self.up:
-            return defer.fail(AccountError(AccountError.UNAVAILABLE, UNAVAILABLE_LOGIN))
-        key = casefold(account)
-        self._claiming[key] = self._claiming.get(key, 0) + 1
+    def _claim(self, proto: Any, key: str) -> defer.Deferred[str]:
+        """Claim the account ``key`` (casefolded) for this node: fires with "" when it is
+        ours now, "+" and the name of a gone node it was taken from (ours now too), or the
+        name of the live node that holds it."""
         d = proto.execute_command(
             "EVALSHA",
             self._sha["claim_account"],
@@ -150,6 +148,15 @@ class AccountLeases:
             self.name,
             self.node_prefix,
         )
+        return d.addCallback(_owner)
+
+    def claim_account(self, account: str) -> defer.Deferred[None]:
+        proto = self._commands.proto
+        if proto is None or not self.up:
+            return defer.fail(AccountError(AccountError.UNAVAILABLE, UNAVAILABLE_LOGIN))
+        key = casefold(account)
+        self._claiming[key] = self._claiming.get(key, 0) + 1
+        d: defer.Deferred[Any] = self._claim(proto, key)
         d.addBoth(self._claim_answered, key)
         d.addCallbacks(self._account_claimed, self._claim_failed, (account,))
         return d
@@ -166,8 +173,7 @@ class AccountLeases:
         failure.trap(txredisapi.ConnectionError, txredisapi.ResponseError)
         raise AccountError(AccountError.UNAVAILABLE, UNAVAILABLE_LOGIN)
 
-    def _account_claimed(self, owner: Any, account: str) -> Any:
-        owner = owner.decode() if isinstance(owner, bytes) else str(owner or "")
+    def _account_claimed(self, owner: str, account: str) -> Any:
         if not owner:
             return None
         if owner.startswith("+"):
@@ -208,17 +214,9 @@ class AccountLeases:
         if proto is None or not self.up:
             self._settle(asked, AccountError(AccountError.UNAVAILABLE, UNAVAILABLE_LOGIN))
             return
-        d = proto.execute_command(
-            "EVALSHA",
-            self._sha["claim_account"],
-            1,
-            self._account_key(key),
-            self.name,
-            self.node_prefix,
-        )
+        d = self._claim(proto, key)
 
-        def again(owner: Any) -> Any:
-            owner = owner.decode() if isinstance(owner, bytes) else str(owner or "")
+        def again(owner: str) -> Any:
             if owner and not owner.startswith("+"):
                 self._settle(asked, elsewhere(key, owner))
                 return None
@@ -289,15 +287,7 @@ class AccountLeases:
             if conn.user is None and conn.account is not None
         )
         for key in sorted(held):
-            owner = await proto.execute_command(
-                "EVALSHA",
-                self._sha["claim_account"],
-                1,
-                self._account_key(key),
-                self.name,
-                self.node_prefix,
-            )
-            owner = owner.decode() if isinstance(owner, bytes) else str(owner or "")
+            owner = await self._claim(proto, key)
             if owner and not owner.startswith("+"):
                 log.warn(
                     "account={account} was taken by node={node} while Redis was unreachable",
@@ -384,3 +374,8 @@ class AccountLeases:
 
 def _moved(account: str, nick: str | None, since: float, node: str) -> dict[str, Any]:
     return {"k": "moved", "account": account, "nick": nick, "since": since, "to": node}
+
+
+def _owner(reply: Any) -> str:
+    """The claim script's reply as text ("" for nil)."""
+    return reply.decode() if isinstance(reply, bytes) else str(reply or "")
