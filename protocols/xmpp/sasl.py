@@ -156,6 +156,11 @@ def _answer(conn: XmppConnection, server: SaslServer, outcome: Any) -> None:
         # Logged in first: a banned account gets a stream error, never a success it could
         # take for a way in.
         d = conn.authenticated(outcome.account)
-        d.addCallbacks(_succeeded, _unconfirmed, (conn, outcome.data), None, (conn, server))
+        d.addCallbacks(
+            _succeeded,
+            _unconfirmed,
+            callbackArgs=(conn, outcome.data),
+            errbackArgs=(conn, server),
+        )
     else:
         _fail(conn, SaslFailure(CONDITIONS[outcome.reason], outcome.text or None))
