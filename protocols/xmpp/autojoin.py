@@ -45,6 +45,8 @@ AUTOJOIN_WAIT = 2.0
 # conn.extra keys: the client read its bookmarks; the rooms still waiting to be shown.
 READ = "bookmarks.read"
 WAITING = "autojoin.waiting"
+# The rooms whose state this connection has been sent (it joined them, or was shown them).
+SENT = "autojoin.sent"
 _TRUE = ("true", "1")
 
 
@@ -194,14 +196,20 @@ def show_rooms(conn: XmppConnection, show: Callable[[XmppConnection, str], None]
     """``conn`` sent its first presence and its user is in rooms: ``show`` it each room
     that it will not join by itself (see the module's docstring)."""
     assert conn.account is not None
+    # The rooms the user is in as the resource comes online: the bookmarks are read from the
+    # store, and a room the client joins by itself meanwhile was sent its state then.
+    rooms = list(conn.user.rooms) if conn.user is not None else []
 
     def split(data: dict[pep.Key, PepNode]) -> None:
         user = conn.user
         if user is None or conn.core is None:
             return
         bookmarked = _autojoin_rooms(data.get(bookmarks.KEY), conn.muc_domain)
+        sent = conn.extra.get(SENT, ())
         later: set[str] = set()
-        for name in list(user.rooms):
+        for name in rooms:
+            if name in sent or name not in user.rooms:
+                continue
             if name not in bookmarked:
                 show(conn, name)
             elif not _reads_bookmarks(conn):
@@ -218,6 +226,7 @@ def show_rooms(conn: XmppConnection, show: Callable[[XmppConnection, str], None]
 def joined(conn: XmppConnection, room: str) -> None:
     """``room``'s state was sent to ``conn``: it need not be shown again."""
     extra = conn.extra
+    extra.setdefault(SENT, set()).add(room)
     waiting = extra.get(WAITING)
     if waiting:
         waiting.discard(room)
