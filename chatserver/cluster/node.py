@@ -318,11 +318,10 @@ class ClusterNode(Sharing, AccountLeases):
         if self._stopping:
             return
         if type(event) is Message:
-            # The hot path: no other kind to test, no claim.
+            # No other kind to test, no claim (a room's message comes by publish_message).
             nodes = self._message_nodes(event)
             if nodes:
-                # Encoded when the entry is packed (see ops.pack).
-                self._publish_message(event, nodes)
+                self.publish_message(event, nodes)
             return
         secure = False
         modes: frozenset[str] = frozenset()
@@ -339,7 +338,7 @@ class ClusterNode(Sharing, AccountLeases):
         if isinstance(event, Message):
             nodes = self._message_nodes(event)
             if nodes:
-                self._publish_message(op, nodes)
+                self.publish_message(event, nodes)
             return
         if isinstance(event, Join) and event.created:
             self._founded_here(event)
@@ -414,10 +413,13 @@ class ClusterNode(Sharing, AccountLeases):
             pending.append(_Outgoing([op], claim, release, targets))
         self._schedule()
 
-    def _publish_message(self, op: ops.Item, nodes: tuple[str, ...]) -> None:
+    def publish_message(self, msg: Message, nodes: tuple[str, ...]) -> None:
         """Messages in a row are gathered by the node they go to: whichever rooms (and so
         sets of nodes) they are for, each node gets one entry for the run, holding its
-        messages in the order they were said."""
+        messages in the order they were said (encoded when the entry is packed: see
+        ops.pack)."""
+        if self._stopping:
+            return
         pending = self._pending
         last = pending[-1] if pending else None
         if last is None or last.by_node is None or last.count >= ENTRY_OPS:
@@ -428,11 +430,12 @@ class ClusterNode(Sharing, AccountLeases):
         for node in nodes:
             share = by_node.get(node)
             if share is None:
-                by_node[node] = [op]
+                by_node[node] = [msg]
             else:
-                share.append(op)
+                share.append(msg)
         last.count += 1
-        self._schedule()
+        if not self._flush_scheduled:
+            self._schedule()
 
     def _schedule(self) -> None:
         if not self._flush_scheduled:

@@ -17,6 +17,8 @@ half-applied.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from itertools import groupby
+from operator import attrgetter
 from typing import Any
 
 import msgpack
@@ -497,6 +499,14 @@ def pack(ops: list[Item], *, rendered: bool = True) -> bytes:
     if not rendered:
         return msgpack.packb(ops, default=_encode_default)
     out: list[Any] = []
+    if all(type(item) is Message for item in ops):
+        # A node's share of a turn's messages (nearly always): grouped in one pass of C.
+        for (room, status, _nick), group in groupby(ops, _RUN_KEY):
+            if room is None or status is not None:
+                out.extend(group)
+            else:
+                out.append(encode_run(list(group)))  # type: ignore[arg-type]
+        return msgpack.packb(out, default=_encode_default)
     run: list[Message] = []
     for item in ops:
         if type(item) is Message and item.room is not None and item.status is None:
@@ -539,7 +549,8 @@ def encode_run(run: list[Message]) -> list[Any]:
             [msg.ts for msg in run],
             [msg.text for msg in run],
             [msg.kind for msg in run],
-            [[list(pair) for pair in msg.tags] if msg.tags else [] for msg in run],
+            # A tuple of pairs packs as the array of arrays it is.
+            [msg.tags for msg in run],
             natives,
         ]
     )
@@ -555,6 +566,9 @@ def encode_run(run: list[Message]) -> list[Any]:
             active = msg.ts
             break
     return ["run", first.source.nick, first.room, len(run), run[-1].ts, active, said, blocks]
+
+
+_RUN_KEY = attrgetter("room", "status", "source.nick")
 
 
 def run_said(said: bytes, count: int) -> list[Said]:

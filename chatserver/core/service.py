@@ -751,7 +751,9 @@ class ChatService(
                 if status is None:
                     self._record(r, msg)
                 if self.cluster is not None:
-                    self.cluster.local_event(msg)
+                    nodes = r.nodes()
+                    if nodes:
+                        self.cluster.publish_message(msg, nodes)
             elif status is None:
                 # Its own node stores it; here it joins the room's recent history only.
                 r.remember(msg)
@@ -882,9 +884,7 @@ class ChatService(
         if run.active is not None:
             user.last_active = run.active
         protocol = conn.protocol
-        self.messages_by_protocol[protocol] = (
-            self.messages_by_protocol.get(protocol, 0) + run.count
-        )
+        self.messages_by_protocol[protocol] = self.messages_by_protocol.get(protocol, 0) + run.count
         self._batch_run(r, run)
         r.remember(run)
         return run
