@@ -50,6 +50,7 @@ from protocols.transport.output import BoundedOutput
 if TYPE_CHECKING:
     from chatserver.core.views import Session, UserView
     from protocols.irc.factory import IrcFactory
+    from protocols.transport.handoff import ClientRelay
 
 log = Logger()
 
@@ -71,6 +72,8 @@ class IrcConnection(Protocol):
     protocol = "irc"
     # Its own room messages come back at once, where a label or a reply can carry them.
     echo_at_turn_end = False
+    # Set once the client is handed off to another node (protocols.transport.handoff).
+    relay: ClientRelay | None = None
 
     # Slots: an idle connection is mostly this object, and ten thousand of them add up.
     __slots__ = (
@@ -242,6 +245,9 @@ class IrcConnection(Protocol):
         self._timer.start(deadline=config.registration_timeout)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
+        if self.relay is not None:
+            self.relay.client_lost(reason)
+            return
         if self._lost:
             return
         self._lost = True
@@ -335,6 +341,10 @@ class IrcConnection(Protocol):
         return 8191 + self.config.max_line_bytes
 
     def dataReceived(self, data: bytes) -> None:
+        if self.relay is not None:
+            # Handed off to another node (protocols.transport.handoff): a pipe to it.
+            self.relay.from_client(data)
+            return
         if self.closing:
             return
         self._timer.touch(self.clock.seconds())
