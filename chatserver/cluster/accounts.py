@@ -86,6 +86,8 @@ class _Asked:
 
     node: str
     timer: Any
+    # The account as the login gave it (stored form).
+    account: str
     waiters: list[defer.Deferred[None]] = field(default_factory=list)
 
 
@@ -200,7 +202,7 @@ class AccountLeases:
             # Its node answers within a store round trip; one that does not within two
             # leases is probably gone, which the claim tried again then finds.
             timer = self.clock.callLater(2 * self.lease, self._unanswered, key)
-            asked = self._asked[key] = _Asked(node, timer)
+            asked = self._asked[key] = _Asked(node, timer, account)
             self._publish({"k": "release", "account": account}, targets=node)
         d: defer.Deferred[None] = defer.Deferred()
         asked.waiters.append(d)
@@ -218,7 +220,7 @@ class AccountLeases:
 
         def again(owner: str) -> Any:
             if owner and not owner.startswith("+"):
-                self._settle(asked, elsewhere(key, owner))
+                self._settle(asked, elsewhere(asked.account, owner))
                 return None
             taken = self._take_from_dead(owner[1:], key) if owner else defer.succeed(None)
             return taken.addCallback(lambda _: self._settle(asked, None))
@@ -242,7 +244,11 @@ class AccountLeases:
             if refusal is None:
                 d.callback(None)
             else:
-                d.errback(AccountError(refusal.code, refusal.reason))
+                d.errback(
+                    AccountError(
+                        refusal.code, refusal.reason, node=refusal.node, account=refusal.account
+                    )
+                )
 
     # -- giving up ---------------------------------------------------------------------------
 

@@ -51,6 +51,7 @@ from protocols.transport.output import BoundedOutput
 if TYPE_CHECKING:
     from chatserver.core.views import Session, UserView
     from protocols.irc.factory import IrcFactory
+    from protocols.transport.handoff import ClientRelay
 
 log = Logger()
 
@@ -72,6 +73,8 @@ class IrcConnection(Protocol):
     protocol = "irc"
     # Its own room messages come back at once, where a label or a reply can carry them.
     echo_at_turn_end = False
+    # Set once the client is handed off to another node (protocols.transport.handoff).
+    relay: ClientRelay | None = None
 
     # Slots: an idle connection is mostly this object, and ten thousand of them add up.
     __slots__ = (
@@ -107,7 +110,6 @@ class IrcConnection(Protocol):
         "realname",
         "refused_nick",
         "registered",
-        "relay",
         "sasl",
         "server",
         "server_name",
@@ -176,9 +178,6 @@ class IrcConnection(Protocol):
         # One timer: the registration deadline, then the pings of an idle connection.
         self._timer = IdleTimer(self.clock, self)
         self._lost = False
-        # Cluster mode: set once this client is handed off to the node of its account's user
-        # (protocols.transport.handoff): its input goes there, and this object does nothing.
-        self.relay: Any = None
 
     # -- identity ---------------------------------------------------------------------------
 
@@ -369,6 +368,7 @@ class IrcConnection(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         if self.relay is not None:
+            # Handed off to another node (protocols.transport.handoff): a pipe to it.
             self.relay.from_client(data)
             return
         if self.closing:
@@ -440,9 +440,7 @@ class IrcConnection(Protocol):
             self.in_command = False
         self._command_done(d)
 
-    def run_as_command(
-        self, label: str | None, action: Callable[[], Deferred[Any] | None]
-    ) -> None:
+    def run_as_command(self, label: str | None, action: Callable[[], Deferred[Any] | None]) -> None:
         """Run ``action`` as one of the client's commands runs: its replies buffered and
         sent under ``label`` (when labeled-response is on), the lines after it waiting until
         it is done.  A command the client sent on another node (cluster handoff) ends here."""

@@ -23,23 +23,19 @@ The state's protocol part (``state["p"]``):
 
 from __future__ import annotations
 
-import weakref
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 
-from chatserver.core.errors import Banned, LimitExceeded
 from protocols.irc import sasl
 from protocols.transport import handoff
+from protocols.transport.handoff import HandoffState, RelayTransport
 
 if TYPE_CHECKING:
     from protocols.irc.connection import IrcConnection
     from protocols.irc.factory import IrcFactory
 
-KIND = "irc"
-
-# Connections handed to this node: a login refused here for yet another node is not handed on.
-_RESUMED: weakref.WeakSet[IrcConnection] = weakref.WeakSet()
+KIND = handoff.IRC
 
 
 def _is_websocket(transport: Any) -> bool:
@@ -49,7 +45,7 @@ def _is_websocket(transport: Any) -> bool:
     return isinstance(transport, MessageTransport)
 
 
-def capture(conn: IrcConnection, account: str) -> dict[str, Any]:
+def capture(conn: IrcConnection, account: str) -> HandoffState:
     """The handoff state of ``conn``, whose SASL exchange proved ``account``."""
     return {
         "kind": KIND,
@@ -78,33 +74,31 @@ def capture(conn: IrcConnection, account: str) -> dict[str, Any]:
 
 def hand_off(conn: IrcConnection, account: str, node: str) -> bool:
     """Hand ``conn`` off to ``node``, where the user of ``account`` is; False when it is not
-    handed off (it was handed here, it has registered, or the cluster cannot relay it): the
-    login is then refused as before."""
-    if conn.registered or conn.closing or conn.relay is not None or conn in _RESUMED:
+    handed off (it has registered, it was itself handed to this node, or the cluster cannot
+    relay it): the login is then refused as before."""
+    if conn.registered or conn.closing or conn.relay is not None:
+        return False
+    if isinstance(conn.transport, RelayTransport):
         return False
     return handoff.hand_off(conn, conn.service, node, capture(conn, account))
 
 
-def resume(factory: IrcFactory, transport: Any, state: dict[str, Any]) -> IrcConnection | None:
+def resume(
+    factory: IrcFactory, transport: RelayTransport, state: HandoffState
+) -> IrcConnection | None:
     """The connection of a client handed off to this node, built as the listener builds it
-    and attached to ``transport`` (the relay); it logs in to ``state["account"]`` here."""
+    and attached to ``transport`` (the relay, which gives the client's address, after WEBIRC,
+    and its TLS); it logs in to ``state["account"]`` here."""
     conn = factory.buildProtocol(transport.getPeer())
-    # connectionMade, as for any new connection (an IRC server says nothing first): the
-    # per-address limit, bans and flood budget of this node apply.
+    # What a new IRC connection does first is only the server's bookkeeping (an IRC server
+    # says nothing first): the per-address limit, bans, flood budget and registration
+    # deadline of this node apply.
     conn.makeConnection(transport)
+    # The relay passes the client's input to its protocol from now on.
+    transport.protocol = conn
     if conn.core is None:
         # Refused here (ERROR sent, closing).
         return conn
-    _RESUMED.add(conn)
-    address = state["address"]
-    if address and address != conn.address:
-        # The address the client's node knew (after WEBIRC), where the relay does not say it.
-        try:
-            conn.service.readdress(conn.core, address)
-        except (Banned, LimitExceeded) as err:
-            conn.disconnect(str(err))
-            return conn
-        conn.address = address
     p = state["p"]
     conn.set_caps(frozenset(p["caps"]))
     conn.cap_version = p["cap_version"]
@@ -122,13 +116,16 @@ def resume(factory: IrcFactory, transport: Any, state: dict[str, Any]) -> IrcCon
 
     # The AUTHENTICATE that proved the account ends here: 900 and 903 under its label.
     conn.run_as_command(p["label"], log_in)
-    pending = state["pending"]
-    if pending:
-        # Queued behind the login, as they were on the other node.
-        conn.dataReceived(pending)
+    # The lines the client sent after it (``state["pending"]``, then what comes): they wait
+    # in the flood queue until the login is done, as they did on the other node.
+    transport.resumeProducing()
     return conn
 
 
 def register(factory: IrcFactory) -> None:
     """Let the cluster resume IRC connections handed off to this node with ``factory``."""
-    handoff.register(KIND, lambda transport, state: resume(factory, transport, state))
+
+    def resumer(transport: RelayTransport, state: HandoffState) -> IrcConnection | None:
+        return resume(factory, transport, state)
+
+    handoff.register(factory.service, KIND, resumer)

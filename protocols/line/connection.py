@@ -50,6 +50,7 @@ from protocols.transport.output import BoundedOutput
 if TYPE_CHECKING:
     from chatserver.core.views import RoomView, Session, UserView
     from protocols.line.factory import LineFactory, LineSettings
+    from protocols.transport.handoff import ClientRelay
 
 # Unsent output allowed to pile up while the peer does not read (after the transport has
 # asked us to pause); past it the connection is dropped rather than grow memory.
@@ -78,6 +79,8 @@ class LineConnection(Protocol):
     # A user's own room messages are not shown back to the connection that sent them.
     echoes_own_messages = False
     echo_at_turn_end = False
+    # Set once the client is handed off to another node (protocols.transport.handoff).
+    relay: ClientRelay | None = None
     # Slots: an idle connection is mostly this object, and ten thousand of them add up.
     __slots__ = (
         "_by_server",
@@ -179,6 +182,10 @@ class LineConnection(Protocol):
         self._greet()
 
     def dataReceived(self, data: bytes) -> None:
+        if self.relay is not None:
+            # Handed off to another node (protocols.transport.handoff): a pipe to it.
+            self.relay.from_client(data)
+            return
         # Room messages of a reactor turn reach the other members together (one write each).
         with self.service.batch():
             self._data_received(data)
@@ -221,6 +228,9 @@ class LineConnection(Protocol):
                 self.send_error("internal", "internal error; the server log has the details")
 
     def connectionLost(self, reason: Failure | None = None) -> None:
+        if self.relay is not None:
+            self.relay.client_lost(reason)
+            return
         self._closing = True
         conn, self.conn = self.conn, None
         if conn is not None:
@@ -230,6 +240,16 @@ class LineConnection(Protocol):
         # that referred back to it, so that it is freed as soon as nothing holds it instead of
         # by the garbage collector's next full collection.
         self._timer.forget()
+
+    def quiesce(self) -> None:
+        """The client is handed off to another node (protocols.transport.handoff): this
+        object is only its socket's pipe from now on.  It had no user, so nobody sees it go."""
+        self._closing = True
+        self._timer.forget()
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            self.service.quit(conn, "Handed off to another server")
+            connlog.closed("line", conn.id, self.address, None, "handed off to another server")
 
     def _log_closed(self, id: int) -> None:
         # A user's quit message is theirs, not the log's.

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from chatserver.core.events import Who
     from chatserver.core.service import ChatService
     from chatserver.core.views import Session, UserView
+    from protocols.transport.handoff import ClientRelay
     from protocols.xmpp.factory import XmppFactory
 
 log = Logger()
@@ -105,6 +106,8 @@ class XmppConnection(Protocol):
     # before the end of the reactor turn: it comes in the turn's batch, in its place.
     echo_at_turn_end = True
     echoes_own_messages = True
+    # Set once the client is handed off to another node (protocols.transport.handoff).
+    relay: ClientRelay | None = None
 
     # Slots: an idle connection is mostly this object, and ten thousand of them add up.
     __slots__ = (
@@ -405,6 +408,10 @@ class XmppConnection(Protocol):
         self.flood.budget = FloodBudget(self.config.flood_burst, self.config.flood_rate, self.clock)
 
     def dataReceived(self, data: bytes) -> None:
+        if self.relay is not None:
+            # Handed off to another node (protocols.transport.handoff): a pipe to it.
+            self.relay.from_client(data)
+            return
         # Room messages of a reactor turn reach the other members together (one write each).
         with self.service.batch():
             session = self._via if self.state == CARRIER else None
@@ -435,6 +442,9 @@ class XmppConnection(Protocol):
             conn.stream_error(err.condition, err.text)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
+        if self.relay is not None:
+            self.relay.client_lost(reason)
+            return
         if self.state == CARRIER:
             # The stream that carried a resumed session is gone: the session detaches.
             session, self._via = self._via, None

@@ -332,4 +332,3 @@ def test_tls_and_websocket_clients_are_handed_off_and_a_late_login_is_refused(
     # Its refusal changed nothing for the user's clients.
     tls.send("PING :alive")
     tls.expect("alive")
-
