@@ -337,6 +337,13 @@ class IrcConnection(Protocol):
             self.service.quit(core, "Handed off")
             connlog.closed("irc", core.id, self.address, None, "Handed off")
 
+    def relay_farewell(self, reason: str) -> bytes:
+        """What the socket is told when the node serving this handed-off client is gone."""
+        return serialize(
+            IrcMessage("ERROR", (f"Closing Link: {self.address} ({reason})",)),
+            force_trailing=True,
+        )
+
     def registration_done(self) -> None:
         """Called once the welcome burst is sent: the registration deadline is met."""
         self._timer.deadline = None

@@ -19,6 +19,12 @@ The state's protocol part (``state["p"]``):
 - ``gateway_secure``: what WEBIRC said of the user's own connection (None without WEBIRC);
   the WEBIRC address is the state's ``address``;
 - ``label``: the label of the AUTHENTICATE line that completed the login (None if none).
+
+The state's ``ws`` changes nothing here: IRC over WebSocket is the same connection as over TCP,
+the WebSocket framing stays with the socket.  Unlike the protocols that greet a new client,
+IRC's resume goes through ``makeConnection``: what an IRC connection does first is this node's
+bookkeeping only (the per-address limit, the flood budget, the registration deadline), and it
+says nothing.
 """
 
 from __future__ import annotations
@@ -90,9 +96,9 @@ def resume(
     and attached to ``transport`` (the relay, which gives the client's address, after WEBIRC,
     and its TLS); it logs in to ``state["account"]`` here."""
     conn = factory.buildProtocol(transport.getPeer())
-    # What a new IRC connection does first is only the server's bookkeeping (an IRC server
-    # says nothing first): the per-address limit, bans, flood budget and registration
-    # deadline of this node apply.
+    # What a new IRC connection does first is only this node's bookkeeping, with no word to
+    # the client (an IRC server speaks when spoken to): the per-address limit, bans, the
+    # flood budget and the registration deadline apply as to any of its connections.
     conn.makeConnection(transport)
     # The relay passes the client's input to its protocol from now on.
     transport.protocol = conn
@@ -117,7 +123,8 @@ def resume(
     # The AUTHENTICATE that proved the account ends here: 900 and 903 under its label.
     conn.run_as_command(p["label"], log_in)
     # The lines the client sent after it (``state["pending"]``, then what comes): they wait
-    # in the flood queue until the login is done, as they did on the other node.
+    # in the flood queue until the login is done, as they did on the other node, so the
+    # relay may feed them now.
     transport.resumeProducing()
     return conn
 

@@ -202,8 +202,7 @@ def _not_logged_in(failure: Any, conn: IrcConnection, account: str) -> None:
     if isinstance(err, Banned):
         refused_by_ban(conn, err)
         return
-    node = getattr(err, "node", None)
-    if node and handoff.hand_off(conn, account, node):
+    if err.node is not None and handoff.hand_off(conn, err.account or account, err.node):
         # (Cluster mode) the account's user is online on that node: the client goes on there.
         return
     if not conn.closing:

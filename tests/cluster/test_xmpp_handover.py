@@ -18,8 +18,8 @@ from tests.cluster.test_accounts import (
     PASSWORD,
     PROTOCOLS,
     Ticker,
-    irc_sasl,
     is_away,
+    late_sasl,
     lease_of,
     read_until,
     register,
@@ -341,7 +341,7 @@ def test_a_resumable_xmpp_session_keeps_the_account_on_its_node_until_it_lapses(
     token = base64.b64encode(f"\0zoe\0{PASSWORD}".encode()).decode()
     refused.send(f"<auth xmlns='{NS_SASL}' mechanism='PLAIN'>{token}</auth>")
     assert refused.until_closed(5) == "conflict", refused.stream_error
-    irc_try = irc_sasl(b, "zoeb")
+    irc_try = late_sasl(b, "zoeb")
     irc_try.send(sasl_line("zoe"))
     text = sasl_outcome(irc_try)
     assert " 904 " in text and "(a)" in text, text
