@@ -317,7 +317,7 @@ class IrcConnection(Protocol):
         waiting in the flood queue (behind a command still running), then the partial line.
         Lines that could not be parsed are left out (their error replies are lost)."""
         lines = [serialize(item) for item in self.flood.waiting() if isinstance(item, IrcMessage)]
-        return b"".join(lines) + self._lines.partial
+        return b"".join(lines) + self._lines.held()
 
     def quiesce(self) -> None:
         """Stop being this client's protocol here (cluster handoff): no timer, no queued

@@ -70,11 +70,10 @@ class LineSplitter:
         return lines
 
     @property
-    def partial(self) -> bytes:
-        """The current partial line itself (what a line received so far holds)."""
-        return self._buf
-
-    @property
     def pending(self) -> int:
         """Bytes held for the current partial line."""
         return len(self._buf)
+
+    def held(self) -> bytes:
+        """The current partial line, as received (nothing while one too long is dropped)."""
+        return self._buf

@@ -15,8 +15,8 @@ from collections.abc import Callable
 import pytest
 import scramp
 
-from tests.cluster.test_accounts import PASSWORD, b64, register, shared
-from tests.cluster.test_cluster import irc
+from tests.cluster.test_accounts import PASSWORD, b64, irc_sasl, read_until, register, shared
+from tests.cluster.test_cluster import eventually, irc
 from tests.irc.test_clients import JaracoClient
 from tests.support.postgres import PostgresServer
 from tests.support.redis import RedisServer
@@ -39,15 +39,14 @@ def account_of(node: ServerProcess, account: str) -> None:
     client.close()
 
 
-def sasl_start(client: LineClient, nick: str, caps: tuple[str, ...] = CAPS) -> None:
-    """Registration up to the SASL PLAIN response: NICK and USER given, caps acknowledged."""
-    client.send("CAP LS 302")
-    client.send(f"NICK {nick}")
-    client.send(f"USER {nick} 0 * :{nick}")
-    client.send("CAP REQ :" + " ".join(("sasl", *caps)))
-    client.expect(" ACK ")
-    client.send("AUTHENTICATE PLAIN")
-    client.expect("AUTHENTICATE +")
+def begin(
+    send: Callable[[str], None], expect: Callable[[str], object], nick: str, caps: str
+) -> None:
+    """Registration up to the SASL exchange (over any transport): CAP LS 302, NICK and USER
+    given, the capabilities (``sasl`` among them) acknowledged."""
+    for line in ("CAP LS 302", f"NICK {nick}", f"USER {nick} 0 * :{nick}", f"CAP REQ :{caps}"):
+        send(line)
+    expect(" ACK ")
 
 
 def plain(account: str) -> str:
@@ -56,8 +55,7 @@ def plain(account: str) -> str:
 
 def logged_in(node: ServerProcess, account: str, nick: str) -> LineClient:
     """An IRC client of ``account`` on ``node``, registered (SASL, then CAP END)."""
-    client = LineClient(node.ports["irc"])
-    sasl_start(client, nick)
+    client = irc_sasl(node, nick, CAPS)
     client.send(f"AUTHENTICATE {plain(account)}\r\nCAP END")
     client.expect(f" 001 {account} ")
     return client
@@ -82,14 +80,27 @@ class Story:
             self.first.send(f"JOIN {room}")
             self.first.expect(f" 366 {name} {room} ")
         self.third = irc(b, f"{name}c")
+
+        def user_there() -> bool:
+            self.third.send(f"NAMES #{name}r")
+            found = self.third.expect(lambda t: " 353 " in t or " 366 " in t)
+            if " 353 " in found:
+                self.third.expect(" 366 ")
+            return f"@{name}" in found.rsplit(" :", 1)[-1].split()
+
+        # Node b knows the user in the room before the third user joins it.
+        eventually(user_there, 10, "the user's room known on node b")
         self.third.send(f"JOIN #{name}r")
         self.third.expect(f" 366 {name}c #{name}r ")
         # The third user's join has reached the first node.
         self.first.expect(f":{name}c!")
-        self.second = LineClient(second_node.ports["irc"])
-        self.marks = {"first": 0, "second": 0, "third": 0}
+        self.second_node = second_node
+        self.second: LineClient | None = None
+        # Where each transcript starts: the story is what comes after the setting up.
+        self.marks = {"first": len(self.first.seen), "second": 0, "third": len(self.third.seen)}
 
     def clients(self) -> dict[str, LineClient]:
+        assert self.second is not None
         return {"first": self.first, "second": self.second, "third": self.third}
 
     def settle(self, step: str) -> None:
@@ -101,7 +112,7 @@ class Story:
     def run(self) -> None:
         name = self.name
         # The second client logs in under another nick; CAP END comes with the response.
-        sasl_start(self.second, f"{name}x")
+        self.second = irc_sasl(self.second_node, f"{name}x", CAPS)
         self.second.send(f"@label=au1 AUTHENTICATE {plain(name)}\r\nCAP END")
         self.second.expect(f" 366 {name} #{name}r2 ")
         self.settle("login")
@@ -135,12 +146,21 @@ class Story:
         self.settle("second-quit")
 
     def transcript(self, who: str) -> list[str]:
-        return normalized(self.clients()[who].seen, self.name)
+        return normalized(self.clients()[who].seen[self.marks[who] :], self.name)
 
 
 # The run's names (an account and its user, the third user, the nick the second client asked
 # for, two rooms) and what they stand for in a transcript.
 STAND_INS = {"": "USER", "c": "THIRD", "x": "GIVEN", "r": "ROOM", "r2": "ROOM2"}
+
+
+def untagged(line: str) -> str:
+    return line.split(" ", 1)[1] if line.startswith("@") else line
+
+
+def command_of(line: str) -> str:
+    """The command (or numeric) of a line the server sent."""
+    return untagged(line).split()[1]
 
 
 def normalized(lines: list[str], name: str) -> list[str]:
@@ -189,45 +209,20 @@ def test_a_second_client_on_another_node_is_a_second_client_of_the_user_as_on_on
     assert any(" 001 USER " in t for t in second), second
     batch_start = next(t for t in second if " BATCH +" in t)
     assert batch_start.startswith("@label=au1 ") and "labeled-response" in batch_start
-    assert [t.split()[2] for t in second[second.index(batch_start) + 1 :][:3]] == [
-        "900",
-        "903",
-        "BATCH",
-    ], second
-    assert any(t.startswith(":USER!") and t.endswith("JOIN #ROOMr2") for t in second), second
+    after = second[second.index(batch_start) + 1 :][:3]
+    assert [command_of(t) for t in after] == ["900", "903", "BATCH"], second
+    assert any(t.startswith(":USER!") and t.endswith("JOIN #ROOM2") for t in second), second
     for who in ("first", "third"):
         assert not [t for t in handed.transcript(who) if " QUIT " in t], who
     # Each client of the user got the other's words, the third user's, and its own echo.
-    assert sum("from the second" in t for t in second) == 1
-    assert sum("from the first" in t for t in handed.transcript("first")) == 1
-
-
-def test_a_handed_off_client_whose_socket_closes_is_forgotten_by_the_users_node(
-    make_node: Node, redis: RedisServer, postgres: PostgresServer
-) -> None:
-    config = shared(postgres)
-    a = make_node("a", overrides=config)
-    b = make_node("b", overrides=config)
-    account_of(a, "dora")
-    first = logged_in(a, "dora", "dora")
-    first.send("JOIN #den")
-    first.expect(" 366 dora #den ")
-    watcher = irc(b, "wat")
-    watcher.send("JOIN #den")
-    watcher.expect(" 366 wat #den ")
-    # The second client is the irc package's, which does SASL PLAIN during registration.
-    second = JaracoClient(b.ports["irc"], "dora2", password=PASSWORD, sasl_login="dora")
-    assert second.wait_type("welcome").target == "dora"
-    second.wait(lambda e: e.type == "join" and e.target == "#den")
-    first.send("PRIVMSG #den :from the first")
-    assert second.wait(lambda e: e.type == "pubmsg").arguments == ["from the first"]
-    # Its socket closes, without a QUIT.
-    second.conn.socket.shutdown(socket.SHUT_RDWR)
-    second.conn.socket.close()
-    # Once A has forgotten the second connection, the first one's QUIT is the user's (were
-    # the second still held there, nobody would see the user quit).
-    first.send("QUIT :last one")
-    watcher.expect(lambda t: t.startswith(":dora!") and " QUIT " in t, timeout=10)
+    for who in ("first", "second"):
+        said = [t for t in handed.transcript(who) if " PRIVMSG #ROOM :" in t]
+        assert [t.rsplit(" :", 1)[1] for t in said] == [
+            "from the second",
+            "from the first",
+            "from the third",
+            "after the quit",
+        ][: 4 if who == "first" else 3], (who, said)
 
 
 def scram_login(send: Callable[[str], None], expect: Callable[[str], str], account: str) -> None:
@@ -263,7 +258,7 @@ class TlsClient(LineClient):
         self.seen = []
 
 
-def test_tls_and_websocket_clients_are_handed_off(
+def test_tls_websocket_and_library_clients_are_handed_off_and_forgotten_when_they_close(
     make_node: Node, redis: RedisServer, postgres: PostgresServer
 ) -> None:
     config = shared(postgres)
@@ -273,41 +268,55 @@ def test_tls_and_websocket_clients_are_handed_off(
     first = logged_in(a, "erin", "erin")
     first.send("JOIN #tls")
     first.expect(" 366 erin #tls ")
+    watcher = irc(b, "wat")
+    watcher.send("JOIN #tls")
+    watcher.expect(" 366 wat #tls ")
 
     # Over TLS, with SCRAM-SHA-256 (its last step is the client's empty message).
     tls = TlsClient(b.ports["irc_tls"])
-    tls.send("CAP LS 302")
-    tls.send("NICK erintls")
-    tls.send("USER e 0 * :e")
-    tls.send("CAP REQ :sasl echo-message")
-    tls.expect(" ACK ")
+    begin(tls.send, tls.expect, "erintls", "sasl echo-message")
     scram_login(tls.send, tls.expect, "erin")
     tls.expect(" 903 ")
     tls.send("CAP END")
     tls.expect(" 001 erin ")
     tls.expect(" 366 erin #tls ")
     tls.send("PRIVMSG #tls :over tls")
-    assert first.expect("over tls").startswith(":erin!")
+    assert untagged(first.expect("over tls")).startswith(":erin!")
     assert tls.expect("over tls").startswith(":erin!")
+    assert watcher.expect("over tls").startswith(":erin!")
 
     # Over WebSocket (text.ircv3.net): lines without line endings, one per message.
     ws = WsClient(ws_url(b, "/irc"), subprotocols=["text.ircv3.net"])
-    try:
-        ws.send("CAP LS 302")
-        ws.send("NICK erinws")
-        ws.send("USER e 0 * :e")
-        ws.send("CAP REQ :sasl")
-        ws.expect(lambda m: " ACK " in m)
-        ws.send("AUTHENTICATE PLAIN")
-        ws.expect(lambda m: "AUTHENTICATE +" in m)
-        ws.send(f"AUTHENTICATE {plain('erin')}")
-        ws.expect(lambda m: " 903 " in m)
-        ws.send("CAP END")
-        ws.expect(lambda m: " 001 erin " in m)
-        ws.expect(lambda m: " 366 erin #tls " in m)
-        first.send("PRIVMSG #tls :to the web")
-        assert ws.expect(lambda m: "to the web" in m).startswith(":erin!")
-        ws.send("PRIVMSG #tls :from the web")
-        assert first.expect("from the web").startswith(":erin!")
-    finally:
-        ws.close()
+    begin(ws.send, lambda text: ws.expect(lambda m: text in m), "erinws", "sasl")
+    ws.send("AUTHENTICATE PLAIN")
+    ws.expect(lambda m: "AUTHENTICATE +" in m)
+    ws.send(f"AUTHENTICATE {plain('erin')}")
+    ws.expect(lambda m: " 903 " in m)
+    ws.send("CAP END")
+    ws.expect(lambda m: " 001 erin " in m)
+    ws.expect(lambda m: " 366 erin #tls " in m)
+    first.send("PRIVMSG #tls :to the web")
+    assert ws.expect(lambda m: "to the web" in m).startswith(":erin!")
+    ws.send("PRIVMSG #tls :from the web")
+    assert untagged(first.expect("from the web")).startswith(":erin!")
+
+    # The irc package's client, which does SASL PLAIN during registration.
+    jar = JaracoClient(b.ports["irc"], "erinlib", password=PASSWORD, sasl_login="erin")
+    assert jar.wait_type("welcome").target == "erin"
+    jar.wait(lambda e: e.type == "join" and e.target == "#tls")
+    first.send("PRIVMSG #tls :to the library")
+    assert jar.wait(lambda e: e.type == "pubmsg").arguments == ["to the library"]
+
+    # Their sockets close on node b, without a QUIT: the user stays, with its first client.
+    jar.conn.socket.shutdown(socket.SHUT_RDWR)
+    jar.conn.socket.close()
+    ws.close()
+    tls.close()
+    time.sleep(0.5)
+    first.send("PRIVMSG #tls :still here")
+    seen = read_until(watcher, "still here")
+    assert not [t for t in seen if " QUIT " in t or " PART " in t], seen
+    # Node a forgot the three connections: the first one's QUIT is the user's (were one of
+    # them still held there, nobody would see the user quit).
+    first.send("QUIT :last one")
+    watcher.expect(lambda t: t.startswith(":erin!") and " QUIT " in t, timeout=10)
