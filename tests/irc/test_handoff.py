@@ -105,3 +105,16 @@ def test_a_login_refused_here_is_answered_over_the_relay(irc: IrcWorld) -> None:
     assert not find(out, "903") and not find(out, "001")
     assert "not here" in one(out, "ERROR").params[0]
     assert other.closed is not None
+
+
+def test_what_a_web_gateway_said_on_the_other_node_holds_here(irc: IrcWorld) -> None:
+    assert irc.service.accounts.create("gina", "secret-pw").called
+    other = OtherNode()
+    # WEBIRC named 192.0.2.77 there, without "secure": the user's own hop was plain, so the
+    # connection is not secure, over TLS to the gateway or not.
+    end = irc.service.resume_relay(other, state("gina", b"CAP END\r\n", gateway_secure=False))
+    assert end is not None
+    conn = end.protocol
+    assert one(other.take(), "001").params[0] == "asked"
+    assert conn.address == "192.0.2.77" and conn.tls and not conn.secure
+    assert conn.user.host == irc.service.cloak("192.0.2.77")
