@@ -182,11 +182,21 @@ def register(service: Relaying, kind: str, resume: Resume) -> None:
     service.handoff_resumers[kind] = resumer
 
 
+def is_websocket(transport: Any) -> bool:
+    """Whether ``transport`` carries the protocol in WebSocket messages (state["ws"])."""
+    return bool(getattr(transport, "websocket", False))
+
+
 def hand_off(protocol: Any, service: Relaying, node: str, state: HandoffState) -> bool:
     """Hand the client of ``protocol`` (on this node) to ``node``, where its account's user
     is: True once done (``protocol.relay`` is set), False when it cannot be (refuse)."""
     transport = protocol.transport
-    if transport is None or not getattr(transport, "connected", True):
+    if (
+        transport is None
+        or not getattr(transport, "connected", True)
+        # Served here for another node already: that node hands it on itself.
+        or isinstance(transport, RelayTransport)
+    ):
         return False
     end = ClientEnd(protocol, service.clock)
     link = service.open_relay(node, dict(state), end)
@@ -237,7 +247,7 @@ class ClientEnd:
     # RelayEnd: what the cluster passes on from A.
 
     def received(self, data: bytes) -> None:
-        if self.done or not self.transport.connected:
+        if self.done or not getattr(self.transport, "connected", True):
             return
         if not self.output.write(self.transport, data):
             log.info("relayed client: output backlog full, dropped")
