@@ -35,7 +35,7 @@ ROUNDS = 18
 KINDS = ("irc", "xmpp", "line")
 # Kinds whose login before registration, to an account held on another node, is handed off
 # to that node (protocols.transport.handoff) rather than refused.
-HANDED_OFF = frozenset({"line"})
+HANDED_OFF = frozenset({"line", "xmpp"})
 
 
 def shared(postgres: PostgresServer) -> dict[str, dict[str, Any]]:
