@@ -33,6 +33,7 @@ import txredisapi
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from chatserver.cluster.part import NodePart
 from chatserver.cluster.remote import RemoteClient
 from chatserver.core.errors import AccountError
 from chatserver.core.events import AccountChange, Event, Quit
@@ -91,12 +92,10 @@ class _Asked:
     waiters: list[defer.Deferred[None]] = field(default_factory=list)
 
 
-class AccountLeases:
+class AccountLeases(NodePart):
     """The part of ClusterNode that claims accounts and hands always-on users over."""
 
     # Provided by ClusterNode.
-    service: Any
-    name: str
     lease: float
     clock: Any
     node_prefix: str
@@ -107,11 +106,6 @@ class AccountLeases:
 
     if TYPE_CHECKING:
 
-        @property
-        def up(self) -> bool: ...
-        def _publish(
-            self, op: Any, claim: str | None = None, release: str | None = None, targets: str = "*"
-        ) -> None: ...
         def _conn(self, node: str, nick: str) -> Any: ...
         def _remove(self, node: str, conn: Any, reason: str) -> None: ...
         def _ended_here(self, client: RemoteClient, reason: str) -> None: ...

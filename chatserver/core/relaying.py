@@ -28,10 +28,10 @@ class Relaying:
         """Ask ``node`` to serve the client whose socket is here (``end`` gets what its
         protocol there writes): the link to it, or None when it cannot (no cluster, Redis
         unreachable, ``node`` not known alive)."""
-        opener = getattr(self.cluster, "open_relay", None)
-        if opener is None:
+        cluster = self.cluster
+        if cluster is None:
             return None
-        return opener(node, state, end)
+        return cluster.open_relay(node, state, end)
 
     def resume_relay(self, link: Any, state: dict[str, Any]) -> Any:
         """The cluster: another node hands a client of ``state["kind"]`` to this one; the

@@ -29,7 +29,7 @@ says nothing.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
 
@@ -44,13 +44,6 @@ if TYPE_CHECKING:
 KIND = handoff.IRC
 
 
-def _is_websocket(transport: Any) -> bool:
-    # Imported here: the WebSocket endpoint imports the protocols it carries, not the reverse.
-    from protocols.web.websocket import MessageTransport
-
-    return isinstance(transport, MessageTransport)
-
-
 def capture(conn: IrcConnection, account: str) -> HandoffState:
     """The handoff state of ``conn``, whose SASL exchange proved ``account``."""
     return {
@@ -60,7 +53,7 @@ def capture(conn: IrcConnection, account: str) -> HandoffState:
         # IRC resolves no host name: the host users see is the address's cloak.
         "host": None,
         "tls": conn.tls,
-        "ws": _is_websocket(conn.transport),
+        "ws": handoff.is_websocket(conn.transport),
         "cert": None,
         "pending": conn.unprocessed_input(),
         "p": {
@@ -84,8 +77,7 @@ def hand_off(conn: IrcConnection, account: str, node: str) -> bool:
     relay it): the login is then refused as before."""
     if conn.registered or conn.closing or conn.relay is not None:
         return False
-    if isinstance(conn.transport, RelayTransport):
-        return False
+    # (One served here for another node is not handed on: hand_off refuses it.)
     return handoff.hand_off(conn, conn.service, node, capture(conn, account))
 
 
@@ -100,8 +92,6 @@ def resume(
     # the client (an IRC server speaks when spoken to): the per-address limit, bans, the
     # flood budget and the registration deadline apply as to any of its connections.
     conn.makeConnection(transport)
-    # The relay passes the client's input to its protocol from now on.
-    transport.protocol = conn
     if conn.core is None:
         # Refused here (ERROR sent, closing).
         return conn
@@ -124,7 +114,7 @@ def resume(
     conn.run_as_command(p["label"], log_in)
     # The lines the client sent after it (``state["pending"]``, then what comes): they wait
     # in the flood queue until the login is done, as they did on the other node, so the
-    # relay may feed them now.
+    # relay may feed them as soon as it has attached this connection.
     transport.resumeProducing()
     return conn
 

@@ -157,6 +157,13 @@ class LineConnection(Protocol):
         self.tls = peer.is_tls(transport)
         self.secure = peer.is_secure(self.tls, self.address)
         peer.set_no_delay(transport)
+        if self.open_session():
+            self._greet()
+
+    def open_session(self) -> bool:
+        """Attach to the core, with this connection's limits and timer: whether it was let
+        in (else it was told why, and closed)."""
+        transport: Any = self.transport
         transport.registerProducer(self._output, True)
         self.flood = FloodBudget(self.config.flood_burst, self.config.flood_rate, self.clock)
         if self.config.require_tls and not self.secure:
@@ -164,7 +171,7 @@ class LineConnection(Protocol):
             self.log.info("line connection from {address} refused: plaintext", address=self.address)
             self.send_error("tls_required", reason)
             self._close("TLS required")
-            return
+            return False
         try:
             self.conn = self.service.connect(self)
         except LimitExceeded as err:
@@ -176,10 +183,10 @@ class LineConnection(Protocol):
             code, message, _extra = commands.describe(err)
             self.send_error(code, message)
             self._close(err.reason)
-            return
+            return False
         connlog.opened("line", self.conn.id, self.address, self.tls)
         self._timer.start()
-        self._greet()
+        return True
 
     def dataReceived(self, data: bytes) -> None:
         if self.relay is not None:
@@ -240,6 +247,10 @@ class LineConnection(Protocol):
         # that referred back to it, so that it is freed as soon as nothing holds it instead of
         # by the garbage collector's next full collection.
         self._timer.forget()
+
+    def held_input(self) -> bytes:
+        """What was received and not handled yet (a partial line)."""
+        return self._framer.held()
 
     def quiesce(self) -> None:
         """The client is handed off to another node (protocols.transport.handoff): this

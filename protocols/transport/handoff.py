@@ -32,7 +32,8 @@ does first happens: no greeting, no probe), restores ``state``, completes the lo
 ``state["account"]`` as after its credentials were checked (``ChatService.log_in``, the success
 reply), and then calls ``transport.resumeProducing()``: the transport starts paused, holding
 ``state["pending"]`` and whatever the client sends meanwhile, and feeds them to
-``dataReceived`` then, in order.  If the login fails on A the protocol answers as a failed
+``dataReceived`` then, in order (``resume`` may call it before it returns: what comes is
+held until the protocol it returns is attached).  If the login fails on A the protocol answers as a failed
 login does, then resumes too (or closes).  ``resume`` returns the protocol, or None when it
 cannot serve the client (the relay is then closed, and so is the socket on B).
 
@@ -176,17 +177,27 @@ def register(service: Relaying, kind: str, resume: Resume) -> None:
             protocol = None
         if protocol is None:
             return None
-        transport.protocol = protocol
+        transport.attach(protocol)
         return transport
 
     service.handoff_resumers[kind] = resumer
+
+
+def is_websocket(transport: Any) -> bool:
+    """Whether ``transport`` carries the protocol in WebSocket messages (state["ws"])."""
+    return bool(getattr(transport, "websocket", False))
 
 
 def hand_off(protocol: Any, service: Relaying, node: str, state: HandoffState) -> bool:
     """Hand the client of ``protocol`` (on this node) to ``node``, where its account's user
     is: True once done (``protocol.relay`` is set), False when it cannot be (refuse)."""
     transport = protocol.transport
-    if transport is None or not getattr(transport, "connected", True):
+    if (
+        transport is None
+        or not getattr(transport, "connected", True)
+        # Served here for another node already: that node hands it on itself.
+        or isinstance(transport, RelayTransport)
+    ):
         return False
     end = ClientEnd(protocol, service.clock)
     link = service.open_relay(node, dict(state), end)
@@ -237,7 +248,7 @@ class ClientEnd:
     # RelayEnd: what the cluster passes on from A.
 
     def received(self, data: bytes) -> None:
-        if self.done or not self.transport.connected:
+        if self.done or not getattr(self.transport, "connected", True):
             return
         if not self.output.write(self.transport, data):
             log.info("relayed client: output backlog full, dropped")
@@ -337,9 +348,7 @@ class RelayTransport:
         if not self._paused:
             return
         self._paused = False
-        while self._held and not self._paused and self.connected:
-            data = self._held.pop(0)
-            self._deliver(data)
+        self._flush()
 
     def stopProducing(self) -> None:
         self.abortConnection()
@@ -349,10 +358,17 @@ class RelayTransport:
     def received(self, data: bytes) -> None:
         if not self.connected:
             return
-        if self._paused:
+        if self._paused or self.protocol is None or self._held:
             self._held.append(data)
             return
         self._deliver(data)
+
+    def attach(self, protocol: Any) -> None:
+        """``protocol`` (the one ``resume`` returned) reads what comes from now on (what was
+        held too, if it has resumed reading already)."""
+        self.protocol = protocol
+        if not self._paused:
+            self._flush()
 
     def ended(self, how: str, reason: str) -> None:
         if not self.connected:
@@ -362,10 +378,13 @@ class RelayTransport:
 
     # -- inside --------------------------------------------------------------------------------
 
+    def _flush(self) -> None:
+        # Held until the protocol is known: a resume may resume reading before it returns.
+        while self._held and not self._paused and self.connected and self.protocol is not None:
+            self._deliver(self._held.pop(0))
+
     def _deliver(self, data: bytes) -> None:
         protocol = self.protocol
-        if protocol is None:
-            return
         try:
             protocol.dataReceived(data)
         except Exception:
