@@ -224,6 +224,12 @@ def test_a_second_client_on_another_node_is_a_second_client_of_the_user_as_on_on
             "after the quit",
         ][: 4 if who == "first" else 3], (who, said)
 
+    # The user's node dies: node b closes the socket of a client handed off there, saying why.
+    again = logged_in(b, "zhanded", "zhandedx")
+    a.kill()
+    closing = again.read_until_closed(timeout=15)
+    assert [t for t in closing if t.startswith("ERROR :Closing Link: 127.0.0.1 (")], closing
+
 
 def scram_login(send: Callable[[str], None], expect: Callable[[str], str], account: str) -> None:
     """A SCRAM-SHA-256 exchange over AUTHENTICATE lines, up to the client's last (empty)

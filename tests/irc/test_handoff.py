@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from chatserver.config import IrcConfig
+from chatserver.passwords import hash_password
 from protocols.irc.message import parse
 from protocols.transport.handoff import CLOSED, HandoffState
 from tests.irc.conftest import IrcWorld, find, one
@@ -118,3 +120,15 @@ def test_what_a_web_gateway_said_on_the_other_node_holds_here(irc: IrcWorld) -> 
     assert one(other.take(), "001").params[0] == "asked"
     assert conn.address == "192.0.2.77" and conn.tls and not conn.secure
     assert conn.user.host == irc.service.cloak("192.0.2.77")
+
+
+def test_a_server_password_given_on_the_other_node_counts_here(make_irc: Any) -> None:
+    world = make_irc(
+        config=IrcConfig(flood_burst=0, plaintext_passwords=True, password=hash_password("pw"))
+    )
+    assert world.service.accounts.create("hal", "secret-pw").called
+    # PASS matched there: registration completes here; without it, 464 as for any client.
+    for given, answer in ((True, "001"), (False, "464")):
+        other = OtherNode()
+        world.service.resume_relay(other, state("hal", b"CAP END\r\n", password_ok=given))
+        assert find(other.take(), answer), (given, answer)
