@@ -15,7 +15,10 @@ Redis holds (``prefix`` before each key):
   the same nodes share an entry.  Presence and membership go to every node, so each core holds every user
   (the other nodes' through stand-in connections) and NAMES, WHO and occupant lists are
   whole; a room message goes only to the nodes with members in the room, a private message
-  to its recipient's node.  Each node delivers only to its own connections.
+  to its recipient's node.  Each node delivers only to its own connections; a sender's
+  messages to one room in a row go as one op with the lines this node rendered of them
+  (``ops.encode_run``), which the other nodes' members of the same rendering get as they
+  are.
 
 A local action is applied to the local core at once, then published; each node applies its
 stream in order, so one sender's events keep their order everywhere, and a room's order is
