@@ -262,6 +262,13 @@ class LineConnection(Protocol):
             self.service.quit(conn, "Handed off to another server")
             connlog.closed("line", conn.id, self.address, None, "handed off to another server")
 
+    def relay_farewell(self, reason: str) -> bytes:
+        """What the socket is told when the node serving this handed-off client is gone: as
+        a server's close, in the mode the client was in when it was handed off."""
+        if self.mode == "json":
+            return dump({"type": "disconnect", "reason": reason})
+        return f"{EVENT}Server closing connection: {reason}\r\n".encode()
+
     def _log_closed(self, id: int) -> None:
         # A user's quit message is theirs, not the log's.
         why = (

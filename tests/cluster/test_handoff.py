@@ -152,7 +152,8 @@ def test_a_relayed_client_is_closed_when_its_accounts_node_dies_and_vice_versa(
     on_c = relayed_login(c, "erin")
     on_c.expect("*** you are in #dev")
     a.kill()
-    on_c.read_until_closed(timeout=4 * lease + 5)
+    last = on_c.read_until_closed(timeout=4 * lease + 5)
+    assert last and last[-1] == "-!- Server closing connection: a lost", last
 
 
 def test_json_clients_over_tcp_and_websocket_are_handed_off_and_end_if_redis_loses_its_data(
