@@ -33,6 +33,7 @@ import txredisapi
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from chatserver.cluster.part import NodePart
 from chatserver.cluster.remote import RemoteClient
 from chatserver.core.errors import AccountError
 from chatserver.core.events import AccountChange, Event, Quit
@@ -86,15 +87,15 @@ class _Asked:
 
     node: str
     timer: Any
+    # The account as the login gave it (stored form).
+    account: str
     waiters: list[defer.Deferred[None]] = field(default_factory=list)
 
 
-class AccountLeases:
+class AccountLeases(NodePart):
     """The part of ClusterNode that claims accounts and hands always-on users over."""
 
     # Provided by ClusterNode.
-    service: Any
-    name: str
     lease: float
     clock: Any
     node_prefix: str
@@ -105,11 +106,6 @@ class AccountLeases:
 
     if TYPE_CHECKING:
 
-        @property
-        def up(self) -> bool: ...
-        def _publish(
-            self, op: Any, claim: str | None = None, release: str | None = None, targets: str = "*"
-        ) -> None: ...
         def _conn(self, node: str, nick: str) -> Any: ...
         def _remove(self, node: str, conn: Any, reason: str) -> None: ...
         def _ended_here(self, client: RemoteClient, reason: str) -> None: ...
@@ -200,7 +196,7 @@ class AccountLeases:
             # Its node answers within a store round trip; one that does not within two
             # leases is probably gone, which the claim tried again then finds.
             timer = self.clock.callLater(2 * self.lease, self._unanswered, key)
-            asked = self._asked[key] = _Asked(node, timer)
+            asked = self._asked[key] = _Asked(node, timer, account)
             self._publish({"k": "release", "account": account}, targets=node)
         d: defer.Deferred[None] = defer.Deferred()
         asked.waiters.append(d)
@@ -218,7 +214,7 @@ class AccountLeases:
 
         def again(owner: str) -> Any:
             if owner and not owner.startswith("+"):
-                self._settle(asked, elsewhere(key, owner))
+                self._settle(asked, elsewhere(asked.account, owner))
                 return None
             taken = self._take_from_dead(owner[1:], key) if owner else defer.succeed(None)
             return taken.addCallback(lambda _: self._settle(asked, None))
@@ -242,7 +238,11 @@ class AccountLeases:
             if refusal is None:
                 d.callback(None)
             else:
-                d.errback(AccountError(refusal.code, refusal.reason))
+                d.errback(
+                    AccountError(
+                        refusal.code, refusal.reason, node=refusal.node, account=refusal.account
+                    )
+                )
 
     # -- giving up ---------------------------------------------------------------------------
 

@@ -46,6 +46,7 @@ from twisted.logger import Logger
 from chatserver.cluster import ops
 from chatserver.cluster.accounts import AccountLeases
 from chatserver.cluster.link import RedisLink
+from chatserver.cluster.relay import Relays
 from chatserver.cluster.remote import RemoteClient
 from chatserver.cluster.shared import Sharing
 from chatserver.core.errors import ChatError, NickInUse
@@ -169,7 +170,7 @@ class _Outgoing:
     holds: list[Any] | None = None
 
 
-class ClusterNode(Sharing, AccountLeases):
+class ClusterNode(Sharing, AccountLeases, Relays):
     """Implements the core's IClusterLink (``service.cluster``) for one process."""
 
     def __init__(
@@ -258,6 +259,8 @@ class ClusterNode(Sharing, AccountLeases):
         self._init_sharing()
         self._init_accounts(prefix)
         self._handlers.update(self.account_handlers)
+        self._init_relays()
+        self._handlers.update(self.relay_handlers)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -456,6 +459,8 @@ class ClusterNode(Sharing, AccountLeases):
             # its senders are answered now (nothing acknowledged is lost while the node lives).
             _let_go(holds)
             return
+        # The ops sent now take no more bytes of a relay (see relay.py).
+        self._publish_turns += 1
         pending = self._pending
         batch: list[_Outgoing] = []
         while pending:
@@ -657,7 +662,9 @@ class ClusterNode(Sharing, AccountLeases):
         self._publish(self._state())
 
     def _check_nodes(self, listed: Any, proto: Any) -> None:
-        known = {n for n, users in self._remote.items() if users}
+        # And those this node relays clients with: another node may have removed a dead
+        # one from the set first.
+        known = {n for n, users in self._remote.items() if users} | self._relay_nodes()
         for node in known.union(listed or ()) - {self.name}:
             d = proto.execute_command("EXISTS", self.node_prefix + node)
             d.addCallbacks(self._checked, lambda f: None, (node,))
@@ -695,6 +702,8 @@ class ClusterNode(Sharing, AccountLeases):
                 # Trimmed past where this node was, or Redis lost its data: read what there
                 # is (repeats are dropped by sequence number) and ask every node's state.
                 log.warn("cluster: entries were missed; asking every node for its state")
+                # What a relayed client said may be among them: its relay cannot go on.
+                self._end_relays(None, "this server lost track of the cluster")
                 self._last_id = "0-0"
                 self._publish({"k": "sync"})
         self._read(proto)
@@ -848,6 +857,7 @@ class ClusterNode(Sharing, AccountLeases):
         for conn in list(self._remote.get(node, {}).values()):
             self._remove(node, conn, reason)
         self._remote.pop(node, None)
+        self._end_relays(node, reason)
 
     def _ended_here(self, client: RemoteClient, reason: str) -> None:
         """An operator here disconnected a user of another node: that node ends it."""

@@ -146,6 +146,14 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     # The account was handed to ``to``, with its always-on user ``nick`` (None: it had
     # none), caught up to ``since``.
     "moved": {"account": _STR, "nick": _OPT_STR, "since": _NUM, "to": _STR},
+    # A client whose socket is on the node is handed to the node the op goes to
+    # (chatserver.cluster.relay): relay ``id``, the connection's state
+    # (protocols.transport.handoff).
+    "hoff": {"id": _STR, "state": (dict,)},
+    # Bytes of relay ``id`` from the client ("rin") or to it ("rout"); ``end``: the relay
+    # ends after them (why), ``abort``: at once.
+    "rin": {"id": _STR, "data": (bytes,), "end": _OPT_STR, "abort": (bool,)},
+    "rout": {"id": _STR, "data": (bytes,), "end": _OPT_STR, "abort": (bool,)},
 }
 _WHO: dict[str, tuple[type, ...]] = {
     "n": _STR,

@@ -165,8 +165,15 @@ class AccountError(ChatError):
         UNAVAILABLE,
     )
 
-    def __init__(self, code: str, reason: str) -> None:
+    def __init__(
+        self, code: str, reason: str, *, node: str | None = None, account: str | None = None
+    ) -> None:
         self.code = code
+        # Cluster mode: the account's user is held, with a live connection, on this node
+        # (a login before registration is then handed off there, see
+        # protocols.transport.handoff); ``account`` is the account as stored.
+        self.node = node
+        self.account = account
         super().__init__(reason)
 
 

@@ -639,6 +639,8 @@ def elsewhere(account: str, node: str) -> AccountError:
         AccountError.ALREADY_LOGGED_IN,
         f"{account} is logged in on another server of this network ({node});"
         " log out there, or connect to that server",
+        node=node,
+        account=account,
     )
 
 

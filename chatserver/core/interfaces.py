@@ -60,7 +60,15 @@ class IClusterLink(Interface):
     def claim_account(account):
         """A Deferred that fires (None) once this process holds ``account`` cluster-wide,
         before a login to it is confirmed; errback AccountError when another node holds it
-        (with a connection of it there) or the claim cannot be confirmed now."""
+        (with a connection of it there: the error's ``node`` names it) or the claim cannot
+        be confirmed now."""
+
+    def open_relay(node, state, end):
+        """Hand a client whose socket is here to ``node``, which holds its account's user
+        (``protocols.transport.handoff``): the relay's link (``send(data)``,
+        ``close(reason, abort=False)``), or None when it cannot be done now.  ``end`` is
+        told what the protocol on ``node`` writes (``received(data)``) and when it is done
+        (``ended(how, reason)``)."""
 
     def local_event(event):
         """A user of this process did something others must see: a Presence (online), a

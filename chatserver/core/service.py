@@ -72,6 +72,7 @@ from chatserver.core.metadata import Metadata
 from chatserver.core.modes import RoomModes
 from chatserver.core.names import casefold, check_nick, is_valid_room, room_key
 from chatserver.core.redaction import Redactions
+from chatserver.core.relaying import Relaying
 from chatserver.core.renaming import RoomRenaming
 from chatserver.core.replica import Replica
 from chatserver.core.rooms import Member, Room
@@ -101,6 +102,7 @@ class ChatService(
     Metadata,
     Replica,
     Handover,
+    Relaying,
 ):
     """The core's one entry point.
 
@@ -112,7 +114,8 @@ class ChatService(
     without text (:mod:`~chatserver.core.tagging`), metadata (:mod:`~chatserver.core.metadata`),
     always-on accounts (:mod:`~chatserver.core.always_on`), what other nodes of a cluster
     changed (:mod:`~chatserver.core.replica`), an account's user handed between nodes
-    (:mod:`~chatserver.core.handover`).
+    (:mod:`~chatserver.core.handover`), clients handed between nodes
+    (:mod:`~chatserver.core.relaying`).
     This module keeps the
     tables they share (connections, users, rooms) and what changes them: connections and
     nicks, rooms, messages, presence.
@@ -177,6 +180,7 @@ class ChatService(
         self._init_blocking(block_store)
         self._init_identity()
         self._init_metadata()
+        self._init_relaying()
 
     # -- lifecycle -------------------------------------------------------------------------
 

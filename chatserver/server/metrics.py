@@ -127,6 +127,19 @@ class ChatCollector:
             "When the server started (Unix time).",
             value=chat.started_at,
         )
+        relay_counts = getattr(chat.cluster, "relay_counts", None)
+        if relay_counts is not None:
+            # Cluster mode: clients handed off between nodes (chatserver.cluster.relay).
+            relayed = GaugeMetricFamily(
+                "chatserver_relayed_connections",
+                "Clients handed off between cluster nodes: served here with their socket on"
+                " another node (side served), or with their socket here served by another"
+                " node (side piped), by that other node.",
+                labels=["side", "node"],
+            )
+            for (side, node), count in sorted(relay_counts().items()):
+                relayed.add_metric([side, node], count)
+            yield relayed
         # A protocol's own figures, where its factory keeps some.
         for _, factory in self.server.factories():
             collect = getattr(factory, "collect_metrics", None)

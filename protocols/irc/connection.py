@@ -11,10 +11,11 @@ excess waits, and a client that keeps the queue past its bound is closed with
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -50,6 +51,7 @@ from protocols.transport.output import BoundedOutput
 if TYPE_CHECKING:
     from chatserver.core.views import Session, UserView
     from protocols.irc.factory import IrcFactory
+    from protocols.transport.handoff import ClientRelay
 
 log = Logger()
 
@@ -71,6 +73,8 @@ class IrcConnection(Protocol):
     protocol = "irc"
     # Its own room messages come back at once, where a label or a reply can carry them.
     echo_at_turn_end = False
+    # Set once the client is handed off to another node (protocols.transport.handoff).
+    relay: ClientRelay | None = None
 
     # Slots: an idle connection is mostly this object, and ten thousand of them add up.
     __slots__ = (
@@ -242,6 +246,9 @@ class IrcConnection(Protocol):
         self._timer.start(deadline=config.registration_timeout)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
+        if self.relay is not None:
+            self.relay.client_lost(reason)
+            return
         if self._lost:
             return
         self._lost = True
@@ -313,6 +320,38 @@ class IrcConnection(Protocol):
                 self._output.let_all_go(transport)
                 close.close(transport, self.clock)
 
+    def unprocessed_input(self) -> bytes:
+        """What the client sent that has not run yet, as lines on the wire again: the lines
+        waiting in the flood queue (behind a command still running), then the partial line.
+        Lines that could not be parsed are left out (their error replies are lost)."""
+        lines = [serialize(item) for item in self.flood.waiting() if isinstance(item, IrcMessage)]
+        return b"".join(lines) + self._lines.held()
+
+    def quiesce(self) -> None:
+        """Stop being this client's protocol here (cluster handoff): no timer, no queued
+        input, no reply of the running command; the core forgets the connection, which has no
+        user yet, so nobody is told anything.  The socket stays open for the relay."""
+        self.closing = True
+        self._timer.stop()
+        self._timer.forget()
+        self.flood.forget()
+        self._out = None
+        self._label = None
+        self._held = None
+        self.sasl = None
+        self.factory.connection_closed(self)
+        core, self.core = self.core, None
+        if core is not None:
+            self.service.quit(core, "Handed off")
+            connlog.closed("irc", core.id, self.address, None, "Handed off")
+
+    def relay_farewell(self, reason: str) -> bytes:
+        """What the socket is told when the node serving this handed-off client is gone."""
+        return serialize(
+            IrcMessage("ERROR", (f"Closing Link: {self.address} ({reason})",)),
+            force_trailing=True,
+        )
+
     def registration_done(self) -> None:
         """Called once the welcome burst is sent: the registration deadline is met."""
         self._timer.deadline = None
@@ -343,6 +382,10 @@ class IrcConnection(Protocol):
         return 8191 + self.config.max_line_bytes
 
     def dataReceived(self, data: bytes) -> None:
+        if self.relay is not None:
+            # Handed off to another node (protocols.transport.handoff): a pipe to it.
+            self.relay.from_client(data)
+            return
         if self.closing:
             return
         self._timer.touch(self.clock.seconds())
@@ -410,6 +453,22 @@ class IrcConnection(Protocol):
             d = dispatch(self, msg)
         finally:
             self.in_command = False
+        self._command_done(d)
+
+    def run_as_command(self, label: str | None, action: Callable[[], Deferred[Any] | None]) -> None:
+        """Run ``action`` as one of the client's commands runs: its replies buffered and
+        sent under ``label`` (when labeled-response is on), the lines after it waiting until
+        it is done.  A command the client sent on another node (cluster handoff) ends here."""
+        self._out = []
+        self._label = label if label and self.cap_bits & caps.LABELED_RESPONSE else None
+        self.in_command = True
+        try:
+            d = action()
+        finally:
+            self.in_command = False
+        self._command_done(d)
+
+    def _command_done(self, d: Deferred[Any] | None) -> None:
         if d is None:
             self._flush_command()
             return
@@ -434,6 +493,10 @@ class IrcConnection(Protocol):
         self._out = []
         label = msg.tags.get("label") if msg is not None else None
         self._label = label if label and self.cap_bits & caps.LABELED_RESPONSE else None
+
+    def running_label(self) -> str | None:
+        """The label the running command's replies go out under (None if none)."""
+        return self._label
 
     def take_label(self) -> str | None:
         """The running command's label, taken off it: the command answers later, under a

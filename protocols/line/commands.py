@@ -22,12 +22,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatserver.core.errors import (
+    AccountError,
     ChatError,
 )
 from chatserver.core.names import room_key
 from chatserver.core.views import RoomView
 from protocols.costs import charged
 from protocols.line.errors import describe_chat_error
+from protocols.line.handoff import hand_off
 from protocols.line.jsonin import JsonRefused, decode_command
 
 if TYPE_CHECKING:
@@ -302,13 +304,18 @@ def run(c: LineConnection, cmd: Command, args: Args, tag: Any) -> None:
         return
     # Most handlers return None; isinstance on a Deferred goes through ABCMeta, which is slow.
     if result is not None and isinstance(result, Deferred):
-        result.addCallbacks(
-            lambda reply: _finish(c, cmd, reply, tag),
-            lambda failure: _failed(c, cmd, failure, tag),
-        )
-        result.addErrback(lambda f: log.failure("answering /{cmd}", f, cmd=cmd.name))
+        answer_later(c, cmd, result, tag)
     else:
         _finish(c, cmd, result, tag)
+
+
+def answer_later(c: LineConnection, cmd: Command, result: Deferred, tag: Any) -> Deferred:
+    """Answer ``cmd`` when ``result`` fires (a Reply, or the failure)."""
+    result.addCallbacks(
+        lambda reply: _finish(c, cmd, reply, tag),
+        lambda failure: _failed(c, cmd, failure, tag),
+    )
+    return result.addErrback(lambda f: log.failure("answering /{cmd}", f, cmd=cmd.name))
 
 
 def _finish(c: LineConnection, cmd: Command, reply: Reply | None, tag: Any) -> None:
@@ -328,6 +335,10 @@ def _finish(c: LineConnection, cmd: Command, reply: Reply | None, tag: Any) -> N
 def _failed(c: LineConnection, cmd: Command, failure: Failure, tag: Any) -> None:
     err = failure.value
     assert err is not None
+    if isinstance(err, AccountError) and err.node is not None and hand_off(c, err, cmd.name, tag):
+        # Cluster mode: the account's user is on another node, which serves this client
+        # from now on, and answers the login.
+        return
     _fail(c, cmd, err, tag, failure)
 
 

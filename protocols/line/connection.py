@@ -50,6 +50,7 @@ from protocols.transport.output import BoundedOutput
 if TYPE_CHECKING:
     from chatserver.core.views import RoomView, Session, UserView
     from protocols.line.factory import LineFactory, LineSettings
+    from protocols.transport.handoff import ClientRelay
 
 # Unsent output allowed to pile up while the peer does not read (after the transport has
 # asked us to pause); past it the connection is dropped rather than grow memory.
@@ -78,6 +79,8 @@ class LineConnection(Protocol):
     # A user's own room messages are not shown back to the connection that sent them.
     echoes_own_messages = False
     echo_at_turn_end = False
+    # Set once the client is handed off to another node (protocols.transport.handoff).
+    relay: ClientRelay | None = None
     # Slots: an idle connection is mostly this object, and ten thousand of them add up.
     __slots__ = (
         "_by_server",
@@ -154,6 +157,13 @@ class LineConnection(Protocol):
         self.tls = peer.is_tls(transport)
         self.secure = peer.is_secure(self.tls, self.address)
         peer.set_no_delay(transport)
+        if self.open_session():
+            self._greet()
+
+    def open_session(self) -> bool:
+        """Attach to the core, with this connection's limits and timer: whether it was let
+        in (else it was told why, and closed)."""
+        transport: Any = self.transport
         transport.registerProducer(self._output, True)
         self.flood = FloodBudget(self.config.flood_burst, self.config.flood_rate, self.clock)
         if self.config.require_tls and not self.secure:
@@ -161,7 +171,7 @@ class LineConnection(Protocol):
             self.log.info("line connection from {address} refused: plaintext", address=self.address)
             self.send_error("tls_required", reason)
             self._close("TLS required")
-            return
+            return False
         try:
             self.conn = self.service.connect(self)
         except LimitExceeded as err:
@@ -173,12 +183,16 @@ class LineConnection(Protocol):
             code, message, _extra = commands.describe(err)
             self.send_error(code, message)
             self._close(err.reason)
-            return
+            return False
         connlog.opened("line", self.conn.id, self.address, self.tls)
         self._timer.start()
-        self._greet()
+        return True
 
     def dataReceived(self, data: bytes) -> None:
+        if self.relay is not None:
+            # Handed off to another node (protocols.transport.handoff): a pipe to it.
+            self.relay.from_client(data)
+            return
         # Room messages of a reactor turn reach the other members together (one write each).
         with self.service.batch():
             self._data_received(data)
@@ -221,6 +235,9 @@ class LineConnection(Protocol):
                 self.send_error("internal", "internal error; the server log has the details")
 
     def connectionLost(self, reason: Failure | None = None) -> None:
+        if self.relay is not None:
+            self.relay.client_lost(reason)
+            return
         self._closing = True
         conn, self.conn = self.conn, None
         if conn is not None:
@@ -230,6 +247,27 @@ class LineConnection(Protocol):
         # that referred back to it, so that it is freed as soon as nothing holds it instead of
         # by the garbage collector's next full collection.
         self._timer.forget()
+
+    def held_input(self) -> bytes:
+        """What was received and not handled yet (a partial line)."""
+        return self._framer.held()
+
+    def quiesce(self) -> None:
+        """The client is handed off to another node (protocols.transport.handoff): this
+        object is only its socket's pipe from now on.  It had no user, so nobody sees it go."""
+        self._closing = True
+        self._timer.forget()
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            self.service.quit(conn, "Handed off to another server")
+            connlog.closed("line", conn.id, self.address, None, "handed off to another server")
+
+    def relay_farewell(self, reason: str) -> bytes:
+        """What the socket is told when the node serving this handed-off client is gone: as
+        a server's close, in the mode the client was in when it was handed off."""
+        if self.mode == "json":
+            return dump({"type": "disconnect", "reason": reason})
+        return f"{EVENT}Server closing connection: {reason}\r\n".encode()
 
     def _log_closed(self, id: int) -> None:
         # A user's quit message is theirs, not the log's.

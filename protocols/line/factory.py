@@ -9,7 +9,10 @@ from twisted.internet.protocol import ServerFactory
 
 import protocols.line.handlers  # noqa: F401  (registers every command)
 from chatserver.core.service import ChatService
+from protocols.line import handoff as line_handoff
 from protocols.line.connection import LineConnection
+from protocols.transport import handoff
+from protocols.transport.handoff import HandoffState, RelayTransport
 
 
 class LineSettings(Protocol):
@@ -61,6 +64,11 @@ class LineFactory(ServerFactory):
         self.config = config
         self.clock = clock if clock is not None else service.clock
         self.operators = tuple(operators)
+        # Cluster mode: clients handed to this node by another are served here.
+        handoff.register(service, handoff.LINE, self._resume)
+
+    def _resume(self, transport: RelayTransport, state: HandoffState) -> LineConnection:
+        return line_handoff.resume(self, transport, state)
 
     def buildProtocol(self, addr: Any) -> LineConnection:
         return LineConnection(self)

@@ -185,3 +185,8 @@ class LineFramer:
     def pending(self) -> int:
         """Bytes held for the current partial line."""
         return self._lines.pending
+
+    def held(self) -> bytes:
+        """What was received and not made an item yet: the partial line, then the start of
+        a telnet command cut by the end of the last read."""
+        return self._lines.held() + self._tail

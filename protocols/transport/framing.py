@@ -73,3 +73,7 @@ class LineSplitter:
     def pending(self) -> int:
         """Bytes held for the current partial line."""
         return len(self._buf)
+
+    def held(self) -> bytes:
+        """The current partial line, as received (nothing while one too long is dropped)."""
+        return self._buf

@@ -96,6 +96,9 @@ class MessageTransport:
     measured as on TCP.
     """
 
+    # The protocol's bytes travel in messages (protocols.transport.handoff.is_websocket).
+    websocket = True
+
     def __init__(self, channel: WebSocketChannel, address: str, tls: bool) -> None:
         self._channel = channel
         self._address = address

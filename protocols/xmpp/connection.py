@@ -30,7 +30,19 @@ from protocols.transport import close, peer
 from protocols.transport.flood import FloodBudget, FloodQueue
 from protocols.transport.idle import IdleTimer
 from protocols.transport.output import BoundedOutput
-from protocols.xmpp import bind, caps, csi, presence, register, render, router, sasl, sm, stanzas
+from protocols.xmpp import (
+    bind,
+    caps,
+    csi,
+    handoff,
+    presence,
+    register,
+    render,
+    router,
+    sasl,
+    sm,
+    stanzas,
+)
 from protocols.xmpp.jid import address_of, parse_jid, try_parse, user_jid
 from protocols.xmpp.stanzas import NS_CLIENT, NS_SASL, NS_STREAM_ERRORS, NS_STREAMS, NS_TLS
 from protocols.xmpp.stream import StreamClosed, StreamError, StreamOpened, StreamParser
@@ -39,6 +51,7 @@ if TYPE_CHECKING:
     from chatserver.core.events import Who
     from chatserver.core.service import ChatService
     from chatserver.core.views import Session, UserView
+    from protocols.transport.handoff import ClientRelay
     from protocols.xmpp.factory import XmppFactory
 
 log = Logger()
@@ -105,12 +118,15 @@ class XmppConnection(Protocol):
     # before the end of the reactor turn: it comes in the turn's batch, in its place.
     echo_at_turn_end = True
     echoes_own_messages = True
+    # Set once the client is handed off to another node (protocols.transport.handoff).
+    relay: ClientRelay | None = None
 
     # Slots: an idle connection is mostly this object, and ten thousand of them add up.
     __slots__ = (
         "_cork",
         "_csi_held",
         "_extra",
+        "_held_input",
         "_on_close",
         "_output",
         "_quit_done",
@@ -201,6 +217,8 @@ class XmppConnection(Protocol):
         # The connection that resumed this session and carries it now (None: its own), or,
         # on that connection, the session it carries.
         self._via: XmppConnection | None = None
+        # While the login after SASL waits for its outcome: what the client sent meanwhile.
+        self._held_input: list[bytes] | None = None
 
     # -- what handlers use --------------------------------------------------------------------
 
@@ -314,19 +332,23 @@ class XmppConnection(Protocol):
             return
         if not self.header_sent:
             self._send_header(None)
-        body = f"<stream:error><{condition} xmlns='{NS_STREAM_ERRORS}'/>" + app.decode("utf-8")
-        if text:
-            safe = escape(stanzas.xml_safe(text))
-            body += f"<text xmlns='{NS_STREAM_ERRORS}' xml:lang='en'>{safe}</text>"
-        body += "</stream:error></stream:stream>"
         log.info(
             "xmpp stream error {condition} to {who} ({address})",
             condition=condition,
             who=self.jid or self.account or "-",
             address=self.address,
         )
-        self.transport.write(body.encode("utf-8"))
+        self.transport.write(self._stream_error_bytes(condition, text, app))
         self._close()
+
+    @staticmethod
+    def _stream_error_bytes(condition: str, text: str | None, app: bytes = b"") -> bytes:
+        """A stream error and the stream's end."""
+        body = f"<stream:error><{condition} xmlns='{NS_STREAM_ERRORS}'/>" + app.decode("utf-8")
+        if text:
+            safe = escape(stanzas.xml_safe(text))
+            body += f"<text xmlns='{NS_STREAM_ERRORS}' xml:lang='en'>{safe}</text>"
+        return (body + "</stream:error></stream:stream>").encode("utf-8")
 
     # -- IChatClient ----------------------------------------------------------------------------
 
@@ -386,22 +408,30 @@ class XmppConnection(Protocol):
 
     def connectionMade(self) -> None:
         transport = self.transport
+        self.stream_id = os.urandom(8).hex()
+        self.opened(peer.address_of(transport), peer.is_tls(transport))
+
+    def opened(self, address: str, tls: bool) -> bool:
+        """The connection is made from ``address`` (encrypted: ``tls``): the core is told,
+        the login deadline starts.  Also the start of a stream handed off from another node
+        of a cluster, whose client is at ``address`` there.  False: refused (the stream is
+        closed with an error)."""
+        transport = self.transport
         transport.registerProducer(self._output, True)
         peer.set_no_delay(transport)
-        self.address = peer.address_of(transport)
-        self.loopback = peer.is_loopback(self.address)
-        self.tls = peer.is_tls(transport)
-        self.stream_id = os.urandom(8).hex()
+        self.address = address
+        self.loopback = peer.is_loopback(address)
+        self.tls = tls
         try:
             self.core = self.service.connect(self)
         except Banned as err:
             # The core logs the bans it meets at login; one met this early is logged here.
             log.info("banned {address} (xmpp) by {mask}", address=self.address, mask=err.mask)
             self.stream_error("policy-violation", err.reason)
-            return
+            return False
         except LimitExceeded as err:
             self.stream_error("policy-violation", str(err))
-            return
+            return False
         connlog.opened("xmpp", self.core.id, self.address, self.tls)
         # Silence is not the only way to hold a connection: a byte now and then (slowloris)
         # keeps the idle timer happy, so logging in has a deadline of its own.
@@ -409,8 +439,13 @@ class XmppConnection(Protocol):
         self._timer.touch(self.clock.seconds())
         # Elements before login count too (a fresh budget comes with the bound resource).
         self.flood.budget = FloodBudget(self.config.flood_burst, self.config.flood_rate, self.clock)
+        return True
 
     def dataReceived(self, data: bytes) -> None:
+        if self.relay is not None:
+            # Handed off to another node (protocols.transport.handoff): a pipe to it.
+            self.relay.from_client(data)
+            return
         # Room messages of a reactor turn reach the other members together (one write each).
         with self.service.batch():
             session = self._via if self.state == CARRIER else None
@@ -424,6 +459,12 @@ class XmppConnection(Protocol):
         if self.state == CLOSED:
             return
         self._timer.touch(self.clock.seconds())
+        held = self._held_input
+        if held is not None:
+            held.append(data)
+            if sum(map(len, held)) > self.factory.stream_limits.stanza_bytes:
+                self.stream_error("policy-violation", "too much input before the login's outcome")
+            return
         try:
             for event in self.parser.feed(data):
                 # A <resume/> hands the rest of the input to the session it resumed.
@@ -441,6 +482,9 @@ class XmppConnection(Protocol):
             conn.stream_error(err.condition, err.text)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
+        if self.relay is not None:
+            self.relay.client_lost(reason)
+            return
         if self.state == CARRIER:
             # The stream that carried a resumed session is gone: the session detaches.
             session, self._via = self._via, None
@@ -716,43 +760,93 @@ class XmppConnection(Protocol):
         self.tls = True
         self.restart_stream()
 
-    def authenticated(self, account: str) -> Deferred:
-        """SASL proved ``account``: log the connection in to it (before the success element
-        is sent; in cluster mode once the account is claimed).  Fires True when logged in;
-        False when a server ban refuses the account (the stream is closed then, with
-        ``<policy-violation/>`` and the ban's reason) or another node holds it (closed
-        with ``<conflict/>``); errback AccountError(UNAVAILABLE) when the claim cannot be
-        confirmed now."""
+    def authenticated(self, account: str, success: bytes | None = None) -> Deferred:
+        """SASL proved ``account``: log the connection in to it (in cluster mode once the
+        account is claimed), then send ``<success/>`` carrying ``success`` (the mechanism's
+        final data).  What the client sends while the login is pending waits for its outcome.
+
+        Fires True when logged in, False otherwise: a server ban refuses the account (the
+        stream is closed then, with ``<policy-violation/>`` and the ban's reason); the
+        account's user is on another node of the cluster (the stream is handed off there,
+        or, when it cannot be, closed with ``<conflict/>``); the cluster cannot confirm the
+        account now (``<temporary-auth-failure/>``: the client may try again)."""
         assert self.core is not None
+        self._held_input = []
         d = self.service.log_in(self.core, account)
-        d.addCallbacks(self._logged_in, self._not_logged_in, (account,))
+        d.addCallbacks(
+            self._logged_in,
+            self._not_logged_in,
+            callbackArgs=(account, success),
+            errbackArgs=(account, success),
+        )
         return d
 
-    def _logged_in(self, _: object, account: str) -> bool:
+    def _release_input(self) -> None:
+        """The login has its outcome: what the client sent meanwhile is read now."""
+        held, self._held_input = self._held_input, None
+        if held:
+            with self.service.batch():
+                self._data_received(b"".join(held))
+
+    def _logged_in(self, _: object, account: str, success: bytes | None) -> bool:
         if self.state != NEGOTIATING:
             return False
         self.account = account
         self.state = AUTHENTICATED
         self.sasl = None
         self.restart_stream()
+        sasl.succeeded(self, success)
+        self._release_input()
         return True
 
-    def _not_logged_in(self, failure: Failure) -> bool:
+    def _not_logged_in(self, failure: Failure, account: str, success: bytes | None) -> bool:
         failure.trap(Banned, AccountError)
         err = failure.value
-        if isinstance(err, AccountError) and err.code == AccountError.UNAVAILABLE:
-            return failure  # type: ignore[return-value]
         if self.state == CLOSED:
+            return False
+        if isinstance(err, AccountError) and err.code == AccountError.UNAVAILABLE:
+            sasl.fail(self, "temporary-auth-failure", err.reason)
+            self._release_input()
             return False
         if isinstance(err, Banned):
             # The core has logged the ban and told this connection (disconnect); this only
             # makes sure the stream ends even if it had not.
             self.stream_error("policy-violation", err.reason)
-        else:
-            # The account is online on another node of a cluster: a new stream for it here
-            # would conflict with that one (RFC 6120 §4.9.3.3).
-            self.stream_error("conflict", err.reason)
+            return False
+        if err.node is not None and handoff.hand_off(
+            self, err.node, err.account or account, success
+        ):
+            return False
+        # The account is online on another node of a cluster, and this stream cannot be
+        # handed off there: a new stream for it here would conflict with that one
+        # (RFC 6120 §4.9.3.3).
+        self.stream_error("conflict", err.reason)
         return False
+
+    def take_held_input(self) -> bytes:
+        """What the client sent since the login started, taken from this connection."""
+        held, self._held_input = self._held_input, None
+        return b"".join(held or ())
+
+    def quiesce(self) -> None:
+        """Handed off to another node: this object stops, and its core connection (logged
+        in to nothing, so nobody sees it) goes, while the socket stays open for the relay."""
+        self.state = CLOSED
+        self._quit_done = True
+        self._cancel_timers()
+        self.parser.release()
+        core = self.core
+        if core is not None:
+            self.service.quit(core, "Handed off to another server")
+            connlog.closed("xmpp", core.id, self.address, None, "handed off to another server")
+        self._forget()
+
+    def relay_farewell(self, reason: str) -> bytes:
+        """Handed off, and the node that served the stream is gone: the stream ends with
+        this (written by the node that has the socket; the client may log in again)."""
+        return self._stream_error_bytes(
+            "system-shutdown", f"the server of your session is gone ({reason}); log in again"
+        )
 
     def bound(self, resource: str) -> None:
         """Resource binding succeeded (the core user is attached)."""

@@ -23,7 +23,7 @@ from chatserver.core.events import KeptRooms
 from chatserver.core.events import Presence as CorePresence
 from chatserver.core.names import casefold
 from chatserver.core.service import ChatService
-from protocols.xmpp import sm
+from protocols.xmpp import handoff, sm
 from protocols.xmpp.connection import XmppConnection
 from protocols.xmpp.jid import address_of, guest_jid, user_jid
 from protocols.xmpp.pep import PepData
@@ -127,6 +127,8 @@ class XmppFactory(Factory):
         self.bookmark_writes: dict[str, Deferred[Any]] = {}
         service.observe(self._observe)
         self._keep_archive_contacts()
+        # Cluster mode: streams whose account lives here, handed off by the other nodes.
+        handoff.register(self)
 
     def _keep_archive_contacts(self) -> None:
         """Accounts whose archive keeps their contacts' messages (MAM ``roster``): the core

@@ -163,6 +163,12 @@ def broadcast(conn: XmppConnection, stanza: etree._Element) -> Deferred[Any]:
     if not available:
         own.append(conn)
     _send_all(own, el)
+    if first:
+        # An account is subscribed to itself (RFC 6121 §4.2.2): a resource coming online
+        # learns what the account's other resources are doing, as a subscriber would.
+        for sibling in own:
+            if sibling is not conn and sibling.presence is not None:
+                conn.send(stanzas.splice_to(sibling.presence, conn.jid or ""))
     d = _to_subscribers(conn.factory, conn.account, conn, el, first)
     if available:
         # After the contacts' presences, so that PEP's last items follow them.

@@ -17,7 +17,6 @@ from lxml import etree
 
 from chatserver.auth import sasl as shared
 from chatserver.auth.sasl import Challenge, SaslServer, Success
-from chatserver.core.errors import AccountError
 from protocols.xmpp import stanzas
 from protocols.xmpp.stanzas import NS_SASL
 
@@ -135,16 +134,14 @@ def _step(conn: XmppConnection, data: bytes) -> None:
     server.step(data).addCallback(lambda outcome: _answer(conn, server, outcome))
 
 
-def _succeeded(logged_in: bool, conn: XmppConnection, data: bytes | None) -> None:
-    if logged_in:
-        _send(conn, "success", data)
+def succeeded(conn: XmppConnection, data: bytes | None) -> None:
+    """The login is done: ``<success/>``, with the mechanism's final data if any."""
+    _send(conn, "success", data)
 
 
-def _unconfirmed(failure: Any, conn: XmppConnection, server: SaslServer) -> None:
-    """The cluster cannot confirm the account now: the client may try again later."""
-    failure.trap(AccountError)
-    if conn.state == "negotiating" and conn.sasl is server:
-        _fail(conn, SaslFailure("temporary-auth-failure", failure.value.reason))
+def fail(conn: XmppConnection, condition: str, text: str | None = None) -> None:
+    """The exchange failed with RFC 6120 §6.5 ``condition`` (the stream stays open)."""
+    _fail(conn, SaslFailure(condition, text))
 
 
 def _answer(conn: XmppConnection, server: SaslServer, outcome: Any) -> None:
@@ -154,13 +151,7 @@ def _answer(conn: XmppConnection, server: SaslServer, outcome: Any) -> None:
         _send(conn, "challenge", outcome.data)
     elif isinstance(outcome, Success):
         # Logged in first: a banned account gets a stream error, never a success it could
-        # take for a way in.
-        d = conn.authenticated(outcome.account)
-        d.addCallbacks(
-            _succeeded,
-            _unconfirmed,
-            callbackArgs=(conn, outcome.data),
-            errbackArgs=(conn, server),
-        )
+        # take for a way in (the connection sends the success once logged in).
+        conn.authenticated(outcome.account, outcome.data)
     else:
         _fail(conn, SaslFailure(CONDITIONS[outcome.reason], outcome.text or None))

@@ -87,6 +87,9 @@ class _OtherNodes:
     def claim_account(self, account: str) -> Deferred:
         return succeed(None)
 
+    def open_relay(self, node: str, state: object, end: object) -> None:
+        return None
+
     def local_event(self, event: object) -> None:
         pass
 

@@ -1,6 +1,7 @@
 """What a client says in its presence, as others see it, over the real server: the avatar hash
 from the stored vCard (XEP-0153) and the client's capabilities (XEP-0115) and other
-extensions in its occupant presence, for XMPP occupants; an IRC user in the same room."""
+extensions in its occupant presence, for XMPP occupants; an IRC user in the same room; the
+account's other resources, as a resource coming online sees them."""
 
 from __future__ import annotations
 
@@ -117,3 +118,20 @@ def test_an_account_left_on_irc_shows_no_client_extensions(server: ServerProcess
     assert seen.find(f"{{{MUC_USER}}}x") is not None
     irc.close()
     bob.close()
+
+
+def test_a_resource_coming_online_sees_the_accounts_other_resources(
+    server: ServerProcess,
+) -> None:
+    desk = RawXmppClient(server.ports["xmpp"], "alice", PASSWORD, resource="desk", presence=False)
+    desk.send("<presence><show>dnd</show><status>in a meeting</status></presence>")
+    desk.collect()
+    phone = RawXmppClient(server.ports["xmpp"], "alice", PASSWORD, resource="phone")
+    # The account is subscribed to itself: each resource sees the other's presence, the
+    # one already online as the new one comes, and the new one what the first says.
+    seen = _presences(phone, "alice@localhost/desk")
+    assert len(seen) == 1, [etree.tostring(p) for p in seen]
+    assert seen[0].get("to") == "alice@localhost/phone"
+    assert seen[0].findtext("show") == "dnd"
+    assert seen[0].findtext("status") == "in a meeting"
+    assert len(_presences(desk, "alice@localhost/phone")) == 1

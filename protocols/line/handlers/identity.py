@@ -70,21 +70,8 @@ def do_identify(c: LineConnection, a: Args) -> Deferred:
     )
 
     def done(user: Any) -> Reply:
-        if c.conn is None:
-            # Closed while the password was being checked.
-            return Reply()
-        if c.user is None:
-            # Logged in before choosing a nick: the account's nick is the nick.
-            nick = c.session.account or account or ""
-            try:
-                user = c.service.claim_nick(c.session, nick)
-            except NickInUse:
-                # Someone not logged in to the account holds its nick: the owner takes it
-                # back (they are renamed to a guest nick), as an XMPP login does.
-                c.service.release_nick(nick, nick)
-                user = c.service.claim_nick(c.session, nick)
-            c.welcome(user)
-            return Reply(fields={"nick": user.nick, "account": user.account})
+        if c.conn is None or c.user is None:
+            return logged_in_before_nick(c, account)
         user = c.user
         lines = []
         if already:
@@ -100,6 +87,23 @@ def do_identify(c: LineConnection, a: Args) -> Deferred:
             usage=True,
         )
     return c.service.identify(c.session, a["password"], account).addCallback(done)
+
+
+def logged_in_before_nick(c: LineConnection, account: str | None) -> Reply:
+    """The reply to a login before a nick was chosen, which takes the account's nick."""
+    if c.conn is None:
+        # Closed while the password was being checked.
+        return Reply()
+    nick = c.session.account or account or ""
+    try:
+        user = c.service.claim_nick(c.session, nick)
+    except NickInUse:
+        # Someone not logged in to the account holds its nick: the owner takes it
+        # back (they are renamed to a guest nick), as an XMPP login does.
+        c.service.release_nick(nick, nick)
+        user = c.service.claim_nick(c.session, nick)
+    c.welcome(user)
+    return Reply(fields={"nick": user.nick, "account": user.account})
 
 
 @command(

@@ -1,0 +1,208 @@
+"""Relays: a client's bytes between the node that has its socket and the node that serves it.
+
+A client handed off (``protocols.transport.handoff``) has its socket on one node (the
+*client's node*) and its protocol on the node that holds its account's user (the *serving
+node*).  The bytes between them travel in the nodes' streams, as ops among the others:
+
+- ``hoff`` (client's node to serving node): open relay ``id`` for a client in ``state``;
+- ``rin`` (client's node to serving node): bytes the client sent; ``end`` set when its
+  socket closed (the reason);
+- ``rout`` (serving node to client's node): bytes the protocol wrote; ``end`` set when it
+  closed its connection (``abort``: aborted it).
+
+A relay's ops of one reactor turn are one op (its bytes joined), and a turn's ops to one
+node one stream entry, as every op is published; each stream is applied in order, so the
+bytes keep theirs.  While Redis is unreachable they wait with every other entry and go once
+it is back.  A relay ends when either side closes, and when the other node is gone (it
+stopped, restarted, or its heartbeat lapsed): its clients' sockets are closed, or its
+relayed clients' protocols here see their connection lost; and when this node missed
+entries of its stream (then it cannot know what a relay's client said), every relay ends.
+
+Relay ids are made by the client's node; the serving node knows a relay by that node and id.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from twisted.logger import Logger
+
+from chatserver.cluster.part import NodePart
+
+log = Logger()
+
+# How an end is told its relay ended (protocols.transport.handoff: CLOSED, ABORTED, LOST).
+CLOSED = "close"
+ABORTED = "abort"
+LOST = "lost"
+
+
+class _Relay:
+    """One relay's end on this node: sends its ops, and is told what the other end sent."""
+
+    __slots__ = ("end", "id", "kind", "node", "op", "owner", "turn")
+
+    def __init__(self, owner: Relays, node: str, relay_id: str, kind: str) -> None:
+        self.owner = owner
+        # The node at the other end.
+        self.node = node
+        self.id = relay_id
+        # "rin" on the client's node, "rout" on the serving node.
+        self.kind = kind
+        self.end: Any = None
+        # The op this turn's bytes join (not sent yet), and the turn it was made in.
+        self.op: dict[str, Any] | None = None
+        self.turn = -1
+
+    def _op(self) -> dict[str, Any]:
+        owner = self.owner
+        op = self.op
+        if op is None or self.turn != owner._publish_turns:
+            op = self.op = {
+                "k": self.kind,
+                "id": self.id,
+                "data": bytearray(),
+                "end": None,
+                "abort": False,
+            }
+            self.turn = owner._publish_turns
+            owner._publish(op, targets=self.node)
+        return op
+
+    # RelayLink (protocols.transport.handoff)
+
+    def send(self, data: bytes) -> None:
+        if data and self.owner._relay_open(self):
+            self._op()["data"] += data
+
+    def close(self, reason: str, *, abort: bool = False) -> None:
+        if not self.owner._relay_open(self, forget=True):
+            return
+        op = self._op()
+        op["end"] = reason or "closed"
+        op["abort"] = abort
+        self.end = None
+        self.op = None
+
+
+class Relays(NodePart):
+    """The part of ClusterNode that carries handed-off clients' bytes."""
+
+    # Incremented each time pending entries are sent: an op made before is no longer
+    # open to more bytes.
+    _publish_turns: int
+    # Provided by ClusterNode: node -> what was last applied of it.
+    _seen: dict[str, Any]
+
+    def _init_relays(self) -> None:
+        self._publish_turns = 0
+        self._relay_ids = itertools.count(1)
+        # Relays of clients whose socket is here, by id.
+        self._clients: dict[str, _Relay] = {}
+        # Relays of clients served here, by (their node, id).
+        self._served: dict[tuple[str, str], _Relay] = {}
+        self.relay_handlers = {"hoff": self._on_hoff, "rin": self._on_rin, "rout": self._on_rout}
+
+    def relay_counts(self) -> dict[tuple[str, str], int]:
+        """(side, other node) -> relays: "served" (the protocol here, the socket there) or
+        "piped" (the socket here, the protocol there)."""
+        counts: dict[tuple[str, str], int] = {}
+        for side, relays in (("piped", self._clients.values()), ("served", self._served.values())):
+            for relay in relays:
+                key = (side, relay.node)
+                counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    def _relay_nodes(self) -> set[str]:
+        """The nodes at the other end of a relay here."""
+        return {relay.node for relay in (*self._clients.values(), *self._served.values())}
+
+    # -- the client's node --------------------------------------------------------------------
+
+    def open_relay(self, node: str, state: dict[str, Any], end: Any) -> _Relay | None:
+        if not self.up or node == self.name or node not in self._seen:
+            return None
+        relay = _Relay(self, node, f"{next(self._relay_ids)}", "rin")
+        relay.end = end
+        self._clients[relay.id] = relay
+        self._publish({"k": "hoff", "id": relay.id, "state": state}, targets=node)
+        return relay
+
+    def _on_rout(self, node: str, op: dict[str, Any]) -> None:
+        relay = self._clients.get(op["id"])
+        if relay is None or relay.node != node:
+            return
+        self._received(relay, op, self._clients, relay.id)
+
+    # -- the serving node ---------------------------------------------------------------------
+
+    def _on_hoff(self, node: str, op: dict[str, Any]) -> None:
+        key = (node, op["id"])
+        if key in self._served:
+            return
+        relay = _Relay(self, node, op["id"], "rout")
+        self._served[key] = relay
+        try:
+            end = self.service.resume_relay(relay, op["state"])
+        except Exception:
+            log.failure("cluster: resuming a client of node={node}", node=node)
+            end = None
+        if end is None:
+            log.info("cluster: a client handed off by node={node} cannot be served", node=node)
+            relay.close("not served here")
+            return
+        # (If its protocol closed it already, nothing more comes for it.)
+        relay.end = end
+
+    def _on_rin(self, node: str, op: dict[str, Any]) -> None:
+        key = (node, op["id"])
+        relay = self._served.get(key)
+        if relay is None:
+            return
+        self._received(relay, op, self._served, key)
+
+    # -- both -------------------------------------------------------------------------------
+
+    def _received(
+        self, relay: _Relay, op: dict[str, Any], table: dict[Any, _Relay], key: Any
+    ) -> None:
+        end = relay.end
+        if op["data"] and end is not None:
+            end.received(bytes(op["data"]))
+        if op["end"] is not None:
+            table.pop(key, None)
+            relay.end = None
+            relay.op = None
+            if end is not None:
+                end.ended(ABORTED if op["abort"] else CLOSED, op["end"])
+
+    def _relay_open(self, relay: _Relay, *, forget: bool = False) -> bool:
+        """Whether ``relay`` is open; with ``forget``, it is forgotten too (it ends)."""
+        if relay.kind == "rin":
+            table: dict[Any, _Relay] = self._clients
+            key: Any = relay.id
+        else:
+            table = self._served
+            key = (relay.node, relay.id)
+        if table.get(key) is not relay:
+            return False
+        if forget:
+            del table[key]
+        return True
+
+    def _end_relays(self, node: str | None, reason: str) -> None:
+        """``node`` is gone (None: every node's relays): end its relays here."""
+        tables: tuple[dict[Any, _Relay], ...] = (self._clients, self._served)
+        for table in tables:
+            for key, relay in list(table.items()):
+                if node is not None and relay.node != node:
+                    continue
+                del table[key]
+                end, relay.end = relay.end, None
+                relay.op = None
+                if end is not None:
+                    try:
+                        end.ended(LOST, reason)
+                    except Exception:
+                        log.failure("cluster: ending a relay with node={node}", node=relay.node)
