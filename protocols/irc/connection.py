@@ -11,10 +11,11 @@ excess waits, and a client that keeps the queue past its bound is closed with
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -273,6 +274,12 @@ class IrcConnection(Protocol):
         self.flood.forget()
         self.core = None
 
+    def hold_output(self) -> None:
+        self._output.hold()
+
+    def let_output_go(self) -> None:
+        self._output.let_go(self.transport)
+
     def disconnect(self, reason: str) -> None:
         """Tell the client ``ERROR :Closing Link: … (reason)`` and close (IChatClient)."""
         self._close(reason, f"Closing Link: {self._link_name()} ({reason})")
@@ -309,7 +316,41 @@ class IrcConnection(Protocol):
             if abort:
                 transport.abortConnection()  # type: ignore[attr-defined]
             else:
+                # What was held for the cluster goes before the close (see hold_output).
+                self._output.let_all_go(transport)
                 close.close(transport, self.clock)
+
+    def unprocessed_input(self) -> bytes:
+        """What the client sent that has not run yet, as lines on the wire again: the lines
+        waiting in the flood queue (behind a command still running), then the partial line.
+        Lines that could not be parsed are left out (their error replies are lost)."""
+        lines = [serialize(item) for item in self.flood.waiting() if isinstance(item, IrcMessage)]
+        return b"".join(lines) + self._lines.held()
+
+    def quiesce(self) -> None:
+        """Stop being this client's protocol here (cluster handoff): no timer, no queued
+        input, no reply of the running command; the core forgets the connection, which has no
+        user yet, so nobody is told anything.  The socket stays open for the relay."""
+        self.closing = True
+        self._timer.stop()
+        self._timer.forget()
+        self.flood.forget()
+        self._out = None
+        self._label = None
+        self._held = None
+        self.sasl = None
+        self.factory.connection_closed(self)
+        core, self.core = self.core, None
+        if core is not None:
+            self.service.quit(core, "Handed off")
+            connlog.closed("irc", core.id, self.address, None, "Handed off")
+
+    def relay_farewell(self, reason: str) -> bytes:
+        """What the socket is told when the node serving this handed-off client is gone."""
+        return serialize(
+            IrcMessage("ERROR", (f"Closing Link: {self.address} ({reason})",)),
+            force_trailing=True,
+        )
 
     def registration_done(self) -> None:
         """Called once the welcome burst is sent: the registration deadline is met."""
@@ -412,6 +453,22 @@ class IrcConnection(Protocol):
             d = dispatch(self, msg)
         finally:
             self.in_command = False
+        self._command_done(d)
+
+    def run_as_command(self, label: str | None, action: Callable[[], Deferred[Any] | None]) -> None:
+        """Run ``action`` as one of the client's commands runs: its replies buffered and
+        sent under ``label`` (when labeled-response is on), the lines after it waiting until
+        it is done.  A command the client sent on another node (cluster handoff) ends here."""
+        self._out = []
+        self._label = label if label and self.cap_bits & caps.LABELED_RESPONSE else None
+        self.in_command = True
+        try:
+            d = action()
+        finally:
+            self.in_command = False
+        self._command_done(d)
+
+    def _command_done(self, d: Deferred[Any] | None) -> None:
         if d is None:
             self._flush_command()
             return
@@ -436,6 +493,10 @@ class IrcConnection(Protocol):
         self._out = []
         label = msg.tags.get("label") if msg is not None else None
         self._label = label if label and self.cap_bits & caps.LABELED_RESPONSE else None
+
+    def running_label(self) -> str | None:
+        """The label the running command's replies go out under (None if none)."""
+        return self._label
 
     def take_label(self) -> str | None:
         """The running command's label, taken off it: the command answers later, under a

@@ -11,6 +11,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
 import protocols.irc.handlers  # noqa: F401  (registers every command)
+from protocols.irc import handoff
 from protocols.irc.connection import IrcConnection
 
 log = Logger()
@@ -58,6 +59,8 @@ class IrcFactory(Factory):
         self.motd_lines = load_motd(config.motd_file)
         # The welcome burst's fixed lines, made on the first registration (handlers.registration).
         self.welcome_templates: Any = None
+        # Cluster mode: clients of this node's users that connect to another node come here.
+        handoff.register(self)
 
     def buildProtocol(self, addr: Any) -> IrcConnection:
         return IrcConnection(self)

@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from chatserver.auth import sasl as mechanisms
 from chatserver.auth.sasl import PASSWORD_MECHANISMS, Challenge, Failure, SaslServer, Success
 from chatserver.core.errors import AccountError, Banned
+from protocols.irc import handoff
 from protocols.irc import numerics as n
 from protocols.irc.caps import sasl_mechanisms
 
@@ -89,7 +90,7 @@ def authenticate(conn: IrcConnection, arg: str) -> Deferred[None] | None:
         _failed(conn, "SASL authentication failed")
         return None
     if session.proven is not None:
-        return _succeeded(conn, session.proven)
+        return complete_login(conn, session.proven)
     d = session.server.step(data)
     d.addCallback(lambda outcome: _answer(conn, session, outcome))
     return d
@@ -102,7 +103,7 @@ def _answer(conn: IrcConnection, session: SaslSession, outcome: Any) -> Deferred
         send_payload(conn, outcome.data)
     elif isinstance(outcome, Success):
         if outcome.data is None:
-            return _succeeded(conn, outcome.account)
+            return complete_login(conn, outcome.account)
         session.proven = outcome.account
         send_payload(conn, outcome.data)
     else:
@@ -174,13 +175,14 @@ def _failed(conn: IrcConnection, text: str) -> None:
     return None
 
 
-def _succeeded(conn: IrcConnection, account: str) -> Deferred:
+def complete_login(conn: IrcConnection, account: str) -> Deferred:
+    """Log ``conn`` in to ``account``, which it has proven: 900 and 903, or 904."""
     conn.sasl = None
     assert conn.core is not None
     before = conn.account_numerics_sent
     # In cluster mode the account is claimed first (a round trip): the answer comes then.
     d = conn.service.log_in(conn.core, account)
-    d.addCallbacks(_logged_in, _not_logged_in, (conn, account, before), None, (conn,))
+    d.addCallbacks(_logged_in, _not_logged_in, (conn, account, before), None, (conn, account))
     return d
 
 
@@ -194,12 +196,16 @@ def _logged_in(_: object, conn: IrcConnection, account: str, before: int) -> Non
     conn.reply(n.RPL_SASLSUCCESS, "SASL authentication successful")
 
 
-def _not_logged_in(failure: Any, conn: IrcConnection) -> None:
+def _not_logged_in(failure: Any, conn: IrcConnection, account: str) -> None:
     failure.trap(Banned, AccountError)
     err = failure.value
     if isinstance(err, Banned):
         refused_by_ban(conn, err)
-    elif not conn.closing:
+        return
+    if err.node is not None and handoff.hand_off(conn, err.account or account, err.node):
+        # (Cluster mode) the account's user is online on that node: the client goes on there.
+        return
+    if not conn.closing:
         # Another connection joined the user while the exchange ran, or (cluster mode)
         # the account is on another node, or its claim cannot be confirmed now.
         conn.reply(n.ERR_SASLFAIL, f"SASL authentication failed: {err}")

@@ -120,6 +120,10 @@ class FloodQueue(Generic[T]):
             items = self._items = deque()
         items.append(item)
 
+    def waiting(self) -> list[T]:
+        """The items waiting their turn, oldest first (the queue keeps them)."""
+        return list(self._items) if self._items is not None else []
+
     def charge(self, cost: float) -> None:
         """Take ``cost`` more tokens for what is running now (nothing without flood control)."""
         if self.budget is not None:

@@ -324,11 +324,9 @@ def test_a_login_is_known_everywhere_and_a_second_node_refuses_the_same_account(
     erin.send("/whois visitor")
     assert "visitor" in erin.expect("visitor")
 
-    # IRC SASL is refused the same way, with the reason.
-    sasl = LineClient(b.ports["irc"])
-    sasl.send("CAP LS 302")
-    sasl.send("NICK other")
-    sasl.send("USER other 0 * :other")
+    # IRC SASL after registration is refused the same way, with the reason (during
+    # registration the client would be handed off to node a).
+    sasl = irc(b, "other")
     sasl.send("CAP REQ :sasl")
     sasl.expect(" ACK ")
     sasl.send("AUTHENTICATE PLAIN")
