@@ -558,3 +558,78 @@ def test_a_login_after_registration_elsewhere_is_still_refused_while_the_user_ha
     dan.send("/who dev")
     assert dan.expect("members of #dev") == "*** members of #dev (1): @dan"
     assert lease_of(redis, "dan") == "a"
+
+
+def sasl_login(node: ServerProcess, account: str) -> LineClient:
+    """An IRC connection logged in to ``account`` on ``node``, registered on its nick."""
+    client = irc_sasl(node, account)
+    client.send(sasl_line(account))
+    text = sasl_outcome(client)
+    assert " 903 " in text, text
+    client.send("CAP END")
+    client.expect(f" 001 {account} ")
+    return client
+
+
+def test_an_always_on_user_handed_from_node_to_node_hears_every_node_and_a_third_sees_it(
+    make_node: Node, redis: RedisServer, postgres: PostgresServer
+) -> None:
+    """Three nodes: the user handed a -> b, which node c sees (its stand-in moves to b),
+    then b -> c, which node a sees.  Each room's messages go, from every node, to the node
+    the user is on now, even where that node has no other member of the room."""
+    config = shared(postgres)
+    a, b, c = (make_node(name, protocols=PROTOCOLS, overrides=config) for name in "abc")
+    alice = register(a, "alice", always_on=True)
+    join(alice, "dev")
+    join(alice, "ops")
+    # A member on a in both rooms, one on c in #dev only; none on b.
+    wa, wc = irc(a, "wa"), irc(c, "wc")
+    for client, nick, rooms in ((wa, "wa", ("dev", "ops")), (wc, "wc", ("dev",))):
+        for room in rooms:
+            client.send(f"JOIN #{room}")
+            client.expect(f" 366 {nick} #{room} ")
+    # Each says something first: its node works out where the room's messages go.
+    wa.send("PRIVMSG #ops :hello from a")
+    wc.send("PRIVMSG #dev :hello from c")
+    alice.expect("hello from a")
+    alice.expect("hello from c")
+    alice.close()
+    for watcher in (wa, wc):
+        eventually(lambda w=watcher: is_away(w, "alice"), 10, "alice kept away")
+
+    for node, name in ((b, "b"), (c, "c")):
+        client = sasl_login(node, "alice")
+        eventually(lambda n=name: lease_of(redis, "alice") == n, 10, f"alice's lease on {name}")
+        said = {
+            f"#dev from c to alice on {name}": wc,
+            f"#ops from a to alice on {name}": wa,
+            f"#dev from a to alice on {name}": wa,
+        }
+        for text, sender in said.items():
+            sender.send(f"PRIVMSG {text.split()[0]} :{text}")
+        wc.send(f"PRIVMSG alice :privately from c to alice on {name}")
+        heard: set[str] = set()
+        wanted = {*said, f"privately from c to alice on {name}"}
+        deadline = time.monotonic() + 10
+        while not wanted <= heard:
+            timeout = deadline - time.monotonic()
+            try:
+                line = client.read_line(max(timeout, 0.01))
+            except TimeoutError:
+                raise AssertionError(f"alice on {name} heard only {sorted(heard)}") from None
+            if " PRIVMSG " in line:
+                heard.add(line.rsplit(" :", 1)[1])
+        # She answers from there, and every node shows it.
+        client.send(f"PRIVMSG #dev :alice speaks on {name}")
+        for watcher in (wa, wc):
+            assert watcher.expect(f":alice speaks on {name}").startswith(":alice!")
+        client.send("QUIT :bye")
+        client.close()
+        for watcher in (wa, wc):
+            eventually(lambda w=watcher: is_away(w, "alice"), 10, f"alice kept on {name}")
+    # Nobody saw her quit or part on the way.
+    for watcher in (wa, wc):
+        left = [
+            t for t in watcher.seen if t.startswith(":alice!") and (" QUIT " in t or " PART " in t)
+        ]
+        assert not left, left
