@@ -26,7 +26,9 @@ the same on every node but the sender's own, which showed its user's messages at
 publisher keeps each entry until Redis has answered: entries sent on a connection that is
 lost are sent again, in order, once Redis is back (readers drop repeats by sequence number),
 so nothing a user was answered for is lost; a reader that comes back reads on from the last
-entry it applied.
+entry it applied.  A local sender is answered only once Redis has taken the entry carrying its
+message: its connection's output is held until then (``IChatClient.hold_output``), so what it
+saw acknowledged is in another node's hands even if this one dies the next instant.
 """
 
 from __future__ import annotations
@@ -147,6 +149,9 @@ READ_BLOCK_MS = 1000
 # a second by default) up to this many messages a second.
 RECENT_MESSAGES = 10_000
 
+# Seconds after a node's key is due to lapse that it is checked.
+CHECK_MARGIN = 0.01
+
 # New objects between the garbage collector's young collections on a node (see start).
 YOUNG_COLLECTION = 50_000
 
@@ -171,6 +176,8 @@ class _Outgoing:
     # it when it is sent.
     by_node: dict[str, list[ops.Item]] | None = None
     count: int = 0
+    # Senders whose output waits for Redis to take this entry and those before it.
+    holds: list[Any] | None = None
 
 
 class ClusterNode(Sharing, AccountLeases, Relays):
@@ -205,6 +212,10 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         self._pending: deque[_Outgoing] = deque()
         self._inflight: dict[int, _Outgoing] = {}
         self._flush_scheduled = False
+        # The local senders of this turn's messages (id -> client), their output held until
+        # Redis has taken the turn's entries: what a sender is answered for is then in
+        # another node's hands (the stream), even if this node dies the next instant.
+        self._holding: dict[int, Any] = {}
         # Entries start with this, then the sequence number and the op (see PUBLISH_SCRIPT).
         self._head = f"{node} {self.incarnation} "
         # A nick whose claim was refused -> the nick the user had before (None: it had none
@@ -224,6 +235,8 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         # node -> when an entry of it was last applied: a node that is heard from is alive,
         # even if it was too busy to renew its key in time.
         self._heard: dict[str, float] = {}
+        # node -> the check of it due when its key lapses before the next heartbeat.
+        self._checks: dict[str, Any] = {}
         self._stopping = False
         self._ready_waiters: list[defer.Deferred[None]] = []
         self._commands = RedisLink(
@@ -295,6 +308,10 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         """Tell the others this node's users are gone, give up the heartbeat, disconnect."""
         if self._heartbeat.running:
             self._heartbeat.stop()
+        for check in self._checks.values():
+            if check.active():
+                check.cancel()
+        self._checks.clear()
         if self.up:
             self._publish({"k": "bye"})
             # Now, not at the end of the turn: the links close before that.
@@ -442,6 +459,13 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         last.count += 1
         if not self._flush_scheduled:
             self._schedule()
+        if self.up:
+            # Its sender is answered once Redis has taken it (see _pump).
+            origin = msg.origin
+            holding = self._holding
+            if id(origin) not in holding:
+                holding[id(origin)] = origin
+                origin.hold_output()
 
     def _schedule(self) -> None:
         if not self._flush_scheduled:
@@ -451,8 +475,14 @@ class ClusterNode(Sharing, AccountLeases, Relays):
 
     def _pump(self) -> None:
         self._flush_scheduled = False
+        holds = list(self._holding.values())
+        if holds:
+            self._holding = {}
         proto = self._commands.proto
         if proto is None or not self.up or not self._pending:
+            # Redis is away: what is said meanwhile reaches the others once it is back, and
+            # its senders are answered now (nothing acknowledged is lost while the node lives).
+            _let_go(holds)
             return
         if self.share_rendered:
             # The turn's messages reach this node's members first: their rendered bytes go
@@ -461,14 +491,18 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         # The ops sent now take no more bytes of a relay (see relay.py).
         self._publish_turns += 1
         pending = self._pending
+        batch: list[_Outgoing] = []
         while pending:
-            batch: list[_Outgoing] = []
+            batch = []
             while pending and len(batch) < PUBLISH_BATCH:
                 out = pending.popleft()
                 if out.by_node is None:
                     batch.append(out)
                 else:
                     batch.extend(_Outgoing(share, targets=n) for n, share in out.by_node.items())
+            if not pending and holds:
+                # Redis answers in order: once the last entry is taken, all of them are.
+                batch[-1].holds = holds
             self._send_batch(proto, batch)
 
     def _send_batch(self, proto: Any, batch: list[_Outgoing]) -> None:
@@ -494,6 +528,9 @@ class ClusterNode(Sharing, AccountLeases, Relays):
     def _published(self, refused: Any, batch: list[_Outgoing]) -> None:
         for out in batch:
             self._inflight.pop(_seq_of(out), None)
+            if out.holds is not None:
+                _let_go(out.holds)
+                out.holds = None
         lost = {int(seq) for seq in refused or ()}
         for out in batch:
             if out.seq in lost:
@@ -523,6 +560,9 @@ class ClusterNode(Sharing, AccountLeases, Relays):
             # Redis answered with an error (not a lost connection, which sends it again).
             for out in batch:
                 self._inflight.pop(_seq_of(out), None)
+                if out.holds is not None:
+                    _let_go(out.holds)
+                    out.holds = None
             log.failure("redis: publishing {count} entries", failure, count=len(batch))
 
     def _commands_up(self, proto: Any) -> None:
@@ -582,8 +622,14 @@ class ClusterNode(Sharing, AccountLeases, Relays):
     def _commands_down(self) -> None:
         self._up_since = None
         # Unanswered entries go first once Redis is back (their errbacks change nothing).
-        self._pending.extendleft(reversed(sorted(self._inflight.values(), key=_seq_of)))
+        unanswered = sorted(self._inflight.values(), key=_seq_of)
+        self._pending.extendleft(reversed(unanswered))
         self._inflight.clear()
+        # Their senders are answered now, as while Redis is away (see _pump).
+        for out in unanswered:
+            if out.holds is not None:
+                _let_go(out.holds)
+                out.holds = None
 
     def _state(self) -> dict[str, Any]:
         users = [
@@ -650,22 +696,65 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         # one from the set first.
         known = {n for n, users in self._remote.items() if users} | self._relay_nodes()
         for node in known.union(listed or ()) - {self.name}:
-            d = proto.execute_command("EXISTS", self.node_prefix + node)
-            d.addCallbacks(self._checked, lambda f: None, (node,))
+            self._check_node(proto, node)
 
-    def _checked(self, exists: Any, node: str) -> None:
+    def _check_node(self, proto: Any, node: str) -> None:
+        d = proto.execute_command("PTTL", self.node_prefix + node)
+        d.addCallbacks(self._checked, lambda f: None, (node,))
+
+    def _checked(self, left_ms: Any, node: str) -> None:
+        """``node``'s key has ``left_ms`` to live (-2: none).  A node whose key is gone and
+        that was not heard from in the last lease is lost.  One whose key lapses, or whose
+        last entry grows a lease old, before the next heartbeat is checked again then: a
+        dead node is counted lost within a lease of its death (its last renewal and its
+        last entry came before it), not a heartbeat later."""
         now = self.clock.seconds()
-        recently = now - self._heard.get(node, 0.0) < self.lease
-        settled = self._up_since is not None and now - self._up_since >= self.lease
-        if str(exists) == "0" and settled and not recently:
-            log.warn("cluster node={node} lost: its users leave", node=node)
-            self._drop_node(node, f"{node} lost", died=True)
-            proto = self._commands.proto
-            if proto is not None:
-                # Nothing is sent to it any more; back, it finds its stream gone and asks
-                # every node for its state.
-                proto.execute_command("SREM", self.nodes_key, node).addErrback(lambda f: None)
-                proto.execute_command("DEL", self.stream_prefix + node).addErrback(lambda f: None)
+        left = int(left_ms)
+        if left == -1:
+            # A key without expiry is no node's heartbeat.
+            return
+        if left >= 0:
+            again = left / 1000
+        else:
+            heard_until = self._heard.get(node, 0.0) + self.lease
+            settled_at = now + self.lease if self._up_since is None else self._up_since + self.lease
+            again = max(heard_until, settled_at) - now
+            if again <= 0:
+                self._lost(node)
+                return
+        if again < self.lease / 3:
+            self._check_later(node, again)
+
+    def _check_later(self, node: str, delay: float) -> None:
+        # A little after the moment itself: Redis expires keys to the millisecond.
+        at = self.clock.seconds() + delay + CHECK_MARGIN
+        pending = self._checks.get(node)
+        if pending is not None and pending.active():
+            if pending.getTime() <= at:
+                return
+            pending.cancel()
+        self._checks[node] = self.clock.callLater(delay + CHECK_MARGIN, self._check_again, node)
+
+    def _check_again(self, node: str) -> None:
+        self._checks.pop(node, None)
+        proto = self._commands.proto
+        if proto is not None and self.up:
+            # This node's key first, as at a heartbeat: if Redis lost every key, this node
+            # finds its own gone (and waits a lease) before it counts another lost.
+            self._renew(proto).addCallbacks(self._renewed, lambda f: None, (proto,))
+            self._check_node(proto, node)
+
+    def _lost(self, node: str) -> None:
+        log.warn("cluster node={node} lost: its users leave", node=node)
+        self._drop_node(node, f"{node} lost", died=True)
+        # Logins waiting for its answer claim again now: its key has lapsed.
+        self._node_gone(node)
+        proto = self._commands.proto
+        if proto is not None:
+            # Nothing is sent to it any more; back, it finds its stream gone and asks
+            # every node for its state.
+            proto.execute_command("SREM", self.nodes_key, node).addErrback(lambda f: None)
+            proto.execute_command("DEL", self.stream_prefix + node).addErrback(lambda f: None)
 
     # -- reading what the others do ----------------------------------------------------------
 
@@ -1089,6 +1178,14 @@ def _refused(what: str, nick: str, node: str, err: ChatError) -> None:
         node=node,
         reason=err.reason,
     )
+
+
+def _let_go(clients: list[Any]) -> None:
+    for client in clients:
+        try:
+            client.let_output_go()
+        except Exception:
+            log.failure("cluster: letting {client}'s output go", client=client)
 
 
 def _seq_of(out: _Outgoing) -> int:

@@ -263,6 +263,13 @@ class LineConnection(Protocol):
             self.service.quit(conn, "Handed off to another server")
             connlog.closed("line", conn.id, self.address, None, "handed off to another server")
 
+    def relay_farewell(self, reason: str) -> bytes:
+        """What the socket is told when the node serving this handed-off client is gone: as
+        a server's close, in the mode the client was in when it was handed off."""
+        if self.mode == "json":
+            return dump({"type": "disconnect", "reason": reason})
+        return f"{EVENT}Server closing connection: {reason}\r\n".encode()
+
     def _log_closed(self, id: int) -> None:
         # A user's quit message is theirs, not the log's.
         why = (
@@ -448,6 +455,12 @@ class LineConnection(Protocol):
         except Exception:
             self.log.failure("line: delivering {event}", event=kind.__name__)
 
+    def hold_output(self) -> None:
+        self._output.hold()
+
+    def let_output_go(self) -> None:
+        self._output.let_go(self.transport)
+
     def disconnect(self, reason: str) -> None:
         if self._closing:
             return
@@ -469,6 +482,8 @@ class LineConnection(Protocol):
             self.service.quit(conn, reason, dropped=self._dropped)
             self._log_closed(conn.id)
         if transport is not None:
+            # What was held for the cluster goes before the close (see hold_output).
+            self._output.let_all_go(transport)
             close.close(transport, self.clock)
 
     def quit(self, reason: str) -> None:

@@ -1,21 +1,24 @@
 """A client that logs in on one node to an account whose user is connected on another is
 handed off: its socket stays on the node it reached, its line-chat connection runs on the
 account's node, and both clients are one user, as two connections of one process are.
-Through two real nodes, a private Redis and a shared PostgreSQL."""
+Through real nodes, a private Redis and a shared PostgreSQL: the clients' life together,
+either node dying, JSON Lines over TCP and WebSocket, and Redis restarting empty."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import pytest
 
 from tests.cluster.test_accounts import PASSWORD, lease_of, register, shared
-from tests.cluster.test_cluster import eventually, join, line
+from tests.cluster.test_cluster import eventually, join, line, try_nick
 from tests.ops.test_metrics import get, samples
 from tests.support.ports import free_port
 from tests.support.postgres import PostgresServer
 from tests.support.redis import RedisServer
 from tests.support.server import LineClient, ServerProcess
+from tests.web.conftest import WsClient, ws_url
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -149,4 +152,58 @@ def test_a_relayed_client_is_closed_when_its_accounts_node_dies_and_vice_versa(
     on_c = relayed_login(c, "erin")
     on_c.expect("*** you are in #dev")
     a.kill()
-    on_c.read_until_closed(timeout=4 * lease + 5)
+    last = on_c.read_until_closed(timeout=4 * lease + 5)
+    assert last and last[-1] == "-!- Server closing connection: a lost", last
+
+
+def test_json_clients_over_tcp_and_websocket_are_handed_off_and_end_if_redis_loses_its_data(
+    make_node: Node, redis: RedisServer, postgres: PostgresServer
+) -> None:
+    config = shared(postgres)
+    a = make_node("a", overrides=config)
+    b = make_node("b", protocols=("line", "irc", "web"), overrides=config)
+    alice = register(a, "alice")
+    join(alice, "dev")
+
+    # In JSON mode, with the start of the next command sent along with the login: node a
+    # answers the login with its tag, then reads the rest of that command as it comes.
+    client = LineClient(b.ports["line"])
+    client.expect("*** Choose a nick:")
+    client.send("/format json")
+    client.expect('"format"')
+    login = {"cmd": "identify", "nick": "alice", "password": PASSWORD, "tag": "t1"}
+    client.sock.sendall(json.dumps(login).encode() + b'\r\n{"cmd": "ping", "ta')
+    ok = json.loads(client.expect(lambda t: '"identify"' in t))
+    assert ok["type"] == "ok" and ok["tag"] == "t1" and ok["nick"] == "alice", ok
+    client.send(b'g": "p1"}\r\n')
+    pong = json.loads(client.expect(lambda t: '"p1"' in t))
+    assert pong["type"] == "ok" and pong["cmd"] == "ping", pong
+    alice.send("to json")
+    said = json.loads(client.expect(lambda t: "to json" in t))
+    assert said["from"] == "alice" and said["room"] == "dev", said
+
+    # Over WebSocket (JSON from the first message): each line still one message.
+    ws = WsClient(ws_url(b, "/line"))
+    ws.expect(lambda m: '"prompt"' in m)
+    ws.send_obj({**login, "tag": "w1"})
+    ok = json.loads(ws.expect(lambda m: '"identify"' in m))
+    assert ok["type"] == "ok" and ok["tag"] == "w1", ok
+    # The user's room was shown before the answer, as for a login on node a.
+    assert [m for m in ws.seen if '"type":"room"' in m and '"dev"' in m], ws.seen
+    ws.send("from the browser")
+    assert alice.expect("from the browser") == "[#dev] <alice> from the browser"
+    alice.send("to the browser")
+    said = json.loads(ws.expect(lambda m: "to the browser" in m))
+    assert said["from"] == "alice" and said["room"] == "dev", said
+    ws.close()
+
+    # Redis restarts empty: what a relayed client said meanwhile may be lost, so both nodes
+    # end its relay (node b closes the socket); the client on node a goes on.
+    redis.kill()
+    redis.start()
+    client.read_until_closed(timeout=20)
+    eventually(lambda: "You are carl" in try_nick(a, "carl"), 15, "node a takes nicks again")
+    bob = line(a, "bob")
+    join(bob, "dev")
+    alice.send("after the restart")
+    assert bob.expect("after the restart") == "[#dev] <alice> after the restart"
