@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,9 +14,11 @@ from tests.support.server import ServerProcess
 def make_server(tmp_path: Path) -> Iterator:
     """Factory: ``make_server(protocols=("line", "irc"), overrides={...})`` -> a started server."""
     servers: list[ServerProcess] = []
+    # Numbered by a counter, not by the list: servers may be started from several threads.
+    numbers = itertools.count()
 
     def make(**kwargs: object) -> ServerProcess:
-        server = ServerProcess(tmp_path / f"s{len(servers)}", **kwargs)  # type: ignore[arg-type]
+        server = ServerProcess(tmp_path / f"s{next(numbers)}", **kwargs)  # type: ignore[arg-type]
         servers.append(server)
         return server.start()
 

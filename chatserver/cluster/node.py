@@ -23,7 +23,9 @@ the same on every node but the sender's own, which showed its user's messages at
 publisher keeps each entry until Redis has answered: entries sent on a connection that is
 lost are sent again, in order, once Redis is back (readers drop repeats by sequence number),
 so nothing a user was answered for is lost; a reader that comes back reads on from the last
-entry it applied.
+entry it applied.  A local sender is answered only once Redis has taken the entry carrying its
+message: its connection's output is held until then (``IChatClient.hold_output``), so what it
+saw acknowledged is in another node's hands even if this one dies the next instant.
 """
 
 from __future__ import annotations
@@ -164,6 +166,8 @@ class _Outgoing:
     # it when it is sent.
     by_node: dict[str, list[ops.Item]] | None = None
     count: int = 0
+    # Senders whose output waits for Redis to take this entry and those before it.
+    holds: list[Any] | None = None
 
 
 class ClusterNode(Sharing, AccountLeases, Relays):
@@ -194,6 +198,10 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         self._pending: deque[_Outgoing] = deque()
         self._inflight: dict[int, _Outgoing] = {}
         self._flush_scheduled = False
+        # The local senders of this turn's messages (id -> client), their output held until
+        # Redis has taken the turn's entries: what a sender is answered for is then in
+        # another node's hands (the stream), even if this node dies the next instant.
+        self._holding: dict[int, Any] = {}
         # Entries start with this, then the sequence number and the op (see PUBLISH_SCRIPT).
         self._head = f"{node} {self.incarnation} "
         # A nick whose claim was refused -> the nick the user had before (None: it had none
@@ -317,6 +325,12 @@ class ClusterNode(Sharing, AccountLeases, Relays):
             if nodes:
                 # Encoded when the entry is packed (see ops.pack).
                 self._publish_message(event, nodes)
+                if self.up:
+                    origin = event.origin
+                    holding = self._holding
+                    if id(origin) not in holding:
+                        holding[id(origin)] = origin
+                        origin.hold_output()
             return
         secure = False
         modes: frozenset[str] = frozenset()
@@ -436,20 +450,30 @@ class ClusterNode(Sharing, AccountLeases, Relays):
 
     def _pump(self) -> None:
         self._flush_scheduled = False
+        holds = list(self._holding.values())
+        if holds:
+            self._holding = {}
         proto = self._commands.proto
         if proto is None or not self.up or not self._pending:
+            # Redis is away: what is said meanwhile reaches the others once it is back, and
+            # its senders are answered now (nothing acknowledged is lost while the node lives).
+            _let_go(holds)
             return
         # The ops sent now take no more bytes of a relay (see relay.py).
         self._publish_turns += 1
         pending = self._pending
+        batch: list[_Outgoing] = []
         while pending:
-            batch: list[_Outgoing] = []
+            batch = []
             while pending and len(batch) < PUBLISH_BATCH:
                 out = pending.popleft()
                 if out.by_node is None:
                     batch.append(out)
                 else:
                     batch.extend(_Outgoing(share, targets=n) for n, share in out.by_node.items())
+            if not pending and holds:
+                # Redis answers in order: once the last entry is taken, all of them are.
+                batch[-1].holds = holds
             self._send_batch(proto, batch)
 
     def _send_batch(self, proto: Any, batch: list[_Outgoing]) -> None:
@@ -474,6 +498,9 @@ class ClusterNode(Sharing, AccountLeases, Relays):
     def _published(self, refused: Any, batch: list[_Outgoing]) -> None:
         for out in batch:
             self._inflight.pop(_seq_of(out), None)
+            if out.holds is not None:
+                _let_go(out.holds)
+                out.holds = None
         lost = {int(seq) for seq in refused or ()}
         for out in batch:
             if out.seq in lost:
@@ -503,6 +530,9 @@ class ClusterNode(Sharing, AccountLeases, Relays):
             # Redis answered with an error (not a lost connection, which sends it again).
             for out in batch:
                 self._inflight.pop(_seq_of(out), None)
+                if out.holds is not None:
+                    _let_go(out.holds)
+                    out.holds = None
             log.failure("redis: publishing {count} entries", failure, count=len(batch))
 
     def _commands_up(self, proto: Any) -> None:
@@ -562,8 +592,14 @@ class ClusterNode(Sharing, AccountLeases, Relays):
     def _commands_down(self) -> None:
         self._up_since = None
         # Unanswered entries go first once Redis is back (their errbacks change nothing).
-        self._pending.extendleft(reversed(sorted(self._inflight.values(), key=_seq_of)))
+        unanswered = sorted(self._inflight.values(), key=_seq_of)
+        self._pending.extendleft(reversed(unanswered))
         self._inflight.clear()
+        # Their senders are answered now, as while Redis is away (see _pump).
+        for out in unanswered:
+            if out.holds is not None:
+                _let_go(out.holds)
+                out.holds = None
 
     def _state(self) -> dict[str, Any]:
         users = [
@@ -1025,6 +1061,14 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         user = self.service.find_user(op["nick"])
         if user is not None and user.node is None:
             self.service.kill_user(op["nick"], op["reason"])
+
+
+def _let_go(clients: list[Any]) -> None:
+    for client in clients:
+        try:
+            client.let_output_go()
+        except Exception:
+            log.failure("cluster: letting {client}'s output go", client=client)
 
 
 def _seq_of(out: _Outgoing) -> int:

@@ -38,6 +38,12 @@ class RemoteClient:
     def deliver_batch(self, batch: Any) -> None:
         pass
 
+    def hold_output(self) -> None:
+        pass
+
+    def let_output_go(self) -> None:
+        pass
+
     def disconnect(self, reason: str) -> None:
         # An operator here ends the user: its own node must end its real connections.
         self._on_disconnect(self, reason)

@@ -119,6 +119,13 @@ class Delivery:
         a member who joins does not hear of earlier joins (its member list has them), one
         who parts hears of everything before it leaves."""
         if not self._may_batch() or len(room.members) < MEMBERSHIP_BATCH_FROM:
+            if not was_member:
+                # The room's batch, sent out first, holds what it said before this join: the
+                # joiner is a member already, yet must get none of it (nor ahead of its join).
+                waiting = self._batched.get(room)
+                if waiting is not None:
+                    for client in user.clients():
+                        waiting.delivered[id(client)] = len(waiting.events)
             self._send(room.clients(), event)
             return
         # What other rooms said this turn comes first, as for any other event.

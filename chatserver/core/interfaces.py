@@ -34,6 +34,14 @@ class IChatClient(Interface):
         "(no label or reply has to carry them)."
     )
 
+    def hold_output():
+        """Keep everything written to the peer from now on until ``let_output_go``: the
+        cluster holds a sender's answers (its echo, its acknowledgement) until Redis has
+        taken the message.  Holds may overlap; they are let go in the order taken."""
+
+    def let_output_go():
+        """Let the oldest hold go (see ``hold_output``)."""
+
 
 class IClusterLink(Interface):
     """What the core tells a cluster of processes sharing its users and rooms (cluster mode).

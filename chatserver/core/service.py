@@ -729,6 +729,16 @@ class ChatService(
                 origin=conn.client,
                 native=native,
             )
+            if user.node is None:
+                # Stored, then published, before anyone is shown it: in cluster mode the
+                # sender's answer waits for Redis to take it (see IChatClient.hold_output).
+                if status is None:
+                    self._record(r, msg)
+                if self.cluster is not None:
+                    self.cluster.local_event(msg)
+            elif status is None:
+                # Its own node stores it; here it joins the room's recent history only.
+                r.history.append(msg)
             if status is None and member is not None:
                 # The hot path: a member's message to the whole room.
                 if self._batch_depth:
@@ -750,14 +760,6 @@ class ChatService(
                 if member is None:
                     clients = unique_clients(clients, user.clients())
                 self._send(clients, msg)
-            if user.node is None:
-                if status is None:
-                    self._record(r, msg)
-                if self.cluster is not None:
-                    self.cluster.local_event(msg)
-            elif status is None:
-                # Its own node stores it; here it joins the room's recent history only.
-                r.history.append(msg)
             return msg
         if account is not None:
             found = self.by_account.get(casefold(account))
@@ -786,14 +788,15 @@ class ChatService(
             origin=conn.client,
             native=native,
         )
+        if user.node is None and self.cluster is not None:
+            # Before anyone is shown it (see the room case above).
+            self.cluster.local_event(msg)
         clients = [] if self._blocks_sender(target, user) else list(target.clients())
         if target is not user:
             clients.extend(user.clients())
         self._send(clients, msg)
         if user.node is None:
             self._archive_private(user, target, msg)
-            if self.cluster is not None:
-                self.cluster.local_event(msg)
         elif target.node is None:
             # From another node's user: this node keeps it in its own user's archive.
             self._archive_private(user, target, msg)

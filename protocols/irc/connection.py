@@ -274,6 +274,12 @@ class IrcConnection(Protocol):
         self.flood.forget()
         self.core = None
 
+    def hold_output(self) -> None:
+        self._output.hold()
+
+    def let_output_go(self) -> None:
+        self._output.let_go(self.transport)
+
     def disconnect(self, reason: str) -> None:
         """Tell the client ``ERROR :Closing Link: … (reason)`` and close (IChatClient)."""
         self._close(reason, f"Closing Link: {self._link_name()} ({reason})")
@@ -310,6 +316,8 @@ class IrcConnection(Protocol):
             if abort:
                 transport.abortConnection()  # type: ignore[attr-defined]
             else:
+                # What was held for the cluster goes before the close (see hold_output).
+                self._output.let_all_go(transport)
                 close.close(transport, self.clock)
 
     def unprocessed_input(self) -> bytes:

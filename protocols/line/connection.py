@@ -454,6 +454,12 @@ class LineConnection(Protocol):
         except Exception:
             self.log.failure("line: delivering {event}", event=kind.__name__)
 
+    def hold_output(self) -> None:
+        self._output.hold()
+
+    def let_output_go(self) -> None:
+        self._output.let_go(self.transport)
+
     def disconnect(self, reason: str) -> None:
         if self._closing:
             return
@@ -475,6 +481,8 @@ class LineConnection(Protocol):
             self.service.quit(conn, reason, dropped=self._dropped)
             self._log_closed(conn.id)
         if transport is not None:
+            # What was held for the cluster goes before the close (see hold_output).
+            self._output.let_all_go(transport)
             close.close(transport, self.clock)
 
     def quit(self, reason: str) -> None:

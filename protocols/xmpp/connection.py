@@ -386,6 +386,12 @@ class XmppConnection(Protocol):
         if sm.should_request(state):
             self.request_ack()
 
+    def hold_output(self) -> None:
+        self._output.hold()
+
+    def let_output_go(self) -> None:
+        self._output.let_go(self.transport)
+
     def disconnect(self, reason: str) -> None:
         # After a colon come someone's own words (a ban's or a kill's reason): "shut up" there
         # is no shutdown.
@@ -1028,4 +1034,6 @@ class XmppConnection(Protocol):
         # Others see the session end now, not when the client gets round to closing.
         self._leave()
         if self.transport is not None:
+            # What was held for the cluster goes before the close (see hold_output).
+            self._output.let_all_go(self.transport)
             close.close(self.transport, self.clock)

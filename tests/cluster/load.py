@@ -1,8 +1,8 @@
 """Steady chat over a cluster, counted: who sent what, what the server acknowledged, who got it.
 
 A :class:`Talker` is an IRC user with ``echo-message``: the echo of its own message is the
-server's acknowledgement (the message was accepted, delivered on its node and queued for the
-store and for the other nodes).  :func:`pump` reads what every talker has received without
+server's acknowledgement (the message was accepted, delivered on its node, queued for the
+store, and taken by Redis for the other nodes).  :func:`pump` reads what every talker has received without
 blocking, so one thread drives many talkers at a steady rate.
 """
 
@@ -98,6 +98,13 @@ class Talker:
         self.sent.append(text)
         self.client.send(f"@label={text} PRIVMSG #{self.room} :{text}")
         return text
+
+    def line(self) -> bytes:
+        """The next message's line, counted as sent, for the caller to send (with others in
+        one write)."""
+        text = f"{self.label}-{len(self.sent)}"
+        self.sent.append(text)
+        return f"@label={text} PRIVMSG #{self.room} :{text}\r\n".encode()
 
     def handle(self, text: str) -> None:
         if text.startswith("PING "):

@@ -12,6 +12,7 @@ import base64
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -416,3 +417,76 @@ def test_three_nodes_one_killed_under_a_minute_of_load(
     assert not counts.lost, counts.lost[:20]
     for talker, node in (*((t, t.nick[0]) for t in stayed), *zip(gone, "ab", strict=True)):
         eventually(lambda t=talker, n=node: nick_owner(redis, t.nick) == n, 10, talker.nick)
+
+
+# Nodes killed while their users talk: each round a new node whose two users send bursts
+# until it is killed at a different moment.
+KILL_ROUNDS = 3
+BURST = 10
+
+
+def talk_until_killed(node: ServerProcess, senders: list[Talker], others: list[Talker]) -> None:
+    """The senders say BURST messages each every few milliseconds, without waiting for
+    their echoes, until ``node`` is killed in the middle of it; then what they were sent
+    before it died is read."""
+    deadline = time.monotonic() + 0.4
+    while time.monotonic() < deadline:
+        for sender in senders:
+            for _ in range(BURST):
+                sender.say()
+        pump([*senders, *others], 0.005)
+    # Killed while it handles a burst five times as long: it has echoed some of it, and
+    # not yet ended the turn in which it publishes them.
+    for sender in senders:
+        sender.client.send(b"".join(sender.line() for _ in range(5 * BURST)))
+    time.sleep(0.003)
+    node.kill()
+    pump([*senders, *others], 0.5)
+
+
+def test_every_message_echoed_before_its_node_is_killed_reaches_the_others_and_the_store(
+    make_node: Node, redis: RedisServer, postgres: PostgresServer
+) -> None:
+    """The echo is the sender's acknowledgement: a node shows a sender its message only once
+    Redis has taken it, so a message echoed in the instant before its node dies is in
+    another node's hands, which delivers it to its members and stores it."""
+    dsn = postgres.new_database()
+    b = pg_node(make_node, "b", dsn)
+    listener = Talker(b.ports["irc"], "bea")
+    listener.join()
+    # The nodes to kill, started together (a start takes seconds on a busy machine), from
+    # threads that live until they are killed: a node dies with the thread that started it.
+    with ThreadPoolExecutor(KILL_ROUNDS) as starting:
+        killed = list(starting.map(lambda n: pg_node(make_node, f"a{n}", dsn), range(KILL_ROUNDS)))
+        pairs = [
+            [Talker(a.ports["irc"], f"s{n}x{i}") for i in range(2)] for n, a in enumerate(killed)
+        ]
+        senders = [sender for pair in pairs for sender in pair]
+        for sender in senders:
+            sender.join()
+        everyone = {listener.nick, *(s.nick for s in senders)}
+        for talker in (listener, *senders):
+            eventually(lambda t=talker: names(t) >= everyone, 10, f"{everyone} seen")
+        for n, (a, pair) in enumerate(zip(killed, pairs, strict=True)):
+            talk_until_killed(a, pair, [listener, *senders[2 * n + 2 :]])
+
+    acknowledged = {text for s in senders for text in s.acknowledged}
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        heard = {text for texts in listener.heard.values() for text in texts}
+        if acknowledged <= heard:
+            break
+        pump([listener], 0.2)
+    stored = wait_stored(dsn, acknowledged)
+    counts = Counts(
+        sent=sum(len(s.sent) for s in senders),
+        acknowledged=len(acknowledged),
+        delivered=len(heard & acknowledged),
+        stored=len(stored & acknowledged),
+    )
+    counts.lost = sorted((acknowledged - heard) | (acknowledged - stored))
+    lost_rounds = {text.split("x", 1)[0] for text in counts.lost}
+    print(f"{KILL_ROUNDS} nodes killed while talking: {counts}; rounds that lost: {lost_rounds}")
+    assert not counts.lost, counts.lost[:20]
+    # Every sender was acknowledged for something before its node died.
+    assert all(s.acknowledged for s in senders)

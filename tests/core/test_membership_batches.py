@@ -173,3 +173,28 @@ def test_the_fanout_of_a_batched_join_is_counted_when_it_is_caused() -> None:
     with service.batch():
         service.join(conn, "big")
     assert service.fanout_caused - before == 61
+
+
+def test_a_joiner_of_a_small_room_gets_nothing_the_room_said_earlier_in_the_turn() -> None:
+    # What the room said before the join waits in the turn's batch; the join (delivered at
+    # once in a small room) sends that batch out first, to the members as they were: the
+    # joiner was not one of them yet, so it must not get it (before its own join at that).
+    turns = Turns()
+    service = turns.service
+    members = big_room(turns, 2)
+    (watcher, _), (talker, ctalk) = members
+    newcomer, cnew = user(service, "newcomer")
+    turns.end()
+    newcomer.events.clear()
+    with service.batch():
+        service.say(ctalk, room="big", text="before")
+    with service.batch():
+        service.join(cnew, "big")
+    with service.batch():
+        service.say(ctalk, room="big", text="after")
+    turns.end()
+    assert names(newcomer.events) == ["join newcomer", "say m1 after"]
+    expected = ["say m1 before", "join newcomer", "say m1 after"]
+    assert names(watcher.events) == expected
+    assert names(talker.events) == expected
+    assert service.stats["deliveries"] == sum(service.deliveries_by_protocol.values())
