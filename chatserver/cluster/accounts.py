@@ -226,6 +226,15 @@ class AccountLeases(NodePart):
             ),
         )
 
+    def _node_gone(self, node: str) -> None:
+        """``node`` was counted lost: the logins waiting for its answer claim again now (its
+        key has lapsed), rather than when the wait runs out."""
+        for key in [key for key, asked in self._asked.items() if asked.node == node]:
+            asked = self._asked[key]
+            if asked.timer.active():
+                asked.timer.cancel()
+            self._unanswered(key)
+
     def _answered(self, account: str, refusal: AccountError | None) -> None:
         asked = self._asked.pop(casefold(account), None)
         if asked is not None:

@@ -142,6 +142,9 @@ READ_BLOCK_MS = 1000
 # a second by default) up to this many messages a second.
 RECENT_MESSAGES = 10_000
 
+# Seconds after a node's key is due to lapse that it is checked.
+CHECK_MARGIN = 0.01
+
 # New objects between the garbage collector's young collections on a node (see start).
 YOUNG_COLLECTION = 50_000
 
@@ -220,6 +223,8 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         # node -> when an entry of it was last applied: a node that is heard from is alive,
         # even if it was too busy to renew its key in time.
         self._heard: dict[str, float] = {}
+        # node -> the check of it due when its key lapses before the next heartbeat.
+        self._checks: dict[str, Any] = {}
         self._stopping = False
         self._ready_waiters: list[defer.Deferred[None]] = []
         self._commands = RedisLink(
@@ -291,6 +296,10 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         """Tell the others this node's users are gone, give up the heartbeat, disconnect."""
         if self._heartbeat.running:
             self._heartbeat.stop()
+        for check in self._checks.values():
+            if check.active():
+                check.cancel()
+        self._checks.clear()
         if self.up:
             self._publish({"k": "bye"})
             # Now, not at the end of the turn: the links close before that.
@@ -666,22 +675,65 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         # one from the set first.
         known = {n for n, users in self._remote.items() if users} | self._relay_nodes()
         for node in known.union(listed or ()) - {self.name}:
-            d = proto.execute_command("EXISTS", self.node_prefix + node)
-            d.addCallbacks(self._checked, lambda f: None, (node,))
+            self._check_node(proto, node)
 
-    def _checked(self, exists: Any, node: str) -> None:
+    def _check_node(self, proto: Any, node: str) -> None:
+        d = proto.execute_command("PTTL", self.node_prefix + node)
+        d.addCallbacks(self._checked, lambda f: None, (node,))
+
+    def _checked(self, left_ms: Any, node: str) -> None:
+        """``node``'s key has ``left_ms`` to live (-2: none).  A node whose key is gone and
+        that was not heard from in the last lease is lost.  One whose key lapses, or whose
+        last entry grows a lease old, before the next heartbeat is checked again then: a
+        dead node is counted lost within a lease of its death (its last renewal and its
+        last entry came before it), not a heartbeat later."""
         now = self.clock.seconds()
-        recently = now - self._heard.get(node, 0.0) < self.lease
-        settled = self._up_since is not None and now - self._up_since >= self.lease
-        if str(exists) == "0" and settled and not recently:
-            log.warn("cluster node={node} lost: its users leave", node=node)
-            self._drop_node(node, f"{node} lost", died=True)
-            proto = self._commands.proto
-            if proto is not None:
-                # Nothing is sent to it any more; back, it finds its stream gone and asks
-                # every node for its state.
-                proto.execute_command("SREM", self.nodes_key, node).addErrback(lambda f: None)
-                proto.execute_command("DEL", self.stream_prefix + node).addErrback(lambda f: None)
+        left = int(left_ms)
+        if left == -1:
+            # A key without expiry is no node's heartbeat.
+            return
+        if left >= 0:
+            again = left / 1000
+        else:
+            heard_until = self._heard.get(node, 0.0) + self.lease
+            settled_at = now + self.lease if self._up_since is None else self._up_since + self.lease
+            again = max(heard_until, settled_at) - now
+            if again <= 0:
+                self._lost(node)
+                return
+        if again < self.lease / 3:
+            self._check_later(node, again)
+
+    def _check_later(self, node: str, delay: float) -> None:
+        # A little after the moment itself: Redis expires keys to the millisecond.
+        at = self.clock.seconds() + delay + CHECK_MARGIN
+        pending = self._checks.get(node)
+        if pending is not None and pending.active():
+            if pending.getTime() <= at:
+                return
+            pending.cancel()
+        self._checks[node] = self.clock.callLater(delay + CHECK_MARGIN, self._check_again, node)
+
+    def _check_again(self, node: str) -> None:
+        self._checks.pop(node, None)
+        proto = self._commands.proto
+        if proto is not None and self.up:
+            # This node's key first, as at a heartbeat: if Redis lost every key, this node
+            # finds its own gone (and waits a lease) before it counts another lost.
+            self._renew(proto).addCallbacks(self._renewed, lambda f: None, (proto,))
+            self._check_node(proto, node)
+
+    def _lost(self, node: str) -> None:
+        log.warn("cluster node={node} lost: its users leave", node=node)
+        self._drop_node(node, f"{node} lost", died=True)
+        # Logins waiting for its answer claim again now: its key has lapsed.
+        self._node_gone(node)
+        proto = self._commands.proto
+        if proto is not None:
+            # Nothing is sent to it any more; back, it finds its stream gone and asks
+            # every node for its state.
+            proto.execute_command("SREM", self.nodes_key, node).addErrback(lambda f: None)
+            proto.execute_command("DEL", self.stream_prefix + node).addErrback(lambda f: None)
 
     # -- reading what the others do ----------------------------------------------------------
 

@@ -95,9 +95,13 @@ class Handover:
         return conn, since
 
     def rehome_user(self, conn: Connection, node: str) -> None:
-        """The user of the stand-in ``conn`` was handed over to ``node``."""
-        if conn.user is not None:
-            conn.user.node = node
+        """The user of the stand-in ``conn`` was handed over to ``node``: its rooms'
+        messages go there from now on (each room's cached list of nodes is made again)."""
+        user = conn.user
+        if user is not None:
+            user.node = node
+            for room in user.rooms.values():
+                room.members_changed()
 
     def take_user(self, conn: Connection, since: float) -> User | None:
         """The user of the stand-in ``conn`` (an always-on user another node gave this one)

@@ -834,7 +834,8 @@ class XmppConnection(Protocol):
         self.state = CLOSED
         self._quit_done = True
         self._cancel_timers()
-        self.parser.release()
+        # Reset, not only released: a parse under way (a login that failed at once) stops.
+        self.parser.reset()
         core = self.core
         if core is not None:
             self.service.quit(core, "Handed off to another server")

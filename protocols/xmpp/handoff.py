@@ -28,7 +28,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from protocols.transport import handoff as relay
-from protocols.web.websocket import MessageTransport
 
 # The connection module calls this one: imported as a module, read when called.
 from protocols.xmpp import connection
@@ -54,7 +53,7 @@ def hand_off(conn: XmppConnection, node: str, account: str, success: bytes | Non
         "address": conn.address,
         "host": None,
         "tls": conn.tls,
-        "ws": isinstance(conn.transport, MessageTransport),
+        "ws": relay.is_websocket(conn.transport),
         "cert": None,
         # From now on the relay gets what the client sends (not handed off: the login is
         # refused, the stream closed, and what was held matters no more).

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from chatserver.cli import _parser
-from tests.app.helpers import EXAMPLE_CONFIG, REPO, clean_env, run_cli, write_toml
+from tests.app.helpers import EXAMPLE_CONFIG, REPO, TIMEOUT, clean_env, run_cli, write_toml
 
 # -- check-config ------------------------------------------------------------------------------
 
@@ -133,7 +133,7 @@ task.react(lambda reactor, *a: defer.ensureDeferred(main(reactor, *a)), sys.argv
         capture_output=True,
         text=True,
         env=clean_env(),
-        timeout=10,
+        timeout=TIMEOUT,
     )
     assert result.returncode == 0, result.stderr
     return result.stdout.strip() == "ok"

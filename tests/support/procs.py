@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import resource
 from pathlib import Path
 
@@ -32,6 +33,13 @@ def alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
+def age(pid: int) -> float:
+    """Seconds since ``pid`` started (its start time in ``/proc/<pid>/stat``)."""
+    started = int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19])
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    return uptime - started / os.sysconf("SC_CLK_TCK")
+
+
 def cmdline(pid: int) -> list[str]:
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -53,4 +61,4 @@ def set_file_size_limit(pid: int, soft: int) -> None:
         resource.prlimit(each, resource.RLIMIT_FSIZE, (soft, hard))
 
 
-__all__ = ["alive", "children", "cmdline", "history_writers", "set_file_size_limit"]
+__all__ = ["age", "alive", "children", "cmdline", "history_writers", "set_file_size_limit"]

@@ -104,7 +104,8 @@ class ServerProcess:
         write_config(self.config_path, sections)
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 20.0) -> ServerProcess:
+    def start(self, timeout: float = 60.0) -> ServerProcess:
+        # A deadline, not a wait: on a busy machine the imports alone have taken over 20 s.
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
