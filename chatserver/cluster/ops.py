@@ -155,6 +155,9 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     # ends after them (why), ``abort``: at once.
     "rin": {"id": _STR, "data": (bytes,), "end": _OPT_STR, "abort": (bool,)},
     "rout": {"id": _STR, "data": (bytes,), "end": _OPT_STR, "abort": (bool,)},
+    # The client's socket of relay ``id`` stopped taking output (``paused``), or takes it
+    # again.
+    "rflow": {"id": _STR, "paused": (bool,)},
 }
 _WHO: dict[str, tuple[type, ...]] = {
     "n": _STR,
