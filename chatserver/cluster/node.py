@@ -61,6 +61,7 @@ from chatserver.core.events import (
     Join,
     Message,
     MessageRun,
+    MetadataChange,
     NickChange,
     Presence,
     Quit,
@@ -357,6 +358,9 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         op = ops.encode(event, secure, modes)
         if op is None:
             return
+        if isinstance(event, MetadataChange):
+            assert isinstance(op, dict)
+            self._stamp_metadata(op)
         targets = "*"
         if isinstance(event, Message):
             nodes = self._message_nodes(event)

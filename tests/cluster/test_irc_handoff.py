@@ -1,7 +1,7 @@
 """A second IRC client of an account, on another node than the account's user: handed off to
 the user's node, it is a second client of that user exactly as on one server.  Through two
-real nodes, a private Redis and a shared PostgreSQL, with raw IRC over TCP, TLS and
-WebSocket."""
+real nodes, a private Redis and a shared PostgreSQL, with raw IRC over TCP, TLS, WebSocket
+and through a WEBIRC gateway, and with the irc package's client."""
 
 from __future__ import annotations
 
@@ -11,10 +11,13 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 import scramp
 
+from chatserver.passwords import hash_password
 from tests.cluster.test_accounts import PASSWORD, b64, irc_sasl, read_until, register, shared
 from tests.cluster.test_cluster import eventually, irc
 from tests.irc.test_clients import JaracoClient
@@ -264,12 +267,43 @@ class TlsClient(LineClient):
         self.seen = []
 
 
-def test_tls_websocket_and_library_clients_are_handed_off_and_forgotten_when_they_close(
-    make_node: Node, redis: RedisServer, postgres: PostgresServer
+GATEWAY_PASSWORD = "gateway-secret"
+
+
+def gateway_node(
+    tmp_path: Path, redis: RedisServer, name: str, config: dict[str, dict[str, Any]]
+) -> ServerProcess:
+    """A node (IRC, line chat, WebSocket) that lets a web gateway on loopback send WEBIRC."""
+    sections = {"cluster": {"redis": redis.url, "node": name, "lease": 3.0}, **config}
+    (tmp_path / name).mkdir()
+    node = ServerProcess(tmp_path / name, protocols=("line", "irc", "web"), overrides=sections)
+    with open(node.config_path, "a") as toml:
+        toml.write(
+            f'\n[[webirc]]\nname = "lounge"\npassword = "{hash_password(GATEWAY_PASSWORD)}"\n'
+            'hosts = ["127.0.0.1/32"]\n'
+        )
+    return node.start()
+
+
+def offered_sasl(client: LineClient) -> str:
+    """The SASL mechanisms a registered client is offered (CAP LS 302's ``sasl=`` value)."""
+    client.send("CAP LS 302")
+    return next(t for t in client.cap_ls().split() if t.startswith("sasl="))
+
+
+def test_tls_websocket_gateway_and_library_clients_are_handed_off_and_forgotten_when_they_close(
+    make_node: Node, redis: RedisServer, postgres: PostgresServer, tmp_path: Path
 ) -> None:
     config = shared(postgres)
     a = make_node("a", protocols=("line", "irc", "web"), overrides=config)
-    b = make_node("b", protocols=("line", "irc", "web"), overrides=config)
+    b = gateway_node(tmp_path, redis, "b", config)
+    try:
+        tls_websocket_gateway_and_library(a, b)
+    finally:
+        b.kill()
+
+
+def tls_websocket_gateway_and_library(a: ServerProcess, b: ServerProcess) -> None:
     account_of(a, "erin")
     first = logged_in(a, "erin", "erin")
     first.send("JOIN #tls")
@@ -312,6 +346,22 @@ def test_tls_websocket_and_library_clients_are_handed_off_and_forgotten_when_the
     jar.wait(lambda e: e.type == "join" and e.target == "#tls")
     first.send("PRIVMSG #tls :to the library")
     assert jar.wait(lambda e: e.type == "pubmsg").arguments == ["to the library"]
+
+    # Through a web gateway on node b (WEBIRC): node a serves them from the address the
+    # gateway named, secure as the gateway said.  Not on loopback, a user is secure (offered
+    # PLAIN) only if the gateway said its own hop was; SCRAM-SHA-256 is offered either way.
+    gateway = {}
+    for options, nick in (("secure", "eringw"), ("", "eringw2")):
+        client = LineClient(b.ports["irc"])
+        client.send(f"WEBIRC {GATEWAY_PASSWORD} lounge user.example 203.0.113.9 :{options}")
+        begin(client.send, client.expect, nick, "sasl")
+        scram_login(client.send, client.expect, "erin")
+        client.expect(" 903 ")
+        client.send("CAP END")
+        client.expect(" 001 erin ")
+        gateway[options] = offered_sasl(client)
+        client.close()
+    assert gateway == {"secure": "sasl=PLAIN,SCRAM-SHA-256", "": "sasl=SCRAM-SHA-256"}
 
     # Their sockets close on node b, without a QUIT: the user stays, with its first client.
     jar.conn.socket.shutdown(socket.SHUT_RDWR)

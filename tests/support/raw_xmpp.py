@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import base64
 import itertools
+import select
 import socket
 import time
+from collections.abc import Sequence
 
 from lxml import etree
 
@@ -152,3 +154,36 @@ class RawXmppClient:
         except OSError:
             pass
         self.sock.close()
+
+
+def round_trip(port: int, domain: str = "localhost", timeout: float = 10.0) -> None:
+    """A stream header to the server on a connection of its own, and the server's features
+    back: by then the server has read (and handled, but for work it waits on) whatever
+    other connections sent before, however busy the machine."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(HEADER.format(to=domain).encode())
+        data = b""
+        while b"features" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError(f"the server closed the stream: {data!r}")
+            data += chunk
+
+
+def collect_all(clients: Sequence[RawXmppClient], quiet: float = 0.3) -> list[list[etree._Element]]:
+    """What each of ``clients`` received until none of them has received anything for
+    ``quiet`` seconds (at most the longest client timeout in all): one quiet wait for all,
+    where :meth:`RawXmppClient.collect` on each in turn waits once per client."""
+    deadline = time.monotonic() + max((c.timeout for c in clients), default=0.0)
+    socks = {c.sock: c for c in clients}
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select(list(socks), [], [], quiet)
+        if not ready:
+            break
+        for sock in ready:
+            socks[sock]._read(0.001)
+    out = []
+    for client in clients:
+        out.append(client.pending)
+        client.pending = []
+    return out

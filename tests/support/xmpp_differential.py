@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 
 from lxml import etree
 
-from tests.support.raw_xmpp import RawXmppClient
+from tests.support.raw_xmpp import RawXmppClient, collect_all, round_trip
 
 PASSWORD = "correct horse battery"
 CLIENT_ID_PREFIX = "c-"
@@ -148,13 +148,17 @@ class Session:
 
     def drain(self) -> None:
         """Forget what arrived so far (login chatter that the script does not compare)."""
-        for client in self.clients.values():
-            client.collect()
+        round_trip(self.port)
+        collect_all(list(self.clients.values()))
 
     def settle(self, quiet: float = 0.4) -> None:
-        for name, client in self.clients.items():
-            got = client.collect(quiet)
-            self.transcript[name].append(sorted(self._normal(el) for el in got))
+        """Record the step: once the server has read what the clients sent (a round trip of
+        its own, which waits as long as a busy machine keeps the server from reading), what
+        every client receives until none receives more for ``quiet`` seconds."""
+        round_trip(self.port)
+        got = collect_all(list(self.clients.values()), quiet)
+        for name, elements in zip(self.clients, got, strict=True):
+            self.transcript[name].append(sorted(self._normal(el) for el in elements))
 
     def _normal(self, el: etree._Element) -> str:
         for rule in self.rules:
