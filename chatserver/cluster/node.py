@@ -55,6 +55,7 @@ from chatserver.core.events import (
     Event,
     Join,
     Message,
+    MetadataChange,
     NickChange,
     Presence,
     Quit,
@@ -352,6 +353,9 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         op = ops.encode(event, secure, modes)
         if op is None:
             return
+        if isinstance(event, MetadataChange):
+            assert isinstance(op, dict)
+            self._stamp_metadata(op)
         targets = "*"
         if isinstance(event, Message):
             nodes = self._message_nodes(event)

@@ -108,8 +108,9 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "login": {"nick": _STR, "account": _OPT_STR},
     "rename": {"nick": _STR, "old": _STR, "new": _STR, "reason": _STR},
     # ``nick`` set ``key`` of the user ``target`` to ``value`` (a room's metadata is part of
-    # its state: "room").
-    "meta": {"nick": _STR, "target": _STR, "key": _STR, "value": _OPT_STR},
+    # its state: "room"), stamped [time, node] as a room's state is: of two changes of one
+    # key the later stamp wins on every node.
+    "meta": {"nick": _STR, "target": _STR, "key": _STR, "value": _OPT_STR, "stamp": (list,)},
     # A server ban set (``lifted`` false) or lifted by an operator of the node.
     "kline": {"mask": _STR, "reason": _STR, "by": _STR, "at": _NUM, "lifted": (bool,)},
     # An account made here (``revoked`` None), or deleted or its password changed.
@@ -154,6 +155,9 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     # ends after them (why), ``abort``: at once.
     "rin": {"id": _STR, "data": (bytes,), "end": _OPT_STR, "abort": (bool,)},
     "rout": {"id": _STR, "data": (bytes,), "end": _OPT_STR, "abort": (bool,)},
+    # The client's socket of relay ``id`` stopped taking output (``paused``), or takes it
+    # again.
+    "rflow": {"id": _STR, "paused": (bool,)},
 }
 _WHO: dict[str, tuple[type, ...]] = {
     "n": _STR,
@@ -291,11 +295,7 @@ def room_from(op: dict[str, Any]) -> tuple[RoomState, Who | None, tuple[float, s
     )
 
 
-def _check_room(op: Any, what: str) -> None:
-    _check(op, {"room": _STR, "by": (dict, type(None)), "stamp": (list,), "state": (dict,)}, what)
-    if op["by"] is not None:
-        who_from(op["by"])
-    stamp = op["stamp"]
+def _check_stamp(stamp: list[Any], what: str) -> None:
     if not (
         len(stamp) == 2
         and isinstance(stamp[0], _NUM)
@@ -303,6 +303,13 @@ def _check_room(op: Any, what: str) -> None:
         and isinstance(stamp[1], str)
     ):
         raise BadOp(f"{what}: stamp must be [time, node]")
+
+
+def _check_room(op: Any, what: str) -> None:
+    _check(op, {"room": _STR, "by": (dict, type(None)), "stamp": (list,), "state": (dict,)}, what)
+    if op["by"] is not None:
+        who_from(op["by"])
+    _check_stamp(op["stamp"], what)
     fields = op["state"]
     _check(fields, _ROOM_STATE, f"{what} state")
     for name in ("flags", "invites", "excepts", "invited", "reg_ops", "reg_voices"):
@@ -424,6 +431,8 @@ def encode(event: Event, secure: bool = False, modes: Iterable[str] = ()) -> Op 
             "target": event.target,
             "key": event.key,
             "value": event.value,
+            # Its node is filled in by the node that publishes it (see cluster.shared).
+            "stamp": [event.ts, ""],
         }
     if isinstance(event, AccountChange):
         return {"k": "login", "nick": event.who.nick, "account": event.account}
@@ -536,6 +545,8 @@ def check(op: Any) -> Op:
         _check_native(op["native"], kind)
     elif kind == "room":
         _check_room(op, "room")
+    elif kind == "meta":
+        _check_stamp(op["stamp"], "meta")
     elif kind == "state":
         for entry in op["users"]:
             if not isinstance(entry, dict):

@@ -8,7 +8,10 @@ node*).  The bytes between them travel in the nodes' streams, as ops among the o
 - ``rin`` (client's node to serving node): bytes the client sent; ``end`` set when its
   socket closed (the reason);
 - ``rout`` (serving node to client's node): bytes the protocol wrote; ``end`` set when it
-  closed its connection (``abort``: aborted it).
+  closed its connection (``abort``: aborted it);
+- ``rflow`` (client's node to serving node): the socket stopped taking output (``paused``)
+  or takes it again: the protocol's output is paused and counted against its limit as for
+  a socket of the serving node.
 
 A relay's ops of one reactor turn are one op (its bytes joined), and a turn's ops to one
 node one stream entry, as every op is published; each stream is applied in order, so the
@@ -76,6 +79,10 @@ class _Relay:
         if data and self.owner._relay_open(self):
             self._op()["data"] += data
 
+    def flow(self, paused: bool) -> None:
+        if self.kind == "rin" and self.owner._relay_open(self):
+            self.owner._publish({"k": "rflow", "id": self.id, "paused": paused}, targets=self.node)
+
     def close(self, reason: str, *, abort: bool = False) -> None:
         if not self.owner._relay_open(self, forget=True):
             return
@@ -102,7 +109,12 @@ class Relays(NodePart):
         self._clients: dict[str, _Relay] = {}
         # Relays of clients served here, by (their node, id).
         self._served: dict[tuple[str, str], _Relay] = {}
-        self.relay_handlers = {"hoff": self._on_hoff, "rin": self._on_rin, "rout": self._on_rout}
+        self.relay_handlers = {
+            "hoff": self._on_hoff,
+            "rin": self._on_rin,
+            "rout": self._on_rout,
+            "rflow": self._on_rflow,
+        }
 
     def relay_counts(self) -> dict[tuple[str, str], int]:
         """(side, other node) -> relays: "served" (the protocol here, the socket there) or
@@ -161,6 +173,11 @@ class Relays(NodePart):
         if relay is None:
             return
         self._received(relay, op, self._served, key)
+
+    def _on_rflow(self, node: str, op: dict[str, Any]) -> None:
+        relay = self._served.get((node, op["id"]))
+        if relay is not None and relay.end is not None:
+            relay.end.flow(op["paused"])
 
     # -- both -------------------------------------------------------------------------------
 

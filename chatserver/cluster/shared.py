@@ -62,6 +62,9 @@ class Sharing:
         self._stamps: dict[str, tuple[float, str]] = {}
         # room key -> who made the room, as this node knows: (time, node, folded nick).
         self._founded: dict[str, tuple[float, str, str]] = {}
+        # (folded nick, key) -> the stamp of the user's metadata key as this node holds it,
+        # kept while the user is here: (time, node), as a room's.
+        self._meta_stamps: dict[tuple[str, str], tuple[float, str]] = {}
 
     # -- what the core tells -----------------------------------------------------------------
 
@@ -101,6 +104,18 @@ class Sharing:
             del self._stamps[room]
         for room in [room for room in self._founded if room not in rooms]:
             del self._founded[room]
+        find = self.service.find_user
+        for held in [held for held in self._meta_stamps if find(held[0]) is None]:
+            del self._meta_stamps[held]
+
+    def _stamp_metadata(self, op: dict[str, Any]) -> None:
+        """Stamp a "meta" op of a change made here: later than any stamp this node holds
+        for the key, so a change made after seeing another wins over it everywhere."""
+        held = (casefold(op["target"]), op["key"])
+        previous = self._meta_stamps.get(held, (0.0, ""))
+        stamp = (max(float(op["stamp"][0]), previous[0] + _TICK), self.name)
+        self._meta_stamps[held] = stamp
+        op["stamp"] = list(stamp)
 
     def _room_states(self) -> list[dict[str, Any]]:
         """The state of each room this node holds a stamp for or has users of its own in
@@ -210,6 +225,14 @@ class Sharing:
             self.service.rename_room_elsewhere(conn, op["old"], op["new"], op["reason"])
 
     def _on_meta(self, node: str, op: dict[str, Any]) -> None:
+        """A user's metadata changed on ``node``: taken unless this node holds a later change
+        of the key (made here at the same moment: it went to ``node`` too, and wins there)."""
+        held = (casefold(op["target"]), op["key"])
+        stamp = (float(op["stamp"][0]), op["stamp"][1] or node)
+        mine = self._meta_stamps.get(held)
+        if mine is not None and stamp <= mine:
+            return
+        self._meta_stamps[held] = stamp
         own = casefold(op["target"]) == casefold(op["nick"])
         self._call(
             node,

@@ -6,7 +6,9 @@
 * :mod:`~protocols.transport.idle`: the one timer for deadlines, idle probes and their answers;
 * :mod:`~protocols.transport.timers`: every connection's timers on one reactor call;
 * :mod:`~protocols.transport.output`: bounded writes (backpressure from a slow reader);
-* :mod:`~protocols.transport.close`: closing so that the close completes, TLS included.
+* :mod:`~protocols.transport.close`: closing so that the close completes, TLS included;
+* :mod:`~protocols.transport.handoff`: a client served by another cluster node, its socket
+  staying here (the pipe on one node, the relay transport on the other).
 
 Nothing here knows a protocol's syntax: IRC, line chat and XMPP (and later WebSocket) decide
 what a line or a stanza means, this package how bytes come and go.

@@ -38,8 +38,11 @@ login does, then resumes too (or closes).  ``resume`` returns the protocol, or N
 cannot serve the client (the relay is then closed, and so is the socket on B).
 
 Limits per address, flood control, output limits and idle timeouts apply on A as to any of
-A's connections.  B enforces only what is below the protocol: TLS, WebSocket framing, and an
-output limit on the socket (:data:`MAX_BACKLOG`: past it B drops the client).
+A's connections.  B enforces only what is below the protocol: TLS and WebSocket framing.  It
+tells A when the socket stops taking output and when it takes it again: A's transport then
+pauses and resumes the protocol's output producer, so that the protocol's own output limit
+drops a client that never reads, as for A's own sockets; :data:`MAX_BACKLOG` bounds what B
+holds meanwhile (past it B drops the client itself).
 
 Lifecycle: the socket closes on B: A's protocol sees ``connectionLost``.  A's protocol closes
 its transport (``loseConnection``, ``abortConnection``): B closes the socket the same way.
@@ -87,9 +90,11 @@ CERT = "cert"
 PENDING = "pending"
 P = "p"
 
-# Output B holds for a relayed client that does not read (A's protocol has its own limit on
-# what it writes; this one is for the socket, under it).
-MAX_BACKLOG = 1 << 20
+# Output B holds for a relayed client that does not read, at the most.  B tells A when the
+# socket stops taking its output and when it takes it again, so that the protocol on A
+# counts what it writes meanwhile against its own limit (and drops a reader that never
+# reads, as for its own sockets); this bound is for what is on its way when A decides.
+MAX_BACKLOG = 4 << 20
 
 # How a relay ended (``RelayEnd.ended``): the other side closed, aborted, or its node is gone.
 CLOSED = "close"
@@ -141,6 +146,10 @@ class RelayLink(Protocol):
     def close(self, reason: str, *, abort: bool = False) -> None:
         """This end is done (after what was sent): the other end is told, once."""
 
+    def flow(self, paused: bool) -> None:
+        """The client's node: the socket stopped taking output (``paused``), or takes it
+        again; the serving node pauses or resumes its protocol's output producer."""
+
 
 class RelayEnd(Protocol):
     """What the cluster tells an end of a relay (both ``ClientEnd`` and ``RelayTransport``)."""
@@ -150,6 +159,9 @@ class RelayEnd(Protocol):
 
     def ended(self, how: str, reason: str) -> None:
         """The other end closed (CLOSED), aborted (ABORTED), or its node is gone (LOST)."""
+
+    def flow(self, paused: bool) -> None:
+        """The client's socket stopped taking output, or takes it again (serving node)."""
 
 
 class Relaying(Protocol):
@@ -210,8 +222,10 @@ def hand_off(protocol: Any, service: Relaying, node: str, state: HandoffState) -
     return True
 
 
+@implementer(IPushProducer)
 class ClientEnd:
-    """Node B's end: the client's socket, written with what A's protocol writes."""
+    """Node B's end: the client's socket, written with what A's protocol writes; the
+    socket's producer, which tells A when the client stops reading and starts again."""
 
     def __init__(self, protocol: Any, clock: Any) -> None:
         self.protocol = protocol
@@ -220,6 +234,7 @@ class ClientEnd:
         self.link: RelayLink | None = None
         self.output = BoundedOutput(MAX_BACKLOG)
         self.done = False
+        self.paused = False
 
     def start(self) -> None:
         # The protocol's own output bound is gone with it: the pipe has its own.
@@ -227,7 +242,24 @@ class ClientEnd:
             self.transport.unregisterProducer()
         except RuntimeError:
             pass
-        self.transport.registerProducer(self.output, True)
+        self.transport.registerProducer(self, True)
+
+    # IPushProducer: the socket tells of a client that stops reading.
+
+    def pauseProducing(self) -> None:
+        self.output.pauseProducing()
+        if not self.paused and not self.done and self.link is not None:
+            self.paused = True
+            self.link.flow(True)
+
+    def resumeProducing(self) -> None:
+        self.output.resumeProducing()
+        if self.paused and not self.done and self.link is not None:
+            self.paused = False
+            self.link.flow(False)
+
+    def stopProducing(self) -> None:
+        self.output.stopProducing()
 
     # ClientRelay: what the protocol (on its socket) passes on.
 
@@ -270,6 +302,9 @@ class ClientEnd:
             if data:
                 self.output.write(self.transport, data)
         close.close(self.transport, self.clock)
+
+    def flow(self, paused: bool) -> None:
+        """Only the serving node is told of the flow."""
 
 
 @implementer(ITransport, IPushProducer)
@@ -328,8 +363,8 @@ class RelayTransport:
     def setTcpNoDelay(self, enabled: bool) -> None:
         """The socket is on the other node, which set it."""
 
-    # IConsumer: the protocol's output producer (never paused here: the other node bounds
-    # what the socket holds).
+    # IConsumer: the protocol's output producer, paused while the client's socket on the
+    # other node takes no more (``flow``).
 
     def registerProducer(self, producer: Any, streaming: bool) -> None:
         if self.producer is not None:
@@ -369,6 +404,15 @@ class RelayTransport:
         self.protocol = protocol
         if not self._paused:
             self._flush()
+
+    def flow(self, paused: bool) -> None:
+        producer = self.producer
+        if producer is None or not self.connected:
+            return
+        if paused:
+            producer.pauseProducing()
+        else:
+            producer.resumeProducing()
 
     def ended(self, how: str, reason: str) -> None:
         if not self.connected:

@@ -7,12 +7,14 @@ either node dying, JSON Lines over TCP and WebSocket, and Redis restarting empty
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 
 import pytest
 
 from tests.cluster.test_accounts import PASSWORD, lease_of, register, shared
 from tests.cluster.test_cluster import eventually, join, line, try_nick
+from tests.hostile.clients import RawClient
 from tests.ops.test_metrics import get, samples
 from tests.support.ports import free_port
 from tests.support.postgres import PostgresServer
@@ -47,7 +49,8 @@ def test_two_line_clients_of_one_account_on_two_nodes_are_one_user(
     make_node: Node, redis: RedisServer, postgres: PostgresServer
 ) -> None:
     ports = {"a": free_port(), "b": free_port()}
-    config = shared(postgres)
+    # Line-chat users may send as fast as they like (one fills a reader's backlog below).
+    config = {**shared(postgres), "line": {"flood_burst": 100_000, "flood_rate": 100_000.0}}
     nodes = {
         name: make_node(name, overrides={**config, "metrics": {"enabled": True, "port": port}})
         for name, port in ports.items()
@@ -114,6 +117,31 @@ def test_two_line_clients_of_one_account_on_two_nodes_are_one_user(
     alice.send("laptop goes on")
     assert bob.expect("laptop goes on") == "[#dev] <alice> laptop goes on"
     assert not [t for t in bob.seen[seen_before:] if t.startswith("-!- alice")], bob.seen
+
+    # A relayed client that never reads is dropped by node a for its output backlog, as
+    # one of node a's own sockets would be (node b tells it when the socket is full).
+    sloth = RawClient(b.ports["line"], source="127.0.0.1", rcvbuf=4096)
+    sloth.expect("*** Choose a nick:")
+    sloth.send_line(f"/identify alice {PASSWORD}")
+    sloth.expect("*** you are in #dev")
+    alice.send("/quit")
+    alice.read_until_closed()
+    text = "z" * 3000
+    deadline = time.monotonic() + 30
+    mark = len(bob.seen)
+
+    def dropped() -> list[str]:
+        return [t for t in bob.seen[mark:] if t.startswith("-!- alice quit")]
+
+    while not dropped():
+        assert time.monotonic() < deadline, "the reader that never reads was not dropped"
+        bob.send("\r\n".join([text] * 50))
+        try:
+            bob.read_line(timeout=0.05)
+        except TimeoutError:
+            pass
+    assert dropped() == ["-!- alice quit (Output backlog full)"], bob.seen[-5:]
+    sloth.sock.close()
 
 
 def test_a_relayed_client_is_closed_when_its_accounts_node_dies_and_vice_versa(

@@ -745,6 +745,55 @@ def test_room_metadata_set_at_once_on_two_nodes_ends_the_same_on_both(make_node:
         )
 
 
+METADATA_ROUNDS = 20
+
+
+def test_a_users_metadata_set_at_once_on_two_nodes_ends_the_same_on_both(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    """Bob (node a) and a server operator (node b) set the same key of bob's at once, again
+    and again: each time both nodes end with the same value."""
+    cluster = {"redis": redis.url, "lease": 3.0}
+
+    def node(name: str) -> OpsServer:
+        return OpsServer(
+            tmp_path / name,
+            protocols=("line", "irc"),
+            overrides={"cluster": {**cluster, "node": name}, **UNTHROTTLED},
+            extra=operators_toml(),
+        )
+
+    with node("a") as a, node("b") as b:
+        bob = irc_tags(a, "bob")
+        bob.send("CAP REQ :draft/metadata-2")
+        oper = irc_tags(b, "oper")
+        oper.send("CAP REQ :draft/metadata-2")
+        oper.send(f"OPER admin {OPER_PASSWORD}")
+        oper.expect(" 381 ")
+        eventually(lambda: "already in use" in try_nick(b, "bob"), 10, "node b knows bob")
+        outcomes = {"a": 0, "b": 0}
+        for i in range(METADATA_ROUNDS):
+            # Each node first in turn, at the same instant or a few milliseconds apart.
+            said = [
+                (bob, f"METADATA * SET display-name :from-a-{i}"),
+                (oper, f"METADATA bob SET display-name :from-b-{i}"),
+            ]
+            first, second = said if i % 2 else reversed(said)
+            first[0].send(first[1])
+            time.sleep(0.003 * (i % 3))
+            second[0].send(second[1])
+            for client, _ in said:
+                client.expect(lambda t, i=i: " 761 " in t and t.endswith(f"-{i}"))
+            value = agree(
+                lambda: metadata_value(bob, "bob", "display-name"),
+                lambda: metadata_value(oper, "bob", "display-name"),
+                f"bob's metadata in round {i}",
+            )
+            assert value in (f"from-a-{i}", f"from-b-{i}"), value
+            outcomes[str(value)[5]] += 1
+        print(f"a user's metadata set at once on two nodes: the last set on {outcomes}")
+
+
 def create_at_once(
     alice: LineClient, bob: LineClient, room: str, alice_first: bool, *, then_modes: bool = False
 ) -> bool:
