@@ -3,9 +3,9 @@ one server: the client that logs in on node b while the account's user is on nod
 handed off to a (b relays its socket), so both are resources of one user there.  Each sees
 the other's presence, carbons copy each one's chats to the other, both are in a room under
 the account's nick and get its messages and each other's, and the one that closes leaves
-the other online.  Through slixmpp (SCRAM, STARTTLS) and raw streams, over TCP and
-WebSocket; a handed-off stream's roster, archive and stream management (a session resumed
-through another node); how long its login takes against a local one; and its end when the
+the other online.  Through slixmpp (SCRAM, STARTTLS, and its own stream management resuming
+the session through node b after its connection is cut) and raw streams, over TCP and
+WebSocket; a handed-off stream's roster, archive and stream management; how long its login takes against a local one; and its end when the
 account's node dies."""
 
 from __future__ import annotations
@@ -120,12 +120,21 @@ def test_two_clients_of_one_account_on_two_nodes_are_one_user_on_its_node(
         b.ports["xmpp"],
         f"ann@{DOMAIN}/phone",
         PASSWORD,
-        plugins=("xep_0045", "xep_0280"),
-        events=("message", "carbon_sent", "carbon_received", "groupchat_message", "presence"),
+        plugins=("xep_0045", "xep_0280", "xep_0198"),
+        events=(
+            "message",
+            "carbon_sent",
+            "carbon_received",
+            "groupchat_message",
+            "presence",
+            "sm_enabled",
+            "session_resumed",
+        ),
         sasl_mech="SCRAM-SHA-256",
     )
     try:
         assert phone.logged_in
+        assert phone.expect_event("sm_enabled", lambda _: True)["resume"] is True
         assert str(phone.xmpp.boundjid) == f"ann@{DOMAIN}/phone"
         assert lease_of(redis, "ann") == "a"
         phone.wait(phone.xmpp.plugin["xep_0280"].enable)
@@ -191,6 +200,18 @@ def test_two_clients_of_one_account_on_two_nodes_are_one_user_on_its_node(
         assert talker.expect("said on the phone").startswith(":ann!")
         laptop.expect(lambda el: local(el) == "message" and body(el) == "said on the phone")
         phone.expect_event("groupchat_message", lambda m: m["body"] == "said on the phone")
+
+        # The phone loses its network: the session waits on node a, and the library
+        # resumes it by itself through node b, with what it was sent meanwhile.
+        phone.do(lambda: phone.xmpp.transport.abort())
+        time.sleep(0.5)
+        bob.send(
+            f"<message type='chat' to='ann@{DOMAIN}/phone'><body>while cut off</body></message>"
+        )
+        phone.do(phone.xmpp.connect, "127.0.0.1", b.ports["xmpp"])
+        phone.expect_event("session_resumed", lambda _: True)
+        phone.expect_event("message", lambda m: m["body"] == "while cut off")
+        assert lease_of(redis, "ann") == "a"
     finally:
         # The phone closes its stream: its session on node a is gone, the laptop sees it
         # go and stays, in the room too.
