@@ -325,6 +325,9 @@ class ClusterNode(Sharing, AccountLeases, Relays):
                 except Exception:
                     log.failure("redis: giving up the heartbeat")
         self._stopping = True
+        # Relayed clients' sockets here are told, as the service tells its own; the others
+        # learn from "bye" that this node's relays are gone.
+        self._end_relays(None, "Server shutting down")
         await self._commands.stop()
         await self._reader.stop()
 

@@ -144,7 +144,7 @@ def test_two_line_clients_of_one_account_on_two_nodes_are_one_user(
     sloth.sock.close()
 
 
-def test_a_relayed_client_is_closed_when_its_accounts_node_dies_and_vice_versa(
+def test_a_relayed_client_is_closed_when_either_node_ends(
     make_node: Node, redis: RedisServer, postgres: PostgresServer
 ) -> None:
     lease = 2.0
@@ -158,29 +158,39 @@ def test_a_relayed_client_is_closed_when_its_accounts_node_dies_and_vice_versa(
     register(a, "erin").close()
     erin = relayed_login(a, "erin")
     join(erin, "dev")
+    watcher = line(a, "watcher")
+    join(watcher, "dev")
     on_b = relayed_login(b, "erin")
     on_b.expect("*** you are in #dev")
-    watcher = line(c, "watcher")
-    join(watcher, "dev")
+    on_c = relayed_login(c, "erin")
+    on_c.expect("*** you are in #dev")
 
-    assert figures(metrics)[("chatserver_connections", LINE)] == 2
+    def served() -> float:
+        return figures(metrics)[("chatserver_connections", LINE)]
 
-    # Node b dies: node a's relayed connection goes with it, and erin stays (on a).
+    assert served() == 4
+
+    # Node c stops: it tells the socket it relayed, as it tells its own; node a's
+    # connection for it goes at once.
+    c.stop()
+    last = on_c.read_until_closed(timeout=10)
+    assert last and last[-1] == "-!- Server closing connection: Server shutting down", last
+    eventually(lambda: served() == 3, 5, "node a's connection for node c's socket gone")
+
+    # Node b dies: node a's connection for it goes once node b counts as lost, and erin
+    # stays (on a).
     b.kill()
-    eventually(
-        lambda: figures(metrics)[("chatserver_connections", LINE)] == 1,
-        4 * lease + 5,
-        "node a's relayed connection gone with node b",
-    )
+    eventually(lambda: served() == 2, 4 * lease + 5, "node a's connection for node b gone")
     erin.send("b is gone")
     assert watcher.expect("b is gone") == "[#dev] <erin> b is gone"
     assert not quits(watcher, "erin"), watcher.seen
 
-    # Node a dies: node c closes the socket it relayed.
-    on_c = relayed_login(c, "erin")
-    on_c.expect("*** you are in #dev")
+    # Node a dies: node c (started again) closes the socket it relayed, saying why.
+    c.start()
+    again = relayed_login(c, "erin")
+    again.expect("*** you are in #dev")
     a.kill()
-    last = on_c.read_until_closed(timeout=4 * lease + 5)
+    last = again.read_until_closed(timeout=4 * lease + 5)
     assert last and last[-1] == "-!- Server closing connection: a lost", last
 
 
