@@ -476,7 +476,7 @@ class ClusterNode(Sharing, AccountLeases, Relays):
             _let_go(holds)
             return
         # The ops sent now take no more bytes of a relay (see relay.py).
-        self._publish_turns += 1
+        self._unsent_ops.clear()
         pending = self._pending
         batch: list[_Outgoing] = []
         while pending:
