@@ -345,6 +345,12 @@ class ClusterConfig:
     lease: float = _key(10.0, _Number(1, 600))
     # Before every Redis key, so that several clusters may share one Redis.
     prefix: str = _key("chatserver", _Text(pattern=r"[A-Za-z0-9._:-]{1,64}", what="a key prefix"))
+    # Send the lines a room message was rendered to for this node's members with it, and
+    # give other nodes' to this node's members of the same rendering as they are: for nodes
+    # of one version and configuration.  Off on every node while nodes of different
+    # versions run together (an upgrade): each node then sends messages one by one, as
+    # versions before did, and renders every message itself.
+    share_rendered: bool = _key(True, _Bool())
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,10 @@ Redis holds (``prefix`` before each key):
   the same nodes share an entry.  Presence and membership go to every node, so each core holds every user
   (the other nodes' through stand-in connections) and NAMES, WHO and occupant lists are
   whole; a room message goes only to the nodes with members in the room, a private message
-  to its recipient's node.  Each node delivers only to its own connections.
+  to its recipient's node.  Each node delivers only to its own connections; a sender's
+  messages to one room in a row go as one op with the lines this node rendered of them
+  (``ops.encode_run``), which the other nodes' members of the same rendering get as they
+  are.
 
 A local action is applied to the local core at once, then published; each node applies its
 stream in order, so one sender's events keep their order everywhere, and a room's order is
@@ -30,6 +33,7 @@ saw acknowledged is in another node's hands even if this one dies the next insta
 
 from __future__ import annotations
 
+import functools
 import gc
 import itertools
 import os
@@ -49,17 +53,20 @@ from chatserver.cluster.link import RedisLink
 from chatserver.cluster.relay import Relays
 from chatserver.cluster.remote import RemoteClient
 from chatserver.cluster.shared import Sharing
+from chatserver.core.backlog import Backlog
 from chatserver.core.errors import ChatError, NickInUse
 from chatserver.core.events import (
     AccountChange,
     Event,
     Join,
     Message,
+    MessageRun,
     MetadataChange,
     NickChange,
     Presence,
     Quit,
     Redaction,
+    Said,
     TagMessage,
     UserModeChange,
 )
@@ -186,8 +193,12 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         lease: float,
         prefix: str,
         reactor: Any,
+        share_rendered: bool = True,
     ) -> None:
         self.service = service
+        # Whether room messages go with the lines rendered of them here, and come with
+        # those rendered on their node (see ops.encode_run, MessageRun).
+        self.share_rendered = share_rendered
         self.name = node
         # A restarted node is a new incarnation: the others forget what the old one had.
         self.incarnation = os.urandom(6).hex()
@@ -219,8 +230,9 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         self._remote: dict[str, dict[str, Connection]] = {}
         # node -> (incarnation, last sequence number applied)
         self._seen: dict[str, tuple[str, int]] = {}
-        # node -> its last room messages applied here, for storing if it dies unwritten
-        self._recent: dict[str, deque[Message]] = {}
+        # node -> its last room messages applied here, for storing if it dies unwritten (its
+        # runs kept as they came: made only then)
+        self._recent: dict[str, Backlog] = {}
         # node -> when an entry of it was last applied: a node that is heard from is alive,
         # even if it was too busy to renew its key in time.
         self._heard: dict[str, float] = {}
@@ -333,17 +345,10 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         if self._stopping:
             return
         if type(event) is Message:
-            # The hot path: no other kind to test, no claim.
+            # No other kind to test, no claim (a room's message comes by publish_message).
             nodes = self._message_nodes(event)
             if nodes:
-                # Encoded when the entry is packed (see ops.pack).
-                self._publish_message(event, nodes)
-                if self.up:
-                    origin = event.origin
-                    holding = self._holding
-                    if id(origin) not in holding:
-                        holding[id(origin)] = origin
-                        origin.hold_output()
+                self.publish_message(event, nodes)
             return
         secure = False
         modes: frozenset[str] = frozenset()
@@ -363,7 +368,7 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         if isinstance(event, Message):
             nodes = self._message_nodes(event)
             if nodes:
-                self._publish_message(op, nodes)
+                self.publish_message(event, nodes)
             return
         if isinstance(event, Join) and event.created:
             self._founded_here(event)
@@ -438,10 +443,13 @@ class ClusterNode(Sharing, AccountLeases, Relays):
             pending.append(_Outgoing([op], claim, release, targets))
         self._schedule()
 
-    def _publish_message(self, op: ops.Item, nodes: tuple[str, ...]) -> None:
+    def publish_message(self, msg: Message, nodes: tuple[str, ...]) -> None:
         """Messages in a row are gathered by the node they go to: whichever rooms (and so
         sets of nodes) they are for, each node gets one entry for the run, holding its
-        messages in the order they were said."""
+        messages in the order they were said (encoded when the entry is packed: see
+        ops.pack)."""
+        if self._stopping:
+            return
         pending = self._pending
         last = pending[-1] if pending else None
         if last is None or last.by_node is None or last.count >= ENTRY_OPS:
@@ -452,11 +460,19 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         for node in nodes:
             share = by_node.get(node)
             if share is None:
-                by_node[node] = [op]
+                by_node[node] = [msg]
             else:
-                share.append(op)
+                share.append(msg)
         last.count += 1
-        self._schedule()
+        if not self._flush_scheduled:
+            self._schedule()
+        if self.up:
+            # Its sender is answered once Redis has taken it (see _pump).
+            origin = msg.origin
+            holding = self._holding
+            if id(origin) not in holding:
+                holding[id(origin)] = origin
+                origin.hold_output()
 
     def _schedule(self) -> None:
         if not self._flush_scheduled:
@@ -475,6 +491,10 @@ class ClusterNode(Sharing, AccountLeases, Relays):
             # its senders are answered now (nothing acknowledged is lost while the node lives).
             _let_go(holds)
             return
+        if self.share_rendered:
+            # The turn's messages reach this node's members first: their rendered bytes go
+            # with them (ops.encode_run).
+            self.service.deliver_turn()
         # The ops sent now take no more bytes of a relay (see relay.py).
         self._unsent_ops.clear()
         pending = self._pending
@@ -505,7 +525,8 @@ class ClusterNode(Sharing, AccountLeases, Relays):
             if out.seq is None:
                 out.seq = next(self._seq)
             self._inflight[out.seq] = out
-            args += [out.seq, out.claim or "", out.release or "", out.targets, ops.pack(out.items)]
+            packed = ops.pack(out.items, rendered=self.share_rendered)
+            args += [out.seq, out.claim or "", out.release or "", out.targets, packed]
         # No reply timeout here: a big turn may take Redis a while on a busy machine, and the
         # heartbeat (which has one) tells whether Redis is there at all.
         d = proto.execute_command("EVALSHA", self._sha["publish"], 0, *args, apply_timeout=False)
@@ -827,14 +848,21 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         # The messages in a row, applied together (see _on_msgs) before any other op.
         run: list[list[Any]] = []
         for op in entry_ops:
-            # Messages first: most ops are messages, and an array is always one.
+            # Messages first: most ops are runs of them or messages, and an array is always
+            # one.
             if type(op) is list:
                 try:
                     check(op)
                 except ops.BadOp as err:
                     log.warn("cluster: bad op from node={node}: {err}", node=node, err=str(err))
                     continue
-                run.append(op)
+                if op[0] == "run":
+                    if run:
+                        self._on_msgs(node, run)
+                        run = []
+                    self._on_run(node, op)
+                else:
+                    run.append(op)
                 continue
             if run:
                 self._on_msgs(node, run)
@@ -897,8 +925,9 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         """Remove ``node``'s users; ``died``: it ended without writing what it held, so its
         last room messages received here are stored here (see ``store_messages``): what it
         acknowledged and published is not lost."""
-        recent = self._recent.pop(node, None)
-        if died and recent:
+        backlog = self._recent.pop(node, None)
+        recent = backlog.take() if died and backlog else []
+        if recent:
             # What it said since its last write could start: one write interval before it
             # was last heard from, and the lease for clocks that differ between machines.
             since = (
@@ -956,14 +985,7 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         try:
             return getattr(self.service, method)(conn, *args, **kwargs)
         except ChatError as err:
-            # The rooms here disagree with the node's (a mode not shared): it decided.
-            log.info(
-                "cluster: {method} of {nick} from node={node} refused here: {reason}",
-                method=method,
-                nick=sender,
-                node=node,
-                reason=err.reason,
-            )
+            _refused(method, sender, node, err)
 
     def _on_part(self, node: str, op: dict[str, Any]) -> None:
         self._call(node, op["nick"], "part", op["room"], op["reason"])
@@ -1026,21 +1048,64 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         try:
             msgs = self.service.relay(conn, first[ops.MSG_ROOM], said)
         except ChatError as err:
-            # The room here disagrees with the node's (a mode not shared): it decided.
-            log.info(
-                "cluster: {count} messages of {nick} from node={node} refused here: {reason}",
-                count=len(group),
-                nick=nick,
-                node=node,
-                reason=err.reason,
-            )
+            _refused(f"{len(group)} messages", nick, node, err)
             return
-        # The node's last room messages: if it dies before writing them, this node writes
-        # them (see _drop_node).
+        self._remember(node, msgs)
+
+    def _remember(self, node: str, msgs: list[Message] | MessageRun) -> None:
+        """The node's last room messages: if it dies before writing them, this node writes
+        them (see _drop_node)."""
         recent = self._recent.get(node)
         if recent is None:
-            recent = self._recent[node] = deque(maxlen=RECENT_MESSAGES)
-        recent.extend(msgs)
+            recent = self._recent[node] = Backlog(RECENT_MESSAGES)
+        if isinstance(msgs, MessageRun):
+            recent.add(msgs)
+        else:
+            for msg in msgs:
+                recent.add(msg)
+
+    def _on_run(self, node: str, op: list[Any]) -> None:
+        """A checked run of one sender's messages to one room (``ops.encode_run``): it
+        reaches the core whole (``ChatService.relay_run``), with the bytes its node made of
+        it; its messages are made here only if something needs them."""
+        users = self._remote.get(node)
+        if users is None:
+            return
+        nick = op[ops.RUN_NICK]
+        conn = users.get(nick) or users.get(casefold(nick))
+        if conn is None or conn.user is None:
+            return
+        count = op[ops.RUN_COUNT]
+        run = MessageRun(
+            ts=float(op[ops.RUN_LAST]),
+            origin=conn.client,
+            rendered=(
+                {tuple(key): data for key, data in op[ops.RUN_BLOCKS]}
+                if self.share_rendered
+                else {}
+            ),
+            room=op[ops.RUN_ROOM],
+            source=conn.user.who(),
+            count=count,
+            active=None if op[ops.RUN_ACTIVE] is None else float(op[ops.RUN_ACTIVE]),
+            said=functools.partial(self._said, node, op[ops.RUN_SAID], count),
+        )
+        try:
+            kept = self.service.relay_run(conn, run)
+        except ChatError as err:
+            _refused(f"{count} messages", nick, node, err)
+            return
+        self._remember(node, kept)
+
+    @staticmethod
+    def _said(node: str, said: bytes, count: int) -> list[Said]:
+        """A run's messages' fields; none when they are malformed (its node's bytes reached
+        this node's members, but nothing here keeps what cannot be read)."""
+        try:
+            return ops.run_said(said, count)
+        except ops.BadOp as err:
+            log.warn("cluster: bad run from node={node}: {err}", node=node, err=str(err))
+            return []
 
     def _on_msg(self, node: str, op: list[Any]) -> None:
         users = self._remote.get(node)
@@ -1066,21 +1131,10 @@ class ClusterNode(Sharing, AccountLeases, Relays):
                 native=ops.native_of(op[ops.MSG_NATIVE]),
             )
         except ChatError as err:
-            # The room here disagrees with the node's (a mode not shared): it decided.
-            log.info(
-                "cluster: message of {nick} from node={node} refused here: {reason}",
-                nick=nick,
-                node=node,
-                reason=err.reason,
-            )
+            _refused("message", nick, node, err)
             return
         if msg.room is not None and msg.status is None:
-            # The node's last room messages: if it dies before writing them, this node
-            # writes them (see _drop_node).
-            recent = self._recent.get(node)
-            if recent is None:
-                recent = self._recent[node] = deque(maxlen=RECENT_MESSAGES)
-            recent.append(msg)
+            self._remember(node, [msg])
 
     def _on_state(self, node: str, op: dict[str, Any]) -> None:
         """Make this node's picture of ``node`` what it says it holds."""
@@ -1120,6 +1174,17 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         user = self.service.find_user(op["nick"])
         if user is not None and user.node is None:
             self.service.kill_user(op["nick"], op["reason"])
+
+
+def _refused(what: str, nick: str, node: str, err: ChatError) -> None:
+    # The rooms here disagree with the node's (a mode not shared): it decided.
+    log.info(
+        "cluster: {what} of {nick} from node={node} refused here: {reason}",
+        what=what,
+        nick=nick,
+        node=node,
+        reason=err.reason,
+    )
 
 
 def _let_go(clients: list[Any]) -> None:

@@ -3,8 +3,11 @@
 An op is a map with ``k`` (its kind) and the fields of that kind; a user is written as a
 compact Who (``who_fields``).  A message, the op sent most, is an array instead
 (``MSG_FIELDS`` after ``"msg"``), checked in one expression: a map's keys and a field by
-field check cost every node several µs more per message.  A stream
-entry holds the ops of one reactor turn as one MessagePack array (``pack``, ``unpack``):
+field check cost every node several µs more per message.  Messages of one user to a room
+in a row go as one run (``RUN_FIELDS`` after ``"run"``): their fields in columns the
+receiving node unpacks only if it makes the messages, and the bytes the sending node
+rendered of them, which the receiving node's members of the same rendering get as they are
+(``chatserver.core.events.MessageRun``).  A stream entry holds the ops of one reactor turn as one MessagePack array (``pack``, ``unpack``):
 one call to encode and one to decode per turn, and MessagePack takes about a quarter of
 the time JSON takes for the same ops.  ``check`` checks every field's type, so a malformed
 op (another version, a hand-written XADD) is refused whole with ``BadOp`` rather than
@@ -14,6 +17,8 @@ half-applied.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from itertools import groupby
+from operator import attrgetter
 from typing import Any
 
 import msgpack
@@ -33,6 +38,7 @@ from chatserver.core.events import (
     Quit,
     Redaction,
     RoomRenamed,
+    Said,
     ServerNotice,
     TagMessage,
     UserModeChange,
@@ -40,6 +46,7 @@ from chatserver.core.events import (
     Who,
     native_from_wire,
     native_to_wire,
+    shared_renderings,
 )
 from chatserver.core.records import BanRecord
 from chatserver.core.replica import RoomState
@@ -49,7 +56,7 @@ class BadOp(ValueError):
     """An entry that is not a well-formed op."""
 
 
-# An op: an object, or the array of a message.
+# An op: an object, or the array of a message or of a run of messages.
 Op = dict[str, Any] | list[Any]
 # What an entry is packed from: ops, and messages that become their op as they are packed.
 Item = Op | Message
@@ -130,6 +137,20 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
         # The sender's protocol's own form ([kind, fields], chatserver.core.events) or None.
         "native": (list, type(None)),
     },
+    # A run of messages of one user to one room (an array after "run", in this order: see
+    # RUN_FIELDS): the sender's nick, the room, how many messages, the last one's time, the
+    # last time of one that is not a notice (None: all are), their fields in columns packed
+    # apart (ids, times, texts, kinds, tags, native forms, as for "msg"), and [key, bytes]
+    # per rendering sent.
+    "run": {
+        "nick": _STR,
+        "room": _STR,
+        "count": (int,),
+        "last": _NUM,
+        "active": (int, float, type(None)),
+        "said": (bytes,),
+        "blocks": (list,),
+    },
     # Everything the node holds: each user (as "user" gives it) with its rooms and its
     # metadata (``meta``), and the state of each room it has changed or has users in (as
     # "room" gives it, without "k").
@@ -183,6 +204,13 @@ _MSG_CHECKS = tuple(SCHEMA["msg"].items())
     MSG_TAGS,
     MSG_NATIVE,
 ) = range(1, len(MSG_FIELDS) + 1)
+
+
+# Where each field of a run (``encode_run``) is in its array.
+RUN_FIELDS = tuple(SCHEMA["run"])
+RUN_NICK, RUN_ROOM, RUN_COUNT, RUN_LAST, RUN_ACTIVE, RUN_SAID, RUN_BLOCKS = range(
+    1, len(RUN_FIELDS) + 1
+)
 
 
 def who_fields(who: Who) -> dict[str, Any]:
@@ -478,11 +506,113 @@ def _native(native: Any) -> list[Any] | None:
     return None if wire is None else [wire[0], wire[1]]
 
 
-def pack(ops: list[Item]) -> bytes:
-    """The ops of one stream entry, in order; a Message among them is packed as its op
+def pack(ops: list[Item], *, rendered: bool = True) -> bytes:
+    """The ops of one stream entry, in order.  Messages of one user to a room in a row (no
+    status prefix) go as one run (``encode_run``, with what they were rendered to); any
+    other Message is packed as its op
     (``encode_message``), made as it is written: a turn's messages wait for the entry as
-    themselves, not as arrays that live until it is sent."""
-    return msgpack.packb(ops, default=_encode_default)
+    themselves, not as arrays that live until it is sent.  Without ``rendered``, no runs:
+    each message as its op, what nodes read before runs existed."""
+    if not rendered:
+        return msgpack.packb(ops, default=_encode_default)
+    out: list[Any] = []
+    if all(type(item) is Message for item in ops):
+        # A node's share of a turn's messages (nearly always): grouped in one pass of C.
+        for (room, status, _nick), group in groupby(ops, _RUN_KEY):
+            if room is None or status is not None:
+                out.extend(group)
+            else:
+                out.append(encode_run(list(group)))  # type: ignore[arg-type]
+        return msgpack.packb(out, default=_encode_default)
+    run: list[Message] = []
+    for item in ops:
+        if type(item) is Message and item.room is not None and item.status is None:
+            if run and (item.room != run[0].room or item.source.nick != run[0].source.nick):
+                out.append(encode_run(run))
+                run = [item]
+            else:
+                run.append(item)
+            continue
+        if run:
+            out.append(encode_run(run))
+            run = []
+        out.append(item)
+    if run:
+        out.append(encode_run(run))
+    return msgpack.packb(out, default=_encode_default)
+
+
+def encode_run(run: list[Message]) -> list[Any]:
+    """The op of messages one user said to one room in a row (see RUN_FIELDS).
+
+    Their fields go in columns, packed apart (``RUN_SAID``): the receiving node unpacks
+    them only if it makes the messages.  With them go the bytes this node rendered of them
+    for its own members, per key a protocol declared shared (``share_rendering``), joined:
+    each key whose bytes every message of the run has.  Where a message's protocol form
+    (``native``) cannot cross to another node, none go: the other node's rendering of it
+    may differ.
+    """
+    first = run[0]
+    natives: list[Any] = [msg.native for msg in run]
+    crossing = True
+    if natives.count(None) != len(natives):
+        natives = [None if native is None else _native(native) for native in natives]
+        crossing = all(
+            wire is not None for msg, wire in zip(run, natives, strict=True) if msg.native
+        )
+    said = msgpack.packb(
+        [
+            [msg.id for msg in run],
+            [msg.ts for msg in run],
+            [msg.text for msg in run],
+            [msg.kind for msg in run],
+            # A tuple of pairs packs as the array of arrays it is.
+            [msg.tags for msg in run],
+            natives,
+        ]
+    )
+    blocks: list[list[Any]] = []
+    if crossing:
+        for key in shared_renderings(first.rendered):
+            parts = [msg.rendered.get(key) for msg in run]
+            if None not in parts:
+                blocks.append([list(key), b"".join(parts)])  # type: ignore[arg-type]
+    active = None
+    for msg in reversed(run):
+        if msg.kind != "notice":
+            active = msg.ts
+            break
+    return ["run", first.source.nick, first.room, len(run), run[-1].ts, active, said, blocks]
+
+
+_RUN_KEY = attrgetter("room", "status", "source.nick")
+
+
+def run_said(said: bytes, count: int) -> list[Said]:
+    """The fields of a run's messages (its ``RUN_SAID``), as ``ChatService.relay`` takes
+    them; raises BadOp when they are not ``count`` well-formed messages."""
+    columns = _unpackb(said)
+    if not (
+        type(columns) is list
+        and len(columns) == 6
+        and all(type(column) is list and len(column) == count for column in columns)
+    ):
+        raise BadOp("run: its fields are not columns of its messages")
+    out: list[Said] = []
+    for msgid, ts, text, kind, tags, native in zip(*columns, strict=True):
+        # Checked as a message alone is (its sender and room were checked with the run).
+        _check_msg(["msg", "", msgid, ts, text, kind, "", None, None, tags, native])
+        out.append(
+            (
+                text,
+                kind,
+                tuple([(name, value) for name, value in tags]) if tags else (),
+                msgid,
+                float(ts),
+                None if native is None else native_of(native),
+            )
+        )
+    return out
 
 
 def _encode_default(obj: Any) -> Any:
@@ -520,14 +650,16 @@ def _unpackb(raw: bytes) -> Any:
 def check(op: Any) -> Op:
     """``op`` if all its fields are well-formed; raises BadOp."""
     if isinstance(op, list):
+        if op and op[0] == "run":
+            return _check_run(op)
         return _check_msg(op)
     if not isinstance(op, dict):
         raise BadOp("not an object")
     kind = op.get("k")
     if not isinstance(kind, str) or kind not in SCHEMA:
         raise BadOp(f"unknown kind {kind!r}")
-    if kind == "msg":
-        raise BadOp("msg: an array, not an object")
+    if kind in ("msg", "run"):
+        raise BadOp(f"{kind}: an array, not an object")
     schema = SCHEMA[kind]
     _check(op, schema, kind)
     if kind == "user":
@@ -563,6 +695,34 @@ def check(op: Any) -> Op:
                 raise BadOp("state: metadata values must be strings")
         for entry in op["rooms"]:
             _check_room(entry, "state room")
+    return op
+
+
+def _check_run(op: list[Any]) -> list[Any]:
+    if len(op) != len(RUN_FIELDS) + 1:
+        raise BadOp("run: wrong length")
+    _, nick, room, count, last, active, said, blocks = op
+    if not (
+        type(nick) is str
+        and type(room) is str
+        and type(count) is int
+        and count > 0
+        and (type(last) is float or type(last) is int)
+        and (active is None or type(active) is float or type(active) is int)
+        and type(said) is bytes
+        and type(blocks) is list
+    ):
+        raise BadOp("run: a field has the wrong type")
+    for block in blocks:
+        if not (
+            type(block) is list
+            and len(block) == 2
+            and type(block[0]) is list
+            and block[0]
+            and type(block[1]) is bytes
+            and all(type(part) is str or type(part) is int for part in block[0])
+        ):
+            raise BadOp("run: blocks must be [key, bytes]")
     return op
 
 

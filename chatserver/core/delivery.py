@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger
 
-from chatserver.core.events import Event, Message, MessageBatch
+from chatserver.core.events import Event, Message, MessageBatch, MessageRun
 from chatserver.core.interfaces import IChatClient
 
 if TYPE_CHECKING:
@@ -244,6 +244,24 @@ class Delivery:
         protocol = msgs[0].origin.protocol
         self.deliveries_by_protocol[protocol] = self.deliveries_by_protocol.get(protocol, 0) + count
 
+    def _batch_run(self, room: Room, run: MessageRun) -> None:
+        """A run of another node's user's messages (see ``_batch_relayed``), kept whole."""
+        pending = self._batched.get(room) or self._pending(room)
+        pending.events.append(run)
+        count = run.count
+        pending.extra += count - 1
+        self.fanout_caused += count
+        self.stats["deliveries"] += count
+        protocol = run.origin.protocol
+        self.deliveries_by_protocol[protocol] = self.deliveries_by_protocol.get(protocol, 0) + count
+
+    def deliver_turn(self) -> None:
+        """Deliver the turn's room batches now, not at the end of the turn: a cluster node
+        does before it sends the turn's messages to the others, with the bytes they were
+        rendered to for its own members (see ``MessageRun``)."""
+        if self._batched and not self._batch_depth:
+            self._flush_batches()
+
     def _flush_turn(self) -> None:
         self._flush_scheduled = False
         if self._batched:
@@ -290,17 +308,22 @@ class Delivery:
             # was delivered), and every join and part (its user's connections counted when
             # they got it, so counted twice, as if they had it in the batch too): the room's
             # fan-out counts say how many by protocol.
-            messages = len(events) - pending.others
+            # A run of another node's user stands for its count of messages.
+            extra = pending.extra
+            messages = len(events) - pending.others + extra
             sent = 0
             for protocol, n in room.fanout():
                 sent += n
-                by_protocol[protocol] = by_protocol.get(protocol, 0) + n * len(events)
+                by_protocol[protocol] = by_protocol.get(protocol, 0) + n * (len(events) + extra)
             self.stats["deliveries"] += (sent - 1) * messages + sent * pending.others
             if messages:
                 for event in events:
                     if isinstance(event, Message):
                         protocol = event.origin.protocol
                         by_protocol[protocol] -= 1
+                    elif type(event) is MessageRun:
+                        protocol = event.origin.protocol
+                        by_protocol[protocol] -= event.count
 
     def _deliver_spans(
         self, client: IChatClient, batch: MessageBatch, start: int, own: list[int] | None
@@ -409,14 +432,17 @@ class _Batching:
 class _PendingRoom:
     """A room's events waiting for the end of the turn (its messages, and joins and parts
     in a big room); for each connection of a sender or of a user who joined or parted,
-    how many of them it already has (or must never get); and how many are not messages."""
+    how many of them it already has (or must never get); and how many are not messages
+    (and how many more messages there are than events: see ``extra``)."""
 
-    __slots__ = ("delivered", "events", "others", "own")
+    __slots__ = ("delivered", "events", "extra", "others", "own")
 
     def __init__(self) -> None:
         self.events: list[Event] = []
         self.delivered: dict[int, int] = {}
         self.others = 0
+        # The messages runs of other nodes' users hold beyond the one event each is.
+        self.extra = 0
         # Where in ``events`` each connection that never sees its own messages said its own.
         self.own: dict[int, list[int]] = {}
 

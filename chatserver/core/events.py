@@ -8,7 +8,7 @@ that change the line), so a message fanned out to many members is rendered once 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -192,6 +192,81 @@ def native_from_wire(kind: str, fields: dict[str, Any]) -> Any:
 register_native("text", _text_native)
 
 
+# What a message's fields are as a run carries them: (text, kind, tags, msgid, ts, native).
+Said = tuple[str, MessageKind, tuple[tuple[str, str], ...], str, float, Any]
+
+# The first part of the ``rendered`` keys whose bytes depend on nothing but the event (and
+# code and configuration every node of a cluster shares): a node may ship them with a message
+# to another, whose recipients of the same key get them as they are.
+_SHARED_RENDERINGS: set[str] = set()
+
+
+def share_rendering(name: str) -> None:
+    """Declare that a protocol's ``rendered`` keys ``(name, ...)`` of a room message hold
+    bytes made from the message alone, the same on every node (see MessageRun)."""
+    _SHARED_RENDERINGS.add(name)
+
+
+def shared_renderings(rendered: dict[Any, Any]) -> list[Any]:
+    """The keys of ``rendered`` that other nodes may use as they are."""
+    return [key for key in rendered if type(key) is tuple and key[0] in _SHARED_RENDERINGS]
+
+
+@quick_init
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageRun(Event):
+    """Messages a user of another cluster node said to ``room`` in a row, as that node sent
+    them: ``count`` of them, ``ts`` the last one's time.  ``rendered`` comes holding the bytes
+    its node made of them for its own members (all of them joined, per key of
+    ``share_rendering``): a recipient of one of those keys gets them without the messages
+    being made or rendered here.  ``messages()`` makes the Message events, once, for
+    everything else (other keys, other protocols, history); ``said`` gives their fields."""
+
+    room: str
+    source: Who
+    count: int
+    # The time of the last of them that is not a notice (None: all are).
+    active: float | None
+    said: Callable[[], list[Said]] = field(compare=False, repr=False)
+    # The events once made (a list, so that a frozen run can keep them).
+    made: list[tuple[Message, ...]] = field(default_factory=list, compare=False, repr=False)
+
+    def messages(self) -> tuple[Message, ...]:
+        made = self.made
+        if not made:
+            source, room, origin = self.source, self.room, self.origin
+            made.append(
+                tuple(
+                    [
+                        Message(
+                            ts=ts,
+                            id=msgid,
+                            source=source,
+                            text=text,
+                            kind=kind,
+                            room=room,
+                            tags=tags,
+                            origin=origin,
+                            native=native,
+                        )
+                        for text, kind, tags, msgid, ts, native in self.said()
+                        if text
+                    ]
+                )
+            )
+        return made[0]
+
+
+def each_message(events: Iterable[Event]) -> Iterator[Event]:
+    """``events`` with each MessageRun as its messages: for a protocol that renders events
+    one by one."""
+    for event in events:
+        if type(event) is MessageRun:
+            yield from event.messages()
+        else:
+            yield event
+
+
 @quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MessageBatch:
@@ -205,6 +280,7 @@ class MessageBatch:
     renders to is the same for every member of a variant.
     """
 
+    # A MessageRun among them stands for its messages (``each_message`` gives them).
     messages: tuple[Event, ...]
     # The joined bytes per variant, and whatever else a protocol makes once per variant to
     # build its members' batches from (IRC: each message's bytes).

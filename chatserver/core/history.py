@@ -82,7 +82,7 @@ class HistoryLog:
         return d
 
     def _record(self, room: Room, msg: Message) -> None:
-        room.history.append(msg)
+        room.remember(msg)
         self._pending_history.append(msg)
         self.stats["messages"] += 1
         # Checked here rather than in the call: a room message on the hot path pays for a

@@ -77,6 +77,12 @@ class IClusterLink(Interface):
         RoomRenamed, MetadataChange (of a user), UserModeChange or Wallops event.  Must
         not raise."""
 
+    def publish_message(msg, nodes):
+        """A room message (``msg``) of a user of this process, for the other nodes with
+        members in the room (``nodes``: ``Room.nodes``, not empty): what ``local_event``
+        does with a Message, without finding the nodes again, for the message said most.
+        Must not raise."""
+
     def room_changed(room, by):
         """A user of this process (shown as the Who ``by``) changed the state of the room
         key ``room`` (modes, lists, topic, status, registration, metadata): the other nodes take it

@@ -10,7 +10,8 @@ import json
 from collections import deque
 from typing import Any
 
-from chatserver.core.events import Message, Who
+from chatserver.core.backlog import Backlog
+from chatserver.core.events import Message, MessageRun, Who
 from chatserver.core.names import ACCOUNT_MASK_PREFIX, MUTE_MASK_PREFIX, casefold, glob_match
 from chatserver.core.names import normalize_mask as normalize_mask  # kept importable from here
 from chatserver.core.records import BanRecord, RoomRecord
@@ -75,12 +76,13 @@ class Room:
     __slots__ = (
         "_clients",
         "_fanout",
+        "_history",
         "_nodes",
+        "_unmade",
         "bans",
         "created_at",
         "excepts",
         "flags",
-        "history",
         "invited",
         "invites",
         "key",
@@ -122,10 +124,44 @@ class Room:
         self.reg_voices: set[str] = set()
         # Days its history is kept, when its operators chose less than the server's retention.
         self.retention: float | None = None
-        self.history: deque[Message] = deque(maxlen=max(history_size, 0))
+        self._history: deque[Message] = deque(maxlen=max(history_size, 0))
+        # What was added to the history since it was last read, while it holds runs of
+        # another node's user not made yet (see remember): None when empty.
+        self._unmade: Backlog | None = None
         self._clients: tuple[Any, ...] | None = None
         self._fanout: tuple[tuple[str, int], ...] | None = None
         self._nodes: tuple[str, ...] | None = None
+
+    # -- recent history --------------------------------------------------------------------
+
+    @property
+    def history(self) -> deque[Message]:
+        """The room's recent messages, oldest first (runs relayed from other nodes made
+        now, if any are waiting)."""
+        unmade = self._unmade
+        if unmade is not None:
+            self._unmade = None
+            self._history.extend(unmade.take())
+        return self._history
+
+    @history.setter
+    def history(self, messages: deque[Message]) -> None:
+        self._unmade = None
+        self._history = messages
+
+    def remember(self, item: Message | MessageRun) -> None:
+        """Add a message, or a run of another node's user, to the recent history: a run
+        stays one until the history is read, and so does whatever comes after it."""
+        unmade = self._unmade
+        if unmade is None:
+            if type(item) is Message:
+                self._history.append(item)
+                return
+            limit = self._history.maxlen
+            if not limit:
+                return
+            unmade = self._unmade = Backlog(limit)
+        unmade.add(item)
 
     # -- membership ------------------------------------------------------------------------
 

@@ -46,6 +46,7 @@ from chatserver.core.events import (
     Kick,
     Message,
     MessageKind,
+    MessageRun,
     NickChange,
     Part,
     Presence,
@@ -735,10 +736,12 @@ class ChatService(
                 if status is None:
                     self._record(r, msg)
                 if self.cluster is not None:
-                    self.cluster.local_event(msg)
+                    nodes = r.nodes()
+                    if nodes:
+                        self.cluster.publish_message(msg, nodes)
             elif status is None:
                 # Its own node stores it; here it joins the room's recent history only.
-                r.history.append(msg)
+                r.remember(msg)
             if status is None and member is not None:
                 # The hot path: a member's message to the whole room.
                 if self._batch_depth:
@@ -865,8 +868,33 @@ class ChatService(
         protocol = conn.protocol
         self.messages_by_protocol[protocol] = self.messages_by_protocol.get(protocol, 0) + len(msgs)
         self._batch_relayed(r, msgs)
-        r.history.extend(msgs)
+        for msg in msgs:
+            r.remember(msg)
         return msgs
+
+    def relay_run(self, conn: Connection, run: MessageRun) -> MessageRun | list[Message]:
+        """A run of messages a user of another node (``conn``, its stand-in here) said to
+        ``run.room`` there, as its node sent them (see MessageRun): its node checked,
+        stored and acknowledged them.  Here the user must still be allowed to speak in the
+        room (checked once); then the run joins the turn's batch of the room and its recent
+        history as it is, its messages made only if something here needs them.  Where the
+        room here refuses CTCP, or the user is not a member here, outside a read, or of this
+        node, the messages are made and go as ``relay`` takes them.  Raises as ``say`` does,
+        for the whole run.  Returns the run, or the Messages delivered."""
+        user = self._user(conn)
+        r = self._room(run.room)
+        member = r.members.get(user)
+        self._check_send(r, user, member)
+        if member is None or not self._batch_depth or user.node is None or "no_ctcp" in r.flags:
+            return self.relay(conn, r.name, run.said())
+        conn.last_active = run.ts
+        if run.active is not None:
+            user.last_active = run.active
+        protocol = conn.protocol
+        self.messages_by_protocol[protocol] = self.messages_by_protocol.get(protocol, 0) + run.count
+        self._batch_run(r, run)
+        r.remember(run)
+        return run
 
     def _check_send(self, room: Room, user: User, member: Member | None) -> None:
         if member is None and "no_external" in room.flags:

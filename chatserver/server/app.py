@@ -437,6 +437,7 @@ class ChatServer(MultiService):
             lease=settings.lease,
             prefix=settings.prefix,
             reactor=self.reactor,
+            share_rendered=settings.share_rendered,
         )
         self.cluster.start()
         # Users may connect before Redis answers: they are told to try again until it does.

@@ -24,6 +24,7 @@ from chatserver.core.events import (
     Kick,
     Message,
     MessageBatch,
+    MessageRun,
     MissedMessages,
     ModeChange,
     NickChange,
@@ -36,6 +37,7 @@ from chatserver.core.events import (
     UserModeChange,
     Wallops,
     Who,
+    share_rendering,
 )
 from chatserver.core.names import casefold
 from chatserver.core.records import RoomEventRecord
@@ -47,6 +49,10 @@ from protocols.irc.modes import format_changes
 
 if TYPE_CHECKING:
     from protocols.irc.connection import IrcConnection
+
+# A room message's bytes for a variant depend on the message alone: a cluster node may send
+# them with the message, and another node's members of that variant get them as they are.
+share_rendering("irc")
 
 Renderer = Callable[["IrcConnection", Any], "bytes | None"]
 RENDERERS: dict[type, Renderer] = {}
@@ -295,6 +301,26 @@ def build_message(msg: Message, bits: int) -> bytes:
     return b"".join(message_lines(msg, message_tags(msg, bits), bool(bits & caps.MULTILINE)))
 
 
+def render_run(conn: IrcConnection, run: MessageRun) -> bytes:
+    """Another node's run of room messages: the bytes its node made for this variant, if it
+    sent them (they are what the messages render to here), else made of its messages."""
+    key = ("irc", conn.cap_bits & MESSAGE_BITS)
+    data = run.rendered.get(key)
+    if data is None:
+        bits = key[1]
+        parts = []
+        for msg in run.messages():
+            part = msg.rendered.get(key)
+            if part is None:
+                part = msg.rendered[key] = build_message(msg, bits)
+            parts.append(part)
+        data = run.rendered[key] = b"".join(parts)
+    return data
+
+
+RENDERERS[MessageRun] = render_run
+
+
 @renders(Message)
 def render_message(conn: IrcConnection, msg: Message) -> bytes | None:
     to_self = False
@@ -346,6 +372,9 @@ def _message_parts(conn: IrcConnection, batch: MessageBatch) -> list[bytes] | No
         message_key = ("irc", bits)
         parts = []
         for event in batch.messages:
+            if type(event) is MessageRun:
+                parts.append(render_run(conn, event))
+                continue
             if type(event) is not Message:
                 return None
             data = event.rendered.get(message_key)

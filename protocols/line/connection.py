@@ -17,6 +17,7 @@ from chatserver.core.events import (
     Kick,
     Message,
     MessageBatch,
+    MessageRun,
     NickChange,
     Part,
     RoomRenamed,
@@ -498,6 +499,9 @@ class LineConnection(Protocol):
 
     def _render_shared(self, event: Event) -> bytes | None:
         """``event`` as every member in this mode it is not about sees it (cached on it)."""
+        if type(event) is MessageRun:
+            # Another node's run: its messages, made here.
+            return b"".join(self._render_shared(msg) or b"" for msg in event.messages())
         if self.mode == "json":
             data = event.rendered.get(JSON_KEY)
             if data is None:

@@ -23,7 +23,7 @@ from zope.interface import implementer
 
 from chatserver.auth.sasl import SaslServer
 from chatserver.core.errors import AccountError, Banned, LimitExceeded
-from chatserver.core.events import REVOKED_REASONS, DropKind, MessageBatch
+from chatserver.core.events import REVOKED_REASONS, DropKind, MessageBatch, each_message
 from chatserver.core.interfaces import IChatClient
 from protocols import connlog
 from protocols.transport import close, peer
@@ -363,7 +363,7 @@ class XmppConnection(Protocol):
             return
         self._cork = []
         try:
-            for msg in batch.messages:
+            for msg in each_message(batch.messages):
                 render.deliver(self, msg)
         finally:
             out, self._cork = self._cork, None

@@ -74,6 +74,17 @@ def try_nick(server: ServerProcess, nick: str) -> str:
         client.close()
 
 
+def replayed_on_join(server: ServerProcess, nick: str, room: str) -> tuple[list[str], list[str]]:
+    """A line-chat user joins ``room``: the room's recent history it is shown, and all it
+    is shown."""
+    client = line(server, nick)
+    client.send(f"/join {room}")
+    shown = [client.read_line(5.0)]
+    while f"now talking in #{room}" not in shown[-1]:
+        shown.append(client.read_line(5.0))
+    return [text for text in shown if text.startswith(f"[#{room}] [")], shown
+
+
 def muc_body(el: ET.Element) -> str | None:
     if local(el) != "message" or el.get("type") != "groupchat":
         return None
@@ -461,12 +472,7 @@ def test_several_senders_bursts_reach_another_node_each_in_order_and_kind(
     with pytest.raises(TimeoutError):
         receiver.read_line(1.0)
     # The room's recent history on node b holds what node b's members got, in their order.
-    late = line(b, "late")
-    late.send("/join room")
-    shown = [late.read_line(5.0)]
-    while "now talking in #room" not in shown[-1]:
-        shown.append(late.read_line(5.0))
-    replayed = [text for text in shown if text.startswith("[#room] [")]
+    replayed, shown = replayed_on_join(b, "late", "room")
     assert len(replayed) == 10, shown
     last = order[-1].strip("\x01").removeprefix("ACTION ")
     assert replayed[-1].endswith(last), shown

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgpack
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -187,13 +188,81 @@ def test_an_entry_unpacks_to_its_ops_in_order(batch: list[object]) -> None:
     assert unpacked == encoded
 
 
+def as_messages(op: Any) -> list[Any]:
+    """A run's messages as the ops they would be alone (any other op as it is)."""
+    if not (isinstance(op, list) and op[0] == "run"):
+        return [op]
+    ids, times, texts, kinds, tags, natives = msgpack.unpackb(op[ops.RUN_SAID])
+    nick, room = op[ops.RUN_NICK], op[ops.RUN_ROOM]
+    return [
+        ["msg", nick, i, t, x, k, room, None, None, g, n]
+        for i, t, x, k, g, n in zip(ids, times, texts, kinds, tags, natives, strict=True)
+    ]
+
+
 @given(st.lists(events, max_size=20))
 def test_messages_packed_as_themselves_unpack_to_their_ops(batch: list[object]) -> None:
-    # A node keeps a turn's messages as Messages until the entry is packed.
+    # A node keeps a turn's messages as Messages until the entry is packed: one user's room
+    # messages in a row go as a run, which holds each of them whole.
     items = [event if type(event) is Message else ops.encode(event) for event in batch]  # type: ignore[arg-type]
     encoded = [ops.encode(event) for event in batch]  # type: ignore[arg-type]
     unpacked = [ops.check(op) for op in ops.unpack(ops.pack(items))]  # type: ignore[arg-type]
-    assert unpacked == encoded
+    assert [msg for op in unpacked for msg in as_messages(op)] == encoded
+    for op in unpacked:
+        if isinstance(op, list) and op[0] == "run":
+            said = ops.run_said(op[ops.RUN_SAID], op[ops.RUN_COUNT])
+            assert len(said) == op[ops.RUN_COUNT] and op[ops.RUN_LAST] == said[-1][4]
+            active = [ts for _, kind, _, _, ts, _ in said if kind != "notice"]
+            assert op[ops.RUN_ACTIVE] == (active[-1] if active else None)
+    # Without shared renderings, each message goes alone, as before runs.
+    alone = [ops.check(op) for op in ops.unpack(ops.pack(items, rendered=False))]  # type: ignore[arg-type]
+    assert alone == encoded
+
+
+def test_a_run_carries_the_renderings_every_message_of_it_has() -> None:
+    import protocols.irc.render  # noqa: F401  (declares IRC's renderings shared)
+
+    who = Who(nick="a", ident="a", host="h")
+    run = [Message(ts=float(i), id=f"m{i}", source=who, text=f"t{i}", room="dev") for i in range(3)]
+    for i, msg in enumerate(run):
+        msg.rendered[("irc", 0)] = b"line %d\r\n" % i
+        msg.rendered[("xmpp", "x")] = b"<not shared/>"
+    run[1].rendered[("irc", 2)] = b"only one has this"
+    (op,) = ops.unpack(ops.pack(run))  # type: ignore[arg-type]
+    assert ops.check(op)[ops.RUN_BLOCKS] == [[["irc", 0], b"line 0\r\nline 1\r\nline 2\r\n"]]
+    # A message whose own form cannot cross renders differently elsewhere: nothing goes.
+    odd = Message(ts=3.0, id="m3", source=who, text="t3", room="dev", native=object())
+    odd.rendered[("irc", 0)] = b"line 3\r\n"
+    (op,) = ops.unpack(ops.pack([*run, odd]))  # type: ignore[arg-type]
+    assert op[ops.RUN_COUNT] == 4 and op[ops.RUN_BLOCKS] == []
+
+
+def test_a_malformed_run_is_refused() -> None:
+    who = Who(nick="a", ident="a", host="h")
+    (good,) = ops.unpack(ops.pack([Message(ts=1.0, id="m", source=who, text="t", room="dev")]))  # type: ignore[arg-type]
+    assert ops.check(good) == good
+    for index, value in (
+        (ops.RUN_COUNT, 0),
+        (ops.RUN_COUNT, "1"),
+        (ops.RUN_SAID, "not bytes"),
+        (ops.RUN_BLOCKS, [[["irc", 0], "not bytes"]]),
+        (ops.RUN_ACTIVE, True),
+    ):
+        bad = list(good)
+        bad[index] = value
+        with pytest.raises(ops.BadOp, match="run"):
+            ops.check(bad)
+    with pytest.raises(ops.BadOp, match="run"):
+        ops.check(good[:-1])
+    # Its messages' fields are checked when they are made: as many as it says, well-formed.
+    with pytest.raises(ops.BadOp, match="run"):
+        ops.run_said(good[ops.RUN_SAID], 2)
+    columns = msgpack.unpackb(good[ops.RUN_SAID])
+    columns[3] = ["shout"]
+    with pytest.raises(ops.BadOp, match="kind"):
+        ops.run_said(msgpack.packb(columns), 1)
+    with pytest.raises(ops.BadOp, match="array"):
+        ops.check({"k": "run"})
 
 
 masks = st.from_regex(r"[a-z*?]{1,8}![a-z*]{1,8}@[a-z.*]{1,12}", fullmatch=True)

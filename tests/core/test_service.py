@@ -93,6 +93,9 @@ class _OtherNodes:
     def local_event(self, event: object) -> None:
         pass
 
+    def publish_message(self, msg: object, nodes: object) -> None:
+        pass
+
     def room_changed(self, room: str, by: object) -> None:
         pass
 

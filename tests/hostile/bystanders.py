@@ -5,6 +5,8 @@ process (whose threads would otherwise wait for the GIL behind hypothesis and th
 attackers).  One user says ``calm <seq>`` in the room every 50 ms; the other times each
 arrival.  The test process talks to it over a pipe: ``mark`` starts a window, ``report``
 ends it and answers with what arrived in it (latencies, anything lost or out of order).
+A control pair chats the same way on a second server of the same configuration that
+nobody attacks: its latencies over the same window are what the machine's load alone does.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ class Window:
     out_of_order: int = 0
     latencies: list[float] = field(default_factory=list)
     error: str | None = None
+    # The latencies of the control pair (on a server nobody attacks) over the same time.
+    control: list[float] = field(default_factory=list)
 
     @property
     def median(self) -> float:
@@ -307,9 +311,9 @@ class XmppPair(_Pair):
 PAIRS: dict[str, type[Any]] = {"line": LinePair, "irc": IrcPair, "xmpp": XmppPair}
 
 
-def serve(protocol: str, port: int) -> None:
-    """The bystander process: set up the pair, then answer commands, one JSON line each
-    way on stdin and stdout."""
+def serve(protocol: str, port: int, control_port: int) -> None:
+    """The bystander process: set up the pair (and the control pair on ``control_port``),
+    then answer commands, one JSON line each way on stdin and stdout."""
 
     def answer(status: str, detail: Any) -> None:
         sys.stdout.write(json.dumps([status, detail]) + "\n")
@@ -317,31 +321,40 @@ def serve(protocol: str, port: int) -> None:
 
     try:
         pair = PAIRS[protocol](port)
+        control = PAIRS[protocol](control_port)
     except Exception:
         answer("error", traceback.format_exc())
         return
     pair.start()
+    control.start()
     answer("ready", None)
-    start = 0
+
+    def window(begin: tuple[int, int]) -> tuple[dict[str, Any], tuple[int, int]]:
+        end = (pair.next_seq(), control.next_seq())
+        result = pair.window(begin[0], end[0])
+        result.control = control.window(begin[1], end[1]).latencies
+        return asdict(result), end
+
+    start = (0, 0)
     for line in sys.stdin:
         command, arg = json.loads(line)
         if command == "mark":
-            start = pair.next_seq()
-            answer("ok", start)
+            start = (pair.next_seq(), control.next_seq())
+            answer("ok", start[0])
         elif command == "report":
-            end = pair.next_seq()
-            answer("ok", asdict(pair.window(start, end)))
-            start = end
+            result, start = window(start)
+            answer("ok", result)
         elif command == "measure":
-            begin = pair.next_seq()
+            begin = (pair.next_seq(), control.next_seq())
             time.sleep(arg)
-            answer("ok", asdict(pair.window(begin, pair.next_seq())))
+            answer("ok", window(begin)[0])
         elif command == "stop":
             break
-    pair.stopping = True
-    pair.close()
+    for each in (pair, control):
+        each.stopping = True
+        each.close()
     answer("ok", None)
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1], int(sys.argv[2]))
+    serve(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))

@@ -56,7 +56,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture
 def guard(env: Env, request: pytest.FixtureRequest) -> Iterator[Env]:
     """Around every test: the bystanders' window, then the invariants (see Env.check)."""
-    env.bystanders.mark()
+    env.mark()
     yield env
     close_all()
     window = env.bystanders.report()
