@@ -496,7 +496,7 @@ class ClusterNode(Sharing, AccountLeases, Relays):
             # with them (ops.encode_run).
             self.service.deliver_turn()
         # The ops sent now take no more bytes of a relay (see relay.py).
-        self._publish_turns += 1
+        self._unsent_ops.clear()
         pending = self._pending
         batch: list[_Outgoing] = []
         while pending:

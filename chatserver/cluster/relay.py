@@ -44,7 +44,7 @@ LOST = "lost"
 class _Relay:
     """One relay's end on this node: sends its ops, and is told what the other end sent."""
 
-    __slots__ = ("end", "id", "kind", "node", "op", "owner", "turn")
+    __slots__ = ("end", "id", "kind", "node", "owner")
 
     def __init__(self, owner: Relays, node: str, relay_id: str, kind: str) -> None:
         self.owner = owner
@@ -54,23 +54,20 @@ class _Relay:
         # "rin" on the client's node, "rout" on the serving node.
         self.kind = kind
         self.end: Any = None
-        # The op this turn's bytes join (not sent yet), and the turn it was made in.
-        self.op: dict[str, Any] | None = None
-        self.turn = -1
 
     def _op(self) -> dict[str, Any]:
-        owner = self.owner
-        op = self.op
-        if op is None or self.turn != owner._publish_turns:
-            op = self.op = {
+        """The op that this turn's bytes join (made, and published, by the first)."""
+        unsent = self.owner._unsent_ops
+        op = unsent.get(self)
+        if op is None:
+            op = unsent[self] = {
                 "k": self.kind,
                 "id": self.id,
                 "data": bytearray(),
                 "end": None,
                 "abort": False,
             }
-            self.turn = owner._publish_turns
-            owner._publish(op, targets=self.node)
+            self.owner._publish(op, targets=self.node)
         return op
 
     # RelayLink (protocols.transport.handoff)
@@ -90,20 +87,18 @@ class _Relay:
         op["end"] = reason or "closed"
         op["abort"] = abort
         self.end = None
-        self.op = None
 
 
 class Relays(NodePart):
     """The part of ClusterNode that carries handed-off clients' bytes."""
 
-    # Incremented each time pending entries are sent: an op made before is no longer
-    # open to more bytes.
-    _publish_turns: int
     # Provided by ClusterNode: node -> what was last applied of it.
     _seen: dict[str, Any]
 
     def _init_relays(self) -> None:
-        self._publish_turns = 0
+        # Each relay's op of bytes not sent yet: once sent, an op takes no more (it would be
+        # sent again as it is then, if Redis is lost before it answers).
+        self._unsent_ops: dict[_Relay, dict[str, Any]] = {}
         self._relay_ids = itertools.count(1)
         # Relays of clients whose socket is here, by id.
         self._clients: dict[str, _Relay] = {}
@@ -190,7 +185,6 @@ class Relays(NodePart):
         if op["end"] is not None:
             table.pop(key, None)
             relay.end = None
-            relay.op = None
             if end is not None:
                 end.ended(ABORTED if op["abort"] else CLOSED, op["end"])
 
@@ -217,7 +211,6 @@ class Relays(NodePart):
                     continue
                 del table[key]
                 end, relay.end = relay.end, None
-                relay.op = None
                 if end is not None:
                     try:
                         end.ended(LOST, reason)
