@@ -24,6 +24,8 @@ RUN_STAMP := $(VENV)/.stamp-run
 TEST_STAMP := $(VENV)/.stamp-test
 
 SOAK_MINUTES ?= 30
+# pytest-xdist workers for `make test` (TEST_WORKERS=0: one process, no workers).
+TEST_WORKERS ?= 2
 DATA_DIR ?= var
 
 .PHONY: run test lint format clean bench soak irctest web cluster test-cluster-long
@@ -32,8 +34,12 @@ run: $(RUN_STAMP) web
 	$(BIN)/chatserver run --data-dir $(DATA_DIR)
 
 test: $(TEST_STAMP) web
-	# The slowest tests are listed: the default run must stay within its time budget.
-	$(BIN)/python -m pytest --durations=25
+	# The servers the tests start import the project from bytecode made once here (an
+	# environment with PYTHONDONTWRITEBYTECODE would compile it again at every start).
+	$(BIN)/python -m compileall -q chatserver protocols
+	# Two workers, each taking whole files (module fixtures are made once); the slowest
+	# tests are listed: the default run must stay within its time budget.
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=25
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 

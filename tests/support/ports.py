@@ -9,12 +9,28 @@ per test process, checked free by binding it.
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 import threading
 
 # Linux's default ephemeral range starts at 32768: outgoing connections never take these.
 _LOW, _HIGH = 20000, 32767
+
+
+def _share() -> tuple[int, int]:
+    """This test process's part of the range: the suite's parallel workers (pytest-xdist)
+    each take a part of their own, so no two of them ever try the same port."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or "1")
+    if not worker.startswith("gw") or count < 2:
+        return _LOW, _HIGH
+    index = int(worker[2:])
+    span = (_HIGH - _LOW + 1) // count
+    return _LOW + index * span, _LOW + (index + 1) * span - 1
+
+
+_LOW, _HIGH = _share()
 _given: set[int] = set()
 _lock = threading.Lock()
 # Each test process (the suite, a helper run beside it) starts at its own place in the range.
