@@ -167,8 +167,11 @@ class RelayEnd(Protocol):
 class Relaying(Protocol):
     """What the chat service offers for handing off (``chatserver.core.relaying``)."""
 
-    handoff_resumers: dict[str, Callable[[RelayLink, dict[str, Any]], RelayEnd | None]]
     clock: Any
+
+    def register_resumer(
+        self, kind: str, resumer: Callable[[RelayLink, dict[str, Any]], RelayEnd | None]
+    ) -> None: ...
 
     def open_relay(self, node: str, state: dict[str, Any], end: RelayEnd) -> RelayLink | None: ...
 
@@ -192,7 +195,7 @@ def register(service: Relaying, kind: str, resume: Resume) -> None:
         transport.attach(protocol)
         return transport
 
-    service.handoff_resumers[kind] = resumer
+    service.register_resumer(kind, resumer)
 
 
 def is_websocket(transport: Any) -> bool:
