@@ -32,13 +32,9 @@ from typing import Any
 from twisted.logger import Logger
 
 from chatserver.cluster.part import NodePart
+from chatserver.core.relaying import ABORTED, CLOSED, LOST
 
 log = Logger()
-
-# How an end is told its relay ended (protocols.transport.handoff: CLOSED, ABORTED, LOST).
-CLOSED = "close"
-ABORTED = "abort"
-LOST = "lost"
 
 
 class _Relay:

@@ -65,6 +65,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import alsoProvides, implementer
 
+from chatserver.core.relaying import ABORTED, CLOSED, LOST
 from protocols.transport import close
 from protocols.transport.output import BoundedOutput
 
@@ -96,10 +97,7 @@ P = "p"
 # reads, as for its own sockets); this bound is for what is on its way when A decides.
 MAX_BACKLOG = 4 << 20
 
-# How a relay ended (``RelayEnd.ended``): the other side closed, aborted, or its node is gone.
-CLOSED = "close"
-ABORTED = "abort"
-LOST = "lost"
+# How a relay ended (``RelayEnd.ended``): CLOSED, ABORTED, LOST (chatserver.core.relaying).
 
 
 class HandoffState(TypedDict):
