@@ -32,7 +32,9 @@ from typing import Any
 from twisted.logger import Logger
 
 from chatserver.cluster.part import NodePart
-from chatserver.core.relaying import ABORTED, CLOSED, LOST
+from chatserver.core.interfaces import RELAY_ABORTED as ABORTED
+from chatserver.core.interfaces import RELAY_CLOSED as CLOSED
+from chatserver.core.interfaces import RELAY_LOST as LOST
 
 log = Logger()
 

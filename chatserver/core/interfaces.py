@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from zope.interface import Attribute, Interface
 
+# How a handed-off client's relay ended, as the cluster tells the protocols' ends of it
+# (protocols.transport.handoff): the other side closed, aborted, or its node is gone.
+RELAY_CLOSED = "close"
+RELAY_ABORTED = "abort"
+RELAY_LOST = "lost"
+
 
 class IChatClient(Interface):
     """One connection of a user, as the core sees it.  Implemented by each protocol."""

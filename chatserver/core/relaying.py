@@ -13,12 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-# How a relay's end is told it ended: the other side closed, aborted, or its node is gone
-# (the cluster tells it, the protocols' ends hear it).
-CLOSED = "close"
-ABORTED = "abort"
-LOST = "lost"
-
 
 class Relaying:
     """The part of ChatService through which protocols and the cluster hand clients off."""

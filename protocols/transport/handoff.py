@@ -65,7 +65,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import alsoProvides, implementer
 
-from chatserver.core.relaying import ABORTED, CLOSED, LOST
+from chatserver.core.interfaces import RELAY_ABORTED as ABORTED
+from chatserver.core.interfaces import RELAY_CLOSED as CLOSED
+from chatserver.core.interfaces import RELAY_LOST as LOST
 from protocols.transport import close
 from protocols.transport.output import BoundedOutput
 
@@ -97,7 +99,7 @@ P = "p"
 # reads, as for its own sockets); this bound is for what is on its way when A decides.
 MAX_BACKLOG = 4 << 20
 
-# How a relay ended (``RelayEnd.ended``): CLOSED, ABORTED, LOST (chatserver.core.relaying).
+# How a relay ended (``RelayEnd.ended``): CLOSED, ABORTED, LOST (chatserver.core.interfaces).
 
 
 class HandoffState(TypedDict):
