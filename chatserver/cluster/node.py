@@ -34,7 +34,6 @@ saw acknowledged is in another node's hands even if this one dies the next insta
 from __future__ import annotations
 
 import functools
-import gc
 import itertools
 import os
 from collections import deque
@@ -152,9 +151,6 @@ RECENT_MESSAGES = 10_000
 
 # Seconds after a node's key is due to lapse that it is checked.
 CHECK_MARGIN = 0.01
-
-# New objects between the garbage collector's young collections on a node (see start).
-YOUNG_COLLECTION = 50_000
 
 UNAVAILABLE_NICK = (
     "the cluster cannot confirm new nicks now (Redis is unreachable); try again shortly"
@@ -290,12 +286,6 @@ class ClusterNode(Sharing, AccountLeases, Relays):
 
     def start(self) -> None:
         self.service.cluster = self
-        # Each other node's turn is applied at once: hundreds of messages, with their ops,
-        # events and rendered lines, live together until the turn's end.  Collected every 700
-        # new objects (CPython's default), they are walked while alive and moved to the old
-        # generation, whose full collections then walk the whole heap; collected every
-        # YOUNG_COLLECTION most are gone by then.
-        gc.set_threshold(YOUNG_COLLECTION, *gc.get_threshold()[1:])
         self._commands.start()
         self._reader.start()
         self._heartbeat.start(self.lease / 3, now=False)
