@@ -103,9 +103,13 @@ def children_cpu_seconds(pid: int) -> float:
     return total
 
 
-def connect(port: int, nick: str, room: str) -> socket.socket:
+def connect(port: int, nick: str, room: str, caps: tuple[str, ...] = ()) -> socket.socket:
+    """An IRC client of ``nick`` with ``caps``, in ``#room`` once this returns."""
     sock = socket.create_connection(("127.0.0.1", port))
-    sock.sendall(f"NICK {nick}\r\nUSER {nick} 0 * :{nick}\r\nJOIN #{room}\r\n".encode())
+    login = f"NICK {nick}\r\nUSER {nick} 0 * :{nick}\r\n"
+    if caps:
+        login = f"CAP REQ :{' '.join(caps)}\r\n{login}CAP END\r\n"
+    sock.sendall(f"{login}JOIN #{room}\r\n".encode())
     seen = b""
     while f" 366 {nick} #{room} ".encode() not in seen:
         chunk = sock.recv(65536)

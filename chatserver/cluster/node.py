@@ -1127,7 +1127,7 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         run = MessageRun(
             ts=float(op[ops.RUN_LAST]),
             origin=conn.client,
-            rendered=(
+            shipped=(
                 {tuple(key): data for key, data in op[ops.RUN_BLOCKS]}
                 if self.share_rendered
                 else {}
