@@ -134,7 +134,7 @@ def resume(
     conn.server_password_ok = p["password_ok"]
     conn.gateway_secure = p["gateway_secure"]
     account = state["account"]
-    arrival = state["arrival"]
+    arrival = state.get("arrival")
     if arrival is not None:
         _registered(conn, p)
 
