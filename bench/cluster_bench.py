@@ -9,14 +9,16 @@ delivers every message to its own members); the senders alternate between the no
   at once;
 * ``rooms``: ``ROOMS`` rooms of ``MEMBERS`` users, one sender in each, ``PER_ROOM``
   messages each;
-* ``many``: ``MANY_ROOMS`` rooms of ``MANY_MEMBERS`` (1000 clients), one sender in each;
+* ``many``: ``MANY_ROOMS`` rooms of ``MANY_MEMBERS`` (1000 clients), one sender in each,
+  ``MANY_PER_ROOM`` messages each;
 * ``local``: as ``many``, but each room's users on one node, the rooms alternating between
   the nodes (a room's messages then stay on its node).
 
 Measured: the CPU time (user + system, from ``/proc``) each server process, its children
 (the SQLite history writer, shown apart as "writer"), Redis and PostgreSQL (all its
 processes) spent from the first message until the last delivery and the history written
-after it, per message sent, and the deliveries counted at the receivers against those
+after it (until the writers and PostgreSQL have been idle for ``HISTORY_SETTLE``), per
+message sent, and the deliveries counted at the receivers against those
 expected.  CPU time, not wall time, is the figure that holds on a shared machine; from it
 the throughput of two nodes against one process on two free cores is derived as
 ``2 * one process's CPU per message (with its writer) / the cluster's (both nodes, their
@@ -37,6 +39,7 @@ import selectors
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,12 +59,21 @@ MEMBERS = 4
 PER_ROOM = 200
 MANY_ROOMS = 100
 MANY_MEMBERS = 10
-MANY_PER_ROOM = 500
+# 200,000 messages, some 2-3 s of sending: with 500 a run lasted half a second, and the
+# idle second and a half after it (the history writes), the 10 ms resolution of /proc's CPU
+# times and each process's warm-up weighed as much as the messages.
+MANY_PER_ROOM = 2000
 SCENARIOS = ("fanout", "rooms", "many", "local")
 TICK = os.sysconf("SC_CLK_TCK")
-# Seconds after the last delivery until the last history batch is written (a flush interval,
-# 1 s by default, and its write).
+# After the last delivery, the history is written (a flush interval, 1 s by default, then
+# its write): the run ends once the history writers and PostgreSQL have spent no CPU for
+# this long (more than a flush interval), or after SETTLE_LIMIT.  A fixed wait cut the
+# writes short on a busy machine, where the last flush can take seconds.
 HISTORY_SETTLE = 1.5
+SETTLE_LIMIT = 60.0
+# CPU seconds a quarter-second may show and still count as quiet (one clock tick: the
+# kernel charges CPU time in ticks).
+QUIET = 1.0 / TICK
 # No flood control (one client sends everything at once), no per-address cap (all local).
 OVERRIDES = {"irc": {"flood_burst": 0}, "chat": {"max_connections_per_address": 0}}
 
@@ -91,9 +103,13 @@ def children_cpu_seconds(pid: int) -> float:
     return total
 
 
-def connect(port: int, nick: str, room: str) -> socket.socket:
+def connect(port: int, nick: str, room: str, caps: tuple[str, ...] = ()) -> socket.socket:
+    """An IRC client of ``nick`` with ``caps``, in ``#room`` once this returns."""
     sock = socket.create_connection(("127.0.0.1", port))
-    sock.sendall(f"NICK {nick}\r\nUSER {nick} 0 * :{nick}\r\nJOIN #{room}\r\n".encode())
+    login = f"NICK {nick}\r\nUSER {nick} 0 * :{nick}\r\n"
+    if caps:
+        login = f"CAP REQ :{' '.join(caps)}\r\n{login}CAP END\r\n"
+    sock.sendall(f"{login}JOIN #{room}\r\n".encode())
     seen = b""
     while f" 366 {nick} #{room} ".encode() not in seen:
         chunk = sock.recv(65536)
@@ -198,8 +214,7 @@ class Run:
         elapsed = time.monotonic() - started
         # What is stored after the last delivery (the history writer's or PostgreSQL's
         # writes, one flush interval later) belongs to the run.
-        time.sleep(HISTORY_SETTLE)
-        after = [read(p) for _, p, read in probes]
+        after = settle(probes)
         for spy in spies:
             spy.send_signal(signal.SIGINT)
             spy.wait(60)
@@ -255,6 +270,24 @@ class Run:
         return spies
 
 
+def settle(probes: list[tuple[str, int, Callable[[int], float]]]) -> list[float]:
+    """Wait until the history is written: the writers and PostgreSQL quiet for
+    HISTORY_SETTLE; every probe's CPU then."""
+    storing = [i for i, (name, _, _) in enumerate(probes) if "writer" in name or "postgres" in name]
+    last = [read(p) for _, p, read in probes]
+    started = quiet_since = time.monotonic()
+    while time.monotonic() - quiet_since < HISTORY_SETTLE:
+        if time.monotonic() - started > SETTLE_LIMIT:
+            print(f"history still being written after {SETTLE_LIMIT:.0f} s", flush=True)
+            break
+        time.sleep(0.25)
+        now = [read(p) for _, p, read in probes]
+        if any(now[i] - last[i] > QUIET for i in storing):
+            quiet_since = time.monotonic()
+        last = now
+    return last
+
+
 def pin(server: ServerProcess, core: int) -> None:
     assert server.proc is not None
     os.sched_setaffinity(server.proc.pid, {core})
@@ -275,6 +308,7 @@ def main() -> None:
 
         postgres = PostgresServer().start()
     runs = 0
+    ratios: dict[str, list[float]] = {}
     try:
         for _ in range(args.repeat):
             for scenario in args.only.split(","):
@@ -326,6 +360,7 @@ def main() -> None:
                     # configurations alike.
                     single_cpu = sum(c for n, c in one.items() if n != "postgresql")
                     cluster = sum(c for n, c in two.items() if n != "postgresql")
+                    ratios.setdefault(scenario, []).append(2 * single_cpu / cluster)
                     print(
                         f"{scenario:7} two nodes / one process: measured {two_rate / one_rate:.2f}x"
                         f" in messages/s (shared machine); derived from CPU on two free cores"
@@ -336,6 +371,12 @@ def main() -> None:
                     for n in nodes:
                         n.kill()
                     redis.destroy()
+        for scenario, derived in ratios.items():
+            print(
+                f"{scenario:7} derived over {len(derived)} runs: median"
+                f" {statistics.median(derived):.2f}x, {min(derived):.2f}-{max(derived):.2f}x",
+                flush=True,
+            )
     finally:
         if postgres is not None:
             postgres.destroy()

@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger
 
-from chatserver.core.events import Event, Message, MessageBatch, MessageRun
+from chatserver.core.events import (
+    Event,
+    Message,
+    MessageBatch,
+    MessageRun,
+    renders_shared,
+    shared_renderings,
+)
 from chatserver.core.interfaces import IChatClient
 
 if TYPE_CHECKING:
@@ -27,6 +34,14 @@ if TYPE_CHECKING:
 # Rooms at least this big hear of joins and parts with the turn's batch.  In a small room a
 # join costs a handful of deliveries either way, and comes at once.
 MEMBERSHIP_BATCH_FROM = 50
+
+# How another cluster node's user's room messages reached this node's members (see
+# ``Delivery.run_paths``): as the lines their node rendered and shipped, as lines rendered
+# here, or as Message events made here for members of protocols that render no shared lines.
+SHIPPED = "shipped"
+RENDERED = "rendered"
+EVENTS = "events"
+RUN_PATHS = (SHIPPED, RENDERED, EVENTS)
 
 
 class Delivery:
@@ -43,6 +58,10 @@ class Delivery:
         # of room messages are added per room fan-out (Room.fanout), not per recipient.
         self.messages_by_protocol: dict[str, int] = {}
         self.deliveries_by_protocol: dict[str, int] = {}
+        # Cluster mode: other nodes' users' room messages, by the path (RUN_PATHS) by which
+        # they reached this node's members; a message counts once on each path it took.
+        # Counted once per run of messages, when it has been delivered, not per member.
+        self.run_paths: dict[str, int] = dict.fromkeys(RUN_PATHS, 0)
         # Room messages said while connections' input is being handled (see batch()): their
         # delivery to the other members waits for the end of the reactor turn (or of the read,
         # without ``end_of_turn``), one write per member.
@@ -324,6 +343,39 @@ class Delivery:
                     elif type(event) is MessageRun:
                         protocol = event.origin.protocol
                         by_protocol[protocol] -= event.count
+                        self._count_run(room, event)
+
+    def _count_run(self, room: Room, run: MessageRun) -> None:
+        """Count ``run``, just delivered, on the paths it took to this node's members: the
+        renderings its members got (its ``rendered`` keys), each the very bytes its node
+        shipped or bytes made here, and events for members of other protocols."""
+        took_shipped = took_rendered = False
+        shipped = run.shipped
+        rendered = run.rendered
+        for key in shared_renderings(rendered):
+            if rendered[key] is shipped.get(key):
+                took_shipped = True
+            else:
+                took_rendered = True
+        paths = self.run_paths
+        count = run.count
+        if took_shipped:
+            paths[SHIPPED] += count
+        if took_rendered:
+            paths[RENDERED] += count
+        if any(not renders_shared(protocol) for protocol in room.local_protocols()):
+            paths[EVENTS] += count
+
+    def _count_relayed(self, room: Room, count: int) -> None:
+        """Count ``count`` messages of another node's user that came one by one, or were
+        made here as events (see ``ChatService.relay``): rendered here for this node's
+        members of protocols with shared renderings, events for the others."""
+        local = room.local_protocols()
+        paths = self.run_paths
+        if any(renders_shared(protocol) for protocol in local):
+            paths[RENDERED] += count
+        if any(not renders_shared(protocol) for protocol in local):
+            paths[EVENTS] += count
 
     def _deliver_spans(
         self, client: IChatClient, batch: MessageBatch, start: int, own: list[int] | None

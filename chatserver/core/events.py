@@ -226,8 +226,10 @@ _SHARED_RENDERINGS: set[str] = set()
 
 
 def share_rendering(name: str) -> None:
-    """Declare that a protocol's ``rendered`` keys ``(name, ...)`` of a room message hold
-    bytes made from the message alone, the same on every node (see MessageRun)."""
+    """Declare that protocol ``name``'s ``rendered`` keys ``(name, ...)`` of a room message
+    hold bytes made from the message alone, the same on every node (see MessageRun): its
+    connections (whose ``protocol`` is ``name``) get another node's run as such bytes, not
+    as Message events."""
     _SHARED_RENDERINGS.add(name)
 
 
@@ -236,15 +238,25 @@ def shared_renderings(rendered: dict[Any, Any]) -> list[Any]:
     return [key for key in rendered if type(key) is tuple and key[0] in _SHARED_RENDERINGS]
 
 
+def renders_shared(protocol: str) -> bool:
+    """Whether connections of ``protocol`` render room messages under shared keys (see
+    ``share_rendering``); those of any other protocol take another node's run as the
+    Message events made of it."""
+    return protocol in _SHARED_RENDERINGS
+
+
 @quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MessageRun(Event):
     """Messages a user of another cluster node said to ``room`` in a row, as that node sent
-    them: ``count`` of them, ``ts`` the last one's time.  ``rendered`` comes holding the bytes
-    its node made of them for its own members (all of them joined, per key of
+    them: ``count`` of them, ``ts`` the last one's time.  ``shipped`` holds the bytes its
+    node made of them for its own members (all of them joined, per key of
     ``share_rendering``): a recipient of one of those keys gets them without the messages
-    being made or rendered here.  ``messages()`` makes the Message events, once, for
-    everything else (other keys, other protocols, history); ``said`` gives their fields."""
+    being made or rendered here.  ``rendered`` holds, per key, the bytes this node's members
+    of that key got (shipped or made here), so once the run is delivered its keys say which
+    renderings were used and ``shipped`` which of them came ready.  ``messages()`` makes the
+    Message events, once, for everything else (other keys, other protocols, history);
+    ``said`` gives their fields."""
 
     room: str
     source: Who
@@ -252,6 +264,7 @@ class MessageRun(Event):
     # The time of the last of them that is not a notice (None: all are).
     active: float | None
     said: Callable[[], list[Said]] = field(compare=False, repr=False)
+    shipped: dict[Any, bytes] = field(default_factory=dict, compare=False, repr=False)
     # The events once made (a list, so that a frozen run can keep them).
     made: list[tuple[Message, ...]] = field(default_factory=list, compare=False, repr=False)
 

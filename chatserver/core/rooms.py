@@ -77,6 +77,7 @@ class Room:
         "_clients",
         "_fanout",
         "_history",
+        "_local",
         "_nodes",
         "_unmade",
         "bans",
@@ -131,6 +132,7 @@ class Room:
         self._clients: tuple[Any, ...] | None = None
         self._fanout: tuple[tuple[str, int], ...] | None = None
         self._nodes: tuple[str, ...] | None = None
+        self._local: frozenset[str] | None = None
 
     # -- recent history --------------------------------------------------------------------
 
@@ -193,10 +195,26 @@ class Room:
             nodes = self._nodes = tuple({u.node for u in self.members if u.node is not None})
         return nodes
 
+    def local_protocols(self) -> frozenset[str]:
+        """The protocols of this node's members' connections (cluster mode: not the
+        stand-ins of other nodes' users); cached with :meth:`clients`."""
+        local = self._local
+        if local is None:
+            local = self._local = frozenset(
+                [
+                    conn.client.protocol
+                    for u in self.members
+                    if u.node is None
+                    for conn in u.connections
+                ]
+            )
+        return local
+
     def members_changed(self) -> None:
         self._clients = None
         self._fanout = None
         self._nodes = None
+        self._local = None
 
     def member(self, user: User) -> Member | None:
         return self.members.get(user)

@@ -830,7 +830,7 @@ class ChatService(
         if member is None or not self._batch_depth or user.node is None:
             # Not a member here (the rooms disagree), outside a read, or a user of this node
             # (stored and published here): one by one.
-            return [
+            said_here = [
                 self.say(
                     conn,
                     text=text,
@@ -843,6 +843,9 @@ class ChatService(
                 )
                 for text, kind, tags, msgid, ts, native in said
             ]
+            if user.node is not None:
+                self._count_relayed(r, len(said_here))
+            return said_here
         who = user.who()
         name = r.name
         client = conn.client
@@ -872,6 +875,7 @@ class ChatService(
                 break
         protocol = conn.protocol
         self.messages_by_protocol[protocol] = self.messages_by_protocol.get(protocol, 0) + len(msgs)
+        self._count_relayed(r, len(msgs))
         self._batch_relayed(r, msgs)
         for msg in msgs:
             r.remember(msg)

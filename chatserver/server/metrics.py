@@ -22,6 +22,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from chatserver.cluster.remote import REMOTE_PROTOCOL
+from chatserver.core.delivery import RUN_PATHS
 from chatserver.server.health import HealthResource
 
 if TYPE_CHECKING:
@@ -140,6 +141,18 @@ class ChatCollector:
             for (side, node), count in sorted(relay_counts().items()):
                 relayed.add_metric([side, node], count)
             yield relayed
+        if chat.cluster is not None:
+            runs = CounterMetricFamily(
+                "chatserver_cluster_run_messages",
+                "Room messages of other nodes' users, by how they reached this node's members:"
+                " as the lines their node rendered (path shipped), as lines rendered here"
+                " (rendered), or as events made here for members of protocols without shared"
+                " lines (events); a message counts once on each path it took.",
+                labels=["path"],
+            )
+            for path in RUN_PATHS:
+                runs.add_metric([path], chat.run_paths[path])
+            yield runs
         # A protocol's own figures, where its factory keeps some.
         for _, factory in self.server.factories():
             collect = getattr(factory, "collect_metrics", None)

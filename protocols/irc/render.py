@@ -307,14 +307,18 @@ def render_run(conn: IrcConnection, run: MessageRun) -> bytes:
     key = ("irc", conn.cap_bits & MESSAGE_BITS)
     data = run.rendered.get(key)
     if data is None:
-        bits = key[1]
-        parts = []
-        for msg in run.messages():
-            part = msg.rendered.get(key)
-            if part is None:
-                part = msg.rendered[key] = build_message(msg, bits)
-            parts.append(part)
-        data = run.rendered[key] = b"".join(parts)
+        # The first member of this variant: what its node shipped, or made here.
+        data = run.shipped.get(key)
+        if data is None:
+            bits = key[1]
+            parts = []
+            for msg in run.messages():
+                part = msg.rendered.get(key)
+                if part is None:
+                    part = msg.rendered[key] = build_message(msg, bits)
+                parts.append(part)
+            data = b"".join(parts)
+        run.rendered[key] = data
     return data
 
 

@@ -8,25 +8,18 @@ the reference servers is `make bench` (bench/README.md).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-RUN = ROOT / "bench" / "run.py"
+from tests.bench.scripts import run_script
 
 
 @pytest.mark.timeout(300)
 def test_smoke_counts_every_delivery_once(tmp_path: Path) -> None:
     results = tmp_path / "smoke.json"
-    proc = subprocess.run(
-        [sys.executable, str(RUN), "--smoke", "--json", str(results), "--keep", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=280,
+    proc = run_script(
+        "run.py", "--smoke", "--json", str(results), "--keep", str(tmp_path), timeout=280
     )
     assert results.exists(), f"no results:\n{proc.stdout}\n{proc.stderr}"
     runs = json.loads(results.read_text())["runs"]
