@@ -74,6 +74,7 @@ class Identity:
             self, conn: Connection, *, nick: str | None, ident: str | None, account: str | None
         ) -> None: ...
         def _take_arrival(self, arrival: dict[str, Any]) -> str: ...
+        def _arrival_ready(self, key: str) -> Deferred[None]: ...
         def _arrival_done(self, key: str, reason: str | None = None) -> None: ...
         def _send(
             self,
@@ -267,7 +268,10 @@ class Identity:
             return self.login(conn, account, arrival=arrival)
 
         key = self._take_arrival(arrival) if arrival is not None else None
-        d = self.cluster.claim_account(account).addCallback(claimed)
+        d = self.cluster.claim_account(account)
+        if key is not None:
+            d.addCallback(lambda _: self._arrival_ready(key))
+        d.addCallback(claimed)
         if key is not None:
             d.addBoth(_passing(lambda: self._arrival_done(key)))
         return d

@@ -20,8 +20,10 @@ user in the rooms it shares with the account's user and then its quit, as on one
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred, succeed
 
 from chatserver.core.events import who_fields
 from chatserver.core.identity import moved_reason
@@ -32,6 +34,9 @@ if TYPE_CHECKING:
 
 # The key of a handoff state that holds what ``departure`` gave (None: a login before a user).
 ARRIVAL = "arrival"
+# Seconds an arrived client's login waits, at the most, for its node's quit of its old user
+# (sent right behind the client; a node that dies meanwhile has its users removed anyway).
+ARRIVAL_WAIT = 5.0
 
 
 @dataclass(slots=True)
@@ -43,12 +48,15 @@ class _Arrival:
     reason: str | None = None
     # A login of the client waits for it.
     taken: bool = False
+    # That login, waiting for its node's quit (:meth:`Relaying._arrival_ready`).
+    waiters: list[Deferred[None]] = field(default_factory=list)
 
 
 class Relaying:
     """The part of ChatService through which protocols and the cluster hand clients off."""
 
     cluster: Any
+    clock: Any
     by_account: dict[str, User]
     users: NickTable
 
@@ -111,6 +119,29 @@ class Relaying:
             held.taken = True
         return key
 
+    def _arrival_ready(self, key: str) -> Deferred[None]:
+        """Fires once the stand-in held for ``key`` has lost its last connection (its node's
+        quit came, right behind the client), so that the login shows the client its old
+        user and then its quit, as one process does; at once if there is none to wait for."""
+        held = self._arrivals.get(key)
+        if held is None or held.reason is not None or not held.user.connections:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        held.waiters.append(d)
+
+        def expire() -> None:
+            if not d.called:
+                d.callback(None)
+
+        timer = self.clock.callLater(ARRIVAL_WAIT, expire)
+
+        def stop(result: Any) -> Any:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        return d.addBoth(stop)
+
     def _kept_for_arrival(self, user: User, reason: str) -> bool:
         """``user`` lost its last connection (its node's quit, ``reason``): whether it stays
         for a login of its client here (:meth:`_arrival_done` ends it)."""
@@ -118,6 +149,10 @@ class Relaying:
         if held is None or held.user is not user:
             return False
         held.reason = reason
+        waiters, held.waiters = held.waiters, []
+        for d in waiters:
+            if not d.called:
+                d.callback(None)
         return True
 
     def _arrival_done(self, key: str, reason: str | None = None) -> None:
