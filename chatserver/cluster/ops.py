@@ -175,8 +175,9 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     # (protocols.transport.handoff).
     "hoff": {"id": _STR, "state": (dict,)},
     # Bytes of relay ``id`` from the client ("rin") or to it ("rout"); ``end``: the relay
-    # ends after them (why), ``abort``: at once.
-    "rin": {"id": _STR, "data": (bytes,), "end": _OPT_STR, "abort": (bool,)},
+    # ends after them (why), ``abort``: at once; ``t``: when the first of the client's came
+    # (its node's monotonic clock).
+    "rin": {"id": _STR, "data": (bytes,), "end": _OPT_STR, "abort": (bool,), "t": _NUM},
     "rout": {"id": _STR, "data": (bytes,), "end": _OPT_STR, "abort": (bool,)},
     # The client's socket of relay ``id`` stopped taking output (``paused``), or takes it
     # again.

@@ -5,8 +5,9 @@ A client handed off (``protocols.transport.handoff``) has its socket on one node
 node*).  The bytes between them travel in the nodes' streams, as ops among the others:
 
 - ``hoff`` (client's node to serving node): open relay ``id`` for a client in ``state``;
-- ``rin`` (client's node to serving node): bytes the client sent; ``end`` set when its
-  socket closed (the reason);
+- ``rin`` (client's node to serving node): bytes the client sent, and when the first of
+  them came (``t``, that node's monotonic clock); ``end`` set when its socket closed (the
+  reason);
 - ``rout`` (serving node to client's node): bytes the protocol wrote; ``end`` set when it
   closed its connection (``abort``: aborted it);
 - ``rflow`` (client's node to serving node): the socket stopped taking output (``paused``)
@@ -16,10 +17,14 @@ node*).  The bytes between them travel in the nodes' streams, as ops among the o
 A relay's ops of one reactor turn are one op (its bytes joined), and a turn's ops to one
 node one stream entry, as every op is published; each stream is applied in order, so the
 bytes keep theirs.  While Redis is unreachable they wait with every other entry and go once
-it is back.  A relay ends when either side closes, and when the other node is gone (it
-stopped, restarted, or its heartbeat lapsed): its clients' sockets are closed, or its
-relayed clients' protocols here see their connection lost; and when this node missed
-entries of its stream (then it cannot know what a relay's client said), every relay ends.
+it is back; the serving node tells the protocol how long a client's bytes were held up (how
+much longer than the relay's quickest crossing they took), and its flood control credits
+that wait as it credits a stall of the process: what the client sent meanwhile arrives in
+one go, but it was sent as it came.  A relay ends when either side closes, and when the
+other node is gone (it stopped, restarted, or its heartbeat lapsed): its clients' sockets
+are closed, or its relayed clients' protocols here see their connection lost; and when this
+node missed entries of its stream (then it cannot know what a relay's client said), every
+relay ends.
 
 Relay ids are made by the client's node; the serving node knows a relay by that node and id.
 """
@@ -27,6 +32,7 @@ Relay ids are made by the client's node; the serving node knows a relay by that 
 from __future__ import annotations
 
 import itertools
+import time
 from typing import Any
 
 from twisted.logger import Logger
@@ -38,11 +44,42 @@ from chatserver.core.interfaces import RELAY_LOST as LOST
 
 log = Logger()
 
+# How fast a relay's quickest crossing is let rise, in seconds per second: the two nodes'
+# clocks may drift apart (a tenth of a millisecond a second at worst, without time
+# synchronisation), and a drift must not pass for a wait; a wait worth crediting is seconds.
+CREEP = 0.001
+
+
+class Crossing:
+    """How long one relay's bytes take from the other node to this one, and how much longer
+    than usual the latest took.  The two nodes' monotonic clocks differ by an unknown
+    offset: each crossing is measured with it, and a difference of two cancels it."""
+
+    __slots__ = ("checked", "quickest")
+
+    def __init__(self) -> None:
+        # The quickest crossing seen (risen by CREEP since), and when that was looked at.
+        self.quickest: float | None = None
+        self.checked = 0.0
+
+    def late(self, sent: float, now: float) -> float:
+        """Bytes whose first came at ``sent`` on the other node (its clock) arrive ``now``
+        (this node's): the seconds they took beyond the quickest crossing."""
+        crossing = now - sent
+        quickest = self.quickest
+        if quickest is not None:
+            quickest += CREEP * (now - self.checked)
+        if quickest is None or crossing < quickest:
+            quickest = crossing
+        self.quickest = quickest
+        self.checked = now
+        return crossing - quickest
+
 
 class _Relay:
     """One relay's end on this node: sends its ops, and is told what the other end sent."""
 
-    __slots__ = ("end", "id", "kind", "node", "owner")
+    __slots__ = ("crossing", "end", "id", "kind", "node", "owner")
 
     def __init__(self, owner: Relays, node: str, relay_id: str, kind: str) -> None:
         self.owner = owner
@@ -52,6 +89,8 @@ class _Relay:
         # "rin" on the client's node, "rout" on the serving node.
         self.kind = kind
         self.end: Any = None
+        # On the serving node: how long the client's bytes take to get here.
+        self.crossing = Crossing()
 
     def _op(self) -> dict[str, Any]:
         """The op that this turn's bytes join (made, and published, by the first)."""
@@ -65,6 +104,8 @@ class _Relay:
                 "end": None,
                 "abort": False,
             }
+            if self.kind == "rin":
+                op["t"] = time.monotonic()
             self.owner._publish(op, targets=self.node)
         return op
 
@@ -165,7 +206,8 @@ class Relays(NodePart):
         relay = self._served.get(key)
         if relay is None:
             return
-        self._received(relay, op, self._served, key)
+        waited = relay.crossing.late(op["t"], time.monotonic())
+        self._received(relay, op, self._served, key, waited)
 
     def _on_rflow(self, node: str, op: dict[str, Any]) -> None:
         relay = self._served.get((node, op["id"]))
@@ -175,11 +217,16 @@ class Relays(NodePart):
     # -- both -------------------------------------------------------------------------------
 
     def _received(
-        self, relay: _Relay, op: dict[str, Any], table: dict[Any, _Relay], key: Any
+        self,
+        relay: _Relay,
+        op: dict[str, Any],
+        table: dict[Any, _Relay],
+        key: Any,
+        waited: float = 0.0,
     ) -> None:
         end = relay.end
         if op["data"] and end is not None:
-            end.received(bytes(op["data"]))
+            end.received(bytes(op["data"]), waited)
         if op["end"] is not None:
             table.pop(key, None)
             relay.end = None

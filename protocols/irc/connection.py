@@ -43,7 +43,7 @@ from protocols.irc.message import (
 from protocols.irc.render import history_lines, render, render_batch
 from protocols.irc.services_registry import SERVICES
 from protocols.transport import close, peer
-from protocols.transport.flood import FloodBudget, FloodQueue
+from protocols.transport.flood import FloodQueue, budget_for
 from protocols.transport.framing import TOO_LONG, LineSplitter, TooLong
 from protocols.transport.idle import IdleTimer
 from protocols.transport.output import BoundedOutput
@@ -230,7 +230,9 @@ class IrcConnection(Protocol):
         transport.registerProducer(self._output, True)  # type: ignore[attr-defined]
         config = self.config
         if config.flood_burst > 0 and not self.factory.flood_exempt(self.address):
-            self.flood.budget = FloodBudget(config.flood_burst, config.flood_rate, self.clock)
+            self.flood.budget = budget_for(
+                transport, config.flood_burst, config.flood_rate, self.clock
+            )
         self.factory.connection_opened(self)
         try:
             self.core = self.service.connect(self)

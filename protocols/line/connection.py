@@ -44,7 +44,7 @@ from protocols.line.render import (
     topic_text,
 )
 from protocols.transport import close, peer
-from protocols.transport.flood import FloodBudget
+from protocols.transport.flood import FloodBudget, budget_for
 from protocols.transport.idle import IdleTimer
 from protocols.transport.output import BoundedOutput
 
@@ -166,7 +166,9 @@ class LineConnection(Protocol):
         in (else it was told why, and closed)."""
         transport: Any = self.transport
         transport.registerProducer(self._output, True)
-        self.flood = FloodBudget(self.config.flood_burst, self.config.flood_rate, self.clock)
+        self.flood = budget_for(
+            transport, self.config.flood_burst, self.config.flood_rate, self.clock
+        )
         if self.config.require_tls and not self.secure:
             reason = self.tls_advice("plaintext connections from other machines are not accepted")
             self.log.info("line connection from {address} refused: plaintext", address=self.address)

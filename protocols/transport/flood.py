@@ -3,10 +3,11 @@ input waiting for it.
 
 A :class:`FloodBudget` is a token bucket (``burst`` tokens, refilled at ``rate`` per second)
 that does not count the server's own stalls against the client: for the time the server did
-not run (see :mod:`protocols.transport.stall`) the client is credited what it could have
-sent meanwhile, so a backlog read in one go after a stall is admitted as if it had been read
-as it came.  A command that costs the server more than its turn takes more with
-:meth:`FloodBudget.charge` (into debt: the client's next commands wait).
+not run, or a relayed client's bytes waited in the cluster (see
+:mod:`protocols.transport.stall`), the client is credited what it could have sent meanwhile,
+so a backlog read in one go after a stall is admitted as if it had been read as it came.  A
+command that costs the server more than its turn takes more with :meth:`FloodBudget.charge`
+(into debt: the client's next commands wait).
 
 A :class:`FloodQueue` runs input items in order while the budget allows; the excess waits
 its turn, and a client that keeps more than ``max_queue`` items waiting is a flood (the
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from chatserver.core.limits import TokenBucket
-from protocols.transport.stall import StallWatch, watch_for
+from protocols.transport.stall import Stalls, stalls_of, watch_for
 
 T = TypeVar("T")
 
@@ -30,9 +31,7 @@ class FloodBudget:
 
     __slots__ = ("_watch", "bucket", "clock")
 
-    def __init__(
-        self, burst: float, rate: float, clock: Any, watch: StallWatch | None = None
-    ) -> None:
+    def __init__(self, burst: float, rate: float, clock: Any, watch: Stalls | None = None) -> None:
         self.clock = clock
         self.bucket = TokenBucket(burst, rate, clock.seconds())
         self._watch = watch if watch is not None else watch_for(clock)
@@ -74,6 +73,12 @@ class FloodBudget:
             bucket.rate = float(rate)
             bucket.capacity = float(burst)
             bucket.tokens = min(bucket.tokens, bucket.capacity)
+
+
+def budget_for(transport: Any, burst: float, rate: float, clock: Any) -> FloodBudget:
+    """The flood budget of the connection on ``transport``: it credits the stalls that
+    connection's input met (:func:`protocols.transport.stall.stalls_of`)."""
+    return FloodBudget(burst, rate, clock, stalls_of(transport, clock))
 
 
 class FloodQueue(Generic[T]):

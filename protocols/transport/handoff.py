@@ -45,7 +45,9 @@ login does, then resumes too (or closes).  ``resume`` returns the protocol, or N
 cannot serve the client (the relay is then closed, and so is the socket on B).
 
 Limits per address, flood control, output limits and idle timeouts apply on A as to any of
-A's connections.  B enforces only what is below the protocol: TLS and WebSocket framing.  It
+A's connections; flood control credits the time the client's bytes waited on their way (Redis
+unreachable), as it credits a stall of A itself, so a client under its limit is not taken for
+a flood when what it sent meanwhile arrives in one go.  B enforces only what is below the protocol: TLS and WebSocket framing.  It
 tells A when the socket stops taking output and when it takes it again: A's transport then
 pauses and resumes the protocol's output producer, so that the protocol's own output limit
 drops a client that never reads, as for A's own sockets; :data:`MAX_BACKLOG` bounds what B
@@ -77,6 +79,7 @@ from chatserver.core.interfaces import RELAY_CLOSED as CLOSED
 from chatserver.core.interfaces import RELAY_LOST as LOST
 from protocols.transport import close
 from protocols.transport.output import BoundedOutput
+from protocols.transport.stall import InputStalls, watch_for
 
 if TYPE_CHECKING:
     from twisted.internet.protocol import Protocol as TwistedProtocol
@@ -164,8 +167,9 @@ class RelayLink(Protocol):
 class RelayEnd(Protocol):
     """What the cluster tells an end of a relay (both ``ClientEnd`` and ``RelayTransport``)."""
 
-    def received(self, data: bytes) -> None:
-        """Bytes from the other end, in order."""
+    def received(self, data: bytes, late: float = 0.0) -> None:
+        """Bytes from the other end, in order; ``late``: seconds they were held up on the
+        way, beyond the relay's usual time (Redis was unreachable)."""
 
     def ended(self, how: str, reason: str) -> None:
         """The other end closed (CLOSED), aborted (ABORTED), or its node is gone (LOST)."""
@@ -292,7 +296,7 @@ class ClientEnd:
 
     # RelayEnd: what the cluster passes on from A.
 
-    def received(self, data: bytes) -> None:
+    def received(self, data: bytes, late: float = 0.0) -> None:
         if self.done or not getattr(self.transport, "connected", True):
             return
         if not self.output.write(self.transport, data):
@@ -346,6 +350,9 @@ class RelayTransport:
         self._paused = True
         pending = state.get(PENDING) or b""
         self._held: list[bytes] = [bytes(pending)] if pending else []
+        # What the protocol's flood budget credits (protocols.transport.stall.stalls_of):
+        # the reactor's stalls, and the time the client's bytes waited in the cluster.
+        self.input_stalls = InputStalls(watch_for(clock))
 
     # ITransport
 
@@ -403,9 +410,12 @@ class RelayTransport:
 
     # RelayEnd: what the cluster passes on from the client's node.
 
-    def received(self, data: bytes) -> None:
+    def received(self, data: bytes, late: float = 0.0) -> None:
         if not self.connected:
             return
+        # What the client sent meanwhile comes in one go: its flood budget is credited the
+        # wait, as for a stall of this process.
+        self.input_stalls.delayed(late, self.clock.seconds())
         if self._paused or self.protocol is None or self._held:
             self._held.append(data)
             return

@@ -10,14 +10,19 @@ stall to the client (see :class:`protocols.transport.flood.FloodBudget`).
 
 Lateness is measured on the monotonic clock of the process, not the reactor's: a test clock
 that jumps ahead is no stall, and a stall is a stall whatever the wall clock does.
+
+A client relayed from another node (``protocols.transport.handoff``) meets stalls of its own:
+its bytes cross the cluster's streams, and while Redis is unreachable they wait, then come in
+one go.  Its transport keeps :class:`InputStalls`, the reactor's stalls and those delays
+together, and its flood budget credits both (:func:`stalls_of`).
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 from twisted.internet.task import LoopingCall
 
@@ -67,16 +72,68 @@ class StallWatch:
         self.notice(end)
         if self._last_end <= start:
             return 0.0
-        total = 0.0
-        for begin, finish in reversed(self.stalls):
-            if finish <= start:
-                break
-            total += max(0.0, min(finish, end) - max(begin, start))
-        return total
+        return covered(self.stalls, start, end)
 
     def stop(self) -> None:
         if self._loop.running:
             self._loop.stop()
+
+
+class Stalls(Protocol):
+    """What a flood budget asks of the stalls its connection's input met."""
+
+    def stalled_between(self, start: float, end: float) -> float:
+        """Seconds of stalls within ``start``..``end`` (``end`` is now)."""
+        ...
+
+
+class InputStalls:
+    """The stalls one connection's input met: the reactor's (``watch``), and the delays of
+    its bytes on their way to this process, each the span just before they arrived (a
+    client relayed from another node, whose bytes waited in the cluster)."""
+
+    __slots__ = ("_delays", "watch")
+
+    def __init__(self, watch: StallWatch) -> None:
+        self.watch = watch
+        # Spans in order, none overlapping the next: a delay that overlaps the last one
+        # widens it (delays come in order, each ending at its arrival).
+        self._delays: deque[tuple[float, float]] = deque(maxlen=KEPT)
+
+    def delayed(self, seconds: float, now: float) -> None:
+        """Input that arrives ``now`` was held up ``seconds`` on its way, by no fault of the
+        client's; a delay within a stall's THRESHOLD is the usual jitter and not one."""
+        if seconds <= THRESHOLD:
+            return
+        begin = now - seconds
+        delays = self._delays
+        if delays and begin <= delays[-1][1]:
+            begin = min(begin, delays.pop()[0])
+        delays.append((begin, now))
+
+    def stalled_between(self, start: float, end: float) -> float:
+        self.watch.notice(end)
+        # The reactor may have stood still while the bytes waited: counted once.
+        return covered([*self.watch.stalls, *self._delays], start, end)
+
+
+def stalls_of(transport: Any, clock: Any) -> Stalls:
+    """The stalls a connection's input met, for its flood budget: those its transport
+    keeps (``input_stalls``: a relayed client's), else the reactor's."""
+    stalls: Stalls | None = getattr(transport, "input_stalls", None)
+    return stalls if stalls is not None else watch_for(clock)
+
+
+def covered(spans: Iterable[tuple[float, float]], start: float, end: float) -> float:
+    """Seconds of ``start``..``end`` inside at least one of ``spans`` (which may overlap)."""
+    inside = sorted((max(b, start), min(f, end)) for b, f in spans if f > start and b < end)
+    total = 0.0
+    reached = start
+    for begin, finish in inside:
+        if finish > reached:
+            total += finish - max(begin, reached)
+            reached = finish
+    return total
 
 
 _WATCHES: dict[int, StallWatch] = {}

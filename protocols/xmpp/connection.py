@@ -27,7 +27,7 @@ from chatserver.core.events import REVOKED_REASONS, DropKind, MessageBatch, each
 from chatserver.core.interfaces import IChatClient
 from protocols import connlog
 from protocols.transport import close, peer
-from protocols.transport.flood import FloodBudget, FloodQueue
+from protocols.transport.flood import FloodQueue, budget_for
 from protocols.transport.idle import IdleTimer
 from protocols.transport.output import BoundedOutput
 from protocols.xmpp import (
@@ -438,7 +438,9 @@ class XmppConnection(Protocol):
         self._timer.start(deadline=self.config.negotiation_timeout)
         self._timer.touch(self.clock.seconds())
         # Elements before login count too (a fresh budget comes with the bound resource).
-        self.flood.budget = FloodBudget(self.config.flood_burst, self.config.flood_rate, self.clock)
+        self.flood.budget = budget_for(
+            self.transport, self.config.flood_burst, self.config.flood_rate, self.clock
+        )
         return True
 
     def dataReceived(self, data: bytes) -> None:
@@ -859,7 +861,9 @@ class XmppConnection(Protocol):
         self.factory.add_session(self)
         self._timer.deadline = None
         config = self.config
-        self.flood.budget = FloodBudget(config.flood_burst, config.flood_rate, self.clock)
+        self.flood.budget = budget_for(
+            self.transport, config.flood_burst, config.flood_rate, self.clock
+        )
 
     # -- elements -------------------------------------------------------------------------------
 

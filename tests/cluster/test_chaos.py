@@ -1,8 +1,9 @@
 """Failures under load, counted: a node killed, Redis stopped or emptied, PostgreSQL stopped.
 
 Every test runs real nodes on one private PostgreSQL (the store they share) and one private
-Redis, with IRC users on each node saying ``<label>-<n>`` at a steady rate in one room.  Each
-prints its counts (sent, acknowledged by the echo, delivered, stored) and checks that nothing
+Redis, with IRC users on each node saying ``<label>-<n>`` at a steady rate in one room (and,
+for nodes killed in the middle of bursts, XMPP and line-chat users too).  Each prints its
+counts (sent, acknowledged by the echo, delivered, stored) and checks that nothing
 acknowledged is lost and that Redis names one node per nick.
 """
 
@@ -16,7 +17,17 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.cluster.load import Counts, Refused, Talker, eventually, pump, talk
+from tests.cluster.load import (
+    Counts,
+    LineTalker,
+    Refused,
+    Speaker,
+    Talker,
+    XmppTalker,
+    eventually,
+    pump,
+    talk,
+)
 from tests.support.postgres import BIN_DIR, MISSING_REASON, PostgresServer
 from tests.support.redis import RedisServer
 from tests.support.server import LineClient, ServerProcess
@@ -29,13 +40,24 @@ UNAVAILABLE = "database is unavailable"
 ROOM = "load"
 
 
-def pg_node(make_node: Node, name: str, dsn: str, **chat: object) -> ServerProcess:
+def pg_node(
+    make_node: Node,
+    name: str,
+    dsn: str,
+    *,
+    protocols: tuple[str, ...] = ("line", "irc"),
+    **chat: object,
+) -> ServerProcess:
     return make_node(
         name,
         lease=2.0,
+        protocols=protocols,
         overrides={
             "storage": {"backend": "postgresql", "dsn": dsn},
+            # Flood control off, or out of reach: the talkers send in bursts.
             "irc": {"flood_burst": 0},
+            "line": {"flood_burst": 100_000, "flood_rate": 100_000.0},
+            "xmpp": {"flood_burst": 100_000, "flood_rate": 100_000.0, "flood_max_queue": 100_000},
             "chat": dict(chat),
         },
     )
@@ -60,26 +82,14 @@ def wait_stored(dsn: str, wanted: set[str], timeout: float = 20.0) -> set[str]:
         time.sleep(0.3)
 
 
-def names(talker: Talker) -> set[str]:
-    """The room's members as ``talker``'s node sees them (NAMES)."""
-    talker.client.send(f"NAMES #{ROOM}")
-    found: set[str] = set()
-    while True:
-        text = talker.client.read_line(5)
-        if f" 353 {talker.nick} " in text:
-            found |= {n.lstrip("@+") for n in text.rsplit(" :", 1)[1].split()}
-        elif f" 366 {talker.nick} " in text:
-            return found
-        else:
-            talker.handle(text)
-
-
 def all_in_room(talkers: Iterable[Talker]) -> None:
     """Until every talker's node sees every talker in the room."""
     talkers = list(talkers)
     everyone = {t.nick for t in talkers}
     for talker in talkers:
-        eventually(lambda t=talker: names(t) == everyone, 10, f"{everyone} on {talker.nick}'s node")
+        eventually(
+            lambda t=talker: t.members() == everyone, 10, f"{everyone} on {talker.nick}'s node"
+        )
 
 
 def drain(talkers: Iterable[Talker]) -> None:
@@ -423,20 +433,31 @@ def test_three_nodes_one_killed_under_a_minute_of_load(
 # until it is killed at a different moment.
 KILL_ROUNDS = 3
 BURST = 10
+PROTOCOLS = ("line", "irc", "xmpp")
 
 
-def talk_until_killed(node: ServerProcess, senders: list[Talker], others: list[Talker]) -> None:
+def speaker(kind: str, node: ServerProcess, nick: str) -> Speaker:
+    """A user of ``node`` speaking ``kind``, each with its own acknowledgement: IRC's
+    echo-message, the XMPP room's reflection, line chat's /echo on."""
+    if kind == "irc":
+        return Talker(node.ports["irc"], nick)
+    if kind == "xmpp":
+        return XmppTalker(node.ports["xmpp"], nick, PASSWORD)
+    return LineTalker(node.ports["line"], nick)
+
+
+def talk_until_killed(node: ServerProcess, senders: list[Speaker], others: list[Speaker]) -> None:
     """The senders say BURST messages each every few milliseconds, without waiting for
-    their echoes, until ``node`` is killed in the middle of it; then what they were sent
-    before it died is read."""
+    their acknowledgements, until ``node`` is killed in the middle of it; then what they
+    were sent before it died is read."""
     deadline = time.monotonic() + 0.4
     while time.monotonic() < deadline:
         for sender in senders:
             for _ in range(BURST):
                 sender.say()
         pump([*senders, *others], 0.005)
-    # Killed while it handles a burst five times as long: it has echoed some of it, and
-    # not yet ended the turn in which it publishes them.
+    # Killed while it handles a burst five times as long: it has acknowledged some of it,
+    # and not yet ended the turn in which it publishes them.
     for sender in senders:
         sender.client.send(b"".join(sender.line() for _ in range(5 * BURST)))
     time.sleep(0.003)
@@ -444,49 +465,63 @@ def talk_until_killed(node: ServerProcess, senders: list[Talker], others: list[T
     pump([*senders, *others], 0.5)
 
 
-def test_every_message_echoed_before_its_node_is_killed_reaches_the_others_and_the_store(
-    make_node: Node, redis: RedisServer, postgres: PostgresServer
+@pytest.mark.parametrize("kind", ["irc", "xmpp", "line"])
+def test_every_message_acknowledged_before_its_node_is_killed_reaches_the_others_and_the_store(
+    make_node: Node, redis: RedisServer, postgres: PostgresServer, kind: str
 ) -> None:
-    """The echo is the sender's acknowledgement: a node shows a sender its message only once
-    Redis has taken it, so a message echoed in the instant before its node dies is in
-    another node's hands, which delivers it to its members and stores it."""
+    """A sender's acknowledgement (its echo, the room's reflection) comes only once Redis
+    has taken its message, so a message acknowledged in the instant before its node dies is
+    in another node's hands, which delivers it to its members and stores it.  The
+    receivers, on the node that lives: an IRC user, and one of the senders' protocol."""
     dsn = postgres.new_database()
-    b = pg_node(make_node, "b", dsn)
-    listener = Talker(b.ports["irc"], "bea")
-    listener.join()
+    b = pg_node(make_node, "b", dsn, protocols=PROTOCOLS)
+    listeners = [Talker(b.ports["irc"], "bea")]
+    if kind != "irc":
+        listeners.append(speaker(kind, b, "bel"))
+    for listener in listeners:
+        listener.join()
     # The nodes to kill, started together (a start takes seconds on a busy machine), from
     # threads that live until they are killed: a node dies with the thread that started it.
     with ThreadPoolExecutor(KILL_ROUNDS) as starting:
-        killed = list(starting.map(lambda n: pg_node(make_node, f"a{n}", dsn), range(KILL_ROUNDS)))
-        pairs = [
-            [Talker(a.ports["irc"], f"s{n}x{i}") for i in range(2)] for n, a in enumerate(killed)
-        ]
+        killed = list(
+            starting.map(
+                lambda n: pg_node(make_node, f"a{n}", dsn, protocols=PROTOCOLS), range(KILL_ROUNDS)
+            )
+        )
+        pairs = [[speaker(kind, a, f"s{n}x{i}") for i in range(2)] for n, a in enumerate(killed)]
         senders = [sender for pair in pairs for sender in pair]
         for sender in senders:
             sender.join()
-        everyone = {listener.nick, *(s.nick for s in senders)}
-        for talker in (listener, *senders):
-            eventually(lambda t=talker: names(t) >= everyone, 10, f"{everyone} seen")
+        everyone = {*(t.nick for t in listeners), *(s.nick for s in senders)}
+        for talker in (*listeners, *senders):
+            eventually(lambda t=talker: t.members() >= everyone, 10, f"{everyone} seen")
         for n, (a, pair) in enumerate(zip(killed, pairs, strict=True)):
-            talk_until_killed(a, pair, [listener, *senders[2 * n + 2 :]])
+            talk_until_killed(a, pair, [*listeners, *senders[2 * n + 2 :]])
 
     acknowledged = {text for s in senders for text in s.acknowledged}
+
+    def heard(listener: Speaker) -> set[str]:
+        return {text for texts in listener.heard.values() for text in texts}
+
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        heard = {text for texts in listener.heard.values() for text in texts}
-        if acknowledged <= heard:
+        if all(acknowledged <= heard(listener) for listener in listeners):
             break
-        pump([listener], 0.2)
+        pump(listeners, 0.2)
     stored = wait_stored(dsn, acknowledged)
+    missed = {text for listener in listeners for text in acknowledged - heard(listener)}
     counts = Counts(
         sent=sum(len(s.sent) for s in senders),
         acknowledged=len(acknowledged),
-        delivered=len(heard & acknowledged),
+        delivered=sum(len(heard(listener) & acknowledged) for listener in listeners),
         stored=len(stored & acknowledged),
     )
-    counts.lost = sorted((acknowledged - heard) | (acknowledged - stored))
+    counts.lost = sorted(missed | (acknowledged - stored))
     lost_rounds = {text.split("x", 1)[0] for text in counts.lost}
-    print(f"{KILL_ROUNDS} nodes killed while talking: {counts}; rounds that lost: {lost_rounds}")
+    print(
+        f"{KILL_ROUNDS} nodes killed while {kind} users talked: {counts};"
+        f" rounds that lost: {lost_rounds}"
+    )
     assert not counts.lost, counts.lost[:20]
     # Every sender was acknowledged for something before its node died.
     assert all(s.acknowledged for s in senders)

@@ -1,9 +1,13 @@
 """Debian's redis-server, run privately by the test suite: never the system service.
 
 :class:`RedisServer` starts ``redis-server`` in the foreground on a free loopback port with
-its working directory in a fresh temporary directory, without persistence (a test that stops
-it and starts it again sees what a Redis that lost its data looks like), and removes the
-directory at the end.
+its working directory in a fresh temporary directory, and removes the directory at the end.
+By default without persistence: a test that stops it and starts it again sees what a Redis
+that lost its data looks like.  With ``persist=True`` it keeps an append-only file synced
+before every answer, so one killed and started again comes back with everything it
+answered for, as a Redis with persistence does after a crash.  :meth:`RedisServer.pause`
+and :meth:`RedisServer.resume` stop and continue the process (SIGSTOP, SIGCONT): its
+sockets stay open and nothing answers, as when the network to it or its host stalls.
 """
 
 from __future__ import annotations
@@ -32,11 +36,12 @@ def _die_with_parent() -> None:
 
 
 class RedisServer:
-    def __init__(self) -> None:
+    def __init__(self, *, persist: bool = False) -> None:
         if BINARY is None:
             raise RuntimeError(MISSING_REASON)
         self.dir = Path(tempfile.mkdtemp(prefix="chatserver-redis-"))
         self.port = free_port()
+        self.persist = persist
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -58,7 +63,9 @@ class RedisServer:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.persist else "no",
+                "--appendfsync",
+                "always",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -104,11 +111,22 @@ class RedisServer:
             return ""
 
     def kill(self) -> None:
-        """Gone at once, and its data with it (no persistence)."""
+        """Gone at once; its data with it unless it persists (then :meth:`start` brings it
+        back)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
         self.proc = None
+
+    def pause(self) -> None:
+        """Stopped where it is: connections stay open and nothing is answered."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Going on from where :meth:`pause` stopped it."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
 
     def destroy(self) -> None:
         self.kill()

@@ -16,7 +16,7 @@ from protocols.transport.flood import FloodBudget, FloodQueue
 from protocols.transport.framing import TOO_LONG, LineSplitter
 from protocols.transport.idle import IdleTimer
 from protocols.transport.peer import is_loopback, is_secure
-from protocols.transport.stall import INTERVAL, StallWatch
+from protocols.transport.stall import INTERVAL, InputStalls, StallWatch
 from protocols.transport.timers import MIN_GAP, Timer, Timers, timers_for
 
 
@@ -268,6 +268,35 @@ def test_a_stall_of_the_server_is_credited_not_a_burst() -> None:
     clock.advance(INTERVAL)
     mono.now += INTERVAL
     assert budget.level() == pytest.approx(4)
+
+
+def test_a_relayed_clients_wait_is_credited_once_and_a_relays_jitter_is_not() -> None:
+    clock = Clock()
+    mono = Monotonic()
+    stalls = InputStalls(StallWatch(clock, mono))
+    budget = FloodBudget(4, 10.0, clock, stalls)
+
+    def run(seconds: float) -> None:
+        """The server running as usual."""
+        for _ in range(round(seconds / INTERVAL)):
+            mono.now += INTERVAL
+            clock.advance(INTERVAL)
+
+    run(1.0)
+    # The usual jitter of a relay is no wait: the burst, no more.
+    stalls.delayed(0.2, clock.seconds())
+    assert not budget.take(5)
+    run(2.0)
+    # Bytes that waited three seconds in the cluster arrive, the last second of which the
+    # server itself stood still: three seconds are credited, not four.
+    mono.now += 1.0
+    clock.rightNow += 1.0
+    stalls.delayed(3.0, clock.seconds())
+    assert budget.take(4 + 30)
+    assert budget.level() == pytest.approx(0)
+    # A second piece of the same wait, arriving with the first, adds nothing.
+    stalls.delayed(2.9, clock.seconds())
+    assert budget.level() == pytest.approx(0)
 
 
 def test_a_test_clock_jumping_ahead_is_no_stall() -> None:

@@ -1,0 +1,253 @@
+"""Handed-off clients through a Redis outage in which Redis keeps its data: what they and the
+others say meanwhile waits in the nodes' streams and arrives once Redis is back, in order
+and exactly once, and their relays go on.  Through two real nodes, a shared PostgreSQL and
+a private Redis with an append-only file, a line-chat and an IRC client handed off.
+
+Two outages: Redis paused (SIGSTOP, then SIGCONT), which is what "unreachable" is to a
+node (its connections stay open and nothing answers, as when the network to Redis or its
+host stalls: each node finds out only by a reply timing out, and its reconnections hang
+too); and Redis killed and started again on its data, which refuses connections meanwhile
+and comes back with every entry it had answered for.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from chatserver.cluster.relay import CREEP, Crossing
+from tests.cluster.test_accounts import shared
+from tests.cluster.test_cluster import eventually, join, line
+from tests.cluster.test_handoff import relayed_login
+from tests.cluster.test_irc_handoff import account_of, logged_in
+from tests.support.postgres import PostgresServer
+from tests.support.redis import BINARY, MISSING_REASON, RedisServer
+from tests.support.server import LineClient, ServerProcess
+
+pytestmark = pytest.mark.timeout(120)
+
+Node = Callable[..., ServerProcess]
+
+OUTAGE = 10.0
+# Seconds between one sender's messages during the outage.
+STEP = 0.5
+# A message's body: its sender's label and its number.
+BODY = re.compile(r"\b(laptop|phone|ivy2|bob)-(\d+)$")
+
+
+@pytest.fixture
+def redis() -> Iterator[RedisServer]:
+    """A private Redis that keeps its data when it is killed and started again."""
+    if BINARY is None:
+        pytest.skip(MISSING_REASON)
+    server = RedisServer(persist=True).start()
+    yield server
+    server.destroy()
+
+
+class Listener:
+    """A client whose room messages are counted by sender label, in the order they came."""
+
+    def __init__(self, client: LineClient, label: str) -> None:
+        self.client = client
+        self.label = label
+        self.sent = 0
+        # sender label -> bodies received, in order
+        self.heard: dict[str, list[str]] = {}
+        # Why the server closed the connection, if it did.
+        self.closed: str | None = None
+
+    def say(self, say: Callable[[str], str]) -> None:
+        self.client.send(say(f"{self.label}-{self.sent}"))
+        self.sent += 1
+
+    def pump(self, seconds: float = 0.0) -> None:
+        """Read what has arrived (for ``seconds``, or until nothing more is there)."""
+        deadline = time.monotonic() + seconds
+        while self.closed is None:
+            try:
+                text = self.client.read_line(max(deadline - time.monotonic(), 0.01))
+            except TimeoutError:
+                if time.monotonic() >= deadline:
+                    return
+                continue
+            except ConnectionError:
+                self.closed = self.client.seen[-1] if self.client.seen else "closed"
+                return
+            if text.startswith("PING "):
+                self.client.send("PONG " + text[5:])
+            found = BODY.search(text)
+            if found and ("PRIVMSG #dev :" in text or text.startswith("[#dev] <")):
+                self.heard.setdefault(found.group(1), []).append(found.group(0))
+
+    def heard_in(self, labels: tuple[str, ...]) -> int:
+        return sum(len(self.heard.get(label, [])) for label in labels)
+
+
+def line_say(body: str) -> str:
+    return body
+
+
+def irc_say(body: str) -> str:
+    return f"PRIVMSG #dev :{body}"
+
+
+def outage_of(redis: RedisServer, kind: str) -> tuple[Callable[[], None], Callable[[], None]]:
+    """(begin, end) of an outage of ``kind``."""
+    if kind == "paused":
+        return redis.pause, redis.resume
+    return redis.kill, lambda: redis.start()
+
+
+def test_a_wait_is_what_bytes_took_beyond_the_quickest_crossing_whatever_the_clocks() -> None:
+    crossing = Crossing()
+    # The other node's clock is 5000 s behind this one's; bytes cross in a millisecond.
+    offset = 5000.0
+    assert crossing.late(100.0, 100.001 + offset) == 0.0
+    # One a few milliseconds slower is measured (the quickest has risen by CREEP since).
+    assert crossing.late(101.0, 101.005 + offset) == pytest.approx(0.004 - CREEP * 1.004, abs=1e-6)
+    # Bytes held up ten seconds (Redis unreachable): all but what the quickest rose by
+    # meanwhile.
+    assert 10.0 - CREEP * 12 < crossing.late(102.0, 112.001 + offset) < 10.0
+    assert crossing.late(112.5, 112.501 + offset) == pytest.approx(0.0, abs=1e-6)
+    # Clocks drifting apart by a ten-thousandth (the other one slower) for an hour: no wait.
+    for second in range(0, 3600, 10):
+        sent = 200.0 + second
+        now = sent + offset + 0.001 + second * 1e-4
+        assert crossing.late(sent, now) == 0.0, second
+
+
+@pytest.mark.parametrize("kind", ["paused", "restarted"])
+def test_relayed_clients_bytes_wait_through_a_redis_outage_and_arrive_once_in_order(
+    make_node: Node, redis: RedisServer, postgres: PostgresServer, kind: str
+) -> None:
+    # Flood control as it comes for line chat (20 lines at once, 5 a second after that), and
+    # tight for IRC (4 at once, 4 a second, 8 waiting at most): what the relayed clients
+    # send during the outage, under those rates, arrives in one go after it, well past
+    # the bursts, and must not be taken for a flood.
+    config = {
+        **shared(postgres),
+        "irc": {"flood_burst": 4, "flood_rate": 4.0, "flood_max_queue": 8},
+    }
+    a = make_node("a", overrides=config)
+    b = make_node("b", overrides=config)
+    # Alice (line chat) and Ivy (IRC) are users of node a; each has a second client on
+    # node b, handed off to node a.  Bob is a user of node b.
+    account_of(a, "alice")
+    laptop = relayed_login(a, "alice")
+    join(laptop, "dev")
+    account_of(a, "ivy")
+    ivy1 = logged_in(a, "ivy", "ivy")
+    ivy1.send("JOIN #dev")
+    ivy1.expect(" 366 ivy #dev ")
+    bob = line(b, "bob")
+    join(bob, "dev")
+    laptop.expect("-!- bob joined #dev")
+    phone = relayed_login(b, "alice")
+    phone.expect("*** you are in #dev")
+    ivy2 = logged_in(b, "ivy", "ivyx")
+    ivy2.expect(" 366 ivy #dev ")
+    assert redis.command("GET", "chatserver:account:alice") == "a"
+    assert redis.command("GET", "chatserver:account:ivy") == "a"
+
+    clients = {
+        "laptop": Listener(laptop, "laptop"),
+        "phone": Listener(phone, "phone"),
+        "ivy1": Listener(ivy1, "ivy1"),
+        "ivy2": Listener(ivy2, "ivy2"),
+        "bob": Listener(bob, "bob"),
+    }
+    senders = {
+        "laptop": line_say,
+        "phone": line_say,
+        "ivy2": irc_say,
+        "bob": line_say,
+    }
+    # What each client is shown of whom: every sender's messages but its own (a line-chat
+    # connection is not shown what it sent; an IRC client with echo-message is).
+    everyone = tuple(senders)
+    shown = {
+        "laptop": ("phone", "ivy2", "bob"),
+        "phone": ("laptop", "ivy2", "bob"),
+        "ivy1": everyone,
+        "ivy2": everyone,
+        "bob": ("laptop", "phone", "ivy2"),
+    }
+
+    def say_round() -> None:
+        for label, say in senders.items():
+            clients[label].say(say)
+
+    def pump_all(seconds: float) -> None:
+        for client in clients.values():
+            client.pump(seconds / len(clients))
+
+    def expected(receiver: str) -> dict[str, list[str]]:
+        return {
+            label: [f"{label}-{n}" for n in range(clients[label].sent)] for label in shown[receiver]
+        }
+
+    def missing() -> dict[str, list[str]]:
+        """Receiver -> the messages it was not shown yet."""
+        out = {}
+        for name, listener in clients.items():
+            gone = [
+                text
+                for label, texts in expected(name).items()
+                for text in texts
+                if text not in listener.heard.get(label, [])
+            ]
+            if gone:
+                out[name] = gone
+        return out
+
+    def all_arrived() -> bool:
+        pump_all(0.2)
+        return not missing() or any(c.closed for c in clients.values())
+
+    # Before: the relays carry both ways.
+    for _ in range(3):
+        say_round()
+    eventually(all_arrived, 15, "the messages before the outage")
+    before = {name: {k: list(v) for k, v in c.heard.items()} for name, c in clients.items()}
+
+    begin, end = outage_of(redis, kind)
+    begin()
+    started = time.monotonic()
+    while time.monotonic() - started < OUTAGE:
+        say_round()
+        pump_all(STEP)
+    # Meanwhile only what needs no Redis arrived: on node a, Ivy's first client heard her
+    # laptop; every client on node b (handed off or not) heard nothing of anyone.
+    sent_during = {label: clients[label].sent for label in senders}
+    for name in ("phone", "ivy2", "bob"):
+        assert clients[name].heard == before[name], (name, clients[name].heard)
+    assert clients["ivy1"].heard["laptop"] == [f"laptop-{n}" for n in range(sent_during["laptop"])]
+    end()
+    back = time.monotonic()
+
+    # After: the relays still carry both ways (what is said now waits for the nodes to
+    # reconnect, and goes after what waited).
+    for _ in range(3):
+        say_round()
+    try:
+        eventually(all_arrived, 30, "every message, after the outage")
+    except AssertionError:
+        raise AssertionError(f"not shown: {missing()}") from None
+    # Nobody was closed or told to slow down: what the relayed clients sent during the
+    # outage came in one go, but they sent it under their limits.
+    assert {name: c.closed for name, c in clients.items() if c.closed} == {}
+    warned = [t for c in clients.values() for t in c.client.seen if "too fast" in t]
+    assert not warned, warned
+    assert not missing(), missing()
+    print(f"Redis {kind} {OUTAGE:g}s: everything arrived {time.monotonic() - back:.1f}s after")
+    pump_all(1.0)
+    # Each client was shown each other sender's messages exactly once, in the order sent.
+    for name, listener in clients.items():
+        assert {k: v for k, v in listener.heard.items() if k in shown[name]} == expected(name), name
+    # The accounts stayed on node a throughout.
+    assert redis.command("GET", "chatserver:account:alice") == "a"
+    assert redis.command("GET", "chatserver:account:ivy") == "a"
