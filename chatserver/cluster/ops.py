@@ -47,6 +47,8 @@ from chatserver.core.events import (
     native_from_wire,
     native_to_wire,
     shared_renderings,
+    who_fields,
+    who_of,
 )
 from chatserver.core.records import BanRecord
 from chatserver.core.replica import RoomState
@@ -214,27 +216,9 @@ RUN_NICK, RUN_ROOM, RUN_COUNT, RUN_LAST, RUN_ACTIVE, RUN_SAID, RUN_BLOCKS = rang
 )
 
 
-def who_fields(who: Who) -> dict[str, Any]:
-    return {
-        "n": who.nick,
-        "i": who.ident,
-        "h": who.host,
-        "a": who.account,
-        "r": who.realname,
-        "w": who.away,
-    }
-
-
 def who_from(fields: dict[str, Any]) -> Who:
     _check(fields, _WHO, "who")
-    return Who(
-        nick=fields["n"],
-        ident=fields["i"],
-        host=fields["h"],
-        account=fields["a"],
-        realname=fields["r"],
-        away=fields["w"],
-    )
+    return who_of(fields)
 
 
 _ROOM_STATE: dict[str, tuple[type, ...]] = {

@@ -99,6 +99,30 @@ class Who:
         return f"{self.nick}!{self.ident}@{self.host}"
 
 
+def who_fields(who: Who) -> dict[str, Any]:
+    """``who`` as a compact map of plain values (what the cluster's nodes pass each other)."""
+    return {
+        "n": who.nick,
+        "i": who.ident,
+        "h": who.host,
+        "a": who.account,
+        "r": who.realname,
+        "w": who.away,
+    }
+
+
+def who_of(fields: dict[str, Any]) -> Who:
+    """The Who that :func:`who_fields` made ``fields`` of (checked by whoever received it)."""
+    return Who(
+        nick=fields["n"],
+        ident=fields["i"],
+        host=fields["h"],
+        account=fields["a"],
+        realname=fields["r"],
+        away=fields["w"],
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class ModeItem:
     """One mode change: ``adding`` or removing ``mode`` (a core mode name), with its argument."""

@@ -24,6 +24,8 @@ from chatserver.core.events import (
     Join,
     NickChange,
     Part,
+    Who,
+    who_of,
 )
 from chatserver.core.interfaces import IChatClient, IClusterLink
 from chatserver.core.limits import AddressSet, KeyedBuckets
@@ -71,6 +73,9 @@ class Identity:
         def _refuse_if_banned(
             self, conn: Connection, *, nick: str | None, ident: str | None, account: str | None
         ) -> None: ...
+        def _take_arrival(self, arrival: dict[str, Any]) -> str: ...
+        def _arrival_ready(self, key: str) -> Deferred[None]: ...
+        def _arrival_done(self, key: str, reason: str | None = None) -> None: ...
         def _send(
             self,
             clients: Iterable[IChatClient],
@@ -231,29 +236,49 @@ class Identity:
         )
         return failure
 
-    def log_in(self, conn: Connection, account: str) -> Deferred:
+    def log_in(
+        self, conn: Connection, account: str, *, arrival: dict[str, Any] | None = None
+    ) -> Deferred:
         """:meth:`login`, once the account is this process's to hold: in cluster mode its
         lease is claimed first, so that two logins to one account at the same instant on
         two nodes cannot both succeed (the other node's user, if it is an always-on user
         without connections, is handed over to this one).  Fires with what ``login``
         returns; errback AccountError when another node holds the account or the cluster
         cannot confirm it now, or what ``login`` raises.  Without a cluster it has fired
-        before it returns."""
+        before it returns.
+
+        ``arrival`` (cluster mode): the connection was handed here by the node where its
+        client logged in after it had a user (``departure`` there): it joins the account's
+        user as that user's connection would have (see :meth:`login`)."""
         if self.cluster is None:
             try:
-                return succeed(self.login(conn, account))
+                return succeed(self.login(conn, account, arrival=arrival))
             except ChatError as err:
                 return fail(err)
+        try:
+            # Refused as one process refuses it, not for the node that holds the account.
+            self._check_relogin(conn, account)
+        except ChatError as err:
+            return fail(err)
 
         def claimed(_: object) -> User | None:
             if conn.id not in self.connections:
                 # Closed while the claim was out: nothing to log in.
                 return None
-            return self.login(conn, account)
+            return self.login(conn, account, arrival=arrival)
 
-        return self.cluster.claim_account(account).addCallback(claimed)
+        key = self._take_arrival(arrival) if arrival is not None else None
+        d = self.cluster.claim_account(account)
+        if key is not None:
+            d.addCallback(lambda _: self._arrival_ready(key))
+        d.addCallback(claimed)
+        if key is not None:
+            d.addBoth(_passing(lambda: self._arrival_done(key)))
+        return d
 
-    def login(self, conn: Connection, account: str) -> User | None:
+    def login(
+        self, conn: Connection, account: str, *, arrival: dict[str, Any] | None = None
+    ) -> User | None:
         """Log a connection in to ``account`` (its credentials already checked).
 
         Before a nick is claimed this only remembers the account.  If another user is already
@@ -264,6 +289,11 @@ class Identity:
         A user logged in to another account switches accounts (re-authentication) only when
         this is its one connection: the others have not proven the new account, so with them
         it raises AccountError(ALREADY_LOGGED_IN).
+
+        ``arrival``: the connection's user was on another node, which has made it quit
+        already (``handed_off``); the connection moves to the account's user here as above,
+        shown leaving the rooms and nick the arrival names.  AccountError(UNAVAILABLE) if
+        that user is no longer here.
         """
         self.log.info(
             "login {account} from {address} ({protocol})",
@@ -272,26 +302,32 @@ class Identity:
             protocol=conn.protocol,
         )
         user = conn.user
-        if (
-            user is not None
-            and user.account is not None
-            and casefold(user.account) != casefold(account)
-            and len(user.connections) > 1
-        ):
-            raise AccountError(
-                AccountError.ALREADY_LOGGED_IN,
-                f"you are logged in as {user.account} on other connections too",
-            )
+        self._check_relogin(conn, account)
+        before = who_of(arrival["who"]) if arrival is not None else user
         self._refuse_if_banned(
             conn,
-            nick=user.nick if user is not None else None,
-            ident=user.ident if user is not None else None,
+            nick=before.nick if before is not None else None,
+            ident=before.ident if before is not None else None,
             account=account,
         )
         self._refuse_if_elsewhere(self.by_account.get(casefold(account)), user)
+        if arrival is not None:
+            existing = self.by_account.get(casefold(account))
+            if existing is None or existing.node is not None:
+                raise AccountError(
+                    AccountError.UNAVAILABLE,
+                    f"{account} left this server while you were logging in; log in again",
+                )
         self.accounts.note_registered(account)
         protocol = conn.protocol
         self.logins_by_protocol[protocol] = self.logins_by_protocol.get(protocol, 0) + 1
+        if arrival is not None:
+            assert existing is not None
+            self._show_moved(conn, who_of(arrival["who"]), arrival["rooms"], existing)
+            # Its old user (a stand-in here, its quit on the way or come) goes now, as on one
+            # process: those in its rooms, this client among them, see it quit.
+            self._arrival_done(casefold(arrival["who"]["n"]), moved_reason(existing.nick))
+            return existing
         if user is None:
             conn.account = account
             return None
@@ -328,6 +364,21 @@ class Identity:
             user.enforce_timer = None
         return user
 
+    def _check_relogin(self, conn: Connection, account: str) -> None:
+        """A user logged in on several connections may not switch accounts from one: the
+        others have not proven the new account (AccountError)."""
+        user = conn.user
+        if (
+            user is not None
+            and user.account is not None
+            and casefold(user.account) != casefold(account)
+            and len(user.connections) > 1
+        ):
+            raise AccountError(
+                AccountError.ALREADY_LOGGED_IN,
+                f"you are logged in as {user.account} on other connections too",
+            )
+
     def _refuse_if_elsewhere(self, existing: User | None, user: User | None) -> None:
         """Cluster mode: an account's user is on one node, with every connection of it; a
         login to it on another node is refused (AccountError) while it is there."""
@@ -342,21 +393,23 @@ class Identity:
     def _move_connection(self, conn: Connection, target: User) -> None:
         old = self._detach(conn)
         assert old is not None
+        self._show_moved(conn, old.who(), [room.name for room in old.rooms.values()], target)
+        if not old.connections:
+            self._user_gone(old, moved_reason(target.nick))
+
+    def _show_moved(self, conn: Connection, old: Who, rooms: Iterable[str], target: User) -> None:
+        """Attach ``conn``, which left the user ``old`` (in ``rooms``), to ``target``: its
+        client is shown leaving those rooms, its nick changing, and the rooms of ``target``."""
         now = self.clock.seconds()
-        old_who = old.who()
-        for room in old.rooms.values():
-            self._send(
-                (conn.client,), Part(ts=now, room=room.name, who=old_who, reason="logged in")
-            )
+        for room in rooms:
+            self._send((conn.client,), Part(ts=now, room=room, who=old, reason="logged in"))
         if old.nick != target.nick:
-            self._send((conn.client,), NickChange(ts=now, who=old_who, new_nick=target.nick))
+            self._send((conn.client,), NickChange(ts=now, who=old, new_nick=target.nick))
         conn.account = target.account
         self._attach(conn, target)
         target_who = target.who()
-        for room in target.rooms.values():
-            self._send((conn.client,), Join(ts=now, room=room.name, who=target_who))
-        if not old.connections:
-            self._user_gone(old, f"Logged in as {target.nick}")
+        for joined in target.rooms.values():
+            self._send((conn.client,), Join(ts=now, room=joined.name, who=target_who))
 
     def logout(self, conn: Connection) -> None:
         user = self._user(conn)
@@ -631,6 +684,22 @@ class Identity:
             nick = f"{self.settings.guest_prefix}{random.randint(10000, 99999)}"
             if nick not in self.users:
                 return nick
+
+
+def _passing(action: Callable[[], None]) -> Callable[[Any], Any]:
+    """A Deferred callback that runs ``action`` and passes the result (or failure) on."""
+
+    def run(result: Any) -> Any:
+        action()
+        return result
+
+    return run
+
+
+def moved_reason(nick: str) -> str:
+    """What others are told of a user that quit because its connection logged in to the
+    account's user ``nick``, online already."""
+    return f"Logged in as {nick}"
 
 
 def elsewhere(account: str, node: str) -> AccountError:

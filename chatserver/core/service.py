@@ -392,7 +392,12 @@ class ChatService(
         else:
             self._per_address.pop(conn.address, None)
         user = self._detach(conn)
-        if user is not None and not user.connections and not self._keep_detached(user):
+        if (
+            user is not None
+            and not user.connections
+            and not self._kept_for_arrival(user, reason)
+            and not self._keep_detached(user)
+        ):
             self._user_gone(user, reason)
 
     def _user_gone(self, user: User, reason: str) -> None:

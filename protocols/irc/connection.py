@@ -329,10 +329,11 @@ class IrcConnection(Protocol):
         lines = [serialize(item) for item in self.flood.waiting() if isinstance(item, IrcMessage)]
         return b"".join(lines) + self._lines.held()
 
-    def quiesce(self) -> None:
-        """Stop being this client's protocol here (cluster handoff): no timer, no queued
-        input, no reply of the running command; the core forgets the connection, which has no
-        user yet, so nobody is told anything.  The socket stays open for the relay."""
+    def quiesce(self, account: str) -> None:
+        """Stop being this client's protocol here (cluster handoff to the node of
+        ``account``'s user): no timer, no queued input, no reply of the running command; the
+        core forgets the connection without a word to it.  The socket stays open for the
+        relay."""
         self.closing = True
         self._timer.stop()
         self._timer.forget()
@@ -344,7 +345,7 @@ class IrcConnection(Protocol):
         self.factory.connection_closed(self)
         core, self.core = self.core, None
         if core is not None:
-            self.service.quit(core, "Handed off")
+            self.service.handed_off(core, account)
             connlog.closed("irc", core.id, self.address, None, "Handed off")
 
     def relay_farewell(self, reason: str) -> bytes:

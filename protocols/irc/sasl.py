@@ -175,13 +175,16 @@ def _failed(conn: IrcConnection, text: str) -> None:
     return None
 
 
-def complete_login(conn: IrcConnection, account: str) -> Deferred:
-    """Log ``conn`` in to ``account``, which it has proven: 900 and 903, or 904."""
+def complete_login(
+    conn: IrcConnection, account: str, arrival: dict[str, Any] | None = None
+) -> Deferred:
+    """Log ``conn`` in to ``account``, which it has proven: 900 and 903, or 904.
+    ``arrival``: a client handed to this node after registration (see ``ChatService.log_in``)."""
     conn.sasl = None
     assert conn.core is not None
     before = conn.account_numerics_sent
     # In cluster mode the account is claimed first (a round trip): the answer comes then.
-    d = conn.service.log_in(conn.core, account)
+    d = conn.service.log_in(conn.core, account, arrival=arrival)
     d.addCallbacks(_logged_in, _not_logged_in, (conn, account, before), None, (conn, account))
     return d
 

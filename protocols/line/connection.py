@@ -255,15 +255,22 @@ class LineConnection(Protocol):
         """What was received and not handled yet (a partial line)."""
         return self._framer.held()
 
-    def quiesce(self) -> None:
-        """The client is handed off to another node (protocols.transport.handoff): this
-        object is only its socket's pipe from now on.  It had no user, so nobody sees it go."""
+    def quiesce(self, account: str) -> None:
+        """The client is handed off to the node of ``account``'s user
+        (protocols.transport.handoff): this object is only its socket's pipe from now on."""
         self._closing = True
         self._timer.forget()
         conn, self.conn = self.conn, None
         if conn is not None:
-            self.service.quit(conn, "Handed off to another server")
+            self.service.handed_off(conn, account)
             connlog.closed("line", conn.id, self.address, None, "handed off to another server")
+
+    def arrived(self, nick: str, current: str | None) -> None:
+        """Handed to this node by one where the client was ``nick``, talking in the room
+        ``current``: events about that user are about this connection until it logs in."""
+        self.nick = nick or None
+        self._key = casefold(nick) if nick else None
+        self._current = current
 
     def relay_farewell(self, reason: str) -> bytes:
         """What the socket is told when the node serving this handed-off client is gone: as

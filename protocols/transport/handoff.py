@@ -17,13 +17,20 @@ On node B, the protocol:
   AccountError whose ``node`` is a node name (its ``account`` is the account as stored);
 - calls :func:`hand_off` with the state (:class:`HandoffState`).  False: no cluster, Redis
   unreachable, or that node is not known alive: refuse the login as before.  True:
-  ``protocol.relay`` is set, :func:`hand_off` has called ``protocol.quiesce()`` (cancel its
-  timers, idle and flood machinery, forget its core connection without a quit being seen:
-  it has no user yet, and write nothing more itself), and the protocol must begin
+  ``protocol.relay`` is set, :func:`hand_off` has called ``protocol.quiesce(account)``
+  (cancel its timers, idle and flood machinery, write nothing more itself, and let the core
+  forget its connection with ``ChatService.handed_off``: nobody sees a connection without a
+  user go; a user it had quits as one whose connection logged in to the account's user),
+  and the protocol must begin
   ``dataReceived`` with ``if self.relay is not None: self.relay.from_client(data); return``
   and ``connectionLost`` with ``if self.relay is not None: self.relay.client_lost(reason);
   return``.  What A's protocol writes then goes to ``protocol.transport`` (the socket),
   and A's close closes it.
+
+A login made after the client has a user (IRC SASL or NickServ after registration, line
+chat's ``/identify`` after a nick) is handed off too: the protocol puts in its state what
+``ChatService.departure`` returns (None: refuse as before), and A logs in with it as the
+``arrival``: its client is shown leaving its user's rooms and nick there, as on one process.
 
 On node A, each protocol's factory calls :func:`register` at setup with its ``resume(transport,
 state)``: it builds the protocol as its listener would, attaches it to ``transport`` (a
@@ -94,6 +101,7 @@ TLS = "tls"
 WS = "ws"
 CERT = "cert"
 PENDING = "pending"
+ARRIVAL = "arrival"
 P = "p"
 
 # Output B holds for a relayed client that does not read, at the most.  B tells A when the
@@ -125,6 +133,8 @@ class HandoffState(TypedDict):
     cert: str | None
     # Input received on B and not processed (B stopped at the login): A processes it first.
     pending: bytes
+    # A login after the client had a user: what ChatService.departure gave (else None).
+    arrival: dict[str, Any] | None
     # The protocol's own state (defined by each protocol).
     p: dict[str, Any]
 
@@ -223,7 +233,7 @@ def hand_off(protocol: Any, service: Relaying, node: str, state: HandoffState) -
     if link is None:
         return False
     end.link = link
-    protocol.quiesce()
+    protocol.quiesce(state["account"])
     protocol.relay = end
     end.start()
     return True

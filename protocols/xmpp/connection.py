@@ -830,7 +830,7 @@ class XmppConnection(Protocol):
         held, self._held_input = self._held_input, None
         return b"".join(held or ())
 
-    def quiesce(self) -> None:
+    def quiesce(self, account: str) -> None:
         """Handed off to another node: this object stops, and its core connection (logged
         in to nothing, so nobody sees it) goes, while the socket stays open for the relay."""
         self.state = CLOSED
@@ -840,7 +840,7 @@ class XmppConnection(Protocol):
         self.parser.reset()
         core = self.core
         if core is not None:
-            self.service.quit(core, "Handed off to another server")
+            self.service.handed_off(core, account)
             connlog.closed("xmpp", core.id, self.address, None, "handed off to another server")
         self._forget()
 

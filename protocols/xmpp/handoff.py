@@ -58,6 +58,8 @@ def hand_off(conn: XmppConnection, node: str, account: str, success: bytes | Non
         # From now on the relay gets what the client sends (not handed off: the login is
         # refused, the stream closed, and what was held matters no more).
         "pending": conn.take_held_input(),
+        # An XMPP login comes before the stream has a user.
+        "arrival": None,
         "p": {
             "domain": conn.domain,
             "lang": conn.lang,

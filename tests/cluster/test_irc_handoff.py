@@ -64,6 +64,17 @@ def logged_in(node: ServerProcess, account: str, nick: str) -> LineClient:
     return client
 
 
+def user_in_rooms(node: ServerProcess, name: str) -> LineClient:
+    """The account ``name`` registered, and its IRC client on ``node`` in the rooms
+    ``#<name>r`` and ``#<name>r2``."""
+    account_of(node, name)
+    client = logged_in(node, name, name)
+    for room in (f"#{name}r", f"#{name}r2"):
+        client.send(f"JOIN {room}")
+        client.expect(f" 366 {name} {room} ")
+    return client
+
+
 def drain(client: LineClient, tag: str) -> None:
     """Read everything the server sent before the answer to a PING of ``tag``."""
     client.send(f"PING :{tag}")
@@ -77,11 +88,7 @@ class Story:
     def __init__(self, a: ServerProcess, b: ServerProcess, second_node: ServerProcess, name: str):
         self.name = name
         self.second_closed = False
-        account_of(a, name)
-        self.first = logged_in(a, name, name)
-        for room in (f"#{name}r", f"#{name}r2"):
-            self.first.send(f"JOIN {room}")
-            self.first.expect(f" 366 {name} {room} ")
+        self.first = user_in_rooms(a, name)
         self.third = irc(b, f"{name}c")
 
         def user_there() -> bool:
@@ -166,11 +173,13 @@ def command_of(line: str) -> str:
     return untagged(line).split()[1]
 
 
-def normalized(lines: list[str], name: str) -> list[str]:
+def normalized(lines: list[str], name: str, stand_ins: dict[str, str] = STAND_INS) -> list[str]:
     """Lines without what differs between two runs: times, message ids, batch references,
-    the run's names, the order of NAMES; the server-wide numerics are left out."""
+    the run's names (``name`` and each suffix of ``stand_ins``), the order of NAMES; the
+    server-wide numerics are left out."""
     out = []
     batches: dict[str, str] = {}
+    suffixes = "|".join(sorted((s for s in stand_ins if s), key=len, reverse=True))
 
     def batch(match: re.Match[str]) -> str:
         ref = batches.setdefault(match.group(2), f"B{len(batches)}")
@@ -184,7 +193,7 @@ def normalized(lines: list[str], name: str) -> list[str]:
             kept = [t for t in tags.split(";") if not t.startswith(("time=", "msgid="))]
             line = ("@" + ";".join(kept) + " " if kept else "") + rest
         line = re.sub(r"(batch=|BATCH [+-])([0-9a-z]+)", batch, line)
-        line = re.sub(rf"\b{name}(r2|c|x|r)?\b", lambda m: STAND_INS[m.group(1) or ""], line)
+        line = re.sub(rf"\b{name}({suffixes})?\b", lambda m: stand_ins[m.group(1) or ""], line)
         if " 353 " in line:
             head, _, members = line.rpartition(" :")
             line = head + " :" + " ".join(sorted(members.split()))

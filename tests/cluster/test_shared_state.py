@@ -292,11 +292,11 @@ def test_registrations_on_one_node_are_known_to_the_other_at_once(
     eventually(lambda: "You are fred" in try_nick(b, "fred"), 10, "fred is free on node b")
 
 
-def test_a_login_is_known_everywhere_and_a_second_node_refuses_the_same_account(
+def test_a_login_is_known_everywhere_and_a_second_node_hands_the_same_account_to_it(
     make_node: Node, postgres: PostgresServer
 ) -> None:
-    """One account is on one node at a time: a login to it on another node is refused
-    with a clear message, and nothing changes for its user."""
+    """One account is on one node at a time: a login to it on another node goes to that
+    node, and its user stays what it was there."""
     shared = {"storage": {"backend": "postgresql", "dsn": postgres.new_database()}}
     a = make_node("a", overrides=shared)
     b = make_node("b", overrides=shared)
@@ -315,25 +315,22 @@ def test_a_login_is_known_everywhere_and_a_second_node_refuses_the_same_account(
 
     visitor = line(b, "visitor")
     visitor.send("/identify erin erin-secret-1")
-    refused = visitor.expect("!!!")
-    assert "logged in on another server" in refused and "(a)" in refused, refused
-    # The visitor is still itself, erin still erin on both nodes.
+    visitor.expect("you are now logged in as erin (with your other session)")
+    # The visitor is erin's second connection; erin is still erin, in her room.
     visitor.send("/who dev")
     assert visitor.expect("members of #dev") == "*** members of #dev (1): @erin"
     erin.send("still here")
-    erin.send("/whois visitor")
-    assert "visitor" in erin.expect("visitor")
+    assert visitor.expect("still here") == "[#dev] <erin> still here"
 
-    # IRC SASL after registration is refused the same way, with the reason (during
-    # registration the client would be handed off to node a).
+    # IRC SASL after registration goes to node a the same way.
     sasl = irc(b, "other")
     sasl.send("CAP REQ :sasl")
     sasl.expect(" ACK ")
     sasl.send("AUTHENTICATE PLAIN")
     sasl.expect("AUTHENTICATE +")
     sasl.send("AUTHENTICATE " + base64.b64encode(b"erin\0erin\0erin-secret-1").decode())
-    failed = sasl.expect(" 904 ")
-    assert "another server" in failed, failed
+    done = sasl.expect(lambda t: " 903 " in t or " 904 " in t)
+    assert " 903 erin " in done, done
 
 
 def test_server_bans_hold_on_every_node(redis: RedisServer, tmp_path: Path) -> None:

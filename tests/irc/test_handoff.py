@@ -43,6 +43,7 @@ def state(account: str, pending: bytes, **p: Any) -> HandoffState:
         "ws": False,
         "cert": None,
         "pending": pending,
+        "arrival": None,
         "p": {
             "caps": ["batch", "cap-notify", "echo-message", "labeled-response", "sasl"],
             "cap_version": 302,

@@ -19,9 +19,10 @@ from typing import Any
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 
-from chatserver.core.errors import Banned, ChatError
+from chatserver.core.errors import AccountError, Banned, ChatError
 from chatserver.core.events import ModeItem, Who
 from chatserver.core.names import casefold, is_valid_room
+from protocols.irc import handoff
 from protocols.irc.commands import command
 from protocols.irc.sasl import refused_by_ban
 from protocols.irc.security import may_send_passwords, tls_advice
@@ -97,6 +98,15 @@ def _run(
         reply(f'Unknown command {words[0]}. Try "/msg {pseudo.nick} HELP".')
         return None
     handler, syntax = entry
+    return _answered(conn, pseudo, name, syntax, maybeDeferred(handler, conn, words[1:], reply))
+
+
+def _answered(
+    conn: Any, pseudo: PseudoUser, name: str, syntax: str, d: Deferred[Any]
+) -> Deferred[Any] | None:
+    """``d``, the outcome of ``pseudo``'s command ``name``, with its failures answered as
+    NOTICEs from ``pseudo``."""
+    reply = _notice_from(pseudo)(conn)
 
     def failed(failure: Any) -> None:
         if failure.check(Usage):
@@ -114,7 +124,6 @@ def _run(
             log.failure("{service} {command}", failure, service=pseudo.nick, command=name)
             reply(f"{name} failed: internal error")
 
-    d = maybeDeferred(handler, conn, words[1:], reply)
     d.addErrback(failed)
     # A fired Deferred has done its replies: nothing to keep the reply buffer open for.
     return d if not d.called else None
@@ -157,7 +166,34 @@ def ns_identify(conn: Any, args: list[str], reply: Reply) -> Deferred[Any]:
     _password_allowed(conn)
     account, password = (args[0], args[1]) if len(args) == 2 else (None, args[0])
     d = conn.service.identify(conn.core, password, account)
-    d.addCallback(lambda _: reply(f"You are now logged in as {_account_of(conn)}."))
+    d.addCallbacks(lambda _: _identified(conn, reply), _maybe_elsewhere, errbackArgs=(conn,))
+    return d
+
+
+def _identified(conn: Any, reply: Reply) -> None:
+    reply(f"You are now logged in as {_account_of(conn)}.")
+
+
+def _maybe_elsewhere(failure: Any, conn: Any) -> Any:
+    """(Cluster mode) the account's user is online on another node: the client goes on
+    there, which answers the IDENTIFY (:func:`identified_elsewhere`)."""
+    err = failure.value
+    if (
+        isinstance(err, AccountError)
+        and err.node is not None
+        and err.account is not None
+        and handoff.hand_off(conn, err.account, err.node, handoff.NICKSERV)
+    ):
+        return None
+    return failure
+
+
+def identified_elsewhere(conn: Any, account: str, arrival: dict[str, Any] | None) -> Deferred:
+    """The IDENTIFY to ``account`` that another node handed to this one (with its client,
+    ``arrival``: see ``ChatService.log_in``), logged in and answered as NickServ answers it."""
+    d = conn.service.log_in(conn.core, account, arrival=arrival)
+    d.addCallback(lambda _: _identified(conn, _notice_from(NICKSERV)(conn)))
+    _answered(conn, NICKSERV, "IDENTIFY", NICKSERV_COMMANDS["IDENTIFY"][1], d)
     return d
 
 

@@ -72,13 +72,7 @@ def do_identify(c: LineConnection, a: Args) -> Deferred:
     def done(user: Any) -> Reply:
         if c.conn is None or c.user is None:
             return logged_in_before_nick(c, account)
-        user = c.user
-        lines = []
-        if already:
-            lines.append(f"{INFO}you are already logged in as {user.account}")
-        elif user is not before:
-            lines.append(f"{INFO}you are now logged in as {user.account} (with your other session)")
-        return Reply(lines, {"nick": user.nick, "account": user.account})
+        return logged_in_with_nick(c, before, already=already)
 
     if c.user is None and not account:
         raise CommandError(
@@ -87,6 +81,21 @@ def do_identify(c: LineConnection, a: Args) -> Deferred:
             usage=True,
         )
     return c.service.identify(c.session, a["password"], account).addCallback(done)
+
+
+def logged_in_with_nick(c: LineConnection, before: Any, *, already: bool) -> Reply:
+    """The reply to a login by a user that had a nick (``before``; None: it had it on
+    another node, which handed the client here)."""
+    user = c.user
+    if user is None:
+        # Closed meanwhile.
+        return Reply()
+    lines = []
+    if already:
+        lines.append(f"{INFO}you are already logged in as {user.account}")
+    elif user is not before:
+        lines.append(f"{INFO}you are now logged in as {user.account} (with your other session)")
+    return Reply(lines, {"nick": user.nick, "account": user.account})
 
 
 def logged_in_before_nick(c: LineConnection, account: str | None) -> Reply:
