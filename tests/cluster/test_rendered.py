@@ -3,7 +3,8 @@ IRC members of the same capabilities get those lines as they are: through real n
 they get is byte for byte what a node that renders every message itself
 (``share_rendered = false``) gives its members, for every set of capabilities; members of a
 rendering the sending node had no member of, and XMPP and line-chat members, get the
-messages made and rendered on their own node."""
+messages made and rendered on their own node; the receiving node's
+``chatserver_cluster_run_messages_total{path}`` counts which way each message went."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import pytest
 from tests.cluster.test_cluster import eventually, join, line, muc_body, replayed_on_join
 from tests.irc.test_cross_line import IrcUser
 from tests.matrix.clients import MUC, XmppPeer, local
+from tests.ops.test_metrics import get, samples
+from tests.support.ports import free_port
 from tests.support.redis import RedisServer
 from tests.support.server import LineClient, ServerProcess
 
@@ -40,15 +43,33 @@ def node(
     *,
     protocols: tuple[str, ...] = ("irc", "line"),
     share: bool = True,
+    metrics: int | None = None,
 ) -> ServerProcess:
-    return make_server(
-        protocols=protocols,
-        overrides={
-            "cluster": {"redis": redis.url, "node": name, "share_rendered": share},
-            "irc": {"flood_burst": 0},
-            "chat": {"cloak_secret": "one secret for the cluster"},
-        },
-    )
+    """A node of the cluster on ``redis`` (its metrics on ``metrics``, a port, if given)."""
+    overrides: dict[str, dict[str, object]] = {
+        "cluster": {"redis": redis.url, "node": name, "share_rendered": share},
+        "irc": {"flood_burst": 0},
+        "chat": {"cloak_secret": "one secret for the cluster"},
+    }
+    if metrics is not None:
+        overrides["metrics"] = {"enabled": True, "port": metrics}
+    return make_server(protocols=protocols, overrides=overrides)
+
+
+# How another node's room messages reached a node's members (its metric's ``path`` label).
+PATHS = ("shipped", "rendered", "events")
+
+
+def paths(port: int) -> dict[str, float]:
+    """The node's count of other nodes' room messages by path, from its /metrics on ``port``."""
+    found = samples(get(f"http://127.0.0.1:{port}/metrics")[2])
+    return {
+        path: found[("chatserver_cluster_run_messages_total", (("path", path),))] for path in PATHS
+    }
+
+
+def moved(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {path: after[path] - before[path] for path in PATHS}
 
 
 def member(server: ServerProcess, nick: str, caps: tuple[str, ...], room: str) -> LineClient:
@@ -195,14 +216,21 @@ def test_members_of_a_rendering_the_sending_node_has_not_get_their_own(
 def test_xmpp_line_and_irc_members_of_the_receiving_node_get_every_message(
     make_server: Callable[..., ServerProcess], redis: RedisServer
 ) -> None:
-    """A room with IRC members of two renderings, a line-chat member and an XMPP occupant on
-    the receiving node, and a burst from an IRC user of the other node: each gets every
-    message once, in order, in its protocol's form; a line-chat user who joins afterwards
-    is shown the room's recent history, made on the receiving node from what was sent."""
+    """A room with, on the receiving node, an IRC member of the rendering the sending node
+    has a member of too (it gets the lines shipped with the messages), one of a rendering
+    the sending node has none of (made there), a line-chat member and an XMPP occupant (the
+    messages made there as events), and a burst from an IRC user of the other node: each
+    gets every message once, in order, in its protocol's form, the shipped lines byte for
+    byte those of the sending node's member, and the receiving node counts every message on
+    each of the three paths; a line-chat user who joins afterwards is shown the room's
+    recent history, made on the receiving node from what was sent."""
     a = node(make_server, redis, "a")
-    b = node(make_server, redis, "b", protocols=("irc", "line", "xmpp"))
+    port = free_port()
+    b = node(make_server, redis, "b", protocols=("irc", "line", "xmpp"), metrics=port)
     sender = member(a, "sender", (), "room")
-    member(a, "plaina", (), "room")
+    # The sending node's member without capabilities, kept open and read (a closed client
+    # leaves the room, and then the sending node renders nothing to ship).
+    plain_a = member(a, "plaina", (), "room")
     plain_b = member(b, "plainb", (), "room")
     tagged = member(b, "tagged", ("message-tags", "server-time"), "room")
     chat = line(b, "chatter")
@@ -211,15 +239,18 @@ def test_xmpp_line_and_irc_members_of_the_receiving_node_get_every_message(
     try:
         xmpp.join("room")
         xmpp.expect(lambda el: local(el) == "presence" and el.get("from") == f"room@{MUC}/jabber")
-        knows(sender, "room", ["plainb", "tagged", "chatter", "jabber"])
+        knows(sender, "room", ["plaina", "plainb", "tagged", "chatter", "jabber"])
+        knows(plain_b, "room", ["sender", "plaina"])
+        before = paths(port)
         count = 300
         texts = [f"burst {i}" for i in range(count)]
         sender.sock.sendall("".join(f"PRIVMSG #room :{text}\r\n" for text in texts).encode())
-        for client in (plain_b, tagged):
-            lines = raw_lines(client, "sender", count)
+        got = {client: raw_lines(client, "sender", count) for client in (plain_a, plain_b, tagged)}
+        for client, lines in got.items():
             assert [data.rstrip(b"\r\n").split(b" :")[-1].decode() for data in lines] == texts
             # Each in its own rendering.
             assert all(data.startswith(b"@") == (client is tagged) for data in lines)
+        assert got[plain_b] == got[plain_a]
         said = []
         while len(said) < count:
             text = chat.read_line(10)
@@ -231,6 +262,9 @@ def test_xmpp_line_and_irc_members_of_the_receiving_node_get_every_message(
             el = xmpp.expect(lambda el: muc_body(el) is not None, timeout=10)
             bodies.append(muc_body(el) or "")
         assert bodies == texts
+        # Every message reached plainb as the lines node a shipped, tagged as lines made
+        # on b, and the XMPP and line-chat members as events made on b.
+        assert moved(before, paths(port)) == dict.fromkeys(PATHS, count)
         replayed, shown = replayed_on_join(b, "late", "room")
         assert replayed and replayed[-1].endswith(f"<sender> {texts[-1]}"), shown
     finally:

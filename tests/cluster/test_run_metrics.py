@@ -12,16 +12,15 @@ from collections.abc import Callable
 import pytest
 
 from tests.cluster.test_cluster import eventually, muc_body
-from tests.cluster.test_rendered import knows, member, raw_lines
+from tests.cluster.test_rendered import PATHS, knows, member, moved, paths, raw_lines
+from tests.cluster.test_rendered import node as cluster_node
 from tests.matrix.clients import MUC, XmppPeer, local
-from tests.ops.test_metrics import get, samples
 from tests.support.ports import free_port
 from tests.support.redis import RedisServer
 from tests.support.server import LineClient, ServerProcess
 
 pytestmark = pytest.mark.timeout(120)
 
-PATHS = ("shipped", "rendered", "events")
 # Messages per burst: more than one reactor turn's worth is not needed, but a burst may
 # still go as several runs; each message counts once per path all the same.
 BURST = 20
@@ -37,32 +36,15 @@ def node(
 ) -> tuple[ServerProcess, int]:
     """A node with its metrics on, and the port they are on."""
     port = free_port()
-    server = make_server(
-        protocols=protocols,
-        overrides={
-            "cluster": {"redis": redis.url, "node": name, "share_rendered": share},
-            "irc": {"flood_burst": 0},
-            "metrics": {"enabled": True, "port": port},
-        },
-    )
-    return server, port
-
-
-def paths(port: int) -> dict[str, float]:
-    found = samples(get(f"http://127.0.0.1:{port}/metrics")[2])
-    return {
-        path: found[("chatserver_cluster_run_messages_total", (("path", path),))] for path in PATHS
-    }
+    return cluster_node(
+        make_server, redis, name, protocols=protocols, share=share, metrics=port
+    ), port
 
 
 def burst(sender: LineClient, room: str, tag: str) -> list[str]:
     texts = [f"{tag} {i}" for i in range(BURST)]
     sender.sock.sendall("".join(f"PRIVMSG #{room} :{text}\r\n" for text in texts).encode())
     return texts
-
-
-def moved(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    return {path: after[path] - before[path] for path in PATHS}
 
 
 def test_shipped_lines_lines_rendered_here_and_events_are_counted_apart(
