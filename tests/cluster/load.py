@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import re
+import select
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -101,6 +102,23 @@ class Speaker:
         if sender_label != self.label:
             self.heard.setdefault(sender_label, []).append(body)
 
+    def buffered(self) -> bool:
+        """Whether something read is still to be received."""
+        raise NotImplementedError
+
+    def pump_ready(self) -> None:
+        """Read what has arrived, not waiting for more (a part of a line or element that
+        came is waited for, briefly)."""
+        try:
+            while self.alive and (
+                self.buffered() or select.select([self.client.sock], [], [], 0)[0]
+            ):
+                self.handle(self.receive(0.001))
+        except TimeoutError:
+            pass
+        except OSError:
+            self.alive = False
+
     def pump(self) -> None:
         """Read what has arrived, without waiting."""
         if not self.alive:
@@ -168,6 +186,9 @@ class Talker(Speaker):
 
     def receive(self, timeout: float) -> str:
         return self.client.read_line(timeout)
+
+    def buffered(self) -> bool:
+        return b"\n" in self.client.buffer
 
     def handle(self, text: str) -> None:
         if text.startswith("PING "):
@@ -245,6 +266,9 @@ class XmppTalker(Speaker):
     def receive(self, timeout: float) -> Any:
         return self.client.next(timeout)
 
+    def buffered(self) -> bool:
+        return bool(self.client.pending)
+
     def handle(self, el: Any) -> None:
         room, _, nick = (el.get("from") or "").partition("/")
         if room.lower() != self.jid or not nick:
@@ -293,6 +317,9 @@ class LineTalker(Speaker):
 
     def receive(self, timeout: float) -> str:
         return self.client.read_line(timeout)
+
+    def buffered(self) -> bool:
+        return b"\n" in self.client.buffer
 
     def handle(self, text: str) -> None:
         found = LINE_MESSAGE.match(text)

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import base64
 import re
+import select
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import pytest
 
@@ -429,11 +431,19 @@ def test_three_nodes_one_killed_under_a_minute_of_load(
         eventually(lambda t=talker, n=node: nick_owner(redis, t.nick) == n, 10, talker.nick)
 
 
-# Nodes killed while their users talk: each round a new node whose two users send bursts
-# until it is killed at a different moment.
+# Nodes killed while their users talk: each round a new node whose two users send bursts,
+# watched by a third user there, until it is killed in the middle of them.
 KILL_ROUNDS = 3
 BURST = 10
 PROTOCOLS = ("line", "irc", "xmpp")
+# Seconds of bursts before the node is watched for the moment to kill it (its answer to a
+# message said since), and at most how long it is watched.
+WARM_UP = 0.3
+WATCHED_AT_MOST = 5.0
+# Seconds between each sender's messages while the node is watched, and how many of those
+# may be on their way at once.
+PACE = 0.0002
+MAX_IN_FLIGHT = 400
 
 
 def speaker(kind: str, node: ServerProcess, nick: str) -> Speaker:
@@ -446,23 +456,93 @@ def speaker(kind: str, node: ServerProcess, nick: str) -> Speaker:
     return LineTalker(node.ports["line"], nick)
 
 
-def talk_until_killed(node: ServerProcess, senders: list[Speaker], others: list[Speaker]) -> None:
-    """The senders say BURST messages each every few milliseconds, without waiting for
-    their acknowledgements, until ``node`` is killed in the middle of it; then what they
-    were sent before it died is read."""
-    deadline = time.monotonic() + 0.4
-    while time.monotonic() < deadline:
+def number(text: str) -> int:
+    """The number of a message ``<label>-<n>``."""
+    return int(text.rsplit("-", 1)[1])
+
+
+@dataclass
+class Landing:
+    """Where a kill landed in what its node's senders said once it was watched: how many
+    of those messages were sent, acknowledged, and taken by the node (its witness was shown
+    them) but never acknowledged."""
+
+    sent: int = 0
+    acknowledged: int = 0
+    unanswered: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.acknowledged} acknowledged, {self.unanswered} taken but not, of {self.sent}"
+
+
+class Round:
+    """One node to kill: two senders of it, and a user of it who says nothing, the
+    witness: its output is never held, so it is shown each message as soon as the node
+    takes it, and what it was shown and the sender never saw acknowledged is what the node
+    died with in hand."""
+
+    def __init__(self, kind: str, node: ServerProcess, n: int) -> None:
+        self.node = node
+        self.senders = [speaker(kind, node, f"s{n}x{i}") for i in range(2)]
+        self.witness = speaker(kind, node, f"s{n}w")
+        self.talkers = [*self.senders, self.witness]
+
+    def talk_until_killed(self, others: list[Speaker]) -> Landing:
+        """The senders say BURST messages each every few milliseconds, without waiting
+        for their acknowledgements, for WARM_UP; then two each every PACE, and the node is
+        killed the instant it acknowledges one of those while others are on their way
+        (a node that answered all it was sent is watched on).  What they were sent before
+        it died is read, and where the kill landed returned."""
+        senders, witness = self.senders, self.witness
+        everyone = [*self.talkers, *others]
+        warm = time.monotonic() + WARM_UP
+        while time.monotonic() < warm:
+            for sender in senders:
+                sender.client.send(b"".join(sender.line() for _ in range(BURST)))
+            pump(everyone, 0.005)
+        since = {sender: len(sender.sent) for sender in senders}
+
+        def progress() -> tuple[bool, int]:
+            """Whether the node has answered a message said since, and how many of those
+            it has not answered."""
+            answered, waiting = False, 0
+            for sender in senders:
+                # Acknowledgements come in order: the latest says how far the node has got.
+                last = number(next(reversed(sender.acknowledged))) if sender.acknowledged else -1
+                answered |= last >= since[sender]
+                waiting += len(sender.sent) - 1 - max(last, since[sender] - 1)
+            return answered, waiting
+
+        # Only the senders are read meanwhile, as soon as something comes, and only what
+        # has come: the kill follows an acknowledgement within microseconds.
+        sockets = {sender.client.sock: sender for sender in senders}
+        give_up = time.monotonic() + WATCHED_AT_MOST
+        next_say = 0.0
+        while time.monotonic() < give_up:
+            answered, waiting = progress()
+            if answered and waiting:
+                break
+            now = time.monotonic()
+            if now >= next_say:
+                if waiting < MAX_IN_FLIGHT:
+                    for sender in senders:
+                        sender.client.send(sender.line() + sender.line())
+                next_say = now + PACE
+            ready, _, _ = select.select(list(sockets), [], [], max(next_say - now, 0))
+            for sock in ready:
+                sockets[sock].pump_ready()
+        self.node.kill()
+        pump(everyone, 0.5)
+        landing = Landing()
         for sender in senders:
-            for _ in range(BURST):
-                sender.say()
-        pump([*senders, *others], 0.005)
-    # Killed while it handles a burst five times as long: it has acknowledged some of it,
-    # and not yet ended the turn in which it publishes them.
-    for sender in senders:
-        sender.client.send(b"".join(sender.line() for _ in range(5 * BURST)))
-    time.sleep(0.003)
-    node.kill()
-    pump([*senders, *others], 0.5)
+            said = sender.sent[since[sender] :]
+            shown = set(witness.heard.get(sender.label, ()))
+            landing.sent += len(said)
+            landing.acknowledged += sum(text in sender.acknowledged for text in said)
+            landing.unanswered += sum(
+                text in shown and text not in sender.acknowledged for text in said
+            )
+        return landing
 
 
 @pytest.mark.parametrize("kind", ["irc", "xmpp", "line"])
@@ -472,7 +552,9 @@ def test_every_message_acknowledged_before_its_node_is_killed_reaches_the_others
     """A sender's acknowledgement (its echo, the room's reflection) comes only once Redis
     has taken its message, so a message acknowledged in the instant before its node dies is
     in another node's hands, which delivers it to its members and stores it.  The
-    receivers, on the node that lives: an IRC user, and one of the senders' protocol."""
+    receivers, on the node that lives: an IRC user, and one of the senders' protocol.  Each
+    node is killed in the instant after it acknowledged one of its senders' messages, with
+    more of theirs on their way."""
     dsn = postgres.new_database()
     b = pg_node(make_node, "b", dsn, protocols=PROTOCOLS)
     listeners = [Talker(b.ports["irc"], "bea")]
@@ -488,15 +570,17 @@ def test_every_message_acknowledged_before_its_node_is_killed_reaches_the_others
                 lambda n: pg_node(make_node, f"a{n}", dsn, protocols=PROTOCOLS), range(KILL_ROUNDS)
             )
         )
-        pairs = [[speaker(kind, a, f"s{n}x{i}") for i in range(2)] for n, a in enumerate(killed)]
-        senders = [sender for pair in pairs for sender in pair]
-        for sender in senders:
-            sender.join()
-        everyone = {*(t.nick for t in listeners), *(s.nick for s in senders)}
-        for talker in (*listeners, *senders):
+        rounds = [Round(kind, a, n) for n, a in enumerate(killed)]
+        senders = [sender for r in rounds for sender in r.senders]
+        talkers = [talker for r in rounds for talker in r.talkers]
+        for talker in talkers:
+            talker.join()
+        everyone = {*(t.nick for t in listeners), *(t.nick for t in talkers)}
+        for talker in (*listeners, *talkers):
             eventually(lambda t=talker: t.members() >= everyone, 10, f"{everyone} seen")
-        for n, (a, pair) in enumerate(zip(killed, pairs, strict=True)):
-            talk_until_killed(a, pair, [*listeners, *senders[2 * n + 2 :]])
+        landings = [
+            r.talk_until_killed([*listeners, *talkers[3 * n + 3 :]]) for n, r in enumerate(rounds)
+        ]
 
     acknowledged = {text for s in senders for text in s.acknowledged}
 
@@ -520,8 +604,12 @@ def test_every_message_acknowledged_before_its_node_is_killed_reaches_the_others
     lost_rounds = {text.split("x", 1)[0] for text in counts.lost}
     print(
         f"{KILL_ROUNDS} nodes killed while {kind} users talked: {counts};"
-        f" rounds that lost: {lost_rounds}"
+        f" rounds that lost: {lost_rounds}; of the messages said while each node was"
+        f" watched: {'; '.join(str(landing) for landing in landings)}"
     )
     assert not counts.lost, counts.lost[:20]
+    # Each node died in the middle of its senders' messages, not after it had answered
+    # them all (then nothing acknowledged would have been at stake).
+    assert all(0 < landing.acknowledged < landing.sent for landing in landings), landings
     # Every sender was acknowledged for something before its node died.
     assert all(s.acknowledged for s in senders)
