@@ -58,7 +58,9 @@ its transport (``loseConnection``, ``abortConnection``): B closes the socket the
 Either node dies (or restarts, or leaves the cluster): the other ends its side (B closes the
 sockets, writing first what the protocol's ``relay_farewell(reason)`` returns, if it has
 that method; A's protocols see ``connectionLost``).  Redis unreachable: the relayed bytes
-wait, in order, and go once it is back, as every stream entry does.
+wait, in order, and go once it is back, as every stream entry does; A hears nothing of the
+client meanwhile, so an outage past A's idle timeout ends the connection as a silent one
+(its probe and farewell reach the client once Redis is back).
 """
 
 from __future__ import annotations

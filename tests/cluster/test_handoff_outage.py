@@ -21,8 +21,9 @@ import pytest
 from chatserver.cluster.relay import CREEP, Crossing
 from tests.cluster.test_accounts import shared
 from tests.cluster.test_cluster import eventually, join, line
-from tests.cluster.test_handoff import relayed_login
+from tests.cluster.test_handoff import figures, relayed_login
 from tests.cluster.test_irc_handoff import account_of, logged_in
+from tests.support.ports import free_port
 from tests.support.postgres import PostgresServer
 from tests.support.redis import BINARY, MISSING_REASON, RedisServer
 from tests.support.server import LineClient, ServerProcess
@@ -36,6 +37,8 @@ OUTAGE = 10.0
 STEP = 0.5
 # A message's body: its sender's label and its number.
 BODY = re.compile(r"\b(laptop|phone|ivy2|bob)-(\d+)$")
+# Line chat's idle probe ("any line answers").
+LINE_PROBE = "-!- ping: are you there?"
 
 
 @pytest.fixture
@@ -77,8 +80,11 @@ class Listener:
             except ConnectionError:
                 self.closed = self.client.seen[-1] if self.client.seen else "closed"
                 return
+            # The server's idle probes are answered: IRC's PING, line chat's question.
             if text.startswith("PING "):
                 self.client.send("PONG " + text[5:])
+            elif text.startswith(LINE_PROBE):
+                self.client.send("/pong")
             found = BODY.search(text)
             if found and ("PRIVMSG #dev :" in text or text.startswith("[#dev] <")):
                 self.heard.setdefault(found.group(1), []).append(found.group(0))
@@ -251,3 +257,123 @@ def test_relayed_clients_bytes_wait_through_a_redis_outage_and_arrive_once_in_or
     # The accounts stayed on node a throughout.
     assert redis.command("GET", "chatserver:account:alice") == "a"
     assert redis.command("GET", "chatserver:account:ivy") == "a"
+
+
+# The idle test's timeouts (IRC ping_interval and ping_timeout, line chat's idle_timeout and
+# ping_timeout): seconds of silence before the serving node probes a client, and seconds
+# more for the answer.  Redis is paused for longer than both, and a few seconds more.
+PROBE_AFTER = 5.0
+ANSWER_WITHIN = 3.0
+LONG_OUTAGE = PROBE_AFTER + ANSWER_WITHIN + 4.0
+# Relays of clients whose socket is on node b, as node a's metrics count them.
+SERVED_FOR_B = ("chatserver_relayed_connections", (("node", "b"), ("side", "served")))
+
+
+def test_the_serving_nodes_idle_timeout_ends_relayed_clients_a_redis_outage_keeps_silent(
+    make_node: Node, redis: RedisServer, postgres: PostgresServer
+) -> None:
+    """Redis paused for longer than the idle timeout: nothing a relayed client sends
+    reaches its serving node meanwhile, so that node's idle timeout ends it there and then
+    (a silent IRC client, and a line-chat client that goes on talking alike), while the
+    clients that answer the nodes' probes stay.  The relayed clients see nothing until
+    Redis is back; then the probe and the close, with the timeout's words, and their
+    sockets close; what one of them said meanwhile is shown to no one."""
+    config = shared(postgres)
+    config["irc"] = {**config["irc"], "ping_interval": PROBE_AFTER, "ping_timeout": ANSWER_WITHIN}
+    config["line"] = {"idle_timeout": PROBE_AFTER, "ping_timeout": ANSWER_WITHIN}
+    a_port = free_port()
+    a = make_node("a", overrides={**config, "metrics": {"enabled": True, "port": a_port}})
+    b = make_node("b", overrides=config)
+    # Ivy (IRC) and Alice (line chat) are users of node a, each with a second client on
+    # node b handed off to node a; Bob is a user of node b.
+    account_of(a, "ivy")
+    account_of(a, "alice")
+    ivy1 = logged_in(a, "ivy", "ivy")
+    laptop = relayed_login(a, "alice")
+    join(laptop, "dev")
+    bob = line(b, "bob")
+    join(bob, "dev")
+    ivy2 = logged_in(b, "ivy", "ivyx")
+    phone = relayed_login(b, "alice")
+    phone.expect("*** you are in #dev")
+    clients = {
+        "ivy1": Listener(ivy1, "ivy1"),
+        "laptop": Listener(laptop, "laptop"),
+        "bob": Listener(bob, "bob"),
+        "ivy2": Listener(ivy2, "ivy2"),
+        "phone": Listener(phone, "phone"),
+    }
+    relayed = ("ivy2", "phone")
+
+    def pump_all(seconds: float) -> None:
+        for client in clients.values():
+            client.pump(seconds / len(clients))
+
+    # Both relays carry, just before the outage: the phone's message reaches the others,
+    # and Ivy's second client is answered by node a.  What the relayed clients send here is
+    # the last node a hears of them.  (The others speak too: a probe that came during the
+    # setup is answered.)
+    last_sent = time.monotonic()
+    clients["phone"].say(line_say)
+    ivy2.send("PING :before")
+    ivy1.send("PING :before")
+    for client in (laptop, bob):
+        client.send("/ping")
+
+    def carried() -> bool:
+        pump_all(0.2)
+        return any(" PONG " in text and text.endswith("before") for text in ivy2.seen) and all(
+            clients[name].heard.get("phone") == ["phone-0"] for name in ("laptop", "bob")
+        )
+
+    eventually(carried, 15, "the relays carry both ways")
+    assert figures(a_port).get(SERVED_FOR_B) == 2
+    seen = {name: len(clients[name].client.seen) for name in relayed}
+
+    redis.pause()
+    started = time.monotonic()
+    # When node a was seen serving them no more.
+    ended: float | None = None
+    try:
+        while time.monotonic() - started < LONG_OUTAGE:
+            clients["phone"].say(line_say)
+            pump_all(STEP)
+            if ended is None and not figures(a_port).get(SERVED_FOR_B):
+                ended = time.monotonic()
+        # The relayed clients saw nothing meanwhile.
+        assert {name: clients[name].client.seen[seen[name] :] for name in relayed} == {
+            name: [] for name in relayed
+        }
+    finally:
+        redis.resume()
+    assert ended is not None, "node a served the relayed clients throughout the outage"
+    print(
+        f"Redis paused {LONG_OUTAGE:g}s: the relayed clients were ended"
+        f" {ended - started:.1f}s into it, {ended - last_sent:.1f}s after their last bytes"
+    )
+    # Ended for their silence: not before the probe and its answer were due.
+    assert ended - last_sent >= PROBE_AFTER + ANSWER_WITHIN - 0.1, ended - last_sent
+
+    # Redis back: the relayed clients are told why, and their sockets close.
+    irc_end = ivy2.read_until_closed(timeout=30)
+    assert any(text.startswith("PING ") for text in irc_end), irc_end
+    assert [t for t in irc_end if t.startswith("ERROR :") and "(Ping timeout" in t], irc_end
+    line_end = phone.read_until_closed(timeout=30)
+    assert any(text.startswith(LINE_PROBE) for text in line_end), line_end
+    closing = f"-!- Server closing connection: Ping timeout: no answer in {ANSWER_WITHIN:g} seconds"
+    assert closing in line_end, line_end
+
+    # The others stayed, and what the phone said in the outage reached none of them: Bob's
+    # message after it goes from node b after the phone's (its stream keeps their order).
+    clients["bob"].say(line_say)
+
+    def bob_heard() -> bool:
+        pump_all(0.2)
+        return clients["laptop"].heard.get("bob") == ["bob-0"]
+
+    eventually(bob_heard, 30, "Bob's message after the outage reaches Alice")
+    pump_all(0.5)
+    assert {name: c.closed for name, c in clients.items() if c.closed and name not in relayed} == {}
+    for name in ("laptop", "bob"):
+        assert clients[name].heard.get("phone") == ["phone-0"], name
+    assert not figures(a_port).get(SERVED_FOR_B)
