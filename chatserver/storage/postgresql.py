@@ -20,6 +20,7 @@ no PRAGMA).
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
@@ -66,13 +67,13 @@ from chatserver.storage.sqlite import (
     _credential_rows,
     _dumps,
     _message,
-    _message_row,
     _private_message,
     _room,
     _room_row,
     _stanza,
     _utf8,
 )
+from chatserver.storage.sqlite_rows import _messages_fields, _row_of
 
 __all__ = ["PostgresStore", "describe_dsn", "is_storage_failure"]
 
@@ -343,29 +344,76 @@ def _delete_room(cur: Any, name: str) -> bool:
     return bool(cur.rowcount > 0)
 
 
-# Rows per INSERT when appending history, as in the SQLite backend: few statement shapes, so
-# psycopg's prepared-statement cache holds three, not one per batch size.
-_APPEND_SIZES = (64, 8, 1)
-_ROW_PLACEHOLDERS = "(" + ", ".join(["%s"] * 11) + ")"
-_APPEND_SQL = {
-    size: f"INSERT INTO history ({_MESSAGE_COLUMNS}) VALUES "
-    + ", ".join([_ROW_PLACEHOLDERS] * size)
-    + " ON CONFLICT (id) DO NOTHING"
-    for size in _APPEND_SIZES
-}
+# History rows reach PostgreSQL as one JSON array of row arrays per batch, unpacked by
+# jsonb_array_elements into a single INSERT ... SELECT.  Measured against the multi-row VALUES
+# INSERT it replaces (11 parameters a row, each adapted by psycopg in Python), binary COPY into
+# a staging table and unnest() of 11 array parameters: the json module's C encoder made it the
+# cheapest for this process (about 2.5 µs a row at 1000-row batches against 33, 6 against 50 at
+# 100) and no dearer for PostgreSQL, with one statement and no per-connection state.
+_HISTORY_TYPES = {"ts": "float8"}
+_PRIVATE_TYPES = {"ts": "float8", "offline": "integer"}
+
+
+def _json_insert(table: str, columns: str, types: dict[str, str], conflict: str) -> str:
+    """The INSERT of one batch of ``table`` rows, passed as a JSON array of arrays whose values
+    are ``columns`` in order; rows in array order (so ``seq`` follows it), those already
+    stored skipped."""
+    values = ", ".join(
+        f"(r->>{i})::{types[name]}" if name in types else f"r->>{i}"
+        for i, name in enumerate(columns.split(", "))
+    )
+    return (
+        f"INSERT INTO {table} ({columns}) SELECT {values}"
+        " FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS batch (r, n) ORDER BY n"
+        f" ON CONFLICT ({conflict}) DO NOTHING"
+    )
+
+
+def _json_value(value: Any) -> Any:
+    """A value JSON and the column can take: NUL replaced in text (see :func:`_text`), and a
+    float JSON has no number for (NaN, infinities) as the text float8 reads back."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    return _text(value)
+
+
+def _json_rows(rows: Sequence[Sequence[Any]]) -> str:
+    """``rows`` as the JSON parameter of :func:`_json_insert`'s statement."""
+    payload = json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
+    # One scan of the whole payload, not a check per value: a NUL (escaped by the encoder)
+    # or a non-finite float is rare enough that any hint of one (also matched by such words
+    # in message text) just sends the batch through the per-value path.
+    if "\\u0000" in payload or "NaN" in payload or "Infinity" in payload:
+        payload = json.dumps(
+            [[_json_value(value) for value in row] for row in rows],
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+    return payload
+
+
+# Rows per statement: a batch held through a long outage (up to history_unstored_limit
+# messages) must not become one parameter beyond what PostgreSQL takes (1 GB, and 256 MB for
+# a jsonb value); 5,000 rows stay within a few MB and cost no more per row than larger ones.
+_JSON_BATCH_ROWS = 5000
+
+
+def _insert_rows(cur: Any, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+    """Insert ``rows`` with :func:`_json_insert`'s ``sql``; return how many were new."""
+    stored = 0
+    for start in range(0, len(rows), _JSON_BATCH_ROWS):
+        cur.execute(sql, (_json_rows(rows[start : start + _JSON_BATCH_ROWS]),))
+        stored += int(cur.rowcount)
+    return stored
+
+
+_APPEND_SQL = _json_insert("history", _MESSAGE_COLUMNS, _HISTORY_TYPES, "id")
 
 
 def _append(cur: Any, messages: Sequence[Message]) -> int:
-    stored = 0
-    start = 0
-    for size in _APPEND_SIZES:
-        sql = _APPEND_SQL[size]
-        while len(messages) - start >= size:
-            chunk = messages[start : start + size]
-            cur.execute(sql, [_text(value) for msg in chunk for value in _message_row(msg)])
-            stored += cur.rowcount
-            start += size
-    return stored
+    return _insert_rows(
+        cur, _APPEND_SQL, [_row_of(fields) for fields in _messages_fields(messages)]
+    )
 
 
 def _query_messages(
@@ -400,21 +448,18 @@ def _targets(cur: Any, start: float, end: float, limit: int) -> list[tuple[str, 
     return [(target, latest) for target, latest in cur.fetchall()]
 
 
-_PRIVATE_INSERT = (
-    f"INSERT INTO private_history (owner, peer, offline, {_PRIVATE_COLUMNS})"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-    " ON CONFLICT (owner, id) DO NOTHING"
+_APPEND_PRIVATE_SQL = _json_insert(
+    "private_history", f"owner, peer, offline, {_PRIVATE_COLUMNS}", _PRIVATE_TYPES, "owner, id"
 )
 
 
 def _append_private(cur: Any, entries: Sequence[ArchiveEntry]) -> int:
-    stored = 0
-    for entry in entries:
-        row: tuple[Any, ...] = (entry.owner, entry.peer, 1 if entry.offline else 0)
-        row += (*_message_row(entry.message), _stanza(entry.message))
-        cur.execute(_PRIVATE_INSERT, [_text(value) for value in row])
-        stored += int(cur.rowcount)
-    return stored
+    fields = _messages_fields([entry.message for entry in entries])
+    rows = [
+        (entry.owner, entry.peer, 1 if entry.offline else 0, *_row_of(row), _stanza(entry.message))
+        for entry, row in zip(entries, fields, strict=True)
+    ]
+    return _insert_rows(cur, _APPEND_PRIVATE_SQL, rows)
 
 
 def _page(cur: Any, table: str, key: str, query: ArchiveQuery) -> list[Any]:

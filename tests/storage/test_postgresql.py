@@ -7,8 +7,10 @@ Skipped, with the reason, only when PostgreSQL is not installed.
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import psycopg
@@ -27,6 +29,7 @@ import tests.storage.test_sqlite_rooms as rooms_tests
 from chatserver.core.accounts import RegistrationInvite
 from chatserver.core.bans import ServerBan
 from chatserver.core.errors import AccountError, StorageUnavailable
+from chatserver.core.events import StoredNative, Who
 from chatserver.core.interfaces import (
     IAccountStore,
     IBlockStore,
@@ -34,14 +37,14 @@ from chatserver.core.interfaces import (
     IRoomStore,
     IServerBanStore,
 )
-from chatserver.core.records import PepItem, PepNode, RosterItem
+from chatserver.core.records import ArchiveEntry, ArchiveQuery, PepItem, PepNode, RosterItem
 from chatserver.storage.migrations import MIGRATIONS as SQLITE_MIGRATIONS
 from chatserver.storage.postgresql import PostgresStore, describe_dsn
 from chatserver.storage.postgresql_migrations import MIGRATIONS, TABLES
 from chatserver.storage.sqlite import SchemaTooNew, SqliteStore, StoreUnusable
 from protocols.xmpp.pep_store import IPepStore
 from protocols.xmpp.roster_store import IRosterStore
-from tests.storage.helpers import StoreTestCase, account, message
+from tests.storage.helpers import StoreTestCase, account, ids, message
 from tests.support.server import free_port
 
 REPO_ROOT = str(Path(chatserver.__file__).resolve().parents[1])
@@ -73,6 +76,77 @@ class PostgresHistoryTests(history_tests.HistoryTests):
         loaded_bad, loaded_good = await store.latest("lobby", 10)
         self.assertEqual(loaded_bad.text, "a\ufffdb")
         self.assertEqual(loaded_good, good)
+
+    async def test_one_batch_of_hard_values_round_trips_in_order(self) -> None:
+        # A batch is one JSON parameter: values JSON escapes or has no number for (quotes,
+        # backslashes, control characters, a non-finite timestamp), words that look like
+        # them, ids already stored and ids twice in the batch; rows keep the batch's order.
+        store = await self.open_store()
+        stored = message("m0", 0.0, text="already here")
+        self.assertEqual(await store.append([stored]), 1)
+        hard = [
+            message("m1", 1_700_000_000.1234567, text='"q" \\ \n\t\x1f \\u0000 NaN Infinity'),
+            message("m2", 2.0, text="ünïcode 🎉", tags=(("k", '["x"]'), ("n", "\x00"))),
+            message("m0", 3.0, text="a second m0"),
+            message("m3", math.inf, account=None, nick="NaN"),
+            message("m2", 5.0, text="a second m2"),
+            message("m4", 1e-7, kind="notice", text="[]"),
+        ]
+        self.assertEqual(await store.append(hard), 4)
+        loaded = {m.id: m for m in await store.latest("lobby", 10)}
+        self.assertEqual(loaded["m0"], stored)
+        self.assertEqual(loaded["m1"], hard[0])
+        # Tags are stored as JSON, whose escape keeps even a NUL.
+        self.assertEqual(loaded["m2"], hard[1])
+        self.assertEqual(loaded["m3"], hard[3])
+        self.assertEqual(loaded["m4"], hard[5])
+        rows = self.raw().execute("SELECT id FROM history ORDER BY seq").fetchall()
+        self.assertEqual([row[0] for row in rows], ["m0", "m1", "m2", "m3", "m4"])
+        # The word alone, with no non-finite number or NUL, is stored as it is.
+        self.assertEqual(await store.append([message("m5", 6.0, text="NaN")]), 1)
+        self.assertEqual((await store.find("m5")).text, "NaN")
+        # And a non-finite timestamp alone in its batch.
+        self.assertEqual(await store.append([message("m6", -math.inf)]), 1)
+        self.assertEqual((await store.find("m6")).ts, -math.inf)
+        self.assertEqual(await store.append([message("m7", math.nan)]), 1)
+        self.assertTrue(math.isnan((await store.find("m7")).ts))
+
+    async def test_a_batch_of_several_statements_counts_and_keeps_order(self) -> None:
+        # More rows than one statement carries, some already stored in each statement's part.
+        store = await self.open_store()
+        batch = [message(f"m{i:05d}", float(i)) for i in range(11_000)]
+        self.assertEqual(await store.append(batch[::2]), 5500)
+        self.assertEqual(await store.append(batch), 5500)
+        self.assertEqual(await store.latest("lobby", 20_000), batch)
+        rows = self.raw().execute("SELECT id FROM history ORDER BY seq").fetchall()
+        self.assertEqual([row[0] for row in rows], ids(batch[::2] + batch[1::2]))
+
+
+class PostgresArchiveTests(archive_tests.ArchiveTests):
+    backend = "postgresql"
+
+    async def test_one_batch_keeps_the_first_of_each_id_per_owner_and_every_field(self) -> None:
+        store = await self.open_store()
+        stanza = "<message to='bob@example.org'><body>ü 🎉 &amp;</body><x xmlns='urn:x'/></message>"
+        first = archive_tests.pm(1)
+        native = replace(archive_tests.pm(2), native=StoredNative(stanza.encode()))
+        nul = replace(archive_tests.pm(3), text="a\x00b", source=Who("ñ", "i", "h", None, ""))
+        self.assertEqual(await store.append_private([ArchiveEntry("alice", "bob", first)]), 1)
+        batch = [
+            ArchiveEntry("alice", "bob", replace(first, text="a second m0001")),
+            ArchiveEntry("bob", "alice", first),
+            ArchiveEntry("alice", "bob", native, offline=True),
+            ArchiveEntry("alice", "bob", replace(native, text="a second m0002")),
+            ArchiveEntry("alice", "bob", nul),
+        ]
+        self.assertEqual(await store.append_private(batch), 3)
+        page = await store.query_private(ArchiveQuery("alice", None, 10))
+        self.assertEqual(page, [first, native, replace(nul, text="a\ufffdb")])
+        self.assertEqual(page[0].tags, first.tags)
+        self.assertIsNone(page[0].native)
+        self.assertEqual(page[1].native, StoredNative(stanza.encode()))
+        self.assertEqual([m.id for m in await store.take_offline("alice", 10)], ["m0002"])
+        self.assertEqual(await store.query_private(ArchiveQuery("bob", None, 10)), [first])
 
 
 class PostgresInviteTests(invites_tests.InviteTests):
