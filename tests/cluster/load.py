@@ -133,7 +133,19 @@ class Speaker:
             self.alive = False
 
 
-class Talker(Speaker):
+class LineSpeaker(Speaker):
+    """A speaker whose protocol comes in lines (IRC, line chat), read by a LineClient."""
+
+    client: LineClient
+
+    def receive(self, timeout: float) -> str:
+        return self.client.read_line(timeout)
+
+    def buffered(self) -> bool:
+        return b"\n" in self.client.buffer
+
+
+class Talker(LineSpeaker):
     """An IRC user in one room with ``echo-message`` (its label's echo acknowledges)."""
 
     def __init__(
@@ -183,12 +195,6 @@ class Talker(Speaker):
 
     def wire(self, text: str) -> bytes:
         return f"@label={text} PRIVMSG #{self.room} :{text}\r\n".encode()
-
-    def receive(self, timeout: float) -> str:
-        return self.client.read_line(timeout)
-
-    def buffered(self) -> bool:
-        return b"\n" in self.client.buffer
 
     def handle(self, text: str) -> None:
         if text.startswith("PING "):
@@ -294,7 +300,7 @@ class XmppTalker(Speaker):
 LINE_MESSAGE = re.compile(r"\[#(\S+)\] <([^>]+)> (.*)$")
 
 
-class LineTalker(Speaker):
+class LineTalker(LineSpeaker):
     """A line-chat user in one room with ``/echo on``: its own message shown back
     acknowledges it."""
 
@@ -314,12 +320,6 @@ class LineTalker(Speaker):
     def wire(self, text: str) -> bytes:
         # A line that is not a command goes to the room the user talks in.
         return f"{text}\r\n".encode()
-
-    def receive(self, timeout: float) -> str:
-        return self.client.read_line(timeout)
-
-    def buffered(self) -> bool:
-        return b"\n" in self.client.buffer
 
     def handle(self, text: str) -> None:
         found = LINE_MESSAGE.match(text)
