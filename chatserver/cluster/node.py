@@ -513,7 +513,8 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         release or every node as its target goes through the publish script; one for named
         nodes (a turn's room messages, nearly all the bytes) is a plain XADD per node: the
         script copies its arguments into Lua strings and joins them again, which cost Redis
-        about ten times the XADD's CPU for a turn's entry (250 against 25 µs for 65 kB)."""
+        five to ten times the XADD's CPU for a turn's entry (250-325 against 25-50 µs for
+        65 kB: bench/redis_publish.py)."""
         head = self._head.encode()
         answers: list[defer.Deferred[Any]] = []
         scripted: list[Any] = []
