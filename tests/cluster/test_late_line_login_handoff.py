@@ -42,8 +42,8 @@ STAND_INS = {
 }
 # What differs between two runs in a JSON line: times and message ids.
 VARYING = frozenset({"ts", "id", "time", "msgid"})
-# A history line's time in text mode.
-CLOCK = re.compile(r"^\[\d\d:\d\d(:\d\d)?\] ")
+# A history line's time in text mode, wherever it stands in the line (after "[#room] " too).
+CLOCK = re.compile(r"\[\d\d:\d\d(:\d\d)?\] ")
 
 
 class Guest:
