@@ -151,6 +151,10 @@ RECENT_MESSAGES = 10_000
 
 # Seconds after a node's key is due to lapse that it is checked.
 CHECK_MARGIN = 0.01
+# How long a starting node waits, in leases, for the live nodes' state before it takes
+# clients anyway (a node that does not answer in that time is busy or dying; its state
+# comes when it does).
+STATE_WAIT_LEASES = 2
 
 UNAVAILABLE_NICK = (
     "the cluster cannot confirm new nicks now (Redis is unreachable); try again shortly"
@@ -238,6 +242,11 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         self._checks: dict[str, Any] = {}
         self._stopping = False
         self._ready_waiters: list[defer.Deferred[None]] = []
+        # At start: the live nodes whose state has not come yet (None: not asked yet).  A
+        # node takes no clients before it knows the others' users and rooms, or a room's
+        # first message here would miss their members (the room's nodes unknown).
+        self._awaiting: set[str] | None = None
+        self._state_wait: Any = None
         self._commands = RedisLink(
             url, reactor, on_up=self._commands_up, on_down=self._commands_down, name="commands"
         )
@@ -291,16 +300,56 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         self._heartbeat.start(self.lease / 3, now=False)
 
     def when_ready(self) -> defer.Deferred[None]:
-        if self.up:
+        """Fires once Redis has answered and every live node's state has come (or a node
+        has been waited for STATE_WAIT_LEASES leases)."""
+        if self._ready():
             return defer.succeed(None)
         d: defer.Deferred[None] = defer.Deferred()
         self._ready_waiters.append(d)
         return d
 
+    def _ready(self) -> bool:
+        return self.up and self._awaiting is not None and not self._awaiting
+
+    def _check_ready(self) -> None:
+        if not self._ready():
+            return
+        if self._state_wait is not None and self._state_wait.active():
+            self._state_wait.cancel()
+        waiters, self._ready_waiters = self._ready_waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    async def _await_states(self, proto: Any) -> None:
+        """Note the live nodes (listed, heartbeat key present) whose state to wait for."""
+        listed = await proto.execute_command("SMEMBERS", self.nodes_key)
+        awaiting = set()
+        for raw in listed or ():
+            name = raw.decode() if isinstance(raw, bytes) else str(raw)
+            if name != self.name and await proto.execute_command("EXISTS", self.node_prefix + name):
+                awaiting.add(name)
+        self._awaiting = awaiting
+        if awaiting:
+            self._state_wait = self.clock.callLater(
+                STATE_WAIT_LEASES * self.lease, self._stop_awaiting
+            )
+        self._check_ready()
+
+    def _stop_awaiting(self) -> None:
+        if self._awaiting:
+            log.warn(
+                "cluster: no state yet from node(s) {nodes}; taking clients without it",
+                nodes=" ".join(sorted(self._awaiting)),
+            )
+            self._awaiting = set()
+        self._check_ready()
+
     async def stop(self) -> None:
         """Tell the others this node's users are gone, give up the heartbeat, disconnect."""
         if self._heartbeat.running:
             self._heartbeat.stop()
+        if self._state_wait is not None and self._state_wait.active():
+            self._state_wait.cancel()
         for check in self._checks.values():
             if check.active():
                 check.cancel()
@@ -643,9 +692,7 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         self._inflight.clear()
         self._publish(self._state())
         log.info("cluster node={node} up", node=self.name)
-        waiters, self._ready_waiters = self._ready_waiters, []
-        for d in waiters:
-            d.callback(None)
+        self._check_ready()
 
     async def _reclaim(self, proto: Any) -> None:
         """Claim every local user's nick again; a user whose nick another node took
@@ -802,6 +849,9 @@ class ClusterNode(Sharing, AccountLeases, Relays):
 
     def _lost(self, node: str) -> None:
         log.warn("cluster node={node} lost: its users leave", node=node)
+        if self._awaiting:
+            self._awaiting.discard(node)
+            self._check_ready()
         self._drop_node(node, f"{node} lost", died=True)
         # Logins waiting for its answer claim again now: its key has lapsed.
         self._node_gone(node)
@@ -824,6 +874,8 @@ class ClusterNode(Sharing, AccountLeases, Relays):
             # once the place is known, so that no answer comes before it).
             last = await proto.execute_command("XREVRANGE", self.stream, "+", "-", "COUNT", "1")
             self._last_id = last[0][0] if last else "0-0"
+            # Before the question, so that every answer counts.
+            await self._await_states(proto)
             self._publish({"k": "sync"})
         else:
             first = await proto.execute_command("XRANGE", self.stream, "-", "+", "COUNT", "1")
@@ -1212,6 +1264,9 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         own = frozenset(wanted)
         for entry in op["rooms"]:
             self._on_room(node, entry, own)
+        if self._awaiting:
+            self._awaiting.discard(node)
+            self._check_ready()
 
     def _on_sync(self, node: str, op: dict[str, Any]) -> None:
         self._publish(self._state(), targets=node)

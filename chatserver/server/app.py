@@ -440,16 +440,20 @@ class ChatServer(MultiService):
             share_rendered=settings.share_rendered,
         )
         self.cluster.start()
-        # Users may connect before Redis answers: they are told to try again until it does.
+        # Clients are taken once the node knows the others' users and rooms.  Users may
+        # connect before Redis answers: they are told to try again until it does.
         ready = self.cluster.when_ready()
         timeout = self.reactor.callLater(CLUSTER_START_WAIT, ready.cancel)
         try:
             await ready
         except defer.CancelledError:
-            log.warn(
-                "redis {url} does not answer yet: new nicks and joins wait for it",
-                url=settings.redis,
-            )
+            if self.cluster.up:
+                log.warn("cluster: taking clients before every node's state has come")
+            else:
+                log.warn(
+                    "redis {url} does not answer yet: new nicks and joins wait for it",
+                    url=settings.redis,
+                )
         else:
             timeout.cancel()
 
