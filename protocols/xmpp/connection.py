@@ -647,6 +647,7 @@ class XmppConnection(Protocol):
             except Exception:
                 log.failure("closing {jid}", jid=self.jid)
         sm.forget(self)
+        render.keep_held_offline(self)
         if self.jid is not None:
             if self.available:
                 presence.went_offline(self)

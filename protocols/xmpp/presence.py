@@ -26,7 +26,7 @@ from twisted.logger import Logger
 
 from chatserver.core.records import RosterItem
 from protocols.costs import FANOUT
-from protocols.xmpp import avatar_hash, caps, metadata, roster, stanzas
+from protocols.xmpp import avatar_hash, caps, metadata, render, roster, stanzas
 from protocols.xmpp.jid import address_of, local_user, try_parse, user_jid
 from protocols.xmpp.router import handler
 
@@ -177,6 +177,7 @@ def broadcast(conn: XmppConnection, stanza: etree._Element) -> Deferred[Any]:
         from protocols.xmpp import im
 
         im.release_held(conn)
+        render.release_offline(conn)
         metadata.first_presence(conn)
     if first and conn.user is not None and conn.user.rooms:
         _show_rooms(conn)

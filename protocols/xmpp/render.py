@@ -164,9 +164,40 @@ def private_message(conn: XmppConnection, event: Message, to: str | None, *, arc
     return msg
 
 
+# conn.extra key: offline messages that came before the session's initial presence.
+OFFLINE_HELD = "render.offline_held"
+
+
 def _offline(conn: XmppConnection, event: OfflineMessages) -> None:
     """Messages kept while the account was away: each as it was sent, with an XEP-0203
-    delay stamp of its time and its archive id."""
+    delay stamp of its time and its archive id.  They come with the initial presence, as
+    Prosody sends them (RFC 6121 §8.5.2: a resource that has sent none is not available),
+    so that a client reading its roster and bookmarks first does not get them before it
+    is ready: until then they wait here."""
+    if not conn.available:
+        conn.extra.setdefault(OFFLINE_HELD, []).append(event)
+        return
+    _send_offline(conn, event)
+
+
+def release_offline(conn: XmppConnection) -> None:
+    """``conn`` sent its initial presence: the offline messages that waited for it."""
+    for event in conn.extra.pop(OFFLINE_HELD, None) or ():
+        _send_offline(conn, event)
+
+
+def keep_held_offline(conn: XmppConnection) -> None:
+    """The session ends before its initial presence: the offline messages that waited for
+    it are kept for the account's next login again, not lost."""
+    held = conn.extra.pop(OFFLINE_HELD, None)
+    if not held or conn.account is None:
+        return
+    ids = [message.id for event in held for message in event.messages]
+    d = conn.service.keep_offline(conn.account, ids)
+    d.addErrback(lambda f: log.failure("keeping offline messages of {a}", f, a=conn.account))
+
+
+def _send_offline(conn: XmppConnection, event: OfflineMessages) -> None:
     from protocols.xmpp.mam import stamp
 
     for message in event.messages:

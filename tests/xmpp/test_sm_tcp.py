@@ -259,6 +259,7 @@ def test_what_a_timed_out_session_never_acknowledged_waits_for_the_next_login(
     again = RawStream(server.ports["xmpp"])
     again.login("alice", "correct horse")
     again.bind()
+    again.send(b"<presence/>")
     got = again.read_until(lambda el: (el.findtext(CLIENT + "body") or "") == "while detached")
     offline = [el for el in got if el.tag == CLIENT + "message"]
     assert [b for _, b in _bodies(offline)] == ["read 2", "read 3", "read 4", "while detached"]
@@ -271,3 +272,61 @@ def test_what_a_timed_out_session_never_acknowledged_waits_for_the_next_login(
     assert all(kept[b] == ids[b] for b in ("read 2", "read 3", "read 4"))
     carol.close()
     again.sock.close()
+
+
+def test_offline_messages_come_with_the_initial_presence_and_wait_for_the_next_one(
+    make_server: Callable[..., ServerProcess],
+) -> None:
+    """As Prosody sends them: a client that reads its roster before it is available gets
+    its offline messages after its presence, not among the answers; a session that ends
+    before its presence leaves them for the next login."""
+    server = make_server(protocols=("line", "xmpp"))
+    server.create_account("alice", "correct horse")
+    carol = LineClient(server.ports["line"])
+    carol.expect("*** Choose a nick:")
+    carol.send("carol")
+    carol.expect("*** You are carol.")
+    carol.send("/msg alice kept 1")
+    carol.send("/msg alice kept 2")
+    carol.send("/ping")
+    carol.expect("*** pong")
+
+    def session() -> tuple[RawStream, list[etree._Element]]:
+        client = RawStream(server.ports["xmpp"])
+        client.login("alice", "correct horse")
+        client.bind()
+        client.send(b"<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>")
+        before = client.read_until(lambda el: el.get("id") == "r1")
+        # Past the time the store takes to answer: they would have come by now.
+        client.send(b"<iq type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>")
+        time.sleep(0.5)
+        client.send(b"<iq type='get' id='p2'><ping xmlns='urn:xmpp:ping'/></iq>")
+        before += client.read_until(lambda el: el.get("id") == "p2")
+        return client, before
+
+    first, before = session()
+    assert _bodies(before) == [], [etree.tostring(e) for e in before]
+    first.send(b"</stream:stream>")
+    first.sock.close()
+    time.sleep(0.3)
+
+    second, before = session()
+    assert _bodies(before) == [], [etree.tostring(e) for e in before]
+    second.send(b"<presence/>")
+    got = second.read_until(lambda el: (el.findtext(CLIENT + "body") or "") == "kept 2")
+    offline = [el for el in got if el.tag == CLIENT + "message"]
+    assert [b for _, b in _bodies(offline)] == ["kept 1", "kept 2"]
+    for el in offline:
+        assert el.find("{urn:xmpp:delay}delay") is not None
+    # Taken: the next login gets them no more.
+    second.sock.close()
+    time.sleep(0.3)
+    third, before = session()
+    third.send(b"<presence/>")
+    third.send(b"<iq type='get' id='p3'><ping xmlns='urn:xmpp:ping'/></iq>")
+    time.sleep(0.5)
+    third.send(b"<iq type='get' id='p4'><ping xmlns='urn:xmpp:ping'/></iq>")
+    after = third.read_until(lambda el: el.get("id") == "p4")
+    assert _bodies(before + after) == []
+    carol.close()
+    third.sock.close()
