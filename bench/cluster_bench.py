@@ -27,6 +27,14 @@ writers and Redis)``.
 ``--storage postgresql`` runs both the single process and the nodes on a private
 PostgreSQL (the cluster's storage), ``sqlite`` (the default) each process on its own file.
 ``--pin`` pins the single process and node 0 to core 0, node 1 to core 1.
+``--one-core`` puts every server (the single process and both nodes) on core 0 and the
+rest (this generator, Redis, PostgreSQL, the SQLite history writers) on core 1: each
+server's CPU per message is then measured beside the same neighbours in both
+configurations.  With ``--pin`` the single process has core 0 to itself while a node shares
+its core with the generator and PostgreSQL (several µs of work per message of their own),
+which inflates the nodes' figures and not the single process's.  Here the two nodes share
+a core with each other instead (their switches cost them, not the single process), so the
+derived ratio errs on the cluster's side of the truth, not the other way.
 ``--profile DIR`` records each server with py-spy (not a project dependency:
 ``pip install py-spy``) during the sends (``DIR/<run>.txt``, folded stacks).  Usage: ``.venv/bin/python bench/cluster_bench.py [--only many]``.
 """
@@ -296,8 +304,11 @@ def settle(probes: list[tuple[str, int, Callable[[int], float]]]) -> list[float]
 
 
 def pin(server: ServerProcess, core: int) -> None:
+    """Every thread of ``server`` (its storage thread too: a pid names only the main one)
+    on ``core``; threads it starts later inherit it."""
     assert server.proc is not None
-    os.sched_setaffinity(server.proc.pid, {core})
+    for task in os.listdir(f"/proc/{server.proc.pid}/task"):
+        os.sched_setaffinity(int(task), {core})
 
 
 def main() -> None:
@@ -305,9 +316,16 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(SCENARIOS), help="scenarios, by comma")
     parser.add_argument("--storage", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--pin", action="store_true", help="servers on cores 0 and 1")
+    parser.add_argument(
+        "--one-core", action="store_true", help="servers on core 0, everything else on core 1"
+    )
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--profile", type=Path, help="py-spy records into this directory")
     args = parser.parse_args()
+    if args.one_core:
+        # Before anything starts: Redis, PostgreSQL and the servers inherit it (the servers
+        # are moved to core 0 once started; their history writers stay here).
+        os.sched_setaffinity(0, {1})
     base = Path(tempfile.mkdtemp(prefix="chatserver-cluster-bench-"))
     postgres = None
     if args.storage == "postgresql":
@@ -333,7 +351,7 @@ def main() -> None:
                 )
                 try:
                     single.start()
-                    if args.pin:
+                    if args.pin or args.one_core:
                         pin(single, 0)
                     one, one_rate = Run([single], None, pg_pid, args.profile, "1 process").measure(
                         scenario
@@ -357,8 +375,8 @@ def main() -> None:
                 try:
                     for i, n in enumerate(nodes):
                         n.start()
-                        if args.pin:
-                            pin(n, i)
+                        if args.pin or args.one_core:
+                            pin(n, 0 if args.one_core else i)
                     two, two_rate = Run(nodes, redis, pg_pid, args.profile, "2 nodes").measure(
                         scenario
                     )
