@@ -13,16 +13,22 @@ and comes back with every entry it had answered for.
 from __future__ import annotations
 
 import re
+import select
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
+from lxml import etree
 
 from chatserver.cluster.relay import CREEP, Crossing
-from tests.cluster.test_accounts import shared
+from tests.cluster.test_accounts import PROTOCOLS, shared
 from tests.cluster.test_cluster import eventually, join, line
 from tests.cluster.test_handoff import figures, relayed_login
 from tests.cluster.test_irc_handoff import account_of, logged_in
+from tests.cluster.test_xmpp_handover import xmpp_login
+from tests.cluster.test_xmpp_multiclient import first_client
+from tests.hostile.clients import local
 from tests.support.ports import free_port
 from tests.support.postgres import PostgresServer
 from tests.support.redis import BINARY, MISSING_REASON, RedisServer
@@ -39,6 +45,7 @@ STEP = 0.5
 BODY = re.compile(r"\b(laptop|phone|ivy2|bob)-(\d+)$")
 # Line chat's idle probe ("any line answers").
 LINE_PROBE = "-!- ping: are you there?"
+NS_PING = "urn:xmpp:ping"
 
 
 @pytest.fixture
@@ -376,4 +383,81 @@ def test_the_serving_nodes_idle_timeout_ends_relayed_clients_a_redis_outage_keep
     assert {name: c.closed for name, c in clients.items() if c.closed and name not in relayed} == {}
     for name in ("laptop", "bob"):
         assert clients[name].heard.get("phone") == ["phone-0"], name
+    assert not figures(a_port).get(SERVED_FOR_B)
+
+
+def test_the_serving_nodes_idle_timeout_ends_a_relayed_xmpp_stream_a_redis_outage_keeps_silent(
+    make_node: Node, redis: RedisServer, postgres: PostgresServer
+) -> None:
+    """The XMPP form: a stream on node b handed off to node a, silent through a Redis pause
+    longer than XMPP's idle timeout and its ping's answer time, is ended by node a, while
+    the account's client on node a, which answers its pings, stays.  The relayed stream
+    sees nothing until Redis is back; then node a's ping and the stream error
+    ``connection-timeout``, and its socket closes."""
+    config = shared(postgres)
+    config["xmpp"] = {"idle_timeout": PROBE_AFTER, "ping_timeout": ANSWER_WITHIN}
+    a_port = free_port()
+    a = make_node(
+        "a", protocols=PROTOCOLS, overrides={**config, "metrics": {"enabled": True, "port": a_port}}
+    )
+    b = make_node("b", protocols=PROTOCOLS, overrides=config)
+    desk = first_client(a, "cyd")
+    pinged: list[str] = []
+
+    def answer_pings(el: Any) -> bool:
+        # The serving node's idle probe (XEP-0199) to the desk: answered at once.
+        if (
+            local(el) == "iq"
+            and el.get("type") == "get"
+            and el.find(f"{{{NS_PING}}}ping") is not None
+        ):
+            pinged.append(el.get("id") or "")
+            desk.send(f"<iq type='result' id='{el.get('id')}' to='{el.get('from')}'/>")
+            return True
+        return False
+
+    desk.on_element = answer_pings
+    phone = xmpp_login(b, "cyd", "phone")
+    phone.send("<presence/>")
+    desk.expect(lambda el: local(el) == "presence" and (el.get("from") or "").endswith("/phone"))
+    assert figures(a_port).get(SERVED_FOR_B) == 1
+    # The phone's last bytes before the outage, answered through the relay.
+    phone.ping()
+    last_sent = time.monotonic()
+    later: list[Any] = []
+    phone.on_element = lambda el: later.append(el) or True
+
+    seen_by_desk: list[Any] = []
+    redis.pause()
+    started = time.monotonic()
+    ended: float | None = None
+    try:
+        while time.monotonic() - started < LONG_OUTAGE:
+            try:
+                seen_by_desk.append(desk.next(STEP))
+            except TimeoutError:
+                pass
+            if ended is None and not figures(a_port).get(SERVED_FOR_B):
+                ended = time.monotonic()
+        # The relayed stream saw nothing meanwhile: not a byte waits on its socket.
+        waiting, _, _ = select.select([phone.sock], [], [], 0)
+        assert not waiting and not phone.pending
+    finally:
+        redis.resume()
+    assert ended is not None, "node a served the relayed stream throughout the outage"
+    assert ended - last_sent >= PROBE_AFTER + ANSWER_WITHIN - 0.1, ended - last_sent
+    assert pinged, "node a did not probe the desk in the outage"
+
+    # Redis back: node a's ping, then the stream error, and the socket closes.
+    assert phone.until_closed(30) == "connection-timeout"
+    assert any(local(el) == "iq" and el.find(f"{{{NS_PING}}}ping") is not None for el in later), [
+        etree.tostring(el)[:200] for el in later
+    ]
+    # The desk stayed, and saw the phone go when node a ended it.
+    assert [
+        el.get("type")
+        for el in seen_by_desk
+        if local(el) == "presence" and (el.get("from") or "").endswith("/phone")
+    ] == ["unavailable"], [etree.tostring(el)[:200] for el in seen_by_desk]
+    desk.ping()
     assert not figures(a_port).get(SERVED_FOR_B)
