@@ -981,6 +981,16 @@ def load_config(
     cluster = raw["cluster"]
     if cluster["redis"] and not cluster["node"]:
         problems.add("cluster", "node", "must be set when redis is set (unique per process)")
+    if cluster["redis"] and not raw["chat"]["cloak_secret"]:
+        # A node without one makes up its own: one address would then have a cloak per
+        # node, and a ban on a cloak would hold on one node only (the balancer sends a
+        # banned user's next connection to any node).
+        problems.add(
+            "chat",
+            "cloak_secret",
+            "must be set in cluster mode, the same on every node (a user's cloak must be"
+            " one across the cluster, or a ban on it holds on one node only)",
+        )
 
     for section in PROTOCOL_SECTIONS:
         if not raw[section]["listen"]:

@@ -155,6 +155,9 @@ CHECK_MARGIN = 0.01
 # clients anyway (a node that does not answer in that time is busy or dying; its state
 # comes when it does).
 STATE_WAIT_LEASES = 2
+# The cluster's cloak fingerprint key lives this many leases past the last node's heartbeat:
+# once every node has stopped, the cluster may start again with another secret.
+CLOAK_KEY_LEASES = 3
 
 UNAVAILABLE_NICK = (
     "the cluster cannot confirm new nicks now (Redis is unreachable); try again shortly"
@@ -194,8 +197,15 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         prefix: str,
         reactor: Any,
         share_rendered: bool = True,
+        cloak_check: str = "",
     ) -> None:
         self.service = service
+        # A fingerprint of this node's cloak secret (ChatService.cloak_fingerprint): every
+        # node of a cluster must have the same, or one address has a cloak per node.
+        self.cloak_check = cloak_check
+        self.cloak_key = f"{prefix}:cloak"
+        # Why this node may not join the cluster (a cloak secret unlike the others').
+        self._refusal: str | None = None
         # Whether room messages go with the lines rendered of them here, and come with
         # those rendered on their node (see ops.encode_run, MessageRun).
         self.share_rendered = share_rendered
@@ -301,7 +311,10 @@ class ClusterNode(Sharing, AccountLeases, Relays):
 
     def when_ready(self) -> defer.Deferred[None]:
         """Fires once Redis has answered and every live node's state has come (or a node
-        has been waited for STATE_WAIT_LEASES leases)."""
+        has been waited for STATE_WAIT_LEASES leases); errbacks ClusterRefused when this
+        node's cloak secret differs from the cluster's."""
+        if self._refusal is not None:
+            return defer.fail(ClusterRefused(self._refusal))
         if self._ready():
             return defer.succeed(None)
         d: defer.Deferred[None] = defer.Deferred()
@@ -680,6 +693,11 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         self._sha["publish"] = await proto.execute_command("SCRIPT", "LOAD", PUBLISH_SCRIPT)
         self._sha["reclaim"] = await proto.execute_command("SCRIPT", "LOAD", RECLAIM_SCRIPT)
         await self._load_account_scripts(proto)
+        if not await self._check_cloak(proto):
+            waiters, self._ready_waiters = self._ready_waiters, []
+            for d in waiters:
+                d.errback(ClusterRefused(self._refusal or ""))
+            return
         await self._renew(proto)
         await proto.execute_command("SADD", self.nodes_key, self.name)
         await self._reclaim(proto)
@@ -693,6 +711,30 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         self._publish(self._state())
         log.info("cluster node={node} up", node=self.name)
         self._check_ready()
+
+    async def _check_cloak(self, proto: Any) -> bool:
+        """Whether this node's cloak secret is the cluster's: the first node's fingerprint
+        is kept in Redis (renewed by the heartbeats), and a node with another is refused,
+        as IRC networks refuse a server whose cloak keys differ."""
+        if not self.cloak_check:
+            return True
+        held = await proto.execute_command(
+            "SET",
+            self.cloak_key,
+            self.cloak_check,
+            "NX",
+            "GET",
+            "PX",
+            int(CLOAK_KEY_LEASES * self.lease * 1000),
+        )
+        if held is None or held == self.cloak_check:
+            return True
+        self._refusal = (
+            "this node's [chat] cloak_secret differs from the other nodes' (it must be the"
+            " same on every node)"
+        )
+        log.error("cluster node={node}: {why}", node=self.name, why=self._refusal)
+        return False
 
     async def _reclaim(self, proto: Any) -> None:
         """Claim every local user's nick again; a user whose nick another node took
@@ -767,6 +809,9 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         if proto is None or not self.up:
             return
         self._renew(proto).addCallbacks(self._renewed, lambda f: None, (proto,))
+        if self.cloak_check:
+            ttl = int(CLOAK_KEY_LEASES * self.lease * 1000)
+            proto.execute_command("PEXPIRE", self.cloak_key, ttl).addErrback(lambda f: None)
         assert self._up_since is not None
         # Just after Redis came back the others may not have renewed yet: wait one lease.
         if self.clock.seconds() - self._up_since < self.lease:
@@ -789,6 +834,9 @@ class ClusterNode(Sharing, AccountLeases, Relays):
             d.addErrback(lambda f: log.failure("redis: announcing again", f))
 
     async def _reannounce(self, proto: Any) -> None:
+        # Redis may have lost the fingerprint with the rest: set again (a mismatch is
+        # logged; this node's users stay).
+        await self._check_cloak(proto)
         await proto.execute_command("SADD", self.nodes_key, self.name)
         await self._reclaim(proto)
         await self._reclaim_accounts(proto)
@@ -1278,6 +1326,10 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         user = self.service.find_user(op["nick"])
         if user is not None and user.node is None:
             self.service.kill_user(op["nick"], op["reason"])
+
+
+class ClusterRefused(Exception):
+    """This node cannot join the cluster as configured (the reason is the message)."""
 
 
 def _refused(what: str, nick: str, node: str, err: ChatError) -> None:

@@ -275,6 +275,11 @@ class ChatService(
             cloak = self._cloaks[address] = f"{digest[:10]}.cloak"
         return cloak
 
+    def cloak_fingerprint(self) -> str:
+        """Stands for the cloak secret without revealing it: processes that must make the
+        same cloaks (a cluster's nodes) compare these."""
+        return hmac.new(self._cloak_key, b"cloak fingerprint", hashlib.sha256).hexdigest()[:32]
+
     def claim_nick(
         self, conn: Connection, nick: str, *, ident: str | None = None, realname: str = ""
     ) -> User:

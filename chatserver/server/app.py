@@ -427,9 +427,10 @@ class ChatServer(MultiService):
         )
 
     async def _join_cluster(self) -> None:
-        from chatserver.cluster.node import ClusterNode
+        from chatserver.cluster.node import ClusterNode, ClusterRefused
 
         settings = self.config.cluster
+        assert self.chat is not None
         self.cluster = ClusterNode(
             self.chat,
             url=settings.redis,
@@ -438,6 +439,7 @@ class ChatServer(MultiService):
             prefix=settings.prefix,
             reactor=self.reactor,
             share_rendered=settings.share_rendered,
+            cloak_check=self.chat.cloak_fingerprint(),
         )
         self.cluster.start()
         # Clients are taken once the node knows the others' users and rooms.  Users may
@@ -446,6 +448,9 @@ class ChatServer(MultiService):
         timeout = self.reactor.callLater(CLUSTER_START_WAIT, ready.cancel)
         try:
             await ready
+        except ClusterRefused as err:
+            timeout.cancel()
+            raise StartupError(str(err)) from None
         except defer.CancelledError:
             if self.cluster.up:
                 log.warn("cluster: taking clients before every node's state has come")

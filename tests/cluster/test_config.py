@@ -20,11 +20,23 @@ def test_off_by_default() -> None:
     assert load_config(None).cluster.redis == ""
 
 
+SECRET = '[chat]\ncloak_secret = "one for every node"\n'
+
+
 def test_a_node_name_is_required_with_redis(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"\[cluster\] node: must be set when redis is set"):
-        load(tmp_path, '[cluster]\nredis = "redis://127.0.0.1:6379/0"\n')
-    config = load(tmp_path, '[cluster]\nredis = "redis://127.0.0.1:6379/2"\nnode = "a-1"\n')
+        load(tmp_path, SECRET + '[cluster]\nredis = "redis://127.0.0.1:6379/0"\n')
+    config = load(
+        tmp_path, SECRET + '[cluster]\nredis = "redis://127.0.0.1:6379/2"\nnode = "a-1"\n'
+    )
     assert config.cluster.node == "a-1"  # type: ignore[attr-defined]
+
+
+def test_a_cloak_secret_is_required_with_redis(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[chat\] cloak_secret: must be set in cluster mode"):
+        load(tmp_path, '[cluster]\nredis = "redis://127.0.0.1:6379/0"\nnode = "a"\n')
+    # Without a cluster, a process makes up its own at each start.
+    assert load(tmp_path, "[chat]\n").chat.cloak_secret == ""  # type: ignore[attr-defined]
 
 
 def test_bad_values_are_named(tmp_path: Path) -> None:

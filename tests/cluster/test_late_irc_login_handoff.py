@@ -214,7 +214,8 @@ class LateStory(Cast):
     def transcript(self, who: str) -> list[str]:
         client = self.clients()[who]
         lines = normalized(client.seen[self.marks[who] :], self.name, LATE_STAND_INS)
-        # The guest's host is its node's cloak of the address (each node has its own key);
+        # The guest's host is a cloak of the address (the single process's key is not the
+        # cluster's);
         # SCRAM's server messages hold random nonces and salts.
         return [
             SCRAM_PAYLOAD.sub("AUTHENTICATE PAYLOAD", GUEST_HOST.sub("GUEST!GUEST@GUESTHOST", line))

@@ -25,6 +25,8 @@ PROTOCOL_PORT_KEYS = {
 }
 
 
+# The [chat] cloak_secret of cluster nodes the tests and benchmarks start.
+CLUSTER_CLOAK_SECRET = "the cluster's cloak secret"
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -101,6 +103,9 @@ class ServerProcess:
             sections[proto] = section
         for section_name, values in (overrides or {}).items():
             sections.setdefault(section_name, {}).update(values)
+        if sections.get("cluster", {}).get("redis"):
+            # Cluster mode needs one cloak secret on every node (a test may give another).
+            sections.setdefault("chat", {}).setdefault("cloak_secret", CLUSTER_CLOAK_SECRET)
         write_config(self.config_path, sections)
         self.proc: subprocess.Popen[bytes] | None = None
 
