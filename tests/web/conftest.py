@@ -100,11 +100,18 @@ class WsClient:
         raise TimeoutError(f"not seen; last messages: {self.seen[-10:]}")
 
     def close_code(self, timeout: float = 5.0) -> int:
-        """Read until the server's close frame; its status code."""
+        """Read until the server's close frame; its status code.  The close is answered as
+        a client does, but a peer that has gone already (it closed on a flood whose rest it
+        never read, so its kernel reset the connection) does not hide the code it sent."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            opcode, data = self.ws.recv_data(control_frame=True)
-            if opcode == websocket.ABNF.OPCODE_CLOSE:
+            frame = self.ws.recv_frame()
+            if frame.opcode == websocket.ABNF.OPCODE_CLOSE:
+                data = frame.data
+                try:
+                    self.ws.send_close()
+                except (OSError, websocket.WebSocketException):
+                    pass
                 return int.from_bytes(data[:2], "big") if len(data) >= 2 else 1005
         raise TimeoutError("no close frame")
 
