@@ -196,8 +196,8 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         lease: float,
         prefix: str,
         reactor: Any,
+        cloak_check: str,
         share_rendered: bool = True,
-        cloak_check: str = "",
     ) -> None:
         self.service = service
         # A fingerprint of this node's cloak secret (ChatService.cloak_fingerprint): every
@@ -347,6 +347,12 @@ class ClusterNode(Sharing, AccountLeases, Relays):
                 STATE_WAIT_LEASES * self.lease, self._stop_awaiting
             )
         self._check_ready()
+
+    def _not_awaiting(self, node: str) -> None:
+        """``node`` sent its state, or is lost: a starting node waits for it no more."""
+        if self._awaiting:
+            self._awaiting.discard(node)
+            self._check_ready()
 
     def _stop_awaiting(self) -> None:
         if self._awaiting:
@@ -716,8 +722,6 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         """Whether this node's cloak secret is the cluster's: the first node's fingerprint
         is kept in Redis (renewed by the heartbeats), and a node with another is refused,
         as IRC networks refuse a server whose cloak keys differ."""
-        if not self.cloak_check:
-            return True
         held = await proto.execute_command(
             "SET",
             self.cloak_key,
@@ -809,9 +813,8 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         if proto is None or not self.up:
             return
         self._renew(proto).addCallbacks(self._renewed, lambda f: None, (proto,))
-        if self.cloak_check:
-            ttl = int(CLOAK_KEY_LEASES * self.lease * 1000)
-            proto.execute_command("PEXPIRE", self.cloak_key, ttl).addErrback(lambda f: None)
+        ttl = int(CLOAK_KEY_LEASES * self.lease * 1000)
+        proto.execute_command("PEXPIRE", self.cloak_key, ttl).addErrback(lambda f: None)
         assert self._up_since is not None
         # Just after Redis came back the others may not have renewed yet: wait one lease.
         if self.clock.seconds() - self._up_since < self.lease:
@@ -897,9 +900,7 @@ class ClusterNode(Sharing, AccountLeases, Relays):
 
     def _lost(self, node: str) -> None:
         log.warn("cluster node={node} lost: its users leave", node=node)
-        if self._awaiting:
-            self._awaiting.discard(node)
-            self._check_ready()
+        self._not_awaiting(node)
         self._drop_node(node, f"{node} lost", died=True)
         # Logins waiting for its answer claim again now: its key has lapsed.
         self._node_gone(node)
@@ -1312,9 +1313,7 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         own = frozenset(wanted)
         for entry in op["rooms"]:
             self._on_room(node, entry, own)
-        if self._awaiting:
-            self._awaiting.discard(node)
-            self._check_ready()
+        self._not_awaiting(node)
 
     def _on_sync(self, node: str, op: dict[str, Any]) -> None:
         self._publish(self._state(), targets=node)

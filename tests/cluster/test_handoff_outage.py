@@ -428,6 +428,7 @@ def test_the_serving_nodes_idle_timeout_ends_a_relayed_xmpp_stream_a_redis_outag
     phone.on_element = lambda el: later.append(el) or True
 
     seen_by_desk: list[Any] = []
+    pinged.clear()
     redis.pause()
     started = time.monotonic()
     ended: float | None = None

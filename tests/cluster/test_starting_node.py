@@ -57,13 +57,14 @@ def paused(server: ServerProcess, seconds: float | None) -> Iterator[None]:
     assert server.proc is not None
     pid = server.proc.pid
     os.kill(pid, signal.SIGSTOP)
-    timer = threading.Timer(seconds or 0, os.kill, (pid, signal.SIGCONT))
-    if seconds is not None:
+    timer = None if seconds is None else threading.Timer(seconds, os.kill, (pid, signal.SIGCONT))
+    if timer is not None:
         timer.start()
     try:
         yield
     finally:
-        timer.cancel()
+        if timer is not None:
+            timer.cancel()
         os.kill(pid, signal.SIGCONT)
 
 
