@@ -142,7 +142,8 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     # A run of messages of one user to one room (an array after "run", in this order: see
     # RUN_FIELDS): the sender's nick, the room, how many messages, the last one's time, the
     # last time of one that is not a notice (None: all are), their fields in columns packed
-    # apart (ids, times, texts, kinds, tags, native forms, as for "msg"), and [key, bytes]
+    # apart (ids, times, texts, kinds, tags, native forms, as for "msg"; kinds may be one
+    # kind for all, tags and native forms None for none: see run_said), and [key, bytes]
     # per rendering sent.
     "run": {
         "nick": _STR,
@@ -499,16 +500,10 @@ def pack(ops: list[Item], *, rendered: bool = True) -> bytes:
     themselves, not as arrays that live until it is sent.  Without ``rendered``, no runs:
     each message as its op, what nodes read before runs existed."""
     if not rendered:
-        return msgpack.packb(ops, default=_encode_default)
-    out: list[Any] = []
+        return _ENTRY_PACKER.pack(ops)
     if all(type(item) is Message for item in ops):
-        # A node's share of a turn's messages (nearly always): grouped in one pass of C.
-        for (room, status, _nick), group in groupby(ops, _RUN_KEY):
-            if room is None or status is not None:
-                out.extend(group)
-            else:
-                out.append(encode_run(list(group)))  # type: ignore[arg-type]
-        return msgpack.packb(out, default=_encode_default)
+        return pack_messages(ops)  # type: ignore[arg-type]
+    out: list[Any] = []
     run: list[Message] = []
     for item in ops:
         if type(item) is Message and item.room is not None and item.status is None:
@@ -524,36 +519,77 @@ def pack(ops: list[Item], *, rendered: bool = True) -> bytes:
         out.append(item)
     if run:
         out.append(encode_run(run))
-    return msgpack.packb(out, default=_encode_default)
+    return _ENTRY_PACKER.pack(out)
+
+
+def pack_messages(msgs: list[Message]) -> bytes:
+    """``pack`` of a node's share of a turn's messages (all Messages: nearly every entry),
+    grouped into runs in passes of C.  A user's snapshot (``Who``) is one object until
+    something in it changes, so its messages in a row are found by identity first; the
+    rarer turn where they go to several rooms, or with a status prefix, is split further."""
+    out: list[Any] = []
+    for _source, grouped in groupby(msgs, _SOURCE):
+        group = list(grouped)
+        first = group[0]
+        if (
+            first.room is not None
+            and first.status is None
+            and (
+                len(group) == 1
+                or (
+                    len(group) == list(map(_ROOM, group)).count(first.room)
+                    and len(group) == list(map(_STATUS, group)).count(None)
+                )
+            )
+        ):
+            out.append(encode_run(group))
+            continue
+        for (room, status, _nick), part in groupby(group, _RUN_KEY):
+            if room is None or status is not None:
+                out.extend(part)
+            else:
+                out.append(encode_run(list(part)))
+    return _ENTRY_PACKER.pack(out)
 
 
 def encode_run(run: list[Message]) -> list[Any]:
     """The op of messages one user said to one room in a row (see RUN_FIELDS).
 
     Their fields go in columns, packed apart (``RUN_SAID``): the receiving node unpacks
-    them only if it makes the messages.  With them go the bytes this node rendered of them
+    them only if it makes the messages.  A column whose value is the same for all of them
+    in the usual way (all of one kind, none with tags, none with a native form) goes as
+    that one value (see ``run_said``).  With them go the bytes this node rendered of them
     for its own members, per key a protocol declared shared (``share_rendering``), joined:
     each key whose bytes every message of the run has.  Where a message's protocol form
     (``native``) cannot cross to another node, none go: the other node's rendering of it
     may differ.
     """
     first = run[0]
+    count = len(run)
+    if count == 1:
+        # A turn's only message of its sender in a room (many small rooms): the same op,
+        # made without a pass per column.
+        return _encode_one(first)
     natives: list[Any] = [msg.native for msg in run]
+    native_column: list[Any] | None = None
     crossing = True
-    if natives.count(None) != len(natives):
-        natives = [None if native is None else _native(native) for native in natives]
+    if natives.count(None) != count:
+        native_column = [None if native is None else _native(native) for native in natives]
         crossing = all(
-            wire is not None for msg, wire in zip(run, natives, strict=True) if msg.native
+            wire is not None for msg, wire in zip(run, native_column, strict=True) if msg.native
         )
-    said = msgpack.packb(
+    kinds: list[str] = [msg.kind for msg in run]
+    kind_column: list[str] | str = first.kind if kinds.count(first.kind) == count else kinds
+    tags = [msg.tags for msg in run]
+    tag_column = None if tags.count(()) == count else tags
+    said = _PACKER.pack(
         [
             [msg.id for msg in run],
             [msg.ts for msg in run],
             [msg.text for msg in run],
-            [msg.kind for msg in run],
-            # A tuple of pairs packs as the array of arrays it is.
-            [msg.tags for msg in run],
-            natives,
+            kind_column,
+            tag_column,
+            native_column,
         ]
     )
     blocks: list[list[Any]] = []
@@ -563,25 +599,55 @@ def encode_run(run: list[Message]) -> list[Any]:
             if None not in parts:
                 blocks.append([list(key), b"".join(parts)])  # type: ignore[arg-type]
     active = None
-    for msg in reversed(run):
-        if msg.kind != "notice":
-            active = msg.ts
-            break
-    return ["run", first.source.nick, first.room, len(run), run[-1].ts, active, said, blocks]
+    if kind_column != "notice":
+        if type(kind_column) is str:
+            active = run[-1].ts
+        else:
+            for msg in reversed(run):
+                if msg.kind != "notice":
+                    active = msg.ts
+                    break
+    return ["run", first.source.nick, first.room, count, run[-1].ts, active, said, blocks]
+
+
+def _encode_one(msg: Message) -> list[Any]:
+    """``encode_run`` of one message."""
+    native_column = None
+    crossing = True
+    if msg.native is not None:
+        wire = _native(msg.native)
+        native_column = [wire]
+        crossing = wire is not None
+    said = _PACKER.pack(
+        [[msg.id], [msg.ts], [msg.text], msg.kind, [msg.tags] if msg.tags else None, native_column]
+    )
+    rendered = msg.rendered
+    blocks = [[list(key), rendered[key]] for key in shared_renderings(rendered)] if crossing else []
+    active = None if msg.kind == "notice" else msg.ts
+    return ["run", msg.source.nick, msg.room, 1, msg.ts, active, said, blocks]
 
 
 _RUN_KEY = attrgetter("room", "status", "source.nick")
+_SOURCE = attrgetter("source")
+_ROOM = attrgetter("room")
+_STATUS = attrgetter("status")
 
 
 def run_said(said: bytes, count: int) -> list[Said]:
     """The fields of a run's messages (its ``RUN_SAID``), as ``ChatService.relay`` takes
-    them; raises BadOp when they are not ``count`` well-formed messages."""
+    them; raises BadOp when they are not ``count`` well-formed messages.  Its columns are
+    ids, times, texts, kinds, tags and native forms, one value per message; kinds may be
+    one kind (every message's), tags and native forms None (no message has any)."""
     columns = _unpackb(said)
-    if not (
-        type(columns) is list
-        and len(columns) == 6
-        and all(type(column) is list and len(column) == count for column in columns)
-    ):
+    if not (type(columns) is list and len(columns) == 6):
+        raise BadOp("run: its fields are not columns of its messages")
+    if type(columns[3]) is str:
+        columns[3] = [columns[3]] * count
+    if columns[4] is None:
+        columns[4] = [[]] * count
+    if columns[5] is None:
+        columns[5] = [None] * count
+    if not all(type(column) is list and len(column) == count for column in columns):
         raise BadOp("run: its fields are not columns of its messages")
     out: list[Said] = []
     for msgid, ts, text, kind, tags, native in zip(*columns, strict=True):
@@ -604,6 +670,12 @@ def _encode_default(obj: Any) -> Any:
     if type(obj) is Message:
         return encode_message(obj)
     raise TypeError(f"cannot pack {type(obj).__name__}")
+
+
+# Packers made once, used on the reactor thread only: making one per call cost a quarter of
+# a µs, as much as packing a small run's fields.  A Packer that raises starts empty again.
+_PACKER = msgpack.Packer()
+_ENTRY_PACKER = msgpack.Packer(default=_encode_default)
 
 
 def unpack(raw: bytes) -> list[Any]:

@@ -192,7 +192,12 @@ def as_messages(op: Any) -> list[Any]:
     """A run's messages as the ops they would be alone (any other op as it is)."""
     if not (isinstance(op, list) and op[0] == "run"):
         return [op]
+    count = op[ops.RUN_COUNT]
     ids, times, texts, kinds, tags, natives = msgpack.unpackb(op[ops.RUN_SAID])
+    # A column the same for every message goes as one value (see ops.run_said).
+    kinds = [kinds] * count if isinstance(kinds, str) else kinds
+    tags = [[]] * count if tags is None else tags
+    natives = [None] * count if natives is None else natives
     nick, room = op[ops.RUN_NICK], op[ops.RUN_ROOM]
     return [
         ["msg", nick, i, t, x, k, room, None, None, g, n]
@@ -212,11 +217,56 @@ def test_messages_packed_as_themselves_unpack_to_their_ops(batch: list[object]) 
         if isinstance(op, list) and op[0] == "run":
             said = ops.run_said(op[ops.RUN_SAID], op[ops.RUN_COUNT])
             assert len(said) == op[ops.RUN_COUNT] and op[ops.RUN_LAST] == said[-1][4]
+            # What the receiving node makes of its columns is each message's fields.
+            assert [fields[:5] for fields in said] == [
+                (
+                    m[ops.MSG_TEXT],
+                    m[ops.MSG_KIND],
+                    tuple(tuple(pair) for pair in m[ops.MSG_TAGS]),
+                    m[ops.MSG_ID],
+                    float(m[ops.MSG_TS]),
+                )
+                for m in as_messages(op)
+            ]
             active = [ts for _, kind, _, _, ts, _ in said if kind != "notice"]
             assert op[ops.RUN_ACTIVE] == (active[-1] if active else None)
     # Without shared renderings, each message goes alone, as before runs.
     alone = [ops.check(op) for op in ops.unpack(ops.pack(items, rendered=False))]  # type: ignore[arg-type]
     assert alone == encoded
+
+
+@st.composite
+def runs(draw: st.DrawFn) -> list[Message]:
+    """One user's messages to one room in a row: often all of one kind, without tags or
+    native forms (the usual run), sometimes with any of them mixed in."""
+    who, room = draw(whos), draw(rooms)
+    kind = draw(st.none() | st.sampled_from(["privmsg", "notice", "action"]))
+    tagged, native = draw(st.booleans()), draw(st.booleans())
+    return [
+        Message(
+            ts=draw(times),
+            id=draw(nicks),
+            source=who,
+            text=draw(st.text(min_size=1, max_size=40)),
+            kind=kind or draw(st.sampled_from(["privmsg", "notice", "action"])),
+            room=room,
+            tags=tuple(draw(st.lists(st.tuples(nicks, texts), max_size=2))) if tagged else (),
+            native=draw(st.none() | room_stanzas) if native else None,
+        )
+        for _ in range(draw(st.integers(min_value=1, max_value=12)))
+    ]
+
+
+@given(runs())
+def test_a_run_gives_the_receiving_node_each_of_its_messages(run: list[Message]) -> None:
+    (op,) = ops.unpack(ops.pack(run))  # type: ignore[arg-type]
+    op = ops.check(op)
+    assert op[0] == "run" and op[ops.RUN_COUNT] == len(run)
+    said = ops.run_said(op[ops.RUN_SAID], len(run))
+    assert said == [(m.text, m.kind, m.tags, m.id, m.ts, m.native) for m in run]
+    active = [m.ts for m in run if m.kind != "notice"]
+    assert op[ops.RUN_ACTIVE] == (active[-1] if active else None)
+    assert op[ops.RUN_LAST] == run[-1].ts
 
 
 def test_a_run_carries_the_renderings_every_message_of_it_has() -> None:
