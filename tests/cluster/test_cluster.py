@@ -63,6 +63,17 @@ def members(client: LineClient, room: str, count: int) -> str:
     return found
 
 
+def claimed(redis: RedisServer, nick: str, node: str) -> None:
+    """Wait until Redis holds ``node``'s claim of ``nick``.  A node takes a nick at once and
+    claims it in Redis a moment later: another node asked for the nick before that may win
+    the claim, and the first node's user is renamed (as it must be: one owner per nick)."""
+    eventually(
+        lambda: redis.command("GET", f"chatserver:nick:{nick}") == node,
+        10,
+        f"node {node}'s claim of {nick}",
+    )
+
+
 def try_nick(server: ServerProcess, nick: str) -> str:
     """A line-chat connection asks for ``nick``; the server's answer (the client closes)."""
     client = LineClient(server.ports["line"])

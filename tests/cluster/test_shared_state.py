@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.test_cluster import eventually, irc, join, line, members, try_nick
+from tests.cluster.test_cluster import claimed, eventually, irc, join, line, members, try_nick
 from tests.ops.helpers import OPER_PASSWORD, OpsServer, cli, free_port, operators_toml
 from tests.ops.test_metrics import get, samples
 from tests.support.postgres import PostgresServer
@@ -349,6 +349,7 @@ def test_server_bans_hold_on_every_node(redis: RedisServer, tmp_path: Path) -> N
         oper = irc(a, "oper")
         oper.send(f"OPER admin {OPER_PASSWORD}")
         oper.expect(" 381 ")
+        claimed(redis, "mallory", "b")
         eventually(lambda: "already in use" in try_nick(a, "mallory"), 10, "a knows mallory")
         oper.send("KLINE mallory!*@* :spam")
         oper.expect("Added K-line on mallory!*@*")
@@ -630,6 +631,7 @@ def test_a_server_operator_on_one_node_is_one_on_every_node(
         bob.send("JOIN #dev")
         bob.expect(" 366 bob #dev ")
         oper = irc(a, "oper")
+        claimed(redis, "bob", "b")
         eventually(lambda: "already in use" in try_nick(a, "bob"), 10, "node a knows bob")
         oper.send(f"OPER admin {OPER_PASSWORD}")
         oper.expect(" 381 ")
@@ -767,6 +769,7 @@ def test_a_users_metadata_set_at_once_on_two_nodes_ends_the_same_on_both(
         oper.send("CAP REQ :draft/metadata-2")
         oper.send(f"OPER admin {OPER_PASSWORD}")
         oper.expect(" 381 ")
+        claimed(redis, "bob", "a")
         eventually(lambda: "already in use" in try_nick(b, "bob"), 10, "node b knows bob")
         outcomes = {"a": 0, "b": 0}
         for i in range(METADATA_ROUNDS):
