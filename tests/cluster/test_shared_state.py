@@ -192,7 +192,9 @@ def test_changes_made_at_once_on_two_nodes_end_the_same_on_both(make_node: Node)
     agree(lambda: modes(alice, "alice", "dev"), lambda: modes(bob, "bob", "dev"), "modes")
 
 
-def test_an_invitation_on_one_node_lets_the_user_join_on_the_other(make_node: Node) -> None:
+def test_an_invitation_on_one_node_lets_the_user_join_on_the_other(
+    make_node: Node, redis: RedisServer
+) -> None:
     a = make_node("a")
     b = make_node("b")
     alice = irc(a, "alice")
@@ -201,6 +203,9 @@ def test_an_invitation_on_one_node_lets_the_user_join_on_the_other(make_node: No
     alice.send("MODE #dev +i")
     alice.expect(" MODE #dev +i")
     carol = irc(b, "carol")
+    # Node a must know carol before alice can invite her.
+    claimed(redis, "carol", "b")
+    eventually(lambda: "already in use" in try_nick(a, "carol"), 10, "node a knows carol")
     eventually(lambda: names(carol, "carol", "dev") == ["@alice"], 10, "node b knows #dev")
     eventually(lambda: "i" in modes(carol, "carol", "dev").split()[1], 10, "+i on node b")
     carol.send("JOIN #dev")
