@@ -180,8 +180,6 @@ class _Outgoing:
     # it when it is sent.
     by_node: dict[str, list[ops.Item]] | None = None
     count: int = 0
-    # Its items are a node's share of such a run: Messages only.
-    messages: bool = False
     # Senders whose output waits for Redis to take this entry and those before it.
     holds: list[Any] | None = None
 
@@ -571,10 +569,7 @@ class ClusterNode(Sharing, AccountLeases, Relays):
                 if out.by_node is None:
                     batch.append(out)
                 else:
-                    batch.extend(
-                        _Outgoing(share, targets=n, messages=True)
-                        for n, share in out.by_node.items()
-                    )
+                    batch.extend(_Outgoing(share, targets=n) for n, share in out.by_node.items())
             if not pending and holds:
                 # Redis answers in order: once the last entry is taken, all of them are.
                 batch[-1].holds = holds
@@ -595,10 +590,7 @@ class ClusterNode(Sharing, AccountLeases, Relays):
             if out.seq is None:
                 out.seq = next(self._seq)
             self._inflight[out.seq] = out
-            if out.messages and self.share_rendered:
-                packed = ops.pack_messages(out.items)  # type: ignore[arg-type]
-            else:
-                packed = ops.pack(out.items, rendered=self.share_rendered)
+            packed = ops.pack(out.items, rendered=self.share_rendered)
             if out.claim is None and out.release is None and out.targets != "*":
                 if scripted:
                     answers.append(self._run_publish(proto, scripted))

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from itertools import groupby
 from operator import attrgetter
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 
@@ -501,55 +501,30 @@ def pack(ops: list[Item], *, rendered: bool = True) -> bytes:
     each message as its op, what nodes read before runs existed."""
     if not rendered:
         return _ENTRY_PACKER.pack(ops)
+    out: list[Any] = []
     if all(type(item) is Message for item in ops):
-        return pack_messages(ops)  # type: ignore[arg-type]
-    out: list[Any] = []
-    run: list[Message] = []
-    for item in ops:
-        if type(item) is Message and item.room is not None and item.status is None:
-            if run and (item.room != run[0].room or item.source.nick != run[0].source.nick):
-                out.append(encode_run(run))
-                run = [item]
+        # A node's share of a turn's messages: nearly every entry.
+        _add_runs(cast("list[Message]", ops), out)
+    else:
+        for messages, items in groupby(ops, _is_message):
+            if messages:
+                _add_runs(cast("list[Message]", list(items)), out)
             else:
-                run.append(item)
-            continue
-        if run:
-            out.append(encode_run(run))
-            run = []
-        out.append(item)
-    if run:
-        out.append(encode_run(run))
+                out.extend(items)
     return _ENTRY_PACKER.pack(out)
 
 
-def pack_messages(msgs: list[Message]) -> bytes:
-    """``pack`` of a node's share of a turn's messages (all Messages: nearly every entry),
-    grouped into runs in passes of C.  A user's snapshot (``Who``) is one object until
-    something in it changes, so its messages in a row are found by identity first; the
-    rarer turn where they go to several rooms, or with a status prefix, is split further."""
-    out: list[Any] = []
-    for _source, grouped in groupby(msgs, _SOURCE):
-        group = list(grouped)
-        first = group[0]
-        if (
-            first.room is not None
-            and first.status is None
-            and (
-                len(group) == 1
-                or (
-                    len(group) == list(map(_ROOM, group)).count(first.room)
-                    and len(group) == list(map(_STATUS, group)).count(None)
-                )
-            )
-        ):
-            out.append(encode_run(group))
-            continue
-        for (room, status, _nick), part in groupby(group, _RUN_KEY):
-            if room is None or status is not None:
-                out.extend(part)
-            else:
-                out.append(encode_run(list(part)))
-    return _ENTRY_PACKER.pack(out)
+def _is_message(item: Item) -> bool:
+    return type(item) is Message
+
+
+def _add_runs(msgs: list[Message], out: list[Any]) -> None:
+    """Messages in a row, grouped into runs in one pass of C."""
+    for (room, status, _nick), group in groupby(msgs, _RUN_KEY):
+        if room is None or status is not None:
+            out.extend(group)
+        else:
+            out.append(encode_run(list(group)))
 
 
 def encode_run(run: list[Message]) -> list[Any]:
@@ -628,9 +603,6 @@ def _encode_one(msg: Message) -> list[Any]:
 
 
 _RUN_KEY = attrgetter("room", "status", "source.nick")
-_SOURCE = attrgetter("source")
-_ROOM = attrgetter("room")
-_STATUS = attrgetter("status")
 
 
 def run_said(said: bytes, count: int) -> list[Said]:
