@@ -46,6 +46,7 @@ from chatserver.core.events import (
     Who,
     native_from_wire,
     native_to_wire,
+    shared_blocks,
     shared_renderings,
     who_fields,
     who_of,
@@ -524,7 +525,9 @@ def _add_runs(msgs: list[Message], out: list[Any]) -> None:
         if room is None or status is not None:
             out.extend(group)
         else:
-            out.append(encode_run(list(group)))
+            run = list(group)
+            # Most runs are of one message where rooms are small: straight to its op.
+            out.append(_encode_one(run[0]) if len(run) == 1 else encode_run(run))
 
 
 def encode_run(run: list[Message]) -> list[Any]:
@@ -572,7 +575,7 @@ def encode_run(run: list[Message]) -> list[Any]:
         for key in shared_renderings(first.rendered):
             parts = [msg.rendered.get(key) for msg in run]
             if None not in parts:
-                blocks.append([list(key), b"".join(parts)])  # type: ignore[arg-type]
+                blocks.append([key, b"".join(parts)])  # type: ignore[arg-type]
     active = None
     if kind_column != "notice":
         if type(kind_column) is str:
@@ -587,19 +590,31 @@ def encode_run(run: list[Message]) -> list[Any]:
 
 def _encode_one(msg: Message) -> list[Any]:
     """``encode_run`` of one message."""
-    native_column = None
-    crossing = True
-    if msg.native is not None:
-        wire = _native(msg.native)
-        native_column = [wire]
-        crossing = wire is not None
+    native = msg.native
+    wire = None if native is None else _native(native)
     said = _PACKER.pack(
-        [[msg.id], [msg.ts], [msg.text], msg.kind, [msg.tags] if msg.tags else None, native_column]
+        [
+            [msg.id],
+            [msg.ts],
+            [msg.text],
+            msg.kind,
+            [msg.tags] if msg.tags else None,
+            None if native is None else [wire],
+        ]
     )
-    rendered = msg.rendered
-    blocks = [[list(key), rendered[key]] for key in shared_renderings(rendered)] if crossing else []
-    active = None if msg.kind == "notice" else msg.ts
-    return ["run", msg.source.nick, msg.room, 1, msg.ts, active, said, blocks]
+    # A protocol form that cannot cross renders differently on the other node: no bytes go.
+    blocks = shared_blocks(msg.rendered) if native is None or wire is not None else []
+    ts = msg.ts
+    return [
+        "run",
+        msg.source.nick,
+        msg.room,
+        1,
+        ts,
+        None if msg.kind == "notice" else ts,
+        said,
+        blocks,
+    ]
 
 
 _RUN_KEY = attrgetter("room", "status", "source.nick")

@@ -238,6 +238,16 @@ def shared_renderings(rendered: dict[Any, Any]) -> list[Any]:
     return [key for key in rendered if type(key) is tuple and key[0] in _SHARED_RENDERINGS]
 
 
+def shared_blocks(rendered: dict[Any, Any]) -> list[list[Any]]:
+    """``rendered``'s bytes under the keys of ``shared_renderings``, as [key, bytes] pairs:
+    one pass over the dict, for a message that goes to other nodes alone."""
+    return [
+        [key, data]
+        for key, data in rendered.items()
+        if type(key) is tuple and key[0] in _SHARED_RENDERINGS
+    ]
+
+
 def renders_shared(protocol: str) -> bool:
     """Whether connections of ``protocol`` render room messages under shared keys (see
     ``share_rendering``); those of any other protocol take another node's run as the

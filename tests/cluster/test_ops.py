@@ -285,6 +285,14 @@ def test_a_run_carries_the_renderings_every_message_of_it_has() -> None:
     odd.rendered[("irc", 0)] = b"line 3\r\n"
     (op,) = ops.unpack(ops.pack([*run, odd]))  # type: ignore[arg-type]
     assert op[ops.RUN_COUNT] == 4 and op[ops.RUN_BLOCKS] == []
+    # A run of one message, made by its own path, carries the same.
+    (op,) = ops.unpack(ops.pack(run[1:2]))  # type: ignore[arg-type]
+    assert ops.check(op)[ops.RUN_BLOCKS] == [
+        [["irc", 0], b"line 1\r\n"],
+        [["irc", 2], b"only one has this"],
+    ]
+    (op,) = ops.unpack(ops.pack([odd]))  # type: ignore[arg-type]
+    assert op[ops.RUN_COUNT] == 1 and op[ops.RUN_BLOCKS] == []
 
 
 def test_a_malformed_run_is_refused() -> None:
