@@ -502,6 +502,13 @@ def pack(ops: list[Item], *, rendered: bool = True) -> bytes:
     each message as its op, what nodes read before runs existed."""
     if not rendered:
         return _ENTRY_PACKER.pack(ops)
+    if len(ops) == 1:
+        # A turn's only message (a quiet server's every message): its op without the
+        # passes that find runs, which cost as much again as the op itself.
+        item = ops[0]
+        if type(item) is Message and item.room is not None and item.status is None:
+            return _ENTRY_PACKER.pack([_encode_one(item)])
+        return _ENTRY_PACKER.pack(ops)
     out: list[Any] = []
     if all(type(item) is Message for item in ops):
         # A node's share of a turn's messages: nearly every entry.
