@@ -1,9 +1,9 @@
 """Cluster mode against one process: server CPU per message, and whether anything is lost.
 
-Four scenarios over IRC, each run on one process and then on two nodes sharing a private
-Redis (``[cluster]``).  In the first three the users are spread over both nodes one by one,
-so every room has members on both nodes (the case that costs the cluster most: each node
-delivers every message to its own members); the senders alternate between the nodes:
+Six scenarios over IRC, each run on one process and then on two nodes sharing a private
+Redis (``[cluster]``).  In all but ``local`` the users are spread over both nodes one by
+one, so every room has members on both nodes (the case that costs the cluster most: each
+node delivers every message to its own members); the senders alternate between the nodes:
 
 * ``fanout``: one sender, one room of ``RECEIVERS`` receivers, ``MESSAGES`` messages sent
   at once;
@@ -12,7 +12,14 @@ delivers every message to its own members); the senders alternate between the no
 * ``many``: ``MANY_ROOMS`` rooms of ``MANY_MEMBERS`` (1000 clients), one sender in each,
   ``MANY_PER_ROOM`` messages each;
 * ``local``: as ``many``, but each room's users on one node, the rooms alternating between
-  the nodes (a room's messages then stay on its node).
+  the nodes (a room's messages then stay on its node);
+* ``paced``: as ``many``, but a sender has at most ``WINDOW`` messages that its room's
+  first other member (on the other node) has not received yet: turns hold a few messages
+  of each sender, not hundreds, and the cluster's cost per turn shows;
+* ``all``: as ``many``, but every one of the 1000 clients sends (``ALL_PER_CLIENT`` each,
+  with ``echo-message``, at most ``WINDOW`` not yet echoed back to it), the traffic of
+  ``run.py``'s many-rooms row: a sender's messages are a few in a turn, and the turns are
+  large.
 
 Measured: the CPU time (user + system, from ``/proc``) each server process, its children
 (the SQLite history writer, shown apart as "writer"), Redis and PostgreSQL (all its
@@ -72,7 +79,10 @@ MANY_PER_ROOM = 2000
 # 200,000 in rooms of 10): in runs of half a second, the idle second and a half after them
 # (the history writes), the 10 ms resolution of /proc's CPU times and each process's warm-up
 # weighed as much as the messages.
-SCENARIOS = ("fanout", "rooms", "many", "local")
+SCENARIOS = ("fanout", "rooms", "many", "local", "paced", "all")
+# paced and all: messages of a sender not yet seen (by its watcher, or by itself), at most.
+WINDOW = 4
+ALL_PER_CLIENT = 100
 TICK = os.sysconf("SC_CLK_TCK")
 # After the last delivery, the history is written (a flush interval, 1 s by default, then
 # its write): the run ends once the history writers and PostgreSQL have spent no CPU for
@@ -157,6 +167,66 @@ def drain(receivers: dict[socket.socket, int], timeout: float) -> int:
     return sum(got.values())
 
 
+def paced(
+    senders: list[tuple[socket.socket, str, int]],
+    receivers: dict[socket.socket, int],
+    watch: dict[socket.socket, socket.socket],
+    timeout: float,
+    echoing: dict[socket.socket, bytes] | None = None,
+) -> int:
+    """Send with at most ``WINDOW`` messages of a sender not yet seen by its watcher (a
+    member of its room, on another node in cluster mode) or, for a sender in ``echoing``
+    (its lines' source prefix), by itself (echo-message), reading every receiver; the
+    total read.  Turns then hold a few messages of each sender, not hundreds."""
+    sel = selectors.DefaultSelector()
+    got = dict.fromkeys(receivers, 0)
+    own = dict.fromkeys(echoing or (), 0)
+    tails = dict.fromkeys(receivers, b"")
+    sent: dict[socket.socket, int] = {}
+    room: dict[socket.socket, tuple[str, int]] = {}
+    for sock, target, count in senders:
+        sent[sock] = 0
+        room[sock] = (target, count)
+    watched = {sender: watcher for watcher, sender in watch.items()}
+
+    def top_up(sender: socket.socket) -> None:
+        target, count = room[sender]
+        seen = own[sender] if sender in own else got[watched[sender]]
+        upto = min(count, seen + WINDOW)
+        if upto > sent[sender]:
+            lines = (
+                f"PRIVMSG #{target} :message {i} of the benchmark\r\n"
+                for i in range(sent[sender], upto)
+            )
+            sender.sendall("".join(lines).encode())
+            sent[sender] = upto
+
+    for receiver in receivers:
+        receiver.setblocking(False)
+        sel.register(receiver, selectors.EVENT_READ)
+    for sender in sent:
+        top_up(sender)
+    waiting = len(receivers)
+    deadline = time.monotonic() + timeout
+    while waiting and time.monotonic() < deadline:
+        for key, _ in sel.select(1.0):
+            sock = key.fileobj
+            assert isinstance(sock, socket.socket)
+            data = tails[sock] + sock.recv(1 << 20)
+            whole, _, tails[sock] = data.rpartition(b"\n")
+            got[sock] += whole.count(b" PRIVMSG #")
+            if sock in watch:
+                top_up(watch[sock])
+            elif sock in own:
+                assert echoing is not None
+                own[sock] += whole.count(echoing[sock])
+                top_up(sock)
+            if got[sock] >= receivers[sock]:
+                sel.unregister(sock)
+                waiting -= 1
+    return sum(got.values())
+
+
 class Run:
     """One measured run: its servers, Redis and PostgreSQL (either may be None)."""
 
@@ -181,7 +251,22 @@ class Run:
         node = iter(servers * 100_000)
         receivers: dict[socket.socket, int] = {}
         senders: list[tuple[socket.socket, str, int]] = []
-        if scenario == "fanout":
+        watch: dict[socket.socket, socket.socket] = {}
+        echoing: dict[socket.socket, bytes] = {}
+        if scenario == "all":
+            for room in range(MANY_ROOMS):
+                for member in range(MANY_MEMBERS):
+                    nick = f"a{room}x{member}"
+                    sock = connect(
+                        servers[(room + member) % spread].ports["irc"],
+                        nick,
+                        f"room{room}",
+                        ("echo-message",),
+                    )
+                    senders.append((sock, f"room{room}", ALL_PER_CLIENT))
+                    receivers[sock] = MANY_MEMBERS * ALL_PER_CLIENT
+                    echoing[sock] = f":{nick}!".encode()
+        elif scenario == "fanout":
             for i in range(RECEIVERS):
                 receivers[connect(next(node).ports["irc"], f"r{i}", "bench")] = MESSAGES
             sender = connect(servers[0].ports["irc"], "sender", "bench")
@@ -192,6 +277,7 @@ class Run:
                 if scenario == "rooms"
                 else (MANY_ROOMS, MANY_MEMBERS, MANY_PER_ROOM)
             )
+            # paced: each sender's first fellow member (on the other node, in two nodes)
             for room in range(rooms):
                 name = f"room{room}"
 
@@ -205,6 +291,8 @@ class Run:
                 for member in range(members - 1):
                     sock = connect(place(member + 1), f"m{room}x{member}", name)
                     receivers[sock] = per_room
+                    if member == 0:
+                        watch[sock] = sender
         # Every join has reached every node, and the servers are idle again.
         time.sleep(3.0)
         # (name, pid, how its CPU is read): a server's own process, its children (the SQLite
@@ -222,10 +310,17 @@ class Run:
         spies = self._spy(scenario)
         before = [read(p) for _, p, read in probes]
         started = time.monotonic()
-        for sock, target, count in senders:
-            lines = (f"PRIVMSG #{target} :message {i} of the benchmark\r\n" for i in range(count))
-            sock.sendall("".join(lines).encode())
-        delivered = drain(receivers, timeout=300)
+        if scenario == "paced":
+            delivered = paced(senders, receivers, watch, timeout=300)
+        elif scenario == "all":
+            delivered = paced(senders, receivers, {}, timeout=300, echoing=echoing)
+        else:
+            for sock, target, count in senders:
+                lines = (
+                    f"PRIVMSG #{target} :message {i} of the benchmark\r\n" for i in range(count)
+                )
+                sock.sendall("".join(lines).encode())
+            delivered = drain(receivers, timeout=300)
         elapsed = time.monotonic() - started
         # What is stored after the last delivery (the history writer's or PostgreSQL's
         # writes, one flush interval later) belongs to the run.
