@@ -59,7 +59,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -144,40 +144,20 @@ def connect(port: int, nick: str, room: str, caps: tuple[str, ...] = ()) -> sock
     return sock
 
 
-def drain(receivers: dict[socket.socket, int], timeout: float) -> int:
-    """Read until each receiver has its expected count of room messages; the total read."""
-    sel = selectors.DefaultSelector()
-    got = dict.fromkeys(receivers, 0)
-    tails = dict.fromkeys(receivers, b"")
-    for receiver in receivers:
-        receiver.setblocking(False)
-        sel.register(receiver, selectors.EVENT_READ)
-    waiting = len(receivers)
-    deadline = time.monotonic() + timeout
-    while waiting and time.monotonic() < deadline:
-        for key, _ in sel.select(1.0):
-            sock = key.fileobj
-            assert isinstance(sock, socket.socket)
-            data = tails[sock] + sock.recv(1 << 20)
-            whole, _, tails[sock] = data.rpartition(b"\n")
-            got[sock] += whole.count(b" PRIVMSG #")
-            if got[sock] >= receivers[sock]:
-                sel.unregister(sock)
-                waiting -= 1
-    return sum(got.values())
-
-
-def paced(
-    senders: list[tuple[socket.socket, str, int]],
+def drain(
     receivers: dict[socket.socket, int],
-    watch: dict[socket.socket, socket.socket],
     timeout: float,
+    senders: Sequence[tuple[socket.socket, str, int]] = (),
+    watch: dict[socket.socket, socket.socket] | None = None,
     echoing: dict[socket.socket, bytes] | None = None,
 ) -> int:
-    """Send with at most ``WINDOW`` messages of a sender not yet seen by its watcher (a
-    member of its room, on another node in cluster mode) or, for a sender in ``echoing``
-    (its lines' source prefix), by itself (echo-message), reading every receiver; the
-    total read.  Turns then hold a few messages of each sender, not hundreds."""
+    """Read until each receiver has its expected count of room messages; the total read.
+
+    With ``senders``, send meanwhile, with at most ``WINDOW`` messages of a sender not yet
+    seen by its watcher (``watch``: a member of its room, on another node in cluster mode)
+    or, for a sender in ``echoing`` (its lines' source prefix), by itself (echo-message):
+    turns then hold a few messages of each sender, not hundreds."""
+    watch = watch or {}
     sel = selectors.DefaultSelector()
     got = dict.fromkeys(receivers, 0)
     own = dict.fromkeys(echoing or (), 0)
@@ -311,9 +291,9 @@ class Run:
         before = [read(p) for _, p, read in probes]
         started = time.monotonic()
         if scenario == "paced":
-            delivered = paced(senders, receivers, watch, timeout=300)
+            delivered = drain(receivers, 300, senders, watch=watch)
         elif scenario == "all":
-            delivered = paced(senders, receivers, {}, timeout=300, echoing=echoing)
+            delivered = drain(receivers, 300, senders, echoing=echoing)
         else:
             for sock, target, count in senders:
                 lines = (
