@@ -223,12 +223,18 @@ def wellformed(payload: bytes) -> bool:
     for bad in _RESTRICTED:
         if bad in payload.replace(b"&amp;", b"").replace(b"&lt;", b"").replace(b"&gt;", b""):
             return False
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
     try:
-        root = etree.fromstring(
-            b"<r xmlns='jabber:client'>" + payload + b"</r>",
-            etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False),
-        )
+        root = etree.fromstring(b"<r xmlns='jabber:client'>" + payload + b"</r>", parser)
     except (etree.XMLSyntaxError, ValueError):
+        return False
+    # XMPP's XML must be namespace-well-formed (RFC 6120 11.2): libxml2 only logs a name that
+    # is no QName (an attribute ":id"), which the server refuses as not-well-formed; a
+    # relative namespace name is a warning, and accepted.
+    if any(
+        error.domain == etree.ErrorDomains.NAMESPACE and error.level >= etree.ErrorLevels.ERROR
+        for error in parser.error_log
+    ):
         return False
     depth = max((len(list(el.iterancestors())) for el in root.iter()), default=0)
     # Between stanzas only whitespace may stand.
@@ -404,6 +410,12 @@ ATTACKS = [
     ("invalid utf-8", HEADER + b"<message><body>\xc3\x28</body></message>", "not-well-formed"),
     ("nul", HEADER + b"<message><body>a\x00b</body></message>", "not-well-formed"),
     ("mismatched tags", HEADER + b"<message></presence>", "not-well-formed"),
+    # Well-formed XML, but no QName: not namespace-well-formed, which XMPP requires.
+    (
+        "attribute name without a prefix",
+        HEADER + b"<iq type='get' :id='r1'><query xmlns='jabber:iq:roster'/></iq>",
+        "not-well-formed",
+    ),
     # Characters outside the text rule, however spelled: XML's parser is XMPP's edge.
     (
         "surrogate reference",
