@@ -144,6 +144,13 @@ def connect(port: int, nick: str, room: str, caps: tuple[str, ...] = ()) -> sock
     return sock
 
 
+def lines(room: str, start: int, end: int) -> bytes:
+    """The benchmark's messages ``start`` to ``end`` (excluded) to ``#room``."""
+    return "".join(
+        f"PRIVMSG #{room} :message {i} of the benchmark\r\n" for i in range(start, end)
+    ).encode()
+
+
 def drain(
     receivers: dict[socket.socket, int],
     timeout: float,
@@ -174,11 +181,7 @@ def drain(
         seen = own[sender] if sender in own else got[watched[sender]]
         upto = min(count, seen + WINDOW)
         if upto > sent[sender]:
-            lines = (
-                f"PRIVMSG #{target} :message {i} of the benchmark\r\n"
-                for i in range(sent[sender], upto)
-            )
-            sender.sendall("".join(lines).encode())
+            sender.sendall(lines(target, sent[sender], upto))
             sent[sender] = upto
 
     for receiver in receivers:
@@ -257,7 +260,6 @@ class Run:
                 if scenario == "rooms"
                 else (MANY_ROOMS, MANY_MEMBERS, MANY_PER_ROOM)
             )
-            # paced: each sender's first fellow member (on the other node, in two nodes)
             for room in range(rooms):
                 name = f"room{room}"
 
@@ -272,6 +274,7 @@ class Run:
                     sock = connect(place(member + 1), f"m{room}x{member}", name)
                     receivers[sock] = per_room
                     if member == 0:
+                        # paced: the sender's watcher, on the other node in two nodes.
                         watch[sock] = sender
         # Every join has reached every node, and the servers are idle again.
         time.sleep(3.0)
@@ -296,10 +299,7 @@ class Run:
             delivered = drain(receivers, 300, senders, echoing=echoing)
         else:
             for sock, target, count in senders:
-                lines = (
-                    f"PRIVMSG #{target} :message {i} of the benchmark\r\n" for i in range(count)
-                )
-                sock.sendall("".join(lines).encode())
+                sock.sendall(lines(target, 0, count))
             delivered = drain(receivers, timeout=300)
         elapsed = time.monotonic() - started
         # What is stored after the last delivery (the history writer's or PostgreSQL's

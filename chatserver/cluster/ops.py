@@ -532,9 +532,7 @@ def _add_runs(msgs: list[Message], out: list[Any]) -> None:
         if room is None or status is not None:
             out.extend(group)
         else:
-            run = list(group)
-            # Most runs are of one message where rooms are small: straight to its op.
-            out.append(_encode_one(run[0]) if len(run) == 1 else encode_run(run))
+            out.append(encode_run(list(group)))
 
 
 def encode_run(run: list[Message]) -> list[Any]:

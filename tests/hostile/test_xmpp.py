@@ -412,7 +412,7 @@ ATTACKS = [
     ("mismatched tags", HEADER + b"<message></presence>", "not-well-formed"),
     # Well-formed XML, but no QName: not namespace-well-formed, which XMPP requires.
     (
-        "attribute name without a prefix",
+        "attribute name with an empty prefix",
         HEADER + b"<iq type='get' :id='r1'><query xmlns='jabber:iq:roster'/></iq>",
         "not-well-formed",
     ),
