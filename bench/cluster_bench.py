@@ -292,6 +292,7 @@ class Run:
             probes.append(("postgresql", self.postgres, tree_cpu_seconds))
         spies = self._spy(scenario)
         before = [read(p) for _, p, read in probes]
+        commands = redis_calls(self.redis.port) if self.redis is not None else {}
         started = time.monotonic()
         if scenario == "paced":
             delivered = drain(receivers, 300, senders, watch=watch)
@@ -305,6 +306,15 @@ class Run:
         # What is stored after the last delivery (the history writer's or PostgreSQL's
         # writes, one flush interval later) belongs to the run.
         after = settle(probes)
+        if self.redis is not None:
+            # Entries written (an XADD per node it goes to, or a script call) and read (one
+            # XREAD reply each, however many entries it holds) per 1000 messages: how well
+            # the nodes gather a turn's messages.
+            after_commands = redis_calls(self.redis.port)
+            counts = {
+                name: after_commands.get(name, 0) - commands.get(name, 0)
+                for name in ("xadd", "evalsha", "xread")
+            }
         for spy in spies:
             spy.send_signal(signal.SIGINT)
             spy.wait(60)
@@ -323,6 +333,13 @@ class Run:
             f" (total {sum(costs.values()):.1f})",
             flush=True,
         )
+        if self.redis is not None:
+            per = 1000 / sent
+            print(
+                f"{scenario:7} {self.label}: Redis calls per 1000 messages:"
+                + "".join(f" {name} {count * per:.1f}" for name, count in counts.items()),
+                flush=True,
+            )
         if delivered != expected:
             print(f"{scenario}: LOST {expected - delivered} deliveries", flush=True)
         return costs, sent / elapsed
@@ -358,6 +375,26 @@ class Run:
             )
         time.sleep(1.0)
         return spies
+
+
+def redis_calls(port: int) -> dict[str, int]:
+    """How many times Redis ran each command so far (INFO commandstats)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"*2\r\n$4\r\nINFO\r\n$12\r\ncommandstats\r\n")
+        data = b""
+        while b"\r\n" not in data or len(data) < data.index(b"\r\n") + 2 + int(
+            data[1 : data.index(b"\r\n")]
+        ):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    calls = {}
+    for line in data.decode().splitlines():
+        if line.startswith("cmdstat_"):
+            name, _, stats = line[len("cmdstat_") :].partition(":")
+            calls[name] = int(stats.split(",")[0].split("=")[1])
+    return calls
 
 
 def settle(probes: list[tuple[str, int, Callable[[int], float]]]) -> list[float]:

@@ -144,6 +144,12 @@ PUBLISH_BATCH = 500
 # Ops per entry, at most: what one reader decodes in one go.
 ENTRY_OPS = 500
 READ_BLOCK_MS = 1000
+# Seconds between a node's publishes, at least ([cluster] publish_interval).  At a moderate
+# load a reactor turn holds a few messages, and each publish (its XADDs and their replies,
+# each reader's XREAD reply and the runs it makes: a sender's messages split over two
+# entries are two runs) costs as much as they do; waiting gathers several turns' messages
+# into one.  After a quieter spell the first goes at once.
+PUBLISH_INTERVAL = 0.002
 # Room messages kept per other node, newest last: nothing arrives from a node after it dies,
 # so these are its last ones, which cover what it had not written yet (one write interval,
 # a second by default) up to this many messages a second.
@@ -198,6 +204,7 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         reactor: Any,
         cloak_check: str,
         share_rendered: bool = True,
+        publish_interval: float = PUBLISH_INTERVAL,
     ) -> None:
         self.service = service
         # A fingerprint of this node's cloak secret (ChatService.cloak_fingerprint): every
@@ -209,6 +216,7 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         # Whether room messages go with the lines rendered of them here, and come with
         # those rendered on their node (see ops.encode_run, MessageRun).
         self.share_rendered = share_rendered
+        self.publish_interval = publish_interval
         self.name = node
         # A restarted node is a new incarnation: the others forget what the old one had.
         self.incarnation = os.urandom(6).hex()
@@ -223,6 +231,8 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         self._pending: deque[_Outgoing] = deque()
         self._inflight: dict[int, _Outgoing] = {}
         self._flush_scheduled = False
+        # When the last publish went (see _schedule).
+        self._last_pump = 0.0
         # The local senders of this turn's messages (id -> client), their output held until
         # Redis has taken the turn's entries: what a sender is answered for is then in
         # another node's hands (the stream), even if this node dies the next instant.
@@ -538,12 +548,15 @@ class ClusterNode(Sharing, AccountLeases, Relays):
 
     def _schedule(self) -> None:
         if not self._flush_scheduled:
-            # Everything of this reactor turn goes in one call: one round trip, one reply.
+            # Everything of this reactor turn goes in one call: one round trip, one reply;
+            # and what later turns add, until publish_interval has passed since the last.
             self._flush_scheduled = True
-            self.clock.callLater(0, self._pump)
+            wait = self._last_pump + self.publish_interval - self.clock.seconds()
+            self.clock.callLater(wait if wait > 0 else 0, self._pump)
 
     def _pump(self) -> None:
         self._flush_scheduled = False
+        self._last_pump = self.clock.seconds()
         holds = list(self._holding.values())
         self._held_last = None
         if holds:

@@ -439,6 +439,7 @@ class ChatServer(MultiService):
             prefix=settings.prefix,
             reactor=self.reactor,
             share_rendered=settings.share_rendered,
+            publish_interval=settings.publish_interval,
             cloak_check=self.chat.cloak_fingerprint(),
         )
         self.cluster.start()

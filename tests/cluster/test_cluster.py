@@ -63,6 +63,17 @@ def members(client: LineClient, room: str, count: int) -> str:
     return found
 
 
+def alice_and_bob_in_dev(a: ServerProcess, b: ServerProcess) -> tuple[LineClient, LineClient]:
+    """Line-chat users alice on ``a`` and bob on ``b``, both in #dev, each seeing the other."""
+    alice = line(a, "alice")
+    join(alice, "dev")
+    bob = line(b, "bob")
+    members(bob, "dev", 1)
+    join(bob, "dev")
+    alice.expect("-!- bob joined #dev")
+    return alice, bob
+
+
 def claimed(redis: RedisServer, nick: str, node: str) -> None:
     """Wait until Redis holds ``node``'s claim of ``nick``.  A node takes a nick at once and
     claims it in Redis a moment later: another node asked for the nick before that may win
@@ -315,6 +326,41 @@ def test_room_messages_go_only_to_nodes_with_members_there(
     alice.send("now for carol too")
     assert carol.expect("now for carol") == "[#dev] <alice> now for carol too"
     assert entries("c") > before
+
+
+def test_what_is_said_within_the_publish_interval_waits_and_goes_in_one_entry(
+    make_node: Node, redis: RedisServer
+) -> None:
+    """The first message after a quiet spell goes to the other node at once; what is said
+    in later reactor turns before ``publish_interval`` has passed waits for it and goes in
+    one stream entry, in order."""
+    interval = 0.8
+    gather = {"cluster": {"publish_interval": interval}}
+    a = make_node("a", overrides=gather)
+    b = make_node("b", overrides=gather)
+    alice, bob = alice_and_bob_in_dev(a, b)
+    # Quiet for longer than the interval: node a's next publish goes at once.
+    time.sleep(interval + 0.2)
+
+    def entries() -> int:
+        return int(redis.command("XLEN", "chatserver:events:b").lstrip(":"))
+
+    before = entries()
+    started = time.monotonic()
+    alice.send("first")
+    bob.expect("first")
+    first_took = time.monotonic() - started
+    # Three lines in three reactor turns, well within the interval.
+    for i in range(3):
+        alice.send(f"gathered {i}")
+        time.sleep(0.05)
+    got = [bob.expect(lambda text: "gathered" in text) for _ in range(3)]
+    took = time.monotonic() - started
+    assert [text.rsplit(" ", 1)[1] for text in got] == ["0", "1", "2"]
+    assert first_took < interval / 2
+    # The second publish is an interval after the first, which went after "first" was sent.
+    assert took >= interval
+    assert entries() - before == 2
 
 
 def test_an_operator_on_one_node_kills_a_user_of_another(

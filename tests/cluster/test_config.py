@@ -46,6 +46,13 @@ def test_bad_values_are_named(tmp_path: Path) -> None:
         load(tmp_path, '[cluster]\nredis = "redis://x:1/0"\nnode = "a b"\n')
     with pytest.raises(ConfigError, match=r"\[cluster\] lease"):
         load(tmp_path, "[cluster]\nlease = 0\n")
+    for bad in ("-0.001", "1.5", '"2ms"'):
+        with pytest.raises(
+            ConfigError, match=r"\[cluster\] publish_interval: expected a number from 0 to 1"
+        ):
+            load(tmp_path, f"[cluster]\npublish_interval = {bad}\n")
+    assert load(tmp_path, "[cluster]\npublish_interval = 0\n").cluster.publish_interval == 0  # type: ignore[attr-defined]
+    assert load_config(None).cluster.publish_interval == 0.002
 
 
 def test_the_url_names_host_port_and_database() -> None:

@@ -10,7 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.test_cluster import claimed, eventually, irc, join, line, members, try_nick
+from tests.cluster.test_cluster import (
+    alice_and_bob_in_dev,
+    claimed,
+    eventually,
+    irc,
+    join,
+    line,
+    members,
+    try_nick,
+)
 from tests.ops.helpers import OPER_PASSWORD, OpsServer, cli, free_port, operators_toml
 from tests.ops.test_metrics import get, samples
 from tests.support.postgres import PostgresServer
@@ -527,12 +536,7 @@ def test_accounts_made_or_deleted_by_an_operator_on_one_node_hold_on_the_other(
 def test_an_operators_console_kick_and_notice_reach_every_node(make_node: Node) -> None:
     a = make_node("a")
     b = make_node("b")
-    alice = line(a, "alice")
-    join(alice, "dev")
-    bob = line(b, "bob")
-    members(bob, "dev", 1)
-    join(bob, "dev")
-    alice.expect("-!- bob joined #dev")
+    alice, bob = alice_and_bob_in_dev(a, b)
 
     def admin(server: ServerProcess, *args: str) -> str:
         where = ("--config", str(server.config_path), "--data-dir", str(server.data_dir))
