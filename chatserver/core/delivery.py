@@ -281,6 +281,14 @@ class Delivery:
         if self._batched and not self._batch_depth:
             self._flush_batches()
 
+    def deliver_batched(self) -> None:
+        """Deliver what the turn has batched so far now, even while input is read: a
+        protocol whose senders get their own room messages with the turn's batch
+        (``echo_at_turn_end``) calls this before it answers one of them anything else, so
+        that the copies of what it said first come first."""
+        if self._batched:
+            self._flush_batches()
+
     def _flush_turn(self) -> None:
         self._flush_scheduled = False
         if self._batched:

@@ -130,6 +130,7 @@ class XmppConnection(Protocol):
         "_on_close",
         "_output",
         "_quit_done",
+        "_said_to_rooms",
         "_timer",
         "_via",
         "account",
@@ -207,6 +208,9 @@ class XmppConnection(Protocol):
         self._output = BoundedOutput(MAX_BACKLOG)
         # While a batch is rendered: its stanzas, written as one.
         self._cork: list[bytes] | None = None
+        # A groupchat message of this client was handled and its reflection may wait in the
+        # turn's batch (echo_at_turn_end): see _dispatch.
+        self._said_to_rooms = False
         # Flood control once bound (the budget is made then): stanzas past it wait their turn.
         self.flood: FloodQueue[etree._Element] = FloodQueue(
             self.clock, None, factory.config.flood_max_queue, self._dispatch
@@ -936,6 +940,14 @@ class XmppConnection(Protocol):
     def _dispatch(self, stanza: etree._Element) -> None:
         if self.state == BOUND:
             self._handled()
+            if stanza.tag == "message" and stanza.get("type") == "groupchat":
+                self._said_to_rooms = True
+            elif self._said_to_rooms:
+                # The reflections of the groupchat messages before it come first, as the
+                # client sent them (a client pings to learn they were handled): the turn's
+                # batch goes now, not at the end of the turn.
+                self._said_to_rooms = False
+                self.service.deliver_batched()
             router.dispatch(self, stanza)
 
     def _preauth_register(self, stanza: etree._Element) -> bool:

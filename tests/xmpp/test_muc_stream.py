@@ -86,3 +86,25 @@ def test_unhandled_room_iqs_are_service_unavailable(account: Any, client: Any) -
     assert error_condition(reply) == "service-unavailable"
     reply = alice.iq("get", "<query xmlns='http://jabber.org/protocol/disco#info'/>", to=MUC)
     assert reply.get("type") == "result" and reply.get("from") == MUC
+
+
+def test_a_reflection_comes_before_the_answer_to_a_stanza_sent_after_it(
+    account: Any, client: Any
+) -> None:
+    """A groupchat message and a ping in one read: the room's reflection of the message
+    comes first, in the order the client sent them (as Prosody answers): a client that
+    pings to learn that the server has handled what it sent before finds its reflection."""
+    account("alice")
+    alice = client().login("alice", "secret1", presence=True)
+    join(alice)
+    alice.send(
+        f"<message to='{ROOM}' type='groupchat' id='m-1'><body>hi</body></message>"
+        "<iq type='get' id='p-1' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>"
+        f"<message to='{ROOM}' type='groupchat' id='m-2'><body>again</body></message>"
+    )
+    out = alice.received()
+    assert [(el.tag, el.get("id")) for el in out] == [
+        ("message", "m-1"),
+        ("iq", "p-1"),
+        ("message", "m-2"),
+    ]
