@@ -151,14 +151,17 @@ class Session:
         round_trip(self.port)
         collect_all(list(self.clients.values()))
 
-    def settle(self, quiet: float = 0.4) -> None:
+    def settle(self, quiet: float = 0.4, *, ordered: bool = False) -> None:
         """Record the step: once the server has read what the clients sent (a round trip of
         its own, which waits as long as a busy machine keeps the server from reading), what
-        every client receives until none receives more for ``quiet`` seconds."""
+        every client receives until none receives more for ``quiet`` seconds.  Sorted, as
+        two servers may order stanzas of different senders differently; ``ordered``: as it
+        arrived, for a step whose order a script checks."""
         round_trip(self.port)
         got = collect_all(list(self.clients.values()), quiet)
         for name, elements in zip(self.clients, got, strict=True):
-            self.transcript[name].append(sorted(self._normal(el) for el in elements))
+            lines = [self._normal(el) for el in elements]
+            self.transcript[name].append(lines if ordered else sorted(lines))
 
     def _normal(self, el: etree._Element) -> str:
         for rule in self.rules:

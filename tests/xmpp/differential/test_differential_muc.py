@@ -19,6 +19,7 @@ pytestmark = pytest.mark.timeout(120)
 ROOM = "tea@conference.localhost"
 ROOM2 = "coffee@conference.localhost"
 ROOM3 = "juice@conference.localhost"
+ROOM4 = "water@conference.localhost"
 MUC = "http://jabber.org/protocol/muc"
 RULES = (
     archive_stanza_id,
@@ -67,6 +68,37 @@ def room_chat(s: Session) -> None:
 def test_room_chat(run) -> None:
     ours, theirs = run(room_chat, rules=RULES)
     assert_same(ours, theirs)
+
+
+def reflection_before_later_answers(s: Session) -> None:
+    """Groupchat messages and a ping in one write: the reflections and the ping's result
+    come back in the order they were sent."""
+    s.login("alice", "alice", "a")
+    s.drain()
+    join(s, "alice", ROOM4)
+    s.settle()
+    s.send(
+        "alice",
+        f"<message to='{ROOM4}' type='groupchat' id='c-9'><body>first</body></message>"
+        "<iq type='get' id='c-ping' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>"
+        f"<message to='{ROOM4}' type='groupchat' id='c-10'><body>second</body></message>",
+    )
+    s.settle(ordered=True)
+
+
+def test_reflections_and_answers_in_the_order_sent(run) -> None:
+    ours, theirs = run(reflection_before_later_answers, rules=RULES)
+    assert_same(ours, theirs)
+    ids = ("c-9", "c-ping", "c-10")
+
+    def answered(transcript: dict[str, list[list[str]]]) -> list[str]:
+        """The ids of alice's stanzas' answers, in the order she got them."""
+        lines = [line for step in transcript["alice"] for line in step]
+        return [i for line in lines for i in ids if f"id='{i}'" in line or f'id="{i}"' in line]
+
+    # assert_same compares each step's stanzas whatever their order: here it counts (the
+    # step is recorded in the order it arrived).
+    assert answered(ours) == answered(theirs) == list(ids)
 
 
 def body_less(s: Session) -> None:
