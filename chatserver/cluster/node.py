@@ -552,7 +552,9 @@ class ClusterNode(Sharing, AccountLeases, Relays):
             # and what later turns add, until publish_interval has passed since the last.
             self._flush_scheduled = True
             wait = self._last_pump + self.publish_interval - self.clock.seconds()
-            self.clock.callLater(wait if wait > 0 else 0, self._pump)
+            # The reactor's clock is the wall clock: after it steps back, the last publish
+            # seems to lie ahead, and the wait is never more than the interval.
+            self.clock.callLater(min(max(wait, 0), self.publish_interval), self._pump)
 
     def _pump(self) -> None:
         self._flush_scheduled = False
