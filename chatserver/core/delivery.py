@@ -275,17 +275,12 @@ class Delivery:
         self.deliveries_by_protocol[protocol] = self.deliveries_by_protocol.get(protocol, 0) + count
 
     def deliver_turn(self) -> None:
-        """Deliver the turn's room batches now, not at the end of the turn: a cluster node
-        does before it sends the turn's messages to the others, with the bytes they were
-        rendered to for its own members (see ``MessageRun``)."""
-        if self._batched and not self._batch_depth:
-            self._flush_batches()
-
-    def deliver_batched(self) -> None:
-        """Deliver what the turn has batched so far now, even while input is read: a
-        protocol whose senders get their own room messages with the turn's batch
-        (``echo_at_turn_end``) calls this before it answers one of them anything else, so
-        that the copies of what it said first come first."""
+        """Deliver what the turn has batched so far now, not at the end of the turn (even
+        while input is read): a cluster node does before it sends the turn's messages to
+        the others, with the bytes they were rendered to for its own members (see
+        ``MessageRun``); a protocol whose senders get their own room messages with the
+        turn's batch (``echo_at_turn_end``), before it answers one of them anything else,
+        so that the copies of what it said first come first."""
         if self._batched:
             self._flush_batches()
 

@@ -947,7 +947,7 @@ class XmppConnection(Protocol):
                 # client sent them (a client pings to learn they were handled): the turn's
                 # batch goes now, not at the end of the turn.
                 self._said_to_rooms = False
-                self.service.deliver_batched()
+                self.service.deliver_turn()
             router.dispatch(self, stanza)
 
     def _preauth_register(self, stanza: etree._Element) -> bool:
