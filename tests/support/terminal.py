@@ -27,7 +27,17 @@ class Terminal:
         self.tmux("send-keys", "-t", "t", *keys)
 
     def type(self, line: str) -> None:
+        """Type ``line`` and, once the client shows it, press Enter.
+
+        Enter goes only after the text is on screen: a client that reads the text and Enter
+        in one go takes them as a paste, and Poezio then drops the Enter at its end."""
+        before = self.screen().count(line)
         self.tmux("send-keys", "-t", "t", "-l", line)
+        deadline = time.monotonic() + self.wait
+        while (screen := self.screen()).count(line) <= before:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{line!r} never appeared as typed on:\n{screen}")
+            time.sleep(0.05)
         self.keys("Enter")
 
     def screen(self) -> str:
