@@ -304,7 +304,9 @@ def run(c: LineConnection, cmd: Command, args: Args, tag: Any) -> None:
         return
     # Most handlers return None; isinstance on a Deferred goes through ABCMeta, which is slow.
     if result is not None and isinstance(result, Deferred):
-        answer_later(c, cmd, result, tag)
+        # The lines after it wait until it is answered (or handed off with the client).
+        c.hold_input()
+        answer_later(c, cmd, result, tag).addBoth(lambda _: c.release_input())
     else:
         _finish(c, cmd, result, tag)
 

@@ -95,6 +95,7 @@ class LineConnection(Protocol):
         "_output",
         "_quit_reason",
         "_timer",
+        "_waiting",
         "_warnings",
         "address",
         "clock",
@@ -142,6 +143,9 @@ class LineConnection(Protocol):
         # Telnet options already refused (made when a client first asks for one).
         self._negotiated: set[tuple[int, int]] | None = None
         self._output = BoundedOutput(MAX_BACKLOG)
+        # While a command is answered later (a login's password check): the lines read
+        # after it, which wait until it is done (see hold_input).
+        self._waiting: list[bytes | object] | None = None
 
     @property
     def config(self) -> LineSettings:
@@ -212,19 +216,49 @@ class LineConnection(Protocol):
                 return
             if isinstance(item, bytes) or item is TOO_LONG:
                 self._timer.touch(now)
-            if isinstance(item, bytes):
-                if self._admit():
-                    self._handle(item)
-            elif item is TOO_LONG:
-                if self._admit():
-                    self.send_error(
-                        "too_long",
-                        f"line too long (the limit is {self.config.max_line_bytes} bytes);"
-                        " it was dropped",
-                    )
+                # Charged as it is read: the budget is also what bounds the lines waiting.
+                if not self._admit():
+                    continue
+                if self._waiting is not None:
+                    self._waiting.append(item)
+                else:
+                    self._take(item)
             elif answer and isinstance(item, Negotiations):
                 for request in item.requests():
                     self._refuse_option(request.command, request.option)
+
+    def _take(self, item: bytes | object) -> None:
+        """Handle a line (or the mark of one too long) that the flood budget let in."""
+        if isinstance(item, bytes):
+            self._handle(item)
+        else:
+            self.send_error(
+                "too_long",
+                f"line too long (the limit is {self.config.max_line_bytes} bytes); it was dropped",
+            )
+
+    def hold_input(self) -> None:
+        """A command is answered later (its handler returned a Deferred): the lines after
+        it wait until :meth:`release_input`, for a client that sends lines in a row expects
+        them run in order (a login, then what the logged-in user says)."""
+        if self._waiting is None:
+            self._waiting = []
+
+    def release_input(self) -> None:
+        """The command that held input is done: run the lines that waited, in order (until
+        one of them holds input again)."""
+        waiting, self._waiting = self._waiting, None
+        if not waiting or self._closing or self.relay is not None:
+            # Closed, or handed to another node, which got them (held_input).
+            return
+        with self.service.batch():
+            for index, item in enumerate(waiting):
+                if self._closing:
+                    return
+                if self._waiting is not None:
+                    self._waiting.extend(waiting[index:])
+                    return
+                self._take(item)
 
     def _handle(self, line: bytes) -> None:
         # Decoding with replacement and the framer dropping NUL make every line text by the
@@ -252,8 +286,14 @@ class LineConnection(Protocol):
         self._timer.forget()
 
     def held_input(self) -> bytes:
-        """What was received and not handled yet (a partial line)."""
-        return self._framer.held()
+        """What was received and not handled yet: the lines waiting for a command to be
+        done (as they came: a byte 0xFF doubled, as telnet has it), then a partial line."""
+        waiting = b"".join(
+            item.replace(b"\xff", b"\xff\xff") + b"\n"
+            for item in self._waiting or ()
+            if isinstance(item, bytes)
+        )
+        return waiting + self._framer.held()
 
     def quiesce(self, account: str) -> None:
         """The client is handed off to the node of ``account``'s user

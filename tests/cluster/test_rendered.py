@@ -129,9 +129,12 @@ def knows(client: LineClient, room: str, nicks: list[str]) -> None:
 
     def listed() -> bool:
         client.send(f"NAMES #{room}")
-        names = client.expect(lambda text: " 353 " in text)
+        reply = client.expect(lambda text: " 353 " in text)
         client.expect(lambda text: " 366 " in text)
-        return all(nick in names for nick in nicks)
+        # The nicks after the trailing ":", less their status prefixes (the room's own name
+        # is on the line too, and may hold a nick).
+        names = {name.lstrip("~&@%+") for name in reply.split(" :", 1)[1].split()}
+        return set(nicks) <= names
 
     eventually(listed, 15, f"{nicks} in #{room}")
 

@@ -220,6 +220,52 @@ def test_registration_and_nick_enforcement(make_server: Callable[..., ServerProc
         client.close()
 
 
+@pytest.mark.parametrize("mode", ["text", "json"])
+def test_lines_sent_right_behind_a_login_run_after_it_in_order(
+    make_server: Callable[..., ServerProcess], mode: str
+) -> None:
+    """A script that writes its login and what follows in one go: the password is checked
+    off the reactor, and the lines behind it wait for the login's answer, then run as the
+    logged-in user, in order (before, they ran first: "choose a nick first")."""
+    server = make_server(protocols=("line",))
+    server.create_account("alice", PASSWORD)
+    bob = connect(server, "bob")
+    join(bob, "dev")
+    script = LineClient(server.ports["line"])
+    script.expect("*** Choose a nick:")
+    if mode == "json":
+        script.send("/format json")
+        script.expect('"format"')
+        lines = [
+            json.dumps({"cmd": "identify", "nick": "alice", "password": PASSWORD, "tag": 1}),
+            json.dumps({"cmd": "join", "room": "dev", "tag": 2}),
+            json.dumps({"cmd": "say", "room": "dev", "text": "first", "tag": 3}),
+            json.dumps({"cmd": "say", "room": "dev", "text": "second", "tag": 4}),
+        ]
+    else:
+        lines = [f"/identify alice {PASSWORD}", "/join dev", "first", "second"]
+    script.sock.sendall("".join(f"{line}\r\n" for line in lines).encode())
+    bob.expect("-!- alice joined #dev")
+    assert bob.expect("<alice>") == "[#dev] <alice> first"
+    assert bob.expect("<alice>") == "[#dev] <alice> second"
+    if mode == "json":
+        script.send(json.dumps({"cmd": "ping", "tag": 5}))
+        script.expect(lambda text: text.startswith("{") and json.loads(text).get("tag") == 5)
+        answers = [json.loads(text) for text in script.seen if text.startswith("{")]
+        tags = [obj["tag"] for obj in answers if "tag" in obj]
+        assert tags == [1, 2, 3, 4, 5], answers
+        assert not [obj for obj in answers if obj.get("type") == "error"], answers
+    else:
+        sync(script)
+        assert not [text for text in script.seen if text.startswith("!!!")], script.seen
+        welcome = [text for text in script.seen if text.startswith("*** You are alice.")]
+        assert welcome and script.seen.index(welcome[0]) < script.seen.index(
+            "*** now talking in #dev"
+        ), script.seen
+    for client in (bob, script):
+        client.close()
+
+
 def test_a_join_from_one_connection_shows_the_room_on_both_once(
     make_server: Callable[..., ServerProcess],
 ) -> None:
