@@ -292,7 +292,7 @@ class Run:
             probes.append(("postgresql", self.postgres, tree_cpu_seconds))
         spies = self._spy(scenario)
         before = [read(p) for _, p, read in probes]
-        commands = redis_calls(self.redis.port) if self.redis is not None else {}
+        commands = redis_calls(self.redis) if self.redis is not None else {}
         started = time.monotonic()
         if scenario == "paced":
             delivered = drain(receivers, 300, senders, watch=watch)
@@ -310,7 +310,7 @@ class Run:
             # Entries written (an XADD per node it goes to, or a script call) and read (one
             # XREAD reply each, however many entries it holds) per 1000 messages: how well
             # the nodes gather a turn's messages.
-            after_commands = redis_calls(self.redis.port)
+            after_commands = redis_calls(self.redis)
             counts = {
                 name: after_commands.get(name, 0) - commands.get(name, 0)
                 for name in ("xadd", "evalsha", "xread")
@@ -377,20 +377,10 @@ class Run:
         return spies
 
 
-def redis_calls(port: int) -> dict[str, int]:
+def redis_calls(redis: RedisServer) -> dict[str, int]:
     """How many times Redis ran each command so far (INFO commandstats)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(b"*2\r\n$4\r\nINFO\r\n$12\r\ncommandstats\r\n")
-        data = b""
-        while b"\r\n" not in data or len(data) < data.index(b"\r\n") + 2 + int(
-            data[1 : data.index(b"\r\n")]
-        ):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
     calls = {}
-    for line in data.decode().splitlines():
+    for line in redis.command("INFO", "commandstats").splitlines():
         if line.startswith("cmdstat_"):
             name, _, stats = line[len("cmdstat_") :].partition(":")
             calls[name] = int(stats.split(",")[0].split("=")[1])

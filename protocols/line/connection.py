@@ -26,7 +26,17 @@ from chatserver.core.interfaces import IChatClient
 from chatserver.core.names import casefold
 from protocols import connlog
 from protocols.line import commands
-from protocols.line.framing import DO, DONT, IAC, TOO_LONG, WILL, WONT, LineFramer, Negotiations
+from protocols.line.framing import (
+    DO,
+    DONT,
+    IAC,
+    TOO_LONG,
+    WILL,
+    WONT,
+    LineFramer,
+    Negotiations,
+    as_input,
+)
 from protocols.line.render import (
     ERROR,
     EVENT,
@@ -288,12 +298,8 @@ class LineConnection(Protocol):
     def held_input(self) -> bytes:
         """What was received and not handled yet: the lines waiting for a command to be
         done (as they came: a byte 0xFF doubled, as telnet has it), then a partial line."""
-        waiting = b"".join(
-            item.replace(b"\xff", b"\xff\xff") + b"\n"
-            for item in self._waiting or ()
-            if isinstance(item, bytes)
-        )
-        return waiting + self._framer.held()
+        lines = [item for item in self._waiting or () if isinstance(item, bytes)]
+        return as_input(lines) + self._framer.held()
 
     def quiesce(self, account: str) -> None:
         """The client is handed off to the node of ``account``'s user

@@ -15,6 +15,7 @@ are dropped from them (telnet's CR NUL for a bare carriage return).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from protocols.transport.framing import TOO_LONG, LineSplitter, TooLong
@@ -38,6 +39,7 @@ __all__ = [
     "LineFramer",
     "Negotiation",
     "Negotiations",
+    "as_input",
 ]
 
 # One token at the start of what is left.  Every byte sequence starts with one of these (a
@@ -190,3 +192,10 @@ class LineFramer:
         """What was received and not made an item yet: the partial line, then the start of
         a telnet command cut by the end of the last read."""
         return self._lines.held() + self._tail
+
+
+def as_input(lines: Iterable[bytes]) -> bytes:
+    """The input that a framer reads back as ``lines`` (lines it made: no CR, LF or NUL),
+    with a 0xFF byte doubled as telnet has it: lines read and not yet handled, passed to
+    another node's framer with the client (see LineConnection.held_input)."""
+    return b"".join(line.replace(b"\xff", b"\xff\xff") + b"\n" for line in lines)

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chatserver.config import LineConfig
-from protocols.line.framing import DO, TOO_LONG, WILL, Item, LineFramer, Negotiations
+from protocols.line.framing import DO, TOO_LONG, WILL, Item, LineFramer, Negotiations, as_input
 from tests.line.harness import World
 
 
@@ -124,3 +124,18 @@ def test_text_lines_arrive_intact(
     for piece in chunked(stream, cuts):
         sender.raw(piece)
     assert reader.lines() == [f"[#dev] <alice> {text}" for text, _end in lines]
+
+
+# Lines as a framer makes them: no LF ends them early, and CR and NUL were dropped.
+made_lines = st.lists(
+    st.binary(max_size=60).map(
+        lambda b: b.replace(b"\n", b"").replace(b"\r", b"").replace(b"\x00", b"")
+    ),
+    max_size=8,
+)
+
+
+@given(made_lines)
+def test_lines_passed_on_as_input_are_read_back_the_same(lines: list[bytes]) -> None:
+    # A line with 0xFF bytes (IAC for telnet) must not turn into telnet commands.
+    assert LineFramer(1024).feed(as_input(lines)) == lines

@@ -81,7 +81,8 @@ class RedisServer:
         return self
 
     def command(self, *args: str) -> str:
-        """One command in RESP; the first line of the reply ('' when Redis does not answer)."""
+        """One command in RESP; the first line of the reply, or a bulk string's whole value
+        ('' when Redis does not answer)."""
         request = f"*{len(args)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
@@ -93,13 +94,15 @@ class RedisServer:
                         break
                     data += chunk
                 if data.startswith(b"$") and not data.startswith(b"$-1"):
-                    # A bulk string: its value is on the next line.
-                    while data.count(b"\r\n") < 2:
+                    # A bulk string: its length, then its value (INFO's holds many lines).
+                    start = data.index(b"\r\n") + 2
+                    end = start + int(data[1 : start - 2])
+                    while len(data) < end:
                         chunk = sock.recv(65536)
                         if not chunk:
                             break
                         data += chunk
-                    return data.split(b"\r\n")[1].decode()
+                    return data[start:end].decode()
                 return data.split(b"\r\n")[0].decode()
         except OSError:
             return ""
