@@ -185,7 +185,6 @@ class _Outgoing:
     # A run of messages instead: each node's share, in order; one entry per node is made of
     # it when it is sent.
     by_node: dict[str, list[ops.Item]] | None = None
-    count: int = 0
     # Senders whose output waits for Redis to take this entry and those before it.
     holds: list[Any] | None = None
 
@@ -230,6 +229,10 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         self._seq = itertools.count(1)
         self._pending: deque[_Outgoing] = deque()
         self._inflight: dict[int, _Outgoing] = {}
+        # Local users' room messages said since the last entry was made, in order, and the
+        # nodes each goes to (see publish_message and _seal).
+        self._unsealed: list[ops.Item] = []
+        self._unsealed_to: list[tuple[str, ...]] = []
         self._flush_scheduled = False
         # When the last publish went (see _schedule).
         self._last_pump = 0.0
@@ -492,6 +495,8 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         release: str | None = None,
         targets: str = "*",
     ) -> None:
+        # After the messages said before it.
+        self._seal()
         pending = self._pending
         last = pending[-1] if pending else None
         if (
@@ -514,28 +519,15 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         self._schedule()
 
     def publish_message(self, msg: Message, nodes: tuple[str, ...]) -> None:
-        """Messages in a row are gathered by the node they go to: whichever rooms (and so
-        sets of nodes) they are for, each node gets one entry for the run, holding its
-        messages in the order they were said (encoded when the entry is packed: see
-        ops.pack)."""
+        """A local user's message, for ``nodes``: kept as it is with the turn's others until
+        they are made into entries (``_seal``).  It runs once per message said, so it only
+        appends."""
         if self._stopping:
             return
-        pending = self._pending
-        last = pending[-1] if pending else None
-        if last is None or last.by_node is None or last.count >= ENTRY_OPS:
-            last = _Outgoing([], by_node={})
-            pending.append(last)
+        self._unsealed.append(msg)
+        self._unsealed_to.append(nodes)
         if not self._flush_scheduled:
             self._schedule()
-        last.count += 1
-        by_node = last.by_node
-        assert by_node is not None
-        for node in nodes:
-            share = by_node.get(node)
-            if share is None:
-                by_node[node] = [msg]
-            else:
-                share.append(msg)
         # Its sender is answered once Redis has taken it (see _pump).  A turn's messages
         # come sender by sender: its last one's sender is held already.
         origin = msg.origin
@@ -545,6 +537,42 @@ class ClusterNode(Sharing, AccountLeases, Relays):
             if id(origin) not in holding:
                 holding[id(origin)] = origin
                 origin.hold_output()
+
+    def _seal(self) -> None:
+        """The messages said since the last entry (publish_message) as entries, after what
+        was published before them: messages in a row are gathered by the node they go to
+        (whichever rooms, and so sets of nodes, they are for), each node getting one entry
+        per ``ENTRY_OPS`` of them, in the order they were said (encoded when the entry is
+        packed: see ops.pack)."""
+        waiting = self._unsealed
+        if not waiting:
+            return
+        to = self._unsealed_to
+        self._unsealed = []
+        self._unsealed_to = []
+        pending = self._pending
+        for start in range(0, len(waiting), ENTRY_OPS):
+            if len(waiting) > ENTRY_OPS:
+                msgs = waiting[start : start + ENTRY_OPS]
+                nodes = to[start : start + ENTRY_OPS]
+            else:
+                msgs, nodes = waiting, to
+            first = nodes[0]
+            by_node: dict[str, list[ops.Item]]
+            if nodes.count(first) == len(nodes):
+                # Every message to the same nodes (with two nodes, always): one list for all
+                # of them (entries only read it).
+                by_node = dict.fromkeys(first, msgs)
+            else:
+                by_node = {}
+                for msg, targets in zip(msgs, nodes, strict=True):
+                    for node in targets:
+                        share = by_node.get(node)
+                        if share is None:
+                            by_node[node] = [msg]
+                        else:
+                            share.append(msg)
+            pending.append(_Outgoing([], by_node=by_node))
 
     def _schedule(self) -> None:
         if not self._flush_scheduled:
@@ -563,6 +591,7 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         self._held_last = None
         if holds:
             self._holding = {}
+        self._seal()
         proto = self._commands.proto
         if proto is None or not self.up or not self._pending:
             # Redis is away: what is said meanwhile reaches the others once it is back, and
