@@ -83,6 +83,8 @@ SCENARIOS = ("fanout", "rooms", "many", "local", "paced", "all")
 # paced and all: messages of a sender not yet seen (by its watcher, or by itself), at most.
 WINDOW = 4
 ALL_PER_CLIENT = 100
+# --interleave: each turn of a configuration sends this fraction of the scenario's messages.
+SLICE = 4
 TICK = os.sysconf("SC_CLK_TCK")
 # After the last delivery, the history is written (a flush interval, 1 s by default, then
 # its write): the run ends once the history writers and PostgreSQL have spent no CPU for
@@ -229,6 +231,50 @@ class Run:
 
     def measure(self, scenario: str) -> tuple[dict[str, float], float]:
         """Connect the users (spread over the servers one by one), send, and measure."""
+        receivers, senders, watch, echoing = self.connect_clients(scenario)
+        # Every join has reached every node, and the servers are idle again.
+        time.sleep(3.0)
+        probes = self.probes()
+        spies = self._spy(scenario)
+        before = [read(p) for _, p, read in probes]
+        commands = redis_calls(self.redis) if self.redis is not None else {}
+        started = time.monotonic()
+        if scenario == "paced":
+            delivered = drain(receivers, 300, senders, watch=watch)
+        elif scenario == "all":
+            delivered = drain(receivers, 300, senders, echoing=echoing)
+        else:
+            for sock, target, count in senders:
+                sock.sendall(lines(target, 0, count))
+            delivered = drain(receivers, timeout=300)
+        elapsed = time.monotonic() - started
+        # What is stored after the last delivery (the history writer's or PostgreSQL's
+        # writes, one flush interval later) belongs to the run.
+        after = settle(probes)
+        return self._report(
+            scenario,
+            receivers,
+            senders,
+            probes,
+            before,
+            after,
+            commands,
+            spies,
+            delivered,
+            elapsed,
+        )
+
+    def connect_clients(
+        self, scenario: str
+    ) -> tuple[
+        dict[socket.socket, int],
+        list[tuple[socket.socket, str, int]],
+        dict[socket.socket, socket.socket],
+        dict[socket.socket, bytes],
+    ]:
+        """The scenario's users, connected and in their rooms: the receivers (each with the
+        count of messages it expects), the senders (each with its room and count), the
+        watchers of paced senders and the echoing senders of ``all`` (see ``drain``)."""
         servers = self.servers
         spread = len(servers)
         node = iter(servers * 100_000)
@@ -276,12 +322,13 @@ class Run:
                     if member == 0:
                         # paced: the sender's watcher, on the other node in two nodes.
                         watch[sock] = sender
-        # Every join has reached every node, and the servers are idle again.
-        time.sleep(3.0)
-        # (name, pid, how its CPU is read): a server's own process, its children (the SQLite
-        # history writer, which does its work in another process), Redis, PostgreSQL.
+        return receivers, senders, watch, echoing
+
+    def probes(self) -> list[tuple[str, int, Callable[[int], float]]]:
+        """(name, pid, how its CPU is read): a server's own process, its children (the
+        SQLite history writer, which does its work in another process), Redis, PostgreSQL."""
         probes: list[tuple[str, int, Callable[[int], float]]] = []
-        for i, s in enumerate(servers):
+        for i, s in enumerate(self.servers):
             if s.proc is not None:
                 name = f"node {i}" if self.redis else "server"
                 probes.append((name, s.proc.pid, cpu_seconds))
@@ -290,22 +337,23 @@ class Run:
             probes.append(("redis", self.redis.proc.pid, cpu_seconds))
         if self.postgres is not None:
             probes.append(("postgresql", self.postgres, tree_cpu_seconds))
-        spies = self._spy(scenario)
-        before = [read(p) for _, p, read in probes]
-        commands = redis_calls(self.redis) if self.redis is not None else {}
-        started = time.monotonic()
-        if scenario == "paced":
-            delivered = drain(receivers, 300, senders, watch=watch)
-        elif scenario == "all":
-            delivered = drain(receivers, 300, senders, echoing=echoing)
-        else:
-            for sock, target, count in senders:
-                sock.sendall(lines(target, 0, count))
-            delivered = drain(receivers, timeout=300)
-        elapsed = time.monotonic() - started
-        # What is stored after the last delivery (the history writer's or PostgreSQL's
-        # writes, one flush interval later) belongs to the run.
-        after = settle(probes)
+        return probes
+
+    def _report(
+        self,
+        scenario: str,
+        receivers: dict[socket.socket, int],
+        senders: list[tuple[socket.socket, str, int]],
+        probes: list[tuple[str, int, Callable[[int], float]]],
+        before: list[float],
+        after: list[float],
+        commands: dict[str, int],
+        spies: list[subprocess.Popen[bytes]],
+        delivered: int,
+        elapsed: float,
+    ) -> tuple[dict[str, float], float]:
+        """Print the run's CPU per message (and Redis's calls), close its clients; the CPU
+        per message by probe, and the messages per second."""
         if self.redis is not None:
             # Entries written (an XADD per node it goes to, or a script call) and read (one
             # XREAD reply each, however many entries it holds) per 1000 messages: how well
@@ -377,6 +425,96 @@ class Run:
         return spies
 
 
+def interleaved(
+    scenario: str,
+    slices: int,
+    storage: Callable[[], dict[str, dict[str, str]]],
+    pg_pid: int | None,
+    base: Path,
+    profile: Path | None = None,
+) -> float:
+    """One process and two nodes side by side, all on core 0, the scenario's load sent to
+    them in turns (``slices`` each, a ``SLICE`` of its messages at a time, which goes first
+    alternating): the CPU per message of each over the whole run; returns the derived ratio.
+
+    The host's speed drifts over seconds (the same work takes up to 1.7 times as long from
+    one minute to the next on a shared virtual machine); measured in turns a second or so
+    apart, both configurations see the same drift, where runs one after the other do not."""
+    if scenario in ("paced", "all"):
+        raise SystemExit(f"--interleave: {scenario} is paced by its receivers; not supported")
+    single = ServerProcess(base / "one", protocols=("irc",), overrides={**OVERRIDES, **storage()})
+    redis = RedisServer().start()
+    shared = storage()
+    nodes = [
+        ServerProcess(
+            base / f"n{i}",
+            protocols=("irc",),
+            overrides={**OVERRIDES, **shared, "cluster": {"redis": redis.url, "node": f"n{i}"}},
+        )
+        for i in range(2)
+    ]
+    try:
+        for server in (single, *nodes):
+            server.start()
+            pin(server, 0)
+        runs = [
+            Run([single], None, pg_pid, profile, "1 process"),
+            Run(nodes, redis, pg_pid, profile, "2 nodes"),
+        ]
+        loads = [run.connect_clients(scenario) for run in runs]
+        # Every join has reached every node, and the servers are idle again.
+        time.sleep(3.0)
+        probes = [run.probes() for run in runs]
+        spies = [spy for run in runs for spy in run._spy(scenario)]
+        before = [[read(p) for _, p, read in each] for each in probes]
+        sent = [0, 0]
+        expected = [0, 0]
+        delivered = [0, 0]
+        for k in range(slices):
+            for i in (0, 1) if k % 2 == 0 else (1, 0):
+                receivers, senders, _, _ = loads[i]
+                for sock, target, count in senders:
+                    n = count // SLICE
+                    sock.sendall(lines(target, k * n, (k + 1) * n))
+                    sent[i] += n
+                wanted = {sock: count // SLICE for sock, count in receivers.items()}
+                expected[i] += sum(wanted.values())
+                delivered[i] += drain(wanted, timeout=300)
+        after = [settle(each) for each in probes]
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
+        totals = []
+        for i, run in enumerate(runs):
+            costs = {
+                name: (a - b) * 1e6 / sent[i]
+                for (name, _, _), a, b in zip(probes[i], after[i], before[i], strict=True)
+            }
+            shown = ", ".join(f"{n} {c:.1f}" for n, c in costs.items())
+            print(
+                f"{scenario:7} {run.label}, interleaved: {sent[i]} messages, delivered"
+                f" {delivered[i]}/{expected[i]}; CPU µs per message: {shown}",
+                flush=True,
+            )
+            if delivered[i] != expected[i]:
+                print(f"{scenario}: LOST {expected[i] - delivered[i]} deliveries", flush=True)
+            totals.append(sum(c for n, c in costs.items() if n != "postgresql"))
+        for receivers, senders, _, _ in loads:
+            for sock in list(receivers) + [s for s, _, _ in senders]:
+                sock.close()
+        ratio = 2 * totals[0] / totals[1]
+        print(
+            f"{scenario:7} two nodes / one process, interleaved: derived from CPU on two"
+            f" free cores {ratio:.2f}x",
+            flush=True,
+        )
+        return ratio
+    finally:
+        for server in (single, *nodes):
+            server.kill()
+        redis.destroy()
+
+
 def redis_calls(redis: RedisServer) -> dict[str, int]:
     """How many times Redis ran each command so far (INFO commandstats)."""
     calls = {}
@@ -423,6 +561,13 @@ def main() -> None:
     )
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--profile", type=Path, help="py-spy records into this directory")
+    parser.add_argument(
+        "--interleave",
+        type=int,
+        metavar="TURNS",
+        help="one process and two nodes side by side on core 0, TURNS turns each (see"
+        " interleaved())",
+    )
     args = parser.parse_args()
     if args.one_core:
         # Before anything starts: Redis, PostgreSQL and the servers inherit it (the servers
@@ -448,6 +593,18 @@ def main() -> None:
                     return {"storage": {"backend": "postgresql", "dsn": dsn}}
 
                 pg_pid = postgres.proc.pid if postgres and postgres.proc else None
+                if args.interleave:
+                    ratios.setdefault(scenario, []).append(
+                        interleaved(
+                            scenario,
+                            args.interleave,
+                            storage,
+                            pg_pid,
+                            base / str(runs),
+                            args.profile,
+                        )
+                    )
+                    continue
                 single = ServerProcess(
                     base / f"{runs}-one", protocols=("irc",), overrides={**OVERRIDES, **storage()}
                 )
