@@ -440,8 +440,6 @@ def interleaved(
     The host's speed drifts over seconds (the same work takes up to 1.7 times as long from
     one minute to the next on a shared virtual machine); measured in turns a second or so
     apart, both configurations see the same drift, where runs one after the other do not."""
-    if scenario in ("paced", "all"):
-        raise SystemExit(f"--interleave: {scenario} is paced by its receivers; not supported")
     single = ServerProcess(base / "one", protocols=("irc",), overrides={**OVERRIDES, **storage()})
     redis = RedisServer().start()
     shared = storage()
@@ -472,14 +470,19 @@ def interleaved(
         delivered = [0, 0]
         for k in range(slices):
             for i in (0, 1) if k % 2 == 0 else (1, 0):
-                receivers, senders, _, _ = loads[i]
-                for sock, target, count in senders:
-                    n = count // SLICE
-                    sock.sendall(lines(target, k * n, (k + 1) * n))
-                    sent[i] += n
+                receivers, senders, watch, echoing = loads[i]
                 wanted = {sock: count // SLICE for sock, count in receivers.items()}
                 expected[i] += sum(wanted.values())
-                delivered[i] += drain(wanted, timeout=300)
+                part = [(sock, target, count // SLICE) for sock, target, count in senders]
+                sent[i] += sum(count for _, _, count in part)
+                if scenario == "paced":
+                    delivered[i] += drain(wanted, 300, part, watch=watch)
+                elif scenario == "all":
+                    delivered[i] += drain(wanted, 300, part, echoing=echoing)
+                else:
+                    for sock, target, count in part:
+                        sock.sendall(lines(target, k * count, (k + 1) * count))
+                    delivered[i] += drain(wanted, timeout=300)
         after = [settle(each) for each in probes]
         for spy in spies:
             spy.send_signal(signal.SIGINT)
@@ -489,6 +492,7 @@ def interleaved(
             costs = {
                 name: (a - b) * 1e6 / sent[i]
                 for (name, _, _), a, b in zip(probes[i], after[i], before[i], strict=True)
+                if name != "postgresql"
             }
             shown = ", ".join(f"{n} {c:.1f}" for n, c in costs.items())
             print(
@@ -498,10 +502,16 @@ def interleaved(
             )
             if delivered[i] != expected[i]:
                 print(f"{scenario}: LOST {expected[i] - delivered[i]} deliveries", flush=True)
-            totals.append(sum(c for n, c in costs.items() if n != "postgresql"))
+            totals.append(sum(costs.values()))
         for receivers, senders, _, _ in loads:
             for sock in list(receivers) + [s for s, _, _ in senders]:
                 sock.close()
+        if pg_pid is not None:
+            # One PostgreSQL serves both: its CPU from the first reading to the last, per
+            # message of either.
+            pg = [n for n, _, _ in probes[0]].index("postgresql")
+            used = after[1][pg] - before[0][pg]
+            print(f"{scenario:7} postgresql, both: {used * 1e6 / sum(sent):.1f} µs per message")
         ratio = 2 * totals[0] / totals[1]
         print(
             f"{scenario:7} two nodes / one process, interleaved: derived from CPU on two"
@@ -569,7 +579,7 @@ def main() -> None:
         " interleaved())",
     )
     args = parser.parse_args()
-    if args.one_core:
+    if args.one_core or args.interleave:
         # Before anything starts: Redis, PostgreSQL and the servers inherit it (the servers
         # are moved to core 0 once started; their history writers stay here).
         os.sched_setaffinity(0, {1})
