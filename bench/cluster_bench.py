@@ -42,6 +42,11 @@ its core with the generator and PostgreSQL (several µs of work per message of t
 which inflates the nodes' figures and not the single process's.  Here the two nodes share
 a core with each other instead (their switches cost them, not the single process), so the
 derived ratio errs on the cluster's side of the truth, not the other way.
+``--interleave TURNS`` starts the single process and both nodes together (all on core 0,
+the rest on core 1) and sends the scenario's load to each in turn, a quarter of its messages
+at a time, TURNS times each, alternating which goes first: the host's speed drifts over
+seconds on a shared virtual machine, and runs one after the other caught different speeds
+(single runs of ``many`` gave 1.3-2.4x); in turns a second or so apart both see the same.
 ``--profile DIR`` records each server with py-spy (not a project dependency:
 ``pip install py-spy``) during the sends (``DIR/<run>.txt``, folded stacks).  Usage: ``.venv/bin/python bench/cluster_bench.py [--only many]``.
 """
