@@ -430,6 +430,20 @@ class Run:
         return spies
 
 
+def two_nodes(
+    base: Path, redis: RedisServer, storage: dict[str, dict[str, str]]
+) -> list[ServerProcess]:
+    """Two cluster nodes, ``n0`` and ``n1``, on ``redis`` (not started yet)."""
+    return [
+        ServerProcess(
+            Path(f"{base}{i}"),
+            protocols=("irc",),
+            overrides={**OVERRIDES, **storage, "cluster": {"redis": redis.url, "node": f"n{i}"}},
+        )
+        for i in range(2)
+    ]
+
+
 def interleaved(
     scenario: str,
     slices: int,
@@ -448,14 +462,7 @@ def interleaved(
     single = ServerProcess(base / "one", protocols=("irc",), overrides={**OVERRIDES, **storage()})
     redis = RedisServer().start()
     shared = storage()
-    nodes = [
-        ServerProcess(
-            base / f"n{i}",
-            protocols=("irc",),
-            overrides={**OVERRIDES, **shared, "cluster": {"redis": redis.url, "node": f"n{i}"}},
-        )
-        for i in range(2)
-    ]
+    nodes = two_nodes(base / "n", redis, shared)
     try:
         for server in (single, *nodes):
             server.start()
@@ -634,18 +641,7 @@ def main() -> None:
                     single.kill()
                 redis = RedisServer().start()
                 shared = storage()
-                nodes = [
-                    ServerProcess(
-                        base / f"{runs}-n{i}",
-                        protocols=("irc",),
-                        overrides={
-                            **OVERRIDES,
-                            **shared,
-                            "cluster": {"redis": redis.url, "node": f"n{i}"},
-                        },
-                    )
-                    for i in range(2)
-                ]
+                nodes = two_nodes(base / f"{runs}-n", redis, shared)
                 try:
                     for i, n in enumerate(nodes):
                         n.start()
