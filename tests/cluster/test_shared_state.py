@@ -64,6 +64,23 @@ def names(client: LineClient, nick: str, room: str) -> list[str]:
     return sorted(n for text in found for n in text.rsplit(":", 1)[1].split())
 
 
+def irc_alice_and_bob_in_dev(
+    a: ServerProcess,
+    b: ServerProcess,
+    connect: Callable[[ServerProcess, str], LineClient] = irc,
+) -> tuple[LineClient, LineClient]:
+    """IRC users alice on ``a`` (the operator of #dev: she makes it) and bob on ``b``, each
+    made by ``connect``, both in #dev, alice having seen bob join."""
+    alice = connect(a, "alice")
+    alice.send("JOIN #dev")
+    alice.expect(" 366 alice #dev ")
+    bob = connect(b, "bob")
+    eventually(lambda: names(bob, "bob", "dev") == ["@alice"], 10, "node b knows #dev")
+    bob.send("JOIN #dev")
+    alice.expect(lambda text: ":bob!" in text and " JOIN #dev" in text)
+    return alice, bob
+
+
 def topic(client: LineClient, nick: str, room: str) -> tuple[str, str]:
     """(the topic, its setter and time) as TOPIC answers."""
     client.send(f"TOPIC #{room}")
@@ -101,13 +118,7 @@ def irc_tags(server: ServerProcess, nick: str) -> LineClient:
 def test_room_modes_lists_topic_and_status_agree_on_both_nodes(make_node: Node) -> None:
     a = make_node("a")
     b = make_node("b")
-    alice = irc_tags(a, "alice")
-    alice.send("JOIN #dev")
-    alice.expect(" 366 alice #dev ")
-    bob = irc_tags(b, "bob")
-    eventually(lambda: names(bob, "bob", "dev") == ["@alice"], 10, "node b knows #dev")
-    bob.send("JOIN #dev")
-    alice.expect(lambda text: ":bob!" in text and " JOIN #dev" in text)
+    alice, bob = irc_alice_and_bob_in_dev(a, b, irc_tags)
 
     # Flags, key and limit set on node a: node b shows the change and holds the same modes.
     alice.send("MODE #dev +mslk 10 secret")
@@ -185,13 +196,7 @@ def test_a_node_that_starts_later_gets_each_rooms_current_state(make_node: Node)
 def test_changes_made_at_once_on_two_nodes_end_the_same_on_both(make_node: Node) -> None:
     a = make_node("a", overrides=UNTHROTTLED)
     b = make_node("b", overrides=UNTHROTTLED)
-    alice = irc(a, "alice")
-    alice.send("JOIN #dev")
-    alice.expect(" 366 alice #dev ")
-    bob = irc(b, "bob")
-    eventually(lambda: names(bob, "bob", "dev") == ["@alice"], 10, "node b knows #dev")
-    bob.send("JOIN #dev")
-    alice.expect(lambda text: ":bob!" in text and " JOIN #dev" in text)
+    alice, bob = irc_alice_and_bob_in_dev(a, b)
     alice.send("MODE #dev +o bob")
     bob.expect(" MODE #dev +o bob")
     # Each node's op changes the same modes the other way, without waiting for the other.
@@ -467,13 +472,7 @@ def test_room_events_are_stored_once_by_the_users_own_node(
     shared = {"storage": {"backend": "postgresql", "dsn": dsn}}
     a = make_node("a", overrides=shared)
     b = make_node("b", overrides=shared)
-    alice = irc(a, "alice")
-    alice.send("JOIN #dev")
-    alice.expect(" 366 alice #dev ")
-    bob = irc(b, "bob")
-    eventually(lambda: names(bob, "bob", "dev") == ["@alice"], 10, "node b knows #dev")
-    bob.send("JOIN #dev")
-    alice.expect(lambda text: ":bob!" in text and " JOIN #dev" in text)
+    alice, bob = irc_alice_and_bob_in_dev(a, b)
     alice.send("TOPIC #dev :once")
     bob.expect(" TOPIC #dev :once")
     bob.send("NICK robert")
@@ -885,3 +884,33 @@ def test_a_join_at_once_with_a_mode_that_refuses_it_ends_the_same_on_both(
     raced = sum(join_as_it_closes(alice, bob, f"closing{i}") for i in range(20))
     # Node b let the join in before it heard of the mode (its node decides), in most rounds.
     assert raced, "no join came before the mode"
+
+
+def test_messages_and_the_mode_changes_behind_them_in_one_write_keep_their_order(
+    make_node: Node,
+) -> None:
+    """An operator writes, in one go, messages, then ``+m`` and its own ``-o``, then one more
+    message.  The other node applies them in that order: its member gets the messages (the
+    room was not moderated yet when they were said), then the modes, and not the last
+    message, which the sender's own node refused."""
+    # No flood control: the whole write is handled in one go.
+    a = make_node("a", overrides=UNTHROTTLED)
+    b = make_node("b", overrides=UNTHROTTLED)
+    alice, bob = irc_alice_and_bob_in_dev(a, b)
+    lines = [f"PRIVMSG #dev :before {i}" for i in range(20)]
+    lines += ["MODE #dev +m", "MODE #dev -o alice", "PRIVMSG #dev :after"]
+    alice.sock.sendall("".join(f"{text}\r\n" for text in lines).encode())
+    # The last message is refused where it is said: alice is neither operator nor voiced.
+    assert "#dev" in alice.expect(lambda text: " 404 alice " in text)
+    seen = []
+    while len(seen) < 22:
+        text = bob.read_line(10.0)
+        if text.startswith(":alice!") and (" PRIVMSG " in text or " MODE " in text):
+            seen.append(text.split(" ", 1)[1])
+    assert seen == [f"PRIVMSG #dev :before {i}" for i in range(20)] + [
+        "MODE #dev +m",
+        "MODE #dev -o alice",
+    ]
+    with pytest.raises(TimeoutError):
+        while True:
+            assert "after" not in bob.read_line(1.0)
