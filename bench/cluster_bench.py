@@ -217,6 +217,26 @@ def drain(
     return sum(got.values())
 
 
+def send(
+    scenario: str,
+    receivers: dict[socket.socket, int],
+    senders: list[tuple[socket.socket, str, int]],
+    watch: dict[socket.socket, socket.socket],
+    echoing: dict[socket.socket, bytes],
+    turn: int = 0,
+) -> int:
+    """Send the senders' messages as the scenario does (paced by a watcher, by the echoes,
+    or all at once: the ``turn``-th ``count`` of each sender's numbered lines) and read
+    until the receivers have theirs; the total read."""
+    if scenario == "paced":
+        return drain(receivers, 300, senders, watch=watch)
+    if scenario == "all":
+        return drain(receivers, 300, senders, echoing=echoing)
+    for sock, target, count in senders:
+        sock.sendall(lines(target, turn * count, (turn + 1) * count))
+    return drain(receivers, timeout=300)
+
+
 class Run:
     """One measured run: its servers, Redis and PostgreSQL (either may be None)."""
 
@@ -244,14 +264,7 @@ class Run:
         before = [read(p) for _, p, read in probes]
         commands = redis_calls(self.redis) if self.redis is not None else {}
         started = time.monotonic()
-        if scenario == "paced":
-            delivered = drain(receivers, 300, senders, watch=watch)
-        elif scenario == "all":
-            delivered = drain(receivers, 300, senders, echoing=echoing)
-        else:
-            for sock, target, count in senders:
-                sock.sendall(lines(target, 0, count))
-            delivered = drain(receivers, timeout=300)
+        delivered = send(scenario, receivers, senders, watch, echoing)
         elapsed = time.monotonic() - started
         # What is stored after the last delivery (the history writer's or PostgreSQL's
         # writes, one flush interval later) belongs to the run.
@@ -487,14 +500,7 @@ def interleaved(
                 expected[i] += sum(wanted.values())
                 part = [(sock, target, count // SLICE) for sock, target, count in senders]
                 sent[i] += sum(count for _, _, count in part)
-                if scenario == "paced":
-                    delivered[i] += drain(wanted, 300, part, watch=watch)
-                elif scenario == "all":
-                    delivered[i] += drain(wanted, 300, part, echoing=echoing)
-                else:
-                    for sock, target, count in part:
-                        sock.sendall(lines(target, k * count, (k + 1) * count))
-                    delivered[i] += drain(wanted, timeout=300)
+                delivered[i] += send(scenario, wanted, part, watch, echoing, k)
         after = [settle(each) for each in probes]
         for spy in spies:
             spy.send_signal(signal.SIGINT)
