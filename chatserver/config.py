@@ -355,6 +355,11 @@ class ClusterConfig:
     # waits and goes in the next one.  The first after a quieter spell goes at once.  0:
     # every reactor turn publishes its own (lowest latency, most CPU at a moderate load).
     publish_interval: float = _key(0.002, _Number(0, 1))
+    # Bytes of entries each node's stream in Redis keeps, about: how far back a node that
+    # lost Redis for a while can catch up (one that missed more asks every node for its
+    # state).  Busy nodes' entries are tens of kB each: without a bound in bytes they would
+    # fill Redis's memory.
+    stream_bytes: int = _key(128 << 20, _Int(1 << 16, 1 << 40))
 
 
 @dataclass(frozen=True, slots=True)

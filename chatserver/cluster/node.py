@@ -135,9 +135,16 @@ for i, key in ipairs(KEYS) do
 end
 return lost
 """
-# Entries kept in the stream (about): what a node that lost Redis for a while can catch up
-# on by id; one that missed more asks every node for its state instead.
+# Entries kept in a node's stream, at most (about): what a node that lost Redis for a while
+# can catch up on by id; one that missed more asks every node for its state instead.
 STREAM_LENGTH = 200_000
+# Bytes of entries kept in a node's stream, about ([cluster] stream_bytes): a turn's entry of
+# a busy node holds hundreds of messages (tens of kB), and 200,000 of them would be gigabytes
+# of Redis's memory.  Each XADD trims the stream to as many entries of its own size as fit.
+STREAM_BYTES = 128 << 20
+# Entries kept however big they are: a reader a few entries behind (a busy node) still
+# finds what it has not read.
+STREAM_MIN_ENTRIES = 4
 READ_COUNT = 1000
 # Entries per script call: a long script holds up every other Redis client meanwhile.
 PUBLISH_BATCH = 500
@@ -204,6 +211,7 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         cloak_check: str,
         share_rendered: bool = True,
         publish_interval: float = PUBLISH_INTERVAL,
+        stream_bytes: int = STREAM_BYTES,
     ) -> None:
         self.service = service
         # A fingerprint of this node's cloak secret (ChatService.cloak_fingerprint): every
@@ -216,6 +224,7 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         # those rendered on their node (see ops.encode_run, MessageRun).
         self.share_rendered = share_rendered
         self.publish_interval = publish_interval
+        self.stream_bytes = stream_bytes
         self.name = node
         # A restarted node is a new incarnation: the others forget what the old one had.
         self.incarnation = os.urandom(6).hex()
@@ -630,6 +639,8 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         head = self._head.encode()
         answers: list[defer.Deferred[Any]] = []
         scripted: list[Any] = []
+        # The biggest of the script call's entries, which sets how far its XADDs trim.
+        scripted_bytes = 0
         for out in batch:
             if out.seq is None:
                 out.seq = next(self._seq)
@@ -637,9 +648,11 @@ class ClusterNode(Sharing, AccountLeases, Relays):
             packed = ops.pack(out.items, rendered=self.share_rendered)
             if out.claim is None and out.release is None and out.targets != "*":
                 if scripted:
-                    answers.append(self._run_publish(proto, scripted))
+                    answers.append(self._run_publish(proto, scripted, scripted_bytes))
                     scripted = []
+                    scripted_bytes = 0
                 entry = b"%s%d %s" % (head, out.seq, packed)
+                maxlen = self._stream_length(len(entry))
                 for name in out.targets.split():
                     if name != self.name:
                         answers.append(
@@ -648,7 +661,7 @@ class ClusterNode(Sharing, AccountLeases, Relays):
                                 self.stream_prefix + name,
                                 "MAXLEN",
                                 "~",
-                                STREAM_LENGTH,
+                                maxlen,
                                 "*",
                                 "e",
                                 entry,
@@ -657,12 +670,23 @@ class ClusterNode(Sharing, AccountLeases, Relays):
                         )
             else:
                 scripted += [out.seq, out.claim or "", out.release or "", out.targets, packed]
+                # The entry the script makes of it (see PUBLISH_SCRIPT).
+                size = len(head) + len(b"%d " % out.seq) + len(packed)
+                scripted_bytes = max(scripted_bytes, size)
         if scripted:
-            answers.append(self._run_publish(proto, scripted))
+            answers.append(self._run_publish(proto, scripted, scripted_bytes))
         d = defer.DeferredList(answers, consumeErrors=True)
         d.addCallback(self._batch_answered, batch)
 
-    def _run_publish(self, proto: Any, entries: list[Any]) -> defer.Deferred[Any]:
+    def _stream_length(self, entry_bytes: int) -> int:
+        """How many entries the stream an entry of ``entry_bytes`` goes to keeps after it: as
+        many of its size as ``stream_bytes`` holds (the stream's entries are of one node's
+        turns, alike in size under a steady load), between STREAM_MIN_ENTRIES and
+        STREAM_LENGTH."""
+        fit = self.stream_bytes // max(entry_bytes, 1)
+        return min(STREAM_LENGTH, max(STREAM_MIN_ENTRIES, fit))
+
+    def _run_publish(self, proto: Any, entries: list[Any], biggest: int) -> defer.Deferred[Any]:
         # No reply timeout here: a big turn may take Redis a while on a busy machine, and the
         # heartbeat (which has one) tells whether Redis is there at all.
         d: defer.Deferred[Any] = proto.execute_command(
@@ -671,7 +695,7 @@ class ClusterNode(Sharing, AccountLeases, Relays):
             0,
             self.name,
             self.node_prefix,
-            STREAM_LENGTH,
+            self._stream_length(biggest),
             self._head,
             self.stream_prefix,
             self.nodes_key,

@@ -440,6 +440,7 @@ class ChatServer(MultiService):
             reactor=self.reactor,
             share_rendered=settings.share_rendered,
             publish_interval=settings.publish_interval,
+            stream_bytes=settings.stream_bytes,
             cloak_check=self.chat.cloak_fingerprint(),
         )
         self.cluster.start()

@@ -463,6 +463,63 @@ def test_a_burst_reaches_the_other_nodes_whole_and_in_order_in_few_entries(
     assert streamed("b") - before < count // 10
 
 
+def test_a_nodes_stream_keeps_about_stream_bytes_however_much_goes_through(
+    make_server: Callable[..., ServerProcess], redis: RedisServer
+) -> None:
+    """Bursts of 15,000 room messages to another node: they all arrive, in order, and its
+    stream in Redis holds about ``[cluster] stream_bytes`` of them (1 MiB here), not all
+    of them (a stream bounded by its count of entries only kept every turn's entry)."""
+    budget = 1 << 20
+
+    def node(name: str) -> ServerProcess:
+        return make_server(
+            protocols=("irc",),
+            overrides={
+                "cluster": {"redis": redis.url, "node": name, "stream_bytes": budget},
+                "irc": {"flood_burst": 0},
+            },
+        )
+
+    a, b = node("a"), node("b")
+    sender = irc(a, "sender")
+    sender.send("JOIN #big")
+    sender.expect(" 366 sender #big ")
+    receiver = irc(b, "receiver")
+    receiver.send("JOIN #big")
+    receiver.expect(" 366 receiver #big ")
+    sender.expect(lambda text: text.startswith(":receiver!") and " JOIN " in text)
+
+    def stream_memory() -> int:
+        return int(redis.command("MEMORY", "USAGE", "chatserver:events:b", "SAMPLES", "0")[1:])
+
+    count = 15_000
+    padding = "x" * 250
+    sent = 0
+    got: list[int] = []
+    for burst in range(5):
+        # A burst per write, read back before the next: each turn's entry is a few hundred
+        # messages, and the stream is trimmed as the later ones come.
+        upto = count * (burst + 1) // 5
+        sender.sock.sendall(
+            "".join(f"PRIVMSG #big :{i} {padding}\r\n" for i in range(sent, upto)).encode()
+        )
+        sent = upto
+        deadline = time.monotonic() + 60
+        while len(got) < sent and time.monotonic() < deadline:
+            try:
+                text = receiver.read_line(1.0)
+            except TimeoutError:
+                continue
+            if " PRIVMSG #big :" in text:
+                got.append(int(text.split(" :", 1)[1].split(" ", 1)[0]))
+    assert got == list(range(count))
+    # 15,000 messages of 260 characters went through (4.8 MB of the stream's memory when
+    # it kept them all); it keeps about the budget (Redis trims whole entries, and keeps a
+    # little more than asked), and at least the last few entries.
+    used = stream_memory()
+    assert 0 < used < 2 * budget, used
+
+
 def test_several_senders_bursts_reach_another_node_each_in_order_and_kind(
     make_server: Callable[..., ServerProcess], redis: RedisServer
 ) -> None:

@@ -53,6 +53,14 @@ def test_bad_values_are_named(tmp_path: Path) -> None:
             load(tmp_path, f"[cluster]\npublish_interval = {bad}\n")
     assert load(tmp_path, "[cluster]\npublish_interval = 0\n").cluster.publish_interval == 0  # type: ignore[attr-defined]
     assert load_config(None).cluster.publish_interval == 0.002
+    for bad in ("1000", "1.5", '"128M"', "true"):
+        with pytest.raises(
+            ConfigError,
+            match=r"\[cluster\] stream_bytes: expected an integer from 65536 to 1099511627776",
+        ):
+            load(tmp_path, f"[cluster]\nstream_bytes = {bad}\n")
+    assert load(tmp_path, "[cluster]\nstream_bytes = 65536\n").cluster.stream_bytes == 65536  # type: ignore[attr-defined]
+    assert load_config(None).cluster.stream_bytes == 128 << 20
 
 
 def test_the_url_names_host_port_and_database() -> None:
