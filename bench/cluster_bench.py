@@ -47,6 +47,10 @@ the rest on core 1) and sends the scenario's load to each in turn, a quarter of 
 at a time, TURNS times each, alternating which goes first: the host's speed drifts over
 seconds on a shared virtual machine, and runs one after the other caught different speeds
 (single runs of ``many`` gave 1.3-2.4x); in turns a second or so apart both see the same.
+With ``--split`` node 1 runs on core 1 instead, beside the generator, Redis and PostgreSQL:
+each node then has a core of its own, as two nodes on a two-core machine do, where on one
+core the two nodes take turns on it and each evicts what the other had in the caches;
+node 1 shares its core with the generator instead, which errs against the cluster too.
 ``--profile DIR`` records each server with py-spy (not a project dependency:
 ``pip install py-spy``) during the sends (``DIR/<run>.txt``, folded stacks).  Usage: ``.venv/bin/python bench/cluster_bench.py [--only many]``.
 """
@@ -464,9 +468,10 @@ def interleaved(
     pg_pid: int | None,
     base: Path,
     profile: Path | None = None,
+    split: bool = False,
 ) -> float:
-    """One process and two nodes side by side, all on core 0, the scenario's load sent to
-    them in turns (``slices`` each, a ``SLICE`` of its messages at a time, which goes first
+    """One process and two nodes side by side, all on core 0 (``split``: node 1 on core 1),
+    the scenario's load sent to them in turns (``slices`` each, a ``SLICE`` of its messages at a time, which goes first
     alternating): the CPU per message of each over the whole run; returns the derived ratio.
 
     The host's speed drifts over seconds (the same work takes up to 1.7 times as long from
@@ -479,7 +484,7 @@ def interleaved(
     try:
         for server in (single, *nodes):
             server.start()
-            pin(server, 0)
+            pin(server, 1 if split and server is nodes[1] else 0)
         runs = [
             Run([single], None, pg_pid, profile, "1 process"),
             Run(nodes, redis, pg_pid, profile, "2 nodes"),
@@ -596,7 +601,14 @@ def main() -> None:
         help="one process and two nodes side by side on core 0, TURNS turns each (see"
         " interleaved())",
     )
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="with --interleave: node 1 on core 1, beside the generator, Redis and PostgreSQL",
+    )
     args = parser.parse_args()
+    if args.split and not args.interleave:
+        parser.error("--split goes with --interleave")
     if args.one_core or args.interleave:
         # Before anything starts: Redis, PostgreSQL and the servers inherit it (the servers
         # are moved to core 0 once started; their history writers stay here).
@@ -630,6 +642,7 @@ def main() -> None:
                             pg_pid,
                             base / str(runs),
                             args.profile,
+                            args.split,
                         )
                     )
                     continue
