@@ -145,6 +145,11 @@ STREAM_BYTES = 128 << 20
 # Entries kept however big they are: a reader a few entries behind (a busy node) still
 # finds what it has not read.
 STREAM_MIN_ENTRIES = 4
+# Seconds between a node's checks, between two reads of its stream, that nothing was
+# trimmed from it unread: a node stalled (paused, swapping) while the others wrote more
+# than the stream keeps would read on past the gap, and what it missed (joins, quits,
+# renames) would leave its picture of the others wrong for good.
+TRIM_CHECK_INTERVAL = 1.0
 READ_COUNT = 1000
 # Entries per script call: a long script holds up every other Redis client meanwhile.
 PUBLISH_BATCH = 500
@@ -260,6 +265,10 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         # Set once this node's claims are confirmed after a (re)connection; None while not.
         self._up_since: float | None = None
         self._last_id: str | None = None
+        # When the stream was last checked for entries trimmed unread (see _read), and how
+        # many entries it had been given up to the last one read here (None: not known).
+        self._trim_checked = 0.0
+        self._read_count: int | None = None
         # node -> {nick key -> stand-in connection}
         self._remote: dict[str, dict[str, Connection]] = {}
         # node -> (incarnation, last sequence number applied)
@@ -986,29 +995,55 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         d.addErrback(lambda f: log.failure("redis: reading the stream", f))
 
     async def _catch_up(self, proto: Any) -> None:
+        # Counted again once a check finds this node at the stream's end (Redis may have
+        # restarted, and its count with it).
+        self._read_count = None
         if self._last_id is None:
             # A new node reads from here on, and asks the others for what they hold (asked
-            # once the place is known, so that no answer comes before it).
-            last = await proto.execute_command("XREVRANGE", self.stream, "+", "-", "COUNT", "1")
-            self._last_id = last[0][0] if last else "0-0"
+            # once the place is known, so that no answer comes before it).  Where it starts
+            # and how many entries came before it, in one reply (see _check_trim).
+            try:
+                info = await proto.execute_command("XINFO", "STREAM", self.stream)
+            except txredisapi.ResponseError:
+                # No stream yet: nothing has come before.
+                info = [b"last-generated-id", b"0-0", b"entries-added", 0]
+            fields = _fields(info)
+            self._last_id = fields.get(b"last-generated-id") or "0-0"
+            added = fields.get(b"entries-added")
+            self._read_count = added if type(added) is int else None
             # Before the question, so that every answer counts.
             await self._await_states(proto)
             self._publish({"k": "sync"})
         else:
             first = await proto.execute_command("XRANGE", self.stream, "-", "+", "COUNT", "1")
             if not first or _id(first[0][0]) > _id(self._last_id):
-                # Trimmed past where this node was, or Redis lost its data: read what there
-                # is (repeats are dropped by sequence number) and ask every node's state.
-                log.warn("cluster: entries were missed; asking every node for its state")
-                # What a relayed client said may be among them: its relay cannot go on.
-                self._end_relays(None, "this server lost track of the cluster")
-                self._last_id = "0-0"
-                self._publish({"k": "sync"})
+                # Trimmed past where this node was, or Redis lost its data.
+                self._missed()
         self._read(proto)
+
+    def _missed(self) -> None:
+        """Entries of this node's stream are gone unread: read what there is (repeats are
+        dropped by sequence number) and ask every node's state."""
+        log.warn("cluster: entries were missed; asking every node for its state")
+        # What a relayed client said may be among them: its relay cannot go on.
+        self._end_relays(None, "this server lost track of the cluster")
+        self._last_id = "0-0"
+        # Counted again once a check finds this node at the stream's end: a node that
+        # stays far behind asks for every node's state once, not at every check.
+        self._read_count = None
+        self._publish({"k": "sync"})
 
     def _read(self, proto: Any) -> None:
         live: Any = self._reader.proto
         if live is not proto or self._stopping or self._last_id is None:
+            return
+        now = self.clock.seconds()
+        if now - self._trim_checked >= TRIM_CHECK_INTERVAL:
+            # On the reader's own connection, between two reads: what this node has read is
+            # exactly what it has applied.
+            self._trim_checked = now
+            check = live.execute_command("XINFO", "STREAM", self.stream)
+            check.addCallbacks(self._check_trim, self._read_on, (proto,), None, (proto,))
             return
         d = live.execute_command(
             "XREAD",
@@ -1022,10 +1057,35 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         )
         d.addCallbacks(self._got, lambda f: None, (proto,))
 
+    def _check_trim(self, info: Any, proto: Any) -> None:
+        """Entries are trimmed oldest first, so the stream's first entry is the one given
+        to it after all that were trimmed (``entries-added`` less ``length``).  If that is
+        more than this node has read, some it had not read are gone.  What it has read is
+        counted from a check that found it at the stream's last entry.  (Redis before 7
+        does not count: there only a reconnection finds a gap.)"""
+        fields = _fields(info)
+        added = fields.get(b"entries-added")
+        length = fields.get(b"length")
+        last = fields.get(b"last-generated-id")
+        if type(added) is int and type(length) is int and last and self._last_id is not None:
+            if self._read_count is None:
+                if _id(last) == _id(self._last_id):
+                    self._read_count = added
+            elif added - length > self._read_count:
+                self._missed()
+        self._read(proto)
+
+    def _read_on(self, failure: Any, proto: Any) -> None:
+        # No stream yet (nothing was written to this node), or the connection went: read on
+        # (a lost connection's reader starts again once it is back).
+        self._read(proto)
+
     def _got(self, reply: Any, proto: Any) -> None:
         if reply:
             with self.service.batch():
                 for _stream, entries in reply:
+                    if self._read_count is not None:
+                        self._read_count += len(entries)
                     for entry_id, fields in entries:
                         self._last_id = entry_id
                         try:
@@ -1421,6 +1481,11 @@ def _let_go(clients: list[Any]) -> None:
 def _seq_of(out: _Outgoing) -> int:
     assert out.seq is not None
     return out.seq
+
+
+def _fields(info: Any) -> dict[Any, Any]:
+    """XINFO STREAM's reply (names and values in turn) as a dict."""
+    return dict(zip(info[::2], info[1::2], strict=False)) if type(info) is list else {}
 
 
 def _id(entry_id: str | bytes) -> tuple[int, int]:

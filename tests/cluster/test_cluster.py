@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -518,6 +520,52 @@ def test_a_nodes_stream_keeps_about_stream_bytes_however_much_goes_through(
     # little more than asked), and at least the last few entries.
     used = stream_memory()
     assert 0 < used < 2 * budget, used
+
+
+def test_a_node_stalled_while_its_stream_was_trimmed_past_it_asks_for_every_nodes_state(
+    make_node: Node, redis: RedisServer
+) -> None:
+    """Node b is paused while node a writes more than b's stream keeps: once b runs again
+    it finds that entries were trimmed before it read them (it would otherwise read on past
+    the gap, its picture of a's users missing whatever joins and quits were in it), says
+    so, asks every node for its state, and learns of a user of a who came meanwhile."""
+    small = {"cluster": {"stream_bytes": 1 << 16}, "irc": {"flood_burst": 0}}
+    a = make_node("a", lease=10.0, protocols=("irc",), overrides=small)
+    b = make_node("b", lease=10.0, protocols=("irc",), overrides=small)
+    sender = irc(a, "sender")
+    sender.send("JOIN #big")
+    sender.expect(" 366 sender #big ")
+    receiver = irc(b, "receiver")
+    receiver.send("JOIN #big")
+    receiver.expect(" 366 receiver #big ")
+    sender.expect(lambda text: text.startswith(":receiver!") and " JOIN " in text)
+    assert b.proc is not None
+    os.kill(b.proc.pid, signal.SIGSTOP)
+    try:
+        padding = "x" * 250
+        # A user who comes while b is away: its entry is among those trimmed.
+        late = irc(a, "late")
+        late.send("JOIN #big")
+        late.expect(" 366 late #big ")
+        for burst in range(8):
+            # Each burst its own entry of about 27 kB: the stream keeps the last few.
+            sender.sock.sendall(
+                "".join(f"PRIVMSG #big :{burst}.{i} {padding}\r\n" for i in range(100)).encode()
+            )
+            time.sleep(0.2)
+        length = int(redis.command("XLEN", "chatserver:events:b").lstrip(":"))
+        assert length < 8
+    finally:
+        os.kill(b.proc.pid, signal.SIGCONT)
+    eventually(lambda: "entries were missed" in b.log(), 10, "b finds the gap")
+    # The last burst reaches b's member, and b knows the late user from a's state.
+    receiver.expect(lambda text: " PRIVMSG #big :7.99 " in text, timeout=10)
+
+    def late_known_on_b() -> bool:
+        receiver.send("NAMES #big")
+        return "late" in receiver.expect(lambda text: " 353 " in text)
+
+    eventually(late_known_on_b, 10, "late in #big on node b")
 
 
 def test_several_senders_bursts_reach_another_node_each_in_order_and_kind(
