@@ -109,6 +109,18 @@ def replayed_on_join(server: ServerProcess, nick: str, room: str) -> tuple[list[
     return [text for text in shown if text.startswith(f"[#{room}] [")], shown
 
 
+def sender_and_receiver_in_big(a: ServerProcess, b: ServerProcess) -> tuple[LineClient, LineClient]:
+    """IRC users sender (on ``a``) and receiver (on ``b``) in #big, each seeing the other."""
+    sender = irc(a, "sender")
+    sender.send("JOIN #big")
+    sender.expect(" 366 sender #big ")
+    receiver = irc(b, "receiver")
+    receiver.send("JOIN #big")
+    receiver.expect(" 366 receiver #big ")
+    sender.expect(lambda text: text.startswith(":receiver!") and " JOIN " in text)
+    return sender, receiver
+
+
 def muc_body(el: ET.Element) -> str | None:
     if local(el) != "message" or el.get("type") != "groupchat":
         return None
@@ -483,13 +495,7 @@ def test_a_nodes_stream_keeps_about_stream_bytes_however_much_goes_through(
         )
 
     a, b = node("a"), node("b")
-    sender = irc(a, "sender")
-    sender.send("JOIN #big")
-    sender.expect(" 366 sender #big ")
-    receiver = irc(b, "receiver")
-    receiver.send("JOIN #big")
-    receiver.expect(" 366 receiver #big ")
-    sender.expect(lambda text: text.startswith(":receiver!") and " JOIN " in text)
+    sender, receiver = sender_and_receiver_in_big(a, b)
 
     def stream_memory() -> int:
         return int(redis.command("MEMORY", "USAGE", "chatserver:events:b", "SAMPLES", "0")[1:])
@@ -532,13 +538,7 @@ def test_a_node_stalled_while_its_stream_was_trimmed_past_it_asks_for_every_node
     small = {"cluster": {"stream_bytes": 1 << 16}, "irc": {"flood_burst": 0}}
     a = make_node("a", lease=10.0, protocols=("irc",), overrides=small)
     b = make_node("b", lease=10.0, protocols=("irc",), overrides=small)
-    sender = irc(a, "sender")
-    sender.send("JOIN #big")
-    sender.expect(" 366 sender #big ")
-    receiver = irc(b, "receiver")
-    receiver.send("JOIN #big")
-    receiver.expect(" 366 receiver #big ")
-    sender.expect(lambda text: text.startswith(":receiver!") and " JOIN " in text)
+    sender, receiver = sender_and_receiver_in_big(a, b)
     assert b.proc is not None
     os.kill(b.proc.pid, signal.SIGSTOP)
     try:
