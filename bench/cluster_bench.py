@@ -48,9 +48,9 @@ at a time, TURNS times each, alternating which goes first: the host's speed drif
 seconds on a shared virtual machine, and runs one after the other caught different speeds
 (single runs of ``many`` gave 1.3-2.4x); in turns a second or so apart both see the same.
 With ``--split`` node 1 runs on core 1 instead, beside the generator, Redis and PostgreSQL:
-each node then has a core of its own, as two nodes on a two-core machine do, where on one
-core the two nodes take turns on it and each evicts what the other had in the caches;
-node 1 shares its core with the generator instead, which errs against the cluster too.
+each node then has a core of its own, as two nodes on a two-core machine do.  Each core's
+caches then hold half the users and rooms, which leans towards the cluster: ``local``, the
+control, reads above 2x there (bench/README.md).
 ``--profile DIR`` records each server with py-spy (not a project dependency:
 ``pip install py-spy``) during the sends (``DIR/<run>.txt``, folded stacks).  Usage: ``.venv/bin/python bench/cluster_bench.py [--only many]``.
 """
@@ -471,8 +471,9 @@ def interleaved(
     split: bool = False,
 ) -> float:
     """One process and two nodes side by side, all on core 0 (``split``: node 1 on core 1),
-    the scenario's load sent to them in turns (``slices`` each, a ``SLICE`` of its messages at a time, which goes first
-    alternating): the CPU per message of each over the whole run; returns the derived ratio.
+    the scenario's load sent to them in turns (``slices`` each, a ``SLICE`` of its messages
+    at a time, which goes first alternating): the CPU per message of each over the whole
+    run; returns the derived ratio.
 
     The host's speed drifts over seconds (the same work takes up to 1.7 times as long from
     one minute to the next on a shared virtual machine); measured in turns a second or so

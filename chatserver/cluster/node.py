@@ -1003,11 +1003,10 @@ class ClusterNode(Sharing, AccountLeases, Relays):
             # once the place is known, so that no answer comes before it).  Where it starts
             # and how many entries came before it, in one reply (see _check_trim).
             try:
-                info = await proto.execute_command("XINFO", "STREAM", self.stream)
+                fields = _fields(await proto.execute_command("XINFO", "STREAM", self.stream))
             except txredisapi.ResponseError:
                 # No stream yet: nothing has come before.
-                info = [b"last-generated-id", b"0-0", b"entries-added", 0]
-            fields = _fields(info)
+                fields = {b"last-generated-id": b"0-0", b"entries-added": 0}
             self._last_id = fields.get(b"last-generated-id") or "0-0"
             added = fields.get(b"entries-added")
             self._read_count = added if type(added) is int else None
@@ -1061,8 +1060,9 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         """Entries are trimmed oldest first, so the stream's first entry is the one given
         to it after all that were trimmed (``entries-added`` less ``length``).  If that is
         more than this node has read, some it had not read are gone.  What it has read is
-        counted from a check that found it at the stream's last entry.  (Redis before 7
-        does not count: there only a reconnection finds a gap.)"""
+        counted from where a new node started (_catch_up), or from a check that found it at
+        the stream's last entry.  (Redis before 7 does not count: there only a
+        reconnection finds a gap.)"""
         fields = _fields(info)
         added = fields.get(b"entries-added")
         length = fields.get(b"length")
