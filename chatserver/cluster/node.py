@@ -269,6 +269,11 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         # many entries it had been given up to the last one read here (None: not known).
         self._trim_checked = 0.0
         self._read_count: int | None = None
+        # Whether entries were read since the last check: a read that found nothing new
+        # means nothing was added after the last entry read (a trim keeps the newest
+        # entries), so nothing can have been trimmed unread, and an idle node does not
+        # check (a round trip a second, and Redis's reply, for nothing).
+        self._read_since_check = False
         # node -> {nick key -> stand-in connection}
         self._remote: dict[str, dict[str, Connection]] = {}
         # node -> (incarnation, last sequence number applied)
@@ -1037,10 +1042,13 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         if live is not proto or self._stopping or self._last_id is None:
             return
         now = self.clock.seconds()
-        if now - self._trim_checked >= TRIM_CHECK_INTERVAL:
+        if (
+            self._read_since_check or self._read_count is None
+        ) and now - self._trim_checked >= TRIM_CHECK_INTERVAL:
             # On the reader's own connection, between two reads: what this node has read is
-            # exactly what it has applied.
+            # exactly what it has applied.  Until it counts, a check is what starts the count.
             self._trim_checked = now
+            self._read_since_check = False
             check = live.execute_command("XINFO", "STREAM", self.stream)
             check.addCallbacks(self._check_trim, self._read_on, (proto,), None, (proto,))
             return
@@ -1082,6 +1090,7 @@ class ClusterNode(Sharing, AccountLeases, Relays):
 
     def _got(self, reply: Any, proto: Any) -> None:
         if reply:
+            self._read_since_check = True
             with self.service.batch():
                 for _stream, entries in reply:
                     if self._read_count is not None:

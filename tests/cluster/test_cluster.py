@@ -568,6 +568,33 @@ def test_a_node_stalled_while_its_stream_was_trimmed_past_it_asks_for_every_node
     eventually(late_known_on_b, 10, "late in #big on node b")
 
 
+def test_an_idle_node_checks_its_stream_only_after_reading_from_it(
+    make_node: Node, redis: RedisServer
+) -> None:
+    """The check for entries trimmed unread follows reads that found some: while nothing
+    comes, a node's reader only waits on Redis (a check a second per node was most of what
+    an idle cluster did); once an entry comes, the node checks again."""
+    a = make_node("a", protocols=("irc",))
+    b = make_node("b", protocols=("irc",))
+    sender, receiver = sender_and_receiver_in_big(a, b)
+
+    def checks() -> int:
+        for row in redis.command("INFO", "commandstats").splitlines():
+            if row.startswith("cmdstat_xinfo|stream:"):
+                return int(row.split("calls=", 1)[1].split(",", 1)[0])
+        return 0
+
+    # The joins were read (and checked after, within a read's wait of a second or two);
+    # then nothing comes.
+    time.sleep(3.5)
+    before = checks()
+    time.sleep(3.0)
+    assert checks() == before
+    sender.send("PRIVMSG #big :wake up")
+    receiver.expect(" PRIVMSG #big :wake up")
+    eventually(lambda: checks() > before, 5, "b checks its stream after reading from it")
+
+
 def test_several_senders_bursts_reach_another_node_each_in_order_and_kind(
     make_server: Callable[..., ServerProcess], redis: RedisServer
 ) -> None:
