@@ -29,6 +29,46 @@ def parse_url(url: str) -> tuple[str, int, int]:
     return parts.hostname, parts.port or 6379, int(path) if path else 0
 
 
+def encode_command(args: tuple[Any, ...], charset: str | None, errors: str = "strict") -> bytes:
+    """A command in RESP (an array of bulk strings), made in one join.
+
+    txredisapi makes each command in a bytearray, then copies it twice more, so a node's
+    turn (an XADD of tens of kB) was copied three times on its way out: 7.8 µs for 33 kB
+    against 3.1 µs in one join (a microbenchmark on this machine).  The values encode as
+    txredisapi encodes them: bytes as they are, text in ``charset`` (UTF-8 when None),
+    floats in fixed point, anything else as its ``str``."""
+    parts = [b"*%d\r\n" % len(args)]
+    add = parts.append
+    for arg in args:
+        kind = type(arg)
+        if kind is bytes:
+            data = arg
+        elif kind is str:
+            try:
+                data = arg.encode(charset or "utf-8", errors)
+            except UnicodeEncodeError as err:
+                raise txredisapi.InvalidData(f"cannot encode {arg!r}: {err}") from err
+        elif kind is int:
+            data = b"%d" % arg
+        elif kind is float:
+            data = format(arg, "f").encode()
+        elif kind is bytearray:
+            data = bytes(arg)
+        else:
+            data = str(arg).encode()
+        add(b"$%d\r\n" % len(data))
+        add(data)
+        add(b"\r\n")
+    return b"".join(parts)
+
+
+class _Protocol(txredisapi.RedisProtocol):
+    """txredisapi's protocol, with its commands made by ``encode_command``."""
+
+    def _build_command(self, *args: Any, **kwargs: Any) -> bytes:
+        return encode_command(args, self.charset, self.errors)
+
+
 class _RedisFactory(Factory):
     """Builds txredisapi's protocol for ClientService, which does the reconnecting."""
 
@@ -40,7 +80,7 @@ class _RedisFactory(Factory):
         self.charset = charset
 
     def buildProtocol(self, addr: Any) -> txredisapi.RedisProtocol:
-        proto = txredisapi.RedisProtocol(
+        proto = _Protocol(
             charset=self.charset,
             replyTimeout=REPLY_TIMEOUT,
             dbid=self.database or None,
