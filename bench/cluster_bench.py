@@ -47,6 +47,12 @@ the rest on core 1) and sends the scenario's load to each in turn, a quarter of 
 at a time, TURNS times each, alternating which goes first: the host's speed drifts over
 seconds on a shared virtual machine, and runs one after the other caught different speeds
 (single runs of ``many`` gave 1.3-2.4x); in turns a second or so apart both see the same.
+Each configuration then waits through the other's turns, over half the run, and what it
+spends each second with nothing to do (its background: a node's heartbeat and its reads
+blocking on Redis, Redis's own timer; the one process next to nothing) is charged to its
+messages for all that time.  So each is also shown without the background of the time it
+waited (measured for ``BACKGROUND_SECONDS`` before the sends), as a run of its own would
+have it.
 With ``--split`` node 1 runs on core 1 instead, beside the generator, Redis and PostgreSQL:
 each node then has a core of its own, as two nodes on a two-core machine do.  Each core's
 caches then hold half the users and rooms, which leans towards the cluster: ``local``, the
@@ -101,6 +107,10 @@ TICK = os.sysconf("SC_CLK_TCK")
 # writes short on a busy machine, where the last flush can take seconds.
 HISTORY_SETTLE = 1.5
 SETTLE_LIMIT = 60.0
+# --interleave: seconds each process's background (its CPU a second with nothing to do:
+# a cluster node's heartbeat and blocking reads, Redis's own timer) is measured over, with
+# every server connected and idle, before the sends.
+BACKGROUND_SECONDS = 5.0
 # CPU seconds a quarter-second may show and still count as quiet (one clock tick: the
 # kernel charges CPU time in ticks).
 QUIET = 1.0 / TICK
@@ -126,7 +136,11 @@ def tree_cpu_seconds(pid: int) -> float:
 
 def children_cpu_seconds(pid: int) -> float:
     """CPU of the living children of ``pid`` (a server's SQLite history writer)."""
-    total = 0.0
+    return sum(cpu_seconds(child) for child in children(pid))
+
+
+def children(pid: int) -> list[int]:
+    found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -135,8 +149,36 @@ def children_cpu_seconds(pid: int) -> float:
         except OSError:
             continue
         if int(fields[1]) == pid:
-            total += (int(fields[11]) + int(fields[12])) / TICK
-    return total
+            found.append(int(entry.name))
+    return found
+
+
+def runtime_seconds(pid: int) -> float:
+    """CPU time of ``pid``'s living threads to the nanosecond (``/proc/PID/task/*/schedstat``):
+    /proc's clock ticks (10 ms) are too coarse for a few ms a second."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError):
+            continue
+    return total / 1e9
+
+
+def children_runtime_seconds(pid: int) -> float:
+    return sum(runtime_seconds(child) for child in children(pid))
+
+
+def tree_runtime_seconds(pid: int) -> float:
+    return runtime_seconds(pid) + children_runtime_seconds(pid)
+
+
+# The fine reading of each probe's CPU, for the background rates (see ``background``).
+FINE: dict[Callable[[int], float], Callable[[int], float]] = {
+    cpu_seconds: runtime_seconds,
+    children_cpu_seconds: children_runtime_seconds,
+    tree_cpu_seconds: tree_runtime_seconds,
+}
 
 
 def connect(port: int, nick: str, room: str, caps: tuple[str, ...] = ()) -> socket.socket:
@@ -469,11 +511,12 @@ def interleaved(
     base: Path,
     profile: Path | None = None,
     split: bool = False,
-) -> float:
+) -> tuple[float, float]:
     """One process and two nodes side by side, all on core 0 (``split``: node 1 on core 1),
     the scenario's load sent to them in turns (``slices`` each, a ``SLICE`` of its messages
     at a time, which goes first alternating): the CPU per message of each over the whole
-    run; returns the derived ratio.
+    run; returns the derived ratio, and the ratio without the background of the time each
+    waited (see ``background``).
 
     The host's speed drifts over seconds (the same work takes up to 1.7 times as long from
     one minute to the next on a shared virtual machine); measured in turns a second or so
@@ -494,11 +537,14 @@ def interleaved(
         # Every join has reached every node, and the servers are idle again.
         time.sleep(3.0)
         probes = [run.probes() for run in runs]
+        idle = [background(each) for each in probes]
         spies = [spy for run in runs for spy in run._spy(scenario)]
         before = [[read(p) for _, p, read in each] for each in probes]
+        started = time.monotonic()
         sent = [0, 0]
         expected = [0, 0]
         delivered = [0, 0]
+        busy = [0.0, 0.0]
         for k in range(slices):
             for i in (0, 1) if k % 2 == 0 else (1, 0):
                 receivers, senders, watch, echoing = loads[i]
@@ -506,16 +552,28 @@ def interleaved(
                 expected[i] += sum(wanted.values())
                 part = [(sock, target, count // SLICE) for sock, target, count in senders]
                 sent[i] += sum(count for _, _, count in part)
+                turn = time.monotonic()
                 delivered[i] += send(scenario, wanted, part, watch, echoing, k)
+                busy[i] += time.monotonic() - turn
         after = [settle(each) for each in probes]
+        window = time.monotonic() - started
         for spy in spies:
             spy.send_signal(signal.SIGINT)
             spy.wait(60)
         totals = []
+        busy_totals = []
         for i, run in enumerate(runs):
             costs = {
                 name: (a - b) * 1e6 / sent[i]
                 for (name, _, _), a, b in zip(probes[i], after[i], before[i], strict=True)
+                if name != "postgresql"
+            }
+            # The background of the time this configuration waited for the other's turns
+            # and for the history to settle: a run of its own would not have had it.
+            waited = window - busy[i]
+            spare = {
+                name: rate * waited * 1e6 / sent[i]
+                for (name, _, _), rate in zip(probes[i], idle[i], strict=True)
                 if name != "postgresql"
             }
             shown = ", ".join(f"{n} {c:.1f}" for n, c in costs.items())
@@ -524,9 +582,21 @@ def interleaved(
                 f" {delivered[i]}/{expected[i]}; CPU µs per message: {shown}",
                 flush=True,
             )
+            rates = ", ".join(
+                f"{n} {r * 1e3:.1f}"
+                for (n, _, _), r in zip(probes[i], idle[i], strict=True)
+                if n != "postgresql"
+            )
+            print(
+                f"{scenario:7} {run.label}: background, CPU ms per second idle: {rates}; busy"
+                f" {busy[i]:.1f} s of {window:.1f} s, its background the rest of the time"
+                f" {sum(spare.values()):.2f} µs per message",
+                flush=True,
+            )
             if delivered[i] != expected[i]:
                 print(f"{scenario}: LOST {expected[i] - delivered[i]} deliveries", flush=True)
             totals.append(sum(costs.values()))
+            busy_totals.append(sum(costs.values()) - sum(spare.values()))
         for receivers, senders, _, _ in loads:
             for sock in list(receivers) + [s for s, _, _ in senders]:
                 sock.close()
@@ -537,16 +607,34 @@ def interleaved(
             used = after[1][pg] - before[0][pg]
             print(f"{scenario:7} postgresql, both: {used * 1e6 / sum(sent):.1f} µs per message")
         ratio = 2 * totals[0] / totals[1]
+        busy_ratio = 2 * busy_totals[0] / busy_totals[1]
         print(
             f"{scenario:7} two nodes / one process, interleaved: derived from CPU on two"
-            f" free cores {ratio:.2f}x",
+            f" free cores {ratio:.2f}x; without the background of the time each waited"
+            f" {busy_ratio:.2f}x",
             flush=True,
         )
-        return ratio
+        return ratio, busy_ratio
     finally:
         for server in (single, *nodes):
             server.kill()
         redis.destroy()
+
+
+def background(probes: list[tuple[str, int, Callable[[int], float]]]) -> list[float]:
+    """Each probe's CPU seconds a second over BACKGROUND_SECONDS with nothing sent.
+
+    A node's heartbeat, its reads blocking on Redis and Redis's own timer cost CPU each
+    second however many messages go through (a few ms a second each on this machine; the one
+    process, with its timers on a wheel, next to nothing).  In turns, each configuration
+    spends over half the run waiting for the other's turns and for the history to settle,
+    and its background of that time, charged to its messages, weighs several times what it
+    would in a run of its own at full speed."""
+    fine = [FINE[read] for _, _, read in probes]
+    first = [read(pid) for (_, pid, _), read in zip(probes, fine, strict=True)]
+    time.sleep(BACKGROUND_SECONDS)
+    last = [read(pid) for (_, pid, _), read in zip(probes, fine, strict=True)]
+    return [(b - a) / BACKGROUND_SECONDS for a, b in zip(first, last, strict=True)]
 
 
 def redis_calls(redis: RedisServer) -> dict[str, int]:
@@ -635,16 +723,18 @@ def main() -> None:
 
                 pg_pid = postgres.proc.pid if postgres and postgres.proc else None
                 if args.interleave:
-                    ratios.setdefault(scenario, []).append(
-                        interleaved(
-                            scenario,
-                            args.interleave,
-                            storage,
-                            pg_pid,
-                            base / str(runs),
-                            args.profile,
-                            args.split,
-                        )
+                    ratio, busy_ratio = interleaved(
+                        scenario,
+                        args.interleave,
+                        storage,
+                        pg_pid,
+                        base / str(runs),
+                        args.profile,
+                        args.split,
+                    )
+                    ratios.setdefault(scenario, []).append(ratio)
+                    ratios.setdefault(f"{scenario} without the background of waiting", []).append(
+                        busy_ratio
                     )
                     continue
                 single = ServerProcess(
