@@ -51,6 +51,21 @@ def test_a_command_reads_back_as_its_values_and_as_txredisapi_makes_it(
     assert read_back(data) == expected
 
 
+class Text(str):
+    pass
+
+
+class Data(bytes):
+    pass
+
+
+def test_subclasses_and_booleans_encode_as_txredisapi_encodes_them() -> None:
+    args = ("SET", Text("key"), Data(b"value"), True, 3, bytearray(b"raw"))
+    data = encode_command(args, "utf-8")
+    assert data == txredisapi.RedisProtocol(charset="utf-8")._build_command(*args)
+    assert read_back(data) == [b"SET", b"key", b"value", b"True", b"3", b"raw"]
+
+
 def test_big_values_go_whole() -> None:
     entry = bytes(range(256)) * 400
     data = encode_command(("XADD", "s", "MAXLEN", "~", 4, "*", "e", entry), None)
