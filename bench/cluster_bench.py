@@ -568,35 +568,31 @@ def interleaved(
                 for (name, _, _), a, b in zip(probes[i], after[i], before[i], strict=True)
                 if name != "postgresql"
             }
-            # The background of the time this configuration waited for the other's turns
-            # and for the history to settle: a run of its own would not have had it.
-            waited = window - busy[i]
-            spare = {
-                name: rate * waited * 1e6 / sent[i]
+            rates = {
+                name: rate
                 for (name, _, _), rate in zip(probes[i], idle[i], strict=True)
                 if name != "postgresql"
             }
+            # The background of the time this configuration waited for the other's turns
+            # and for the history to settle: a run of its own would not have had it.
+            spare = sum(rates.values()) * (window - busy[i]) * 1e6 / sent[i]
             shown = ", ".join(f"{n} {c:.1f}" for n, c in costs.items())
             print(
                 f"{scenario:7} {run.label}, interleaved: {sent[i]} messages, delivered"
                 f" {delivered[i]}/{expected[i]}; CPU µs per message: {shown}",
                 flush=True,
             )
-            rates = ", ".join(
-                f"{n} {r * 1e3:.1f}"
-                for (n, _, _), r in zip(probes[i], idle[i], strict=True)
-                if n != "postgresql"
-            )
+            idle_shown = ", ".join(f"{n} {r * 1e3:.1f}" for n, r in rates.items())
             print(
-                f"{scenario:7} {run.label}: background, CPU ms per second idle: {rates}; busy"
-                f" {busy[i]:.1f} s of {window:.1f} s, its background the rest of the time"
-                f" {sum(spare.values()):.2f} µs per message",
+                f"{scenario:7} {run.label}: background, CPU ms per second idle: {idle_shown};"
+                f" busy {busy[i]:.1f} s of {window:.1f} s, its background the rest of the time"
+                f" {spare:.2f} µs per message",
                 flush=True,
             )
             if delivered[i] != expected[i]:
                 print(f"{scenario}: LOST {expected[i] - delivered[i]} deliveries", flush=True)
             totals.append(sum(costs.values()))
-            busy_totals.append(sum(costs.values()) - sum(spare.values()))
+            busy_totals.append(sum(costs.values()) - spare)
         for receivers, senders, _, _ in loads:
             for sock in list(receivers) + [s for s, _, _ in senders]:
                 sock.close()
@@ -622,14 +618,8 @@ def interleaved(
 
 
 def background(probes: list[tuple[str, int, Callable[[int], float]]]) -> list[float]:
-    """Each probe's CPU seconds a second over BACKGROUND_SECONDS with nothing sent.
-
-    A node's heartbeat, its reads blocking on Redis and Redis's own timer cost CPU each
-    second however many messages go through (a few ms a second each on this machine; the one
-    process, with its timers on a wheel, next to nothing).  In turns, each configuration
-    spends over half the run waiting for the other's turns and for the history to settle,
-    and its background of that time, charged to its messages, weighs several times what it
-    would in a run of its own at full speed."""
+    """Each probe's CPU seconds a second over BACKGROUND_SECONDS with nothing sent (the
+    module's docstring says why), read to the nanosecond."""
     fine = [FINE[read] for _, _, read in probes]
     first = [read(pid) for (_, pid, _), read in zip(probes, fine, strict=True)]
     time.sleep(BACKGROUND_SECONDS)

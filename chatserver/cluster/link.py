@@ -66,7 +66,7 @@ def _encode_value(arg: Any, charset: str | None, errors: str) -> bytes:
         return format(arg, "f").encode()
     if isinstance(arg, bytearray):
         return bytes(arg)
-    # Integers (not bool, which is text here as there) and the rest, as their text.
+    # The rest as its text, as txredisapi does: booleans ("True"), subclasses of int.
     return str(arg).encode()
 
 
