@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chatserver.cluster.address import parse_url as parse_redis_url
 from chatserver.core.bans import ServerBan, normalize_ban_mask
 from chatserver.core.errors import BadName
 from chatserver.core.names import is_valid_nick
@@ -332,11 +333,28 @@ class StorageConfig:
     )
 
 
+def _redis_url(value: str) -> bool:
+    if not value:
+        return True
+    try:
+        parse_redis_url(value)
+    except ValueError:
+        return False
+    return True
+
+
 @dataclass(frozen=True, slots=True)
 class ClusterConfig:
-    # redis://host:port/db: several processes share users and rooms through it.  Empty: one
-    # process on its own (the default).
-    redis: str = _key("", _Text(pattern=r"(redis://\S+)?", what="a redis://host:port/db URL"))
+    # redis://host:port/db, or unix:///path/to/redis.sock?db=N for a Redis on this machine:
+    # several processes share users and rooms through it.  Empty: one process on its own
+    # (the default).
+    redis: str = _key(
+        "",
+        _Text(
+            test=_redis_url,
+            what="a redis://host:port/db or unix:///path/to/redis.sock?db=N URL",
+        ),
+    )
     # This process's name in the cluster, unique per process; required with redis.
     node: str = _key(
         "", _Text(pattern=r"[A-Za-z0-9._-]{0,64}", what="a node name ([A-Za-z0-9._-])")

@@ -4,29 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 import txredisapi
 from twisted.application.internet import ClientService
 from twisted.internet import defer
-from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
+
+from chatserver.cluster.address import parse_url
 
 log = Logger()
 
 # A reply slower than this means Redis is stuck (stopped, swapping): the connection is
 # dropped and made again, and the node counts Redis as unreachable meanwhile.
 REPLY_TIMEOUT = 3.0
-
-
-def parse_url(url: str) -> tuple[str, int, int]:
-    """(host, port, database) of ``redis://host:port/db``."""
-    parts = urlsplit(url)
-    if parts.scheme != "redis" or not parts.hostname:
-        raise ValueError(f"expected redis://host:port/db, got {url!r}")
-    path = parts.path.strip("/")
-    return parts.hostname, parts.port or 6379, int(path) if path else 0
 
 
 def encode_command(args: tuple[Any, ...], charset: str | None, errors: str = "strict") -> bytes:
@@ -121,16 +113,20 @@ class RedisLink:
         name: str,
         binary: bool = False,
     ) -> None:
-        host, port, database = parse_url(url)
+        address = parse_url(url)
         self.name = name
         self.proto: txredisapi.RedisProtocol | None = None
         self._on_up = on_up
         self._on_down = on_down
-        endpoint = HostnameEndpoint(reactor, host, port, timeout=REPLY_TIMEOUT)
+        endpoint: Any
+        if address.path:
+            endpoint = UNIXClientEndpoint(reactor, address.path, timeout=REPLY_TIMEOUT)
+        else:
+            endpoint = HostnameEndpoint(reactor, address.host, address.port, timeout=REPLY_TIMEOUT)
         # Quick retries: while Redis is away no new nick or join is possible.
         self._service = ClientService(
             endpoint,
-            _RedisFactory(database, None if binary else "utf-8"),
+            _RedisFactory(address.database, None if binary else "utf-8"),
             retryPolicy=lambda attempt: min(0.2 * 2**attempt, 2.0),
             prepareConnection=self._prepare,
             clock=reactor,

@@ -179,6 +179,29 @@ def test_users_on_two_nodes_share_a_room_and_private_messages(make_node: Node) -
     carol.close()
 
 
+def test_a_node_reaches_redis_through_its_unix_socket(make_node: Node, redis: RedisServer) -> None:
+    # a on TCP, b on the Unix socket of the same Redis: one cluster.
+    a = make_node("a", protocols=("line", "irc"))
+    b = make_node("b", protocols=("line", "irc"), overrides={"cluster": {"redis": redis.unix_url}})
+    # Both of b's connections (commands, and its stream's reads) are on the socket.
+    eventually(
+        lambda: redis.command("CLIENT", "LIST").count(f" addr={redis.socket}:") == 2,
+        10,
+        "b's two connections on the socket",
+    )
+    alice, bob = alice_and_bob_in_dev(a, b)
+    alice.send("over tcp")
+    assert bob.expect("over tcp") == "[#dev] <alice> over tcp"
+    bob.send("over the socket")
+    assert alice.expect("over the socket") == "[#dev] <bob> over the socket"
+    bob.send("/msg alice psst")
+    assert alice.expect("psst") == "*bob* psst"
+    # Nick claims go through it too: one owner per nick.
+    claimed(redis, "bob", "b")
+    assert "already in use" in try_nick(a, "bob")
+    assert "already in use" in try_nick(b, "alice")
+
+
 def test_a_killed_nodes_users_leave_and_its_nicks_free_within_the_lease(make_node: Node) -> None:
     a = make_node("a", lease=2.0)
     b = make_node("b", lease=2.0)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from chatserver.cluster.link import parse_url
+from chatserver.cluster.address import RedisAddress, parse_url
 from chatserver.config import ConfigError, load_config
 
 
@@ -40,7 +40,9 @@ def test_a_cloak_secret_is_required_with_redis(tmp_path: Path) -> None:
 
 
 def test_bad_values_are_named(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"\[cluster\] redis: expected a redis://host:port/db"):
+    with pytest.raises(
+        ConfigError, match=r"\[cluster\] redis: expected a redis://host:port/db or unix://"
+    ):
         load(tmp_path, '[cluster]\nredis = "http://x"\nnode = "a"\n')
     with pytest.raises(ConfigError, match=r"\[cluster\] node: expected a node name"):
         load(tmp_path, '[cluster]\nredis = "redis://x:1/0"\nnode = "a b"\n')
@@ -64,7 +66,39 @@ def test_bad_values_are_named(tmp_path: Path) -> None:
 
 
 def test_the_url_names_host_port_and_database() -> None:
-    assert parse_url("redis://db.example.org:6380/3") == ("db.example.org", 6380, 3)
-    assert parse_url("redis://localhost") == ("localhost", 6379, 0)
-    with pytest.raises(ValueError):
-        parse_url("rediss://x:1/0")
+    assert parse_url("redis://db.example.org:6380/3") == RedisAddress("db.example.org", 6380, 3)
+    assert parse_url("redis://localhost") == RedisAddress("localhost", 6379, 0)
+    for bad in ("rediss://x:1/0", "redis://", "redis://x/db", "redis://x:port/0"):
+        with pytest.raises(ValueError):
+            parse_url(bad)
+
+
+def test_a_unix_url_names_the_socket_and_database() -> None:
+    assert parse_url("unix:///run/redis/redis.sock?db=2") == RedisAddress(
+        "", 0, 2, "/run/redis/redis.sock"
+    )
+    assert parse_url("unix:///run/redis.sock") == RedisAddress("", 0, 0, "/run/redis.sock")
+    # A relative path, a host, a database that is not a number, or an unknown parameter.
+    for bad in (
+        "unix://run/redis.sock",
+        "unix:redis.sock",
+        "unix:///r.sock?db=",
+        "unix:///r.sock?db=x",
+        "unix:///r.sock?db=-1",
+        "unix:///r.sock?password=x",
+    ):
+        with pytest.raises(ValueError):
+            parse_url(bad)
+
+
+def test_the_configuration_takes_either_url_and_names_a_bad_one(tmp_path: Path) -> None:
+    url = "unix:///run/redis/redis.sock?db=1"
+    config = load(tmp_path, SECRET + f'[cluster]\nredis = "{url}"\nnode = "a"\n')
+    assert config.cluster.redis == url  # type: ignore[attr-defined]
+    # Refused at load, not when the node first connects.
+    for bad in ("unix://run/redis.sock", "redis://x/db", "unix:///r.sock?db=x"):
+        with pytest.raises(
+            ConfigError,
+            match=r"\[cluster\] redis: expected a redis://host:port/db or unix:///path/to/redis.sock\?db=N URL",
+        ):
+            load(tmp_path, SECRET + f'[cluster]\nredis = "{bad}"\nnode = "a"\n')

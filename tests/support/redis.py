@@ -48,6 +48,15 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def socket(self) -> Path:
+        return self.dir / "redis.sock"
+
+    @property
+    def unix_url(self) -> str:
+        """The same Redis through its Unix socket (in its private directory)."""
+        return f"unix://{self.socket}?db=0"
+
     def start(self, timeout: float = 10.0) -> RedisServer:
         assert BINARY is not None
         log = open(self.dir / "redis.log", "ab")
@@ -60,6 +69,10 @@ class RedisServer:
                 "127.0.0.1",
                 "--dir",
                 str(self.dir),
+                "--unixsocket",
+                str(self.socket),
+                "--unixsocketperm",
+                "700",
                 "--save",
                 "",
                 "--appendonly",
