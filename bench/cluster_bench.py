@@ -32,7 +32,9 @@ the throughput of two nodes against one process on two free cores is derived as
 writers and Redis)``.
 
 ``--storage postgresql`` runs both the single process and the nodes on a private
-PostgreSQL (the cluster's storage), ``sqlite`` (the default) each process on its own file.
+PostgreSQL (the cluster's storage; a fresh one for each run), ``sqlite`` (the default) each
+process on its own file.  ``--redis unix`` has the nodes reach Redis through its Unix
+socket instead of loopback TCP.
 ``--pin`` pins the single process and node 0 to core 0, node 1 to core 1.
 ``--one-core`` puts every server (the single process and both nodes) on core 0 and the
 rest (this generator, Redis, PostgreSQL, the SQLite history writers) on core 1: each
@@ -79,6 +81,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tests.support.postgres import PostgresServer
 from tests.support.redis import RedisServer
 from tests.support.server import ServerProcess
 
@@ -489,15 +492,21 @@ class Run:
         return spies
 
 
+# How the nodes reach Redis (--redis): "tcp" over loopback, or "unix" through its socket
+# (``unix:///path?db=N``).
+REDIS_LINK = {"link": "tcp"}
+
+
 def two_nodes(
     base: Path, redis: RedisServer, storage: dict[str, dict[str, str]]
 ) -> list[ServerProcess]:
     """Two cluster nodes, ``n0`` and ``n1``, on ``redis`` (not started yet)."""
+    url = redis.unix_url if REDIS_LINK["link"] == "unix" else redis.url
     return [
         ServerProcess(
             Path(f"{base}{i}"),
             protocols=("irc",),
-            overrides={**OVERRIDES, **storage, "cluster": {"redis": redis.url, "node": f"n{i}"}},
+            overrides={**OVERRIDES, **storage, "cluster": {"redis": url, "node": f"n{i}"}},
         )
         for i in range(2)
     ]
@@ -685,7 +694,15 @@ def main() -> None:
         action="store_true",
         help="with --interleave: node 1 on core 1, beside the generator, Redis and PostgreSQL",
     )
+    parser.add_argument(
+        "--redis",
+        choices=("tcp", "unix"),
+        default="tcp",
+        help="how the nodes reach Redis, which runs on this machine: over loopback TCP (the"
+        " default) or through its Unix socket",
+    )
     args = parser.parse_args()
+    REDIS_LINK["link"] = args.redis
     if args.split and not args.interleave:
         parser.error("--split goes with --interleave")
     if args.one_core or args.interleave:
@@ -694,18 +711,26 @@ def main() -> None:
         os.sched_setaffinity(0, {1})
     base = Path(tempfile.mkdtemp(prefix="chatserver-cluster-bench-"))
     postgres = None
-    if args.storage == "postgresql":
-        from tests.support.postgres import PostgresServer
-
-        postgres = PostgresServer().start()
     runs = 0
     ratios: dict[str, list[float]] = {}
     try:
         for _ in range(args.repeat):
             for scenario in args.only.split(","):
                 runs += 1
+                if args.storage == "postgresql":
+                    # A fresh PostgreSQL for each run.  One kept across runs took its whole
+                    # core in every run after the first, and the history took twice as long
+                    # to settle; the one process's CPU per message then rose by a third and
+                    # the nodes' by a tenth, so a later run of `many` read 1.8-2.2x where the
+                    # first read 1.64-1.74x.  With one each, three runs in a row agree to
+                    # within 0.03x.
+                    if postgres is not None:
+                        postgres.destroy()
+                    postgres = PostgresServer().start()
 
-                def storage() -> dict[str, dict[str, str]]:
+                def storage(
+                    postgres: PostgresServer | None = postgres,
+                ) -> dict[str, dict[str, str]]:
                     if postgres is None:
                         return {}
                     dsn = postgres.new_database()
