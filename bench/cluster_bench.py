@@ -719,9 +719,9 @@ def main() -> None:
                 runs += 1
                 if args.storage == "postgresql":
                     # A fresh PostgreSQL for each run.  One kept across runs took its whole
-                    # core in every run after the first, and the history took twice as long
-                    # to settle; the one process's CPU per message then rose by a third and
-                    # the nodes' by a tenth, so a later run of `many` read 1.8-2.2x where the
+                    # core in every run after the first, and a run took nearly twice as
+                    # long; the one process's CPU per message then rose by a third and the
+                    # nodes' by a tenth, so a later run of `many` read 1.77-2.16x where the
                     # first read 1.64-1.74x.  With one each, three runs in a row agree to
                     # within 0.03x.
                     if postgres is not None:
