@@ -56,9 +56,9 @@ messages for all that time.  So each is also shown without the background of the
 waited (measured for ``BACKGROUND_SECONDS`` before the sends), as a run of its own would
 have it.
 With ``--split`` node 1 runs on core 1 instead, beside the generator, Redis and PostgreSQL:
-each node then has a core of its own, as two nodes on a two-core machine do.  Each core's
-caches then hold half the users and rooms, which leans towards the cluster: ``local``, the
-control, reads above 2x there (bench/README.md).
+each node then has a core of its own, as two nodes on a two-core machine do (node 1 shares
+it with the rest); ``local``, the control, reads about as it does on one core
+(bench/README.md).
 ``--profile DIR`` records each server with py-spy (not a project dependency:
 ``pip install py-spy``) during the sends (``DIR/<run>.txt``, folded stacks).  Usage: ``.venv/bin/python bench/cluster_bench.py [--only many]``.
 """
@@ -492,16 +492,12 @@ class Run:
         return spies
 
 
-# How the nodes reach Redis (--redis): "tcp" over loopback, or "unix" through its socket
-# (``unix:///path?db=N``).
-REDIS_LINK = {"link": "tcp"}
-
-
 def two_nodes(
-    base: Path, redis: RedisServer, storage: dict[str, dict[str, str]]
+    base: Path, redis: RedisServer, storage: dict[str, dict[str, str]], link: str = "tcp"
 ) -> list[ServerProcess]:
-    """Two cluster nodes, ``n0`` and ``n1``, on ``redis`` (not started yet)."""
-    url = redis.unix_url if REDIS_LINK["link"] == "unix" else redis.url
+    """Two cluster nodes, ``n0`` and ``n1``, on ``redis`` (not started yet), reaching it
+    over loopback TCP or (``link`` "unix") through its socket."""
+    url = redis.unix_url if link == "unix" else redis.url
     return [
         ServerProcess(
             Path(f"{base}{i}"),
@@ -520,6 +516,7 @@ def interleaved(
     base: Path,
     profile: Path | None = None,
     split: bool = False,
+    link: str = "tcp",
 ) -> tuple[float, float]:
     """One process and two nodes side by side, all on core 0 (``split``: node 1 on core 1),
     the scenario's load sent to them in turns (``slices`` each, a ``SLICE`` of its messages
@@ -533,7 +530,7 @@ def interleaved(
     single = ServerProcess(base / "one", protocols=("irc",), overrides={**OVERRIDES, **storage()})
     redis = RedisServer().start()
     shared = storage()
-    nodes = two_nodes(base / "n", redis, shared)
+    nodes = two_nodes(base / "n", redis, shared, link)
     try:
         for server in (single, *nodes):
             server.start()
@@ -702,7 +699,6 @@ def main() -> None:
         " default) or through its Unix socket",
     )
     args = parser.parse_args()
-    REDIS_LINK["link"] = args.redis
     if args.split and not args.interleave:
         parser.error("--split goes with --interleave")
     if args.one_core or args.interleave:
@@ -746,6 +742,7 @@ def main() -> None:
                         base / str(runs),
                         args.profile,
                         args.split,
+                        args.redis,
                     )
                     ratios.setdefault(scenario, []).append(ratio)
                     ratios.setdefault(f"{scenario} without the background of waiting", []).append(
@@ -766,7 +763,7 @@ def main() -> None:
                     single.kill()
                 redis = RedisServer().start()
                 shared = storage()
-                nodes = two_nodes(base / f"{runs}-n", redis, shared)
+                nodes = two_nodes(base / f"{runs}-n", redis, shared, args.redis)
                 try:
                     for i, n in enumerate(nodes):
                         n.start()
