@@ -41,6 +41,10 @@ from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.support.ports import free_port  # noqa: E402
+
 BUILD_DIR = BENCH_DIR / "build"
 LOADGEN_SOURCE = BENCH_DIR / "loadgen.c"
 LOADGEN = BUILD_DIR / "loadgen"
@@ -150,12 +154,6 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def wait_for_port(proc: subprocess.Popen[bytes], port: int, log: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -192,6 +190,8 @@ class Server:
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.log = self.dir / "server.log"
+        # Not port 0 probes: the kernel may hand one port to two of them, and two listeners
+        # of one server then collide; the suite's allocator never gives a port twice.
         self.ports = {proto: free_port() for proto in self.protocols}
         self.proc: subprocess.Popen[bytes] | None = None
 
