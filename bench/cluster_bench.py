@@ -30,6 +30,9 @@ expected.  CPU time, not wall time, is the figure that holds on a shared machine
 the throughput of two nodes against one process on two free cores is derived as
 ``2 * one process's CPU per message (with its writer) / the cluster's (both nodes, their
 writers and Redis)``.
+Of the nodes' CPU, their own cluster work (packing and sending entries, Redis's answers,
+reading the other node's entries) is shown apart, from their metrics
+(``chatserver_cluster_cpu_seconds_total``): what crossing costs them.
 
 ``--storage postgresql`` runs both the single process and the nodes on a private
 PostgreSQL (the cluster's storage; a fresh one for each run), ``sqlite`` (the default) each
@@ -76,11 +79,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tests.support.ports import free_port
 from tests.support.postgres import PostgresServer
 from tests.support.redis import RedisServer
 from tests.support.server import ServerProcess
@@ -312,12 +317,16 @@ class Run:
         spies = self._spy(scenario)
         before = [read(p) for _, p, read in probes]
         commands = redis_calls(self.redis) if self.redis is not None else {}
+        own_before = cluster_cpu(self.servers) if self.redis is not None else {}
         started = time.monotonic()
         delivered = send(scenario, receivers, senders, watch, echoing)
         elapsed = time.monotonic() - started
         # What is stored after the last delivery (the history writer's or PostgreSQL's
         # writes, one flush interval later) belongs to the run.
         after = settle(probes)
+        if self.redis is not None:
+            sent = sum(count for _, _, count in senders)
+            show_cluster_cpu(scenario, own_before, cluster_cpu(self.servers), sent)
         return self._report(
             scenario,
             receivers,
@@ -498,14 +507,55 @@ def two_nodes(
     """Two cluster nodes, ``n0`` and ``n1``, on ``redis`` (not started yet), reaching it
     over loopback TCP or (``link`` "unix") through its socket."""
     url = redis.unix_url if link == "unix" else redis.url
-    return [
-        ServerProcess(
+    nodes = []
+    for i in range(2):
+        metrics = free_port()
+        node = ServerProcess(
             Path(f"{base}{i}"),
             protocols=("irc",),
-            overrides={**OVERRIDES, **storage, "cluster": {"redis": url, "node": f"n{i}"}},
+            overrides={
+                **OVERRIDES,
+                **storage,
+                "cluster": {"redis": url, "node": f"n{i}"},
+                # Where cluster_cpu reads the node's CPU of its own cluster work.
+                "metrics": {"enabled": True, "port": metrics},
+            },
         )
-        for i in range(2)
-    ]
+        node.ports["metrics"] = metrics
+        nodes.append(node)
+    return nodes
+
+
+CPU_PARTS = ("publish", "commands", "stream")
+
+
+def cluster_cpu(nodes: Sequence[ServerProcess]) -> dict[str, float]:
+    """The nodes' CPU seconds of their own cluster work by part, both nodes together, from
+    their /metrics (``chatserver_cluster_cpu_seconds_total``)."""
+    totals = dict.fromkeys(CPU_PARTS, 0.0)
+    for node in nodes:
+        url = f"http://127.0.0.1:{node.ports['metrics']}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+        for line in text.splitlines():
+            if line.startswith("chatserver_cluster_cpu_seconds_total{"):
+                part = line.split('part="', 1)[1].split('"', 1)[0]
+                totals[part] += float(line.rsplit(" ", 1)[1])
+    return totals
+
+
+def show_cluster_cpu(
+    scenario: str, before: dict[str, float], after: dict[str, float], sent: int
+) -> None:
+    """The nodes' own cluster work per message sent: what crossing between them costs in
+    the nodes (Redis's own CPU and the socket writes are apart)."""
+    costs = {part: (after[part] - before[part]) * 1e6 / sent for part in CPU_PARTS}
+    shown = ", ".join(f"{part} {cost:.2f}" for part, cost in costs.items())
+    print(
+        f"{scenario:7} 2 nodes: their own cluster work, CPU µs per message: {shown}"
+        f" (total {sum(costs.values()):.2f})",
+        flush=True,
+    )
 
 
 def interleaved(
@@ -546,6 +596,7 @@ def interleaved(
         idle = [background(each) for each in probes]
         spies = [spy for run in runs for spy in run._spy(scenario)]
         before = [[read(p) for _, p, read in each] for each in probes]
+        own_before = cluster_cpu(nodes)
         started = time.monotonic()
         sent = [0, 0]
         expected = [0, 0]
@@ -562,6 +613,7 @@ def interleaved(
                 delivered[i] += send(scenario, wanted, part, watch, echoing, k)
                 busy[i] += time.monotonic() - turn
         after = [settle(each) for each in probes]
+        own_after = cluster_cpu(nodes)
         window = time.monotonic() - started
         for spy in spies:
             spy.send_signal(signal.SIGINT)
@@ -599,6 +651,7 @@ def interleaved(
                 print(f"{scenario}: LOST {expected[i] - delivered[i]} deliveries", flush=True)
             totals.append(sum(costs.values()))
             busy_totals.append(sum(costs.values()) - spare)
+        show_cluster_cpu(scenario, own_before, own_after, sent[1])
         for receivers, senders, _, _ in loads:
             for sock in list(receivers) + [s for s, _, _ in senders]:
                 sock.close()

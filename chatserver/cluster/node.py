@@ -36,6 +36,7 @@ from __future__ import annotations
 import functools
 import itertools
 import os
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -250,6 +251,8 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         self._flush_scheduled = False
         # When the last publish went (see _schedule).
         self._last_pump = 0.0
+        # CPU seconds spent making entries and sending them (see cpu_seconds).
+        self._publish_cpu = 0.0
         # The local senders of this turn's messages (id -> client), their output held until
         # Redis has taken the turn's entries: what a sender is answered for is then in
         # another node's hands (the stream), even if this node dies the next instant.
@@ -597,6 +600,19 @@ class ClusterNode(Sharing, AccountLeases, Relays):
                             share.append(msg)
             pending.append(_Outgoing([], by_node=by_node))
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds of this node's own cluster work since it started, by part: making
+        the entries of what it publishes and sending them (``publish``), the replies on its
+        commands connection and what they run (``commands``: the answers to its publishes,
+        claims, heartbeats), and reading the other nodes' entries and applying them here
+        (``stream``).  What one process does as well (rendering and delivering messages)
+        and the socket writes the reactor makes are not in it."""
+        return {
+            "publish": self._publish_cpu,
+            "commands": self._commands.cpu_seconds,
+            "stream": self._reader.cpu_seconds,
+        }
+
     def _schedule(self) -> None:
         if not self._flush_scheduled:
             # Everything of this reactor turn goes in one call: one round trip, one reply;
@@ -614,17 +630,28 @@ class ClusterNode(Sharing, AccountLeases, Relays):
         self._held_last = None
         if holds:
             self._holding = {}
+        start = time.thread_time()
         self._seal()
         proto = self._commands.proto
         if proto is None or not self.up or not self._pending:
             # Redis is away: what is said meanwhile reaches the others once it is back, and
             # its senders are answered now (nothing acknowledged is lost while the node lives).
             _let_go(holds)
+            self._publish_cpu += time.thread_time() - start
             return
         if self.share_rendered:
             # The turn's messages reach this node's members first: their rendered bytes go
-            # with them (ops.encode_run).
+            # with them (ops.encode_run).  Delivering them is not the cluster's own work (one
+            # process does it too), so it is left out of the publishing's CPU.
+            self._publish_cpu += time.thread_time() - start
             self.service.deliver_turn()
+            start = time.thread_time()
+        self._send_pending(proto, holds)
+        self._publish_cpu += time.thread_time() - start
+
+    def _send_pending(self, proto: Any, holds: list[Any]) -> None:
+        """What waits to be published, in batches of entries sent on ``proto``; ``holds``:
+        the senders answered once Redis has taken the last of them."""
         # The ops sent now take no more bytes of a relay (see relay.py).
         self._unsent_ops.clear()
         pending = self._pending

@@ -141,6 +141,17 @@ class ChatCollector:
             for (side, node), count in sorted(relay_counts().items()):
                 relayed.add_metric([side, node], count)
             yield relayed
+        cpu_seconds = getattr(chat.cluster, "cpu_seconds", None)
+        if cpu_seconds is not None:
+            yield _counter(
+                "chatserver_cluster_cpu_seconds",
+                "CPU seconds of the node's own cluster work, by part: making and sending the"
+                " entries it publishes (publish), its commands connection's replies and what"
+                " they run (commands), reading and applying the other nodes' entries"
+                " (stream).  What one process does as well, and socket writes, are not in it.",
+                ["part"],
+                cpu_seconds(),
+            )
         if chat.cluster is not None:
             runs = CounterMetricFamily(
                 "chatserver_cluster_run_messages",
@@ -167,7 +178,9 @@ def _gauge(name: str, doc: str, labels: list[str], values: dict[str, int]) -> Me
     return family
 
 
-def _counter(name: str, doc: str, labels: list[str], values: dict[str, int]) -> Metric:
+def _counter(
+    name: str, doc: str, labels: list[str], values: dict[str, int] | dict[str, float]
+) -> Metric:
     family = CounterMetricFamily(name, doc, labels=labels)
     for key, value in sorted(values.items()):
         family.add_metric([key], value)

@@ -7,7 +7,9 @@ CTCP there, when the receiving or the sending node does not share; and Message e
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +17,7 @@ from tests.cluster.test_cluster import eventually, muc_body
 from tests.cluster.test_rendered import PATHS, knows, member, moved, paths, raw_lines
 from tests.cluster.test_rendered import node as cluster_node
 from tests.matrix.clients import MUC, XmppPeer, local
+from tests.ops.test_metrics import get, samples
 from tests.support.ports import free_port
 from tests.support.redis import RedisServer
 from tests.support.server import LineClient, ServerProcess
@@ -150,3 +153,50 @@ def test_a_node_that_does_not_share_renders_what_it_gets_and_sends_one_by_one(
     burst(on_b, "room", "b")
     raw_lines(sender, "onb", BURST)
     assert moved(before, paths(a_port)) == {"shipped": 0, "rendered": BURST, "events": 0}
+
+
+CPU_PARTS = ("publish", "commands", "stream")
+
+
+def cluster_cpu(port: int) -> dict[str, float]:
+    """The node's CPU seconds of its own cluster work by part, from its /metrics."""
+    found = samples(get(f"http://127.0.0.1:{port}/metrics")[2])
+    return {
+        part: found[("chatserver_cluster_cpu_seconds_total", (("part", part),))]
+        for part in CPU_PARTS
+    }
+
+
+def process_cpu_seconds(server: ServerProcess) -> float:
+    """The server process's CPU time (user and system), from /proc."""
+    assert server.proc is not None
+    fields = Path(f"/proc/{server.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_each_node_counts_the_cpu_of_its_own_cluster_work_by_part(
+    make_server: Callable[..., ServerProcess], redis: RedisServer
+) -> None:
+    a, a_port = node(make_server, redis, "a")
+    b, b_port = node(make_server, redis, "b")
+    sender = member(a, "sender", (), "room")
+    # A member on a as well: a renders the messages and ships the lines with them.
+    watcher = member(a, "watcher", (), "room")
+    on_b = member(b, "onb", (), "room")
+    knows(sender, "room", ["onb"])
+    before_a, before_b = cluster_cpu(a_port), cluster_cpu(b_port)
+    for i in range(10):
+        burst(sender, "room", f"m{i}")
+    raw_lines(watcher, "sender", 10 * BURST)
+    raw_lines(on_b, "sender", 10 * BURST)
+    after_a, after_b = cluster_cpu(a_port), cluster_cpu(b_port)
+    # a made and sent the entries, and Redis's answers to them came on its commands
+    # connection; b read them from its stream.
+    assert after_a["publish"] > before_a["publish"]
+    assert after_a["commands"] > before_a["commands"]
+    assert after_b["stream"] > before_b["stream"]
+    # Seconds of the process's own CPU, not of the wall clock nor another unit: all parts
+    # together are within what the process has spent (/proc counts in ticks of 10 ms).
+    for server, figures in ((a, after_a), (b, after_b)):
+        assert all(value >= 0 for value in figures.values())
+        assert sum(figures.values()) <= process_cpu_seconds(server) + 0.02
