@@ -82,6 +82,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -507,23 +508,26 @@ def two_nodes(
     """Two cluster nodes, ``n0`` and ``n1``, on ``redis`` (not started yet), reaching it
     over loopback TCP or (``link`` "unix") through its socket."""
     url = redis.unix_url if link == "unix" else redis.url
-    nodes = []
-    for i in range(2):
-        metrics = free_port()
-        node = ServerProcess(
-            Path(f"{base}{i}"),
-            protocols=("irc",),
-            overrides={
-                **OVERRIDES,
-                **storage,
-                "cluster": {"redis": url, "node": f"n{i}"},
-                # Where cluster_cpu reads the node's CPU of its own cluster work.
-                "metrics": {"enabled": True, "port": metrics},
-            },
-        )
-        node.ports["metrics"] = metrics
-        nodes.append(node)
-    return nodes
+    return [
+        bench_server(Path(f"{base}{i}"), {**storage, "cluster": {"redis": url, "node": f"n{i}"}})
+        for i in range(2)
+    ]
+
+
+def bench_server(workdir: Path, overrides: dict[str, dict[str, Any]]) -> ServerProcess:
+    """A chatserver for the bench (not started yet), IRC only, with its metrics on, where
+    cluster_cpu reads a node's CPU of its own cluster work.  The one process has them on
+    as well, so that both sides pay alike for what metrics cost (timing each storage call);
+    their event loop's lag is sampled once a minute, not twice a second: each wake-up of
+    an idle process costs it a millisecond or more on a busy virtual machine, and a node
+    would pay twice as many of them as the one process."""
+    port = free_port()
+    metrics = {"enabled": True, "port": port, "lag_interval": 60}
+    process = ServerProcess(
+        workdir, protocols=("irc",), overrides={**OVERRIDES, **overrides, "metrics": metrics}
+    )
+    process.ports["metrics"] = port
+    return process
 
 
 CPU_PARTS = ("publish", "commands", "stream")
@@ -577,7 +581,7 @@ def interleaved(
     The host's speed drifts over seconds (the same work takes up to 1.7 times as long from
     one minute to the next on a shared virtual machine); measured in turns a second or so
     apart, both configurations see the same drift, where runs one after the other do not."""
-    single = ServerProcess(base / "one", protocols=("irc",), overrides={**OVERRIDES, **storage()})
+    single = bench_server(base / "one", storage())
     redis = RedisServer().start()
     shared = storage()
     nodes = two_nodes(base / "n", redis, shared, link)
@@ -802,9 +806,7 @@ def main() -> None:
                         busy_ratio
                     )
                     continue
-                single = ServerProcess(
-                    base / f"{runs}-one", protocols=("irc",), overrides={**OVERRIDES, **storage()}
-                )
+                single = bench_server(base / f"{runs}-one", storage())
                 try:
                     single.start()
                     if args.pin or args.one_core:
