@@ -84,6 +84,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.support.ports import free_port
@@ -541,10 +543,10 @@ def cluster_cpu(nodes: Sequence[ServerProcess]) -> dict[str, float]:
         url = f"http://127.0.0.1:{node.ports['metrics']}/metrics"
         with urllib.request.urlopen(url, timeout=10) as response:
             text = response.read().decode()
-        for line in text.splitlines():
-            if line.startswith("chatserver_cluster_cpu_seconds_total{"):
-                part = line.split('part="', 1)[1].split('"', 1)[0]
-                totals[part] += float(line.rsplit(" ", 1)[1])
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "chatserver_cluster_cpu_seconds_total":
+                    totals[sample.labels["part"]] += sample.value
     return totals
 
 
